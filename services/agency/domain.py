@@ -1,0 +1,76 @@
+"""agency's pure part: what staff see, and the events their actions announce."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.contracts import (
+    AssignmentAcknowledged,
+    AssignmentResolved,
+    AssignmentStatus,
+    Event,
+    IssueResolved,
+    IssueStatus,
+)
+from shared.issue import IssueRecord, acknowledge, resolve
+
+# What ?status= accepts, and which assignment states each one means.
+STATUS_FILTERS: dict[str, set[AssignmentStatus]] = {
+    "open": {AssignmentStatus.assigned, AssignmentStatus.acknowledged},
+    "assigned": {AssignmentStatus.assigned},
+    "acknowledged": {AssignmentStatus.acknowledged},
+    "resolved": {AssignmentStatus.resolved},
+    "all": set(AssignmentStatus),
+}
+
+
+def assignment_view(record: IssueRecord, agency: str, now: datetime) -> dict[str, Any]:
+    """One assignment as its agency's staff see it: the problem, the place, the clock."""
+    assignment = record.assignment_for(agency)
+    view = assignment.model_dump(mode="json")
+    overdue = (
+        (assignment.status is AssignmentStatus.assigned and now > assignment.acknowledge_by)
+        or (assignment.status is not AssignmentStatus.resolved and now > assignment.resolve_by)
+    )
+    view.update(
+        issue_id=record.issue_id,
+        issue_status=record.status.value,
+        category=record.category,
+        priority=record.priority.value if record.priority else None,
+        description=record.description,
+        location=record.location.model_dump(mode="json"),
+        other_agencies=[a.agency for a in record.assignments if a.agency != agency],
+        overdue=overdue,
+    )
+    return view
+
+
+def report_in(record: IssueRecord, agency: str, staff_id: str,
+              now: datetime) -> tuple[IssueRecord, list[Event]]:
+    """报到: acknowledge the assignment and announce it."""
+    new = acknowledge(record, agency, staff_id, now)
+    assignment = new.assignment_for(agency)
+    event = AssignmentAcknowledged(
+        trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now, agency=agency,
+        agency_name=assignment.agency_name,
+        agency_name_en=assignment.agency_name_en, staff_id=staff_id,
+        on_time=bool(assignment.acknowledged_on_time),
+    )
+    return new, [event]
+
+
+def finish_part(record: IssueRecord, agency: str, staff_id: str, note: str,
+                now: datetime) -> tuple[IssueRecord, list[Event]]:
+    """Resolve this agency's part; when it was the last part, the issue is resolved too."""
+    new = resolve(record, agency, staff_id, note, now)
+    assignment = new.assignment_for(agency)
+    resolved = AssignmentResolved(
+        trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now, agency=agency,
+        agency_name=assignment.agency_name,
+        agency_name_en=assignment.agency_name_en, staff_id=staff_id, note=note,
+    )
+    events: list[Event] = [resolved]
+    if new.status is IssueStatus.resolved:
+        events.append(resolved.caused(IssueResolved, occurred_at=now, agencies=new.agencies()))
+    return new, events

@@ -1,0 +1,141 @@
+"""agency: where departments report in (部门报到) and resolve their part.
+
+Staff authenticate with a bearer token naming their agency
+(``whistle token <agency>``) and act only on their own agency's assignments.
+The same operations exist over HTTP and RPC; the RPC methods take the token as
+their first argument.
+"""
+
+from __future__ import annotations
+
+from nameko.dependency_providers import Config
+from nameko.rpc import rpc
+
+from services.agency.domain import STATUS_FILTERS, assignment_view, finish_part, report_in
+from shared import config as cfg
+from shared.auth import StaffPrincipal, authorize, bearer_token
+from shared.contracts import (
+    AcknowledgeAssignment,
+    AssignmentCreated,
+    IssueFilter,
+    ResolveAssignment,
+    utcnow,
+)
+from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload
+from shared.logging import WorkerLogger
+from shared.messaging import EventBus, subscribe
+from shared.store import Store
+from shared.web import health_report, http, read_json, validate
+
+
+class AgencyService:
+    name = "agency"
+
+    store = Store()
+    bus = EventBus()
+    log = WorkerLogger()
+    config = Config()
+
+    # --------------------------------------------------------------- events
+
+    @subscribe(AssignmentCreated)
+    def record_assignment(self, event: AssignmentCreated) -> None:
+        """Put the delivery of the 派单 to this agency on the issue's timeline."""
+        def delivered(record):
+            new = record.model_copy(deep=True)
+            new.step(event.occurred_at, self.name, "assignment_delivered",
+                     f"{event.assignment.agency_name} received the assignment "
+                     f"({event.assignment.role.value})", agency=event.assignment.agency)
+            return new, {}
+
+        applied = self.store.apply(event.issue_id, event.event_id, delivered, self.name)
+        self.log.info("assignment_delivered", issue_id=event.issue_id,
+                      agency=event.assignment.agency, duplicate=not applied.changed)
+
+    # ------------------------------------------------------------------ RPC
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_assignments(self, token: str, agency: str, status: str = "open") -> list[dict]:
+        self._authorize(token, agency)
+        wanted = STATUS_FILTERS.get(status)
+        if wanted is None:
+            raise InvalidPayload(f"invalid status: {status!r}", [{
+                "field": "status", "message": f"must be one of {', '.join(STATUS_FILTERS)}",
+                "type": "enum"}])
+        records = (self.store.open_for_agency(agency) if status == "open"
+                   else self.store.find(IssueFilter(agency=agency, limit=500)))
+        now = utcnow()
+        return [assignment_view(r, agency, now) for r in records
+                if agency in r.agencies() and r.assignment_for(agency).status in wanted]
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def acknowledge(self, token: str, agency: str, issue_id: str,
+                    payload: dict | None = None) -> dict:
+        staff = self._authorize(token, agency, issue_id)
+        validate(AcknowledgeAssignment, payload or {})
+        now = utcnow()
+        applied = self.store.apply(
+            issue_id, None, lambda r: self._staged(report_in(r, agency, staff.staff_id, now)),
+            self.name)
+        self.bus.publish(applied.outbox)
+        self.log.info("assignment_acknowledged", issue_id=issue_id, agency=agency,
+                      staff_id=staff.staff_id)
+        return assignment_view(applied.record, agency, now)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def resolve(self, token: str, agency: str, issue_id: str, payload: dict | None = None) -> dict:
+        staff = self._authorize(token, agency, issue_id)
+        body = validate(ResolveAssignment, payload or {})
+        now = utcnow()
+        applied = self.store.apply(
+            issue_id, None,
+            lambda r: self._staged(finish_part(r, agency, staff.staff_id, body.note, now)),
+            self.name)
+        self.bus.publish(applied.outbox)
+        self.log.info("assignment_resolved", issue_id=issue_id, agency=agency,
+                      staff_id=staff.staff_id, issue_status=applied.record.status.value)
+        return assignment_view(applied.record, agency, now)
+
+    # ----------------------------------------------------------------- HTTP
+
+    @http("GET", "/agencies/<agency>/assignments", expected_exceptions=EXPECTED_ERRORS)
+    def list_assignments_http(self, request, agency):
+        token = bearer_token(request.headers.get("Authorization"))
+        status = request.args.get("status", "open")
+        return {"agency": agency, "status": status,
+                "assignments": self.list_assignments(token, agency, status)}
+
+    @http("POST", "/agencies/<agency>/assignments/<issue_id>/acknowledge",
+          expected_exceptions=EXPECTED_ERRORS)
+    def acknowledge_http(self, request, agency, issue_id):
+        token = bearer_token(request.headers.get("Authorization"))
+        self._authorize(token, agency, issue_id)
+        body = read_json(request, AcknowledgeAssignment) if request.content_length else None
+        return self.acknowledge(token, agency, issue_id, body and body.model_dump())
+
+    @http("POST", "/agencies/<agency>/assignments/<issue_id>/resolve",
+          expected_exceptions=EXPECTED_ERRORS)
+    def resolve_http(self, request, agency, issue_id):
+        token = bearer_token(request.headers.get("Authorization"))
+        self._authorize(token, agency, issue_id)
+        body = read_json(request, ResolveAssignment)
+        return self.resolve(token, agency, issue_id, body.model_dump())
+
+    @http("GET", "/health")
+    def health(self, request):
+        return health_report(self.name, self.store.redis)
+
+    # ------------------------------------------------------------ internals
+
+    def _authorize(self, token: str | None, agency: str, issue_id: str | None = None
+                   ) -> StaffPrincipal:
+        try:
+            return authorize(token, cfg.get(self.config, cfg.SECRET), agency)
+        except Forbidden:
+            # Logged without personal data: who tried, on what, nothing about the resident.
+            self.log.warning("forbidden_attempt", agency=agency, issue_id=issue_id)
+            raise
+
+    def _staged(self, result):
+        record, events = result
+        return record, self.bus.stage(*events)

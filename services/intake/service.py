@@ -1,0 +1,95 @@
+"""intake: the community desk's door (居民点单 -> 社区接单).
+
+Accepts a problem over HTTP or RPC, validates it, gives it a stable reference
+(``WH-yyyymmdd-nnnn``), stores it with its announcing ``issue.received`` event
+in one Redis transaction, then publishes. It also serves the desk's read side:
+one issue with its timeline, and filtered lists.
+"""
+
+from __future__ import annotations
+
+from nameko.dependency_providers import Config
+from nameko.rpc import rpc
+
+from services.intake.domain import accept_issue
+from shared import config as cfg
+from shared.contracts import IssueFilter, SubmitIssue, new_id, utcnow
+from shared.errors import EXPECTED_ERRORS
+from shared.issue import public_view
+from shared.logging import WorkerLogger
+from shared.messaging import EventBus
+from shared.store import Store, day_of
+from shared.web import health_report, http, json_response, read_json, validate
+
+
+class IntakeService:
+    name = "intake"
+
+    store = Store()
+    bus = EventBus()
+    log = WorkerLogger()
+    config = Config()
+
+    # ------------------------------------------------------------------ RPC
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def submit_issue(self, payload: dict) -> dict:
+        """Accept a problem; returns its reference. See ``SubmitIssue`` for the fields."""
+        return self._submit(validate(SubmitIssue, payload))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_issue(self, issue_id: str) -> dict:
+        return public_view(self.store.get(issue_id), self.store.contact(issue_id))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_issues(self, filters: dict | None = None) -> list[dict]:
+        query = validate(IssueFilter, filters or {})
+        return [self._summary(r) for r in self.store.find(query)]
+
+    # ----------------------------------------------------------------- HTTP
+
+    @http("POST", "/issues", expected_exceptions=EXPECTED_ERRORS)
+    def submit_issue_http(self, request):
+        receipt = self._submit(read_json(request, SubmitIssue))
+        return json_response(receipt, 201, {"Location": f"/issues/{receipt['issue_id']}"})
+
+    @http("GET", "/issues/<issue_id>", expected_exceptions=EXPECTED_ERRORS)
+    def get_issue_http(self, request, issue_id):
+        return self.get_issue(issue_id)
+
+    @http("GET", "/issues", expected_exceptions=EXPECTED_ERRORS)
+    def list_issues_http(self, request):
+        filters = {k: v for k, v in request.args.items() if v != ""}
+        return {"issues": self.list_issues(filters)}
+
+    @http("GET", "/health")
+    def health(self, request):
+        return health_report(self.name, self.store.redis)
+
+    # ------------------------------------------------------------ internals
+
+    def _submit(self, submission: SubmitIssue) -> dict:
+        now = utcnow()
+        tz = cfg.get(self.config, cfg.DISPLAY_TZ)
+        issue_id = self.store.next_issue_id(day_of(now, tz))
+        record, contact, received = accept_issue(submission, issue_id, new_id(), now)
+        outbox = self.bus.stage(received)
+        self.store.create(record, contact, self.name, outbox)
+        self.log.info("issue_received", issue_id=issue_id, channel=submission.channel.value,
+                      community=submission.location.community)
+        self.bus.publish(outbox)
+        return {"issue_id": issue_id, "trace_id": record.trace_id, "status": record.status.value,
+                "received_at": record.received_at.isoformat()}
+
+    @staticmethod
+    def _summary(record) -> dict:
+        return {
+            "issue_id": record.issue_id,
+            "status": record.status.value,
+            "category": record.category,
+            "priority": record.priority.value if record.priority else None,
+            "community": record.location.community,
+            "agencies": record.agencies(),
+            "received_at": record.received_at.isoformat(),
+            "updated_at": record.updated_at.isoformat(),
+        }

@@ -1,0 +1,395 @@
+"""The routing rules file: its schema, loading, and error reporting with line numbers.
+
+The rules are configuration edited by people at the street office, not code, so a
+broken file must say *where* it is broken: every problem is reported at once as
+``<source>:<line>: <dotted.path>: <message>``. Pydantic checks the structure;
+the cross-references between sections (leads and supports naming agencies,
+unique categories, keyword sanity) are checked on the raw data so they are
+reported even when other parts of the file are structurally wrong.
+
+Pure: no nameko, no Redis.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from shared.contracts import Priority, Sector, Slug
+
+SHIPPED_RULES = Path(__file__).with_name("rules.yaml")
+
+# ------------------------------------------------------------------- normalising
+
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+_SPACES = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """The form both texts and keywords are compared in.
+
+    NFKC turns full-width ``ＧＡＳ``/``１``, common on Chinese keyboards, into ASCII;
+    casefold ignores case; curly apostrophes from phones become ``'``; runs of
+    whitespace become one space so multi-word keywords match across line breaks.
+    """
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_QUOTES)
+    return _SPACES.sub(" ", text)
+
+# ----------------------------------------------------------------------- durations
+
+_DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
+_DURATION = re.compile(r"^(?:\d+\s*[smhdw]\s*)+$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"2h"``, ``"30m"``, ``"7d"``, ``"1h30m"`` or an int of seconds -> timedelta."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):  # bool is an int: `yes` in YAML must not mean 1 second
+        raise ValueError("expected a duration like '2h', '30m', '7d' or seconds")
+    elif isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and _DURATION.match(value.strip().lower()):
+        seconds = sum(int(n) * _UNIT_SECONDS[u]
+                      for n, u in _DURATION_PART.findall(value.strip().lower()))
+    else:
+        raise ValueError("expected a duration like '2h', '30m', '7d' or seconds")
+    if seconds <= 0:
+        raise ValueError("duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The inverse of :func:`parse_duration`, for messages: ``timedelta(hours=26)`` -> ``1d2h``."""
+    seconds = int(value.total_seconds())
+    if seconds <= 0:
+        return f"{seconds}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+# -------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriorityWindow(_Model):
+    """How long an agency has to report in (报到) and to fix the problem."""
+
+    acknowledge: Duration
+    resolve: Duration
+
+    @model_validator(mode="after")
+    def _acknowledge_first(self) -> PriorityWindow:
+        if self.acknowledge > self.resolve:
+            raise ValueError(
+                f"acknowledge window {format_duration(self.acknowledge)} is longer than "
+                f"resolve window {format_duration(self.resolve)}")
+        return self
+
+
+class AgencyDef(_Model):
+    name: str = Field(min_length=1)
+    name_en: str = Field(min_length=1)
+    sector: Sector
+
+
+class CategoryRule(_Model):
+    """One kind of problem: who leads, who supports, and the words that reveal it.
+
+    ``precedence`` exists for root-cause problems whose symptoms match other rules:
+    a cracked balcony that leaks onto wiring is still the housing side's job to
+    lead, even though the wet wiring makes it urgent. Higher wins the lead before
+    priority is considered; the default 0 leaves the choice to priority.
+    """
+
+    category: Slug
+    name: str = Field(min_length=1)
+    name_en: str = Field(min_length=1)
+    priority: Priority
+    lead: str
+    support: list[str] = Field(default_factory=list)
+    precedence: int = 0
+    keywords: list[str] = Field(min_length=1)
+
+
+class Fallback(_Model):
+    """Who owns a problem no rule recognises: the street office (首接负责 upstream)."""
+
+    category: Slug
+    priority: Priority
+    lead: str
+
+
+class RuleSet(_Model):
+    version: Literal[1]
+    priorities: dict[Priority, PriorityWindow]
+    agencies: dict[Slug, AgencyDef]
+    fallback: Fallback
+    rules: list[CategoryRule]
+
+    @model_validator(mode="after")
+    def _cross_checked(self, info: ValidationInfo) -> RuleSet:
+        # parse_rules runs the cross-checks itself (on the raw data, with line
+        # numbers); this catches RuleSets built from Python data directly.
+        if info.context and info.context.get("cross_checked"):
+            return self
+        problems = cross_check(self.model_dump())
+        if problems:
+            raise ValueError("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in problems))
+        return self
+
+    def agency(self, agency_id: str) -> AgencyDef:
+        try:
+            return self.agencies[agency_id]
+        except KeyError:
+            raise KeyError(f"unknown agency {agency_id!r}") from None
+
+    def window(self, priority: Priority | str) -> PriorityWindow:
+        return self.priorities[Priority(priority)]
+
+    def rule(self, category: str) -> CategoryRule:
+        for rule in self.rules:
+            if rule.category == category:
+                return rule
+        raise KeyError(f"unknown category {category!r}")
+
+    def has_rule(self, category: str | None) -> bool:
+        return any(rule.category == category for rule in self.rules)
+
+    def category_names(self) -> list[str]:
+        """Every category a decision can carry: the rules' ids in file order, then the fallback's."""
+        names = [rule.category for rule in self.rules]
+        if self.fallback.category not in names:
+            names.append(self.fallback.category)
+        return names
+
+
+# ------------------------------------------------------------------- cross-checks
+
+Loc = tuple[str | int, ...]
+
+
+def cross_check(data: Any) -> list[tuple[Loc, str]]:
+    """References and keyword sanity, on raw (possibly malformed) data.
+
+    Written defensively: anything of the wrong shape is skipped here because the
+    structural validation already reports it.
+    """
+    problems: list[tuple[Loc, str]] = []
+    if not isinstance(data, dict):
+        return problems
+    agencies = data.get("agencies")
+    known = set(agencies) if isinstance(agencies, dict) else None
+
+    priorities = data.get("priorities")
+    if isinstance(priorities, dict):
+        missing = [p.value for p in Priority if p.value not in {str(k) for k in priorities}]
+        if missing:
+            problems.append((("priorities",), f"missing window for {', '.join(missing)}"))
+
+    def check_agency(loc: Loc, value: Any, what: str) -> None:
+        if known is not None and isinstance(value, str) and value not in known:
+            problems.append((loc, f"unknown agency {value!r} as {what}"))
+
+    fallback = data.get("fallback")
+    if isinstance(fallback, dict):
+        check_agency(("fallback", "lead"), fallback.get("lead"), "fallback lead")
+
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return problems
+    first_seen: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        category = rule.get("category")
+        if isinstance(category, str):
+            if category in first_seen:
+                problems.append(((("rules", i, "category")),
+                                 f"duplicate category {category!r} (first at rules.{first_seen[category]})"))
+            else:
+                first_seen[category] = i
+            if isinstance(fallback, dict) and category == fallback.get("category"):
+                problems.append((("rules", i, "category"),
+                                 f"category {category!r} is also the fallback category"))
+        lead = rule.get("lead")
+        check_agency(("rules", i, "lead"), lead, "lead")
+        support = rule.get("support")
+        if isinstance(support, list):
+            seen: set[str] = set()
+            for j, agency in enumerate(support):
+                loc = ("rules", i, "support", j)
+                check_agency(loc, agency, "support")
+                if not isinstance(agency, str):
+                    continue
+                if agency == lead:
+                    problems.append((loc, f"{agency!r} is the lead; it cannot also support"))
+                elif agency in seen:
+                    problems.append((loc, f"{agency!r} is listed twice"))
+                seen.add(agency)
+        keywords = rule.get("keywords")
+        if isinstance(keywords, list):
+            problems.extend(_check_keywords(("rules", i, "keywords"), keywords))
+    return problems
+
+
+def _check_keywords(loc: Loc, keywords: list[Any]) -> Iterator[tuple[Loc, str]]:
+    seen: dict[str, int] = {}
+    for j, keyword in enumerate(keywords):
+        if not isinstance(keyword, str):
+            continue
+        norm = normalise(keyword).strip()
+        if not norm:
+            yield (*loc, j), "keyword is empty"
+        elif len(norm) < 2:
+            # A single character such as 电 would match 电梯 (lift) as a power problem.
+            yield (*loc, j), f"keyword {keyword!r} is a single character; too broad to route on"
+        elif norm in seen:
+            yield (*loc, j), f"keyword {keyword!r} repeats keyword {seen[norm]} of this rule"
+        else:
+            seen[norm] = j
+
+
+# ------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class RuleProblem:
+    source: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line is not None else self.source
+        return f"{where}: {self.path}: {self.message}"
+
+
+class RulesError(Exception):
+    """A rules file that cannot be used. ``str()`` lists every problem, one per line."""
+
+    def __init__(self, problems: Iterable[RuleProblem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _dotted(loc: Loc) -> str:
+    parts = [str(part) for part in loc if part != "[key]"]
+    return ".".join(parts) or "(root)"
+
+
+def _line_of(root: yaml.Node | None, loc: Loc) -> int | None:
+    """Follow ``loc`` through the composed YAML as far as it exists; 1-based line.
+
+    A block mapping or list reached through a key is reported on the key's line
+    (``priorities:``), not on its first entry, which is where YAML says it starts.
+    """
+    if root is None:
+        return None
+    node: yaml.Node = root
+    line = node.start_mark.line
+    for i, part in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    # pydantic marks a bad mapping key with a trailing "[key]": show the key.
+                    node = key if loc[i + 1:i + 2] == ("[key]",) else value
+                    line = key.start_mark.line if isinstance(node, yaml.CollectionNode) \
+                        else node.start_mark.line
+                    break
+            else:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line
+        else:
+            break
+    return line + 1
+
+
+_PLAIN_MESSAGES = {
+    "missing": "field required",
+    "extra_forbidden": "unknown field",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "dict_type": "expected a mapping",
+    "list_type": "expected a list",
+    "string_type": "expected text",
+}
+
+
+def _message(error: dict[str, Any]) -> str:
+    msg = error["msg"]
+    if error["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    return _PLAIN_MESSAGES.get(error["type"], msg)
+
+
+def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
+    """Parse and validate a rules file's text; raise :class:`RulesError` listing every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        message = f"{context}: {problem}" if context else problem
+        raise RulesError([RuleProblem(source, line, "(yaml)", f"invalid YAML: {message}")]) from None
+
+    if data is None:
+        raise RulesError([RuleProblem(source, 1, "(root)", "the file is empty")])
+    found: list[tuple[Loc, str]] = []
+    ruleset: RuleSet | None = None
+    try:
+        ruleset = RuleSet.model_validate(data, context={"cross_checked": True})
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False, include_context=False):
+            found.append((tuple(error["loc"]), _message(error)))
+    found.extend(cross_check(data))
+    if found or ruleset is None:
+        problems: list[RuleProblem] = []
+        seen: set[tuple[str, str]] = set()
+        for loc, message in found:
+            path = _dotted(loc)
+            if (path, message) in seen:
+                continue
+            seen.add((path, message))
+            problems.append(RuleProblem(source, _line_of(root, loc), path, message))
+        problems.sort(key=lambda p: (p.line or 0))
+        raise RulesError(problems)
+    return ruleset
+
+
+def load_rules(path: str | Path | None = None) -> RuleSet:
+    """Load a rules file; ``None`` loads the shipped ``rules.yaml``. OSErrors propagate."""
+    file = Path(path) if path is not None else SHIPPED_RULES
+    return parse_rules(file.read_text(encoding="utf-8"), source=str(file))

@@ -1,0 +1,65 @@
+"""Agency staff tokens: signed (HS256, PyJWT), expiring, naming agency and staff.
+
+``whistle token <agency>`` prints one. The signing secret is ``WHISTLE_SECRET``;
+its development default is refused in production (``shared.config``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from shared.errors import Forbidden, Unauthorized
+
+ISSUER = "whistle"
+AUDIENCE = "whistle-agency"
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True)
+class StaffPrincipal:
+    agency: str
+    staff_id: str
+
+
+def issue_token(agency: str, staff_id: str, secret: str, ttl_s: int = 12 * 3600,
+                now: float | None = None) -> str:
+    issued = int(time.time() if now is None else now)
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": staff_id, "agency": agency,
+              "iat": issued, "exp": issued + ttl_s}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(token: str | None, secret: str) -> StaffPrincipal:
+    """The principal a token names, or :class:`Unauthorized` saying why not."""
+    if not token:
+        raise Unauthorized("missing bearer token")
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE,
+                            issuer=ISSUER, options={"require": ["exp", "sub", "agency"]})
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("token has expired") from None
+    except jwt.InvalidTokenError:
+        raise Unauthorized("token is invalid") from None
+    if not isinstance(claims.get("agency"), str) or not isinstance(claims.get("sub"), str):
+        raise Unauthorized("token is invalid")
+    return StaffPrincipal(agency=claims["agency"], staff_id=claims["sub"])
+
+
+def bearer_token(authorization_header: str | None) -> str | None:
+    if not authorization_header:
+        return None
+    scheme, _, token = authorization_header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def authorize(token: str | None, secret: str, agency: str) -> StaffPrincipal:
+    """Verify the token and check it belongs to ``agency`` (staff act only on their own)."""
+    principal = verify_token(token, secret)
+    if principal.agency != agency:
+        raise Forbidden(f"token is for agency {principal.agency!r}, not {agency!r}")
+    return principal

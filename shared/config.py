@@ -1,0 +1,98 @@
+"""Configuration keys and the environment they come from.
+
+nameko services read ``self.container.config[KEY]``. ``nameko run --config
+config.yaml`` fills it with ``${VAR:default}`` substitution; ``whistle up`` and
+the tests build the same dict with :func:`config_from_env`. Either way every
+value comes from the environment, and the defaults below are for local
+development only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+AMQP_URI = "AMQP_URI"
+WEB_SERVER_ADDRESS = "WEB_SERVER_ADDRESS"
+REDIS_URL = "REDIS_URL"
+KEY_PREFIX = "WHISTLE_KEY_PREFIX"
+ENVIRONMENT = "WHISTLE_ENV"
+SECRET = "WHISTLE_SECRET"
+TOKEN_TTL = "WHISTLE_TOKEN_TTL"
+RULES_FILE = "RULES_FILE"
+NOTIFY_CHANNEL = "NOTIFY_CHANNEL"
+NOTIFY_WEBHOOK_URL = "NOTIFY_WEBHOOK_URL"
+DISPLAY_TZ = "WHISTLE_TZ"
+MAX_ATTEMPTS = "WHISTLE_MAX_ATTEMPTS"
+RETRY_DELAY_MS = "WHISTLE_RETRY_DELAY_MS"
+LOG_FORMAT = "LOG_FORMAT"
+MAX_WORKERS = "max_workers"
+
+# Development defaults. DEV_SECRET is deliberately named and worded so that it
+# is obvious in any log or config dump; production refuses it (see check_production).
+DEV_SECRET = "dev-only-insecure-secret"
+DEV_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
+
+DEFAULTS: dict[str, Any] = {
+    AMQP_URI: DEV_AMQP_URI,
+    WEB_SERVER_ADDRESS: "127.0.0.1:8000",
+    REDIS_URL: "redis://127.0.0.1:6379/0",
+    KEY_PREFIX: "whistle",
+    ENVIRONMENT: "development",
+    SECRET: DEV_SECRET,
+    TOKEN_TTL: 12 * 3600,
+    RULES_FILE: "",
+    NOTIFY_CHANNEL: "desk",
+    NOTIFY_WEBHOOK_URL: "",
+    DISPLAY_TZ: "Asia/Shanghai",
+    MAX_ATTEMPTS: 5,
+    RETRY_DELAY_MS: 1000,
+    LOG_FORMAT: "json",
+    MAX_WORKERS: 10,
+}
+
+_INTEGER_KEYS = {TOKEN_TTL, MAX_ATTEMPTS, RETRY_DELAY_MS, MAX_WORKERS}
+
+
+class ConfigurationError(RuntimeError):
+    """Whistle refuses to start with this configuration."""
+
+
+def config_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The service config dict, from environment variables named like the keys."""
+    environ = os.environ if environ is None else environ
+    config = dict(DEFAULTS)
+    for key in DEFAULTS:
+        env_name = "MAX_WORKERS" if key == MAX_WORKERS else key
+        if environ.get(env_name):
+            config[key] = environ[env_name]
+    config.update(overrides)
+    return normalise(config)
+
+
+def normalise(config: dict[str, Any]) -> dict[str, Any]:
+    """Coerce integer keys (``nameko run`` substitutes strings) and check production."""
+    for key in _INTEGER_KEYS & config.keys():
+        config[key] = int(config[key])
+    check_production(config)
+    return config
+
+
+def get(config: Mapping[str, Any], key: str) -> Any:
+    """Read a key, falling back to the development default."""
+    value = config.get(key)
+    return DEFAULTS[key] if value in (None, "") else value
+
+
+def check_production(config: Mapping[str, Any]) -> None:
+    """Refuse development defaults when ``WHISTLE_ENV=production``."""
+    if get(config, ENVIRONMENT) != "production":
+        return
+    problems = []
+    if get(config, SECRET) == DEV_SECRET or len(str(get(config, SECRET))) < 32:
+        problems.append(f"{SECRET} must be set to a random value of at least 32 characters")
+    if "guest:guest@" in str(get(config, AMQP_URI)):
+        problems.append(f"{AMQP_URI} must not use the guest account")
+    if problems:
+        raise ConfigurationError("refusing to start in production: " + "; ".join(problems))

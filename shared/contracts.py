@@ -1,0 +1,267 @@
+"""Every payload on the wire, in one place, shared by producers and consumers.
+
+Rules (see README "Contracts"):
+- every model refuses unknown fields (``extra="forbid"``) so a typo is an error,
+  not silently ignored data;
+- validation errors never echo the input (``hide_input_in_errors``), because the
+  input may carry a resident's phone number;
+- events carry ``event_id``, ``trace_id`` (the same for everything about one
+  issue), ``causation_id`` (the message that caused this one), ``occurred_at``
+  and ``schema_version``;
+- producers send ``model.model_dump(mode="json")``: kombu cannot serialise models.
+
+Residents' names and phone numbers are *not* in any event. They stay in Redis
+with the issue (see ``shared.store``) and only the notify service reads them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+SCHEMA_VERSION = 1
+
+# Control characters other than tab/newline/carriage return have no place in a
+# resident's text and break terminals and logs.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029]")
+
+
+def _no_control_chars(value: str) -> str:
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def _no_surrogates(value: str) -> str:
+    # Lone surrogates come from invalid UTF-16 escapes in JSON (e.g. "\ud800");
+    # they cannot be stored or re-encoded as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+def bounded_text(max_length: int, min_length: int = 1):
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
+        AfterValidator(_no_surrogates),
+        AfterValidator(_no_control_chars),
+    ]
+
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
+IssueId = Annotated[str, StringConstraints(pattern=r"^WH-\d{8}-\d{4,}$")]
+Phone = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 \-]{5,19}$"),
+]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Strict(BaseModel):
+    """Base for every wire model: unknown fields refused, input never echoed."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=False)
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class Channel(StrEnum):
+    """How the problem reached the desk."""
+
+    desk = "desk"
+    hotline = "hotline"
+    app = "app"
+    grid_patrol = "grid_patrol"
+
+
+class Language(StrEnum):
+    zh = "zh"
+    en = "en"
+
+
+class Priority(StrEnum):
+    urgent = "urgent"
+    high = "high"
+    normal = "normal"
+    complex = "complex"
+
+    @property
+    def rank(self) -> int:
+        """Lower is more pressing; used to pick the most pressing of several rules."""
+        return list(Priority).index(self)
+
+
+class Sector(StrEnum):
+    power = "power"
+    utilities = "utilities"
+    housing = "housing"
+    other = "other"
+
+
+class Role(StrEnum):
+    lead = "lead"
+    support = "support"
+
+
+class IssueStatus(StrEnum):
+    received = "received"
+    dispatched = "dispatched"
+    in_progress = "in_progress"
+    resolved = "resolved"
+
+
+class AssignmentStatus(StrEnum):
+    assigned = "assigned"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+
+
+# ------------------------------------------------------------------ request models
+
+
+class Location(Strict):
+    community: bounded_text(64)
+    address: bounded_text(200)
+    grid: bounded_text(32) | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+
+
+class Contact(Strict):
+    name: bounded_text(50) | None = None
+    phone: Phone | None = None
+
+
+class SubmitIssue(Strict):
+    """What the community desk sends to intake (HTTP body or RPC argument)."""
+
+    description: bounded_text(4000)
+    category: Slug | None = None
+    location: Location
+    contact: Contact | None = None
+    channel: Channel = Channel.desk
+    language: Language = Language.zh
+
+
+class AcknowledgeAssignment(Strict):
+    note: bounded_text(2000) | None = None
+
+
+class ResolveAssignment(Strict):
+    note: bounded_text(2000)
+
+
+class IssueFilter(Strict):
+    status: IssueStatus | None = None
+    agency: Slug | None = None
+    community: bounded_text(64) | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+# ------------------------------------------------------------------------ events
+
+E = TypeVar("E", bound="Event")
+
+
+class Event(Strict):
+    """Envelope fields every event carries."""
+
+    event_type: ClassVar[str]
+
+    event_id: str = Field(default_factory=new_id, min_length=8, max_length=64)
+    trace_id: str = Field(min_length=8, max_length=64)
+    causation_id: str | None = Field(default=None, max_length=64)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    schema_version: Literal[1] = SCHEMA_VERSION
+    issue_id: IssueId
+
+    def caused(self, event_cls: type[E], **fields: Any) -> E:
+        """Build the next event in this issue's chain, keeping trace and causation."""
+        return event_cls(trace_id=self.trace_id, causation_id=self.event_id,
+                         issue_id=self.issue_id, **fields)
+
+
+class IssueReceived(Event):
+    event_type: ClassVar[str] = "issue.received"
+
+    description: bounded_text(4000)
+    category: Slug | None = None
+    location: Location
+    channel: Channel
+    language: Language
+    has_contact: bool
+
+
+class AssignmentSummary(Strict):
+    agency: Slug
+    agency_name: str
+    agency_name_en: str
+    sector: Sector
+    role: Role
+    acknowledge_by: datetime
+    resolve_by: datetime
+
+
+class IssueDispatched(Event):
+    event_type: ClassVar[str] = "issue.dispatched"
+
+    category: Slug
+    priority: Priority
+    assignments: list[AssignmentSummary] = Field(min_length=1)
+
+
+class AssignmentCreated(Event):
+    event_type: ClassVar[str] = "assignment.created"
+
+    category: Slug
+    priority: Priority
+    assignment: AssignmentSummary
+
+
+class AssignmentAcknowledged(Event):
+    event_type: ClassVar[str] = "assignment.acknowledged"
+
+    agency: Slug
+    agency_name: str
+    agency_name_en: str
+    staff_id: str = Field(min_length=1, max_length=64)
+    on_time: bool
+
+
+class AssignmentResolved(Event):
+    event_type: ClassVar[str] = "assignment.resolved"
+
+    agency: Slug
+    agency_name: str
+    agency_name_en: str
+    staff_id: str = Field(min_length=1, max_length=64)
+    note: bounded_text(2000)
+
+
+class IssueResolved(Event):
+    event_type: ClassVar[str] = "issue.resolved"
+
+    agencies: list[str] = Field(min_length=1)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.event_type: cls
+    for cls in (IssueReceived, IssueDispatched, AssignmentCreated, AssignmentAcknowledged,
+                AssignmentResolved, IssueResolved)
+}

@@ -1,0 +1,105 @@
+"""Typed errors shared by every service.
+
+Each error knows its HTTP status and a stable machine-readable ``code``, so the
+same exception becomes a JSON 4xx over HTTP and a typed exception over RPC.
+They are registered with :func:`nameko.exceptions.deserialize_to_instance`, so a
+``ClusterRpcProxy`` caller gets the very same class back instead of a
+``RemoteError``: ``except Forbidden:`` works across the wire.
+
+Arguments are kept JSON-safe (strings and lists of dicts) because nameko
+serialises ``exc.args`` to rebuild the instance on the caller's side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nameko.exceptions import deserialize_to_instance
+from pydantic import ValidationError
+
+
+class WhistleError(Exception):
+    """Base class: an expected, user-facing failure with a clear message."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None):
+        super().__init__(message, errors or [])
+        self.message = message
+        self.errors = errors or []
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": {"code": self.code, "message": self.message}}
+        if self.errors:
+            body["error"]["fields"] = self.errors
+        return body
+
+
+@deserialize_to_instance
+class InvalidPayload(WhistleError):
+    """A request or message failed validation. ``errors`` names every bad field."""
+
+    status = 422
+    code = "invalid_payload"
+
+    @classmethod
+    def from_validation_error(cls, exc: ValidationError, what: str = "request") -> InvalidPayload:
+        fields = [
+            {
+                "field": ".".join(str(part) for part in err["loc"]) or "(body)",
+                "message": err["msg"],
+                "type": err["type"],
+            }
+            for err in exc.errors(include_input=False, include_url=False, include_context=False)
+        ]
+        names = ", ".join(f["field"] for f in fields)
+        return cls(f"invalid {what}: {names}", fields)
+
+
+@deserialize_to_instance
+class MalformedBody(WhistleError):
+    """The body is not JSON, not UTF-8, too large, or of the wrong content type."""
+
+    status = 400
+    code = "malformed_body"
+
+
+@deserialize_to_instance
+class Unauthorized(WhistleError):
+    status = 401
+    code = "unauthorized"
+
+
+@deserialize_to_instance
+class Forbidden(WhistleError):
+    status = 403
+    code = "forbidden"
+
+
+@deserialize_to_instance
+class NotFound(WhistleError):
+    status = 404
+    code = "not_found"
+
+
+@deserialize_to_instance
+class InvalidTransition(WhistleError):
+    """The action is not allowed in the current state (e.g. resolve before 报到)."""
+
+    status = 409
+    code = "invalid_transition"
+
+
+@deserialize_to_instance
+class Unavailable(WhistleError):
+    """A backing store or the broker is down; the caller should retry later."""
+
+    status = 503
+    code = "unavailable"
+
+
+EXPECTED_ERRORS = (WhistleError,)

@@ -1,0 +1,188 @@
+"""The issue aggregate: its stored shape and its state machine. Pure: no I/O.
+
+An issue moves ``received -> dispatched -> in_progress -> resolved``. Each of its
+assignments moves ``assigned -> acknowledged (报到) -> resolved``. The issue is
+resolved when every assignment is resolved (及时结单).
+
+Every function here takes the current record and returns a new one, or raises
+:class:`~shared.errors.InvalidTransition`. Services persist the result through
+``shared.store.IssueStore.apply``, which makes the read-modify-write atomic and
+idempotent per event id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts import (
+    AssignmentStatus,
+    AssignmentSummary,
+    Channel,
+    IssueStatus,
+    Language,
+    Location,
+    Priority,
+    Role,
+    Sector,
+)
+from shared.errors import Forbidden, InvalidTransition
+
+
+class Stored(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TimelineEntry(Stored):
+    at: datetime
+    service: str
+    step: str
+    detail: str = ""
+    agency: str | None = None
+
+
+class Assignment(Stored):
+    agency: str
+    agency_name: str
+    agency_name_en: str
+    sector: Sector
+    role: Role
+    status: AssignmentStatus = AssignmentStatus.assigned
+    assigned_at: datetime
+    acknowledge_by: datetime
+    resolve_by: datetime
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    acknowledged_on_time: bool | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    resolution_note: str | None = None
+
+    def summary(self) -> AssignmentSummary:
+        return AssignmentSummary(
+            agency=self.agency, agency_name=self.agency_name,
+            agency_name_en=self.agency_name_en, sector=self.sector,
+            role=self.role, acknowledge_by=self.acknowledge_by, resolve_by=self.resolve_by,
+        )
+
+
+class Routing(Stored):
+    """Why routing decided what it did: shown on the issue and by ``route explain``."""
+
+    rule: str
+    keywords: list[str] = Field(default_factory=list)
+    category_source: str  # "given" | "keywords" | "fallback"
+
+
+class IssueRecord(Stored):
+    issue_id: str
+    trace_id: str
+    status: IssueStatus = IssueStatus.received
+    description: str
+    category: str | None = None
+    priority: Priority | None = None
+    location: Location
+    channel: Channel
+    language: Language
+    received_at: datetime
+    updated_at: datetime
+    routing: Routing | None = None
+    assignments: list[Assignment] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+
+    def assignment_for(self, agency: str) -> Assignment:
+        for assignment in self.assignments:
+            if assignment.agency == agency:
+                return assignment
+        raise Forbidden(f"agency {agency!r} has no assignment on issue {self.issue_id}")
+
+    def agencies(self) -> list[str]:
+        return [a.agency for a in self.assignments]
+
+    def step(self, at: datetime, service: str, step: str, detail: str = "",
+             agency: str | None = None) -> None:
+        self.timeline.append(TimelineEntry(at=at, service=service, step=step,
+                                           detail=detail, agency=agency))
+        self.updated_at = max(self.updated_at, at)
+
+
+def receive(issue_id: str, trace_id: str, description: str, category: str | None,
+            location: Location, channel: Channel, language: Language,
+            now: datetime) -> IssueRecord:
+    """A new issue as the desk accepted it (社区接单)."""
+    record = IssueRecord(
+        issue_id=issue_id, trace_id=trace_id, description=description, category=category,
+        location=location, channel=channel, language=language, received_at=now, updated_at=now,
+    )
+    record.step(now, "intake", "received", f"accepted via {channel.value}")
+    return record
+
+
+def dispatch(record: IssueRecord, category: str, priority: Priority, routing: Routing,
+             assignments: list[Assignment], now: datetime) -> IssueRecord:
+    """Attach the routing decision (精准派单). Only a freshly received issue can be routed."""
+    if record.status is not IssueStatus.received:
+        raise InvalidTransition(f"issue {record.issue_id} is already {record.status.value}")
+    if not assignments or sum(a.role is Role.lead for a in assignments) != 1:
+        raise ValueError("a dispatch needs exactly one lead assignment")
+    new = record.model_copy(deep=True)
+    new.category, new.priority, new.routing = category, priority, routing
+    new.assignments = [a.model_copy() for a in assignments]
+    new.status = IssueStatus.dispatched
+    names = ", ".join(f"{a.agency_name} ({a.role.value})" for a in assignments)
+    new.step(now, "routing", "dispatched",
+             f"category {category}, priority {priority.value}, rule {routing.rule}: {names}")
+    return new
+
+
+def acknowledge(record: IssueRecord, agency: str, staff_id: str, now: datetime) -> IssueRecord:
+    """An agency reports in (部门报到)."""
+    new = record.model_copy(deep=True)
+    assignment = new.assignment_for(agency)
+    if assignment.status is not AssignmentStatus.assigned:
+        raise InvalidTransition(
+            f"{agency} has already {assignment.status.value} issue {record.issue_id}")
+    assignment.status = AssignmentStatus.acknowledged
+    assignment.acknowledged_at, assignment.acknowledged_by = now, staff_id
+    assignment.acknowledged_on_time = now <= assignment.acknowledge_by
+    if new.status is IssueStatus.dispatched:
+        new.status = IssueStatus.in_progress
+    late = "" if assignment.acknowledged_on_time else " (after its deadline)"
+    new.step(now, "agency", "acknowledged", f"{assignment.agency_name} reported in{late}",
+             agency=agency)
+    return new
+
+
+def resolve(record: IssueRecord, agency: str, staff_id: str, note: str,
+            now: datetime) -> IssueRecord:
+    """An agency finishes its part. The issue resolves when every part is done."""
+    new = record.model_copy(deep=True)
+    assignment = new.assignment_for(agency)
+    if assignment.status is AssignmentStatus.assigned:
+        raise InvalidTransition(
+            f"{agency} must acknowledge issue {record.issue_id} before resolving it")
+    if assignment.status is AssignmentStatus.resolved:
+        raise InvalidTransition(f"{agency} has already resolved issue {record.issue_id}")
+    assignment.status = AssignmentStatus.resolved
+    assignment.resolved_at, assignment.resolved_by = now, staff_id
+    assignment.resolution_note = note
+    new.step(now, "agency", "assignment_resolved", f"{assignment.agency_name}: {note}",
+             agency=agency)
+    if all(a.status is AssignmentStatus.resolved for a in new.assignments):
+        new.status = IssueStatus.resolved
+        new.step(now, "agency", "resolved", "every agency has finished its part")
+    return new
+
+
+def public_view(record: IssueRecord, contact: dict[str, Any] | None) -> dict[str, Any]:
+    """The issue as the desk sees it over HTTP/RPC: contact masked."""
+    from shared.privacy import mask_name, mask_phone
+
+    view = record.model_dump(mode="json")
+    view["contact"] = {
+        "name": mask_name(contact.get("name")) if contact else None,
+        "phone": mask_phone(contact.get("phone")) if contact else None,
+    }
+    return view

@@ -1,0 +1,321 @@
+"""Reliable events: an outbox-backed publisher and a consumer that never drops.
+
+Why not nameko's ``EventDispatcher`` / ``@event_handler`` (see README "Delivery"):
+
+- a dispatch sent before the consumer's queue exists is silently dropped;
+- a handler that raises has its message acked and dropped, or with
+  ``requeue_on_error`` redelivered at once, forever (a hot loop);
+- an undecodable body is logged (personal data included) and dropped;
+- a state change written to Redis and its event published separately diverge
+  when the process dies in between.
+
+Here instead:
+
+- :class:`EventBus` publishes persistent messages with publisher confirms and
+  ``mandatory=True`` to ``whistle.events``; every service declares the whole
+  topology at start-up. Events are first written to a per-service outbox hash
+  in Redis *in the same MULTI as the state change* (see ``shared.store``), then
+  published and removed; a relay thread republishes anything left behind by a
+  crash or a broker outage. Delivery is therefore at-least-once, and every
+  consumer is idempotent by ``event_id``.
+- :class:`EventSubscriber` (``@subscribe(EventModel)``) validates each body into
+  its pydantic model, acks only after the worker returns, and on failure
+  republishes the message to a delay queue (bounded exponential backoff), then
+  to ``whistle.dead-letter`` with the reason once ``WHISTLE_MAX_ATTEMPTS`` is
+  reached. Invalid or undecodable messages go straight to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from functools import partial
+from logging import getLogger
+from typing import Any
+
+import eventlet
+from kombu import Connection
+from nameko.amqp.publish import Publisher
+from nameko.exceptions import ContainerBeingKilled
+from nameko.extensions import DependencyProvider
+from nameko.messaging import Consumer, QueueConsumer
+from pydantic import ValidationError
+
+from shared import config as cfg
+from shared.contracts import Event
+from shared.errors import InvalidPayload
+from shared.privacy import scrub_text
+from shared.store import Keys, connect
+from shared.topology import (
+    DEAD_LETTER_QUEUE_NAME,
+    EVENTS_EXCHANGE,
+    declare_topology,
+    subscription_for,
+)
+
+_log = getLogger(__name__)
+
+ATTEMPTS_HEADER = "x-whistle-attempts"
+ERROR_HEADER = "x-whistle-error"
+QUEUE_HEADER = "x-whistle-queue"
+ROUTING_KEY_HEADER = "x-whistle-routing-key"
+FAILED_AT_HEADER = "x-whistle-failed-at"
+SOURCE_HEADER = "x-whistle-source"
+MAX_RETRY_DELAY_S = 60.0
+
+
+def make_publisher(amqp_uri: str) -> Publisher:
+    """Persistent, confirmed, mandatory: an unroutable message is an error, not a drop."""
+    return Publisher(amqp_uri, use_confirms=True, mandatory=True, delivery_mode=2,
+                     serializer="json")
+
+
+def envelope(event: Event, source: str, call_id_stack: list[str] | None = None) -> dict[str, Any]:
+    """What the outbox holds for one event: enough to publish it from anywhere."""
+    headers = {
+        # "nameko."-prefixed headers become the consumer's context data, so the
+        # trace follows the issue into every worker and on into its RPC calls.
+        "nameko.trace_id": event.trace_id,
+        "nameko.call_id_stack": list(call_id_stack or []),
+        SOURCE_HEADER: source,
+    }
+    return {
+        "id": event.event_id,
+        "routing_key": event.event_type,
+        "body": event.model_dump(mode="json"),
+        "headers": headers,
+        "staged_at": time.time(),
+    }
+
+
+class EventBus(DependencyProvider):
+    """Stages events in the Redis outbox and publishes them.
+
+    Usage::
+
+        class RoutingService:
+            name = "routing"
+            bus = EventBus()
+
+            def route(self, event):
+                applied = self.store.apply(issue_id, event.event_id,
+                                           lambda r: (new, self.bus.stage(e1, e2)), self.name)
+                self.bus.publish(applied.outbox)
+    """
+
+    RELAY_INTERVAL_S = 1.0
+    # Entries younger than this are probably being published by their worker
+    # right now; the relay leaves them alone to avoid needless duplicates.
+    RELAY_GRACE_S = 3.0
+
+    def setup(self):
+        config = self.container.config
+        self.amqp_uri = cfg.get(config, cfg.AMQP_URI)
+        self.publisher = make_publisher(self.amqp_uri)
+        self.redis = connect(cfg.get(config, cfg.REDIS_URL))
+        self.outbox_key = Keys(cfg.get(config, cfg.KEY_PREFIX)).outbox(self.container.service_name)
+        self._relay_gt = None
+
+    def start(self):
+        with Connection(self.amqp_uri) as connection:
+            declare_topology(connection)
+        self._relay_gt = self.container.spawn_managed_thread(self._relay_forever)
+
+    def stop(self):
+        self._stop_relay()
+        self.redis.close()
+
+    def kill(self):
+        self._stop_relay()
+
+    def _stop_relay(self):
+        if self._relay_gt is not None:
+            self._relay_gt.kill()
+            self._relay_gt = None
+
+    def get_dependency(self, worker_ctx):
+        return BoundEventBus(self, worker_ctx)
+
+    # ------------------------------------------------------------ publishing
+
+    def publish_entries(self, entries: dict[str, str]) -> int:
+        """Publish outbox entries and remove each once the broker confirmed it."""
+        published = 0
+        for message_id, raw in entries.items():
+            entry = json.loads(raw)
+            self.publisher.publish(entry["body"], exchange=EVENTS_EXCHANGE,
+                                   routing_key=entry["routing_key"], headers=entry["headers"],
+                                   message_id=message_id)
+            self.redis.hdel(self.outbox_key, message_id)
+            published += 1
+        return published
+
+    def relay_once(self, grace_s: float | None = None) -> int:
+        """Publish outbox entries older than the grace period (crash or outage leftovers)."""
+        grace = self.RELAY_GRACE_S if grace_s is None else grace_s
+        now = time.time()
+        stale = {mid: raw for mid, raw in self.redis.hgetall(self.outbox_key).items()
+                 if now - json.loads(raw).get("staged_at", 0) >= grace}
+        return self.publish_entries(stale) if stale else 0
+
+    def _relay_forever(self):
+        while True:
+            try:
+                relayed = self.relay_once()
+                if relayed:
+                    _log.info("outbox relayed %d message(s) for %s", relayed,
+                              self.container.service_name)
+            except Exception as exc:  # broker or Redis down: try again next round
+                _log.warning("outbox relay deferred: %s", type(exc).__name__)
+            eventlet.sleep(self.RELAY_INTERVAL_S)
+
+
+class BoundEventBus:
+    """The per-worker face of :class:`EventBus`."""
+
+    def __init__(self, bus: EventBus, worker_ctx):
+        self._bus = bus
+        self._worker_ctx = worker_ctx
+
+    def stage(self, *events: Event) -> dict[str, str]:
+        """Outbox entries for ``events``, to be written with the state change."""
+        stack = self._worker_ctx.call_id_stack
+        source = self._worker_ctx.service_name
+        return {event.event_id: json.dumps(envelope(event, source, stack), ensure_ascii=False)
+                for event in events}
+
+    def publish(self, entries: dict[str, str]) -> None:
+        """Publish now; if the broker is unreachable the relay publishes later."""
+        if not entries:
+            return
+        try:
+            self._bus.publish_entries(entries)
+        except Exception as exc:
+            _log.warning("publish deferred to outbox relay: %s", type(exc).__name__)
+
+
+class DeadLetteringQueueConsumer(QueueConsumer):
+    """nameko's QueueConsumer, but an undecodable body is dead-lettered, not dropped."""
+
+    def get_consumers(self, consumer_cls, channel):
+        consumers = super().get_consumers(consumer_cls, channel)
+        for provider, consumer in self._consumers.items():
+            consumer.on_decode_error = partial(self._on_decode_error, provider)
+        return consumers
+
+    def _on_decode_error(self, provider, message, exc):
+        try:
+            provider.dead_letter(message, f"undecodable message: {type(exc).__name__}")
+        except Exception:
+            _log.warning("could not dead-letter an undecodable message; requeueing")
+            message.requeue()
+            return
+        message.ack()
+
+
+class EventSubscriber(Consumer):
+    """Consume one event type from this method's queue in ``shared.topology``.
+
+    ``requeue_on_error`` is not used: nameko requeues at once and without limit.
+    Failures are retried with exponential backoff through a delay queue and
+    dead-lettered with their reason after ``WHISTLE_MAX_ATTEMPTS``. The message
+    is acked only after the worker returned or the retry was confirmed
+    published, so a process killed mid-handler gets it redelivered.
+
+    Usage::
+
+        @subscribe(IssueReceived)
+        def route_issue(self, event: IssueReceived): ...
+    """
+
+    queue_consumer = DeadLetteringQueueConsumer()
+
+    def __init__(self, event_cls: type[Event], **kwargs):
+        self.event_cls = event_cls
+        super().__init__(queue=None, **kwargs)
+
+    def setup(self):
+        subscription = subscription_for(self.container.service_name, self.method_name)
+        if subscription.event is not self.event_cls:
+            raise TypeError(f"{subscription.queue_name} carries {subscription.event.__name__}, "
+                            f"not {self.event_cls.__name__}")
+        self.subscription = subscription
+        self.queue = subscription.queue
+        config = self.container.config
+        self.max_attempts = int(cfg.get(config, cfg.MAX_ATTEMPTS))
+        self.retry_delay_s = int(cfg.get(config, cfg.RETRY_DELAY_MS)) / 1000
+        self.publisher = make_publisher(cfg.get(config, cfg.AMQP_URI))
+        super().setup()
+
+    def handle_message(self, body, message):
+        try:
+            event = self.event_cls.model_validate(body)
+        except ValidationError as exc:
+            self._finish(message, dead_letter_reason=str(
+                InvalidPayload.from_validation_error(exc, self.event_cls.__name__)))
+            return
+        context_data = self.unpack_message_headers(message)
+        context_data["trace_id"] = event.trace_id
+        try:
+            self.container.spawn_worker(self, (event,), {}, context_data=context_data,
+                                        handle_result=partial(self.handle_result, message))
+        except ContainerBeingKilled:
+            self.queue_consumer.requeue_message(message)
+
+    def handle_message_processed(self, message, result=None, exc_info=None):
+        if exc_info is None:
+            self.queue_consumer.ack_message(message)
+            return
+        exc = exc_info[1]
+        reason = scrub_text(f"{type(exc).__name__}: {exc}")[:500]
+        attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
+        if isinstance(exc, InvalidPayload) or attempts >= self.max_attempts:
+            self._finish(message, dead_letter_reason=reason, attempts=attempts)
+        else:
+            self._finish(message, retry_reason=reason, attempts=attempts)
+
+    def _finish(self, message, dead_letter_reason=None, retry_reason=None, attempts=1):
+        try:
+            if dead_letter_reason is not None:
+                self.dead_letter(message, dead_letter_reason, attempts)
+            else:
+                self._retry_later(message, retry_reason, attempts)
+        except Exception as exc:
+            # Could not park it (broker trouble): put it back rather than lose it.
+            _log.warning("could not retry/dead-letter message: %s", type(exc).__name__)
+            self.queue_consumer.requeue_message(message)
+            return
+        self.queue_consumer.ack_message(message)
+
+    def _retry_later(self, message, reason, attempts):
+        delay = min(self.retry_delay_s * 2 ** (attempts - 1), MAX_RETRY_DELAY_S)
+        _log.warning("%s failed (attempt %d/%d), retrying in %.1fs: %s",
+                     self.subscription.queue_name, attempts, self.max_attempts, delay, reason)
+        self._republish(message, routing_key=f"{self.subscription.queue_name}.retry",
+                        extra_headers={ATTEMPTS_HEADER: attempts, ERROR_HEADER: reason},
+                        expiration=delay)
+
+    def dead_letter(self, message, reason, attempts=1):
+        _log.error("%s dead-lettered after %d attempt(s): %s",
+                   self.subscription.queue_name, attempts, reason)
+        self._republish(message, routing_key=DEAD_LETTER_QUEUE_NAME, extra_headers={
+            ATTEMPTS_HEADER: attempts,
+            ERROR_HEADER: scrub_text(reason)[:500],
+            QUEUE_HEADER: self.subscription.queue_name,
+            ROUTING_KEY_HEADER: self.subscription.event.event_type,
+            FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
+        })
+
+    def _republish(self, message, routing_key, extra_headers, expiration=None):
+        headers = dict(message.headers or {})
+        headers.update(extra_headers)
+        self.publisher.publish(
+            message.body, exchange="", routing_key=routing_key, headers=headers,
+            content_type=message.content_type or "application/octet-stream",
+            content_encoding=message.content_encoding or "binary",
+            expiration=expiration,
+        )
+
+
+subscribe = EventSubscriber.decorator

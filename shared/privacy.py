@@ -1,0 +1,70 @@
+"""Masking of residents' personal data (phone numbers and names).
+
+Phone numbers and names stay with the desk and the agency handling the case;
+they never appear in logs, traces or the tail output. These helpers are used by
+the logging processors, the issue view and ``whistle tail``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Mainland mobiles (1[3-9]x, 11 digits), with optional +86 and separators, and
+# landlines with an area code (010-12345678). Matches inside Chinese text too,
+# where \b does not help, so digits around the match are excluded explicitly.
+_PHONE = re.compile(
+    r"(?<![0-9])(?:\+?86[ \-]?)?(1[3-9][0-9])[ \-]?([0-9]{4})[ \-]?([0-9]{4})(?![0-9])"
+    r"|(?<![0-9])(0[1-9][0-9]{1,2})[ \-]([0-9]{3,4})[ \-]?([0-9]{4})(?![0-9])"
+)
+_DIGITS = re.compile(r"[0-9]")
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """``13812345678`` -> ``138****5678``; anything else keeps only its last 4 digits."""
+    if not phone:
+        return phone
+    digits = "".join(_DIGITS.findall(phone))
+    if len(digits) >= 11 and digits[-11] == "1":
+        return f"{digits[-11:-8]}****{digits[-4:]}"
+    if len(digits) > 4:
+        return "*" * (len(digits) - 4) + digits[-4:]
+    return "****"
+
+
+def mask_name(name: str | None) -> str | None:
+    """``张三丰`` -> ``张**``; ``Li Wei`` -> ``L*****``: enough for the desk to recognise."""
+    if not name:
+        return name
+    return name[0] + "*" * (len(name) - 1)
+
+
+def scrub_text(text: str) -> str:
+    """Mask every phone number found anywhere in free text."""
+    return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", text)
+
+
+def scrub(value: Any, names: frozenset[str] = frozenset()) -> Any:
+    """Recursively mask phones in strings, and any of ``names`` appearing verbatim."""
+    if isinstance(value, str):
+        text = scrub_text(value)
+        for name in names:
+            if name and name in text:
+                text = text.replace(name, mask_name(name) or "")
+        return text
+    if isinstance(value, dict):
+        return {k: _scrub_field(k, v, names) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(scrub(v, names) for v in value)
+    return value
+
+
+_PERSONAL_KEYS = {"phone": mask_phone, "name": mask_name, "resident_name": mask_name,
+                  "resident_phone": mask_phone}
+
+
+def _scrub_field(key: Any, value: Any, names: frozenset[str]) -> Any:
+    masker = _PERSONAL_KEYS.get(key) if isinstance(key, str) else None
+    if masker is not None and isinstance(value, str):
+        return masker(value)
+    return scrub(value, names)

@@ -1,0 +1,296 @@
+"""Redis: the key scheme, the client provider, and the issue store.
+
+Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
+
+    {p}:issue:{id}                  string  IssueRecord as JSON (status, assignments, timeline)
+    {p}:issue:{id}:contact          hash    resident's name and phone (personal data)
+    {p}:issue:{id}:applied          set     event ids already applied to this issue
+    {p}:issue:{id}:notifications    hash    notification id -> delivery record (JSON)
+    {p}:issues                      zset    every issue id, scored by received time
+    {p}:idx:status:{status}         set     issue ids by status
+    {p}:idx:community:{community}   set     issue ids by community
+    {p}:idx:agency:{agency}         set     issue ids assigned to an agency
+    {p}:idx:agency:{agency}:open    set     issue ids with that agency's part unresolved
+    {p}:seq:{yyyymmdd}              string  daily counter behind WH-yyyymmdd-nnnn ids
+    {p}:outbox:{service}            hash    message id -> envelope not yet confirmed by the broker
+    {p}:desk:outbox                 list    messages for residents, read by the desk
+
+Every state change goes through :meth:`IssueStore.apply`: WATCH the issue,
+skip if the event was already applied, run the pure domain function, then in
+one MULTI write the new record, mark the event applied, update the indexes and
+put the events that announce the change in the outbox. The change and its
+announcement therefore commit together or not at all, and a redelivered event
+changes nothing (at-least-once delivery made effectively-once).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+from nameko.extensions import DependencyProvider
+
+from shared import config as cfg
+from shared.contracts import AssignmentStatus, IssueFilter
+from shared.errors import NotFound, Unavailable
+from shared.issue import IssueRecord
+
+# Redis outages surface as these; callers turn them into 503 / a retried message.
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
+                redis.exceptions.ReadOnlyError)
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that fails fast on an outage instead of hanging the eventlet hub."""
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
+                                socket_connect_timeout=3, health_check_interval=15)
+
+
+class Keys:
+    """The key scheme above, in one place."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def issue(self, issue_id: str) -> str:
+        return f"{self.prefix}:issue:{issue_id}"
+
+    def contact(self, issue_id: str) -> str:
+        return f"{self.prefix}:issue:{issue_id}:contact"
+
+    def applied(self, issue_id: str) -> str:
+        return f"{self.prefix}:issue:{issue_id}:applied"
+
+    def notifications(self, issue_id: str) -> str:
+        return f"{self.prefix}:issue:{issue_id}:notifications"
+
+    @property
+    def all_issues(self) -> str:
+        return f"{self.prefix}:issues"
+
+    def by_status(self, status: str) -> str:
+        return f"{self.prefix}:idx:status:{status}"
+
+    def by_community(self, community: str) -> str:
+        return f"{self.prefix}:idx:community:{community}"
+
+    def by_agency(self, agency: str) -> str:
+        return f"{self.prefix}:idx:agency:{agency}"
+
+    def open_for_agency(self, agency: str) -> str:
+        return f"{self.prefix}:idx:agency:{agency}:open"
+
+    def sequence(self, day: str) -> str:
+        return f"{self.prefix}:seq:{day}"
+
+    def outbox(self, service: str) -> str:
+        return f"{self.prefix}:outbox:{service}"
+
+    @property
+    def desk_outbox(self) -> str:
+        return f"{self.prefix}:desk:outbox"
+
+
+@dataclass
+class Applied:
+    """Result of :meth:`IssueStore.apply`."""
+
+    record: IssueRecord
+    changed: bool
+    outbox: dict[str, str] = field(default_factory=dict)
+
+
+Change = Callable[[IssueRecord], tuple[IssueRecord, dict[str, str]]]
+
+
+class IssueStore:
+    """Issue records in Redis, changed only through atomic, idempotent applies."""
+
+    MAX_CONFLICT_RETRIES = 50
+
+    def __init__(self, client: redis.Redis, prefix: str):
+        self.redis = client
+        self.keys = Keys(prefix)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, issue_id: str) -> IssueRecord:
+        raw = self._call(self.redis.get, self.keys.issue(issue_id))
+        if raw is None:
+            raise NotFound(f"no issue {issue_id}")
+        return IssueRecord.model_validate_json(raw)
+
+    def contact(self, issue_id: str) -> dict[str, str]:
+        return self._call(self.redis.hgetall, self.keys.contact(issue_id))
+
+    def find(self, query: IssueFilter) -> list[IssueRecord]:
+        sets = []
+        if query.status:
+            sets.append(self.keys.by_status(query.status.value))
+        if query.agency:
+            sets.append(self.keys.by_agency(query.agency))
+        if query.community:
+            sets.append(self.keys.by_community(query.community))
+        if sets:
+            ids = sorted(self._call(self.redis.sinter, sets), reverse=True)[: query.limit]
+        else:
+            ids = self._call(self.redis.zrevrange, self.keys.all_issues, 0, query.limit - 1)
+        return self._load_many(ids)
+
+    def open_for_agency(self, agency: str) -> list[IssueRecord]:
+        ids = sorted(self._call(self.redis.smembers, self.keys.open_for_agency(agency)))
+        return self._load_many(ids)
+
+    def _load_many(self, ids: list[str]) -> list[IssueRecord]:
+        if not ids:
+            return []
+        raws = self._call(self.redis.mget, [self.keys.issue(i) for i in ids])
+        return [IssueRecord.model_validate_json(raw) for raw in raws if raw]
+
+    # ----------------------------------------------------------------- writes
+
+    def next_issue_id(self, day: str) -> str:
+        """``WH-20261121-0007``: stable, human-readable, unique per day."""
+        key = self.keys.sequence(day)
+        pipe = self.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, 3 * 24 * 3600)
+        number, _ = self._call(pipe.execute)
+        return f"WH-{day}-{number:04d}"
+
+    def create(self, record: IssueRecord, contact: dict[str, str], service: str,
+               outbox: dict[str, str]) -> None:
+        """Store a new issue, its contact, indexes and announcing events, all at once."""
+        keys = self.keys
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.issue(record.issue_id), record.model_dump_json())
+        if contact:
+            pipe.hset(keys.contact(record.issue_id), mapping=contact)
+        pipe.zadd(keys.all_issues, {record.issue_id: record.received_at.timestamp()})
+        self._index(pipe, None, record)
+        if outbox:
+            pipe.hset(keys.outbox(service), mapping=outbox)
+        self._call(pipe.execute)
+
+    def apply(self, issue_id: str, event_id: str | None, change: Change,
+              service: str) -> Applied:
+        """Atomically apply ``change`` to an issue, once per ``event_id``.
+
+        ``change`` is a pure function from the current record to the new record
+        and the outbox entries announcing it. It may raise a domain error, which
+        propagates and leaves Redis untouched.
+        """
+        keys = self.keys
+        for _ in range(self.MAX_CONFLICT_RETRIES):
+            try:
+                with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.watch(keys.issue(issue_id), keys.applied(issue_id))
+                    raw = pipe.get(keys.issue(issue_id))
+                    if raw is None:
+                        raise NotFound(f"no issue {issue_id}")
+                    current = IssueRecord.model_validate_json(raw)
+                    if event_id and pipe.sismember(keys.applied(issue_id), event_id):
+                        return Applied(current, changed=False)
+                    new, outbox = change(current)
+                    pipe.multi()
+                    pipe.set(keys.issue(issue_id), new.model_dump_json())
+                    if event_id:
+                        pipe.sadd(keys.applied(issue_id), event_id)
+                    self._index(pipe, current, new)
+                    if outbox:
+                        pipe.hset(keys.outbox(service), mapping=outbox)
+                    pipe.execute()
+                    return Applied(new, changed=True, outbox=outbox)
+            except redis.WatchError:
+                continue
+            except REDIS_ERRORS as exc:
+                raise Unavailable(f"issue store unavailable: {type(exc).__name__}") from exc
+        raise Unavailable(f"issue {issue_id} is changing too fast; try again")
+
+    def _index(self, pipe: Any, old: IssueRecord | None, new: IssueRecord) -> None:
+        keys, issue_id = self.keys, new.issue_id
+        if old is None or old.status != new.status:
+            if old is not None:
+                pipe.srem(keys.by_status(old.status.value), issue_id)
+            pipe.sadd(keys.by_status(new.status.value), issue_id)
+        if old is None:
+            pipe.sadd(keys.by_community(new.location.community), issue_id)
+        for assignment in new.assignments:
+            pipe.sadd(keys.by_agency(assignment.agency), issue_id)
+            if assignment.status is AssignmentStatus.resolved:
+                pipe.srem(keys.open_for_agency(assignment.agency), issue_id)
+            else:
+                pipe.sadd(keys.open_for_agency(assignment.agency), issue_id)
+
+    # ----------------------------------------------------------------- outbox
+
+    def outbox_entries(self, service: str) -> dict[str, str]:
+        return self._call(self.redis.hgetall, self.keys.outbox(service))
+
+    def outbox_done(self, service: str, message_ids: Iterable[str]) -> None:
+        ids = list(message_ids)
+        if ids:
+            self._call(self.redis.hdel, self.keys.outbox(service), *ids)
+
+    @staticmethod
+    def _call(fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except REDIS_ERRORS as exc:
+            raise Unavailable(f"issue store unavailable: {type(exc).__name__}") from exc
+
+
+class RedisProvider(DependencyProvider):
+    """Builds one Redis client per container in ``setup()``; workers share it.
+
+    redis-py's connection pool is safe to share between eventlet green threads.
+
+    Usage::
+
+        class IntakeService:
+            name = "intake"
+            store = Store()
+
+            @rpc
+            def get_issue(self, issue_id):
+                return self.store.get(issue_id)
+    """
+
+    def setup(self):
+        config = self.container.config
+        self.client = connect(cfg.get(config, cfg.REDIS_URL))
+        self.prefix = cfg.get(config, cfg.KEY_PREFIX)
+
+    def stop(self):
+        self.client.close()
+
+    def kill(self):
+        try:
+            self.client.close()
+        except Exception:  # kill() must not raise
+            pass
+
+
+class Store(RedisProvider):
+    """Injects an :class:`IssueStore`."""
+
+    def setup(self):
+        super().setup()
+        self.store = IssueStore(self.client, self.prefix)
+
+    def get_dependency(self, worker_ctx):
+        return self.store
+
+
+def day_of(moment: datetime, tz: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    return moment.astimezone(ZoneInfo(tz)).strftime("%Y%m%d")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

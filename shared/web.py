@@ -1,0 +1,187 @@
+"""JSON over HTTP for every service, on one shared address when run together.
+
+- :class:`JsonHttpHandler` (``@http``) turns a returned dict/list into JSON and
+  any exception into a JSON error: a :class:`~shared.errors.WhistleError` keeps
+  its status and fields; anything else is a bare 500 with no stack trace.
+- :func:`read_json` enforces content type, body size, UTF-8 and JSON before
+  validating into the request model.
+- :class:`ProcessWebServer` is one listening socket per address *per process*.
+  nameko's ``WebServer`` is shared per container, so four services in one
+  process (``whistle up``) would each try to bind the same port. The URL map
+  is rebuilt whenever a service registers a route, because containers start
+  concurrently and may register after the socket is already listening.
+"""
+
+from __future__ import annotations
+
+import json
+from logging import getLogger
+from typing import Any, TypeVar
+
+from nameko.constants import WEB_SERVER_CONFIG_KEY
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from shared.errors import InvalidPayload, MalformedBody, WhistleError
+
+_log = getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+M = TypeVar("M", bound=BaseModel)
+
+_servers: dict[str, ProcessWebServer] = {}
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), status=status, headers=headers,
+                    mimetype="application/json")
+
+
+def error_response(exc: Exception) -> Response:
+    if isinstance(exc, WhistleError):
+        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        return json_response(exc.to_json(), exc.status, headers)
+    if isinstance(exc, HTTPException):
+        return json_response({"error": {"code": exc.name.lower().replace(" ", "_"),
+                                        "message": exc.description}}, exc.code or 500)
+    _log.error("unhandled error in HTTP handler: %s", type(exc).__name__, exc_info=exc)
+    return json_response({"error": {"code": "internal", "message": "internal error"}}, 500)
+
+
+class _LiveWsgiApp(WsgiApp):
+    def __init__(self, server: ProcessWebServer):  # noqa: D107 - no eager url map
+        self.server = server
+
+    @property
+    def url_map(self):
+        return self.server.url_map()
+
+    def __call__(self, environ, start_response):
+        request = Request(environ, shallow=True)
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            provider, values = adapter.match()
+            request.path_values = values
+            response = provider.handle_request(request)
+        except HTTPException as exc:
+            response = error_response(exc)
+        return response(environ, start_response)
+
+
+class ProcessWebServer(WebServer):
+    """One web server per bind address per process, shared by every container."""
+
+    def bind(self, container):
+        address = container.config.get(WEB_SERVER_CONFIG_KEY, "0.0.0.0:8000")
+        shared = _servers.get(address)
+        if shared is None or shared._stopped:
+            shared = super().bind(container)
+            shared._address = address
+            shared._stopped = False
+            shared._url_map = None
+            _servers[address] = shared
+        container.shared_extensions[self.sharing_key] = shared
+        return shared
+
+    def register_provider(self, provider):
+        super().register_provider(provider)
+        self._url_map = None
+
+    def unregister_provider(self, provider):
+        super().unregister_provider(provider)
+        self._url_map = None
+
+    def url_map(self):
+        if self._url_map is None:
+            self._url_map = self.make_url_map()
+        return self._url_map
+
+    def get_wsgi_app(self):
+        return _LiveWsgiApp(self)
+
+    def stop(self):
+        self._forget()
+        if self._gt is not None:
+            super().stop()
+
+    def kill(self):
+        self._forget()
+        if self._sock is not None:
+            self._sock.close()
+
+    def _forget(self):
+        self._stopped = True
+        if _servers.get(self._address) is self:
+            del _servers[self._address]
+
+
+class JsonHttpHandler(HttpRequestHandler):
+    """``@http`` whose results and errors are JSON, and never a stack trace."""
+
+    server = ProcessWebServer()
+
+    def response_from_result(self, result):
+        if isinstance(result, Response):
+            return result
+        if isinstance(result, tuple):
+            status, payload = result
+            return json_response(payload, status)
+        return json_response(result)
+
+    def response_from_exception(self, exc):
+        return error_response(exc)
+
+
+http = JsonHttpHandler.decorator
+
+
+def read_json(request: Request, model: type[M]) -> M:
+    """Parse and validate a JSON body, with clear 4xx errors for every way it can be bad."""
+    if request.mimetype != "application/json":
+        raise MalformedBody("Content-Type must be application/json")
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise MalformedBody(f"body is larger than {MAX_BODY_BYTES} bytes")
+    raw = request.get_data(cache=False)
+    if len(raw) > MAX_BODY_BYTES:
+        raise MalformedBody(f"body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedBody("body is not valid UTF-8") from None
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        raise MalformedBody(f"body is not valid JSON (line {exc.lineno}, column {exc.colno})"
+                            if hasattr(exc, "lineno") else "body is not valid JSON") from None
+    return validate(model, data)
+
+
+def validate(model: type[M], data: Any, what: str = "request") -> M:
+    """Validate into ``model`` or raise InvalidPayload naming every bad field."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump()
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidPayload.from_validation_error(exc, what) from None
+
+
+def health_report(service: str, redis_client: Any) -> Response:
+    """``GET /health``: 200 when Redis answers, 503 otherwise; lists co-hosted services."""
+    try:
+        redis_client.ping()
+        redis_ok = True
+    except Exception:
+        redis_ok = False
+    services = {service}
+    for server in _servers.values():
+        hosted = {p.container.service_name for p in server._providers}
+        if service in hosted:
+            services |= hosted
+    body = {"status": "ok" if redis_ok else "degraded", "redis": redis_ok,
+            "services": sorted(services)}
+    return json_response(body, 200 if redis_ok else 503)

@@ -1,0 +1,62 @@
+"""Test fixtures shared by every layer of the pyramid.
+
+nameko's pytest plugin no longer monkey-patches since 2.14, and Whistle's code
+expects a patched world (as under ``nameko run`` / ``whistle up``): patch
+before anything else is imported.
+"""
+
+import eventlet
+
+eventlet.monkey_patch()
+
+import socket  # noqa: E402
+import uuid  # noqa: E402
+
+import pytest  # noqa: E402
+import redis  # noqa: E402
+
+from shared import config as cfg  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def redis_prefix():
+    """A key prefix no other test uses; every key under it is deleted afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}:*", count=500))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def whistle_config(rabbit_config, redis_prefix):
+    """Service config on a throwaway RabbitMQ vhost and Redis prefix, with fast retries."""
+    return cfg.config_from_env(
+        {},
+        **{
+            cfg.AMQP_URI: rabbit_config["AMQP_URI"],
+            cfg.REDIS_URL: REDIS_URL,
+            cfg.KEY_PREFIX: redis_prefix,
+            cfg.WEB_SERVER_ADDRESS: f"127.0.0.1:{free_port()}",
+            cfg.RETRY_DELAY_MS: 50,
+            cfg.MAX_ATTEMPTS: 3,
+            cfg.LOG_FORMAT: "console",
+        },
+    )

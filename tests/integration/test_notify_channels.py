@@ -1,0 +1,348 @@
+"""Delivery channels against a real Redis and a real HTTP server on 127.0.0.1.
+
+Works with or without ``eventlet.monkey_patch()`` (the project's conftest applies
+it): the HTTP server runs in a thread, which is a green thread once patched, and
+every blocking call the client makes yields to it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from uuid import uuid4
+
+import pytest
+import redis
+import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from services.notify.channels import (
+    DESK_OUTBOX_LIMIT,
+    DeliveryResult,
+    DeskOutboxChannel,
+    OutgoingMessage,
+    WebhookChannel,
+    build_channel,
+)
+
+pytestmark = pytest.mark.integration
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PHONE = "13812345678"
+NAME = "张三"
+
+
+def make_message(**overrides) -> OutgoingMessage:
+    fields = {
+        "notification_id": uuid4().hex,
+        "issue_id": "WH-20250105-0001",
+        "kind": "received",
+        "language": "zh",
+        "text": "【吹哨报到】您反映的问题已受理，编号 WH-20250105-0001。",
+        "recipient": {"name": NAME, "phone": PHONE},
+    }
+    return OutgoingMessage(**{**fields, **overrides})
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(redis_client) -> Iterator[str]:
+    """A key prefix no other test uses; every key under it is removed afterwards."""
+    prefix = f"test-{uuid4().hex}"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=500))
+    if keys:
+        redis_client.delete(*keys)
+
+
+def outbox(redis_client, prefix) -> list[dict]:
+    return [json.loads(raw) for raw in redis_client.lrange(f"{prefix}:desk:outbox", 0, -1)]
+
+
+def test_desk_outbox_records_the_message(redis_client, prefix):
+    message = make_message()
+    before = datetime.now(UTC)
+
+    result = DeskOutboxChannel(redis_client, prefix).deliver(message)
+
+    assert result == DeliveryResult(ok=True, channel="desk")
+    [entry] = outbox(redis_client, prefix)
+    at = datetime.fromisoformat(entry.pop("at"))
+    assert at.utcoffset() == timedelta(0)
+    assert before - timedelta(seconds=1) <= at <= datetime.now(UTC) + timedelta(seconds=1)
+    assert entry == {
+        "notification_id": message.notification_id,
+        "issue_id": "WH-20250105-0001",
+        "kind": "received",
+        "language": "zh",
+        "text": message.text,
+        # The desk relays the message, so it sees the contact unmasked.
+        "recipient": {"name": NAME, "phone": PHONE},
+    }
+
+
+def test_desk_outbox_is_newest_first(redis_client, prefix):
+    channel = DeskOutboxChannel(redis_client, prefix)
+    first, second = make_message(kind="received"), make_message(kind="dispatched")
+
+    channel.deliver(first)
+    channel.deliver(second)
+
+    assert [e["notification_id"] for e in outbox(redis_client, prefix)] == \
+        [second.notification_id, first.notification_id]
+
+
+def test_desk_outbox_keeps_only_the_newest_entries(redis_client, prefix):
+    channel = DeskOutboxChannel(redis_client, prefix, max_entries=3)
+    messages = [make_message() for _ in range(5)]
+
+    for message in messages:
+        channel.deliver(message)
+
+    assert [e["notification_id"] for e in outbox(redis_client, prefix)] == \
+        [m.notification_id for m in reversed(messages[-3:])]
+
+
+def test_desk_outbox_default_limit():
+    assert DeskOutboxChannel(None, "whistle").max_entries == DESK_OUTBOX_LIMIT == 10_000
+
+
+def test_desk_outbox_with_empty_recipient(redis_client, prefix):
+    DeskOutboxChannel(redis_client, prefix).deliver(make_message(recipient={}))
+
+    assert outbox(redis_client, prefix)[0]["recipient"] == {}
+
+
+def test_desk_outbox_uses_only_its_key(redis_client, prefix):
+    DeskOutboxChannel(redis_client, prefix).deliver(make_message())
+
+    assert set(redis_client.scan_iter(match=f"{prefix}:*")) == {f"{prefix}:desk:outbox"}
+
+
+def test_desk_outbox_redis_errors_propagate(prefix):
+    """The caller retries: a lost desk message must not look delivered."""
+    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1,
+                       retry=Retry(NoBackoff(), 0), decode_responses=True)
+
+    with pytest.raises(redis.ConnectionError):
+        DeskOutboxChannel(dead, prefix).deliver(make_message())
+
+
+def test_message_repr_hides_recipient():
+    assert PHONE not in repr(make_message())
+    assert NAME not in repr(make_message())
+
+
+# ------------------------------------------------------------------------- webhook
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Gateway:
+    """A real HTTP server on 127.0.0.1 that records requests and answers ``status``."""
+
+    server: ThreadingHTTPServer
+    requests: list[Recorded] = field(default_factory=list)
+    status: int = 200
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/send"
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # the name http.server dispatches to
+            length = int(self.headers.get("Content-Length", 0))
+            body = self.rfile.read(length)
+            gw.requests.append(Recorded("POST", self.path, dict(self.headers), body))
+            if gw.delay:
+                time.sleep(gw.delay)
+            try:
+                self.send_response(gw.status)
+                for name, value in gw.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up waiting (the timeout test)
+
+        do_GET = do_POST  # lets a test see a redirect-turned-GET
+
+        def log_message(self, format, *args):  # keep pytest output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    gw = Gateway(server)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    yield gw
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def free_port() -> int:
+    """A port nothing listens on: bound by the OS, then released."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_webhook_posts_json_with_idempotency_key(gateway):
+    message = make_message(kind="dispatched", language="en", text="[Whistle] sent to 供电公司")
+
+    result = WebhookChannel(gateway.url).deliver(message)
+
+    assert result.ok is True
+    assert result.channel == "webhook"
+    [request] = gateway.requests
+    assert request.method == "POST"
+    assert request.path == "/send"
+    assert request.headers["Idempotency-Key"] == message.notification_id
+    assert request.headers["Content-Type"] == "application/json"
+    assert json.loads(request.body.decode("utf-8")) == {
+        "notification_id": message.notification_id,
+        "issue_id": "WH-20250105-0001",
+        "kind": "dispatched",
+        "language": "en",
+        "text": "[Whistle] sent to 供电公司",
+        "recipient": {"name": NAME, "phone": PHONE},
+    }
+
+
+def test_webhook_retry_sends_the_same_idempotency_key(gateway):
+    channel = WebhookChannel(gateway.url)
+    message = make_message()
+
+    channel.deliver(message)
+    channel.deliver(message)
+
+    keys = {r.headers["Idempotency-Key"] for r in gateway.requests}
+    assert keys == {message.notification_id}
+
+
+@pytest.mark.parametrize("status", [201, 202, 204])
+def test_webhook_any_2xx_is_ok(gateway, status):
+    gateway.status = status
+
+    assert WebhookChannel(gateway.url).deliver(make_message()).ok is True
+
+
+@pytest.mark.parametrize("status", [400, 404, 429, 500, 503])
+def test_webhook_error_status_is_not_ok(gateway, status):
+    gateway.status = status
+
+    result = WebhookChannel(gateway.url).deliver(make_message())
+
+    assert result == DeliveryResult(ok=False, channel="webhook", detail=f"HTTP {status}")
+
+
+def test_webhook_does_not_follow_redirects(gateway):
+    """requests would turn a redirected POST into a GET and call it a success."""
+    gateway.status = 302
+    gateway.headers = {"Location": "/elsewhere"}
+
+    result = WebhookChannel(gateway.url).deliver(make_message())
+
+    assert result == DeliveryResult(ok=False, channel="webhook", detail="HTTP 302")
+    assert [r.method for r in gateway.requests] == ["POST"]
+
+
+def test_webhook_closed_port_is_not_ok():
+    result = WebhookChannel(f"http://127.0.0.1:{free_port()}/send", timeout=2).deliver(
+        make_message())
+
+    assert result == DeliveryResult(ok=False, channel="webhook", detail="ConnectionError")
+
+
+def test_webhook_timeout_is_not_ok(gateway):
+    gateway.delay = 1.0
+
+    result = WebhookChannel(gateway.url, timeout=0.2).deliver(make_message())
+
+    assert result == DeliveryResult(ok=False, channel="webhook", detail="ReadTimeout")
+
+
+def test_webhook_detail_never_contains_the_recipient(gateway):
+    gateway.status = 500
+    failures = [
+        WebhookChannel(gateway.url).deliver(make_message()),
+        WebhookChannel(f"http://127.0.0.1:{free_port()}/send").deliver(make_message()),
+    ]
+
+    for result in failures:
+        assert PHONE not in result.detail and NAME not in result.detail
+
+
+def test_webhook_uses_the_given_session(gateway):
+    session = requests.Session()
+    session.headers["X-Gateway-Token"] = "test-token"
+
+    WebhookChannel(gateway.url, session=session).deliver(make_message())
+
+    assert gateway.requests[0].headers["X-Gateway-Token"] == "test-token"
+
+
+# ----------------------------------------------------------------------- factory
+
+
+def test_build_desk_channel(redis_client, prefix):
+    channel = build_channel("desk", redis_client, prefix, None)
+
+    assert isinstance(channel, DeskOutboxChannel)
+    assert channel.name == "desk"
+    assert channel.key == f"{prefix}:desk:outbox"
+
+
+def test_build_webhook_channel(gateway):
+    channel = build_channel("webhook", None, "whistle", gateway.url)
+
+    assert isinstance(channel, WebhookChannel)
+    assert channel.deliver(make_message()).ok is True
+
+
+@pytest.mark.parametrize("url", [None, "", "ftp://gateway/send", "gateway/send"])
+def test_build_webhook_channel_needs_a_url(url):
+    with pytest.raises(ValueError, match="webhook URL"):
+        build_channel("webhook", None, "whistle", url)
+
+
+def test_build_desk_channel_needs_redis():
+    with pytest.raises(ValueError, match="Redis"):
+        build_channel("desk", None, "whistle", None)
+
+
+def test_build_unknown_channel():
+    with pytest.raises(ValueError, match="unknown delivery channel 'sms'.*desk, webhook"):
+        build_channel("sms", None, "whistle", None)

@@ -1,0 +1,294 @@
+"""Structural checks of the deployment files (no Docker needed).
+
+docker-compose.yml, Dockerfile and config.yaml are only exercised for real in a
+production-like deployment, so these tests make sure they stay consistent with
+the code: the right modules, the right environment, no shipped credentials, and
+a config.yaml that nameko's own loader reads the way the services expect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+CONFIG_FILE = ROOT / "config.yaml"
+
+WHISTLE_SERVICES = ("intake", "routing", "agency", "notify")
+HOST_PORTS = {"intake": 8001, "routing": 8002, "agency": 8003, "notify": 8004}
+
+CONFIG_KEYS = {
+    "AMQP_URI",
+    "WEB_SERVER_ADDRESS",
+    "REDIS_URL",
+    "WHISTLE_KEY_PREFIX",
+    "WHISTLE_ENV",
+    "WHISTLE_SECRET",
+    "NOTIFY_CHANNEL",
+    "NOTIFY_WEBHOOK_URL",
+    "RULES_FILE",
+    "LOG_FORMAT",
+    "max_workers",
+}
+# Environment variables config.yaml reads (MAX_WORKERS feeds max_workers).
+CONFIG_ENV_VARS = (CONFIG_KEYS - {"max_workers"}) | {"MAX_WORKERS"}
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose_text() -> str:
+    return COMPOSE_FILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def compose(compose_text: str) -> dict:
+    data = yaml.safe_load(compose_text)  # resolves the x-whistle-service anchor / merge key
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+def _service(compose: dict, name: str) -> dict:
+    services = compose["services"]
+    assert name in services, f"docker-compose.yml has no {name!r} service"
+    return services[name]
+
+
+def _argv(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+def _environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # ["KEY=value", ...] form
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def _load_config_with_nameko(env_overrides: dict[str, str]) -> dict:
+    """Load config.yaml exactly as `nameko run --config` does, in a subprocess.
+
+    nameko's setup_yaml_parser() registers its constructors on the global
+    yaml.SafeLoader, so it is kept out of the test process.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_VARS}
+    env.update(env_overrides)
+    code = (
+        "import json, sys, yaml\n"
+        "from nameko.cli.main import setup_yaml_parser\n"
+        "setup_yaml_parser()\n"
+        "with open(sys.argv[1]) as f:\n"
+        "    json.dump(yaml.safe_load(f), sys.stdout)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(CONFIG_FILE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, f"nameko could not load config.yaml:\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+# --- docker-compose.yml -----------------------------------------------------------
+
+
+def test_compose_has_all_services(compose: dict) -> None:
+    expected = {"rabbitmq", "redis", *WHISTLE_SERVICES}
+    missing = expected - set(compose["services"])
+    assert not missing, f"docker-compose.yml is missing services: {sorted(missing)}"
+
+
+def test_rabbitmq_has_management_and_required_credentials(compose: dict) -> None:
+    rabbit = _service(compose, "rabbitmq")
+    assert "management" in rabbit["image"]
+    env = _environment(rabbit)
+    assert env["RABBITMQ_DEFAULT_USER"].startswith("${RABBITMQ_USER:?")
+    assert env["RABBITMQ_DEFAULT_PASS"].startswith("${RABBITMQ_PASS:?")
+    assert "healthcheck" in rabbit
+    assert any(str(v).endswith(":/var/lib/rabbitmq") for v in rabbit.get("volumes", []))
+
+
+def test_redis_is_durable(compose: dict) -> None:
+    redis = _service(compose, "redis")
+    argv = _argv(redis["command"])
+    assert argv[0] == "redis-server"
+    assert "--appendonly" in argv and argv[argv.index("--appendonly") + 1] == "yes"
+    assert "--appendfsync" in argv
+    assert argv[argv.index("--appendfsync") + 1] in {"always", "everysec", "no"}
+    assert "healthcheck" in redis
+    assert any(str(v).endswith(":/data") for v in redis.get("volumes", []))
+
+
+def test_no_default_credentials_shipped(compose_text: str) -> None:
+    assert "guest" not in compose_text.lower()
+    # Secrets must be required (${VAR:?msg}), never defaulted (${VAR:-x} / ${VAR-x}).
+    defaulted = re.findall(
+        r"\$\{(RABBITMQ_USER|RABBITMQ_PASS|WHISTLE_SECRET)(?::?[-=+])", compose_text
+    )
+    assert not defaulted, f"credentials with defaults in docker-compose.yml: {defaulted}"
+
+
+@pytest.mark.parametrize("name", WHISTLE_SERVICES)
+def test_whistle_service_runs_its_module(compose: dict, name: str) -> None:
+    svc = _service(compose, name)
+    argv = _argv(svc["command"])
+    assert argv[:2] == ["nameko", "run"], argv
+    assert "--config" in argv and argv[argv.index("--config") + 1] == "config.yaml"
+    module = f"services.{name}.service"
+    assert argv[-1] == module, argv
+    module_file = ROOT / Path(*module.split(".")).with_suffix(".py")
+    assert module_file.is_file(), f"{module} is not in the repo ({module_file})"
+    build = svc.get("build")
+    assert (build.get("context") if isinstance(build, dict) else build) == "."
+
+
+@pytest.mark.parametrize("name", WHISTLE_SERVICES)
+def test_whistle_service_waits_for_healthy_infra(compose: dict, name: str) -> None:
+    depends_on = _service(compose, name).get("depends_on")
+    assert isinstance(depends_on, dict), "depends_on needs conditions, not a plain list"
+    for dep in ("rabbitmq", "redis"):
+        assert depends_on.get(dep, {}).get("condition") == "service_healthy", dep
+
+
+@pytest.mark.parametrize("name", WHISTLE_SERVICES)
+def test_whistle_service_health_and_ports(compose: dict, name: str) -> None:
+    svc = _service(compose, name)
+    test = svc.get("healthcheck", {}).get("test")
+    assert test, f"{name} has no healthcheck"
+    assert "/health" in " ".join(_argv(test) if isinstance(test, list) else [test])
+    assert svc.get("restart") == "unless-stopped"
+    ports = [str(p) for p in svc.get("ports", [])]
+    assert f"{HOST_PORTS[name]}:8000" in ports, ports
+
+
+@pytest.mark.parametrize("name", WHISTLE_SERVICES)
+def test_whistle_service_environment(compose: dict, name: str) -> None:
+    env = _environment(_service(compose, name))
+    assert "${RABBITMQ_USER" in env["AMQP_URI"] and "${RABBITMQ_PASS" in env["AMQP_URI"]
+    assert env["AMQP_URI"].startswith("amqp://") and "@rabbitmq:5672" in env["AMQP_URI"]
+    assert env["REDIS_URL"].startswith("redis://redis:6379")
+    assert env["WHISTLE_SECRET"].startswith("${WHISTLE_SECRET:?")
+    assert env["WHISTLE_ENV"] == "production"
+    assert env["WEB_SERVER_ADDRESS"] == "0.0.0.0:8000"
+    # Every variable compose sets must be one config.yaml actually reads.
+    unread = set(env) - CONFIG_ENV_VARS
+    assert not unread, f"config.yaml ignores {sorted(unread)}"
+
+
+def test_dockerfile_runs_as_non_root() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1] not in {"root", "0"}
+
+
+# --- config.yaml ------------------------------------------------------------------
+
+
+def test_config_yaml_defaults_load_with_nameko() -> None:
+    config = _load_config_with_nameko({})
+    assert set(config) == CONFIG_KEYS
+    assert config["AMQP_URI"] == "amqp://guest:guest@127.0.0.1:5672/"
+    assert config["WEB_SERVER_ADDRESS"] == "127.0.0.1:8000"
+    assert config["REDIS_URL"] == "redis://127.0.0.1:6379/0"
+    assert config["WHISTLE_ENV"] == "development"
+    assert config["NOTIFY_WEBHOOK_URL"] == ""  # empty string, not null
+    assert config["RULES_FILE"] == ""
+    assert config["max_workers"] == 10
+
+
+def test_config_yaml_takes_environment_verbatim() -> None:
+    overrides = {
+        "AMQP_URI": "amqp://whistle:s3cret@rabbitmq:5672/",
+        "WEB_SERVER_ADDRESS": "0.0.0.0:8000",
+        "REDIS_URL": "redis://redis:6379/0",
+        "WHISTLE_ENV": "production",
+        # Values YAML would otherwise turn into a bool, an int or a mapping.
+        "WHISTLE_SECRET": "yes",
+        "NOTIFY_CHANNEL": "12345",
+        "NOTIFY_WEBHOOK_URL": "https://hooks.example/x?a=1#frag: y",
+        "MAX_WORKERS": "4",
+    }
+    config = _load_config_with_nameko(overrides)
+    for key in ("AMQP_URI", "WEB_SERVER_ADDRESS", "REDIS_URL", "WHISTLE_ENV"):
+        assert config[key] == overrides[key]
+    assert config["WHISTLE_SECRET"] == "yes"
+    assert config["NOTIFY_CHANNEL"] == "12345"
+    assert config["NOTIFY_WEBHOOK_URL"] == overrides["NOTIFY_WEBHOOK_URL"]
+    assert config["max_workers"] == 4
+
+
+# --- README quickstart <-> CI -------------------------------------------------------
+
+
+def _quickstart_commands(readme: str) -> list[str]:
+    """Commands in the fenced code blocks of the section whose heading mentions Quickstart."""
+    lines = readme.splitlines()
+    heading = re.compile(r"^(#{1,6})\s+(.*)$")
+    start = level = None
+    for i, line in enumerate(lines):
+        m = heading.match(line)
+        if m and "quickstart" in m.group(2).lower():
+            start, level = i + 1, len(m.group(1))
+            break
+    assert start is not None, "README.md has no Quickstart heading"
+
+    commands: list[str] = []
+    fence = None
+    for line in lines[start:]:
+        stripped = line.strip()
+        m = heading.match(line)
+        if fence is None and m and len(m.group(1)) <= level:
+            break  # end of the Quickstart section
+        if fence is None and stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+        elif fence is not None and stripped.startswith(fence):
+            fence = None
+        elif fence is not None:
+            words = _words(stripped.removeprefix("$ "))
+            if words:
+                commands.append(" ".join(words))
+    return commands
+
+
+def _words(line: str) -> list[str]:
+    """Shell words of one line, without a trailing # comment."""
+    try:
+        return shlex.split(line, comments=True)
+    except ValueError:  # unbalanced quotes: not a command we care about
+        return line.split("#", 1)[0].split()
+
+
+def _script_runs(script: str, command: list[str]) -> bool:
+    """True if a non-comment line of the shell script runs `command`."""
+    for line in script.splitlines():
+        words = _words(line)
+        for i in range(len(words) - len(command) + 1):
+            if words[i : i + len(command)] == command:
+                return True
+    return False
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme_file = ROOT / "README.md"
+    assert readme_file.is_file(), "README.md (with a Quickstart section) is missing"
+    readme = readme_file.read_text(encoding="utf-8")
+    commands = _quickstart_commands(readme)
+    assert "make up" in commands, f"Quickstart commands: {commands}"
+    assert "make test" in commands, f"Quickstart commands: {commands}"
+
+    ci_run = ROOT / ".ci" / "run"
+    assert os.access(ci_run, os.X_OK), ".ci/run must be executable"
+    assert _script_runs(ci_run.read_text(encoding="utf-8"), ["make", "test"])

@@ -1,0 +1,274 @@
+"""The shipped resident message templates, and the rules every template file must follow."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.notify.templates import MESSAGE_KINDS, TemplateError, Templates
+
+ISSUE_ID = "WH-20250105-0001"
+POWER = "国网朝阳供电公司"
+HOUSING = "朝阳区房管局"
+# 02:30 UTC is 10:30 in Beijing: the deadline residents see.
+DEADLINE = datetime(2025, 1, 5, 2, 30, tzinfo=UTC)
+
+# What the notify service passes for each kind. A template that asks for anything
+# else would fail in production, so the shipped files must use exactly these.
+VARIABLES: dict[str, dict[str, object]] = {
+    "received": {"issue_id": ISSUE_ID},
+    "dispatched": {"issue_id": ISSUE_ID, "agencies": [POWER, HOUSING], "lead_agency": POWER,
+                   "acknowledge_by": DEADLINE},
+    "acknowledged": {"issue_id": ISSUE_ID, "agency": HOUSING},
+    "resolved": {"issue_id": ISSUE_ID},
+}
+
+
+@pytest.fixture(scope="module")
+def templates() -> Templates:
+    return Templates.load()
+
+
+def write_language(directory: Path, language: str, joiner: str = "、",
+                   **messages: str) -> None:
+    data = {"_meta": {"joiner": joiner}, **messages}
+    (directory / f"{language}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True),
+                                               encoding="utf-8")
+
+
+def minimal_messages() -> dict[str, str]:
+    return {kind: " ".join(f"{{{name}}}" for name in sorted(VARIABLES[kind]))
+            for kind in MESSAGE_KINDS}
+
+
+def test_variables_cover_every_kind():
+    assert set(VARIABLES) == set(MESSAGE_KINDS)
+
+
+def test_shipped_languages(templates):
+    assert templates.languages == ("en", "zh")
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+@pytest.mark.parametrize("kind", MESSAGE_KINDS)
+def test_required_variables_are_what_the_service_passes(templates, kind, language):
+    assert templates.required_variables(kind, language) == set(VARIABLES[kind])
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+@pytest.mark.parametrize("kind", MESSAGE_KINDS)
+def test_every_kind_renders_completely(templates, kind, language):
+    text = templates.render(kind, language, **VARIABLES[kind])
+
+    assert ISSUE_ID in text
+    assert "{" not in text and "}" not in text
+    assert "None" not in text
+
+
+def test_received_zh_gives_reference_number(templates):
+    text = templates.render("received", "zh", issue_id=ISSUE_ID)
+
+    assert text.startswith("【吹哨报到】")
+    assert f"已受理，编号 {ISSUE_ID}" in text
+
+
+def test_dispatched_names_agencies_lead_and_deadline(templates):
+    zh = templates.render("dispatched", "zh", **VARIABLES["dispatched"])
+    en = templates.render("dispatched", "en", **VARIABLES["dispatched"])
+
+    assert f"已派给{POWER}、{HOUSING}" in zh
+    assert f"由{POWER}牵头" in zh
+    assert "2025-01-05 10:30 前报到" in zh
+    assert f"sent to {POWER}, {HOUSING}" in en
+    assert "by 2025-01-05 10:30" in en
+
+
+def test_acknowledged_names_the_agency(templates):
+    assert f"{HOUSING}已就" in templates.render("acknowledged", "zh", **VARIABLES["acknowledged"])
+    assert "报到" in templates.render("acknowledged", "zh", **VARIABLES["acknowledged"])
+    assert f"{HOUSING} has reported in" in templates.render("acknowledged", "en",
+                                                           **VARIABLES["acknowledged"])
+
+
+def test_resolved_says_every_agency_finished(templates):
+    assert "均已办结" in templates.render("resolved", "zh", issue_id=ISSUE_ID)
+    assert "Every agency has finished" in templates.render("resolved", "en", issue_id=ISSUE_ID)
+
+
+def test_extra_variables_are_ignored(templates):
+    """The service may pass one superset of variables for every kind."""
+    text = templates.render("received", "zh", **VARIABLES["dispatched"])
+
+    assert text == templates.render("received", "zh", issue_id=ISSUE_ID)
+
+
+@pytest.mark.parametrize("language", ["fr", "zh-TW", "", None])
+def test_unknown_language_falls_back_to_zh(templates, language):
+    assert templates.render("received", language, issue_id=ISSUE_ID) == \
+        templates.render("received", "zh", issue_id=ISSUE_ID)
+    assert templates.required_variables("dispatched", language) == set(VARIABLES["dispatched"])
+
+
+def test_language_enum_is_accepted(templates):
+    from shared.contracts import Language
+
+    assert templates.render("received", Language.en, issue_id=ISSUE_ID).startswith("[Whistle]")
+
+
+def test_missing_variable_names_it(templates):
+    variables = dict(VARIABLES["dispatched"])
+    del variables["lead_agency"]
+
+    with pytest.raises(TemplateError, match="lead_agency"):
+        templates.render("dispatched", "zh", **variables)
+
+
+def test_all_missing_variables_are_named(templates):
+    with pytest.raises(TemplateError) as excinfo:
+        templates.render("dispatched", "en", issue_id=ISSUE_ID)
+
+    for name in ("agencies", "lead_agency", "acknowledge_by"):
+        assert name in str(excinfo.value)
+
+
+@pytest.mark.parametrize("blank", [None, "", "   ", [], [""], (None,)])
+def test_blank_values_count_as_missing(templates, blank):
+    variables = {**VARIABLES["dispatched"], "agencies": blank}
+
+    with pytest.raises(TemplateError, match="agencies"):
+        templates.render("dispatched", "zh", **variables)
+
+
+def test_unknown_kind_is_a_template_error(templates):
+    with pytest.raises(TemplateError, match="unknown message kind 'closed'"):
+        templates.render("closed", "zh", issue_id=ISSUE_ID)
+    with pytest.raises(TemplateError, match="unknown message kind"):
+        templates.required_variables("closed", "en")
+
+
+def test_lists_use_the_language_joiner(templates):
+    agencies = [POWER, HOUSING, "朝阳区城管执法局"]
+    variables = {**VARIABLES["dispatched"], "agencies": agencies}
+
+    assert "、".join(agencies) in templates.render("dispatched", "zh", **variables)
+    assert ", ".join(agencies) in templates.render("dispatched", "en", **variables)
+
+
+def test_single_item_list_has_no_joiner(templates):
+    variables = {**VARIABLES["dispatched"], "agencies": (POWER,)}
+
+    assert f"已派给{POWER}，" in templates.render("dispatched", "zh", **variables)
+
+
+def test_datetime_shown_in_shanghai_time(templates):
+    # 16:05 UTC on the 5th is already the 6th in Beijing.
+    variables = {**VARIABLES["dispatched"],
+                 "acknowledge_by": datetime(2025, 1, 5, 16, 5, 59, tzinfo=UTC)}
+
+    assert "2025-01-06 00:05" in templates.render("dispatched", "zh", **variables)
+
+
+def test_naive_datetime_is_taken_as_utc(templates):
+    variables = {**VARIABLES["dispatched"], "acknowledge_by": datetime(2025, 1, 5, 2, 30)}
+
+    assert "2025-01-05 10:30" in templates.render("dispatched", "en", **variables)
+
+
+def test_display_timezone_is_configurable():
+    utc = Templates.load(tz="UTC")
+
+    assert "2025-01-05 02:30" in utc.render("dispatched", "en", **VARIABLES["dispatched"])
+
+
+def test_unknown_timezone_is_refused():
+    with pytest.raises(TemplateError, match="Mars/Olympus"):
+        Templates.load(tz="Mars/Olympus")
+
+
+def test_values_are_not_reinterpreted_as_placeholders(templates):
+    text = templates.render("acknowledged", "zh", issue_id=ISSUE_ID, agency="{issue_id}")
+
+    assert "{issue_id}已就" in text
+
+
+# ------------------------------------------------------------ loading template dirs
+
+
+def test_minimal_directory_loads(tmp_path):
+    write_language(tmp_path, "zh", **minimal_messages())
+
+    loaded = Templates.load(tmp_path)
+
+    assert loaded.render("received", "en", issue_id=ISSUE_ID) == ISSUE_ID
+
+
+def test_missing_kind_fails_to_load(tmp_path):
+    write_language(tmp_path, "zh", **minimal_messages())
+    messages = minimal_messages()
+    del messages["acknowledged"]
+    write_language(tmp_path, "en", joiner=", ", **messages)
+
+    with pytest.raises(TemplateError, match=r"en\.yaml: missing template for kind 'acknowledged'"):
+        Templates.load(tmp_path)
+
+
+def test_unknown_kind_fails_to_load(tmp_path):
+    write_language(tmp_path, "zh", **minimal_messages(), reopened="{issue_id}")
+
+    with pytest.raises(TemplateError, match=r"zh\.yaml: unknown kind 'reopened'"):
+        Templates.load(tmp_path)
+
+
+def test_missing_zh_fails_to_load(tmp_path):
+    write_language(tmp_path, "en", joiner=", ", **minimal_messages())
+
+    with pytest.raises(TemplateError, match=r"zh\.yaml"):
+        Templates.load(tmp_path)
+
+
+def test_empty_directory_fails_to_load(tmp_path):
+    with pytest.raises(TemplateError, match="no template files"):
+        Templates.load(tmp_path)
+
+
+def test_missing_joiner_fails_to_load(tmp_path):
+    (tmp_path / "zh.yaml").write_text(yaml.safe_dump(minimal_messages()), encoding="utf-8")
+
+    with pytest.raises(TemplateError, match=r"zh\.yaml: missing _meta\.joiner"):
+        Templates.load(tmp_path)
+
+
+def test_translation_with_different_variables_fails_to_load(tmp_path):
+    write_language(tmp_path, "zh", **minimal_messages())
+    write_language(tmp_path, "en", joiner=", ",
+                   **{**minimal_messages(), "resolved": "{issue_id} {agencies}"})
+
+    with pytest.raises(TemplateError, match=r"en\.yaml: kind 'resolved' uses"):
+        Templates.load(tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["{issue_id.__class__}", "{issue_id[0]}", "{0}", "{}",
+                                 "{issue_id!r}", "{issue_id:>20}", "{issue_id", "issue_id}"])
+def test_placeholders_must_be_plain_names(tmp_path, bad):
+    write_language(tmp_path, "zh", **{**minimal_messages(), "received": bad})
+
+    with pytest.raises(TemplateError, match=r"zh\.yaml: kind 'received'"):
+        Templates.load(tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", 42, ["{issue_id}"], None])
+def test_template_must_be_text(tmp_path, bad):
+    write_language(tmp_path, "zh", **{**minimal_messages(), "received": bad})
+
+    with pytest.raises(TemplateError, match=r"zh\.yaml: template for kind 'received'"):
+        Templates.load(tmp_path)
+
+
+def test_invalid_yaml_fails_to_load(tmp_path):
+    (tmp_path / "zh.yaml").write_text("received: [unclosed\n", encoding="utf-8")
+
+    with pytest.raises(TemplateError, match=r"zh\.yaml: cannot read templates"):
+        Templates.load(tmp_path)

@@ -1,0 +1,118 @@
+"""``whistle demo``: realistic problems through a running Whistle, over HTTP only.
+
+Each case is submitted as the desk would, every assigned agency reports in and
+resolves with its own token, and the messages each resident received are shown.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from shared.auth import issue_token
+
+# Cases from practice.md, in the residents' own (colloquial, sometimes mixed) words.
+DEMO_CASES: list[dict[str, Any]] = [
+    {
+        "title": "Flying wire (urgent, power)",
+        "description": "丽德花园3号楼前面有根电线耷拉下来，离地不到两米，不知道有没有电，孩子放学都从这儿过！",
+        "location": {"community": "缤泰社区", "address": "丽德花园3号楼南侧"},
+        "contact": {"name": "孙建国", "phone": "13812345678"},
+        "channel": "hotline",
+    },
+    {
+        "title": "Cracked balcony leaking onto wiring (multi-agency)",
+        "description": "我家阳台开裂了，下雨就往楼下渗水，楼下邻居家的电线都泡水了，怕出事。",
+        "location": {"community": "缤泰社区", "address": "丽德花园7号楼2单元502"},
+        "contact": {"name": "李秀英", "phone": "13987654321"},
+        "channel": "desk",
+    },
+    {
+        "title": "Radiator cold (English)",
+        "description": "Our radiator has been cold for three days and the heating is not working at all.",
+        "location": {"community": "缤泰社区", "address": "Lide Garden Bldg 5, Flat 301"},
+        "contact": {"name": "Tom Baker", "phone": "13700001111"},
+        "channel": "app",
+        "language": "en",
+    },
+    {
+        "title": "Water through the ceiling",
+        "description": "楼上漏水，卫生间天花板一直在滴水，找了楼上好几次都没人。",
+        "location": {"community": "缤泰社区", "address": "丽德花园2号楼1单元201"},
+        "channel": "grid_patrol",
+    },
+]
+
+
+class DemoError(ConnectionError):
+    pass
+
+
+def _wait_for(fetch, done, timeout_s: float = 30.0, interval_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            return value
+        time.sleep(interval_s)
+
+
+def run_case(base: str, secret: str, case: dict[str, Any]) -> dict[str, Any]:
+    http = requests.Session()
+    body = {k: v for k, v in case.items() if k != "title"}
+    receipt = http.post(f"{base}/issues", json=body, timeout=10)
+    receipt.raise_for_status()
+    issue_id = receipt.json()["issue_id"]
+
+    def issue() -> dict:
+        return http.get(f"{base}/issues/{issue_id}", timeout=10).json()
+
+    routed = _wait_for(issue, lambda i: i["status"] != "received")
+    for assignment in routed["assignments"]:
+        agency = assignment["agency"]
+        auth = {"Authorization": f"Bearer {issue_token(agency, f'{agency}-demo', secret, 600)}"}
+        url = f"{base}/agencies/{agency}/assignments/{issue_id}"
+        http.post(f"{url}/acknowledge", headers=auth, timeout=10).raise_for_status()
+        http.post(f"{url}/resolve", headers=auth, timeout=10,
+                  json={"note": "已到现场处理完毕 / fixed on site"}).raise_for_status()
+
+    expected = 3 + len(routed["assignments"])  # received, dispatched, each 报到, resolved
+
+    def notifications() -> list[dict]:
+        return http.get(f"{base}/issues/{issue_id}/notifications", timeout=10).json()[
+            "notifications"]
+
+    told = _wait_for(notifications, lambda n: len(n) >= expected)
+    final = issue()
+    return {"title": case["title"], "issue_id": issue_id, "status": final["status"],
+            "category": final["category"], "priority": final["priority"],
+            "agencies": [(a["agency"], a["role"]) for a in final["assignments"]],
+            "messages": [n["text"] for n in told]}
+
+
+def run_demo(base: str, secret: str, console: Console | None = None) -> list[dict[str, Any]]:
+    try:
+        requests.get(f"{base}/health", timeout=5).raise_for_status()
+    except requests.RequestException as exc:
+        raise DemoError(f"Whistle is not answering at {base} ({type(exc).__name__}); "
+                        "start it with `make up` or `whistle up`") from None
+    results = []
+    for case in DEMO_CASES:
+        result = run_case(base, secret, case)
+        results.append(result)
+        if console is not None:
+            table = Table(show_header=False, box=None)
+            table.add_row("issue", f"{result['issue_id']}  ({result['status']})")
+            table.add_row("routed", f"{result['category']}, {result['priority']}: " + ", ".join(
+                f"{agency} ({role})" for agency, role in result["agencies"]))
+            for text in result["messages"]:
+                table.add_row("resident told", text)
+            console.print(Panel(table, title=result["title"], expand=False))
+    return results

@@ -1,0 +1,65 @@
+"""``whistle up``: every service (or some) in one process, on one HTTP address."""
+
+from __future__ import annotations
+
+import signal
+import time
+from logging import getLogger
+
+import eventlet
+from kombu import Connection
+from nameko.runners import ServiceRunner
+
+from shared import config as cfg
+from shared.logging import configure_logging
+
+_log = getLogger("whistle.up")
+
+SERVICE_NAMES = ("intake", "routing", "agency", "notify")
+
+
+def service_classes(names: tuple[str, ...]) -> list[type]:
+    from services.agency.service import AgencyService
+    from services.intake.service import IntakeService
+    from services.notify.service import NotifyService
+    from services.routing.service import RoutingService
+
+    by_name = {cls.name: cls for cls in (IntakeService, RoutingService, AgencyService,
+                                         NotifyService)}
+    return [by_name[n] for n in names]
+
+
+def wait_for_broker(amqp_uri: str, timeout_s: float) -> None:
+    """nameko refuses to start while the broker is down; wait for it instead."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with Connection(amqp_uri, connect_timeout=3) as conn:
+                conn.ensure_connection(max_retries=1)
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"RabbitMQ is not reachable at {amqp_uri.split('@')[-1]}: "
+                                 f"{type(exc).__name__}") from None
+            _log.warning("waiting for RabbitMQ (%s)", type(exc).__name__)
+            time.sleep(1)
+
+
+def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
+    """Run the services until SIGINT or SIGTERM, then stop them gracefully."""
+    configure_logging(config[cfg.LOG_FORMAT])
+    wait_for_broker(config[cfg.AMQP_URI], timeout_s=60)
+    runner = ServiceRunner(config)
+    for cls in service_classes(names):
+        runner.add_service(cls)
+
+    def shutdown(signum, frame):
+        # Stop from a green thread: signal handlers must not block the hub.
+        eventlet.spawn_n(runner.stop)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    runner.start()
+    if on_started:
+        on_started()
+    runner.wait()
