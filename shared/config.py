@@ -31,7 +31,7 @@ MAX_WORKERS = "max_workers"
 
 # Development defaults. DEV_SECRET is deliberately named and worded so that it
 # is obvious in any log or config dump; production refuses it (see check_production).
-DEV_SECRET = "dev-only-insecure-secret"
+DEV_SECRET = "dev-only-insecure-secret-do-not-use-in-production"
 DEV_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 
 DEFAULTS: dict[str, Any] = {

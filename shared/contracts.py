@@ -252,6 +252,8 @@ class AssignmentResolved(Event):
     agency_name_en: str
     staff_id: str = Field(min_length=1, max_length=64)
     note: bounded_text(2000)
+    # Agencies whose part is still open after this one: empty means the issue is done.
+    remaining_agencies: list[Slug] = Field(default_factory=list)
 
 
 class IssueResolved(Event):

@@ -12,6 +12,7 @@ idempotent per event id.
 
 from __future__ import annotations
 
+import bisect
 from datetime import datetime
 from typing import Any
 
@@ -103,8 +104,11 @@ class IssueRecord(Stored):
 
     def step(self, at: datetime, service: str, step: str, detail: str = "",
              agency: str | None = None) -> None:
-        self.timeline.append(TimelineEntry(at=at, service=service, step=step,
-                                           detail=detail, agency=agency))
+        # Kept in time order: a step can be recorded after a later one (e.g. the
+        # agency's delivery note arrives after a fast 报到).
+        bisect.insort(self.timeline, TimelineEntry(at=at, service=service, step=step,
+                                                   detail=detail, agency=agency),
+                      key=lambda entry: entry.at)
         self.updated_at = max(self.updated_at, at)
 
 

@@ -141,14 +141,22 @@ class EventBus(DependencyProvider):
 
     def publish_entries(self, entries: dict[str, str]) -> int:
         """Publish outbox entries and remove each once the broker confirmed it."""
-        published = 0
+        published, failure = 0, None
         for message_id, raw in entries.items():
             entry = json.loads(raw)
-            self.publisher.publish(entry["body"], exchange=EVENTS_EXCHANGE,
-                                   routing_key=entry["routing_key"], headers=entry["headers"],
-                                   message_id=message_id)
+            try:
+                self.publisher.publish(entry["body"], exchange=EVENTS_EXCHANGE,
+                                       routing_key=entry["routing_key"],
+                                       headers=entry["headers"], message_id=message_id)
+            except Exception as exc:  # keep going: one bad entry must not hold back the rest
+                _log.warning("could not publish %s (%s): %s", entry["routing_key"], message_id,
+                             type(exc).__name__)
+                failure = exc
+                continue
             self.redis.hdel(self.outbox_key, message_id)
             published += 1
+        if failure is not None:
+            raise failure
         return published
 
     def relay_once(self, grace_s: float | None = None) -> int:

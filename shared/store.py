@@ -25,6 +25,7 @@ changes nothing (at-least-once delivery made effectively-once).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -269,10 +270,8 @@ class RedisProvider(DependencyProvider):
         self.client.close()
 
     def kill(self):
-        try:
+        with contextlib.suppress(Exception):  # kill() must not raise
             self.client.close()
-        except Exception:  # kill() must not raise
-            pass
 
 
 class Store(RedisProvider):

@@ -26,6 +26,7 @@ from kombu import Exchange, Queue
 from shared.contracts import (
     AssignmentAcknowledged,
     AssignmentCreated,
+    AssignmentResolved,
     Event,
     IssueDispatched,
     IssueReceived,
@@ -71,6 +72,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("notify", "on_issue_received", IssueReceived),
     Subscription("notify", "on_issue_dispatched", IssueDispatched),
     Subscription("notify", "on_assignment_acknowledged", AssignmentAcknowledged),
+    Subscription("notify", "on_assignment_resolved", AssignmentResolved),
     Subscription("notify", "on_issue_resolved", IssueResolved),
 )
 

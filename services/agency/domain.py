@@ -69,6 +69,8 @@ def finish_part(record: IssueRecord, agency: str, staff_id: str, note: str,
         trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now, agency=agency,
         agency_name=assignment.agency_name,
         agency_name_en=assignment.agency_name_en, staff_id=staff_id, note=note,
+        remaining_agencies=[a.agency for a in new.assignments
+                            if a.status is not AssignmentStatus.resolved],
     )
     events: list[Event] = [resolved]
     if new.status is IssueStatus.resolved:

@@ -80,11 +80,12 @@ class Deliveries:
             self.redis.delete(lease)
         return Outcome(result.ok, record["status"], record["channel"], record.get("detail", ""))
 
-    def wait_for_kind(self, issue_id: str, kind: str, timeout_s: float) -> bool:
-        """Wait until a message of ``kind`` was sent for the issue; False on timeout."""
+    def wait_for_kind(self, issue_id: str, kind: str, count: int, timeout_s: float) -> bool:
+        """Wait until ``count`` messages of ``kind`` were sent for the issue; False on timeout."""
         deadline = time.monotonic() + timeout_s
         while True:
-            if any(r["kind"] == kind and r["status"] == "sent" for r in self.history(issue_id)):
+            sent = [r for r in self.history(issue_id) if r["kind"] == kind and r["status"] == "sent"]
+            if len(sent) >= count:
                 return True
             if time.monotonic() > deadline:
                 return False

@@ -10,7 +10,6 @@ reaches the resident twice.
 from __future__ import annotations
 
 from nameko.dependency_providers import Config
-from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
 from services.notify.channels import build_channel
@@ -19,6 +18,7 @@ from services.notify.templates import Templates
 from shared import config as cfg
 from shared.contracts import (
     AssignmentAcknowledged,
+    AssignmentResolved,
     Event,
     IssueDispatched,
     IssueReceived,
@@ -32,7 +32,12 @@ from shared.messaging import subscribe
 from shared.store import RedisProvider, Store
 from shared.web import health_report, http
 
-
+# Each event type has its own queue, so a message can overtake the one before
+# it (routing takes milliseconds; staff in a test act instantly). A resident
+# should read "received" before "dispatched" before "reported in": a message
+# waits briefly for its predecessor, but is never held back for long.
+PREDECESSOR = {"dispatched": "received", "acknowledged": "dispatched",
+               "part_resolved": "dispatched", "resolved": "dispatched"}
 ORDERING_GRACE_S = 3.0
 
 
@@ -65,12 +70,6 @@ class NotifyService:
 
     @subscribe(IssueDispatched)
     def on_issue_dispatched(self, event: IssueDispatched) -> None:
-        # Routing takes milliseconds, so issue.dispatched can overtake
-        # issue.received on its own queue. Residents should read "received"
-        # first: give it a moment, but never hold this message back for long.
-        self.messenger.deliveries.wait_for_kind(event.issue_id, "received",
-                                                timeout_s=ORDERING_GRACE_S)
-
         def variables(record: IssueRecord, lang: str) -> dict:
             names = [_agency_name(a, lang) for a in event.assignments]
             lead = next(a for a in event.assignments if a.role.value == "lead")
@@ -84,6 +83,17 @@ class NotifyService:
     def on_assignment_acknowledged(self, event: AssignmentAcknowledged) -> None:
         self._tell(event, "acknowledged", lambda record, lang: {
             "issue_id": record.issue_id, "agency": _agency_name(event, lang)})
+
+    @subscribe(AssignmentResolved)
+    def on_assignment_resolved(self, event: AssignmentResolved) -> None:
+        """In a multi-agency case, tell the resident each agency's part is done."""
+        if not event.remaining_agencies:
+            return  # the last (or only) part: the "resolved" message says it all
+        record = self.store.get(event.issue_id)
+        remaining = [a for a in record.assignments if a.agency in event.remaining_agencies]
+        self._tell(event, "part_resolved", lambda record, lang: {
+            "issue_id": record.issue_id, "agency": _agency_name(event, lang),
+            "remaining": [_agency_name(a, lang) for a in remaining]})
 
     @subscribe(IssueResolved)
     def on_issue_resolved(self, event: IssueResolved) -> None:
@@ -105,6 +115,12 @@ class NotifyService:
     def _tell(self, event: Event, kind: str, variables) -> None:
         """Render, deliver once, and put it on the timeline. Raises to retry a failure."""
         record = self.store.get(event.issue_id)
+        if kind in PREDECESSOR:
+            # "resolved" also follows every "part_resolved" (one per agency but the last).
+            parts = len(record.assignments) - 1 if kind == "resolved" else 0
+            wanted = ("part_resolved", parts) if parts else (PREDECESSOR[kind], 1)
+            self.messenger.deliveries.wait_for_kind(event.issue_id, *wanted,
+                                                    timeout_s=ORDERING_GRACE_S)
         language = record.language.value
         text = self.messenger.templates.render(kind, language, **variables(record, language))
         contact = self.store.contact(event.issue_id)

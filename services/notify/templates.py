@@ -25,7 +25,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-MESSAGE_KINDS: tuple[str, ...] = ("received", "dispatched", "acknowledged", "resolved")
+MESSAGE_KINDS: tuple[str, ...] = (
+    "received", "dispatched", "acknowledged", "part_resolved", "resolved",
+)
 """Every message kind a resident can receive, in the order they usually arrive."""
 
 DEFAULT_LANGUAGE = "zh"

@@ -231,7 +231,7 @@ def cross_check(data: Any) -> list[tuple[Loc, str]]:
         category = rule.get("category")
         if isinstance(category, str):
             if category in first_seen:
-                problems.append(((("rules", i, "category")),
+                problems.append((("rules", i, "category"),
                                  f"duplicate category {category!r} (first at rules.{first_seen[category]})"))
             else:
                 first_seen[category] = i

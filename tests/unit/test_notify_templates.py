@@ -23,6 +23,7 @@ VARIABLES: dict[str, dict[str, object]] = {
     "dispatched": {"issue_id": ISSUE_ID, "agencies": [POWER, HOUSING], "lead_agency": POWER,
                    "acknowledge_by": DEADLINE},
     "acknowledged": {"issue_id": ISSUE_ID, "agency": HOUSING},
+    "part_resolved": {"issue_id": ISSUE_ID, "agency": HOUSING, "remaining": [HOUSING]},
     "resolved": {"issue_id": ISSUE_ID},
 }
 

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from services.routing.rules import (
     SHIPPED_RULES,
-    RuleSet,
     RulesError,
+    RuleSet,
     format_duration,
     load_rules,
     parse_duration,

@@ -1,0 +1,369 @@
+"""Wire contracts (shared.contracts): what is accepted, what is refused, and how it is said."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from services.intake.domain import accept_issue
+from shared.contracts import (
+    EVENT_TYPES,
+    AssignmentAcknowledged,
+    AssignmentCreated,
+    AssignmentResolved,
+    Channel,
+    Event,
+    IssueDispatched,
+    IssueReceived,
+    IssueResolved,
+    Language,
+    SubmitIssue,
+)
+from shared.errors import InvalidPayload
+
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+ISSUE_ID = "WH-20261121-0001"
+TRACE_ID = "trace-0123456789abcdef"
+PHONE = "13812345678"
+
+
+def submission(**overrides) -> dict:
+    body = {
+        "description": "3号楼2单元楼道灯不亮好几天了",
+        "location": {"community": "和平里社区", "address": "3号楼2单元"},
+    }
+    body.update(overrides)
+    return body
+
+
+def errors_of(data: dict) -> list[tuple[tuple, str]]:
+    with pytest.raises(ValidationError) as info:
+        SubmitIssue.model_validate(data)
+    return [(e["loc"], e["type"]) for e in info.value.errors()]
+
+
+def bad_fields(data: dict) -> set[str]:
+    with pytest.raises(ValidationError) as info:
+        SubmitIssue.model_validate(data)
+    return {f["field"] for f in InvalidPayload.from_validation_error(info.value).errors}
+
+
+# ----------------------------------------------------------------- SubmitIssue text
+
+
+def test_minimal_submission_gets_defaults():
+    issue = SubmitIssue.model_validate(submission())
+    assert issue.channel is Channel.desk
+    assert issue.language is Language.zh
+    assert issue.contact is None and issue.category is None
+    assert issue.location.lat is None
+
+
+@pytest.mark.parametrize("unit", ["灯", "a", "灯a"], ids=["chinese", "english", "mixed"])
+def test_description_up_to_4000_characters_is_accepted(unit):
+    text = (unit * 4000)[:4000]
+    assert len(text) == 4000
+    issue = SubmitIssue.model_validate(submission(description=text))
+    assert issue.description == text
+
+
+@pytest.mark.parametrize("unit", ["灯", "a", "灯a"], ids=["chinese", "english", "mixed"])
+def test_description_of_4001_characters_is_refused(unit):
+    text = (unit * 4001)[:4001]
+    assert errors_of(submission(description=text)) == [(("description",), "string_too_long")]
+
+
+def test_description_is_stripped_and_must_not_be_blank():
+    issue = SubmitIssue.model_validate(submission(description="  路灯坏了 \n"))
+    assert issue.description == "路灯坏了"
+    assert errors_of(submission(description="   ")) == [(("description",), "string_too_short")]
+
+
+def test_tabs_and_newlines_are_allowed():
+    text = "第一行\n第二行\r\n\t缩进"
+    assert SubmitIssue.model_validate(submission(description=text)).description == text
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f", "\x0b", "\u2028", "\u2029"])
+def test_control_characters_are_refused(char):
+    errors = errors_of(submission(description=f"路灯{char}坏了"))
+    assert errors == [(("description",), "value_error")]
+
+
+def test_control_characters_refused_in_nested_text():
+    data = submission(location={"community": "和平里\x00", "address": "3号楼"},
+                      contact={"name": "张\x1b三"})
+    assert bad_fields(data) == {"location.community", "contact.name"}
+
+
+@pytest.mark.parametrize("text", ["\ud800", "路灯\udfff坏了", "a\udc00b"])
+def test_lone_surrogates_are_refused(text):
+    errors = errors_of(submission(description=text))
+    assert [loc for loc, _ in errors] == [("description",)]
+
+
+def test_lone_surrogate_from_json_escape_is_refused():
+    data = json.loads('{"description": "\\ud800", '
+                      '"location": {"community": "c", "address": "a"}}')
+    assert data["description"] == "\ud800"
+    assert bad_fields(data) == {"description"}
+
+
+# --------------------------------------------------------- SubmitIssue other fields
+
+
+@pytest.mark.parametrize("data, field", [
+    (submission(priority="urgent"), "priority"),
+    (submission(location={"community": "c", "address": "a", "floor": 3}), "location.floor"),
+    (submission(contact={"phone": PHONE, "email": "x@example.com"}), "contact.email"),
+], ids=["top", "location", "contact"])
+def test_unknown_fields_are_refused_at_every_level(data, field):
+    with pytest.raises(ValidationError) as info:
+        SubmitIssue.model_validate(data)
+    errors = info.value.errors()
+    assert [(".".join(map(str, e["loc"])), e["type"]) for e in errors] == [
+        (field, "extra_forbidden")]
+
+
+@pytest.mark.parametrize("channel", ["fax", "Desk", "", None])
+def test_bad_channel_is_refused(channel):
+    assert [loc for loc, _ in errors_of(submission(channel=channel))] == [("channel",)]
+
+
+@pytest.mark.parametrize("channel", list(Channel))
+def test_every_channel_is_accepted(channel):
+    assert SubmitIssue.model_validate(submission(channel=channel.value)).channel is channel
+
+
+@pytest.mark.parametrize("phone", [
+    PHONE, "+8613812345678", "+86 138 1234 5678", "138-1234-5678", "010-12345678",
+])
+def test_good_phones_are_accepted(phone):
+    issue = SubmitIssue.model_validate(submission(contact={"phone": phone}))
+    assert issue.contact is not None and issue.contact.phone == phone
+
+
+@pytest.mark.parametrize("phone", [
+    "12345", "phone: 13812345678", "1381234567x", "++8613812345678", "1" * 22, "",
+])
+def test_bad_phones_are_refused(phone):
+    assert [loc for loc, _ in errors_of(submission(contact={"phone": phone}))] == [
+        ("contact", "phone")]
+
+
+@pytest.mark.parametrize("lat, lon, field", [
+    (90.5, 116.4, "location.lat"), (-91, 116.4, "location.lat"),
+    (39.9, 180.1, "location.lon"), (39.9, -181, "location.lon"),
+    (float("nan"), 116.4, "location.lat"),
+])
+def test_coordinates_out_of_range_are_refused(lat, lon, field):
+    data = submission(location={"community": "c", "address": "a", "lat": lat, "lon": lon})
+    assert bad_fields(data) == {field}
+
+
+def test_coordinates_at_the_limits_are_accepted():
+    data = submission(location={"community": "c", "address": "a", "lat": -90, "lon": 180})
+    issue = SubmitIssue.model_validate(data)
+    assert (issue.location.lat, issue.location.lon) == (-90.0, 180.0)
+
+
+def test_bad_category_slug_is_refused():
+    assert bad_fields(submission(category="Stairwell Light")) == {"category"}
+    assert SubmitIssue.model_validate(submission(category="stairwell_light")).category == (
+        "stairwell_light")
+
+
+# ------------------------------------------------------------ errors never echo input
+
+
+def test_validation_error_does_not_echo_bad_phone():
+    secret = "138-1234-56789-0000-1111"
+    with pytest.raises(ValidationError) as info:
+        SubmitIssue.model_validate(submission(contact={"phone": secret, "name": "张三"}))
+    text = str(info.value)
+    assert "contact.phone" in text
+    assert secret not in text
+    assert "138-1234" not in text
+    assert "input_value" not in text
+    payload = InvalidPayload.from_validation_error(info.value)
+    assert secret not in json.dumps(payload.to_json(), ensure_ascii=False)
+    assert secret not in str(payload)
+
+
+def test_validation_error_does_not_echo_unknown_field_value():
+    with pytest.raises(ValidationError) as info:
+        SubmitIssue.model_validate(submission(contact={"phone": PHONE, "wechat": PHONE}))
+    assert PHONE not in str(info.value)
+
+
+def test_validation_error_does_not_echo_description():
+    text = "我的电话13812345678\x00"
+    with pytest.raises(ValidationError) as info:
+        SubmitIssue.model_validate(submission(description=text))
+    assert PHONE not in str(info.value)
+
+
+# ------------------------------------------------------------------- InvalidPayload
+
+
+def test_invalid_payload_names_every_bad_field_with_dotted_paths():
+    data = {
+        "description": "",
+        "channel": "fax",
+        "location": {"community": "c", "address": "", "lat": 100},
+        "contact": {"phone": "abc"},
+        "extra": 1,
+    }
+    with pytest.raises(ValidationError) as info:
+        SubmitIssue.model_validate(data)
+    payload = InvalidPayload.from_validation_error(info.value, "issue")
+    fields = [f["field"] for f in payload.errors]
+    assert sorted(fields) == sorted([
+        "description", "channel", "location.address", "location.lat", "contact.phone", "extra"])
+    assert payload.message.startswith("invalid issue: ")
+    for name in fields:
+        assert name in payload.message
+    assert payload.status == 422 and payload.code == "invalid_payload"
+    assert all(set(f) == {"field", "message", "type"} for f in payload.errors)
+    by_field = {f["field"]: f["type"] for f in payload.errors}
+    assert by_field["extra"] == "extra_forbidden"
+    assert by_field["location.lat"] == "less_than_equal"
+
+
+def test_invalid_payload_missing_fields_and_whole_body():
+    with pytest.raises(ValidationError) as info:
+        SubmitIssue.model_validate({})
+    payload = InvalidPayload.from_validation_error(info.value)
+    assert {f["field"] for f in payload.errors} == {"description", "location"}
+    assert payload.message == "invalid request: description, location"
+
+    with pytest.raises(ValidationError) as info:
+        SubmitIssue.model_validate(["not", "an", "object"])
+    payload = InvalidPayload.from_validation_error(info.value)
+    assert [f["field"] for f in payload.errors] == ["(body)"]
+
+
+# --------------------------------------------------------------------------- events
+
+
+def received_event(**overrides) -> IssueReceived:
+    fields = dict(
+        trace_id=TRACE_ID, issue_id=ISSUE_ID, description="路灯坏了",
+        location={"community": "c", "address": "a"}, channel="desk", language="zh",
+        has_contact=False,
+    )
+    fields.update(overrides)
+    return IssueReceived.model_validate(fields)
+
+
+def test_event_envelope_is_in_json_dump():
+    event = received_event()
+    dumped = event.model_dump(mode="json")
+    assert len(dumped["event_id"]) == 32 and int(dumped["event_id"], 16) >= 0
+    assert dumped["trace_id"] == TRACE_ID
+    assert dumped["causation_id"] is None
+    assert dumped["schema_version"] == 1
+    assert dumped["issue_id"] == ISSUE_ID
+    parsed = datetime.fromisoformat(dumped["occurred_at"].replace("Z", "+00:00"))
+    assert parsed.tzinfo is not None
+    # round trip through JSON (what kombu does) gives the same event back
+    assert IssueReceived.model_validate(json.loads(json.dumps(dumped))) == event
+
+
+def test_each_event_gets_a_fresh_event_id():
+    assert received_event().event_id != received_event().event_id
+
+
+@pytest.mark.parametrize("version", [0, 2, "2"])
+def test_other_schema_versions_are_refused(version):
+    with pytest.raises(ValidationError) as info:
+        received_event(schema_version=version)
+    assert [e["loc"] for e in info.value.errors()] == [("schema_version",)]
+
+
+def test_unknown_event_fields_are_refused():
+    with pytest.raises(ValidationError) as info:
+        received_event(resident_phone=PHONE)
+    assert [(e["loc"], e["type"]) for e in info.value.errors()] == [
+        (("resident_phone",), "extra_forbidden")]
+    assert PHONE not in str(info.value)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("trace_id", "short"), ("issue_id", "WH-2026-1"), ("issue_id", "20261121-0001"),
+])
+def test_event_envelope_fields_are_validated(field, value):
+    with pytest.raises(ValidationError) as info:
+        received_event(**{field: value})
+    assert [e["loc"] for e in info.value.errors()] == [(field,)]
+
+
+def test_caused_keeps_trace_and_sets_causation():
+    first = received_event()
+    nxt = first.caused(AssignmentAcknowledged, agency="power", agency_name="供电所",
+                       agency_name_en="Power", staff_id="s-1", on_time=True)
+    assert isinstance(nxt, AssignmentAcknowledged)
+    assert nxt.trace_id == first.trace_id
+    assert nxt.issue_id == first.issue_id
+    assert nxt.causation_id == first.event_id
+    assert nxt.event_id != first.event_id
+    last = nxt.caused(IssueResolved, agencies=["power"])
+    assert last.causation_id == nxt.event_id
+    assert last.trace_id == TRACE_ID
+
+
+def test_event_types_map_each_type_string_to_its_class():
+    assert {
+        "issue.received": IssueReceived,
+        "issue.dispatched": IssueDispatched,
+        "assignment.created": AssignmentCreated,
+        "assignment.acknowledged": AssignmentAcknowledged,
+        "assignment.resolved": AssignmentResolved,
+        "issue.resolved": IssueResolved,
+    } == EVENT_TYPES
+    for name, cls in EVENT_TYPES.items():
+        assert cls.event_type == name
+        assert issubclass(cls, Event)
+
+
+def test_event_type_is_not_a_field():
+    assert "event_type" not in received_event().model_dump()
+
+
+# ------------------------------------------------------------- intake: accept_issue
+
+
+def test_accept_issue_keeps_contact_out_of_the_event():
+    sub = SubmitIssue.model_validate(submission(
+        contact={"name": "张三丰", "phone": "+86 139-8765-4321"}, channel="hotline"))
+    record, contact, event = accept_issue(sub, ISSUE_ID, TRACE_ID, NOW)
+    assert contact == {"name": "张三丰", "phone": "+86 139-8765-4321"}
+    assert event.has_contact is True
+    text = event.model_dump_json()
+    for leak in ("张三丰", "139-8765-4321", "139", "8765", "4321", "phone", "\"contact\""):
+        assert leak not in text, leak
+    record_text = record.model_dump_json()
+    assert "张三丰" not in record_text and "4321" not in record_text
+    assert event.trace_id == record.trace_id == TRACE_ID
+    assert event.issue_id == record.issue_id == ISSUE_ID
+    assert event.occurred_at == NOW == record.received_at
+    assert event.channel is Channel.hotline
+    assert event.description == sub.description
+
+
+def test_accept_issue_without_contact():
+    sub = SubmitIssue.model_validate(submission())
+    _, contact, event = accept_issue(sub, ISSUE_ID, TRACE_ID, NOW)
+    assert contact == {}
+    assert event.has_contact is False
+
+
+def test_accept_issue_with_name_only_contact_drops_empty_phone():
+    sub = SubmitIssue.model_validate(submission(contact={"name": "Li Wei"}))
+    _, contact, event = accept_issue(sub, ISSUE_ID, TRACE_ID, NOW)
+    assert contact == {"name": "Li Wei"}
+    assert event.has_contact is True
+    assert "Li Wei" not in event.model_dump_json()

@@ -1,0 +1,151 @@
+"""Masking of residents' phone numbers and names (shared.privacy)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.privacy import mask_name, mask_phone, scrub, scrub_text
+
+# ----------------------------------------------------------------------- mask_phone
+
+
+@pytest.mark.parametrize("phone", [
+    "13812345678",
+    "+8613812345678",
+    "8613812345678",
+    "+86 13812345678",
+    "+86 138 1234 5678",
+    "+86-138-1234-5678",
+    "138 1234 5678",
+    "138-1234-5678",
+    " 138-1234-5678 ",
+])
+def test_mask_mobile_in_every_common_spelling(phone):
+    assert mask_phone(phone) == "138****5678"
+
+
+@pytest.mark.parametrize("phone, masked", [
+    ("010-12345678", "*******5678"),
+    ("0755-1234567", "*******4567"),
+    ("0755 8888 9999", "********9999"),
+    ("021 6543 2100", "*******2100"),
+])
+def test_mask_landline_keeps_only_last_four_digits(phone, masked):
+    assert mask_phone(phone) == masked
+
+
+@pytest.mark.parametrize("phone, masked", [
+    ("12345", "*2345"),
+    ("1234", "****"),
+    ("12", "****"),
+    ("abc", "****"),
+    ("110", "****"),
+])
+def test_mask_short_strings(phone, masked):
+    assert mask_phone(phone) == masked
+
+
+@pytest.mark.parametrize("empty", [None, ""])
+def test_mask_phone_passes_empty_through(empty):
+    assert mask_phone(empty) == empty
+
+
+@pytest.mark.parametrize("name, masked", [
+    ("张三丰", "张**"),
+    ("李四", "李*"),
+    ("Li Wei", "L*****"),
+    ("王", "王"),
+    (None, None),
+    ("", ""),
+])
+def test_mask_name(name, masked):
+    assert mask_name(name) == masked
+
+
+# ----------------------------------------------------------------------- scrub_text
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("我的电话13812345678请回电", "我的电话138****5678请回电"),
+    ("电话：13812345678。", "电话：138****5678。"),
+    ("请打+86 139-8765-4321找我", "请打139****4321找我"),
+    ("13812345678、13987654321都可以", "138****5678、139****4321都可以"),
+    ("call 138 1234 5678 after 6pm", "call 138****5678 after 6pm"),
+    ("座机010-12345678转分机", "座机*******5678转分机"),
+    ("13812345678", "138****5678"),
+])
+def test_scrub_text_masks_phones_inside_text(text, expected):
+    assert scrub_text(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "2026年11月21日报修，日期20261121",
+    "工单WH-20261121-0001已受理",
+    "WH-20261121-0001",
+    "编号123456789012",
+    "卡号138123456789",
+    "门牌号12楼1203室，邮编100011",
+    "时间 2026-11-21 09:30",
+    "温度38度，湿度13%",
+    "",
+])
+def test_scrub_text_leaves_other_digit_runs_alone(text):
+    assert scrub_text(text) == text
+
+
+def test_scrub_text_masks_phone_next_to_issue_id():
+    text = "WH-20261121-0001 居民电话13812345678"
+    assert scrub_text(text) == "WH-20261121-0001 居民电话138****5678"
+
+
+# ---------------------------------------------------------------------------- scrub
+
+
+def test_scrub_masks_personal_keys_and_phones_in_nested_values():
+    event = {
+        "issue_id": "WH-20261121-0001",
+        "contact": {"name": "张三丰", "phone": "13812345678"},
+        "recipients": [{"resident_name": "李四", "resident_phone": "+86 139-8765-4321"}],
+        "note": "居民说电话13812345678随时可打",
+        "agency_name": "和平里供电所",
+        "count": 3,
+        "ok": True,
+        "missing": None,
+    }
+    assert scrub(event) == {
+        "issue_id": "WH-20261121-0001",
+        "contact": {"name": "张**", "phone": "138****5678"},
+        "recipients": [{"resident_name": "李*", "resident_phone": "139****4321"}],
+        "note": "居民说电话138****5678随时可打",
+        "agency_name": "和平里供电所",
+        "count": 3,
+        "ok": True,
+        "missing": None,
+    }
+
+
+def test_scrub_does_not_mutate_its_input():
+    data = {"contact": {"phone": "13812345678"}, "items": ["13812345678"]}
+    scrub(data)
+    assert data == {"contact": {"phone": "13812345678"}, "items": ["13812345678"]}
+
+
+def test_scrub_recurses_lists_and_keeps_tuples():
+    assert scrub(["a 13812345678", ["13987654321"], 5]) == [
+        "a 138****5678", ["139****4321"], 5]
+    result = scrub(("13812345678", "x"))
+    assert isinstance(result, tuple)
+    assert result == ("138****5678", "x")
+
+
+def test_scrub_masks_known_names_verbatim_in_free_text():
+    text = {"message": "张三丰反映楼道灯不亮，张三丰电话13812345678"}
+    assert scrub(text, frozenset({"张三丰"})) == {
+        "message": "张**反映楼道灯不亮，张**电话138****5678"}
+    assert scrub(text)["message"].startswith("张三丰")
+
+
+def test_scrub_leaves_non_string_scalars_and_keys_alone():
+    assert scrub(42) == 42
+    assert scrub(None) is None
+    assert scrub({1: "13812345678"}) == {1: "138****5678"}
