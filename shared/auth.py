@@ -16,6 +16,8 @@ from shared.errors import Forbidden, Unauthorized
 ISSUER = "whistle"
 AUDIENCE = "whistle-agency"
 ALGORITHM = "HS256"
+# Services may run on several hosts whose clocks differ a little.
+CLOCK_SKEW_S = 30
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ def verify_token(token: str | None, secret: str) -> StaffPrincipal:
         raise Unauthorized("missing bearer token")
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE,
-                            issuer=ISSUER, options={"require": ["exp", "sub", "agency"]})
+                            issuer=ISSUER, leeway=CLOCK_SKEW_S,
+                            options={"require": ["exp", "sub", "agency"]})
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token has expired") from None
     except jwt.InvalidTokenError:

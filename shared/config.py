@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 AMQP_URI = "AMQP_URI"
 WEB_SERVER_ADDRESS = "WEB_SERVER_ADDRESS"
@@ -87,12 +88,14 @@ def get(config: Mapping[str, Any], key: str) -> Any:
 
 def check_production(config: Mapping[str, Any]) -> None:
     """Refuse development defaults when ``WHISTLE_ENV=production``."""
-    if get(config, ENVIRONMENT) != "production":
+    if str(get(config, ENVIRONMENT)).strip().lower() not in ("production", "prod"):
         return
     problems = []
     if get(config, SECRET) == DEV_SECRET or len(str(get(config, SECRET))) < 32:
         problems.append(f"{SECRET} must be set to a random value of at least 32 characters")
-    if "guest:guest@" in str(get(config, AMQP_URI)):
-        problems.append(f"{AMQP_URI} must not use the guest account")
+    # kombu connects as guest/guest when the URI names no user: parse, don't grep.
+    user = urlsplit(str(get(config, AMQP_URI))).username
+    if not user or user == "guest":
+        problems.append(f"{AMQP_URI} must not use the guest account (name another broker user)")
     if problems:
         raise ConfigurationError("refusing to start in production: " + "; ".join(problems))

@@ -13,17 +13,24 @@ from typing import Any
 # Mainland mobiles (1[3-9]x, 11 digits), with optional +86 and separators, and
 # landlines with an area code (010-12345678). Matches inside Chinese text too,
 # where \b does not help, so digits around the match are excluded explicitly.
+_D = "[0-9０-９]"
+_SEP = "[ \\-　－]"
 _PHONE = re.compile(
-    r"(?<![0-9])(?:\+?86[ \-]?)?(1[3-9][0-9])[ \-]?([0-9]{4})[ \-]?([0-9]{4})(?![0-9])"
-    r"|(?<![0-9])(0[1-9][0-9]{1,2})[ \-]([0-9]{3,4})[ \-]?([0-9]{4})(?![0-9])"
+    rf"(?<!{_D})(?:[+＋]?[8８][6６]{_SEP}?)?([1１][3-9３-９]{_D}){_SEP}?({_D}{{4}}){_SEP}?({_D}{{4}})(?!{_D})"
+    rf"|(?<!{_D})([0０][1-9１-９]{_D}{{1,2}}){_SEP}({_D}{{3,4}}){_SEP}?({_D}{{4}})(?!{_D})"
 )
 _DIGITS = re.compile(r"[0-9]")
+
+
+# Residents typing in full-width mode (１３８…) must be masked too.
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９－　＋", "0123456789- +")
 
 
 def mask_phone(phone: str | None) -> str | None:
     """``13812345678`` -> ``138****5678``; anything else keeps only its last 4 digits."""
     if not phone:
         return phone
+    phone = phone.translate(_FULL_WIDTH)
     digits = "".join(_DIGITS.findall(phone))
     if len(digits) >= 11 and digits[-11] == "1":
         return f"{digits[-11:-8]}****{digits[-4:]}"

@@ -5,7 +5,11 @@ expects a patched world (as under ``nameko run`` / ``whistle up``): patch
 before anything else is imported.
 """
 
-import eventlet
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import eventlet
 
 eventlet.monkey_patch()
 

@@ -287,7 +287,26 @@ def test_updated_at_never_goes_backwards():
     earlier = T0 + timedelta(minutes=30)
     record = resolve(record, "power", "p", "done", earlier)
     assert record.updated_at == T0 + timedelta(hours=1)
-    assert record.timeline[-1].at == earlier
+    assert record.status is IssueStatus.resolved
+
+
+def test_timeline_stays_in_time_order_when_a_step_arrives_late():
+    record = acknowledge(single(), "power", "p", T0 + timedelta(minutes=10))
+    record.step(T0 + timedelta(minutes=5), "notify", "delivered", "desk told")
+    assert [(e.step, e.at) for e in record.timeline] == [
+        ("received", T0),
+        ("dispatched", T0),
+        ("delivered", T0 + timedelta(minutes=5)),
+        ("acknowledged", T0 + timedelta(minutes=10)),
+    ]
+    assert record.updated_at == T0 + timedelta(minutes=10)
+
+
+def test_timeline_keeps_insertion_order_for_equal_times():
+    record = received()
+    for name in ("a", "b", "c"):
+        record.step(T0, "notify", name)
+    assert [e.step for e in record.timeline] == ["received", "a", "b", "c"]
 
 
 # -------------------------------------------------------------------------- purity
@@ -363,6 +382,7 @@ def test_finish_part_single_agency_emits_assignment_and_issue_resolved():
     assert [type(e) for e in events] == [AssignmentResolved, IssueResolved]
     part, whole = events
     assert part.note == "cable secured" and part.agency == "power"
+    assert part.remaining_agencies == []
     assert whole.causation_id == part.event_id
     assert whole.trace_id == part.trace_id == TRACE_ID
     assert whole.issue_id == ISSUE_ID
@@ -378,16 +398,19 @@ def test_finish_part_multi_agency_emits_issue_resolved_only_for_last_part():
 
     record, events = finish_part(record, "power", "s-power", "cut", T0 + timedelta(hours=1))
     assert [type(e) for e in events] == [AssignmentResolved]
+    assert events[0].remaining_agencies == ["property_manager", "housing"]
     assert record.status is IssueStatus.in_progress
 
     record, events = finish_part(record, "housing", "s-housing", "ok", T0 + timedelta(hours=2))
     assert [type(e) for e in events] == [AssignmentResolved]
+    assert events[0].remaining_agencies == ["property_manager"]
 
     record, events = finish_part(record, "property_manager", "s-pm", "removed",
                                  T0 + timedelta(hours=3))
     assert [type(e) for e in events] == [AssignmentResolved, IssueResolved]
     part, whole = events
     assert part.agency == "property_manager"
+    assert part.remaining_agencies == []
     assert whole.causation_id == part.event_id
     assert whole.trace_id == TRACE_ID
     assert whole.agencies == ["power", "property_manager", "housing"]

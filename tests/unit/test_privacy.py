@@ -149,3 +149,8 @@ def test_scrub_leaves_non_string_scalars_and_keys_alone():
     assert scrub(42) == 42
     assert scrub(None) is None
     assert scrub({1: "13812345678"}) == {1: "138****5678"}
+
+
+def test_scrub_text_masks_full_width_phone_digits():
+    text = "我的电话１３８１２３４５６７８请回电"
+    assert "１２３４" not in scrub_text(text)
