@@ -88,5 +88,24 @@ def demo(url: str | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+@cli.group()
+def rules() -> None:
+    """Routing rules."""
+
+
+@rules.command("check")
+@click.argument("path", type=click.Path(dir_okay=False))
+def rules_check(path: str) -> None:
+    """Validate a rules file; list every error with its line."""
+    from services.routing.rules import RulesError, load_rules
+
+    try:
+        ruleset = load_rules(path)
+    except (RulesError, OSError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(f"{path}: OK ({len(ruleset.rules)} rules, {len(ruleset.agencies)} agencies)")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli(prog_name=os.path.basename(sys.argv[0]))

@@ -45,9 +45,21 @@ def wait_for_broker(amqp_uri: str, timeout_s: float) -> None:
             time.sleep(1)
 
 
+def check_rules(config: dict) -> None:
+    """Refuse to start routing on a bad rules file, with every error and its line."""
+    from services.routing.rules import RulesError, load_rules
+
+    try:
+        load_rules(config.get(cfg.RULES_FILE) or None)
+    except (RulesError, OSError) as exc:
+        raise SystemExit(f"whistle: routing rules are invalid, not starting:\n{exc}") from None
+
+
 def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
     """Run the services until SIGINT or SIGTERM, then stop them gracefully."""
     configure_logging(config[cfg.LOG_FORMAT])
+    if "routing" in names:
+        check_rules(config)
     wait_for_broker(config[cfg.AMQP_URI], timeout_s=60)
     runner = ServiceRunner(config)
     for cls in service_classes(names):

@@ -1,6 +1,9 @@
 """The whole chain in one process: four real containers on RabbitMQ and Redis."""
 
+import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -63,3 +66,46 @@ def test_flying_wire_goes_to_power_and_resident_is_told(whistle, whistle_config)
     assert [n["kind"] for n in kinds] == ["received", "dispatched", "acknowledged", "resolved"]
     assert all(n["status"] == "sent" for n in kinds)
     assert issue_id in kinds[0]["text"]
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((self.headers["Idempotency-Key"], json.loads(body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_webhook_channel_posts_every_message_to_the_configured_url(runner_factory,
+                                                                   whistle_config):
+    _Receiver.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    whistle_config[cfg.NOTIFY_CHANNEL] = "webhook"
+    whistle_config[cfg.NOTIFY_WEBHOOK_URL] = f"http://127.0.0.1:{server.server_port}/sms"
+    runner_factory(whistle_config, IntakeService, RoutingService, NotifyService).start()
+    base = f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}"
+    try:
+        issue_id = requests.post(f"{base}/issues", json={
+            "description": "Smell gas in the stairwell, really strong",
+            "location": {"community": "Bintai", "address": "Lide Garden 9"},
+            "contact": {"name": "Tom Baker", "phone": "13700001111"}, "language": "en",
+        }, timeout=5).json()["issue_id"]
+        wait_until(lambda: len(_Receiver.received) >= 2)
+    finally:
+        server.shutdown()
+    kinds = [body["kind"] for _, body in _Receiver.received]
+    assert kinds == ["received", "dispatched"]
+    key, first = _Receiver.received[0]
+    assert key == first["notification_id"]
+    assert first["issue_id"] == issue_id and first["language"] == "en"
+    assert first["recipient"] == {"name": "Tom Baker", "phone": "13700001111"}
+    assert "Gas company" in _Receiver.received[1][1]["text"]
+    history = requests.get(f"{base}/issues/{issue_id}/notifications").json()["notifications"]
+    assert [(n["channel"], n["status"]) for n in history] == [("webhook", "sent")] * 2
+    assert history[0]["recipient"] == {"name": "T********", "phone": "137****1111"}

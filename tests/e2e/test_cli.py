@@ -1,0 +1,69 @@
+"""The ``whistle`` command line, run as a user runs it."""
+
+import json
+import subprocess
+
+import pytest
+
+from services.routing.rules import SHIPPED_RULES
+from shared import config as cfg
+from shared.auth import verify_token
+from tests.e2e.conftest import WHISTLE
+
+pytestmark = pytest.mark.e2e
+
+
+def whistle(*args, env=None, timeout=60):
+    return subprocess.run([WHISTLE, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def test_token_is_signed_for_the_agency_and_staff(whistle_env):
+    whistle_env[cfg.SECRET] = "x" * 40
+    result = whistle("token", "gas", "--staff", "li-09", "--ttl", "60", env=whistle_env)
+    assert result.returncode == 0, result.stderr
+    principal = verify_token(result.stdout.strip(), "x" * 40)
+    assert (principal.agency, principal.staff_id) == ("gas", "li-09")
+
+
+def test_rules_check_lists_every_error_with_its_line(tmp_path):
+    bad = tmp_path / "rules.yaml"
+    shipped = SHIPPED_RULES
+    bad.write_text(shipped.read_text(encoding="utf-8").replace("lead: power\n", "lead: powr\n", 1),
+                   encoding="utf-8")
+    result = whistle("rules", "check", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:" in result.stderr and "unknown agency 'powr'" in result.stderr
+    line = int(result.stderr.split(f"{bad}:")[1].split(":")[0])
+    assert "powr" in bad.read_text(encoding="utf-8").splitlines()[line - 1]
+    assert whistle("rules", "check", str(shipped)).returncode == 0
+
+
+def test_up_refuses_a_bad_rules_file_without_a_traceback(whistle_env, tmp_path):
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("version: 1\nrules: [\n", encoding="utf-8")
+    whistle_env[cfg.RULES_FILE] = str(bad)
+    result = whistle("up", "--services", "routing", env=whistle_env, timeout=30)
+    assert result.returncode == 1
+    assert "routing rules are invalid" in result.stderr and f"{bad}:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_up_refuses_dev_defaults_in_production(whistle_env):
+    whistle_env[cfg.ENVIRONMENT] = "production"
+    result = whistle("up", env=whistle_env, timeout=30)
+    assert result.returncode == 1
+    assert "refusing to start in production" in result.stderr
+
+
+def test_demo_drives_the_field_cases_through_a_running_whistle(whistle_processes, whistle_env):
+    app = whistle_processes()
+    result = whistle("demo", "--url", app.url, "--json", env=whistle_env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    cases = json.loads(result.stdout)
+    assert [c["status"] for c in cases] == ["resolved"] * 4
+    flying_wire, balcony, radiator, _ceiling = cases
+    assert flying_wire["priority"] == "urgent" and flying_wire["agencies"] == [["power", "lead"]]
+    assert len(balcony["agencies"]) > 1
+    assert radiator["messages"][0].startswith("[Whistle] We have received your report")
+    assert all(c["messages"][0].count(c["issue_id"]) == 1 for c in cases)
