@@ -121,9 +121,27 @@ class Role(StrEnum):
 
 class IssueStatus(StrEnum):
     received = "received"
+    merged = "merged"  # a duplicate, folded into an open issue (共性问题统筹)
     dispatched = "dispatched"
     in_progress = "in_progress"
     resolved = "resolved"
+
+
+class EscalationLevel(StrEnum):
+    """三级吹哨: who owns the problem now."""
+
+    community = "community"
+    street = "street"
+    district = "district"
+
+    def next(self) -> EscalationLevel:
+        levels = list(EscalationLevel)
+        return levels[min(levels.index(self) + 1, len(levels) - 1)]
+
+
+class DeadlineKind(StrEnum):
+    acknowledge = "acknowledge"
+    resolve = "resolve"
 
 
 class AssignmentStatus(StrEnum):
@@ -167,6 +185,34 @@ class ResolveAssignment(Strict):
     note: bounded_text(2000)
 
 
+class ConveneTable(Strict):
+    """The desk convenes a table (移动办公桌 / 红色议事厅) for an issue."""
+
+    meets_at: datetime
+    place: bounded_text(200)
+    agencies: list[Slug] = Field(default_factory=list, max_length=20)
+
+
+class InviteToTable(Strict):
+    agencies: list[Slug] = Field(min_length=1, max_length=20)
+
+
+class RecordTableTask(Strict):
+    agency: Slug
+    description: bounded_text(1000)
+    due: datetime
+
+
+class CompleteTableTask(Strict):
+    note: bounded_text(2000)
+
+
+class ExplainRoute(Strict):
+    text: bounded_text(4000)
+    category: Slug | None = None
+    community: bounded_text(64) | None = None
+
+
 class IssueFilter(Strict):
     status: IssueStatus | None = None
     agency: Slug | None = None
@@ -200,6 +246,8 @@ class Event(Strict):
 class IssueReceived(Event):
     event_type: ClassVar[str] = "issue.received"
 
+    # False when the desk split a wrong merge: route it on its own.
+    allow_merge: bool = True
     description: bounded_text(4000)
     category: Slug | None = None
     location: Location
@@ -262,8 +310,73 @@ class IssueResolved(Event):
     agencies: list[str] = Field(min_length=1)
 
 
+class AgencyRef(Strict):
+    agency: Slug
+    agency_name: str
+    agency_name_en: str
+
+
+class IssueMerged(Event):
+    """This issue (a neighbour's report) was folded into an open one."""
+
+    event_type: ClassVar[str] = "issue.merged"
+
+    into_issue_id: IssueId
+    category: Slug
+
+
+class IssueEscalated(Event):
+    """A deadline passed: the issue goes up one level (三级吹哨)."""
+
+    event_type: ClassVar[str] = "issue.escalated"
+
+    agency: AgencyRef
+    deadline: DeadlineKind
+    missed: datetime
+    level: EscalationLevel
+    supervisor: str
+    supervisor_en: str
+
+
+class TableConvened(Event):
+    """The desk convened a table session (问题在桌面解决)."""
+
+    event_type: ClassVar[str] = "table.convened"
+
+    meets_at: datetime
+    place: bounded_text(200)
+    agencies: list[AgencyRef] = Field(min_length=1)
+
+
+class TableCheckedIn(Event):
+    event_type: ClassVar[str] = "table.checked_in"
+
+    agency: AgencyRef
+    staff_id: str = Field(min_length=1, max_length=64)
+
+
+class TableTaskRecorded(Event):
+    """A decision at the table: who does what, by when."""
+
+    event_type: ClassVar[str] = "table.task_recorded"
+
+    task_id: str = Field(min_length=1, max_length=16)
+    agency: AgencyRef
+    description: bounded_text(1000)
+    due: datetime
+
+
+class TableTaskDone(Event):
+    event_type: ClassVar[str] = "table.task_done"
+
+    task_id: str = Field(min_length=1, max_length=16)
+    agency: AgencyRef
+    note: bounded_text(2000)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (IssueReceived, IssueDispatched, AssignmentCreated, AssignmentAcknowledged,
-                AssignmentResolved, IssueResolved)
+                AssignmentResolved, IssueResolved, IssueMerged, IssueEscalated, TableConvened,
+                TableCheckedIn, TableTaskRecorded, TableTaskDone)
 }

@@ -13,7 +13,8 @@ idempotent per event id.
 from __future__ import annotations
 
 import bisect
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +23,8 @@ from shared.contracts import (
     AssignmentStatus,
     AssignmentSummary,
     Channel,
+    DeadlineKind,
+    EscalationLevel,
     IssueStatus,
     Language,
     Location,
@@ -60,6 +63,9 @@ class Assignment(Stored):
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     resolution_note: str | None = None
+    # Set when a deadline passed with the work not done; each triggers one escalation.
+    acknowledge_overdue: bool = False
+    resolve_overdue: bool = False
 
     def summary(self) -> AssignmentSummary:
         return AssignmentSummary(
@@ -67,6 +73,31 @@ class Assignment(Stored):
             agency_name_en=self.agency_name_en, sector=self.sector,
             role=self.role, acknowledge_by=self.acknowledge_by, resolve_by=self.resolve_by,
         )
+
+
+class TableTask(Stored):
+    task_id: str
+    agency: str
+    description: str
+    due: datetime
+    status: str = "open"  # "open" | "done"
+    recorded_at: datetime
+    done_at: datetime | None = None
+    note: str | None = None
+
+
+class TableSession(Stored):
+    """问题在桌面解决: every agency involved at one table until it is done (事不完，人不撤)."""
+
+    meets_at: datetime
+    place: str
+    convened_at: datetime
+    invited: list[str]
+    checked_in: dict[str, datetime] = Field(default_factory=dict)
+    tasks: list[TableTask] = Field(default_factory=list)
+
+    def open_tasks(self) -> list[TableTask]:
+        return [t for t in self.tasks if t.status == "open"]
 
 
 class Routing(Stored):
@@ -90,6 +121,12 @@ class IssueRecord(Stored):
     received_at: datetime
     updated_at: datetime
     routing: Routing | None = None
+    escalation_level: EscalationLevel = EscalationLevel.community
+    # Duplicates (共性问题统筹): a merged report points at the open issue it joined;
+    # that issue lists every report folded into it, so all reporters get updates.
+    merged_into: str | None = None
+    reporters: list[str] = Field(default_factory=list)
+    table: TableSession | None = None
     assignments: list[Assignment] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
@@ -110,6 +147,41 @@ class IssueRecord(Stored):
                                                    detail=detail, agency=agency),
                       key=lambda entry: entry.at)
         self.updated_at = max(self.updated_at, at)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    issue_id: str
+    agency: str
+    kind: DeadlineKind
+    due: datetime
+
+    @property
+    def member(self) -> str:
+        """The sorted-set member; the score is ``due``."""
+        return f"{self.issue_id}|{self.agency}|{self.kind.value}"
+
+    @property
+    def escalation_id(self) -> str:
+        return f"deadline:{self.member}:{int(self.due.timestamp() * 1000)}"
+
+    @classmethod
+    def from_member(cls, member: str, score: float) -> Deadline:
+        issue_id, agency, kind = member.split("|")
+        return cls(issue_id, agency, DeadlineKind(kind), datetime.fromtimestamp(score, UTC))
+
+
+def pending_deadlines(record: IssueRecord) -> list[Deadline]:
+    """The deadlines that should be watched, derived from the record's state."""
+    deadlines = []
+    for a in record.assignments:
+        if a.status is AssignmentStatus.assigned:
+            deadlines.append(Deadline(record.issue_id, a.agency, DeadlineKind.acknowledge,
+                                      a.acknowledge_by))
+        if a.status is not AssignmentStatus.resolved:
+            deadlines.append(Deadline(record.issue_id, a.agency, DeadlineKind.resolve,
+                                      a.resolve_by))
+    return deadlines
 
 
 def receive(issue_id: str, trace_id: str, description: str, category: str | None,
@@ -150,7 +222,9 @@ def acknowledge(record: IssueRecord, agency: str, staff_id: str, now: datetime) 
             f"{agency} has already {assignment.status.value} issue {record.issue_id}")
     assignment.status = AssignmentStatus.acknowledged
     assignment.acknowledged_at, assignment.acknowledged_by = now, staff_id
-    assignment.acknowledged_on_time = now <= assignment.acknowledge_by
+    # A deadline moved forward by escalation does not make a late 报到 on time.
+    assignment.acknowledged_on_time = (not assignment.acknowledge_overdue
+                                       and now <= assignment.acknowledge_by)
     if new.status is IssueStatus.dispatched:
         new.status = IssueStatus.in_progress
     late = "" if assignment.acknowledged_on_time else " (after its deadline)"
@@ -169,6 +243,7 @@ def resolve(record: IssueRecord, agency: str, staff_id: str, note: str,
             f"{agency} must acknowledge issue {record.issue_id} before resolving it")
     if assignment.status is AssignmentStatus.resolved:
         raise InvalidTransition(f"{agency} has already resolved issue {record.issue_id}")
+    _check_table_done(record, agency)
     assignment.status = AssignmentStatus.resolved
     assignment.resolved_at, assignment.resolved_by = now, staff_id
     assignment.resolution_note = note
@@ -178,6 +253,21 @@ def resolve(record: IssueRecord, agency: str, staff_id: str, note: str,
         new.status = IssueStatus.resolved
         new.step(now, "agency", "resolved", "every agency has finished its part")
     return new
+
+
+def _check_table_done(record: IssueRecord, agency: str) -> None:
+    """事不完，人不撤: no one leaves the table, and the issue does not close, with tasks open."""
+    if record.table is None:
+        return
+    open_tasks = record.table.open_tasks()
+    own = [t for t in open_tasks if t.agency == agency]
+    last_part = all(a.status is AssignmentStatus.resolved
+                    for a in record.assignments if a.agency != agency)
+    blocking = own or (open_tasks if last_part else [])
+    if blocking:
+        names = ", ".join(f"{t.task_id} ({t.agency})" for t in blocking)
+        raise InvalidTransition(
+            f"issue {record.issue_id} has open table tasks: {names}; 事不完，人不撤")
 
 
 def public_view(record: IssueRecord, contact: dict[str, Any] | None) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from nameko.messaging import Consumer, QueueConsumer
 from pydantic import ValidationError
 
 from shared import config as cfg
-from shared.contracts import Event
+from shared.contracts import EVENT_TYPES, Event
 from shared.errors import InvalidPayload
 from shared.privacy import scrub_text
 from shared.store import Keys, connect
@@ -62,6 +62,9 @@ QUEUE_HEADER = "x-whistle-queue"
 ROUTING_KEY_HEADER = "x-whistle-routing-key"
 FAILED_AT_HEADER = "x-whistle-failed-at"
 SOURCE_HEADER = "x-whistle-source"
+# The routing key is lost when a message comes back from its retry queue; the
+# type travels in a header too.
+EVENT_TYPE_HEADER = "x-whistle-event-type"
 MAX_RETRY_DELAY_S = 60.0
 
 
@@ -79,6 +82,7 @@ def envelope(event: Event, source: str, call_id_stack: list[str] | None = None) 
         "nameko.trace_id": event.trace_id,
         "nameko.call_id_stack": list(call_id_stack or []),
         SOURCE_HEADER: source,
+        EVENT_TYPE_HEADER: event.event_type,
     }
     return {
         "id": event.event_id,
@@ -239,7 +243,7 @@ class EventSubscriber(Consumer):
 
     queue_consumer = DeadLetteringQueueConsumer()
 
-    def __init__(self, event_cls: type[Event], **kwargs):
+    def __init__(self, event_cls: type[Event] | None = None, **kwargs):
         self.event_cls = event_cls
         super().__init__(queue=None, **kwargs)
 
@@ -256,12 +260,23 @@ class EventSubscriber(Consumer):
         self.publisher = make_publisher(cfg.get(config, cfg.AMQP_URI))
         super().setup()
 
+    def event_class(self, message) -> type[Event] | None:
+        if self.event_cls is not None:
+            return self.event_cls
+        event_type = ((message.headers or {}).get(EVENT_TYPE_HEADER)
+                      or message.delivery_info.get("routing_key"))
+        return EVENT_TYPES.get(event_type)
+
     def handle_message(self, body, message):
+        event_cls = self.event_class(message)
+        if event_cls is None:
+            self._finish(message, dead_letter_reason="unknown event type")
+            return
         try:
-            event = self.event_cls.model_validate(body)
+            event = event_cls.model_validate(body)
         except ValidationError as exc:
             self._finish(message, dead_letter_reason=str(
-                InvalidPayload.from_validation_error(exc, self.event_cls.__name__)))
+                InvalidPayload.from_validation_error(exc, event_cls.__name__)))
             return
         context_data = self.unpack_message_headers(message)
         context_data["trace_id"] = event.trace_id
@@ -311,7 +326,8 @@ class EventSubscriber(Consumer):
             ATTEMPTS_HEADER: attempts,
             ERROR_HEADER: scrub_text(reason)[:500],
             QUEUE_HEADER: self.subscription.queue_name,
-            ROUTING_KEY_HEADER: self.subscription.event.event_type,
+            ROUTING_KEY_HEADER: (message.headers or {}).get(EVENT_TYPE_HEADER)
+            or message.delivery_info.get("routing_key"),
             FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
         })
 

@@ -11,6 +11,10 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:idx:community:{community}   set     issue ids by community
     {p}:idx:agency:{agency}         set     issue ids assigned to an agency
     {p}:idx:agency:{agency}:open    set     issue ids with that agency's part unresolved
+    {p}:issue:{id}:journal          list    every event about the issue, in arrival order (JSON)
+    {p}:issue:{id}:journal:ids      set     event ids already journaled
+    {p}:deadlines                   zset    "issue|agency|acknowledge|resolve" -> due time (epoch s)
+    {p}:dedupe:{category}:{scope}   string  the open issue that owns a duplicate bucket (TTL)
     {p}:seq:{yyyymmdd}              string  daily counter behind WH-yyyymmdd-nnnn ids
     {p}:outbox:{service}            hash    message id -> envelope not yet confirmed by the broker
     {p}:desk:outbox                 list    messages for residents, read by the desk
@@ -38,7 +42,7 @@ from nameko.extensions import DependencyProvider
 from shared import config as cfg
 from shared.contracts import AssignmentStatus, IssueFilter
 from shared.errors import NotFound, Unavailable
-from shared.issue import IssueRecord
+from shared.issue import IssueRecord, pending_deadlines
 
 # Redis outages surface as these; callers turn them into 503 / a retried message.
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
@@ -84,6 +88,19 @@ class Keys:
 
     def open_for_agency(self, agency: str) -> str:
         return f"{self.prefix}:idx:agency:{agency}:open"
+
+    def journal(self, issue_id: str) -> str:
+        return f"{self.prefix}:issue:{issue_id}:journal"
+
+    def journal_ids(self, issue_id: str) -> str:
+        return f"{self.prefix}:issue:{issue_id}:journal:ids"
+
+    @property
+    def deadlines(self) -> str:
+        return f"{self.prefix}:deadlines"
+
+    def dedupe(self, category: str, scope: str) -> str:
+        return f"{self.prefix}:dedupe:{category}:{scope}"
 
     def sequence(self, day: str) -> str:
         return f"{self.prefix}:seq:{day}"
@@ -226,6 +243,65 @@ class IssueStore:
                 pipe.srem(keys.open_for_agency(assignment.agency), issue_id)
             else:
                 pipe.sadd(keys.open_for_agency(assignment.agency), issue_id)
+        # The deadline watch is derived from state, so it can never disagree with it.
+        watched = {d.member: d.due.timestamp() for d in pending_deadlines(new)}
+        stale = ({d.member for d in pending_deadlines(old)} if old else set()) - watched.keys()
+        if stale:
+            pipe.zrem(keys.deadlines, *stale)
+        if watched:
+            pipe.zadd(keys.deadlines, watched)
+
+    # ---------------------------------------------------------------- journal
+
+    # Append once per event id, atomically (a redelivered event is not journaled twice).
+    _JOURNAL = """
+    if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+        redis.call('RPUSH', KEYS[1], ARGV[2])
+        return 1
+    end
+    return 0
+    """
+
+    def record_event(self, issue_id: str, event_id: str, entry: dict[str, Any]) -> bool:
+        script = self.redis.register_script(self._JOURNAL)
+        return bool(self._call(script, [self.keys.journal(issue_id),
+                                        self.keys.journal_ids(issue_id)],
+                               [event_id, dumps(entry)]))
+
+    def journal(self, issue_id: str) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in
+                self._call(self.redis.lrange, self.keys.journal(issue_id), 0, -1)]
+
+    # ----------------------------------------------------------------- merging
+
+    # The first claimant owns every bucket; later claimants learn the owner. One
+    # script, so two simultaneous identical reports can never both win.
+    _CLAIM = """
+    for _, key in ipairs(KEYS) do
+        local owner = redis.call('GET', key)
+        if owner and owner ~= ARGV[1] then return owner end
+    end
+    for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end
+    return ARGV[1]
+    """
+
+    def claim_buckets(self, bucket_keys: list[str], issue_id: str, ttl_s: int,
+                      force: bool = False) -> str:
+        """Who owns these duplicate buckets: ``issue_id`` if it just claimed them."""
+        if force:
+            pipe = self.redis.pipeline(transaction=True)
+            for key in bucket_keys:
+                pipe.set(key, issue_id, ex=ttl_s)
+            self._call(pipe.execute)
+            return issue_id
+        script = self.redis.register_script(self._CLAIM)
+        return self._call(script, bucket_keys, [issue_id, ttl_s])
+
+    # -------------------------------------------------------------- deadlines
+
+    def due_deadlines(self, now_ts: float, limit: int = 100) -> list[tuple[str, float]]:
+        return self._call(lambda: self.redis.zrangebyscore(
+            self.keys.deadlines, "-inf", now_ts, start=0, num=limit, withscores=True))
 
     # ----------------------------------------------------------------- outbox
 
@@ -238,9 +314,9 @@ class IssueStore:
             self._call(self.redis.hdel, self.keys.outbox(service), *ids)
 
     @staticmethod
-    def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except REDIS_ERRORS as exc:
             raise Unavailable(f"issue store unavailable: {type(exc).__name__}") from exc
 

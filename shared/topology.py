@@ -29,8 +29,12 @@ from shared.contracts import (
     AssignmentResolved,
     Event,
     IssueDispatched,
+    IssueEscalated,
+    IssueMerged,
     IssueReceived,
     IssueResolved,
+    TableConvened,
+    TableTaskRecorded,
 )
 
 EVENTS_EXCHANGE = Exchange("whistle.events", type="topic", durable=True)
@@ -41,11 +45,15 @@ DEAD_LETTER_QUEUE = Queue(DEAD_LETTER_QUEUE_NAME, exchange=Exchange(""), routing
 
 @dataclass(frozen=True)
 class Subscription:
-    """``service.method`` consumes events of ``event``."""
+    """``service.method`` consumes events of ``event`` (``None``: every event type)."""
 
     service: str
     method: str
-    event: type[Event]
+    event: type[Event] | None
+
+    @property
+    def binding_key(self) -> str:
+        return self.event.event_type if self.event else "#"
 
     @property
     def queue_name(self) -> str:
@@ -54,7 +62,7 @@ class Subscription:
     @property
     def queue(self) -> Queue:
         return Queue(self.queue_name, exchange=EVENTS_EXCHANGE,
-                     routing_key=self.event.event_type, durable=True)
+                     routing_key=self.binding_key, durable=True)
 
     @property
     def retry_queue(self) -> Queue:
@@ -67,6 +75,8 @@ class Subscription:
 
 
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
+    # intake keeps the journal: every event, per issue (the trace and the rates read it).
+    Subscription("intake", "record_event", None),
     Subscription("routing", "route_issue", IssueReceived),
     Subscription("agency", "record_assignment", AssignmentCreated),
     Subscription("notify", "on_issue_received", IssueReceived),
@@ -74,6 +84,10 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("notify", "on_assignment_acknowledged", AssignmentAcknowledged),
     Subscription("notify", "on_assignment_resolved", AssignmentResolved),
     Subscription("notify", "on_issue_resolved", IssueResolved),
+    Subscription("notify", "on_issue_merged", IssueMerged),
+    Subscription("notify", "on_issue_escalated", IssueEscalated),
+    Subscription("notify", "on_table_convened", TableConvened),
+    Subscription("notify", "on_table_task_recorded", TableTaskRecorded),
 )
 
 

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 
 from shared import config as cfg
+from whistle.route_cli import route
 
 console = Console()
 
@@ -105,6 +106,9 @@ def rules_check(path: str) -> None:
         click.echo(str(exc), err=True)
         sys.exit(1)
     click.echo(f"{path}: OK ({len(ruleset.rules)} rules, {len(ruleset.agencies)} agencies)")
+
+
+cli.add_command(route)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -55,6 +55,29 @@ def check_rules(config: dict) -> None:
         raise SystemExit(f"whistle: routing rules are invalid, not starting:\n{exc}") from None
 
 
+def reload_rules_on_sighup(signum, frame) -> None:
+    """SIGHUP: reload every routing rules file in this process, like most daemons do.
+
+    Off the signal handler, in a green thread (it reads files). A reload only swaps
+    a reference, so consumption is untouched: no message is dropped or redelivered.
+    A bad file leaves the old rules in force; the outcome is logged either way.
+    """
+    eventlet.spawn_n(_reload_rules)
+
+
+def _reload_rules() -> None:
+    from services.routing.rules_provider import reload_all
+
+    outcomes = reload_all()
+    for service, outcome in outcomes:
+        if outcome == "ok":
+            _log.info("SIGHUP: %s rules reloaded", service)
+        else:
+            _log.error("SIGHUP: %s rules NOT reloaded, old rules kept: %s", service, outcome)
+    if not outcomes:
+        _log.info("SIGHUP: no reloadable rules in this process")
+
+
 def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
     """Run the services until SIGINT or SIGTERM, then stop them gracefully."""
     configure_logging(config[cfg.LOG_FORMAT])
@@ -71,6 +94,7 @@ def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGHUP, reload_rules_on_sighup)
     runner.start()
     if on_started:
         on_started()

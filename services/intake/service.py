@@ -13,11 +13,11 @@ from nameko.rpc import rpc
 
 from services.intake.domain import accept_issue
 from shared import config as cfg
-from shared.contracts import IssueFilter, SubmitIssue, new_id, utcnow
+from shared.contracts import Event, IssueFilter, SubmitIssue, new_id, utcnow
 from shared.errors import EXPECTED_ERRORS
 from shared.issue import public_view
 from shared.logging import WorkerLogger
-from shared.messaging import EventBus
+from shared.messaging import EventBus, subscribe
 from shared.store import Store, day_of
 from shared.web import health_report, http, json_response, read_json, validate
 
@@ -29,6 +29,14 @@ class IntakeService:
     bus = EventBus()
     log = WorkerLogger()
     config = Config()
+
+    # --------------------------------------------------------------- events
+
+    @subscribe()
+    def record_event(self, event: Event) -> None:
+        """The journal: every event about an issue, once, for traces and the three rates."""
+        entry = {"event_type": event.event_type, **event.model_dump(mode="json")}
+        self.store.record_event(event.issue_id, event.event_id, entry)
 
     # ------------------------------------------------------------------ RPC
 

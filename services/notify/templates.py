@@ -1,4 +1,4 @@
-"""What residents are told at each step (事事有落实、件件有回应). Pure: no I/O after load.
+"""What residents and supervisors are told at each step (事事有落实、件件有回应). Pure: no I/O after load.
 
 Templates live in ``templates/<language>.yaml``, one ``str.format``-style message per
 kind in :data:`MESSAGE_KINDS`, plus a ``_meta`` section with the list joiner
@@ -26,9 +26,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 MESSAGE_KINDS: tuple[str, ...] = (
-    "received", "dispatched", "acknowledged", "part_resolved", "resolved",
+    "received", "merged", "dispatched", "acknowledged", "escalated", "escalation_notice",
+    "table_convened", "table_decision", "part_resolved", "resolved",
 )
-"""Every message kind a resident can receive, in the order they usually arrive."""
+"""Every message kind, in the order they usually arrive. All are for residents except
+``escalation_notice``, which goes to the supervisor an issue was escalated to."""
 
 DEFAULT_LANGUAGE = "zh"
 """Residents write in Chinese; anything we have no template for falls back to it."""

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.contracts import Priority, Sector, Slug
+from shared.contracts import EscalationLevel, Priority, Sector, Slug
 
 SHIPPED_RULES = Path(__file__).with_name("rules.yaml")
 
@@ -146,12 +146,38 @@ class Fallback(_Model):
     lead: str
 
 
+class Supervisor(_Model):
+    """Who takes over at an escalation level (三级吹哨: community -> street -> district)."""
+
+    name: str = Field(min_length=1)
+    name_en: str = Field(min_length=1)
+
+
+DEFAULT_SUPERVISORS = {
+    EscalationLevel.street: Supervisor(name="街道办事处", name_en="Street office"),
+    EscalationLevel.district: Supervisor(name="区政府", name_en="District government"),
+}
+
+
+class Merging(_Model):
+    """共性问题统筹: a same-category report from the same address or grid within
+    ``window`` joins the open issue instead of opening another."""
+
+    window: Duration = timedelta(hours=48)
+
+
 class RuleSet(_Model):
     version: Literal[1]
     priorities: dict[Priority, PriorityWindow]
     agencies: dict[Slug, AgencyDef]
     fallback: Fallback
     rules: list[CategoryRule]
+    supervisors: dict[EscalationLevel, Supervisor] = Field(
+        default_factory=lambda: dict(DEFAULT_SUPERVISORS))
+    merging: Merging = Field(default_factory=Merging)
+
+    def supervisor(self, level: EscalationLevel) -> Supervisor:
+        return self.supervisors.get(level) or DEFAULT_SUPERVISORS[level]
 
     @model_validator(mode="after")
     def _cross_checked(self, info: ValidationInfo) -> RuleSet:

@@ -1,57 +1,51 @@
-"""routing: decide category, priority and agencies (精准派单), then dispatch.
+"""routing: decide category, priority and agencies (精准派单), and keep them honest.
 
-Rules are a YAML file (``RULES_FILE``, default the shipped ``rules.yaml``),
-validated when the service starts: a bad file stops it with a message naming
-the line. Routing publishes ``issue.dispatched`` for the resident and one
-``assignment.created`` per agency.
+- Dispatch: rules (``RULES_FILE``, default the shipped ``rules.yaml``) decide the
+  category, priority, lead and support agencies and their deadlines; routing
+  publishes ``issue.dispatched`` and one ``assignment.created`` per agency.
+- Duplicates (共性问题统筹): a same-category report from the same address or grid
+  within the window joins the open issue instead (``merging.py``).
+- Deadlines (三级吹哨): a watch escalates every missed deadline exactly once
+  (``escalation.py``).
+- The table (问题在桌面解决): convene, invite, check in, record and finish tasks
+  (``table.py``).
+- Explain a route without creating anything, and reload rules without a restart.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from nameko.extensions import DependencyProvider
+from nameko.dependency_providers import Config
 from nameko.rpc import rpc
+from nameko.timer import timer
 
+from services.routing import merging, table
 from services.routing.domain import RouteDecision, route_issue
-from services.routing.rules import RuleSet, load_rules
+from services.routing.escalation import escalate
+from services.routing.rules import RuleSet
+from services.routing.rules_provider import ReloadableRules, reload_for_rpc, rules_provider_for
 from shared import config as cfg
+from shared.auth import StaffPrincipal, bearer_token, verify_token
 from shared.contracts import (
     AssignmentCreated,
+    CompleteTableTask,
+    ConveneTable,
+    ExplainRoute,
+    InviteToTable,
     IssueDispatched,
     IssueReceived,
-    Slug,
-    Strict,
-    bounded_text,
+    RecordTableTask,
     utcnow,
 )
-from shared.errors import EXPECTED_ERRORS
-from shared.issue import Assignment, IssueRecord, Routing, dispatch
+from shared.errors import EXPECTED_ERRORS, Forbidden
+from shared.issue import Assignment, Deadline, IssueRecord, Routing, dispatch
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
 from shared.store import Store
 from shared.web import health_report, http, read_json, validate
 
-
-class Rules(DependencyProvider):
-    """Loads and validates the rules file once, at container setup.
-
-    A :class:`~services.routing.rules.RulesError` raised here stops the service
-    before it consumes anything, with every bad line listed.
-    """
-
-    def setup(self):
-        path = cfg.get(self.container.config, cfg.RULES_FILE) or None
-        self.rules: RuleSet = load_rules(path)
-
-    def get_dependency(self, worker_ctx):
-        return self.rules
-
-
-class ExplainRoute(Strict):
-    text: bounded_text(4000)
-    category: Slug | None = None
-    community: bounded_text(64) | None = None
+DEADLINE_WATCH_INTERVAL_S = 1.0
 
 
 def plan_assignments(decision: RouteDecision, rules: RuleSet, now: datetime) -> list[Assignment]:
@@ -97,15 +91,23 @@ def explanation(decision: RouteDecision, rules: RuleSet) -> dict:
 class RoutingService:
     name = "routing"
 
-    rules = Rules()
+    rules: RuleSet = ReloadableRules()
     store = Store()
     bus = EventBus()
     log = WorkerLogger()
+    config = Config()
+
+    # ------------------------------------------------------------- dispatch
 
     @subscribe(IssueReceived)
     def route_issue(self, event: IssueReceived) -> None:
         now = utcnow()
         decision = route_issue(event.description, event.category, self.rules, now)
+        if event.allow_merge and decision.category_source != "fallback":
+            primary = self._open_duplicate_of(event, decision.category)
+            if primary is not None:
+                self._merge(event, primary, now)
+                return
 
         def routed(record: IssueRecord):
             new = dispatch(record, decision.category, decision.priority,
@@ -121,6 +123,134 @@ class RoutingService:
                       agencies=[p.agency for p in decision.assignments],
                       duplicate=not applied.changed)
 
+    def _open_duplicate_of(self, event: IssueReceived, category: str) -> IssueRecord | None:
+        """The open issue this report duplicates, claiming the buckets if there is none."""
+        keys = [self.store.keys.dedupe(c, scope)
+                for c, scope in merging.buckets(category, event.location)]
+        ttl = int(self.rules.merging.window.total_seconds())
+        owner = self.store.claim_buckets(keys, event.issue_id, ttl)
+        if owner == event.issue_id:
+            return None
+        primary = self.store.get(owner)
+        if merging.can_join(primary):
+            return primary
+        self.store.claim_buckets(keys, event.issue_id, ttl, force=True)  # closed: take over
+        return None
+
+    def _merge(self, event: IssueReceived, primary: IssueRecord, now: datetime) -> None:
+        self.store.apply(primary.issue_id, f"merge:{event.event_id}",
+                         lambda r: (merging.join(r, event.issue_id, now), {}), self.name)
+        applied = self.store.apply(
+            event.issue_id, event.event_id,
+            lambda r: self._staged(merging.fold(r, primary, event, now)), self.name)
+        self.bus.publish(applied.outbox)
+        self.log.info("issue_merged", issue_id=event.issue_id, into=primary.issue_id,
+                      category=primary.category)
+
+    # ------------------------------------------------------------ deadlines
+
+    @timer(interval=DEADLINE_WATCH_INTERVAL_S)
+    def watch_deadlines(self) -> None:
+        """Escalate every missed deadline; runs on every instance, escalates once."""
+        now = utcnow()
+        for member, score in self.store.due_deadlines(now.timestamp()):
+            deadline = Deadline.from_member(member, score)
+            applied = self.store.apply(
+                deadline.issue_id, deadline.escalation_id,
+                lambda r, d=deadline: self._staged(escalate(r, d, self.rules, now)), self.name)
+            self.bus.publish(applied.outbox)
+            if applied.outbox:
+                self.log.warning("deadline_missed", issue_id=deadline.issue_id,
+                                 agency=deadline.agency, deadline=deadline.kind.value,
+                                 level=applied.record.escalation_level.value)
+
+    # ------------------------------------------------------------ the table
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def convene_table(self, token: str, issue_id: str, payload: dict) -> dict:
+        self._desk(token)
+        body = validate(ConveneTable, payload)
+        return self._change(issue_id, lambda r, now: table.convene(
+            r, body.meets_at, body.place, body.agencies, self.rules, now))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def invite_to_table(self, token: str, issue_id: str, payload: dict) -> dict:
+        by = self._principal(token).agency
+        body = validate(InviteToTable, payload)
+        return self._change(issue_id, lambda r, now: table.invite(
+            r, by, body.agencies, self.rules, now))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def check_in_at_table(self, token: str, issue_id: str) -> dict:
+        staff = self._principal(token)
+        return self._change(issue_id, lambda r, now: table.check_in(
+            r, staff.agency, staff.staff_id, self.rules, now))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def record_table_task(self, token: str, issue_id: str, payload: dict) -> dict:
+        by = self._principal(token).agency
+        body = validate(RecordTableTask, payload)
+        return self._change(issue_id, lambda r, now: table.record_task(
+            r, by, body.agency, body.description, body.due, self.rules, now))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def complete_table_task(self, token: str, issue_id: str, task_id: str, payload: dict) -> dict:
+        staff = self._principal(token)
+        body = validate(CompleteTableTask, payload)
+        return self._change(issue_id, lambda r, now: table.complete_task(
+            r, staff.agency, task_id, body.note, self.rules, now))
+
+    @http("POST", "/issues/<issue_id>/table", expected_exceptions=EXPECTED_ERRORS)
+    def convene_table_http(self, request, issue_id):
+        body = read_json(request, ConveneTable).model_dump()
+        return 201, self.convene_table(self._token(request), issue_id, body)
+
+    @http("POST", "/issues/<issue_id>/table/agencies", expected_exceptions=EXPECTED_ERRORS)
+    def invite_to_table_http(self, request, issue_id):
+        body = read_json(request, InviteToTable).model_dump()
+        return self.invite_to_table(self._token(request), issue_id, body)
+
+    @http("POST", "/issues/<issue_id>/table/check-in", expected_exceptions=EXPECTED_ERRORS)
+    def check_in_at_table_http(self, request, issue_id):
+        return self.check_in_at_table(self._token(request), issue_id)
+
+    @http("POST", "/issues/<issue_id>/table/tasks", expected_exceptions=EXPECTED_ERRORS)
+    def record_table_task_http(self, request, issue_id):
+        body = read_json(request, RecordTableTask).model_dump()
+        return 201, self.record_table_task(self._token(request), issue_id, body)
+
+    @http("POST", "/issues/<issue_id>/table/tasks/<task_id>/done",
+          expected_exceptions=EXPECTED_ERRORS)
+    def complete_table_task_http(self, request, issue_id, task_id):
+        body = read_json(request, CompleteTableTask).model_dump()
+        return self.complete_table_task(self._token(request), issue_id, task_id, body)
+
+    # ---------------------------------------------------------------- split
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def split_issue(self, token: str, issue_id: str) -> dict:
+        """Undo a wrong merge: the report is routed on its own again."""
+        self._desk(token)
+        now = utcnow()
+        merged = self.store.get(issue_id)
+        has_contact = bool(self.store.contact(issue_id))
+
+        def split(record):
+            new, again = merging.unfold(record, has_contact, now)
+            return new, self.bus.stage(again)
+
+        applied = self.store.apply(issue_id, None, split, self.name)
+        self.store.apply(merged.merged_into, None,
+                         lambda r: (merging.leave(r, issue_id, now), {}), self.name)
+        self.bus.publish(applied.outbox)
+        return {"issue_id": issue_id, "status": applied.record.status.value}
+
+    @http("POST", "/issues/<issue_id>/split", expected_exceptions=EXPECTED_ERRORS)
+    def split_issue_http(self, request, issue_id):
+        return self.split_issue(self._token(request), issue_id)
+
+    # ---------------------------------------------------------------- rules
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def explain_route(self, payload: dict) -> dict:
         """What routing would decide for a text, without creating anything."""
@@ -132,6 +262,37 @@ class RoutingService:
     def explain_route_http(self, request):
         return self.explain_route(read_json(request, ExplainRoute).model_dump())
 
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def reload_rules(self, path: str | None = None) -> dict:
+        return reload_for_rpc(rules_provider_for(self.name), path)
+
     @http("GET", "/health")
     def health(self, request):
         return health_report(self.name, self.store.redis)
+
+    # ------------------------------------------------------------ internals
+
+    def _change(self, issue_id: str, change) -> dict:
+        now = utcnow()
+        applied = self.store.apply(issue_id, None, lambda r: self._staged(change(r, now)),
+                                   self.name)
+        self.bus.publish(applied.outbox)
+        return applied.record.model_dump(mode="json", include={
+            "issue_id", "status", "table", "assignments", "escalation_level"})
+
+    def _staged(self, result):
+        record, events = result
+        return record, self.bus.stage(*events)
+
+    def _principal(self, token: str | None) -> StaffPrincipal:
+        return verify_token(token, cfg.get(self.config, cfg.SECRET))
+
+    def _desk(self, token: str | None) -> StaffPrincipal:
+        principal = self._principal(token)
+        if principal.agency != table.DESK:
+            raise Forbidden("only community desk staff can do this (whistle token desk)")
+        return principal
+
+    @staticmethod
+    def _token(request) -> str | None:
+        return bearer_token(request.headers.get("Authorization"))

@@ -18,12 +18,13 @@ TEXTS = ["楼上漏水，卫生间天花板一直滴水", "The lift is broken ag
          "停水了，一点水都没有", "有煤气味，挺冲的", "路边井盖破了一个大洞"]
 
 
-def submit(base, n):
+def submit(base, n, first=0):
+    """``n`` distinct problems (different homes, so none merges with another)."""
     ids = []
-    for i in range(n):
+    for i in range(first, first + n):
         response = requests.post(f"{base}/issues", timeout=10, json={
             "description": TEXTS[i % len(TEXTS)],
-            "location": {"community": "缤泰社区", "address": f"丽德花园{i % 9 + 1}号楼"},
+            "location": {"community": "缤泰社区", "address": f"丽德花园{i % 9 + 1}号楼{i}"},
             "contact": {"phone": f"1391234{i:04d}"}})
         assert response.status_code == 201, response.text
         ids.append(response.json()["issue_id"])
@@ -37,7 +38,7 @@ def test_routing_killed_mid_load_loses_nothing_and_duplicates_nothing(
 
     ids = submit(desk.url, 15)
     routing.kill()  # SIGKILL: whatever it was handling goes back to the broker
-    ids += submit(desk.url, 15)
+    ids += submit(desk.url, 15, first=15)
     time.sleep(0.5)
     routing = whistle_processes("routing")
 

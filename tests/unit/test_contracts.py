@@ -17,10 +17,16 @@ from shared.contracts import (
     Channel,
     Event,
     IssueDispatched,
+    IssueEscalated,
+    IssueMerged,
     IssueReceived,
     IssueResolved,
     Language,
     SubmitIssue,
+    TableCheckedIn,
+    TableConvened,
+    TableTaskDone,
+    TableTaskRecorded,
 )
 from shared.errors import InvalidPayload
 
@@ -323,6 +329,12 @@ def test_event_types_map_each_type_string_to_its_class():
         "assignment.acknowledged": AssignmentAcknowledged,
         "assignment.resolved": AssignmentResolved,
         "issue.resolved": IssueResolved,
+        "issue.merged": IssueMerged,
+        "issue.escalated": IssueEscalated,
+        "table.convened": TableConvened,
+        "table.checked_in": TableCheckedIn,
+        "table.task_recorded": TableTaskRecorded,
+        "table.task_done": TableTaskDone,
     } == EVENT_TYPES
     for name, cls in EVENT_TYPES.items():
         assert cls.event_type == name

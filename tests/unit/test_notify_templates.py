@@ -11,18 +11,30 @@ import yaml
 from services.notify.templates import MESSAGE_KINDS, TemplateError, Templates
 
 ISSUE_ID = "WH-20250105-0001"
+PRIMARY_ID = "WH-20250104-0007"
 POWER = "国网朝阳供电公司"
 HOUSING = "朝阳区房管局"
 # 02:30 UTC is 10:30 in Beijing: the deadline residents see.
 DEADLINE = datetime(2025, 1, 5, 2, 30, tzinfo=UTC)
+MEETING = datetime(2025, 1, 6, 6, 0, tzinfo=UTC)
+SUPERVISOR = "缤泰街道办事处"
 
 # What the notify service passes for each kind. A template that asks for anything
 # else would fail in production, so the shipped files must use exactly these.
 VARIABLES: dict[str, dict[str, object]] = {
     "received": {"issue_id": ISSUE_ID},
+    "merged": {"issue_id": ISSUE_ID, "into_issue_id": PRIMARY_ID},
     "dispatched": {"issue_id": ISSUE_ID, "agencies": [POWER, HOUSING], "lead_agency": POWER,
                    "acknowledge_by": DEADLINE},
     "acknowledged": {"issue_id": ISSUE_ID, "agency": HOUSING},
+    "escalated": {"issue_id": ISSUE_ID, "agency": HOUSING, "level": "街道",
+                  "supervisor": SUPERVISOR},
+    "escalation_notice": {"issue_id": ISSUE_ID, "agency": HOUSING, "deadline": "报到",
+                          "missed": DEADLINE, "level": "街道"},
+    "table_convened": {"issue_id": ISSUE_ID, "meets_at": MEETING, "place": "红色议事厅",
+                       "agencies": [POWER, HOUSING]},
+    "table_decision": {"issue_id": ISSUE_ID, "agency": HOUSING, "task": "更换开裂的阳台栏板",
+                       "due": DEADLINE},
     "part_resolved": {"issue_id": ISSUE_ID, "agency": HOUSING, "remaining": [HOUSING]},
     "resolved": {"issue_id": ISSUE_ID},
 }
@@ -97,6 +109,49 @@ def test_acknowledged_names_the_agency(templates):
 def test_resolved_says_every_agency_finished(templates):
     assert "均已办结" in templates.render("resolved", "zh", issue_id=ISSUE_ID)
     assert "Every agency has finished" in templates.render("resolved", "en", issue_id=ISSUE_ID)
+
+
+@pytest.mark.parametrize(("language", "level", "expected"), [
+    ("zh", "区", "提级到区一级，由缤泰街道办事处督办"),
+    ("en", "the district", f"escalated to the district: {SUPERVISOR} is now following it up"),
+])
+def test_escalated_tells_the_resident_who_follows_it_up(templates, language, level, expected):
+    text = templates.render("escalated", language, **{**VARIABLES["escalated"], "level": level})
+
+    assert expected in text
+    assert HOUSING in text
+
+
+@pytest.mark.parametrize(("language", "deadline", "level", "expected"), [
+    ("zh", "报到", "街道", f"{HOUSING}未在 2025-01-05 10:30 前报到，现提级到街道一级督办"),
+    ("zh", "办结", "区", f"{HOUSING}未在 2025-01-05 10:30 前办结，现提级到区一级督办"),
+    ("en", "report in", "the street office",
+     f"Escalated to the street office: on issue {ISSUE_ID}, {HOUSING} was due to report in "
+     "by 2025-01-05 10:30 and has not."),
+    ("en", "resolve", "the district", f"{HOUSING} was due to resolve by 2025-01-05 10:30"),
+])
+def test_escalation_notice_says_what_was_missed_and_when(templates, language, deadline, level,
+                                                         expected):
+    variables = {**VARIABLES["escalation_notice"], "deadline": deadline, "level": level}
+
+    assert expected in templates.render("escalation_notice", language, **variables)
+
+
+@pytest.mark.parametrize(("kind", "language", "expected"), [
+    # merged: the neighbour's own reference, the open issue, and that updates will follow
+    ("merged", "zh", f"（编号 {ISSUE_ID}）与社区正在办理的问题（编号 {PRIMARY_ID}）是同一件事"),
+    ("merged", "zh", "后续进展会同步告诉您，无需重复反映"),
+    ("merged", "en", f"Your report {ISSUE_ID} is about the same problem as report {PRIMARY_ID}"),
+    ("merged", "en", "already being handled"),
+    ("merged", "en", "You will receive its updates"),
+    ("table_convened", "zh", f"将于 2025-01-06 14:00 在红色议事厅召集{POWER}、{HOUSING}"),
+    ("table_convened", "en", f"called {POWER}, {HOUSING} to meet at 红色议事厅 on 2025-01-06 14:00"),
+    ("table_decision", "zh", f"由{HOUSING}负责“更换开裂的阳台栏板”，2025-01-05 10:30 前完成"),
+    ("table_decision", "en", f'{HOUSING} will take care of "更换开裂的阳台栏板" by 2025-01-05 10:30'),
+])
+def test_merge_and_table_messages_say_what_the_resident_needs(templates, kind, language,
+                                                              expected):
+    assert expected in templates.render(kind, language, **VARIABLES[kind])
 
 
 def test_extra_variables_are_ignored(templates):

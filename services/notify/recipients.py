@@ -1,0 +1,119 @@
+"""Who is told about an issue, in what order, and how people and levels are named. Pure.
+
+共性问题统筹: when neighbours report the same problem, routing merges their reports
+into one open issue (the *primary*). Each merged report keeps its own reference and
+its own resident, and the primary lists them in ``reporters``. Every update about the
+primary then goes to every one of those residents, each in their own language, and is
+recorded under their own report, so the desk sees what each resident was told.
+
+A merged report's own events stop there: its updates come from the primary. Only the
+messages about the report itself ("received", "merged") are still sent for it.
+
+Supervisors (the street office, the district) are told when an issue is escalated to
+them (三级吹哨); they are not residents, and read Chinese.
+
+Usage::
+
+    for reporter in recipients_for(record, "dispatched"):
+        for kind, count in ordering_waits(record, "dispatched", reporter):
+            deliveries.wait_for_kind(reporter, kind, count, timeout_s=...)
+"""
+
+from __future__ import annotations
+
+from shared.contracts import DeadlineKind, EscalationLevel, IssueEscalated, IssueStatus
+from shared.issue import IssueRecord
+
+OWN_KINDS = frozenset({"received", "merged"})
+"""Messages about a resident's own report: never forwarded, sent even once it is merged."""
+
+# Each event type has its own queue, so a message can overtake the one before
+# it (routing takes milliseconds; staff in a test act instantly). A resident
+# should read "received" before "dispatched" before "reported in": a message
+# waits briefly for its predecessor, but is never held back for long.
+PREDECESSOR = {"merged": "received", "dispatched": "received", "acknowledged": "dispatched",
+               "part_resolved": "dispatched", "resolved": "dispatched"}
+
+SUPERVISOR_LANGUAGE = "zh"
+"""Street offices and districts work in Chinese."""
+
+RESIDENT, SUPERVISOR = "resident", "supervisor"
+"""The audiences a delivery record can have."""
+
+# (zh, en): how a resident or a supervisor reads each escalation level and deadline.
+LEVEL_NAMES = {
+    EscalationLevel.community: ("社区", "the community"),
+    EscalationLevel.street: ("街道", "the street office"),
+    EscalationLevel.district: ("区", "the district"),
+}
+DEADLINE_NAMES = {
+    DeadlineKind.acknowledge: ("报到", "report in"),
+    DeadlineKind.resolve: ("办结", "resolve"),
+}
+
+
+def is_merged(record: IssueRecord) -> bool:
+    """A neighbour's report folded into an open issue, which now carries its updates."""
+    return record.merged_into is not None or record.status is IssueStatus.merged
+
+
+def recipients_for(record: IssueRecord, kind: str) -> list[str]:
+    """The reports whose residents get a ``kind`` message about ``record``: issue ids.
+
+    The issue's own resident first, then every merged reporter (no repeats). A
+    merged report gets only the messages about itself; nothing else is sent for it.
+    """
+    if kind in OWN_KINDS:
+        return [record.issue_id]
+    if is_merged(record):
+        return []
+    return list(dict.fromkeys([record.issue_id, *record.reporters]))
+
+
+def ordering_waits(record: IssueRecord, kind: str, reporter: str) -> list[tuple[str, int]]:
+    """What must already have reached ``reporter`` before this message: (kind, count) pairs.
+
+    A merged reporter first reads that their report was merged, then the primary's
+    updates in their usual order. "resolved" also follows every "part_resolved" (one
+    per agency but the last).
+    """
+    waits = []
+    if reporter != record.issue_id and kind not in OWN_KINDS:
+        waits.append(("merged", 1))
+    if kind in PREDECESSOR:
+        parts = max(len(record.assignments) - 1, 0) if kind == "resolved" else 0
+        waits.append(("part_resolved", parts) if parts else (PREDECESSOR[kind], 1))
+    return waits
+
+
+def in_language(language: str, zh: str, en: str) -> str:
+    """The English name for English readers; Chinese for everyone else."""
+    return en if language == "en" else zh
+
+
+def level_name(level: EscalationLevel, language: str) -> str:
+    return in_language(language, *LEVEL_NAMES[EscalationLevel(level)])
+
+
+def deadline_name(deadline: DeadlineKind, language: str) -> str:
+    return in_language(language, *DEADLINE_NAMES[DeadlineKind(deadline)])
+
+
+def supervisor_for(event: IssueEscalated, language: str = SUPERVISOR_LANGUAGE) -> dict[str, str]:
+    """The supervisor an escalation goes to, as a delivery recipient."""
+    return {"role": SUPERVISOR, "level": event.level.value,
+            "name": in_language(language, event.supervisor, event.supervisor_en)}
+
+
+def notified_step(kind: str, status: str, channel: str, primary: str, reporter: str | None = None,
+                  level: EscalationLevel | None = None) -> tuple[str, str]:
+    """The timeline step (name, detail) for a message about ``primary``.
+
+    ``reporter``: the report whose resident was told; ``level``: a supervisor's level instead.
+    """
+    message = f"{kind} message {status} via {channel}"
+    if level is not None:
+        return "supervisor_notified", f"supervisor ({EscalationLevel(level).value}) notified: {message}"
+    if reporter is not None and reporter != primary:
+        return "resident_notified", f"{message} to the reporter of {reporter}"
+    return "resident_notified", message

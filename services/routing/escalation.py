@@ -1,0 +1,69 @@
+"""三级吹哨: deadlines and escalation, as pure functions of the issue record.
+
+Every open assignment has two deadlines: report in (acknowledge) and resolve.
+They are kept in a Redis sorted set derived from the record (see
+``shared.store``), and routing's deadline watch escalates each one that passed:
+
+- the issue goes up one level (community -> street office -> district) and the
+  supervisor at that level is notified;
+- the assignment is marked overdue;
+- the agency is whistled again: the deadline moves one window ahead, so the
+  next miss escalates once more.
+
+A deadline is identified by (issue, agency, kind, due time), which is the
+idempotency key of its escalation: it escalates exactly once, however many
+routing instances see it and however often.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.routing.rules import RuleSet
+from shared.contracts import AgencyRef, DeadlineKind, Event, IssueEscalated
+from shared.issue import Deadline, IssueRecord, pending_deadlines
+
+
+def is_still_due(record: IssueRecord, deadline: Deadline, now: datetime) -> bool:
+    """True if the deadline is the current one, has passed, and the work is not done."""
+    if deadline.due > now:
+        return False
+    return any(d == deadline for d in pending_deadlines(record))
+
+
+def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
+             now: datetime) -> tuple[IssueRecord, list[Event]]:
+    """Escalate one missed deadline; a stale or met deadline changes nothing."""
+    if not is_still_due(record, deadline, now):
+        return record, []
+    new = record.model_copy(deep=True)
+    assignment = new.assignment_for(deadline.agency)
+    window = rules.window(new.priority) if new.priority else None
+    level = new.escalation_level.next()
+    new.escalation_level = level
+    if deadline.kind is DeadlineKind.acknowledge:
+        assignment.acknowledge_overdue = True
+        if window:
+            assignment.acknowledge_by = now + window.acknowledge
+            assignment.resolve_by = max(assignment.resolve_by, assignment.acknowledge_by)
+    else:
+        assignment.resolve_overdue = True
+        if window:
+            assignment.resolve_by = now + window.resolve
+    supervisor = rules.supervisor(level)
+    if deadline.kind is DeadlineKind.acknowledge:
+        verb, next_due = "report in", assignment.acknowledge_by
+    else:
+        verb, next_due = "resolve", assignment.resolve_by
+    new.step(now, "routing", "escalated",
+             f"{assignment.agency_name} did not {verb} by {deadline.due.isoformat()}: "
+             f"escalated to {supervisor.name_en} ({level.value}); "
+             f"whistled again, new deadline {next_due.isoformat()}", agency=deadline.agency)
+    event = IssueEscalated(
+        trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now,
+        agency=AgencyRef(agency=assignment.agency, agency_name=assignment.agency_name,
+                         agency_name_en=assignment.agency_name_en),
+        deadline=deadline.kind, missed=deadline.due, level=level,
+        supervisor=supervisor.name, supervisor_en=supervisor.name_en,
+    )
+    return new, [event]

@@ -1,0 +1,91 @@
+"""共性问题统筹: duplicates merge into the open issue. Pure parts only.
+
+A report *merges* when an open issue of the same category was reported from
+the same address, or the same grid of the same community, within the window
+(rules.yaml ``merging.window``). Each (category, scope) pair is a *bucket*
+owned by one issue; routing claims buckets atomically in Redis, so two
+simultaneous identical reports give exactly one issue. The newcomer's record
+points at the issue it joined, and that issue lists it as a reporter, so its
+resident gets every update from then on.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+
+from shared.contracts import Event, IssueMerged, IssueReceived, IssueStatus, Location
+from shared.errors import InvalidTransition
+from shared.issue import IssueRecord
+
+OPEN_STATUSES = {IssueStatus.received, IssueStatus.dispatched, IssueStatus.in_progress}
+_SPACE_AND_PUNCT = re.compile(r"[\s\-_,，.。·#/、()（）]+")
+
+
+def normalise_address(address: str) -> str:
+    """Treat "丽德花园 3号楼" and "丽德花园3号楼" (and full-width forms) as one place."""
+    return _SPACE_AND_PUNCT.sub("", unicodedata.normalize("NFKC", address).casefold())
+
+
+def buckets(category: str, location: Location) -> list[tuple[str, str]]:
+    """The (category, scope) buckets a report falls into, most specific first."""
+    community = normalise_address(location.community)
+    scopes = [f"{community}:addr:{normalise_address(location.address)}"]
+    if location.grid:
+        scopes.append(f"{community}:grid:{normalise_address(location.grid)}")
+    return [(category, scope) for scope in scopes]
+
+
+def can_join(primary: IssueRecord) -> bool:
+    return primary.status in OPEN_STATUSES and primary.merged_into is None
+
+
+def join(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:
+    """The open issue gains a reporter (idempotent)."""
+    if newcomer_id in primary.reporters:
+        return primary
+    new = primary.model_copy(deep=True)
+    new.reporters.append(newcomer_id)
+    new.step(now, "routing", "reporter_joined",
+             f"{newcomer_id} reported the same problem and was merged into this issue")
+    return new
+
+
+def fold(newcomer: IssueRecord, primary: IssueRecord, cause: IssueReceived,
+         now: datetime) -> tuple[IssueRecord, list[Event]]:
+    """The newcomer is folded into the primary issue."""
+    if newcomer.status is not IssueStatus.received:
+        raise InvalidTransition(f"issue {newcomer.issue_id} is already {newcomer.status.value}")
+    new = newcomer.model_copy(deep=True)
+    new.status, new.merged_into, new.category = IssueStatus.merged, primary.issue_id, primary.category
+    new.priority = primary.priority
+    new.step(now, "routing", "merged",
+             f"same {primary.category} problem as {primary.issue_id}: merged (共性问题统筹)")
+    return new, [cause.caused(IssueMerged, occurred_at=now, into_issue_id=primary.issue_id,
+                              category=primary.category)]
+
+
+def leave(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:
+    """Undo a wrong merge on the primary's side."""
+    new = primary.model_copy(deep=True)
+    new.reporters = [r for r in new.reporters if r != newcomer_id]
+    new.step(now, "routing", "reporter_split", f"{newcomer_id} was split off by the desk")
+    return new
+
+
+def unfold(merged: IssueRecord, has_contact: bool,
+           now: datetime) -> tuple[IssueRecord, IssueReceived]:
+    """The desk split a wrong merge: the report goes back to routing, on its own."""
+    if merged.status is not IssueStatus.merged:
+        raise InvalidTransition(f"issue {merged.issue_id} is not merged into another issue")
+    new = merged.model_copy(deep=True)
+    was = new.merged_into
+    new.status, new.merged_into, new.priority = IssueStatus.received, None, None
+    new.step(now, "routing", "split", f"split from {was} by the desk; routed on its own")
+    again = IssueReceived(trace_id=merged.trace_id, issue_id=merged.issue_id, occurred_at=now,
+                          description=merged.description, category=None,
+                          location=merged.location, channel=merged.channel,
+                          language=merged.language, has_contact=has_contact,
+                          allow_merge=False)
+    return new, again

@@ -1,0 +1,178 @@
+"""问题在桌面解决: the table session, as pure functions of the issue record.
+
+The desk convenes a table with a time, a place and the agencies invited; the
+desk or the lead agency can invite more. Each invited agency checks in (报到),
+decisions are recorded as tasks (an agency, a description, a due date), and the
+issue cannot be resolved while one of its table's tasks is open (事不完，人不撤;
+enforced in ``shared.issue.resolve``). An invited agency without an assignment
+gets a support assignment, so it can act like every other agency on the issue.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.routing.rules import RuleSet
+from shared.contracts import (
+    AgencyRef,
+    AssignmentCreated,
+    AssignmentStatus,
+    Event,
+    IssueStatus,
+    Role,
+    TableCheckedIn,
+    TableConvened,
+    TableTaskDone,
+    TableTaskRecorded,
+)
+from shared.errors import Forbidden, InvalidPayload, InvalidTransition
+from shared.issue import Assignment, IssueRecord, TableSession, TableTask
+
+DESK = "desk"  # the principal name of community desk staff (whistle token desk)
+
+
+def agency_ref(rules: RuleSet, agency: str) -> AgencyRef:
+    try:
+        known = rules.agency(agency)
+    except KeyError:
+        raise InvalidPayload(f"unknown agency {agency!r}", [
+            {"field": "agencies", "message": f"unknown agency {agency!r}",
+             "type": "unknown_agency"}]) from None
+    return AgencyRef(agency=agency, agency_name=known.name, agency_name_en=known.name_en)
+
+
+def _open_issue(record: IssueRecord) -> None:
+    if record.status in (IssueStatus.resolved, IssueStatus.merged, IssueStatus.received):
+        raise InvalidTransition(
+            f"issue {record.issue_id} is {record.status.value}; a table needs a dispatched issue")
+
+
+def _lead(record: IssueRecord) -> str:
+    return next(a.agency for a in record.assignments if a.role is Role.lead)
+
+
+def _ensure_assigned(new: IssueRecord, ref: AgencyRef, rules: RuleSet, now: datetime,
+                     cause: Event) -> list[Event]:
+    """Invite an agency that has no part yet: it joins as support, with deadlines."""
+    if ref.agency in new.agencies():
+        return []
+    window = rules.window(new.priority)
+    sector = rules.agency(ref.agency).sector
+    assignment = Assignment(agency=ref.agency, agency_name=ref.agency_name,
+                            agency_name_en=ref.agency_name_en, sector=sector, role=Role.support,
+                            assigned_at=now, acknowledge_by=now + window.acknowledge,
+                            resolve_by=now + window.resolve)
+    new.assignments.append(assignment)
+    if new.status is IssueStatus.resolved:
+        new.status = IssueStatus.in_progress
+    return [cause.caused(AssignmentCreated, occurred_at=now, category=new.category,
+                         priority=new.priority, assignment=assignment.summary())]
+
+
+def convene(record: IssueRecord, meets_at: datetime, place: str, agencies: list[str],
+            rules: RuleSet, now: datetime) -> tuple[IssueRecord, list[Event]]:
+    _open_issue(record)
+    if record.table is not None:
+        raise InvalidTransition(f"issue {record.issue_id} already has a table; invite agencies to it")
+    invited = list(dict.fromkeys([*record.agencies(), *agencies]))
+    refs = [agency_ref(rules, a) for a in invited]
+    new = record.model_copy(deep=True)
+    new.table = TableSession(meets_at=meets_at, place=place, convened_at=now, invited=invited)
+    convened = TableConvened(trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now,
+                             meets_at=meets_at, place=place, agencies=refs)
+    events: list[Event] = [convened]
+    for ref in refs:
+        events += _ensure_assigned(new, ref, rules, now, convened)
+    names = "、".join(r.agency_name for r in refs)
+    new.step(now, "routing", "table_convened", f"table at {place}, {meets_at.isoformat()}: {names}")
+    return new, events
+
+
+def invite(record: IssueRecord, by: str, agencies: list[str], rules: RuleSet,
+           now: datetime) -> tuple[IssueRecord, list[Event]]:
+    table = _table(record)
+    if by not in (DESK, _lead(record)):
+        raise Forbidden("only the desk or the lead agency can invite agencies to the table")
+    added = [agency_ref(rules, a) for a in dict.fromkeys(agencies) if a not in table.invited]
+    if not added:
+        return record, []
+    new = record.model_copy(deep=True)
+    new.table.invited += [ref.agency for ref in added]
+    # The table, re-announced with everyone now invited.
+    convened = TableConvened(trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now,
+                             meets_at=table.meets_at, place=table.place,
+                             agencies=[agency_ref(rules, a) for a in new.table.invited])
+    events: list[Event] = [convened]
+    for ref in added:
+        events += _ensure_assigned(new, ref, rules, now, convened)
+        new.step(now, "routing", "table_invited", f"{ref.agency_name} invited by {by}",
+                 agency=ref.agency)
+    return new, events
+
+
+def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
+             now: datetime) -> tuple[IssueRecord, list[Event]]:
+    table = _table(record)
+    if agency not in table.invited:
+        raise Forbidden(f"{agency} is not invited to the table of issue {record.issue_id}")
+    if agency in table.checked_in:
+        raise InvalidTransition(f"{agency} has already checked in at the table")
+    new = record.model_copy(deep=True)
+    new.table.checked_in[agency] = now
+    ref = agency_ref(rules, agency)
+    new.step(now, "routing", "table_checked_in", f"{ref.agency_name} checked in at the table",
+             agency=agency)
+    return new, [TableCheckedIn(trace_id=record.trace_id, issue_id=record.issue_id,
+                                occurred_at=now, agency=ref, staff_id=staff_id)]
+
+
+def record_task(record: IssueRecord, by: str, agency: str, description: str, due: datetime,
+                rules: RuleSet, now: datetime) -> tuple[IssueRecord, list[Event]]:
+    table = _table(record)
+    if by not in (DESK, _lead(record)):
+        raise Forbidden("only the desk or the lead agency can record the table's decisions")
+    if agency not in table.invited:
+        raise InvalidTransition(f"{agency} is not at the table; invite it first")
+    if due <= now:
+        raise InvalidPayload("due must be in the future", [
+            {"field": "due", "message": "must be in the future", "type": "past_due"}])
+    new = record.model_copy(deep=True)
+    task = TableTask(task_id=f"T{len(table.tasks) + 1}", agency=agency, description=description,
+                     due=due, recorded_at=now)
+    new.table.tasks.append(task)
+    ref = agency_ref(rules, agency)
+    new.step(now, "routing", "table_task_recorded",
+             f"{task.task_id}: {ref.agency_name} to {description} by {due.isoformat()}",
+             agency=agency)
+    return new, [TableTaskRecorded(trace_id=record.trace_id, issue_id=record.issue_id,
+                                   occurred_at=now, task_id=task.task_id, agency=ref,
+                                   description=description, due=due)]
+
+
+def complete_task(record: IssueRecord, agency: str, task_id: str, note: str, rules: RuleSet,
+                  now: datetime) -> tuple[IssueRecord, list[Event]]:
+    table = _table(record)
+    task = next((t for t in table.tasks if t.task_id == task_id), None)
+    if task is None:
+        raise InvalidPayload(f"no table task {task_id!r}", [
+            {"field": "task_id", "message": "unknown task", "type": "not_found"}])
+    if task.agency != agency:
+        raise Forbidden(f"task {task_id} belongs to {task.agency}, not {agency}")
+    if task.status == "done":
+        raise InvalidTransition(f"task {task_id} is already done")
+    if record.assignment_for(agency).status is AssignmentStatus.assigned:
+        raise InvalidTransition(f"{agency} must report in before completing table tasks")
+    new = record.model_copy(deep=True)
+    done = next(t for t in new.table.tasks if t.task_id == task_id)
+    done.status, done.done_at, done.note = "done", now, note
+    ref = agency_ref(rules, agency)
+    new.step(now, "routing", "table_task_done", f"{task_id} done by {ref.agency_name}: {note}",
+             agency=agency)
+    return new, [TableTaskDone(trace_id=record.trace_id, issue_id=record.issue_id,
+                               occurred_at=now, task_id=task_id, agency=ref, note=note)]
+
+
+def _table(record: IssueRecord) -> TableSession:
+    if record.table is None:
+        raise InvalidTransition(f"issue {record.issue_id} has no table; the desk convenes one")
+    return record.table

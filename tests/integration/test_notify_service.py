@@ -1,0 +1,208 @@
+"""notify on the real broker and Redis: merged reporters, supervisors, table sessions.
+
+Issues are stored directly and events published raw to ``whistle.events``, so only
+the notify service runs: what it tells whom is all that is under test here.
+"""
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+import requests
+from kombu import Connection, Producer
+
+from services.notify.service import NotifyService
+from shared import config as cfg
+from shared.contracts import (
+    AgencyRef,
+    AssignmentSummary,
+    Channel,
+    DeadlineKind,
+    EscalationLevel,
+    Event,
+    IssueDispatched,
+    IssueEscalated,
+    IssueMerged,
+    IssueReceived,
+    IssueStatus,
+    Language,
+    Location,
+    Priority,
+    Role,
+    Sector,
+    TableConvened,
+)
+from shared.issue import receive
+from shared.store import IssueStore
+from shared.topology import EVENTS_EXCHANGE, declare_topology
+
+pytestmark = pytest.mark.integration
+
+PLACE = Location(community="缤泰社区", address="丽德花园3号楼")
+PRIMARY, NEIGHBOUR = "WH-20261121-0201", "WH-20261121-0202"
+WATER = AgencyRef(agency="water", agency_name="自来水公司", agency_name_en="Water company")
+HOUSING = AgencyRef(agency="housing", agency_name="区房管局", agency_name_en="Housing bureau")
+
+
+def wait_until(probe, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def store(whistle_config):
+    client = redis.Redis.from_url(whistle_config[cfg.REDIS_URL], decode_responses=True)
+    yield IssueStore(client, whistle_config[cfg.KEY_PREFIX])
+    client.close()
+
+
+@pytest.fixture
+def amqp(whistle_config):
+    with Connection(whistle_config[cfg.AMQP_URI]) as connection:
+        declare_topology(connection)
+        yield connection
+
+
+@pytest.fixture
+def notify(runner_factory, whistle_config, store, amqp):
+    """A burst pipe reported twice: the neighbour's report (in English) merged into the first."""
+    now = datetime.now(UTC)
+    for issue_id, language, contact, fields in [
+        (PRIMARY, Language.zh, {"name": "孙建国", "phone": "13812345678"},
+         {"reporters": [NEIGHBOUR]}),
+        (NEIGHBOUR, Language.en, {"phone": "13700001111"},
+         {"status": IssueStatus.merged, "merged_into": PRIMARY}),
+    ]:
+        record = receive(issue_id, f"trace-{PRIMARY}", "楼上水管爆了，水一直往下流", None, PLACE,
+                         Channel.hotline, language, now).model_copy(update=fields)
+        store.create(record, contact, "test", {})
+    runner_factory(whistle_config, NotifyService).start()
+    return f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}"
+
+
+def publish(amqp, *events: Event):
+    producer = Producer(amqp.channel())
+    for event in events:
+        producer.publish(event.model_dump(mode="json"), exchange=EVENTS_EXCHANGE,
+                         routing_key=event.event_type, delivery_mode=2)
+
+
+def about(event_cls, issue_id=PRIMARY, **fields):
+    return event_cls(trace_id=f"trace-{PRIMARY}", issue_id=issue_id, **fields)
+
+
+def received(issue_id, language):
+    return about(IssueReceived, issue_id, description="楼上水管爆了", location=PLACE,
+                 channel="hotline", language=language, has_contact=True)
+
+
+def told(base, issue_id) -> list[dict]:
+    """What GET /issues/{id}/notifications shows the desk."""
+    response = requests.get(f"{base}/issues/{issue_id}/notifications", timeout=5)
+    assert response.status_code == 200, response.text
+    return response.json()["notifications"]
+
+
+def kinds(base, issue_id) -> list[str]:
+    return [n["kind"] for n in told(base, issue_id)]
+
+
+def settle():
+    time.sleep(1.0)  # let every redelivery be handled
+
+
+def test_every_reporter_gets_the_primarys_updates_under_their_own_report(notify, amqp, store):
+    summary = AssignmentSummary(agency="water", agency_name="自来水公司",
+                                agency_name_en="Water company", sector=Sector.utilities,
+                                role=Role.lead, acknowledge_by=datetime.now(UTC),
+                                resolve_by=datetime.now(UTC) + timedelta(hours=24))
+    dispatched = about(IssueDispatched, category="water_leak", priority=Priority.high,
+                       assignments=[summary])
+    merged = about(IssueMerged, NEIGHBOUR, into_issue_id=PRIMARY, category="water_leak")
+    publish(amqp, received(PRIMARY, "zh"), received(NEIGHBOUR, "en"), merged,
+            dispatched, dispatched)
+
+    wait_until(lambda: kinds(notify, NEIGHBOUR) == ["received", "merged", "dispatched"])
+    wait_until(lambda: kinds(notify, PRIMARY) == ["received", "dispatched"])
+    settle()
+
+    own, neighbour = told(notify, PRIMARY), told(notify, NEIGHBOUR)
+    assert [n["kind"] for n in own] == ["received", "dispatched"]
+    assert [n["kind"] for n in neighbour] == ["received", "merged", "dispatched"]
+    assert all(n["status"] == "sent" and n["audience"] == "resident" for n in own + neighbour)
+    assert "已派给自来水公司" in own[1]["text"]
+    assert own[1]["recipient"] == {"name": "孙**", "phone": "138****5678"}
+    merged_text = neighbour[1]["text"]
+    assert f"Your report {NEIGHBOUR}" in merged_text and f"report {PRIMARY}" in merged_text
+    assert neighbour[2]["issue_id"] == NEIGHBOUR and neighbour[2]["language"] == "en"
+    assert f"Your report {PRIMARY} has been sent to Water company" in neighbour[2]["text"]
+    assert neighbour[2]["recipient"] == {"name": None, "phone": "137****1111"}
+    outbox = [json.loads(e) for e in store.redis.lrange(store.keys.desk_outbox, 0, -1)]
+    assert len(outbox) == 5 == len({e["notification_id"] for e in outbox})
+    assert {e["recipient"]["phone"] for e in outbox if e["issue_id"] == NEIGHBOUR} == \
+        {"13700001111"}
+    details = [s.detail for s in store.get(PRIMARY).timeline if s.step == "resident_notified"]
+    assert sorted(details) == ["dispatched message sent via desk",
+                               f"dispatched message sent via desk to the reporter of {NEIGHBOUR}",
+                               "received message sent via desk"]
+
+
+def test_escalation_tells_the_supervisor_once_and_every_reporter_once(notify, amqp, store):
+    escalated = about(IssueEscalated, agency=WATER, deadline=DeadlineKind.acknowledge,
+                      missed=datetime(2026, 11, 21, 2, 0, tzinfo=UTC),
+                      level=EscalationLevel.street, supervisor="缤泰街道办事处",
+                      supervisor_en="Bintai Street Office")
+    publish(amqp, escalated, escalated)
+
+    wait_until(lambda: len(told(notify, PRIMARY)) == 2 and kinds(notify, NEIGHBOUR))
+    settle()
+
+    own = told(notify, PRIMARY)
+    [notice] = [n for n in own if n["audience"] == "supervisor"]
+    assert notice["kind"] == "escalation_notice" and notice["language"] == "zh"
+    assert notice["recipient"] == {"role": "supervisor", "level": "street",
+                                   "name": "缤泰街道办事处"}
+    assert "自来水公司未在 2026-11-21 10:00 前报到，现提级到街道一级督办" in notice["text"]
+    [resident] = [n for n in own if n["audience"] == "resident"]
+    assert resident["kind"] == "escalated"
+    assert "提级到街道一级，由缤泰街道办事处督办" in resident["text"]
+    [neighbour] = told(notify, NEIGHBOUR)
+    assert (neighbour["kind"], neighbour["audience"]) == ("escalated", "resident")
+    assert "escalated to the street office: Bintai Street Office" in neighbour["text"]
+    steps = [s.step for s in store.get(PRIMARY).timeline if s.service == "notify"]
+    assert sorted(steps) == ["resident_notified", "resident_notified", "supervisor_notified"]
+    assert any(s.detail.startswith("supervisor (street) notified")
+               for s in store.get(PRIMARY).timeline)
+
+
+def test_table_session_names_place_and_agencies_to_every_reporter(notify, amqp):
+    convened = about(TableConvened, meets_at=datetime(2026, 11, 22, 6, 0, tzinfo=UTC),
+                     place="红色议事厅", agencies=[WATER, HOUSING])
+    publish(amqp, convened, convened)
+
+    [own] = wait_until(lambda: told(notify, PRIMARY))
+    [neighbour] = wait_until(lambda: told(notify, NEIGHBOUR))
+    settle()
+
+    assert len(told(notify, PRIMARY)) == len(told(notify, NEIGHBOUR)) == 1
+    assert "2026-11-22 14:00 在红色议事厅召集自来水公司、区房管局" in own["text"]
+    assert "called Water company, Housing bureau to meet at 红色议事厅" in neighbour["text"]
+
+
+def test_events_about_a_merged_report_itself_are_not_sent(notify, amqp):
+    convened = about(TableConvened, NEIGHBOUR, meets_at=datetime.now(UTC), place="红色议事厅",
+                     agencies=[WATER])
+    publish(amqp, convened, received(NEIGHBOUR, "en"))
+
+    wait_until(lambda: kinds(notify, NEIGHBOUR) == ["received"])
+    settle()
+
+    assert kinds(notify, NEIGHBOUR) == ["received"]
+    assert kinds(notify, PRIMARY) == []

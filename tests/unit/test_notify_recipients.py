@@ -1,0 +1,423 @@
+"""Who is told what: merged reporters, supervisors, ordering and naming. No broker, no Redis.
+
+The pure rules (``services.notify.recipients``) first, then the notify service's
+handlers on fakes of the store and the delivery records (``worker_factory``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from nameko.testing.services import worker_factory
+
+from services.notify.channels import OutgoingMessage
+from services.notify.delivery import DeliveryFailed, Outcome, message_id
+from services.notify.recipients import (
+    RESIDENT,
+    SUPERVISOR,
+    deadline_name,
+    in_language,
+    is_merged,
+    level_name,
+    notified_step,
+    ordering_waits,
+    recipients_for,
+    supervisor_for,
+)
+from services.notify.service import NotifyService
+from services.notify.templates import Templates
+from shared.contracts import (
+    AgencyRef,
+    AssignmentAcknowledged,
+    AssignmentSummary,
+    Channel,
+    DeadlineKind,
+    EscalationLevel,
+    IssueDispatched,
+    IssueEscalated,
+    IssueMerged,
+    IssueReceived,
+    IssueStatus,
+    Language,
+    Location,
+    Priority,
+    Role,
+    Sector,
+    TableConvened,
+    TableTaskRecorded,
+)
+from shared.errors import NotFound
+from shared.issue import Assignment, IssueRecord, receive
+
+NOW = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+PLACE = Location(community="缤泰社区", address="丽德花园5号楼")
+PRIMARY, NEIGHBOUR, LATE = "WH-20261121-0001", "WH-20261121-0002", "WH-20261121-0003"
+HOUSING = AgencyRef(agency="housing", agency_name="区房管局", agency_name_en="Housing bureau")
+POWER = AgencyRef(agency="power", agency_name="供电公司", agency_name_en="Power company")
+
+
+def issue(issue_id: str, language: str = "zh", **fields) -> IssueRecord:
+    record = receive(issue_id, f"trace-{PRIMARY}", "楼道灯不亮", None, PLACE, Channel.desk,
+                     Language(language), NOW)
+    return record.model_copy(update=fields)
+
+
+def assignment(agency: AgencyRef, role: Role = Role.lead) -> Assignment:
+    return Assignment(agency=agency.agency, agency_name=agency.agency_name,
+                      agency_name_en=agency.agency_name_en, sector=Sector.housing, role=role,
+                      assigned_at=NOW, acknowledge_by=NOW + timedelta(hours=2),
+                      resolve_by=NOW + timedelta(hours=24))
+
+
+def primary_with_neighbour(**fields) -> IssueRecord:
+    return issue(PRIMARY, reporters=[NEIGHBOUR], **fields)
+
+
+def merged_neighbour(language: str = "zh") -> IssueRecord:
+    return issue(NEIGHBOUR, language, status=IssueStatus.merged, merged_into=PRIMARY)
+
+
+# ------------------------------------------------------------------- recipients_for
+
+
+def test_an_issue_without_merged_reports_tells_its_own_resident():
+    assert recipients_for(issue(PRIMARY), "dispatched") == [PRIMARY]
+
+
+def test_every_merged_reporter_is_told_after_the_issues_own_resident():
+    record = issue(PRIMARY, reporters=[NEIGHBOUR, LATE, NEIGHBOUR, PRIMARY])
+
+    assert recipients_for(record, "acknowledged") == [PRIMARY, NEIGHBOUR, LATE]
+
+
+@pytest.mark.parametrize("kind", ["received", "merged"])
+def test_messages_about_a_report_itself_go_to_its_resident_only(kind):
+    assert recipients_for(primary_with_neighbour(), kind) == [PRIMARY]
+    assert recipients_for(merged_neighbour(), kind) == [NEIGHBOUR]
+
+
+@pytest.mark.parametrize("kind", ["dispatched", "acknowledged", "escalated", "table_convened",
+                                  "table_decision", "part_resolved", "resolved"])
+def test_a_merged_report_gets_its_updates_from_the_primary_not_its_own_events(kind):
+    assert recipients_for(merged_neighbour(), kind) == []
+
+
+@pytest.mark.parametrize("fields", [{"merged_into": PRIMARY}, {"status": IssueStatus.merged},
+                                    {"status": IssueStatus.merged, "merged_into": PRIMARY}])
+def test_merged_means_pointing_at_a_primary_or_in_status_merged(fields):
+    assert is_merged(issue(NEIGHBOUR, **fields))
+    assert not is_merged(primary_with_neighbour())
+
+
+# ------------------------------------------------------------------- ordering_waits
+
+
+@pytest.mark.parametrize(("kind", "waits"), [
+    ("received", []),
+    ("merged", [("received", 1)]),
+    ("dispatched", [("received", 1)]),
+    ("acknowledged", [("dispatched", 1)]),
+    ("part_resolved", [("dispatched", 1)]),
+    ("resolved", [("dispatched", 1)]),
+    ("escalated", []),
+    ("table_convened", []),
+])
+def test_the_issues_own_resident_reads_messages_in_the_usual_order(kind, waits):
+    assert ordering_waits(issue(PRIMARY), kind, PRIMARY) == waits
+
+
+def test_resolved_follows_every_part_resolved():
+    record = issue(PRIMARY, assignments=[assignment(HOUSING), assignment(POWER, Role.support)])
+
+    assert ordering_waits(record, "resolved", PRIMARY) == [("part_resolved", 1)]
+
+
+@pytest.mark.parametrize(("kind", "waits"), [
+    ("dispatched", [("merged", 1), ("received", 1)]),
+    ("acknowledged", [("merged", 1), ("dispatched", 1)]),
+    ("escalated", [("merged", 1)]),
+    ("table_decision", [("merged", 1)]),
+])
+def test_a_merged_reporter_first_reads_that_the_report_was_merged(kind, waits):
+    assert ordering_waits(primary_with_neighbour(), kind, NEIGHBOUR) == waits
+
+
+# ---------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(("level", "zh", "en"), [
+    (EscalationLevel.street, "街道", "the street office"),
+    (EscalationLevel.district, "区", "the district"),
+    ("street", "街道", "the street office"),
+])
+def test_level_names(level, zh, en):
+    assert level_name(level, "zh") == zh
+    assert level_name(level, "en") == en
+
+
+@pytest.mark.parametrize(("deadline", "zh", "en"), [
+    (DeadlineKind.acknowledge, "报到", "report in"),
+    (DeadlineKind.resolve, "办结", "resolve"),
+])
+def test_deadline_names(deadline, zh, en):
+    assert deadline_name(deadline, "zh") == zh
+    assert deadline_name(deadline, "en") == en
+
+
+@pytest.mark.parametrize("language", ["fr", "", "zh"])
+def test_anything_but_english_reads_chinese(language):
+    assert in_language(language, "街道", "the street office") == "街道"
+    assert level_name(EscalationLevel.district, language) == "区"
+
+
+def escalation(**fields) -> IssueEscalated:
+    values = {"trace_id": f"trace-{PRIMARY}", "issue_id": PRIMARY, "agency": HOUSING,
+              "deadline": DeadlineKind.acknowledge, "missed": NOW,
+              "level": EscalationLevel.street, "supervisor": "缤泰街道办事处",
+              "supervisor_en": "Bintai Street Office", **fields}
+    return IssueEscalated(**values)
+
+
+def test_the_supervisor_is_a_recipient_by_role_level_and_office():
+    assert supervisor_for(escalation()) == {"role": "supervisor", "level": "street",
+                                           "name": "缤泰街道办事处"}
+    assert supervisor_for(escalation(level=EscalationLevel.district), "en")["name"] == \
+        "Bintai Street Office"
+
+
+# ---------------------------------------------------------------------- the timeline
+
+
+def test_timeline_step_for_the_issues_own_resident_is_unchanged():
+    assert notified_step("dispatched", "sent", "desk", PRIMARY, reporter=PRIMARY) == \
+        ("resident_notified", "dispatched message sent via desk")
+
+
+def test_timeline_step_names_a_merged_reporter():
+    assert notified_step("dispatched", "sent", "desk", PRIMARY, reporter=NEIGHBOUR) == \
+        ("resident_notified", f"dispatched message sent via desk to the reporter of {NEIGHBOUR}")
+
+
+def test_timeline_step_for_a_supervisor_names_the_level():
+    step, detail = notified_step("escalation_notice", "sent", "desk", PRIMARY,
+                                 reporter=PRIMARY, level="district")
+
+    assert step == "supervisor_notified"
+    assert detail.startswith("supervisor (district) notified")
+
+
+# ----------------------------------------------------------------------- message ids
+
+
+def test_message_id_for_the_events_own_issue_is_what_it_always_was():
+    legacy = hashlib.sha256(b"event-1:dispatched").hexdigest()[:24]
+
+    assert message_id("event-1", "dispatched") == legacy
+    assert message_id("event-1", "dispatched", None) == legacy
+
+
+def test_message_id_differs_per_reporter_and_is_deterministic():
+    ids = {message_id("event-1", "dispatched", r) for r in (None, NEIGHBOUR, LATE)}
+
+    assert len(ids) == 3
+    assert message_id("event-1", "dispatched", NEIGHBOUR) == \
+        message_id("event-1", "dispatched", NEIGHBOUR)
+
+
+# --------------------------------------------------- the service, on fakes (no broker)
+
+
+class FakeStore:
+    """``IssueStore``'s reads and its idempotent ``apply``, in memory."""
+
+    def __init__(self, *records: IssueRecord, contacts: dict | None = None):
+        self.records = {r.issue_id: r for r in records}
+        self.contacts = contacts or {}
+        self.applied: set[tuple[str, str]] = set()
+
+    def get(self, issue_id):
+        if issue_id not in self.records:
+            raise NotFound(f"no issue {issue_id}")
+        return self.records[issue_id]
+
+    def contact(self, issue_id):
+        return dict(self.contacts.get(issue_id, {}))
+
+    def apply(self, issue_id, event_id, change, service):
+        if (issue_id, event_id) not in self.applied:
+            self.applied.add((issue_id, event_id))
+            self.records[issue_id], _ = change(self.get(issue_id))
+
+
+@dataclass
+class FakeDeliveries:
+    """Sends once per notification id; ``failing`` issue ids fail like a refusing webhook."""
+
+    sent: list[tuple[OutgoingMessage, str]] = field(default_factory=list)
+    waits: list[tuple[str, str, int]] = field(default_factory=list)
+    failing: set[str] = field(default_factory=set)
+
+    def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT) -> Outcome:
+        if message.issue_id in self.failing:
+            return Outcome(False, "failed", "webhook", "HTTP 503")
+        if any(m.notification_id == message.notification_id for m, _ in self.sent):
+            return Outcome(False, "sent", "desk")
+        self.sent.append((message, audience))
+        return Outcome(True, "sent", "desk")
+
+    def wait_for_kind(self, issue_id, kind, count, timeout_s):
+        self.waits.append((issue_id, kind, count))
+        return True
+
+    def to(self, issue_id: str) -> list[OutgoingMessage]:
+        return [m for m, audience in self.sent if m.issue_id == issue_id and audience == RESIDENT]
+
+
+@dataclass
+class FakeMessenger:
+    templates: Templates = field(default_factory=Templates.load)
+    deliveries: FakeDeliveries = field(default_factory=FakeDeliveries)
+
+
+@pytest.fixture
+def store():
+    return FakeStore(primary_with_neighbour(), merged_neighbour("en"),
+                     contacts={PRIMARY: {"phone": "13812345678"}, NEIGHBOUR: {"name": "Tom"}})
+
+
+@pytest.fixture
+def messenger():
+    return FakeMessenger()
+
+
+@pytest.fixture
+def notify(store, messenger):
+    return worker_factory(NotifyService, store=store, messenger=messenger)
+
+
+def event_about(event_cls, issue_id=PRIMARY, **fields):
+    return event_cls(trace_id=f"trace-{PRIMARY}", issue_id=issue_id, **fields)
+
+
+def dispatched() -> IssueDispatched:
+    summary = AssignmentSummary(agency="housing", agency_name="区房管局",
+                                agency_name_en="Housing bureau", sector=Sector.housing,
+                                role=Role.lead, acknowledge_by=NOW, resolve_by=NOW)
+    return event_about(IssueDispatched, category="stair_light", priority=Priority.normal,
+                       assignments=[summary])
+
+
+def test_every_reporter_is_told_in_their_own_language_under_their_own_report(notify, messenger):
+    event = dispatched()
+
+    notify.on_issue_dispatched(event)
+
+    [own] = messenger.deliveries.to(PRIMARY)
+    [neighbour] = messenger.deliveries.to(NEIGHBOUR)
+    assert own.language == "zh" and "已派给区房管局" in own.text
+    assert own.recipient == {"phone": "13812345678"}
+    assert own.notification_id == message_id(event.event_id, "dispatched")
+    assert neighbour.language == "en" and "sent to Housing bureau" in neighbour.text
+    assert PRIMARY in neighbour.text  # the case being handled
+    assert neighbour.recipient == {"name": "Tom"}
+    assert neighbour.notification_id == message_id(event.event_id, "dispatched", NEIGHBOUR)
+
+
+def test_ordering_waits_are_per_reporter(notify, messenger):
+    notify.on_issue_dispatched(dispatched())
+
+    assert messenger.deliveries.waits == [(PRIMARY, "received", 1), (NEIGHBOUR, "merged", 1),
+                                          (NEIGHBOUR, "received", 1)]
+
+
+def test_each_message_is_on_the_primarys_timeline(notify, store):
+    notify.on_issue_dispatched(dispatched())
+
+    details = [s.detail for s in store.get(PRIMARY).timeline if s.step == "resident_notified"]
+    assert details == ["dispatched message sent via desk",
+                       f"dispatched message sent via desk to the reporter of {NEIGHBOUR}"]
+
+
+def test_a_redelivered_event_tells_nobody_twice(notify, messenger, store):
+    event = dispatched()
+
+    notify.on_issue_dispatched(event)
+    notify.on_issue_dispatched(event)
+
+    assert len(messenger.deliveries.sent) == 2
+    assert [s.step for s in store.get(PRIMARY).timeline].count("resident_notified") == 2
+
+
+def test_the_merged_reporter_is_told_which_issue_carries_the_report(notify, messenger, store):
+    notify.on_issue_merged(event_about(IssueMerged, NEIGHBOUR, into_issue_id=PRIMARY,
+                                       category="stair_light"))
+
+    [message] = [m for m, _ in messenger.deliveries.sent]
+    assert (message.issue_id, message.kind, message.language) == (NEIGHBOUR, "merged", "en")
+    assert f"Your report {NEIGHBOUR}" in message.text and f"report {PRIMARY}" in message.text
+    assert store.get(NEIGHBOUR).timeline[-1].step == "resident_notified"
+
+
+def test_a_merged_reports_own_received_is_still_sent(notify, messenger):
+    notify.on_issue_received(event_about(
+        IssueReceived, NEIGHBOUR, description="楼道灯不亮", location=PLACE, channel="desk",
+        language="en", has_contact=True))
+
+    assert [m.kind for m in messenger.deliveries.to(NEIGHBOUR)] == ["received"]
+
+
+def test_other_events_about_a_merged_report_are_not_sent(notify, messenger):
+    notify.on_assignment_acknowledged(event_about(
+        AssignmentAcknowledged, NEIGHBOUR, agency="housing", agency_name="区房管局",
+        agency_name_en="Housing bureau", staff_id="h-1", on_time=True))
+    notify.on_issue_escalated(escalation(issue_id=NEIGHBOUR))
+
+    assert messenger.deliveries.sent == []
+
+
+def test_escalation_tells_the_supervisor_then_every_reporter(notify, messenger, store):
+    event = escalation(level=EscalationLevel.district, deadline=DeadlineKind.resolve)
+
+    notify.on_issue_escalated(event)
+
+    [(notice, audience), *residents] = messenger.deliveries.sent
+    assert audience == SUPERVISOR
+    assert (notice.issue_id, notice.kind, notice.language) == (PRIMARY, "escalation_notice", "zh")
+    assert notice.recipient == {"role": "supervisor", "level": "district",
+                                "name": "缤泰街道办事处"}
+    assert "区房管局未在 2026-11-21 10:00 前办结，现提级到区一级督办" in notice.text
+    assert [(m.issue_id, m.kind, a) for m, a in residents] == \
+        [(PRIMARY, "escalated", RESIDENT), (NEIGHBOUR, "escalated", RESIDENT)]
+    assert "提级到区一级，由缤泰街道办事处督办" in residents[0][0].text
+    assert "escalated to the district: Bintai Street Office" in residents[1][0].text
+    steps = [(s.step, s.detail) for s in store.get(PRIMARY).timeline if s.service == "notify"]
+    assert steps[0] == ("supervisor_notified",
+                        "supervisor (district) notified: escalation_notice message sent via desk")
+    assert [s for s, _ in steps] == ["supervisor_notified", "resident_notified",
+                                     "resident_notified"]
+
+
+def test_table_messages_name_place_agencies_task_and_due(notify, messenger):
+    notify.on_table_convened(event_about(TableConvened, meets_at=NOW, place="红色议事厅",
+                                         agencies=[HOUSING, POWER]))
+    notify.on_table_task_recorded(event_about(TableTaskRecorded, task_id="t1", agency=POWER,
+                                              description="检查楼道线路", due=NOW))
+
+    convened, decided = [m.text for m in messenger.deliveries.to(PRIMARY)]
+    assert "在红色议事厅召集区房管局、供电公司" in convened
+    assert "由供电公司负责“检查楼道线路”，2026-11-21 10:00 前完成" in decided
+    neighbour = [m.text for m in messenger.deliveries.to(NEIGHBOUR)]
+    assert "called Housing bureau, Power company to meet at 红色议事厅" in neighbour[0]
+    assert 'Power company will take care of "检查楼道线路"' in neighbour[1]
+
+
+def test_a_failed_delivery_still_tells_the_others_then_retries_the_event(notify, messenger):
+    messenger.deliveries.failing = {PRIMARY}
+
+    with pytest.raises(DeliveryFailed, match=f"dispatched message for {PRIMARY}"):
+        notify.on_issue_dispatched(dispatched())
+
+    assert [m.kind for m in messenger.deliveries.to(NEIGHBOUR)] == ["dispatched"]

@@ -1,0 +1,143 @@
+"""``whistle route``: where would routing send this text? Offline, from a rules file.
+
+Like Alertmanager's ``amtool config routes test``: it runs the routing domain on
+the rules file you name (default ``$RULES_FILE``, else the shipped rules) without
+a broker or Redis, so a rules change can be tried before routing reloads it.
+``--json`` prints exactly what ``rpc.routing.explain_route`` answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from datetime import datetime, tzinfo
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from shared import config as cfg
+
+_REASON_RULE = re.compile(r"of rule (\S+)$")
+
+
+@click.command()
+@click.argument("text")
+@click.option("--community", default=None,
+              help="The resident's community; echoed (routing does not use it yet).")
+@click.option("--category", default=None,
+              help="The desk's category, if it gave one; it wins over keywords.")
+@click.option("--rules", "rules_file", default=None, type=click.Path(dir_okay=False),
+              help="Rules file (default: $RULES_FILE or the shipped rules).")
+@click.option("--json", "as_json", is_flag=True, help="Print routing's explanation as JSON.")
+def route(text: str, community: str | None, category: str | None, rules_file: str | None,
+          as_json: bool) -> None:
+    """Show where routing would send TEXT: category, priority, agencies, deadlines and why."""
+    from services.routing.domain import route_issue
+    from services.routing.rules import RulesError
+    from services.routing.rules_provider import read_rules
+    from services.routing.service import explanation
+    from shared.contracts import ExplainRoute, utcnow
+    from shared.errors import InvalidPayload
+    from shared.web import validate
+
+    try:
+        request = validate(ExplainRoute, {"text": text, "category": category,
+                                          "community": community})
+    except InvalidPayload as exc:
+        raise click.UsageError(str(exc)) from None
+    tz = _display_tz()
+    try:
+        loaded = read_rules(rules_file or cfg.get(os.environ, cfg.RULES_FILE) or None)
+    except RulesError as exc:
+        click.echo(f"whistle route: the rules file is invalid:\n{exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"whistle route: cannot read the rules file: {exc}", err=True)
+        sys.exit(2)
+    rules = loaded.rules
+    if request.category is not None and not rules.has_rule(request.category):
+        click.echo(f"whistle route: category {request.category!r} is not in the rules; "
+                   "keywords decide", err=True)
+
+    now = utcnow()
+    decision = route_issue(request.text, request.category, rules, now)
+    explained = explanation(decision, rules)
+    if as_json:
+        click.echo(json.dumps(explained, ensure_ascii=False, indent=2))
+        return
+    console = Console(soft_wrap=True, highlight=False)
+    for line in render(explained, rules, request.text, request.community, loaded.source,
+                       now, tz):
+        console.print(line)
+
+
+def _display_tz() -> tzinfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = cfg.get(os.environ, cfg.DISPLAY_TZ)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.UsageError(f"{cfg.DISPLAY_TZ}={name!r} is not a known time zone") from None
+
+
+def render(explained: dict, rules, text: str, community: str | None, source: str,
+           now: datetime, tz: tzinfo) -> list[str]:
+    """The explanation as rich-markup lines; readable as plain text with markup stripped."""
+    from services.routing.rules import format_duration
+
+    def when(iso: str) -> str:
+        moment = datetime.fromisoformat(iso)
+        local = moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+        return f"in {format_duration(moment - now)}  ({local})"
+
+    origin = {"given": "given by the desk", "keywords": "from keywords",
+              "fallback": "fallback: no rule matched"}
+    matched = {m["category"]: m["keywords"] for m in explained["matched"]}
+
+    def decided_by(reason: str) -> str:
+        found = _REASON_RULE.search(reason)
+        rule = found.group(1) if found else None
+        if rule is None:
+            return escape(reason)
+        keywords = matched.get(rule)
+        why = f"keywords: {', '.join(keywords)}" if keywords else "category given by the desk"
+        return f"{escape(reason)}; {escape(why)}"
+
+    category = explained["category"]
+    title = category
+    if rules.has_rule(category):
+        rule = rules.rule(category)
+        title = f"{category}  {rule.name} / {rule.name_en}"
+    window = rules.window(explained["priority"])
+    keywords = ", ".join(explained["keywords"]) or "none"
+    lines = [
+        f"[bold]{escape(text)}[/bold]",
+        f"  community  {escape(community) if community else '-'}  (not used by routing yet)",
+        f"  category   [bold]{escape(title)}[/bold]  ({origin.get(explained['category_source'], explained['category_source'])})",
+        f"  priority   [bold]{explained['priority']}[/bold]  (acknowledge within "
+        f"{format_duration(window.acknowledge)}, resolve within "
+        f"{format_duration(window.resolve)})",
+        f"  rule       {escape(explained['rule'])}  keywords: {escape(keywords)}",
+        "",
+    ]
+    for a in explained["assignments"]:
+        colour = "green" if a["role"] == "lead" else "cyan"
+        lines += [
+            f"  [{colour}]{a['role']:<8}[/{colour}] [bold]{escape(a['agency'])}[/bold]  "
+            f"{escape(a['agency_name'])} / {escape(a['agency_name_en'])}  "
+            f"sector {a['sector']}",
+            f"           acknowledge  {when(a['acknowledge_by'])}",
+            f"           resolve      {when(a['resolve_by'])}",
+            f"           why          {decided_by(a['reason'])}",
+        ]
+    lines.append("")
+    lines += [f"  matched    {escape(m['category'])} ({m['priority']}): "
+              f"{escape(', '.join(m['keywords']))}" for m in explained["matched"]]
+    if not explained["matched"]:
+        lines.append("  matched    no rule")
+    lines.append(f"  rules      {escape(source)} ({len(rules.rules)} rules)")
+    return lines
