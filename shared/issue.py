@@ -66,6 +66,7 @@ class Assignment(Stored):
     # Set when a deadline passed with the work not done; each triggers one escalation.
     acknowledge_overdue: bool = False
     resolve_overdue: bool = False
+    missed_deadlines: int = 0
 
     def summary(self) -> AssignmentSummary:
         return AssignmentSummary(

@@ -54,6 +54,12 @@ class IntakeService:
         query = validate(IssueFilter, filters or {})
         return [self._summary(r) for r in self.store.find(query)]
 
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_events(self, issue_id: str) -> list[dict]:
+        """The issue's journal: every event, in arrival order."""
+        self.store.get(issue_id)
+        return self.store.journal(issue_id)
+
     # ----------------------------------------------------------------- HTTP
 
     @http("POST", "/issues", expected_exceptions=EXPECTED_ERRORS)
@@ -64,6 +70,10 @@ class IntakeService:
     @http("GET", "/issues/<issue_id>", expected_exceptions=EXPECTED_ERRORS)
     def get_issue_http(self, request, issue_id):
         return self.get_issue(issue_id)
+
+    @http("GET", "/issues/<issue_id>/events", expected_exceptions=EXPECTED_ERRORS)
+    def get_events_http(self, request, issue_id):
+        return {"issue_id": issue_id, "events": self.get_events(issue_id)}
 
     @http("GET", "/issues", expected_exceptions=EXPECTED_ERRORS)
     def list_issues_http(self, request):

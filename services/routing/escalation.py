@@ -4,7 +4,8 @@ Every open assignment has two deadlines: report in (acknowledge) and resolve.
 They are kept in a Redis sorted set derived from the record (see
 ``shared.store``), and routing's deadline watch escalates each one that passed:
 
-- the issue goes up one level (community -> street office -> district) and the
+- the agency's first miss takes the issue to the street office, its next miss to
+  the district (the issue's level is the highest any agency reached), and the
   supervisor at that level is notified;
 - the assignment is marked overdue;
 - the agency is whistled again: the deadline moves one window ahead, so the
@@ -20,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.routing.rules import RuleSet
-from shared.contracts import AgencyRef, DeadlineKind, Event, IssueEscalated
+from shared.contracts import AgencyRef, DeadlineKind, EscalationLevel, Event, IssueEscalated
 from shared.issue import Deadline, IssueRecord, pending_deadlines
 
 
@@ -39,8 +40,14 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
     new = record.model_copy(deep=True)
     assignment = new.assignment_for(deadline.agency)
     window = rules.window(new.priority) if new.priority else None
-    level = new.escalation_level.next()
-    new.escalation_level = level
+    # The level follows how often *this* agency missed: two agencies silent at the
+    # same deadline go to the street office together, not straight to the district.
+    assignment.missed_deadlines += 1
+    level = EscalationLevel.community
+    for _ in range(assignment.missed_deadlines):
+        level = level.next()
+    levels = list(EscalationLevel)
+    new.escalation_level = max(new.escalation_level, level, key=levels.index)
     if deadline.kind is DeadlineKind.acknowledge:
         assignment.acknowledge_overdue = True
         if window:

@@ -23,9 +23,16 @@ OPEN_STATUSES = {IssueStatus.received, IssueStatus.dispatched, IssueStatus.in_pr
 _SPACE_AND_PUNCT = re.compile(r"[\s\-_,，.。·#/、()（）]+")
 
 
+_DIGIT_BREAK = "\ue000"  # private-use placeholder, never in real input after NFKC
+_BETWEEN_DIGITS = re.compile(r"(?<=\d)[\s\-_,，.。·#/、]+(?=\d)")
+
+
 def normalise_address(address: str) -> str:
-    """Treat "丽德花园 3号楼" and "丽德花园3号楼" (and full-width forms) as one place."""
-    return _SPACE_AND_PUNCT.sub("", unicodedata.normalize("NFKC", address).casefold())
+    """Treat "丽德花园 3号楼" and "丽德花园3号楼" (and full-width forms) as one place,
+    but keep 1-1-101 (building 1, unit 1, flat 101) apart from 11-101."""
+    text = unicodedata.normalize("NFKC", address).casefold()
+    text = _BETWEEN_DIGITS.sub(_DIGIT_BREAK, text)
+    return _SPACE_AND_PUNCT.sub("", text).replace(_DIGIT_BREAK, "-")
 
 
 def buckets(category: str, location: Location) -> list[tuple[str, str]]:
@@ -52,18 +59,22 @@ def join(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:
     return new
 
 
-def fold(newcomer: IssueRecord, primary: IssueRecord, cause: IssueReceived,
+def fold(newcomer: IssueRecord, primary: IssueRecord, category: str, cause: IssueReceived,
          now: datetime) -> tuple[IssueRecord, list[Event]]:
-    """The newcomer is folded into the primary issue."""
+    """The newcomer is folded into the primary issue, in the category both share.
+
+    ``category`` is the duplicate bucket's: the primary may not be routed yet when
+    two neighbours report at the same moment.
+    """
     if newcomer.status is not IssueStatus.received:
         raise InvalidTransition(f"issue {newcomer.issue_id} is already {newcomer.status.value}")
     new = newcomer.model_copy(deep=True)
-    new.status, new.merged_into, new.category = IssueStatus.merged, primary.issue_id, primary.category
+    new.status, new.merged_into, new.category = IssueStatus.merged, primary.issue_id, category
     new.priority = primary.priority
     new.step(now, "routing", "merged",
-             f"same {primary.category} problem as {primary.issue_id}: merged (共性问题统筹)")
+             f"same {category} problem as {primary.issue_id}: merged (共性问题统筹)")
     return new, [cause.caused(IssueMerged, occurred_at=now, into_issue_id=primary.issue_id,
-                              category=primary.category)]
+                              category=category)]
 
 
 def leave(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:

@@ -106,7 +106,7 @@ class RoutingService:
         if event.allow_merge and decision.category_source != "fallback":
             primary = self._open_duplicate_of(event, decision.category)
             if primary is not None:
-                self._merge(event, primary, now)
+                self._merge(event, primary, decision.category, now)
                 return
 
         def routed(record: IssueRecord):
@@ -137,15 +137,16 @@ class RoutingService:
         self.store.claim_buckets(keys, event.issue_id, ttl, force=True)  # closed: take over
         return None
 
-    def _merge(self, event: IssueReceived, primary: IssueRecord, now: datetime) -> None:
+    def _merge(self, event: IssueReceived, primary: IssueRecord, category: str,
+               now: datetime) -> None:
         self.store.apply(primary.issue_id, f"merge:{event.event_id}",
                          lambda r: (merging.join(r, event.issue_id, now), {}), self.name)
         applied = self.store.apply(
             event.issue_id, event.event_id,
-            lambda r: self._staged(merging.fold(r, primary, event, now)), self.name)
+            lambda r: self._staged(merging.fold(r, primary, category, event, now)), self.name)
         self.bus.publish(applied.outbox)
         self.log.info("issue_merged", issue_id=event.issue_id, into=primary.issue_id,
-                      category=primary.category)
+                      category=category)
 
     # ------------------------------------------------------------ deadlines
 

@@ -129,6 +129,7 @@ def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
 def record_task(record: IssueRecord, by: str, agency: str, description: str, due: datetime,
                 rules: RuleSet, now: datetime) -> tuple[IssueRecord, list[Event]]:
     table = _table(record)
+    _open_issue(record)
     if by not in (DESK, _lead(record)):
         raise Forbidden("only the desk or the lead agency can record the table's decisions")
     if agency not in table.invited:

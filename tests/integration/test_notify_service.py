@@ -9,9 +9,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 import requests
-from kombu import Connection, Producer
+from kombu import Producer
 
 from services.notify.service import NotifyService
 from shared import config as cfg
@@ -35,8 +34,11 @@ from shared.contracts import (
     TableConvened,
 )
 from shared.issue import receive
-from shared.store import IssueStore
-from shared.topology import EVENTS_EXCHANGE, declare_topology
+from shared.topology import EVENTS_EXCHANGE
+from tests.integration import test_delivery
+
+# The store and broker fixtures (and the poll) are test_delivery's: same setup, one place.
+amqp, store, wait_until = test_delivery.amqp, test_delivery.store, test_delivery.wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,30 +46,6 @@ PLACE = Location(community="缤泰社区", address="丽德花园3号楼")
 PRIMARY, NEIGHBOUR = "WH-20261121-0201", "WH-20261121-0202"
 WATER = AgencyRef(agency="water", agency_name="自来水公司", agency_name_en="Water company")
 HOUSING = AgencyRef(agency="housing", agency_name="区房管局", agency_name_en="Housing bureau")
-
-
-def wait_until(probe, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-@pytest.fixture
-def store(whistle_config):
-    client = redis.Redis.from_url(whistle_config[cfg.REDIS_URL], decode_responses=True)
-    yield IssueStore(client, whistle_config[cfg.KEY_PREFIX])
-    client.close()
-
-
-@pytest.fixture
-def amqp(whistle_config):
-    with Connection(whistle_config[cfg.AMQP_URI]) as connection:
-        declare_topology(connection)
-        yield connection
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ store, amqp = delivery.store, delivery.amqp  # fixtures: an IssueStore, a broker
 
 NEW_KEYWORD_TEXT = "there is a whiff of gas in the hall"  # the shipped rules: street office
 
+
 def shipped_copy(path, *, new_keyword: bool = False, bad: bool = False):
     """Write the shipped rules to ``path``: with "whiff of gas" added to gas_leak, or
     with gas_leak led by an unknown agency."""
@@ -202,6 +203,8 @@ def test_reload_rules_rpc(routing, rules_file, rpc):
     assert "old rules stay in force" in str(refused.value)
     assert f"{rules_file}:" in str(refused.value) and "unknown agency 'gaz'" in str(refused.value)
     assert explain(rpc, "有煤气味")[0] == "gas_leak"
+    with pytest.raises(InvalidPayload, match="cannot read /nonexistent/rules.yaml"):
+        rpc.routing.reload_rules("/nonexistent/rules.yaml")
 
     shipped_copy(rules_file, new_keyword=True)
     described = rpc.routing.reload_rules()

@@ -1,0 +1,201 @@
+"""Issue 3's rules running on the real broker and Redis: escalation, the table, merging."""
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from services.agency.service import AgencyService
+from services.intake.service import IntakeService
+from services.notify.service import NotifyService
+from services.routing.service import RoutingService
+from shared import config as cfg
+from shared.auth import issue_token
+from tests.support.rules import fast_rules
+
+pytestmark = pytest.mark.integration
+
+FLYING_WIRE = {
+    "description": "楼道口有根电线耷拉下来，不知道有没有电",
+    "location": {"community": "缤泰社区", "address": "丽德花园6号楼"},
+    "contact": {"name": "孙大爷", "phone": "13812345678"},
+}
+
+
+def wait_for(fetch, until, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    value = fetch()
+    while not until(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting; last value: {value}")
+        time.sleep(0.1)
+        value = fetch()
+    return value
+
+
+@pytest.fixture
+def start(runner_factory, whistle_config):
+    def start(rules_path=None, services=(IntakeService, RoutingService, AgencyService,
+                                          NotifyService)):
+        if rules_path:
+            whistle_config[cfg.RULES_FILE] = str(rules_path)
+        runner_factory(whistle_config, *services).start()
+        return f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}"
+    return start
+
+
+def auth(config, agency, staff="s-1"):
+    return {"Authorization": f"Bearer {issue_token(agency, staff, config[cfg.SECRET])}"}
+
+
+def submit(base, body=FLYING_WIRE):
+    response = requests.post(f"{base}/issues", json=body, timeout=5)
+    assert response.status_code == 201, response.text
+    return response.json()["issue_id"]
+
+
+def test_missed_deadline_escalates_to_street_then_district(start, whistle_config, tmp_path):
+    base = start(fast_rules(tmp_path, acknowledge="1s"))
+    issue_id = submit(base)
+
+    issue = wait_for(lambda: requests.get(f"{base}/issues/{issue_id}").json(),
+                     lambda i: i["escalation_level"] == "district", timeout=15)
+    power = issue["assignments"][0]
+    assert power["agency"] == "power" and power["acknowledge_overdue"] is True
+    escalations = [e for e in issue["timeline"] if e["step"] == "escalated"]
+    assert len(escalations) >= 2
+    assert "Street office (street)" in escalations[0]["detail"]
+    assert "District government (district)" in escalations[1]["detail"]
+
+    events = requests.get(f"{base}/issues/{issue_id}/events").json()["events"]
+    escalated = [e for e in events if e["event_type"] == "issue.escalated"]
+    assert [e["level"] for e in escalated[:2]] == ["street", "district"]
+    assert escalated[0]["supervisor"] == "街道办事处" and escalated[0]["deadline"] == "acknowledge"
+    assert escalated[0]["missed"] < escalated[1]["missed"]
+
+    # 报到 now is late, and says so; no further acknowledge escalation once it is in.
+    late = requests.post(f"{base}/agencies/power/assignments/{issue_id}/acknowledge",
+                         headers=auth(whistle_config, "power"), timeout=5).json()
+    assert late["acknowledged_on_time"] is False
+    count = len(requests.get(f"{base}/issues/{issue_id}/events").json()["events"])
+    time.sleep(2.5)
+    after = requests.get(f"{base}/issues/{issue_id}/events").json()["events"][count:]
+    assert not [e for e in after if e["event_type"] == "issue.escalated"
+                and e["deadline"] == "acknowledge"]
+
+
+def test_open_table_task_blocks_resolution_until_done(start, whistle_config):
+    base = start()
+    issue_id = submit(base, {
+        "description": "我家阳台开裂，下雨往楼下渗水，楼下电线都泡水了",
+        "location": {"community": "缤泰社区", "address": "丽德花园7号楼502"},
+    })
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}").json()["status"],
+             lambda s: s == "dispatched")
+    desk = auth(whistle_config, "desk", "desk-wang")
+    meets_at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+
+    # Only the desk convenes; the urban management office is invited in too.
+    refused = requests.post(f"{base}/issues/{issue_id}/table", headers=auth(whistle_config, "power"),
+                            json={"meets_at": meets_at, "place": "红色议事厅"}, timeout=5)
+    assert refused.status_code == 403
+    convened = requests.post(f"{base}/issues/{issue_id}/table", headers=desk, timeout=5, json={
+        "meets_at": meets_at, "place": "红色议事厅", "agencies": ["urban_management"]})
+    assert convened.status_code == 201, convened.text
+    table = convened.json()["table"]
+    assert "urban_management" in table["invited"] and "housing_admin" in table["invited"]
+    roles = {a["agency"]: a["role"] for a in convened.json()["assignments"]}
+    assert roles["urban_management"] == "support" and roles["housing_admin"] == "lead"
+
+    for agency in roles:
+        checked = requests.post(f"{base}/issues/{issue_id}/table/check-in",
+                                headers=auth(whistle_config, agency), timeout=5)
+        assert checked.status_code == 200, checked.text
+    due = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    task = requests.post(f"{base}/issues/{issue_id}/table/tasks",
+                         headers=auth(whistle_config, "housing_admin"), timeout=5,
+                         json={"agency": "power", "description": "更换泡水线路并做绝缘检测",
+                               "due": due})
+    assert task.status_code == 201, task.text
+    assert task.json()["table"]["tasks"][0]["task_id"] == "T1"
+
+    for agency in roles:
+        url = f"{base}/agencies/{agency}/assignments/{issue_id}"
+        assert requests.post(f"{url}/acknowledge", headers=auth(whistle_config, agency)).ok
+    blocked = requests.post(f"{base}/agencies/power/assignments/{issue_id}/resolve",
+                            headers=auth(whistle_config, "power"), json={"note": "done"})
+    assert blocked.status_code == 409
+    assert "T1 (power)" in blocked.json()["error"]["message"]
+    for agency in (a for a in roles if a != "power"):
+        assert requests.post(f"{base}/agencies/{agency}/assignments/{issue_id}/resolve",
+                             headers=auth(whistle_config, agency), json={"note": "ok"}).ok
+    done = requests.post(f"{base}/issues/{issue_id}/table/tasks/T1/done",
+                         headers=auth(whistle_config, "power"), json={"note": "已更换线路"})
+    assert done.status_code == 200, done.text
+    resolved = requests.post(f"{base}/agencies/power/assignments/{issue_id}/resolve",
+                             headers=auth(whistle_config, "power"), json={"note": "已恢复"})
+    assert resolved.status_code == 200 and resolved.json()["issue_status"] == "resolved"
+
+    steps = [e["step"] for e in requests.get(f"{base}/issues/{issue_id}").json()["timeline"]]
+    for step in ("table_convened", "table_checked_in", "table_task_recorded",
+                 "table_task_done", "resolved"):
+        assert step in steps
+    assert steps.index("table_task_done") < steps.index("resolved")
+
+
+def test_two_simultaneous_identical_reports_give_one_issue(start):
+    base = start()
+    body = {"description": "小区东门井盖破了一个大洞，晚上看不见很危险",
+            "location": {"community": "缤泰社区", "address": "丽德花园东门", "grid": "E-1"}}
+    ids, barrier = [], threading.Barrier(2)
+
+    def report():
+        barrier.wait()
+        ids.append(submit(base, body))
+
+    threads = [threading.Thread(target=report) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    def statuses():
+        return {i: requests.get(f"{base}/issues/{i}").json() for i in ids}
+
+    issues = wait_for(statuses, lambda s: {i["status"] for i in s.values()} ==
+                      {"dispatched", "merged"})
+    primary = next(i for i in issues.values() if i["status"] == "dispatched")
+    merged = next(i for i in issues.values() if i["status"] == "merged")
+    assert merged["merged_into"] == primary["issue_id"]
+    assert primary["reporters"] == [merged["issue_id"]]
+
+    # A neighbour in the same grid, later, joins too; a different problem does not.
+    third = submit(base, {**body, "location": {**body["location"], "address": "丽德花园东门岗亭"}})
+    wait_for(lambda: requests.get(f"{base}/issues/{third}").json()["status"],
+             lambda s: s == "merged")
+    other = submit(base, {"description": "东门路灯不亮", "location": body["location"]})
+    wait_for(lambda: requests.get(f"{base}/issues/{other}").json()["status"],
+             lambda s: s == "dispatched")
+
+
+def test_desk_splits_a_wrong_merge(start, whistle_config):
+    base = start()
+    body = {"description": "楼上漏水，天花板滴水", "location": {"community": "缤泰社区",
+                                                         "address": "丽德花园2号楼201"}}
+    first = submit(base, body)
+    wait_for(lambda: requests.get(f"{base}/issues/{first}").json()["status"],
+             lambda s: s == "dispatched")
+    second = submit(base, body)
+    wait_for(lambda: requests.get(f"{base}/issues/{second}").json()["status"],
+             lambda s: s == "merged")
+    split = requests.post(f"{base}/issues/{second}/split",
+                          headers=auth(whistle_config, "desk"), timeout=5)
+    assert split.status_code == 200, split.text
+    again = wait_for(lambda: requests.get(f"{base}/issues/{second}").json(),
+                     lambda i: i["status"] == "dispatched")
+    assert again["merged_into"] is None and again["category"] == "pipe_leak"
+    assert requests.get(f"{base}/issues/{first}").json()["reporters"] == []
+    steps = [e["step"] for e in again["timeline"]]
+    assert steps.index("merged") < steps.index("split") < steps.index("dispatched")

@@ -1,0 +1,470 @@
+"""问题在桌面解决: the table session (services.routing.table) and 事不完，人不撤 in resolve.
+
+A cracked balcony in 缤泰社区 (complex: 3 days to report in, 15 to resolve): the
+housing administration leads, the property manager supports, and the desk convenes
+a table in the 红色议事厅 and brings the power company in because of wet wiring.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.routing.rules import load_rules
+from services.routing.table import (
+    DESK,
+    check_in,
+    complete_task,
+    convene,
+    invite,
+    record_task,
+)
+from shared.contracts import (
+    AgencyRef,
+    AssignmentCreated,
+    AssignmentStatus,
+    Channel,
+    IssueStatus,
+    Language,
+    Location,
+    Priority,
+    Role,
+    Sector,
+    TableCheckedIn,
+    TableConvened,
+    TableTaskDone,
+    TableTaskRecorded,
+)
+from shared.errors import Forbidden, InvalidPayload, InvalidTransition
+from shared.issue import (
+    Assignment,
+    IssueRecord,
+    Routing,
+    acknowledge,
+    dispatch,
+    receive,
+    resolve,
+)
+
+RULES = load_rules()
+T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+ISSUE_ID = "WH-20261121-0007"
+TRACE_ID = "trace-balcony-0000000007"
+WINDOW = RULES.window(Priority.complex)
+MEETS_AT = datetime(2026, 11, 22, 14, 0, tzinfo=UTC)
+PLACE = "缤泰社区红色议事厅"
+CONVENED = T0 + timedelta(hours=1)
+
+
+def make_assignment(agency: str, role: Role, now: datetime = T0) -> Assignment:
+    known = RULES.agency(agency)
+    return Assignment(agency=agency, agency_name=known.name, agency_name_en=known.name_en,
+                      sector=known.sector, role=role, assigned_at=now,
+                      acknowledge_by=now + WINDOW.acknowledge, resolve_by=now + WINDOW.resolve)
+
+
+def received() -> IssueRecord:
+    return receive(ISSUE_ID, TRACE_ID, "阳台开裂，下雨时水顺着裂缝流到楼下的电线上", None,
+                   Location(community="缤泰社区", address="丽德花园3号楼2单元401", grid="3-1"),
+                   Channel.grid_patrol, Language.zh, T0)
+
+
+def balcony() -> IssueRecord:
+    return dispatch(received(), "structural_crack", Priority.complex,
+                    Routing(rule="structural_crack", keywords=["阳台开裂"],
+                            category_source="keywords"),
+                    [make_assignment("housing_admin", Role.lead),
+                     make_assignment("property_manager", Role.support)], T0)
+
+
+def with_table(agencies: tuple[str, ...] = ("power",)) -> IssueRecord:
+    record, _ = convene(balcony(), MEETS_AT, PLACE, list(agencies), RULES, CONVENED)
+    return record
+
+
+def reported_in(record: IssueRecord, *agencies: str, at: datetime = CONVENED) -> IssueRecord:
+    for agency in agencies:
+        record = acknowledge(record, agency, f"staff-{agency}", at)
+    return record
+
+
+def task_for(record: IssueRecord, agency: str, what: str = "检查阳台下方线路并做防水",
+             at: datetime = CONVENED) -> IssueRecord:
+    record, _ = record_task(record, DESK, agency, what, at + timedelta(days=3), RULES, at)
+    return record
+
+
+# ---------------------------------------------------------------------------- convene
+
+
+def test_convene_invites_the_assigned_agencies_and_the_new_ones():
+    record = balcony()
+    before = record.model_dump()
+    new, events = convene(record, MEETS_AT, PLACE, ["power"], RULES, CONVENED)
+
+    assert record.model_dump() == before  # pure
+    assert new.table is not None
+    assert new.table.invited == ["housing_admin", "property_manager", "power"]
+    assert (new.table.meets_at, new.table.place, new.table.convened_at) == (
+        MEETS_AT, PLACE, CONVENED)
+    assert new.table.checked_in == {} and new.table.tasks == []
+    assert new.status is IssueStatus.dispatched
+
+    assert [type(e) for e in events] == [TableConvened, AssignmentCreated]
+    convened, created = events
+    assert convened.agencies == [
+        AgencyRef(agency="housing_admin", agency_name="房管所",
+                  agency_name_en="Housing administration"),
+        AgencyRef(agency="property_manager", agency_name="物业公司",
+                  agency_name_en="Property management"),
+        AgencyRef(agency="power", agency_name="供电公司", agency_name_en="Power company"),
+    ]
+    assert (convened.meets_at, convened.place) == (MEETS_AT, PLACE)
+    assert (convened.trace_id, convened.issue_id) == (TRACE_ID, ISSUE_ID)
+    assert convened.occurred_at == CONVENED
+
+    assert created.causation_id == convened.event_id
+    assert (created.trace_id, created.issue_id) == (TRACE_ID, ISSUE_ID)
+    assert created.category == "structural_crack"
+    assert created.priority is Priority.complex
+    assert created.occurred_at == CONVENED
+    assert created.assignment.agency == "power"
+    assert created.assignment.role is Role.support
+    assert created.assignment.acknowledge_by == CONVENED + WINDOW.acknowledge
+    assert created.assignment.resolve_by == CONVENED + WINDOW.resolve
+
+
+def test_a_new_agency_gets_a_support_assignment_with_the_issues_window():
+    new = with_table(("power",))
+    assert new.agencies() == ["housing_admin", "property_manager", "power"]
+    power = new.assignment_for("power")
+    assert power.role is Role.support
+    assert power.status is AssignmentStatus.assigned
+    assert power.sector is Sector.power
+    assert (power.agency_name, power.agency_name_en) == ("供电公司", "Power company")
+    assert power.assigned_at == CONVENED
+    assert power.acknowledge_by == CONVENED + timedelta(days=3)
+    assert power.resolve_by == CONVENED + timedelta(days=15)
+    # the lead is unchanged
+    assert [a.agency for a in new.assignments if a.role is Role.lead] == ["housing_admin"]
+
+
+def test_convene_records_a_timeline_step():
+    new = with_table(("power",))
+    step = new.timeline[-1]
+    assert (step.step, step.service, step.at) == ("table_convened", "routing", CONVENED)
+    assert step.detail == ("table at 缤泰社区红色议事厅, 2026-11-22T14:00:00+00:00: "
+                           "房管所、物业公司、供电公司")
+
+
+def test_convene_with_only_assigned_agencies_creates_no_assignment():
+    new, events = convene(balcony(), MEETS_AT, PLACE, ["property_manager", "housing_admin"],
+                          RULES, CONVENED)
+    assert new.table.invited == ["housing_admin", "property_manager"]
+    assert [type(e) for e in events] == [TableConvened]
+    assert len(new.assignments) == 2
+
+
+def test_convene_on_an_issue_in_progress():
+    record = reported_in(balcony(), "housing_admin")
+    assert record.status is IssueStatus.in_progress
+    new, events = convene(record, MEETS_AT, PLACE, [], RULES, CONVENED)
+    assert new.table.invited == ["housing_admin", "property_manager"]
+    assert new.status is IssueStatus.in_progress
+    assert [type(e) for e in events] == [TableConvened]
+
+
+def _resolved() -> IssueRecord:
+    record = reported_in(balcony(), "housing_admin", "property_manager")
+    record = resolve(record, "housing_admin", "s", "阳台已加固", T0 + timedelta(days=1))
+    return resolve(record, "property_manager", "s", "已清理", T0 + timedelta(days=1))
+
+
+@pytest.mark.parametrize("make, status", [
+    (received, IssueStatus.received),
+    (lambda: received().model_copy(update={"status": IssueStatus.merged,
+                                           "merged_into": "WH-20261121-0003"}),
+     IssueStatus.merged),
+    (_resolved, IssueStatus.resolved),
+])
+def test_convene_needs_a_dispatched_issue(make, status):
+    record = make()
+    assert record.status is status
+    with pytest.raises(InvalidTransition, match=f"is {status.value}"):
+        convene(record, MEETS_AT, PLACE, ["power"], RULES, CONVENED)
+
+
+def test_convene_twice_is_invalid():
+    with pytest.raises(InvalidTransition, match="already has a table"):
+        convene(with_table(), MEETS_AT, PLACE, ["water"], RULES, CONVENED)
+
+
+def test_convene_with_an_unknown_agency_names_the_field():
+    record = balcony()
+    with pytest.raises(InvalidPayload) as caught:
+        convene(record, MEETS_AT, PLACE, ["power", "fire_brigade"], RULES, CONVENED)
+    assert "fire_brigade" in str(caught.value)
+    assert caught.value.errors == [{"field": "agencies", "message": "unknown agency 'fire_brigade'",
+                                    "type": "unknown_agency"}]
+    assert record.table is None
+
+
+# ----------------------------------------------------------------------------- invite
+
+
+def test_desk_invites_another_agency():
+    record = with_table()
+    new, events = invite(record, DESK, ["urban_management", "power"], RULES, CONVENED)
+    assert new.table.invited == ["housing_admin", "property_manager", "power",
+                                 "urban_management"]
+    assert [type(e) for e in events] == [TableConvened, AssignmentCreated]
+    announced, created = events
+    assert [a.agency for a in announced.agencies] == new.table.invited
+    assert created.causation_id == announced.event_id
+    assert created.assignment.agency == "urban_management"
+    assert created.assignment.role is Role.support
+    assert new.assignment_for("urban_management").acknowledge_by == CONVENED + WINDOW.acknowledge
+    step = new.timeline[-1]
+    assert (step.step, step.agency) == ("table_invited", "urban_management")
+    assert step.detail == "城管 invited by desk"
+
+
+def test_lead_agency_invites():
+    new, events = invite(with_table(), "housing_admin", ["water"], RULES, CONVENED)
+    assert "water" in new.table.invited
+    assert new.assignment_for("water").role is Role.support
+    assert new.timeline[-1].detail == "自来水公司 invited by housing_admin"
+    assert len(events) == 2
+
+
+@pytest.mark.parametrize("by", ["property_manager", "power", "water"])
+def test_only_desk_or_lead_invites(by):
+    with pytest.raises(Forbidden):
+        invite(with_table(), by, ["water"], RULES, CONVENED)
+
+
+def test_reinviting_is_a_no_op():
+    record = with_table()
+    new, events = invite(record, DESK, ["power", "property_manager"], RULES, CONVENED)
+    assert new is record
+    assert events == []
+
+
+def test_invite_without_a_table_is_invalid():
+    with pytest.raises(InvalidTransition, match="has no table"):
+        invite(balcony(), DESK, ["power"], RULES, CONVENED)
+
+
+def test_invite_an_unknown_agency_is_invalid_payload():
+    with pytest.raises(InvalidPayload, match="fire_brigade"):
+        invite(with_table(), DESK, ["fire_brigade"], RULES, CONVENED)
+
+
+# --------------------------------------------------------------------------- check_in
+
+
+def test_invited_agency_checks_in():
+    at = MEETS_AT + timedelta(minutes=2)
+    new, events = check_in(with_table(), "power", "gd-017", RULES, at)
+    assert new.table.checked_in == {"power": at}
+    [event] = events
+    assert isinstance(event, TableCheckedIn)
+    assert event.agency.agency_name == "供电公司"
+    assert event.staff_id == "gd-017"
+    assert (event.trace_id, event.issue_id, event.occurred_at) == (TRACE_ID, ISSUE_ID, at)
+    step = new.timeline[-1]
+    assert (step.step, step.agency, step.detail) == (
+        "table_checked_in", "power", "供电公司 checked in at the table")
+
+
+def test_check_in_by_an_agency_not_invited_is_forbidden():
+    with pytest.raises(Forbidden):
+        check_in(with_table(), "water", "zls-03", RULES, MEETS_AT)
+
+
+def test_check_in_twice_is_invalid():
+    record, _ = check_in(with_table(), "power", "gd-017", RULES, MEETS_AT)
+    with pytest.raises(InvalidTransition, match="already checked in"):
+        check_in(record, "power", "gd-018", RULES, MEETS_AT + timedelta(minutes=1))
+
+
+# ------------------------------------------------------------------------ record_task
+
+
+def test_desk_records_tasks_numbered_in_order():
+    at = MEETS_AT + timedelta(minutes=30)
+    due = at + timedelta(days=2)
+    record, events = record_task(with_table(), DESK, "power", "检查阳台下方线路，更换泡水电线",
+                                 due, RULES, at)
+    [task] = record.table.tasks
+    assert (task.task_id, task.agency, task.status, task.due, task.recorded_at) == (
+        "T1", "power", "open", due, at)
+    assert task.description == "检查阳台下方线路，更换泡水电线"
+    [event] = events
+    assert isinstance(event, TableTaskRecorded)
+    assert (event.task_id, event.agency.agency, event.due) == ("T1", "power", due)
+    assert (event.trace_id, event.issue_id) == (TRACE_ID, ISSUE_ID)
+    step = record.timeline[-1]
+    assert (step.step, step.agency) == ("table_task_recorded", "power")
+    assert step.detail == ("T1: 供电公司 to 检查阳台下方线路，更换泡水电线 by "
+                           "2026-11-24T14:30:00+00:00")
+
+    record, events = record_task(record, "housing_admin", "property_manager",
+                                 "clear the balcony and put up a warning sign", due, RULES, at)
+    assert [t.task_id for t in record.table.tasks] == ["T1", "T2"]
+    assert events[0].task_id == "T2"
+    assert [t.task_id for t in record.table.open_tasks()] == ["T1", "T2"]
+
+
+@pytest.mark.parametrize("by", ["property_manager", "power"])
+def test_only_desk_or_lead_records_tasks(by):
+    with pytest.raises(Forbidden):
+        record_task(with_table(), by, "power", "检查线路", MEETS_AT + timedelta(days=1), RULES,
+                    MEETS_AT)
+
+
+def test_task_for_an_agency_not_at_the_table_is_refused():
+    with pytest.raises(InvalidTransition, match="invite it first"):
+        record_task(with_table(), DESK, "water", "检查水管", MEETS_AT + timedelta(days=1), RULES,
+                    MEETS_AT)
+
+
+@pytest.mark.parametrize("due", [MEETS_AT - timedelta(hours=1), MEETS_AT])
+def test_task_due_in_the_past_is_invalid_payload(due):
+    with pytest.raises(InvalidPayload) as caught:
+        record_task(with_table(), DESK, "power", "检查线路", due, RULES, MEETS_AT)
+    assert [e["field"] for e in caught.value.errors] == ["due"]
+
+
+def test_record_task_without_a_table_is_invalid():
+    with pytest.raises(InvalidTransition, match="has no table"):
+        record_task(balcony(), DESK, "housing_admin", "加固阳台", T0 + timedelta(days=1), RULES, T0)
+
+
+def test_no_task_can_be_recorded_on_a_resolved_issue():
+    record = reported_in(with_table(()), "housing_admin", "property_manager")
+    record = resolve(record, "housing_admin", "s", "阳台已加固", T0 + timedelta(days=1))
+    record = resolve(record, "property_manager", "s", "已清理", T0 + timedelta(days=1))
+    assert record.status is IssueStatus.resolved
+    with pytest.raises(InvalidTransition):
+        record_task(record, DESK, "property_manager", "重新粉刷楼道",
+                    T0 + timedelta(days=5), RULES, T0 + timedelta(days=2))
+
+
+# ---------------------------------------------------------------------- complete_task
+
+
+def test_agency_completes_its_task():
+    record = task_for(reported_in(with_table(), "power"), "power")
+    at = CONVENED + timedelta(days=1)
+    new, events = complete_task(record, "power", "T1", "已更换泡水电线，线路绝缘正常", RULES, at)
+    [task] = new.table.tasks
+    assert (task.status, task.done_at, task.note) == ("done", at, "已更换泡水电线，线路绝缘正常")
+    assert new.table.open_tasks() == []
+    assert record.table.tasks[0].status == "open"  # pure
+    [event] = events
+    assert isinstance(event, TableTaskDone)
+    assert (event.task_id, event.agency.agency, event.note) == (
+        "T1", "power", "已更换泡水电线，线路绝缘正常")
+    assert (event.trace_id, event.issue_id, event.occurred_at) == (TRACE_ID, ISSUE_ID, at)
+    step = new.timeline[-1]
+    assert (step.step, step.agency) == ("table_task_done", "power")
+    assert step.detail == "T1 done by 供电公司: 已更换泡水电线，线路绝缘正常"
+
+
+def test_only_the_tasks_agency_completes_it():
+    record = task_for(reported_in(with_table(), "power", "housing_admin"), "power")
+    with pytest.raises(Forbidden, match="belongs to power"):
+        complete_task(record, "housing_admin", "T1", "done", RULES, MEETS_AT)
+
+
+def test_completing_an_unknown_task_is_invalid_payload():
+    record = task_for(reported_in(with_table(), "power"), "power")
+    with pytest.raises(InvalidPayload) as caught:
+        complete_task(record, "power", "T9", "done", RULES, MEETS_AT)
+    assert [e["field"] for e in caught.value.errors] == ["task_id"]
+
+
+def test_completing_twice_is_invalid():
+    record = task_for(reported_in(with_table(), "power"), "power")
+    record, _ = complete_task(record, "power", "T1", "已处理", RULES, MEETS_AT)
+    with pytest.raises(InvalidTransition, match="already done"):
+        complete_task(record, "power", "T1", "已处理", RULES, MEETS_AT + timedelta(hours=1))
+
+
+def test_completing_before_report_in_is_invalid():
+    record = task_for(with_table(), "power")
+    assert record.assignment_for("power").status is AssignmentStatus.assigned
+    with pytest.raises(InvalidTransition, match="report in"):
+        complete_task(record, "power", "T1", "已处理", RULES, MEETS_AT)
+
+
+# ------------------------------------------------------------- 事不完，人不撤 (resolve)
+
+
+def test_agency_with_an_open_task_cannot_resolve():
+    record = task_for(reported_in(with_table(), "power"), "power")
+    with pytest.raises(InvalidTransition) as caught:
+        resolve(record, "power", "gd-017", "线路已处理", MEETS_AT + timedelta(hours=2))
+    assert "T1 (power)" in str(caught.value)
+    assert "事不完，人不撤" in str(caught.value)
+
+
+def test_other_agencies_resolve_while_a_task_is_open_unless_they_are_last():
+    record = reported_in(with_table(), "housing_admin", "property_manager", "power")
+    record = task_for(record, "power")
+    at = MEETS_AT + timedelta(days=1)
+    record = resolve(record, "housing_admin", "s-ha", "阳台已加固", at)
+    record = resolve(record, "property_manager", "s-pm", "已清理阳台", at)
+    assert record.status is IssueStatus.in_progress
+
+
+def test_last_remaining_part_cannot_resolve_while_any_task_is_open():
+    # 物业 finished its part, then the table gave it one more job: 房管所, the last
+    # one working, cannot close the issue until that job is done.
+    record = reported_in(with_table(()), "housing_admin", "property_manager")
+    record = resolve(record, "property_manager", "s-pm", "已清理阳台杂物", MEETS_AT)
+    record = task_for(record, "property_manager", "重新粉刷楼道外墙", at=MEETS_AT)
+    with pytest.raises(InvalidTransition) as caught:
+        resolve(record, "housing_admin", "s-ha", "阳台已加固", MEETS_AT + timedelta(days=1))
+    assert "T1 (property_manager)" in str(caught.value)
+    assert record.status is IssueStatus.in_progress
+
+    record, _ = complete_task(record, "property_manager", "T1", "外墙已粉刷", RULES,
+                              MEETS_AT + timedelta(days=2))
+    record = resolve(record, "housing_admin", "s-ha", "阳台已加固", MEETS_AT + timedelta(days=3))
+    assert record.status is IssueStatus.resolved
+
+
+def test_after_the_task_is_done_the_issue_resolves():
+    record = reported_in(with_table(), "housing_admin", "property_manager", "power")
+    record = task_for(record, "power")
+    at = MEETS_AT + timedelta(days=1)
+    record = resolve(record, "housing_admin", "s-ha", "阳台已加固", at)
+    record = resolve(record, "property_manager", "s-pm", "已清理阳台", at)
+    record, _ = complete_task(record, "power", "T1", "已更换电线", RULES, at)
+    record = resolve(record, "power", "s-power", "线路恢复正常", at + timedelta(hours=1))
+    assert record.status is IssueStatus.resolved
+    assert all(a.status is AssignmentStatus.resolved for a in record.assignments)
+    assert record.timeline[-1].step == "resolved"
+
+
+def test_every_table_action_is_on_the_timeline():
+    record = with_table()
+    record, _ = invite(record, "housing_admin", ["urban_management"], RULES, CONVENED)
+    record, _ = check_in(record, "power", "gd-017", RULES, MEETS_AT)
+    record = reported_in(record, "power", at=MEETS_AT)
+    record, _ = record_task(record, DESK, "power", "更换电线", MEETS_AT + timedelta(days=1),
+                            RULES, MEETS_AT + timedelta(minutes=10))
+    record, _ = complete_task(record, "power", "T1", "已更换", RULES, MEETS_AT + timedelta(hours=5))
+    assert [(e.step, e.service, e.agency) for e in record.timeline] == [
+        ("received", "intake", None),
+        ("dispatched", "routing", None),
+        ("table_convened", "routing", None),
+        ("table_invited", "routing", "urban_management"),
+        ("table_checked_in", "routing", "power"),
+        ("acknowledged", "agency", "power"),
+        ("table_task_recorded", "routing", "power"),
+        ("table_task_done", "routing", "power"),
+    ]
