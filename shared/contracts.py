@@ -161,9 +161,23 @@ class Location(Strict):
     lon: float | None = Field(default=None, ge=-180, le=180)
 
 
+class DeliveryChannelName(StrEnum):
+    """How a resident wants to hear back."""
+
+    desk = "desk"  # the desk's outbox: staff call or visit (default, always works)
+    webhook = "webhook"  # mini-program / SMS gateway
+    email = "email"
+
+
+Email = Annotated[str, StringConstraints(
+    strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+
+
 class Contact(Strict):
     name: bounded_text(50) | None = None
     phone: Phone | None = None
+    email: Email | None = None
+    preferred_channel: DeliveryChannelName = DeliveryChannelName.desk
 
 
 class SubmitIssue(Strict):

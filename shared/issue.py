@@ -273,11 +273,14 @@ def _check_table_done(record: IssueRecord, agency: str) -> None:
 
 def public_view(record: IssueRecord, contact: dict[str, Any] | None) -> dict[str, Any]:
     """The issue as the desk sees it over HTTP/RPC: contact masked."""
-    from shared.privacy import mask_name, mask_phone
+    from shared.privacy import mask_email, mask_name, mask_phone
 
+    contact = contact or {}
     view = record.model_dump(mode="json")
     view["contact"] = {
-        "name": mask_name(contact.get("name")) if contact else None,
-        "phone": mask_phone(contact.get("phone")) if contact else None,
+        "name": mask_name(contact.get("name")),
+        "phone": mask_phone(contact.get("phone")),
+        "email": mask_email(contact.get("email")),
+        "preferred_channel": contact.get("preferred_channel", "desk"),
     }
     return view

@@ -46,8 +46,20 @@ def mask_name(name: str | None) -> str | None:
     return name[0] + "*" * (len(name) - 1)
 
 
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+
+
+def mask_email(email: str | None) -> str | None:
+    """``tom.baker@example.org`` -> ``t*******@example.org``."""
+    if not email or "@" not in email:
+        return email
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}{'*' * max(len(local) - 1, 1)}@{domain}"
+
+
 def scrub_text(text: str) -> str:
-    """Mask every phone number found anywhere in free text."""
+    """Mask every phone number and email address found anywhere in free text."""
+    text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
     return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", text)
 
 
@@ -67,7 +79,7 @@ def scrub(value: Any, names: frozenset[str] = frozenset()) -> Any:
 
 
 _PERSONAL_KEYS = {"phone": mask_phone, "name": mask_name, "resident_name": mask_name,
-                  "resident_phone": mask_phone}
+                  "resident_phone": mask_phone, "email": mask_email}
 
 
 def _scrub_field(key: Any, value: Any, names: frozenset[str]) -> Any:

@@ -18,7 +18,7 @@ def accept_issue(submission: SubmitIssue, issue_id: str, trace_id: str,
                      submission.location, submission.channel, submission.language, now)
     contact = {}
     if submission.contact is not None:
-        contact = {k: v for k, v in submission.contact.model_dump().items() if v}
+        contact = {k: v for k, v in submission.contact.model_dump(mode="json").items() if v}
     received = IssueReceived(
         trace_id=trace_id, issue_id=issue_id, occurred_at=now,
         description=submission.description, category=submission.category,
