@@ -66,3 +66,42 @@ def authorize(token: str | None, secret: str, agency: str) -> StaffPrincipal:
     if principal.agency != agency:
         raise Forbidden(f"token is for agency {principal.agency!r}, not {agency!r}")
     return principal
+
+
+# ------------------------------------------------------------ residents' feedback
+
+FEEDBACK_AUDIENCE = "whistle-feedback"
+
+
+@dataclass(frozen=True)
+class FeedbackGrant:
+    """What a rating token allows: rate ``issue_id``'s resolution ``cycle``, as the
+    resident who reported ``reporter_issue_id`` (their own reference)."""
+
+    reporter_issue_id: str
+    issue_id: str
+    cycle: int
+
+
+def issue_feedback_token(reporter_issue_id: str, issue_id: str, cycle: int, secret: str,
+                         ttl_s: int, now: float | None = None) -> str:
+    issued = int(time.time() if now is None else now)
+    claims = {"iss": ISSUER, "aud": FEEDBACK_AUDIENCE, "sub": reporter_issue_id,
+              "issue": issue_id, "cycle": cycle, "iat": issued, "exp": issued + ttl_s}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_feedback_token(token: str, secret: str, reporter_issue_id: str) -> FeedbackGrant:
+    """The grant a rating token carries, if it is genuine, unexpired and for this report."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=FEEDBACK_AUDIENCE,
+                            issuer=ISSUER, leeway=CLOCK_SKEW_S,
+                            options={"require": ["exp", "sub", "issue", "cycle"]})
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("rating link has expired") from None
+    except jwt.InvalidTokenError:
+        raise Unauthorized("rating token is invalid") from None
+    if claims["sub"] != reporter_issue_id:
+        raise Forbidden(f"this rating token is not for issue {reporter_issue_id}")
+    return FeedbackGrant(reporter_issue_id=claims["sub"], issue_id=str(claims["issue"]),
+                         cycle=int(claims["cycle"]))

@@ -124,7 +124,8 @@ class IssueStatus(StrEnum):
     merged = "merged"  # a duplicate, folded into an open issue (共性问题统筹)
     dispatched = "dispatched"
     in_progress = "in_progress"
-    resolved = "resolved"
+    resolved = "resolved"  # every agency finished; waiting for the resident's rating
+    closed = "closed"  # rated satisfied, or no rating within the window (民事民评)
 
 
 class EscalationLevel(StrEnum):
@@ -142,6 +143,17 @@ class EscalationLevel(StrEnum):
 class DeadlineKind(StrEnum):
     acknowledge = "acknowledge"
     resolve = "resolve"
+    feedback = "feedback"  # the resident's rating window after resolution
+
+
+class Rating(StrEnum):
+    satisfied = "satisfied"
+    unsatisfied = "unsatisfied"
+
+
+class ClosedReason(StrEnum):
+    satisfied = "satisfied"
+    no_rating = "no_rating"  # resolved-without-rating: the window passed
 
 
 class AssignmentStatus(StrEnum):
@@ -225,6 +237,14 @@ class ExplainRoute(Strict):
     text: bounded_text(4000)
     category: Slug | None = None
     community: bounded_text(64) | None = None
+
+
+class Feedback(Strict):
+    """The resident's rating (民事民评), carrying the signed token from the rating request."""
+
+    token: str = Field(min_length=16, max_length=2000)
+    rating: Rating
+    comment: bounded_text(1000) | None = None
 
 
 class IssueFilter(Strict):
@@ -388,9 +408,38 @@ class TableTaskDone(Event):
     note: bounded_text(2000)
 
 
+class IssueRated(Event):
+    """A reporter rated the outcome of one resolution cycle."""
+
+    event_type: ClassVar[str] = "issue.rated"
+
+    rating: Rating
+    comment: bounded_text(1000) | None = None
+    reporter_issue_id: IssueId
+    cycle: int = Field(ge=0)
+
+
+class IssueReopened(Event):
+    """Unsatisfied: back to its agencies with fresh deadlines, one level up."""
+
+    event_type: ClassVar[str] = "issue.reopened"
+
+    reason: str = Field(max_length=1000)
+    level: EscalationLevel
+    cycle: int = Field(ge=1)
+    assignments: list[AssignmentSummary] = Field(min_length=1)
+
+
+class IssueClosed(Event):
+    event_type: ClassVar[str] = "issue.closed"
+
+    reason: ClosedReason
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (IssueReceived, IssueDispatched, AssignmentCreated, AssignmentAcknowledged,
                 AssignmentResolved, IssueResolved, IssueMerged, IssueEscalated, TableConvened,
-                TableCheckedIn, TableTaskRecorded, TableTaskDone)
+                TableCheckedIn, TableTaskRecorded, TableTaskDone, IssueRated, IssueReopened,
+                IssueClosed)
 }

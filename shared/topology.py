@@ -28,10 +28,12 @@ from shared.contracts import (
     AssignmentCreated,
     AssignmentResolved,
     Event,
+    IssueClosed,
     IssueDispatched,
     IssueEscalated,
     IssueMerged,
     IssueReceived,
+    IssueReopened,
     IssueResolved,
     TableConvened,
     TableTaskRecorded,
@@ -78,6 +80,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     # intake keeps the journal: every event, per issue (the trace and the rates read it).
     Subscription("intake", "record_event", None),
     Subscription("routing", "route_issue", IssueReceived),
+    Subscription("routing", "await_rating", IssueResolved),
     Subscription("agency", "record_assignment", AssignmentCreated),
     Subscription("notify", "on_issue_received", IssueReceived),
     Subscription("notify", "on_issue_dispatched", IssueDispatched),
@@ -88,6 +91,8 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("notify", "on_issue_escalated", IssueEscalated),
     Subscription("notify", "on_table_convened", TableConvened),
     Subscription("notify", "on_table_task_recorded", TableTaskRecorded),
+    Subscription("notify", "on_issue_reopened", IssueReopened),
+    Subscription("notify", "on_issue_closed", IssueClosed),
 )
 
 

@@ -16,10 +16,13 @@ from shared.contracts import (
     AssignmentResolved,
     Channel,
     Event,
+    IssueClosed,
     IssueDispatched,
     IssueEscalated,
     IssueMerged,
+    IssueRated,
     IssueReceived,
+    IssueReopened,
     IssueResolved,
     Language,
     SubmitIssue,
@@ -335,6 +338,9 @@ def test_event_types_map_each_type_string_to_its_class():
         "table.checked_in": TableCheckedIn,
         "table.task_recorded": TableTaskRecorded,
         "table.task_done": TableTaskDone,
+        "issue.rated": IssueRated,
+        "issue.reopened": IssueReopened,
+        "issue.closed": IssueClosed,
     } == EVENT_TYPES
     for name, cls in EVENT_TYPES.items():
         assert cls.event_type == name

@@ -11,7 +11,7 @@ def test_every_event_type_has_a_consumer_queue():
     assert [(s.service, s.method, s.binding_key) for s in journal] == [
         ("intake", "record_event", "#")]
     consumed = {sub.event.event_type for sub in SUBSCRIPTIONS if sub.event}
-    assert consumed == set(EVENT_TYPES) - {"table.checked_in", "table.task_done"}
+    assert consumed == set(EVENT_TYPES) - {"table.checked_in", "table.task_done", "issue.rated"}
 
 
 def test_queue_names_are_unique_and_derived_from_service_and_method():
