@@ -247,6 +247,14 @@ class Feedback(Strict):
     comment: bounded_text(1000) | None = None
 
 
+class FeedbackForm(Strict):
+    """``POST /issues/{id}/feedback`` body: the token may come in the link's query string."""
+
+    token: str | None = Field(default=None, min_length=16, max_length=2000)
+    rating: Rating
+    comment: bounded_text(1000) | None = None
+
+
 class IssueFilter(Strict):
     status: IssueStatus | None = None
     agency: Slug | None = None

@@ -23,12 +23,14 @@ from shared.contracts import (
     AssignmentStatus,
     AssignmentSummary,
     Channel,
+    ClosedReason,
     DeadlineKind,
     EscalationLevel,
     IssueStatus,
     Language,
     Location,
     Priority,
+    Rating,
     Role,
     Sector,
 )
@@ -101,6 +103,14 @@ class TableSession(Stored):
         return [t for t in self.tasks if t.status == "open"]
 
 
+class RatingRecord(Stored):
+    reporter_issue_id: str
+    cycle: int
+    rating: Rating
+    comment: str | None = None
+    at: datetime
+
+
 class Routing(Stored):
     """Why routing decided what it did: shown on the issue and by ``route explain``."""
 
@@ -128,6 +138,12 @@ class IssueRecord(Stored):
     merged_into: str | None = None
     reporters: list[str] = Field(default_factory=list)
     table: TableSession | None = None
+    # 民事民评: each resolution is a cycle; an unsatisfied rating reopens the next one.
+    reopen_count: int = 0
+    feedback_due: datetime | None = None
+    ratings: list[RatingRecord] = Field(default_factory=list)
+    closed_reason: ClosedReason | None = None
+    closed_at: datetime | None = None
     assignments: list[Assignment] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
@@ -157,6 +173,11 @@ class Deadline:
     kind: DeadlineKind
     due: datetime
 
+    def same_as(self, other: Deadline) -> bool:
+        """Same deadline, allowing for the sorted set's float scores (sub-ms rounding)."""
+        return (self.member == other.member
+                and abs((self.due - other.due).total_seconds()) < 0.001)
+
     @property
     def member(self) -> str:
         """The sorted-set member; the score is ``due``."""
@@ -182,7 +203,13 @@ def pending_deadlines(record: IssueRecord) -> list[Deadline]:
         if a.status is not AssignmentStatus.resolved:
             deadlines.append(Deadline(record.issue_id, a.agency, DeadlineKind.resolve,
                                       a.resolve_by))
+    if record.status is IssueStatus.resolved and record.feedback_due is not None:
+        deadlines.append(Deadline(record.issue_id, NO_AGENCY, DeadlineKind.feedback,
+                                  record.feedback_due))
     return deadlines
+
+
+NO_AGENCY = "-"  # the agency slot of an issue-wide deadline (the rating window)
 
 
 def receive(issue_id: str, trace_id: str, description: str, category: str | None,

@@ -29,7 +29,7 @@ def is_still_due(record: IssueRecord, deadline: Deadline, now: datetime) -> bool
     """True if the deadline is the current one, has passed, and the work is not done."""
     if deadline.due > now:
         return False
-    return any(d == deadline for d in pending_deadlines(record))
+    return any(d.same_as(deadline) for d in pending_deadlines(record))
 
 
 def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,

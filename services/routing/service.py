@@ -14,27 +14,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 from nameko.timer import timer
 
-from services.routing import merging, table
+from services.routing import feedback, merging, table
 from services.routing.domain import RouteDecision, route_issue
 from services.routing.escalation import escalate
 from services.routing.rules import RuleSet
 from services.routing.rules_provider import ReloadableRules, reload_for_rpc, rules_provider_for
 from shared import config as cfg
-from shared.auth import StaffPrincipal, bearer_token, verify_token
+from shared.auth import StaffPrincipal, bearer_token, verify_feedback_token, verify_token
 from shared.contracts import (
     AssignmentCreated,
     CompleteTableTask,
     ConveneTable,
+    DeadlineKind,
     ExplainRoute,
+    Feedback,
+    FeedbackForm,
     InviteToTable,
     IssueDispatched,
     IssueReceived,
+    IssueResolved,
     RecordTableTask,
     utcnow,
 )
@@ -156,14 +160,56 @@ class RoutingService:
         now = utcnow()
         for member, score in self.store.due_deadlines(now.timestamp()):
             deadline = Deadline.from_member(member, score)
-            applied = self.store.apply(
-                deadline.issue_id, deadline.escalation_id,
-                lambda r, d=deadline: self._staged(escalate(r, d, self.rules, now)), self.name)
+            if deadline.kind is DeadlineKind.feedback:
+                def passed(r, d=deadline):
+                    return self._staged(feedback.close_unrated(r, d, now))
+            else:
+                def passed(r, d=deadline):
+                    return self._staged(escalate(r, d, self.rules, now))
+            applied = self.store.apply(deadline.issue_id, deadline.escalation_id, passed,
+                                       self.name)
             self.bus.publish(applied.outbox)
             if applied.outbox:
-                self.log.warning("deadline_missed", issue_id=deadline.issue_id,
+                self.log.warning("deadline_passed", issue_id=deadline.issue_id,
                                  agency=deadline.agency, deadline=deadline.kind.value,
                                  level=applied.record.escalation_level.value)
+
+    # ---------------------------------------------------- 民事民评 (rating)
+
+    @subscribe(IssueResolved)
+    def await_rating(self, event: IssueResolved) -> None:
+        """Every part is done: open the resident's rating window."""
+        window = timedelta(seconds=int(cfg.get(self.config, cfg.RATING_WINDOW_S)))
+        self.store.apply(event.issue_id, event.event_id,
+                         lambda r: (feedback.await_rating(r, event, window), {}), self.name)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def submit_feedback(self, issue_id: str, payload: dict) -> dict:
+        """A resident rates the outcome with the token from their rating request.
+
+        ``issue_id`` is the resident's own reference (a merged report rates the issue
+        it joined).
+        """
+        body = validate(Feedback, payload)
+        grant = verify_feedback_token(body.token, cfg.get(self.config, cfg.SECRET), issue_id)
+        now = utcnow()
+        applied = self.store.apply(
+            grant.issue_id, None,
+            lambda r: self._staged(feedback.rate(r, grant, body.rating, body.comment,
+                                                 self.rules, now)), self.name)
+        self.bus.publish(applied.outbox)
+        self.log.info("issue_rated", issue_id=grant.issue_id, rating=body.rating.value,
+                      status=applied.record.status.value)
+        return {"issue_id": grant.issue_id, "status": applied.record.status.value,
+                "escalation_level": applied.record.escalation_level.value,
+                "reopen_count": applied.record.reopen_count}
+
+    @http("POST", "/issues/<issue_id>/feedback", expected_exceptions=EXPECTED_ERRORS)
+    def submit_feedback_http(self, request, issue_id):
+        # The rating link carries the token in its query string; a body may carry it too.
+        body = read_json(request, FeedbackForm).model_dump(exclude_none=True)
+        body.setdefault("token", request.args.get("token", ""))
+        return self.submit_feedback(issue_id, body)
 
     # ------------------------------------------------------------ the table
 

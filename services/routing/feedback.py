@@ -1,0 +1,121 @@
+"""民事民评: the resident rates the outcome; unsatisfied reopens it. Pure.
+
+When every agency has resolved its part, routing opens a rating window
+(``WHISTLE_RATING_WINDOW_S``) and notify sends each reporter a signed, expiring
+rating link. Then:
+
+- satisfied closes the issue;
+- unsatisfied reopens it: every agency gets its part back with fresh deadlines,
+  the issue goes up one escalation level, and the desk sees the reason on the
+  timeline;
+- no answer within the window closes it as resolved-without-rating.
+
+Each resolution is a *cycle* (``reopen_count``). A rating token names its
+cycle and the reporter's own issue, so it cannot rate another issue, an earlier
+cycle, or the same cycle twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from services.routing.rules import RuleSet
+from shared.auth import FeedbackGrant
+from shared.contracts import (
+    AssignmentStatus,
+    ClosedReason,
+    Event,
+    IssueClosed,
+    IssueRated,
+    IssueReopened,
+    IssueResolved,
+    IssueStatus,
+    Rating,
+)
+from shared.errors import InvalidTransition
+from shared.issue import Deadline, IssueRecord, RatingRecord, pending_deadlines
+
+
+def await_rating(record: IssueRecord, resolved: IssueResolved,
+                 window: timedelta) -> IssueRecord:
+    """Open the rating window once the issue is resolved (idempotent)."""
+    if record.status is not IssueStatus.resolved or record.feedback_due is not None:
+        return record
+    new = record.model_copy(deep=True)
+    new.feedback_due = resolved.occurred_at + window
+    new.step(resolved.occurred_at, "routing", "awaiting_rating",
+             f"the resident is asked to rate; closes unrated at {new.feedback_due.isoformat()}")
+    return new
+
+
+def rate(record: IssueRecord, grant: FeedbackGrant, rating: Rating, comment: str | None,
+         rules: RuleSet, now: datetime) -> tuple[IssueRecord, list[Event]]:
+    if grant.issue_id != record.issue_id:
+        raise InvalidTransition("this rating token is for another issue")
+    if any(r.reporter_issue_id == grant.reporter_issue_id and r.cycle == grant.cycle
+           for r in record.ratings):
+        raise InvalidTransition(f"issue {record.issue_id} has already been rated")
+    if grant.cycle != record.reopen_count or record.status is not IssueStatus.resolved:
+        raise InvalidTransition(
+            f"issue {record.issue_id} is not waiting for this rating (it is {record.status.value})")
+    new = record.model_copy(deep=True)
+    new.ratings.append(RatingRecord(reporter_issue_id=grant.reporter_issue_id, cycle=grant.cycle,
+                                    rating=rating, comment=comment, at=now))
+    new.feedback_due = None
+    rated = IssueRated(trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now,
+                       rating=rating, comment=comment,
+                       reporter_issue_id=grant.reporter_issue_id, cycle=grant.cycle)
+    if rating is Rating.satisfied:
+        new.step(now, "routing", "rated", "the resident is satisfied" +
+                 (f": {comment}" if comment else ""))
+        closed, closed_event = close(new, ClosedReason.satisfied, now, rated)
+        return closed, [rated, closed_event]
+    reopened, event = reopen(new, comment or "", rules, now, rated)
+    return reopened, [rated, event]
+
+
+def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
+           cause: IssueRated) -> tuple[IssueRecord, IssueReopened]:
+    """Back to every agency with fresh deadlines, one escalation level up."""
+    new = record.model_copy(deep=True)
+    window = rules.window(new.priority)
+    new.reopen_count += 1
+    new.escalation_level = new.escalation_level.next()
+    new.status = IssueStatus.dispatched
+    for a in new.assignments:
+        a.status = AssignmentStatus.assigned
+        a.assigned_at = now
+        a.acknowledge_by, a.resolve_by = now + window.acknowledge, now + window.resolve
+        a.acknowledged_at = a.acknowledged_by = a.acknowledged_on_time = None
+        a.resolved_at = a.resolved_by = a.resolution_note = None
+        a.acknowledge_overdue = a.resolve_overdue = False
+    new.step(now, "routing", "reopened",
+             f"the resident is not satisfied: {reason or '(no comment)'}; back to "
+             f"{', '.join(new.agencies())}, escalated to {new.escalation_level.value}")
+    event = cause.caused(IssueReopened, occurred_at=now, reason=reason,
+                         level=new.escalation_level, cycle=new.reopen_count,
+                         assignments=[a.summary() for a in new.assignments])
+    return new, event
+
+
+def close(record: IssueRecord, reason: ClosedReason, now: datetime,
+          cause: Event | None = None) -> tuple[IssueRecord, IssueClosed]:
+    new = record.model_copy(deep=True)
+    new.status, new.closed_reason, new.closed_at, new.feedback_due = (
+        IssueStatus.closed, reason, now, None)
+    new.step(now, "routing", "closed", "closed: " + (
+        "the resident is satisfied" if reason is ClosedReason.satisfied
+        else "no rating within the window (resolved without rating)"))
+    fields = {"occurred_at": now, "reason": reason}
+    event = (cause.caused(IssueClosed, **fields) if cause else
+             IssueClosed(trace_id=record.trace_id, issue_id=record.issue_id, **fields))
+    return new, event
+
+
+def close_unrated(record: IssueRecord, deadline: Deadline,
+                  now: datetime) -> tuple[IssueRecord, list[Event]]:
+    """The rating window passed: closed as resolved-without-rating (if still waiting)."""
+    if deadline.due > now or not any(d.same_as(deadline) for d in pending_deadlines(record)):
+        return record, []
+    new, event = close(record, ClosedReason.no_rating, now)
+    return new, [event]

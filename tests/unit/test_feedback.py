@@ -1,0 +1,177 @@
+"""民事民评: rating, reopening and closing, as pure functions (services.routing.feedback)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.routing import feedback
+from services.routing.rules import load_rules
+from shared.auth import FeedbackGrant
+from shared.contracts import (
+    AssignmentStatus,
+    Channel,
+    ClosedReason,
+    DeadlineKind,
+    EscalationLevel,
+    IssueClosed,
+    IssueRated,
+    IssueReopened,
+    IssueResolved,
+    IssueStatus,
+    Language,
+    Location,
+    Priority,
+    Rating,
+    Role,
+)
+from shared.errors import InvalidTransition
+from shared.issue import (
+    NO_AGENCY,
+    Assignment,
+    Deadline,
+    IssueRecord,
+    Routing,
+    acknowledge,
+    dispatch,
+    pending_deadlines,
+    receive,
+    resolve,
+)
+
+RULES = load_rules()
+T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+ISSUE = "WH-20261121-0007"
+NEIGHBOUR = "WH-20261121-0008"
+WEEK = timedelta(days=7)
+
+
+def resolved_issue(now: datetime = T0) -> IssueRecord:
+    """楼上漏水: water leads, the property manager supports; both finish by T0 + 1h."""
+    record = receive(ISSUE, "trace-0007", "楼上漏水，卫生间天花板一直滴水", None,
+                     Location(community="缤泰社区", address="丽德花园2号楼201"),
+                     Channel.desk, Language.zh, now)
+    window = RULES.window(Priority.high)
+    parts = []
+    for agency, role in (("water", Role.lead), ("property_manager", Role.support)):
+        known = RULES.agency(agency)
+        parts.append(Assignment(agency=agency, agency_name=known.name,
+                                agency_name_en=known.name_en, sector=known.sector, role=role,
+                                assigned_at=now, acknowledge_by=now + window.acknowledge,
+                                resolve_by=now + window.resolve))
+    record = dispatch(record, "pipe_leak", Priority.high,
+                      Routing(rule="pipe_leak", keywords=["楼上漏水"], category_source="keywords"),
+                      parts, now)
+    done = now + timedelta(hours=1)
+    for agency in ("water", "property_manager"):
+        record = acknowledge(record, agency, f"{agency}-1", done)
+        record = resolve(record, agency, f"{agency}-1", "已修复", done)
+    assert record.status is IssueStatus.resolved
+    return record
+
+
+def resolved_event(record: IssueRecord) -> IssueResolved:
+    return IssueResolved(trace_id=record.trace_id, issue_id=record.issue_id,
+                         occurred_at=T0 + timedelta(hours=1), agencies=record.agencies())
+
+
+def awaiting() -> IssueRecord:
+    record = resolved_issue()
+    return feedback.await_rating(record, resolved_event(record), WEEK)
+
+
+def grant(cycle: int = 0, reporter: str = ISSUE, issue: str = ISSUE) -> FeedbackGrant:
+    return FeedbackGrant(reporter_issue_id=reporter, issue_id=issue, cycle=cycle)
+
+
+def test_rating_window_opens_once_and_is_watched_as_a_deadline():
+    record = awaiting()
+    assert record.feedback_due == T0 + timedelta(hours=1) + WEEK
+    assert record.timeline[-1].step == "awaiting_rating"
+    again = feedback.await_rating(record, resolved_event(record), WEEK)
+    assert again.feedback_due == record.feedback_due and again.timeline == record.timeline
+    [rating_deadline] = pending_deadlines(record)
+    assert (rating_deadline.agency, rating_deadline.kind) == (NO_AGENCY, DeadlineKind.feedback)
+
+
+def test_satisfied_closes_the_issue():
+    now = T0 + timedelta(hours=3)
+    new, events = feedback.rate(awaiting(), grant(), Rating.satisfied, "修得很快，谢谢", RULES, now)
+    assert (new.status, new.closed_reason, new.closed_at) == (
+        IssueStatus.closed, ClosedReason.satisfied, now)
+    assert new.feedback_due is None and pending_deadlines(new) == []
+    rated, closed = events
+    assert isinstance(rated, IssueRated) and rated.rating is Rating.satisfied
+    assert rated.comment == "修得很快，谢谢" and rated.cycle == 0
+    assert isinstance(closed, IssueClosed) and closed.reason is ClosedReason.satisfied
+    assert closed.causation_id == rated.event_id and closed.trace_id == rated.trace_id
+    assert [s.step for s in new.timeline[-2:]] == ["rated", "closed"]
+
+
+def test_unsatisfied_reopens_with_fresh_deadlines_one_level_up():
+    now = T0 + timedelta(days=1)
+    window = RULES.window(Priority.high)
+    new, (rated, reopened) = feedback.rate(awaiting(), grant(), Rating.unsatisfied,
+                                           "还在滴水", RULES, now)
+    assert new.status is IssueStatus.dispatched and new.reopen_count == 1
+    assert new.escalation_level is EscalationLevel.street
+    for a in new.assignments:
+        assert a.status is AssignmentStatus.assigned
+        assert (a.acknowledge_by, a.resolve_by) == (now + window.acknowledge, now + window.resolve)
+        assert a.acknowledged_at is None and a.resolved_at is None
+    assert isinstance(reopened, IssueReopened)
+    assert (reopened.level, reopened.cycle, reopened.reason) == (EscalationLevel.street, 1,
+                                                                 "还在滴水")
+    assert [s.agency for s in reopened.assignments] == ["water", "property_manager"]
+    assert "还在滴水" in new.timeline[-1].detail and new.timeline[-1].step == "reopened"
+    kinds = {(d.agency, d.kind) for d in pending_deadlines(new)}
+    assert ("water", DeadlineKind.acknowledge) in kinds
+    assert all(kind is not DeadlineKind.feedback for _, kind in kinds)
+
+
+def test_the_second_cycle_can_be_resolved_and_rated_again():
+    reopened, _ = feedback.rate(awaiting(), grant(), Rating.unsatisfied, None, RULES,
+                                T0 + timedelta(days=1))
+    later = T0 + timedelta(days=2)
+    record = reopened
+    for agency in ("water", "property_manager"):
+        record = acknowledge(record, agency, "s", later)
+        record = resolve(record, agency, "s", "彻底更换了管道", later)
+    record = feedback.await_rating(record, IssueResolved(
+        trace_id=record.trace_id, issue_id=ISSUE, occurred_at=later, agencies=["water"]), WEEK)
+    with pytest.raises(InvalidTransition, match="already been rated"):  # the old link
+        feedback.rate(record, grant(cycle=0), Rating.satisfied, None, RULES, later)
+    with pytest.raises(InvalidTransition, match="not waiting"):  # a link from the future
+        feedback.rate(record, grant(cycle=2), Rating.satisfied, None, RULES, later)
+    closed, _ = feedback.rate(record, grant(cycle=1), Rating.satisfied, None, RULES, later)
+    assert closed.status is IssueStatus.closed and len(closed.ratings) == 2
+
+
+def test_a_token_cannot_rate_twice_nor_another_issue():
+    closed, _ = feedback.rate(awaiting(), grant(), Rating.satisfied, None, RULES, T0 + WEEK / 2)
+    with pytest.raises(InvalidTransition, match="already been rated"):
+        feedback.rate(closed, grant(), Rating.unsatisfied, None, RULES, T0 + WEEK / 2)
+    with pytest.raises(InvalidTransition, match="another issue"):
+        feedback.rate(awaiting(), grant(issue="WH-20261121-0099"), Rating.satisfied, None,
+                      RULES, T0)
+
+
+def test_a_merged_neighbour_rates_the_issue_they_joined():
+    new, (rated, _closed) = feedback.rate(awaiting(), grant(reporter=NEIGHBOUR),
+                                          Rating.satisfied, None, RULES, T0 + WEEK / 2)
+    assert rated.reporter_issue_id == NEIGHBOUR and new.ratings[0].reporter_issue_id == NEIGHBOUR
+
+
+def test_no_rating_within_the_window_closes_as_resolved_without_rating():
+    record = awaiting()
+    [due] = pending_deadlines(record)
+    early, events = feedback.close_unrated(record, due, due.due - timedelta(seconds=1))
+    assert early is record and events == []
+    new, [closed] = feedback.close_unrated(record, due, due.due + timedelta(seconds=1))
+    assert (new.status, new.closed_reason) == (IssueStatus.closed, ClosedReason.no_rating)
+    assert closed.reason is ClosedReason.no_rating
+    # once rated, the old window is stale and closes nothing
+    rated, _ = feedback.rate(record, grant(), Rating.satisfied, None, RULES, T0 + WEEK / 2)
+    stale = Deadline(ISSUE, NO_AGENCY, DeadlineKind.feedback, due.due)
+    assert feedback.close_unrated(rated, stale, due.due + timedelta(days=1)) == (rated, [])
