@@ -38,6 +38,7 @@ SMTP_PASSWORD = "SMTP_PASSWORD"
 SMTP_STARTTLS = "SMTP_STARTTLS"
 PUBLIC_URL = "WHISTLE_PUBLIC_URL"
 RATING_WINDOW_S = "WHISTLE_RATING_WINDOW_S"
+RABBIT_API_URL = "WHISTLE_RABBIT_API"  # RabbitMQ management API, for `whistle status` and `dlq`
 MAX_WORKERS = "max_workers"
 
 # Development defaults. DEV_SECRET is deliberately named and worded so that it
@@ -71,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     SMTP_STARTTLS: "false",
     PUBLIC_URL: "http://127.0.0.1:8000",
     RATING_WINDOW_S: 7 * 24 * 3600,
+    # The vhost is AMQP_URI's; only the management API's address and account are here.
+    RABBIT_API_URL: "http://guest:guest@127.0.0.1:15672",
 }
 
 _INTEGER_KEYS = {TOKEN_TTL, MAX_ATTEMPTS, RETRY_DELAY_MS, MAX_WORKERS, NOTIFY_MAX_ATTEMPTS,

@@ -269,8 +269,21 @@ class IssueStore:
                                [event_id, dumps(entry)]))
 
     def journal(self, issue_id: str) -> list[dict[str, Any]]:
-        return [json.loads(raw) for raw in
-                self._call(self.redis.lrange, self.keys.journal(issue_id), 0, -1)]
+        return self.journals([issue_id])[0]
+
+    def journals(self, issue_ids: list[str]) -> list[list[dict[str, Any]]]:
+        """Several issues' journals, in the order asked, in one round trip (a pipeline)."""
+        if not issue_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for issue_id in issue_ids:
+            pipe.lrange(self.keys.journal(issue_id), 0, -1)
+        return [[json.loads(raw) for raw in raws] for raws in self._call(pipe.execute)]
+
+    def issue_ids_received(self, start: datetime, end: datetime) -> list[str]:
+        """Ids of the issues received in ``[start, end]``, oldest first (``{p}:issues``)."""
+        return self._call(self.redis.zrangebyscore, self.keys.all_issues,
+                          start.timestamp(), end.timestamp())
 
     # ----------------------------------------------------------------- merging
 

@@ -11,6 +11,9 @@ from rich.console import Console
 
 from shared import config as cfg
 from whistle.route_cli import route
+from whistle.stats_cli import stats
+from whistle.tail_cli import tail
+from whistle.trace_cli import trace
 
 console = Console()
 
@@ -109,6 +112,11 @@ def rules_check(path: str) -> None:
 
 
 cli.add_command(route)
+cli.add_command(stats)
+
+
+cli.add_command(tail)
+cli.add_command(trace)
 
 
 def main() -> None:  # pragma: no cover - console entry point

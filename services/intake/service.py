@@ -3,7 +3,8 @@
 Accepts a problem over HTTP or RPC, validates it, gives it a stable reference
 (``WH-yyyymmdd-nnnn``), stores it with its announcing ``issue.received`` event
 in one Redis transaction, then publishes. It also serves the desk's read side:
-one issue with its timeline, and filtered lists.
+one issue with its timeline, filtered lists, and the three rates (三率) computed
+from the journal (``services.intake.stats``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
 from services.intake.domain import accept_issue
+from services.intake.stats import StatsWindow, compute_stats
 from shared import config as cfg
 from shared.contracts import Event, IssueFilter, SubmitIssue, new_id, utcnow
 from shared.errors import EXPECTED_ERRORS
 from shared.issue import public_view
-from shared.logging import WorkerLogger
+from shared.logging import CallStack, WorkerLogger
 from shared.messaging import EventBus, subscribe
 from shared.store import Store, day_of
 from shared.web import health_report, http, json_response, read_json, validate
@@ -28,6 +30,7 @@ class IntakeService:
     store = Store()
     bus = EventBus()
     log = WorkerLogger()
+    call_stack = CallStack()
     config = Config()
 
     # --------------------------------------------------------------- events
@@ -35,7 +38,10 @@ class IntakeService:
     @subscribe()
     def record_event(self, event: Event) -> None:
         """The journal: every event about an issue, once, for traces and the three rates."""
-        entry = {"event_type": event.event_type, **event.model_dump(mode="json")}
+        # Who produced it: the publishing worker's call id ("routing.route_issue.<uuid>").
+        producer = self.call_stack[-2] if len(self.call_stack) > 1 else None
+        entry = {"event_type": event.event_type, **event.model_dump(mode="json"),
+                 "call_id": producer, "recorded_at": utcnow().isoformat()}
         self.store.record_event(event.issue_id, event.event_id, entry)
 
     # ------------------------------------------------------------------ RPC
@@ -60,6 +66,13 @@ class IntakeService:
         self.store.get(issue_id)
         return self.store.journal(issue_id)
 
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def stats(self, window: dict | None = None) -> dict:
+        """The three rates (三率) over ``{"since", "until"}`` (ISO; default the last 30 days)."""
+        bounds = validate(StatsWindow, window or {})
+        journals = self.store.journals(self.store.issue_ids_received(*bounds.issues_received()))
+        return compute_stats(journals, bounds.since, bounds.until, utcnow())
+
     # ----------------------------------------------------------------- HTTP
 
     @http("POST", "/issues", expected_exceptions=EXPECTED_ERRORS)
@@ -77,8 +90,11 @@ class IntakeService:
 
     @http("GET", "/issues", expected_exceptions=EXPECTED_ERRORS)
     def list_issues_http(self, request):
-        filters = {k: v for k, v in request.args.items() if v != ""}
-        return {"issues": self.list_issues(filters)}
+        return {"issues": self.list_issues(self._query(request))}
+
+    @http("GET", "/stats", expected_exceptions=EXPECTED_ERRORS)
+    def stats_http(self, request):
+        return self.stats(self._query(request))
 
     @http("GET", "/health")
     def health(self, request):
@@ -98,6 +114,10 @@ class IntakeService:
         self.bus.publish(outbox)
         return {"issue_id": issue_id, "trace_id": record.trace_id, "status": record.status.value,
                 "received_at": record.received_at.isoformat()}
+
+    @staticmethod
+    def _query(request) -> dict:
+        return {k: v for k, v in request.args.items() if v != ""}
 
     @staticmethod
     def _summary(record) -> dict:

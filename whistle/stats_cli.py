@@ -1,0 +1,144 @@
+"""``whistle stats``: the three rates (三率) of a running Whistle, over HTTP.
+
+Fetches ``GET /stats`` and prints one row overall and one per agency: assignments,
+response, resolution and satisfaction rates, median and p90 times to acknowledge
+and to resolve, open, overdue and escalated. ``--json`` prints the answer as is.
+Dates given without a zone are read in ``$WHISTLE_TZ``. The definitions are in
+``services/intake/stats.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from shared import config as cfg
+
+
+@click.command()
+@click.option("--since", default=None, metavar="ISO",
+              help="Start of the window (default: 30 days before --until).")
+@click.option("--days", type=click.IntRange(1, 366), default=None,
+              help="The window is the N days before --until (instead of --since).")
+@click.option("--until", default=None, metavar="ISO", help="End of the window (default: now).")
+@click.option("--url", default=None, help="Whistle's HTTP address (default: from $WEB_SERVER_ADDRESS).")
+@click.option("--json", "as_json", is_flag=True, help="Print GET /stats's answer as JSON.")
+def stats(since: str | None, days: int | None, until: str | None, url: str | None,
+          as_json: bool) -> None:
+    """Show the three rates (三率): response, resolution and satisfaction, per agency."""
+    from whistle.route_cli import _display_tz
+
+    if since and days:
+        raise click.UsageError("give --since or --days, not both")
+    tz = _display_tz()
+    params = {}
+    end = _parse(until, "--until", tz) if until else None
+    if days:
+        end = end or datetime.now(tz)
+        params["since"] = (end - timedelta(days=days)).isoformat()
+    elif since:
+        params["since"] = _parse(since, "--since", tz).isoformat()
+    if end:
+        params["until"] = end.isoformat()
+    base = url or f"http://{cfg.config_from_env()[cfg.WEB_SERVER_ADDRESS]}"
+    report = fetch_stats(base, params)
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    Console(highlight=False).print(render(report, tz))
+
+
+def _parse(value: str, option: str, tz: tzinfo) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or datetime",
+                                 param_hint=option) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+
+def fetch_stats(base: str, params: dict[str, str]) -> dict[str, Any]:
+    import requests
+
+    try:
+        response = requests.get(f"{base.rstrip('/')}/stats", params=params, timeout=30)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach Whistle at {base}: {type(exc).__name__}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+        raise click.ClickException(
+            f"GET /stats answered {response.status_code}: {error.get('message', response.text[:200])}")
+    return body
+
+
+# -------------------------------------------------------------------- rendering
+
+
+def percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def duration(seconds: float | None) -> str:
+    """``3h 05m``: the two largest units, for people."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+def _times(block: dict, key: str) -> str:
+    figures = block[key]
+    return f"{duration(figures['median'])} / {duration(figures['p90'])}"
+
+
+def _row(name: str, block: dict) -> list[str]:
+    return [
+        name,
+        str(block["assigned"]),
+        f"{percent(block['response_rate'])} ({block['acknowledged_on_time']})",
+        f"{percent(block['resolution_rate'])} ({block['resolved']})",
+        f"{percent(block['satisfaction_rate'])} ({block['satisfied']}/{block['rated']})",
+        _times(block, "time_to_acknowledge_s"),
+        _times(block, "time_to_resolve_s"),
+        str(block["open"]),
+        str(block["overdue"]),
+        str(block["escalated"]),
+    ]
+
+
+def render(report: dict, tz: tzinfo) -> Table:
+    """The report as a rich table: overall first, then each agency."""
+    window = report["window"]
+
+    def local(iso: str) -> str:
+        return datetime.fromisoformat(iso).astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
+
+    table = Table(title=f"三率 / the three rates, {local(window['since'])} → "
+                        f"{local(window['until'])}",
+                  caption=f"as of {local(window['as_of'])}; {window['issues']} issues read; "
+                          "times are median / p90 (nearest rank)")
+    for header in ("agency", "assigned", "response", "resolution", "satisfaction",
+                   "acknowledge", "resolve", "open", "overdue", "escalated"):
+        table.add_column(header, justify="left" if header == "agency" else "right")
+    table.add_row(*_row("overall", report["overall"]), style="bold", end_section=True)
+    for agency, block in report["agencies"].items():
+        table.add_row(*_row(agency, block))
+    return table

@@ -1,0 +1,168 @@
+"""``whistle tail``: a live view of the message flow, for operators.
+
+It binds its own exclusive, auto-deleting queue to ``whistle.events`` and to
+nameko's RPC exchange, so it sees a copy of every event, RPC request and reply
+and never takes a message from a service. One line per message: time, source
+service, message type, issue, agency, and the time since the issue was
+received. Residents' data is never printed: only the fields below are shown,
+and free text is scrubbed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from kombu import Connection, Exchange, Queue
+
+from shared import config as cfg
+from shared.privacy import scrub_text
+from shared.topology import EVENTS_EXCHANGE
+
+RPC_EXCHANGE = Exchange("nameko-rpc", type="topic", durable=True)
+ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
+
+
+def _agency_of(body: dict[str, Any]) -> str | None:
+    agency = body.get("agency")
+    if isinstance(agency, dict):
+        return agency.get("agency")
+    if isinstance(agency, str):
+        return agency
+    assignment = body.get("assignment")
+    if isinstance(assignment, dict):
+        return assignment.get("agency")
+    return None
+
+
+def _service_of(call_id: str | None) -> str | None:
+    return call_id.split(".", 1)[0] if call_id else None
+
+
+def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str,
+             now: datetime) -> dict[str, Any]:
+    """What one line says about a message. Pure; never includes personal data."""
+    headers = headers or {}
+    stack = headers.get("nameko.call_id_stack") or []
+    caller = stack[-1] if stack else None
+    line: dict[str, Any] = {"time": now.isoformat(timespec="milliseconds"), "issue": None,
+                            "agency": None, "trace_id": headers.get("nameko.trace_id")}
+    if exchange == EVENTS_EXCHANGE.name:
+        data = body if isinstance(body, dict) else {}
+        line.update(kind="event", type=headers.get("x-whistle-event-type") or routing_key,
+                    service=headers.get("x-whistle-source") or _service_of(caller),
+                    issue=data.get("issue_id"), agency=_agency_of(data),
+                    trace_id=data.get("trace_id") or line["trace_id"],
+                    event_id=data.get("event_id"), causation_id=data.get("causation_id"))
+    elif headers.get("nameko.correlation_id") and "." in routing_key:
+        args = body.get("args", []) if isinstance(body, dict) else []
+        issue = next((a for a in args if isinstance(a, str) and a.startswith("WH-")), None)
+        agency = args[1] if routing_key.startswith("agency.") and len(args) > 1 else None
+        line.update(kind="rpc", type=f"rpc {routing_key}", service=_service_of(caller) or "client",
+                    issue=issue, agency=agency if isinstance(agency, str) else None)
+    else:
+        error = body.get("error") if isinstance(body, dict) else None
+        line.update(kind="reply", type="rpc reply" + (
+            f" (error: {error.get('exc_type')})" if isinstance(error, dict) else ""),
+            service=_service_of(caller))
+        if isinstance(error, dict):
+            line["detail"] = scrub_text(str(error.get("value", "")))[:200]
+    return line
+
+
+def matches(line: dict[str, Any], issue: str | None, agency: str | None, kind: str | None,
+            service: str | None) -> bool:
+    return ((issue is None or line.get("issue") == issue)
+            and (agency is None or line.get("agency") == agency)
+            and (kind is None or fnmatch.fnmatch(line.get("type") or "", kind))
+            and (service is None or line.get("service") == service))
+
+
+class ReceivedTimes:
+    """When each issue was received: learned from issue.received, else read from Redis."""
+
+    def __init__(self, redis_client, prefix: str):
+        self.redis, self.prefix, self.known = redis_client, prefix, {}
+
+    def learn(self, line: dict[str, Any], body: Any) -> None:
+        if line.get("type") == "issue.received" and isinstance(body, dict):
+            self.known[line["issue"]] = datetime.fromisoformat(body["occurred_at"])
+
+    def elapsed(self, issue: str | None, now: datetime) -> float | None:
+        if not issue:
+            return None
+        if issue not in self.known and self.redis is not None:
+            try:
+                raw = self.redis.get(f"{self.prefix}:issue:{issue}")
+                if raw:
+                    self.known[issue] = datetime.fromisoformat(json.loads(raw)["received_at"])
+            except Exception:  # Redis down: the column stays empty, the tail goes on
+                self.redis = None
+        received = self.known.get(issue)
+        return (now - received).total_seconds() if received else None
+
+
+def render(line: dict[str, Any]) -> str:
+    elapsed = line.get("since_received_s")
+    since = f"+{elapsed:.3f}s" if elapsed is not None else ""
+    text = (f"{line['time'][11:23]}  {(line.get('service') or '-'):<8} "
+            f"{(line.get('type') or '-'):<32} {(line.get('issue') or '-'):<17} "
+            f"{(line.get('agency') or '-'):<17} {since:>11}")
+    return text + (f"  {line['detail']}" if line.get("detail") else "")
+
+
+@click.command()
+@click.option("--issue", default=None, help="Only this issue (WH-…).")
+@click.option("--agency", default=None, help="Only messages about this agency.")
+@click.option("--type", "kind", default=None, help="Only this message type (glob: 'table.*').")
+@click.option("--service", default=None, help="Only messages sent by this service.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def tail(issue, agency, kind, service, as_json) -> None:
+    """Follow every message between Whistle's services, live (Ctrl-C to stop)."""
+    from shared.store import connect
+
+    config = cfg.config_from_env()
+    redis_client = connect(config[cfg.REDIS_URL])
+    times = ReceivedTimes(redis_client, config[cfg.KEY_PREFIX])
+    queue = Queue(f"whistle.tail.{uuid.uuid4().hex[:8]}", exclusive=True, auto_delete=True,
+                  durable=False, bindings=None)
+
+    def on_message(body, message):
+        now = datetime.now(UTC)
+        line = describe(body, message.headers, message.delivery_info.get("routing_key", ""),
+                        message.delivery_info.get("exchange", ""), now)
+        times.learn(line, body)
+        line["since_received_s"] = times.elapsed(line.get("issue"), now)
+        if matches(line, issue, agency, kind, service):
+            click.echo(json.dumps(line, ensure_ascii=False) if as_json else render(line))
+            sys.stdout.flush()
+
+    try:
+        with Connection(config[cfg.AMQP_URI], heartbeat=30) as connection:
+            channel = connection.channel()
+            bound = queue.bind(channel)
+            bound.declare()
+            for exchange in (EVENTS_EXCHANGE, RPC_EXCHANGE):
+                exchange.bind(channel).declare()
+                bound.bind_to(exchange=exchange.name, routing_key="#")
+            with connection.Consumer(bound, callbacks=[on_message], accept=["json"],
+                                     no_ack=True):
+                click.echo("whistle tail: following whistle.events and RPC (Ctrl-C to stop)",
+                           err=True)
+                if not as_json:
+                    click.echo(f"{'time':<12}  {'service':<8} {'type':<32} {'issue':<17} "
+                               f"{'agency':<17} {'since received':>11}")
+                while True:
+                    try:
+                        connection.drain_events(timeout=1)
+                    except TimeoutError:
+                        connection.heartbeat_check()
+    except KeyboardInterrupt:
+        click.echo("whistle tail: stopped", err=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
