@@ -1,0 +1,103 @@
+"""Input limits at intake: whatever arrives, a clear JSON answer and never a half-stored issue.
+
+A property-based test (hypothesis) throws generated bodies at the real service
+over HTTP; named cases pin each limit: body size, field lengths, content type,
+malformed JSON, unknown fields, control characters and invalid Unicode.
+"""
+
+import json
+
+import pytest
+import redis
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.intake.service import IntakeService
+from shared import config as cfg
+
+pytestmark = pytest.mark.integration
+
+VALID = {"description": "楼道灯不亮，晚上看不见路", "location": {"community": "缤泰社区",
+                                                         "address": "丽德花园3号楼"}}
+
+
+@pytest.fixture
+def intake(container_factory, whistle_config, redis_prefix):
+    container_factory(IntakeService, whistle_config).start()
+    client = redis.Redis.from_url(whistle_config[cfg.REDIS_URL], decode_responses=True)
+    yield f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}", client, redis_prefix
+    client.close()
+
+
+def stored(client, prefix):
+    return client.zcard(f"{prefix}:issues")
+
+
+def assert_clean_refusal(response, status=None):
+    assert 400 <= response.status_code < 500, response.text
+    if status:
+        assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["code"] and body["error"]["message"]
+    assert "Traceback" not in response.text and "File \"" not in response.text
+
+
+@pytest.mark.parametrize(("data", "headers", "status", "code"), [
+    (json.dumps({**VALID, "description": "x" * 4001}), None, 422, "invalid_payload"),
+    (json.dumps({**VALID, "location": {"community": "缤" * 65, "address": "a"}}), None, 422,
+     "invalid_payload"),
+    ("x" * (64 * 1024 + 1), None, 400, "malformed_body"),
+    (json.dumps(VALID), {"Content-Type": "text/plain"}, 400, "malformed_body"),
+    ("{\"description\": ", None, 400, "malformed_body"),
+    (json.dumps({**VALID, "priority": "urgent"}), None, 422, "invalid_payload"),
+    (json.dumps({**VALID, "description": "灯不亮\x07\x1b[31m"}), None, 422, "invalid_payload"),
+    ('{"description": "\\ud800 灯不亮", "location": {"community": "a", "address": "b"}}', None,
+     422, "invalid_payload"),
+    (b"\xff\xfe\x00{", None, 400, "malformed_body"),
+    ("[1, 2, 3]", None, 422, "invalid_payload"),
+])
+def test_each_limit_is_a_clear_4xx_and_nothing_is_stored(intake, data, headers, status, code):
+    base, client, prefix = intake
+    response = requests.post(f"{base}/issues", data=data if isinstance(data, bytes)
+                             else data.encode("utf-8"), timeout=5,
+                             headers=headers or {"Content-Type": "application/json"})
+    assert_clean_refusal(response, status)
+    assert response.json()["error"]["code"] == code
+    assert stored(client, prefix) == 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(
+        st.sampled_from(["description", "location", "community", "address", "contact", "phone",
+                         "name", "channel", "language", "category", "grid", "lat", "extra"])
+        | st.text(max_size=8), children, max_size=5),
+    max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=300),
+    st.fixed_dictionaries({"description": st.text(max_size=60), "location": st.fixed_dictionaries(
+        {"community": st.text(max_size=10), "address": st.text(max_size=10)})},
+        optional={"contact": st.dictionaries(st.sampled_from(["name", "phone", "email"]),
+                                             st.text(max_size=15)),
+                  "channel": st.text(max_size=10)}).map(lambda v: json.dumps(v).encode()),
+), content_type=st.sampled_from(["application/json", "application/json; charset=utf-8",
+                                 "text/plain", "application/x-www-form-urlencoded"]))
+def test_any_body_gets_a_json_answer_and_refusals_store_nothing(intake, body, content_type):
+    base, client, prefix = intake
+    before = stored(client, prefix)
+    response = requests.post(f"{base}/issues", data=body, timeout=5,
+                             headers={"Content-Type": content_type})
+    if response.status_code == 201:
+        receipt = response.json()
+        assert stored(client, prefix) == before + 1
+        issue = requests.get(f"{base}/issues/{receipt['issue_id']}", timeout=5).json()
+        assert issue["status"] == "received"
+    else:
+        assert_clean_refusal(response)
+        assert stored(client, prefix) == before

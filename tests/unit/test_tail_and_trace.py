@@ -1,0 +1,76 @@
+"""The pure parts of whistle tail and whistle trace."""
+
+from datetime import UTC, datetime, timedelta
+
+from whistle.tail_cli import describe, matches
+from whistle.trace_cli import build_trace, human
+
+NOW = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
+
+
+def test_an_event_line_names_source_type_issue_and_agency_only():
+    body = {"event_id": "e2", "trace_id": "t1", "causation_id": "e1",
+            "issue_id": "WH-20261121-0001", "assignment": {"agency": "power"},
+            "description": "请回电13812345678"}
+    line = describe(body, {"x-whistle-source": "routing", "x-whistle-event-type":
+                           "assignment.created"}, "assignment.created", "whistle.events", NOW)
+    assert (line["kind"], line["service"], line["type"], line["issue"], line["agency"]) == (
+        "event", "routing", "assignment.created", "WH-20261121-0001", "power")
+    assert "13812345678" not in str(line) and "description" not in line
+
+
+def test_rpc_requests_and_error_replies_are_described_without_their_arguments():
+    request = describe({"args": ["token", "power", "WH-20261121-0003", {"note": "x"}],
+                        "kwargs": {}},
+                       {"nameko.correlation_id": "c1",
+                        "nameko.call_id_stack": ["agency.resolve_http.abc"]},
+                       "agency.resolve", "nameko-rpc", NOW)
+    assert (request["kind"], request["type"], request["issue"], request["agency"],
+            request["service"]) == ("rpc", "rpc agency.resolve", "WH-20261121-0003", "power",
+                                    "agency")
+    assert "token" not in str(request)
+    reply = describe({"result": None, "error": {"exc_type": "Forbidden",
+                                                "value": "call 13812345678"}},
+                     {}, "reply-queue-id", "nameko-rpc", NOW)
+    assert reply["type"] == "rpc reply (error: Forbidden)"
+    assert "13812345678" not in reply["detail"] and "138****5678" in reply["detail"]
+
+
+def test_filters_combine():
+    line = {"issue": "WH-1", "agency": "gas", "type": "table.convened", "service": "routing"}
+    assert matches(line, "WH-1", "gas", "table.*", "routing")
+    assert not matches(line, "WH-2", None, None, None)
+    assert not matches(line, None, None, "issue.*", None)
+    assert not matches(line, None, None, None, "intake")
+
+
+def event(event_type, event_id, at, call_id, cause=None, **fields):
+    return {"event_type": event_type, "event_id": event_id, "causation_id": cause,
+            "occurred_at": (NOW + at).isoformat(), "call_id": call_id, **fields}
+
+
+def test_trace_tells_processing_from_waiting_for_people_and_deadlines():
+    events = [
+        event("issue.received", "e1", timedelta(0), "intake.submit_issue_http.1"),
+        event("issue.dispatched", "e2", timedelta(milliseconds=8), "routing.route_issue.2", "e1"),
+        event("issue.escalated", "e3", timedelta(hours=2), "routing.watch_deadlines.3",
+              agency={"agency": "power"}),
+        event("assignment.acknowledged", "e4", timedelta(hours=2, minutes=30),
+              "agency.acknowledge_http.4", agency="power"),
+    ]
+    notes = [{"kind": "received", "status": "sent", "created_at": (NOW + timedelta(
+        milliseconds=5)).isoformat(), "sent_at": (NOW + timedelta(milliseconds=5)).isoformat()}]
+    trace = build_trace({"issue_id": "WH-1", "trace_id": "t", "status": "in_progress",
+                         "category": "flying_wire", "priority": "urgent"}, events, notes)
+    kinds = [(s["type"], s["kind"], s["service"], s["entrypoint"]) for s in trace["steps"]]
+    assert kinds == [
+        ("issue.received", "start", "intake", "submit_issue_http"),
+        ("notified received (sent)", "processing", "notify", None),
+        ("issue.dispatched", "processing", "routing", "route_issue"),
+        ("issue.escalated", "waiting (deadline)", "routing", "watch_deadlines"),
+        ("assignment.acknowledged", "waiting (people)", "agency", "acknowledge_http"),
+    ]
+    assert trace["steps"][2]["duration_s"] == 0.008  # from its cause, not the notification
+    assert trace["totals_s"] == {"processing": 0.008, "waiting (deadline)": 7199.992,
+                                 "waiting (people)": 1800.0}
+    assert human(7199.992) == "1h59m" and human(0.008) == "8ms" and human(90000) == "1d1h"
