@@ -60,7 +60,8 @@ def whistle_config(rabbit_config, redis_prefix):
             cfg.KEY_PREFIX: redis_prefix,
             cfg.WEB_SERVER_ADDRESS: f"127.0.0.1:{free_port()}",
             cfg.RETRY_DELAY_MS: 50,
-            cfg.MAX_ATTEMPTS: 3,
+            cfg.MAX_ATTEMPTS: 4,
+            cfg.NOTIFY_MAX_ATTEMPTS: 3,  # notify gives up (failed, visible) before dead-lettering
             cfg.LOG_FORMAT: "console",
         },
     )

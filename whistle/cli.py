@@ -10,8 +10,10 @@ import click
 from rich.console import Console
 
 from shared import config as cfg
+from whistle.dlq_cli import dlq
 from whistle.route_cli import route
 from whistle.stats_cli import stats
+from whistle.status_cli import status
 from whistle.tail_cli import tail
 from whistle.trace_cli import trace
 
@@ -112,6 +114,8 @@ def rules_check(path: str) -> None:
 
 
 cli.add_command(route)
+cli.add_command(status)
+cli.add_command(dlq)
 cli.add_command(stats)
 
 

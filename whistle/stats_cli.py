@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -88,33 +89,31 @@ def percent(rate: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """``3h 05m``: the two largest units, for people."""
+    """``3h05m``: at most the two largest units, for people."""
     if seconds is None:
         return "-"
     whole = round(seconds)
     if whole < 60:
         return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours:02d}h"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, whole = divmod(whole, size)
+        if count or parts:
+            parts.append((count, unit))
+    return "".join(f"{count}{unit}" for count, unit in parts[:2] if count)
 
 
 def _times(block: dict, key: str) -> str:
     figures = block[key]
-    return f"{duration(figures['median'])} / {duration(figures['p90'])}"
+    return f"{duration(figures['median'])}/{duration(figures['p90'])}"
 
 
 def _row(name: str, block: dict) -> list[str]:
     return [
         name,
         str(block["assigned"]),
-        f"{percent(block['response_rate'])} ({block['acknowledged_on_time']})",
-        f"{percent(block['resolution_rate'])} ({block['resolved']})",
+        percent(block["response_rate"]),
+        percent(block["resolution_rate"]),
         f"{percent(block['satisfaction_rate'])} ({block['satisfied']}/{block['rated']})",
         _times(block, "time_to_acknowledge_s"),
         _times(block, "time_to_resolve_s"),
@@ -131,13 +130,16 @@ def render(report: dict, tz: tzinfo) -> Table:
     def local(iso: str) -> str:
         return datetime.fromisoformat(iso).astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
 
-    table = Table(title=f"三率 / the three rates, {local(window['since'])} → "
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title=f"三率 / the three rates, {local(window['since'])} → "
                         f"{local(window['until'])}",
                   caption=f"as of {local(window['as_of'])}; {window['issues']} issues read; "
-                          "times are median / p90 (nearest rank)")
+                          "response: acknowledged on time; "
+                          "satisfaction: satisfied/rated; p50/p90: median and 90th percentile "
+                          "(nearest rank)")
     for header in ("agency", "assigned", "response", "resolution", "satisfaction",
-                   "acknowledge", "resolve", "open", "overdue", "escalated"):
-        table.add_column(header, justify="left" if header == "agency" else "right")
+                   "ack\np50/p90", "resolve\np50/p90", "open", "overdue", "escalated"):
+        table.add_column(header, justify="left" if header == "agency" else "right",
+                         no_wrap=header == "agency")
     table.add_row(*_row("overall", report["overall"]), style="bold", end_section=True)
     for agency, block in report["agencies"].items():
         table.add_row(*_row(agency, block))

@@ -20,6 +20,7 @@ from shared.contracts import (
 )
 from shared.errors import InvalidPayload
 from shared.web import validate
+from whistle.stats_cli import duration, percent
 
 SINCE = datetime(2026, 11, 1, tzinfo=UTC)
 UNTIL = SINCE + timedelta(days=7)  # h(168)
@@ -296,3 +297,19 @@ def test_a_bad_window_names_the_field(payload, field):
     with pytest.raises(InvalidPayload) as caught:
         validate(StatsWindow, payload)
     assert [f["field"] for f in caught.value.errors] == [field]
+
+
+# ------------------------------------------------------------ the CLI's wording
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (None, "-"), (0, "0s"), (44.6, "45s"), (60, "1m"), (1800, "30m"), (3671, "1h1m"),
+    (3605, "1h"), (36000, "10h"), (86400, "1d"), (90061, "1d1h"), (10 * 86400 + 59, "10d"),
+])
+def test_durations_are_written_for_people(seconds, text):
+    assert duration(seconds) == text
+
+
+def test_rates_are_written_as_percentages():
+    assert (percent(None), percent(0.0), percent(0.7143), percent(1.0)) == (
+        "-", "0.0%", "71.4%", "100.0%")

@@ -1,0 +1,250 @@
+"""``whistle status`` and ``whistle dlq`` against the real RabbitMQ (a throwaway vhost,
+read through its management API) and Redis (a key prefix per test)."""
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from kombu import Connection, Producer, Queue
+
+from shared import config as cfg
+from shared import messaging as m
+from shared.store import Keys
+from shared.topology import DEAD_LETTER_QUEUE, EVENTS_EXCHANGE, declare_topology
+from tests.conftest import REDIS_URL, free_port
+from whistle.cli import cli
+
+pytestmark = pytest.mark.integration
+
+WHISTLE = str(Path(sys.executable).with_name("whistle"))
+PHONE, OTHER_PHONE = "13812345678", "13987654321"
+ROUTE_QUEUE, NOTIFY_QUEUE = "whistle.routing.route_issue", "whistle.notify.on_issue_received"
+EVENT = {
+    "event_id": "ev-0301", "trace_id": "trace-0301", "causation_id": None,
+    "occurred_at": "2026-11-21T08:00:00+00:00", "schema_version": 1,
+    "issue_id": "WH-20261121-0301",
+    "description": f"楼上漏水，滴到电线上了，急！电话{PHONE}",
+    "location": {"community": "缤泰社区", "address": "丽德花园5号楼"},
+    "channel": "hotline", "language": "zh", "has_contact": True,
+}
+GARBAGE = f"\xff\xfe{{not json, call {OTHER_PHONE}".encode("latin-1")
+
+
+@pytest.fixture
+def env(rabbit_config, redis_prefix, request):
+    return {
+        cfg.AMQP_URI: rabbit_config["AMQP_URI"],
+        cfg.REDIS_URL: REDIS_URL,
+        cfg.KEY_PREFIX: redis_prefix,
+        cfg.RABBIT_API_URL: request.config.getoption("RABBIT_API_URI"),
+    }
+
+
+@pytest.fixture
+def amqp(env):
+    with Connection(env[cfg.AMQP_URI]) as connection:
+        declare_topology(connection)
+        yield connection
+
+
+def dead_letter(amqp, body: bytes, queue: str, reason: str, attempts: int, event_type=None):
+    """Park a message in whistle.dead-letter as EventSubscriber.dead_letter does; without
+    ``event_type``, as a message published with no type header (only the routing key)."""
+    headers = {m.ATTEMPTS_HEADER: attempts, m.ERROR_HEADER: reason, m.QUEUE_HEADER: queue,
+               m.ROUTING_KEY_HEADER: event_type or "issue.received",
+               m.FAILED_AT_HEADER: datetime.now(UTC).isoformat(), "nameko.trace_id": "trace-0301"}
+    if event_type:
+        headers[m.EVENT_TYPE_HEADER] = event_type
+    Producer(amqp.channel()).publish(body, exchange="", routing_key=DEAD_LETTER_QUEUE.name,
+                                     headers=headers, content_type="application/json",
+                                     content_encoding="utf-8", delivery_mode=2)
+
+
+@pytest.fixture
+def two_dead_letters(amqp):
+    dead_letter(amqp, json.dumps(EVENT, ensure_ascii=False).encode(), ROUTE_QUEUE,
+                "NotFound: no issue WH-20261121-0301", 3, "issue.received")
+    dead_letter(amqp, GARBAGE, NOTIFY_QUEUE, "undecodable message: ContentDisallowed", 1)
+
+
+def whistle(env, *args):
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def depth(amqp, name):
+    """Exact, unlike the management API's statistics (refreshed every few seconds)."""
+    channel = amqp.channel()
+    try:
+        return channel.queue_declare(name, passive=True).message_count
+    finally:
+        channel.close()
+
+
+def take(amqp, name):
+    message = Queue(name).bind(amqp.channel()).get(no_ack=True)
+    assert message is not None, f"nothing in {name}"
+    return message
+
+
+def status_until(env, probe, timeout=20.0):
+    """``status --json`` until ``probe`` holds: the API's statistics lag the queues."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = whistle(env, "status", "--json")
+        report = json.loads(result.stdout)
+        if probe(report) or time.monotonic() > deadline:
+            return result, report
+        time.sleep(0.5)
+
+
+def no_personal_data(text):
+    assert PHONE not in text and OTHER_PHONE not in text
+    assert "Traceback" not in text
+
+
+def test_dlq_list_shows_why_and_removes_nothing(env, amqp, two_dead_letters):
+    result = whistle(env, "dlq", "list", "--json")
+    assert result.exit_code == 0, result.output
+    no_personal_data(result.output)
+    listing = json.loads(result.stdout)
+    assert listing["shown"] == 2 and listing["in_queue"] == 2
+    event, garbage = listing["messages"]
+    assert event["position"] == 1 and garbage["position"] == 2
+    assert event["queue"] == ROUTE_QUEUE and event["event_type"] == "issue.received"
+    assert event["attempts"] == 3 and event["reason"] == "NotFound: no issue WH-20261121-0301"
+    assert event["issue_id"] == "WH-20261121-0301" and event["body_format"] == "json"
+    assert "138****5678" in event["preview"] and event["failed_at"]
+    assert garbage["queue"] == NOTIFY_QUEUE and garbage["attempts"] == 1
+    assert garbage["reason"].startswith("undecodable message")
+    assert garbage["body_format"] == "undecodable" and garbage["issue_id"] is None
+    assert "139****4321" in garbage["preview"] and garbage["bytes"] == len(GARBAGE)
+
+    text = whistle(env, "dlq", "list")
+    assert text.exit_code == 0
+    no_personal_data(text.output)
+    assert "#1" in text.output and "#2" in text.output and "NotFound: no issue" in text.output
+
+    # looked at twice, still both there, in the same order
+    assert depth(amqp, DEAD_LETTER_QUEUE.name) == 2
+    _, report = status_until(env, lambda r: r["rabbitmq"]["dead_letter"]["messages"] == 2)
+    assert report["rabbitmq"]["dead_letter"]["messages"] == 2
+    again = json.loads(whistle(env, "dlq", "list", "--json", "--limit", "1").stdout)
+    assert again["in_queue"] == 2 and again["shown"] == 1
+    assert again["messages"][0]["issue_id"] == "WH-20261121-0301"
+
+
+def test_dlq_replay_index_sends_exactly_that_one_back_with_fresh_attempts(
+        env, amqp, two_dead_letters):
+    result = whistle(env, "dlq", "replay", "--index", "1")
+    assert result.exit_code == 0, result.output
+    no_personal_data(result.output)
+    assert "Replayed 1 of 2" in result.output and f"→ {ROUTE_QUEUE}" in result.output
+
+    assert depth(amqp, DEAD_LETTER_QUEUE.name) == 1
+    assert depth(amqp, ROUTE_QUEUE) == 1 and depth(amqp, NOTIFY_QUEUE) == 0
+    replayed = take(amqp, ROUTE_QUEUE)
+    assert json.loads(replayed.body) == EVENT
+    assert m.ATTEMPTS_HEADER not in replayed.headers and m.ERROR_HEADER not in replayed.headers
+    assert replayed.headers[m.EVENT_TYPE_HEADER] == "issue.received"
+    assert replayed.properties["delivery_mode"] == 2
+    # the one left is the undecodable one, now first
+    left = json.loads(whistle(env, "dlq", "list", "--json").stdout)
+    assert left["in_queue"] == 1  # exact at once, unlike the API's queue statistics
+    assert [(m["position"], m["body_format"]) for m in left["messages"]] == [(1, "undecodable")]
+
+
+def test_dlq_replay_of_a_position_not_there_changes_nothing(env, amqp, two_dead_letters):
+    result = whistle(env, "dlq", "replay", "--index", "2", "--index", "3")
+    assert result.exit_code == 1
+    assert "no dead letter at position 3 (the queue holds 2)" in result.output
+    assert depth(amqp, DEAD_LETTER_QUEUE.name) == 2 and depth(amqp, ROUTE_QUEUE) == 0
+    assert whistle(env, "dlq", "replay").exit_code == 2  # neither --all nor --index
+
+
+def test_dlq_replay_all_sends_undecodable_bodies_back_as_raw_bytes(env, amqp, two_dead_letters):
+    result = whistle(env, "dlq", "replay", "--all", "--json")
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    assert [m["to"] for m in outcome["replayed"]] == [ROUTE_QUEUE, NOTIFY_QUEUE]
+    assert outcome["left_in_place"] == 0 and outcome["failed"] == []
+    assert depth(amqp, DEAD_LETTER_QUEUE.name) == 0
+    raw = take(amqp, NOTIFY_QUEUE)
+    assert raw.body == GARBAGE and raw.content_type == "application/json"
+
+
+def test_status_reports_queues_dead_letters_redis_and_issue_counts(
+        env, amqp, two_dead_letters, redis_client, redis_prefix):
+    keys = Keys(redis_prefix)
+    redis_client.sadd(keys.by_status("received"), "WH-20261121-0001", "WH-20261121-0002")
+    redis_client.sadd(keys.by_status("dispatched"), "WH-20261121-0003")
+    redis_client.hset(keys.outbox("routing"), "ev-1", "{}")
+    redis_client.zadd(keys.deadlines, {"WH-20261121-0003|power|acknowledge": time.time() + 60})
+    Producer(amqp.channel()).publish(EVENT, exchange=EVENTS_EXCHANGE,
+                                     routing_key="issue.received", delivery_mode=2)
+
+    def settled(report):
+        queues = {q["queue"]: q for q in report["rabbitmq"]["services"]["routing"]["queues"]}
+        return (report["rabbitmq"]["dead_letter"]["messages"] == 2
+                and queues[ROUTE_QUEUE]["ready"] == 1)
+
+    result, report = status_until(env, settled)
+    assert result.exit_code == 0, result.output
+    assert report["ok"] and settled(report)
+    services = report["rabbitmq"]["services"]
+    assert list(services) == ["intake", "routing", "agency", "notify"]
+    notify = {q["queue"]: q for q in services["notify"]["queues"]}
+    assert notify[NOTIFY_QUEUE]["ready"] == 1 and notify[NOTIFY_QUEUE]["consumers"] == 0
+    assert notify[NOTIFY_QUEUE]["retrying"] == 0
+    assert services["routing"]["rpc"] == {"queue": "rpc-routing", "exists": False,
+                                          "consumers": None, "ready": None, "unacked": None}
+    assert services["routing"]["instances"] == 0
+    redis = report["redis"]
+    assert redis["ok"] and redis["used_memory_human"] and redis["uptime_s"] > 0
+    assert redis["issues"] == {"received": 2, "merged": 0, "dispatched": 1, "in_progress": 0,
+                               "resolved": 0, "closed": 0}
+    assert redis["outbox"] == {"intake": 0, "routing": 1, "agency": 0, "notify": 0}
+    assert redis["deadlines"] == 1
+
+    text = whistle(env, "status")
+    assert text.exit_code == 0
+    assert "dead letters  2 in whistle.dead-letter" in text.output
+    assert "received 2" in text.output and "deadlines  1 watched" in text.output
+
+
+def run_status(env, *args):
+    """As an operator runs it: its own process, nothing patched."""
+    return subprocess.run([WHISTLE, "status", *args], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **env}, timeout=60)
+
+
+def test_status_with_redis_down_says_so_and_still_shows_rabbitmq(env, amqp):
+    port = free_port()
+    env[cfg.REDIS_URL] = f"redis://127.0.0.1:{port}/0"
+    result = run_status(env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert f"Redis unreachable at 127.0.0.1:{port}/0 (Connection refused)" in result.stdout
+    assert ROUTE_QUEUE in result.stdout and "dead letters  0" in result.stdout
+
+    report = json.loads(run_status(env, "--json").stdout)
+    assert not report["ok"] and not report["redis"]["ok"] and report["rabbitmq"]["ok"]
+
+
+def test_status_with_management_api_down_says_so_and_still_shows_redis(env, amqp):
+    port = free_port()
+    env[cfg.RABBIT_API_URL] = f"http://guest:secret-pw@127.0.0.1:{port}"
+    result = run_status(env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr and "secret-pw" not in result.stdout
+    assert (f"RabbitMQ management API unreachable at 127.0.0.1:{port} (Connection refused)"
+            in result.stdout)
+    assert "Redis" in result.stdout and "received 0" in result.stdout
+
+    listing = whistle(env, "dlq", "list")
+    assert listing.exit_code == 1
+    assert f"RabbitMQ management API unreachable at 127.0.0.1:{port}" in listing.output

@@ -1,0 +1,137 @@
+"""``whistle dlq``: what is in ``whistle.dead-letter`` and why, and sending it back.
+
+``dlq list`` looks without taking: the management API hands the first N
+messages over and the broker puts each back where it was (``ack_requeue_true``).
+Positions count from the head of the queue, oldest first, from 1.
+
+``dlq replay --index N`` (or ``--all``) sends dead letters back to the queue
+they failed in, with a fresh set of attempts, and removes them from the DLQ only
+once the broker confirmed the republished copy. It takes the messages in one
+pass, so ``--index`` means the same message ``dlq list`` showed at that
+position, as long as nobody else replayed or purged in between (new dead
+letters join at the tail and do not move the others). See
+:func:`whistle.ops.replay_dead_letters`.
+
+Bodies are never shown as they are: previews and reasons are scrubbed of phone
+numbers, names and email addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from shared import config as cfg
+
+
+def _console() -> Console:
+    return Console(soft_wrap=True, highlight=False)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"whistle dlq: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def dlq() -> None:
+    """The dead-letter queue: what failed and why (list), and sending it back (replay)."""
+
+
+@dlq.command("list")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000),
+              help="Show at most this many, from the head of the queue.")
+@click.option("--json", "as_json", is_flag=True, help="Print the dead letters as JSON.")
+def dlq_list(limit: int, as_json: bool) -> None:
+    """Show the dead letters, oldest first, without removing any."""
+    from shared.topology import DEAD_LETTER_QUEUE_NAME
+    from whistle.ops import ManagementApi, Unreachable, peek_dead_letters, vhost_of
+
+    api = ManagementApi(cfg.get(os.environ, cfg.RABBIT_API_URL),
+                        vhost_of(cfg.get(os.environ, cfg.AMQP_URI)))
+    try:
+        found, in_queue = peek_dead_letters(api, limit)
+    except Unreachable as exc:
+        _fail(str(exc))
+    letters = [letter.describe() for letter in found]
+    if as_json:
+        click.echo(json.dumps({"queue": DEAD_LETTER_QUEUE_NAME, "vhost": api.vhost,
+                               "in_queue": in_queue, "shown": len(letters),
+                               "messages": letters}, ensure_ascii=False, indent=2))
+        return
+    console = _console()
+    console.print(f"[bold]{DEAD_LETTER_QUEUE_NAME}[/bold] (vhost {escape(api.vhost)}): "
+                  f"{in_queue} dead letter(s), showing {len(letters)}")
+    for letter in letters:
+        console.print("")
+        for line in render_letter(letter):
+            console.print(line)
+    if letters:
+        console.print("\n[dim]Nothing was removed. Send back with `whistle dlq replay "
+                      "--index N` (positions as above) or `--all`.[/dim]")
+
+
+def render_letter(letter: dict[str, Any]) -> list[str]:
+    """One dead letter as rich-markup lines; every field is already scrubbed."""
+    def show(value: Any) -> str:
+        return escape(str(value)) if value not in (None, "") else "-"
+
+    attempts = f"attempts {letter['attempts']}" if letter["attempts"] is not None else ""
+    return [
+        f"  [bold]#{letter['position']}[/bold]  {show(letter['failed_at'])}  "
+        f"{show(letter['queue'])}  {show(letter['event_type'])}  {attempts}",
+        f"      reason  [red]{show(letter['reason'])}[/red]",
+        f"      issue   {show(letter['issue_id'])}",
+        f"      body    {show(letter['preview'])}  "
+        f"[dim]({letter['body_format']}, {letter['bytes']} bytes)[/dim]",
+    ]
+
+
+@dlq.command("replay")
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter (see --limit).")
+@click.option("--index", "indexes", type=click.IntRange(min=1), multiple=True,
+              help="Position as shown by `whistle dlq list`; repeat for several.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="With --all: replay at most the first N.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was replayed as JSON.")
+def dlq_replay(replay_all: bool, indexes: tuple[int, ...], limit: int | None,
+               as_json: bool) -> None:
+    """Send dead letters back to the queue they failed in, with fresh attempts, and
+    remove them from the DLQ once the broker confirmed them. Others stay in place."""
+    from whistle.ops import replay_dead_letters, short_reason, where
+
+    if replay_all == bool(indexes):
+        raise click.UsageError("give either --all or --index N (one or more)")
+    if limit is not None and not replay_all:
+        raise click.UsageError("--limit goes with --all")
+    amqp_uri = cfg.get(os.environ, cfg.AMQP_URI)
+    try:
+        outcome = replay_dead_letters(amqp_uri, set(indexes) if indexes else None, limit)
+    except LookupError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # broker down, refused, no such vhost or queue
+        _fail(f"RabbitMQ unreachable at {where(amqp_uri)} ({short_reason(exc)})")
+    if as_json:
+        click.echo(json.dumps({"in_queue": outcome.in_queue, "replayed": outcome.replayed,
+                               "failed": outcome.failed,
+                               "left_in_place": outcome.left_in_place},
+                              ensure_ascii=False, indent=2))
+    else:
+        console = _console()
+        console.print(f"Replayed {len(outcome.replayed)} of {outcome.in_queue} dead letter(s).")
+        for letter in outcome.replayed:
+            console.print(f"  #{letter['position']}  {escape(str(letter['event_type'] or '-'))}  "
+                          f"{escape(str(letter['issue_id'] or '-'))}  → {escape(letter['to'])}")
+        for letter in outcome.failed:
+            console.print(f"  [red]#{letter['position']}  not replayed: "
+                          f"{escape(letter['error'])}[/red]")
+        remaining = outcome.in_queue - len(outcome.replayed)
+        console.print(f"{remaining} left in the dead-letter queue.")
+    if outcome.failed:
+        sys.exit(1)

@@ -1,0 +1,433 @@
+"""What ``whistle status`` and ``whistle dlq`` read and do, without the printing.
+
+- RabbitMQ is read through its management HTTP API (``WHISTLE_RABBIT_API``),
+  on the vhost named by ``AMQP_URI``'s path (``/`` when empty, as kombu reads it).
+  Its queue figures are the broker's statistics, refreshed every few seconds
+  (``collect_statistics_interval``, 5 s by default), so they may lag a little.
+- Redis is read with the key scheme of :class:`shared.store.Keys`.
+- Dead letters are *looked at* through the management API's "get messages"
+  with ``ack_requeue_true``: the broker hands them over and puts each back
+  where it was, so listing removes nothing.
+- Dead letters are *replayed* over AMQP, in one pass (see :func:`replay_dead_letters`).
+
+Nothing here shows a message body as it is: every preview, reason and issue id
+passes through :func:`shared.privacy.scrub` / :func:`shared.privacy.scrub_text`.
+A backend that does not answer raises :class:`Unreachable`, whose text is the
+sentence shown to the operator (never a traceback, never a password).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+
+from shared.contracts import IssueStatus
+from shared.messaging import (
+    ATTEMPTS_HEADER,
+    ERROR_HEADER,
+    EVENT_TYPE_HEADER,
+    FAILED_AT_HEADER,
+    QUEUE_HEADER,
+    ROUTING_KEY_HEADER,
+)
+from shared.privacy import scrub, scrub_text
+from shared.topology import DEAD_LETTER_QUEUE, DEAD_LETTER_QUEUE_NAME, SUBSCRIPTIONS
+
+HTTP_TIMEOUT_S = 5.0
+PREVIEW_CHARS = 200
+# Every event carries these (shared.contracts.Event); a preview shows what else it says.
+ENVELOPE_FIELDS = frozenset({"event_id", "trace_id", "causation_id", "occurred_at",
+                             "schema_version", "issue_id"})
+# The management API returns at most this much of each body; enough to read its issue id.
+PEEK_TRUNCATE_BYTES = 64 * 1024
+RPC_QUEUE = "rpc-{}"  # nameko.rpc.RPC_QUEUE_TEMPLATE: one consumer per running instance
+# Headers a replayed message leaves behind, so that it gets a fresh set of attempts.
+REPLAY_DROPS_HEADERS = (ERROR_HEADER, ATTEMPTS_HEADER)
+SERVICES: tuple[str, ...] = tuple(dict.fromkeys(sub.service for sub in SUBSCRIPTIONS))
+
+
+class Unreachable(RuntimeError):
+    """A backend did not answer as expected; ``str()`` is what the operator reads."""
+
+
+# ------------------------------------------------------------------ addresses
+
+
+def vhost_of(amqp_uri: str) -> str:
+    """The vhost kombu connects to for ``amqp_uri``: its path, ``/`` when empty."""
+    path = urlsplit(amqp_uri).path
+    path = path[1:] if path.startswith("/") else path
+    return unquote(path) or "/"
+
+
+def where(url: str) -> str:
+    """``host:port`` (and a Redis db path) of ``url``, without any credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    address = f"{host}:{parts.port}" if parts.port else host
+    return address + (parts.path if parts.scheme.startswith("redis") and parts.path != "/" else "")
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def _causes(exc: BaseException):
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and len(seen) < 12:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
+        exc = exc if isinstance(exc, BaseException) else None
+
+
+def short_reason(exc: BaseException) -> str:
+    """``Connection refused`` rather than three lines of urllib3 or redis-py."""
+    for cause in _causes(exc):
+        if isinstance(cause, TimeoutError | requests.Timeout):
+            return "timed out"
+        if isinstance(cause, OSError) and cause.strerror:
+            # the errno's standard text: some platforms put "ECONNREFUSED" in strerror
+            return os.strerror(cause.errno) if isinstance(cause.errno, int) and cause.errno > 0 \
+                else cause.strerror
+    found = _ERRNO.search(str(exc))
+    if found:
+        return found.group(1).strip()
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+
+
+# ------------------------------------------------------------ management API
+
+
+class ManagementApi:
+    """The few RabbitMQ management API calls Whistle's operators need, on one vhost."""
+
+    def __init__(self, api_url: str, vhost: str):
+        parts = urlsplit(api_url)
+        host = parts.netloc.rpartition("@")[2]  # credentials go in auth, never in a message
+        self.base = f"{parts.scheme}://{host}{parts.path.rstrip('/')}/api"
+        self.auth = (unquote(parts.username), unquote(parts.password or "")) \
+            if parts.username else None
+        self.location = where(api_url)
+        self.vhost = vhost
+
+    def _call(self, method: str, path: str, **kwargs) -> Any:
+        url = f"{self.base}{path}"
+        try:
+            response = requests.request(method, url, auth=self.auth, timeout=HTTP_TIMEOUT_S,
+                                        **kwargs)
+        except requests.RequestException as exc:
+            raise Unreachable(f"RabbitMQ management API unreachable at {self.location} "
+                              f"({short_reason(exc)})") from None
+        if response.status_code == 404:
+            raise Unreachable(f"RabbitMQ management API at {self.location}: "
+                              f"{self._what(path)} not found")
+        if response.status_code == 401:  # also what a vhost that does not exist answers
+            raise Unreachable(f"RabbitMQ management API at {self.location} refused the "
+                              "account (HTTP 401): check the user and password in "
+                              f"WHISTLE_RABBIT_API, and that vhost {self.vhost!r} exists")
+        if not response.ok:
+            raise Unreachable(f"RabbitMQ management API unreachable at {self.location} "
+                              f"(HTTP {response.status_code} {response.reason})")
+        try:
+            return response.json()
+        except ValueError:
+            raise Unreachable(f"RabbitMQ management API at {self.location} did not answer "
+                              "JSON (is that the management port?)") from None
+
+    def _what(self, path: str) -> str:
+        queue = path.split("/")[3] if path.count("/") >= 3 else None
+        return f"queue {unquote(queue)!r} in vhost {self.vhost!r}" if queue \
+            else f"vhost {self.vhost!r}"
+
+    @property
+    def _vhost_path(self) -> str:
+        return quote(self.vhost, safe="")
+
+    def queues(self) -> dict[str, dict]:
+        """Every queue of the vhost: name -> consumers, messages (ready, unacked)."""
+        columns = "name,consumers,messages,messages_ready,messages_unacknowledged"
+        found = self._call("GET", f"/queues/{self._vhost_path}", params={"columns": columns})
+        return {q["name"]: q for q in found}
+
+    def peek(self, queue: str, count: int) -> list[dict]:
+        """The first ``count`` messages of ``queue``, each put back where it was."""
+        return self._call("POST", f"/queues/{self._vhost_path}/{quote(queue, safe='')}/get",
+                          json={"count": count, "ackmode": "ack_requeue_true",
+                                "encoding": "auto", "truncate": PEEK_TRUNCATE_BYTES})
+
+
+# --------------------------------------------------------------------- status
+
+
+def _depth(stats: dict | None) -> dict[str, Any]:
+    if stats is None:
+        return {"exists": False, "consumers": None, "ready": None, "unacked": None}
+    return {"exists": True, "consumers": stats.get("consumers", 0),
+            "ready": stats.get("messages_ready", 0),
+            "unacked": stats.get("messages_unacknowledged", 0)}
+
+
+def rabbit_status(api: ManagementApi) -> dict[str, Any]:
+    """Per service: its RPC queue (consumers = running instances) and its event
+    queues with their retry queues; and the dead-letter queue."""
+    queues = api.queues()
+    services = {}
+    for service in SERVICES:
+        rpc_name = RPC_QUEUE.format(service)
+        subscriptions = []
+        for sub in SUBSCRIPTIONS:
+            if sub.service != service:
+                continue
+            retry = queues.get(sub.retry_queue.name)
+            subscriptions.append({"queue": sub.queue_name, **_depth(queues.get(sub.queue_name)),
+                                  "retry_queue": sub.retry_queue.name,
+                                  "retrying": retry.get("messages", 0) if retry else None})
+        rpc = {"queue": rpc_name, **_depth(queues.get(rpc_name))}
+        services[service] = {"instances": rpc["consumers"] or 0, "rpc": rpc,
+                             "queues": subscriptions}
+    dead = queues.get(DEAD_LETTER_QUEUE_NAME)
+    return {"services": services,
+            "dead_letter": {"queue": DEAD_LETTER_QUEUE_NAME, "exists": dead is not None,
+                            "messages": dead.get("messages", 0) if dead else 0}}
+
+
+def redis_status(url: str, prefix: str) -> dict[str, Any]:
+    """PING, memory, AOF, uptime, and the counts Whistle keeps under ``prefix``."""
+    import redis
+
+    from shared.store import Keys, connect
+
+    keys = Keys(prefix)
+    client = connect(url)
+    try:
+        client.ping()
+        info = client.info()
+        pipe = client.pipeline(transaction=False)
+        for status in IssueStatus:
+            pipe.scard(keys.by_status(status.value))
+        for service in SERVICES:
+            pipe.hlen(keys.outbox(service))
+        pipe.zcard(keys.deadlines)
+        counts = pipe.execute()
+    except redis.RedisError as exc:
+        raise Unreachable(f"Redis unreachable at {where(url)} ({short_reason(exc)})") from None
+    finally:
+        client.close()
+    statuses = [s.value for s in IssueStatus]
+    return {
+        "used_memory_human": info.get("used_memory_human"),
+        "aof_enabled": bool(int(info.get("aof_enabled", 0))),
+        "uptime_s": int(info.get("uptime_in_seconds", 0)),
+        "version": info.get("redis_version"),
+        "issues": dict(zip(statuses, counts[:len(statuses)], strict=True)),
+        "outbox": dict(zip(SERVICES, counts[len(statuses):-1], strict=True)),
+        "deadlines": counts[-1],
+    }
+
+
+# --------------------------------------------------------------- dead letters
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    return _UNPRINTABLE.sub("·", text.replace("\n", " ").replace("\t", " "))
+
+
+def _shorten(text: str, limit: int = PREVIEW_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+@dataclass
+class DeadLetter:
+    """One message of ``whistle.dead-letter``, by its position from the head (1-based)."""
+
+    position: int
+    headers: dict[str, Any]
+    body: bytes
+    content_type: str | None = None
+    size: int | None = None
+    message: Any = field(default=None, repr=False)  # the kombu message, when replaying
+
+    @classmethod
+    def from_api(cls, position: int, message: dict) -> DeadLetter:
+        properties = message.get("properties") or {}
+        payload = message.get("payload") or ""
+        body = base64.b64decode(payload) if message.get("payload_encoding") == "base64" \
+            else payload.encode("utf-8")
+        return cls(position, properties.get("headers") or {}, body,
+                   properties.get("content_type"), message.get("payload_bytes", len(body)))
+
+    @classmethod
+    def from_kombu(cls, position: int, message) -> DeadLetter:
+        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        return cls(position, dict(message.headers or {}), body, message.content_type,
+                   len(body), message)
+
+    @property
+    def original_queue(self) -> str | None:
+        return self.headers.get(QUEUE_HEADER) or None
+
+    def parsed(self) -> Any:
+        """The body as JSON, or ``None`` when it is not UTF-8 JSON (it is still replayable)."""
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+    def describe(self) -> dict[str, Any]:
+        """What an operator may see: scrubbed, printable, short."""
+        parsed = self.parsed()
+        if parsed is not None:
+            body_format = "json"
+            # the event's own fields first: the envelope is noise here (ids are shown apart)
+            shown = {k: v for k, v in parsed.items() if k not in ENVELOPE_FIELDS} \
+                if isinstance(parsed, dict) else parsed
+            preview = json.dumps(scrub(shown), ensure_ascii=False, separators=(",", ":"))
+        else:
+            # the API returns at most PEEK_TRUNCATE_BYTES of a body: cut JSON is not bad JSON
+            truncated = self.size is not None and self.size > len(self.body)
+            body_format = "truncated" if truncated else "undecodable"
+            preview = scrub_text(self.body.decode("utf-8", errors="replace"))
+        issue_id, event_id = (parsed.get("issue_id"), parsed.get("event_id")) \
+            if isinstance(parsed, dict) else (None, None)
+        attempts = str(self.headers.get(ATTEMPTS_HEADER, ""))
+
+        def header(name: str) -> str | None:
+            value = self.headers.get(name)
+            return _printable(scrub_text(str(value))) if value not in (None, "") else None
+
+        return {
+            "position": self.position,
+            "failed_at": header(FAILED_AT_HEADER),
+            "queue": header(QUEUE_HEADER),
+            "event_type": header(EVENT_TYPE_HEADER) or header(ROUTING_KEY_HEADER),
+            "attempts": int(attempts) if attempts.isdigit() else None,
+            "reason": header(ERROR_HEADER),
+            "issue_id": _printable(scrub_text(issue_id)) if isinstance(issue_id, str) else None,
+            "event_id": _printable(scrub_text(event_id)) if isinstance(event_id, str) else None,
+            "body_format": body_format,
+            "content_type": self.content_type,
+            "bytes": self.size if self.size is not None else len(self.body),
+            # scrub first, then cut: a phone number cut in half would escape the mask
+            "preview": _shorten(_printable(preview)),
+        }
+
+    def replay_headers(self) -> dict[str, Any]:
+        return {k: v for k, v in self.headers.items() if k not in REPLAY_DROPS_HEADERS}
+
+
+def peek_dead_letters(api: ManagementApi, limit: int) -> tuple[list[DeadLetter], int]:
+    """The first ``limit`` dead letters, oldest first (they all stay in the queue), and
+    how many the queue holds: exact, from the first get's ``message_count`` (the
+    messages left behind it), where the API's statistics may lag a few seconds."""
+    messages = api.peek(DEAD_LETTER_QUEUE_NAME, limit)
+    in_queue = int(messages[0].get("message_count", len(messages) - 1)) + 1 if messages else 0
+    return [DeadLetter.from_api(position, message)
+            for position, message in enumerate(messages, 1)], max(in_queue, len(messages))
+
+
+@dataclass
+class Replay:
+    """The outcome of one :func:`replay_dead_letters` pass."""
+
+    in_queue: int  # dead letters in the queue when the pass began
+    replayed: list[dict] = field(default_factory=list)  # describe() + "to"
+    failed: list[dict] = field(default_factory=list)  # describe() + "error"; left in place
+    left_in_place: int = 0  # looked at, not selected (or failed), put back
+
+
+def replay_dead_letters(amqp_uri: str, positions: Collection[int] | None = None,
+                        limit: int | None = None) -> Replay:
+    """Send dead letters back to the queue they failed in, and remove them from the DLQ.
+
+    ``positions`` (1-based, as ``whistle dlq list`` numbers them) selects some;
+    ``None`` selects every one, at most ``limit``. One pass, one channel:
+
+    1. Count the queue (passive declare: exact, unlike the API's statistics),
+       and take the first *n* messages with ``basic_get(no_ack=False)``, *n*
+       being the highest position asked for (or the limit, or the count). Each
+       stays unacknowledged on this channel, so the next get returns the next
+       message and the positions are those of ``dlq list``. Dead letters that
+       arrive meanwhile go to the tail and are not looked at.
+    2. Each selected message is published to the default exchange with routing
+       key ``x-whistle-queue`` (persistent, publisher confirms, mandatory: a queue
+       that no longer exists is an error, not a drop), with its body, content
+       type and headers but without ``x-whistle-error`` / ``x-whistle-attempts``,
+       and only once the broker confirmed it, acked out of the DLQ.
+    3. Everything else that was taken is rejected with ``requeue=True`` at the
+       end of the pass (not before: a requeued message would be got again);
+       RabbitMQ puts each back at its original position.
+
+    A crash anywhere closes the channel, and the broker requeues every message
+    not yet acked: a dead letter is never lost. At worst one that was confirmed
+    but not yet acked is both replayed and still in the DLQ; consumers are
+    idempotent by event id, so replaying it again changes nothing.
+    """
+    from kombu import Connection
+    from nameko.amqp.publish import UndeliverableMessage
+
+    from shared.messaging import make_publisher
+
+    wanted = set(positions) if positions is not None else None
+    publisher = make_publisher(amqp_uri)
+    with Connection(amqp_uri) as connection:
+        channel = connection.channel()
+        queue = DEAD_LETTER_QUEUE.bind(channel)
+        in_queue = queue.queue_declare(passive=True).message_count
+        if wanted is not None:
+            beyond = sorted(p for p in wanted if not 1 <= p <= in_queue)
+            if beyond:
+                raise LookupError(f"no dead letter at position {', '.join(map(str, beyond))} "
+                                  f"(the queue holds {in_queue})")
+            horizon = max(wanted, default=0)
+        else:
+            horizon = in_queue if limit is None else min(limit, in_queue)
+        outcome = Replay(in_queue)
+        taken: list[DeadLetter] = []
+        for position in range(1, horizon + 1):
+            message = queue.get(no_ack=False)
+            if message is None:  # someone else took the rest
+                break
+            taken.append(DeadLetter.from_kombu(position, message))
+        for letter in taken:
+            if wanted is not None and letter.position not in wanted:
+                continue
+            described = letter.describe()
+            target = letter.original_queue
+            if target is None:
+                outcome.failed.append({**described, "error": f"no {QUEUE_HEADER} header"})
+                continue
+            message_id = letter.message.properties.get("message_id")
+            try:
+                publisher.publish(letter.body, exchange="", routing_key=target,
+                                  headers=letter.replay_headers(),
+                                  content_type=letter.content_type or "application/octet-stream",
+                                  content_encoding=letter.message.content_encoding or "binary",
+                                  **({"message_id": message_id} if message_id else {}))
+            except UndeliverableMessage:
+                outcome.failed.append({**described, "error": f"queue {target} does not exist"})
+                continue
+            except Exception as exc:  # broker trouble: keep it
+                outcome.failed.append({**described, "error": f"could not publish to {target}: "
+                                                             f"{short_reason(exc)}"})
+                continue
+            letter.message.ack()
+            letter.message = None
+            outcome.replayed.append({**described, "to": target})
+        for letter in taken:
+            if letter.message is not None:
+                letter.message.reject(requeue=True)
+                outcome.left_in_place += 1
+        channel.close()
+    return outcome
