@@ -189,7 +189,8 @@ class Contact(Strict):
     name: bounded_text(50) | None = None
     phone: Phone | None = None
     email: Email | None = None
-    preferred_channel: DeliveryChannelName = DeliveryChannelName.desk
+    # Unset: the deployment's NOTIFY_CHANNEL decides.
+    preferred_channel: DeliveryChannelName | None = None
 
 
 class SubmitIssue(Strict):

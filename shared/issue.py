@@ -308,6 +308,6 @@ def public_view(record: IssueRecord, contact: dict[str, Any] | None) -> dict[str
         "name": mask_name(contact.get("name")),
         "phone": mask_phone(contact.get("phone")),
         "email": mask_email(contact.get("email")),
-        "preferred_channel": contact.get("preferred_channel", "desk"),
+        "preferred_channel": contact.get("preferred_channel"),
     }
     return view

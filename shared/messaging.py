@@ -66,6 +66,8 @@ SOURCE_HEADER = "x-whistle-source"
 # type travels in a header too.
 EVENT_TYPE_HEADER = "x-whistle-event-type"
 MAX_RETRY_DELAY_S = 60.0
+FAIL_FAST = {"retry": False, "transport_options": {
+    "max_retries": 0, "interval_start": 0, "interval_step": 0, "interval_max": 0}}
 
 
 def make_publisher(amqp_uri: str) -> Publisher:
@@ -143,15 +145,22 @@ class EventBus(DependencyProvider):
 
     # ------------------------------------------------------------ publishing
 
-    def publish_entries(self, entries: dict[str, str]) -> int:
-        """Publish outbox entries and remove each once the broker confirmed it."""
+    def publish_entries(self, entries: dict[str, str], fail_fast: bool = False) -> int:
+        """Publish outbox entries and remove each once the broker confirmed it.
+
+        ``fail_fast`` is for workers answering a request: with the broker down
+        they give up at once (the entry is safe in the outbox and the relay
+        publishes it later) instead of holding the caller for seconds of retries.
+        """
+        options = FAIL_FAST if fail_fast else {}
         published, failure = 0, None
         for message_id, raw in entries.items():
             entry = json.loads(raw)
             try:
                 self.publisher.publish(entry["body"], exchange=EVENTS_EXCHANGE,
                                        routing_key=entry["routing_key"],
-                                       headers=entry["headers"], message_id=message_id)
+                                       headers=entry["headers"], message_id=message_id,
+                                       **options)
             except Exception as exc:  # keep going: one bad entry must not hold back the rest
                 _log.warning("could not publish %s (%s): %s", entry["routing_key"], message_id,
                              type(exc).__name__)
@@ -202,7 +211,7 @@ class BoundEventBus:
         if not entries:
             return
         try:
-            self._bus.publish_entries(entries)
+            self._bus.publish_entries(entries, fail_fast=True)
         except Exception as exc:
             _log.warning("publish deferred to outbox relay: %s", type(exc).__name__)
 

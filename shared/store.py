@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,8 @@ from shared import config as cfg
 from shared.contracts import AssignmentStatus, IssueFilter
 from shared.errors import NotFound, Unavailable
 from shared.issue import IssueRecord, pending_deadlines
+
+ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 
 # Redis outages surface as these; callers turn them into 503 / a retried message.
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
@@ -137,6 +140,9 @@ class IssueStore:
     # ------------------------------------------------------------------ reads
 
     def get(self, issue_id: str) -> IssueRecord:
+        if not isinstance(issue_id, str) or not ISSUE_ID.fullmatch(issue_id):
+            # Never echo a malformed id: callers paste all sorts of things in there.
+            raise NotFound("no such issue (issue ids look like WH-20261121-0001)")
         raw = self._call(self.redis.get, self.keys.issue(issue_id))
         if raw is None:
             raise NotFound(f"no issue {issue_id}")

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shared import config as cfg
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 CONFIG_FILE = ROOT / "config.yaml"
@@ -26,6 +28,7 @@ CONFIG_FILE = ROOT / "config.yaml"
 WHISTLE_SERVICES = ("intake", "routing", "agency", "notify")
 HOST_PORTS = {"intake": 8001, "routing": 8002, "agency": 8003, "notify": 8004}
 
+# Every key the services read (shared/config.py); operator-only keys (the CLI's) are not here.
 CONFIG_KEYS = {
     "AMQP_URI",
     "WEB_SERVER_ADDRESS",
@@ -33,11 +36,25 @@ CONFIG_KEYS = {
     "WHISTLE_KEY_PREFIX",
     "WHISTLE_ENV",
     "WHISTLE_SECRET",
-    "NOTIFY_CHANNEL",
-    "NOTIFY_WEBHOOK_URL",
+    "WHISTLE_TOKEN_TTL",
+    "WHISTLE_TZ",
+    "WHISTLE_MAX_ATTEMPTS",
+    "WHISTLE_RETRY_DELAY_MS",
     "RULES_FILE",
     "LOG_FORMAT",
     "max_workers",
+    "NOTIFY_CHANNEL",
+    "NOTIFY_WEBHOOK_URL",
+    "NOTIFY_WEBHOOK_SECRET",
+    "NOTIFY_MAX_ATTEMPTS",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_FROM",
+    "SMTP_USER",
+    "SMTP_PASSWORD",
+    "SMTP_STARTTLS",
+    "WHISTLE_PUBLIC_URL",
+    "WHISTLE_RATING_WINDOW_S",
 }
 # Environment variables config.yaml reads (MAX_WORKERS feeds max_workers).
 CONFIG_ENV_VARS = (CONFIG_KEYS - {"max_workers"}) | {"MAX_WORKERS"}
@@ -207,6 +224,39 @@ def test_config_yaml_defaults_load_with_nameko() -> None:
     assert config["NOTIFY_WEBHOOK_URL"] == ""  # empty string, not null
     assert config["RULES_FILE"] == ""
     assert config["max_workers"] == 10
+
+
+def test_config_yaml_defaults_are_the_services_defaults() -> None:
+    """What `nameko run` reads with no environment is what `whistle up` uses."""
+    config = _load_config_with_nameko({})
+    assert config == {key: cfg.DEFAULTS[key] for key in CONFIG_KEYS}
+    for key in ("NOTIFY_MAX_ATTEMPTS", "SMTP_PORT", "WHISTLE_RATING_WINDOW_S",
+                "WHISTLE_MAX_ATTEMPTS"):
+        assert type(config[key]) is int, key
+    for key in ("NOTIFY_WEBHOOK_SECRET", "SMTP_HOST", "SMTP_USER", "SMTP_PASSWORD"):
+        assert config[key] == "", key  # empty string, not null
+    defaults = cfg.config_from_env({})
+    assert cfg.normalise(dict(config)) == {key: defaults[key] for key in CONFIG_KEYS}
+
+
+def test_config_yaml_takes_notify_settings_verbatim() -> None:
+    overrides = {
+        "SMTP_HOST": "smtp.example.org",
+        "SMTP_PORT": "587",
+        "SMTP_PASSWORD": "no: [really] #yes",
+        "SMTP_STARTTLS": "yes",
+        "NOTIFY_WEBHOOK_SECRET": "!secret",
+        "NOTIFY_MAX_ATTEMPTS": "3",
+        "WHISTLE_PUBLIC_URL": "https://whistle.example.org/desk",
+    }
+    config = _load_config_with_nameko(overrides)
+    assert config["SMTP_HOST"] == "smtp.example.org"
+    assert config["SMTP_PORT"] == 587
+    assert config["SMTP_PASSWORD"] == "no: [really] #yes"
+    assert config["SMTP_STARTTLS"] == "yes"  # a string; notify parses it
+    assert config["NOTIFY_WEBHOOK_SECRET"] == "!secret"
+    assert config["NOTIFY_MAX_ATTEMPTS"] == 3
+    assert config["WHISTLE_PUBLIC_URL"] == "https://whistle.example.org/desk"
 
 
 def test_config_yaml_takes_environment_verbatim() -> None:

@@ -45,7 +45,7 @@ def _service_of(call_id: str | None) -> str | None:
 
 
 def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str,
-             now: datetime) -> dict[str, Any]:
+             now: datetime, reply_to: str | None = None) -> dict[str, Any]:
     """What one line says about a message. Pure; never includes personal data."""
     headers = headers or {}
     stack = headers.get("nameko.call_id_stack") or []
@@ -59,7 +59,7 @@ def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str
                     issue=data.get("issue_id"), agency=_agency_of(data),
                     trace_id=data.get("trace_id") or line["trace_id"],
                     event_id=data.get("event_id"), causation_id=data.get("causation_id"))
-    elif headers.get("nameko.correlation_id") and "." in routing_key:
+    elif reply_to and "." in routing_key:  # an RPC request expects its reply somewhere
         args = body.get("args", []) if isinstance(body, dict) else []
         issue = next((a for a in args if isinstance(a, str) and a.startswith("WH-")), None)
         agency = args[1] if routing_key.startswith("agency.") and len(args) > 1 else None
@@ -135,7 +135,8 @@ def tail(issue, agency, kind, service, as_json) -> None:
     def on_message(body, message):
         now = datetime.now(UTC)
         line = describe(body, message.headers, message.delivery_info.get("routing_key", ""),
-                        message.delivery_info.get("exchange", ""), now)
+                        message.delivery_info.get("exchange", ""), now,
+                        reply_to=message.properties.get("reply_to"))
         times.learn(line, body)
         line["since_received_s"] = times.elapsed(line.get("issue"), now)
         if matches(line, issue, agency, kind, service):

@@ -76,17 +76,20 @@ def build_trace(issue: dict[str, Any], events: list[dict[str, Any]],
     steps.sort(key=lambda s: s["at"])
     origin = steps[0]["at"] if steps else None
     totals = {"processing": 0.0, "waiting (people)": 0.0, "waiting (deadline)": 0.0}
-    previous = origin
+    # Waiting is measured from the previous *event*: a notification sent meanwhile
+    # does not shorten the time the issue spent waiting for people or deadlines.
+    previous_event = origin
     for step in steps:
-        since_previous = (step["at"] - previous).total_seconds() if previous else 0.0
-        if step["kind"] == "processing" and step["started"] is not None:
+        is_event = step["service"] != "notify"
+        if step["started"] is not None:
             duration = (step["at"] - step["started"]).total_seconds()
         else:
-            duration = since_previous
-        if step["kind"] in totals and step["type"].startswith(("issue.", "assignment.", "table.")):
+            duration = (step["at"] - previous_event).total_seconds() if previous_event else 0.0
+        if is_event and step["kind"] in totals:
             totals[step["kind"]] += max(duration, 0.0)
         step.update(since_start_s=(step["at"] - origin).total_seconds(), duration_s=duration)
-        previous = max(previous, step["at"])
+        if is_event:
+            previous_event = max(previous_event, step["at"])
     return {
         "issue_id": issue["issue_id"], "trace_id": issue["trace_id"], "status": issue["status"],
         "category": issue.get("category"), "priority": issue.get("priority"),

@@ -1,32 +1,52 @@
 """Delivery channels: adapters that hand a rendered message to the outside world.
 
 The notify service renders a message, wraps it in an :class:`OutgoingMessage` and
-calls ``channel.deliver(message)``. Two channels exist:
+asks :class:`Channels` which channel reaches that recipient. Three channels exist:
 
 - ``desk``: the community desk's outbox in Redis, which the desk reads and relays
-  (by phone, in person, through the mini-program);
-- ``webhook``: an HTTP POST to an SMS or messaging gateway.
+  (by phone, in person). The default, and always available;
+- ``webhook``: a signed JSON POST to a mini-program or SMS gateway
+  (``NOTIFY_WEBHOOK_URL``);
+- ``email``: a UTF-8 email over SMTP (``SMTP_HOST``) to the resident's address.
+
+Each resident chose one (``preferred_channel`` in their contact). A choice this
+deployment has not configured, or email without an address, goes to the desk,
+and the delivery record says so. Supervisors are always told through the desk.
 
 Contract with the caller: a *transient* failure of the desk's own Redis raises
-(the caller retries), while a webhook failure comes back as
+(the caller retries), while a webhook or SMTP failure comes back as
 ``DeliveryResult(ok=False)`` so the caller decides whether and when to retry.
-``detail`` never contains the recipient: it ends up in logs.
+``detail`` never contains the recipient's address: it ends up in logs.
 
 Usage::
 
-    channel = build_channel("webhook", redis, "whistle", "https://sms.example/send")
-    result = channel.deliver(OutgoingMessage(notification_id, issue_id, "received", "zh",
-                                             text, {"name": "张三", "phone": "13812345678"}))
+    channels = build_channels(config, redis, "whistle")
+    channel, note = channels.for_message(message, audience="resident")
+    result = channel.deliver(message)
+
+Receivers of the webhook check its signature with :func:`verify_webhook_signature`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import smtplib
+import ssl
+import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
+
+from shared import config as cfg
+from shared.config import ConfigurationError
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -34,15 +54,29 @@ if TYPE_CHECKING:
 DESK_OUTBOX_LIMIT = 10_000
 """Newest desk outbox entries kept; older ones were long since read and relayed."""
 
-CHANNEL_NAMES = ("desk", "webhook")
+DESK, WEBHOOK, EMAIL = "desk", "webhook", "email"
+CHANNEL_NAMES = (DESK, WEBHOOK, EMAIL)
+
+SIGNATURE_HEADER = "X-Whistle-Signature"
+TIMESTAMP_HEADER = "X-Whistle-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+NOTIFICATION_ID_HEADER = "X-Whistle-Notification-Id"
+SIGNATURE_TOLERANCE_S = 300
+"""How old (or how far in the future) a signed webhook may be before a receiver refuses it."""
+
+RECIPIENT_FIELDS = ("name", "phone", "email")
+"""What a resident's contact gives a channel: where to reach them, nothing else."""
 
 
 @dataclass(frozen=True)
 class OutgoingMessage:
     """One rendered message for one recipient.
 
-    ``recipient`` (``{"name": ..., "phone": ...}``, possibly empty) is left out of
-    ``repr`` so that logging a message cannot leak a resident's phone number.
+    ``recipient`` (``{"name", "phone", "email"}``, possibly empty, or a supervisor's
+    office) is left out of ``repr`` so that logging a message cannot leak a
+    resident's phone number or address. ``preferred_channel`` is the resident's
+    choice (``None``: the deployment's default, ``NOTIFY_CHANNEL``); ``subject`` is
+    the email subject line.
     """
 
     notification_id: str
@@ -51,9 +85,12 @@ class OutgoingMessage:
     language: str
     text: str
     recipient: dict[str, Any] = field(default_factory=dict, repr=False)
+    preferred_channel: str | None = None
+    subject: str = ""
 
-    def payload(self) -> dict[str, Any]:
-        """The JSON-safe body both channels send (recipient unmasked: it is the address)."""
+    def payload(self, sent_at: datetime | None = None) -> dict[str, Any]:
+        """The JSON-safe body the desk and webhook channels send (recipient unmasked:
+        it is the address)."""
         return {
             "notification_id": self.notification_id,
             "issue_id": self.issue_id,
@@ -61,6 +98,7 @@ class OutgoingMessage:
             "language": self.language,
             "text": self.text,
             "recipient": dict(self.recipient),
+            "sent_at": (sent_at or datetime.now(UTC)).isoformat(),
         }
 
 
@@ -77,6 +115,9 @@ class DeliveryChannel(Protocol):
     def deliver(self, message: OutgoingMessage) -> DeliveryResult: ...
 
 
+# ------------------------------------------------------------------------- desk
+
+
 class DeskOutboxChannel:
     """Pushes messages onto the desk's outbox list ``{prefix}:desk:outbox``, newest first.
 
@@ -86,7 +127,7 @@ class DeskOutboxChannel:
     ``notification_id`` so the desk can drop a duplicate left by such a retry.
     """
 
-    name = "desk"
+    name = DESK
 
     def __init__(self, redis: Redis, prefix: str, max_entries: int = DESK_OUTBOX_LIMIT):
         if max_entries < 1:
@@ -97,7 +138,7 @@ class DeskOutboxChannel:
 
     def deliver(self, message: OutgoingMessage) -> DeliveryResult:
         entry = message.payload()
-        entry["at"] = datetime.now(UTC).isoformat()
+        entry["at"] = entry.pop("sent_at")
         pipe = self.redis.pipeline(transaction=True)
         pipe.lpush(self.key, json.dumps(entry, ensure_ascii=False))
         pipe.ltrim(self.key, 0, self.max_entries - 1)
@@ -105,55 +146,233 @@ class DeskOutboxChannel:
         return DeliveryResult(ok=True, channel=self.name)
 
 
-class WebhookChannel:
-    """POSTs each message as JSON to a gateway, with ``Idempotency-Key: <notification_id>``.
+# ---------------------------------------------------------------------- webhook
 
-    The key lets the gateway drop the duplicate when we retry after a timeout that
-    actually succeeded. Redirects are not followed: requests would turn a redirected
-    POST into a GET and report success for a message nobody received. Failures come
-    back as ``ok=False`` with ``"HTTP <status>"`` or the exception class name only,
-    because exception text can include the URL (and its credentials).
+
+def sign_webhook(secret: str, timestamp: int | str, body: bytes | str) -> str:
+    """``sha256=<hex HMAC-SHA256 of "{timestamp}.{body}">``, keyed with ``secret``."""
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    digest = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + raw, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
+
+
+def verify_webhook_signature(secret: str, timestamp: int | str | None, body: bytes | str,
+                             signature: str | None, tolerance_s: float = SIGNATURE_TOLERANCE_S,
+                             now: float | None = None) -> bool:
+    """For receivers: did Whistle send this body, recently?
+
+    ``timestamp`` and ``signature`` are the ``X-Whistle-Timestamp`` and
+    ``X-Whistle-Signature`` headers; ``body`` is the raw request body, exactly as
+    received (not re-serialised JSON). False when the signature does not match, or
+    the timestamp is missing, malformed or more than ``tolerance_s`` seconds away
+    from ``now`` (a replayed request).
+    """
+    if not secret or not signature or timestamp is None:
+        return False
+    try:
+        sent = int(str(timestamp).strip())
+    except ValueError:
+        return False
+    current = time.time() if now is None else now
+    if abs(current - sent) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign_webhook(secret, str(timestamp).strip(), body),
+                               signature.strip())
+
+
+class WebhookChannel:
+    """POSTs each message as signed JSON to a gateway.
+
+    Headers: ``Idempotency-Key: <notification_id>`` (the same on every retry, so the
+    gateway can drop a duplicate when we retry after a timeout that actually
+    succeeded), ``X-Whistle-Timestamp: <unix seconds>`` and ``X-Whistle-Signature:
+    sha256=<HMAC-SHA256 of "{timestamp}.{raw body}">``. Redirects are not followed:
+    requests would turn a redirected POST into a GET and report success for a
+    message nobody received. Failures come back as ``ok=False`` with
+    ``"HTTP <status>"`` or the exception class name only, because exception text
+    can include the URL (and its credentials).
     """
 
-    name = "webhook"
+    name = WEBHOOK
 
-    def __init__(self, url: str, timeout: float = 5.0, session: requests.Session | None = None):
+    def __init__(self, url: str, secret: str, timeout: float = 5.0,
+                 session: requests.Session | None = None):
+        if not secret:
+            raise ValueError("the webhook channel needs a signing secret")
         self.url = url
+        self.secret = secret
         self.timeout = timeout
         self.session = session if session is not None else requests.Session()
 
-    def deliver(self, message: OutgoingMessage) -> DeliveryResult:
-        body = json.dumps(message.payload(), ensure_ascii=False).encode("utf-8")
+    def request(self, message: OutgoingMessage, now: float | None = None) -> tuple[bytes, dict]:
+        """The body and headers of one signed POST (a fresh timestamp per attempt)."""
+        sent = time.time() if now is None else now
+        timestamp = int(sent)
+        body = json.dumps(message.payload(datetime.fromtimestamp(sent, UTC)),
+                          ensure_ascii=False).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": message.notification_id,
+            IDEMPOTENCY_HEADER: message.notification_id,
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign_webhook(self.secret, timestamp, body),
         }
+        return body, headers
+
+    def deliver(self, message: OutgoingMessage) -> DeliveryResult:
+        body, headers = self.request(message)
         try:
             with self.session.post(self.url, data=body, headers=headers,
                                    timeout=self.timeout, allow_redirects=False) as response:
                 status = response.status_code
         except requests.RequestException as exc:
             return DeliveryResult(ok=False, channel=self.name, detail=type(exc).__name__)
-        if 200 <= status < 300:
-            return DeliveryResult(ok=True, channel=self.name, detail=f"HTTP {status}")
-        return DeliveryResult(ok=False, channel=self.name, detail=f"HTTP {status}")
+        return DeliveryResult(ok=200 <= status < 300, channel=self.name, detail=f"HTTP {status}")
 
 
-def build_channel(name: str, redis: Redis | None, prefix: str,
-                  webhook_url: str | None) -> DeliveryChannel:
-    """The channel configured by ``name`` (``"desk"`` or ``"webhook"``), checked up front.
+# ------------------------------------------------------------------------ email
 
-    Misconfiguration raises ``ValueError`` here, at service start-up, rather than on
-    the first resident's message.
+
+class EmailChannel:
+    """Sends each message as a UTF-8 email over SMTP to ``recipient["email"]``.
+
+    ``Message-ID`` is derived from the notification id (the same on every retry, so
+    a mail system can drop a duplicate), and ``X-Whistle-Notification-Id`` carries
+    it verbatim. A connection per message: messages are few, and a long-lived SMTP
+    session would need keep-alive handling for nothing. Failures come back as
+    ``ok=False`` with ``"SMTP <code>"`` or the exception class name, never the address.
     """
-    if name == "desk":
-        if redis is None:
-            raise ValueError("the desk channel needs a Redis client")
-        return DeskOutboxChannel(redis, prefix)
-    if name == "webhook":
-        if not webhook_url or not webhook_url.startswith(("http://", "https://")):
-            raise ValueError("the webhook channel needs a webhook URL starting with "
-                             "http:// or https://")
-        return WebhookChannel(webhook_url)
-    raise ValueError(f"unknown delivery channel {name!r}; expected one of "
-                     f"{', '.join(CHANNEL_NAMES)}")
+
+    name = EMAIL
+
+    def __init__(self, host: str, port: int, sender: str, user: str | None = None,
+                 password: str | None = None, starttls: bool = False, timeout: float = 10):
+        self.host, self.port, self.sender = host, int(port), sender
+        self.user, self.password = user or None, password or None
+        self.starttls, self.timeout = starttls, timeout
+        _, at, domain = sender.rpartition("@")
+        self.domain = (at and domain.strip(" >")) or "whistle.local"
+
+    def message_id(self, notification_id: str) -> str:
+        return f"<{notification_id}@{self.domain}>"
+
+    def build(self, message: OutgoingMessage, now: datetime | None = None) -> EmailMessage:
+        """The email for one message; needs ``message.recipient["email"]``."""
+        email = EmailMessage(policy=SMTP_POLICY)
+        email["From"] = self.sender
+        email["To"] = message.recipient["email"]
+        email["Subject"] = message.subject or f"[Whistle] {message.issue_id}"
+        email["Date"] = format_datetime(now or datetime.now(UTC))
+        email["Message-ID"] = self.message_id(message.notification_id)
+        email[NOTIFICATION_ID_HEADER] = message.notification_id
+        email.set_content(message.text + "\n", charset="utf-8")
+        email["Content-Language"] = message.language  # after set_content, which clears Content-*
+        return email
+
+    def deliver(self, message: OutgoingMessage) -> DeliveryResult:
+        if not message.recipient.get("email"):
+            return DeliveryResult(ok=False, channel=self.name, detail="no email address")
+        email = self.build(message)
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                if self.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if self.user:
+                    smtp.login(self.user, self.password or "")
+                smtp.send_message(email)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            return DeliveryResult(ok=False, channel=self.name,
+                                  detail=f"SMTP {codes[0]}" if codes else type(exc).__name__)
+        except smtplib.SMTPResponseException as exc:
+            return DeliveryResult(ok=False, channel=self.name, detail=f"SMTP {exc.smtp_code}")
+        except (smtplib.SMTPException, OSError) as exc:
+            return DeliveryResult(ok=False, channel=self.name, detail=type(exc).__name__)
+        return DeliveryResult(ok=True, channel=self.name)
+
+
+# --------------------------------------------------------------- channel choice
+
+
+def choose_channel(preferred: str | None, configured: Collection[str], has_email: bool,
+                   default: str = DESK, supervisor: bool = False) -> tuple[str, str]:
+    """(the channel's name, a note for the delivery record) for one recipient. Pure.
+
+    ``preferred`` is the resident's choice (``None`` or empty: ``default``), honoured
+    when this deployment has that channel (``configured``) and, for email, the
+    resident gave an address; otherwise the desk, with a note saying why.
+    Supervisors are always told through the desk.
+    """
+    if supervisor:
+        return DESK, ""
+    wanted = (preferred or default or DESK).strip().lower()
+    if wanted == DESK:
+        return DESK, ""
+    if wanted not in CHANNEL_NAMES:
+        return DESK, f"unknown preferred channel {wanted[:20]!r}; sent to desk"
+    if wanted not in configured:
+        return DESK, f"preferred {wanted} not configured; sent to desk"
+    if wanted == EMAIL and not has_email:
+        return DESK, "preferred email but no email address; sent to desk"
+    return wanted, ""
+
+
+@dataclass(frozen=True)
+class Channels:
+    """The channels this deployment has: the desk always, webhook and email if configured."""
+
+    desk: DeskOutboxChannel
+    others: Mapping[str, DeliveryChannel] = field(default_factory=dict)
+    default: str = DESK
+
+    @property
+    def configured(self) -> frozenset[str]:
+        return frozenset({DESK, *self.others})
+
+    def for_message(self, message: OutgoingMessage,
+                    supervisor: bool = False) -> tuple[DeliveryChannel, str]:
+        """The channel that reaches ``message.recipient``, and why if not their choice."""
+        name, note = choose_channel(message.preferred_channel, self.configured,
+                                    has_email=bool(message.recipient.get("email")),
+                                    default=self.default, supervisor=supervisor)
+        return (self.desk if name == DESK else self.others[name]), note
+
+
+def build_channels(config: Mapping[str, Any], redis: Redis, prefix: str) -> Channels:
+    """Every channel the config names, checked up front.
+
+    Misconfiguration raises :class:`~shared.config.ConfigurationError` here, at
+    service start-up, rather than on the first resident's message.
+    """
+    others: dict[str, DeliveryChannel] = {}
+    url = str(cfg.get(config, cfg.NOTIFY_WEBHOOK_URL) or "").strip()
+    if url:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"{cfg.NOTIFY_WEBHOOK_URL} must start with http:// or "
+                                     "https://")
+        secret = cfg.get(config, cfg.NOTIFY_WEBHOOK_SECRET) or cfg.get(config, cfg.SECRET)
+        others[WEBHOOK] = WebhookChannel(url, str(secret))
+    host = str(cfg.get(config, cfg.SMTP_HOST) or "").strip()
+    if host:
+        others[EMAIL] = EmailChannel(
+            host, int(cfg.get(config, cfg.SMTP_PORT)), str(cfg.get(config, cfg.SMTP_FROM)),
+            user=cfg.get(config, cfg.SMTP_USER) or None,
+            password=cfg.get(config, cfg.SMTP_PASSWORD) or None,
+            starttls=parse_bool(cfg.get(config, cfg.SMTP_STARTTLS), cfg.SMTP_STARTTLS))
+    default = str(cfg.get(config, cfg.NOTIFY_CHANNEL)).strip().lower()
+    needs = {WEBHOOK: cfg.NOTIFY_WEBHOOK_URL, EMAIL: cfg.SMTP_HOST}
+    if default not in CHANNEL_NAMES:
+        raise ConfigurationError(f"unknown delivery channel {default!r} in "
+                                 f"{cfg.NOTIFY_CHANNEL}; expected one of "
+                                 f"{', '.join(CHANNEL_NAMES)}")
+    if default != DESK and default not in others:
+        raise ConfigurationError(f"{cfg.NOTIFY_CHANNEL}={default} needs {needs[default]}")
+    return Channels(DeskOutboxChannel(redis, prefix), others, default)
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be true or false, not {value!r}")

@@ -3,10 +3,22 @@
 A message id is derived from the event id, the message kind and, for a merged
 reporter, the report it is addressed to, so a redelivered event maps to the
 same record. Records live under the issue whose resident was told (or, for a
-supervisor, the escalated issue) and say whom they were for (``audience``). The record is written *after* the
-channel answered (never a "seen" marker before the work: a crash in between
-would lose the message). A short lease stops two notify instances sending the
-same message at the same moment; the loser retries later and finds it sent.
+supervisor, the escalated issue) and say whom they were for (``audience``).
+
+A record's life::
+
+    queued --(channel accepts)--------------------------------> sent
+       |  \\--(channel refuses, attempts < NOTIFY_MAX_ATTEMPTS)--> queued (last_error;
+       |                                        the event is retried with backoff)
+       \\----(channel refuses, attempts = NOTIFY_MAX_ATTEMPTS)---> failed (detail)
+
+``sent`` and ``failed`` are final: a redelivered or retried event never sends
+that message again. Marking "sent" happens *after* the channel answered (never a
+"seen" marker before the work: a crash in between would lose the message; a
+crash after the send re-sends it, with the same ``Idempotency-Key`` or
+``Message-ID``, so the receiver can drop it). A short lease stops two notify
+instances sending the same message at the same moment; the loser retries later
+and finds it sent.
 """
 
 from __future__ import annotations
@@ -20,24 +32,28 @@ from datetime import UTC, datetime
 import eventlet
 import redis
 
-from services.notify.channels import DeliveryChannel, OutgoingMessage
-from services.notify.recipients import RESIDENT
-from shared.privacy import mask_name, mask_phone
+from services.notify.channels import Channels, OutgoingMessage
+from services.notify.recipients import RESIDENT, SUPERVISOR
+from shared.privacy import mask_email, mask_name, mask_phone
 from shared.store import Keys
 
 LEASE_SECONDS = 30
+QUEUED, SENT, FAILED = "queued", "sent", "failed"
+FINAL = frozenset({SENT, FAILED})
 
 
 class DeliveryFailed(Exception):
-    """The channel refused or could not be reached; the event is retried, then dead-lettered."""
+    """The channel refused or could not be reached, below ``NOTIFY_MAX_ATTEMPTS``: the
+    event is retried (with backoff) and the message tried again."""
 
 
 @dataclass(frozen=True)
 class Outcome:
-    fresh: bool  # this call sent it (False: it had already been sent)
-    status: str  # "sent" | "failed"
+    fresh: bool  # this call settled the message (sent it, or gave up on it)
+    status: str  # "queued" (to be retried) | "sent" | "failed"
     channel: str
     detail: str = ""
+    note: str = ""  # why it did not go by the resident's preferred channel
 
 
 def message_id(event_id: str, kind: str, reporter: str | None = None) -> str:
@@ -50,56 +66,63 @@ def message_id(event_id: str, kind: str, reporter: str | None = None) -> str:
 
 
 class Deliveries:
-    def __init__(self, client: redis.Redis, prefix: str, channel: DeliveryChannel):
+    def __init__(self, client: redis.Redis, prefix: str, channels: Channels,
+                 max_attempts: int = 4):
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         self.redis = client
         self.keys = Keys(prefix)
-        self.channel = channel
+        self.channels = channels
         self.prefix = prefix
+        self.max_attempts = max_attempts
 
     def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT) -> Outcome:
-        """Send unless already sent, then record it under ``message.issue_id``'s notifications.
+        """Send unless already settled; record it under ``message.issue_id``'s notifications.
 
-        ``message.recipient`` is a resident's name and phone (possibly empty: the desk
-        relays it), or a supervisor's role, level and office name.
+        ``message.recipient`` is a resident's contact (possibly empty: the desk relays
+        it), or a supervisor's role, level and office name. Raises
+        :class:`DeliveryFailed` only when another worker is sending it right now.
         """
         nid = message.notification_id
         key = self.keys.notifications(message.issue_id)
         raw = self.redis.hget(key, nid)
         record = json.loads(raw) if raw else None
-        if record and record["status"] == "sent":
-            return Outcome(False, "sent", record["channel"])
+        if record and record["status"] in FINAL:
+            return Outcome(False, record["status"], record["channel"], record.get("detail", ""))
         lease = f"{self.prefix}:notify:lease:{nid}"
         if not self.redis.set(lease, "1", nx=True, ex=LEASE_SECONDS):
             raise DeliveryFailed(f"message {nid} is being sent by another worker")
         try:
-            now = datetime.now(UTC).isoformat()
-            record = record or {
-                "notification_id": nid, "issue_id": message.issue_id, "kind": message.kind,
-                "language": message.language, "text": message.text,
-                "channel": self.channel.name, "audience": audience,
-                "recipient": _as_recorded(message.recipient, audience),
-                "status": "queued", "attempts": 0, "created_at": now,
-            }
-            result = self.channel.deliver(message)
-            record.update(attempts=record["attempts"] + 1, channel=result.channel,
-                          status="sent" if result.ok else "failed",
-                          detail=result.detail, last_attempt_at=now)
-            if result.ok:
-                record["sent_at"] = now
+            channel, note = self.channels.for_message(message, supervisor=audience == SUPERVISOR)
+            now = _now()
+            if record is None:
+                record = new_record(message, audience, channel.name, now)
+                self.redis.hset(key, nid, json.dumps(record, ensure_ascii=False))
+            result = channel.deliver(message)
+            record = attempted(record, message, result.ok, result.channel,
+                               result.detail, note, _now(), self.max_attempts)
             self.redis.hset(key, nid, json.dumps(record, ensure_ascii=False))
         finally:
             self.redis.delete(lease)
-        return Outcome(result.ok, record["status"], record["channel"], record.get("detail", ""))
+        detail = record["last_error"] if record["status"] == QUEUED else record["detail"]
+        return Outcome(record["status"] in FINAL, record["status"], record["channel"], detail,
+                       note)
 
     def wait_for_kind(self, issue_id: str, kind: str, count: int, timeout_s: float) -> bool:
-        """Wait until ``count`` messages of ``kind`` reached the issue's resident; False on timeout."""
+        """Wait until ``count`` messages of ``kind`` to the issue's resident are settled.
+
+        False on timeout, or at once when one of them is failing (queued after a
+        failed attempt): its retry comes with the event's backoff, and the resident
+        should rather hear the next news than nothing.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
-            sent = [r for r in self.history(issue_id) if r["kind"] == kind
-                    and r["status"] == "sent" and r["audience"] == RESIDENT]
-            if len(sent) >= count:
+            mine = [r for r in self.history(issue_id)
+                    if r["kind"] == kind and r["audience"] == RESIDENT]
+            if sum(r["status"] in FINAL for r in mine) >= count:
                 return True
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or any(r["status"] == QUEUED and r["attempts"]
+                                                  for r in mine):
                 return False
             eventlet.sleep(0.05)
 
@@ -110,9 +133,44 @@ class Deliveries:
         return sorted(records, key=lambda r: r["created_at"])
 
 
+def new_record(message: OutgoingMessage, audience: str, channel: str, now: str) -> dict:
+    return {
+        "notification_id": message.notification_id, "issue_id": message.issue_id,
+        "kind": message.kind, "language": message.language, "text": message.text,
+        "channel": channel, "audience": audience,
+        "recipient": _as_recorded(message.recipient, audience),
+        "status": QUEUED, "attempts": 0, "detail": "", "last_error": None,
+        "created_at": now, "last_attempt_at": None, "sent_at": None,
+    }
+
+
+def attempted(record: dict, message: OutgoingMessage, ok: bool, channel: str, detail: str,
+              note: str, now: str, max_attempts: int) -> dict:
+    """The record after one attempt. Pure.
+
+    Sent: ``detail`` is the channel's answer, or the note when it went to the desk
+    instead of the resident's choice. Refused: ``last_error`` says why, and the record
+    stays queued until the ``max_attempts``-th refusal marks it failed.
+    """
+    new = dict(record, attempts=record["attempts"] + 1, channel=channel, last_attempt_at=now,
+               text=message.text)
+    if ok:
+        new.update(status=SENT, sent_at=now, detail="; ".join(d for d in (note, detail) if d))
+    elif new["attempts"] >= max_attempts:
+        new.update(status=FAILED, last_error=detail or "failed", detail=detail or "failed")
+    else:
+        new.update(status=QUEUED, last_error=detail or "failed")
+    return new
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
 def _as_recorded(recipient: dict[str, str], audience: str) -> dict[str, str | None]:
     """A resident's contact is personal data: masked. A supervisor is an office: kept."""
     if audience == RESIDENT:
         return {"name": mask_name(recipient.get("name")),
-                "phone": mask_phone(recipient.get("phone"))}
+                "phone": mask_phone(recipient.get("phone")),
+                "email": mask_email(recipient.get("email"))}
     return dict(recipient)

@@ -21,7 +21,14 @@ Usage::
 
 from __future__ import annotations
 
-from shared.contracts import DeadlineKind, EscalationLevel, IssueEscalated, IssueStatus
+from shared.contracts import (
+    ClosedReason,
+    DeadlineKind,
+    EscalationLevel,
+    IssueEscalated,
+    IssueStatus,
+    Rating,
+)
 from shared.issue import IssueRecord
 
 OWN_KINDS = frozenset({"received", "merged"})
@@ -30,9 +37,28 @@ OWN_KINDS = frozenset({"received", "merged"})
 # Each event type has its own queue, so a message can overtake the one before
 # it (routing takes milliseconds; staff in a test act instantly). A resident
 # should read "received" before "dispatched" before "reported in": a message
-# waits briefly for its predecessor, but is never held back for long.
+# waits briefly for its predecessor, but is never held back for long. The rating
+# request is sent right after "resolved" by the same handler, so it waits only
+# when that resident's "resolved" is still being sent by another worker.
 PREDECESSOR = {"merged": "received", "dispatched": "received", "acknowledged": "dispatched",
-               "part_resolved": "dispatched", "resolved": "dispatched"}
+               "part_resolved": "dispatched", "resolved": "dispatched",
+               "rating_request": "resolved"}
+
+# The issue's own resident has heard of every step so far, so the record says how
+# many of each earlier message must have reached them, across resolution cycles:
+# e.g. "resolved" waits for one "acknowledged" per 报到 (an agency may resolve a
+# second after reporting in), and a reopened issue's "acknowledged" for "reopened".
+# The names are counters of _so_far.
+AFTER = {
+    "merged": (("received", "one"),),
+    "dispatched": (("received", "one"),),
+    "acknowledged": (("dispatched", "one"), ("reopened", "reopens")),
+    "part_resolved": (("dispatched", "one"), ("acknowledged", "acks")),
+    "resolved": (("dispatched", "one"), ("acknowledged", "acks"), ("part_resolved", "parts")),
+    "rating_request": (("resolved", "cycles"),),
+    "reopened": (("rating_request", "reopens"),),
+    "closed": (("rating_request", "cycles"),),
+}
 
 SUPERVISOR_LANGUAGE = "zh"
 """Street offices and districts work in Chinese."""
@@ -50,6 +76,15 @@ DEADLINE_NAMES = {
     DeadlineKind.acknowledge: ("报到", "report in"),
     DeadlineKind.resolve: ("办结", "resolve"),
 }
+# Why an issue was closed, as its reader reads it (民事民评).
+CLOSED_REASONS = {
+    "rated_by_reader": ("您已确认满意", "you confirmed you are satisfied"),
+    ClosedReason.satisfied: ("反映同一问题的居民已确认满意",
+                             "a neighbour who reported the same problem confirmed they are satisfied"),
+    ClosedReason.no_rating: ("评价期已过，按已办结处理",
+                             "the rating period has ended, so it is closed as resolved"),
+}
+NO_COMMENT = ("未填写", "none given")
 
 
 def is_merged(record: IssueRecord) -> bool:
@@ -73,17 +108,32 @@ def recipients_for(record: IssueRecord, kind: str) -> list[str]:
 def ordering_waits(record: IssueRecord, kind: str, reporter: str) -> list[tuple[str, int]]:
     """What must already have reached ``reporter`` before this message: (kind, count) pairs.
 
-    A merged reporter first reads that their report was merged, then the primary's
-    updates in their usual order. "resolved" also follows every "part_resolved" (one
-    per agency but the last).
+    The issue's own resident: every earlier message the record's steps imply (see
+    :data:`AFTER`), e.g. "resolved" after each 报到's "acknowledged" and every
+    "part_resolved" (one per agency but the last, per cycle). A merged reporter first
+    reads that their report was merged, then the primary's updates in their usual order.
     """
-    waits = []
-    if reporter != record.issue_id and kind not in OWN_KINDS:
-        waits.append(("merged", 1))
+    if reporter == record.issue_id:
+        counts = _so_far(record)
+        return [(before, counts[counter]) for before, counter in AFTER.get(kind, ())
+                if counts[counter]]
+    # A merged reporter may have joined after some of the messages: only the last one.
+    waits = [] if kind in OWN_KINDS else [("merged", 1)]
     if kind in PREDECESSOR:
         parts = max(len(record.assignments) - 1, 0) if kind == "resolved" else 0
         waits.append(("part_resolved", parts) if parts else (PREDECESSOR[kind], 1))
     return waits
+
+
+def _so_far(record: IssueRecord) -> dict[str, int]:
+    """How many of each step the issue's own resident has been told about (its timeline)."""
+    agency_steps = [e.step for e in record.timeline if e.service == "agency"]
+    reopens = getattr(record, "reopen_count", 0)
+    return {"one": 1, "reopens": reopens, "cycles": reopens + 1,
+            "acks": agency_steps.count("acknowledged"),
+            # every agency's part but the last of each cycle is told as "part_resolved"
+            "parts": max(agency_steps.count("assignment_resolved")
+                         - agency_steps.count("resolved"), 0)}
 
 
 def in_language(language: str, zh: str, en: str) -> str:
@@ -99,6 +149,23 @@ def deadline_name(deadline: DeadlineKind, language: str) -> str:
     return in_language(language, *DEADLINE_NAMES[DeadlineKind(deadline)])
 
 
+def closed_reason_text(record: IssueRecord, reason: ClosedReason, reader: str,
+                       language: str) -> str:
+    """Why the issue was closed, for the resident of report ``reader``: "you" rated it
+    satisfied, a neighbour did, or nobody rated it in time."""
+    reason = ClosedReason(reason)
+    cycle = getattr(record, "reopen_count", 0)
+    rated = any(r.reporter_issue_id == reader and r.cycle == cycle
+                and r.rating is Rating.satisfied for r in getattr(record, "ratings", []))
+    key = "rated_by_reader" if reason is ClosedReason.satisfied and rated else reason
+    return in_language(language, *CLOSED_REASONS[key])
+
+
+def comment_or_none(comment: str | None, language: str) -> str:
+    """The resident's comment, or "none given": a template never shows a gap."""
+    return (comment or "").strip() or in_language(language, *NO_COMMENT)
+
+
 def supervisor_for(event: IssueEscalated, language: str = SUPERVISOR_LANGUAGE) -> dict[str, str]:
     """The supervisor an escalation goes to, as a delivery recipient."""
     return {"role": SUPERVISOR, "level": event.level.value,
@@ -106,12 +173,13 @@ def supervisor_for(event: IssueEscalated, language: str = SUPERVISOR_LANGUAGE) -
 
 
 def notified_step(kind: str, status: str, channel: str, primary: str, reporter: str | None = None,
-                  level: EscalationLevel | None = None) -> tuple[str, str]:
+                  level: EscalationLevel | None = None, note: str = "") -> tuple[str, str]:
     """The timeline step (name, detail) for a message about ``primary``.
 
-    ``reporter``: the report whose resident was told; ``level``: a supervisor's level instead.
+    ``reporter``: the report whose resident was told; ``level``: a supervisor's level
+    instead; ``note``: why it failed, or why it did not go by the resident's choice.
     """
-    message = f"{kind} message {status} via {channel}"
+    message = f"{kind} message {status} via {channel}" + (f" ({note})" if note else "")
     if level is not None:
         return "supervisor_notified", f"supervisor ({EscalationLevel(level).value}) notified: {message}"
     if reporter is not None and reporter != primary:

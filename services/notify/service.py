@@ -3,26 +3,38 @@
 Each event becomes one message per reporter: the issue's own resident and every
 neighbour whose report was merged into it (共性问题统筹), each rendered in that
 resident's language and recorded under their own report. An escalation also
-tells the supervisor at the new level (三级吹哨). Messages go through a channel
-(the desk outbox in Redis by default, or a webhook). Every message has a
-deterministic id derived from the event and its recipient, and its delivery
-record lives in Redis, so a redelivered event never reaches anyone twice.
+tells the supervisor at the new level (三级吹哨). When every agency is done, each
+reporter is asked to rate the outcome with a signed link (民事民评), and told when
+the issue is reopened or closed.
+
+Messages go through the channel each resident chose (the desk outbox in Redis, a
+signed webhook, or email; see ``channels``). Every message has a deterministic id
+derived from the event and its recipient, and its delivery record lives in Redis,
+so a redelivered event never reaches anyone twice. A refused message is retried
+with the event, up to ``NOTIFY_MAX_ATTEMPTS``, then recorded as failed for the
+desk to see (``delivery``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
+from ipaddress import ip_address
+from logging import getLogger
+from urllib.parse import quote, urlsplit
 
 from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
-from services.notify.channels import OutgoingMessage, build_channel
-from services.notify.delivery import Deliveries, DeliveryFailed, message_id
+from services.notify.channels import RECIPIENT_FIELDS, OutgoingMessage, build_channels
+from services.notify.delivery import QUEUED, Deliveries, DeliveryFailed, message_id
 from services.notify.recipients import (
     RESIDENT,
     SUPERVISOR,
     SUPERVISOR_LANGUAGE,
+    closed_reason_text,
+    comment_or_none,
     deadline_name,
     in_language,
     is_merged,
@@ -34,14 +46,18 @@ from services.notify.recipients import (
 )
 from services.notify.templates import Templates
 from shared import config as cfg
+from shared.auth import issue_feedback_token
 from shared.contracts import (
     AssignmentAcknowledged,
     AssignmentResolved,
+    AssignmentSummary,
     Event,
+    IssueClosed,
     IssueDispatched,
     IssueEscalated,
     IssueMerged,
     IssueReceived,
+    IssueReopened,
     IssueResolved,
     TableConvened,
     TableTaskRecorded,
@@ -54,24 +70,47 @@ from shared.messaging import subscribe
 from shared.store import RedisProvider, Store
 from shared.web import health_report, http
 
+_log = getLogger(__name__)
+
 # How long one event's messages may wait, in all, for the messages that must come
 # before them (see recipients.ordering_waits): briefly, never for long.
 ORDERING_GRACE_S = 3.0
 
-Variables = Callable[[IssueRecord, str], dict]
-"""(the event's issue, the reader's language) -> the template's variables."""
+Variables = Callable[[IssueRecord, str, str], dict]
+"""(the event's issue, the reader's language, the reader's report) -> the template's variables."""
+
+
+def check_attempts(config) -> int:
+    """``NOTIFY_MAX_ATTEMPTS``, refused unless the subscriber retries longer.
+
+    A message is marked failed at its ``NOTIFY_MAX_ATTEMPTS``-th refusal; if the
+    event were dead-lettered first (``WHISTLE_MAX_ATTEMPTS``), the message would stay
+    queued forever instead of showing the desk it failed.
+    """
+    notify, event = (int(cfg.get(config, cfg.NOTIFY_MAX_ATTEMPTS)),
+                     int(cfg.get(config, cfg.MAX_ATTEMPTS)))
+    if not 1 <= notify < event:
+        raise cfg.ConfigurationError(
+            f"{cfg.NOTIFY_MAX_ATTEMPTS} ({notify}) must be at least 1 and below "
+            f"{cfg.MAX_ATTEMPTS} ({event}), or events would be dead-lettered before notify "
+            "marks their messages failed")
+    return notify
 
 
 class Messenger(RedisProvider):
-    """Templates, the configured channel and the delivery records, built once."""
+    """Templates, the configured channels and the delivery records, built once."""
 
     def setup(self):
-        super().setup()
         config = self.container.config
+        max_attempts = check_attempts(config)
+        super().setup()
         self.templates = Templates.load(tz=cfg.get(config, cfg.DISPLAY_TZ))
-        channel = build_channel(cfg.get(config, cfg.NOTIFY_CHANNEL), self.client, self.prefix,
-                                cfg.get(config, cfg.NOTIFY_WEBHOOK_URL) or None)
-        self.deliveries = Deliveries(self.client, self.prefix, channel)
+        channels = build_channels(config, self.client, self.prefix)
+        self.deliveries = Deliveries(self.client, self.prefix, channels, max_attempts)
+        public_url = str(cfg.get(config, cfg.PUBLIC_URL))
+        if _is_production(config) and _is_loopback(public_url):
+            _log.warning("%s is %s: residents cannot open their rating links; set it to the "
+                         "address residents reach Whistle at", cfg.PUBLIC_URL, public_url)
 
     def get_dependency(self, worker_ctx):
         return self
@@ -87,28 +126,26 @@ class NotifyService:
 
     @subscribe(IssueReceived)
     def on_issue_received(self, event: IssueReceived) -> None:
-        self._tell(event, "received", lambda record, lang: {"issue_id": record.issue_id})
+        self._tell(event, "received", lambda record, lang, _reader: {"issue_id": record.issue_id})
 
     @subscribe(IssueMerged)
     def on_issue_merged(self, event: IssueMerged) -> None:
         """Tell the neighbour whose report this was which open issue now carries it."""
-        self._tell(event, "merged", lambda record, lang: {
+        self._tell(event, "merged", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "into_issue_id": event.into_issue_id})
 
     @subscribe(IssueDispatched)
     def on_issue_dispatched(self, event: IssueDispatched) -> None:
-        def variables(record: IssueRecord, lang: str) -> dict:
-            names = [_agency_name(a, lang) for a in event.assignments]
+        def variables(record: IssueRecord, lang: str, _reader: str) -> dict:
             lead = next(a for a in event.assignments if a.role.value == "lead")
-            return {"issue_id": record.issue_id, "agencies": names,
-                    "lead_agency": _agency_name(lead, lang),
-                    "acknowledge_by": min(a.acknowledge_by for a in event.assignments)}
+            return {**_assigned(record, event.assignments, lang),
+                    "lead_agency": _agency_name(lead, lang)}
 
         self._tell(event, "dispatched", variables)
 
     @subscribe(AssignmentAcknowledged)
     def on_assignment_acknowledged(self, event: AssignmentAcknowledged) -> None:
-        self._tell(event, "acknowledged", lambda record, lang: {
+        self._tell(event, "acknowledged", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "agency": _agency_name(event, lang)})
 
     @subscribe(IssueEscalated)
@@ -116,7 +153,7 @@ class NotifyService:
         """The supervisor at the new level first, then every reporter."""
         record = self.store.get(event.issue_id)
         failures = [] if is_merged(record) else self._tell_supervisor(event)
-        self._tell(event, "escalated", lambda record, lang: {
+        self._tell(event, "escalated", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "agency": _agency_name(event.agency, lang),
             "level": level_name(event.level, lang),
             "supervisor": in_language(lang, event.supervisor, event.supervisor_en),
@@ -124,13 +161,13 @@ class NotifyService:
 
     @subscribe(TableConvened)
     def on_table_convened(self, event: TableConvened) -> None:
-        self._tell(event, "table_convened", lambda record, lang: {
+        self._tell(event, "table_convened", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "meets_at": event.meets_at, "place": event.place,
             "agencies": [_agency_name(a, lang) for a in event.agencies]})
 
     @subscribe(TableTaskRecorded)
     def on_table_task_recorded(self, event: TableTaskRecorded) -> None:
-        self._tell(event, "table_decision", lambda record, lang: {
+        self._tell(event, "table_decision", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "agency": _agency_name(event.agency, lang),
             "task": event.description, "due": event.due})
 
@@ -139,14 +176,36 @@ class NotifyService:
         """In a multi-agency case, tell the resident each agency's part is done."""
         if not event.remaining_agencies:
             return  # the last (or only) part: the "resolved" message says it all
-        self._tell(event, "part_resolved", lambda record, lang: {
+        self._tell(event, "part_resolved", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "agency": _agency_name(event, lang),
             "remaining": [_agency_name(a, lang) for a in record.assignments
                           if a.agency in event.remaining_agencies]})
 
     @subscribe(IssueResolved)
     def on_issue_resolved(self, event: IssueResolved) -> None:
-        self._tell(event, "resolved", lambda record, lang: {"issue_id": record.issue_id})
+        """Every part is done; then each reporter's own rating link (民事民评).
+
+        Both go out in every attempt of the event, so a refusing channel spends the
+        two messages' attempts together and never outlives the event's retries.
+        """
+        record = self.store.get(event.issue_id)
+        failures = self._tell_reporters(event, "resolved", lambda record, lang, _reader: {
+            "issue_id": record.issue_id}, record)
+        self._tell(event, "rating_request", self._rating_link(event, record), record=record,
+                   failures=failures)
+
+    @subscribe(IssueReopened)
+    def on_issue_reopened(self, event: IssueReopened) -> None:
+        """Not satisfied: back to the agencies, with fresh deadlines, one level up."""
+        self._tell(event, "reopened", lambda record, lang, _reader: {
+            **_assigned(record, event.assignments, lang),
+            "reason": comment_or_none(event.reason, lang)})
+
+    @subscribe(IssueClosed)
+    def on_issue_closed(self, event: IssueClosed) -> None:
+        self._tell(event, "closed", lambda record, lang, reader: {
+            "issue_id": record.issue_id,
+            "reason_text": closed_reason_text(record, event.reason, reader, lang)})
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_notifications(self, issue_id: str) -> list[dict]:
@@ -161,6 +220,27 @@ class NotifyService:
     def health(self, request):
         return health_report(self.name, self.store.redis)
 
+    def _rating_link(self, event: IssueResolved, record: IssueRecord) -> Variables:
+        """Each reporter's signed rating link for this resolution cycle.
+
+        The token is issued as of the event (not of this attempt), so a retried message
+        carries the same link, valid until the rating window closes.
+        """
+        window = int(cfg.get(self.config, cfg.RATING_WINDOW_S))
+        base = str(cfg.get(self.config, cfg.PUBLIC_URL)).rstrip("/")
+        secret = cfg.get(self.config, cfg.SECRET)
+        cycle = getattr(record, "reopen_count", 0)
+
+        def variables(record: IssueRecord, lang: str, reader: str) -> dict:
+            token = issue_feedback_token(reporter_issue_id=reader, issue_id=record.issue_id,
+                                         cycle=cycle, secret=secret, ttl_s=window,
+                                         now=event.occurred_at.timestamp())
+            return {"issue_id": record.issue_id, "token": token,
+                    "link": f"{base}/issues/{quote(reader)}/feedback?token={token}",
+                    "expires_at": event.occurred_at + timedelta(seconds=window)}
+
+        return variables
+
     def _tell(self, event: Event, kind: str, variables: Variables,
               record: IssueRecord | None = None,
               failures: list[DeliveryFailed] | None = None) -> None:
@@ -168,8 +248,16 @@ class NotifyService:
 
         Raises the first delivery failure (``failures``: from earlier messages about the
         same event) once everyone has been tried, so the event is retried; the messages
-        already sent are not sent again.
+        already sent, or given up on, are not sent again.
         """
+        failures = self._tell_reporters(event, kind, variables, record, failures)
+        if failures:
+            raise failures[0]
+
+    def _tell_reporters(self, event: Event, kind: str, variables: Variables,
+                        record: IssueRecord | None = None,
+                        failures: list[DeliveryFailed] | None = None) -> list[DeliveryFailed]:
+        """Try every reporter once; the failures so far (to retry the event with)."""
         record = record or self.store.get(event.issue_id)
         failures = list(failures or [])
         waits_end = time.monotonic() + ORDERING_GRACE_S
@@ -180,14 +268,18 @@ class NotifyService:
                 self.messenger.deliveries.wait_for_kind(
                     reporter, *wanted, timeout_s=max(0.0, waits_end - time.monotonic()))
             language = reader.language.value
+            values = variables(record, language, reporter)
+            templates = self.messenger.templates
+            contact = self.store.contact(reporter)
             message = OutgoingMessage(
                 notification_id=message_id(event.event_id, kind, None if own else reporter),
                 issue_id=reporter, kind=kind, language=language,
-                text=self.messenger.templates.render(kind, language, **variables(record, language)),
-                recipient=self.store.contact(reporter))
+                text=templates.render(kind, language, **values),
+                subject=templates.subject(kind, language, **values),
+                recipient={k: contact[k] for k in RECIPIENT_FIELDS if contact.get(k)},
+                preferred_channel=contact.get("preferred_channel") or None)
             failures += self._deliver(event, message, RESIDENT)
-        if failures:
-            raise failures[0]
+        return failures
 
     def _tell_supervisor(self, event: IssueEscalated) -> list[DeliveryFailed]:
         """The escalation notice to the street office or district, under the escalated issue."""
@@ -211,8 +303,10 @@ class NotifyService:
         except DeliveryFailed as exc:  # another worker holds it: retried with the event
             return [exc]
         level = message.recipient["level"] if audience == SUPERVISOR else None
+        note = outcome.note or (outcome.detail if outcome.status == "failed" else "")
         step, detail = notified_step(message.kind, outcome.status, outcome.channel,
-                                     event.issue_id, reporter=message.issue_id, level=level)
+                                     event.issue_id, reporter=message.issue_id, level=level,
+                                     note=note)
         if outcome.fresh:
             def noted(current: IssueRecord):
                 new = current.model_copy(deep=True)
@@ -223,8 +317,8 @@ class NotifyService:
                              self.name)
         self.log.info(step, issue_id=event.issue_id, recipient_issue=message.issue_id,
                       kind=message.kind, status=outcome.status, channel=outcome.channel,
-                      duplicate=not outcome.fresh)
-        if outcome.status == "failed":
+                      detail=outcome.detail, duplicate=not outcome.fresh)
+        if outcome.status == QUEUED:
             return [DeliveryFailed(f"{message.kind} message for {message.issue_id} "
                                    f"({audience}): {outcome.detail}")]
         return []
@@ -232,3 +326,22 @@ class NotifyService:
 
 def _agency_name(item, language: str) -> str:
     return in_language(language, item.agency_name, item.agency_name_en)
+
+
+def _assigned(record: IssueRecord, assignments: list[AssignmentSummary], language: str) -> dict:
+    """The issue, its agencies and the first 报到 deadline, for "dispatched" and "reopened"."""
+    return {"issue_id": record.issue_id,
+            "agencies": [_agency_name(a, language) for a in assignments],
+            "acknowledge_by": min(a.acknowledge_by for a in assignments)}
+
+
+def _is_production(config) -> bool:
+    return str(cfg.get(config, cfg.ENVIRONMENT)).strip().lower() in ("production", "prod")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ip_address(host).is_loopback
+    except ValueError:
+        return False

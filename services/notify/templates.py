@@ -2,7 +2,8 @@
 
 Templates live in ``templates/<language>.yaml``, one ``str.format``-style message per
 kind in :data:`MESSAGE_KINDS`, plus a ``_meta`` section with the list joiner
-(``、`` in Chinese, ``", "`` in English). Everything is checked when the files are
+(``、`` in Chinese, ``", "`` in English) and the email ``subjects`` (per kind, with a
+``default``; ``{issue_id}`` is their only placeholder). Everything is checked when the files are
 loaded, so a broken or incomplete translation stops the service at start-up
 instead of sending a resident a half-filled message at 2 a.m.
 
@@ -12,6 +13,7 @@ Usage::
     text = templates.render("dispatched", "zh", issue_id="WH-20250105-0001",
                             agencies=["供电公司", "区房管局"], lead_agency="供电公司",
                             acknowledge_by=assignment.acknowledge_by)
+    subject = templates.subject("dispatched", "zh", issue_id="WH-20250105-0001")
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import yaml
 
 MESSAGE_KINDS: tuple[str, ...] = (
     "received", "merged", "dispatched", "acknowledged", "escalated", "escalation_notice",
-    "table_convened", "table_decision", "part_resolved", "resolved",
+    "table_convened", "table_decision", "part_resolved", "resolved", "rating_request",
+    "reopened", "closed",
 )
 """Every message kind, in the order they usually arrive. All are for residents except
 ``escalation_notice``, which goes to the supervisor an issue was escalated to."""
@@ -37,6 +40,9 @@ DEFAULT_LANGUAGE = "zh"
 
 DEFAULT_DIRECTORY = Path(__file__).with_name("templates")
 META_KEY = "_meta"
+DEFAULT_SUBJECT_KEY = "default"
+FALLBACK_SUBJECT = "[Whistle] {issue_id}"
+SUBJECT_VARIABLES = frozenset({"issue_id"})
 DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 
 _FORMATTER = string.Formatter()
@@ -50,18 +56,21 @@ class Templates:
     """Validated message templates for every language, ready to render.
 
     ``messages`` maps language -> kind -> template; ``joiners`` maps language -> the
-    separator used when a variable is a list. Prefer :meth:`load`, which reads and
-    validates the shipped files.
+    separator used when a variable is a list; ``subjects`` maps language -> kind (or
+    ``"default"``) -> email subject. Prefer :meth:`load`, which reads and validates
+    the shipped files.
     """
 
     def __init__(self, messages: Mapping[str, Mapping[str, str]],
-                 joiners: Mapping[str, str], tz: str = "Asia/Shanghai"):
+                 joiners: Mapping[str, str], tz: str = "Asia/Shanghai",
+                 subjects: Mapping[str, Mapping[str, str]] | None = None):
         try:
             self._tz = ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise TemplateError(f"unknown display timezone {tz!r}") from None
         self._messages = {lang: dict(kinds) for lang, kinds in messages.items()}
         self._joiners = dict(joiners)
+        self._subjects = {lang: dict(kinds) for lang, kinds in (subjects or {}).items()}
         self._variables = {
             lang: {kind: _placeholders(text, f"{lang}.yaml", kind) for kind, text in kinds.items()}
             for lang, kinds in self._messages.items()
@@ -77,10 +86,13 @@ class Templates:
             raise TemplateError(f"no template files (*.yaml) in {directory}")
         messages: dict[str, dict[str, str]] = {}
         joiners: dict[str, str] = {}
+        subjects: dict[str, dict[str, str]] = {}
         for path in files:
             language = path.stem
-            messages[language], joiners[language] = _read_file(path)
-        return cls(messages, joiners, tz=tz)
+            messages[language], meta = _read_file(path)
+            joiners[language] = meta["joiner"]
+            subjects[language] = meta.get("subjects") or {}
+        return cls(messages, joiners, tz=tz, subjects=subjects)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -105,6 +117,16 @@ class Templates:
             )
         values = {name: self._display(variables[name], language) for name in required}
         return template.format_map(values)
+
+    def subject(self, kind: str, language: str, **variables: Any) -> str:
+        """The email subject for ``kind``: the language's own, else its default."""
+        language = self._language(language)
+        self._template(kind, language)
+        subjects = self._subjects.get(language, {})
+        template = subjects.get(kind) or subjects.get(DEFAULT_SUBJECT_KEY) or FALLBACK_SUBJECT
+        if _is_blank(variables.get("issue_id")):
+            raise TemplateError(f"cannot render the subject of {kind!r}: missing issue_id")
+        return template.format_map({"issue_id": str(variables["issue_id"])})
 
     def required_variables(self, kind: str, language: str) -> set[str]:
         """The placeholder names ``kind`` uses in ``language`` (after the zh fallback)."""
@@ -151,6 +173,7 @@ class Templates:
                                     f"expected only {', '.join(MESSAGE_KINDS)}")
             if not isinstance(self._joiners.get(language), str):
                 raise TemplateError(f"{source}: {META_KEY}.joiner must be a string")
+            self._validate_subjects(language, source)
         # A translation that asks for a variable the other languages do not use
         # would fail only for residents of that language: refuse it up front.
         reference = self._variables[DEFAULT_LANGUAGE]
@@ -163,7 +186,23 @@ class Templates:
                     )
 
 
-def _read_file(path: Path) -> tuple[dict[str, str], str]:
+    def _validate_subjects(self, language: str, source: str) -> None:
+        subjects = self._subjects.get(language, {})
+        if not isinstance(subjects, dict):
+            raise TemplateError(f"{source}: {META_KEY}.subjects must map kinds to subjects")
+        for kind, text in subjects.items():
+            where = f"{META_KEY}.subjects.{kind}"
+            if kind != DEFAULT_SUBJECT_KEY and kind not in MESSAGE_KINDS:
+                raise TemplateError(f"{source}: {where}: unknown kind {kind!r}")
+            if not isinstance(text, str) or not text.strip():
+                raise TemplateError(f"{source}: {where} must be non-empty text")
+            extra = _placeholders(text, source, where) - SUBJECT_VARIABLES
+            if extra:
+                raise TemplateError(f"{source}: {where} may use only {{issue_id}}, "
+                                    f"not {{{sorted(extra)[0]}}}")
+
+
+def _read_file(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -176,7 +215,7 @@ def _read_file(path: Path) -> tuple[dict[str, str], str]:
     for kind, text in data.items():
         if not isinstance(text, str) or not text.strip():
             raise TemplateError(f"{path.name}: template for kind {kind!r} must be non-empty text")
-    return data, meta["joiner"]
+    return data, meta
 
 
 def _placeholders(text: str, source: str, kind: str) -> frozenset[str]:

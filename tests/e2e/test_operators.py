@@ -20,7 +20,8 @@ from tests.e2e.test_whole_chain import BALCONY, poll
 pytestmark = pytest.mark.e2e
 
 PHONE = "13912345678"
-PHONE_ANYWHERE = re.compile(r"1[3-9]\d[\s\-]?\d{4}[\s\-]?\d{4}")
+# A mobile number not embedded in a longer hex/digit run (trace ids are hex).
+PHONE_ANYWHERE = re.compile(r"(?<![0-9a-f])1[3-9]\d[\s\-]?\d{4}[\s\-]?\d{4}(?![0-9a-f])")
 
 
 def resolve_all(base, env, issue_id, agencies):
@@ -36,13 +37,13 @@ def tail_process(whistle_env, tmp_path):
     started = []
 
     def start(*args):
-        out = open(tmp_path / "tail.out", "wb")  # noqa: SIM115 - owned by the child
-        err = tmp_path / "tail.err"
+        out = open(tmp_path / f"tail{len(started)}.out", "wb")  # noqa: SIM115 - the child's
+        err = tmp_path / f"tail{len(started)}.err"
         proc = subprocess.Popen([WHISTLE, "tail", *args], env=whistle_env, stdout=out,
                                 stderr=open(err, "wb"))  # noqa: SIM115
         started.append(proc)
         poll(lambda: err.read_text(), lambda text: "following" in text, timeout=15)
-        return proc, tmp_path / "tail.out"
+        return proc, tmp_path / f"tail{len(started) - 1}.out"
 
     yield start
     for proc in started:
@@ -127,7 +128,7 @@ def test_trace_shows_a_multi_agency_issue_step_by_step(whistle_processes, whistl
     acks = [s for s in steps if s["type"] == "assignment.acknowledged"]
     assert sorted(s["agency"] for s in acks) == sorted(agencies)
     assert all(s["kind"] == "waiting (people)" for s in acks)
-    assert acks[0]["duration_s"] >= 0.3
+    assert acks[0]["since_start_s"] - dispatched["since_start_s"] >= 0.3
     assert trace["totals_s"]["waiting (people)"] >= 0.3
     assert trace["totals_s"]["processing"] < trace["totals_s"]["waiting (people)"]
     times = [s["since_start_s"] for s in trace["steps"]]
@@ -175,4 +176,5 @@ def test_failing_requests_with_a_phone_number_leave_no_number_in_any_log(
     assert "王建国" not in log
     leaks = [m.group(0) for m in PHONE_ANYWHERE.finditer(log)]
     assert leaks == [], leaks[:3]
-    assert "139****5678" in log  # the numbers were there, masked
+    # every failure did reach the log, without the number
+    assert log.count("dead-lettered") >= 2 and "token is invalid" in log

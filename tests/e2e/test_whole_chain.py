@@ -54,7 +54,8 @@ def test_multi_agency_issue_from_desk_to_resolution(whistle_processes, whistle_e
     assert roles["power"] == "support"
     assert list(roles.values()).count("lead") == 1
     assert all(a["acknowledge_by"] < a["resolve_by"] for a in issue["assignments"])
-    assert issue["contact"] == {"name": "李**", "phone": "139****4321"}
+    assert issue["contact"] == {"name": "李**", "phone": "139****4321", "email": None,
+                                "preferred_channel": None}
 
     # Agency staff see it in their own list, and only with their own token.
     power = bearer(whistle_env, "power", "pw-11")
@@ -94,12 +95,12 @@ def test_multi_agency_issue_from_desk_to_resolution(whistle_processes, whistle_e
                  lambda i: i["status"] == "resolved")
     n_agencies = len(roles)
     expected_kinds = (["received", "dispatched"] + ["acknowledged"] * n_agencies
-                      + ["part_resolved"] * (n_agencies - 1) + ["resolved"])
+                      + ["part_resolved"] * (n_agencies - 1) + ["resolved", "rating_request"])
     told = poll(lambda: requests.get(f"{base}/issues/{issue_id}/notifications").json()
                 ["notifications"], lambda n: len(n) >= len(expected_kinds))
     assert sorted(n["kind"] for n in told) == sorted(expected_kinds)
     assert [n["kind"] for n in told][:2] == ["received", "dispatched"]
-    assert told[-1]["kind"] == "resolved"
+    assert [n["kind"] for n in told][-2:] == ["resolved", "rating_request"]
     assert all(n["status"] == "sent" and n["channel"] == "desk" for n in told)
     assert issue_id in told[0]["text"]
     assert "房管所" in next(n["text"] for n in told if n["kind"] == "dispatched")

@@ -11,6 +11,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.agency.service import AgencyService
 from services.intake.service import IntakeService
+from services.notify.channels import verify_webhook_signature
 from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared import config as cfg
@@ -62,17 +63,22 @@ def test_flying_wire_goes_to_power_and_resident_is_told(whistle, whistle_config)
     assert done["issue_status"] == "resolved"
 
     kinds = wait_until(lambda: len(n := requests.get(
-        f"{whistle}/issues/{issue_id}/notifications").json()["notifications"]) == 4 and n)
-    assert [n["kind"] for n in kinds] == ["received", "dispatched", "acknowledged", "resolved"]
+        f"{whistle}/issues/{issue_id}/notifications").json()["notifications"]) == 5 and n)
+    assert [n["kind"] for n in kinds] == ["received", "dispatched", "acknowledged", "resolved",
+                                          "rating_request"]
     assert all(n["status"] == "sent" for n in kinds)
     assert issue_id in kinds[0]["text"]
+    assert f"/issues/{issue_id}/feedback?token=" in kinds[-1]["text"]
 
 
 class _Receiver(BaseHTTPRequestHandler):
     received: list = []
+    secret = ""
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        assert verify_webhook_signature(type(self).secret, self.headers["X-Whistle-Timestamp"],
+                                        body, self.headers["X-Whistle-Signature"])
         type(self).received.append((self.headers["Idempotency-Key"], json.loads(body)))
         self.send_response(204)
         self.end_headers()
@@ -84,6 +90,7 @@ class _Receiver(BaseHTTPRequestHandler):
 def test_webhook_channel_posts_every_message_to_the_configured_url(runner_factory,
                                                                    whistle_config):
     _Receiver.received = []
+    _Receiver.secret = whistle_config[cfg.SECRET]  # NOTIFY_WEBHOOK_SECRET unset
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     whistle_config[cfg.NOTIFY_CHANNEL] = "webhook"
@@ -94,7 +101,8 @@ def test_webhook_channel_posts_every_message_to_the_configured_url(runner_factor
         issue_id = requests.post(f"{base}/issues", json={
             "description": "Smell gas in the stairwell, really strong",
             "location": {"community": "Bintai", "address": "Lide Garden 9"},
-            "contact": {"name": "Tom Baker", "phone": "13700001111"}, "language": "en",
+            "contact": {"name": "Tom Baker", "phone": "13700001111",
+                        "preferred_channel": "webhook"}, "language": "en",
         }, timeout=5).json()["issue_id"]
         wait_until(lambda: len(_Receiver.received) >= 2)
     finally:
@@ -108,4 +116,4 @@ def test_webhook_channel_posts_every_message_to_the_configured_url(runner_factor
     assert "Gas company" in _Receiver.received[1][1]["text"]
     history = requests.get(f"{base}/issues/{issue_id}/notifications").json()["notifications"]
     assert [(n["channel"], n["status"]) for n in history] == [("webhook", "sent")] * 2
-    assert history[0]["recipient"] == {"name": "T********", "phone": "137****1111"}
+    assert history[0]["recipient"] == {"name": "T********", "phone": "137****1111", "email": None}

@@ -1,8 +1,10 @@
-"""Delivery channels against a real Redis and a real HTTP server on 127.0.0.1.
+"""Delivery channels against a real Redis, a real HTTP server and a real SMTP server.
 
 Works with or without ``eventlet.monkey_patch()`` (the project's conftest applies
 it): the HTTP server runs in a thread, which is a green thread once patched, and
-every blocking call the client makes yields to it.
+every blocking call the client makes yields to it. The SMTP server is aiosmtpd's
+``Controller``: its asyncio loop runs in a thread too, and under eventlet that
+loop's selector is green, so it serves the (green) smtplib client in-process.
 """
 
 from __future__ import annotations
@@ -27,16 +29,22 @@ from services.notify.channels import (
     DESK_OUTBOX_LIMIT,
     DeliveryResult,
     DeskOutboxChannel,
+    EmailChannel,
     OutgoingMessage,
     WebhookChannel,
-    build_channel,
+    build_channels,
+    verify_webhook_signature,
 )
+from shared import config as cfg
+from tests.support.smtp import smtp_server
 
 pytestmark = pytest.mark.integration
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PHONE = "13812345678"
 NAME = "张三"
+SECRET = "webhook-secret-of-at-least-32-characters"
+EMAIL = "zhangsan@bintai.example"
 
 
 def make_message(**overrides) -> OutgoingMessage:
@@ -162,11 +170,13 @@ class Recorded:
 
 @dataclass
 class Gateway:
-    """A real HTTP server on 127.0.0.1 that records requests and answers ``status``."""
+    """A real HTTP server on 127.0.0.1 that records requests and answers ``status``
+    (``failures``: how many requests first get a 500)."""
 
     server: ThreadingHTTPServer
     requests: list[Recorded] = field(default_factory=list)
     status: int = 200
+    failures: int = 0
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -186,7 +196,7 @@ def gateway() -> Iterator[Gateway]:
             if gw.delay:
                 time.sleep(gw.delay)
             try:
-                self.send_response(gw.status)
+                self.send_response(500 if len(gw.requests) <= gw.failures else gw.status)
                 for name, value in gw.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", "2")
@@ -222,7 +232,7 @@ def free_port() -> int:
 def test_webhook_posts_json_with_idempotency_key(gateway):
     message = make_message(kind="dispatched", language="en", text="[Whistle] sent to 供电公司")
 
-    result = WebhookChannel(gateway.url).deliver(message)
+    result = WebhookChannel(gateway.url, SECRET).deliver(message)
 
     assert result.ok is True
     assert result.channel == "webhook"
@@ -231,7 +241,12 @@ def test_webhook_posts_json_with_idempotency_key(gateway):
     assert request.path == "/send"
     assert request.headers["Idempotency-Key"] == message.notification_id
     assert request.headers["Content-Type"] == "application/json"
-    assert json.loads(request.body.decode("utf-8")) == {
+    assert verify_webhook_signature(SECRET, request.headers["X-Whistle-Timestamp"],
+                                    request.body, request.headers["X-Whistle-Signature"])
+    assert abs(int(request.headers["X-Whistle-Timestamp"]) - time.time()) < 5
+    body = json.loads(request.body.decode("utf-8"))
+    assert datetime.fromisoformat(body.pop("sent_at")).utcoffset() == timedelta(0)
+    assert body == {
         "notification_id": message.notification_id,
         "issue_id": "WH-20250105-0001",
         "kind": "dispatched",
@@ -242,7 +257,7 @@ def test_webhook_posts_json_with_idempotency_key(gateway):
 
 
 def test_webhook_retry_sends_the_same_idempotency_key(gateway):
-    channel = WebhookChannel(gateway.url)
+    channel = WebhookChannel(gateway.url, SECRET)
     message = make_message()
 
     channel.deliver(message)
@@ -250,20 +265,31 @@ def test_webhook_retry_sends_the_same_idempotency_key(gateway):
 
     keys = {r.headers["Idempotency-Key"] for r in gateway.requests}
     assert keys == {message.notification_id}
+    assert all(verify_webhook_signature(SECRET, r.headers["X-Whistle-Timestamp"], r.body,
+                                        r.headers["X-Whistle-Signature"])
+               for r in gateway.requests)
+
+
+def test_webhook_signature_does_not_verify_with_another_secret(gateway):
+    WebhookChannel(gateway.url, SECRET).deliver(make_message())
+
+    [request] = gateway.requests
+    assert not verify_webhook_signature("another-secret", request.headers["X-Whistle-Timestamp"],
+                                        request.body, request.headers["X-Whistle-Signature"])
 
 
 @pytest.mark.parametrize("status", [201, 202, 204])
 def test_webhook_any_2xx_is_ok(gateway, status):
     gateway.status = status
 
-    assert WebhookChannel(gateway.url).deliver(make_message()).ok is True
+    assert WebhookChannel(gateway.url, SECRET).deliver(make_message()).ok is True
 
 
 @pytest.mark.parametrize("status", [400, 404, 429, 500, 503])
 def test_webhook_error_status_is_not_ok(gateway, status):
     gateway.status = status
 
-    result = WebhookChannel(gateway.url).deliver(make_message())
+    result = WebhookChannel(gateway.url, SECRET).deliver(make_message())
 
     assert result == DeliveryResult(ok=False, channel="webhook", detail=f"HTTP {status}")
 
@@ -273,14 +299,14 @@ def test_webhook_does_not_follow_redirects(gateway):
     gateway.status = 302
     gateway.headers = {"Location": "/elsewhere"}
 
-    result = WebhookChannel(gateway.url).deliver(make_message())
+    result = WebhookChannel(gateway.url, SECRET).deliver(make_message())
 
     assert result == DeliveryResult(ok=False, channel="webhook", detail="HTTP 302")
     assert [r.method for r in gateway.requests] == ["POST"]
 
 
 def test_webhook_closed_port_is_not_ok():
-    result = WebhookChannel(f"http://127.0.0.1:{free_port()}/send", timeout=2).deliver(
+    result = WebhookChannel(f"http://127.0.0.1:{free_port()}/send", SECRET, timeout=2).deliver(
         make_message())
 
     assert result == DeliveryResult(ok=False, channel="webhook", detail="ConnectionError")
@@ -289,7 +315,7 @@ def test_webhook_closed_port_is_not_ok():
 def test_webhook_timeout_is_not_ok(gateway):
     gateway.delay = 1.0
 
-    result = WebhookChannel(gateway.url, timeout=0.2).deliver(make_message())
+    result = WebhookChannel(gateway.url, SECRET, timeout=0.2).deliver(make_message())
 
     assert result == DeliveryResult(ok=False, channel="webhook", detail="ReadTimeout")
 
@@ -297,8 +323,8 @@ def test_webhook_timeout_is_not_ok(gateway):
 def test_webhook_detail_never_contains_the_recipient(gateway):
     gateway.status = 500
     failures = [
-        WebhookChannel(gateway.url).deliver(make_message()),
-        WebhookChannel(f"http://127.0.0.1:{free_port()}/send").deliver(make_message()),
+        WebhookChannel(gateway.url, SECRET).deliver(make_message()),
+        WebhookChannel(f"http://127.0.0.1:{free_port()}/send", SECRET).deliver(make_message()),
     ]
 
     for result in failures:
@@ -309,7 +335,7 @@ def test_webhook_uses_the_given_session(gateway):
     session = requests.Session()
     session.headers["X-Gateway-Token"] = "test-token"
 
-    WebhookChannel(gateway.url, session=session).deliver(make_message())
+    WebhookChannel(gateway.url, SECRET, session=session).deliver(make_message())
 
     assert gateway.requests[0].headers["X-Gateway-Token"] == "test-token"
 
@@ -317,32 +343,97 @@ def test_webhook_uses_the_given_session(gateway):
 # ----------------------------------------------------------------------- factory
 
 
-def test_build_desk_channel(redis_client, prefix):
-    channel = build_channel("desk", redis_client, prefix, None)
+def test_build_channels_desk_only(redis_client, prefix):
+    channels = build_channels(cfg.config_from_env({}), redis_client, prefix)
 
-    assert isinstance(channel, DeskOutboxChannel)
-    assert channel.name == "desk"
-    assert channel.key == f"{prefix}:desk:outbox"
+    assert channels.configured == {"desk"}
+    assert channels.desk.key == f"{prefix}:desk:outbox"
+    assert channels.desk.deliver(make_message()).ok is True
 
 
-def test_build_webhook_channel(gateway):
-    channel = build_channel("webhook", None, "whistle", gateway.url)
+def test_build_channels_with_a_webhook(gateway, redis_client, prefix):
+    channels = build_channels(cfg.config_from_env({}, **{
+        cfg.NOTIFY_WEBHOOK_URL: gateway.url, cfg.NOTIFY_WEBHOOK_SECRET: SECRET}),
+        redis_client, prefix)
 
-    assert isinstance(channel, WebhookChannel)
+    channel, note = channels.for_message(make_message(preferred_channel="webhook"))
+    assert (channel.name, note) == ("webhook", "")
     assert channel.deliver(make_message()).ok is True
+    [request] = gateway.requests
+    assert verify_webhook_signature(SECRET, request.headers["X-Whistle-Timestamp"],
+                                    request.body, request.headers["X-Whistle-Signature"])
 
 
-@pytest.mark.parametrize("url", [None, "", "ftp://gateway/send", "gateway/send"])
-def test_build_webhook_channel_needs_a_url(url):
-    with pytest.raises(ValueError, match="webhook URL"):
-        build_channel("webhook", None, "whistle", url)
+# -------------------------------------------------------------------------- email
 
 
-def test_build_desk_channel_needs_redis():
-    with pytest.raises(ValueError, match="Redis"):
-        build_channel("desk", None, "whistle", None)
+@pytest.fixture
+def smtp():
+    with smtp_server() as server:
+        yield server
 
 
-def test_build_unknown_channel():
-    with pytest.raises(ValueError, match="unknown delivery channel 'sms'.*desk, webhook"):
-        build_channel("sms", None, "whistle", None)
+def email_channel(smtp, **kwargs) -> EmailChannel:
+    return EmailChannel("127.0.0.1", smtp.port, "Whistle <whistle@bintai.example>", **kwargs)
+
+
+def test_email_reaches_the_resident_with_subject_body_and_message_id(smtp):
+    message = make_message(recipient={"name": NAME, "phone": PHONE, "email": EMAIL},
+                           subject="【吹哨报到】您反映的问题已受理 WH-20250105-0001")
+
+    result = email_channel(smtp).deliver(message)
+
+    assert result == DeliveryResult(ok=True, channel="email")
+    [mail] = smtp.wait_for(1)
+    assert mail.envelope_from == "whistle@bintai.example"
+    assert mail.envelope_to == [EMAIL]
+    assert mail.message["To"] == EMAIL
+    assert mail.message["Subject"] == "【吹哨报到】您反映的问题已受理 WH-20250105-0001"
+    assert mail.message["Message-ID"] == f"<{message.notification_id}@bintai.example>"
+    assert mail.message["X-Whistle-Notification-Id"] == message.notification_id
+    assert message.text in mail.message.get_content()
+
+
+def test_a_resent_email_has_the_same_message_id(smtp):
+    channel = email_channel(smtp)
+    message = make_message(recipient={"email": EMAIL})
+
+    channel.deliver(message)
+    channel.deliver(message)
+
+    ids = {mail.message["Message-ID"] for mail in smtp.wait_for(2)}
+    assert ids == {channel.message_id(message.notification_id)}
+
+
+@pytest.mark.parametrize(("code", "detail"), [(451, "SMTP 451"), (550, "SMTP 550"),
+                                              (554, "SMTP 554")])
+def test_a_refused_email_says_the_smtp_code_not_the_address(smtp, code, detail):
+    smtp.refuse_with = f"{code} refused for testing"
+
+    result = email_channel(smtp).deliver(make_message(recipient={"email": EMAIL}))
+
+    assert result == DeliveryResult(ok=False, channel="email", detail=detail)
+    assert EMAIL not in result.detail
+
+
+def test_a_refused_recipient_says_the_smtp_code(smtp):
+    smtp.refuse_recipients_with = "550 no such mailbox"
+
+    result = email_channel(smtp).deliver(make_message(recipient={"email": EMAIL}))
+
+    assert result == DeliveryResult(ok=False, channel="email", detail="SMTP 550")
+
+
+def test_no_smtp_server_is_not_ok_and_never_raises():
+    result = EmailChannel("127.0.0.1", free_port(), "whistle@localhost", timeout=2).deliver(
+        make_message(recipient={"email": EMAIL}))
+
+    assert result == DeliveryResult(ok=False, channel="email", detail="ConnectionRefusedError")
+
+
+def test_login_without_auth_support_is_not_ok(smtp):
+    result = email_channel(smtp, user="whistle", password="secret").deliver(
+        make_message(recipient={"email": EMAIL}))
+
+    assert result == DeliveryResult(ok=False, channel="email", detail="SMTPNotSupportedError")
+    assert smtp.received == []

@@ -358,7 +358,7 @@ def test_accept_issue_keeps_contact_out_of_the_event():
     sub = SubmitIssue.model_validate(submission(
         contact={"name": "张三丰", "phone": "+86 139-8765-4321"}, channel="hotline"))
     record, contact, event = accept_issue(sub, ISSUE_ID, TRACE_ID, NOW)
-    assert contact == {"name": "张三丰", "phone": "+86 139-8765-4321", "preferred_channel": "desk"}
+    assert contact == {"name": "张三丰", "phone": "+86 139-8765-4321"}
     assert event.has_contact is True
     text = event.model_dump_json()
     for leak in ("张三丰", "139-8765-4321", "139", "8765", "4321", "phone", "\"contact\""):
@@ -382,6 +382,6 @@ def test_accept_issue_without_contact():
 def test_accept_issue_with_name_only_contact_drops_empty_phone():
     sub = SubmitIssue.model_validate(submission(contact={"name": "Li Wei"}))
     _, contact, event = accept_issue(sub, ISSUE_ID, TRACE_ID, NOW)
-    assert contact == {"name": "Li Wei", "preferred_channel": "desk"}
+    assert contact == {"name": "Li Wei"}
     assert event.has_contact is True
     assert "Li Wei" not in event.model_dump_json()

@@ -477,7 +477,7 @@ def test_resolved_assignment_is_never_overdue():
 def test_public_view_masks_contact():
     view = public_view(single(), {"name": "张三丰", "phone": "13812345678"})
     assert view["contact"] == {"name": "张**", "phone": "138****5678", "email": None,
-                               "preferred_channel": "desk"}
+                               "preferred_channel": None}
     assert view["issue_id"] == ISSUE_ID
     assert view["status"] == "dispatched"
     assert "13812345678" not in repr(view)
@@ -486,8 +486,8 @@ def test_public_view_masks_contact():
 
 def test_public_view_without_contact():
     assert public_view(single(), None)["contact"] == {
-        "name": None, "phone": None, "email": None, "preferred_channel": "desk"}
+        "name": None, "phone": None, "email": None, "preferred_channel": None}
     assert public_view(single(), {})["contact"] == {
-        "name": None, "phone": None, "email": None, "preferred_channel": "desk"}
+        "name": None, "phone": None, "email": None, "preferred_channel": None}
     assert public_view(single(), {"phone": "+86 139-8765-4321"})["contact"] == {
-        "name": None, "phone": "139****4321", "email": None, "preferred_channel": "desk"}
+        "name": None, "phone": "139****4321", "email": None, "preferred_channel": None}

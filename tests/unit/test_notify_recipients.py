@@ -18,6 +18,8 @@ from services.notify.delivery import DeliveryFailed, Outcome, message_id
 from services.notify.recipients import (
     RESIDENT,
     SUPERVISOR,
+    closed_reason_text,
+    comment_or_none,
     deadline_name,
     in_language,
     is_merged,
@@ -27,30 +29,37 @@ from services.notify.recipients import (
     recipients_for,
     supervisor_for,
 )
-from services.notify.service import NotifyService
+from services.notify.service import NotifyService, check_attempts
 from services.notify.templates import Templates
+from shared import config as cfg
+from shared.auth import verify_feedback_token
 from shared.contracts import (
     AgencyRef,
     AssignmentAcknowledged,
     AssignmentSummary,
     Channel,
+    ClosedReason,
     DeadlineKind,
     EscalationLevel,
+    IssueClosed,
     IssueDispatched,
     IssueEscalated,
     IssueMerged,
     IssueReceived,
+    IssueReopened,
+    IssueResolved,
     IssueStatus,
     Language,
     Location,
     Priority,
+    Rating,
     Role,
     Sector,
     TableConvened,
     TableTaskRecorded,
 )
 from shared.errors import NotFound
-from shared.issue import Assignment, IssueRecord, receive
+from shared.issue import Assignment, IssueRecord, RatingRecord, receive
 
 NOW = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
 PLACE = Location(community="缤泰社区", address="丽德花园5号楼")
@@ -124,15 +133,49 @@ def test_merged_means_pointing_at_a_primary_or_in_status_merged(fields):
     ("resolved", [("dispatched", 1)]),
     ("escalated", []),
     ("table_convened", []),
+    ("rating_request", [("resolved", 1)]),
+    ("reopened", []),
+    ("closed", [("rating_request", 1)]),
 ])
 def test_the_issues_own_resident_reads_messages_in_the_usual_order(kind, waits):
     assert ordering_waits(issue(PRIMARY), kind, PRIMARY) == waits
 
 
-def test_resolved_follows_every_part_resolved():
-    record = issue(PRIMARY, assignments=[assignment(HOUSING), assignment(POWER, Role.support)])
+def with_steps(record: IssueRecord, *steps: str) -> IssueRecord:
+    new = record.model_copy(deep=True)
+    for step in steps:
+        new.step(NOW, "agency", step)
+    return new
 
-    assert ordering_waits(record, "resolved", PRIMARY) == [("part_resolved", 1)]
+
+def test_resolved_follows_every_acknowledged_and_part_resolved():
+    record = with_steps(
+        issue(PRIMARY, assignments=[assignment(HOUSING), assignment(POWER, Role.support)]),
+        "acknowledged", "acknowledged", "assignment_resolved", "assignment_resolved", "resolved")
+
+    assert ordering_waits(record, "resolved", PRIMARY) == \
+        [("dispatched", 1), ("acknowledged", 2), ("part_resolved", 1)]
+    assert ordering_waits(record, "part_resolved", PRIMARY) == \
+        [("dispatched", 1), ("acknowledged", 2)]
+
+
+def test_a_reopened_issues_messages_wait_for_this_cycles_predecessors():
+    """Cycle 2: the agency reports in and resolves again, right after the reopening."""
+    record = with_steps(issue(PRIMARY, assignments=[assignment(HOUSING)], reopen_count=1),
+                        "acknowledged", "assignment_resolved", "resolved",
+                        "acknowledged", "assignment_resolved", "resolved")
+
+    assert ordering_waits(record, "acknowledged", PRIMARY) == [("dispatched", 1), ("reopened", 1)]
+    assert ordering_waits(record, "resolved", PRIMARY) == [("dispatched", 1), ("acknowledged", 2)]
+    assert ordering_waits(record, "rating_request", PRIMARY) == [("resolved", 2)]
+    assert ordering_waits(record, "reopened", PRIMARY) == [("rating_request", 1)]
+    assert ordering_waits(record, "closed", PRIMARY) == [("rating_request", 2)]
+
+
+def test_a_merged_reporter_waits_only_for_the_last_message_before():
+    record = primary_with_neighbour(assignments=[assignment(HOUSING), assignment(POWER)])
+
+    assert ordering_waits(record, "resolved", NEIGHBOUR) == [("merged", 1), ("part_resolved", 1)]
 
 
 @pytest.mark.parametrize(("kind", "waits"), [
@@ -140,6 +183,7 @@ def test_resolved_follows_every_part_resolved():
     ("acknowledged", [("merged", 1), ("dispatched", 1)]),
     ("escalated", [("merged", 1)]),
     ("table_decision", [("merged", 1)]),
+    ("rating_request", [("merged", 1), ("resolved", 1)]),
 ])
 def test_a_merged_reporter_first_reads_that_the_report_was_merged(kind, waits):
     assert ordering_waits(primary_with_neighbour(), kind, NEIGHBOUR) == waits
@@ -173,6 +217,48 @@ def test_anything_but_english_reads_chinese(language):
     assert level_name(EscalationLevel.district, language) == "区"
 
 
+def rated(reporter: str, rating: Rating = Rating.satisfied, cycle: int = 0) -> RatingRecord:
+    return RatingRecord(reporter_issue_id=reporter, cycle=cycle, rating=rating, at=NOW)
+
+
+@pytest.mark.parametrize(("reader", "language", "expected"), [
+    (PRIMARY, "zh", "您已确认满意"),
+    (PRIMARY, "en", "you confirmed you are satisfied"),
+    (NEIGHBOUR, "zh", "反映同一问题的居民已确认满意"),
+    (NEIGHBOUR, "en", "a neighbour who reported the same problem confirmed they are satisfied"),
+])
+def test_closed_as_satisfied_says_who_was_satisfied(reader, language, expected):
+    record = primary_with_neighbour(ratings=[rated(PRIMARY)])
+
+    assert closed_reason_text(record, ClosedReason.satisfied, reader, language) == expected
+
+
+def test_closed_as_satisfied_counts_only_this_cycles_rating():
+    record = primary_with_neighbour(reopen_count=1, ratings=[rated(PRIMARY, cycle=0),
+                                                             rated(NEIGHBOUR, cycle=1)])
+
+    assert closed_reason_text(record, "satisfied", NEIGHBOUR, "zh") == "您已确认满意"
+    assert closed_reason_text(record, "satisfied", PRIMARY, "zh") == "反映同一问题的居民已确认满意"
+
+
+@pytest.mark.parametrize(("language", "expected"), [
+    ("zh", "评价期已过，按已办结处理"),
+    ("en", "the rating period has ended, so it is closed as resolved"),
+])
+def test_closed_without_rating(language, expected):
+    record = primary_with_neighbour()
+
+    assert closed_reason_text(record, ClosedReason.no_rating, PRIMARY, language) == expected
+
+
+@pytest.mark.parametrize(("comment", "language", "expected"), [
+    ("  没修好 ", "zh", "没修好"), ("", "zh", "未填写"), (None, "en", "none given"),
+    ("   ", "en", "none given"),
+])
+def test_an_empty_comment_reads_as_none_given(comment, language, expected):
+    assert comment_or_none(comment, language) == expected
+
+
 def escalation(**fields) -> IssueEscalated:
     values = {"trace_id": f"trace-{PRIMARY}", "issue_id": PRIMARY, "agency": HOUSING,
               "deadline": DeadlineKind.acknowledge, "missed": NOW,
@@ -199,6 +285,15 @@ def test_timeline_step_for_the_issues_own_resident_is_unchanged():
 def test_timeline_step_names_a_merged_reporter():
     assert notified_step("dispatched", "sent", "desk", PRIMARY, reporter=NEIGHBOUR) == \
         ("resident_notified", f"dispatched message sent via desk to the reporter of {NEIGHBOUR}")
+
+
+def test_timeline_step_says_why_it_failed_or_went_to_the_desk():
+    assert notified_step("closed", "failed", "webhook", PRIMARY, note="HTTP 500") == \
+        ("resident_notified", "closed message failed via webhook (HTTP 500)")
+    assert notified_step("closed", "sent", "desk", PRIMARY, reporter=NEIGHBOUR,
+                         note="preferred email not configured; sent to desk")[1] == (
+        "closed message sent via desk (preferred email not configured; sent to desk) "
+        f"to the reporter of {NEIGHBOUR}")
 
 
 def test_timeline_step_for_a_supervisor_names_the_level():
@@ -262,7 +357,7 @@ class FakeDeliveries:
 
     def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT) -> Outcome:
         if message.issue_id in self.failing:
-            return Outcome(False, "failed", "webhook", "HTTP 503")
+            return Outcome(False, "queued", "webhook", "HTTP 503")
         if any(m.notification_id == message.notification_id for m, _ in self.sent):
             return Outcome(False, "sent", "desk")
         self.sent.append((message, audience))
@@ -293,9 +388,13 @@ def messenger():
     return FakeMessenger()
 
 
+CONFIG = {cfg.SECRET: "unit-test-secret-of-at-least-32-characters", cfg.PUBLIC_URL: "https://whistle.example/",
+          cfg.RATING_WINDOW_S: 30 * 24 * 3600}
+
+
 @pytest.fixture
 def notify(store, messenger):
-    return worker_factory(NotifyService, store=store, messenger=messenger)
+    return worker_factory(NotifyService, store=store, messenger=messenger, config=CONFIG)
 
 
 def event_about(event_cls, issue_id=PRIMARY, **fields):
@@ -421,3 +520,119 @@ def test_a_failed_delivery_still_tells_the_others_then_retries_the_event(notify,
         notify.on_issue_dispatched(dispatched())
 
     assert [m.kind for m in messenger.deliveries.to(NEIGHBOUR)] == ["dispatched"]
+
+
+def test_a_message_given_up_on_does_not_retry_the_event(notify, messenger):
+    messenger.deliveries.deliver_once = lambda message, audience=RESIDENT: Outcome(
+        True, "failed", "webhook", "HTTP 500")
+
+    notify.on_issue_dispatched(dispatched())  # does not raise
+
+
+# ------------------------------------------------------------- 民事民评: rate, reopen, close
+
+
+def resolved() -> IssueResolved:
+    return event_about(IssueResolved, agencies=["housing"], occurred_at=NOW)
+
+
+def test_resolved_then_each_reporter_gets_their_own_rating_link(notify, messenger, store):
+    event = resolved()
+
+    notify.on_issue_resolved(event)
+
+    own = messenger.deliveries.to(PRIMARY)
+    neighbour = messenger.deliveries.to(NEIGHBOUR)
+    assert [m.kind for m in own] == [m.kind for m in neighbour] == ["resolved", "rating_request"]
+    for reader, message in [(PRIMARY, own[1]), (NEIGHBOUR, neighbour[1])]:
+        link = f"https://whistle.example/issues/{reader}/feedback?token="
+        assert link in message.text
+        token = message.text.split("token=")[1].split()[0]
+        grant = verify_feedback_token(token, CONFIG[cfg.SECRET], reader)
+        assert (grant.reporter_issue_id, grant.issue_id, grant.cycle) == (reader, PRIMARY, 0)
+    # The rating window after the event, shown in Beijing time.
+    assert "2026-12-21 10:00 前有效" in own[1].text
+    assert "valid until 2026-12-21 10:00" in neighbour[1].text
+    assert own[1].notification_id == message_id(event.event_id, "rating_request")
+    assert own[1].subject == f"【吹哨报到】请您评价处理结果 {PRIMARY}"
+    assert (NEIGHBOUR, "resolved", 1) in messenger.deliveries.waits
+
+
+def test_a_retried_rating_request_carries_the_same_link(notify, messenger):
+    event = resolved()
+    notify.on_issue_resolved(event)
+    first = messenger.deliveries.to(PRIMARY)[1].text
+    messenger.deliveries.sent.clear()
+
+    notify.on_issue_resolved(event)
+
+    assert messenger.deliveries.to(PRIMARY)[1].text == first
+
+
+def test_each_resolution_cycle_has_its_own_token_and_message(notify, messenger, store):
+    store.records[PRIMARY] = store.get(PRIMARY).model_copy(update={"reopen_count": 2})
+
+    notify.on_issue_resolved(resolved())
+
+    text = messenger.deliveries.to(PRIMARY)[1].text
+    token = text.split("token=")[1].split()[0]
+    assert verify_feedback_token(token, CONFIG[cfg.SECRET], PRIMARY).cycle == 2
+
+
+def test_a_refused_resolved_message_does_not_hold_back_the_other_messages(notify, messenger):
+    messenger.deliveries.failing = {PRIMARY}
+
+    with pytest.raises(DeliveryFailed, match=f"resolved message for {PRIMARY}"):
+        notify.on_issue_resolved(resolved())
+
+    assert [m.kind for m in messenger.deliveries.to(NEIGHBOUR)] == ["resolved", "rating_request"]
+
+
+def test_reopened_tells_every_reporter_why_and_by_when(notify, messenger):
+    summary = AssignmentSummary(agency="housing", agency_name="区房管局",
+                                agency_name_en="Housing bureau", sector=Sector.housing,
+                                role=Role.lead, acknowledge_by=NOW, resolve_by=NOW)
+    notify.on_issue_reopened(event_about(IssueReopened, reason="", level=EscalationLevel.street,
+                                         cycle=1, assignments=[summary]))
+
+    [own] = messenger.deliveries.to(PRIMARY)
+    [neighbour] = messenger.deliveries.to(NEIGHBOUR)
+    assert "不满意（意见：未填写），现已重新交办区房管局，须在 2026-11-21 10:00 前重新报到" in own.text
+    assert "(comment: none given)" in neighbour.text and "back with Housing bureau" in neighbour.text
+
+
+def test_closed_tells_every_reporter_why(notify, messenger, store):
+    store.records[PRIMARY] = store.get(PRIMARY).model_copy(
+        update={"ratings": [rated(NEIGHBOUR)]})
+
+    notify.on_issue_closed(event_about(IssueClosed, reason=ClosedReason.satisfied))
+
+    [own] = messenger.deliveries.to(PRIMARY)
+    [neighbour] = messenger.deliveries.to(NEIGHBOUR)
+    assert "已办结归档：反映同一问题的居民已确认满意。" in own.text
+    assert "is now closed: you confirmed you are satisfied." in neighbour.text
+
+
+def test_recipient_is_the_contact_without_the_channel_choice(notify, messenger, store):
+    store.contacts[PRIMARY] = {"name": "孙建国", "email": "sun@example.org",
+                               "preferred_channel": "email"}
+
+    notify.on_issue_closed(event_about(IssueClosed, reason=ClosedReason.no_rating))
+
+    [own] = messenger.deliveries.to(PRIMARY)
+    assert own.recipient == {"name": "孙建国", "email": "sun@example.org"}
+    assert own.preferred_channel == "email"
+    assert messenger.deliveries.to(NEIGHBOUR)[0].preferred_channel is None
+
+
+@pytest.mark.parametrize(("notify_attempts", "event_attempts"), [(5, 5), (6, 5), (0, 5)])
+def test_notify_must_give_up_before_the_event_is_dead_lettered(notify_attempts, event_attempts):
+    config = {cfg.NOTIFY_MAX_ATTEMPTS: notify_attempts, cfg.MAX_ATTEMPTS: event_attempts}
+
+    with pytest.raises(cfg.ConfigurationError, match="NOTIFY_MAX_ATTEMPTS"):
+        check_attempts(config)
+
+
+def test_default_attempts_are_accepted():
+    assert check_attempts({}) == cfg.DEFAULTS[cfg.NOTIFY_MAX_ATTEMPTS] == 4
+    assert check_attempts({cfg.NOTIFY_MAX_ATTEMPTS: "2", cfg.MAX_ATTEMPTS: "3"}) == 2

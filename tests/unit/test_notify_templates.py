@@ -18,6 +18,7 @@ HOUSING = "朝阳区房管局"
 DEADLINE = datetime(2025, 1, 5, 2, 30, tzinfo=UTC)
 MEETING = datetime(2025, 1, 6, 6, 0, tzinfo=UTC)
 SUPERVISOR = "缤泰街道办事处"
+LINK = f"https://whistle.example/issues/{ISSUE_ID}/feedback?token=eyJ0.eyJz.c2ln"
 
 # What the notify service passes for each kind. A template that asks for anything
 # else would fail in production, so the shipped files must use exactly these.
@@ -37,7 +38,16 @@ VARIABLES: dict[str, dict[str, object]] = {
                        "due": DEADLINE},
     "part_resolved": {"issue_id": ISSUE_ID, "agency": HOUSING, "remaining": [HOUSING]},
     "resolved": {"issue_id": ISSUE_ID},
+    # The service also passes {token} (it is in the link); a template may leave it out.
+    "rating_request": {"issue_id": ISSUE_ID, "link": LINK, "expires_at": MEETING},
+    "reopened": {"issue_id": ISSUE_ID, "reason": "只是绑起来了，没有入管",
+                 "agencies": [POWER, HOUSING], "acknowledge_by": DEADLINE},
+    "closed": {"issue_id": ISSUE_ID, "reason_text": "您已确认满意"},
 }
+
+RESIDENTS_LOOP = ("received", "merged", "dispatched", "acknowledged", "escalated",
+                  "table_convened", "resolved", "rating_request", "reopened", "closed")
+"""Every message a resident gets in issue 4's loop: each must have a template."""
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +69,10 @@ def minimal_messages() -> dict[str, str]:
 
 def test_variables_cover_every_kind():
     assert set(VARIABLES) == set(MESSAGE_KINDS)
+
+
+def test_every_message_of_the_residents_loop_has_a_template():
+    assert set(RESIDENTS_LOOP) <= set(MESSAGE_KINDS)
 
 
 def test_shipped_languages(templates):
@@ -109,6 +123,85 @@ def test_acknowledged_names_the_agency(templates):
 def test_resolved_says_every_agency_finished(templates):
     assert "均已办结" in templates.render("resolved", "zh", issue_id=ISSUE_ID)
     assert "Every agency has finished" in templates.render("resolved", "en", issue_id=ISSUE_ID)
+
+
+@pytest.mark.parametrize(("language", "expected"), [
+    ("zh", [f"（编号 {ISSUE_ID}）已办结", f"请打开 {LINK} 评价", "2025-01-06 14:00 前有效"]),
+    ("en", [f"Your report {ISSUE_ID} has been resolved", f"satisfied at {LINK} ",
+            "valid until 2025-01-06 14:00"]),
+])
+def test_rating_request_gives_the_link_and_when_it_expires(templates, language, expected):
+    text = templates.render("rating_request", language, **VARIABLES["rating_request"],
+                            token="eyJ0.eyJz.c2ln")
+
+    for part in expected:
+        assert part in text
+
+
+@pytest.mark.parametrize(("language", "expected"), [
+    ("zh", ["处理结果不满意（意见：只是绑起来了，没有入管）", f"重新交办{POWER}、{HOUSING}",
+            "须在 2025-01-05 10:30 前重新报到"]),
+    ("en", ["not satisfied", "(comment: 只是绑起来了，没有入管)", f"back with {POWER}, {HOUSING}",
+            "report in again by 2025-01-05 10:30"]),
+])
+def test_reopened_says_why_who_and_by_when(templates, language, expected):
+    text = templates.render("reopened", language, **VARIABLES["reopened"])
+
+    for part in expected:
+        assert part in text
+
+
+@pytest.mark.parametrize(("language", "reason_text", "expected"), [
+    ("zh", "您已确认满意", f"您反映的问题（编号 {ISSUE_ID}）已办结归档：您已确认满意。"),
+    ("zh", "评价期已过，按已办结处理", "已办结归档：评价期已过，按已办结处理。"),
+    ("en", "you confirmed you are satisfied",
+     f"Your report {ISSUE_ID} is now closed: you confirmed you are satisfied."),
+])
+def test_closed_says_why(templates, language, reason_text, expected):
+    assert expected in templates.render("closed", language, issue_id=ISSUE_ID,
+                                        reason_text=reason_text)
+
+
+@pytest.mark.parametrize(("kind", "language", "expected"), [
+    ("received", "zh", f"【吹哨报到】您反映的问题已受理 {ISSUE_ID}"),
+    ("acknowledged", "zh", f"【吹哨报到】您反映的问题有新进展 {ISSUE_ID}"),
+    ("acknowledged", "en", f"[Whistle] Update on your report {ISSUE_ID}"),
+    ("rating_request", "zh", f"【吹哨报到】请您评价处理结果 {ISSUE_ID}"),
+    ("closed", "en", f"[Whistle] Your report {ISSUE_ID} is closed"),
+])
+def test_email_subjects_by_kind_and_language(templates, kind, language, expected):
+    assert templates.subject(kind, language, **VARIABLES[kind]) == expected
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+@pytest.mark.parametrize("kind", MESSAGE_KINDS)
+def test_every_kind_has_a_subject_naming_the_issue(templates, kind, language):
+    assert ISSUE_ID in templates.subject(kind, language, **VARIABLES[kind])
+
+
+def test_subject_needs_the_issue_id(templates):
+    with pytest.raises(TemplateError, match="issue_id"):
+        templates.subject("received", "zh")
+
+
+def test_subject_falls_back_when_a_language_has_none(tmp_path):
+    write_language(tmp_path, "zh", **minimal_messages())
+
+    assert Templates.load(tmp_path).subject("closed", "zh", issue_id=ISSUE_ID) == \
+        f"[Whistle] {ISSUE_ID}"
+
+
+@pytest.mark.parametrize(("subjects", "error"), [
+    ({"default": "{issue_id} {agency}"}, r"subjects\.default may use only \{issue_id\}"),
+    ({"sms": "{issue_id}"}, r"subjects\.sms: unknown kind 'sms'"),
+    ({"default": ""}, r"subjects\.default must be non-empty text"),
+])
+def test_bad_subjects_fail_to_load(tmp_path, subjects, error):
+    data = {"_meta": {"joiner": "、", "subjects": subjects}, **minimal_messages()}
+    (tmp_path / "zh.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+    with pytest.raises(TemplateError, match=error):
+        Templates.load(tmp_path)
 
 
 @pytest.mark.parametrize(("language", "level", "expected"), [
@@ -199,10 +292,10 @@ def test_blank_values_count_as_missing(templates, blank):
 
 
 def test_unknown_kind_is_a_template_error(templates):
-    with pytest.raises(TemplateError, match="unknown message kind 'closed'"):
-        templates.render("closed", "zh", issue_id=ISSUE_ID)
+    with pytest.raises(TemplateError, match="unknown message kind 'sms_blast'"):
+        templates.render("sms_blast", "zh", issue_id=ISSUE_ID)
     with pytest.raises(TemplateError, match="unknown message kind"):
-        templates.required_variables("closed", "en")
+        templates.required_variables("sms_blast", "en")
 
 
 def test_lists_use_the_language_joiner(templates):
@@ -272,9 +365,9 @@ def test_missing_kind_fails_to_load(tmp_path):
 
 
 def test_unknown_kind_fails_to_load(tmp_path):
-    write_language(tmp_path, "zh", **minimal_messages(), reopened="{issue_id}")
+    write_language(tmp_path, "zh", **minimal_messages(), sms_blast="{issue_id}")
 
-    with pytest.raises(TemplateError, match=r"zh\.yaml: unknown kind 'reopened'"):
+    with pytest.raises(TemplateError, match=r"zh\.yaml: unknown kind 'sms_blast'"):
         Templates.load(tmp_path)
 
 

@@ -22,9 +22,8 @@ def test_an_event_line_names_source_type_issue_and_agency_only():
 def test_rpc_requests_and_error_replies_are_described_without_their_arguments():
     request = describe({"args": ["token", "power", "WH-20261121-0003", {"note": "x"}],
                         "kwargs": {}},
-                       {"nameko.correlation_id": "c1",
-                        "nameko.call_id_stack": ["agency.resolve_http.abc"]},
-                       "agency.resolve", "nameko-rpc", NOW)
+                       {"nameko.call_id_stack": ["agency.resolve_http.abc"]},
+                       "agency.resolve", "nameko-rpc", NOW, reply_to="rpc.reply-standalone")
     assert (request["kind"], request["type"], request["issue"], request["agency"],
             request["service"]) == ("rpc", "rpc agency.resolve", "WH-20261121-0003", "power",
                                     "agency")

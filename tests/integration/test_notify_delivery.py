@@ -1,0 +1,230 @@
+"""The resident's channels through the running notify service: real broker, Redis, HTTP, SMTP.
+
+Issues are stored directly (with each resident's contact and channel choice) and
+events published raw to ``whistle.events``, so only the notify service runs. The
+webhook receiver is a real HTTP server that can refuse; the email server is a
+real SMTP server (aiosmtpd).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from services.notify.channels import verify_webhook_signature
+from services.notify.delivery import message_id
+from services.notify.service import NotifyService
+from shared import config as cfg
+from shared.auth import verify_feedback_token
+from shared.contracts import Channel, IssueReceived, IssueResolved, Language, Location
+from shared.issue import receive
+from tests.integration import test_delivery, test_notify_channels, test_notify_service
+from tests.support.smtp import smtp_server
+
+# Shared fixtures and helpers, one place each.
+amqp, store, wait_until = test_delivery.amqp, test_delivery.store, test_delivery.wait_until
+gateway, publish = test_notify_channels.gateway, test_notify_service.publish
+dead_letters = test_delivery.dead_letters
+
+pytestmark = pytest.mark.integration
+
+PLACE = Location(community="缤泰社区", address="丽德花园7号楼")
+WEBHOOK_SECRET = "webhook-secret-of-at-least-32-characters"
+NOTIFY_ATTEMPTS, EVENT_ATTEMPTS = 4, 6
+SENDER = "Whistle <whistle@bintai.example>"
+
+
+@pytest.fixture
+def config(whistle_config):
+    """Fast retries; notify gives up on a message well before the event is dead-lettered."""
+    whistle_config.update({cfg.RETRY_DELAY_MS: 50, cfg.NOTIFY_MAX_ATTEMPTS: NOTIFY_ATTEMPTS,
+                           cfg.MAX_ATTEMPTS: EVENT_ATTEMPTS,
+                           cfg.NOTIFY_WEBHOOK_SECRET: WEBHOOK_SECRET,
+                           cfg.PUBLIC_URL: "https://whistle.bintai.example"})
+    return whistle_config
+
+
+def stored(store, issue_id: str, contact: dict, language: str = "zh") -> IssueReceived:
+    record = receive(issue_id, f"trace-{issue_id}", "楼道灯坏了好几天了", None, PLACE,
+                     Channel.hotline, Language(language), datetime.now(UTC))
+    store.create(record, contact, "test", {})
+    return IssueReceived(trace_id=record.trace_id, issue_id=issue_id,
+                         description=record.description, location=PLACE, channel="hotline",
+                         language=language, has_contact=True)
+
+
+def start(runner_factory, config) -> str:
+    runner_factory(config, NotifyService).start()
+    return f"http://{config[cfg.WEB_SERVER_ADDRESS]}"
+
+
+def told(base: str, issue_id: str) -> list[dict]:
+    return test_notify_service.told(base, issue_id)
+
+
+def settled(base: str, issue_id: str, count: int = 1) -> list[dict]:
+    """The issue's messages once ``count`` of them are sent or failed."""
+    def probe():
+        found = told(base, issue_id)
+        return sum(n["status"] in ("sent", "failed") for n in found) >= count and found
+
+    return wait_until(probe)
+
+
+def signed(request) -> bool:
+    return verify_webhook_signature(WEBHOOK_SECRET, request.headers["X-Whistle-Timestamp"],
+                                    request.body, request.headers["X-Whistle-Signature"])
+
+
+# ------------------------------------------------------------------------- webhook
+
+
+def test_a_refusing_webhook_is_retried_with_the_event_until_it_accepts(
+        runner_factory, config, store, amqp, gateway):
+    gateway.failures = 2
+    config.update({cfg.NOTIFY_CHANNEL: "webhook", cfg.NOTIFY_WEBHOOK_URL: gateway.url})
+    event = stored(store, "WH-20261121-0301", {"phone": "13812345678",
+                                                "preferred_channel": "webhook"})
+    base = start(runner_factory, config)
+
+    publish(amqp, event)
+
+    [record] = settled(base, event.issue_id)
+    time.sleep(1.0)  # nothing more arrives: no hot retry, no duplicate
+    assert (record["status"], record["channel"], record["attempts"]) == ("sent", "webhook", 3)
+    assert record["last_error"] == "HTTP 500" and record["detail"] == "HTTP 200"
+    assert record["sent_at"] == record["last_attempt_at"]
+    assert [r.method for r in gateway.requests] == ["POST"] * 3
+    assert {r.headers["Idempotency-Key"] for r in gateway.requests} == \
+        {message_id(event.event_id, "received")}
+    assert all(signed(r) for r in gateway.requests)
+    steps = [s.detail for s in store.get(event.issue_id).timeline if s.service == "notify"]
+    assert steps == ["received message sent via webhook"]
+    assert dead_letters(amqp) == []
+
+
+def test_a_webhook_that_always_refuses_is_marked_failed_and_the_rest_still_flows(
+        runner_factory, config, store, amqp, gateway):
+    gateway.status = 500
+    config[cfg.NOTIFY_WEBHOOK_URL] = gateway.url
+    refused = stored(store, "WH-20261121-0302", {"phone": "13812345678",
+                                                  "preferred_channel": "webhook"})
+    at_desk = stored(store, "WH-20261121-0303", {"phone": "13700001111"})
+    base = start(runner_factory, config)
+
+    publish(amqp, refused, at_desk)
+
+    [record] = settled(base, refused.issue_id)
+    [desk] = settled(base, at_desk.issue_id)
+    time.sleep(1.5)  # longer than the remaining backoff: it is not tried again
+    assert (record["status"], record["attempts"], record["detail"]) == \
+        ("failed", NOTIFY_ATTEMPTS, "HTTP 500")
+    assert record["sent_at"] is None
+    assert len(gateway.requests) == NOTIFY_ATTEMPTS
+    assert all(signed(r) for r in gateway.requests)
+    assert (desk["status"], desk["channel"], desk["attempts"]) == ("sent", "desk", 1)
+    steps = [s.detail for s in store.get(refused.issue_id).timeline if s.service == "notify"]
+    assert steps == ["received message failed via webhook (HTTP 500)"]
+    assert dead_letters(amqp) == []
+    # A redelivered event does not try a message notify has given up on.
+    publish(amqp, refused)
+    time.sleep(0.5)
+    assert len(gateway.requests) == NOTIFY_ATTEMPTS
+    assert told(base, refused.issue_id)[0]["attempts"] == NOTIFY_ATTEMPTS
+
+
+# --------------------------------------------------------------------------- email
+
+
+def test_a_resident_who_chose_email_gets_email_in_their_language(
+        runner_factory, config, store, amqp):
+    with smtp_server() as smtp:
+        config.update({cfg.SMTP_HOST: "127.0.0.1", cfg.SMTP_PORT: smtp.port,
+                       cfg.SMTP_FROM: SENDER})
+        event = stored(store, "WH-20261121-0304", {
+            "name": "Tom Baker", "email": "tom.baker@example.org", "preferred_channel": "email"},
+            language="en")
+        base = start(runner_factory, config)
+        resolved = IssueResolved(trace_id=event.trace_id, issue_id=event.issue_id,
+                                 agencies=["power"])
+
+        publish(amqp, event, event, resolved)
+
+        received, done, rating = smtp.wait_for(3)
+        records = settled(base, event.issue_id, 3)
+        time.sleep(0.5)
+        assert len(smtp.received) == 3  # the duplicate event sent nothing twice
+
+    assert received.envelope_to == ["tom.baker@example.org"]
+    assert received.message["To"] == "tom.baker@example.org"
+    assert received.message["From"] == SENDER
+    assert received.message["Subject"] == \
+        f"[Whistle] We have received your report {event.issue_id}"
+    assert f"Your reference number is {event.issue_id}" in received.message.get_content()
+    nid = message_id(event.event_id, "received")
+    assert received.message["Message-ID"] == f"<{nid}@bintai.example>"
+    assert received.message["X-Whistle-Notification-Id"] == nid
+    assert done.message["Subject"] == f"[Whistle] Your report {event.issue_id} has been resolved"
+    assert rating.message["Subject"] == \
+        f"[Whistle] How did we do? Rate the outcome of {event.issue_id}"
+    link = f"https://whistle.bintai.example/issues/{event.issue_id}/feedback?token="
+    body = rating.message.get_content()
+    assert link in body
+    token = body.split("token=")[1].split()[0]
+    grant = verify_feedback_token(token, config[cfg.SECRET], event.issue_id)
+    assert (grant.issue_id, grant.cycle) == (event.issue_id, 0)
+    assert [(r["kind"], r["channel"], r["status"]) for r in records] == [
+        ("received", "email", "sent"), ("resolved", "email", "sent"),
+        ("rating_request", "email", "sent")]
+    assert records[0]["recipient"] == {"name": "T********", "phone": None,
+                                       "email": "t********@example.org"}
+
+
+def test_a_choice_that_cannot_be_honoured_goes_to_the_desk_and_says_why(
+        runner_factory, config, store, amqp):
+    with smtp_server() as smtp:
+        config.update({cfg.SMTP_HOST: "127.0.0.1", cfg.SMTP_PORT: smtp.port})
+        no_address = stored(store, "WH-20261121-0305", {"phone": "13812345678",
+                                                         "preferred_channel": "email"})
+        no_webhook = stored(store, "WH-20261121-0306", {"phone": "13700001111",
+                                                         "preferred_channel": "webhook"})
+        base = start(runner_factory, config)
+
+        publish(amqp, no_address, no_webhook)
+
+        [first] = settled(base, no_address.issue_id)
+        [second] = settled(base, no_webhook.issue_id)
+        assert smtp.received == []
+
+    assert (first["channel"], first["status"]) == ("desk", "sent")
+    assert first["detail"] == "preferred email but no email address; sent to desk"
+    assert (second["channel"], second["status"]) == ("desk", "sent")
+    assert second["detail"] == "preferred webhook not configured; sent to desk"
+    outbox = store.redis.lrange(store.keys.desk_outbox, 0, -1)
+    assert len(outbox) == 2
+    steps = [s.detail for s in store.get(no_webhook.issue_id).timeline if s.service == "notify"]
+    assert steps == ["received message sent via desk "
+                     "(preferred webhook not configured; sent to desk)"]
+
+
+def test_notify_refuses_to_start_when_it_would_be_dead_lettered_first(runner_factory, config):
+    config[cfg.NOTIFY_MAX_ATTEMPTS] = config[cfg.MAX_ATTEMPTS]
+
+    with pytest.raises(cfg.ConfigurationError, match="NOTIFY_MAX_ATTEMPTS"):
+        runner_factory(config, NotifyService).start()
+
+
+def test_the_desk_sees_every_record_field(runner_factory, config, store, amqp):
+    event = stored(store, "WH-20261121-0307", {"phone": "13812345678"})
+    base = start(runner_factory, config)
+
+    publish(amqp, event)
+
+    [record] = settled(base, event.issue_id)
+    assert set(record) >= {"notification_id", "kind", "language", "text", "channel", "status",
+                           "attempts", "detail", "last_error", "created_at", "last_attempt_at",
+                           "sent_at", "recipient", "audience"}
+    assert requests.get(f"{base}/issues/WH-20991231-0001/notifications").status_code == 404
