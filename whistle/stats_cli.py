@@ -10,6 +10,7 @@ Dates given without a zone are read in ``$WHISTLE_TZ``. The definitions are in
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
@@ -51,7 +52,9 @@ def stats(since: str | None, days: int | None, until: str | None, url: str | Non
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
-    Console(highlight=False).print(render(report, tz))
+    # Piped output (logs, README samples) gets room for every column instead of 80.
+    width = None if sys.stdout.isatty() else 132
+    Console(highlight=False, width=width).print(render(report, tz))
 
 
 def _parse(value: str, option: str, tz: tzinfo) -> datetime:
