@@ -65,8 +65,10 @@ def configure_logging(fmt: str = "json", level: int | str = logging.INFO) -> Non
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler._whistle = True  # replace only our own handler; leave others' (e.g. pytest's)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_whistle", False)]
+    root.addHandler(handler)
     root.setLevel(level)
     # kombu logs undecodable message bodies verbatim at WARNING/ERROR; they go
     # through the scrubber like everything else, but keep its chatter down.
@@ -102,6 +104,12 @@ class WorkerLogger(DependencyProvider):
             def route_issue(self, event):
                 self.log.info("issue_routed", issue_id=event.issue_id)
     """
+
+    def setup(self):
+        # Every way of running a service (whistle up, nameko run, tests) ends up here.
+        from shared import config as cfg
+
+        configure_logging(cfg.get(self.container.config, cfg.LOG_FORMAT))
 
     def get_dependency(self, worker_ctx):
         data = worker_ctx.data or {}
