@@ -28,7 +28,8 @@ RPC_EXCHANGE = Exchange("nameko-rpc", type="topic", durable=True)
 ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
 
 
-def _agency_of(body: dict[str, Any]) -> str | None:
+def agency_of(body: dict[str, Any]) -> str | None:
+    """The agency an event is about, whichever field carries it."""
     agency = body.get("agency")
     if isinstance(agency, dict):
         return agency.get("agency")
@@ -56,7 +57,7 @@ def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str
         data = body if isinstance(body, dict) else {}
         line.update(kind="event", type=headers.get("x-whistle-event-type") or routing_key,
                     service=headers.get("x-whistle-source") or _service_of(caller),
-                    issue=data.get("issue_id"), agency=_agency_of(data),
+                    issue=data.get("issue_id"), agency=agency_of(data),
                     trace_id=data.get("trace_id") or line["trace_id"],
                     event_id=data.get("event_id"), causation_id=data.get("causation_id"))
     elif reply_to and "." in routing_key:  # an RPC request expects its reply somewhere

@@ -22,6 +22,7 @@ import click
 import requests
 
 from shared import config as cfg
+from whistle.tail_cli import agency_of
 
 DEADLINE_EVENTS = {"issue.escalated", "issue.closed"}
 
@@ -37,13 +38,6 @@ def _split_call_id(call_id: str | None) -> tuple[str | None, str | None]:
     return parts[0], parts[1] if len(parts) > 2 else None
 
 
-def _agency(entry: dict[str, Any]) -> str | None:
-    agency = entry.get("agency")
-    if isinstance(agency, dict):
-        return agency.get("agency")
-    if isinstance(agency, str):
-        return agency
-    return (entry.get("assignment") or {}).get("agency")
 
 
 def build_trace(issue: dict[str, Any], events: list[dict[str, Any]],
@@ -65,7 +59,7 @@ def build_trace(issue: dict[str, Any], events: list[dict[str, Any]],
             kind, started = "waiting (people)", None
         steps.append({"at": at, "service": service, "entrypoint": entrypoint,
                       "call_id": entry.get("call_id"), "type": entry["event_type"],
-                      "agency": _agency(entry), "kind": kind, "started": started,
+                      "agency": agency_of(entry), "kind": kind, "started": started,
                       "event_id": entry["event_id"]})
     for note in notifications:
         sent = note.get("sent_at") or note.get("last_attempt_at") or note["created_at"]

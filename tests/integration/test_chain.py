@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -16,18 +15,9 @@ from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared import config as cfg
 from shared.auth import issue_token
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(probe, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

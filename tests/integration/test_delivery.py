@@ -16,20 +16,11 @@ from shared.issue import receive
 from shared.messaging import ATTEMPTS_HEADER, ERROR_HEADER, QUEUE_HEADER
 from shared.store import IssueStore
 from shared.topology import DEAD_LETTER_QUEUE, EVENTS_EXCHANGE, declare_topology
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 PLACE = Location(community="缤泰社区", address="丽德花园5号楼")
-
-
-def wait_until(probe, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

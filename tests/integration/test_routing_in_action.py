@@ -14,6 +14,7 @@ from services.routing.service import RoutingService
 from shared import config as cfg
 from shared.auth import issue_token
 from tests.support.rules import fast_rules
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -22,17 +23,6 @@ FLYING_WIRE = {
     "location": {"community": "缤泰社区", "address": "丽德花园6号楼"},
     "contact": {"name": "孙大爷", "phone": "13812345678"},
 }
-
-
-def wait_for(fetch, until, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    value = fetch()
-    while not until(value):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting; last value: {value}")
-        time.sleep(0.1)
-        value = fetch()
-    return value
 
 
 @pytest.fixture
