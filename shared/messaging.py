@@ -70,6 +70,17 @@ FAIL_FAST = {"retry": False, "transport_options": {
     "max_retries": 0, "interval_start": 0, "interval_step": 0, "interval_max": 0}}
 
 
+class Deferred(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a handler that cannot act *yet* (e.g. a message waiting for the one
+    before it). The event goes back through the delay queue after ``delay_s``
+    without counting as a failed attempt, and the worker is free at once: waiting
+    inside the worker would hold it while the message waited for might need it."""
+
+    def __init__(self, delay_s: float, reason: str):
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
 def make_publisher(amqp_uri: str) -> Publisher:
     """Persistent, confirmed, mandatory: an unroutable message is an error, not a drop."""
     return Publisher(amqp_uri, use_confirms=True, mandatory=True, delivery_mode=2,
@@ -153,7 +164,7 @@ class EventBus(DependencyProvider):
         publishes it later) instead of holding the caller for seconds of retries.
         """
         options = FAIL_FAST if fail_fast else {}
-        published, failure = 0, None
+        published, failure = [], None
         for message_id, raw in entries.items():
             entry = json.loads(raw)
             try:
@@ -166,11 +177,14 @@ class EventBus(DependencyProvider):
                              type(exc).__name__)
                 failure = exc
                 continue
-            self.redis.hdel(self.outbox_key, message_id)
-            published += 1
+            published.append(message_id)
+        if published:
+            # Every confirmed entry in one round trip (a crash before it only means the
+            # relay publishes them again: at-least-once, and consumers are idempotent).
+            self.redis.hdel(self.outbox_key, *published)
         if failure is not None:
             raise failure
-        return published
+        return len(published)
 
     def relay_once(self, grace_s: float | None = None) -> int:
         """Publish outbox entries older than the grace period (crash or outage leftovers)."""
@@ -300,6 +314,9 @@ class EventSubscriber(Consumer):
             self.queue_consumer.ack_message(message)
             return
         exc = exc_info[1]
+        if isinstance(exc, Deferred):
+            self._finish(message, defer_s=exc.delay_s)
+            return
         reason = scrub_text(f"{type(exc).__name__}: {exc}")[:500]
         attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
         if isinstance(exc, InvalidPayload) or attempts >= self.max_attempts:
@@ -307,9 +324,13 @@ class EventSubscriber(Consumer):
         else:
             self._finish(message, retry_reason=reason, attempts=attempts)
 
-    def _finish(self, message, dead_letter_reason=None, retry_reason=None, attempts=1):
+    def _finish(self, message, dead_letter_reason=None, retry_reason=None, attempts=1,
+                defer_s=None):
         try:
-            if dead_letter_reason is not None:
+            if defer_s is not None:
+                self._republish(message, routing_key=f"{self.subscription.queue_name}.retry",
+                                extra_headers={}, expiration=defer_s)
+            elif dead_letter_reason is not None:
                 self.dead_letter(message, dead_letter_reason, attempts)
             else:
                 self._retry_later(message, retry_reason, attempts)

@@ -136,6 +136,9 @@ class IssueStore:
     def __init__(self, client: redis.Redis, prefix: str):
         self.redis = client
         self.keys = Keys(prefix)
+        # Registered once: a Script object hashes its source and runs by EVALSHA.
+        self._journal_script = client.register_script(self._JOURNAL)
+        self._claim_script = client.register_script(self._CLAIM)
 
     # ------------------------------------------------------------------ reads
 
@@ -269,8 +272,7 @@ class IssueStore:
     """
 
     def record_event(self, issue_id: str, event_id: str, entry: dict[str, Any]) -> bool:
-        script = self.redis.register_script(self._JOURNAL)
-        return bool(self._call(script, [self.keys.journal(issue_id),
+        return bool(self._call(self._journal_script, [self.keys.journal(issue_id),
                                         self.keys.journal_ids(issue_id)],
                                [event_id, dumps(entry)]))
 
@@ -313,8 +315,7 @@ class IssueStore:
                 pipe.set(key, issue_id, ex=ttl_s)
             self._call(pipe.execute)
             return issue_id
-        script = self.redis.register_script(self._CLAIM)
-        return self._call(script, bucket_keys, [issue_id, ttl_s])
+        return self._call(self._claim_script, bucket_keys, [issue_id, ttl_s])
 
     # -------------------------------------------------------------- deadlines
 

@@ -9,6 +9,7 @@ import sys
 import click
 from rich.console import Console
 
+from bench.cli import bench
 from shared import config as cfg
 from whistle.dlq_cli import dlq
 from whistle.route_cli import route
@@ -121,6 +122,7 @@ cli.add_command(stats)
 
 cli.add_command(tail)
 cli.add_command(trace)
+cli.add_command(bench)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import eventlet
 import redis
 
 from services.notify.channels import Channels, OutgoingMessage
@@ -108,23 +106,17 @@ class Deliveries:
         return Outcome(record["status"] in FINAL, record["status"], record["channel"], detail,
                        note)
 
-    def wait_for_kind(self, issue_id: str, kind: str, count: int, timeout_s: float) -> bool:
-        """Wait until ``count`` messages of ``kind`` to the issue's resident are settled.
+    def settled(self, issue_id: str, kind: str, count: int) -> bool:
+        """Whether ``count`` messages of ``kind`` to the issue's resident are settled.
 
-        False on timeout, or at once when one of them is failing (queued after a
-        failed attempt): its retry comes with the event's backoff, and the resident
-        should rather hear the next news than nothing.
+        Settled means sent or given up on. One that is failing (queued after a failed
+        attempt) counts as settled too: its retry comes with the event's backoff, and
+        the resident should rather hear the next news than nothing.
         """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            mine = [r for r in self.history(issue_id)
-                    if r["kind"] == kind and r["audience"] == RESIDENT]
-            if sum(r["status"] in FINAL for r in mine) >= count:
-                return True
-            if time.monotonic() > deadline or any(r["status"] == QUEUED and r["attempts"]
-                                                  for r in mine):
-                return False
-            eventlet.sleep(0.05)
+        mine = [r for r in self.history(issue_id)
+                if r["kind"] == kind and r["audience"] == RESIDENT]
+        return (sum(r["status"] in FINAL for r in mine) >= count
+                or any(r["status"] == QUEUED and r["attempts"] for r in mine))
 
     def history(self, issue_id: str) -> list[dict]:
         records = [json.loads(v) for v in self.redis.hgetall(self.keys.notifications(issue_id)).values()]

@@ -16,7 +16,7 @@ Usage::
 
     for reporter in recipients_for(record, "dispatched"):
         for kind, count in ordering_waits(record, "dispatched", reporter):
-            deliveries.wait_for_kind(reporter, kind, count, timeout_s=...)
+            if not deliveries.settled(reporter, kind, count): ...  # defer the event
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ desk to see (``delivery``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from ipaddress import ip_address
@@ -66,7 +65,7 @@ from shared.contracts import (
 from shared.errors import EXPECTED_ERRORS
 from shared.issue import IssueRecord
 from shared.logging import WorkerLogger
-from shared.messaging import subscribe
+from shared.messaging import Deferred, subscribe
 from shared.store import RedisProvider, Store
 from shared.web import health_report, http
 
@@ -75,6 +74,7 @@ _log = getLogger(__name__)
 # How long one event's messages may wait, in all, for the messages that must come
 # before them (see recipients.ordering_waits): briefly, never for long.
 ORDERING_GRACE_S = 3.0
+ORDERING_RECHECK_S = 0.1
 
 Variables = Callable[[IssueRecord, str, str], dict]
 """(the event's issue, the reader's language, the reader's report) -> the template's variables."""
@@ -260,13 +260,14 @@ class NotifyService:
         """Try every reporter once; the failures so far (to retry the event with)."""
         record = record or self.store.get(event.issue_id)
         failures = list(failures or [])
-        waits_end = time.monotonic() + ORDERING_GRACE_S
+        within_grace = (utcnow() - event.occurred_at).total_seconds() < ORDERING_GRACE_S
         for reporter in recipients_for(record, kind):
             own = reporter == event.issue_id
             reader = record if own else self.store.get(reporter)
             for wanted in ordering_waits(record, kind, reporter):
-                self.messenger.deliveries.wait_for_kind(
-                    reporter, *wanted, timeout_s=max(0.0, waits_end - time.monotonic()))
+                if within_grace and not self.messenger.deliveries.settled(reporter, *wanted):
+                    # Not yet: come back shortly (messages already sent are not resent).
+                    raise Deferred(ORDERING_RECHECK_S, f"{kind} waits for {wanted[0]}")
             language = reader.language.value
             values = variables(record, language, reporter)
             templates = self.messenger.templates

@@ -72,7 +72,8 @@ def test_unsatisfied_resident_reopens_then_closes_when_satisfied(whistle_process
                           json={"token": token2, "rating": "satisfied", "comment": "满意"})
     assert happy.status_code == 200 and happy.json()["status"] == "closed"
 
-    told = poll(lambda: messages(base, issue_id), lambda n: n[-1]["kind"] == "closed")
+    told = poll(lambda: messages(base, issue_id),
+                lambda n: n[-1]["kind"] == "closed" and all(m["status"] == "sent" for m in n))
     assert [m["kind"] for m in told] == [
         "received", "dispatched", "acknowledged", "resolved", "rating_request",
         "reopened", "acknowledged", "resolved", "rating_request", "closed"]

@@ -363,12 +363,20 @@ class FakeDeliveries:
         self.sent.append((message, audience))
         return Outcome(True, "sent", "desk")
 
-    def wait_for_kind(self, issue_id, kind, count, timeout_s):
+    def settled(self, issue_id, kind, count):
         self.waits.append((issue_id, kind, count))
         return True
 
     def to(self, issue_id: str) -> list[OutgoingMessage]:
         return [m for m, audience in self.sent if m.issue_id == issue_id and audience == RESIDENT]
+
+
+@pytest.fixture(autouse=True)
+def ordering_always_checked(monkeypatch):
+    """These events carry fixed past times: keep them inside the ordering grace."""
+    import services.notify.service as notify_service
+
+    monkeypatch.setattr(notify_service, "ORDERING_GRACE_S", float("inf"))
 
 
 @dataclass
@@ -636,3 +644,18 @@ def test_notify_must_give_up_before_the_event_is_dead_lettered(notify_attempts, 
 def test_default_attempts_are_accepted():
     assert check_attempts({}) == cfg.DEFAULTS[cfg.NOTIFY_MAX_ATTEMPTS] == 4
     assert check_attempts({cfg.NOTIFY_MAX_ATTEMPTS: "2", cfg.MAX_ATTEMPTS: "3"}) == 2
+
+
+def test_a_message_whose_predecessor_is_not_settled_is_deferred_not_waited_for(notify,
+                                                                              messenger):
+    from shared.messaging import Deferred
+
+    class Unsettled(FakeDeliveries):
+        def settled(self, issue_id, kind, count):
+            return False
+
+    messenger.deliveries = Unsettled()
+    with pytest.raises(Deferred) as deferred:
+        notify.on_issue_dispatched(dispatched())
+    assert deferred.value.delay_s < 1 and "received" in str(deferred.value)
+    assert messenger.deliveries.sent == []

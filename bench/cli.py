@@ -1,0 +1,72 @@
+"""``whistle bench`` / ``python -m bench``: throughput and latency against the broker's limit."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected rates like 50,100,200, got {text!r}") from None
+
+
+@click.command()
+@click.option("--rates", default="50,100,200", show_default=True,
+              help="Fixed rates to offer, issues/s, comma-separated ('' for none).")
+@click.option("--duration", "duration_s", type=float, default=10.0, show_default=True,
+              help="Seconds each fixed rate is offered for.")
+@click.option("--flat-out", type=int, default=2000, show_default=True,
+              help="Issues to submit flat out (0: skip the flat-out phases).")
+@click.option("--concurrency", type=int, default=8, show_default=True,
+              help="Submitters (keep-alive HTTP connections) when flat out.")
+@click.option("--instances", multiple=True, default=("1",), show_default=True,
+              help="Processes per service: N, or SERVICE=N (repeatable, or comma-separated).")
+@click.option("--scale-busiest/--no-scale-busiest", default=True, show_default=True,
+              help="After flat out, add an instance of the service that used the most CPU "
+                   "and go flat out again.")
+@click.option("--baseline-messages", type=int, default=3000, show_default=True,
+              help="Messages pushed through the broker baseline's four hops.")
+@click.option("--warmup", type=int, default=20, show_default=True,
+              help="Issues submitted (and not reported) before the first phase.")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Sample every service with py-spy during the first flat-out "
+                                 "phase; collapsed stacks go to this directory.")
+@click.option("--logs", "log_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Keep the services' logs in this directory.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the whole report as JSON to this file.")
+def bench(rates, duration_s, flat_out, concurrency, instances, scale_busiest, baseline_messages,
+          warmup, profile_dir, log_dir, json_path) -> None:
+    """Benchmark Whistle against the local RabbitMQ and Redis, and the broker's own limit.
+
+    Runs in a throwaway vhost and Redis key prefix, both removed afterwards. Exits 1
+    if any issue failed, got lost or left an error behind.
+    """
+    from bench.cluster import parse_instances
+    from bench.report import render
+    from bench.run import Options, run
+
+    try:
+        counts = parse_instances(instances)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--instances") from None
+    options = Options(rates=_floats(rates), duration_s=duration_s, flat_out=flat_out,
+                      concurrency=concurrency, instances=counts, scale_busiest=scale_busiest,
+                      baseline_messages=baseline_messages, warmup=warmup,
+                      profile_dir=profile_dir, log_dir=log_dir)
+    report = run(options, say=lambda line: click.echo(f"bench: {line}", err=True))
+    ctx = click.get_current_context()
+    args = sys.argv[2:] if ctx.parent is not None else sys.argv[1:]  # `whistle bench ...`
+    report["command"] = f"{ctx.command_path} {shlex.join(args)}".strip()
+    if json_path:
+        json_path.write_text(json.dumps(report, ensure_ascii=False, indent=2))
+    click.echo(render(report))
+    if report["errors"]:
+        sys.exit(1)

@@ -1,0 +1,211 @@
+"""How the benchmark sees an issue through Whistle, without taking anything from it.
+
+- **The event stream.** Like ``whistle tail``, an exclusive, auto-deleting queue
+  bound to ``whistle.events`` with ``#`` gets a copy of every event. An issue is
+  *dispatched* when its ``issue.dispatched`` and one ``assignment.created`` per
+  agency it names have all been published: each agency's assignment is then in
+  that agency's queue. The time is when the last of them reached the benchmark.
+- **The resident's "received" message.** notify records each message in
+  ``{p}:issue:{id}:notifications`` under a deterministic id (the ``issue.received``
+  event id and the kind), after the channel took it. The record carries
+  ``sent_at``, so the time is notify's own, whenever the benchmark reads it. The
+  poller reads the oldest waiting issues' records in one pipelined round trip.
+- **Queue backlogs.** The ready messages of every subscription queue, sampled with
+  passive declares, show where work waits when the load is more than Whistle takes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from kombu import Connection, Queue
+
+from services.notify.delivery import FINAL, message_id
+from shared.store import Keys, connect
+from shared.topology import DEAD_LETTER_QUEUE, EVENTS_EXCHANGE, SUBSCRIPTIONS
+
+POLL_INTERVAL_S = 0.05
+# Messages are recorded roughly in the order issues were accepted, so each round reads
+# only the oldest few waiting issues: a large backlog costs Redis no more than a small one.
+POLL_BATCH = 32
+SAMPLE_INTERVAL_S = 0.5
+
+
+@dataclass
+class IssueEvents:
+    """What the event stream said about one issue, with the times it was seen (epoch s)."""
+
+    received_event_id: str | None = None
+    agencies: int | None = None
+    created: int = 0
+    last_seen: float = 0.0
+
+    @property
+    def dispatched(self) -> bool:
+        return self.agencies is not None and self.created >= self.agencies
+
+
+@dataclass
+class Told:
+    status: str
+    at: float
+
+
+class Observer:
+    """Follows the event stream and the "received" records; start before any load."""
+
+    def __init__(self, amqp_uri: str, redis_url: str, prefix: str):
+        self.amqp_uri = amqp_uri
+        self.redis = connect(redis_url)
+        self.keys = Keys(prefix)
+        self.events: dict[str, IssueEvents] = {}
+        self.dispatched_at: dict[str, float] = {}
+        self.told: dict[str, Told] = {}
+        self.waiting: dict[str, None] = {}  # issues whose message is not recorded yet, oldest first
+        self.unexpected: list[str] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -------------------------------------------------------------- lifecycle
+
+    def start(self) -> Observer:
+        for target in (self._follow_events, self._poll_messages):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if not self._ready.wait(10):
+            raise RuntimeError("could not bind the benchmark's queue to whistle.events")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+        self.redis.close()
+
+    def watch(self, issue_id: str) -> None:
+        """An accepted issue: look out for its resident's "received" record."""
+        self.waiting[issue_id] = None
+
+    def complete_at(self, issue_id: str) -> float | None:
+        """When the issue was both dispatched and its resident's message recorded."""
+        dispatched, told = self.dispatched_at.get(issue_id), self.told.get(issue_id)
+        if dispatched is None or told is None:
+            return None
+        return max(dispatched, told.at)
+
+    # ---------------------------------------------------------- event stream
+
+    def _follow_events(self) -> None:
+        queue = Queue(f"whistle.bench.{uuid.uuid4().hex[:8]}", exclusive=True, auto_delete=True,
+                      durable=False)
+        with Connection(self.amqp_uri, heartbeat=30) as connection:
+            channel = connection.channel()
+            EVENTS_EXCHANGE.bind(channel).declare()
+            bound = queue.bind(channel)
+            bound.declare()
+            bound.bind_to(exchange=EVENTS_EXCHANGE.name, routing_key="#")
+            with connection.Consumer(bound, callbacks=[self._on_event], accept=["json"],
+                                     no_ack=True):
+                self._ready.set()
+                while not self._stop.is_set():
+                    try:
+                        connection.drain_events(timeout=0.5)
+                    except TimeoutError:
+                        connection.heartbeat_check()
+
+    def _on_event(self, body, message) -> None:
+        seen = time.time()
+        kind = message.delivery_info.get("routing_key")
+        issue_id = body.get("issue_id") if isinstance(body, dict) else None
+        if not issue_id:
+            return
+        events = self.events.setdefault(issue_id, IssueEvents())
+        if kind == "issue.received":
+            events.received_event_id = body["event_id"]
+        elif kind == "issue.dispatched":
+            events.agencies = len(body["assignments"])
+        elif kind == "assignment.created":
+            events.created += 1
+        else:
+            self.unexpected.append(f"{kind} for {issue_id}")
+            return
+        events.last_seen = max(events.last_seen, seen)
+        if events.dispatched and issue_id not in self.dispatched_at:
+            self.dispatched_at[issue_id] = events.last_seen
+
+    # --------------------------------------------------------------- messages
+
+    def _poll_messages(self) -> None:
+        self._ready.wait(10)
+        while not self._stop.is_set():
+            if self.poll_once() < POLL_BATCH:
+                self._stop.wait(POLL_INTERVAL_S)
+
+    def poll_once(self) -> int:
+        """Read the oldest waiting issues' "received" records; how many were settled."""
+        batch = []
+        for issue_id in list(self.waiting):
+            events = self.events.get(issue_id)
+            if events and events.received_event_id:
+                batch.append((issue_id, message_id(events.received_event_id, "received")))
+                if len(batch) >= POLL_BATCH:
+                    break
+        if not batch:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for issue_id, nid in batch:
+            pipe.hget(self.keys.notifications(issue_id), nid)
+        settled = 0
+        for (issue_id, _), raw in zip(batch, pipe.execute(), strict=True):
+            record = json.loads(raw) if raw else None
+            if record and record["status"] in FINAL:
+                when = record.get("sent_at") or record.get("last_attempt_at")
+                self.told[issue_id] = Told(record["status"], datetime.fromisoformat(when)
+                                           .timestamp())
+                self.waiting.pop(issue_id, None)
+                settled += 1
+        return settled
+
+
+class QueueSampler:
+    """The most messages seen waiting in each subscription queue, sampled in the background."""
+
+    def __init__(self, amqp_uri: str):
+        self.amqp_uri = amqp_uri
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> QueueSampler:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+
+    def _sample(self) -> None:
+        with Connection(self.amqp_uri) as connection:
+            channel = connection.channel()
+            while not self._stop.is_set():
+                for sub in SUBSCRIPTIONS:
+                    ready = Queue(sub.queue_name, durable=True).bind(channel).queue_declare(
+                        passive=True).message_count
+                    self.peak[sub.queue_name] = max(self.peak.get(sub.queue_name, 0), ready)
+                self._stop.wait(SAMPLE_INTERVAL_S)
+
+
+def dead_letters(amqp_uri: str) -> int:
+    """Messages waiting in ``whistle.dead-letter`` now (0 if it does not exist yet)."""
+    with Connection(amqp_uri) as connection:
+        channel = connection.channel()
+        return DEAD_LETTER_QUEUE.bind(channel).queue_declare(passive=True).message_count
