@@ -32,10 +32,12 @@ import redis
 
 from services.notify.channels import Channels, OutgoingMessage
 from services.notify.recipients import RESIDENT, SUPERVISOR
+from shared.messaging import Deferred
 from shared.privacy import mask_email, mask_name, mask_phone
 from shared.store import Keys
 
 LEASE_SECONDS = 30
+LEASE_RECHECK_S = 1.0
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 FINAL = frozenset({SENT, FAILED})
 
@@ -89,7 +91,10 @@ class Deliveries:
             return Outcome(False, record["status"], record["channel"], record.get("detail", ""))
         lease = f"{self.prefix}:notify:lease:{nid}"
         if not self.redis.set(lease, "1", nx=True, ex=LEASE_SECONDS):
-            raise DeliveryFailed(f"message {nid} is being sent by another worker")
+            # Not a failure: another worker is sending it, or died holding the lease.
+            # Come back when it may have settled, without spending one of the event's
+            # attempts (a dead worker's lease would otherwise outlive them all).
+            raise Deferred(LEASE_RECHECK_S, f"message {nid} is being sent by another worker")
         try:
             channel, note = self.channels.for_message(message, supervisor=audience == SUPERVISOR)
             now = _now()

@@ -299,10 +299,8 @@ class NotifyService:
     def _deliver(self, event: Event, message: OutgoingMessage,
                  audience: str) -> list[DeliveryFailed]:
         """Deliver once and put it on the event's issue timeline; the failures, if any."""
-        try:
-            outcome = self.messenger.deliveries.deliver_once(message, audience)
-        except DeliveryFailed as exc:  # another worker holds it: retried with the event
-            return [exc]
+        # A message another worker is sending raises Deferred: the event comes back.
+        outcome = self.messenger.deliveries.deliver_once(message, audience)
         level = message.recipient["level"] if audience == SUPERVISOR else None
         note = outcome.note or (outcome.detail if outcome.status == "failed" else "")
         step, detail = notified_step(message.kind, outcome.status, outcome.channel,
