@@ -231,7 +231,29 @@ class BoundEventBus:
 
 
 class DeadLetteringQueueConsumer(QueueConsumer):
-    """nameko's QueueConsumer, but an undecodable body is dead-lettered, not dropped."""
+    """nameko's QueueConsumer, but an undecodable body is dead-lettered, not dropped,
+    and a message whose connection died under it is left to the broker.
+
+    nameko's ack/requeue ignore only ``amqp.exceptions.ConnectionError``; when the
+    broker goes away (restart, ``stop_app``) the socket error escapes instead, kills
+    the worker's thread and with it the whole container, which then never consumes
+    again. The broker redelivers every unacked message of a dead connection, so
+    there is nothing to do but carry on.
+    """
+
+    def ack_message(self, message):
+        self._unless_connection_lost("ack", super().ack_message, message)
+
+    def requeue_message(self, message):
+        self._unless_connection_lost("requeue", super().requeue_message, message)
+
+    @staticmethod
+    def _unless_connection_lost(what, action, message):
+        try:
+            action(message)
+        except OSError as exc:
+            _log.warning("could not %s, connection lost (%s): the broker redelivers it",
+                         what, type(exc).__name__)
 
     def get_consumers(self, consumer_cls, channel):
         consumers = super().get_consumers(consumer_cls, channel)
@@ -244,9 +266,9 @@ class DeadLetteringQueueConsumer(QueueConsumer):
             provider.dead_letter(message, f"undecodable message: {type(exc).__name__}")
         except Exception:
             _log.warning("could not dead-letter an undecodable message; requeueing")
-            message.requeue()
+            self.requeue_message(message)
             return
-        message.ack()
+        self.ack_message(message)
 
 
 class EventSubscriber(Consumer):
@@ -267,6 +289,10 @@ class EventSubscriber(Consumer):
     queue_consumer = DeadLetteringQueueConsumer()
 
     def __init__(self, event_cls: type[Event] | None = None, **kwargs):
+        # A deferral is routine, not a worker error: nameko logs expected ones quietly.
+        expected = kwargs.pop("expected_exceptions", ())
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        kwargs["expected_exceptions"] = (Deferred, *expected)
         self.event_cls = event_cls
         super().__init__(queue=None, **kwargs)
 
