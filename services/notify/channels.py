@@ -121,10 +121,18 @@ class DeliveryChannel(Protocol):
 class DeskOutboxChannel:
     """Pushes messages onto the desk's outbox list ``{prefix}:desk:outbox``, newest first.
 
-    LPUSH and LTRIM run in one MULTI so the list never grows past ``max_entries``,
-    even with many workers delivering at once. Redis errors propagate: the outbox
-    is our own store, so a failure is transient and the caller retries. Entries carry
-    ``notification_id`` so the desk can drop a duplicate left by such a retry.
+    One Lua script marks the message pushed (``{prefix}:desk:pushed:{id}``, kept a
+    day), pushes and trims, so each message lands once even when Redis dies between
+    the push and the delivery record and the event is redelivered. Redis errors
+    propagate: the outbox is our own store, so a failure is transient and retried.
+    """
+
+    _PUSH_ONCE = """
+    if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 86400) then
+        redis.call('LPUSH', KEYS[1], ARGV[1])
+        redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+    end
+    return 1
     """
 
     name = DESK
@@ -134,15 +142,17 @@ class DeskOutboxChannel:
             raise ValueError("max_entries must be at least 1")
         self.redis = redis
         self.key = f"{prefix}:desk:outbox"
+        self.pushed_prefix = f"{prefix}:desk:pushed"
         self.max_entries = max_entries
+        self._push_once = None  # registered on first use: building a channel needs no Redis
 
     def deliver(self, message: OutgoingMessage) -> DeliveryResult:
         entry = message.payload()
         entry["at"] = entry.pop("sent_at")
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.lpush(self.key, json.dumps(entry, ensure_ascii=False))
-        pipe.ltrim(self.key, 0, self.max_entries - 1)
-        pipe.execute()
+        if self._push_once is None:
+            self._push_once = self.redis.register_script(self._PUSH_ONCE)
+        self._push_once(keys=[self.key, f"{self.pushed_prefix}:{message.notification_id}"],
+                        args=[json.dumps(entry, ensure_ascii=False), self.max_entries])
         return DeliveryResult(ok=True, channel=self.name)
 
 

@@ -137,10 +137,20 @@ def test_desk_outbox_with_empty_recipient(redis_client, prefix):
     assert outbox(redis_client, prefix)[0]["recipient"] == {}
 
 
-def test_desk_outbox_uses_only_its_key(redis_client, prefix):
-    DeskOutboxChannel(redis_client, prefix).deliver(make_message())
+def test_desk_outbox_uses_only_its_keys(redis_client, prefix):
+    message = make_message()
+    DeskOutboxChannel(redis_client, prefix).deliver(message)
 
-    assert set(redis_client.scan_iter(match=f"{prefix}:*")) == {f"{prefix}:desk:outbox"}
+    assert set(redis_client.scan_iter(match=f"{prefix}:*")) == {
+        f"{prefix}:desk:outbox", f"{prefix}:desk:pushed:{message.notification_id}"}
+
+
+def test_desk_outbox_takes_each_message_once(redis_client, prefix):
+    """Redelivered after Redis died between the push and the record: still one entry."""
+    channel = DeskOutboxChannel(redis_client, prefix)
+    message = make_message()
+    assert channel.deliver(message).ok and channel.deliver(message).ok
+    assert redis_client.llen(f"{prefix}:desk:outbox") == 1
 
 
 def test_desk_outbox_redis_errors_propagate(prefix):
