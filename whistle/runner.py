@@ -7,6 +7,7 @@ import time
 from logging import getLogger
 
 import eventlet
+import eventlet.event
 from kombu import Connection
 from nameko.runners import ServiceRunner
 
@@ -88,14 +89,26 @@ def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
     for cls in service_classes(names):
         runner.add_service(cls)
 
+    started = eventlet.event.Event()
+    stopping: list[int] = []
+
+    def stop_when_started():
+        started.wait()  # stopping a half-started runner can hang it
+        runner.stop()
+
     def shutdown(signum, frame):
-        # Stop from a green thread: signal handlers must not block the hub.
-        eventlet.spawn_n(runner.stop)
+        # Act on the first signal only (nameko cannot stop twice), and from a green
+        # thread: signal handlers must not block the hub.
+        if stopping:
+            return
+        stopping.append(signum)
+        eventlet.spawn_n(stop_when_started)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGHUP, reload_rules_on_sighup)
     runner.start()
+    started.send()
     if on_started:
         on_started()
     runner.wait()
