@@ -80,17 +80,6 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)
 
 
-class CallStack(DependencyProvider):
-    """The current worker's nameko call-id stack: who called, through which entrypoints.
-
-    ``call_id_stack[-1]`` is this worker ("intake.record_event.<uuid>"); the entry
-    before it is the worker that published the message or made the call.
-    """
-
-    def get_dependency(self, worker_ctx):
-        return list(worker_ctx.call_id_stack or [])
-
-
 class WorkerLogger(DependencyProvider):
     """A structlog logger bound to the current worker.
 

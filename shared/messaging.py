@@ -43,11 +43,12 @@ from nameko.messaging import Consumer, QueueConsumer
 from pydantic import ValidationError
 
 from shared import config as cfg
-from shared.contracts import EVENT_TYPES, Event
+from shared.contracts import Event
 from shared.errors import InvalidPayload
 from shared.privacy import scrub_text
 from shared.store import Keys, connect
 from shared.topology import (
+    CONSUMED_EVENT_TYPES,
     DEAD_LETTER_QUEUE_NAME,
     EVENTS_EXCHANGE,
     declare_topology,
@@ -85,6 +86,11 @@ def make_publisher(amqp_uri: str) -> Publisher:
     """Persistent, confirmed, mandatory: an unroutable message is an error, not a drop."""
     return Publisher(amqp_uri, use_confirms=True, mandatory=True, delivery_mode=2,
                      serializer="json")
+
+
+def is_mandatory(event_type: str) -> bool:
+    """Whether the broker must route this event to a queue (see ``CONSUMED_EVENT_TYPES``)."""
+    return event_type in CONSUMED_EVENT_TYPES
 
 
 def envelope(event: Event, source: str, call_id_stack: list[str] | None = None) -> dict[str, Any]:
@@ -171,6 +177,7 @@ class EventBus(DependencyProvider):
                 self.publisher.publish(entry["body"], exchange=EVENTS_EXCHANGE,
                                        routing_key=entry["routing_key"],
                                        headers=entry["headers"], message_id=message_id,
+                                       mandatory=is_mandatory(entry["routing_key"]),
                                        **options)
             except Exception as exc:  # keep going: one bad entry must not hold back the rest
                 _log.warning("could not publish %s (%s): %s", entry["routing_key"], message_id,
@@ -284,23 +291,27 @@ class EventSubscriber(Consumer):
 
         @subscribe(IssueReceived)
         def route_issue(self, event: IssueReceived): ...
+
+        @subscribe(IssueReceived, IssueDispatched)   # one queue, in publishing order
+        def on_event(self, event: IssueReceived | IssueDispatched): ...
     """
 
     queue_consumer = DeadLetteringQueueConsumer()
 
-    def __init__(self, event_cls: type[Event] | None = None, **kwargs):
+    def __init__(self, *event_classes: type[Event], **kwargs):
         # A deferral is routine, not a worker error: nameko logs expected ones quietly.
         expected = kwargs.pop("expected_exceptions", ())
         expected = expected if isinstance(expected, tuple) else (expected,)
         kwargs["expected_exceptions"] = (Deferred, *expected)
-        self.event_cls = event_cls
+        self.event_classes = {cls.event_type: cls for cls in event_classes}
         super().__init__(queue=None, **kwargs)
 
     def setup(self):
         subscription = subscription_for(self.container.service_name, self.method_name)
-        if subscription.event is not self.event_cls:
-            raise TypeError(f"{subscription.queue_name} carries {subscription.event.__name__}, "
-                            f"not {self.event_cls.__name__}")
+        if set(subscription.binding_keys) != set(self.event_classes):
+            raise TypeError(f"{subscription.queue_name} carries "
+                            f"{', '.join(subscription.binding_keys)}, "
+                            f"not {', '.join(self.event_classes)}")
         self.subscription = subscription
         self.queue = subscription.queue
         config = self.container.config
@@ -310,11 +321,13 @@ class EventSubscriber(Consumer):
         super().setup()
 
     def event_class(self, message) -> type[Event] | None:
-        if self.event_cls is not None:
-            return self.event_cls
+        if len(self.event_classes) == 1:
+            return next(iter(self.event_classes.values()))
+        # Back from the retry queue the routing key is the queue's name: the type
+        # travels in a header as well.
         event_type = ((message.headers or {}).get(EVENT_TYPE_HEADER)
                       or message.delivery_info.get("routing_key"))
-        return EVENT_TYPES.get(event_type)
+        return self.event_classes.get(event_type)
 
     def handle_message(self, body, message):
         event_cls = self.event_class(message)
@@ -389,6 +402,8 @@ class EventSubscriber(Consumer):
 
     def _republish(self, message, routing_key, extra_headers, expiration=None):
         headers = dict(message.headers or {})
+        # The routing key does not survive the detour: keep the event type with it.
+        headers.setdefault(EVENT_TYPE_HEADER, message.delivery_info.get("routing_key"))
         headers.update(extra_headers)
         self.publisher.publish(
             message.body, exchange="", routing_key=routing_key, headers=headers,

@@ -5,14 +5,14 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:issue:{id}                  string  IssueRecord as JSON (status, assignments, timeline)
     {p}:issue:{id}:contact          hash    resident's name and phone (personal data)
     {p}:issue:{id}:applied          set     event ids already applied to this issue
+    {p}:issue:{id}:notes            hash    note id -> timeline entry (JSON): steps that change no state
     {p}:issue:{id}:notifications    hash    notification id -> delivery record (JSON)
     {p}:issues                      zset    every issue id, scored by received time
     {p}:idx:status:{status}         set     issue ids by status
     {p}:idx:community:{community}   set     issue ids by community
     {p}:idx:agency:{agency}         set     issue ids assigned to an agency
     {p}:idx:agency:{agency}:open    set     issue ids with that agency's part unresolved
-    {p}:issue:{id}:journal          list    every event about the issue, in arrival order (JSON)
-    {p}:issue:{id}:journal:ids      set     event ids already journaled
+    {p}:issue:{id}:journal          list    every event about the issue, in commit order (JSON)
     {p}:deadlines                   zset    "issue|agency|acknowledge|resolve" -> due time (epoch s)
     {p}:dedupe:{category}:{scope}   string  the open issue that owns a duplicate bucket (TTL)
     {p}:seq:{yyyymmdd}              string  daily counter behind WH-yyyymmdd-nnnn ids
@@ -23,9 +23,15 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
 Every state change goes through :meth:`IssueStore.apply`: WATCH the issue,
 skip if the event was already applied, run the pure domain function, then in
 one MULTI write the new record, mark the event applied, update the indexes and
-put the events that announce the change in the outbox. The change and its
-announcement therefore commit together or not at all, and a redelivered event
-changes nothing (at-least-once delivery made effectively-once).
+put the events that announce the change in the outbox and the journal. The
+change and its announcement therefore commit together or not at all, and a
+redelivered event changes nothing (at-least-once delivery made effectively-once).
+
+Indexes are updated by difference: an apply writes only the index entries that
+its change moved. Steps that change nothing but the story (an agency received
+its assignment, a resident was told) are *notes*: one idempotent write each,
+beside the record, merged into the timeline when the issue is read
+(:meth:`IssueStore.get_with_notes`).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -44,7 +50,7 @@ from nameko.extensions import DependencyProvider
 from shared import config as cfg
 from shared.contracts import AssignmentStatus, IssueFilter
 from shared.errors import NotFound, Unavailable
-from shared.issue import IssueRecord, pending_deadlines
+from shared.issue import IssueRecord, TimelineEntry, pending_deadlines
 
 ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 
@@ -74,6 +80,9 @@ class Keys:
     def applied(self, issue_id: str) -> str:
         return f"{self.prefix}:issue:{issue_id}:applied"
 
+    def notes(self, issue_id: str) -> str:
+        return f"{self.prefix}:issue:{issue_id}:notes"
+
     def notifications(self, issue_id: str) -> str:
         return f"{self.prefix}:issue:{issue_id}:notifications"
 
@@ -95,9 +104,6 @@ class Keys:
 
     def journal(self, issue_id: str) -> str:
         return f"{self.prefix}:issue:{issue_id}:journal"
-
-    def journal_ids(self, issue_id: str) -> str:
-        return f"{self.prefix}:issue:{issue_id}:journal:ids"
 
     @property
     def deadlines(self) -> str:
@@ -138,8 +144,8 @@ class IssueStore:
         self.redis = client
         self.keys = Keys(prefix)
         # Registered once: a Script object hashes its source and runs by EVALSHA.
-        self._journal_script = client.register_script(self._JOURNAL)
         self._claim_script = client.register_script(self._CLAIM)
+        self._note_script = client.register_script(self._NOTE)
 
     # ------------------------------------------------------------------ reads
 
@@ -151,6 +157,17 @@ class IssueStore:
         if raw is None:
             raise NotFound(f"no issue {issue_id}")
         return IssueRecord.model_validate_json(raw)
+
+    def get_with_notes(self, issue_id: str) -> IssueRecord:
+        """The record with its notes merged into the timeline, in time order: what
+        people read. State changes never need the notes, so :meth:`get` skips them."""
+        record = self.get(issue_id)
+        raws = self._call(self.redis.hvals, self.keys.notes(issue_id))
+        if raws:
+            notes = [TimelineEntry.model_validate_json(raw) for raw in raws]
+            # sorted() is stable: a note at the same instant as a step comes after it.
+            record.timeline = sorted([*record.timeline, *notes], key=lambda e: e.at)
+        return record
 
     def contact(self, issue_id: str) -> dict[str, str]:
         return self._call(self.redis.hgetall, self.keys.contact(issue_id))
@@ -200,8 +217,7 @@ class IssueStore:
             pipe.hset(keys.contact(record.issue_id), mapping=contact)
         pipe.zadd(keys.all_issues, {record.issue_id: record.received_at.timestamp()})
         self._index(pipe, None, record)
-        if outbox:
-            pipe.hset(keys.outbox(service), mapping=outbox)
+        self._announce(pipe, service, outbox)
         self._call(pipe.execute)
 
     def apply(self, issue_id: str, event_id: str | None, change: Change,
@@ -229,8 +245,7 @@ class IssueStore:
                     if event_id:
                         pipe.sadd(keys.applied(issue_id), event_id)
                     self._index(pipe, current, new)
-                    if outbox:
-                        pipe.hset(keys.outbox(service), mapping=outbox)
+                    self._announce(pipe, service, outbox)
                     pipe.execute()
                     return Applied(new, changed=True, outbox=outbox)
             except redis.WatchError:
@@ -240,42 +255,66 @@ class IssueStore:
         raise Unavailable(f"issue {issue_id} is changing too fast; try again")
 
     def _index(self, pipe: Any, old: IssueRecord | None, new: IssueRecord) -> None:
-        keys, issue_id = self.keys, new.issue_id
-        if old is None or old.status != new.status:
-            if old is not None:
-                pipe.srem(keys.by_status(old.status.value), issue_id)
-            pipe.sadd(keys.by_status(new.status.value), issue_id)
-        if old is None:
-            pipe.sadd(keys.by_community(new.location.community), issue_id)
-        for assignment in new.assignments:
-            pipe.sadd(keys.by_agency(assignment.agency), issue_id)
-            if assignment.status is AssignmentStatus.resolved:
-                pipe.srem(keys.open_for_agency(assignment.agency), issue_id)
-            else:
-                pipe.sadd(keys.open_for_agency(assignment.agency), issue_id)
+        """Write the index entries the change moved, and only those."""
+        issue_id = new.issue_id
+        before = self.index_sets(old) if old is not None else set()
+        after = self.index_sets(new)
+        for key in sorted(before - after):
+            pipe.srem(key, issue_id)
+        for key in sorted(after - before):
+            pipe.sadd(key, issue_id)
         # The deadline watch is derived from state, so it can never disagree with it.
+        was = {d.member: d.due.timestamp() for d in pending_deadlines(old)} if old else {}
         watched = {d.member: d.due.timestamp() for d in pending_deadlines(new)}
-        stale = ({d.member for d in pending_deadlines(old)} if old else set()) - watched.keys()
+        stale = was.keys() - watched.keys()
         if stale:
-            pipe.zrem(keys.deadlines, *stale)
-        if watched:
-            pipe.zadd(keys.deadlines, watched)
+            pipe.zrem(self.keys.deadlines, *sorted(stale))
+        moved = {member: due for member, due in watched.items() if was.get(member) != due}
+        if moved:
+            pipe.zadd(self.keys.deadlines, moved)
 
-    # ---------------------------------------------------------------- journal
+    def index_sets(self, record: IssueRecord) -> set[str]:
+        """The index sets the record belongs in (see the key scheme). Pure."""
+        keys = self.keys
+        sets = {keys.by_status(record.status.value), keys.by_community(record.location.community)}
+        for assignment in record.assignments:
+            sets.add(keys.by_agency(assignment.agency))
+            if assignment.status is not AssignmentStatus.resolved:
+                sets.add(keys.open_for_agency(assignment.agency))
+        return sets
 
-    # Append once per event id, atomically (a redelivered event is not journaled twice).
-    _JOURNAL = """
-    if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-        redis.call('RPUSH', KEYS[1], ARGV[2])
-        return 1
-    end
-    return 0
+    def _announce(self, pipe: Any, service: str, outbox: dict[str, str]) -> None:
+        """Queue the announcing events in the outbox and append them to their journals,
+        inside the caller's MULTI: an event is journaled exactly when it is committed."""
+        if not outbox:
+            return
+        pipe.hset(self.keys.outbox(service), mapping=outbox)
+        for raw in outbox.values():
+            entry = journal_entry(json.loads(raw))
+            pipe.rpush(self.keys.journal(entry["issue_id"]), dumps(entry))
+
+    # ------------------------------------------------------------------ notes
+
+    # A note is written once per id, and only for an issue that exists.
+    _NOTE = """
+    if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+    return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
     """
 
-    def record_event(self, issue_id: str, event_id: str, entry: dict[str, Any]) -> bool:
-        return bool(self._call(self._journal_script, [self.keys.journal(issue_id),
-                                        self.keys.journal_ids(issue_id)],
-                               [event_id, dumps(entry)]))
+    def add_note(self, issue_id: str, note_id: str, entry: TimelineEntry) -> bool:
+        """Put a step that changes no state on the issue's timeline, once per ``note_id``.
+
+        One round trip, instead of a whole optimistic apply for one line. Returns
+        whether it was new; raises ``NotFound`` for an unknown issue.
+        """
+        written = self._call(self._note_script, [self.keys.issue(issue_id),
+                                                 self.keys.notes(issue_id)],
+                             [note_id, entry.model_dump_json()])
+        if written == -1:
+            raise NotFound(f"no issue {issue_id}")
+        return bool(written)
+
+    # ---------------------------------------------------------------- journal
 
     def journal(self, issue_id: str) -> list[dict[str, Any]]:
         return self.journals([issue_id])[0]
@@ -386,6 +425,14 @@ def day_of(moment: datetime, tz: str) -> str:
     from zoneinfo import ZoneInfo
 
     return moment.astimezone(ZoneInfo(tz)).strftime("%Y%m%d")
+
+
+def journal_entry(envelope: dict[str, Any]) -> dict[str, Any]:
+    """An outbox envelope (``shared.messaging.envelope``) as its journal entry: the
+    event, its type, the call id of the worker that produced it, and when."""
+    stack = envelope["headers"].get("nameko.call_id_stack") or [None]
+    return {"event_type": envelope["routing_key"], **envelope["body"], "call_id": stack[-1],
+            "recorded_at": datetime.fromtimestamp(envelope["staged_at"], UTC).isoformat()}
 
 
 def dumps(value: Any) -> str:

@@ -19,9 +19,11 @@ queues declared only by consumers).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from logging import getLogger
 
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue, binding
 
 from shared.contracts import (
     AssignmentAcknowledged,
@@ -39,6 +41,8 @@ from shared.contracts import (
     TableTaskRecorded,
 )
 
+_log = getLogger(__name__)
+
 EVENTS_EXCHANGE = Exchange("whistle.events", type="topic", durable=True)
 DEAD_LETTER_QUEUE_NAME = "whistle.dead-letter"
 DEAD_LETTER_QUEUE = Queue(DEAD_LETTER_QUEUE_NAME, exchange=Exchange(""), routing_key=DEAD_LETTER_QUEUE_NAME,
@@ -47,15 +51,23 @@ DEAD_LETTER_QUEUE = Queue(DEAD_LETTER_QUEUE_NAME, exchange=Exchange(""), routing
 
 @dataclass(frozen=True)
 class Subscription:
-    """``service.method`` consumes events of ``event`` (``None``: every event type)."""
+    """``service.method`` consumes the events of ``events``, from one queue.
+
+    A queue keeps the order in which its events were published, so events that
+    must be handled in order (everything a resident is told) share one queue.
+    """
 
     service: str
     method: str
-    event: type[Event] | None
+    events: tuple[type[Event], ...]
+
+    def __post_init__(self):
+        if not self.events:
+            raise ValueError(f"{self.queue_name} subscribes to no event type")
 
     @property
-    def binding_key(self) -> str:
-        return self.event.event_type if self.event else "#"
+    def binding_keys(self) -> tuple[str, ...]:
+        return tuple(event.event_type for event in self.events)
 
     @property
     def queue_name(self) -> str:
@@ -63,8 +75,9 @@ class Subscription:
 
     @property
     def queue(self) -> Queue:
-        return Queue(self.queue_name, exchange=EVENTS_EXCHANGE,
-                     routing_key=self.binding_key, durable=True)
+        return Queue(self.queue_name, durable=True,
+                     bindings=[binding(EVENTS_EXCHANGE, routing_key=key)
+                               for key in self.binding_keys])
 
     @property
     def retry_queue(self) -> Queue:
@@ -77,22 +90,39 @@ class Subscription:
 
 
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
-    # intake keeps the journal: every event, per issue (the trace and the rates read it).
-    Subscription("intake", "record_event", None),
-    Subscription("routing", "route_issue", IssueReceived),
-    Subscription("routing", "await_rating", IssueResolved),
-    Subscription("agency", "record_assignment", AssignmentCreated),
-    Subscription("notify", "on_issue_received", IssueReceived),
-    Subscription("notify", "on_issue_dispatched", IssueDispatched),
-    Subscription("notify", "on_assignment_acknowledged", AssignmentAcknowledged),
-    Subscription("notify", "on_assignment_resolved", AssignmentResolved),
-    Subscription("notify", "on_issue_resolved", IssueResolved),
-    Subscription("notify", "on_issue_merged", IssueMerged),
-    Subscription("notify", "on_issue_escalated", IssueEscalated),
-    Subscription("notify", "on_table_convened", TableConvened),
-    Subscription("notify", "on_table_task_recorded", TableTaskRecorded),
-    Subscription("notify", "on_issue_reopened", IssueReopened),
-    Subscription("notify", "on_issue_closed", IssueClosed),
+    Subscription("routing", "route_issue", (IssueReceived,)),
+    Subscription("routing", "await_rating", (IssueResolved,)),
+    Subscription("agency", "record_assignment", (AssignmentCreated,)),
+    # Everything a resident hears about, in one queue: "received" is queued before
+    # "dispatched" (routing only publishes that after reading "received"), so the
+    # messages go out in the order the events happened without waiting on each other.
+    Subscription("notify", "on_event", (
+        IssueReceived, IssueMerged, IssueDispatched, AssignmentAcknowledged,
+        AssignmentResolved, IssueEscalated, TableConvened, TableTaskRecorded,
+        IssueResolved, IssueReopened, IssueClosed)),
+)
+
+SERVICES: tuple[str, ...] = ("intake", "routing", "agency", "notify")
+
+# Event types some service consumes. They are published ``mandatory``: if no queue
+# took one, the broker refuses it and the publisher keeps it in its outbox. The
+# others (``table.checked_in``, ``table.task_done``, ``issue.rated``) are in the
+# journal (written with the state change) and visible to ``whistle tail``; the
+# broker may drop them when nobody tails.
+CONSUMED_EVENT_TYPES: frozenset[str] = frozenset(
+    key for sub in SUBSCRIPTIONS for key in sub.binding_keys)
+
+# Queues earlier releases declared and this one no longer consumes. Every service
+# deletes them at start-up, or they would collect a copy of every event forever.
+RETIRED_QUEUES: tuple[str, ...] = (
+    # The journal is now written with each state change (shared.store), not by a consumer.
+    "whistle.intake.record_event", "whistle.intake.record_event.retry",
+    # notify reads one ordered queue (on_event) instead of one queue per event type.
+    *(f"whistle.notify.{method}{suffix}" for method in (
+        "on_issue_received", "on_issue_merged", "on_issue_dispatched",
+        "on_assignment_acknowledged", "on_assignment_resolved", "on_issue_escalated",
+        "on_table_convened", "on_table_task_recorded", "on_issue_resolved",
+        "on_issue_reopened", "on_issue_closed") for suffix in ("", ".retry")),
 )
 
 
@@ -112,7 +142,8 @@ def declarations() -> list:
 
 
 def declare_topology(connection) -> None:
-    """Declare the exchange, every subscription queue and the dead-letter queue."""
+    """Declare the exchange, every subscription queue and the dead-letter queue, and
+    delete the retired queues that are empty."""
     channel = connection.channel()
     try:
         for entity in declarations():
@@ -121,3 +152,33 @@ def declare_topology(connection) -> None:
             entity.bind(channel).declare()
     finally:
         channel.close()
+    for name in retire_queues(connection):
+        _log.warning("retired queue %s still holds messages from an earlier release and "
+                     "was kept: see README, Upgrading", name)
+
+
+def retire_queues(connection) -> list[str]:
+    """Delete the retired queues; the names of those that still hold messages.
+
+    Unbound first, so no new copies arrive. A queue with messages in it is kept
+    (``if_empty``): they are events from before the upgrade, for an operator to
+    replay or drop (README, "Upgrading"); nothing is deleted unseen.
+    """
+    kept = []
+    for name in RETIRED_QUEUES:
+        channel = connection.channel()
+        try:
+            try:
+                channel.queue_declare(name, passive=True)
+            except Exception:  # noqa: BLE001 - NOT_FOUND closes the channel: nothing to do
+                continue
+            for key in ("#", *CONSUMED_EVENT_TYPES):
+                channel.queue_unbind(name, EVENTS_EXCHANGE.name, key)
+            try:
+                channel.queue_delete(name, if_empty=True)
+            except Exception:  # noqa: BLE001 - PRECONDITION_FAILED: it holds messages
+                kept.append(name)
+        finally:
+            with contextlib.suppress(Exception):  # already closed by the broker's error
+                channel.close()
+    return kept

@@ -39,7 +39,7 @@ from shared.messaging import (
     ROUTING_KEY_HEADER,
 )
 from shared.privacy import scrub, scrub_text
-from shared.topology import DEAD_LETTER_QUEUE, DEAD_LETTER_QUEUE_NAME, SUBSCRIPTIONS
+from shared.topology import DEAD_LETTER_QUEUE, DEAD_LETTER_QUEUE_NAME, SERVICES, SUBSCRIPTIONS
 
 HTTP_TIMEOUT_S = 5.0
 PREVIEW_CHARS = 200
@@ -51,7 +51,6 @@ PEEK_TRUNCATE_BYTES = 64 * 1024
 RPC_QUEUE = "rpc-{}"  # nameko.rpc.RPC_QUEUE_TEMPLATE: one consumer per running instance
 # Headers a replayed message leaves behind, so that it gets a fresh set of attempts.
 REPLAY_DROPS_HEADERS = (ERROR_HEADER, ATTEMPTS_HEADER)
-SERVICES: tuple[str, ...] = tuple(dict.fromkeys(sub.service for sub in SUBSCRIPTIONS))
 
 
 class Unreachable(RuntimeError):

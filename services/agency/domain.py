@@ -7,13 +7,14 @@ from typing import Any
 
 from shared.contracts import (
     AssignmentAcknowledged,
+    AssignmentCreated,
     AssignmentResolved,
     AssignmentStatus,
     Event,
     IssueResolved,
     IssueStatus,
 )
-from shared.issue import IssueRecord, acknowledge, resolve
+from shared.issue import IssueRecord, TimelineEntry, acknowledge, resolve
 
 # What ?status= accepts, and which assignment states each one means.
 STATUS_FILTERS: dict[str, set[AssignmentStatus]] = {
@@ -23,6 +24,14 @@ STATUS_FILTERS: dict[str, set[AssignmentStatus]] = {
     "resolved": {AssignmentStatus.resolved},
     "all": set(AssignmentStatus),
 }
+
+
+def delivery_note(event: AssignmentCreated) -> TimelineEntry:
+    """The timeline note that the 派单 reached its agency (noted once per event)."""
+    assignment = event.assignment
+    return TimelineEntry(at=event.occurred_at, service="agency", step="assignment_delivered",
+                         detail=f"{assignment.agency_name} received the assignment "
+                                f"({assignment.role.value})", agency=assignment.agency)
 
 
 def assignment_view(record: IssueRecord, agency: str, now: datetime) -> dict[str, Any]:

@@ -11,7 +11,13 @@ from __future__ import annotations
 from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
-from services.agency.domain import STATUS_FILTERS, assignment_view, finish_part, report_in
+from services.agency.domain import (
+    STATUS_FILTERS,
+    assignment_view,
+    delivery_note,
+    finish_part,
+    report_in,
+)
 from shared import config as cfg
 from shared.auth import StaffPrincipal, authorize, bearer_token
 from shared.contracts import (
@@ -40,17 +46,10 @@ class AgencyService:
 
     @subscribe(AssignmentCreated)
     def record_assignment(self, event: AssignmentCreated) -> None:
-        """Put the delivery of the 派单 to this agency on the issue's timeline."""
-        def delivered(record):
-            new = record.model_copy(deep=True)
-            new.step(event.occurred_at, self.name, "assignment_delivered",
-                     f"{event.assignment.agency_name} received the assignment "
-                     f"({event.assignment.role.value})", agency=event.assignment.agency)
-            return new, {}
-
-        applied = self.store.apply(event.issue_id, event.event_id, delivered, self.name)
+        """Put the delivery of the 派单 to this agency on the issue's timeline (a note)."""
+        fresh = self.store.add_note(event.issue_id, event.event_id, delivery_note(event))
         self.log.info("assignment_delivered", issue_id=event.issue_id,
-                      agency=event.assignment.agency, duplicate=not applied.changed)
+                      agency=event.assignment.agency, duplicate=not fresh)
 
     # ------------------------------------------------------------------ RPC
 

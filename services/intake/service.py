@@ -15,11 +15,11 @@ from nameko.rpc import rpc
 from services.intake.domain import accept_issue
 from services.intake.stats import StatsWindow, compute_stats
 from shared import config as cfg
-from shared.contracts import Event, IssueFilter, SubmitIssue, new_id, utcnow
+from shared.contracts import IssueFilter, SubmitIssue, new_id, utcnow
 from shared.errors import EXPECTED_ERRORS
 from shared.issue import public_view
-from shared.logging import CallStack, WorkerLogger
-from shared.messaging import EventBus, subscribe
+from shared.logging import WorkerLogger
+from shared.messaging import EventBus
 from shared.store import Store, day_of
 from shared.web import health_report, http, json_response, read_json, validate
 
@@ -30,19 +30,7 @@ class IntakeService:
     store = Store()
     bus = EventBus()
     log = WorkerLogger()
-    call_stack = CallStack()
     config = Config()
-
-    # --------------------------------------------------------------- events
-
-    @subscribe()
-    def record_event(self, event: Event) -> None:
-        """The journal: every event about an issue, once, for traces and the three rates."""
-        # Who produced it: the publishing worker's call id ("routing.route_issue.<uuid>").
-        producer = self.call_stack[-2] if len(self.call_stack) > 1 else None
-        entry = {"event_type": event.event_type, **event.model_dump(mode="json"),
-                 "call_id": producer, "recorded_at": utcnow().isoformat()}
-        self.store.record_event(event.issue_id, event.event_id, entry)
 
     # ------------------------------------------------------------------ RPC
 
@@ -53,7 +41,7 @@ class IntakeService:
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_issue(self, issue_id: str) -> dict:
-        return public_view(self.store.get(issue_id), self.store.contact(issue_id))
+        return public_view(self.store.get_with_notes(issue_id), self.store.contact(issue_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_issues(self, filters: dict | None = None) -> list[dict]:
@@ -62,7 +50,7 @@ class IntakeService:
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_events(self, issue_id: str) -> list[dict]:
-        """The issue's journal: every event, in arrival order."""
+        """The issue's journal: every event, in the order it was committed."""
         self.store.get(issue_id)
         return self.store.journal(issue_id)
 

@@ -125,14 +125,25 @@ class DeskOutboxChannel:
     day), pushes and trims, so each message lands once even when Redis dies between
     the push and the delivery record and the event is redelivered. Redis errors
     propagate: the outbox is our own store, so a failure is transient and retried.
+
+    The desk lives in the same Redis as the delivery records, so
+    :meth:`deliver_recorded` can push a message and record it sent in the same
+    script: one round trip, and no window in which it is pushed but not recorded.
     """
 
+    # KEYS: outbox, pushed marker[, records hash]; ARGV: entry, max entries[, id, record].
+    # With a records hash, an existing record wins: it is returned and nothing is pushed.
     _PUSH_ONCE = """
+    if #KEYS == 3 then
+        local existing = redis.call('HGET', KEYS[3], ARGV[3])
+        if existing then return existing end
+    end
     if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 86400) then
         redis.call('LPUSH', KEYS[1], ARGV[1])
         redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
     end
-    return 1
+    if #KEYS == 3 then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
+    return false
     """
 
     name = DESK
@@ -147,13 +158,23 @@ class DeskOutboxChannel:
         self._push_once = None  # registered on first use: building a channel needs no Redis
 
     def deliver(self, message: OutgoingMessage) -> DeliveryResult:
+        self._push(message)
+        return DeliveryResult(ok=True, channel=self.name)
+
+    def deliver_recorded(self, message: OutgoingMessage, records_key: str,
+                         sent_record: str) -> str | None:
+        """Push and store ``sent_record`` under the message's id in ``records_key``,
+        atomically, unless a record is there already: then return it, push nothing."""
+        return self._push(message, [records_key], [message.notification_id, sent_record])
+
+    def _push(self, message: OutgoingMessage, keys: list[str] = (), args: list[str] = ()):
         entry = message.payload()
         entry["at"] = entry.pop("sent_at")
         if self._push_once is None:
             self._push_once = self.redis.register_script(self._PUSH_ONCE)
-        self._push_once(keys=[self.key, f"{self.pushed_prefix}:{message.notification_id}"],
-                        args=[json.dumps(entry, ensure_ascii=False), self.max_entries])
-        return DeliveryResult(ok=True, channel=self.name)
+        return self._push_once(
+            keys=[self.key, f"{self.pushed_prefix}:{message.notification_id}", *keys],
+            args=[json.dumps(entry, ensure_ascii=False), self.max_entries, *args])
 
 
 # ---------------------------------------------------------------------- webhook

@@ -63,7 +63,7 @@ from shared.contracts import (
     utcnow,
 )
 from shared.errors import EXPECTED_ERRORS
-from shared.issue import IssueRecord
+from shared.issue import IssueRecord, TimelineEntry
 from shared.logging import WorkerLogger
 from shared.messaging import Deferred, subscribe
 from shared.store import RedisProvider, Store
@@ -75,6 +75,16 @@ _log = getLogger(__name__)
 # before them (see recipients.ordering_waits): briefly, never for long.
 ORDERING_GRACE_S = 3.0
 ORDERING_RECHECK_S = 0.1
+
+# Event type -> the method that tells people about it.
+ANNOUNCED: dict[type[Event], str] = {
+    IssueReceived: "on_issue_received", IssueMerged: "on_issue_merged",
+    IssueDispatched: "on_issue_dispatched", AssignmentAcknowledged: "on_assignment_acknowledged",
+    AssignmentResolved: "on_assignment_resolved", IssueEscalated: "on_issue_escalated",
+    TableConvened: "on_table_convened", TableTaskRecorded: "on_table_task_recorded",
+    IssueResolved: "on_issue_resolved", IssueReopened: "on_issue_reopened",
+    IssueClosed: "on_issue_closed",
+}
 
 Variables = Callable[[IssueRecord, str, str], dict]
 """(the event's issue, the reader's language, the reader's report) -> the template's variables."""
@@ -124,17 +134,19 @@ class NotifyService:
     log = WorkerLogger()
     config = Config()
 
-    @subscribe(IssueReceived)
+    @subscribe(*ANNOUNCED)
+    def on_event(self, event: Event) -> None:
+        """Every event a resident hears about, from one queue, in the order published."""
+        getattr(self, ANNOUNCED[type(event)])(event)
+
     def on_issue_received(self, event: IssueReceived) -> None:
         self._tell(event, "received", lambda record, lang, _reader: {"issue_id": record.issue_id})
 
-    @subscribe(IssueMerged)
     def on_issue_merged(self, event: IssueMerged) -> None:
         """Tell the neighbour whose report this was which open issue now carries it."""
         self._tell(event, "merged", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "into_issue_id": event.into_issue_id})
 
-    @subscribe(IssueDispatched)
     def on_issue_dispatched(self, event: IssueDispatched) -> None:
         def variables(record: IssueRecord, lang: str, _reader: str) -> dict:
             lead = next(a for a in event.assignments if a.role.value == "lead")
@@ -143,12 +155,10 @@ class NotifyService:
 
         self._tell(event, "dispatched", variables)
 
-    @subscribe(AssignmentAcknowledged)
     def on_assignment_acknowledged(self, event: AssignmentAcknowledged) -> None:
         self._tell(event, "acknowledged", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "agency": _agency_name(event, lang)})
 
-    @subscribe(IssueEscalated)
     def on_issue_escalated(self, event: IssueEscalated) -> None:
         """The supervisor at the new level first, then every reporter."""
         record = self.store.get(event.issue_id)
@@ -159,19 +169,16 @@ class NotifyService:
             "supervisor": in_language(lang, event.supervisor, event.supervisor_en),
         }, record=record, failures=failures)
 
-    @subscribe(TableConvened)
     def on_table_convened(self, event: TableConvened) -> None:
         self._tell(event, "table_convened", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "meets_at": event.meets_at, "place": event.place,
             "agencies": [_agency_name(a, lang) for a in event.agencies]})
 
-    @subscribe(TableTaskRecorded)
     def on_table_task_recorded(self, event: TableTaskRecorded) -> None:
         self._tell(event, "table_decision", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "agency": _agency_name(event.agency, lang),
             "task": event.description, "due": event.due})
 
-    @subscribe(AssignmentResolved)
     def on_assignment_resolved(self, event: AssignmentResolved) -> None:
         """In a multi-agency case, tell the resident each agency's part is done."""
         if not event.remaining_agencies:
@@ -181,7 +188,6 @@ class NotifyService:
             "remaining": [_agency_name(a, lang) for a in record.assignments
                           if a.agency in event.remaining_agencies]})
 
-    @subscribe(IssueResolved)
     def on_issue_resolved(self, event: IssueResolved) -> None:
         """Every part is done; then each reporter's own rating link (民事民评).
 
@@ -194,14 +200,12 @@ class NotifyService:
         self._tell(event, "rating_request", self._rating_link(event, record), record=record,
                    failures=failures)
 
-    @subscribe(IssueReopened)
     def on_issue_reopened(self, event: IssueReopened) -> None:
         """Not satisfied: back to the agencies, with fresh deadlines, one level up."""
         self._tell(event, "reopened", lambda record, lang, _reader: {
             **_assigned(record, event.assignments, lang),
             "reason": comment_or_none(event.reason, lang)})
 
-    @subscribe(IssueClosed)
     def on_issue_closed(self, event: IssueClosed) -> None:
         self._tell(event, "closed", lambda record, lang, reader: {
             "issue_id": record.issue_id,
@@ -307,13 +311,9 @@ class NotifyService:
                                      event.issue_id, reporter=message.issue_id, level=level,
                                      note=note)
         if outcome.fresh:
-            def noted(current: IssueRecord):
-                new = current.model_copy(deep=True)
-                new.step(utcnow(), self.name, step, detail)
-                return new, {}
-
-            self.store.apply(event.issue_id, f"notified:{message.notification_id}", noted,
-                             self.name)
+            self.store.add_note(event.issue_id, f"notified:{message.notification_id}",
+                                TimelineEntry(at=utcnow(), service=self.name, step=step,
+                                              detail=detail))
         self.log.info(step, issue_id=event.issue_id, recipient_issue=message.issue_id,
                       kind=message.kind, status=outcome.status, channel=outcome.channel,
                       detail=outcome.detail, duplicate=not outcome.fresh)

@@ -181,11 +181,13 @@ def audit(client: redis.Redis, prefix: str, accepted: Sequence[str] = ()) -> Aud
     for issue_id in ids:
         pipe.get(keys.issue(issue_id))
         pipe.hvals(keys.notifications(issue_id))
+        pipe.hvals(keys.notes(issue_id))
     raws = pipe.execute()
-    result = Audit(stored=sum(raw is not None for raw in raws[::2]))
-    for issue_id, raw, notes in zip(ids, raws[::2], raws[1::2], strict=True):
+    result = Audit(stored=sum(raw is not None for raw in raws[::3]))
+    for issue_id, raw, notes, timeline_notes in zip(ids, raws[::3], raws[1::3], raws[2::3],
+                                                    strict=True):
         told = [json.loads(n) for n in notes]
-        missing, extra_steps = _missing(raw, told)
+        missing, extra_steps = _missing(raw, told, [json.loads(n) for n in timeline_notes])
         if missing:
             result.pending[issue_id] = "; ".join(missing)
         elif not any(n["kind"] == "dispatched" and n["status"] == "sent" for n in told):
@@ -205,13 +207,15 @@ def audit(client: redis.Redis, prefix: str, accepted: Sequence[str] = ()) -> Aud
     return result
 
 
-def _missing(raw: str | None, notifications: list[dict]) -> tuple[list[str], int]:
-    """What an issue still lacks, and how many of its steps happened twice."""
+def _missing(raw: str | None, notifications: list[dict],
+             notes: list[dict]) -> tuple[list[str], int]:
+    """What an issue still lacks, and how many of its steps happened twice (the
+    timeline is the record's steps and the notes beside it)."""
     if raw is None:
         return ["not stored"], 0
     record = json.loads(raw)
     missing = [] if record["status"] == "dispatched" else [f"status {record['status']}"]
-    steps = Counter((s["step"], s.get("agency")) for s in record["timeline"])
+    steps = Counter((s["step"], s.get("agency")) for s in [*record["timeline"], *notes])
     extra = sum(n - 1 for (step, _), n in steps.items()
                 if step in ("dispatched", "assignment_delivered") and n > 1)
     if not record["assignments"]:

@@ -101,7 +101,7 @@ def test_a_refusing_webhook_is_retried_with_the_event_until_it_accepts(
     assert {r.headers["Idempotency-Key"] for r in gateway.requests} == \
         {message_id(event.event_id, "received")}
     assert all(signed(r) for r in gateway.requests)
-    steps = [s.detail for s in store.get(event.issue_id).timeline if s.service == "notify"]
+    steps = [s.detail for s in store.get_with_notes(event.issue_id).timeline if s.service == "notify"]
     assert steps == ["received message sent via webhook"]
     assert dead_letters(amqp) == []
 
@@ -126,7 +126,7 @@ def test_a_webhook_that_always_refuses_is_marked_failed_and_the_rest_still_flows
     assert len(gateway.requests) == NOTIFY_ATTEMPTS
     assert all(signed(r) for r in gateway.requests)
     assert (desk["status"], desk["channel"], desk["attempts"]) == ("sent", "desk", 1)
-    steps = [s.detail for s in store.get(refused.issue_id).timeline if s.service == "notify"]
+    steps = [s.detail for s in store.get_with_notes(refused.issue_id).timeline if s.service == "notify"]
     assert steps == ["received message failed via webhook (HTTP 500)"]
     assert dead_letters(amqp) == []
     # A redelivered event does not try a message notify has given up on.
@@ -205,7 +205,7 @@ def test_a_choice_that_cannot_be_honoured_goes_to_the_desk_and_says_why(
     assert second["detail"] == "preferred webhook not configured; sent to desk"
     outbox = store.redis.lrange(store.keys.desk_outbox, 0, -1)
     assert len(outbox) == 2
-    steps = [s.detail for s in store.get(no_webhook.issue_id).timeline if s.service == "notify"]
+    steps = [s.detail for s in store.get_with_notes(no_webhook.issue_id).timeline if s.service == "notify"]
     assert steps == ["received message sent via desk "
                      "(preferred webhook not configured; sent to desk)"]
 

@@ -126,7 +126,7 @@ def test_every_reporter_gets_the_primarys_updates_under_their_own_report(notify,
     assert len(outbox) == 5 == len({e["notification_id"] for e in outbox})
     assert {e["recipient"]["phone"] for e in outbox if e["issue_id"] == NEIGHBOUR} == \
         {"13700001111"}
-    details = [s.detail for s in store.get(PRIMARY).timeline if s.step == "resident_notified"]
+    details = [s.detail for s in store.get_with_notes(PRIMARY).timeline if s.step == "resident_notified"]
     assert sorted(details) == ["dispatched message sent via desk",
                                f"dispatched message sent via desk to the reporter of {NEIGHBOUR}",
                                "received message sent via desk"]
@@ -154,10 +154,10 @@ def test_escalation_tells_the_supervisor_once_and_every_reporter_once(notify, am
     [neighbour] = told(notify, NEIGHBOUR)
     assert (neighbour["kind"], neighbour["audience"]) == ("escalated", "resident")
     assert "escalated to the street office: Bintai Street Office" in neighbour["text"]
-    steps = [s.step for s in store.get(PRIMARY).timeline if s.service == "notify"]
+    steps = [s.step for s in store.get_with_notes(PRIMARY).timeline if s.service == "notify"]
     assert sorted(steps) == ["resident_notified", "resident_notified", "supervisor_notified"]
     assert any(s.detail.startswith("supervisor (street) notified")
-               for s in store.get(PRIMARY).timeline)
+               for s in store.get_with_notes(PRIMARY).timeline)
 
 
 def test_table_session_names_place_and_agencies_to_every_reporter(notify, amqp):

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 WHISTLE = str(Path(sys.executable).with_name("whistle"))
 PHONE, OTHER_PHONE = "13812345678", "13987654321"
-ROUTE_QUEUE, NOTIFY_QUEUE = "whistle.routing.route_issue", "whistle.notify.on_issue_received"
+ROUTE_QUEUE, NOTIFY_QUEUE = "whistle.routing.route_issue", "whistle.notify.on_event"
 EVENT = {
     "event_id": "ev-0301", "trace_id": "trace-0301", "causation_id": None,
     "occurred_at": "2026-11-21T08:00:00+00:00", "schema_version": 1,

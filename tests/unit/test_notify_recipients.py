@@ -326,7 +326,7 @@ def test_message_id_differs_per_reporter_and_is_deterministic():
 
 
 class FakeStore:
-    """``IssueStore``'s reads and its idempotent ``apply``, in memory."""
+    """``IssueStore``'s reads, its idempotent ``apply`` and notes, in memory."""
 
     def __init__(self, *records: IssueRecord, contacts: dict | None = None):
         self.records = {r.issue_id: r for r in records}
@@ -345,6 +345,16 @@ class FakeStore:
         if (issue_id, event_id) not in self.applied:
             self.applied.add((issue_id, event_id))
             self.records[issue_id], _ = change(self.get(issue_id))
+
+    def add_note(self, issue_id, note_id, entry):
+        """Notes kept on the record's timeline, as ``get_with_notes`` shows them."""
+        if (issue_id, note_id) in self.applied:
+            return False
+        self.applied.add((issue_id, note_id))
+        record = self.get(issue_id).model_copy(deep=True)
+        record.step(entry.at, entry.service, entry.step, entry.detail, entry.agency)
+        self.records[issue_id] = record
+        return True
 
 
 @dataclass
