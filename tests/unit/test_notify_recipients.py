@@ -656,12 +656,13 @@ def test_default_attempts_are_accepted():
     assert check_attempts({cfg.NOTIFY_MAX_ATTEMPTS: "2", cfg.MAX_ATTEMPTS: "3"}) == 2
 
 
-def test_a_message_whose_predecessor_is_not_settled_is_deferred_not_waited_for(notify,
-                                                                              messenger):
+def test_a_message_whose_predecessor_stays_unsettled_is_deferred_after_a_short_look(
+        notify, messenger):
     from shared.messaging import Deferred
 
     class Unsettled(FakeDeliveries):
         def settled(self, issue_id, kind, count):
+            self.waits.append((issue_id, kind, count))
             return False
 
     messenger.deliveries = Unsettled()
@@ -669,3 +670,15 @@ def test_a_message_whose_predecessor_is_not_settled_is_deferred_not_waited_for(n
         notify.on_issue_dispatched(dispatched())
     assert deferred.value.delay_s < 1 and "received" in str(deferred.value)
     assert messenger.deliveries.sent == []
+    assert len(messenger.deliveries.waits) > 1  # looked again before giving the worker up
+
+
+def test_a_predecessor_settling_during_the_short_look_is_not_deferred(notify, messenger):
+    class SettlesOnTheThirdLook(FakeDeliveries):
+        def settled(self, issue_id, kind, count):
+            self.waits.append((issue_id, kind, count))
+            return len(self.waits) >= 3
+
+    messenger.deliveries = SettlesOnTheThirdLook()
+    notify.on_issue_dispatched(dispatched())
+    assert [m.kind for m in messenger.deliveries.to(PRIMARY)] == ["dispatched"]
