@@ -15,8 +15,9 @@ Here instead:
   ``mandatory=True`` to ``whistle.events``; every service declares the whole
   topology at start-up. Events are first written to a per-service outbox hash
   in Redis *in the same MULTI as the state change* (see ``shared.store``), then
-  published and removed; a relay thread republishes anything left behind by a
-  crash or a broker outage. Delivery is therefore at-least-once, and every
+  published in batches by a background thread, one wait for the confirms per
+  batch (``shared.publishing``), and removed; a relay thread republishes anything
+  left behind by a crash or a broker outage. Delivery is therefore at-least-once, and every
   consumer is idempotent by ``event_id``.
 - :class:`EventSubscriber` (``@subscribe(EventModel)``) validates each body into
   its pydantic model, acks only after the worker returns, and on failure
@@ -27,7 +28,9 @@ Here instead:
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from functools import partial
@@ -46,6 +49,7 @@ from shared import config as cfg
 from shared.contracts import Event
 from shared.errors import InvalidPayload
 from shared.privacy import scrub_text
+from shared.publishing import BatchPublisher, PublishedEvent
 from shared.store import Keys, connect
 from shared.topology import (
     CONSUMED_EVENT_TYPES,
@@ -67,8 +71,6 @@ SOURCE_HEADER = "x-whistle-source"
 # type travels in a header too.
 EVENT_TYPE_HEADER = "x-whistle-event-type"
 MAX_RETRY_DELAY_S = 60.0
-FAIL_FAST = {"retry": False, "transport_options": {
-    "max_retries": 0, "interval_start": 0, "interval_step": 0, "interval_max": 0}}
 
 
 class Deferred(Exception):  # noqa: N818 - a signal, not an error
@@ -113,7 +115,18 @@ def envelope(event: Event, source: str, call_id_stack: list[str] | None = None) 
 
 
 class EventBus(DependencyProvider):
-    """Stages events in the Redis outbox and publishes them.
+    """Stages events in the Redis outbox and publishes them in the background.
+
+    A worker writes its events to the outbox with its state change, hands them to
+    the bus and returns: it never waits for the broker. One publishing thread per
+    container takes everything handed over so far, publishes it as one batch and
+    waits once for the broker's confirms (``shared.publishing``), then removes the
+    confirmed entries from the outbox in one round trip. Under load the batches
+    grow by themselves, so the cost per event falls as the rate rises.
+
+    Anything not confirmed stays in the outbox, and the relay thread publishes it
+    once it is older than ``RELAY_GRACE_S``: after a broker outage, or a crash
+    between the commit and the publish.
 
     Usage::
 
@@ -128,78 +141,101 @@ class EventBus(DependencyProvider):
     """
 
     RELAY_INTERVAL_S = 1.0
-    # Entries younger than this are probably being published by their worker
-    # right now; the relay leaves them alone to avoid needless duplicates.
+    # Entries younger than this are probably being published by the publishing
+    # thread right now; the relay leaves them alone to avoid needless duplicates.
     RELAY_GRACE_S = 3.0
+    BATCH_LIMIT = 500
 
     def setup(self):
         config = self.container.config
         self.amqp_uri = cfg.get(config, cfg.AMQP_URI)
-        self.publisher = make_publisher(self.amqp_uri)
+        self.publisher = BatchPublisher(self.amqp_uri, EVENTS_EXCHANGE.name)
         self.redis = connect(cfg.get(config, cfg.REDIS_URL))
         self.outbox_key = Keys(cfg.get(config, cfg.KEY_PREFIX)).outbox(self.container.service_name)
-        self._relay_gt = None
+        self._pending: dict[str, str] = {}
+        self._handed_over = threading.Event()  # green under nameko
+        self._threads = []
 
     def start(self):
         with Connection(self.amqp_uri) as connection:
             declare_topology(connection)
-        self._relay_gt = self.container.spawn_managed_thread(self._relay_forever)
+        self._threads = [self.container.spawn_managed_thread(self._publish_forever),
+                         self.container.spawn_managed_thread(self._relay_forever)]
 
     def stop(self):
-        self._stop_relay()
+        # Workers have finished: publish what they handed over, then stop.
+        self._publish_pending()
+        self._stop_threads()
+        self.publisher.close()
         self.redis.close()
 
     def kill(self):
-        self._stop_relay()
+        self._stop_threads()
+        self.publisher.close()
 
-    def _stop_relay(self):
-        if self._relay_gt is not None:
-            self._relay_gt.kill()
-            self._relay_gt = None
+    def _stop_threads(self):
+        threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.kill()
 
     def get_dependency(self, worker_ctx):
         return BoundEventBus(self, worker_ctx)
 
     # ------------------------------------------------------------ publishing
 
-    def publish_entries(self, entries: dict[str, str], fail_fast: bool = False) -> int:
-        """Publish outbox entries and remove each once the broker confirmed it.
+    def hand_over(self, entries: dict[str, str]) -> None:
+        """Publish these committed outbox entries soon; returns at once."""
+        self._pending.update(entries)
+        self._handed_over.set()
 
-        ``fail_fast`` is for workers answering a request: with the broker down
-        they give up at once (the entry is safe in the outbox and the relay
-        publishes it later) instead of holding the caller for seconds of retries.
+    def publish_entries(self, entries: dict[str, str]) -> int:
+        """Publish outbox entries as one batch; remove the confirmed ones from the outbox.
+
+        Raises once the batch is done if any entry was not confirmed (it stays in
+        the outbox for the relay).
         """
-        options = FAIL_FAST if fail_fast else {}
-        published, failure = [], None
+        messages = []
         for message_id, raw in entries.items():
             entry = json.loads(raw)
-            try:
-                self.publisher.publish(entry["body"], exchange=EVENTS_EXCHANGE,
-                                       routing_key=entry["routing_key"],
-                                       headers=entry["headers"], message_id=message_id,
-                                       mandatory=is_mandatory(entry["routing_key"]),
-                                       **options)
-            except Exception as exc:  # keep going: one bad entry must not hold back the rest
-                _log.warning("could not publish %s (%s): %s", entry["routing_key"], message_id,
-                             type(exc).__name__)
-                failure = exc
-                continue
-            published.append(message_id)
-        if published:
+            messages.append(PublishedEvent(message_id, entry["routing_key"], entry["body"],
+                                           entry["headers"],
+                                           mandatory=is_mandatory(entry["routing_key"])))
+        result = self.publisher.publish(messages)
+        if result.confirmed:
             # Every confirmed entry in one round trip (a crash before it only means the
             # relay publishes them again: at-least-once, and consumers are idempotent).
-            self.redis.hdel(self.outbox_key, *published)
-        if failure is not None:
-            raise failure
-        return len(published)
+            self.redis.hdel(self.outbox_key, *result.confirmed)
+        if result.failed:
+            reasons = sorted(set(result.failed.values()))
+            raise PublishFailed(f"{len(result.failed)} event(s) not confirmed: "
+                                f"{'; '.join(reasons)}")
+        return len(result.confirmed)
+
+    def _publish_pending(self) -> None:
+        while self._pending:
+            batch = dict(itertools.islice(self._pending.items(), self.BATCH_LIMIT))
+            for message_id in batch:
+                del self._pending[message_id]
+            try:
+                self.publish_entries(batch)
+            except Exception as exc:  # broker or Redis trouble: the relay takes them later
+                _log.warning("publish of %d event(s) left to the outbox relay: %s",
+                             len(batch), type(exc).__name__)
+
+    def _publish_forever(self):
+        while True:
+            self._handed_over.wait()
+            self._handed_over.clear()
+            self._publish_pending()
 
     def relay_once(self, grace_s: float | None = None) -> int:
         """Publish outbox entries older than the grace period (crash or outage leftovers)."""
         grace = self.RELAY_GRACE_S if grace_s is None else grace_s
         now = time.time()
-        stale = {mid: raw for mid, raw in self.redis.hgetall(self.outbox_key).items()
-                 if now - json.loads(raw).get("staged_at", 0) >= grace}
-        return self.publish_entries(stale) if stale else 0
+        stale = [(mid, raw) for mid, raw in self.redis.hgetall(self.outbox_key).items()
+                 if now - json.loads(raw).get("staged_at", 0) >= grace]
+        return sum(self.publish_entries(dict(stale[i:i + self.BATCH_LIMIT]))
+                   for i in range(0, len(stale), self.BATCH_LIMIT))
 
     def _relay_forever(self):
         while True:
@@ -211,6 +247,10 @@ class EventBus(DependencyProvider):
             except Exception as exc:  # broker or Redis down: try again next round
                 _log.warning("outbox relay deferred: %s", type(exc).__name__)
             eventlet.sleep(self.RELAY_INTERVAL_S)
+
+
+class PublishFailed(Exception):
+    """Some events of a batch were not confirmed by the broker; they stay in the outbox."""
 
 
 class BoundEventBus:
@@ -228,13 +268,10 @@ class BoundEventBus:
                 for event in events}
 
     def publish(self, entries: dict[str, str]) -> None:
-        """Publish now; if the broker is unreachable the relay publishes later."""
-        if not entries:
-            return
-        try:
-            self._bus.publish_entries(entries, fail_fast=True)
-        except Exception as exc:
-            _log.warning("publish deferred to outbox relay: %s", type(exc).__name__)
+        """Publish these committed entries soon, without waiting for the broker: with
+        the broker down they stay in the outbox and the relay publishes them later."""
+        if entries:
+            self._bus.hand_over(entries)
 
 
 class DeadLetteringQueueConsumer(QueueConsumer):

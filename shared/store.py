@@ -150,13 +150,17 @@ class IssueStore:
     # ------------------------------------------------------------------ reads
 
     def get(self, issue_id: str) -> IssueRecord:
-        if not isinstance(issue_id, str) or not ISSUE_ID.fullmatch(issue_id):
-            # Never echo a malformed id: callers paste all sorts of things in there.
-            raise NotFound("no such issue (issue ids look like WH-20261121-0001)")
+        self._check_id(issue_id)
         raw = self._call(self.redis.get, self.keys.issue(issue_id))
         if raw is None:
             raise NotFound(f"no issue {issue_id}")
         return IssueRecord.model_validate_json(raw)
+
+    @staticmethod
+    def _check_id(issue_id: str) -> None:
+        if not isinstance(issue_id, str) or not ISSUE_ID.fullmatch(issue_id):
+            # Never echo a malformed id: callers paste all sorts of things in there.
+            raise NotFound("no such issue (issue ids look like WH-20261121-0001)")
 
     def get_with_notes(self, issue_id: str) -> IssueRecord:
         """The record with its notes merged into the timeline, in time order: what
@@ -168,6 +172,17 @@ class IssueStore:
             # sorted() is stable: a note at the same instant as a step comes after it.
             record.timeline = sorted([*record.timeline, *notes], key=lambda e: e.at)
         return record
+
+    def get_with_contact(self, issue_id: str) -> tuple[IssueRecord, dict[str, str]]:
+        """The record and the resident's contact, in one round trip."""
+        self._check_id(issue_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.issue(issue_id))
+        pipe.hgetall(self.keys.contact(issue_id))
+        raw, contact = self._call(pipe.execute)
+        if raw is None:
+            raise NotFound(f"no issue {issue_id}")
+        return IssueRecord.model_validate_json(raw), contact
 
     def contact(self, issue_id: str) -> dict[str, str]:
         return self._call(self.redis.hgetall, self.keys.contact(issue_id))

@@ -127,14 +127,16 @@ class DeskOutboxChannel:
     propagate: the outbox is our own store, so a failure is transient and retried.
 
     The desk lives in the same Redis as the delivery records, so
-    :meth:`deliver_recorded` can push a message and record it sent in the same
-    script: one round trip, and no window in which it is pushed but not recorded.
+    :meth:`deliver_recorded` can push a message, record it sent and note it on the
+    timeline in the same script: one round trip, and no window in which it is pushed
+    but not recorded.
     """
 
-    # KEYS: outbox, pushed marker[, records hash]; ARGV: entry, max entries[, id, record].
-    # With a records hash, an existing record wins: it is returned and nothing is pushed.
+    # KEYS: outbox, pushed marker[, records hash[, notes hash]];
+    # ARGV: entry, max entries[, id, record[, note id, note]].
+    # With a records hash, an existing record wins: it is returned and nothing is written.
     _PUSH_ONCE = """
-    if #KEYS == 3 then
+    if #KEYS >= 3 then
         local existing = redis.call('HGET', KEYS[3], ARGV[3])
         if existing then return existing end
     end
@@ -142,7 +144,8 @@ class DeskOutboxChannel:
         redis.call('LPUSH', KEYS[1], ARGV[1])
         redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
     end
-    if #KEYS == 3 then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
+    if #KEYS >= 3 then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
+    if #KEYS == 4 then redis.call('HSETNX', KEYS[4], ARGV[5], ARGV[6]) end
     return false
     """
 
@@ -161,11 +164,19 @@ class DeskOutboxChannel:
         self._push(message)
         return DeliveryResult(ok=True, channel=self.name)
 
-    def deliver_recorded(self, message: OutgoingMessage, records_key: str,
-                         sent_record: str) -> str | None:
+    def deliver_recorded(self, message: OutgoingMessage, records_key: str, sent_record: str,
+                         note: tuple[str, str, str] | None = None) -> str | None:
         """Push and store ``sent_record`` under the message's id in ``records_key``,
-        atomically, unless a record is there already: then return it, push nothing."""
-        return self._push(message, [records_key], [message.notification_id, sent_record])
+        atomically, unless a record is there already: then return it, write nothing.
+
+        ``note``: (hash, field, value) written with it, once (``HSETNX``): the timeline
+        note that says the message went (``shared.store``, notes).
+        """
+        keys, args = [records_key], [message.notification_id, sent_record]
+        if note is not None:
+            keys.append(note[0])
+            args += [note[1], note[2]]
+        return self._push(message, keys, args)
 
     def _push(self, message: OutgoingMessage, keys: list[str] = (), args: list[str] = ()):
         entry = message.payload()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,6 +37,7 @@ import redis
 
 from services.notify.channels import DESK, Channels, DeskOutboxChannel, OutgoingMessage
 from services.notify.recipients import RESIDENT, SUPERVISOR
+from shared.issue import TimelineEntry
 from shared.messaging import Deferred
 from shared.privacy import mask_email, mask_name, mask_phone
 from shared.store import Keys
@@ -58,6 +60,20 @@ class Outcome:
     channel: str
     detail: str = ""
     note: str = ""  # why it did not go by the resident's preferred channel
+    noted: bool = False  # its timeline note was written with the record
+
+
+@dataclass(frozen=True)
+class TimelineNote:
+    """The note a settled message leaves on an issue's timeline (``IssueStore.add_note``)."""
+
+    issue_id: str
+    note_id: str
+    entry: TimelineEntry
+
+
+NoteFor = Callable[[Outcome], TimelineNote]
+"""The timeline note to write for an outcome, when it is written with the record."""
 
 
 def message_id(event_id: str, kind: str, reporter: str | None = None) -> str:
@@ -80,18 +96,20 @@ class Deliveries:
         self.prefix = prefix
         self.max_attempts = max_attempts
 
-    def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT) -> Outcome:
+    def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT,
+                     note_for: NoteFor | None = None) -> Outcome:
         """Send unless already settled; record it under ``message.issue_id``'s notifications.
 
         ``message.recipient`` is a resident's contact (possibly empty: the desk relays
-        it), or a supervisor's role, level and office name. Raises
-        :class:`DeliveryFailed` only when another worker is sending it right now.
+        it), or a supervisor's role, level and office name. Raises ``Deferred`` when
+        another worker is sending it right now. Through the desk, ``note_for``'s note is
+        written in the same step as the record (``Outcome.noted``).
         """
         nid = message.notification_id
         key = self.keys.notifications(message.issue_id)
         channel, note = self.channels.for_message(message, supervisor=audience == SUPERVISOR)
         if channel.name == DESK:
-            outcome = self._deliver_to_desk(channel, message, audience, key, note)
+            outcome = self._deliver_to_desk(channel, message, audience, key, note, note_for)
             if outcome is not None:
                 return outcome
         raw = self.redis.hget(key, nid)
@@ -120,7 +138,8 @@ class Deliveries:
                        note)
 
     def _deliver_to_desk(self, desk: DeskOutboxChannel, message: OutgoingMessage,
-                         audience: str, key: str, note: str) -> Outcome | None:
+                         audience: str, key: str, note: str,
+                         note_for: NoteFor | None) -> Outcome | None:
         """The desk in one atomic step: pushed and recorded sent, or already settled.
 
         No lease is needed: the script is atomic. ``None`` when an earlier attempt
@@ -130,9 +149,14 @@ class Deliveries:
         now = _now()
         record = attempted(new_record(message, audience, DESK, now), message, True, DESK, "",
                            note, now, self.max_attempts)
-        raw = desk.deliver_recorded(message, key, json.dumps(record, ensure_ascii=False))
+        sent = Outcome(True, SENT, DESK, record["detail"], note, noted=note_for is not None)
+        timeline = note_for(sent) if note_for is not None else None
+        raw = desk.deliver_recorded(
+            message, key, json.dumps(record, ensure_ascii=False),
+            note=timeline and (self.keys.notes(timeline.issue_id), timeline.note_id,
+                               timeline.entry.model_dump_json()))
         if raw is None:
-            return Outcome(True, SENT, DESK, record["detail"], note)
+            return sent
         existing = json.loads(raw)
         if existing["status"] in FINAL:
             return Outcome(False, existing["status"], existing["channel"],

@@ -28,7 +28,14 @@ from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
 from services.notify.channels import RECIPIENT_FIELDS, OutgoingMessage, build_channels
-from services.notify.delivery import QUEUED, Deliveries, DeliveryFailed, message_id
+from services.notify.delivery import (
+    QUEUED,
+    Deliveries,
+    DeliveryFailed,
+    Outcome,
+    TimelineNote,
+    message_id,
+)
 from services.notify.recipients import (
     RESIDENT,
     SUPERVISOR,
@@ -270,7 +277,9 @@ class NotifyService:
                         record: IssueRecord | None = None,
                         failures: list[DeliveryFailed] | None = None) -> list[DeliveryFailed]:
         """Try every reporter once; the failures so far (to retry the event with)."""
-        record = record or self.store.get(event.issue_id)
+        contacts = {}
+        if record is None:
+            record, contacts[event.issue_id] = self.store.get_with_contact(event.issue_id)
         failures = list(failures or [])
         within_grace = (utcnow() - event.occurred_at).total_seconds() < ORDERING_GRACE_S
         for reporter in recipients_for(record, kind):
@@ -283,7 +292,7 @@ class NotifyService:
             language = reader.language.value
             values = variables(record, language, reporter)
             templates = self.messenger.templates
-            contact = self.store.contact(reporter)
+            contact = contacts[reporter] if reporter in contacts else self.store.contact(reporter)
             message = OutgoingMessage(
                 notification_id=message_id(event.event_id, kind, None if own else reporter),
                 issue_id=reporter, kind=kind, language=language,
@@ -321,20 +330,26 @@ class NotifyService:
     def _deliver(self, event: Event, message: OutgoingMessage,
                  audience: str) -> list[DeliveryFailed]:
         """Deliver once and put it on the event's issue timeline; the failures, if any."""
-        # A message another worker is sending raises Deferred: the event comes back.
-        outcome = self.messenger.deliveries.deliver_once(message, audience)
         level = message.recipient["level"] if audience == SUPERVISOR else None
-        note = outcome.note or (outcome.detail if outcome.status == "failed" else "")
-        step, detail = notified_step(message.kind, outcome.status, outcome.channel,
-                                     event.issue_id, reporter=message.issue_id, level=level,
-                                     note=note)
-        if outcome.fresh:
-            self.store.add_note(event.issue_id, f"notified:{message.notification_id}",
+
+        def timeline_note(outcome: Outcome) -> TimelineNote:
+            why = outcome.note or (outcome.detail if outcome.status == "failed" else "")
+            step, detail = notified_step(message.kind, outcome.status, outcome.channel,
+                                         event.issue_id, reporter=message.issue_id,
+                                         level=level, note=why)
+            return TimelineNote(event.issue_id, f"notified:{message.notification_id}",
                                 TimelineEntry(at=utcnow(), service=self.name, step=step,
                                               detail=detail))
-        self.log.info(step, issue_id=event.issue_id, recipient_issue=message.issue_id,
-                      kind=message.kind, status=outcome.status, channel=outcome.channel,
-                      detail=outcome.detail, duplicate=not outcome.fresh)
+
+        # A message another worker is sending raises Deferred: the event comes back.
+        outcome = self.messenger.deliveries.deliver_once(message, audience, timeline_note)
+        note = timeline_note(outcome)
+        if outcome.fresh and not outcome.noted:
+            self.store.add_note(note.issue_id, note.note_id, note.entry)
+        self.log.info(note.entry.step, issue_id=event.issue_id,
+                      recipient_issue=message.issue_id, kind=message.kind,
+                      status=outcome.status, channel=outcome.channel, detail=outcome.detail,
+                      duplicate=not outcome.fresh)
         if outcome.status == QUEUED:
             return [DeliveryFailed(f"{message.kind} message for {message.issue_id} "
                                    f"({audience}): {outcome.detail}")]

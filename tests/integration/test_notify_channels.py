@@ -153,6 +153,22 @@ def test_desk_outbox_takes_each_message_once(redis_client, prefix):
     assert redis_client.llen(f"{prefix}:desk:outbox") == 1
 
 
+def test_desk_push_record_and_note_are_one_step_and_a_settled_record_wins(redis_client, prefix):
+    channel = DeskOutboxChannel(redis_client, prefix)
+    message = make_message()
+    records, notes = f"{prefix}:issue:X:notifications", f"{prefix}:issue:X:notes"
+
+    first = channel.deliver_recorded(message, records, '{"status":"sent"}',
+                                     note=(notes, "notified:1", '{"step":"resident_notified"}'))
+    again = channel.deliver_recorded(message, records, '{"status":"other"}',
+                                     note=(notes, "notified:1", '{"step":"other"}'))
+
+    assert first is None and again == '{"status":"sent"}'  # the existing record, untouched
+    assert redis_client.llen(f"{prefix}:desk:outbox") == 1
+    assert redis_client.hgetall(records) == {message.notification_id: '{"status":"sent"}'}
+    assert redis_client.hgetall(notes) == {"notified:1": '{"step":"resident_notified"}'}
+
+
 def test_desk_outbox_redis_errors_propagate(prefix):
     """The caller retries: a lost desk message must not look delivered."""
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1,

@@ -341,6 +341,9 @@ class FakeStore:
     def contact(self, issue_id):
         return dict(self.contacts.get(issue_id, {}))
 
+    def get_with_contact(self, issue_id):
+        return self.get(issue_id), self.contact(issue_id)
+
     def apply(self, issue_id, event_id, change, service):
         if (issue_id, event_id) not in self.applied:
             self.applied.add((issue_id, event_id))
@@ -365,7 +368,8 @@ class FakeDeliveries:
     waits: list[tuple[str, str, int]] = field(default_factory=list)
     failing: set[str] = field(default_factory=set)
 
-    def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT) -> Outcome:
+    def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT,
+                     note_for=None) -> Outcome:
         if message.issue_id in self.failing:
             return Outcome(False, "queued", "webhook", "HTTP 503")
         if any(m.notification_id == message.notification_id for m, _ in self.sent):
@@ -541,7 +545,7 @@ def test_a_failed_delivery_still_tells_the_others_then_retries_the_event(notify,
 
 
 def test_a_message_given_up_on_does_not_retry_the_event(notify, messenger):
-    messenger.deliveries.deliver_once = lambda message, audience=RESIDENT: Outcome(
+    messenger.deliveries.deliver_once = lambda message, audience=RESIDENT, note_for=None: Outcome(
         True, "failed", "webhook", "HTTP 500")
 
     notify.on_issue_dispatched(dispatched())  # does not raise
