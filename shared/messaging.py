@@ -28,6 +28,7 @@ Here instead:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -145,6 +146,9 @@ class EventBus(DependencyProvider):
     # thread right now; the relay leaves them alone to avoid needless duplicates.
     RELAY_GRACE_S = 3.0
     BATCH_LIMIT = 500
+    # Confirmed entries leave the outbox in one HDEL at most this often, rather than
+    # one round trip per batch (at moderate load, a batch is one or two events).
+    REMOVE_EVERY_S = 0.1
 
     def setup(self):
         config = self.container.config
@@ -153,6 +157,8 @@ class EventBus(DependencyProvider):
         self.redis = connect(cfg.get(config, cfg.REDIS_URL))
         self.outbox_key = Keys(cfg.get(config, cfg.KEY_PREFIX)).outbox(self.container.service_name)
         self._pending: dict[str, str] = {}
+        self._confirmed: list[str] = []  # published, still to be removed from the outbox
+        self._removed_at = 0.0
         self._handed_over = threading.Event()  # green under nameko
         self._threads = []
 
@@ -165,6 +171,8 @@ class EventBus(DependencyProvider):
     def stop(self):
         # Workers have finished: publish what they handed over, then stop.
         self._publish_pending()
+        with contextlib.suppress(Exception):  # Redis down: the relay republishes them later
+            self._remove_confirmed()
         self._stop_threads()
         self.publisher.close()
         self.redis.close()
@@ -188,11 +196,13 @@ class EventBus(DependencyProvider):
         self._pending.update(entries)
         self._handed_over.set()
 
-    def publish_entries(self, entries: dict[str, str]) -> int:
-        """Publish outbox entries as one batch; remove the confirmed ones from the outbox.
+    def publish_entries(self, entries: dict[str, str], remove_now: bool = True) -> list[str]:
+        """Publish outbox entries as one batch; the ids the broker confirmed.
 
-        Raises once the batch is done if any entry was not confirmed (it stays in
-        the outbox for the relay).
+        The confirmed entries are removed from the outbox in one round trip, now or
+        (``remove_now=False``) by the next :meth:`_remove_confirmed`. Raises once the
+        batch is done if any entry was not confirmed (it stays in the outbox for the
+        relay).
         """
         messages = []
         for message_id, raw in entries.items():
@@ -201,15 +211,26 @@ class EventBus(DependencyProvider):
                                            entry["headers"],
                                            mandatory=is_mandatory(entry["routing_key"])))
         result = self.publisher.publish(messages)
-        if result.confirmed:
-            # Every confirmed entry in one round trip (a crash before it only means the
-            # relay publishes them again: at-least-once, and consumers are idempotent).
-            self.redis.hdel(self.outbox_key, *result.confirmed)
+        self._confirmed += result.confirmed
+        if remove_now:
+            self._remove_confirmed()
         if result.failed:
             reasons = sorted(set(result.failed.values()))
             raise PublishFailed(f"{len(result.failed)} event(s) not confirmed: "
                                 f"{'; '.join(reasons)}")
-        return len(result.confirmed)
+        return result.confirmed
+
+    def _remove_confirmed(self) -> None:
+        # Removing late is safe: an entry still in the outbox after a crash is only
+        # published again by the relay (at-least-once; consumers are idempotent).
+        confirmed, self._confirmed = self._confirmed, []
+        if confirmed:
+            try:
+                self.redis.hdel(self.outbox_key, *confirmed)
+            except Exception:
+                self._confirmed = confirmed + self._confirmed  # Redis down: next round
+                raise
+        self._removed_at = time.monotonic()
 
     def _publish_pending(self) -> None:
         while self._pending:
@@ -217,16 +238,21 @@ class EventBus(DependencyProvider):
             for message_id in batch:
                 del self._pending[message_id]
             try:
-                self.publish_entries(batch)
+                self.publish_entries(batch, remove_now=False)
             except Exception as exc:  # broker or Redis trouble: the relay takes them later
                 _log.warning("publish of %d event(s) left to the outbox relay: %s",
                              len(batch), type(exc).__name__)
 
     def _publish_forever(self):
         while True:
-            self._handed_over.wait()
+            self._handed_over.wait(timeout=self.REMOVE_EVERY_S)
             self._handed_over.clear()
             self._publish_pending()
+            if time.monotonic() - self._removed_at >= self.REMOVE_EVERY_S:
+                try:
+                    self._remove_confirmed()
+                except Exception as exc:  # Redis down: kept for the next round
+                    _log.warning("outbox clean-up deferred: %s", type(exc).__name__)
 
     def relay_once(self, grace_s: float | None = None) -> int:
         """Publish outbox entries older than the grace period (crash or outage leftovers)."""
@@ -234,7 +260,7 @@ class EventBus(DependencyProvider):
         now = time.time()
         stale = [(mid, raw) for mid, raw in self.redis.hgetall(self.outbox_key).items()
                  if now - json.loads(raw).get("staged_at", 0) >= grace]
-        return sum(self.publish_entries(dict(stale[i:i + self.BATCH_LIMIT]))
+        return sum(len(self.publish_entries(dict(stale[i:i + self.BATCH_LIMIT])))
                    for i in range(0, len(stale), self.BATCH_LIMIT))
 
     def _relay_forever(self):

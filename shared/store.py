@@ -146,6 +146,7 @@ class IssueStore:
         # Registered once: a Script object hashes its source and runs by EVALSHA.
         self._claim_script = client.register_script(self._CLAIM)
         self._note_script = client.register_script(self._NOTE)
+        self._read_script = client.register_script(self._READ)
 
     # ------------------------------------------------------------------ reads
 
@@ -248,11 +249,11 @@ class IssueStore:
             try:
                 with self.redis.pipeline(transaction=True) as pipe:
                     pipe.watch(keys.issue(issue_id), keys.applied(issue_id))
-                    raw = pipe.get(keys.issue(issue_id))
+                    raw, seen = self._read_watched(pipe, issue_id, event_id or "")
                     if raw is None:
                         raise NotFound(f"no issue {issue_id}")
                     current = IssueRecord.model_validate_json(raw)
-                    if event_id and pipe.sismember(keys.applied(issue_id), event_id):
+                    if event_id and seen:
                         return Applied(current, changed=False)
                     new, outbox = change(current)
                     pipe.multi()
@@ -268,6 +269,21 @@ class IssueStore:
             except REDIS_ERRORS as exc:
                 raise Unavailable(f"issue store unavailable: {type(exc).__name__}") from exc
         raise Unavailable(f"issue {issue_id} is changing too fast; try again")
+
+    # The record and whether the event was applied, in one round trip.
+    _READ = """
+    return {redis.call('GET', KEYS[1]), redis.call('SISMEMBER', KEYS[2], ARGV[1])}
+    """
+
+    def _read_watched(self, pipe: Any, issue_id: str, event_id: str) -> tuple[str | None, bool]:
+        # On the WATCHing connection (a pipeline in immediate mode), so a change made
+        # after this read still fails the EXEC.
+        keys = (self.keys.issue(issue_id), self.keys.applied(issue_id))
+        try:
+            raw, seen = pipe.evalsha(self._read_script.sha, 2, *keys, event_id)
+        except redis.exceptions.NoScriptError:  # Redis restarted since: send the source
+            raw, seen = pipe.eval(self._READ, 2, *keys, event_id)
+        return raw, bool(seen)
 
     def _index(self, pipe: Any, old: IssueRecord | None, new: IssueRecord) -> None:
         """Write the index entries the change moved, and only those."""

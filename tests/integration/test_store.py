@@ -1,0 +1,159 @@
+"""The issue store (shared.store) against the real Redis: applies, indexes, notes, journal."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.contracts import (
+    Channel,
+    IssueDispatched,
+    IssueReceived,
+    Language,
+    Location,
+    Priority,
+    Role,
+    Sector,
+)
+from shared.errors import NotFound
+from shared.issue import (
+    Assignment,
+    IssueRecord,
+    Routing,
+    TimelineEntry,
+    acknowledge,
+    dispatch,
+    receive,
+    resolve,
+)
+from shared.messaging import envelope
+from shared.store import IssueStore
+
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+PLACE = Location(community="建华里社区", address="3号楼2单元")
+ISSUE = "WH-20261121-0501"
+
+
+@pytest.fixture
+def store(redis_client, redis_prefix):
+    return IssueStore(redis_client, redis_prefix)
+
+
+def stage(*events) -> dict[str, str]:
+    """Outbox entries as a worker of routing stages them (``BoundEventBus.stage``)."""
+    return {e.event_id: json.dumps(envelope(e, "routing", ["routing.route_issue.abc"]))
+            for e in events}
+
+
+def created(store) -> IssueRecord:
+    record = receive(ISSUE, "trace-0001", "楼道灯不亮", None, PLACE, Channel.desk, Language.zh, NOW)
+    received = IssueReceived(trace_id="trace-0001", issue_id=ISSUE, occurred_at=NOW,
+                             description="楼道灯不亮", location=PLACE, channel=Channel.desk,
+                             language=Language.zh, has_contact=True)
+    store.create(record, {"phone": "13812345678"}, "intake", stage(received))
+    return record
+
+
+def part(agency: str, role: Role = Role.lead) -> Assignment:
+    return Assignment(agency=agency, agency_name=agency, agency_name_en=agency,
+                      sector=Sector.housing, role=role, assigned_at=NOW,
+                      acknowledge_by=NOW + timedelta(hours=2), resolve_by=NOW + timedelta(days=1))
+
+
+def routed(record: IssueRecord):
+    new = dispatch(record, "stair_light", Priority.normal, Routing(rule="r", keywords=["灯"], category_source="rule"),
+                   [part("housing"), part("power", Role.support)], NOW)
+    event = IssueDispatched(trace_id="trace-0001", issue_id=ISSUE, occurred_at=NOW,
+                            category="stair_light", priority=Priority.normal,
+                            assignments=[a.summary() for a in new.assignments])
+    return new, stage(event)
+
+
+def members(client, key) -> set[str]:
+    return client.smembers(key)
+
+
+def test_an_apply_happens_once_per_event_and_writes_outbox_and_journal_together(
+        store, redis_client):
+    created(store)
+
+    first = store.apply(ISSUE, "evt-1", routed, "routing")
+    again = store.apply(ISSUE, "evt-1", routed, "routing")
+
+    assert first.changed and not again.changed
+    assert len(redis_client.hgetall(store.keys.outbox("routing"))) == 1
+    journal = store.journal(ISSUE)
+    assert [e["event_type"] for e in journal] == ["issue.received", "issue.dispatched"]
+    assert journal[1]["call_id"] == "routing.route_issue.abc"  # who produced it
+    assert journal[1]["issue_id"] == ISSUE and journal[1]["recorded_at"]
+
+
+def test_an_apply_still_works_after_redis_forgot_its_scripts(store, redis_client):
+    created(store)
+    redis_client.script_flush()  # as after a Redis restart
+
+    assert store.apply(ISSUE, "evt-1", routed, "routing").changed
+    assert store.get(ISSUE).status.value == "dispatched"
+
+
+def test_indexes_follow_the_change_and_only_what_moved_is_written(store, redis_client):
+    created(store)
+    keys = store.keys
+    assert members(redis_client, keys.by_status("received")) == {ISSUE}
+
+    store.apply(ISSUE, "evt-1", routed, "routing")
+    assert members(redis_client, keys.by_status("received")) == set()
+    assert members(redis_client, keys.by_status("dispatched")) == {ISSUE}
+    assert members(redis_client, keys.open_for_agency("power")) == {ISSUE}
+    watched = dict(redis_client.zrange(keys.deadlines, 0, -1, withscores=True))
+    assert set(watched) == {f"{ISSUE}|{agency}|{kind}" for agency in ("housing", "power")
+                            for kind in ("acknowledge", "resolve")}
+
+    store.apply(ISSUE, "evt-2", lambda r: (acknowledge(r, "power", "staff-1", NOW), {}), "agency")
+    store.apply(ISSUE, "evt-3", lambda r: (resolve(r, "power", "staff-1", "修好了", NOW), {}),
+                "agency")
+    assert members(redis_client, keys.open_for_agency("power")) == set()
+    assert members(redis_client, keys.by_agency("power")) == {ISSUE}  # still its issue
+    assert members(redis_client, keys.open_for_agency("housing")) == {ISSUE}
+    watched = {m for m, _ in redis_client.zrange(keys.deadlines, 0, -1, withscores=True)}
+    assert watched == {f"{ISSUE}|housing|acknowledge", f"{ISSUE}|housing|resolve"}
+
+
+def test_index_sets_name_every_set_a_record_belongs_in(store):
+    record, _ = routed(receive(ISSUE, "trace-0002", "灯", None, PLACE, Channel.desk, Language.zh, NOW))
+    keys = store.keys
+    assert store.index_sets(record) == {
+        keys.by_status("dispatched"), keys.by_community("建华里社区"),
+        keys.by_agency("housing"), keys.open_for_agency("housing"),
+        keys.by_agency("power"), keys.open_for_agency("power")}
+
+
+def test_a_note_is_written_once_and_read_in_time_order_with_the_steps(store):
+    created(store)
+    later = TimelineEntry(at=NOW + timedelta(seconds=5), service="notify",
+                          step="resident_notified", detail="received message sent via desk")
+    earlier = TimelineEntry(at=NOW + timedelta(seconds=1), service="agency",
+                            step="assignment_delivered", detail="housing received it")
+
+    assert store.add_note(ISSUE, "n-2", later) is True
+    assert store.add_note(ISSUE, "n-1", earlier) is True
+    assert store.add_note(ISSUE, "n-1", later) is False  # once per note id
+
+    steps = [e.step for e in store.get_with_notes(ISSUE).timeline]
+    assert steps == ["received", "assignment_delivered", "resident_notified"]
+    assert [e.step for e in store.get(ISSUE).timeline] == ["received"]  # state only
+
+
+def test_a_note_for_an_unknown_issue_is_refused_and_leaves_nothing(store, redis_client):
+    entry = TimelineEntry(at=NOW, service="agency", step="assignment_delivered")
+    with pytest.raises(NotFound):
+        store.add_note("WH-20261121-0999", "n-1", entry)
+    assert not redis_client.exists(store.keys.notes("WH-20261121-0999"))
+
+
+def test_record_and_contact_come_together(store):
+    created(store)
+    record, contact = store.get_with_contact(ISSUE)
+    assert record.issue_id == ISSUE and contact == {"phone": "13812345678"}
+    with pytest.raises(NotFound):
+        store.get_with_contact("not-an-id")
