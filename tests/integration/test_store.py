@@ -1,37 +1,18 @@
 """The issue store (shared.store) against the real Redis: applies, indexes, notes, journal."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
-from shared.contracts import (
-    Channel,
-    IssueDispatched,
-    IssueReceived,
-    Language,
-    Location,
-    Priority,
-    Role,
-    Sector,
-)
+from shared.contracts import IssueDispatched, IssueReceived, Role
 from shared.errors import NotFound
-from shared.issue import (
-    Assignment,
-    IssueRecord,
-    Routing,
-    TimelineEntry,
-    acknowledge,
-    dispatch,
-    receive,
-    resolve,
-)
+from shared.issue import IssueRecord, TimelineEntry, acknowledge, resolve
 from shared.messaging import envelope
 from shared.store import IssueStore
-
-NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
-PLACE = Location(community="建华里社区", address="3号楼2单元")
-ISSUE = "WH-20261121-0501"
+from tests.unit.test_issue_state import ISSUE_ID as ISSUE
+from tests.unit.test_issue_state import T0 as NOW
+from tests.unit.test_issue_state import dispatched, received
 
 
 @pytest.fixture
@@ -46,25 +27,18 @@ def stage(*events) -> dict[str, str]:
 
 
 def created(store) -> IssueRecord:
-    record = receive(ISSUE, "trace-0001", "楼道灯不亮", None, PLACE, Channel.desk, Language.zh, NOW)
-    received = IssueReceived(trace_id="trace-0001", issue_id=ISSUE, occurred_at=NOW,
-                             description="楼道灯不亮", location=PLACE, channel=Channel.desk,
-                             language=Language.zh, has_contact=True)
-    store.create(record, {"phone": "13812345678"}, "intake", stage(received))
+    record = received()
+    event = IssueReceived(trace_id=record.trace_id, issue_id=ISSUE, occurred_at=NOW,
+                          description=record.description, location=record.location,
+                          channel=record.channel, language=record.language, has_contact=True)
+    store.create(record, {"phone": "13812345678"}, "intake", stage(event))
     return record
 
 
-def part(agency: str, role: Role = Role.lead) -> Assignment:
-    return Assignment(agency=agency, agency_name=agency, agency_name_en=agency,
-                      sector=Sector.housing, role=role, assigned_at=NOW,
-                      acknowledge_by=NOW + timedelta(hours=2), resolve_by=NOW + timedelta(days=1))
-
-
-def routed(record: IssueRecord):
-    new = dispatch(record, "stair_light", Priority.normal, Routing(rule="r", keywords=["灯"], category_source="rule"),
-                   [part("housing"), part("power", Role.support)], NOW)
-    event = IssueDispatched(trace_id="trace-0001", issue_id=ISSUE, occurred_at=NOW,
-                            category="stair_light", priority=Priority.normal,
+def routed(_record: IssueRecord):
+    new = dispatched(("housing", Role.lead), ("power", Role.support))
+    event = IssueDispatched(trace_id=new.trace_id, issue_id=ISSUE, occurred_at=NOW,
+                            category=new.category, priority=new.priority,
                             assignments=[a.summary() for a in new.assignments])
     return new, stage(event)
 
@@ -120,10 +94,10 @@ def test_indexes_follow_the_change_and_only_what_moved_is_written(store, redis_c
 
 
 def test_index_sets_name_every_set_a_record_belongs_in(store):
-    record, _ = routed(receive(ISSUE, "trace-0002", "灯", None, PLACE, Channel.desk, Language.zh, NOW))
+    record, _ = routed(received())
     keys = store.keys
     assert store.index_sets(record) == {
-        keys.by_status("dispatched"), keys.by_community("建华里社区"),
+        keys.by_status("dispatched"), keys.by_community("和平里社区"),
         keys.by_agency("housing"), keys.open_for_agency("housing"),
         keys.by_agency("power"), keys.open_for_agency("power")}
 
