@@ -19,19 +19,23 @@ pytestmark = pytest.mark.faults
 class DeadSocketMessage:
     """A delivered message whose connection the broker has just closed."""
 
-    def __init__(self, error: OSError):
-        self.channel = SimpleNamespace(connection=object())
-        self.error = error
+    def __init__(self, error: OSError, delivery_tag: int = 1):
+        def fail(*_args, **_kwargs):
+            raise error
 
-    def ack(self):
-        raise self.error
-
-    def requeue(self):
-        raise self.error
+        self.channel = SimpleNamespace(connection=object(), basic_ack=fail)
+        self.delivery_tag = delivery_tag
+        self.ack = self.requeue = fail
 
 
 @pytest.mark.parametrize("error", [ConnectionResetError(104, "Connection reset by peer"),
                                    BrokenPipeError(32, "Broken pipe")])
 @pytest.mark.parametrize("action", ["ack_message", "requeue_message"])
 def test_ack_or_requeue_on_a_dead_connection_does_not_raise(action, error):
-    getattr(DeadLetteringQueueConsumer(), action)(DeadSocketMessage(error))
+    consumer = DeadLetteringQueueConsumer()
+    first, second = DeadSocketMessage(error, 1), DeadSocketMessage(error, 2)
+    second.channel = first.channel
+    consumer.adopt_channel(first.channel)
+    getattr(consumer, action)(first)
+    getattr(consumer, action)(second)
+    consumer.flush_acks()  # acks go out in batches: the socket error surfaces here

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
-from kombu import Connection, Producer
+from kombu import Connection, Producer, Queue
 
 from services.notify.service import NotifyService
 from services.routing.service import RoutingService
@@ -119,3 +119,22 @@ def test_poison_messages_are_dead_lettered_with_reason_while_others_flow(
     assert ghost_letter.headers[ATTEMPTS_HEADER] == whistle_config[cfg.MAX_ATTEMPTS]
     assert all(m.headers[QUEUE_HEADER] == "whistle.routing.route_issue" for m in letters)
     assert b"\xff\xfe{not json" in [m.body for m in letters]
+
+
+def test_batched_acks_leave_nothing_to_redeliver_when_the_service_stops(
+        runner_factory, whistle_config, store, amqp):
+    # Acks are sent in batches (DeadLetteringQueueConsumer): once handled and the
+    # service stopped, the broker must hold none of the messages for redelivery.
+    events = [stored_issue(store, f"WH-20261121-{n:04d}", "楼道灯坏了，晚上看不见")
+              for n in range(200, 240)]
+    runner = runner_factory(whistle_config, RoutingService)
+    runner.start()
+    for event in events:
+        publish(amqp, event.model_dump(mode="json"))
+    # the same problem at the same address: the first is dispatched, the rest merged into it
+    wait_until(lambda: all(store.get(e.issue_id).status.value in ("dispatched", "merged")
+                           for e in events))
+    runner.stop()
+
+    queue = Queue("whistle.routing.route_issue", durable=True).bind(amqp.channel())
+    assert queue.queue_declare(passive=True).message_count == 0
