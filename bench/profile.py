@@ -1,8 +1,8 @@
 """Sampling every service process with py-spy during a phase, and what the samples say.
 
-py-spy is not a dependency of Whistle: install it into the venv to profile
-(``.venv/bin/pip install 'py-spy==0.3.14'``; 0.4.x cannot attach to the pyenv
-Python used here). It samples another process from outside (``--nonblocking``:
+py-spy is an optional dependency, the ``profile`` extra: install it into the venv
+to profile (``.venv/bin/pip install -e '.[profile]'``, which pins 0.3.14: 0.4.x
+cannot attach to the pyenv Python used here). It samples another process from outside (``--nonblocking``:
 without pausing it), so the services run unchanged.
 
 Each process's samples are written as collapsed stacks (``<name>.txt``, one
