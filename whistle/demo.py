@@ -83,13 +83,12 @@ def run_case(base: str, secret: str, case: dict[str, Any]) -> dict[str, Any]:
         http.post(f"{url}/resolve", headers=auth, timeout=10,
                   json={"note": "已到现场处理完毕 / fixed on site"}).raise_for_status()
 
-    expected = 3 + len(routed["assignments"])  # received, dispatched, each 报到, resolved
-
     def notifications() -> list[dict]:
         return http.get(f"{base}/issues/{issue_id}/notifications", timeout=10).json()[
             "notifications"]
 
-    told = _wait_for(notifications, lambda n: len(n) >= expected)
+    # The rating request is the last message of the chain: wait for the whole story.
+    told = _wait_for(notifications, lambda n: any(m["kind"] == "rating_request" for m in n))
     final = issue()
     return {"title": case["title"], "issue_id": issue_id, "status": final["status"],
             "category": final["category"], "priority": final["priority"],

@@ -1,0 +1,57 @@
+"""Upgrading the topology on the real RabbitMQ: retired queues go, unless they hold messages."""
+
+import pytest
+from kombu import Connection, Exchange, Producer, Queue
+
+from shared import config as cfg
+from shared.topology import EVENTS_EXCHANGE, declare_topology
+
+OLD_JOURNAL = "whistle.intake.record_event"  # bound to "#" by the previous release
+OLD_NOTIFY = "whistle.notify.on_issue_received"
+
+
+@pytest.fixture
+def amqp(whistle_config):
+    with Connection(whistle_config[cfg.AMQP_URI]) as connection:
+        yield connection
+
+
+def declare_old(connection, name, key):
+    Queue(name, exchange=EVENTS_EXCHANGE, routing_key=key, durable=True).bind(
+        connection.channel()).declare()
+
+
+def exists(connection, name) -> bool:
+    try:
+        Queue(name, durable=True).bind(connection.channel()).queue_declare(passive=True)
+    except Exception:  # noqa: BLE001 - NOT_FOUND
+        return False
+    return True
+
+
+def depth(connection, name) -> int:
+    return Queue(name, durable=True).bind(connection.channel()).queue_declare(
+        passive=True).message_count
+
+
+def test_an_empty_retired_queue_is_deleted_and_one_with_messages_is_kept_unbound(amqp, caplog):
+    declare_old(amqp, OLD_JOURNAL, "#")
+    declare_old(amqp, OLD_NOTIFY, "issue.received")
+    Producer(amqp.channel()).publish({"old": True}, exchange=Exchange(""), routing_key=OLD_NOTIFY)
+
+    declare_topology(amqp)  # what every service does at start-up
+
+    assert not exists(amqp, OLD_JOURNAL)
+    assert exists(amqp, OLD_NOTIFY) and depth(amqp, OLD_NOTIFY) == 1  # nothing lost unseen
+    assert "whistle.notify.on_issue_received still holds messages" in caplog.text
+    # Unbound: a new event reaches the current queues only.
+    Producer(amqp.channel()).publish({"new": True}, exchange=EVENTS_EXCHANGE,
+                                     routing_key="issue.received")
+    assert depth(amqp, OLD_NOTIFY) == 1
+    assert depth(amqp, "whistle.notify.on_event") == 1
+
+
+def test_declaring_twice_is_harmless(amqp):
+    declare_topology(amqp)
+    declare_topology(amqp)
+    assert exists(amqp, "whistle.notify.on_event") and not exists(amqp, OLD_JOURNAL)
