@@ -19,6 +19,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:outbox:{service}            hash    message id -> envelope not yet confirmed by the broker
     {p}:desk:outbox                 list    messages for residents, read by the desk
     {p}:desk:pushed:{notification}  string  marks a message pushed to the desk (1 day)
+    {p}:notify:lease:{notification} string  a notify worker is sending it (webhook, email; 30 s)
 
 Every state change goes through :meth:`IssueStore.apply`: WATCH the issue,
 skip if the event was already applied, run the pure domain function, then in

@@ -116,14 +116,15 @@ CONSUMED_EVENT_TYPES: frozenset[str] = frozenset(
 # deletes them at start-up, or they would collect a copy of every event forever.
 RETIRED_QUEUES: tuple[str, ...] = (
     # The journal is now written with each state change (shared.store), not by a consumer.
-    "whistle.intake.record_event", "whistle.intake.record_event.retry",
+    "whistle.intake.record_event",
     # notify reads one ordered queue (on_event) instead of one queue per event type.
-    *(f"whistle.notify.{method}{suffix}" for method in (
+    *(f"whistle.notify.{method}" for method in (
         "on_issue_received", "on_issue_merged", "on_issue_dispatched",
         "on_assignment_acknowledged", "on_assignment_resolved", "on_issue_escalated",
         "on_table_convened", "on_table_task_recorded", "on_issue_resolved",
-        "on_issue_reopened", "on_issue_closed") for suffix in ("", ".retry")),
+        "on_issue_reopened", "on_issue_closed")),
 )
+"""Each with its ``.retry`` queue, which is retired with it."""
 
 
 def subscription_for(service: str, method: str) -> Subscription:
@@ -158,27 +159,55 @@ def declare_topology(connection) -> None:
 
 
 def retire_queues(connection) -> list[str]:
-    """Delete the retired queues; the names of those that still hold messages.
+    """Delete the retired queues and their retry queues; the names of those kept.
 
-    Unbound first, so no new copies arrive. A queue with messages in it is kept
-    (``if_empty``): they are events from before the upgrade, for an operator to
-    replay or drop (README, "Upgrading"); nothing is deleted unseen.
+    Unbound first, so no new copies arrive. A queue is deleted only when it and its
+    ``.retry`` queue are both empty: messages waiting in a ``.retry`` queue go back
+    to its main queue when their delay ends, and would be dropped if it were gone.
+    Kept queues hold events from before the upgrade, for an operator to deal with
+    (README, "Upgrading"); nothing is deleted unseen.
     """
     kept = []
     for name in RETIRED_QUEUES:
-        channel = connection.channel()
-        try:
-            try:
-                channel.queue_declare(name, passive=True)
-            except Exception:  # noqa: BLE001 - NOT_FOUND closes the channel: nothing to do
-                continue
-            for key in ("#", *CONSUMED_EVENT_TYPES):
-                channel.queue_unbind(name, EVENTS_EXCHANGE.name, key)
-            try:
-                channel.queue_delete(name, if_empty=True)
-            except Exception:  # noqa: BLE001 - PRECONDITION_FAILED: it holds messages
-                kept.append(name)
-        finally:
-            with contextlib.suppress(Exception):  # already closed by the broker's error
-                channel.close()
+        depths = {queue: _depth(connection, queue) for queue in (name, f"{name}.retry")}
+        if depths[name] is not None:
+            _unbind_events(connection, name)
+        if any(depths.values()):  # a queue holding messages (None: no such queue)
+            kept += [queue for queue, depth in depths.items() if depth is not None]
+            continue
+        for queue, depth in depths.items():
+            if depth is not None:
+                _delete_if_empty(connection, queue)
     return kept
+
+
+def _depth(connection, name: str) -> int | None:
+    """Messages ready in the queue, or None if there is no such queue."""
+    channel = connection.channel()
+    try:
+        return channel.queue_declare(name, passive=True).message_count
+    except Exception:  # noqa: BLE001 - NOT_FOUND closes the channel
+        return None
+    finally:
+        with contextlib.suppress(Exception):  # already closed by the broker's error
+            channel.close()
+
+
+def _unbind_events(connection, name: str) -> None:
+    channel = connection.channel()
+    try:
+        for key in ("#", *CONSUMED_EVENT_TYPES):
+            channel.queue_unbind(name, EVENTS_EXCHANGE.name, key)
+    finally:
+        channel.close()
+
+
+def _delete_if_empty(connection, name: str) -> None:
+    channel = connection.channel()
+    try:
+        channel.queue_delete(name, if_empty=True)
+    except Exception:  # noqa: BLE001 - a message arrived meanwhile: kept until next start
+        _log.warning("retired queue %s received a message while being retired; kept", name)
+    finally:
+        with contextlib.suppress(Exception):
+            channel.close()

@@ -51,6 +51,21 @@ def test_an_empty_retired_queue_is_deleted_and_one_with_messages_is_kept_unbound
     assert depth(amqp, "whistle.notify.on_event") == 1
 
 
+def test_a_retired_queue_is_kept_while_its_retry_queue_holds_messages(amqp):
+    # Those messages go back to the main queue when their delay ends: it must still exist.
+    declare_old(amqp, OLD_NOTIFY, "issue.received")
+    retry = Queue(f"{OLD_NOTIFY}.retry", exchange=Exchange(""), routing_key=f"{OLD_NOTIFY}.retry",
+                  durable=True, queue_arguments={"x-dead-letter-exchange": "",
+                                                 "x-dead-letter-routing-key": OLD_NOTIFY})
+    retry.bind(amqp.channel()).declare()
+    Producer(amqp.channel()).publish({"waiting": True}, exchange=Exchange(""),
+                                     routing_key=f"{OLD_NOTIFY}.retry", expiration=60)
+
+    declare_topology(amqp)
+
+    assert exists(amqp, OLD_NOTIFY) and depth(amqp, f"{OLD_NOTIFY}.retry") == 1
+
+
 def test_declaring_twice_is_harmless(amqp):
     declare_topology(amqp)
     declare_topology(amqp)
