@@ -26,6 +26,7 @@ import time
 
 from kombu import Connection, Queue
 
+from bench.signals import uninterrupted
 from bench.stats import overall_rate, steady_rate
 from bench.system import cpu_seconds, infrastructure_pids
 
@@ -68,9 +69,17 @@ def hop(amqp_uri: str, source: str, target: str) -> None:
 
 
 def _start_hop(amqp_uri: str, source: str, target: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "bench.baseline", amqp_uri, source, target],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline().strip()
+    proc = None
+    try:
+        with uninterrupted():  # a signal must not land before ``proc`` is set
+            proc = subprocess.Popen([sys.executable, "-m", "bench.baseline", amqp_uri, source,
+                                     target], stdout=subprocess.PIPE, text=True)
+        line = proc.stdout.readline().strip()
+    except BaseException:  # stopped while it starts
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        raise
     if line != READY:
         proc.kill()
         raise RuntimeError(f"baseline hop {source} -> {target} did not start")
@@ -116,13 +125,14 @@ def run_baseline(amqp_uri: str, messages: int, size: int, hops: int = HOPS,
         cpu = {"hops": sum(cpu_seconds(p.pid) or 0.0 for p in procs),
                "rabbitmq": sum(cpu_seconds(pid) or 0.0 for pid in broker) - broker_before}
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        with uninterrupted():
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     return {
         "hops": hops, "messages": messages, "size_bytes": size,
         "delivered": len(arrivals),

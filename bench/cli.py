@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -47,11 +48,13 @@ def bench(rates, duration_s, flat_out, concurrency, instances, scale_busiest, ba
     """Benchmark Whistle against the local RabbitMQ and Redis, and the broker's own limit.
 
     Runs in a throwaway vhost and Redis key prefix, both removed afterwards. Exits 1
-    if any issue failed, got lost or left an error behind.
+    if any issue failed, got lost or left an error behind. Ctrl-C, SIGTERM or SIGHUP
+    stop it after the same cleanup, with status 128 + the signal (SIGTERM: 143).
     """
     from bench.cluster import parse_instances
     from bench.report import render
     from bench.run import Options, run
+    from bench.signals import StopOnSignals
 
     try:
         counts = parse_instances(instances)
@@ -61,7 +64,16 @@ def bench(rates, duration_s, flat_out, concurrency, instances, scale_busiest, ba
                       concurrency=concurrency, instances=counts, scale_busiest=scale_busiest,
                       baseline_messages=baseline_messages, warmup=warmup,
                       profile_dir=profile_dir, log_dir=log_dir)
-    report = run(options, say=lambda line: click.echo(f"bench: {line}", err=True))
+    stopper = StopOnSignals()
+    try:
+        with stopper:
+            report = run(options, say=lambda line: click.echo(f"bench: {line}", err=True))
+    except BaseException as exc:
+        if not stopper.stopped:
+            raise
+        _exit_stopped(stopper.signum, exc)
+    if stopper.stopped:  # after the run had finished: its report is not printed
+        _exit_stopped(stopper.signum, None)
     ctx = click.get_current_context()
     args = sys.argv[2:] if ctx.parent is not None else sys.argv[1:]  # `whistle bench ...`
     report["command"] = f"{ctx.command_path} {shlex.join(args)}".strip()
@@ -70,3 +82,17 @@ def bench(rates, duration_s, flat_out, concurrency, instances, scale_busiest, ba
     click.echo(render(report))
     if report["errors"]:
         sys.exit(1)
+
+
+def _exit_stopped(signum: int, exc: BaseException | None) -> None:
+    """One line saying the run was stopped (and whether stopping went wrong), then exit."""
+    from bench.signals import Stopped
+
+    name = signal.Signals(signum).name
+    if exc is None or isinstance(exc, Stopped):
+        click.echo(f"bench: stopped by {name}; services stopped, vhost and Redis keys removed",
+                   err=True)
+    else:
+        click.echo(f"bench: stopped by {name}; error while stopping, cleanup may be "
+                   f"incomplete: {type(exc).__name__}: {exc}", err=True)
+    sys.exit(128 + signum)

@@ -3,6 +3,11 @@
 Every process gets its own HTTP address (intake's instances share the load the
 benchmark offers), the sandbox's vhost and key prefix, and a log file. Its peak RSS
 and CPU time are read from ``/proc`` (``bench.system``).
+
+The processes stay in the benchmark's process group, so Ctrl-C at a terminal reaches
+them too; a SIGTERM or SIGHUP sent to the benchmark alone reaches only it, and
+:meth:`Cluster.stop` (run on the way out, whatever stopped the run) stops each of
+them by its pid. ``whistle up`` runs its services in one process, with no children.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from bench.signals import uninterrupted
 from bench.system import cpu_seconds, peak_rss_mb
 from shared import config as cfg
 from whistle.runner import SERVICE_NAMES
@@ -81,11 +87,14 @@ class ServiceProcess:
         return self.proc.pid
 
     def spawn(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
-        self.proc = subprocess.Popen(
-            [WHISTLE, "up", "--services", self.service, "--address", self.address],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        # Uninterrupted: a signal must not land between the fork and ``self.proc``,
+        # or nothing would know to stop the process.
+        with uninterrupted():
+            log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+            self.proc = subprocess.Popen(
+                [WHISTLE, "up", "--services", self.service, "--address", self.address],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            log.close()
 
     def wait_healthy(self, timeout_s: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -172,11 +181,14 @@ class Cluster:
         return {p.name: p.peak_rss_mb() for p in self.processes}
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.proc and process.proc.poll() is None:
-                process.proc.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            process.stop()
+        """SIGTERM every process at once, then wait for each (SIGKILL after 20 s); a
+        stopping signal (``bench.signals``) waits until they are all gone."""
+        with uninterrupted():
+            for process in self.processes:
+                if process.proc and process.proc.poll() is None:
+                    process.proc.send_signal(signal.SIGTERM)
+            for process in self.processes:
+                process.stop()
 
     def log_lines(self) -> list[str]:
         return [line for p in self.processes if p.log_path.exists()

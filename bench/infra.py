@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 
+from bench.signals import uninterrupted
 from shared.store import connect
 from whistle.ops import ManagementApi
 
@@ -62,16 +63,21 @@ class BenchSandbox:
 
     def __enter__(self) -> Sandbox:
         vhost = quote(self.vhost, safe="")
-        self._call("PUT", f"/vhosts/{vhost}", json={})
-        self._call("PUT", f"/permissions/{vhost}/{quote(self.api_user, safe='')}",
-                   json={"configure": ".*", "write": ".*", "read": ".*"})
+        try:
+            self._call("PUT", f"/vhosts/{vhost}", json={})
+            self._call("PUT", f"/permissions/{vhost}/{quote(self.api_user, safe='')}",
+                       json={"configure": ".*", "write": ".*", "read": ".*"})
+        except BaseException:  # a signal or an error half-way: no vhost left behind
+            self.__exit__()
+            raise
         return Sandbox(self.amqp_uri, self.redis_url, self.prefix, self.vhost, self.api)
 
     def __exit__(self, *exc_info) -> None:
-        try:
-            self._call("DELETE", f"/vhosts/{quote(self.vhost, safe='')}")
-        finally:
-            delete_prefix(self.redis_url, self.prefix)
+        with uninterrupted():
+            try:
+                self._call("DELETE", f"/vhosts/{quote(self.vhost, safe='')}")
+            finally:
+                delete_prefix(self.redis_url, self.prefix)
 
 
 def delete_prefix(redis_url: str, prefix: str, batch: int = 500) -> int:

@@ -80,24 +80,30 @@ def offer(urls: list[str], run_id: str, first: int, count: int, rate: float | No
     submissions: list[Submission] = []
     numbers = itertools.count()
     start = time.time() + 0.05
+    stopped = threading.Event()  # the benchmark was stopped: submit nothing more
 
     def submitter() -> None:
         client = KeepAliveClient()
         try:
-            while (i := next(numbers)) < count:
+            while not stopped.is_set() and (i := next(numbers)) < count:
                 due = start + i / rate if rate else None
                 if due is not None and (wait := due - time.time()) > 0:
                     time.sleep(wait)
+                    if stopped.is_set():
+                        break
                 submissions.append(submit(client, urls[i % len(urls)], run_id, first + i, due,
                                           on_accepted))
         finally:
             client.close()
 
     threads = [threading.Thread(target=submitter, daemon=True) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        stopped.set()
     return sorted(submissions, key=lambda s: s.n)
 
 

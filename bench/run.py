@@ -6,7 +6,8 @@
    warm-up, then each fixed rate, then flat out (``bench.load``), each phase drained
    and checked before the next starts (``bench.observe``).
 4. Flat out once more with one more instance of the service that used the most CPU.
-5. Peak RSS of every process, then everything is stopped and cleaned up.
+5. Peak RSS of every process, then everything is stopped and cleaned up. Ctrl-C,
+   SIGTERM or SIGHUP stop the run at any point with the same cleanup (``bench.signals``).
 
 Throughput is issues per second *completed*: dispatched to every agency and the
 resident's "received" message recorded. Latencies run from the moment a request was
@@ -32,6 +33,7 @@ from bench.cluster import Cluster
 from bench.infra import BenchSandbox, Sandbox
 from bench.load import Submission, offer
 from bench.observe import Observer, QueueSampler, dead_letters
+from bench.signals import uninterrupted
 from bench.stats import overall_rate, steady_rate, summary_ms
 from bench.system import cpu_seconds, infrastructure_pids, machine, machine_busy_seconds
 from bench.workload import issue_event_size
@@ -133,16 +135,23 @@ class Bench:
         self.logs.since_last()
         redis = self.observer.redis
         cpu_before, calls_before, began = self.cpu.read(), redis_calls(redis), time.time()
-        profiler = profile.start(self.cluster.processes, profile_dir) if profile_dir else None
-        with QueueSampler(self.sandbox.amqp_uri) as sampler:
-            submissions = offer(self.cluster.intake_urls(), self.run_id, self.next_n, count,
-                                rate, concurrency, lambda s: self.observer.watch(s.issue_id))
-            self.next_n += count
-            accepted = [s for s in submissions if s.accepted]
-            incomplete = self.drain([s.issue_id for s in accepted])
-        ended = time.time()
-        cpu_after, calls = self.cpu.read(), redis_calls(redis) - calls_before
-        profiled = profile.stop(profiler) if profiler else None
+        profiler = None
+        try:
+            with uninterrupted():  # py-spy processes, stopped below even if the run is
+                profiler = profile.start(self.cluster.processes, profile_dir) \
+                    if profile_dir else None
+            with QueueSampler(self.sandbox.amqp_uri) as sampler:
+                submissions = offer(self.cluster.intake_urls(), self.run_id, self.next_n,
+                                    count, rate, concurrency,
+                                    lambda s: self.observer.watch(s.issue_id))
+                self.next_n += count
+                accepted = [s for s in submissions if s.accepted]
+                incomplete = self.drain([s.issue_id for s in accepted])
+            ended = time.time()
+            cpu_after, calls = self.cpu.read(), redis_calls(redis) - calls_before
+        finally:
+            with uninterrupted():
+                profiled = profile.stop(profiler) if profiler else None
         unverified = self.verify([s.issue_id for s in accepted])
         levels, samples = self.logs.since_last()
         result = self.figures(name, submissions, rate, concurrency, baseline)
@@ -287,6 +296,7 @@ def run(options: Options, say: Callable[[str], None] = print) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     try:
         with sandbox_cm as sandbox:
+            say(f"run {run_id}: vhost {sandbox.vhost}, Redis prefix {sandbox.prefix}")
             size = issue_event_size()
             say(f"baseline: {options.baseline_messages} messages of {size} B through 4 hops")
             baseline = run_baseline(sandbox.amqp_uri, options.baseline_messages, size)
@@ -309,8 +319,11 @@ def run_whistle(sandbox: Sandbox, options: Options, run_id: str, log_dir: Path,
     say(f"starting services: {options.instances}")
     with Cluster(options.instances, sandbox.amqp_uri, sandbox.redis_url, sandbox.prefix,
                  log_dir, options.service_env) as cluster:
-        observer = Observer(sandbox.amqp_uri, sandbox.redis_url, sandbox.prefix).start()
+        say("services running: " + ", ".join(f"{p.name} (pid {p.pid})"
+                                             for p in cluster.processes))
+        observer = Observer(sandbox.amqp_uri, sandbox.redis_url, sandbox.prefix)
         try:
+            observer.start()
             bench = Bench(sandbox, cluster, observer, options, run_id, say)
             if options.warmup:
                 bench.phase("warm-up", options.warmup, 20.0, 4, limit)
@@ -328,8 +341,9 @@ def run_whistle(sandbox: Sandbox, options: Options, run_id: str, log_dir: Path,
             found["dead_letters"] = dead_letters(sandbox.amqp_uri)
             found["unexpected_events"] = observer.unexpected[:20]
         finally:
-            observer.stop()
-            found["peak_rss_mb"] = {k: _round(v) for k, v in cluster.peak_rss_mb().items()}
+            with uninterrupted():
+                observer.stop()
+                found["peak_rss_mb"] = {k: _round(v) for k, v in cluster.peak_rss_mb().items()}
     return found
 
 

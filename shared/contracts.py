@@ -379,6 +379,9 @@ class IssueEscalated(Event):
     level: EscalationLevel
     supervisor: str
     supervisor_en: str
+    # The language the supervisor reads its notice in (the rules file says); events
+    # published before it existed were for Chinese-speaking supervisors.
+    supervisor_language: Language = Language.zh
 
 
 class TableConvened(Event):

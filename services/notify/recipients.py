@@ -10,7 +10,8 @@ A merged report's own events stop there: its updates come from the primary. Only
 messages about the report itself ("received", "merged") are still sent for it.
 
 Supervisors (the street office, the district) are told when an issue is escalated to
-them (三级吹哨); they are not residents, and read Chinese.
+them (三级吹哨); they are not residents. Each reads Chinese unless the rules file gives
+it ``language: en``; the escalation event carries that choice.
 
 Usage::
 
@@ -61,7 +62,8 @@ AFTER = {
 }
 
 SUPERVISOR_LANGUAGE = "zh"
-"""Street offices and districts work in Chinese."""
+"""Street offices and districts work in Chinese unless the rules file says otherwise
+(``IssueEscalated.supervisor_language`` defaults to it)."""
 
 RESIDENT, SUPERVISOR = "resident", "supervisor"
 """The audiences a delivery record can have."""
@@ -166,8 +168,15 @@ def comment_or_none(comment: str | None, language: str) -> str:
     return (comment or "").strip() or in_language(language, *NO_COMMENT)
 
 
-def supervisor_for(event: IssueEscalated, language: str = SUPERVISOR_LANGUAGE) -> dict[str, str]:
-    """The supervisor an escalation goes to, as a delivery recipient."""
+def supervisor_language(event: IssueEscalated) -> str:
+    """The language the supervisor an escalation goes to reads (its ``language`` in the rules)."""
+    return str(event.supervisor_language)
+
+
+def supervisor_for(event: IssueEscalated, language: str | None = None) -> dict[str, str]:
+    """The supervisor an escalation goes to, as a delivery recipient, named in ``language``
+    (default: the supervisor's own)."""
+    language = language or supervisor_language(event)
     return {"role": SUPERVISOR, "level": event.level.value,
             "name": in_language(language, event.supervisor, event.supervisor_en)}
 

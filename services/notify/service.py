@@ -39,7 +39,6 @@ from services.notify.delivery import (
 from services.notify.recipients import (
     RESIDENT,
     SUPERVISOR,
-    SUPERVISOR_LANGUAGE,
     closed_reason_text,
     comment_or_none,
     deadline_name,
@@ -50,6 +49,7 @@ from services.notify.recipients import (
     ordering_waits,
     recipients_for,
     supervisor_for,
+    supervisor_language,
 )
 from services.notify.templates import Templates
 from shared import config as cfg
@@ -315,7 +315,7 @@ class NotifyService:
 
     def _tell_supervisor(self, event: IssueEscalated) -> list[DeliveryFailed]:
         """The escalation notice to the street office or district, under the escalated issue."""
-        language = SUPERVISOR_LANGUAGE
+        language = supervisor_language(event)
         message = OutgoingMessage(
             notification_id=message_id(event.event_id, "escalation_notice"),
             issue_id=event.issue_id, kind="escalation_notice", language=language,

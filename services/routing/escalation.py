@@ -72,5 +72,6 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
                          agency_name_en=assignment.agency_name_en),
         deadline=deadline.kind, missed=deadline.due, level=level,
         supervisor=supervisor.name, supervisor_en=supervisor.name_en,
+        supervisor_language=supervisor.language,
     )
     return new, [event]

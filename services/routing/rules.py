@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.contracts import EscalationLevel, Priority, Sector, Slug
+from shared.contracts import EscalationLevel, Language, Priority, Sector, Slug
 
 SHIPPED_RULES = Path(__file__).with_name("rules.yaml")
 
@@ -147,10 +147,14 @@ class Fallback(_Model):
 
 
 class Supervisor(_Model):
-    """Who takes over at an escalation level (三级吹哨: community -> street -> district)."""
+    """Who takes over at an escalation level (三级吹哨: community -> street -> district).
+
+    ``language`` is the one its escalation notices are written in (zh or en).
+    """
 
     name: str = Field(min_length=1)
     name_en: str = Field(min_length=1)
+    language: Language = Language.zh
 
 
 DEFAULT_SUPERVISORS = {

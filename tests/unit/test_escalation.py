@@ -390,6 +390,18 @@ def test_missing_supervisors_fall_back_to_the_defaults():
     assert (event.supervisor, event.supervisor_en) == ("街道办事处", "Street office")
 
 
+def test_the_event_carries_the_supervisors_language_from_the_rules():
+    english = RULES.supervisor(EscalationLevel.street).model_copy(update={"language": Language.en})
+    rules: RuleSet = RULES.model_copy(update={"supervisors": {EscalationLevel.street: english}})
+    record = flying_wire()
+
+    _, shipped = escalate(record, ack_deadline(record), RULES, T0 + timedelta(hours=2))
+    _, events = escalate(record, ack_deadline(record), rules, T0 + timedelta(hours=2))
+
+    assert the_event(shipped).supervisor_language is Language.zh
+    assert the_event(events).supervisor_language is Language.en
+
+
 # ----------------------------------------------------------- late 报到 after escalation
 
 

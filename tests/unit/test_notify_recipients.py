@@ -28,6 +28,7 @@ from services.notify.recipients import (
     ordering_waits,
     recipients_for,
     supervisor_for,
+    supervisor_language,
 )
 from services.notify.service import NotifyService, check_attempts
 from services.notify.templates import Templates
@@ -272,6 +273,20 @@ def test_the_supervisor_is_a_recipient_by_role_level_and_office():
                                            "name": "缤泰街道办事处"}
     assert supervisor_for(escalation(level=EscalationLevel.district), "en")["name"] == \
         "Bintai Street Office"
+
+
+def test_a_supervisor_is_named_in_its_own_language_unless_told_otherwise():
+    english = escalation(supervisor_language=Language.en)
+    assert supervisor_language(escalation()) == "zh"
+    assert supervisor_language(english) == "en"
+    assert supervisor_for(english)["name"] == "Bintai Street Office"
+    assert supervisor_for(english, "zh")["name"] == "缤泰街道办事处"
+
+
+def test_an_escalation_published_before_supervisor_languages_still_validates():
+    payload = escalation().model_dump(mode="json")
+    del payload["supervisor_language"]
+    assert IssueEscalated.model_validate(payload).supervisor_language is Language.zh
 
 
 # ---------------------------------------------------------------------- the timeline
@@ -519,6 +534,22 @@ def test_escalation_tells_the_supervisor_then_every_reporter(notify, messenger, 
                         "supervisor (district) notified: escalation_notice message sent via desk")
     assert [s for s, _ in steps] == ["supervisor_notified", "resident_notified",
                                      "resident_notified"]
+
+
+def test_an_english_speaking_supervisor_gets_the_english_notice(notify, messenger):
+    notify.on_issue_escalated(escalation(level=EscalationLevel.district,
+                                         deadline=DeadlineKind.resolve,
+                                         supervisor_language=Language.en))
+
+    [notice] = [m for m, audience in messenger.deliveries.sent if audience == SUPERVISOR]
+    assert (notice.kind, notice.language, notice.recipient["name"]) == \
+        ("escalation_notice", "en", "Bintai Street Office")
+    assert notice.text == (
+        f"[Whistle] Escalated to the district: on issue {PRIMARY}, Housing bureau was due to "
+        "resolve by 2026-11-21 10:00 and has not. Please follow it up with the agencies "
+        "concerned.")
+    # The residents still read their own languages.
+    assert [m.language for m, a in messenger.deliveries.sent if a == RESIDENT] == ["zh", "en"]
 
 
 def test_table_messages_name_place_agencies_task_and_due(notify, messenger):

@@ -16,7 +16,7 @@ from services.routing.rules import (
     parse_duration,
     parse_rules,
 )
-from shared.contracts import Priority, Sector
+from shared.contracts import EscalationLevel, Language, Priority, Sector
 
 # A small valid file; the error tests break it line by line, so line numbers matter.
 VALID = """\
@@ -297,6 +297,40 @@ def test_empty_keywords_and_whitespace_keyword():
 ])
 def test_not_a_rules_file(text, expected):
     assert problems(text) == [expected]
+
+
+# Lines 27-32, after VALID's 26.
+SUPERVISORS = """\
+supervisors:
+  street: {name: 缤泰街道办事处, name_en: Bintai Street Office, language: en}
+  district:
+    name: 区政府
+    name_en: District government
+    language: zh
+"""
+
+
+def test_a_supervisor_reads_its_notices_in_its_language_chinese_by_default(shipped):
+    ruleset = parse_rules(VALID + SUPERVISORS)
+    assert ruleset.supervisor(EscalationLevel.street).language is Language.en
+    assert ruleset.supervisor(EscalationLevel.district).language is Language.zh
+    assert parse_rules(VALID).supervisor(EscalationLevel.street).language is Language.zh
+    assert {s.language for s in shipped.supervisors.values()} == {Language.zh}
+
+
+def test_a_bad_supervisor_language_is_refused_on_its_line(tmp_path):
+    text = VALID + SUPERVISORS.replace("language: en", "language: english") \
+        .replace("language: zh", "language: fr")
+    assert problems(text) == [
+        "rules.yaml:28: supervisors.street.language: Input should be 'zh' or 'en'",
+        "rules.yaml:32: supervisors.district.language: Input should be 'zh' or 'en'",
+    ]
+    path = tmp_path / "rules.yaml"  # what `whistle rules check` loads
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(RulesError) as caught:
+        load_rules(path)
+    assert [(p.line, p.path) for p in caught.value.problems] == \
+        [(28, "supervisors.street.language"), (32, "supervisors.district.language")]
 
 
 def test_load_rules_names_the_file(tmp_path):
