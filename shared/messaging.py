@@ -24,6 +24,9 @@ Here instead:
   republishes the message to a delay queue (bounded exponential backoff), then
   to ``whistle.dead-letter`` with the reason once ``WHISTLE_MAX_ATTEMPTS`` is
   reached. Invalid or undecodable messages go straight to the dead-letter queue.
+  An outage of our own store (Redis) is not the event's fault: the event waits
+  through the delay queue, with backoff, for as long as the outage lasts, and is
+  never dead-lettered for it (:func:`plan_failure`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from logging import getLogger
@@ -49,10 +53,10 @@ from pydantic import ValidationError
 
 from shared import config as cfg
 from shared.contracts import Event
-from shared.errors import InvalidPayload
+from shared.errors import InvalidPayload, Unavailable
 from shared.privacy import scrub_text
 from shared.publishing import BatchPublisher, PublishedEvent
-from shared.store import Keys, connect
+from shared.store import REDIS_ERRORS, Keys, connect
 from shared.topology import (
     CONSUMED_EVENT_TYPES,
     DEAD_LETTER_QUEUE_NAME,
@@ -64,6 +68,8 @@ from shared.topology import (
 _log = getLogger(__name__)
 
 ATTEMPTS_HEADER = "x-whistle-attempts"
+# How many times the event waited for an outage of the store; never dead-letters it.
+WAITS_HEADER = "x-whistle-waits"
 ERROR_HEADER = "x-whistle-error"
 QUEUE_HEADER = "x-whistle-queue"
 ROUTING_KEY_HEADER = "x-whistle-routing-key"
@@ -73,6 +79,9 @@ SOURCE_HEADER = "x-whistle-source"
 # type travels in a header too.
 EVENT_TYPE_HEADER = "x-whistle-event-type"
 MAX_RETRY_DELAY_S = 60.0
+# Our own store being down: shared.store turns Redis errors into Unavailable, but
+# some callers (notify's delivery records and desk outbox) let the raw ones through.
+OUTAGE_ERRORS = (Unavailable, *REDIS_ERRORS)
 
 
 class Deferred(Exception):  # noqa: N818 - a signal, not an error
@@ -301,6 +310,48 @@ class BoundEventBus:
             self._bus.hand_over(entries)
 
 
+DEFER, WAIT, RETRY, DEAD_LETTER = "defer", "wait", "retry", "dead-letter"
+
+
+@dataclass(frozen=True)
+class FailurePlan:
+    """What becomes of a message whose handler failed (:func:`plan_failure`)."""
+
+    action: str  # DEFER, WAIT, RETRY or DEAD_LETTER
+    delay_s: float = 0.0  # before it comes back from the delay queue (DEFER, WAIT, RETRY)
+    attempts: int = 0  # failed attempts, this one included (RETRY, DEAD_LETTER)
+    waits: int = 0  # waits for the store, this one included (WAIT)
+
+
+def backoff(base_s: float, n: int) -> float:
+    """The ``n``-th delay (from 1): ``base_s`` doubling, capped at ``MAX_RETRY_DELAY_S``."""
+    return min(base_s * 2 ** (n - 1), MAX_RETRY_DELAY_S)
+
+
+def plan_failure(exc: BaseException, attempts: int, waits: int, max_attempts: int,
+                 retry_delay_s: float) -> FailurePlan:
+    """What to do with a message whose handler raised ``exc``. Pure.
+
+    ``attempts`` and ``waits`` are what the message's headers say so far.
+
+    - :class:`Deferred`: back after its own delay; counts nothing.
+    - Our store is down (``OUTAGE_ERRORS``): the event waits, with backoff, and
+      counts a wait, never an attempt: it is not dead-lettered however long the
+      outage lasts.
+    - :class:`InvalidPayload`: dead-lettered at once.
+    - Anything else spends an attempt: retried with backoff, dead-lettered at the
+      ``max_attempts``-th.
+    """
+    if isinstance(exc, Deferred):
+        return FailurePlan(DEFER, exc.delay_s, attempts, waits)
+    if isinstance(exc, OUTAGE_ERRORS):
+        return FailurePlan(WAIT, backoff(retry_delay_s, waits + 1), attempts, waits + 1)
+    attempts += 1
+    if isinstance(exc, InvalidPayload) or attempts >= max_attempts:
+        return FailurePlan(DEAD_LETTER, 0.0, attempts, waits)
+    return FailurePlan(RETRY, backoff(retry_delay_s, attempts), attempts, waits)
+
+
 def plan_acks(finished: Iterable[int], in_flight: Iterable[int]) -> tuple[int | None, list[int]]:
     """How to acknowledge ``finished`` delivery tags in as few frames as possible. Pure.
 
@@ -419,8 +470,9 @@ class EventSubscriber(Consumer):
 
     ``requeue_on_error`` is not used: nameko requeues at once and without limit.
     Failures are retried with exponential backoff through a delay queue and
-    dead-lettered with their reason after ``WHISTLE_MAX_ATTEMPTS``. The message
-    is acked only after the worker returned or the retry was confirmed
+    dead-lettered with their reason after ``WHISTLE_MAX_ATTEMPTS``; while the store
+    is down, events wait instead, without spending attempts (:func:`plan_failure`).
+    The message is acked only after the worker returned or the retry was confirmed
     published, so a process killed mid-handler gets it redelivered.
 
     Usage::
@@ -435,10 +487,11 @@ class EventSubscriber(Consumer):
     queue_consumer = DeadLetteringQueueConsumer()
 
     def __init__(self, *event_classes: type[Event], **kwargs):
-        # A deferral is routine, not a worker error: nameko logs expected ones quietly.
+        # A deferral, or a wait for the store, is routine, not a worker error: nameko
+        # logs expected ones as warnings.
         expected = kwargs.pop("expected_exceptions", ())
         expected = expected if isinstance(expected, tuple) else (expected,)
-        kwargs["expected_exceptions"] = (Deferred, *expected)
+        kwargs["expected_exceptions"] = (Deferred, *OUTAGE_ERRORS, *expected)
         self.event_classes = {cls.event_type: cls for cls in event_classes}
         super().__init__(queue=None, **kwargs)
 
@@ -489,40 +542,44 @@ class EventSubscriber(Consumer):
             self.queue_consumer.ack_message(message)
             return
         exc = exc_info[1]
-        if isinstance(exc, Deferred):
-            self._finish(message, defer_s=exc.delay_s)
+        headers = message.headers or {}
+        plan = plan_failure(exc, int(headers.get(ATTEMPTS_HEADER, 0)),
+                            int(headers.get(WAITS_HEADER, 0)), self.max_attempts,
+                            self.retry_delay_s)
+        if plan.action == DEFER:
+            self._finish(message, defer_s=plan.delay_s)
             return
+        queue = self.subscription.queue_name
         reason = scrub_text(f"{type(exc).__name__}: {exc}")[:500]
-        attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
-        if isinstance(exc, InvalidPayload) or attempts >= self.max_attempts:
-            self._finish(message, dead_letter_reason=reason, attempts=attempts)
+        if plan.action == WAIT:
+            _log.warning("%s waits for the store (wait %d), retrying in %.1fs without "
+                         "spending an attempt: %s", queue, plan.waits, plan.delay_s, reason)
+            self._finish(message, defer_s=plan.delay_s,
+                         headers={WAITS_HEADER: plan.waits, ERROR_HEADER: reason})
+        elif plan.action == RETRY:
+            _log.warning("%s failed (attempt %d/%d), retrying in %.1fs: %s",
+                         queue, plan.attempts, self.max_attempts, plan.delay_s, reason)
+            self._finish(message, defer_s=plan.delay_s,
+                         headers={ATTEMPTS_HEADER: plan.attempts, ERROR_HEADER: reason})
         else:
-            self._finish(message, retry_reason=reason, attempts=attempts)
+            self._finish(message, dead_letter_reason=reason, attempts=plan.attempts)
 
-    def _finish(self, message, dead_letter_reason=None, retry_reason=None, attempts=1,
-                defer_s=None):
+    def _finish(self, message, dead_letter_reason=None, attempts=1, defer_s=None,
+                headers=None):
+        """Dead-letter the message, or send it back through the delay queue after
+        ``defer_s`` with ``headers`` added; ack it once that is published."""
         try:
-            if defer_s is not None:
-                self._republish(message, routing_key=f"{self.subscription.queue_name}.retry",
-                                extra_headers={}, expiration=defer_s)
-            elif dead_letter_reason is not None:
+            if dead_letter_reason is not None:
                 self.dead_letter(message, dead_letter_reason, attempts)
             else:
-                self._retry_later(message, retry_reason, attempts)
+                self._republish(message, routing_key=f"{self.subscription.queue_name}.retry",
+                                extra_headers=headers or {}, expiration=defer_s)
         except Exception as exc:
             # Could not park it (broker trouble): put it back rather than lose it.
             _log.warning("could not retry/dead-letter message: %s", type(exc).__name__)
             self.queue_consumer.requeue_message(message)
             return
         self.queue_consumer.ack_message(message)
-
-    def _retry_later(self, message, reason, attempts):
-        delay = min(self.retry_delay_s * 2 ** (attempts - 1), MAX_RETRY_DELAY_S)
-        _log.warning("%s failed (attempt %d/%d), retrying in %.1fs: %s",
-                     self.subscription.queue_name, attempts, self.max_attempts, delay, reason)
-        self._republish(message, routing_key=f"{self.subscription.queue_name}.retry",
-                        extra_headers={ATTEMPTS_HEADER: attempts, ERROR_HEADER: reason},
-                        expiration=delay)
 
     def dead_letter(self, message, reason, attempts=1):
         _log.error("%s dead-lettered after %d attempt(s): %s",

@@ -37,6 +37,7 @@ from shared.messaging import (
     FAILED_AT_HEADER,
     QUEUE_HEADER,
     ROUTING_KEY_HEADER,
+    WAITS_HEADER,
 )
 from shared.privacy import scrub, scrub_text
 from shared.topology import DEAD_LETTER_QUEUE, DEAD_LETTER_QUEUE_NAME, SERVICES, SUBSCRIPTIONS
@@ -50,7 +51,7 @@ ENVELOPE_FIELDS = frozenset({"event_id", "trace_id", "causation_id", "occurred_a
 PEEK_TRUNCATE_BYTES = 64 * 1024
 RPC_QUEUE = "rpc-{}"  # nameko.rpc.RPC_QUEUE_TEMPLATE: one consumer per running instance
 # Headers a replayed message leaves behind, so that it gets a fresh set of attempts.
-REPLAY_DROPS_HEADERS = (ERROR_HEADER, ATTEMPTS_HEADER)
+REPLAY_DROPS_HEADERS = (ERROR_HEADER, ATTEMPTS_HEADER, WAITS_HEADER)
 
 
 class Unreachable(RuntimeError):

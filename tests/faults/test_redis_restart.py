@@ -31,9 +31,9 @@ def dedicated_redis(tmp_path):
 def whistle_env(whistle_env, dedicated_redis):
     """Every process of this module talks to the dedicated Redis, never to 6379.
 
-    Retries back off as shipped (1 s, doubling: 15 s before the fifth attempt
-    dead-letters), not the 0.1 s of the other e2e tests: with 0.1 s, events in
-    flight when Redis dies are dead-lettered 1.5 s later (see docs/faults.md).
+    Retries back off as shipped (1 s, doubling), not the 0.1 s of the other e2e
+    tests. Events in flight when Redis dies wait for it without spending attempts
+    (scenario 9, test_redis_outage.py, shows that with a tiny retry budget).
     """
     return {**whistle_env, cfg.REDIS_URL: dedicated_redis.url,
             cfg.RETRY_DELAY_MS: str(cfg.DEFAULTS[cfg.RETRY_DELAY_MS])}
