@@ -368,26 +368,26 @@ class IssueStore:
     # ----------------------------------------------------------------- merging
 
     # The first claimant owns every bucket; later claimants learn the owner. One
-    # script, so two simultaneous identical reports can never both win.
+    # script, so two simultaneous identical reports can never both win. ARGV[3] is
+    # an owner to replace (a closed issue): two reports taking over from it at
+    # once cannot both win either.
     _CLAIM = """
     for _, key in ipairs(KEYS) do
         local owner = redis.call('GET', key)
-        if owner and owner ~= ARGV[1] then return owner end
+        if owner and owner ~= ARGV[1] and owner ~= ARGV[3] then return owner end
     end
     for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end
     return ARGV[1]
     """
 
     def claim_buckets(self, bucket_keys: list[str], issue_id: str, ttl_s: int,
-                      force: bool = False) -> str:
-        """Who owns these duplicate buckets: ``issue_id`` if it just claimed them."""
-        if force:
-            pipe = self.redis.pipeline(transaction=True)
-            for key in bucket_keys:
-                pipe.set(key, issue_id, ex=ttl_s)
-            self._call(pipe.execute)
-            return issue_id
-        return self._call(self._claim_script, bucket_keys, [issue_id, ttl_s])
+                      replacing: str | None = None) -> str:
+        """Who owns these duplicate buckets: ``issue_id`` if it just claimed them.
+
+        ``replacing``: an owner that no longer counts (its issue is closed); the
+        buckets are taken over from it, unless someone else already did.
+        """
+        return self._call(self._claim_script, bucket_keys, [issue_id, ttl_s, replacing or ""])
 
     # -------------------------------------------------------------- deadlines
 

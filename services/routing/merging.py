@@ -48,10 +48,18 @@ def can_join(primary: IssueRecord) -> bool:
     return primary.status in OPEN_STATUSES and primary.merged_into is None
 
 
+class PrimaryClosed(InvalidTransition):
+    """The issue a report was about to join closed in the meantime."""
+
+
 def join(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:
-    """The open issue gains a reporter (idempotent)."""
+    """The open issue gains a reporter (idempotent). Refused once it is closed: the
+    check before (``can_join``) read the issue, which may have changed since."""
     if newcomer_id in primary.reporters:
         return primary
+    if not can_join(primary):
+        raise PrimaryClosed(f"issue {primary.issue_id} is {primary.status.value}: "
+                            "it takes no new reporters")
     new = primary.model_copy(deep=True)
     new.reporters.append(newcomer_id)
     new.step(now, "routing", "reporter_joined",

@@ -42,7 +42,7 @@ from shared.contracts import (
     RecordTableTask,
     utcnow,
 )
-from shared.errors import EXPECTED_ERRORS, Forbidden
+from shared.errors import EXPECTED_ERRORS, Forbidden, Unavailable
 from shared.issue import Assignment, Deadline, IssueRecord, Routing, dispatch
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
@@ -50,6 +50,9 @@ from shared.store import Store
 from shared.web import health_report, http, read_json, validate
 
 DEADLINE_WATCH_INTERVAL_S = 1.0
+# A report's would-be primary can close while it is being merged; look again this
+# many times (each look is a fresh read of who owns the duplicate buckets).
+MAX_MERGE_TRIES = 3
 
 
 def plan_assignments(decision: RouteDecision, rules: RuleSet, now: datetime) -> list[Assignment]:
@@ -108,10 +111,12 @@ class RoutingService:
         now = utcnow()
         decision = route_issue(event.description, event.category, self.rules, now)
         if event.allow_merge and decision.category_source != "fallback":
-            primary = self._open_duplicate_of(event, decision.category)
-            if primary is not None:
-                self._merge(event, primary, decision.category, now)
-                return
+            for _ in range(MAX_MERGE_TRIES):
+                primary = self._open_duplicate_of(event, decision.category)
+                if primary is None:
+                    break
+                if self._merge(event, primary, decision.category, now):
+                    return
 
         def routed(record: IssueRecord):
             new = dispatch(record, decision.category, decision.priority,
@@ -133,24 +138,32 @@ class RoutingService:
                 for c, scope in merging.buckets(category, event.location)]
         ttl = int(self.rules.merging.window.total_seconds())
         owner = self.store.claim_buckets(keys, event.issue_id, ttl)
-        if owner == event.issue_id:
-            return None
-        primary = self.store.get(owner)
-        if merging.can_join(primary):
-            return primary
-        self.store.claim_buckets(keys, event.issue_id, ttl, force=True)  # closed: take over
-        return None
+        for _ in range(MAX_MERGE_TRIES):
+            if owner == event.issue_id:
+                return None
+            primary = self.store.get(owner)
+            if merging.can_join(primary):
+                return primary
+            # Closed: take its buckets over, unless another report just did (then that
+            # one is the open issue to join).
+            owner = self.store.claim_buckets(keys, event.issue_id, ttl, replacing=owner)
+        raise Unavailable(f"duplicate buckets of {event.issue_id} keep changing hands")
 
     def _merge(self, event: IssueReceived, primary: IssueRecord, category: str,
-               now: datetime) -> None:
-        self.store.apply(primary.issue_id, f"merge:{event.event_id}",
-                         lambda r: (merging.join(r, event.issue_id, now), {}), self.name)
+               now: datetime) -> bool:
+        """Fold the report into ``primary``; False if ``primary`` closed meanwhile."""
+        try:
+            self.store.apply(primary.issue_id, f"merge:{event.event_id}",
+                             lambda r: (merging.join(r, event.issue_id, now), {}), self.name)
+        except merging.PrimaryClosed:
+            return False
         applied = self.store.apply(
             event.issue_id, event.event_id,
             lambda r: self._staged(merging.fold(r, primary, category, event, now)), self.name)
         self.bus.publish(applied.outbox)
         self.log.info("issue_merged", issue_id=event.issue_id, into=primary.issue_id,
                       category=category)
+        return True
 
     # ------------------------------------------------------------ deadlines
 

@@ -131,3 +131,13 @@ def test_record_and_contact_come_together(store):
     assert record.issue_id == ISSUE and contact == {"phone": "13812345678"}
     with pytest.raises(NotFound):
         store.get_with_contact("not-an-id")
+
+
+def test_buckets_are_claimed_once_and_taken_over_from_a_closed_owner_only_once(store):
+    keys = [store.keys.dedupe("stair_light", "c:addr:1"), store.keys.dedupe("stair_light", "c:grid:2")]
+
+    assert store.claim_buckets(keys, "WH-A", 60) == "WH-A"
+    assert store.claim_buckets(keys, "WH-B", 60) == "WH-A"  # A owns them
+    # A closed: B and C both try to take over from it; the second learns B won.
+    assert store.claim_buckets(keys, "WH-B", 60, replacing="WH-A") == "WH-B"
+    assert store.claim_buckets(keys, "WH-C", 60, replacing="WH-A") == "WH-B"

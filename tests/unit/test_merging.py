@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.routing.merging import (
+    PrimaryClosed,
     buckets,
     can_join,
     fold,
@@ -197,6 +198,18 @@ def test_join_is_idempotent():
     assert twice is once
     assert twice.reporters == [NEWCOMER_ID]
     assert [e.step for e in twice.timeline].count("reporter_joined") == 1
+
+
+def test_join_refuses_an_issue_closed_since_it_was_found_open():
+    # can_join read the issue before; it was resolved by the time the join applies.
+    with pytest.raises(PrimaryClosed, match="takes no new reporters"):
+        join(_resolved(), NEWCOMER_ID, LATER)
+
+
+def test_join_stays_idempotent_once_the_issue_has_closed():
+    joined = join(primary_dispatched(), NEWCOMER_ID, LATER)
+    closed = joined.model_copy(update={"status": IssueStatus.resolved})
+    assert join(closed, NEWCOMER_ID, LATER) is closed  # a redelivered join changes nothing
 
 
 def test_join_keeps_every_reporter_in_order():
