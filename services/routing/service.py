@@ -170,7 +170,14 @@ class RoutingService:
     @timer(interval=DEADLINE_WATCH_INTERVAL_S)
     def watch_deadlines(self) -> None:
         """Escalate every missed deadline; runs on every instance, escalates once."""
-        now = utcnow()
+        try:
+            self._escalate_missed(utcnow())
+        except Unavailable as exc:
+            # Redis is down: the deadlines are still in it, and the next tick after it
+            # is back escalates them (each once). A warning, not a traceback a second.
+            self.log.warning("deadline_watch_waiting_for_store", reason=str(exc))
+
+    def _escalate_missed(self, now: datetime) -> None:
         for member, score in self.store.due_deadlines(now.timestamp()):
             deadline = Deadline.from_member(member, score)
             if deadline.kind is DeadlineKind.feedback:
