@@ -112,10 +112,6 @@ class Deliveries:
             outcome = self._deliver_to_desk(channel, message, audience, key, note, note_for)
             if outcome is not None:
                 return outcome
-        raw = self.redis.hget(key, nid)
-        record = json.loads(raw) if raw else None
-        if record and record["status"] in FINAL:
-            return Outcome(False, record["status"], record["channel"], record.get("detail", ""))
         lease = f"{self.prefix}:notify:lease:{nid}"
         if not self.redis.set(lease, "1", nx=True, ex=LEASE_SECONDS):
             # Not a failure: another worker is sending it, or died holding the lease.
@@ -123,6 +119,13 @@ class Deliveries:
             # attempts (a dead worker's lease would otherwise outlive them all).
             raise Deferred(LEASE_RECHECK_S, f"message {nid} is being sent by another worker")
         try:
+            # Read under the lease: a worker that held it a moment ago may have settled
+            # the message since (read before taking it, it could be sent twice).
+            raw = self.redis.hget(key, nid)
+            record = json.loads(raw) if raw else None
+            if record and record["status"] in FINAL:
+                return Outcome(False, record["status"], record["channel"],
+                               record.get("detail", ""))
             now = _now()
             if record is None:
                 record = new_record(message, audience, channel.name, now)
