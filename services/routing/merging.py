@@ -15,7 +15,7 @@ import re
 import unicodedata
 from datetime import datetime
 
-from shared.contracts import Event, IssueMerged, IssueReceived, IssueStatus, Location
+from shared.contracts import Event, IssueMerged, IssueReceived, IssueStatus, Location, Priority
 from shared.errors import InvalidTransition
 from shared.issue import IssueRecord
 
@@ -68,17 +68,18 @@ def join(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:
 
 
 def fold(newcomer: IssueRecord, primary: IssueRecord, category: str, cause: IssueReceived,
-         now: datetime) -> tuple[IssueRecord, list[Event]]:
+         now: datetime, own_priority: Priority | None = None) -> tuple[IssueRecord, list[Event]]:
     """The newcomer is folded into the primary issue, in the category both share.
 
     ``category`` is the duplicate bucket's: the primary may not be routed yet when
-    two neighbours report at the same moment.
+    two neighbours report at the same moment. Then it has no priority yet either,
+    and the newcomer keeps the one routing gave its own report (``own_priority``).
     """
     if newcomer.status is not IssueStatus.received:
         raise InvalidTransition(f"issue {newcomer.issue_id} is already {newcomer.status.value}")
     new = newcomer.model_copy(deep=True)
     new.status, new.merged_into, new.category = IssueStatus.merged, primary.issue_id, category
-    new.priority = primary.priority
+    new.priority = primary.priority or own_priority
     new.step(now, "routing", "merged",
              f"same {category} problem as {primary.issue_id}: merged (共性问题统筹)")
     return new, [cause.caused(IssueMerged, occurred_at=now, into_issue_id=primary.issue_id,

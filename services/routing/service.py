@@ -115,7 +115,7 @@ class RoutingService:
                 primary = self._open_duplicate_of(event, decision.category)
                 if primary is None:
                     break
-                if self._merge(event, primary, decision.category, now):
+                if self._merge(event, primary, decision, now):
                     return
 
         def routed(record: IssueRecord):
@@ -149,9 +149,10 @@ class RoutingService:
             owner = self.store.claim_buckets(keys, event.issue_id, ttl, replacing=owner)
         raise Unavailable(f"duplicate buckets of {event.issue_id} keep changing hands")
 
-    def _merge(self, event: IssueReceived, primary: IssueRecord, category: str,
+    def _merge(self, event: IssueReceived, primary: IssueRecord, decision: RouteDecision,
                now: datetime) -> bool:
         """Fold the report into ``primary``; False if ``primary`` closed meanwhile."""
+        category = decision.category
         try:
             self.store.apply(primary.issue_id, f"merge:{event.event_id}",
                              lambda r: (merging.join(r, event.issue_id, now), {}), self.name)
@@ -159,7 +160,8 @@ class RoutingService:
             return False
         applied = self.store.apply(
             event.issue_id, event.event_id,
-            lambda r: self._staged(merging.fold(r, primary, category, event, now)), self.name)
+            lambda r: self._staged(merging.fold(r, primary, category, event, now,
+                                                own_priority=decision.priority)), self.name)
         self.bus.publish(applied.outbox)
         self.log.info("issue_merged", issue_id=event.issue_id, into=primary.issue_id,
                       category=category)

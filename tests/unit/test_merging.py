@@ -261,8 +261,10 @@ def test_fold_into_a_primary_not_yet_dispatched():
     if not can_join(primary):  # a fix that refuses to join it is fine too
         return
     report = newcomer()
-    new, [event] = fold(report, primary, "pipe_leak", received_event(report), LATER)
+    new, [event] = fold(report, primary, "pipe_leak", received_event(report), LATER,
+                        own_priority=Priority.high)
     assert new.category == event.category == "pipe_leak"
+    assert new.priority is Priority.high  # the primary has none yet: its own routing's
     assert new.status is IssueStatus.merged
     assert new.merged_into == event.into_issue_id == PRIMARY_ID
 
