@@ -71,8 +71,14 @@ class RouteDecision:
 
 
 @lru_cache(maxsize=4096)
+def _needle(keyword: str) -> str:
+    """The keyword as it appears in normalised text (what its pattern matches literally)."""
+    return normalise(keyword).strip()
+
+
+@lru_cache(maxsize=4096)
 def _pattern(keyword: str) -> re.Pattern[str]:
-    norm = normalise(keyword).strip()
+    norm = _needle(keyword)
     body = re.escape(norm).replace(r"\ ", " ")
     if _CJK.search(norm):
         return re.compile(body)
@@ -86,6 +92,8 @@ def _occurrences(text: str, rules: RuleSet) -> list[tuple[int, int, int, str]]:
     found = []
     for index, rule in enumerate(rules.rules):
         for keyword in rule.keywords:
+            if _needle(keyword) not in text:
+                continue  # a plain substring test first: most keywords are absent
             pattern = _pattern(keyword)
             pos = 0
             while (m := pattern.search(text, pos)) is not None:
