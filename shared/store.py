@@ -153,22 +153,13 @@ class IssueStore:
 
     def get(self, issue_id: str) -> IssueRecord:
         self._check_id(issue_id)
-        raw = self._call(self.redis.get, self.keys.issue(issue_id))
-        if raw is None:
-            raise NotFound(f"no issue {issue_id}")
-        return IssueRecord.model_validate_json(raw)
-
-    @staticmethod
-    def _check_id(issue_id: str) -> None:
-        if not isinstance(issue_id, str) or not ISSUE_ID.fullmatch(issue_id):
-            # Never echo a malformed id: callers paste all sorts of things in there.
-            raise NotFound("no such issue (issue ids look like WH-20261121-0001)")
+        return self._parse(issue_id, self._call(self.redis.get, self.keys.issue(issue_id)))
 
     def get_with_notes(self, issue_id: str) -> IssueRecord:
         """The record with its notes merged into the timeline, in time order: what
         people read. State changes never need the notes, so :meth:`get` skips them."""
-        record = self.get(issue_id)
-        raws = self._call(self.redis.hvals, self.keys.notes(issue_id))
+        record, raws = self._get_with(issue_id, lambda pipe: pipe.hvals(
+            self.keys.notes(issue_id)))
         if raws:
             notes = [TimelineEntry.model_validate_json(raw) for raw in raws]
             # sorted() is stable: a note at the same instant as a step comes after it.
@@ -177,14 +168,28 @@ class IssueStore:
 
     def get_with_contact(self, issue_id: str) -> tuple[IssueRecord, dict[str, str]]:
         """The record and the resident's contact, in one round trip."""
+        return self._get_with(issue_id, lambda pipe: pipe.hgetall(self.keys.contact(issue_id)))
+
+    def _get_with(self, issue_id: str, also: Callable[[Any], Any]) -> tuple[IssueRecord, Any]:
+        """The record and one more read (``also`` queues it on a pipeline), in one round trip."""
         self._check_id(issue_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self.keys.issue(issue_id))
-        pipe.hgetall(self.keys.contact(issue_id))
-        raw, contact = self._call(pipe.execute)
+        also(pipe)
+        raw, other = self._call(pipe.execute)
+        return self._parse(issue_id, raw), other
+
+    @staticmethod
+    def _check_id(issue_id: str) -> None:
+        if not isinstance(issue_id, str) or not ISSUE_ID.fullmatch(issue_id):
+            # Never echo a malformed id: callers paste all sorts of things in there.
+            raise NotFound("no such issue (issue ids look like WH-20261121-0001)")
+
+    @staticmethod
+    def _parse(issue_id: str, raw: str | None) -> IssueRecord:
         if raw is None:
             raise NotFound(f"no issue {issue_id}")
-        return IssueRecord.model_validate_json(raw), contact
+        return IssueRecord.model_validate_json(raw)
 
     def contact(self, issue_id: str) -> dict[str, str]:
         return self._call(self.redis.hgetall, self.keys.contact(issue_id))
