@@ -63,6 +63,11 @@ def configure_logging(fmt: str = "json", level: int | str = logging.INFO) -> Non
             renderer,
         ],
     )
+    # No line shows the thread or process fields, and under eventlet filling them
+    # in (``threading.current_thread()``) is a green-thread lookup per record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     handler._whistle = True  # replace only our own handler; leave others' (e.g. pytest's)

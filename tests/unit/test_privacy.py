@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.privacy import mask_name, mask_phone, scrub, scrub_text
 
@@ -154,3 +156,31 @@ def test_scrub_leaves_non_string_scalars_and_keys_alone():
 def test_scrub_text_masks_full_width_phone_digits():
     text = "我的电话１３８１２３４５６７８请回电"
     assert "１２３４" not in scrub_text(text)
+
+
+# Text the shortcut in scrub_text skips (no "@", no three digits in a row) must be
+# text the full patterns would have left alone. The generator puts phone-shaped
+# pieces (mobiles and landlines with any separators, digit groups, "+86", "@")
+# into noise, so real phones in every spelling come up.
+def _digits(n: int, first: str = "0123456789"):
+    return st.tuples(st.sampled_from(first), *[st.sampled_from("0123456789")] * (n - 1)
+                     ).map("".join)
+
+
+_SEP = st.sampled_from(["", "-", " ", "　", "－"])
+_MOBILE = st.tuples(st.sampled_from(["", "+86", "+86 ", "86-"]), st.just("1"),
+                    _digits(2, "3456789"), _SEP, _digits(4), _SEP, _digits(4)).map("".join)
+_LANDLINE = st.tuples(st.just("0"), _digits(2, "123456789"), _SEP.filter(bool),
+                      _digits(4), _SEP, _digits(4)).map("".join)
+_PIECE = st.one_of(_MOBILE, _LANDLINE, _digits(1), _digits(2),
+                   st.sampled_from(["-", " ", "@", "a.b", "tel:", "楼", "x"]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_PIECE, max_size=6).map("".join))
+def test_scrub_text_shortcut_never_skips_what_the_full_patterns_mask(text):
+    from shared.privacy import _EMAIL, _PHONE, mask_email, mask_phone
+
+    full = _PHONE.sub(lambda m: mask_phone(m.group(0)) or "",
+                      _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text))
+    assert scrub_text(text) == full
