@@ -14,7 +14,7 @@ Here instead:
 - :class:`EventBus` publishes persistent messages with publisher confirms and
   ``mandatory=True`` to ``whistle.events``; every service declares the whole
   topology at start-up. Events are first written to a per-service outbox hash
-  in Redis *in the same MULTI as the state change* (see ``shared.store``), then
+  in Redis *in the same atomic write as the state change* (see ``shared.store``), then
   published in batches by a background thread, one wait for the confirms per
   batch (``shared.publishing``), and removed; a relay thread republishes anything
   left behind by a crash or a broker outage. Delivery is therefore at-least-once, and every

@@ -21,11 +21,13 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:desk:pushed:{notification}  string  marks a message pushed to the desk (1 day)
     {p}:notify:lease:{notification} string  a notify worker is sending it (webhook, email; 30 s)
 
-Every state change goes through :meth:`IssueStore.apply`: WATCH the issue,
-skip if the event was already applied, run the pure domain function, then in
-one MULTI write the new record, mark the event applied, update the indexes and
-put the events that announce the change in the outbox and the journal. The
-change and its announcement therefore commit together or not at all, and a
+Every state change goes through :meth:`IssueStore.apply`: read the issue and
+whether the event was already applied, run the pure domain function, then in one
+script (:class:`Writes`, compare-and-set) check that the record is still the one
+read and the event still unapplied, write the new record, mark the event applied,
+update the indexes and put the events that announce the change in the outbox and
+the journal. The change and its announcement therefore commit together or not at
+all, a change that raced another is recomputed on the fresh record, and a
 redelivered event changes nothing (at-least-once delivery made effectively-once).
 
 Indexes are updated by difference: an apply writes only the index entries that
@@ -38,6 +40,7 @@ beside the record, merged into the timeline when the issue is read
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -52,6 +55,9 @@ from shared import config as cfg
 from shared.contracts import AssignmentStatus, IssueFilter
 from shared.errors import NotFound, Unavailable
 from shared.issue import IssueRecord, TimelineEntry, pending_deadlines
+
+SEQUENCE_TTL_S = 3 * 24 * 3600  # a day's id counter outlives its day (time zones)
+COMMITTED = 1  # what the commit script answers when it wrote
 
 ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 
@@ -124,6 +130,52 @@ class Keys:
         return f"{self.prefix}:desk:outbox"
 
 
+class Writes:
+    """Writes to commit in one script call (``IssueStore._COMMIT``), atomically.
+
+    Its methods mirror redis-py's for the commands the store writes with. One
+    script call is one round trip and one reply, where a WATCH/MULTI/EXEC costs
+    three round trips and a reply per queued command: the apply on every event's
+    path was the busiest code in routing's profile.
+    """
+
+    def __init__(self, *fixed_keys: str):
+        self.keys: list[str] = list(fixed_keys)
+        self._index: dict[str, int] = {k: n for n, k in enumerate(self.keys, 1)}
+        self.args: list[Any] = []
+
+    def _add(self, command: str, key: str, *args: Any) -> None:
+        index = self._index.get(key)
+        if index is None:
+            self.keys.append(key)
+            index = self._index[key] = len(self.keys)
+        # Each write travels as: how many arguments, the command, its key's index in
+        # KEYS (scripts must name the keys they touch), the arguments.
+        self.args += [len(args), command, index, *args]
+
+    def set(self, key: str, value: str) -> None:
+        self._add("SET", key, value)
+
+    def sadd(self, key: str, *members: str) -> None:
+        self._add("SADD", key, *members)
+
+    def srem(self, key: str, *members: str) -> None:
+        self._add("SREM", key, *members)
+
+    def zadd(self, key: str, mapping: dict[str, float]) -> None:
+        self._add("ZADD", key, *(x for member, score in mapping.items()
+                                 for x in (repr(float(score)), member)))
+
+    def zrem(self, key: str, *members: str) -> None:
+        self._add("ZREM", key, *members)
+
+    def hset(self, key: str, mapping: dict[str, str]) -> None:
+        self._add("HSET", key, *(x for pair in mapping.items() for x in pair))
+
+    def rpush(self, key: str, *values: str) -> None:
+        self._add("RPUSH", key, *values)
+
+
 @dataclass
 class Applied:
     """Result of :meth:`IssueStore.apply`."""
@@ -148,6 +200,8 @@ class IssueStore:
         self._claim_script = client.register_script(self._CLAIM)
         self._note_script = client.register_script(self._NOTE)
         self._read_script = client.register_script(self._READ)
+        self._commit_script = client.register_script(self._COMMIT)
+        self._resync_script = client.register_script(self._RESYNC)
 
     # ------------------------------------------------------------------ reads
 
@@ -225,22 +279,46 @@ class IssueStore:
         key = self.keys.sequence(day)
         pipe = self.redis.pipeline()
         pipe.incr(key)
-        pipe.expire(key, 3 * 24 * 3600)
+        pipe.expire(key, SEQUENCE_TTL_S)
         number, _ = self._call(pipe.execute)
         return f"WH-{day}-{number:04d}"
 
+    # After a lost counter: move the day's counter up to the highest id in use
+    # (ids received in the last ARGV[2] seconds that start with ARGV[1]).
+    _RESYNC = """
+    local top = 0
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf')) do
+        if string.sub(id, 1, #ARGV[1]) == ARGV[1] then
+            top = math.max(top, tonumber(string.sub(id, #ARGV[1] + 1)) or 0)
+        end
+    end
+    if top > tonumber(redis.call('GET', KEYS[1]) or '0') then
+        redis.call('SET', KEYS[1], top, 'EX', ARGV[3])
+    end
+    return top
+    """
+
+    def resync_sequence(self, day: str, now_ts: float) -> int:
+        """Move the day's counter past every id in use; the highest one found."""
+        return self._call(self._resync_script, [self.keys.sequence(day), self.keys.all_issues],
+                          [f"WH-{day}-", now_ts - SEQUENCE_TTL_S, SEQUENCE_TTL_S])
+
     def create(self, record: IssueRecord, contact: dict[str, str], service: str,
-               outbox: dict[str, str]) -> None:
-        """Store a new issue, its contact, indexes and announcing events, all at once."""
+               outbox: dict[str, str]) -> bool:
+        """Store a new issue, its contact, indexes and announcing events, all at once.
+
+        False, with nothing written, if an issue with that id exists already (the
+        day's counter was lost, say, by a Redis restart): never overwrite one.
+        """
         keys = self.keys
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.issue(record.issue_id), record.model_dump_json())
+        writes = Writes(keys.issue(record.issue_id), keys.applied(record.issue_id))
+        writes.set(keys.issue(record.issue_id), record.model_dump_json())
         if contact:
-            pipe.hset(keys.contact(record.issue_id), mapping=contact)
-        pipe.zadd(keys.all_issues, {record.issue_id: record.received_at.timestamp()})
-        self._index(pipe, None, record)
-        self._announce(pipe, service, outbox)
-        self._call(pipe.execute)
+            writes.hset(keys.contact(record.issue_id), mapping=contact)
+        writes.zadd(keys.all_issues, {record.issue_id: record.received_at.timestamp()})
+        self._index(writes, None, record)
+        self._announce(writes, service, outbox)
+        return self._commit(writes, None, "") == COMMITTED
 
     def apply(self, issue_id: str, event_id: str | None, change: Change,
               service: str) -> Applied:
@@ -248,32 +326,28 @@ class IssueStore:
 
         ``change`` is a pure function from the current record to the new record
         and the outbox entries announcing it. It may raise a domain error, which
-        propagates and leaves Redis untouched.
+        propagates and leaves Redis untouched. If another change lands between
+        the read and the write, the write is refused and ``change`` runs again on
+        the fresh record.
         """
         keys = self.keys
         for _ in range(self.MAX_CONFLICT_RETRIES):
-            try:
-                with self.redis.pipeline(transaction=True) as pipe:
-                    pipe.watch(keys.issue(issue_id), keys.applied(issue_id))
-                    raw, seen = self._read_watched(pipe, issue_id, event_id or "")
-                    if raw is None:
-                        raise NotFound(f"no issue {issue_id}")
-                    current = IssueRecord.model_validate_json(raw)
-                    if event_id and seen:
-                        return Applied(current, changed=False)
-                    new, outbox = change(current)
-                    pipe.multi()
-                    pipe.set(keys.issue(issue_id), new.model_dump_json())
-                    if event_id:
-                        pipe.sadd(keys.applied(issue_id), event_id)
-                    self._index(pipe, current, new)
-                    self._announce(pipe, service, outbox)
-                    pipe.execute()
-                    return Applied(new, changed=True, outbox=outbox)
-            except redis.WatchError:
-                continue
-            except REDIS_ERRORS as exc:
-                raise Unavailable(f"issue store unavailable: {type(exc).__name__}") from exc
+            raw, seen = self._read(issue_id, event_id or "")
+            if raw is None:
+                raise NotFound(f"no issue {issue_id}")
+            current = IssueRecord.model_validate_json(raw)
+            if event_id and seen:
+                return Applied(current, changed=False)
+            new, outbox = change(current)
+            writes = Writes(keys.issue(issue_id), keys.applied(issue_id))
+            writes.set(keys.issue(issue_id), new.model_dump_json())
+            if event_id:
+                writes.sadd(keys.applied(issue_id), event_id)
+            self._index(writes, current, new)
+            self._announce(writes, service, outbox)
+            if self._commit(writes, raw, event_id or "") == COMMITTED:
+                return Applied(new, changed=True, outbox=outbox)
+            # Changed meanwhile, or the event was applied meanwhile: read again.
         raise Unavailable(f"issue {issue_id} is changing too fast; try again")
 
     # The record and whether the event was applied, in one round trip.
@@ -281,34 +355,53 @@ class IssueStore:
     return {redis.call('GET', KEYS[1]), redis.call('SISMEMBER', KEYS[2], ARGV[1])}
     """
 
-    def _read_watched(self, pipe: Any, issue_id: str, event_id: str) -> tuple[str | None, bool]:
-        # On the WATCHing connection (a pipeline in immediate mode), so a change made
-        # after this read still fails the EXEC.
-        keys = (self.keys.issue(issue_id), self.keys.applied(issue_id))
-        try:
-            raw, seen = pipe.evalsha(self._read_script.sha, 2, *keys, event_id)
-        except redis.exceptions.NoScriptError:  # Redis restarted since: send the source
-            raw, seen = pipe.eval(self._READ, 2, *keys, event_id)
+    def _read(self, issue_id: str, event_id: str) -> tuple[str | None, bool]:
+        raw, seen = self._call(self._read_script,
+                               [self.keys.issue(issue_id), self.keys.applied(issue_id)],
+                               [event_id])
         return raw, bool(seen)
 
-    def _index(self, pipe: Any, old: IssueRecord | None, new: IssueRecord) -> None:
+    # Compare-and-set: the writes (see Writes) happen only if the record is still
+    # the one read (same SHA1; '' for "must not exist") and the event is still
+    # unapplied. Returns 1 when written, 0 when the record changed, -1 when the
+    # event was applied meanwhile.
+    _COMMIT = """
+    local current = redis.call('GET', KEYS[1])
+    if (current and redis.sha1hex(current) or '') ~= ARGV[1] then return 0 end
+    if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return -1 end
+    local i = 3
+    while i <= #ARGV do
+        local n = tonumber(ARGV[i])
+        local call = {ARGV[i + 1], KEYS[tonumber(ARGV[i + 2])]}
+        for j = 1, n do call[j + 2] = ARGV[i + 2 + j] end
+        redis.call(unpack(call))
+        i = i + 3 + n
+    end
+    return 1
+    """
+
+    def _commit(self, writes: Writes, read: str | None, event_id: str) -> int:
+        expected = hashlib.sha1(read.encode()).hexdigest() if read is not None else ""
+        return self._call(self._commit_script, writes.keys, [expected, event_id, *writes.args])
+
+    def _index(self, writes: Writes, old: IssueRecord | None, new: IssueRecord) -> None:
         """Write the index entries the change moved, and only those."""
         issue_id = new.issue_id
         before = self.index_sets(old) if old is not None else set()
         after = self.index_sets(new)
         for key in sorted(before - after):
-            pipe.srem(key, issue_id)
+            writes.srem(key, issue_id)
         for key in sorted(after - before):
-            pipe.sadd(key, issue_id)
+            writes.sadd(key, issue_id)
         # The deadline watch is derived from state, so it can never disagree with it.
         was = {d.member: d.due.timestamp() for d in pending_deadlines(old)} if old else {}
         watched = {d.member: d.due.timestamp() for d in pending_deadlines(new)}
         stale = was.keys() - watched.keys()
         if stale:
-            pipe.zrem(self.keys.deadlines, *sorted(stale))
+            writes.zrem(self.keys.deadlines, *sorted(stale))
         moved = {member: due for member, due in watched.items() if was.get(member) != due}
         if moved:
-            pipe.zadd(self.keys.deadlines, moved)
+            writes.zadd(self.keys.deadlines, moved)
 
     def index_sets(self, record: IssueRecord) -> set[str]:
         """The index sets the record belongs in (see the key scheme). Pure."""
@@ -320,15 +413,15 @@ class IssueStore:
                 sets.add(keys.open_for_agency(assignment.agency))
         return sets
 
-    def _announce(self, pipe: Any, service: str, outbox: dict[str, str]) -> None:
+    def _announce(self, writes: Writes, service: str, outbox: dict[str, str]) -> None:
         """Queue the announcing events in the outbox and append them to their journals,
-        inside the caller's MULTI: an event is journaled exactly when it is committed."""
+        in the caller's atomic write: an event is journaled exactly when it is committed."""
         if not outbox:
             return
-        pipe.hset(self.keys.outbox(service), mapping=outbox)
+        writes.hset(self.keys.outbox(service), mapping=outbox)
         for raw in outbox.values():
             entry = journal_entry(json.loads(raw))
-            pipe.rpush(self.keys.journal(entry["issue_id"]), dumps(entry))
+            writes.rpush(self.keys.journal(entry["issue_id"]), dumps(entry))
 
     # ------------------------------------------------------------------ notes
 

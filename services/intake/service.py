@@ -16,12 +16,16 @@ from services.intake.domain import accept_issue
 from services.intake.stats import StatsWindow, compute_stats
 from shared import config as cfg
 from shared.contracts import IssueFilter, SubmitIssue, new_id, utcnow
-from shared.errors import EXPECTED_ERRORS
+from shared.errors import EXPECTED_ERRORS, Unavailable
 from shared.issue import public_view
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus
 from shared.store import Store, day_of
 from shared.web import health_report, http, json_response, read_json, validate
+
+# Ids tried for one submission before giving up (the first collision resyncs the
+# day's counter, so a second try normally succeeds).
+MAX_ID_TRIES = 3
 
 
 class IntakeService:
@@ -93,10 +97,17 @@ class IntakeService:
     def _submit(self, submission: SubmitIssue) -> dict:
         now = utcnow()
         tz = cfg.get(self.config, cfg.DISPLAY_TZ)
-        issue_id = self.store.next_issue_id(day_of(now, tz))
-        record, contact, received = accept_issue(submission, issue_id, new_id(), now)
-        outbox = self.bus.stage(received)
-        self.store.create(record, contact, self.name, outbox)
+        for _ in range(MAX_ID_TRIES):
+            issue_id = self.store.next_issue_id(day_of(now, tz))
+            record, contact, received = accept_issue(submission, issue_id, new_id(), now)
+            outbox = self.bus.stage(received)
+            if self.store.create(record, contact, self.name, outbox):
+                break
+            # The id is taken: the day's counter is behind (lost with a Redis restart).
+            self.log.warning("issue_id_taken", issue_id=issue_id)
+            self.store.resync_sequence(day_of(now, tz), now.timestamp())
+        else:
+            raise Unavailable("could not find a free issue id; try again")
         self.log.info("issue_received", issue_id=issue_id, channel=submission.channel.value,
                       community=submission.location.community)
         self.bus.publish(outbox)

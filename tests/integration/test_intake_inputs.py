@@ -101,3 +101,22 @@ def test_any_body_gets_a_json_answer_and_refusals_store_nothing(intake, body, co
     else:
         assert_clean_refusal(response)
         assert stored(client, prefix) == before
+
+
+def test_a_lost_day_counter_never_overwrites_an_issue(intake):
+    # The day's id counter can be lost (a Redis restart without the last second of
+    # its log); the next submission must get a fresh id, not reuse an existing one.
+    url, client, prefix = intake
+    first = requests.post(f"{url}/issues", json=VALID, timeout=5).json()["issue_id"]
+    second = requests.post(f"{url}/issues", json=VALID, timeout=5).json()["issue_id"]
+    day = first.split("-")[1]
+    client.delete(f"{prefix}:seq:{day}")
+
+    third = requests.post(f"{url}/issues", json={**VALID, "description": "暖气不热"},
+                          timeout=5)
+
+    assert third.status_code == 201, third.text
+    assert third.json()["issue_id"] == f"WH-{day}-{int(second.split('-')[2]) + 1:04d}"
+    assert json.loads(client.get(f"{prefix}:issue:{first}"))["description"] == VALID[
+        "description"]
+    assert stored(client, prefix) == 3

@@ -70,6 +70,75 @@ def test_an_apply_still_works_after_redis_forgot_its_scripts(store, redis_client
     assert store.get(ISSUE).status.value == "dispatched"
 
 
+def test_a_change_that_lands_between_read_and_write_is_not_lost(store, redis_client):
+    # Two workers change the issue at once: the write made from the older read is
+    # refused, and its change is worked out again on the record the other one wrote.
+    created(store)
+    store.apply(ISSUE, "evt-1", routed, "routing")
+    other = IssueStore(redis_client, store.keys.prefix)
+    seen_by_power = []
+
+    def power_reports_in(record):
+        seen_by_power.append(record.assignment_for("housing").status.value)
+        if len(seen_by_power) == 1:  # meanwhile, housing reports in through another worker
+            other.apply(ISSUE, "evt-2",
+                        lambda r: (acknowledge(r, "housing", "staff-2", NOW), {}), "agency")
+        return acknowledge(record, "power", "staff-1", NOW), {}
+
+    applied = store.apply(ISSUE, "evt-3", power_reports_in, "agency")
+
+    assert applied.changed and seen_by_power == ["assigned", "acknowledged"]
+    final = store.get(ISSUE)
+    assert {a.agency: a.status.value for a in final.assignments} == {
+        "housing": "acknowledged", "power": "acknowledged"}
+    assert redis_client.smembers(store.keys.applied(ISSUE)) == {"evt-1", "evt-2", "evt-3"}
+
+
+def test_the_same_event_applied_meanwhile_is_not_applied_twice(store, redis_client):
+    created(store)
+    other = IssueStore(redis_client, store.keys.prefix)
+    calls = []
+
+    def route_once_more(record):
+        calls.append(record.status.value)
+        if len(calls) == 1:  # a redelivered copy of the event is applied meanwhile
+            other.apply(ISSUE, "evt-1", routed, "routing")
+        return routed(record)
+
+    applied = store.apply(ISSUE, "evt-1", route_once_more, "routing")
+
+    assert not applied.changed and applied.record.status.value == "dispatched"
+    assert calls == ["received"]
+    assert [e["event_type"] for e in store.journal(ISSUE)] == ["issue.received",
+                                                               "issue.dispatched"]
+
+
+def test_an_existing_issue_is_never_overwritten_by_a_create(store, redis_client):
+    created(store)
+    before = redis_client.get(store.keys.issue(ISSUE))
+    record = received()
+
+    assert not store.create(record, {"phone": "13900000000"}, "intake", {})
+
+    assert redis_client.get(store.keys.issue(ISSUE)) == before
+    assert redis_client.hgetall(store.keys.contact(ISSUE)) == {"phone": "13812345678"}
+    assert len(store.journal(ISSUE)) == 1
+
+
+def test_a_lost_day_counter_is_moved_past_the_ids_in_use(store, redis_client):
+    day = "20261121"
+    for _ in range(3):
+        issue_id = store.next_issue_id(day)
+        store.create(received().model_copy(update={"issue_id": issue_id}), {}, "intake", {})
+    redis_client.delete(store.keys.sequence(day))  # lost, as with a Redis restart
+
+    taken = store.next_issue_id(day)
+    assert taken == f"WH-{day}-0001"
+    assert not store.create(received().model_copy(update={"issue_id": taken}), {}, "intake", {})
+    assert store.resync_sequence(day, NOW.timestamp()) == 3
+    assert store.next_issue_id(day) == f"WH-{day}-0004"
+
+
 def test_indexes_follow_the_change_and_only_what_moved_is_written(store, redis_client):
     created(store)
     keys = store.keys
