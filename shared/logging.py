@@ -63,8 +63,10 @@ def configure_logging(fmt: str = "json", level: int | str = logging.INFO) -> Non
             renderer,
         ],
     )
-    # No line shows the thread or process fields, and under eventlet filling them
-    # in (``threading.current_thread()``) is a green-thread lookup per record.
+    # No line shows the caller, thread or process fields: don't work them out for
+    # every record (the logging HOWTO's "Optimization"; under eventlet the thread
+    # is a green-thread lookup, and the caller a walk up the stack).
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

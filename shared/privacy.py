@@ -13,8 +13,10 @@ from typing import Any
 # Mainland mobiles (1[3-9]x, 11 digits), with optional +86 and separators, and
 # landlines with an area code (010-12345678). Matches inside Chinese text too,
 # where \b does not help, so digits around the match are excluded explicitly.
-_D = "[0-9０-９]"
-_SEP = "[ \\-　－]"
+_DIGIT_CHARS = "0-9０-９"
+_SEPARATOR_CHARS = " \\-　－"
+_D = f"[{_DIGIT_CHARS}]"
+_SEP = f"[{_SEPARATOR_CHARS}]"
 _PHONE = re.compile(
     rf"(?<!{_D})(?:[+＋]?[8８][6６]{_SEP}?)?([1１][3-9３-９]{_D}){_SEP}?({_D}{{4}}){_SEP}?({_D}{{4}})(?!{_D})"
     rf"|(?<!{_D})([0０][1-9１-９]{_D}{{1,2}}){_SEP}({_D}{{3,4}}){_SEP}?({_D}{{4}})(?!{_D})"
@@ -57,11 +59,12 @@ def mask_email(email: str | None) -> str | None:
     return f"{local[:1]}{'*' * max(len(local) - 1, 1)}@{domain}"
 
 
-# Every phone number either pattern matches starts with three digits in a row
-# ("13x", "010"), and every email address has an "@": text with neither cannot
-# hold one. Most logged values (event names, services, agencies) have neither, and
-# this one cheap search spares them the two full patterns, on every log line.
-_MAYBE_PHONE = re.compile(f"{_D}{{3}}")
+# Every phone number either pattern matches is ten or more digits and separators in
+# a row, from a digit to a digit ("138 1234 5678", "010-12345678"); every email
+# address has an "@". Text with neither cannot hold one. Most logged values (event
+# names, agencies, hex ids) have neither, and this one cheap search spares them the
+# two full patterns, on every log line.
+_MAYBE_PHONE = re.compile(f"{_D}[{_DIGIT_CHARS}{_SEPARATOR_CHARS}]{{8,}}{_D}")
 
 
 def scrub_text(text: str) -> str:

@@ -158,7 +158,7 @@ def test_scrub_text_masks_full_width_phone_digits():
     assert "１２３４" not in scrub_text(text)
 
 
-# Text the shortcut in scrub_text skips (no "@", no three digits in a row) must be
+# Text the shortcut in scrub_text skips (no "@", no run of ten digits and separators) must be
 # text the full patterns would have left alone. The generator puts phone-shaped
 # pieces (mobiles and landlines with any separators, digit groups, "+86", "@")
 # into noise, so real phones in every spelling come up.
