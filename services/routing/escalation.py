@@ -37,7 +37,7 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
     """Escalate one missed deadline; a stale or met deadline changes nothing."""
     if not is_still_due(record, deadline, now):
         return record, []
-    new = record.model_copy(deep=True)
+    new = record.copy_to_change()
     assignment = new.assignment_for(deadline.agency)
     window = rules.window(new.priority) if new.priority else None
     # The level follows how often *this* agency missed: two agencies silent at the

@@ -41,7 +41,7 @@ def await_rating(record: IssueRecord, resolved: IssueResolved,
     """Open the rating window once the issue is resolved (idempotent)."""
     if record.status is not IssueStatus.resolved or record.feedback_due is not None:
         return record
-    new = record.model_copy(deep=True)
+    new = record.copy_to_change()
     new.feedback_due = resolved.occurred_at + window
     new.step(resolved.occurred_at, "routing", "awaiting_rating",
              f"the resident is asked to rate; closes unrated at {new.feedback_due.isoformat()}")
@@ -58,7 +58,7 @@ def rate(record: IssueRecord, grant: FeedbackGrant, rating: Rating, comment: str
     if grant.cycle != record.reopen_count or record.status is not IssueStatus.resolved:
         raise InvalidTransition(
             f"issue {record.issue_id} is not waiting for this rating (it is {record.status.value})")
-    new = record.model_copy(deep=True)
+    new = record.copy_to_change()
     new.ratings.append(RatingRecord(reporter_issue_id=grant.reporter_issue_id, cycle=grant.cycle,
                                     rating=rating, comment=comment, at=now))
     new.feedback_due = None
@@ -77,7 +77,7 @@ def rate(record: IssueRecord, grant: FeedbackGrant, rating: Rating, comment: str
 def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
            cause: IssueRated) -> tuple[IssueRecord, IssueReopened]:
     """Back to every agency with fresh deadlines, one escalation level up."""
-    new = record.model_copy(deep=True)
+    new = record.copy_to_change()
     window = rules.window(new.priority)
     new.reopen_count += 1
     new.escalation_level = new.escalation_level.next()
@@ -100,7 +100,7 @@ def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
 
 def close(record: IssueRecord, reason: ClosedReason, now: datetime,
           cause: Event | None = None) -> tuple[IssueRecord, IssueClosed]:
-    new = record.model_copy(deep=True)
+    new = record.copy_to_change()
     new.status, new.closed_reason, new.closed_at, new.feedback_due = (
         IssueStatus.closed, reason, now, None)
     new.step(now, "routing", "closed", "closed: " + (

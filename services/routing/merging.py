@@ -60,7 +60,7 @@ def join(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:
     if not can_join(primary):
         raise PrimaryClosed(f"issue {primary.issue_id} is {primary.status.value}: "
                             "it takes no new reporters")
-    new = primary.model_copy(deep=True)
+    new = primary.copy_to_change()
     new.reporters.append(newcomer_id)
     new.step(now, "routing", "reporter_joined",
              f"{newcomer_id} reported the same problem and was merged into this issue")
@@ -77,7 +77,7 @@ def fold(newcomer: IssueRecord, primary: IssueRecord, category: str, cause: Issu
     """
     if newcomer.status is not IssueStatus.received:
         raise InvalidTransition(f"issue {newcomer.issue_id} is already {newcomer.status.value}")
-    new = newcomer.model_copy(deep=True)
+    new = newcomer.copy_to_change()
     new.status, new.merged_into, new.category = IssueStatus.merged, primary.issue_id, category
     new.priority = primary.priority or own_priority
     new.step(now, "routing", "merged",
@@ -88,7 +88,7 @@ def fold(newcomer: IssueRecord, primary: IssueRecord, category: str, cause: Issu
 
 def leave(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:
     """Undo a wrong merge on the primary's side."""
-    new = primary.model_copy(deep=True)
+    new = primary.copy_to_change()
     new.reporters = [r for r in new.reporters if r != newcomer_id]
     new.step(now, "routing", "reporter_split", f"{newcomer_id} was split off by the desk")
     return new
@@ -99,7 +99,7 @@ def unfold(merged: IssueRecord, has_contact: bool,
     """The desk split a wrong merge: the report goes back to routing, on its own."""
     if merged.status is not IssueStatus.merged:
         raise InvalidTransition(f"issue {merged.issue_id} is not merged into another issue")
-    new = merged.model_copy(deep=True)
+    new = merged.copy_to_change()
     was = new.merged_into
     new.status, new.merged_into, new.priority = IssueStatus.received, None, None
     new.step(now, "routing", "split", f"split from {was} by the desk; routed on its own")

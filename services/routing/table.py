@@ -76,7 +76,7 @@ def convene(record: IssueRecord, meets_at: datetime, place: str, agencies: list[
         raise InvalidTransition(f"issue {record.issue_id} already has a table; invite agencies to it")
     invited = list(dict.fromkeys([*record.agencies(), *agencies]))
     refs = [agency_ref(rules, a) for a in invited]
-    new = record.model_copy(deep=True)
+    new = record.copy_to_change()
     new.table = TableSession(meets_at=meets_at, place=place, convened_at=now, invited=invited)
     convened = TableConvened(trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now,
                              meets_at=meets_at, place=place, agencies=refs)
@@ -96,7 +96,7 @@ def invite(record: IssueRecord, by: str, agencies: list[str], rules: RuleSet,
     added = [agency_ref(rules, a) for a in dict.fromkeys(agencies) if a not in table.invited]
     if not added:
         return record, []
-    new = record.model_copy(deep=True)
+    new = record.copy_to_change()
     new.table.invited += [ref.agency for ref in added]
     # The table, re-announced with everyone now invited.
     convened = TableConvened(trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now,
@@ -117,7 +117,7 @@ def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
         raise Forbidden(f"{agency} is not invited to the table of issue {record.issue_id}")
     if agency in table.checked_in:
         raise InvalidTransition(f"{agency} has already checked in at the table")
-    new = record.model_copy(deep=True)
+    new = record.copy_to_change()
     new.table.checked_in[agency] = now
     ref = agency_ref(rules, agency)
     new.step(now, "routing", "table_checked_in", f"{ref.agency_name} checked in at the table",
@@ -137,7 +137,7 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
     if due <= now:
         raise InvalidPayload("due must be in the future", [
             {"field": "due", "message": "must be in the future", "type": "past_due"}])
-    new = record.model_copy(deep=True)
+    new = record.copy_to_change()
     task = TableTask(task_id=f"T{len(table.tasks) + 1}", agency=agency, description=description,
                      due=due, recorded_at=now)
     new.table.tasks.append(task)
@@ -163,7 +163,7 @@ def complete_task(record: IssueRecord, agency: str, task_id: str, note: str, rul
         raise InvalidTransition(f"task {task_id} is already done")
     if record.assignment_for(agency).status is AssignmentStatus.assigned:
         raise InvalidTransition(f"{agency} must report in before completing table tasks")
-    new = record.model_copy(deep=True)
+    new = record.copy_to_change()
     done = next(t for t in new.table.tasks if t.task_id == task_id)
     done.status, done.done_at, done.note = "done", now, note
     ref = agency_ref(rules, agency)

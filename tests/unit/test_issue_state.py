@@ -491,3 +491,17 @@ def test_public_view_without_contact():
         "name": None, "phone": None, "email": None, "preferred_channel": None}
     assert public_view(single(), {"phone": "+86 139-8765-4321"})["contact"] == {
         "name": None, "phone": "139****4321", "email": None, "preferred_channel": None}
+
+
+def test_a_copy_to_change_is_equal_and_shares_nothing():
+    record = dispatched(("housing", Role.lead), ("power", Role.support))
+    copy = record.copy_to_change()
+    assert copy == record
+
+    copy.assignments[0].status = AssignmentStatus.resolved
+    copy.timeline.append(copy.timeline[0].model_copy(update={"step": "extra"}))
+    copy.routing.keywords.append("extra")
+
+    assert record.assignments[0].status is AssignmentStatus.assigned
+    assert [e.step for e in record.timeline] != [e.step for e in copy.timeline]
+    assert "extra" not in record.routing.keywords
