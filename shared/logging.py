@@ -106,11 +106,14 @@ class WorkerLogger(DependencyProvider):
         from shared import config as cfg
 
         configure_logging(cfg.get(self.container.config, cfg.LOG_FORMAT))
+        # One logger per container, bound per worker: building it afresh for every
+        # worker (structlog's lazy proxy, then the bind) cost as much as a log line.
+        self.base = get_logger(f"whistle.{self.container.service_name}").bind(
+            service=self.container.service_name)
 
     def get_dependency(self, worker_ctx):
         data = worker_ctx.data or {}
-        return get_logger(f"whistle.{worker_ctx.service_name}").bind(
-            service=worker_ctx.service_name,
+        return self.base.bind(
             entrypoint=worker_ctx.entrypoint.method_name,
             call_id=worker_ctx.call_id,
             trace_id=data.get("trace_id"),
