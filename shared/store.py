@@ -212,7 +212,7 @@ class IssueStore:
     def get_with_notes(self, issue_id: str) -> IssueRecord:
         """The record with its notes merged into the timeline, in time order: what
         people read. State changes never need the notes, so :meth:`get` skips them."""
-        record, raws = self._get_with(issue_id, lambda pipe: pipe.hvals(
+        record, (raws,) = self.get_with(issue_id, lambda pipe: pipe.hvals(
             self.keys.notes(issue_id)))
         if raws:
             notes = [TimelineEntry.model_validate_json(raw) for raw in raws]
@@ -222,16 +222,28 @@ class IssueStore:
 
     def get_with_contact(self, issue_id: str) -> tuple[IssueRecord, dict[str, str]]:
         """The record and the resident's contact, in one round trip."""
-        return self._get_with(issue_id, lambda pipe: pipe.hgetall(self.keys.contact(issue_id)))
+        record, (contact,) = self.get_with(issue_id, lambda pipe: pipe.hgetall(
+            self.keys.contact(issue_id)))
+        return record, contact
 
-    def _get_with(self, issue_id: str, also: Callable[[Any], Any]) -> tuple[IssueRecord, Any]:
-        """The record and one more read (``also`` queues it on a pipeline), in one round trip."""
+    def get_with_contact_and_notifications(self, issue_id: str
+                                           ) -> tuple[IssueRecord, dict[str, str], dict[str, str]]:
+        """The record, the contact and the resident's delivery records (id -> JSON, as
+        notify keeps them), in one round trip: all notify reads before telling them."""
+        record, (contact, notifications) = self.get_with(
+            issue_id, lambda pipe: pipe.hgetall(self.keys.contact(issue_id)),
+            lambda pipe: pipe.hgetall(self.keys.notifications(issue_id)))
+        return record, contact, notifications
+
+    def get_with(self, issue_id: str, *reads: Callable[[Any], Any]) -> tuple[IssueRecord, list]:
+        """The record and more reads (each queues one on a pipeline), in one round trip."""
         self._check_id(issue_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self.keys.issue(issue_id))
-        also(pipe)
-        raw, other = self._call(pipe.execute)
-        return self._parse(issue_id, raw), other
+        for read in reads:
+            read(pipe)
+        raw, *others = self._call(pipe.execute)
+        return self._parse(issue_id, raw), others
 
     @staticmethod
     def _check_id(issue_id: str) -> None:

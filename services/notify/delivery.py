@@ -173,16 +173,27 @@ class Deliveries:
         attempt) counts as settled too: its retry comes with the event's backoff, and
         the resident should rather hear the next news than nothing.
         """
-        mine = [r for r in self.history(issue_id)
+        return self.settled_in(self.redis.hgetall(self.keys.notifications(issue_id)), kind,
+                               count)
+
+    @staticmethod
+    def settled_in(raw_records: dict[str, str], kind: str, count: int) -> bool:
+        """:meth:`settled`, on the issue's delivery records as read (id -> JSON)."""
+        mine = [r for r in _parsed(raw_records)
                 if r["kind"] == kind and r["audience"] == RESIDENT]
         return (sum(r["status"] in FINAL for r in mine) >= count
                 or any(r["status"] == QUEUED and r["attempts"] for r in mine))
 
     def history(self, issue_id: str) -> list[dict]:
-        records = [json.loads(v) for v in self.redis.hgetall(self.keys.notifications(issue_id)).values()]
-        for record in records:
-            record.setdefault("audience", RESIDENT)  # recorded before supervisors were told
+        records = _parsed(self.redis.hgetall(self.keys.notifications(issue_id)))
         return sorted(records, key=lambda r: r["created_at"])
+
+
+def _parsed(raw_records: dict[str, str]) -> list[dict]:
+    records = [json.loads(v) for v in raw_records.values()]
+    for record in records:
+        record.setdefault("audience", RESIDENT)  # recorded before supervisors were told
+    return records
 
 
 def new_record(message: OutgoingMessage, audience: str, channel: str, now: str) -> dict:

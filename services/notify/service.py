@@ -277,16 +277,20 @@ class NotifyService:
                         record: IssueRecord | None = None,
                         failures: list[DeliveryFailed] | None = None) -> list[DeliveryFailed]:
         """Try every reporter once; the failures so far (to retry the event with)."""
-        contacts = {}
+        contacts, histories = {}, {}
         if record is None:
-            record, contacts[event.issue_id] = self.store.get_with_contact(event.issue_id)
+            # The resident's contact and what they were told so far come with the
+            # record: the ordering check below rarely needs another round trip.
+            record, contacts[event.issue_id], histories[event.issue_id] = (
+                self.store.get_with_contact_and_notifications(event.issue_id))
         failures = list(failures or [])
         within_grace = (utcnow() - event.occurred_at).total_seconds() < ORDERING_GRACE_S
         for reporter in recipients_for(record, kind):
             own = reporter == event.issue_id
             reader = record if own else self.store.get(reporter)
             for wanted in ordering_waits(record, kind, reporter):
-                if within_grace and not self._settled_soon(reporter, *wanted):
+                if within_grace and not self._settled_soon(reporter, *wanted,
+                                                           history=histories.get(reporter)):
                     # Not yet: come back shortly (messages already sent are not resent).
                     raise Deferred(ORDERING_RECHECK_S, f"{kind} waits for {wanted[0]}")
             language = reader.language.value
@@ -303,9 +307,15 @@ class NotifyService:
             failures += self._deliver(event, message, RESIDENT)
         return failures
 
-    def _settled_soon(self, reporter: str, kind: str, count: int) -> bool:
-        """Whether those messages are settled, looking again for up to ``ORDERING_LOOK_S``."""
+    def _settled_soon(self, reporter: str, kind: str, count: int,
+                      history: dict[str, str] | None = None) -> bool:
+        """Whether those messages are settled, looking again for up to ``ORDERING_LOOK_S``.
+
+        ``history``: the reporter's delivery records as read with the event's issue.
+        """
         deliveries = self.messenger.deliveries
+        if history is not None and Deliveries.settled_in(history, kind, count):
+            return True
         give_up = time.monotonic() + ORDERING_LOOK_S
         while not deliveries.settled(reporter, kind, count):
             if time.monotonic() >= give_up:

@@ -202,6 +202,16 @@ def test_record_and_contact_come_together(store):
         store.get_with_contact("not-an-id")
 
 
+def test_record_contact_and_delivery_records_come_together(store, redis_client):
+    created(store)
+    redis_client.hset(store.keys.notifications(ISSUE), "n-1", '{"kind": "received"}')
+
+    record, contact, notifications = store.get_with_contact_and_notifications(ISSUE)
+
+    assert record.issue_id == ISSUE and contact == {"phone": "13812345678"}
+    assert notifications == {"n-1": '{"kind": "received"}'}
+
+
 def test_buckets_are_claimed_once_and_taken_over_from_a_closed_owner_only_once(store):
     keys = [store.keys.dedupe("stair_light", "c:addr:1"), store.keys.dedupe("stair_light", "c:grid:2")]
 

@@ -7,6 +7,7 @@ handlers on fakes of the store and the delivery records (``worker_factory``).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,7 @@ import pytest
 from nameko.testing.services import worker_factory
 
 from services.notify.channels import OutgoingMessage
-from services.notify.delivery import DeliveryFailed, Outcome, message_id
+from services.notify.delivery import Deliveries, DeliveryFailed, Outcome, message_id
 from services.notify.recipients import (
     RESIDENT,
     SUPERVISOR,
@@ -346,6 +347,7 @@ class FakeStore:
     def __init__(self, *records: IssueRecord, contacts: dict | None = None):
         self.records = {r.issue_id: r for r in records}
         self.contacts = contacts or {}
+        self.notifications: dict[str, dict[str, str]] = {}
         self.applied: set[tuple[str, str]] = set()
 
     def get(self, issue_id):
@@ -358,6 +360,11 @@ class FakeStore:
 
     def get_with_contact(self, issue_id):
         return self.get(issue_id), self.contact(issue_id)
+
+    def get_with_contact_and_notifications(self, issue_id):
+        # Records read ahead with the issue (none unless a test puts some here); the
+        # ordering checks they do not settle ask FakeDeliveries.settled.
+        return self.get(issue_id), self.contact(issue_id), dict(self.notifications.get(issue_id, {}))
 
     def apply(self, issue_id, event_id, change, service):
         if (issue_id, event_id) not in self.applied:
@@ -467,6 +474,35 @@ def test_ordering_waits_are_per_reporter(notify, messenger):
 
     assert messenger.deliveries.waits == [(PRIMARY, "received", 1), (NEIGHBOUR, "merged", 1),
                                           (NEIGHBOUR, "received", 1)]
+
+
+def test_a_wait_the_records_read_with_the_issue_settle_asks_nothing_more(
+        notify, messenger, store):
+    # "received" is already recorded sent when the issue is read: the resident's own
+    # ordering check needs no further read; the merged neighbour's still does.
+    store.notifications[PRIMARY] = {"n-1": json.dumps({
+        "kind": "received", "audience": "resident", "status": "sent", "attempts": 1})}
+
+    notify.on_issue_dispatched(dispatched())
+
+    assert messenger.deliveries.waits == [(NEIGHBOUR, "merged", 1), (NEIGHBOUR, "received", 1)]
+    assert len(messenger.deliveries.sent) == 2
+
+
+@pytest.mark.parametrize(("records", "settled"), [
+    ([], False),
+    ([("received", "sent", 1)], True),
+    ([("received", "failed", 3)], True),                   # given up on: settled
+    ([("received", "queued", 1)], True),                   # failing, retried with backoff
+    ([("received", "queued", 0)], False),                  # not tried yet
+    ([("dispatched", "sent", 1)], False),                  # another kind
+    ([("received", "sent", 1), ("received", "queued", 0)], True),
+])
+def test_settled_in_reads_the_records_as_stored(records, settled):
+    raw = {f"n-{i}": json.dumps({"kind": kind, "status": status, "attempts": attempts,
+                                 "audience": "resident"})
+           for i, (kind, status, attempts) in enumerate(records)}
+    assert Deliveries.settled_in(raw, "received", 1) is settled
 
 
 def test_each_message_is_on_the_primarys_timeline(notify, store):
