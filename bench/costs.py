@@ -1,0 +1,263 @@
+"""What one unit of work costs, in instructions: figures that do not drift with the machine.
+
+``python -m bench.costs`` runs each unit under ``valgrind --tool=callgrind``, which
+counts the instructions a process executes (user space only: the kernel's share of a
+``send`` is not in them). Each unit runs twice, ``n`` and ``n + step`` times, in a
+fresh process, and the figure is the difference divided by ``step``, so start-up and
+imports cancel out. The same code, inputs and libraries give the same count to
+within a per cent or so, whatever else the machine is doing; seconds on a shared VM
+drift by a quarter from run to run (``docs/benchmarks.md``). Counts are not time: an
+instruction that misses the cache costs more than one that does not. They are for
+comparing code, one version against the next.
+
+Units:
+
+- ``log-line``: one worker's log line, through the configured pipeline, to /dev/null;
+- ``redis-command``: one ``HSETNX`` through the store's client;
+- ``issue-write-path``: one issue created, routed by the rules and applied (routing's
+  transition, its outbox entries and the indexes), against the real Redis;
+- ``delivery-noop``: agency consuming one ``assignment.created`` whose handler does
+  nothing and logs nothing: nameko's, kombu's and Whistle's own cost of taking one
+  message off the broker and acking it;
+- ``delivery-agency``: the same with agency's real handler (one script call, one log line).
+
+Under eventlet, ``py-spy``'s samples land on whichever frame a green thread was last
+suspended in, and a wall-clock profiler counts the time other processes ran while a
+``send`` woke them: neither says what a line of code costs. This does.
+
+The two delivery units use the local RabbitMQ (a throwaway vhost through the
+management API, as ``python -m bench`` does) and Redis. valgrind must be installed
+(Debian: ``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import whistle  # noqa: F401, I001 - eventlet's monkey-patching first, as in every service process
+
+# isort: split
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+UNITS = ("log-line", "redis-command", "issue-write-path", "delivery-noop", "delivery-agency")
+# (n, step): the work is run n and n + step times; the figure is the difference / step.
+SIZES = {"log-line": (100, 1000), "redis-command": (100, 1000),
+         "issue-write-path": (20, 200), "delivery-noop": (40, 200),
+         "delivery-agency": (40, 200)}
+DELIVERY_QUEUE = "whistle.agency.record_assignment"
+COLLECTED = re.compile(r"Collected : ([\d,]+)")
+
+
+# ------------------------------------------------------------------ the units
+
+
+def _log_line(n: int) -> None:
+    from shared.logging import configure_logging, get_logger
+
+    configure_logging("json")
+    log = get_logger("whistle.agency").bind(
+        service="agency", entrypoint="record_assignment",
+        call_id=f"agency.record_assignment.{uuid.uuid4()}", trace_id=uuid.uuid4().hex)
+    for _ in range(n):
+        log.info("assignment_delivered", issue_id="WH-20261121-0001", agency="gas",
+                 duplicate=False)
+
+
+def _redis_command(n: int) -> None:
+    from shared.store import connect
+
+    client, key = connect(REDIS_URL), f"costs-{uuid.uuid4().hex}"
+    try:
+        for _ in range(n):
+            client.hsetnx(key, "field", "value")
+    finally:
+        client.delete(key)
+
+
+def _issue_write_path(n: int) -> None:
+    from bench.infra import delete_prefix
+    from services.routing.rules import load_rules
+    from shared.store import IssueStore, connect
+
+    prefix = f"costs-{uuid.uuid4().hex[:8]}"
+    store, rules = IssueStore(connect(REDIS_URL), prefix), load_rules(None)
+    try:
+        for i in range(n):
+            _create_and_route(store, rules, i, route=True)
+    finally:
+        delete_prefix(REDIS_URL, prefix)
+
+
+def _create_and_route(store, rules, i: int, route: bool):
+    """Issue ``i`` of the benchmark's mix, created and (``route``) routed; its events."""
+    from bench.workload import payload
+    from services.intake.domain import accept_issue
+    from services.routing.domain import route_issue
+    from services.routing.service import dispatch_events, plan_assignments
+    from shared.contracts import SubmitIssue
+    from shared.issue import Routing, dispatch
+    from shared.messaging import envelope
+
+    now = datetime.now(UTC)
+    submission = SubmitIssue.model_validate({**payload("costs", i),
+                                             "contact": {"phone": "13812345678"}})
+    record, contact, received = accept_issue(submission, f"WH-20261121-{i + 1:04d}",
+                                             uuid.uuid4().hex, now)
+    store.create(record, contact, "intake", {})
+    if not route:
+        return [received]
+    decision = route_issue(record.description, record.category, rules, now)
+    events = []
+
+    def routed(current):
+        new = dispatch(current, decision.category, decision.priority,
+                       Routing(rule=decision.rule, keywords=list(decision.keywords),
+                               category_source=decision.category_source),
+                       plan_assignments(decision, rules, now), now)
+        events[:] = dispatch_events(new, received, now)
+        return new, {e.event_id: _json(envelope(e, "routing", [])) for e in events}
+
+    store.apply(record.issue_id, received.event_id, routed, "routing")
+    return [received, *events]
+
+
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _consume(amqp_uri: str, prefix: str, noop: bool) -> None:
+    """Run agency until its queue has been empty for a while (the process under valgrind)."""
+    import eventlet
+    from kombu import Connection
+    from nameko.runners import ServiceRunner
+
+    from services.agency.service import AgencyService
+    from shared import config as cfg
+    from shared.logging import configure_logging
+
+    config = cfg.config_from_env({}, **{cfg.AMQP_URI: amqp_uri, cfg.REDIS_URL: REDIS_URL,
+                                         cfg.KEY_PREFIX: prefix,
+                                         cfg.WEB_SERVER_ADDRESS: "127.0.0.1:0"})
+    configure_logging("json")
+    if noop:
+        def record_assignment(self, event):
+            pass
+
+        # The same function object keeps its nameko entrypoint; only its body goes.
+        AgencyService.record_assignment.__code__ = record_assignment.__code__
+    runner = ServiceRunner(config)
+    runner.add_service(AgencyService)
+    runner.start()
+    with Connection(amqp_uri) as connection:
+        channel, quiet = connection.channel(), 0
+        while quiet < 3:
+            _, ready, _ = channel.queue_declare(DELIVERY_QUEUE, passive=True)
+            quiet = quiet + 1 if ready == 0 else 0
+            eventlet.sleep(0.5)
+    runner.stop()
+
+
+IN_PROCESS = {"log-line": _log_line, "redis-command": _redis_command,
+              "issue-write-path": _issue_write_path}
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _callgrind(args: list[str]) -> int:
+    """Instructions executed by ``python -m bench.costs --run ...args``."""
+    out = Path(f"/tmp/whistle-costs-{uuid.uuid4().hex[:8]}.callgrind")
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+               sys.executable, "-m", "bench.costs", "--run", *args]
+    try:
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        out.unlink(missing_ok=True)
+    found = COLLECTED.findall(result.stderr)
+    if result.returncode != 0 or not found:
+        raise click.ClickException(f"valgrind run failed ({' '.join(args)}):\n"
+                                   f"{result.stderr[-1500:]}")
+    return int(found[-1].replace(",", ""))
+
+
+def _delivery_run(unit: str, count: int) -> int:
+    """Prefill ``count`` assignments in a fresh sandbox; instructions to drain them."""
+    from kombu import Connection, Producer
+
+    from bench.infra import BenchSandbox
+    from services.routing.rules import load_rules
+    from shared import config as cfg
+    from shared.messaging import envelope
+    from shared.store import IssueStore, connect
+    from shared.topology import EVENTS_EXCHANGE, declare_topology
+
+    api = os.environ.get(cfg.RABBIT_API_URL, "http://guest:guest@127.0.0.1:15672")
+    with BenchSandbox(os.environ.get(cfg.AMQP_URI, cfg.DEV_AMQP_URI), REDIS_URL, api) as box:
+        store, rules = IssueStore(connect(REDIS_URL), box.prefix), load_rules(None)
+        with Connection(box.amqp_uri) as connection:
+            declare_topology(connection)
+            producer, published, i = Producer(connection.channel()), 0, 0
+            while published < count:  # assignments, not issues: the mix has 1 to 4 each
+                for event in _create_and_route(store, rules, i, route=True)[2:]:
+                    if published < count:
+                        entry = envelope(event, "costs", [])
+                        producer.publish(entry["body"], exchange=EVENTS_EXCHANGE,
+                                         routing_key=entry["routing_key"], delivery_mode=2,
+                                         headers=entry["headers"])
+                        published += 1
+                i += 1
+        return _callgrind([unit, box.amqp_uri, box.prefix])
+
+
+def measure(unit: str) -> float:
+    """Instructions per unit of work (see the module docstring)."""
+    n, step = SIZES[unit]
+    if unit in IN_PROCESS:
+        low, high = _callgrind([unit, str(n)]), _callgrind([unit, str(n + step)])
+    else:
+        low, high = _delivery_run(unit, n), _delivery_run(unit, n + step)
+    return (high - low) / step
+
+
+@click.command()
+@click.argument("units", nargs=-1, type=click.Choice(UNITS))
+def costs(units: tuple[str, ...]) -> None:
+    """Instructions per unit of work, counted by callgrind (all units by default)."""
+    if shutil.which("valgrind") is None:
+        raise click.ClickException("valgrind is not installed (Debian: apt-get install valgrind)")
+    for unit in units or UNITS:
+        started = time.monotonic()
+        figure = measure(unit)
+        click.echo(f"{unit:18s} {figure / 1000:9.0f}k instructions   "
+                   f"({time.monotonic() - started:.0f} s)")
+
+
+def _run(args: list[str]) -> None:
+    """The process valgrind watches."""
+    unit = args[0]
+    if unit in IN_PROCESS:
+        IN_PROCESS[unit](int(args[1]))
+    else:
+        _consume(args[1], args[2], noop=unit == "delivery-noop")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--run"]:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the services' log lines
+        _run(sys.argv[2:])
+    else:
+        costs(prog_name="python -m bench.costs")

@@ -1,0 +1,26 @@
+"""``python -m bench.costs``: its units do their work (valgrind itself is not run here)."""
+
+import pytest
+
+from bench import costs
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_in_process_units_run_and_leave_nothing_behind(redis_client):
+    before = set(redis_client.scan_iter("costs-*"))
+
+    costs._log_line(3)
+    costs._redis_command(3)
+    costs._issue_write_path(2)
+
+    assert set(redis_client.scan_iter("costs-*")) == before
+
+
+def test_the_count_is_read_from_callgrinds_summary():
+    summary = "==123== Events    : Ir\n==123== Collected : 1,234,567\n==123==\n"
+    assert [int(x.replace(",", "")) for x in costs.COLLECTED.findall(summary)] == [1234567]
+
+
+def test_every_unit_has_its_sizes():
+    assert set(costs.SIZES) == set(costs.UNITS)
