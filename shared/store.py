@@ -46,7 +46,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from nameko.extensions import DependencyProvider
@@ -174,6 +174,14 @@ class Writes:
 
     def rpush(self, key: str, *values: str) -> None:
         self._add("RPUSH", key, *values)
+
+
+class Read(NamedTuple):
+    """An issue's record as stored (None: no such issue), and whether the event being
+    applied was applied already."""
+
+    raw: str | None
+    seen: bool
 
 
 @dataclass
@@ -333,18 +341,20 @@ class IssueStore:
         return self._commit(writes, None, "") == COMMITTED
 
     def apply(self, issue_id: str, event_id: str | None, change: Change,
-              service: str) -> Applied:
+              service: str, read: Read | None = None) -> Applied:
         """Atomically apply ``change`` to an issue, once per ``event_id``.
 
         ``change`` is a pure function from the current record to the new record
         and the outbox entries announcing it. It may raise a domain error, which
         propagates and leaves Redis untouched. If another change lands between
         the read and the write, the write is refused and ``change`` runs again on
-        the fresh record.
+        the fresh record. ``read``: the record as just read for this event (see
+        :meth:`claim_buckets_and_read`), to start from instead of reading it again.
         """
         keys = self.keys
         for _ in range(self.MAX_CONFLICT_RETRIES):
-            raw, seen = self._read(issue_id, event_id or "")
+            raw, seen = read if read is not None else self._read(issue_id, event_id or "")
+            read = None  # a retry reads afresh
             if raw is None:
                 raise NotFound(f"no issue {issue_id}")
             current = IssueRecord.model_validate_json(raw)
@@ -367,11 +377,11 @@ class IssueStore:
     return {redis.call('GET', KEYS[1]), redis.call('SISMEMBER', KEYS[2], ARGV[1])}
     """
 
-    def _read(self, issue_id: str, event_id: str) -> tuple[str | None, bool]:
+    def _read(self, issue_id: str, event_id: str) -> Read:
         raw, seen = self._call(self._read_script,
                                [self.keys.issue(issue_id), self.keys.applied(issue_id)],
                                [event_id])
-        return raw, bool(seen)
+        return Read(raw, bool(seen))
 
     # Compare-and-set: the writes (see Writes) happen only if the record is still
     # the one read (same SHA1; '' for "must not exist") and the event is still
@@ -480,14 +490,21 @@ class IssueStore:
     # The first claimant owns every bucket; later claimants learn the owner. One
     # script, so two simultaneous identical reports can never both win. ARGV[3] is
     # an owner to replace (a closed issue): two reports taking over from it at
-    # once cannot both win either.
+    # once cannot both win either. KEYS[1] and KEYS[2] are the claimant's record and
+    # applied set, read in the same trip (routing applies to it next).
     _CLAIM = """
-    for _, key in ipairs(KEYS) do
-        local owner = redis.call('GET', key)
-        if owner and owner ~= ARGV[1] and owner ~= ARGV[3] then return owner end
+    local owner = ARGV[1]
+    for i = 3, #KEYS do
+        local current = redis.call('GET', KEYS[i])
+        if current and current ~= ARGV[1] and current ~= ARGV[3] then
+            owner = current
+            break
+        end
     end
-    for _, key in ipairs(KEYS) do redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) end
-    return ARGV[1]
+    if owner == ARGV[1] then
+        for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2]) end
+    end
+    return {owner, redis.call('GET', KEYS[1]), redis.call('SISMEMBER', KEYS[2], ARGV[4])}
     """
 
     def claim_buckets(self, bucket_keys: list[str], issue_id: str, ttl_s: int,
@@ -497,7 +514,18 @@ class IssueStore:
         ``replacing``: an owner that no longer counts (its issue is closed); the
         buckets are taken over from it, unless someone else already did.
         """
-        return self._call(self._claim_script, bucket_keys, [issue_id, ttl_s, replacing or ""])
+        return self.claim_buckets_and_read(bucket_keys, issue_id, ttl_s, replacing)[0]
+
+    def claim_buckets_and_read(self, bucket_keys: list[str], issue_id: str, ttl_s: int,
+                               replacing: str | None = None, event_id: str = ""
+                               ) -> tuple[str, Read]:
+        """:meth:`claim_buckets`, and the claimant's record as :meth:`apply` reads it
+        (for ``event_id``), in one round trip: pass it to :meth:`apply` as ``read``."""
+        owner, raw, seen = self._call(
+            self._claim_script,
+            [self.keys.issue(issue_id), self.keys.applied(issue_id), *bucket_keys],
+            [issue_id, ttl_s, replacing or "", event_id])
+        return owner, Read(raw, bool(seen))
 
     # -------------------------------------------------------------- deadlines
 

@@ -46,7 +46,7 @@ from shared.errors import EXPECTED_ERRORS, Forbidden, Unavailable
 from shared.issue import Assignment, Deadline, IssueRecord, Routing, dispatch
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
-from shared.store import Store
+from shared.store import Read, Store
 from shared.web import health_report, http, read_json, validate
 
 DEADLINE_WATCH_INTERVAL_S = 1.0
@@ -110,9 +110,10 @@ class RoutingService:
     def route_issue(self, event: IssueReceived) -> None:
         now = utcnow()
         decision = route_issue(event.description, event.category, self.rules, now)
+        read = None  # the report's own record, read with the duplicate buckets' owner
         if event.allow_merge and decision.category_source != "fallback":
             for _ in range(MAX_MERGE_TRIES):
-                primary = self._open_duplicate_of(event, decision.category)
+                primary, read = self._open_duplicate_of(event, decision.category)
                 if primary is None:
                     break
                 if self._merge(event, primary, decision, now):
@@ -125,25 +126,28 @@ class RoutingService:
                            plan_assignments(decision, self.rules, now), now)
             return new, self.bus.stage(*dispatch_events(new, event, now))
 
-        applied = self.store.apply(event.issue_id, event.event_id, routed, self.name)
+        applied = self.store.apply(event.issue_id, event.event_id, routed, self.name, read=read)
         self.bus.publish(applied.outbox)
         self.log.info("issue_routed", issue_id=event.issue_id, category=decision.category,
                       priority=decision.priority.value, rule=decision.rule,
                       agencies=[p.agency for p in decision.assignments],
                       duplicate=not applied.changed)
 
-    def _open_duplicate_of(self, event: IssueReceived, category: str) -> IssueRecord | None:
-        """The open issue this report duplicates, claiming the buckets if there is none."""
+    def _open_duplicate_of(self, event: IssueReceived, category: str
+                           ) -> tuple[IssueRecord | None, Read]:
+        """The open issue this report duplicates, claiming the buckets if there is none;
+        and the report's own record, read in the same round trip as the claim."""
         keys = [self.store.keys.dedupe(c, scope)
                 for c, scope in merging.buckets(category, event.location)]
         ttl = int(self.rules.merging.window.total_seconds())
-        owner = self.store.claim_buckets(keys, event.issue_id, ttl)
+        owner, read = self.store.claim_buckets_and_read(keys, event.issue_id, ttl,
+                                                        event_id=event.event_id)
         for _ in range(MAX_MERGE_TRIES):
             if owner == event.issue_id:
-                return None
+                return None, read
             primary = self.store.get(owner)
             if merging.can_join(primary):
-                return primary
+                return primary, read
             # Closed: take its buckets over, unless another report just did (then that
             # one is the open issue to join).
             owner = self.store.claim_buckets(keys, event.issue_id, ttl, replacing=owner)

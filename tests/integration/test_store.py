@@ -113,6 +113,25 @@ def test_the_same_event_applied_meanwhile_is_not_applied_twice(store, redis_clie
                                                                "issue.dispatched"]
 
 
+def test_a_claim_reads_the_record_and_an_apply_from_a_stale_read_starts_again(
+        store, redis_client):
+    created(store)
+    owner, read = store.claim_buckets_and_read([store.keys.dedupe("stair_light", "c:addr:1")],
+                                               ISSUE, 60, event_id="evt-1")
+    assert owner == ISSUE and not read.seen
+    assert read.raw == redis_client.get(store.keys.issue(ISSUE))
+
+    IssueStore(redis_client, store.keys.prefix).apply(ISSUE, "evt-0", routed, "routing")
+    seen = []
+
+    def note_status(record):
+        seen.append(record.status.value)
+        return record, {}
+
+    assert store.apply(ISSUE, "evt-1", note_status, "routing", read=read).changed
+    assert seen == ["received", "dispatched"]  # the stale read was refused, then re-read
+
+
 def test_an_existing_issue_is_never_overwritten_by_a_create(store, redis_client):
     created(store)
     before = redis_client.get(store.keys.issue(ISSUE))
