@@ -5,6 +5,11 @@ to profile (``.venv/bin/pip install -e '.[profile]'``, which pins 0.3.14: 0.4.x
 cannot attach to the pyenv Python used here). It samples another process from outside (``--nonblocking``:
 without pausing it), so the services run unchanged.
 
+Only samples taken while the process holds the GIL count (``--gil``): that is, while
+it runs Python. Without it, a service under eventlet showed a third of its samples in
+``send``: on a loaded machine the process its ``send`` woke up often runs first, and a
+wall-clock sampler charges that time to the sender (``docs/benchmarks.md``).
+
 Each process's samples are written as collapsed stacks (``<name>.txt``, one
 ``frame;frame;... count`` per line, for flamegraph tools), and summarised:
 
@@ -62,7 +67,7 @@ def start(processes, out_dir: Path) -> Profiler | None:
         path = out_dir / f"{process.name}.txt"
         proc = subprocess.Popen(
             [exe, "record", "--pid", str(process.pid), "--rate", str(RATE_HZ), "--nonblocking",
-             "--format", "raw", "--output", str(path)],
+             "--gil", "--format", "raw", "--output", str(path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         runs.append((process.name, proc, path))
     return Profiler(out_dir, runs)
