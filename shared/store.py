@@ -228,12 +228,6 @@ class IssueStore:
             record.timeline = sorted([*record.timeline, *notes], key=lambda e: e.at)
         return record
 
-    def get_with_contact(self, issue_id: str) -> tuple[IssueRecord, dict[str, str]]:
-        """The record and the resident's contact, in one round trip."""
-        record, (contact,) = self.get_with(issue_id, lambda pipe: pipe.hgetall(
-            self.keys.contact(issue_id)))
-        return record, contact
-
     def get_with_contact_and_notifications(self, issue_id: str
                                            ) -> tuple[IssueRecord, dict[str, str], dict[str, str]]:
         """The record, the contact and the resident's delivery records (id -> JSON, as

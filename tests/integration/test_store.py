@@ -213,14 +213,6 @@ def test_a_note_for_an_unknown_issue_is_refused_and_leaves_nothing(store, redis_
     assert not redis_client.exists(store.keys.notes("WH-20261121-0999"))
 
 
-def test_record_and_contact_come_together(store):
-    created(store)
-    record, contact = store.get_with_contact(ISSUE)
-    assert record.issue_id == ISSUE and contact == {"phone": "13812345678"}
-    with pytest.raises(NotFound):
-        store.get_with_contact("not-an-id")
-
-
 def test_record_contact_and_delivery_records_come_together(store, redis_client):
     created(store)
     redis_client.hset(store.keys.notifications(ISSUE), "n-1", '{"kind": "received"}')
@@ -229,6 +221,8 @@ def test_record_contact_and_delivery_records_come_together(store, redis_client):
 
     assert record.issue_id == ISSUE and contact == {"phone": "13812345678"}
     assert notifications == {"n-1": '{"kind": "received"}'}
+    with pytest.raises(NotFound):
+        store.get_with_contact_and_notifications("not-an-id")
 
 
 def test_buckets_are_claimed_once_and_taken_over_from_a_closed_owner_only_once(store):

@@ -358,9 +358,6 @@ class FakeStore:
     def contact(self, issue_id):
         return dict(self.contacts.get(issue_id, {}))
 
-    def get_with_contact(self, issue_id):
-        return self.get(issue_id), self.contact(issue_id)
-
     def get_with_contact_and_notifications(self, issue_id):
         # Records read ahead with the issue (none unless a test puts some here); the
         # ordering checks they do not settle ask FakeDeliveries.settled.
