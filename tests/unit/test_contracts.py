@@ -360,7 +360,9 @@ def test_accept_issue_keeps_contact_out_of_the_event():
     record, contact, event = accept_issue(sub, ISSUE_ID, TRACE_ID, NOW)
     assert contact == {"name": "张三丰", "phone": "+86 139-8765-4321"}
     assert event.has_contact is True
-    text = event.model_dump_json()
+    # The event id is random hex, which can hold "139" or "4321" by chance (about one
+    # run in a hundred; it happened in CI): look for the number everywhere else.
+    text = event.model_dump_json(exclude={"event_id"})
     for leak in ("张三丰", "139-8765-4321", "139", "8765", "4321", "phone", "\"contact\""):
         assert leak not in text, leak
     record_text = record.model_dump_json()
