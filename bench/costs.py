@@ -36,6 +36,7 @@ import whistle  # noqa: F401, I001 - eventlet's monkey-patching first, as in eve
 
 # isort: split
 
+import json
 import os
 import re
 import shutil
@@ -94,13 +95,13 @@ def _issue_write_path(n: int) -> None:
     store, rules = IssueStore(connect(REDIS_URL), prefix), load_rules(None)
     try:
         for i in range(n):
-            _create_and_route(store, rules, i, route=True)
+            _create_and_route(store, rules, i)
     finally:
         delete_prefix(REDIS_URL, prefix)
 
 
-def _create_and_route(store, rules, i: int, route: bool):
-    """Issue ``i`` of the benchmark's mix, created and (``route``) routed; its events."""
+def _create_and_route(store, rules, i: int) -> list:
+    """Issue ``i`` of the benchmark's mix, created and routed; the events announcing it."""
     from bench.workload import payload
     from services.intake.domain import accept_issue
     from services.routing.domain import route_issue
@@ -115,8 +116,6 @@ def _create_and_route(store, rules, i: int, route: bool):
     record, contact, received = accept_issue(submission, f"WH-20261121-{i + 1:04d}",
                                              uuid.uuid4().hex, now)
     store.create(record, contact, "intake", {})
-    if not route:
-        return [received]
     decision = route_issue(record.description, record.category, rules, now)
     events = []
 
@@ -126,16 +125,11 @@ def _create_and_route(store, rules, i: int, route: bool):
                                category_source=decision.category_source),
                        plan_assignments(decision, rules, now), now)
         events[:] = dispatch_events(new, received, now)
-        return new, {e.event_id: _json(envelope(e, "routing", [])) for e in events}
+        return new, {e.event_id: json.dumps(envelope(e, "routing", []), ensure_ascii=False)
+                     for e in events}
 
     store.apply(record.issue_id, received.event_id, routed, "routing")
     return [received, *events]
-
-
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _consume(amqp_uri: str, prefix: str, noop: bool) -> None:
@@ -201,6 +195,7 @@ def _delivery_run(unit: str, count: int) -> int:
     from bench.infra import BenchSandbox
     from services.routing.rules import load_rules
     from shared import config as cfg
+    from shared.contracts import AssignmentCreated
     from shared.messaging import envelope
     from shared.store import IssueStore, connect
     from shared.topology import EVENTS_EXCHANGE, declare_topology
@@ -212,8 +207,8 @@ def _delivery_run(unit: str, count: int) -> int:
             declare_topology(connection)
             producer, published, i = Producer(connection.channel()), 0, 0
             while published < count:  # assignments, not issues: the mix has 1 to 4 each
-                for event in _create_and_route(store, rules, i, route=True)[2:]:
-                    if published < count:
+                for event in _create_and_route(store, rules, i):
+                    if isinstance(event, AssignmentCreated) and published < count:
                         entry = envelope(event, "costs", [])
                         producer.publish(entry["body"], exchange=EVENTS_EXCHANGE,
                                          routing_key=entry["routing_key"], delivery_mode=2,
