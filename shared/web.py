@@ -18,14 +18,16 @@ import json
 from logging import getLogger
 from typing import Any, TypeVar
 
+from eventlet import wsgi
 from nameko.constants import WEB_SERVER_CONFIG_KEY
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import WebServer, WsgiApp
+from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from shared.errors import InvalidPayload, MalformedBody, WhistleError
+from shared.logging import get_logger
 
 _log = getLogger(__name__)
 
@@ -71,6 +73,46 @@ class _LiveWsgiApp(WsgiApp):
         return response(environ, start_response)
 
 
+# eventlet formats the access line itself; these fields, split on a separator no
+# request line can hold, become the structured line's fields.
+_ACCESS_FIELDS = ("client_ip", "request_line", "status_code", "body_length", "wall_seconds")
+_SEP = "\x1f"
+ACCESS_LOG_FORMAT = _SEP.join(f"%({name})s" for name in _ACCESS_FIELDS)
+
+
+class AccessLog:
+    """eventlet's server log as structured lines, written without the stdlib hop.
+
+    One ``http_request`` line per request (client, request line, status, bytes,
+    milliseconds) instead of eventlet's Apache-style text through ``logging``: the
+    fields can be filtered on, and the line costs half as much. Anything else
+    eventlet logs (a traceback, a reset connection) keeps its text.
+    """
+
+    def __init__(self):
+        self._log = get_logger("whistle.http")
+
+    def info(self, msg, *args, **_kwargs):
+        parts = msg.split(_SEP)
+        if len(parts) != len(_ACCESS_FIELDS):
+            self._log.info(msg % args if args else msg)
+            return
+        client, request, status, length, seconds = parts
+        self._log.info("http_request", client=client, request=request,
+                       status=int(status) if status.isdigit() else status,
+                       bytes=int(length) if length.isdigit() else length,
+                       ms=round(float(seconds) * 1000, 1))
+
+    def error(self, msg, *args, **_kwargs):
+        self._log.error(msg % args if args else msg)
+
+    def debug(self, msg, *args, **_kwargs):
+        self._log.debug(msg % args if args else msg)
+
+    def write(self, msg, *args):
+        self.info(msg.rstrip("\n"), *args)
+
+
 class ProcessWebServer(WebServer):
     """One web server per bind address per process, shared by every container."""
 
@@ -101,6 +143,10 @@ class ProcessWebServer(WebServer):
 
     def get_wsgi_app(self):
         return _LiveWsgiApp(self)
+
+    def get_wsgi_server(self, sock, wsgi_app, protocol=HttpOnlyProtocol, debug=False):
+        return wsgi.Server(sock, sock.getsockname(), wsgi_app, protocol=protocol, debug=debug,
+                           log=AccessLog(), log_format=ACCESS_LOG_FORMAT)
 
     def stop(self):
         self._forget()

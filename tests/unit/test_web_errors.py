@@ -230,3 +230,25 @@ def test_other_builtin_errors_are_bare_500s(exc):
     response = error_response(exc)
     assert response.status_code == 500
     assert body_of(response) == {"error": {"code": "internal", "message": "internal error"}}
+
+
+def test_each_request_is_one_structured_access_line():
+    from structlog.testing import capture_logs
+
+    from shared.web import ACCESS_LOG_FORMAT, AccessLog
+
+    access = AccessLog()
+    line = ACCESS_LOG_FORMAT % {"client_ip": "127.0.0.1", "client_port": 5,
+                                "date_time": "-", "request_line": "POST /issues HTTP/1.1",
+                                "status_code": "201", "body_length": "303",
+                                "wall_seconds": 0.0039}
+    with capture_logs() as logs:
+        access.info(line)
+        access.info("Traceback (most recent call last): ...")  # eventlet's other lines
+        access.error("(%s) connection reset", 42)
+    assert logs[0] == {"event": "http_request", "log_level": "info", "logger": "whistle.http",
+                       "client": "127.0.0.1", "request": "POST /issues HTTP/1.1",
+                       "status": 201, "bytes": 303, "ms": 3.9}
+    assert logs[1]["event"].startswith("Traceback")
+    assert logs[2] == {"event": "(42) connection reset", "log_level": "error",
+                       "logger": "whistle.http"}

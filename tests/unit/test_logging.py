@@ -1,0 +1,55 @@
+"""Both roads a log line takes end in the same JSON, with personal data masked."""
+
+import json
+import logging
+
+import pytest
+
+from shared import logging as whistle_logging
+from shared.logging import configure_logging, get_logger
+
+
+@pytest.fixture
+def json_logging():
+    previous = whistle_logging._configured_format
+    configure_logging("json")
+    yield
+    whistle_logging._configured_format = None
+    configure_logging(previous or "console")
+
+
+def lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_our_own_lines_and_library_records_render_alike_and_masked(json_logging, capsys):
+    get_logger("whistle.agency").bind(service="agency").info(
+        "assignment_delivered", issue_id="WH-20261121-0001", note="回电 138 1234 5678",
+        contact={"name": "赵大爷", "phone": "13700009999"})
+    logging.getLogger("nameko.containers").warning("worker said %s", "13700009999")
+    ours, library = lines(capsys.readouterr().err)
+    assert ours["event"] == "assignment_delivered" and ours["logger"] == "whistle.agency"
+    assert ours["level"] == "info" and ours["service"] == "agency"
+    assert ours["note"] == "回电 138****5678"  # non-ASCII kept as it is, not \\u-escaped
+    assert ours["contact"] == {"name": "赵**", "phone": "137****9999"}
+    assert ours["timestamp"].endswith("Z")
+    assert library == {"event": "worker said 137****9999", "level": "warning",
+                       "logger": "nameko.containers", "timestamp": library["timestamp"]}
+
+
+def test_levels_below_the_configured_one_are_not_written(json_logging, capsys):
+    log = get_logger("whistle.routing")
+    log.debug("not_written")
+    log.warning("written", reason=ValueError("x"))  # not JSON-native: its str()
+    [line] = lines(capsys.readouterr().err)
+    assert line["event"] == "written" and line["reason"] == "x"
+
+
+def test_an_exception_is_rendered_and_masked(json_logging, capsys):
+    try:
+        raise RuntimeError("could not call 13700009999")
+    except RuntimeError:
+        get_logger("whistle.notify").exception("delivery_failed")
+    [line] = lines(capsys.readouterr().err)
+    assert "RuntimeError: could not call 137****9999" in line["exception"]
+    assert "13700009999" not in json.dumps(line)
