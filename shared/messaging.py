@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import threading
 import time
 from collections.abc import Iterable
@@ -54,6 +53,7 @@ from pydantic import ValidationError
 from shared import config as cfg
 from shared.contracts import Event
 from shared.errors import InvalidPayload, Unavailable
+from shared.jsoncodec import dumps, loads, use_for_kombu
 from shared.privacy import scrub_text
 from shared.publishing import BatchPublisher, PublishedEvent
 from shared.store import REDIS_ERRORS, Keys, connect
@@ -216,7 +216,7 @@ class EventBus(DependencyProvider):
         """
         messages = []
         for message_id, raw in entries.items():
-            entry = json.loads(raw)
+            entry = loads(raw)
             messages.append(PublishedEvent(message_id, entry["routing_key"], entry["body"],
                                            entry["headers"],
                                            mandatory=is_mandatory(entry["routing_key"])))
@@ -269,7 +269,7 @@ class EventBus(DependencyProvider):
         grace = self.RELAY_GRACE_S if grace_s is None else grace_s
         now = time.time()
         stale = [(mid, raw) for mid, raw in self.redis.hgetall(self.outbox_key).items()
-                 if now - json.loads(raw).get("staged_at", 0) >= grace]
+                 if now - loads(raw).get("staged_at", 0) >= grace]
         return sum(len(self.publish_entries(dict(stale[i:i + self.BATCH_LIMIT])))
                    for i in range(0, len(stale), self.BATCH_LIMIT))
 
@@ -300,7 +300,7 @@ class BoundEventBus:
         """Outbox entries for ``events``, to be written with the state change."""
         stack = self._worker_ctx.call_id_stack
         source = self._worker_ctx.service_name
-        return {event.event_id: json.dumps(envelope(event, source, stack), ensure_ascii=False)
+        return {event.event_id: dumps(envelope(event, source, stack))
                 for event in events}
 
     def publish(self, entries: dict[str, str]) -> None:
@@ -507,6 +507,7 @@ class EventSubscriber(Consumer):
         self.max_attempts = int(cfg.get(config, cfg.MAX_ATTEMPTS))
         self.retry_delay_s = int(cfg.get(config, cfg.RETRY_DELAY_MS)) / 1000
         self.publisher = make_publisher(cfg.get(config, cfg.AMQP_URI))
+        use_for_kombu()
         super().setup()
 
     def event_class(self, message) -> type[Event] | None:

@@ -22,7 +22,6 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from typing import Any
 
 import amqp
 from kombu import Connection
+
+from shared.jsoncodec import dumps_bytes
 
 CONFIRM_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 3.0
@@ -166,7 +167,7 @@ class BatchPublisher:
     def _amqp_message(message: PublishedEvent) -> amqp.Message:
         # What kombu's producer sends for serializer="json": consumers decode it the same.
         return amqp.Message(
-            json.dumps(message.body, ensure_ascii=False).encode(),
+            dumps_bytes(message.body),
             content_type="application/json", content_encoding="utf-8",
             application_headers=message.headers, delivery_mode=2,
             message_id=message.message_id)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from shared import config as cfg
 from shared.contracts import AssignmentStatus, IssueFilter
 from shared.errors import NotFound, Unavailable
 from shared.issue import IssueRecord, TimelineEntry, pending_deadlines
+from shared.jsoncodec import dumps, loads
 
 SEQUENCE_TTL_S = 3 * 24 * 3600  # a day's id counter outlives its day (time zones)
 COMMITTED = 1  # what the commit script answers when it wrote
@@ -436,7 +436,7 @@ class IssueStore:
             return
         writes.hset(self.keys.outbox(service), mapping=outbox)
         for raw in outbox.values():
-            entry = journal_entry(json.loads(raw))
+            entry = journal_entry(loads(raw))
             writes.rpush(self.keys.journal(entry["issue_id"]), dumps(entry))
 
     # ------------------------------------------------------------------ notes
@@ -472,7 +472,7 @@ class IssueStore:
         pipe = self.redis.pipeline(transaction=False)
         for issue_id in issue_ids:
             pipe.lrange(self.keys.journal(issue_id), 0, -1)
-        return [[json.loads(raw) for raw in raws] for raws in self._call(pipe.execute)]
+        return [[loads(raw) for raw in raws] for raws in self._call(pipe.execute)]
 
     def issue_ids_received(self, start: datetime, end: datetime) -> list[str]:
         """Ids of the issues received in ``[start, end]``, oldest first (``{p}:issues``)."""
@@ -599,5 +599,3 @@ def journal_entry(envelope: dict[str, Any]) -> dict[str, Any]:
             "recorded_at": datetime.fromtimestamp(envelope["staged_at"], UTC).isoformat()}
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

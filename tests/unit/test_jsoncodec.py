@@ -1,0 +1,60 @@
+"""orjson on the hot path must give what the standard library gave."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kombu import serialization
+from kombu.exceptions import DecodeError
+
+from shared.jsoncodec import dumps, loads, use_for_kombu
+
+# What our messages and records hold: string keys; str, int (64-bit), float, bool, None.
+# (Text as it arrives in UTF-8: no lone surrogates.)
+text = st.text(st.characters(blacklist_categories=("Cs",)))
+scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | text
+floats = st.floats(allow_nan=False, allow_infinity=False)
+
+
+def documents(leaves):
+    return st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(text, inner, max_size=4), max_leaves=20)
+
+
+@given(documents(scalars))
+def test_dumps_is_the_standard_librarys_compact_utf8_output(value):
+    assert dumps(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@given(documents(scalars | floats))
+def test_floats_may_be_spelled_differently_but_read_back_the_same(value):
+    # orjson writes 1e-8 where json writes 1e-08: the same number.
+    assert loads(dumps(value)) == json.loads(json.dumps(value)) == value
+
+
+def test_chinese_text_is_kept_as_it_is():
+    assert dumps({"description": "楼道灯坏了"}) == '{"description":"楼道灯坏了"}'
+
+
+def kombu_loads(body: bytes):
+    return serialization.loads(body, "application/json", "utf-8")
+
+
+def test_kombu_decodes_plain_messages_and_its_own_typed_values():
+    use_for_kombu()
+    assert kombu_loads(b'{"issue_id":"WH-20261121-0001","n":[1,2.5,null]}') == {
+        "issue_id": "WH-20261121-0001", "n": [1, 2.5, None]}
+    # nameko's RPC payloads go through kombu's encoder, which marks datetimes.
+    when = datetime(2026, 11, 21, 13, 0, tzinfo=UTC)
+    _, _, body = serialization.dumps({"at": when}, "json")
+    assert kombu_loads(body.encode() if isinstance(body, str) else body) == {"at": when}
+    assert kombu_loads(memoryview(b'{"a":1}')) == {"a": 1}
+
+
+@pytest.mark.parametrize("body", [b'{"a":', b"\xff\xfe not utf-8", b"{'a': 1}"])
+def test_a_body_that_is_not_json_is_still_kombus_decode_error(body):
+    use_for_kombu()
+    with pytest.raises(DecodeError):
+        kombu_loads(body)
