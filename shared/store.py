@@ -210,6 +210,7 @@ class IssueStore:
         self._read_script = client.register_script(self._READ)
         self._commit_script = client.register_script(self._COMMIT)
         self._resync_script = client.register_script(self._RESYNC)
+        self._next_script = client.register_script(self._NEXT)
 
     # ------------------------------------------------------------------ reads
 
@@ -288,13 +289,17 @@ class IssueStore:
 
     # ----------------------------------------------------------------- writes
 
+    _NEXT = """
+    local n = redis.call('INCR', KEYS[1])
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+    return n
+    """
+
     def next_issue_id(self, day: str) -> str:
         """``WH-20261121-0007``: stable, human-readable, unique per day."""
-        key = self.keys.sequence(day)
-        pipe = self.redis.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, SEQUENCE_TTL_S)
-        number, _ = self._call(pipe.execute)
+        # One script rather than MULTI, INCR, EXPIRE, EXEC: one reply to read, not four.
+        number = self._call(self._next_script, keys=[self.keys.sequence(day)],
+                            args=[SEQUENCE_TTL_S])
         return f"WH-{day}-{number:04d}"
 
     # After a lost counter: move the day's counter up to the highest id in use

@@ -14,12 +14,15 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+from functools import cached_property
 from logging import getLogger
 from typing import Any, TypeVar
 
 from eventlet import wsgi
 from nameko.constants import WEB_SERVER_CONFIG_KEY
+from nameko.exceptions import IncorrectSignature
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from pydantic import BaseModel, ValidationError
@@ -27,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from shared.errors import InvalidPayload, MalformedBody, WhistleError
+from shared.jsoncodec import dumps
 from shared.logging import get_logger
 
 _log = getLogger(__name__)
@@ -38,7 +42,7 @@ _servers: dict[str, ProcessWebServer] = {}
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False), status=status, headers=headers,
+    return Response(dumps(payload), status=status, headers=headers,
                     mimetype="application/json")
 
 
@@ -180,6 +184,18 @@ class JsonHttpHandler(HttpRequestHandler):
     def response_from_exception(self, exc):
         return error_response(exc)
 
+    @cached_property
+    def _signature(self) -> inspect.Signature:
+        return inspect.signature(getattr(self.container.service_cls, self.method_name))
+
+    def check_signature(self, args, kwargs):
+        # nameko's own check works the signature out again for every request
+        # (inspect.getcallargs); the method's signature does not change.
+        try:
+            self._signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise IncorrectSignature(str(exc)) from None
+
 
 http = JsonHttpHandler.decorator
 
@@ -199,6 +215,7 @@ def read_json(request: Request, model: type[M]) -> M:
     except UnicodeDecodeError:
         raise MalformedBody("body is not valid UTF-8") from None
     try:
+        # The standard library's parser: its error positions are the ones we document.
         data = json.loads(text) if text.strip() else {}
     except ValueError as exc:
         raise MalformedBody(f"body is not valid JSON (line {exc.lineno}, column {exc.colno})"

@@ -252,3 +252,24 @@ def test_each_request_is_one_structured_access_line():
     assert logs[1]["event"].startswith("Traceback")
     assert logs[2] == {"event": "(42) connection reset", "log_level": "error",
                        "logger": "whistle.http"}
+
+
+def test_a_request_that_does_not_fit_the_method_is_still_refused():
+    from types import SimpleNamespace
+
+    from nameko.exceptions import IncorrectSignature
+
+    from shared.web import JsonHttpHandler
+
+    class Service:
+        def get_issue_http(self, request, issue_id):
+            return issue_id
+
+    handler = JsonHttpHandler("GET", "/issues/<issue_id>")
+    handler.container = SimpleNamespace(service_cls=Service)
+    handler.method_name = "get_issue_http"
+    handler.check_signature(("request",), {"issue_id": "WH-20261121-0001"})
+    for args, kwargs in [(("request",), {"issue": "x"}), (("request", "extra"), {"issue_id": "x"}),
+                         ((), {})]:
+        with pytest.raises(IncorrectSignature):
+            handler.check_signature(args, kwargs)
