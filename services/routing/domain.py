@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from services.routing.rules import CategoryRule, RuleSet, normalise
+from services.routing.rules import CategoryRule, RuleSet, needle, normalise
 from shared.contracts import Priority, Role, Sector
 
 __all__ = [
@@ -70,10 +70,7 @@ class RouteDecision:
 # ------------------------------------------------------------------------ matching
 
 
-@lru_cache(maxsize=4096)
-def _needle(keyword: str) -> str:
-    """The keyword as it appears in normalised text (what its pattern matches literally)."""
-    return normalise(keyword).strip()
+_needle = lru_cache(maxsize=4096)(needle)
 
 
 @lru_cache(maxsize=4096)
@@ -88,17 +85,19 @@ def _pattern(keyword: str) -> re.Pattern[str]:
 
 
 def _occurrences(text: str, rules: RuleSet) -> list[tuple[int, int, int, str]]:
-    """Every (start, end, rule index, keyword) found, overlapping ones included."""
+    """Every (start, end, rule index, keyword) found, overlapping ones included, sorted."""
     found = []
-    for index, rule in enumerate(rules.rules):
-        for keyword in rule.keywords:
-            if _needle(keyword) not in text:
+    by_first = rules.keywords_by_first_character
+    for first in set(text):  # only keywords starting with a character the text holds
+        for found_as, index, keyword in by_first.get(first, ()):
+            if found_as not in text:
                 continue  # a plain substring test first: most keywords are absent
             pattern = _pattern(keyword)
             pos = 0
             while (m := pattern.search(text, pos)) is not None:
                 found.append((m.start(), m.end(), index, keyword))
                 pos = m.start() + 1
+    found.sort()
     return found
 
 

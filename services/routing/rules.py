@@ -17,6 +17,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,6 +51,11 @@ def normalise(text: str) -> str:
     """
     text = unicodedata.normalize("NFKC", text).casefold().translate(_QUOTES)
     return _SPACES.sub(" ", text)
+
+
+def needle(keyword: str) -> str:
+    """The keyword as it appears in normalised text (what its pattern matches literally)."""
+    return normalise(keyword).strip()
 
 # ----------------------------------------------------------------------- durations
 
@@ -183,6 +189,22 @@ class RuleSet(_Model):
     def supervisor(self, level: EscalationLevel) -> Supervisor:
         return self.supervisors.get(level) or DEFAULT_SUPERVISORS[level]
 
+    @cached_property
+    def keywords_by_first_character(self) -> dict[str, tuple[tuple[str, int, str], ...]]:
+        """Every keyword as normalised text shows it (its needle), with its rule's
+        index and its spelling in the file, filed under the needle's first character.
+
+        The matcher looks up only the characters a text holds, instead of testing
+        every keyword of every rule (431 in the shipped file) against every report.
+        Worked out once per rule set: a reload builds a new one.
+        """
+        index: dict[str, list[tuple[str, int, str]]] = {}
+        for rule_index, rule in enumerate(self.rules):
+            for keyword in rule.keywords:
+                found_as = needle(keyword)
+                index.setdefault(found_as[0], []).append((found_as, rule_index, keyword))
+        return {first: tuple(entries) for first, entries in index.items()}
+
     @model_validator(mode="after")
     def _cross_checked(self, info: ValidationInfo) -> RuleSet:
         # parse_rules runs the cross-checks itself (on the raw data, with line
@@ -294,7 +316,7 @@ def _check_keywords(loc: Loc, keywords: list[Any]) -> Iterator[tuple[Loc, str]]:
     for j, keyword in enumerate(keywords):
         if not isinstance(keyword, str):
             continue
-        norm = normalise(keyword).strip()
+        norm = needle(keyword)
         if not norm:
             yield (*loc, j), "keyword is empty"
         elif len(norm) < 2:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.routing.domain import RuleMatch, match_rules, normalise, route_issue
 from services.routing.rules import RuleSet, load_rules, parse_rules
@@ -345,3 +347,35 @@ def test_custom_fallback(tie_rules):
     assert (decision.category, decision.priority, decision.lead.agency) == (
         "other", Priority.complex, "desk")
     assert decision.lead.resolve_by == NOW + timedelta(days=15)
+
+
+# ------------------------------------- the keyword index finds what a full scan finds
+
+SHIPPED = load_rules()
+ALL_KEYWORDS = [keyword for rule in SHIPPED.rules for keyword in rule.keywords]
+
+
+def occurrences_by_full_scan(text: str, rules: RuleSet) -> list:
+    """The matcher before the index: every keyword of every rule tried on the text."""
+    from services.routing.domain import _needle, _pattern
+
+    found = []
+    for index, rule in enumerate(rules.rules):
+        for keyword in rule.keywords:
+            if _needle(keyword) not in text:
+                continue
+            pos = 0
+            while (m := _pattern(keyword).search(text, pos)) is not None:
+                found.append((m.start(), m.end(), index, keyword))
+                pos = m.start() + 1
+    return sorted(found)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(ALL_KEYWORDS) | st.text("电线楼道灯 gasleak水", max_size=6),
+                max_size=6))
+def test_the_keyword_index_finds_every_occurrence_a_full_scan_finds(pieces):
+    from services.routing.domain import _occurrences
+
+    text = normalise(" ".join(pieces))
+    assert _occurrences(text, SHIPPED) == occurrences_by_full_scan(text, SHIPPED)
