@@ -53,6 +53,30 @@ class BatchResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def _one_write(transport):
+    """The frames written inside go to the socket in one ``sendall`` at the end.
+
+    py-amqp sends each message with its own system call. On loopback a send also
+    runs the broker's side of the TCP delivery, so a batch of n messages cost n of
+    them, and the broker n reads. Nothing else writes on a publisher's connection
+    while a batch is put together (``BatchPublisher._lock``; no heartbeats).
+    ``transport._write`` is py-amqp's own hook for this (``sock.sendall``);
+    ``transport.write`` keeps its error handling for the one real write. If the
+    batch fails half-way nothing is sent, and the connection is dropped.
+    """
+    frames: list[bytes] = []
+    send = transport._write
+    # py-amqp hands over a view of a buffer it reuses for the next frame: copy it.
+    transport._write = lambda frame: frames.append(bytes(frame))
+    try:
+        yield
+    finally:
+        transport._write = send
+    if frames:
+        transport.write(b"".join(frames))
+
+
 class BatchPublisher:
     """One connection and one confirm-mode channel, used by one batch at a time.
 
@@ -98,12 +122,13 @@ class BatchPublisher:
         channel = self._ensure_channel()
         first = self._last_tag + 1
         tags = {}
-        for message in messages:
-            channel.basic_publish(self._amqp_message(message), exchange=self.exchange,
-                                  routing_key=message.routing_key,
-                                  mandatory=message.mandatory)
-            self._last_tag += 1
-            tags[self._last_tag] = message.message_id
+        with _one_write(self._connection.connection.transport):
+            for message in messages:
+                channel.basic_publish(self._amqp_message(message), exchange=self.exchange,
+                                      routing_key=message.routing_key,
+                                      mandatory=message.mandatory)
+                self._last_tag += 1
+                tags[self._last_tag] = message.message_id
         self._wait_for_confirms(first, self._last_tag)
         result = BatchResult()
         for tag, message_id in tags.items():

@@ -84,3 +84,17 @@ def test_a_connection_closed_by_the_broker_is_reopened_for_the_next_batch(
     with pytest.raises(Exception):  # noqa: B017 - whichever error the dead socket gives
         publisher.publish([event(2)])
     assert publisher.publish([event(3)]).confirmed == ["m-3"]
+
+
+def test_a_batch_goes_to_the_broker_in_one_write(publisher):
+    publisher.publish([event(0)])  # connects
+    transport = publisher._connection.connection.transport
+    writes = []
+    send = transport._write
+    transport._write = lambda data: (writes.append(len(data)), send(data))
+    try:
+        result = publisher.publish([event(n) for n in range(1, 11)])
+    finally:
+        transport._write = send
+    assert len(result.confirmed) == 10
+    assert len(writes) == 1 and writes[0] > 10 * 100  # ten messages' frames, one sendall
