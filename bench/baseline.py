@@ -35,8 +35,13 @@ PREFETCH = 10
 READY = "ready"
 
 
-def queue_names(hops: int = HOPS) -> list[str]:
-    return [f"bench.hop{i}" for i in range(1, hops + 1)] + ["bench.sink"]
+# Who does a hop: plain kombu (the broker's limit), or nameko (bench.nameko_hop: the
+# framework's floor). Each is a module run as ``python -m MODULE AMQP_URI SOURCE TARGET``.
+KOMBU_HOP, NAMEKO_HOP = "bench.baseline", "bench.nameko_hop"
+
+
+def queue_names(hops: int = HOPS, prefix: str = "bench") -> list[str]:
+    return [f"{prefix}.hop{i}" for i in range(1, hops + 1)] + [f"{prefix}.sink"]
 
 
 def _queue(name: str) -> Queue:
@@ -68,12 +73,12 @@ def hop(amqp_uri: str, source: str, target: str) -> None:
             consume.drain_events()
 
 
-def _start_hop(amqp_uri: str, source: str, target: str) -> subprocess.Popen:
+def _start_hop(amqp_uri: str, source: str, target: str, module: str) -> subprocess.Popen:
     proc = None
     try:
         with uninterrupted():  # a signal must not land before ``proc`` is set
-            proc = subprocess.Popen([sys.executable, "-m", "bench.baseline", amqp_uri, source,
-                                     target], stdout=subprocess.PIPE, text=True)
+            proc = subprocess.Popen([sys.executable, "-m", module, amqp_uri, source, target],
+                                    stdout=subprocess.PIPE, text=True)
         line = proc.stdout.readline().strip()
     except BaseException:  # stopped while it starts
         if proc is not None:
@@ -87,9 +92,13 @@ def _start_hop(amqp_uri: str, source: str, target: str) -> subprocess.Popen:
 
 
 def run_baseline(amqp_uri: str, messages: int, size: int, hops: int = HOPS,
-                 timeout_s: float = 120.0) -> dict:
-    """Push ``messages`` through ``hops`` hops; the sink's rate, in messages per second."""
-    names = queue_names(hops)
+                 timeout_s: float = 120.0, hop_module: str = KOMBU_HOP) -> dict:
+    """Push ``messages`` through ``hops`` hops; the sink's rate, in messages per second.
+
+    ``hop_module``: :data:`KOMBU_HOP` for the broker's limit, :data:`NAMEKO_HOP` for
+    the same chain through nameko with nothing in its handlers.
+    """
+    names = queue_names(hops, prefix="bench" if hop_module == KOMBU_HOP else "bench.nameko")
     with Connection(amqp_uri) as conn:
         channel = conn.channel()
         for name in names:
@@ -108,7 +117,7 @@ def run_baseline(amqp_uri: str, messages: int, size: int, hops: int = HOPS,
     try:
         # Downstream first, so the first hop's start is the pipeline's start.
         for source, target in reversed(list(zip(names, names[1:], strict=False))):
-            procs.append(_start_hop(amqp_uri, source, target))
+            procs.append(_start_hop(amqp_uri, source, target, hop_module))
         started = time.monotonic()
         with Connection(amqp_uri) as conn:
             def arrived(body, message):

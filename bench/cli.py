@@ -34,6 +34,9 @@ def _floats(text: str) -> list[float]:
                    "and go flat out again.")
 @click.option("--baseline-messages", type=int, default=3000, show_default=True,
               help="Messages pushed through the broker baseline's four hops.")
+@click.option("--framework-floor/--no-framework-floor", default=True, show_default=True,
+              help="Also push the baseline's messages through the same four hops done by "
+                   "nameko with empty handlers: the most a nameko chain carries here.")
 @click.option("--warmup", type=int, default=20, show_default=True,
               help="Issues submitted (and not reported) before the first phase.")
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -44,7 +47,7 @@ def _floats(text: str) -> list[float]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the whole report as JSON to this file.")
 def bench(rates, duration_s, flat_out, concurrency, instances, scale_busiest, baseline_messages,
-          warmup, profile_dir, log_dir, json_path) -> None:
+          framework_floor, warmup, profile_dir, log_dir, json_path) -> None:
     """Benchmark Whistle against the local RabbitMQ and Redis, and the broker's own limit.
 
     Runs in a throwaway vhost and Redis key prefix, both removed afterwards. Exits 1
@@ -62,7 +65,8 @@ def bench(rates, duration_s, flat_out, concurrency, instances, scale_busiest, ba
         raise click.BadParameter(str(exc), param_hint="--instances") from None
     options = Options(rates=_floats(rates), duration_s=duration_s, flat_out=flat_out,
                       concurrency=concurrency, instances=counts, scale_busiest=scale_busiest,
-                      baseline_messages=baseline_messages, warmup=warmup,
+                      baseline_messages=baseline_messages, framework_floor=framework_floor,
+                      warmup=warmup,
                       profile_dir=profile_dir, log_dir=log_dir)
     stopper = StopOnSignals()
     try:

@@ -34,6 +34,14 @@ def render(report: dict) -> str:
                    f"publisher confirms, one process a hop; {base['delivered']} delivered; "
                    "CPU ms per message: " + ", ".join(
                        f"{k} {v}" for k, v in base["cpu_ms_per_message"].items()) + ")")
+    floor = report.get("framework_floor")
+    if floor:
+        out.append(f"\nFramework floor: {floor['throughput_msg_s']} msg/s, "
+                   f"{floor['ratio_to_baseline']}x the baseline (the same {floor['hops']} hops "
+                   "done by nameko services with empty handlers: @consume, then a Publisher "
+                   f"with confirms; {floor['delivered']} delivered; CPU ms per message: "
+                   + ", ".join(f"{k} {v}" for k, v in floor["cpu_ms_per_message"].items())
+                   + ")")
     phases = report.get("phases", [])
     if phases:
         out.append("\n" + table(

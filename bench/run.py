@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import profile
-from bench.baseline import run_baseline
+from bench.baseline import NAMEKO_HOP, run_baseline
 from bench.cluster import Cluster
 from bench.infra import BenchSandbox, Sandbox
 from bench.load import Submission, offer
@@ -58,6 +58,7 @@ class Options:
     instances: dict[str, int] = field(default_factory=dict)
     scale_busiest: bool = True
     baseline_messages: int = 3000
+    framework_floor: bool = True
     warmup: int = WARMUP_ISSUES
     drain_timeout_s: float = 180.0
     profile_dir: Path | None = None
@@ -290,7 +291,8 @@ def run(options: Options, say: Callable[[str], None] = print) -> dict:
         "machine": machine(sandbox_cm.rabbitmq_version()),
         "options": {"rates": options.rates, "duration_s": options.duration_s,
                     "flat_out": options.flat_out, "concurrency": options.concurrency,
-                    "instances": options.instances, "baseline_messages": options.baseline_messages},
+                    "instances": options.instances, "baseline_messages": options.baseline_messages,
+                    "framework_floor": options.framework_floor},
     }
     log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="whistle-bench-"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -302,6 +304,15 @@ def run(options: Options, say: Callable[[str], None] = print) -> dict:
             baseline = run_baseline(sandbox.amqp_uri, options.baseline_messages, size)
             report["baseline"] = baseline
             say(f"baseline: {baseline['throughput_msg_s']} msg/s")
+            if options.framework_floor:
+                say("framework floor: the same four hops through nameko, with empty handlers")
+                floor = run_baseline(sandbox.amqp_uri, options.baseline_messages, size,
+                                     hop_module=NAMEKO_HOP)
+                floor["ratio_to_baseline"] = _ratio(floor["throughput_msg_s"],
+                                                    baseline["throughput_msg_s"])
+                report["framework_floor"] = floor
+                say(f"framework floor: {floor['throughput_msg_s']} msg/s "
+                    f"({floor['ratio_to_baseline']}x the baseline)")
             report.update(run_whistle(sandbox, options, run_id, log_dir, baseline, say))
     finally:
         if options.log_dir is None:
@@ -379,3 +390,7 @@ def targets(report: dict) -> dict:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def _ratio(value: float | None, limit: float | None) -> float | None:
+    return round(value / limit, 3) if value and limit else None

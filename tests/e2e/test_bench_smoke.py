@@ -1,9 +1,9 @@
 """The benchmark in miniature, so it never rots: ``python -m bench`` end to end, tiny.
 
 A few dozen issues at a short fixed rate, one instance of each service, a small
-baseline and a short flat-out phase with the busiest service scaled to two. It
-asserts the report's structure and that nothing failed, never any timing: figures
-on a shared CI machine say nothing.
+baseline and framework floor, and a short flat-out phase with the busiest service
+scaled to two. It asserts the report's structure and that nothing failed, never
+any timing: figures on a shared CI machine say nothing.
 """
 
 import json
@@ -45,6 +45,8 @@ def test_a_tiny_benchmark_reports_every_figure_and_no_error(tmp_path):
     assert report["errors"] == 0
     assert report["baseline"]["delivered"] == 200
     assert report["baseline"]["throughput_msg_s"] > 0
+    floor = report["framework_floor"]  # the same hops through nameko
+    assert floor["delivered"] == 200 and floor["ratio_to_baseline"] > 0
     assert [p["name"] for p in report["phases"]][:2] == ["20/s", "flat out x4"]
     assert len(report["phases"]) == 3  # the last one: the busiest service scaled to two
     for phase in report["phases"]:

@@ -158,7 +158,11 @@ CASES = {
     "SIGHUP, then SIGTERM and SIGINT during cleanup": (
         signal.SIGHUP, "20/s: offering", [signal.SIGTERM, signal.SIGINT]),
     "SIGTERM while the baseline's hops start": (signal.SIGTERM, "baseline: 200 messages", []),
+    "SIGTERM while the framework floor's nameko hops start": (
+        signal.SIGTERM, "framework floor: the same four hops", []),
 }
+# Said before the services start.
+BEFORE_SERVICES = ("baseline: 200 messages", "framework floor: the same four hops")
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -173,14 +177,14 @@ def test_a_signal_stops_the_bench_and_leaves_nothing_behind(bench, case):
     assert vhost in vhosts()
 
     services: set[int] = set()
-    if when != "baseline: 200 messages":
+    if when not in BEFORE_SERVICES:
         listed = SERVICES_LINE.match(run.wait_for("bench: services running: "))
         services = {int(pid) for pid in re.findall(r"\(pid (\d+)\)", listed.group(1))}
         assert len(services) == 4, listed.group(0)
     run.wait_for(when)
     processes = debris["processes"]
     deadline = time.monotonic() + WAIT_S
-    while not processes and time.monotonic() < deadline:  # the baseline's hops: wait for one
+    while not processes and time.monotonic() < deadline:  # the hops: wait for one
         processes.update(descendants(run.proc.pid))
         time.sleep(0.02)
     assert services <= processes.keys()  # the services are the bench's own children
