@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from datetime import datetime
 from kombu import Connection, Queue
 
 from services.notify.delivery import FINAL, message_id
+from shared.jsoncodec import loads, use_for_kombu
 from shared.store import Keys, connect
 from shared.topology import DEAD_LETTER_QUEUE, EVENTS_EXCHANGE, SUBSCRIPTIONS
 
@@ -75,6 +75,7 @@ class Observer:
     # -------------------------------------------------------------- lifecycle
 
     def start(self) -> Observer:
+        use_for_kombu()  # decode the copies as the services do: the observer's CPU is on the bill
         for target in (self._follow_events, self._poll_messages):
             thread = threading.Thread(target=target, daemon=True)
             thread.start()
@@ -164,7 +165,7 @@ class Observer:
             pipe.hget(self.keys.notifications(issue_id), nid)
         settled = 0
         for (issue_id, _), raw in zip(batch, pipe.execute(), strict=True):
-            record = json.loads(raw) if raw else None
+            record = loads(raw) if raw else None
             if record and record["status"] in FINAL:
                 when = record.get("sent_at") or record.get("last_attempt_at")
                 self.told[issue_id] = Told(record["status"], datetime.fromisoformat(when)
