@@ -51,6 +51,7 @@ from nameko.messaging import Consumer, QueueConsumer
 from pydantic import ValidationError
 
 from shared import config as cfg
+from shared.amqp_reads import read_ahead
 from shared.contracts import Event
 from shared.errors import InvalidPayload, Unavailable
 from shared.jsoncodec import dumps, loads, use_for_kombu
@@ -162,6 +163,7 @@ class EventBus(DependencyProvider):
 
     def setup(self):
         config = self.container.config
+        read_ahead()  # before the publisher's connection is made
         self.amqp_uri = cfg.get(config, cfg.AMQP_URI)
         self.publisher = BatchPublisher(self.amqp_uri, EVENTS_EXCHANGE.name)
         self.redis = connect(cfg.get(config, cfg.REDIS_URL))
@@ -508,6 +510,7 @@ class EventSubscriber(Consumer):
         self.retry_delay_s = int(cfg.get(config, cfg.RETRY_DELAY_MS)) / 1000
         self.publisher = make_publisher(cfg.get(config, cfg.AMQP_URI))
         use_for_kombu()
+        read_ahead()
         super().setup()
 
     def event_class(self, message) -> type[Event] | None:
