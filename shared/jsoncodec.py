@@ -38,14 +38,22 @@ def _kombu_loads(data: bytes | bytearray | memoryview | str) -> Any:
     typed = _KOMBU_TYPED if isinstance(data, bytes) else _KOMBU_TYPED.decode()
     if typed in data:
         return kombu_json.loads(data)  # kombu's own decoder restores those types
-    return orjson.loads(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # What the standard library reads and orjson refuses (NaN, Infinity, 1e400),
+        # and what is not JSON at all: kombu's decoder has the last word, and its error.
+        return kombu_json.loads(data)
 
 
 def use_for_kombu() -> None:
     """Decode ``application/json`` messages with orjson in this process (idempotent).
 
     kombu's encoder stays: it writes the typed values above, which orjson would
-    write differently. A body that is not JSON still raises kombu's ``DecodeError``.
+    write differently. A body orjson cannot read goes to kombu's decoder, so anything
+    the standard library reads is still read, and a body that is not JSON still
+    raises kombu's ``DecodeError``. One difference is left: an integer beyond 64 bits
+    comes back as a float (none of our contracts carries one).
     """
     serialization.registry.register("json", kombu_json.dumps, _kombu_loads,
                                     content_type="application/json", content_encoding="utf-8")

@@ -51,6 +51,9 @@ def test_kombu_decodes_plain_messages_and_its_own_typed_values():
     _, _, body = serialization.dumps({"at": when}, "json")
     assert kombu_loads(body.encode() if isinstance(body, str) else body) == {"at": when}
     assert kombu_loads(memoryview(b'{"a":1}')) == {"a": 1}
+    # What the standard library writes for floats JSON has no word for still reads.
+    nan = kombu_loads(b'{"a": NaN, "b": Infinity, "c": 1e400}')
+    assert nan["a"] != nan["a"] and nan["b"] == nan["c"] == float("inf")
 
 
 @pytest.mark.parametrize("body", [b'{"a":', b"\xff\xfe not utf-8", b"{'a': 1}"])
