@@ -18,6 +18,7 @@ service, entrypoint, nameko ``call_id`` and ``trace_id``.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -39,8 +40,11 @@ def _scrub_event(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[s
 
 def _json(event_dict: dict[str, Any], **_kw: Any) -> str:
     # Non-ASCII stays as it is (Chinese text readable in the log), like
-    # json.dumps(ensure_ascii=False); anything orjson cannot encode becomes its str().
-    return orjson.dumps(event_dict, default=str).decode()
+    # json.dumps(ensure_ascii=False); a value orjson has no JSON for becomes its str().
+    try:
+        return orjson.dumps(event_dict, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # an integer beyond 64 bits: a log line must never raise
+        return json.dumps(event_dict, default=str, ensure_ascii=False)
 
 
 class _Stderr:

@@ -45,6 +45,15 @@ def test_levels_below_the_configured_one_are_not_written(json_logging, capsys):
     assert line["event"] == "written" and line["reason"] == "x"
 
 
+def test_no_value_makes_a_log_line_raise(json_logging, capsys):
+    log = get_logger("whistle.routing")
+    log.info("odd_keys", counts={1: "one", 2: "two"}, ratio=float("nan"))
+    log.info("big_number", big=2**70)  # beyond what orjson encodes
+    odd, big = lines(capsys.readouterr().err)
+    assert odd["counts"] == {"1": "one", "2": "two"} and odd["ratio"] is None
+    assert big["event"] == "big_number" and big["big"] == 2**70
+
+
 def test_an_exception_is_rendered_and_masked(json_logging, capsys):
     try:
         raise RuntimeError("could not call 13700009999")
