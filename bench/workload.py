@@ -3,7 +3,8 @@
 Every issue gets its own address, so no report is merged into another (共性问题统筹
 would otherwise fold repeats of the same case into one open issue) and each one
 goes the whole way: received, routed, dispatched to its agencies, resident told.
-The mix is 1, 4, 1 and 1 agencies (flying wire, cracked balcony, radiator, leak).
+The mix is 1, 4, 1 and 2 agencies (flying wire, cracked balcony, radiator, leak): two
+assignments an issue on average.
 """
 
 from __future__ import annotations
