@@ -266,8 +266,7 @@ class Bench:
             "completed": len(completed),
             "submit_rate": _round(overall_rate(sent)),
             "throughput": _round(throughput),
-            "ratio_to_baseline": round(throughput / baseline, 3) if throughput and baseline
-            else None,
+            "ratio_to_baseline": _ratio(throughput, baseline),
             "latency_ms": {
                 "accepted": summary_ms([s.answered - s.sent for s in accepted]),
                 "dispatched": summary_ms(dispatched),

@@ -25,7 +25,6 @@ import errno
 from amqp.transport import TCPTransport
 
 READ_AHEAD_BYTES = 64 * 1024
-_exact_read = TCPTransport._read
 
 
 def _read_ahead(self, n, initial=False, _errnos=(errno.EAGAIN, errno.EINTR)):

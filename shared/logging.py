@@ -8,9 +8,9 @@ standard library go through the same processors, so the privacy scrubber
 Our own lines (:func:`get_logger`, :class:`WorkerLogger`) are rendered by structlog
 and written straight to stderr; only other libraries' records take the standard
 library's road (a ``LogRecord``, the handler's lock, ``ProcessorFormatter``). That
-road cost more than the rest of a line put together: a worker's line went from
-246k to 121k instructions (``python -m bench.costs log-line``), with orjson
-rendering the JSON.
+road cost more than the rest of a line put together: with orjson rendering the
+JSON, a worker's line costs half the instructions it did
+(``python -m bench.costs log-line``; docs/benchmarks.md has the counts).
 
 Services get a per-worker logger from :class:`WorkerLogger`, already bound with
 service, entrypoint, nameko ``call_id`` and ``trace_id``.

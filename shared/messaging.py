@@ -163,7 +163,7 @@ class EventBus(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        read_ahead()  # before the publisher's connection is made
+        read_ahead()  # patches py-amqp's transport class: every connection in the process
         self.amqp_uri = cfg.get(config, cfg.AMQP_URI)
         self.publisher = BatchPublisher(self.amqp_uri, EVENTS_EXCHANGE.name)
         self.redis = connect(cfg.get(config, cfg.REDIS_URL))

@@ -602,5 +602,3 @@ def journal_entry(envelope: dict[str, Any]) -> dict[str, Any]:
     stack = envelope["headers"].get("nameko.call_id_stack") or [None]
     return {"event_type": envelope["routing_key"], **envelope["body"], "call_id": stack[-1],
             "recorded_at": datetime.fromtimestamp(envelope["staged_at"], UTC).isoformat()}
-
-

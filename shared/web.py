@@ -102,10 +102,13 @@ class AccessLog:
             self._log.info(msg % args if args else msg)
             return
         client, request, status, length, seconds = parts
+        try:
+            ms = round(float(seconds) * 1000, 1)
+        except ValueError:  # never from eventlet; a log line must not raise anyway
+            ms = seconds
         self._log.info("http_request", client=client, request=request,
                        status=int(status) if status.isdigit() else status,
-                       bytes=int(length) if length.isdigit() else length,
-                       ms=round(float(seconds) * 1000, 1))
+                       bytes=int(length) if length.isdigit() else length, ms=ms)
 
     def error(self, msg, *args, **_kwargs):
         self._log.error(msg % args if args else msg)
