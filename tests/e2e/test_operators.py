@@ -100,6 +100,8 @@ def test_tail_shows_every_message_in_order_and_nothing_personal(whistle_processe
     filtered.send_signal(signal.SIGINT)
     assert filtered.wait(10) == 0
     assert other.json()["issue_id"] not in filtered_out.read_text()
+    tail.send_signal(signal.SIGTERM)  # as a process manager stops it
+    assert tail.wait(10) == 0
 
 
 def test_trace_shows_a_multi_agency_issue_step_by_step(whistle_processes, whistle_env):
