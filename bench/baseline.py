@@ -77,8 +77,11 @@ def _start_hop(amqp_uri: str, source: str, target: str, module: str) -> subproce
     proc = None
     try:
         with uninterrupted():  # a signal must not land before ``proc`` is set
+            # A process group of its own: a terminal's Ctrl-C goes to the benchmark's
+            # group, and the benchmark stops its hops itself (SIGTERM), instead of each
+            # hop printing a KeyboardInterrupt traceback, however early it lands.
             proc = subprocess.Popen([sys.executable, "-m", module, amqp_uri, source, target],
-                                    stdout=subprocess.PIPE, text=True)
+                                    stdout=subprocess.PIPE, text=True, process_group=0)
         line = proc.stdout.readline().strip()
     except BaseException:  # stopped while it starts
         if proc is not None:

@@ -160,7 +160,11 @@ CASES = {
     "SIGTERM while the baseline's hops start": (signal.SIGTERM, "baseline: 200 messages", []),
     "SIGTERM while the framework floor's nameko hops start": (
         signal.SIGTERM, "framework floor: the same four hops", []),
+    "Ctrl-C at a terminal (SIGINT to the whole process group) while the hops run": (
+        signal.SIGINT, "baseline: 200 messages", []),
 }
+# Sent to the bench's process group, its children included, as a terminal does.
+TO_THE_GROUP = {"Ctrl-C at a terminal (SIGINT to the whole process group) while the hops run"}
 # Said before the services start.
 BEFORE_SERVICES = ("baseline: 200 messages", "framework floor: the same four hops")
 
@@ -191,7 +195,10 @@ def test_a_signal_stops_the_bench_and_leaves_nothing_behind(bench, case):
     if services:
         assert redis_keys(prefix), "the warm-up left no key under the prefix"
 
-    run.proc.send_signal(signum)
+    if case in TO_THE_GROUP:
+        os.killpg(run.proc.pid, signum)
+    else:
+        run.proc.send_signal(signum)
     if during_cleanup:
         run.wait_for(f"bench: {signal.Signals(signum).name} received: stopping")
         for later in during_cleanup:
