@@ -152,6 +152,7 @@ def bench():
         delete_prefix(REDIS_URL, prefix)
 
 
+TERMINAL_CTRL_C = "Ctrl-C at a terminal (SIGINT to the whole process group) while the hops run"
 # (the signal, what the bench is doing when it arrives, signals sent during the cleanup)
 CASES = {
     "SIGTERM while offering load": (signal.SIGTERM, "20/s: offering", []),
@@ -160,11 +161,10 @@ CASES = {
     "SIGTERM while the baseline's hops start": (signal.SIGTERM, "baseline: 200 messages", []),
     "SIGTERM while the framework floor's nameko hops start": (
         signal.SIGTERM, "framework floor: the same four hops", []),
-    "Ctrl-C at a terminal (SIGINT to the whole process group) while the hops run": (
-        signal.SIGINT, "baseline: 200 messages", []),
+    TERMINAL_CTRL_C: (signal.SIGINT, "baseline: 200 messages", []),
 }
 # Sent to the bench's process group, its children included, as a terminal does.
-TO_THE_GROUP = {"Ctrl-C at a terminal (SIGINT to the whole process group) while the hops run"}
+TO_THE_GROUP = {TERMINAL_CTRL_C}
 # Said before the services start.
 BEFORE_SERVICES = ("baseline: 200 messages", "framework floor: the same four hops")
 
