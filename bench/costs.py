@@ -16,10 +16,11 @@ Units:
 - ``redis-command``: one ``HSETNX`` through the store's client;
 - ``issue-write-path``: one issue created, routed by the rules and applied (routing's
   transition, its outbox entries and the indexes), against the real Redis;
-- ``delivery-noop``: agency consuming one ``assignment.created`` whose handler does
+- ``delivery-noop``: agency consuming one ``issue.dispatched`` whose handler does
   nothing and logs nothing: nameko's, kombu's and Whistle's own cost of taking one
   message off the broker and acking it;
-- ``delivery-agency``: the same with agency's real handler (one script call, one log line).
+- ``delivery-agency``: the same with agency's real handler (one script call noting each
+  of the dispatch's assignments, two on average in the mix, and one log line).
 
 Under eventlet, ``py-spy``'s samples land on whichever frame a green thread was last
 suspended in, and a wall-clock profiler counts the time other processes ran while a
@@ -195,7 +196,7 @@ def _delivery_run(unit: str, count: int) -> int:
     from bench.infra import BenchSandbox
     from services.routing.rules import load_rules
     from shared import config as cfg
-    from shared.contracts import AssignmentCreated
+    from shared.contracts import IssueDispatched
     from shared.messaging import envelope
     from shared.store import IssueStore, connect
     from shared.topology import EVENTS_EXCHANGE, declare_topology
@@ -206,9 +207,9 @@ def _delivery_run(unit: str, count: int) -> int:
         with Connection(box.amqp_uri) as connection:
             declare_topology(connection)
             producer, published, i = Producer(connection.channel()), 0, 0
-            while published < count:  # assignments, not issues: the mix has 1 to 4 each
+            while published < count:
                 for event in _create_and_route(store, rules, i):
-                    if isinstance(event, AssignmentCreated) and published < count:
+                    if isinstance(event, IssueDispatched):
                         entry = envelope(event, "costs", [])
                         producer.publish(entry["body"], exchange=EVENTS_EXCHANGE,
                                          routing_key=entry["routing_key"], delivery_mode=2,

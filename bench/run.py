@@ -228,16 +228,16 @@ class Bench:
             for issue_id, raw, notes in zip(chunk, redis.mget([self.keys.issue(i) for i in chunk]),
                                             pipe.execute(), strict=True):
                 record = json.loads(raw) if raw else {}
-                events = self.observer.events.get(issue_id)
+                agencies = self.observer.agencies.get(issue_id)
                 told = self.observer.told.get(issue_id)
                 # agency's delivery notes sit beside the record (shared.store, "notes")
                 delivered = sum(json.loads(n)["step"] == "assignment_delivered" for n in notes)
                 if record.get("status") != "dispatched":
                     problems.append(f"{issue_id}: status {record.get('status')}")
-                elif events is None or len(record["assignments"]) != events.agencies:
+                elif agencies is None or len(record["assignments"]) != agencies:
                     problems.append(f"{issue_id}: assignments differ from issue.dispatched")
-                elif delivered != events.agencies:
-                    problems.append(f"{issue_id}: {delivered}/{events.agencies} deliveries noted")
+                elif delivered != agencies:
+                    problems.append(f"{issue_id}: {delivered}/{agencies} deliveries noted")
                 elif told is None or told.status != "sent":
                     problems.append(f"{issue_id}: received message {told and told.status}")
         return problems

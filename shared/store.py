@@ -206,7 +206,7 @@ class IssueStore:
         self.keys = Keys(prefix)
         # Registered once: a Script object hashes its source and runs by EVALSHA.
         self._claim_script = client.register_script(self._CLAIM)
-        self._note_script = client.register_script(self._NOTE)
+        self._notes_script = client.register_script(self._NOTES)
         self._read_script = client.register_script(self._READ)
         self._commit_script = client.register_script(self._COMMIT)
         self._resync_script = client.register_script(self._RESYNC)
@@ -447,9 +447,15 @@ class IssueStore:
     # ------------------------------------------------------------------ notes
 
     # A note is written once per id, and only for an issue that exists.
-    _NOTE = """
+    # KEYS: the record, its notes. ARGV: note id, entry, note id, entry, ...
+    # Returns -1 for an unknown issue, else 1 or 0 per note: whether it was new.
+    _NOTES = """
     if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-    return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+    local written = {}
+    for i = 1, #ARGV, 2 do
+        written[#written + 1] = redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
+    end
+    return written
     """
 
     def add_note(self, issue_id: str, note_id: str, entry: TimelineEntry) -> bool:
@@ -458,12 +464,19 @@ class IssueStore:
         One round trip, instead of a whole optimistic apply for one line. Returns
         whether it was new; raises ``NotFound`` for an unknown issue.
         """
-        written = self._call(self._note_script, [self.keys.issue(issue_id),
-                                                 self.keys.notes(issue_id)],
-                             [note_id, entry.model_dump_json()])
+        return self.add_notes(issue_id, {note_id: entry})[note_id]
+
+    def add_notes(self, issue_id: str, entries: dict[str, TimelineEntry]) -> dict[str, bool]:
+        """:meth:`add_note` for several notes at once, in one round trip: for each note id,
+        whether it was new."""
+        args: list[str] = []
+        for note_id, entry in entries.items():
+            args += [note_id, entry.model_dump_json()]
+        written = self._call(self._notes_script, [self.keys.issue(issue_id),
+                                                  self.keys.notes(issue_id)], args)
         if written == -1:
             raise NotFound(f"no issue {issue_id}")
-        return bool(written)
+        return {note_id: bool(new) for note_id, new in zip(entries, written, strict=True)}
 
     # ---------------------------------------------------------------- journal
 

@@ -92,7 +92,9 @@ class Subscription:
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("routing", "route_issue", (IssueReceived,)),
     Subscription("routing", "await_rating", (IssueResolved,)),
-    Subscription("agency", "record_assignment", (AssignmentCreated,)),
+    # A dispatch's assignments all come in its issue.dispatched (one delivery, not one
+    # per agency); assignment.created announces one added later (a table invitation).
+    Subscription("agency", "record_assignment", (IssueDispatched, AssignmentCreated)),
     # Everything a resident hears about, in one queue: "received" is queued before
     # "dispatched" (routing only publishes that after reading "received"), so the
     # messages go out in the order the events happened without waiting on each other.

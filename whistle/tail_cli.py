@@ -30,7 +30,8 @@ ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
 
 
 def agency_of(body: dict[str, Any]) -> str | None:
-    """The agency an event is about, whichever field carries it."""
+    """The agency an event is about, whichever field carries it; for a dispatch or a
+    reopening, every agency it assigns, comma-separated."""
     agency = body.get("agency")
     if isinstance(agency, dict):
         return agency.get("agency")
@@ -39,6 +40,10 @@ def agency_of(body: dict[str, Any]) -> str | None:
     assignment = body.get("assignment")
     if isinstance(assignment, dict):
         return assignment.get("agency")
+    assignments = body.get("assignments")
+    if isinstance(assignments, list):
+        agencies = [a.get("agency") for a in assignments if isinstance(a, dict)]
+        return ",".join(a for a in agencies if isinstance(a, str)) or None
     return None
 
 
@@ -80,7 +85,7 @@ def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str
 def matches(line: dict[str, Any], issue: str | None, agency: str | None, kind: str | None,
             service: str | None) -> bool:
     return ((issue is None or line.get("issue") == issue)
-            and (agency is None or line.get("agency") == agency)
+            and (agency is None or agency in (line.get("agency") or "").split(","))
             and (kind is None or fnmatch.fnmatch(line.get("type") or "", kind))
             and (service is None or line.get("service") == service))
 

@@ -10,7 +10,9 @@ from shared.contracts import (
     AssignmentCreated,
     AssignmentResolved,
     AssignmentStatus,
+    AssignmentSummary,
     Event,
+    IssueDispatched,
     IssueResolved,
     IssueStatus,
 )
@@ -26,9 +28,25 @@ STATUS_FILTERS: dict[str, set[AssignmentStatus]] = {
 }
 
 
-def delivery_note(event: AssignmentCreated) -> TimelineEntry:
-    """The timeline note that the 派单 reached its agency (noted once per event)."""
-    assignment = event.assignment
+def delivery_notes(event: IssueDispatched | AssignmentCreated) -> dict[str, TimelineEntry]:
+    """The timeline notes that the 派单 reached each agency it names, by note id (each
+    noted once). ``issue.dispatched`` carries the issue's first assignments, one note
+    per agency; ``assignment.created``, an assignment added later (a table invitation).
+
+    A note's id is ``<the event announcing the assignment>:<agency>``: for
+    ``assignment.created`` that is its cause. Releases before this one announced each
+    of a dispatch's assignments again in an ``assignment.created`` caused by the
+    dispatch; one of those still queued at an upgrade gets the dispatch's own note id,
+    so it is not noted twice.
+    """
+    if isinstance(event, AssignmentCreated):
+        agency = event.assignment.agency
+        return {f"{event.causation_id or event.event_id}:{agency}":
+                _delivered(event, event.assignment)}
+    return {f"{event.event_id}:{a.agency}": _delivered(event, a) for a in event.assignments}
+
+
+def _delivered(event: Event, assignment: AssignmentSummary) -> TimelineEntry:
     return TimelineEntry(at=event.occurred_at, service="agency", step="assignment_delivered",
                          detail=f"{assignment.agency_name} received the assignment "
                                 f"({assignment.role.value})", agency=assignment.agency)

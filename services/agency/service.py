@@ -14,7 +14,7 @@ from nameko.rpc import rpc
 from services.agency.domain import (
     STATUS_FILTERS,
     assignment_view,
-    delivery_note,
+    delivery_notes,
     finish_part,
     report_in,
 )
@@ -23,6 +23,7 @@ from shared.auth import StaffPrincipal, authorize, bearer_token
 from shared.contracts import (
     AcknowledgeAssignment,
     AssignmentCreated,
+    IssueDispatched,
     IssueFilter,
     ResolveAssignment,
     utcnow,
@@ -44,12 +45,18 @@ class AgencyService:
 
     # --------------------------------------------------------------- events
 
-    @subscribe(AssignmentCreated)
-    def record_assignment(self, event: AssignmentCreated) -> None:
-        """Put the delivery of the 派单 to this agency on the issue's timeline (a note)."""
-        fresh = self.store.add_note(event.issue_id, event.event_id, delivery_note(event))
+    @subscribe(IssueDispatched, AssignmentCreated)
+    def record_assignment(self, event: IssueDispatched | AssignmentCreated) -> None:
+        """Put the delivery of the 派单 to each agency on the issue's timeline (notes).
+
+        A dispatch's assignments come together in ``issue.dispatched`` (one delivery
+        for all of them); ``assignment.created`` brings one added later.
+        """
+        notes = delivery_notes(event)
+        fresh = self.store.add_notes(event.issue_id, notes)
         self.log.info("assignment_delivered", issue_id=event.issue_id,
-                      agency=event.assignment.agency, duplicate=not fresh)
+                      agencies=[note.agency for note in notes.values()],
+                      duplicate=not any(fresh.values()))
 
     # ------------------------------------------------------------------ RPC
 

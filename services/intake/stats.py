@@ -12,10 +12,12 @@ occurred before the **as-of** instant, ``min(until, now)``. A window's figures a
 therefore those it had at its end, and later events do not change them.
 
 *Assignment*
-    ``(issue, agency, cycle)``. ``assignment.created`` creates one in the issue's
-    current cycle: 0, or the ``cycle`` of the last ``issue.reopened`` before it (an
-    agency invited to a table after a reopen joins that cycle). ``issue.reopened``
-    creates one in its ``cycle`` for every agency it lists. A repeated creation of
+    ``(issue, agency, cycle)``. ``issue.dispatched`` creates one in cycle 0 for every
+    agency it lists. ``assignment.created`` (an agency invited to a table) creates one
+    in the issue's current cycle: 0, or the ``cycle`` of the last ``issue.reopened``
+    before it. ``issue.reopened`` creates one in its ``cycle`` for every agency it
+    lists. Journals from before dispatches stopped publishing ``assignment.created``
+    hold both for a dispatch; the second creation is ignored, as below. A repeated creation of
     the same triple is ignored. An assignment *is in the window* when it was created
     in ``[since, until)``; those are the ones counted (``assigned``).
 Acknowledged on time
@@ -198,7 +200,10 @@ def _replay_issue(events: list[tuple[datetime, dict]], history: _History) -> Non
 
     for at, event in events:
         kind, issue_id = event["event_type"], event["issue_id"]
-        if kind == "assignment.created":
+        if kind == "issue.dispatched":
+            for summary in event["assignments"]:
+                create(issue_id, summary["agency"], cycle, at)
+        elif kind == "assignment.created":
             create(issue_id, event["assignment"]["agency"], cycle, at)
         elif kind == "issue.reopened":
             cycle = event["cycle"]

@@ -2,7 +2,7 @@
 
 - Dispatch: rules (``RULES_FILE``, default the shipped ``rules.yaml``) decide the
   category, priority, lead and support agencies and their deadlines; routing
-  publishes ``issue.dispatched`` and one ``assignment.created`` per agency.
+  publishes ``issue.dispatched``, which carries every assignment to agency.
 - Duplicates (共性问题统筹): a same-category report from the same address or grid
   within the window joins the open issue instead (``merging.py``).
 - Deadlines (三级吹哨): a watch escalates every missed deadline exactly once
@@ -28,7 +28,6 @@ from services.routing.rules_provider import ReloadableRules, reload_for_rpc, rul
 from shared import config as cfg
 from shared.auth import StaffPrincipal, bearer_token, verify_feedback_token, verify_token
 from shared.contracts import (
-    AssignmentCreated,
     CompleteTableTask,
     ConveneTable,
     DeadlineKind,
@@ -66,13 +65,13 @@ def plan_assignments(decision: RouteDecision, rules: RuleSet, now: datetime) -> 
 
 
 def dispatch_events(record: IssueRecord, cause: IssueReceived, now: datetime):
+    """``issue.dispatched``, carrying every assignment of the dispatch. It is what each
+    agency receives its 派单 by: ``assignment.created`` is for assignments added to an
+    issue already dispatched (a table invitation), so a dispatch is one message to
+    agency, whatever the number of agencies."""
     summaries = [a.summary() for a in record.assignments]
-    dispatched = cause.caused(IssueDispatched, occurred_at=now, category=record.category,
-                              priority=record.priority, assignments=summaries)
-    created = [dispatched.caused(AssignmentCreated, occurred_at=now, category=record.category,
-                                 priority=record.priority, assignment=summary)
-               for summary in summaries]
-    return [dispatched, *created]
+    return [cause.caused(IssueDispatched, occurred_at=now, category=record.category,
+                         priority=record.priority, assignments=summaries)]
 
 
 def explanation(decision: RouteDecision, rules: RuleSet) -> dict:

@@ -9,8 +9,8 @@ a retry after an unanswered request could report the same problem twice.
 issue, what is still missing, and counts what happened twice:
 
 - *complete*: status ``dispatched``, at least one assignment, every assigned agency's
-  ``assignment_delivered`` step on the timeline (agency consumed its
-  ``assignment.created``), and the resident's ``received`` message sent; an issue
+  ``assignment_delivered`` step on the timeline (agency consumed the
+  ``issue.dispatched`` carrying them all), and the resident's ``received`` message sent; an issue
   accepted (201) and not complete in the end is *lost*. A complete issue whose
   resident was not told it was dispatched is counted apart (``untold_dispatched``);
 - *duplicates* (a resident told twice): desk-outbox entries per notification id

@@ -99,6 +99,14 @@ def test_open_table_task_blocks_resolution_until_done(start, whistle_config):
     roles = {a["agency"]: a["role"] for a in convened.json()["assignments"]}
     assert roles["urban_management"] == "support" and roles["housing_admin"] == "lead"
 
+    def delivered() -> list[str]:
+        timeline = requests.get(f"{base}/issues/{issue_id}", timeout=5).json()["timeline"]
+        return sorted(e["agency"] for e in timeline if e["step"] == "assignment_delivered")
+
+    # Each agency's 派单 reached agency once: the dispatch's by its issue.dispatched, the
+    # invited office's by its own assignment.created.
+    wait_for(delivered, lambda agencies: agencies == sorted(roles))
+
     for agency in roles:
         checked = requests.post(f"{base}/issues/{issue_id}/table/check-in",
                                 headers=auth(whistle_config, agency), timeout=5)

@@ -206,6 +206,19 @@ def test_a_note_is_written_once_and_read_in_time_order_with_the_steps(store):
     assert [e.step for e in store.get(ISSUE).timeline] == ["received"]  # state only
 
 
+def test_several_notes_go_in_one_call_and_each_is_written_once(store):
+    created(store)
+    entry = TimelineEntry(at=NOW, service="agency", step="assignment_delivered")
+    assert store.add_note(ISSUE, "d-1:power", entry) is True
+
+    fresh = store.add_notes(ISSUE, {"d-1:power": entry, "d-1:water": entry,
+                                    "d-1:gas": entry})
+
+    assert fresh == {"d-1:power": False, "d-1:water": True, "d-1:gas": True}
+    steps = [e.step for e in store.get_with_notes(ISSUE).timeline]
+    assert steps == ["received", *["assignment_delivered"] * 3]
+
+
 def test_a_note_for_an_unknown_issue_is_refused_and_leaves_nothing(store, redis_client):
     entry = TimelineEntry(at=NOW, service="agency", step="assignment_delivered")
     with pytest.raises(NotFound):

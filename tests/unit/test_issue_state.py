@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.agency.domain import assignment_view, finish_part, report_in
+from services.agency.domain import assignment_view, delivery_notes, finish_part, report_in
 from shared.contracts import (
     AssignmentAcknowledged,
+    AssignmentCreated,
     AssignmentResolved,
     AssignmentStatus,
     Channel,
+    IssueDispatched,
     IssueResolved,
     IssueStatus,
     Language,
@@ -505,3 +507,43 @@ def test_a_copy_to_change_is_equal_and_shares_nothing():
     assert record.assignments[0].status is AssignmentStatus.assigned
     assert [e.step for e in record.timeline] != [e.step for e in copy.timeline]
     assert "extra" not in record.routing.keywords
+
+
+# ----------------------------------------------------------------- delivery notes
+
+
+def test_a_dispatch_is_noted_as_delivered_to_each_of_its_agencies_once():
+    record = multi()
+    event = IssueDispatched(trace_id=TRACE_ID, issue_id=ISSUE_ID, occurred_at=T0,
+                            category="flying_wire", priority=Priority.urgent,
+                            assignments=[a.summary() for a in record.assignments])
+    notes = delivery_notes(event)
+    # One note per agency, each with an id of its own that a redelivery repeats.
+    assert list(notes) == [f"{event.event_id}:{agency}"
+                           for agency in ("power", "property_manager", "housing")]
+    assert notes == delivery_notes(event)
+    housing = notes[f"{event.event_id}:housing"]
+    assert (housing.step, housing.service, housing.agency, housing.at) == (
+        "assignment_delivered", "agency", "housing", T0)
+    assert housing.detail == "housing-中文名 received the assignment (support)"
+
+
+def test_an_assignment_added_later_is_noted_under_the_event_that_added_it():
+    invited = make_assignment("water", Role.support, sector=Sector.utilities).summary()
+    event = AssignmentCreated(trace_id=TRACE_ID, issue_id=ISSUE_ID, occurred_at=T0,
+                              causation_id="convened-1", category="flying_wire",
+                              priority=Priority.urgent, assignment=invited)
+    notes = delivery_notes(event)
+    assert list(notes) == ["convened-1:water"]
+    assert notes["convened-1:water"].agency == "water"
+
+
+def test_an_older_releases_assignment_created_for_a_dispatch_is_not_noted_twice():
+    record = single()
+    dispatched = IssueDispatched(trace_id=TRACE_ID, issue_id=ISSUE_ID, occurred_at=T0,
+                                 category="flying_wire", priority=Priority.urgent,
+                                 assignments=[a.summary() for a in record.assignments])
+    # What releases before this one also published for each of the dispatch's agencies.
+    legacy = dispatched.caused(AssignmentCreated, occurred_at=T0, category="flying_wire",
+                               priority=Priority.urgent, assignment=dispatched.assignments[0])
+    assert list(delivery_notes(legacy)) == list(delivery_notes(dispatched))

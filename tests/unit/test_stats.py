@@ -11,6 +11,7 @@ from shared.contracts import (
     AssignmentCreated,
     AssignmentResolved,
     AssignmentSummary,
+    IssueDispatched,
     IssueEscalated,
     IssueMerged,
     IssueRated,
@@ -55,6 +56,11 @@ def ref(agency: str) -> AgencyRef:
 def created(issue_id, agency, at):
     return stored(AssignmentCreated(**envelope(issue_id, at), category="other",
                                     priority="normal", assignment=summary(agency)))
+
+
+def dispatched(issue_id, at, *agencies):
+    return stored(IssueDispatched(**envelope(issue_id, at), category="other", priority="normal",
+                                  assignments=[summary(a) for a in agencies]))
 
 
 def acked(issue_id, agency, at, on_time):
@@ -104,7 +110,7 @@ def known_history(since: datetime) -> dict[str, list[dict]]:
     return {
         # A: power on time; water late, escalated before its 报到, resolved; rated satisfied.
         A: [
-            received(A, h(1)), created(A, "power", h(1)), created(A, "water", h(1)),
+            received(A, h(1)), dispatched(A, h(1), "power", "water"),
             acked(A, "power", h(2), True),
             acked(A, "power", h(3), False),  # a second 报到 of the same assignment: ignored
             resolved(A, "power", h(5)),
@@ -120,9 +126,11 @@ def known_history(since: datetime) -> dict[str, list[dict]]:
         ],
         # C: housing reports in but never resolves; power never reports in; both escalated.
         # Arrival order differs from occurrence (housing's 报到 journaled before its creation).
+        # Journaled as dispatches were before they stopped publishing assignment.created:
+        # the dispatch and one creation per agency, counted once.
         C: [
-            acked(C, "housing", h(52), True), created(C, "housing", h(50)),
-            created(C, "power", h(50)),
+            acked(C, "housing", h(52), True), dispatched(C, h(50), "housing", "power"),
+            created(C, "housing", h(50)), created(C, "power", h(50)),
             escalated(C, "power", h(60)), escalated(C, "power", h(100), "acknowledge"),
             escalated(C, "housing", h(120), "resolve"),
         ],

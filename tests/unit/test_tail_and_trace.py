@@ -19,6 +19,18 @@ def test_an_event_line_names_source_type_issue_and_agency_only():
     assert "13812345678" not in str(line) and "description" not in line
 
 
+def test_a_dispatch_line_names_every_agency_and_matches_each_of_them():
+    body = {"event_id": "e2", "issue_id": "WH-20261121-0004",
+            "assignments": [{"agency": "housing_admin", "role": "lead"},
+                            {"agency": "power", "role": "support"}]}
+    line = describe(body, {"x-whistle-source": "routing"}, "issue.dispatched",
+                    "whistle.events", NOW)
+    assert line["agency"] == "housing_admin,power"
+    assert matches(line, None, "power", None, None)
+    assert matches(line, None, "housing_admin", None, None)
+    assert not matches(line, None, "housing", None, None)  # whole names, not prefixes
+
+
 def test_rpc_requests_and_error_replies_are_described_without_their_arguments():
     request = describe({"args": ["token", "power", "WH-20261121-0003", {"note": "x"}],
                         "kwargs": {}},
