@@ -1,23 +1,23 @@
 """How the benchmark sees an issue through Whistle, without taking anything from it.
 
 - **The event stream.** Like ``whistle tail``, an exclusive, auto-deleting queue
-  bound to ``whistle.events`` gets a copy of the events it needs:
-  ``issue.received`` (for the id of the resident's message) and
-  ``issue.dispatched``. An issue is *dispatched to all its agencies* when its
-  ``issue.dispatched``, which carries every assignment, has been published: it is
-  then in agency's queue. The time is when it reached the benchmark. Binding only
-  these two keeps the benchmark's own share of the broker small.
+  bound to ``whistle.events`` gets a copy of ``issue.dispatched``, and only that:
+  a copy of every event would be the benchmark's own load on the broker. An issue is
+  *dispatched to all its agencies* when its ``issue.dispatched``, which carries every
+  assignment, has been published: it is then in agency's queue. The time is when it
+  reached the benchmark.
 - **The resident's "received" message.** notify records each message in
-  ``{p}:issue:{id}:notifications`` under a deterministic id (the ``issue.received``
-  event id and the kind), after the channel took it. The record carries
-  ``sent_at``, so the time is notify's own, whenever the benchmark reads it. The
-  poller reads the oldest waiting issues' records in one pipelined round trip.
+  ``{p}:issue:{id}:notifications``, with its kind and audience, after the channel
+  took it. The record carries ``sent_at``, so the time is notify's own, whenever the
+  benchmark reads it. The poller reads the oldest waiting issues' records in one
+  pipelined round trip.
 - **Queue backlogs.** The ready messages of every subscription queue, sampled with
   passive declares, show where work waits when the load is more than Whistle takes.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -26,7 +26,8 @@ from datetime import datetime
 
 from kombu import Connection, Queue
 
-from services.notify.delivery import FINAL, message_id
+from services.notify.delivery import FINAL
+from services.notify.recipients import RESIDENT
 from shared.jsoncodec import loads, use_for_kombu
 from shared.store import Keys, connect
 from shared.topology import DEAD_LETTER_QUEUE, EVENTS_EXCHANGE, SUBSCRIPTIONS
@@ -36,7 +37,7 @@ POLL_INTERVAL_S = 0.05
 # only the oldest few waiting issues: a large backlog costs Redis no more than a small one.
 POLL_BATCH = 32
 SAMPLE_INTERVAL_S = 0.5
-OBSERVED = ("issue.received", "issue.dispatched")
+OBSERVED = "issue.dispatched"
 
 
 @dataclass
@@ -52,7 +53,6 @@ class Observer:
         self.amqp_uri = amqp_uri
         self.redis = connect(redis_url)
         self.keys = Keys(prefix)
-        self.received_event_id: dict[str, str] = {}  # issue -> its issue.received's event id
         self.dispatched_at: dict[str, float] = {}  # issue -> when its issue.dispatched came
         self.agencies: dict[str, int] = {}  # issue -> the assignments its dispatch carried
         self.told: dict[str, Told] = {}
@@ -101,8 +101,7 @@ class Observer:
             EVENTS_EXCHANGE.bind(channel).declare()
             bound = queue.bind(channel)
             bound.declare()
-            for routing_key in OBSERVED:
-                bound.bind_to(exchange=EVENTS_EXCHANGE.name, routing_key=routing_key)
+            bound.bind_to(exchange=EVENTS_EXCHANGE.name, routing_key=OBSERVED)
             with connection.Consumer(bound, callbacks=[self._on_event], accept=["json"],
                                      no_ack=True):
                 self._ready.set()
@@ -118,9 +117,7 @@ class Observer:
         issue_id = body.get("issue_id") if isinstance(body, dict) else None
         if not issue_id:
             return
-        if kind == "issue.received":
-            self.received_event_id[issue_id] = body["event_id"]
-        elif kind == "issue.dispatched":
+        if kind == OBSERVED:
             self.dispatched_at.setdefault(issue_id, seen)
             self.agencies[issue_id] = len(body["assignments"])
         else:
@@ -135,22 +132,17 @@ class Observer:
                 self._stop.wait(POLL_INTERVAL_S)
 
     def poll_once(self) -> int:
-        """Read the oldest waiting issues' "received" records; how many were settled."""
-        batch = []
-        for issue_id in list(self.waiting):
-            event_id = self.received_event_id.get(issue_id)
-            if event_id:
-                batch.append((issue_id, message_id(event_id, "received")))
-                if len(batch) >= POLL_BATCH:
-                    break
+        """Read the oldest waiting issues' messages; how many "received" ones were settled."""
+        batch = list(itertools.islice(self.waiting, POLL_BATCH))
         if not batch:
             return 0
         pipe = self.redis.pipeline(transaction=False)
-        for issue_id, nid in batch:
-            pipe.hget(self.keys.notifications(issue_id), nid)
+        for issue_id in batch:
+            pipe.hvals(self.keys.notifications(issue_id))
         settled = 0
-        for (issue_id, _), raw in zip(batch, pipe.execute(), strict=True):
-            record = loads(raw) if raw else None
+        for issue_id, raws in zip(batch, pipe.execute(), strict=True):
+            record = next((r for r in map(loads, raws)
+                           if r["kind"] == "received" and r["audience"] == RESIDENT), None)
             if record and record["status"] in FINAL:
                 when = record.get("sent_at") or record.get("last_attempt_at")
                 self.told[issue_id] = Told(record["status"], datetime.fromisoformat(when)
