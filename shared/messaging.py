@@ -404,7 +404,12 @@ class DeadLetteringQueueConsumer(QueueConsumer):
     def handle_message(self, provider, body, message):
         if message.channel is self._ack_channel:
             self._in_flight.add(message.delivery_tag)
-        super().handle_message(provider, body, message)
+        # nameko gives every message a green thread of its own, which then spawns the
+        # worker's: two a message. It does so because handling may block (a worker
+        # pool that is full, a dead letter to publish), and the consumer's thread must
+        # not. When nothing can block, the worker is spawned from here.
+        if not provider.spawn_worker_now(body, message):
+            super().handle_message(provider, body, message)
 
     def ack_message(self, message):
         if message.channel is not self._ack_channel:
@@ -522,17 +527,40 @@ class EventSubscriber(Consumer):
                       or message.delivery_info.get("routing_key"))
         return self.event_classes.get(event_type)
 
-    def handle_message(self, body, message):
+    def _parse(self, body, message) -> tuple[Event | None, str | None]:
+        """The event in this message, or why it has none."""
         event_cls = self.event_class(message)
         if event_cls is None:
-            self._finish(message, dead_letter_reason="unknown event type")
-            return
+            return None, "unknown event type"
         try:
-            event = event_cls.model_validate(body)
+            return event_cls.model_validate(body), None
         except ValidationError as exc:
-            self._finish(message, dead_letter_reason=str(
-                InvalidPayload.from_validation_error(exc, event_cls.__name__)))
+            return None, str(InvalidPayload.from_validation_error(exc, event_cls.__name__))
+
+    def spawn_worker_now(self, body, message) -> bool:
+        """Spawn the event's worker without blocking, or return False and do nothing.
+
+        Called from the queue consumer's own thread, which must never wait: so only
+        for a valid event (an invalid one is dead-lettered, which is a publish) when
+        the container has a free worker slot (else spawning waits for one). Anything
+        else goes to :meth:`handle_message`, in a thread of its own.
+        """
+        if self.container._worker_pool.free() == 0:  # nameko 2.14's pool; pinned
+            return False
+        event, _ = self._parse(body, message)
+        if event is None:
+            return False
+        self._spawn_worker(event, message)
+        return True
+
+    def handle_message(self, body, message):
+        event, invalid = self._parse(body, message)
+        if event is None:
+            self._finish(message, dead_letter_reason=invalid)
             return
+        self._spawn_worker(event, message)
+
+    def _spawn_worker(self, event: Event, message) -> None:
         context_data = self.unpack_message_headers(message)
         context_data["trace_id"] = event.trace_id
         try:

@@ -138,3 +138,38 @@ def test_batched_acks_leave_nothing_to_redeliver_when_the_service_stops(
 
     queue = Queue("whistle.routing.route_issue", durable=True).bind(amqp.channel())
     assert queue.queue_declare(passive=True).message_count == 0
+
+
+def test_a_worker_is_spawned_from_the_consumer_only_when_nothing_can_block(
+        runner_factory, whistle_config, store, amqp):
+    # DeadLetteringQueueConsumer spawns a valid event's worker itself when a worker slot
+    # is free; anything else (here: no free slot, an invalid event) takes nameko's road,
+    # a thread of its own per message. Either way every event is handled once.
+    runner = runner_factory(whistle_config, RoutingService)
+    runner.start()
+    (container,) = runner.containers
+    threads = []
+    spawn_thread = container.spawn_managed_thread
+
+    def recording(fn, identifier=None):
+        if identifier and "handle_message" in identifier:
+            threads.append(identifier)
+        return spawn_thread(fn, identifier)
+
+    container.spawn_managed_thread = recording
+    pool, full_for = container._worker_pool, iter(range(3))
+    free = pool.free
+    pool.free = lambda: 0 if next(full_for, None) is not None else free()  # full 3 times
+
+    events = [stored_issue(store, f"WH-20261121-{n:04d}", f"{n}号楼下水道堵了，污水冒出来")
+              for n in range(300, 306)]
+    for event in events:
+        publish(amqp, event.model_dump(mode="json"))
+    wait_until(lambda: all(store.get(e.issue_id).status.value in ("dispatched", "merged")
+                           for e in events))
+    assert len(threads) == 3  # the three that found the pool full; the rest went straight
+
+    publish(amqp, {"issue_id": "WH-20261121-0399", "unexpected": True})
+    letters = wait_until(lambda: dead_letters(amqp), timeout=20)
+    assert len(threads) == 4 and letters[0].headers[ERROR_HEADER].startswith(
+        "invalid IssueReceived")
