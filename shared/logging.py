@@ -18,11 +18,13 @@ service, entrypoint, nameko ``call_id`` and ``trace_id``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 from typing import Any
 
+import nameko.containers
 import orjson
 import structlog
 from nameko.extensions import DependencyProvider
@@ -114,6 +116,29 @@ def configure_logging(fmt: str = "json", level: int | str = logging.INFO) -> Non
     logging.getLogger("amqp").setLevel(logging.WARNING)
 
 
+_nameko_log_time = nameko.containers._log_time
+
+
+def _log_time_when_debugging(msg: str, *args: Any) -> Any:
+    """nameko's worker timing, only when its DEBUG lines are wanted (see below)."""
+    if nameko.containers._log.isEnabledFor(logging.DEBUG):
+        return _nameko_log_time(msg, *args)
+    return contextlib.nullcontext()
+
+
+def time_workers_only_when_debugging() -> None:
+    """Stop nameko timing every worker for DEBUG lines nobody reads.
+
+    nameko's container times four steps of every worker ("ran worker", "ran handler",
+    "handled result", "tore down worker") with a generator-based context manager
+    that formats its message and hands it to ``logging`` at DEBUG, whether or not
+    DEBUG is on. Here the container looks at its logger's level first, at every
+    worker, so turning DEBUG on at run time brings the lines back. Part of making
+    a delivery lighter (docs/benchmarks.md, session 5).
+    """
+    nameko.containers._log_time = _log_time_when_debugging
+
+
 def get_logger(name: str) -> Any:
     """Our own structured logger; ``name`` is the line's ``logger`` field."""
     return structlog.get_logger().bind(logger=name)
@@ -138,6 +163,7 @@ class WorkerLogger(DependencyProvider):
         from shared import config as cfg
 
         configure_logging(cfg.get(self.container.config, cfg.LOG_FORMAT))
+        time_workers_only_when_debugging()
         # One logger per container, bound per worker: building it afresh for every
         # worker (structlog's lazy proxy, then the bind) cost as much as a log line.
         self.base = get_logger(f"whistle.{self.container.service_name}").bind(

@@ -1,5 +1,6 @@
 """Both roads a log line takes end in the same JSON, with personal data masked."""
 
+import contextlib
 import json
 import logging
 
@@ -62,3 +63,21 @@ def test_an_exception_is_rendered_and_masked(json_logging, capsys):
     [line] = lines(capsys.readouterr().err)
     assert "RuntimeError: could not call 137****9999" in line["exception"]
     assert "13700009999" not in json.dumps(line)
+
+
+def test_nameko_times_workers_only_when_its_debug_lines_are_wanted(caplog):
+    import nameko.containers
+
+    whistle_logging.time_workers_only_when_debugging()
+    caplog.set_level(logging.INFO, logger="nameko.containers")
+    timing = nameko.containers._log_time("ran worker %s", "routing.route_issue")
+    assert isinstance(timing, contextlib.nullcontext)  # no timer, no message formatted
+    with timing:
+        pass
+    assert not [r for r in caplog.records if r.name == "nameko.containers"]
+
+    caplog.set_level(logging.DEBUG, logger="nameko.containers")  # turned on at run time
+    with nameko.containers._log_time("ran worker %s", "routing.route_issue"):
+        pass
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "nameko.containers"]
+    assert line.startswith("ran worker routing.route_issue in ")
