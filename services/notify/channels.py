@@ -47,6 +47,7 @@ import requests
 
 from shared import config as cfg
 from shared.config import ConfigurationError
+from shared.jsoncodec import dumps
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -185,7 +186,7 @@ class DeskOutboxChannel:
             self._push_once = self.redis.register_script(self._PUSH_ONCE)
         return self._push_once(
             keys=[self.key, f"{self.pushed_prefix}:{message.notification_id}", *keys],
-            args=[json.dumps(entry, ensure_ascii=False), self.max_entries, *args])
+            args=[dumps(entry), self.max_entries, *args])
 
 
 # ---------------------------------------------------------------------- webhook

@@ -28,7 +28,6 @@ so one script pushes the message and records it sent, atomically (no lease, no
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ import redis
 from services.notify.channels import DESK, Channels, DeskOutboxChannel, OutgoingMessage
 from services.notify.recipients import RESIDENT, SUPERVISOR
 from shared.issue import TimelineEntry
+from shared.jsoncodec import dumps, loads
 from shared.messaging import Deferred
 from shared.privacy import mask_email, mask_name, mask_phone
 from shared.store import Keys
@@ -122,18 +122,18 @@ class Deliveries:
             # Read under the lease: a worker that held it a moment ago may have settled
             # the message since (read before taking it, it could be sent twice).
             raw = self.redis.hget(key, nid)
-            record = json.loads(raw) if raw else None
+            record = loads(raw) if raw else None
             if record and record["status"] in FINAL:
                 return Outcome(False, record["status"], record["channel"],
                                record.get("detail", ""))
             now = _now()
             if record is None:
                 record = new_record(message, audience, channel.name, now)
-                self.redis.hset(key, nid, json.dumps(record, ensure_ascii=False))
+                self.redis.hset(key, nid, dumps(record))
             result = channel.deliver(message)
             record = attempted(record, message, result.ok, result.channel,
                                result.detail, note, _now(), self.max_attempts)
-            self.redis.hset(key, nid, json.dumps(record, ensure_ascii=False))
+            self.redis.hset(key, nid, dumps(record))
         finally:
             self.redis.delete(lease)
         detail = record["last_error"] if record["status"] == QUEUED else record["detail"]
@@ -155,12 +155,12 @@ class Deliveries:
         sent = Outcome(True, SENT, DESK, record["detail"], note, noted=note_for is not None)
         timeline = note_for(sent) if note_for is not None else None
         raw = desk.deliver_recorded(
-            message, key, json.dumps(record, ensure_ascii=False),
+            message, key, dumps(record),
             note=timeline and (self.keys.notes(timeline.issue_id), timeline.note_id,
                                timeline.entry.model_dump_json()))
         if raw is None:
             return sent
-        existing = json.loads(raw)
+        existing = loads(raw)
         if existing["status"] in FINAL:
             return Outcome(False, existing["status"], existing["channel"],
                            existing.get("detail", ""))
@@ -190,7 +190,7 @@ class Deliveries:
 
 
 def _parsed(raw_records: dict[str, str]) -> list[dict]:
-    records = [json.loads(v) for v in raw_records.values()]
+    records = [loads(v) for v in raw_records.values()]
     for record in records:
         record.setdefault("audience", RESIDENT)  # recorded before supervisors were told
     return records
