@@ -61,7 +61,11 @@ DEFAULTS: dict[str, Any] = {
     MAX_ATTEMPTS: 5,
     RETRY_DELAY_MS: 1000,
     LOG_FORMAT: "json",
-    MAX_WORKERS: 10,
+    # Workers per service, and the prefetch of each of its consumers. A worker spends
+    # most of its time waiting for Redis and the broker; on a busy host each wait is
+    # several milliseconds, and with nameko's 10 a service queued work while its CPU
+    # idled (docs/benchmarks.md, session 5).
+    MAX_WORKERS: 32,
     NOTIFY_WEBHOOK_SECRET: "",  # defaults to WHISTLE_SECRET when empty
     NOTIFY_MAX_ATTEMPTS: 4,  # per message; must stay below WHISTLE_MAX_ATTEMPTS
     SMTP_HOST: "",  # email channel disabled when empty

@@ -223,7 +223,7 @@ def test_config_yaml_defaults_load_with_nameko() -> None:
     assert config["WHISTLE_ENV"] == "development"
     assert config["NOTIFY_WEBHOOK_URL"] == ""  # empty string, not null
     assert config["RULES_FILE"] == ""
-    assert config["max_workers"] == 10
+    assert config["max_workers"] == 32
 
 
 def test_config_yaml_defaults_are_the_services_defaults() -> None:
