@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
 N, RATE = 260, 20.0
 PAUSE_S = 1.0  # consumers stopped: about 20 issues' events queue up
+PREFETCH = 4  # MAX_WORKERS, and so the messages each consumer holds unacked
 OUTAGE_S = 6.0
 MAX_ATTEMPTS, RETRY_DELAY_MS = 3, 50
 BUDGET_S = sum(RETRY_DELAY_MS * 2 ** n for n in range(MAX_ATTEMPTS - 1)) / 1000
@@ -38,10 +39,12 @@ EVENT_QUEUES = [name for sub in SUBSCRIPTIONS
 @pytest.fixture
 def whistle_env(whistle_env, dedicated_redis):  # noqa: F811 - the fixture imported above
     """The dedicated Redis, and a retry budget far shorter than the outage (notify must
-    give a message up before its event would be dead-lettered: 2 < 3)."""
+    give a message up before its event would be dead-lettered: 2 < 3). Few workers, so
+    few prefetched: the paused consumers' events wait in the queues, where the test
+    sees them, rather than in the consumers' prefetch windows."""
     return {**whistle_env, cfg.REDIS_URL: dedicated_redis.url,
             cfg.RETRY_DELAY_MS: str(RETRY_DELAY_MS), cfg.MAX_ATTEMPTS: str(MAX_ATTEMPTS),
-            cfg.NOTIFY_MAX_ATTEMPTS: str(MAX_ATTEMPTS - 1)}
+            cfg.NOTIFY_MAX_ATTEMPTS: str(MAX_ATTEMPTS - 1), "MAX_WORKERS": str(PREFETCH)}
 
 
 def parked(amqp_uri: str) -> int:
