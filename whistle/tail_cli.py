@@ -114,12 +114,27 @@ class ReceivedTimes:
         return (now - received).total_seconds() if received else None
 
 
+AGENCY_WIDTH = 17
+
+
+def agency_cell(agency: str | None) -> str:
+    """The agency column: a dispatch to several agencies that do not fit shows the first
+    and how many more (``--json`` and ``--agency`` see them all)."""
+    if not agency:
+        return "-"
+    agencies = agency.split(",")
+    if len(agency) <= AGENCY_WIDTH or len(agencies) == 1:
+        return agency
+    more = f" +{len(agencies) - 1}"
+    return agencies[0][:AGENCY_WIDTH - len(more)] + more
+
+
 def render(line: dict[str, Any]) -> str:
     elapsed = line.get("since_received_s")
     since = f"+{elapsed:.3f}s" if elapsed is not None else ""
     text = (f"{line['time'][11:23]}  {(line.get('service') or '-'):<8} "
             f"{(line.get('type') or '-'):<32} {(line.get('issue') or '-'):<17} "
-            f"{(line.get('agency') or '-'):<17} {since:>11}")
+            f"{agency_cell(line.get('agency')):<{AGENCY_WIDTH}} {since:>11}")
     return text + (f"  {line['detail']}" if line.get("detail") else "")
 
 

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from whistle.tail_cli import describe, matches
+from whistle.tail_cli import agency_cell, describe, matches
 from whistle.trace_cli import build_trace, human
 
 NOW = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
@@ -29,6 +29,10 @@ def test_a_dispatch_line_names_every_agency_and_matches_each_of_them():
     assert matches(line, None, "power", None, None)
     assert matches(line, None, "housing_admin", None, None)
     assert not matches(line, None, "housing", None, None)  # whole names, not prefixes
+    # the text column keeps its width: the first agency and how many more
+    assert agency_cell(line["agency"]) == "housing_admin +1"
+    assert agency_cell("power,water") == "power,water"
+    assert agency_cell("housing_admin,property_manager,power,water") == "housing_admin +3"
 
 
 def test_rpc_requests_and_error_replies_are_described_without_their_arguments():
