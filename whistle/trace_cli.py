@@ -22,7 +22,7 @@ import click
 import requests
 
 from shared import config as cfg
-from whistle.tail_cli import agency_of
+from whistle.tail_cli import AGENCY_WIDTH, agency_cell, agency_of
 
 DEADLINE_EVENTS = {"issue.escalated", "issue.closed"}
 
@@ -116,7 +116,7 @@ def render(trace: dict[str, Any]) -> str:
         lines.append(
             f"  {'+' + human(s['since_start_s']):>9}  {human(s['duration_s']):>9}  {s['kind']:<19} "
             f"{(s['service'] or '-'):<8} {(s['entrypoint'] or '-'):<26} {s['type']:<34} "
-            f"{(s['agency'] or '-'):<17} {s['call_id'] or '-'}")
+            f"{agency_cell(s['agency']):<{AGENCY_WIDTH}} {s['call_id'] or '-'}")
     t = trace["totals_s"]
     lines += ["", f"  processing {human(t['processing'])}, waiting for people "
                   f"{human(t['waiting (people)'])}, waiting for deadlines "

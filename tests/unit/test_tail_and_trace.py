@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from whistle.tail_cli import agency_cell, describe, matches
 from whistle.trace_cli import build_trace, human
+from whistle.trace_cli import render as render_trace
 
 NOW = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
 
@@ -67,7 +68,9 @@ def event(event_type, event_id, at, call_id, cause=None, **fields):
 def test_trace_tells_processing_from_waiting_for_people_and_deadlines():
     events = [
         event("issue.received", "e1", timedelta(0), "intake.submit_issue_http.1"),
-        event("issue.dispatched", "e2", timedelta(milliseconds=8), "routing.route_issue.2", "e1"),
+        event("issue.dispatched", "e2", timedelta(milliseconds=8), "routing.route_issue.2", "e1",
+              assignments=[{"agency": a} for a in ("housing_admin", "property_manager",
+                                                   "power", "water")]),
         event("issue.escalated", "e3", timedelta(hours=2), "routing.watch_deadlines.3",
               agency={"agency": "power"}),
         event("assignment.acknowledged", "e4", timedelta(hours=2, minutes=30),
@@ -89,3 +92,6 @@ def test_trace_tells_processing_from_waiting_for_people_and_deadlines():
     assert trace["totals_s"] == {"processing": 0.008, "waiting (deadline)": 7199.992,
                                  "waiting (people)": 1800.0}
     assert human(7199.992) == "1h59m" and human(0.008) == "8ms" and human(90000) == "1d1h"
+    assert trace["steps"][2]["agency"] == "housing_admin,property_manager,power,water"
+    dispatched = next(r for r in render_trace(trace).splitlines() if "issue.dispatched" in r)
+    assert "housing_admin +3  routing.route_issue.2" in dispatched  # the column's width kept
