@@ -57,7 +57,6 @@ class Observer:
         self.agencies: dict[str, int] = {}  # issue -> the assignments its dispatch carried
         self.told: dict[str, Told] = {}
         self.waiting: dict[str, None] = {}  # issues whose message is not recorded yet, oldest first
-        self.unexpected: list[str] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -112,16 +111,13 @@ class Observer:
                         connection.heartbeat_check()
 
     def _on_event(self, body, message) -> None:
+        """An ``issue.dispatched``: the only key bound (an issue merged instead of
+        dispatched never comes, and counts as incomplete)."""
         seen = time.time()
-        kind = message.delivery_info.get("routing_key")
         issue_id = body.get("issue_id") if isinstance(body, dict) else None
-        if not issue_id:
-            return
-        if kind == OBSERVED:
+        if issue_id:
             self.dispatched_at.setdefault(issue_id, seen)
             self.agencies[issue_id] = len(body["assignments"])
-        else:
-            self.unexpected.append(f"{kind} for {issue_id}")
 
     # --------------------------------------------------------------- messages
 

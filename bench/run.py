@@ -317,7 +317,7 @@ def run(options: Options, say: Callable[[str], None] = print) -> dict:
         if options.log_dir is None:
             shutil.rmtree(log_dir, ignore_errors=True)
     report["errors"] = sum(p["errors"]["total"] for p in report.get("phases", [])) \
-        + report.get("dead_letters", 0) + len(report.get("unexpected_events", []))
+        + report.get("dead_letters", 0)
     report["targets"] = targets(report)
     return report
 
@@ -349,7 +349,6 @@ def run_whistle(sandbox: Sandbox, options: Options, run_id: str, log_dir: Path,
                     found["scaling"], again = scale_busiest(bench, flat, limit)
                     found["phases"].append(again)
             found["dead_letters"] = dead_letters(sandbox.amqp_uri)
-            found["unexpected_events"] = observer.unexpected[:20]
         finally:
             with uninterrupted():
                 observer.stop()

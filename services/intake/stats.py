@@ -16,9 +16,9 @@ therefore those it had at its end, and later events do not change them.
     agency it lists. ``assignment.created`` (an agency invited to a table) creates one
     in the issue's current cycle: 0, or the ``cycle`` of the last ``issue.reopened``
     before it. ``issue.reopened`` creates one in its ``cycle`` for every agency it
-    lists. Journals from before dispatches stopped publishing ``assignment.created``
-    hold both for a dispatch; the second creation is ignored, as below. A repeated creation of
-    the same triple is ignored. An assignment *is in the window* when it was created
+    lists. A repeated creation of the same triple is ignored: journals from before
+    dispatches stopped publishing ``assignment.created`` hold both for a dispatch, and
+    count it once. An assignment *is in the window* when it was created
     in ``[since, until)``; those are the ones counted (``assigned``).
 Acknowledged on time
     The agency's first ``assignment.acknowledged`` on that issue after the assignment
