@@ -55,6 +55,7 @@ from shared.contracts import AssignmentStatus, IssueFilter
 from shared.errors import NotFound, Unavailable
 from shared.issue import IssueRecord, TimelineEntry, pending_deadlines
 from shared.jsoncodec import dumps, loads
+from shared.redis_pool import lean_client
 
 SEQUENCE_TTL_S = 3 * 24 * 3600  # a day's id counter outlives its day (time zones)
 COMMITTED = 1  # what the commit script answers when it wrote
@@ -67,9 +68,12 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.Busy
 
 
 def connect(url: str) -> redis.Redis:
-    """A client that fails fast on an outage instead of hanging the eventlet hub."""
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5,
-                                socket_connect_timeout=3, health_check_interval=15)
+    """A client that fails fast on an outage instead of hanging the eventlet hub.
+
+    Its pool skips redis-py's per-command lock and socket check for a connection used
+    moments ago (``shared.redis_pool``)."""
+    return lean_client(url, decode_responses=True, socket_timeout=5,
+                       socket_connect_timeout=3, health_check_interval=15)
 
 
 class Keys:
