@@ -29,6 +29,7 @@ import orjson
 import structlog
 from nameko.extensions import DependencyProvider
 
+from shared.gc_tuning import tune_gc_for_service
 from shared.privacy import scrub
 
 _configured_format: str | None = None
@@ -164,6 +165,7 @@ class WorkerLogger(DependencyProvider):
 
         configure_logging(cfg.get(self.container.config, cfg.LOG_FORMAT))
         time_workers_only_when_debugging()
+        tune_gc_for_service()  # here for the same reason: every service process comes by
         # One logger per container, bound per worker: building it afresh for every
         # worker (structlog's lazy proxy, then the bind) cost as much as a log line.
         self.base = get_logger(f"whistle.{self.container.service_name}").bind(
