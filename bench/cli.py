@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from bench.defaults import BASELINE_MESSAGES, FLAT_OUT_ISSUES
+
 
 def _floats(text: str) -> list[float]:
     try:
@@ -23,7 +25,7 @@ def _floats(text: str) -> list[float]:
               help="Fixed rates to offer, issues/s, comma-separated ('' for none).")
 @click.option("--duration", "duration_s", type=float, default=10.0, show_default=True,
               help="Seconds each fixed rate is offered for.")
-@click.option("--flat-out", type=int, default=2000, show_default=True,
+@click.option("--flat-out", type=int, default=FLAT_OUT_ISSUES, show_default=True,
               help="Issues to submit flat out (0: skip the flat-out phases).")
 @click.option("--concurrency", type=int, default=8, show_default=True,
               help="Submitters (keep-alive HTTP connections) when flat out.")
@@ -32,7 +34,7 @@ def _floats(text: str) -> list[float]:
 @click.option("--scale-busiest/--no-scale-busiest", default=True, show_default=True,
               help="After flat out, add an instance of the service that used the most CPU "
                    "and go flat out again.")
-@click.option("--baseline-messages", type=int, default=3000, show_default=True,
+@click.option("--baseline-messages", type=int, default=BASELINE_MESSAGES, show_default=True,
               help="Messages pushed through the broker baseline's four hops.")
 @click.option("--framework-floor/--no-framework-floor", default=True, show_default=True,
               help="Also push the baseline's messages through the same four hops done by "

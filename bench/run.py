@@ -30,6 +30,7 @@ from pathlib import Path
 from bench import profile
 from bench.baseline import NAMEKO_HOP, run_baseline
 from bench.cluster import Cluster
+from bench.defaults import BASELINE_MESSAGES, FLAT_OUT_ISSUES
 from bench.infra import BenchSandbox, Sandbox
 from bench.load import Submission, offer
 from bench.observe import Observer, QueueSampler, dead_letters
@@ -52,12 +53,12 @@ STALL_S = 30.0  # a drain gives up when nothing completed for this long
 class Options:
     rates: list[float] = field(default_factory=lambda: [50.0, 100.0, 200.0])
     duration_s: float = 10.0
-    flat_out: int = 2000
+    flat_out: int = FLAT_OUT_ISSUES
     concurrency: int = 8
     rate_concurrency: int = 32
     instances: dict[str, int] = field(default_factory=dict)
     scale_busiest: bool = True
-    baseline_messages: int = 3000
+    baseline_messages: int = BASELINE_MESSAGES
     framework_floor: bool = True
     warmup: int = WARMUP_ISSUES
     drain_timeout_s: float = 180.0
