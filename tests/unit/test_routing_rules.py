@@ -52,7 +52,8 @@ rules:
 def edit(text: str, line: int, new: str) -> str:
     """Replace 1-based ``line`` of ``text``: keeps the tests' line numbers obvious."""
     lines = text.splitlines()
-    assert 1 <= line <= len(lines)
+    if not 1 <= line <= len(lines):  # a negative index would edit from the end, silently
+        raise IndexError(f"line {line} is not in the text (1 to {len(lines)})")
     lines[line - 1] = new
     return "\n".join(lines) + "\n"
 
