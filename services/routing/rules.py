@@ -132,6 +132,11 @@ class CategoryRule(_Model):
     a cracked balcony that leaks onto wiring is still the housing side's job to
     lead, even though the wet wiring makes it urgent. Higher wins the lead before
     priority is considered; the default 0 leaves the choice to priority.
+
+    ``force: true`` is for a district that wants certainty: when one of the rule's
+    keywords is found (and not denied), the rule's category is taken whatever the
+    classifier says; only the desk's own category beats it. Keep the keywords of a
+    forced rule specific: every report that names one goes there.
     """
 
     category: Slug
@@ -141,6 +146,7 @@ class CategoryRule(_Model):
     lead: str
     support: list[str] = Field(default_factory=list)
     precedence: int = 0
+    force: bool = False
     keywords: list[str] = Field(min_length=1)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -84,8 +85,45 @@ def test_shipped_rules_cover_every_typical_problem(shipped):
     assert shipped.category_names() == [
         "flying_wire", "gas_leak", "manhole_cover", "power_cut", "no_water", "pipe_leak",
         "heating", "lift_broken", "sewage_blocked", "structural_crack", "stairwell_light",
-        "street_light", "illegal_parking", "illegal_construction", "general",
+        "street_light", "illegal_parking", "illegal_construction", "rubbish", "noise", "tree",
+        "stray_animal", "neighbour_dispute", "fitness_equipment", "general",
     ]
+
+
+def _corpus_table(heading: str) -> list[list[str]]:
+    """The rows of the markdown table under ``heading`` in corpus/README.md."""
+    text = (Path(__file__).parents[2] / "corpus" / "README.md").read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1]
+    rows = []
+    for line in section.splitlines()[1:]:
+        if rows and not line.startswith("|"):
+            break
+        if line.startswith("|") and not line.startswith("| ---"):
+            rows.append([cell.strip().strip("`") for cell in line.strip("|").split("|")])
+    return rows[1:]  # without the header row
+
+
+def test_shipped_rules_follow_the_corpus_taxonomy(shipped):
+    """The corpus labels and the rules agree: every category's lead and usual support
+    are the rules', so a model trained on the corpus routes through the rules."""
+    taxonomy = _corpus_table("## The taxonomy")
+    assert [row[0] for row in taxonomy] == shipped.category_names()
+    for category, _problem, lead, support in taxonomy:
+        expected_support = [s.strip().strip("`") for s in support.split(",") if s.strip()]
+        if category == shipped.fallback.category:
+            assert shipped.fallback.lead == lead
+            continue
+        rule = shipped.rule(category)
+        assert (rule.lead, rule.support) == (lead, expected_support), category
+
+
+def test_shipped_agencies_follow_the_corpus_table(shipped):
+    agencies = _corpus_table("## The agencies and their sectors")
+    assert {row[0] for row in agencies} == set(shipped.agencies)
+    for agency_id, name, sector in agencies:
+        agency = shipped.agency(agency_id)
+        assert name == f"{agency.name} {agency.name_en}"
+        assert agency.sector == Sector(sector)
 
 
 @pytest.mark.parametrize(("category", "priority", "lead", "support"), [
@@ -102,6 +140,12 @@ def test_shipped_rules_cover_every_typical_problem(shipped):
     ("lift_broken", Priority.high, "property_manager", []),
     ("illegal_parking", Priority.normal, "urban_management", []),
     ("illegal_construction", Priority.complex, "urban_management", []),
+    ("rubbish", Priority.normal, "sanitation", ["property_manager"]),
+    ("noise", Priority.normal, "urban_management", []),
+    ("tree", Priority.normal, "landscaping", []),
+    ("stray_animal", Priority.normal, "street_office", []),
+    ("neighbour_dispute", Priority.normal, "street_office", []),
+    ("fitness_equipment", Priority.normal, "street_office", []),
 ])
 def test_shipped_rule_owners_follow_the_practice_table(shipped, category, priority, lead, support):
     rule = shipped.rule(category)
@@ -116,8 +160,10 @@ def test_shipped_agencies_and_sectors(shipped):
         "drainage": Sector.utilities,
         "housing_admin": Sector.housing, "property_manager": Sector.housing,
         "urban_management": Sector.other, "municipal_roads": Sector.other,
-        "street_office": Sector.other,
+        "sanitation": Sector.other, "landscaping": Sector.other, "street_office": Sector.other,
     }
+    assert shipped.agency("sanitation").name == "环卫所"
+    assert shipped.agency("landscaping").name_en == "Parks and greenery"
     assert shipped.agency("power").name == "供电公司"
     assert shipped.agency("street_office").name_en == "Street office"
     with pytest.raises(KeyError, match="unknown agency 'police'"):
