@@ -40,6 +40,7 @@ PUBLIC_URL = "WHISTLE_PUBLIC_URL"
 RATING_WINDOW_S = "WHISTLE_RATING_WINDOW_S"
 RABBIT_API_URL = "WHISTLE_RABBIT_API"  # RabbitMQ management API, for `whistle status` and `dlq`
 MAX_WORKERS = "max_workers"
+QUEUE_TYPE = "WHISTLE_QUEUE_TYPE"  # classic or quorum: shared.topology, docs/cluster.md
 
 # Development defaults. DEV_SECRET is deliberately named and worded so that it
 # is obvious in any log or config dump; production refuses it (see check_production).
@@ -60,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     DISPLAY_TZ: "Asia/Shanghai",
     MAX_ATTEMPTS: 5,
     RETRY_DELAY_MS: 1000,
+    QUEUE_TYPE: "classic",
     LOG_FORMAT: "json",
     # Workers per service, and the prefetch of each of its consumers. A worker spends
     # most of its time waiting for Redis and the broker; on a busy host each wait is
@@ -104,8 +106,19 @@ def normalise(config: dict[str, Any]) -> dict[str, Any]:
     """Coerce integer keys (``nameko run`` substitutes strings) and check production."""
     for key in _INTEGER_KEYS & config.keys():
         config[key] = int(config[key])
+    if config.get(QUEUE_TYPE):
+        config[QUEUE_TYPE] = str(config[QUEUE_TYPE]).strip().lower()
+        if config[QUEUE_TYPE] not in ("classic", "quorum"):
+            raise ConfigurationError(f"{QUEUE_TYPE} must be classic or quorum, "
+                                     f"not {config[QUEUE_TYPE]!r}")
     check_production(config)
     return config
+
+
+def broker_uris(amqp_uri: str) -> list[str]:
+    """The nodes ``AMQP_URI`` lists: one, or several separated by ``;`` (kombu's failover
+    syntax, ``amqp://a:5672/;amqp://b:5672/``), each tried in turn when one is down."""
+    return [part.strip() for part in amqp_uri.split(";") if part.strip()]
 
 
 def get(config: Mapping[str, Any], key: str) -> Any:
@@ -121,9 +134,10 @@ def check_production(config: Mapping[str, Any]) -> None:
     problems = []
     if get(config, SECRET) == DEV_SECRET or len(str(get(config, SECRET))) < 32:
         problems.append(f"{SECRET} must be set to a random value of at least 32 characters")
-    # kombu connects as guest/guest when the URI names no user: parse, don't grep.
-    user = urlsplit(str(get(config, AMQP_URI))).username
-    if not user or user == "guest":
+    # kombu connects as guest/guest when the URI names no user: parse, don't grep. A
+    # cluster's URI lists its nodes (kombu's failover syntax): every one is checked.
+    users = [urlsplit(uri).username for uri in broker_uris(str(get(config, AMQP_URI)))]
+    if not all(users) or "guest" in users:
         problems.append(f"{AMQP_URI} must not use the guest account (name another broker user)")
     if problems:
         raise ConfigurationError("refusing to start in production: " + "; ".join(problems))

@@ -165,6 +165,7 @@ class EventBus(DependencyProvider):
         config = self.container.config
         read_ahead()  # patches py-amqp's transport class: every connection in the process
         self.amqp_uri = cfg.get(config, cfg.AMQP_URI)
+        self.queue_type = cfg.get(config, cfg.QUEUE_TYPE)
         self.publisher = BatchPublisher(self.amqp_uri, EVENTS_EXCHANGE.name)
         self.redis = connect(cfg.get(config, cfg.REDIS_URL))
         self.outbox_key = Keys(cfg.get(config, cfg.KEY_PREFIX)).outbox(self.container.service_name)
@@ -176,7 +177,7 @@ class EventBus(DependencyProvider):
 
     def start(self):
         with Connection(self.amqp_uri) as connection:
-            declare_topology(connection)
+            declare_topology(connection, self.queue_type)
         self._threads = [self.container.spawn_managed_thread(self._publish_forever),
                          self.container.spawn_managed_thread(self._relay_forever)]
 
@@ -509,8 +510,8 @@ class EventSubscriber(Consumer):
                             f"{', '.join(subscription.binding_keys)}, "
                             f"not {', '.join(self.event_classes)}")
         self.subscription = subscription
-        self.queue = subscription.queue
         config = self.container.config
+        self.queue = subscription.queue_of(cfg.get(config, cfg.QUEUE_TYPE))
         self.max_attempts = int(cfg.get(config, cfg.MAX_ATTEMPTS))
         self.retry_delay_s = int(cfg.get(config, cfg.RETRY_DELAY_MS)) / 1000
         self.publisher = make_publisher(cfg.get(config, cfg.AMQP_URI))

@@ -15,6 +15,14 @@ queues declared only by consumers).
               | still failing after WHISTLE_MAX_ATTEMPTS, or unreadable:
               v
             whistle.dead-letter                  kept with its reason (x-whistle-error)
+
+Every queue here is of one type, ``WHISTLE_QUEUE_TYPE`` (:data:`CLASSIC` by default, or
+:data:`QUORUM`: replicated over a RabbitMQ cluster's nodes). A queue's type cannot
+change once it exists, so a deployment moves from one to the other with
+``whistle queues migrate`` (``whistle.migrate``); a service started with the other type
+refuses to start, saying so (:class:`QueueTypeMismatch`). How quorum queues' own
+redelivery limit and dead-lettering fit Whistle's retries: :func:`type_arguments` and
+docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import contextlib
 from dataclasses import dataclass
 from logging import getLogger
 
+from amqp.exceptions import PreconditionFailed
 from kombu import Exchange, Queue, binding
 
 from shared.contracts import (
@@ -45,8 +54,75 @@ _log = getLogger(__name__)
 
 EVENTS_EXCHANGE = Exchange("whistle.events", type="topic", durable=True)
 DEAD_LETTER_QUEUE_NAME = "whistle.dead-letter"
-DEAD_LETTER_QUEUE = Queue(DEAD_LETTER_QUEUE_NAME, exchange=Exchange(""), routing_key=DEAD_LETTER_QUEUE_NAME,
-                          durable=True)
+
+CLASSIC, QUORUM = "classic", "quorum"
+QUEUE_TYPES = (CLASSIC, QUORUM)
+# How many times a quorum queue hands a message out without getting it settled (its
+# consumer's process or connection died holding it) before it dead-letters it. Whistle
+# never sends a failed message back this way: a handler that raises has its message
+# acked and republished to the delay queue, which counts WHISTLE_MAX_ATTEMPTS in a
+# header. So this limit counts only deliveries that took their consumer down with them
+# (a poison message), or that a failover cut off: generous, as RabbitMQ 4's default.
+QUORUM_DELIVERY_LIMIT = 20
+
+# What a message that leaves a quorum queue by dead-lettering is, and how: to the
+# dead-letter queue through the default exchange, "at-least-once" (kept in the source
+# queue until the target confirmed it; RabbitMQ 3.10+, which needs overflow
+# reject-publish), instead of RabbitMQ's default at-most-once.
+_QUORUM = {"x-queue-type": QUORUM}
+_SAFE_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+def check_queue_type(queue_type: str) -> str:
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"WHISTLE_QUEUE_TYPE must be {' or '.join(QUEUE_TYPES)}, "
+                         f"not {queue_type!r}")
+    return queue_type
+
+
+def type_arguments(queue_type: str, role: str, target: str | None = None) -> dict:
+    """The queue arguments a queue of ``role`` gets for ``queue_type``. Pure.
+
+    ``role`` is ``"subscription"`` (consumed by a service), ``"retry"`` (a delay
+    queue, dead-lettering to ``target`` on expiry), ``"dead-letter"`` (the last
+    stop) or ``"rpc"`` (nameko's RPC queue). Classic queues keep the arguments
+    earlier releases declared, so an existing deployment sees no change.
+
+    Quorum:
+    - a subscription queue dead-letters a message after ``QUORUM_DELIVERY_LIMIT``
+      unsettled deliveries to ``whistle.dead-letter`` (where ``whistle dlq`` shows
+      and replays it), never dropping it;
+    - a retry queue dead-letters back to its main queue at-least-once, so a message
+      whose delay ended during a failover is not lost on the way;
+    - the dead-letter queue has no delivery limit: ``whistle dlq list`` looks at
+      dead letters by taking them and putting them back, which counts a delivery;
+    - an RPC queue has no delivery limit either: a request nobody could answer is
+      the caller's to time out, as with classic queues.
+    """
+    check_queue_type(queue_type)
+    retry = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": target} \
+        if role == "retry" else {}
+    if queue_type == CLASSIC:
+        return retry
+    if role == "subscription":
+        return {**_QUORUM, "x-delivery-limit": QUORUM_DELIVERY_LIMIT,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": DEAD_LETTER_QUEUE_NAME, **_SAFE_DEAD_LETTERING}
+    if role == "retry":
+        return {**_QUORUM, **retry, **_SAFE_DEAD_LETTERING}
+    if role in ("dead-letter", "rpc"):
+        return dict(_QUORUM)
+    raise ValueError(f"no such queue role: {role!r}")
+
+
+def dead_letter_queue(queue_type: str = CLASSIC) -> Queue:
+    return Queue(DEAD_LETTER_QUEUE_NAME, exchange=Exchange(""),
+                 routing_key=DEAD_LETTER_QUEUE_NAME, durable=True,
+                 queue_arguments=type_arguments(queue_type, "dead-letter") or None)
+
+
+DEAD_LETTER_QUEUE = dead_letter_queue()
+"""For passive declares and gets, which do not depend on the queue's type."""
 
 
 @dataclass(frozen=True)
@@ -74,19 +150,29 @@ class Subscription:
         return f"whistle.{self.service}.{self.method}"
 
     @property
+    def retry_queue_name(self) -> str:
+        return f"{self.queue_name}.retry"
+
+    @property
     def queue(self) -> Queue:
-        return Queue(self.queue_name, durable=True,
-                     bindings=[binding(EVENTS_EXCHANGE, routing_key=key)
-                               for key in self.binding_keys])
+        return self.queue_of(CLASSIC)
 
     @property
     def retry_queue(self) -> Queue:
+        return self.retry_queue_of(CLASSIC)
+
+    def queue_of(self, queue_type: str) -> Queue:
+        return Queue(self.queue_name, durable=True,
+                     queue_arguments=type_arguments(queue_type, "subscription") or None,
+                     bindings=[binding(EVENTS_EXCHANGE, routing_key=key)
+                               for key in self.binding_keys])
+
+    def retry_queue_of(self, queue_type: str) -> Queue:
         # Messages wait here for their per-message expiration, then RabbitMQ
         # dead-letters them through the default exchange back to the main queue.
-        return Queue(f"{self.queue_name}.retry", exchange=Exchange(""),
-                     routing_key=f"{self.queue_name}.retry", durable=True,
-                     queue_arguments={"x-dead-letter-exchange": "",
-                                      "x-dead-letter-routing-key": self.queue_name})
+        return Queue(self.retry_queue_name, exchange=Exchange(""),
+                     routing_key=self.retry_queue_name, durable=True,
+                     queue_arguments=type_arguments(queue_type, "retry", self.queue_name))
 
 
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
@@ -136,25 +222,37 @@ def subscription_for(service: str, method: str) -> Subscription:
     raise LookupError(f"{service}.{method} is not in shared.topology.SUBSCRIPTIONS")
 
 
-def declarations() -> list:
+def declarations(queue_type: str = CLASSIC) -> list:
     """Everything to declare, in dependency order: exchanges before queues."""
-    entities: list = [EVENTS_EXCHANGE, DEAD_LETTER_QUEUE]
+    entities: list = [EVENTS_EXCHANGE, dead_letter_queue(queue_type)]
     for sub in SUBSCRIPTIONS:
-        entities += [sub.queue, sub.retry_queue]
+        entities += [sub.queue_of(queue_type), sub.retry_queue_of(queue_type)]
     return entities
 
 
-def declare_topology(connection) -> None:
+class QueueTypeMismatch(RuntimeError):
+    """A queue exists with another type (or other arguments) than this release declares."""
+
+
+def declare_topology(connection, queue_type: str = CLASSIC) -> None:
     """Declare the exchange, every subscription queue and the dead-letter queue, and
     delete the retired queues that are empty."""
-    channel = connection.channel()
-    try:
-        for entity in declarations():
+    for entity in declarations(queue_type):
+        # A channel per declaration: a refused one (PRECONDITION_FAILED) closes it.
+        channel = connection.channel()
+        try:
             # bind() returns a bound copy; maybe_bind() would bind the shared
             # module-level entity to this channel for every other thread too.
             entity.bind(channel).declare()
-    finally:
-        channel.close()
+        except PreconditionFailed as exc:
+            raise QueueTypeMismatch(
+                f"queue {entity.name} exists with other arguments than a {queue_type} "
+                f"queue of this release ({exc.reply_text}): if it is of the other type, "
+                f"run `whistle queues migrate --to {queue_type}` (docs/cluster.md), or set "
+                "WHISTLE_QUEUE_TYPE to the type the deployment has") from None
+        finally:
+            with contextlib.suppress(Exception):  # already closed by the broker's refusal
+                channel.close()
     for name in retire_queues(connection):
         _log.warning("retired queue %s still holds messages from an earlier release and "
                      "was kept: see README, Upgrading", name)

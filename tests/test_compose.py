@@ -40,6 +40,7 @@ CONFIG_KEYS = {
     "WHISTLE_TZ",
     "WHISTLE_MAX_ATTEMPTS",
     "WHISTLE_RETRY_DELAY_MS",
+    "WHISTLE_QUEUE_TYPE",
     "RULES_FILE",
     "LOG_FORMAT",
     "max_workers",

@@ -51,7 +51,10 @@ ENVELOPE_FIELDS = frozenset({"event_id", "trace_id", "causation_id", "occurred_a
 PEEK_TRUNCATE_BYTES = 64 * 1024
 RPC_QUEUE = "rpc-{}"  # nameko.rpc.RPC_QUEUE_TEMPLATE: one consumer per running instance
 # Headers a replayed message leaves behind, so that it gets a fresh set of attempts.
-REPLAY_DROPS_HEADERS = (ERROR_HEADER, ATTEMPTS_HEADER, WAITS_HEADER)
+# RabbitMQ's own dead-lettering records go too: the replayed message starts afresh.
+REPLAY_DROPS_HEADERS = (ERROR_HEADER, ATTEMPTS_HEADER, WAITS_HEADER, "x-death",
+                        "x-first-death-exchange", "x-first-death-queue",
+                        "x-first-death-reason", "x-delivery-count")
 
 
 class Unreachable(RuntimeError):
@@ -62,8 +65,11 @@ class Unreachable(RuntimeError):
 
 
 def vhost_of(amqp_uri: str) -> str:
-    """The vhost kombu connects to for ``amqp_uri``: its path, ``/`` when empty."""
-    path = urlsplit(amqp_uri).path
+    """The vhost kombu connects to for ``amqp_uri``: its path, ``/`` when empty (the first
+    node's, when it lists several)."""
+    from shared.config import broker_uris
+
+    path = urlsplit(broker_uris(amqp_uri)[0]).path
     path = path[1:] if path.startswith("/") else path
     return unquote(path) or "/"
 
@@ -275,8 +281,16 @@ class DeadLetter:
                    len(body), message)
 
     @property
+    def _death(self) -> dict:
+        """RabbitMQ's own record of the latest dead-lettering (``x-death``), if it did it:
+        a quorum queue's delivery limit (``shared.topology.QUORUM_DELIVERY_LIMIT``)."""
+        deaths = self.headers.get("x-death")
+        return deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) \
+            else {}
+
+    @property
     def original_queue(self) -> str | None:
-        return self.headers.get(QUEUE_HEADER) or None
+        return self.headers.get(QUEUE_HEADER) or self._death.get("queue") or None
 
     def parsed(self) -> Any:
         """The body as JSON, or ``None`` when it is not UTF-8 JSON (it is still replayable)."""
@@ -307,13 +321,19 @@ class DeadLetter:
             value = self.headers.get(name)
             return _printable(scrub_text(str(value))) if value not in (None, "") else None
 
+        death = self._death
+        reason = header(ERROR_HEADER)
+        if reason is None and death.get("reason"):
+            reason = f"RabbitMQ dead-lettered it: {_printable(str(death['reason']))}"
         return {
             "position": self.position,
-            "failed_at": header(FAILED_AT_HEADER),
-            "queue": header(QUEUE_HEADER),
+            "failed_at": header(FAILED_AT_HEADER) or (str(death["time"]) if death.get("time")
+                                                      else None),
+            "queue": header(QUEUE_HEADER) or (_printable(str(death["queue"]))
+                                              if death.get("queue") else None),
             "event_type": header(EVENT_TYPE_HEADER) or header(ROUTING_KEY_HEADER),
             "attempts": int(attempts) if attempts.isdigit() else None,
-            "reason": header(ERROR_HEADER),
+            "reason": reason,
             "issue_id": _printable(scrub_text(issue_id)) if isinstance(issue_id, str) else None,
             "event_id": _printable(scrub_text(event_id)) if isinstance(event_id, str) else None,
             "body_format": body_format,

@@ -9,7 +9,6 @@ their first argument.
 from __future__ import annotations
 
 from nameko.dependency_providers import Config
-from nameko.rpc import rpc
 
 from services.agency.domain import (
     STATUS_FILTERS,
@@ -31,6 +30,7 @@ from shared.contracts import (
 from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
+from shared.rpc import rpc
 from shared.store import Store
 from shared.web import health_report, http, read_json, validate
 

@@ -10,7 +10,6 @@ from the journal (``services.intake.stats``).
 from __future__ import annotations
 
 from nameko.dependency_providers import Config
-from nameko.rpc import rpc
 
 from services.intake.domain import accept_issue
 from services.intake.stats import StatsWindow, compute_stats
@@ -20,6 +19,7 @@ from shared.errors import EXPECTED_ERRORS, Unavailable
 from shared.issue import public_view
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus
+from shared.rpc import rpc
 from shared.store import Store, day_of
 from shared.web import health_report, http, json_response, read_json, validate
 

@@ -25,7 +25,6 @@ from logging import getLogger
 from urllib.parse import quote, urlsplit
 
 from nameko.dependency_providers import Config
-from nameko.rpc import rpc
 
 from services.notify.channels import RECIPIENT_FIELDS, OutgoingMessage, build_channels
 from services.notify.delivery import (
@@ -74,6 +73,7 @@ from shared.errors import EXPECTED_ERRORS
 from shared.issue import IssueRecord, TimelineEntry
 from shared.logging import WorkerLogger
 from shared.messaging import Deferred, subscribe
+from shared.rpc import rpc
 from shared.store import RedisProvider, Store
 from shared.web import health_report, http
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from nameko.dependency_providers import Config
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from services.routing import feedback, merging, table
@@ -45,6 +44,7 @@ from shared.errors import EXPECTED_ERRORS, Forbidden, Unavailable
 from shared.issue import Assignment, Deadline, IssueRecord, Routing, dispatch
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
+from shared.rpc import rpc
 from shared.store import Read, Store
 from shared.web import health_report, http, read_json, validate
 
