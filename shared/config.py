@@ -41,6 +41,14 @@ RATING_WINDOW_S = "WHISTLE_RATING_WINDOW_S"
 RABBIT_API_URL = "WHISTLE_RABBIT_API"  # RabbitMQ management API, for `whistle status` and `dlq`
 MAX_WORKERS = "max_workers"
 QUEUE_TYPE = "WHISTLE_QUEUE_TYPE"  # classic or quorum: shared.topology, docs/cluster.md
+# Staff tokens, rate limits and submission (docs/security.md).
+TOKEN_MAX_AGE = "WHISTLE_TOKEN_MAX_AGE"  # how long a refresh chain may go on, seconds
+ANONYMOUS_SUBMIT = "WHISTLE_ANONYMOUS_SUBMIT"  # may callers without a token submit?
+RATE_WINDOW_S = "WHISTLE_RATE_WINDOW_S"
+RATE_SUBMIT = "WHISTLE_RATE_SUBMIT"  # submissions per staff member per window
+RATE_SUBMIT_ANONYMOUS = "WHISTLE_RATE_SUBMIT_ANONYMOUS"  # per client address per window
+RATE_READ = "WHISTLE_RATE_READ"  # other requests per client per window
+AUDIT_MAX_ENTRIES = "WHISTLE_AUDIT_MAX_ENTRIES"
 
 # Development defaults. DEV_SECRET is deliberately named and worded so that it
 # is obvious in any log or config dump; production refuses it (see check_production).
@@ -54,7 +62,17 @@ DEFAULTS: dict[str, Any] = {
     KEY_PREFIX: "whistle",
     ENVIRONMENT: "development",
     SECRET: DEV_SECRET,
-    TOKEN_TTL: 12 * 3600,
+    # A shift (8 h) plus handover and overtime: see shared/auth.py.
+    TOKEN_TTL: 10 * 3600,
+    TOKEN_MAX_AGE: 24 * 3600,
+    ANONYMOUS_SUBMIT: "true",
+    RATE_WINDOW_S: 60,
+    # 0 turns a limit off. Per window: a desk worker submits a few a minute, a hotline
+    # gateway more; a resident's phone a handful; the desk board polls every 2 s.
+    RATE_SUBMIT: 300,
+    RATE_SUBMIT_ANONYMOUS: 10,
+    RATE_READ: 600,
+    AUDIT_MAX_ENTRIES: 1_000_000,
     RULES_FILE: "",
     NOTIFY_CHANNEL: "desk",
     NOTIFY_WEBHOOK_URL: "",
@@ -83,7 +101,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _INTEGER_KEYS = {TOKEN_TTL, MAX_ATTEMPTS, RETRY_DELAY_MS, MAX_WORKERS, NOTIFY_MAX_ATTEMPTS,
-                 SMTP_PORT, RATING_WINDOW_S}
+                 SMTP_PORT, RATING_WINDOW_S, TOKEN_MAX_AGE, RATE_WINDOW_S, RATE_SUBMIT,
+                 RATE_SUBMIT_ANONYMOUS, RATE_READ, AUDIT_MAX_ENTRIES}
 
 
 class ConfigurationError(RuntimeError):

@@ -95,6 +95,28 @@ class InvalidTransition(WhistleError):
 
 
 @deserialize_to_instance
+class PayloadTooLarge(WhistleError):
+    """The body is over the limit; refused before it is read."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+@deserialize_to_instance
+class RateLimited(WhistleError):
+    """This client made too many requests of this kind in the window. ``retry_after``
+    (seconds) becomes the ``Retry-After`` header."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None,
+                 retry_after: int = 1):
+        super().__init__(message, errors)
+        self.retry_after = max(1, int(retry_after))
+
+
+@deserialize_to_instance
 class Unavailable(WhistleError):
     """A backing store or the broker is down; the caller should retry later."""
 

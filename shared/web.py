@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import re
 from functools import cached_property
 from logging import getLogger
 from typing import Any, TypeVar
@@ -29,7 +31,13 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from shared.errors import InvalidPayload, MalformedBody, WhistleError
+from shared.errors import (
+    InvalidPayload,
+    MalformedBody,
+    PayloadTooLarge,
+    RateLimited,
+    WhistleError,
+)
 from shared.jsoncodec import dumps
 from shared.logging import get_logger
 
@@ -48,7 +56,13 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(exc: Exception) -> Response:
     if isinstance(exc, WhistleError):
-        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        headers = None
+        if exc.status == 503:
+            headers = {"Retry-After": "5"}
+        elif isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after)}
+        elif isinstance(exc, PayloadTooLarge):
+            headers = {"Connection": "close"}
         return json_response(exc.to_json(), exc.status, headers)
     if isinstance(exc, HTTPException):
         return json_response({"error": {"code": exc.name.lower().replace(" ", "_"),
@@ -66,7 +80,15 @@ class _LiveWsgiApp(WsgiApp):
         return self.server.url_map()
 
     def __call__(self, environ, start_response):
+        length = _declared_length(environ)
+        if length is not None and length > MAX_BODY_BYTES:
+            # Refused before a byte of the body is read: the client learns why (413, and
+            # the connection closes), instead of a reset in the middle of its upload.
+            environ[_LINGER] = True
+            return error_response(PayloadTooLarge(
+                f"body is larger than {MAX_BODY_BYTES} bytes"))(environ, start_response)
         request = Request(environ, shallow=True)
+        request.max_content_length = MAX_BODY_BYTES  # a chunked body is cut off, 413, too
         adapter = self.url_map.bind_to_environ(environ)
         try:
             provider, values = adapter.match()
@@ -75,6 +97,60 @@ class _LiveWsgiApp(WsgiApp):
         except HTTPException as exc:
             response = error_response(exc)
         return response(environ, start_response)
+
+
+def _declared_length(environ) -> int | None:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+
+
+_LINGER = "whistle.linger"
+LINGER_S = 2.0
+LINGER_BYTES = 64 * 1024 * 1024
+
+
+class LingeringProtocol(HttpOnlyProtocol):
+    """After refusing a body unread (413), close the way web servers do ("lingering
+    close"): send our side's FIN, then read and drop what the client is still sending,
+    for at most ``LINGER_S`` and ``LINGER_BYTES``. Closing with unread bytes in the
+    socket would make the kernel answer the client with a reset, and the client would
+    lose our 413 with it."""
+
+    def handle_one_response(self):
+        super().handle_one_response()
+        if self.environ.get(_LINGER):
+            self.close_connection = 1
+            self._linger()
+
+    def _linger(self):
+        import socket
+        import time
+
+        sock = self.connection
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            sock.shutdown(socket.SHUT_WR)
+            deadline, drained = time.monotonic() + LINGER_S, 0
+            sock.settimeout(0.2)
+            while time.monotonic() < deadline and drained < LINGER_BYTES:
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                drained += len(chunk)
+
+
+# Tokens must never reach a log: a resident's link carries one in its query string.
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]+")
+
+
+def redact_request_line(line: str) -> str:
+    """``POST /issues/X/feedback?token=eyJ… HTTP/1.1`` -> ``…?token=[redacted] HTTP/1.1``."""
+    return _TOKEN_IN_QUERY.sub(r"\1[redacted]", line) if "token=" in line else line
 
 
 # eventlet formats the access line itself; these fields, split on a separator no
@@ -106,7 +182,7 @@ class AccessLog:
             ms = round(float(seconds) * 1000, 1)
         except ValueError:  # never from eventlet; a log line must not raise anyway
             ms = seconds
-        self._log.info("http_request", client=client, request=request,
+        self._log.info("http_request", client=client, request=redact_request_line(request),
                        status=int(status) if status.isdigit() else status,
                        bytes=int(length) if length.isdigit() else length, ms=ms)
 
@@ -151,7 +227,7 @@ class ProcessWebServer(WebServer):
     def get_wsgi_app(self):
         return _LiveWsgiApp(self)
 
-    def get_wsgi_server(self, sock, wsgi_app, protocol=HttpOnlyProtocol, debug=False):
+    def get_wsgi_server(self, sock, wsgi_app, protocol=LingeringProtocol, debug=False):
         return wsgi.Server(sock, sock.getsockname(), wsgi_app, protocol=protocol, debug=debug,
                            log=AccessLog(), log_format=ACCESS_LOG_FORMAT)
 
@@ -209,10 +285,10 @@ def read_json(request: Request, model: type[M]) -> M:
         raise MalformedBody("Content-Type must be application/json")
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        raise MalformedBody(f"body is larger than {MAX_BODY_BYTES} bytes")
-    raw = request.get_data(cache=False)
+        raise PayloadTooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
+    raw = request.get_data(cache=False)  # werkzeug stops a chunked body at the limit: 413
     if len(raw) > MAX_BODY_BYTES:
-        raise MalformedBody(f"body is larger than {MAX_BODY_BYTES} bytes")
+        raise PayloadTooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -237,7 +313,8 @@ def validate(model: type[M], data: Any, what: str = "request") -> M:
 
 
 def health_report(service: str, redis_client: Any) -> Response:
-    """``GET /health``: 200 when Redis answers, 503 otherwise; lists co-hosted services."""
+    """``GET /health``, open to anyone: up (200) or down (503, Redis unreachable), and the
+    services in this process. Nothing else: it is the one endpoint without a token."""
     try:
         redis_client.ping()
         redis_ok = True
@@ -248,6 +325,5 @@ def health_report(service: str, redis_client: Any) -> Response:
         hosted = {p.container.service_name for p in server._providers}
         if service in hosted:
             services |= hosted
-    body = {"status": "ok" if redis_ok else "degraded", "redis": redis_ok,
-            "services": sorted(services)}
+    body = {"status": "up" if redis_ok else "down", "services": sorted(services)}
     return json_response(body, 200 if redis_ok else 503)

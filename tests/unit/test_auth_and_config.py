@@ -11,8 +11,10 @@ from shared import config as cfg
 from shared.auth import (
     ALGORITHM,
     AUDIENCE,
+    DEFAULT_TTL_S,
     ISSUER,
-    StaffPrincipal,
+    MAX_TTL_S,
+    Role,
     authorize,
     bearer_token,
     issue_token,
@@ -29,7 +31,7 @@ PROD_AMQP = "amqp://whistle:s3cr3t-pw@rabbit.internal:5672/whistle"
 def claims(**overrides) -> dict:
     now = int(time.time())
     base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "staff-7", "agency": "power",
-            "iat": now, "exp": now + 600}
+            "jti": "jti-1", "iat": now, "exp": now + 600}
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -39,15 +41,38 @@ def claims(**overrides) -> dict:
 
 def test_issue_and_verify_round_trip():
     token = issue_token("power", "staff-7", SECRET)
-    assert verify_token(token, SECRET) == StaffPrincipal(agency="power", staff_id="staff-7")
+    principal = verify_token(token, SECRET)
+    assert (principal.role, principal.agency, principal.staff_id) == (
+        Role.agency, "power", "staff-7")
+    assert len(principal.jti) == 32 and principal.communities is None
+    assert principal.expires_at - principal.issued_at == DEFAULT_TTL_S == 10 * 3600
 
 
 def test_token_carries_the_expected_claims():
-    token = issue_token("housing", "s-1", SECRET, ttl_s=60, now=1_800_000_000)
+    token = issue_token("housing", "s-1", SECRET, ttl_s=60, now=1_800_000_000, jti="j-1")
     decoded = jwt.decode(token, SECRET, algorithms=[ALGORITHM], audience=AUDIENCE,
                          options={"verify_exp": False, "verify_iat": False})
     assert decoded == {"iss": "whistle", "aud": "whistle-agency", "sub": "s-1",
-                       "agency": "housing", "iat": 1_800_000_000, "exp": 1_800_000_060}
+                       "agency": "housing", "jti": "j-1", "iat": 1_800_000_000,
+                       "exp": 1_800_000_060, "auth_time": 1_800_000_000}
+
+
+def test_every_token_has_its_own_jti():
+    assert len({verify_token(issue_token("power", "s", SECRET), SECRET).jti
+                for _ in range(20)}) == 20
+
+
+def test_a_desk_token_can_be_scoped_to_communities_and_an_agency_token_cannot():
+    desk = verify_token(issue_token("desk", "d-1", SECRET, communities=["缤泰社区", "和平里社区"]),
+                        SECRET)
+    assert desk.role is Role.desk and desk.communities == {"缤泰社区", "和平里社区"}
+    with pytest.raises(ValueError, match="only desk tokens"):
+        issue_token("power", "p-1", SECRET, communities=["缤泰社区"])
+
+
+def test_no_staff_token_lives_longer_than_the_maximum():
+    with pytest.raises(ValueError, match="between 1 s and"):
+        issue_token("desk", "d-1", SECRET, ttl_s=MAX_TTL_S + 1)
 
 
 def test_expired_token_is_unauthorized():
@@ -102,7 +127,11 @@ def test_missing_token_is_unauthorized(missing):
     claims(exp=None),
     claims(agency=42),
     claims(agency=["power"]),
-], ids=["audience", "issuer", "no-agency", "no-sub", "no-exp", "int-agency", "list-agency"])
+    claims(jti=None),
+    claims(communities=["缤泰社区"]),
+    claims(agency="desk", communities="缤泰社区"),
+], ids=["audience", "issuer", "no-agency", "no-sub", "no-exp", "int-agency", "list-agency",
+        "no-jti", "scoped-agency", "scope-not-a-list"])
 def test_token_with_wrong_or_missing_claims_is_unauthorized(bad_claims):
     token = jwt.encode(bad_claims, SECRET, algorithm=ALGORITHM)
     with pytest.raises(Unauthorized, match="^token is invalid$"):
@@ -117,7 +146,7 @@ def test_unsigned_token_is_unauthorized():
 
 def test_authorize_own_agency():
     token = issue_token("power", "staff-7", SECRET)
-    assert authorize(token, SECRET, "power") == StaffPrincipal("power", "staff-7")
+    assert authorize(token, SECRET, "power") == verify_token(token, SECRET)
 
 
 def test_authorize_for_another_agency_is_forbidden():
@@ -207,7 +236,7 @@ def test_config_ignores_empty_env_values_and_applies_overrides():
 
 def test_config_get_falls_back_to_default():
     assert cfg.get({cfg.SECRET: ""}, cfg.SECRET) == cfg.DEV_SECRET
-    assert cfg.get({}, cfg.TOKEN_TTL) == 12 * 3600
+    assert cfg.get({}, cfg.TOKEN_TTL) == 10 * 3600
     assert cfg.get({cfg.SECRET: "x"}, cfg.SECRET) == "x"
 
 

@@ -18,6 +18,7 @@ from shared.errors import (
     InvalidTransition,
     MalformedBody,
     NotFound,
+    PayloadTooLarge,
     Unauthorized,
     Unavailable,
     WhistleError,
@@ -75,9 +76,10 @@ def test_read_json_refuses_wrong_content_type(content_type):
 def test_read_json_refuses_body_over_64_kib():
     big = json.dumps({**VALID, "description": "x" * (MAX_BODY_BYTES + 1)})
     assert MAX_BODY_BYTES == 64 * 1024
-    with pytest.raises(MalformedBody) as info:
+    with pytest.raises(PayloadTooLarge) as info:
         read_json(request(big), SubmitIssue)
     assert info.value.message == "body is larger than 65536 bytes"
+    assert info.value.status == 413
 
 
 def test_read_json_refuses_oversized_body_without_content_length():
@@ -88,7 +90,7 @@ def test_read_json_refuses_oversized_body_without_content_length():
     environ["wsgi.input_terminated"] = True
     req = Request(environ)
     assert req.content_length is None
-    with pytest.raises(MalformedBody, match="larger than 65536 bytes"):
+    with pytest.raises(PayloadTooLarge, match="larger than 65536 bytes"):
         read_json(req, SubmitIssue)
 
 

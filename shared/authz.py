@@ -1,0 +1,389 @@
+"""Who may read or change what, and what they see. Pure: no Redis, no nameko.
+
+Every HTTP endpoint, the web pages and Open311 decide with these functions, so
+there is one set of rules and no second, looser door. Each ``may_*`` function
+returns what the caller is allowed (a scope, a view) or raises
+:class:`~shared.errors.Unauthorized` (401: no usable identity; anonymous callers
+get it on every read) or :class:`~shared.errors.Forbidden` (403: known, not
+allowed). The principal comes from ``shared.auth.principal_from_request`` (and the
+revocation check of ``shared.guard.Guard``).
+
+The rules (docs/security.md has the table):
+
+- **desk staff** read everything in their communities (every community when the
+  token names none): issues, lists, timelines, journals, notifications, stats;
+  they submit, split, convene tables and resend rating links. View: ``desk``.
+- **agency staff** read an issue only while or after their agency has an
+  assignment on it (a withdrawn or finished assignment still counts: "has or
+  had"); they see the work (``agency`` view: the problem, the place, every
+  assignment's state, the table, a timeline without the messages to residents),
+  never the resident's contact beyond its masked form, nor other reporters, nor
+  ratings. They act only on their own agency's assignments.
+- **a resident** (a signed link) reads only their own report, in plain words
+  (``resident`` view): progress, the agencies' names and states, their own
+  words and masked contact; no internal notes, no staff ids, no other reporter
+  of a merged issue. A rating link rates only its own issue and cycle.
+- **anonymous** callers read nothing (401). They may submit when the deployment
+  allows it (``WHISTLE_ANONYMOUS_SUBMIT``), within the anonymous rate limit.
+
+Usage (a page handler does exactly what the API handler does)::
+
+    principal = self.guard.check(request)                  # 401/429 raised here
+    record = self.store.get_with_notes(issue_id)
+    view = may_read_issue(principal, record, issue_id)     # 401/403 raised here
+    return issue_view(view, record, contact, primary=None)  # the dict to render
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import Any
+
+from shared.auth import FeedbackGrant, Principal, Role
+from shared.contracts import AssignmentStatus, IssueFilter, IssueStatus
+from shared.errors import Forbidden, InvalidTransition, Unauthorized
+from shared.issue import IssueRecord
+from shared.privacy import mask_email, mask_name, mask_phone
+
+
+class View(StrEnum):
+    """Which shape of an issue a principal gets (see :func:`issue_view`)."""
+
+    desk = "desk"
+    agency = "agency"
+    resident = "resident"
+
+
+def _signed_in(principal: Principal) -> None:
+    if principal.role is Role.anonymous:
+        raise Unauthorized("sign in: this needs a staff token or your own link")
+
+
+def _staff(principal: Principal) -> None:
+    _signed_in(principal)
+    if not principal.is_staff:
+        raise Forbidden("only desk or agency staff can do this")
+
+
+def must_be_desk(principal: Principal) -> None:
+    """Desk-only actions: split a merge, convene a table, resend a rating link, stats."""
+    _signed_in(principal)
+    if not principal.is_desk:
+        raise Forbidden("only community desk staff can do this (whistle token desk)")
+
+
+def involved_agencies(record: IssueRecord) -> set[str]:
+    """Agencies that have, or had, an assignment on the issue (withdrawn ones included:
+    an assignment is closed, never deleted)."""
+    return {a.agency for a in record.assignments}
+
+
+def _in_scope(principal: Principal, record: IssueRecord) -> bool:
+    return principal.communities is None or record.location.community in principal.communities
+
+
+# ------------------------------------------------------------------- issues
+
+
+def may_read_issue(principal: Principal, record: IssueRecord, issue_id: str | None = None
+                   ) -> View:
+    """The view ``principal`` gets of ``record`` (read through ``GET /issues/{issue_id}``).
+
+    Desk: ``desk`` within its communities. Agency: ``agency`` if its agency has or had
+    an assignment. Resident: ``resident`` for their own report only (``issue_id`` is the
+    id they asked for; a merged report shows the progress of the issue it joined, read
+    by the caller, see :func:`issue_view`). Raises 401 for anonymous, 403 otherwise.
+    """
+    _signed_in(principal)
+    if principal.is_desk:
+        if not _in_scope(principal, record):
+            raise Forbidden(f"issue {record.issue_id} is outside your communities")
+        return View.desk
+    if principal.role is Role.agency:
+        if principal.agency not in involved_agencies(record):
+            raise Forbidden(f"agency {principal.agency!r} has no assignment on issue "
+                            f"{record.issue_id}")
+        return View.agency
+    wanted = issue_id or record.issue_id
+    if principal.reporter_issue_id != wanted or record.issue_id != wanted:
+        raise Forbidden("this link is for another issue")
+    return View.resident
+
+
+def issue_view(view: View, record: IssueRecord, contact: dict[str, Any] | None,
+               primary: IssueRecord | None = None, agency: str | None = None,
+               rates: tuple[str, int] | None = None) -> dict[str, Any]:
+    """``record`` shaped for ``view``; contact always masked.
+
+    ``primary``: for the resident view of a merged report, the issue it joined (its
+    progress is the resident's progress). ``agency``: the reading agency (its own
+    assignment is marked ``yours``). ``rates``: the resident's rating grant
+    (``Principal.rates``), for ``can_rate``.
+    """
+    if view is View.desk:
+        return desk_view(record, contact)
+    if view is View.agency:
+        return agency_view(record, contact, agency)
+    return resident_view(record, contact, primary, rates)
+
+
+def masked_contact(contact: dict[str, Any] | None) -> dict[str, Any]:
+    contact = contact or {}
+    return {"name": mask_name(contact.get("name")), "phone": mask_phone(contact.get("phone")),
+            "email": mask_email(contact.get("email")),
+            "preferred_channel": contact.get("preferred_channel")}
+
+
+def desk_view(record: IssueRecord, contact: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything the record holds, the contact masked: what the desk works from."""
+    view = record.model_dump(mode="json")
+    view["contact"] = masked_contact(contact)
+    return view
+
+
+# The parts of an issue the agencies need to do the work.
+_AGENCY_FIELDS = {"issue_id", "status", "description", "category", "priority", "location",
+                  "channel", "language", "received_at", "updated_at", "routing",
+                  "escalation_level", "table", "reopen_count", "closed_reason", "closed_at",
+                  "assignments", "timeline"}
+
+
+def agency_view(record: IssueRecord, contact: dict[str, Any] | None,
+                agency: str | None = None) -> dict[str, Any]:
+    """The work: problem, place, every assignment's state, the table, the timeline
+    without the messages to residents. No reporters, ratings or unmasked contact."""
+    view = record.model_dump(mode="json", include=_AGENCY_FIELDS)
+    view["timeline"] = [entry for entry in view["timeline"] if entry["service"] != "notify"]
+    for assignment in view["assignments"]:
+        assignment["yours"] = assignment["agency"] == agency
+    view["contact"] = masked_contact(contact)
+    return view
+
+
+def may_list_issues(principal: Principal, query: IssueFilter) -> list[IssueFilter]:
+    """The store queries that answer ``GET /issues`` for ``principal`` (run each, merge).
+
+    Desk: the query, narrowed to its communities (one query per community when it names
+    none). Agency: the query narrowed to its own agency (asking for another agency is
+    403). Residents: 403; anonymous: 401. Filter the merged records with
+    :func:`visible_in_list` as well.
+    """
+    _staff(principal)
+    if principal.role is Role.agency:
+        if query.agency not in (None, principal.agency):
+            raise Forbidden(f"agency staff list only their own agency's issues "
+                            f"({principal.agency})")
+        return [query.model_copy(update={"agency": principal.agency})]
+    if principal.communities is None:
+        return [query]
+    if query.community is not None:
+        if query.community not in principal.communities:
+            raise Forbidden("that community is outside your communities")
+        return [query]
+    return [query.model_copy(update={"community": c}) for c in sorted(principal.communities)]
+
+
+def visible_in_list(principal: Principal, record: IssueRecord) -> bool:
+    """Whether a listed record may be shown to ``principal`` (the list's second check)."""
+    if principal.is_desk:
+        return _in_scope(principal, record)
+    if principal.role is Role.agency:
+        return principal.agency in involved_agencies(record)
+    return False
+
+
+def may_read_events(principal: Principal, record: IssueRecord) -> None:
+    """The journal (every committed event) is the desk's: it holds every step of every
+    party. Agencies and residents get 403, anonymous 401."""
+    must_be_desk(principal)
+    if not _in_scope(principal, record):
+        raise Forbidden(f"issue {record.issue_id} is outside your communities")
+
+
+def may_read_notifications(principal: Principal, record: IssueRecord,
+                           issue_id: str | None = None) -> View:
+    """Messages to residents (text with links redacted, recipient masked).
+
+    Desk: every message (``View.desk``). A resident: the messages to them
+    (``View.resident``: keep ``audience == "resident"`` only). Agencies: 403.
+    """
+    _signed_in(principal)
+    if principal.is_desk:
+        if not _in_scope(principal, record):
+            raise Forbidden(f"issue {record.issue_id} is outside your communities")
+        return View.desk
+    if principal.role is Role.resident:
+        return may_read_issue(principal, record, issue_id)
+    raise Forbidden("messages to residents are the desk's to read")
+
+
+def notifications_view(view: View, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Delivery records as ``view`` may see them (already masked and redacted as stored)."""
+    if view is View.desk:
+        return records
+    return [{k: r.get(k) for k in ("kind", "language", "text", "status", "created_at",
+                                   "sent_at")}
+            for r in records if r.get("audience", "resident") == "resident"]
+
+
+def may_read_stats(principal: Principal) -> frozenset[str] | None:
+    """The three rates are the desk's: the communities to count (``None``: all)."""
+    must_be_desk(principal)
+    return principal.communities
+
+
+def may_read_assignments(principal: Principal, agency: str) -> None:
+    """An agency's assignment list: its own staff, or the desk."""
+    _staff(principal)
+    if principal.role is Role.agency and principal.agency != agency:
+        raise Forbidden(f"token is for agency {principal.agency!r}, not {agency!r}")
+
+
+def may_act_for_agency(principal: Principal, agency: str) -> None:
+    """报到, resolve, check in, finish a table task: only that agency's own staff."""
+    _staff(principal)
+    if principal.agency != agency:
+        raise Forbidden(f"token is for agency {principal.agency!r}, not {agency!r}")
+
+
+def may_submit(principal: Principal, anonymous_allowed: bool) -> None:
+    """``POST /issues``: staff always; anonymous callers when the deployment allows it
+    (``WHISTLE_ANONYMOUS_SUBMIT``); residents' links, which are for reading, as anonymous."""
+    if principal.is_staff:
+        return
+    if not anonymous_allowed:
+        raise Unauthorized("submitting needs a staff token here (anonymous submission is off)")
+
+
+def may_explain(principal: Principal) -> None:
+    """``POST /routing/explain``: staff (it creates nothing, but it is not for the public)."""
+    _staff(principal)
+
+
+# ------------------------------------------------------------------- rating
+
+
+def may_rate(principal: Principal, reporter_issue_id: str) -> FeedbackGrant:
+    """The grant of a rating link used on ``/issues/{reporter_issue_id}/feedback``.
+
+    Only a resident's rating link rates; a progress link, a staff token or nothing at
+    all does not (401 without a link, 403 with the wrong kind or another issue's link).
+    """
+    _signed_in(principal)
+    if principal.role is not Role.resident or principal.rates is None:
+        raise Forbidden("only the resident's own rating link can rate")
+    if principal.reporter_issue_id != reporter_issue_id:
+        raise Forbidden(f"this rating token is not for issue {reporter_issue_id}")
+    issue_id, cycle = principal.rates
+    return FeedbackGrant(reporter_issue_id=reporter_issue_id, issue_id=issue_id, cycle=cycle)
+
+
+def may_resend_rating_link(principal: Principal, record: IssueRecord) -> None:
+    """The desk asks for a resident's rating link to be sent again (it never sees it):
+    only while the issue waits for its rating."""
+    must_be_desk(principal)
+    if not _in_scope(principal, record):
+        raise Forbidden(f"issue {record.issue_id} is outside your communities")
+    if record.status is not IssueStatus.resolved or record.feedback_due is None:
+        raise InvalidTransition(f"issue {record.issue_id} is not waiting for a rating "
+                                f"(it is {record.status.value})")
+
+
+# ------------------------------------------------------------ resident view
+
+_STATUS_WORDS = {
+    "zh": {IssueStatus.received: "已受理，正在分派", IssueStatus.merged: "已并入同一问题处理",
+           IssueStatus.dispatched: "已派给相关单位", IssueStatus.in_progress: "正在处理",
+           IssueStatus.resolved: "已办结，请您评价", IssueStatus.closed: "已结案"},
+    "en": {IssueStatus.received: "received, being routed",
+           IssueStatus.merged: "handled together with the same problem",
+           IssueStatus.dispatched: "sent to the responsible agencies",
+           IssueStatus.in_progress: "being handled", IssueStatus.resolved: "done: please rate it",
+           IssueStatus.closed: "closed"},
+}
+_STEP_WORDS = {
+    "zh": {"received": "您的问题已受理", "merged": "与邻居反映的同一问题合并办理",
+           "dispatched": "已派给：{agencies}", "acknowledged": "{agency}已报到",
+           "part_resolved": "{agency}已完成", "table": "相关单位当面协调（{place}）",
+           "resolved": "各单位均已办结", "rated": "您已评价", "reopened": "重新交办，提级督办",
+           "closed": "已结案"},
+    "en": {"received": "your report was received",
+           "merged": "handled together with the same problem reported by neighbours",
+           "dispatched": "sent to: {agencies}", "acknowledged": "{agency} reported in",
+           "part_resolved": "{agency} finished its part",
+           "table": "the agencies met to settle it ({place})",
+           "resolved": "every agency has finished", "rated": "you rated it",
+           "reopened": "sent back to the agencies, escalated", "closed": "closed"},
+}
+_TIMELINE_STEPS = {"dispatched", "resolved", "reopened", "closed", "merged"}
+
+
+def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
+                  primary: IssueRecord | None = None,
+                  rates: tuple[str, int] | None = None) -> dict[str, Any]:
+    """The resident's page: their own words and place, progress in plain words, the
+    agencies by name and state, whether they can rate now. Nothing about any other
+    reporter (a merged report shows the joined issue's progress, not its text), no
+    internal notes, no staff ids. ``rates``: the (issue, cycle) of the caller's rating
+    link, to say whether it can still be used."""
+    lang = own.language.value if own.language.value in _STEP_WORDS else "zh"
+    words, status_words = _STEP_WORDS[lang], _STATUS_WORDS[lang]
+    work = primary if primary is not None and own.merged_into == primary.issue_id else own
+    progress = [(own.received_at, words["received"])]
+    if work is not own:
+        progress += [(e.at, words["merged"]) for e in own.timeline if e.step == "merged"][:1]
+    for entry in work.timeline:
+        if entry.step in _TIMELINE_STEPS and entry.step != "merged":
+            text = words[entry.step]
+            if entry.step == "dispatched":
+                text = text.format(agencies=_names(work.assignments, lang))
+            progress.append((entry.at, text))
+        elif entry.step == "table_convened" and work.table is not None:
+            progress.append((entry.at, words["table"].format(place=work.table.place)))
+    for a in work.assignments:
+        name = a.agency_name_en if lang == "en" else a.agency_name
+        if a.acknowledged_at is not None:
+            progress.append((a.acknowledged_at, words["acknowledged"].format(agency=name)))
+        if a.resolved_at is not None and len(work.assignments) > 1:
+            progress.append((a.resolved_at, words["part_resolved"].format(agency=name)))
+    if any(r.reporter_issue_id == own.issue_id for r in work.ratings):
+        rated = max(r.at for r in work.ratings if r.reporter_issue_id == own.issue_id)
+        progress.append((rated, words["rated"]))
+    progress.sort(key=lambda item: item[0])
+    status = work.status
+    return {
+        "issue_id": own.issue_id,
+        "status": status.value,
+        "status_text": status_words[status],
+        "description": own.description,
+        "address": own.location.address,
+        "community": own.location.community,
+        "received_at": own.received_at.isoformat(),
+        "updated_at": max(own.updated_at, work.updated_at).isoformat(),
+        "agencies": [{"name": a.agency_name_en if lang == "en" else a.agency_name,
+                      "role": a.role.value, "status": a.status.value}
+                     for a in work.assignments if a.status.value in _SHOWN_STATES],
+        "progress": [{"at": at.isoformat(), "text": text} for at, text in progress],
+        "can_rate": _can_rate(own, work, rates),
+        "rate_by": work.feedback_due.isoformat() if work.feedback_due else None,
+        "contact": masked_contact(contact),
+        "language": lang,
+    }
+
+
+_SHOWN_STATES = {s.value for s in (AssignmentStatus.assigned, AssignmentStatus.acknowledged,
+                                   AssignmentStatus.resolved)}
+
+
+def _names(assignments: Iterable, lang: str) -> str:
+    return "、".join(a.agency_name for a in assignments) if lang == "zh" else ", ".join(
+        a.agency_name_en for a in assignments)
+
+
+def _can_rate(own: IssueRecord, work: IssueRecord, rates: tuple[str, int] | None) -> bool:
+    if rates is None or work.status is not IssueStatus.resolved:
+        return False
+    issue_id, cycle = rates
+    return (issue_id == work.issue_id and cycle == work.reopen_count and not any(
+        r.reporter_issue_id == own.issue_id and r.cycle == cycle for r in work.ratings))

@@ -1,0 +1,260 @@
+"""The door every HTTP request passes: principal, revocation, rate limit, audit.
+
+:class:`Guard` is a nameko dependency. ``self.guard.check(request)`` turns a request
+into a :class:`~shared.auth.Principal` (one signature check, no Redis) and then, in
+**one Redis round trip** (a Lua script), checks that a staff token's ``jti`` (or
+every token of that staff member) is not revoked and counts the request against the
+caller's rate limit. Refusals: 401 (no usable or a revoked token), 429 with
+``Retry-After`` (over the limit), 503 (Redis unreachable: no check, no entry).
+Authorization itself (may this principal read this issue?) is ``shared.authz``.
+
+Rate limits are fixed windows per client (``WHISTLE_RATE_WINDOW_S``), shared by every
+instance through Redis: ``submit`` counts ``POST /issues`` per staff member
+(``WHISTLE_RATE_SUBMIT``) or, for anonymous callers, per client address
+(``WHISTLE_RATE_SUBMIT_ANONYMOUS``); ``read`` counts every other request per client
+(``WHISTLE_RATE_READ``). A fixed window lets a client spend up to twice its limit
+across a window boundary: cheap (INCR and EXPIRE in the script), and enough to stop
+one client drowning the others.
+
+Every write (a check with ``action=``) leaves one entry in the audit log, the Redis
+stream ``{p}:audit``: when, what, on which issue, the outcome (HTTP status), and who
+(role, ``jti``, staff id, agency, or the resident's report), never the token. It is
+written when the worker ends, after the response is handed over.
+
+Usage::
+
+    class IntakeService:
+        guard = Guard()
+
+        @http("GET", "/issues/<issue_id>")
+        def get_issue_http(self, request, issue_id):
+            principal = self.guard.check(request)
+            ...
+
+        @http("POST", "/issues/<issue_id>/split")
+        def split_http(self, request, issue_id):
+            principal = self.guard.check(request, action="issue.split", issue_id=issue_id)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from nameko.extensions import DependencyProvider
+
+from shared import config as cfg
+from shared.auth import (
+    CLOCK_SKEW_S,
+    MAX_TTL_S,
+    Principal,
+    Role,
+    principal_from_request,
+    verify_token,
+)
+from shared.errors import RateLimited, Unauthorized, Unavailable, WhistleError
+from shared.store import REDIS_ERRORS, connect
+
+SUBMIT, READ = "submit", "read"
+RPC = "rpc"  # no rate limit: RPC callers hold broker credentials
+
+# KEYS: rate counter, revoked jti marker, staff cut-off. ARGV: limit (0: none), window,
+# the token's iat, "1" to check revocation. Returns {-1, 0} when revoked, else
+# {count, seconds to wait} (0 while within the limit).
+_GUARD = """
+if ARGV[4] == '1' then
+    if redis.call('EXISTS', KEYS[2]) == 1 then return {-1, 0} end
+    local cutoff = redis.call('GET', KEYS[3])
+    if cutoff and tonumber(ARGV[3]) <= tonumber(cutoff) then return {-1, 0} end
+end
+local limit = tonumber(ARGV[1])
+if limit <= 0 then return {0, 0} end
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if n <= limit then return {n, 0} end
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    ttl = tonumber(ARGV[2])
+end
+return {n, ttl}
+"""
+
+
+class AuthKeys:
+    """Redis keys of the door (part of the scheme in ``shared.store``)::
+
+        {p}:auth:revoked:{jti}                  string  a revoked token (kept MAX_TTL_S)
+        {p}:auth:revoked-staff:{agency}:{id}    string  tokens issued up to this epoch s are revoked
+        {p}:rl:{bucket}:{client}                string  requests in the current window (TTL)
+        {p}:audit                               stream  every write: who, what, outcome
+    """
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def revoked(self, jti: str) -> str:
+        return f"{self.prefix}:auth:revoked:{jti}"
+
+    def revoked_staff(self, agency: str, staff_id: str) -> str:
+        return f"{self.prefix}:auth:revoked-staff:{agency}:{staff_id}"
+
+    def rate(self, bucket: str, client: str) -> str:
+        return f"{self.prefix}:rl:{bucket}:{client}"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
+
+
+def revoke(client: Any, prefix: str, jti: str) -> None:
+    """Revoke one token by its ``jti`` (``whistle token revoke JTI``), for as long as any
+    staff token can live."""
+    client.set(AuthKeys(prefix).revoked(jti), "1", ex=MAX_TTL_S + CLOCK_SKEW_S)
+
+
+def revoke_staff(client: Any, prefix: str, agency: str, staff_id: str, now: float) -> None:
+    """Revoke every token issued so far to one staff member (a lost phone, a leaver)."""
+    client.set(AuthKeys(prefix).revoked_staff(agency, staff_id), str(int(now)),
+               ex=MAX_TTL_S + CLOCK_SKEW_S)
+
+
+def audit_entries(client: Any, prefix: str, count: int = 50) -> list[dict[str, str]]:
+    """The newest ``count`` audit entries, newest first."""
+    return [{"id": entry_id, **fields}
+            for entry_id, fields in client.xrevrange(AuthKeys(prefix).audit, count=count)]
+
+
+class Guard(DependencyProvider):
+    """Principal, revocation, rate limit (one round trip) and audit for each worker."""
+
+    def setup(self):
+        config = self.container.config
+        self.client = connect(cfg.get(config, cfg.REDIS_URL))
+        self.keys = AuthKeys(cfg.get(config, cfg.KEY_PREFIX))
+        self.secret = cfg.get(config, cfg.SECRET)
+        self.window = int(cfg.get(config, cfg.RATE_WINDOW_S))
+        self.limits = {(SUBMIT, True): int(cfg.get(config, cfg.RATE_SUBMIT)),
+                       (SUBMIT, False): int(cfg.get(config, cfg.RATE_SUBMIT_ANONYMOUS)),
+                       (READ, True): int(cfg.get(config, cfg.RATE_READ)),
+                       (READ, False): int(cfg.get(config, cfg.RATE_READ))}
+        self.anonymous_submit = _true(cfg.get(config, cfg.ANONYMOUS_SUBMIT))
+        self.audit_max = int(cfg.get(config, cfg.AUDIT_MAX_ENTRIES))
+        self._script = self.client.register_script(_GUARD)
+        self._pending: dict[Any, _Audit] = {}
+
+    def stop(self):
+        self.client.close()
+
+    def kill(self):
+        with contextlib.suppress(Exception):  # kill() must not raise
+            self.client.close()
+
+    def get_dependency(self, worker_ctx):
+        return GuardAccess(self, worker_ctx)
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        entry = self._pending.pop(worker_ctx, None)
+        if entry is None:
+            return
+        status = _status(result, exc_info)
+        fields = {"at": datetime.now(UTC).isoformat(), "action": entry.action,
+                  "status": str(status), **entry.principal.audit_fields()}
+        if entry.issue_id:
+            fields["issue_id"] = entry.issue_id
+        with contextlib.suppress(*REDIS_ERRORS):
+            # Redis gone after the write went through: the write's own record is in
+            # the issue's journal; the request itself already failed if it needed Redis.
+            self.client.xadd(self.keys.audit, fields, maxlen=self.audit_max,
+                             approximate=True)
+
+    def worker_teardown(self, worker_ctx):
+        self._pending.pop(worker_ctx, None)
+
+    # ------------------------------------------------------------------ checks
+
+    def admit(self, principal: Principal, bucket: str) -> None:
+        """Revocation (staff) and the rate limit, in one round trip; raises on refusal."""
+        staff = principal.is_staff
+        limit = self.limits.get((bucket, principal.role is not Role.anonymous), 0)
+        if not staff and limit <= 0:
+            return
+        keys = [self.keys.rate(bucket, principal.client),
+                self.keys.revoked(principal.jti or "-"),
+                self.keys.revoked_staff(principal.agency or "-", principal.staff_id or "-")]
+        try:
+            count, wait = self._script(keys=keys, args=[limit, self.window,
+                                                        principal.issued_at or 0,
+                                                        "1" if staff else "0"])
+        except REDIS_ERRORS as exc:
+            raise Unavailable(f"cannot check the request: {type(exc).__name__}") from exc
+        if count == -1:
+            raise Unauthorized("token has been revoked")
+        if wait:
+            raise RateLimited(f"too many requests; try again in {wait} s", retry_after=wait)
+
+
+class GuardAccess:
+    """What a worker gets: :meth:`check` for HTTP, :meth:`staff` for RPC tokens."""
+
+    def __init__(self, guard: Guard, worker_ctx):
+        self._guard = guard
+        self._worker_ctx = worker_ctx
+
+    @property
+    def anonymous_submit(self) -> bool:
+        return self._guard.anonymous_submit
+
+    def check(self, request, action: str | None = None, issue_id: str | None = None,
+              bucket: str = READ) -> Principal:
+        """The request's principal, admitted (not revoked, within its rate limit).
+
+        ``action`` names a write: the worker's outcome is then audited under it.
+        """
+        principal = principal_from_request(request.headers, request.args, self._guard.secret,
+                                           address=request.remote_addr)
+        if action is not None:
+            self.record(principal, action, issue_id)
+        self._guard.admit(principal, bucket)
+        return principal
+
+    def staff(self, token: str | None, action: str | None = None,
+              issue_id: str | None = None) -> Principal:
+        """An RPC caller's staff token: verified, not revoked (no rate limit: RPC callers
+        hold broker credentials, see docs/security.md); audited when ``action`` is given."""
+        principal = verify_token(token, self._guard.secret)
+        if action is not None:
+            self.record(principal, action, issue_id)
+        self._guard.admit(principal, RPC)
+        return principal
+
+    def record(self, principal: Principal, action: str, issue_id: str | None = None) -> None:
+        """Audit this worker's outcome as ``action`` by ``principal`` (the last call wins)."""
+        self._guard._pending[self._worker_ctx] = _Audit(principal, action, issue_id)
+
+    def on_issue(self, issue_id: str) -> None:
+        """Name the issue the audited write created (a submission learns it late)."""
+        entry = self._guard._pending.get(self._worker_ctx)
+        if entry is not None:
+            entry.issue_id = issue_id
+
+
+class _Audit:
+    __slots__ = ("principal", "action", "issue_id")
+
+    def __init__(self, principal: Principal, action: str, issue_id: str | None):
+        self.principal, self.action, self.issue_id = principal, action, issue_id
+
+
+def _status(result: Any, exc_info: Any) -> int:
+    if exc_info is not None:
+        exc = exc_info[1]
+        return exc.status if isinstance(exc, WhistleError) else 500
+    if isinstance(result, tuple):
+        return int(result[0])
+    return int(getattr(result, "status_code", 200))
+
+
+def _true(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")

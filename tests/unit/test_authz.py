@@ -1,0 +1,319 @@
+"""Who may read or change what (shared.authz) and who is calling (shared.auth). Pure."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.auth import (
+    Principal,
+    Role,
+    issue_feedback_token,
+    issue_resident_token,
+    issue_token,
+    principal_from_request,
+    refresh_token,
+    verify_token,
+)
+from shared.authz import (
+    View,
+    agency_view,
+    issue_view,
+    may_act_for_agency,
+    may_list_issues,
+    may_rate,
+    may_read_assignments,
+    may_read_events,
+    may_read_issue,
+    may_read_notifications,
+    may_read_stats,
+    may_resend_rating_link,
+    may_submit,
+    must_be_desk,
+    notifications_view,
+    resident_view,
+    visible_in_list,
+)
+from shared.contracts import (
+    AssignmentStatus,
+    Channel,
+    IssueFilter,
+    IssueStatus,
+    Language,
+    Location,
+    Rating,
+    Sector,
+)
+from shared.contracts import (
+    Role as AgencyRole,
+)
+from shared.errors import Forbidden, InvalidTransition, Unauthorized
+from shared.issue import Assignment, IssueRecord, RatingRecord, receive
+
+SECRET = "unit-test-secret-0123456789abcdef-0123456789"
+T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+OWN, OTHER, NEIGHBOUR = "WH-20261121-0001", "WH-20261121-0002", "WH-20261121-0003"
+CONTACT = {"name": "孙建国", "phone": "13812345678", "email": "sun@example.org"}
+
+
+def assignment(agency: str, role=AgencyRole.lead, status=AssignmentStatus.assigned,
+               **fields) -> Assignment:
+    return Assignment(agency=agency, agency_name=f"{agency}局", agency_name_en=f"{agency} office",
+                      sector=Sector.power, role=role, status=status, assigned_at=T0,
+                      acknowledge_by=T0 + timedelta(hours=1), resolve_by=T0 + timedelta(days=1),
+                      **fields)
+
+
+def record(issue_id=OWN, community="缤泰社区", **fields) -> IssueRecord:
+    base = receive(issue_id, "trace-0123456789abcdef", "3号楼201门口电线耷拉下来", None,
+                   Location(community=community, address="丽德花园3号楼"), Channel.hotline,
+                   Language.zh, T0)
+    return base.model_copy(update={
+        "status": IssueStatus.in_progress, "assignments": [
+            assignment("power", status=AssignmentStatus.acknowledged, acknowledged_at=T0,
+                       acknowledged_by="p-007"),
+            # finished, or withdrawn by a reroute: it still had an assignment
+            assignment("housing", AgencyRole.support, AssignmentStatus.resolved,
+                       resolved_at=T0, resolved_by="h-1", resolution_note="内部备注")],
+        **fields})
+
+
+def desk(communities=None) -> Principal:
+    return verify_token(issue_token("desk", "d-1", SECRET, communities=communities), SECRET)
+
+
+def staff(agency: str) -> Principal:
+    return verify_token(issue_token(agency, f"{agency}-1", SECRET), SECRET)
+
+
+def resident(report=OWN, rates=None) -> Principal:
+    return Principal(Role.resident, reporter_issue_id=report, rates=rates)
+
+
+IDENTITIES = {
+    "anonymous": Principal.anonymous("10.0.0.1"),
+    "desk": desk(),
+    "desk of another community": desk(["和平里社区"]),
+    "assigned agency": staff("power"),
+    "formerly assigned agency": staff("housing"),
+    "another agency": staff("water"),
+    "resident, own link": resident(OWN),
+    "resident, another issue's link": resident(OTHER),
+}
+
+
+def outcome(decide) -> object:
+    try:
+        result = decide()
+    except Unauthorized:
+        return 401
+    except Forbidden:
+        return 403
+    return result if isinstance(result, View) else 200
+
+
+# identity -> (read issue, events, notifications, stats, list, power's assignments, act as power)
+TABLE = {
+    "anonymous": (401, 401, 401, 401, 401, 401, 401),
+    "desk": (View.desk, 200, View.desk, 200, 200, 200, 403),
+    "desk of another community": (403, 403, 403, 200, 200, 200, 403),
+    "assigned agency": (View.agency, 403, 403, 403, 200, 200, 200),
+    "formerly assigned agency": (View.agency, 403, 403, 403, 200, 403, 403),
+    "another agency": (403, 403, 403, 403, 200, 403, 403),
+    "resident, own link": (View.resident, 403, View.resident, 403, 403, 403, 403),
+    "resident, another issue's link": (403, 403, 403, 403, 403, 403, 403),
+}
+
+
+@pytest.mark.parametrize("identity", TABLE)
+def test_every_decision_for_every_identity(identity):
+    principal, issue = IDENTITIES[identity], record()
+    got = (
+        outcome(lambda: may_read_issue(principal, issue, OWN)),
+        outcome(lambda: may_read_events(principal, issue)),
+        outcome(lambda: may_read_notifications(principal, issue, OWN)),
+        outcome(lambda: may_read_stats(principal)),
+        outcome(lambda: may_list_issues(principal, IssueFilter())),
+        outcome(lambda: may_read_assignments(principal, "power")),
+        outcome(lambda: may_act_for_agency(principal, "power")),
+    )
+    assert got == TABLE[identity]
+
+
+def test_desk_only_actions_refuse_everyone_else():
+    for name, principal in IDENTITIES.items():
+        expected = 200 if name.startswith("desk") else (
+            401 if name == "anonymous" else 403)
+        assert outcome(lambda p=principal: must_be_desk(p)) == expected, name
+
+
+def test_lists_are_narrowed_to_the_callers_scope():
+    assert may_list_issues(desk(), IssueFilter(status="dispatched")) == [
+        IssueFilter(status="dispatched")]
+    assert [q.community for q in may_list_issues(desk(["b", "a"]), IssueFilter())] == ["a", "b"]
+    with pytest.raises(Forbidden):
+        may_list_issues(desk(["a"]), IssueFilter(community="b"))
+    assert may_list_issues(staff("power"), IssueFilter())[0].agency == "power"
+    with pytest.raises(Forbidden, match="only their own agency"):
+        may_list_issues(staff("power"), IssueFilter(agency="water"))
+    issue = record()
+    assert visible_in_list(staff("housing"), issue) and not visible_in_list(staff("water"), issue)
+    assert visible_in_list(desk(), issue) and not visible_in_list(desk(["和平里社区"]), issue)
+    assert not visible_in_list(resident(), issue)
+
+
+def test_stats_scope_is_the_desk_tokens_communities():
+    assert may_read_stats(desk()) is None
+    assert may_read_stats(desk(["缤泰社区"])) == {"缤泰社区"}
+
+
+def test_submission_is_open_to_staff_and_to_anonymous_callers_only_when_allowed():
+    for principal in (desk(), staff("power")):
+        may_submit(principal, anonymous_allowed=False)
+    may_submit(Principal.anonymous(), anonymous_allowed=True)
+    may_submit(resident(), anonymous_allowed=True)  # a link is for reading, counted as such
+    with pytest.raises(Unauthorized, match="anonymous submission is off"):
+        may_submit(Principal.anonymous(), anonymous_allowed=False)
+
+
+def test_only_the_residents_own_rating_link_rates():
+    grant = may_rate(resident(OWN, rates=(OWN, 1)), OWN)
+    assert (grant.reporter_issue_id, grant.issue_id, grant.cycle) == (OWN, OWN, 1)
+    merged = may_rate(resident(NEIGHBOUR, rates=(OWN, 0)), NEIGHBOUR)
+    assert merged.issue_id == OWN  # a merged report rates the issue it joined
+    with pytest.raises(Forbidden, match="not for issue"):
+        may_rate(resident(OTHER, rates=(OTHER, 0)), OWN)
+    with pytest.raises(Forbidden, match="rating link"):
+        may_rate(resident(OWN), OWN)  # a progress link reads, it does not rate
+    with pytest.raises(Forbidden):
+        may_rate(desk(), OWN)  # nor can staff rate for a resident
+    with pytest.raises(Unauthorized):
+        may_rate(Principal.anonymous(), OWN)
+
+
+def test_the_desk_resends_a_rating_link_only_while_a_rating_is_awaited():
+    waiting = record(status=IssueStatus.resolved, feedback_due=T0 + timedelta(days=7))
+    may_resend_rating_link(desk(), waiting)
+    with pytest.raises(InvalidTransition, match="not waiting for a rating"):
+        may_resend_rating_link(desk(), record())
+    with pytest.raises(Forbidden):
+        may_resend_rating_link(staff("power"), waiting)
+
+
+# ------------------------------------------------------------------- views
+
+
+def test_the_desk_sees_everything_but_the_contact_unmasked():
+    view = issue_view(View.desk, record(reporters=[NEIGHBOUR]), CONTACT)
+    assert view["reporters"] == [NEIGHBOUR]
+    assert view["contact"] == {"name": "孙**", "phone": "138****5678",
+                               "email": "s**@example.org", "preferred_channel": None}
+
+
+def test_an_agency_sees_the_work_and_no_reporters_ratings_or_messages():
+    issue = record(reporters=[NEIGHBOUR], ratings=[RatingRecord(
+        reporter_issue_id=OWN, cycle=0, rating=Rating.unsatisfied, comment="x", at=T0)])
+    issue.step(T0, "notify", "resident_notified", "received message sent by desk")
+    view = agency_view(issue, CONTACT, "power")
+    assert "reporters" not in view and "ratings" not in view and "trace_id" not in view
+    assert not any(e["service"] == "notify" for e in view["timeline"])
+    assert [a["yours"] for a in view["assignments"]] == [True, False]
+    assert view["description"] and view["location"]["address"] == "丽德花园3号楼"
+    assert view["contact"]["phone"] == "138****5678"
+
+
+def test_a_resident_sees_progress_in_plain_words_and_nothing_internal():
+    issue = record()
+    issue.step(T0 + timedelta(minutes=1), "routing", "dispatched", "rule flying_wire: internal")
+    view = resident_view(issue, CONTACT)
+    text = str(view)
+    for internal in ("p-007", "h-1", "内部备注", "rule flying_wire", "trace-", "13812345678",
+                     "孙建国"):
+        assert internal not in text, internal
+    assert view["status_text"] == "正在处理"
+    assert [p["text"] for p in view["progress"]] == [
+        "您的问题已受理", "power局已报到", "housing局已完成", "已派给：power局、housing局"]
+    assert view["contact"]["phone"] == "138****5678" and view["can_rate"] is False
+
+
+def test_a_merged_resident_sees_the_joined_issues_progress_not_its_reporter():
+    primary = record(reporters=[NEIGHBOUR], status=IssueStatus.resolved,
+                     feedback_due=T0 + timedelta(days=7))
+    own = receive(NEIGHBOUR, "trace-fedcba9876543210", "Wire hanging by my door", None,
+                  Location(community="缤泰社区", address="丽德花园3号楼"), Channel.app,
+                  Language.en, T0).model_copy(update={"status": IssueStatus.merged,
+                                                      "merged_into": OWN})
+    own.step(T0, "routing", "merged", f"same problem as {OWN}")
+    view = resident_view(own, {"phone": "13700001111"}, primary, rates=(OWN, 0))
+    text = str(view)
+    assert OWN not in text and "3号楼201" not in text  # the other report's id and words
+    assert view["description"] == "Wire hanging by my door" and view["status"] == "resolved"
+    assert view["can_rate"] is True and view["language"] == "en"
+    assert "handled together with the same problem reported by neighbours" in text
+
+
+def test_a_resident_cannot_rate_twice_or_an_old_cycle():
+    rated = record(status=IssueStatus.resolved, ratings=[RatingRecord(
+        reporter_issue_id=OWN, cycle=0, rating=Rating.satisfied, at=T0)])
+    assert resident_view(rated, None, rates=(OWN, 0))["can_rate"] is False
+    assert resident_view(record(status=IssueStatus.resolved, reopen_count=1), None,
+                         rates=(OWN, 0))["can_rate"] is False
+
+
+def test_a_resident_reads_only_their_own_messages():
+    records = [{"kind": "received", "audience": "resident", "text": "t", "status": "sent",
+                "recipient": {"phone": "138****5678"}, "channel": "desk"},
+               {"kind": "escalation_notice", "audience": "supervisor", "text": "s"}]
+    assert notifications_view(View.desk, records) == records
+    mine = notifications_view(View.resident, records)
+    assert [m["kind"] for m in mine] == ["received"] and "recipient" not in mine[0]
+
+
+# ---------------------------------------------------------- from a request
+
+
+def test_a_request_becomes_a_principal():
+    bearer = {"Authorization": f"Bearer {issue_token('power', 'p-1', SECRET)}"}
+    assert principal_from_request(bearer, {}, SECRET).role is Role.agency
+    anonymous = principal_from_request({}, {}, SECRET, address="10.0.0.9")
+    assert anonymous.role is Role.anonymous and anonymous.client == "addr:10.0.0.9"
+    link = issue_resident_token(OWN, SECRET)
+    assert principal_from_request({}, {"token": link}, SECRET).reporter_issue_id == OWN
+    rating = issue_feedback_token(NEIGHBOUR, OWN, 2, SECRET, ttl_s=600)
+    by_header = principal_from_request({"Authorization": f"Bearer {rating}"}, {}, SECRET)
+    assert by_header.rates == (OWN, 2) and by_header.client == f"resident:{NEIGHBOUR}"
+
+
+@pytest.mark.parametrize("headers, args", [
+    ({"Authorization": "Bearer not.a.token"}, {}),
+    ({}, {"token": "not.a.token"}),
+    ({}, {"token": issue_token("power", "p-1", SECRET)}),  # a staff token is no resident link
+    ({"Authorization": f"Bearer {issue_token('power', 'p-1', 'another-secret' * 3)}"}, {}),
+    ({"Authorization": "Basic dXNlcjpwYXNz"}, {}),
+])
+def test_a_bad_token_is_401_never_anonymous(headers, args):
+    with pytest.raises(Unauthorized):
+        principal_from_request(headers, args, SECRET)
+
+
+def test_refresh_keeps_the_claims_with_a_new_jti_within_the_session():
+    start = time.time() - 3600
+    old = verify_token(issue_token("desk", "d-1", SECRET, communities=["a"], now=start), SECRET)
+    new = verify_token(refresh_token(old, SECRET), SECRET)
+    assert new.jti != old.jti and new.communities == {"a"} and new.auth_time == int(start)
+    assert (new.role, new.staff_id) == (old.role, old.staff_id)
+    late = verify_token(refresh_token(old, SECRET, max_age_s=3600 + 60), SECRET)
+    assert late.expires_at <= int(start) + 3600 + 60  # never past the session's end
+    with pytest.raises(Forbidden, match="session is over"):
+        refresh_token(old, SECRET, max_age_s=1800)
+    with pytest.raises(Forbidden):
+        refresh_token(resident(), SECRET)
+
+
+def test_audit_fields_name_who_and_never_the_token():
+    token = issue_token("power", "p-1", SECRET)
+    fields = verify_token(token, SECRET).audit_fields()
+    assert fields.keys() == {"role", "jti", "staff_id", "agency"}
+    assert token not in str(fields)
