@@ -49,6 +49,9 @@ RATE_SUBMIT = "WHISTLE_RATE_SUBMIT"  # submissions per staff member per window
 RATE_SUBMIT_ANONYMOUS = "WHISTLE_RATE_SUBMIT_ANONYMOUS"  # per client address per window
 RATE_READ = "WHISTLE_RATE_READ"  # other requests per client per window
 AUDIT_MAX_ENTRIES = "WHISTLE_AUDIT_MAX_ENTRIES"
+OPEN311_PUBLIC_READ = "OPEN311_PUBLIC_READ"  # "false": reading requests needs an API key
+OPEN311_DEFAULT_COMMUNITY = "OPEN311_DEFAULT_COMMUNITY"  # for posts without attribute[community]
+OPEN311_POST_LIMIT = "OPEN311_POST_LIMIT"  # POSTs per client per minute
 
 # Development defaults. DEV_SECRET is deliberately named and worded so that it
 # is obvious in any log or config dump; production refuses it (see check_production).
@@ -98,11 +101,15 @@ DEFAULTS: dict[str, Any] = {
     RATING_WINDOW_S: 7 * 24 * 3600,
     # The vhost is AMQP_URI's; only the management API's address and account are here.
     RABBIT_API_URL: "http://guest:guest@127.0.0.1:15672",
+    OPEN311_PUBLIC_READ: "true",
+    OPEN311_DEFAULT_COMMUNITY: "",
+    OPEN311_POST_LIMIT: 30,
 }
 
 _INTEGER_KEYS = {TOKEN_TTL, MAX_ATTEMPTS, RETRY_DELAY_MS, MAX_WORKERS, NOTIFY_MAX_ATTEMPTS,
                  SMTP_PORT, RATING_WINDOW_S, TOKEN_MAX_AGE, RATE_WINDOW_S, RATE_SUBMIT,
-                 RATE_SUBMIT_ANONYMOUS, RATE_READ, AUDIT_MAX_ENTRIES}
+                 RATE_SUBMIT_ANONYMOUS, RATE_READ, AUDIT_MAX_ENTRIES,
+                 OPEN311_POST_LIMIT}
 
 
 class ConfigurationError(RuntimeError):

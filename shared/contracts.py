@@ -181,6 +181,10 @@ class DeliveryChannelName(StrEnum):
     email = "email"
 
 
+# A link to a photo or video of the problem (Open311's media_url): http(s) only.
+MediaUrl = Annotated[str, StringConstraints(
+    strip_whitespace=True, max_length=2000, pattern=r"^https?://[^\s<>\"]+$")]
+
 Email = Annotated[str, StringConstraints(
     strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 
@@ -202,6 +206,7 @@ class SubmitIssue(Strict):
     contact: Contact | None = None
     channel: Channel = Channel.desk
     language: Language = Language.zh
+    media_url: MediaUrl | None = None
 
 
 class AcknowledgeAssignment(Strict):

@@ -140,6 +140,7 @@ class IssueRecord(Stored):
     language: Language
     received_at: datetime
     updated_at: datetime
+    media_url: str | None = None  # a photo of the problem, as the reporter linked it
     routing: Routing | None = None
     escalation_level: EscalationLevel = EscalationLevel.community
     # Duplicates (共性问题统筹): a merged report points at the open issue it joined;
@@ -223,11 +224,12 @@ NO_AGENCY = "-"  # the agency slot of an issue-wide deadline (the rating window)
 
 def receive(issue_id: str, trace_id: str, description: str, category: str | None,
             location: Location, channel: Channel, language: Language,
-            now: datetime) -> IssueRecord:
+            now: datetime, media_url: str | None = None) -> IssueRecord:
     """A new issue as the desk accepted it (社区接单)."""
     record = IssueRecord(
         issue_id=issue_id, trace_id=trace_id, description=description, category=category,
         location=location, channel=channel, language=language, received_at=now, updated_at=now,
+        media_url=media_url,
     )
     record.step(now, "intake", "received", f"accepted via {channel.value}")
     return record

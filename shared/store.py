@@ -281,6 +281,10 @@ class IssueStore:
             ids = self._call(self.redis.zrevrange, self.keys.all_issues, 0, query.limit - 1)
         return self._load_many(ids)
 
+    def get_many(self, issue_ids: list[str]) -> list[IssueRecord]:
+        """Several issues in one round trip, in the order asked; unknown ids left out."""
+        return self._load_many([i for i in issue_ids if ISSUE_ID.fullmatch(i)])
+
     def open_for_agency(self, agency: str) -> list[IssueRecord]:
         ids = sorted(self._call(self.redis.smembers, self.keys.open_for_agency(agency)))
         return self._load_many(ids)

@@ -12,6 +12,7 @@ from rich.console import Console
 from bench.cli import bench
 from shared import config as cfg
 from whistle.dlq_cli import dlq
+from whistle.open311_cli import open311
 from whistle.route_cli import route
 from whistle.stats_cli import stats
 from whistle.status_cli import status
@@ -118,6 +119,7 @@ cli.add_command(route)
 cli.add_command(status)
 cli.add_command(dlq)
 cli.add_command(stats)
+cli.add_command(open311)
 
 
 cli.add_command(tail)

@@ -15,7 +15,8 @@ def accept_issue(submission: SubmitIssue, issue_id: str, trace_id: str,
     The event carries no name or phone: those stay in Redis with the issue.
     """
     record = receive(issue_id, trace_id, submission.description, submission.category,
-                     submission.location, submission.channel, submission.language, now)
+                     submission.location, submission.channel, submission.language, now,
+                     submission.media_url)
     contact = {}
     if submission.contact is not None:
         contact = {k: v for k, v in submission.contact.model_dump(mode="json").items() if v}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from nameko.dependency_providers import Config
 
 from services.intake.domain import accept_issue
+from services.intake.open311.api import Open311Api
 from services.intake.stats import StatsWindow, compute_stats
 from shared import config as cfg
 from shared.contracts import IssueFilter, SubmitIssue, new_id, utcnow
@@ -28,7 +29,7 @@ from shared.web import health_report, http, json_response, read_json, validate
 MAX_ID_TRIES = 3
 
 
-class IntakeService:
+class IntakeService(Open311Api):
     name = "intake"
 
     store = Store()

@@ -1,0 +1,380 @@
+"""The Open311 GeoReport v2 endpoints, mixed into the intake service (thin: parse,
+call the pure mapping, read or submit through intake's own path, render).
+
+Who may call what:
+- ``discovery``, ``services``, ``services/{code}``, ``tokens/{token}``: anyone.
+- ``GET requests``, ``requests/{id}``, ``servicerequestupdates``: anyone, public fields
+  only (``OPEN311_PUBLIC_READ=true``, the default); with ``false``, only a client with a
+  key, and it sees only the requests it created.
+- ``POST requests``: a client with a key, limited per key (``OPEN311_POST_LIMIT`` a
+  minute). A key is good for nothing else: agency and desk endpoints take staff tokens.
+
+Every answer, errors included, is Open311's shape in the format asked for; never a
+stack trace or Whistle's own ``{"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
+
+from nameko.extensions import DependencyProvider
+
+from services.intake.open311.catalog import Service, build_catalog
+from services.intake.open311.clients import Open311Clients
+from services.intake.open311.formats import FORMATS, Open311Error, render, render_error
+from services.intake.open311.mapping import (
+    Params,
+    date_window,
+    json_pairs,
+    language_of,
+    names_of,
+    parse_request_query,
+    post_response,
+    read_params,
+    request_view,
+    to_submission,
+    updates_from_journal,
+    w3c,
+)
+from services.routing.rules import SHIPPED_RULES, load_rules
+from shared import config as cfg
+from shared.contracts import utcnow
+from shared.errors import Forbidden, NotFound, Unauthorized, Unavailable, WhistleError
+from shared.store import ISSUE_ID
+from shared.web import MAX_BODY_BYTES, http
+
+SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
+PREFIX = "/open311/v2"
+# servicerequestupdates looks at the journals of issues received up to this long
+# before its window starts: an issue older than that shows no more updates there.
+UPDATES_LOOKBACK = timedelta(days=90)
+CHUNK = 200  # records loaded per round trip while filtering a list
+
+
+class ServiceCatalog(DependencyProvider):
+    """The Open311 services, from the routing rules file (``RULES_FILE``).
+
+    Worked out again when the file changes (one ``stat`` per request), so a rules
+    reload in routing shows in the service list without restarting intake.
+    """
+
+    def setup(self):
+        config = self.container.config
+        self.path = cfg.get(config, cfg.RULES_FILE) or str(SHIPPED_RULES)
+        self.default_community = cfg.get(config, cfg.OPEN311_DEFAULT_COMMUNITY) or None
+        self._loaded: tuple[float, dict[str, Service]] | None = None
+        self.get()
+
+    def get(self) -> tuple[datetime, dict[str, Service]]:
+        mtime = os.stat(self.path).st_mtime
+        if self._loaded is None or self._loaded[0] != mtime:
+            self._loaded = (mtime, build_catalog(load_rules(self.path), self.default_community))
+        return datetime.fromtimestamp(self._loaded[0], UTC), self._loaded[1]
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+
+class Open311Api:
+    """GeoReport v2 under ``/open311/v2/``; needs the host service's ``store``,
+    ``config``, ``log`` and ``_submit`` (intake's own submission path)."""
+
+    open311_services = ServiceCatalog()
+
+    # ------------------------------------------------------------ endpoints
+
+    @http("GET", f"{PREFIX}/discovery.<fmt>")
+    def open311_discovery(self, request, fmt):
+        return self._open311(fmt, "discovery", lambda: self._discovery())
+
+    @http("GET", f"{PREFIX}/services.<fmt>")
+    def open311_services_list(self, request, fmt):
+        def answer():
+            lang = language_of(self._params(request).get("lang"))
+            return [s.view(lang) for s in self._catalog().values()]
+        return self._open311(fmt, "services", answer)
+
+    @http("GET", f"{PREFIX}/services/<service_code>.<fmt>")
+    def open311_service_definition(self, request, service_code, fmt):
+        def answer():
+            lang = language_of(self._params(request).get("lang"))
+            return self._service(service_code).definition(lang)
+        return self._open311(fmt, "service_definition", answer)
+
+    @http("POST", f"{PREFIX}/requests.<fmt>")
+    def open311_create_request(self, request, fmt):
+        return self._open311(fmt, "service_requests", lambda: self._create(request))
+
+    @http("GET", f"{PREFIX}/requests.<fmt>")
+    def open311_requests(self, request, fmt):
+        return self._open311(fmt, "service_requests", lambda: self._requests(request))
+
+    @http("GET", f"{PREFIX}/requests/<service_request_id>.<fmt>")
+    def open311_request(self, request, service_request_id, fmt):
+        return self._open311(fmt, "service_requests",
+                             lambda: self._request(request, service_request_id))
+
+    @http("GET", f"{PREFIX}/tokens/<token>.<fmt>")
+    def open311_token(self, request, token, fmt):
+        def answer():
+            raise Open311Error.not_found(
+                "no such token: every service here is realtime, so a POST answers with "
+                "its service_request_id at once and no tokens are issued")
+        return self._open311(fmt, "service_requests", answer)
+
+    @http("GET", f"{PREFIX}/servicerequestupdates.<fmt>")
+    def open311_updates(self, request, fmt):
+        return self._open311(fmt, "service_request_updates", lambda: self._updates(request))
+
+    @http("GET,POST,PUT,PATCH,DELETE", f"{PREFIX}/<path:rest>")
+    def open311_unknown(self, request, rest):
+        fmt = rest.rsplit(".", 1)[-1] if "." in rest else "xml"
+
+        def answer():
+            raise Open311Error.not_found(
+                f"no such resource: {request.method} {PREFIX}/{rest[:100]} (resources end "
+                "in .json or .xml: discovery, services, services/{code}, requests, "
+                "requests/{id}, tokens/{token}, servicerequestupdates)")
+        return self._open311(fmt if fmt in FORMATS else "xml", "errors", answer)
+
+    # -------------------------------------------------------------- reading
+
+    def _discovery(self) -> dict[str, Any]:
+        changed, _ = self.open311_services.get()
+        changeset = w3c(changed, self._tz())
+        base = str(cfg.get(self.config, cfg.PUBLIC_URL)).rstrip("/")
+        return {
+            "changeset": changeset,
+            "contact": f"The community desk runs this endpoint: {base}",
+            "key_service": "API keys for posting are issued per client by the operators "
+                           "(whistle open311 key add NAME)",
+            "endpoints": [{"specification": SPECIFICATION, "url": f"{base}{PREFIX}",
+                           "changeset": changeset, "type": "production",
+                           "formats": ["text/xml", "application/json"]}],
+        }
+
+    def _requests(self, request) -> list[dict[str, Any]]:
+        params = self._params(request)
+        lang = language_of(params.get("lang"))
+        reader = self._reader(params)
+        catalog = self._catalog()
+        query = parse_request_query(params, catalog, utcnow())
+        clients = self._clients()
+        if query.ids is not None:
+            ids = list(dict.fromkeys(i for i in query.ids if ISSUE_ID.fullmatch(i)))
+            if reader is not None:
+                ids = [i for i in ids if clients.owns(reader, i)]
+        elif reader is not None:
+            ids = clients.requests_between(reader, query.start, query.end)
+        else:
+            ids = list(reversed(self.store.issue_ids_received(query.start, query.end)))
+        wanted_from = (query.page - 1) * query.page_size
+        matched: list[dict[str, Any]] = []
+        seen = 0
+        for n in range(0, len(ids), CHUNK):
+            for view in self._views(ids[n:n + CHUNK], lang):
+                if not query.matches(view):
+                    continue
+                if seen >= wanted_from:
+                    matched.append(view)
+                seen += 1
+                if len(matched) == query.page_size:
+                    return matched
+        return matched
+
+    def _request(self, request, service_request_id: str) -> list[dict[str, Any]]:
+        params = self._params(request)
+        lang = language_of(params.get("lang"))
+        reader = self._reader(params)
+        missing = Open311Error.not_found(f"no service request {service_request_id[:40]}")
+        if not ISSUE_ID.fullmatch(service_request_id):
+            raise missing
+        if reader is not None and not self._clients().owns(reader, service_request_id):
+            raise missing  # another client's request: as if it did not exist
+        views = self._views([service_request_id], lang)
+        if not views:
+            raise missing
+        return views
+
+    def _views(self, ids: list[str], lang) -> list[dict[str, Any]]:
+        records = self.store.get_many(ids)
+        parents = {r.issue_id: r for r in self.store.get_many(
+            sorted({r.merged_into for r in records if r.merged_into}))}
+        contacts = self._contacts([r.issue_id for r in records])
+        catalog, tz = self._catalog(), self._tz()
+        return [request_view(r, catalog, lang, tz, names_of(contacts.get(r.issue_id, {})),
+                             parents.get(r.merged_into) if r.merged_into else None)
+                for r in records]
+
+    def _updates(self, request) -> list[dict[str, Any]]:
+        params = self._params(request)
+        lang = language_of(params.get("lang"))
+        reader = self._reader(params)
+        start, end = date_window(params, utcnow())
+        if reader is not None:
+            ids = list(reversed(self._clients().requests_between(
+                reader, start - UPDATES_LOOKBACK, end)))
+        else:
+            ids = self.store.issue_ids_received(start - UPDATES_LOOKBACK, end)
+        tz = self._tz()
+        updates: list[dict[str, Any]] = []
+        for n in range(0, len(ids), CHUNK):
+            chunk = ids[n:n + CHUNK]
+            contacts = self._contacts(chunk)
+            for issue_id, journal in zip(chunk, self.store.journals(chunk), strict=True):
+                updates += updates_from_journal(issue_id, journal, lang, tz, start, end,
+                                                names_of(contacts.get(issue_id, {})))
+        # Stable: an issue's steps in the same second keep their journal order.
+        updates.sort(key=lambda u: u["updated_datetime"])
+        return updates[:1000]
+
+    # ------------------------------------------------------------- posting
+
+    def _create(self, request) -> tuple[list[dict[str, Any]], int]:
+        params = self._post_params(request)
+        clients = self._clients()
+        api_key = params.get("api_key")
+        if api_key is None:
+            raise Open311Error.forbidden("api_key is missing: posting needs a key")
+        client = clients.client_for(api_key)
+        if client is None:
+            raise Open311Error.forbidden("api_key is invalid or revoked")
+        allowed, wait = clients.post_allowed(
+            client, int(cfg.get(self.config, cfg.OPEN311_POST_LIMIT)), utcnow())
+        if not allowed:
+            raise Open311Error(400, (429, f"too many requests from this api_key; try again "
+                                          f"in {wait} s"), retry_after=wait)
+        code = params.get("service_code")
+        if code is None:
+            raise Open311Error.bad_request("service_code is required (see services.xml)")
+        service = self._service(code)
+        lang = language_of(params.get("lang"))
+        submission = to_submission(params, service, self.open311_services.default_community)
+        receipt = self._submit(submission)
+        issue_id = receipt["issue_id"]
+        clients.record_request(client, issue_id, datetime.fromisoformat(receipt["received_at"]))
+        self.log.info("open311_request_created", issue_id=issue_id, client=client,
+                      service_code=service.code)
+        return post_response(issue_id, service, self._post_notice(issue_id, service, lang)), 201
+
+    @staticmethod
+    def _post_notice(issue_id: str, service: Service, lang) -> str:
+        if lang.value == "en":
+            return f"Received as {issue_id}. {service.description_en}"
+        return f"已受理，编号 {issue_id}。{service.description}"
+
+    # ------------------------------------------------------------- helpers
+
+    def _open311(self, fmt: str, root: str, produce: Callable[[], Any]):
+        if fmt not in FORMATS:
+            return render_error("xml", Open311Error.not_found(
+                f"format {fmt[:20]!r} is not served: use .json or .xml"))
+        try:
+            result = produce()
+            payload, status = result if isinstance(result, tuple) else (result, 200)
+            return render(fmt, root, payload, status)
+        except Open311Error as exc:
+            return render_error(fmt, exc)
+        except NotFound as exc:
+            return render_error(fmt, Open311Error.not_found(exc.message))
+        except (Forbidden, Unauthorized) as exc:
+            return render_error(fmt, Open311Error.forbidden(exc.message))
+        except Unavailable:
+            return render_error(fmt, Open311Error(
+                400, (503, "Whistle's store is unavailable; try again shortly"), retry_after=5))
+        except WhistleError as exc:
+            return render_error(fmt, Open311Error.bad_request(exc.message))
+        except Exception as exc:  # never a stack trace to the client; it goes to the log
+            self.log.error("open311_failed", error=type(exc).__name__, exc_info=exc)
+            return render_error(fmt, Open311Error(400, (500, "internal error")))
+
+    def _catalog(self) -> dict[str, Service]:
+        return self.open311_services.get()[1]
+
+    def _service(self, code: str) -> Service:
+        service = self._catalog().get(code)
+        if service is None:
+            raise Open311Error.not_found(f"no service {code[:40]!r} (see services.xml)")
+        return service
+
+    def _clients(self) -> Open311Clients:
+        return Open311Clients(self.store.redis, self.store.keys.prefix)
+
+    def _tz(self) -> ZoneInfo:
+        return ZoneInfo(cfg.get(self.config, cfg.DISPLAY_TZ))
+
+    def _reader(self, params: Params) -> str | None:
+        """None when reads are public; else the client the key names (403 without one)."""
+        if str(cfg.get(self.config, cfg.OPEN311_PUBLIC_READ)).strip().lower() not in (
+                "false", "0", "no", "off"):
+            return None
+        api_key = params.get("api_key")
+        if api_key is None:
+            raise Open311Error.forbidden("api_key is missing: this endpoint's reads need a key")
+        client = self._clients().client_for(api_key)
+        if client is None:
+            raise Open311Error.forbidden("api_key is invalid or revoked")
+        return client
+
+    def _contacts(self, issue_ids: list[str]) -> dict[str, dict[str, str]]:
+        """Reporters' contacts, only to mask their names in free text; never shown."""
+        if not issue_ids:
+            return {}
+        pipe = self.store.redis.pipeline(transaction=False)
+        for issue_id in issue_ids:
+            pipe.hgetall(self.store.keys.contact(issue_id))
+        return dict(zip(issue_ids, self.store._call(pipe.execute), strict=True))
+
+    @staticmethod
+    def _params(request) -> Params:
+        return read_params(_query_pairs(request))
+
+    @staticmethod
+    def _post_params(request) -> Params:
+        length = request.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise Open311Error.bad_request(f"body is larger than {MAX_BODY_BYTES} bytes")
+        mimetype = request.mimetype
+        if mimetype == "multipart/form-data":
+            pairs = list(request.form.items(multi=True))
+        else:
+            raw = request.get_data(cache=False)
+            if len(raw) > MAX_BODY_BYTES:
+                raise Open311Error.bad_request(f"body is larger than {MAX_BODY_BYTES} bytes")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Open311Error.bad_request("body is not valid UTF-8") from None
+            if mimetype == "application/json":
+                try:
+                    pairs = json_pairs(json.loads(text) if text.strip() else {})
+                except ValueError:
+                    raise Open311Error.bad_request("body is not valid JSON") from None
+            elif mimetype in ("application/x-www-form-urlencoded", ""):
+                pairs = _form_pairs(text)
+            else:
+                raise Open311Error.bad_request(
+                    "Content-Type must be application/x-www-form-urlencoded; charset=utf-8 "
+                    "(or application/json)")
+        return read_params([*pairs, *_query_pairs(request)])
+
+
+def _form_pairs(text: str) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise Open311Error.bad_request("parameters are not valid UTF-8") from None
+
+
+def _query_pairs(request) -> list[tuple[str, str]]:
+    try:
+        return _form_pairs(request.query_string.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise Open311Error.bad_request("the query string is not valid UTF-8") from None
+

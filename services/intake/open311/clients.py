@@ -1,0 +1,133 @@
+"""Open311 clients in Redis: their API keys, the requests each created, the posting limit.
+
+Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``)::
+
+    {p}:open311:keys                      hash    sha256(api key) -> client name
+    {p}:open311:clients                   hash    client name -> {"key_sha256", "created_at"} (JSON)
+    {p}:open311:client:{name}:requests    zset    issue ids the client created, by received time
+    {p}:open311:rate:{name}:{minute}      string  the client's POSTs in that minute (expires)
+
+Only a key's SHA-256 is stored: a key is 256 random bits, so a fast hash is enough
+(a slow password hash protects guessable secrets; these are not guessable), and a
+copy of Redis gives no usable key. ``whistle open311 key add NAME`` prints the key
+once; ``key revoke NAME`` removes it at once, for every worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import redis
+
+from shared.contracts import utcnow
+from shared.errors import InvalidPayload, Unavailable
+from shared.jsoncodec import dumps, loads
+from shared.store import REDIS_ERRORS
+
+CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+KEY_PREFIX = "o311_"
+
+
+def key_digest(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    name: str
+    created_at: str
+
+
+class Open311Clients:
+    """API keys and per-client request lists (see the key scheme above)."""
+
+    def __init__(self, client: redis.Redis, prefix: str):
+        self.redis = client
+        self.prefix = prefix
+
+    @property
+    def _keys(self) -> str:
+        return f"{self.prefix}:open311:keys"
+
+    @property
+    def _clients(self) -> str:
+        return f"{self.prefix}:open311:clients"
+
+    def _requests(self, name: str) -> str:
+        return f"{self.prefix}:open311:client:{name}:requests"
+
+    # ---------------------------------------------------------------- keys
+
+    def add(self, name: str) -> str:
+        """A new key for client ``name`` (refused if it has one: revoke it first)."""
+        if not CLIENT_NAME.fullmatch(name):
+            raise InvalidPayload("a client name is 1-64 letters, digits, '.', '_' or '-'")
+        api_key = KEY_PREFIX + secrets.token_urlsafe(32)
+        digest = key_digest(api_key)
+        info = dumps({"key_sha256": digest, "created_at": utcnow().isoformat()})
+        if not self._call(self.redis.hsetnx, self._clients, name, info):
+            raise InvalidPayload(f"client {name!r} already has a key; revoke it first")
+        self._call(self.redis.hset, self._keys, digest, name)
+        return api_key
+
+    def revoke(self, name: str) -> bool:
+        raw = self._call(self.redis.hget, self._clients, name)
+        if raw is None:
+            return False
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(self._keys, loads(raw)["key_sha256"])
+        pipe.hdel(self._clients, name)
+        self._call(pipe.execute)
+        return True
+
+    def list(self) -> list[ClientInfo]:
+        rows = self._call(self.redis.hgetall, self._clients)
+        return [ClientInfo(name, loads(raw)["created_at"]) for name, raw in sorted(rows.items())]
+
+    def client_for(self, api_key: str | None) -> str | None:
+        """The client a key belongs to; None for no key, or one unknown or revoked."""
+        if not api_key:
+            return None
+        return self._call(self.redis.hget, self._keys, key_digest(api_key))
+
+    # ----------------------------------------------------------- requests
+
+    def record_request(self, name: str, issue_id: str, received: datetime) -> None:
+        self._call(self.redis.zadd, self._requests(name), {issue_id: received.timestamp()})
+
+    def owns(self, name: str, issue_id: str) -> bool:
+        return self._call(self.redis.zscore, self._requests(name), issue_id) is not None
+
+    def requests_between(self, name: str, start: datetime, end: datetime) -> list[str]:
+        """The client's requests received in ``[start, end]``, newest first."""
+        return self._call(self.redis.zrevrangebyscore, self._requests(name),
+                          end.timestamp(), start.timestamp())
+
+    # -------------------------------------------------------------- limit
+
+    def post_allowed(self, name: str, per_minute: int, now: datetime) -> tuple[bool, int]:
+        """Whether client ``name`` may post now, and if not, the seconds to wait.
+
+        A fixed one-minute window per client. This is the one place the posting
+        limit is decided: a Whistle-wide limiter replaces this body, not its callers.
+        """
+        minute = int(now.timestamp()) // 60
+        key = f"{self.prefix}:open311:rate:{name}:{minute}"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = self._call(pipe.execute)
+        return count <= per_minute, 60 - int(now.timestamp()) % 60
+
+    @staticmethod
+    def _call(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except REDIS_ERRORS as exc:
+            raise Unavailable(f"Open311 client store unavailable: {type(exc).__name__}") \
+                from exc
+

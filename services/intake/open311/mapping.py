@@ -1,0 +1,583 @@
+"""Open311 <-> Whistle, field by field. Pure: no nameko, no Redis.
+
+- :func:`read_params` and :func:`to_submission`: a POSTed form (or JSON body) to the
+  desk's own :class:`~shared.contracts.SubmitIssue`, every problem named by its
+  Open311 field;
+- :func:`parse_request_query`: the GET requests filters, with the spec's 90-day rule;
+- :func:`request_view`: an issue as an Open311 request. Only public fields: never the
+  reporter's name, phone or email, and free text scrubbed as the logs are;
+- :func:`updates_from_journal`: the mySociety ``servicerequestupdates`` extension,
+  one update per step of the issue's journal.
+
+docs/open311.md is the reference for every choice made here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+
+from services.intake.open311.catalog import Service, service_code_of
+from services.intake.open311.formats import Open311Error
+from shared.contracts import (
+    AssignmentStatus,
+    Channel,
+    ClosedReason,
+    IssueStatus,
+    Language,
+    Role,
+    SubmitIssue,
+)
+from shared.errors import InvalidPayload
+from shared.issue import IssueRecord
+from shared.privacy import scrub
+
+MAX_SPAN = timedelta(days=90)
+MAX_REQUESTS = 1000
+MAX_DESCRIPTION = 4000
+MAX_IDS = 1000
+
+_ATTRIBUTE = re.compile(r"^attribute\[([^\[\]]+)\](\[\])?$")
+# The spec: "This may contain line breaks, but not html or code."
+_HTML = re.compile(r"<\s*/?\s*[A-Za-z!][^>]*>|&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+# ------------------------------------------------------------------ parameters
+
+
+@dataclass
+class Params:
+    """A request's parameters: plain fields (the first value wins) and attributes
+    (``attribute[code]=v`` and ``attribute[code][]=v``, every value kept)."""
+
+    fields: dict[str, str]
+    attributes: dict[str, list[str]]
+
+    def get(self, name: str) -> str | None:
+        value = self.fields.get(name)
+        return value.strip() if value is not None and value.strip() else None
+
+
+def read_params(pairs: Iterable[tuple[str, str]]) -> Params:
+    fields: dict[str, str] = {}
+    attributes: dict[str, list[str]] = {}
+    for key, value in pairs:
+        match = _ATTRIBUTE.match(key)
+        if match:
+            if value.strip():
+                attributes.setdefault(match.group(1), []).append(value.strip())
+        else:
+            fields.setdefault(key, value)
+    return Params(fields, attributes)
+
+
+def json_pairs(body: Any) -> list[tuple[str, str]]:
+    """A JSON body as form pairs: ``{"attribute": {"community": "x", "tags": ["a"]}}`` or
+    flat ``"attribute[community]"`` keys both work; numbers become their text."""
+    if not isinstance(body, dict):
+        raise Open311Error.bad_request("a JSON body must be an object of Open311 fields")
+    pairs: list[tuple[str, str]] = []
+
+    def add(key: str, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, list):
+            for item in value:
+                add(key, item)
+        elif isinstance(value, dict):
+            raise Open311Error.bad_request(f"{key} must be text, not an object")
+        elif isinstance(value, bool):
+            pairs.append((key, "true" if value else "false"))
+        else:
+            pairs.append((key, str(value)))
+
+    for key, value in body.items():
+        if key == "attribute" and isinstance(value, dict):
+            for code, item in value.items():
+                add(f"attribute[{code}][]" if isinstance(item, list) else f"attribute[{code}]",
+                    item)
+        else:
+            add(str(key), value)
+    return pairs
+
+
+def language_of(value: str | None) -> Language:
+    """``lang`` (``zh``, ``en``, ``zh-CN``, ``en_GB``...); Chinese when absent."""
+    if not value:
+        return Language.zh
+    prefix = value.strip().lower().replace("_", "-").split("-")[0]
+    try:
+        return Language(prefix)
+    except ValueError:
+        raise Open311Error.bad_request("lang must be zh or en") from None
+
+
+# ------------------------------------------------------------------ POST requests
+
+# Whistle's field (as pydantic names it) -> the Open311 field a client sent.
+_FIELD_NAMES = {
+    "description": "description",
+    "category": "service_code",
+    "location.community": "attribute[community]",
+    "location.address": "address_string",
+    "location.grid": "attribute[grid]",
+    "location.lat": "lat",
+    "location.lon": "long",
+    "contact.name": "first_name/last_name",
+    "contact.phone": "phone",
+    "contact.email": "email",
+    "media_url": "media_url",
+}
+
+
+def to_submission(params: Params, service: Service, default_community: str | None
+                  ) -> SubmitIssue:
+    """The desk's submission for this POST, or a 400 naming every bad field."""
+    problems: list[str] = []
+    description = params.get("description")
+    if description is None:
+        problems.append("description is required: what is the problem?")
+    elif len(description) > MAX_DESCRIPTION:
+        problems.append(f"description is longer than {MAX_DESCRIPTION} characters")
+    elif _HTML.search(description):
+        problems.append("description must be plain text: no HTML or code")
+
+    values: dict[str, str] = {}
+    for attribute in service.attributes:
+        given = params.attributes.get(attribute.code, [])
+        if len(given) > 1:
+            problems.append(f"attribute[{attribute.code}] takes one value")
+        elif given:
+            values[attribute.code] = given[0]
+    community = values.get("community") or default_community
+    for attribute in service.attributes:
+        if attribute.required and not values.get(attribute.code) and not (
+                attribute.code == "community" and community):
+            problems.append(f"attribute[{attribute.code}] is required for service "
+                            f"{service.code}: {attribute.description_en}")
+
+    lat, lon = params.get("lat"), params.get("long")
+    coordinates: tuple[float, float] | None = None
+    if (lat is None) != (lon is None):
+        problems.append("lat and long must be sent together")
+    elif lat is not None and lon is not None:
+        try:
+            coordinates = (float(lat), float(lon))
+        except ValueError:
+            problems.append("lat and long must be numbers (WGS84 degrees)")
+    address_string, address_id = params.get("address_string"), params.get("address_id")
+    if coordinates is None and not address_string and not address_id and lat is None:
+        problems.append("a location is required: lat and long, or address_string, "
+                        "or address_id")
+    if problems:
+        raise Open311Error.bad_request(*problems)
+
+    address = " ".join(p for p in (address_string, values.get("building")) if p)
+    if not address:
+        address = (f"address_id {address_id}" if address_id
+                   else f"{coordinates[0]:.6f}, {coordinates[1]:.6f}")
+    location: dict[str, Any] = {"community": community, "address": address}
+    if values.get("grid"):
+        location["grid"] = values["grid"]
+    if coordinates is not None:
+        location["lat"], location["lon"] = coordinates
+    data: dict[str, Any] = {
+        "description": description, "category": service.category, "location": location,
+        "channel": Channel.app.value, "language": language_of(params.get("lang")).value,
+    }
+    contact = {k: v for k, v in (("name", full_name(params.get("first_name"),
+                                                    params.get("last_name"))),
+                                 ("phone", params.get("phone")),
+                                 ("email", params.get("email"))) if v}
+    if contact:
+        data["contact"] = contact
+    if params.get("media_url"):
+        data["media_url"] = params.get("media_url")
+    try:
+        return SubmitIssue.model_validate(data)
+    except ValidationError as exc:  # SubmitIssue's errors never echo the input
+        fields = InvalidPayload.from_validation_error(exc).errors
+        raise Open311Error.bad_request(*(
+            f"{_FIELD_NAMES.get(f['field'], f['field'])}: {f['message']}" for f in fields
+        )) from None
+
+
+def full_name(first: str | None, last: str | None) -> str | None:
+    """A Chinese name is family name first, with no space (张 + 三 -> 张三); others
+    are given name first ("Li Wei")."""
+    if not first and not last:
+        return None
+    if _CJK.search((first or "") + (last or "")):
+        return f"{last or ''}{first or ''}"
+    return " ".join(p for p in (first, last) if p)
+
+
+def post_response(issue_id: str, service: Service, notice: str) -> list[dict[str, Any]]:
+    """The spec's answer to a POST: exactly these three fields. Whistle keeps no
+    accounts, so ``account_id`` is null, as in the spec's example."""
+    return [{"service_request_id": issue_id, "service_notice": notice, "account_id": None}]
+
+
+# ------------------------------------------------------------------ dates
+
+
+def w3c(moment: datetime | None, tz: ZoneInfo) -> str | None:
+    """ISO 8601 with the offset, in the deployment's time zone: 2026-11-21T09:30:00+08:00."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(tz).isoformat(timespec="seconds")
+
+
+def parse_w3c(value: str, field: str) -> datetime:
+    """A W3C date-time with its time zone (``Z`` or ``+08:00``), or a bare date
+    (midnight UTC, as the W3C note reads it)."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise Open311Error.bad_request(
+            f"{field} must be a W3C date-time such as 2026-11-01T00:00:00Z") from None
+    if moment.tzinfo is None:
+        raise Open311Error.bad_request(
+            f"{field} must include its time zone (Z or an offset such as +08:00)")
+    return moment
+
+
+def date_window(params: Params, now: datetime) -> tuple[datetime, datetime]:
+    """``start_date``/``end_date``: at most 90 days apart; by default the last 90 days."""
+    start = parse_w3c(params.get("start_date"), "start_date") if params.get("start_date") \
+        else None
+    end = parse_w3c(params.get("end_date"), "end_date") if params.get("end_date") else None
+    if start is None and end is None:
+        end = now
+    if end is None:
+        end = min(start + MAX_SPAN, now) if start <= now else start
+    if start is None:
+        start = end - MAX_SPAN
+    if start > end:
+        raise Open311Error.bad_request("start_date is after end_date")
+    if end - start > MAX_SPAN:
+        raise Open311Error.bad_request(
+            "start_date and end_date may not be more than 90 days apart")
+    return start, end
+
+
+def _comma_list(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+@dataclass
+class RequestQuery:
+    """GET requests: ``ids`` (when given) override every other filter."""
+
+    ids: list[str] | None
+    service_codes: set[str] | None
+    statuses: set[str] | None
+    start: datetime
+    end: datetime
+    page: int
+    page_size: int
+
+    def matches(self, view: dict[str, Any]) -> bool:
+        if self.ids is not None:
+            return True
+        return ((self.service_codes is None or view["service_code"] in self.service_codes)
+                and (self.statuses is None or view["status"] in self.statuses))
+
+
+def parse_request_query(params: Params, catalog: dict[str, Service],
+                        now: datetime) -> RequestQuery:
+    ids = _comma_list(params.get("service_request_id"))
+    if len(ids) > MAX_IDS:
+        raise Open311Error.bad_request(f"at most {MAX_IDS} service_request_id at once")
+    codes = set(_comma_list(params.get("service_code")))
+    unknown = sorted(codes - catalog.keys())
+    if unknown:
+        raise Open311Error.bad_request(f"unknown service_code: {', '.join(unknown)}")
+    statuses = {s.lower() for s in _comma_list(params.get("status"))}
+    if statuses - {"open", "closed"}:
+        raise Open311Error.bad_request("status must be open, closed, or open,closed")
+    page = _positive_int(params.get("page"), "page", 1, None)
+    page_size = _positive_int(params.get("page_size"), "page_size", MAX_REQUESTS, MAX_REQUESTS)
+    if ids:
+        start, end = now - MAX_SPAN, now  # not used: ids override every other filter
+    else:
+        start, end = date_window(params, now)
+    return RequestQuery(ids or None, codes or None, statuses or None, start, end, page,
+                        page_size)
+
+
+def _positive_int(value: str | None, field: str, default: int, most: int | None) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise Open311Error.bad_request(f"{field} must be a whole number") from None
+    if number < 1 or (most is not None and number > most):
+        raise Open311Error.bad_request(
+            f"{field} must be between 1 and {most}" if most else f"{field} must be 1 or more")
+    return number
+
+
+# ------------------------------------------------------------------ requests
+
+OPEN = "open"
+CLOSED = "closed"
+_CLOSED_STATES = {IssueStatus.resolved, IssueStatus.closed}
+
+_LEVEL = {"street": ("街道", "the street office"), "district": ("区", "the district")}
+
+
+def open311_status(record: IssueRecord) -> str:
+    """``closed`` once every agency has finished (resolved, or rated and closed)."""
+    return CLOSED if record.status in _CLOSED_STATES else OPEN
+
+
+def lead_assignment(record: IssueRecord):
+    return next((a for a in record.assignments if a.role is Role.lead), None)
+
+
+def expected_datetime(record: IssueRecord) -> datetime | None:
+    """The current resolve deadline: the latest of the unfinished parts' (escalation
+    and reopening move them), or the lead's once all are done."""
+    open_parts = [a.resolve_by for a in record.assignments
+                  if a.status is not AssignmentStatus.resolved]
+    if open_parts:
+        return max(open_parts)
+    lead = lead_assignment(record)
+    return lead.resolve_by if lead else None
+
+
+def _agency_name(record: IssueRecord, agency: str | None, en: bool) -> str:
+    for a in record.assignments:
+        if a.agency == agency:
+            return a.agency_name_en if en else a.agency_name
+    return agency or ""
+
+
+def status_notes(record: IssueRecord, lang: Language, names: frozenset[str]) -> str:
+    """The latest step, in plain words, in ``lang``; free text scrubbed."""
+    en = lang is Language.en
+    if record.merged_into:
+        return (f"Joined {record.merged_into}, an open report of the same problem, and "
+                f"handled with it" if en else f"已并入同一问题的 {record.merged_into} 一并处理")
+    step = record.timeline[-1] if record.timeline else None
+    kind = step.step if step else "received"
+    agency = _agency_name(record, step.agency if step else None, en)
+    lead = lead_assignment(record)
+    lead_name = (lead.agency_name_en if en else lead.agency_name) if lead else ""
+    if kind in ("assignment_resolved", "resolved", "awaiting_rating", "rated", "closed"):
+        note = next((a.resolution_note for a in reversed(record.assignments)
+                     if a.agency == (step.agency if kind == "assignment_resolved" else
+                                     lead.agency if lead else None) and a.resolution_note),
+                    None)
+        note_text = scrub(note, names) if note else ""
+        if kind == "assignment_resolved":
+            return f"{agency} has done its part: {note_text}" if en else \
+                f"{agency}已完成：{note_text}"
+        if kind == "closed":
+            why = record.closed_reason
+            if en:
+                return ("Closed: the resident is satisfied" if why is ClosedReason.satisfied
+                        else "Closed: resolved, and the rating window has passed")
+            return "已结单：居民满意" if why is ClosedReason.satisfied else "已结单：已办结，评价期满"
+        return (f"Every agency has finished; waiting for the resident's rating. {note_text}"
+                if en else f"各相关单位均已办结，等待居民评价。{note_text}").strip()
+    if kind == "dispatched":
+        supports = [(a.agency_name_en if en else a.agency_name) for a in record.assignments
+                    if a.role is Role.support]
+        if en:
+            return f"Sent to {lead_name} (lead)" + (
+                f", supported by {', '.join(supports)}" if supports else "")
+        return f"已派给{lead_name}牵头办理" + (f"，{'、'.join(supports)}配合" if supports else "")
+    if kind == "acknowledged":
+        return f"{agency} has reported in and is working on it" if en else \
+            f"{agency}已报到，正在处理"
+    if kind == "escalated":
+        zh, english = _LEVEL.get(record.escalation_level.value, ("上级", "a supervisor"))
+        return f"A deadline passed: escalated to {english}" if en else f"已超时，升级至{zh}督办"
+    if kind == "reopened":
+        return ("The resident was not satisfied: back to the agencies" if en
+                else "居民不满意，已重新交办")
+    if kind.startswith("table_"):
+        return ("The agencies are settling it together at a coordination table" if en
+                else "已召集各相关单位协调会，桌面解决")
+    if kind == "reporter_joined":
+        return ("More residents reported the same problem; handled together" if en
+                else "其他居民反映了同一问题，一并处理")
+    return ("Received; being sent to the responsible agencies" if en
+            else "已受理，正在派给相关单位")
+
+
+def service_notice(record: IssueRecord, lang: Language, tz: ZoneInfo) -> str:
+    """What is expected to happen: who leads and by when (the current resolve deadline)."""
+    en = lang is Language.en
+    lead = lead_assignment(record)
+    if lead is None:
+        return ("Received; the community desk sends it to the responsible agencies" if en
+                else "已受理，社区正在派给相关单位")
+    due = expected_datetime(record)
+    when = due.astimezone(tz).strftime("%Y-%m-%d %H:%M") if due else ""
+    if en:
+        return f"{lead.agency_name_en} leads; to be resolved by {when}"
+    return f"{lead.agency_name}牵头办理，应于{when}前办结"
+
+
+def request_view(record: IssueRecord, catalog: dict[str, Service], lang: Language,
+                 tz: ZoneInfo, names: frozenset[str] = frozenset(),
+                 merged_into: IssueRecord | None = None) -> dict[str, Any]:
+    """One Open311 request. A report merged into another shows that one's progress
+    (status, agency, deadlines), since the same work answers both."""
+    state = merged_into or record
+    code = service_code_of(record.category, catalog)
+    service = catalog[code]
+    lead = lead_assignment(state)
+    en = lang is Language.en
+    return {
+        "service_request_id": record.issue_id,
+        "status": open311_status(state),
+        "status_notes": status_notes(record, lang, names) if merged_into is None else (
+            status_notes(record, lang, names) + ("; " if en else "；")
+            + status_notes(state, lang, names)),
+        "service_name": service.name_en if en else service.name,
+        "service_code": code,
+        "description": scrub(record.description, names),
+        "agency_responsible": (lead.agency_name_en if en else lead.agency_name) if lead
+        else None,
+        "service_notice": service_notice(state, lang, tz),
+        "requested_datetime": w3c(record.received_at, tz),
+        "updated_datetime": w3c(max(record.updated_at, state.updated_at), tz),
+        "expected_datetime": w3c(expected_datetime(state), tz),
+        "address": scrub(record.location.address, names),
+        "lat": record.location.lat,
+        "long": record.location.lon,
+        "media_url": record.media_url,
+    }
+
+
+def names_of(contact: dict[str, str]) -> frozenset[str]:
+    """The reporter's name and its parts, to mask wherever they appear in free text."""
+    name = (contact or {}).get("name") or ""
+    parts = {name, *name.split()} if name else set()
+    return frozenset(p for p in parts if len(p) >= 2)
+
+
+# ------------------------------------------------------------------ updates
+
+# event type -> (FixMyStreet-style status after it, or None to keep the last one)
+_UPDATE_STATUS = {
+    "issue.received": "open",
+    "issue.dispatched": "investigating",
+    "assignment.acknowledged": "in_progress",
+    "assignment.resolved": None,
+    "issue.resolved": "fixed",
+    "issue.reopened": "open",
+    "issue.closed": "closed",
+    "issue.merged": "duplicate",
+    "issue.escalated": None,
+    "issue.rated": None,
+    "table.convened": None,
+    "table.task_recorded": None,
+    "table.task_done": None,
+}
+
+
+def _update_text(event: dict[str, Any], en: bool, names: frozenset[str]) -> str:
+    kind = event["event_type"]
+    agency = event.get("agency_name_en" if en else "agency_name") or ""
+    if isinstance(event.get("agency"), dict):
+        agency = event["agency"].get("agency_name_en" if en else "agency_name", "")
+    if kind == "issue.received":
+        return "Received by the community desk" if en else "社区已受理"
+    if kind == "issue.dispatched":
+        parts = event.get("assignments") or []
+        lead = next((a for a in parts if a.get("role") == "lead"), parts[0] if parts else {})
+        name = lead.get("agency_name_en" if en else "agency_name", "")
+        return f"Sent to {name} (lead)" if en else f"已派给{name}牵头办理"
+    if kind == "assignment.acknowledged":
+        return f"{agency} has reported in and is working on it" if en else \
+            f"{agency}已报到，正在处理"
+    if kind == "assignment.resolved":
+        note = scrub(event.get("note") or "", names)
+        return f"{agency} has done its part: {note}" if en else f"{agency}已完成：{note}"
+    if kind == "issue.resolved":
+        return "Every agency has finished its part" if en else "各相关单位均已办结"
+    if kind == "issue.reopened":
+        return ("The resident was not satisfied: back to the agencies" if en
+                else "居民不满意，已重新交办")
+    if kind == "issue.closed":
+        satisfied = event.get("reason") == ClosedReason.satisfied.value
+        if en:
+            return "Closed: the resident is satisfied" if satisfied else \
+                "Closed: the rating window has passed"
+        return "已结单：居民满意" if satisfied else "已结单：评价期满"
+    if kind == "issue.merged":
+        into = event.get("into_issue_id", "")
+        return f"Joined {into}, an open report of the same problem" if en else \
+            f"已并入同一问题的 {into} 一并处理"
+    if kind == "issue.escalated":
+        zh, english = _LEVEL.get(event.get("level", ""), ("上级", "a supervisor"))
+        return f"A deadline passed: escalated to {english}" if en else f"已超时，升级至{zh}督办"
+    if kind == "issue.rated":
+        satisfied = event.get("rating") == "satisfied"
+        if en:
+            return "The resident rated it: satisfied" if satisfied else \
+                "The resident rated it: not satisfied"
+        return "居民评价：满意" if satisfied else "居民评价：不满意"
+    if kind == "table.convened":
+        return ("The agencies meet at a coordination table" if en
+                else "已召集各相关单位协调会，桌面解决")
+    if kind == "table.task_recorded":
+        what = scrub(event.get("description") or "", names)
+        return f"Agreed at the table: {agency} will {what}" if en else f"协调会议定：{agency}负责{what}"
+    if kind == "table.task_done":
+        note = scrub(event.get("note") or "", names)
+        return f"{agency} finished its table task: {note}" if en else f"{agency}已完成协调会任务：{note}"
+    return kind
+
+
+def updates_from_journal(issue_id: str, journal: list[dict[str, Any]], lang: Language,
+                         tz: ZoneInfo, start: datetime, end: datetime,
+                         names: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """The issue's public steps committed in ``[start, end]``, oldest first.
+
+    ``update_id`` is the event's id (stable, unique); ``status`` is the issue's status
+    after the step in FixMyStreet's words (``open``, ``investigating``, ``in_progress``,
+    ``fixed``, ``closed``, ``duplicate``); ``external_status_code`` is the event type.
+    """
+    en = lang is Language.en
+    updates = []
+    status = "open"
+    seen: set[str] = set()
+    for event in journal:
+        kind = event.get("event_type")
+        if kind not in _UPDATE_STATUS or event.get("event_id") in seen:
+            continue
+        seen.add(event["event_id"])
+        status = _UPDATE_STATUS[kind] or status
+        at = datetime.fromisoformat(event["occurred_at"])
+        if not start <= at <= end:
+            continue
+        updates.append({
+            "update_id": event["event_id"],
+            "service_request_id": issue_id,
+            "status": status,
+            "external_status_code": kind,
+            "updated_datetime": w3c(at, tz),
+            "description": _update_text(event, en, names),
+            "media_url": None,
+        })
+    return updates

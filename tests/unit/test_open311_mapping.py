@@ -1,0 +1,328 @@
+"""Open311 GeoReport v2's pure parts: the catalog from the rules, a POST to a desk
+submission, the GET filters, an issue as a request, the journal as updates, XML."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from xml.etree import ElementTree
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.intake.open311.catalog import NOT_SURE, build_catalog, service_code_of
+from services.intake.open311.formats import Open311Error, to_xml
+from services.intake.open311.mapping import (
+    date_window,
+    full_name,
+    json_pairs,
+    names_of,
+    parse_request_query,
+    read_params,
+    request_view,
+    to_submission,
+    updates_from_journal,
+)
+from services.routing.rules import load_rules
+from shared.contracts import Channel, Language, Location, Priority, Role, Sector
+from shared.issue import Assignment, Routing, acknowledge, dispatch, receive, resolve
+from tests.support.open311_schemas import (
+    REQUEST,
+    SERVICE,
+    SERVICE_DEFINITION,
+    UPDATES,
+    validate,
+)
+
+RULES = load_rules()
+CATALOG = build_catalog(RULES, None)
+TZ = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2026, 11, 21, 1, 0, tzinfo=UTC)
+
+
+def params(**fields):
+    return read_params(fields.items())
+
+
+def bad_request(call) -> Open311Error:
+    with pytest.raises(Open311Error) as caught:
+        call()
+    assert caught.value.status == 400
+    return caught.value
+
+
+# ------------------------------------------------------------------ catalog
+
+
+def test_one_service_per_category_then_not_sure():
+    assert list(CATALOG) == [r.category for r in RULES.rules] + [NOT_SURE]
+    leak = CATALOG["pipe_leak"]
+    view = leak.view(Language.zh)
+    assert view["service_name"] == "管道漏水" and view["group"] == "utilities"
+    assert view["type"] == "realtime" and view["metadata"] is True
+    assert "漏水" in view["keywords"] and "pipe leak" not in view["keywords"]
+    english = leak.view(Language.en)
+    assert english["service_name"] == "Pipe leak or water through the ceiling"
+    assert "pipe leak" in english["keywords"] and "漏水" not in english["keywords"]
+    assert "自来水公司牵头办理，1天内响应，3天内办结" in view["description"]
+    for service in CATALOG.values():
+        validate(service.view(Language.en), SERVICE)
+        validate(service.definition(Language.zh), SERVICE_DEFINITION)
+
+
+def test_building_where_a_housing_agency_works_grid_elsewhere():
+    def codes(code):
+        return {a["code"]: a["required"]
+                for a in CATALOG[code].definition(Language.en)["attributes"]}
+
+    # pipe_leak: the property manager supports; lift_broken: it leads.
+    assert codes("pipe_leak") == {"community": True, "building": True, "grid": False}
+    assert codes("lift_broken") == {"community": True, "building": True, "grid": False}
+    assert codes("gas_leak") == {"community": True, "grid": False}
+    assert codes(NOT_SURE) == {"community": True, "building": False, "grid": False}
+    orders = [a["order"] for a in CATALOG["pipe_leak"].definition(Language.en)["attributes"]]
+    assert orders == sorted(orders)
+
+
+def test_a_default_community_makes_the_attribute_optional():
+    catalog = build_catalog(RULES, "缤泰社区")
+    community = catalog["gas_leak"].attribute("community")
+    assert community.required is False and "缤泰社区" in community.description
+
+
+def test_fallback_and_missing_categories_show_as_not_sure():
+    assert service_code_of("gas_leak", CATALOG) == "gas_leak"
+    assert service_code_of(RULES.fallback.category, CATALOG) == NOT_SURE
+    assert service_code_of(None, CATALOG) == NOT_SURE
+
+
+# ------------------------------------------------------------------ POST
+
+
+def test_a_form_post_becomes_the_desks_submission():
+    form = read_params([
+        ("service_code", "pipe_leak"), ("lat", "39.38"), ("long", "117.04"),
+        ("address_string", "丽德花园"), ("attribute[community]", "缤泰社区"),
+        ("attribute[building]", "3号楼2单元501"), ("attribute[grid]", "3-1"),
+        ("attribute[uprn]", "ignored: not in the definition"),
+        ("first_name", "三"), ("last_name", "张"), ("phone", "13812345678"),
+        ("email", "zhang@example.org"), ("description", "楼上漏水\n一直滴"),
+        ("media_url", "https://example.org/p/1.jpg"), ("lang", "zh-CN"),
+    ])
+    submission = to_submission(form, CATALOG["pipe_leak"], None)
+    assert submission.category == "pipe_leak"
+    assert submission.channel is Channel.app and submission.language is Language.zh
+    assert submission.location.model_dump() == {
+        "community": "缤泰社区", "address": "丽德花园 3号楼2单元501", "grid": "3-1",
+        "lat": 39.38, "lon": 117.04}
+    assert submission.contact.name == "张三" and submission.contact.phone == "13812345678"
+    assert submission.description == "楼上漏水\n一直滴"
+    assert submission.media_url == "https://example.org/p/1.jpg"
+
+
+def test_not_sure_has_no_category_and_coordinates_can_stand_for_the_address():
+    form = params(service_code=NOT_SURE, lat="39.1", long="117.2", description="有怪味",
+                  **{"attribute[community]": "和平里社区"})
+    submission = to_submission(form, CATALOG[NOT_SURE], None)
+    assert submission.category is None
+    assert submission.location.address == "39.100000, 117.200000"
+    by_id = to_submission(params(service_code=NOT_SURE, address_id="A-77", description="x",
+                                 **{"attribute[community]": "c"}), CATALOG[NOT_SURE], None)
+    assert by_id.location.address == "address_id A-77"
+
+
+def test_the_default_community_fills_in():
+    form = params(service_code="gas_leak", address_string="2号楼", description="煤气味")
+    submission = to_submission(form, CATALOG["gas_leak"], "缤泰社区")
+    assert submission.location.community == "缤泰社区"
+
+
+def test_every_problem_is_named_by_its_open311_field():
+    form = read_params([("service_code", "pipe_leak"), ("lat", "39.3"),
+                        ("attribute[community][]", "a"), ("attribute[community][]", "b"),
+                        ("description", "<b>漏水</b>")])
+    error = bad_request(lambda: to_submission(form, CATALOG["pipe_leak"], None))
+    text = " | ".join(d for _, d in error.errors)
+    assert "attribute[community] takes one value" in text
+    assert "attribute[building] is required" in text
+    assert "lat and long must be sent together" in text
+    assert "description must be plain text" in text
+
+
+def test_location_and_description_are_required_and_bounded():
+    missing = bad_request(lambda: to_submission(params(service_code="gas_leak"),
+                                                CATALOG["gas_leak"], "c"))
+    assert {d.split(":")[0] for _, d in missing.errors} >= {
+        "description is required", "a location is required"}
+    long_text = params(description="漏" * 4001, address_string="x")
+    assert "longer than 4000" in bad_request(
+        lambda: to_submission(long_text, CATALOG["gas_leak"], "c")).errors[0][1]
+
+
+def test_the_desks_own_validation_speaks_open311():
+    form = params(address_string="x", description="停水", lat="91", long="0", phone="abc",
+                  media_url="javascript:alert(1)")
+    error = bad_request(lambda: to_submission(form, CATALOG["no_water"], "c"))
+    fields = {d.split(":")[0] for _, d in error.errors}
+    assert fields == {"lat", "phone", "media_url"}
+    assert not any("abc" in d for _, d in error.errors)  # never echoes the input
+
+
+def test_json_bodies_and_multivalued_attributes():
+    pairs = json_pairs({"service_code": "gas_leak", "lat": 39.5, "attribute": {
+        "community": "c", "tags": ["a", "b"]}, "attribute[grid]": "1-1"})
+    form = read_params(pairs)
+    assert form.attributes == {"community": ["c"], "tags": ["a", "b"], "grid": ["1-1"]}
+    assert form.get("lat") == "39.5"
+    with pytest.raises(Open311Error):
+        json_pairs(["not", "an", "object"])
+
+
+def test_names_in_either_order():
+    assert full_name("三", "张") == "张三"
+    assert full_name("Wei", "Li") == "Wei Li"
+    assert full_name(None, None) is None
+
+
+# ------------------------------------------------------------------ GET filters
+
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+def test_the_window_defaults_to_the_last_90_days_and_may_not_be_longer():
+    assert date_window(params(), NOW) == (NOW - timedelta(days=90), NOW)
+    start, end = date_window(params(start_date="2026-11-01T00:00:00+08:00"), NOW)
+    assert (start.isoformat(), end) == ("2026-11-01T00:00:00+08:00", NOW)
+    too_long = params(start_date="2026-01-01T00:00:00Z", end_date="2026-06-01T00:00:00Z")
+    assert "90 days" in bad_request(lambda: date_window(too_long, NOW)).errors[0][1]
+    naive = params(start_date="2026-11-01T00:00:00")
+    assert "time zone" in bad_request(lambda: date_window(naive, NOW)).errors[0][1]
+    backwards = params(start_date="2026-11-02Z", end_date="2026-11-01T00:00:00Z")
+    bad_request(lambda: date_window(backwards, NOW))
+
+
+def test_ids_override_every_other_filter():
+    query = parse_request_query(params(
+        service_request_id="WH-20261121-0001, WH-20261121-0002", status="closed",
+        start_date="2020-01-01T00:00:00Z", end_date="2021-01-01T00:00:00Z"), CATALOG, NOW)
+    assert query.ids == ["WH-20261121-0001", "WH-20261121-0002"]
+    assert query.matches({"status": "open", "service_code": "gas_leak"})
+
+
+def test_codes_statuses_and_pages():
+    query = parse_request_query(params(service_code="gas_leak,pipe_leak", status="open",
+                                       page="2", page_size="10"), CATALOG, NOW)
+    assert query.service_codes == {"gas_leak", "pipe_leak"} and query.statuses == {"open"}
+    assert (query.page, query.page_size) == (2, 10)
+    assert query.matches({"status": "open", "service_code": "gas_leak"})
+    assert not query.matches({"status": "closed", "service_code": "gas_leak"})
+    assert not query.matches({"status": "open", "service_code": "heating"})
+    for bad in ({"status": "pending"}, {"service_code": "nope"}, {"page_size": "1001"},
+                {"page": "0"}, {"page": "x"}):
+        bad_request(lambda bad=bad: parse_request_query(params(**bad), CATALOG, NOW))
+
+
+# ------------------------------------------------------------------ views
+
+
+def _assignment(agency: str, name: str, role: Role, hours: int) -> Assignment:
+    return Assignment(agency=agency, agency_name=name, agency_name_en=f"{agency} co",
+                      sector=Sector.utilities, role=role, assigned_at=T0,
+                      acknowledge_by=T0 + timedelta(hours=1),
+                      resolve_by=T0 + timedelta(hours=hours))
+
+
+def _issue():
+    record = receive("WH-20261121-0001", "trace-0123456789", "张三家楼上漏水，打13812345678",
+                     "pipe_leak", Location(community="缤泰社区", address="3号楼", lat=39.1,
+                                           lon=117.2),
+                     Channel.app, Language.zh, T0, "https://example.org/1.jpg")
+    return dispatch(record, "pipe_leak", Priority.high, Routing(
+        rule="pipe_leak", category_source="given"), [
+        _assignment("water", "自来水公司", Role.lead, 72),
+        _assignment("property_manager", "物业公司", Role.support, 48)], T0)
+
+
+def test_a_request_shows_public_fields_only():
+    record = _issue()
+    view = request_view(record, CATALOG, Language.zh, TZ, names_of({"name": "张三"}))
+    validate(view, REQUEST)
+    assert view["description"] == "张*家楼上漏水，打138****5678"
+    assert view["status"] == "open"
+    assert view["status_notes"] == "已派给自来水公司牵头办理，物业公司配合"
+    assert view["agency_responsible"] == "自来水公司"
+    assert view["requested_datetime"] == "2026-11-21T09:00:00+08:00"
+    assert view["expected_datetime"] == "2026-11-24T09:00:00+08:00"
+    assert (view["lat"], view["long"], view["media_url"]) == (39.1, 117.2,
+                                                              "https://example.org/1.jpg")
+    assert not {"phone", "email", "first_name", "last_name", "contact"} & view.keys()
+
+
+def test_a_resolved_request_is_closed_with_the_leads_note():
+    record = _issue()
+    later = T0 + timedelta(hours=2)
+    for agency in ("water", "property_manager"):
+        record = acknowledge(record, agency, "s1", later)
+    record = resolve(record, "property_manager", "s1", "已进屋检查", later)
+    view = request_view(record, CATALOG, Language.en, TZ)
+    assert view["status"] == "open"
+    assert view["status_notes"] == "property_manager co has done its part: 已进屋检查"
+    assert view["expected_datetime"] == "2026-11-24T09:00:00+08:00"
+    record = resolve(record, "water", "s2", "管道已修复，联系人13812345678", later)
+    view = request_view(record, CATALOG, Language.zh, TZ)
+    assert view["status"] == "closed"
+    assert "管道已修复，联系人138****5678" in view["status_notes"]
+    assert view["updated_datetime"] == "2026-11-21T11:00:00+08:00"
+
+
+def test_the_journal_becomes_fixmystreet_style_updates():
+    journal = [
+        {"event_type": "issue.received", "event_id": "e1", "occurred_at": T0.isoformat()},
+        {"event_type": "issue.dispatched", "event_id": "e2", "occurred_at": T0.isoformat(),
+         "assignments": [{"agency_name": "自来水公司", "agency_name_en": "Water",
+                          "role": "lead"}]},
+        {"event_type": "assignment.acknowledged", "event_id": "e3",
+         "occurred_at": (T0 + timedelta(hours=1)).isoformat(), "agency_name": "自来水公司",
+         "agency_name_en": "Water"},
+        {"event_type": "issue.escalated", "event_id": "e4", "level": "street",
+         "occurred_at": (T0 + timedelta(hours=2)).isoformat()},
+        {"event_type": "assignment.resolved", "event_id": "e5", "agency_name": "自来水公司",
+         "agency_name_en": "Water", "note": "修好了，有事打13812345678",
+         "occurred_at": (T0 + timedelta(hours=3)).isoformat()},
+        {"event_type": "issue.resolved", "event_id": "e6",
+         "occurred_at": (T0 + timedelta(hours=3)).isoformat()},
+        {"event_type": "issue.resolved", "event_id": "e6",  # a redelivery: once only
+         "occurred_at": (T0 + timedelta(hours=3)).isoformat()},
+        {"event_type": "assignment.created", "event_id": "e7",
+         "occurred_at": (T0 + timedelta(hours=3)).isoformat()},
+    ]
+    updates = updates_from_journal("WH-20261121-0001", journal, Language.zh, TZ,
+                                   T0 - timedelta(days=1), T0 + timedelta(days=1))
+    validate(updates, UPDATES)
+    assert [(u["update_id"], u["status"]) for u in updates] == [
+        ("e1", "open"), ("e2", "investigating"), ("e3", "in_progress"),
+        ("e4", "in_progress"), ("e5", "in_progress"), ("e6", "fixed")]
+    assert updates[4]["description"] == "自来水公司已完成：修好了，有事打138****5678"
+    assert updates[3]["description"] == "已超时，升级至街道督办"
+    windowed = updates_from_journal("WH-20261121-0001", journal, Language.en, TZ,
+                                    T0 + timedelta(minutes=90), T0 + timedelta(days=1))
+    # The window cuts what is shown, not the status worked out before it.
+    assert [(u["update_id"], u["status"]) for u in windowed] == [
+        ("e4", "in_progress"), ("e5", "in_progress"), ("e6", "fixed")]
+
+
+# ------------------------------------------------------------------ XML
+
+
+def test_xml_follows_the_spark_convention():
+    body = to_xml("service_requests", [{"service_request_id": "WH-1", "service_notice": "好",
+                                        "account_id": None, "metadata": True}])
+    assert body.startswith(b'<?xml version="1.0" encoding="utf-8"?>\n<service_requests>')
+    root = ElementTree.fromstring(body)
+    request = root.find("request")
+    assert request.findtext("service_notice") == "好"
+    assert request.find("account_id") is not None and request.findtext("account_id") == ""
+    assert request.findtext("metadata") == "true"
+    nested = ElementTree.fromstring(to_xml("service_definition", {
+        "service_code": "x", "attributes": [{"code": "a", "values": [{"key": "1"}]}]}))
+    assert nested.find("attributes/attribute/values/value/key").text == "1"
