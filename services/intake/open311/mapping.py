@@ -470,9 +470,11 @@ def request_view(record: IssueRecord, catalog: dict[str, Service], lang: Languag
 
 def names_of(contact: dict[str, str]) -> frozenset[str]:
     """The reporter's name and its parts, to mask wherever they appear in free text."""
-    name = (contact or {}).get("name") or ""
-    parts = {name, *name.split()} if name else set()
-    return frozenset(p for p in parts if len(p) >= 2)
+    name = ((contact or {}).get("name") or "").strip()
+    if not name:
+        return frozenset()
+    # "Li Wei": "Wei" too, but not a two-letter part that hides inside ordinary words.
+    return frozenset({name, *(p for p in name.split() if len(p) >= 3)})
 
 
 # ------------------------------------------------------------------ updates

@@ -1,0 +1,319 @@
+"""Open311 GeoReport v2 against a live Whistle (``whistle up``, real RabbitMQ and Redis).
+
+Reads go through ``georeport``, a real Open311 client from PyPI, in JSON and XML;
+posting, which that client does not do, and every error case go over raw HTTP the
+way FixMyStreet sends them (form-encoded, ``attribute[...]`` fields). JSON answers
+are checked against the GeoReport v2 schemas (tests/support/open311_schemas.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from xml.etree import ElementTree
+
+import pytest
+import requests
+import xmltodict
+from georeport import GeoReport
+
+from shared import config as cfg
+from shared.auth import issue_token
+from tests.e2e.conftest import WHISTLE
+from tests.support import open311_schemas as schemas
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+V2 = "/open311/v2"
+LEAK = {
+    "service_code": "pipe_leak", "lat": "39.38", "long": "117.04",
+    "address_string": "丽德花园", "attribute[community]": "缤泰社区",
+    "attribute[building]": "3号楼2单元501", "attribute[grid]": "3-1",
+    "first_name": "三", "last_name": "张", "phone": "13812345678",
+    "email": "zhang.san@example.org",
+    "description": "楼上漏水，天花板一直滴水。张三 13812345678",
+    "media_url": "https://photos.example.org/leak/1.jpg",
+}
+
+
+def add_key(env: dict, name: str) -> str:
+    done = subprocess.run([WHISTLE, "open311", "key", "add", name], env=env,
+                          capture_output=True, text=True, timeout=30, check=True)
+    return done.stdout.strip()
+
+
+def post(base: str, fields: dict, fmt: str = "json", **kwargs) -> requests.Response:
+    return requests.post(f"{base}{V2}/requests.{fmt}", data=fields, timeout=10, **kwargs)
+
+
+def assert_open311_error(response: requests.Response, status: int, *words: str) -> list:
+    """An Open311 error array, in the format asked for, and nothing of Whistle's own."""
+    assert response.status_code == status, response.text
+    assert "Traceback" not in response.text and '"error"' not in response.text
+    if response.headers["Content-Type"].startswith("text/xml"):
+        errors = ElementTree.fromstring(response.content).findall("error")
+        body = [{"code": int(e.findtext("code")), "description": e.findtext("description")}
+                for e in errors]
+    else:
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        body = response.json()
+    schemas.validate(body, schemas.ERRORS)
+    text = " ".join(e["description"] for e in body)
+    for word in words:
+        assert word in text, text
+    return body
+
+
+@pytest.fixture
+def whistle(whistle_processes, whistle_env):
+    whistle_env.setdefault(cfg.SECRET, cfg.DEV_SECRET)
+    return whistle_processes(env={cfg.OPEN311_POST_LIMIT: "100"})
+
+
+def test_services_and_definitions_through_a_real_client(whistle):
+    json_client = GeoReport(f"{whistle.url}{V2}")
+    xml_client = GeoReport(f"{whistle.url}{V2}", output_format="xml")
+
+    services = json_client.get_service_list()
+    schemas.validate(services, schemas.SERVICES)
+    codes = [s["service_code"] for s in services]
+    assert {"pipe_leak", "gas_leak", "flying_wire", "not_sure"} <= set(codes)
+    gas = next(s for s in services if s["service_code"] == "gas_leak")
+    assert gas["service_name"] == "燃气泄漏" and gas["group"] == "utilities"
+    assert gas["type"] == "realtime" and gas["metadata"] is True
+    assert [s["service_code"] for s in xml_client.get_service_list()] == codes
+    xml_gas = next(s for s in xml_client.get_service_list() if s["service_code"] == "gas_leak")
+    assert (xml_gas["service_name"], xml_gas["metadata"]) == ("燃气泄漏", "true")
+
+    definition = json_client.get_service_definition("pipe_leak")
+    schemas.validate(definition, schemas.SERVICE_DEFINITION)
+    assert [(a["code"], a["required"], a["order"]) for a in definition["attributes"]] == [
+        ("community", True, 1), ("building", True, 2), ("grid", False, 3)]
+    xml_definition = xml_client.get_service_definition("pipe_leak")
+    attributes = xml_definition["attributes"]["attribute"]
+    assert [(a["code"], a["datatype"], a["required"]) for a in attributes] == [
+        ("community", "string", "true"), ("building", "string", "true"),
+        ("grid", "string", "false")]
+
+    english = requests.get(f"{whistle.url}{V2}/services.json?lang=en", timeout=5).json()
+    assert next(s for s in english if s["service_code"] == "gas_leak")["service_name"] == \
+        "Smell of gas"
+    discovery = requests.get(f"{whistle.url}{V2}/discovery.json", timeout=5).json()
+    schemas.validate(discovery, schemas.DISCOVERY)
+    assert discovery["endpoints"][0]["formats"] == ["text/xml", "application/json"]
+    xml = requests.get(f"{whistle.url}{V2}/discovery.xml", timeout=5)
+    assert xml.headers["Content-Type"] == "text/xml; charset=utf-8"
+    assert xml.content.startswith(b'<?xml version="1.0" encoding="utf-8"?>')
+    assert ElementTree.fromstring(xml.content).findtext("endpoints/endpoint/specification") \
+        == "http://wiki.open311.org/GeoReport_v2"
+    assert_open311_error(requests.get(f"{whistle.url}{V2}/services/nope.json", timeout=5),
+                         404, "no service")
+
+
+def test_post_read_and_filter_requests(whistle, whistle_env):
+    base = whistle.url
+    key = add_key(whistle_env, "fixmystreet")
+
+    # A form-encoded POST, as FixMyStreet sends it: attributes, lat/long, address_string.
+    created = post(base, {**LEAK, "api_key": key})
+    assert created.status_code == 201, created.text
+    schemas.validate(created.json(), schemas.POST_RESPONSE)
+    [receipt] = created.json()
+    leak_id = receipt["service_request_id"]
+    assert receipt["account_id"] is None
+    assert receipt["service_notice"].startswith(f"已受理，编号 {leak_id}。管道漏水：自来水公司牵头")
+
+    # The key in the query string, an XML answer, and the "not sure" service.
+    unsure = post(base, {"service_code": "not_sure", "address_string": "和平里5号楼",
+                         "attribute[community]": "和平里社区",
+                         "description": "闻到一股煤气味，很浓"}, fmt="xml",
+                  params={"api_key": key})
+    assert unsure.status_code == 201, unsure.text
+    unsure_id = ElementTree.fromstring(unsure.content).findtext("request/service_request_id")
+    assert ElementTree.fromstring(unsure.content).find("request/account_id").text is None
+
+    # A JSON body is accepted as well.
+    heating = requests.post(f"{base}{V2}/requests.json", timeout=10, json={
+        "api_key": key, "service_code": "heating", "lat": 39.2, "long": 117.1,
+        "attribute": {"community": "缤泰社区"}, "description": "暖气不热", "lang": "en"})
+    assert heating.status_code == 201, heating.text
+    heating_id = heating.json()[0]["service_request_id"]
+
+    # Routing runs as for any desk report: the leak to water, the unsure one by keywords.
+    client = GeoReport(f"{base}{V2}")
+    wait_for(lambda: client.get_service_requests(service_request_id=f"{leak_id},{unsure_id}"),
+             lambda rs: all(r["agency_responsible"] for r in rs))
+
+    leak = client.get_service_request(leak_id)
+    schemas.validate([leak], schemas.REQUESTS)
+    assert (leak["status"], leak["service_code"], leak["agency_responsible"]) == (
+        "open", "pipe_leak", "自来水公司")
+    assert leak["description"] == "楼上漏水，天花板一直滴水。张* 138****5678"
+    assert leak["address"] == "丽德花园 3号楼2单元501"
+    assert (leak["lat"], leak["long"]) == (39.38, 117.04)
+    assert leak["media_url"] == LEAK["media_url"]
+    assert leak["status_notes"] == "已派给自来水公司牵头办理，物业公司配合"
+    assert leak["requested_datetime"].endswith("+08:00")
+    assert leak["expected_datetime"] > leak["requested_datetime"]
+    for private in ("13812345678", "张三", "zhang.san", "first_name", "phone", "email"):
+        assert private not in str(leak)
+
+    unsure_view = client.get_service_request(unsure_id)
+    assert unsure_view["service_code"] == "gas_leak"  # routing's keywords decided
+    assert unsure_view["agency_responsible"] == "燃气公司"
+
+    # Filters: service_code, status, dates; the id list overrides them all.
+    listed = client.get_service_requests()
+    schemas.validate(listed, schemas.REQUESTS)
+    assert [r["service_request_id"] for r in listed] == [heating_id, unsure_id, leak_id]
+    assert [r["service_request_id"] for r in client.get_service_requests(
+        service_code="pipe_leak,heating")] == [heating_id, leak_id]
+    assert client.get_service_requests(status="closed") == []
+    assert len(client.get_service_requests(status="open,closed")) == 3
+    now = datetime.now(UTC)
+    assert len(client.get_service_requests(
+        start_date=(now - timedelta(hours=1)).isoformat(), end_date=now.isoformat())) == 3
+    assert client.get_service_requests(
+        start_date=(now - timedelta(days=30)).isoformat(),
+        end_date=(now - timedelta(days=29)).isoformat()) == []
+    assert [r["service_request_id"] for r in client.get_service_requests(
+        service_request_id=f"{leak_id},WH-20000101-0001", status="closed",
+        service_code="gas_leak")] == [leak_id]
+    page = requests.get(f"{base}{V2}/requests.json?page=2&page_size=2", timeout=5).json()
+    assert [r["service_request_id"] for r in page] == [leak_id]
+
+    # The same in XML, through the client.
+    xml_client = GeoReport(f"{base}{V2}", output_format="xml")
+    xml_list = xml_client.get_service_requests(service_code="pipe_leak")
+    assert xml_list["service_request_id"] == leak_id  # one <request>: xmltodict gives a dict
+    assert xml_list["media_url"] == LEAK["media_url"]
+    xml_leak = xml_client.get_service_request(leak_id)
+    assert (xml_leak["status"], xml_leak["lat"]) == ("open", "39.38")
+    english = requests.get(f"{base}{V2}/requests/{heating_id}.json?lang=en", timeout=5).json()
+    assert english[0]["service_name"] == "Heating not working"
+
+    # Errors, each in Open311's shape.
+    assert_open311_error(post(base, {**LEAK, "api_key": "o311_wrong"}), 403, "api_key")
+    assert_open311_error(post(base, LEAK, fmt="xml"), 403, "api_key is missing")
+    no_building = {k: v for k, v in LEAK.items() if k != "attribute[building]"}
+    assert_open311_error(post(base, {**no_building, "api_key": key}), 400,
+                         "attribute[building] is required")
+    assert_open311_error(post(base, {**LEAK, "api_key": key, "service_code": "potholes"}),
+                         404, "no service")
+    assert_open311_error(requests.get(
+        f"{base}{V2}/requests.json?start_date=2026-01-01T00:00:00Z"
+        "&end_date=2026-06-01T00:00:00Z", timeout=5), 400, "90 days")
+    assert_open311_error(requests.get(f"{base}{V2}/requests.xml?start_date=2026-01-01T00:00:00Z"
+                                      "&end_date=2026-06-01T00:00:00Z", timeout=5), 400, "90")
+    assert_open311_error(requests.get(f"{base}{V2}/requests/WH-20000101-0001.json", timeout=5),
+                         404, "no service request")
+    assert_open311_error(requests.get(f"{base}{V2}/tokens/abc.xml", timeout=5), 404, "token")
+    assert_open311_error(requests.get(f"{base}{V2}/requests.html", timeout=5), 404, ".json")
+    assert_open311_error(requests.delete(f"{base}{V2}/requests.json", timeout=5), 404)
+    assert_open311_error(requests.post(f"{base}{V2}/requests.json", timeout=5,
+                                       data="<x/>", headers={"Content-Type": "text/plain"}),
+                         400, "Content-Type")
+    # The key is for Open311 alone: it is no staff token.
+    as_agency = requests.get(f"{base}/agencies/water/assignments",
+                             headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    assert as_agency.status_code == 401
+
+
+def test_private_reads_show_a_client_only_its_own_requests(whistle_processes, whistle_env):
+    whistle_env.setdefault(cfg.SECRET, cfg.DEV_SECRET)
+    app = whistle_processes(env={cfg.OPEN311_PUBLIC_READ: "false",
+                                 cfg.OPEN311_DEFAULT_COMMUNITY: "缤泰社区",
+                                 cfg.OPEN311_POST_LIMIT: "3"})
+    base = app.url
+    alpha, beta = add_key(whistle_env, "alpha-app"), add_key(whistle_env, "beta-sms")
+    fields = {"service_code": "gas_leak", "address_string": "2号楼", "description": "有煤气味"}
+    made = post(base, {**fields, "api_key": alpha})
+    assert made.status_code == 201, made.text
+    issue_id = made.json()[0]["service_request_id"]
+
+    mine = requests.get(f"{base}{V2}/requests.json", params={"api_key": alpha}, timeout=5)
+    assert [r["service_request_id"] for r in mine.json()] == [issue_id]
+    assert requests.get(f"{base}{V2}/requests.json", params={"api_key": beta},
+                        timeout=5).json() == []
+    assert_open311_error(requests.get(f"{base}{V2}/requests/{issue_id}.json",
+                                      params={"api_key": beta}, timeout=5), 404)
+    assert requests.get(f"{base}{V2}/requests/{issue_id}.json", params={"api_key": alpha},
+                        timeout=5).json()[0]["service_request_id"] == issue_id
+    assert_open311_error(requests.get(f"{base}{V2}/requests.json", timeout=5), 403,
+                         "api_key is missing")
+    assert_open311_error(requests.get(f"{base}{V2}/servicerequestupdates.xml", timeout=5), 403)
+    assert requests.get(f"{base}{V2}/servicerequestupdates.json", params={"api_key": beta},
+                        timeout=5).json() == []
+    # The service list stays public.
+    assert requests.get(f"{base}{V2}/services.json", timeout=5).status_code == 200
+
+    # Posting is limited per key (3 a minute here); another key is not held back.
+    statuses = [post(base, {**fields, "api_key": alpha}).status_code for _ in range(3)]
+    assert statuses == [201, 201, 400]
+    limited = post(base, {**fields, "api_key": alpha})
+    body = assert_open311_error(limited, 400, "too many requests")
+    assert body[0]["code"] == 429 and int(limited.headers["Retry-After"]) > 0
+    assert post(base, {**fields, "api_key": beta}).status_code == 201
+
+    # A revoked key is refused at once.
+    subprocess.run([WHISTLE, "open311", "key", "revoke", "beta-sms"], env=whistle_env,
+                   check=True, timeout=30, capture_output=True)
+    assert_open311_error(post(base, {**fields, "api_key": beta}), 403, "revoked")
+    listed = subprocess.run([WHISTLE, "open311", "key", "list"], env=whistle_env, check=True,
+                            timeout=30, capture_output=True, text=True).stdout
+    assert "alpha-app" in listed and "beta-sms" not in listed and "o311_" not in listed
+
+
+def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whistle_env):
+    base = whistle.url
+    key = add_key(whistle_env, "fixmystreet")
+    started = datetime.now(UTC) - timedelta(seconds=5)
+    made = post(base, {"api_key": key, "service_code": "gas_leak", "lat": "39.1",
+                       "long": "117.2", "attribute[community]": "缤泰社区",
+                       "description": "楼道里煤气味很重", "first_name": "Wei",
+                       "last_name": "Li", "phone": "13900001111"})
+    assert made.status_code == 201, made.text
+    issue_id = made.json()[0]["service_request_id"]
+    client = GeoReport(f"{base}{V2}")
+    wait_for(lambda: client.get_service_request(issue_id),
+             lambda r: r["agency_responsible"] == "燃气公司")
+
+    # The agency reports in and resolves, with its staff token, as staff do.
+    staff = {"Authorization": f"Bearer {issue_token('gas', 'gas-07', whistle_env[cfg.SECRET])}"}
+    for step, body in (("acknowledge", {}), ("resolve", {"note": "已关阀检修，李先生13900001111确认无味"})):
+        answer = requests.post(f"{base}/agencies/gas/assignments/{issue_id}/{step}",
+                               json=body, headers=staff, timeout=10)
+        assert answer.status_code == 200, answer.text
+
+    closed = wait_for(lambda: client.get_service_request(issue_id),
+                      lambda r: r["status"] == "closed")
+    schemas.validate([closed], schemas.REQUESTS)
+    assert closed["status_notes"].startswith("各相关单位均已办结")
+    assert "139****1111" in closed["status_notes"] and "13900001111" not in str(closed)
+    assert closed["updated_datetime"] >= closed["requested_datetime"]
+    assert client.get_service_requests(status="closed")[0]["service_request_id"] == issue_id
+
+    window = {"start_date": started.isoformat(),
+              "end_date": (datetime.now(UTC) + timedelta(seconds=5)).isoformat()}
+    updates = wait_for(
+        lambda: requests.get(f"{base}{V2}/servicerequestupdates.json", params=window,
+                             timeout=5).json(),
+        lambda us: any(u["status"] == "fixed" for u in us))
+    schemas.validate(updates, schemas.UPDATES)
+    mine = [u for u in updates if u["service_request_id"] == issue_id]
+    assert [u["status"] for u in mine] == [
+        "open", "investigating", "in_progress", "in_progress", "fixed"]
+    assert mine[3]["description"] == "燃气公司已完成：已关阀检修，李先生139****1111确认无味"
+    assert len({u["update_id"] for u in mine}) == len(mine)
+    assert all(u["updated_datetime"].endswith("+08:00") for u in mine)
+
+    # FixMyStreet reads the XML (perllib/Open311.pm: root, request_update elements).
+    xml = requests.get(f"{base}{V2}/servicerequestupdates.xml", params=window, timeout=5)
+    parsed = xmltodict.parse(xml.content, force_list=("request_update",))
+    fixed = [u for u in parsed["service_request_updates"]["request_update"]
+             if u["service_request_id"] == issue_id and u["status"] == "fixed"]
+    assert fixed and fixed[0]["updated_datetime"] == mine[-1]["updated_datetime"]
+    too_long = {"start_date": "2026-01-01T00:00:00Z", "end_date": "2026-06-01T00:00:00Z"}
+    assert_open311_error(requests.get(f"{base}{V2}/servicerequestupdates.json",
+                                      params=too_long, timeout=5), 400, "90 days")
