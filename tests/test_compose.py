@@ -56,6 +56,9 @@ CONFIG_KEYS = {
     "SMTP_STARTTLS",
     "WHISTLE_PUBLIC_URL",
     "WHISTLE_RATING_WINDOW_S",
+    "OPEN311_PUBLIC_READ",
+    "OPEN311_DEFAULT_COMMUNITY",
+    "OPEN311_POST_LIMIT",
 }
 # Environment variables config.yaml reads (MAX_WORKERS feeds max_workers).
 CONFIG_ENV_VARS = (CONFIG_KEYS - {"max_workers"}) | {"MAX_WORKERS"}
