@@ -85,7 +85,7 @@ class _LiveWsgiApp(WsgiApp):
             # Refused before a byte of the body is read: the client learns why (413, and
             # the connection closes), instead of a reset in the middle of its upload.
             environ[_LINGER] = True
-            return error_response(PayloadTooLarge(
+            return _refusal(environ, PayloadTooLarge(
                 f"body is larger than {MAX_BODY_BYTES} bytes"))(environ, start_response)
         request = Request(environ, shallow=True)
         request.max_content_length = MAX_BODY_BYTES  # a chunked body is cut off, 413, too
@@ -95,8 +95,22 @@ class _LiveWsgiApp(WsgiApp):
             request.path_values = values
             response = provider.handle_request(request)
         except HTTPException as exc:
-            response = error_response(exc)
+            response = _refusal(environ, exc)
         return response(environ, start_response)
+
+
+# URL prefixes whose refusals before any handler runs (a body over the limit, no such
+# route) take another shape than Whistle's own: prefix -> renderer. Open311's
+# endpoints (services.intake.open311) answer in Open311's error shape.
+ERROR_SHAPES: dict[str, Any] = {}
+
+
+def _refusal(environ, exc: Exception) -> Response:
+    path = environ.get("PATH_INFO") or ""
+    for prefix, render in ERROR_SHAPES.items():
+        if path.startswith(prefix):
+            return render(path, exc)
+    return error_response(exc)
 
 
 def _declared_length(environ) -> int | None:

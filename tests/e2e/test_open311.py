@@ -214,6 +214,9 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     assert_open311_error(requests.post(f"{base}{V2}/requests.json", timeout=5,
                                        data="<x/>", headers={"Content-Type": "text/plain"}),
                          400, "Content-Type")
+    too_big = assert_open311_error(post(base, {**LEAK, "api_key": key, "description": "长" * 30000}),
+                                   400, "larger than")
+    assert too_big[0]["code"] == 413
     # The key is for Open311 alone: it is no staff token.
     as_agency = requests.get(f"{base}/agencies/water/assignments",
                              headers={"Authorization": f"Bearer {key}"}, timeout=5)

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 from nameko.extensions import DependencyProvider
+from werkzeug.exceptions import HTTPException
 
 from services.intake.open311.catalog import Service, build_catalog
 from services.intake.open311.clients import Open311Clients
@@ -47,7 +48,7 @@ from shared import config as cfg
 from shared.contracts import utcnow
 from shared.errors import Forbidden, NotFound, Unauthorized, Unavailable, WhistleError
 from shared.store import ISSUE_ID
-from shared.web import MAX_BODY_BYTES, http
+from shared.web import ERROR_SHAPES, MAX_BODY_BYTES, http
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
 PREFIX = "/open311/v2"
@@ -245,8 +246,8 @@ class Open311Api:
         client = clients.client_for(api_key)
         if client is None:
             raise Open311Error.forbidden("api_key is invalid or revoked")
-        allowed, wait = clients.post_allowed(
-            client, int(cfg.get(self.config, cfg.OPEN311_POST_LIMIT)), utcnow())
+        allowed, wait = clients.post_allowed(client, int(cfg.get(self.config,
+                                                                 cfg.OPEN311_POST_LIMIT)))
         if not allowed:
             raise Open311Error(400, (429, f"too many requests from this api_key; try again "
                                           f"in {wait} s"), retry_after=wait)
@@ -290,6 +291,8 @@ class Open311Api:
                 400, (503, "Whistle's store is unavailable; try again shortly"), retry_after=5))
         except WhistleError as exc:
             return render_error(fmt, Open311Error.bad_request(exc.message))
+        except HTTPException as exc:  # werkzeug's, e.g. a chunked body over the limit
+            return render_error(fmt, Open311Error(400, (exc.code or 400, str(exc.description))))
         except Exception as exc:  # never a stack trace to the client; it goes to the log
             self.log.error("open311_failed", error=type(exc).__name__, exc_info=exc)
             return render_error(fmt, Open311Error(400, (500, "internal error")))
@@ -363,6 +366,21 @@ class Open311Api:
                     "Content-Type must be application/x-www-form-urlencoded; charset=utf-8 "
                     "(or application/json)")
         return read_params([*pairs, *_query_pairs(request)])
+
+
+def _refused(path: str, exc: Exception):
+    """A refusal before any handler ran (a body over the limit), in Open311's shape."""
+    fmt = path.rsplit(".", 1)[-1] if "." in path.rsplit("/", 1)[-1] else "xml"
+    status = getattr(exc, "status", None) or getattr(exc, "code", None) or 400
+    description = getattr(exc, "message", None) or getattr(exc, "description", None) or "refused"
+    error = Open311Error(404 if status == 404 else 400, (status, str(description)))
+    response = render_error(fmt if fmt in FORMATS else "xml", error)
+    if status == 413:
+        response.headers["Connection"] = "close"
+    return response
+
+
+ERROR_SHAPES[PREFIX + "/"] = _refused
 
 
 def _form_pairs(text: str) -> list[tuple[str, str]]:

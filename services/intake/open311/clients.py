@@ -5,7 +5,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``)::
     {p}:open311:keys                      hash    sha256(api key) -> client name
     {p}:open311:clients                   hash    client name -> {"key_sha256", "created_at"} (JSON)
     {p}:open311:client:{name}:requests    zset    issue ids the client created, by received time
-    {p}:open311:rate:{name}:{minute}      string  the client's POSTs in that minute (expires)
+    {p}:rl:open311_post:{name}            string  the client's POSTs this minute (shared.guard's scheme)
 
 Only a key's SHA-256 is stored: a key is 256 random bits, so a fast hash is enough
 (a slow password hash protects guessable secrets; these are not guessable), and a
@@ -25,9 +25,13 @@ import redis
 
 from shared.contracts import utcnow
 from shared.errors import InvalidPayload, Unavailable
+from shared.guard import _GUARD as GUARD_SCRIPT
+from shared.guard import AuthKeys
 from shared.jsoncodec import dumps, loads
 from shared.store import REDIS_ERRORS
 
+POST_BUCKET = "open311_post"
+POST_WINDOW_S = 60
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KEY_PREFIX = "o311_"
 
@@ -109,19 +113,18 @@ class Open311Clients:
 
     # -------------------------------------------------------------- limit
 
-    def post_allowed(self, name: str, per_minute: int, now: datetime) -> tuple[bool, int]:
+    def post_allowed(self, name: str, per_minute: int) -> tuple[bool, int]:
         """Whether client ``name`` may post now, and if not, the seconds to wait.
 
-        A fixed one-minute window per client. This is the one place the posting
-        limit is decided: a Whistle-wide limiter replaces this body, not its callers.
+        Whistle's own limiter (``shared.guard``): its fixed-window script and its key
+        scheme, with the Open311 bucket and a one-minute window; the script's
+        revocation check is for staff tokens and is off here. The one place the
+        posting limit is decided.
         """
-        minute = int(now.timestamp()) // 60
-        key = f"{self.prefix}:open311:rate:{name}:{minute}"
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        count, _ = self._call(pipe.execute)
-        return count <= per_minute, 60 - int(now.timestamp()) % 60
+        keys = [AuthKeys(self.prefix).rate(POST_BUCKET, name), "-", "-"]
+        _, wait = self._call(self.redis.register_script(GUARD_SCRIPT), keys=keys,
+                             args=[per_minute, POST_WINDOW_S, 0, "0"])
+        return wait == 0, int(wait)
 
     @staticmethod
     def _call(fn, *args, **kwargs):
