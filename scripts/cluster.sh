@@ -165,7 +165,9 @@ stop_node() { # node
     if [[ -f "$BASE/$node/pid" ]]; then
         local pid
         pid="$(cat "$BASE/$node/pid")"
-        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q "$(nodename "$node")" "/proc/$pid/cmdline" 2>/dev/null; then
+        # only if that pid is this node's VM (its environment names the node's env file)
+        if [[ -n "$pid" ]] && tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null |
+            grep -qx "RABBITMQ_CONF_ENV_FILE=$BASE/$node/rabbitmq-env.conf"; then
             kill -KILL "$pid" 2>/dev/null || true
         fi
     fi

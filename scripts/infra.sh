@@ -63,6 +63,7 @@ ensure_pkg() { # package
 ensure_pkg rabbitmq-server
 ensure_pkg redis-server
 ensure_pkg curl
+ensure_pkg iptables  # the cluster scenarios cut a node of their own cluster off (tests/cluster)
 
 for tool in rabbitmq-server rabbitmqctl rabbitmq-plugins redis-server redis-cli curl; do
     command -v "$tool" >/dev/null || die "$tool not found on PATH"

@@ -117,22 +117,32 @@ class ManagementApi:
     """The few RabbitMQ management API calls Whistle's operators need, on one vhost."""
 
     def __init__(self, api_url: str, vhost: str):
-        parts = urlsplit(api_url)
-        host = parts.netloc.rpartition("@")[2]  # credentials go in auth, never in a message
-        self.base = f"{parts.scheme}://{host}{parts.path.rstrip('/')}/api"
-        self.auth = (unquote(parts.username), unquote(parts.password or "")) \
-            if parts.username else None
-        self.location = where(api_url)
+        # A cluster's nodes each serve the API: ``http://a:15672;http://b:15672`` lists
+        # them, and each call goes to the first that answers.
+        self.apis = []
+        for url in (part.strip() for part in api_url.split(";") if part.strip()):
+            parts = urlsplit(url)
+            host = parts.netloc.rpartition("@")[2]  # credentials go in auth, never a message
+            auth = (unquote(parts.username), unquote(parts.password or "")) \
+                if parts.username else None
+            self.apis.append((f"{parts.scheme}://{host}{parts.path.rstrip('/')}/api", auth,
+                              where(url)))
+        self.base, self.auth, self.location = self.apis[0]
         self.vhost = vhost
 
     def _call(self, method: str, path: str, **kwargs) -> Any:
-        url = f"{self.base}{path}"
-        try:
-            response = requests.request(method, url, auth=self.auth, timeout=HTTP_TIMEOUT_S,
-                                        **kwargs)
-        except requests.RequestException as exc:
-            raise Unreachable(f"RabbitMQ management API unreachable at {self.location} "
-                              f"({short_reason(exc)})") from None
+        for base, auth, location in self.apis:
+            try:
+                response = requests.request(method, f"{base}{path}", auth=auth,
+                                            timeout=HTTP_TIMEOUT_S, **kwargs)
+            except requests.RequestException as exc:
+                if (base, auth, location) == self.apis[-1]:
+                    raise Unreachable(f"RabbitMQ management API unreachable at "
+                                      f"{', '.join(api[2] for api in self.apis)} "
+                                      f"({short_reason(exc)})") from None
+                continue
+            self.base, self.auth, self.location = base, auth, location
+            break
         if response.status_code == 404:
             raise Unreachable(f"RabbitMQ management API at {self.location}: "
                               f"{self._what(path)} not found")

@@ -21,6 +21,7 @@ COLUMNS = (
     ("accepted_during_outage", "accepted during outage"),
     ("refused", "refused"),
     ("lost", "lost"),
+    ("duplicated_issues", "duplicated issues"),
     ("duplicates", "duplicates"),
     ("duration_s", "duration (s)"),
     ("notes", "notes"),

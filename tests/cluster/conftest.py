@@ -1,0 +1,73 @@
+"""Fixtures of the cluster scenarios: the three-node cluster of ``scripts/cluster.sh``,
+a vhost of each test's own on it, and Whistle's processes pointed at all three nodes.
+
+The cluster is brought up once per session (``scripts/cluster.sh up``, idempotent) and
+taken down at the end if this session started it. Figures go to the fault report
+(``tests/faults/conftest.py``: ``WHISTLE_FAULT_REPORT``) like the fault suite's.
+"""
+
+import contextlib
+import os
+
+import pytest
+
+from shared import config as cfg
+from shared.topology import QUORUM
+from tests.cluster.nodes import ClusterNodes
+from tests.conftest import REDIS_URL
+from tests.e2e.conftest import whistle_processes  # noqa: F401 - fixture
+from tests.faults import conftest as faults_conftest
+from tests.faults.conftest import fault_report, scenario  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    nodes = ClusterNodes()
+    was_up = False
+    with contextlib.suppress(AssertionError):
+        was_up = len(nodes.running()) == 3
+    nodes.up()
+    yield nodes
+    if not was_up and not os.environ.get("WHISTLE_CLUSTER_KEEP"):
+        nodes.down()
+
+
+@pytest.fixture
+def cluster_vhost(cluster):
+    """A vhost of the test's own; every node is running again when the test ends."""
+    vhost = cluster.create_vhost()
+    yield vhost
+    for node in cluster.nodes:
+        cluster.heal(node)
+        if node.name not in cluster.running():
+            cluster.start(node)
+    cluster.wait_running()
+    cluster.delete_vhost(vhost)
+
+
+@pytest.fixture
+def whistle_env(cluster, cluster_vhost, redis_prefix, monkeypatch):
+    """Whistle on the cluster: AMQP_URI lists the three nodes, queues are quorum."""
+    amqp_uri = cluster.amqp_uri(cluster_vhost)
+    api = ";".join(f"http://guest:guest@127.0.0.1:{n.management_port}" for n in cluster.nodes)
+    monkeypatch.setenv(cfg.RABBIT_API_URL, api)  # `whistle dlq list` (harness.dead_letters)
+    env = dict(os.environ)
+    env.update({
+        cfg.AMQP_URI: amqp_uri,
+        cfg.QUEUE_TYPE: QUORUM,
+        cfg.RABBIT_API_URL: api,
+        cfg.REDIS_URL: REDIS_URL,
+        cfg.KEY_PREFIX: redis_prefix,
+        cfg.RETRY_DELAY_MS: "100",
+        cfg.LOG_FORMAT: "json",
+        "PYTHONWARNINGS": "ignore",
+    })
+    return env
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    # The fault suite's conftest prints the figures when it is loaded too (a whole run).
+    if not config.pluginmanager.is_registered(faults_conftest):
+        faults_conftest.pytest_terminal_summary(terminalreporter)
