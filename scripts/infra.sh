@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the infrastructure Whistle's tests need is up on this machine
-# (Debian 12, run as root): RabbitMQ with the management plugin, and Redis.
+# (Debian 12, run as root): RabbitMQ with the management plugin, Redis, and Chromium
+# with its ChromeDriver for the browser tests.
 #
 # Idempotent and quick (well under 2 s) when everything is already running.
 # Prints one short line per step; on failure prints why and exits non-zero.
@@ -64,8 +65,14 @@ ensure_pkg rabbitmq-server
 ensure_pkg redis-server
 ensure_pkg curl
 ensure_pkg iptables  # the cluster scenarios cut a node of their own cluster off (tests/cluster)
+# The pages' browser tests drive Debian's Chromium through Debian's ChromeDriver (the
+# same source package, so their versions always match; nothing is downloaded at run time).
+ensure_pkg chromium
+ensure_pkg chromium-driver
+# A CJK font, so that the browser tests' screenshots show Chinese text, not boxes.
+ensure_pkg fonts-wqy-microhei
 
-for tool in rabbitmq-server rabbitmqctl rabbitmq-plugins redis-server redis-cli curl; do
+for tool in rabbitmq-server rabbitmqctl rabbitmq-plugins redis-server redis-cli curl chromium chromedriver; do
     command -v "$tool" >/dev/null || die "$tool not found on PATH"
 done
 

@@ -268,6 +268,18 @@ class IssueFilter(Strict):
     limit: int = Field(default=50, ge=1, le=500)
 
 
+class BoardFilter(Strict):
+    """The desk's live board (``rpc.intake.board``): open issues, most pressing first.
+
+    ``status`` unset means every open status (not merged, not closed)."""
+
+    status: IssueStatus | None = None
+    priority: Priority | None = None
+    agency: Slug | None = None
+    community: bounded_text(64) | None = None
+    limit: int = Field(default=200, ge=1, le=500)
+
+
 # ------------------------------------------------------------------------ events
 
 E = TypeVar("E", bound="Event")

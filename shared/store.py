@@ -289,6 +289,34 @@ class IssueStore:
         ids = sorted(self._call(self.redis.smembers, self.keys.open_for_agency(agency)))
         return self._load_many(ids)
 
+    def pressing_ids(self, statuses: list[str], filter_keys: list[str]) -> list[str]:
+        """Ids of the issues in any of ``statuses`` and in every index set of
+        ``filter_keys``, most pressing first: those with no deadline yet (waiting to be
+        routed or triaged), newest first, then by their earliest pending deadline
+        (``{p}:deadlines``). One round trip; the desk's board reads records for the
+        first few only."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(self.keys.deadlines, 0, -1)
+        for status in statuses:
+            pipe.smembers(self.keys.by_status(status))
+        for key in filter_keys:
+            pipe.smembers(key)
+        members, *sets = self._call(pipe.execute)
+        wanted = set().union(*sets[:len(statuses)])
+        for index in sets[len(statuses):]:
+            wanted &= index
+        by_deadline, seen = [], set()
+        for member in members:
+            issue_id = member.split("|", 1)[0]
+            if issue_id in wanted and issue_id not in seen:
+                seen.add(issue_id)
+                by_deadline.append(issue_id)
+        return sorted(wanted - seen, reverse=True) + by_deadline
+
+    def load_many(self, ids: list[str]) -> list[IssueRecord]:
+        """Records by id, in that order (unknown ids left out)."""
+        return self._load_many(ids)
+
     def _load_many(self, ids: list[str]) -> list[IssueRecord]:
         if not ids:
             return []

@@ -5,7 +5,12 @@ expects a patched world (as under ``nameko run`` / ``whistle up``): patch
 before anything else is imported.
 """
 
+import os
 import warnings
+
+# Selenium (the browser tests) brings trio, which registers a Hypothesis plugin that
+# cannot import under eventlet's green sockets; Whistle's tests use no Hypothesis plugin.
+os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

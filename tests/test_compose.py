@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 CONFIG_FILE = ROOT / "config.yaml"
 
-WHISTLE_SERVICES = ("intake", "routing", "agency", "notify")
-HOST_PORTS = {"intake": 8001, "routing": 8002, "agency": 8003, "notify": 8004}
+WHISTLE_SERVICES = ("intake", "routing", "agency", "notify", "web")
+HOST_PORTS = {"intake": 8001, "routing": 8002, "agency": 8003, "notify": 8004, "web": 8000}
 
 # Every key the services read (shared/config.py); operator-only keys (the CLI's) are not here.
 CONFIG_KEYS = {
@@ -59,6 +59,7 @@ CONFIG_KEYS = {
     "OPEN311_PUBLIC_READ",
     "OPEN311_DEFAULT_COMMUNITY",
     "OPEN311_POST_LIMIT",
+    "WHISTLE_RABBIT_API",
 }
 # Environment variables config.yaml reads (MAX_WORKERS feeds max_workers).
 CONFIG_ENV_VARS = (CONFIG_KEYS - {"max_workers"}) | {"MAX_WORKERS"}

@@ -28,7 +28,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--services", "only", default=",".join(("intake", "routing", "agency", "notify")),
+@click.option("--services", "only", default=",".join(("intake", "routing", "agency", "notify", "web")),
               show_default=True, help="Comma-separated services to run in this process.")
 @click.option("--address", default=None, help="HTTP bind address [host:]port "
               "(default: $WEB_SERVER_ADDRESS or 127.0.0.1:8000).")

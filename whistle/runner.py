@@ -16,7 +16,7 @@ from shared.logging import configure_logging
 
 _log = getLogger("whistle.up")
 
-SERVICE_NAMES = ("intake", "routing", "agency", "notify")
+SERVICE_NAMES = ("intake", "routing", "agency", "notify", "web")
 
 
 def service_classes(names: tuple[str, ...]) -> list[type]:
@@ -24,9 +24,10 @@ def service_classes(names: tuple[str, ...]) -> list[type]:
     from services.intake.service import IntakeService
     from services.notify.service import NotifyService
     from services.routing.service import RoutingService
+    from services.web.service import WebService
 
     by_name = {cls.name: cls for cls in (IntakeService, RoutingService, AgencyService,
-                                         NotifyService)}
+                                         NotifyService, WebService)}
     return [by_name[n] for n in names]
 
 

@@ -69,8 +69,20 @@ def assignment_view(record: IssueRecord, agency: str, now: datetime) -> dict[str
         location=record.location.model_dump(mode="json"),
         other_agencies=[a.agency for a in record.assignments if a.agency != agency],
         overdue=overdue,
+        table=table_view(record, agency),
     )
     return view
+
+
+def table_view(record: IssueRecord, agency: str) -> dict[str, Any] | None:
+    """The table (问题在桌面解决) as one invited agency sees it: when and where, whether it
+    has checked in, and its own tasks (another agency's tasks are not its business)."""
+    table = record.table
+    if table is None or agency not in table.invited:
+        return None
+    return {"meets_at": table.meets_at.isoformat(), "place": table.place,
+            "checked_in": agency in table.checked_in,
+            "tasks": [t.model_dump(mode="json") for t in table.tasks if t.agency == agency]}
 
 
 def report_in(record: IssueRecord, agency: str, staff_id: str,

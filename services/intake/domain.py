@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from shared.contracts import IssueReceived, SubmitIssue
-from shared.issue import IssueRecord, receive
+from shared.contracts import AssignmentStatus, DeadlineKind, IssueReceived, IssueStatus, SubmitIssue
+from shared.issue import IssueRecord, pending_deadlines, receive
+
+# The board's "open": everything not yet closed and not folded into another issue.
+OPEN_STATUSES = [s for s in IssueStatus if s not in (IssueStatus.closed, IssueStatus.merged)]
 
 
 def accept_issue(submission: SubmitIssue, issue_id: str, trace_id: str,
@@ -27,3 +31,38 @@ def accept_issue(submission: SubmitIssue, issue_id: str, trace_id: str,
         language=submission.language, has_contact=bool(contact),
     )
     return record, contact, received
+
+
+def board_row(record: IssueRecord, now: datetime) -> dict[str, Any]:
+    """One issue as a line of the desk's live board: its state, its lead agency, how far
+    up it has been whistled (三级吹哨), and its next deadline (an agency's 报到 or
+    办结, else the resident's rating window). Overdue: a deadline passed with that
+    part not done. No description, no contact: the board is read across the room."""
+    deadlines = sorted(pending_deadlines(record), key=lambda d: d.due)
+    work = [d for d in deadlines if d.kind is not DeadlineKind.feedback]
+    upcoming = (work or deadlines or [None])[0]
+    lead = next((a for a in record.assignments if a.role.value == "lead"), None)
+    overdue = any(
+        a.status is not AssignmentStatus.resolved
+        and (a.acknowledge_overdue or a.resolve_overdue
+             or (a.status is AssignmentStatus.assigned and now > a.acknowledge_by)
+             or now > a.resolve_by)
+        for a in record.assignments)
+    return {
+        "issue_id": record.issue_id,
+        "status": record.status.value,
+        "priority": record.priority.value if record.priority else None,
+        "category": record.category,
+        "community": record.location.community,
+        "lead": None if lead is None else {"agency": lead.agency, "agency_name": lead.agency_name,
+                                           "agency_name_en": lead.agency_name_en},
+        "agencies": record.agencies(),
+        "escalation_level": record.escalation_level.value,
+        "reopen_count": record.reopen_count,
+        "next_deadline": upcoming.due.isoformat() if upcoming else None,
+        "next_deadline_kind": upcoming.kind.value if upcoming else None,
+        "next_deadline_agency": upcoming.agency if upcoming and work else None,
+        "overdue": overdue,
+        "received_at": record.received_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+    }

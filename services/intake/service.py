@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from nameko.dependency_providers import Config
 
-from services.intake.domain import accept_issue
+from services.intake.domain import OPEN_STATUSES, accept_issue, board_row
 from services.intake.open311.api import Open311Api
 from services.intake.stats import StatsWindow, compute_stats
 from shared import config as cfg
-from shared.contracts import IssueFilter, SubmitIssue, new_id, utcnow
+from shared.contracts import BoardFilter, IssueFilter, SubmitIssue, new_id, utcnow
 from shared.errors import EXPECTED_ERRORS, Unavailable
 from shared.issue import public_view
 from shared.logging import WorkerLogger
@@ -65,6 +65,27 @@ class IntakeService(Open311Api):
         bounds = validate(StatsWindow, window or {})
         journals = self.store.journals(self.store.issue_ids_received(*bounds.issues_received()))
         return compute_stats(journals, bounds.since, bounds.until, utcnow())
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def board(self, filters: dict | None = None) -> dict:
+        """The desk's live board: open issues (or ``status``), most pressing first, at most
+        ``limit`` rows, and how many match in all (without the priority filter's cut)."""
+        query = validate(BoardFilter, filters or {})
+        keys = self.store.keys
+        filter_keys = ([keys.by_agency(query.agency)] if query.agency else []) + (
+            [keys.by_community(query.community)] if query.community else [])
+        statuses = [query.status.value] if query.status else [s.value for s in OPEN_STATUSES]
+        ids = self.store.pressing_ids(statuses, filter_keys)
+        now, rows, total = utcnow(), [], len(ids)
+        # A priority filter is applied to the records, so read them a page at a time.
+        for start in range(0, len(ids), query.limit):
+            for record in self.store.load_many(ids[start:start + query.limit]):
+                if query.priority is None or record.priority is query.priority:
+                    rows.append(board_row(record, now))
+            if len(rows) >= query.limit or query.priority is None:
+                break
+        return {"rows": rows[:query.limit], "total": total if query.priority is None else None,
+                "as_of": now.isoformat()}
 
     # ----------------------------------------------------------------- HTTP
 

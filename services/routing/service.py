@@ -229,6 +229,14 @@ class RoutingService:
                 "escalation_level": applied.record.escalation_level.value,
                 "reopen_count": applied.record.reopen_count}
 
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def resident_view(self, issue_id: str, token: str) -> dict:
+        """The progress the resident holding ``token`` may see (their link's page)."""
+        grant = verify_feedback_token(token or "", cfg.get(self.config, cfg.SECRET), issue_id)
+        reporter = self.store.get(issue_id)
+        record = reporter if grant.issue_id == issue_id else self.store.get(grant.issue_id)
+        return feedback.resident_view(reporter, record, grant, self.store.contact(issue_id))
+
     @http("POST", "/issues/<issue_id>/feedback", expected_exceptions=EXPECTED_ERRORS)
     def submit_feedback_http(self, request, issue_id):
         # The rating link carries the token in its query string; a body may carry it too.

@@ -1,0 +1,132 @@
+"""How a page is answered: templates, security headers, HTML errors, static files.
+
+- :class:`PageHandler` (``@page``) is ``shared.web``'s ``@http`` for pages: the same
+  per-process server (so ``whistle up`` serves pages and API on one address), but an
+  error becomes an HTML page in the reader's language, never JSON or a trace.
+- Every response it sends carries :data:`SECURITY_HEADERS`: a Content-Security-Policy
+  allowing no inline script, ``frame-ancestors 'none'``, nosniff, no referrer (a
+  resident's link carries a token) and no caching of pages.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from functools import partial
+from logging import getLogger
+from pathlib import Path
+from typing import Any
+
+from eventlet.event import Event
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from werkzeug.security import safe_join
+from werkzeug.wrappers import Response
+
+from services.web.views import LANGUAGES, Translator, language_of, local_time, redact_links
+from shared.errors import WhistleError
+from shared.web import JsonHttpHandler, error_response
+
+_log = getLogger(__name__)
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+LANG_COOKIE = "whistle_lang"
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True, lstrip_blocks=True,
+)
+templates.filters["localtime"] = local_time
+templates.filters["redact"] = redact_links
+
+
+def reader_language(request, fallback: str = "zh") -> str:
+    """``?lang=`` first (and remembered by :func:`render`), then the cookie."""
+    asked = request.args.get("lang")
+    if asked in LANGUAGES:
+        return asked
+    return language_of(request.cookies.get(LANG_COOKIE), fallback)
+
+
+def render(request, template: str, status: int = 200, lang: str | None = None,
+           **context: Any) -> Response:
+    lang = lang or reader_language(request)
+    t = Translator(lang)
+    body = templates.get_template(template).render(t=t, lang=lang, path=request.path,
+                                                   **context)
+    response = Response(body, status=status, mimetype="text/html")
+    if request.args.get("lang") in LANGUAGES:
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True,
+                            samesite="Lax", path="/")
+    return response
+
+
+def redirect(location: str, status: int = 303) -> Response:
+    return Response("", status=status, headers={"Location": location})
+
+
+class PageHandler(JsonHttpHandler):
+    """``@http`` for pages: HTML errors in the reader's language, security headers on
+    every response. ``handle_request`` is nameko's, with the request passed on to the
+    error page (nameko's ``response_from_exception`` does not get it)."""
+
+    def handle_request(self, request):
+        request.shallow = False
+        try:
+            context_data = self.server.context_data_from_headers(request)
+            args, kwargs = self.get_entrypoint_parameters(request)
+            self.check_signature(args, kwargs)
+            done = Event()
+            self.container.spawn_worker(self, args, kwargs, context_data=context_data,
+                                        handle_result=partial(self.handle_result, done))
+            response = self.response_from_result(done.wait())
+        except Exception as exc:
+            response = error_page(request, exc)
+        return with_security_headers(response)
+
+
+def error_page(request, exc: Exception) -> Response:
+    """An error as the reader sees it: JSON for the pages' own ``.json`` requests, else
+    a page saying what happened in plain words (never a trace)."""
+    if request.path.endswith(".json"):
+        return error_response(exc)
+    if isinstance(exc, WhistleError):
+        status = exc.status
+    else:
+        _log.error("unhandled error in a page: %s", type(exc).__name__, exc_info=exc)
+        status = 500
+    if status == 401:
+        return redirect("/signin")
+    key = {403: "forbidden", 404: "not_found", 503: "unavailable"}.get(status, "error_title")
+    detail = exc.message if isinstance(exc, WhistleError) and status in (409, 422) else ""
+    return render(request, "error.html", status=status, message_key=key, detail=detail)
+
+
+page = PageHandler.decorator
+
+
+def with_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def static_file(name: str) -> Response:
+    """A file from ``static/`` (CSS, JS, icons): cached for a day, never a listing."""
+    path = safe_join(str(STATIC_DIR), name)
+    if path is None or not Path(path).is_file():
+        return Response("not found", status=404, mimetype="text/plain")
+    mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    response = Response(Path(path).read_bytes(), mimetype=mimetype)
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response

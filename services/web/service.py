@@ -1,0 +1,436 @@
+"""web: the pages (the desk console, the agency workspace, the resident's page, the
+operator's view), served by Whistle itself.
+
+The pages own no data. Every read and every change is an RPC to the service that
+owns it (intake, routing, agency, notify), with the signed-in person's own token,
+so the pages pass through exactly the door the HTTP API uses: a page can never do
+what the token could not do over the API. This service adds only what a browser
+needs: a server-side session behind an HttpOnly cookie, CSRF checks on forms, HTML
+in the reader's language, and security headers. Entrypoints stay thin: texts,
+labels and charts are worked out in ``views.py``.
+
+Who may open what:
+
+- ``/desk/...``: community desk staff (a ``desk`` token);
+- ``/agency/...``: agency staff, their own agency's work only (checked by the agency
+  and routing services, as over the API);
+- ``/issues/{id}/feedback?token=``: the resident holding that link (the signed,
+  expiring token routing checks), and nobody needs to sign in;
+- ``/ops``: operators (an ``ops`` token);
+- ``/signin``, ``/static/...``: anyone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import eventlet
+from nameko.dependency_providers import Config
+from nameko.rpc import RpcProxy
+
+from services.web import views
+from services.web.flow import FlowTap
+from services.web.pages import page as http
+from services.web.pages import (
+    reader_language,
+    redirect,
+    render,
+    static_file,
+)
+from services.web.sessions import COOKIE, SIGNIN_CSRF_COOKIE, Session, Sessions
+from shared import config as cfg
+from shared.auth import StaffPrincipal, verify_token
+from shared.contracts import IssueStatus, utcnow
+from shared.errors import (
+    Forbidden,
+    InvalidPayload,
+    InvalidTransition,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    WhistleError,
+)
+from shared.logging import WorkerLogger
+from shared.web import json_response
+
+DESK = "desk"  # routing.table.DESK: the principal name of community desk staff
+OPERATOR = "ops"  # the principal name of operators (whistle token ops)
+RPC_TIMEOUT_S = 10.0
+
+
+class FormExpired(Forbidden):
+    """A cookie-authenticated form without its session's CSRF secret."""
+
+    code = "csrf"
+
+
+class WebService:
+    name = "web"
+
+    intake = RpcProxy("intake")
+    routing = RpcProxy("routing")
+    agency = RpcProxy("agency")
+    notify = RpcProxy("notify")
+    sessions = Sessions()
+    flow = FlowTap()
+    log = WorkerLogger()
+    config = Config()
+
+    # ------------------------------------------------------------ the door
+
+    @http("GET", "/")
+    def home(self, request):
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            return redirect("/signin")
+        return redirect(self._home_of(self._principal(session)))
+
+    @http("GET", "/static/<path:name>")
+    def static(self, request, name):
+        return static_file(name)
+
+    @http("GET", "/signin")
+    def signin_form(self, request):
+        return self._signin_page(request)
+
+    @http("POST", "/signin")
+    def signin(self, request):
+        # Login CSRF: the form's secret must match the cookie set with the form.
+        expected = request.cookies.get(SIGNIN_CSRF_COOKIE)
+        if not expected or request.form.get("csrf") != expected:
+            return self._signin_page(request, error="csrf_bad", status=403)
+        token = (request.form.get("token") or "").strip()
+        try:
+            principal = verify_token(token, self._secret())
+        except Unauthorized:
+            return self._signin_page(request, error="signin_bad", status=401)
+        session = self.sessions.create(token, self._ttl(token))
+        self.log.info("web_signed_in", agency=principal.agency, staff_id=principal.staff_id)
+        response = redirect(self._home_of(principal))
+        response.set_cookie(COOKIE, session.sid, httponly=True, samesite="Strict", path="/",
+                            secure=self._secure_cookies())
+        response.delete_cookie(SIGNIN_CSRF_COOKIE, path="/signin")
+        return response
+
+    @http("POST", "/signout")
+    def signout(self, request):
+        session, _ = self._staff(request)
+        self._check_form(request, session)
+        self.sessions.delete(session.sid)
+        response = redirect("/signin")
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    # ------------------------------------------------------------- the desk
+
+    @http("GET", "/desk")
+    def board(self, request):
+        session, principal = self._staff(request, DESK)
+        filters = self._board_filters(request)
+        board = self._rpc(self.intake.board, filters)
+        t = views.Translator(reader_language(request))
+        return self._page(request, "board.html", session, principal, filters=filters,
+                          rows=views.board_rows(board["rows"], t), total=board["total"],
+                          now=utcnow(), statuses=STATUSES, priorities=PRIORITIES,
+                          query=urlencode(filters))
+
+    @http("GET", "/desk/board.json")
+    def board_json(self, request):
+        self._staff(request, DESK)
+        board = self._rpc(self.intake.board, self._board_filters(request))
+        t = views.Translator(reader_language(request))
+        rows = views.board_rows(board["rows"], t)
+        return json_response({"rows": rows, "total": board["total"], "as_of": board["as_of"],
+                              "labels": {"overdue": t("overdue"), "due_in": t("due_in"),
+                                         "due_over": t("due_over")}})
+
+    @http("GET", "/desk/new")
+    def new_issue_form(self, request):
+        session, principal = self._staff(request, DESK)
+        return self._page(request, "new_issue.html", session, principal, form={}, errors={})
+
+    @http("POST", "/desk/new")
+    def new_issue(self, request):
+        session, principal = self._staff(request, DESK)
+        form = self._check_form(request, session)
+        try:
+            receipt = self._rpc(self.intake.submit_issue, views.submission_from_form(form))
+        except InvalidPayload as exc:
+            # The API's own 422, each field's error shown beside that field.
+            t = views.Translator(reader_language(request))
+            return self._page(request, "new_issue.html", session, principal, status=422,
+                              form=form, errors=views.field_errors(exc.errors, t))
+        return redirect(f"/desk/issues/{receipt['issue_id']}?done=submitted")
+
+    @http("GET", "/desk/issues/<issue_id>")
+    def issue_page(self, request, issue_id):
+        session, principal = self._staff(request, DESK)
+        issue = self._rpc(self.intake.get_issue, issue_id)
+        messages = self._rpc(self.notify.list_notifications, issue_id)
+        tz = self._tz()
+        return self._page(request, "issue.html", session, principal, issue=issue,
+                          messages=views.messages_view(messages, tz),
+                          done=request.args.get("done"), error=request.args.get("error"))
+
+    @http("POST", "/desk/issues/<issue_id>/table")
+    def convene_table(self, request, issue_id):
+        return self._desk_action(request, issue_id, lambda token, form: self.routing.convene_table(
+            token, issue_id, {"meets_at": self._local_datetime(form.get("meets_at")),
+                              "place": form.get("place", ""),
+                              "agencies": _codes(form.get("agencies"))}))
+
+    @http("POST", "/desk/issues/<issue_id>/table/agencies")
+    def invite_to_table(self, request, issue_id):
+        return self._desk_action(request, issue_id, lambda token, form: self.routing.invite_to_table(
+            token, issue_id, {"agencies": _codes(form.get("agencies"))}))
+
+    @http("POST", "/desk/issues/<issue_id>/table/tasks")
+    def record_table_task(self, request, issue_id):
+        return self._desk_action(request, issue_id, lambda token, form: self.routing.record_table_task(
+            token, issue_id, {"agency": form.get("agency", "").strip(),
+                              "description": form.get("description", ""),
+                              "due": self._local_datetime(form.get("due"))}))
+
+    @http("POST", "/desk/issues/<issue_id>/split")
+    def split_issue(self, request, issue_id):
+        return self._desk_action(request, issue_id,
+                                 lambda token, form: self.routing.split_issue(token, issue_id))
+
+    @http("GET", "/desk/stats")
+    def stats_page(self, request):
+        session, principal = self._staff(request, DESK)
+        try:
+            days = max(1, min(int(request.args.get("days", "30")), 366))
+        except ValueError:
+            days = 30
+        until = utcnow()
+        stats = self._rpc(self.intake.stats, {"since": (until - timedelta(days=days)).isoformat(),
+                                              "until": until.isoformat()})
+        t = views.Translator(reader_language(request))
+        rows = [(t("overall"), stats["overall"])] + sorted(stats["agencies"].items())
+        charts = [views.rate_chart([(name, block[key]) for name, block in rows], t(key))
+                  for key in ("response_rate", "resolution_rate", "satisfaction_rate")]
+        return self._page(request, "stats.html", session, principal, days=days, rows=rows,
+                          charts=charts, percent=views.percent, seconds=views.seconds_text)
+
+    # ------------------------------------------------------ the agency staff
+
+    @http("GET", "/agency")
+    def workspace(self, request):
+        session, principal = self._staff(request)
+        if principal.agency in (DESK, OPERATOR):
+            raise Forbidden("the workspace is for agency staff")
+        assignments = self._rpc(self.agency.list_assignments, session.token, principal.agency,
+                                "open")
+        assignments.sort(key=lambda a: _next_deadline(a) or "")
+        return self._page(request, "agency.html", session, principal, assignments=assignments,
+                          now=utcnow(), next_deadline=_next_deadline,
+                          done=request.args.get("done"), error=request.args.get("error"))
+
+    @http("POST", "/agency/<agency>/assignments/<issue_id>/acknowledge")
+    def acknowledge(self, request, agency, issue_id):
+        return self._agency_action(request, lambda token, form: self.agency.acknowledge(
+            token, agency, issue_id, {"note": form.get("note") or None}))
+
+    @http("POST", "/agency/<agency>/assignments/<issue_id>/resolve")
+    def resolve(self, request, agency, issue_id):
+        return self._agency_action(request, lambda token, form: self.agency.resolve(
+            token, agency, issue_id, {"note": form.get("note", "")}))
+
+    @http("POST", "/agency/issues/<issue_id>/table/check-in")
+    def check_in(self, request, issue_id):
+        return self._agency_action(request, lambda token, form: self.routing.check_in_at_table(
+            token, issue_id))
+
+    @http("POST", "/agency/issues/<issue_id>/table/tasks/<task_id>/done")
+    def task_done(self, request, issue_id, task_id):
+        return self._agency_action(request, lambda token, form: self.routing.complete_table_task(
+            token, issue_id, task_id, {"note": form.get("note", "")}))
+
+    # ---------------------------------------------------------- the resident
+
+    @http("GET", "/issues/<issue_id>/feedback")
+    def resident_page(self, request, issue_id):
+        token = request.args.get("token", "")
+        try:
+            view = self._rpc(self.routing.resident_view, issue_id, token)
+        except (Unauthorized, Forbidden, NotFound, InvalidPayload) as exc:
+            return self._resident_problem(request, exc)
+        lang = reader_language(request, fallback=view["language"])
+        t = views.Translator(lang)
+        return render(request, "resident.html", lang=lang, view=view,
+                      steps=views.resident_steps(view, t), token=token,
+                      rated=request.args.get("rated"), tz=self._tz())
+
+    @http("POST", "/resident/<issue_id>/rating")
+    def resident_rating(self, request, issue_id):
+        # No cookie is involved: the form carries the link's own token, which is what
+        # authorizes it (a forged form would need that token), so no CSRF secret.
+        token = request.form.get("token", "")
+        body = {"token": token, "rating": request.form.get("rating", "")}
+        if (request.form.get("comment") or "").strip():
+            body["comment"] = request.form["comment"]
+        try:
+            result = self._rpc(self.routing.submit_feedback, issue_id, body)
+        except (Unauthorized, Forbidden, NotFound) as exc:
+            return self._resident_problem(request, exc)
+        except InvalidPayload:
+            return redirect(self._resident_link(issue_id, token, "invalid"))
+        except InvalidTransition:
+            return redirect(self._resident_link(issue_id, token, "already"))
+        outcome = "reopened" if result["status"] != "closed" else "thanks"
+        return redirect(self._resident_link(issue_id, token, outcome))
+
+    # --------------------------------------------------------- the operators
+
+    @http("GET", "/ops")
+    def ops_page(self, request):
+        session, principal = self._staff(request, OPERATOR)
+        from whistle.status_cli import gather
+
+        report = gather(self.config)
+        return self._page(request, "ops.html", session, principal, report=report,
+                          lines=self.flow.after(0, 100))
+
+    @http("GET", "/ops/flow.json")
+    def ops_flow(self, request):
+        self._staff(request, OPERATOR)
+        try:
+            after = int(request.args.get("after", "0"))
+        except ValueError:
+            after = 0
+        return json_response({"lines": self.flow.after(after)})
+
+    # ------------------------------------------------------------ internals
+
+    def _staff(self, request, role: str | None = None) -> tuple[Session, StaffPrincipal]:
+        """The signed-in person, their token verified again now, as the API would."""
+        session = self.sessions.get(request.cookies.get(COOKIE))
+        if session is None:
+            raise Unauthorized("sign in first")
+        principal = self._principal(session)
+        if role is not None and principal.agency != role:
+            self.log.warning("web_forbidden", agency=principal.agency, wanted=role,
+                             path=request.path)
+            raise Forbidden(f"this page is for {role} staff")
+        return session, principal
+
+    def _principal(self, session: Session) -> StaffPrincipal:
+        try:
+            return verify_token(session.token, self._secret())
+        except Unauthorized:
+            self.sessions.delete(session.sid)
+            raise
+
+    def _check_form(self, request, session: Session) -> dict:
+        form = request.form.to_dict()
+        if not session.csrf_ok(form.pop("csrf", None)):
+            raise FormExpired("the form's CSRF secret does not match the session")
+        return form
+
+    def _desk_action(self, request, issue_id: str, call):
+        session, _ = self._staff(request, DESK)
+        form = self._check_form(request, session)
+        return self._acted(lambda: call(session.token, form), f"/desk/issues/{issue_id}")
+
+    def _agency_action(self, request, call):
+        session, _ = self._staff(request)
+        form = self._check_form(request, session)
+        return self._acted(lambda: call(session.token, form), "/agency")
+
+    def _acted(self, call, back: str):
+        """Do it; back to the page with what happened. 403 and 404 are their own pages:
+        someone asked for what is not theirs (or not there)."""
+        try:
+            self._rpc(call)
+        except WhistleError as exc:
+            if exc.status in (400, 409, 422):
+                return redirect(f"{back}?{urlencode({'error': exc.message[:300]})}")
+            raise
+        return redirect(f"{back}?done=1")
+
+    def _rpc(self, method, *args):
+        """An RPC to the service that owns the data; an answer within ``RPC_TIMEOUT_S``
+        or 503 (nameko's in-service proxy would otherwise wait for ever)."""
+        with eventlet.Timeout(RPC_TIMEOUT_S, Unavailable("a service did not answer in time")):
+            return method(*args)
+
+    def _page(self, request, template: str, session: Session, principal: StaffPrincipal,
+              status: int = 200, **context):
+        return render(request, template, status=status, csrf=session.csrf, principal=principal,
+                      desk=principal.agency == DESK, operator=principal.agency == OPERATOR,
+                      tz=self._tz(), **context)
+
+    def _signin_page(self, request, error: str | None = None, status: int = 200):
+        import secrets
+
+        csrf = secrets.token_urlsafe(24)
+        response = render(request, "signin.html", status=status, signin_csrf=csrf, error=error)
+        response.set_cookie(SIGNIN_CSRF_COOKIE, csrf, httponly=True, samesite="Strict",
+                            path="/signin", secure=self._secure_cookies())
+        return response
+
+    def _resident_problem(self, request, exc: Exception):
+        """An expired, reused or forged link: a clear page in the resident's language
+        (the link's own ``lang``, else Chinese), never JSON."""
+        expired = "expired" in str(exc)
+        lang = reader_language(request)
+        return render(request, "resident_error.html", status=410 if expired else 403, lang=lang,
+                      title_key="link_expired_title" if expired else "link_invalid_title",
+                      message_key="link_expired" if expired else "link_invalid")
+
+    @staticmethod
+    def _resident_link(issue_id: str, token: str, outcome: str) -> str:
+        return f"/issues/{issue_id}/feedback?{urlencode({'token': token, 'rated': outcome})}"
+
+    @staticmethod
+    def _home_of(principal: StaffPrincipal) -> str:
+        return {DESK: "/desk", OPERATOR: "/ops"}.get(principal.agency, "/agency")
+
+    @staticmethod
+    def _board_filters(request) -> dict:
+        return {k: v for k in ("status", "priority", "agency", "community")
+                if (v := (request.args.get(k) or "").strip())}
+
+    def _local_datetime(self, value: str | None) -> str:
+        """A ``datetime-local`` input (no zone) in the desk's time zone, as ISO 8601."""
+        if not value:
+            return ""
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value  # the API says what is wrong with it
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=ZoneInfo(self._tz()))
+        return moment.isoformat()
+
+    def _ttl(self, token: str) -> int:
+        import jwt
+
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp", 0)
+        return int(exp - utcnow().timestamp())
+
+    def _secret(self) -> str:
+        return cfg.get(self.config, cfg.SECRET)
+
+    def _tz(self) -> str:
+        return cfg.get(self.config, cfg.DISPLAY_TZ)
+
+    def _secure_cookies(self) -> bool:
+        return str(cfg.get(self.config, cfg.PUBLIC_URL)).startswith("https:")
+
+
+STATUSES = tuple(s.value for s in IssueStatus)
+PRIORITIES = ("urgent", "high", "normal", "complex")
+
+
+def _codes(text: str | None) -> list[str]:
+    return [c.strip() for c in (text or "").replace("，", ",").split(",") if c.strip()]
+
+
+def _next_deadline(assignment: dict) -> str | None:
+    if assignment.get("status") == "assigned":
+        return assignment.get("acknowledge_by")
+    return assignment.get("resolve_by")

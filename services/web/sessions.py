@@ -1,0 +1,70 @@
+"""Staff sessions for the pages: the pasted token stays on the server.
+
+The browser holds only a random session id, in an HttpOnly, SameSite=Strict cookie;
+the token itself is kept in Redis (``{p}:web:session:{sid}``) with the session's
+CSRF secret, and expires with the token. Every request verifies the token again
+with the same helper the API uses, so a token that expired (or was revoked) ends
+the session at once. Signing out deletes the key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from shared.store import RedisProvider
+
+COOKIE = "whistle_session"
+SIGNIN_CSRF_COOKIE = "whistle_signin"
+MAX_SESSION_S = 12 * 3600
+
+
+@dataclass(frozen=True)
+class Session:
+    sid: str
+    token: str
+    csrf: str
+
+    def csrf_ok(self, submitted: str | None) -> bool:
+        return bool(submitted) and hmac.compare_digest(self.csrf, submitted)
+
+
+class SessionStore:
+    def __init__(self, client, prefix: str):
+        self.redis, self.prefix = client, prefix
+
+    def _key(self, sid: str) -> str:
+        return f"{self.prefix}:web:session:{sid}"
+
+    def create(self, token: str, ttl_s: int) -> Session:
+        session = Session(sid=secrets.token_urlsafe(32), token=token,
+                          csrf=secrets.token_urlsafe(32))
+        ttl = max(1, min(int(ttl_s), MAX_SESSION_S))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self._key(session.sid), mapping={"token": token, "csrf": session.csrf})
+        pipe.expire(self._key(session.sid), ttl)
+        pipe.execute()
+        return session
+
+    def get(self, sid: str | None) -> Session | None:
+        if not sid or len(sid) > 64:
+            return None
+        data = self.redis.hgetall(self._key(sid))
+        if not data.get("token"):
+            return None
+        return Session(sid=sid, token=data["token"], csrf=data["csrf"])
+
+    def delete(self, sid: str) -> None:
+        self.redis.delete(self._key(sid))
+
+
+class Sessions(RedisProvider):
+    """Injects a :class:`SessionStore` (one Redis client per container)."""
+
+    def setup(self):
+        super().setup()
+        self.sessions = SessionStore(self.client, self.prefix)
+
+    def get_dependency(self, worker_ctx):
+        return self.sessions

@@ -1,0 +1,145 @@
+// Whistle pages: light progressive enhancement. Every page works without this file;
+// with it, the board refreshes itself, countdowns tick and the operator's flow is live.
+// Data goes into the page with textContent only (never as HTML).
+(function () {
+  "use strict";
+
+  function texts() {
+    var out = {};
+    var tpl = document.getElementById("i18n");
+    if (!tpl) return out;
+    tpl.content.querySelectorAll("[data-key]").forEach(function (el) {
+      out[el.dataset.key] = el.textContent;
+    });
+    return out;
+  }
+  var T = texts();
+  var zh = document.documentElement.lang.indexOf("zh") === 0;
+
+  function fill(template, values) {
+    return (template || "").replace(/\{(\w+)\}/g, function (_, k) {
+      return values[k] === undefined ? "" : values[k];
+    });
+  }
+
+  function duration(seconds) {
+    seconds = Math.floor(Math.abs(seconds));
+    var units = zh ? ["天", "小时", "分", "秒"] : [" d", " h", " min", " s"];
+    var parts = [Math.floor(seconds / 86400), Math.floor(seconds % 86400 / 3600),
+                 Math.floor(seconds % 3600 / 60), seconds % 60];
+    var out = [];
+    for (var i = 0; i < parts.length && out.length < 2; i++) {
+      if (parts[i]) out.push(parts[i] + units[i]);
+    }
+    if (!out.length) out.push("0" + units[3]);
+    return out.join(zh ? "" : " ");
+  }
+
+  // Countdowns: every [data-due] cell shows the time left (or over) and ticks.
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("[data-due]").forEach(function (el) {
+      if (!el.dataset.due) return;
+      var left = (Date.parse(el.dataset.due) - now) / 1000;
+      el.textContent = fill(left >= 0 ? T.due_in : T.due_over,
+                            {kind: el.dataset.kind || "", left: duration(left)});
+      el.classList.toggle("late", left < 0);
+    });
+  }
+
+  // The desk's live board: poll the JSON the page was rendered from, re-draw the rows.
+  function cell(tr, text, cls) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+    return td;
+  }
+
+  function drawBoard(body, data) {
+    var rows = document.createDocumentFragment();
+    data.rows.forEach(function (r) {
+      var tr = document.createElement("tr");
+      tr.dataset.issue = r.issue_id;
+      tr.dataset.status = r.status;
+      if (r.overdue) tr.className = "overdue";
+      var td = document.createElement("td");
+      var a = document.createElement("a");
+      a.href = "/desk/issues/" + encodeURIComponent(r.issue_id);
+      a.textContent = r.issue_id;
+      td.appendChild(a);
+      tr.appendChild(td);
+      cell(tr, r.status_label, "st st-" + r.status);
+      cell(tr, r.priority_label, "pr pr-" + r.priority);
+      cell(tr, r.category || "—");
+      cell(tr, r.community);
+      cell(tr, r.lead_label);
+      cell(tr, r.level_label, "lv lv-" + r.escalation_level);
+      var due = cell(tr, "—", "due");
+      due.dataset.due = r.next_deadline || "";
+      due.dataset.kind = r.kind_label;
+      rows.appendChild(tr);
+    });
+    body.replaceChildren(rows);
+    var empty = document.getElementById("board-empty");
+    if (empty) empty.hidden = data.rows.length > 0;
+    var count = document.getElementById("board-count");
+    if (count && data.total !== null) {
+      count.textContent = fill(T.shown_of, {shown: data.rows.length, total: data.total});
+    }
+    var updated = document.getElementById("board-updated");
+    if (updated) updated.textContent = fill(T.updated, {time: new Date().toLocaleTimeString(document.documentElement.lang)});
+    tick();
+  }
+
+  function poll(url, every, onData) {
+    var busy = false;
+    function once() {
+      if (busy || document.hidden) return;
+      busy = true;
+      fetch(url(), {credentials: "same-origin", headers: {Accept: "application/json"}})
+        .then(function (r) {
+          if (r.status === 401 || r.redirected) { window.location = "/signin"; return null; }
+          return r.ok ? r.json() : null;
+        })
+        .then(function (data) { if (data) onData(data); })
+        .catch(function () {})
+        .then(function () { busy = false; });
+    }
+    once();
+    setInterval(once, every);
+  }
+
+  var board = document.getElementById("board");
+  if (board) {
+    var body = document.getElementById("board-rows");
+    poll(function () { return board.dataset.source; }, 1000,
+         function (data) { drawBoard(body, data); });
+  }
+
+  var flow = document.getElementById("flow");
+  if (flow) {
+    var flowBody = document.getElementById("flow-rows");
+    var last = 0;
+    flowBody.querySelectorAll("tr[data-seq]").forEach(function (tr) {
+      last = Math.max(last, Number(tr.dataset.seq));
+    });
+    poll(function () { return flow.dataset.source + "?after=" + last; }, 1000, function (data) {
+      data.lines.forEach(function (l) {
+        var tr = document.createElement("tr");
+        tr.dataset.seq = l.seq;
+        [l.time.slice(11, 23), l.service || "-", l.type, l.issue || "-", l.agency || "-",
+         l.since_received_s === null || l.since_received_s === undefined ? ""
+           : "+" + l.since_received_s.toFixed(3) + "s"].forEach(function (text) {
+          cell(tr, text);
+        });
+        flowBody.insertBefore(tr, flowBody.firstChild);
+        last = Math.max(last, l.seq);
+      });
+      while (flowBody.children.length > 300) flowBody.removeChild(flowBody.lastChild);
+    });
+  }
+
+  tick();
+  setInterval(tick, 1000);
+})();

@@ -1,0 +1,236 @@
+"""What the pages show, worked out without I/O: texts, labels, clocks, charts.
+
+Everything here is pure (no nameko, no Redis), so the pages' logic is unit-tested
+in milliseconds; ``service.py`` only fetches data over RPC and renders.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+I18N_DIR = Path(__file__).with_name("i18n")
+LANGUAGES = ("zh", "en")
+DEFAULT_LANGUAGE = "zh"
+
+
+@cache
+def catalogue(lang: str) -> dict[str, str]:
+    with open(I18N_DIR / f"{lang}.yaml", encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def language_of(value: str | None, fallback: str = DEFAULT_LANGUAGE) -> str:
+    return value if value in LANGUAGES else fallback
+
+
+@dataclass(frozen=True)
+class Translator:
+    """``t("key", name=value)``: the page text in one language; a missing key shows
+    itself (never an exception in a page)."""
+
+    lang: str
+
+    def __call__(self, key: str, **values: Any) -> str:
+        text = catalogue(self.lang).get(key) or catalogue(DEFAULT_LANGUAGE).get(key) or key
+        return text.format(**values) if values else text
+
+    def label(self, prefix: str, code: str | None) -> str:
+        return self(f"{prefix}_{code}") if code else "—"
+
+
+# ---------------------------------------------------------------- time
+
+
+def duration_text(seconds: float, lang: str) -> str:
+    """``3725`` -> ``1 h 2 min`` / ``1小时2分``: two units at most, never negative."""
+    seconds = int(abs(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    units = (("天", "d"), ("小时", "h"), ("分", "min"), ("秒", "s"))
+    parts = [(n, u) for n, u in zip((days, hours, minutes, secs), units, strict=True) if n]
+    parts = parts[:2] or [(0, units[3])]
+    if lang == "zh":
+        return "".join(f"{n}{u[0]}" for n, u in parts)
+    return " ".join(f"{n} {u[1]}" for n, u in parts)
+
+
+def local_time(value: str | datetime | None, tz: str) -> str:
+    if not value:
+        return "—"
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+def deadline_text(row: dict[str, Any], now: datetime, t: Translator) -> str:
+    """"报到还剩 1小时2分" / "Resolve overdue by 5 min" for a board or workspace row."""
+    due = row.get("next_deadline")
+    if not due:
+        return "—"
+    left = (datetime.fromisoformat(due) - now).total_seconds()
+    kind = t.label("kind", row.get("next_deadline_kind"))
+    key = "due_in" if left >= 0 else "due_over"
+    return t(key, kind=kind, left=duration_text(left, t.lang))
+
+
+# -------------------------------------------------------------- the board
+
+
+def board_rows(rows: list[dict[str, Any]], t: Translator) -> list[dict[str, Any]]:
+    """Board rows (intake's ``board``) with their labels in the reader's language; the
+    countdown itself is computed by the browser from ``next_deadline``."""
+    out = []
+    for row in rows:
+        lead = row.get("lead") or {}
+        out.append({
+            **row,
+            "status_label": t.label("status", row["status"]) + (
+                f" · {t('reopened_n', n=row['reopen_count'])}" if row.get("reopen_count") else ""),
+            "priority_label": t.label("priority", row.get("priority")),
+            "level_label": t.label("level", row.get("escalation_level")),
+            "kind_label": t.label("kind", row.get("next_deadline_kind")),
+            "lead_label": (lead.get("agency_name") if t.lang == "zh"
+                           else lead.get("agency_name_en")) or "—",
+        })
+    return out
+
+
+# --------------------------------------------------------------- the forms
+
+
+FORM_ERROR_KEYS = {"missing", "string_too_short", "string_too_long", "string_pattern_mismatch",
+                   "enum", "value_error"}
+
+
+def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
+    """The API's 422 ``fields`` as ``{form field: message}``: each shown beside its field.
+
+    The API names fields by their path in the body (``location.community``,
+    ``contact.phone``); the form's inputs carry the same names.
+    """
+    out: dict[str, str] = {}
+    for err in errors:
+        field = err.get("field") or "(body)"
+        kind = err.get("type") or ""
+        text = t(f"err_{kind}") if kind in FORM_ERROR_KEYS else t("err_other")
+        if t.lang == "en" and kind not in FORM_ERROR_KEYS:
+            text = err.get("message") or text
+        out.setdefault(field, text)
+    return out
+
+
+def submission_from_form(form: dict[str, str]) -> dict[str, Any]:
+    """The desk form as the API's ``SubmitIssue`` body: blanks left out, so the API's own
+    validation decides (and its 422 names the same fields)."""
+    def value(name: str) -> str | None:
+        text = (form.get(name) or "").strip()
+        return text or None
+
+    body: dict[str, Any] = {"description": form.get("description", "")}
+    for name in ("category", "channel", "language"):
+        if value(name):
+            body[name] = value(name)
+    body["location"] = {"community": form.get("location.community", ""),
+                         "address": form.get("location.address", "")}
+    if value("location.grid"):
+        body["location"]["grid"] = value("location.grid")
+    contact = {k: value(f"contact.{k}") for k in ("name", "phone", "email", "preferred_channel")}
+    contact = {k: v for k, v in contact.items() if v}
+    if contact:
+        body["contact"] = contact
+    return body
+
+
+# ----------------------------------------------------------- the issue page
+
+_TOKEN_IN_TEXT = re.compile(r"([?&]token=)[^\s&#\"'<>]+")
+
+
+def redact_links(text: str | None) -> str:
+    """A message as the desk may read it: a link's token replaced (the resident's
+    link is theirs; the desk sees that one was sent, not the key itself)."""
+    return _TOKEN_IN_TEXT.sub(r"\1…", text or "")
+
+
+def messages_view(records: list[dict[str, Any]], tz: str) -> list[dict[str, Any]]:
+    return [{
+        "kind": r.get("kind"), "audience": r.get("audience"), "channel": r.get("channel"),
+        "status": r.get("status"), "attempts": r.get("attempts"),
+        "created_at": local_time(r.get("created_at"), tz),
+        "sent_at": local_time(r.get("sent_at"), tz) if r.get("sent_at") else "",
+        "text": redact_links(r.get("text")), "detail": redact_links(r.get("detail") or ""),
+        "issue_id": r.get("issue_id"),
+    } for r in records]
+
+
+# ------------------------------------------------------------------ charts
+
+CHART_WIDTH = 640
+BAR_HEIGHT = 18
+BAR_GAP = 10
+LABEL_WIDTH = 150
+
+
+def rate_chart(rows: list[tuple[str, float | None]], title: str) -> dict[str, Any]:
+    """A horizontal bar chart of rates (0..1) as SVG geometry, drawn server-side."""
+    plot = CHART_WIDTH - LABEL_WIDTH - 60
+    bars = []
+    for i, (label, rate) in enumerate(rows):
+        y = i * (BAR_HEIGHT + BAR_GAP) + 8
+        width = 0 if rate is None else round(plot * max(0.0, min(rate, 1.0)), 1)
+        bars.append({"label": label, "y": y, "text_y": y + BAR_HEIGHT - 4, "width": width,
+                     "value": "—" if rate is None else f"{rate * 100:.1f}%",
+                     "value_x": LABEL_WIDTH + width + 6})
+    height = len(rows) * (BAR_HEIGHT + BAR_GAP) + 16
+    return {"title": title, "bars": bars, "width": CHART_WIDTH, "height": height,
+            "x0": LABEL_WIDTH, "bar_height": BAR_HEIGHT, "plot": plot}
+
+
+def percent(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate * 100:.1f}%"
+
+
+def seconds_text(seconds: float | None, lang: str) -> str:
+    return "—" if seconds is None else duration_text(seconds, lang)
+
+
+# ----------------------------------------------------------- the resident
+
+
+def resident_steps(view: dict[str, Any], t: Translator) -> list[dict[str, Any]]:
+    """The resident's progress in plain words: received, sent to whom, who reported in,
+    who finished, resolved or closed. Nothing about any other resident."""
+    steps = [{"text": t("resident_received"), "done": True, "at": view.get("received_at")}]
+    agencies = view.get("agencies") or []
+    name = "agency_name" if t.lang == "zh" else "agency_name_en"
+    if agencies:
+        joiner = "、" if t.lang == "zh" else ", "
+        steps.append({"text": t("resident_dispatched",
+                                agencies=joiner.join(a[name] for a in agencies)),
+                      "done": True, "at": None})
+    if view.get("reopen_count"):
+        steps.append({"text": t("resident_reopened", n=view["reopen_count"]), "done": True,
+                      "at": None})
+    for a in agencies:
+        if a.get("acknowledged_at"):
+            steps.append({"text": t("resident_reported_in", agency=a[name]), "done": True,
+                          "at": a["acknowledged_at"]})
+        else:
+            steps.append({"text": t("resident_waiting", agency=a[name]), "done": False,
+                          "at": None})
+        if a.get("resolved_at"):
+            steps.append({"text": t("resident_part_done", agency=a[name]), "done": True,
+                          "at": a["resolved_at"]})
+    if view.get("status") in ("resolved", "closed"):
+        steps.append({"text": t("resident_resolved"), "done": True, "at": None})
+    if view.get("status") == "closed":
+        steps.append({"text": t("resident_closed"), "done": True, "at": None})
+    return steps

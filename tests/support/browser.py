@@ -1,0 +1,115 @@
+"""Debian's Chromium, driven through Debian's chromedriver (Selenium, W3C WebDriver).
+
+Both come from ``scripts/infra.sh`` (packages ``chromium`` and ``chromium-driver``, one
+source package, so their versions always match). The paths are given, so Selenium's
+own driver manager never runs and nothing is downloaded. The flags are the ones this
+machine needs offline: no background networking, no component updates, no sync, and
+a fresh, empty profile per browser.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+DESKTOP, PHONE = 1280, 390
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-extensions", "--lang=zh-CN", "--hide-scrollbars")
+
+T = TypeVar("T")
+
+
+class Browser:
+    """One Chromium with its own profile (its own cookies): one person at a screen."""
+
+    def __init__(self, base_url: str, width: int = DESKTOP, height: int = 900):
+        for path in (CHROMIUM, CHROMEDRIVER):
+            if not Path(path).exists():
+                raise RuntimeError(f"{path} is missing: run scripts/infra.sh (it installs "
+                                   "Debian's chromium and chromium-driver)")
+        self.base_url = base_url
+        self.profile = tempfile.mkdtemp(prefix="whistle-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in (*FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}"):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        self.driver.set_page_load_timeout(30)
+
+    def open(self, path: str) -> Browser:
+        self.driver.get(self.base_url + path)
+        return self
+
+    def find(self, css: str):
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def find_all(self, css: str):
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def fill(self, css: str, text: str) -> None:
+        element = self.find(css)
+        element.clear()
+        element.send_keys(text)
+
+    def text(self, css: str = "body") -> str:
+        return self.find(css).text
+
+    def wait(self, condition: Callable[[], T], timeout: float = 10.0, what: str = "") -> T:
+        """``condition()``'s first truthy value, polled every 50 ms."""
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                value = condition()
+                if value:
+                    return value
+            except Exception as exc:  # the element is being re-drawn: look again
+                last_error = exc
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}"
+                             f"{f' (last error: {last_error!r})' if last_error else ''}")
+
+    def sign_in(self, token: str) -> None:
+        self.open("/signin")
+        self.fill("#token", token)
+        self.find("form[action='/signin'] button[type=submit]").click()
+        self.wait(lambda: "/signin" not in self.driver.current_url, what="signed in")
+
+    def screenshot(self, name: str, widths: tuple[int, ...] = (DESKTOP, PHONE)) -> list[Path]:
+        """The current page at each width, full height, into build/screenshots/."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        paths = []
+        original = self.driver.get_window_size()
+        for width in widths:
+            self.driver.set_window_size(width, 900)
+            height = self.driver.execute_script(
+                "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
+            self.driver.set_window_size(width, min(max(int(height), 600), 4000))
+            path = SCREENSHOTS / f"{name}-{width}.png"
+            self.driver.save_screenshot(str(path))
+            paths.append(path)
+        self.driver.set_window_size(original["width"], original["height"])
+        return paths
+
+    def severe_console_errors(self) -> list[str]:
+        """What the page's console said at level SEVERE: a CSP violation shows there."""
+        return [e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+
+    def quit(self) -> None:
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)

@@ -1,0 +1,152 @@
+"""The pages' pure parts: texts, clocks, forms, charts, the resident's words, the board."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.intake.domain import board_row
+from services.routing.feedback import resident_view
+from services.web import views
+from shared.auth import FeedbackGrant
+from shared.contracts import (
+    AssignmentStatus,
+    Channel,
+    Language,
+    Location,
+    Priority,
+    Rating,
+    Role,
+    Sector,
+)
+from shared.issue import Assignment, IssueRecord, RatingRecord, receive
+from shared.web import redact_request_line
+
+NOW = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+ZH, EN = views.Translator("zh"), views.Translator("en")
+
+
+def record(**changes) -> IssueRecord:
+    base = receive("WH-20261205-0001", "trace-0001", "3号楼有飞线", None,
+                   Location(community="幸福里", address="3号楼"), Channel.desk, Language.zh,
+                   NOW - timedelta(hours=1))
+    return IssueRecord.model_validate({**base.model_dump(), **changes})
+
+
+def assignment(agency="power", role=Role.lead, **changes) -> Assignment:
+    fields = dict(agency=agency, agency_name="供电公司", agency_name_en="Power company",
+                  sector=Sector.power, role=role, assigned_at=NOW - timedelta(hours=1),
+                  acknowledge_by=NOW + timedelta(hours=1), resolve_by=NOW + timedelta(days=1))
+    return Assignment(**{**fields, **changes})
+
+
+def test_both_languages_have_the_same_texts():
+    assert set(views.catalogue("zh")) == set(views.catalogue("en"))
+
+
+def test_a_missing_text_shows_its_key_instead_of_failing():
+    assert ZH("no_such_key") == "no_such_key"
+    assert EN("submitted", issue_id="WH-1") == "Received as WH-1."
+
+
+def test_durations_read_naturally_in_both_languages():
+    assert views.duration_text(3725, "zh") == "1小时2分"
+    assert views.duration_text(-3725, "en") == "1 h 2 min"
+    assert views.duration_text(0, "en") == "0 s"
+    assert views.duration_text(2 * 86400 + 7200 + 5, "en") == "2 d 2 h"
+
+
+def test_deadline_text_says_left_or_overdue():
+    row = {"next_deadline": (NOW + timedelta(minutes=5)).isoformat(),
+           "next_deadline_kind": "acknowledge"}
+    assert views.deadline_text(row, NOW, ZH) == "报到还剩 5分"
+    assert views.deadline_text(row, NOW + timedelta(minutes=10), EN) == "Report in overdue by 5 min"
+    assert views.deadline_text({}, NOW, EN) == "—"
+
+
+def test_the_apis_field_errors_land_beside_the_forms_fields():
+    errors = [{"field": "location.community", "message": "String should have at least 1 character",
+               "type": "string_too_short"},
+              {"field": "contact.phone", "message": "String should match pattern", "type":
+               "string_pattern_mismatch"},
+              {"field": "contact.phone", "message": "second", "type": "missing"}]
+    assert views.field_errors(errors, ZH) == {"location.community": "不能为空",
+                                              "contact.phone": "格式不对"}
+    assert views.field_errors([{"field": "x", "message": "odd", "type": "weird"}], EN) == {
+        "x": "odd"}
+
+
+def test_the_form_becomes_the_apis_body_with_blanks_left_out():
+    body = views.submission_from_form({
+        "description": "飞线", "location.community": "幸福里", "location.address": "3号楼",
+        "location.grid": " ", "contact.phone": "13812345678", "contact.name": "",
+        "contact.preferred_channel": "", "channel": "desk", "language": "zh", "category": ""})
+    assert body == {"description": "飞线", "channel": "desk", "language": "zh",
+                    "location": {"community": "幸福里", "address": "3号楼"},
+                    "contact": {"phone": "13812345678"}}
+
+
+def test_a_missing_community_is_sent_empty_so_the_api_names_it():
+    body = views.submission_from_form({"description": "x"})
+    assert body["location"] == {"community": "", "address": ""} and "contact" not in body
+
+
+def test_links_in_messages_are_redacted_for_the_desk():
+    text = "请打开 http://h/issues/WH-1/feedback?token=eyJ.abc-def_1 评价，&token=x2 也是"
+    assert views.redact_links(text) == "请打开 http://h/issues/WH-1/feedback?token=… 评价，&token=… 也是"
+    assert views.redact_links(None) == ""
+
+
+def test_rate_chart_scales_bars_and_shows_missing_rates_as_dashes():
+    chart = views.rate_chart([("all", 1.0), ("power", 0.5), ("water", None)], "Response")
+    widths = [b["width"] for b in chart["bars"]]
+    assert widths[0] == 2 * widths[1] and widths[2] == 0
+    assert [b["value"] for b in chart["bars"]] == ["100.0%", "50.0%", "—"]
+    assert chart["height"] > 3 * chart["bar_height"]
+
+
+def test_resident_steps_say_who_reported_in_and_who_has_not():
+    view = {"received_at": NOW.isoformat(), "status": "in_progress", "reopen_count": 0,
+            "agencies": [{"agency_name": "供电公司", "agency_name_en": "Power company",
+                          "acknowledged_at": NOW.isoformat(), "resolved_at": None},
+                         {"agency_name": "物业公司", "agency_name_en": "Property management",
+                          "acknowledged_at": None, "resolved_at": None}]}
+    texts = [s["text"] for s in views.resident_steps(view, ZH)]
+    assert texts == ["已受理", "已派给：供电公司、物业公司", "供电公司 已报到", "物业公司 尚未报到"]
+    resolved = {**view, "status": "resolved"}
+    assert views.resident_steps(resolved, EN)[-1]["text"] == "Every agency has finished"
+
+
+def test_board_row_shows_the_next_deadline_and_overdue():
+    fresh = record(status="dispatched", priority=Priority.urgent, category="flying_wire",
+                   assignments=[assignment()])
+    row = board_row(fresh, NOW)
+    assert row["lead"]["agency"] == "power" and row["next_deadline_kind"] == "acknowledge"
+    assert row["next_deadline"] == (NOW + timedelta(hours=1)).isoformat()
+    assert row["overdue"] is False and "description" not in row
+    assert board_row(fresh, NOW + timedelta(hours=2))["overdue"] is True
+    done = record(status="resolved", assignments=[assignment(status=AssignmentStatus.resolved)],
+                  feedback_due=NOW + timedelta(days=7))
+    row = board_row(done, NOW + timedelta(days=2))
+    assert row["next_deadline_kind"] == "feedback" and row["overdue"] is False
+
+
+def test_the_resident_sees_their_own_report_and_a_masked_contact():
+    primary = record(status="resolved", assignments=[assignment(
+        status=AssignmentStatus.resolved, acknowledged_at=NOW, resolved_at=NOW)],
+        reporters=["WH-20261205-0002"])
+    mine = record(issue_id="WH-20261205-0002", description="我家楼下也有飞线",
+                  merged_into=primary.issue_id, status="merged")
+    grant = FeedbackGrant(reporter_issue_id=mine.issue_id, issue_id=primary.issue_id, cycle=0)
+    view = resident_view(mine, primary, grant, {"phone": "13812345678", "name": "王秀英"})
+    assert view["description"] == "我家楼下也有飞线" and view["contact"] == "138****5678"
+    assert view["can_rate"] is True and view["rated"] is False
+    assert "reporters" not in view and "王" not in str(view)
+    rated = IssueRecord.model_validate({**primary.model_dump(), "ratings": [RatingRecord(
+        reporter_issue_id=mine.issue_id, cycle=0, rating=Rating.satisfied, at=NOW)]})
+    view = resident_view(mine, rated, grant, {})
+    assert view["can_rate"] is False and view["rated"] is True and view["contact"] == ""
+
+
+def test_the_access_log_never_holds_a_links_token():
+    line = "GET /issues/WH-20261205-0001/feedback?token=eyJhbGci.x.y&lang=en HTTP/1.1"
+    assert "eyJ" not in redact_request_line(line) and "lang=en" in redact_request_line(line)
