@@ -282,6 +282,16 @@ def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whis
     wait_for(lambda: client.get_service_request(issue_id),
              lambda r: r["agency_responsible"] == "燃气公司")
 
+    # A neighbour reports the same leak at the same place: it joins the open issue.
+    again = post(base, {"api_key": key, "service_code": "gas_leak", "lat": "39.1",
+                        "long": "117.2", "attribute[community]": "缤泰社区",
+                        "description": "我家门口也有煤气味"})
+    assert again.status_code == 201, again.text
+    joined_id = again.json()[0]["service_request_id"]
+    joined = wait_for(lambda: client.get_service_request(joined_id),
+                      lambda r: r["status_notes"].startswith("已并入"))
+    assert issue_id in joined["status_notes"] and joined["agency_responsible"] == "燃气公司"
+
     # The agency reports in and resolves, with its staff token, as staff do.
     staff = {"Authorization": f"Bearer {issue_token('gas', 'gas-07', whistle_env[cfg.SECRET])}"}
     for step, body in (("acknowledge", {}), ("resolve", {"note": "已关阀检修，李先生13900001111确认无味"})):
@@ -295,7 +305,8 @@ def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whis
     assert closed["status_notes"].startswith("各相关单位均已办结")
     assert "139****1111" in closed["status_notes"] and "13900001111" not in str(closed)
     assert closed["updated_datetime"] >= closed["requested_datetime"]
-    assert client.get_service_requests(status="closed")[0]["service_request_id"] == issue_id
+    assert [r["service_request_id"] for r in client.get_service_requests(status="closed")] \
+        == [joined_id, issue_id]
 
     window = {"start_date": started.isoformat(),
               "end_date": (datetime.now(UTC) + timedelta(seconds=5)).isoformat()}
@@ -310,6 +321,13 @@ def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whis
     assert mine[3]["description"] == "燃气公司已完成：已关阀检修，李先生139****1111确认无味"
     assert len({u["update_id"] for u in mine}) == len(mine)
     assert all(u["updated_datetime"].endswith("+08:00") for u in mine)
+
+    # The neighbour's report closes with it, and its updates follow the joined issue.
+    assert client.get_service_request(joined_id)["status"] == "closed"
+    theirs = [u for u in updates if u["service_request_id"] == joined_id]
+    assert [u["status"] for u in theirs] == [
+        "open", "duplicate", "in_progress", "in_progress", "fixed"]
+    assert len({u["update_id"] for u in updates}) == len(updates)
 
     # FixMyStreet reads the XML (perllib/Open311.pm: root, request_update elements).
     xml = requests.get(f"{base}{V2}/servicerequestupdates.xml", params=window, timeout=5)

@@ -15,6 +15,7 @@ from services.intake.open311.mapping import (
     date_window,
     full_name,
     json_pairs,
+    merged_into,
     names_of,
     parse_request_query,
     read_params,
@@ -309,6 +310,40 @@ def test_the_journal_becomes_fixmystreet_style_updates():
     # The window cuts what is shown, not the status worked out before it.
     assert [(u["update_id"], u["status"]) for u in windowed] == [
         ("e4", "in_progress"), ("e5", "in_progress"), ("e6", "fixed")]
+
+
+def test_a_merged_report_follows_the_issue_it_joined():
+    def event(kind, event_id, minutes, **fields):
+        return {"event_type": kind, "event_id": event_id, "issue_id": fields.pop("issue", "WH-20261121-0002"),
+                "occurred_at": (T0 + timedelta(minutes=minutes)).isoformat(), **fields}
+
+    parent = [event("issue.received", "p1", 0, issue="WH-20261121-0001"),
+              event("issue.dispatched", "p2", 1, issue="WH-20261121-0001", assignments=[
+                  {"agency_name": "自来水公司", "agency_name_en": "Water", "role": "lead"}]),
+              event("assignment.acknowledged", "p3", 30, issue="WH-20261121-0001",
+                    agency_name="自来水公司", agency_name_en="Water"),
+              event("issue.resolved", "p4", 90, issue="WH-20261121-0001")]
+    child = [event("issue.received", "c1", 10),
+             event("issue.merged", "c2", 11, into_issue_id="WH-20261121-0001")]
+    assert merged_into(child) == "WH-20261121-0001" and merged_into(parent) is None
+    updates = updates_from_journal("WH-20261121-0002", child, Language.zh, TZ,
+                                   T0, T0 + timedelta(days=1), joined=parent)
+    validate(updates, UPDATES)
+    assert [(u["update_id"], u["status"]) for u in updates] == [
+        ("c1", "open"), ("c2", "duplicate"), ("p3-WH-20261121-0002", "in_progress"),
+        ("p4-WH-20261121-0002", "fixed")]
+    assert {u["service_request_id"] for u in updates} == {"WH-20261121-0002"}
+    split = [*child, event("issue.dispatched", "c3", 20, assignments=[])]
+    assert merged_into(split) is None
+
+    # Its request shows the open issue's progress.
+    record = receive("WH-20261121-0002", "trace-0123456789", "楼上也漏水", None,
+                     Location(community="缤泰社区", address="3号楼"), Channel.app,
+                     Language.zh, T0)
+    record.merged_into = "WH-20261121-0001"
+    view = request_view(record, CATALOG, Language.zh, TZ, merged_into=_issue())
+    assert view["agency_responsible"] == "自来水公司" and view["status"] == "open"
+    assert view["status_notes"].startswith("已并入同一问题的 WH-20261121-0001 一并处理；已派给")
 
 
 # ------------------------------------------------------------------ XML

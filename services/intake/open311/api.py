@@ -34,6 +34,7 @@ from services.intake.open311.mapping import (
     date_window,
     json_pairs,
     language_of,
+    merged_into,
     names_of,
     parse_request_query,
     post_response,
@@ -228,9 +229,14 @@ class Open311Api:
         for n in range(0, len(ids), CHUNK):
             chunk = ids[n:n + CHUNK]
             contacts = self._contacts(chunk)
-            for issue_id, journal in zip(chunk, self.store.journals(chunk), strict=True):
-                updates += updates_from_journal(issue_id, journal, lang, tz, start, end,
-                                                names_of(contacts.get(issue_id, {})))
+            journals = dict(zip(chunk, self.store.journals(chunk), strict=True))
+            parents = {i: merged_into(j) for i, j in journals.items() if merged_into(j)}
+            wanted = sorted(set(parents.values()))
+            joined = dict(zip(wanted, self.store.journals(wanted), strict=True))
+            for issue_id, journal in journals.items():
+                updates += updates_from_journal(
+                    issue_id, journal, lang, tz, start, end,
+                    names_of(contacts.get(issue_id, {})), joined.get(parents.get(issue_id), []))
         # Stable: an issue's steps in the same second keep their journal order.
         updates.sort(key=lambda u: u["updated_datetime"])
         return updates[:1000]

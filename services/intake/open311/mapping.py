@@ -551,20 +551,48 @@ def _update_text(event: dict[str, Any], en: bool, names: frozenset[str]) -> str:
     return kind
 
 
+def merged_into(journal: list[dict[str, Any]]) -> str | None:
+    """The issue this report was last merged into, if it still is (not split off)."""
+    into = None
+    for event in journal:
+        if event.get("event_type") == "issue.merged":
+            into = event.get("into_issue_id")
+        elif event.get("event_type") == "issue.dispatched":
+            into = None  # split off by the desk and routed on its own
+    return into
+
+
+def _joined_events(issue_id: str, journal: list[dict[str, Any]],
+                   joined: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The open issue's steps after this report joined it: the same work answers both."""
+    merged_at = max((e["occurred_at"] for e in journal
+                     if e.get("event_type") == "issue.merged"), default=None)
+    if merged_at is None:
+        return []
+    since = datetime.fromisoformat(merged_at)
+    return [{**e, "event_id": f"{e['event_id']}-{issue_id}"}
+            for e in joined if e.get("event_type") not in ("issue.received", "issue.merged")
+            and datetime.fromisoformat(e["occurred_at"]) > since]
+
+
 def updates_from_journal(issue_id: str, journal: list[dict[str, Any]], lang: Language,
                          tz: ZoneInfo, start: datetime, end: datetime,
-                         names: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+                         names: frozenset[str] = frozenset(),
+                         joined: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """The issue's public steps committed in ``[start, end]``, oldest first.
 
     ``update_id`` is the event's id (stable, unique); ``status`` is the issue's status
     after the step in FixMyStreet's words (``open``, ``investigating``, ``in_progress``,
     ``fixed``, ``closed``, ``duplicate``); ``external_status_code`` is the event type.
+    ``joined``: the journal of the open issue this report was merged into; its steps
+    after the merge follow (their ids suffixed with this report's), so everyone who
+    reported the problem sees it handled.
     """
     en = lang is Language.en
     updates = []
     status = "open"
     seen: set[str] = set()
-    for event in journal:
+    for event in [*journal, *_joined_events(issue_id, journal, list(joined))]:
         kind = event.get("event_type")
         if kind not in _UPDATE_STATUS or event.get("event_id") in seen:
             continue
