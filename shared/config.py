@@ -22,6 +22,8 @@ ENVIRONMENT = "WHISTLE_ENV"
 SECRET = "WHISTLE_SECRET"
 TOKEN_TTL = "WHISTLE_TOKEN_TTL"
 RULES_FILE = "RULES_FILE"
+ROUTING_MODEL = "WHISTLE_ROUTING_MODEL"  # a model artefact; empty: the bundled one, else keywords
+TRIAGE_THRESHOLD = "WHISTLE_TRIAGE_THRESHOLD"  # empty: the classifier's own; 0: no triage
 NOTIFY_CHANNEL = "NOTIFY_CHANNEL"
 NOTIFY_WEBHOOK_URL = "NOTIFY_WEBHOOK_URL"
 DISPLAY_TZ = "WHISTLE_TZ"
@@ -77,6 +79,8 @@ DEFAULTS: dict[str, Any] = {
     RATE_READ: 600,
     AUDIT_MAX_ENTRIES: 1_000_000,
     RULES_FILE: "",
+    ROUTING_MODEL: "",
+    TRIAGE_THRESHOLD: "",
     NOTIFY_CHANNEL: "desk",
     NOTIFY_WEBHOOK_URL: "",
     DISPLAY_TZ: "Asia/Shanghai",
@@ -151,6 +155,20 @@ def get(config: Mapping[str, Any], key: str) -> Any:
     """Read a key, falling back to the development default."""
     value = config.get(key)
     return DEFAULTS[key] if value in (None, "") else value
+
+
+def triage_threshold(config: Mapping[str, Any]) -> float | None:
+    """``WHISTLE_TRIAGE_THRESHOLD`` as a probability, or None (the classifier's own)."""
+    value = str(get(config, TRIAGE_THRESHOLD)).strip()
+    if not value:
+        return None
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{TRIAGE_THRESHOLD}={value!r} is not a number") from None
+    if not 0 <= threshold <= 1:
+        raise ConfigurationError(f"{TRIAGE_THRESHOLD}={value!r} must be between 0 and 1")
+    return threshold
 
 
 def check_production(config: Mapping[str, Any]) -> None:

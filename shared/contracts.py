@@ -121,6 +121,8 @@ class Role(StrEnum):
 
 class IssueStatus(StrEnum):
     received = "received"
+    # The classifier was not sure: the desk chooses the route (POST /issues/{id}/triage).
+    needs_triage = "needs_triage"
     merged = "merged"  # a duplicate, folded into an open issue (共性问题统筹)
     dispatched = "dispatched"
     in_progress = "in_progress"
@@ -160,6 +162,9 @@ class AssignmentStatus(StrEnum):
     assigned = "assigned"
     acknowledged = "acknowledged"
     resolved = "resolved"
+    # The desk rerouted the issue and this agency is no longer involved. Such an
+    # assignment leaves ``IssueRecord.assignments`` for ``IssueRecord.withdrawn``.
+    withdrawn = "withdrawn"
 
 
 # ------------------------------------------------------------------ request models
@@ -245,6 +250,34 @@ class ExplainRoute(Strict):
     community: bounded_text(64) | None = None
 
 
+class ChooseRoute(Strict):
+    """The desk's route for an issue: a category, and optionally other agencies.
+
+    ``lead``/``support`` override the category's rule (unset: the rule's); ``urgent``
+    labels the report (unset: the category's rule decides). ``request_id`` makes a
+    retried request harmless: the same id is applied once.
+    """
+
+    category: Slug
+    lead: Slug | None = None
+    support: list[Slug] | None = Field(default=None, max_length=20)
+    urgent: bool | None = None
+    request_id: str | None = Field(default=None, min_length=8, max_length=64,
+                                   pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class TriageDecision(ChooseRoute):
+    """``POST /issues/{id}/triage``: the desk routes an issue the classifier was unsure of."""
+
+    reason: bounded_text(500) | None = None
+
+
+class Reroute(ChooseRoute):
+    """``POST /issues/{id}/reroute``: the desk corrects a dispatched issue's route."""
+
+    reason: bounded_text(500)
+
+
 class Feedback(Strict):
     """The resident's rating (民事民评), carrying the signed token from the rating request."""
 
@@ -263,6 +296,9 @@ class FeedbackForm(Strict):
 
 class IssueFilter(Strict):
     status: IssueStatus | None = None
+    # Issues the desk still has to look at: held in needs_triage, or dispatched urgently
+    # on a best guess and flagged (``IssueRecord.triage``).
+    triage: bool | None = None
     agency: Slug | None = None
     community: bounded_text(64) | None = None
     limit: int = Field(default=50, ge=1, le=500)
@@ -459,6 +495,33 @@ class IssueReopened(Event):
     assignments: list[AssignmentSummary] = Field(min_length=1)
 
 
+class AssignmentWithdrawn(Event):
+    """The desk rerouted the issue: this agency is no longer involved, its part closed."""
+
+    event_type: ClassVar[str] = "assignment.withdrawn"
+
+    agency: AgencyRef
+    staff_id: str = Field(min_length=1, max_length=64)
+    reason: bounded_text(500)
+
+
+class IssueRerouted(Event):
+    """The desk changed a dispatched issue's category and agencies (told to the resident
+    once). Agencies withdrawn and added each have their own event as well."""
+
+    event_type: ClassVar[str] = "issue.rerouted"
+
+    category: Slug
+    previous_category: Slug
+    priority: Priority
+    staff_id: str = Field(min_length=1, max_length=64)
+    reason: bounded_text(500)
+    withdrawn: list[AgencyRef] = Field(default_factory=list)
+    added: list[AssignmentSummary] = Field(default_factory=list)
+    # Every agency involved now (lead first), for the resident's message.
+    assignments: list[AssignmentSummary] = Field(min_length=1)
+
+
 class IssueClosed(Event):
     event_type: ClassVar[str] = "issue.closed"
 
@@ -470,5 +533,5 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (IssueReceived, IssueDispatched, AssignmentCreated, AssignmentAcknowledged,
                 AssignmentResolved, IssueResolved, IssueMerged, IssueEscalated, TableConvened,
                 TableCheckedIn, TableTaskRecorded, TableTaskDone, IssueRated, IssueReopened,
-                IssueClosed)
+                IssueClosed, AssignmentWithdrawn, IssueRerouted)
 }

@@ -4,6 +4,12 @@ An issue moves ``received -> dispatched -> in_progress -> resolved``. Each of it
 assignments moves ``assigned -> acknowledged (报到) -> resolved``. The issue is
 resolved when every assignment is resolved (及时结单).
 
+When routing is not sure where a report goes, the issue waits for the desk:
+``received -> needs_triage -> dispatched`` (the desk's triage decision). The desk can
+also correct a dispatched or in-progress issue's route (:func:`reroute`): agencies
+no longer involved have their assignment ``withdrawn`` (kept in
+``IssueRecord.withdrawn``, out of their workspace), new ones are assigned.
+
 Every function here takes the current record and returns a new one, or raises
 :class:`~shared.errors.InvalidTransition`. Services persist the result through
 ``shared.store.IssueStore.apply``, which makes the read-modify-write atomic and
@@ -78,6 +84,8 @@ class Assignment(Stored):
     acknowledge_overdue: bool = False
     resolve_overdue: bool = False
     missed_deadlines: int = 0
+    withdrawn_at: datetime | None = None
+    withdrawn_by: str | None = None
 
     def summary(self) -> AssignmentSummary:
         return AssignmentSummary(
@@ -125,7 +133,33 @@ class Routing(Stored):
 
     rule: str
     keywords: list[str] = Field(default_factory=list)
-    category_source: str  # "given" | "keywords" | "fallback"
+    category_source: str  # "given" | "forced" | "model" | "keywords" | "fallback" | "desk"
+    model_version: str | None = None
+    confidence: float | None = None  # the classifier's probability of the category
+
+
+class Suggestion(Stored):
+    category: str
+    probability: float
+
+
+class TriageState(Stored):
+    """The classifier was not sure of this report: the desk decides (or has decided).
+
+    ``held``: the issue waited in ``needs_triage`` with no agency. Otherwise it looked
+    urgent and was dispatched at once to the best guess, and is only flagged.
+    ``pending`` until the desk decides (a triage decision or a reroute).
+    """
+
+    pending: bool = True
+    held: bool
+    suggestions: list[Suggestion] = Field(default_factory=list)
+    reason: str
+    urgent: bool = False
+    flagged_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    decided_category: str | None = None
 
 
 class IssueRecord(Stored):
@@ -142,6 +176,7 @@ class IssueRecord(Stored):
     updated_at: datetime
     media_url: str | None = None  # a photo of the problem, as the reporter linked it
     routing: Routing | None = None
+    triage: TriageState | None = None
     escalation_level: EscalationLevel = EscalationLevel.community
     # Duplicates (共性问题统筹): a merged report points at the open issue it joined;
     # that issue lists every report folded into it, so all reporters get updates.
@@ -155,6 +190,8 @@ class IssueRecord(Stored):
     closed_reason: ClosedReason | None = None
     closed_at: datetime | None = None
     assignments: list[Assignment] = Field(default_factory=list)
+    # Parts the desk took away by a reroute (status withdrawn): history, not work.
+    withdrawn: list[Assignment] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
     def assignment_for(self, agency: str) -> Assignment:
@@ -235,10 +272,37 @@ def receive(issue_id: str, trace_id: str, description: str, category: str | None
     return record
 
 
+def hold_for_triage(record: IssueRecord, routing: Routing, triage: TriageState,
+                    now: datetime) -> IssueRecord:
+    """Routing is not sure: the issue waits for the desk (``needs_triage``), no agency yet."""
+    if record.status is not IssueStatus.received:
+        raise InvalidTransition(f"issue {record.issue_id} is already {record.status.value}")
+    new = record.copy_to_change()
+    new.routing, new.triage, new.status = routing, triage.model_copy(), IssueStatus.needs_triage
+    shown = ", ".join(f"{s.category} {s.probability:.0%}" for s in triage.suggestions) or "none"
+    new.step(now, "routing", "needs_triage", f"{triage.reason}; suggestions: {shown}")
+    return new
+
+
+def settle_triage(record: IssueRecord, staff_id: str, category: str,
+                  now: datetime) -> IssueRecord:
+    """The desk decided a report routing was unsure of (it was held or flagged)."""
+    if record.triage is None or not record.triage.pending:
+        raise InvalidTransition(f"issue {record.issue_id} is not waiting for triage")
+    new = record.copy_to_change()
+    assert new.triage is not None
+    new.triage.pending = False
+    new.triage.decided_at, new.triage.decided_by = now, staff_id
+    new.triage.decided_category = category
+    new.step(now, "routing", "triaged", f"{staff_id} chose category {category}")
+    return new
+
+
 def dispatch(record: IssueRecord, category: str, priority: Priority, routing: Routing,
              assignments: list[Assignment], now: datetime) -> IssueRecord:
-    """Attach the routing decision (精准派单). Only a freshly received issue can be routed."""
-    if record.status is not IssueStatus.received:
+    """Attach the routing decision (精准派单). Only a freshly received issue, or one
+    that waited for the desk's triage, can be routed."""
+    if record.status not in (IssueStatus.received, IssueStatus.needs_triage):
         raise InvalidTransition(f"issue {record.issue_id} is already {record.status.value}")
     if not assignments or sum(a.role is Role.lead for a in assignments) != 1:
         raise ValueError("a dispatch needs exactly one lead assignment")
@@ -250,6 +314,83 @@ def dispatch(record: IssueRecord, category: str, priority: Priority, routing: Ro
     new.step(now, "routing", "dispatched",
              f"category {category}, priority {priority.value}, rule {routing.rule}: {names}")
     return new
+
+
+@dataclass(frozen=True)
+class Rerouted:
+    """What a reroute changed: the new record, the parts withdrawn and the parts added."""
+
+    record: IssueRecord
+    withdrawn: list[Assignment]
+    added: list[Assignment]
+
+
+REROUTABLE = (IssueStatus.dispatched, IssueStatus.in_progress)
+
+
+def reroute(record: IssueRecord, category: str, priority: Priority, routing: Routing,
+            planned: list[Assignment], staff_id: str, reason: str,
+            now: datetime) -> Rerouted | None:
+    """The desk corrects the route of a dispatched or in-progress issue.
+
+    ``planned`` is the whole new route (exactly one lead), with fresh deadlines. An
+    agency in both keeps its assignment, its 报到 and its deadlines (its role follows
+    the new route); an agency no longer in it is withdrawn; a new one is assigned.
+    ``None`` when the route is already exactly that (a repeated request changes
+    nothing). Refused when the new route would leave no part to do, or would withdraw
+    an agency with open table tasks (事不完，人不撤).
+    """
+    if record.status not in REROUTABLE:
+        raise InvalidTransition(
+            f"issue {record.issue_id} is {record.status.value}; only a dispatched or "
+            "in-progress issue can be rerouted")
+    if sum(a.role is Role.lead for a in planned) != 1:
+        raise ValueError("a route needs exactly one lead assignment")
+    wanted = {a.agency: a for a in planned}
+    current = {a.agency: a for a in record.assignments}
+    same_roles = all(current[a].role is wanted[a].role for a in current.keys() & wanted.keys())
+    if (category == record.category and priority is record.priority
+            and wanted.keys() == current.keys() and same_roles):
+        return None
+    leaving = [a for a in record.assignments if a.agency not in wanted]
+    if record.table is not None:
+        blocked = [t for t in record.table.open_tasks() if t.agency in {a.agency for a in leaving}]
+        if blocked:
+            names = ", ".join(f"{t.task_id} ({t.agency})" for t in blocked)
+            raise InvalidTransition(f"issue {record.issue_id} has open table tasks for "
+                                    f"agencies the new route drops: {names}; 事不完，人不撤")
+    new = record.copy_to_change()
+    kept, withdrawn, added = [], [], []
+    for assignment in new.assignments:
+        if assignment.agency in wanted:
+            assignment.role = wanted[assignment.agency].role
+            kept.append(assignment)
+        else:
+            assignment.status = AssignmentStatus.withdrawn
+            assignment.withdrawn_at, assignment.withdrawn_by = now, staff_id
+            withdrawn.append(assignment)
+    for plan in planned:
+        if plan.agency not in current:
+            added.append(plan.model_copy())
+    if all(a.status is AssignmentStatus.resolved for a in [*kept, *added]):
+        raise InvalidTransition(f"the new route of issue {record.issue_id} leaves no part to "
+                                "do; resolve the issue instead")
+    # Lead first, then supports, in the order the route lists them.
+    order = {agency: i for i, agency in enumerate(wanted)}
+    new.assignments = sorted([*kept, *added], key=lambda a: order[a.agency])
+    new.withdrawn = [*new.withdrawn, *withdrawn]
+    previous = new.category
+    new.category, new.priority, new.routing = category, priority, routing
+    started = any(a.status is not AssignmentStatus.assigned for a in new.assignments)
+    new.status = IssueStatus.in_progress if started else IssueStatus.dispatched
+    changes = [f"category {previous} -> {category}" if previous != category
+               else f"category {category}"]
+    if withdrawn:
+        changes.append("withdrawn: " + ", ".join(a.agency_name for a in withdrawn))
+    if added:
+        changes.append("added: " + ", ".join(f"{a.agency_name} ({a.role.value})" for a in added))
+    new.step(now, "routing", "rerouted", f"by {staff_id}: {'; '.join(changes)}; why: {reason}")
+    return Rerouted(new, withdrawn, added)
 
 
 def acknowledge(record: IssueRecord, agency: str, staff_id: str, now: datetime) -> IssueRecord:

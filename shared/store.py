@@ -12,6 +12,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:idx:community:{community}   set     issue ids by community
     {p}:idx:agency:{agency}         set     issue ids assigned to an agency
     {p}:idx:agency:{agency}:open    set     issue ids with that agency's part unresolved
+    {p}:idx:triage                  set     issue ids the desk must still triage (held or flagged)
     {p}:issue:{id}:journal          list    every event about the issue, in commit order (JSON)
     {p}:deadlines                   zset    "issue|agency|acknowledge|resolve" -> due time (epoch s)
     {p}:dedupe:{category}:{scope}   string  the open issue that owns a duplicate bucket (TTL)
@@ -112,6 +113,10 @@ class Keys:
 
     def open_for_agency(self, agency: str) -> str:
         return f"{self.prefix}:idx:agency:{agency}:open"
+
+    @property
+    def triage(self) -> str:
+        return f"{self.prefix}:idx:triage"
 
     def journal(self, issue_id: str) -> str:
         return f"{self.prefix}:issue:{issue_id}:journal"
@@ -273,6 +278,8 @@ class IssueStore:
             sets.append(self.keys.by_status(query.status.value))
         if query.agency:
             sets.append(self.keys.by_agency(query.agency))
+        if query.triage:
+            sets.append(self.keys.triage)
         if query.community:
             sets.append(self.keys.by_community(query.community))
         if sets:
@@ -464,6 +471,8 @@ class IssueStore:
         """The index sets the record belongs in (see the key scheme). Pure."""
         keys = self.keys
         sets = {keys.by_status(record.status.value), keys.by_community(record.location.community)}
+        if record.triage is not None and record.triage.pending:
+            sets.add(keys.triage)
         for assignment in record.assignments:
             sets.add(keys.by_agency(assignment.agency))
             if assignment.status is not AssignmentStatus.resolved:

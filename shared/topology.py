@@ -38,6 +38,7 @@ from shared.contracts import (
     AssignmentAcknowledged,
     AssignmentCreated,
     AssignmentResolved,
+    AssignmentWithdrawn,
     Event,
     IssueClosed,
     IssueDispatched,
@@ -45,6 +46,7 @@ from shared.contracts import (
     IssueMerged,
     IssueReceived,
     IssueReopened,
+    IssueRerouted,
     IssueResolved,
     TableConvened,
     TableTaskRecorded,
@@ -181,13 +183,16 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     # A dispatch's assignments all come in its issue.dispatched (one delivery, not one
     # per agency); assignment.created announces one added later (a table invitation).
     Subscription("agency", "record_assignment", (IssueDispatched, AssignmentCreated)),
+    # A reroute took a part away: the agency notes it (its workspace drops the issue
+    # with the same commit that withdrew it).
+    Subscription("agency", "record_withdrawal", (AssignmentWithdrawn,)),
     # Everything a resident hears about, in one queue: "received" is queued before
     # "dispatched" (routing only publishes that after reading "received"), so the
     # messages go out in the order the events happened without waiting on each other.
     Subscription("notify", "on_event", (
         IssueReceived, IssueMerged, IssueDispatched, AssignmentAcknowledged,
         AssignmentResolved, IssueEscalated, TableConvened, TableTaskRecorded,
-        IssueResolved, IssueReopened, IssueClosed)),
+        IssueResolved, IssueReopened, IssueClosed, IssueRerouted)),
 )
 
 SERVICES: tuple[str, ...] = ("intake", "routing", "agency", "notify")

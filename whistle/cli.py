@@ -14,6 +14,7 @@ from shared import config as cfg
 from whistle.dlq_cli import dlq
 from whistle.open311_cli import open311
 from whistle.route_cli import route
+from whistle.routing_cli import routing
 from whistle.stats_cli import stats
 from whistle.status_cli import status
 from whistle.tail_cli import tail
@@ -116,6 +117,7 @@ def rules_check(path: str) -> None:
 
 
 cli.add_command(route)
+cli.add_command(routing)
 cli.add_command(status)
 cli.add_command(dlq)
 cli.add_command(stats)

@@ -3,7 +3,10 @@
 Like Alertmanager's ``amtool config routes test``: it runs the routing domain on
 the rules file you name (default ``$RULES_FILE``, else the shipped rules) without
 a broker or Redis, so a rules change can be tried before routing reloads it.
-``--json`` prints exactly what ``rpc.routing.explain_route`` answers.
+It classifies with the configured model (``$WHISTLE_ROUTING_MODEL``, else the bundled
+one, else the keywords). ``--json`` prints exactly what ``rpc.routing.explain_route``
+answers: the top categories with probabilities, the weighing terms, the rules that
+fired, the urgency decision and why, and whether the report would go to triage.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ _REASON_RULE = re.compile(r"of rule (\S+)$")
 def route(text: str, community: str | None, category: str | None, rules_file: str | None,
           as_json: bool) -> None:
     """Show where routing would send TEXT: category, priority, agencies, deadlines and why."""
+    from services.routing.classifier import ModelLoadError, load_classifier
     from services.routing.domain import route_issue
+    from services.routing.explain import explanation
     from services.routing.rules import RulesError
     from services.routing.rules_provider import read_rules
-    from services.routing.service import explanation
     from shared.contracts import ExplainRoute, utcnow
     from shared.errors import InvalidPayload
     from shared.web import validate
@@ -62,9 +66,16 @@ def route(text: str, community: str | None, category: str | None, rules_file: st
         click.echo(f"whistle route: category {request.category!r} is not in the rules; "
                    "keywords decide", err=True)
 
+    try:
+        model = load_classifier(cfg.get(os.environ, cfg.ROUTING_MODEL) or None)
+        threshold = cfg.triage_threshold(os.environ)
+    except (ModelLoadError, cfg.ConfigurationError) as exc:
+        click.echo(f"whistle route: {exc}", err=True)
+        sys.exit(2)
     now = utcnow()
-    decision = route_issue(request.text, request.category, rules, now)
-    explained = explanation(decision, rules)
+    classification = model.classify(request.text) if model is not None else None
+    decision = route_issue(request.text, request.category, rules, now, classification, threshold)
+    explained = explanation(decision, rules, threshold)
     if as_json:
         click.echo(json.dumps(explained, ensure_ascii=False, indent=2))
         return
@@ -72,6 +83,32 @@ def route(text: str, community: str | None, category: str | None, rules_file: st
     for line in render(explained, rules, request.text, request.community, loaded.source,
                        now, tz):
         console.print(line)
+
+
+def _reading(explained: dict) -> list[str]:
+    """The classifier's reading, the urgency decision and the triage call."""
+    lines = []
+    model = explained["classifier"]
+    if model is not None:
+        top = ", ".join(f"{t['category']} {t['probability']:.0%}" for t in model["top"]) or "none"
+        lines.append(f"  classifier {escape(model['model_version'])}: {escape(top)}"
+                     f"{'' if model['confident'] else '  (not sure)'}")
+        if model["evidence"]:
+            terms = ", ".join(f"{e['term']} ({e['weight']:g})" for e in model["evidence"][:8])
+            lines.append(f"  evidence   {escape(terms)}")
+    urgency = explained["urgency"]
+    why = "; ".join(urgency["reasons"]) or "no sign of an urgent hazard"
+    lines.append(f"  urgent     {'yes' if urgency['urgent'] else 'no'}: {escape(why)}")
+    triage = explained["triage"]
+    if triage["would_triage"]:
+        what = ("waits for the desk (needs_triage)" if triage["held"]
+                else "dispatched at once to the best guess and flagged for the desk")
+        shown = ", ".join(f"{t['category']} {t['probability']:.0%}"
+                          for t in triage["suggestions"]) or "none"
+        lines.append(f"  triage     {what}: {escape(triage['reason'])}; suggestions {escape(shown)}")
+    else:
+        lines.append("  triage     no")
+    return lines
 
 
 def _display_tz() -> tzinfo:
@@ -95,6 +132,7 @@ def render(explained: dict, rules, text: str, community: str | None, source: str
         return f"in {format_duration(moment - now)}  ({local})"
 
     origin = {"given": "given by the desk", "keywords": "from keywords",
+              "model": "from the model", "forced": "forced by a rule",
               "fallback": "fallback: no rule matched"}
     matched = {m["category"]: m["keywords"] for m in explained["matched"]}
 
@@ -136,8 +174,12 @@ def render(explained: dict, rules, text: str, community: str | None, source: str
         ]
     lines.append("")
     lines += [f"  matched    {escape(m['category'])} ({m['priority']}): "
-              f"{escape(', '.join(m['keywords']))}" for m in explained["matched"]]
+              f"{escape(', '.join(m['keywords']))}{'  [bold]forced[/bold]' if m['forced'] else ''}"
+              for m in explained["matched"]]
+    lines += [f"  denied     {escape(n['keyword'])} ({escape(n['category'])}), "
+              f"negated by {escape(n['negated_by'])}" for n in explained["negated"]]
     if not explained["matched"]:
         lines.append("  matched    no rule")
+    lines += _reading(explained)
     lines.append(f"  rules      {escape(source)} ({len(rules.rules)} rules)")
     return lines

@@ -11,6 +11,7 @@ from shared.contracts import (
     AssignmentResolved,
     AssignmentStatus,
     AssignmentSummary,
+    AssignmentWithdrawn,
     Event,
     IssueDispatched,
     IssueResolved,
@@ -50,6 +51,16 @@ def _delivered(event: Event, assignment: AssignmentSummary) -> TimelineEntry:
     return TimelineEntry(at=event.occurred_at, service="agency", step="assignment_delivered",
                          detail=f"{assignment.agency_name} received the assignment "
                                 f"({assignment.role.value})", agency=assignment.agency)
+
+
+def withdrawal_note(event: AssignmentWithdrawn) -> tuple[str, TimelineEntry]:
+    """The timeline note that the agency was told its part was withdrawn, and its id
+    (``<event id>:<agency>``: noted once however often the event comes)."""
+    agency = event.agency
+    return f"{event.event_id}:{agency.agency}", TimelineEntry(
+        at=event.occurred_at, service="agency", step="assignment_withdrawn",
+        detail=f"{agency.agency_name} was told its part is withdrawn "
+               f"(by {event.staff_id}: {event.reason})", agency=agency.agency)
 
 
 def assignment_view(record: IssueRecord, agency: str, now: datetime) -> dict[str, Any]:

@@ -16,12 +16,14 @@ from services.agency.domain import (
     delivery_notes,
     finish_part,
     report_in,
+    withdrawal_note,
 )
 from shared import config as cfg
 from shared.auth import StaffPrincipal, authorize, bearer_token
 from shared.contracts import (
     AcknowledgeAssignment,
     AssignmentCreated,
+    AssignmentWithdrawn,
     IssueDispatched,
     IssueFilter,
     ResolveAssignment,
@@ -57,6 +59,16 @@ class AgencyService:
         self.log.info("assignment_delivered", issue_id=event.issue_id,
                       agencies=[note.agency for note in notes.values()],
                       duplicate=not any(fresh.values()))
+
+    @subscribe(AssignmentWithdrawn)
+    def record_withdrawal(self, event: AssignmentWithdrawn) -> None:
+        """A reroute took this agency's part away. Its workspace (the open-assignments
+        index) already dropped the issue in the commit that withdrew it; this notes on
+        the issue's timeline that the agency was told, once per event."""
+        note_id, entry = withdrawal_note(event)
+        fresh = self.store.add_note(event.issue_id, note_id, entry)
+        self.log.info("assignment_withdrawn", issue_id=event.issue_id,
+                      agency=event.agency.agency, duplicate=not fresh)
 
     # ------------------------------------------------------------------ RPC
 

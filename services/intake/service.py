@@ -151,4 +151,8 @@ class IntakeService(Open311Api):
             "agencies": record.agencies(),
             "received_at": record.received_at.isoformat(),
             "updated_at": record.updated_at.isoformat(),
+            # For the desk's triage queue: what routing suggests, and whether it is waiting.
+            "triage": (record.triage.model_dump(mode="json", include={
+                "pending", "held", "suggestions", "reason", "urgent"})
+                if record.triage is not None else None),
         }

@@ -42,6 +42,7 @@ OWN_KINDS = frozenset({"received", "merged"})
 # request is sent right after "resolved" by the same handler, so it waits only
 # when that resident's "resolved" is still being sent by another worker.
 PREDECESSOR = {"merged": "received", "dispatched": "received", "acknowledged": "dispatched",
+               "rerouted": "dispatched",
                "part_resolved": "dispatched", "resolved": "dispatched",
                "rating_request": "resolved"}
 
@@ -58,6 +59,7 @@ AFTER = {
     "resolved": (("dispatched", "one"), ("acknowledged", "acks"), ("part_resolved", "parts")),
     "rating_request": (("resolved", "cycles"),),
     "reopened": (("rating_request", "reopens"),),
+    "rerouted": (("dispatched", "one"),),
     "closed": (("rating_request", "cycles"),),
 }
 

@@ -64,6 +64,7 @@ from shared.contracts import (
     IssueMerged,
     IssueReceived,
     IssueReopened,
+    IssueRerouted,
     IssueResolved,
     TableConvened,
     TableTaskRecorded,
@@ -98,7 +99,7 @@ ANNOUNCED: dict[type[Event], str] = {
     AssignmentResolved: "on_assignment_resolved", IssueEscalated: "on_issue_escalated",
     TableConvened: "on_table_convened", TableTaskRecorded: "on_table_task_recorded",
     IssueResolved: "on_issue_resolved", IssueReopened: "on_issue_reopened",
-    IssueClosed: "on_issue_closed",
+    IssueClosed: "on_issue_closed", IssueRerouted: "on_issue_rerouted",
 }
 
 Variables = Callable[[IssueRecord, str, str], dict]
@@ -220,6 +221,15 @@ class NotifyService:
         self._tell(event, "reopened", lambda record, lang, _reader: {
             **_assigned(record, event.assignments, lang),
             "reason": comment_or_none(event.reason, lang)})
+
+    def on_issue_rerouted(self, event: IssueRerouted) -> None:
+        """The desk corrected the route: told once, naming every agency on it now."""
+        def variables(record: IssueRecord, lang: str, _reader: str) -> dict:
+            lead = next(a for a in event.assignments if a.role.value == "lead")
+            return {"issue_id": record.issue_id, "lead_agency": _agency_name(lead, lang),
+                    "agencies": [_agency_name(a, lang) for a in event.assignments]}
+
+        self._tell(event, "rerouted", variables)
 
     def on_issue_closed(self, event: IssueClosed) -> None:
         self._tell(event, "closed", lambda record, lang, reader: {

@@ -30,7 +30,7 @@ import yaml
 MESSAGE_KINDS: tuple[str, ...] = (
     "received", "merged", "dispatched", "acknowledged", "escalated", "escalation_notice",
     "table_convened", "table_decision", "part_resolved", "resolved", "rating_request",
-    "reopened", "closed",
+    "reopened", "closed", "rerouted",
 )
 """Every message kind, in the order they usually arrive. All are for residents except
 ``escalation_notice``, which goes to the supervisor an issue was escalated to."""

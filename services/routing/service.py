@@ -9,7 +9,13 @@
   (``escalation.py``).
 - The table (问题在桌面解决): convene, invite, check in, record and finish tasks
   (``table.py``).
-- Explain a route without creating anything, and reload rules without a restart.
+- Triage (``needs_triage``): a report the classifier is unsure of waits for the desk,
+  which routes it in one call; an urgent-looking one is dispatched to the best guess
+  at once and flagged (``desk.py``).
+- Reroute: the desk corrects a dispatched issue's category and agencies; every triage
+  decision and reroute is kept as a labelled example (``corrections.py``).
+- Explain a route without creating anything (classifier evidence included), and
+  reload rules (and the model) without a restart.
 """
 
 from __future__ import annotations
@@ -19,9 +25,14 @@ from datetime import datetime, timedelta
 from nameko.dependency_providers import Config
 from nameko.timer import timer
 
-from services.routing import feedback, merging, table
+from services.routing import desk, feedback, merging, table
+from services.routing.classifier import ModelLoadError
+from services.routing.corrections import Correction
+from services.routing.corrections_store import CorrectionsProvider, CorrectionStore
 from services.routing.domain import RouteDecision, route_issue
 from services.routing.escalation import escalate
+from services.routing.explain import explanation
+from services.routing.model_provider import RoutingModel
 from services.routing.rules import RuleSet
 from services.routing.rules_provider import ReloadableRules, reload_for_rpc, rules_provider_for
 from shared import config as cfg
@@ -34,16 +45,18 @@ from shared.contracts import (
     Feedback,
     FeedbackForm,
     InviteToTable,
-    IssueDispatched,
     IssueReceived,
     IssueResolved,
     RecordTableTask,
+    Reroute,
+    TriageDecision,
     utcnow,
 )
-from shared.errors import EXPECTED_ERRORS, Forbidden, Unavailable
-from shared.issue import Assignment, Deadline, IssueRecord, Routing, dispatch
+from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, Unavailable
+from shared.issue import Assignment, Deadline, IssueRecord, public_view
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
+from shared.privacy import scrub
 from shared.rpc import rpc
 from shared.store import Read, Store
 from shared.web import health_report, http, read_json, validate
@@ -55,49 +68,27 @@ MAX_MERGE_TRIES = 3
 
 
 def plan_assignments(decision: RouteDecision, rules: RuleSet, now: datetime) -> list[Assignment]:
-    return [
-        Assignment(agency=p.agency, agency_name=p.agency_name,
-                   agency_name_en=rules.agency(p.agency).name_en,
-                   sector=p.sector, role=p.role, assigned_at=now,
-                   acknowledge_by=p.acknowledge_by, resolve_by=p.resolve_by)
-        for p in decision.assignments
-    ]
+    return desk.assignments_of(decision.assignments, rules, now)
 
 
 def dispatch_events(record: IssueRecord, cause: IssueReceived, now: datetime):
     """``issue.dispatched``, carrying every assignment of the dispatch. It is what each
     agency receives its 派单 by: ``assignment.created`` is for assignments added to an
-    issue already dispatched (a table invitation), so a dispatch is one message to
-    agency, whatever the number of agencies."""
-    summaries = [a.summary() for a in record.assignments]
-    return [cause.caused(IssueDispatched, occurred_at=now, category=record.category,
-                         priority=record.priority, assignments=summaries)]
+    issue already dispatched (a table invitation, a reroute), so a dispatch is one
+    message to agency, whatever the number of agencies."""
+    return [desk.dispatched_event(record, now, cause)]
 
 
-def explanation(decision: RouteDecision, rules: RuleSet) -> dict:
-    return {
-        "category": decision.category,
-        "category_source": decision.category_source,
-        "priority": decision.priority.value,
-        "rule": decision.rule,
-        "keywords": list(decision.keywords),
-        "assignments": [
-            {"agency": p.agency, "agency_name": p.agency_name,
-             "agency_name_en": rules.agency(p.agency).name_en,
-             "sector": p.sector.value, "role": p.role.value, "reason": p.reason,
-             "acknowledge_by": p.acknowledge_by.isoformat(),
-             "resolve_by": p.resolve_by.isoformat()}
-            for p in decision.assignments
-        ],
-        "matched": [{"category": m.category, "priority": m.priority.value,
-                     "keywords": list(m.keywords)} for m in decision.matched],
-    }
+# What each desk decision reads, and the pure function that applies it (desk.py).
+DESK_DECISIONS = {"triage": (TriageDecision, desk.triage), "reroute": (Reroute, desk.reroute)}
 
 
 class RoutingService:
     name = "routing"
 
     rules: RuleSet = ReloadableRules()
+    model: RoutingModel = RoutingModel()
+    corrections: CorrectionStore = CorrectionsProvider()
     store = Store()
     bus = EventBus()
     log = WorkerLogger()
@@ -108,9 +99,11 @@ class RoutingService:
     @subscribe(IssueReceived)
     def route_issue(self, event: IssueReceived) -> None:
         now = utcnow()
-        decision = route_issue(event.description, event.category, self.rules, now)
+        decision = self._decide(event.description, event.category, now)
         read = None  # the report's own record, read with the duplicate buckets' owner
-        if event.allow_merge and decision.category_source != "fallback":
+        # An unsure route does not merge: its category is a guess.
+        if (event.allow_merge and decision.category_source != "fallback"
+                and decision.triage is None):
             for _ in range(MAX_MERGE_TRIES):
                 primary, read = self._open_duplicate_of(event, decision.category)
                 if primary is None:
@@ -119,18 +112,30 @@ class RoutingService:
                     return
 
         def routed(record: IssueRecord):
-            new = dispatch(record, decision.category, decision.priority,
-                           Routing(rule=decision.rule, keywords=list(decision.keywords),
-                                   category_source=decision.category_source),
-                           plan_assignments(decision, self.rules, now), now)
+            new = desk.first_route(record, decision, self.rules, now)
+            if decision.held:
+                return new, {}
             return new, self.bus.stage(*dispatch_events(new, event, now))
 
         applied = self.store.apply(event.issue_id, event.event_id, routed, self.name, read=read)
         self.bus.publish(applied.outbox)
+        if decision.held:
+            self.log.info("issue_needs_triage", issue_id=event.issue_id,
+                          suggestions=[c for c, _ in decision.triage.suggestions],
+                          duplicate=not applied.changed)
+            return
         self.log.info("issue_routed", issue_id=event.issue_id, category=decision.category,
                       priority=decision.priority.value, rule=decision.rule,
+                      source=decision.category_source, flagged=decision.triage is not None,
                       agencies=[p.agency for p in decision.assignments],
                       duplicate=not applied.changed)
+
+    def _decide(self, text: str, category: str | None, now: datetime) -> RouteDecision:
+        """The domain's decision, with the loaded model's reading of the text if any."""
+        model = self.model.classifier
+        classification = model.classify(text) if model is not None else None
+        return route_issue(text, category, self.rules, now, classification,
+                           self.model.threshold)
 
     def _open_duplicate_of(self, event: IssueReceived, category: str
                            ) -> tuple[IssueRecord | None, Read]:
@@ -332,25 +337,113 @@ class RoutingService:
     # ---------------------------------------------------------------- rules
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def explain_route(self, payload: dict) -> dict:
-        """What routing would decide for a text, without creating anything."""
+    def explain_route(self, token: str, payload: dict) -> dict:
+        """What routing would decide for a text, and why, without creating anything.
+
+        Desk staff only: it shows the rules' and the model's inner workings.
+        """
+        self._desk(token)
         request = validate(ExplainRoute, payload)
-        decision = route_issue(request.text, request.category, self.rules, utcnow())
-        return explanation(decision, self.rules)
+        decision = self._decide(request.text, request.category, utcnow())
+        return explanation(decision, self.rules, self.model.threshold)
 
     @http("POST", "/routing/explain", expected_exceptions=EXPECTED_ERRORS)
     def explain_route_http(self, request):
-        return self.explain_route(read_json(request, ExplainRoute).model_dump())
+        token = self._token(request)
+        self._desk(token)  # before reading the body: strangers learn nothing
+        return self.explain_route(token, read_json(request, ExplainRoute).model_dump())
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def reload_rules(self, path: str | None = None) -> dict:
-        return reload_for_rpc(rules_provider_for(self.name), path)
+    def reload_rules(self) -> dict:
+        """Read the configured rules file again (``RULES_FILE``; the caller names no path:
+        which file routing reads is the deployment's decision, not an RPC caller's)."""
+        return reload_for_rpc(rules_provider_for(self.name))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def reload_model(self) -> dict:
+        """Load the configured model artefact again (after ``whistle routing train``)."""
+        try:
+            version = self.model.reload()
+        except ModelLoadError as exc:
+            raise InvalidPayload(f"model not reloaded, the old one stays in force: {exc}", [
+                {"field": cfg.ROUTING_MODEL, "message": str(exc), "type": "model"}]) from None
+        return {"model_version": version}
+
+    # ------------------------------------------------- triage and reroute
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def triage_issue(self, token: str, issue_id: str, payload: dict) -> dict:
+        """The desk routes an issue routing was unsure of, in one call (see desk.triage)."""
+        return self._desk_change("triage", token, issue_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def reroute_issue(self, token: str, issue_id: str, payload: dict) -> dict:
+        """The desk corrects a dispatched issue's category, lead and support."""
+        return self._desk_change("reroute", token, issue_id, payload)
+
+    @http("POST", "/issues/<issue_id>/triage", expected_exceptions=EXPECTED_ERRORS)
+    def triage_issue_http(self, request, issue_id):
+        return self._desk_http(request, issue_id, TriageDecision, self.triage_issue)
+
+    @http("POST", "/issues/<issue_id>/reroute", expected_exceptions=EXPECTED_ERRORS)
+    def reroute_issue_http(self, request, issue_id):
+        return self._desk_http(request, issue_id, Reroute, self.reroute_issue)
+
+    def _desk_http(self, request, issue_id: str, model, method) -> dict:
+        token = self._token(request)
+        self._desk(token)  # before reading the body: strangers learn nothing
+        return method(token, issue_id, read_json(request, model).model_dump(exclude_none=True))
 
     @http("GET", "/health")
     def health(self, request):
         return health_report(self.name, self.store.redis)
 
     # ------------------------------------------------------------ internals
+
+    def _desk_change(self, source: str, token: str, issue_id: str, payload: dict) -> dict:
+        """Apply a desk decision once (per ``request_id`` when given), publish it, keep
+        it as a labelled example, and answer the issue as the desk sees it."""
+        staff = self._desk(token)
+        model, decide = DESK_DECISIONS[source]
+        body = validate(model, payload)
+        reason = body.reason
+        now = utcnow()
+        outcome: list[desk.DeskChange | None] = []
+
+        def decided(record: IssueRecord):
+            outcome[:] = [decide(record, body, reason, staff.staff_id, self.rules, now)]
+            if outcome[0] is None:
+                return record, {}
+            return outcome[0].record, self.bus.stage(*outcome[0].events)
+
+        before = self.store.get(issue_id)
+        event_id = f"{source}:{body.request_id}" if body.request_id else None
+        applied = self.store.apply(issue_id, event_id, decided, self.name)
+        self.bus.publish(applied.outbox)
+        done = outcome[0] if outcome and applied.changed else None
+        if done is not None:
+            self._keep_correction(before, done, source, staff.staff_id, reason, now)
+        self.log.info("issue_triaged" if source == "triage" else "issue_rerouted",
+                      issue_id=issue_id, staff_id=staff.staff_id,
+                      category=applied.record.category, changed=done is not None)
+        view = public_view(applied.record, None)
+        view.pop("contact", None)
+        return view
+
+    def _keep_correction(self, before: IssueRecord, done: desk.DeskChange, source: str,
+                         staff_id: str, reason: str | None, now: datetime) -> None:
+        """Every desk decision is a labelled example for retraining (text masked)."""
+        contact = self.store.contact(before.issue_id)
+        names = frozenset(n for n in [contact.get("name")] if n)
+        held = before.status.value == "needs_triage"
+        self.corrections.add(Correction(
+            correction_id=f"{before.issue_id}:{int(now.timestamp() * 1000)}",
+            issue_id=before.issue_id, source=source,
+            text=scrub(before.description, names), language=before.language,
+            channel=before.channel, category=done.route.category,
+            previous_category=None if held else before.category,
+            urgent=done.route.urgent, support=done.route.support, by=staff_id, at=now,
+            reason=reason))
 
     def _change(self, issue_id: str, change) -> dict:
         now = utcnow()

@@ -14,6 +14,7 @@ from shared.contracts import (
     AssignmentAcknowledged,
     AssignmentCreated,
     AssignmentResolved,
+    AssignmentWithdrawn,
     Channel,
     Event,
     IssueClosed,
@@ -23,6 +24,7 @@ from shared.contracts import (
     IssueRated,
     IssueReceived,
     IssueReopened,
+    IssueRerouted,
     IssueResolved,
     Language,
     SubmitIssue,
@@ -341,6 +343,8 @@ def test_event_types_map_each_type_string_to_its_class():
         "issue.rated": IssueRated,
         "issue.reopened": IssueReopened,
         "issue.closed": IssueClosed,
+        "assignment.withdrawn": AssignmentWithdrawn,
+        "issue.rerouted": IssueRerouted,
     } == EVENT_TYPES
     for name, cls in EVENT_TYPES.items():
         assert cls.event_type == name

@@ -43,6 +43,7 @@ VARIABLES: dict[str, dict[str, object]] = {
     "reopened": {"issue_id": ISSUE_ID, "reason": "只是绑起来了，没有入管",
                  "agencies": [POWER, HOUSING], "acknowledge_by": DEADLINE},
     "closed": {"issue_id": ISSUE_ID, "reason_text": "您已确认满意"},
+    "rerouted": {"issue_id": ISSUE_ID, "agencies": [POWER, HOUSING], "lead_agency": POWER},
 }
 
 RESIDENTS_LOOP = ("received", "merged", "dispatched", "acknowledged", "escalated",

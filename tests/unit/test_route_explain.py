@@ -40,6 +40,15 @@ def route_json(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
+ROUTE_KEYS = ("category", "category_source", "priority", "rule", "keywords", "assignments",
+              "matched")
+
+
+def route_of(explained: dict) -> dict:
+    """The route part of an explanation (the classifier's reading is checked apart)."""
+    return {key: explained[key] for key in ROUTE_KEYS}
+
+
 def assignment(agency: str, role: str, reason: str, priority: str) -> dict:
     name, name_en, sector = AGENCIES[agency]
     acknowledge, resolve = WINDOWS[priority]
@@ -50,48 +59,48 @@ def assignment(agency: str, role: str, reason: str, priority: str) -> dict:
 
 
 def test_flying_wire_is_urgent_and_led_by_power():
-    assert route_json("楼道里有根电线耷拉下来，不知道有没有电") == {
+    assert route_of(route_json("楼道里有根电线耷拉下来，不知道有没有电")) == {
         "category": "flying_wire", "category_source": "keywords", "priority": "urgent",
         "rule": "flying_wire", "keywords": ["电线耷拉"],
         "assignments": [assignment("power", "lead", "lead of rule flying_wire", "urgent")],
-        "matched": [{"category": "flying_wire", "priority": "urgent", "keywords": ["电线耷拉"]}],
+        "matched": [{"category": "flying_wire", "priority": "urgent", "keywords": ["电线耷拉"], "forced": False}],
     }
 
 
 def test_water_through_the_ceiling_is_led_by_water_with_the_property_manager():
-    assert route_json("楼上漏水，卫生间天花板一直在滴水") == {
+    assert route_of(route_json("楼上漏水，卫生间天花板一直在滴水")) == {
         "category": "pipe_leak", "category_source": "keywords", "priority": "high",
         "rule": "pipe_leak", "keywords": ["楼上漏水"],
         "assignments": [
             assignment("water", "lead", "lead of rule pipe_leak", "high"),
             assignment("property_manager", "support", "support of rule pipe_leak", "high"),
         ],
-        "matched": [{"category": "pipe_leak", "priority": "high", "keywords": ["楼上漏水"]}],
+        "matched": [{"category": "pipe_leak", "priority": "high", "keywords": ["楼上漏水"], "forced": False}],
     }
 
 
 def test_smell_of_gas_is_urgent_for_the_gas_company():
-    assert route_json("有煤气味") == {
+    assert route_of(route_json("有煤气味")) == {
         "category": "gas_leak", "category_source": "keywords", "priority": "urgent",
         "rule": "gas_leak", "keywords": ["煤气味"],
         "assignments": [assignment("gas", "lead", "lead of rule gas_leak", "urgent")],
-        "matched": [{"category": "gas_leak", "priority": "urgent", "keywords": ["煤气味"]}],
+        "matched": [{"category": "gas_leak", "priority": "urgent", "keywords": ["煤气味"], "forced": False}],
     }
 
 
 def test_broken_lift_in_english_goes_to_the_property_manager():
-    assert route_json("the lift is broken") == {
+    assert route_of(route_json("the lift is broken")) == {
         "category": "lift_broken", "category_source": "keywords", "priority": "high",
         "rule": "lift_broken", "keywords": ["lift is broken"],
         "assignments": [assignment("property_manager", "lead", "lead of rule lift_broken",
                                    "high")],
         "matched": [{"category": "lift_broken", "priority": "high",
-                     "keywords": ["lift is broken"]}],
+                     "keywords": ["lift is broken"], "forced": False}],
     }
 
 
 def test_unrecognised_text_falls_back_to_the_street_office():
-    assert route_json("小区门口的花开得真好") == {
+    assert route_of(route_json("小区门口的花开得真好")) == {
         "category": "general", "category_source": "fallback", "priority": "normal",
         "rule": "fallback", "keywords": [],
         "assignments": [assignment("street_office", "lead", "fallback: no rule matched",
@@ -101,7 +110,7 @@ def test_unrecognised_text_falls_back_to_the_street_office():
 
 
 def test_the_desks_category_wins_and_the_keyword_match_supports():
-    assert route_json("the lift is broken", "--category", "gas_leak") == {
+    assert route_of(route_json("the lift is broken", "--category", "gas_leak")) == {
         "category": "gas_leak", "category_source": "given", "priority": "urgent",
         "rule": "gas_leak", "keywords": [],
         "assignments": [
@@ -109,8 +118,32 @@ def test_the_desks_category_wins_and_the_keyword_match_supports():
             assignment("property_manager", "support", "lead of rule lift_broken", "urgent"),
         ],
         "matched": [{"category": "lift_broken", "priority": "high",
-                     "keywords": ["lift is broken"]}],
+                     "keywords": ["lift is broken"], "forced": False}],
     }
+
+
+def test_explain_shows_the_classifier_urgency_and_triage():
+    explained = route_json("楼上漏水，电线都泡水了")
+    assert explained["classifier"]["model_version"] == "keywords"
+    assert [t["category"] for t in explained["classifier"]["top"]] == ["flying_wire", "pipe_leak"]
+    assert explained["classifier"]["evidence"] == [{"term": "电线都泡水", "weight": 1.0}]
+    assert explained["urgency"]["urgent"] is True
+    assert "rule flying_wire is urgent" in explained["urgency"]["reasons"][0]
+    assert explained["triage"] == {"would_triage": False, "held": False, "reason": None,
+                                   "suggestions": []}
+
+
+def test_explain_shows_a_denied_keyword_and_the_triage_queue():
+    explained = route_json("没有停电，是跳闸了合不上")
+    assert explained["negated"] == [{"category": "power_cut", "keyword": "停电",
+                                     "negated_by": "没有"}]
+    assert explained["matched"] == []
+    assert explained["triage"]["would_triage"] and explained["triage"]["held"]
+    assert explained["urgency"] == {"urgent": False, "classifier_says_urgent": False,
+                                    "reasons": []}
+    out = route("没有停电，是跳闸了合不上").stdout
+    assert "denied     停电 (power_cut), negated by 没有" in out
+    assert "triage     waits for the desk (needs_triage)" in out
 
 
 def test_text_output_names_agencies_roles_deadlines_rules_and_keywords():

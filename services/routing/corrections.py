@@ -1,0 +1,148 @@
+"""The desk's corrections as labelled examples: the router learns from its desk. Pure.
+
+Every triage decision and every reroute is kept as a :class:`Correction` (the
+report's text, the category the desk chose, whether it is urgent, the supporting
+agencies, who decided and when). Where they are kept is the storage adapter's
+business (``corrections_store``: Redis today). ``whistle routing corrections
+--export FILE`` writes them in the corpus format (``corpus/README.md``), one
+example per report (the desk's latest word on it); a district puts the file in
+``corpus/corrections/`` and retrains, and the trainer folds them in with
+:func:`load_corrections`::
+
+    from services.routing.corrections import load_corrections
+    examples = train_examples + load_corrections()          # corpus/corrections/*.jsonl
+
+Personal data: the text is stored with phone numbers, email addresses and the
+resident's name masked (``shared.privacy.scrub``), as a corpus may be shared.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.contracts import Channel, Language
+
+__all__ = [
+    "CORRECTIONS_DIR", "Correction", "CorpusExample", "corpus_lang", "latest_per_issue",
+    "load_corrections", "to_corpus", "write_jsonl",
+]
+
+CORRECTIONS_DIR = Path(__file__).resolve().parents[2] / "corpus" / "corrections"
+
+CorpusLang = Literal["zh", "zh-Hant", "en-GB", "en-US", "mixed"]
+CorpusChannel = Literal["desk", "hotline", "miniprogram"]
+
+# Issue channels as the corpus names them (how a report came in shapes how it reads).
+_CHANNELS: dict[str, CorpusChannel] = {
+    Channel.desk.value: "desk", Channel.hotline.value: "hotline",
+    Channel.app.value: "miniprogram", Channel.grid_patrol.value: "desk",
+}
+
+
+class Correction(BaseModel):
+    """One desk decision about one report, as stored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    correction_id: str  # "<issue id>:<ms since epoch>": unique, and orders one issue's
+    issue_id: str
+    source: Literal["triage", "reroute"]
+    text: str
+    language: Language
+    channel: Channel
+    category: str
+    previous_category: str | None = None  # what routing had chosen (None: held, no guess)
+    urgent: bool
+    support: list[str] = Field(default_factory=list)
+    by: str  # the desk staff id
+    at: datetime
+    reason: str | None = None
+
+
+class CorpusExample(BaseModel):
+    """One line of a corpus file (``corpus/README.md``: the format)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][A-Za-z0-9_-]*$")
+    text: str = Field(min_length=1)
+    lang: CorpusLang
+    category: str
+    urgent: bool
+    support: list[str] = Field(default_factory=list)
+    channel: CorpusChannel
+
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{3,}")
+# Characters that only traditional Chinese writes this way (a few common ones).
+_TRADITIONAL = set("這裡電燈樓門閘氣體鄰車廳們個說點為會麼還讓問關東區報備題聽難")
+_AMERICAN = re.compile(r"\b(elevator|sidewalk|color|neighbor\w*|apartment|trash|garbage|"
+                       r"center|faucet|gray|favor\w*)\b", re.IGNORECASE)
+
+
+def corpus_lang(text: str, language: Language) -> CorpusLang:
+    """The corpus ``lang`` of a report: guessed from its script and spelling."""
+    han = len(_CJK.findall(text))
+    latin = len(_LATIN_WORD.findall(text))
+    if han and latin >= 2:
+        return "mixed"
+    if han:
+        return "zh-Hant" if sum(ch in _TRADITIONAL for ch in text) >= 2 else "zh"
+    if language is Language.zh and not latin:
+        return "zh"
+    return "en-US" if _AMERICAN.search(text) else "en-GB"
+
+
+def latest_per_issue(corrections: Iterable[Correction]) -> list[Correction]:
+    """One correction per report: the desk's latest word on it, oldest report first."""
+    latest: dict[str, Correction] = {}
+    for correction in sorted(corrections, key=lambda c: (c.at, c.correction_id)):
+        latest[correction.issue_id] = correction
+    return sorted(latest.values(), key=lambda c: (c.issue_id, c.at))
+
+
+def to_corpus(correction: Correction) -> CorpusExample:
+    """The correction as a corpus example (id ``c`` + the issue id)."""
+    return CorpusExample(
+        id="c" + correction.issue_id.replace("WH-", "").replace("-", "_"),
+        text=correction.text, lang=corpus_lang(correction.text, correction.language),
+        category=correction.category, urgent=correction.urgent,
+        support=list(correction.support), channel=_CHANNELS[correction.channel.value])
+
+
+def write_jsonl(examples: Iterable[CorpusExample], out) -> int:
+    """Write examples one JSON object a line (UTF-8, Chinese unescaped); how many."""
+    count = 0
+    for example in examples:
+        out.write(json.dumps(example.model_dump(), ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def load_corrections(directory: str | Path | None = None) -> list[dict]:
+    """Every example in ``directory/*.jsonl`` (default ``corpus/corrections``), validated,
+    as corpus dicts, for a trainer to fold in. A report corrected in several files
+    counts once: the file that sorts last wins (name exports by date).
+
+    Raises ``ValueError`` naming the file and line of a malformed example.
+    """
+    folder = Path(directory) if directory is not None else CORRECTIONS_DIR
+    by_id: dict[str, dict] = {}
+    for file in sorted(folder.glob("*.jsonl")):
+        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                example = CorpusExample.model_validate_json(line)
+            except ValueError as exc:
+                raise ValueError(f"{file}:{number}: not a corpus example: {exc}") from None
+            by_id[example.id] = example.model_dump()
+    return list(by_id.values())

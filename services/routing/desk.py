@@ -1,0 +1,243 @@
+"""The desk's hand on routing: triage and reroute. Pure: no nameko, no Redis.
+
+- :func:`first_route`: what routing does with a new report, given the domain's
+  decision: dispatch it, hold it for triage (``needs_triage``), or dispatch it to
+  the best guess and flag it (urgent but unsure).
+- :func:`triage`: the desk chooses the route of a report routing was unsure of.
+  A held issue is dispatched normally (``issue.dispatched``); a flagged one keeps
+  its agencies if the desk agrees, or is rerouted if not.
+- :func:`reroute`: the desk corrects a dispatched issue: agencies no longer
+  involved are withdrawn (``assignment.withdrawn`` each), new ones assigned
+  (``assignment.created`` each, fresh deadlines), and the resident is told once
+  (``issue.rerouted``). A request that changes nothing changes nothing.
+
+Every desk decision is also a labelled example (:class:`~services.routing.corrections.Correction`)
+that the service keeps for retraining.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.routing.domain import RouteDecision, category_priority, plan_route
+from services.routing.rules import RuleSet
+from shared.contracts import (
+    AgencyRef,
+    AssignmentCreated,
+    AssignmentWithdrawn,
+    ChooseRoute,
+    Event,
+    IssueDispatched,
+    IssueRerouted,
+    IssueStatus,
+    Priority,
+    Role,
+)
+from shared.errors import InvalidPayload, InvalidTransition
+from shared.issue import (
+    Assignment,
+    IssueRecord,
+    Routing,
+    Suggestion,
+    TriageState,
+    dispatch,
+    hold_for_triage,
+    settle_triage,
+)
+from shared.issue import reroute as reroute_record
+
+DESK_SOURCE = "desk"  # Routing.category_source of a route the desk chose
+
+
+def routing_of(decision: RouteDecision) -> Routing:
+    """What the issue keeps of the decision: the rule, keywords, who chose, how sure."""
+    classification = decision.classification
+    confidence = None
+    if classification is not None:
+        confidence = dict(classification.top).get(decision.category)
+    return Routing(rule=decision.rule, keywords=list(decision.keywords),
+                   category_source=decision.category_source,
+                   model_version=classification.model_version if classification else None,
+                   confidence=confidence)
+
+
+def triage_state(decision: RouteDecision, now: datetime) -> TriageState | None:
+    if decision.triage is None:
+        return None
+    return TriageState(
+        held=decision.triage.hold, reason=decision.triage.reason, flagged_at=now,
+        urgent=bool(decision.classification and decision.classification.urgent),
+        suggestions=[Suggestion(category=c, probability=round(p, 4))
+                     for c, p in decision.triage.suggestions])
+
+
+def assignments_of(planned, rules: RuleSet, now: datetime) -> list[Assignment]:
+    """Planned assignments (domain) as the issue's assignments, with both names."""
+    return [
+        Assignment(agency=p.agency, agency_name=p.agency_name,
+                   agency_name_en=rules.agency(p.agency).name_en,
+                   sector=p.sector, role=p.role, assigned_at=now,
+                   acknowledge_by=p.acknowledge_by, resolve_by=p.resolve_by)
+        for p in planned
+    ]
+
+
+def first_route(record: IssueRecord, decision: RouteDecision, rules: RuleSet,
+                now: datetime) -> IssueRecord:
+    """A new report's first route: held for triage, or dispatched (flagged if unsure)."""
+    routing, triage = routing_of(decision), triage_state(decision, now)
+    if decision.held:
+        assert triage is not None
+        return hold_for_triage(record, routing, triage, now)
+    new = dispatch(record, decision.category, decision.priority, routing,
+                   assignments_of(decision.assignments, rules, now), now)
+    if triage is not None:
+        new.triage = triage
+        new.step(now, "routing", "flagged_for_triage",
+                 f"urgent but unsure, dispatched to the best guess {decision.category}; "
+                 f"{triage.reason}")
+    return new
+
+
+def dispatched_event(record: IssueRecord, now: datetime,
+                     cause: Event | None = None) -> IssueDispatched:
+    """``issue.dispatched`` for the record as dispatched: how every agency gets its 派单."""
+    fields = dict(occurred_at=now, category=record.category, priority=record.priority,
+                  assignments=[a.summary() for a in record.assignments])
+    if cause is not None:
+        return cause.caused(IssueDispatched, **fields)
+    return IssueDispatched(trace_id=record.trace_id, issue_id=record.issue_id, **fields)
+
+
+# ----------------------------------------------------------- the desk's route
+
+
+@dataclass(frozen=True)
+class DeskRoute:
+    """A route the desk chose, worked out against the rules."""
+
+    category: str
+    priority: Priority
+    routing: Routing
+    assignments: list[Assignment]
+
+    @property
+    def lead(self) -> str:
+        return next(a.agency for a in self.assignments if a.role is Role.lead)
+
+    @property
+    def support(self) -> list[str]:
+        return [a.agency for a in self.assignments if a.role is Role.support]
+
+    @property
+    def urgent(self) -> bool:
+        return self.priority is Priority.urgent
+
+
+def desk_route(body: ChooseRoute, rules: RuleSet, why: str, now: datetime) -> DeskRoute:
+    """The desk's choice as a route: its category's rule, with the desk's overrides.
+
+    Raises :class:`InvalidPayload` naming the field for an unknown category or agency,
+    or a lead also listed as support.
+    """
+    known = rules.category_names()
+    if body.category not in known:
+        raise InvalidPayload(f"unknown category {body.category!r}", [{
+            "field": "category", "type": "unknown",
+            "message": f"must be one of {', '.join(known)}"}])
+    for field, agencies in (("lead", [body.lead] if body.lead else []),
+                            ("support", body.support or [])):
+        unknown = [a for a in agencies if a not in rules.agencies]
+        if unknown:
+            raise InvalidPayload(f"unknown agency {unknown[0]!r} in {field}", [{
+                "field": field, "type": "unknown",
+                "message": f"unknown agency {unknown[0]!r}; agencies: "
+                           f"{', '.join(rules.agencies)}"}])
+    if body.lead and body.support and body.lead in body.support:
+        raise InvalidPayload(f"{body.lead!r} is the lead; it cannot also support", [{
+            "field": "support", "type": "value_error",
+            "message": f"{body.lead!r} is the lead; it cannot also support"}])
+    priority = category_priority(body.category, body.urgent, rules)
+    planned = plan_route(body.category, body.support, body.lead, rules, priority, now, why)
+    rule = body.category if rules.has_rule(body.category) else "fallback"
+    return DeskRoute(body.category, priority,
+                     Routing(rule=rule, category_source=DESK_SOURCE),
+                     assignments_of(planned, rules, now))
+
+
+# -------------------------------------------------------------------- reroute
+
+
+@dataclass(frozen=True)
+class DeskChange:
+    """A desk decision applied: the new record and the events that announce it."""
+
+    record: IssueRecord
+    events: list[Event]
+    route: DeskRoute
+
+
+def reroute(record: IssueRecord, body: ChooseRoute, reason: str, staff_id: str,
+            rules: RuleSet, now: datetime) -> DeskChange | None:
+    """Correct a dispatched issue's route (see module doc); None if it is already that."""
+    route = desk_route(body, rules, f"rerouted by the desk ({staff_id})", now)
+    changed = reroute_record(record, route.category, route.priority, route.routing,
+                             route.assignments, staff_id, reason, now)
+    if changed is None:
+        return None
+    new = changed.record
+    if new.triage is not None and new.triage.pending:  # a reroute settles a flag too
+        new = settle_triage(new, staff_id, route.category, now)
+    return DeskChange(new, reroute_events(record, changed, staff_id, reason, now), route)
+
+
+def reroute_events(before: IssueRecord, changed, staff_id: str, reason: str,
+                   now: datetime) -> list[Event]:
+    """``issue.rerouted`` (told to the resident once), then one ``assignment.withdrawn``
+    per agency dropped and one ``assignment.created`` per agency added."""
+    new = changed.record
+    rerouted = IssueRerouted(
+        trace_id=new.trace_id, issue_id=new.issue_id, occurred_at=now, category=new.category,
+        previous_category=before.category, priority=new.priority, staff_id=staff_id,
+        reason=reason, withdrawn=[_ref(a) for a in changed.withdrawn],
+        added=[a.summary() for a in changed.added],
+        assignments=[a.summary() for a in new.assignments])
+    events: list[Event] = [rerouted]
+    events += [rerouted.caused(AssignmentWithdrawn, occurred_at=now, agency=_ref(a),
+                               staff_id=staff_id, reason=reason) for a in changed.withdrawn]
+    events += [rerouted.caused(AssignmentCreated, occurred_at=now, category=new.category,
+                               priority=new.priority, assignment=a.summary())
+               for a in changed.added]
+    return events
+
+
+def _ref(assignment: Assignment) -> AgencyRef:
+    return AgencyRef(agency=assignment.agency, agency_name=assignment.agency_name,
+                     agency_name_en=assignment.agency_name_en)
+
+
+# --------------------------------------------------------------------- triage
+
+
+def triage(record: IssueRecord, body: ChooseRoute, reason: str | None, staff_id: str,
+           rules: RuleSet, now: datetime) -> DeskChange:
+    """The desk routes a report routing was unsure of (held or flagged)."""
+    if record.triage is None or not record.triage.pending:
+        raise InvalidTransition(f"issue {record.issue_id} is not waiting for triage")
+    if record.status is IssueStatus.needs_triage:
+        route = desk_route(body, rules, f"triaged by the desk ({staff_id})", now)
+        settled = settle_triage(record, staff_id, route.category, now)
+        new = dispatch(settled, route.category, route.priority, route.routing,
+                       route.assignments, now)
+        return DeskChange(new, [dispatched_event(new, now)], route)
+    # Flagged: dispatched already, urgently, on a best guess. Agreeing settles the flag
+    # only; unless the desk says otherwise it stays as urgent as it was dispatched.
+    if body.urgent is None:
+        body = body.model_copy(update={"urgent": record.priority is Priority.urgent})
+    changed = reroute(record, body, reason or "triage: the desk chose another route",
+                      staff_id, rules, now)
+    if changed is not None:
+        return changed
+    route = desk_route(body, rules, f"triaged by the desk ({staff_id})", now)
+    return DeskChange(settle_triage(record, staff_id, route.category, now), [], route)

@@ -1,0 +1,268 @@
+"""The desk's hand on routing, pure: first route, triage, the reroute plan, corrections."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.routing import desk
+from services.routing.classifier import Classification
+from services.routing.corrections import (
+    Correction,
+    corpus_lang,
+    latest_per_issue,
+    load_corrections,
+    to_corpus,
+    write_jsonl,
+)
+from services.routing.domain import route_issue
+from services.routing.rules import load_rules
+from shared.contracts import (
+    AssignmentCreated,
+    AssignmentStatus,
+    AssignmentWithdrawn,
+    Channel,
+    IssueDispatched,
+    IssueRerouted,
+    IssueStatus,
+    Language,
+    Location,
+    Priority,
+    Reroute,
+    TriageDecision,
+)
+from shared.errors import InvalidPayload, InvalidTransition
+from shared.issue import IssueRecord, acknowledge, pending_deadlines, receive, resolve
+
+T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+LATER = T0 + timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_rules()
+
+
+def received(text: str) -> IssueRecord:
+    return receive("WH-20261205-0001", "trace-0123456789abcdef", text, None,
+                   Location(community="缤泰社区", address="丽德花园9号楼"), Channel.app,
+                   Language.zh, T0)
+
+
+def routed(text: str, rules, classification: Classification | None = None) -> IssueRecord:
+    decision = route_issue(text, None, rules, T0, classification)
+    return desk.first_route(received(text), decision, rules, T0)
+
+
+UNSURE = Classification(top=[("street_light", 0.45), ("rubbish", 0.4), ("noise", 0.1),
+                             ("tree", 0.05)], confident=False, model_version="m1")
+
+
+# ----------------------------------------------------------------- first route
+
+
+def test_a_sure_report_is_dispatched_with_how_sure_routing_was(rules):
+    record = routed("楼上漏水，天花板滴水", rules)
+    assert record.status is IssueStatus.dispatched and record.triage is None
+    assert record.routing.model_version == "keywords" and record.routing.confidence == 1.0
+
+
+def test_an_unsure_report_is_held_with_three_suggestions(rules):
+    record = routed("东门那边又不行了", rules, UNSURE)
+    assert record.status is IssueStatus.needs_triage
+    assert record.assignments == [] and pending_deadlines(record) == []
+    assert [(s.category, s.probability) for s in record.triage.suggestions] == [
+        ("street_light", 0.45), ("rubbish", 0.4), ("noise", 0.1)]
+    assert record.triage.held and record.triage.pending
+    assert "street_light 45%" in record.timeline[-1].detail
+
+
+def test_an_urgent_unsure_report_is_dispatched_and_flagged(rules):
+    urgent = Classification(top=[("gas_leak", 0.5), ("sewage_blocked", 0.4)], urgent=True,
+                            urgent_reasons=["rotten eggs"], confident=False, model_version="m1")
+    record = routed("一股臭鸡蛋味", rules, urgent)
+    assert record.status is IssueStatus.dispatched and record.priority is Priority.urgent
+    assert record.triage.pending and not record.triage.held and record.triage.urgent
+    assert record.timeline[-1].step == "flagged_for_triage"
+
+
+# ---------------------------------------------------------------------- triage
+
+
+def test_the_desk_routes_a_held_report_and_it_is_dispatched_normally(rules):
+    record = routed("东门那边又不行了", rules, UNSURE)
+    body = TriageDecision(category="rubbish", reason="垃圾")
+    change = desk.triage(record, body, body.reason, "desk-wang", rules, LATER)
+    new = change.record
+    assert new.status is IssueStatus.dispatched and new.category == "rubbish"
+    assert [(a.agency, a.role.value) for a in new.assignments] == [
+        ("sanitation", "lead"), ("property_manager", "support")]
+    assert new.assignments[0].acknowledge_by == LATER + timedelta(days=3)
+    assert (new.triage.pending, new.triage.decided_by, new.triage.decided_category) == (
+        False, "desk-wang", "rubbish")
+    (event,) = change.events
+    assert isinstance(event, IssueDispatched) and len(event.assignments) == 2
+    assert change.route.support == ["property_manager"] and not change.route.urgent
+
+
+def test_the_desk_can_override_lead_and_support_and_say_urgent(rules):
+    record = routed("东门那边又不行了", rules, UNSURE)
+    body = TriageDecision(category="tree", lead="urban_management", support=["landscaping"],
+                          urgent=True)
+    new = desk.triage(record, body, None, "desk-wang", rules, LATER).record
+    assert [(a.agency, a.role.value) for a in new.assignments] == [
+        ("urban_management", "lead"), ("landscaping", "support")]
+    assert new.priority is Priority.urgent
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"category": "dragons"}, "category"),
+    ({"category": "tree", "lead": "police"}, "lead"),
+    ({"category": "tree", "support": ["power", "fire_brigade"]}, "support"),
+    ({"category": "tree", "lead": "power", "support": ["power"]}, "support"),
+])
+def test_a_bad_choice_names_the_field(rules, body, field):
+    record = routed("东门那边又不行了", rules, UNSURE)
+    with pytest.raises(InvalidPayload) as refused:
+        desk.triage(record, TriageDecision(**body), None, "desk-wang", rules, LATER)
+    assert refused.value.errors[0]["field"] == field
+
+
+def test_only_a_report_waiting_for_triage_can_be_triaged(rules):
+    record = routed("楼上漏水", rules)
+    with pytest.raises(InvalidTransition, match="not waiting for triage"):
+        desk.triage(record, TriageDecision(category="pipe_leak"), None, "d", rules, LATER)
+
+
+# --------------------------------------------------------------------- reroute
+
+
+def reroute(record, rules, **body):
+    body.setdefault("reason", "the desk looked again")
+    return desk.reroute(record, Reroute(**body), body["reason"], "desk-wang", rules, LATER)
+
+
+def test_the_reroute_plan_withdraws_who_leaves_adds_who_joins_keeps_who_stays(rules):
+    record = routed("楼上漏水，天花板滴水", rules)  # water leads, property manager supports
+    record = acknowledge(record, "property_manager", "pm-1", T0 + timedelta(minutes=5))
+    change = reroute(record, rules, category="sewage_blocked", support=["property_manager"])
+    new = change.record
+    assert [(a.agency, a.role.value, a.status.value) for a in new.assignments] == [
+        ("drainage", "lead", "assigned"), ("property_manager", "support", "acknowledged")]
+    assert [(a.agency, a.status, a.withdrawn_by) for a in new.withdrawn] == [
+        ("water", AssignmentStatus.withdrawn, "desk-wang")]
+    # the one who stays keeps its 报到 and deadlines; the newcomer gets fresh ones
+    kept = new.assignment_for("property_manager")
+    assert kept.acknowledged_by == "pm-1" and kept.resolve_by == record.assignments[1].resolve_by
+    assert new.assignment_for("drainage").acknowledge_by == LATER + timedelta(days=3)
+    assert new.status is IssueStatus.in_progress
+    assert {d.agency for d in pending_deadlines(new)} == {"drainage", "property_manager"}
+    rerouted, withdrawn, created = change.events
+    assert isinstance(rerouted, IssueRerouted) and rerouted.previous_category == "pipe_leak"
+    assert [a.agency for a in rerouted.assignments] == ["drainage", "property_manager"]
+    assert isinstance(withdrawn, AssignmentWithdrawn) and withdrawn.agency.agency == "water"
+    assert isinstance(created, AssignmentCreated) and created.assignment.agency == "drainage"
+    assert withdrawn.causation_id == created.causation_id == rerouted.event_id
+    step = new.timeline[-1]
+    assert step.step == "rerouted" and "desk-wang" in step.detail
+    assert "pipe_leak -> sewage_blocked" in step.detail and "the desk looked again" in step.detail
+
+
+def test_a_role_can_change_without_anyone_leaving(rules):
+    record = routed("楼上漏水，天花板滴水", rules)
+    change = reroute(record, rules, category="pipe_leak", lead="property_manager",
+                     support=["water"])
+    assert [(a.agency, a.role.value) for a in change.record.assignments] == [
+        ("property_manager", "lead"), ("water", "support")]
+    assert change.record.withdrawn == []
+
+
+def test_the_same_route_again_changes_nothing(rules):
+    record = routed("楼上漏水，天花板滴水", rules)
+    assert reroute(record, rules, category="pipe_leak") is None
+
+
+def test_a_reroute_settles_a_triage_flag(rules):
+    urgent = Classification(top=[("gas_leak", 0.5), ("sewage_blocked", 0.4)], urgent=True,
+                            confident=False, model_version="m1")
+    record = routed("一股臭鸡蛋味", rules, urgent)
+    change = reroute(record, rules, category="sewage_blocked", urgent=False)
+    assert change.record.triage.pending is False
+    assert change.record.priority is Priority.normal
+
+
+def test_agreeing_with_a_flagged_route_keeps_it_urgent_and_tells_no_one(rules):
+    urgent = Classification(top=[("gas_leak", 0.5)], urgent=True, confident=False,
+                            model_version="m1")
+    record = routed("一股臭鸡蛋味", rules, urgent)
+    change = desk.triage(record, TriageDecision(category="gas_leak"), None, "d", rules, LATER)
+    assert change.events == [] and change.record.priority is Priority.urgent
+    assert change.record.triage.pending is False
+
+
+def test_only_a_dispatched_or_in_progress_issue_can_be_rerouted(rules):
+    held = routed("东门那边又不行了", rules, UNSURE)
+    with pytest.raises(InvalidTransition, match="needs_triage"):
+        reroute(held, rules, category="tree")
+
+
+def test_a_reroute_that_leaves_nothing_to_do_is_refused(rules):
+    record = routed("楼上漏水，天花板滴水", rules)
+    for agency in ("water", "property_manager"):
+        record = acknowledge(record, agency, "s", T0)
+    record = resolve(record, "property_manager", "s", "修好了", T0)
+    with pytest.raises(InvalidTransition, match="leaves no part to do"):
+        reroute(record, rules, category="lift_broken")
+
+
+# ------------------------------------------------------------------ corrections
+
+
+def correction(issue_id="WH-20261205-0001", category="rubbish", at=T0, **extra):
+    fields = dict(correction_id=f"{issue_id}:{int(at.timestamp() * 1000)}", issue_id=issue_id,
+                  source="reroute", text="垃圾成堆没人清", language=Language.zh,
+                  channel=Channel.app, category=category, urgent=False,
+                  support=["property_manager"], by="desk-wang", at=at)
+    return Correction(**{**fields, **extra})
+
+
+def test_a_correction_is_a_corpus_example():
+    example = to_corpus(correction())
+    assert example.model_dump() == {
+        "id": "c20261205_0001", "text": "垃圾成堆没人清", "lang": "zh", "category": "rubbish",
+        "urgent": False, "support": ["property_manager"], "channel": "miniprogram"}
+
+
+@pytest.mark.parametrize(("text", "language", "lang"), [
+    ("楼道灯不亮", Language.zh, "zh"),
+    ("這裡的電燈壞了，樓道很黑", Language.zh, "zh-Hant"),
+    ("The lift has broken down again", Language.en, "en-GB"),
+    ("The elevator is out and the trash is piling up", Language.en, "en-US"),
+    ("楼下的 street light 不亮了, please check", Language.zh, "mixed"),
+])
+def test_the_corpus_language_is_guessed_from_the_text(text, language, lang):
+    assert corpus_lang(text, language) == lang
+
+
+def test_the_export_keeps_the_desks_latest_word_per_report(tmp_path):
+    first = correction(category="noise")
+    second = correction(category="rubbish", at=T0 + timedelta(minutes=5))
+    other = correction(issue_id="WH-20261205-0002", category="tree")
+    latest = latest_per_issue([second, other, first])
+    assert [(c.issue_id, c.category) for c in latest] == [
+        ("WH-20261205-0001", "rubbish"), ("WH-20261205-0002", "tree")]
+    out = io.StringIO()
+    assert write_jsonl([to_corpus(c) for c in latest], out) == 2
+    (tmp_path / "2026-12-05.jsonl").write_text(out.getvalue(), encoding="utf-8")
+    folded = load_corrections(tmp_path)
+    assert [e["category"] for e in folded] == ["rubbish", "tree"]
+    assert json.loads(out.getvalue().splitlines()[0])["text"] == "垃圾成堆没人清"
+
+
+def test_a_malformed_corrections_file_names_its_line(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"id": "c1", "text": "x"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        load_corrections(tmp_path)
