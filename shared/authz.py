@@ -75,8 +75,8 @@ def must_be_desk(principal: Principal) -> None:
 
 def involved_agencies(record: IssueRecord) -> set[str]:
     """Agencies that have, or had, an assignment on the issue (withdrawn ones included:
-    an assignment is closed, never deleted)."""
-    return {a.agency for a in record.assignments}
+    an assignment is closed, never deleted; a reroute keeps it in ``record.withdrawn``)."""
+    return {a.agency for a in [*record.assignments, *record.withdrawn]}
 
 
 def _in_scope(principal: Principal, record: IssueRecord) -> bool:

@@ -147,6 +147,7 @@ def test_failing_requests_with_a_phone_number_leave_no_number_in_any_log(
     whistle_env.setdefault(cfg.SECRET, cfg.DEV_SECRET)
     app = whistle_processes()
     spaced = "139 1234 5678"
+    desk = issue_token("desk", "desk-1", whistle_env[cfg.SECRET])
     # intake over HTTP: invalid fields next to a phone number
     bad = requests.post(f"{app.url}/issues", json={
         "description": f"电话{PHONE}" * 1000, "location": {"community": "缤泰社区"},
@@ -158,12 +159,13 @@ def test_failing_requests_with_a_phone_number_leave_no_number_in_any_log(
                          "phone": PHONE, "name": "王建国"}, "location": {"address": PHONE}}),
                      lambda: rpc.agency.resolve("bad-token", "power", "WH-20261121-0001",
                                                 {"note": PHONE}),
-                     lambda: rpc.routing.explain_route({"text": PHONE * 900}),
+                     lambda: rpc.routing.explain_route(desk, {"text": PHONE * 900}),
                      lambda: rpc.notify.list_notifications(f"WH-{PHONE}")):
             with pytest.raises(Exception) as raised:
                 call()
             assert PHONE not in str(raised.value)
-    assert requests.post(f"{app.url}/routing/explain", json={"txt": PHONE}).status_code == 422
+    assert requests.post(f"{app.url}/routing/explain", json={"txt": PHONE},
+                         headers={"Authorization": f"Bearer {desk}"}).status_code == 422
     # a poison event whose body carries the number, straight onto the bus
     with Connection(whistle_env[cfg.AMQP_URI]) as connection:
         declare_topology(connection)
