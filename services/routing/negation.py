@@ -3,14 +3,16 @@
 A keyword hit is *negated* when a negating word stands just before it in the same
 clause (no punctuation in between):
 
-- Chinese: 没有, 没, 不是, 不, 并非, 无, 未, 非, 别 ending at most two characters
-  before the keyword (没有再停电, 不是停电, 没停水);
+- Chinese: 没有, 没, 不是, 不, 并非, 无, 未, 非 ending at most two characters
+  before the keyword (没有再停电, 不是停电, 没停水); not 别 ("能不能别停水了" complains
+  of water cuts);
 - English: no, not, never, without, nor, none, n't ending at most three words
   before it ("there is no gas smell", "it isn't a power cut", "I don't smell gas").
 
 Some phrases only look negative, and a hit after them still counts:
 
-- "not only", 不停, 不断 (continuously), 不少, 不仅, 不光, 不得不, 无论, 没完没了;
+- "not only", 不停, 不断 (continuously), 不少, 不仅, 不光, 不得不, 无论, 没完没了, and
+  questions: 算不算, 能不能, 会不会 ("这个算不算扰民" asks about a nuisance);
 - doubt is not denial: 不知道, 不确定, 不清楚, 是不是, 是否, "not sure", "don't know",
   "no idea", "can't tell", "whether": a resident unsure whether it is gas is still
   reporting a possible gas leak (safety first).
@@ -30,11 +32,12 @@ __all__ = ["negation_before"]
 # Clause boundaries: a negation does not reach across them.
 _CLAUSE_END = re.compile(r"[,.;:!?，。；：！？、\n()（）…]|\bbut\b|但是|可是|而是|就是")
 
-_ZH_NEGATORS = ("并没有", "没有", "并非", "不是", "没", "不", "无", "未", "非", "别")
+# Not 别: "能不能别停水了" asks for the water cuts to stop; they happen.
+_ZH_NEGATORS = ("并没有", "没有", "并非", "不是", "没", "不", "无", "未", "非")
 _ZH_NOT_NEGATING = (
     "不停", "不断", "不少", "不仅", "不但", "不光", "不止", "不久", "不管", "不得不", "不了",
     "无论", "没完没了", "不知道", "不确定", "不清楚", "不晓得", "不懂", "是不是", "是否", "有没有",
-    "不会吧", "无法", "非常", "无人",
+    "不会吧", "无法", "非常", "无人", "算不算", "能不能", "会不会", "要不要",
 )
 _ZH_GAP = 2  # characters allowed between the negator and the keyword (没有 *再* 停电)
 

@@ -134,14 +134,14 @@ def test_explain_shows_the_classifier_urgency_and_triage():
 
 
 def test_explain_shows_a_denied_keyword_and_the_triage_queue():
-    explained = route_json("没有停电，是跳闸了合不上")
+    explained = route_json("没有停电，家里都有电，就是那边不太对劲")
     assert explained["negated"] == [{"category": "power_cut", "keyword": "停电",
                                      "negated_by": "没有"}]
     assert explained["matched"] == []
     assert explained["triage"]["would_triage"] and explained["triage"]["held"]
     assert explained["urgency"] == {"urgent": False, "classifier_says_urgent": False,
                                     "reasons": []}
-    out = route("没有停电，是跳闸了合不上").stdout
+    out = route("没有停电，家里都有电，就是那边不太对劲").stdout
     assert "denied     停电 (power_cut), negated by 没有" in out
     assert "triage     waits for the desk (needs_triage)" in out
 
