@@ -241,6 +241,12 @@ def test_private_reads_show_a_client_only_its_own_requests(whistle_processes, wh
                         timeout=5).json() == []
     assert_open311_error(requests.get(f"{base}{V2}/requests/{issue_id}.json",
                                       params={"api_key": beta}, timeout=5), 404)
+    by_ids = {"service_request_id": f"{issue_id},WH-20000101-0001"}
+    assert requests.get(f"{base}{V2}/requests.json", params={**by_ids, "api_key": beta},
+                        timeout=5).json() == []
+    assert [r["service_request_id"] for r in requests.get(
+        f"{base}{V2}/requests.json", params={**by_ids, "api_key": alpha}, timeout=5).json()] \
+        == [issue_id]
     assert requests.get(f"{base}{V2}/requests/{issue_id}.json", params={"api_key": alpha},
                         timeout=5).json()[0]["service_request_id"] == issue_id
     assert_open311_error(requests.get(f"{base}{V2}/requests.json", timeout=5), 403,

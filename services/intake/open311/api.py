@@ -30,6 +30,7 @@ from services.intake.open311.catalog import Service, build_catalog
 from services.intake.open311.clients import Open311Clients
 from services.intake.open311.formats import FORMATS, Open311Error, render, render_error
 from services.intake.open311.mapping import (
+    OPEN311_STATES,
     Params,
     date_window,
     json_pairs,
@@ -46,7 +47,7 @@ from services.intake.open311.mapping import (
 )
 from services.routing.rules import SHIPPED_RULES, load_rules
 from shared import config as cfg
-from shared.contracts import utcnow
+from shared.contracts import IssueStatus, utcnow
 from shared.errors import Forbidden, NotFound, Unauthorized, Unavailable, WhistleError
 from shared.store import ISSUE_ID
 from shared.web import ERROR_SHAPES, MAX_BODY_BYTES, http
@@ -171,24 +172,41 @@ class Open311Api:
         if query.ids is not None:
             ids = list(dict.fromkeys(i for i in query.ids if ISSUE_ID.fullmatch(i)))
             if reader is not None:
-                ids = [i for i in ids if clients.owns(reader, i)]
+                ids = clients.owned(reader, ids)
         elif reader is not None:
             ids = clients.requests_between(reader, query.start, query.end)
         else:
             ids = list(reversed(self.store.issue_ids_received(query.start, query.end)))
-        wanted_from = (query.page - 1) * query.page_size
+        if query.ids is None and query.statuses is not None:
+            ids = self._with_status(ids, query.statuses)
+        first = (query.page - 1) * query.page_size
+        if query.service_codes is None and query.statuses is None:
+            # Nothing to filter on the records: the page needs exactly its own.
+            return self._views(ids[first:first + query.page_size], lang)
         matched: list[dict[str, Any]] = []
         seen = 0
         for n in range(0, len(ids), CHUNK):
             for view in self._views(ids[n:n + CHUNK], lang):
                 if not query.matches(view):
                     continue
-                if seen >= wanted_from:
+                if seen >= first:
                     matched.append(view)
                 seen += 1
                 if len(matched) == query.page_size:
                     return matched
         return matched
+
+    def _with_status(self, ids: list[str], statuses: set[str]) -> list[str]:
+        """Only the ids whose Whistle status can show as one of ``statuses`` (the status
+        indexes, one round trip); merged reports show their issue's, so they stay."""
+        states = {IssueStatus.merged.value}
+        for status in statuses:
+            states |= {s.value for s in OPEN311_STATES[status]}
+        pipe = self.store.redis.pipeline(transaction=False)
+        for state in sorted(states):
+            pipe.smembers(self.store.keys.by_status(state))
+        allowed = set().union(*self.store._call(pipe.execute))
+        return [i for i in ids if i in allowed]
 
     def _request(self, request, service_request_id: str) -> list[dict[str, Any]]:
         params = self._params(request)

@@ -106,6 +106,13 @@ class Open311Clients:
     def owns(self, name: str, issue_id: str) -> bool:
         return self._call(self.redis.zscore, self._requests(name), issue_id) is not None
 
+    def owned(self, name: str, issue_ids: list[str]) -> list[str]:
+        """Those of ``issue_ids`` the client created, in the order given (one round trip)."""
+        if not issue_ids:
+            return []
+        scores = self._call(self.redis.zmscore, self._requests(name), issue_ids)
+        return [i for i, score in zip(issue_ids, scores, strict=True) if score is not None]
+
     def requests_between(self, name: str, start: datetime, end: datetime) -> list[str]:
         """The client's requests received in ``[start, end]``, newest first."""
         return self._call(self.redis.zrevrangebyscore, self._requests(name),

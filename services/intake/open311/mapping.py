@@ -337,6 +337,11 @@ def _positive_int(value: str | None, field: str, default: int, most: int | None)
 OPEN = "open"
 CLOSED = "closed"
 _CLOSED_STATES = {IssueStatus.resolved, IssueStatus.closed}
+# The Whistle states each Open311 status covers (a merged report shows its issue's).
+OPEN311_STATES = {
+    OPEN: {IssueStatus.received, IssueStatus.dispatched, IssueStatus.in_progress},
+    CLOSED: _CLOSED_STATES,
+}
 
 _LEVEL = {"street": ("街道", "the street office"), "district": ("区", "the district")}
 
