@@ -259,6 +259,18 @@ def test_a_request_shows_public_fields_only():
     assert not {"phone", "email", "first_name", "last_name", "contact"} & view.keys()
 
 
+def test_every_whistle_state_is_open_or_closed():
+    from services.intake.open311.mapping import OPEN311_STATES
+    from shared.contracts import IssueStatus
+
+    assert OPEN311_STATES["open"] | OPEN311_STATES["closed"] | {IssueStatus.merged} == \
+        set(IssueStatus)
+    record = _issue()
+    record.step(T0, "routing", "needs_triage", "unsure")
+    assert request_view(record, CATALOG, Language.en, TZ)["status_notes"] == \
+        "The community desk is choosing the responsible agency"
+
+
 def test_a_resolved_request_is_closed_with_the_leads_note():
     record = _issue()
     later = T0 + timedelta(hours=2)

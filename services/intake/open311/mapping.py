@@ -339,7 +339,7 @@ CLOSED = "closed"
 _CLOSED_STATES = {IssueStatus.resolved, IssueStatus.closed}
 # The Whistle states each Open311 status covers (a merged report shows its issue's).
 OPEN311_STATES = {
-    OPEN: {IssueStatus.received, IssueStatus.dispatched, IssueStatus.in_progress},
+    OPEN: set(IssueStatus) - _CLOSED_STATES - {IssueStatus.merged},
     CLOSED: _CLOSED_STATES,
 }
 
@@ -401,7 +401,10 @@ def status_notes(record: IssueRecord, lang: Language, names: frozenset[str]) -> 
             return "已结单：居民满意" if why is ClosedReason.satisfied else "已结单：已办结，评价期满"
         return (f"Every agency has finished; waiting for the resident's rating. {note_text}"
                 if en else f"各相关单位均已办结，等待居民评价。{note_text}").strip()
-    if kind == "dispatched":
+    if kind == "needs_triage":
+        return ("The community desk is choosing the responsible agency" if en
+                else "社区正在研判由哪个部门办理")
+    if kind in ("dispatched", "triaged", "flagged_for_triage", "rerouted"):
         supports = [(a.agency_name_en if en else a.agency_name) for a in record.assignments
                     if a.role is Role.support]
         if en:
@@ -488,6 +491,8 @@ def names_of(contact: dict[str, str]) -> frozenset[str]:
 _UPDATE_STATUS = {
     "issue.received": "open",
     "issue.dispatched": "investigating",
+    "issue.rerouted": "investigating",
+    "assignment.withdrawn": None,
     "assignment.acknowledged": "in_progress",
     "assignment.resolved": None,
     "issue.resolved": "fixed",
@@ -509,7 +514,9 @@ def _update_text(event: dict[str, Any], en: bool, names: frozenset[str]) -> str:
         agency = event["agency"].get("agency_name_en" if en else "agency_name", "")
     if kind == "issue.received":
         return "Received by the community desk" if en else "社区已受理"
-    if kind == "issue.dispatched":
+    if kind == "assignment.withdrawn":
+        return f"{agency} is no longer involved" if en else f"{agency}不再参与办理"
+    if kind in ("issue.dispatched", "issue.rerouted"):
         parts = event.get("assignments") or []
         lead = next((a for a in parts if a.get("role") == "lead"), parts[0] if parts else {})
         name = lead.get("agency_name_en" if en else "agency_name", "")
