@@ -16,7 +16,10 @@ therefore those it had at its end, and later events do not change them.
     agency it lists. ``assignment.created`` (an agency invited to a table) creates one
     in the issue's current cycle: 0, or the ``cycle`` of the last ``issue.reopened``
     before it. ``issue.reopened`` creates one in its ``cycle`` for every agency it
-    lists. A repeated creation of the same triple is ignored: journals from before
+    lists. ``assignment.withdrawn`` (the desk rerouted the issue) takes the agency's
+    current assignment away: it is not counted for or against the agency, and a later
+    ``assignment.created`` for it starts afresh. A repeated creation of the same triple
+    is ignored: journals from before
     dispatches stopped publishing ``assignment.created`` hold both for a dispatch, and
     count it once. An assignment *is in the window* when it was created
     in ``[since, until)``; those are the ones counted (``assigned``).
@@ -209,6 +212,12 @@ def _replay_issue(events: list[tuple[datetime, dict]], history: _History) -> Non
             cycle = event["cycle"]
             for summary in event["assignments"]:
                 create(issue_id, summary["agency"], cycle, at)
+        elif kind == "assignment.withdrawn":
+            agency = event["agency"]["agency"]
+            withdrawn = current.pop(agency, None)
+            if withdrawn is not None:
+                history.assignments = [a for a in history.assignments if a is not withdrawn]
+                history.cycles.get((issue_id, withdrawn.cycle), set()).discard(agency)
         elif kind == "assignment.acknowledged":
             assignment = current.get(event["agency"])
             if assignment and assignment.acknowledged is None:

@@ -37,6 +37,7 @@ from services.routing.rules import RuleSet
 from services.routing.rules_provider import ReloadableRules, reload_for_rpc, rules_provider_for
 from shared import config as cfg
 from shared.auth import StaffPrincipal, bearer_token, verify_feedback_token, verify_token
+from shared.authz import may_read_issue
 from shared.contracts import (
     CompleteTableTask,
     ConveneTable,
@@ -417,6 +418,7 @@ class RoutingService:
             return outcome[0].record, self.bus.stage(*outcome[0].events)
 
         before = self.store.get(issue_id)
+        may_read_issue(staff, before)  # a desk scoped to some communities acts only there
         event_id = f"{source}:{body.request_id}" if body.request_id else None
         applied = self.store.apply(issue_id, event_id, decided, self.name)
         self.bus.publish(applied.outbox)

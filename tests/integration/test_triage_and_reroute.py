@@ -219,3 +219,47 @@ def test_an_urgent_unsure_report_is_dispatched_at_once_and_flagged(base, whistle
     assert answer.json()["triage"]["pending"] is False
     assert answer.json()["priority"] == "urgent"
     assert events(base, issue_id, "issue.rerouted") == []
+
+
+def test_only_the_desk_explains_and_only_in_its_communities(base, whistle_config):
+    url = f"{base}/routing/explain"
+    text = {"text": "没有停电，就是楼道灯不亮"}
+    assert requests.post(url, json=text, timeout=5).status_code == 401
+    assert requests.post(url, json=text, headers=auth(whistle_config, "power"),
+                         timeout=5).status_code == 403
+    explained = requests.post(url, json=text, headers=auth(whistle_config, "desk"), timeout=5)
+    assert explained.status_code == 200, explained.text
+    answer = explained.json()
+    assert answer["category"] == "stairwell_light"
+    assert answer["negated"] == [{"category": "power_cut", "keyword": "停电", "negated_by": "没有"}]
+    assert answer["classifier"]["threshold"] == 0.6
+    assert answer["triage"]["would_triage"] is False
+
+    # A desk scoped to another community cannot triage or reroute here.
+    issue_id = submit(base, "楼上漏水，天花板滴水")
+    settled(base, issue_id, "dispatched")
+    elsewhere = {"Authorization": "Bearer " + issue_token(
+        "desk", "desk-zhao", whistle_config[cfg.SECRET], communities=["和平里社区"])}
+    refused = requests.post(f"{base}/issues/{issue_id}/reroute", headers=elsewhere, timeout=5,
+                            json={"category": "sewage_blocked", "reason": "看错了"})
+    assert refused.status_code == 403
+    assert issue(base, issue_id)["category"] == "pipe_leak"
+
+
+def test_the_desk_reroutes_over_rpc_too(base, whistle_config):
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from shared.errors import Forbidden
+
+    issue_id = submit(base, "楼道灯不亮，黑乎乎的")
+    settled(base, issue_id, "dispatched")
+    desk = issue_token("desk", "desk-wang", whistle_config[cfg.SECRET])
+    power = issue_token("power", "p-1", whistle_config[cfg.SECRET])
+    body = {"category": "street_light", "reason": "是小区路灯，不在楼里"}
+    with ClusterRpcProxy({"AMQP_URI": whistle_config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        with pytest.raises(Forbidden):
+            rpc.routing.reroute_issue(power, issue_id, body)
+        answer = rpc.routing.reroute_issue(desk, issue_id, body)
+    assert [a["agency"] for a in answer["assignments"]] == ["urban_management"]
+    assert sorted(a["agency"] for a in answer["withdrawn"]) == ["power", "property_manager"]
+    wait_for(lambda: told(base, issue_id, "rerouted"), lambda sent: len(sent) == 1)

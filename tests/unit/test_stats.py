@@ -11,6 +11,7 @@ from shared.contracts import (
     AssignmentCreated,
     AssignmentResolved,
     AssignmentSummary,
+    AssignmentWithdrawn,
     IssueDispatched,
     IssueEscalated,
     IssueMerged,
@@ -321,3 +322,20 @@ def test_durations_are_written_for_people(seconds, text):
 def test_rates_are_written_as_percentages():
     assert (percent(None), percent(0.0), percent(0.7143), percent(1.0)) == (
         "-", "0.0%", "71.4%", "100.0%")
+
+
+def test_a_withdrawn_assignment_counts_neither_for_nor_against_its_agency():
+    """The desk rerouted WH-1 from water to drainage: water never had the job."""
+    issue = "WH-20261101-0001"
+    withdrawn = stored(AssignmentWithdrawn(**envelope(issue, h(2)), agency=ref("water"),
+                                           staff_id="desk-wang", reason="是下水道"))
+    journal = [received(issue, h(0)), dispatched(issue, h(1), "water"), withdrawn,
+               created(issue, "drainage", h(2)), acked(issue, "drainage", h(3), True),
+               rated(issue, h(30), "satisfied", 0)]
+    stats = compute_stats([journal], SINCE, UNTIL, NOW)
+    assert set(stats["agencies"]) == {"drainage"}
+    assert stats["overall"]["assigned"] == 1 and stats["overall"]["response_rate"] == 1.0
+    # withdrawn and assigned again later: a fresh assignment, counted once
+    again = [*journal, created(issue, "water", h(5))]
+    water = compute_stats([again], SINCE, UNTIL, NOW)["agencies"]["water"]
+    assert water["assigned"] == 1 and water["acknowledged"] == 0
