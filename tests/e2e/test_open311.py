@@ -104,6 +104,7 @@ def test_services_and_definitions_through_a_real_client(whistle):
     assert discovery["endpoints"][0]["formats"] == ["text/xml", "application/json"]
     xml = requests.get(f"{whistle.url}{V2}/discovery.xml", timeout=5)
     assert xml.headers["Content-Type"] == "text/xml; charset=utf-8"
+    assert xml.headers["Access-Control-Allow-Origin"] == "*"
     assert xml.content.startswith(b'<?xml version="1.0" encoding="utf-8"?>')
     assert ElementTree.fromstring(xml.content).findtext("endpoints/endpoint/specification") \
         == "http://wiki.open311.org/GeoReport_v2"

@@ -67,6 +67,9 @@ def render(fmt: str, root: str, payload: Any, status: int = 200,
     """``payload`` (a list of records, or one record) as ``fmt``; ``root`` names the
     XML root element (a list's items are named by :data:`LIST_ITEMS`)."""
     body = dumps(payload) if fmt == "json" else to_xml(root, payload)
+    # Browser apps (a city's web map) read Open311 from other origins. No credentials
+    # ride on it: a key travels as a parameter, never as a cookie.
+    headers = {"Access-Control-Allow-Origin": "*", **(headers or {})}
     return Response(body, status=status, headers=headers, content_type=FORMATS[fmt])
 
 
