@@ -373,3 +373,33 @@ def test_xml_follows_the_spark_convention():
     nested = ElementTree.fromstring(to_xml("service_definition", {
         "service_code": "x", "attributes": [{"code": "a", "values": [{"key": "1"}]}]}))
     assert nested.find("attributes/attribute/values/value/key").text == "1"
+
+
+# ------------------------------------------------------------------ the rules file
+
+
+def test_the_service_list_follows_the_rules_file_and_survives_a_bad_edit(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    from services.intake.open311.api import ServiceCatalog
+    from services.routing.rules import SHIPPED_RULES
+
+    path = tmp_path / "rules.yaml"
+    text = SHIPPED_RULES.read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    provider = ServiceCatalog()
+    provider.container = SimpleNamespace(config={"RULES_FILE": str(path)})
+    provider.setup()
+    assert "gas_leak" in provider.get()[1]
+
+    def rewrite(new_text: str, tick: int) -> None:
+        path.write_text(new_text, encoding="utf-8")
+        os.utime(path, (tick, tick))  # a new mtime, however fast the test runs
+
+    rewrite(text.replace("category: gas_leak", "category: gas_smell"), 1_900_000_000)
+    changed, catalog = provider.get()
+    assert "gas_smell" in catalog and "gas_leak" not in catalog
+    assert changed == datetime.fromtimestamp(1_900_000_000, UTC)
+    rewrite("version: 1\nrules: [oops", 1_900_000_100)
+    assert "gas_smell" in provider.get()[1]  # the last good file's services

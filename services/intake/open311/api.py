@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from logging import getLogger
 from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
@@ -45,7 +46,7 @@ from services.intake.open311.mapping import (
     updates_from_journal,
     w3c,
 )
-from services.routing.rules import SHIPPED_RULES, load_rules
+from services.routing.rules import SHIPPED_RULES, RulesError, load_rules
 from shared import config as cfg
 from shared.contracts import IssueStatus, utcnow
 from shared.errors import Forbidden, NotFound, Unauthorized, Unavailable, WhistleError
@@ -58,6 +59,8 @@ PREFIX = "/open311/v2"
 # before its window starts: an issue older than that shows no more updates there.
 UPDATES_LOOKBACK = timedelta(days=90)
 CHUNK = 200  # records loaded per round trip while filtering a list
+
+_log = getLogger(__name__)
 
 
 class ServiceCatalog(DependencyProvider):
@@ -75,9 +78,18 @@ class ServiceCatalog(DependencyProvider):
         self.get()
 
     def get(self) -> tuple[datetime, dict[str, Service]]:
-        mtime = os.stat(self.path).st_mtime
-        if self._loaded is None or self._loaded[0] != mtime:
-            self._loaded = (mtime, build_catalog(load_rules(self.path), self.default_community))
+        try:
+            mtime = os.stat(self.path).st_mtime
+            if self._loaded is None or self._loaded[0] != mtime:
+                catalog = build_catalog(load_rules(self.path), self.default_community)
+                self._loaded = (mtime, catalog)
+        except (OSError, RulesError, ValueError) as exc:
+            if self._loaded is None:
+                raise  # at start-up: intake does not start on a broken rules file
+            # A bad edit: keep serving the services of the last good file, as routing
+            # keeps its rules in force after a failed reload.
+            _log.warning("open311 services kept from the last good rules file: %s",
+                         str(exc).splitlines()[0])
         return datetime.fromtimestamp(self._loaded[0], UTC), self._loaded[1]
 
     def get_dependency(self, worker_ctx):
