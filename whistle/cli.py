@@ -13,6 +13,7 @@ from bench.cli import bench
 from shared import config as cfg
 from whistle.dlq_cli import dlq
 from whistle.open311_cli import open311
+from whistle.queues_cli import queues
 from whistle.route_cli import route
 from whistle.routing_cli import routing
 from whistle.stats_cli import stats
@@ -120,6 +121,7 @@ cli.add_command(route)
 cli.add_command(routing)
 cli.add_command(status)
 cli.add_command(dlq)
+cli.add_command(queues)
 cli.add_command(stats)
 cli.add_command(open311)
 

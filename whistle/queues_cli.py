@@ -1,0 +1,49 @@
+"""``whistle queues migrate``: move a deployment's queues to classic or quorum queues."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from shared import config as cfg
+from shared.topology import QUEUE_TYPES
+
+
+@click.group()
+def queues() -> None:
+    """The deployment's RabbitMQ queues."""
+
+
+@queues.command()
+@click.option("--to", "to", type=click.Choice(QUEUE_TYPES), required=True,
+              help="The queue type to move every Whistle queue to.")
+def migrate(to: str) -> None:
+    """Move every queue Whistle declares to TO, without losing a message.
+
+    Stop the services that consume a queue before it can move (routing, agency and
+    notify; intake may run until a last run moves its RPC queue): a queue with a
+    consumer is left as it is and named (exit 1). Safe to run again after a crash
+    part way: it goes on from where it stopped. Then start every service with
+    WHISTLE_QUEUE_TYPE set to TO.
+    """
+    from whistle.migrate import MigrationInterrupted
+    from whistle.migrate import migrate as run
+
+    amqp_uri = cfg.get(os.environ, cfg.AMQP_URI)
+    try:
+        outcome = run(amqp_uri, to, say=lambda line: click.echo(f"  {line}"))
+    except MigrationInterrupted as exc:
+        raise click.ClickException(f"migration {exc}; nothing is lost: run the command "
+                                   "again to go on") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
+    moved = sum(outcome.moved.values())
+    if outcome.complete:
+        click.echo(f"every Whistle queue is {to} ({moved} message(s) moved); start the "
+                   f"services with WHISTLE_QUEUE_TYPE={to}")
+        return
+    click.echo(f"{len(outcome.skipped)} queue(s) not moved (their consumers run); "
+               f"{moved} message(s) moved so far", err=True)
+    sys.exit(1)
