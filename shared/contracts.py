@@ -313,6 +313,8 @@ class BoardFilter(Strict):
     priority: Priority | None = None
     agency: Slug | None = None
     community: bounded_text(64) | None = None
+    # A desk token scoped to communities sees only theirs (shared.authz).
+    communities: list[bounded_text(64)] | None = Field(default=None, max_length=100)
     limit: int = Field(default=200, ge=1, le=500)
 
 

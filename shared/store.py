@@ -296,9 +296,10 @@ class IssueStore:
         ids = sorted(self._call(self.redis.smembers, self.keys.open_for_agency(agency)))
         return self._load_many(ids)
 
-    def pressing_ids(self, statuses: list[str], filter_keys: list[str]) -> list[str]:
-        """Ids of the issues in any of ``statuses`` and in every index set of
-        ``filter_keys``, most pressing first: those with no deadline yet (waiting to be
+    def pressing_ids(self, statuses: list[str], filter_keys: list[str],
+                     any_of_keys: list[str] | None = None) -> list[str]:
+        """Ids of the issues in any of ``statuses``, in every index set of ``filter_keys``
+        and (when given) in one of ``any_of_keys``, most pressing first: those with no deadline yet (waiting to be
         routed or triaged), newest first, then by their earliest pending deadline
         (``{p}:deadlines``). One round trip; the desk's board reads records for the
         first few only."""
@@ -306,12 +307,14 @@ class IssueStore:
         pipe.zrange(self.keys.deadlines, 0, -1)
         for status in statuses:
             pipe.smembers(self.keys.by_status(status))
-        for key in filter_keys:
+        for key in [*filter_keys, *(any_of_keys or [])]:
             pipe.smembers(key)
         members, *sets = self._call(pipe.execute)
         wanted = set().union(*sets[:len(statuses)])
-        for index in sets[len(statuses):]:
+        for index in sets[len(statuses):len(statuses) + len(filter_keys)]:
             wanted &= index
+        if any_of_keys:
+            wanted &= set().union(*sets[len(statuses) + len(filter_keys):])
         by_deadline, seen = [], set()
         for member in members:
             issue_id = member.split("|", 1)[0]

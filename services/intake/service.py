@@ -75,7 +75,8 @@ class IntakeService(Open311Api):
         filter_keys = ([keys.by_agency(query.agency)] if query.agency else []) + (
             [keys.by_community(query.community)] if query.community else [])
         statuses = [query.status.value] if query.status else [s.value for s in OPEN_STATUSES]
-        ids = self.store.pressing_ids(statuses, filter_keys)
+        scope = [keys.by_community(c) for c in query.communities or ()] or None
+        ids = self.store.pressing_ids(statuses, filter_keys, scope)
         now, rows, total = utcnow(), [], len(ids)
         # A priority filter is applied to the records, so read them a page at a time.
         for start in range(0, len(ids), query.limit):

@@ -18,7 +18,6 @@ cycle, or the same cycle twice.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from services.routing.rules import RuleSet
 from shared.auth import FeedbackGrant
@@ -121,33 +120,3 @@ def close_unrated(record: IssueRecord, deadline: Deadline,
     new, event = close(record, ClosedReason.no_rating, now)
     return new, [event]
 
-
-def resident_view(reporter: IssueRecord, record: IssueRecord, grant: FeedbackGrant,
-                  contact: dict[str, str]) -> dict[str, Any]:
-    """What the resident holding a link sees: their own report and the progress of the
-    issue handling it (``record``: itself, or the open issue it was merged into), in
-    facts the page turns into plain words. Nothing about any other resident: not the
-    other reporters, not their texts, not the table's discussions; the contact masked.
-    """
-    from shared.privacy import mask_email, mask_phone
-
-    rated = any(r.reporter_issue_id == grant.reporter_issue_id and r.cycle == grant.cycle
-                for r in record.ratings)
-    return {
-        "issue_id": reporter.issue_id,
-        "handled_as": record.issue_id,
-        "language": reporter.language.value,
-        "description": reporter.description,
-        "received_at": reporter.received_at.isoformat(),
-        "status": record.status.value,
-        "reopen_count": record.reopen_count,
-        "agencies": [{"agency_name": a.agency_name, "agency_name_en": a.agency_name_en,
-                      "role": a.role.value,
-                      "acknowledged_at": a.acknowledged_at and a.acknowledged_at.isoformat(),
-                      "resolved_at": a.resolved_at and a.resolved_at.isoformat()}
-                     for a in record.assignments],
-        "can_rate": (record.status is IssueStatus.resolved and grant.cycle == record.reopen_count
-                     and not rated),
-        "rated": rated,
-        "contact": mask_phone(contact.get("phone")) or mask_email(contact.get("email")) or "",
-    }

@@ -36,8 +36,14 @@ from services.routing.model_provider import RoutingModel
 from services.routing.rules import RuleSet
 from services.routing.rules_provider import ReloadableRules, reload_for_rpc, rules_provider_for
 from shared import config as cfg
-from shared.auth import StaffPrincipal, bearer_token, verify_feedback_token, verify_token
-from shared.authz import may_read_issue
+from shared.auth import (
+    StaffPrincipal,
+    bearer_token,
+    verify_feedback_token,
+    verify_resident_token,
+    verify_token,
+)
+from shared.authz import may_read_issue, resident_view
 from shared.contracts import (
     CompleteTableTask,
     ConveneTable,
@@ -237,11 +243,13 @@ class RoutingService:
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def resident_view(self, issue_id: str, token: str) -> dict:
-        """The progress the resident holding ``token`` may see (their link's page)."""
-        grant = verify_feedback_token(token or "", cfg.get(self.config, cfg.SECRET), issue_id)
-        reporter = self.store.get(issue_id)
-        record = reporter if grant.issue_id == issue_id else self.store.get(grant.issue_id)
-        return feedback.resident_view(reporter, record, grant, self.store.contact(issue_id))
+        """What the resident holding ``token`` (a progress or rating link) may see of
+        their report: ``shared.authz``'s resident view, as the API gives it."""
+        principal = verify_resident_token(token or "", cfg.get(self.config, cfg.SECRET))
+        own = self.store.get(issue_id)
+        may_read_issue(principal, own, issue_id)
+        primary = self.store.get(own.merged_into) if own.merged_into else None
+        return resident_view(own, self.store.contact(issue_id), primary, principal.rates)
 
     @http("POST", "/issues/<issue_id>/feedback", expected_exceptions=EXPECTED_ERRORS)
     def submit_feedback_http(self, request, issue_id):

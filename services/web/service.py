@@ -11,17 +11,23 @@ labels and charts are worked out in ``views.py``.
 
 Who may open what:
 
-- ``/desk/...``: community desk staff (a ``desk`` token);
-- ``/agency/...``: agency staff, their own agency's work only (checked by the agency
-  and routing services, as over the API);
-- ``/issues/{id}/feedback?token=``: the resident holding that link (the signed,
-  expiring token routing checks), and nobody needs to sign in;
-- ``/ops``: operators (an ``ops`` token);
+- ``/desk/...``: community desk staff (a ``desk`` token), within its communities;
+- ``/agency/...``: agency staff, their own agency's work only;
+- ``/resident/{id}?token=`` and ``/issues/{id}/feedback?token=``: the resident holding
+  that link (a progress or a rating link); nobody needs to sign in;
+- ``/ops``: operators: desk staff whose token is not scoped to communities (the flow
+  and the queues cover every community);
 - ``/signin``, ``/static/...``: anyone.
+
+Every decision is ``shared.authz``'s, on the principal ``shared.guard`` admits (the
+token verified, not revoked, within its rate limit; writes audited), exactly as the
+API handlers decide; and the owning service checks the token again on its RPC.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -40,9 +46,10 @@ from services.web.pages import (
     static_file,
 )
 from services.web.sessions import COOKIE, SIGNIN_CSRF_COOKIE, Session, Sessions
+from shared import authz
 from shared import config as cfg
-from shared.auth import StaffPrincipal, verify_token
-from shared.contracts import IssueStatus, utcnow
+from shared.auth import TOKEN_QUERY_PARAMETER, Principal, verify_token
+from shared.contracts import IssueFilter, IssueStatus, utcnow
 from shared.errors import (
     Forbidden,
     InvalidPayload,
@@ -52,11 +59,11 @@ from shared.errors import (
     Unavailable,
     WhistleError,
 )
+from shared.guard import READ, SUBMIT, Guard
+from shared.issue import IssueRecord
 from shared.logging import WorkerLogger
 from shared.web import json_response
 
-DESK = "desk"  # routing.table.DESK: the principal name of community desk staff
-OPERATOR = "ops"  # the principal name of operators (whistle token ops)
 RPC_TIMEOUT_S = 10.0
 
 
@@ -66,6 +73,20 @@ class FormExpired(Forbidden):
     code = "csrf"
 
 
+class SessionRequest:
+    """A page request as the API's guard reads one: the session's token as the bearer.
+
+    The pages keep the token server-side (the cookie holds only a session id), so the
+    guard (revocation, rate limit, audit) and ``shared.authz`` decide on exactly what
+    the same token would get over the API.
+    """
+
+    def __init__(self, request, token: str):
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.args = request.args
+        self.remote_addr = request.remote_addr
+
+
 class WebService:
     name = "web"
 
@@ -73,6 +94,7 @@ class WebService:
     routing = RpcProxy("routing")
     agency = RpcProxy("agency")
     notify = RpcProxy("notify")
+    guard = Guard()
     sessions = Sessions()
     flow = FlowTap()
     log = WorkerLogger()
@@ -85,7 +107,7 @@ class WebService:
         session = self.sessions.get(request.cookies.get(COOKIE))
         if session is None:
             return redirect("/signin")
-        return redirect(self._home_of(self._principal(session)))
+        return redirect(self._home_of(self._principal(request, session)))
 
     @http("GET", "/static/<path:name>")
     def static(self, request, name):
@@ -103,11 +125,12 @@ class WebService:
             return self._signin_page(request, error="csrf_bad", status=403)
         token = (request.form.get("token") or "").strip()
         try:
-            principal = verify_token(token, self._secret())
+            verify_token(token, self._secret())  # a staff token, not a resident's link
+            principal = self.guard.check(SessionRequest(request, token), action="web.signin")
         except Unauthorized:
             return self._signin_page(request, error="signin_bad", status=401)
-        session = self.sessions.create(token, self._ttl(token))
-        self.log.info("web_signed_in", agency=principal.agency, staff_id=principal.staff_id)
+        session = self.sessions.create(token, (principal.expires_at or 0) - int(time.time()))
+        self.log.info("web_signed_in", **principal.audit_fields())
         response = redirect(self._home_of(principal))
         response.set_cookie(COOKIE, session.sid, httponly=True, samesite="Strict", path="/",
                             secure=self._secure_cookies())
@@ -116,7 +139,7 @@ class WebService:
 
     @http("POST", "/signout")
     def signout(self, request):
-        session, _ = self._staff(request)
+        session = self._session(request)
         self._check_form(request, session)
         self.sessions.delete(session.sid)
         response = redirect("/signin")
@@ -127,33 +150,30 @@ class WebService:
 
     @http("GET", "/desk")
     def board(self, request):
-        session, principal = self._staff(request, DESK)
+        session, principal = self._desk(request)
         filters = self._board_filters(request)
-        board = self._rpc(self.intake.board, filters)
+        board = self._rpc(self.intake.board, self._scoped(principal, filters))
         t = views.Translator(reader_language(request))
         return self._page(request, "board.html", session, principal, filters=filters,
                           rows=views.board_rows(board["rows"], t), total=board["total"],
-                          now=utcnow(), statuses=STATUSES, priorities=PRIORITIES,
-                          query=urlencode(filters))
+                          statuses=STATUSES, priorities=PRIORITIES, query=urlencode(filters))
 
     @http("GET", "/desk/board.json")
     def board_json(self, request):
-        self._staff(request, DESK)
-        board = self._rpc(self.intake.board, self._board_filters(request))
+        _, principal = self._desk(request)
+        board = self._rpc(self.intake.board, self._scoped(principal, self._board_filters(request)))
         t = views.Translator(reader_language(request))
-        rows = views.board_rows(board["rows"], t)
-        return json_response({"rows": rows, "total": board["total"], "as_of": board["as_of"],
-                              "labels": {"overdue": t("overdue"), "due_in": t("due_in"),
-                                         "due_over": t("due_over")}})
+        return json_response({"rows": views.board_rows(board["rows"], t),
+                              "total": board["total"], "as_of": board["as_of"]})
 
     @http("GET", "/desk/new")
     def new_issue_form(self, request):
-        session, principal = self._staff(request, DESK)
+        session, principal = self._desk(request)
         return self._page(request, "new_issue.html", session, principal, form={}, errors={})
 
     @http("POST", "/desk/new")
     def new_issue(self, request):
-        session, principal = self._staff(request, DESK)
+        session, principal = self._desk(request, action="issue.submit", bucket=SUBMIT)
         form = self._check_form(request, session)
         try:
             receipt = self._rpc(self.intake.submit_issue, views.submission_from_form(form))
@@ -162,45 +182,55 @@ class WebService:
             t = views.Translator(reader_language(request))
             return self._page(request, "new_issue.html", session, principal, status=422,
                               form=form, errors=views.field_errors(exc.errors, t))
+        self.guard.on_issue(receipt["issue_id"])
         return redirect(f"/desk/issues/{receipt['issue_id']}?done=submitted")
 
     @http("GET", "/desk/issues/<issue_id>")
     def issue_page(self, request, issue_id):
-        session, principal = self._staff(request, DESK)
+        session, principal = self._desk(request)
         issue = self._rpc(self.intake.get_issue, issue_id)
-        messages = self._rpc(self.notify.list_notifications, issue_id)
-        tz = self._tz()
+        record = IssueRecord.model_validate(issue)
+        authz.may_read_issue(principal, record, issue_id)
+        shown = authz.may_read_notifications(principal, record, issue_id)
+        messages = authz.notifications_view(
+            shown, self._rpc(self.notify.list_notifications, issue_id))
         return self._page(request, "issue.html", session, principal, issue=issue,
-                          messages=views.messages_view(messages, tz),
+                          messages=views.messages_view(messages, self._tz()),
                           done=request.args.get("done"), error=request.args.get("error"))
 
     @http("POST", "/desk/issues/<issue_id>/table")
     def convene_table(self, request, issue_id):
-        return self._desk_action(request, issue_id, lambda token, form: self.routing.convene_table(
+        return self._desk_action(request, issue_id, "table.convene",
+                                 lambda token, form: self.routing.convene_table(
             token, issue_id, {"meets_at": self._local_datetime(form.get("meets_at")),
                               "place": form.get("place", ""),
                               "agencies": _codes(form.get("agencies"))}))
 
     @http("POST", "/desk/issues/<issue_id>/table/agencies")
     def invite_to_table(self, request, issue_id):
-        return self._desk_action(request, issue_id, lambda token, form: self.routing.invite_to_table(
+        return self._desk_action(request, issue_id, "table.invite",
+                                 lambda token, form: self.routing.invite_to_table(
             token, issue_id, {"agencies": _codes(form.get("agencies"))}))
 
     @http("POST", "/desk/issues/<issue_id>/table/tasks")
     def record_table_task(self, request, issue_id):
-        return self._desk_action(request, issue_id, lambda token, form: self.routing.record_table_task(
+        return self._desk_action(request, issue_id, "table.task",
+                                 lambda token, form: self.routing.record_table_task(
             token, issue_id, {"agency": form.get("agency", "").strip(),
                               "description": form.get("description", ""),
                               "due": self._local_datetime(form.get("due"))}))
 
     @http("POST", "/desk/issues/<issue_id>/split")
     def split_issue(self, request, issue_id):
-        return self._desk_action(request, issue_id,
+        return self._desk_action(request, issue_id, "issue.split",
                                  lambda token, form: self.routing.split_issue(token, issue_id))
 
     @http("GET", "/desk/stats")
     def stats_page(self, request):
-        session, principal = self._staff(request, DESK)
+        session, principal = self._desk(request)
+        if authz.may_read_stats(principal) is not None:
+            # intake's rates are not yet counted per community: none rather than too many.
+            raise Forbidden("the three rates are for desk staff of every community")
         try:
             days = max(1, min(int(request.args.get("days", "30")), 366))
         except ValueError:
@@ -219,50 +249,62 @@ class WebService:
 
     @http("GET", "/agency")
     def workspace(self, request):
-        session, principal = self._staff(request)
-        if principal.agency in (DESK, OPERATOR):
+        session, principal = self._signed_in(request)
+        if principal.is_desk:
             raise Forbidden("the workspace is for agency staff")
+        authz.may_read_assignments(principal, principal.agency)
         assignments = self._rpc(self.agency.list_assignments, session.token, principal.agency,
                                 "open")
         assignments.sort(key=lambda a: _next_deadline(a) or "")
         return self._page(request, "agency.html", session, principal, assignments=assignments,
-                          now=utcnow(), next_deadline=_next_deadline,
+                          next_deadline=_next_deadline,
                           done=request.args.get("done"), error=request.args.get("error"))
 
     @http("POST", "/agency/<agency>/assignments/<issue_id>/acknowledge")
     def acknowledge(self, request, agency, issue_id):
-        return self._agency_action(request, lambda token, form: self.agency.acknowledge(
+        return self._agency_action(request, agency, issue_id, "assignment.acknowledge",
+                                   lambda token, form: self.agency.acknowledge(
             token, agency, issue_id, {"note": form.get("note") or None}))
 
     @http("POST", "/agency/<agency>/assignments/<issue_id>/resolve")
     def resolve(self, request, agency, issue_id):
-        return self._agency_action(request, lambda token, form: self.agency.resolve(
+        return self._agency_action(request, agency, issue_id, "assignment.resolve",
+                                   lambda token, form: self.agency.resolve(
             token, agency, issue_id, {"note": form.get("note", "")}))
 
-    @http("POST", "/agency/issues/<issue_id>/table/check-in")
-    def check_in(self, request, issue_id):
-        return self._agency_action(request, lambda token, form: self.routing.check_in_at_table(
+    @http("POST", "/agency/<agency>/issues/<issue_id>/table/check-in")
+    def check_in(self, request, agency, issue_id):
+        return self._agency_action(request, agency, issue_id, "table.check_in",
+                                   lambda token, form: self.routing.check_in_at_table(
             token, issue_id))
 
-    @http("POST", "/agency/issues/<issue_id>/table/tasks/<task_id>/done")
-    def task_done(self, request, issue_id, task_id):
-        return self._agency_action(request, lambda token, form: self.routing.complete_table_task(
+    @http("POST", "/agency/<agency>/issues/<issue_id>/table/tasks/<task_id>/done")
+    def task_done(self, request, agency, issue_id, task_id):
+        return self._agency_action(request, agency, issue_id, "table.task_done",
+                                   lambda token, form: self.routing.complete_table_task(
             token, issue_id, task_id, {"note": form.get("note", "")}))
 
     # ---------------------------------------------------------- the resident
 
-    @http("GET", "/issues/<issue_id>/feedback")
+    @http("GET", "/resident/<issue_id>")
     def resident_page(self, request, issue_id):
-        token = request.args.get("token", "")
+        """The resident's page, at a progress link (from the first message on) or a
+        rating link: the token in ``?token=`` is the only key, nobody signs in."""
+        token = request.args.get(TOKEN_QUERY_PARAMETER, "")
         try:
+            self.guard.check(request)  # the link verified, the rate limit counted
             view = self._rpc(self.routing.resident_view, issue_id, token)
         except (Unauthorized, Forbidden, NotFound, InvalidPayload) as exc:
             return self._resident_problem(request, exc)
         lang = reader_language(request, fallback=view["language"])
-        t = views.Translator(lang)
-        return render(request, "resident.html", lang=lang, view=view,
-                      steps=views.resident_steps(view, t), token=token,
+        return render(request, "resident.html", lang=lang, view=view, token=token,
                       rated=request.args.get("rated"), tz=self._tz())
+
+    @http("GET", "/issues/<issue_id>/feedback")
+    def rating_link_page(self, request, issue_id):
+        """The rating link residents were sent before their messages linked to
+        ``/resident/{id}``: the same page."""
+        return self.resident_page(request, issue_id)
 
     @http("POST", "/resident/<issue_id>/rating")
     def resident_rating(self, request, issue_id):
@@ -287,7 +329,7 @@ class WebService:
 
     @http("GET", "/ops")
     def ops_page(self, request):
-        session, principal = self._staff(request, OPERATOR)
+        session, principal = self._operator(request)
         from whistle.status_cli import gather
 
         report = gather(self.config)
@@ -296,7 +338,7 @@ class WebService:
 
     @http("GET", "/ops/flow.json")
     def ops_flow(self, request):
-        self._staff(request, OPERATOR)
+        self._operator(request)
         try:
             after = int(request.args.get("after", "0"))
         except ValueError:
@@ -305,24 +347,37 @@ class WebService:
 
     # ------------------------------------------------------------ internals
 
-    def _staff(self, request, role: str | None = None) -> tuple[Session, StaffPrincipal]:
-        """The signed-in person, their token verified again now, as the API would."""
+    def _session(self, request) -> Session:
         session = self.sessions.get(request.cookies.get(COOKIE))
         if session is None:
             raise Unauthorized("sign in first")
-        principal = self._principal(session)
-        if role is not None and principal.agency != role:
-            self.log.warning("web_forbidden", agency=principal.agency, wanted=role,
-                             path=request.path)
-            raise Forbidden(f"this page is for {role} staff")
-        return session, principal
+        return session
 
-    def _principal(self, session: Session) -> StaffPrincipal:
+    def _principal(self, request, session: Session, action: str | None = None,
+                   issue_id: str | None = None, bucket: str = READ) -> Principal:
+        """The session's token through the API's own guard: verified, not revoked, within
+        its rate limit, and (a write) audited. A refused token ends the session."""
         try:
-            return verify_token(session.token, self._secret())
+            return self.guard.check(SessionRequest(request, session.token), action=action,
+                                    issue_id=issue_id, bucket=bucket)
         except Unauthorized:
             self.sessions.delete(session.sid)
             raise
+
+    def _signed_in(self, request, **check) -> tuple[Session, Principal]:
+        session = self._session(request)
+        return session, self._principal(request, session, **check)
+
+    def _desk(self, request, **check) -> tuple[Session, Principal]:
+        session, principal = self._signed_in(request, **check)
+        authz.must_be_desk(principal)
+        return session, principal
+
+    def _operator(self, request) -> tuple[Session, Principal]:
+        session, principal = self._desk(request)
+        if principal.communities is not None:
+            raise Forbidden("the operator's view covers every community: an unscoped desk token")
+        return session, principal
 
     def _check_form(self, request, session: Session) -> dict:
         form = request.form.to_dict()
@@ -330,14 +385,17 @@ class WebService:
             raise FormExpired("the form's CSRF secret does not match the session")
         return form
 
-    def _desk_action(self, request, issue_id: str, call):
-        session, _ = self._staff(request, DESK)
+    def _desk_action(self, request, issue_id: str, action: str, call):
+        session, _ = self._desk(request, action=action, issue_id=issue_id)
         form = self._check_form(request, session)
         return self._acted(lambda: call(session.token, form), f"/desk/issues/{issue_id}")
 
-    def _agency_action(self, request, call):
-        session, _ = self._staff(request)
+    def _agency_action(self, request, agency: str, issue_id: str, action: str, call):
+        """An agency's write: its own agency only (``shared.authz``), then the owning
+        service decides again on the token (its assignment, its table task)."""
+        session, principal = self._signed_in(request, action=action, issue_id=issue_id)
         form = self._check_form(request, session)
+        authz.may_act_for_agency(principal, agency)
         return self._acted(lambda: call(session.token, form), "/agency")
 
     def _acted(self, call, back: str):
@@ -357,15 +415,14 @@ class WebService:
         with eventlet.Timeout(RPC_TIMEOUT_S, Unavailable("a service did not answer in time")):
             return method(*args)
 
-    def _page(self, request, template: str, session: Session, principal: StaffPrincipal,
+    def _page(self, request, template: str, session: Session, principal: Principal,
               status: int = 200, **context):
         return render(request, template, status=status, csrf=session.csrf, principal=principal,
-                      desk=principal.agency == DESK, operator=principal.agency == OPERATOR,
-                      tz=self._tz(), **context)
+                      desk=principal.is_desk,
+                      operator=principal.is_desk and principal.communities is None,
+                      now=utcnow(), tz=self._tz(), **context)
 
     def _signin_page(self, request, error: str | None = None, status: int = 200):
-        import secrets
-
         csrf = secrets.token_urlsafe(24)
         response = render(request, "signin.html", status=status, signin_csrf=csrf, error=error)
         response.set_cookie(SIGNIN_CSRF_COOKIE, csrf, httponly=True, samesite="Strict",
@@ -376,18 +433,27 @@ class WebService:
         """An expired, reused or forged link: a clear page in the resident's language
         (the link's own ``lang``, else Chinese), never JSON."""
         expired = "expired" in str(exc)
-        lang = reader_language(request)
-        return render(request, "resident_error.html", status=410 if expired else 403, lang=lang,
+        return render(request, "resident_error.html", status=410 if expired else 403,
                       title_key="link_expired_title" if expired else "link_invalid_title",
                       message_key="link_expired" if expired else "link_invalid")
 
     @staticmethod
     def _resident_link(issue_id: str, token: str, outcome: str) -> str:
-        return f"/issues/{issue_id}/feedback?{urlencode({'token': token, 'rated': outcome})}"
+        return f"/resident/{issue_id}?{urlencode({'token': token, 'rated': outcome})}"
 
     @staticmethod
-    def _home_of(principal: StaffPrincipal) -> str:
-        return {DESK: "/desk", OPERATOR: "/ops"}.get(principal.agency, "/agency")
+    def _home_of(principal: Principal) -> str:
+        return "/desk" if principal.is_desk else "/agency"
+
+    @staticmethod
+    def _scoped(principal: Principal, filters: dict) -> dict:
+        """The board's filters narrowed to the desk's communities: ``shared.authz``'s
+        list rule (another community is 403; none named means all of its own)."""
+        authz.may_list_issues(principal, IssueFilter(**{
+            k: v for k, v in filters.items() if k in ("status", "agency", "community")}))
+        if principal.communities is not None and "community" not in filters:
+            return {**filters, "communities": sorted(principal.communities)}
+        return filters
 
     @staticmethod
     def _board_filters(request) -> dict:
@@ -405,12 +471,6 @@ class WebService:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=ZoneInfo(self._tz()))
         return moment.isoformat()
-
-    def _ttl(self, token: str) -> int:
-        import jwt
-
-        exp = jwt.decode(token, options={"verify_signature": False}).get("exp", 0)
-        return int(exp - utcnow().timestamp())
 
     def _secret(self) -> str:
         return cfg.get(self.config, cfg.SECRET)

@@ -200,37 +200,3 @@ def percent(rate: float | None) -> str:
 
 def seconds_text(seconds: float | None, lang: str) -> str:
     return "—" if seconds is None else duration_text(seconds, lang)
-
-
-# ----------------------------------------------------------- the resident
-
-
-def resident_steps(view: dict[str, Any], t: Translator) -> list[dict[str, Any]]:
-    """The resident's progress in plain words: received, sent to whom, who reported in,
-    who finished, resolved or closed. Nothing about any other resident."""
-    steps = [{"text": t("resident_received"), "done": True, "at": view.get("received_at")}]
-    agencies = view.get("agencies") or []
-    name = "agency_name" if t.lang == "zh" else "agency_name_en"
-    if agencies:
-        joiner = "、" if t.lang == "zh" else ", "
-        steps.append({"text": t("resident_dispatched",
-                                agencies=joiner.join(a[name] for a in agencies)),
-                      "done": True, "at": None})
-    if view.get("reopen_count"):
-        steps.append({"text": t("resident_reopened", n=view["reopen_count"]), "done": True,
-                      "at": None})
-    for a in agencies:
-        if a.get("acknowledged_at"):
-            steps.append({"text": t("resident_reported_in", agency=a[name]), "done": True,
-                          "at": a["acknowledged_at"]})
-        else:
-            steps.append({"text": t("resident_waiting", agency=a[name]), "done": False,
-                          "at": None})
-        if a.get("resolved_at"):
-            steps.append({"text": t("resident_part_done", agency=a[name]), "done": True,
-                          "at": a["resolved_at"]})
-    if view.get("status") in ("resolved", "closed"):
-        steps.append({"text": t("resident_resolved"), "done": True, "at": None})
-    if view.get("status") == "closed":
-        steps.append({"text": t("resident_closed"), "done": True, "at": None})
-    return steps

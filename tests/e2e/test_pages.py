@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import redis
 import requests
 
 from shared import config as cfg
-from shared.auth import issue_token
+from shared.auth import issue_feedback_token, issue_resident_token, issue_token
 from tests.conftest import REDIS_URL
 from tests.support.browser import PHONE, Browser
 
@@ -135,8 +136,8 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, whistle_env):
     link = rating_link(prefix, issue_id, power)
     resident = browsers(PHONE, 844)
     resident.driver.get(link.replace(link.split("/issues/")[0], whistle.url))
-    assert "供电公司" in resident.text("#progress")
-    assert "138****5678" in resident.text()
+    assert "供电公司已报到" in resident.text("#progress")
+    assert "138****5678" in resident.text() and "13812345678" not in resident.driver.page_source
     resident.screenshot("resident")
     resident.find("input[name=rating][value=unsatisfied]").click()
     resident.fill("#comment", "电线还是很低，没有处理好")
@@ -156,12 +157,154 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, whistle_env):
 
     # The other pages, for people to look at.
     desk.open("/desk/stats")
-    assert desk.find_all("svg[role=img]") and "供电公司" not in desk.text("#rates") or True
+    assert len(desk.find_all("svg[role=img]")) == 3 and "power" in desk.text("#rates")
     desk.screenshot("stats")
     ops = browsers()
-    ops.sign_in(token("ops", "ops-1"))
+    ops.sign_in(token("desk", "operator-1"))
+    ops.open("/ops")
     ops.wait(lambda: issue_id in ops.text("#flow"), 10, "the issue in the message flow")
     assert "13812345678" not in ops.driver.page_source
     ops.screenshot("ops")
     for browser in (desk, clerk, power, resident, ops):
         assert not browser.severe_console_errors(), browser.severe_console_errors()
+    # The access log holds neither the resident's link token nor their phone number.
+    log = whistle.log()
+    assert "http_request" in log and link.split("token=")[1] not in log
+    assert "13812345678" not in log
+
+
+def submit(url: str, description: str, community: str = "幸福里社区") -> str:
+    response = requests.post(f"{url}/issues", timeout=5, headers={
+        "Authorization": f"Bearer {token('desk')}"}, json={
+        "description": description, "location": {"community": community, "address": "5号楼"}})
+    assert response.status_code == 201, response.text
+    return response.json()["issue_id"]
+
+
+def issue_of(url: str, issue_id: str) -> dict:
+    return requests.get(f"{url}/issues/{issue_id}", timeout=5, headers={
+        "Authorization": f"Bearer {token('desk')}"}).json()
+
+
+def wait_dispatched(url: str, issue_id: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        issue = issue_of(url, issue_id)
+        if issue["status"] == "dispatched":
+            return issue
+        time.sleep(0.05)
+    raise AssertionError(f"{issue_id} was not dispatched within {timeout} s")
+
+
+def test_an_agency_cannot_act_on_another_agencys_assignment_through_the_pages(whistle,
+                                                                              browsers):
+    mine = submit(whistle.url, "楼道外有飞线，电线垂下来了")
+    theirs = submit(whistle.url, "家里暖气不热，整栋楼都冰凉")
+    power = browsers()
+    wait_dispatched(whistle.url, mine)
+    heating = wait_dispatched(whistle.url, theirs)
+    assert "power" not in [a["agency"] for a in heating["assignments"]]
+    power.sign_in(token("power", "power-12"))
+    power.wait(lambda: power.find_all(f"#a-{mine}"), 5, "own assignment")
+    assert not power.find_all(f"#a-{theirs}") and theirs not in power.driver.page_source
+
+    # The page's own 报到 request, with the issue id swapped for the other agency's issue.
+    form = power.find(f"#a-{mine} .act-ack")
+    power.driver.execute_script(
+        "arguments[0].action = arguments[0].action.replace(arguments[1], arguments[2])",
+        form, mine, theirs)
+    form.find_element("css selector", "button").click()
+    power.wait(lambda: "无权" in power.text("main"), 5, "the refusal")
+    # ... and with the agency swapped too: the other agency's own path.
+    power.open("/agency")
+    form = power.find(f"#a-{mine} .act-ack")
+    lead = heating["assignments"][0]["agency"]
+    power.driver.execute_script(
+        "arguments[0].action = arguments[0].action.replace('/agency/power/', '/agency/' + "
+        "arguments[1] + '/').replace(arguments[2], arguments[3])", form, lead, mine, theirs)
+    form.find_element("css selector", "button").click()
+    power.wait(lambda: "无权" in power.text("main"), 5, "the refusal")
+    power.screenshot("agency-refused")
+    # Nothing changed on the other agency's issue, and its own is untouched too.
+    assert all(a["status"] == "assigned" for a in issue_of(whistle.url, theirs)["assignments"])
+    assert issue_of(whistle.url, mine)["assignments"][0]["status"] == "assigned"
+    # The desk's pages are not the agency's either.
+    power.open("/desk")
+    assert "无权" in power.text("main")
+    power.open(f"/desk/issues/{theirs}")
+    assert "无权" in power.text("main") and "暖气" not in power.driver.page_source
+
+
+def test_a_resident_link_that_expired_or_was_forged_gets_a_clear_page(whistle, browsers):
+    issue_id = submit(whistle.url, "楼道外有飞线，电线垂下来了")
+    expired = issue_feedback_token(issue_id, issue_id, 0, cfg.DEV_SECRET, ttl_s=60,
+                                   now=time.time() - 3600)
+    resident = browsers(PHONE, 844)
+    resident.open(f"/issues/{issue_id}/feedback?token={expired}")
+    assert resident.text("#link-problem") == "链接已过期"
+    assert "过期" in resident.text(".notice") and "{" not in resident.text("main")
+    resident.screenshot("resident-expired")
+    forged = issue_feedback_token(issue_id, issue_id, 0, "not-the-secret-" * 3, ttl_s=3600)
+    resident.open(f"/issues/{issue_id}/feedback?token={forged}&lang=en")
+    assert resident.text("#link-problem") == "This link is not valid"
+    # Another resident's genuine link does not open this report.
+    other = submit(whistle.url, "小区门口井盖破了")
+    theirs = issue_resident_token(other, cfg.DEV_SECRET)
+    resident.open(f"/resident/{issue_id}?token={theirs}&lang=zh")
+    assert resident.text("#link-problem") == "链接无效" and "飞线" not in resident.driver.page_source
+    # Without a token at all: the same clear page, never JSON.
+    resident.open(f"/resident/{issue_id}")
+    assert resident.text("#link-problem") == "链接无效"
+
+
+def test_a_form_error_is_shown_beside_its_field(whistle, browsers):
+    clerk = browsers()
+    clerk.sign_in(token("desk"))
+    clerk.open("/desk/new")
+    clerk.fill("#f-description", "路灯不亮")
+    clerk.fill("#f-location-address", "幸福里5号楼")
+    clerk.fill("#f-contact-phone", "call me")
+    clerk.find("#new-issue button[type=submit]").click()
+    clerk.wait(lambda: clerk.find_all("#form-errors"), 5, "the errors")
+    for field, input_id in (("location.community", "f-location-community"),
+                            ("contact.phone", "f-contact-phone")):
+        error = clerk.find(f".field-error[data-field='{field}']")
+        box = error.find_element("xpath", "..")
+        assert box.find_element("css selector", "input").get_attribute("id") == input_id
+        assert clerk.find(f"#{input_id}").get_attribute("aria-invalid") == "true"
+        assert error.text in ("不能为空", "格式不对")
+    assert clerk.find("#f-location-address").get_attribute("value") == "幸福里5号楼"
+    assert not clerk.find_all(".field-error[data-field='description']")
+    clerk.screenshot("new-issue-errors")
+
+
+def test_pages_send_security_headers_and_forms_need_their_csrf_secret(whistle):
+    session = requests.Session()
+    page = session.get(f"{whistle.url}/signin", timeout=5)
+    for response in (page, session.get(f"{whistle.url}/static/app.css", timeout=5)):
+        csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    # Sign-in without the form's secret is refused; with it, a cookie-only session.
+    refused = session.post(f"{whistle.url}/signin", data={"token": token("power"),
+                                                         "csrf": "guessed"}, timeout=5)
+    assert refused.status_code == 403
+    csrf = re.search(r'name="csrf" value="([^"]+)"', refused.text).group(1)  # a fresh form
+    signed = session.post(f"{whistle.url}/signin", timeout=5, allow_redirects=False,
+                          data={"token": token("power"), "csrf": csrf})
+    assert signed.status_code == 303
+    cookie = signed.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and token("power") not in cookie
+    issue_id = submit(whistle.url, "楼道外有飞线，电线垂下来了")
+    wait_dispatched(whistle.url, issue_id)
+    # A cookie-authenticated form without its CSRF secret does nothing.
+    refused = session.post(f"{whistle.url}/agency/power/assignments/{issue_id}/acknowledge",
+                           data={"note": "x"}, timeout=5, allow_redirects=False)
+    assert refused.status_code == 403 and "text/html" in refused.headers["Content-Type"]
+    assert issue_of(whistle.url, issue_id)["assignments"][0]["status"] == "assigned"
+    # A bad token at sign-in is a page saying so, not a trace.
+    bad = session.post(f"{whistle.url}/signin", data={"token": "nonsense", "csrf": csrf},
+                       timeout=5)
+    assert bad.status_code in (401, 403) and "Traceback" not in bad.text

@@ -5,20 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.intake.domain import board_row
-from services.routing.feedback import resident_view
 from services.web import views
-from shared.auth import FeedbackGrant
 from shared.contracts import (
     AssignmentStatus,
     Channel,
     Language,
     Location,
     Priority,
-    Rating,
     Role,
     Sector,
 )
-from shared.issue import Assignment, IssueRecord, RatingRecord, receive
+from shared.issue import Assignment, IssueRecord, receive
 from shared.web import redact_request_line
 
 NOW = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
@@ -104,18 +101,6 @@ def test_rate_chart_scales_bars_and_shows_missing_rates_as_dashes():
     assert chart["height"] > 3 * chart["bar_height"]
 
 
-def test_resident_steps_say_who_reported_in_and_who_has_not():
-    view = {"received_at": NOW.isoformat(), "status": "in_progress", "reopen_count": 0,
-            "agencies": [{"agency_name": "供电公司", "agency_name_en": "Power company",
-                          "acknowledged_at": NOW.isoformat(), "resolved_at": None},
-                         {"agency_name": "物业公司", "agency_name_en": "Property management",
-                          "acknowledged_at": None, "resolved_at": None}]}
-    texts = [s["text"] for s in views.resident_steps(view, ZH)]
-    assert texts == ["已受理", "已派给：供电公司、物业公司", "供电公司 已报到", "物业公司 尚未报到"]
-    resolved = {**view, "status": "resolved"}
-    assert views.resident_steps(resolved, EN)[-1]["text"] == "Every agency has finished"
-
-
 def test_board_row_shows_the_next_deadline_and_overdue():
     fresh = record(status="dispatched", priority=Priority.urgent, category="flying_wire",
                    assignments=[assignment()])
@@ -128,23 +113,6 @@ def test_board_row_shows_the_next_deadline_and_overdue():
                   feedback_due=NOW + timedelta(days=7))
     row = board_row(done, NOW + timedelta(days=2))
     assert row["next_deadline_kind"] == "feedback" and row["overdue"] is False
-
-
-def test_the_resident_sees_their_own_report_and_a_masked_contact():
-    primary = record(status="resolved", assignments=[assignment(
-        status=AssignmentStatus.resolved, acknowledged_at=NOW, resolved_at=NOW)],
-        reporters=["WH-20261205-0002"])
-    mine = record(issue_id="WH-20261205-0002", description="我家楼下也有飞线",
-                  merged_into=primary.issue_id, status="merged")
-    grant = FeedbackGrant(reporter_issue_id=mine.issue_id, issue_id=primary.issue_id, cycle=0)
-    view = resident_view(mine, primary, grant, {"phone": "13812345678", "name": "王秀英"})
-    assert view["description"] == "我家楼下也有飞线" and view["contact"] == "138****5678"
-    assert view["can_rate"] is True and view["rated"] is False
-    assert "reporters" not in view and "王" not in str(view)
-    rated = IssueRecord.model_validate({**primary.model_dump(), "ratings": [RatingRecord(
-        reporter_issue_id=mine.issue_id, cycle=0, rating=Rating.satisfied, at=NOW)]})
-    view = resident_view(mine, rated, grant, {})
-    assert view["can_rate"] is False and view["rated"] is True and view["contact"] == ""
 
 
 def test_the_access_log_never_holds_a_links_token():
