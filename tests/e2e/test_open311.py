@@ -228,7 +228,7 @@ def test_private_reads_show_a_client_only_its_own_requests(whistle_processes, wh
     whistle_env.setdefault(cfg.SECRET, cfg.DEV_SECRET)
     app = whistle_processes(env={cfg.OPEN311_PUBLIC_READ: "false",
                                  cfg.OPEN311_DEFAULT_COMMUNITY: "缤泰社区",
-                                 cfg.OPEN311_POST_LIMIT: "3"})
+                                 cfg.OPEN311_POST_LIMIT: "3", cfg.RATE_READ: "15"})
     base = app.url
     alpha, beta = add_key(whistle_env, "alpha-app"), add_key(whistle_env, "beta-sms")
     fields = {"service_code": "gas_leak", "address_string": "2号楼", "description": "有煤气味"}
@@ -273,6 +273,14 @@ def test_private_reads_show_a_client_only_its_own_requests(whistle_processes, wh
     listed = subprocess.run([WHISTLE, "open311", "key", "list"], env=whistle_env, check=True,
                             timeout=30, capture_output=True, text=True).stdout
     assert "alpha-app" in listed and "beta-sms" not in listed and "o311_" not in listed
+
+    # Reads are limited per address too (WHISTLE_RATE_READ, 15 a minute here).
+    answers = [requests.get(f"{base}{V2}/requests.json", params={"api_key": alpha}, timeout=5)
+               for _ in range(15)]
+    assert answers[0].status_code == 200
+    body = assert_open311_error(answers[-1], 400, "too many requests")
+    assert body[0]["code"] == 429 and int(answers[-1].headers["Retry-After"]) > 0
+    assert requests.get(f"{base}{V2}/services.json", timeout=5).status_code == 200
 
 
 def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whistle_env):

@@ -28,7 +28,12 @@ from nameko.extensions import DependencyProvider
 from werkzeug.exceptions import HTTPException
 
 from services.intake.open311.catalog import Service, build_catalog
-from services.intake.open311.clients import Open311Clients
+from services.intake.open311.clients import (
+    POST_BUCKET,
+    POST_WINDOW_S,
+    READ_BUCKET,
+    Open311Clients,
+)
 from services.intake.open311.formats import FORMATS, Open311Error, render, render_error
 from services.intake.open311.mapping import (
     OPEN311_STATES,
@@ -175,6 +180,7 @@ class Open311Api:
         }
 
     def _requests(self, request) -> list[dict[str, Any]]:
+        self._admit_read(request)
         params = self._params(request)
         lang = language_of(params.get("lang"))
         reader = self._reader(params)
@@ -221,6 +227,7 @@ class Open311Api:
         return [i for i in ids if i in allowed]
 
     def _request(self, request, service_request_id: str) -> list[dict[str, Any]]:
+        self._admit_read(request)
         params = self._params(request)
         lang = language_of(params.get("lang"))
         reader = self._reader(params)
@@ -245,6 +252,7 @@ class Open311Api:
                 for r in records]
 
     def _updates(self, request) -> list[dict[str, Any]]:
+        self._admit_read(request)
         params = self._params(request)
         lang = language_of(params.get("lang"))
         reader = self._reader(params)
@@ -282,8 +290,9 @@ class Open311Api:
         client = clients.client_for(api_key)
         if client is None:
             raise Open311Error.forbidden("api_key is invalid or revoked")
-        allowed, wait = clients.post_allowed(client, int(cfg.get(self.config,
-                                                                 cfg.OPEN311_POST_LIMIT)))
+        allowed, wait = clients.within_limit(
+            POST_BUCKET, client, int(cfg.get(self.config, cfg.OPEN311_POST_LIMIT)),
+            POST_WINDOW_S)
         if not allowed:
             raise Open311Error(400, (429, f"too many requests from this api_key; try again "
                                           f"in {wait} s"), retry_after=wait)
@@ -347,6 +356,16 @@ class Open311Api:
 
     def _tz(self) -> ZoneInfo:
         return ZoneInfo(cfg.get(self.config, cfg.DISPLAY_TZ))
+
+    def _admit_read(self, request) -> None:
+        """Reads of requests and updates are limited per client address, as the desk's
+        reads are (``WHISTLE_RATE_READ`` a ``WHISTLE_RATE_WINDOW_S``)."""
+        allowed, wait = self._clients().within_limit(
+            READ_BUCKET, request.remote_addr or "-", int(cfg.get(self.config, cfg.RATE_READ)),
+            int(cfg.get(self.config, cfg.RATE_WINDOW_S)))
+        if not allowed:
+            raise Open311Error(400, (429, f"too many requests; try again in {wait} s"),
+                               retry_after=wait)
 
     def _reader(self, params: Params) -> str | None:
         """None when reads are public; else the client the key names (403 without one)."""

@@ -6,6 +6,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``)::
     {p}:open311:clients                   hash    client name -> {"key_sha256", "created_at"} (JSON)
     {p}:open311:client:{name}:requests    zset    issue ids the client created, by received time
     {p}:rl:open311_post:{name}            string  the client's POSTs this minute (shared.guard's scheme)
+    {p}:rl:open311_read:{address}         string  reads from one address this window (same)
 
 Only a key's SHA-256 is stored: a key is 256 random bits, so a fast hash is enough
 (a slow password hash protects guessable secrets; these are not guessable), and a
@@ -30,8 +31,9 @@ from shared.guard import AuthKeys
 from shared.jsoncodec import dumps, loads
 from shared.store import REDIS_ERRORS
 
-POST_BUCKET = "open311_post"
+POST_BUCKET = "open311_post"  # POSTs per client key, OPEN311_POST_LIMIT a minute
 POST_WINDOW_S = 60
+READ_BUCKET = "open311_read"  # reads per client address, WHISTLE_RATE_READ a window
 CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KEY_PREFIX = "o311_"
 
@@ -120,17 +122,18 @@ class Open311Clients:
 
     # -------------------------------------------------------------- limit
 
-    def post_allowed(self, name: str, per_minute: int) -> tuple[bool, int]:
-        """Whether client ``name`` may post now, and if not, the seconds to wait.
+    def within_limit(self, bucket: str, client: str, limit: int, window_s: int
+                     ) -> tuple[bool, int]:
+        """Whether ``client`` may make one more request in ``bucket``, and if not, the
+        seconds to wait.
 
         Whistle's own limiter (``shared.guard``): its fixed-window script and its key
-        scheme, with the Open311 bucket and a one-minute window; the script's
-        revocation check is for staff tokens and is off here. The one place the
-        posting limit is decided.
+        scheme (``{p}:rl:{bucket}:{client}``); the script's revocation check is for
+        staff tokens and is off here. The one place Open311's limits are decided.
         """
-        keys = [AuthKeys(self.prefix).rate(POST_BUCKET, name), "-", "-"]
+        keys = [AuthKeys(self.prefix).rate(bucket, client), "-", "-"]
         _, wait = self._call(self.redis.register_script(GUARD_SCRIPT), keys=keys,
-                             args=[per_minute, POST_WINDOW_S, 0, "0"])
+                             args=[limit, window_s, 0, "0"])
         return wait == 0, int(wait)
 
     @staticmethod
