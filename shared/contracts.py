@@ -315,6 +315,8 @@ class BoardFilter(Strict):
     community: bounded_text(64) | None = None
     # A desk token scoped to communities sees only theirs (shared.authz).
     communities: list[bounded_text(64)] | None = Field(default=None, max_length=100)
+    # Only issues waiting for the desk's triage decision (held or flagged).
+    triage: bool = False
     limit: int = Field(default=200, ge=1, le=500)
 
 

@@ -63,6 +63,11 @@ def board_row(record: IssueRecord, now: datetime) -> dict[str, Any]:
         "next_deadline_kind": upcoming.kind.value if upcoming else None,
         "next_deadline_agency": upcoming.agency if upcoming and work else None,
         "overdue": overdue,
+        # Routing was not sure (held in needs_triage, or dispatched and flagged): the
+        # desk's triage queue shows its suggestions until the desk decides.
+        "triage": None if not (triage := getattr(record, "triage", None)) or not triage.pending
+        else {"held": triage.held, "reason": triage.reason, "urgent": triage.urgent,
+              "suggestions": [s.model_dump(mode="json") for s in triage.suggestions]},
         "received_at": record.received_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
     }

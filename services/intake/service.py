@@ -78,14 +78,17 @@ class IntakeService(Open311Api):
         scope = [keys.by_community(c) for c in query.communities or ()] or None
         ids = self.store.pressing_ids(statuses, filter_keys, scope)
         now, rows, total = utcnow(), [], len(ids)
-        # A priority filter is applied to the records, so read them a page at a time.
+        # Priority and triage are read off the records, so read them a page at a time.
+        sifted = query.priority is not None or query.triage
         for start in range(0, len(ids), query.limit):
             for record in self.store.load_many(ids[start:start + query.limit]):
                 if query.priority is None or record.priority is query.priority:
-                    rows.append(board_row(record, now))
-            if len(rows) >= query.limit or query.priority is None:
+                    row = board_row(record, now)
+                    if not query.triage or row["triage"]:
+                        rows.append(row)
+            if len(rows) >= query.limit or not sifted:
                 break
-        return {"rows": rows[:query.limit], "total": total if query.priority is None else None,
+        return {"rows": rows[:query.limit], "total": None if sifted else total,
                 "as_of": now.isoformat()}
 
     # ----------------------------------------------------------------- HTTP

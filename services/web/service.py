@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -166,6 +167,29 @@ class WebService:
         return json_response({"rows": views.board_rows(board["rows"], t),
                               "total": board["total"], "as_of": board["as_of"]})
 
+    @http("GET", "/desk/triage")
+    def triage_queue(self, request):
+        """Reports routing was unsure of: each suggestion is one click (a triage decision)."""
+        session, principal = self._desk(request)
+        board = self._rpc(self.intake.board, self._scoped(principal, {"triage": True}))
+        t = views.Translator(reader_language(request))
+        return self._page(request, "triage.html", session, principal,
+                          rows=views.board_rows(board["rows"], t), request_id=uuid.uuid4().hex,
+                          done=request.args.get("done"), error=request.args.get("error"))
+
+    @http("POST", "/desk/issues/<issue_id>/triage")
+    def triage_issue(self, request, issue_id):
+        back = "/desk/triage" if request.args.get("from") == "triage" else None
+        return self._desk_action(request, issue_id, "issue.triage",
+                                 lambda token, form: self.routing.triage_issue(
+            token, issue_id, _route(form)), back=back)
+
+    @http("POST", "/desk/issues/<issue_id>/reroute")
+    def reroute_issue(self, request, issue_id):
+        return self._desk_action(request, issue_id, "issue.reroute",
+                                 lambda token, form: self.routing.reroute_issue(
+            token, issue_id, _route(form)))
+
     @http("GET", "/desk/new")
     def new_issue_form(self, request):
         session, principal = self._desk(request)
@@ -196,6 +220,7 @@ class WebService:
             shown, self._rpc(self.notify.list_notifications, issue_id))
         return self._page(request, "issue.html", session, principal, issue=issue,
                           messages=views.messages_view(messages, self._tz()),
+                          request_id=uuid.uuid4().hex,
                           done=request.args.get("done"), error=request.args.get("error"))
 
     @http("POST", "/desk/issues/<issue_id>/table")
@@ -385,10 +410,10 @@ class WebService:
             raise FormExpired("the form's CSRF secret does not match the session")
         return form
 
-    def _desk_action(self, request, issue_id: str, action: str, call):
+    def _desk_action(self, request, issue_id: str, action: str, call, back: str | None = None):
         session, _ = self._desk(request, action=action, issue_id=issue_id)
         form = self._check_form(request, session)
-        return self._acted(lambda: call(session.token, form), f"/desk/issues/{issue_id}")
+        return self._acted(lambda: call(session.token, form), back or f"/desk/issues/{issue_id}")
 
     def _agency_action(self, request, agency: str, issue_id: str, action: str, call):
         """An agency's write: its own agency only (``shared.authz``), then the owning
@@ -484,6 +509,16 @@ class WebService:
 
 STATUSES = tuple(s.value for s in IssueStatus)
 PRIORITIES = ("urgent", "high", "normal", "complex")
+
+
+def _route(form: dict) -> dict:
+    """A triage or reroute form as routing's ``ChooseRoute`` body (blanks left out; the
+    form's ``request_id`` makes a double click harmless)."""
+    body = {k: form[k].strip() for k in ("category", "lead", "reason", "request_id")
+            if (form.get(k) or "").strip()}
+    if _codes(form.get("support")):
+        body["support"] = _codes(form.get("support"))
+    return body
 
 
 def _codes(text: str | None) -> list[str]:

@@ -308,3 +308,28 @@ def test_pages_send_security_headers_and_forms_need_their_csrf_secret(whistle):
     bad = session.post(f"{whistle.url}/signin", data={"token": "nonsense", "csrf": csrf},
                        timeout=5)
     assert bad.status_code in (401, 403) and "Traceback" not in bad.text
+
+
+def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers):
+    vague = submit(whistle.url, "有个事情想跟社区反映一下，麻烦来看看")
+    desk = browsers()
+    desk.sign_in(token("desk"))
+    desk.open("/desk/triage")
+    desk.wait(lambda: desk.find_all(f"#t-{vague}") or desk.open("/desk/triage") and False, 10,
+              "the report in the triage queue")
+    desk.screenshot("triage")
+    desk.find(f"#t-{vague} h2 a").click()
+    desk.fill("#rr-category", "flying_wire")
+    desk.find("#reroute-form button").click()
+    desk.wait(lambda: desk.find("#issue-status").get_attribute("data-status") == "dispatched"
+              or desk.driver.refresh(), 10, "routed by the desk")
+    assert "供电公司" in desk.text("#assignments")
+    # A wrong route is corrected from the issue page: reroute, with a reason.
+    desk.fill("#rr-category", "heating")
+    desk.fill("#rr-reason", "其实是暖气问题")
+    desk.find("#reroute-form button").click()
+    desk.wait(lambda: "供热公司" in desk.text("#assignments") or desk.driver.refresh(), 10,
+              "rerouted")
+    assert issue_of(whistle.url, vague)["category"] == "heating"
+    desk.open("/desk/triage")
+    assert not desk.find_all(f"#t-{vague}")
