@@ -41,7 +41,8 @@ def wait_for_broker(amqp_uri: str, timeout_s: float) -> None:
             return
         except Exception as exc:
             if time.monotonic() > deadline:
-                raise SystemExit(f"RabbitMQ is not reachable at {amqp_uri.split('@')[-1]}: "
+                where = ", ".join(uri.split("@")[-1] for uri in cfg.broker_uris(amqp_uri))
+                raise SystemExit(f"RabbitMQ is not reachable at {where}: "
                                  f"{type(exc).__name__}") from None
             _log.warning("waiting for RabbitMQ (%s)", type(exc).__name__)
             time.sleep(1)

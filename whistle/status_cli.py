@@ -53,6 +53,7 @@ def gather(environ: Mapping[str, str]) -> dict[str, Any]:
     api = ManagementApi(cfg.get(environ, cfg.RABBIT_API_URL),
                         vhost_of(cfg.get(environ, cfg.AMQP_URI)))
     rabbit = _probe({"api": api.location, "vhost": api.vhost}, lambda: rabbit_status(api))
+    rabbit["api"] = api.location  # of a cluster's APIs, the one that answered
     redis_url, prefix = cfg.get(environ, cfg.REDIS_URL), cfg.get(environ, cfg.KEY_PREFIX)
     redis = _probe({"address": where(redis_url), "prefix": prefix},
                    lambda: redis_status(redis_url, prefix))

@@ -10,10 +10,12 @@ and free text is scrubbed.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import signal
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -161,8 +163,6 @@ def tail(issue, agency, kind, service, as_json) -> None:
     config = cfg.config_from_env()
     redis_client = connect(config[cfg.REDIS_URL])
     times = ReceivedTimes(redis_client, config[cfg.KEY_PREFIX])
-    queue = Queue(f"whistle.tail.{uuid.uuid4().hex[:8]}", exclusive=True, auto_delete=True,
-                  durable=False, bindings=None)
 
     def on_message(body, message):
         now = datetime.now(UTC)
@@ -175,28 +175,104 @@ def tail(issue, agency, kind, service, as_json) -> None:
             click.echo(json.dumps(line, ensure_ascii=False) if as_json else render(line))
             sys.stdout.flush()
 
+    follow = Follower(config[cfg.AMQP_URI], on_message, stopping)
     try:
-        with Connection(config[cfg.AMQP_URI], heartbeat=30) as connection:
-            channel = connection.channel()
-            bound = queue.bind(channel)
-            bound.declare()
-            for exchange in (EVENTS_EXCHANGE, RPC_EXCHANGE):
-                exchange.bind(channel).declare()
-                bound.bind_to(exchange=exchange.name, routing_key="#")
-            with connection.Consumer(bound, callbacks=[on_message], accept=["json"],
-                                     no_ack=True):
-                click.echo("whistle tail: following whistle.events and RPC (Ctrl-C to stop)",
-                           err=True)
-                if not as_json:
-                    click.echo(f"{'time':<12}  {'service':<8} {'type':<32} {'issue':<17} "
-                               f"{'agency':<17} {'since received':>11}")
-                while not stopping:
-                    try:
-                        connection.drain_events(timeout=1)
-                    except TimeoutError:
-                        connection.heartbeat_check()
+        follow.connect()  # the first time, a broker out of reach is an error at once
+        click.echo("whistle tail: following whistle.events and RPC (Ctrl-C to stop)", err=True)
+        if not as_json:
+            click.echo(f"{'time':<12}  {'service':<8} {'type':<32} {'issue':<17} "
+                       f"{'agency':<17} {'since received':>11}")
+        follow.run(on_reconnect=lambda where, gap: click.echo(
+            f"whistle tail: connection lost; following again on {where} "
+            f"(messages in the last {gap:.1f} s were not seen)", err=True))
         click.echo("whistle tail: stopped", err=True)
     except KeyboardInterrupt:
         click.echo("whistle tail: stopped", err=True)
+    except BrokerLost as exc:
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
+    finally:
+        follow.close()
+
+
+class BrokerLost(Exception):
+    """No node of ``AMQP_URI`` could be reached for ``Follower.GIVE_UP_S``."""
+
+
+class Follower:
+    """The tail's own queue on the broker, consumed until asked to stop.
+
+    When the connection is lost (the node died, or paused in a partition), it connects
+    again, to any node ``AMQP_URI`` lists (kombu's failover: ``amqp://a;amqp://b``),
+    and binds a new queue: the old one was exclusive to the dead connection. What was
+    published in between is not seen, and the operator is told so.
+    """
+
+    GIVE_UP_S = 60.0
+    HEARTBEAT_S = 30
+
+    def __init__(self, amqp_uri: str, on_message, stopping: list):
+        self.amqp_uri, self.on_message, self.stopping = amqp_uri, on_message, stopping
+        self.connection: Connection | None = None
+        self.consumer = None
+
+    def connect(self) -> None:
+        connection = Connection(self.amqp_uri, heartbeat=self.HEARTBEAT_S, connect_timeout=5)
+        try:
+            connection.ensure_connection(max_retries=len(cfg.broker_uris(self.amqp_uri)))
+            channel = connection.channel()
+            queue = Queue(f"whistle.tail.{uuid.uuid4().hex[:8]}", exclusive=True,
+                          auto_delete=True, durable=False, bindings=None).bind(channel)
+            queue.declare()
+            for exchange in (EVENTS_EXCHANGE, RPC_EXCHANGE):
+                exchange.bind(channel).declare()
+                queue.bind_to(exchange=exchange.name, routing_key="#")
+            consumer = connection.Consumer(queue, callbacks=[self.on_message], accept=["json"],
+                                           no_ack=True)
+            consumer.consume()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                connection.release()
+            raise
+        self.connection, self.consumer = connection, consumer
+
+    @property
+    def where(self) -> str:
+        info = self.connection.info() if self.connection else {}
+        return f"{info.get('hostname', '?')}:{info.get('port', '?')}"
+
+    def run(self, on_reconnect) -> None:
+        while not self.stopping:
+            try:
+                self.connection.drain_events(timeout=1)
+            except TimeoutError:
+                self._heartbeat_or_reconnect(on_reconnect)
+            except self.connection.connection_errors + (OSError,):
+                self._reconnect(on_reconnect)
+
+    def _heartbeat_or_reconnect(self, on_reconnect) -> None:
+        try:
+            self.connection.heartbeat_check()
+        except self.connection.connection_errors + (OSError,):
+            self._reconnect(on_reconnect)
+
+    def _reconnect(self, on_reconnect) -> None:
+        lost_at = time.monotonic()
+        self.close()
+        while not self.stopping:
+            try:
+                self.connect()
+                on_reconnect(self.where, time.monotonic() - lost_at)
+                return
+            except (OSError, *Connection(self.amqp_uri).connection_errors):
+                if time.monotonic() - lost_at > self.GIVE_UP_S:
+                    raise BrokerLost(f"lost RabbitMQ and could not reach it again in "
+                                     f"{self.GIVE_UP_S:.0f} s") from None
+                time.sleep(1)
+
+    def close(self) -> None:
+        connection, self.connection, self.consumer = self.connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # a dead connection cannot close cleanly
+                connection.release()
