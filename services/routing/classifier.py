@@ -42,7 +42,8 @@ Conventions every implementation keeps:
 Which classifier runs: :func:`load_classifier` with the artefact path from
 ``WHISTLE_ROUTING_MODEL``; empty means the bundled artefact
 (:data:`BUNDLED_MODEL`) if one is shipped, else today's keyword rules
-(:class:`KeywordClassifier`), so routing works before any model exists. A
+(:class:`KeywordClassifier`), so routing works before any model exists;
+``keywords`` asks for the keyword rules whatever is bundled. A
 learned model is loaded by ``services.routing.learned.load(path) -> Classifier``
 (the module the model work provides); a path given explicitly must load, or
 routing refuses to start.
@@ -172,13 +173,16 @@ class ModelLoadError(RuntimeError):
 
 
 def load_classifier(path: str | Path | None) -> Classifier | None:
-    """The learned classifier at ``path`` (``None``/``""``: the bundled one, if shipped).
+    """The learned classifier at ``path`` (``None``/``""``: the bundled one, if shipped;
+    ``"keywords"``: none, whatever is bundled).
 
     Returns ``None`` when no learned model is configured or bundled: the caller
     then classifies with ``KeywordClassifier(rules)`` (built per rule set, so a
     rules reload changes the keywords too). Raises :class:`ModelLoadError` when a
     model was named, or is bundled, and cannot be loaded.
     """
+    if str(path or "").strip() == KEYWORDS_VERSION:
+        return None  # the keyword rules, asked for by name
     explicit = bool(path)
     artefact = Path(path) if explicit else BUNDLED_MODEL
     if not artefact.exists():

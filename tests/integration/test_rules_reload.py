@@ -52,7 +52,8 @@ def rules_file(tmp_path):
 
 @pytest.fixture
 def config(whistle_config, rules_file):
-    return {**whistle_config, cfg.RULES_FILE: str(rules_file)}
+    # The keyword rules classify: what a reload changes is what these tests look at.
+    return {**whistle_config, cfg.RULES_FILE: str(rules_file), cfg.ROUTING_MODEL: "keywords"}
 
 
 @pytest.fixture

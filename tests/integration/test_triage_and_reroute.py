@@ -28,6 +28,7 @@ def base(runner_factory, whistle_config):
     # Keywords classify (no model here); below 60% the desk triages: a report that
     # names two problems equally is "not sure".
     whistle_config[cfg.TRIAGE_THRESHOLD] = "0.6"
+    whistle_config[cfg.ROUTING_MODEL] = "keywords"  # what these reports match is known
     runner_factory(whistle_config, IntakeService, RoutingService, AgencyService,
                    NotifyService).start()
     return f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}"

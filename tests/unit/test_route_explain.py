@@ -26,8 +26,10 @@ WINDOWS = {"urgent": (2, 24), "high": (24, 72), "normal": (72, 168)}  # hours
 @pytest.fixture(autouse=True)
 def fixed_clock_and_env(monkeypatch):
     monkeypatch.setattr("shared.contracts.utcnow", lambda: NOW)
-    for name in ("RULES_FILE", "WHISTLE_TZ", "FORCE_COLOR"):
+    for name in ("RULES_FILE", "WHISTLE_TZ", "FORCE_COLOR", "WHISTLE_TRIAGE_THRESHOLD"):
         monkeypatch.delenv(name, raising=False)
+    # These pin the keyword rules' reading; the learned model has its own tests.
+    monkeypatch.setenv("WHISTLE_ROUTING_MODEL", "keywords")
 
 
 def route(*args: str):

@@ -148,8 +148,8 @@ def test_confidence_threshold(confident, probability, threshold, expected):
     assert is_confident(found, threshold) is expected
 
 
-def test_no_model_configured_or_bundled_means_keywords(tmp_path):
-    assert load_classifier(None) is None or load_classifier(None).model_version
+def test_keywords_by_name_and_a_missing_model_refused(tmp_path):
+    assert load_classifier("keywords") is None
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_classifier(tmp_path / "missing.model")
 
