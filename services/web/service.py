@@ -26,6 +26,7 @@ API handlers decide; and the owning service checks the token again on its RPC.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 import uuid
@@ -36,6 +37,7 @@ from zoneinfo import ZoneInfo
 import eventlet
 from nameko.dependency_providers import Config
 from nameko.rpc import RpcProxy
+from werkzeug.wrappers import Response
 
 from services.web import views
 from services.web.flow import FlowTap
@@ -62,6 +64,7 @@ from shared.errors import (
 )
 from shared.guard import READ, SUBMIT, Guard
 from shared.issue import IssueRecord
+from shared.jsoncodec import dumps_bytes
 from shared.logging import WorkerLogger
 from shared.web import json_response
 
@@ -164,8 +167,16 @@ class WebService:
         _, principal = self._desk(request)
         board = self._rpc(self.intake.board, self._scoped(principal, self._board_filters(request)))
         t = views.Translator(reader_language(request))
-        return json_response({"rows": views.board_rows(board["rows"], t),
-                              "total": board["total"], "as_of": board["as_of"]})
+        # Only what the board draws; an unchanged board is a 304 (the browser revalidates
+        # every poll: ETag, no-cache), so an idle open board costs a few hundred bytes.
+        body = dumps_bytes({"rows": [{k: row[k] for k in views.BOARD_FIELDS}
+                               for row in views.board_rows(board["rows"], t)],
+                      "total": board["total"]})
+        etag = hashlib.sha256(body).hexdigest()[:32]
+        if etag in request.if_none_match:
+            return Response(status=304, headers={"ETag": f'"{etag}"', "Cache-Control": "no-cache"})
+        return Response(body, mimetype="application/json",
+                        headers={"ETag": f'"{etag}"', "Cache-Control": "no-cache"})
 
     @http("GET", "/desk/triage")
     def triage_queue(self, request):

@@ -84,6 +84,12 @@ def deadline_text(row: dict[str, Any], now: datetime, t: Translator) -> str:
 # -------------------------------------------------------------- the board
 
 
+# What the live board draws of a row (app.js): its poll sends these and nothing else.
+BOARD_FIELDS = ("issue_id", "status", "status_label", "priority", "priority_label", "category",
+                "community", "lead_label", "escalation_level", "level_label", "next_deadline",
+                "kind_label", "overdue")
+
+
 def board_rows(rows: list[dict[str, Any]], t: Translator) -> list[dict[str, Any]]:
     """Board rows (intake's ``board``) with their labels in the reader's language; the
     countdown itself is computed by the browser from ``next_deadline``."""
