@@ -526,6 +526,25 @@ class IssueRerouted(Event):
     assignments: list[AssignmentSummary] = Field(min_length=1)
 
 
+class RouteCorrected(Event):
+    """The desk decided a route (a triage decision or a reroute): a labelled example.
+
+    Committed with the decision (the outbox), so a kept correction is never lost
+    between the change and its record; routing keeps it for retraining. The text is
+    not carried: the consumer reads it from the issue and masks personal data.
+    """
+
+    event_type: ClassVar[str] = "route.corrected"
+
+    source: Literal["triage", "reroute"]
+    category: Slug
+    previous_category: Slug | None = None  # what routing had chosen (None: it was held)
+    urgent: bool
+    support: list[Slug] = Field(default_factory=list)
+    staff_id: str = Field(min_length=1, max_length=64)
+    reason: bounded_text(500) | None = None
+
+
 class IssueClosed(Event):
     event_type: ClassVar[str] = "issue.closed"
 
@@ -537,5 +556,5 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (IssueReceived, IssueDispatched, AssignmentCreated, AssignmentAcknowledged,
                 AssignmentResolved, IssueResolved, IssueMerged, IssueEscalated, TableConvened,
                 TableCheckedIn, TableTaskRecorded, TableTaskDone, IssueRated, IssueReopened,
-                IssueClosed, AssignmentWithdrawn, IssueRerouted)
+                IssueClosed, AssignmentWithdrawn, IssueRerouted, RouteCorrected)
 }

@@ -48,6 +48,7 @@ from shared.contracts import (
     IssueReopened,
     IssueRerouted,
     IssueResolved,
+    RouteCorrected,
     TableConvened,
     TableTaskRecorded,
 )
@@ -180,6 +181,8 @@ class Subscription:
 SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("routing", "route_issue", (IssueReceived,)),
     Subscription("routing", "await_rating", (IssueResolved,)),
+    # Every desk decision on a route, kept as a labelled example for retraining.
+    Subscription("routing", "keep_correction", (RouteCorrected,)),
     # A dispatch's assignments all come in its issue.dispatched (one delivery, not one
     # per agency); assignment.created announces one added later (a table invitation).
     Subscription("agency", "record_assignment", (IssueDispatched, AssignmentCreated)),

@@ -27,10 +27,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts import Channel, Language
+from shared.contracts import Channel, Language, RouteCorrected
+from shared.issue import IssueRecord
+from shared.privacy import scrub
 
 __all__ = [
-    "CORRECTIONS_DIR", "Correction", "CorpusExample", "corpus_lang", "latest_per_issue",
+    "CORRECTIONS_DIR", "Correction", "CorpusExample", "corpus_lang", "correction_from",
+    "latest_per_issue",
     "load_corrections", "to_corpus", "write_jsonl",
 ]
 
@@ -51,7 +54,7 @@ class Correction(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    correction_id: str  # "<issue id>:<ms since epoch>": unique, and orders one issue's
+    correction_id: str  # "<issue id>:<route.corrected event id>"
     issue_id: str
     source: Literal["triage", "reroute"]
     text: str
@@ -78,6 +81,20 @@ class CorpusExample(BaseModel):
     urgent: bool
     support: list[str] = Field(default_factory=list)
     channel: CorpusChannel
+
+
+def correction_from(event: RouteCorrected, record: IssueRecord,
+                    contact: dict[str, str] | None) -> Correction:
+    """The labelled example a ``route.corrected`` event stands for, the report's text
+    with phone numbers, email addresses and the resident's name masked."""
+    name = (contact or {}).get("name")
+    return Correction(
+        correction_id=f"{event.issue_id}:{event.event_id}", issue_id=event.issue_id,
+        source=event.source, text=scrub(record.description, frozenset([name] if name else [])),
+        language=record.language, channel=record.channel, category=event.category,
+        previous_category=event.previous_category, urgent=event.urgent,
+        support=list(event.support), by=event.staff_id, at=event.occurred_at,
+        reason=event.reason)
 
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")

@@ -1,8 +1,8 @@
 """Where the desk's corrections are kept: one small adapter (Redis today).
 
 Key: ``{p}:routing:corrections`` (hash: correction id -> JSON). A correction id is
-``<issue id>:<ms since epoch>``, written with HSETNX, so writing the same
-correction again changes nothing. Another store (PostgreSQL) implements the same
+``<issue id>:<route.corrected event id>``, written with HSETNX, so a redelivered
+event changes nothing. Another store (PostgreSQL) implements the same
 two methods, ``add`` and ``all``.
 
 Usage, in a service::

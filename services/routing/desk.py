@@ -11,8 +11,9 @@
   (``assignment.created`` each, fresh deadlines), and the resident is told once
   (``issue.rerouted``). A request that changes nothing changes nothing.
 
-Every desk decision is also a labelled example (:class:`~services.routing.corrections.Correction`)
-that the service keeps for retraining.
+Every desk decision also announces ``route.corrected``, committed with it: routing
+keeps it as a labelled example (:class:`~services.routing.corrections.Correction`)
+for retraining.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from shared.contracts import (
     IssueStatus,
     Priority,
     Role,
+    RouteCorrected,
 )
 from shared.errors import InvalidPayload, InvalidTransition
 from shared.issue import (
@@ -179,7 +181,7 @@ class DeskChange:
 
 
 def reroute(record: IssueRecord, body: ChooseRoute, reason: str, staff_id: str,
-            rules: RuleSet, now: datetime) -> DeskChange | None:
+            rules: RuleSet, now: datetime, source: str = "reroute") -> DeskChange | None:
     """Correct a dispatched issue's route (see module doc); None if it is already that."""
     route = desk_route(body, rules, f"rerouted by the desk ({staff_id})", now)
     changed = reroute_record(record, route.category, route.priority, route.routing,
@@ -189,7 +191,19 @@ def reroute(record: IssueRecord, body: ChooseRoute, reason: str, staff_id: str,
     new = changed.record
     if new.triage is not None and new.triage.pending:  # a reroute settles a flag too
         new = settle_triage(new, staff_id, route.category, now)
-    return DeskChange(new, reroute_events(record, changed, staff_id, reason, now), route)
+    events = reroute_events(record, changed, staff_id, reason, now)
+    events.append(corrected(record, route, source, staff_id, reason, now))
+    return DeskChange(new, events, route)
+
+
+def corrected(before: IssueRecord, route: DeskRoute, source: str, staff_id: str,
+              reason: str | None, now: datetime) -> RouteCorrected:
+    """``route.corrected``: the desk's decision as a labelled example, for retraining."""
+    held = before.status is IssueStatus.needs_triage
+    return RouteCorrected(
+        trace_id=before.trace_id, issue_id=before.issue_id, occurred_at=now, source=source,
+        category=route.category, previous_category=None if held else before.category,
+        urgent=route.urgent, support=route.support, staff_id=staff_id, reason=reason)
 
 
 def reroute_events(before: IssueRecord, changed, staff_id: str, reason: str,
@@ -230,14 +244,17 @@ def triage(record: IssueRecord, body: ChooseRoute, reason: str | None, staff_id:
         settled = settle_triage(record, staff_id, route.category, now)
         new = dispatch(settled, route.category, route.priority, route.routing,
                        route.assignments, now)
-        return DeskChange(new, [dispatched_event(new, now)], route)
+        return DeskChange(new, [dispatched_event(new, now),
+                                corrected(record, route, "triage", staff_id, reason, now)],
+                          route)
     # Flagged: dispatched already, urgently, on a best guess. Agreeing settles the flag
     # only; unless the desk says otherwise it stays as urgent as it was dispatched.
     if body.urgent is None:
         body = body.model_copy(update={"urgent": record.priority is Priority.urgent})
     changed = reroute(record, body, reason or "triage: the desk chose another route",
-                      staff_id, rules, now)
+                      staff_id, rules, now, source="triage")
     if changed is not None:
         return changed
     route = desk_route(body, rules, f"triaged by the desk ({staff_id})", now)
-    return DeskChange(settle_triage(record, staff_id, route.category, now), [], route)
+    return DeskChange(settle_triage(record, staff_id, route.category, now),
+                      [corrected(record, route, "triage", staff_id, reason, now)], route)

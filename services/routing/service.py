@@ -27,7 +27,7 @@ from nameko.timer import timer
 
 from services.routing import desk, feedback, merging, table
 from services.routing.classifier import ModelLoadError
-from services.routing.corrections import Correction
+from services.routing.corrections import correction_from
 from services.routing.corrections_store import CorrectionsProvider, CorrectionStore
 from services.routing.domain import RouteDecision, route_issue
 from services.routing.escalation import escalate
@@ -56,6 +56,7 @@ from shared.contracts import (
     IssueResolved,
     RecordTableTask,
     Reroute,
+    RouteCorrected,
     TriageDecision,
     utcnow,
 )
@@ -63,7 +64,6 @@ from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, Unavailabl
 from shared.issue import Assignment, Deadline, IssueRecord, public_view
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
-from shared.privacy import scrub
 from shared.rpc import rpc
 from shared.store import Read, Store
 from shared.web import health_report, http, read_json, validate
@@ -181,6 +181,16 @@ class RoutingService:
         self.log.info("issue_merged", issue_id=event.issue_id, into=primary.issue_id,
                       category=category)
         return True
+
+    @subscribe(RouteCorrected)
+    def keep_correction(self, event: RouteCorrected) -> None:
+        """Keep a desk decision as a labelled example (once per event: the store's
+        write is idempotent, so a redelivered event changes nothing)."""
+        record = self.store.get(event.issue_id)
+        fresh = self.corrections.add(correction_from(event, record,
+                                                     self.store.contact(event.issue_id)))
+        self.log.info("correction_kept", issue_id=event.issue_id, source=event.source,
+                      category=event.category, duplicate=not fresh)
 
     # ------------------------------------------------------------ deadlines
 
@@ -431,29 +441,12 @@ class RoutingService:
         applied = self.store.apply(issue_id, event_id, decided, self.name)
         self.bus.publish(applied.outbox)
         done = outcome[0] if outcome and applied.changed else None
-        if done is not None:
-            self._keep_correction(before, done, source, staff.staff_id, reason, now)
         self.log.info("issue_triaged" if source == "triage" else "issue_rerouted",
                       issue_id=issue_id, staff_id=staff.staff_id,
                       category=applied.record.category, changed=done is not None)
         view = public_view(applied.record, None)
         view.pop("contact", None)
         return view
-
-    def _keep_correction(self, before: IssueRecord, done: desk.DeskChange, source: str,
-                         staff_id: str, reason: str | None, now: datetime) -> None:
-        """Every desk decision is a labelled example for retraining (text masked)."""
-        contact = self.store.contact(before.issue_id)
-        names = frozenset(n for n in [contact.get("name")] if n)
-        held = before.status.value == "needs_triage"
-        self.corrections.add(Correction(
-            correction_id=f"{before.issue_id}:{int(now.timestamp() * 1000)}",
-            issue_id=before.issue_id, source=source,
-            text=scrub(before.description, names), language=before.language,
-            channel=before.channel, category=done.route.category,
-            previous_category=None if held else before.category,
-            urgent=done.route.urgent, support=done.route.support, by=staff_id, at=now,
-            reason=reason))
 
     def _change(self, issue_id: str, change) -> dict:
         now = utcnow()

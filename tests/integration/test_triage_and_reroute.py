@@ -124,8 +124,9 @@ def test_an_unsure_report_waits_in_triage_and_the_desk_routes_it(
     assert again.status_code == 409
     assert len(events(base, issue_id, "issue.dispatched")) == 1
 
-    (example,) = [e for e in export(whistle_config, tmp_path, monkeypatch)
-                  if e["text"].startswith("东门的路灯")]
+    # Kept from route.corrected, committed with the decision: shortly in the export.
+    (example,) = wait_for(lambda: [e for e in export(whistle_config, tmp_path, monkeypatch)
+                                   if e["text"].startswith("东门的路灯")], len)
     assert example == {"id": "c" + issue_id[3:].replace("-", "_"), "lang": "zh",
                        "text": "东门的路灯不亮好几天了，旁边垃圾成堆没人清",
                        "category": "rubbish", "urgent": False,
@@ -195,8 +196,8 @@ def test_a_reroute_withdraws_one_agency_adds_another_and_tells_the_resident_once
         "drainage"]
 
     # Kept as a labelled example, the resident's phone and name masked.
-    (example,) = [e for e in export(whistle_config, tmp_path, monkeypatch)
-                  if e["category"] == "sewage_blocked"]
+    (example,) = wait_for(lambda: [e for e in export(whistle_config, tmp_path, monkeypatch)
+                                   if e["category"] == "sewage_blocked"], len)
     assert example["support"] == ["property_manager"] and example["urgent"] is False
     assert "13812345678" not in example["text"] and "孙大爷" not in example["text"]
     assert example["text"].startswith("楼上漏水，卫生间地漏往上冒水")

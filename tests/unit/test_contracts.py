@@ -27,6 +27,7 @@ from shared.contracts import (
     IssueRerouted,
     IssueResolved,
     Language,
+    RouteCorrected,
     SubmitIssue,
     TableCheckedIn,
     TableConvened,
@@ -345,6 +346,7 @@ def test_event_types_map_each_type_string_to_its_class():
         "issue.closed": IssueClosed,
         "assignment.withdrawn": AssignmentWithdrawn,
         "issue.rerouted": IssueRerouted,
+        "route.corrected": RouteCorrected,
     } == EVENT_TYPES
     for name, cls in EVENT_TYPES.items():
         assert cls.event_type == name

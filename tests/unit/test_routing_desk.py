@@ -13,6 +13,7 @@ from services.routing.classifier import Classification
 from services.routing.corrections import (
     Correction,
     corpus_lang,
+    correction_from,
     latest_per_issue,
     load_corrections,
     to_corpus,
@@ -32,6 +33,7 @@ from shared.contracts import (
     Location,
     Priority,
     Reroute,
+    RouteCorrected,
     TriageDecision,
 )
 from shared.errors import InvalidPayload, InvalidTransition
@@ -103,8 +105,12 @@ def test_the_desk_routes_a_held_report_and_it_is_dispatched_normally(rules):
     assert new.assignments[0].acknowledge_by == LATER + timedelta(days=3)
     assert (new.triage.pending, new.triage.decided_by, new.triage.decided_category) == (
         False, "desk-wang", "rubbish")
-    (event,) = change.events
+    event, corrected = change.events
     assert isinstance(event, IssueDispatched) and len(event.assignments) == 2
+    assert isinstance(corrected, RouteCorrected)
+    assert (corrected.source, corrected.category, corrected.previous_category,
+            corrected.support, corrected.staff_id) == (
+        "triage", "rubbish", None, ["property_manager"], "desk-wang")
     assert change.route.support == ["property_manager"] and not change.route.urgent
 
 
@@ -160,7 +166,9 @@ def test_the_reroute_plan_withdraws_who_leaves_adds_who_joins_keeps_who_stays(ru
     assert new.assignment_for("drainage").acknowledge_by == LATER + timedelta(days=3)
     assert new.status is IssueStatus.in_progress
     assert {d.agency for d in pending_deadlines(new)} == {"drainage", "property_manager"}
-    rerouted, withdrawn, created = change.events
+    rerouted, withdrawn, created, corrected = change.events
+    assert (corrected.source, corrected.previous_category, corrected.category) == (
+        "reroute", "pipe_leak", "sewage_blocked")
     assert isinstance(rerouted, IssueRerouted) and rerouted.previous_category == "pipe_leak"
     assert [a.agency for a in rerouted.assignments] == ["drainage", "property_manager"]
     assert isinstance(withdrawn, AssignmentWithdrawn) and withdrawn.agency.agency == "water"
@@ -199,7 +207,9 @@ def test_agreeing_with_a_flagged_route_keeps_it_urgent_and_tells_no_one(rules):
                             model_version="m1")
     record = routed("一股臭鸡蛋味", rules, urgent)
     change = desk.triage(record, TriageDecision(category="gas_leak"), None, "d", rules, LATER)
-    assert change.events == [] and change.record.priority is Priority.urgent
+    (corrected,) = change.events  # nobody is told again; the decision is still an example
+    assert isinstance(corrected, RouteCorrected) and corrected.urgent
+    assert change.record.priority is Priority.urgent
     assert change.record.triage.pending is False
 
 
@@ -266,3 +276,14 @@ def test_a_malformed_corrections_file_names_its_line(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"id": "c1", "text": "x"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         load_corrections(tmp_path)
+
+
+def test_a_route_corrected_event_becomes_a_masked_correction(rules):
+    record = routed("楼上漏水，电话13812345678找孙大爷", rules)
+    change = reroute(record, rules, category="sewage_blocked")
+    event = change.events[-1]
+    kept = correction_from(event, change.record, {"name": "孙大爷", "phone": "13812345678"})
+    assert kept.correction_id == f"{record.issue_id}:{event.event_id}"
+    assert "13812345678" not in kept.text and "孙大爷" not in kept.text
+    assert (kept.category, kept.previous_category, kept.by, kept.at) == (
+        "sewage_blocked", "pipe_leak", "desk-wang", LATER)
