@@ -1,15 +1,27 @@
-"""``whistle routing``: the router's data: the desk's corrections (and, from the model
-work, ``train`` and ``evaluate``, added to this same group).
+"""``whistle routing``: the router's data and model: the desk's corrections, training,
+and measurement on the frozen split.
 
-``whistle routing corrections --export FILE`` writes every report the desk triaged or
-rerouted, one example per report (the desk's latest word), in the corpus format
-(``corpus/README.md``). Put the file in ``corpus/corrections/`` and retrain: the
-trainer folds those files in (``services.routing.corrections.load_corrections``).
-Reads Redis directly (``REDIS_URL``, ``WHISTLE_KEY_PREFIX``); needs no broker.
+- ``whistle routing corrections --export FILE`` writes every report the desk triaged
+  or rerouted, one example per report (the desk's latest word), in the corpus format
+  (``corpus/README.md``). Put the file in ``corpus/corrections/`` and retrain: the
+  trainer folds those files in (``services.routing.corrections.load_corrections``).
+  Reads Redis directly (``REDIS_URL``, ``WHISTLE_KEY_PREFIX``); needs no broker.
+- ``whistle routing train`` reads ``corpus/train.jsonl`` (and, with
+  ``--with-corrections``, the desk's exported corrections in ``corpus/corrections/``),
+  chooses everything by cross-validation on them, writes a versioned artefact
+  ``services/routing/model/router-<version>/`` and makes it current. A running
+  routing service picks it up on its model reload (no restart, no message lost).
+- ``whistle routing evaluate`` classifies the frozen test split with the current
+  model and prints the figures, overall and per category; ``--record`` writes them
+  to ``docs/routing-figures.json``, the figures ``docs/routing.md`` quotes and the
+  quality regression test holds the model to. ``--compare`` trains and measures the
+  candidate approaches (keywords, TF-IDF, embeddings, the cascade).
+  Only aggregates of the test split are printed: never a report, never a single error.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,6 +29,11 @@ from pathlib import Path
 import click
 
 from shared import config as cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "corpus" / "train.jsonl"
+TEST = ROOT / "corpus" / "test.jsonl"
+FIGURES = ROOT / "docs" / "routing-figures.json"
 
 
 @click.group()
@@ -63,3 +80,131 @@ def corrections(export: str | None, every: bool) -> None:
     with path.open("w", encoding="utf-8") as out:
         count = write_jsonl(examples, out)
     click.echo(f"wrote {count} example(s) to {path}", err=True)
+
+
+@routing.command("train")
+@click.option("--train", "train_file", type=click.Path(exists=True, dir_okay=False),
+              default=str(TRAIN), show_default=True, help="The training split.")
+@click.option("--with-corrections", is_flag=True,
+              help="Fold in the desk's corrections (corpus/corrections/*.jsonl).")
+@click.option("--corrections-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the exported corrections are (default corpus/corrections).")
+@click.option("--embeddings/--no-embeddings", default=True, show_default=True,
+              help="Add the embedding stage of the cascade for reports TF-IDF is unsure of.")
+@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
+              help="Where artefacts go (default services/routing/model).")
+@click.option("--publish/--no-publish", default=True, show_default=True,
+              help="Make the new artefact current (what routing loads).")
+def train(train_file: str, with_corrections: bool, corrections_dir: str | None,
+          embeddings: bool, models_dir: str | None, publish: bool) -> None:
+    """Train the router and write a versioned model artefact."""
+    from services.routing.learned import MODELS_DIR, save
+    from services.routing.learned import publish as make_current
+    from services.routing.training import read_corpus, train_router
+
+    examples = read_corpus(train_file)
+    sources = [f"{Path(train_file).name} ({len(examples)})"]
+    if with_corrections:
+        from services.routing.corrections import load_corrections
+
+        try:
+            corrections = load_corrections(corrections_dir)
+        except ValueError as exc:
+            click.echo(f"whistle routing train: {exc}", err=True)
+            sys.exit(2)
+        examples += corrections
+        sources.append(f"corrections ({len(corrections)})")
+    click.echo(f"training on {len(examples)} examples: {', '.join(sources)}")
+    router = train_router(examples, embeddings=embeddings, sources=sources, log=click.echo)
+    target = Path(models_dir) if models_dir else MODELS_DIR
+    folder = save(router, target)
+    cv = router.manifest["cross_validation"]
+    click.echo(f"wrote {folder}")
+    click.echo(f"cross-validation: category {cv['category_accuracy']:.1%}"
+               + (f", cascade {cv['cascade_accuracy']:.1%} ({cv['cascade_share']:.0%} escalated)"
+                  if "cascade_accuracy" in cv and router.embedding is not None else "")
+               + f", urgent recall {cv['urgent_recall']:.1%}, false urgent "
+               f"{cv['false_urgent_rate']:.1%}, triaged {cv['triage_share']:.0%}")
+    if publish:
+        make_current(folder, target)
+        click.echo(f"current model: {router.version} (routing picks it up on reload_model)")
+
+
+@routing.command("evaluate")
+@click.option("--split", type=click.Path(exists=True, dir_okay=False), default=str(TEST),
+              show_default=True, help="The labelled split to measure on.")
+@click.option("--model", "model_path", default=None,
+              help="A model artefact (default $WHISTLE_ROUTING_MODEL, else the bundled one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--record", is_flag=True, help=f"Write the figures to {FIGURES.relative_to(ROOT)}.")
+@click.option("--compare", is_flag=True,
+              help="Train and measure every candidate approach (takes a few minutes).")
+def evaluate(split: str, model_path: str | None, as_json: bool, record: bool,
+             compare: bool) -> None:
+    """Measure the router on the frozen test split: overall and per category."""
+    from services.routing.classifier import KeywordClassifier, ModelLoadError, load_classifier
+    from services.routing.comparison import classify_all
+    from services.routing.evaluation import per_category, score
+    from services.routing.rules import load_rules
+    from services.routing.training import read_corpus
+
+    rules_file = Path(cfg.get(os.environ, cfg.RULES_FILE) or
+                      ROOT / "services" / "routing" / "rules.yaml")
+    rules = load_rules(rules_file)
+    examples = read_corpus(split)
+    if compare:
+        from services.routing.comparison import compare as run_comparison
+
+        results = run_comparison(read_corpus(TRAIN), examples, rules, rules_file,
+                                 log=lambda line: click.echo(line, err=True))
+        click.echo(json.dumps(results, indent=2))
+        if record:
+            _record({"comparison": results})
+        return
+    try:
+        model = load_classifier(model_path or cfg.get(os.environ, cfg.ROUTING_MODEL) or None)
+    except ModelLoadError as exc:
+        click.echo(f"whistle routing evaluate: {exc}", err=True)
+        sys.exit(2)
+    classifier = model or KeywordClassifier(rules)
+    guesses, cpu_ms = classify_all(classifier, [e["text"] for e in examples],
+                                   rules.fallback.category)
+    overall = score(examples, guesses, rules)
+    categories = per_category(examples, guesses, rules)
+    figures = {"split": Path(split).name, "model_version": classifier.model_version,
+               "overall": overall.as_dict(), "cpu_ms_per_report": round(cpu_ms, 2),
+               "per_category": {c: s.as_dict() for c, s in categories.items()}}
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+    else:
+        _print(figures)
+    if record:
+        _record({"frozen_split": figures})
+
+
+def _record(update: dict) -> None:
+    existing = json.loads(FIGURES.read_text(encoding="utf-8")) if FIGURES.exists() else {}
+    existing.update(update)
+    FIGURES.write_text(json.dumps(existing, indent=2, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
+    click.echo(f"recorded in {FIGURES.relative_to(ROOT)}", err=True)
+
+
+def _print(figures: dict) -> None:
+    overall = figures["overall"]
+    click.echo(f"{figures['split']}: {overall['reports']} reports, model "
+               f"{figures['model_version']}, {figures['cpu_ms_per_report']} ms CPU a report")
+    click.echo(f"  lead agency {overall['agency_accuracy']:.1%}   lead sector "
+               f"{overall['sector_accuracy']:.1%}   category {overall['category_accuracy']:.1%}"
+               f"   macro-F1 {overall['macro_f1']:.3f}")
+    click.echo(f"  urgent recall {overall['urgent_recall']:.1%} of {overall['urgent_reports']}"
+               f"   false urgent {overall['false_urgent_rate']:.1%} of the others"
+               f"   urgent precision {overall['urgent_precision']:.1%}")
+    click.echo("")
+    click.echo(f"  {'category':<22}{'reports':>8}{'category':>10}{'agency':>9}{'sector':>9}"
+               f"{'urgent':>8}{'recall':>8}")
+    for category, s in figures["per_category"].items():
+        recall = f"{s['urgent_recall']:.0%}" if s["urgent_reports"] else "-"
+        click.echo(f"  {category:<22}{s['reports']:>8}{s['category_accuracy']:>10.0%}"
+                   f"{s['agency_accuracy']:>9.0%}{s['sector_accuracy']:>9.0%}"
+                   f"{s['urgent_reports']:>8}{recall:>8}")

