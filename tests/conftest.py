@@ -18,6 +18,7 @@ with warnings.catch_warnings():
 
 eventlet.monkey_patch()
 
+import os  # noqa: E402
 import socket  # noqa: E402
 import uuid  # noqa: E402
 
@@ -27,6 +28,13 @@ import redis  # noqa: E402
 from shared import config as cfg  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+
+# The suite's routing expectations (categories, agencies, triage) are written against the
+# rules' keywords, and must not move whenever the bundled model is retrained: routing
+# classifies with the keywords here, in this process and in the processes tests start
+# (they inherit the environment), unless a test names a model (the learned router's own
+# tests: tests/unit/test_routing_learned.py, tests/integration/test_routing_model.py).
+os.environ.setdefault(cfg.ROUTING_MODEL, "keywords")
 
 
 def free_port() -> int:
@@ -68,5 +76,6 @@ def whistle_config(rabbit_config, redis_prefix):
             cfg.MAX_ATTEMPTS: 4,
             cfg.NOTIFY_MAX_ATTEMPTS: 3,  # notify gives up (failed, visible) before dead-lettering
             cfg.LOG_FORMAT: "console",
+            cfg.ROUTING_MODEL: os.environ[cfg.ROUTING_MODEL],
         },
     )

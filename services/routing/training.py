@@ -310,9 +310,6 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
     cues_decide = variants[True][0] < variants[False][0]
     _, urgent_at, flagged = variants[cues_decide]
 
-    top = probabilities.max(1)
-    confident_at = confidence_threshold(top, probabilities.argmax(1) == truth)
-
     embedding_oof, cascade_below, cascade_figures = None, 0.0, {}
     if embeddings is not None:
         embedding_oof = np.zeros_like(probabilities)
@@ -324,8 +321,18 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
                 aligned[:, classes.index(name)] = model.predict_proba(embeddings[test_index])[:, j]
             embedding_oof[test_index] = aligned
         cascade_below, cascade_figures = cascade_bound(probabilities, embedding_oof, truth)
+        averaged = (probabilities + embedding_oof) / 2
         cascade_figures["embedding_accuracy"] = round(
             float((embedding_oof.argmax(1) == truth).mean()), 4)
+        cascade_figures["always_both_accuracy"] = round(
+            float((averaged.argmax(1) == truth).mean()), 4)
+        final = np.where((probabilities.max(1) < cascade_below)[:, None], averaged,
+                         probabilities)
+    else:
+        final = probabilities
+    # Triage is decided on what routing will see: the cascade's probabilities.
+    top = final.max(1)
+    confident_at = confidence_threshold(top, final.argmax(1) == truth)
 
     figures = {
         "folds": FOLDS, "examples": len(texts), "C": best_c, "softmax_scale": round(scale, 3),
@@ -336,8 +343,8 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
         "urgent_recall_cues_only": _rate(any_cue, urgent),
         "false_urgent_rate_cues_only": _rate(any_cue, ~urgent),
         "triage_share": round(float((top < confident_at).mean()), 4),
-        "confident_accuracy": round(float(
-            (probabilities.argmax(1) == truth)[top >= confident_at].mean()), 4),
+        "confident_accuracy": round(float((final.argmax(1) == truth)[top >= confident_at].mean()),
+                                    4),
         **cascade_figures,
     }
     return CrossValidation(classes, best_c, scale, probabilities, urgency_scores, cues,

@@ -208,3 +208,23 @@ def test_an_artefact_of_another_format_refuses_to_load(router, tmp_path):
     (folder / "manifest.json").write_text(json.dumps({**manifest, "format": 99}))
     with pytest.raises(ModelLoadError, match="format 99"):
         load_classifier(folder)
+
+
+# ----------------------------------------------------------- the bundled model
+
+
+def test_keywords_can_be_chosen_over_the_bundled_model():
+    assert load_classifier("keywords") is None
+
+
+def test_the_bundled_model_loads_through_the_seam_in_under_three_seconds_of_cpu():
+    import time
+
+    started = time.process_time()
+    classifier = load_classifier(None)
+    assert time.process_time() - started < 3.0
+    assert isinstance(classifier, LearnedClassifier)
+    manifest = classifier.router.manifest
+    assert manifest["training_data"]["examples"] >= 800
+    reading = classifier.classify("楼顶的电线被风刮断了搭在树上，下面就是小孩玩的地方")
+    assert reading.best == "flying_wire" and reading.urgent
