@@ -330,6 +330,9 @@ def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whis
                              timeout=5).json(),
         lambda us: any(u["status"] == "fixed" for u in us))
     schemas.validate(updates, schemas.UPDATES)
+    paged = requests.get(f"{base}{V2}/servicerequestupdates.json", timeout=5,
+                         params={**window, "page": "2", "page_size": "3"}).json()
+    assert paged == updates[3:6]
     mine = [u for u in updates if u["service_request_id"] == issue_id]
     assert [u["status"] for u in mine] == [
         "open", "investigating", "in_progress", "in_progress", "fixed"]

@@ -43,6 +43,7 @@ from services.intake.open311.mapping import (
     language_of,
     merged_into,
     names_of,
+    parse_page,
     parse_request_query,
     post_response,
     read_params,
@@ -257,6 +258,7 @@ class Open311Api:
         lang = language_of(params.get("lang"))
         reader = self._reader(params)
         start, end = date_window(params, utcnow())
+        page, page_size = parse_page(params)
         if reader is not None:
             ids = list(reversed(self._clients().requests_between(
                 reader, start - UPDATES_LOOKBACK, end)))
@@ -277,7 +279,8 @@ class Open311Api:
                     names_of(contacts.get(issue_id, {})), joined.get(parents.get(issue_id), []))
         # Stable: an issue's steps in the same second keep their journal order.
         updates.sort(key=lambda u: u["updated_datetime"])
-        return updates[:1000]
+        first = (page - 1) * page_size
+        return updates[first:first + page_size]
 
     # ------------------------------------------------------------- posting
 

@@ -309,14 +309,19 @@ def parse_request_query(params: Params, catalog: dict[str, Service],
     statuses = {s.lower() for s in _comma_list(params.get("status"))}
     if statuses - {"open", "closed"}:
         raise Open311Error.bad_request("status must be open, closed, or open,closed")
-    page = _positive_int(params.get("page"), "page", 1, None)
-    page_size = _positive_int(params.get("page_size"), "page_size", MAX_REQUESTS, MAX_REQUESTS)
+    page, page_size = parse_page(params)
     if ids:
         start, end = now - MAX_SPAN, now  # not used: ids override every other filter
     else:
         start, end = date_window(params, now)
     return RequestQuery(ids or None, codes or None, statuses or None, start, end, page,
                         page_size)
+
+
+def parse_page(params: Params) -> tuple[int, int]:
+    """``page`` (from 1) and ``page_size`` (1-1,000, default 1,000): the common extension."""
+    return (_positive_int(params.get("page"), "page", 1, None),
+            _positive_int(params.get("page_size"), "page_size", MAX_REQUESTS, MAX_REQUESTS))
 
 
 def _positive_int(value: str | None, field: str, default: int, most: int | None) -> int:
