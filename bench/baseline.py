@@ -19,6 +19,7 @@ is a plain kombu process.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -44,8 +45,16 @@ def queue_names(hops: int = HOPS, prefix: str = "bench") -> list[str]:
     return [f"{prefix}.hop{i}" for i in range(1, hops + 1)] + [f"{prefix}.sink"]
 
 
+def hop_queue_arguments() -> dict | None:
+    """The hops' queues are of the run's queue type (``python -m bench --queue-type``,
+    which sets ``WHISTLE_QUEUE_TYPE`` for the whole run, hop processes included), so
+    the baseline is the broker's own limit for the queues Whistle runs on."""
+    return {"x-queue-type": "quorum"} if os.environ.get("WHISTLE_QUEUE_TYPE") == "quorum" \
+        else None
+
+
 def _queue(name: str) -> Queue:
-    return Queue(name, routing_key=name, durable=True)
+    return Queue(name, routing_key=name, durable=True, queue_arguments=hop_queue_arguments())
 
 
 def body_of_size(seq: int, size: int) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import sys
@@ -46,10 +47,14 @@ def _floats(text: str) -> list[float]:
                                  "phase; collapsed stacks go to this directory.")
 @click.option("--logs", "log_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Keep the services' logs in this directory.")
+@click.option("--queue-type", type=click.Choice(["classic", "quorum"]), default="classic",
+              show_default=True,
+              help="The queues Whistle (and the baseline's hops) run on: WHISTLE_QUEUE_TYPE. "
+                   "For a cluster, list its nodes in AMQP_URI (docs/benchmarks.md).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the whole report as JSON to this file.")
 def bench(rates, duration_s, flat_out, concurrency, instances, scale_busiest, baseline_messages,
-          framework_floor, warmup, profile_dir, log_dir, json_path) -> None:
+          framework_floor, warmup, profile_dir, log_dir, queue_type, json_path) -> None:
     """Benchmark Whistle against the local RabbitMQ and Redis, and the broker's own limit.
 
     Runs in a throwaway vhost and Redis key prefix, both removed afterwards. Exits 1
@@ -70,6 +75,8 @@ def bench(rates, duration_s, flat_out, concurrency, instances, scale_busiest, ba
                       baseline_messages=baseline_messages, framework_floor=framework_floor,
                       warmup=warmup,
                       profile_dir=profile_dir, log_dir=log_dir)
+    # The whole run's: the services and the baseline's hop processes inherit it.
+    os.environ["WHISTLE_QUEUE_TYPE"] = queue_type
     stopper = StopOnSignals()
     try:
         with stopper:

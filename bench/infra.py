@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import requests
 
 from bench.signals import uninterrupted
+from shared.config import broker_uris
 from shared.store import connect
 from whistle.ops import ManagementApi
 
@@ -40,9 +41,12 @@ class BenchSandbox:
         self.vhost = f"whistle-bench-{self.run_id}"
         self.prefix = f"bench-{self.run_id}"
         self.redis_url = redis_url
-        base = urlsplit(amqp_uri)
-        self.amqp_uri = urlunsplit(base._replace(path="/" + quote(self.vhost, safe="")))
-        api = urlsplit(api_url)
+        # A cluster's AMQP_URI lists its nodes: each gets the run's vhost. The vhost is
+        # created through the first management API (WHISTLE_RABBIT_API may list several).
+        self.amqp_uri = ";".join(
+            urlunsplit(urlsplit(uri)._replace(path="/" + quote(self.vhost, safe="")))
+            for uri in broker_uris(amqp_uri))
+        api = urlsplit(api_url.split(";")[0].strip())
         self.api_base = f"{api.scheme}://{api.netloc.rpartition('@')[2]}{api.path.rstrip('/')}/api"
         self.api_user = unquote(api.username or "guest")
         self.auth = (self.api_user, unquote(api.password or "guest"))

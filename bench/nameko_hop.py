@@ -25,6 +25,8 @@ from kombu import Queue
 from nameko.messaging import Publisher, consume
 from nameko.runners import ServiceRunner
 
+from bench.baseline import hop_queue_arguments
+
 READY = "ready"  # the same handshake as bench.baseline's hops
 
 
@@ -33,7 +35,8 @@ def hop_service(source: str, target: str) -> type:
         name = f"hop-{source}"
         forward = Publisher()  # the default exchange: the routing key is the queue
 
-        @consume(Queue(source, routing_key=source, durable=True))
+        @consume(Queue(source, routing_key=source, durable=True,
+                       queue_arguments=hop_queue_arguments()))
         def handle(self, body):
             self.forward(body, routing_key=target)
 

@@ -27,6 +27,10 @@ def render(report: dict) -> str:
     out.append(f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux "
                f"{m['kernel']}, Python {m['python']}, RabbitMQ {m['rabbitmq']}, "
                f"Redis {m['redis']}, " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()))
+    if "queue_type" in report:
+        nodes = report.get("broker_nodes", 1)
+        out.append(f"\nQueues: {report['queue_type']}, on {nodes} RabbitMQ node"
+                   f"{'s' if nodes != 1 else ''} (the baseline's hops too)")
     base = report.get("baseline")
     if base:
         out.append(f"\nBroker baseline: {base['throughput_msg_s']} msg/s through {base['hops']} "

@@ -289,6 +289,8 @@ def run(options: Options, say: Callable[[str], None] = print) -> dict:
         "run_id": run_id,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(sandbox_cm.rabbitmq_version()),
+        "queue_type": config[cfg.QUEUE_TYPE],
+        "broker_nodes": len(cfg.broker_uris(config[cfg.AMQP_URI])),
         "options": {"rates": options.rates, "duration_s": options.duration_s,
                     "flat_out": options.flat_out, "concurrency": options.concurrency,
                     "instances": options.instances, "baseline_messages": options.baseline_messages,

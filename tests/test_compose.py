@@ -218,6 +218,39 @@ def test_dockerfile_runs_as_non_root() -> None:
     assert users and users[-1] not in {"root", "0"}
 
 
+CLUSTER_NODES = ("rabbitmq-a", "rabbitmq-b", "rabbitmq-c")
+
+
+def test_the_cluster_profile_is_three_clustered_rabbitmq_nodes_apart_from_the_default(
+        compose: dict) -> None:
+    services = compose["services"]
+    for name in ("rabbitmq", "redis", *WHISTLE_SERVICES):
+        assert "profiles" not in services[name], f"{name} must run without a profile"
+    nodes = {name: _service(compose, name) for name in CLUSTER_NODES}
+    assert [n.get("profiles") for n in nodes.values()] == [["cluster"]] * 3
+    assert sorted(n["hostname"] for n in nodes.values()) == list(CLUSTER_NODES)
+    assert all("management" in n["image"] for n in nodes.values())
+    host_ports = [str(p).split(":")[0] for n in nodes.values() for p in n["ports"]]
+    assert len(host_ports) == len(set(host_ports)) == 6  # AMQP and management each
+    assert not set(host_ports) & {"5672", "15672"}  # beside the single broker, not on it
+    for name, node in nodes.items():
+        env = _environment(node)
+        assert env["RABBITMQ_DEFAULT_USER"].startswith("${RABBITMQ_USER:?")
+        assert "-setcookie ${RABBITMQ_ERLANG_COOKIE" in env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+        assert env["RABBITMQ_CTL_ERL_ARGS"] == env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+        assert any(str(v).endswith(":/var/lib/rabbitmq") and name in str(v)
+                   for v in node["volumes"]), "each node keeps its own data"
+        assert "healthcheck" in node
+        if name != "rabbitmq-a":  # they join a, which must be up first
+            assert node["depends_on"]["rabbitmq-a"]["condition"] == "service_healthy"
+    mounts = {str(v).split(":")[0] for n in nodes.values() for v in n["volumes"]}
+    conf_file = next(m for m in mounts if m.endswith(".conf"))
+    conf = (ROOT / conf_file).read_text(encoding="utf-8")
+    for i, name in enumerate(CLUSTER_NODES, 1):
+        assert f"cluster_formation.classic_config.nodes.{i} = rabbit@{name}" in conf
+    assert "cluster_partition_handling = pause_minority" in conf
+
+
 # --- config.yaml ------------------------------------------------------------------
 
 

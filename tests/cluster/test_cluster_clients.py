@@ -3,6 +3,7 @@ follows again on a surviving node by itself and says what it may have missed, an
 ``whistle status`` answers from another node's management API."""
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -62,3 +63,12 @@ def test_tail_and_status_carry_on_when_their_node_is_killed(
     finally:
         tail.send_signal(signal.SIGTERM)
         assert tail.wait(15) == 0, err.read_text()
+
+
+def test_a_tiny_benchmark_on_the_cluster(cluster, tmp_path):
+    """``python -m bench --queue-type quorum`` with AMQP_URI listing the three nodes."""
+    from tests.e2e.test_bench_smoke import tiny_quorum_bench
+
+    env = {**os.environ, "AMQP_URI": cluster.amqp_uri("/"),
+           "WHISTLE_RABBIT_API": f"http://guest:guest@127.0.0.1:{cluster.node('a').management_port}"}
+    assert tiny_quorum_bench(tmp_path, env)["broker_nodes"] == 3

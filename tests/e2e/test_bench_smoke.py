@@ -72,3 +72,25 @@ def test_a_tiny_benchmark_reports_every_figure_and_no_error(tmp_path):
     client = redis.Redis.from_url(REDIS_URL)
     assert not list(client.scan_iter(f"bench-{report['run_id']}:*", count=1000))
     client.close()
+
+
+def tiny_quorum_bench(tmp_path, env=None) -> dict:
+    """A tiny ``python -m bench --queue-type quorum``: its report, checked for errors."""
+    report_path = tmp_path / "quorum.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--queue-type", "quorum", "--rates", "20",
+         "--duration", "1", "--flat-out", "20", "--concurrency", "4", "--baseline-messages",
+         "100", "--warmup", "4", "--no-scale-busiest", "--no-framework-floor",
+         "--json", str(report_path)],
+        capture_output=True, text=True, timeout=180, check=False, env=env)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["queue_type"] == "quorum" and report["errors"] == 0
+    assert report["baseline"]["delivered"] == 100
+    assert [p["completed"] for p in report["phases"]] == [20, 20]
+    assert "Queues: quorum" in done.stdout
+    return report
+
+
+def test_a_tiny_benchmark_on_quorum_queues(tmp_path):
+    assert tiny_quorum_bench(tmp_path)["broker_nodes"] == 1
