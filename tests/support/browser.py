@@ -89,19 +89,22 @@ class Browser:
         self.wait(lambda: "/signin" not in self.driver.current_url, what="signed in")
 
     def screenshot(self, name: str, widths: tuple[int, ...] = (DESKTOP, PHONE)) -> list[Path]:
-        """The current page at each width, full height, into build/screenshots/."""
+        """The current page at each width (the viewport's own width, as a phone of that
+        width shows it), full height, into build/screenshots/."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         paths = []
-        original = self.driver.get_window_size()
         for width in widths:
-            self.driver.set_window_size(width, 900)
+            metrics = {"width": width, "height": 900, "deviceScaleFactor": 1,
+                       "mobile": width < 700}
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
             height = self.driver.execute_script(
                 "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
-            self.driver.set_window_size(width, min(max(int(height), 600), 4000))
+            metrics["height"] = min(max(int(height), 600), 4000)
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
             path = SCREENSHOTS / f"{name}-{width}.png"
             self.driver.save_screenshot(str(path))
             paths.append(path)
-        self.driver.set_window_size(original["width"], original["height"])
+        self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         return paths
 
     def severe_console_errors(self) -> list[str]:
