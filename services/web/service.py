@@ -40,6 +40,7 @@ from nameko.rpc import RpcProxy
 from werkzeug.wrappers import Response
 
 from services.web import views
+from services.web.catalogue import Catalogue
 from services.web.flow import FlowTap
 from services.web.pages import page as http
 from services.web.pages import (
@@ -69,6 +70,9 @@ from shared.logging import WorkerLogger
 from shared.web import json_response
 
 RPC_TIMEOUT_S = 10.0
+# The workspace shows this many open assignments, the most pressing first (and says how
+# many there are): at 5,000 open issues the power company had 1,250, a 1 MB page.
+WORKSPACE_CARDS = 100
 
 
 class FormExpired(Forbidden):
@@ -99,6 +103,7 @@ class WebService:
     agency = RpcProxy("agency")
     notify = RpcProxy("notify")
     guard = Guard()
+    names = Catalogue()
     sessions = Sessions()
     flow = FlowTap()
     log = WorkerLogger()
@@ -159,7 +164,7 @@ class WebService:
         board = self._rpc(self.intake.board, self._scoped(principal, filters))
         t = views.Translator(reader_language(request))
         return self._page(request, "board.html", session, principal, filters=filters,
-                          rows=views.board_rows(board["rows"], t), total=board["total"],
+                          rows=views.board_rows(board["rows"], t, self.names), total=board["total"],
                           statuses=STATUSES, priorities=PRIORITIES, query=urlencode(filters))
 
     @http("GET", "/desk/board.json")
@@ -170,7 +175,7 @@ class WebService:
         # Only what the board draws; an unchanged board is a 304 (the browser revalidates
         # every poll: ETag, no-cache), so an idle open board costs a few hundred bytes.
         body = dumps_bytes({"rows": [{k: row[k] for k in views.BOARD_FIELDS}
-                               for row in views.board_rows(board["rows"], t)],
+                               for row in views.board_rows(board["rows"], t, self.names)],
                       "total": board["total"]})
         etag = hashlib.sha256(body).hexdigest()[:32]
         if etag in request.if_none_match:
@@ -185,7 +190,7 @@ class WebService:
         board = self._rpc(self.intake.board, self._scoped(principal, {"triage": True}))
         t = views.Translator(reader_language(request))
         return self._page(request, "triage.html", session, principal,
-                          rows=views.board_rows(board["rows"], t), request_id=uuid.uuid4().hex,
+                          rows=views.board_rows(board["rows"], t, self.names), request_id=uuid.uuid4().hex,
                           done=request.args.get("done"), error=request.args.get("error"))
 
     @http("POST", "/desk/issues/<issue_id>/triage")
@@ -275,7 +280,8 @@ class WebService:
         stats = self._rpc(self.intake.stats, {"since": (until - timedelta(days=days)).isoformat(),
                                               "until": until.isoformat()})
         t = views.Translator(reader_language(request))
-        rows = [(t("overall"), stats["overall"])] + sorted(stats["agencies"].items())
+        rows = [(t("overall"), stats["overall"])] + [
+            (self.names.agency(code, t.lang), block) for code, block in sorted(stats["agencies"].items())]
         charts = [views.rate_chart([(name, block[key]) for name, block in rows], t(key))
                   for key in ("response_rate", "resolution_rate", "satisfaction_rate")]
         return self._page(request, "stats.html", session, principal, days=days, rows=rows,
@@ -292,7 +298,8 @@ class WebService:
         assignments = self._rpc(self.agency.list_assignments, session.token, principal.agency,
                                 "open")
         assignments.sort(key=lambda a: _next_deadline(a) or "")
-        return self._page(request, "agency.html", session, principal, assignments=assignments,
+        return self._page(request, "agency.html", session, principal,
+                          assignments=assignments[:WORKSPACE_CARDS], total=len(assignments),
                           next_deadline=_next_deadline,
                           done=request.args.get("done"), error=request.args.get("error"))
 
@@ -456,7 +463,7 @@ class WebService:
         return render(request, template, status=status, csrf=session.csrf, principal=principal,
                       desk=principal.is_desk,
                       operator=principal.is_desk and principal.communities is None,
-                      now=utcnow(), tz=self._tz(), **context)
+                      now=utcnow(), tz=self._tz(), names=self.names, **context)
 
     def _signin_page(self, request, error: str | None = None, status: int = 200):
         csrf = secrets.token_urlsafe(24)

@@ -85,12 +85,13 @@ def deadline_text(row: dict[str, Any], now: datetime, t: Translator) -> str:
 
 
 # What the live board draws of a row (app.js): its poll sends these and nothing else.
-BOARD_FIELDS = ("issue_id", "status", "status_label", "priority", "priority_label", "category",
+BOARD_FIELDS = ("issue_id", "status", "status_label", "priority", "priority_label",
+                "category_label",
                 "community", "lead_label", "escalation_level", "level_label", "next_deadline",
                 "kind_label", "overdue")
 
 
-def board_rows(rows: list[dict[str, Any]], t: Translator) -> list[dict[str, Any]]:
+def board_rows(rows: list[dict[str, Any]], t: Translator, names=None) -> list[dict[str, Any]]:
     """Board rows (intake's ``board``) with their labels in the reader's language; the
     countdown itself is computed by the browser from ``next_deadline``."""
     out = []
@@ -103,6 +104,8 @@ def board_rows(rows: list[dict[str, Any]], t: Translator) -> list[dict[str, Any]
             "priority_label": t.label("priority", row.get("priority")),
             "level_label": t.label("level", row.get("escalation_level")),
             "kind_label": t.label("kind", row.get("next_deadline_kind")),
+            "category_label": (names.category(row.get("category"), t.lang) if names
+                               else row.get("category") or "—"),
             "lead_label": (lead.get("agency_name") if t.lang == "zh"
                            else lead.get("agency_name_en")) or "—",
         })

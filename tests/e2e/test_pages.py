@@ -16,6 +16,7 @@ import time
 import pytest
 import redis
 import requests
+from selenium.webdriver.support.ui import Select
 
 from shared import config as cfg
 from shared.auth import issue_feedback_token, issue_resident_token, issue_token
@@ -157,7 +158,7 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, whistle_env):
 
     # The other pages, for people to look at.
     desk.open("/desk/stats")
-    assert len(desk.find_all("svg[role=img]")) == 3 and "power" in desk.text("#rates")
+    assert len(desk.find_all("svg[role=img]")) == 3 and "供电公司" in desk.text("#rates")
     desk.screenshot("stats")
     ops = browsers()
     ops.sign_in(token("desk", "operator-1"))
@@ -319,13 +320,13 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers):
               "the report in the triage queue")
     desk.screenshot("triage")
     desk.find(f"#t-{vague} h2 a").click()
-    desk.fill("#rr-category", "flying_wire")
+    Select(desk.find("#rr-category")).select_by_value("flying_wire")
     desk.find("#reroute-form button").click()
     desk.wait(lambda: desk.find("#issue-status").get_attribute("data-status") == "dispatched"
               or desk.driver.refresh(), 10, "routed by the desk")
     assert "供电公司" in desk.text("#assignments")
     # A wrong route is corrected from the issue page: reroute, with a reason.
-    desk.fill("#rr-category", "heating")
+    Select(desk.find("#rr-category")).select_by_value("heating")
     desk.fill("#rr-reason", "其实是暖气问题")
     desk.find("#reroute-form button").click()
     desk.wait(lambda: "供热公司" in desk.text("#assignments") or desk.driver.refresh(), 10,

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.intake.domain import board_row
 from services.web import views
+from services.web.catalogue import names_from_rules
 from shared.contracts import (
     AssignmentStatus,
     Channel,
@@ -118,3 +119,20 @@ def test_board_row_shows_the_next_deadline_and_overdue():
 def test_the_access_log_never_holds_a_links_token():
     line = "GET /issues/WH-20261205-0001/feedback?token=eyJhbGci.x.y&lang=en HTTP/1.1"
     assert "eyJ" not in redact_request_line(line) and "lang=en" in redact_request_line(line)
+
+
+def test_the_pages_show_names_from_the_rules_file_not_codes():
+    names = names_from_rules(None)
+    assert names.category("flying_wire", "zh") == "飞线/电线裸露"
+    assert names.agency("power", "en") == "Power company"
+    assert names.category("no_such_code", "zh") == "no_such_code"
+    assert names.category(None, "en") == "—"
+    row = {"issue_id": "WH-20261205-0001", "status": "dispatched", "priority": "urgent",
+           "category": "flying_wire", "escalation_level": "street", "reopen_count": 1,
+           "lead": {"agency_name": "供电公司", "agency_name_en": "Power company"},
+           "next_deadline": None, "next_deadline_kind": None, "overdue": False,
+           "community": "幸福里"}
+    (shown,) = views.board_rows([row], ZH, names)
+    assert shown["category_label"] == "飞线/电线裸露" and shown["lead_label"] == "供电公司"
+    assert shown["status_label"] == "已派单 · 重办1次" and shown["level_label"] == "街道"
+    assert set(views.BOARD_FIELDS) <= set(shown)

@@ -71,7 +71,7 @@
       tr.appendChild(td);
       cell(tr, r.status_label, "st st-" + r.status);
       cell(tr, r.priority_label, "pr pr-" + r.priority);
-      cell(tr, r.category || "—");
+      cell(tr, r.category_label);
       cell(tr, r.community);
       cell(tr, r.lead_label);
       cell(tr, r.level_label, "lv lv-" + r.escalation_level);
