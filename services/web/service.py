@@ -67,7 +67,7 @@ from shared.guard import READ, SUBMIT, Guard
 from shared.issue import IssueRecord
 from shared.jsoncodec import dumps_bytes
 from shared.logging import WorkerLogger
-from shared.web import json_response
+from shared.web import health_report, json_response
 
 RPC_TIMEOUT_S = 10.0
 # The workspace shows this many open assignments, the most pressing first (and says how
@@ -117,6 +117,11 @@ class WebService:
         if session is None:
             return redirect("/signin")
         return redirect(self._home_of(self._principal(request, session)))
+
+    @http("GET", "/health")
+    def health(self, request):
+        """200 when Redis (the sessions) answers: the compose container's health check."""
+        return health_report(self.name, self.sessions.redis)
 
     @http("GET", "/static/<path:name>")
     def static(self, request, name):

@@ -334,3 +334,12 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers):
     assert issue_of(whistle.url, vague)["category"] == "heating"
     desk.open("/desk/triage")
     assert not desk.find_all(f"#t-{vague}")
+
+
+def test_the_pages_run_alone_as_the_compose_container_does(whistle_processes):
+    web = whistle_processes("web")  # waits for /health: 200 from the web service itself
+    assert requests.get(f"{web.url}/health", timeout=5).json()["services"] == ["web"]
+    page = requests.get(f"{web.url}/signin", timeout=5)
+    assert page.status_code == 200 and "吹哨报到" in page.text
+    assert requests.get(f"{web.url}/", timeout=5, allow_redirects=False).headers[
+        "Location"] == "/signin"
