@@ -43,6 +43,7 @@ import amqp
 from amqp.exceptions import NotFound, PreconditionFailed
 from kombu import Connection, Exchange
 
+from shared.config import broker_uris
 from shared.topology import (
     CLASSIC,
     DEAD_LETTER_QUEUE_NAME,
@@ -223,8 +224,10 @@ def migrate(amqp_uri: str, to: str, rpc_exchange: str = RPC_EXCHANGE_NAME,
     """
     check_queue_type(to)
     outcome = Outcome(to)
-    with Connection(amqp_uri) as connection:
-        connection.ensure_connection(max_retries=3)
+    with Connection(amqp_uri, connect_timeout=5) as connection:
+        # each try goes on to the next address a cluster's AMQP_URI lists
+        connection.ensure_connection(max_retries=len(broker_uris(amqp_uri)), interval_start=0,
+                                     interval_step=0.5, interval_max=1)
         broker = _Broker(connection, to)
         try:
             for exchange in (EVENTS_EXCHANGE, Exchange(rpc_exchange, type="topic",

@@ -28,6 +28,8 @@ def migrate(to: str) -> None:
     part way: it goes on from where it stopped. Then start every service with
     WHISTLE_QUEUE_TYPE set to TO.
     """
+    from kombu.exceptions import OperationalError
+
     from whistle.migrate import MigrationInterrupted
     from whistle.migrate import migrate as run
 
@@ -37,7 +39,7 @@ def migrate(to: str) -> None:
     except MigrationInterrupted as exc:
         raise click.ClickException(f"migration {exc}; nothing is lost: run the command "
                                    "again to go on") from None
-    except OSError as exc:
+    except (OSError, OperationalError) as exc:
         raise click.ClickException(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
     moved = sum(outcome.moved.values())
     if outcome.complete:

@@ -7,6 +7,8 @@ or doubled; a queue with a consumer is left alone and named.
 """
 
 import contextlib
+import os
+import subprocess
 import uuid
 from urllib.parse import quote
 
@@ -24,6 +26,8 @@ from shared.topology import (
     declare_topology,
     subscription_for,
 )
+from tests.conftest import free_port
+from tests.e2e.conftest import WHISTLE
 from whistle.migrate import TEMPORARY_SUFFIX, migrate, units
 
 pytestmark = pytest.mark.integration
@@ -200,3 +204,12 @@ def test_a_queue_with_a_consumer_is_left_alone_and_named(amqp, rabbit_config):
     assert types_and_depths(rabbit_config["vhost"])[ROUTE.queue_name] == QUORUM
     assert depth(amqp, ROUTE.queue_name) == 5
     assert all(sub.queue_name in types for sub in SUBSCRIPTIONS)
+
+
+def test_an_unreachable_broker_is_said_plainly():
+    done = subprocess.run([WHISTLE, "queues", "migrate", "--to", QUORUM], capture_output=True,
+                          text=True, timeout=60,
+                          env={**os.environ,
+                               cfg.AMQP_URI: f"amqp://guest:guest@127.0.0.1:{free_port()}/"})
+    assert done.returncode == 1
+    assert "cannot reach RabbitMQ" in done.stderr and "Traceback" not in done.stderr
