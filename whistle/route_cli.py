@@ -142,7 +142,13 @@ def render(explained: dict, rules, text: str, community: str | None, source: str
         if rule is None:
             return escape(reason)
         keywords = matched.get(rule)
-        why = f"keywords: {', '.join(keywords)}" if keywords else "category given by the desk"
+        if keywords:
+            why = f"keywords: {', '.join(keywords)}"
+        elif explained["category_source"] == "model" and rule == explained["category"]:
+            top = (explained["classifier"] or {}).get("top") or [{"probability": 0}]
+            why = f"the model's top category ({top[0]['probability']:.0%})"
+        else:
+            why = "category given by the desk"
         return f"{escape(reason)}; {escape(why)}"
 
     category = explained["category"]

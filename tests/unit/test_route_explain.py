@@ -216,3 +216,16 @@ def test_bad_input_is_a_usage_error():
     unknown = route("有煤气味", "--category", "no_such_rule", "--json")
     assert unknown.exit_code == 0 and "is not in the rules; keywords decide" in unknown.stderr
     assert json.loads(unknown.stdout)["category_source"] == "keywords"
+
+
+def test_the_bundled_model_says_why_it_chose(monkeypatch):
+    from services.routing.classifier import BUNDLED_MODEL
+
+    if not BUNDLED_MODEL.exists():
+        pytest.skip("no model bundled")
+    monkeypatch.delenv("WHISTLE_ROUTING_MODEL")
+    explained = route_json("电梯间的灯坏了")  # no keyword of the chosen rule in it
+    assert explained["category_source"] == "model"
+    assert explained["classifier"]["model_version"] != "keywords"
+    out = route("电梯间的灯坏了").stdout
+    assert "(from the model)" in out and "the model's top category (" in out
