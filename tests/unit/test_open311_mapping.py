@@ -403,3 +403,38 @@ def test_the_service_list_follows_the_rules_file_and_survives_a_bad_edit(tmp_pat
     assert changed == datetime.fromtimestamp(1_900_000_000, UTC)
     rewrite("version: 1\nrules: [oops", 1_900_000_100)
     assert "gas_smell" in provider.get()[1]  # the last good file's services
+
+
+# ------------------------------------------------------------------ the archive
+
+
+class ListedArchive:
+    """Stands in for ``shared.archive.Archive.summaries`` (PostgreSQL's keyset listing:
+    newest first, strictly before ``before``), over a list, to test the paging."""
+
+    def __init__(self, rows):
+        self.rows = sorted(rows, key=lambda r: (r["received_at"], r["issue_id"]), reverse=True)
+        self.calls = 0
+
+    def summaries(self, status, agency, community, before, limit):
+        self.calls += 1
+        return [r for r in self.rows if before is None
+                or (r["received_at"], r["issue_id"]) < before][:limit]
+
+
+def test_archived_issues_join_the_list_newest_first():
+    from services.intake.open311.api import archived_received
+    from services.intake.open311.mapping import newest_first
+
+    rows = [{"issue_id": f"WH-202611{d:02d}-0001", "received_at": T0.replace(day=d)}
+            for d in range(1, 21)]
+    archive = ListedArchive(rows)
+    start, end = T0.replace(day=5), T0.replace(day=12)
+    cold = archived_received(archive, start, end, page=3)
+    assert [i for i, _ in cold] == [f"WH-202611{d:02d}-0001" for d in range(12, 4, -1)]
+    assert archive.calls == 3  # 12-10, 9-7, 6-4: stops once past the start
+    hot = [("WH-20261111-0002", T0.replace(day=11).timestamp() + 60),
+           ("WH-20261112-0001", T0.replace(day=12).timestamp())]  # being archived: in both
+    ids = newest_first(hot, cold)
+    assert ids[:3] == ["WH-20261112-0001", "WH-20261111-0002", "WH-20261111-0001"]
+    assert len(ids) == len(set(ids)) == 9

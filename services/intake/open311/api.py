@@ -36,6 +36,7 @@ from services.intake.open311.clients import (
 )
 from services.intake.open311.formats import FORMATS, Open311Error, render, render_error
 from services.intake.open311.mapping import (
+    CLOSED,
     OPEN311_STATES,
     Params,
     date_window,
@@ -43,6 +44,7 @@ from services.intake.open311.mapping import (
     language_of,
     merged_into,
     names_of,
+    newest_first,
     parse_page,
     parse_request_query,
     post_response,
@@ -65,6 +67,7 @@ PREFIX = "/open311/v2"
 # before its window starts: an issue older than that shows no more updates there.
 UPDATES_LOOKBACK = timedelta(days=90)
 CHUNK = 200  # records loaded per round trip while filtering a list
+ARCHIVE_PAGE = 1000  # archived ids read per query
 
 _log = getLogger(__name__)
 
@@ -195,9 +198,9 @@ class Open311Api:
         elif reader is not None:
             ids = clients.requests_between(reader, query.start, query.end)
         else:
-            ids = list(reversed(self.store.issue_ids_received(query.start, query.end)))
-        if query.ids is None and query.statuses is not None:
-            ids = self._with_status(ids, query.statuses)
+            ids, archived = self._ids_received(query.start, query.end)
+            if query.statuses is not None:  # a client's own list is small: no shortcut
+                ids = self._with_status(ids, query.statuses, archived)
         first = (query.page - 1) * query.page_size
         if query.service_codes is None and query.statuses is None:
             # Nothing to filter on the records: the page needs exactly its own.
@@ -215,9 +218,22 @@ class Open311Api:
                     return matched
         return matched
 
-    def _with_status(self, ids: list[str], statuses: set[str]) -> list[str]:
+    def _ids_received(self, start: datetime, end: datetime) -> tuple[list[str], set[str]]:
+        """Every issue received in ``[start, end]``, newest first: those in Redis and,
+        where the store has an archive of finished issues (``store.archive``, PostgreSQL),
+        the archived ones, so a closed issue stays in the list after it moves there.
+        Also the ids found only in the archive (all closed: only those are archived)."""
+        hot = self.store._call(self.store.redis.zrangebyscore, self.store.keys.all_issues,
+                               start.timestamp(), end.timestamp(), withscores=True)
+        archive = getattr(self.store, "archive", None)
+        cold = archived_received(archive, start, end) if archive is not None else []
+        return newest_first(hot, cold), {i for i, _ in cold} - {i for i, _ in hot}
+
+    def _with_status(self, ids: list[str], statuses: set[str], archived: set[str]
+                     ) -> list[str]:
         """Only the ids whose Whistle status can show as one of ``statuses`` (the status
-        indexes, one round trip); merged reports show their issue's, so they stay."""
+        indexes, one round trip); merged reports show their issue's, so they stay, and
+        archived ones are closed."""
         states = {IssueStatus.merged.value}
         for status in statuses:
             states |= {s.value for s in OPEN311_STATES[status]}
@@ -225,6 +241,8 @@ class Open311Api:
         for state in sorted(states):
             pipe.smembers(self.store.keys.by_status(state))
         allowed = set().union(*self.store._call(pipe.execute))
+        if CLOSED in statuses:
+            allowed |= archived
         return [i for i in ids if i in allowed]
 
     def _request(self, request, service_request_id: str) -> list[dict[str, Any]]:
@@ -424,6 +442,21 @@ class Open311Api:
                     "Content-Type must be application/x-www-form-urlencoded; charset=utf-8 "
                     "(or application/json)")
         return read_params([*pairs, *_query_pairs(request)])
+
+
+def archived_received(archive, start: datetime, end: datetime,
+                      page: int = ARCHIVE_PAGE) -> list[tuple[str, float]]:
+    """``(issue id, received epoch s)`` of the archived issues received in ``[start, end]``,
+    newest first, through the archive's keyset-paginated ``summaries``."""
+    found: list[tuple[str, float]] = []
+    before = (end, "WH-99999999-99999999")  # strictly before it: everything up to ``end``
+    while True:
+        rows = archive.summaries(None, None, None, before, page)
+        found += [(r["issue_id"], r["received_at"].timestamp()) for r in rows
+                  if r["received_at"] >= start]
+        if len(rows) < page or rows[-1]["received_at"] < start:
+            return found
+        before = (rows[-1]["received_at"], rows[-1]["issue_id"])
 
 
 def _refused(path: str, exc: Exception):

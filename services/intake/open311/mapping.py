@@ -337,6 +337,14 @@ def _positive_int(value: str | None, field: str, default: int, most: int | None)
     return number
 
 
+def newest_first(hot: list[tuple[str, float]], cold: list[tuple[str, float]]) -> list[str]:
+    """Issue ids from Redis and from the archive, ``(id, received epoch s)`` each, newest
+    first; an issue in both (being archived right now) once."""
+    received = dict(cold)
+    received.update(hot)
+    return [i for i, _ in sorted(received.items(), key=lambda p: (p[1], p[0]), reverse=True)]
+
+
 # ------------------------------------------------------------------ requests
 
 OPEN = "open"
