@@ -29,9 +29,11 @@ PROD_AMQP = "amqp://whistle:s3cr3t-pw@rabbit.internal:5672/whistle"
 
 
 def claims(**overrides) -> dict:
+    # Parametrized cases build their claims at collection time, and the unit tests run
+    # last in a full run (after more than ten minutes): a day keeps them unexpired.
     now = int(time.time())
     base = {"iss": ISSUER, "aud": AUDIENCE, "sub": "staff-7", "agency": "power",
-            "jti": "jti-1", "iat": now, "exp": now + 600}
+            "jti": "jti-1", "iat": now, "exp": now + 86400}
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
