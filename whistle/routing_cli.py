@@ -200,6 +200,9 @@ def _print(figures: dict) -> None:
     click.echo(f"  urgent recall {overall['urgent_recall']:.1%} of {overall['urgent_reports']}"
                f"   false urgent {overall['false_urgent_rate']:.1%} of the others"
                f"   urgent precision {overall['urgent_precision']:.1%}")
+    click.echo(f"  sure of {overall['confident_share']:.1%} (routed without the desk; lead "
+               f"agency right on {overall['confident_agency_accuracy']:.1%} of them), the "
+               f"rest to triage")
     click.echo("")
     click.echo(f"  {'category':<22}{'reports':>8}{'category':>10}{'agency':>9}{'sector':>9}"
                f"{'urgent':>8}{'recall':>8}")

@@ -97,7 +97,8 @@ def classify_all(classifier: Classifier, texts: Sequence[str],
     started = time.process_time()
     for text in texts:
         classification = classifier.classify(text)
-        guesses.append(Guess(classification.best or fallback, classification.urgent))
+        guesses.append(Guess(classification.best or fallback, classification.urgent,
+                             classification.confident))
     elapsed = time.process_time() - started
     return guesses, 1000 * elapsed / max(len(texts), 1)
 

@@ -11,7 +11,10 @@ illegal parking both go to urban management) routes the report correctly.
   equal weight over the categories that occur in the truth or the guesses;
 - ``urgent_recall``: share of urgent reports flagged urgent;
 - ``false_urgent_rate``: share of *non-urgent* reports flagged urgent (what the
-  desk and the agencies pay for recall), and ``urgent_precision``.
+  desk and the agencies pay for recall), and ``urgent_precision``;
+- ``confident_share``: share of reports the classifier was sure of (routed without
+  the desk; the others go to triage), and ``confident_agency_accuracy``, the lead
+  agency accuracy on those alone.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = ["Guess", "Scores", "lead_of", "per_category", "score"]
 class Guess:
     category: str
     urgent: bool
+    confident: bool = True
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class Scores:
     false_urgent_rate: float
     urgent_precision: float
     urgent_reports: int
+    confident_share: float = 1.0
+    confident_agency_accuracy: float = 0.0
 
     def as_dict(self) -> dict:
         return {name: (round(value, 4) if isinstance(value, float) else value)
@@ -88,6 +94,7 @@ def score(truth: Sequence[dict], guesses: Sequence[Guess], rules: RuleSet) -> Sc
     caught = sum(u and f for u, f in zip(urgent, flagged, strict=True))
     false_alarms = sum(f and not u for u, f in zip(urgent, flagged, strict=True))
     n = len(truth)
+    sure = [g.confident for g in guesses]
     return Scores(
         reports=n,
         category_accuracy=_share(sum(c == g for c, g in zip(categories, guessed, strict=True)), n),
@@ -100,6 +107,10 @@ def score(truth: Sequence[dict], guesses: Sequence[Guess], rules: RuleSet) -> Sc
         false_urgent_rate=_share(false_alarms, n - sum(urgent)),
         urgent_precision=_share(caught, sum(flagged)),
         urgent_reports=sum(urgent),
+        confident_share=_share(sum(sure), n),
+        confident_agency_accuracy=_share(
+            sum(a == b and c for a, b, c in zip(leads, guessed_leads, sure, strict=True)),
+            sum(sure)),
     )
 
 

@@ -228,3 +228,11 @@ def test_the_bundled_model_loads_through_the_seam_in_under_three_seconds_of_cpu(
     assert manifest["training_data"]["examples"] >= 800
     reading = classifier.classify("楼顶的电线被风刮断了搭在树上，下面就是小孩玩的地方")
     assert reading.best == "flying_wire" and reading.urgent
+
+
+def test_confident_share_and_its_accuracy():
+    truth = [{"category": "noise", "urgent": False}] * 4
+    guesses = [Guess("noise", False, True), Guess("tree", False, True),
+               Guess("tree", False, False), Guess("noise", False, False)]
+    s = score(truth, guesses, RULES)
+    assert s.confident_share == 0.5 and s.confident_agency_accuracy == 0.5
