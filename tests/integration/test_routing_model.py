@@ -163,3 +163,14 @@ def test_a_broken_artefact_is_refused_on_reload_and_the_old_model_stays(
         rpc.routing.reload_model()
     assert "old one stays" in str(refused.value)
     assert explain(rpc, "暖气片冰凉")["classifier"]["model_version"] == before
+
+
+def test_the_bundled_model_is_what_routing_loads_when_no_model_is_named(
+        container_factory, whistle_config, rpc):
+    from services.routing.classifier import BUNDLED_MODEL
+
+    container_factory(RoutingService, {**whistle_config, cfg.ROUTING_MODEL: ""}).start()
+    explained = explain(rpc, "厨房里一股臭鸡蛋味，头有点晕")
+    assert explained["classifier"]["model_version"] == resolve(BUNDLED_MODEL).name.removeprefix(
+        "router-")
+    assert explained["category"] == "gas_leak" and explained["urgency"]["urgent"] is True
