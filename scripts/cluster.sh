@@ -19,7 +19,8 @@
 # They share the machine's epmd and Erlang cookie (/var/lib/rabbitmq/.erlang.cookie)
 # and run as the rabbitmq user, like the machine's broker. They form the cluster by
 # themselves at first boot (classic_config peer discovery): node a boots first, then
-# b and c together join it; there is no stop_app / join_cluster / start_app round.
+# b and c together join it; there is no stop_app / join_cluster / start_app round. An
+# existing cluster's three nodes (after a reboot, say) start together.
 #
 # Settings chosen for a three-node cluster (docs/cluster.md):
 #   cluster_partition_handling = pause_minority: a node cut off from the other two
@@ -140,11 +141,20 @@ up() {
     command -v rabbitmq-server >/dev/null || die "rabbitmq-server is not installed (scripts/infra.sh installs it)"
     mkdir -p "$BASE"
     chown rabbitmq:rabbitmq "$BASE"
-    # a first: the others find it and join it (peer discovery at first boot)
-    start_node a
+    if [[ -d "$BASE/a/mnesia/$(nodename a)" ]]; then
+        # An existing cluster (stopped, or killed with its machine): all three at once. A
+        # node that was not the last to stop waits at boot for the others to be back.
+        start_node a
+        start_node b
+        start_node c
+    else
+        # A new one: a first, then b and c find it and join it (peer discovery at first boot)
+        start_node a
+        wait_node a
+        start_node b
+        start_node c
+    fi
     wait_node a
-    start_node b
-    start_node c
     wait_node b
     wait_node c
     local deadline=$((SECONDS + WAIT_SECONDS))
@@ -181,8 +191,11 @@ down() {
     wait
     # iptables rules a partition test may have left behind (they carry this comment)
     if command -v iptables >/dev/null; then
-        iptables -S INPUT 2>/dev/null | grep -- '--comment whistle-cluster' | sed 's/^-A /-D /' |
-            while read -r rule; do eval "iptables $rule" || true; done
+        local rules
+        rules="$(iptables -S INPUT 2>/dev/null | grep -- '--comment whistle-cluster' | sed 's/^-A /-D /' || true)"
+        while read -r rule; do
+            [[ -n "$rule" ]] && { eval "iptables $rule" || true; }
+        done <<<"$rules"
     fi
     rm -rf "$BASE"
     say "down"

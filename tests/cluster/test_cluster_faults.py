@@ -108,7 +108,8 @@ def test_a_rolling_restart_of_all_three_nodes_under_load(
         scenario):
     run = scenario("12. cluster: rolling restart of all three nodes under load")
     intake = start_apart(whistle_processes)["intake"][0]
-    load = Load([intake.url], n=int(RATE * 90), rate=RATE).start()
+    # However long the restarts take on a busy machine, the load outlasts them.
+    load = Load([intake.url], n=int(RATE * 600), rate=RATE).start()
     load.wait_sent(int(RATE * 3))
 
     took = {}
@@ -120,7 +121,8 @@ def test_a_rolling_restart_of_all_three_nodes_under_load(
         cluster.start(node)
         cluster.wait_running(3)
         took[node.letter] = round(time.monotonic() - began, 1)
-    load.wait(timeout=180)
+    time.sleep(3)  # and a little after the last one
+    load.stop()
 
     conclude(run, load, whistle_env, redis_client, redis_prefix,
              detail="restart took " + ", ".join(f"{k} {v} s" for k, v in took.items()))

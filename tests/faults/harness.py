@@ -79,6 +79,7 @@ class Load:
         self.n, self.rate, self.first, self.timeout = n, rate, first, timeout
         self.attempts: list[Attempt] = []
         self._thread = threading.Thread(target=self._run, name="fault-load", daemon=True)
+        self._stopping = threading.Event()
         self.started_at = self.finished_at = None
 
     def start(self) -> Load:
@@ -90,6 +91,11 @@ class Load:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "the load did not finish in time"
         return self
+
+    def stop(self, timeout: float = 30.0) -> Load:
+        """End the load early (a fault that takes as long as it takes); waits for it."""
+        self._stopping.set()
+        return self.wait(timeout)
 
     def wait_sent(self, count: int, timeout: float = 60.0) -> int:
         """Until ``count`` submissions were answered (or the load ended); how many were."""
@@ -106,6 +112,8 @@ class Load:
     def _run(self) -> None:
         session = requests.Session()
         for k in range(self.n):
+            if self._stopping.is_set():
+                break
             due = self.started_at + k / self.rate
             time.sleep(max(0.0, due - time.monotonic()))
             urls = self._urls()
