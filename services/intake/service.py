@@ -74,21 +74,20 @@ class IntakeService(Open311Api):
         keys = self.store.keys
         filter_keys = ([keys.by_agency(query.agency)] if query.agency else []) + (
             [keys.by_community(query.community)] if query.community else [])
+        if query.triage:
+            filter_keys.append(keys.triage)  # held or flagged, still pending
         statuses = [query.status.value] if query.status else [s.value for s in OPEN_STATUSES]
         scope = [keys.by_community(c) for c in query.communities or ()] or None
         ids = self.store.pressing_ids(statuses, filter_keys, scope)
         now, rows, total = utcnow(), [], len(ids)
-        # Priority and triage are read off the records, so read them a page at a time.
-        sifted = query.priority is not None or query.triage
+        # A priority filter is read off the records, so read them a page at a time.
         for start in range(0, len(ids), query.limit):
-            for record in self.store.load_many(ids[start:start + query.limit]):
-                if query.priority is None or record.priority is query.priority:
-                    row = board_row(record, now)
-                    if not query.triage or row["triage"]:
-                        rows.append(row)
-            if len(rows) >= query.limit or not sifted:
+            rows += [board_row(record, now)
+                     for record in self.store.load_many(ids[start:start + query.limit])
+                     if query.priority is None or record.priority is query.priority]
+            if len(rows) >= query.limit or query.priority is None:
                 break
-        return {"rows": rows[:query.limit], "total": None if sifted else total,
+        return {"rows": rows[:query.limit], "total": total if query.priority is None else None,
                 "as_of": now.isoformat()}
 
     # ----------------------------------------------------------------- HTTP

@@ -14,13 +14,12 @@ import re
 import time
 
 import pytest
-import redis
 import requests
 from selenium.webdriver.support.ui import Select
 
 from shared import config as cfg
 from shared.auth import issue_feedback_token, issue_resident_token, issue_token
-from tests.conftest import REDIS_URL
+from tests.integration import test_notify_channels
 from tests.support.browser import PHONE, Browser
 
 pytestmark = pytest.mark.e2e
@@ -33,8 +32,14 @@ def token(agency: str, staff: str = "staff-001") -> str:
     return issue_token(agency, staff, cfg.DEV_SECRET)
 
 
+gateway = test_notify_channels.gateway  # the resident's phone: a real webhook receiver
+
+
 @pytest.fixture
-def whistle(whistle_processes):
+def whistle(whistle_processes, whistle_env, gateway):
+    # Residents who chose the mini-program/SMS hear through this webhook: the only place
+    # a link's token travels (what the desk sees of a message has it redacted).
+    whistle_env[cfg.NOTIFY_WEBHOOK_URL] = gateway.url
     return whistle_processes("intake,routing,agency,notify,web")
 
 
@@ -52,30 +57,20 @@ def browsers(whistle):
         browser.quit()
 
 
-def desk_outbox(prefix: str) -> list[dict]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        return [json.loads(raw) for raw in client.lrange(f"{prefix}:desk:outbox", 0, -1)]
-    finally:
-        client.close()
-
-
-def rating_link(prefix: str, issue_id: str, browser: Browser) -> str:
-    """The link in the resident's rating message, as delivered (the desk outbox channel)."""
+def rating_link(phone, issue_id: str, browser: Browser) -> str:
+    """The link in the resident's rating message, as their phone received it."""
     def link():
-        for entry in desk_outbox(prefix):
-            text = json.dumps(entry, ensure_ascii=False)
-            if issue_id in text and "rating_request" in text:
-                found = re.search(r"https?://[^\s\"]+/issues/[^\s\"]+/feedback\?token=[\w\-.]+",
-                                  text)
+        for request in phone.requests:
+            text = json.loads(request.body).get("text", "")
+            if issue_id in text:
+                found = re.search(r"https?://\S+/issues/\S+/feedback\?token=[\w\-.]+", text)
                 if found:
                     return found.group(0)
         return None
     return browser.wait(link, 15, "the rating message")
 
 
-def test_the_whole_chain_through_the_pages(whistle, browsers, whistle_env):
-    prefix = whistle_env[cfg.KEY_PREFIX]
+def test_the_whole_chain_through_the_pages(whistle, browsers, gateway):
 
     # The desk signs in and opens the live board; it stays open, never reloaded.
     desk = browsers()
@@ -95,6 +90,7 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, whistle_env):
     clerk.fill("#f-location-address", "幸福里3号楼东侧")
     clerk.fill("#f-contact-name", "王秀英")
     clerk.fill("#f-contact-phone", "13812345678")
+    Select(clerk.find("#f-contact-preferred_channel")).select_by_value("webhook")
     clerk.screenshot("new-issue")
     clerk.find("#new-issue button[type=submit]").click()
     issue_id = clerk.wait(lambda: ISSUE_ID.search(clerk.driver.current_url), 10,
@@ -134,7 +130,7 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, whistle_env):
               "resolved on the board")
 
     # The resident opens the link in the rating message on a phone and is not satisfied.
-    link = rating_link(prefix, issue_id, power)
+    link = rating_link(gateway, issue_id, power)
     resident = browsers(PHONE, 844)
     resident.driver.get(link.replace(link.split("/issues/")[0], whistle.url))
     assert "供电公司已报到" in resident.text("#progress")
@@ -152,7 +148,7 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, whistle_env):
               "reopened on the board")
     assert "街道" in desk.text(row) and "重办" in desk.text(row)
     assert desk.driver.execute_script("return window.__notReloaded") is True
-    issue = requests.get(f"{whistle.url}/issues/{issue_id}", timeout=5).json()
+    issue = issue_of(whistle.url, issue_id)
     assert issue["status"] == "dispatched" and issue["reopen_count"] == 1
     desk.screenshot("board-reopened")
 
@@ -343,3 +339,44 @@ def test_the_pages_run_alone_as_the_compose_container_does(whistle_processes):
     assert page.status_code == 200 and "吹哨报到" in page.text
     assert requests.get(f"{web.url}/", timeout=5, allow_redirects=False).headers[
         "Location"] == "/signin"
+
+
+def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers):
+    issue_id = submit(whistle.url, "阳台开裂，雨水渗到电线上，楼下也在漏水")
+    wait_dispatched(whistle.url, issue_id)
+    desk = browsers()
+    desk.sign_in(token("desk"))
+    desk.open(f"/desk/issues/{issue_id}")
+    # datetime-local inputs take the desk's local time; typed as the browser expects it.
+    soon = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 7200))
+    desk.driver.execute_script("arguments[0].value = arguments[1]", desk.find("#t-when"), soon)
+    desk.fill("#t-place", "社区红色议事厅")
+    desk.fill("#t-agencies", "power")
+    desk.find("form[action$='/table'] button").click()
+    desk.wait(lambda: "社区红色议事厅" in desk.text("#h-table ~ p") if desk.find_all(
+        "#table-tasks, form[action$='/table/tasks']") else False, 10, "the table convened")
+    desk.fill("#task-agency", "power")
+    desk.fill("#task-desc", "检查楼内线路并加装防水盒")
+    later = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 86400))
+    desk.driver.execute_script("arguments[0].value = arguments[1]", desk.find("#task-due"), later)
+    desk.find("form[action$='/table/tasks'] button").click()
+    desk.wait(lambda: desk.find_all("#table-tasks"), 10, "the task recorded")
+    assert "检查楼内线路" in desk.text("#table-tasks") and "未完成" in desk.text("#table-tasks")
+
+    power = browsers()
+    power.sign_in(token("power", "power-3"))
+    card = f"#a-{issue_id}"
+    power.wait(lambda: power.find_all(f"{card} .act-checkin"), 10, "the table in the workspace")
+    power.find(f"{card} .act-checkin button").click()
+    power.wait(lambda: power.find_all(f"{card} .act-ack"), 5, "back on the workspace")
+    power.find(f"{card} .act-ack button").click()  # 报到 before finishing table tasks
+    power.wait(lambda: power.find_all(f"{card} .act-task"), 5, "reported in")
+    power.screenshot("agency-table")
+    power.find(f"{card} .act-task input[name=note]").send_keys("已加装防水盒")
+    power.find(f"{card} .act-task button").click()
+    power.wait(lambda: not power.find_all(f"{card} .act-task"), 5, "the task done")
+    table = issue_of(whistle.url, issue_id)["table"]
+    assert "power" in table["checked_in"] and table["tasks"][0]["status"] == "done"
+    desk.open(f"/desk/issues/{issue_id}")
+    assert "已完成" in desk.text("#table-tasks")
+    desk.screenshot("issue-table")
