@@ -1,4 +1,4 @@
-"""``@rpc``: nameko's RPC entrypoint, with its queue of the deployment's type.
+"""``@rpc`` and ``RpcProxy``: nameko's RPC, with queues that survive a cluster node.
 
 nameko declares each service's RPC queue (``rpc-<service>``) as a durable classic
 queue. On a RabbitMQ cluster such a queue lives on one node: when that node is down
@@ -7,6 +7,14 @@ declare it (``NOT_FOUND``, "home node … is down") and stops consuming. With
 ``WHISTLE_QUEUE_TYPE=quorum`` the RPC queue is a quorum queue too, replicated like
 the event queues (``shared.topology.type_arguments``, role ``"rpc"``). Classic
 deployments declare exactly what nameko declares.
+
+The same goes for the queue an in-service ``RpcProxy`` takes its replies from
+(``rpc.reply-<service>-<uuid>``): nameko declares it durable, so when its node dies
+the service cannot declare it again anywhere ("home node … is down") and stops
+getting replies (seen in ``tests/cluster/test_cluster_clients.py``). With quorum
+queues, it is declared transient instead: RabbitMQ forgets a transient queue with
+its node, and the service declares it afresh on a surviving one. Replies in flight
+when the node died are lost; their callers' calls fail or time out as they would.
 
 Usage, as nameko's own::
 
@@ -21,11 +29,13 @@ Usage, as nameko's own::
 
 from __future__ import annotations
 
+from nameko.rpc import ReplyListener as NamekoReplyListener
 from nameko.rpc import Rpc as NamekoRpc
 from nameko.rpc import RpcConsumer as NamekoRpcConsumer
+from nameko.rpc import RpcProxy as NamekoRpcProxy
 
 from shared import config as cfg
-from shared.topology import type_arguments
+from shared.topology import QUORUM, type_arguments
 
 
 class RpcConsumer(NamekoRpcConsumer):
@@ -43,3 +53,16 @@ class Rpc(NamekoRpc):
 
 
 rpc = Rpc.decorator
+
+
+class ReplyListener(NamekoReplyListener):
+    """nameko's reply listener; its queue transient on quorum (cluster) deployments."""
+
+    def setup(self):
+        super().setup()  # builds self.queue
+        if cfg.get(self.container.config, cfg.QUEUE_TYPE) == QUORUM:
+            self.queue.durable = False
+
+
+class RpcProxy(NamekoRpcProxy):
+    rpc_reply_listener = ReplyListener()

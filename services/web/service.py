@@ -36,7 +36,6 @@ from zoneinfo import ZoneInfo
 
 import eventlet
 from nameko.dependency_providers import Config
-from nameko.rpc import RpcProxy
 from werkzeug.wrappers import Response
 
 from services.web import views
@@ -67,6 +66,7 @@ from shared.guard import READ, SUBMIT, Guard
 from shared.issue import IssueRecord
 from shared.jsoncodec import dumps_bytes
 from shared.logging import WorkerLogger
+from shared.rpc import RpcProxy
 from shared.web import health_report, json_response
 
 RPC_TIMEOUT_S = 10.0

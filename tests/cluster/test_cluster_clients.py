@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -72,3 +73,23 @@ def test_a_tiny_benchmark_on_the_cluster(cluster, tmp_path):
     env = {**os.environ, "AMQP_URI": cluster.amqp_uri("/"),
            "WHISTLE_RABBIT_API": f"http://guest:guest@127.0.0.1:{cluster.node('a').management_port}"}
     assert tiny_quorum_bench(tmp_path, env)["broker_nodes"] == 3
+
+
+def test_the_pages_service_keeps_its_rpc_replies_when_its_node_is_killed(
+        cluster, cluster_vhost, whistle_processes):
+    """web calls the other services through nameko's in-service RPC proxies, which
+    consume replies from a queue of their own. When the node holding it dies, web must
+    declare it again on a surviving node and carry on, not stop consuming."""
+    web = whistle_processes("intake,routing,agency,notify,web")
+    replies = lambda: [q for q in cluster._get(f"/queues/{quote(cluster_vhost, safe='')}")  # noqa: E731
+                       if q["name"].startswith("rpc.reply-web")]
+    assert replies()
+    cluster.kill(cluster.node("a"))
+    deadline = time.monotonic() + 60
+    while not (found := replies()) or any(q.get("node") == "whistle-a@localhost" for q in found):
+        assert web.proc.poll() is None, web.log()[-3000:]
+        assert time.monotonic() < deadline, (found, web.log()[-3000:])
+        time.sleep(1)
+    assert requests.get(f"{web.url}/health", timeout=10).status_code == 200
+    time.sleep(5)  # still consuming, not a container that died a moment later
+    assert web.proc.poll() is None and '"level":"error"' not in web.log(), web.log()[-3000:]
