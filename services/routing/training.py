@@ -8,9 +8,10 @@ the frozen test split:
   the softmax temperature that makes its scores honest probabilities (the lowest
   out-of-fold log-loss);
 - the urgency decision: the stacker (``learned.UrgencyStacker``) is fitted on the
-  out-of-fold urgency scores, category probabilities and hazard cues, and its
-  threshold is the highest at which it still catches :data:`URGENT_RECALL` of the
-  urgent examples out of fold (recall first: a missed hazard costs more than a
+  out-of-fold urgency scores, category probabilities and hazard cues (pooled over
+  :data:`REPEATS` differently shuffled 5-fold splits), and its threshold is the
+  highest at which it still catches :data:`URGENT_RECALL` of the urgent examples
+  out of fold (recall first: a missed hazard costs more than a
   glance). Whether a cue alone also decides is the variant with the lower
   out-of-fold false-urgent rate at that recall;
 - the confidence threshold for triage: the lowest top probability above which the
@@ -55,6 +56,7 @@ URGENT_RECALL = 0.985       # out-of-fold urgent recall the urgency threshold mu
 CONFIDENT_PRECISION = 0.95  # out-of-fold accuracy of the guesses routing acts on alone
 C_GRID = (0.3, 1.0, 3.0)
 FOLDS = 5
+REPEATS = 4  # 5-fold splits pooled to set the urgency threshold (see cross_validate)
 SEED = 16
 
 
@@ -184,8 +186,8 @@ class CrossValidation:
     tfidf: np.ndarray                # out-of-fold category probabilities, TF-IDF model
     urgency_scores: np.ndarray       # out-of-fold urgency model scores
     cues: np.ndarray                 # hazard cues per example (no training involved)
-    urgent_probability: np.ndarray   # out-of-fold stacker probabilities
-    stacker_features: np.ndarray
+    urgent_probability: np.ndarray   # out-of-fold stacker probabilities, pooled over repeats
+    stacker_features: np.ndarray     # the stacker's features, pooled over repeats
     embedding: np.ndarray | None     # out-of-fold category probabilities, embedding model
     urgent_at: float
     cues_decide: bool
@@ -194,14 +196,24 @@ class CrossValidation:
     figures: dict
 
 
-def _folds(categories: Sequence[str]):
+def _folds(categories: Sequence[str], seed: int = SEED):
     from sklearn.model_selection import StratifiedKFold
 
     # Stratify on the category; a class with fewer examples than folds is spread as it falls.
     counts = {c: categories.count(c) for c in set(categories)}
     strata = np.array([c if counts[c] >= FOLDS else "rare" for c in categories])
-    return list(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED)
+    return list(StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
                 .split(np.zeros(len(strata)), strata))
+
+
+def _matrices(texts: Sequence[str], folds) -> list:
+    """Each fold's TF-IDF matrices, the vocabulary learned from its training part only."""
+    matrices = []
+    for train_index, test_index in folds:
+        vectoriser = _vectoriser()
+        train_matrix = vectoriser.fit_transform([texts[i] for i in train_index])
+        matrices.append((train_matrix, vectoriser.transform([texts[i] for i in test_index])))
+    return matrices
 
 
 def urgency_threshold(probabilities: np.ndarray, forced: np.ndarray, urgent: np.ndarray,
@@ -269,11 +281,7 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
     classes = sorted(set(categories))
     truth = np.array([classes.index(c) for c in categories])
     folds = _folds(categories)
-    matrices = []
-    for train_index, test_index in folds:
-        vectoriser = _vectoriser()
-        train_matrix = vectoriser.fit_transform([texts[i] for i in train_index])
-        matrices.append((train_matrix, vectoriser.transform([texts[i] for i in test_index])))
+    matrices = _matrices(texts, folds)
 
     def out_of_fold(c: float) -> np.ndarray:
         result = np.zeros((len(texts), len(classes)))
@@ -292,23 +300,43 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
     scale = fit_temperature(best_scores, truth)
     probabilities = softmax(scale * best_scores)
 
-    urgency_scores = np.zeros(len(texts))
-    for (train_index, test_index), (train_m, test_m) in zip(folds, matrices, strict=True):
-        model = _svm(best_c, balanced=True).fit(train_m, urgent[train_index])
-        urgency_scores[test_index] = model.decision_function(test_m)
+    # Urgency: the threshold sits where the last few hard urgent reports fall, and which
+    # fold a report lands in moves it (one 5-fold split put it anywhere between 0.15 and
+    # 0.31). So the stacker's out-of-fold probabilities are pooled over REPEATS splits
+    # with different shuffles, and the threshold is chosen on the pool.
     cues = np.array([hazard_flags(t) for t in texts])
-    features = np.column_stack([urgency_scores, probabilities, cues.astype(float)])
-    urgent_probability = np.zeros(len(texts))
-    for train_index, test_index in folds:
-        stacker = _logistic(1.0, balanced=True).fit(features[train_index], urgent[train_index])
-        urgent_probability[test_index] = stacker.predict_proba(features[test_index])[:, 1]
-    any_cue = cues.any(axis=1)
+    pooled_features, pooled_probability = [], []
+    for repeat in range(REPEATS):
+        split = folds if repeat == 0 else _folds(categories, SEED + repeat)
+        split_matrices = matrices if repeat == 0 else _matrices(texts, split)
+        category_scores = best_scores if repeat == 0 else np.zeros_like(best_scores)
+        urgency_scores = np.zeros(len(texts))
+        for (train_index, test_index), (train_m, test_m) in zip(split, split_matrices,
+                                                                  strict=True):
+            if repeat:
+                model = _svm(best_c).fit(train_m, [categories[i] for i in train_index])
+                category_scores[test_index] = _scores(model, test_m, classes)
+            model = _svm(best_c, balanced=True).fit(train_m, urgent[train_index])
+            urgency_scores[test_index] = model.decision_function(test_m)
+        features = np.column_stack([urgency_scores, softmax(scale * category_scores),
+                                    cues.astype(float)])
+        urgent_probability = np.zeros(len(texts))
+        for train_index, test_index in split:
+            stacker = _logistic(1.0, balanced=True).fit(features[train_index],
+                                                        urgent[train_index])
+            urgent_probability[test_index] = stacker.predict_proba(features[test_index])[:, 1]
+        pooled_features.append(features)
+        pooled_probability.append(urgent_probability)
+    features = np.vstack(pooled_features)
+    urgent_probability = np.concatenate(pooled_probability)
+    pooled_urgent = np.tile(urgent, REPEATS)
+    any_cue = np.tile(cues.any(axis=1), REPEATS)
     variants = {}
     for cues_decide in (False, True):
         forced = any_cue if cues_decide else np.zeros_like(any_cue)
-        at = urgency_threshold(urgent_probability, forced, urgent)
+        at = urgency_threshold(urgent_probability, forced, pooled_urgent)
         flagged = (urgent_probability >= at) | forced
-        variants[cues_decide] = (_rate(flagged, ~urgent), at, flagged)
+        variants[cues_decide] = (_rate(flagged, ~pooled_urgent), at, flagged)
     cues_decide = variants[True][0] < variants[False][0]
     _, urgent_at, flagged = variants[cues_decide]
 
@@ -339,11 +367,12 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
     figures = {
         "folds": FOLDS, "examples": len(texts), "C": best_c, "softmax_scale": round(scale, 3),
         "category_accuracy": round(accuracies[best_c], 4),
-        "urgent_recall": _rate(flagged, urgent),
-        "false_urgent_rate": _rate(flagged, ~urgent),
+        "urgency_repeats": REPEATS,
+        "urgent_recall": _rate(flagged, pooled_urgent),
+        "false_urgent_rate": _rate(flagged, ~pooled_urgent),
         "cues_decide": bool(cues_decide),
-        "urgent_recall_cues_only": _rate(any_cue, urgent),
-        "false_urgent_rate_cues_only": _rate(any_cue, ~urgent),
+        "urgent_recall_cues_only": _rate(any_cue, pooled_urgent),
+        "false_urgent_rate_cues_only": _rate(any_cue, ~pooled_urgent),
         "triage_share": round(float((top < confident_at).mean()), 4),
         "confident_accuracy": round(float((final.argmax(1) == truth)[top >= confident_at].mean()),
                                     4),
@@ -375,7 +404,9 @@ def train_router(examples: Sequence[dict], embeddings: bool = False,
     category_model, urgency_model = fit_text_models(texts, categories, urgent, cv.c, cv.scale)
     if category_model.classes != cv.classes:
         raise ValueError("the category model's classes differ from cross-validation's")
-    stacker_model = _logistic(1.0, balanced=True).fit(cv.stacker_features, np.asarray(urgent))
+    repeats = len(cv.stacker_features) // len(urgent)  # the features are pooled over repeats
+    stacker_model = _logistic(1.0, balanced=True).fit(cv.stacker_features,
+                                                      np.tile(np.asarray(urgent), repeats))
     stacker = UrgencyStacker(stacker_model.coef_[0].astype(np.float64),
                              float(stacker_model.intercept_[0]))
     stage = None
