@@ -289,6 +289,8 @@ class WebService:
             (self.names.agency(code, t.lang), block) for code, block in sorted(stats["agencies"].items())]
         charts = [views.rate_chart([(name, block[key]) for name, block in rows], t(key))
                   for key in ("response_rate", "resolution_rate", "satisfaction_rate")]
+        charts.append(views.count_chart([(name, block["escalated"]) for name, block in rows],
+                                        t("escalations")))
         return self._page(request, "stats.html", session, principal, days=days, rows=rows,
                           charts=charts, percent=views.percent, seconds=views.seconds_text)
 

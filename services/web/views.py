@@ -182,10 +182,10 @@ def messages_view(records: list[dict[str, Any]], tz: str) -> list[dict[str, Any]
 
 # ------------------------------------------------------------------ charts
 
-CHART_WIDTH = 640
+CHART_WIDTH = 420
 BAR_HEIGHT = 18
 BAR_GAP = 10
-LABEL_WIDTH = 150
+LABEL_WIDTH = 110
 
 
 def rate_chart(rows: list[tuple[str, float | None]], title: str) -> dict[str, Any]:
@@ -201,6 +201,15 @@ def rate_chart(rows: list[tuple[str, float | None]], title: str) -> dict[str, An
     height = len(rows) * (BAR_HEIGHT + BAR_GAP) + 16
     return {"title": title, "bars": bars, "width": CHART_WIDTH, "height": height,
             "x0": LABEL_WIDTH, "bar_height": BAR_HEIGHT, "plot": plot}
+
+
+def count_chart(rows: list[tuple[str, int]], title: str) -> dict[str, Any]:
+    """The same bars for counts (escalations): scaled to the largest, labelled as counts."""
+    top = max((n for _, n in rows), default=0) or 1
+    chart = rate_chart([(label, n / top) for label, n in rows], title)
+    for bar, (_, n) in zip(chart["bars"], rows, strict=True):
+        bar["value"] = str(n)
+    return chart
 
 
 def percent(rate: float | None) -> str:

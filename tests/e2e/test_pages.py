@@ -154,7 +154,7 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, gateway):
 
     # The other pages, for people to look at.
     desk.open("/desk/stats")
-    assert len(desk.find_all("svg[role=img]")) == 3 and "供电公司" in desk.text("#rates")
+    assert len(desk.find_all("svg[role=img]")) == 4 and "供电公司" in desk.text("#rates")
     desk.screenshot("stats")
     ops = browsers()
     ops.sign_in(token("desk", "operator-1"))

@@ -136,3 +136,10 @@ def test_the_pages_show_names_from_the_rules_file_not_codes():
     assert shown["category_label"] == "飞线/电线裸露" and shown["lead_label"] == "供电公司"
     assert shown["status_label"] == "已派单 · 重办1次" and shown["level_label"] == "街道"
     assert set(views.BOARD_FIELDS) <= set(shown)
+
+
+def test_count_chart_scales_to_the_largest_and_shows_counts():
+    chart = views.count_chart([("all", 6), ("power", 3), ("water", 0)], "Escalations")
+    assert [b["value"] for b in chart["bars"]] == ["6", "3", "0"]
+    assert chart["bars"][0]["width"] == 2 * chart["bars"][1]["width"]
+    assert views.count_chart([("all", 0)], "x")["bars"][0]["width"] == 0
