@@ -236,3 +236,34 @@ def test_confident_share_and_its_accuracy():
                Guess("tree", False, False), Guess("noise", False, False)]
     s = score(truth, guesses, RULES)
     assert s.confident_share == 0.5 and s.confident_agency_accuracy == 0.5
+
+
+def test_evaluate_prints_the_split_figures_overall_and_per_category(router, tmp_path):
+    from click.testing import CliRunner
+
+    from whistle.cli import cli
+
+    folder = save(router, tmp_path / "models")
+    split = tmp_path / "split.jsonl"
+    split.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n"
+                             for e in _examples(1)), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["routing", "evaluate", "--split", str(split),
+                                      "--model", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["model_version"] == router.version
+    assert figures["overall"]["reports"] == 15
+    assert set(figures["per_category"]) == {"gas_leak", "noise", "heating"}
+    assert figures["per_category"]["gas_leak"]["urgent_reports"] == 5
+    text = CliRunner().invoke(cli, ["routing", "evaluate", "--split", str(split),
+                                    "--model", str(folder)]).stdout
+    assert "lead agency" in text and "urgent recall" in text and "gas_leak" in text
+
+
+def test_evaluate_names_a_model_that_cannot_be_loaded(tmp_path):
+    from click.testing import CliRunner
+
+    from whistle.cli import cli
+
+    result = CliRunner().invoke(cli, ["routing", "evaluate", "--model", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "does not exist" in result.output
