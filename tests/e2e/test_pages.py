@@ -380,3 +380,37 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     desk.open(f"/desk/issues/{issue_id}")
     assert "已完成" in desk.text("#table-tasks")
     desk.screenshot("issue-table")
+
+
+def test_the_desk_form_works_from_the_keyboard_alone(whistle, browsers):
+    """Tab from the top of the page to each field, type, and send with Enter: every
+    control is reachable and labelled, and the error comes back focused-friendly."""
+    from selenium.webdriver.common.keys import Keys
+
+    clerk = browsers()
+    clerk.sign_in(token("desk"))
+    clerk.open("/desk/new")
+
+    def tab_to(element_id: str) -> None:
+        for _ in range(40):
+            clerk.driver.switch_to.active_element.send_keys(Keys.TAB)
+            if clerk.driver.switch_to.active_element.get_attribute("id") == element_id:
+                return
+        raise AssertionError(f"#{element_id} is not reachable with Tab")
+
+    tab_to("f-description")
+    clerk.driver.switch_to.active_element.send_keys("楼道灯不亮，晚上看不见台阶")
+    tab_to("f-location-address")
+    clerk.driver.switch_to.active_element.send_keys("幸福里7号楼")
+    for field in ("f-description", "f-location-community", "f-contact-phone"):
+        label = clerk.find(f"label[for='{field}']")
+        assert label.text.strip(), f"#{field} has no label"
+    submit_button = clerk.find("#new-issue button[type=submit]")
+    for _ in range(40):
+        if clerk.driver.switch_to.active_element == submit_button:
+            break
+        clerk.driver.switch_to.active_element.send_keys(Keys.TAB)
+    clerk.driver.switch_to.active_element.send_keys(Keys.ENTER)
+    clerk.wait(lambda: clerk.find_all(".field-error[data-field='location.community']"), 5,
+               "the community's error")
+    assert clerk.find("#f-location-address").get_attribute("value") == "幸福里7号楼"
