@@ -26,6 +26,7 @@ import requests
 from bench.signals import uninterrupted
 from bench.system import cpu_seconds, peak_rss_mb
 from shared import config as cfg
+from shared.auth import DESK, issue_token
 from whistle.runner import SERVICE_NAMES as ALL_SERVICES
 
 # The benchmark measures the chain: the four services an issue passes through. The web
@@ -34,6 +35,7 @@ SERVICE_NAMES = tuple(name for name in ALL_SERVICES if name != "web")
 
 WHISTLE = str(Path(sys.executable).with_name("whistle"))
 START_TIMEOUT_S = 60.0
+BENCH_SUBMIT_LIMIT = 10_000_000  # per window: counted, never reached
 
 
 def free_port() -> int:
@@ -142,6 +144,10 @@ class Cluster:
         self.env = dict(os.environ)
         self.env.update({cfg.AMQP_URI: amqp_uri, cfg.REDIS_URL: redis_url,
                          cfg.KEY_PREFIX: prefix, cfg.LOG_FORMAT: "json",
+                         # The load comes from one desk client: its submissions are
+                         # counted as usual (the same script, the same round trip), under
+                         # a limit it cannot reach.
+                         cfg.RATE_SUBMIT: str(BENCH_SUBMIT_LIMIT),
                          "PYTHONWARNINGS": "ignore", **(extra_env or {})})
         self.processes: list[ServiceProcess] = []
 
@@ -174,6 +180,12 @@ class Cluster:
 
     def of(self, service: str) -> list[ServiceProcess]:
         return [p for p in self.processes if p.service == service]
+
+    def desk_headers(self) -> dict[str, str]:
+        """What the load generator submits with: a desk token, signed as the services
+        check it (their own secret), as a desk's hotline system would."""
+        secret = cfg.config_from_env(self.env)[cfg.SECRET]
+        return {"Authorization": f"Bearer {issue_token(DESK, 'bench', secret)}"}
 
     def intake_urls(self) -> list[str]:
         return [p.url for p in self.of("intake")]

@@ -50,8 +50,9 @@ class Submission:
 class KeepAliveClient:
     """One HTTP/1.1 connection per base URL, reopened after a failure."""
 
-    def __init__(self):
+    def __init__(self, headers: dict[str, str] | None = None):
         self.connections: dict[str, http.client.HTTPConnection] = {}
+        self.headers = {**HEADERS, **(headers or {})}
 
     def post(self, url: str, path: str, body: bytes) -> tuple[int, bytes]:
         conn = self.connections.get(url)
@@ -60,7 +61,7 @@ class KeepAliveClient:
             conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=HTTP_TIMEOUT_S)
             self.connections[url] = conn
         try:
-            conn.request("POST", path, body, HEADERS)
+            conn.request("POST", path, body, self.headers)
             response = conn.getresponse()
             return response.status, response.read()
         except (OSError, http.client.HTTPException):
@@ -75,15 +76,17 @@ class KeepAliveClient:
 
 
 def offer(urls: list[str], run_id: str, first: int, count: int, rate: float | None,
-          concurrency: int, on_accepted: Callable[[Submission], None]) -> list[Submission]:
-    """Submit issues ``first .. first + count - 1``; at ``rate`` per second, or flat out."""
+          concurrency: int, on_accepted: Callable[[Submission], None],
+          headers: dict[str, str] | None = None) -> list[Submission]:
+    """Submit issues ``first .. first + count - 1``; at ``rate`` per second, or flat out.
+    ``headers``: sent with each (the desk's ``Authorization``)."""
     submissions: list[Submission] = []
     numbers = itertools.count()
     start = time.time() + 0.05
     stopped = threading.Event()  # the benchmark was stopped: submit nothing more
 
     def submitter() -> None:
-        client = KeepAliveClient()
+        client = KeepAliveClient(headers)
         try:
             while not stopped.is_set() and (i := next(numbers)) < count:
                 due = start + i / rate if rate else None

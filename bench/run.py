@@ -145,7 +145,8 @@ class Bench:
             with QueueSampler(self.sandbox.amqp_uri) as sampler:
                 submissions = offer(self.cluster.intake_urls(), self.run_id, self.next_n,
                                     count, rate, concurrency,
-                                    lambda s: self.observer.watch(s.issue_id))
+                                    lambda s: self.observer.watch(s.issue_id),
+                                    headers=self.cluster.desk_headers())
                 self.next_n += count
                 accepted = [s for s in submissions if s.accepted]
                 incomplete = self.drain([s.issue_id for s in accepted])

@@ -51,6 +51,7 @@ from shared.auth import (
     Principal,
     Role,
     principal_from_request,
+    refresh_token,
     verify_token,
 )
 from shared.errors import RateLimited, Unauthorized, Unavailable, WhistleError
@@ -140,6 +141,8 @@ class Guard(DependencyProvider):
                        (READ, True): int(cfg.get(config, cfg.RATE_READ)),
                        (READ, False): int(cfg.get(config, cfg.RATE_READ))}
         self.anonymous_submit = _true(cfg.get(config, cfg.ANONYMOUS_SUBMIT))
+        self.token_ttl = int(cfg.get(config, cfg.TOKEN_TTL))
+        self.token_max_age = int(cfg.get(config, cfg.TOKEN_MAX_AGE))
         self.audit_max = int(cfg.get(config, cfg.AUDIT_MAX_ENTRIES))
         self._script = self.client.register_script(_GUARD)
         self._pending: dict[Any, _Audit] = {}
@@ -159,6 +162,8 @@ class Guard(DependencyProvider):
         if entry is None:
             return
         status = _status(result, exc_info)
+        if status == 429 or (status >= 400 and entry.principal.role is Role.anonymous):
+            return  # nobody to attribute, or a flood: the log must not drown in them
         fields = {"at": datetime.now(UTC).isoformat(), "action": entry.action,
                   "status": str(status), **entry.principal.audit_fields()}
         if entry.issue_id:
@@ -207,13 +212,27 @@ class GuardAccess:
         return self._guard.anonymous_submit
 
     def check(self, request, action: str | None = None, issue_id: str | None = None,
-              bucket: str = READ) -> Principal:
+              bucket: str = READ, anonymous: bool = False) -> Principal:
         """The request's principal, admitted (not revoked, within its rate limit).
 
         ``action`` names a write: the worker's outcome is then audited under it.
+        ``anonymous``: whether a caller without a token may go on (to be limited and
+        judged by ``shared.authz``); otherwise 401 at once, before Redis is asked.
         """
         principal = principal_from_request(request.headers, request.args, self._guard.secret,
                                            address=request.remote_addr)
+        if action is not None:
+            self.record(principal, action, issue_id)
+        if not anonymous and principal.role is Role.anonymous:
+            raise Unauthorized("sign in: this needs a staff token or your own link")
+        self._guard.admit(principal, bucket)
+        return principal
+
+    def check_token(self, token: str, action: str | None = None, issue_id: str | None = None,
+                    bucket: str = READ, address: str | None = None) -> Principal:
+        """:meth:`check` for a token that came in a request's body (a rating form)."""
+        principal = principal_from_request({"Authorization": f"Bearer {token}"}, {},
+                                           self._guard.secret, address=address)
         if action is not None:
             self.record(principal, action, issue_id)
         self._guard.admit(principal, bucket)
@@ -228,6 +247,18 @@ class GuardAccess:
             self.record(principal, action, issue_id)
         self._guard.admit(principal, RPC)
         return principal
+
+    def refresh(self, principal: Principal) -> dict[str, Any]:
+        """``POST /auth/refresh``: a fresh token for an admitted staff principal, and the
+        old one revoked, so a refresh chain has one live token (``shared.auth``)."""
+        guard = self._guard
+        fresh = refresh_token(principal, guard.secret, guard.token_ttl, guard.token_max_age)
+        new = verify_token(fresh, guard.secret)
+        try:
+            revoke(guard.client, guard.keys.prefix, principal.jti)
+        except REDIS_ERRORS as exc:
+            raise Unavailable(f"cannot refresh now: {type(exc).__name__}") from exc
+        return {"token": fresh, "jti": new.jti, "expires_at": new.expires_at}
 
     def record(self, principal: Principal, action: str, issue_id: str | None = None) -> None:
         """Audit this worker's outcome as ``action`` by ``principal`` (the last call wins)."""

@@ -67,8 +67,17 @@ def mask_email(email: str | None) -> str | None:
 _MAYBE_PHONE = re.compile(f"{_D}[{_DIGIT_CHARS}{_SEPARATOR_CHARS}]{{8,}}{_D}")
 
 
+# A JSON Web Token (base64url header "{"... = "eyJ", payload, signature): staff tokens and
+# residents' links. None should reach a log; one that does is cut out.
+_TOKEN = re.compile(r"eyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
+REDACTED_TOKEN = "[redacted]"
+
+
 def scrub_text(text: str) -> str:
-    """Mask every phone number and email address found anywhere in free text."""
+    """Mask every phone number and email address found anywhere in free text, and cut
+    out any token."""
+    if "eyJ" in text:
+        text = _TOKEN.sub(REDACTED_TOKEN, text)
     if "@" in text:
         text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
     elif not _MAYBE_PHONE.search(text):
@@ -91,8 +100,12 @@ def scrub(value: Any, names: frozenset[str] = frozenset()) -> Any:
     return value
 
 
+def _redact(value: str) -> str:
+    return REDACTED_TOKEN if value else value
+
+
 _PERSONAL_KEYS = {"phone": mask_phone, "name": mask_name, "resident_name": mask_name,
-                  "resident_phone": mask_phone, "email": mask_email}
+                  "resident_phone": mask_phone, "email": mask_email, "token": _redact}
 
 
 def _scrub_field(key: Any, value: Any, names: frozenset[str]) -> Any:

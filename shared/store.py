@@ -292,6 +292,12 @@ class IssueStore:
         """Several issues in one round trip, in the order asked; unknown ids left out."""
         return self._load_many([i for i in issue_ids if ISSUE_ID.fullmatch(i)])
 
+    def only_in_communities(self, issue_ids: list[str], communities: Iterable[str]) -> list[str]:
+        """``issue_ids`` (order kept) that belong to one of ``communities`` (the index)."""
+        keys = [self.keys.by_community(c) for c in communities]
+        members = set(self._call(self.redis.sunion, keys)) if keys else set()
+        return [i for i in issue_ids if i in members]
+
     def open_for_agency(self, agency: str) -> list[IssueRecord]:
         ids = sorted(self._call(self.redis.smembers, self.keys.open_for_agency(agency)))
         return self._load_many(ids)

@@ -64,19 +64,111 @@ def up(only: str, address: str | None, log_format: str | None) -> None:
     run(names, config, on_started=started)
 
 
-@cli.command()
+class _IssueByDefault(click.Group):
+    """``whistle token AGENCY`` is short for ``whistle token issue AGENCY``."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["issue", *args]
+        return super().resolve_command(ctx, args)
+
+
+@cli.group(cls=_IssueByDefault)
+def token() -> None:
+    """Staff tokens: issue (the default), revoke. See docs/security.md."""
+
+
+@token.command("issue")
 @click.argument("agency")
 @click.option("--staff", "staff_id", default="staff-001", show_default=True,
               help="Staff id recorded on every action taken with the token.")
 @click.option("--ttl", "ttl_s", type=int, default=None,
-              help="Lifetime in seconds (default: $WHISTLE_TOKEN_TTL or 12 h).")
-def token(agency: str, staff_id: str, ttl_s: int | None) -> None:
-    """Print a bearer token for AGENCY's staff, signed with $WHISTLE_SECRET."""
-    from shared.auth import issue_token
+              help="Lifetime in seconds (default: $WHISTLE_TOKEN_TTL or 10 h, a shift).")
+@click.option("--community", "communities", multiple=True,
+              help="Desk tokens only: the communities it may see (repeat; default: all).")
+def token_issue(agency: str, staff_id: str, ttl_s: int | None,
+                communities: tuple[str, ...]) -> None:
+    """Print a bearer token for AGENCY's staff (desk: community desk staff), signed with
+    $WHISTLE_SECRET. Its id (jti), for `whistle token revoke`, goes to stderr."""
+    from shared.auth import issue_token as sign
+    from shared.auth import verify_token
 
     config = cfg.config_from_env()
-    click.echo(issue_token(agency, staff_id, config[cfg.SECRET],
-                           ttl_s or config[cfg.TOKEN_TTL]))
+    try:
+        signed = sign(agency, staff_id, config[cfg.SECRET], ttl_s or config[cfg.TOKEN_TTL],
+                      communities=communities or None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    principal = verify_token(signed, config[cfg.SECRET])
+    click.echo(signed)
+    click.echo(f"whistle: token {principal.jti} for {agency}/{staff_id}, expires "
+               f"{_when(principal.expires_at)}", err=True)
+
+
+@token.command("revoke")
+@click.argument("jti", required=False)
+@click.option("--staff", "staff", default=None, metavar="AGENCY:STAFF_ID",
+              help="Revoke every token issued so far to this staff member instead.")
+def token_revoke(jti: str | None, staff: str | None) -> None:
+    """Revoke a token by its id (JTI), or all of one staff member's: refused from the
+    next request on, by every instance."""
+    import time
+
+    from shared.guard import revoke, revoke_staff
+    from shared.store import connect
+
+    if bool(jti) == bool(staff):
+        raise click.UsageError("give a token id (JTI) or --staff AGENCY:STAFF_ID, not both")
+    config = cfg.config_from_env()
+    client = connect(config[cfg.REDIS_URL])
+    try:
+        if jti:
+            revoke(client, config[cfg.KEY_PREFIX], jti)
+            click.echo(f"revoked token {jti}")
+        else:
+            agency, _, staff_id = staff.partition(":")
+            if not agency or not staff_id:
+                raise click.BadParameter("--staff takes AGENCY:STAFF_ID")
+            revoke_staff(client, config[cfg.KEY_PREFIX], agency, staff_id, time.time())
+            click.echo(f"revoked every token issued so far to {agency}:{staff_id}")
+    except Exception as exc:  # Redis unreachable: say so, no traceback
+        if isinstance(exc, click.ClickException):
+            raise
+        raise click.ClickException(f"could not reach Redis: {type(exc).__name__}") from None
+    finally:
+        client.close()
+
+
+@cli.command()
+@click.option("--limit", default=50, show_default=True, help="Newest entries to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON lines.")
+def audit(limit: int, as_json: bool) -> None:
+    """The audit log: every write, who made it (role, staff id, token id) and its outcome."""
+    from shared.guard import audit_entries
+    from shared.store import connect
+
+    config = cfg.config_from_env()
+    client = connect(config[cfg.REDIS_URL])
+    try:
+        entries = audit_entries(client, config[cfg.KEY_PREFIX], limit)
+    except Exception as exc:
+        raise click.ClickException(f"could not reach Redis: {type(exc).__name__}") from None
+    finally:
+        client.close()
+    for entry in entries:
+        if as_json:
+            click.echo(json.dumps(entry, ensure_ascii=False))
+        else:
+            who = entry.get("staff_id") and f"{entry.get('agency')}/{entry['staff_id']}" \
+                or entry.get("reporter_issue_id") or entry.get("role")
+            click.echo(f"{entry['at']}  {entry['status']:>3}  {entry['action']:<24} "
+                       f"{entry.get('issue_id', '-'):<18} {who}  {entry.get('jti', '')}")
+
+
+def _when(epoch: int | None) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch or 0, UTC).isoformat(timespec="seconds")
 
 
 @cli.command()

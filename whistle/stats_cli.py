@@ -69,8 +69,11 @@ def _parse(value: str, option: str, tz: tzinfo) -> datetime:
 def fetch_stats(base: str, params: dict[str, str]) -> dict[str, Any]:
     import requests
 
+    from whistle.credentials import cli_headers
+
     try:
-        response = requests.get(f"{base.rstrip('/')}/stats", params=params, timeout=30)
+        response = requests.get(f"{base.rstrip('/')}/stats", params=params, timeout=30,
+                                headers=cli_headers())
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot reach Whistle at {base}: {type(exc).__name__}") from None
     try:

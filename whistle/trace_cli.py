@@ -130,14 +130,21 @@ def render(trace: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
 def trace(issue_id: str, url: str | None, as_json: bool) -> None:
     """Show the path of one issue across the services, step by step."""
+    from whistle.credentials import cli_headers
+
     base = url or f"http://{cfg.config_from_env()[cfg.WEB_SERVER_ADDRESS]}"
+    auth = cli_headers()  # the desk's view: the journal and messages are the desk's
     try:
-        issue = requests.get(f"{base}/issues/{issue_id}", timeout=10)
+        issue = requests.get(f"{base}/issues/{issue_id}", headers=auth, timeout=10)
         if issue.status_code == 404:
             raise click.ClickException(f"no issue {issue_id}")
+        if issue.status_code in (401, 403):
+            raise click.ClickException(f"Whistle refused: {issue.json()['error']['message']} "
+                                       "(set WHISTLE_TOKEN to a desk token, or WHISTLE_SECRET)")
         issue.raise_for_status()
-        events = requests.get(f"{base}/issues/{issue_id}/events", timeout=10).json()["events"]
-        notes = requests.get(f"{base}/issues/{issue_id}/notifications",
+        events = requests.get(f"{base}/issues/{issue_id}/events", headers=auth,
+                              timeout=10).json()["events"]
+        notes = requests.get(f"{base}/issues/{issue_id}/notifications", headers=auth,
                              timeout=10).json()["notifications"]
     except requests.RequestException as exc:
         raise click.ClickException(f"Whistle is not answering at {base} "

@@ -18,8 +18,8 @@ from services.agency.domain import (
     report_in,
     withdrawal_note,
 )
-from shared import config as cfg
-from shared.auth import StaffPrincipal, authorize, bearer_token
+from shared.auth import Principal
+from shared.authz import may_act_for_agency, may_read_assignments
 from shared.contracts import (
     AcknowledgeAssignment,
     AssignmentCreated,
@@ -30,6 +30,7 @@ from shared.contracts import (
     utcnow,
 )
 from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload
+from shared.guard import Guard
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
 from shared.rpc import rpc
@@ -44,6 +45,7 @@ class AgencyService:
     bus = EventBus()
     log = WorkerLogger()
     config = Config()
+    guard = Guard()
 
     # --------------------------------------------------------------- events
 
@@ -71,10 +73,60 @@ class AgencyService:
                       agency=event.agency.agency, duplicate=not fresh)
 
     # ------------------------------------------------------------------ RPC
+    # RPC methods take the staff token as their first argument: it says who acts (the
+    # audit log, the record's acknowledged_by) and which agency. Revoked tokens are
+    # refused here too.
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_assignments(self, token: str, agency: str, status: str = "open") -> list[dict]:
-        self._authorize(token, agency)
+        principal = self.guard.staff(token)
+        self._may(may_read_assignments, principal, agency)
+        return self._assignments(agency, status)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def acknowledge(self, token: str, agency: str, issue_id: str,
+                    payload: dict | None = None) -> dict:
+        staff = self.guard.staff(token, "assignment.acknowledge", issue_id)
+        return self._acknowledge(staff, agency, issue_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def resolve(self, token: str, agency: str, issue_id: str, payload: dict | None = None) -> dict:
+        staff = self.guard.staff(token, "assignment.resolve", issue_id)
+        return self._resolve(staff, agency, issue_id, payload)
+
+    # ----------------------------------------------------------------- HTTP
+
+    @http("GET", "/agencies/<agency>/assignments", expected_exceptions=EXPECTED_ERRORS)
+    def list_assignments_http(self, request, agency):
+        principal = self.guard.check(request)
+        self._may(may_read_assignments, principal, agency)
+        status = request.args.get("status", "open")
+        return {"agency": agency, "status": status,
+                "assignments": self._assignments(agency, status)}
+
+    @http("POST", "/agencies/<agency>/assignments/<issue_id>/acknowledge",
+          expected_exceptions=EXPECTED_ERRORS)
+    def acknowledge_http(self, request, agency, issue_id):
+        staff = self.guard.check(request, "assignment.acknowledge", issue_id)
+        self._may(may_act_for_agency, staff, agency, issue_id)
+        body = read_json(request, AcknowledgeAssignment) if request.content_length else None
+        return self._acknowledge(staff, agency, issue_id, body and body.model_dump())
+
+    @http("POST", "/agencies/<agency>/assignments/<issue_id>/resolve",
+          expected_exceptions=EXPECTED_ERRORS)
+    def resolve_http(self, request, agency, issue_id):
+        staff = self.guard.check(request, "assignment.resolve", issue_id)
+        self._may(may_act_for_agency, staff, agency, issue_id)
+        body = read_json(request, ResolveAssignment)
+        return self._resolve(staff, agency, issue_id, body.model_dump())
+
+    @http("GET", "/health")
+    def health(self, request):
+        return health_report(self.name, self.store.redis)
+
+    # ------------------------------------------------------------ internals
+
+    def _assignments(self, agency: str, status: str) -> list[dict]:
         wanted = STATUS_FILTERS.get(status)
         if wanted is None:
             raise InvalidPayload(f"invalid status: {status!r}", [{
@@ -86,10 +138,9 @@ class AgencyService:
         return [assignment_view(r, agency, now) for r in records
                 if agency in r.agencies() and r.assignment_for(agency).status in wanted]
 
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def acknowledge(self, token: str, agency: str, issue_id: str,
-                    payload: dict | None = None) -> dict:
-        staff = self._authorize(token, agency, issue_id)
+    def _acknowledge(self, staff: Principal, agency: str, issue_id: str,
+                     payload: dict | None) -> dict:
+        self._may(may_act_for_agency, staff, agency, issue_id)
         validate(AcknowledgeAssignment, payload or {})
         now = utcnow()
         applied = self.store.apply(
@@ -97,12 +148,12 @@ class AgencyService:
             self.name)
         self.bus.publish(applied.outbox)
         self.log.info("assignment_acknowledged", issue_id=issue_id, agency=agency,
-                      staff_id=staff.staff_id)
+                      staff_id=staff.staff_id, jti=staff.jti)
         return assignment_view(applied.record, agency, now)
 
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def resolve(self, token: str, agency: str, issue_id: str, payload: dict | None = None) -> dict:
-        staff = self._authorize(token, agency, issue_id)
+    def _resolve(self, staff: Principal, agency: str, issue_id: str,
+                 payload: dict | None) -> dict:
+        self._may(may_act_for_agency, staff, agency, issue_id)
         body = validate(ResolveAssignment, payload or {})
         now = utcnow()
         applied = self.store.apply(
@@ -111,47 +162,18 @@ class AgencyService:
             self.name)
         self.bus.publish(applied.outbox)
         self.log.info("assignment_resolved", issue_id=issue_id, agency=agency,
-                      staff_id=staff.staff_id, issue_status=applied.record.status.value)
+                      staff_id=staff.staff_id, jti=staff.jti,
+                      issue_status=applied.record.status.value)
         return assignment_view(applied.record, agency, now)
 
-    # ----------------------------------------------------------------- HTTP
-
-    @http("GET", "/agencies/<agency>/assignments", expected_exceptions=EXPECTED_ERRORS)
-    def list_assignments_http(self, request, agency):
-        token = bearer_token(request.headers.get("Authorization"))
-        status = request.args.get("status", "open")
-        return {"agency": agency, "status": status,
-                "assignments": self.list_assignments(token, agency, status)}
-
-    @http("POST", "/agencies/<agency>/assignments/<issue_id>/acknowledge",
-          expected_exceptions=EXPECTED_ERRORS)
-    def acknowledge_http(self, request, agency, issue_id):
-        token = bearer_token(request.headers.get("Authorization"))
-        self._authorize(token, agency, issue_id)
-        body = read_json(request, AcknowledgeAssignment) if request.content_length else None
-        return self.acknowledge(token, agency, issue_id, body and body.model_dump())
-
-    @http("POST", "/agencies/<agency>/assignments/<issue_id>/resolve",
-          expected_exceptions=EXPECTED_ERRORS)
-    def resolve_http(self, request, agency, issue_id):
-        token = bearer_token(request.headers.get("Authorization"))
-        self._authorize(token, agency, issue_id)
-        body = read_json(request, ResolveAssignment)
-        return self.resolve(token, agency, issue_id, body.model_dump())
-
-    @http("GET", "/health")
-    def health(self, request):
-        return health_report(self.name, self.store.redis)
-
-    # ------------------------------------------------------------ internals
-
-    def _authorize(self, token: str | None, agency: str, issue_id: str | None = None
-                   ) -> StaffPrincipal:
+    def _may(self, decision, principal: Principal, agency: str, issue_id: str | None = None):
         try:
-            return authorize(token, cfg.get(self.config, cfg.SECRET), agency)
+            decision(principal, agency)
         except Forbidden:
             # Logged without personal data: who tried, on what, nothing about the resident.
-            self.log.warning("forbidden_attempt", agency=agency, issue_id=issue_id)
+            self.log.warning("forbidden_attempt", agency=agency, issue_id=issue_id,
+                             role=principal.role.value, by_agency=principal.agency,
+                             staff_id=principal.staff_id, jti=principal.jti)
             raise
 
     def _staged(self, result):

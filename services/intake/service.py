@@ -15,8 +15,19 @@ from services.intake.domain import OPEN_STATUSES, accept_issue, board_row
 from services.intake.open311.api import Open311Api
 from services.intake.stats import StatsWindow, compute_stats
 from shared import config as cfg
+from shared.authz import (
+    View,
+    issue_view,
+    may_list_issues,
+    may_read_events,
+    may_read_issue,
+    may_read_stats,
+    may_submit,
+    visible_in_list,
+)
 from shared.contracts import BoardFilter, IssueFilter, SubmitIssue, new_id, utcnow
-from shared.errors import EXPECTED_ERRORS, Unavailable
+from shared.errors import EXPECTED_ERRORS, Forbidden, Unavailable
+from shared.guard import SUBMIT, Guard
 from shared.issue import public_view
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus
@@ -36,8 +47,11 @@ class IntakeService(Open311Api):
     bus = EventBus()
     log = WorkerLogger()
     config = Config()
+    guard = Guard()
 
     # ------------------------------------------------------------------ RPC
+    # RPC callers hold the broker's credentials and are trusted with the desk's view
+    # (docs/security.md: the broker is the boundary); HTTP callers are not.
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def submit_issue(self, payload: dict) -> dict:
@@ -62,8 +76,14 @@ class IntakeService(Open311Api):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def stats(self, window: dict | None = None) -> dict:
         """The three rates (三率) over ``{"since", "until"}`` (ISO; default the last 30 days)."""
+        return self._stats(window, None)
+
+    def _stats(self, window: dict | None, communities: frozenset[str] | None) -> dict:
         bounds = validate(StatsWindow, window or {})
-        journals = self.store.journals(self.store.issue_ids_received(*bounds.issues_received()))
+        ids = self.store.issue_ids_received(*bounds.issues_received())
+        if communities is not None:
+            ids = self.store.only_in_communities(ids, communities)
+        journals = self.store.journals(ids)
         return compute_stats(journals, bounds.since, bounds.until, utcnow())
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -94,24 +114,54 @@ class IntakeService(Open311Api):
 
     @http("POST", "/issues", expected_exceptions=EXPECTED_ERRORS)
     def submit_issue_http(self, request):
+        principal = self.guard.check(request, action="issue.submit", bucket=SUBMIT,
+                                     anonymous=True)
+        may_submit(principal, self.guard.anonymous_submit)
         receipt = self._submit(read_json(request, SubmitIssue))
+        self.guard.on_issue(receipt["issue_id"])
         return json_response(receipt, 201, {"Location": f"/issues/{receipt['issue_id']}"})
 
     @http("GET", "/issues/<issue_id>", expected_exceptions=EXPECTED_ERRORS)
     def get_issue_http(self, request, issue_id):
-        return self.get_issue(issue_id)
+        principal = self.guard.check(request)
+        record = self.store.get_with_notes(issue_id)
+        view = may_read_issue(principal, record, issue_id)
+        primary = (self.store.get(record.merged_into)
+                   if view is View.resident and record.merged_into else None)
+        return issue_view(view, record, self.store.contact(issue_id), primary,
+                          agency=principal.agency, rates=principal.rates)
 
     @http("GET", "/issues/<issue_id>/events", expected_exceptions=EXPECTED_ERRORS)
     def get_events_http(self, request, issue_id):
-        return {"issue_id": issue_id, "events": self.get_events(issue_id)}
+        principal = self.guard.check(request)
+        may_read_events(principal, self.store.get(issue_id))
+        return {"issue_id": issue_id, "events": self.store.journal(issue_id)}
 
     @http("GET", "/issues", expected_exceptions=EXPECTED_ERRORS)
     def list_issues_http(self, request):
-        return {"issues": self.list_issues(self._query(request))}
+        principal = self.guard.check(request)
+        query = validate(IssueFilter, self._query(request))
+        records: dict[str, object] = {}
+        for scoped in may_list_issues(principal, query):
+            for record in self.store.find(scoped):
+                if visible_in_list(principal, record):
+                    records[record.issue_id] = record
+        newest = sorted(records.values(), key=lambda r: r.received_at, reverse=True)
+        return {"issues": [self._summary(r) for r in newest[:query.limit]]}
 
     @http("GET", "/stats", expected_exceptions=EXPECTED_ERRORS)
     def stats_http(self, request):
-        return self.stats(self._query(request))
+        communities = may_read_stats(self.guard.check(request))
+        return self._stats(self._query(request), communities)
+
+    @http("POST", "/auth/refresh", expected_exceptions=EXPECTED_ERRORS)
+    def refresh_token_http(self, request):
+        """A staff token swapped for a fresh one (same claims, new jti; the old one is
+        revoked), within the session's maximum age (``WHISTLE_TOKEN_MAX_AGE``)."""
+        principal = self.guard.check(request, action="token.refresh")
+        if not principal.is_staff:
+            raise Forbidden("only staff tokens can be refreshed")
+        return self.guard.refresh(principal)
 
     @http("GET", "/health")
     def health(self, request):

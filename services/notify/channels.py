@@ -70,6 +70,27 @@ RECIPIENT_FIELDS = ("name", "phone", "email")
 
 
 @dataclass(frozen=True)
+class Sealed:
+    """A template value only the recipient may read: a link carrying a token.
+
+    Rendering a template puts ``shown`` (the link with its token redacted) into the
+    message's text, which is what is stored, shown to the desk, logged, traced and
+    tailed. The channel puts ``secret`` back at the moment it hands the message to the
+    resident (:meth:`OutgoingMessage.delivered_text`): a webhook's body and an email's
+    text. The desk outbox, read by staff, keeps ``shown``.
+    """
+
+    shown: str
+    secret: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.shown
+
+    def __format__(self, spec: str) -> str:
+        return format(self.shown, spec)
+
+
+@dataclass(frozen=True)
 class OutgoingMessage:
     """One rendered message for one recipient.
 
@@ -88,16 +109,26 @@ class OutgoingMessage:
     recipient: dict[str, Any] = field(default_factory=dict, repr=False)
     preferred_channel: str | None = None
     subject: str = ""
+    # (shown, secret) pairs of the Sealed values in ``text``: see Sealed.
+    sealed: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
 
-    def payload(self, sent_at: datetime | None = None) -> dict[str, Any]:
+    def delivered_text(self) -> str:
+        """The text as the resident receives it: sealed links with their tokens."""
+        text = self.text
+        for shown, secret in self.sealed:
+            text = text.replace(shown, secret)
+        return text
+
+    def payload(self, sent_at: datetime | None = None, reveal: bool = False) -> dict[str, Any]:
         """The JSON-safe body the desk and webhook channels send (recipient unmasked:
-        it is the address)."""
+        it is the address). ``reveal``: with sealed links opened (the webhook, which
+        reaches the resident); the desk outbox, which staff read, never reveals."""
         return {
             "notification_id": self.notification_id,
             "issue_id": self.issue_id,
             "kind": self.kind,
             "language": self.language,
-            "text": self.text,
+            "text": self.delivered_text() if reveal else self.text,
             "recipient": dict(self.recipient),
             "sent_at": (sent_at or datetime.now(UTC)).isoformat(),
         }
@@ -251,7 +282,7 @@ class WebhookChannel:
         """The body and headers of one signed POST (a fresh timestamp per attempt)."""
         sent = time.time() if now is None else now
         timestamp = int(sent)
-        body = json.dumps(message.payload(datetime.fromtimestamp(sent, UTC)),
+        body = json.dumps(message.payload(datetime.fromtimestamp(sent, UTC), reveal=True),
                           ensure_ascii=False).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
@@ -307,7 +338,7 @@ class EmailChannel:
         email["Date"] = format_datetime(now or datetime.now(UTC))
         email["Message-ID"] = self.message_id(message.notification_id)
         email[NOTIFICATION_ID_HEADER] = message.notification_id
-        email.set_content(message.text + "\n", charset="utf-8")
+        email.set_content(message.delivered_text() + "\n", charset="utf-8")
         email["Content-Language"] = message.language  # after set_content, which clears Content-*
         return email
 
@@ -357,6 +388,22 @@ def choose_channel(preferred: str | None, configured: Collection[str], has_email
     if wanted == EMAIL and not has_email:
         return DESK, "preferred email but no email address; sent to desk"
     return wanted, ""
+
+
+def direct_channel(preferred: str | None, configured: Collection[str], has_phone: bool,
+                   has_email: bool) -> str | None:
+    """The channel that reaches a resident *without passing through the desk*, for a
+    message only they may read (a resent rating link); ``None`` if there is none. Pure.
+
+    Their own choice first (webhook or email, when configured and usable), then a
+    webhook (a mini-program or SMS gateway, which needs a phone number), then email.
+    """
+    usable = {WEBHOOK: WEBHOOK in configured and has_phone,
+              EMAIL: EMAIL in configured and has_email}
+    wanted = (preferred or "").strip().lower()
+    if usable.get(wanted):
+        return wanted
+    return next((name for name in (WEBHOOK, EMAIL) if usable[name]), None)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,13 @@ from urllib.parse import quote, urlsplit
 
 from nameko.dependency_providers import Config
 
-from services.notify.channels import RECIPIENT_FIELDS, OutgoingMessage, build_channels
+from services.notify.channels import (
+    RECIPIENT_FIELDS,
+    OutgoingMessage,
+    Sealed,
+    build_channels,
+    direct_channel,
+)
 from services.notify.delivery import (
     QUEUED,
     Deliveries,
@@ -52,7 +58,13 @@ from services.notify.recipients import (
 )
 from services.notify.templates import Templates
 from shared import config as cfg
-from shared.auth import issue_feedback_token
+from shared.auth import Principal, issue_feedback_token
+from shared.authz import (
+    may_read_notifications,
+    may_resend_rating_link,
+    must_be_desk,
+    notifications_view,
+)
 from shared.contracts import (
     AssignmentAcknowledged,
     AssignmentResolved,
@@ -68,9 +80,11 @@ from shared.contracts import (
     IssueResolved,
     TableConvened,
     TableTaskRecorded,
+    new_id,
     utcnow,
 )
-from shared.errors import EXPECTED_ERRORS
+from shared.errors import EXPECTED_ERRORS, InvalidTransition
+from shared.guard import Guard
 from shared.issue import IssueRecord, TimelineEntry
 from shared.logging import WorkerLogger
 from shared.messaging import Deferred, subscribe
@@ -149,6 +163,7 @@ class NotifyService:
     messenger: Messenger = Messenger()
     log = WorkerLogger()
     config = Config()
+    guard = Guard()
 
     @subscribe(*ANNOUNCED)
     def on_event(self, event: Event) -> None:
@@ -243,7 +258,55 @@ class NotifyService:
 
     @http("GET", "/issues/<issue_id>/notifications", expected_exceptions=EXPECTED_ERRORS)
     def list_notifications_http(self, request, issue_id):
-        return {"issue_id": issue_id, "notifications": self.list_notifications(issue_id)}
+        principal = self.guard.check(request)
+        view = may_read_notifications(principal, self.store.get(issue_id), issue_id)
+        return {"issue_id": issue_id, "notifications": notifications_view(
+            view, self.messenger.deliveries.history(issue_id))}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def resend_rating_link(self, token: str, issue_id: str) -> dict:
+        """Send a resident's rating link again (desk staff), straight to the resident."""
+        principal = self.guard.staff(token, "rating_link.resend", issue_id)
+        return self._resend_rating_link(principal, issue_id)
+
+    @http("POST", "/issues/<issue_id>/rating-link", expected_exceptions=EXPECTED_ERRORS)
+    def resend_rating_link_http(self, request, issue_id):
+        principal = self.guard.check(request, "rating_link.resend", issue_id)
+        return 202, self._resend_rating_link(principal, issue_id)
+
+    def _resend_rating_link(self, principal: Principal, reporter: str) -> dict:
+        """A fresh rating link for ``reporter``'s current cycle, through a channel that
+        reaches the resident directly (webhook or email), never through the desk: the desk
+        asks for it, and learns only whether it went. Its record holds the link redacted."""
+        must_be_desk(principal)
+        own, (contact,) = self.store.get_with(
+            reporter, lambda pipe: pipe.hgetall(self.store.keys.contact(reporter)))
+        work = self.store.get(own.merged_into) if own.merged_into else own
+        may_resend_rating_link(principal, work)
+        channels = self.messenger.deliveries.channels
+        channel = direct_channel(contact.get("preferred_channel") or channels.default,
+                                 channels.configured, has_phone=bool(contact.get("phone")),
+                                 has_email=bool(contact.get("email")))
+        if channel is None:
+            raise InvalidTransition(
+                f"no channel reaches the resident of {reporter} directly (a webhook to their "
+                "phone, or email): a rating link is never sent through the desk")
+        now = utcnow()
+        secret = cfg.get(self.config, cfg.SECRET)
+        base = str(cfg.get(self.config, cfg.PUBLIC_URL)).rstrip("/")
+        ttl = max(1, int((work.feedback_due - now).total_seconds()))
+        token = issue_feedback_token(reporter_issue_id=reporter, issue_id=work.issue_id,
+                                     cycle=work.reopen_count, secret=secret, ttl_s=ttl)
+        values = {"issue_id": work.issue_id, "link": rating_link(base, reporter, token),
+                  "expires_at": work.feedback_due}
+        message = self._message(message_id(f"resend:{new_id()}", "rating_request"), reporter,
+                                "rating_request", own.language.value, values, contact, channel)
+        outcome = self.messenger.deliveries.deliver_once(message, RESIDENT)
+        self.log.info("rating_link_resent", issue_id=work.issue_id, recipient_issue=reporter,
+                      channel=outcome.channel, status=outcome.status,
+                      staff_id=principal.staff_id, jti=principal.jti)
+        return {"issue_id": reporter, "notification_id": message.notification_id,
+                "channel": outcome.channel, "status": outcome.status, "detail": outcome.detail}
 
     @http("GET", "/health")
     def health(self, request):
@@ -264,8 +327,7 @@ class NotifyService:
             token = issue_feedback_token(reporter_issue_id=reader, issue_id=record.issue_id,
                                          cycle=cycle, secret=secret, ttl_s=window,
                                          now=event.occurred_at.timestamp())
-            return {"issue_id": record.issue_id, "token": token,
-                    "link": f"{base}/issues/{quote(reader)}/feedback?token={token}",
+            return {"issue_id": record.issue_id, "link": rating_link(base, reader, token),
                     "expires_at": event.occurred_at + timedelta(seconds=window)}
 
         return variables
@@ -304,18 +366,24 @@ class NotifyService:
                     # Not yet: come back shortly (messages already sent are not resent).
                     raise Deferred(ORDERING_RECHECK_S, f"{kind} waits for {wanted[0]}")
             language = reader.language.value
-            values = variables(record, language, reporter)
-            templates = self.messenger.templates
             contact = contacts[reporter] if reporter in contacts else self.store.contact(reporter)
-            message = OutgoingMessage(
-                notification_id=message_id(event.event_id, kind, None if own else reporter),
-                issue_id=reporter, kind=kind, language=language,
-                text=templates.render(kind, language, **values),
-                subject=templates.subject(kind, language, **values),
-                recipient={k: contact[k] for k in RECIPIENT_FIELDS if contact.get(k)},
-                preferred_channel=contact.get("preferred_channel") or None)
+            message = self._message(
+                message_id(event.event_id, kind, None if own else reporter), reporter, kind,
+                language, variables(record, language, reporter), contact)
             failures += self._deliver(event, message, RESIDENT)
         return failures
+
+    def _message(self, notification_id: str, reporter: str, kind: str, language: str,
+                 values: dict, contact: dict, channel: str | None = None) -> OutgoingMessage:
+        """One rendered message to one resident; its sealed links open only at delivery."""
+        templates = self.messenger.templates
+        return OutgoingMessage(
+            notification_id=notification_id, issue_id=reporter, kind=kind, language=language,
+            text=templates.render(kind, language, **values),
+            subject=templates.subject(kind, language, **values),
+            recipient={k: contact[k] for k in RECIPIENT_FIELDS if contact.get(k)},
+            preferred_channel=channel or contact.get("preferred_channel") or None,
+            sealed=tuple((v.shown, v.secret) for v in values.values() if isinstance(v, Sealed)))
 
     def _settled_soon(self, reporter: str, kind: str, count: int,
                       history: dict[str, str] | None = None) -> bool:
@@ -374,6 +442,15 @@ class NotifyService:
             return [DeliveryFailed(f"{message.kind} message for {message.issue_id} "
                                    f"({audience}): {outcome.detail}")]
         return []
+
+
+def rating_link(base: str, reporter: str, token: str) -> Sealed:
+    """The resident's rating link, sealed: readable copies show it without the token."""
+    url = f"{base}/issues/{quote(reporter)}/feedback?token="
+    return Sealed(shown=url + REDACTED, secret=url + token)
+
+
+REDACTED = "[redacted]"
 
 
 def _agency_name(item, language: str) -> str:

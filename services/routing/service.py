@@ -37,13 +37,13 @@ from services.routing.rules import RuleSet
 from services.routing.rules_provider import ReloadableRules, reload_for_rpc, rules_provider_for
 from shared import config as cfg
 from shared.auth import (
-    StaffPrincipal,
+    FeedbackGrant,
+    Principal,
+    Role,
     bearer_token,
-    verify_feedback_token,
     verify_resident_token,
-    verify_token,
 )
-from shared.authz import may_read_issue, resident_view
+from shared.authz import may_rate, may_read_issue, must_be_desk, resident_view
 from shared.contracts import (
     CompleteTableTask,
     ConveneTable,
@@ -54,6 +54,7 @@ from shared.contracts import (
     InviteToTable,
     IssueReceived,
     IssueResolved,
+    Rating,
     RecordTableTask,
     Reroute,
     RouteCorrected,
@@ -61,6 +62,7 @@ from shared.contracts import (
     utcnow,
 )
 from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, Unavailable
+from shared.guard import Guard
 from shared.issue import Assignment, Deadline, IssueRecord, public_view
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
@@ -100,6 +102,7 @@ class RoutingService:
     bus = EventBus()
     log = WorkerLogger()
     config = Config()
+    guard = Guard()
 
     # ------------------------------------------------------------- dispatch
 
@@ -238,14 +241,28 @@ class RoutingService:
         it joined).
         """
         body = validate(Feedback, payload)
-        grant = verify_feedback_token(body.token, cfg.get(self.config, cfg.SECRET), issue_id)
+        principal = verify_resident_token(body.token, cfg.get(self.config, cfg.SECRET))
+        self.guard.record(principal, "issue.rate", issue_id)
+        return self._rate(may_rate(principal, issue_id), body.rating, body.comment)
+
+    @http("POST", "/issues/<issue_id>/feedback", expected_exceptions=EXPECTED_ERRORS)
+    def submit_feedback_http(self, request, issue_id):
+        # The rating link carries the token in its query string; a body may carry it too.
+        principal = self.guard.check(request, "issue.rate", issue_id, anonymous=True)
+        body = read_json(request, FeedbackForm)
+        if principal.role is Role.anonymous and body.token:
+            principal = self.guard.check_token(body.token, "issue.rate", issue_id,
+                                               address=request.remote_addr)
+        return self._rate(may_rate(principal, issue_id), body.rating, body.comment)
+
+    def _rate(self, grant: FeedbackGrant, rating: Rating, comment: str | None) -> dict:
         now = utcnow()
         applied = self.store.apply(
             grant.issue_id, None,
-            lambda r: self._staged(feedback.rate(r, grant, body.rating, body.comment,
-                                                 self.rules, now)), self.name)
+            lambda r: self._staged(feedback.rate(r, grant, rating, comment, self.rules, now)),
+            self.name)
         self.bus.publish(applied.outbox)
-        self.log.info("issue_rated", issue_id=grant.issue_id, rating=body.rating.value,
+        self.log.info("issue_rated", issue_id=grant.issue_id, rating=rating.value,
                       status=applied.record.status.value)
         return {"issue_id": grant.issue_id, "status": applied.record.status.value,
                 "escalation_level": applied.record.escalation_level.value,
@@ -261,45 +278,38 @@ class RoutingService:
         primary = self.store.get(own.merged_into) if own.merged_into else None
         return resident_view(own, self.store.contact(issue_id), primary, principal.rates)
 
-    @http("POST", "/issues/<issue_id>/feedback", expected_exceptions=EXPECTED_ERRORS)
-    def submit_feedback_http(self, request, issue_id):
-        # The rating link carries the token in its query string; a body may carry it too.
-        body = read_json(request, FeedbackForm).model_dump(exclude_none=True)
-        body.setdefault("token", request.args.get("token", ""))
-        return self.submit_feedback(issue_id, body)
-
     # ------------------------------------------------------------ the table
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def convene_table(self, token: str, issue_id: str, payload: dict) -> dict:
-        self._desk(token)
+        self._desk(token, "table.convene", issue_id)
         body = validate(ConveneTable, payload)
         return self._change(issue_id, lambda r, now: table.convene(
             r, body.meets_at, body.place, body.agencies, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def invite_to_table(self, token: str, issue_id: str, payload: dict) -> dict:
-        by = self._principal(token).agency
+        by = self._principal(token, "table.invite", issue_id).agency
         body = validate(InviteToTable, payload)
         return self._change(issue_id, lambda r, now: table.invite(
             r, by, body.agencies, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def check_in_at_table(self, token: str, issue_id: str) -> dict:
-        staff = self._principal(token)
+        staff = self._principal(token, "table.check_in", issue_id)
         return self._change(issue_id, lambda r, now: table.check_in(
             r, staff.agency, staff.staff_id, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def record_table_task(self, token: str, issue_id: str, payload: dict) -> dict:
-        by = self._principal(token).agency
+        by = self._principal(token, "table.record_task", issue_id).agency
         body = validate(RecordTableTask, payload)
         return self._change(issue_id, lambda r, now: table.record_task(
             r, by, body.agency, body.description, body.due, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def complete_table_task(self, token: str, issue_id: str, task_id: str, payload: dict) -> dict:
-        staff = self._principal(token)
+        staff = self._principal(token, "table.complete_task", issue_id)
         body = validate(CompleteTableTask, payload)
         return self._change(issue_id, lambda r, now: table.complete_task(
             r, staff.agency, task_id, body.note, self.rules, now))
@@ -307,34 +317,34 @@ class RoutingService:
     @http("POST", "/issues/<issue_id>/table", expected_exceptions=EXPECTED_ERRORS)
     def convene_table_http(self, request, issue_id):
         body = read_json(request, ConveneTable).model_dump()
-        return 201, self.convene_table(self._token(request), issue_id, body)
+        return 201, self.convene_table(self._token(request, "issue.change", issue_id), issue_id, body)
 
     @http("POST", "/issues/<issue_id>/table/agencies", expected_exceptions=EXPECTED_ERRORS)
     def invite_to_table_http(self, request, issue_id):
         body = read_json(request, InviteToTable).model_dump()
-        return self.invite_to_table(self._token(request), issue_id, body)
+        return self.invite_to_table(self._token(request, "issue.change", issue_id), issue_id, body)
 
     @http("POST", "/issues/<issue_id>/table/check-in", expected_exceptions=EXPECTED_ERRORS)
     def check_in_at_table_http(self, request, issue_id):
-        return self.check_in_at_table(self._token(request), issue_id)
+        return self.check_in_at_table(self._token(request, "issue.change", issue_id), issue_id)
 
     @http("POST", "/issues/<issue_id>/table/tasks", expected_exceptions=EXPECTED_ERRORS)
     def record_table_task_http(self, request, issue_id):
         body = read_json(request, RecordTableTask).model_dump()
-        return 201, self.record_table_task(self._token(request), issue_id, body)
+        return 201, self.record_table_task(self._token(request, "issue.change", issue_id), issue_id, body)
 
     @http("POST", "/issues/<issue_id>/table/tasks/<task_id>/done",
           expected_exceptions=EXPECTED_ERRORS)
     def complete_table_task_http(self, request, issue_id, task_id):
         body = read_json(request, CompleteTableTask).model_dump()
-        return self.complete_table_task(self._token(request), issue_id, task_id, body)
+        return self.complete_table_task(self._token(request, "issue.change", issue_id), issue_id, task_id, body)
 
     # ---------------------------------------------------------------- split
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def split_issue(self, token: str, issue_id: str) -> dict:
         """Undo a wrong merge: the report is routed on its own again."""
-        self._desk(token)
+        self._desk(token, "issue.split", issue_id)
         now = utcnow()
         merged = self.store.get(issue_id)
         has_contact = bool(self.store.contact(issue_id))
@@ -351,7 +361,7 @@ class RoutingService:
 
     @http("POST", "/issues/<issue_id>/split", expected_exceptions=EXPECTED_ERRORS)
     def split_issue_http(self, request, issue_id):
-        return self.split_issue(self._token(request), issue_id)
+        return self.split_issue(self._token(request, "issue.change", issue_id), issue_id)
 
     # ---------------------------------------------------------------- rules
 
@@ -409,7 +419,7 @@ class RoutingService:
         return self._desk_http(request, issue_id, Reroute, self.reroute_issue)
 
     def _desk_http(self, request, issue_id: str, model, method) -> dict:
-        token = self._token(request)
+        token = self._token(request, "issue.change", issue_id)
         self._desk(token)  # before reading the body: strangers learn nothing
         return method(token, issue_id, read_json(request, model).model_dump(exclude_none=True))
 
@@ -422,7 +432,7 @@ class RoutingService:
     def _desk_change(self, source: str, token: str, issue_id: str, payload: dict) -> dict:
         """Apply a desk decision once (per ``request_id`` when given), publish it, keep
         it as a labelled example, and answer the issue as the desk sees it."""
-        staff = self._desk(token)
+        staff = self._desk(token, f"issue.{source}", issue_id)
         model, decide = DESK_DECISIONS[source]
         body = validate(model, payload)
         reason = body.reason
@@ -460,15 +470,24 @@ class RoutingService:
         record, events = result
         return record, self.bus.stage(*events)
 
-    def _principal(self, token: str | None) -> StaffPrincipal:
-        return verify_token(token, cfg.get(self.config, cfg.SECRET))
+    def _principal(self, token: str | None, action: str | None = None,
+                   issue_id: str | None = None) -> Principal:
+        """The staff member a token names (verified, not revoked); with ``action``, their
+        write is audited."""
+        return self.guard.staff(token, action, issue_id)
 
-    def _desk(self, token: str | None) -> StaffPrincipal:
-        principal = self._principal(token)
-        if principal.agency != table.DESK:
-            raise Forbidden("only community desk staff can do this (whistle token desk)")
+    def _desk(self, token: str | None, action: str | None = None,
+              issue_id: str | None = None) -> Principal:
+        principal = self._principal(token, action, issue_id)
+        must_be_desk(principal)
         return principal
 
-    @staticmethod
-    def _token(request) -> str | None:
+    def _token(self, request, action: str | None = None, issue_id: str | None = None
+               ) -> str | None:
+        """A request's staff token, after the guard (revocation, rate limit; ``action``: a
+        write, audited): the RPC method it is handed to decides what that staff member
+        may do."""
+        principal = self.guard.check(request, action, issue_id)
+        if not principal.is_staff:
+            raise Forbidden("only desk or agency staff can do this")
         return bearer_token(request.headers.get("Authorization"))

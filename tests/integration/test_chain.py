@@ -15,6 +15,7 @@ from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared import config as cfg
 from shared.auth import issue_token
+from tests.support.auth import DESK
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,7 @@ def whistle(runner_factory, whistle_config):
 
 
 def test_flying_wire_goes_to_power_and_resident_is_told(whistle, whistle_config):
-    receipt = requests.post(f"{whistle}/issues", json={
+    receipt = requests.post(f"{whistle}/issues", headers=DESK, json={
         "description": "小区门口有根电线耷拉下来，不知道有没有电",
         "location": {"community": "缤泰社区", "address": "丽德花园北门"},
         "contact": {"name": "孙大爷", "phone": "13812345678"},
@@ -38,7 +39,7 @@ def test_flying_wire_goes_to_power_and_resident_is_told(whistle, whistle_config)
     assert receipt.status_code == 201, receipt.text
     issue_id = receipt.json()["issue_id"]
 
-    issue = wait_until(lambda: (i := requests.get(f"{whistle}/issues/{issue_id}").json())
+    issue = wait_until(lambda: (i := requests.get(f"{whistle}/issues/{issue_id}", headers=DESK).json())
                        ["status"] == "dispatched" and i)
     assert issue["priority"] == "urgent"
     assert [(a["agency"], a["role"]) for a in issue["assignments"]] == [("power", "lead")]
@@ -53,7 +54,7 @@ def test_flying_wire_goes_to_power_and_resident_is_told(whistle, whistle_config)
     assert done["issue_status"] == "resolved"
 
     kinds = wait_until(lambda: len(n := requests.get(
-        f"{whistle}/issues/{issue_id}/notifications").json()["notifications"]) == 5 and n)
+        f"{whistle}/issues/{issue_id}/notifications", headers=DESK).json()["notifications"]) == 5 and n)
     assert [n["kind"] for n in kinds] == ["received", "dispatched", "acknowledged", "resolved",
                                           "rating_request"]
     assert all(n["status"] == "sent" for n in kinds)
@@ -88,7 +89,7 @@ def test_webhook_channel_posts_every_message_to_the_configured_url(runner_factor
     runner_factory(whistle_config, IntakeService, RoutingService, NotifyService).start()
     base = f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}"
     try:
-        issue_id = requests.post(f"{base}/issues", json={
+        issue_id = requests.post(f"{base}/issues", headers=DESK, json={
             "description": "Smell gas in the stairwell, really strong",
             "location": {"community": "Bintai", "address": "Lide Garden 9"},
             "contact": {"name": "Tom Baker", "phone": "13700001111",
@@ -104,6 +105,6 @@ def test_webhook_channel_posts_every_message_to_the_configured_url(runner_factor
     assert first["issue_id"] == issue_id and first["language"] == "en"
     assert first["recipient"] == {"name": "Tom Baker", "phone": "13700001111"}
     assert "Gas company" in _Receiver.received[1][1]["text"]
-    history = requests.get(f"{base}/issues/{issue_id}/notifications").json()["notifications"]
+    history = requests.get(f"{base}/issues/{issue_id}/notifications", headers=DESK).json()["notifications"]
     assert [(n["channel"], n["status"]) for n in history] == [("webhook", "sent")] * 2
     assert history[0]["recipient"] == {"name": "T********", "phone": "137****1111", "email": None}

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from services.intake.service import IntakeService
 from shared import config as cfg
+from tests.support.auth import DESK
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def assert_clean_refusal(response, status=None):
     (json.dumps({**VALID, "description": "x" * 4001}), None, 422, "invalid_payload"),
     (json.dumps({**VALID, "location": {"community": "缤" * 65, "address": "a"}}), None, 422,
      "invalid_payload"),
-    ("x" * (64 * 1024 + 1), None, 400, "malformed_body"),
+    ("x" * (64 * 1024 + 1), None, 413, "payload_too_large"),
     (json.dumps(VALID), {"Content-Type": "text/plain"}, 400, "malformed_body"),
     ("{\"description\": ", None, 400, "malformed_body"),
     (json.dumps({**VALID, "priority": "urgent"}), None, 422, "invalid_payload"),
@@ -61,7 +62,7 @@ def test_each_limit_is_a_clear_4xx_and_nothing_is_stored(intake, data, headers, 
     base, client, prefix = intake
     response = requests.post(f"{base}/issues", data=data if isinstance(data, bytes)
                              else data.encode("utf-8"), timeout=5,
-                             headers=headers or {"Content-Type": "application/json"})
+                             headers={**DESK, **(headers or {"Content-Type": "application/json"})})
     assert_clean_refusal(response, status)
     assert response.json()["error"]["code"] == code
     assert stored(client, prefix) == 0
@@ -92,11 +93,11 @@ def test_any_body_gets_a_json_answer_and_refusals_store_nothing(intake, body, co
     base, client, prefix = intake
     before = stored(client, prefix)
     response = requests.post(f"{base}/issues", data=body, timeout=5,
-                             headers={"Content-Type": content_type})
+                             headers={**DESK, "Content-Type": content_type})
     if response.status_code == 201:
         receipt = response.json()
         assert stored(client, prefix) == before + 1
-        issue = requests.get(f"{base}/issues/{receipt['issue_id']}", timeout=5).json()
+        issue = requests.get(f"{base}/issues/{receipt['issue_id']}", headers=DESK, timeout=5).json()
         assert issue["status"] == "received"
     else:
         assert_clean_refusal(response)
@@ -107,12 +108,12 @@ def test_a_lost_day_counter_never_overwrites_an_issue(intake):
     # The day's id counter can be lost (a Redis restart without the last second of
     # its log); the next submission must get a fresh id, not reuse an existing one.
     url, client, prefix = intake
-    first = requests.post(f"{url}/issues", json=VALID, timeout=5).json()["issue_id"]
-    second = requests.post(f"{url}/issues", json=VALID, timeout=5).json()["issue_id"]
+    first = requests.post(f"{url}/issues", headers=DESK, json=VALID, timeout=5).json()["issue_id"]
+    second = requests.post(f"{url}/issues", headers=DESK, json=VALID, timeout=5).json()["issue_id"]
     day = first.split("-")[1]
     client.delete(f"{prefix}:seq:{day}")
 
-    third = requests.post(f"{url}/issues", json={**VALID, "description": "暖气不热"},
+    third = requests.post(f"{url}/issues", headers=DESK, json={**VALID, "description": "暖气不热"},
                           timeout=5)
 
     assert third.status_code == 201, third.text

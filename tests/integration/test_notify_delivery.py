@@ -22,6 +22,7 @@ from shared.auth import verify_feedback_token
 from shared.contracts import Channel, IssueReceived, IssueResolved, Language, Location
 from shared.issue import receive
 from tests.integration import test_delivery, test_notify_channels, test_notify_service
+from tests.support.auth import DESK
 from tests.support.smtp import smtp_server
 
 # Shared fixtures and helpers, one place each.
@@ -227,4 +228,4 @@ def test_the_desk_sees_every_record_field(runner_factory, config, store, amqp):
     assert set(record) >= {"notification_id", "kind", "language", "text", "channel", "status",
                            "attempts", "detail", "last_error", "created_at", "last_attempt_at",
                            "sent_at", "recipient", "audience"}
-    assert requests.get(f"{base}/issues/WH-20991231-0001/notifications").status_code == 404
+    assert requests.get(f"{base}/issues/WH-20991231-0001/notifications", headers=DESK).status_code == 404

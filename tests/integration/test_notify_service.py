@@ -36,6 +36,7 @@ from shared.contracts import (
 from shared.issue import receive
 from shared.topology import EVENTS_EXCHANGE
 from tests.integration import test_delivery
+from tests.support.auth import DESK
 
 # The store and broker fixtures (and the poll) are test_delivery's: same setup, one place.
 amqp, store, wait_until = test_delivery.amqp, test_delivery.store, test_delivery.wait_until
@@ -83,7 +84,7 @@ def received(issue_id, language):
 
 def told(base, issue_id) -> list[dict]:
     """What GET /issues/{id}/notifications shows the desk."""
-    response = requests.get(f"{base}/issues/{issue_id}/notifications", timeout=5)
+    response = requests.get(f"{base}/issues/{issue_id}/notifications", headers=DESK, timeout=5)
     assert response.status_code == 200, response.text
     return response.json()["notifications"]
 

@@ -32,6 +32,7 @@ from shared.topology import (
     declare_topology,
     subscription_for,
 )
+from tests.support.auth import DESK
 from tests.support.waiting import wait_until
 from whistle.ops import ManagementApi, peek_dead_letters, replay_dead_letters
 
@@ -65,20 +66,20 @@ def test_the_whole_chain_runs_on_quorum_queues_and_every_whistle_queue_is_one(
     runner.start()
     url = f"http://{quorum_config[cfg.WEB_SERVER_ADDRESS]}"
 
-    receipt = requests.post(f"{url}/issues", json={
+    receipt = requests.post(f"{url}/issues", headers=DESK, json={
         "description": "小区门口有根电线耷拉下来，不知道有没有电",
         "location": {"community": "缤泰社区", "address": "丽德花园北门"},
         "contact": {"phone": "13812345678"}}, timeout=5)
     assert receipt.status_code == 201, receipt.text
     issue_id = receipt.json()["issue_id"]
-    wait_until(lambda: requests.get(f"{url}/issues/{issue_id}").json()["status"] == "dispatched")
+    wait_until(lambda: requests.get(f"{url}/issues/{issue_id}", headers=DESK).json()["status"] == "dispatched")
     token = issue_token("power", "p-007", quorum_config[cfg.SECRET])
     with ClusterRpcProxy({"AMQP_URI": quorum_config[cfg.AMQP_URI]}, timeout=10) as rpc:
         rpc.agency.acknowledge(token, "power", issue_id)
         assert rpc.agency.resolve(token, "power", issue_id, {"note": "已处理"})[
             "issue_status"] == "resolved"
     told = wait_until(lambda: len(n := requests.get(
-        f"{url}/issues/{issue_id}/notifications").json()["notifications"]) == 5 and n)
+        f"{url}/issues/{issue_id}/notifications", headers=DESK).json()["notifications"]) == 5 and n)
     assert [n["kind"] for n in told] == ["received", "dispatched", "acknowledged", "resolved",
                                          "rating_request"]
 

@@ -13,6 +13,7 @@ from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared import config as cfg
 from shared.auth import issue_token
+from tests.support.auth import DESK
 from tests.support.rules import fast_rules
 from tests.support.waiting import wait_for
 
@@ -41,7 +42,7 @@ def auth(config, agency, staff="s-1"):
 
 
 def submit(base, body=FLYING_WIRE):
-    response = requests.post(f"{base}/issues", json=body, timeout=5)
+    response = requests.post(f"{base}/issues", headers=DESK, json=body, timeout=5)
     assert response.status_code == 201, response.text
     return response.json()["issue_id"]
 
@@ -50,7 +51,7 @@ def test_missed_deadline_escalates_to_street_then_district(start, whistle_config
     base = start(fast_rules(tmp_path, acknowledge="1s"))
     issue_id = submit(base)
 
-    issue = wait_for(lambda: requests.get(f"{base}/issues/{issue_id}").json(),
+    issue = wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json(),
                      lambda i: i["escalation_level"] == "district", timeout=15)
     power = issue["assignments"][0]
     assert power["agency"] == "power" and power["acknowledge_overdue"] is True
@@ -59,7 +60,7 @@ def test_missed_deadline_escalates_to_street_then_district(start, whistle_config
     assert "Street office (street)" in escalations[0]["detail"]
     assert "District government (district)" in escalations[1]["detail"]
 
-    events = requests.get(f"{base}/issues/{issue_id}/events").json()["events"]
+    events = requests.get(f"{base}/issues/{issue_id}/events", headers=DESK).json()["events"]
     escalated = [e for e in events if e["event_type"] == "issue.escalated"]
     assert [e["level"] for e in escalated[:2]] == ["street", "district"]
     assert escalated[0]["supervisor"] == "街道办事处" and escalated[0]["deadline"] == "acknowledge"
@@ -69,9 +70,9 @@ def test_missed_deadline_escalates_to_street_then_district(start, whistle_config
     late = requests.post(f"{base}/agencies/power/assignments/{issue_id}/acknowledge",
                          headers=auth(whistle_config, "power"), timeout=5).json()
     assert late["acknowledged_on_time"] is False
-    count = len(requests.get(f"{base}/issues/{issue_id}/events").json()["events"])
+    count = len(requests.get(f"{base}/issues/{issue_id}/events", headers=DESK).json()["events"])
     time.sleep(2.5)
-    after = requests.get(f"{base}/issues/{issue_id}/events").json()["events"][count:]
+    after = requests.get(f"{base}/issues/{issue_id}/events", headers=DESK).json()["events"][count:]
     assert not [e for e in after if e["event_type"] == "issue.escalated"
                 and e["deadline"] == "acknowledge"]
 
@@ -82,7 +83,7 @@ def test_open_table_task_blocks_resolution_until_done(start, whistle_config):
         "description": "我家阳台开裂，下雨往楼下渗水，楼下电线都泡水了",
         "location": {"community": "缤泰社区", "address": "丽德花园7号楼502"},
     })
-    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}").json()["status"],
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json()["status"],
              lambda s: s == "dispatched")
     desk = auth(whistle_config, "desk", "desk-wang")
     meets_at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
@@ -100,7 +101,7 @@ def test_open_table_task_blocks_resolution_until_done(start, whistle_config):
     assert roles["urban_management"] == "support" and roles["housing_admin"] == "lead"
 
     def delivered() -> list[str]:
-        timeline = requests.get(f"{base}/issues/{issue_id}", timeout=5).json()["timeline"]
+        timeline = requests.get(f"{base}/issues/{issue_id}", headers=DESK, timeout=5).json()["timeline"]
         return sorted(e["agency"] for e in timeline if e["step"] == "assignment_delivered")
 
     # Each agency's 派单 reached agency once: the dispatch's by its issue.dispatched, the
@@ -136,7 +137,7 @@ def test_open_table_task_blocks_resolution_until_done(start, whistle_config):
                              headers=auth(whistle_config, "power"), json={"note": "已恢复"})
     assert resolved.status_code == 200 and resolved.json()["issue_status"] == "resolved"
 
-    steps = [e["step"] for e in requests.get(f"{base}/issues/{issue_id}").json()["timeline"]]
+    steps = [e["step"] for e in requests.get(f"{base}/issues/{issue_id}", headers=DESK).json()["timeline"]]
     for step in ("table_convened", "table_checked_in", "table_task_recorded",
                  "table_task_done", "resolved"):
         assert step in steps
@@ -160,7 +161,7 @@ def test_two_simultaneous_identical_reports_give_one_issue(start):
         thread.join()
 
     def get(issue_id):
-        return requests.get(f"{base}/issues/{issue_id}", timeout=5).json()
+        return requests.get(f"{base}/issues/{issue_id}", headers=DESK, timeout=5).json()
 
     def statuses():
         return {i: get(i) for i in ids}
@@ -177,10 +178,10 @@ def test_two_simultaneous_identical_reports_give_one_issue(start):
 
     # A neighbour in the same grid, later, joins too; a different problem does not.
     third = submit(base, {**body, "location": {**body["location"], "address": "丽德花园东门岗亭"}})
-    wait_for(lambda: requests.get(f"{base}/issues/{third}").json()["status"],
+    wait_for(lambda: requests.get(f"{base}/issues/{third}", headers=DESK).json()["status"],
              lambda s: s == "merged")
     other = submit(base, {"description": "东门路灯不亮", "location": body["location"]})
-    wait_for(lambda: requests.get(f"{base}/issues/{other}").json()["status"],
+    wait_for(lambda: requests.get(f"{base}/issues/{other}", headers=DESK).json()["status"],
              lambda s: s == "dispatched")
 
 
@@ -189,17 +190,17 @@ def test_desk_splits_a_wrong_merge(start, whistle_config):
     body = {"description": "楼上漏水，天花板滴水", "location": {"community": "缤泰社区",
                                                          "address": "丽德花园2号楼201"}}
     first = submit(base, body)
-    wait_for(lambda: requests.get(f"{base}/issues/{first}").json()["status"],
+    wait_for(lambda: requests.get(f"{base}/issues/{first}", headers=DESK).json()["status"],
              lambda s: s == "dispatched")
     second = submit(base, body)
-    wait_for(lambda: requests.get(f"{base}/issues/{second}").json()["status"],
+    wait_for(lambda: requests.get(f"{base}/issues/{second}", headers=DESK).json()["status"],
              lambda s: s == "merged")
     split = requests.post(f"{base}/issues/{second}/split",
                           headers=auth(whistle_config, "desk"), timeout=5)
     assert split.status_code == 200, split.text
-    again = wait_for(lambda: requests.get(f"{base}/issues/{second}").json(),
+    again = wait_for(lambda: requests.get(f"{base}/issues/{second}", headers=DESK).json(),
                      lambda i: i["status"] == "dispatched")
     assert again["merged_into"] is None and again["category"] == "pipe_leak"
-    assert requests.get(f"{base}/issues/{first}").json()["reporters"] == []
+    assert requests.get(f"{base}/issues/{first}", headers=DESK).json()["reporters"] == []
     steps = [e["step"] for e in again["timeline"]]
     assert steps.index("merged") < steps.index("split") < steps.index("dispatched")

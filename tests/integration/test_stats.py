@@ -17,6 +17,7 @@ from shared.errors import InvalidPayload
 from shared.issue import receive
 from shared.store import IssueStore, dumps
 from tests.e2e.conftest import WHISTLE
+from tests.support.auth import DESK
 from tests.unit.test_stats import (
     EXPECTED_AGENCIES,
     EXPECTED_OVERALL,
@@ -74,7 +75,7 @@ def check_figures(report):
 
 
 def test_stats_over_http_and_rpc(intake, whistle_config):
-    response = requests.get(f"{intake}/stats", params=WINDOW, timeout=10)
+    response = requests.get(f"{intake}/stats", headers=DESK, params=WINDOW, timeout=10)
     assert response.status_code == 200, response.text
     check_figures(response.json())
 
@@ -98,7 +99,7 @@ def test_stats_over_http_and_rpc(intake, whistle_config):
     ({"agency": "power"}, "agency"),
 ])
 def test_a_bad_window_is_422_naming_the_field(intake, params, field):
-    response = requests.get(f"{intake}/stats", params=params, timeout=10)
+    response = requests.get(f"{intake}/stats", headers=DESK, params=params, timeout=10)
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "invalid_payload" and field in error["message"]

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.auth import issue_feedback_token, issue_token
 from shared.privacy import mask_name, mask_phone, scrub, scrub_text
 
 # ----------------------------------------------------------------------- mask_phone
@@ -184,3 +185,15 @@ def test_scrub_text_shortcut_never_skips_what_the_full_patterns_mask(text):
     full = _PHONE.sub(lambda m: mask_phone(m.group(0)) or "",
                       _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text))
     assert scrub_text(text) == full
+
+
+def test_tokens_are_cut_out_of_free_text_and_token_fields():
+    staff = issue_token("power", "p-1", "s" * 40)
+    rating = issue_feedback_token("WH-20261121-0001", "WH-20261121-0001", 0, "s" * 40, 60)
+    link = f"http://x/issues/WH-20261121-0001/feedback?token={rating}"
+    text = scrub_text(f"Bearer {staff} and {link} end")
+    assert "eyJ" not in text
+    assert text == ("Bearer [redacted] and "
+                    "http://x/issues/WH-20261121-0001/feedback?token=[redacted] end")
+    assert scrub({"token": staff, "args": [staff]}) == {"token": "[redacted]",
+                                                        "args": ["[redacted]"]}
