@@ -136,6 +136,8 @@ class Guard(DependencyProvider):
         self.keys = AuthKeys(cfg.get(config, cfg.KEY_PREFIX))
         self.secret = cfg.get(config, cfg.SECRET)
         self.window = int(cfg.get(config, cfg.RATE_WINDOW_S))
+        # (bucket, staff?) -> requests per window. Residents' links count as anonymous
+        # callers for submissions: a link is for reading one issue, not for submitting.
         self.limits = {(SUBMIT, True): int(cfg.get(config, cfg.RATE_SUBMIT)),
                        (SUBMIT, False): int(cfg.get(config, cfg.RATE_SUBMIT_ANONYMOUS)),
                        (READ, True): int(cfg.get(config, cfg.RATE_READ)),
@@ -182,7 +184,7 @@ class Guard(DependencyProvider):
     def admit(self, principal: Principal, bucket: str) -> None:
         """Revocation (staff) and the rate limit, in one round trip; raises on refusal."""
         staff = principal.is_staff
-        limit = self.limits.get((bucket, principal.role is not Role.anonymous), 0)
+        limit = self.limits.get((bucket, staff), 0)
         if not staff and limit <= 0:
             return
         keys = [self.keys.rate(bucket, principal.client),

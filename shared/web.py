@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import re
@@ -83,8 +82,7 @@ class _LiveWsgiApp(WsgiApp):
         length = _declared_length(environ)
         if length is not None and length > MAX_BODY_BYTES:
             # Refused before a byte of the body is read: the client learns why (413, and
-            # the connection closes), instead of a reset in the middle of its upload.
-            environ[_LINGER] = True
+            # the connection closes), instead of the server reading what it will refuse.
             return _refusal(environ, PayloadTooLarge(
                 f"body is larger than {MAX_BODY_BYTES} bytes"))(environ, start_response)
         request = Request(environ, shallow=True)
@@ -118,44 +116,6 @@ def _declared_length(environ) -> int | None:
         return int(environ.get("CONTENT_LENGTH") or "")
     except ValueError:
         return None
-
-
-_LINGER = "whistle.linger"
-LINGER_S = 2.0
-LINGER_BYTES = 64 * 1024 * 1024
-
-
-class LingeringProtocol(HttpOnlyProtocol):
-    """After refusing a body unread (413), close the way web servers do ("lingering
-    close"): send our side's FIN, then read and drop what the client is still sending,
-    for at most ``LINGER_S`` and ``LINGER_BYTES``. Closing with unread bytes in the
-    socket would make the kernel answer the client with a reset, and the client would
-    lose our 413 with it."""
-
-    def handle_one_response(self):
-        super().handle_one_response()
-        if self.environ.get(_LINGER):
-            self.close_connection = 1
-            self._linger()
-
-    def _linger(self):
-        import socket
-        import time
-
-        sock = self.connection
-        with contextlib.suppress(OSError):
-            self.wfile.flush()
-            sock.shutdown(socket.SHUT_WR)
-            deadline, drained = time.monotonic() + LINGER_S, 0
-            sock.settimeout(0.2)
-            while time.monotonic() < deadline and drained < LINGER_BYTES:
-                try:
-                    chunk = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    break
-                drained += len(chunk)
 
 
 # Tokens must never reach a log: a resident's link carries one in its query string.
@@ -241,7 +201,7 @@ class ProcessWebServer(WebServer):
     def get_wsgi_app(self):
         return _LiveWsgiApp(self)
 
-    def get_wsgi_server(self, sock, wsgi_app, protocol=LingeringProtocol, debug=False):
+    def get_wsgi_server(self, sock, wsgi_app, protocol=HttpOnlyProtocol, debug=False):
         return wsgi.Server(sock, sock.getsockname(), wsgi_app, protocol=protocol, debug=debug,
                            log=AccessLog(), log_format=ACCESS_LOG_FORMAT)
 

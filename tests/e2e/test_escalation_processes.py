@@ -10,13 +10,14 @@ import requests
 from shared import config as cfg
 from tests.e2e.test_faults import submit
 from tests.e2e.test_whole_chain import poll
+from tests.support.auth import DESK
 from tests.support.rules import fast_rules
 
 pytestmark = pytest.mark.e2e
 
 
 def escalations(base, issue_id):
-    events = requests.get(f"{base}/issues/{issue_id}/events").json()["events"]
+    events = requests.get(f"{base}/issues/{issue_id}/events", headers=DESK).json()["events"]
     return [(e["agency"]["agency"], e["deadline"], e["missed"]) for e in events
             if e["event_type"] == "issue.escalated"]
 
@@ -27,7 +28,7 @@ def test_deadline_passed_while_routing_was_down_escalates_when_it_is_back(
     desk = whistle_processes("intake,agency,notify")
     routing = whistle_processes("routing")
     [issue_id] = submit(desk.url, 1)
-    dispatched = poll(lambda: requests.get(f"{desk.url}/issues/{issue_id}").json(),
+    dispatched = poll(lambda: requests.get(f"{desk.url}/issues/{issue_id}", headers=DESK).json(),
                       lambda i: i["status"] == "dispatched")
     first_deadline = dispatched["assignments"][0]["acknowledge_by"]
     routing.stop()
@@ -41,7 +42,7 @@ def test_deadline_passed_while_routing_was_down_escalates_when_it_is_back(
     assert (kind, missed.replace("+00:00", "Z")) == ("acknowledge",
                                                      first_deadline.replace("+00:00", "Z"))
     assert max(Counter(seen).values()) == 1  # each (agency, deadline) escalated once
-    events = requests.get(f"{desk.url}/issues/{issue_id}/events").json()["events"]
+    events = requests.get(f"{desk.url}/issues/{issue_id}/events", headers=DESK).json()["events"]
     first = next(e for e in events if e["event_type"] == "issue.escalated")
     assert first["level"] == "street"
     assert datetime.fromisoformat(first["occurred_at"]).timestamp() >= restarted_at
@@ -56,11 +57,11 @@ def test_two_routing_instances_escalate_each_deadline_once(whistle_processes, wh
     ids = submit(desk.url, 8, first=50)
 
     def levels():
-        return [requests.get(f"{desk.url}/issues/{i}").json()["escalation_level"] for i in ids]
+        return [requests.get(f"{desk.url}/issues/{i}", headers=DESK).json()["escalation_level"] for i in ids]
 
     poll(levels, lambda lv: all(level == "district" for level in lv), timeout=30)
     for issue_id in ids:
         seen = Counter(escalations(desk.url, issue_id))
         assert seen and max(seen.values()) == 1, seen
-        timeline = requests.get(f"{desk.url}/issues/{issue_id}").json()["timeline"]
+        timeline = requests.get(f"{desk.url}/issues/{issue_id}", headers=DESK).json()["timeline"]
         assert sum(e["step"] == "escalated" for e in timeline) == len(seen)

@@ -16,6 +16,7 @@ from shared.auth import issue_token
 from shared.topology import EVENTS_EXCHANGE, declare_topology
 from tests.e2e.conftest import WHISTLE
 from tests.e2e.test_whole_chain import BALCONY, poll
+from tests.support.auth import DESK
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +60,8 @@ def test_tail_shows_every_message_in_order_and_nothing_personal(whistle_processe
     started = time.monotonic()
     body = {**BALCONY, "description": BALCONY["description"] + f" 请回电{PHONE}",
             "contact": {"name": "李秀英", "phone": PHONE}}
-    issue_id = requests.post(f"{app.url}/issues", json=body).json()["issue_id"]
-    issue = poll(lambda: requests.get(f"{app.url}/issues/{issue_id}").json(),
+    issue_id = requests.post(f"{app.url}/issues", headers=DESK, json=body).json()["issue_id"]
+    issue = poll(lambda: requests.get(f"{app.url}/issues/{issue_id}", headers=DESK).json(),
                  lambda i: i["status"] == "dispatched")
     agencies = [a["agency"] for a in issue["assignments"]]
     resolve_all(app.url, whistle_env, issue_id, agencies)
@@ -86,7 +87,7 @@ def test_tail_shows_every_message_in_order_and_nothing_personal(whistle_processe
     rpc_lines = [x for x in seen if x["kind"] in ("rpc", "reply")]
     assert any(x["type"] == "rpc intake.get_issue" and x["issue"] == issue_id for x in rpc_lines)
     # the services still got every message: the tail took none
-    told = poll(lambda: requests.get(f"{app.url}/issues/{issue_id}/notifications").json()
+    told = poll(lambda: requests.get(f"{app.url}/issues/{issue_id}/notifications", headers=DESK).json()
                 ["notifications"], lambda n: any(m["kind"] == "resolved" for m in n))
     assert told[0]["kind"] == "received"
     raw = out.read_text()
@@ -94,7 +95,7 @@ def test_tail_shows_every_message_in_order_and_nothing_personal(whistle_processe
 
     # filters, and Ctrl-C exits cleanly
     filtered, filtered_out = tail_process("--issue", issue_id, "--type", "assignment.*")
-    other = requests.post(f"{app.url}/issues", json={
+    other = requests.post(f"{app.url}/issues", headers=DESK, json={
         "description": "路灯不亮", "location": {"community": "缤泰社区", "address": "南门"}})
     assert other.status_code == 201
     time.sleep(1.5)
@@ -108,13 +109,13 @@ def test_tail_shows_every_message_in_order_and_nothing_personal(whistle_processe
 def test_trace_shows_a_multi_agency_issue_step_by_step(whistle_processes, whistle_env):
     whistle_env.setdefault(cfg.SECRET, cfg.DEV_SECRET)
     app = whistle_processes()
-    issue_id = requests.post(f"{app.url}/issues", json=BALCONY).json()["issue_id"]
-    issue = poll(lambda: requests.get(f"{app.url}/issues/{issue_id}").json(),
+    issue_id = requests.post(f"{app.url}/issues", headers=DESK, json=BALCONY).json()["issue_id"]
+    issue = poll(lambda: requests.get(f"{app.url}/issues/{issue_id}", headers=DESK).json(),
                  lambda i: i["status"] == "dispatched")
     agencies = [a["agency"] for a in issue["assignments"]]
     time.sleep(0.3)  # staff take a moment: waiting, not processing
     resolve_all(app.url, whistle_env, issue_id, agencies)
-    poll(lambda: requests.get(f"{app.url}/issues/{issue_id}/events").json()["events"],
+    poll(lambda: requests.get(f"{app.url}/issues/{issue_id}/events", headers=DESK).json()["events"],
          lambda e: any(x["event_type"] == "issue.resolved" for x in e))
 
     as_json = subprocess.run([WHISTLE, "trace", issue_id, "--url", app.url, "--json"],
@@ -149,7 +150,7 @@ def test_failing_requests_with_a_phone_number_leave_no_number_in_any_log(
     spaced = "139 1234 5678"
     desk = issue_token("desk", "desk-1", whistle_env[cfg.SECRET])
     # intake over HTTP: invalid fields next to a phone number
-    bad = requests.post(f"{app.url}/issues", json={
+    bad = requests.post(f"{app.url}/issues", headers=DESK, json={
         "description": f"电话{PHONE}" * 1000, "location": {"community": "缤泰社区"},
         "contact": {"name": "王建国", "phone": f"{PHONE}x"}})
     assert bad.status_code == 422 and PHONE not in bad.text

@@ -9,6 +9,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from shared import config as cfg
 from shared.auth import issue_token
+from tests.support.auth import DESK
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +42,13 @@ def test_multi_agency_issue_from_desk_to_resolution(whistle_processes, whistle_e
     base = app.url
 
     # 居民点单 / 社区接单
-    receipt = requests.post(f"{base}/issues", json=BALCONY, timeout=5)
+    receipt = requests.post(f"{base}/issues", headers=DESK, json=BALCONY, timeout=5)
     assert receipt.status_code == 201, receipt.text
     issue_id = receipt.json()["issue_id"]
     assert receipt.headers["Location"] == f"/issues/{issue_id}"
 
     # 精准派单: one lead, several supports, each with deadlines
-    issue = poll(lambda: requests.get(f"{base}/issues/{issue_id}").json(),
+    issue = poll(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json(),
                  lambda i: i["status"] == "dispatched")
     roles = {a["agency"]: a["role"] for a in issue["assignments"]}
     assert roles["housing_admin"] == "lead"
@@ -91,12 +92,12 @@ def test_multi_agency_issue_from_desk_to_resolution(whistle_processes, whistle_e
             rpc.agency.resolve(token, agency, issue_id, {"note": "已配合处理"})
 
     # 及时结单, and the resident heard about every step.
-    final = poll(lambda: requests.get(f"{base}/issues/{issue_id}").json(),
+    final = poll(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json(),
                  lambda i: i["status"] == "resolved")
     n_agencies = len(roles)
     expected_kinds = (["received", "dispatched"] + ["acknowledged"] * n_agencies
                       + ["part_resolved"] * (n_agencies - 1) + ["resolved", "rating_request"])
-    told = poll(lambda: requests.get(f"{base}/issues/{issue_id}/notifications").json()
+    told = poll(lambda: requests.get(f"{base}/issues/{issue_id}/notifications", headers=DESK).json()
                 ["notifications"], lambda n: len(n) >= len(expected_kinds))
     assert sorted(n["kind"] for n in told) == sorted(expected_kinds)
     assert [n["kind"] for n in told][:2] == ["received", "dispatched"]
@@ -106,7 +107,7 @@ def test_multi_agency_issue_from_desk_to_resolution(whistle_processes, whistle_e
     assert "房管所" in next(n["text"] for n in told if n["kind"] == "dispatched")
 
     # The timeline has every step, with its service, in order.
-    final = poll(lambda: requests.get(f"{base}/issues/{issue_id}").json(),
+    final = poll(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json(),
                  lambda i: sum(e["step"] == "resident_notified" for e in i["timeline"])
                  == len(expected_kinds))
     steps = [(e["service"], e["step"]) for e in final["timeline"]]
@@ -123,8 +124,8 @@ def test_multi_agency_issue_from_desk_to_resolution(whistle_processes, whistle_e
 
     # The desk's list filters work, and the resident's phone never reached the logs.
     assert issue_id in [i["issue_id"] for i in requests.get(
-        f"{base}/issues", params={"status": "resolved", "agency": "power"}).json()["issues"]]
-    assert requests.get(f"{base}/issues", params={"status": "nope"}).status_code == 422
+        f"{base}/issues", headers=DESK, params={"status": "resolved", "agency": "power"}).json()["issues"]]
+    assert requests.get(f"{base}/issues", headers=DESK, params={"status": "nope"}).status_code == 422
     log = app.log()
     assert "13987654321" not in log and "139 8765 4321" not in log and "李秀英" not in log
 
@@ -133,7 +134,7 @@ def test_bad_submission_is_refused_with_named_fields_and_nothing_stored(whistle_
                                                                        redis_client,
                                                                        redis_prefix):
     base = whistle_processes("intake").url
-    bad = requests.post(f"{base}/issues", json={
+    bad = requests.post(f"{base}/issues", headers=DESK, json={
         "description": "", "location": {"community": "缤泰社区"}, "contact": {"phone": "12"},
         "channel": "pigeon", "extra": 1}, timeout=5)
     assert bad.status_code == 422
