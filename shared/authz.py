@@ -256,11 +256,6 @@ def may_submit(principal: Principal, anonymous_allowed: bool) -> None:
         raise Unauthorized("submitting needs a staff token here (anonymous submission is off)")
 
 
-def may_explain(principal: Principal) -> None:
-    """``POST /routing/explain``: staff (it creates nothing, but it is not for the public)."""
-    _staff(principal)
-
-
 # ------------------------------------------------------------------- rating
 
 

@@ -45,6 +45,7 @@ from shared.store import Keys
 from shared.topology import DEAD_LETTER_QUEUE_NAME
 from tests.e2e.conftest import WHISTLE
 from tests.e2e.test_faults import TEXTS
+from tests.support.auth import DESK
 
 ACCEPTED, UNAVAILABLE, REFUSED, UNANSWERED = "201", "503", "refused", "unanswered"
 
@@ -111,6 +112,7 @@ class Load:
 
     def _run(self) -> None:
         session = requests.Session()
+        session.headers.update(DESK)  # the desk's hotline system submits
         for k in range(self.n):
             if self._stopping.is_set():
                 break

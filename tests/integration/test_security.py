@@ -127,7 +127,7 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
          row(401, 200, 403, 403, 403, 200, 403)),
         ("GET", "/stats", None, row(401, 200, 403, 403, 403, 403, 403)),
         ("GET", "/agencies/power/assignments", None, row(401, 200, 200, 403, 403, 403, 403)),
-        ("POST", "/routing/explain", explain, row(401, 200, 200, 200, 200, 403, 403)),
+        ("POST", "/routing/explain", explain, row(401, 200, 403, 403, 403, 403, 403)),
         ("POST", "/issues", OTHER_REPORT, row(201, 201, 201, 201, 201, 201, 201)),
         ("POST", f"/issues/{issue_id}/table", {"meets_at": "2026-12-02T09:00:00+08:00",
                                                "place": "居委会", "agencies": []},

@@ -15,6 +15,7 @@ from services.routing.corrections import load_corrections
 from services.routing.service import RoutingService
 from shared import config as cfg
 from shared.auth import issue_token
+from tests.support.auth import DESK
 from tests.support.waiting import wait_for
 from whistle.cli import cli
 
@@ -39,7 +40,7 @@ def auth(config, agency, staff="s-1"):
 
 
 def submit(base, description, **extra):
-    response = requests.post(f"{base}/issues", timeout=5, json={
+    response = requests.post(f"{base}/issues", headers=DESK, timeout=5, json={
         "description": description, "location": PLACE,
         "contact": {"name": "孙大爷", "phone": "13812345678"}, **extra})
     assert response.status_code == 201, response.text
@@ -47,7 +48,7 @@ def submit(base, description, **extra):
 
 
 def issue(base, issue_id):
-    return requests.get(f"{base}/issues/{issue_id}", timeout=5).json()
+    return requests.get(f"{base}/issues/{issue_id}", headers=DESK, timeout=5).json()
 
 
 def settled(base, issue_id, status):
@@ -55,7 +56,7 @@ def settled(base, issue_id, status):
 
 
 def told(base, issue_id, kind):
-    history = requests.get(f"{base}/issues/{issue_id}/notifications", timeout=5).json()
+    history = requests.get(f"{base}/issues/{issue_id}/notifications", headers=DESK, timeout=5).json()
     return [n for n in history["notifications"] if n["kind"] == kind]
 
 
@@ -66,7 +67,7 @@ def workspace(base, config, agency):
 
 
 def events(base, issue_id, event_type):
-    journal = requests.get(f"{base}/issues/{issue_id}/events", timeout=5).json()["events"]
+    journal = requests.get(f"{base}/issues/{issue_id}/events", headers=DESK, timeout=5).json()["events"]
     return [e for e in journal if e["event_type"] == event_type]
 
 
@@ -88,11 +89,11 @@ def test_an_unsure_report_waits_in_triage_and_the_desk_routes_it(
     assert [s["category"] for s in held["triage"]["suggestions"]] == ["street_light", "rubbish"]
     assert "needs_triage" in [e["step"] for e in held["timeline"]]
 
-    queue = requests.get(f"{base}/issues", params={"status": "needs_triage"}, timeout=5).json()
+    queue = requests.get(f"{base}/issues", headers=DESK, params={"status": "needs_triage"}, timeout=5).json()
     (listed,) = [i for i in queue["issues"] if i["issue_id"] == issue_id]
     assert listed["triage"]["held"] is True
     assert [s["category"] for s in listed["triage"]["suggestions"]] == ["street_light", "rubbish"]
-    flagged = requests.get(f"{base}/issues", params={"triage": "true"}, timeout=5).json()
+    flagged = requests.get(f"{base}/issues", headers=DESK, params={"triage": "true"}, timeout=5).json()
     assert issue_id in [i["issue_id"] for i in flagged["issues"]]
 
     # Only the desk decides; an agency cannot, nor can anyone without a token.
@@ -117,7 +118,7 @@ def test_an_unsure_report_waits_in_triage_and_the_desk_routes_it(
     after = issue(base, issue_id)
     assert after["triage"]["pending"] is False and after["triage"]["decided_by"] == "desk-wang"
     assert after["routing"]["category_source"] == "desk"
-    queue = requests.get(f"{base}/issues", params={"triage": "true"}, timeout=5).json()
+    queue = requests.get(f"{base}/issues", headers=DESK, params={"triage": "true"}, timeout=5).json()
     assert issue_id not in [i["issue_id"] for i in queue["issues"]]
     # Decided once: again is a conflict, not a second dispatch.
     again = requests.post(url, json=choice, headers=auth(whistle_config, "desk"), timeout=5)
@@ -210,7 +211,7 @@ def test_an_urgent_unsure_report_is_dispatched_at_once_and_flagged(base, whistle
     assert dispatched["priority"] == "urgent"
     assert dispatched["assignments"][0]["agency"] == "power"
     assert dispatched["triage"]["pending"] is True and dispatched["triage"]["held"] is False
-    queue = requests.get(f"{base}/issues", params={"triage": "true"}, timeout=5).json()
+    queue = requests.get(f"{base}/issues", headers=DESK, params={"triage": "true"}, timeout=5).json()
     assert issue_id in [i["issue_id"] for i in queue["issues"]]
 
     # The desk agrees: the flag is settled, the agencies stay, nobody is told again.
