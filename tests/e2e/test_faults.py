@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.e2e.test_whole_chain import poll
+from tests.support.auth import DESK
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +23,7 @@ def submit(base, n, first=0):
     """``n`` distinct problems (different homes, so none merges with another)."""
     ids = []
     for i in range(first, first + n):
-        response = requests.post(f"{base}/issues", timeout=10, json={
+        response = requests.post(f"{base}/issues", headers=DESK, timeout=10, json={
             "description": TEXTS[i % len(TEXTS)],
             "location": {"community": "缤泰社区", "address": f"丽德花园{i % 9 + 1}号楼{i}"},
             "contact": {"phone": f"1391234{i:04d}"}})
@@ -43,7 +44,7 @@ def test_routing_killed_mid_load_loses_nothing_and_duplicates_nothing(
     routing = whistle_processes("routing")
 
     def dispatched():
-        return [requests.get(f"{desk.url}/issues/{i}").json()["status"] for i in ids]
+        return [requests.get(f"{desk.url}/issues/{i}", headers=DESK).json()["status"] for i in ids]
 
     poll(dispatched, lambda statuses: all(s == "dispatched" for s in statuses), timeout=40)
 
@@ -56,5 +57,5 @@ def test_routing_killed_mid_load_loses_nothing_and_duplicates_nothing(
 
     assert poll(received_counts, lambda c: all(n >= 1 for n in c)) == [1] * len(ids)
     for issue_id in ids:
-        timeline = requests.get(f"{desk.url}/issues/{issue_id}").json()["timeline"]
+        timeline = requests.get(f"{desk.url}/issues/{issue_id}", headers=DESK).json()["timeline"]
         assert [e["step"] for e in timeline].count("dispatched") == 1

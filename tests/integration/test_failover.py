@@ -27,6 +27,7 @@ from shared.topology import EVENTS_EXCHANGE, declare_topology
 from tests.conftest import free_port
 from tests.e2e.conftest import WHISTLE
 from tests.faults.harness import issue_payload
+from tests.support.auth import DESK
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -57,11 +58,11 @@ def test_the_whole_chain_runs_with_the_first_node_down(runner_factory, whistle_c
     config = {**whistle_config, cfg.AMQP_URI: failover_uri}
     runner_factory(config, IntakeService, RoutingService, AgencyService, NotifyService).start()
     url = f"http://{config[cfg.WEB_SERVER_ADDRESS]}"
-    receipt = requests.post(f"{url}/issues", json=issue_payload(2), timeout=5)  # no water
+    receipt = requests.post(f"{url}/issues", headers=DESK, json=issue_payload(2), timeout=5)  # no water
     assert receipt.status_code == 201, receipt.text
     issue_id = receipt.json()["issue_id"]
     told = wait_until(lambda: len(n := requests.get(
-        f"{url}/issues/{issue_id}/notifications").json()["notifications"]) == 2 and n)
+        f"{url}/issues/{issue_id}/notifications", headers=DESK).json()["notifications"]) == 2 and n)
     assert [n["kind"] for n in told] == ["received", "dispatched"]
     with ClusterRpcProxy({"AMQP_URI": failover_uri}, timeout=10) as rpc:  # RPC, both ways
         assert rpc.intake.get_issue(issue_id)["status"] == "dispatched"
