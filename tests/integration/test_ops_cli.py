@@ -209,8 +209,8 @@ def test_status_reports_queues_dead_letters_redis_and_issue_counts(
     assert services["routing"]["instances"] == 0
     redis = report["redis"]
     assert redis["ok"] and redis["used_memory_human"] and redis["uptime_s"] > 0
-    assert redis["issues"] == {"received": 2, "merged": 0, "dispatched": 1, "in_progress": 0,
-                               "resolved": 0, "closed": 0}
+    assert redis["issues"] == {"received": 2, "needs_triage": 0, "merged": 0, "dispatched": 1,
+                               "in_progress": 0, "resolved": 0, "closed": 0}
     assert redis["outbox"] == {"intake": 0, "routing": 1, "agency": 0, "notify": 0}
     assert redis["deadlines"] == 1
 
