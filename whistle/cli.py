@@ -165,6 +165,41 @@ def audit(limit: int, as_json: bool) -> None:
                        f"{entry.get('issue_id', '-'):<18} {who}  {entry.get('jti', '')}")
 
 
+@cli.group("rating-link")
+def rating_link() -> None:
+    """Residents' rating links (民事民评)."""
+
+
+@rating_link.command("resend")
+@click.argument("issue_id")
+@click.option("--url", default=None, help="Whistle's HTTP address (default: from "
+              "$WEB_SERVER_ADDRESS).")
+def rating_link_resend(issue_id: str, url: str | None) -> None:
+    """Send ISSUE_ID's resident a fresh rating link, straight to their phone or email.
+
+    As desk staff ($WHISTLE_TOKEN, or one signed with $WHISTLE_SECRET). You learn where it
+    went and whether it was accepted; the link itself is never shown to you.
+    """
+    import requests
+
+    from whistle.credentials import cli_headers
+
+    base = url or f"http://{cfg.config_from_env()[cfg.WEB_SERVER_ADDRESS]}"
+    try:
+        response = requests.post(f"{base.rstrip('/')}/issues/{issue_id}/rating-link",
+                                 headers=cli_headers(), timeout=30)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach Whistle at {base}: "
+                                   f"{type(exc).__name__}") from None
+    body = response.json() if response.headers.get("Content-Type", "").startswith(
+        "application/json") else {}
+    if response.status_code != 202:
+        message = body.get("error", {}).get("message", response.text[:200])
+        raise click.ClickException(f"not sent ({response.status_code}): {message}")
+    click.echo(f"rating link for {body['issue_id']}: {body['status']} via {body['channel']}"
+               + (f" ({body['detail']})" if body.get("detail") else ""))
+
+
 def _when(epoch: int | None) -> str:
     from datetime import UTC, datetime
 

@@ -15,9 +15,11 @@ import pytest
 from services.notify.channels import (
     EmailChannel,
     OutgoingMessage,
+    Sealed,
     WebhookChannel,
     build_channels,
     choose_channel,
+    direct_channel,
     sign_webhook,
     verify_webhook_signature,
 )
@@ -288,3 +290,50 @@ def test_the_note_says_why_it_went_to_the_desk():
     record = record_after((True, ""), note="preferred webhook not configured; sent to desk")
 
     assert record["detail"] == "preferred webhook not configured; sent to desk"
+
+
+# ------------------------------------------------------------ sealed links
+
+
+SHOWN = "https://whistle.example/issues/WH-20261121-0001/feedback?token=[redacted]"
+REAL = "https://whistle.example/issues/WH-20261121-0001/feedback?token=eyJ0.eyJz.c2ln"
+
+
+def sealed_message() -> OutgoingMessage:
+    return message(kind="rating_request", text=f"Rate it at {SHOWN} please.",
+                   sealed=((SHOWN, REAL),))
+
+
+def test_a_sealed_link_opens_only_in_what_reaches_the_resident():
+    sealed = sealed_message()
+    assert sealed.delivered_text() == f"Rate it at {REAL} please."
+    body, _ = WebhookChannel("http://gateway.example/send", SECRET).request(sealed, now=1.0)
+    assert REAL in json.loads(body)["text"]
+    email = EmailChannel("smtp.example", 25, "whistle@example.org").build(sealed)
+    assert REAL in email.get_content()
+    # What is stored, shown to the desk, logged: the redacted link only.
+    assert sealed.payload()["text"] == f"Rate it at {SHOWN} please."
+    assert "eyJ" not in repr(sealed)
+    record = attempted(new_record(sealed, "resident", "webhook", "t0"), sealed, True,
+                       "webhook", "HTTP 200", "", "t1", 4)
+    assert "eyJ" not in json.dumps(record)
+
+
+def test_a_sealed_value_renders_as_its_redacted_form():
+    link = Sealed(shown=SHOWN, secret=REAL)
+    assert f"{link}" == str(link) == SHOWN and f"{link}" == SHOWN
+    assert REAL not in repr(link)
+
+
+@pytest.mark.parametrize("preferred, configured, phone, email, expected", [
+    ("webhook", {"desk", "webhook", "email"}, True, True, "webhook"),
+    ("email", {"desk", "webhook", "email"}, True, True, "email"),
+    ("desk", {"desk", "webhook", "email"}, True, True, "webhook"),  # never the desk
+    ("desk", {"desk", "email"}, True, True, "email"),
+    ("email", {"desk", "webhook", "email"}, True, False, "webhook"),  # no address
+    ("desk", {"desk", "webhook"}, False, True, None),  # the gateway needs a phone
+    (None, {"desk"}, True, True, None),  # nothing reaches the resident directly
+])
+def test_a_resent_link_takes_a_channel_that_reaches_the_resident_directly(
+        preferred, configured, phone, email, expected):
+    assert direct_channel(preferred, configured, has_phone=phone, has_email=email) == expected
