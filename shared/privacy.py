@@ -71,14 +71,18 @@ _MAYBE_PHONE = re.compile(f"{_D}[{_DIGIT_CHARS}{_SEPARATOR_CHARS}]{{8,}}{_D}")
 # residents' links. None should reach a log; one that does is cut out.
 _TOKEN = re.compile(r"eyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 REDACTED_TOKEN = "[redacted]"
+# The password in a URL (``amqp://user:PASSWORD@host``). kombu masks only the first
+# address of a cluster's AMQP_URI in its "Error connecting to broker at …" lines.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+(@)")
 
 
 def scrub_text(text: str) -> str:
-    """Mask every phone number and email address found anywhere in free text, and cut
-    out any token."""
+    """Mask every phone number, email address and URL password found anywhere in free
+    text, and cut out any token."""
     if "eyJ" in text:
         text = _TOKEN.sub(REDACTED_TOKEN, text)
     if "@" in text:
+        text = _URL_PASSWORD.sub(r"\1********\2", text)
         text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
     elif not _MAYBE_PHONE.search(text):
         return text

@@ -8,12 +8,15 @@ taken down at the end if this session started it. Figures go to the fault report
 
 import contextlib
 import os
+import shutil
+import time
+from pathlib import Path
 
 import pytest
 
 from shared import config as cfg
 from shared.topology import QUORUM
-from tests.cluster.nodes import ClusterNodes
+from tests.cluster.nodes import BASE, ClusterNodes
 from tests.conftest import REDIS_URL
 from tests.e2e.conftest import whistle_processes  # noqa: F401 - fixture
 from tests.faults import conftest as faults_conftest
@@ -23,13 +26,19 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="session")
-def cluster():
+def cluster(request):
     nodes = ClusterNodes()
     was_up = False
     with contextlib.suppress(AssertionError):
         was_up = len(nodes.running()) == 3
     nodes.up()
     yield nodes
+    if request.session.testsfailed:  # the nodes' own logs, to explain it afterwards
+        kept = Path(f"{BASE}-logs-{time.strftime('%Y%m%dT%H%M%S')}")
+        for node in nodes.nodes:
+            with contextlib.suppress(OSError):
+                shutil.copytree(BASE / node.letter / "log", kept / node.letter)
+        print(f"\ncluster: the nodes' logs are kept in {kept}")
     if not was_up and not os.environ.get("WHISTLE_CLUSTER_KEEP"):
         nodes.down()
 

@@ -32,12 +32,31 @@ RATE = 20.0
 WATCHED_QUEUE = "whistle.notify.on_event"
 
 
-def conclude(run, load, whistle_env, redis_client, redis_prefix, **figures):
+def diagnosis(processes: dict) -> str:
+    """Each service process: alive or not, and its last warnings and errors (what a
+    failed scenario needs explained; pytest keeps only its last few temporary dirs)."""
+    out = []
+    for service, found in processes.items():
+        for process in found:
+            alive = process.proc.poll() is None
+            lines = [line[:300] for line in process.log().splitlines()
+                     if '"level":"warning"' in line or '"level":"error"' in line
+                     or "Traceback" in line]
+            out.append(f"--- {service} ({'running' if alive else 'EXITED'}): "
+                       f"{len(lines)} warning/error lines, the last ones:")
+            out += lines[-12:]
+    return "\n".join(out)
+
+
+def conclude(run, load, processes, whistle_env, redis_client, redis_prefix, **figures):
     accepted = load.accepted_ids
-    result = run.conclude(lambda: audit(redis_client, redis_prefix, accepted), accepted,
-                          whistle_env[cfg.AMQP_URI], timeout=120,
-                          duplicated_issues=len(accepted) - len(set(accepted)),
-                          **figures, **load.figures())
+    try:
+        result = run.conclude(lambda: audit(redis_client, redis_prefix, accepted), accepted,
+                              whistle_env[cfg.AMQP_URI], timeout=120,
+                              duplicated_issues=len(accepted) - len(set(accepted)),
+                              **figures, **load.figures())
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnosis(processes)}") from None
     assert result["accepted"] == result["submitted"], result["outcomes"]
     return result
 
@@ -46,7 +65,8 @@ def test_the_node_leading_the_queues_sigkilled_mid_load(
         cluster, cluster_vhost, whistle_processes, whistle_env, redis_client, redis_prefix,
         scenario):
     run = scenario("10. cluster: the node leading the queues SIGKILLed mid-load")
-    intake = start_apart(whistle_processes)["intake"][0]
+    processes = start_apart(whistle_processes)
+    intake = processes["intake"][0]
     leader_name = cluster.leaders(cluster_vhost)[WATCHED_QUEUE]
     leader = next(node for node in cluster.nodes if node.name == leader_name)
     load = Load([intake.url], n=int(RATE * 30), rate=RATE).start()
@@ -61,7 +81,7 @@ def test_the_node_leading_the_queues_sigkilled_mid_load(
     back_after = round(time.monotonic() - killed_at, 1)
     load.wait()
 
-    conclude(run, load, whistle_env, redis_client, redis_prefix,
+    conclude(run, load, processes, whistle_env, redis_client, redis_prefix,
                        detail=f"killed {leader_name}, new leader {new_leader}",
                        downtime_s=back_after)
     assert new_leader != leader_name
@@ -71,7 +91,8 @@ def test_a_node_partitioned_away_and_healed(
         cluster, cluster_vhost, whistle_processes, whistle_env, redis_client, redis_prefix,
         scenario):
     run = scenario("11. cluster: a node partitioned away and healed")
-    intake = start_apart(whistle_processes)["intake"][0]
+    processes = start_apart(whistle_processes)
+    intake = processes["intake"][0]
     # The node every service is connected to, which leads the queues: the worst one.
     cut_name = cluster.leaders(cluster_vhost)[WATCHED_QUEUE]
     cut = next(node for node in cluster.nodes if node.name == cut_name)
@@ -96,7 +117,7 @@ def test_a_node_partitioned_away_and_healed(
     rejoined_after = round(time.monotonic() - healed_at, 1)
     load.wait()
 
-    conclude(run, load, whistle_env, redis_client, redis_prefix,
+    conclude(run, load, processes, whistle_env, redis_client, redis_prefix,
              detail=f"cut off {cut_name} {round(healed_at - cut_at, 1)} s (noticed after "
                     f"{noticed_after} s), new leader {new_leader}, rejoined "
                     f"{rejoined_after} s after healing")
@@ -107,7 +128,8 @@ def test_a_rolling_restart_of_all_three_nodes_under_load(
         cluster, cluster_vhost, whistle_processes, whistle_env, redis_client, redis_prefix,
         scenario):
     run = scenario("12. cluster: rolling restart of all three nodes under load")
-    intake = start_apart(whistle_processes)["intake"][0]
+    processes = start_apart(whistle_processes)
+    intake = processes["intake"][0]
     # However long the restarts take on a busy machine, the load outlasts them.
     load = Load([intake.url], n=int(RATE * 600), rate=RATE).start()
     load.wait_sent(int(RATE * 3))
@@ -124,5 +146,5 @@ def test_a_rolling_restart_of_all_three_nodes_under_load(
     time.sleep(3)  # and a little after the last one
     load.stop()
 
-    conclude(run, load, whistle_env, redis_client, redis_prefix,
+    conclude(run, load, processes, whistle_env, redis_client, redis_prefix,
              detail="restart took " + ", ".join(f"{k} {v} s" for k, v in took.items()))

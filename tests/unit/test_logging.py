@@ -81,3 +81,13 @@ def test_nameko_times_workers_only_when_its_debug_lines_are_wanted(caplog):
         pass
     (line,) = [r.getMessage() for r in caplog.records if r.name == "nameko.containers"]
     assert line.startswith("ran worker routing.route_issue in ")
+
+
+def test_broker_passwords_in_a_cluster_uri_never_reach_the_log(json_logging, capsys):
+    # kombu masks only the first address of AMQP_URI when it cannot connect
+    logging.getLogger("kombu.mixins").warning(
+        "Error connecting to broker at %s (%s).", "amqp://whistle:********@rabbit-a:5672/;"
+        "amqp://whistle:s3cr#t@rabbit-b:5672/;amqp://whistle:s3cr#t@rabbit-c:5672/", "refused")
+    (line,) = lines(capsys.readouterr().err)
+    assert "s3cr#t" not in line["event"]
+    assert "amqp://whistle:********@rabbit-b:5672/" in line["event"]
