@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Make sure the infrastructure Whistle's tests need is up on this machine
-# (Debian 12, run as root): RabbitMQ with the management plugin, Redis, and Chromium
-# with its ChromeDriver for the browser tests.
+# (Debian 12, run as root): RabbitMQ with the management plugin, Redis, Chromium
+# with its ChromeDriver for the browser tests, and PostgreSQL with the `whistle`
+# database (the archive; docs/archive.md).
 #
 # Idempotent and quick (well under 2 s) when everything is already running.
 # Prints one short line per step; on failure prints why and exits non-zero.
 #
 # The ports can be overridden (only useful for exercising the start paths next
 # to the real services): INFRA_RABBITMQ_PORT, INFRA_RABBITMQ_MGMT_PORT,
-# INFRA_REDIS_PORT, INFRA_REDIS_LOGFILE.  rabbitmq-server/rabbitmqctl also honour
+# INFRA_REDIS_PORT, INFRA_REDIS_LOGFILE, INFRA_POSTGRES_PORT.  rabbitmq-server/rabbitmqctl also honour
 # the usual RABBITMQ_* environment (e.g. RABBITMQ_NODENAME).
 set -euo pipefail
 
 RABBIT_PORT="${INFRA_RABBITMQ_PORT:-5672}"
 MGMT_PORT="${INFRA_RABBITMQ_MGMT_PORT:-15672}"
 REDIS_PORT="${INFRA_REDIS_PORT:-6379}"
+PG_PORT="${INFRA_POSTGRES_PORT:-5432}"
 REDIS_DIR=/var/lib/redis
 REDIS_LOGFILE="${INFRA_REDIS_LOGFILE:-/var/log/redis/ci.log}"
 WAIT_SECONDS="${INFRA_WAIT_SECONDS:-60}"
@@ -72,7 +74,10 @@ ensure_pkg chromium-driver
 # A CJK font, so that the browser tests' screenshots show Chinese text, not boxes.
 ensure_pkg fonts-wqy-microhei
 
-for tool in rabbitmq-server rabbitmqctl rabbitmq-plugins redis-server redis-cli curl chromium chromedriver; do
+ensure_pkg postgresql
+
+for tool in rabbitmq-server rabbitmqctl rabbitmq-plugins redis-server redis-cli curl chromium \
+    chromedriver pg_ctlcluster pg_isready psql; do
     command -v "$tool" >/dev/null || die "$tool not found on PATH"
 done
 
@@ -142,4 +147,43 @@ else
         die "redis-server failed to start (see $REDIS_LOGFILE)"
     wait_for "Redis on port $REDIS_PORT (log: $REDIS_LOGFILE)" redis_ok
     say "redis: running (port $REDIS_PORT)"
+fi
+
+# --- PostgreSQL -------------------------------------------------------------
+# Debian's cluster (`main` of the newest installed version), started without systemd
+# (containers have none). Whistle's development default is
+# postgresql://postgres@127.0.0.1:5432/whistle with trust authentication on loopback;
+# `whistle up` / `whistle db upgrade` apply the schema.
+
+pg_ok() { pg_isready -q -h 127.0.0.1 -p "$PG_PORT"; }
+pg_sql() { psql -X -q -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tA "$@"; }
+
+if pg_ok; then
+    say "postgresql: running (port $PG_PORT)"
+else
+    version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)"
+    [[ -n "$version" ]] || die "no PostgreSQL cluster under /etc/postgresql"
+    say "postgresql: starting cluster $version/main"
+    quiet pg_ctlcluster --skip-systemctl-redirect "$version" main start ||
+        die "pg_ctlcluster $version main start failed (see /var/log/postgresql/)"
+    wait_for "PostgreSQL on port $PG_PORT" pg_ok
+    say "postgresql: running (port $PG_PORT)"
+fi
+
+if ! pg_sql -c "SELECT 1" >/dev/null 2>&1; then
+    # A fresh Debian cluster asks for a password over TCP: trust loopback, as the
+    # development default expects (never do this on a shared or production server).
+    hba="$(su postgres -c "psql -X -tA -c 'SHOW hba_file'" 2>>"$LOG")" ||
+        die "cannot find pg_hba.conf"
+    say "postgresql: trusting loopback connections ($hba)"
+    sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    quiet su postgres -c "psql -X -c 'SELECT pg_reload_conf()'" || die "reloading PostgreSQL failed"
+    pg_sql -c "SELECT 1" >/dev/null 2>&1 || die "PostgreSQL refuses postgres@127.0.0.1"
+fi
+
+if [[ "$(pg_sql -c "SELECT 1 FROM pg_database WHERE datname = 'whistle'")" == "1" ]]; then
+    say "postgresql: database whistle exists"
+else
+    quiet pg_sql -c "CREATE DATABASE whistle" || die "CREATE DATABASE whistle failed"
+    say "postgresql: database whistle created"
 fi

@@ -41,6 +41,9 @@ SMTP_STARTTLS = "SMTP_STARTTLS"
 PUBLIC_URL = "WHISTLE_PUBLIC_URL"
 RATING_WINDOW_S = "WHISTLE_RATING_WINDOW_S"
 RABBIT_API_URL = "WHISTLE_RABBIT_API"  # RabbitMQ management API, for `whistle status` and `dlq`
+DATABASE_URL = "WHISTLE_DATABASE_URL"  # PostgreSQL: the archive (docs/archive.md)
+HOT_RETENTION = "WHISTLE_HOT_RETENTION"  # how long a closed issue stays in Redis: 1d, 12h, 90m
+ARCHIVE_INTERVAL_S = "WHISTLE_ARCHIVE_INTERVAL_S"  # how often intake's archiver looks
 MAX_WORKERS = "max_workers"
 QUEUE_TYPE = "WHISTLE_QUEUE_TYPE"  # classic or quorum: shared.topology, docs/cluster.md
 # Staff tokens, rate limits and submission (docs/security.md).
@@ -59,6 +62,9 @@ OPEN311_POST_LIMIT = "OPEN311_POST_LIMIT"  # POSTs per client per minute
 # is obvious in any log or config dump; production refuses it (see check_production).
 DEV_SECRET = "dev-only-insecure-secret-do-not-use-in-production"
 DEV_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
+# Development default: the machine's PostgreSQL with trust authentication, as
+# scripts/infra.sh sets it up. Production names a user with a password.
+DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/whistle"
 
 DEFAULTS: dict[str, Any] = {
     AMQP_URI: DEV_AMQP_URI,
@@ -108,12 +114,15 @@ DEFAULTS: dict[str, Any] = {
     OPEN311_PUBLIC_READ: "true",
     OPEN311_DEFAULT_COMMUNITY: "",
     OPEN311_POST_LIMIT: 30,
+    DATABASE_URL: DEV_DATABASE_URL,
+    HOT_RETENTION: "1d",
+    ARCHIVE_INTERVAL_S: 60,
 }
 
 _INTEGER_KEYS = {TOKEN_TTL, MAX_ATTEMPTS, RETRY_DELAY_MS, MAX_WORKERS, NOTIFY_MAX_ATTEMPTS,
                  SMTP_PORT, RATING_WINDOW_S, TOKEN_MAX_AGE, RATE_WINDOW_S, RATE_SUBMIT,
                  RATE_SUBMIT_ANONYMOUS, RATE_READ, AUDIT_MAX_ENTRIES,
-                 OPEN311_POST_LIMIT}
+                 OPEN311_POST_LIMIT, ARCHIVE_INTERVAL_S}
 
 
 class ConfigurationError(RuntimeError):
@@ -141,6 +150,8 @@ def normalise(config: dict[str, Any]) -> dict[str, Any]:
         if config[QUEUE_TYPE] not in ("classic", "quorum"):
             raise ConfigurationError(f"{QUEUE_TYPE} must be classic or quorum, "
                                      f"not {config[QUEUE_TYPE]!r}")
+    if HOT_RETENTION in config:
+        duration_s(config[HOT_RETENTION])  # refuse a malformed one at start-up
     check_production(config)
     return config
 
@@ -149,6 +160,24 @@ def broker_uris(amqp_uri: str) -> list[str]:
     """The nodes ``AMQP_URI`` lists: one, or several separated by ``;`` (kombu's failover
     syntax, ``amqp://a:5672/;amqp://b:5672/``), each tried in turn when one is down."""
     return [part.strip() for part in amqp_uri.split(";") if part.strip()]
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_s(value: Any) -> float:
+    """``"1d"``, ``"12h"``, ``"90m"``, ``"30s"`` or a number of seconds, in seconds."""
+    text = str(value).strip().lower()
+    try:
+        if text and text[-1] in _DURATION:
+            seconds = float(text[:-1]) * _DURATION[text[-1]]
+        else:
+            seconds = float(text)
+    except ValueError:
+        raise ConfigurationError(f"{value!r} is not a duration (like 1d, 12h, 90m, 30s)") from None
+    if seconds < 0:
+        raise ConfigurationError(f"{value!r}: a duration cannot be negative")
+    return seconds
 
 
 def get(config: Mapping[str, Any], key: str) -> Any:
@@ -183,5 +212,8 @@ def check_production(config: Mapping[str, Any]) -> None:
     users = [urlsplit(uri).username for uri in broker_uris(str(get(config, AMQP_URI)))]
     if not all(users) or "guest" in users:
         problems.append(f"{AMQP_URI} must not use the guest account (name another broker user)")
+    if get(config, DATABASE_URL) == DEV_DATABASE_URL:
+        problems.append(f"{DATABASE_URL} must name the production database (not the "
+                        "development default)")
     if problems:
         raise ConfigurationError("refusing to start in production: " + "; ".join(problems))

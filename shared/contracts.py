@@ -302,6 +302,32 @@ class IssueFilter(Strict):
     agency: Slug | None = None
     community: bounded_text(64) | None = None
     limit: int = Field(default=50, ge=1, le=500)
+    # The previous page's ``next_cursor``: the list goes on after that issue.
+    cursor: Annotated[str, AfterValidator(lambda c: (decode_cursor(c), c)[1])] | None = None
+
+
+def encode_cursor(received_at: datetime, issue_id: str) -> str:
+    """An opaque position in the newest-first list: after this issue."""
+    import base64
+
+    raw = f"{received_at.astimezone(UTC).isoformat()}|{issue_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """:func:`encode_cursor`'s position; ValueError for anything else."""
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, issue_id = raw.split("|")
+        received_at = datetime.fromisoformat(moment)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a cursor this list gave out (use next_cursor as it is)") from None
+    if received_at.tzinfo is None or not re.fullmatch(r"WH-\d{8}-\d{4,}", issue_id):
+        raise ValueError("not a cursor this list gave out (use next_cursor as it is)")
+    return received_at, issue_id
 
 
 class BoardFilter(Strict):

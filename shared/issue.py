@@ -463,3 +463,23 @@ def public_view(record: IssueRecord, contact: dict[str, Any] | None) -> dict[str
         "preferred_channel": contact.get("preferred_channel"),
     }
     return view
+
+
+TRIAGE_LISTED = {"pending", "held", "suggestions", "reason", "urgent"}
+
+
+def list_entry(record: IssueRecord) -> dict[str, Any]:
+    """The issue as one line of ``GET /issues``."""
+    return {
+        "issue_id": record.issue_id,
+        "status": record.status.value,
+        "category": record.category,
+        "priority": record.priority.value if record.priority else None,
+        "community": record.location.community,
+        "agencies": record.agencies(),
+        "received_at": record.received_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        # For the desk's triage queue: what routing suggests, and whether it is waiting.
+        "triage": (record.triage.model_dump(mode="json", include=TRIAGE_LISTED)
+                   if record.triage is not None else None),
+    }

@@ -30,8 +30,8 @@ _FULL_WIDTH = str.maketrans("０１２３４５６７８９－　＋", "01234567
 
 def mask_phone(phone: str | None) -> str | None:
     """``13812345678`` -> ``138****5678``; anything else keeps only its last 4 digits."""
-    if not phone:
-        return phone
+    if not phone or "*" in phone:
+        return phone  # empty, or masked already (an erased contact keeps only its mask)
     phone = phone.translate(_FULL_WIDTH)
     digits = "".join(_DIGITS.findall(phone))
     if len(digits) >= 11 and digits[-11] == "1":

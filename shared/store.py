@@ -21,6 +21,13 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:desk:outbox                 list    messages for residents, read by the desk
     {p}:desk:pushed:{notification}  string  marks a message pushed to the desk (1 day)
     {p}:notify:lease:{notification} string  a notify worker is sending it (webhook, email; 30 s)
+    {p}:idx:closed                  zset    closed issue ids, scored by closed_at (epoch s)
+    {p}:archive:lease:{id}          string  an archiver is moving the issue to PostgreSQL (60 s)
+
+Issues closed for ``WHISTLE_HOT_RETENTION`` leave Redis for PostgreSQL
+(``shared.archiver``). The reads below then fall back to the archive
+(``IssueStore.archive``), so callers get the same answer for an archived issue as for
+a hot one.
 
 Every state change goes through :meth:`IssueStore.apply`: read the issue and
 whether the event was already applied, run the pure domain function, then in one
@@ -52,9 +59,15 @@ import redis
 from nameko.extensions import DependencyProvider
 
 from shared import config as cfg
-from shared.contracts import AssignmentStatus, IssueFilter
-from shared.errors import NotFound, Unavailable
-from shared.issue import IssueRecord, TimelineEntry, pending_deadlines
+from shared.contracts import (
+    AssignmentStatus,
+    IssueFilter,
+    IssueStatus,
+    decode_cursor,
+    encode_cursor,
+)
+from shared.errors import InvalidTransition, NotFound, Unavailable
+from shared.issue import IssueRecord, TimelineEntry, list_entry, pending_deadlines
 from shared.jsoncodec import dumps, loads
 from shared.redis_pool import lean_client
 
@@ -101,6 +114,13 @@ class Keys:
     @property
     def all_issues(self) -> str:
         return f"{self.prefix}:issues"
+
+    @property
+    def closed(self) -> str:
+        return f"{self.prefix}:idx:closed"
+
+    def archive_lease(self, issue_id: str) -> str:
+        return f"{self.prefix}:archive:lease:{issue_id}"
 
     def by_status(self, status: str) -> str:
         return f"{self.prefix}:idx:status:{status}"
@@ -210,9 +230,12 @@ class IssueStore:
 
     MAX_CONFLICT_RETRIES = 50
 
-    def __init__(self, client: redis.Redis, prefix: str):
+    def __init__(self, client: redis.Redis, prefix: str, archive: Any = None):
         self.redis = client
         self.keys = Keys(prefix)
+        # shared.archive.Archive: where issues no longer in Redis are read from (None:
+        # nowhere, as in the tests of Redis alone).
+        self.archive = archive
         # Registered once: a Script object hashes its source and runs by EVALSHA.
         self._claim_script = client.register_script(self._CLAIM)
         self._notes_script = client.register_script(self._NOTES)
@@ -225,13 +248,21 @@ class IssueStore:
 
     def get(self, issue_id: str) -> IssueRecord:
         self._check_id(issue_id)
-        return self._parse(issue_id, self._call(self.redis.get, self.keys.issue(issue_id)))
+        raw = self._call(self.redis.get, self.keys.issue(issue_id))
+        if raw is None and self.archive is not None:
+            return self.archive.record(issue_id)
+        return self._parse(issue_id, raw)
 
     def get_with_notes(self, issue_id: str) -> IssueRecord:
         """The record with its notes merged into the timeline, in time order: what
         people read. State changes never need the notes, so :meth:`get` skips them."""
-        record, (raws,) = self.get_with(issue_id, lambda pipe: pipe.hvals(
-            self.keys.notes(issue_id)))
+        try:
+            record, (raws,) = self.get_with(issue_id, lambda pipe: pipe.hvals(
+                self.keys.notes(issue_id)))
+        except NotFound:
+            if self.archive is None:
+                raise
+            return self.archive.record(issue_id, with_notes=True)
         if raws:
             notes = [TimelineEntry.model_validate_json(raw) for raw in raws]
             # sorted() is stable: a note at the same instant as a step comes after it.
@@ -270,9 +301,27 @@ class IssueStore:
         return IssueRecord.model_validate_json(raw)
 
     def contact(self, issue_id: str) -> dict[str, str]:
-        return self._call(self.redis.hgetall, self.keys.contact(issue_id))
+        contact = self._call(self.redis.hgetall, self.keys.contact(issue_id))
+        if not contact and self._archived(issue_id):
+            return self.archive.contact(issue_id)
+        return contact
 
-    def find(self, query: IssueFilter) -> list[IssueRecord]:
+    def _archived(self, issue_id: str) -> bool:
+        """Gone from Redis and in the archive (only asked when Redis had nothing)."""
+        return (self.archive is not None
+                and not self._call(self.redis.exists, self.keys.issue(issue_id))
+                and self.archive.has(issue_id))
+
+    def notifications(self, issue_id: str) -> dict[str, str]:
+        """The issue's delivery records (id -> JSON, as notify keeps them), from the
+        archive once the issue has left Redis."""
+        records = self._call(self.redis.hgetall, self.keys.notifications(issue_id))
+        if not records and self._archived(issue_id):
+            return self.archive.notifications(issue_id)
+        return records
+
+    def _filter_sets(self, query: IssueFilter) -> list[str]:
+        """The index sets whose intersection is the filter's hot issues."""
         sets = []
         if query.status:
             sets.append(self.keys.by_status(query.status.value))
@@ -282,6 +331,10 @@ class IssueStore:
             sets.append(self.keys.triage)
         if query.community:
             sets.append(self.keys.by_community(query.community))
+        return sets
+
+    def find(self, query: IssueFilter) -> list[IssueRecord]:
+        sets = self._filter_sets(query)
         if sets:
             ids = sorted(self._call(self.redis.sinter, sets), reverse=True)[: query.limit]
         else:
@@ -289,8 +342,84 @@ class IssueStore:
         return self._load_many(ids)
 
     def get_many(self, issue_ids: list[str]) -> list[IssueRecord]:
-        """Several issues in one round trip, in the order asked; unknown ids left out."""
-        return self._load_many([i for i in issue_ids if ISSUE_ID.fullmatch(i)])
+        """Several issues in one round trip, in the order asked; unknown ids left out.
+        Those no longer in Redis come from the archive (one query)."""
+        ids = [i for i in issue_ids if ISSUE_ID.fullmatch(i)]
+        hot = {r.issue_id: r for r in self._load_many(ids)}
+        missing = [i for i in ids if i not in hot]
+        if missing and self.archive is not None:
+            hot.update(self.archive.records(missing))
+        return [hot[i] for i in ids if i in hot]
+
+    def contacts(self, issue_ids: list[str]) -> dict[str, dict[str, str]]:
+        """Several issues' contacts (issue id -> contact, ``{}`` when none), archived or not."""
+        if not issue_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for issue_id in issue_ids:
+            pipe.hgetall(self.keys.contact(issue_id))
+        found = dict(zip(issue_ids, self._call(pipe.execute), strict=True))
+        empty = [i for i, contact in found.items() if not contact]
+        if empty and self.archive is not None:
+            found.update(self.archive.contacts(empty))
+        return found
+
+    def page(self, queries: list[IssueFilter], limit: int,
+             keep: Callable[[IssueRecord], bool] | None = None
+             ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of ``GET /issues`` across Redis and the archive, newest first: the
+        list entries (``shared.issue.list_entry``) of the issues any of ``queries``
+        matches (scopes: one per community, say; their cursor is the same), and the
+        cursor of the next page (None on the last). Keyset-paginated on (received_at,
+        issue_id), so a page costs the same however deep it is, and issues arriving
+        meanwhile shift nothing. ``keep``: a last check on each record of the page (an
+        entry it refuses is left out; the cursor still moves past it)."""
+        cursor_text = queries[0].cursor if queries else None
+        before = decode_cursor(cursor_text) if cursor_text else None
+        want = limit + 1
+        records: dict[str, IssueRecord] = {}
+        entries: dict[str, dict[str, Any]] = {}
+        for query in queries:
+            for record in self._load_many(self._hot_page_ids(query, before, want)):
+                records[record.issue_id] = record
+                entries[record.issue_id] = list_entry(record)
+            if self.archive is not None:
+                for e in self.archive.summaries(
+                        query.status.value if query.status else None, query.agency,
+                        query.community, before, want):
+                    # Redis first: an issue being archived is in both for a moment.
+                    entries.setdefault(e["issue_id"], dict(
+                        e, received_at=e["received_at"].isoformat(),
+                        updated_at=e["updated_at"].isoformat()))
+        ordered = sorted(entries.values(), key=lambda e: (
+            datetime.fromisoformat(e["received_at"]), e["issue_id"]), reverse=True)
+        page = ordered[:limit]
+        cursor = (encode_cursor(datetime.fromisoformat(page[-1]["received_at"]),
+                                page[-1]["issue_id"]) if len(ordered) > limit else None)
+        if keep is not None:
+            cold = [e["issue_id"] for e in page if e["issue_id"] not in records]
+            if cold and self.archive is not None:
+                records.update(self.archive.records(cold))
+            page = [e for e in page if e["issue_id"] in records and keep(records[e["issue_id"]])]
+        return page, cursor
+
+    def _hot_page_ids(self, query: IssueFilter, before: tuple[datetime, str] | None,
+                      want: int) -> list[str]:
+        """Ids of the hot issues on the page: up to ``want`` after ``before``."""
+        sets = self._filter_sets(query)
+        top = before[0].timestamp() if before else float("inf")
+        if sets:
+            ids = list(self._call(self.redis.sinter, sets))
+            scores = self._call(self.redis.zmscore, self.keys.all_issues, ids) if ids else []
+            scored = [(s, i) for i, s in zip(ids, scores, strict=True) if s is not None]
+        else:
+            # Enough to cover issues received at the very instant of the cursor.
+            scored = [(s, i) for i, s in self._call(
+                self.redis.zrevrangebyscore, self.keys.all_issues, top, "-inf", start=0,
+                num=want + 16, withscores=True)]
+        if before:
+            scored = [(s, i) for s, i in scored if (s, i) < (top, before[1])]
+        return [i for _, i in sorted(scored, reverse=True)[:want]]
 
     def only_in_communities(self, issue_ids: list[str], communities: Iterable[str]) -> list[str]:
         """``issue_ids`` (order kept) that belong to one of ``communities`` (the index)."""
@@ -407,6 +536,7 @@ class IssueStore:
             raw, seen = read if read is not None else self._read(issue_id, event_id or "")
             read = None  # a retry reads afresh
             if raw is None:
+                self._refuse_archived(issue_id, event_id, change)
                 raise NotFound(f"no issue {issue_id}")
             current = IssueRecord.model_validate_json(raw)
             if event_id and seen:
@@ -422,6 +552,22 @@ class IssueStore:
                 return Applied(new, changed=True, outbox=outbox)
             # Changed meanwhile, or the event was applied meanwhile: read again.
         raise Unavailable(f"issue {issue_id} is changing too fast; try again")
+
+    def _refuse_archived(self, issue_id: str, event_id: str | None, change: Change) -> None:
+        """A person's request (no event id: a rating, a table step) on an archived issue
+        gets the answer it would have had while the issue was hot: the change runs on
+        the archived record and its domain error propagates. An archived issue never
+        changes, so one that would is refused all the same. Events for an archived
+        issue stay NotFound, as their handlers expect."""
+        if event_id or self.archive is None:
+            return
+        try:
+            record = self.archive.record(issue_id)
+        except NotFound:
+            return
+        change(record)
+        raise InvalidTransition(f"issue {issue_id} is {record.status.value} and archived; "
+                                "it can no longer change")
 
     # The record and whether the event was applied, in one round trip.
     _READ = """
@@ -466,6 +612,12 @@ class IssueStore:
             writes.srem(key, issue_id)
         for key in sorted(after - before):
             writes.sadd(key, issue_id)
+        # Closed issues wait here for the archiver, oldest first.
+        if new.status is IssueStatus.closed and new.closed_at is not None:
+            if old is None or old.status is not IssueStatus.closed or old.closed_at != new.closed_at:
+                writes.zadd(self.keys.closed, {issue_id: new.closed_at.timestamp()})
+        elif old is not None and old.status is IssueStatus.closed:
+            writes.zrem(self.keys.closed, issue_id)
         # The deadline watch is derived from state, so it can never disagree with it.
         was = {d.member: d.due.timestamp() for d in pending_deadlines(old)} if old else {}
         watched = {d.member: d.due.timestamp() for d in pending_deadlines(new)}
@@ -535,7 +687,10 @@ class IssueStore:
     # ---------------------------------------------------------------- journal
 
     def journal(self, issue_id: str) -> list[dict[str, Any]]:
-        return self.journals([issue_id])[0]
+        journal = self.journals([issue_id])[0]
+        if not journal and self._archived(issue_id):
+            return self.archive.journal(issue_id)
+        return journal
 
     def journals(self, issue_ids: list[str]) -> list[list[dict[str, Any]]]:
         """Several issues' journals, in the order asked, in one round trip (a pipeline)."""
@@ -646,12 +801,31 @@ class RedisProvider(DependencyProvider):
             self.client.close()
 
 
+_archives: dict[str, Any] = {}
+
+
+def archive_for(url: str):
+    """The process's :class:`shared.archive.Archive` for ``url``, its schema checked once.
+
+    One pool per process, however many services ``whistle up`` hosts in it. Raises
+    ``shared.archive.SchemaBehind`` (the service does not start) when migrations are
+    pending; a database that is down only delays archiving (see ``check_schema``).
+    """
+    from shared.archive import Archive, check_schema
+
+    if url not in _archives:
+        check_schema(url)
+        _archives[url] = Archive(url)
+    return _archives[url]
+
+
 class Store(RedisProvider):
-    """Injects an :class:`IssueStore`."""
+    """Injects an :class:`IssueStore` that reads archived issues from PostgreSQL too."""
 
     def setup(self):
         super().setup()
-        self.store = IssueStore(self.client, self.prefix)
+        archive = archive_for(cfg.get(self.container.config, cfg.DATABASE_URL))
+        self.store = IssueStore(self.client, self.prefix, archive)
 
     def get_dependency(self, worker_ctx):
         return self.store

@@ -28,6 +28,61 @@ import redis  # noqa: E402
 from shared import config as cfg  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def create_database(name: str, template: str | None = None) -> str:
+    """A new database on the machine's PostgreSQL; its URL."""
+    import psycopg
+
+    import shared.archive  # noqa: F401 - psycopg's eventlet-friendly wait, before psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return f"{PG_SERVER}/{name}"
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+
+    from shared.store import _archives
+
+    archive = _archives.pop(f"{PG_SERVER}/{name}", None)  # the services' pool, if any
+    if archive is not None:
+        archive.close()
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_template():
+    """A throwaway database with the archive's schema, for this session's tests."""
+    from shared.archive import upgrade
+
+    name = f"whistle_test_{uuid.uuid4().hex[:12]}"
+    upgrade(create_database(name))
+    yield name
+    drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def database_url(migrated_template):
+    """The session's database, shared by services that never archive (retention 1 d)."""
+    name = f"{migrated_template}_s"
+    url = create_database(name, template=migrated_template)
+    yield url
+    drop_database(name)
+
+
+@pytest.fixture
+def fresh_database_url(migrated_template):
+    """A migrated database of this test's own: for tests that archive (issue ids repeat
+    across tests, each Redis prefix counting from 0001)."""
+    name = f"{migrated_template}_{uuid.uuid4().hex[:8]}"
+    url = create_database(name, template=migrated_template)
+    yield url
+    drop_database(name)
 
 # The suite's routing expectations (categories, agencies, triage) are written against the
 # rules' keywords, and must not move whenever the bundled model is retrained: routing
@@ -63,7 +118,7 @@ def redis_client():
 
 
 @pytest.fixture
-def whistle_config(rabbit_config, redis_prefix):
+def whistle_config(rabbit_config, redis_prefix, database_url):
     """Service config on a throwaway RabbitMQ vhost and Redis prefix, with fast retries."""
     return cfg.config_from_env(
         {},
@@ -71,6 +126,7 @@ def whistle_config(rabbit_config, redis_prefix):
             cfg.AMQP_URI: rabbit_config["AMQP_URI"],
             cfg.REDIS_URL: REDIS_URL,
             cfg.KEY_PREFIX: redis_prefix,
+            cfg.DATABASE_URL: database_url,
             cfg.WEB_SERVER_ADDRESS: f"127.0.0.1:{free_port()}",
             cfg.RETRY_DELAY_MS: 50,
             cfg.MAX_ATTEMPTS: 4,

@@ -58,6 +58,9 @@ CONFIG_KEYS = {
     "SMTP_STARTTLS",
     "WHISTLE_PUBLIC_URL",
     "WHISTLE_RATING_WINDOW_S",
+    "WHISTLE_DATABASE_URL",
+    "WHISTLE_HOT_RETENTION",
+    "WHISTLE_ARCHIVE_INTERVAL_S",
     "OPEN311_PUBLIC_READ",
     "OPEN311_DEFAULT_COMMUNITY",
     "OPEN311_POST_LIMIT",
@@ -136,7 +139,7 @@ def _load_config_with_nameko(env_overrides: dict[str, str]) -> dict:
 
 
 def test_compose_has_all_services(compose: dict) -> None:
-    expected = {"rabbitmq", "redis", *WHISTLE_SERVICES}
+    expected = {"rabbitmq", "redis", "postgres", "migrate", *WHISTLE_SERVICES}
     missing = expected - set(compose["services"])
     assert not missing, f"docker-compose.yml is missing services: {sorted(missing)}"
 
@@ -162,11 +165,37 @@ def test_redis_is_durable(compose: dict) -> None:
     assert any(str(v).endswith(":/data") for v in redis.get("volumes", []))
 
 
+def test_postgres_is_durable_and_checked(compose: dict) -> None:
+    postgres = _service(compose, "postgres")
+    assert postgres["image"].startswith("postgres:")
+    env = _environment(postgres)
+    assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert any(str(v).endswith(":/var/lib/postgresql/data") for v in postgres.get("volumes", []))
+    test = " ".join(_argv(postgres["healthcheck"]["test"]))
+    assert "pg_isready" in test
+
+
+def test_migrations_run_before_the_services(compose: dict) -> None:
+    """`nameko run` does not migrate: a one-shot `whistle db upgrade` does, once the
+    database is healthy, and the services start only when it has succeeded."""
+    migrate = _service(compose, "migrate")
+    assert _argv(migrate["command"]) == ["whistle", "db", "upgrade"]
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "${POSTGRES_PASSWORD" in _environment(migrate)["WHISTLE_DATABASE_URL"]
+    for name in WHISTLE_SERVICES:
+        depends_on = _service(compose, name)["depends_on"]
+        assert depends_on["migrate"]["condition"] == "service_completed_successfully"
+        assert depends_on["postgres"]["condition"] == "service_healthy"
+        url = _environment(_service(compose, name))["WHISTLE_DATABASE_URL"]
+        assert url.startswith("postgresql://whistle:${POSTGRES_PASSWORD:?") and "@postgres:5432/" in url
+
+
 def test_no_default_credentials_shipped(compose_text: str) -> None:
     assert "guest" not in compose_text.lower()
     # Secrets must be required (${VAR:?msg}), never defaulted (${VAR:-x} / ${VAR-x}).
     defaulted = re.findall(
-        r"\$\{(RABBITMQ_USER|RABBITMQ_PASS|WHISTLE_SECRET)(?::?[-=+])", compose_text
+        r"\$\{(RABBITMQ_USER|RABBITMQ_PASS|WHISTLE_SECRET|POSTGRES_PASSWORD)(?::?[-=+])",
+        compose_text
     )
     assert not defaulted, f"credentials with defaults in docker-compose.yml: {defaulted}"
 

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from bench.cli import bench
 from shared import config as cfg
+from whistle.db_cli import archive, db, privacy
 from whistle.dlq_cli import dlq
 from whistle.open311_cli import open311
 from whistle.queues_cli import queues
@@ -56,12 +57,34 @@ def up(only: str, address: str | None, log_format: str | None) -> None:
     if config[cfg.SECRET] == cfg.DEV_SECRET:
         click.echo("whistle: using the DEVELOPMENT signing secret; set WHISTLE_SECRET "
                    "for anything real", err=True)
+    migrate_or_warn(config[cfg.DATABASE_URL])
 
     def started() -> None:
         click.echo(f"whistle: {', '.join(names)} running; HTTP on "
                    f"http://{config[cfg.WEB_SERVER_ADDRESS]} (Ctrl-C to stop)", err=True)
 
     run(names, config, on_started=started)
+
+
+def migrate_or_warn(url: str) -> None:
+    """`whistle up` brings the archive's schema up to date. A database that is down
+    does not stop Whistle: closed issues wait in Redis until it is back."""
+    import psycopg
+
+    from shared.archive import redact, upgrade
+
+    try:
+        applied = upgrade(url)
+    except psycopg.OperationalError as exc:
+        click.echo(f"whistle: PostgreSQL is not reachable at {redact(url)} "
+                   f"({str(exc).strip().splitlines()[0]}); finished issues stay in Redis "
+                   "until it is", err=True)
+        return
+    if applied:
+        click.echo(f"whistle: database migrated ({', '.join(applied)})", err=True)
+
+
+@cli.command()
 
 
 class _IssueByDefault(click.Group):
@@ -251,6 +274,9 @@ cli.add_command(dlq)
 cli.add_command(queues)
 cli.add_command(stats)
 cli.add_command(open311)
+cli.add_command(db)
+cli.add_command(archive)
+cli.add_command(privacy)
 
 
 cli.add_command(tail)

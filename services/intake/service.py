@@ -10,11 +10,14 @@ from the journal (``services.intake.stats``).
 from __future__ import annotations
 
 from nameko.dependency_providers import Config
+from nameko.timer import timer
 
+from services.intake.archiver import ArchiverProvider
 from services.intake.domain import OPEN_STATUSES, accept_issue, board_row
 from services.intake.open311.api import Open311Api
-from services.intake.stats import StatsWindow, compute_stats
+from services.intake.stats import StatsWindow
 from shared import config as cfg
+from shared.archive_stats import stats_over
 from shared.authz import (
     View,
     issue_view,
@@ -38,6 +41,9 @@ from shared.web import health_report, http, json_response, read_json, validate
 # Ids tried for one submission before giving up (the first collision resyncs the
 # day's counter, so a second try normally succeeds).
 MAX_ID_TRIES = 3
+# How often the archiver's timer looks at the clock; a pass runs every
+# WHISTLE_ARCHIVE_INTERVAL_S (services.intake.archiver).
+ARCHIVE_TICK_S = 1.0
 
 
 class IntakeService(Open311Api):
@@ -48,6 +54,10 @@ class IntakeService(Open311Api):
     log = WorkerLogger()
     config = Config()
     guard = Guard()
+    # Intake archives: it owns the issue's record from the first report, and serves the
+    # reads that fall back to the archive. Every intake instance runs passes; leases
+    # keep them apart (docs/archive.md).
+    archiver = ArchiverProvider()
 
     # ------------------------------------------------------------------ RPC
     # RPC callers hold the broker's credentials and are trusted with the desk's view
@@ -64,8 +74,14 @@ class IntakeService(Open311Api):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_issues(self, filters: dict | None = None) -> list[dict]:
+        return self.list_page(filters)["issues"]
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_page(self, filters: dict | None = None) -> dict:
+        """Newest first, hot and archived alike; pass ``next_cursor`` back as ``cursor``."""
         query = validate(IssueFilter, filters or {})
-        return [self._summary(r) for r in self.store.find(query)]
+        issues, cursor = self.store.page([query], query.limit)
+        return {"issues": issues, "next_cursor": cursor}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_events(self, issue_id: str) -> list[dict]:
@@ -80,11 +96,19 @@ class IntakeService(Open311Api):
 
     def _stats(self, window: dict | None, communities: frozenset[str] | None) -> dict:
         bounds = validate(StatsWindow, window or {})
+        # The hot issues' journals from Redis, the archived ones' facts from PostgreSQL
+        # (shared.archive_stats): the same figures as compute_stats over all journals.
         ids = self.store.issue_ids_received(*bounds.issues_received())
         if communities is not None:
             ids = self.store.only_in_communities(ids, communities)
-        journals = self.store.journals(ids)
-        return compute_stats(journals, bounds.since, bounds.until, utcnow())
+        hot = dict(zip(ids, self.store.journals(ids), strict=True))
+        return stats_over(self.store.archive, hot, bounds.since, bounds.until, utcnow(),
+                          communities)
+
+    @timer(interval=ARCHIVE_TICK_S)
+    def archive_closed(self) -> None:
+        """Move issues closed for WHISTLE_HOT_RETENTION to PostgreSQL."""
+        self.archiver.tick()
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def board(self, filters: dict | None = None) -> dict:
@@ -141,13 +165,10 @@ class IntakeService(Open311Api):
     def list_issues_http(self, request):
         principal = self.guard.check(request)
         query = validate(IssueFilter, self._query(request))
-        records: dict[str, object] = {}
-        for scoped in may_list_issues(principal, query):
-            for record in self.store.find(scoped):
-                if visible_in_list(principal, record):
-                    records[record.issue_id] = record
-        newest = sorted(records.values(), key=lambda r: r.received_at, reverse=True)
-        return {"issues": [self._summary(r) for r in newest[:query.limit]]}
+        # One keyset page across Redis and the archive, over every scope the caller may see.
+        issues, cursor = self.store.page(may_list_issues(principal, query), query.limit,
+                                         keep=lambda record: visible_in_list(principal, record))
+        return {"issues": issues, "next_cursor": cursor}
 
     @http("GET", "/stats", expected_exceptions=EXPECTED_ERRORS)
     def stats_http(self, request):
@@ -192,20 +213,3 @@ class IntakeService(Open311Api):
     @staticmethod
     def _query(request) -> dict:
         return {k: v for k, v in request.args.items() if v != ""}
-
-    @staticmethod
-    def _summary(record) -> dict:
-        return {
-            "issue_id": record.issue_id,
-            "status": record.status.value,
-            "category": record.category,
-            "priority": record.priority.value if record.priority else None,
-            "community": record.location.community,
-            "agencies": record.agencies(),
-            "received_at": record.received_at.isoformat(),
-            "updated_at": record.updated_at.isoformat(),
-            # For the desk's triage queue: what routing suggests, and whether it is waiting.
-            "triage": (record.triage.model_dump(mode="json", include={
-                "pending", "held", "suggestions", "reason", "urgent"})
-                if record.triage is not None else None),
-        }

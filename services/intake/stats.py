@@ -134,6 +134,7 @@ class _Assignment:
     on_time: bool = False
     resolved: datetime | None = None
     escalated: bool = False
+    escalated_at: datetime | None = None  # the first escalation while this was the agency's
 
 
 @dataclass
@@ -142,6 +143,7 @@ class _Rating:
     cycle: int
     at: datetime
     satisfied: bool
+    event_id: str = ""
 
 
 @dataclass
@@ -149,6 +151,7 @@ class _Escalation:
     issue_id: str
     agency: str
     at: datetime
+    event_id: str = ""
 
 
 @dataclass
@@ -228,12 +231,43 @@ def _replay_issue(events: list[tuple[datetime, dict]], history: _History) -> Non
                 assignment.resolved = at
         elif kind == "issue.escalated":
             agency = event["agency"]["agency"]
-            history.escalations.append(_Escalation(issue_id, agency, at))
+            history.escalations.append(_Escalation(issue_id, agency, at,
+                                                   event.get("event_id") or ""))
             if agency in current:
                 current[agency].escalated = True
+                if current[agency].escalated_at is None:
+                    current[agency].escalated_at = at
         elif kind == "issue.rated":
             history.ratings.append(_Rating(issue_id, event["cycle"], at,
-                                           event["rating"] == "satisfied"))
+                                           event["rating"] == "satisfied",
+                                           event.get("event_id") or ""))
+
+
+@dataclass
+class IssueFacts:
+    """One issue's part in the three rates, replayed once from its whole journal.
+
+    Events are replayed in the order they occurred, so the history as of any instant
+    is a prefix of the whole one: an assignment, acknowledgement, resolution, rating or
+    escalation counts as of ``t`` exactly when its own time is before ``t``, and
+    ``escalated_at`` (the first escalation naming the agency while the assignment was
+    its latest) says whether it was overdue by then. That is what lets the archive keep
+    these rows instead of the journal for GET /stats (``shared.archive``).
+    """
+
+    assignments: list[_Assignment]
+    ratings: list[_Rating]
+    escalations: list[_Escalation]
+
+
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+
+
+def issue_facts(journal: list[dict]) -> IssueFacts:
+    """The facts of one issue's journal (every event, however late). Pure."""
+    history = _History([], [], [], {})
+    _replay_issue(_ordered(journal, set(), FAR_FUTURE), history)
+    return IssueFacts(history.assignments, history.ratings, history.escalations)
 
 
 # ------------------------------------------------------------------- the figures

@@ -185,8 +185,12 @@ class Deliveries:
                 or any(r["status"] == QUEUED and r["attempts"] for r in mine))
 
     def history(self, issue_id: str) -> list[dict]:
-        records = _parsed(self.redis.hgetall(self.keys.notifications(issue_id)))
-        return sorted(records, key=lambda r: r["created_at"])
+        return history_of(self.redis.hgetall(self.keys.notifications(issue_id)))
+
+
+def history_of(raw_records: dict[str, str]) -> list[dict]:
+    """Delivery records (id -> JSON, from Redis or the archive), oldest first."""
+    return sorted(_parsed(raw_records), key=lambda r: r["created_at"])
 
 
 def _parsed(raw_records: dict[str, str]) -> list[dict]:

@@ -39,6 +39,7 @@ from services.notify.delivery import (
     DeliveryFailed,
     Outcome,
     TimelineNote,
+    history_of,
     message_id,
 )
 from services.notify.recipients import (
@@ -254,7 +255,7 @@ class NotifyService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_notifications(self, issue_id: str) -> list[dict]:
         self.store.get(issue_id)  # NotFound for an unknown issue, not an empty list
-        return self.messenger.deliveries.history(issue_id)
+        return history_of(self.store.notifications(issue_id))  # archived ones too
 
     @http("GET", "/issues/<issue_id>/notifications", expected_exceptions=EXPECTED_ERRORS)
     def list_notifications_http(self, request, issue_id):

@@ -118,12 +118,13 @@ def stop_all(processes: list[WhistleProcess], timeout: float = 15.0) -> None:
 
 
 @pytest.fixture
-def whistle_env(rabbit_config, redis_prefix):
+def whistle_env(rabbit_config, redis_prefix, database_url):
     env = dict(os.environ)
     env.update({
         cfg.AMQP_URI: rabbit_config["AMQP_URI"],
         cfg.REDIS_URL: REDIS_URL,
         cfg.KEY_PREFIX: redis_prefix,
+        cfg.DATABASE_URL: database_url,
         cfg.RETRY_DELAY_MS: "100",
         cfg.LOG_FORMAT: "json",
         # The fault and migration tests' load generators submit as one desk client, far

@@ -248,7 +248,8 @@ def test_normalise_coerces_strings_from_nameko_run():
 
 
 def prod_env(**overrides) -> dict[str, str]:
-    env = {"WHISTLE_ENV": "production", "WHISTLE_SECRET": STRONG_SECRET, "AMQP_URI": PROD_AMQP}
+    env = {"WHISTLE_ENV": "production", "WHISTLE_SECRET": STRONG_SECRET, "AMQP_URI": PROD_AMQP,
+           "WHISTLE_DATABASE_URL": "postgresql://whistle:pw@db.internal:5432/whistle"}
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
 
@@ -258,6 +259,25 @@ def test_production_accepts_a_proper_config():
     assert config[cfg.ENVIRONMENT] == "production"
     assert config[cfg.SECRET] == STRONG_SECRET
     assert config[cfg.AMQP_URI] == PROD_AMQP
+
+
+@pytest.mark.parametrize("url", [None, cfg.DEV_DATABASE_URL], ids=["unset", "dev-default"])
+def test_production_refuses_the_development_database(url):
+    with pytest.raises(cfg.ConfigurationError, match="WHISTLE_DATABASE_URL must name"):
+        cfg.config_from_env(prod_env(WHISTLE_DATABASE_URL=url))
+
+
+@pytest.mark.parametrize("value, seconds", [("1d", 86400), ("12h", 43200), ("90m", 5400),
+                                            ("30s", 30), ("0", 0), ("2.5", 2.5)])
+def test_hot_retention_is_a_duration(value, seconds):
+    assert cfg.duration_s(value) == seconds
+    assert cfg.config_from_env({"WHISTLE_HOT_RETENTION": value})[cfg.HOT_RETENTION] == value
+
+
+@pytest.mark.parametrize("value", ["a day", "-1h", "1w"])
+def test_hot_retention_refuses_what_is_not_a_duration(value):
+    with pytest.raises(cfg.ConfigurationError, match="duration"):
+        cfg.config_from_env({"WHISTLE_HOT_RETENTION": value})
 
 
 @pytest.mark.parametrize("secret", [None, cfg.DEV_SECRET], ids=["unset", "dev-secret"])

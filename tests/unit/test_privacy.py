@@ -197,3 +197,12 @@ def test_tokens_are_cut_out_of_free_text_and_token_fields():
                     "http://x/issues/WH-20261121-0001/feedback?token=[redacted] end")
     assert scrub({"token": staff, "args": [staff]}) == {"token": "[redacted]",
                                                         "args": ["[redacted]"]}
+
+
+def test_masking_a_masked_contact_changes_nothing():
+    """An erased contact keeps only its masked form, which is shown as it is."""
+    from shared.privacy import mask_email, mask_name, mask_phone
+
+    for mask, value in ((mask_phone, "13812345678"), (mask_phone, "010-12345678"),
+                        (mask_name, "孙大爷"), (mask_email, "tom.baker@example.org")):
+        assert mask(mask(value)) == mask(value)

@@ -403,12 +403,7 @@ class Open311Api:
 
     def _contacts(self, issue_ids: list[str]) -> dict[str, dict[str, str]]:
         """Reporters' contacts, only to mask their names in free text; never shown."""
-        if not issue_ids:
-            return {}
-        pipe = self.store.redis.pipeline(transaction=False)
-        for issue_id in issue_ids:
-            pipe.hgetall(self.store.keys.contact(issue_id))
-        return dict(zip(issue_ids, self.store._call(pipe.execute), strict=True))
+        return self.store.contacts(issue_ids)  # archived issues' too
 
     @staticmethod
     def _params(request) -> Params:

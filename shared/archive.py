@@ -1,0 +1,420 @@
+"""PostgreSQL: the system of record for finished issues (docs/archive.md).
+
+Redis keeps what is hot (open issues, deadlines, outboxes, idempotency); an issue
+closed for ``WHISTLE_HOT_RETENTION`` moves here with everything it has (record,
+journal, notes, delivery records, contact) and is then removed from Redis
+(``shared.archiver``). This module is the adapter to the database:
+
+- the schema, versioned by the plain-SQL migrations in ``shared/migrations`` and
+  applied by yoyo (:func:`upgrade`, ``whistle db upgrade``); :func:`check_schema` is
+  what services run at start-up;
+- :meth:`Archive.store_bundles`, the one write path: a batch of issues COPYed into
+  temporary tables and moved into the real ones with ``ON CONFLICT`` in one
+  transaction, so writing the same issue twice changes nothing (the archiver and
+  ``bench.scale`` both use it);
+- the reads ``shared.store.IssueStore`` falls back to when Redis no longer has an
+  issue, the listing's archived half, erasure, and the rows behind ``GET /stats``.
+
+psycopg waits for the server with ``select()`` here (``PSYCOPG_WAIT_FUNC``): its
+default C wait loop would block the whole eventlet hub, while eventlet's green
+``select`` lets other workers run during a query.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_select")
+
+import contextlib  # noqa: E402
+from collections.abc import Iterable, Iterator  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import psycopg  # noqa: E402
+import psycopg_pool  # noqa: E402
+
+from shared.errors import NotFound, Unavailable  # noqa: E402
+from shared.issue import IssueRecord, TimelineEntry  # noqa: E402
+from shared.jsoncodec import dumps, loads  # noqa: E402
+from shared.privacy import mask_email, mask_name, mask_phone  # noqa: E402
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
+
+
+class SchemaBehind(RuntimeError):
+    """The database lacks migrations this code needs: run ``whistle db upgrade``."""
+
+
+# ------------------------------------------------------------------ migrations
+
+
+def _yoyo_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
+
+
+def _backend_and_migrations(url: str):
+    from yoyo import get_backend, read_migrations
+
+    return get_backend(_yoyo_url(url)), read_migrations(str(MIGRATIONS))
+
+
+def pending_migrations(url: str) -> list[str]:
+    """Ids of the migrations not applied to the database at ``url``."""
+    backend, migrations = _backend_and_migrations(url)
+    try:
+        return [m.id for m in backend.to_apply(migrations)]
+    finally:
+        backend.connection.close()
+
+
+def upgrade(url: str) -> list[str]:
+    """Apply every pending migration (under yoyo's lock); the ids applied."""
+    backend, migrations = _backend_and_migrations(url)
+    try:
+        with backend.lock():
+            todo = backend.to_apply(migrations)
+            backend.apply_migrations(todo)
+        return [m.id for m in todo]
+    finally:
+        backend.connection.close()
+
+
+def check_schema(url: str) -> None:
+    """Raise :class:`SchemaBehind` when migrations are pending.
+
+    An unreachable database is not an error here: finished issues wait in Redis
+    until it is back (the archiver retries), so services start without it.
+    """
+    try:
+        pending = pending_migrations(url)
+    except psycopg.OperationalError:
+        return
+    if pending:
+        raise SchemaBehind(f"the database at {redact(url)} is behind this code: migrations "
+                           f"{', '.join(pending)} are not applied; run `whistle db upgrade`")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    return f"{scheme}{sep}{credentials.split(':')[0]}@{host}"
+
+
+# --------------------------------------------------------------------- bundles
+
+
+def masked_contact(contact: dict[str, str]) -> dict[str, str | None]:
+    """What may be shown of a contact, and all that is left after erasure."""
+    return {"name": mask_name(contact.get("name")), "phone": mask_phone(contact.get("phone")),
+            "email": mask_email(contact.get("email")),
+            "preferred_channel": contact.get("preferred_channel")}
+
+
+@dataclass
+class Bundle:
+    """One issue with everything it has, as Redis holds it (the JSON strings verbatim)."""
+
+    record: str
+    contact: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    notifications: dict[str, str] = field(default_factory=dict)
+    journal: list[str] = field(default_factory=list)
+
+
+def _ts(value: Any) -> str | None:
+    return None if value is None else value.isoformat() if isinstance(value, datetime) else value
+
+
+def seconds_between(start: datetime, end: datetime | None) -> float | None:
+    return None if end is None else (end - start).total_seconds()
+
+
+def _cycle_agencies(facts, subject: str, cycle: int) -> tuple[str, str]:
+    """The agencies with an assignment in ``subject``'s ``cycle`` and when each was created
+    (array literals), from this issue's own facts."""
+    found = [(a.agency, a.created) for a in facts.assignments
+             if a.issue_id == subject and a.cycle == cycle]
+    return ("{" + ",".join(f'"{agency}"' for agency, _ in found) + "}",
+            "{" + ",".join(f'"{created.isoformat()}"' for _, created in found) + "}")
+
+
+def _bundle_rows(bundle: Bundle) -> dict[str, list[tuple]]:
+    """The rows of every table for one issue."""
+    from services.intake.stats import issue_facts
+
+    record = loads(bundle.record)
+    issue_id = record["issue_id"]
+    received = record["received_at"]
+    community = record["location"]["community"]
+    journal = [loads(raw) for raw in bundle.journal]
+    facts = issue_facts(journal)
+    agencies = "{" + ",".join(f'"{a["agency"]}"' for a in record.get("assignments", [])) + "}"
+    return {
+        "archived_issue": [(issue_id, received, record.get("closed_at"), record["status"],
+                            record.get("category"), record.get("priority"),
+                            record["location"]["community"], agencies, record["updated_at"],
+                            bundle.record)],
+        "issue_contact": [(issue_id, dumps(bundle.contact), dumps(masked_contact(bundle.contact)))],
+        "issue_event": [(issue_id, seq, entry["event_type"], entry["occurred_at"], raw)
+                        for seq, (entry, raw) in enumerate(zip(journal, bundle.journal,
+                                                               strict=True))],
+        "issue_note": [(issue_id, note_id, raw) for note_id, raw in bundle.notes.items()],
+        "issue_notification": [(issue_id, nid, raw) for nid, raw in bundle.notifications.items()],
+        "stat_assignment": [(issue_id, a.agency, a.cycle, community, received, _ts(a.created),
+                             _ts(a.acknowledged), a.on_time, _ts(a.resolved), _ts(a.escalated_at),
+                             seconds_between(a.created, a.acknowledged), seconds_between(a.created, a.resolved))
+                            for a in facts.assignments],
+        "stat_agency": [(agency,) for agency in {a.agency for a in facts.assignments}],
+        "stat_rating": [(issue_id, r.event_id, r.issue_id, community, r.cycle, received, _ts(r.at),
+                         r.satisfied, *_cycle_agencies(facts, r.issue_id, r.cycle))
+                        for r in facts.ratings],
+        "stat_escalation": [(issue_id, e.event_id, e.issue_id, community, e.agency, received,
+                             _ts(e.at))
+                            for e in facts.escalations],
+    }
+
+
+# Columns COPYed per table, and how the staged rows join the real table. Rows already
+# archived are left as they are (ON CONFLICT DO NOTHING): an issue is archived only
+# once it is closed, and Redis removes it only if it did not change meanwhile
+# (shared.archiver), so a second copy of the same issue is the same rows. The record,
+# notes and delivery records are the exception: refreshed, in case an earlier attempt
+# archived an issue that then changed before its removal.
+_TABLES: dict[str, tuple[str, str]] = {
+    "archived_issue": ("issue_id, received_at, closed_at, status, category, priority, "
+                       "community, agencies, updated_at, record",
+                       "ON CONFLICT (issue_id) DO UPDATE SET record = EXCLUDED.record, "
+                       "status = EXCLUDED.status, closed_at = EXCLUDED.closed_at, "
+                       "updated_at = EXCLUDED.updated_at, agencies = EXCLUDED.agencies"),
+    "issue_contact": ("issue_id, contact, masked", "ON CONFLICT (issue_id) DO NOTHING"),
+    "issue_event": ("issue_id, seq, event_type, occurred_at, entry", "ON CONFLICT DO NOTHING"),
+    "issue_note": ("issue_id, note_id, entry",
+                   "ON CONFLICT (issue_id, note_id) DO UPDATE SET entry = EXCLUDED.entry"),
+    "issue_notification": ("issue_id, notification_id, record",
+                           "ON CONFLICT (issue_id, notification_id) "
+                           "DO UPDATE SET record = EXCLUDED.record"),
+    "stat_assignment": ("issue_id, agency, cycle, community, received_at, created_at, "
+                        "acknowledged_at, "
+                        "on_time, resolved_at, escalated_at, ack_s, res_s",
+                        "ON CONFLICT (issue_id, agency, cycle) DO UPDATE SET "
+                        "acknowledged_at = EXCLUDED.acknowledged_at, on_time = EXCLUDED.on_time, "
+                        "resolved_at = EXCLUDED.resolved_at, escalated_at = EXCLUDED.escalated_at, "
+                        "ack_s = EXCLUDED.ack_s, res_s = EXCLUDED.res_s"),
+    "stat_agency": ("agency", "ON CONFLICT DO NOTHING"),
+    "stat_rating": ("issue_id, event_id, subject, community, cycle, received_at, at, satisfied, "
+                    "agencies, "
+                    "agencies_created",
+                    "ON CONFLICT DO NOTHING"),
+    "stat_escalation": ("issue_id, event_id, subject, community, agency, received_at, at",
+                        "ON CONFLICT DO NOTHING"),
+}
+
+
+def _listed_triage(triage: dict | None) -> dict | None:
+    """The triage fields a list entry shows (``shared.issue.list_entry``), from the record."""
+    from shared.issue import TRIAGE_LISTED, TriageState
+
+    if triage is None:
+        return None
+    return TriageState.model_validate(triage).model_dump(mode="json", include=TRIAGE_LISTED)
+
+
+# ------------------------------------------------------------------ the archive
+
+
+class Archive:
+    """Archived issues in PostgreSQL, through a psycopg connection pool.
+
+    The pool opens in the background: a database that is down when a service starts
+    only makes archived reads answer 503 (:class:`~shared.errors.Unavailable`) until
+    it is back.
+    """
+
+    def __init__(self, url: str, max_size: int = 8, timeout_s: float = 5.0):
+        self.url = url
+        self.timeout_s = timeout_s
+        # check: a connection is tested as it is handed out, so one cut by a database
+        # restart is replaced instead of failing a request. reconnect_timeout: the pool
+        # gives up a failed reconnection after 2 s, and the next request connects afresh;
+        # psycopg_pool's default keeps retrying with a delay doubling up to 5 minutes,
+        # and left the archive unused for most of a minute after the database was back.
+        self.pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=max_size, open=False, timeout=timeout_s,
+            check=psycopg_pool.ConnectionPool.check_connection, reconnect_timeout=2.0,
+            kwargs={"connect_timeout": 3, "options": "-c TimeZone=UTC"}, name="whistle-archive")
+        self.pool.open(wait=False)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.pool.close(timeout=2)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except DB_ERRORS as exc:
+            raise Unavailable(f"archive unavailable: {type(exc).__name__}") from exc
+
+    def ping(self) -> bool:
+        try:
+            with self.connection() as conn:
+                conn.execute("SELECT 1")
+            return True
+        except Unavailable:
+            return False
+
+    # ------------------------------------------------------------------ writes
+
+    def store_bundles(self, bundles: Iterable[Bundle]) -> int:
+        """Archive issues in one transaction (COPY into staging, then INSERT ... ON
+        CONFLICT). Idempotent. Returns how many bundles were written."""
+        rows: dict[str, list[tuple]] = {table: [] for table in _TABLES}
+        count, seen = 0, set()
+        for bundle in bundles:
+            bundle_rows = _bundle_rows(bundle)
+            issue_id = bundle_rows["archived_issue"][0][0]
+            if issue_id in seen:
+                continue  # one row per key in a statement (ON CONFLICT DO UPDATE needs it)
+            seen.add(issue_id)
+            for table, table_rows in bundle_rows.items():
+                rows[table].extend(table_rows)
+            count += 1
+        if count:
+            self.store_rows(rows)
+        return count
+
+    def store_rows(self, rows: dict[str, list[tuple]]) -> None:
+        with self.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            for table, (columns, conflict) in _TABLES.items():
+                if not rows.get(table):
+                    continue
+                stage = f"stage_{table}"
+                cur.execute(f"CREATE TEMP TABLE {stage} (LIKE {table} INCLUDING DEFAULTS) "
+                            "ON COMMIT DROP")
+                with cur.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
+                    for row in rows[table]:
+                        copy.write_row(row)
+                cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} "
+                            f"{conflict}")
+
+    # ------------------------------------------------------------------- reads
+
+    def record(self, issue_id: str, with_notes: bool = False) -> IssueRecord:
+        """The archived record (timeline with its notes merged when ``with_notes``)."""
+        with self.connection() as conn:
+            row = conn.execute("SELECT record::text FROM archived_issue WHERE issue_id = %s",
+                               (issue_id,)).fetchone()
+            notes = conn.execute("SELECT entry::text FROM issue_note WHERE issue_id = %s",
+                                 (issue_id,)).fetchall() if row and with_notes else []
+        if row is None:
+            raise NotFound(f"no issue {issue_id}")
+        record = IssueRecord.model_validate_json(row[0])
+        if notes:
+            entries = [TimelineEntry.model_validate_json(raw) for (raw,) in notes]
+            record.timeline = sorted([*record.timeline, *entries], key=lambda e: e.at)
+        return record
+
+    def records(self, issue_ids: list[str]) -> dict[str, IssueRecord]:
+        """The archived ones among ``issue_ids`` (their records as stored, without notes)."""
+        with self.connection() as conn:
+            rows = conn.execute("SELECT issue_id, record::text FROM archived_issue "
+                                "WHERE issue_id = ANY(%s)", (issue_ids,)).fetchall()
+        return {issue_id: IssueRecord.model_validate_json(raw) for issue_id, raw in rows}
+
+    def contacts(self, issue_ids: list[str]) -> dict[str, dict[str, str]]:
+        """:meth:`contact` for several issues at once (archived ones only)."""
+        with self.connection() as conn:
+            rows = conn.execute("SELECT issue_id, contact, masked FROM issue_contact "
+                                "WHERE issue_id = ANY(%s)", (issue_ids,)).fetchall()
+        return {issue_id: contact if contact is not None
+                else {k: v for k, v in masked.items() if v} for issue_id, contact, masked in rows}
+
+    def has(self, issue_id: str) -> bool:
+        with self.connection() as conn:
+            return conn.execute("SELECT 1 FROM archived_issue WHERE issue_id = %s",
+                                (issue_id,)).fetchone() is not None
+
+    def contact(self, issue_id: str) -> dict[str, str]:
+        """The contact as Redis held it; only its masked form once erased."""
+        return self.contacts([issue_id]).get(issue_id, {})
+
+    def journal(self, issue_id: str) -> list[dict[str, Any]]:
+        with self.connection() as conn:
+            rows = conn.execute("SELECT entry::text FROM issue_event WHERE issue_id = %s "
+                                "ORDER BY seq", (issue_id,)).fetchall()
+        return [loads(raw) for (raw,) in rows]
+
+    def notifications(self, issue_id: str) -> dict[str, str]:
+        """Delivery records, id -> JSON, as notify kept them in Redis."""
+        with self.connection() as conn:
+            rows = conn.execute("SELECT notification_id, record::text FROM issue_notification "
+                                "WHERE issue_id = %s", (issue_id,)).fetchall()
+        return dict(rows)
+
+    def erase_contact(self, issue_id: str) -> bool:
+        """Erase the resident's contact, keeping its masked form. False if already erased;
+        NotFound if the issue is not archived."""
+        with self.connection() as conn, conn.transaction():
+            if not conn.execute("SELECT 1 FROM archived_issue WHERE issue_id = %s",
+                                (issue_id,)).fetchone():
+                raise NotFound(f"no archived issue {issue_id}")
+            erased = conn.execute(
+                "UPDATE issue_contact SET contact = NULL, erased_at = now() "
+                "WHERE issue_id = %s AND contact IS NOT NULL", (issue_id,)).rowcount
+        return bool(erased)
+
+    # ----------------------------------------------------------------- listing
+
+    def summaries(self, status: str | None, agency: str | None, community: str | None,
+                  before: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
+        """Archived issues' list entries, newest first, strictly after the cursor
+        ``before`` = (received_at, issue_id) in that order. Keyset pagination: one index
+        range scan per page, however deep."""
+        where, args = [], []
+        if status:
+            where.append("status = %s")
+            args.append(status)
+        if agency:
+            where.append("agencies @> ARRAY[%s]::text[]")
+            args.append(agency)
+        if community:
+            where.append("community = %s")
+            args.append(community)
+        if before is not None:
+            where.append("(received_at, issue_id) < (%s, %s)")
+            args += list(before)
+        sql = ("SELECT issue_id, status, category, priority, community, agencies, received_at, "
+               "updated_at, record->'triage' FROM archived_issue"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY received_at DESC, issue_id DESC LIMIT %s")
+        with self.connection() as conn:
+            rows = conn.execute(sql, [*args, limit]).fetchall()
+        return [{"issue_id": r[0], "status": r[1], "category": r[2], "priority": r[3],
+                 "community": r[4], "agencies": list(r[5]), "received_at": r[6],
+                 "updated_at": r[7], "triage": _listed_triage(r[8])} for r in rows]
+
+    # ------------------------------------------------------------------- stats
+
+    def stat_rows(self, sql: str, args: dict[str, Any]) -> list[tuple]:
+        with self.connection() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def size_bytes(self) -> int:
+        """Bytes the archive's tables and indexes take on disk."""
+        with self.connection() as conn:
+            return conn.execute(
+                "SELECT sum(pg_total_relation_size(quote_ident(t))) FROM unnest(%s::text[]) t",
+                (list(_TABLES),)).fetchone()[0] or 0
+
+    def count(self) -> int:
+        with self.connection() as conn:
+            return conn.execute("SELECT count(*) FROM archived_issue").fetchone()[0]

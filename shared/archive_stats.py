@@ -1,0 +1,242 @@
+"""The three rates (三率) over the archive and the hot issues together, in SQL.
+
+``services.intake.stats`` defines the figures and computes them by replaying
+journals. Replaying a month of history on every request does not scale, so the
+archive keeps each issue's *facts* (``stat_assignment``, ``stat_rating``,
+``stat_escalation``: ``services.intake.stats.issue_facts``, written when the issue is
+archived), and :func:`stats_over` asks PostgreSQL for the same figures over the
+facts of one window, read through indexes on their times. The issues still in Redis
+are replayed into facts here and sent along as arrays, so one query counts both.
+
+Which store counts an issue: Redis is read first, then PostgreSQL, leaving out
+every issue read from Redis. The archiver commits to PostgreSQL before it removes
+from Redis, so an issue moving meanwhile is counted exactly once.
+
+The results equal ``compute_stats`` on the same journals
+(tests/integration/test_archive_stats.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from services.intake.stats import LOOKBACK, _iso, _rate, issue_facts
+from shared.archive import Archive, seconds_between
+
+# Every CTE sees the window (since, until), the as-of instant, the issues' received
+# range (rfrom, rto) and the hot issues: their ids, and their facts as parallel arrays.
+_HOT = """
+WITH hot_ids AS (SELECT unnest(%(hot_ids)s::text[]) AS issue_id),
+hot_a AS (
+    SELECT * FROM unnest(%(a_issue)s::text[], %(a_agency)s::text[], %(a_cycle)s::int[],
+                         %(a_created)s::timestamptz[], %(a_ack)s::timestamptz[],
+                         %(a_on_time)s::bool[], %(a_resolved)s::timestamptz[],
+                         %(a_escalated)s::timestamptz[], %(a_ack_s)s::float8[],
+                         %(a_res_s)s::float8[])
+        AS t(issue_id, agency, cycle, created_at, acknowledged_at, on_time, resolved_at,
+             escalated_at, ack_s, res_s))
+"""
+
+# The window's assignments, one agency at a time: a range of the covering index
+# (agency, created_at) each, so nothing is sorted to group them.
+_WINDOW = _HOT + """,
+agencies AS (SELECT agency FROM stat_agency UNION SELECT agency FROM hot_a),
+window_a AS (
+    SELECT g.agency, w.* FROM agencies g CROSS JOIN LATERAL (
+        SELECT s.acknowledged_at, s.on_time, s.resolved_at, s.escalated_at, s.ack_s, s.res_s
+        FROM stat_assignment s
+        WHERE s.agency = g.agency AND s.created_at >= %(since)s AND s.created_at < %(until)s
+          AND s.created_at < %(as_of)s AND s.received_at BETWEEN %(rfrom)s AND %(rto)s
+          AND (%(communities)s::text[] IS NULL OR s.community = ANY(%(communities)s::text[]))
+          AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = s.issue_id)
+        UNION ALL
+        SELECT h.acknowledged_at, h.on_time, h.resolved_at, h.escalated_at, h.ack_s, h.res_s
+        FROM hot_a h
+        WHERE h.agency = g.agency AND h.created_at >= %(since)s AND h.created_at < %(until)s
+          AND h.created_at < %(as_of)s) w)
+"""
+
+# The figures of a set of assignments; the nearest-rank percentile is percentile_disc's
+# definition exactly.
+_FIGURES = """
+       count(*),
+       count(*) FILTER (WHERE acknowledged_at < %(as_of)s),
+       count(*) FILTER (WHERE acknowledged_at < %(as_of)s AND on_time),
+       count(*) FILTER (WHERE resolved_at < %(as_of)s),
+       count(*) FILTER (WHERE resolved_at IS NULL OR resolved_at >= %(as_of)s),
+       count(*) FILTER (WHERE (resolved_at IS NULL OR resolved_at >= %(as_of)s)
+                          AND escalated_at < %(as_of)s),
+       percentile_disc(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY ack_s)
+           FILTER (WHERE acknowledged_at < %(as_of)s),
+       percentile_disc(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY res_s)
+           FILTER (WHERE resolved_at < %(as_of)s)
+"""
+
+# One row per agency (grouped as the index delivers them), and the overall row.
+_ASSIGNMENTS = _WINDOW + "SELECT agency," + _FIGURES + """FROM window_a GROUP BY agency
+UNION ALL
+SELECT NULL,""" + _FIGURES + "FROM window_a"
+
+# Ratings in the window, each event once, however many journals hold it. An archived
+# rating carries the agencies of its cycle and when each was created; a hot one finds
+# them among the hot facts or the archived assignments of the rated issue (by the primary
+# key's prefix, never a scan).
+_RATINGS = _HOT + """,
+ratings AS (
+    SELECT DISTINCT ON (event_id) * FROM (
+        SELECT r.event_id, r.subject, r.cycle, r.satisfied, r.agencies, r.agencies_created,
+               r.subject = r.issue_id AS own
+        FROM stat_rating r
+        WHERE r.at >= %(since)s AND r.at < %(until)s AND r.at < %(as_of)s
+          AND r.received_at BETWEEN %(rfrom)s AND %(rto)s
+          AND (%(communities)s::text[] IS NULL OR r.community = ANY(%(communities)s::text[]))
+          AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = r.issue_id)
+        UNION ALL
+        SELECT event_id, subject, cycle, satisfied, NULL, NULL, false
+        FROM unnest(%(r_event)s::text[], %(r_subject)s::text[], %(r_cycle)s::int[],
+                    %(r_satisfied)s::bool[], %(r_at)s::timestamptz[])
+            AS t(event_id, subject, cycle, satisfied, at)
+        WHERE at >= %(since)s AND at < %(until)s AND at < %(as_of)s) every
+    ORDER BY event_id, own DESC),
+rated_agencies AS (
+    SELECT r.event_id, c.agency, r.satisfied
+    FROM ratings r CROSS JOIN LATERAL unnest(r.agencies, r.agencies_created) AS c(agency, created)
+    WHERE r.own AND c.created < %(as_of)s
+    UNION
+    SELECT r.event_id, s.agency, r.satisfied
+    FROM ratings r JOIN stat_assignment s ON s.issue_id = r.subject AND s.cycle = r.cycle
+    WHERE NOT r.own AND s.created_at < %(as_of)s
+      AND s.received_at BETWEEN %(rfrom)s AND %(rto)s
+      AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = s.issue_id)
+    UNION
+    SELECT r.event_id, h.agency, r.satisfied
+    FROM ratings r JOIN hot_a h ON h.issue_id = r.subject AND h.cycle = r.cycle
+    WHERE NOT r.own AND h.created_at < %(as_of)s)
+SELECT NULL, count(*), count(*) FILTER (WHERE satisfied) FROM ratings
+UNION ALL
+SELECT agency, count(*), count(*) FILTER (WHERE satisfied) FROM rated_agencies GROUP BY agency
+"""
+
+_ESCALATIONS = _HOT + """,
+escalations AS (
+    SELECT DISTINCT ON (event_id) subject, agency FROM (
+        SELECT e.event_id, e.subject, e.agency FROM stat_escalation e
+        WHERE e.received_at BETWEEN %(rfrom)s AND %(rto)s
+          AND (%(communities)s::text[] IS NULL OR e.community = ANY(%(communities)s::text[]))
+          AND e.at >= %(since)s AND e.at < %(until)s AND e.at < %(as_of)s
+          AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = e.issue_id)
+        UNION ALL
+        SELECT event_id, subject, agency
+        FROM unnest(%(e_event)s::text[], %(e_subject)s::text[], %(e_agency)s::text[],
+                    %(e_at)s::timestamptz[]) AS t(event_id, subject, agency, at)
+        WHERE at >= %(since)s AND at < %(until)s AND at < %(as_of)s) every)
+SELECT agency, count(*), count(DISTINCT subject)
+FROM escalations GROUP BY GROUPING SETS ((agency), ())
+"""
+
+_ISSUES = """
+WITH hot_ids AS (SELECT unnest(%(hot_ids)s::text[]) AS issue_id)
+SELECT count(*) FROM archived_issue a
+WHERE a.received_at BETWEEN %(rfrom)s AND %(rto)s
+  AND (%(communities)s::text[] IS NULL OR a.community = ANY(%(communities)s::text[]))
+  AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = a.issue_id)
+"""
+
+
+def _parameters(hot: dict[str, list[dict]], since: datetime, until: datetime,
+                as_of: datetime, communities: frozenset[str] | None = None) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "since": since, "until": until, "as_of": as_of, "rfrom": since - LOOKBACK,
+        "rto": until, "hot_ids": list(hot),
+        "communities": sorted(communities) if communities is not None else None}
+    for name in ("a_issue", "a_agency", "a_cycle", "a_created", "a_ack", "a_on_time",
+                 "a_resolved", "a_escalated", "a_ack_s", "a_res_s", "r_event", "r_subject", "r_cycle", "r_satisfied",
+                 "r_at", "e_event", "e_subject", "e_agency", "e_at"):
+        params[name] = []
+    for issue_id, journal in hot.items():
+        facts = issue_facts(journal)
+        for a in facts.assignments:
+            for name, value in (("a_issue", issue_id), ("a_agency", a.agency),
+                                ("a_cycle", a.cycle), ("a_created", a.created),
+                                ("a_ack", a.acknowledged), ("a_on_time", a.on_time),
+                                ("a_resolved", a.resolved), ("a_escalated", a.escalated_at),
+                                ("a_ack_s", seconds_between(a.created, a.acknowledged)),
+                                ("a_res_s", seconds_between(a.created, a.resolved))):
+                params[name].append(value)
+        for r in facts.ratings:
+            params["r_event"].append(r.event_id)
+            params["r_subject"].append(r.issue_id)
+            params["r_cycle"].append(r.cycle)
+            params["r_satisfied"].append(r.satisfied)
+            params["r_at"].append(r.at)
+        for e in facts.escalations:
+            params["e_event"].append(e.event_id)
+            params["e_subject"].append(e.issue_id)
+            params["e_agency"].append(e.agency)
+            params["e_at"].append(e.at)
+    return params
+
+
+def _empty_block() -> dict[str, Any]:
+    return {"assigned": 0, "acknowledged": 0, "acknowledged_on_time": 0, "resolved": 0,
+            "rated": 0, "satisfied": 0, "response_rate": None, "resolution_rate": None,
+            "satisfaction_rate": None,
+            "time_to_acknowledge_s": {"median": None, "p90": None},
+            "time_to_resolve_s": {"median": None, "p90": None},
+            "open": 0, "overdue": 0, "escalated": 0, "escalated_issues": 0}
+
+
+def _rounded(value: Any) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def stats_over(archive: Archive, hot: dict[str, list[dict]], since: datetime,
+               until: datetime, now: datetime,
+               communities: frozenset[str] | None = None) -> dict[str, Any]:
+    """``compute_stats``'s answer for ``[since, until)`` over the archived issues and the
+    ``hot`` ones (issue id -> journal, read from Redis: the issues received in
+    ``[since - LOOKBACK, until]``). ``communities``: only the archived issues of these
+    (a desk's scope; ``hot`` is narrowed by the caller)."""
+    as_of = min(until, now)
+    params = _parameters(hot, since, until, as_of, communities)
+    blocks: dict[str | None, dict[str, Any]] = {None: _empty_block()}
+
+    def block(agency: str | None) -> dict[str, Any]:
+        return blocks.setdefault(agency, _empty_block())
+
+    with archive.connection() as conn:
+        assignments = conn.execute(_ASSIGNMENTS, params).fetchall()
+        ratings = conn.execute(_RATINGS, params).fetchall()
+        escalations = conn.execute(_ESCALATIONS, params).fetchall()
+        archived_issues = conn.execute(_ISSUES, params).fetchone()[0]
+
+    for (agency, assigned, acknowledged, on_time, resolved, open_, overdue,
+         ack, res) in assignments:
+        ack_median, ack_p90 = ack or (None, None)
+        res_median, res_p90 = res or (None, None)
+        if agency is None and not assigned:
+            continue  # the overall row of an empty window
+        b = block(agency)
+        b.update(assigned=assigned, acknowledged=acknowledged, acknowledged_on_time=on_time,
+                 resolved=resolved, open=open_, overdue=overdue,
+                 response_rate=_rate(on_time, assigned), resolution_rate=_rate(resolved, assigned),
+                 time_to_acknowledge_s={"median": _rounded(ack_median), "p90": _rounded(ack_p90)},
+                 time_to_resolve_s={"median": _rounded(res_median), "p90": _rounded(res_p90)})
+    for agency, rated, satisfied in ratings:
+        if agency is None and not rated:
+            continue
+        block(agency).update(rated=rated, satisfied=satisfied,
+                             satisfaction_rate=_rate(satisfied, rated))
+    for agency, escalated, escalated_issues in escalations:
+        if agency is None and not escalated:
+            continue
+        block(agency).update(escalated=escalated, escalated_issues=escalated_issues)
+
+    overall = blocks.pop(None)
+    return {
+        "window": {"since": _iso(since), "until": _iso(until), "as_of": _iso(as_of),
+                   "issues": archived_issues + len(hot)},
+        "overall": overall,
+        "agencies": {agency: blocks[agency] for agency in sorted(blocks)},
+    }

@@ -1,0 +1,258 @@
+"""The archive against the real PostgreSQL: an issue answers the same before and after it
+leaves Redis; archiving twice, or racing, changes nothing; erasure; migrations."""
+
+import pytest
+import redis
+import requests
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from services.agency.service import AgencyService
+from services.intake.archiver import Archiver, Pass
+from services.intake.service import IntakeService
+from services.notify.service import NotifyService
+from services.routing.service import RoutingService
+from shared import config as cfg
+from shared.archive import Archive, SchemaBehind, check_schema, pending_migrations, upgrade
+from shared.auth import issue_feedback_token, issue_token
+from shared.store import IssueStore
+from tests.conftest import create_database, drop_database
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def config(whistle_config, fresh_database_url):
+    return {**whistle_config, cfg.DATABASE_URL: fresh_database_url}
+
+
+@pytest.fixture
+def whistle(runner_factory, config):
+    runner = runner_factory(config, IntakeService, RoutingService, AgencyService, NotifyService)
+    runner.start()
+    return f"http://{config[cfg.WEB_SERVER_ADDRESS]}"
+
+
+@pytest.fixture
+def archive(config):
+    archive = Archive(config[cfg.DATABASE_URL])
+    yield archive
+    archive.close()
+
+
+@pytest.fixture
+def store(config, archive):
+    client = redis.Redis.from_url(config[cfg.REDIS_URL], decode_responses=True)
+    yield IssueStore(client, config[cfg.KEY_PREFIX], archive)
+    client.close()
+
+
+def closed_issue(whistle, config, phone="13812345678", address="丽德花园北门") -> str:
+    """An issue taken through the whole chain: reported, dispatched, 报到, resolved, rated
+    satisfied (closed), with every resident message sent."""
+    receipt = requests.post(f"{whistle}/issues", json={
+        "description": "小区门口有根电线耷拉下来，不知道有没有电",
+        "location": {"community": "缤泰社区", "address": address},
+        "contact": {"name": "孙大爷", "phone": phone}, "channel": "hotline"}, timeout=5)
+    assert receipt.status_code == 201, receipt.text
+    issue_id = receipt.json()["issue_id"]
+    wait_until(lambda: requests.get(f"{whistle}/issues/{issue_id}").json()["status"]
+               == "dispatched")
+    token = issue_token("power", "p-007", config[cfg.SECRET])
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        rpc.agency.acknowledge(token, "power", issue_id)
+        rpc.agency.resolve(token, "power", issue_id, {"note": "已断电并重新架设"})
+    wait_until(lambda: len(requests.get(f"{whistle}/issues/{issue_id}/notifications")
+                           .json()["notifications"]) == 5)
+    rated = requests.post(f"{whistle}/issues/{issue_id}/feedback",
+                          params={"token": rating_token(config, issue_id)},
+                          json={"rating": "satisfied"}, timeout=5)
+    assert rated.status_code == 200, rated.text
+    wait_until(lambda: len(requests.get(f"{whistle}/issues/{issue_id}/notifications")
+                           .json()["notifications"]) == 6
+               and all(n["status"] == "sent" for n in requests.get(
+                   f"{whistle}/issues/{issue_id}/notifications").json()["notifications"]))
+    return issue_id
+
+
+def rating_token(config, issue_id: str) -> str:
+    return issue_feedback_token(issue_id, issue_id, 0, config[cfg.SECRET], 3600)
+
+
+def answers(whistle, config, issue_id: str) -> dict:
+    """Everything a reader can ask about the issue, as they get it."""
+    def get(path, **params):
+        response = requests.get(f"{whistle}{path}", params=params, timeout=5)
+        return response.status_code, response.json()
+
+    rating = requests.post(f"{whistle}/issues/{issue_id}/feedback",
+                           params={"token": rating_token(config, issue_id)},
+                           json={"rating": "unsatisfied"}, timeout=5)
+    listed = get("/issues", limit=500)
+    return {
+        "issue": get(f"/issues/{issue_id}"),
+        "events": get(f"/issues/{issue_id}/events"),
+        "notifications": get(f"/issues/{issue_id}/notifications"),
+        "rating_again": (rating.status_code, rating.json()),
+        "listed": [e for e in listed[1]["issues"] if e["issue_id"] == issue_id],
+    }
+
+
+def test_an_archived_issue_answers_as_it_did_when_hot(whistle, config, store, archive):
+    issue_id = closed_issue(whistle, config)
+    hot = answers(whistle, config, issue_id)
+    assert hot["issue"][1]["status"] == "closed"
+    assert hot["issue"][1]["contact"]["phone"] == "138****5678"
+    assert hot["rating_again"][0] == 409  # already rated: the same answer either way
+    assert len(hot["listed"]) == 1
+
+    done = Archiver(store, archive, retention_s=0).run_until_idle(now_ts=9e9)
+    assert done.archived == [issue_id]
+    keys = store.redis.keys(f"{config[cfg.KEY_PREFIX]}:*{issue_id}*")
+    assert keys == [], keys  # record, contact, notes, journal, deliveries, applied: gone
+    prefix = config[cfg.KEY_PREFIX]
+    for index in (f"{prefix}:issues", f"{prefix}:idx:closed"):
+        assert store.redis.zscore(index, issue_id) is None
+    for index in (f"{prefix}:idx:status:closed", f"{prefix}:idx:community:缤泰社区",
+                  f"{prefix}:idx:agency:power"):
+        assert not store.redis.sismember(index, issue_id)
+    assert not any(store.redis.get(k) == issue_id for k in store.redis.scan_iter(
+        f"{prefix}:dedupe:*"))
+
+    assert answers(whistle, config, issue_id) == hot
+    assert archive.count() == 1
+
+
+def test_archiving_again_or_twice_at_once_changes_nothing(whistle, config, store, archive):
+    first = closed_issue(whistle, config)
+    second = closed_issue(whistle, config, phone="13900001111", address="丽德花园南门")
+    before = {i: answers(whistle, config, i) for i in (first, second)}
+    batch = store.redis.zrange(f"{config[cfg.KEY_PREFIX]}:idx:closed", 0, -1)
+    bundles = Archiver(store, archive, 0)._claim_all(batch, "test-token", Pass())
+    # A crash after the commit and before the removal, then a rerun: the same rows again.
+    archive.store_bundles(b.bundle for b in bundles)
+    archive.store_bundles(b.bundle for b in bundles)
+    store.redis.delete(*(store.keys.archive_lease(i) for i in batch))  # the lease expired
+    a, b = (Archiver(store, archive, 0, batch=1) for _ in range(2))
+    results = [a.run_once(9e9), b.run_once(9e9), a.run_once(9e9), b.run_once(9e9)]
+    archived = sorted(i for r in results for i in r.archived)
+    assert archived == sorted([first, second])
+    with archive.connection() as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM archived_issue), (SELECT count(*) FROM issue_event),"
+            " (SELECT count(DISTINCT (issue_id, seq)) FROM issue_event),"
+            " (SELECT count(*) FROM issue_notification)").fetchone()
+    events = sum(len(before[i]["events"][1]["events"]) for i in before)
+    assert counts == (2, events, events, 12)
+    assert {i: answers(whistle, config, i) for i in before} == before
+
+
+def test_an_issue_that_changed_after_it_was_read_stays_in_redis(whistle, config, store,
+                                                                archive):
+    issue_id = closed_issue(whistle, config)
+    archiver = Archiver(store, archive, 0)
+    claimed = archiver._claim_all([issue_id], "token-1", Pass())
+    archive.store_bundles(c.bundle for c in claimed)
+    store.redis.hset(store.keys.notes(issue_id), "late-note", claimed[0].bundle.notes[
+        next(iter(claimed[0].bundle.notes))])  # a late write after the read
+    done = Pass()
+    archiver._remove_all(claimed, "token-1", done)
+    assert done.changed == [issue_id] and store.redis.exists(store.keys.issue(issue_id))
+    # The next pass archives it afresh, late note and all.
+    assert archiver.run_until_idle(9e9).archived == [issue_id]
+    with archive.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM issue_note WHERE issue_id = %s AND "
+                            "note_id = 'late-note'", (issue_id,)).fetchone()[0] == 1
+
+
+def test_erasure_keeps_only_the_masked_contact(whistle, config, store, archive):
+    issue_id = closed_issue(whistle, config)
+    Archiver(store, archive, 0).run_until_idle(9e9)
+    before = requests.get(f"{whistle}/issues/{issue_id}", timeout=5).json()
+    assert archive.contact(issue_id)["phone"] == "13812345678"
+
+    assert archive.erase_contact(issue_id) is True
+    assert archive.erase_contact(issue_id) is False
+    with archive.connection() as conn:
+        row = conn.execute("SELECT contact, masked, erased_at IS NOT NULL FROM issue_contact "
+                           "WHERE issue_id = %s", (issue_id,)).fetchone()
+        dump = conn.execute("SELECT string_agg(t::text, '') FROM (SELECT * FROM issue_contact "
+                            "UNION ALL SELECT * FROM issue_contact) t").fetchone()[0]
+    assert row[0] is None and row[2] is True
+    assert row[1]["phone"] == "138****5678" and row[1]["name"] == "孙**"
+    assert "13812345678" not in dump and "孙大爷" not in dump
+    after = requests.get(f"{whistle}/issues/{issue_id}", timeout=5).json()
+    assert after == before  # the desk saw the masked form before, and still does
+
+
+def test_erase_command_refuses_a_hot_issue_and_erases_an_archived_one(whistle, config, store,
+                                                                      archive):
+    from click.testing import CliRunner
+
+    from whistle.cli import cli
+
+    issue_id = closed_issue(whistle, config)
+    env = {cfg.REDIS_URL: config[cfg.REDIS_URL], cfg.KEY_PREFIX: config[cfg.KEY_PREFIX],
+           cfg.DATABASE_URL: config[cfg.DATABASE_URL]}
+    refused = CliRunner().invoke(cli, ["privacy", "erase", issue_id], env=env)
+    assert refused.exit_code == 1 and "not archived yet" in refused.output
+    moved = CliRunner().invoke(cli, ["archive", "--retention", "0"], env=env)
+    assert moved.exit_code == 0 and "archived 1;" in moved.output
+    erased = CliRunner().invoke(cli, ["privacy", "erase", issue_id], env=env)
+    assert erased.exit_code == 0, erased.output
+    assert archive.contact(issue_id) == {"name": "孙**", "phone": "138****5678"}
+    unknown = CliRunner().invoke(cli, ["privacy", "erase", "WH-20200101-0001"], env=env)
+    assert unknown.exit_code == 1 and "no archived issue" in unknown.output
+
+
+def test_listing_pages_through_hot_and_archived_issues_with_a_cursor(whistle, config, store,
+                                                                     archive):
+    ids = [closed_issue(whistle, config, phone=f"1390000{i:04d}", address=f"丽德花园{i}号楼")
+           for i in range(3)]
+    Archiver(store, archive, 0, batch=2).run_once(9e9)  # the two oldest move
+    assert archive.count() == 2
+    for i in range(2):  # and two more, hot and open
+        requests.post(f"{whistle}/issues", json={
+            "description": "楼道灯不亮", "location": {"community": "缤泰社区",
+                                                 "address": f"丽德花园{10 + i}号楼"}}, timeout=5)
+    seen, cursor = [], None
+    while True:
+        page = requests.get(f"{whistle}/issues", params={"limit": 2, **(
+            {"cursor": cursor} if cursor else {})}, timeout=5).json()
+        seen += [e["issue_id"] for e in page["issues"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 5 and len(set(seen)) == 5
+    assert seen[2:] == ids[::-1]  # newest first, across both stores
+    closed = requests.get(f"{whistle}/issues", params={"status": "closed"}, timeout=5).json()
+    assert [e["issue_id"] for e in closed["issues"]] == ids[::-1]
+    bad = requests.get(f"{whistle}/issues", params={"cursor": "bogus"}, timeout=5)
+    assert bad.status_code == 422 and "cursor" in bad.text
+
+
+def test_migrations_apply_to_an_empty_database_and_services_check_them():
+    import uuid
+
+    name = f"whistle_empty_{uuid.uuid4().hex[:10]}"
+    url = create_database(name)
+    try:
+        assert pending_migrations(url) == ["0001_archive"]
+        with pytest.raises(SchemaBehind, match="whistle db upgrade"):
+            check_schema(url)
+        assert upgrade(url) == ["0001_archive"]
+        assert upgrade(url) == []
+        check_schema(url)
+        archive = Archive(url)
+        try:
+            with archive.connection() as conn:
+                tables = {r[0] for r in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        finally:
+            archive.close()
+        assert {"archived_issue", "issue_contact", "issue_event", "issue_note",
+                "issue_notification", "stat_assignment", "stat_rating",
+                "stat_escalation"} <= tables
+    finally:
+        drop_database(name)
+    check_schema("postgresql://postgres@127.0.0.1:1/nowhere")  # down: not an error

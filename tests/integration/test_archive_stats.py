@@ -1,0 +1,88 @@
+"""GET /stats from SQL equals compute_stats on the same journals, however the issues are
+split between Redis (hot) and PostgreSQL (archived)."""
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bench.scale import synthetic_issue
+from services.intake.stats import LOOKBACK, compute_stats
+from shared.archive import Archive, Bundle
+from shared.archive_stats import stats_over
+from shared.contracts import Channel, Language, Location
+from shared.issue import receive
+from shared.jsoncodec import dumps, loads
+from tests.unit.test_stats import EXPECTED_AGENCIES, EXPECTED_OVERALL, known_history
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def archive(fresh_database_url):
+    archive = Archive(fresh_database_url)
+    yield archive
+    archive.close()
+
+
+def bundle_of(issue_id: str, journal: list[dict]) -> Bundle:
+    """An issue as the archiver would copy it: its record (received at its first event)
+    and its journal."""
+    received_at = min(datetime.fromisoformat(e["occurred_at"]) for e in journal)
+    record = receive(issue_id, f"trace-{issue_id}", "楼道灯不亮", None,
+                     Location(community="缤泰社区", address="3号楼"), Channel.desk,
+                     Language.zh, received_at)
+    return Bundle(record.model_dump_json(), journal=[dumps(e) for e in journal])
+
+
+def reference(journals: dict[str, list[dict]], since, until, now) -> dict:
+    """compute_stats as intake ran it: the issues received in [since - 60 days, until],
+    in the order they were received."""
+    def received(journal):
+        return min(datetime.fromisoformat(e["occurred_at"]) for e in journal)
+
+    picked = sorted((received(j), i) for i, j in journals.items()
+                    if since - LOOKBACK <= received(j) <= until)
+    return compute_stats([journals[i] for _, i in picked], since, until, now)
+
+
+def split(archive, journals, archived_ids):
+    archive.store_bundles(bundle_of(i, journals[i]) for i in archived_ids)
+    return {i: j for i, j in journals.items() if i not in archived_ids}
+
+
+@pytest.mark.parametrize("archived", ["none", "some", "all"])
+def test_the_known_history_gives_the_known_figures(archive, archived):
+    since = NOW - timedelta(days=10)
+    until = since + timedelta(days=7)
+    journals = known_history(since)
+    ids = sorted(journals)
+    archived_ids = {"none": [], "some": ids[::2], "all": ids}[archived]
+    hot = split(archive, journals, archived_ids)
+    report = stats_over(archive, hot, since, until, NOW)
+    assert report == reference(journals, since, until, NOW)
+    assert report["overall"] == EXPECTED_OVERALL
+    assert report["agencies"] == EXPECTED_AGENCIES
+
+
+def test_many_varied_issues_over_many_windows_match_compute_stats(archive):
+    rng = random.Random(7)
+    journals = {}
+    for n in range(600):
+        bundle = synthetic_issue(n, NOW - timedelta(days=rng.uniform(0, 120)), rng)
+        journals[loads(bundle.record)["issue_id"]] = [loads(e) for e in bundle.journal]
+    ids = sorted(journals)
+    archived_ids = set(rng.sample(ids, 400))
+    hot = split(archive, journals, archived_ids)
+    windows = [(NOW - timedelta(days=30), NOW), (NOW - timedelta(days=90), NOW - timedelta(days=60)),
+               (NOW - timedelta(days=7, hours=5), NOW - timedelta(days=2, minutes=13)),
+               (NOW - timedelta(days=45), NOW + timedelta(days=3))]
+    for since, until in windows:
+        in_range = {i: j for i, j in hot.items()
+                    if since - LOOKBACK <= min(datetime.fromisoformat(e["occurred_at"])
+                                               for e in j) <= until}
+        report = stats_over(archive, in_range, since, until, NOW)
+        assert report == reference(journals, since, until, NOW), (since, until)
+        assert report["overall"]["assigned"] > 0

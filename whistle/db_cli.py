@@ -1,0 +1,142 @@
+"""``whistle db``, ``whistle archive`` and ``whistle privacy``: the archive in PostgreSQL.
+
+See docs/archive.md for retention, archiving, erasure and backups.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from shared import config as cfg
+
+
+def _config() -> dict:
+    try:
+        return cfg.config_from_env()
+    except cfg.ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def db() -> None:
+    """The archive's database (WHISTLE_DATABASE_URL)."""
+
+
+def _on_database(action):
+    """``action(url)`` on the configured database; a clear error when it is unreachable."""
+    import psycopg
+
+    from shared.archive import redact
+
+    url = _config()[cfg.DATABASE_URL]
+    try:
+        return url, action(url)
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot reach the database at {redact(url)}: "
+                                   f"{str(exc).strip().splitlines()[0]}") from None
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations the database lacks (shared/migrations)."""
+    from shared.archive import redact, upgrade
+
+    url, applied = _on_database(upgrade)
+    click.echo(f"database {redact(url)}: " + (f"applied {', '.join(applied)}" if applied
+                                             else "up to date"))
+
+
+@db.command("status")
+def db_status() -> None:
+    """Say which migrations are pending (exit 1 if any)."""
+    from shared.archive import pending_migrations, redact
+
+    url, pending = _on_database(pending_migrations)
+    if pending:
+        click.echo(f"database {redact(url)}: pending {', '.join(pending)}")
+        sys.exit(1)
+    click.echo(f"database {redact(url)}: up to date")
+
+
+def _store(config: dict):
+    from shared.archive import Archive
+    from shared.store import IssueStore, connect
+
+    return IssueStore(connect(config[cfg.REDIS_URL]), config[cfg.KEY_PREFIX],
+                      Archive(config[cfg.DATABASE_URL]))
+
+
+@click.command()
+@click.option("--retention", default=None,
+              help="How long an issue stays closed in Redis first (default: "
+                   "$WHISTLE_HOT_RETENTION or 1d); 0 archives every closed issue.")
+@click.option("--batch", default=200, show_default=True, help="Issues per transaction.")
+@click.option("--lease", "lease_s", default=60, show_default=True,
+              help="Seconds an issue stays claimed by this run (a killed run's claims expire).")
+@click.option("--every", "every_s", type=float, default=None,
+              help="Keep running, a pass every this many seconds (default: one pass).")
+def archive(retention: str | None, batch: int, lease_s: int, every_s: float | None) -> None:
+    """Move issues closed for the retention period from Redis to PostgreSQL.
+
+    Intake does this by itself every WHISTLE_ARCHIVE_INTERVAL_S; this command is for
+    catching up, and for hosts that run no intake.
+    """
+    from services.intake.archiver import Archiver
+    from shared.errors import Unavailable
+
+    config = _config()
+    retention_s = cfg.duration_s(retention if retention is not None
+                                 else config[cfg.HOT_RETENTION])
+    store = _store(config)
+    archiver = Archiver(store, store.archive, retention_s, batch=batch, lease_s=lease_s)
+    while True:
+        try:
+            done = archiver.run_until_idle(time.time())
+            click.echo(f"archived {len(done.archived)}; changed meanwhile {len(done.changed)}; "
+                       f"held by another archiver {done.busy}")
+        except Unavailable as exc:
+            if every_s is None:
+                raise click.ClickException(str(exc)) from None
+            click.echo(f"archive pass failed, retrying: {exc}", err=True)
+        if every_s is None:
+            break
+        time.sleep(every_s)
+    store.archive.close()
+
+
+@click.group()
+def privacy() -> None:
+    """Residents' personal data."""
+
+
+@privacy.command("erase")
+@click.argument("issue_id")
+def privacy_erase(issue_id: str) -> None:
+    """Erase the resident's contact on an archived issue, keeping only its masked form.
+
+    A hot issue (still in Redis) is refused: its resident is still being told of
+    progress. It can be erased once archived (`whistle archive --retention 0`).
+    """
+    from shared.errors import NotFound, Unavailable
+    from shared.store import ISSUE_ID
+
+    if not ISSUE_ID.fullmatch(issue_id):
+        raise click.ClickException("issue ids look like WH-20261121-0001")
+    config = _config()
+    store = _store(config)
+    try:
+        if store.redis.exists(store.keys.issue(issue_id)):
+            raise click.ClickException(f"{issue_id} is not archived yet (its resident is still "
+                                       "being told of progress); erase it once it is")
+        erased = store.archive.erase_contact(issue_id)
+    except NotFound:
+        raise click.ClickException(f"no archived issue {issue_id}") from None
+    except Unavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.archive.close()
+    click.echo(f"{issue_id}: contact erased, masked form kept" if erased
+               else f"{issue_id}: contact was already erased")
