@@ -84,9 +84,6 @@ def migrate_or_warn(url: str) -> None:
         click.echo(f"whistle: database migrated ({', '.join(applied)})", err=True)
 
 
-@cli.command()
-
-
 class _IssueByDefault(click.Group):
     """``whistle token AGENCY`` is short for ``whistle token issue AGENCY``."""
 

@@ -262,7 +262,7 @@ class NotifyService:
         principal = self.guard.check(request)
         view = may_read_notifications(principal, self.store.get(issue_id), issue_id)
         return {"issue_id": issue_id, "notifications": notifications_view(
-            view, self.messenger.deliveries.history(issue_id))}
+            view, history_of(self.store.notifications(issue_id)))}  # archived ones too
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def resend_rating_link(self, token: str, issue_id: str) -> dict:
