@@ -83,22 +83,35 @@ SELECT NULL,""" + _FIGURES + "FROM window_a"
 # them among the hot facts or the archived assignments of the rated issue (by the primary
 # key's prefix, never a scan).
 _RATINGS = _HOT + """,
+archived_ratings AS (
+    SELECT r.issue_id, r.event_id, r.subject, r.cycle, r.satisfied, r.agencies,
+           r.agencies_created
+    FROM stat_rating r
+    WHERE r.at >= %(since)s AND r.at < %(until)s AND r.at < %(as_of)s
+      AND r.received_at BETWEEN %(rfrom)s AND %(rto)s
+      AND (%(communities)s::text[] IS NULL OR r.community = ANY(%(communities)s::text[]))
+      AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = r.issue_id)),
 ratings AS (
-    SELECT DISTINCT ON (event_id) * FROM (
-        SELECT r.event_id, r.subject, r.cycle, r.satisfied, r.agencies, r.agencies_created,
-               r.subject = r.issue_id AS own
-        FROM stat_rating r
-        WHERE r.at >= %(since)s AND r.at < %(until)s AND r.at < %(as_of)s
-          AND r.received_at BETWEEN %(rfrom)s AND %(rto)s
-          AND (%(communities)s::text[] IS NULL OR r.community = ANY(%(communities)s::text[]))
-          AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = r.issue_id)
+    -- A rating journaled under the rated issue itself: each event once already.
+    SELECT event_id, subject, cycle, satisfied, agencies, agencies_created, true AS own
+    FROM archived_ratings WHERE subject = issue_id
+    UNION ALL
+    -- Copies elsewhere (a merged report's journal) and the hot ones: once per event,
+    -- and not at all when the rated issue's own copy is counted above.
+    SELECT DISTINCT ON (event_id) event_id, subject, cycle, satisfied, NULL, NULL, false
+    FROM (
+        SELECT event_id, subject, cycle, satisfied FROM archived_ratings
+        WHERE subject <> issue_id
         UNION ALL
-        SELECT event_id, subject, cycle, satisfied, NULL, NULL, false
+        SELECT event_id, subject, cycle, satisfied
         FROM unnest(%(r_event)s::text[], %(r_subject)s::text[], %(r_cycle)s::int[],
                     %(r_satisfied)s::bool[], %(r_at)s::timestamptz[])
             AS t(event_id, subject, cycle, satisfied, at)
-        WHERE at >= %(since)s AND at < %(until)s AND at < %(as_of)s) every
-    ORDER BY event_id, own DESC),
+        WHERE at >= %(since)s AND at < %(until)s AND at < %(as_of)s) copies
+    WHERE NOT EXISTS (SELECT 1 FROM archived_ratings o
+                      WHERE o.issue_id = copies.subject AND o.subject = copies.subject
+                        AND o.event_id = copies.event_id)
+    ORDER BY event_id),
 rated_agencies AS (
     SELECT r.event_id, c.agency, r.satisfied
     FROM ratings r CROSS JOIN LATERAL unnest(r.agencies, r.agencies_created) AS c(agency, created)
