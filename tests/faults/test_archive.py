@@ -1,10 +1,10 @@
 """Fault scenarios of the hand-over from Redis to PostgreSQL (docs/archive.md).
 
-10. PostgreSQL (a cluster of the test's own) is stopped while issues are reported,
+13. PostgreSQL (a cluster of the test's own) is stopped while issues are reported,
     handled and closed: intake and the chain keep working, the closed issues wait in
     Redis, and they are archived once it is back.
-11. ``whistle archive`` is SIGKILLed mid-batch, again and again, then run to the end.
-12. Two ``whistle archive`` processes run at once over the same closed issues.
+14. ``whistle archive`` is SIGKILLed mid-batch, again and again, then run to the end.
+15. Two ``whistle archive`` processes run at once over the same closed issues.
 
 Each counts *lost* issues (accepted or seeded, and not in PostgreSQL with every journal
 entry, note and delivery record they had) and *duplicated* ones (rows beyond those,
@@ -101,7 +101,7 @@ def audit(url: str, store: IssueStore, expected: dict[str, tuple[int, int, int]]
             "detail": (lost + duplicated + still_hot)[:10]}
 
 
-# --------------------------------------------------- 10. PostgreSQL stopped
+# --------------------------------------------------- 13. PostgreSQL stopped
 
 
 @pytest.fixture
@@ -112,8 +112,14 @@ def whistle_env(whistle_env, own_postgres):
             cfg.ARCHIVE_INTERVAL_S: "1", cfg.RATING_WINDOW_S: "2"}
 
 
+def desk(secret: str) -> requests.Session:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {issue_token('desk', 'd-001', secret)}"
+    return session
+
+
 def take_to_closed(base: str, secret: str, issue_id: str) -> None:
-    issue = wait_until(lambda: (i := requests.get(f"{base}/issues/{issue_id}", timeout=5)
+    issue = wait_until(lambda: (i := desk(secret).get(f"{base}/issues/{issue_id}", timeout=5)
                                 .json())["status"] == "dispatched" and i, timeout=30)
     for assignment in issue["assignments"]:
         agency = assignment["agency"]
@@ -126,27 +132,28 @@ def take_to_closed(base: str, secret: str, issue_id: str) -> None:
 
 def test_closed_issues_wait_in_redis_while_postgresql_is_down(
         whistle_processes, whistle_env, own_postgres, scenario):
-    run = scenario("10. PostgreSQL stopped while issues close")
+    run = scenario("13. PostgreSQL stopped while issues close")
     store = IssueStore(redis.Redis.from_url(REDIS_URL, decode_responses=True),
                        whistle_env[cfg.KEY_PREFIX])
     whistle = whistle_processes()
     own_postgres.stop("fast")
     down_at = time.monotonic()
 
+    secret = cfg.config_from_env(whistle_env)[cfg.SECRET]
+    http = desk(secret)
     accepted = []
     for i in range(N_CHAIN):
-        response = requests.post(f"{whistle.url}/issues", json=issue_payload(i), timeout=10)
+        response = http.post(f"{whistle.url}/issues", json=issue_payload(i), timeout=10)
         assert response.status_code == 201, response.text  # intake works without PostgreSQL
         accepted.append(response.json()["issue_id"])
-    secret = cfg.config_from_env(whistle_env)[cfg.SECRET]
     for issue_id in accepted:
         take_to_closed(whistle.url, secret, issue_id)  # the chain works without it
-    wait_until(lambda: all(requests.get(f"{whistle.url}/issues/{i}", timeout=5).json()
+    wait_until(lambda: all(http.get(f"{whistle.url}/issues/{i}", timeout=5).json()
                            ["status"] == "closed" for i in accepted), timeout=60)
     time.sleep(3)  # three archive passes fail meanwhile
     waiting = store.redis.zcard(store.keys.closed)
-    before = {i: (requests.get(f"{whistle.url}/issues/{i}", timeout=5).json(),
-                  requests.get(f"{whistle.url}/issues/{i}/events", timeout=5).json())
+    before = {i: (http.get(f"{whistle.url}/issues/{i}", timeout=5).json(),
+                  http.get(f"{whistle.url}/issues/{i}/events", timeout=5).json())
               for i in accepted}
     expected = expected_rows(store, accepted)
     down_s = time.monotonic() - down_at
@@ -155,8 +162,8 @@ def test_closed_issues_wait_in_redis_while_postgresql_is_down(
     up_at = time.monotonic()
     wait_until(lambda: store.redis.zcard(store.keys.closed) == 0, timeout=60)
     archived_after_s = time.monotonic() - up_at
-    after = {i: (requests.get(f"{whistle.url}/issues/{i}", timeout=5).json(),
-                 requests.get(f"{whistle.url}/issues/{i}/events", timeout=5).json())
+    after = {i: (http.get(f"{whistle.url}/issues/{i}", timeout=5).json(),
+                 http.get(f"{whistle.url}/issues/{i}/events", timeout=5).json())
              for i in accepted}
     figures = audit(own_postgres.url, store, expected)
     run.record(accepted=len(accepted), waited_in_redis=waiting, postgres_down_s=round(down_s, 1),
@@ -168,7 +175,7 @@ def test_closed_issues_wait_in_redis_while_postgresql_is_down(
     assert after == before  # the same answers from PostgreSQL as from Redis
 
 
-# -------------------------------------------- 11 and 12: the archiver itself
+# -------------------------------------------- 14 and 15: the archiver itself
 
 
 def seed_closed(store: IssueStore, n: int) -> dict[str, tuple[int, int, int]]:
@@ -218,7 +225,7 @@ def seeded(archive_env, redis_prefix):
 
 def test_an_archiver_killed_mid_batch_loses_and_duplicates_nothing(archive_env, seeded,
                                                                    scenario):
-    run = scenario("11. the archiver SIGKILLed mid-batch")
+    run = scenario("14. the archiver SIGKILLed mid-batch")
     store, expected = seeded
     rng = random.Random(12)
     lease_s = 2
@@ -252,7 +259,7 @@ def test_an_archiver_killed_mid_batch_loses_and_duplicates_nothing(archive_env, 
 
 
 def test_two_archivers_at_once_share_the_work(archive_env, seeded, scenario):
-    run = scenario("12. two archivers at once")
+    run = scenario("15. two archivers at once")
     store, expected = seeded
     first, second = (archiver(archive_env, batch=50, lease_s=30) for _ in range(2))
     outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
