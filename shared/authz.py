@@ -146,13 +146,14 @@ def desk_view(record: IssueRecord, contact: dict[str, Any] | None) -> dict[str, 
 _AGENCY_FIELDS = {"issue_id", "status", "description", "category", "priority", "location",
                   "channel", "language", "received_at", "updated_at", "routing",
                   "escalation_level", "table", "reopen_count", "closed_reason", "closed_at",
-                  "assignments", "timeline"}
+                  "assignments", "withdrawn", "timeline"}
 
 
 def agency_view(record: IssueRecord, contact: dict[str, Any] | None,
                 agency: str | None = None) -> dict[str, Any]:
-    """The work: problem, place, every assignment's state, the table, the timeline
-    without the messages to residents. No reporters, ratings or unmasked contact."""
+    """The work: problem, place, every assignment's state (the parts a reroute withdrew
+    too), the table, the timeline without the messages to residents. No reporters,
+    ratings or unmasked contact."""
     view = record.model_dump(mode="json", include=_AGENCY_FIELDS)
     view["timeline"] = [entry for entry in view["timeline"] if entry["service"] != "notify"]
     for assignment in view["assignments"]:

@@ -178,6 +178,11 @@ def test_a_reroute_withdraws_one_agency_adds_another_and_tells_the_resident_once
     gone = requests.post(f"{base}/agencies/water/assignments/{issue_id}/acknowledge",
                          headers=auth(whistle_config, "water"), timeout=5)
     assert gone.status_code == 403
+    # ... though it may still read the issue it had a part in ("has or had")
+    had = requests.get(f"{base}/issues/{issue_id}", headers=auth(whistle_config, "water"),
+                       timeout=5)
+    assert had.status_code == 200, had.text
+    assert [a["agency"] for a in had.json()["withdrawn"]] == ["water"]
 
     # Told once; the timeline says who changed what and why; each agency was told.
     wait_for(lambda: told(base, issue_id, "rerouted"), lambda sent: len(sent) == 1)
