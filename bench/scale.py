@@ -260,8 +260,12 @@ def timed(fn, repeat: int) -> dict[str, float]:
             "p95_ms": round(times[max(0, int(len(times) * 0.95) - 1)], 1)}
 
 
-def latencies(base: str, archive: Archive, repeat: int) -> dict[str, dict[str, float]]:
-    session = requests.Session()
+def latencies(base: str, archive: Archive, repeat: int, secret: str
+              ) -> dict[str, dict[str, float]]:
+    from shared.auth import issue_token
+
+    session = requests.Session()  # as the desk, which may read everything measured
+    session.headers["Authorization"] = f"Bearer {issue_token('desk', 'bench', secret)}"
 
     def ok(path: str, **params):
         response = session.get(f"{base}{path}", params=params, timeout=60)
@@ -374,7 +378,8 @@ def measure(archive: Archive, address: str, sizes: list[int], args) -> None:
         rate = (size - loaded) / took
         loaded = size
         count, per_issue = pg_bytes_per_issue(archive)
-        figures = latencies(f"http://{address}", archive, args.repeat)
+        figures = latencies(f"http://{address}", archive, args.repeat,
+                            cfg.config_from_env()[cfg.SECRET])
 
         def cell(key, figures=figures):
             return f"{figures[key]['median_ms']} / {figures[key]['p95_ms']}"
