@@ -1,0 +1,100 @@
+"""Open311 over the archive (real PostgreSQL): a request answers the same, by id and in
+the lists, before and after its issue leaves Redis for PostgreSQL."""
+
+import pytest
+import redis
+import requests
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from services.agency.service import AgencyService
+from services.intake.archiver import Archiver
+from services.intake.open311.clients import Open311Clients
+from services.intake.service import IntakeService
+from services.notify.service import NotifyService
+from services.routing.service import RoutingService
+from shared import config as cfg
+from shared.archive import Archive
+from shared.auth import issue_feedback_token, issue_token
+from shared.store import IssueStore
+from tests.support import open311_schemas as schemas
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+V2 = "/open311/v2"
+
+
+@pytest.fixture
+def config(whistle_config, fresh_database_url):
+    return {**whistle_config, cfg.DATABASE_URL: fresh_database_url}
+
+
+@pytest.fixture
+def whistle(runner_factory, config):
+    runner = runner_factory(config, IntakeService, RoutingService, AgencyService, NotifyService)
+    runner.start()
+    return f"http://{config[cfg.WEB_SERVER_ADDRESS]}"
+
+
+@pytest.fixture
+def archive(config):
+    archive = Archive(config[cfg.DATABASE_URL])
+    yield archive
+    archive.close()
+
+
+@pytest.fixture
+def store(config, archive):
+    client = redis.Redis.from_url(config[cfg.REDIS_URL], decode_responses=True)
+    yield IssueStore(client, config[cfg.KEY_PREFIX], archive)
+    client.close()
+
+
+def test_an_archived_request_answers_as_it_did_when_hot(whistle, config, store, archive):
+    key = Open311Clients(store.redis, config[cfg.KEY_PREFIX]).add("fixmystreet")
+    made = requests.post(f"{whistle}{V2}/requests.json", timeout=10, data={
+        "api_key": key, "service_code": "flying_wire", "address_string": "丽德花园北门",
+        "attribute[community]": "缤泰社区", "description": "门口电线耷拉下来，孙大爷13812345678说的",
+        "first_name": "大爷", "last_name": "孙", "phone": "13812345678"})
+    assert made.status_code == 201, made.text
+    issue_id = made.json()[0]["service_request_id"]
+
+    def request():
+        return requests.get(f"{whistle}{V2}/requests/{issue_id}.json", timeout=5).json()[0]
+
+    wait_until(lambda: request()["agency_responsible"] == "供电公司")
+    token = issue_token("power", "p-007", config[cfg.SECRET])
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        rpc.agency.acknowledge(token, "power", issue_id)
+        rpc.agency.resolve(token, "power", issue_id, {"note": "已断电并重新架设"})
+    wait_until(lambda: request()["status"] == "closed")
+    rated = requests.post(f"{whistle}/issues/{issue_id}/feedback", timeout=5, params={
+        "token": issue_feedback_token(issue_id, issue_id, 0, config[cfg.SECRET], 3600)},
+        json={"rating": "satisfied"})
+    assert rated.status_code == 200, rated.text
+    wait_until(lambda: store.get(issue_id).status.value == "closed")
+
+    def answers():
+        def get(path, **params):
+            response = requests.get(f"{whistle}{V2}/{path}", params=params, timeout=5)
+            assert response.status_code == 200, response.text
+            return response.json()
+        return {"by_id": get(f"requests/{issue_id}.json"),
+                "listed": get("requests.json"),
+                "closed": get("requests.json", status="closed"),
+                "open": get("requests.json", status="open"),
+                "by_code": get("requests.json", service_code="flying_wire")}
+
+    hot = answers()
+    assert hot["by_id"][0]["status_notes"] == "已结单：居民满意"
+    assert hot["by_id"][0]["description"] == "门口电线耷拉下来，孙**138****5678说的"
+    assert [r["service_request_id"] for r in hot["closed"]] == [issue_id]
+    assert hot["open"] == []
+
+    done = Archiver(store, archive, retention_s=0).run_until_idle(now_ts=9e9)
+    assert done.archived == [issue_id]
+    assert not store.redis.exists(store.keys.issue(issue_id))
+
+    cold = answers()
+    assert cold == hot
+    schemas.validate(cold["listed"], schemas.REQUESTS)
