@@ -18,6 +18,7 @@ The results equal ``compute_stats`` on the same journals
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -38,12 +39,9 @@ hot_a AS (
              escalated_at, ack_s, res_s))
 """
 
-# The window's assignments, one agency at a time: a range of the covering index
-# (agency, created_at) each, so nothing is sorted to group them.
-_WINDOW = _HOT + """,
-agencies AS (SELECT agency FROM stat_agency UNION SELECT agency FROM hot_a),
-window_a AS (
-    SELECT g.agency, w.* FROM agencies g CROSS JOIN LATERAL (
+# The window's assignments of agency ``g``: a range of the covering index
+# (agency, created_at), and the hot ones.
+_WINDOW_ROWS = """
         SELECT s.acknowledged_at, s.on_time, s.resolved_at, s.escalated_at, s.ack_s, s.res_s
         FROM stat_assignment s
         WHERE s.agency = g.agency AND s.created_at >= %(since)s AND s.created_at < %(until)s
@@ -54,7 +52,7 @@ window_a AS (
         SELECT h.acknowledged_at, h.on_time, h.resolved_at, h.escalated_at, h.ack_s, h.res_s
         FROM hot_a h
         WHERE h.agency = g.agency AND h.created_at >= %(since)s AND h.created_at < %(until)s
-          AND h.created_at < %(as_of)s) w)
+          AND h.created_at < %(as_of)s
 """
 
 # The figures of a set of assignments; the nearest-rank percentile is percentile_disc's
@@ -73,10 +71,20 @@ _FIGURES = """
            FILTER (WHERE resolved_at < %(as_of)s)
 """
 
-# One row per agency (grouped as the index delivers them), and the overall row.
-_ASSIGNMENTS = _WINDOW + "SELECT agency," + _FIGURES + """FROM window_a GROUP BY agency
-UNION ALL
-SELECT NULL,""" + _FIGURES + "FROM window_a"
+# One row per agency, each aggregated inside its own index range (no sort to group them).
+_PER_AGENCY = _HOT + """,
+agencies AS (SELECT agency FROM stat_agency UNION SELECT agency FROM hot_a)
+SELECT g.agency, f.* FROM agencies g CROSS JOIN LATERAL (
+    SELECT""" + _FIGURES + """FROM (""" + _WINDOW_ROWS + """) w)
+    AS f(assigned, acknowledged, on_time, resolved, open, overdue, ack, res)
+WHERE f.assigned > 0
+"""
+
+# The overall row: the same figures over every agency's range at once.
+_OVERALL = _HOT + """,
+agencies AS (SELECT agency FROM stat_agency UNION SELECT agency FROM hot_a)
+SELECT NULL,""" + _FIGURES + """FROM agencies g CROSS JOIN LATERAL (""" + _WINDOW_ROWS + """) w
+"""
 
 # Ratings in the window, each event once, however many journals hold it. An archived
 # rating carries the agencies of its cycle and when each was created; a hot one finds
@@ -218,11 +226,22 @@ def stats_over(archive: Archive, hot: dict[str, list[dict]], since: datetime,
     def block(agency: str | None) -> dict[str, Any]:
         return blocks.setdefault(agency, _empty_block())
 
-    with archive.connection() as conn:
-        assignments = conn.execute(_ASSIGNMENTS, params).fetchall()
-        ratings = conn.execute(_RATINGS, params).fetchall()
-        escalations = conn.execute(_ESCALATIONS, params).fetchall()
-        archived_issues = conn.execute(_ISSUES, params).fetchone()[0]
+    # Five statements on five connections at once: PostgreSQL runs them side by side.
+    queries = {"per_agency": (_PER_AGENCY, "all"), "overall": (_OVERALL, "all"),
+               "ratings": (_RATINGS, "all"), "escalations": (_ESCALATIONS, "all"),
+               "issues": (_ISSUES, "one")}
+
+    def run(name: str):
+        sql, how = queries[name]
+        with archive.connection() as conn:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if how == "all" else cursor.fetchone()[0]
+
+    with ThreadPoolExecutor(max_workers=len(queries)) as pool:
+        results = dict(zip(queries, pool.map(run, queries), strict=True))
+    assignments = results["per_agency"] + results["overall"]
+    ratings, escalations = results["ratings"], results["escalations"]
+    archived_issues = results["issues"]
 
     for (agency, assigned, acknowledged, on_time, resolved, open_, overdue,
          ack, res) in assignments:
