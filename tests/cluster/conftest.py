@@ -17,8 +17,7 @@ import pytest
 from shared import config as cfg
 from shared.topology import QUORUM
 from tests.cluster.nodes import BASE, ClusterNodes
-from tests.conftest import REDIS_URL
-from tests.e2e.conftest import whistle_processes  # noqa: F401 - fixture
+from tests.e2e.conftest import process_env, whistle_processes  # noqa: F401 - fixture
 from tests.faults import conftest as faults_conftest
 from tests.faults.conftest import fault_report, scenario  # noqa: F401 - fixtures
 
@@ -57,22 +56,13 @@ def cluster_vhost(cluster):
 
 
 @pytest.fixture
-def whistle_env(cluster, cluster_vhost, redis_prefix, monkeypatch):
+def whistle_env(cluster, cluster_vhost, redis_prefix, database_url, monkeypatch):
     """Whistle on the cluster: AMQP_URI lists the three nodes, queues are quorum."""
     amqp_uri = cluster.amqp_uri(cluster_vhost)
     api = ";".join(f"http://guest:guest@127.0.0.1:{n.management_port}" for n in cluster.nodes)
     monkeypatch.setenv(cfg.RABBIT_API_URL, api)  # `whistle dlq list` (harness.dead_letters)
-    env = dict(os.environ)
-    env.update({
-        cfg.AMQP_URI: amqp_uri,
-        cfg.QUEUE_TYPE: QUORUM,
-        cfg.RABBIT_API_URL: api,
-        cfg.REDIS_URL: REDIS_URL,
-        cfg.KEY_PREFIX: redis_prefix,
-        cfg.RETRY_DELAY_MS: "100",
-        cfg.LOG_FORMAT: "json",
-        "PYTHONWARNINGS": "ignore",
-    })
+    env = process_env(amqp_uri, redis_prefix, database_url)
+    env.update({cfg.QUEUE_TYPE: QUORUM, cfg.RABBIT_API_URL: api})
     return env
 
 

@@ -119,9 +119,14 @@ def stop_all(processes: list[WhistleProcess], timeout: float = 15.0) -> None:
 
 @pytest.fixture
 def whistle_env(rabbit_config, redis_prefix, database_url):
+    return process_env(rabbit_config["AMQP_URI"], redis_prefix, database_url)
+
+
+def process_env(amqp_uri: str, redis_prefix: str, database_url: str) -> dict:
+    """The environment of a test's ``whistle up`` processes (the cluster tests' too)."""
     env = dict(os.environ)
     env.update({
-        cfg.AMQP_URI: rabbit_config["AMQP_URI"],
+        cfg.AMQP_URI: amqp_uri,
         cfg.REDIS_URL: REDIS_URL,
         cfg.KEY_PREFIX: redis_prefix,
         cfg.DATABASE_URL: database_url,
