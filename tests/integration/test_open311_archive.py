@@ -24,9 +24,11 @@ pytestmark = pytest.mark.integration
 V2 = "/open311/v2"
 
 
-@pytest.fixture
-def config(whistle_config, fresh_database_url):
-    return {**whistle_config, cfg.DATABASE_URL: fresh_database_url}
+@pytest.fixture(params=["true", "false"], ids=["public-reads", "keyed-reads"])
+def config(request, whistle_config, fresh_database_url):
+    """Both read modes: keyed reads list the client's own requests from its own index."""
+    return {**whistle_config, cfg.DATABASE_URL: fresh_database_url,
+            cfg.OPEN311_PUBLIC_READ: request.param}
 
 
 @pytest.fixture
@@ -60,7 +62,8 @@ def test_an_archived_request_answers_as_it_did_when_hot(whistle, config, store, 
     issue_id = made.json()[0]["service_request_id"]
 
     def request():
-        return requests.get(f"{whistle}{V2}/requests/{issue_id}.json", timeout=5).json()[0]
+        return requests.get(f"{whistle}{V2}/requests/{issue_id}.json", timeout=5,
+                            params={"api_key": key}).json()[0]
 
     wait_until(lambda: request()["agency_responsible"] == "供电公司")
     token = issue_token("power", "p-007", config[cfg.SECRET])
@@ -76,16 +79,20 @@ def test_an_archived_request_answers_as_it_did_when_hot(whistle, config, store, 
 
     def answers():
         def get(path, **params):
-            response = requests.get(f"{whistle}{V2}/{path}", params=params, timeout=5)
+            response = requests.get(f"{whistle}{V2}/{path}", timeout=5,
+                                    params={**params, "api_key": key})
             assert response.status_code == 200, response.text
             return response.json()
-        return {"by_id": get(f"requests/{issue_id}.json"),
+        return {"updates": get("servicerequestupdates.json"),
+                "by_id": get(f"requests/{issue_id}.json"),
                 "listed": get("requests.json"),
                 "closed": get("requests.json", status="closed"),
                 "open": get("requests.json", status="open"),
                 "by_code": get("requests.json", service_code="flying_wire")}
 
     hot = answers()
+    assert [u["status"] for u in hot["updates"]][-1] == "closed"
+
     assert hot["by_id"][0]["status_notes"] == "已结单：居民满意"
     assert hot["by_id"][0]["description"] == "门口电线耷拉下来，孙**138****5678说的"
     assert [r["service_request_id"] for r in hot["closed"]] == [issue_id]

@@ -229,6 +229,17 @@ class Open311Api:
         cold = archived_received(archive, start, end) if archive is not None else []
         return newest_first(hot, cold), {i for i, _ in cold} - {i for i, _ in hot}
 
+    def _journals(self, issue_ids: list[str], since: datetime) -> dict[str, list[dict]]:
+        """The issues' journals: Redis's, and the archive's for archived issues that
+        changed at or after ``since`` (the others have nothing to show from then on)."""
+        journals = dict(zip(issue_ids, self.store.journals(issue_ids), strict=True))
+        empty = [i for i, journal in journals.items() if not journal]
+        if empty and getattr(self.store, "archive", None) is not None:
+            for record in self.store.get_many(empty):  # the archive's, in one query
+                if record.updated_at >= since:
+                    journals[record.issue_id] = self.store.journal(record.issue_id)
+        return journals
+
     def _with_status(self, ids: list[str], statuses: set[str], archived: set[str]
                      ) -> list[str]:
         """Only the ids whose Whistle status can show as one of ``statuses`` (the status
@@ -277,17 +288,24 @@ class Open311Api:
         reader = self._reader(params)
         start, end = date_window(params, utcnow())
         page, page_size = parse_page(params)
+        archive = getattr(self.store, "archive", None)
         if reader is not None:
             ids = list(reversed(self._clients().requests_between(
                 reader, start - UPDATES_LOOKBACK, end)))
         else:
             ids = self.store.issue_ids_received(start - UPDATES_LOOKBACK, end)
+            if archive is not None:
+                # Archived issues changed in the window (a wide one) have updates in it.
+                hot = set(ids)
+                ids += [i for i, _ in reversed(archived_received(
+                    archive, start - UPDATES_LOOKBACK, end, updated_since=start))
+                    if i not in hot]
         tz = self._tz()
         updates: list[dict[str, Any]] = []
         for n in range(0, len(ids), CHUNK):
             chunk = ids[n:n + CHUNK]
             contacts = self._contacts(chunk)
-            journals = dict(zip(chunk, self.store.journals(chunk), strict=True))
+            journals = self._journals(chunk, start)
             parents = {i: merged_into(j) for i, j in journals.items() if merged_into(j)}
             wanted = sorted(set(parents.values()))
             joined = dict(zip(wanted, self.store.journals(wanted), strict=True))
@@ -439,16 +457,18 @@ class Open311Api:
         return read_params([*pairs, *_query_pairs(request)])
 
 
-def archived_received(archive, start: datetime, end: datetime,
-                      page: int = ARCHIVE_PAGE) -> list[tuple[str, float]]:
-    """``(issue id, received epoch s)`` of the archived issues received in ``[start, end]``,
-    newest first, through the archive's keyset-paginated ``summaries``."""
+def archived_received(archive, start: datetime, end: datetime, page: int = ARCHIVE_PAGE,
+                      updated_since: datetime | None = None) -> list[tuple[str, float]]:
+    """``(issue id, received epoch s)`` of the archived issues received in ``[start, end]``
+    (and last changed at or after ``updated_since``, if given), newest first, through the
+    archive's keyset-paginated ``summaries``."""
     found: list[tuple[str, float]] = []
     before = (end, "WH-99999999-99999999")  # strictly before it: everything up to ``end``
     while True:
         rows = archive.summaries(None, None, None, before, page)
         found += [(r["issue_id"], r["received_at"].timestamp()) for r in rows
-                  if r["received_at"] >= start]
+                  if r["received_at"] >= start
+                  and (updated_since is None or r["updated_at"] >= updated_since)]
         if len(rows) < page or rows[-1]["received_at"] < start:
             return found
         before = (rows[-1]["received_at"], rows[-1]["issue_id"])
