@@ -14,6 +14,9 @@ Units:
 
 - ``log-line``: one worker's log line, through the configured pipeline, to /dev/null;
 - ``redis-command``: one ``HSETNX`` through the store's client;
+- ``request-door``: what authorization adds to one submission (``shared.guard``): the
+  desk's token checked (one signature), revocation and the rate limit in one script
+  call, and the audit entry written when the worker ends;
 - ``issue-write-path``: one issue created, routed by the rules and applied (routing's
   transition, its outbox entries and the indexes), against the real Redis;
 - ``delivery-noop``: agency consuming one ``issue.dispatched`` whose handler does
@@ -60,10 +63,10 @@ import click
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-UNITS = ("log-line", "redis-command", "issue-write-path", "delivery-noop", "delivery-agency",
-         "routing-classify")
+UNITS = ("log-line", "redis-command", "request-door", "issue-write-path", "delivery-noop",
+         "delivery-agency", "routing-classify")
 # (n, step): the work is run n and n + step times; the figure is the difference / step.
-SIZES = {"log-line": (100, 1000), "redis-command": (100, 1000),
+SIZES = {"log-line": (100, 1000), "redis-command": (100, 1000), "request-door": (100, 1000),
          "issue-write-path": (20, 200), "delivery-noop": (40, 200),
          "delivery-agency": (40, 200), "routing-classify": (50, 200)}
 DELIVERY_QUEUE = "whistle.agency.record_assignment"
@@ -94,6 +97,37 @@ def _redis_command(n: int) -> None:
             client.hsetnx(key, "field", "value")
     finally:
         client.delete(key)
+
+
+def _request_door(n: int) -> None:
+    from types import SimpleNamespace
+
+    from bench.infra import delete_prefix
+    from shared import config as cfg
+    from shared.auth import DESK, issue_token
+    from shared.guard import SUBMIT, Guard
+
+    prefix = f"costs-{uuid.uuid4().hex[:8]}"
+    config = cfg.config_from_env({}, **{cfg.REDIS_URL: REDIS_URL, cfg.KEY_PREFIX: prefix,
+                                         cfg.RATE_SUBMIT: 10_000_000})
+    guard = Guard()
+    guard.container = SimpleNamespace(config=config)  # what setup() reads
+    guard.setup()
+    request = SimpleNamespace(headers={"Authorization": "Bearer " + issue_token(
+        DESK, "costs", config[cfg.SECRET])}, args={}, remote_addr="127.0.0.1")
+    class Worker:  # a worker context: hashable, like nameko's
+        pass
+
+    try:
+        for i in range(n):
+            worker = Worker()
+            access = guard.get_dependency(worker)
+            access.check(request, action="issue.submit", bucket=SUBMIT, anonymous=True)
+            access.on_issue(f"WH-20261121-{i:04d}")
+            guard.worker_result(worker, SimpleNamespace(status_code=201))
+    finally:
+        guard.stop()
+        delete_prefix(REDIS_URL, prefix)
 
 
 def _issue_write_path(n: int) -> None:
@@ -216,6 +250,7 @@ def classify_milliseconds() -> dict:
 
 
 IN_PROCESS = {"log-line": _log_line, "redis-command": _redis_command,
+              "request-door": _request_door,
               "issue-write-path": _issue_write_path, "routing-classify": _routing_classify}
 
 

@@ -317,3 +317,31 @@ def test_audit_fields_name_who_and_never_the_token():
     fields = verify_token(token, SECRET).audit_fields()
     assert fields.keys() == {"role", "jti", "staff_id", "agency"}
     assert token not in str(fields)
+
+
+def test_the_guard_verifies_a_staff_token_once_and_never_past_its_expiry():
+    from types import SimpleNamespace
+
+    from shared import config as cfg
+    from shared.guard import Guard
+
+    guard = Guard()
+    guard.container = SimpleNamespace(config=cfg.config_from_env({}, **{cfg.SECRET: SECRET}))
+    guard.setup()  # builds its Redis client; nothing here talks to Redis
+
+    def request(token):
+        return SimpleNamespace(headers={"Authorization": f"Bearer {token}"}, args={},
+                               remote_addr="10.0.0.1")
+
+    token = issue_token("desk", "d-1", SECRET)
+    first = guard.principal(request(token))
+    assert guard.principal(request(token)) is first  # remembered: no second signature check
+    short = issue_token("power", "p-1", SECRET, ttl_s=1, now=time.time() - 40)  # past skew
+    with pytest.raises(Unauthorized, match="expired"):
+        guard.principal(request(short))
+    # A remembered principal whose token has since expired is verified afresh (and refused).
+    guard._verified[f"Bearer {short}"] = Principal(
+        Role.agency, agency="power", staff_id="p-1", jti="j", issued_at=0, expires_at=0)
+    with pytest.raises(Unauthorized, match="expired"):
+        guard.principal(request(short))
+    guard.stop()
