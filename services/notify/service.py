@@ -59,7 +59,7 @@ from services.notify.recipients import (
 )
 from services.notify.templates import Templates
 from shared import config as cfg
-from shared.auth import Principal, issue_feedback_token
+from shared.auth import Principal, issue_feedback_token, issue_resident_token
 from shared.authz import (
     may_read_notifications,
     may_resend_rating_link,
@@ -172,7 +172,11 @@ class NotifyService:
         getattr(self, ANNOUNCED[type(event)])(event)
 
     def on_issue_received(self, event: IssueReceived) -> None:
-        self._tell(event, "received", lambda record, lang, _reader: {"issue_id": record.issue_id})
+        """Received, with the link to the resident's own progress page (the pages'
+        ``/resident/{id}``): from the first message on they can follow it."""
+        link = self._progress_link(event)
+        self._tell(event, "received", lambda record, lang, reader: {
+            "issue_id": record.issue_id, "link": link(reader)})
 
     def on_issue_merged(self, event: IssueMerged) -> None:
         """Tell the neighbour whose report this was which open issue now carries it."""
@@ -333,6 +337,19 @@ class NotifyService:
 
         return variables
 
+    def _progress_link(self, event: Event):
+        """Each reporter's progress link (``shared.auth.issue_resident_token``: reads their
+        own report, nothing else), sealed like the rating link: its token is only in what
+        the channel hands the resident. Issued as of the event, so a retry sends the same."""
+        base = str(cfg.get(self.config, cfg.PUBLIC_URL)).rstrip("/")
+        secret = cfg.get(self.config, cfg.SECRET)
+
+        def link(reader: str) -> Sealed:
+            token = issue_resident_token(reader, secret, now=event.occurred_at.timestamp())
+            return progress_link(base, reader, token)
+
+        return link
+
     def _tell(self, event: Event, kind: str, variables: Variables,
               record: IssueRecord | None = None,
               failures: list[DeliveryFailed] | None = None) -> None:
@@ -448,6 +465,12 @@ class NotifyService:
 def rating_link(base: str, reporter: str, token: str) -> Sealed:
     """The resident's rating link, sealed: readable copies show it without the token."""
     url = f"{base}/issues/{quote(reporter)}/feedback?token="
+    return Sealed(shown=url + REDACTED, secret=url + token)
+
+
+def progress_link(base: str, reporter: str, token: str) -> Sealed:
+    """The resident's progress page (``services.web``), sealed as the rating link is."""
+    url = f"{base}/resident/{quote(reporter)}?token="
     return Sealed(shown=url + REDACTED, secret=url + token)
 
 

@@ -57,17 +57,23 @@ def browsers(whistle):
         browser.quit()
 
 
-def rating_link(phone, issue_id: str, browser: Browser) -> str:
-    """The link in the resident's rating message, as their phone received it."""
+def sent_link(phone, issue_id: str, kind: str, pattern: str, power_on: Browser) -> str:
+    """The link in the resident's ``kind`` message, as their phone received it."""
     def link():
         for request in phone.requests:
-            text = json.loads(request.body).get("text", "")
-            if issue_id in text:
-                found = re.search(r"https?://\S+/issues/\S+/feedback\?token=[\w\-.]+", text)
+            message = json.loads(request.body)
+            if message.get("issue_id") == issue_id and message.get("kind") == kind:
+                found = re.search(r"https?://\S+" + pattern, message.get("text", ""))
                 if found:
                     return found.group(0)
         return None
-    return browser.wait(link, 15, "the rating message")
+    return power_on.wait(link, 15, f"the {kind} message")
+
+
+def rating_link(phone, issue_id: str, browser: Browser) -> str:
+    """The link in the resident's rating message, as their phone received it."""
+    return sent_link(phone, issue_id, "rating_request", r"/issues/\S+/feedback\?token=[\w\-.]+",
+                     browser)
 
 
 def test_the_whole_chain_through_the_pages(whistle, browsers, gateway):
@@ -105,9 +111,19 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, gateway):
     assert desk.driver.execute_script("return window.__notReloaded") is True
     desk.screenshot("board")
 
+    # From the first message on, the resident's phone has a link to their progress page;
+    # what the desk sees of that message has the link's token redacted.
+    progress = sent_link(gateway, issue_id, "received", r"/resident/\S+\?token=[\w\-.]+", power_on=desk)
+    phone = browsers(PHONE, 844)
+    phone.driver.get(progress.replace(progress.split("/resident/")[0], whistle.url))
+    assert "您的问题已受理" in phone.text("#progress") and "幸福里" in phone.text("main")
+    phone.screenshot("resident-progress")
+
     # The issue page: timeline, the assignment with its deadlines, the messages.
     clerk.open(f"/desk/issues/{issue_id}")
     clerk.wait(lambda: "received" in clerk.text("#messages"), 10, "the received message")
+    assert "/resident/" in clerk.text("#messages") and "?token=…" in clerk.text("#messages")
+    assert progress.split("token=")[1] not in clerk.driver.page_source
     assert "138****5678" in clerk.text() and "13812345678" not in clerk.driver.page_source
     clerk.screenshot("issue")
 

@@ -19,11 +19,12 @@ DEADLINE = datetime(2025, 1, 5, 2, 30, tzinfo=UTC)
 MEETING = datetime(2025, 1, 6, 6, 0, tzinfo=UTC)
 SUPERVISOR = "缤泰街道办事处"
 LINK = f"https://whistle.example/issues/{ISSUE_ID}/feedback?token=eyJ0.eyJz.c2ln"
+PROGRESS = f"https://whistle.example/resident/{ISSUE_ID}?token=[redacted]"
 
 # What the notify service passes for each kind. A template that asks for anything
 # else would fail in production, so the shipped files must use exactly these.
 VARIABLES: dict[str, dict[str, object]] = {
-    "received": {"issue_id": ISSUE_ID},
+    "received": {"issue_id": ISSUE_ID, "link": PROGRESS},
     "merged": {"issue_id": ISSUE_ID, "into_issue_id": PRIMARY_ID},
     "dispatched": {"issue_id": ISSUE_ID, "agencies": [POWER, HOUSING], "lead_agency": POWER,
                    "acknowledge_by": DEADLINE},
@@ -97,10 +98,11 @@ def test_every_kind_renders_completely(templates, kind, language):
 
 
 def test_received_zh_gives_reference_number(templates):
-    text = templates.render("received", "zh", issue_id=ISSUE_ID)
+    text = templates.render("received", "zh", **VARIABLES["received"])
 
     assert text.startswith("【吹哨报到】")
     assert f"已受理，编号 {ISSUE_ID}" in text
+    assert text.endswith(f"办理进度随时可查：{PROGRESS}")  # the progress page, from the start
 
 
 def test_dispatched_names_agencies_lead_and_deadline(templates):
@@ -250,22 +252,23 @@ def test_merge_and_table_messages_say_what_the_resident_needs(templates, kind, l
 
 def test_extra_variables_are_ignored(templates):
     """The service may pass one superset of variables for every kind."""
-    text = templates.render("received", "zh", **VARIABLES["dispatched"])
+    text = templates.render("received", "zh", **VARIABLES["dispatched"], link=PROGRESS)
 
-    assert text == templates.render("received", "zh", issue_id=ISSUE_ID)
+    assert text == templates.render("received", "zh", **VARIABLES["received"])
 
 
 @pytest.mark.parametrize("language", ["fr", "zh-TW", "", None])
 def test_unknown_language_falls_back_to_zh(templates, language):
-    assert templates.render("received", language, issue_id=ISSUE_ID) == \
-        templates.render("received", "zh", issue_id=ISSUE_ID)
+    assert templates.render("received", language, **VARIABLES["received"]) == \
+        templates.render("received", "zh", **VARIABLES["received"])
     assert templates.required_variables("dispatched", language) == set(VARIABLES["dispatched"])
 
 
 def test_language_enum_is_accepted(templates):
     from shared.contracts import Language
 
-    assert templates.render("received", Language.en, issue_id=ISSUE_ID).startswith("[Whistle]")
+    assert templates.render("received", Language.en, **VARIABLES["received"]).startswith(
+        "[Whistle]")
 
 
 def test_missing_variable_names_it(templates):
@@ -352,7 +355,7 @@ def test_minimal_directory_loads(tmp_path):
 
     loaded = Templates.load(tmp_path)
 
-    assert loaded.render("received", "en", issue_id=ISSUE_ID) == ISSUE_ID
+    assert loaded.render("received", "en", **VARIABLES["received"]) == f"{ISSUE_ID} {PROGRESS}"
 
 
 def test_missing_kind_fails_to_load(tmp_path):

@@ -143,3 +143,16 @@ def test_count_chart_scales_to_the_largest_and_shows_counts():
     assert [b["value"] for b in chart["bars"]] == ["6", "3", "0"]
     assert chart["bars"][0]["width"] == 2 * chart["bars"][1]["width"]
     assert views.count_chart([("all", 0)], "x")["bars"][0]["width"] == 0
+
+
+def test_the_progress_link_is_sealed_and_reads_only_the_reporters_own_report():
+    from services.notify.service import progress_link
+    from shared.auth import issue_resident_token, verify_resident_token
+
+    secret = "s" * 40
+    token = issue_resident_token("WH-20261205-0002", secret)
+    link = progress_link("https://whistle.example", "WH-20261205-0002", token)
+    assert link.shown == "https://whistle.example/resident/WH-20261205-0002?token=[redacted]"
+    assert link.secret == f"https://whistle.example/resident/WH-20261205-0002?token={token}"
+    principal = verify_resident_token(token, secret)
+    assert principal.reporter_issue_id == "WH-20261205-0002" and principal.rates is None
