@@ -90,9 +90,10 @@ class IntakeService(Open311Api):
         return self.store.journal(issue_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def stats(self, window: dict | None = None) -> dict:
-        """The three rates (三率) over ``{"since", "until"}`` (ISO; default the last 30 days)."""
-        return self._stats(window, None)
+    def stats(self, window: dict | None = None, communities: list[str] | None = None) -> dict:
+        """The three rates (三率) over ``{"since", "until"}`` (ISO; default the last 30 days);
+        ``communities``: only theirs (a desk scoped to them, ``shared.authz.may_read_stats``)."""
+        return self._stats(window, None if communities is None else frozenset(communities))
 
     def _stats(self, window: dict | None, communities: frozenset[str] | None) -> dict:
         bounds = validate(StatsWindow, window or {})

@@ -14,11 +14,14 @@ import re
 import time
 
 import pytest
+import redis
 import requests
 from selenium.webdriver.support.ui import Select
 
 from shared import config as cfg
-from shared.auth import issue_feedback_token, issue_resident_token, issue_token
+from shared.auth import issue_feedback_token, issue_resident_token, issue_token, verify_token
+from shared.guard import revoke
+from tests.conftest import REDIS_URL
 from tests.integration import test_notify_channels
 from tests.support.browser import PHONE, Browser
 
@@ -430,3 +433,45 @@ def test_the_desk_form_works_from_the_keyboard_alone(whistle, browsers):
     clerk.wait(lambda: clerk.find_all(".field-error[data-field='location.community']"), 5,
                "the community's error")
     assert clerk.find("#f-location-address").get_attribute("value") == "幸福里7号楼"
+
+
+def signed_in(url: str, staff_token: str) -> requests.Session:
+    """A session signed in through the sign-in form, as a browser does (no script)."""
+    session = requests.Session()
+    form = session.get(f"{url}/signin", timeout=5).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    answer = session.post(f"{url}/signin", data={"token": staff_token, "csrf": csrf},
+                          timeout=5, allow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    return session
+
+
+def test_a_desk_scoped_to_communities_sees_only_theirs_on_the_pages(whistle, whistle_env):
+    ours = submit(whistle.url, "楼道外有飞线，电线垂下来了", community="光明社区")
+    theirs = submit(whistle.url, "家里暖气不热，整栋楼都冰凉", community="幸福里社区")
+    wait_dispatched(whistle.url, ours)
+    wait_dispatched(whistle.url, theirs)
+    scoped = issue_token("desk", "desk-gm", cfg.DEV_SECRET, communities=["光明社区"])
+    session = signed_in(whistle.url, scoped)
+    board = session.get(f"{whistle.url}/desk/board.json", timeout=5).json()
+    assert [r["issue_id"] for r in board["rows"]] == [ours]
+    assert session.get(f"{whistle.url}/desk/board.json?community=幸福里社区",
+                       timeout=5).status_code == 403
+    assert session.get(f"{whistle.url}/desk/issues/{ours}", timeout=5).status_code == 200
+    refused = session.get(f"{whistle.url}/desk/issues/{theirs}", timeout=5)
+    assert refused.status_code == 403 and "暖气" not in refused.text
+    stats = session.get(f"{whistle.url}/desk/stats", timeout=5)
+    assert stats.status_code == 200 and "供电公司" in stats.text and "供热公司" not in stats.text
+    assert session.get(f"{whistle.url}/ops", timeout=5).status_code == 403
+    # A revoked token (whistle token revoke) ends the page session at its next request.
+    staff = token("desk", "desk-rv")
+    unscoped = signed_in(whistle.url, staff)
+    assert unscoped.get(f"{whistle.url}/desk/board.json", timeout=5).status_code == 200
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        revoke(client, whistle_env[cfg.KEY_PREFIX], verify_token(staff, cfg.DEV_SECRET).jti)
+    finally:
+        client.close()
+    assert unscoped.get(f"{whistle.url}/desk/board.json", timeout=5).status_code == 401
+    again = unscoped.get(f"{whistle.url}/desk", timeout=5, allow_redirects=False)
+    assert again.status_code == 303 and again.headers["Location"] == "/signin"
