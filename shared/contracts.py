@@ -496,11 +496,18 @@ class TableTaskRecorded(Event):
 
 
 class TableTaskDone(Event):
+    """A table task is done. ``agency`` is always the task's agency. ``closed_by``:
+    ``agency`` (it marked it done) or ``desk`` (the desk closed it for the agency, e.g.
+    verified on site; ``staff_id`` names the desk staff). Both fields have defaults, so
+    events journalled before they existed still read as the agency's own."""
+
     event_type: ClassVar[str] = "table.task_done"
 
     task_id: str = Field(min_length=1, max_length=16)
     agency: AgencyRef
     note: bounded_text(2000)
+    closed_by: Literal["agency", "desk"] = "agency"
+    staff_id: str | None = Field(default=None, max_length=64)
 
 
 class IssueRated(Event):

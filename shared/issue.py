@@ -104,6 +104,8 @@ class TableTask(Stored):
     recorded_at: datetime
     done_at: datetime | None = None
     note: str | None = None
+    closed_by: str | None = None  # who marked it done: its agency, or "desk"
+    closed_by_staff: str | None = None  # the desk staff id, when the desk closed it
 
 
 class TableSession(Stored):

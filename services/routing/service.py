@@ -314,6 +314,18 @@ class RoutingService:
         return self._change(issue_id, lambda r, now: table.complete_task(
             r, staff.agency, task_id, body.note, self.rules, now))
 
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def close_table_task(self, token: str, issue_id: str, task_id: str, payload: dict) -> dict:
+        """The desk closes an agency's table task, with a note (desk only, within its
+        communities; audited; a retried close changes nothing)."""
+        staff = self._desk(token, "table.close_task", issue_id)
+        body = validate(CompleteTableTask, payload)
+
+        def close(record: IssueRecord, now: datetime):
+            may_read_issue(staff, record)  # a desk scoped to some communities acts only there
+            return table.close_task(record, staff.staff_id, task_id, body.note, self.rules, now)
+        return self._change(issue_id, close)
+
     @http("POST", "/issues/<issue_id>/table", expected_exceptions=EXPECTED_ERRORS)
     def convene_table_http(self, request, issue_id):
         body = read_json(request, ConveneTable).model_dump()
@@ -338,6 +350,14 @@ class RoutingService:
     def complete_table_task_http(self, request, issue_id, task_id):
         body = read_json(request, CompleteTableTask).model_dump()
         return self.complete_table_task(self._token(request, "issue.change", issue_id), issue_id, task_id, body)
+
+    @http("POST", "/issues/<issue_id>/table/tasks/<task_id>/close",
+          expected_exceptions=EXPECTED_ERRORS)
+    def close_table_task_http(self, request, issue_id, task_id):
+        token = self._token(request, "issue.change", issue_id)
+        self._desk(token)  # before reading the body: strangers learn nothing
+        body = read_json(request, CompleteTableTask).model_dump()
+        return self.close_table_task(token, issue_id, task_id, body)
 
     # ---------------------------------------------------------------- split
 

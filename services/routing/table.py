@@ -152,25 +152,53 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
 
 def complete_task(record: IssueRecord, agency: str, task_id: str, note: str, rules: RuleSet,
                   now: datetime) -> tuple[IssueRecord, list[Event]]:
-    table = _table(record)
-    task = next((t for t in table.tasks if t.task_id == task_id), None)
-    if task is None:
-        raise InvalidPayload(f"no table task {task_id!r}", [
-            {"field": "task_id", "message": "unknown task", "type": "not_found"}])
+    """The agency that owns a task marks it done (after reporting in)."""
+    task = _task(record, task_id)
     if task.agency != agency:
         raise Forbidden(f"task {task_id} belongs to {task.agency}, not {agency}")
     if task.status == "done":
         raise InvalidTransition(f"task {task_id} is already done")
     if record.assignment_for(agency).status is AssignmentStatus.assigned:
         raise InvalidTransition(f"{agency} must report in before completing table tasks")
+    return _finish(record, task, note, rules, now)
+
+
+def close_task(record: IssueRecord, staff_id: str, task_id: str, note: str, rules: RuleSet,
+               now: datetime) -> tuple[IssueRecord, list[Event]]:
+    """The desk closes a task on an agency's behalf, with a note saying why ("verified on
+    site", "agreed at the table it is no longer needed"). A retry of a close the desk
+    already made changes nothing; a task its agency finished stays the agency's."""
+    task = _task(record, task_id)
+    if task.status == "done":
+        if task.closed_by == DESK:
+            return record, []
+        raise InvalidTransition(f"task {task_id} is already done by {task.agency}")
+    return _finish(record, task, note, rules, now, staff_id=staff_id)
+
+
+def _task(record: IssueRecord, task_id: str) -> TableTask:
+    task = next((t for t in _table(record).tasks if t.task_id == task_id), None)
+    if task is None:
+        raise InvalidPayload(f"no table task {task_id!r}", [
+            {"field": "task_id", "message": "unknown task", "type": "not_found"}])
+    return task
+
+
+def _finish(record: IssueRecord, task: TableTask, note: str, rules: RuleSet, now: datetime,
+            staff_id: str | None = None) -> tuple[IssueRecord, list[Event]]:
+    """Mark a task done: by its agency (``staff_id`` None) or by the desk staff member."""
     new = record.copy_to_change()
-    done = next(t for t in new.table.tasks if t.task_id == task_id)
-    done.status, done.done_at, done.note = "done", now, note
-    ref = agency_ref(rules, agency)
-    new.step(now, "routing", "table_task_done", f"{task_id} done by {ref.agency_name}: {note}",
-             agency=agency)
+    done = next(t for t in new.table.tasks if t.task_id == task.task_id)
+    closed_by = task.agency if staff_id is None else DESK
+    done.status, done.done_at, done.note, done.closed_by = "done", now, note, closed_by
+    done.closed_by_staff = staff_id
+    ref = agency_ref(rules, task.agency)
+    who = ref.agency_name if staff_id is None else f"the desk ({staff_id}) for {ref.agency_name}"
+    new.step(now, "routing", "table_task_done", f"{task.task_id} done by {who}: {note}",
+             agency=task.agency)
     return new, [TableTaskDone(trace_id=record.trace_id, issue_id=record.issue_id,
-                               occurred_at=now, task_id=task_id, agency=ref, note=note)]
+                               occurred_at=now, task_id=task.task_id, agency=ref, note=note,
+                               closed_by="desk" if staff_id else "agency", staff_id=staff_id)]
 
 
 def _table(record: IssueRecord) -> TableSession:

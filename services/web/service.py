@@ -266,6 +266,12 @@ class WebService:
                               "description": form.get("description", ""),
                               "due": self._local_datetime(form.get("due"))}))
 
+    @http("POST", "/desk/issues/<issue_id>/table/tasks/<task_id>/close")
+    def close_table_task(self, request, issue_id, task_id):
+        return self._desk_action(request, issue_id, "table.close_task",
+                                 lambda token, form: self.routing.close_table_task(
+            token, issue_id, task_id, {"note": form.get("note", "")}))
+
     @http("POST", "/desk/issues/<issue_id>/split")
     def split_issue(self, request, issue_id):
         return self._desk_action(request, issue_id, "issue.split",

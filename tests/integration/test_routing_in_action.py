@@ -13,6 +13,7 @@ from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared import config as cfg
 from shared.auth import issue_token
+from shared.guard import audit_entries
 from tests.support.auth import DESK
 from tests.support.rules import fast_rules
 from tests.support.waiting import wait_for
@@ -142,6 +143,61 @@ def test_open_table_task_blocks_resolution_until_done(start, whistle_config):
                  "table_task_done", "resolved"):
         assert step in steps
     assert steps.index("table_task_done") < steps.index("resolved")
+
+
+def test_desk_closes_an_agencys_table_task_with_a_note(start, whistle_config, redis_client):
+    base = start()
+    issue_id = submit(base)  # the flying wire: power leads
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json()["status"],
+             lambda s: s == "dispatched")
+    desk = auth(whistle_config, "desk", "desk-li")
+    meets_at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    assert requests.post(f"{base}/issues/{issue_id}/table", headers=desk, timeout=5, json={
+        "meets_at": meets_at, "place": "红色议事厅", "agencies": ["urban_management"]}).ok
+    due = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    for agency in ("power", "urban_management"):
+        recorded = requests.post(f"{base}/issues/{issue_id}/table/tasks", headers=desk, timeout=5,
+                                 json={"agency": agency, "description": "现场处理", "due": due})
+        assert recorded.status_code == 201, recorded.text
+    close = f"{base}/issues/{issue_id}/table/tasks/T1/close"  # T1: power's
+    urban = auth(whistle_config, "urban_management", "um-1")
+
+    # Nobody but the desk: anonymous 401; another agency can neither close nor finish it.
+    assert requests.post(close, json={"note": "x"}, timeout=5).status_code == 401
+    assert requests.post(close, headers=urban, json={"note": "x"}, timeout=5).status_code == 403
+    assert requests.post(close, headers=auth(whistle_config, "power"), json={"note": "x"},
+                         timeout=5).status_code == 403  # not even the task's own agency
+    assert requests.post(f"{base}/issues/{issue_id}/table/tasks/T1/done", headers=urban,
+                         json={"note": "x"}, timeout=5).status_code == 403
+    elsewhere = {"Authorization": "Bearer " + issue_token(
+        "desk", "desk-far", whistle_config[cfg.SECRET], communities=["和平里社区"])}
+    assert requests.post(close, headers=elsewhere, json={"note": "x"},
+                         timeout=5).status_code == 403  # a desk of another community
+    missing = requests.post(close, headers=desk, json={}, timeout=5)
+    assert missing.status_code == 422 and "note" in missing.text
+
+    closed = requests.post(close, headers=desk, json={"note": "已现场核实，电线已固定"}, timeout=5)
+    assert closed.status_code == 200, closed.text
+    t1, t2 = closed.json()["table"]["tasks"]
+    assert (t1["status"], t1["closed_by"], t1["closed_by_staff"], t1["note"]) == (
+        "done", "desk", "desk-li", "已现场核实，电线已固定")
+    assert t2["status"] == "open"
+    again = requests.post(close, headers=desk, json={"note": "已现场核实，电线已固定"}, timeout=5)
+    assert again.status_code == 200 and again.json()["table"] == closed.json()["table"]
+
+    issue = requests.get(f"{base}/issues/{issue_id}", headers=DESK, timeout=5).json()
+    steps = [e for e in issue["timeline"] if e["step"] == "table_task_done"]
+    assert [(e["agency"], e["detail"]) for e in steps] == [
+        ("power", "T1 done by the desk (desk-li) for 供电公司: 已现场核实，电线已固定")]
+    events = requests.get(f"{base}/issues/{issue_id}/events", headers=DESK).json()["events"]
+    done = [e for e in events if e["event_type"] == "table.task_done"]
+    assert [(e["task_id"], e["agency"]["agency"], e["closed_by"], e["staff_id"])
+            for e in done] == [("T1", "power", "desk", "desk-li")]  # once, despite the retry
+    audited = wait_for(lambda: audit_entries(redis_client, whistle_config[cfg.KEY_PREFIX]),
+                       lambda entries: sum(e["staff_id"] == "desk-li" and e["status"] == "200"
+                                           and e["action"] == "table.close_task"
+                                           for e in entries) == 2)
+    assert all(e.get("issue_id") == issue_id for e in audited if e["action"] == "table.close_task")
 
 
 def test_two_simultaneous_identical_reports_give_one_issue(start):

@@ -133,6 +133,8 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
                                                "place": "居委会", "agencies": []},
          row(401, 409, 403, 403, 403, 403, 403)),  # the desk may; a table already sits
         ("POST", f"/issues/{issue_id}/split", None, row(401, 409, 403, 403, 403, 403, 403)),
+        ("POST", f"/issues/{issue_id}/table/tasks/T9/close", {"note": "已现场核实"},
+         row(401, 422, 403, 403, 403, 403, 403)),  # the desk may; there is no task T9
         ("POST", f"/issues/{issue_id}/rating-link", None,
          row(401, 409, 403, 403, 403, 403, 403)),  # nothing to rate yet
         ("POST", f"{agency_url[len(base):]}/acknowledge", None,

@@ -324,6 +324,25 @@ def test_the_journal_becomes_fixmystreet_style_updates():
         ("e4", "in_progress"), ("e5", "in_progress"), ("e6", "fixed")]
 
 
+def test_a_table_task_the_desk_closed_says_so_and_old_events_stay_the_agencys():
+    power = {"agency": "power", "agency_name": "供电公司", "agency_name_en": "Power company"}
+    journal = [
+        {"event_type": "table.task_done", "event_id": "t1", "agency": power, "task_id": "T1",
+         "note": "已更换电线", "occurred_at": T0.isoformat()},  # before ``closed_by`` existed
+        {"event_type": "table.task_done", "event_id": "t2", "agency": power, "task_id": "T2",
+         "note": "verified on site", "closed_by": "desk", "staff_id": "desk-01",
+         "occurred_at": T0.isoformat()},
+    ]
+    zh = updates_from_journal("WH-20261121-0001", journal, Language.zh, TZ,
+                              T0 - timedelta(days=1), T0 + timedelta(days=1))
+    en = updates_from_journal("WH-20261121-0001", journal, Language.en, TZ,
+                              T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert [u["description"] for u in zh] == [
+        "供电公司已完成协调会任务：已更换电线", "社区已关闭供电公司的协调会任务：verified on site"]
+    assert en[1]["description"] == "The community desk closed Power company's table task: verified on site"
+    assert "desk-01" not in str(zh + en)  # the staff id is the desk's, not the resident's
+
+
 def test_a_merged_report_follows_the_issue_it_joined():
     def event(kind, event_id, minutes, **fields):
         return {"event_type": kind, "event_id": event_id, "issue_id": fields.pop("issue", "WH-20261121-0002"),

@@ -15,6 +15,7 @@ from services.routing.rules import load_rules
 from services.routing.table import (
     DESK,
     check_in,
+    close_task,
     complete_task,
     convene,
     invite,
@@ -386,11 +387,15 @@ def test_completing_an_unknown_task_is_invalid_payload():
     assert [e["field"] for e in caught.value.errors] == ["task_id"]
 
 
-def test_completing_twice_is_invalid():
+@pytest.mark.parametrize("again", [
+    lambda r, at: complete_task(r, "power", "T1", "已处理", RULES, at),
+    lambda r, at: close_task(r, "desk-01", "T1", "核实", RULES, at),  # the desk: the agency's
+], ids=["agency", "desk"])
+def test_completing_twice_is_invalid(again):
     record = task_for(reported_in(with_table(), "power"), "power")
     record, _ = complete_task(record, "power", "T1", "已处理", RULES, MEETS_AT)
     with pytest.raises(InvalidTransition, match="already done"):
-        complete_task(record, "power", "T1", "已处理", RULES, MEETS_AT + timedelta(hours=1))
+        again(record, MEETS_AT + timedelta(hours=1))
 
 
 def test_completing_before_report_in_is_invalid():
@@ -398,6 +403,69 @@ def test_completing_before_report_in_is_invalid():
     assert record.assignment_for("power").status is AssignmentStatus.assigned
     with pytest.raises(InvalidTransition, match="report in"):
         complete_task(record, "power", "T1", "已处理", RULES, MEETS_AT)
+
+
+# ------------------------------------------------------------------------- close_task
+
+
+def test_desk_closes_an_agencys_task_with_a_note():
+    record = task_for(with_table(), "power")  # power has not even reported in
+    at = CONVENED + timedelta(days=1)
+    new, events = close_task(record, "desk-01", "T1", "已现场核实，线路已修复", RULES, at)
+    [task] = new.table.tasks
+    assert (task.status, task.done_at, task.note) == ("done", at, "已现场核实，线路已修复")
+    assert (task.closed_by, task.closed_by_staff) == (DESK, "desk-01")
+    assert record.table.tasks[0].status == "open"  # pure
+    [event] = events
+    assert isinstance(event, TableTaskDone)
+    assert (event.task_id, event.agency.agency, event.note) == ("T1", "power", "已现场核实，线路已修复")
+    assert (event.closed_by, event.staff_id) == ("desk", "desk-01")
+    step = new.timeline[-1]
+    assert (step.step, step.service, step.agency) == ("table_task_done", "routing", "power")
+    assert step.detail == "T1 done by the desk (desk-01) for 供电公司: 已现场核实，线路已修复"
+
+
+def test_agency_completion_is_marked_as_the_agencys():
+    record = task_for(reported_in(with_table(), "power"), "power")
+    new, [event] = complete_task(record, "power", "T1", "已处理", RULES, MEETS_AT)
+    assert (new.table.tasks[0].closed_by, new.table.tasks[0].closed_by_staff) == ("power", None)
+    assert (event.closed_by, event.staff_id) == ("agency", None)
+
+
+def test_a_retried_desk_close_changes_nothing():
+    record = task_for(with_table(), "power")
+    record, _ = close_task(record, "desk-01", "T1", "议定不再需要", RULES, MEETS_AT)
+    again, events = close_task(record, "desk-01", "T1", "议定不再需要", RULES,
+                               MEETS_AT + timedelta(minutes=1))
+    assert events == [] and again == record
+
+
+def test_desk_closing_an_unknown_task_or_without_a_table_is_refused():
+    record = task_for(with_table(), "power")
+    with pytest.raises(InvalidPayload) as caught:
+        close_task(record, "desk-01", "T9", "核实", RULES, MEETS_AT)
+    assert [e["field"] for e in caught.value.errors] == ["task_id"]
+    with pytest.raises(InvalidTransition, match="has no table"):
+        close_task(balcony(), "desk-01", "T1", "核实", RULES, MEETS_AT)
+
+
+def test_a_task_the_desk_closed_no_longer_holds_resolution():
+    record = task_for(reported_in(with_table(()), "housing_admin", "property_manager"),
+                      "property_manager")
+    at = CONVENED + timedelta(days=1)
+    record = resolve(record, "housing_admin", "s", "阳台已加固", at)
+    record, _ = close_task(record, "desk-01", "T1", "议定不再需要", RULES, at)
+    record = resolve(record, "property_manager", "s", "已清理", at)
+    assert record.status is IssueStatus.resolved
+
+
+def test_an_old_task_done_event_reads_as_the_agencys():
+    old = {"trace_id": TRACE_ID, "issue_id": ISSUE_ID, "schema_version": 1,
+           "occurred_at": MEETS_AT.isoformat(), "task_id": "T1", "note": "已处理",
+           "agency": {"agency": "power", "agency_name": "供电公司", "agency_name_en": "Power"}}
+    event = TableTaskDone.model_validate(old)
+    assert (event.closed_by, event.staff_id) == ("agency", None)
+
 
 
 # ------------------------------------------------------------- 事不完，人不撤 (resolve)

@@ -572,6 +572,9 @@ def _update_text(event: dict[str, Any], en: bool, names: frozenset[str]) -> str:
         return f"Agreed at the table: {agency} will {what}" if en else f"协调会议定：{agency}负责{what}"
     if kind == "table.task_done":
         note = scrub(event.get("note") or "", names)
+        if event.get("closed_by") == "desk":  # absent in events before the desk could close
+            return (f"The community desk closed {agency}'s table task: {note}" if en
+                    else f"社区已关闭{agency}的协调会任务：{note}")
         return f"{agency} finished its table task: {note}" if en else f"{agency}已完成协调会任务：{note}"
     return kind
 
