@@ -2,7 +2,8 @@
 
 The desk convenes a table with a time, a place and the agencies invited; the
 desk or the lead agency can invite more. Each invited agency checks in (报到),
-decisions are recorded as tasks (an agency, a description, a due date), and the
+decisions are recorded as tasks (an agency, a description, a due date), which the
+agency marks done or the desk closes with a note (verified on site, dropped), and the
 issue cannot be resolved while one of its table's tasks is open (事不完，人不撤;
 enforced in ``shared.issue.resolve``). An invited agency without an assignment
 gets a support assignment, so it can act like every other agency on the issue.

@@ -381,21 +381,37 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     desk.find("form[action$='/table/tasks'] button").click()
     desk.wait(lambda: desk.find_all("#table-tasks"), 10, "the task recorded")
     assert "检查楼内线路" in desk.text("#table-tasks") and "未完成" in desk.text("#table-tasks")
+    # A second decision the table later drops: the desk closes it with a note.
+    desk.fill("#task-agency", "power")
+    desk.fill("#task-desc", "搭临时遮雨棚")
+    desk.driver.execute_script("arguments[0].value = arguments[1]", desk.find("#task-due"), later)
+    desk.find("form[action$='/table/tasks'] button").click()
+    desk.wait(lambda: desk.find_all("#close-note-T2"), 10, "the second task recorded")
+    assert desk.find_all("#close-note-T1")  # each open task has its own close form
+    desk.fill("#close-note-T2", "协调会议定不再需要")
+    desk.find("form[action$='/table/tasks/T2/close'] button").click()
+    desk.wait(lambda: not desk.find_all("#close-note-T2"), 10, "the desk closed T2")
+    closed = desk.text("tr[data-task='T2']")
+    assert "已完成" in closed and "由社区窗口关闭" in closed and "协调会议定不再需要" in closed
+    assert "由社区窗口关闭" not in desk.text("tr[data-task='T1']")
 
     power = browsers()
     power.sign_in(token("power", "power-3"))
     card = f"#a-{issue_id}"
     power.wait(lambda: power.find_all(f"{card} .act-checkin"), 10, "the table in the workspace")
     power.find(f"{card} .act-checkin button").click()
-    power.wait(lambda: power.find_all(f"{card} .act-ack"), 5, "back on the workspace")
+    # Wait for the new page (the old one had these forms too: clicking it would be stale).
+    power.wait(lambda: not power.find_all(f"{card} .act-checkin"), 5, "checked in")
     power.find(f"{card} .act-ack button").click()  # 报到 before finishing table tasks
-    power.wait(lambda: power.find_all(f"{card} .act-task"), 5, "reported in")
+    power.wait(lambda: not power.find_all(f"{card} .act-ack"), 5, "reported in")
     power.screenshot("agency-table")
     power.find(f"{card} .act-task input[name=note]").send_keys("已加装防水盒")
     power.find(f"{card} .act-task button").click()
     power.wait(lambda: not power.find_all(f"{card} .act-task"), 5, "the task done")
     table = issue_of(whistle.url, issue_id)["table"]
     assert "power" in table["checked_in"] and table["tasks"][0]["status"] == "done"
+    assert [(t["closed_by"], t["closed_by_staff"]) for t in table["tasks"]] == [
+        ("power", None), ("desk", "staff-001")]
     desk.open(f"/desk/issues/{issue_id}")
     assert "已完成" in desk.text("#table-tasks")
     desk.screenshot("issue-table")
