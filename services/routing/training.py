@@ -18,7 +18,10 @@ the frozen test split:
   out-of-fold guesses are right :data:`CONFIDENT_PRECISION` of the time;
 - with ``embeddings=True``, the cascade: a linear model on multilingual sentence
   embeddings, consulted when the TF-IDF model's top probability is below a bound
-  chosen out of fold (the bound that gains most accuracy per report escalated).
+  chosen out of fold (the bound that gains most accuracy per report escalated);
+- with ``urgency_cascade=True`` too (opt-in), the urgency decision's second look on the
+  embedding for reports whose stacker probability is in a band chosen out of fold
+  (:func:`_urgency_cascade`).
 
 scikit-learn is imported here only: the runtime classifier (``learned.py``) needs
 numpy alone.
@@ -41,6 +44,7 @@ from services.routing.learned import (
     EmbeddingStage,
     LinearTextModel,
     Router,
+    UrgencyCascade,
     UrgencyStacker,
     softmax,
 )
@@ -194,6 +198,7 @@ class CrossValidation:
     confident_at: float
     cascade_below: float
     figures: dict
+    urgency_cascade: dict | None = None  # the urgency's embedding look (see _urgency_cascade)
 
 
 def _folds(categories: Sequence[str], seed: int = SEED):
@@ -273,7 +278,8 @@ def _rate(hits: np.ndarray, of: np.ndarray) -> float:
 
 
 def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = None,
-                   log: Callable[[str], None] = lambda _: None) -> CrossValidation:
+                   log: Callable[[str], None] = lambda _: None,
+                   urgency_cascade: bool = False) -> CrossValidation:
     """Out-of-fold predictions and the hyper-parameters and thresholds chosen from them."""
     texts = [e["text"] for e in examples]
     categories = [e["category"] for e in examples]
@@ -305,7 +311,7 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
     # 0.31). So the stacker's out-of-fold probabilities are pooled over REPEATS splits
     # with different shuffles, and the threshold is chosen on the pool.
     cues = np.array([hazard_flags(t) for t in texts])
-    pooled_features, pooled_probability = [], []
+    pooled_features, pooled_probability, pooled_splits = [], [], []
     for repeat in range(REPEATS):
         split = folds if repeat == 0 else _folds(categories, SEED + repeat)
         split_matrices = matrices if repeat == 0 else _matrices(texts, split)
@@ -327,6 +333,7 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
             urgent_probability[test_index] = stacker.predict_proba(features[test_index])[:, 1]
         pooled_features.append(features)
         pooled_probability.append(urgent_probability)
+        pooled_splits.append(split)
     features = np.vstack(pooled_features)
     urgent_probability = np.concatenate(pooled_probability)
     pooled_urgent = np.tile(urgent, REPEATS)
@@ -340,8 +347,11 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
     cues_decide = variants[True][0] < variants[False][0]
     _, urgent_at, flagged = variants[cues_decide]
 
-    embedding_oof, cascade_below, cascade_figures = None, 0.0, {}
-    if embeddings is not None:
+    embedding_oof, cascade_below, cascade_figures, second = None, 0.0, {}, None
+    if embeddings is not None and urgency_cascade:
+        second = _urgency_cascade(embeddings, urgent, pooled_splits, features,
+                                  urgent_probability, any_cue if cues_decide else None, log)
+
         embedding_oof = np.zeros_like(probabilities)
         for train_index, test_index in folds:
             model = _logistic(EMBEDDING_C).fit(embeddings[train_index],
@@ -351,6 +361,7 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
                 aligned[:, classes.index(name)] = model.predict_proba(embeddings[test_index])[:, j]
             embedding_oof[test_index] = aligned
         cascade_below, cascade_figures = cascade_bound(probabilities, embedding_oof, truth)
+        cascade_figures.update(second["figures"] if second else {})
         averaged = (probabilities + embedding_oof) / 2
         cascade_figures["embedding_accuracy"] = round(
             float((embedding_oof.argmax(1) == truth).mean()), 4)
@@ -380,7 +391,81 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
     }
     return CrossValidation(classes, best_c, scale, probabilities, urgency_scores, cues,
                            urgent_probability, features, embedding_oof, urgent_at,
-                           bool(cues_decide), confident_at, cascade_below, figures)
+                           bool(cues_decide), confident_at, cascade_below, figures, second)
+
+
+URGENCY_EMBEDDING_C = 10.0  # the embedding urgency model's regularisation
+ESCALATE_FROM = (0.02, 0.05, 0.08, 0.1, 0.15, 0.2)  # first-stacker bounds tried out of fold
+ESCALATE_BELOW = 0.9        # above it the first stacker's urgent is kept without a second look
+MAX_ESCALATED = 0.4         # at most this share of reports pays for the encoder for urgency
+
+
+def _embedding_urgency(embeddings: np.ndarray, urgent: np.ndarray):
+    return _logistic(URGENCY_EMBEDDING_C, balanced=True).fit(embeddings, urgent)
+
+
+def _urgency_cascade(embeddings: np.ndarray, urgent: np.ndarray, splits: list,
+                     features: np.ndarray, first: np.ndarray, forced: np.ndarray | None,
+                     log: Callable[[str], None]) -> dict:
+    """The urgency decision's second look on sentence embeddings, chosen out of fold.
+
+    For each pooled split: the embedding urgency model's out-of-fold score is added to the
+    first stacker's features, and a second stacker is fitted out of fold on them. A report
+    is escalated when its first-stacker probability is in [``from``, ESCALATE_BELOW); below,
+    the model says not urgent; above, urgent. ``from`` is the bound (escalating at most
+    MAX_ESCALATED of reports) whose second-stacker threshold at URGENT_RECALL gives the
+    fewest false alarms out of fold; used only if that beats the first stacker alone.
+    Returns what the cascade needs, its figures, and both decisions' out-of-fold
+    trade-off curves (recall -> false-urgent rate).
+    """
+    n = len(urgent)
+    second_features, second_probability = [], []
+    for repeat, split in enumerate(splits):
+        score = np.zeros(n)
+        for train_index, test_index in split:
+            model = _embedding_urgency(embeddings[train_index], urgent[train_index])
+            score[test_index] = model.decision_function(embeddings[test_index])
+        block = np.column_stack([features[repeat * n:(repeat + 1) * n], score])
+        probability = np.zeros(n)
+        for train_index, test_index in split:
+            stacker = _logistic(1.0, balanced=True).fit(block[train_index], urgent[train_index])
+            probability[test_index] = stacker.predict_proba(block[test_index])[:, 1]
+        second_features.append(block)
+        second_probability.append(probability)
+    block, second = np.vstack(second_features), np.concatenate(second_probability)
+    pooled = np.tile(urgent, len(splits))
+    forced = forced if forced is not None else np.zeros_like(pooled)
+
+    def decide(escalate_from: float) -> np.ndarray:
+        escalated = (first >= escalate_from) & (first < ESCALATE_BELOW)
+        return np.where(escalated, second, np.where(first >= ESCALATE_BELOW, 1.0, 0.0))
+
+    def false_rate(probability: np.ndarray, recall: float) -> tuple[float, float, float]:
+        at = urgency_threshold(probability, forced, pooled, recall)
+        flagged = (probability >= at) | forced
+        return at, _rate(flagged, pooled), _rate(flagged, ~pooled)
+
+    first_at, _, first_false = false_rate(first, URGENT_RECALL)
+    best = None
+    for bound in ESCALATE_FROM:
+        share = float(((first >= bound) & (first < ESCALATE_BELOW)).mean())
+        if share > MAX_ESCALATED:
+            continue
+        at, recall, false = false_rate(decide(bound), URGENT_RECALL)
+        log(f"  urgency cascade from {bound:g}: {share:.0%} escalated, recall {recall:.3f}, "
+            f"false urgent {false:.3f} (first stacker alone {first_false:.3f})")
+        if best is None or false < best[3] - 1e-9:
+            best = (bound, share, at, false, recall)
+    curves = {name: {f"{r:g}": list(false_rate(p, r)[1:]) for r in (0.97, 0.98, 0.985, 0.99)}
+              for name, p in (("first", first), ("cascade", decide(best[0]) if best else first))}
+    used = best is not None and best[3] < first_false - 1e-9
+    figures = {"urgency_cascade": used, "urgency_curves": curves}
+    if used:
+        figures.update({"urgency_escalate_from": best[0], "urgency_escalated_share":
+                        round(best[1], 4), "urgent_recall": best[4],
+                        "false_urgent_rate": best[3]})
+    return {"used": used, "features": block, "escalate_from": best[0] if best else 0.0,
+            "urgent_at": best[2] if best else first_at, "figures": figures}
 
 
 # ------------------------------------------------------------------------ training
@@ -388,8 +473,13 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
 
 def train_router(examples: Sequence[dict], embeddings: bool = False,
                  sources: Sequence[str] = (), log: Callable[[str], None] = lambda _: None,
-                 now: datetime | None = None) -> Router:
+                 now: datetime | None = None, urgency_cascade: bool = False) -> Router:
     """Cross-validate, then fit on every example: the :class:`Router` to save.
+
+    ``urgency_cascade`` (needs ``embeddings``): also try the urgency decision's second
+    look on the sentence embedding (:func:`_urgency_cascade`), kept only if it beats the
+    first stacker out of fold. Off by default: on the frozen split it did worse
+    (``docs/routing.md``, "The urgency cascade").
 
     The stacker is fitted on the out-of-fold features (what it will see at run time:
     scores of a model that has not seen the report), the text models on everything.
@@ -400,7 +490,7 @@ def train_router(examples: Sequence[dict], embeddings: bool = False,
     urgent = [bool(e["urgent"]) for e in examples]
     vectors = embed(texts) if embeddings else None
     log(f"cross-validating on {len(examples)} examples ({FOLDS} folds)")
-    cv = cross_validate(examples, vectors, log)
+    cv = cross_validate(examples, vectors, log, urgency_cascade)
     category_model, urgency_model = fit_text_models(texts, categories, urgent, cv.c, cv.scale)
     if category_model.classes != cv.classes:
         raise ValueError("the category model's classes differ from cross-validation's")
@@ -410,18 +500,33 @@ def train_router(examples: Sequence[dict], embeddings: bool = False,
     stacker = UrgencyStacker(stacker_model.coef_[0].astype(np.float64),
                              float(stacker_model.intercept_[0]))
     stage = None
-    if vectors is not None and cv.cascade_below > 0:
+    if vectors is not None and (cv.cascade_below > 0 or
+                                (cv.urgency_cascade and cv.urgency_cascade["used"])):
         stage = _fit_embedding(vectors, categories, category_model.classes)
+    second = None
+    if stage is not None and cv.urgency_cascade and cv.urgency_cascade["used"]:
+        cascade = cv.urgency_cascade
+        embedding_model = _embedding_urgency(vectors, np.asarray(urgent))
+        second_model = _logistic(1.0, balanced=True).fit(
+            cascade["features"], np.tile(np.asarray(urgent), repeats))
+        second = UrgencyCascade(
+            embedding_model.coef_[0].astype(np.float32), float(embedding_model.intercept_[0]),
+            UrgencyStacker(second_model.coef_[0].astype(np.float64),
+                           float(second_model.intercept_[0])),
+            urgent_at=cascade["urgent_at"], escalate_from=cascade["escalate_from"],
+            escalate_below=ESCALATE_BELOW)
     data_hash = corpus_hash(examples)
     version = f"{now:%Y%m%dT%H%M%SZ}-{data_hash[:8]}"
     manifest = {
         "trained_at": now.isoformat(timespec="seconds"),
         "training_data": {"sources": list(sources), "examples": len(examples),
                           "sha256_12": data_hash},
-        "approach": "tfidf+embeddings cascade" if stage else "tfidf",
+        "approach": ("tfidf+embeddings cascade" if stage else "tfidf")
+        + (" (urgency too)" if second else ""),
         "cross_validation": cv.figures,
     }
     return Router(version=version, category=category_model, urgency=urgency_model,
                   stacker=stacker, urgent_at=cv.urgent_at, cues_decide=cv.cues_decide,
                   confident_at=cv.confident_at, embedding=stage,
-                  cascade_below=cv.cascade_below if stage else 0.0, manifest=manifest)
+                  cascade_below=cv.cascade_below if stage else 0.0, urgency_cascade=second,
+                  manifest=manifest)

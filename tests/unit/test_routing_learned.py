@@ -10,7 +10,14 @@ from services.routing.classifier import Classifier, ModelLoadError, load_classif
 from services.routing.evaluation import Guess, per_category, score
 from services.routing.features import display_term, fold, terms
 from services.routing.hazards import hazard_reasons
-from services.routing.learned import LearnedClassifier, load, publish, read_router, save
+from services.routing.learned import (
+    MODELS_DIR,
+    LearnedClassifier,
+    load,
+    publish,
+    read_router,
+    save,
+)
 from services.routing.rules import load_rules
 from services.routing.training import (
     confidence_threshold,
@@ -267,3 +274,38 @@ def test_evaluate_names_a_model_that_cannot_be_loaded(tmp_path):
 
     result = CliRunner().invoke(cli, ["routing", "evaluate", "--model", str(tmp_path / "none")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_an_urgency_cascade_round_trips_and_looks_again_only_inside_its_band(tmp_path):
+    from dataclasses import replace
+
+    from services.routing.learned import UrgencyCascade, UrgencyStacker
+
+    router = read_router(MODELS_DIR / "current")  # the bundled model has the encoder
+    assert router.embedding is not None
+    weights = np.random.default_rng(16)
+    second = UrgencyCascade(
+        weights.normal(size=router.embedding.coef.shape[1]).astype(np.float32), 0.5,
+        UrgencyStacker(weights.normal(size=len(router.stacker.coef) + 1), -0.2),
+        urgent_at=0.4, escalate_from=0.05, escalate_below=0.9)
+    again = read_router(save(replace(router, urgency_cascade=second), tmp_path))
+    assert (again.urgency_cascade.escalate_from, again.urgency_cascade.escalate_below,
+            again.urgency_cascade.urgent_at) == (0.05, 0.9, 0.4)
+    assert np.allclose(again.urgency_cascade.coef, second.coef)
+    assert np.allclose(again.urgency_cascade.stacker.coef, second.stacker.coef)
+    text = "小区垃圾桶满了没人清"  # no hazard cue: the model alone decides
+
+    def reading(escalate_from: float, escalate_below: float):
+        band = replace(second, escalate_from=escalate_from, escalate_below=escalate_below)
+        return LearnedClassifier(replace(router, urgency_cascade=band)).classify(text)
+
+    always = reading(0.0, 1.01)
+    assert always.extra["urgency_stage"] == "tfidf+embeddings"
+    assert always.extra["urgent_threshold"] == 0.4
+    assert always.urgent == (always.extra["urgent_probability"] >= 0.4)
+    never = reading(1.0, 1.01)
+    assert never.extra["urgency_stage"] == "tfidf" and not never.urgent
+    certain = reading(0.0, 0.0)
+    assert certain.extra["urgency_stage"] == "tfidf" and certain.urgent
+    plain = LearnedClassifier(router).classify(text)
+    assert plain.extra["urgency_stage"] == "tfidf" and not plain.urgent
