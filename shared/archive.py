@@ -218,6 +218,24 @@ _TABLES: dict[str, tuple[str, str]] = {
 }
 
 
+# The issues archived per day and community (stat_issue_day: GET /stats's count of the
+# issues it read, without counting them one by one). Only the rows this statement
+# inserted count (``xmax = 0``: a row that was already there comes back updated), so
+# archiving an issue again, or two archivers at once, count it once: the second waits
+# on the first's row and then updates it. The day rows are incremented last, in one
+# order, so that concurrent archivers hold them only while they commit.
+_NEW_ISSUES = """
+WITH written AS ({insert} RETURNING community, received_at, xmax = 0 AS inserted)
+INSERT INTO stage_new_issues SELECT community, received_at FROM written WHERE inserted
+"""
+_COUNT_NEW_ISSUES = """
+INSERT INTO stat_issue_day (day, community, issues)
+SELECT date_trunc('day', received_at, 'UTC'), community, count(*) FROM stage_new_issues
+GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (day, community) DO UPDATE SET issues = stat_issue_day.issues + EXCLUDED.issues
+"""
+
+
 def _listed_triage(triage: dict | None) -> dict | None:
     """The triage fields a list entry shows (``shared.issue.list_entry``), from the record."""
     from shared.issue import TRIAGE_LISTED, TriageState
@@ -303,8 +321,16 @@ class Archive:
                 with cur.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
                     for row in rows[table]:
                         copy.write_row(row)
-                cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} "
-                            f"{conflict}")
+                insert = (f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} "
+                          f"{conflict}")
+                if table == "archived_issue":
+                    cur.execute("CREATE TEMP TABLE stage_new_issues (community text, "
+                                "received_at timestamptz) ON COMMIT DROP")
+                    cur.execute(_NEW_ISSUES.format(insert=insert))
+                else:
+                    cur.execute(insert)
+            if rows.get("archived_issue"):
+                cur.execute(_COUNT_NEW_ISSUES)
 
     # ------------------------------------------------------------------- reads
 

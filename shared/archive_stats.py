@@ -19,7 +19,7 @@ The results equal ``compute_stats`` on the same journals
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.intake.stats import LOOKBACK, _iso, _rate, issue_facts
@@ -87,9 +87,13 @@ SELECT NULL,""" + _FIGURES + """FROM agencies g CROSS JOIN LATERAL (""" + _WINDO
 """
 
 # Ratings in the window, each event once, however many journals hold it. An archived
-# rating carries the agencies of its cycle and when each was created; a hot one finds
-# them among the hot facts or the archived assignments of the rated issue (by the primary
-# key's prefix, never a scan).
+# rating journaled under the rated issue itself (nearly all of them) is counted straight
+# from its row, which carries the agencies of its cycle and when each was created: one
+# row per event, and its agencies distinct (stat_assignment's key), so nothing needs
+# sorting or de-duplicating. The copies elsewhere (a merged report's journal) and the hot
+# ratings are counted once per event, and not at all when the rated issue's own copy is
+# counted; they find their agencies among the hot facts or the archived assignments of
+# the rated issue (by the primary key's prefix, never a scan).
 _RATINGS = _HOT + """,
 archived_ratings AS (
     SELECT r.issue_id, r.event_id, r.subject, r.cycle, r.satisfied, r.agencies,
@@ -99,14 +103,8 @@ archived_ratings AS (
       AND r.received_at BETWEEN %(rfrom)s AND %(rto)s
       AND (%(communities)s::text[] IS NULL OR r.community = ANY(%(communities)s::text[]))
       AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = r.issue_id)),
-ratings AS (
-    -- A rating journaled under the rated issue itself: each event once already.
-    SELECT event_id, subject, cycle, satisfied, agencies, agencies_created, true AS own
-    FROM archived_ratings WHERE subject = issue_id
-    UNION ALL
-    -- Copies elsewhere (a merged report's journal) and the hot ones: once per event,
-    -- and not at all when the rated issue's own copy is counted above.
-    SELECT DISTINCT ON (event_id) event_id, subject, cycle, satisfied, NULL, NULL, false
+copies AS (
+    SELECT DISTINCT ON (event_id) event_id, subject, cycle, satisfied
     FROM (
         SELECT event_id, subject, cycle, satisfied FROM archived_ratings
         WHERE subject <> issue_id
@@ -115,26 +113,32 @@ ratings AS (
         FROM unnest(%(r_event)s::text[], %(r_subject)s::text[], %(r_cycle)s::int[],
                     %(r_satisfied)s::bool[], %(r_at)s::timestamptz[])
             AS t(event_id, subject, cycle, satisfied, at)
-        WHERE at >= %(since)s AND at < %(until)s AND at < %(as_of)s) copies
+        WHERE at >= %(since)s AND at < %(until)s AND at < %(as_of)s) every
     WHERE NOT EXISTS (SELECT 1 FROM archived_ratings o
-                      WHERE o.issue_id = copies.subject AND o.subject = copies.subject
-                        AND o.event_id = copies.event_id)
+                      WHERE o.issue_id = every.subject AND o.subject = every.subject
+                        AND o.event_id = every.event_id)
     ORDER BY event_id),
 rated_agencies AS (
-    SELECT r.event_id, c.agency, r.satisfied
-    FROM ratings r CROSS JOIN LATERAL unnest(r.agencies, r.agencies_created) AS c(agency, created)
-    WHERE r.own AND c.created < %(as_of)s
-    UNION
-    SELECT r.event_id, s.agency, r.satisfied
-    FROM ratings r JOIN stat_assignment s ON s.issue_id = r.subject AND s.cycle = r.cycle
-    WHERE NOT r.own AND s.created_at < %(as_of)s
-      AND s.received_at BETWEEN %(rfrom)s AND %(rto)s
-      AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = s.issue_id)
-    UNION
-    SELECT r.event_id, h.agency, r.satisfied
-    FROM ratings r JOIN hot_a h ON h.issue_id = r.subject AND h.cycle = r.cycle
-    WHERE NOT r.own AND h.created_at < %(as_of)s)
-SELECT NULL, count(*), count(*) FILTER (WHERE satisfied) FROM ratings
+    -- Two set-returning functions in a select list step together (the arrays are
+    -- parallel): cheaper than a function scan joined to each row.
+    SELECT agency, satisfied FROM (
+        SELECT unnest(agencies) AS agency, unnest(agencies_created) AS created, satisfied
+        FROM archived_ratings WHERE subject = issue_id) own
+    WHERE created < %(as_of)s
+    UNION ALL
+    SELECT agency, satisfied FROM (
+        SELECT r.event_id, s.agency, r.satisfied
+        FROM copies r JOIN stat_assignment s ON s.issue_id = r.subject AND s.cycle = r.cycle
+        WHERE s.created_at < %(as_of)s AND s.received_at BETWEEN %(rfrom)s AND %(rto)s
+          AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = s.issue_id)
+        UNION
+        SELECT r.event_id, h.agency, r.satisfied
+        FROM copies r JOIN hot_a h ON h.issue_id = r.subject AND h.cycle = r.cycle
+        WHERE h.created_at < %(as_of)s) copied)
+SELECT NULL, count(*), count(*) FILTER (WHERE satisfied) FROM (
+    SELECT satisfied FROM archived_ratings WHERE subject = issue_id
+    UNION ALL
+    SELECT satisfied FROM copies) every
 UNION ALL
 SELECT agency, count(*), count(*) FILTER (WHERE satisfied) FROM rated_agencies GROUP BY agency
 """
@@ -156,13 +160,36 @@ SELECT agency, count(*), count(DISTINCT subject)
 FROM escalations GROUP BY GROUPING SETS ((agency), ())
 """
 
+# How many archived issues the window read: those received in [rfrom, rto]. Its whole
+# UTC days [first_day, last_day) are summed from stat_issue_day; the partial days at
+# either end, [rfrom, first_day) and [last_day, rto], are counted in archived_issue
+# through its received_at index (:func:`_whole_days`); the issues read from Redis that
+# are archived too are taken off (by primary key).
 _ISSUES = """
-WITH hot_ids AS (SELECT unnest(%(hot_ids)s::text[]) AS issue_id)
-SELECT count(*) FROM archived_issue a
-WHERE a.received_at BETWEEN %(rfrom)s AND %(rto)s
-  AND (%(communities)s::text[] IS NULL OR a.community = ANY(%(communities)s::text[]))
-  AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = a.issue_id)
+SELECT
+    coalesce((SELECT sum(d.issues) FROM stat_issue_day d
+              WHERE d.day >= %(first_day)s AND d.day < %(last_day)s
+                AND (%(communities)s::text[] IS NULL
+                     OR d.community = ANY(%(communities)s::text[]))), 0)::bigint
+  + (SELECT count(*) FROM archived_issue a
+     WHERE (a.received_at >= %(rfrom)s AND a.received_at < %(first_day)s
+            OR a.received_at >= %(last_day)s AND a.received_at <= %(rto)s)
+       AND (%(communities)s::text[] IS NULL OR a.community = ANY(%(communities)s::text[])))
+  - (SELECT count(*) FROM archived_issue a
+     WHERE a.issue_id = ANY(%(hot_ids)s::text[])
+       AND a.received_at BETWEEN %(rfrom)s AND %(rto)s
+       AND (%(communities)s::text[] IS NULL OR a.community = ANY(%(communities)s::text[])))
 """
+
+
+def _whole_days(rfrom: datetime, rto: datetime) -> tuple[datetime, datetime]:
+    """``(first_day, last_day)``: the UTC midnights bounding the whole days of
+    ``[rfrom, rto]``; both ``rto`` when it holds none (the partial ranges then cover it)."""
+    first = rfrom.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if first < rfrom:
+        first += timedelta(days=1)
+    last = rto.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (first, last) if first < last else (rto, rto)
 
 
 def _parameters(hot: dict[str, list[dict]], since: datetime, until: datetime,
@@ -170,6 +197,8 @@ def _parameters(hot: dict[str, list[dict]], since: datetime, until: datetime,
     params: dict[str, Any] = {
         "since": since, "until": until, "as_of": as_of, "rfrom": since - LOOKBACK,
         "rto": until, "hot_ids": list(hot),
+        **dict(zip(("first_day", "last_day"), _whole_days(since - LOOKBACK, until),
+                   strict=True)),
         "communities": sorted(communities) if communities is not None else None}
     for name in ("a_issue", "a_agency", "a_cycle", "a_created", "a_ack", "a_on_time",
                  "a_resolved", "a_escalated", "a_ack_s", "a_res_s", "r_event", "r_subject", "r_cycle", "r_satisfied",
