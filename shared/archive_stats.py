@@ -86,44 +86,52 @@ agencies AS (SELECT agency FROM stat_agency UNION SELECT agency FROM hot_a)
 SELECT NULL,""" + _FIGURES + """FROM agencies g CROSS JOIN LATERAL (""" + _WINDOW_ROWS + """) w
 """
 
+# An archived rating in the window, not of an issue read from Redis (``{r}``: its alias).
+_RATING_IN_WINDOW = """{r}.at >= %(since)s AND {r}.at < %(until)s AND {r}.at < %(as_of)s
+      AND {r}.received_at BETWEEN %(rfrom)s AND %(rto)s
+      AND (%(communities)s::text[] IS NULL OR {r}.community = ANY(%(communities)s::text[]))
+      AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = {r}.issue_id)"""
+
 # Ratings in the window, each event once, however many journals hold it. An archived
 # rating journaled under the rated issue itself (nearly all of them) is counted straight
-# from its row, which carries the agencies of its cycle and when each was created: one
-# row per event, and its agencies distinct (stat_assignment's key), so nothing needs
-# sorting or de-duplicating. The copies elsewhere (a merged report's journal) and the hot
-# ratings are counted once per event, and not at all when the rated issue's own copy is
-# counted; they find their agencies among the hot facts or the archived assignments of
-# the rated issue (by the primary key's prefix, never a scan).
+# from the covering index (stat_rating_window), whose rows carry the agencies of its
+# cycle and when each was created: one row per event, and its agencies distinct
+# (stat_assignment's key), so nothing needs materializing, sorting or de-duplicating.
+# The copies elsewhere (a merged report's journal) and the hot ratings are counted once
+# per event, and not at all when the rated issue's own copy is counted; they find their
+# agencies among the hot facts or the archived assignments of the rated issue (by the
+# primary key's prefix, never a scan).
 _RATINGS = _HOT + """,
-archived_ratings AS (
-    SELECT r.issue_id, r.event_id, r.subject, r.cycle, r.satisfied, r.agencies,
-           r.agencies_created
-    FROM stat_rating r
-    WHERE r.at >= %(since)s AND r.at < %(until)s AND r.at < %(as_of)s
-      AND r.received_at BETWEEN %(rfrom)s AND %(rto)s
-      AND (%(communities)s::text[] IS NULL OR r.community = ANY(%(communities)s::text[]))
-      AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = r.issue_id)),
 copies AS (
     SELECT DISTINCT ON (event_id) event_id, subject, cycle, satisfied
     FROM (
-        SELECT event_id, subject, cycle, satisfied FROM archived_ratings
-        WHERE subject <> issue_id
+        SELECT r.event_id, r.subject, r.cycle, r.satisfied FROM stat_rating r
+        WHERE r.subject <> r.issue_id AND """ + _RATING_IN_WINDOW.format(r="r") + """
         UNION ALL
         SELECT event_id, subject, cycle, satisfied
         FROM unnest(%(r_event)s::text[], %(r_subject)s::text[], %(r_cycle)s::int[],
                     %(r_satisfied)s::bool[], %(r_at)s::timestamptz[])
             AS t(event_id, subject, cycle, satisfied, at)
         WHERE at >= %(since)s AND at < %(until)s AND at < %(as_of)s) every
-    WHERE NOT EXISTS (SELECT 1 FROM archived_ratings o
+    WHERE NOT EXISTS (SELECT 1 FROM stat_rating o
                       WHERE o.issue_id = every.subject AND o.subject = every.subject
-                        AND o.event_id = every.event_id)
-    ORDER BY event_id),
-rated_agencies AS (
+                        AND o.event_id = every.event_id
+                        AND """ + _RATING_IN_WINDOW.format(r="o") + """)
+    ORDER BY event_id)
+SELECT NULL, count(*), count(*) FILTER (WHERE satisfied) FROM (
+    SELECT r.satisfied FROM stat_rating r
+    WHERE r.subject = r.issue_id AND """ + _RATING_IN_WINDOW.format(r="r") + """
+    UNION ALL
+    SELECT satisfied FROM copies) every
+UNION ALL
+SELECT agency, count(*), count(*) FILTER (WHERE satisfied) FROM (
     -- Two set-returning functions in a select list step together (the arrays are
     -- parallel): cheaper than a function scan joined to each row.
     SELECT agency, satisfied FROM (
-        SELECT unnest(agencies) AS agency, unnest(agencies_created) AS created, satisfied
-        FROM archived_ratings WHERE subject = issue_id) own
+        SELECT unnest(r.agencies) AS agency, unnest(r.agencies_created) AS created,
+               r.satisfied
+        FROM stat_rating r
+        WHERE r.subject = r.issue_id AND """ + _RATING_IN_WINDOW.format(r="r") + """) own
     WHERE created < %(as_of)s
     UNION ALL
     SELECT agency, satisfied FROM (
@@ -134,13 +142,8 @@ rated_agencies AS (
         UNION
         SELECT r.event_id, h.agency, r.satisfied
         FROM copies r JOIN hot_a h ON h.issue_id = r.subject AND h.cycle = r.cycle
-        WHERE h.created_at < %(as_of)s) copied)
-SELECT NULL, count(*), count(*) FILTER (WHERE satisfied) FROM (
-    SELECT satisfied FROM archived_ratings WHERE subject = issue_id
-    UNION ALL
-    SELECT satisfied FROM copies) every
-UNION ALL
-SELECT agency, count(*), count(*) FILTER (WHERE satisfied) FROM rated_agencies GROUP BY agency
+        WHERE h.created_at < %(as_of)s) copied) rated
+GROUP BY agency
 """
 
 _ESCALATIONS = _HOT + """,
