@@ -71,19 +71,14 @@ _FIGURES = """
            FILTER (WHERE resolved_at < %(as_of)s)
 """
 
-# One row per agency, each aggregated inside its own index range (no sort to group them).
-_PER_AGENCY = _HOT + """,
-agencies AS (SELECT agency FROM stat_agency UNION SELECT agency FROM hot_a)
-SELECT g.agency, f.* FROM agencies g CROSS JOIN LATERAL (
-    SELECT""" + _FIGURES + """FROM (""" + _WINDOW_ROWS + """) w)
-    AS f(assigned, acknowledged, on_time, resolved, open, overdue, ack, res)
-WHERE f.assigned > 0
-"""
-
-# The overall row: the same figures over every agency's range at once.
-_OVERALL = _HOT + """,
-agencies AS (SELECT agency FROM stat_agency UNION SELECT agency FROM hot_a)
-SELECT NULL,""" + _FIGURES + """FROM agencies g CROSS JOIN LATERAL (""" + _WINDOW_ROWS + """) w
+# One row per agency and the overall row (agency NULL), from one pass over each
+# agency's index range: the agencies are walked in order, so the rows arrive grouped
+# and nothing sorts them to group.
+_ASSIGNMENTS = _HOT + """,
+agencies AS (
+    SELECT agency FROM stat_agency UNION SELECT agency FROM hot_a ORDER BY agency)
+SELECT g.agency,""" + _FIGURES + """FROM agencies g CROSS JOIN LATERAL (""" + _WINDOW_ROWS + """) w
+GROUP BY GROUPING SETS ((g.agency), ())
 """
 
 # An archived rating in the window, not of an issue read from Redis (``{r}``: its alias).
@@ -258,8 +253,8 @@ def stats_over(archive: Archive, hot: dict[str, list[dict]], since: datetime,
     def block(agency: str | None) -> dict[str, Any]:
         return blocks.setdefault(agency, _empty_block())
 
-    # Five statements on five connections at once: PostgreSQL runs them side by side.
-    queries = {"per_agency": (_PER_AGENCY, "all"), "overall": (_OVERALL, "all"),
+    # Four statements on four connections at once: PostgreSQL runs them side by side.
+    queries = {"assignments": (_ASSIGNMENTS, "all"),
                "ratings": (_RATINGS, "all"), "escalations": (_ESCALATIONS, "all"),
                "issues": (_ISSUES, "one")}
 
@@ -271,7 +266,7 @@ def stats_over(archive: Archive, hot: dict[str, list[dict]], since: datetime,
 
     with ThreadPoolExecutor(max_workers=len(queries)) as pool:
         results = dict(zip(queries, pool.map(run, queries), strict=True))
-    assignments = results["per_agency"] + results["overall"]
+    assignments = results["assignments"]
     ratings, escalations = results["ratings"], results["escalations"]
     archived_issues = results["issues"]
 
