@@ -290,6 +290,17 @@ def test_the_cluster_profile_is_three_clustered_rabbitmq_nodes_apart_from_the_de
 # --- config.yaml ------------------------------------------------------------------
 
 
+def test_every_setting_config_yaml_reads_passes_through_compose(compose: dict) -> None:
+    """A setting config.yaml reads but compose does not pass on would do nothing under
+    compose, silently: every ${VAR:default} in config.yaml is in the services' environment."""
+    text = (ROOT / "config.yaml").read_text(encoding="utf-8")
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    read = set(re.findall(r"\$\{([A-Z0-9_]+):", code))
+    assert read, "config.yaml reads no environment variables?"
+    passed = set(compose["x-whistle-service"]["environment"])
+    assert sorted(read - passed) == []
+
+
 def test_config_yaml_defaults_load_with_nameko() -> None:
     config = _load_config_with_nameko({})
     assert set(config) == CONFIG_KEYS
