@@ -282,17 +282,17 @@ class RoutingService:
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def convene_table(self, token: str, issue_id: str, payload: dict) -> dict:
-        self._desk(token, "table.convene", issue_id)
+        staff = self._desk(token, "table.convene", issue_id)
         body = validate(ConveneTable, payload)
-        return self._change(issue_id, lambda r, now: table.convene(
+        return self._change_as(staff, issue_id, lambda r, now: table.convene(
             r, body.meets_at, body.place, body.agencies, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def invite_to_table(self, token: str, issue_id: str, payload: dict) -> dict:
-        by = self._principal(token, "table.invite", issue_id).agency
+        staff = self._principal(token, "table.invite", issue_id)
         body = validate(InviteToTable, payload)
-        return self._change(issue_id, lambda r, now: table.invite(
-            r, by, body.agencies, self.rules, now))
+        return self._change_as(staff, issue_id, lambda r, now: table.invite(
+            r, staff.agency, body.agencies, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def check_in_at_table(self, token: str, issue_id: str) -> dict:
@@ -302,10 +302,10 @@ class RoutingService:
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def record_table_task(self, token: str, issue_id: str, payload: dict) -> dict:
-        by = self._principal(token, "table.record_task", issue_id).agency
+        staff = self._principal(token, "table.record_task", issue_id)
         body = validate(RecordTableTask, payload)
-        return self._change(issue_id, lambda r, now: table.record_task(
-            r, by, body.agency, body.description, body.due, self.rules, now))
+        return self._change_as(staff, issue_id, lambda r, now: table.record_task(
+            r, staff.agency, body.agency, body.description, body.due, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def complete_table_task(self, token: str, issue_id: str, task_id: str, payload: dict) -> dict:
@@ -320,21 +320,18 @@ class RoutingService:
         communities; audited; a retried close changes nothing)."""
         staff = self._desk(token, "table.close_task", issue_id)
         body = validate(CompleteTableTask, payload)
-
-        def close(record: IssueRecord, now: datetime):
-            may_read_issue(staff, record)  # a desk scoped to some communities acts only there
-            return table.close_task(record, staff.staff_id, task_id, body.note, self.rules, now)
-        return self._change(issue_id, close)
+        return self._change_as(staff, issue_id, lambda r, now: table.close_task(
+            r, staff.staff_id, task_id, body.note, self.rules, now))
 
     @http("POST", "/issues/<issue_id>/table", expected_exceptions=EXPECTED_ERRORS)
     def convene_table_http(self, request, issue_id):
-        body = read_json(request, ConveneTable).model_dump()
-        return 201, self.convene_table(self._token(request, "issue.change", issue_id), issue_id, body)
+        token, body = self._caller_then_body(request, issue_id, ConveneTable, desk=True)
+        return 201, self.convene_table(token, issue_id, body)
 
     @http("POST", "/issues/<issue_id>/table/agencies", expected_exceptions=EXPECTED_ERRORS)
     def invite_to_table_http(self, request, issue_id):
-        body = read_json(request, InviteToTable).model_dump()
-        return self.invite_to_table(self._token(request, "issue.change", issue_id), issue_id, body)
+        token, body = self._caller_then_body(request, issue_id, InviteToTable)
+        return self.invite_to_table(token, issue_id, body)
 
     @http("POST", "/issues/<issue_id>/table/check-in", expected_exceptions=EXPECTED_ERRORS)
     def check_in_at_table_http(self, request, issue_id):
@@ -342,21 +339,19 @@ class RoutingService:
 
     @http("POST", "/issues/<issue_id>/table/tasks", expected_exceptions=EXPECTED_ERRORS)
     def record_table_task_http(self, request, issue_id):
-        body = read_json(request, RecordTableTask).model_dump()
-        return 201, self.record_table_task(self._token(request, "issue.change", issue_id), issue_id, body)
+        token, body = self._caller_then_body(request, issue_id, RecordTableTask)
+        return 201, self.record_table_task(token, issue_id, body)
 
     @http("POST", "/issues/<issue_id>/table/tasks/<task_id>/done",
           expected_exceptions=EXPECTED_ERRORS)
     def complete_table_task_http(self, request, issue_id, task_id):
-        body = read_json(request, CompleteTableTask).model_dump()
-        return self.complete_table_task(self._token(request, "issue.change", issue_id), issue_id, task_id, body)
+        token, body = self._caller_then_body(request, issue_id, CompleteTableTask)
+        return self.complete_table_task(token, issue_id, task_id, body)
 
     @http("POST", "/issues/<issue_id>/table/tasks/<task_id>/close",
           expected_exceptions=EXPECTED_ERRORS)
     def close_table_task_http(self, request, issue_id, task_id):
-        token = self._token(request, "issue.change", issue_id)
-        self._desk(token)  # before reading the body: strangers learn nothing
-        body = read_json(request, CompleteTableTask).model_dump()
+        token, body = self._caller_then_body(request, issue_id, CompleteTableTask, desk=True)
         return self.close_table_task(token, issue_id, task_id, body)
 
     # ---------------------------------------------------------------- split
@@ -364,9 +359,10 @@ class RoutingService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def split_issue(self, token: str, issue_id: str) -> dict:
         """Undo a wrong merge: the report is routed on its own again."""
-        self._desk(token, "issue.split", issue_id)
+        staff = self._desk(token, "issue.split", issue_id)
         now = utcnow()
         merged = self.store.get(issue_id)
+        may_read_issue(staff, merged)  # a desk scoped to some communities acts only there
         has_contact = bool(self.store.contact(issue_id))
 
         def split(record):
@@ -439,9 +435,18 @@ class RoutingService:
         return self._desk_http(request, issue_id, Reroute, self.reroute_issue)
 
     def _desk_http(self, request, issue_id: str, model, method) -> dict:
+        token, body = self._caller_then_body(request, issue_id, model, desk=True,
+                                             exclude_none=True)
+        return method(token, issue_id, body)
+
+    def _caller_then_body(self, request, issue_id: str, model, desk: bool = False,
+                          **dump) -> tuple[str | None, dict]:
+        """An issue write's staff token (``desk``: the desk's), then its body: the caller
+        is checked first, so strangers get 401/403 and learn nothing from a 422."""
         token = self._token(request, "issue.change", issue_id)
-        self._desk(token)  # before reading the body: strangers learn nothing
-        return method(token, issue_id, read_json(request, model).model_dump(exclude_none=True))
+        if desk:
+            self._desk(token)
+        return token, read_json(request, model).model_dump(**dump)
 
     @http("GET", "/health")
     def health(self, request):
@@ -477,6 +482,14 @@ class RoutingService:
         view = public_view(applied.record, None)
         view.pop("contact", None)
         return view
+
+    def _change_as(self, staff: Principal, issue_id: str, change) -> dict:
+        """:meth:`_change`, once ``staff`` may act on the issue: a desk scoped to some
+        communities acts only there (403 elsewhere), an agency only where it has a part."""
+        def allowed(record: IssueRecord, now: datetime):
+            may_read_issue(staff, record)
+            return change(record, now)
+        return self._change(issue_id, allowed)
 
     def _change(self, issue_id: str, change) -> dict:
         now = utcnow()

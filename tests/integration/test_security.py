@@ -196,6 +196,81 @@ def test_each_identity_sees_only_its_own_view(whistle, gateway):
                         params={"agency": "power"}).status_code == 403
 
 
+TABLE_WRITES = (  # (path under the issue, a valid body, a body missing its required field)
+    ("/table", {"meets_at": "2026-12-02T09:00:00+08:00", "place": "居委会", "agencies": []},
+     {"place": "居委会"}),
+    ("/table/agencies", {"agencies": ["water"]}, {}),
+    ("/table/tasks", {"agency": "power", "description": "更换线路",
+                      "due": "2099-12-02T09:00:00+08:00"}, {"agency": "power"}),
+    ("/table/tasks/T1/done", {"note": "已更换"}, {}),
+    ("/table/tasks/T1/close", {"note": "已核实"}, {}),
+)
+
+
+def test_a_scoped_desk_acts_only_on_its_communities_issues(whistle):
+    """A desk token for 和平里社区 gets 403 on a 缤泰社区 issue's writes (HTTP and RPC) and
+    changes nothing; a desk token for 缤泰社区 may."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    issue_id = submit(base, FLYING_WIRE, staff_headers("desk", "d-1", secret))
+    wait_for(lambda: status_of(base, issue_id, staff_headers("desk", "d-1", secret)),
+             lambda s: s == "dispatched")
+    elsewhere = staff_headers("desk", "d-2", secret, communities=["和平里社区"])
+    here = staff_headers("desk", "d-3", secret, communities=["缤泰社区"])
+    refused = [(path, requests.post(f"{base}/issues/{issue_id}{path}", headers=elsewhere,
+                                    json=body, timeout=10))
+               for path, body in [*((p, b) for p, b, _ in TABLE_WRITES[:3]),
+                                  ("/split", None), ("/triage", {"category": "flying_wire"}),
+                                  ("/reroute", {"category": "flying_wire", "reason": "x"})]]
+    assert [(path, r.status_code) for path, r in refused] == [
+        (path, 403) for path, _ in refused]
+    assert all("outside your communities" in r.json()["error"]["message"] for _, r in refused)
+    elsewhere_token = elsewhere["Authorization"].removeprefix("Bearer ")
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        for call in (lambda: rpc.routing.convene_table(elsewhere_token, issue_id,
+                                                       TABLE_WRITES[0][1]),
+                     lambda: rpc.routing.invite_to_table(elsewhere_token, issue_id,
+                                                         TABLE_WRITES[1][1]),
+                     lambda: rpc.routing.record_table_task(elsewhere_token, issue_id,
+                                                           TABLE_WRITES[2][1]),
+                     lambda: rpc.routing.split_issue(elsewhere_token, issue_id)):
+            with pytest.raises(Forbidden, match="outside your communities"):
+                call()
+        assert rpc.intake.get_issue(issue_id)["table"] is None
+    convened = requests.post(f"{base}/issues/{issue_id}/table", headers=here,
+                             json=TABLE_WRITES[0][1], timeout=10)
+    assert convened.status_code == 201, convened.text
+    invited = requests.post(f"{base}/issues/{issue_id}/table/agencies", headers=here,
+                            json=TABLE_WRITES[1][1], timeout=10)
+    assert invited.status_code == 200, invited.text
+    assert "water" in invited.json()["table"]["invited"]
+
+
+def test_table_writes_check_the_caller_before_the_body(whistle):
+    """A stranger with a bad body learns nothing from a 422: 401 anonymous, 403 for staff
+    who may not; the desk with the same bad body gets the 422 naming the field."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk = staff_headers("desk", "d-1", secret)
+    issue_id = submit(base, FLYING_WIRE, desk)
+    resident = {"Authorization": "Bearer " + issue_feedback_token(
+        issue_id, issue_id, 0, secret, ttl_s=3600)}
+    got = {(path, who): requests.post(f"{base}/issues/{issue_id}{path}", headers=headers,
+                                      json=bad, timeout=10).status_code
+           for path, _, bad in TABLE_WRITES
+           for who, headers in (("anonymous", {}), ("resident", resident))}
+    assert got == {(path, who): {"anonymous": 401, "resident": 403}[who]
+                   for path, who in got}
+    water = staff_headers("water", "w-1", secret)
+    for path in ("/table", "/table/tasks/T1/close"):  # desk-only: an agency is refused first
+        response = requests.post(f"{base}/issues/{issue_id}{path}", headers=water,
+                                 json={}, timeout=10)
+        assert response.status_code == 403, (path, response.text)
+    bad = requests.post(f"{base}/issues/{issue_id}/table", headers=desk,
+                        json=TABLE_WRITES[0][2], timeout=10)
+    assert bad.status_code == 422 and "meets_at" in bad.text, bad.text
+
+
 # ------------------------------------------------------------------ tokens
 
 
