@@ -2,19 +2,13 @@
 leaves Redis; archiving twice, or racing, changes nothing; erasure; migrations."""
 
 import pytest
-import redis
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.agency.service import AgencyService
 from services.intake.archiver import Archiver, Pass
-from services.intake.service import IntakeService
-from services.notify.service import NotifyService
-from services.routing.service import RoutingService
 from shared import config as cfg
 from shared.archive import Archive, SchemaBehind, check_schema, pending_migrations, upgrade
 from shared.auth import issue_feedback_token, issue_token
-from shared.store import IssueStore
 from tests.conftest import create_database, drop_database
 from tests.support.waiting import wait_until
 
@@ -24,27 +18,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def config(whistle_config, fresh_database_url):
     return {**whistle_config, cfg.DATABASE_URL: fresh_database_url}
-
-
-@pytest.fixture
-def whistle(runner_factory, config):
-    runner = runner_factory(config, IntakeService, RoutingService, AgencyService, NotifyService)
-    runner.start()
-    return f"http://{config[cfg.WEB_SERVER_ADDRESS]}"
-
-
-@pytest.fixture
-def archive(config):
-    archive = Archive(config[cfg.DATABASE_URL])
-    yield archive
-    archive.close()
-
-
-@pytest.fixture
-def store(config, archive):
-    client = redis.Redis.from_url(config[cfg.REDIS_URL], decode_responses=True)
-    yield IssueStore(client, config[cfg.KEY_PREFIX], archive)
-    client.close()
 
 
 def closed_issue(whistle, config, phone="13812345678", address="丽德花园北门") -> str:

@@ -2,20 +2,13 @@
 the lists, before and after its issue leaves Redis for PostgreSQL."""
 
 import pytest
-import redis
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.agency.service import AgencyService
 from services.intake.archiver import Archiver
 from services.intake.open311.clients import Open311Clients
-from services.intake.service import IntakeService
-from services.notify.service import NotifyService
-from services.routing.service import RoutingService
 from shared import config as cfg
-from shared.archive import Archive
 from shared.auth import issue_feedback_token, issue_token
-from shared.store import IssueStore
 from tests.support import open311_schemas as schemas
 from tests.support.waiting import wait_until
 
@@ -29,27 +22,6 @@ def config(request, whistle_config, fresh_database_url):
     """Both read modes: keyed reads list the client's own requests from its own index."""
     return {**whistle_config, cfg.DATABASE_URL: fresh_database_url,
             cfg.OPEN311_PUBLIC_READ: request.param}
-
-
-@pytest.fixture
-def whistle(runner_factory, config):
-    runner = runner_factory(config, IntakeService, RoutingService, AgencyService, NotifyService)
-    runner.start()
-    return f"http://{config[cfg.WEB_SERVER_ADDRESS]}"
-
-
-@pytest.fixture
-def archive(config):
-    archive = Archive(config[cfg.DATABASE_URL])
-    yield archive
-    archive.close()
-
-
-@pytest.fixture
-def store(config, archive):
-    client = redis.Redis.from_url(config[cfg.REDIS_URL], decode_responses=True)
-    yield IssueStore(client, config[cfg.KEY_PREFIX], archive)
-    client.close()
 
 
 def test_an_archived_request_answers_as_it_did_when_hot(whistle, config, store, archive):
