@@ -17,7 +17,6 @@ desk to see (``delivery``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from ipaddress import ip_address
@@ -103,9 +102,11 @@ ORDERING_RECHECK_S = 0.1
 # message one waits for is almost always being sent by another worker right now:
 # worth a short look before the event goes round the delay queue. Bounded, so a
 # worker is never held for long (a waiting worker holding up the awaited one made a
-# convoy once; here the awaited one is already running).
+# convoy once; here the awaited one is already running). A worker of this process
+# that records one of the issue's messages wakes the waiter at once
+# (delivery.Wakeups); the poll is for a message another notify process sends.
 ORDERING_LOOK_S = 0.2
-ORDERING_LOOK_EVERY_S = 0.01
+ORDERING_LOOK_EVERY_S = 0.05
 
 # Event type -> the method that tells people about it.
 ANNOUNCED: dict[type[Event], str] = {
@@ -409,15 +410,10 @@ class NotifyService:
 
         ``history``: the reporter's delivery records as read with the event's issue.
         """
-        deliveries = self.messenger.deliveries
         if history is not None and Deliveries.settled_in(history, kind, count):
             return True
-        give_up = time.monotonic() + ORDERING_LOOK_S
-        while not deliveries.settled(reporter, kind, count):
-            if time.monotonic() >= give_up:
-                return False
-            time.sleep(ORDERING_LOOK_EVERY_S)  # green under nameko: the other worker runs
-        return True
+        return self.messenger.deliveries.await_settled(reporter, kind, count, ORDERING_LOOK_S,
+                                                       ORDERING_LOOK_EVERY_S)
 
     def _tell_supervisor(self, event: IssueEscalated) -> list[DeliveryFailed]:
         """The escalation notice to the street office or district, under the escalated issue."""

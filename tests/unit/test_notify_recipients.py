@@ -396,7 +396,7 @@ class FakeDeliveries:
         self.sent.append((message, audience))
         return Outcome(True, "sent", "desk")
 
-    def settled(self, issue_id, kind, count):
+    def await_settled(self, issue_id, kind, count, within_s, poll_s):
         self.waits.append((issue_id, kind, count))
         return True
 
@@ -729,11 +729,15 @@ def test_default_attempts_are_accepted():
 
 def test_a_message_whose_predecessor_stays_unsettled_is_deferred_after_a_short_look(
         notify, messenger):
+    import services.notify.service as notify_service
     from shared.messaging import Deferred
 
     class Unsettled(FakeDeliveries):
-        def settled(self, issue_id, kind, count):
+        looks: list[float] = []
+
+        def await_settled(self, issue_id, kind, count, within_s, poll_s):
             self.waits.append((issue_id, kind, count))
+            self.looks.append(within_s)
             return False
 
     messenger.deliveries = Unsettled()
@@ -741,15 +745,21 @@ def test_a_message_whose_predecessor_stays_unsettled_is_deferred_after_a_short_l
         notify.on_issue_dispatched(dispatched())
     assert deferred.value.delay_s < 1 and "received" in str(deferred.value)
     assert messenger.deliveries.sent == []
-    assert len(messenger.deliveries.waits) > 1  # looked again before giving the worker up
+    # Looked for a short, bounded while before giving the worker up (the look itself,
+    # woken by the awaited delivery, is tests/integration/test_notify_ordering_wait.py).
+    assert messenger.deliveries.looks == [notify_service.ORDERING_LOOK_S]
+    assert 0 < notify_service.ORDERING_LOOK_S < 1
 
 
 def test_a_predecessor_settling_during_the_short_look_is_not_deferred(notify, messenger):
-    class SettlesOnTheThirdLook(FakeDeliveries):
+    class SettlesDuringTheLook(FakeDeliveries):
         def settled(self, issue_id, kind, count):
-            self.waits.append((issue_id, kind, count))
-            return len(self.waits) >= 3
+            return False  # not yet when the event's issue was read
 
-    messenger.deliveries = SettlesOnTheThirdLook()
+        def await_settled(self, issue_id, kind, count, within_s, poll_s):
+            self.waits.append((issue_id, kind, count))
+            return True
+
+    messenger.deliveries = SettlesDuringTheLook()
     notify.on_issue_dispatched(dispatched())
     assert [m.kind for m in messenger.deliveries.to(PRIMARY)] == ["dispatched"]
