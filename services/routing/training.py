@@ -348,10 +348,12 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
     _, urgent_at, flagged = variants[cues_decide]
 
     embedding_oof, cascade_below, cascade_figures, second = None, 0.0, {}, None
-    if embeddings is not None and urgency_cascade:
-        second = _urgency_cascade(embeddings, urgent, pooled_splits, features,
-                                  urgent_probability, any_cue if cues_decide else None, log)
-
+    if embeddings is not None:
+        # The category cascade whenever there are embeddings; urgency's look only if asked.
+        if urgency_cascade:
+            second = _urgency_cascade(embeddings, urgent, pooled_splits, features,
+                                      urgent_probability, any_cue if cues_decide else None,
+                                      log)
         embedding_oof = np.zeros_like(probabilities)
         for train_index, test_index in folds:
             model = _logistic(EMBEDDING_C).fit(embeddings[train_index],
