@@ -22,6 +22,7 @@ and from a signal handler, :func:`reload_all`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from logging import getLogger
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from nameko.extensions import DependencyProvider
 
-from services.routing.rules import SHIPPED_RULES, RuleProblem, RulesError, RuleSet, load_rules
+from services.routing.rules import SHIPPED_RULES, RuleProblem, RulesError, RuleSet, parse_rules
 from shared import config as cfg
 from shared.contracts import utcnow
 from shared.errors import InvalidPayload
@@ -48,27 +49,30 @@ _LIVE: list[ReloadableRules] = []
 
 @dataclass(frozen=True)
 class LoadedRules:
-    """One loaded rules file; replaced whole, so rules, source and time always agree."""
+    """One loaded rules file; replaced whole, so rules, source and time always agree.
+    ``digest``: the file's text, hashed (``services.routing.reloads``: which rules a
+    routing process holds)."""
 
     rules: RuleSet
     source: str
     loaded_at: datetime
+    digest: str = ""
 
 
 def read_rules(path: str | Path | None) -> LoadedRules:
     """Load and fully validate a rules file (``None``: the shipped one).
 
     Raises :class:`RulesError` for a bad file, including one that is not UTF-8
-    text (``load_rules`` would let that escape as a ``UnicodeDecodeError``), and
-    ``OSError`` for one that cannot be read.
+    text, and ``OSError`` for one that cannot be read.
     """
     source = str(path) if path is not None else str(SHIPPED_RULES)
     try:
-        rules = load_rules(source)
+        text = Path(source).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise RulesError([RuleProblem(source, None, "(file)",
                                       f"not UTF-8 text: {exc.reason}")]) from None
-    return LoadedRules(rules, source, utcnow())
+    return LoadedRules(parse_rules(text, source=source), source, utcnow(),
+                       hashlib.sha256(text.encode()).hexdigest()[:16])
 
 
 def describe(loaded: LoadedRules) -> dict:

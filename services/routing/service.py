@@ -33,7 +33,8 @@ from services.routing.domain import RouteDecision, route_issue
 from services.routing.escalation import escalate
 from services.routing.explain import explanation
 from services.routing.model_provider import RoutingModel
-from services.routing.rules import RuleSet
+from services.routing.reloads import FOLLOW_INTERVAL_S, MODEL, RULES, ReloadFollowing
+from services.routing.rules import RulesError, RuleSet
 from services.routing.rules_provider import ReloadableRules, reload_for_rpc, rules_provider_for
 from shared import config as cfg
 from shared.auth import (
@@ -97,6 +98,7 @@ class RoutingService:
 
     rules: RuleSet = ReloadableRules()
     model: RoutingModel = RoutingModel()
+    reloads: ReloadFollowing = ReloadFollowing()
     corrections: CorrectionStore = CorrectionsProvider()
     store = Store()
     bus = EventBus()
@@ -401,18 +403,45 @@ class RoutingService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def reload_rules(self) -> dict:
         """Read the configured rules file again (``RULES_FILE``; the caller names no path:
-        which file routing reads is the deployment's decision, not an RPC caller's)."""
-        return reload_for_rpc(rules_provider_for(self.name))
+        which file routing reads is the deployment's decision, not an RPC caller's).
+        Every other routing process follows within ``FOLLOW_INTERVAL_S`` (``reloads``)."""
+        with self.reloads.lock:
+            provider = rules_provider_for(self.name)
+            loaded = reload_for_rpc(provider)
+            return {**loaded, "other_processes_told":
+                    self.reloads.announce(RULES, provider.loaded.digest)}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def reload_model(self) -> dict:
-        """Load the configured model artefact again (after ``whistle routing train``)."""
-        try:
-            version = self.model.reload()
-        except ModelLoadError as exc:
-            raise InvalidPayload(f"model not reloaded, the old one stays in force: {exc}", [
-                {"field": cfg.ROUTING_MODEL, "message": str(exc), "type": "model"}]) from None
-        return {"model_version": version}
+        """Load the configured model artefact again (after ``whistle routing train``).
+        Every other routing process follows within ``FOLLOW_INTERVAL_S`` (``reloads``)."""
+        with self.reloads.lock:
+            try:
+                version = self.model.reload()
+            except ModelLoadError as exc:
+                raise InvalidPayload(f"model not reloaded, the old one stays in force: {exc}", [
+                    {"field": cfg.ROUTING_MODEL, "message": str(exc), "type": "model"}]) from None
+            return {"model_version": version,
+                    "other_processes_told": self.reloads.announce(MODEL, version)}
+
+    @timer(interval=FOLLOW_INTERVAL_S)
+    def follow_reloads(self) -> None:
+        """Reload what another routing process was asked to reload (``reloads``)."""
+        rules = rules_provider_for(self.name)
+        with self.reloads.lock:
+            for what in self.reloads.due({MODEL: self.model.version,
+                                          RULES: rules.loaded.digest}):
+                try:
+                    if what == MODEL:
+                        self.log.info("reload_followed", what=what,
+                                      held=self.model.reload())
+                    else:
+                        rules.reload()
+                        self.log.info("reload_followed", what=what, held=rules.loaded.digest)
+                except (ModelLoadError, RulesError, OSError) as exc:
+                    # The old one stays in force here; the process that was asked loaded
+                    # its copy, so this one's differs: say so loudly.
+                    self.log.error("reload_not_followed", what=what, reason=str(exc))
 
     # ------------------------------------------------- triage and reroute
 

@@ -141,7 +141,8 @@ def test_a_retrain_with_corrections_is_reloaded_while_issues_flow_and_none_is_lo
     assert reloads["done"] >= 5
 
     make_current(second, models)
-    assert rpc.routing.reload_model() == {"model_version": second.name.removeprefix("router-")}
+    assert rpc.routing.reload_model() == {"model_version": second.name.removeprefix("router-"),
+                                          "other_processes_told": True}
     for record in during:
         steps = [s.step for s in record.timeline]
         assert (steps.count("dispatched") + steps.count("merged")
