@@ -132,7 +132,45 @@ def train(train_file: str, with_corrections: bool, corrections_dir: str | None,
                f"{cv['false_urgent_rate']:.1%}, triaged {cv['triage_share']:.0%}")
     if publish:
         make_current(folder, target)
-        click.echo(f"current model: {router.version} (routing picks it up on reload_model)")
+        click.echo(f"current model: {router.version} (running routing picks it up on "
+                   "`whistle routing reload`)")
+
+
+@routing.command("reload")
+@click.option("--rules", "what", flag_value="rules",
+              help="Reload the rules file (RULES_FILE) instead of the model.")
+@click.option("--model", "what", flag_value="model", default=True,
+              help="Reload the model artefact (WHISTLE_ROUTING_MODEL; the default).")
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for routing's answer.")
+def reload(what: str, timeout: float) -> None:
+    """Tell running routing to load its model (or rules) again: the process that takes
+    the call at once, every other routing process within 2 s. A file that does not load
+    is refused with the reason, and the old one stays in force."""
+    from nameko.exceptions import RemoteError
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from shared.errors import WhistleError
+    from whistle.ops import where
+
+    amqp_uri = cfg.config_from_env()[cfg.AMQP_URI]
+    try:
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=timeout) as rpc:
+            answer = (rpc.routing.reload_rules() if what == "rules"
+                      else rpc.routing.reload_model())
+    except (WhistleError, RemoteError) as exc:  # routing refused the file, and said why
+        click.echo(f"whistle routing reload: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the broker or routing is not there: say so
+        click.echo(f"whistle routing reload: could not reach routing at {where(amqp_uri)}: "
+                   f"{type(exc).__name__}", err=True)
+        sys.exit(2)
+    held = answer["model_version"] if what == "model" else (
+        f"{answer['rules']} rules from {answer['source']}")
+    click.echo(f"routing reloaded its {what}: {held}")
+    click.echo("every other routing process follows within 2 s" if answer["other_processes_told"]
+               else "the other routing processes were NOT told (Redis unreachable): reload "
+                    "again, or restart them")
 
 
 @routing.command("evaluate")

@@ -1,15 +1,19 @@
 """One reload call reaches every routing process, not only the one that took the RPC.
 
 Two ``whistle up --services routing`` processes share routing's queue. The rules file
-gains a keyword; ``reload_rules`` is called once; every report submitted afterwards is
-routed by the new rules, whichever process takes it (``services/routing/reloads.py``).
+gains a keyword; ``whistle routing reload --rules`` is run once; every report submitted
+afterwards is routed by the new rules, whichever process takes it
+(``services/routing/reloads.py``). A broken file is refused by the command, and both
+processes keep the rules they have.
 """
+
+import subprocess
 
 import pytest
 import requests
-from nameko.standalone.rpc import ClusterRpcProxy
 
 from shared import config as cfg
+from tests.e2e.conftest import WHISTLE
 from tests.e2e.test_whole_chain import poll
 from tests.integration.test_rules_reload import NEW_KEYWORD_TEXT, shipped_copy
 from tests.support.auth import DESK
@@ -43,6 +47,11 @@ def all_routed(base: str, ids: list[str]) -> list[str | None]:
     return [category for _, category in decided]
 
 
+def reload_rules(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([WHISTLE, "routing", "reload", "--rules"], env=env, text=True,
+                          capture_output=True, timeout=60)
+
+
 def test_one_reload_call_reloads_every_routing_process(whistle_processes, whistle_env,
                                                        tmp_path):
     rules = shipped_copy(tmp_path / "rules.yaml")
@@ -52,10 +61,15 @@ def test_one_reload_call_reloads_every_routing_process(whistle_processes, whistl
     before = submit(desk.url, 4, first=0)
     assert "gas_leak" not in all_routed(desk.url, before)  # the keyword is not there yet
 
+    shipped_copy(rules, new_keyword=True, bad=True)
+    refused = reload_rules(whistle_env)
+    assert refused.returncode == 1 and "unknown agency 'gaz'" in refused.stderr, refused
+    assert "gas_leak" not in all_routed(desk.url, submit(desk.url, 2, first=50))
+
     shipped_copy(rules, new_keyword=True)
-    with ClusterRpcProxy({"AMQP_URI": whistle_env[cfg.AMQP_URI]}, timeout=30) as rpc:
-        answer = rpc.routing.reload_rules()
-    assert answer["other_processes_told"] is True
+    done = reload_rules(whistle_env)
+    assert done.returncode == 0, done.stderr
+    assert "every other routing process follows" in done.stdout
     # Each process says so in its log: the one asked at once, the other when it follows.
     poll(lambda: [r.log().count("rules reloaded from") for r in routers],
          lambda counts: all(n >= 1 for n in counts), timeout=15)
