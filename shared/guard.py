@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -284,7 +285,8 @@ class GuardAccess:
             raise Unavailable(f"cannot refresh now: {type(exc).__name__}") from exc
         return {"token": fresh, "jti": new.jti, "expires_at": new.expires_at}
 
-    def record(self, principal: Principal, action: str, issue_id: str | None = None) -> None:
+    def record(self, principal: Principal | ApiClient, action: str,
+               issue_id: str | None = None) -> None:
         """Audit this worker's outcome as ``action`` by ``principal`` (the last call wins)."""
         self._guard._pending[self._worker_ctx] = _Audit(principal, action, issue_id)
 
@@ -295,10 +297,24 @@ class GuardAccess:
             entry.issue_id = issue_id
 
 
+@dataclass(frozen=True)
+class ApiClient:
+    """An Open311 client, known by the name its key was issued under
+    (``whistle open311 key add NAME``): who posted a request, for the audit log. It
+    holds no staff token, so it is no :class:`~shared.auth.Role`: it reads only what
+    Open311 shows and its own requests."""
+
+    name: str
+    role: str = "open311_client"
+
+    def audit_fields(self) -> dict[str, str]:
+        return {"role": self.role, "client": self.name}
+
+
 class _Audit:
     __slots__ = ("principal", "action", "issue_id")
 
-    def __init__(self, principal: Principal, action: str, issue_id: str | None):
+    def __init__(self, principal: Principal | ApiClient, action: str, issue_id: str | None):
         self.principal, self.action, self.issue_id = principal, action, issue_id
 
 

@@ -13,12 +13,14 @@ from datetime import UTC, datetime, timedelta
 from xml.etree import ElementTree
 
 import pytest
+import redis
 import requests
 import xmltodict
 from georeport import GeoReport
 
 from shared import config as cfg
 from shared.auth import issue_token
+from shared.guard import audit_entries
 from tests.e2e.conftest import WHISTLE
 from tests.support import open311_schemas as schemas
 from tests.support.waiting import wait_for
@@ -124,6 +126,17 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     leak_id = receipt["service_request_id"]
     assert receipt["account_id"] is None
     assert receipt["service_notice"].startswith(f"已受理，编号 {leak_id}。管道漏水：自来水公司牵头")
+
+    # Audited like every write: the client's name (never its key), the request, 201.
+    audit = redis.Redis.from_url(whistle_env[cfg.REDIS_URL], decode_responses=True)
+    entries = wait_for(lambda: audit_entries(audit, whistle_env[cfg.KEY_PREFIX]),
+                       lambda found: any(e.get("issue_id") == leak_id for e in found))
+    audit.close()
+    [entry] = [e for e in entries if e.get("issue_id") == leak_id]
+    assert {k: entry[k] for k in ("action", "status", "role", "client")} == {
+        "action": "open311.request.create", "status": "201", "role": "open311_client",
+        "client": "fixmystreet"}
+    assert key not in str(entries)
 
     # The key in the query string, an XML answer, and the "not sure" service.
     unsure = post(base, {"service_code": "not_sure", "address_string": "和平里5号楼",

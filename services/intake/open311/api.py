@@ -58,6 +58,7 @@ from services.routing.rules import SHIPPED_RULES, RulesError, load_rules
 from shared import config as cfg
 from shared.contracts import IssueStatus, utcnow
 from shared.errors import Forbidden, NotFound, Unauthorized, Unavailable, WhistleError
+from shared.guard import ApiClient
 from shared.store import ISSUE_ID
 from shared.web import ERROR_SHAPES, MAX_BODY_BYTES, http
 
@@ -329,6 +330,7 @@ class Open311Api:
         client = clients.client_for(api_key)
         if client is None:
             raise Open311Error.forbidden("api_key is invalid or revoked")
+        self.guard.record(ApiClient(client), "open311.request.create")
         allowed, wait = clients.within_limit(
             POST_BUCKET, client, int(cfg.get(self.config, cfg.OPEN311_POST_LIMIT)),
             POST_WINDOW_S)
@@ -343,6 +345,7 @@ class Open311Api:
         submission = to_submission(params, service, self.open311_services.default_community)
         receipt = self._submit(submission)
         issue_id = receipt["issue_id"]
+        self.guard.on_issue(issue_id)
         clients.record_request(client, issue_id, datetime.fromisoformat(receipt["received_at"]))
         self.log.info("open311_request_created", issue_id=issue_id, client=client,
                       service_code=service.code)
