@@ -28,6 +28,7 @@ from kombu import Connection, Queue
 
 from services.notify.delivery import FINAL
 from services.notify.recipients import RESIDENT
+from shared.heartbeats import drain
 from shared.jsoncodec import loads, use_for_kombu
 from shared.store import Keys, connect
 from shared.topology import DEAD_LETTER_QUEUE, EVENTS_EXCHANGE, SUBSCRIPTIONS
@@ -105,10 +106,7 @@ class Observer:
                                      no_ack=True):
                 self._ready.set()
                 while not self._stop.is_set():
-                    try:
-                        connection.drain_events(timeout=0.5)
-                    except TimeoutError:
-                        connection.heartbeat_check()
+                    drain(connection, timeout=0.5)
 
     def _on_event(self, body, message) -> None:
         """An ``issue.dispatched``: the only key bound (an issue merged instead of

@@ -24,6 +24,7 @@ import click
 from kombu import Connection, Exchange, Queue
 
 from shared import config as cfg
+from shared.heartbeats import drain
 from shared.privacy import scrub_text
 from shared.topology import EVENTS_EXCHANGE
 
@@ -245,17 +246,9 @@ class Follower:
     def run(self, on_reconnect) -> None:
         while not self.stopping:
             try:
-                self.connection.drain_events(timeout=1)
-            except TimeoutError:
-                self._heartbeat_or_reconnect(on_reconnect)
+                drain(self.connection, timeout=1)
             except self.connection.connection_errors + (OSError,):
                 self._reconnect(on_reconnect)
-
-    def _heartbeat_or_reconnect(self, on_reconnect) -> None:
-        try:
-            self.connection.heartbeat_check()
-        except self.connection.connection_errors + (OSError,):
-            self._reconnect(on_reconnect)
 
     def _reconnect(self, on_reconnect) -> None:
         lost_at = time.monotonic()

@@ -22,6 +22,7 @@ from kombu import Connection, Queue
 from nameko.extensions import DependencyProvider
 
 from shared import config as cfg
+from shared.heartbeats import drain
 from shared.store import connect
 from shared.topology import EVENTS_EXCHANGE
 from whistle.tail_cli import ReceivedTimes, describe
@@ -100,7 +101,4 @@ class FlowTap(DependencyProvider):
         with Connection(self.amqp_uri, heartbeat=30) as connection, connection.Consumer(
                 queue, callbacks=[on_message], accept=["json"], no_ack=True):
             while self._running:
-                try:
-                    connection.drain_events(timeout=1)
-                except TimeoutError:
-                    connection.heartbeat_check()
+                drain(connection, timeout=1)
