@@ -47,11 +47,12 @@ from kombu import Connection
 from nameko.amqp.publish import Publisher
 from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import DependencyProvider
-from nameko.messaging import Consumer, QueueConsumer
+from nameko.messaging import Consumer
 from pydantic import ValidationError
 
 from shared import config as cfg
 from shared.amqp_reads import read_ahead
+from shared.consuming import FailoverQueueConsumer
 from shared.contracts import Event
 from shared.errors import InvalidPayload, Unavailable
 from shared.jsoncodec import dumps, loads, use_for_kombu
@@ -370,10 +371,11 @@ def plan_acks(finished: Iterable[int], in_flight: Iterable[int]) -> tuple[int | 
     return (max(covered) if covered else None), rest
 
 
-class DeadLetteringQueueConsumer(QueueConsumer):
+class DeadLetteringQueueConsumer(FailoverQueueConsumer):
     """nameko's QueueConsumer, but an undecodable body is dead-lettered, not dropped,
     a message whose connection died under it is left to the broker, and acks are
-    sent in batches.
+    sent in batches. Like every Whistle consumer, it registers its consumers again
+    when an ack was the first to find the connection lost (``shared.consuming``).
 
     nameko's ack/requeue ignore only ``amqp.exceptions.ConnectionError``; when the
     broker goes away (restart, ``stop_app``) the socket error escapes instead, kills

@@ -35,11 +35,15 @@ from nameko.rpc import RpcConsumer as NamekoRpcConsumer
 from nameko.rpc import RpcProxy as NamekoRpcProxy
 
 from shared import config as cfg
+from shared.consuming import FailoverQueueConsumer
 from shared.topology import QUORUM, type_arguments
 
 
 class RpcConsumer(NamekoRpcConsumer):
-    """nameko's RPC consumer; its queue gets the arguments of the deployment's type."""
+    """nameko's RPC consumer; its queue gets the arguments of the deployment's type, and
+    its consumer is registered again when a reply's ack found the connection lost."""
+
+    queue_consumer = FailoverQueueConsumer()
 
     def setup(self):
         super().setup()  # builds self.queue (once per container; a shared extension)
@@ -56,7 +60,10 @@ rpc = Rpc.decorator
 
 
 class ReplyListener(NamekoReplyListener):
-    """nameko's reply listener; its queue transient on quorum (cluster) deployments."""
+    """nameko's reply listener; its queue transient on quorum (cluster) deployments, and
+    its consumer registered again like the RPC consumer's (they share one)."""
+
+    queue_consumer = FailoverQueueConsumer()
 
     def setup(self):
         super().setup()  # builds self.queue

@@ -26,12 +26,12 @@ def test_a_no_ack_consumer_survives_a_stream_longer_than_the_heartbeat_timeout(w
                 producer.publish({"n": n}, exchange="", routing_key=queue.name)
                 time.sleep(0.02)
 
-    with Connection(uri, heartbeat=HEARTBEAT_S) as connection:
-        with connection.Consumer(queue, callbacks=[lambda body, m: got.append(body["n"])],
-                                 accept=["json"], no_ack=True):
-            publisher = threading.Thread(target=publish, daemon=True)
-            publisher.start()
-            while len(got) < STREAM:  # before shared.heartbeats: "missed heartbeats", reset
-                drain(connection, timeout=1)
-            publisher.join()
+    with (Connection(uri, heartbeat=HEARTBEAT_S) as connection,
+          connection.Consumer(queue, callbacks=[lambda body, m: got.append(body["n"])],
+                              accept=["json"], no_ack=True)):
+        publisher = threading.Thread(target=publish, daemon=True)
+        publisher.start()
+        while len(got) < STREAM:  # before shared.heartbeats: "missed heartbeats", reset
+            drain(connection, timeout=1)
+        publisher.join()
     assert got == list(range(STREAM))
