@@ -68,11 +68,19 @@ QUEUE_TYPES = (CLASSIC, QUORUM)
 # (a poison message), or that a failover cut off: generous, as RabbitMQ 4's default.
 QUORUM_DELIVERY_LIMIT = 20
 
+# Where a new quorum queue's leader goes: "balanced" puts it on the node leading the
+# fewest (RabbitMQ 3.10+). The default, "client-local", puts every leader on the node the
+# declaring service happens to be connected to, the first one AMQP_URI lists, so one node
+# did all the queues' work and its death moved every leader at once. It only decides
+# where a queue starts; RabbitMQ compares it when a queue is declared again, so it is
+# part of what a quorum queue of this release is (docs/cluster.md, "Where queue leaders
+# live").
+#
 # What a message that leaves a quorum queue by dead-lettering is, and how: to the
 # dead-letter queue through the default exchange, "at-least-once" (kept in the source
 # queue until the target confirmed it; RabbitMQ 3.10+, which needs overflow
 # reject-publish), instead of RabbitMQ's default at-most-once.
-_QUORUM = {"x-queue-type": QUORUM}
+_QUORUM = {"x-queue-type": QUORUM, "x-queue-leader-locator": "balanced"}
 _SAFE_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 
 
