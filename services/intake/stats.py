@@ -273,13 +273,17 @@ def issue_facts(journal: list[dict]) -> IssueFacts:
 # ------------------------------------------------------------------- the figures
 
 
+def nearest_rank_index(count: int, percentile: int) -> int:
+    """Where the nearest-rank percentile of ``count`` sorted values is: the 0-based index
+    of rank ``ceil(p/100 * n)`` (at least the first)."""
+    return max(1, math.ceil(percentile * count / 100)) - 1
+
+
 def nearest_rank(values: list[float], percentile: int) -> float | None:
     """The nearest-rank percentile: the value of rank ``ceil(p/100 * n)`` once sorted."""
     if not values:
         return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percentile * len(ordered) / 100))
-    return ordered[rank - 1]
+    return sorted(values)[nearest_rank_index(len(values), percentile)]
 
 
 def _durations(pairs: Iterable[tuple[datetime, datetime | None]]) -> dict[str, float | None]:
