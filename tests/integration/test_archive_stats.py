@@ -2,17 +2,20 @@
 split between Redis (hot) and PostgreSQL (archived)."""
 
 import random
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bench.scale import synthetic_issue
 from services.intake.stats import LOOKBACK, compute_stats
-from shared.archive import Archive, Bundle
+from shared.archive import Archive, Bundle, _backend_and_migrations, upgrade
 from shared.archive_stats import stats_over
 from shared.contracts import Channel, Language, Location
 from shared.issue import receive
 from shared.jsoncodec import dumps, loads
+from tests.conftest import create_database, drop_database
 from tests.unit.test_stats import EXPECTED_AGENCIES, EXPECTED_OVERALL, known_history
 
 pytestmark = pytest.mark.integration
@@ -119,3 +122,53 @@ def test_archiving_again_or_while_still_hot_counts_each_issue_once(archive):
         assert other["window"]["issues"] == 0
     with archive.connection() as conn:
         assert conn.execute("SELECT sum(issues) FROM stat_issue_day").fetchone()[0] == 300
+
+
+def varied_journals(seed: int, count: int, days: int) -> dict[str, list[dict]]:
+    rng = random.Random(seed)
+    journals = {}
+    for n in range(count):
+        bundle = synthetic_issue(n, NOW - timedelta(days=rng.uniform(0, days)), rng)
+        journals[loads(bundle.record)["issue_id"]] = [loads(e) for e in bundle.journal]
+    return journals
+
+
+def test_two_archivers_writing_the_same_issues_at_once_count_their_ratings_once(archive):
+    """stat_rating_agency follows the ratings each INSERT really inserted: the second
+    archiver waits on the first's rows, then skips them."""
+    journals = varied_journals(13, 200, 40)
+    ids = sorted(journals)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda _: split(archive, journals, ids), range(2)))
+    since = NOW - timedelta(days=30)
+    assert stats_over(archive, {}, since, NOW, NOW) == reference(journals, since, NOW, NOW)
+    with archive.connection() as conn:
+        pairs = conn.execute("SELECT count(*) FROM stat_rating r, unnest(r.agencies) "
+                             "WHERE r.subject = r.issue_id").fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM stat_rating_agency").fetchone()[0] == pairs > 0
+
+
+def test_migration_0004_fills_the_ratings_per_agency_of_issues_archived_before_it():
+    name = f"whistle_before_0004_{uuid.uuid4().hex[:8]}"
+    url = create_database(name)
+    try:
+        backend, migrations = _backend_and_migrations(url)
+        try:
+            with backend.lock():
+                backend.apply_migrations(backend.to_apply(migrations).filter(
+                    lambda m: m.id < "0004"))
+        finally:
+            backend.connection.close()
+        journals = varied_journals(17, 200, 40)
+        archive = Archive(url)
+        try:
+            split(archive, journals, sorted(journals))  # archived by code before 0004
+            assert upgrade(url) == ["0004_stats_rating_agency"]
+            since = NOW - timedelta(days=30)
+            report = stats_over(archive, {}, since, NOW, NOW)
+            assert report == reference(journals, since, NOW, NOW)
+            assert sum(b["rated"] for b in report["agencies"].values()) > 0
+        finally:
+            archive.close()
+    finally:
+        drop_database(name)
