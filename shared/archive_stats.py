@@ -95,9 +95,9 @@ _RATING_IN_WINDOW = """{r}.at >= %(since)s AND {r}.at < %(until)s AND {r}.at < %
 
 # Ratings in the window, each event once, however many journals hold it. An archived
 # rating journaled under the rated issue itself (nearly all of them) is counted straight
-# from the covering index (stat_rating_window): one row per event. Per agency, the same
-# ratings are counted one agency at a time, each agency's one range of the covering
-# index of stat_rating_agency (a row per rating and agency of its cycle, with when that
+# from the covering partial index of them alone (stat_rating_own): one row per event.
+# Per agency, the same ratings are counted one agency at a time, each agency's one
+# range of the covering index of stat_rating_agency (a row per rating and agency of its cycle, with when that
 # agency's assignment was created), aggregated inside the range: nothing unnested,
 # sorted or grouped. The copies elsewhere (a merged report's journal) and the hot
 # ratings are counted once per event, and not at all when the rated issue's own copy is
