@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import lru_cache
 
 from services.routing.rules import normalise
 
-__all__ = ["TRADITIONAL", "display_term", "fold", "term_counts", "terms"]
+__all__ = ["TRADITIONAL", "display_term", "fold", "term_counts", "terms", "terms_in"]
 
 # Traditional -> simplified for the characters residents' reports use most; the rest
 # of a traditional text still shares the characters the two scripts have in common.
@@ -57,7 +58,6 @@ _FOLD = str.maketrans(TRADITIONAL)
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _HAN_RUN = re.compile(f"[{_HAN}]+")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_HAN_SIZES = (1, 2, 3)
 _PIECE_SIZES = (3, 4, 5)
 
 
@@ -73,20 +73,33 @@ def terms(text: str) -> list[str]:
     >>> terms("电线 sparks")[:3]
     ['电', '线', '电线']
     """
-    folded = fold(text)
+    return terms_in(fold(text))
+
+
+def terms_in(folded: str) -> list[str]:
+    """:func:`terms` of a text already folded (:func:`fold`), in the same order."""
     found: list[str] = []
     for run in _HAN_RUN.findall(folded):
-        for size in _HAN_SIZES:
-            found.extend(run[i:i + size] for i in range(len(run) - size + 1))
-    words = _WORD.findall(folded)
-    for i, word in enumerate(words):
+        found.extend(run)  # the 1-character terms
+        found.extend([run[i:i + 2] for i in range(len(run) - 1)])
+        found.extend([run[i:i + 3] for i in range(len(run) - 2)])
+    previous = None
+    for word in _WORD.findall(folded):
         found.append("w:" + word)
-        if i:
-            found.append(f"w:{words[i - 1]} {word}")
-        padded = f" {word} "
-        for size in _PIECE_SIZES:
-            found.extend("c:" + padded[j:j + size] for j in range(len(padded) - size + 1))
+        if previous is not None:
+            found.append(f"w:{previous} {word}")
+        found.extend(_pieces(word))
+        previous = word
     return found
+
+
+@lru_cache(maxsize=8192)
+def _pieces(word: str) -> tuple[str, ...]:
+    """The 3- to 5-character pieces of ``word`` padded with spaces, as terms (words
+    recur from report to report: each is cut once)."""
+    padded = f" {word} "
+    return tuple("c:" + padded[j:j + size] for size in _PIECE_SIZES
+                 for j in range(len(padded) - size + 1))
 
 
 def term_counts(text: str) -> Counter[str]:

@@ -20,21 +20,26 @@ import re
 from dataclasses import dataclass
 
 from services.routing.features import fold
+from services.routing.literals import may_match, prefilter
 from services.routing.negation import negation_before
 
-__all__ = ["HAZARD_CUES", "HazardCue", "hazard_flags", "hazard_reasons"]
+__all__ = ["HAZARD_CUES", "HazardCue", "hazard_flags", "hazard_flags_in", "hazard_reasons"]
 
 
 @dataclass(frozen=True)
 class HazardCue:
     reason: str
     pattern: re.Pattern[str]
+    # Finds the strings every match of the pattern contains one of (literals.py): a
+    # text holding none of them is not scanned, which is most texts for most cues.
+    prefilter: re.Pattern[str] | None = None
 
 
 def _cue(reason: str, *alternatives: str) -> HazardCue:
     # re.ASCII: \b is a boundary between Latin letters and anything else, so "gas" is
     # a word in "有gas味" too (Han characters are word characters in Unicode mode).
-    return HazardCue(reason, re.compile("|".join(f"(?:{a})" for a in alternatives), re.ASCII))
+    pattern = re.compile("|".join(f"(?:{a})" for a in alternatives), re.ASCII)
+    return HazardCue(reason, pattern, prefilter(pattern))
 
 
 HAZARD_CUES: tuple[HazardCue, ...] = (
@@ -121,8 +126,13 @@ def hazard_reasons(text: str) -> list[str]:
 
 def hazard_flags(text: str) -> list[bool]:
     """For each cue of :data:`HAZARD_CUES`, whether it is found (and not denied) in ``text``."""
-    folded = fold(text)
-    return [_found(cue.pattern, folded) for cue in HAZARD_CUES]
+    return hazard_flags_in(fold(text))
+
+
+def hazard_flags_in(folded: str) -> list[bool]:
+    """:func:`hazard_flags` of a text already folded (``features.fold``)."""
+    return [may_match(cue.prefilter, folded) and _found(cue.pattern, folded)
+            for cue in HAZARD_CUES]
 
 
 def _found(pattern: re.Pattern[str], text: str) -> bool:

@@ -47,20 +47,22 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 
 from services.routing.classifier import BUNDLED_MODEL, Classification
-from services.routing.features import display_term, term_counts
-from services.routing.hazards import HAZARD_CUES, hazard_flags
+from services.routing.features import display_term, fold, terms_in
+from services.routing.hazards import HAZARD_CUES, hazard_flags_in
 
 __all__ = [
     "ARTEFACT_FORMAT", "MODELS_DIR", "EmbeddingStage", "LearnedClassifier", "LinearTextModel",
     "Router", "UrgencyCascade", "UrgencyStacker", "artefact_dir", "load", "publish", "read_router", "save",
-    "sigmoid", "softmax",
+    "sigmoid", "softmax", "sublinear_tf",
 ]
 
 MODELS_DIR = BUNDLED_MODEL.parent
@@ -95,14 +97,22 @@ class LinearTextModel:
 
     def vector(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """The report's non-zero TF-IDF entries: (term indices, values)."""
-        counts = term_counts(text)
-        index = [(self.vocabulary[t], n) for t, n in counts.items() if t in self.vocabulary]
-        if not index:
+        return self.vector_in(fold(text))
+
+    def vector_in(self, folded: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`vector` of a text already folded (``features.fold``).
+
+        The terms known to the vocabulary, in the order they first occur (the order the
+        dot products sum in, kept so every score is the same to the last bit)."""
+        counts = Counter(terms_in(folded))
+        columns = np.fromiter(map(self.vocabulary.get, counts, repeat(-1)), dtype=np.int64,
+                              count=len(counts))
+        known = columns >= 0
+        if not known.any():
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        columns = np.fromiter((i for i, _ in index), dtype=np.int64, count=len(index))
-        tf = np.fromiter((1.0 + math.log(n) for _, n in index), dtype=np.float32,
-                         count=len(index))
-        values = tf * self.idf[columns]
+        columns = columns[known]
+        occurrences = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))[known]
+        values = sublinear_tf(occurrences) * self.idf[columns]
         norm = float(np.sqrt(values @ values))
         return columns, values / norm if norm else values
 
@@ -122,6 +132,20 @@ class LinearTextModel:
         order = np.argsort(-contributions)[:count]
         return [(display_term(self.terms[columns[i]]), round(float(contributions[i]), 4))
                 for i in order if contributions[i] > 0]
+
+
+# 1 + ln(n) for the counts a report's terms have, as float32: each worked out once here
+# as it was per term (math.log in float64, rounded once to float32), so the TF-IDF
+# values are the same to the last bit.
+_TF = np.array([0.0] + [1.0 + math.log(n) for n in range(1, 256)], dtype=np.float32)
+
+
+def sublinear_tf(counts: np.ndarray) -> np.ndarray:
+    """1 + ln(count) of each count (all at least 1), as float32."""
+    if counts.max() < len(_TF):
+        return _TF[counts]
+    return np.fromiter((1.0 + math.log(n) for n in counts.tolist()), dtype=np.float32,
+                       count=len(counts))
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -251,7 +275,8 @@ class LearnedClassifier:
     def classify(self, text: str) -> Classification:
         router = self.router
         model = router.category
-        columns, values = model.vector(text)
+        folded = fold(text)  # once: the terms and the hazard cues both read it
+        columns, values = model.vector_in(folded)
         learned = model.probabilities(columns, values)
         probabilities, stage, embedded = learned, "tfidf", {}
         if router.embedding is not None and learned.max() < router.cascade_below:
@@ -264,8 +289,8 @@ class LearnedClassifier:
                 stage = "tfidf (encoder not loaded)"
         order = np.argsort(-probabilities)[:TOP]
         top = [(model.classes[i], float(probabilities[i])) for i in order]
-        urgent, reasons, p_urgent, urgent_at = self._urgency(text, columns, values, learned,
-                                                             embedded)
+        urgent, reasons, p_urgent, urgent_at = self._urgency(text, folded, columns, values,
+                                                             learned, embedded)
         return Classification(
             top=top,
             evidence=model.evidence(columns, values, int(order[0])),
@@ -277,7 +302,7 @@ class LearnedClassifier:
                    "urgency_stage": "tfidf+embeddings" if "vector" in embedded else "tfidf",
                    "confident_at": round(router.confident_at, 4)})
 
-    def _urgency(self, text: str, columns: np.ndarray, values: np.ndarray,
+    def _urgency(self, text: str, folded: str, columns: np.ndarray, values: np.ndarray,
                  categories: np.ndarray, embedded: dict) -> tuple[bool, list[str], float, float]:
         """Urgent or not, why, the stacker's probability and its threshold (see the module
         doc).
@@ -285,7 +310,7 @@ class LearnedClassifier:
         (the urgency cascade reuses it, or makes it and leaves it there)."""
         router = self.router
         score = float(router.urgency.scores(columns, values)[0])
-        cues = hazard_flags(text)
+        cues = hazard_flags_in(folded)
         features = UrgencyStacker.features(score, categories, cues)
         p_urgent = router.stacker.probability(features)
         urgent_at, by_model = router.urgent_at, p_urgent >= router.urgent_at
