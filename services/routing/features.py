@@ -54,6 +54,7 @@ _PAIRS = (
 )
 TRADITIONAL: dict[str, str] = {pair[0]: pair[1] for pair in _PAIRS.split() if pair[0] != pair[1]}
 _FOLD = str.maketrans(TRADITIONAL)
+_TRADITIONAL = re.compile(f"[{''.join(TRADITIONAL)}]")  # most texts have none to fold
 
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _HAN_RUN = re.compile(f"[{_HAN}]+")
@@ -64,7 +65,8 @@ _PIECE_SIZES = (3, 4, 5)
 def fold(text: str) -> str:
     """The text as the features see it: normalised (``rules.normalise``), traditional
     characters folded to simplified."""
-    return normalise(text).translate(_FOLD)
+    text = normalise(text)
+    return text.translate(_FOLD) if _TRADITIONAL.search(text) else text
 
 
 def terms(text: str) -> list[str]:

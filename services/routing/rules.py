@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,9 +39,11 @@ SHIPPED_RULES = Path(__file__).with_name("rules.yaml")
 # ------------------------------------------------------------------- normalising
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+_CURLY = re.compile("[" + "".join(map(chr, _QUOTES)) + "]")
 _SPACES = re.compile(r"\s+")
 
 
+@lru_cache(maxsize=256)  # routing's classifier and keyword matcher both read each report
 def normalise(text: str) -> str:
     """The form both texts and keywords are compared in.
 
@@ -49,8 +51,18 @@ def normalise(text: str) -> str:
     casefold ignores case; curly apostrophes from phones become ``'``; runs of
     whitespace become one space so multi-word keywords match across line breaks.
     """
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_QUOTES)
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if _CURLY.search(text):  # translating char by char costs more than looking
+        text = text.translate(_QUOTES)
     return _SPACES.sub(" ", text)
+
+
+def _looked_up(mapping: dict, key: str, what: str):
+    """``mapping[key]``; a KeyError naming what is unknown otherwise."""
+    try:
+        return mapping[key]
+    except KeyError:
+        raise KeyError(f"unknown {what} {key!r}") from None
 
 
 def needle(keyword: str) -> str:
@@ -223,22 +235,25 @@ class RuleSet(_Model):
         return self
 
     def agency(self, agency_id: str) -> AgencyDef:
-        try:
-            return self.agencies[agency_id]
-        except KeyError:
-            raise KeyError(f"unknown agency {agency_id!r}") from None
+        return _looked_up(self.agencies, agency_id, "agency")
 
     def window(self, priority: Priority | str) -> PriorityWindow:
         return self.priorities[Priority(priority)]
 
-    def rule(self, category: str) -> CategoryRule:
+    @cached_property
+    def rules_by_category(self) -> dict[str, CategoryRule]:
+        """Each category's rule (the first, were one listed twice), looked up for every
+        match of every report; worked out once per rule set."""
+        found: dict[str, CategoryRule] = {}
         for rule in self.rules:
-            if rule.category == category:
-                return rule
-        raise KeyError(f"unknown category {category!r}")
+            found.setdefault(rule.category, rule)
+        return found
+
+    def rule(self, category: str) -> CategoryRule:
+        return _looked_up(self.rules_by_category, category, "category")
 
     def has_rule(self, category: str | None) -> bool:
-        return any(rule.category == category for rule in self.rules)
+        return category in self.rules_by_category
 
     def category_names(self) -> list[str]:
         """Every category a decision can carry: the rules' ids in file order, then the fallback's."""
