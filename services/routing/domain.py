@@ -142,8 +142,10 @@ def _occurrences(text: str, rules: RuleSet) -> list[tuple[int, int, int, str]]:
     """Every (start, end, rule index, keyword) found, overlapping ones included, sorted."""
     found = []
     by_first = rules.keywords_by_first_character
-    for first in set(text):  # only keywords starting with a character the text holds
-        for found_as, index, keyword in by_first.get(first, ()):
+    # Only keywords starting with a character the text holds (one set intersection:
+    # a report holds a few dozen characters, and most begin no keyword).
+    for first in by_first.keys() & set(text):
+        for found_as, index, keyword in by_first[first]:
             if found_as not in text:
                 continue  # a plain substring test first: most keywords are absent
             pattern = _pattern(keyword)

@@ -109,6 +109,7 @@ def term_counts(text: str) -> Counter[str]:
     return Counter(terms(text))
 
 
+@lru_cache(maxsize=4096)  # the same strong terms are shown report after report
 def display_term(term: str) -> str:
     """A term as a desk worker reads it: ``w:rotten eggs`` -> ``rotten eggs``,
     ``c: spar`` -> ``spar…``."""
