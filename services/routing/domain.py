@@ -209,6 +209,8 @@ def match_rules(text: str, rules: RuleSet) -> list[RuleMatch]:
 def rank_matches(matches: list[RuleMatch], rules: RuleSet) -> list[RuleMatch]:
     """Matches in order of preference: highest ``precedence``, most pressing priority,
     most distinct keywords, file order."""
+    if len(matches) < 2:  # most reports: nothing to order
+        return list(matches)
     order = {rule.category: i for i, rule in enumerate(rules.rules)}
 
     def rank(match: RuleMatch) -> tuple[int, int, int, int]:
@@ -247,8 +249,8 @@ def route_issue(text: str, given_category: str | None, rules: RuleSet, now: date
     ranked = rank_matches(matches, rules)
     if classification is None:
         classification = keyword_classification(ranked, rules)
-    known = set(rules.category_names())
-    guesses = [(c, p) for c, p in classification.top if c in known]
+    fallback_category = rules.fallback.category  # known: rules.category_names()
+    guesses = [(c, p) for c, p in classification.top if c == fallback_category or rules.has_rule(c)]
     best = guesses[0][0] if guesses else None
     forced = [m for m in ranked if rules.rule(m.category).force]
     learned = classification.model_version != KEYWORDS_VERSION
