@@ -180,7 +180,8 @@ def audit(limit: int, as_json: bool) -> None:
             click.echo(json.dumps(entry, ensure_ascii=False))
         else:
             who = entry.get("staff_id") and f"{entry.get('agency')}/{entry['staff_id']}" \
-                or entry.get("reporter_issue_id") or entry.get("role")
+                or entry.get("reporter_issue_id") \
+                or entry.get("client") and f"open311:{entry['client']}" or entry.get("role")
             click.echo(f"{entry['at']}  {entry['status']:>3}  {entry['action']:<24} "
                        f"{entry.get('issue_id', '-'):<18} {who}  {entry.get('jti', '')}")
 

@@ -137,6 +137,10 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
         "action": "open311.request.create", "status": "201", "role": "open311_client",
         "client": "fixmystreet"}
     assert key not in str(entries)
+    listed = subprocess.run([WHISTLE, "audit", "--limit", "5"], env=whistle_env, text=True,
+                            capture_output=True, timeout=30, check=True).stdout
+    assert "open311.request.create" in listed and "open311:fixmystreet" in listed
+    assert key not in listed
 
     # The key in the query string, an XML answer, and the "not sure" service.
     unsure = post(base, {"service_code": "not_sure", "address_string": "和平里5号楼",
