@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -802,6 +803,7 @@ class RedisProvider(DependencyProvider):
 
 
 _archives: dict[str, Any] = {}
+_archives_lock = threading.Lock()  # green under eventlet's monkey-patching
 
 
 def archive_for(url: str):
@@ -813,10 +815,22 @@ def archive_for(url: str):
     """
     from shared.archive import Archive, check_schema
 
-    if url not in _archives:
-        check_schema(url)
-        _archives[url] = Archive(url)
-    return _archives[url]
+    # The services of one process set up side by side, and the schema check waits on
+    # the database: without the lock each of them made a pool of its own, and all but
+    # the last were never closed.
+    with _archives_lock:
+        if url not in _archives:
+            check_schema(url)
+            _archives[url] = Archive(url)
+        return _archives[url]
+
+
+def close_archives() -> None:
+    """Close the process's archive pools: at the end of ``whistle up``, while eventlet's
+    hub still runs. Left to the interpreter's exit, each pool's ``__del__`` tried to join
+    its worker threads from a dying greenlet and printed a traceback per pool."""
+    while _archives:
+        _archives.popitem()[1].close()
 
 
 class Store(RedisProvider):

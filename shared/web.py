@@ -35,6 +35,7 @@ from shared.errors import (
     MalformedBody,
     PayloadTooLarge,
     RateLimited,
+    Unavailable,
     WhistleError,
 )
 from shared.jsoncodec import dumps
@@ -90,8 +91,15 @@ class _LiveWsgiApp(WsgiApp):
         adapter = self.url_map.bind_to_environ(environ)
         try:
             provider, values = adapter.match()
-            request.path_values = values
-            response = provider.handle_request(request)
+            if not getattr(provider, "ready", True):
+                # One server serves every service of the process, and it listens as soon
+                # as the first one has started: a request for one still setting up its
+                # dependencies would find them missing, and kill its container.
+                response = _refusal(environ, Unavailable(
+                    f"{provider.container.service_name} is starting or stopping; try again shortly"))
+            else:
+                request.path_values = values
+                response = provider.handle_request(request)
         except HTTPException as exc:
             response = _refusal(environ, exc)
         return response(environ, start_response)
@@ -225,6 +233,17 @@ class JsonHttpHandler(HttpRequestHandler):
     """``@http`` whose results and errors are JSON, and never a stack trace."""
 
     server = ProcessWebServer()
+    # Whether its service has set up every dependency: a container starts its
+    # extensions only once all of them are set up (``_LiveWsgiApp`` answers 503 before).
+    ready = False
+
+    def start(self):
+        super().start()
+        self.ready = True
+
+    def stop(self):
+        self.ready = False
+        super().stop()
 
     def response_from_result(self, result):
         if isinstance(result, Response):

@@ -13,6 +13,7 @@ from nameko.runners import ServiceRunner
 
 from shared import config as cfg
 from shared.logging import configure_logging
+from shared.store import close_archives
 
 _log = getLogger("whistle.up")
 
@@ -114,3 +115,4 @@ def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
     if on_started:
         on_started()
     runner.wait()
+    close_archives()
