@@ -1,6 +1,8 @@
 # Whistle developer entry points.  Quickstart: `make up` runs Whistle, `make test` runs the tests.
 
-PYTHON ?= python3
+# The interpreter .venv is built on: Debian's optimised python3.11 where there is one
+# (scripts/venv-python.sh says why), else python3.  `make venv PYTHON=...` overrides it.
+PYTHON ?= $(shell scripts/venv-python.sh)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
