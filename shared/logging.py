@@ -115,6 +115,27 @@ def configure_logging(fmt: str = "json", level: int | str = logging.INFO) -> Non
     # through the scrubber like everything else, but keep its chatter down.
     logging.getLogger("kombu").setLevel(logging.WARNING)
     logging.getLogger("amqp").setLevel(logging.WARNING)
+    logging.getLogger("nameko.containers").addFilter(_EXPECTED_WITHOUT_TRACEBACK)
+
+
+class _ExpectedErrorWithoutTraceback(logging.Filter):
+    """nameko logs each expected exception of a worker (a 401, a 404, a deferred event,
+    the store being down) at WARNING with its whole traceback: two dozen lines for a
+    wrong token. The line stays, with the exception's type and text; the traceback
+    goes, as it shows only the framework's path to a result the code chose."""
+
+    PREFIX = "(expected) error handling worker"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith(self.PREFIX):
+            if record.exc_info and record.exc_info[0] is not None and record.args:
+                exc = record.exc_info[1]
+                record.args = (*record.args[:-1], f"{type(exc).__name__}: {exc}")
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_EXPECTED_WITHOUT_TRACEBACK = _ExpectedErrorWithoutTraceback()
 
 
 _nameko_log_time = nameko.containers._log_time

@@ -21,6 +21,7 @@ from functools import cached_property
 from logging import getLogger
 from typing import Any, TypeVar
 
+import eventlet
 from eventlet import wsgi
 from nameko.constants import WEB_SERVER_CONFIG_KEY
 from nameko.exceptions import IncorrectSignature
@@ -208,6 +209,19 @@ class ProcessWebServer(WebServer):
 
     def get_wsgi_app(self):
         return _LiveWsgiApp(self)
+
+    def start(self):
+        """nameko's ``start``, listening without ``SO_REUSEPORT``.
+
+        ``eventlet.listen`` sets it by default, so a second ``whistle up`` on a port in
+        use started without a word and took half of its connections. Without it, the
+        second one fails with "address already in use"."""
+        if not self._starting:
+            self._starting = True
+            self._sock = eventlet.listen(self.bind_addr, reuse_port=False)
+            self._sock.settimeout(None)  # as nameko does (celery/kombu#838)
+            self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+            self._gt = self.container.spawn_managed_thread(self.run)
 
     def get_wsgi_server(self, sock, wsgi_app, protocol=HttpOnlyProtocol, debug=False):
         return wsgi.Server(sock, sock.getsockname(), wsgi_app, protocol=protocol, debug=debug,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import signal
+import socket
 import time
 from logging import getLogger
 
@@ -59,6 +61,23 @@ def check_rules(config: dict) -> None:
         raise SystemExit(f"whistle: routing rules are invalid, not starting:\n{exc}") from None
 
 
+def check_address_free(address: str) -> None:
+    """Refuse to start on an address something else listens on, with one clear line.
+
+    The web server listens without ``SO_REUSEPORT`` (``shared.web``), so it would fail
+    anyway, but part-way through starting and with a traceback."""
+    host, _, port = address.rpartition(":")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as eventlet.listen
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise SystemExit(f"whistle: {address} is already in use (another `whistle up`?); "
+                             "choose another with --address") from None
+
+
 def reload_rules_on_sighup(signum, frame) -> None:
     """SIGHUP: reload every routing rules file in this process, like most daemons do.
 
@@ -87,6 +106,7 @@ def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
     configure_logging(config[cfg.LOG_FORMAT])
     if "routing" in names:
         check_rules(config)
+    check_address_free(config[cfg.WEB_SERVER_ADDRESS])
     wait_for_broker(config[cfg.AMQP_URI], timeout_s=60)
     runner = ServiceRunner(config)
     for cls in service_classes(names):

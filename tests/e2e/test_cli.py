@@ -3,6 +3,7 @@
 import json
 import re
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -55,6 +56,18 @@ def test_up_refuses_dev_defaults_in_production(whistle_env):
     result = whistle("up", env=whistle_env, timeout=30)
     assert result.returncode == 1
     assert "refusing to start in production" in result.stderr
+
+
+def test_a_second_up_on_an_address_in_use_stops_with_one_line(whistle_processes, whistle_env):
+    """eventlet listens with SO_REUSEPORT by default: a second ``whistle up`` on the same
+    port used to start without a word and take half of the first one's connections."""
+    first = whistle_processes("intake")
+    result = whistle("up", "--services", "intake", "--address", first.address, env=whistle_env,
+                     timeout=30)
+    assert result.returncode == 1
+    assert f"{first.address} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert urllib.request.urlopen(f"{first.url}/health", timeout=5).status == 200
 
 
 def test_demo_drives_the_field_cases_through_a_running_whistle(whistle_processes, whistle_env):

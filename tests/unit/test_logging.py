@@ -65,6 +65,31 @@ def test_an_exception_is_rendered_and_masked(json_logging, capsys):
     assert "13700009999" not in json.dumps(line)
 
 
+def test_an_expected_worker_error_is_one_line_naming_the_exception(json_logging, capsys):
+    from shared.errors import Unauthorized
+
+    try:
+        raise Unauthorized("a token is needed")
+    except Unauthorized as exc:
+        logging.getLogger("nameko.containers").warning(
+            "(expected) error handling worker %s: %s", "<WorkerContext [intake.x]>", exc,
+            exc_info=True)
+    [line] = lines(capsys.readouterr().err)
+    assert line["level"] == "warning" and "exception" not in line
+    assert line["event"] == ("(expected) error handling worker <WorkerContext [intake.x]>: "
+                             "Unauthorized: a token is needed")
+
+
+def test_an_unexpected_worker_error_keeps_its_traceback(json_logging, capsys):
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as exc:
+        logging.getLogger("nameko.containers").exception(
+            "error handling worker %s: %s", "<WorkerContext [intake.x]>", exc)
+    [line] = lines(capsys.readouterr().err)
+    assert "Traceback" in line["exception"] and "RuntimeError: boom" in line["exception"]
+
+
 def test_nameko_times_workers_only_when_its_debug_lines_are_wanted(caplog):
     import nameko.containers
 
