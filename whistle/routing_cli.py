@@ -94,13 +94,15 @@ def corrections(export: str | None, every: bool) -> None:
 @click.option("--urgency-cascade", is_flag=True,
               help="Also try urgency's second look on the embedding (kept if it wins out of "
                    "fold; off by default, see docs/routing.md).")
+@click.option("--urgency-per-category/--urgency-shared", default=False, show_default=True,
+              help="Urgency weighs each term per category too (see docs/routing.md).")
 @click.option("--models-dir", type=click.Path(file_okay=False), default=None,
               help="Where artefacts go (default services/routing/model).")
 @click.option("--publish/--no-publish", default=True, show_default=True,
               help="Make the new artefact current (what routing loads).")
 def train(train_file: str, with_corrections: bool, corrections_dir: str | None,
-          embeddings: bool, urgency_cascade: bool, models_dir: str | None,
-          publish: bool) -> None:
+          embeddings: bool, urgency_cascade: bool, urgency_per_category: bool,
+          models_dir: str | None, publish: bool) -> None:
     """Train the router and write a versioned model artefact."""
     from services.routing.learned import MODELS_DIR, save
     from services.routing.learned import publish as make_current
@@ -120,7 +122,8 @@ def train(train_file: str, with_corrections: bool, corrections_dir: str | None,
         sources.append(f"corrections ({len(corrections)})")
     click.echo(f"training on {len(examples)} examples: {', '.join(sources)}")
     router = train_router(examples, embeddings=embeddings, sources=sources, log=click.echo,
-                          urgency_cascade=urgency_cascade)
+                          urgency_cascade=urgency_cascade,
+                          urgency_per_category=urgency_per_category)
     target = Path(models_dir) if models_dir else MODELS_DIR
     folder = save(router, target)
     cv = router.manifest["cross_validation"]

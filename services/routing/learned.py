@@ -27,7 +27,9 @@ How a report is read (:meth:`LearnedClassifier.classify`):
    sentence encoder shipped inside a PyPI package, and the two models' probabilities
    are averaged. Most reports never pay for the encoder.
 3. **Urgency**, its own decision: a linear model of its own on the same terms
-   scores how urgent the words sound; a small logistic regression
+   scores how urgent the words sound (when trained per category, a term's weight
+   also depends on the report's category probabilities: :func:`urgency_score`);
+   a small logistic regression
    (:class:`UrgencyStacker`) weighs that score with the category probabilities (a
    smell of gas is urgent, a cold radiator is not) and the hazard cues
    (``hazards.py``: sparks, rotten eggs, water on wiring... found and not denied);
@@ -62,7 +64,7 @@ from services.routing.hazards import HAZARD_CUES, hazard_flags_in
 __all__ = [
     "ARTEFACT_FORMAT", "MODELS_DIR", "EmbeddingStage", "LearnedClassifier", "LinearTextModel",
     "Router", "UrgencyCascade", "UrgencyStacker", "artefact_dir", "load", "publish", "read_router", "save",
-    "sigmoid", "softmax", "sublinear_tf",
+    "sigmoid", "softmax", "sublinear_tf", "urgency_score",
 ]
 
 MODELS_DIR = BUNDLED_MODEL.parent
@@ -309,7 +311,7 @@ class LearnedClassifier:
         ``embedded``: the report's sentence embedding when the category cascade made it
         (the urgency cascade reuses it, or makes it and leaves it there)."""
         router = self.router
-        score = float(router.urgency.scores(columns, values)[0])
+        score, contributions = urgency_score(router.urgency, columns, values, categories)
         cues = hazard_flags_in(folded)
         features = UrgencyStacker.features(score, categories, cues)
         p_urgent = router.stacker.probability(features)
@@ -326,10 +328,41 @@ class LearnedClassifier:
                 urgent_at, by_model = second.urgent_at, p_urgent >= second.urgent_at
         reasons = [cue.reason for cue, found in zip(HAZARD_CUES, cues, strict=True) if found]
         if by_model:
-            terms = ", ".join(t for t, _ in router.urgency.evidence(columns, values, 0, 4))
+            terms = ", ".join(t for t, _ in (
+                router.urgency.evidence(columns, values, 0, 4) if contributions is None
+                else _strongest(router.urgency, columns, contributions, 4)))
             reasons.append(f"urgency model {p_urgent:.0%} (threshold {urgent_at:.0%})"
                            + (f"; words: {terms}" if terms else ""))
         return by_model or (router.cues_decide and any(cues)), reasons, p_urgent, urgent_at
+
+
+def urgency_score(model: LinearTextModel, columns: np.ndarray, values: np.ndarray,
+                  categories: np.ndarray) -> tuple[float, np.ndarray | None]:
+    """The urgency model's score of a report, and each of its terms' part in it.
+
+    A model of one row scores the terms the same whatever the category (the parts are
+    then ``None``: its evidence is :meth:`LinearTextModel.evidence`). A model trained per
+    category (``training.fit_text_models``) has one shared row and, after it, one row
+    per category in the category model's order: a term weighs its shared weight plus
+    each category's weight times the report's probability of that category (the
+    TF-IDF model's), so "smell" can be urgent in a gas report and not in a drain one.
+    """
+    if len(model.coef) == 1:
+        return float(model.scores(columns, values)[0]), None
+    if not len(columns):
+        return float(model.intercept[0]), np.zeros(0, dtype=np.float32)
+    coef = model.coef[:, columns]
+    weights = coef[0] + categories.astype(np.float32) @ coef[1:]
+    contributions = weights * values
+    return float(contributions.sum() + model.intercept[0]), contributions
+
+
+def _strongest(model: LinearTextModel, columns: np.ndarray, contributions: np.ndarray,
+               count: int) -> list[tuple[str, float]]:
+    """The terms with the largest positive parts in a score (see :func:`urgency_score`)."""
+    order = np.argsort(-contributions)[:count]
+    return [(display_term(model.terms[columns[i]]), round(float(contributions[i]), 4))
+            for i in order if contributions[i] > 0]
 
 
 # --------------------------------------------------------------------- artefacts
@@ -451,7 +484,8 @@ def read_router(path: str | Path, with_encoder: bool = True,
     return Router(
         version=manifest["version"],
         category=linear("category", classes, float(manifest["category_scale"])),
-        urgency=linear("urgency", ["urgent"]),
+        urgency=linear("urgency", ["urgent"] + (classes if len(arrays["urgency_coef"]) > 1
+                                                else [])),
         stacker=UrgencyStacker(arrays["stacker_coef"], float(manifest["stacker_intercept"])),
         urgent_at=float(manifest["urgent_at"]),
         cues_decide=bool(manifest["cues_decide"]),

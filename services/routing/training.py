@@ -19,6 +19,8 @@ the frozen test split:
 - with ``embeddings=True``, the cascade: a linear model on multilingual sentence
   embeddings, consulted when the TF-IDF model's top probability is below a bound
   chosen out of fold (the bound that gains most accuracy per report escalated);
+- with ``urgency_per_category=True``, an urgency SVM that weighs each term once shared
+  and once per category (:func:`_per_category`), scored with the category probabilities;
 - with ``urgency_cascade=True`` too (opt-in), the urgency decision's second look on the
   embedding for reports whose stacker probability is in a band chosen out of fold
   (:func:`_urgency_cascade`).
@@ -138,22 +140,64 @@ def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
     return best
 
 
+def _per_category(matrix, weights: np.ndarray):
+    """``[X, X·w_1, ..., X·w_K]``: each report's terms once shared and once per category,
+    each copy weighed by the report's share of that category (1 for its known category
+    when training, the category model's probabilities when scoring). A linear model on it
+    has a shared weight per term plus one per category (``learned.urgency_score``)."""
+    from scipy import sparse
+
+    blocks = [matrix] + [sparse.diags(weights[:, k]) @ matrix for k in range(weights.shape[1])]
+    return sparse.hstack(blocks, format="csr")
+
+
+def _fit_urgency(matrix, urgent: np.ndarray, c: float, categories: np.ndarray | None,
+                 count: int = 0):
+    """The urgency SVM; per category when given each report's category index (of
+    ``count`` categories)."""
+    if categories is None:
+        return _svm(c, balanced=True).fit(matrix, urgent)
+    weights = np.eye(count, dtype=np.float32)[categories]
+    return _svm(c, balanced=True).fit(_per_category(matrix, weights), urgent)
+
+
+def _urgency_scores(model, matrix, probabilities: np.ndarray | None) -> np.ndarray:
+    """The urgency SVM's scores (``probabilities``: the category model's, for a model
+    trained per category)."""
+    if probabilities is None:
+        return model.decision_function(matrix)
+    return model.decision_function(_per_category(matrix, probabilities.astype(np.float32)))
+
+
 def fit_text_models(texts: Sequence[str], categories: Sequence[str], urgent: Sequence[bool],
-                    c: float, scale: float) -> tuple[LinearTextModel, LinearTextModel]:
-    """The category and urgency models on one TF-IDF vocabulary."""
+                    c: float, scale: float, urgency_per_category: bool = False,
+                    ) -> tuple[LinearTextModel, LinearTextModel]:
+    """The category and urgency models on one TF-IDF vocabulary.
+
+    ``urgency_per_category``: the urgency model has a shared row and one row per category
+    (in the category model's class order; see :func:`_per_category`)."""
     vectoriser = _vectoriser()
     matrix = vectoriser.fit_transform(texts)
     vocabulary_terms = vectoriser.get_feature_names_out().tolist()
     vocabulary = {t: i for i, t in enumerate(vocabulary_terms)}
     idf = vectoriser.idf_.astype(np.float32)
     category_model = _svm(c).fit(matrix, categories)
-    urgency_model = _svm(c, balanced=True).fit(matrix, np.asarray(urgent, bool))
+    classes = [str(c) for c in category_model.classes_]
+    urgent = np.asarray(urgent, bool)
+    if urgency_per_category:
+        index = np.array([classes.index(name) for name in categories])
+        urgency_model = _fit_urgency(matrix, urgent, c, index, len(classes))
+        coef = urgency_model.coef_.reshape(len(classes) + 1, len(vocabulary_terms))
+        urgency_classes = ["urgent", *classes]
+    else:
+        urgency_model = _fit_urgency(matrix, urgent, c, None)
+        coef, urgency_classes = urgency_model.coef_, ["urgent"]
     return (
         LinearTextModel(vocabulary, idf, category_model.coef_.astype(np.float32),
-                        category_model.intercept_.astype(np.float32),
-                        [str(c) for c in category_model.classes_], vocabulary_terms, scale),
-        LinearTextModel(vocabulary, idf, urgency_model.coef_.astype(np.float32),
-                        urgency_model.intercept_.astype(np.float32), ["urgent"],
+                        category_model.intercept_.astype(np.float32), classes,
+                        vocabulary_terms, scale),
+        LinearTextModel(vocabulary, idf, coef.astype(np.float32),
+                        urgency_model.intercept_.astype(np.float32), urgency_classes,
                         vocabulary_terms),
     )
 
@@ -279,8 +323,13 @@ def _rate(hits: np.ndarray, of: np.ndarray) -> float:
 
 def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = None,
                    log: Callable[[str], None] = lambda _: None,
-                   urgency_cascade: bool = False) -> CrossValidation:
-    """Out-of-fold predictions and the hyper-parameters and thresholds chosen from them."""
+                   urgency_cascade: bool = False,
+                   urgency_per_category: bool = False) -> CrossValidation:
+    """Out-of-fold predictions and the hyper-parameters and thresholds chosen from them.
+
+    ``urgency_per_category``: the urgency SVM weighs each term per category too
+    (:func:`_per_category`), fitted on the known categories and scored with the
+    category model's out-of-fold probabilities, as routing will score it."""
     texts = [e["text"] for e in examples]
     categories = [e["category"] for e in examples]
     urgent = np.array([bool(e["urgent"]) for e in examples])
@@ -322,8 +371,14 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
             if repeat:
                 model = _svm(best_c).fit(train_m, [categories[i] for i in train_index])
                 category_scores[test_index] = _scores(model, test_m, classes)
-            model = _svm(best_c, balanced=True).fit(train_m, urgent[train_index])
-            urgency_scores[test_index] = model.decision_function(test_m)
+            if urgency_per_category:
+                model = _fit_urgency(train_m, urgent[train_index], best_c,
+                                     truth[train_index], len(classes))
+                urgency_scores[test_index] = _urgency_scores(
+                    model, test_m, softmax(scale * category_scores[test_index]))
+            else:
+                model = _fit_urgency(train_m, urgent[train_index], best_c, None)
+                urgency_scores[test_index] = _urgency_scores(model, test_m, None)
         features = np.column_stack([urgency_scores, softmax(scale * category_scores),
                                     cues.astype(float)])
         urgent_probability = np.zeros(len(texts))
@@ -381,6 +436,7 @@ def cross_validate(examples: Sequence[dict], embeddings: np.ndarray | None = Non
         "folds": FOLDS, "examples": len(texts), "C": best_c, "softmax_scale": round(scale, 3),
         "category_accuracy": round(accuracies[best_c], 4),
         "urgency_repeats": REPEATS,
+        "urgency_per_category": bool(urgency_per_category),
         "urgent_recall": _rate(flagged, pooled_urgent),
         "false_urgent_rate": _rate(flagged, ~pooled_urgent),
         "cues_decide": bool(cues_decide),
@@ -475,13 +531,16 @@ def _urgency_cascade(embeddings: np.ndarray, urgent: np.ndarray, splits: list,
 
 def train_router(examples: Sequence[dict], embeddings: bool = False,
                  sources: Sequence[str] = (), log: Callable[[str], None] = lambda _: None,
-                 now: datetime | None = None, urgency_cascade: bool = False) -> Router:
+                 now: datetime | None = None, urgency_cascade: bool = False,
+                 urgency_per_category: bool = False) -> Router:
     """Cross-validate, then fit on every example: the :class:`Router` to save.
 
     ``urgency_cascade`` (needs ``embeddings``): also try the urgency decision's second
     look on the sentence embedding (:func:`_urgency_cascade`), kept only if it beats the
     first stacker out of fold. Off by default: on the frozen split it did worse
     (``docs/routing.md``, "The urgency cascade").
+    ``urgency_per_category``: the urgency model weighs each term per category too
+    (:func:`fit_text_models`, ``learned.urgency_score``).
 
     The stacker is fitted on the out-of-fold features (what it will see at run time:
     scores of a model that has not seen the report), the text models on everything.
@@ -492,8 +551,9 @@ def train_router(examples: Sequence[dict], embeddings: bool = False,
     urgent = [bool(e["urgent"]) for e in examples]
     vectors = embed(texts) if embeddings else None
     log(f"cross-validating on {len(examples)} examples ({FOLDS} folds)")
-    cv = cross_validate(examples, vectors, log, urgency_cascade)
-    category_model, urgency_model = fit_text_models(texts, categories, urgent, cv.c, cv.scale)
+    cv = cross_validate(examples, vectors, log, urgency_cascade, urgency_per_category)
+    category_model, urgency_model = fit_text_models(texts, categories, urgent, cv.c, cv.scale,
+                                                    urgency_per_category)
     if category_model.classes != cv.classes:
         raise ValueError("the category model's classes differ from cross-validation's")
     repeats = len(cv.stacker_features) // len(urgent)  # the features are pooled over repeats

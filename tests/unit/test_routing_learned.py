@@ -374,3 +374,50 @@ def test_routing_loads_the_encoder_in_a_real_thread_off_the_hub():
             break
         eventlet.sleep(0.01)  # the hub runs on meanwhile: that is the point
     assert ran_in and ran_in[0] != real_threading.get_ident()
+
+
+def test_an_urgency_model_per_category_scores_as_trained_and_round_trips(tmp_path):
+    from scipy import sparse
+
+    from services.routing.learned import urgency_score
+    from services.routing.training import _per_category, fit_text_models
+
+    examples = _examples()
+    texts = [e["text"] for e in examples]
+    categories = [e["category"] for e in examples]
+    urgent = [e["urgent"] for e in examples]
+    category, urgency = fit_text_models(texts, categories, urgent, 1.0, 5.0,
+                                        urgency_per_category=True)
+    assert urgency.classes == ["urgent", *category.classes]
+    assert urgency.coef.shape == (len(category.classes) + 1, len(category.terms))
+    # The runtime score is the shared weights plus each category's, weighed by the
+    # category probabilities: the same as the SVM on the weighed copies of the terms.
+    text = "厨房里煤气味很重，暖气也不热"
+    columns, values = category.vector(text)
+    probabilities = category.probabilities(columns, values)
+    score, parts = urgency_score(urgency, columns, values, probabilities)
+    dense = np.zeros((1, len(category.terms)), dtype=np.float32)
+    dense[0, columns] = values
+    expected = (_per_category(sparse.csr_matrix(dense), probabilities[None].astype(np.float32))
+                @ urgency.coef.reshape(-1)) + urgency.intercept[0]
+    assert score == pytest.approx(float(expected[0]), abs=1e-4)
+    assert parts.sum() + urgency.intercept[0] == pytest.approx(score, abs=1e-5)
+
+    router = train_router(examples, urgency_per_category=True)
+    assert router.manifest["cross_validation"]["urgency_per_category"] is True
+    again = read_router(save(router, tmp_path))
+    assert again.urgency.coef.shape == router.urgency.coef.shape
+    assert again.urgency.classes == router.urgency.classes
+    for text in ("煤气味好重", "the heating is off", "太吵了"):
+        before = LearnedClassifier(router).classify(text)
+        after = load(again_path(tmp_path)).classify(text)
+        assert (before.urgent, before.urgent_reasons) == (after.urgent, after.urgent_reasons)
+        assert before.extra["urgent_probability"] == pytest.approx(
+            after.extra["urgent_probability"], abs=1e-4)
+    reading = LearnedClassifier(router).classify("厨房里煤气味很重")
+    assert reading.urgent and any("urgency model" in r or "gas" in r
+                                  for r in reading.urgent_reasons)
+
+
+def again_path(folder):
+    return next(folder.glob("router-*"))
