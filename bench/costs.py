@@ -144,8 +144,12 @@ def _issue_write_path(n: int) -> None:
         delete_prefix(REDIS_URL, prefix)
 
 
-def _create_and_route(store, rules, i: int) -> list:
-    """Issue ``i`` of the benchmark's mix, created and routed; the events announcing it."""
+def _create_and_route(store, rules, i: int, journal_as: str | None = None) -> list:
+    """Issue ``i`` of the benchmark's mix, created and routed; the events announcing it.
+
+    ``journal_as``: put both services' events in that service's outbox, and so in the
+    issue's journal, as a running Whistle does (a name no publisher drains, so they stay
+    unpublished); without it only routing's are, and the issue has no ``issue.received``."""
     from bench.workload import payload
     from services.intake.domain import accept_issue
     from services.routing.domain import route_issue
@@ -159,7 +163,8 @@ def _create_and_route(store, rules, i: int) -> list:
                                              "contact": {"phone": "13812345678"}})
     record, contact, received = accept_issue(submission, f"WH-20261121-{i + 1:04d}",
                                              uuid.uuid4().hex, now)
-    store.create(record, contact, "intake", {})
+    store.create(record, contact, journal_as or "intake", {} if journal_as is None else {
+        received.event_id: json.dumps(envelope(received, "intake", []), ensure_ascii=False)})
     decision = route_issue(record.description, record.category, rules, now)
     events = []
 
@@ -172,7 +177,7 @@ def _create_and_route(store, rules, i: int) -> list:
         return new, {e.event_id: json.dumps(envelope(e, "routing", []), ensure_ascii=False)
                      for e in events}
 
-    store.apply(record.issue_id, received.event_id, routed, "routing")
+    store.apply(record.issue_id, received.event_id, routed, journal_as or "routing")
     return [received, *events]
 
 

@@ -40,6 +40,7 @@ import whistle  # noqa: F401 - eventlet's monkey-patching, as in every entry poi
 from bench.infra import BenchSandbox, delete_prefix
 from shared import config as cfg
 from shared.archive import Archive, Bundle, upgrade
+from shared.auth import issue_token
 from shared.issue import IssueRecord
 from shared.jsoncodec import dumps
 
@@ -247,6 +248,21 @@ def redis_bytes_per_open_issue(redis_url: str, prefix: str, count: int = 1000) -
     return total / count
 
 
+def write_hot_issues(redis_url: str, prefix: str, start: int, count: int) -> None:
+    """``count`` more issues received now and dispatched, still in Redis (not archived),
+    each with its journal, as intake and routing write them: what ``/stats`` replays."""
+    from bench.costs import _create_and_route
+    from services.routing.rules import load_rules
+    from shared.store import IssueStore, connect
+
+    store, rules = IssueStore(connect(redis_url), prefix), load_rules(None)
+    try:
+        for i in range(start, start + count):
+            _create_and_route(store, rules, i, journal_as="bench-hot")
+    finally:
+        store.redis.close()
+
+
 def timed(fn, repeat: int) -> dict[str, float]:
     """Median and p95 of ``repeat`` calls, in milliseconds (after one warm-up call)."""
     fn()
@@ -262,7 +278,6 @@ def timed(fn, repeat: int) -> dict[str, float]:
 
 def latencies(base: str, archive: Archive, repeat: int, secret: str
               ) -> dict[str, dict[str, float]]:
-    from shared.auth import issue_token
 
     session = requests.Session()  # as the desk, which may read everything measured
     session.headers["Authorization"] = f"Bearer {issue_token('desk', 'bench', secret)}"
@@ -323,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=30, help="requests per latency figure")
     parser.add_argument("--open", dest="open_issues", type=int, default=1000,
                         help="open issues written to Redis for the bytes-per-issue figure")
+    parser.add_argument("--hot", default="",
+                        help="after the last size: cumulative numbers of issues received in "
+                             "the last 30 days and still in Redis, at which to time /stats "
+                             "again (e.g. 1000,10000)")
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--workers", type=int, default=2,
                         help="processes generating and loading issues")
@@ -354,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.LOG_FORMAT: "console"}))
             try:
                 measure(archive, address, sizes, args)
+                measure_hot(box, address, args)
             finally:
                 runner.stop()  # before the sandbox's vhost goes
     finally:
@@ -387,6 +407,30 @@ def measure(archive: Archive, address: str, sizes: list[int], args) -> None:
         print(f"| {count:,} | {took:,.0f} | {rate:,.0f} | {per_issue:,.0f} | "
               f"{cell('stats_30d')} | {cell('list_page')} | {cell('list_page_21')} | "
               f"{cell('list_agency')} | {cell('get_issue')} |", flush=True)
+
+
+def measure_hot(box, address: str, args) -> None:
+    """``/stats`` for the last 30 days with more and more issues still hot in Redis."""
+    hot_sizes = sorted(int(s) for s in args.hot.split(",") if s.strip())
+    if not hot_sizes:
+        return
+    secret = cfg.config_from_env()[cfg.SECRET]
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {issue_token('desk', 'bench', secret)}"
+
+    def stats():
+        response = session.get(f"http://{address}/stats", timeout=120)
+        assert response.status_code == 200, f"/stats: {response.status_code} {response.text}"
+
+    print("\n| hot issues in Redis | write s | /stats 30 d ms (median / p95) |", flush=True)
+    written = 0
+    for size in hot_sizes:
+        began = time.perf_counter()
+        write_hot_issues(box.redis_url, box.prefix, written, size - written)
+        took, written = time.perf_counter() - began, size
+        figures = timed(stats, max(3, args.repeat // 3))
+        print(f"| {size:,} | {took:,.0f} | {figures['median_ms']} / {figures['p95_ms']} |",
+              flush=True)
 
 
 def _free_port() -> int:

@@ -31,19 +31,21 @@ from psycopg.pq import Format
 
 from services.intake.stats import LOOKBACK, _iso, _rate, issue_facts, nearest_rank_index
 from shared.archive import Archive, seconds_between
+from shared.jsoncodec import dumps
 
 # Every CTE sees the window (since, until), the as-of instant, the issues' received
-# range (rfrom, rto) and the hot issues: their ids, and their facts as parallel arrays.
+# range (rfrom, rto) and the hot issues: their ids, and their assignments' facts. Those
+# two come as one JSON text each (:func:`_parameters`), not as arrays: psycopg builds an
+# array parameter element by element in Python, for each of the four statements, which
+# cost about a second for 5,000 issues still in Redis (docs/benchmarks.md, "/stats with
+# issues still in Redis"). Materialized, so each is read once and can be hashed.
 _HOT = """
-WITH hot_ids AS (SELECT unnest(%(hot_ids)s::text[]) AS issue_id),
-hot_a AS (
-    SELECT * FROM unnest(%(a_issue)s::text[], %(a_agency)s::text[], %(a_cycle)s::int[],
-                         %(a_created)s::timestamptz[], %(a_ack)s::timestamptz[],
-                         %(a_on_time)s::bool[], %(a_resolved)s::timestamptz[],
-                         %(a_escalated)s::timestamptz[], %(a_ack_s)s::float8[],
-                         %(a_res_s)s::float8[])
-        AS t(issue_id, agency, cycle, created_at, acknowledged_at, on_time, resolved_at,
-             escalated_at, ack_s, res_s))
+WITH hot_ids AS MATERIALIZED (SELECT json_array_elements_text(%(hot_ids)s::json) AS issue_id),
+hot_a AS MATERIALIZED (
+    SELECT * FROM json_to_recordset(%(hot_a)s::json)
+        AS t(issue_id text, agency text, cycle int, created_at timestamptz,
+             acknowledged_at timestamptz, on_time bool, resolved_at timestamptz,
+             escalated_at timestamptz, ack_s float8, res_s float8))
 """
 
 # The window's assignments of agency ``g``: a range of the covering index
@@ -180,7 +182,7 @@ SELECT
             OR a.received_at >= %(last_day)s AND a.received_at <= %(rto)s)
        AND (%(communities)s::text[] IS NULL OR a.community = ANY(%(communities)s::text[])))
   - (SELECT count(*) FROM archived_issue a
-     WHERE a.issue_id = ANY(%(hot_ids)s::text[])
+     WHERE a.issue_id IN (SELECT json_array_elements_text(%(hot_ids)s::json))
        AND a.received_at BETWEEN %(rfrom)s AND %(rto)s
        AND (%(communities)s::text[] IS NULL OR a.community = ANY(%(communities)s::text[])))
 """
@@ -200,24 +202,24 @@ def _parameters(hot: dict[str, list[dict]], since: datetime, until: datetime,
                 as_of: datetime, communities: frozenset[str] | None = None) -> dict[str, Any]:
     params: dict[str, Any] = {
         "since": since, "until": until, "as_of": as_of, "rfrom": since - LOOKBACK,
-        "rto": until, "hot_ids": list(hot),
+        "rto": until, "hot_ids": dumps(list(hot)),
         **dict(zip(("first_day", "last_day"), _whole_days(since - LOOKBACK, until),
                    strict=True)),
         "communities": sorted(communities) if communities is not None else None}
-    for name in ("a_issue", "a_agency", "a_cycle", "a_created", "a_ack", "a_on_time",
-                 "a_resolved", "a_escalated", "a_ack_s", "a_res_s", "r_event", "r_subject", "r_cycle", "r_satisfied",
-                 "r_at", "e_event", "e_subject", "e_agency", "e_at"):
+    for name in ("r_event", "r_subject", "r_cycle", "r_satisfied", "r_at",
+                 "e_event", "e_subject", "e_agency", "e_at"):
         params[name] = []
+    assignments = []
     for issue_id, journal in hot.items():
         facts = issue_facts(journal)
         for a in facts.assignments:
-            for name, value in (("a_issue", issue_id), ("a_agency", a.agency),
-                                ("a_cycle", a.cycle), ("a_created", a.created),
-                                ("a_ack", a.acknowledged), ("a_on_time", a.on_time),
-                                ("a_resolved", a.resolved), ("a_escalated", a.escalated_at),
-                                ("a_ack_s", seconds_between(a.created, a.acknowledged)),
-                                ("a_res_s", seconds_between(a.created, a.resolved))):
-                params[name].append(value)
+            assignments.append({
+                "issue_id": issue_id, "agency": a.agency, "cycle": a.cycle,
+                "created_at": a.created, "acknowledged_at": a.acknowledged,
+                "on_time": a.on_time, "resolved_at": a.resolved,
+                "escalated_at": a.escalated_at,
+                "ack_s": seconds_between(a.created, a.acknowledged),
+                "res_s": seconds_between(a.created, a.resolved)})
         for r in facts.ratings:
             params["r_event"].append(r.event_id)
             params["r_subject"].append(r.issue_id)
@@ -229,6 +231,7 @@ def _parameters(hot: dict[str, list[dict]], since: datetime, until: datetime,
             params["e_subject"].append(e.issue_id)
             params["e_agency"].append(e.agency)
             params["e_at"].append(e.at)
+    params["hot_a"] = dumps(assignments)
     return params
 
 
@@ -325,7 +328,10 @@ def stats_over(archive: Archive, hot: dict[str, list[dict]], since: datetime,
             # parsing and boxing some 200,000 floats a request cost more than selecting
             # the percentiles out of them.
             cursor.adapters.register_loader(_FLOAT8_ARRAY, _DurationsLoader)
-            cursor.execute(sql, params)
+            # Never prepared: psycopg prepares a statement on its fifth run, and PostgreSQL
+            # then plans it once for any parameters; a plan made for a few hot issues,
+            # used for thousands, took seconds (docs/benchmarks.md).
+            cursor.execute(sql, params, prepare=False)
             return cursor.fetchall() if how == "all" else cursor.fetchone()[0]
 
     with ThreadPoolExecutor(max_workers=len(queries)) as pool:
