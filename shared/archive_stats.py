@@ -29,7 +29,14 @@ from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 
-from services.intake.stats import LOOKBACK, _iso, _rate, issue_facts, nearest_rank_index
+from services.intake.stats import (
+    LOOKBACK,
+    IssueFacts,
+    _iso,
+    _rate,
+    issue_facts,
+    nearest_rank_index,
+)
 from shared.archive import Archive, seconds_between
 from shared.jsoncodec import dumps
 
@@ -198,7 +205,7 @@ def _whole_days(rfrom: datetime, rto: datetime) -> tuple[datetime, datetime]:
     return (first, last) if first < last else (rto, rto)
 
 
-def _parameters(hot: dict[str, list[dict]], since: datetime, until: datetime,
+def _parameters(hot: dict[str, IssueFacts], since: datetime, until: datetime,
                 as_of: datetime, communities: frozenset[str] | None = None) -> dict[str, Any]:
     params: dict[str, Any] = {
         "since": since, "until": until, "as_of": as_of, "rfrom": since - LOOKBACK,
@@ -210,8 +217,7 @@ def _parameters(hot: dict[str, list[dict]], since: datetime, until: datetime,
                  "e_event", "e_subject", "e_agency", "e_at"):
         params[name] = []
     assignments = []
-    for issue_id, journal in hot.items():
-        facts = issue_facts(journal)
+    for issue_id, facts in hot.items():
         for a in facts.assignments:
             assignments.append({
                 "issue_id": issue_id, "agency": a.agency, "cycle": a.cycle,
@@ -309,6 +315,15 @@ def stats_over(archive: Archive, hot: dict[str, list[dict]], since: datetime,
     ``hot`` ones (issue id -> journal, read from Redis: the issues received in
     ``[since - LOOKBACK, until]``). ``communities``: only the archived issues of these
     (a desk's scope; ``hot`` is narrowed by the caller)."""
+    return stats_over_facts(archive, {issue_id: issue_facts(journal)
+                                      for issue_id, journal in hot.items()},
+                            since, until, now, communities)
+
+
+def stats_over_facts(archive: Archive, hot: dict[str, IssueFacts], since: datetime,
+                     until: datetime, now: datetime,
+                     communities: frozenset[str] | None = None) -> dict[str, Any]:
+    """:func:`stats_over`, given the hot issues' facts (``issue_facts`` of their journals)."""
     as_of = min(until, now)
     params = _parameters(hot, since, until, as_of, communities)
     blocks: dict[str | None, dict[str, Any]] = {None: _empty_block()}

@@ -702,6 +702,15 @@ class IssueStore:
             pipe.lrange(self.keys.journal(issue_id), 0, -1)
         return [[loads(raw) for raw in raws] for raws in self._call(pipe.execute)]
 
+    def journal_lengths(self, issue_ids: list[str]) -> list[int]:
+        """How many events each issue's journal holds (0 once archived), in one round trip."""
+        if not issue_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for issue_id in issue_ids:
+            pipe.llen(self.keys.journal(issue_id))
+        return self._call(pipe.execute)
+
     def issue_ids_received(self, start: datetime, end: datetime) -> list[str]:
         """Ids of the issues received in ``[start, end]``, oldest first (``{p}:issues``)."""
         return self._call(self.redis.zrangebyscore, self.keys.all_issues,

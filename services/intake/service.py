@@ -14,10 +14,11 @@ from nameko.timer import timer
 
 from services.intake.archiver import ArchiverProvider
 from services.intake.domain import OPEN_STATUSES, accept_issue, board_row
+from services.intake.hot_facts import hot_facts_for
 from services.intake.open311.api import Open311Api
 from services.intake.stats import StatsWindow
 from shared import config as cfg
-from shared.archive_stats import stats_over
+from shared.archive_stats import stats_over_facts
 from shared.authz import (
     View,
     issue_view,
@@ -102,9 +103,9 @@ class IntakeService(Open311Api):
         ids = self.store.issue_ids_received(*bounds.issues_received())
         if communities is not None:
             ids = self.store.only_in_communities(ids, communities)
-        hot = dict(zip(ids, self.store.journals(ids), strict=True))
-        return stats_over(self.store.archive, hot, bounds.since, bounds.until, utcnow(),
-                          communities)
+        hot = hot_facts_for(self.store).facts(self.store, ids, everything=communities is None)
+        return stats_over_facts(self.store.archive, hot, bounds.since, bounds.until, utcnow(),
+                                communities)
 
     @timer(interval=ARCHIVE_TICK_S)
     def archive_closed(self) -> None:
