@@ -19,18 +19,14 @@ SINCE = (datetime.now(UTC) - timedelta(days=10)).replace(microsecond=0)
 
 
 @pytest.fixture
-def store(whistle_config):
+def hot(whistle_config):
+    """The store, and the known history's issues journaled in it (id -> journal)."""
     client = redis.Redis.from_url(whistle_config[cfg.REDIS_URL], decode_responses=True)
-    yield IssueStore(client, whistle_config[cfg.KEY_PREFIX])
-    client.close()
-
-
-@pytest.fixture
-def history(store):
-    journals = known_history(SINCE)
+    store, journals = IssueStore(client, whistle_config[cfg.KEY_PREFIX]), known_history(SINCE)
     for issue_id, journal in journals.items():
         journaled(store, issue_id, journal)
-    return journals
+    yield store, journals
+    client.close()
 
 
 @pytest.fixture
@@ -46,14 +42,16 @@ def replays(monkeypatch):
     return seen
 
 
-def test_the_facts_are_those_of_the_journals(store, history):
+def test_the_facts_are_those_of_the_journals(hot):
+    store, history = hot
     ids = sorted(history)
     facts = HotFacts().facts(store, ids)
     assert list(facts) == ids
     assert facts == {issue_id: issue_facts(history[issue_id]) for issue_id in ids}
 
 
-def test_only_a_journal_that_grew_is_read_again(store, history, replays):
+def test_only_a_journal_that_grew_is_read_again(hot, replays):
+    store, history = hot
     ids, cache = sorted(history), HotFacts()
     first = cache.facts(store, ids)
     assert len(replays) == len(ids)
@@ -69,15 +67,16 @@ def test_only_a_journal_that_grew_is_read_again(store, history, replays):
     assert all(again[i] is first[i] for i in ids[1:])  # kept, not replayed
 
 
-def test_an_archived_issue_has_no_facts_left(store, history):
+def test_an_archived_issue_has_no_facts_left(hot):
+    store, history = hot
     ids, cache = sorted(history), HotFacts()
     cache.facts(store, ids)
     store.redis.delete(store.keys.journal(ids[0]))  # what the archiver does, among the rest
     assert cache.facts(store, ids)[ids[0]] == issue_facts([])
 
 
-def test_a_desks_share_keeps_the_rest_and_the_whole_window_forgets_what_left_it(
-        store, history, replays):
+def test_a_desks_share_keeps_the_rest_and_the_whole_window_forgets_what_left_it(hot, replays):
+    store, history = hot
     ids, cache = sorted(history), HotFacts()
     cache.facts(store, ids)
     cache.facts(store, ids[:1], everything=False)  # a desk scoped to some communities
@@ -89,7 +88,8 @@ def test_a_desks_share_keeps_the_rest_and_the_whole_window_forgets_what_left_it(
     assert replays == [len(history[ids[0]])]
 
 
-def test_one_cache_per_key_prefix(store):
+def test_one_cache_per_key_prefix(hot):
+    store, _ = hot
     assert hot_facts_for(store) is hot_facts_for(store)
     other = IssueStore(store.redis, store.keys.prefix + "-other")
     assert hot_facts_for(other) is not hot_facts_for(store)
