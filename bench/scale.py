@@ -278,7 +278,6 @@ def timed(fn, repeat: int) -> dict[str, float]:
 
 def latencies(base: str, archive: Archive, repeat: int, secret: str
               ) -> dict[str, dict[str, float]]:
-
     session = requests.Session()  # as the desk, which may read everything measured
     session.headers["Authorization"] = f"Bearer {issue_token('desk', 'bench', secret)}"
 

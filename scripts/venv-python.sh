@@ -5,7 +5,8 @@
 # Debian builds it with profile-guided and link-time optimisation, as the production
 # image's (python:3.11-slim, Dockerfile) is built. pyenv's default build, which is
 # `python3` on this project's machines, has neither: Whistle's services spend about a
-# seventh more CPU an issue on it (docs/benchmarks.md, "The interpreter").
+# seventh more CPU an issue on it (docs/benchmarks.md, "Session 9: another machine, and
+# the interpreter").
 # Anything else falls back to `python3`; the Makefile then checks it is 3.11 or newer.
 set -euo pipefail
 

@@ -47,6 +47,7 @@ class HotFacts:
                            if issue_id in self._known}
         return {issue_id: found[issue_id] for issue_id in issue_ids}
 
+
 _by_prefix: dict[str, HotFacts] = {}
 
 
