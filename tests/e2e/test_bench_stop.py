@@ -84,15 +84,21 @@ def alive(processes: dict[int, int]) -> list[int]:
 
 
 class Bench:
-    """``python -m bench`` as a subprocess; its stderr lines are read in the background."""
+    """``python -m bench`` as a subprocess; both its pipes are read in the background.
+
+    Each pipe has exactly one reader: under eventlet a second one (``communicate`` on a pipe a
+    thread still reads) raises "Second simultaneous read".
+    """
 
     def __init__(self):
         self.proc = subprocess.Popen(BENCH, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, start_new_session=True)
         self.lines: list[str] = []
         self._new: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._readers = [threading.Thread(target=self._read, daemon=True),
+                         threading.Thread(target=self._read_stdout, daemon=True)]
+        for reader in self._readers:
+            reader.start()
         self.stdout = ""
 
     def _read(self) -> None:
@@ -100,6 +106,9 @@ class Bench:
             self.lines.append(line.rstrip("\n"))
             self._new.put(line.rstrip("\n"))
         self._new.put(None)
+
+    def _read_stdout(self) -> None:
+        self.stdout = self.proc.stdout.read()
 
     def wait_for(self, pattern: str) -> str:
         """The first line (from now on) containing ``pattern``; fails if the bench exits first."""
@@ -121,8 +130,9 @@ class Bench:
         while self.proc.poll() is None and time.monotonic() < deadline:
             processes.update(descendants(self.proc.pid))
             time.sleep(0.05)
-        self.stdout, _ = self.proc.communicate(timeout=10)
-        self._reader.join(10)
+        self.proc.wait(timeout=10)
+        for reader in self._readers:
+            reader.join(10)
         return self.proc.returncode
 
     def output(self) -> str:
