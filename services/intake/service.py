@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from nameko.dependency_providers import Config
 from nameko.timer import timer
+from pydantic_core import to_jsonable_python
 
 from services.intake.archiver import ArchiverProvider
 from services.intake.domain import OPEN_STATUSES, accept_issue, board_row
@@ -210,7 +211,8 @@ class IntakeService(Open311Api):
                       community=submission.location.community)
         self.bus.publish(outbox)
         return {"issue_id": issue_id, "trace_id": record.trace_id, "status": record.status.value,
-                "received_at": record.received_at.isoformat()}
+                # Spelled as everywhere else in the API (pydantic's JSON: "...Z").
+                "received_at": to_jsonable_python(record.received_at)}
 
     @staticmethod
     def _query(request) -> dict:

@@ -50,6 +50,8 @@ def test_multi_agency_issue_from_desk_to_resolution(whistle_processes, whistle_e
     # 精准派单: one lead, several supports, each with deadlines
     issue = poll(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json(),
                  lambda i: i["status"] == "dispatched")
+    # The receipt spells its time as the record does (one format across the API).
+    assert receipt.json()["received_at"] == issue["received_at"]
     roles = {a["agency"]: a["role"] for a in issue["assignments"]}
     assert roles["housing_admin"] == "lead"
     assert roles["power"] == "support"
