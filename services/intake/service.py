@@ -20,6 +20,7 @@ from services.intake.open311.api import Open311Api
 from services.intake.stats import StatsWindow
 from shared import config as cfg
 from shared.archive_stats import stats_over_facts
+from shared.auth import TOKEN_QUERY_PARAMETER
 from shared.authz import (
     View,
     issue_view,
@@ -216,4 +217,7 @@ class IntakeService(Open311Api):
 
     @staticmethod
     def _query(request) -> dict:
-        return {k: v for k, v in request.args.items() if v != ""}
+        """The query string's filters. ``token`` is no filter: it carries a resident's
+        link (shared.auth.principal_from_request), and the guard has already judged it."""
+        return {k: v for k, v in request.args.items()
+                if v != "" and k != TOKEN_QUERY_PARAMETER}

@@ -116,6 +116,9 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
             other_id, other_id, 0, secret, ttl_s=3600)},
     }
     agency_url = f"{base}/agencies/power/assignments/{issue_id}"
+    # A resident's progress link carries its token as ``?token=``: authorization decides
+    # (403), never the list's filter validation; with a Bearer token it is no filter.
+    link = "?token=" + issue_resident_token(issue_id, secret)
     explain = {"text": "有煤气味"}
     # (method, path, body, expected): in this order, since the writes move the issue on.
     table = [
@@ -125,7 +128,9 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
         ("GET", f"/issues/{issue_id}/events", None, row(401, 200, 403, 403, 403, 403, 403)),
         ("GET", f"/issues/{issue_id}/notifications", None,
          row(401, 200, 403, 403, 403, 200, 403)),
+        ("GET", "/issues" + link, None, row(403, 200, 200, 200, 200, 403, 403)),
         ("GET", "/stats", None, row(401, 200, 403, 403, 403, 403, 403)),
+        ("GET", "/stats" + link, None, row(403, 200, 403, 403, 403, 403, 403)),
         ("GET", "/agencies/power/assignments", None, row(401, 200, 200, 403, 403, 403, 403)),
         ("POST", "/routing/explain", explain, row(401, 200, 403, 403, 403, 403, 403)),
         ("POST", "/issues", OTHER_REPORT, row(201, 201, 201, 201, 201, 201, 201)),
