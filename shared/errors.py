@@ -51,7 +51,9 @@ class InvalidPayload(WhistleError):
         fields = [
             {
                 "field": ".".join(str(part) for part in err["loc"]) or "(body)",
-                "message": err["msg"],
+                # pydantic's own words name the model's class, which the caller never sees
+                "message": ("must be a JSON object" if err["loc"] else "body must be a JSON object")
+                if err["type"] == "model_type" else err["msg"],
                 "type": err["type"],
             }
             for err in exc.errors(include_input=False, include_url=False, include_context=False)

@@ -3,8 +3,8 @@
 - :class:`JsonHttpHandler` (``@http``) turns a returned dict/list into JSON and
   any exception into a JSON error: a :class:`~shared.errors.WhistleError` keeps
   its status and fields; anything else is a bare 500 with no stack trace.
-- :func:`read_json` enforces content type, body size, UTF-8 and JSON before
-  validating into the request model.
+- :func:`read_json` enforces content type, body size, UTF-8, JSON and its nesting
+  depth (:func:`parse_json_body`) before validating into the request model.
 - :class:`ProcessWebServer` is one listening socket per address *per process*.
   nameko's ``WebServer`` is shared per container, so four services in one
   process (``whistle up``) would each try to bind the same port. The URL map
@@ -45,6 +45,15 @@ from shared.logging import get_logger
 _log = getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+# No Whistle or Open311 body nests deeper than 3; a deeper one is a mistake or an attack
+# (10,000 nested brackets fit in 60 KB and exhaust the parser's recursion: a 500).
+MAX_JSON_DEPTH = 32
+# The longest request line eventlet accepts before its own bare 414. Open311's
+# ``service_request_id`` takes up to 1,000 ids (services.intake.open311.mapping.MAX_IDS):
+# 1,000 ids of 17 characters, each with a percent-encoded comma, are 20,000 bytes; 32 KiB
+# leaves room for longer ids and the other parameters. eventlet's default (8 KiB) held
+# fewer than 500.
+MAX_REQUEST_LINE = 32 * 1024
 M = TypeVar("M", bound=BaseModel)
 
 _servers: dict[str, ProcessWebServer] = {}
@@ -87,8 +96,13 @@ class _LiveWsgiApp(WsgiApp):
             # the connection closes), instead of the server reading what it will refuse.
             return _refusal(environ, PayloadTooLarge(
                 f"body is larger than {MAX_BODY_BYTES} bytes"))(environ, start_response)
+        # eventlet's ``wsgi.input`` ends every body itself (at Content-Length, at the last
+        # chunk, or at once when there is neither) but does not say so; without the flag
+        # werkzeug reads a chunked body as empty.
+        environ["wsgi.input_terminated"] = True
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":  # as eventlet
+            environ["wsgi.input"] = _ChunkedBodyCap(environ["wsgi.input"], MAX_BODY_BYTES)
         request = Request(environ, shallow=True)
-        request.max_content_length = MAX_BODY_BYTES  # a chunked body is cut off, 413, too
         adapter = self.url_map.bind_to_environ(environ)
         try:
             provider, values = adapter.match()
@@ -104,6 +118,38 @@ class _LiveWsgiApp(WsgiApp):
         except HTTPException as exc:
             response = _refusal(environ, exc)
         return response(environ, start_response)
+
+
+class _ChunkedBodyCap:
+    """A chunked body's ``wsgi.input``: PayloadTooLarge as soon as it goes past the limit.
+
+    A chunked body declares no length, so it can only be refused while it is read; every
+    reader (read_json, Open311's forms, the pages' forms) reads through this, and none
+    gets a body silently cut short (werkzeug's own ``max_content_length`` cuts it)."""
+
+    def __init__(self, stream, limit: int):
+        self._stream = stream
+        self._limit = limit
+        self._seen = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._counted(self._stream.read(self._allowance(size)))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._counted(self._stream.readline(self._allowance(size)))
+
+    def __iter__(self):
+        return iter(lambda: self.read(16 * 1024), b"")
+
+    def _allowance(self, size: int | None) -> int:
+        left = self._limit + 1 - self._seen  # one byte past the limit tells it is over
+        return left if size is None or size < 0 else min(size, left)
+
+    def _counted(self, data: bytes) -> bytes:
+        self._seen += len(data)
+        if self._seen > self._limit:
+            raise PayloadTooLarge(f"body is larger than {self._limit} bytes")
+        return data
 
 
 # URL prefixes whose refusals before any handler runs (a body over the limit, no such
@@ -225,7 +271,8 @@ class ProcessWebServer(WebServer):
 
     def get_wsgi_server(self, sock, wsgi_app, protocol=HttpOnlyProtocol, debug=False):
         return wsgi.Server(sock, sock.getsockname(), wsgi_app, protocol=protocol, debug=debug,
-                           log=AccessLog(), log_format=ACCESS_LOG_FORMAT)
+                           log=AccessLog(), log_format=ACCESS_LOG_FORMAT,
+                           url_length_limit=MAX_REQUEST_LINE)
 
     def stop(self):
         self._forget()
@@ -290,23 +337,62 @@ def read_json(request: Request, model: type[M]) -> M:
     """Parse and validate a JSON body, with clear 4xx errors for every way it can be bad."""
     if request.mimetype != "application/json":
         raise MalformedBody("Content-Type must be application/json")
+    try:
+        text = read_body_text(request)
+    except UnicodeDecodeError:
+        raise MalformedBody("body is not valid UTF-8") from None
+    return validate(model, parse_json_body(text))
+
+
+def has_body(request: Request) -> bool:
+    """Whether the request carries a body: a Content-Length above 0, or chunks."""
+    return bool(request.content_length) or "chunked" in (
+        request.headers.get("Transfer-Encoding") or "").lower()
+
+
+def read_body_text(request: Request) -> str:
+    """The body as text; PayloadTooLarge over the limit, declared or chunked.
+
+    UnicodeDecodeError is the caller's to answer, in its own error shape."""
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
-    raw = request.get_data(cache=False)  # werkzeug stops a chunked body at the limit: 413
-    if len(raw) > MAX_BODY_BYTES:
+    raw = request.get_data(cache=False)  # a chunked one stops at the limit: _ChunkedBodyCap
+    if len(raw) > MAX_BODY_BYTES:  # a stream without that cap (not served by _LiveWsgiApp)
         raise PayloadTooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedBody("body is not valid UTF-8") from None
+    return raw.decode("utf-8")
+
+
+def parse_json_body(text: str) -> Any:
+    """A request body's JSON (``{}`` when blank); MalformedBody if it is not JSON or
+    nests deeper than MAX_JSON_DEPTH."""
     try:
         # The standard library's parser: its error positions are the ones we document.
         data = json.loads(text) if text.strip() else {}
+    except RecursionError:  # deeper than the interpreter's limit, far beyond ours
+        raise MalformedBody(_TOO_DEEP) from None
     except ValueError as exc:
         raise MalformedBody(f"body is not valid JSON (line {exc.lineno}, column {exc.colno})"
                             if hasattr(exc, "lineno") else "body is not valid JSON") from None
-    return validate(model, data)
+    if _nests_deeper_than(data, MAX_JSON_DEPTH):
+        raise MalformedBody(_TOO_DEEP)
+    return data
+
+
+_TOO_DEEP = f"body is nested too deeply: JSON deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    # A loop, not recursion: the value may be as deep as the parser allowed.
+    pending = [(value, 1)] if isinstance(value, dict | list) else []
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children
+                       if isinstance(child, dict | list))
+    return False
 
 
 def validate(model: type[M], data: Any, what: str = "request") -> M:

@@ -35,7 +35,7 @@ from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
 from shared.rpc import rpc
 from shared.store import Store
-from shared.web import health_report, http, read_json, validate
+from shared.web import has_body, health_report, http, read_json, validate
 
 
 class AgencyService:
@@ -109,7 +109,7 @@ class AgencyService:
     def acknowledge_http(self, request, agency, issue_id):
         staff = self.guard.check(request, "assignment.acknowledge", issue_id)
         self._may(may_act_for_agency, staff, agency, issue_id)
-        body = read_json(request, AcknowledgeAssignment) if request.content_length else None
+        body = read_json(request, AcknowledgeAssignment) if has_body(request) else None
         return self._acknowledge(staff, agency, issue_id, body and body.model_dump())
 
     @http("POST", "/agencies/<agency>/assignments/<issue_id>/resolve",

@@ -23,7 +23,14 @@ from shared.errors import (
     Unavailable,
     WhistleError,
 )
-from shared.web import MAX_BODY_BYTES, error_response, read_json, validate
+from shared.web import (
+    MAX_BODY_BYTES,
+    MAX_JSON_DEPTH,
+    error_response,
+    parse_json_body,
+    read_json,
+    validate,
+)
 
 VALID = {
     "description": "楼道灯不亮",
@@ -122,6 +129,41 @@ def test_read_json_refuses_malformed_json_saying_where(raw, where):
     with pytest.raises(MalformedBody) as info:
         read_json(request(raw), SubmitIssue)
     assert info.value.message == f"body is not valid JSON ({where})"
+
+
+@pytest.mark.parametrize("raw", [
+    '{"a":' * 10_000 + "1" + "}" * 10_000,  # past the parser's recursion: it raised, a 500
+    "[" * 30_000 + "]" * 30_000,
+    '{"description": ' + "[" * (MAX_JSON_DEPTH) + "]" * MAX_JSON_DEPTH + "}",  # one too deep
+])
+def test_read_json_refuses_json_nested_too_deeply(raw):
+    with pytest.raises(MalformedBody) as info:
+        read_json(request(raw), SubmitIssue)
+    assert info.value.message == (
+        f"body is nested too deeply: JSON deeper than {MAX_JSON_DEPTH} levels")
+
+
+def test_json_nested_up_to_the_limit_is_parsed():
+    deepest = '{"a": ' + "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1) + "}"
+    assert set(parse_json_body(deepest)) == {"a"}
+    with pytest.raises(InvalidPayload):  # reaches the model, which refuses the field
+        read_json(request(deepest), SubmitIssue)
+
+
+@pytest.mark.parametrize("raw", ["[1]", "null", '"text"', "3"])
+def test_a_body_that_is_no_object_is_named_without_the_model_class(raw):
+    with pytest.raises(InvalidPayload) as info:
+        read_json(request(raw), SubmitIssue)
+    assert info.value.errors == [{"field": "(body)", "message": "body must be a JSON object",
+                                  "type": "model_type"}]
+    assert "SubmitIssue" not in json.dumps(info.value.to_json())
+
+
+def test_a_field_that_is_no_object_is_named_without_the_model_class():
+    with pytest.raises(InvalidPayload) as info:
+        read_json(request(json.dumps({**VALID, "location": [1]})), SubmitIssue)
+    assert info.value.errors == [{"field": "location", "message": "must be a JSON object",
+                                  "type": "model_type"}]
 
 
 def test_read_json_empty_body_is_an_empty_object():

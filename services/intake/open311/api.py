@@ -15,7 +15,6 @@ stack trace or Whistle's own ``{"error": ...}``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -57,10 +56,17 @@ from services.intake.open311.mapping import (
 from services.routing.rules import SHIPPED_RULES, RulesError, load_rules
 from shared import config as cfg
 from shared.contracts import IssueStatus, utcnow
-from shared.errors import Forbidden, NotFound, Unauthorized, Unavailable, WhistleError
+from shared.errors import (
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    WhistleError,
+)
 from shared.guard import ApiClient
 from shared.store import ISSUE_ID
-from shared.web import ERROR_SHAPES, MAX_BODY_BYTES, http
+from shared.web import ERROR_SHAPES, http, parse_json_body, read_body_text
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
 PREFIX = "/open311/v2"
@@ -373,12 +379,14 @@ class Open311Api:
             return render_error(fmt, Open311Error.not_found(exc.message))
         except (Forbidden, Unauthorized) as exc:
             return render_error(fmt, Open311Error.forbidden(exc.message))
+        except PayloadTooLarge as exc:
+            return render_error(fmt, Open311Error.too_large(exc.message))
         except Unavailable:
             return render_error(fmt, Open311Error(
                 400, (503, "Whistle's store is unavailable; try again shortly"), retry_after=5))
         except WhistleError as exc:
             return render_error(fmt, Open311Error.bad_request(exc.message))
-        except HTTPException as exc:  # werkzeug's, e.g. a chunked body over the limit
+        except HTTPException as exc:  # werkzeug's own refusals, e.g. a malformed multipart form
             return render_error(fmt, Open311Error(400, (exc.code or 400, str(exc.description))))
         except Exception as exc:  # never a stack trace to the client; it goes to the log
             self.log.error("open311_failed", error=type(exc).__name__, exc_info=exc)
@@ -432,25 +440,18 @@ class Open311Api:
 
     @staticmethod
     def _post_params(request) -> Params:
-        length = request.content_length
-        if length is not None and length > MAX_BODY_BYTES:
-            raise Open311Error.bad_request(f"body is larger than {MAX_BODY_BYTES} bytes")
+        """The posted fields; a body over the limit (declared or chunked) is
+        PayloadTooLarge, a malformed JSON one MalformedBody (``_open311`` answers both)."""
         mimetype = request.mimetype
         if mimetype == "multipart/form-data":
             pairs = list(request.form.items(multi=True))
         else:
-            raw = request.get_data(cache=False)
-            if len(raw) > MAX_BODY_BYTES:
-                raise Open311Error.bad_request(f"body is larger than {MAX_BODY_BYTES} bytes")
             try:
-                text = raw.decode("utf-8")
+                text = read_body_text(request)
             except UnicodeDecodeError:
                 raise Open311Error.bad_request("body is not valid UTF-8") from None
             if mimetype == "application/json":
-                try:
-                    pairs = json_pairs(json.loads(text) if text.strip() else {})
-                except ValueError:
-                    raise Open311Error.bad_request("body is not valid JSON") from None
+                pairs = json_pairs(parse_json_body(text))
             elif mimetype in ("application/x-www-form-urlencoded", ""):
                 pairs = _form_pairs(text)
             else:
@@ -483,10 +484,7 @@ def _refused(path: str, exc: Exception):
     status = getattr(exc, "status", None) or getattr(exc, "code", None) or 400
     description = getattr(exc, "message", None) or getattr(exc, "description", None) or "refused"
     error = Open311Error(404 if status == 404 else 400, (status, str(description)))
-    response = render_error(fmt if fmt in FORMATS else "xml", error)
-    if status == 413:
-        response.headers["Connection"] = "close"
-    return response
+    return render_error(fmt if fmt in FORMATS else "xml", error)
 
 
 ERROR_SHAPES[PREFIX + "/"] = _refused

@@ -51,6 +51,11 @@ class Open311Error(Exception):
         return cls(400, *((400, d) for d in descriptions))
 
     @classmethod
+    def too_large(cls, description: str) -> Open311Error:
+        """A body over the limit: 413 in the body, as Open311 keeps its status to 400."""
+        return cls(400, (413, description))
+
+    @classmethod
     def not_found(cls, description: str) -> Open311Error:
         return cls(404, (404, description))
 
@@ -74,7 +79,9 @@ def render(fmt: str, root: str, payload: Any, status: int = 200,
 
 
 def render_error(fmt: str, error: Open311Error) -> Response:
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+    if any(code == 413 for code, _ in error.errors):
+        headers["Connection"] = "close"  # the rest of the body is never read
     return render(fmt if fmt in FORMATS else "xml", "errors", error.body(), error.status,
                   headers)
 

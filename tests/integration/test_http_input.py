@@ -1,0 +1,211 @@
+"""The HTTP input layer (shared.web) against a real server: chunked bodies, JSON nested
+too deeply, a body that is no object, long URLs and headers, and the ``token`` query
+parameter, on Whistle's own API and on Open311."""
+
+from __future__ import annotations
+
+import json
+import socket
+from urllib.parse import urlencode
+
+import pytest
+import requests
+
+from services.agency.service import AgencyService
+from services.intake.open311.clients import Open311Clients
+from services.intake.service import IntakeService
+from services.routing.service import RoutingService
+from shared import config as cfg
+from shared.web import MAX_BODY_BYTES
+from tests.support.auth import DESK, staff_headers
+
+pytestmark = pytest.mark.integration
+
+V2 = "/open311/v2"
+LAMP = {"description": "楼道灯不亮", "location": {"community": "缤泰社区",
+                                               "address": "丽德花园2号楼"}, "channel": "desk"}
+LEAK = {"service_code": "pipe_leak", "address_string": "丽德花园",
+        "attribute[community]": "缤泰社区", "attribute[building]": "3号楼2单元501",
+        "description": "楼上漏水，天花板一直滴水"}
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+
+@pytest.fixture
+def whistle(runner_factory, whistle_config, redis_client):
+    runner_factory(whistle_config, IntakeService, RoutingService, AgencyService).start()
+    key = Open311Clients(redis_client, whistle_config[cfg.KEY_PREFIX]).add("fixmystreet")
+    return f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}", whistle_config, key
+
+
+def in_chunks(body: bytes, size: int = 1000):
+    """A generator body: requests sends it with ``Transfer-Encoding: chunked``."""
+    return (body[start:start + size] for start in range(0, len(body), size))
+
+
+def post_chunked_raw(base: str, path: str, headers: dict[str, str], body: bytes,
+                     chunk: int = 65536) -> tuple[bytes, bytes]:
+    """POST ``body`` chunked over a raw socket, sending on as curl does even after the
+    server has answered; returns the answer's head and body (a reset raises)."""
+    host, port = base.removeprefix("http://").split(":")
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{head}"
+                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        try:
+            for start in range(0, len(body), chunk):
+                piece = body[start:start + chunk]
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may stop reading once it has answered: fine, if it answered
+        answer = b""
+        while not _complete(answer) and (data := sock.recv(65536)):
+            answer += data
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _complete(answer: bytes) -> bool:
+    # eventlet reads the rest of the body and may keep the connection open: read the
+    # answer up to its Content-Length, not to the end of the connection.
+    head, found, rest = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").lower().split("\r\n")
+    lengths = [int(line.split(":", 1)[1]) for line in lines if line.startswith("content-length:")]
+    return bool(found) and bool(lengths) and len(rest) >= lengths[0]
+
+
+# ------------------------------------------------------------------ chunked bodies
+
+
+def test_chunked_submissions_are_read_and_accepted(whistle, redis_client):
+    base, config, key = whistle
+    body = json.dumps(LAMP, ensure_ascii=False).encode()
+    made = requests.post(f"{base}/issues", data=in_chunks(body, 7), timeout=10,
+                         headers={**DESK, "Content-Type": JSON})
+    assert made.request.headers["Transfer-Encoding"] == "chunked"
+    assert made.status_code == 201, made.text
+    issue = requests.get(f"{base}/issues/{made.json()['issue_id']}", headers=DESK, timeout=5)
+    assert issue.json()["description"] == "楼道灯不亮"
+    # Exactly at the limit is still a body, not a refusal.
+    padded = body + b" " * (MAX_BODY_BYTES - len(body))
+    at_limit = requests.post(f"{base}/issues", data=in_chunks(padded, 4096), timeout=10,
+                             headers={**DESK, "Content-Type": JSON})
+    assert at_limit.status_code == 201, at_limit.text
+    # Open311's form POST, as FixMyStreet would send it chunked.
+    form = urlencode({**LEAK, "api_key": key})
+    posted = requests.post(f"{base}{V2}/requests.json", data=in_chunks(form.encode(), 50),
+                           headers={"Content-Type": FORM}, timeout=10)
+    assert posted.status_code == 201, posted.text
+    assert posted.json()[0]["service_request_id"].startswith("WH-")
+    # An agency's acknowledgement with a chunked body is read too (its note is optional).
+    acknowledged = requests.post(
+        f"{base}/agencies/power/assignments/WH-20000101-0001/acknowledge",
+        data=in_chunks(b"[1]"), headers={**staff_headers("power", "p-1"), "Content-Type": JSON},
+        timeout=10)
+    assert acknowledged.status_code == 422, acknowledged.text  # the body was read: no object
+
+
+@pytest.mark.parametrize("size", [200 * 1024, 5 * 1024 * 1024])
+def test_a_chunked_body_over_the_limit_gets_413_not_a_reset(whistle, redis_client, size):
+    base, config, key = whistle
+    head, body = post_chunked_raw(base, "/issues", {**DESK, "Content-Type": JSON},
+                                  b'{"description": "' + b"x" * size + b'"}')
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"connection: close" in head.lower()
+    assert json.loads(body)["error"] == {
+        "code": "payload_too_large", "message": f"body is larger than {MAX_BODY_BYTES} bytes"}
+    # Open311: its own shape (HTTP 400, code 413), form-encoded as FixMyStreet posts.
+    head, body = post_chunked_raw(base, f"{V2}/requests.json", {"Content-Type": FORM},
+                                  f"api_key={key}&description=".encode() + b"x" * size)
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"connection: close" in head.lower()
+    assert json.loads(body) == [{"code": 413,
+                                 "description": f"body is larger than {MAX_BODY_BYTES} bytes"}]
+    assert redis_client.zcard(f"{config[cfg.KEY_PREFIX]}:issues") == 0
+    assert requests.get(f"{base}/health", timeout=5).status_code == 200
+
+
+# ------------------------------------------------------------------ JSON bodies
+
+DEEP_OBJECTS = '{"a":' * 10_000 + "1" + "}" * 10_000  # ~60 KB: under the size limit
+DEEP_ARRAYS = "[" * 30_000 + "]" * 30_000
+
+
+@pytest.mark.parametrize("body", [DEEP_OBJECTS, DEEP_ARRAYS], ids=["objects", "arrays"])
+def test_json_nested_too_deeply_is_a_400_at_every_entry_point(whistle, body):
+    base, config, key = whistle
+    power = staff_headers("power", "p-1")
+    for path, headers in (("/issues", DESK), ("/routing/explain", DESK),
+                          ("/agencies/power/assignments/WH-20000101-0001/acknowledge", power),
+                          ("/issues/WH-20000101-0001/feedback", {})):
+        response = requests.post(base + path, data=body, timeout=10,
+                                 headers={**headers, "Content-Type": JSON})
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"]["code"] == "malformed_body"
+        assert "nested too deeply" in response.json()["error"]["message"], path
+    posted = requests.post(f"{base}{V2}/requests.json", data=body, timeout=10,
+                           params={"api_key": key}, headers={"Content-Type": JSON})
+    assert posted.status_code == 400, posted.text
+    assert [e["code"] for e in posted.json()] == [400]
+    assert "nested too deeply" in posted.json()[0]["description"]
+
+
+@pytest.mark.parametrize("body", ["[1]", "null"])
+def test_a_body_that_is_no_object_says_so_without_a_class_name(whistle, body):
+    base, config, key = whistle
+    for path, headers in (("/issues", DESK),
+                          ("/agencies/power/assignments/WH-20000101-0001/acknowledge",
+                           staff_headers("power", "p-1"))):
+        response = requests.post(base + path, data=body, timeout=10,
+                                 headers={**headers, "Content-Type": JSON})
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["error"]["fields"] == [
+            {"field": "(body)", "message": "body must be a JSON object", "type": "model_type"}]
+        assert "Assignment" not in response.text and "SubmitIssue" not in response.text
+
+
+# ------------------------------------------------------------------ URLs and headers
+
+
+def test_open311_takes_its_documented_1000_ids_in_one_url(whistle):
+    base, config, key = whistle
+    ids = ",".join(f"WH-20261206-{n:04d}" for n in range(1, 1001))
+    listed = requests.get(f"{base}{V2}/requests.json", timeout=10,
+                          params={"service_request_id": ids, "api_key": key})
+    assert len(listed.request.url) > 19_000
+    assert listed.status_code == 200, listed.text[:300]
+    assert listed.json() == []
+    over = requests.get(f"{base}{V2}/requests.json", timeout=10,
+                        params={"service_request_id": ids + ",WH-20261206-1001"})
+    assert over.status_code == 400
+    assert "at most 1000" in over.json()[0]["description"]
+
+
+def test_beyond_the_url_and_header_limits_eventlet_answers_bare(whistle):
+    """docs/http.md: what eventlet itself answers, before Whistle sees the request."""
+    base, config, key = whistle
+    too_long = requests.get(f"{base}/issues", params={"q": "x" * 40_000}, headers=DESK,
+                            timeout=10)
+    assert too_long.status_code == 414 and too_long.content == b""
+    big_header = requests.get(f"{base}/issues", headers={**DESK, "X-Big": "x" * 70_000},
+                              timeout=10)
+    assert big_header.status_code == 400 and big_header.content == b""
+    assert big_header.reason == "Header Line Too Long"
+
+
+# ------------------------------------------------------------------ the token parameter
+
+
+def test_the_token_parameter_is_no_list_or_stats_filter(whistle):
+    """A desk token with a stray ``?token=`` reads as without it; a bad filter still 422s."""
+    base, config, key = whistle
+    for path in ("/issues", "/stats"):
+        with_link = requests.get(f"{base}{path}", params={"token": "abc"}, headers=DESK,
+                                 timeout=5)
+        assert with_link.status_code == 200, (path, with_link.text)
+        unknown = requests.get(f"{base}{path}", params={"colour": "red"}, headers=DESK,
+                               timeout=5)
+        assert unknown.status_code == 422 and unknown.json()["error"]["fields"][0][
+            "field"] == "colour", (path, unknown.text)
+
