@@ -416,6 +416,9 @@ class AssignmentAcknowledged(Event):
     agency_name_en: str
     staff_id: str = Field(min_length=1, max_length=64)
     on_time: bool
+    # The 报到's note, if any (internal to the desk and agencies). Absent in events
+    # committed before it was carried: those read as no note.
+    note: bounded_text(2000) | None = None
 
 
 class AssignmentResolved(Event):

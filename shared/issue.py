@@ -77,6 +77,7 @@ class Assignment(Stored):
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
     acknowledged_on_time: bool | None = None
+    acknowledge_note: str | None = None  # the 报到's optional note (internal, as resolution_note)
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     resolution_note: str | None = None
@@ -395,8 +396,9 @@ def reroute(record: IssueRecord, category: str, priority: Priority, routing: Rou
     return Rerouted(new, withdrawn, added)
 
 
-def acknowledge(record: IssueRecord, agency: str, staff_id: str, now: datetime) -> IssueRecord:
-    """An agency reports in (部门报到)."""
+def acknowledge(record: IssueRecord, agency: str, staff_id: str, now: datetime,
+                note: str | None = None) -> IssueRecord:
+    """An agency reports in (部门报到), with an optional note kept on its assignment."""
     new = record.copy_to_change()
     assignment = new.assignment_for(agency)
     if assignment.status is not AssignmentStatus.assigned:
@@ -404,14 +406,15 @@ def acknowledge(record: IssueRecord, agency: str, staff_id: str, now: datetime) 
             f"{agency} has already {assignment.status.value} issue {record.issue_id}")
     assignment.status = AssignmentStatus.acknowledged
     assignment.acknowledged_at, assignment.acknowledged_by = now, staff_id
+    assignment.acknowledge_note = note
     # A deadline moved forward by escalation does not make a late 报到 on time.
     assignment.acknowledged_on_time = (not assignment.acknowledge_overdue
                                        and now <= assignment.acknowledge_by)
     if new.status is IssueStatus.dispatched:
         new.status = IssueStatus.in_progress
     late = "" if assignment.acknowledged_on_time else " (after its deadline)"
-    new.step(now, "agency", "acknowledged", f"{assignment.agency_name} reported in{late}",
-             agency=agency)
+    new.step(now, "agency", "acknowledged", f"{assignment.agency_name} reported in{late}"
+             + (f": {note}" if note else ""), agency=agency)
     return new
 
 

@@ -96,16 +96,16 @@ def table_view(record: IssueRecord, agency: str) -> dict[str, Any] | None:
             "tasks": [t.model_dump(mode="json") for t in table.tasks if t.agency == agency]}
 
 
-def report_in(record: IssueRecord, agency: str, staff_id: str,
-              now: datetime) -> tuple[IssueRecord, list[Event]]:
-    """报到: acknowledge the assignment and announce it."""
-    new = acknowledge(record, agency, staff_id, now)
+def report_in(record: IssueRecord, agency: str, staff_id: str, now: datetime,
+              note: str | None = None) -> tuple[IssueRecord, list[Event]]:
+    """报到: acknowledge the assignment (with its optional note) and announce it."""
+    new = acknowledge(record, agency, staff_id, now, note)
     assignment = new.assignment_for(agency)
     event = AssignmentAcknowledged(
         trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now, agency=agency,
         agency_name=assignment.agency_name,
         agency_name_en=assignment.agency_name_en, staff_id=staff_id,
-        on_time=bool(assignment.acknowledged_on_time),
+        on_time=bool(assignment.acknowledged_on_time), note=note,
     )
     return new, [event]
 

@@ -141,10 +141,11 @@ class AgencyService:
     def _acknowledge(self, staff: Principal, agency: str, issue_id: str,
                      payload: dict | None) -> dict:
         self._may(may_act_for_agency, staff, agency, issue_id)
-        validate(AcknowledgeAssignment, payload or {})
+        body = validate(AcknowledgeAssignment, payload or {})
         now = utcnow()
         applied = self.store.apply(
-            issue_id, None, lambda r: self._staged(report_in(r, agency, staff.staff_id, now)),
+            issue_id, None,
+            lambda r: self._staged(report_in(r, agency, staff.staff_id, now, body.note)),
             self.name)
         self.bus.publish(applied.outbox)
         self.log.info("assignment_acknowledged", issue_id=issue_id, agency=agency,

@@ -87,6 +87,7 @@ def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
         a.assigned_at = now
         a.acknowledge_by, a.resolve_by = now + window.acknowledge, now + window.resolve
         a.acknowledged_at = a.acknowledged_by = a.acknowledged_on_time = None
+        a.acknowledge_note = None
         a.resolved_at = a.resolved_by = a.resolution_note = None
         a.acknowledge_overdue = a.resolve_overdue = False
     new.step(now, "routing", "reopened",

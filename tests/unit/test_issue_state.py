@@ -204,6 +204,28 @@ def test_second_agency_acknowledging_keeps_issue_in_progress():
                         "housing": AssignmentStatus.acknowledged}
 
 
+def test_the_report_in_note_is_kept_on_the_assignment_the_timeline_and_the_event():
+    at = T0 + timedelta(minutes=5)
+    record, (event,) = report_in(single(), "power", "staff-7", at, "抢修班组已出发")
+    assert record.assignment_for("power").acknowledge_note == "抢修班组已出发"
+    assert record.timeline[-1].step == "acknowledged"
+    assert record.timeline[-1].detail.endswith("reported in: 抢修班组已出发")
+    assert isinstance(event, AssignmentAcknowledged) and event.note == "抢修班组已出发"
+    view = assignment_view(record, "power", at)
+    assert view["acknowledge_note"] == "抢修班组已出发"
+    assert public_view(record, None)["assignments"][0]["acknowledge_note"] == "抢修班组已出发"
+
+
+def test_a_report_in_without_a_note_keeps_none_and_old_events_read_as_no_note():
+    record, (event,) = report_in(single(), "power", "staff-7", T0 + timedelta(minutes=5))
+    assert record.assignment_for("power").acknowledge_note is None
+    assert record.timeline[-1].detail.endswith("reported in") and event.note is None
+    # an event committed before the note was carried (in a queue or a journal)
+    old = event.model_dump(mode="json")
+    del old["note"]
+    assert AssignmentAcknowledged.model_validate(old).note is None
+
+
 # ------------------------------------------------------------------------ resolve
 
 
