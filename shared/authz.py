@@ -317,13 +317,16 @@ _TIMELINE_STEPS = {"dispatched", "resolved", "reopened", "closed", "merged"}
 
 def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
                   primary: IssueRecord | None = None,
-                  rates: tuple[str, int] | None = None) -> dict[str, Any]:
+                  rates: tuple[str, int] | None = None,
+                  lang: str | None = None) -> dict[str, Any]:
     """The resident's page: their own words and place, progress in plain words, the
     agencies by name and state, whether they can rate now. Nothing about any other
     reporter (a merged report shows the joined issue's progress, not its text), no
-    internal notes, no staff ids. ``rates``: the (issue, cycle) of the caller's rating
-    link, to say whether it can still be used."""
-    lang = own.language.value if own.language.value in _STEP_WORDS else "zh"
+    internal notes (报到 or resolution), no staff ids. ``rates``: the (issue, cycle) of
+    the caller's rating link, to say whether it can still be used. ``lang``: the
+    language to say it in (a page read with ``?lang=en``); unset, the report's own."""
+    if lang not in _STEP_WORDS:
+        lang = own.language.value if own.language.value in _STEP_WORDS else "zh"
     words, status_words = _STEP_WORDS[lang], _STATUS_WORDS[lang]
     work = primary if primary is not None and own.merged_into == primary.issue_id else own
     progress = [(own.received_at, words["received"])]

@@ -19,7 +19,10 @@ one client drowning the others.
 Every write (a check with ``action=``) leaves one entry in the audit log, the Redis
 stream ``{p}:audit``: when, what, on which issue, the outcome (HTTP status), and who
 (role, ``jti``, staff id, agency, or the resident's report), never the token. It is
-written when the worker ends, after the response is handed over.
+written when the worker ends, after the response is handed over. A write that passes
+through two workers (a page, then the owning service's RPC with the same token) is
+audited by the one that did it: the page drops its own entry once the service
+answered (:meth:`GuardAccess.audited_elsewhere`).
 
 Usage::
 
@@ -167,7 +170,7 @@ class Guard(DependencyProvider):
         entry = self._pending.pop(worker_ctx, None)
         if entry is None:
             return
-        status = _status(result, exc_info)
+        status = entry.status or _status(result, exc_info)
         if status == 429 or (status >= 400 and entry.principal.role is Role.anonymous):
             return  # nobody to attribute, or a flood: the log must not drown in them
         fields = {"at": datetime.now(UTC).isoformat(), "action": entry.action,
@@ -290,11 +293,21 @@ class GuardAccess:
         """Audit this worker's outcome as ``action`` by ``principal`` (the last call wins)."""
         self._guard._pending[self._worker_ctx] = _Audit(principal, action, issue_id)
 
-    def on_issue(self, issue_id: str) -> None:
-        """Name the issue the audited write created (a submission learns it late)."""
+    def on_issue(self, issue_id: str, status: int | None = None) -> None:
+        """Name the issue the audited write created (a submission learns it late) and,
+        with ``status``, the write's outcome when the worker's own answer is not it (a
+        page answers a submission with a redirect; the submission was a 201)."""
         entry = self._guard._pending.get(self._worker_ctx)
         if entry is not None:
             entry.issue_id = issue_id
+            entry.status = status
+
+    def audited_elsewhere(self) -> None:
+        """This worker's write was handed to the service that owns it, which audits it
+        (its RPC carries the same token: who, what, the real outcome). Its own entry is
+        dropped, so the write has exactly one (the pages call this once that service
+        answered)."""
+        self._guard._pending.pop(self._worker_ctx, None)
 
 
 @dataclass(frozen=True)
@@ -312,10 +325,11 @@ class ApiClient:
 
 
 class _Audit:
-    __slots__ = ("principal", "action", "issue_id")
+    __slots__ = ("principal", "action", "issue_id", "status")
 
     def __init__(self, principal: Principal | ApiClient, action: str, issue_id: str | None):
         self.principal, self.action, self.issue_id = principal, action, issue_id
+        self.status: int | None = None  # the outcome, when not the worker's own answer
 
 
 def _status(result: Any, exc_info: Any) -> int:

@@ -271,14 +271,16 @@ class RoutingService:
                 "reopen_count": applied.record.reopen_count}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def resident_view(self, issue_id: str, token: str) -> dict:
+    def resident_view(self, issue_id: str, token: str, lang: str | None = None) -> dict:
         """What the resident holding ``token`` (a progress or rating link) may see of
-        their report: ``shared.authz``'s resident view, as the API gives it."""
+        their report: ``shared.authz``'s resident view, as the API gives it, in ``lang``
+        (``zh`` or ``en``; unset, the report's own language)."""
         principal = verify_resident_token(token or "", cfg.get(self.config, cfg.SECRET))
         own = self.store.get(issue_id)
         may_read_issue(principal, own, issue_id)
         primary = self.store.get(own.merged_into) if own.merged_into else None
-        return resident_view(own, self.store.contact(issue_id), primary, principal.rates)
+        return resident_view(own, self.store.contact(issue_id), primary, principal.rates,
+                             lang)
 
     # ------------------------------------------------------------ the table
 

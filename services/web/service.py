@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 
 import eventlet
 from nameko.dependency_providers import Config
+from nameko.exceptions import RemoteError
 from werkzeug.wrappers import Response
 
 from services.web import views
@@ -79,6 +80,10 @@ class FormExpired(Forbidden):
     """A cookie-authenticated form without its session's CSRF secret."""
 
     code = "csrf"
+
+
+class NoAnswer(Unavailable):
+    """The owning service did not answer in time: it may never have seen the call."""
 
 
 class SessionRequest:
@@ -227,7 +232,9 @@ class WebService:
             t = views.Translator(reader_language(request))
             return self._page(request, "new_issue.html", session, principal, status=422,
                               form=form, errors=views.field_errors(exc.errors, t))
-        self.guard.on_issue(receipt["issue_id"])
+        # intake's submit_issue takes no token: this page's is the submission's one entry,
+        # with the submission's outcome (201, as POST /issues), not the redirect's 303.
+        self.guard.on_issue(receipt["issue_id"], status=201)
         return redirect(f"/desk/issues/{receipt['issue_id']}?done=submitted")
 
     @http("GET", "/desk/issues/<issue_id>")
@@ -239,7 +246,10 @@ class WebService:
         shown = authz.may_read_notifications(principal, record, issue_id)
         messages = authz.notifications_view(
             shown, self._rpc(self.notify.list_notifications, issue_id))
+        t = views.Translator(reader_language(request))
         return self._page(request, "issue.html", session, principal, issue=issue,
+                          timeline=views.timeline_rows(issue["timeline"], t, self.names,
+                                                       self._tz()),
                           messages=views.messages_view(messages, self._tz()),
                           request_id=uuid.uuid4().hex,
                           done=request.args.get("done"), error=request.args.get("error"))
@@ -348,10 +358,13 @@ class WebService:
         token = request.args.get(TOKEN_QUERY_PARAMETER, "")
         try:
             self.guard.check(request)  # the link verified, the rate limit counted
-            view = self._rpc(self.routing.resident_view, issue_id, token)
+            # The page's language (?lang=, the cookie), else the report's: the status
+            # and progress are worded by routing, so it is told which.
+            asked = reader_language(request, fallback="")
+            view = self._rpc(self.routing.resident_view, issue_id, token, asked or None)
         except (Unauthorized, Forbidden, NotFound, InvalidPayload) as exc:
             return self._resident_problem(request, exc)
-        lang = reader_language(request, fallback=view["language"])
+        lang = view["language"]
         return render(request, "resident.html", lang=lang, view=view, token=token,
                       rated=request.args.get("rated"), tz=self._tz())
 
@@ -455,19 +468,28 @@ class WebService:
 
     def _acted(self, call, back: str):
         """Do it; back to the page with what happened. 403 and 404 are their own pages:
-        someone asked for what is not theirs (or not there)."""
+        someone asked for what is not theirs (or not there).
+
+        The owning service audits the write on its RPC (the same token: the staff
+        member, the action, the real outcome), so once it has answered, this page's own
+        entry (a 303 either way) is dropped: one entry per write. A refusal here (the
+        session, the CSRF secret, another agency's form) or no answer keeps the page's."""
         try:
             self._rpc(call)
-        except WhistleError as exc:
-            if exc.status in (400, 409, 422):
+        except NoAnswer:
+            raise
+        except (WhistleError, RemoteError) as exc:
+            self.guard.audited_elsewhere()
+            if isinstance(exc, WhistleError) and exc.status in (400, 409, 422):
                 return redirect(f"{back}?{urlencode({'error': exc.message[:300]})}")
             raise
+        self.guard.audited_elsewhere()
         return redirect(f"{back}?done=1")
 
     def _rpc(self, method, *args):
         """An RPC to the service that owns the data; an answer within ``RPC_TIMEOUT_S``
         or 503 (nameko's in-service proxy would otherwise wait for ever)."""
-        with eventlet.Timeout(RPC_TIMEOUT_S, Unavailable("a service did not answer in time")):
+        with eventlet.Timeout(RPC_TIMEOUT_S, NoAnswer("a service did not answer in time")):
             return method(*args)
 
     def _page(self, request, template: str, session: Session, principal: Principal,

@@ -45,6 +45,12 @@ class Translator:
     def label(self, prefix: str, code: str | None) -> str:
         return self(f"{prefix}_{code}") if code else "—"
 
+    def name(self, prefix: str, code: str) -> str:
+        """``prefix_code`` in this language, or the code itself when the catalogue has no
+        such text (a step or kind added after the catalogue)."""
+        key = f"{prefix}_{code}"
+        return self(key) if key in catalogue(self.lang) else code
+
 
 # ---------------------------------------------------------------- time
 
@@ -178,6 +184,96 @@ def messages_view(records: list[dict[str, Any]], tz: str) -> list[dict[str, Any]
         "text": redact_links(r.get("text")), "detail": redact_links(r.get("detail") or ""),
         "issue_id": r.get("issue_id"),
     } for r in records]
+
+
+# ------------------------------------------------------------- the timeline
+
+# The details the services write on the timeline are English sentences of a fixed
+# shape (shared.issue, services.agency.domain, services.notify.recipients, ...). A
+# Chinese page says the common ones in Chinese from their parts; the rest, and every
+# detail on an English page, are shown as written (the raw text is always kept).
+_DETAIL = {step: re.compile(pattern) for step, pattern in {
+    "received": r"^accepted via (?P<channel>\w+)$",
+    "dispatched": r"^category (?P<category>\S+), priority (?P<priority>\S+), "
+                  r"rule (?P<rule>\S+): (?P<parties>.*)$",
+    "assignment_delivered": r"^(?P<name>.+) received the assignment \((?P<role>\w+)\)$",
+    "acknowledged": r"^(?P<name>.+?) reported in(?P<late> \(after its deadline\))?"
+                    r"(?:: (?P<note>.*))?$",
+    "assignment_resolved": r"^(?P<name>.+?): (?P<note>.*)$",
+    "resolved": r"^every agency has finished its part$",
+    "awaiting_rating": r"^the resident is asked to rate; closes unrated at (?P<due>\S+)$",
+    "rated": r"^the resident is satisfied(?:: (?P<comment>.*))?$",
+    "reopened": r"^the resident is not satisfied: (?P<reason>.*); back to (?P<agencies>.*), "
+                r"escalated to (?P<level>\w+)$",
+    "closed": r"^closed: (?P<why>the resident is satisfied|no rating within the window.*)$",
+    "resident_notified": r"^(?P<kind>\w+) message (?P<status>\w+) via (?P<channel>\w+)"
+                         r"(?: \((?P<note>.*)\))?(?: to the reporter of (?P<reporter>\S+))?$",
+    "triaged": r"^(?P<staff>\S+) chose category (?P<category>\S+)$",
+    "table_checked_in": r"^(?P<name>.+) checked in at the table$",
+}.items()}
+
+
+_NEVER = re.compile(r"(?!)")
+
+
+def timeline_rows(timeline: list[dict[str, Any]], t: Translator, names, tz: str
+                  ) -> list[dict[str, Any]]:
+    """The issue page's timeline (经过) in the reader's language: each step's name from
+    the catalogue (``step_<step>``), its detail in Chinese for the common steps on a
+    Chinese page, and the detail as the service wrote it (``raw``) always."""
+    rows = []
+    for entry in timeline:
+        raw = redact_links(entry.get("detail") or "")
+        step = entry.get("step") or ""
+        detail = raw
+        if t.lang == "zh" and (found := _DETAIL.get(step, _NEVER).match(raw)):
+            detail = _zh_detail(step, found.groupdict(), entry.get("agency"), t, names, tz)
+        rows.append({"at": entry.get("at"), "step": step, "label": t.name("step", step),
+                     "detail": detail, "raw": raw})
+    return rows
+
+
+def _zh_detail(step: str, parts: dict[str, str | None], agency: str | None, t: Translator,
+               names, tz: str) -> str:
+    name = parts.get("name") or ""
+    if step == "received":
+        return f"经{t.name('ch', parts['channel'])}受理"
+    if step == "dispatched":
+        parties = re.sub(r" \((lead|support)\)", lambda m: f"（{t.label('role', m[1])}）",
+                         parts["parties"]).replace(", ", "、")
+        return (f"类别：{names.category(parts['category'], 'zh')}，"
+                f"优先级：{t.label('priority', parts['priority'])}；派给{parties}")
+    if step == "assignment_delivered":
+        return f"{name}已收到派单（{t.label('role', parts['role'])}）"
+    if step == "acknowledged":
+        late = "（已超过报到时限）" if parts["late"] else ""
+        return f"{name}已报到{late}" + (f"：{parts['note']}" if parts["note"] else "")
+    if step == "assignment_resolved":
+        return f"{name}已办结：{parts['note']}"
+    if step == "resolved":
+        return "各单位均已办结"
+    if step == "awaiting_rating":
+        return f"请居民评价；{local_time(parts['due'], tz)}前未评价即结案"
+    if step == "rated":
+        return "居民满意" + (f"：{parts['comment']}" if parts["comment"] else "")
+    if step == "reopened":
+        agencies = "、".join(names.agency(code.strip(), "zh")
+                            for code in parts["agencies"].split(","))
+        return (f"居民不满意：{parts['reason']}；重新交办{agencies}，"
+                f"升级至{t.label('level', parts['level'])}督办")
+    if step == "closed":
+        return "结案：居民满意" if parts["why"].startswith("the resident") else "结案：评价期内未评价"
+    if step == "resident_notified":
+        text = (f"{t.name('msg', parts['kind'])}消息{t.name('delivery', parts['status'])}"
+                f"（{t.name('pc', parts['channel'])}）")
+        if parts["reporter"]:
+            text += f"，发给 {parts['reporter']} 的反映人"
+        return text + (f"：{parts['note']}" if parts["note"] else "")
+    if step == "triaged":
+        return f"{parts['staff']}选定类别：{names.category(parts['category'], 'zh')}"
+    if step == "table_checked_in":
+        return f"{name}已到协调会签到"
+    return ""
 
 
 # ------------------------------------------------------------------ charts

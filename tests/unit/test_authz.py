@@ -73,7 +73,7 @@ def record(issue_id=OWN, community="缤泰社区", **fields) -> IssueRecord:
     return base.model_copy(update={
         "status": IssueStatus.in_progress, "assignments": [
             assignment("power", status=AssignmentStatus.acknowledged, acknowledged_at=T0,
-                       acknowledged_by="p-007"),
+                       acknowledged_by="p-007", acknowledge_note="报到备注"),
             # finished, or withdrawn by a reroute: it still had an assignment
             assignment("housing", AgencyRole.support, AssignmentStatus.resolved,
                        resolved_at=T0, resolved_by="h-1", resolution_note="内部备注")],
@@ -208,6 +208,7 @@ def test_the_desk_resends_a_rating_link_only_while_a_rating_is_awaited():
 def test_the_desk_sees_everything_but_the_contact_unmasked():
     view = issue_view(View.desk, record(reporters=[NEIGHBOUR]), CONTACT)
     assert view["reporters"] == [NEIGHBOUR]
+    assert view["assignments"][0]["acknowledge_note"] == "报到备注"
     assert view["contact"] == {"name": "孙**", "phone": "138****5678",
                                "email": "s**@example.org", "preferred_channel": None}
 
@@ -220,6 +221,7 @@ def test_an_agency_sees_the_work_and_no_reporters_ratings_or_messages():
     assert "reporters" not in view and "ratings" not in view and "trace_id" not in view
     assert not any(e["service"] == "notify" for e in view["timeline"])
     assert [a["yours"] for a in view["assignments"]] == [True, False]
+    assert view["assignments"][0]["acknowledge_note"] == "报到备注"  # internal, not secret
     assert view["description"] and view["location"]["address"] == "丽德花园3号楼"
     assert view["contact"]["phone"] == "138****5678"
 
@@ -229,13 +231,22 @@ def test_a_resident_sees_progress_in_plain_words_and_nothing_internal():
     issue.step(T0 + timedelta(minutes=1), "routing", "dispatched", "rule flying_wire: internal")
     view = resident_view(issue, CONTACT)
     text = str(view)
-    for internal in ("p-007", "h-1", "内部备注", "rule flying_wire", "trace-", "13812345678",
-                     "孙建国"):
+    for internal in ("p-007", "h-1", "内部备注", "报到备注", "rule flying_wire", "trace-",
+                     "13812345678", "孙建国"):
         assert internal not in text, internal
     assert view["status_text"] == "正在处理"
     assert [p["text"] for p in view["progress"]] == [
         "您的问题已受理", "power局已报到", "housing局已完成", "已派给：power局、housing局"]
     assert view["contact"]["phone"] == "138****5678" and view["can_rate"] is False
+
+
+def test_a_resident_reads_their_page_in_the_language_they_asked_for():
+    issue = record()  # reported in Chinese
+    view = resident_view(issue, CONTACT, lang="en")
+    assert view["language"] == "en" and view["status_text"] == "being handled"
+    assert view["progress"][0]["text"] == "your report was received"
+    assert view["agencies"][0]["name"] == "power office"
+    assert resident_view(issue, CONTACT, lang="fr")["status_text"] == "正在处理"
 
 
 def test_a_merged_resident_sees_the_joined_issues_progress_not_its_reporter():

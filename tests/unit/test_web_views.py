@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from services.intake.domain import board_row
@@ -10,6 +11,7 @@ from services.web.catalogue import names_from_rules
 from shared.contracts import (
     AssignmentStatus,
     Channel,
+    IssueStatus,
     Language,
     Location,
     Priority,
@@ -156,3 +158,113 @@ def test_the_progress_link_is_sealed_and_reads_only_the_reporters_own_report():
     assert link.secret == f"https://whistle.example/resident/WH-20261205-0002?token={token}"
     principal = verify_resident_token(token, secret)
     assert principal.reporter_issue_id == "WH-20261205-0002" and principal.rates is None
+
+
+# ------------------------------------------------- the timeline, in the page's language
+
+
+def whole_chain() -> IssueRecord:
+    """A flying wire through the whole chain, each step written by the code that writes it
+    in the running system: received, dispatched, delivered, told, 报到 with a note,
+    resolved, rated unsatisfied, reopened, reported in and resolved again, rated satisfied."""
+    from services.agency.domain import delivery_notes, finish_part, report_in
+    from services.notify.recipients import notified_step
+    from services.routing import feedback
+    from services.routing.desk import dispatched_event
+    from services.routing.rules import load_rules
+    from shared.auth import FeedbackGrant
+    from shared.contracts import IssueResolved, Rating
+    from shared.issue import Routing, dispatch
+
+    rules = load_rules()
+    at = NOW - timedelta(hours=5)
+    known = rules.agency("power")
+    window = rules.window(Priority.urgent)
+    issue = dispatch(record(received_at=at, updated_at=at), "flying_wire", Priority.urgent,
+                     Routing(rule="flying_wire", keywords=["飞线"], category_source="keywords"),
+                     [Assignment(agency="power", agency_name=known.name,
+                                 agency_name_en=known.name_en, sector=known.sector,
+                                 role=Role.lead, assigned_at=at,
+                                 acknowledge_by=at + window.acknowledge,
+                                 resolve_by=at + window.resolve)], at)
+    for note in delivery_notes(dispatched_event(issue, at)).values():
+        issue.step(note.at, note.service, note.step, note.detail, note.agency)
+    issue.step(at, "notify", *notified_step("received", "sent", "webhook", issue.issue_id))
+    for cycle, rating in enumerate((Rating.unsatisfied, Rating.satisfied)):
+        now = at + timedelta(hours=2 * cycle + 1)
+        issue, _ = report_in(issue, "power", "power-12", now, "抢修班组已出发")
+        issue, events = finish_part(issue, "power", "power-12", "已剪除飞线", now)
+        resolved = next(e for e in events if isinstance(e, IssueResolved))
+        issue = feedback.await_rating(issue, resolved, timedelta(days=7))
+        issue, _ = feedback.rate(issue, FeedbackGrant(reporter_issue_id=issue.issue_id,
+                                                      issue_id=issue.issue_id, cycle=cycle),
+                                 rating, "电线还是很低" if cycle == 0 else None, rules,
+                                 now + timedelta(minutes=30))
+    assert issue.status.value == "closed"
+    return issue
+
+
+def rendered(template: str, lang: str, **context) -> str:
+    from services.web.pages import templates
+
+    return templates.get_template(template).render(
+        t=views.Translator(lang), lang=lang, path="/", tz="Asia/Shanghai", now=NOW,
+        names=names_from_rules(None), csrf="c", principal=None, desk=True, operator=False,
+        request_id="r", done=None, error=None, **context)
+
+
+def section(html: str, element_id: str) -> str:
+    """The visible text of the element with that id (tags and attributes left out)."""
+    start = html.index(f'id="{element_id}"')
+    body = html[html.index(">", start) + 1:html.index("</ol>", start)]
+    return re.sub(r"<[^>]*>", " ", body)
+
+
+def test_a_chinese_issue_page_names_every_step_of_the_whole_chain_in_chinese():
+    issue = whole_chain()
+    steps = {e.step for e in issue.timeline}
+    assert {"received", "dispatched", "assignment_delivered", "resident_notified",
+            "acknowledged", "assignment_resolved", "resolved", "awaiting_rating",
+            "reopened", "rated", "closed"} <= steps
+    names = names_from_rules(None)
+    desk = issue.model_dump(mode="json") | {"contact": {}}
+    rows = views.timeline_rows(desk["timeline"], ZH, names, "Asia/Shanghai")
+    html = rendered("issue.html", "zh", issue=desk, timeline=rows, messages=[])
+    shown = section(html, "timeline")
+    assert not re.search(r"[A-Za-z]{3,}", shown), shown  # no step name, no English detail
+    assert "报到" in shown and "供电公司已报到：抢修班组已出发" in shown
+    assert "经社区窗口受理" in shown and "类别：飞线/电线裸露" in shown
+    assert "居民不满意：电线还是很低" in shown and "结案：居民满意" in shown
+    # the detail as written stays at hand
+    assert "reported in: 抢修班组已出发" in html
+    # the 说明 column holds the 报到's note next to the resolution's
+    assert "抢修班组已出发" in html[html.index('id="assignments"'):html.index("</table>")]
+
+
+def test_an_english_issue_page_names_the_steps_in_english_with_the_details_as_written():
+    issue = whole_chain().model_dump(mode="json") | {"contact": {}}
+    rows = views.timeline_rows(issue["timeline"], EN, names_from_rules(None), "Asia/Shanghai")
+    html = rendered("issue.html", "en", issue=issue, timeline=rows, messages=[])
+    shown = section(html, "timeline")
+    assert "Reported in" in shown and "reported in: 抢修班组已出发" in shown
+    assert "accepted via desk" in shown and "step_" not in shown
+
+
+def test_a_step_the_catalogue_does_not_know_shows_as_written():
+    (row,) = views.timeline_rows([{"at": NOW.isoformat(), "step": "new_thing",
+                                   "detail": "x ?token=abc"}], ZH, names_from_rules(None),
+                                 "Asia/Shanghai")
+    assert row["label"] == "new_thing" and row["detail"] == "x ?token=…"
+
+
+def test_the_english_resident_page_says_the_status_in_english():
+    from shared.authz import resident_view
+
+    issue = whole_chain().model_copy(update={"status": IssueStatus.in_progress})
+    html = rendered("resident.html", "en", view=resident_view(issue, None, lang="en"),
+                    token="t", rated=None)
+    assert "being handled" in html and "正在处理" not in html
+    assert "抢修班组已出发" not in html and "已剪除飞线" not in html  # notes are internal
+    html = rendered("resident.html", "zh", view=resident_view(issue, None, lang="zh"),
+                    token="t", rated=None)
+    assert "正在处理" in html and "being handled" not in html
