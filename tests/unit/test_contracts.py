@@ -393,3 +393,16 @@ def test_accept_issue_with_name_only_contact_drops_empty_phone():
     assert contact == {"name": "Li Wei"}
     assert event.has_contact is True
     assert "Li Wei" not in event.model_dump_json()
+
+
+def test_an_acknowledgement_without_a_note_is_sent_as_before_notes_were_carried():
+    """A service still running the code from before ``note`` (extra="forbid") must take
+    every 报到 without a note during a rolling upgrade: the body has no ``note`` key."""
+    first = received_event()
+    fields = dict(agency="power", agency_name="供电所", agency_name_en="Power",
+                  staff_id="s-1", on_time=True)
+    bare = first.caused(AssignmentAcknowledged, **fields).model_dump(mode="json")
+    assert "note" not in bare
+    assert AssignmentAcknowledged.model_validate(bare).note is None
+    noted = first.caused(AssignmentAcknowledged, note="已到现场", **fields)
+    assert noted.model_dump(mode="json")["note"] == "已到现场"
