@@ -373,3 +373,22 @@ def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whis
     too_long = {"start_date": "2026-01-01T00:00:00Z", "end_date": "2026-06-01T00:00:00Z"}
     assert_open311_error(requests.get(f"{base}{V2}/servicerequestupdates.json",
                                       params=too_long, timeout=5), 400, "90 days")
+
+
+def test_a_json_post_reports_every_problem_at_once(whistle, whistle_env):
+    key = add_key(whistle_env, "json-app")
+    answer = requests.post(f"{whistle.url}{V2}/requests.json", timeout=10, json={
+        "service_code": 5, "lat": True, "long": [1], "description": {"x": 1}, "api_key": key})
+    body = assert_open311_error(answer, 400, "long must be text or a number, not a list",
+                                "description must be text or a number, not an object",
+                                "no service '5'", "lat must be a number")
+    assert len(body) == 4 and [e["code"] for e in body].count(404) == 1
+    # The same body as XML, and a form with the same mistakes: every one, too.
+    assert len(assert_open311_error(requests.post(
+        f"{whistle.url}{V2}/requests.xml", timeout=10, json={
+            "service_code": 5, "lat": True, "long": [1], "description": {"x": 1},
+            "api_key": key}), 400)) == 4
+    form = post(whistle.url, {"api_key": key, "service_code": "5", "lat": "true",
+                              "long": "x"})
+    assert len(assert_open311_error(form, 400, "no service", "description is required",
+                                    "lat must be", "long must be")) == 4

@@ -20,6 +20,7 @@ from services.intake.open311.mapping import (
     parse_request_query,
     read_params,
     request_view,
+    submission_for,
     to_submission,
     updates_from_journal,
 )
@@ -169,13 +170,52 @@ def test_the_desks_own_validation_speaks_open311():
 
 
 def test_json_bodies_and_multivalued_attributes():
-    pairs = json_pairs({"service_code": "gas_leak", "lat": 39.5, "attribute": {
+    pairs, problems = json_pairs({"service_code": "gas_leak", "lat": 39.5, "attribute": {
         "community": "c", "tags": ["a", "b"]}, "attribute[grid]": "1-1"})
-    form = read_params(pairs)
+    form = read_params(pairs, problems)
     assert form.attributes == {"community": ["c"], "tags": ["a", "b"], "grid": ["1-1"]}
-    assert form.get("lat") == "39.5"
+    assert form.get("lat") == "39.5" and form.problems == {}
     with pytest.raises(Open311Error):
         json_pairs(["not", "an", "object"])
+
+
+def test_a_json_body_reports_every_problem_at_once_each_by_its_open311_field():
+    # The audit's body: each bad field was reported alone, one POST after another.
+    body = {"service_code": 5, "lat": True, "long": [1], "description": {"x": 1},
+            "attribute": {"community": {"y": 2}, "building": [["a"]]}, "api_key": "k"}
+    form = read_params(*json_pairs(body))
+    error = bad_request(lambda: submission_for(form, CATALOG, None))
+    assert error.errors == [
+        (400, "long must be text or a number, not a list"),
+        (400, "description must be text or a number, not an object"),
+        (400, "attribute[community] must be text or a number, not an object"),
+        (400, "attribute[building] must be a list of text or numbers"),
+        (404, "no service '5' (see services.xml)"),
+        (400, "lat must be a number (WGS84 degrees)"),
+    ]
+    # The same problems sent as a form (where no value can be an object or a list).
+    form = params(service_code="5", lat="true", long="x")
+    error = bad_request(lambda: submission_for(form, CATALOG, None))
+    assert [d for _, d in error.errors] == [
+        "no service '5' (see services.xml)", "description is required: what is the problem?",
+        "lat must be a number (WGS84 degrees)", "long must be a number (WGS84 degrees)"]
+
+
+def test_an_unknown_service_alone_is_a_404_and_the_desks_checks_run_with_the_others():
+    good = {"lat": "39.1", "long": "117.2", "description": "漏水",
+            "attribute[community]": "c", "attribute[building]": "3号楼"}
+    with pytest.raises(Open311Error) as caught:
+        submission_for(params(service_code="potholes", **good), CATALOG, None)
+    assert caught.value.status == 404 and len(caught.value.errors) == 1
+    service, submission = submission_for(params(service_code="pipe_leak", **good), CATALOG,
+                                         None)
+    assert service.code == "pipe_leak" and submission.location.address == "3号楼"
+    # Missing fields and the desk's own validation (phone, media_url) in one answer.
+    error = bad_request(lambda: submission_for(params(
+        phone="abc", media_url="javascript:x", lang="fr", lat="1"), CATALOG, None))
+    assert {d.split(":")[0] for _, d in error.errors} == {
+        "service_code is required (see services.xml)", "description is required",
+        "lat and long must be sent together", "lang must be zh or en", "phone", "media_url"}
 
 
 def test_names_in_either_order():

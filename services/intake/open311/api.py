@@ -49,7 +49,7 @@ from services.intake.open311.mapping import (
     post_response,
     read_params,
     request_view,
-    to_submission,
+    submission_for,
     updates_from_journal,
     w3c,
 )
@@ -343,12 +343,9 @@ class Open311Api:
         if not allowed:
             raise Open311Error(400, (429, f"too many requests from this api_key; try again "
                                           f"in {wait} s"), retry_after=wait)
-        code = params.get("service_code")
-        if code is None:
-            raise Open311Error.bad_request("service_code is required (see services.xml)")
-        service = self._service(code)
-        lang = language_of(params.get("lang"))
-        submission = to_submission(params, service, self.open311_services.default_community)
+        service, submission = submission_for(params, self._catalog(),
+                                             self.open311_services.default_community)
+        lang = submission.language
         receipt = self._submit(submission)
         issue_id = receipt["issue_id"]
         self.guard.on_issue(issue_id)
@@ -443,6 +440,7 @@ class Open311Api:
         """The posted fields; a body over the limit (declared or chunked) is
         PayloadTooLarge, a malformed JSON one MalformedBody (``_open311`` answers both)."""
         mimetype = request.mimetype
+        problems: dict[str, str] = {}
         if mimetype == "multipart/form-data":
             pairs = list(request.form.items(multi=True))
         else:
@@ -451,14 +449,14 @@ class Open311Api:
             except UnicodeDecodeError:
                 raise Open311Error.bad_request("body is not valid UTF-8") from None
             if mimetype == "application/json":
-                pairs = json_pairs(parse_json_body(text))
+                pairs, problems = json_pairs(parse_json_body(text))
             elif mimetype in ("application/x-www-form-urlencoded", ""):
                 pairs = _form_pairs(text)
             else:
                 raise Open311Error.bad_request(
                     "Content-Type must be application/x-www-form-urlencoded; charset=utf-8 "
                     "(or application/json)")
-        return read_params([*pairs, *_query_pairs(request)])
+        return read_params([*pairs, *_query_pairs(request)], problems)
 
 
 def archived_received(archive, start: datetime, end: datetime, page: int = ARCHIVE_PAGE,

@@ -1,8 +1,9 @@
 """Open311 <-> Whistle, field by field. Pure: no nameko, no Redis.
 
-- :func:`read_params` and :func:`to_submission`: a POSTed form (or JSON body) to the
-  desk's own :class:`~shared.contracts.SubmitIssue`, every problem named by its
-  Open311 field;
+- :func:`read_params`, :func:`json_pairs` and :func:`submission_for` (or
+  :func:`to_submission`, for a known service): a POSTed form (or JSON body) to the
+  desk's own :class:`~shared.contracts.SubmitIssue`, every problem at once, each named
+  by its Open311 field;
 - :func:`parse_request_query`: the GET requests filters, with the spec's 90-day rule;
 - :func:`request_view`: an issue as an Open311 request. Only public fields: never the
   reporter's name, phone or email, and free text scrubbed as the logs are;
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -55,17 +56,23 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 @dataclass
 class Params:
     """A request's parameters: plain fields (the first value wins) and attributes
-    (``attribute[code]=v`` and ``attribute[code][]=v``, every value kept)."""
+    (``attribute[code]=v`` and ``attribute[code][]=v``, every value kept).
+
+    ``problems``: Open311 field -> why its value was refused while reading (a JSON
+    body's object, or list for a single field); such a field is in neither dict, and
+    the checks of :func:`to_submission` leave it to this one problem."""
 
     fields: dict[str, str]
     attributes: dict[str, list[str]]
+    problems: dict[str, str] = field(default_factory=dict)
 
     def get(self, name: str) -> str | None:
         value = self.fields.get(name)
         return value.strip() if value is not None and value.strip() else None
 
 
-def read_params(pairs: Iterable[tuple[str, str]]) -> Params:
+def read_params(pairs: Iterable[tuple[str, str]],
+                problems: dict[str, str] | None = None) -> Params:
     fields: dict[str, str] = {}
     attributes: dict[str, list[str]] = {}
     for key, value in pairs:
@@ -75,37 +82,48 @@ def read_params(pairs: Iterable[tuple[str, str]]) -> Params:
                 attributes.setdefault(match.group(1), []).append(value.strip())
         else:
             fields.setdefault(key, value)
-    return Params(fields, attributes)
+    return Params(fields, attributes, dict(problems or {}))
 
 
-def json_pairs(body: Any) -> list[tuple[str, str]]:
-    """A JSON body as form pairs: ``{"attribute": {"community": "x", "tags": ["a"]}}`` or
-    flat ``"attribute[community]"`` keys both work; numbers become their text."""
+def json_pairs(body: Any) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """A JSON body as form pairs, and the fields whose values no form could carry
+    (Open311 field -> why), every one of them, not just the first.
+
+    ``{"attribute": {"community": "x", "tags": ["a"]}}`` or flat ``"attribute[community]"``
+    keys both work; numbers and booleans become their text. An object is never a
+    field's value, and a list is one only for an attribute (its values)."""
     if not isinstance(body, dict):
         raise Open311Error.bad_request("a JSON body must be an object of Open311 fields")
     pairs: list[tuple[str, str]] = []
+    problems: dict[str, str] = {}
 
-    def add(key: str, value: Any) -> None:
+    def add(key: str, value: Any, many: bool) -> None:
+        name = key.removesuffix("[]")
         if value is None:
             return
-        if isinstance(value, list):
-            for item in value:
-                add(key, item)
-        elif isinstance(value, dict):
-            raise Open311Error.bad_request(f"{key} must be text, not an object")
+        if isinstance(value, list) and many:
+            if any(isinstance(item, dict | list) for item in value):
+                problems[name] = f"{name} must be a list of text or numbers"
+            else:
+                for item in value:
+                    add(key, item, many)
+        elif isinstance(value, dict | list):
+            problems[name] = (f"{name} must be text or a number, not "
+                              f"{'an object' if isinstance(value, dict) else 'a list'}")
         elif isinstance(value, bool):
             pairs.append((key, "true" if value else "false"))
         else:
             pairs.append((key, str(value)))
 
     for key, value in body.items():
+        key = str(key)
         if key == "attribute" and isinstance(value, dict):
             for code, item in value.items():
                 add(f"attribute[{code}][]" if isinstance(item, list) else f"attribute[{code}]",
-                    item)
+                    item, True)
         else:
-            add(str(key), value)
-    return pairs
+            add(key, value, _ATTRIBUTE.match(key) is not None)
+    return pairs, problems
 
 
 def language_of(value: str | None) -> Language:
@@ -139,59 +157,110 @@ _FIELD_NAMES = {
 
 def to_submission(params: Params, service: Service, default_community: str | None
                   ) -> SubmitIssue:
-    """The desk's submission for this POST, or a 400 naming every bad field."""
-    problems: list[str] = []
+    """The desk's submission for this POST to ``service``, or a 400 naming every bad
+    field."""
+    problems = [(400, why) for why in params.problems.values()]
+    submission = _submission(params, service, default_community, problems)
+    if problems:
+        raise Open311Error(400, *problems)
+    return submission
+
+
+def submission_for(params: Params, catalog: dict[str, Service],
+                   default_community: str | None) -> tuple[Service, SubmitIssue]:
+    """The service ``service_code`` names and the desk's submission, or every problem
+    at once: 404 when the only one is an unknown ``service_code``, else 400 (the
+    unknown service's own ``code`` stays 404)."""
+    problems = [(400, why) for why in params.problems.values()]
+    code, service = params.get("service_code"), None
+    if code is not None:
+        service = catalog.get(code)
+        if service is None:
+            problems.append((404, f"no service {code[:40]!r} (see services.xml)"))
+    elif "service_code" not in params.problems:
+        problems.append((400, "service_code is required (see services.xml)"))
+    submission = _submission(params, service, default_community, problems)
+    if problems:
+        raise Open311Error(404 if all(c == 404 for c, _ in problems) else 400, *problems)
+    return service, submission
+
+
+def _submission(params: Params, service: Service | None, default_community: str | None,
+                problems: list[tuple[int, str]]) -> SubmitIssue | None:
+    """The submission, or None with every problem appended to ``problems``. Without a
+    ``service`` (its code missing or unknown) its attributes go unchecked."""
+    named = set(params.problems)  # Open311 fields already reported: said once
+
+    def problem(fields: Iterable[str], why: str) -> None:
+        named.update(fields)
+        problems.append((400, why))
+
     description = params.get("description")
-    if description is None:
-        problems.append("description is required: what is the problem?")
+    if "description" in named:
+        pass
+    elif description is None:
+        problem(["description"], "description is required: what is the problem?")
     elif len(description) > MAX_DESCRIPTION:
-        problems.append(f"description is longer than {MAX_DESCRIPTION} characters")
+        problem(["description"], f"description is longer than {MAX_DESCRIPTION} characters")
     elif _HTML.search(description):
-        problems.append("description must be plain text: no HTML or code")
+        problem(["description"], "description must be plain text: no HTML or code")
 
     values: dict[str, str] = {}
-    for attribute in service.attributes:
+    for attribute in service.attributes if service else ():
         given = params.attributes.get(attribute.code, [])
         if len(given) > 1:
-            problems.append(f"attribute[{attribute.code}] takes one value")
+            problem([f"attribute[{attribute.code}]"],
+                    f"attribute[{attribute.code}] takes one value")
         elif given:
             values[attribute.code] = given[0]
     community = values.get("community") or default_community
-    for attribute in service.attributes:
+    for attribute in service.attributes if service else ():
         if attribute.required and not values.get(attribute.code) and not (
-                attribute.code == "community" and community):
-            problems.append(f"attribute[{attribute.code}] is required for service "
-                            f"{service.code}: {attribute.description_en}")
+                attribute.code == "community" and community) and \
+                f"attribute[{attribute.code}]" not in named:
+            problem([f"attribute[{attribute.code}]"],
+                    f"attribute[{attribute.code}] is required for service "
+                    f"{service.code}: {attribute.description_en}")
+    if service is None:  # what the service would ask for is unknown: not reported
+        named.update({"attribute[community]", "attribute[building]", "attribute[grid]"})
 
     lat, lon = params.get("lat"), params.get("long")
-    coordinates: tuple[float, float] | None = None
-    if (lat is None) != (lon is None):
-        problems.append("lat and long must be sent together")
-    elif lat is not None and lon is not None:
-        try:
-            coordinates = (float(lat), float(lon))
-        except ValueError:
-            problems.append("lat and long must be numbers (WGS84 degrees)")
+    coordinates: dict[str, float] = {}
+    for name, value in (("lat", lat), ("long", lon)):
+        if value is not None and name not in named:
+            try:
+                coordinates[name] = float(value)
+            except ValueError:
+                problem([name], f"{name} must be a number (WGS84 degrees)")
+    if (lat is None) != (lon is None) and not {"lat", "long"} & named:
+        problem(["lat", "long"], "lat and long must be sent together")
     address_string, address_id = params.get("address_string"), params.get("address_id")
-    if coordinates is None and not address_string and not address_id and lat is None:
-        problems.append("a location is required: lat and long, or address_string, "
-                        "or address_id")
-    if problems:
-        raise Open311Error.bad_request(*problems)
+    where = ("lat", "long", "address_string", "address_id")
+    if not (lat or lon or address_string or address_id) and not set(where) & named:
+        problem(where, "a location is required: lat and long, or address_string, "
+                       "or address_id")
 
     address = " ".join(p for p in (address_string, values.get("building")) if p)
     if not address:
         address = (f"address_id {address_id}" if address_id
-                   else f"{coordinates[0]:.6f}, {coordinates[1]:.6f}")
+                   else f"{coordinates['lat']:.6f}, {coordinates['long']:.6f}"
+                   if len(coordinates) == 2 else "")
+    if not address:  # only when the location's problem is already reported
+        named.add("address_string")
     location: dict[str, Any] = {"community": community, "address": address}
     if values.get("grid"):
         location["grid"] = values["grid"]
-    if coordinates is not None:
-        location["lat"], location["lon"] = coordinates
+    if len(coordinates) == 2:
+        location["lat"], location["lon"] = coordinates["lat"], coordinates["long"]
     data: dict[str, Any] = {
-        "description": description, "category": service.category, "location": location,
-        "channel": Channel.app.value, "language": language_of(params.get("lang")).value,
+        "description": description, "category": service.category if service else None,
+        "location": location, "channel": Channel.app.value,
     }
+    if "lang" not in named:
+        try:
+            data["language"] = language_of(params.get("lang")).value
+        except Open311Error as exc:
+            problems.extend(exc.errors)
     contact = {k: v for k, v in (("name", full_name(params.get("first_name"),
                                                     params.get("last_name"))),
                                  ("phone", params.get("phone")),
@@ -201,12 +270,13 @@ def to_submission(params: Params, service: Service, default_community: str | Non
     if params.get("media_url"):
         data["media_url"] = params.get("media_url")
     try:
-        return SubmitIssue.model_validate(data)
+        submission = SubmitIssue.model_validate(data)
     except ValidationError as exc:  # SubmitIssue's errors never echo the input
         fields = InvalidPayload.from_validation_error(exc).errors
-        raise Open311Error.bad_request(*(
-            f"{_FIELD_NAMES.get(f['field'], f['field'])}: {f['message']}" for f in fields
-        )) from None
+        problems.extend((400, f"{_FIELD_NAMES.get(f['field'], f['field'])}: {f['message']}")
+                        for f in fields if _FIELD_NAMES.get(f["field"], f["field"]) not in named)
+        return None
+    return None if problems else submission
 
 
 def full_name(first: str | None, last: str | None) -> str | None:
