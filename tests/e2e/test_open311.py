@@ -375,6 +375,79 @@ def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whis
                                       params=too_long, timeout=5), 400, "90 days")
 
 
+def test_a_browsers_preflight_is_answered_for_open311_alone(whistle):
+    """Anyone may send a preflight (it carries no data): each Open311 resource names
+    exactly the methods it takes; Whistle's own API allows no other origin."""
+    base = whistle.url
+
+    def options(path: str, method: str | None, **headers) -> requests.Response:
+        asked = {"Origin": "http://map.example.org", **headers}
+        if method:
+            asked["Access-Control-Request-Method"] = method
+        return requests.options(f"{base}{path}", headers=asked, timeout=5)
+
+    for path, method, methods in ((f"{V2}/requests.json", "POST", "GET, POST"),
+                                  (f"{V2}/requests.xml", "GET", "GET, POST"),
+                                  (f"{V2}/requests/WH-20261205-0001.json", "GET", "GET"),
+                                  (f"{V2}/services/pipe_leak.xml", "GET", "GET"),
+                                  (f"{V2}/servicerequestupdates.json", "GET", "GET"),
+                                  (f"{V2}/discovery.json", None, "GET")):
+        answer = options(path, method, **{"Access-Control-Request-Headers": "content-type"})
+        assert answer.status_code == 204, (path, answer.text)
+        assert answer.content == b""
+        assert {k: answer.headers[k] for k in (
+            "Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
+            "Access-Control-Allow-Headers", "Access-Control-Max-Age")} == {
+            "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": methods,
+            "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "86400"}
+
+    # A method the resource does not take, an unknown resource or format: Open311 errors.
+    refused = options(f"{V2}/requests.json", "DELETE")
+    body = assert_open311_error(refused, 400, "takes GET, POST, not DELETE")
+    assert body[0]["code"] == 405 and refused.headers["Allow"] == "GET, POST"
+    body = assert_open311_error(options(f"{V2}/discovery.xml", "POST"), 400, "takes GET")
+    assert body[0]["code"] == 405
+    assert_open311_error(options(f"{V2}/potholes.json", "GET"), 404, "no such resource")
+    assert_open311_error(options(f"{V2}/requests.html", "GET"), 404, ".json")
+
+    # Whistle's own API keeps to its own origin: no CORS header there, preflight or not.
+    for path in ("/issues", "/health"):
+        own = options(path, "POST")
+        assert own.status_code != 204 and "Access-Control-Allow-Origin" not in own.headers
+    assert "Access-Control-Allow-Origin" not in requests.get(f"{base}/health",
+                                                             timeout=5).headers
+
+
+def test_a_browser_on_another_origin_posts_json_and_reads_the_answer(whistle, whistle_env):
+    """A real Chromium preflights a JSON POST from another origin (localhost vs
+    127.0.0.1), then reads the 201 and a list: the path a city's web map takes."""
+    from tests.support.browser import Browser  # selenium: only where this test runs
+
+    key = add_key(whistle_env, "web-map")
+    port = whistle.address.rsplit(":", 1)[1]
+    browser = Browser(f"http://localhost:{port}")
+    try:
+        browser.open("/health")
+        result = browser.driver.execute_async_script("""
+            const [url, key, done] = arguments;
+            (async () => {
+              const posted = await fetch(url + "/requests.json", {method: "POST",
+                headers: {"Content-Type": "application/json"},
+                body: JSON.stringify({api_key: key, service_code: "gas_leak",
+                  address_string: "2号楼", attribute: {community: "缤泰社区"},
+                  description: "楼道里有煤气味"})});
+              const listed = await fetch(url + "/requests.json");
+              return {status: posted.status, created: await posted.json(),
+                      listed: await listed.json()};
+            })().then(done, e => done({error: String(e)}));
+        """, f"http://127.0.0.1:{port}{V2}", key)
+    finally:
+        browser.quit()
+    assert result.get("status") == 201, result
+    issue_id = result["created"][0]["service_request_id"]
+    assert issue_id in [r["service_request_id"] for r in result["listed"]]
+
+
 def test_a_json_post_reports_every_problem_at_once(whistle, whistle_env):
     key = add_key(whistle_env, "json-app")
     answer = requests.post(f"{whistle.url}{V2}/requests.json", timeout=10, json={

@@ -8,6 +8,8 @@ Who may call what:
   key, and it sees only the requests it created.
 - ``POST requests``: a client with a key, limited per key (``OPEN311_POST_LIMIT`` a
   minute). A key is good for nothing else: agency and desk endpoints take staff tokens.
+- ``OPTIONS`` on any of them (a browser's CORS preflight): anyone; it carries no data,
+  only the methods the resource takes.
 
 Every answer, errors included, is Open311's shape in the format asked for; never a
 stack trace or Whistle's own ``{"error": ...}``.
@@ -18,13 +20,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from logging import getLogger
 from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
-from nameko.extensions import DependencyProvider
+from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR, DependencyProvider
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
 
 from services.intake.open311.catalog import Service, build_catalog
 from services.intake.open311.clients import (
@@ -33,7 +37,13 @@ from services.intake.open311.clients import (
     READ_BUCKET,
     Open311Clients,
 )
-from services.intake.open311.formats import FORMATS, Open311Error, render, render_error
+from services.intake.open311.formats import (
+    FORMATS,
+    Open311Error,
+    preflight,
+    render,
+    render_error,
+)
 from services.intake.open311.mapping import (
     CLOSED,
     OPEN311_STATES,
@@ -165,14 +175,28 @@ class Open311Api:
 
     @http("GET,POST,PUT,PATCH,DELETE", f"{PREFIX}/<path:rest>")
     def open311_unknown(self, request, rest):
-        fmt = rest.rsplit(".", 1)[-1] if "." in rest else "xml"
-
         def answer():
-            raise Open311Error.not_found(
-                f"no such resource: {request.method} {PREFIX}/{rest[:100]} (resources end "
-                "in .json or .xml: discovery, services, services/{code}, requests, "
-                "requests/{id}, tokens/{token}, servicerequestupdates)")
-        return self._open311(fmt if fmt in FORMATS else "xml", "errors", answer)
+            raise _no_such_resource(request.method, rest)
+        return self._open311(_format_of(rest), "errors", answer)
+
+    @http("OPTIONS", f"{PREFIX}/<path:rest>")
+    def open311_preflight(self, request, rest):
+        """A browser's CORS preflight, for anyone: it carries no data. 204 with the
+        methods this resource takes; an Open311 error for another method or resource."""
+        fmt = _format_of(rest)
+        methods = methods_of(f"{PREFIX}/{rest}")
+        wanted = request.headers.get("Access-Control-Request-Method", "").strip().upper()
+        if not methods:
+            return render_error(fmt, _no_such_resource(wanted or "OPTIONS", rest))
+        if rest.rsplit(".", 1)[-1] not in FORMATS:
+            return render_error(fmt, Open311Error.not_found(
+                f"format {rest.rsplit('.', 1)[-1][:20]!r} is not served: use .json or .xml"))
+        if wanted and wanted not in methods:
+            response = render_error(fmt, Open311Error(400, (405, (
+                f"{PREFIX}/{rest[:100]} takes {', '.join(methods)}, not {wanted[:20]}"))))
+            response.headers["Allow"] = ", ".join(methods)
+            return response
+        return preflight(methods)
 
     # -------------------------------------------------------------- reading
 
@@ -486,6 +510,46 @@ def _refused(path: str, exc: Exception):
 
 
 ERROR_SHAPES[PREFIX + "/"] = _refused
+
+
+def _format_of(rest: str) -> str:
+    fmt = rest.rsplit(".", 1)[-1] if "." in rest else "xml"
+    return fmt if fmt in FORMATS else "xml"
+
+
+def _no_such_resource(method: str, rest: str) -> Open311Error:
+    return Open311Error.not_found(
+        f"no such resource: {method[:20]} {PREFIX}/{rest[:100]} (resources end in .json "
+        "or .xml: discovery, services, services/{code}, requests, requests/{id}, "
+        "tokens/{token}, servicerequestupdates)")
+
+
+@cache
+def _routes() -> tuple[Map, dict[str, tuple[str, ...]]]:
+    """Open311's own routes, read from the entrypoints above (so a preflight names
+    exactly what a route takes): the map, and each rule's declared methods."""
+    declared: dict[str, list[str]] = {}
+    for member in vars(Open311Api).values():
+        for entrypoint in getattr(member, ENTRYPOINT_EXTENSIONS_ATTR, ()):
+            if "<path:rest>" not in entrypoint.url:  # not the catch-alls
+                declared.setdefault(entrypoint.url, []).extend(entrypoint.method.split(","))
+    rules = Map([Rule(url, methods=methods, endpoint=url) for url, methods in declared.items()])
+    return rules, {url: tuple(methods) for url, methods in declared.items()}
+
+
+def methods_of(path: str) -> list[str]:
+    """The methods an Open311 path takes, in a fixed order; none for no such resource."""
+    rules, declared = _routes()
+    adapter = rules.bind("open311")
+    found: set[str] = set()
+    for url, methods in declared.items():
+        for method in methods:
+            try:
+                if adapter.match(path, method=method)[0] == url:
+                    found.add(method)
+            except HTTPException:
+                pass
+    return sorted(found)
 
 
 def _form_pairs(text: str) -> list[tuple[str, str]]:

@@ -78,6 +78,23 @@ def render(fmt: str, root: str, payload: Any, status: int = 200,
     return Response(body, status=status, headers=headers, content_type=FORMATS[fmt])
 
 
+# A browser's preflight (CORS) for a POST with a JSON body, or any custom header:
+# clients send Content-Type; the key travels as a parameter, never as a header.
+ALLOW_HEADERS = "Content-Type"
+PREFLIGHT_MAX_AGE_S = 86400  # browsers cap it lower (Chromium: 2 hours)
+
+
+def preflight(methods: list[str]) -> Response:
+    """204 to a CORS preflight (or a plain OPTIONS): what the resource takes."""
+    allowed = ", ".join(methods)
+    response = Response(status=204, headers={
+        "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": allowed,
+        "Access-Control-Allow-Headers": ALLOW_HEADERS,
+        "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S), "Allow": allowed})
+    del response.headers["Content-Type"]
+    return response
+
+
 def render_error(fmt: str, error: Open311Error) -> Response:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
     if any(code == 413 for code, _ in error.errors):
