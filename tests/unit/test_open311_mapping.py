@@ -3,7 +3,9 @@ submission, the GET filters, an issue as a request, the journal as updates, XML.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
@@ -83,6 +85,15 @@ def test_building_where_a_housing_agency_works_grid_elsewhere():
     assert codes(NOT_SURE) == {"community": True, "building": False, "grid": False}
     orders = [a["order"] for a in CATALOG["pipe_leak"].definition(Language.en)["attributes"]]
     assert orders == sorted(orders)
+
+
+def test_the_docs_name_exactly_the_services_that_require_the_building():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "open311.md").read_text()
+    [row] = [line for line in doc.splitlines() if line.startswith("| `building` | string | yes")]
+    listed = re.findall(r"`([a-z_]+)`", row.split("With the shipped rules:")[1])
+    required = [code for code, service in CATALOG.items()
+                if (a := service.attribute("building")) is not None and a.required]
+    assert listed == required
 
 
 def test_a_default_community_makes_the_attribute_optional():
