@@ -201,22 +201,11 @@ def rating_link_resend(issue_id: str, url: str | None) -> None:
     As desk staff ($WHISTLE_TOKEN, or one signed with $WHISTLE_SECRET). You learn where it
     went and whether it was accepted; the link itself is never shown to you.
     """
-    import requests
-
     from whistle.credentials import cli_headers
+    from whistle.web_client import base_url, call
 
-    base = url or f"http://{cfg.config_from_env()[cfg.WEB_SERVER_ADDRESS]}"
-    try:
-        response = requests.post(f"{base.rstrip('/')}/issues/{issue_id}/rating-link",
-                                 headers=cli_headers(), timeout=30)
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach Whistle at {base}: "
-                                   f"{type(exc).__name__}") from None
-    body = response.json() if response.headers.get("Content-Type", "").startswith(
-        "application/json") else {}
-    if response.status_code != 202:
-        message = body.get("error", {}).get("message", response.text[:200])
-        raise click.ClickException(f"not sent ({response.status_code}): {message}")
+    body = call("POST", base_url(url), f"/issues/{issue_id}/rating-link", ok=(202,),
+                headers=cli_headers())
     click.echo(f"rating link for {body['issue_id']}: {body['status']} via {body['channel']}"
                + (f" ({body['detail']})" if body.get("detail") else ""))
 
@@ -233,9 +222,10 @@ def _when(epoch: int | None) -> str:
 def demo(url: str | None, as_json: bool) -> None:
     """Drive realistic problems through a running Whistle and show what residents were told."""
     from whistle.demo import run_demo
+    from whistle.web_client import base_url
 
     config = cfg.config_from_env()
-    base = url or f"http://{config[cfg.WEB_SERVER_ADDRESS]}"
+    base = base_url(url)
     try:
         results = run_demo(base, config[cfg.SECRET], console=None if as_json else console)
     except ConnectionError as exc:

@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from shared.auth import issue_token
+from whistle.web_client import call
 
 # Cases from practice.md, in the residents' own (colloquial, sometimes mixed) words.
 DEMO_CASES: list[dict[str, Any]] = [
@@ -69,25 +70,24 @@ def run_case(base: str, secret: str, case: dict[str, Any]) -> dict[str, Any]:
     # The desk submits and reads (a desk token); each agency acts with its own below.
     http.headers["Authorization"] = f"Bearer {issue_token('desk', 'desk-demo', secret, 600)}"
     body = {k: v for k, v in case.items() if k != "title"}
-    receipt = http.post(f"{base}/issues", json=body, timeout=10)
-    receipt.raise_for_status()
-    issue_id = receipt.json()["issue_id"]
+    issue_id = call("POST", base, "/issues", ok=(200, 201, 202), session=http, json=body,
+                    timeout=10)["issue_id"]
 
     def issue() -> dict:
-        return http.get(f"{base}/issues/{issue_id}", timeout=10).json()
+        return call("GET", base, f"/issues/{issue_id}", session=http, timeout=10)
 
     routed = _wait_for(issue, lambda i: i["status"] != "received")
     for assignment in routed["assignments"]:
         agency = assignment["agency"]
         auth = {"Authorization": f"Bearer {issue_token(agency, f'{agency}-demo', secret, 600)}"}
-        url = f"{base}/agencies/{agency}/assignments/{issue_id}"
-        http.post(f"{url}/acknowledge", headers=auth, timeout=10).raise_for_status()
-        http.post(f"{url}/resolve", headers=auth, timeout=10,
-                  json={"note": "已到现场处理完毕 / fixed on site"}).raise_for_status()
+        path = f"/agencies/{agency}/assignments/{issue_id}"
+        call("POST", base, f"{path}/acknowledge", session=http, headers=auth, timeout=10)
+        call("POST", base, f"{path}/resolve", session=http, headers=auth, timeout=10,
+             json={"note": "已到现场处理完毕 / fixed on site"})
 
     def notifications() -> list[dict]:
-        return http.get(f"{base}/issues/{issue_id}/notifications", timeout=10).json()[
-            "notifications"]
+        return call("GET", base, f"/issues/{issue_id}/notifications", session=http,
+                    timeout=10)["notifications"]
 
     # The rating request is the last message of the chain: wait for the whole story.
     told = _wait_for(notifications, lambda n: any(m["kind"] == "rating_request" for m in n))

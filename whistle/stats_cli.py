@@ -19,8 +19,6 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from shared import config as cfg
-
 
 @click.command()
 @click.option("--since", default=None, metavar="ISO",
@@ -34,6 +32,7 @@ def stats(since: str | None, days: int | None, until: str | None, url: str | Non
           as_json: bool) -> None:
     """Show the three rates (三率): response, resolution and satisfaction, per agency."""
     from whistle.route_cli import _display_tz
+    from whistle.web_client import base_url
 
     if since and days:
         raise click.UsageError("give --since or --days, not both")
@@ -47,8 +46,7 @@ def stats(since: str | None, days: int | None, until: str | None, url: str | Non
         params["since"] = _parse(since, "--since", tz).isoformat()
     if end:
         params["until"] = end.isoformat()
-    base = url or f"http://{cfg.config_from_env()[cfg.WEB_SERVER_ADDRESS]}"
-    report = fetch_stats(base, params)
+    report = fetch_stats(base_url(url), params)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
         return
@@ -67,24 +65,10 @@ def _parse(value: str, option: str, tz: tzinfo) -> datetime:
 
 
 def fetch_stats(base: str, params: dict[str, str]) -> dict[str, Any]:
-    import requests
-
     from whistle.credentials import cli_headers
+    from whistle.web_client import call
 
-    try:
-        response = requests.get(f"{base.rstrip('/')}/stats", params=params, timeout=30,
-                                headers=cli_headers())
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach Whistle at {base}: {type(exc).__name__}") from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code != 200 or not isinstance(body, dict):
-        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-        raise click.ClickException(
-            f"GET /stats answered {response.status_code}: {error.get('message', response.text[:200])}")
-    return body
+    return call("GET", base, "/stats", params=params, headers=cli_headers())
 
 
 # -------------------------------------------------------------------- rendering

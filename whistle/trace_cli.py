@@ -19,9 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import click
-import requests
 
-from shared import config as cfg
 from whistle.tail_cli import AGENCY_WIDTH, agency_cell, agency_of
 
 DEADLINE_EVENTS = {"issue.escalated", "issue.closed"}
@@ -131,23 +129,28 @@ def render(trace: dict[str, Any]) -> str:
 def trace(issue_id: str, url: str | None, as_json: bool) -> None:
     """Show the path of one issue across the services, step by step."""
     from whistle.credentials import cli_headers
+    from whistle.web_client import Refused, base_url, call
 
-    base = url or f"http://{cfg.config_from_env()[cfg.WEB_SERVER_ADDRESS]}"
+    base = base_url(url)
     auth = cli_headers()  # the desk's view: the journal and messages are the desk's
+
+    def get(path: str) -> dict[str, Any]:
+        try:
+            return call("GET", base, path, headers=auth, timeout=10)
+        except Refused as exc:
+            if exc.status == 404 and path == f"/issues/{issue_id}":
+                raise click.ClickException(f"no issue {issue_id}") from None
+            if exc.status in (401, 403):
+                raise click.ClickException(f"{exc.message} (trace needs a desk token: set "
+                                           "WHISTLE_TOKEN to one, or WHISTLE_SECRET)") from None
+            raise
+
+    issue = get(f"/issues/{issue_id}")
+    events = get(f"/issues/{issue_id}/events")
+    notes = get(f"/issues/{issue_id}/notifications")
     try:
-        issue = requests.get(f"{base}/issues/{issue_id}", headers=auth, timeout=10)
-        if issue.status_code == 404:
-            raise click.ClickException(f"no issue {issue_id}")
-        if issue.status_code in (401, 403):
-            raise click.ClickException(f"Whistle refused: {issue.json()['error']['message']} "
-                                       "(set WHISTLE_TOKEN to a desk token, or WHISTLE_SECRET)")
-        issue.raise_for_status()
-        events = requests.get(f"{base}/issues/{issue_id}/events", headers=auth,
-                              timeout=10).json()["events"]
-        notes = requests.get(f"{base}/issues/{issue_id}/notifications", headers=auth,
-                             timeout=10).json()["notifications"]
-    except requests.RequestException as exc:
-        raise click.ClickException(f"Whistle is not answering at {base} "
-                                   f"({type(exc).__name__})") from None
-    result = build_trace(issue.json(), events, notes)
+        result = build_trace(issue, events["events"], notes["notifications"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise click.ClickException(f"Whistle at {base} answered in an unexpected form "
+                                   f"({type(exc).__name__}: {exc})") from None
     click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render(result))

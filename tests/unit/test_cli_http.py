@@ -1,0 +1,78 @@
+"""The CLI's HTTP commands (stats, trace, rating-link resend, demo): ``--url`` and
+Whistle's error answers, shown in one line. HTTP is faked at ``requests.request``."""
+
+import json
+
+import pytest
+import requests
+
+from tests.support.cli import one_error_line, run
+from whistle.web_client import base_url
+
+
+def answering(monkeypatch, answers: dict[str, tuple[int, dict]]):
+    """``requests.request`` answers ``answers[path]`` (status, JSON body)."""
+    seen = []
+
+    def fake(method, url, **kwargs):
+        path = "/" + url.split("/", 3)[3]
+        seen.append((method, url))
+        status, body = answers[path]
+        response = requests.Response()
+        response.status_code, response._content = status, json.dumps(body).encode()
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    monkeypatch.setattr(requests, "request", fake)
+    return seen
+
+
+ISSUE = {"issue_id": "WH-20261121-0001", "trace_id": "t", "status": "resolved",
+         "category": "pipe_leak", "priority": "high"}
+FORBIDDEN = (403, {"error": {"code": "forbidden", "message": "only community desk staff "
+                                                             "can do this"}})
+
+
+def test_trace_stops_with_the_services_refusal_of_the_journal(monkeypatch):
+    answering(monkeypatch, {"/issues/WH-20261121-0001": (200, ISSUE),
+                            "/issues/WH-20261121-0001/events": FORBIDDEN})
+    result = run("trace", "WH-20261121-0001", "--url", "http://whistle.test")
+    assert result.exit_code == 1
+    assert one_error_line(result).startswith(
+        "Error: GET /issues/WH-20261121-0001/events answered 403: only community desk staff "
+        "can do this")
+
+
+def test_trace_names_an_issue_that_is_not_there(monkeypatch):
+    answering(monkeypatch, {"/issues/WH-20261121-0009": (404, {"error": {
+        "code": "not_found", "message": "no such issue"}})})
+    result = run("trace", "WH-20261121-0009", "--url", "http://whistle.test")
+    assert result.exit_code == 1 and one_error_line(result) == "Error: no issue WH-20261121-0009"
+
+
+def test_rating_link_resend_says_what_the_service_answered(monkeypatch):
+    answering(monkeypatch, {"/issues/WH-20261121-0001/rating-link": (409, {"error": {
+        "code": "conflict", "message": "no rating is awaited"}})})
+    result = run("rating-link", "resend", "WH-20261121-0001", "--url", "whistle.test:80")
+    assert result.exit_code == 1
+    assert one_error_line(result) == ("Error: POST /issues/WH-20261121-0001/rating-link "
+                                      "answered 409: no rating is awaited")
+
+
+def test_a_bare_host_and_port_is_taken_as_http(monkeypatch):
+    seen = answering(monkeypatch, {"/stats": FORBIDDEN})
+    result = run("stats", "--url", "127.0.0.1:8000")
+    assert one_error_line(result).startswith("Error: GET /stats answered 403")
+    assert seen[0][1].startswith("http://127.0.0.1:8000/stats")
+    assert base_url("127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert base_url("localhost:8000/") == "http://localhost:8000"
+    assert base_url("https://whistle.example") == "https://whistle.example"
+
+
+@pytest.mark.parametrize("command", [["stats"], ["trace", "WH-20261121-0001"], ["demo"],
+                                     ["rating-link", "resend", "WH-20261121-0001"]])
+@pytest.mark.parametrize("url", ["ftp://whistle.example", "http://", "host:port"])
+def test_every_url_option_refuses_what_is_not_an_http_address(command, url):
+    result = run(*command, "--url", url)
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith("Error: Invalid value for '--url'")

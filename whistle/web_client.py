@@ -1,0 +1,64 @@
+"""How the ``whistle`` CLI's HTTP commands find Whistle and read its answers.
+
+One place for ``--url`` (a bare ``host:port`` means ``http://host:port``; any other
+scheme than http or https is a usage error) and for an answer that is not a success:
+the command stops with ``METHOD PATH answered STATUS: the service's message``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import requests
+
+from shared import config as cfg
+
+
+def base_url(url: str | None) -> str:
+    """Whistle's base URL: ``--url`` (checked), else ``http://$WEB_SERVER_ADDRESS``."""
+    if url is None:
+        return f"http://{cfg.config_from_env()[cfg.WEB_SERVER_ADDRESS]}"
+    given = url.strip()
+    if "://" not in given:
+        given = f"http://{given}"
+    parts = urlsplit(given)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// address "
+                                 "(or a bare host:port)", param_hint="'--url'")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise click.BadParameter(f"{url!r} has a port that is not a number",
+                                 param_hint="'--url'") from None
+    return given.rstrip("/")
+
+
+class Refused(click.ClickException):
+    """Whistle answered, but not with success; ``status`` is its HTTP status."""
+
+    def __init__(self, method: str, path: str, status: int, message: str):
+        super().__init__(f"{method} {path} answered {status}: {message}")
+        self.status, self.detail = status, message
+
+
+def call(method: str, base: str, path: str, *, ok: tuple[int, ...] = (200,),
+         session: Any = requests, timeout: float = 30, **kwargs: Any) -> dict[str, Any]:
+    """``METHOD base+path``'s JSON object. Unreachable: a ClickException naming ``base``;
+    any status not in ``ok`` (or a body that is not a JSON object): :class:`Refused`."""
+    try:
+        response = session.request(method, f"{base}{path}", timeout=timeout, **kwargs)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach Whistle at {base}: "
+                                   f"{type(exc).__name__}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code not in ok or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        raise Refused(method, path.split("?")[0], response.status_code,
+                      message or response.text[:200].strip() or response.reason or "no message")
+    return body
