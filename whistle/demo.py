@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -98,6 +99,18 @@ def run_case(base: str, secret: str, case: dict[str, Any]) -> dict[str, Any]:
             "messages": [n["text"] for n in told]}
 
 
+def case_panel(result: dict[str, Any]) -> Panel:
+    """One case for the console. What the service answered is data, not rich markup: a
+    message's "?token=[redacted]" would otherwise be read as a markup tag and vanish."""
+    table = Table(show_header=False, box=None)
+    table.add_row("issue", escape(f"{result['issue_id']}  ({result['status']})"))
+    table.add_row("routed", escape(f"{result['category']}, {result['priority']}: " + ", ".join(
+        f"{agency} ({role})" for agency, role in result["agencies"])))
+    for text in result["messages"]:
+        table.add_row("resident told", escape(text))
+    return Panel(table, title=escape(result["title"]), expand=False)
+
+
 def run_demo(base: str, secret: str, console: Console | None = None) -> list[dict[str, Any]]:
     try:
         requests.get(f"{base}/health", timeout=5).raise_for_status()
@@ -109,11 +122,5 @@ def run_demo(base: str, secret: str, console: Console | None = None) -> list[dic
         result = run_case(base, secret, case)
         results.append(result)
         if console is not None:
-            table = Table(show_header=False, box=None)
-            table.add_row("issue", f"{result['issue_id']}  ({result['status']})")
-            table.add_row("routed", f"{result['category']}, {result['priority']}: " + ", ".join(
-                f"{agency} ({role})" for agency, role in result["agencies"]))
-            for text in result["messages"]:
-                table.add_row("resident told", text)
-            console.print(Panel(table, title=result["title"], expand=False))
+            console.print(case_panel(result))
     return results

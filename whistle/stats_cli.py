@@ -17,6 +17,7 @@ from typing import Any
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -100,7 +101,7 @@ def _times(block: dict, key: str) -> str:
 
 def _row(name: str, block: dict) -> list[str]:
     return [
-        name,
+        escape(name),  # data, not rich markup
         str(block["assigned"]),
         percent(block["response_rate"]),
         percent(block["resolution_rate"]),
