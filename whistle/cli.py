@@ -160,7 +160,8 @@ def token_revoke(jti: str | None, staff: str | None) -> None:
 
 
 @cli.command()
-@click.option("--limit", default=50, show_default=True, help="Newest entries to show.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000),
+              help="Newest entries to show (1-100000).")
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON lines.")
 def audit(limit: int, as_json: bool) -> None:
     """The audit log: every write, who made it (role, staff id, token id) and its outcome."""

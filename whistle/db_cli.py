@@ -88,8 +88,13 @@ def archive(retention: str | None, batch: int, lease_s: int, every_s: float | No
     from shared.errors import Unavailable
 
     config = _config()
-    retention_s = cfg.duration_s(retention if retention is not None
-                                 else config[cfg.HOT_RETENTION])
+    try:
+        retention_s = cfg.duration_s(retention if retention is not None
+                                     else config[cfg.HOT_RETENTION])
+    except cfg.ConfigurationError as exc:
+        if retention is None:
+            raise click.ClickException(f"WHISTLE_HOT_RETENTION: {exc}") from None
+        raise click.BadParameter(str(exc), param_hint="'--retention'") from None
     store = _store(config)
     archiver = Archiver(store, store.archive, retention_s, batch=batch, lease_s=lease_s)
     while True:

@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 from kombu import Connection, Exchange, Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from shared import config as cfg
 from shared.heartbeats import drain
@@ -191,8 +192,11 @@ def tail(issue, agency, kind, service, as_json) -> None:
         click.echo("whistle tail: stopped", err=True)
     except BrokerLost as exc:
         raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
+    except (OSError, KombuOperationalError) as exc:  # kombu wraps a refused connection
+        from whistle.ops import short_reason, where
+
+        raise click.ClickException(f"cannot reach RabbitMQ at {where(config[cfg.AMQP_URI])} "
+                                   f"({short_reason(exc)})") from None
     finally:
         follow.close()
 
@@ -258,7 +262,7 @@ class Follower:
                 self.connect()
                 on_reconnect(self.where, time.monotonic() - lost_at)
                 return
-            except (OSError, *Connection(self.amqp_uri).connection_errors):
+            except (OSError, KombuOperationalError, *Connection(self.amqp_uri).connection_errors):
                 if time.monotonic() - lost_at > self.GIVE_UP_S:
                     raise BrokerLost(f"lost RabbitMQ and could not reach it again in "
                                      f"{self.GIVE_UP_S:.0f} s") from None
