@@ -35,6 +35,7 @@ Usage::
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -319,3 +320,11 @@ def principal_from_request(headers: Mapping[str, str], args: Mapping[str, str], 
 
 
 _ANY_AUDIENCE = [AUDIENCE, FEEDBACK_AUDIENCE, RESIDENT_AUDIENCE]
+
+
+_JTI = re.compile(r"[0-9a-f]{32}")
+
+
+def looks_like_jti(value: str) -> bool:
+    """Whether ``value`` is a token id as :func:`issue_token` makes them (``uuid4().hex``)."""
+    return bool(_JTI.fullmatch(value))

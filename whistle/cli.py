@@ -115,7 +115,8 @@ def token_issue(agency: str, staff_id: str, ttl_s: int | None,
 
     config = cfg.config_from_env()
     try:
-        signed = sign(agency, staff_id, config[cfg.SECRET], ttl_s or config[cfg.TOKEN_TTL],
+        signed = sign(agency, staff_id, config[cfg.SECRET],
+                      config[cfg.TOKEN_TTL] if ttl_s is None else ttl_s,
                       communities=communities or None)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
@@ -134,11 +135,18 @@ def token_revoke(jti: str | None, staff: str | None) -> None:
     next request on, by every instance."""
     import time
 
+    from shared.auth import looks_like_jti
     from shared.guard import revoke, revoke_staff
     from shared.store import connect
 
-    if bool(jti) == bool(staff):
+    if jti is None and staff is None:
+        raise click.UsageError("give a token id (JTI) or --staff AGENCY:STAFF_ID")
+    if jti is not None and staff is not None:
         raise click.UsageError("give a token id (JTI) or --staff AGENCY:STAFF_ID, not both")
+    if jti is not None and not looks_like_jti(jti):
+        raise click.BadParameter(f"{jti!r} is not a token id: `whistle token` prints one "
+                                 "(32 hex digits) on stderr when it issues a token",
+                                 param_hint="'JTI'")
     config = cfg.config_from_env()
     client = connect(config[cfg.REDIS_URL])
     try:

@@ -1,0 +1,29 @@
+"""``whistle token``: a lifetime of 0 and a token id that is not one are refused."""
+
+import pytest
+
+from shared.auth import issue_token, looks_like_jti, verify_token
+from tests.support.cli import one_error_line, run
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5"])
+def test_token_refuses_a_lifetime_of_zero_like_a_negative_one(ttl):
+    result = run("token", "desk", "--ttl", ttl)
+    assert result.exit_code == 2
+    assert "between 1 s and 604800 s" in one_error_line(result)
+
+
+def test_token_revoke_refuses_what_is_not_a_token_id():
+    env = {"REDIS_URL": "redis://127.0.0.1:1/0"}  # refused before Redis is read
+    result = run("token", "revoke", "not-a-jti", env=env)
+    assert result.exit_code == 2 and "'not-a-jti' is not a token id" in one_error_line(result)
+    result = run("token", "revoke", env=env)
+    assert result.exit_code == 2
+    assert one_error_line(result) == "Error: give a token id (JTI) or --staff AGENCY:STAFF_ID"
+
+
+def test_a_token_id_looks_like_the_issuers():
+    jti = verify_token(issue_token("desk", "s1", "x" * 32, 60), "x" * 32).jti
+    assert looks_like_jti(jti)
+    assert not looks_like_jti("not-a-jti") and not looks_like_jti(jti.upper())
+    assert not looks_like_jti(jti + "0")
