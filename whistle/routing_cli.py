@@ -82,6 +82,36 @@ def corrections(export: str | None, every: bool) -> None:
     click.echo(f"wrote {count} example(s) to {path}", err=True)
 
 
+def _usage_error(command: str, message: str) -> None:
+    """One line on stderr and exit 2: the input given cannot be used."""
+    click.echo(f"whistle routing {command}: {message}", err=True)
+    sys.exit(2)
+
+
+def _rules_file() -> Path:
+    return Path(cfg.get(os.environ, cfg.RULES_FILE) or ROOT / "services" / "routing" / "rules.yaml")
+
+
+def _rules(command: str):
+    """The configured rules (their categories are the corpus's taxonomy)."""
+    from services.routing.rules import RulesError, load_rules
+
+    try:
+        return load_rules(_rules_file())
+    except (RulesError, OSError) as exc:
+        _usage_error(command, f"cannot load the rules: {str(exc).splitlines()[0]}")
+
+
+def _read_corpus(command: str, path: str | Path, categories: list[str]) -> list[dict]:
+    """A corpus file's examples; a malformed line stops the command, named."""
+    from services.routing.corrections import CorpusError, read_corpus
+
+    try:
+        return read_corpus(path, categories)
+    except CorpusError as exc:
+        _usage_error(command, str(exc))
+
+
 @routing.command("train")
 @click.option("--train", "train_file", type=click.Path(exists=True, dir_okay=False),
               default=str(TRAIN), show_default=True, help="The training split.")
@@ -104,20 +134,22 @@ def train(train_file: str, with_corrections: bool, corrections_dir: str | None,
           embeddings: bool, urgency_cascade: bool, urgency_per_category: bool,
           models_dir: str | None, publish: bool) -> None:
     """Train the router and write a versioned model artefact."""
+    from services.routing.corrections import CorpusError, load_corrections
     from services.routing.learned import MODELS_DIR, save
     from services.routing.learned import publish as make_current
-    from services.routing.training import read_corpus, train_router
+    from services.routing.training import train_router
 
-    examples = read_corpus(train_file)
+    categories = _rules("train").category_names()
+    examples = _read_corpus("train", train_file, categories)
     sources = [f"{Path(train_file).name} ({len(examples)})"]
     if with_corrections:
-        from services.routing.corrections import load_corrections
-
         try:
-            corrections = load_corrections(corrections_dir)
-        except ValueError as exc:
-            click.echo(f"whistle routing train: {exc}", err=True)
-            sys.exit(2)
+            corrections = load_corrections(corrections_dir, categories)
+        except (CorpusError, FileNotFoundError) as exc:
+            _usage_error("train", str(exc))
+        if not corrections:
+            click.echo(f"whistle routing train: 0 corrections in "
+                       f"{corrections_dir or 'corpus/corrections'}", err=True)
         examples += corrections
         sources.append(f"corrections ({len(corrections)})")
     click.echo(f"training on {len(examples)} examples: {', '.join(sources)}")
@@ -191,18 +223,15 @@ def evaluate(split: str, model_path: str | None, as_json: bool, record: bool,
     from services.routing.classifier import KeywordClassifier, ModelLoadError, load_classifier
     from services.routing.comparison import classify_all
     from services.routing.evaluation import per_category, score
-    from services.routing.rules import load_rules
-    from services.routing.training import read_corpus
 
-    rules_file = Path(cfg.get(os.environ, cfg.RULES_FILE) or
-                      ROOT / "services" / "routing" / "rules.yaml")
-    rules = load_rules(rules_file)
-    examples = read_corpus(split)
+    rules = _rules("evaluate")
+    categories = rules.category_names()
+    examples = _read_corpus("evaluate", split, categories)
     if compare:
         from services.routing.comparison import compare as run_comparison
 
-        results = run_comparison(read_corpus(TRAIN), examples, rules, rules_file,
-                                 log=lambda line: click.echo(line, err=True))
+        results = run_comparison(_read_corpus("evaluate", TRAIN, categories), examples, rules,
+                                 _rules_file(), log=lambda line: click.echo(line, err=True))
         click.echo(json.dumps(results, indent=2))
         if record:
             _record({"comparison": results})

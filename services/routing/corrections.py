@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.contracts import Channel, Language, RouteCorrected
 from shared.issue import IssueRecord
@@ -34,7 +34,7 @@ from shared.privacy import scrub
 __all__ = [
     "CORRECTIONS_DIR", "Correction", "CorpusExample", "corpus_lang", "correction_from",
     "latest_per_issue",
-    "load_corrections", "to_corpus", "write_jsonl",
+    "CorpusError", "CorpusLabels", "load_corrections", "read_corpus", "to_corpus", "write_jsonl",
 ]
 
 CORRECTIONS_DIR = Path(__file__).resolve().parents[2] / "corpus" / "corrections"
@@ -81,6 +81,17 @@ class CorpusExample(BaseModel):
     urgent: bool
     support: list[str] = Field(default_factory=list)
     channel: CorpusChannel
+
+
+class CorpusLabels(BaseModel):
+    """What training and measuring read from a corpus line: the text and its labels
+    (the other fields of the format are the writers' notes, and may be left out)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    text: str = Field(min_length=1)
+    category: str
+    urgent: bool
 
 
 def correction_from(event: RouteCorrected, record: IssueRecord,
@@ -144,22 +155,66 @@ def write_jsonl(examples: Iterable[CorpusExample], out) -> int:
     return count
 
 
-def load_corrections(directory: str | Path | None = None) -> list[dict]:
-    """Every example in ``directory/*.jsonl`` (default ``corpus/corrections``), validated,
-    as corpus dicts, for a trainer to fold in. A report corrected in several files
+class CorpusError(ValueError):
+    """A corpus file that cannot be read; its text names the file, the line and the field."""
+
+
+def read_corpus(path: str | Path, categories: Iterable[str] | None = None,
+                strict: bool = False) -> list[dict]:
+    """The examples of a corpus file (``corpus/README.md``: the format), as dicts, each
+    with a text, a category and whether it is urgent (``strict``: every field of the
+    format, as :class:`CorpusExample`). With ``categories``, a category outside them is
+    refused too.
+
+    Raises :class:`CorpusError` ``FILE:LINE: what is wrong`` for the first bad line.
+    """
+    known = frozenset(categories) if categories is not None else None
+    examples = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            raw = json.loads(line)
+        except ValueError as exc:
+            raise CorpusError(f"{where}: not JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise CorpusError(f"{where}: not a JSON object")
+        try:
+            example = (CorpusExample if strict else CorpusLabels).model_validate(raw)
+        except ValidationError as exc:
+            raise CorpusError(f"{where}: {_first_problem(exc)}") from None
+        if known is not None and example.category not in known:
+            raise CorpusError(f"{where}: field \"category\": unknown category "
+                              f"{example.category!r}")
+        examples.append(example.model_dump())
+    return examples
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"]) or "line"
+    if error["type"] == "missing":
+        return f"field \"{field}\" is missing"
+    if error["type"] == "extra_forbidden":
+        return f"field \"{field}\" is not part of the corpus format"
+    return f"field \"{field}\": {error['msg']}"
+
+
+def load_corrections(directory: str | Path | None = None,
+                     categories: Iterable[str] | None = None) -> list[dict]:
+    """Every example in ``directory/*.jsonl`` (default ``corpus/corrections``), validated
+    by :func:`read_corpus`, for a trainer to fold in. A report corrected in several files
     counts once: the file that sorts last wins (name exports by date).
 
-    Raises ``ValueError`` naming the file and line of a malformed example.
+    Raises :class:`CorpusError` naming the file and line of a malformed example, and
+    ``FileNotFoundError`` when the directory does not exist.
     """
     folder = Path(directory) if directory is not None else CORRECTIONS_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no corrections directory {folder}")
     by_id: dict[str, dict] = {}
     for file in sorted(folder.glob("*.jsonl")):
-        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                example = CorpusExample.model_validate_json(line)
-            except ValueError as exc:
-                raise ValueError(f"{file}:{number}: not a corpus example: {exc}") from None
-            by_id[example.id] = example.model_dump()
+        for example in read_corpus(file, categories, strict=True):
+            by_id[example["id"]] = example
     return list(by_id.values())

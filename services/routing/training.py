@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.routing.corrections import read_corpus
 from services.routing.features import terms
 from services.routing.hazards import hazard_flags
 from services.routing.learned import (
@@ -64,18 +65,6 @@ C_GRID = (0.3, 1.0, 3.0)
 FOLDS = 5
 REPEATS = 4  # 5-fold splits pooled to set the urgency threshold (see cross_validate)
 SEED = 16
-
-
-def read_corpus(path: str | Path) -> list[dict]:
-    """The examples of a corpus file (``corpus/README.md``: the format)."""
-    examples = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                examples.append(json.loads(line))
-            except ValueError as exc:
-                raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
-    return examples
 
 
 def corpus_hash(examples: Sequence[dict]) -> str:
