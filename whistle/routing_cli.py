@@ -232,7 +232,10 @@ def evaluate(split: str, model_path: str | None, as_json: bool, record: bool,
 
         results = run_comparison(_read_corpus("evaluate", TRAIN, categories), examples, rules,
                                  _rules_file(), log=lambda line: click.echo(line, err=True))
-        click.echo(json.dumps(results, indent=2))
+        if as_json:
+            click.echo(json.dumps(results, indent=2))
+        else:
+            _print_comparison(results)
         if record:
             _record({"comparison": results})
         return
@@ -263,6 +266,22 @@ def _record(update: dict) -> None:
     FIGURES.write_text(json.dumps(existing, indent=2, ensure_ascii=False) + "\n",
                        encoding="utf-8")
     click.echo(f"recorded in {FIGURES.relative_to(ROOT)}", err=True)
+
+
+def _print_comparison(results: dict) -> None:
+    """``--compare`` without ``--json``: one row per approach."""
+    click.echo(f"  {'approach':<12}{'category':>9}{'agency':>8}{'macro-F1':>9}{'urgent':>8}"
+               f"{'false':>7}{'sure of':>8}{'CPU ms':>8}{'model':>9}{'install':>9}")
+    click.echo(f"  {'':<12}{'':>9}{'':>8}{'':>9}{'recall':>8}{'urgent':>7}{'':>8}"
+               f"{'a report':>8}{'MB':>9}{'MB':>9}")
+    for name, r in results.items():
+        click.echo(f"  {name:<12}{r['category_accuracy']:>9.1%}{r['agency_accuracy']:>8.1%}"
+                   f"{r['macro_f1']:>9.3f}{r['urgent_recall']:>8.1%}"
+                   f"{r['false_urgent_rate']:>7.1%}{r['confident_share']:>8.1%}"
+                   f"{r['cpu_ms_per_report']:>8.2f}{r['model_bytes'] / 1e6:>9.2f}"
+                   f"{r['install_bytes'] / 1e6:>9.1f}")
+    reports = next(iter(results.values()), {}).get("reports", 0)
+    click.echo(f"  on {reports} reports of the frozen split; --json for every figure")
 
 
 def _print(figures: dict) -> None:

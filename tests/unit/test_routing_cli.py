@@ -52,3 +52,19 @@ def test_a_missing_corrections_directory_is_an_error_an_empty_one_has_none(tmp_p
                                       f"{tmp_path / 'nowhere'}")
     (tmp_path / "empty").mkdir()
     assert load_corrections(tmp_path / "empty") == []
+
+
+FIGURES = json.loads((ROOT / "docs" / "routing-figures.json").read_text(encoding="utf-8"))
+
+
+def test_compare_prints_a_table_and_json_only_when_asked(monkeypatch):
+    monkeypatch.setattr("services.routing.comparison.compare",
+                        lambda *args, **kwargs: FIGURES["comparison"])
+    text = run("routing", "evaluate", "--compare")
+    assert text.exit_code == 0, text.output
+    assert "{" not in text.output and "'" not in text.output
+    rows = {line.split()[0]: line for line in text.output.splitlines()[2:-1]}
+    assert set(rows) == {"keywords", "tfidf", "embeddings", "cascade"}
+    assert "96.9%" in rows["cascade"]
+    as_json = run("routing", "evaluate", "--compare", "--json")
+    assert json.loads(as_json.output) == FIGURES["comparison"]
