@@ -172,13 +172,14 @@ def train(train_file: str, with_corrections: bool, corrections_dir: str | None,
 
 
 @routing.command("reload")
-@click.option("--rules", "what", flag_value="rules",
-              help="Reload the rules file (RULES_FILE) instead of the model.")
-@click.option("--model", "what", flag_value="model", default=True,
-              help="Reload the model artefact (WHISTLE_ROUTING_MODEL; the default).")
+@click.option("--rules", "rules", is_flag=True,
+              help="Reload the rules file (RULES_FILE).")
+@click.option("--model", "model", is_flag=True,
+              help="Reload the model artefact (WHISTLE_ROUTING_MODEL; the default when "
+                   "neither is given). With --rules: the rules, then the model.")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for routing's answer.")
-def reload(what: str, timeout: float) -> None:
+def reload(rules: bool, model: bool, timeout: float) -> None:
     """Tell running routing to load its model (or rules) again: the process that takes
     the call at once, every other routing process within 2 s. A file that does not load
     is refused with the reason, and the old one stays in force."""
@@ -189,21 +190,28 @@ def reload(what: str, timeout: float) -> None:
     from whistle.ops import where
 
     amqp_uri = cfg.config_from_env()[cfg.AMQP_URI]
+    whats = [what for what, asked in (("rules", rules), ("model", model or not rules)) if asked]
+    told = True
     try:
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=timeout) as rpc:
-            answer = (rpc.routing.reload_rules() if what == "rules"
-                      else rpc.routing.reload_model())
-    except (WhistleError, RemoteError) as exc:  # routing refused the file, and said why
-        click.echo(f"whistle routing reload: {exc}", err=True)
-        sys.exit(1)
+            for what in whats:
+                try:
+                    answer = (rpc.routing.reload_rules() if what == "rules"
+                              else rpc.routing.reload_model())
+                except (WhistleError, RemoteError) as exc:  # refused the file, said why
+                    skipped = " (the model was not reloaded)" if what == "rules" and model \
+                        else ""
+                    click.echo(f"whistle routing reload: {exc}{skipped}", err=True)
+                    sys.exit(1)
+                held = answer["model_version"] if what == "model" else (
+                    f"{answer['rules']} rules from {answer['source']}")
+                click.echo(f"routing reloaded its {what}: {held}")
+                told = told and answer["other_processes_told"]
     except Exception as exc:  # noqa: BLE001 - the broker or routing is not there: say so
         click.echo(f"whistle routing reload: could not reach routing at {where(amqp_uri)}: "
                    f"{type(exc).__name__}", err=True)
         sys.exit(2)
-    held = answer["model_version"] if what == "model" else (
-        f"{answer['rules']} rules from {answer['source']}")
-    click.echo(f"routing reloaded its {what}: {held}")
-    click.echo("every other routing process follows within 2 s" if answer["other_processes_told"]
+    click.echo("every other routing process follows within 2 s" if told
                else "the other routing processes were NOT told (Redis unreachable): reload "
                     "again, or restart them")
 

@@ -68,3 +68,58 @@ def test_compare_prints_a_table_and_json_only_when_asked(monkeypatch):
     assert "96.9%" in rows["cascade"]
     as_json = run("routing", "evaluate", "--compare", "--json")
     assert json.loads(as_json.output) == FIGURES["comparison"]
+
+
+class FakeRouting:
+    def __init__(self, calls, refuse=()):
+        self.calls, self.refuse = calls, refuse
+
+    def reload_rules(self):
+        self.calls.append("rules")
+        if "rules" in self.refuse:
+            from shared.errors import InvalidPayload
+            raise InvalidPayload("rules not reloaded: line 3", [])
+        return {"rules": 21, "source": "rules.yaml", "other_processes_told": True}
+
+    def reload_model(self):
+        self.calls.append("model")
+        return {"model_version": "router-1", "other_processes_told": True}
+
+
+@pytest.fixture
+def rpc_calls(monkeypatch):
+    calls, refuse = [], []
+
+    class Proxy:
+        def __init__(self, *args, **kwargs):
+            self.routing = FakeRouting(calls, refuse)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr("nameko.standalone.rpc.ClusterRpcProxy", Proxy)
+    return calls, refuse
+
+
+@pytest.mark.parametrize(("flags", "reloaded"), [
+    ([], ["model"]), (["--model"], ["model"]), (["--rules"], ["rules"]),
+    (["--model", "--rules"], ["rules", "model"])])
+def test_reload_reloads_what_it_is_asked_and_both_when_both(rpc_calls, flags, reloaded):
+    calls, _ = rpc_calls
+    result = run("routing", "reload", *flags)
+    assert result.exit_code == 0, result.output
+    assert calls == reloaded
+    assert [line.split(":")[0] for line in result.output.splitlines()[:-1]] == [
+        f"routing reloaded its {what}" for what in reloaded]
+
+
+def test_reload_of_both_stops_at_rules_that_do_not_load(rpc_calls):
+    calls, refuse = rpc_calls
+    refuse.append("rules")
+    result = run("routing", "reload", "--rules", "--model")
+    assert result.exit_code == 1 and calls == ["rules"]
+    assert "(the model was not reloaded)" in one_error_line(result)
+
