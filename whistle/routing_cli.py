@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import click
@@ -66,7 +67,8 @@ def corrections(export: str | None, every: bool) -> None:
     if export is None:
         for c in chosen:
             was = c.previous_category or "(triage)"
-            click.echo(f"{c.at:%Y-%m-%d %H:%M}  {c.issue_id}  {c.source:<7}  {was} -> "
+            at = c.at.astimezone(UTC) if c.at.tzinfo else c.at  # recorded in UTC
+            click.echo(f"{at:%Y-%m-%d %H:%M} UTC  {c.issue_id}  {c.source:<7}  {was} -> "
                        f"{c.category}{'  urgent' if c.urgent else ''}  by {c.by}"
                        f"{f'  ({c.reason})' if c.reason else ''}")
         click.echo(f"{len(chosen)} correction(s)" + ("" if every else " (latest per report)"))

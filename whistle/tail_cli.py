@@ -182,7 +182,7 @@ def tail(issue, agency, kind, service, as_json) -> None:
         follow.connect()  # the first time, a broker out of reach is an error at once
         click.echo("whistle tail: following whistle.events and RPC (Ctrl-C to stop)", err=True)
         if not as_json:
-            click.echo(f"{'time':<12}  {'service':<8} {'type':<32} {'issue':<17} "
+            click.echo(f"{'time (UTC)':<12}  {'service':<8} {'type':<32} {'issue':<17} "
                        f"{'agency':<17} {'since received':>11}")
         follow.run(on_reconnect=lambda where, gap: click.echo(
             f"whistle tail: connection lost; following again on {where} "

@@ -105,6 +105,17 @@ def human(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def short_call_id(call_id: str | None) -> str:
+    """``routing.route_issue.8aac…``: service and entrypoint, the worker's id cut to four
+    characters (``--json`` has it whole)."""
+    if not call_id:
+        return "-"
+    head, _, worker = call_id.rpartition(".")
+    if not head or len(worker) <= 5:
+        return call_id
+    return f"{head}.{worker[:4]}…"
+
+
 def render(trace: dict[str, Any]) -> str:
     lines = [f"{trace['issue_id']}  trace {trace['trace_id']}  {trace['status']}  "
              f"({trace['category']}, {trace['priority']})", ""]
@@ -114,9 +125,12 @@ def render(trace: dict[str, Any]) -> str:
         lines.append(
             f"  {'+' + human(s['since_start_s']):>9}  {human(s['duration_s']):>9}  {s['kind']:<19} "
             f"{(s['service'] or '-'):<8} {(s['entrypoint'] or '-'):<26} {s['type']:<34} "
-            f"{agency_cell(s['agency']):<{AGENCY_WIDTH}} {s['call_id'] or '-'}")
+            f"{agency_cell(s['agency']):<{AGENCY_WIDTH}} {short_call_id(s['call_id'])}")
     t = trace["totals_s"]
-    lines += ["", f"  processing {human(t['processing'])}, waiting for people "
+    # Notifications are sent alongside the events' processing: their rows show when
+    # they went out, and are not added to the total (it would count that time twice).
+    lines += ["", f"  processing {human(t['processing'])} (events, not notifications), "
+                  f"waiting for people "
                   f"{human(t['waiting (people)'])}, waiting for deadlines "
                   f"{human(t['waiting (deadline)'])}"]
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 from whistle.tail_cli import agency_cell, describe, matches
-from whistle.trace_cli import build_trace, human
+from whistle.trace_cli import build_trace, human, short_call_id
 from whistle.trace_cli import render as render_trace
 
 NOW = datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
@@ -95,3 +95,12 @@ def test_trace_tells_processing_from_waiting_for_people_and_deadlines():
     assert trace["steps"][2]["agency"] == "housing_admin,property_manager,power,water"
     dispatched = next(r for r in render_trace(trace).splitlines() if "issue.dispatched" in r)
     assert "housing_admin +3  routing.route_issue.2" in dispatched  # the column's width kept
+    # the notification rows are not in the processing total, and the total says so
+    assert "processing 8ms (events, not notifications)," in render_trace(trace)
+
+
+def test_short_call_ids_keep_service_entrypoint_and_four_characters():
+    assert short_call_id("intake.submit_issue_http.daa5e546-0734-44d5-b4a6-155b8dcdc6da") == \
+        "intake.submit_issue_http.daa5…"
+    assert short_call_id("routing.route_issue.2") == "routing.route_issue.2"
+    assert short_call_id(None) == "-"
