@@ -114,6 +114,7 @@ def token_issue(agency: str, staff_id: str, ttl_s: int | None,
     from shared.auth import verify_token
 
     config = cfg.config_from_env()
+    _known_agency_or_exit(agency, config)
     try:
         signed = sign(agency, staff_id, config[cfg.SECRET],
                       config[cfg.TOKEN_TTL] if ttl_s is None else ttl_s,
@@ -217,6 +218,25 @@ def rating_link_resend(issue_id: str, url: str | None) -> None:
                 headers=cli_headers())
     click.echo(f"rating link for {body['issue_id']}: {body['status']} via {body['channel']}"
                + (f" ({body['detail']})" if body.get("detail") else ""))
+
+
+def _known_agency_or_exit(agency: str, config: dict) -> None:
+    """A token for an agency the rules do not know would open no door but look valid:
+    refuse it (exit 2), naming the agencies there are ($RULES_FILE, else the shipped rules)."""
+    from services.routing.rules import RulesError, load_rules
+    from shared.auth import DESK
+
+    if agency == DESK:
+        return
+    try:
+        known = load_rules(cfg.get(config, cfg.RULES_FILE) or None).agencies
+    except (RulesError, OSError) as exc:
+        click.echo(f"whistle token: cannot read the rules' agencies: {exc}", err=True)
+        sys.exit(2)
+    if agency not in known:
+        click.echo(f"whistle token: unknown agency {agency!r}; known: "
+                   f"{', '.join([DESK, *sorted(known)])}", err=True)
+        sys.exit(2)
 
 
 def _when(epoch: int | None) -> str:

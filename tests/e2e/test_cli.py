@@ -28,6 +28,15 @@ def test_token_is_signed_for_the_agency_and_staff(whistle_env):
     assert (principal.agency, principal.staff_id) == ("gas", "li-09")
 
 
+def test_token_refuses_an_agency_the_rules_do_not_know(whistle_env):
+    whistle_env[cfg.SECRET] = "x" * 40
+    result = whistle("token", "nonexistent_agency", env=whistle_env)
+    assert result.returncode == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert "unknown agency 'nonexistent_agency'" in line
+    assert "desk" in line and "water" in line and "street_office" in line
+
+
 def test_rules_check_lists_every_error_with_its_line(tmp_path):
     bad = tmp_path / "rules.yaml"
     shipped = SHIPPED_RULES
