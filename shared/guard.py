@@ -18,7 +18,9 @@ one client drowning the others.
 
 Every write (a check with ``action=``) leaves one entry in the audit log, the Redis
 stream ``{p}:audit``: when, what, on which issue, the outcome (HTTP status), and who
-(role, ``jti``, staff id, agency, or the resident's report), never the token. It is
+(role, ``jti``, staff id, agency, or the resident's report), never the token. The issue
+is named only when the path's id is shaped like one (``(not an issue id)`` otherwise: a
+path parameter can be a phone number), and the entry is scrubbed like a log line. It is
 written when the worker ends, after the response is handed over. A write that passes
 through two workers (a page, then the owning service's RPC with the same token) is
 audited by the one that did it: the page drops its own entry once the service
@@ -60,7 +62,8 @@ from shared.auth import (
     verify_token,
 )
 from shared.errors import RateLimited, Unauthorized, Unavailable, WhistleError
-from shared.store import REDIS_ERRORS, connect
+from shared.privacy import scrub
+from shared.store import ISSUE_ID, REDIS_ERRORS, connect
 
 SUBMIT, READ = "submit", "read"
 RPC = "rpc"  # no rate limit: RPC callers hold broker credentials
@@ -176,11 +179,11 @@ class Guard(DependencyProvider):
         fields = {"at": datetime.now(UTC).isoformat(), "action": entry.action,
                   "status": str(status), **entry.principal.audit_fields()}
         if entry.issue_id:
-            fields["issue_id"] = entry.issue_id
+            fields["issue_id"] = audited_issue_id(entry.issue_id)
         with contextlib.suppress(*REDIS_ERRORS):
             # Redis gone after the write went through: the write's own record is in
             # the issue's journal; the request itself already failed if it needed Redis.
-            self.client.xadd(self.keys.audit, fields, maxlen=self.audit_max,
+            self.client.xadd(self.keys.audit, scrub(fields), maxlen=self.audit_max,
                              approximate=True)
 
     def worker_teardown(self, worker_ctx):
@@ -330,6 +333,16 @@ class _Audit:
     def __init__(self, principal: Principal | ApiClient, action: str, issue_id: str | None):
         self.principal, self.action, self.issue_id = principal, action, issue_id
         self.status: int | None = None  # the outcome, when not the worker's own answer
+
+
+NOT_AN_ISSUE_ID = "(not an issue id)"
+
+
+def audited_issue_id(value: str) -> str:
+    """The issue id an audit entry names: the path's ``{id}`` only when it is shaped like
+    one (``WH-20261121-0001``). A path parameter is whatever the caller typed, a phone
+    number included, and the audit log keeps no personal data."""
+    return value if ISSUE_ID.fullmatch(value) else NOT_AN_ISSUE_ID
 
 
 def _status(result: Any, exc_info: Any) -> int:

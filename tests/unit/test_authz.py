@@ -356,3 +356,39 @@ def test_the_guard_verifies_a_staff_token_once_and_never_past_its_expiry():
     with pytest.raises(Unauthorized, match="expired"):
         guard.principal(request(short))
     guard.stop()
+
+
+@pytest.mark.parametrize(("path_id", "recorded"), [
+    ("WH-20261121-0001", "WH-20261121-0001"),
+    ("13812345678", "(not an issue id)"),
+    ("WH-13812345678", "(not an issue id)"),
+    ("WH-20261121-0001x", "(not an issue id)"),
+    ("", "(not an issue id)"),
+])
+def test_the_audit_log_names_an_issue_only_when_the_path_holds_an_issue_id(path_id, recorded):
+    """A path parameter is what the caller typed (POST /issues/13812345678/rating-link):
+    the audit entry keeps it only when it is shaped like an issue id, and is scrubbed."""
+    from types import SimpleNamespace
+
+    from shared import config as cfg
+    from shared.guard import Guard, GuardAccess
+
+    class Stream:
+        def __init__(self):
+            self.entries = []
+
+        def xadd(self, key, fields, **_):
+            self.entries.append(fields)
+
+    guard = Guard()
+    guard.container = SimpleNamespace(config=cfg.config_from_env({}, **{cfg.SECRET: SECRET}))
+    guard.setup()  # builds its Redis client; nothing here talks to Redis
+    guard.client.close()
+    guard.client = stream = Stream()
+    desk = verify_token(issue_token("desk", "13900001111", SECRET), SECRET)
+    worker = object()
+    GuardAccess(guard, worker).record(desk, "rating_link.resend", path_id)
+    guard.worker_result(worker, result=(404, "{}"))
+    [entry] = stream.entries
+    assert entry.get("issue_id", "(not an issue id)") == recorded
+    assert entry["status"] == "404" and "13900001111" not in str(entry)
