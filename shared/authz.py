@@ -235,7 +235,9 @@ def may_read_stats(principal: Principal) -> frozenset[str] | None:
 
 
 def may_read_assignments(principal: Principal, agency: str) -> None:
-    """An agency's assignment list: its own staff, or the desk."""
+    """An agency's assignment list: its own staff, or the desk. A desk token scoped to
+    some communities lists only those communities' assignments: narrow the store query
+    with :func:`may_list_issues` and filter the records with :func:`visible_in_list`."""
     _staff(principal)
     if principal.role is Role.agency and principal.agency != agency:
         raise Forbidden(f"token is for agency {principal.agency!r}, not {agency!r}")

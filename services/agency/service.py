@@ -19,7 +19,12 @@ from services.agency.domain import (
     withdrawal_note,
 )
 from shared.auth import Principal
-from shared.authz import may_act_for_agency, may_read_assignments
+from shared.authz import (
+    may_act_for_agency,
+    may_list_issues,
+    may_read_assignments,
+    visible_in_list,
+)
 from shared.contracts import (
     AcknowledgeAssignment,
     AssignmentCreated,
@@ -81,7 +86,7 @@ class AgencyService:
     def list_assignments(self, token: str, agency: str, status: str = "open") -> list[dict]:
         principal = self.guard.staff(token)
         self._may(may_read_assignments, principal, agency)
-        return self._assignments(agency, status)
+        return self._assignments(principal, agency, status)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def acknowledge(self, token: str, agency: str, issue_id: str,
@@ -102,7 +107,7 @@ class AgencyService:
         self._may(may_read_assignments, principal, agency)
         status = request.args.get("status", "open")
         return {"agency": agency, "status": status,
-                "assignments": self._assignments(agency, status)}
+                "assignments": self._assignments(principal, agency, status)}
 
     @http("POST", "/agencies/<agency>/assignments/<issue_id>/acknowledge",
           expected_exceptions=EXPECTED_ERRORS)
@@ -126,17 +131,26 @@ class AgencyService:
 
     # ------------------------------------------------------------ internals
 
-    def _assignments(self, agency: str, status: str) -> list[dict]:
+    def _assignments(self, principal: Principal, agency: str, status: str) -> list[dict]:
+        """``agency``'s assignments as ``principal`` may list them: a desk token scoped to
+        some communities gets only those communities' (``GET /issues``'s narrowing and
+        second check)."""
         wanted = STATUS_FILTERS.get(status)
         if wanted is None:
             raise InvalidPayload(f"invalid status: {status!r}", [{
                 "field": "status", "message": f"must be one of {', '.join(STATUS_FILTERS)}",
                 "type": "enum"}])
-        records = (self.store.open_for_agency(agency) if status == "open"
-                   else self.store.find(IssueFilter(agency=agency, limit=500)))
+        if status == "open":
+            records = self.store.open_for_agency(agency)
+        else:
+            queries = may_list_issues(principal, IssueFilter(agency=agency, limit=500))
+            records = [r for query in queries for r in self.store.find(query)]
+            if len(queries) > 1:
+                records.sort(key=lambda r: r.received_at, reverse=True)
         now = utcnow()
         return [assignment_view(r, agency, now) for r in records
-                if agency in r.agencies() and r.assignment_for(agency).status in wanted]
+                if visible_in_list(principal, r) and agency in r.agencies()
+                and r.assignment_for(agency).status in wanted]
 
     def _acknowledge(self, staff: Principal, agency: str, issue_id: str,
                      payload: dict | None) -> dict:

@@ -201,6 +201,33 @@ def test_each_identity_sees_only_its_own_view(whistle, gateway):
                         params={"agency": "power"}).status_code == 403
 
 
+def test_a_scoped_desk_lists_an_agencys_assignments_only_in_its_communities(whistle):
+    """docs/http.md: a desk token naming communities reads only there. An agency's list
+    (HTTP and RPC, every status) holds no other community's issue."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk = staff_headers("desk", "d-1", secret)
+    here = submit(base, FLYING_WIRE, desk)
+    elsewhere = submit(base, {**FLYING_WIRE, "location": {"community": "和平里社区",
+                                                         "address": "2号楼1单元"}}, desk)
+    for issue_id in (here, elsewhere):
+        wait_for(lambda i=issue_id: status_of(base, i, desk), lambda s: s == "dispatched")
+    scoped = staff_headers("desk", "d-2", secret, communities=["缤泰社区"])
+    for status in ("open", "all", "assigned"):
+        listed = requests.get(f"{base}/agencies/power/assignments", headers=scoped,
+                              params={"status": status}, timeout=10)
+        assert listed.status_code == 200, listed.text
+        assert [a["issue_id"] for a in listed.json()["assignments"]] == [here], status
+        assert "和平里社区" not in listed.text
+    everywhere = requests.get(f"{base}/agencies/power/assignments", headers=desk,
+                              params={"status": "all"}, timeout=10).json()["assignments"]
+    assert {a["issue_id"] for a in everywhere} == {here, elsewhere}
+    token = scoped["Authorization"].removeprefix("Bearer ")
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        assert [a["issue_id"] for a in rpc.agency.list_assignments(token, "power", "all")
+                ] == [here]
+
+
 TABLE_WRITES = (  # (path under the issue, a valid body, a body missing its required field)
     ("/table", {"meets_at": "2026-12-02T09:00:00+08:00", "place": "居委会", "agencies": []},
      {"place": "居委会"}),

@@ -164,6 +164,19 @@ def test_lists_are_narrowed_to_the_callers_scope():
     assert not visible_in_list(resident(), issue)
 
 
+def test_a_scoped_desk_lists_an_agencys_assignments_only_in_its_communities():
+    """GET /agencies/{a}/assignments: the desk may read the list, narrowed like GET /issues
+    (per community) and checked again per record, so another community's issue never
+    shows."""
+    scoped = desk(["和平里社区"])
+    may_read_assignments(scoped, "power")
+    assert may_list_issues(scoped, IssueFilter(agency="power", limit=500)) == [
+        IssueFilter(agency="power", community="和平里社区", limit=500)]
+    assert not visible_in_list(scoped, record())
+    assert visible_in_list(scoped, record(community="和平里社区"))
+    assert visible_in_list(desk(), record())
+
+
 def test_stats_scope_is_the_desk_tokens_communities():
     assert may_read_stats(desk()) is None
     assert may_read_stats(desk(["缤泰社区"])) == {"缤泰社区"}
