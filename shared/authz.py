@@ -250,6 +250,15 @@ def may_act_for_agency(principal: Principal, agency: str) -> None:
         raise Forbidden(f"token is for agency {principal.agency!r}, not {agency!r}")
 
 
+def may_act_on_assignment(principal: Principal, agency: str, record: IssueRecord) -> None:
+    """报到 or resolve ``agency``'s part of ``record``: that agency's own staff, and only
+    while the agency has an assignment there (a withdrawn one is gone). Judged before the
+    request's body is read, so a caller refused here never learns about the body."""
+    may_act_for_agency(principal, agency)
+    if all(a.agency != agency for a in record.assignments):
+        raise Forbidden(f"agency {agency!r} has no assignment on issue {record.issue_id}")
+
+
 def may_submit(principal: Principal, anonymous_allowed: bool) -> None:
     """``POST /issues``: staff always; anonymous callers when the deployment allows it
     (``WHISTLE_ANONYMOUS_SUBMIT``); residents' links, which are for reading, as anonymous."""

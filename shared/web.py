@@ -335,13 +335,19 @@ http = JsonHttpHandler.decorator
 
 def read_json(request: Request, model: type[M]) -> M:
     """Parse and validate a JSON body, with clear 4xx errors for every way it can be bad."""
+    return validate(model, read_json_data(request))
+
+
+def read_json_data(request: Request) -> Any:
+    """:func:`read_json` without the model: the parsed body (400/413 when it cannot be),
+    for a handler that must look into it (a rating token) before judging the rest."""
     if request.mimetype != "application/json":
         raise MalformedBody("Content-Type must be application/json")
     try:
         text = read_body_text(request)
     except UnicodeDecodeError:
         raise MalformedBody("body is not valid UTF-8") from None
-    return validate(model, parse_json_body(text))
+    return parse_json_body(text)
 
 
 def has_body(request: Request) -> bool:

@@ -21,6 +21,7 @@ from services.agency.domain import (
 from shared.auth import Principal
 from shared.authz import (
     may_act_for_agency,
+    may_act_on_assignment,
     may_list_issues,
     may_read_assignments,
     visible_in_list,
@@ -92,11 +93,13 @@ class AgencyService:
     def acknowledge(self, token: str, agency: str, issue_id: str,
                     payload: dict | None = None) -> dict:
         staff = self.guard.staff(token, "assignment.acknowledge", issue_id)
+        self._may_act(staff, agency, issue_id)
         return self._acknowledge(staff, agency, issue_id, payload)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def resolve(self, token: str, agency: str, issue_id: str, payload: dict | None = None) -> dict:
         staff = self.guard.staff(token, "assignment.resolve", issue_id)
+        self._may_act(staff, agency, issue_id)
         return self._resolve(staff, agency, issue_id, payload)
 
     # ----------------------------------------------------------------- HTTP
@@ -113,7 +116,7 @@ class AgencyService:
           expected_exceptions=EXPECTED_ERRORS)
     def acknowledge_http(self, request, agency, issue_id):
         staff = self.guard.check(request, "assignment.acknowledge", issue_id)
-        self._may(may_act_for_agency, staff, agency, issue_id)
+        self._may_act(staff, agency, issue_id)  # before the body: 403, never a 400/422
         body = read_json(request, AcknowledgeAssignment) if has_body(request) else None
         return self._acknowledge(staff, agency, issue_id, body and body.model_dump())
 
@@ -121,7 +124,7 @@ class AgencyService:
           expected_exceptions=EXPECTED_ERRORS)
     def resolve_http(self, request, agency, issue_id):
         staff = self.guard.check(request, "assignment.resolve", issue_id)
-        self._may(may_act_for_agency, staff, agency, issue_id)
+        self._may_act(staff, agency, issue_id)  # before the body: 403, never a 400/422
         body = read_json(request, ResolveAssignment)
         return self._resolve(staff, agency, issue_id, body.model_dump())
 
@@ -154,7 +157,8 @@ class AgencyService:
 
     def _acknowledge(self, staff: Principal, agency: str, issue_id: str,
                      payload: dict | None) -> dict:
-        self._may(may_act_for_agency, staff, agency, issue_id)
+        """报到, by ``staff`` already judged (:meth:`_may_act`); the store's change checks
+        the assignment again under its lock."""
         body = validate(AcknowledgeAssignment, payload or {})
         now = utcnow()
         applied = self.store.apply(
@@ -168,7 +172,7 @@ class AgencyService:
 
     def _resolve(self, staff: Principal, agency: str, issue_id: str,
                  payload: dict | None) -> dict:
-        self._may(may_act_for_agency, staff, agency, issue_id)
+        """Resolve ``agency``'s part, by ``staff`` already judged (:meth:`_may_act`)."""
         body = validate(ResolveAssignment, payload or {})
         now = utcnow()
         applied = self.store.apply(
@@ -180,6 +184,13 @@ class AgencyService:
                       staff_id=staff.staff_id, jti=staff.jti,
                       issue_status=applied.record.status.value)
         return assignment_view(applied.record, agency, now)
+
+    def _may_act(self, staff: Principal, agency: str, issue_id: str) -> None:
+        """``staff`` may act on ``agency``'s assignment on the issue (read for it only
+        once the token is for that agency: another agency's token learns nothing)."""
+        self._may(may_act_for_agency, staff, agency, issue_id)
+        record = self.store.get(issue_id)
+        self._may(lambda p, a: may_act_on_assignment(p, a, record), staff, agency, issue_id)
 
     def _may(self, decision, principal: Principal, agency: str, issue_id: str | None = None):
         try:

@@ -69,7 +69,7 @@ from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
 from shared.rpc import rpc
 from shared.store import Read, Store
-from shared.web import health_report, http, read_json, validate
+from shared.web import health_report, http, read_json, read_json_data, validate
 
 DEADLINE_WATCH_INTERVAL_S = 1.0
 # A report's would-be primary can close while it is being merged; look again this
@@ -250,12 +250,23 @@ class RoutingService:
     @http("POST", "/issues/<issue_id>/feedback", expected_exceptions=EXPECTED_ERRORS)
     def submit_feedback_http(self, request, issue_id):
         # The rating link carries the token in its query string; a body may carry it too.
+        # A caller known from the request itself (a staff token, a resident's link in the
+        # header or query) is judged before the body is read, so a refused one gets 403,
+        # never a 400/422. Only an anonymous request's body is looked into, for its token
+        # alone (a body that is not JSON is 400 then: there is no token to find), and the
+        # rest is validated once that token may rate.
         principal = self.guard.check(request, "issue.rate", issue_id, anonymous=True)
-        body = read_json(request, FeedbackForm)
-        if principal.role is Role.anonymous and body.token:
-            principal = self.guard.check_token(body.token, "issue.rate", issue_id,
-                                               address=request.remote_addr)
-        return self._rate(may_rate(principal, issue_id), body.rating, body.comment)
+        if principal.role is not Role.anonymous:
+            may_rate(principal, issue_id)
+        data = read_json_data(request)
+        if principal.role is Role.anonymous:
+            token = data.get("token") if isinstance(data, dict) else None
+            if isinstance(token, str) and token:
+                principal = self.guard.check_token(token, "issue.rate", issue_id,
+                                                   address=request.remote_addr)
+        grant = may_rate(principal, issue_id)
+        body = validate(FeedbackForm, data)
+        return self._rate(grant, body.rating, body.comment)
 
     def _rate(self, grant: FeedbackGrant, rating: Rating, comment: str | None) -> dict:
         now = utcnow()
@@ -473,10 +484,14 @@ class RoutingService:
     def _caller_then_body(self, request, issue_id: str, model, desk: bool = False,
                           **dump) -> tuple[str | None, dict]:
         """An issue write's staff token (``desk``: the desk's), then its body: the caller
-        is checked first, so strangers get 401/403 and learn nothing from a 422."""
-        token = self._token(request, "issue.change", issue_id)
+        is checked first, so strangers get 401/403 and learn nothing from a 400/422. A
+        caller who may not touch this issue at all (a desk outside its communities, an
+        agency with no part in it) is refused here too, before the body."""
+        staff, token = self._staff_request(request, "issue.change", issue_id)
         if desk:
-            self._desk(token)
+            must_be_desk(staff)
+        if not (staff.is_desk and staff.communities is None):  # the unscoped desk reads all
+            may_read_issue(staff, self.store.get(issue_id))
         return token, read_json(request, model).model_dump(**dump)
 
     @http("GET", "/health")
@@ -551,7 +566,12 @@ class RoutingService:
         """A request's staff token, after the guard (revocation, rate limit; ``action``: a
         write, audited): the RPC method it is handed to decides what that staff member
         may do."""
+        return self._staff_request(request, action, issue_id)[1]
+
+    def _staff_request(self, request, action: str | None = None, issue_id: str | None = None
+                       ) -> tuple[Principal, str | None]:
+        """:meth:`_token`, with the staff member it names."""
         principal = self.guard.check(request, action, issue_id)
         if not principal.is_staff:
             raise Forbidden("only desk or agency staff can do this")
-        return bearer_token(request.headers.get("Authorization"))
+        return principal, bearer_token(request.headers.get("Authorization"))

@@ -134,6 +134,23 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
         ("GET", "/agencies/power/assignments", None, row(401, 200, 200, 403, 403, 403, 403)),
         ("POST", "/routing/explain", explain, row(401, 200, 403, 403, 403, 403, 403)),
         ("POST", "/issues", OTHER_REPORT, row(201, 201, 201, 201, 201, 201, 201)),
+        # Bad bodies: whoever may not make the write gets 401/403 all the same, before the
+        # body is read; a caller who may gets the 400/422. (A string is sent as it is.)
+        ("POST", f"/issues/{issue_id}/feedback", {"rating": "bogus"},
+         row(401, 403, 403, 403, 403, 422, 403)),
+        ("POST", f"/issues/{issue_id}/feedback", "{",  # anonymous: its body may hold a link
+         row(400, 403, 403, 403, 403, 400, 403)),
+        ("POST", f"/agencies/water/assignments/{issue_id}/acknowledge", {"note": 5},
+         row(401, 403, 403, 403, 403, 403, 403)),  # water has no part in this issue
+        ("POST", f"/agencies/water/assignments/{issue_id}/resolve", "{",
+         row(401, 403, 403, 403, 403, 403, 403)),
+        ("POST", f"{agency_url[len(base):]}/acknowledge", {"note": 5},
+         row(401, 403, 422, 403, 403, 403, 403)),
+        ("POST", f"/issues/{issue_id}/triage", "{", row(401, 400, 403, 403, 403, 403, 403)),
+        ("POST", f"/issues/{issue_id}/reroute", {"category": 5},
+         row(401, 422, 403, 403, 403, 403, 403)),
+        ("POST", f"/issues/{issue_id}/table/agencies", "{",
+         row(401, 400, 400, 403, 400, 403, 403)),  # water has no part in it
         ("POST", f"/issues/{issue_id}/table", {"meets_at": "2026-12-02T09:00:00+08:00",
                                                "place": "居委会", "agencies": []},
          row(401, 409, 403, 403, 403, 403, 403)),  # the desk may; a table already sits
@@ -159,8 +176,10 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
             wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk).json()
                      ["feedback_due"], bool)
         for identity in IDENTITIES:
-            response = requests.request(method, base + path, headers=headers[identity],
-                                        json=body, timeout=10)
+            sent = ({"data": body, "headers": {**headers[identity],
+                                               "Content-Type": "application/json"}}
+                    if isinstance(body, str) else {"json": body, "headers": headers[identity]})
+            response = requests.request(method, base + path, timeout=10, **sent)
             got.append((method, path, identity, response.status_code))
             expected.append((method, path, identity, statuses[identity]))
             assert "Traceback" not in response.text
@@ -254,6 +273,13 @@ def test_a_scoped_desk_acts_only_on_its_communities_issues(whistle):
                for path, body in [*((p, b) for p, b, _ in TABLE_WRITES[:3]),
                                   ("/split", None), ("/triage", {"category": "flying_wire"}),
                                   ("/reroute", {"category": "flying_wire", "reason": "x"})]]
+    # The same with bodies that are not JSON or not valid: still 403, never 400/422.
+    refused += [(path, requests.post(f"{base}/issues/{issue_id}{path}", timeout=10,
+                                     headers={**elsewhere, "Content-Type": "application/json"},
+                                     data=bad))
+                for path in ("/table", "/table/agencies", "/table/tasks", "/triage", "/reroute",
+                             "/table/tasks/T1/close")
+                for bad in ("{", '{"category": 5, "agencies": "x", "note": 7}')]
     assert [(path, r.status_code) for path, r in refused] == [
         (path, 403) for path, _ in refused]
     assert all("outside your communities" in r.json()["error"]["message"] for _, r in refused)

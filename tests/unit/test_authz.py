@@ -22,6 +22,7 @@ from shared.authz import (
     agency_view,
     issue_view,
     may_act_for_agency,
+    may_act_on_assignment,
     may_list_issues,
     may_rate,
     may_read_assignments,
@@ -175,6 +176,21 @@ def test_a_scoped_desk_lists_an_agencys_assignments_only_in_its_communities():
     assert not visible_in_list(scoped, record())
     assert visible_in_list(scoped, record(community="和平里社区"))
     assert visible_in_list(desk(), record())
+
+
+def test_an_agency_acts_only_on_an_assignment_it_has_judged_before_any_body():
+    """报到/resolve: the token's own agency, with a part in the issue now (a withdrawn
+    part is gone); anyone else 403, whatever they send."""
+    issue = record(withdrawn=[assignment("water", status=AssignmentStatus.withdrawn)])
+    may_act_on_assignment(staff("power"), "power", issue)
+    may_act_on_assignment(staff("housing"), "housing", issue)  # finished: the store says 409
+    for principal, agency in ((staff("water"), "water"), (staff("gas"), "gas"),
+                              (staff("water"), "power"), (desk(), "power"),
+                              (resident(OWN), "power")):
+        with pytest.raises(Forbidden):
+            may_act_on_assignment(principal, agency, issue)
+    with pytest.raises(Unauthorized):
+        may_act_on_assignment(IDENTITIES["anonymous"], "power", issue)
 
 
 def test_stats_scope_is_the_desk_tokens_communities():
