@@ -43,7 +43,7 @@ from typing import Any
 from shared.auth import FeedbackGrant, Principal, Role
 from shared.contracts import AssignmentStatus, IssueFilter, IssueStatus
 from shared.errors import Forbidden, InvalidTransition, Unauthorized
-from shared.issue import IssueRecord
+from shared.issue import IssueRecord, mask_comments, without_comments
 from shared.privacy import mask_email, mask_name, mask_phone
 
 
@@ -136,8 +136,9 @@ def masked_contact(contact: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def desk_view(record: IssueRecord, contact: dict[str, Any] | None) -> dict[str, Any]:
-    """Everything the record holds, the contact masked: what the desk works from."""
-    view = record.model_dump(mode="json")
+    """Everything the record holds, the contact masked and phones, emails and the
+    resident's name masked in rating comments: what the desk works from."""
+    view = mask_comments(record.model_dump(mode="json"), contact)
     view["contact"] = masked_contact(contact)
     return view
 
@@ -152,9 +153,9 @@ _AGENCY_FIELDS = {"issue_id", "status", "description", "category", "priority", "
 def agency_view(record: IssueRecord, contact: dict[str, Any] | None,
                 agency: str | None = None) -> dict[str, Any]:
     """The work: problem, place, every assignment's state (the parts a reroute withdrew
-    too), the table, the timeline without the messages to residents. No reporters,
-    ratings or unmasked contact."""
-    view = record.model_dump(mode="json", include=_AGENCY_FIELDS)
+    too), the table, the timeline without the messages to residents and without the
+    residents' rating comments. No reporters, ratings or unmasked contact."""
+    view = without_comments(record.model_dump(mode="json", include=_AGENCY_FIELDS), record)
     view["timeline"] = [entry for entry in view["timeline"] if entry["service"] != "notify"]
     for assignment in view["assignments"]:
         assignment["yours"] = assignment["agency"] == agency

@@ -19,6 +19,7 @@ idempotent per event id.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -455,12 +456,50 @@ def _check_table_done(record: IssueRecord, agency: str) -> None:
             f"issue {record.issue_id} has open table tasks: {names}; 事不完，人不撤")
 
 
+RATING_STEPS = frozenset({"rated", "reopened"})
+"""Timeline steps whose detail quotes the resident's rating comment (``routing.feedback``)."""
+
+
+def masked_comment(comment: str | None, names: Iterable[str | None] = ()) -> str | None:
+    """A resident's rating comment as it is stored and shown to anyone but its author:
+    phone numbers, email addresses and tokens masked as in the logs
+    (``shared.privacy.scrub``), and ``names`` (the resident's own) masked too."""
+    from shared.privacy import scrub
+
+    return scrub(comment, frozenset(n for n in names if n)) if comment else comment
+
+
+def mask_comments(view: dict[str, Any], contact: dict[str, Any] | None) -> dict[str, Any]:
+    """``view`` (a dumped record) with its ratings' comments and the timeline steps that
+    quote them masked (:func:`masked_comment`): comments are masked when rated, and this
+    masks those stored before that, for the desk's views."""
+    names = [(contact or {}).get("name")]
+    for rating in view.get("ratings", []):
+        rating["comment"] = masked_comment(rating.get("comment"), names)
+    for entry in view.get("timeline", []):
+        if entry.get("step") in RATING_STEPS:
+            entry["detail"] = masked_comment(entry.get("detail"), names)
+    return view
+
+
+def without_comments(view: dict[str, Any], record: IssueRecord) -> dict[str, Any]:
+    """``view``'s timeline with the residents' rating comments cut out of the steps that
+    quote them ("the resident is not satisfied: …; back to …"): for the agency view."""
+    quoted = [f": {r.comment}" for r in record.ratings if r.comment]
+    for entry in view.get("timeline", []):
+        if entry.get("step") in RATING_STEPS:
+            for comment in quoted:
+                entry["detail"] = entry["detail"].replace(comment, "")
+    return view
+
+
 def public_view(record: IssueRecord, contact: dict[str, Any] | None) -> dict[str, Any]:
-    """The issue as the desk sees it over HTTP/RPC: contact masked."""
+    """The issue as the desk sees it over HTTP/RPC: contact masked, and the ratings'
+    comments (:func:`mask_comments`)."""
     from shared.privacy import mask_email, mask_name, mask_phone
 
+    view = mask_comments(record.model_dump(mode="json"), contact)
     contact = contact or {}
-    view = record.model_dump(mode="json")
     view["contact"] = {
         "name": mask_name(contact.get("name")),
         "phone": mask_phone(contact.get("phone")),

@@ -17,6 +17,7 @@ cycle, or the same cycle twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from services.routing.rules import RuleSet
@@ -33,7 +34,13 @@ from shared.contracts import (
     Rating,
 )
 from shared.errors import InvalidTransition
-from shared.issue import Deadline, IssueRecord, RatingRecord, pending_deadlines
+from shared.issue import (
+    Deadline,
+    IssueRecord,
+    RatingRecord,
+    masked_comment,
+    pending_deadlines,
+)
 
 
 def await_rating(record: IssueRecord, resolved: IssueResolved,
@@ -49,7 +56,15 @@ def await_rating(record: IssueRecord, resolved: IssueResolved,
 
 
 def rate(record: IssueRecord, grant: FeedbackGrant, rating: Rating, comment: str | None,
-         rules: RuleSet, now: datetime) -> tuple[IssueRecord, list[Event]]:
+         rules: RuleSet, now: datetime, names: Iterable[str | None] = ()
+         ) -> tuple[IssueRecord, list[Event]]:
+    """Record the rating; satisfied closes, unsatisfied reopens.
+
+    ``comment`` is kept (rating, timeline, events) masked: phone numbers and email
+    addresses as in the logs, and ``names`` (the rater's own) as well. The desk reads
+    it so; the agencies' view leaves it out (``shared.authz.agency_view``).
+    """
+    comment = masked_comment(comment, names)
     if grant.issue_id != record.issue_id:
         raise InvalidTransition("this rating token is for another issue")
     if any(r.reporter_issue_id == grant.reporter_issue_id and r.cycle == grant.cycle

@@ -270,9 +270,13 @@ class RoutingService:
 
     def _rate(self, grant: FeedbackGrant, rating: Rating, comment: str | None) -> dict:
         now = utcnow()
+        # The rater's own name is masked in their comment as their phone is.
+        names = [(self.store.contact(grant.reporter_issue_id) or {}).get("name")] \
+            if comment else []
         applied = self.store.apply(
             grant.issue_id, None,
-            lambda r: self._staged(feedback.rate(r, grant, rating, comment, self.rules, now)),
+            lambda r: self._staged(feedback.rate(r, grant, rating, comment, self.rules, now,
+                                                 names)),
             self.name)
         self.bus.publish(applied.outbox)
         self.log.info("issue_rated", issue_id=grant.issue_id, rating=rating.value,

@@ -1,6 +1,7 @@
 """No token anywhere: a resolved, rated issue leaves no token, phone or name in anything
 people can read (every notification, event, log line, `whistle tail` and `whistle trace`
-line, and the audit log) and no token in the desk's outbox (which holds the numbers the
+line, the audit log, and the desk's and the agency's views, a rating comment holding the
+resident's name and number included) and no token in the desk's outbox (which holds the numbers the
 desk calls back), while the residents' own channel did carry their links."""
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def test_a_resolved_issue_leaves_no_token_phone_or_name_in_readable_text(
     assert received[2][0] == neighbour_id
     tokens = [token for _, token in received]
     rated = requests.post(f"{base}/issues/{issue_id}/feedback?token={tokens[1]}",
-                          json={"rating": "satisfied", "comment": "处理得很及时"})
+                          json={"rating": "satisfied",  # a comment with their name and number
+                                "comment": f"处理得很及时，我是{NAMES[0]}，电话{PHONES[0]}"})
     assert rated.status_code == 200 and rated.json()["status"] == "closed"
     told = poll(lambda: requests.get(f"{base}/issues/{issue_id}/notifications",
                                      headers=DESK).json()["notifications"],
@@ -103,6 +105,12 @@ def test_a_resolved_issue_leaves_no_token_phone_or_name_in_readable_text(
         for path in ("", "/notifications", "/events"):
             readable[f"GET /issues/{report}{path}"] = requests.get(
                 f"{base}/issues/{report}{path}", headers=DESK).text
+    # The agency's view has no resident's comment at all; the desk's has it, masked.
+    power = {"Authorization": f"Bearer {issue_token('power', 'power-1', cfg.DEV_SECRET)}"}
+    readable["GET /issues/{id} as the agency"] = requests.get(
+        f"{base}/issues/{issue_id}", headers=power).text
+    assert "处理得很及时" not in readable["GET /issues/{id} as the agency"]
+    assert "处理得很及时" in readable[f"GET /issues/{issue_id}"]
     for args in ([], ["--json"]):
         trace = subprocess.run([WHISTLE, "trace", issue_id, "--url", base, *args],
                                env=whistle_env, capture_output=True, text=True, timeout=60)

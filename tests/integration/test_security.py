@@ -65,6 +65,14 @@ def submit(base, body, headers):
     return response.json()["issue_id"]
 
 
+def dispatched_wire(base, secret):
+    """The desk's and power's headers, and a flying-wire issue dispatched to power."""
+    desk = staff_headers("desk", "d-1", secret)
+    issue_id = submit(base, FLYING_WIRE, desk)
+    wait_for(lambda: status_of(base, issue_id, desk), lambda s: s == "dispatched")
+    return desk, staff_headers("power", "p-1", secret), issue_id
+
+
 def status_of(base, issue_id, desk):
     return requests.get(f"{base}/issues/{issue_id}", headers=desk, timeout=10).json()["status"]
 
@@ -189,10 +197,7 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
 def test_each_identity_sees_only_its_own_view(whistle, gateway):
     base, config = whistle
     secret = config[cfg.SECRET]
-    desk = staff_headers("desk", "d-1", secret)
-    issue_id = submit(base, FLYING_WIRE, desk)
-    wait_for(lambda: status_of(base, issue_id, desk), lambda s: s == "dispatched")
-    power = staff_headers("power", "p-1", secret)
+    desk, power, issue_id = dispatched_wire(base, secret)
     assert requests.post(f"{base}/agencies/power/assignments/{issue_id}/acknowledge",
                          headers=power).status_code == 200
 
@@ -245,6 +250,40 @@ def test_a_scoped_desk_lists_an_agencys_assignments_only_in_its_communities(whis
     with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
         assert [a["issue_id"] for a in rpc.agency.list_assignments(token, "power", "all")
                 ] == [here]
+
+
+def test_a_rating_comment_reaches_no_agency_and_the_desk_only_masked(whistle):
+    """An unsatisfied rating whose comment holds the resident's number and name: the
+    assigned agency's view has no comment; the desk's view and journal have it masked."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, power, issue_id = dispatched_wire(base, secret)
+    for step, body in (("acknowledge", None), ("resolve", {"note": "已处理"})):
+        done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
+                             headers=power, json=body, timeout=10)
+        assert done.status_code == 200, done.text
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk).json()
+             ["feedback_due"], bool)
+    comment = f"还是漏，联系我13900001111，{NAME}"
+    rated = requests.post(f"{base}/issues/{issue_id}/feedback", timeout=10, json={
+        "rating": "unsatisfied", "comment": comment,
+        "token": issue_feedback_token(issue_id, issue_id, 0, secret, ttl_s=3600)})
+    assert rated.status_code == 200 and rated.json()["status"] == "dispatched", rated.text
+    as_agency = json.dumps(requests.get(f"{base}/issues/{issue_id}", headers=power,
+                                        timeout=10).json(), ensure_ascii=False)
+    assert not any(part in as_agency for part in ("还是漏", "13900001111", "139****1111",
+                                                  NAME))  # (its contact: 赵**, as always)
+    reopened = [e for e in json.loads(as_agency)["timeline"] if e["step"] == "reopened"]
+    assert reopened and reopened[0]["detail"].startswith("the resident is not satisfied; back")
+    masked = "还是漏，联系我139****1111，赵**"
+    as_desk = requests.get(f"{base}/issues/{issue_id}", headers=desk, timeout=10).json()
+    assert as_desk["ratings"][0]["comment"] == masked
+    events = json.dumps(requests.get(f"{base}/issues/{issue_id}/events", headers=desk,
+                                     timeout=10).json(), ensure_ascii=False)
+    for shown in (json.dumps(as_desk, ensure_ascii=False), events):
+        assert "13900001111" not in shown and NAME not in shown
+    assert masked in json.dumps(as_desk, ensure_ascii=False)
+    assert masked in events
 
 
 TABLE_WRITES = (  # (path under the issue, a valid body, a body missing its required field)

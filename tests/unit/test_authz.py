@@ -255,6 +255,27 @@ def test_an_agency_sees_the_work_and_no_reporters_ratings_or_messages():
     assert view["contact"]["phone"] == "138****5678"
 
 
+def test_a_rating_comment_is_the_desks_masked_and_never_the_agencys():
+    """The agency view quotes no resident's comment; the desk's masks phones and the
+    resident's name in it, also in records rated before comments were masked."""
+    comment = "还是漏，联系我13900001111，孙建国"
+    issue = record(ratings=[RatingRecord(reporter_issue_id=OWN, cycle=0,
+                                         rating=Rating.unsatisfied, comment=comment, at=T0)])
+    issue.step(T0, "routing", "rated", f"the resident is not satisfied: {comment}")
+    issue.step(T0, "routing", "reopened", f"the resident is not satisfied: {comment}; back "
+                                          "to power, escalated to street")
+    as_agency = agency_view(issue, CONTACT, "power")
+    assert "联系我" not in str(as_agency) and "1111" not in str(as_agency)
+    assert [e["detail"] for e in as_agency["timeline"][-2:]] == [
+        "the resident is not satisfied",
+        "the resident is not satisfied; back to power, escalated to street"]
+    as_desk = issue_view(View.desk, issue, CONTACT)
+    masked = "还是漏，联系我139****1111，孙**"
+    assert as_desk["ratings"][0]["comment"] == masked
+    assert masked in as_desk["timeline"][-1]["detail"]
+    assert "13900001111" not in str(as_desk) and "孙建国" not in str(as_desk)
+
+
 def test_a_resident_sees_progress_in_plain_words_and_nothing_internal():
     issue = record()
     issue.step(T0 + timedelta(minutes=1), "routing", "dispatched", "rule flying_wire: internal")

@@ -130,6 +130,18 @@ def test_unsatisfied_reopens_with_fresh_deadlines_one_level_up():
     assert all(kind is not DeadlineKind.feedback for _, kind in kinds)
 
 
+def test_a_comment_is_kept_with_phone_numbers_and_the_raters_name_masked():
+    """The comment lands in the rating, the timeline and both events (the journal, the
+    tail): masked there, as the logs mask them; the desk reads the rest of the text."""
+    new, (rated, reopened) = feedback.rate(
+        awaiting(), grant(), Rating.unsatisfied, "还是漏，联系我13900001111，孙建国", RULES,
+        T0 + timedelta(days=1), names=["孙建国"])
+    masked = "还是漏，联系我139****1111，孙**"
+    assert (new.ratings[-1].comment, rated.comment, reopened.reason) == (masked,) * 3
+    assert masked in new.timeline[-1].detail
+    assert "13900001111" not in new.model_dump_json() and "孙建国" not in new.model_dump_json()
+
+
 def test_the_second_cycle_can_be_resolved_and_rated_again():
     reopened, _ = feedback.rate(awaiting(), grant(), Rating.unsatisfied, None, RULES,
                                 T0 + timedelta(days=1))
