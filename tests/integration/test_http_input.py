@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from urllib.parse import urlencode
 
 import pytest
@@ -36,6 +37,24 @@ def whistle(runner_factory, whistle_config, redis_client):
     runner_factory(whistle_config, IntakeService, RoutingService, AgencyService).start()
     key = Open311Clients(redis_client, whistle_config[cfg.KEY_PREFIX]).add("fixmystreet")
     return f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}", whistle_config, key
+
+
+@pytest.fixture
+def power_issue(whistle):
+    """An issue with a power assignment: an acknowledgement's body is read only once
+    the caller has a part in the issue (authorization comes first)."""
+    base, _, _ = whistle
+    made = requests.post(f"{base}/issues", headers=DESK, timeout=10, json={
+        **LAMP, "description": "整栋楼停电了，电表箱那边也没电，邻居家都黑着"})
+    assert made.status_code == 201, made.text
+    issue_id = made.json()["issue_id"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        issue = requests.get(f"{base}/issues/{issue_id}", headers=DESK, timeout=5).json()
+        if any(a["agency"] == "power" for a in issue.get("assignments", [])):
+            return issue_id
+        time.sleep(0.1)
+    pytest.fail(f"{issue_id} was never assigned to power: {issue}")
 
 
 def in_chunks(body: bytes, size: int = 1000):
@@ -78,7 +97,7 @@ def _complete(answer: bytes) -> bool:
 # ------------------------------------------------------------------ chunked bodies
 
 
-def test_chunked_submissions_are_read_and_accepted(whistle, redis_client):
+def test_chunked_submissions_are_read_and_accepted(whistle, redis_client, power_issue):
     base, config, key = whistle
     body = json.dumps(LAMP, ensure_ascii=False).encode()
     made = requests.post(f"{base}/issues", data=in_chunks(body, 7), timeout=10,
@@ -100,7 +119,7 @@ def test_chunked_submissions_are_read_and_accepted(whistle, redis_client):
     assert posted.json()[0]["service_request_id"].startswith("WH-")
     # An agency's acknowledgement with a chunked body is read too (its note is optional).
     acknowledged = requests.post(
-        f"{base}/agencies/power/assignments/WH-20000101-0001/acknowledge",
+        f"{base}/agencies/power/assignments/{power_issue}/acknowledge",
         data=in_chunks(b"[1]"), headers={**staff_headers("power", "p-1"), "Content-Type": JSON},
         timeout=10)
     assert acknowledged.status_code == 422, acknowledged.text  # the body was read: no object
@@ -133,11 +152,11 @@ DEEP_ARRAYS = "[" * 30_000 + "]" * 30_000
 
 
 @pytest.mark.parametrize("body", [DEEP_OBJECTS, DEEP_ARRAYS], ids=["objects", "arrays"])
-def test_json_nested_too_deeply_is_a_400_at_every_entry_point(whistle, body):
+def test_json_nested_too_deeply_is_a_400_at_every_entry_point(whistle, body, power_issue):
     base, config, key = whistle
     power = staff_headers("power", "p-1")
     for path, headers in (("/issues", DESK), ("/routing/explain", DESK),
-                          ("/agencies/power/assignments/WH-20000101-0001/acknowledge", power),
+                          (f"/agencies/power/assignments/{power_issue}/acknowledge", power),
                           ("/issues/WH-20000101-0001/feedback", {})):
         response = requests.post(base + path, data=body, timeout=10,
                                  headers={**headers, "Content-Type": JSON})
@@ -152,10 +171,10 @@ def test_json_nested_too_deeply_is_a_400_at_every_entry_point(whistle, body):
 
 
 @pytest.mark.parametrize("body", ["[1]", "null"])
-def test_a_body_that_is_no_object_says_so_without_a_class_name(whistle, body):
+def test_a_body_that_is_no_object_says_so_without_a_class_name(whistle, body, power_issue):
     base, config, key = whistle
     for path, headers in (("/issues", DESK),
-                          ("/agencies/power/assignments/WH-20000101-0001/acknowledge",
+                          (f"/agencies/power/assignments/{power_issue}/acknowledge",
                            staff_headers("power", "p-1"))):
         response = requests.post(base + path, data=body, timeout=10,
                                  headers={**headers, "Content-Type": JSON})
