@@ -89,6 +89,9 @@ CLOSED_REASONS = {
                              "the rating period has ended, so it is closed as resolved"),
 }
 NO_COMMENT = ("未填写", "none given")
+# A rating comment is its author's words: the other reporters of a merged issue learn
+# that it was reopened, not what their neighbour wrote (it can name a flat or a person).
+NOT_PASSED_ON = ("其他居民的意见，不在此转述", "another resident's, not passed on here")
 
 
 def is_merged(record: IssueRecord) -> bool:
@@ -163,6 +166,19 @@ def closed_reason_text(record: IssueRecord, reason: ClosedReason, reader: str,
                 and r.rating is Rating.satisfied for r in getattr(record, "ratings", []))
     key = "rated_by_reader" if reason is ClosedReason.satisfied and rated else reason
     return in_language(language, *CLOSED_REASONS[key])
+
+
+def reopen_comment(record: IssueRecord, comment: str | None, cycle: int, reader: str,
+                   language: str) -> str:
+    """The comment a "reopened" message quotes to the resident of report ``reader``: the
+    rater's own words only to the rater (the unsatisfied rating of the cycle before
+    ``cycle``); without that rating on the record, only to the issue's own resident."""
+    raters = [r.reporter_issue_id for r in getattr(record, "ratings", [])
+              if r.cycle == cycle - 1 and r.rating is Rating.unsatisfied]
+    author = raters[-1] if raters else record.issue_id
+    if reader != author:
+        return in_language(language, *NOT_PASSED_ON)
+    return comment_or_none(comment, language)
 
 
 def comment_or_none(comment: str | None, language: str) -> str:

@@ -45,7 +45,6 @@ from services.notify.recipients import (
     RESIDENT,
     SUPERVISOR,
     closed_reason_text,
-    comment_or_none,
     deadline_name,
     in_language,
     is_merged,
@@ -53,6 +52,7 @@ from services.notify.recipients import (
     notified_step,
     ordering_waits,
     recipients_for,
+    reopen_comment,
     supervisor_for,
     supervisor_language,
 )
@@ -239,9 +239,9 @@ class NotifyService:
 
     def on_issue_reopened(self, event: IssueReopened) -> None:
         """Not satisfied: back to the agencies, with fresh deadlines, one level up."""
-        self._tell(event, "reopened", lambda record, lang, _reader: {
+        self._tell(event, "reopened", lambda record, lang, reader: {
             **_assigned(record, event.assignments, lang),
-            "reason": comment_or_none(event.reason, lang)})
+            "reason": reopen_comment(record, event.reason, event.cycle, reader, lang)})
 
     def on_issue_rerouted(self, event: IssueRerouted) -> None:
         """The desk corrected the route: told once, naming every agency on it now."""

@@ -28,6 +28,7 @@ from services.notify.recipients import (
     notified_step,
     ordering_waits,
     recipients_for,
+    reopen_comment,
     supervisor_for,
     supervisor_language,
 )
@@ -677,17 +678,46 @@ def test_a_refused_resolved_message_does_not_hold_back_the_other_messages(notify
     assert [m.kind for m in messenger.deliveries.to(NEIGHBOUR)] == ["resolved", "rating_request"]
 
 
-def test_reopened_tells_every_reporter_why_and_by_when(notify, messenger):
+def reopened(reason: str) -> IssueReopened:
     summary = AssignmentSummary(agency="housing", agency_name="区房管局",
                                 agency_name_en="Housing bureau", sector=Sector.housing,
                                 role=Role.lead, acknowledge_by=NOW, resolve_by=NOW)
-    notify.on_issue_reopened(event_about(IssueReopened, reason="", level=EscalationLevel.street,
-                                         cycle=1, assignments=[summary]))
+    return event_about(IssueReopened, reason=reason, level=EscalationLevel.street, cycle=1,
+                       assignments=[summary])
+
+
+def test_reopened_tells_every_reporter_why_and_by_when(notify, messenger):
+    notify.on_issue_reopened(reopened(""))
 
     [own] = messenger.deliveries.to(PRIMARY)
     [neighbour] = messenger.deliveries.to(NEIGHBOUR)
     assert "不满意（意见：未填写），现已重新交办区房管局，须在 2026-11-21 10:00 前重新报到" in own.text
-    assert "(comment: none given)" in neighbour.text and "back with Housing bureau" in neighbour.text
+    assert "back with Housing bureau" in neighbour.text
+
+
+@pytest.mark.parametrize("rater", [PRIMARY, NEIGHBOUR])
+def test_a_reopened_message_quotes_the_comment_to_its_author_only(notify, messenger, store,
+                                                                  rater):
+    store.records[PRIMARY] = store.get(PRIMARY).model_copy(
+        update={"ratings": [rated(rater, Rating.unsatisfied, cycle=0)]})
+
+    notify.on_issue_reopened(reopened("还在漏，3号楼201"))
+
+    [own] = messenger.deliveries.to(PRIMARY)
+    [neighbour] = messenger.deliveries.to(NEIGHBOUR)
+    author, other = (own, neighbour) if rater == PRIMARY else (neighbour, own)
+    assert "还在漏，3号楼201" in author.text
+    assert "还在漏" not in other.text and "3号楼201" not in other.text
+    assert ("不在此转述" in other.text) or ("not passed on here" in other.text)
+
+
+def test_without_the_rating_on_record_only_the_issues_own_resident_reads_the_comment():
+    record = primary_with_neighbour()
+
+    assert reopen_comment(record, "没修好", 1, PRIMARY, "zh") == "没修好"
+    assert reopen_comment(record, "没修好", 1, NEIGHBOUR, "en") == \
+        "another resident's, not passed on here"
+    assert reopen_comment(record, "", 1, PRIMARY, "en") == "none given"
 
 
 def test_closed_tells_every_reporter_why(notify, messenger, store):
