@@ -17,6 +17,9 @@ and measurement on the frozen split.
   quality regression test holds the model to. ``--compare`` trains and measures the
   candidate approaches (keywords, TF-IDF, embeddings, the cascade).
   Only aggregates of the test split are printed: never a report, never a single error.
+- ``whistle routing calibrate --held-out FILE`` sets a model's urgency threshold on
+  labelled reports it was not trained on (``services.routing.calibration``) and writes
+  the result as a new artefact, current unless ``--no-publish``.
 """
 
 from __future__ import annotations
@@ -170,6 +173,59 @@ def train(train_file: str, with_corrections: bool, corrections_dir: str | None,
     if publish:
         make_current(folder, target)
         click.echo(f"current model: {router.version} (running routing picks it up on "
+                   "`whistle routing reload`)")
+
+
+@routing.command("calibrate")
+@click.option("--held-out", "held_out", type=click.Path(exists=True, dir_okay=False),
+              required=True,
+              help="Labelled reports the model was not trained on (corpus format), e.g. "
+                   "corpus/dev.jsonl or a district's held-out corrections.")
+@click.option("--model", "model_path", default=None,
+              help="The artefact to calibrate (default $WHISTLE_ROUTING_MODEL, else the "
+                   "bundled one).")
+@click.option("--recall", type=float, default=None,
+              help="Urgent recall the threshold must keep on the held-out reports "
+                   "[default: training's, 0.985].")
+@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the new artefact goes (default services/routing/model).")
+@click.option("--publish/--no-publish", default=True, show_default=True,
+              help="Make the new artefact current (what routing loads).")
+def calibrate(held_out: str, model_path: str | None, recall: float | None,
+              models_dir: str | None, publish: bool) -> None:
+    """Set a model's urgency threshold on held-out reports: a new artefact."""
+    from services.routing.calibration import CalibrationError
+    from services.routing.calibration import calibrate as run_calibration
+    from services.routing.classifier import ModelLoadError, load_classifier
+    from services.routing.learned import MODELS_DIR, LearnedClassifier, save
+    from services.routing.learned import publish as make_current
+    from services.routing.training import URGENT_RECALL
+
+    examples = _read_corpus("calibrate", held_out, _rules("calibrate").category_names())
+    try:
+        classifier = load_classifier(model_path or cfg.get(os.environ, cfg.ROUTING_MODEL)
+                                     or None)
+    except ModelLoadError as exc:
+        _usage_error("calibrate", str(exc))
+    if not isinstance(classifier, LearnedClassifier):
+        _usage_error("calibrate", "the keyword rules have no urgency threshold; name a model")
+    try:
+        result = run_calibration(classifier, examples, Path(held_out).name,
+                                 URGENT_RECALL if recall is None else recall)
+    except CalibrationError as exc:
+        _usage_error("calibrate", str(exc))
+    target = Path(models_dir) if models_dir else MODELS_DIR
+    folder = save(result.router, target)
+    click.echo(f"calibrated {classifier.model_version} on {len(examples)} held-out reports "
+               f"({result.after['urgent_reports']} urgent)")
+    for name, figures in (("before", result.before), ("after", result.after)):
+        click.echo(f"  {name}: threshold {figures['threshold']:.4f}, urgent recall "
+                   f"{figures['urgent_recall']:.1%}, false urgent "
+                   f"{figures['false_urgent_rate']:.1%}")
+    click.echo(f"wrote {folder}")
+    if publish:
+        make_current(folder, target)
+        click.echo(f"current model: {result.router.version} (running routing picks it up on "
                    "`whistle routing reload`)")
 
 

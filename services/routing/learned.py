@@ -311,10 +311,8 @@ class LearnedClassifier:
         ``embedded``: the report's sentence embedding when the category cascade made it
         (the urgency cascade reuses it, or makes it and leaves it there)."""
         router = self.router
-        score, contributions = urgency_score(router.urgency, columns, values, categories)
-        cues = hazard_flags_in(folded)
-        features = UrgencyStacker.features(score, categories, cues)
-        p_urgent = router.stacker.probability(features)
+        p_urgent, cues, features, contributions = self._stacked(folded, columns, values,
+                                                                categories)
         urgent_at, by_model = router.urgent_at, p_urgent >= router.urgent_at
         second = router.urgency_cascade
         if second is not None and router.embedding is not None and router.embedding.ready:
@@ -334,6 +332,29 @@ class LearnedClassifier:
             reasons.append(f"urgency model {p_urgent:.0%} (threshold {urgent_at:.0%})"
                            + (f"; words: {terms}" if terms else ""))
         return by_model or (router.cues_decide and any(cues)), reasons, p_urgent, urgent_at
+
+
+    def _stacked(self, folded: str, columns: np.ndarray, values: np.ndarray,
+                 categories: np.ndarray) -> tuple[float, list[bool], np.ndarray,
+                                                  np.ndarray | None]:
+        """The first stacker's urgency probability, the hazard cues found, the stacker's
+        features and the urgency terms' parts (:func:`urgency_score`)."""
+        score, contributions = urgency_score(self.router.urgency, columns, values, categories)
+        cues = hazard_flags_in(folded)
+        features = UrgencyStacker.features(score, categories, cues)
+        return self.router.stacker.probability(features), cues, features, contributions
+
+    def urgency_reading(self, text: str) -> tuple[float, bool]:
+        """What the urgency threshold is set against: the stacker's probability for
+        ``text`` and whether a hazard cue makes it urgent whatever the threshold (when the
+        artefact lets cues decide). ``whistle routing calibrate`` reads held-out reports
+        with it. Not for an artefact with an urgency cascade (its second look has a
+        threshold of its own)."""
+        folded = fold(text)
+        columns, values = self.router.category.vector_in(folded)
+        categories = self.router.category.probabilities(columns, values)
+        p_urgent, cues, _, _ = self._stacked(folded, columns, values, categories)
+        return p_urgent, self.router.cues_decide and any(cues)
 
 
 def urgency_score(model: LinearTextModel, columns: np.ndarray, values: np.ndarray,

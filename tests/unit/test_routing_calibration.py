@@ -1,0 +1,134 @@
+"""Calibrating a model's urgency threshold on held-out reports (``whistle routing calibrate``)."""
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from services.routing.calibration import CalibrationError, calibrate, urgency_figures
+from services.routing.learned import (
+    MODELS_DIR,
+    LearnedClassifier,
+    UrgencyCascade,
+    UrgencyStacker,
+    read_router,
+)
+from services.routing.training import urgency_threshold
+from tests.support.cli import one_error_line, run
+
+# Held out from the bundled model: the second urgency addition was never trained on by it.
+HELD_OUT = MODELS_DIR.parents[2] / "corpus" / "urgency-addition-2.jsonl"
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return LearnedClassifier(read_router(MODELS_DIR / "current", with_encoder=False))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return [json.loads(line) for line in HELD_OUT.read_text(encoding="utf-8").splitlines()]
+
+
+def test_the_threshold_is_the_highest_that_keeps_the_recall_on_the_held_out_reports(
+        bundled, held_out):
+    now = datetime(2026, 12, 6, 1, 2, 3, tzinfo=UTC)
+    result = calibrate(bundled, held_out, "held.jsonl", recall=0.985, now=now)
+    readings = [bundled.urgency_reading(e["text"]) for e in held_out]
+    probability = np.array([p for p, _ in readings])
+    forced = np.array([f for _, f in readings])
+    urgent = np.array([e["urgent"] for e in held_out])
+    assert result.router.urgent_at == urgency_threshold(probability, forced, urgent, 0.985)
+    assert result.after["urgent_recall"] >= 0.985
+    assert result.before["threshold"] == round(bundled.router.urgent_at, 6)
+    # The line sits at an urgent report's probability, and the next one up loses recall.
+    rounded = np.round(probability[urgent & ~forced], 6)
+    assert result.router.urgent_at in rounded
+    higher = rounded[rounded > result.router.urgent_at]
+    if higher.size:
+        assert urgency_figures(probability, forced, urgent, higher.min())["urgent_recall"] < 0.985
+    assert result.router.version.startswith("20261206T010203Z-")
+    assert result.router.version != bundled.model_version
+
+
+def test_the_reading_is_what_classify_decides_urgency_on(bundled, held_out):
+    for example in held_out[:40]:
+        p_urgent, forced = bundled.urgency_reading(example["text"])
+        reading = bundled.classify(example["text"])
+        assert reading.extra["urgent_probability"] == round(p_urgent, 4)
+        assert reading.urgent == (p_urgent >= bundled.router.urgent_at or forced)
+
+
+def test_the_calibrated_artefact_records_its_origin_and_only_its_threshold_changes(
+        bundled, held_out, tmp_path):
+    result = run("routing", "calibrate", "--held-out", str(HELD_OUT), "--model",
+                 str(MODELS_DIR / "current"), "--models-dir", str(tmp_path), "--no-publish")
+    assert result.exit_code == 0, result.output
+    assert "before: threshold 0.2164" in result.output and "after: threshold" in result.output
+    assert not (tmp_path / "current").exists()  # --no-publish
+    (folder,) = tmp_path.glob("router-*")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    calibration = manifest["calibration"]
+    assert calibration["from_version"] == bundled.model_version
+    assert calibration["held_out"]["source"] == HELD_OUT.name
+    assert calibration["held_out"]["examples"] == len(held_out)
+    assert calibration["recall_target"] == 0.985
+    assert manifest["training_data"] == bundled.router.manifest["training_data"]
+    again = read_router(folder, with_encoder=False)
+    assert again.urgent_at == calibration["after"]["threshold"] != bundled.router.urgent_at
+    assert np.array_equal(again.category.coef, bundled.router.category.coef)
+    assert np.array_equal(again.stacker.coef, bundled.router.stacker.coef)
+    text = held_out[0]["text"]
+    p_urgent, forced = LearnedClassifier(again).urgency_reading(text)
+    assert LearnedClassifier(again).classify(text).urgent == (p_urgent >= again.urgent_at
+                                                              or forced)
+
+
+def test_publish_makes_the_calibrated_model_current(tmp_path):
+    result = run("routing", "calibrate", "--held-out", str(HELD_OUT), "--model",
+                 str(MODELS_DIR / "current"), "--models-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    (folder,) = tmp_path.glob("router-*")
+    assert (tmp_path / "current").read_text().strip() == folder.name
+
+
+def test_too_few_urgent_reports_cannot_place_the_line(bundled, held_out):
+    few = [e for e in held_out if not e["urgent"]] + [e for e in held_out if e["urgent"]][:5]
+    with pytest.raises(CalibrationError, match="5 urgent"):
+        calibrate(bundled, few, "few.jsonl")
+
+
+def test_a_recall_outside_a_half_to_one_is_refused(bundled, held_out):
+    with pytest.raises(CalibrationError, match="recall"):
+        calibrate(bundled, held_out, "held.jsonl", recall=1.5)
+
+
+def test_a_model_with_an_urgency_cascade_is_refused(bundled, held_out):
+    second = UrgencyCascade(np.zeros(4, dtype=np.float32), 0.0, UrgencyStacker(np.zeros(3), 0.0),
+                            urgent_at=0.4, escalate_from=0.05, escalate_below=0.9)
+    cascaded = LearnedClassifier(replace(bundled.router, urgency_cascade=second))
+    with pytest.raises(CalibrationError, match="urgency cascade"):
+        calibrate(cascaded, held_out, "held.jsonl")
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--model", "keywords"], "keyword rules have no urgency threshold"),
+    (["--model", "/nonexistent/router"], "does not exist"),
+    (["--recall", "2", "--model", str(MODELS_DIR / "current")], "recall must be between"),
+])
+def test_the_command_names_what_it_cannot_use_in_one_line(args, problem, tmp_path):
+    result = run("routing", "calibrate", "--held-out", str(HELD_OUT), "--models-dir",
+                 str(tmp_path), *args)
+    assert result.exit_code == 2
+    assert problem in one_error_line(result)
+    assert not list(tmp_path.glob("router-*"))
+
+
+def test_a_bad_held_out_line_is_named(tmp_path):
+    bad = tmp_path / "held.jsonl"
+    bad.write_text('{"id": "x1", "text": "t", "category": "nope", "urgent": true}\n')
+    result = run("routing", "calibrate", "--held-out", str(bad), "--models-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "held.jsonl" in one_error_line(result)
