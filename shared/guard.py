@@ -21,7 +21,8 @@ stream ``{p}:audit``: when, what, on which issue, the outcome (HTTP status), and
 (role, ``jti``, staff id, agency, or the resident's report), never the token. The issue
 is named only when the path's id is shaped like one (``(not an issue id)`` otherwise: a
 path parameter can be a phone number), and the entry is scrubbed like a log line. It is
-written when the worker ends, after the response is handed over. A write that passes
+written when the worker ends, after the response is handed over (a submission's
+is written with the issue itself: :meth:`GuardAccess.entry_for_the_write`). A write that passes
 through two workers (a page, then the owning service's RPC with the same token) is
 audited by the one that did it: the page drops its own entry once the service
 answered (:meth:`GuardAccess.audited_elsewhere`).
@@ -63,7 +64,7 @@ from shared.auth import (
 )
 from shared.errors import RateLimited, Unauthorized, Unavailable, WhistleError
 from shared.privacy import scrub
-from shared.store import ISSUE_ID, REDIS_ERRORS, connect
+from shared.store import ISSUE_ID, REDIS_ERRORS, StreamEntry, connect
 
 SUBMIT, READ = "submit", "read"
 RPC = "rpc"  # no rate limit: RPC callers hold broker credentials
@@ -173,18 +174,25 @@ class Guard(DependencyProvider):
         entry = self._pending.pop(worker_ctx, None)
         if entry is None:
             return
-        status = entry.status or _status(result, exc_info)
+        fields = self._entry_fields(entry, entry.status or _status(result, exc_info))
+        if fields is None:
+            return
+        with contextlib.suppress(*REDIS_ERRORS):
+            # Redis gone after the write went through: the write's own record is in
+            # the issue's journal; the request itself already failed if it needed Redis.
+            self.client.xadd(self.keys.audit, fields, maxlen=self.audit_max,
+                             approximate=True)
+
+    @staticmethod
+    def _entry_fields(entry: _Audit, status: int) -> dict[str, str] | None:
+        """The audit log's entry for an outcome, scrubbed; None when it is not logged."""
         if status == 429 or (status >= 400 and entry.principal.role is Role.anonymous):
-            return  # nobody to attribute, or a flood: the log must not drown in them
+            return None  # nobody to attribute, or a flood: the log must not drown in them
         fields = {"at": datetime.now(UTC).isoformat(), "action": entry.action,
                   "status": str(status), **entry.principal.audit_fields()}
         if entry.issue_id:
             fields["issue_id"] = audited_issue_id(entry.issue_id)
-        with contextlib.suppress(*REDIS_ERRORS):
-            # Redis gone after the write went through: the write's own record is in
-            # the issue's journal; the request itself already failed if it needed Redis.
-            self.client.xadd(self.keys.audit, scrub(fields), maxlen=self.audit_max,
-                             approximate=True)
+        return scrub(fields)
 
     def worker_teardown(self, worker_ctx):
         self._pending.pop(worker_ctx, None)
@@ -304,6 +312,24 @@ class GuardAccess:
         if entry is not None:
             entry.issue_id = issue_id
             entry.status = status
+
+    def entry_for_the_write(self, issue_id: str, status: int) -> StreamEntry | None:
+        """The audit entry this worker's write will have if it commits with ``status``,
+        for the store to write in the same script as the write (a submission): no round
+        trip of its own, and no window in which the issue exists unaudited. None when
+        nothing is audited. Call :meth:`audited_with_the_write` once it has committed."""
+        guard = self._guard
+        entry = guard._pending.get(self._worker_ctx)
+        if entry is None:
+            return None
+        entry.issue_id = issue_id
+        fields = guard._entry_fields(entry, status)
+        return None if fields is None else StreamEntry(guard.keys.audit, fields,
+                                                       guard.audit_max)
+
+    def audited_with_the_write(self) -> None:
+        """The entry from :meth:`entry_for_the_write` is written: none at the worker's end."""
+        self._guard._pending.pop(self._worker_ctx, None)
 
     def audited_elsewhere(self) -> None:
         """This worker's write was handed to the service that owns it, which audits it

@@ -205,6 +205,18 @@ class Writes:
     def rpush(self, key: str, *values: str) -> None:
         self._add("RPUSH", key, *values)
 
+    def xadd(self, entry: StreamEntry) -> None:
+        self._add("XADD", entry.stream, "MAXLEN", "~", entry.maxlen, "*",
+                  *(x for pair in entry.fields.items() for x in pair))
+
+
+class StreamEntry(NamedTuple):
+    """An entry for a capped stream, written with a store write (the audit log's)."""
+
+    stream: str
+    fields: dict[str, str]
+    maxlen: int
+
 
 class Read(NamedTuple):
     """An issue's record as stored (None: no such issue), and whether the event being
@@ -505,8 +517,9 @@ class IssueStore:
                           [f"WH-{day}-", now_ts - SEQUENCE_TTL_S, SEQUENCE_TTL_S])
 
     def create(self, record: IssueRecord, contact: dict[str, str], service: str,
-               outbox: dict[str, str]) -> bool:
-        """Store a new issue, its contact, indexes and announcing events, all at once.
+               outbox: dict[str, str], audit: StreamEntry | None = None) -> bool:
+        """Store a new issue, its contact, indexes and announcing events, all at once,
+        and ``audit``, the submission's audit entry, with them.
 
         False, with nothing written, if an issue with that id exists already (the
         day's counter was lost, say, by a Redis restart): never overwrite one.
@@ -519,6 +532,8 @@ class IssueStore:
         writes.zadd(keys.all_issues, {record.issue_id: record.received_at.timestamp()})
         self._index(writes, None, record)
         self._announce(writes, service, outbox)
+        if audit is not None:
+            writes.xadd(audit)
         return self._commit(writes, None, "") == COMMITTED
 
     def apply(self, issue_id: str, event_id: str | None, change: Change,

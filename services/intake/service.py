@@ -145,8 +145,7 @@ class IntakeService(Open311Api):
         principal = self.guard.check(request, action="issue.submit", bucket=SUBMIT,
                                      anonymous=True)
         may_submit(principal, self.guard.anonymous_submit)
-        receipt = self._submit(read_json(request, SubmitIssue))
-        self.guard.on_issue(receipt["issue_id"])
+        receipt = self._submit(read_json(request, SubmitIssue))  # audited with the write
         return json_response(receipt, 201, {"Location": f"/issues/{receipt['issue_id']}"})
 
     @http("GET", "/issues/<issue_id>", expected_exceptions=EXPECTED_ERRORS)
@@ -201,7 +200,10 @@ class IntakeService(Open311Api):
             issue_id = self.store.next_issue_id(day_of(now, tz))
             record, contact, received = accept_issue(submission, issue_id, new_id(), now)
             outbox = self.bus.stage(received)
-            if self.store.create(record, contact, self.name, outbox):
+            # The HTTP submission's audit entry goes in with the issue (an RPC one has none).
+            audit = self.guard.entry_for_the_write(issue_id, 201)
+            if self.store.create(record, contact, self.name, outbox, audit):
+                self.guard.audited_with_the_write()
                 break
             # The id is taken: the day's counter is behind (lost with a Redis restart).
             self.log.warning("issue_id_taken", issue_id=issue_id)

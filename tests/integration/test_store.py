@@ -9,7 +9,7 @@ from shared.contracts import IssueDispatched, IssueReceived, Role
 from shared.errors import NotFound
 from shared.issue import IssueRecord, TimelineEntry, acknowledge, resolve
 from shared.messaging import envelope
-from shared.store import IssueStore
+from shared.store import IssueStore, StreamEntry
 from tests.unit.test_issue_state import ISSUE_ID as ISSUE
 from tests.unit.test_issue_state import T0 as NOW
 from tests.unit.test_issue_state import dispatched, received
@@ -142,6 +142,17 @@ def test_an_existing_issue_is_never_overwritten_by_a_create(store, redis_client)
     assert redis_client.get(store.keys.issue(ISSUE)) == before
     assert redis_client.hgetall(store.keys.contact(ISSUE)) == {"phone": "13812345678"}
     assert len(store.journal(ISSUE)) == 1
+
+
+def test_a_submission_audit_entry_is_written_with_the_issue_and_only_if_it_is(
+        store, redis_client, redis_prefix):
+    audit = StreamEntry(f"{redis_prefix}:audit", {"action": "issue.submit", "status": "201",
+                                                  "issue_id": ISSUE}, 100)
+    assert store.create(received(), {}, "intake", {}, audit)
+    assert not store.create(received(), {}, "intake", {}, audit)  # the id was taken
+
+    entries = redis_client.xrange(audit.stream)
+    assert [fields for _, fields in entries] == [audit.fields]
 
 
 def test_a_lost_day_counter_is_moved_past_the_ids_in_use(store, redis_client):

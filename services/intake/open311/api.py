@@ -370,9 +370,8 @@ class Open311Api:
         service, submission = submission_for(params, self._catalog(),
                                              self.open311_services.default_community)
         lang = submission.language
-        receipt = self._submit(submission)
+        receipt = self._submit(submission)  # audited with the write
         issue_id = receipt["issue_id"]
-        self.guard.on_issue(issue_id)
         clients.record_request(client, issue_id, datetime.fromisoformat(receipt["received_at"]))
         self.log.info("open311_request_created", issue_id=issue_id, client=client,
                       service_code=service.code)
