@@ -120,6 +120,8 @@ def _read_corpus(command: str, path: str | Path, categories: list[str]) -> list[
 @routing.command("train")
 @click.option("--train", "train_file", type=click.Path(exists=True, dir_okay=False),
               default=str(TRAIN), show_default=True, help="The training split.")
+@click.option("--add", "added", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Another labelled file to train on as well (repeatable).")
 @click.option("--with-corrections", is_flag=True,
               help="Fold in the desk's corrections (corpus/corrections/*.jsonl).")
 @click.option("--corrections-dir", type=click.Path(file_okay=False), default=None,
@@ -135,7 +137,8 @@ def _read_corpus(command: str, path: str | Path, categories: list[str]) -> list[
               help="Where artefacts go (default services/routing/model).")
 @click.option("--publish/--no-publish", default=True, show_default=True,
               help="Make the new artefact current (what routing loads).")
-def train(train_file: str, with_corrections: bool, corrections_dir: str | None,
+def train(train_file: str, added: tuple[str, ...], with_corrections: bool,
+          corrections_dir: str | None,
           embeddings: bool, urgency_cascade: bool, urgency_per_category: bool,
           models_dir: str | None, publish: bool) -> None:
     """Train the router and write a versioned model artefact."""
@@ -147,6 +150,10 @@ def train(train_file: str, with_corrections: bool, corrections_dir: str | None,
     categories = _rules("train").category_names()
     examples = _read_corpus("train", train_file, categories)
     sources = [f"{Path(train_file).name} ({len(examples)})"]
+    for path in added:
+        more = _read_corpus("train", path, categories)
+        examples += more
+        sources.append(f"{Path(path).name} ({len(more)})")
     if with_corrections:
         try:
             corrections = load_corrections(corrections_dir, categories)
