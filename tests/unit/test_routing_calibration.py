@@ -132,3 +132,21 @@ def test_a_bad_held_out_line_is_named(tmp_path):
     result = run("routing", "calibrate", "--held-out", str(bad), "--models-dir", str(tmp_path))
     assert result.exit_code == 2
     assert "held.jsonl" in one_error_line(result)
+
+
+def test_train_learns_from_every_file_it_is_given_and_names_them(tmp_path):
+    from tests.unit.test_routing_learned import _examples
+
+    examples = _examples()
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    for path, part in ((first, examples[::2]), (second, examples[1::2])):
+        path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in part),
+                        encoding="utf-8")
+    result = run("routing", "train", "--train", str(first), "--add", str(second),
+                 "--no-embeddings", "--models-dir", str(tmp_path / "models"), "--no-publish")
+    assert result.exit_code == 0, result.output
+    (folder,) = (tmp_path / "models").glob("router-*")
+    data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["training_data"]
+    assert data["examples"] == len(examples)
+    assert data["sources"] == [f"first.jsonl ({len(examples[::2])})",
+                               f"second.jsonl ({len(examples[1::2])})"]
