@@ -107,6 +107,14 @@ def _rules(command: str):
         _usage_error(command, f"cannot load the rules: {str(exc).splitlines()[0]}")
 
 
+def _save(command: str, save, router, target: Path) -> Path:
+    """``learned.save``; an artefact of that version already there stops the command."""
+    try:
+        return save(router, target)
+    except FileExistsError as exc:
+        _usage_error(command, f"{exc} (train or calibrate again in a second)")
+
+
 def _read_corpus(command: str, path: str | Path, categories: list[str]) -> list[dict]:
     """A corpus file's examples; a malformed line stops the command, named."""
     from services.routing.corrections import CorpusError, read_corpus
@@ -169,7 +177,7 @@ def train(train_file: str, added: tuple[str, ...], with_corrections: bool,
                           urgency_cascade=urgency_cascade,
                           urgency_per_category=urgency_per_category)
     target = Path(models_dir) if models_dir else MODELS_DIR
-    folder = save(router, target)
+    folder = _save("train", save, router, target)
     cv = router.manifest["cross_validation"]
     click.echo(f"wrote {folder}")
     click.echo(f"cross-validation: category {cv['category_accuracy']:.1%}"
@@ -222,7 +230,7 @@ def calibrate(held_out: str, model_path: str | None, recall: float | None,
     except CalibrationError as exc:
         _usage_error("calibrate", str(exc))
     target = Path(models_dir) if models_dir else MODELS_DIR
-    folder = save(result.router, target)
+    folder = _save("calibrate", save, result.router, target)
     click.echo(f"calibrated {classifier.model_version} on {len(examples)} held-out reports "
                f"({result.after['urgent_reports']} urgent)")
     for name, figures in (("before", result.before), ("after", result.after)):

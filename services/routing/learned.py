@@ -49,6 +49,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -394,9 +396,17 @@ def artefact_dir(version: str, models_dir: str | Path = MODELS_DIR) -> Path:
 
 
 def save(router: Router, models_dir: str | Path = MODELS_DIR) -> Path:
-    """Write ``router`` as ``models_dir/router-<version>/`` (not yet in force: :func:`publish`)."""
-    folder = artefact_dir(router.version, models_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write ``router`` as ``models_dir/router-<version>/`` (not yet in force: :func:`publish`).
+
+    Written in a folder of its own and renamed into place, so an artefact is never half
+    written, nor one written over another: two trainings in the same second on the same
+    data (two variants, say) would otherwise share a version. Raises FileExistsError
+    for a version that is there already."""
+    final = artefact_dir(router.version, models_dir)
+    if final.exists():
+        raise FileExistsError(f"{final} exists already; an artefact is never overwritten")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     arrays = {
         "terms": np.array(router.category.terms, dtype=str),
         "idf": router.category.idf.astype(np.float32),
@@ -433,7 +443,13 @@ def save(router: Router, models_dir: str | Path = MODELS_DIR) -> Path:
     }
     (folder / "manifest.json").write_text(
         json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    return folder
+    folder.chmod(0o755)  # mkdtemp's 0700 would hide the model from a service's own user
+    try:
+        folder.rename(final)  # fails when another save got there first
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise FileExistsError(f"{final} exists already; an artefact is never overwritten") from None
+    return final
 
 
 def publish(folder: str | Path, models_dir: str | Path = MODELS_DIR) -> Path:

@@ -191,6 +191,15 @@ def test_a_trained_router_round_trips_through_its_artefact(router, tmp_path):
     assert again.version == router.version and again.urgent_at == router.urgent_at
 
 
+def test_an_artefact_is_never_written_over(router, tmp_path):
+    folder = save(router, tmp_path)
+    before = (folder / "weights.npz").read_bytes()
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        save(router, tmp_path)
+    assert (folder / "weights.npz").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no half-written folder
+
+
 def test_the_seam_loads_the_artefact_current_names(router, tmp_path):
     publish(save(router, tmp_path), tmp_path)
     classifier = load_classifier(tmp_path / "current")
