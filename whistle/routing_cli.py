@@ -6,7 +6,7 @@ and measurement on the frozen split.
   (``corpus/README.md``). Put the file in ``corpus/corrections/`` and retrain: the
   trainer folds those files in (``services.routing.corrections.load_corrections``).
   Reads Redis directly (``REDIS_URL``, ``WHISTLE_KEY_PREFIX``); needs no broker.
-- ``whistle routing train`` reads ``corpus/train.jsonl`` (and, with
+- ``whistle routing train`` reads ``corpus/train.jsonl`` and ``corpus/dev.jsonl`` (and, with
   ``--with-corrections``, the desk's exported corrections in ``corpus/corrections/``),
   chooses everything by cross-validation on them, writes a versioned artefact
   ``services/routing/model/router-<version>/`` and makes it current. A running
@@ -37,6 +37,7 @@ from shared import config as cfg
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "corpus" / "train.jsonl"
 TEST = ROOT / "corpus" / "test.jsonl"
+DEV = ROOT / "corpus" / "dev.jsonl"
 FIGURES = ROOT / "docs" / "routing-figures.json"
 
 
@@ -128,6 +129,8 @@ def _read_corpus(command: str, path: str | Path, categories: list[str]) -> list[
 @routing.command("train")
 @click.option("--train", "train_file", type=click.Path(exists=True, dir_okay=False),
               default=str(TRAIN), show_default=True, help="The training split.")
+@click.option("--with-dev/--without-dev", "with_dev", default=True, show_default=True,
+              help="Train on corpus/dev.jsonl too (300 reports written like the test split).")
 @click.option("--add", "added", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Another labelled file to train on as well (repeatable).")
 @click.option("--with-corrections", is_flag=True,
@@ -139,13 +142,13 @@ def _read_corpus(command: str, path: str | Path, categories: list[str]) -> list[
 @click.option("--urgency-cascade", is_flag=True,
               help="Also try urgency's second look on the embedding (kept if it wins out of "
                    "fold; off by default, see docs/routing.md).")
-@click.option("--urgency-per-category/--urgency-shared", default=False, show_default=True,
+@click.option("--urgency-per-category/--urgency-shared", default=True, show_default=True,
               help="Urgency weighs each term per category too (see docs/routing.md).")
 @click.option("--models-dir", type=click.Path(file_okay=False), default=None,
               help="Where artefacts go (default services/routing/model).")
 @click.option("--publish/--no-publish", default=True, show_default=True,
               help="Make the new artefact current (what routing loads).")
-def train(train_file: str, added: tuple[str, ...], with_corrections: bool,
+def train(train_file: str, with_dev: bool, added: tuple[str, ...], with_corrections: bool,
           corrections_dir: str | None,
           embeddings: bool, urgency_cascade: bool, urgency_per_category: bool,
           models_dir: str | None, publish: bool) -> None:
@@ -158,7 +161,7 @@ def train(train_file: str, added: tuple[str, ...], with_corrections: bool,
     categories = _rules("train").category_names()
     examples = _read_corpus("train", train_file, categories)
     sources = [f"{Path(train_file).name} ({len(examples)})"]
-    for path in added:
+    for path in ((DEV,) if with_dev else ()) + added:
         more = _read_corpus("train", path, categories)
         examples += more
         sources.append(f"{Path(path).name} ({len(more)})")

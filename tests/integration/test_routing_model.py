@@ -49,8 +49,8 @@ def corpus(path, copies: int = 3):
 
 
 def train(*args: str) -> str:
-    result = CliRunner().invoke(cli, ["routing", "train", "--no-embeddings", *args],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["routing", "train", "--no-embeddings", "--without-dev",
+                                      *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
 
