@@ -205,12 +205,15 @@ def train(train_file: str, with_dev: bool, added: tuple[str, ...], with_correcti
 @click.option("--recall", type=float, default=None,
               help="Urgent recall the threshold must keep on the held-out reports "
                    "[default: training's, 0.985].")
+@click.option("--false-urgent", "false_urgent", type=float, default=None,
+              help="Instead: the lowest threshold that flags at most this share of the "
+                   "held-out reports that are not urgent (e.g. 0.07).")
 @click.option("--models-dir", type=click.Path(file_okay=False), default=None,
               help="Where the new artefact goes (default services/routing/model).")
 @click.option("--publish/--no-publish", default=True, show_default=True,
               help="Make the new artefact current (what routing loads).")
 def calibrate(held_out: str, model_path: str | None, recall: float | None,
-              models_dir: str | None, publish: bool) -> None:
+              false_urgent: float | None, models_dir: str | None, publish: bool) -> None:
     """Set a model's urgency threshold on held-out reports: a new artefact."""
     from services.routing.calibration import CalibrationError
     from services.routing.calibration import calibrate as run_calibration
@@ -219,6 +222,8 @@ def calibrate(held_out: str, model_path: str | None, recall: float | None,
     from services.routing.learned import publish as make_current
     from services.routing.training import URGENT_RECALL
 
+    if recall is not None and false_urgent is not None:
+        _usage_error("calibrate", "give --recall or --false-urgent, not both")
     examples = _read_corpus("calibrate", held_out, _rules("calibrate").category_names())
     try:
         classifier = load_classifier(model_path or cfg.get(os.environ, cfg.ROUTING_MODEL)
@@ -229,7 +234,8 @@ def calibrate(held_out: str, model_path: str | None, recall: float | None,
         _usage_error("calibrate", "the keyword rules have no urgency threshold; name a model")
     try:
         result = run_calibration(classifier, examples, Path(held_out).name,
-                                 URGENT_RECALL if recall is None else recall)
+                                 URGENT_RECALL if recall is None else recall,
+                                 false_urgent=false_urgent)
     except CalibrationError as exc:
         _usage_error("calibrate", str(exc))
     target = Path(models_dir) if models_dir else MODELS_DIR

@@ -7,7 +7,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from services.routing.calibration import CalibrationError, calibrate, urgency_figures
+from services.routing.calibration import (
+    CalibrationError,
+    calibrate,
+    false_alarm_threshold,
+    urgency_figures,
+)
 from services.routing.learned import (
     MODELS_DIR,
     LearnedClassifier,
@@ -75,7 +80,7 @@ def test_the_calibrated_artefact_records_its_origin_and_only_its_threshold_chang
     assert calibration["from_version"] == bundled.model_version
     assert calibration["held_out"]["source"] == HELD_OUT.name
     assert calibration["held_out"]["examples"] == len(held_out)
-    assert calibration["recall_target"] == 0.985
+    assert calibration["policy"] == {"urgent_recall": 0.985}
     assert manifest["training_data"] == bundled.router.manifest["training_data"]
     again = read_router(folder, with_encoder=False)
     assert again.urgent_at == calibration["after"]["threshold"] != bundled.router.urgent_at
@@ -118,6 +123,8 @@ def test_a_model_with_an_urgency_cascade_is_refused(bundled, held_out):
     (["--model", "keywords"], "keyword rules have no urgency threshold"),
     (["--model", "/nonexistent/router"], "does not exist"),
     (["--recall", "2", "--model", str(MODELS_DIR / "current")], "recall must be between"),
+    (["--false-urgent", "0.7", "--model", str(MODELS_DIR / "current")], "below 0.5"),
+    (["--false-urgent", "0.1", "--recall", "0.9"], "not both"),
 ])
 def test_the_command_names_what_it_cannot_use_in_one_line(args, problem, tmp_path):
     result = run("routing", "calibrate", "--held-out", str(HELD_OUT), "--models-dir",
@@ -151,3 +158,34 @@ def test_train_learns_from_every_file_it_is_given_and_names_them(tmp_path):
     assert data["examples"] == len(examples)
     assert data["sources"] == [f"first.jsonl ({len(examples[::2])})",
                                f"second.jsonl ({len(examples[1::2])})"]
+
+
+def test_a_false_alarm_budget_gives_the_lowest_line_within_it(bundled, held_out):
+    result = calibrate(bundled, held_out, "held.jsonl", false_urgent=0.3)
+    readings = [bundled.urgency_reading(e["text"]) for e in held_out]
+    probability = np.array([p for p, _ in readings])
+    forced = np.array([f for _, f in readings])
+    urgent = np.array([e["urgent"] for e in held_out])
+    line = result.router.urgent_at
+    assert result.after["false_urgent_rate"] <= 0.3
+    # Any lower, and one more harmless report would be flagged: over the budget.
+    below = probability[~urgent & ~forced & (probability < line)]
+    if below.size:
+        lower = urgency_figures(probability, forced, urgent, below.max())
+        assert lower["false_urgent_rate"] > 0.3
+    assert result.router.manifest["calibration"]["policy"] == {"false_urgent_at_most": 0.3}
+
+
+@pytest.mark.parametrize("budget, line", [(0.25, 0.6), (0.5, 0.4), (0.0, 0.85), (1.0, 0.0)])
+def test_the_false_alarm_line_sits_between_the_last_harmless_report_flagged_and_the_next(
+        budget, line):
+    probability = np.array([.9, .7, .5, .3, .1])
+    urgent = np.array([True, False, False, False, False])
+    assert false_alarm_threshold(probability, np.zeros(5, bool), urgent, budget) == line
+
+
+def test_cues_alone_over_the_budget_cannot_be_calibrated():
+    urgent = np.array([True, False, False, False, False])
+    forced = np.array([False, True, True, False, False])
+    with pytest.raises(CalibrationError, match="cues alone flag 2"):
+        false_alarm_threshold(np.array([.9, .7, .5, .3, .1]), forced, urgent, 0.25)
