@@ -13,7 +13,7 @@ from logging import getLogger
 
 from nameko.extensions import DependencyProvider
 
-from services.routing.rules import RulesError, load_rules
+from services.routing.rules import DEFAULT_SUPERVISORS, RulesError, load_rules
 from shared import config as cfg
 
 _log = getLogger(__name__)
@@ -23,12 +23,17 @@ _log = getLogger(__name__)
 class Names:
     categories: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> (zh, en)
     agencies: dict[str, tuple[str, str]] = field(default_factory=dict)
+    supervisors: dict[str, tuple[str, str]] = field(default_factory=dict)  # level -> names
 
     def category(self, code: str | None, lang: str) -> str:
         return _pick(self.categories.get(code or ""), lang) or code or "—"
 
     def agency(self, code: str | None, lang: str) -> str:
         return _pick(self.agencies.get(code or ""), lang) or code or "—"
+
+    def supervisor(self, level: str | None, lang: str) -> str | None:
+        """Who supervises at an escalation level (街道办事处), if the rules say."""
+        return _pick(self.supervisors.get(level or ""), lang)
 
 
 def _pick(names: tuple[str, str] | None, lang: str) -> str | None:
@@ -38,7 +43,9 @@ def _pick(names: tuple[str, str] | None, lang: str) -> str | None:
 def names_from_rules(path: str | None) -> Names:
     rules = load_rules(path or None)
     return Names(categories={r.category: (r.name, r.name_en) for r in rules.rules},
-                 agencies={code: (a.name, a.name_en) for code, a in rules.agencies.items()})
+                 agencies={code: (a.name, a.name_en) for code, a in rules.agencies.items()},
+                 supervisors={level.value: (s.name, s.name_en) for level, s in
+                              ((level, rules.supervisor(level)) for level in DEFAULT_SUPERVISORS)})
 
 
 class Catalogue(DependencyProvider):

@@ -189,29 +189,69 @@ def messages_view(records: list[dict[str, Any]], tz: str) -> list[dict[str, Any]
 # ------------------------------------------------------------- the timeline
 
 # The details the services write on the timeline are English sentences of a fixed
-# shape (shared.issue, services.agency.domain, services.notify.recipients, ...). A
-# Chinese page says the common ones in Chinese from their parts; the rest, and every
-# detail on an English page, are shown as written (the raw text is always kept).
-_DETAIL = {step: re.compile(pattern) for step, pattern in {
+# shape (shared.issue, services.agency.domain, services.routing.*,
+# services.notify.recipients). A Chinese page says them in Chinese from their parts;
+# free text in them (a note, a reason, a place) stays as written; a detail of another
+# shape, and every detail on an English page, is shown as written (the raw text is
+# always kept).
+_UNSURE = (r"not sure \((?:top category (?P<best>\S+) at (?P<share>\d+%)"
+           r"|no category recognised)\); the desk decides")
+_MESSAGE = (r"(?P<kind>\w+) message (?P<status>\w+) via (?P<channel>\w+)"
+            r"(?: \((?P<note>.*)\))?")
+_DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "received": r"^accepted via (?P<channel>\w+)$",
+    "needs_triage": rf"^{_UNSURE}; suggestions: (?P<suggestions>none|\S+ \d+%(?:, \S+ \d+%)*)$",
+    "flagged_for_triage": rf"^urgent but unsure, dispatched to the best guess "
+                          rf"(?P<category>\S+); {_UNSURE}$",
     "dispatched": r"^category (?P<category>\S+), priority (?P<priority>\S+), "
                   r"rule (?P<rule>\S+): (?P<parties>.*)$",
+    "rerouted": r"^by (?P<staff>\S+): category (?:(?P<previous>\S+) -> )?(?P<category>\S+)"
+                r"(?:; withdrawn: (?P<withdrawn>.+?))?(?:; added: (?P<added>.+?))?"
+                r"; why: (?P<reason>.*)$",
     "assignment_delivered": r"^(?P<name>.+) received the assignment \((?P<role>\w+)\)$",
+    "assignment_withdrawn": r"^(?P<name>.+?) was told its part is withdrawn "
+                            r"\(by (?P<staff>\S+?): (?P<reason>.*)\)$",
     "acknowledged": r"^(?P<name>.+?) reported in(?P<late> \(after its deadline\))?"
                     r"(?:: (?P<note>.*))?$",
     "assignment_resolved": r"^(?P<name>.+?): (?P<note>.*)$",
     "resolved": r"^every agency has finished its part$",
+    "escalated": r"^(?P<name>.+?) did not (?P<kind>report in|resolve) by (?P<missed>\S+): "
+                 r"escalated to .+ \((?P<level>\w+)\); "
+                 r"whistled again, new deadline (?P<due>\S+)$",
     "awaiting_rating": r"^the resident is asked to rate; closes unrated at (?P<due>\S+)$",
     "rated": r"^the resident is satisfied(?:: (?P<comment>.*))?$",
     "reopened": r"^the resident is not satisfied: (?P<reason>.*); back to (?P<agencies>.*), "
                 r"escalated to (?P<level>\w+)$",
     "closed": r"^closed: (?P<why>the resident is satisfied|no rating within the window.*)$",
-    "resident_notified": r"^(?P<kind>\w+) message (?P<status>\w+) via (?P<channel>\w+)"
-                         r"(?: \((?P<note>.*)\))?(?: to the reporter of (?P<reporter>\S+))?$",
+    "merged": r"^same (?P<category>\S+) problem as (?P<primary>\S+): merged \(共性问题统筹\)$",
+    "reporter_joined": r"^(?P<reporter>\S+) reported the same problem and was merged "
+                       r"into this issue$",
+    "reporter_split": r"^(?P<reporter>\S+) was split off by the desk$",
+    "split": r"^split from (?P<primary>\S+) by the desk; routed on its own$",
+    "resident_notified": rf"^{_MESSAGE}(?: to the reporter of (?P<reporter>\S+))?$",
+    "supervisor_notified": rf"^supervisor \((?P<level>\w+)\) notified: {_MESSAGE}$",
     "triaged": r"^(?P<staff>\S+) chose category (?P<category>\S+)$",
+    "table_convened": r"^table at (?P<place>.*), (?P<meets_at>\d{4}-\d\d-\d\dT\S+): "
+                      r"(?P<names>.*)$",
+    "table_invited": r"^(?P<name>.+) invited by (?P<by>\S+)$",
     "table_checked_in": r"^(?P<name>.+) checked in at the table$",
+    "table_task_recorded": r"^(?P<task>\S+): (?P<name>.+?) to (?P<what>.*) by (?P<due>\S+)$",
+    "table_task_done": r"^(?P<task>\S+) done by (?:the desk \((?P<staff>[^)]*)\) for )?"
+                       r"(?P<name>.+?): (?P<note>.*)$",
 }.items()}
 
+# Reasons a service gives in English where the desk gave none (services.routing.desk).
+_ZH_REASONS = {"triage: the desk chose another route": "分拣时社区窗口改选了路线"}
+
+# The steps said in Chinese by filling in their parts alone ({desk}: the desk's name).
+_ZH_SAID = {
+    "assignment_resolved": "{name}已办结：{note}",
+    "resolved": "各单位均已办结",
+    "reporter_joined": "{reporter} 反映的是同一问题，已并入本件",
+    "reporter_split": "{desk}已将 {reporter} 拆出，单独办理",
+    "split": "{desk}已将本件从 {primary} 拆出，单独派单",
+    "table_checked_in": "{name}已到协调会签到",
+}
 
 _NEVER = re.compile(r"(?!)")
 
@@ -219,39 +259,44 @@ _NEVER = re.compile(r"(?!)")
 def timeline_rows(timeline: list[dict[str, Any]], t: Translator, names, tz: str
                   ) -> list[dict[str, Any]]:
     """The issue page's timeline (经过) in the reader's language: each step's name from
-    the catalogue (``step_<step>``), its detail in Chinese for the common steps on a
-    Chinese page, and the detail as the service wrote it (``raw``) always."""
+    the catalogue (``step_<step>``), its detail in Chinese on a Chinese page, and the
+    detail as the service wrote it (``raw``) always."""
     rows = []
     for entry in timeline:
         raw = redact_links(entry.get("detail") or "")
         step = entry.get("step") or ""
         detail = raw
         if t.lang == "zh" and (found := _DETAIL.get(step, _NEVER).match(raw)):
-            detail = _zh_detail(step, found.groupdict(), entry.get("agency"), t, names, tz)
+            detail = _zh_detail(step, found.groupdict(), t, names, tz)
         rows.append({"at": entry.get("at"), "step": step, "label": t.name("step", step),
                      "detail": detail, "raw": raw})
     return rows
 
 
-def _zh_detail(step: str, parts: dict[str, str | None], agency: str | None, t: Translator,
-               names, tz: str) -> str:
+def _zh_detail(step: str, parts: dict[str, str | None], t: Translator, names,
+               tz: str) -> str:
+    """A detail in Chinese: the fixed phrases (``_ZH_SAID``); here the steps of the issue's
+    own course (received, dispatched, reported in, escalated, rated, the messages about
+    it); the desk's and the table's steps in ``_zh_desk_detail``."""
+    if step in _ZH_SAID:
+        return _ZH_SAID[step].format_map({**parts, "desk": t("the_desk")})
     name = parts.get("name") or ""
     if step == "received":
         return f"经{t.name('ch', parts['channel'])}受理"
     if step == "dispatched":
-        parties = re.sub(r" \((lead|support)\)", lambda m: f"（{t.label('role', m[1])}）",
-                         parts["parties"]).replace(", ", "、")
         return (f"类别：{names.category(parts['category'], 'zh')}，"
-                f"优先级：{t.label('priority', parts['priority'])}；派给{parties}")
+                f"优先级：{t.label('priority', parts['priority'])}；"
+                f"派给{_zh_parties(parts['parties'], t)}")
     if step == "assignment_delivered":
         return f"{name}已收到派单（{t.label('role', parts['role'])}）"
     if step == "acknowledged":
         late = "（已超过报到时限）" if parts["late"] else ""
         return f"{name}已报到{late}" + (f"：{parts['note']}" if parts["note"] else "")
-    if step == "assignment_resolved":
-        return f"{name}已办结：{parts['note']}"
-    if step == "resolved":
-        return "各单位均已办结"
+    if step == "escalated":
+        kind = t.label("kind", "acknowledge" if parts["kind"] == "report in" else "resolve")
+        return (f"{name}未在{local_time(parts['missed'], tz)}前{kind}，"
+                f"升级至{_zh_supervisor(parts['level'], t, names, '')}督办；"
+                f"再次吹哨，新时限{local_time(parts['due'], tz)}")
     if step == "awaiting_rating":
         return f"请居民评价；{local_time(parts['due'], tz)}前未评价即结案"
     if step == "rated":
@@ -264,16 +309,87 @@ def _zh_detail(step: str, parts: dict[str, str | None], agency: str | None, t: T
     if step == "closed":
         return "结案：居民满意" if parts["why"].startswith("the resident") else "结案：评价期内未评价"
     if step == "resident_notified":
-        text = (f"{t.name('msg', parts['kind'])}消息{t.name('delivery', parts['status'])}"
-                f"（{t.name('pc', parts['channel'])}）")
+        text = _zh_message(parts, t)
         if parts["reporter"]:
             text += f"，发给 {parts['reporter']} 的反映人"
         return text + (f"：{parts['note']}" if parts["note"] else "")
+    if step == "supervisor_notified":
+        return (f"致{_zh_supervisor(parts['level'], t, names)}的{_zh_message(parts, t)}"
+                + (f"：{parts['note']}" if parts["note"] else ""))
+    return _zh_desk_detail(step, parts, t, names, tz)
+
+
+def _zh_desk_detail(step: str, parts: dict[str, str | None], t: Translator, names,
+                    tz: str) -> str:
+    """The desk's and the table's steps: triage, reroute, merging, the table session."""
+    name = parts.get("name") or ""
+    if step == "needs_triage":
+        shown = parts["suggestions"]
+        suggestions = "无" if shown == "none" else "、".join(
+            f"{names.category(code, 'zh')} {share}"
+            for code, share in (s.rsplit(" ", 1) for s in shown.split(", ")))
+        return f"{_zh_unsure(parts, names)}，由{t('the_desk')}决定；候选：{suggestions}"
+    if step == "flagged_for_triage":
+        return (f"紧急但{_zh_unsure(parts, names)}：已先按"
+                f"{names.category(parts['category'], 'zh')}派单，由{t('the_desk')}决定")
     if step == "triaged":
         return f"{parts['staff']}选定类别：{names.category(parts['category'], 'zh')}"
-    if step == "table_checked_in":
-        return f"{name}已到协调会签到"
+    if step == "rerouted":
+        category = names.category(parts["category"], "zh")
+        text = f"{parts['staff']}改派：" + (
+            f"类别{names.category(parts['previous'], 'zh')}→{category}" if parts["previous"]
+            else f"类别不变（{category}）")
+        if parts["withdrawn"]:
+            text += f"；撤回{parts['withdrawn'].replace(', ', '、')}"
+        if parts["added"]:
+            text += f"；新增{_zh_parties(parts['added'], t)}"
+        return text + f"；原因：{_zh_reason(parts['reason'])}"
+    if step == "assignment_withdrawn":
+        return f"已告知{name}：其派单已撤回（{parts['staff']}：{_zh_reason(parts['reason'])}）"
+    if step == "merged":
+        return (f"与 {parts['primary']} 同为{names.category(parts['category'], 'zh')}问题，"
+                "已合并（共性问题统筹）")
+    if step == "table_convened":
+        return (f"{local_time(parts['meets_at'], tz)}在{parts['place']}召开协调会，"
+                f"参会单位：{parts['names']}")
+    if step == "table_invited":
+        by = t("the_desk") if parts["by"] == "desk" else names.agency(parts["by"], "zh")
+        return f"{by}邀请{name}参会"
+    if step == "table_task_recorded":
+        return f"{parts['task']}：{name}负责{parts['what']}，{local_time(parts['due'], tz)}前完成"
+    if step == "table_task_done":
+        if parts["staff"]:
+            return f"{parts['task']}由{t('the_desk')}（{parts['staff']}）代{name}关闭：{parts['note']}"
+        return f"{parts['task']}已由{name}完成：{parts['note']}"
     return ""
+
+
+def _zh_parties(parties: str, t: Translator) -> str:
+    """``供电公司 (lead), 物业 (support)`` as ``供电公司（牵头）、物业（配合）``."""
+    return re.sub(r" \((lead|support)\)", lambda m: f"（{t.label('role', m[1])}）",
+                  parties).replace(", ", "、")
+
+
+def _zh_unsure(parts: dict[str, str | None], names) -> str:
+    """Why routing was not sure: ``not sure (top category X at 45%)``."""
+    if parts["best"]:
+        return f"类别没有把握（最可能是{names.category(parts['best'], 'zh')}，{parts['share']}）"
+    return "未能识别类别"
+
+
+def _zh_reason(reason: str | None) -> str:
+    """A reason as the desk typed it, or in Chinese where the service gave it in English."""
+    return _ZH_REASONS.get(reason or "", reason or "")
+
+
+def _zh_supervisor(level: str | None, t: Translator, names, whom: str = "督办领导") -> str:
+    """Who supervises at that level (街道办事处), else the level (街道督办领导)."""
+    return names.supervisor(level, "zh") or f"{t.label('level', level)}{whom}"
+
+
+def _zh_message(parts: dict[str, str | None], t: Translator) -> str:
+    return (f"{t.name('msg', parts['kind'])}消息{t.name('delivery', parts['status'])}"
+            f"（{t.name('pc', parts['channel'])}）")
 
 
 # ------------------------------------------------------------------ charts

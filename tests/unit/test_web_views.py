@@ -18,7 +18,7 @@ from shared.contracts import (
     Role,
     Sector,
 )
-from shared.issue import Assignment, IssueRecord, receive
+from shared.issue import Assignment, IssueRecord, TimelineEntry, receive
 from shared.web import redact_request_line
 
 NOW = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
@@ -163,6 +163,24 @@ def test_the_progress_link_is_sealed_and_reads_only_the_reporters_own_report():
 # ------------------------------------------------- the timeline, in the page's language
 
 
+def dispatched_wire(at: datetime) -> IssueRecord:
+    """The flying wire, dispatched urgently at ``at`` to the power company (lead)."""
+    from services.routing.rules import load_rules
+    from shared.issue import Routing, dispatch
+
+    rules = load_rules()
+    known = rules.agency("power")
+    window = rules.window(Priority.urgent)
+    return dispatch(record(received_at=at, updated_at=at), "flying_wire",
+                    Priority.urgent,
+                    Routing(rule="flying_wire", keywords=["飞线"], category_source="keywords"),
+                    [Assignment(agency="power", agency_name=known.name,
+                                agency_name_en=known.name_en, sector=known.sector,
+                                role=Role.lead, assigned_at=at,
+                                acknowledge_by=at + window.acknowledge,
+                                resolve_by=at + window.resolve)], at)
+
+
 def whole_chain() -> IssueRecord:
     """A flying wire through the whole chain, each step written by the code that writes it
     in the running system: received, dispatched, delivered, told, 报到 with a note,
@@ -174,19 +192,10 @@ def whole_chain() -> IssueRecord:
     from services.routing.rules import load_rules
     from shared.auth import FeedbackGrant
     from shared.contracts import IssueResolved, Rating
-    from shared.issue import Routing, dispatch
 
     rules = load_rules()
     at = NOW - timedelta(hours=5)
-    known = rules.agency("power")
-    window = rules.window(Priority.urgent)
-    issue = dispatch(record(received_at=at, updated_at=at), "flying_wire", Priority.urgent,
-                     Routing(rule="flying_wire", keywords=["飞线"], category_source="keywords"),
-                     [Assignment(agency="power", agency_name=known.name,
-                                 agency_name_en=known.name_en, sector=known.sector,
-                                 role=Role.lead, assigned_at=at,
-                                 acknowledge_by=at + window.acknowledge,
-                                 resolve_by=at + window.resolve)], at)
+    issue = dispatched_wire(at)
     for note in delivery_notes(dispatched_event(issue, at)).values():
         issue.step(note.at, note.service, note.step, note.detail, note.agency)
     issue.step(at, "notify", *notified_step("received", "sent", "webhook", issue.issue_id))
@@ -255,6 +264,182 @@ def test_a_step_the_catalogue_does_not_know_shows_as_written():
                                    "detail": "x ?token=abc"}], ZH, names_from_rules(None),
                                  "Asia/Shanghai")
     assert row["label"] == "new_thing" and row["detail"] == "x ?token=…"
+
+
+# Every other step's detail as the code that writes it in the running system writes it
+# (the producers are called: a change of wording there fails here), and how a Chinese
+# page says it. Codes stay as they are: issue ids, task ids, the desk staff's ids.
+STAFF = "desk-wang"
+LATER = NOW + timedelta(minutes=5)
+
+
+def desk_steps() -> list[TimelineEntry]:
+    """Triage (held on a guess, held with none, flagged), the desk's triage of the flag,
+    reroutes (to another category; the same category without its support), and the
+    agency told its part is withdrawn."""
+    from services.agency.domain import withdrawal_note
+    from services.routing import desk
+    from services.routing.classifier import Classification
+    from services.routing.domain import route_issue
+    from services.routing.rules import load_rules
+    from shared.contracts import AssignmentWithdrawn, Reroute, TriageDecision
+
+    rules = load_rules()
+
+    def routed(text: str, classification: Classification | None = None) -> IssueRecord:
+        decision = route_issue(text, None, rules, NOW, classification)
+        return desk.first_route(record(description=text), decision, rules, NOW)
+
+    def rerouted(issue: IssueRecord, body: Reroute) -> desk.DeskChange:
+        return desk.reroute(issue, body, body.reason, STAFF, rules, LATER)
+
+    held = routed("东门那边又不行了", Classification(
+        top=[("street_light", 0.45), ("rubbish", 0.4), ("noise", 0.1)], model_version="m1"))
+    lost = routed("东门那边又不行了", Classification(top=[], model_version="m1"))
+    flagged = routed("一股臭鸡蛋味", Classification(
+        top=[("gas_leak", 0.5), ("sewage_blocked", 0.4)], urgent=True, model_version="m1"))
+    triaged = desk.triage(flagged, TriageDecision(category="sewage_blocked"), None, STAFF,
+                          rules, LATER).record
+    leak = routed("楼上漏水，天花板滴水")  # water leads, the property manager supports
+    moved = rerouted(leak, Reroute(category="sewage_blocked", reason="是下水道堵了"))
+    trimmed = rerouted(leak, Reroute(category="pipe_leak", support=[],
+                                     reason="物业不用来\n管道归自来水公司"))
+    told = [withdrawal_note(e)[1] for e in moved.events if isinstance(e, AssignmentWithdrawn)]
+    return [held.timeline[-1], lost.timeline[-1], flagged.timeline[-1],
+            next(e for e in triaged.timeline if e.step == "rerouted"),
+            moved.record.timeline[-1], trimmed.record.timeline[-1], *told]
+
+
+def escalation_steps() -> list[TimelineEntry]:
+    """The power company silent past its 报到 (to the street office), then past its 办结
+    (to the district), and each supervisor told: by email, then failed."""
+    from services.notify.recipients import notified_step
+    from services.routing.escalation import escalate
+    from services.routing.rules import load_rules
+    from shared.contracts import DeadlineKind, EscalationLevel
+    from shared.issue import acknowledge, pending_deadlines
+
+    rules = load_rules()
+    issue = dispatched_wire(NOW)
+    for kind in (DeadlineKind.acknowledge, DeadlineKind.resolve):
+        deadline = next(d for d in pending_deadlines(issue) if d.kind is kind)
+        issue, _ = escalate(issue, deadline, rules, deadline.due + timedelta(minutes=1))
+        if kind is DeadlineKind.acknowledge:
+            issue = acknowledge(issue, "power", "power-12", issue.updated_at)
+    for level, status, note in ((EscalationLevel.street, "sent", ""),
+                                (EscalationLevel.district, "failed", "SMTP 550")):
+        issue.step(issue.updated_at, "notify", *notified_step(
+            "escalation_notice", status, "email", issue.issue_id, level=level, note=note))
+    return [e for e in issue.timeline if e.step in ("escalated", "supervisor_notified")]
+
+
+def merging_steps() -> list[TimelineEntry]:
+    """A neighbour's report folded into the wire's issue, then split off by the desk."""
+    from services.routing.merging import fold, join, leave, unfold
+    from shared.contracts import IssueReceived
+
+    primary = dispatched_wire(NOW)
+    neighbour = record(issue_id="WH-20261205-0002", trace_id="trace-0002")
+    cause = IssueReceived(trace_id=neighbour.trace_id, issue_id=neighbour.issue_id,
+                          occurred_at=NOW, description=neighbour.description,
+                          location=neighbour.location, channel=neighbour.channel,
+                          language=neighbour.language, has_contact=True)
+    merged, _ = fold(neighbour, primary, "flying_wire", cause, NOW)
+    joined = join(primary, neighbour.issue_id, NOW)
+    split, _ = unfold(merged, True, LATER)
+    return [merged.timeline[-1], joined.timeline[-1],
+            leave(joined, neighbour.issue_id, LATER).timeline[-1], split.timeline[-1]]
+
+
+def table_steps() -> list[TimelineEntry]:
+    """A table for the wire: the property manager brought in at convening, the water
+    utility invited by the desk and the gas company by the lead, two tasks: one done by
+    its agency, one closed by the desk."""
+    from services.routing import table
+    from services.routing.rules import load_rules
+    from shared.issue import acknowledge
+
+    rules = load_rules()
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             ["property_manager"], rules, NOW)
+    issue, _ = table.invite(issue, table.DESK, ["water"], rules, NOW)
+    issue, _ = table.invite(issue, "power", ["gas"], rules, NOW)
+    issue, _ = table.check_in(issue, "power", "power-12", rules, NOW)
+    issue = acknowledge(issue, "power", "power-12", NOW)
+    for agency, what in (("power", "更换老化电缆"), ("property_manager", "清理楼道杂物")):
+        issue, _ = table.record_task(issue, table.DESK, agency, what, NOW + timedelta(days=2),
+                                     rules, NOW)
+    issue, _ = table.complete_task(issue, "power", "T1", "已更换", rules, LATER)
+    issue, _ = table.close_task(issue, STAFF, "T2", "现场已核实", rules, LATER)
+    return [e for e in issue.timeline if e.step.startswith("table_")]
+
+
+def every_other_step() -> list[dict]:
+    return [e.model_dump(mode="json") for e in
+            [*desk_steps(), *escalation_steps(), *merging_steps(), *table_steps()]]
+
+
+def test_a_chinese_page_says_every_other_steps_detail_in_chinese():
+    timeline = every_other_step()
+    assert {"needs_triage", "flagged_for_triage", "rerouted", "assignment_withdrawn",
+            "escalated", "merged", "reporter_joined", "reporter_split", "split",
+            "table_convened", "table_invited", "table_task_recorded", "table_task_done",
+            "supervisor_notified"} <= {e["step"] for e in timeline}
+    rows = views.timeline_rows(timeline, ZH, names_from_rules(None), "Asia/Shanghai")
+    for row in rows:
+        codes_out = row["detail"].replace(STAFF, "").replace("SMTP", "")
+        assert not re.search(r"[A-Za-z]{3,}", codes_out), (row["step"], row["detail"])
+    assert [(row["step"], row["detail"]) for row in rows] == [
+        ("needs_triage", "类别没有把握（最可能是路灯不亮，45%），由社区窗口决定；候选：路灯不亮 45%、垃圾堆放/清运不及时 40%、噪音扰民 10%"),
+        ("needs_triage", "未能识别类别，由社区窗口决定；候选：无"),
+        ("flagged_for_triage", "紧急但类别没有把握（最可能是燃气泄漏，50%）：已先按燃气泄漏派单，由社区窗口决定"),
+        ("rerouted", "desk-wang改派：类别燃气泄漏→污水堵塞/下水道反味；撤回燃气公司；新增排水公司（牵头）；原因：分拣时社区窗口改选了路线"),
+        ("rerouted", "desk-wang改派：类别管道漏水→污水堵塞/下水道反味；撤回自来水公司、物业公司；新增排水公司（牵头）；原因：是下水道堵了"),
+        ("rerouted", "desk-wang改派：类别不变（管道漏水）；撤回物业公司；原因：物业不用来\n管道归自来水公司"),
+        ("assignment_withdrawn", "已告知自来水公司：其派单已撤回（desk-wang：是下水道堵了）"),
+        ("assignment_withdrawn", "已告知物业公司：其派单已撤回（desk-wang：是下水道堵了）"),
+        ("escalated", "供电公司未在2026-12-05 18:00前报到，升级至街道办事处督办；再次吹哨，新时限2026-12-05 20:01"),
+        ("escalated", "供电公司未在2026-12-06 16:00前办结，升级至区政府督办；再次吹哨，新时限2026-12-07 16:01"),
+        ("supervisor_notified", "致街道办事处的督办通知消息已送达（邮件）"),
+        ("supervisor_notified", "致区政府的督办通知消息发送失败（邮件）：SMTP 550"),
+        ("merged", "与 WH-20261205-0001 同为飞线/电线裸露问题，已合并（共性问题统筹）"),
+        ("reporter_joined", "WH-20261205-0002 反映的是同一问题，已并入本件"),
+        ("reporter_split", "社区窗口已将 WH-20261205-0002 拆出，单独办理"),
+        ("split", "社区窗口已将本件从 WH-20261205-0001 拆出，单独派单"),
+        ("table_convened", "2026-12-06 16:00在幸福里议事厅召开协调会，参会单位：供电公司、物业公司"),
+        ("table_invited", "社区窗口邀请自来水公司参会"),
+        ("table_invited", "供电公司邀请燃气公司参会"),
+        ("table_checked_in", "供电公司已到协调会签到"),
+        ("table_task_recorded", "T1：供电公司负责更换老化电缆，2026-12-07 16:00前完成"),
+        ("table_task_recorded", "T2：物业公司负责清理楼道杂物，2026-12-07 16:00前完成"),
+        ("table_task_done", "T1已由供电公司完成：已更换"),
+        ("table_task_done", "T2由社区窗口（desk-wang）代物业公司关闭：现场已核实"),
+    ]
+    assert all(row["raw"] == e["detail"] for row, e in zip(rows, timeline, strict=True))
+
+
+def test_an_english_page_shows_every_other_steps_detail_as_written():
+    timeline = every_other_step()
+    rows = views.timeline_rows(timeline, EN, names_from_rules(None), "Asia/Shanghai")
+    assert [row["detail"] for row in rows] == [e["detail"] for e in timeline]
+    assert "Escalated" in {row["label"] for row in rows}
+
+
+def test_without_the_rules_an_escalation_names_the_level():
+    from services.web.catalogue import Names
+
+    rows = views.timeline_rows([e for e in every_other_step()
+                                if e["step"] in ("escalated", "supervisor_notified")],
+                               ZH, Names(), "Asia/Shanghai")
+    assert "升级至街道督办" in rows[0]["detail"] and "升级至区督办" in rows[1]["detail"]
+    assert rows[2]["detail"] == "致街道督办领导的督办通知消息已送达（邮件）"
+
+
+def test_a_detail_of_another_shape_stays_as_written_on_a_chinese_page():
+    (row,) = views.timeline_rows([{"at": NOW.isoformat(), "step": "escalated",
+                                   "detail": "escalated by hand ?token=abc"}], ZH,
+                                 names_from_rules(None), "Asia/Shanghai")
+    assert row["label"] == "升级督办" and row["detail"] == "escalated by hand ?token=…"
 
 
 def test_the_english_resident_page_says_the_status_in_english():
