@@ -108,12 +108,26 @@ def _rules(command: str):
         _usage_error(command, f"cannot load the rules: {str(exc).splitlines()[0]}")
 
 
-def _save(command: str, save, router, target: Path) -> Path:
-    """``learned.save``; an artefact of that version already there stops the command."""
+def _save(command: str, router, models_dir: str | None) -> tuple[Path, Path]:
+    """``learned.save`` into ``models_dir`` (default the bundled models' folder): the
+    artefact's folder and the models' folder. One of that version already there stops
+    the command."""
+    from services.routing.learned import MODELS_DIR, save
+
+    target = Path(models_dir) if models_dir else MODELS_DIR
     try:
-        return save(router, target)
+        return save(router, target), target
     except FileExistsError as exc:
         _usage_error(command, f"{exc} (train or calibrate again in a second)")
+
+
+def _publish(router, folder: Path, target: Path) -> None:
+    """Make the artefact just written the one routing loads, and say so."""
+    from services.routing.learned import publish
+
+    publish(folder, target)
+    click.echo(f"current model: {router.version} (running routing picks it up on "
+               "`whistle routing reload`)")
 
 
 def _read_corpus(command: str, path: str | Path, categories: list[str]) -> list[dict]:
@@ -154,8 +168,6 @@ def train(train_file: str, with_dev: bool, added: tuple[str, ...], with_correcti
           models_dir: str | None, publish: bool) -> None:
     """Train the router and write a versioned model artefact."""
     from services.routing.corrections import CorpusError, load_corrections
-    from services.routing.learned import MODELS_DIR, save
-    from services.routing.learned import publish as make_current
     from services.routing.training import train_router
 
     categories = _rules("train").category_names()
@@ -179,8 +191,7 @@ def train(train_file: str, with_dev: bool, added: tuple[str, ...], with_correcti
     router = train_router(examples, embeddings=embeddings, sources=sources, log=click.echo,
                           urgency_cascade=urgency_cascade,
                           urgency_per_category=urgency_per_category)
-    target = Path(models_dir) if models_dir else MODELS_DIR
-    folder = _save("train", save, router, target)
+    folder, target = _save("train", router, models_dir)
     cv = router.manifest["cross_validation"]
     click.echo(f"wrote {folder}")
     click.echo(f"cross-validation: category {cv['category_accuracy']:.1%}"
@@ -189,16 +200,14 @@ def train(train_file: str, with_dev: bool, added: tuple[str, ...], with_correcti
                + f", urgent recall {cv['urgent_recall']:.1%}, false urgent "
                f"{cv['false_urgent_rate']:.1%}, triaged {cv['triage_share']:.0%}")
     if publish:
-        make_current(folder, target)
-        click.echo(f"current model: {router.version} (running routing picks it up on "
-                   "`whistle routing reload`)")
+        _publish(router, folder, target)
 
 
 @routing.command("calibrate")
 @click.option("--held-out", "held_out", type=click.Path(exists=True, dir_okay=False),
               required=True,
               help="Labelled reports the model was not trained on (corpus format), e.g. "
-                   "corpus/dev.jsonl or a district's held-out corrections.")
+                   "corpus/holdout.jsonl or a district's held-out corrections.")
 @click.option("--model", "model_path", default=None,
               help="The artefact to calibrate (default $WHISTLE_ROUTING_MODEL, else the "
                    "bundled one).")
@@ -218,8 +227,7 @@ def calibrate(held_out: str, model_path: str | None, recall: float | None,
     from services.routing.calibration import CalibrationError
     from services.routing.calibration import calibrate as run_calibration
     from services.routing.classifier import ModelLoadError, load_classifier
-    from services.routing.learned import MODELS_DIR, LearnedClassifier, save
-    from services.routing.learned import publish as make_current
+    from services.routing.learned import LearnedClassifier
     from services.routing.training import URGENT_RECALL
 
     if recall is not None and false_urgent is not None:
@@ -238,8 +246,7 @@ def calibrate(held_out: str, model_path: str | None, recall: float | None,
                                  false_urgent=false_urgent)
     except CalibrationError as exc:
         _usage_error("calibrate", str(exc))
-    target = Path(models_dir) if models_dir else MODELS_DIR
-    folder = _save("calibrate", save, result.router, target)
+    folder, target = _save("calibrate", result.router, models_dir)
     click.echo(f"calibrated {classifier.model_version} on {len(examples)} held-out reports "
                f"({result.after['urgent_reports']} urgent)")
     for name, figures in (("before", result.before), ("after", result.after)):
@@ -248,9 +255,7 @@ def calibrate(held_out: str, model_path: str | None, recall: float | None,
                    f"{figures['false_urgent_rate']:.1%}")
     click.echo(f"wrote {folder}")
     if publish:
-        make_current(folder, target)
-        click.echo(f"current model: {result.router.version} (running routing picks it up on "
-                   "`whistle routing reload`)")
+        _publish(result.router, folder, target)
 
 
 @routing.command("reload")

@@ -335,7 +335,6 @@ class LearnedClassifier:
                            + (f"; words: {terms}" if terms else ""))
         return by_model or (router.cues_decide and any(cues)), reasons, p_urgent, urgent_at
 
-
     def _stacked(self, folded: str, columns: np.ndarray, values: np.ndarray,
                  categories: np.ndarray) -> tuple[float, list[bool], np.ndarray,
                                                   np.ndarray | None]:
