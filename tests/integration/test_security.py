@@ -4,6 +4,7 @@ and a body over the limit."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import socket
@@ -21,6 +22,7 @@ from services.intake.service import IntakeService
 from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared import config as cfg
+from shared import web
 from shared.auth import issue_feedback_token, issue_resident_token, issue_token
 from shared.errors import Forbidden, Unauthorized
 from shared.guard import audit_entries
@@ -162,6 +164,13 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
         ("POST", f"/issues/{issue_id}/table", {"meets_at": "2026-12-02T09:00:00+08:00",
                                                "place": "居委会", "agencies": []},
          row(401, 409, 403, 403, 403, 403, 403)),  # the desk may; a table already sits
+        # Power (the lead) and urban management were invited; the desk never sits.
+        ("POST", f"/issues/{issue_id}/table/check-in", None,
+         row(401, 403, 200, 403, 200, 403, 403)),
+        ("POST", f"/issues/{issue_id}/table/tasks", "{",
+         row(401, 400, 400, 403, 400, 403, 403)),
+        ("POST", f"/issues/{issue_id}/table/tasks/T9/done", "{",
+         row(401, 400, 400, 403, 400, 403, 403)),
         ("POST", f"/issues/{issue_id}/split", None, row(401, 409, 403, 403, 403, 403, 403)),
         ("POST", f"/issues/{issue_id}/table/tasks/T9/close", {"note": "已现场核实"},
          row(401, 422, 403, 403, 403, 403, 403)),  # the desk may; there is no task T9
@@ -176,6 +185,9 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
         ("POST", f"/issues/{issue_id}/feedback", {"rating": "satisfied"},
          row(401, 403, 403, 403, 403, 200, 403)),
         ("POST", "/auth/refresh", None, row(401, 200, 200, 200, 200, 403, 403)),
+        # Open311's answer to a resource it does not have, whoever asks.
+        *((method, "/open311/v2/nothing.json", None, row(*[404] * len(IDENTITIES)))
+          for method in ("GET", "POST", "PUT", "PATCH", "DELETE")),
     ]
     got, expected = [], []
     for method, path, body, statuses in table:
@@ -192,6 +204,53 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
             expected.append((method, path, identity, statuses[identity]))
             assert "Traceback" not in response.text
     assert got == expected
+    # Every route the services serve is in this table, or is judged for every caller by
+    # the test named for it: a new endpoint without an owner fails here.
+    served = served_routes(config)
+    tabled = {route_of(config, method, path) for method, path, _, _ in table}
+    assert served - tabled == set(ELSEWHERE), sorted(served - tabled - set(ELSEWHERE))
+
+
+# Routes whose callers are judged by a test of their own (Open311 has its own identities:
+# API keys, public reads), each named so that it cannot silently go away.
+ELSEWHERE = {
+    ("GET", "/open311/v2/discovery.<fmt>"): "test_open311:test_services_and_definitions_through_a_real_client",
+    ("GET", "/open311/v2/services.<fmt>"): "test_open311:test_services_and_definitions_through_a_real_client",
+    ("GET", "/open311/v2/services/<service_code>.<fmt>"):
+        "test_open311:test_services_and_definitions_through_a_real_client",
+    ("POST", "/open311/v2/requests.<fmt>"): "test_open311:test_post_read_and_filter_requests",
+    ("GET", "/open311/v2/requests.<fmt>"):
+        "test_open311:test_private_reads_show_a_client_only_its_own_requests",
+    ("GET", "/open311/v2/requests/<service_request_id>.<fmt>"):
+        "test_open311:test_private_reads_show_a_client_only_its_own_requests",
+    ("GET", "/open311/v2/tokens/<token>.<fmt>"): "test_open311:test_post_read_and_filter_requests",
+    ("GET", "/open311/v2/servicerequestupdates.<fmt>"):
+        "test_open311:test_private_reads_show_a_client_only_its_own_requests",
+}
+
+
+def test_every_route_judged_elsewhere_names_a_test_that_exists():
+    for module, name in (where.split(":") for where in ELSEWHERE.values()):
+        tests = importlib.import_module(f"tests.e2e.{module}")
+        assert callable(getattr(tests, name, None)), f"{module}::{name} is gone"
+
+
+def url_map_of(config):
+    return web._servers[config[cfg.WEB_SERVER_ADDRESS]].url_map()
+
+
+def served_routes(config) -> set[tuple[str, str]]:
+    """(method, rule) of every route the process's web server serves (HEAD and OPTIONS,
+    which werkzeug adds to every rule, aside)."""
+    return {(method, rule.rule) for rule in url_map_of(config).iter_rules()
+            for method in rule.methods - {"HEAD", "OPTIONS"}}
+
+
+def route_of(config, method: str, path: str) -> tuple[str, str]:
+    """The (method, rule) that serves ``path``."""
+    rule, _ = url_map_of(config).bind("whistle").match(path.split("?")[0], method=method,
+                                                        return_rule=True)
+    return method, rule.rule
 
 
 def test_each_identity_sees_only_its_own_view(whistle, gateway):
