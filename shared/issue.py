@@ -383,6 +383,9 @@ def reroute(record: IssueRecord, category: str, priority: Priority, routing: Rou
     order = {agency: i for i, agency in enumerate(wanted)}
     new.assignments = sorted([*kept, *added], key=lambda a: order[a.agency])
     new.withdrawn = [*new.withdrawn, *withdrawn]
+    if new.table is not None:  # a withdrawn agency leaves the table too (事不完 is checked above)
+        gone = {a.agency for a in withdrawn}
+        new.table.invited = [agency for agency in new.table.invited if agency not in gone]
     previous = new.category
     new.category, new.priority, new.routing = category, priority, routing
     started = any(a.status is not AssignmentStatus.assigned for a in new.assignments)

@@ -94,11 +94,13 @@ def invite(record: IssueRecord, by: str, agencies: list[str], rules: RuleSet,
     table = _table(record)
     if by not in (DESK, _lead(record)):
         raise Forbidden("only the desk or the lead agency can invite agencies to the table")
-    added = [agency_ref(rules, a) for a in dict.fromkeys(agencies) if a not in table.invited]
+    seated = _seated(record, table)
+    added = [agency_ref(rules, a) for a in dict.fromkeys(agencies) if a not in seated]
     if not added:
         return record, []
     new = record.copy_to_change()
-    new.table.invited += [ref.agency for ref in added]
+    names = [ref.agency for ref in added]
+    new.table.invited = [*(a for a in new.table.invited if a not in names), *names]
     # The table, re-announced with everyone now invited.
     convened = TableConvened(trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now,
                              meets_at=table.meets_at, place=table.place,
@@ -114,7 +116,7 @@ def invite(record: IssueRecord, by: str, agencies: list[str], rules: RuleSet,
 def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
              now: datetime) -> tuple[IssueRecord, list[Event]]:
     table = _table(record)
-    if agency not in table.invited:
+    if agency not in _seated(record, table):
         raise Forbidden(f"{agency} is not invited to the table of issue {record.issue_id}")
     if agency in table.checked_in:
         raise InvalidTransition(f"{agency} has already checked in at the table")
@@ -133,7 +135,7 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
     _open_issue(record)
     if by not in (DESK, _lead(record)):
         raise Forbidden("only the desk or the lead agency can record the table's decisions")
-    if agency not in table.invited:
+    if agency not in _seated(record, table):
         raise InvalidTransition(f"{agency} is not at the table; invite it first")
     if due <= now:
         raise InvalidPayload("due must be in the future", [
@@ -200,6 +202,15 @@ def _finish(record: IssueRecord, task: TableTask, note: str, rules: RuleSet, now
     return new, [TableTaskDone(trace_id=record.trace_id, issue_id=record.issue_id,
                                occurred_at=now, task_id=task.task_id, agency=ref, note=note,
                                closed_by="desk" if staff_id else "agency", staff_id=staff_id)]
+
+
+def _seated(record: IssueRecord, table: TableSession) -> list[str]:
+    """The invited agencies that still have a part in the issue. A reroute withdraws an
+    agency from the table with its assignment (``shared.issue.reroute``); a record
+    rerouted before it did so still lists the agency as invited, and it must not act
+    there either."""
+    assigned = set(record.agencies())
+    return [agency for agency in table.invited if agency in assigned]
 
 
 def _table(record: IssueRecord) -> TableSession:

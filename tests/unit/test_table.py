@@ -45,6 +45,7 @@ from shared.issue import (
     acknowledge,
     dispatch,
     receive,
+    reroute,
     resolve,
 )
 
@@ -536,3 +537,41 @@ def test_every_table_action_is_on_the_timeline():
         ("table_task_recorded", "routing", "power"),
         ("table_task_done", "routing", "power"),
     ]
+
+
+# ------------------------------------------------------------------- after a reroute
+
+
+def without_power(record: IssueRecord) -> IssueRecord:
+    """The desk reroutes the balcony to the housing administration alone: power (invited to
+    the table) and the property manager are withdrawn."""
+    return reroute(record, "structural_crack", Priority.complex, record.routing,
+                   [make_assignment("housing_admin", Role.lead, CONVENED)], "d-1",
+                   "the wiring was never wet", CONVENED).record
+
+
+def test_a_reroute_takes_a_withdrawn_agency_off_the_table():
+    record = without_power(with_table())
+    assert record.table.invited == ["housing_admin"]
+    with pytest.raises(Forbidden, match="not invited"):
+        check_in(record, "power", "gd-017", RULES, MEETS_AT)
+    with pytest.raises(InvalidTransition, match="invite it first"):
+        record_task(record, DESK, "power", "更换电线", MEETS_AT + timedelta(days=1), RULES,
+                    MEETS_AT)
+
+
+def test_an_agency_rerouted_away_before_the_table_forgot_it_has_no_seat_there():
+    """A record stored before reroutes took withdrawn agencies off the table still lists
+    power as invited: power acts there no more, and re-inviting it seats it again."""
+    record = without_power(with_table())
+    record.table.invited = ["housing_admin", "property_manager", "power"]
+    with pytest.raises(Forbidden, match="not invited"):
+        check_in(record, "power", "gd-017", RULES, MEETS_AT)
+    with pytest.raises(InvalidTransition, match="invite it first"):
+        record_task(record, DESK, "power", "更换电线", MEETS_AT + timedelta(days=1), RULES,
+                    MEETS_AT)
+    record, events = invite(record, DESK, ["power"], RULES, MEETS_AT)
+    assert record.table.invited == ["housing_admin", "property_manager", "power"]
+    assert [e.assignment.agency for e in events if isinstance(e, AssignmentCreated)] == ["power"]
+    record, _ = check_in(record, "power", "gd-017", RULES, MEETS_AT)
+    assert "power" in record.table.checked_in
