@@ -35,12 +35,13 @@ import json
 import smtplib
 import ssl
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
@@ -77,11 +78,18 @@ class Sealed:
     message's text, which is what is stored, shown to the desk, logged, traced and
     tailed. The channel puts ``secret`` back at the moment it hands the message to the
     resident (:meth:`OutgoingMessage.delivered_text`): a webhook's body and an email's
-    text. The desk outbox, read by staff, keeps ``shown``.
+    text. The desk outbox, read by staff, keeps ``shown``, so the token is signed only
+    when a channel opens the link (``opened``, called once): a message the desk relays
+    never has one made at all.
     """
 
     shown: str
-    secret: str = field(repr=False)
+    opened: Callable[[], str] = field(repr=False, compare=False)
+
+    @cached_property
+    def secret(self) -> str:
+        """The link with its token."""
+        return self.opened()
 
     def __str__(self) -> str:
         return self.shown
@@ -109,14 +117,14 @@ class OutgoingMessage:
     recipient: dict[str, Any] = field(default_factory=dict, repr=False)
     preferred_channel: str | None = None
     subject: str = ""
-    # (shown, secret) pairs of the Sealed values in ``text``: see Sealed.
-    sealed: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
+    # The Sealed values in ``text``.
+    sealed: tuple[Sealed, ...] = field(default=(), repr=False, compare=False)
 
     def delivered_text(self) -> str:
         """The text as the resident receives it: sealed links with their tokens."""
         text = self.text
-        for shown, secret in self.sealed:
-            text = text.replace(shown, secret)
+        for link in self.sealed:
+            text = text.replace(link.shown, link.secret)
         return text
 
     def payload(self, sent_at: datetime | None = None, reveal: bool = False) -> dict[str, Any]:

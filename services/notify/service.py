@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from ipaddress import ip_address
 from logging import getLogger
 from urllib.parse import quote, urlsplit
@@ -301,8 +302,9 @@ class NotifyService:
         secret = cfg.get(self.config, cfg.SECRET)
         base = str(cfg.get(self.config, cfg.PUBLIC_URL)).rstrip("/")
         ttl = max(1, int((work.feedback_due - now).total_seconds()))
-        token = issue_feedback_token(reporter_issue_id=reporter, issue_id=work.issue_id,
-                                     cycle=work.reopen_count, secret=secret, ttl_s=ttl)
+        token = partial(issue_feedback_token, reporter_issue_id=reporter,
+                        issue_id=work.issue_id, cycle=work.reopen_count, secret=secret,
+                        ttl_s=ttl)
         values = {"issue_id": work.issue_id, "link": rating_link(base, reporter, token),
                   "expires_at": work.feedback_due}
         message = self._message(message_id(f"resend:{new_id()}", "rating_request"), reporter,
@@ -330,9 +332,9 @@ class NotifyService:
         cycle = getattr(record, "reopen_count", 0)
 
         def variables(record: IssueRecord, lang: str, reader: str) -> dict:
-            token = issue_feedback_token(reporter_issue_id=reader, issue_id=record.issue_id,
-                                         cycle=cycle, secret=secret, ttl_s=window,
-                                         now=event.occurred_at.timestamp())
+            token = partial(issue_feedback_token, reporter_issue_id=reader,
+                            issue_id=record.issue_id, cycle=cycle, secret=secret,
+                            ttl_s=window, now=event.occurred_at.timestamp())
             return {"issue_id": record.issue_id, "link": rating_link(base, reader, token),
                     "expires_at": event.occurred_at + timedelta(seconds=window)}
 
@@ -346,7 +348,8 @@ class NotifyService:
         secret = cfg.get(self.config, cfg.SECRET)
 
         def link(reader: str) -> Sealed:
-            token = issue_resident_token(reader, secret, now=event.occurred_at.timestamp())
+            token = partial(issue_resident_token, reader, secret,
+                            now=event.occurred_at.timestamp())
             return progress_link(base, reader, token)
 
         return link
@@ -402,7 +405,7 @@ class NotifyService:
             subject=templates.subject(kind, language, **values),
             recipient={k: contact[k] for k in RECIPIENT_FIELDS if contact.get(k)},
             preferred_channel=channel or contact.get("preferred_channel") or None,
-            sealed=tuple((v.shown, v.secret) for v in values.values() if isinstance(v, Sealed)))
+            sealed=tuple(v for v in values.values() if isinstance(v, Sealed)))
 
     def _settled_soon(self, reporter: str, kind: str, count: int,
                       history: dict[str, str] | None = None) -> bool:
@@ -458,16 +461,19 @@ class NotifyService:
         return []
 
 
-def rating_link(base: str, reporter: str, token: str) -> Sealed:
-    """The resident's rating link, sealed: readable copies show it without the token."""
-    url = f"{base}/issues/{quote(reporter)}/feedback?token="
-    return Sealed(shown=url + REDACTED, secret=url + token)
+def rating_link(base: str, reporter: str, token: Callable[[], str]) -> Sealed:
+    """The resident's rating link, sealed: readable copies show it without the token, and
+    ``token`` signs one only when a channel opens it for the resident."""
+    return _sealed_link(f"{base}/issues/{quote(reporter)}/feedback?token=", token)
 
 
-def progress_link(base: str, reporter: str, token: str) -> Sealed:
+def progress_link(base: str, reporter: str, token: Callable[[], str]) -> Sealed:
     """The resident's progress page (``services.web``), sealed as the rating link is."""
-    url = f"{base}/resident/{quote(reporter)}?token="
-    return Sealed(shown=url + REDACTED, secret=url + token)
+    return _sealed_link(f"{base}/resident/{quote(reporter)}?token=", token)
+
+
+def _sealed_link(url: str, token: Callable[[], str]) -> Sealed:
+    return Sealed(shown=url + REDACTED, opened=lambda: url + token())
 
 
 REDACTED = "[redacted]"

@@ -301,7 +301,7 @@ REAL = "https://whistle.example/issues/WH-20261121-0001/feedback?token=eyJ0.eyJz
 
 def sealed_message() -> OutgoingMessage:
     return message(kind="rating_request", text=f"Rate it at {SHOWN} please.",
-                   sealed=((SHOWN, REAL),))
+                   sealed=(Sealed(shown=SHOWN, opened=lambda: REAL),))
 
 
 def test_a_sealed_link_opens_only_in_what_reaches_the_resident():
@@ -319,8 +319,23 @@ def test_a_sealed_link_opens_only_in_what_reaches_the_resident():
     assert "eyJ" not in json.dumps(record)
 
 
+def test_a_link_is_signed_only_when_a_channel_opens_it_and_only_once():
+    signed = []
+
+    def sign() -> str:
+        signed.append(1)
+        return REAL
+
+    link = Sealed(shown=SHOWN, opened=sign)
+    relayed = message(kind="rating_request", text=f"Rate it at {SHOWN} please.", sealed=(link,))
+    assert relayed.payload()["text"] == f"Rate it at {SHOWN} please."  # the desk's copy
+    assert str(link) == SHOWN and signed == []
+    assert relayed.delivered_text() == relayed.delivered_text() == f"Rate it at {REAL} please."
+    assert signed == [1]
+
+
 def test_a_sealed_value_renders_as_its_redacted_form():
-    link = Sealed(shown=SHOWN, secret=REAL)
+    link = Sealed(shown=SHOWN, opened=lambda: REAL)
     assert f"{link}" == str(link) == SHOWN and f"{link}" == SHOWN
     assert REAL not in repr(link)
 

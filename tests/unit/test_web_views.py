@@ -153,7 +153,7 @@ def test_the_progress_link_is_sealed_and_reads_only_the_reporters_own_report():
 
     secret = "s" * 40
     token = issue_resident_token("WH-20261205-0002", secret)
-    link = progress_link("https://whistle.example", "WH-20261205-0002", token)
+    link = progress_link("https://whistle.example", "WH-20261205-0002", lambda: token)
     assert link.shown == "https://whistle.example/resident/WH-20261205-0002?token=[redacted]"
     assert link.secret == f"https://whistle.example/resident/WH-20261205-0002?token={token}"
     principal = verify_resident_token(token, secret)
