@@ -198,6 +198,13 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     assert [r["service_request_id"] for r in client.get_service_requests(
         service_request_id=f"{leak_id},WH-20000101-0001", status="closed",
         service_code="gas_leak")] == [leak_id]
+    # Our own dates carry +08:00; a client that puts one into the URL as it is (the '+'
+    # not percent-encoded, so it arrives as a space) still gets its window.
+    since = leak["requested_datetime"]
+    assert "+08:00" in since
+    raw = requests.get(f"{base}{V2}/requests.json?start_date={since}", timeout=5)
+    assert raw.status_code == 200, raw.text
+    assert leak_id in [r["service_request_id"] for r in raw.json()]
     page = requests.get(f"{base}{V2}/requests.json?page=2&page_size=2", timeout=5).json()
     assert [r["service_request_id"] for r in page] == [leak_id]
 

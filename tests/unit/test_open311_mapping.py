@@ -249,6 +249,18 @@ def test_the_window_defaults_to_the_last_90_days_and_may_not_be_longer():
     assert "90 days" in bad_request(lambda: date_window(too_long, NOW)).errors[0][1]
     naive = params(start_date="2026-11-01T00:00:00")
     assert "time zone" in bad_request(lambda: date_window(naive, NOW)).errors[0][1]
+
+
+def test_an_offset_whose_plus_arrived_as_a_space_is_read_as_the_offset():
+    # "start_date=2026-11-01T00:00:00+08:00" written into a URL as is: the query's '+'
+    # decodes to a space. Without this the client got "must be a W3C date-time".
+    for sent in ("2026-11-01T00:00:00 08:00", "2026-11-01T00:00:00 0800",
+                 "2026-11-01T00:00:00.250 08:00"):
+        start, _ = date_window(params(start_date=sent), NOW)
+        assert start.utcoffset() == timedelta(hours=8) and start.hour == 0
+    # A space anywhere else is still no date-time, nor does it stand for a time zone.
+    for sent in ("2026-11-01 08:00", "2026-11-01T00:00:00 8 00", "2026 11-01T00:00:00 08:00"):
+        bad_request(lambda sent=sent: date_window(params(start_date=sent), NOW))
     backwards = params(start_date="2026-11-02Z", end_date="2026-11-01T00:00:00Z")
     bad_request(lambda: date_window(backwards, NOW))
 

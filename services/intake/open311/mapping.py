@@ -307,10 +307,18 @@ def w3c(moment: datetime | None, tz: ZoneInfo) -> str | None:
     return moment.astimezone(tz).isoformat(timespec="seconds")
 
 
+# A date-time whose offset lost its '+': "...T00:00:00 08:00". A query string's '+'
+# is a space (form encoding), and a client that writes "+08:00" into the URL without
+# percent-encoding it (easy to do: our own dates carry +08:00) sends exactly this.
+_PLUS_AS_SPACE = re.compile(r"^(\d{4}-\d{2}-\d{2}T[\d:.,]+) (\d{2}(?::?\d{2})?)$")
+
+
 def parse_w3c(value: str, field: str) -> datetime:
     """A W3C date-time with its time zone (``Z`` or ``+08:00``), or a bare date
-    (midnight UTC, as the W3C note reads it)."""
-    text = value.strip()
+    (midnight UTC, as the W3C note reads it). An offset whose ``+`` arrived as a
+    space (not percent-encoded in the URL) is read as the ``+`` it was: a space can
+    stand nowhere else in a W3C date-time."""
+    text = _PLUS_AS_SPACE.sub(r"\1+\2", value.strip())
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
