@@ -242,6 +242,16 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     too_big = assert_open311_error(post(base, {**LEAK, "api_key": key, "description": "长" * 30000}),
                                    400, "larger than")
     assert too_big[0]["code"] == 413
+    # A resident's angle brackets and ampersands are words, not HTML: accepted, and read
+    # back as sent (the XML escapes them). An HTML element is still refused.
+    words = "门口贴着<No Parking>的牌子，AT&T; 的箱子也坏了"
+    signed = post(base, {**LEAK, "api_key": key, "description": words}, fmt="xml")
+    assert signed.status_code == 201, signed.text
+    signed_id = ElementTree.fromstring(signed.content).findtext("request/service_request_id")
+    back = requests.get(f"{base}{V2}/requests/{signed_id}.xml", timeout=5)
+    assert ElementTree.fromstring(back.content).findtext("request/description") == words
+    assert_open311_error(post(base, {**LEAK, "api_key": key, "description": "<b>漏水</b>"}),
+                         400, "plain text")
     # The key is for Open311 alone: it is no staff token.
     as_agency = requests.get(f"{base}/agencies/water/assignments",
                              headers={"Authorization": f"Bearer {key}"}, timeout=5)

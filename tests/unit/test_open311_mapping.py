@@ -161,6 +161,25 @@ def test_every_problem_is_named_by_its_open311_field():
     assert "description must be plain text" in text
 
 
+def test_a_description_is_refused_for_html_but_not_for_angle_brackets_or_ampersands():
+    def problems(description):
+        form = params(address_string="x", description=description)
+        try:
+            to_submission(form, CATALOG["no_water"], "c")
+        except Open311Error as exc:
+            return [d for _, d in exc.errors]
+        return []
+
+    for html in ("<b>漏水</b>", "</p>", '<a href="https://x">x</a>', "<SCRIPT src=x>",
+                 "<br/>", "<img src=x onerror=alert(1)>", "<!-- x -->", "<!DOCTYPE html>",
+                 "Tom &amp; Jerry", "&#60;script", "&#x3c;", "&pound;5"):
+        assert problems(html) == ["description must be plain text: no HTML or code"], html
+    # A resident's own words, as FixMyStreet forwards them: no element, no reference.
+    for text in ("The sign says <No Parking> but cars park there", "AT&T; box broken",
+                 "R&D; office", "水压 3<5 bar，6>2", "门口贴着<禁止停车>的牌子", "press <Enter>"):
+        assert problems(text) == [], text
+
+
 def test_location_and_description_are_required_and_bounded():
     missing = bad_request(lambda: to_submission(params(service_code="gas_leak"),
                                                 CATALOG["gas_leak"], "c"))

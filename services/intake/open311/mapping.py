@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from html.entities import html5
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -45,9 +46,37 @@ MAX_DESCRIPTION = 4000
 MAX_IDS = 1000
 
 _ATTRIBUTE = re.compile(r"^attribute\[([^\[\]]+)\](\[\])?$")
-# The spec: "This may contain line breaks, but not html or code."
-_HTML = re.compile(r"<\s*/?\s*[A-Za-z!][^>]*>|&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);")
 _CJK = re.compile(r"[\u3400-\u9fff]")
+# The spec: "This may contain line breaks, but not html or code." What counts as HTML
+# is an element HTML has (<b>, </p>, <a href=...>, <script>), a comment or doctype,
+# or a character reference HTML defines (&amp;, &#60;). Residents' own text is not
+# HTML: "the sign says <No Parking>" and "AT&T; box" are plain words, and refusing
+# them left a client (FixMyStreet resends a report until it is accepted) with a
+# report it could never deliver.
+_ELEMENTS = frozenset({
+    "a", "abbr", "acronym", "address", "applet", "area", "article", "aside", "audio", "b",
+    "base", "basefont", "bdi", "bdo", "big", "blink", "blockquote", "body", "br", "button",
+    "canvas", "caption", "center", "cite", "code", "col", "colgroup", "data", "datalist",
+    "dd", "del", "details", "dfn", "dialog", "dir", "div", "dl", "dt", "em", "embed",
+    "fieldset", "figcaption", "figure", "font", "footer", "form", "frame", "frameset", "h1",
+    "h2", "h3", "h4", "h5", "h6", "head", "header", "hgroup", "hr", "html", "i", "iframe",
+    "img", "input", "ins", "kbd", "label", "legend", "li", "link", "main", "map", "mark",
+    "marquee", "math", "menu", "meta", "meter", "nav", "noscript", "object", "ol",
+    "optgroup", "option", "output", "p", "param", "picture", "pre", "progress", "q", "rp",
+    "rt", "ruby", "s", "samp", "script", "search", "section", "select", "slot", "small",
+    "source", "span", "strike", "strong", "style", "sub", "summary", "sup", "svg", "table",
+    "tbody", "td", "template", "textarea", "tfoot", "th", "thead", "time", "title", "tr",
+    "track", "tt", "u", "ul", "var", "video", "wbr"
+})
+_TAG = re.compile(r"<\s*/?\s*([A-Za-z][A-Za-z0-9]*)(?=[\s/>])[^>]*>|<!--|<!doctype", re.I)
+_REFERENCE = re.compile(r"&(#\d+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
+
+
+def _is_html(text: str) -> bool:
+    return any(m.group(1) is None or m.group(1).lower() in _ELEMENTS
+               for m in _TAG.finditer(text)) or \
+        any(m.group(1).startswith("#") or f"{m.group(1)};" in html5
+            for m in _REFERENCE.finditer(text))
 
 
 # ------------------------------------------------------------------ parameters
@@ -202,7 +231,7 @@ def _submission(params: Params, service: Service | None, default_community: str 
         problem(["description"], "description is required: what is the problem?")
     elif len(description) > MAX_DESCRIPTION:
         problem(["description"], f"description is longer than {MAX_DESCRIPTION} characters")
-    elif _HTML.search(description):
+    elif _is_html(description):
         problem(["description"], "description must be plain text: no HTML or code")
 
     values: dict[str, str] = {}
