@@ -205,6 +205,15 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     raw = requests.get(f"{base}{V2}/requests.json?start_date={since}", timeout=5)
     assert raw.status_code == 200, raw.text
     assert leak_id in [r["service_request_id"] for r in raw.json()]
+    # "can be declared multiple times": each declaration counts, as a list would.
+    both = requests.get(f"{base}{V2}/requests.json", timeout=5, params=[
+        ("service_code", "pipe_leak"), ("service_code", "heating"), ("status", "open"),
+        ("status", "closed")]).json()
+    assert [r["service_request_id"] for r in both] == [heating_id, leak_id]
+    by_ids = requests.get(f"{base}{V2}/requests.xml", timeout=5, params=[
+        ("service_request_id", leak_id), ("service_request_id", unsure_id)])
+    assert [r.findtext("service_request_id") for r in ElementTree.fromstring(
+        by_ids.content).findall("request")] == [leak_id, unsure_id]
     page = requests.get(f"{base}{V2}/requests.json?page=2&page_size=2", timeout=5).json()
     assert [r["service_request_id"] for r in page] == [leak_id]
 

@@ -305,6 +305,23 @@ def test_codes_statuses_and_pages():
         bad_request(lambda bad=bad: parse_request_query(params(**bad), CATALOG, NOW))
 
 
+def test_a_list_filter_declared_several_times_keeps_every_value():
+    # "can be declared multiple times, comma delimited": status=open&status=closed asked
+    # for both, and used to get the first alone, silently; the others went unchecked.
+    query = parse_request_query(read_params([
+        ("status", "open"), ("status", "closed"), ("service_code", "gas_leak"),
+        ("service_code", "pipe_leak,heating")]), CATALOG, NOW)
+    assert query.statuses == {"open", "closed"}
+    assert query.service_codes == {"gas_leak", "pipe_leak", "heating"}
+    ids = parse_request_query(read_params([
+        ("service_request_id", "WH-20261121-0001"),
+        ("service_request_id", "WH-20261121-0002,WH-20261121-0003")]), CATALOG, NOW).ids
+    assert ids == ["WH-20261121-0001", "WH-20261121-0002", "WH-20261121-0003"]
+    for pairs in ([("status", "open"), ("status", "pending")],
+                  [("service_code", "gas_leak"), ("service_code", "nope")]):
+        bad_request(lambda pairs=pairs: parse_request_query(read_params(pairs), CATALOG, NOW))
+
+
 # ------------------------------------------------------------------ views
 
 

@@ -94,16 +94,25 @@ class Params:
     fields: dict[str, str]
     attributes: dict[str, list[str]]
     problems: dict[str, str] = field(default_factory=dict)
+    # Every value of every plain field, in order: the list filters of GET requests
+    # "can be declared multiple times, comma delimited" (status=open&status=closed).
+    repeated: dict[str, list[str]] = field(default_factory=dict)
 
     def get(self, name: str) -> str | None:
         value = self.fields.get(name)
         return value.strip() if value is not None and value.strip() else None
+
+    def listed(self, name: str) -> list[str]:
+        """A comma-delimited list, over every time the field was declared."""
+        return [part.strip() for value in self.repeated.get(name, [])
+                for part in value.split(",") if part.strip()]
 
 
 def read_params(pairs: Iterable[tuple[str, str]],
                 problems: dict[str, str] | None = None) -> Params:
     fields: dict[str, str] = {}
     attributes: dict[str, list[str]] = {}
+    repeated: dict[str, list[str]] = {}
     for key, value in pairs:
         match = _ATTRIBUTE.match(key)
         if match:
@@ -111,7 +120,8 @@ def read_params(pairs: Iterable[tuple[str, str]],
                 attributes.setdefault(match.group(1), []).append(value.strip())
         else:
             fields.setdefault(key, value)
-    return Params(fields, attributes, dict(problems or {}))
+            repeated.setdefault(key, []).append(value)
+    return Params(fields, attributes, dict(problems or {}), repeated)
 
 
 def json_pairs(body: Any) -> tuple[list[tuple[str, str]], dict[str, str]]:
@@ -381,10 +391,6 @@ def date_window(params: Params, now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _comma_list(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
-
-
 @dataclass
 class RequestQuery:
     """GET requests: ``ids`` (when given) override every other filter."""
@@ -406,14 +412,14 @@ class RequestQuery:
 
 def parse_request_query(params: Params, catalog: dict[str, Service],
                         now: datetime) -> RequestQuery:
-    ids = _comma_list(params.get("service_request_id"))
+    ids = params.listed("service_request_id")
     if len(ids) > MAX_IDS:
         raise Open311Error.bad_request(f"at most {MAX_IDS} service_request_id at once")
-    codes = set(_comma_list(params.get("service_code")))
+    codes = set(params.listed("service_code"))
     unknown = sorted(codes - catalog.keys())
     if unknown:
         raise Open311Error.bad_request(f"unknown service_code: {', '.join(unknown)}")
-    statuses = {s.lower() for s in _comma_list(params.get("status"))}
+    statuses = {s.lower() for s in params.listed("status")}
     if statuses - {"open", "closed"}:
         raise Open311Error.bad_request("status must be open, closed, or open,closed")
     page, page_size = parse_page(params)
