@@ -261,6 +261,15 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     assert ElementTree.fromstring(back.content).findtext("request/description") == words
     assert_open311_error(post(base, {**LEAK, "api_key": key, "description": "<b>漏水</b>"}),
                          400, "plain text")
+    # Text XML cannot carry (U+FFFF) in one request: the XML list and updates stay
+    # well-formed for everyone, that character shown as U+FFFD.
+    odd = post(base, {**LEAK, "api_key": key, "description": "楼上漏水\uffff"})
+    assert odd.status_code == 201, odd.text
+    odd_id = odd.json()[0]["service_request_id"]
+    xml_list = ElementTree.fromstring(requests.get(f"{base}{V2}/requests.xml", timeout=5).content)
+    assert {r.findtext("service_request_id"): r.findtext("description")
+            for r in xml_list.findall("request")}[odd_id] == "楼上漏水\ufffd"
+    ElementTree.fromstring(requests.get(f"{base}{V2}/servicerequestupdates.xml", timeout=5).content)
     # The key is for Open311 alone: it is no staff token.
     as_agency = requests.get(f"{base}/agencies/water/assignments",
                              headers={"Authorization": f"Bearer {key}"}, timeout=5)

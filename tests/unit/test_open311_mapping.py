@@ -493,6 +493,16 @@ def test_xml_follows_the_spark_convention():
     assert nested.find("attributes/attribute/values/value/key").text == "1"
 
 
+def test_xml_stays_well_formed_whatever_the_text_holds():
+    # U+FFFE, U+FFFF and C0 controls are no XML at all, escaped or not; a description
+    # holding one made the whole list unreadable. They show as U+FFFD; the rest is kept.
+    text = "漏水\uffff楼上\ufffe \x01\x1b\ttab\nline 😀 \ud7ff\ue000"
+    body = to_xml("service_requests", [{"description": text}, {"description": "好"}])
+    root = ElementTree.fromstring(body)
+    assert [r.findtext("description") for r in root.findall("request")] == [
+        "漏水\ufffd楼上\ufffd \ufffd\ufffd\ttab\nline 😀 \ud7ff\ue000", "好"]
+
+
 # ------------------------------------------------------------------ the rules file
 
 

@@ -9,6 +9,7 @@ element (``<account_id/>``), as in the spec's examples; booleans are ``true``/``
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from xml.etree import ElementTree
 
@@ -104,6 +105,10 @@ def render_error(fmt: str, error: Open311Error) -> Response:
 
 
 _DECLARATION = '<?xml version="1.0" encoding="utf-8"?>\n'
+# What XML 1.0 cannot carry at all, even escaped (its Char production): ElementTree
+# writes these as they are, and one U+FFFF in one description made the whole list
+# ill-formed, so an XML client (FixMyStreet reads only XML) could read none of it.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def to_xml(root: str, payload: Any) -> bytes:
@@ -126,4 +131,4 @@ def _fill(element: ElementTree.Element, name: str, value: Any) -> None:
     elif isinstance(value, bool):
         element.text = "true" if value else "false"
     else:
-        element.text = str(value)
+        element.text = _NOT_XML.sub("\ufffd", str(value))
