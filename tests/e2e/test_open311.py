@@ -270,6 +270,18 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     assert {r.findtext("service_request_id"): r.findtext("description")
             for r in xml_list.findall("request")}[odd_id] == "楼上漏水\ufffd"
     ElementTree.fromstring(requests.get(f"{base}{V2}/servicerequestupdates.xml", timeout=5).content)
+    # No description, which the spec allows: the service's name says what the problem
+    # is. A not_sure report, routed from its description alone, still needs one.
+    lamp = post(base, {"api_key": key, "service_code": "street_light", "lat": "39.38",
+                       "long": "117.04", "attribute[community]": "缤泰社区"}, fmt="xml")
+    assert lamp.status_code == 201, lamp.text
+    lamp_id = ElementTree.fromstring(lamp.content).findtext("request/service_request_id")
+    [lamp_view] = requests.get(f"{base}{V2}/requests/{lamp_id}.json", timeout=5).json()
+    assert (lamp_view["description"], lamp_view["service_code"]) == ("路灯不亮", "street_light")
+    assert_open311_error(post(base, {"api_key": key, "service_code": "not_sure",
+                                     "address_string": "5号楼",
+                                     "attribute[community]": "缤泰社区"}),
+                         400, "description is required")
     # The key is for Open311 alone: it is no staff token.
     as_agency = requests.get(f"{base}/agencies/water/assignments",
                              headers={"Authorization": f"Bearer {key}"}, timeout=5)

@@ -181,10 +181,13 @@ def test_a_description_is_refused_for_html_but_not_for_angle_brackets_or_ampersa
 
 
 def test_location_and_description_are_required_and_bounded():
-    missing = bad_request(lambda: to_submission(params(service_code="gas_leak"),
-                                                CATALOG["gas_leak"], "c"))
+    missing = bad_request(lambda: to_submission(params(service_code="not_sure"),
+                                                CATALOG["not_sure"], "c"))
     assert {d.split(":")[0] for _, d in missing.errors} >= {
         "description is required", "a location is required"}
+    assert [d for _, d in bad_request(lambda: to_submission(
+        params(service_code="gas_leak"), CATALOG["gas_leak"], "c")).errors] == [
+        "a location is required: lat and long, or address_string, or address_id"]
     long_text = params(description="漏" * 4001, address_string="x")
     assert "longer than 4000" in bad_request(
         lambda: to_submission(long_text, CATALOG["gas_leak"], "c")).errors[0][1]
@@ -207,6 +210,21 @@ def test_json_bodies_and_multivalued_attributes():
     assert form.get("lat") == "39.5" and form.problems == {}
     with pytest.raises(Open311Error):
         json_pairs(["not", "an", "object"])
+
+
+def test_a_known_service_needs_no_description_its_name_says_what_the_problem_is():
+    # The spec: only api_key, service_code, a location and required attributes are
+    # required; description is optional. It was refused with 400.
+    where = {"lat": "39.1", "long": "117.2", "attribute[community]": "c"}
+    _, submission = submission_for(params(service_code="street_light", **where), CATALOG, None)
+    assert (submission.description, submission.category) == ("路灯不亮", "street_light")
+    _, english = submission_for(params(service_code="street_light", lang="en", description=" ",
+                                       **where), CATALOG, None)
+    assert english.description == "Street light out"
+    # not_sure is routed from its description alone: there it stays required.
+    error = bad_request(lambda: submission_for(params(service_code="not_sure", **where),
+                                               CATALOG, None))
+    assert [d for _, d in error.errors] == ["description is required: what is the problem?"]
 
 
 def test_a_json_body_reports_every_problem_at_once_each_by_its_open311_field():

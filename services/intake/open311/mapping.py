@@ -237,7 +237,14 @@ def _submission(params: Params, service: Service | None, default_community: str 
     description = params.get("description")
     if "description" in named:
         pass
+    elif description is None and service is not None and service.category is not None:
+        # The spec makes description optional: "street light out, here" is a whole
+        # report. The service's name says what the problem is, in the report's language.
+        description = service.name_en if _language_or_default(params) is Language.en \
+            else service.name
     elif description is None:
+        # Routing decides a not_sure report from its description alone (and an unknown
+        # service's own needs are unknown): here it is what the report is.
         problem(["description"], "description is required: what is the problem?")
     elif len(description) > MAX_DESCRIPTION:
         problem(["description"], f"description is longer than {MAX_DESCRIPTION} characters")
@@ -316,6 +323,14 @@ def _submission(params: Params, service: Service | None, default_community: str 
                         for f in fields if _FIELD_NAMES.get(f["field"], f["field"]) not in named)
         return None
     return None if problems else submission
+
+
+def _language_or_default(params: Params) -> Language:
+    """``lang``, or Chinese when it is missing or bad (a bad one is reported elsewhere)."""
+    try:
+        return language_of(params.get("lang"))
+    except Open311Error:
+        return Language.zh
 
 
 def full_name(first: str | None, last: str | None) -> str | None:
