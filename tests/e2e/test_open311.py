@@ -244,7 +244,18 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
                          404, "no service request")
     assert_open311_error(requests.get(f"{base}{V2}/tokens/abc.xml", timeout=5), 404, "token")
     assert_open311_error(requests.get(f"{base}{V2}/requests.html", timeout=5), 404, ".json")
-    assert_open311_error(requests.delete(f"{base}{V2}/requests.json", timeout=5), 404)
+    # A resource that takes other methods says which, not "no such resource": FixMyStreet
+    # with "send comments" on POSTs servicerequestupdates.xml, read-only here.
+    wrong = requests.delete(f"{base}{V2}/requests.json", timeout=5)
+    assert assert_open311_error(wrong, 400, "takes GET, POST, not DELETE")[0]["code"] == 405
+    assert wrong.headers["Allow"] == "GET, POST"
+    comment = requests.post(f"{base}{V2}/servicerequestupdates.xml", timeout=5, data={
+        "api_key": key, "service_request_id": leak_id, "status": "OPEN",
+        "description": "still dripping", "updated_datetime": now.isoformat()})
+    assert assert_open311_error(comment, 400, "takes GET, not POST")[0]["code"] == 405
+    assert comment.headers["Content-Type"].startswith("text/xml")
+    assert_open311_error(requests.post(f"{base}{V2}/potholes.xml", timeout=5), 404,
+                         "no such resource")
     assert_open311_error(requests.post(f"{base}{V2}/requests.json", timeout=5,
                                        data="<x/>", headers={"Content-Type": "text/plain"}),
                          400, "Content-Type")

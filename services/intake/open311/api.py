@@ -175,6 +175,12 @@ class Open311Api:
 
     @http("GET,POST,PUT,PATCH,DELETE", f"{PREFIX}/<path:rest>")
     def open311_unknown(self, request, rest):
+        """No such resource; or one that takes other methods (FixMyStreet's "send
+        comments" POSTs servicerequestupdates.xml, which is read-only here): saying
+        "no such resource" of it sent its operator looking for a wrong endpoint URL."""
+        methods = methods_of(f"{PREFIX}/{rest}")
+        if methods and rest.rsplit(".", 1)[-1] in FORMATS:
+            return _wrong_method(rest, methods, request.method)
         def answer():
             raise _no_such_resource(request.method, rest)
         return self._open311(_format_of(rest), "errors", answer)
@@ -192,10 +198,7 @@ class Open311Api:
             return render_error(fmt, Open311Error.not_found(
                 f"format {rest.rsplit('.', 1)[-1][:20]!r} is not served: use .json or .xml"))
         if wanted and wanted not in methods:
-            response = render_error(fmt, Open311Error(400, (405, (
-                f"{PREFIX}/{rest[:100]} takes {', '.join(methods)}, not {wanted[:20]}"))))
-            response.headers["Allow"] = ", ".join(methods)
-            return response
+            return _wrong_method(rest, methods, wanted)
         return preflight(methods)
 
     # -------------------------------------------------------------- reading
@@ -514,6 +517,14 @@ ERROR_SHAPES[PREFIX + "/"] = _refused
 def _format_of(rest: str) -> str:
     fmt = rest.rsplit(".", 1)[-1] if "." in rest else "xml"
     return fmt if fmt in FORMATS else "xml"
+
+
+def _wrong_method(rest: str, methods: list[str], method: str):
+    """HTTP 400 (the spec's status for all but 403 and 404), body code 405, and Allow."""
+    response = render_error(_format_of(rest), Open311Error(400, (405, (
+        f"{PREFIX}/{rest[:100]} takes {', '.join(methods)}, not {method[:20]}"))))
+    response.headers["Allow"] = ", ".join(methods)
+    return response
 
 
 def _no_such_resource(method: str, rest: str) -> Open311Error:
