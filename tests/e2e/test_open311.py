@@ -375,16 +375,19 @@ def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whis
     # A neighbour reports the same leak at the same place: it joins the open issue.
     again = post(base, {"api_key": key, "service_code": "gas_leak", "lat": "39.1",
                         "long": "117.2", "attribute[community]": "缤泰社区",
-                        "description": "我家门口也有煤气味"})
+                        "description": "我家门口也有煤气味", "first_name": "敏",
+                        "last_name": "张"})
     assert again.status_code == 201, again.text
     joined_id = again.json()[0]["service_request_id"]
     joined = wait_for(lambda: client.get_service_request(joined_id),
                       lambda r: r["status_notes"].startswith("已并入"))
     assert issue_id in joined["status_notes"] and joined["agency_responsible"] == "燃气公司"
 
-    # The agency reports in and resolves, with its staff token, as staff do.
+    # The agency reports in and resolves, with its staff token, as staff do. Its note
+    # names both reporters: each is masked on both requests (the group shares notes).
     staff = {"Authorization": f"Bearer {issue_token('gas', 'gas-07', whistle_env[cfg.SECRET])}"}
-    for step, body in (("acknowledge", {}), ("resolve", {"note": "已关阀检修，李先生13900001111确认无味"})):
+    note = "已关阀检修，李先生13900001111确认无味；已告知Wei Li和张敏"
+    for step, body in (("acknowledge", {}), ("resolve", {"note": note})):
         answer = requests.post(f"{base}/agencies/gas/assignments/{issue_id}/{step}",
                                json=body, headers=staff, timeout=10)
         assert answer.status_code == 200, answer.text
@@ -411,7 +414,8 @@ def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whis
     mine = [u for u in updates if u["service_request_id"] == issue_id]
     assert [u["status"] for u in mine] == [
         "open", "investigating", "in_progress", "in_progress", "fixed"]
-    assert mine[3]["description"] == "燃气公司已完成：已关阀检修，李先生139****1111确认无味"
+    masked = "已关阀检修，李先生139****1111确认无味；已告知W*****和张*"
+    assert mine[3]["description"] == f"燃气公司已完成：{masked}"
     assert len({u["update_id"] for u in mine}) == len(mine)
     assert all(u["updated_datetime"].endswith("+08:00") for u in mine)
 
@@ -420,6 +424,12 @@ def test_post_resolve_then_read_the_closed_request_and_its_updates(whistle, whis
     theirs = [u for u in updates if u["service_request_id"] == joined_id]
     assert [u["status"] for u in theirs] == [
         "open", "duplicate", "in_progress", "in_progress", "fixed"]
+    # The first reporter's name was shown in full on the neighbour's request and updates.
+    assert theirs[3]["description"] == f"燃气公司已完成：{masked}"
+    assert client.get_service_request(joined_id)["status_notes"].endswith(masked)
+    assert closed["status_notes"].endswith(masked)
+    for private in ("Wei Li", "张敏", "13900001111"):
+        assert private not in str(updates)
     assert len({u["update_id"] for u in updates}) == len(updates)
 
     # FixMyStreet reads the XML (perllib/Open311.pm: root, request_update elements).

@@ -75,6 +75,7 @@ from shared.errors import (
     WhistleError,
 )
 from shared.guard import ApiClient
+from shared.issue import IssueRecord
 from shared.store import ISSUE_ID
 from shared.web import ERROR_SHAPES, http, parse_json_body, read_body_text
 
@@ -307,13 +308,33 @@ class Open311Api:
 
     def _views(self, ids: list[str], lang) -> list[dict[str, Any]]:
         records = self.store.get_many(ids)
-        parents = {r.issue_id: r for r in self.store.get_many(
-            sorted({r.merged_into for r in records if r.merged_into}))}
-        contacts = self._contacts([r.issue_id for r in records])
+        parents = self._parents(records)
+        names = self._names(ids, records, parents)
         catalog, tz = self._catalog(), self._tz()
-        return [request_view(r, catalog, lang, tz, names_of(contacts.get(r.issue_id, {})),
+        return [request_view(r, catalog, lang, tz, names[r.issue_id],
                              parents.get(r.merged_into) if r.merged_into else None)
                 for r in records]
+
+    def _parents(self, records: list[IssueRecord]) -> dict[str, IssueRecord]:
+        """The open issues these reports were merged into, by id."""
+        return {r.issue_id: r for r in self.store.get_many(
+            sorted({r.merged_into for r in records if r.merged_into}))}
+
+    def _names(self, ids: list[str], records: list[IssueRecord],
+               parents: dict[str, IssueRecord]) -> dict[str, frozenset[str]]:
+        """The names to mask in each request's text: its reporter's and every other
+        reporter's of its merged group (the open issue's and each report folded into
+        it). The group shares its agencies' notes, and a note naming one reporter was
+        shown unmasked on the others' requests."""
+        groups = {i: {i} for i in ids}
+        for r in records:
+            groups[r.issue_id].update(r.reporters)
+            parent = parents.get(r.merged_into) if r.merged_into else None
+            if parent is not None:
+                groups[r.issue_id].update((parent.issue_id, *parent.reporters))
+        contacts = self._contacts(sorted(set().union(*groups.values())))
+        return {i: frozenset().union(*(names_of(contacts.get(m, {})) for m in group))
+                for i, group in groups.items()}
 
     def _updates(self, request) -> list[dict[str, Any]]:
         self._admit_read(request)
@@ -337,20 +358,29 @@ class Open311Api:
         tz = self._tz()
         updates: list[dict[str, Any]] = []
         for n in range(0, len(ids), CHUNK):
-            chunk = ids[n:n + CHUNK]
-            contacts = self._contacts(chunk)
-            journals = self._journals(chunk, start)
-            parents = {i: merged_into(j) for i, j in journals.items() if merged_into(j)}
-            wanted = sorted(set(parents.values()))
-            joined = dict(zip(wanted, self.store.journals(wanted), strict=True))
-            for issue_id, journal in journals.items():
-                updates += updates_from_journal(
-                    issue_id, journal, lang, tz, start, end,
-                    names_of(contacts.get(issue_id, {})), joined.get(parents.get(issue_id), []))
+            updates += self._chunk_updates(ids[n:n + CHUNK], lang, tz, start, end)
         # Stable: an issue's steps in the same second keep their journal order.
         updates.sort(key=lambda u: u["updated_datetime"])
         first = (page - 1) * page_size
         return updates[first:first + page_size]
+
+    def _chunk_updates(self, chunk: list[str], lang, tz: ZoneInfo, start: datetime,
+                       end: datetime) -> list[dict[str, Any]]:
+        journals = self._journals(chunk, start)
+        parents = {i: merged_into(j) for i, j in journals.items() if merged_into(j)}
+        wanted = sorted(set(parents.values()))
+        joined = dict(zip(wanted, self.store.journals(wanted), strict=True))
+
+        def steps(issue_id: str, names: frozenset[str] = frozenset()) -> list[dict]:
+            return updates_from_journal(issue_id, journals[issue_id], lang, tz, start, end,
+                                        names, joined.get(parents.get(issue_id), []))
+
+        # The names to mask are read only for issues with a step in the window (the
+        # first pass masks nothing and is never shown), so a short poll reads few.
+        shown = [i for i in journals if steps(i)]
+        records = self.store.get_many(shown)
+        names = self._names(shown, records, self._parents(records))
+        return [update for issue_id in shown for update in steps(issue_id, names[issue_id])]
 
     # ------------------------------------------------------------- posting
 
