@@ -171,6 +171,7 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     assert leak["address"] == "丽德花园 3号楼2单元501"
     assert (leak["lat"], leak["long"]) == (39.38, 117.04)
     assert leak["media_url"] == LEAK["media_url"]
+    assert (leak["address_id"], leak["zipcode"]) == (None, None)
     assert leak["status_notes"] == "已派给自来水公司牵头办理，物业公司配合"
     assert leak["requested_datetime"].endswith("+08:00")
     assert leak["expected_datetime"] > leak["requested_datetime"]
@@ -222,6 +223,7 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     xml_list = xml_client.get_service_requests(service_code="pipe_leak")
     assert xml_list["service_request_id"] == leak_id  # one <request>: xmltodict gives a dict
     assert xml_list["media_url"] == LEAK["media_url"]
+    assert "address_id" in xml_list and xml_list["zipcode"] is None  # <zipcode />
     xml_leak = xml_client.get_service_request(leak_id)
     assert (xml_leak["status"], xml_leak["lat"]) == ("open", "39.38")
     english = requests.get(f"{base}{V2}/requests/{heating_id}.json?lang=en", timeout=5).json()

@@ -374,6 +374,13 @@ def test_a_request_shows_public_fields_only():
     assert (view["lat"], view["long"], view["media_url"]) == (39.1, 117.2,
                                                               "https://example.org/1.jpg")
     assert not {"phone", "email", "first_name", "last_name", "contact"} & view.keys()
+    # Every field the spec lists for a request, in its order; the two Whistle lacks null.
+    assert list(view) == [
+        "service_request_id", "status", "status_notes", "service_name", "service_code",
+        "description", "agency_responsible", "service_notice", "requested_datetime",
+        "updated_datetime", "expected_datetime", "address", "address_id", "zipcode", "lat",
+        "long", "media_url"]
+    assert (view["address_id"], view["zipcode"]) == (None, None)
 
 
 def test_every_whistle_state_is_open_or_closed():

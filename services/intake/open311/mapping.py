@@ -611,6 +611,11 @@ def request_view(record: IssueRecord, catalog: dict[str, Service], lang: Languag
         "updated_datetime": w3c(max(record.updated_at, state.updated_at), tz),
         "expected_datetime": w3c(expected_datetime(state), tz),
         "address": scrub(record.location.address, names),
+        # The spec lists both among a request's fields (neither "may not be returned"):
+        # a client reading them by name found no key. Whistle keeps neither apart; a
+        # posted address_id is in the address.
+        "address_id": None,
+        "zipcode": None,
         "lat": record.location.lat,
         "long": record.location.lon,
         "media_url": record.media_url,
