@@ -199,6 +199,9 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     assert [r["service_request_id"] for r in client.get_service_requests(
         service_request_id=f"{leak_id},WH-20000101-0001", status="closed",
         service_code="gas_leak")] == [leak_id]
+    # The other arguments are not read beside ids, so a stale one is no refusal.
+    assert [r["service_request_id"] for r in client.get_service_requests(
+        service_request_id=leak_id, service_code="potholes", status="pending")] == [leak_id]
     # Our own dates carry +08:00; a client that puts one into the URL as it is (the '+'
     # not percent-encoded, so it arrives as a space) still gets its window.
     since = leak["requested_datetime"]

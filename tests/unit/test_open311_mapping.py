@@ -308,6 +308,13 @@ def test_ids_override_every_other_filter():
         start_date="2020-01-01T00:00:00Z", end_date="2021-01-01T00:00:00Z"), CATALOG, NOW)
     assert query.ids == ["WH-20261121-0001", "WH-20261121-0002"]
     assert query.matches({"status": "open", "service_code": "gas_leak"})
+    # Not read, so not refused either: a code the service list no longer has, a status
+    # of another vocabulary, dates that are no dates.
+    stale = parse_request_query(params(
+        service_request_id="WH-20261121-0001", service_code="potholes", status="pending",
+        start_date="yesterday"), CATALOG, NOW)
+    assert (stale.ids, stale.service_codes, stale.statuses) == (["WH-20261121-0001"], None,
+                                                                None)
 
 
 def test_codes_statuses_and_pages():

@@ -430,6 +430,11 @@ def parse_request_query(params: Params, catalog: dict[str, Service],
     ids = params.listed("service_request_id")
     if len(ids) > MAX_IDS:
         raise Open311Error.bad_request(f"at most {MAX_IDS} service_request_id at once")
+    page, page_size = parse_page(params)
+    if ids:
+        # "This overrides all other arguments": the filters are not read, so a stale
+        # service_code or a status beside the ids is no reason to refuse them.
+        return RequestQuery(ids, None, None, now - MAX_SPAN, now, page, page_size)
     codes = set(params.listed("service_code"))
     unknown = sorted(codes - catalog.keys())
     if unknown:
@@ -437,13 +442,8 @@ def parse_request_query(params: Params, catalog: dict[str, Service],
     statuses = {s.lower() for s in params.listed("status")}
     if statuses - {"open", "closed"}:
         raise Open311Error.bad_request("status must be open, closed, or open,closed")
-    page, page_size = parse_page(params)
-    if ids:
-        start, end = now - MAX_SPAN, now  # not used: ids override every other filter
-    else:
-        start, end = date_window(params, now)
-    return RequestQuery(ids or None, codes or None, statuses or None, start, end, page,
-                        page_size)
+    start, end = date_window(params, now)
+    return RequestQuery(None, codes or None, statuses or None, start, end, page, page_size)
 
 
 def parse_page(params: Params) -> tuple[int, int]:
