@@ -93,7 +93,9 @@ def scrub(value: Any, names: frozenset[str] = frozenset()) -> Any:
     """Recursively mask phones in strings, and any of ``names`` appearing verbatim."""
     if isinstance(value, str):
         text = scrub_text(value)
-        for name in names:
+        # Longest first: "Wei" masked before "Wei Li" left "W** Li", the family name in
+        # clear, depending on the set's order (it varies from process to process).
+        for name in sorted(names, key=lambda n: (-len(n), n)):
             if name and name in text:
                 text = text.replace(name, mask_name(name) or "")
         return text

@@ -148,6 +148,16 @@ def test_scrub_masks_known_names_verbatim_in_free_text():
     assert scrub(text)["message"].startswith("张三丰")
 
 
+def test_scrub_masks_a_whole_name_before_its_parts_whatever_the_set_order():
+    # {"Wei Li", "Wei"} (a name and its part, as open311's names_of gives them): masking
+    # "Wei" first left "W** Li", the family name in clear, in some processes.
+    # A set's order cannot be chosen, so both orders are given as tuples.
+    for names in (("Wei", "Wei Li"), ("Wei Li", "Wei")):
+        assert scrub("已告知Wei Li，Wei说好", names) == "已告知W*****，W**说好"
+    # What a set's order cannot change, whatever it is: longest first, then by text.
+    assert scrub("Ann Lee", frozenset({"Lee", "Ann Lee", "Ann"})) == "A******"
+
+
 def test_scrub_leaves_non_string_scalars_and_keys_alone():
     assert scrub(42) == 42
     assert scrub(None) is None
