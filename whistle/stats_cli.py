@@ -47,6 +47,9 @@ def stats(since: str | None, days: int | None, until: str | None, url: str | Non
         params["since"] = _parse(since, "--since", tz).isoformat()
     if end:
         params["until"] = end.isoformat()
+    if since and _parse(since, "--since", tz) >= (end or datetime.now(tz)):
+        raise click.UsageError(f"--since {since} must be earlier than --until "
+                               f"{until or '(default: now)'}")
     report = fetch_stats(base_url(url), params)
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))

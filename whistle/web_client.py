@@ -7,6 +7,7 @@ the command stops with ``METHOD PATH answered STATUS: the service's message``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,15 +51,33 @@ def call(method: str, base: str, path: str, *, ok: tuple[int, ...] = (200,),
     try:
         response = session.request(method, f"{base}{path}", timeout=timeout, **kwargs)
     except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach Whistle at {base}: "
-                                   f"{type(exc).__name__}") from None
+        from whistle.ops import short_reason
+
+        raise click.ClickException(f"cannot reach Whistle at {base} "
+                                   f"({short_reason(exc)})") from None
     try:
         body = response.json()
     except ValueError:
         body = None
     if response.status_code not in ok or not isinstance(body, dict):
         error = body.get("error") if isinstance(body, dict) else None
-        message = error.get("message") if isinstance(error, dict) else None
+        message = _explained(error) if isinstance(error, dict) else None
         raise Refused(method, path.split("?")[0], response.status_code,
                       message or response.text[:200].strip() or response.reason or "no message")
     return body
+
+
+def _explained(error: dict[str, Any]) -> str | None:
+    """The service's message, and for a 422 what is wrong with each field: the message
+    alone (``invalid request: since``) names the field but not what to change."""
+    message = error.get("message")
+    fields = error.get("fields")
+    if not message or not isinstance(fields, list):
+        return message
+    reasons = [f"{f['field']}: {_PYDANTIC_PREFIX.sub('', str(f['message']))}"
+               for f in fields if isinstance(f, dict) and f.get("field") and f.get("message")]
+    return f"{message} ({'; '.join(reasons)})" if reasons else message
+
+
+# pydantic words a validator's own ValueError as "Value error, must be …"
+_PYDANTIC_PREFIX = re.compile(r"^(Value|Assertion) error, ")
