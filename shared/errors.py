@@ -53,7 +53,9 @@ class InvalidPayload(WhistleError):
                 "field": ".".join(str(part) for part in err["loc"]) or "(body)",
                 # pydantic's own words name the model's class, which the caller never sees
                 "message": ("must be a JSON object" if err["loc"] else "body must be a JSON object")
-                if err["type"] == "model_type" else err["msg"],
+                if err["type"] == "model_type"
+                # our validators' own words, without pydantic's "Value error, " before them
+                else err["msg"].removeprefix("Value error, "),
                 "type": err["type"],
             }
             for err in exc.errors(include_input=False, include_url=False, include_context=False)

@@ -44,7 +44,8 @@ def up(only: str, address: str | None, log_format: str | None) -> None:
     names = tuple(n.strip() for n in only.split(",") if n.strip())
     unknown = set(names) - set(SERVICE_NAMES)
     if unknown:
-        raise click.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}")
+        raise click.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}; "
+                                 f"known: {', '.join(SERVICE_NAMES)}", param_hint="'--services'")
     overrides = {}
     if address:
         overrides[cfg.WEB_SERVER_ADDRESS] = address
@@ -110,17 +111,20 @@ def token_issue(agency: str, staff_id: str, ttl_s: int | None,
                 communities: tuple[str, ...]) -> None:
     """Print a bearer token for AGENCY's staff (desk: community desk staff), signed with
     $WHISTLE_SECRET. Its id (jti), for `whistle token revoke`, goes to stderr."""
+    from shared.auth import DESK, verify_token
     from shared.auth import issue_token as sign
-    from shared.auth import verify_token
 
     config = cfg.config_from_env()
     _known_agency_or_exit(agency, config)
+    if communities and agency != DESK:
+        raise click.BadParameter(f"only desk tokens are scoped to communities, not {agency}'s",
+                                 param_hint="'--community'")
     try:
         signed = sign(agency, staff_id, config[cfg.SECRET],
                       config[cfg.TOKEN_TTL] if ttl_s is None else ttl_s,
                       communities=communities or None)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    except ValueError as exc:  # a lifetime out of range
+        raise click.BadParameter(str(exc), param_hint="'--ttl'") from None
     principal = verify_token(signed, config[cfg.SECRET])
     click.echo(signed)
     click.echo(f"whistle: token {principal.jti} for {agency}/{staff_id}, expires "
@@ -157,7 +161,8 @@ def token_revoke(jti: str | None, staff: str | None) -> None:
         else:
             agency, _, staff_id = staff.partition(":")
             if not agency or not staff_id:
-                raise click.BadParameter("--staff takes AGENCY:STAFF_ID")
+                raise click.BadParameter(f"{staff!r} is not AGENCY:STAFF_ID (like power:li-09)",
+                                         param_hint="'--staff'")
             revoke_staff(client, config[cfg.KEY_PREFIX], agency, staff_id, time.time())
             click.echo(f"revoked every token issued so far to {agency}:{staff_id}")
     except Exception as exc:  # Redis unreachable: say so, no traceback
@@ -271,7 +276,7 @@ def rules() -> None:
 
 
 @rules.command("check")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
 def rules_check(path: str) -> None:
     """Validate a rules file; list every error with its line."""
     from services.routing.rules import RulesError, load_rules

@@ -73,10 +73,13 @@ def _store(config: dict):
 @click.option("--retention", default=None,
               help="How long an issue stays closed in Redis first (default: "
                    "$WHISTLE_HOT_RETENTION or 1d); 0 archives every closed issue.")
-@click.option("--batch", default=200, show_default=True, help="Issues per transaction.")
-@click.option("--lease", "lease_s", default=60, show_default=True,
+# --batch 0 would claim nothing and report "archived 0" while issues wait; --lease 0 is
+# an expiry Redis refuses: both are usage errors, not silent no-ops.
+@click.option("--batch", default=200, show_default=True, type=click.IntRange(1, 10_000),
+              help="Issues per transaction (1-10000).")
+@click.option("--lease", "lease_s", default=60, show_default=True, type=click.IntRange(1, 86_400),
               help="Seconds an issue stays claimed by this run (a killed run's claims expire).")
-@click.option("--every", "every_s", type=float, default=None,
+@click.option("--every", "every_s", type=click.FloatRange(0, min_open=True), default=None,
               help="Keep running, a pass every this many seconds (default: one pass).")
 def archive(retention: str | None, batch: int, lease_s: int, every_s: float | None) -> None:
     """Move issues closed for the retention period from Redis to PostgreSQL.
@@ -129,7 +132,8 @@ def privacy_erase(issue_id: str) -> None:
     from shared.store import ISSUE_ID
 
     if not ISSUE_ID.fullmatch(issue_id):
-        raise click.ClickException("issue ids look like WH-20261121-0001")
+        raise click.BadParameter(f"{issue_id!r} is not an issue id (they look like "
+                                 "WH-20261121-0001)", param_hint="'ISSUE_ID'")
     config = _config()
     store = _store(config)
     try:

@@ -36,6 +36,11 @@ def key() -> None:
 @click.argument("name")
 def key_add(name: str) -> None:
     """Issue a key for client NAME and print it (only once: only its hash is stored)."""
+    from services.intake.open311.clients import CLIENT_NAME
+
+    if not CLIENT_NAME.fullmatch(name):  # bad input: a usage error, before Redis is asked
+        raise click.BadParameter(f"{name!r}: a client name is 1-64 letters, digits, '.', "
+                                 "'_' or '-'", param_hint="'NAME'")
     click.echo(_with_clients(lambda clients: clients.add(name)))
 
 

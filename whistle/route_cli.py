@@ -24,6 +24,7 @@ from rich.markup import escape
 from shared import config as cfg
 
 _REASON_RULE = re.compile(r"of rule (\S+)$")
+_OPTION = {"text": "TEXT", "category": "--category", "community": "--community"}
 
 
 @click.command()
@@ -51,7 +52,11 @@ def route(text: str, community: str | None, category: str | None, rules_file: st
         request = validate(ExplainRoute, {"text": text, "category": category,
                                           "community": community})
     except InvalidPayload as exc:
-        raise click.UsageError(str(exc)) from None
+        # the field's own reason (too long, a control character), under the name the
+        # user typed: TEXT is the argument, the others are options
+        raise click.UsageError("; ".join(
+            f"{_OPTION.get(f['field'], f['field'])}: {f['message']}" for f in exc.errors)
+            or str(exc)) from None
     tz = _display_tz()
     try:
         loaded = read_rules(rules_file or cfg.get(os.environ, cfg.RULES_FILE) or None)

@@ -264,17 +264,17 @@ def calibrate(held_out: str, model_path: str | None, recall: float | None,
 @click.option("--model", "model", is_flag=True,
               help="Reload the model artefact (WHISTLE_ROUTING_MODEL; the default when "
                    "neither is given). With --rules: the rules, then the model.")
-@click.option("--timeout", type=float, default=60.0, show_default=True,
-              help="Seconds to wait for routing's answer.")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=60.0,
+              show_default=True, help="Seconds to wait for routing's answer.")
 def reload(rules: bool, model: bool, timeout: float) -> None:
     """Tell running routing to load its model (or rules) again: the process that takes
     the call at once, every other routing process within 2 s. A file that does not load
     is refused with the reason, and the old one stays in force."""
-    from nameko.exceptions import RemoteError
+    from nameko.exceptions import RemoteError, RpcTimeout
     from nameko.standalone.rpc import ClusterRpcProxy
 
     from shared.errors import WhistleError
-    from whistle.ops import where
+    from whistle.ops import short_reason, where
 
     amqp_uri = cfg.config_from_env()[cfg.AMQP_URI]
     whats = [what for what, asked in (("rules", rules), ("model", model or not rules)) if asked]
@@ -294,9 +294,13 @@ def reload(rules: bool, model: bool, timeout: float) -> None:
                     f"{answer['rules']} rules from {answer['source']}")
                 click.echo(f"routing reloaded its {what}: {held}")
                 told = told and answer["other_processes_told"]
+    except RpcTimeout:  # the broker took the call; no routing process answered it
+        click.echo(f"whistle routing reload: routing did not answer within {timeout:g} s "
+                   f"on {where(amqp_uri)}: is it running?", err=True)
+        sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - the broker or routing is not there: say so
-        click.echo(f"whistle routing reload: could not reach routing at {where(amqp_uri)}: "
-                   f"{type(exc).__name__}", err=True)
+        click.echo(f"whistle routing reload: could not reach routing at {where(amqp_uri)} "
+                   f"({short_reason(exc)})", err=True)
         sys.exit(2)
     click.echo("every other routing process follows within 2 s" if told
                else "the other routing processes were NOT told (Redis unreachable): reload "

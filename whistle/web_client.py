@@ -7,7 +7,6 @@ the command stops with ``METHOD PATH answered STATUS: the service's message``.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,10 +73,7 @@ def _explained(error: dict[str, Any]) -> str | None:
     fields = error.get("fields")
     if not message or not isinstance(fields, list):
         return message
-    reasons = [f"{f['field']}: {_PYDANTIC_PREFIX.sub('', str(f['message']))}"
+    reasons = [f"{f['field']}: {f['message']}"
                for f in fields if isinstance(f, dict) and f.get("field") and f.get("message")]
     return f"{message} ({'; '.join(reasons)})" if reasons else message
 
-
-# pydantic words a validator's own ValueError as "Value error, must be …"
-_PYDANTIC_PREFIX = re.compile(r"^(Value|Assertion) error, ")

@@ -22,3 +22,45 @@ def test_archive_refuses_a_retention_that_is_not_a_duration():
 def test_audit_refuses_a_limit_below_one_before_reading_redis(limit):
     result = run("audit", "--limit", limit, env={"REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.exit_code == 2 and "'--limit'" in one_error_line(result)
+
+
+NO_REDIS = {"REDIS_URL": "redis://127.0.0.1:1/0"}  # every refusal below comes before Redis
+
+
+@pytest.mark.parametrize(("args", "named", "says"), [
+    (("token", "power", "--community", "缤泰社区"), "'--community'",
+     "only desk tokens are scoped to communities, not power's"),
+    (("token", "power", "--ttl", "0"), "'--ttl'", "between 1 s and 604800 s"),
+    (("token", "revoke", "--staff", "power"), "'--staff'", "'power' is not AGENCY:STAFF_ID"),
+    (("up", "--services", "intake,fax"), "'--services'", "unknown service(s): fax; known:"),
+    (("rules", "check", "/nonexistent/rules.yaml"), "'PATH'", "does not exist"),
+    (("privacy", "erase", "13812345678x"), "'ISSUE_ID'", "they look like WH-20261121-0001"),
+    (("open311", "key", "add", "bad name"), "'NAME'", "1-64 letters, digits"),
+    (("archive", "--batch", "0"), "'--batch'", "0 is not in the range"),
+    (("archive", "--lease", "0"), "'--lease'", "0 is not in the range"),
+    (("archive", "--every", "0"), "'--every'", "0.0 is not in the range"),
+    (("routing", "reload", "--timeout", "0"), "'--timeout'", "0.0 is not in the range"),
+])
+def test_a_bad_value_is_a_usage_error_naming_its_option(args, named, says):
+    result = run(*args, env=NO_REDIS)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert line.startswith(f"Error: Invalid value for {named}: ") and says in line
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("", "Error: TEXT: String should have at least 1 character"),
+    ("x" * 4001, "Error: TEXT: String should have at most 4000 characters"),
+    ("漏水\x07", "Error: TEXT: must not contain control characters"),
+])
+def test_route_says_what_is_wrong_with_the_text(text, says):
+    result = run("route", text)
+    assert result.exit_code == 2 and one_error_line(result) == says
+
+
+def test_routing_reload_with_the_broker_out_of_reach_names_it_and_why():
+    result = run("routing", "reload", "--timeout", "5",
+                 env={"AMQP_URI": "amqp://guest:guest@127.0.0.1:1/"})
+    assert result.exit_code == 2
+    assert one_error_line(result) == ("whistle routing reload: could not reach routing at "
+                                      "127.0.0.1:1 (Connection refused)")
