@@ -168,7 +168,9 @@ def token_revoke(jti: str | None, staff: str | None) -> None:
     except Exception as exc:  # Redis unreachable: say so, no traceback
         if isinstance(exc, click.ClickException):
             raise
-        raise click.ClickException(f"could not reach Redis: {type(exc).__name__}") from None
+        from whistle.ops import cannot_reach
+
+        raise cannot_reach("Redis", config[cfg.REDIS_URL], exc) from None
     finally:
         client.close()
 
@@ -187,7 +189,9 @@ def audit(limit: int, as_json: bool) -> None:
     try:
         entries = audit_entries(client, config[cfg.KEY_PREFIX], limit)
     except Exception as exc:
-        raise click.ClickException(f"could not reach Redis: {type(exc).__name__}") from None
+        from whistle.ops import cannot_reach
+
+        raise cannot_reach("Redis", config[cfg.REDIS_URL], exc) from None
     finally:
         client.close()
     for entry in entries:

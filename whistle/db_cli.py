@@ -62,8 +62,14 @@ def db_status() -> None:
 
 
 def _store(config: dict):
+    import logging
+
     from shared.archive import Archive
     from shared.store import IssueStore, connect
+
+    # The pool logs every failed connection attempt (a dozen lines before it gives up);
+    # the command says it once, in its own one-line error.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 
     return IssueStore(connect(config[cfg.REDIS_URL]), config[cfg.KEY_PREFIX],
                       Archive(config[cfg.DATABASE_URL]))
@@ -128,8 +134,10 @@ def privacy_erase(issue_id: str) -> None:
     A hot issue (still in Redis) is refused: its resident is still being told of
     progress. It can be erased once archived (`whistle archive --retention 0`).
     """
+    from shared.archive import redact
     from shared.errors import NotFound, Unavailable
-    from shared.store import ISSUE_ID
+    from shared.store import ISSUE_ID, REDIS_ERRORS
+    from whistle.ops import cannot_reach
 
     if not ISSUE_ID.fullmatch(issue_id):
         raise click.BadParameter(f"{issue_id!r} is not an issue id (they look like "
@@ -141,10 +149,13 @@ def privacy_erase(issue_id: str) -> None:
             raise click.ClickException(f"{issue_id} is not archived yet (its resident is still "
                                        "being told of progress); erase it once it is")
         erased = store.archive.erase_contact(issue_id)
+    except REDIS_ERRORS as exc:
+        raise cannot_reach("Redis", config[cfg.REDIS_URL], exc) from None
     except NotFound:
         raise click.ClickException(f"no archived issue {issue_id}") from None
     except Unavailable as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"cannot reach the database at "
+                                   f"{redact(config[cfg.DATABASE_URL])} ({exc})") from None
     finally:
         store.archive.close()
     click.echo(f"{issue_id}: contact erased, masked form kept" if erased

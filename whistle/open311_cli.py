@@ -12,12 +12,15 @@ from shared import config as cfg
 def _with_clients(action):
     """``action(clients)`` against this deployment's Redis; its errors as CLI errors."""
     from services.intake.open311.clients import Open311Clients
-    from shared.errors import WhistleError
+    from shared.errors import Unavailable, WhistleError
     from shared.store import connect
+    from whistle.ops import cannot_reach
 
     config = cfg.config_from_env()
     try:
         return action(Open311Clients(connect(config[cfg.REDIS_URL]), config[cfg.KEY_PREFIX]))
+    except Unavailable as exc:
+        raise cannot_reach("Redis", config[cfg.REDIS_URL], exc) from None
     except WhistleError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -61,6 +61,15 @@ class Unreachable(RuntimeError):
     """A backend did not answer as expected; ``str()`` is what the operator reads."""
 
 
+def cannot_reach(what: str, url: str, exc: BaseException):
+    """The CLI's one line (exit 1) for a backend out of reach, as `whistle tail` and
+    `status` say it: ``cannot reach Redis at 127.0.0.1:6379/0 (Connection refused)``,
+    never the client library's exception class alone."""
+    import click
+
+    return click.ClickException(f"cannot reach {what} at {where(url)} ({short_reason(exc)})")
+
+
 # ------------------------------------------------------------------ addresses
 
 

@@ -40,7 +40,9 @@ def migrate(to: str) -> None:
         raise click.ClickException(f"migration {exc}; nothing is lost: run the command "
                                    "again to go on") from None
     except (OSError, OperationalError) as exc:
-        raise click.ClickException(f"cannot reach RabbitMQ: {type(exc).__name__}") from None
+        from whistle.ops import cannot_reach
+
+        raise cannot_reach("RabbitMQ", amqp_uri, exc) from None
     moved = sum(outcome.moved.values())
     if outcome.complete:
         click.echo(f"every Whistle queue is {to} ({moved} message(s) moved); start the "

@@ -58,14 +58,14 @@ def corrections(export: str | None, every: bool) -> None:
     from services.routing.corrections_store import RedisCorrections
     from shared.errors import Unavailable
     from shared.store import connect
+    from whistle.ops import cannot_reach
 
-    store = RedisCorrections(connect(cfg.get(os.environ, cfg.REDIS_URL)),
-                             cfg.get(os.environ, cfg.KEY_PREFIX))
+    redis_url = cfg.get(os.environ, cfg.REDIS_URL)
+    store = RedisCorrections(connect(redis_url), cfg.get(os.environ, cfg.KEY_PREFIX))
     try:
         found = store.all()
-    except Unavailable as exc:
-        click.echo(f"whistle routing corrections: {exc}", err=True)
-        sys.exit(2)
+    except Unavailable as exc:  # a backend out of reach: exit 1, as every command says it
+        raise cannot_reach("Redis", redis_url, exc) from None
     chosen = (sorted(found, key=lambda c: (c.at, c.correction_id)) if every
               else latest_per_issue(found))
     if export is None:

@@ -64,3 +64,20 @@ def test_routing_reload_with_the_broker_out_of_reach_names_it_and_why():
     assert result.exit_code == 2
     assert one_error_line(result) == ("whistle routing reload: could not reach routing at "
                                       "127.0.0.1:1 (Connection refused)")
+
+
+@pytest.mark.parametrize("args", [
+    ("audit",), ("token", "revoke", "--staff", "power:li-09"), ("open311", "key", "list"),
+    ("routing", "corrections"), ("privacy", "erase", "WH-20261121-0001"),
+])
+def test_redis_out_of_reach_is_one_line_naming_where_and_why(args):
+    result = run(*args, env=NO_REDIS)
+    assert result.exit_code == 1  # a backend out of reach, not a usage error
+    assert one_error_line(result) == "Error: cannot reach Redis at 127.0.0.1:1/0 (Connection refused)"
+
+
+def test_queues_migrate_with_the_broker_out_of_reach_names_where_and_why():
+    result = run("queues", "migrate", "--to", "quorum",
+                 env={"AMQP_URI": "amqp://guest:guest@127.0.0.1:1/"})
+    assert result.exit_code == 1
+    assert one_error_line(result) == "Error: cannot reach RabbitMQ at 127.0.0.1:1 (Connection refused)"
