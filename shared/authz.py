@@ -155,7 +155,7 @@ def agency_view(record: IssueRecord, contact: dict[str, Any] | None,
     """The work: problem, place, every assignment's state (the parts a reroute withdrew
     too), the table, the timeline without the messages to residents and without the
     residents' rating comments. No reporters, ratings or unmasked contact."""
-    view = without_comments(record.model_dump(mode="json", include=_AGENCY_FIELDS), record)
+    view = without_comments(record.model_dump(mode="json", include=_AGENCY_FIELDS))
     view["timeline"] = [entry for entry in view["timeline"] if entry["service"] != "notify"]
     for assignment in view["assignments"]:
         assignment["yours"] = assignment["agency"] == agency

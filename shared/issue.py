@@ -19,6 +19,7 @@ idempotent per event id.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -485,14 +486,27 @@ def mask_comments(view: dict[str, Any], contact: dict[str, Any] | None) -> dict[
     return view
 
 
-def without_comments(view: dict[str, Any], record: IssueRecord) -> dict[str, Any]:
+# What a rating step says around the comment it quotes (``routing.feedback``): the
+# comment is cut by the step's shape, not by searching for its text, so a comment stored
+# differently from its quote (masked at another time) cannot survive, and text that
+# merely equals a comment is left alone. ``.*`` is greedy: a comment that itself holds
+# "; back to" cannot hide the real tail, whose agency slugs hold no ";".
+_RATING_QUOTE = {
+    "rated": re.compile(r"^(the resident is (?:not )?satisfied)(?:: .*)?$", re.S),
+    "reopened": re.compile(r"^(the resident is not satisfied): .*(; back to [^;]*)$", re.S),
+}
+
+
+def without_comments(view: dict[str, Any]) -> dict[str, Any]:
     """``view``'s timeline with the residents' rating comments cut out of the steps that
-    quote them ("the resident is not satisfied: …; back to …"): for the agency view."""
-    quoted = [f": {r.comment}" for r in record.ratings if r.comment]
+    quote them ("the resident is not satisfied: …; back to …"): for the agency view.
+    A rating step of any other shape keeps only its step name: never a comment."""
     for entry in view.get("timeline", []):
-        if entry.get("step") in RATING_STEPS:
-            for comment in quoted:
-                entry["detail"] = entry["detail"].replace(comment, "")
+        step = entry.get("step")
+        if step in RATING_STEPS:
+            shape = _RATING_QUOTE.get(step)
+            found = shape.match(entry.get("detail") or "") if shape else None
+            entry["detail"] = "".join(found.groups()) if found else step
     return view
 
 

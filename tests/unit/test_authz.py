@@ -276,6 +276,32 @@ def test_a_rating_comment_is_the_desks_masked_and_never_the_agencys():
     assert "13900001111" not in str(as_desk) and "孙建国" not in str(as_desk)
 
 
+def test_the_agency_view_cuts_comments_by_the_steps_shape_not_their_text():
+    """A comment quoted differently from how it is stored (masked later), one that holds
+    "; back to", and one that equals other text: none reaches the agency, nothing else
+    is cut."""
+    stored = "还是漏，联系我139****1111"
+    issue = record(ratings=[RatingRecord(reporter_issue_id=OWN, cycle=0,
+                                         rating=Rating.unsatisfied, comment=stored, at=T0),
+                            RatingRecord(reporter_issue_id=OWN, cycle=1,
+                                         rating=Rating.satisfied, comment="power", at=T0)])
+    issue.step(T0, "routing", "reopened", "the resident is not satisfied: 还是漏，联系我"
+                                          "13900001111; back to power, escalated to street")
+    issue.step(T0, "routing", "reopened", "the resident is not satisfied: 又漏了; back to me"
+                                          "; back to power, escalated to district")
+    issue.step(T0, "routing", "rated", "the resident is satisfied: power")
+    issue.step(T0, "routing", "rated", "the resident is satisfied")
+    issue.step(T0, "routing", "rated", "something else entirely: 联系我13900001111")
+    as_agency = agency_view(issue, CONTACT, "power")
+    assert [e["detail"] for e in as_agency["timeline"][-5:]] == [
+        "the resident is not satisfied; back to power, escalated to street",
+        "the resident is not satisfied; back to power, escalated to district",
+        "the resident is satisfied",
+        "the resident is satisfied",
+        "rated"]
+    assert "联系我" not in str(as_agency) and "back to me" not in str(as_agency)
+
+
 def test_a_resident_sees_progress_in_plain_words_and_nothing_internal():
     issue = record()
     issue.step(T0 + timedelta(minutes=1), "routing", "dispatched", "rule flying_wire: internal")
