@@ -21,6 +21,7 @@ from whistle.stats_cli import stats
 from whistle.status_cli import status
 from whistle.tail_cli import tail
 from whistle.trace_cli import trace
+from whistle.web_client import check_issue_id
 
 console = Console()
 
@@ -211,7 +212,7 @@ def rating_link() -> None:
 
 
 @rating_link.command("resend")
-@click.argument("issue_id")
+@click.argument("issue_id", callback=check_issue_id)
 @click.option("--url", default=None, help="Whistle's HTTP address (default: from "
               "$WEB_SERVER_ADDRESS).")
 def rating_link_resend(issue_id: str, url: str | None) -> None:

@@ -11,6 +11,7 @@ import time
 import click
 
 from shared import config as cfg
+from whistle.web_client import check_issue_id
 
 
 def _config() -> dict:
@@ -127,7 +128,7 @@ def privacy() -> None:
 
 
 @privacy.command("erase")
-@click.argument("issue_id")
+@click.argument("issue_id", callback=check_issue_id)
 def privacy_erase(issue_id: str) -> None:
     """Erase the resident's contact on an archived issue, keeping only its masked form.
 
@@ -136,12 +137,9 @@ def privacy_erase(issue_id: str) -> None:
     """
     from shared.archive import redact
     from shared.errors import NotFound, Unavailable
-    from shared.store import ISSUE_ID, REDIS_ERRORS
+    from shared.store import REDIS_ERRORS
     from whistle.ops import cannot_reach
 
-    if not ISSUE_ID.fullmatch(issue_id):
-        raise click.BadParameter(f"{issue_id!r} is not an issue id (they look like "
-                                 "WH-20261121-0001)", param_hint="'ISSUE_ID'")
     config = _config()
     store = _store(config)
     try:

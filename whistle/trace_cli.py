@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from whistle.tail_cli import AGENCY_WIDTH, agency_cell, agency_of
+from whistle.web_client import check_issue_id
 
 DEADLINE_EVENTS = {"issue.escalated", "issue.closed"}
 
@@ -137,7 +138,7 @@ def render(trace: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.argument("issue_id")
+@click.argument("issue_id", callback=check_issue_id)
 @click.option("--url", default=None, help="Whistle's HTTP address (default: from $WEB_SERVER_ADDRESS).")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
 def trace(issue_id: str, url: str | None, as_json: bool) -> None:

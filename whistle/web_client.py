@@ -35,6 +35,17 @@ def base_url(url: str | None) -> str:
     return given.rstrip("/")
 
 
+def check_issue_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An ISSUE_ID argument's check: a malformed id is a usage error (exit 2) before any
+    request, and never becomes part of a URL path (``x/../stats``, ``x?y``)."""
+    from shared.store import ISSUE_ID
+
+    if not ISSUE_ID.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not an issue id (they look like "
+                                 "WH-20261121-0001)")
+    return value
+
+
 class Refused(click.ClickException):
     """Whistle answered, but not with success; ``status`` is its HTTP status."""
 

@@ -35,6 +35,9 @@ NO_REDIS = {"REDIS_URL": "redis://127.0.0.1:1/0"}  # every refusal below comes b
     (("up", "--services", "intake,fax"), "'--services'", "unknown service(s): fax; known:"),
     (("rules", "check", "/nonexistent/rules.yaml"), "'PATH'", "does not exist"),
     (("privacy", "erase", "13812345678x"), "'ISSUE_ID'", "they look like WH-20261121-0001"),
+    # no request is made: nothing listens on port 1, and a path never carries it
+    (("trace", "x/../stats", "--url", "127.0.0.1:1"), "'ISSUE_ID'", "'x/../stats' is not an issue id"),
+    (("rating-link", "resend", "WH-1", "--url", "127.0.0.1:1"), "'ISSUE_ID'", "is not an issue id"),
     (("open311", "key", "add", "bad name"), "'NAME'", "1-64 letters, digits"),
     (("archive", "--batch", "0"), "'--batch'", "0 is not in the range"),
     (("archive", "--lease", "0"), "'--lease'", "0 is not in the range"),
