@@ -51,8 +51,15 @@ def agency_of(body: dict[str, Any]) -> str | None:
     return None
 
 
+# nameko names a standalone proxy's calls (an operator's script, `whistle routing
+# reload`) "standalone_rpc_proxy.call.<id>": a client, like a call with no caller, and
+# 20 characters that pushed every column of its line out of place.
+_CLIENTS = {"standalone_rpc_proxy"}
+
+
 def _service_of(call_id: str | None) -> str | None:
-    return call_id.split(".", 1)[0] if call_id else None
+    service = call_id.split(".", 1)[0] if call_id else None
+    return "client" if service in _CLIENTS else service
 
 
 def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str,

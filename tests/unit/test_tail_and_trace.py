@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from whistle.tail_cli import agency_cell, describe, matches
+from whistle.tail_cli import agency_cell, describe, matches, render
 from whistle.trace_cli import build_trace, human, short_call_id
 from whistle.trace_cli import render as render_trace
 
@@ -50,6 +50,16 @@ def test_rpc_requests_and_error_replies_are_described_without_their_arguments():
                      {}, "reply-queue-id", "nameko-rpc", NOW)
     assert reply["type"] == "rpc reply (error: Forbidden)"
     assert "13812345678" not in reply["detail"] and "138****5678" in reply["detail"]
+
+
+def test_a_scripts_rpc_is_from_a_client_and_keeps_the_columns_in_place():
+    request = describe({"args": ["WH-20261121-0003"], "kwargs": {}},
+                       {"nameko.call_id_stack": ["standalone_rpc_proxy.call.9f1e"]},
+                       "intake.get_issue", "nameko-rpc", NOW, reply_to="rpc.reply-standalone")
+    assert request["service"] == "client"
+    event_line = describe({"issue_id": "WH-20261121-0003"}, {"x-whistle-source": "intake"},
+                          "issue.received", "whistle.events", NOW)
+    assert render(request).index("WH-20261121-0003") == render(event_line).index("WH-20261121-0003")
 
 
 def test_filters_combine():
