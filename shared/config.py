@@ -129,12 +129,18 @@ class ConfigurationError(RuntimeError):
     """Whistle refuses to start with this configuration."""
 
 
+def _env_name(key: str) -> str:
+    """The environment variable a config key comes from (nameko's ``max_workers`` is the
+    one key not named like its variable)."""
+    return "MAX_WORKERS" if key == MAX_WORKERS else key
+
+
 def config_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
     """The service config dict, from environment variables named like the keys."""
     environ = os.environ if environ is None else environ
     config = dict(DEFAULTS)
     for key in DEFAULTS:
-        env_name = "MAX_WORKERS" if key == MAX_WORKERS else key
+        env_name = _env_name(key)
         if environ.get(env_name):
             config[key] = environ[env_name]
     config.update(overrides)
@@ -144,16 +150,43 @@ def config_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) 
 def normalise(config: dict[str, Any]) -> dict[str, Any]:
     """Coerce integer keys (``nameko run`` substitutes strings) and check production."""
     for key in _INTEGER_KEYS & config.keys():
-        config[key] = int(config[key])
+        try:
+            config[key] = int(config[key])
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"{_env_name(key)} must be an integer, "
+                                     f"not {config[key]!r}") from None
     if config.get(QUEUE_TYPE):
         config[QUEUE_TYPE] = str(config[QUEUE_TYPE]).strip().lower()
         if config[QUEUE_TYPE] not in ("classic", "quorum"):
             raise ConfigurationError(f"{QUEUE_TYPE} must be classic or quorum, "
                                      f"not {config[QUEUE_TYPE]!r}")
     if HOT_RETENTION in config:
-        duration_s(config[HOT_RETENTION])  # refuse a malformed one at start-up
+        try:
+            duration_s(config[HOT_RETENTION])  # refuse a malformed one at start-up
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{HOT_RETENTION}: {exc}") from None
+    if config.get(WEB_SERVER_ADDRESS):
+        try:
+            config[WEB_SERVER_ADDRESS] = web_address(config[WEB_SERVER_ADDRESS])
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{WEB_SERVER_ADDRESS}: {exc}") from None
     check_production(config)
     return config
+
+
+def web_address(value: Any) -> str:
+    """``host:port`` to serve HTTP on. A bare port is on loopback, like the default: given
+    to nameko as is it would listen on every interface, and the CLI would look for the
+    API at ``http://8126``. Anything without a port from 1 to 65535 is refused."""
+    text = str(value).strip()
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host = "127.0.0.1"
+    # nameko's server takes no IPv6 literal ([::1]:8000): refused here, in one line
+    if (not port.isdigit() or not 0 < int(port) < 65536 or not host
+            or any(c in host for c in "[]:/")):
+        raise ConfigurationError(f"{value!r} is not [host:]port (like 127.0.0.1:8000, or 8000)")
+    return f"{host}:{int(port)}"
 
 
 def broker_uris(amqp_uri: str) -> list[str]:

@@ -26,7 +26,19 @@ from whistle.web_client import check_issue_id
 console = Console()
 
 
-@click.group()
+class _Whistle(click.Group):
+    """Every command reads the environment (``config_from_env``); a variable it refuses
+    (``MAX_WORKERS=x``, ``WHISTLE_QUEUE_TYPE=fast``) is one line naming it, exit 1,
+    whichever command met it, instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except cfg.ConfigurationError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Whistle)
 def cli() -> None:
     """Whistle: route residents' problems to agencies and close the loop (吹哨报到, 接诉即办)."""
 
@@ -49,7 +61,10 @@ def up(only: str, address: str | None, log_format: str | None) -> None:
                                  f"known: {', '.join(SERVICE_NAMES)}", param_hint="'--services'")
     overrides = {}
     if address:
-        overrides[cfg.WEB_SERVER_ADDRESS] = address
+        try:
+            overrides[cfg.WEB_SERVER_ADDRESS] = cfg.web_address(address)
+        except cfg.ConfigurationError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--address'") from None
     if log_format:
         overrides[cfg.LOG_FORMAT] = log_format
     try:

@@ -323,3 +323,11 @@ def test_development_allows_dev_defaults():
     assert config[cfg.SECRET] == cfg.DEV_SECRET
     assert config[cfg.AMQP_URI] == cfg.DEV_AMQP_URI
     cfg.check_production(config)  # no error outside production
+
+
+def test_a_bare_port_is_served_on_loopback_like_the_default():
+    # nameko would take "8126" as every interface, and the CLI as http://8126
+    assert cfg.config_from_env({"WEB_SERVER_ADDRESS": "8126"})[cfg.WEB_SERVER_ADDRESS] == \
+        "127.0.0.1:8126"
+    assert cfg.web_address(" 0.0.0.0:8000 ") == "0.0.0.0:8000"
+    assert cfg.web_address("whistle-web:80") == "whistle-web:80"

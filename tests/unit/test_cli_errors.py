@@ -84,3 +84,25 @@ def test_queues_migrate_with_the_broker_out_of_reach_names_where_and_why():
                  env={"AMQP_URI": "amqp://guest:guest@127.0.0.1:1/"})
     assert result.exit_code == 1
     assert one_error_line(result) == "Error: cannot reach RabbitMQ at 127.0.0.1:1 (Connection refused)"
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"MAX_WORKERS": "x"}, "Error: MAX_WORKERS must be an integer, not 'x'"),
+    ({"WHISTLE_QUEUE_TYPE": "fast"}, "Error: WHISTLE_QUEUE_TYPE must be classic or quorum, not 'fast'"),
+    ({"WHISTLE_HOT_RETENTION": "soon"},
+     "Error: WHISTLE_HOT_RETENTION: 'soon' is not a duration (like 1d, 12h, 90m, 30s)"),
+    ({"WEB_SERVER_ADDRESS": "localhost"},
+     "Error: WEB_SERVER_ADDRESS: 'localhost' is not [host:]port (like 127.0.0.1:8000, or 8000)"),
+])
+@pytest.mark.parametrize("args", [("token", "desk"), ("stats",), ("audit",)])
+def test_a_variable_the_config_refuses_is_one_line_naming_it_in_any_command(env, says, args):
+    result = run(*args, env={**NO_REDIS, **env})
+    assert result.exit_code == 1 and one_error_line(result) == says
+
+
+@pytest.mark.parametrize("address", ["foo", ":8000", "0", "70000", "[::1]:8000"])
+def test_up_refuses_an_address_that_is_not_host_and_port(address):
+    result = run("up", "--address", address)
+    assert result.exit_code == 2
+    assert one_error_line(result) == (f"Error: Invalid value for '--address': {address!r} is "
+                                      "not [host:]port (like 127.0.0.1:8000, or 8000)")
