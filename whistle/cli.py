@@ -132,6 +132,13 @@ def token_issue(agency: str, staff_id: str, ttl_s: int | None,
 
     config = cfg.config_from_env()
     _known_agency_or_exit(agency, config)
+    # a token without a staff id (or scoped to a nameless community) would be signed but
+    # refused by every door, the CLI's own check included: refuse it before signing
+    if not staff_id.strip():
+        raise click.BadParameter("a staff id is needed: it is who acts, in the audit log",
+                                 param_hint="'--staff'")
+    if any(not c.strip() for c in communities):
+        raise click.BadParameter("a community has a name", param_hint="'--community'")
     if communities and agency != DESK:
         raise click.BadParameter(f"only desk tokens are scoped to communities, not {agency}'s",
                                  param_hint="'--community'")

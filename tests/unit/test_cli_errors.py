@@ -31,6 +31,8 @@ NO_REDIS = {"REDIS_URL": "redis://127.0.0.1:1/0"}  # every refusal below comes b
     (("token", "power", "--community", "缤泰社区"), "'--community'",
      "only desk tokens are scoped to communities, not power's"),
     (("token", "power", "--ttl", "0"), "'--ttl'", "between 1 s and 604800 s"),
+    (("token", "desk", "--staff", ""), "'--staff'", "a staff id is needed"),
+    (("token", "desk", "--community", " "), "'--community'", "a community has a name"),
     (("token", "revoke", "--staff", "power"), "'--staff'", "'power' is not AGENCY:STAFF_ID"),
     (("up", "--services", "intake,fax"), "'--services'", "unknown service(s): fax; known:"),
     (("rules", "check", "/nonexistent/rules.yaml"), "'PATH'", "does not exist"),
