@@ -108,6 +108,8 @@ def short_reason(exc: BaseException) -> str:
     for cause in _causes(exc):
         if isinstance(cause, TimeoutError | requests.Timeout):
             return "timed out"
+        if getattr(cause, "reply_text", None):  # the broker's own refusal, from py-amqp
+            return str(cause.reply_text)  # "NOT_ALLOWED - vhost nope not found"
         if isinstance(cause, OSError) and cause.strerror:
             # the errno's standard text: some platforms put "ECONNREFUSED" in strerror
             return os.strerror(cause.errno) if isinstance(cause.errno, int) and cause.errno > 0 \

@@ -28,6 +28,7 @@ def migrate(to: str) -> None:
     part way: it goes on from where it stopped. Then start every service with
     WHISTLE_QUEUE_TYPE set to TO.
     """
+    from amqp.exceptions import AMQPError
     from kombu.exceptions import OperationalError
 
     from whistle.migrate import MigrationInterrupted
@@ -39,7 +40,7 @@ def migrate(to: str) -> None:
     except MigrationInterrupted as exc:
         raise click.ClickException(f"migration {exc}; nothing is lost: run the command "
                                    "again to go on") from None
-    except (OSError, OperationalError) as exc:
+    except (OSError, OperationalError, AMQPError) as exc:  # AMQPError: login, vhost refused
         from whistle.ops import cannot_reach
 
         raise cannot_reach("RabbitMQ", amqp_uri, exc) from None

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from amqp.exceptions import AMQPError
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -199,7 +200,9 @@ def tail(issue, agency, kind, service, as_json) -> None:
         click.echo("whistle tail: stopped", err=True)
     except BrokerLost as exc:
         raise click.ClickException(str(exc)) from None
-    except (OSError, KombuOperationalError) as exc:  # kombu wraps a refused connection
+    # kombu wraps a refused connection; py-amqp raises the broker's refusal of the login
+    # or the vhost itself
+    except (OSError, KombuOperationalError, AMQPError) as exc:
         from whistle.ops import short_reason, where
 
         raise click.ClickException(f"cannot reach RabbitMQ at {where(config[cfg.AMQP_URI])} "

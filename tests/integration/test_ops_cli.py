@@ -252,3 +252,20 @@ def test_status_with_management_api_down_says_so_and_still_shows_redis(env, amqp
     listing = whistle(env, "dlq", "list")
     assert listing.exit_code == 1
     assert f"RabbitMQ management API unreachable at 127.0.0.1:{port}" in listing.output
+
+
+@pytest.mark.parametrize("args", [("tail",), ("queues", "migrate", "--to", "quorum")])
+def test_a_broker_that_refuses_the_vhost_or_the_login_is_one_line_with_its_reason(args):
+    """The real broker answers, and refuses: the vhost is not there (nothing is created),
+    or the account is unknown. py-amqp raises these itself, not as a connection error."""
+    runner = CliRunner()
+    for uri, reason in [
+        ("amqp://guest:guest@127.0.0.1:5672/whistle-no-such-vhost", "NOT_ALLOWED - vhost "
+                                                                   "whistle-no-such-vhost not found"),
+        ("amqp://nobody:nothing@127.0.0.1:5672/", "ACCESS_REFUSED - Login was refused"),
+    ]:
+        result = runner.invoke(cli, list(args), env={"AMQP_URI": uri})
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit)  # not an exception let out
+        [line] = [ln for ln in result.output.splitlines() if ln.startswith("Error")]
+        assert line.startswith(f"Error: cannot reach RabbitMQ at 127.0.0.1:5672 ({reason}")
