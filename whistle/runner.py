@@ -43,11 +43,13 @@ def wait_for_broker(amqp_uri: str, timeout_s: float) -> None:
                 conn.ensure_connection(max_retries=1)
             return
         except Exception as exc:
+            from whistle.ops import short_reason  # "Connection refused", not OperationalError
+
             if time.monotonic() > deadline:
                 where = ", ".join(uri.split("@")[-1] for uri in cfg.broker_uris(amqp_uri))
-                raise SystemExit(f"RabbitMQ is not reachable at {where}: "
-                                 f"{type(exc).__name__}") from None
-            _log.warning("waiting for RabbitMQ (%s)", type(exc).__name__)
+                raise SystemExit(f"whistle: cannot reach RabbitMQ at {where} "
+                                 f"({short_reason(exc)}) after {timeout_s:g} s") from None
+            _log.warning("waiting for RabbitMQ (%s)", short_reason(exc))
             time.sleep(1)
 
 

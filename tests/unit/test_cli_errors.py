@@ -108,3 +108,12 @@ def test_up_refuses_an_address_that_is_not_host_and_port(address):
     assert result.exit_code == 2
     assert one_error_line(result) == (f"Error: Invalid value for '--address': {address!r} is "
                                       "not [host:]port (like 127.0.0.1:8000, or 8000)")
+
+
+def test_up_gives_up_on_the_broker_saying_where_and_why():
+    from whistle.runner import wait_for_broker
+
+    with pytest.raises(SystemExit) as stopped:
+        wait_for_broker("amqp://guest:guest@127.0.0.1:1/", timeout_s=0)
+    assert str(stopped.value) == ("whistle: cannot reach RabbitMQ at 127.0.0.1:1/ "
+                                  "(Connection refused) after 0 s")
