@@ -283,7 +283,7 @@ def _when(epoch: int | None) -> str:
 def demo(url: str | None, as_json: bool) -> None:
     """Drive realistic problems through a running Whistle and show what residents were told."""
     from whistle.demo import run_demo
-    from whistle.web_client import base_url
+    from whistle.web_client import Refused, base_url
 
     config = cfg.config_from_env()
     base = base_url(url)
@@ -291,6 +291,12 @@ def demo(url: str | None, as_json: bool) -> None:
         results = run_demo(base, config[cfg.SECRET], console=None if as_json else console)
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None
+    except Refused as exc:
+        if exc.status != 401:
+            raise
+        # the demo signs its own tokens: a 401 means another secret than Whistle's
+        raise click.ClickException(f"{exc.message} (the demo signs its tokens with "
+                                   "WHISTLE_SECRET: set it to the one Whistle runs with)") from None
     if as_json:
         click.echo(json.dumps(results, ensure_ascii=False, indent=2))
     if any(r["status"] != "resolved" for r in results):

@@ -115,7 +115,9 @@ def run_demo(base: str, secret: str, console: Console | None = None) -> list[dic
     try:
         requests.get(f"{base}/health", timeout=5).raise_for_status()
     except requests.RequestException as exc:
-        raise DemoError(f"Whistle is not answering at {base} ({type(exc).__name__}); "
+        from whistle.ops import short_reason
+
+        raise DemoError(f"Whistle is not answering at {base} ({short_reason(exc)}); "
                         "start it with `make up` or `whistle up`") from None
     results = []
     for case in DEMO_CASES:

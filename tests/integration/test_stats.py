@@ -156,3 +156,21 @@ def test_cli_reports_a_bad_window_and_an_unreachable_whistle(intake):
     assert gone.returncode == 1
     assert gone.stderr.strip() == "Error: cannot reach Whistle at http://127.0.0.1:9 (Connection refused)"
     assert "Traceback" not in bad.stderr + long.stderr + both.stderr + gone.stderr
+
+
+def test_demo_with_another_secret_than_whistles_says_which_one_to_set(intake):
+    """The demo signs its own tokens: a real intake refuses them (401), and the one line
+    says what to change. Here, beside the stats' intake, because it is a real one."""
+    env = dict(os.environ, WHISTLE_SECRET="y" * 40, PYTHONWARNINGS="ignore")
+    result = subprocess.run([WHISTLE, "demo", "--url", intake], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: POST /issues answered 401: token is invalid (the demo signs its tokens "
+        "with WHISTLE_SECRET: set it to the one Whistle runs with)")
+    gone = subprocess.run([WHISTLE, "demo", "--url", "127.0.0.1:9"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert gone.returncode == 1
+    assert gone.stderr.strip().splitlines()[-1] == (
+        "Error: Whistle is not answering at http://127.0.0.1:9 (Connection refused); start "
+        "it with `make up` or `whistle up`")
