@@ -243,11 +243,10 @@ def rating_link_resend(issue_id: str, url: str | None) -> None:
     As desk staff ($WHISTLE_TOKEN, or one signed with $WHISTLE_SECRET). You learn where it
     went and whether it was accepted; the link itself is never shown to you.
     """
-    from whistle.credentials import cli_headers
-    from whistle.web_client import base_url, call
+    from whistle.credentials import desk_call
+    from whistle.web_client import base_url
 
-    body = call("POST", base_url(url), f"/issues/{issue_id}/rating-link", ok=(202,),
-                headers=cli_headers())
+    body = desk_call("POST", base_url(url), f"/issues/{issue_id}/rating-link", ok=(202,))
     click.echo(f"rating link for {body['issue_id']}: {body['status']} via {body['channel']}"
                + (f" ({body['detail']})" if body.get("detail") else ""))
 

@@ -69,10 +69,9 @@ def _parse(value: str, option: str, tz: tzinfo) -> datetime:
 
 
 def fetch_stats(base: str, params: dict[str, str]) -> dict[str, Any]:
-    from whistle.credentials import cli_headers
-    from whistle.web_client import call
+    from whistle.credentials import desk_call
 
-    return call("GET", base, "/stats", params=params, headers=cli_headers())
+    return desk_call("GET", base, "/stats", params=params)
 
 
 # -------------------------------------------------------------------- rendering

@@ -143,21 +143,17 @@ def render(trace: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
 def trace(issue_id: str, url: str | None, as_json: bool) -> None:
     """Show the path of one issue across the services, step by step."""
-    from whistle.credentials import cli_headers
-    from whistle.web_client import Refused, base_url, call
+    from whistle.credentials import desk_call
+    from whistle.web_client import Refused, base_url
 
     base = base_url(url)
-    auth = cli_headers()  # the desk's view: the journal and messages are the desk's
 
     def get(path: str) -> dict[str, Any]:
-        try:
-            return call("GET", base, path, headers=auth, timeout=10)
+        try:  # the desk's view: the journal and messages are the desk's
+            return desk_call("GET", base, path, timeout=10)
         except Refused as exc:
             if exc.status == 404 and path == f"/issues/{issue_id}":
                 raise click.ClickException(f"no issue {issue_id}") from None
-            if exc.status in (401, 403):
-                raise click.ClickException(f"{exc.message} (trace needs a desk token: set "
-                                           "WHISTLE_TOKEN to one, or WHISTLE_SECRET)") from None
             raise
 
     issue = get(f"/issues/{issue_id}")

@@ -17,7 +17,7 @@ from shared.errors import InvalidPayload
 from shared.issue import receive
 from shared.store import IssueStore, dumps
 from tests.e2e.conftest import WHISTLE
-from tests.support.auth import DESK
+from tests.support.auth import DESK, staff_headers
 from tests.unit.test_stats import (
     EXPECTED_AGENCIES,
     EXPECTED_OVERALL,
@@ -106,8 +106,9 @@ def test_a_bad_window_is_422_naming_the_field(intake, params, field):
     assert [f["field"] for f in error["fields"]] == [field]
 
 
-def whistle_stats(*args):
-    env = dict(os.environ, WHISTLE_TZ="UTC", COLUMNS="200", PYTHONWARNINGS="ignore")
+def whistle_stats(*args, env_extra: dict | None = None):
+    env = dict(os.environ, WHISTLE_TZ="UTC", COLUMNS="200", PYTHONWARNINGS="ignore",
+               **(env_extra or {}))
     return subprocess.run([WHISTLE, "stats", *args], capture_output=True, text=True, env=env,
                           timeout=60)
 
@@ -156,6 +157,21 @@ def test_cli_reports_a_bad_window_and_an_unreachable_whistle(intake):
     assert gone.returncode == 1
     assert gone.stderr.strip() == "Error: cannot reach Whistle at http://127.0.0.1:9 (Connection refused)"
     assert "Traceback" not in bad.stderr + long.stderr + both.stderr + gone.stderr
+
+
+def test_stats_refused_says_which_credential_to_change(intake):
+    signed_elsewhere = whistle_stats("--url", intake, env_extra={"WHISTLE_SECRET": "y" * 40})
+    assert signed_elsewhere.returncode == 1
+    assert signed_elsewhere.stderr.strip() == (
+        "Error: GET /stats answered 401: token is invalid (these commands act as the desk: "
+        "set WHISTLE_TOKEN to a desk token, or WHISTLE_SECRET to the one Whistle runs with)")
+    agency = staff_headers("power")["Authorization"].removeprefix("Bearer ")
+    as_agency = whistle_stats("--url", intake, env_extra={"WHISTLE_TOKEN": agency})
+    assert as_agency.returncode == 1
+    assert as_agency.stderr.strip().startswith("Error: GET /stats answered 403: ")
+    assert as_agency.stderr.strip().endswith("(these commands act as the desk: set "
+                                             "WHISTLE_TOKEN to a desk token, or WHISTLE_SECRET "
+                                             "to the one Whistle runs with)")
 
 
 def test_demo_with_another_secret_than_whistles_says_which_one_to_set(intake):
