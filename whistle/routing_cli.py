@@ -57,6 +57,7 @@ def corrections(export: str | None, every: bool) -> None:
     from services.routing.corrections import latest_per_issue, to_corpus, write_jsonl
     from services.routing.corrections_store import RedisCorrections
     from shared.errors import Unavailable
+    from shared.privacy import scrub_text
     from shared.store import connect
     from whistle.ops import cannot_reach
 
@@ -74,7 +75,8 @@ def corrections(export: str | None, every: bool) -> None:
             at = c.at.astimezone(UTC) if c.at.tzinfo else c.at  # recorded in UTC
             click.echo(f"{at:%Y-%m-%d %H:%M} UTC  {c.issue_id}  {c.source:<7}  {was} -> "
                        f"{c.category}{'  urgent' if c.urgent else ''}  by {c.by}"
-                       f"{f'  ({c.reason})' if c.reason else ''}")
+                       # corrections kept before reasons were masked: phones at least
+                       f"{f'  ({scrub_text(c.reason)})' if c.reason else ''}")
         click.echo(f"{len(chosen)} correction(s)" + ("" if every else " (latest per report)"))
         return
     examples = [to_corpus(c) for c in chosen]

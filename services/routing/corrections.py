@@ -97,15 +97,17 @@ class CorpusLabels(BaseModel):
 def correction_from(event: RouteCorrected, record: IssueRecord,
                     contact: dict[str, str] | None) -> Correction:
     """The labelled example a ``route.corrected`` event stands for, the report's text
-    with phone numbers, email addresses and the resident's name masked."""
+    and the desk's reason with phone numbers, email addresses and the resident's name
+    masked (a reason may quote the resident: "孙建国 138… says it is the wiring")."""
     name = (contact or {}).get("name")
+    names = frozenset([name] if name else [])
     return Correction(
         correction_id=f"{event.issue_id}:{event.event_id}", issue_id=event.issue_id,
-        source=event.source, text=scrub(record.description, frozenset([name] if name else [])),
+        source=event.source, text=scrub(record.description, names),
         language=record.language, channel=record.channel, category=event.category,
         previous_category=event.previous_category, urgent=event.urgent,
         support=list(event.support), by=event.staff_id, at=event.occurred_at,
-        reason=event.reason)
+        reason=scrub(event.reason, names))
 
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")

@@ -271,3 +271,27 @@ def test_the_desk_reroutes_over_rpc_too(base, whistle_config):
     assert [a["agency"] for a in answer["assignments"]] == ["urban_management"]
     assert sorted(a["agency"] for a in answer["withdrawn"]) == ["power", "property_manager"]
     wait_for(lambda: told(base, issue_id, "rerouted"), lambda sent: len(sent) == 1)
+
+
+def test_the_corrections_listing_masks_a_reason_that_quotes_the_resident(
+        base, whistle_config, monkeypatch):
+    issue_id = submit(base, "楼上漏水，卫生间地漏往上冒水")
+    settled(base, issue_id, "dispatched")
+    change = {"category": "sewage_blocked", "request_id": "reroute-0003",
+              "reason": "孙大爷 13812345678 说是下水道返水"}
+    assert requests.post(f"{base}/issues/{issue_id}/reroute", json=change,
+                         headers=auth(whistle_config, "desk"), timeout=5).ok
+    monkeypatch.setenv(cfg.REDIS_URL, whistle_config[cfg.REDIS_URL])
+    monkeypatch.setenv(cfg.KEY_PREFIX, whistle_config[cfg.KEY_PREFIX])
+
+    def listing():
+        result = CliRunner().invoke(cli, ["routing", "corrections"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def rows():  # the listing's own lines (the services in this process log beside it)
+        return [line for line in listing().splitlines() if " UTC  " in line]
+
+    (shown,) = wait_for(rows, lambda lines: any(issue_id in line for line in lines))
+    assert shown.endswith("(孙** 138****5678 说是下水道返水)")
+    assert "13812345678" not in shown and "孙大爷" not in shown

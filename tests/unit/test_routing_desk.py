@@ -287,3 +287,14 @@ def test_a_route_corrected_event_becomes_a_masked_correction(rules):
     assert "13812345678" not in kept.text and "孙大爷" not in kept.text
     assert (kept.category, kept.previous_category, kept.by, kept.at) == (
         "sewage_blocked", "pipe_leak", "desk-wang", LATER)
+
+
+def test_a_reason_that_quotes_the_resident_is_kept_masked(rules):
+    """`whistle routing corrections` lists the reason: the desk may have quoted the
+    resident there, and the listing is an operator's."""
+    record = routed("楼上漏水，天花板滴水", rules)
+    change = reroute(record, rules, category="sewage_blocked",
+                     reason="孙大爷 13812345678 说是下水道堵了")
+    kept = correction_from(change.events[-1], change.record,
+                           {"name": "孙大爷", "phone": "13812345678"})
+    assert kept.reason == "孙** 138****5678 说是下水道堵了"
