@@ -17,12 +17,20 @@ with the issue (see ``shared.store``) and only the notify service reads them.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 SCHEMA_VERSION = 1
 
@@ -58,8 +66,21 @@ def bounded_text(max_length: int, min_length: int = 1):
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
 IssueId = Annotated[str, StringConstraints(pattern=r"^WH-\d{8}-\d{4,}$")]
+# How people write a number at a desk or in a form: full-width digits from a Chinese
+# input method (１３８…), the area code in brackets ((022) 2345-6789, （010）…), dots
+# (138.1234.5678). Kept as digits, spaces and hyphens; anything else is still refused.
+_PHONE_PUNCTUATION = str.maketrans({"(": " ", ")": " ", ".": " "})
+
+
+def _plain_phone(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    return " ".join(unicodedata.normalize("NFKC", value).translate(_PHONE_PUNCTUATION).split())
+
+
 Phone = Annotated[
     str,
+    BeforeValidator(_plain_phone),
     StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 \-]{5,19}$"),
 ]
 

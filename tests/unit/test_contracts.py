@@ -158,8 +158,21 @@ def test_good_phones_are_accepted(phone):
     assert issue.contact is not None and issue.contact.phone == phone
 
 
+@pytest.mark.parametrize("written, kept", [
+    ("１３８１２３４５６７８", "13812345678"),  # a Chinese input method's full-width digits
+    ("(022) 2345-6789", "022 2345-6789"),
+    ("（010）1234 5678", "010 1234 5678"),
+    ("138.1234.5678", "138 1234 5678"),
+    ("＋86 138-1234-5678", "+86 138-1234-5678"),
+])
+def test_phones_as_people_write_them_are_kept_plain(written, kept):
+    issue = SubmitIssue.model_validate(submission(contact={"phone": written}))
+    assert issue.contact is not None and issue.contact.phone == kept
+
+
 @pytest.mark.parametrize("phone", [
     "12345", "phone: 13812345678", "1381234567x", "++8613812345678", "1" * 22, "",
+    "138/1234/5678", "ext. 12",
 ])
 def test_bad_phones_are_refused(phone):
     assert [loc for loc, _ in errors_of(submission(contact={"phone": phone}))] == [
