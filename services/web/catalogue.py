@@ -14,6 +14,7 @@ from logging import getLogger
 from nameko.extensions import DependencyProvider
 
 from services.routing.rules import DEFAULT_SUPERVISORS, RulesError, load_rules
+from services.web.views import Translator
 from shared import config as cfg
 
 _log = getLogger(__name__)
@@ -24,8 +25,13 @@ class Names:
     categories: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> (zh, en)
     agencies: dict[str, tuple[str, str]] = field(default_factory=dict)
     supervisors: dict[str, tuple[str, str]] = field(default_factory=dict)  # level -> names
+    # The category of a report no rule recognises (``general``): the rules file gives it
+    # no name, so the pages' catalogue does (``fallback_category``).
+    fallback: str | None = None
 
     def category(self, code: str | None, lang: str) -> str:
+        if code and code == self.fallback and code not in self.categories:
+            return Translator(lang)("fallback_category")
         return _pick(self.categories.get(code or ""), lang) or code or "—"
 
     def agency(self, code: str | None, lang: str) -> str:
@@ -45,7 +51,8 @@ def names_from_rules(path: str | None) -> Names:
     return Names(categories={r.category: (r.name, r.name_en) for r in rules.rules},
                  agencies={code: (a.name, a.name_en) for code, a in rules.agencies.items()},
                  supervisors={level.value: (s.name, s.name_en) for level, s in
-                              ((level, rules.supervisor(level)) for level in DEFAULT_SUPERVISORS)})
+                              ((level, rules.supervisor(level)) for level in DEFAULT_SUPERVISORS)},
+                 fallback=rules.fallback.category)
 
 
 class Catalogue(DependencyProvider):

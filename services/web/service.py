@@ -250,7 +250,7 @@ class WebService:
         return self._page(request, "issue.html", session, principal, issue=issue,
                           timeline=views.timeline_rows(issue["timeline"], t, self.names,
                                                        self._tz()),
-                          messages=views.messages_view(messages, self._tz()),
+                          messages=views.messages_view(messages, self._tz(), t),
                           request_id=uuid.uuid4().hex,
                           done=request.args.get("done"), error=request.args.get("error"))
 

@@ -175,15 +175,68 @@ def redact_links(text: str | None) -> str:
     return _TOKEN_IN_TEXT.sub(r"\1…", text or "")
 
 
-def messages_view(records: list[dict[str, Any]], tz: str) -> list[dict[str, Any]]:
-    return [{
-        "kind": r.get("kind"), "audience": r.get("audience"), "channel": r.get("channel"),
-        "status": r.get("status"), "attempts": r.get("attempts"),
-        "created_at": local_time(r.get("created_at"), tz),
-        "sent_at": local_time(r.get("sent_at"), tz) if r.get("sent_at") else "",
-        "text": redact_links(r.get("text")), "detail": redact_links(r.get("detail") or ""),
-        "issue_id": r.get("issue_id"),
-    } for r in records]
+def messages_view(records: list[dict[str, Any]], tz: str, t: Translator
+                  ) -> list[dict[str, Any]]:
+    """The messages sent about an issue as the desk reads them: the channel named and,
+    on a Chinese page, the delivery's detail said in Chinese (``raw`` as notify wrote it)."""
+    out = []
+    for r in records:
+        raw = redact_links(r.get("detail") or "")
+        out.append({
+            "kind": r.get("kind"), "audience": r.get("audience"), "channel": r.get("channel"),
+            "channel_label": t.name("pc", r.get("channel") or ""),
+            "status": r.get("status"), "attempts": r.get("attempts"),
+            "created_at": local_time(r.get("created_at"), tz),
+            "sent_at": local_time(r.get("sent_at"), tz) if r.get("sent_at") else "",
+            "text": redact_links(r.get("text")),
+            "detail": delivery_note(raw, t), "detail_raw": raw,
+            "issue_id": r.get("issue_id"),
+        })
+    return out
+
+
+# Why a message did not go the way the resident chose, or why an attempt failed, as
+# notify writes it: ``choose_channel``'s notes and each channel's failure detail
+# (services.notify.channels; "failed" when a channel said nothing, delivery.attempted).
+# A sent record joins its note and the channel's answer with "; ". A failure is an
+# exception's class name when the channel never answered: an operator's word, so the
+# desk reads what it means (the class name stays in ``raw``).
+_DELIVERY_NOTES = tuple((re.compile(pattern), zh) for pattern, zh in (
+    (r"unknown preferred channel (?P<wanted>.+?); sent to desk",
+     "居民选择的回复方式 {wanted} 无法识别，已改由{desk}转告"),
+    (r"preferred (?P<channel>\w+) not configured; sent to desk",
+     "本系统未开通居民选择的{channel}，已改由{desk}转告"),
+    (r"preferred email but no email address; sent to desk",
+     "居民选择了邮件但没有留邮箱，已改由{desk}转告"),
+    (r"no email address", "没有邮箱地址"),
+    (r"HTTP (?P<code>2\d\d)", "对方已接收（HTTP {code}）"),
+    (r"HTTP (?P<code>\d{3})", "对方拒收（HTTP {code}）"),
+    (r"SMTP (?P<code>\d{3})", "邮件服务器拒收（SMTP {code}）"),
+    (r"failed", "发送失败"),
+    (r"\w*Timeout\w*", "对方未及时应答"),
+    (r"[A-Za-z_]\w*", "未能连上对方"),
+))
+
+
+def delivery_note(note: str, t: Translator) -> str:
+    """A delivery's note or failure in the page's language: Chinese from its parts on a
+    Chinese page; as written on an English page, or where a part is of another shape."""
+    if t.lang != "zh" or not note:
+        return note
+    said, rest = [], note
+    while rest:
+        for pattern, zh in _DELIVERY_NOTES:
+            found = pattern.match(rest)
+            if found and rest[found.end():][:2] in ("", "; "):
+                parts = found.groupdict()
+                if parts.get("channel"):
+                    parts["channel"] = t.name("pc", parts["channel"])
+                said.append(zh.format(**parts, desk=t("pc_desk")))
+                rest = rest[found.end() + 2:]
+                break
+        else:
+            return note
+    return "；".join(said)
 
 
 # ------------------------------------------------------------- the timeline
@@ -312,10 +365,10 @@ def _zh_detail(step: str, parts: dict[str, str | None], t: Translator, names,
         text = _zh_message(parts, t)
         if parts["reporter"]:
             text += f"，发给 {parts['reporter']} 的反映人"
-        return text + (f"：{parts['note']}" if parts["note"] else "")
+        return text + (f"：{delivery_note(parts['note'], t)}" if parts["note"] else "")
     if step == "supervisor_notified":
         return (f"致{_zh_supervisor(parts['level'], t, names)}的{_zh_message(parts, t)}"
-                + (f"：{parts['note']}" if parts["note"] else ""))
+                + (f"：{delivery_note(parts['note'], t)}" if parts["note"] else ""))
     return _zh_desk_detail(step, parts, t, names, tz)
 
 

@@ -401,7 +401,7 @@ def test_a_chinese_page_says_every_other_steps_detail_in_chinese():
         ("escalated", "供电公司未在2026-12-05 18:00前报到，升级至街道办事处督办；再次吹哨，新时限2026-12-05 20:01"),
         ("escalated", "供电公司未在2026-12-06 16:00前办结，升级至区政府督办；再次吹哨，新时限2026-12-07 16:01"),
         ("supervisor_notified", "致街道办事处的督办通知消息已送达（邮件）"),
-        ("supervisor_notified", "致区政府的督办通知消息发送失败（邮件）：SMTP 550"),
+        ("supervisor_notified", "致区政府的督办通知消息发送失败（邮件）：邮件服务器拒收（SMTP 550）"),
         ("merged", "与 WH-20261205-0001 同为飞线/电线裸露问题，已合并（共性问题统筹）"),
         ("reporter_joined", "WH-20261205-0002 反映的是同一问题，已并入本件"),
         ("reporter_split", "社区窗口已将 WH-20261205-0002 拆出，单独办理"),
@@ -416,6 +416,123 @@ def test_a_chinese_page_says_every_other_steps_detail_in_chinese():
         ("table_task_done", "T2由社区窗口（desk-wang）代物业公司关闭：现场已核实"),
     ]
     assert all(row["raw"] == e["detail"] for row, e in zip(rows, timeline, strict=True))
+
+
+def delivery_records() -> list[dict]:
+    """A resident's messages as notify records them, each note and failure written by the
+    code that writes it: a choice this deployment cannot honour (an unknown channel, one
+    not configured, email without an address: sent through the desk), a webhook that
+    cannot be reached, one that answers 503, one that answers 200, an email without an
+    address, and a channel that never says why."""
+    import requests
+
+    from services.notify.channels import (
+        EmailChannel,
+        OutgoingMessage,
+        WebhookChannel,
+        choose_channel,
+    )
+    from services.notify.delivery import attempted, new_record
+
+    message = OutgoingMessage(notification_id="n1", issue_id="WH-20261205-0001",
+                              kind="dispatched", language="zh", text="【吹哨报到】已派单")
+    notes = [choose_channel(wanted, configured, has_email=has_email)[1]
+             for wanted, configured, has_email in (("pigeon", {"desk"}, True),
+                                                   ("email", {"desk"}, True),
+                                                   ("email", {"desk", "email"}, False))]
+    unreachable = WebhookChannel("http://127.0.0.1:9/", "s" * 40).deliver(message).detail
+    no_address = EmailChannel("127.0.0.1", 9, "whistle@example.org").deliver(message).detail
+    record = new_record(message, "resident", "desk", NOW.isoformat())
+    sent = [attempted(record, message, True, "desk", "", note, NOW.isoformat(), 1)
+            for note in notes]
+    failed = [attempted(record, message, False, channel, detail, "", NOW.isoformat(), 1)
+              for channel, detail in (("webhook", unreachable), ("webhook", "HTTP 503"),
+                                      ("webhook", requests.ReadTimeout.__name__),
+                                      ("email", no_address), ("email", ""))]
+    answered = attempted(record, message, True, "webhook", "HTTP 200", "", NOW.isoformat(), 1)
+    return [*sent, *failed, answered]
+
+
+def test_a_chinese_page_says_why_a_message_went_otherwise_or_failed_in_chinese():
+    from services.notify.recipients import notified_step
+
+    records = delivery_records()
+    shown = views.messages_view(records, "Asia/Shanghai", ZH)
+    assert [(m["channel_label"], m["detail"]) for m in shown] == [
+        ("社区联系", "居民选择的回复方式 'pigeon' 无法识别，已改由社区联系转告"),
+        ("社区联系", "本系统未开通居民选择的邮件，已改由社区联系转告"),
+        ("社区联系", "居民选择了邮件但没有留邮箱，已改由社区联系转告"),
+        ("小程序/短信", "未能连上对方"),
+        ("小程序/短信", "对方拒收（HTTP 503）"),
+        ("小程序/短信", "对方未及时应答"),
+        ("邮件", "没有邮箱地址"),
+        ("邮件", "发送失败"),
+        ("小程序/短信", "对方已接收（HTTP 200）"),
+    ]
+    assert [m["detail_raw"] for m in shown] == [r["detail"] for r in records]
+    assert records[3]["detail"] == "ConnectionError"  # the class name, kept as raw
+
+    # The timeline's "resident told" steps carry the same notes (notify's timeline_note:
+    # the note, else a failure's detail), and a supervisor's too.
+    timeline = [{"at": NOW.isoformat(), "step": step, "detail": detail} for step, detail in (
+        notified_step("dispatched", r["status"], r["channel"], r["issue_id"],
+                      note=r["detail"] if r["status"] == "failed" or r["channel"] == "desk"
+                      else "")
+        for r in records)]
+    timeline.append({"at": NOW.isoformat(), "step": "supervisor_notified", "detail": notified_step(
+        "escalation_notice", "failed", "email", "WH-20261205-0001",
+        level="street", note="SMTPServerDisconnected")[1]})
+    rows = views.timeline_rows(timeline, ZH, names_from_rules(None), "Asia/Shanghai")
+    for row in rows:
+        assert not re.search(r"[A-Za-z]{3,}", row["detail"].replace("pigeon", "")
+                             .replace("HTTP", "").replace("SMTP", "")), row["detail"]
+    assert rows[0]["detail"] == ("派单消息已送达（社区联系）：居民选择的回复方式 'pigeon' "
+                                 "无法识别，已改由社区联系转告")
+    assert rows[4]["detail"] == "派单消息发送失败（小程序/短信）：对方拒收（HTTP 503）"
+    assert rows[-2]["detail"] == "派单消息已送达（小程序/短信）"
+    assert rows[-1]["detail"] == "致街道办事处的督办通知消息发送失败（邮件）：未能连上对方"
+
+    # An English page shows them as notify wrote them; a note of another shape stays too.
+    assert [m["detail"] for m in views.messages_view(records, "Asia/Shanghai", EN)] == [
+        r["detail"] for r in records]
+    assert views.delivery_note("the pigeon flew off", ZH) == "the pigeon flew off"
+    assert views.delivery_note("HTTP 503; the pigeon flew off", ZH) == (
+        "HTTP 503; the pigeon flew off")
+
+
+def test_the_fallback_category_has_a_name_on_every_page():
+    """A report no rule recognises (``general``, which the rules file names nowhere):
+    suggested by routing, chosen by the desk's triage, dispatched to the street office."""
+    from services.routing import desk
+    from services.routing.classifier import Classification
+    from services.routing.domain import route_issue
+    from services.routing.rules import load_rules
+    from shared.contracts import TriageDecision
+
+    rules, names = load_rules(), names_from_rules(None)
+    assert rules.fallback.category == "general"
+    assert names.category("general", "zh") == "其他问题"
+    assert names.category("general", "en") == "Other problem"
+    text = "小区门口那块空地能不能搞个活动"
+    held = desk.first_route(record(description=text), route_issue(
+        text, None, rules, NOW, Classification(top=[("general", 0.34), ("noise", 0.11)],
+                                               model_version="m1")), rules, NOW)
+    triaged = desk.triage(held, TriageDecision(category="general"), None, STAFF, rules,
+                          LATER).record
+    timeline = [e.model_dump(mode="json") for e in triaged.timeline
+                if e.step in ("needs_triage", "triaged", "dispatched")]
+    rows = views.timeline_rows(timeline, ZH, names, "Asia/Shanghai")
+    assert [row["detail"] for row in rows] == [
+        "类别没有把握（最可能是其他问题，34%），由社区窗口决定；候选：其他问题 34%、噪音扰民 11%",
+        "desk-wang选定类别：其他问题",
+        "类别：其他问题，优先级：一般；派给街道办事处（牵头）",
+    ]
+    row = {"issue_id": "WH-20261205-0001", "status": "dispatched", "priority": "normal",
+           "category": "general", "escalation_level": "community", "lead": {},
+           "next_deadline": None, "next_deadline_kind": None, "overdue": False,
+           "community": "幸福里"}
+    assert views.board_rows([row], ZH, names)[0]["category_label"] == "其他问题"
+    assert views.board_rows([row], EN, names)[0]["category_label"] == "Other problem"
 
 
 def test_an_english_page_shows_every_other_steps_detail_as_written():
