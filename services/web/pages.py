@@ -15,6 +15,7 @@ from functools import partial
 from logging import getLogger
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from eventlet.event import Event
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -58,11 +59,21 @@ def reader_language(request, fallback: str = "zh") -> str:
     return language_of(request.cookies.get(LANG_COOKIE), fallback)
 
 
+def language_switch(request, lang: str) -> str:
+    """The header's link to this page in the other language, with the page's own query
+    kept: a resident's page opens only with its link's ``token`` (a bare ``?lang=``
+    showed them "link not valid"), and the board keeps its filters."""
+    other = Translator(lang)("lang_other")
+    kept = [(k, v) for k, v in request.args.items(multi=True) if k != "lang"]
+    return "?" + urlencode([*kept, ("lang", other)])
+
+
 def render(request, template: str, status: int = 200, lang: str | None = None,
            **context: Any) -> Response:
     lang = lang or reader_language(request)
     t = Translator(lang)
     body = templates.get_template(template).render(t=t, lang=lang, path=request.path,
+                                                   lang_href=language_switch(request, lang),
                                                    **context)
     response = Response(body, status=status, mimetype="text/html")
     if request.args.get("lang") in LANGUAGES:

@@ -318,6 +318,36 @@ def test_a_resident_link_that_expired_or_was_forged_gets_a_clear_page(whistle, b
     assert resident.text("#link-problem") == "链接无效"
 
 
+def test_the_language_switch_keeps_the_residents_link_and_the_boards_filters(whistle,
+                                                                            browsers):
+    """The header's switch is the same page in the other language: on a resident's page
+    it keeps their link's token (their only key: without it the page said "链接无效"),
+    and on the board the desk's filters."""
+    issue_id = submit(whistle.url, "楼道外有飞线，电线垂下来了")
+    wait_dispatched(whistle.url, issue_id)
+    link = issue_resident_token(issue_id, cfg.DEV_SECRET)
+    resident = browsers(PHONE, 844)
+    resident.open(f"/resident/{issue_id}?token={link}")
+    assert "您的问题已受理" in resident.text("#progress")
+    resident.find("a.lang").click()
+    resident.wait(lambda: "your report was received" in resident.text("#progress"), 5,
+                  "the resident's page in English")
+    assert not resident.find_all("#link-problem") and "Power company" in resident.text(
+        "#agencies")
+    resident.find("a.lang").click()
+    resident.wait(lambda: "您的问题已受理" in resident.text("#progress"), 5, "back in Chinese")
+    assert resident.driver.current_url.count("token=") == 1
+
+    desk = browsers()
+    desk.sign_in(token("desk"))
+    desk.open("/desk?priority=urgent&community=幸福里社区")
+    desk.find("a.lang").click()
+    desk.wait(lambda: "Board" in desk.text("h1"), 5, "the board in English")
+    assert desk.find("#f-priority").get_attribute("value") == "urgent"
+    assert desk.find("#f-community").get_attribute("value") == "幸福里社区"
+    assert issue_id in desk.text("#board-rows")
+
+
 def test_a_form_error_is_shown_beside_its_field(whistle, browsers):
     clerk = browsers()
     clerk.sign_in(token("desk"))
