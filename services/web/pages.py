@@ -22,7 +22,15 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from werkzeug.security import safe_join
 from werkzeug.wrappers import Response
 
-from services.web.views import LANGUAGES, Translator, language_of, local_time, redact_links
+from services.web.views import (
+    LANGUAGES,
+    Translator,
+    agency_names,
+    language_of,
+    local_time,
+    redact_links,
+    triage_reason,
+)
 from shared.errors import WhistleError
 from shared.web import JsonHttpHandler, error_response
 
@@ -49,6 +57,7 @@ templates = Environment(
 )
 templates.filters["localtime"] = local_time
 templates.filters["redact"] = redact_links
+templates.globals.update(triage_reason=triage_reason, agency_names=agency_names)
 
 
 def reader_language(request, fallback: str = "zh") -> str:

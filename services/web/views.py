@@ -239,6 +239,22 @@ def delivery_note(note: str, t: Translator) -> str:
     return "；".join(said)
 
 
+def triage_reason(reason: str | None, t: Translator, names) -> str:
+    """Why routing held a report for the desk (routing's ``not sure (...); the desk
+    decides``), as the triage queue and the issue page show it: in Chinese on a Chinese
+    page, as written otherwise."""
+    found = _TRIAGE_REASON.match(reason or "")
+    if t.lang == "zh" and found:
+        return f"{_zh_unsure(found.groupdict(), names)}，由{t('the_desk')}决定"
+    return reason or ""
+
+
+def agency_names(codes, t: Translator, names) -> str:
+    """Agencies by their names in the page's language (the table's invited and checked
+    in), listed as each language lists them."""
+    return ("、" if t.lang == "zh" else ", ").join(names.agency(c, t.lang) for c in codes)
+
+
 # ------------------------------------------------------------- the timeline
 
 # The details the services write on the timeline are English sentences of a fixed
@@ -249,6 +265,7 @@ def delivery_note(note: str, t: Translator) -> str:
 # always kept).
 _UNSURE = (r"not sure \((?:top category (?P<best>\S+) at (?P<share>\d+%)"
            r"|no category recognised)\); the desk decides")
+_TRIAGE_REASON = re.compile(rf"^{_UNSURE}$")
 _MESSAGE = (r"(?P<kind>\w+) message (?P<status>\w+) via (?P<channel>\w+)"
             r"(?: \((?P<note>.*)\))?")
 _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {

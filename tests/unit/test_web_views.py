@@ -535,6 +535,57 @@ def test_the_fallback_category_has_a_name_on_every_page():
     assert views.board_rows([row], EN, names)[0]["category_label"] == "Other problem"
 
 
+def test_a_chinese_page_says_why_routing_held_a_report_and_names_the_tables_agencies():
+    """The triage queue and the issue page said routing's own English ("not sure (top
+    category street_light at 45%); the desk decides") and the table's agencies as codes
+    ("water, property_manager"); a Chinese page says both in Chinese."""
+    from services.intake.domain import board_row
+    from services.routing import desk, table
+    from services.routing.classifier import Classification
+    from services.routing.domain import route_issue
+    from services.routing.rules import load_rules
+
+    rules, names = load_rules(), names_from_rules(None)
+    text = "东门那边又不行了"
+    held = desk.first_route(record(description=text), route_issue(
+        text, None, rules, NOW, Classification(top=[("street_light", 0.45), ("noise", 0.1)],
+                                               model_version="m1")), rules, NOW)
+    lost = desk.first_route(record(description=text), route_issue(
+        text, None, rules, NOW, Classification(top=[], model_version="m1")), rules, NOW)
+    rows = views.board_rows([board_row(held, NOW), board_row(lost, NOW)], ZH, names)
+    queue = rendered("triage.html", "zh", rows=rows)
+    said = [re.sub(r"<[^>]*>", "", m) for m in re.findall(
+        r'class="triage-reason">(.*?)</small>', queue)]
+    assert said == ["类别没有把握（最可能是路灯不亮，45%），由社区窗口决定",
+                    "未能识别类别，由社区窗口决定"]
+    page = rendered("issue.html", "zh", issue=held.model_dump(mode="json") | {"contact": {}},
+                    timeline=[], messages=[])
+    assert "类别没有把握（最可能是路灯不亮，45%），由社区窗口决定" in page
+    assert "not sure" not in page
+    english = rendered("issue.html", "en", issue=held.model_dump(mode="json") | {
+        "contact": {}}, timeline=[], messages=[])
+    assert "not sure (top category street_light at 45%); the desk decides" in english
+
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             ["property_manager"], rules, NOW)
+    issue, _ = table.invite(issue, table.DESK, ["water"], rules, NOW)
+    issue, _ = table.check_in(issue, "power", "power-12", rules, NOW)
+    issue, _ = table.record_task(issue, table.DESK, "water", "查漏点", NOW + timedelta(days=2),
+                                 rules, NOW)
+    for lang, invited, present, task in (
+            ("zh", "供电公司、物业公司、自来水公司", "供电公司", "自来水公司"),
+            ("en", "Power company, Property management, Water utility", "Power company",
+             "Water utility")):
+        page = rendered("issue.html", lang, issue=issue.model_dump(mode="json") | {
+            "contact": {}}, timeline=[], messages=[])
+        start = page.index('id="table-agencies">') + len('id="table-agencies">')
+        t = views.Translator(lang)
+        assert page[start:page.index("</p>", start)] == (
+            f"{t('invited')}: {invited} · {t('checked_in')}: {present}")
+        task_row = page[page.index('data-task="T1"'):]
+        assert f"<td>{task}</td>" in task_row[:task_row.index("</tr>")]
+
+
 def test_an_english_page_shows_every_other_steps_detail_as_written():
     timeline = every_other_step()
     rows = views.timeline_rows(timeline, EN, names_from_rules(None), "Asia/Shanghai")
