@@ -68,21 +68,22 @@ def reader_language(request, fallback: str = "zh") -> str:
     return language_of(request.cookies.get(LANG_COOKIE), fallback)
 
 
-def language_switch(request, lang: str) -> str:
+def language_switch(request, lang: str, here: str = "") -> str:
     """The header's link to this page in the other language, with the page's own query
     kept: a resident's page opens only with its link's ``token`` (a bare ``?lang=``
-    showed them "link not valid"), and the board keeps its filters."""
+    showed them "link not valid"), and the board keeps its filters. ``here``: the page's
+    own path when it answers a form's POST (a form's address is no page to GET)."""
     other = Translator(lang)("lang_other")
     kept = [(k, v) for k, v in request.args.items(multi=True) if k != "lang"]
-    return "?" + urlencode([*kept, ("lang", other)])
+    return here + "?" + urlencode([*kept, ("lang", other)])
 
 
 def render(request, template: str, status: int = 200, lang: str | None = None,
-           **context: Any) -> Response:
+           here: str = "", **context: Any) -> Response:
     lang = lang or reader_language(request)
     t = Translator(lang)
     body = templates.get_template(template).render(t=t, lang=lang, path=request.path,
-                                                   lang_href=language_switch(request, lang),
+                                                   lang_href=language_switch(request, lang, here),
                                                    **context)
     response = Response(body, status=status, mimetype="text/html")
     if request.args.get("lang") in LANGUAGES:

@@ -208,13 +208,13 @@ class WebService:
         back = "/desk/triage" if request.args.get("from") == "triage" else None
         return self._desk_action(request, issue_id, "issue.triage",
                                  lambda token, form: self.routing.triage_issue(
-            token, issue_id, _route(form)), back=back)
+            token, issue_id, _route(form)), back=back, form_key="route")
 
     @http("POST", "/desk/issues/<issue_id>/reroute")
     def reroute_issue(self, request, issue_id):
         return self._desk_action(request, issue_id, "issue.reroute",
                                  lambda token, form: self.routing.reroute_issue(
-            token, issue_id, _route(form)))
+            token, issue_id, _route(form)), form_key="route")
 
     @http("GET", "/desk/new")
     def new_issue_form(self, request):
@@ -229,9 +229,8 @@ class WebService:
             receipt = self._rpc(self.intake.submit_issue, views.submission_from_form(form))
         except InvalidPayload as exc:
             # The API's own 422, each field's error shown beside that field.
-            t = views.Translator(reader_language(request))
             return self._page(request, "new_issue.html", session, principal, status=422,
-                              form=form, errors=views.field_errors(exc.errors, t))
+                              form=form, errors=_shown(request, exc.errors))
         # intake's submit_issue takes no token: this page's is the submission's one entry,
         # with the submission's outcome (201, as POST /issues), not the redirect's 303.
         self.guard.on_issue(receipt["issue_id"], status=201)
@@ -240,6 +239,13 @@ class WebService:
     @http("GET", "/desk/issues/<issue_id>")
     def issue_page(self, request, issue_id):
         session, principal = self._desk(request)
+        return self._issue_page(request, session, principal, issue_id,
+                                done=request.args.get("done"), error=request.args.get("error"))
+
+    def _issue_page(self, request, session: Session, principal: Principal, issue_id: str,
+                    status: int = 200, **context):
+        """The issue page; ``context``: what happened (``done``, ``error``), or a form that
+        failed (``failed``, its ``form`` as typed and its field ``errors``)."""
         issue = self._rpc(self.intake.get_issue, issue_id)
         record = IssueRecord.model_validate(issue)
         authz.may_read_issue(principal, record, issue_id)
@@ -247,12 +253,12 @@ class WebService:
         messages = authz.notifications_view(
             shown, self._rpc(self.notify.list_notifications, issue_id))
         t = views.Translator(reader_language(request))
-        return self._page(request, "issue.html", session, principal, issue=issue,
+        return self._page(request, "issue.html", session, principal, status=status,
+                          issue=issue,
                           timeline=views.timeline_rows(issue["timeline"], t, self.names,
                                                        self._tz()),
                           messages=views.messages_view(messages, self._tz(), t),
-                          request_id=uuid.uuid4().hex,
-                          done=request.args.get("done"), error=request.args.get("error"))
+                          request_id=uuid.uuid4().hex, **context)
 
     @http("POST", "/desk/issues/<issue_id>/table")
     def convene_table(self, request, issue_id):
@@ -272,15 +278,18 @@ class WebService:
     def record_table_task(self, request, issue_id):
         return self._desk_action(request, issue_id, "table.task",
                                  lambda token, form: self.routing.record_table_task(
-            token, issue_id, {"agency": form.get("agency", "").strip(),
-                              "description": form.get("description", ""),
-                              "due": self._local_datetime(form.get("due"))}))
+            token, issue_id, {"description": form.get("description", ""),
+                              "due": self._local_datetime(form.get("due")),
+                              # left out when blank: "required", not "wrong format"
+                              **({"agency": agency} if (agency := form.get("agency", "").strip())
+                                 else {})}))
 
     @http("POST", "/desk/issues/<issue_id>/table/tasks/<task_id>/close")
     def close_table_task(self, request, issue_id, task_id):
         return self._desk_action(request, issue_id, "table.close_task",
                                  lambda token, form: self.routing.close_table_task(
-            token, issue_id, task_id, {"note": form.get("note", "")}))
+            token, issue_id, task_id, {"note": form.get("note", "")}),
+                                 form_key=f"close-{task_id}")
 
     @http("POST", "/desk/issues/<issue_id>/split")
     def split_issue(self, request, issue_id):
@@ -314,28 +323,35 @@ class WebService:
     @http("GET", "/agency")
     def workspace(self, request):
         session, principal = self._signed_in(request)
+        return self._workspace(request, session, principal, done=request.args.get("done"),
+                               error=request.args.get("error"))
+
+    def _workspace(self, request, session: Session, principal: Principal, status: int = 200,
+                   **context):
+        """The agency's workspace; ``context`` as for :meth:`_issue_page`."""
         if principal.is_desk:
             raise Forbidden("the workspace is for agency staff")
         authz.may_read_assignments(principal, principal.agency)
         assignments = self._rpc(self.agency.list_assignments, session.token, principal.agency,
                                 "open")
         assignments.sort(key=lambda a: _next_deadline(a) or "")
-        return self._page(request, "agency.html", session, principal,
+        return self._page(request, "agency.html", session, principal, status=status,
                           assignments=assignments[:WORKSPACE_CARDS], total=len(assignments),
-                          next_deadline=_next_deadline,
-                          done=request.args.get("done"), error=request.args.get("error"))
+                          next_deadline=_next_deadline, **context)
 
     @http("POST", "/agency/<agency>/assignments/<issue_id>/acknowledge")
     def acknowledge(self, request, agency, issue_id):
         return self._agency_action(request, agency, issue_id, "assignment.acknowledge",
                                    lambda token, form: self.agency.acknowledge(
-            token, agency, issue_id, {"note": form.get("note") or None}))
+            token, agency, issue_id, {"note": form.get("note") or None}),
+                                   form_key=f"ack-{issue_id}")
 
     @http("POST", "/agency/<agency>/assignments/<issue_id>/resolve")
     def resolve(self, request, agency, issue_id):
         return self._agency_action(request, agency, issue_id, "assignment.resolve",
                                    lambda token, form: self.agency.resolve(
-            token, agency, issue_id, {"note": form.get("note", "")}))
+            token, agency, issue_id, {"note": form.get("note", "")}),
+                                   form_key=f"res-{issue_id}")
 
     @http("POST", "/agency/<agency>/issues/<issue_id>/table/check-in")
     def check_in(self, request, agency, issue_id):
@@ -347,7 +363,8 @@ class WebService:
     def task_done(self, request, agency, issue_id, task_id):
         return self._agency_action(request, agency, issue_id, "table.task_done",
                                    lambda token, form: self.routing.complete_table_task(
-            token, issue_id, task_id, {"note": form.get("note", "")}))
+            token, issue_id, task_id, {"note": form.get("note", "")}),
+                                   form_key=f"td-{issue_id}-{task_id}")
 
     # ---------------------------------------------------------- the resident
 
@@ -453,22 +470,39 @@ class WebService:
             raise FormExpired("the form's CSRF secret does not match the session")
         return form
 
-    def _desk_action(self, request, issue_id: str, action: str, call, back: str | None = None):
-        session, _ = self._desk(request, action=action, issue_id=issue_id)
+    def _desk_action(self, request, issue_id: str, action: str, call, back: str | None = None,
+                     form_key: str | None = None):
+        """A desk's write from the issue page. ``form_key`` names the form on that page
+        (the table's forms are named by their action): a field it got wrong is shown
+        beside that field (``_acted``)."""
+        session, principal = self._desk(request, action=action, issue_id=issue_id)
         form = self._check_form(request, session)
-        return self._acted(lambda: call(session.token, form), back or f"/desk/issues/{issue_id}")
+        return self._acted(
+            lambda: call(session.token, form), back or f"/desk/issues/{issue_id}",
+            None if back else lambda errors: self._issue_page(
+                request, session, principal, issue_id, status=422,
+                here=f"/desk/issues/{issue_id}", failed=form_key or action, form=form,
+                errors=_shown(request, errors)))
 
-    def _agency_action(self, request, agency: str, issue_id: str, action: str, call):
+    def _agency_action(self, request, agency: str, issue_id: str, action: str, call,
+                       form_key: str | None = None):
         """An agency's write: its own agency only (``shared.authz``), then the owning
         service decides again on the token (its assignment, its table task)."""
         session, principal = self._signed_in(request, action=action, issue_id=issue_id)
         form = self._check_form(request, session)
         authz.may_act_for_agency(principal, agency)
-        return self._acted(lambda: call(session.token, form), "/agency")
+        return self._acted(lambda: call(session.token, form), "/agency",
+                           lambda errors: self._workspace(
+                               request, session, principal, status=422, here="/agency",
+                               failed=form_key or action, form=form,
+                               errors=_shown(request, errors)))
 
-    def _acted(self, call, back: str):
+    def _acted(self, call, back: str, invalid=None):
         """Do it; back to the page with what happened. 403 and 404 are their own pages:
-        someone asked for what is not theirs (or not there).
+        someone asked for what is not theirs (or not there). A 422 that names fields,
+        when the form's page can be drawn again (``invalid(errors)``), is that page with
+        each error beside its field, in the page's language, and the form as typed (a
+        line of the service's English at the top of the page was all the desk got).
 
         The owning service audits the write on its RPC (the same token: the staff
         member, the action, the real outcome), so once it has answered, this page's own
@@ -480,6 +514,8 @@ class WebService:
             raise
         except (WhistleError, RemoteError) as exc:
             self.guard.audited_elsewhere()
+            if isinstance(exc, InvalidPayload) and exc.errors and invalid is not None:
+                return invalid(exc.errors)
             if isinstance(exc, WhistleError) and exc.status in (400, 409, 422):
                 return redirect(f"{back}?{urlencode({'error': exc.message[:300]})}")
             raise
@@ -571,6 +607,11 @@ def _route(form: dict) -> dict:
     if _codes(form.get("support")):
         body["support"] = _codes(form.get("support"))
     return body
+
+
+def _shown(request, errors: list[dict]) -> dict[str, str]:
+    """A service's 422 fields as the page shows them: by form field, in its language."""
+    return views.field_errors(errors, views.Translator(reader_language(request)))
 
 
 def _codes(text: str | None) -> list[str]:

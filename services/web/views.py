@@ -122,22 +122,29 @@ def board_rows(rows: list[dict[str, Any]], t: Translator, names=None) -> list[di
 
 
 FORM_ERROR_KEYS = {"missing", "string_too_short", "string_too_long", "string_pattern_mismatch",
-                   "enum", "value_error"}
+                   "enum", "value_error", "too_short", "datetime", "past_due", "unknown",
+                   "unknown_agency"}
 
 
 def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
     """The API's 422 ``fields`` as ``{form field: message}``: each shown beside its field.
 
     The API names fields by their path in the body (``location.community``,
-    ``contact.phone``); the form's inputs carry the same names.
+    ``contact.phone``); the form's inputs carry the same names. A list's item
+    (``agencies.1``) is its list's one input (``agencies``, typed comma-separated);
+    pydantic's several ways of failing a date and time are one ``datetime``.
     """
     out: dict[str, str] = {}
     for err in errors:
-        field = err.get("field") or "(body)"
+        field = re.sub(r"(\.\d+)+$", "", err.get("field") or "") or "(body)"
         kind = err.get("type") or ""
+        kind = "datetime" if kind.startswith(("datetime_", "date_")) else kind
         text = t(f"err_{kind}") if kind in FORM_ERROR_KEYS else t("err_other")
         if t.lang == "en" and kind not in FORM_ERROR_KEYS:
             text = err.get("message") or text
+        # Which of the typed agencies is unknown ("unknown agency 'foo'"): the field holds several.
+        if kind == "unknown_agency" and (named := re.search(r"'([^']+)'", err.get("message") or "")):
+            text += ("：" if t.lang == "zh" else ": ") + named[1]
         out.setdefault(field, text)
     return out
 

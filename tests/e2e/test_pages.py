@@ -444,10 +444,28 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     desk = browsers()
     desk.sign_in(token("desk"))
     desk.open(f"/desk/issues/{issue_id}")
+    # The desk forgets the time and mistypes an agency: each error beside its field, in
+    # Chinese, the field focused and what was typed kept (not a line of routing's English
+    # at the top of the page, the form emptied).
+    desk.fill("#t-place", "社区红色议事厅")
+    desk.fill("#t-agencies", "power, powr")
+    desk.find("form[action$='/table'] button").click()
+    desk.wait(lambda: desk.find_all(".field-error[data-field='meets_at']"), 10,
+              "the time's error")
+    assert desk.text(".field-error[data-field='meets_at']") == "请填写日期和时间"
+    assert desk.driver.switch_to.active_element.get_attribute("id") == "t-when"
+    assert desk.find("#t-when").get_attribute("aria-invalid") == "true"
+    assert desk.find("#t-place").get_attribute("value") == "社区红色议事厅"
+    assert "有 1 处需要修改" in desk.text("#form-errors")
     # datetime-local inputs take the desk's local time; typed as the browser expects it.
     soon = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 7200))
     desk.driver.execute_script("arguments[0].value = arguments[1]", desk.find("#t-when"), soon)
-    desk.fill("#t-place", "社区红色议事厅")
+    desk.find("form[action$='/table'] button").click()
+    desk.wait(lambda: desk.find_all(".field-error[data-field='agencies']"), 10,
+              "the agency's error")
+    assert desk.text(".field-error[data-field='agencies']") == "没有这个单位：powr"
+    assert desk.find("#t-agencies").get_attribute("value") == "power, powr"
+    desk.screenshot("issue-table-errors")
     desk.fill("#t-agencies", "power")
     desk.find("form[action$='/table'] button").click()
     desk.wait(lambda: "社区红色议事厅" in desk.text("#h-table ~ p") if desk.find_all(
@@ -483,7 +501,13 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     power.find(f"{card} .act-ack button").click()  # 报到 before finishing table tasks
     power.wait(lambda: not power.find_all(f"{card} .act-ack"), 5, "reported in")
     power.screenshot("agency-table")
-    power.find(f"{card} .act-task input[name=note]").send_keys("已加装防水盒")
+    # A blank note is refused beside its field (the browser lets spaces through).
+    power.find(f"{card} .act-task input[name=note]").send_keys("  ")
+    power.find(f"{card} .act-task button").click()
+    power.wait(lambda: power.find_all(f"{card} .act-task .field-error"), 5, "the note's error")
+    assert power.text(f"{card} .act-task .field-error") == "不能为空"
+    assert not power.find_all("#error")
+    power.fill(f"{card} .act-task input[name=note]", "已加装防水盒")
     power.find(f"{card} .act-task button").click()
     power.wait(lambda: not power.find_all(f"{card} .act-task"), 5, "the task done")
     table = issue_of(whistle.url, issue_id)["table"]

@@ -75,6 +75,64 @@ def test_the_apis_field_errors_land_beside_the_forms_fields():
         "x": "odd"}
 
 
+def test_the_tables_and_notes_field_errors_are_said_beside_their_fields():
+    """The errors routing gives the issue page's and the workspace's forms, made by its own
+    code: a table without a time or place, with a malformed and an unknown agency, a task
+    due in the past, a blank note; each lands on its form's field in the page's language."""
+    import pytest
+    from pydantic import ValidationError
+
+    from services.routing import table
+    from services.routing.rules import load_rules
+    from shared.contracts import CompleteTableTask, ConveneTable
+    from shared.errors import InvalidPayload
+
+    def refused(model, body) -> list[dict]:
+        with pytest.raises(ValidationError) as caught:
+            model.model_validate(body)
+        return InvalidPayload.from_validation_error(caught.value).errors
+
+    rules = load_rules()
+    convened = refused(ConveneTable, {"meets_at": "", "place": "", "agencies": ["power", "水"]})
+    assert views.field_errors(convened, ZH) == {"meets_at": "请填写日期和时间",
+                                                "place": "不能为空", "agencies": "格式不对"}
+    with pytest.raises(InvalidPayload) as unknown:
+        table.agency_ref(rules, "powr")
+    assert views.field_errors(unknown.value.errors, ZH) == {"agencies": "没有这个单位：powr"}
+    assert views.field_errors(unknown.value.errors, EN) == {"agencies": "No such agency: powr"}
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             [], rules, NOW)
+    with pytest.raises(InvalidPayload) as past:
+        table.record_task(issue, table.DESK, "power", "换电缆", NOW - timedelta(hours=1),
+                          rules, NOW)
+    assert views.field_errors(past.value.errors, ZH) == {"due": "须晚于现在"}
+    assert views.field_errors(refused(CompleteTableTask, {"note": "  "}), ZH) == {
+        "note": "不能为空"}
+
+
+def test_a_failed_forms_errors_show_beside_its_own_fields_only():
+    """The issue page drawn again after the table's form failed: the errors beside that
+    form's fields, the first focused, what was typed kept; the other forms untouched."""
+    from services.routing import table
+    from services.routing.rules import load_rules
+
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             [], load_rules(), NOW)
+    html = rendered("issue.html", "zh", issue=issue.model_dump(mode="json") | {"contact": {}},
+                    timeline=[], messages=[], failed="table.task",
+                    form={"agency": "power", "description": "换电缆", "due": "2026-12-01T10:00"},
+                    errors={"due": "须晚于现在"})
+    assert '<p class="notice error" role="alert" id="form-errors">有 1 处需要修改' in html
+    due = html[html.index('id="task-due"'):]
+    due = due[:due.index("</div>")]
+    assert 'value="2026-12-01T10:00"' in due and 'aria-invalid="true"' in due
+    assert "autofocus" in due and 'aria-describedby="table-task-due-error"' in due
+    assert '<p class="field-error" id="table-task-due-error" data-field="due">须晚于现在</p>' in due
+    assert 'id="task-desc" name="description" value="换电缆"' in html
+    assert html.count("aria-invalid") == 1 and html.count("field-error") == 1
+    assert 'id="inv-agencies" name="agencies" list="agency-codes" value=""' in html
+
+
 def test_the_form_becomes_the_apis_body_with_blanks_left_out():
     body = views.submission_from_form({
         "description": "飞线", "location.community": "幸福里", "location.address": "3号楼",
