@@ -26,6 +26,7 @@ from services.web.views import (
     LANGUAGES,
     Translator,
     agency_names,
+    choices,
     language_of,
     local_time,
     redact_links,
@@ -57,7 +58,8 @@ templates = Environment(
 )
 templates.filters["localtime"] = local_time
 templates.filters["redact"] = redact_links
-templates.globals.update(triage_reason=triage_reason, agency_names=agency_names)
+templates.globals.update(triage_reason=triage_reason, agency_names=agency_names,
+                         choices=choices)
 
 
 def reader_language(request, fallback: str = "zh") -> str:

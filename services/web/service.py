@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 import eventlet
 from nameko.dependency_providers import Config
 from nameko.exceptions import RemoteError
+from pydantic import ValidationError
 from werkzeug.wrappers import Response
 
 from services.web import views
@@ -562,8 +563,12 @@ class WebService:
     def _scoped(principal: Principal, filters: dict) -> dict:
         """The board's filters narrowed to the desk's communities: ``shared.authz``'s
         list rule (another community is 403; none named means all of its own)."""
-        authz.may_list_issues(principal, IssueFilter(**{
-            k: v for k, v in filters.items() if k in ("status", "agency", "community")}))
+        try:
+            asked = IssueFilter(**{k: v for k, v in filters.items()
+                                   if k in ("status", "agency", "community")})
+        except ValidationError as exc:  # an edited address: a 422 page, not a 500 and a trace
+            raise InvalidPayload.from_validation_error(exc, "filter") from None
+        authz.may_list_issues(principal, asked)
         if principal.communities is not None and "community" not in filters:
             return {**filters, "communities": sorted(principal.communities)}
         return filters

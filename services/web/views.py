@@ -149,6 +149,12 @@ def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
     return out
 
 
+def choices(codes, name_of, lang: str) -> list[tuple[str, str]]:
+    """A select's options: each code by its name in the page's language (the desk
+    cannot be expected to know ``flying_wire`` or ``power``)."""
+    return [(code, name_of(code, lang)) for code in codes]
+
+
 def submission_from_form(form: dict[str, str]) -> dict[str, Any]:
     """The desk form as the API's ``SubmitIssue`` body: blanks left out, so the API's own
     validation decides (and its 422 names the same fields)."""

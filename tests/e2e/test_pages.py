@@ -338,13 +338,19 @@ def test_the_language_switch_keeps_the_residents_link_and_the_boards_filters(whi
     resident.wait(lambda: "您的问题已受理" in resident.text("#progress"), 5, "back in Chinese")
     assert resident.driver.current_url.count("token=") == 1
 
+    # The desk filters the board by an agency's name (it was a box for its code), then
+    # switches language.
     desk = browsers()
     desk.sign_in(token("desk"))
     desk.open("/desk?priority=urgent&community=幸福里社区")
+    Select(desk.find("#f-agency")).select_by_visible_text("供电公司")
+    desk.find("#filters button").click()
+    desk.wait(lambda: "agency=power" in desk.driver.current_url, 5, "filtered by agency")
     desk.find("a.lang").click()
     desk.wait(lambda: "Board" in desk.text("h1"), 5, "the board in English")
     assert desk.find("#f-priority").get_attribute("value") == "urgent"
     assert desk.find("#f-community").get_attribute("value") == "幸福里社区"
+    assert Select(desk.find("#f-agency")).first_selected_option.text == "Power company"
     assert issue_id in desk.text("#board-rows")
 
 
@@ -355,8 +361,10 @@ def test_a_form_error_is_shown_beside_its_field(whistle, browsers):
     clerk.fill("#f-description", "路灯不亮")
     clerk.fill("#f-location-address", "幸福里5号楼")
     clerk.fill("#f-contact-phone", "call me")
+    Select(clerk.find("#f-category")).select_by_visible_text("路灯不亮")  # by name
     clerk.find("#new-issue button[type=submit]").click()
     clerk.wait(lambda: clerk.find_all("#form-errors"), 5, "the errors")
+    assert Select(clerk.find("#f-category")).first_selected_option.text == "路灯不亮"
     for field, input_id in (("location.community", "f-location-community"),
                             ("contact.phone", "f-contact-phone")):
         error = clerk.find(f".field-error[data-field='{field}']")

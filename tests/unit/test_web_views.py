@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from services.intake.domain import board_row
 from services.web import views
 from services.web.catalogue import names_from_rules
@@ -79,7 +81,6 @@ def test_the_tables_and_notes_field_errors_are_said_beside_their_fields():
     """The errors routing gives the issue page's and the workspace's forms, made by its own
     code: a table without a time or place, with a malformed and an unknown agency, a task
     due in the past, a blank note; each lands on its form's field in the page's language."""
-    import pytest
     from pydantic import ValidationError
 
     from services.routing import table
@@ -131,6 +132,39 @@ def test_a_failed_forms_errors_show_beside_its_own_fields_only():
     assert 'id="task-desc" name="description" value="换电缆"' in html
     assert html.count("aria-invalid") == 1 and html.count("field-error") == 1
     assert 'id="inv-agencies" name="agencies" list="agency-codes" value=""' in html
+
+
+def test_the_desk_picks_categories_and_agencies_by_name_and_a_bad_filter_is_a_page():
+    """The new-issue form's category and the board's agency filter were free text: a
+    clerk typing 飞线 got "格式不对", and the board filtered by 供电公司 answered 500 with a
+    trace in the log. Both are now chosen by name; an edited address is a 422 page."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.web.pages import error_page
+    from services.web.service import WebService
+    from shared.auth import Principal, Role
+    from shared.errors import InvalidPayload
+
+    names = names_from_rules(None)
+    form = rendered("new_issue.html", "zh", form={"category": "flying_wire"}, errors={})
+    category = form[form.index('id="f-category"'):form.index("</select>", form.index(
+        'id="f-category"'))]
+    assert '<option value="" >（自动判断）</option>' in category
+    assert '<option value="flying_wire" selected>飞线/电线裸露</option>' in category
+    board = rendered("board.html", "zh", filters={"agency": "power"}, rows=[], total=0,
+                     statuses=(), priorities=(), query="")
+    agency = board[board.index('id="f-agency"'):]
+    assert '<option value="power" selected>供电公司</option>' in agency[:agency.index("</select>")]
+    assert views.choices(["power"], names.agency, "en") == [("power", "Power company")]
+
+    desk = Principal(role=Role.desk, agency="desk", staff_id="desk-1")
+    with pytest.raises(InvalidPayload) as refused:
+        WebService._scoped(desk, {"agency": "供电公司"})
+    builder = EnvironBuilder(path="/desk", query_string={"agency": "供电公司"})
+    page = error_page(Request(builder.get_environ()), refused.value)
+    builder.close()
+    assert page.status_code == 422 and "出错了" in page.get_data(as_text=True)
 
 
 def test_the_form_becomes_the_apis_body_with_blanks_left_out():
