@@ -30,6 +30,7 @@ from services.web.views import (
     language_of,
     local_time,
     redact_links,
+    refusal,
     triage_reason,
 )
 from shared.errors import WhistleError
@@ -59,7 +60,7 @@ templates = Environment(
 templates.filters["localtime"] = local_time
 templates.filters["redact"] = redact_links
 templates.globals.update(triage_reason=triage_reason, agency_names=agency_names,
-                         choices=choices)
+                         choices=choices, refusal=refusal)
 
 
 def reader_language(request, fallback: str = "zh") -> str:

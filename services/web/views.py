@@ -268,6 +268,54 @@ def agency_names(codes, t: Translator, names) -> str:
     return ("、" if t.lang == "zh" else ", ").join(names.agency(c, t.lang) for c in codes)
 
 
+# ------------------------------------------------------- a refused action
+
+# Why a service refused an action the pages offer (InvalidTransition, 409: the state of
+# the issue does not allow it), as shared.issue and services.routing word it; a Chinese
+# page says it in Chinese ({name}: the agency's name), another shape stays as written.
+_REFUSALS = tuple((re.compile(pattern), zh) for pattern, zh in (
+    (r"(?P<agency>\S+) has already acknowledged issue \S+", "{name}已经报到过了"),
+    (r"(?P<agency>\S+) has already resolved issue \S+", "{name}已经办结过了"),
+    (r"(?P<agency>\S+) has already withdrawn issue \S+", "{name}的派单已撤回"),
+    (r"(?P<agency>\S+) must acknowledge issue \S+ before resolving it", "{name}须先报到，才能办结"),
+    (r"issue \S+ has open table tasks: (?P<tasks>.+); 事不完，人不撤",
+     "议事桌还有未完成的事项：{tasks}。事不完，人不撤"),
+    (r"issue \S+ has open table tasks for agencies the new route drops: (?P<tasks>.+); "
+     r"事不完，人不撤", "改派后不再参与的单位还有未完成的议事桌事项：{tasks}。事不完，人不撤"),
+    (r"(?P<agency>\S+) must report in before completing table tasks",
+     "{name}须先报到，才能完成议事桌事项"),
+    (r"(?P<agency>\S+) is not at the table; invite it first", "{name}不在议事桌上，请先邀请"),
+    (r"(?P<agency>\S+) has already checked in at the table", "{name}已经签到过了"),
+    (r"task (?P<task>\S+) is already done(?: by \S+)?", "事项 {task} 已经完成"),
+    (r"issue \S+ already has a table; invite agencies to it", "本件已召集议事桌，请邀请单位参加"),
+    (r"issue \S+ has no table; the desk convenes one", "本件还没有议事桌，请社区窗口先召集"),
+    (r"issue \S+ is (?P<state>\w+); a table needs a dispatched issue",
+     "本件{state}，派单后才能召集议事桌"),
+    (r"issue \S+ is (?P<state>\w+); only a dispatched or in-progress issue can be rerouted",
+     "本件{state}，只有已派单或办理中的问题才能改派"),
+    (r"the new route of issue \S+ leaves no part to do; resolve the issue instead",
+     "改派后已没有要办的部分，请直接办结"),
+    (r"issue \S+ is not waiting for triage", "本件已不在待分拣中（可能已有人处理）"),
+    (r"issue \S+ is already (?P<state>\w+)", "本件已是“{state}”状态"),
+))
+
+
+def refusal(message: str | None, t: Translator, names) -> str:
+    """A refused action's reason as the page shows it (the service's words as a tooltip)."""
+    message = message or ""
+    if t.lang != "zh":
+        return message
+    for pattern, zh in _REFUSALS:
+        if found := pattern.fullmatch(message):
+            parts = found.groupdict()
+            return zh.format(
+                name=names.agency(parts.get("agency"), "zh"),
+                state=t.label("status", parts.get("state")), task=parts.get("task"),
+                tasks=re.sub(r" \((\w+)\)", lambda m: f"（{names.agency(m[1], 'zh')}）",
+                             parts.get("tasks") or "").replace(", ", "、"))
+    return message
+
+
 # ------------------------------------------------------------- the timeline
 
 # The details the services write on the timeline are English sentences of a fixed

@@ -308,10 +308,11 @@ def whole_chain() -> IssueRecord:
 def rendered(template: str, lang: str, **context) -> str:
     from services.web.pages import templates
 
-    return templates.get_template(template).render(
-        t=views.Translator(lang), lang=lang, path="/", tz="Asia/Shanghai", now=NOW,
-        names=names_from_rules(None), csrf="c", principal=None, desk=True, operator=False,
-        request_id="r", done=None, error=None, **context)
+    return templates.get_template(template).render({
+        "t": views.Translator(lang), "lang": lang, "path": "/", "tz": "Asia/Shanghai",
+        "now": NOW, "names": names_from_rules(None), "csrf": "c", "principal": None,
+        "desk": True, "operator": False, "request_id": "r", "done": None, "error": None,
+        **context})
 
 
 def section(html: str, element_id: str) -> str:
@@ -676,6 +677,55 @@ def test_a_chinese_page_says_why_routing_held_a_report_and_names_the_tables_agen
             f"{t('invited')}: {invited} · {t('checked_in')}: {present}")
         task_row = page[page.index('data-task="T1"'):]
         assert f"<td>{task}</td>" in task_row[:task_row.index("</tr>")]
+
+
+def test_a_chinese_page_says_why_an_action_was_refused():
+    """What an agency or the desk meets by acting in the wrong order (resolving before
+    报到, a table task before 报到, resolving with the table's tasks open, a second 报到,
+    a task for an agency not at the table, a second table, inviting with none, a second
+    check-in), refused by the code that refuses it, said in Chinese on a Chinese page."""
+    from services.routing import table
+    from services.routing.rules import load_rules
+    from shared.errors import InvalidTransition
+    from shared.issue import acknowledge, resolve
+
+    rules, names = load_rules(), names_from_rules(None)
+    wire, later = dispatched_wire(NOW), NOW + timedelta(days=2)
+    issue, _ = table.convene(wire, NOW + timedelta(days=1), "幸福里议事厅", [], rules, NOW)
+    issue, _ = table.record_task(issue, table.DESK, "power", "换电缆", later, rules, NOW)
+    checked, _ = table.check_in(issue, "power", "power-12", rules, NOW)
+    refusals = (
+        lambda: resolve(wire, "power", "power-12", "已处理", NOW),
+        lambda: table.complete_task(issue, "power", "T1", "已换", rules, NOW),
+        lambda: resolve(acknowledge(issue, "power", "power-12", NOW), "power", "power-12",
+                        "已处理", NOW),
+        lambda: acknowledge(acknowledge(wire, "power", "power-12", NOW), "power", "power-12",
+                            NOW),
+        lambda: table.record_task(issue, table.DESK, "water", "查漏", later, rules, NOW),
+        lambda: table.convene(issue, later, "居委会", [], rules, NOW),
+        lambda: table.invite(wire, table.DESK, ["water"], rules, NOW),
+        lambda: table.check_in(checked, "power", "power-12", rules, NOW),
+    )
+    messages = []
+    for refused in refusals:
+        with pytest.raises(InvalidTransition) as caught:
+            refused()
+        messages.append(caught.value.message)
+    assert [views.refusal(m, ZH, names) for m in messages] == [
+        "供电公司须先报到，才能办结",
+        "供电公司须先报到，才能完成议事桌事项",
+        "议事桌还有未完成的事项：T1（供电公司）。事不完，人不撤",
+        "供电公司已经报到过了",
+        "自来水公司不在议事桌上，请先邀请",
+        "本件已召集议事桌，请邀请单位参加",
+        "本件还没有议事桌，请社区窗口先召集",
+        "供电公司已经签到过了",
+    ]
+    assert [views.refusal(m, EN, names) for m in messages] == messages
+    assert views.refusal("something else went wrong", ZH, names) == "something else went wrong"
+    page = rendered("issue.html", "zh", issue=issue.model_dump(mode="json") | {"contact": {}},
+                    timeline=[], messages=[], error=messages[4])
+    assert (f'id="error" title="{messages[4]}">自来水公司不在议事桌上，请先邀请</p>') in page
 
 
 def test_an_english_page_shows_every_other_steps_detail_as_written():
