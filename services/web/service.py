@@ -398,8 +398,11 @@ class WebService:
         # authorizes it (a forged form would need that token), so no CSRF secret.
         token = request.form.get("token", "")
         body = {"token": token, "rating": request.form.get("rating", "")}
-        if (request.form.get("comment") or "").strip():
-            body["comment"] = request.form["comment"]
+        # A browser counts a line break in the box as one character (maxlength) and sends
+        # it as two (CRLF): a comment the box allowed was refused as too long.
+        comment = (request.form.get("comment") or "").replace("\r\n", "\n")
+        if comment.strip():
+            body["comment"] = comment
         try:
             result = self._rpc(self.routing.submit_feedback, issue_id, body)
         except (Unauthorized, Forbidden, NotFound) as exc:

@@ -354,6 +354,36 @@ def test_the_language_switch_keeps_the_residents_link_and_the_boards_filters(whi
     assert issue_id in desk.text("#board-rows")
 
 
+def test_a_residents_long_comment_with_line_breaks_is_taken(whistle, browsers):
+    """The comment box allows 1000 characters counting a line break as one; the browser
+    sends each as two (CRLF). A resident's 999-character comment on 20 lines was refused
+    as too long and the page came back as it was, with no word: the rating lost."""
+    issue_id = submit(whistle.url, "楼道外有飞线，电线垂下来了")
+    wait_dispatched(whistle.url, issue_id)
+    power = {"Authorization": f"Bearer {token('power')}"}
+    for step, body in (("acknowledge", {}), ("resolve", {"note": "已剪除飞线"})):
+        done = requests.post(f"{whistle.url}/agencies/power/assignments/{issue_id}/{step}",
+                             json=body, headers=power, timeout=5)
+        assert done.status_code == 200, done.text
+    link = issue_feedback_token(issue_id, issue_id, 0, cfg.DEV_SECRET, ttl_s=3600)
+    resident = browsers(PHONE, 844)
+    resident.open(f"/issues/{issue_id}/feedback?token={link}")
+    resident.wait(lambda: resident.find_all("#rate-form") or resident.driver.refresh(), 10,
+                  "the rating form")
+    resident.find("input[name=rating][value=unsatisfied]").click()
+    comment = "\n".join(["电线还是垂得很低，孩子们上下学都从底下走"] * 50)[:999]
+    box = resident.find("#comment")
+    resident.driver.execute_script("arguments[0].value = arguments[1]", box, comment)
+    assert resident.driver.execute_script("return arguments[0].checkValidity()", box)
+    resident.find("#rate-form button[type=submit]").click()
+    resident.wait(lambda: resident.find_all("#rated"), 5, "the answer")
+    assert "重新交办" in resident.text("#rated")
+    assert issue_of(whistle.url, issue_id)["reopen_count"] == 1
+    # A rating the service refuses says so (it used to come back without a word).
+    resident.open(f"/issues/{issue_id}/feedback?token={link}&rated=invalid")
+    assert "没有提交成功" in resident.text("#rated")
+
+
 def test_a_form_error_is_shown_beside_its_field(whistle, browsers):
     clerk = browsers()
     clerk.sign_in(token("desk"))
