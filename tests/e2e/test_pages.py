@@ -354,17 +354,42 @@ def test_the_language_switch_keeps_the_residents_link_and_the_boards_filters(whi
     assert issue_id in desk.text("#board-rows")
 
 
+def resolved_flying_wire(url: str) -> str:
+    """A flying wire the power company has reported in on and resolved (over the API)."""
+    issue_id = submit(url, "楼道外有飞线，电线垂下来了")
+    wait_dispatched(url, issue_id)
+    power = {"Authorization": f"Bearer {token('power')}"}
+    for step, body in (("acknowledge", {}), ("resolve", {"note": "已剪除飞线"})):
+        done = requests.post(f"{url}/agencies/power/assignments/{issue_id}/{step}",
+                             json=body, headers=power, timeout=5)
+        assert done.status_code == 200, done.text
+    return issue_id
+
+
+def test_the_board_fits_a_phone_in_english(whistle, browsers):
+    """On a 390 px phone each issue is a two-column card; an English status as long as
+    "Resolved, awaiting rating" kept to one line and pushed every card past the screen's
+    edge (the category, lead agency and deadline cut off)."""
+    issue_id = resolved_flying_wire(whistle.url)
+    desk = browsers(PHONE, 844)
+    desk.sign_in(token("desk"))
+    desk.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": PHONE, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    desk.open("/desk?lang=en")
+    row = f"#board-rows tr[data-issue='{issue_id}']"
+    desk.wait(lambda: "Resolved, awaiting rating" in desk.text(row), 10, "the resolved row")
+    widest = desk.driver.execute_script(
+        "return Math.max(...[...document.querySelectorAll('#board-rows tr, #board-rows td')]"
+        ".map(e => e.getBoundingClientRect().right))")
+    assert widest <= PHONE, f"a card reaches {widest} px on a {PHONE} px screen"
+    desk.screenshot("board-phone-en", widths=(PHONE,))
+
+
 def test_a_residents_long_comment_with_line_breaks_is_taken(whistle, browsers):
     """The comment box allows 1000 characters counting a line break as one; the browser
     sends each as two (CRLF). A resident's 999-character comment on 20 lines was refused
     as too long and the page came back as it was, with no word: the rating lost."""
-    issue_id = submit(whistle.url, "楼道外有飞线，电线垂下来了")
-    wait_dispatched(whistle.url, issue_id)
-    power = {"Authorization": f"Bearer {token('power')}"}
-    for step, body in (("acknowledge", {}), ("resolve", {"note": "已剪除飞线"})):
-        done = requests.post(f"{whistle.url}/agencies/power/assignments/{issue_id}/{step}",
-                             json=body, headers=power, timeout=5)
-        assert done.status_code == 200, done.text
+    issue_id = resolved_flying_wire(whistle.url)
     link = issue_feedback_token(issue_id, issue_id, 0, cfg.DEV_SECRET, ttl_s=3600)
     resident = browsers(PHONE, 844)
     resident.open(f"/issues/{issue_id}/feedback?token={link}")
