@@ -29,6 +29,14 @@ class Names:
     # no name, so the pages' catalogue does (``fallback_category``).
     fallback: str | None = None
 
+    @property
+    def routable(self) -> list[str]:
+        """Every category the desk may choose (routing's ``category_names``): the rules'
+        and then the fallback. Without the fallback a reroute form on an issue of that
+        category preselected the first rule's (飞线): one click sent it to the power company."""
+        extra = [self.fallback] if self.fallback and self.fallback not in self.categories else []
+        return [*self.categories, *extra]
+
     def category(self, code: str | None, lang: str) -> str:
         if code and code == self.fallback and code not in self.categories:
             return Translator(lang)("fallback_category")

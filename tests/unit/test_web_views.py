@@ -626,6 +626,16 @@ def test_the_fallback_category_has_a_name_on_every_page():
            "community": "幸福里"}
     assert views.board_rows([row], ZH, names)[0]["category_label"] == "其他问题"
     assert views.board_rows([row], EN, names)[0]["category_label"] == "Other problem"
+    # The desk may choose it too (routing accepts it), and an issue in it is rerouted
+    # from it: the form preselected the first rule's category (飞线) instead.
+    assert names.routable == [*names.categories, "general"]
+    page = rendered("issue.html", "zh", issue=triaged.model_dump(mode="json") | {
+        "contact": {}}, timeline=[], messages=[])
+    select = page[page.index('id="rr-category"'):]
+    assert re.findall(r'<option value="(\w+)" selected>', select[:select.index("</select>")]
+                      ) == ["general"]
+    assert '<option value="general" >其他问题</option>' in rendered(
+        "new_issue.html", "zh", form={}, errors={})
 
 
 def test_a_chinese_page_says_why_routing_held_a_report_and_names_the_tables_agencies():
