@@ -132,6 +132,10 @@ def error_page(request, exc: Exception) -> Response:
     if status == 401:
         return redirect("/signin")
     key = {403: "forbidden", 404: "not_found", 503: "unavailable"}.get(status, "error_title")
+    if isinstance(exc, WhistleError) and exc.code == "csrf":
+        # A form from before this session (signed out and in again in another tab): not
+        # a refusal of the person ("您无权…" told staff they lacked a right they have).
+        key = "csrf_bad"
     detail = exc.message if isinstance(exc, WhistleError) and status in (409, 422) else ""
     return render(request, "error.html", status=status, message_key=key, detail=detail)
 

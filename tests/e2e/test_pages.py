@@ -457,6 +457,7 @@ def test_pages_send_security_headers_and_forms_need_their_csrf_secret(whistle):
     refused = session.post(f"{whistle.url}/agency/power/assignments/{issue_id}/acknowledge",
                            data={"note": "x"}, timeout=5, allow_redirects=False)
     assert refused.status_code == 403 and "text/html" in refused.headers["Content-Type"]
+    assert "表单已失效" in refused.text  # not "您无权…": the person has the right
     assert issue_of(whistle.url, issue_id)["assignments"][0]["status"] == "assigned"
     # A bad token at sign-in is a page saying so, not a trace.
     bad = session.post(f"{whistle.url}/signin", data={"token": "nonsense", "csrf": csrf},

@@ -167,6 +167,26 @@ def test_the_desk_picks_categories_and_agencies_by_name_and_a_bad_filter_is_a_pa
     assert page.status_code == 422 and "出错了" in page.get_data(as_text=True)
 
 
+def test_a_stale_form_says_so_rather_than_no_right():
+    """A form from before the session (signed out and in again in another tab) was
+    refused with "您无权查看或操作这项内容": staff told they lack a right they have."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.web.pages import error_page
+    from services.web.service import FormExpired
+    from shared.errors import Forbidden
+
+    builder = EnvironBuilder(path="/desk/issues/WH-20261205-0001/reroute", method="POST")
+    request = Request(builder.get_environ())
+    builder.close()
+    stale = error_page(request, FormExpired("the form's CSRF secret does not match"))
+    assert stale.status_code == 403
+    assert "表单已失效，请刷新页面后重试。" in stale.get_data(as_text=True)
+    assert "无权" not in stale.get_data(as_text=True)
+    assert "无权" in error_page(request, Forbidden("not yours")).get_data(as_text=True)
+
+
 def test_the_form_becomes_the_apis_body_with_blanks_left_out():
     body = views.submission_from_form({
         "description": "飞线", "location.community": "幸福里", "location.address": "3号楼",
