@@ -198,11 +198,15 @@ class WebService:
     def triage_queue(self, request):
         """Reports routing was unsure of: each suggestion is one click (a triage decision)."""
         session, principal = self._desk(request)
+        return self._triage_page(request, session, principal, done=request.args.get("done"))
+
+    def _triage_page(self, request, session: Session, principal: Principal, status: int = 200,
+                     **context):
         board = self._rpc(self.intake.board, self._scoped(principal, {"triage": True}))
         t = views.Translator(reader_language(request))
-        return self._page(request, "triage.html", session, principal,
-                          rows=views.board_rows(board["rows"], t, self.names), request_id=uuid.uuid4().hex,
-                          done=request.args.get("done"), error=request.args.get("error"))
+        return self._page(request, "triage.html", session, principal, status=status,
+                          rows=views.board_rows(board["rows"], t, self.names),
+                          request_id=uuid.uuid4().hex, **context)
 
     @http("POST", "/desk/issues/<issue_id>/triage")
     def triage_issue(self, request, issue_id):
@@ -241,7 +245,7 @@ class WebService:
     def issue_page(self, request, issue_id):
         session, principal = self._desk(request)
         return self._issue_page(request, session, principal, issue_id,
-                                done=request.args.get("done"), error=request.args.get("error"))
+                                done=request.args.get("done"))
 
     def _issue_page(self, request, session: Session, principal: Principal, issue_id: str,
                     status: int = 200, **context):
@@ -324,8 +328,7 @@ class WebService:
     @http("GET", "/agency")
     def workspace(self, request):
         session, principal = self._signed_in(request)
-        return self._workspace(request, session, principal, done=request.args.get("done"),
-                               error=request.args.get("error"))
+        return self._workspace(request, session, principal, done=request.args.get("done"))
 
     def _workspace(self, request, session: Session, principal: Principal, status: int = 200,
                    **context):
@@ -476,17 +479,20 @@ class WebService:
 
     def _desk_action(self, request, issue_id: str, action: str, call, back: str | None = None,
                      form_key: str | None = None):
-        """A desk's write from the issue page. ``form_key`` names the form on that page
-        (the table's forms are named by their action): a field it got wrong is shown
-        beside that field (``_acted``)."""
+        """A desk's write from the issue page (or the triage queue: ``back``).
+        ``form_key`` names the form on the issue page (the table's forms are named by
+        their action): a field it got wrong is shown beside that field (``_acted``)."""
         session, principal = self._desk(request, action=action, issue_id=issue_id)
         form = self._check_form(request, session)
-        return self._acted(
-            lambda: call(session.token, form), back or f"/desk/issues/{issue_id}",
-            None if back else lambda errors: self._issue_page(
-                request, session, principal, issue_id, status=422,
-                here=f"/desk/issues/{issue_id}", failed=form_key or action, form=form,
-                errors=_shown(request, errors)))
+        if back:
+            return self._acted(lambda: call(session.token, form), back, _again(
+                request, lambda status, **context: self._triage_page(
+                    request, session, principal, status=status, here=back, **context)))
+        here = f"/desk/issues/{issue_id}"
+        return self._acted(lambda: call(session.token, form), here, _again(
+            request, lambda status, **context: self._issue_page(
+                request, session, principal, issue_id, status=status, here=here, **context),
+            form, form_key or action))
 
     def _agency_action(self, request, agency: str, issue_id: str, action: str, call,
                        form_key: str | None = None):
@@ -495,18 +501,19 @@ class WebService:
         session, principal = self._signed_in(request, action=action, issue_id=issue_id)
         form = self._check_form(request, session)
         authz.may_act_for_agency(principal, agency)
-        return self._acted(lambda: call(session.token, form), "/agency",
-                           lambda errors: self._workspace(
-                               request, session, principal, status=422, here="/agency",
-                               failed=form_key or action, form=form,
-                               errors=_shown(request, errors)))
+        return self._acted(lambda: call(session.token, form), "/agency", _again(
+            request, lambda status, **context: self._workspace(
+                request, session, principal, status=status, here="/agency", **context),
+            form, form_key or action))
 
-    def _acted(self, call, back: str, invalid=None):
-        """Do it; back to the page with what happened. 403 and 404 are their own pages:
-        someone asked for what is not theirs (or not there). A 422 that names fields,
-        when the form's page can be drawn again (``invalid(errors)``), is that page with
-        each error beside its field, in the page's language, and the form as typed (a
-        line of the service's English at the top of the page was all the desk got).
+    def _acted(self, call, back: str, again):
+        """Do it; back to the page with what happened (a redirect). 403 and 404 are their
+        own pages: someone asked for what is not theirs (or not there). Any other
+        refusal is the form's page drawn again (``again(status, message, errors)``):
+        a 422 that names fields with each error beside its field, in the page's
+        language, and the form as typed; another refusal said at the top. The reason
+        never travels in the address: a ``?error=`` the page showed could be anyone's
+        words in the desk's own red box, from a link sent to them.
 
         The owning service audits the write on its RPC (the same token: the staff
         member, the action, the real outcome), so once it has answered, this page's own
@@ -518,10 +525,9 @@ class WebService:
             raise
         except (WhistleError, RemoteError) as exc:
             self.guard.audited_elsewhere()
-            if isinstance(exc, InvalidPayload) and exc.errors and invalid is not None:
-                return invalid(exc.errors)
             if isinstance(exc, WhistleError) and exc.status in (400, 409, 422):
-                return redirect(f"{back}?{urlencode({'error': exc.message[:300]})}")
+                return again(exc.status, exc.message[:300],
+                             exc.errors if isinstance(exc, InvalidPayload) else [])
             raise
         self.guard.audited_elsewhere()
         return redirect(f"{back}?done=1")
@@ -615,6 +621,17 @@ def _route(form: dict) -> dict:
     if _codes(form.get("support")):
         body["support"] = _codes(form.get("support"))
     return body
+
+
+def _again(request, draw, form: dict | None = None, key: str | None = None):
+    """How a refused form's page is drawn again (``draw(status, **context)``): the
+    fields' errors beside the form ``key``'s fields, with ``form`` as typed; else (no
+    fields, or a page without that form) the reason at the top."""
+    def again(status: int, message: str, errors: list[dict]):
+        if errors and key:
+            return draw(status, failed=key, form=form, errors=_shown(request, errors))
+        return draw(status, error=message)
+    return again
 
 
 def _shown(request, errors: list[dict]) -> dict[str, str]:

@@ -458,6 +458,10 @@ def test_pages_send_security_headers_and_forms_need_their_csrf_secret(whistle):
                            data={"note": "x"}, timeout=5, allow_redirects=False)
     assert refused.status_code == 403 and "text/html" in refused.headers["Content-Type"]
     assert "表单已失效" in refused.text  # not "您无权…": the person has the right
+    # A page says only what happened: words put in its address are not shown as its own.
+    spoof = "请立即拨打4001234567联系督查组"
+    for path in (f"/agency?error={spoof}", f"/agency?done=1&error={spoof}"):
+        assert spoof not in session.get(f"{whistle.url}{path}", timeout=5).text
     assert issue_of(whistle.url, issue_id)["assignments"][0]["status"] == "assigned"
     # A bad token at sign-in is a page saying so, not a trace.
     bad = session.post(f"{whistle.url}/signin", data={"token": "nonsense", "csrf": csrf},
@@ -562,6 +566,12 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     power.find(f"{card} .act-checkin button").click()
     # Wait for the new page (the old one had these forms too: clicking it would be stale).
     power.wait(lambda: not power.find_all(f"{card} .act-checkin"), 5, "checked in")
+    # A table task before 报到 is refused, said in Chinese at the top of the workspace.
+    power.find(f"{card} .act-task input[name=note]").send_keys("已加装防水盒")
+    power.find(f"{card} .act-task button").click()
+    power.wait(lambda: power.find_all("#error"), 5, "the refusal")
+    assert power.text("#error") == "供电公司须先报到，才能完成议事桌事项"
+    assert "error=" not in power.driver.current_url
     power.find(f"{card} .act-ack button").click()  # 报到 before finishing table tasks
     power.wait(lambda: not power.find_all(f"{card} .act-ack"), 5, "reported in")
     power.screenshot("agency-table")
