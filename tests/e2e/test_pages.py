@@ -561,6 +561,9 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
 
     power = browsers()
     power.sign_in(token("power", "power-3"))
+    # Who is signed in, by name (it said "water / …", "desk / …": the token's codes).
+    assert power.text(".who") == "已登录：供电公司 / power-3"
+    assert desk.text(".who") == "已登录：社区窗口 / staff-001"
     card = f"#a-{issue_id}"
     power.wait(lambda: power.find_all(f"{card} .act-checkin"), 10, "the table in the workspace")
     power.find(f"{card} .act-checkin button").click()
