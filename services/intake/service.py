@@ -32,7 +32,7 @@ from shared.authz import (
     visible_in_list,
 )
 from shared.contracts import BoardFilter, IssueFilter, SubmitIssue, new_id, utcnow
-from shared.errors import EXPECTED_ERRORS, Forbidden, Unavailable
+from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, Unavailable
 from shared.guard import SUBMIT, Guard
 from shared.issue import public_view
 from shared.logging import WorkerLogger
@@ -194,6 +194,12 @@ class IntakeService(Open311Api):
     # ------------------------------------------------------------ internals
 
     def _submit(self, submission: SubmitIssue) -> dict:
+        known = self.open311_services.categories()
+        if submission.category is not None and submission.category not in known:
+            raise InvalidPayload(f"unknown category {submission.category!r}", [
+                {"field": "category", "type": "unknown_category",
+                 "message": f"unknown category {submission.category!r}; one of "
+                            f"{', '.join(known)}, or none to let routing decide"}])
         now = utcnow()
         tz = cfg.get(self.config, cfg.DISPLAY_TZ)
         for _ in range(MAX_ID_TRIES):

@@ -57,6 +57,7 @@ def assert_clean_refusal(response, status=None):
      422, "invalid_payload"),
     (b"\xff\xfe\x00{", None, 400, "malformed_body"),
     ("[1, 2, 3]", None, 422, "invalid_payload"),
+    (json.dumps({**VALID, "category": "flyingwire"}), None, 422, "invalid_payload"),
 ])
 def test_each_limit_is_a_clear_4xx_and_nothing_is_stored(intake, data, headers, status, code):
     base, client, prefix = intake
@@ -121,3 +122,19 @@ def test_a_lost_day_counter_never_overwrites_an_issue(intake):
     assert json.loads(client.get(f"{prefix}:issue:{first}"))["description"] == VALID[
         "description"]
     assert stored(client, prefix) == 3
+
+
+def test_the_desk_names_a_category_the_rules_know_or_none(intake):
+    """A mistyped category was taken (201) and routing ignored it in silence: the desk
+    thought it had decided. Now the field is named with what it may be."""
+    base, client, prefix = intake
+    refused = requests.post(f"{base}/issues", json={**VALID, "category": "flyingwire"},
+                            headers=DESK, timeout=5)
+    assert refused.status_code == 422
+    [field] = refused.json()["error"]["fields"]
+    assert field["field"] == "category" and "flying_wire" in field["message"]
+    for category in ("flying_wire", "general"):  # a rule's, and the fallback's
+        taken = requests.post(f"{base}/issues", json={**VALID, "category": category},
+                              headers=DESK, timeout=5)
+        assert taken.status_code == 201, taken.text
+    assert stored(client, prefix) == 2

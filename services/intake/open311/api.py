@@ -102,14 +102,16 @@ class ServiceCatalog(DependencyProvider):
         self.path = cfg.get(config, cfg.RULES_FILE) or str(SHIPPED_RULES)
         self.default_community = cfg.get(config, cfg.OPEN311_DEFAULT_COMMUNITY) or None
         self._loaded: tuple[float, dict[str, Service]] | None = None
+        self._categories: list[str] = []
         self.get()
 
     def get(self) -> tuple[datetime, dict[str, Service]]:
         try:
             mtime = os.stat(self.path).st_mtime
             if self._loaded is None or self._loaded[0] != mtime:
-                catalog = build_catalog(load_rules(self.path), self.default_community)
-                self._loaded = (mtime, catalog)
+                rules = load_rules(self.path)
+                catalog = build_catalog(rules, self.default_community)
+                self._loaded, self._categories = (mtime, catalog), rules.category_names()
         except (OSError, RulesError, ValueError) as exc:
             if self._loaded is None:
                 raise  # at start-up: intake does not start on a broken rules file
@@ -118,6 +120,12 @@ class ServiceCatalog(DependencyProvider):
             _log.warning("open311 services kept from the last good rules file: %s",
                          str(exc).splitlines()[0])
         return datetime.fromtimestamp(self._loaded[0], UTC), self._loaded[1]
+
+    def categories(self) -> list[str]:
+        """Every category the rules in force know, the fallback's included: what the desk
+        may name when it submits (routing would otherwise ignore a typo in silence)."""
+        self.get()
+        return self._categories
 
     def get_dependency(self, worker_ctx):
         return self
