@@ -325,6 +325,10 @@ _STEP_WORDS = {
            "reopened": "sent back to the agencies, escalated", "closed": "closed"},
 }
 _TIMELINE_STEPS = {"dispatched", "resolved", "reopened", "closed", "merged"}
+# Steps about the whole issue that follow from an agency's at the same moment: the last
+# agency finishing resolves the issue in the same change, and "all done" must read after
+# "the drainage company has finished", not before.
+_CONCLUDING_STEPS = {"resolved", "closed"}
 
 
 def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
@@ -341,27 +345,28 @@ def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
         lang = own.language.value if own.language.value in _STEP_WORDS else "zh"
     words, status_words = _STEP_WORDS[lang], _STATUS_WORDS[lang]
     work = primary if primary is not None and own.merged_into == primary.issue_id else own
-    progress = [(own.received_at, words["received"])]
+    # (when, 1 for a step that concludes what happened at that moment, the words)
+    progress = [(own.received_at, 0, words["received"])]
     if work is not own:
-        progress += [(e.at, words["merged"]) for e in own.timeline if e.step == "merged"][:1]
+        progress += [(e.at, 0, words["merged"]) for e in own.timeline if e.step == "merged"][:1]
     for entry in work.timeline:
         if entry.step in _TIMELINE_STEPS and entry.step != "merged":
             text = words[entry.step]
             if entry.step == "dispatched":
                 text = text.format(agencies=_names(work.assignments, lang))
-            progress.append((entry.at, text))
+            progress.append((entry.at, int(entry.step in _CONCLUDING_STEPS), text))
         elif entry.step == "table_convened" and work.table is not None:
-            progress.append((entry.at, words["table"].format(place=work.table.place)))
+            progress.append((entry.at, 0, words["table"].format(place=work.table.place)))
     for a in work.assignments:
         name = a.agency_name_en if lang == "en" else a.agency_name
         if a.acknowledged_at is not None:
-            progress.append((a.acknowledged_at, words["acknowledged"].format(agency=name)))
+            progress.append((a.acknowledged_at, 0, words["acknowledged"].format(agency=name)))
         if a.resolved_at is not None and len(work.assignments) > 1:
-            progress.append((a.resolved_at, words["part_resolved"].format(agency=name)))
+            progress.append((a.resolved_at, 0, words["part_resolved"].format(agency=name)))
     if any(r.reporter_issue_id == own.issue_id for r in work.ratings):
         rated = max(r.at for r in work.ratings if r.reporter_issue_id == own.issue_id)
-        progress.append((rated, words["rated"]))
-    progress.sort(key=lambda item: item[0])
+        progress.append((rated, 1, words["rated"]))
+    progress.sort(key=lambda item: item[:2])
     status = work.status
     return {
         "issue_id": own.issue_id,
@@ -375,7 +380,7 @@ def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
         "agencies": [{"name": a.agency_name_en if lang == "en" else a.agency_name,
                       "role": a.role.value, "status": a.status.value}
                      for a in work.assignments if a.status.value in _SHOWN_STATES],
-        "progress": [{"at": at.isoformat(), "text": text} for at, text in progress],
+        "progress": [{"at": at.isoformat(), "text": text} for at, _, text in progress],
         "can_rate": _can_rate(own, work, rates),
         "rate_by": work.feedback_due.isoformat() if work.feedback_due else None,
         "contact": masked_contact(contact),

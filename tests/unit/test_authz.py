@@ -316,6 +316,18 @@ def test_a_resident_sees_progress_in_plain_words_and_nothing_internal():
     assert view["contact"]["phone"] == "138****5678" and view["can_rate"] is False
 
 
+def test_all_done_reads_after_the_last_agencys_part_done_at_the_same_moment():
+    """The last agency finishing resolves the issue in the same change, so both steps
+    carry the same time: the issue's conclusion must come second."""
+    issue = record(status=IssueStatus.resolved)
+    done = T0 + timedelta(hours=2)
+    issue.assignments[0].status, issue.assignments[0].resolved_at = AssignmentStatus.resolved, done
+    issue.step(T0 + timedelta(minutes=1), "routing", "dispatched", "rule flying_wire")
+    issue.step(done, "agency", "resolved", "every agency has finished")
+    assert [p["text"] for p in resident_view(issue, CONTACT)["progress"]][-2:] == [
+        "power局已完成", "各单位均已办结"]
+
+
 def test_a_resident_reads_their_page_in_the_language_they_asked_for():
     issue = record()  # reported in Chinese
     view = resident_view(issue, CONTACT, lang="en")
