@@ -400,6 +400,10 @@ class WebService:
         # No cookie is involved: the form carries the link's own token, which is what
         # authorizes it (a forged form would need that token), so no CSRF secret.
         token = request.form.get("token", "")
+        if not token:
+            # No link at all: nobody to rate for. Refused as a bad link is, not sent on
+            # to the resident's page as if a link had come with a bad rating.
+            return self._resident_problem(request, Unauthorized("no link"))
         body = {"token": token, "rating": request.form.get("rating", "")}
         # A browser counts a line break in the box as one character (maxlength) and sends
         # it as two (CRLF): a comment the box allowed was refused as too long.

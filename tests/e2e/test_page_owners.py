@@ -1,0 +1,199 @@
+"""Every page and every form, for every identity, against ``whistle up`` (real processes).
+
+The pages' twin of ``tests/integration/test_security.py``'s table: the same seven
+identities, each as a browser would be (staff signed in, with their session's cookie and
+its CSRF secret; residents with their link's token; anonymous with nothing), and the
+status each gets, redirects not followed. It also fails when the web service serves a
+route this table does not list, so no page or form can be added without saying who may
+open it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from services.web.service import WebService
+from shared import config as cfg
+from shared.auth import issue_feedback_token, issue_token
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+IDENTITIES = ("anonymous", "desk", "assigned agency", "another agency",
+              "formerly assigned agency", "resident, own link", "resident, other issue's link")
+STAFF = {"desk": "desk", "assigned agency": "power", "another agency": "water",
+         "formerly assigned agency": "urban_management"}
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+SIGN_IN = "303 to /signin"  # anonymous, or a resident's link on a staff page
+
+
+def row(*statuses: int | str) -> dict[str, int | str]:
+    assert len(statuses) == len(IDENTITIES)
+    return dict(zip(IDENTITIES, statuses, strict=True))
+
+
+def bearer(agency: str) -> dict[str, str]:
+    return {"Authorization": "Bearer " + issue_token(agency, f"{agency}-1", cfg.DEV_SECRET)}
+
+
+@pytest.fixture
+def whistle(whistle_processes):
+    return whistle_processes("intake,routing,agency,notify,web")
+
+
+def signed_in(base: str, agency: str) -> tuple[requests.Session, str]:
+    """A browser session signed in with a staff token, and its forms' CSRF secret."""
+    session = requests.Session()
+    form = session.get(f"{base}/signin", timeout=5).text
+    answer = session.post(f"{base}/signin", timeout=5, allow_redirects=False, data={
+        "token": issue_token(agency, f"{agency}-1", cfg.DEV_SECRET),
+        "csrf": CSRF.search(form).group(1)})
+    assert answer.status_code == 303, answer.text
+    home = session.get(base + answer.headers["Location"], timeout=10).text
+    return session, CSRF.search(home).group(1)
+
+
+def submit(base: str, description: str, community: str) -> str:
+    made = requests.post(f"{base}/issues", headers=bearer("desk"), timeout=10, json={
+        "description": description, "location": {"community": community, "address": "3号楼"}})
+    assert made.status_code == 201, made.text
+    return made.json()["issue_id"]
+
+
+def test_every_page_and_form_for_every_identity(whistle):
+    base = whistle.url
+    issue_id = submit(base, "小区里有根电线耷拉下来了，不知道有没有电", "缤泰社区")
+    other_id = submit(base, "楼上漏水，卫生间天花板一直在滴水", "和平里社区")
+    desk_api = bearer("desk")
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk_api,
+                                  timeout=5).json()["status"], lambda s: s == "dispatched",
+             timeout=30)
+    # The formerly assigned agency: invited to the table, then done with its part.
+    convened = requests.post(f"{base}/issues/{issue_id}/table", headers=desk_api, timeout=10,
+                             json={"meets_at": "2026-12-01T09:00:00+08:00", "place": "红色议事厅",
+                                   "agencies": ["urban_management"]})
+    assert convened.status_code == 201, convened.text
+    for step, body in (("acknowledge", None), ("resolve", {"note": "已清理"})):
+        done = requests.post(
+            f"{base}/agencies/urban_management/assignments/{issue_id}/{step}",
+            headers=bearer("urban_management"), json=body, timeout=10)
+        assert done.status_code == 200, done.text
+
+    sessions = {"anonymous": (requests.Session(), "")}
+    for identity, agency in STAFF.items():
+        sessions[identity] = signed_in(base, agency)
+    # Rating links, which also open the resident's page (a progress link rates nothing).
+    links = {"resident, own link": issue_feedback_token(issue_id, issue_id, 0, cfg.DEV_SECRET,
+                                                        ttl_s=3600),
+             "resident, other issue's link": issue_feedback_token(other_id, other_id, 0,
+                                                                  cfg.DEV_SECRET, ttl_s=3600)}
+    for identity in links:
+        sessions[identity] = (requests.Session(), "")
+
+    power = f"/agency/power/assignments/{issue_id}"
+    desk = f"/desk/issues/{issue_id}"
+    # (method, path, form, expected): in this order, since the forms move the issue on.
+    # A form the caller may send but whose content is refused is redrawn with its errors
+    # (422); one the issue's state refuses says so on its page (409).
+    table = [
+        ("GET", "/health", None, row(200, 200, 200, 200, 200, 200, 200)),
+        ("GET", "/static/app.css", None, row(200, 200, 200, 200, 200, 200, 200)),
+        ("GET", "/signin", None, row(200, 200, 200, 200, 200, 200, 200)),
+        # Signing in needs the secret of a sign-in form this browser was given.
+        ("POST", "/signin", {"token": issue_token("desk", "d-9", cfg.DEV_SECRET)},
+         row(403, 403, 403, 403, 403, 403, 403)),
+        ("GET", "/", None, row(SIGN_IN, 303, 303, 303, 303, SIGN_IN, SIGN_IN)),
+        ("GET", "/desk", None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("GET", "/desk/board.json", None, row(401, 200, 403, 403, 403, 401, 401)),
+        ("GET", "/desk/triage", None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("GET", "/desk/new", None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("GET", desk, None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("GET", "/desk/stats", None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("GET", "/agency", None, row(SIGN_IN, 403, 200, 200, 200, SIGN_IN, SIGN_IN)),
+        ("GET", "/ops", None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("GET", "/ops/flow.json", None, row(401, 200, 403, 403, 403, 401, 401)),
+        ("GET", f"/resident/{issue_id}", None, row(403, 403, 403, 403, 403, 200, 403)),
+        ("GET", f"/issues/{issue_id}/feedback", None, row(403, 403, 403, 403, 403, 200, 403)),
+        # Forms with content the owner's service refuses: nothing changes.
+        ("POST", "/desk/new", {"description": ""},
+         row(SIGN_IN, 422, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"{desk}/reroute", {"category": "no_such_category", "reason": "x"},
+         row(SIGN_IN, 422, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"{desk}/triage", {"category": "flying_wire"},
+         row(SIGN_IN, 409, 403, 403, 403, SIGN_IN, SIGN_IN)),  # nothing waits for triage
+        ("POST", f"{desk}/table", {"meets_at": "", "place": ""},
+         row(SIGN_IN, 422, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"{desk}/table/agencies", {"agencies": "no_such_agency"},
+         row(SIGN_IN, 422, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"{desk}/table/tasks", {"agency": "power", "description": "", "due": ""},
+         row(SIGN_IN, 422, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"{desk}/table/tasks/T9/close", {"note": "已核实"},
+         row(SIGN_IN, 422, 403, 403, 403, SIGN_IN, SIGN_IN)),  # there is no task T9
+        ("POST", f"{desk}/split", {}, row(SIGN_IN, 409, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"/agency/power/issues/{issue_id}/table/tasks/T9/done", {"note": "已更换"},
+         row(SIGN_IN, 403, 422, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"/agency/water/assignments/{issue_id}/acknowledge", {},
+         row(SIGN_IN, 403, 403, 403, 403, SIGN_IN, SIGN_IN)),  # water has no part in it
+        ("POST", f"/resident/{issue_id}/rating", {"rating": "satisfied"},
+         row(403, 403, 403, 403, 403, 303, 403)),  # not resolved yet: the page says so
+        # Forms that act, for whoever may.
+        ("POST", f"/agency/power/issues/{issue_id}/table/check-in", {},
+         row(SIGN_IN, 403, 303, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"{power}/acknowledge", {"note": "已出发"},
+         row(SIGN_IN, 403, 303, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"{power}/resolve", {"note": "已恢复"},
+         row(SIGN_IN, 403, 303, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", "/signout", {}, row(*[SIGN_IN] * len(IDENTITIES))),
+        ("GET", "/agency", None, row(*[SIGN_IN] * len(IDENTITIES))),  # signed out: gone
+    ]
+    got, expected = [], []
+    for method, path, form, statuses in table:
+        for identity in IDENTITIES:
+            session, csrf = sessions[identity]
+            link = links.get(identity)
+            if method == "GET":
+                params = {"token": link} if link else None
+                response = session.get(base + path, params=params, timeout=10,
+                                       allow_redirects=False)
+            else:
+                data = {**form, **({"csrf": csrf} if csrf else {}),
+                        **({"token": link} if link else {})}
+                response = session.post(base + path, data=data, timeout=10,
+                                        allow_redirects=False)
+            outcome = (SIGN_IN if response.status_code == 303
+                       and response.headers["Location"].endswith("/signin")
+                       else response.status_code)
+            got.append((method, path, identity, outcome))
+            expected.append((method, path, identity, statuses[identity]))
+            assert "Traceback" not in response.text
+    assert got == expected
+    # Every route the web service serves is in the table.
+    tabled = {(method, _rule_of(path)) for method, path, _, _ in table}
+    assert served_pages() == tabled, sorted(served_pages() ^ tabled)
+    # The forms that acted did act, for their owner only.
+    issue = requests.get(f"{base}/issues/{issue_id}", headers=desk_api, timeout=5).json()
+    assert "power" in issue["table"]["checked_in"]
+    assert [a["status"] for a in issue["assignments"] if a["agency"] == "power"] == ["resolved"]
+
+
+ISSUE, TASK, AGENCY = r"WH-\d{8}-\d{4,}", r"T\d+", r"(power|water)"
+
+
+def _rule_of(path: str) -> str:
+    """The route a concrete path belongs to, in the web service's own spelling."""
+    rule = re.sub(ISSUE, "<issue_id>", path)
+    rule = re.sub(r"/tasks/" + TASK, "/tasks/<task_id>", rule)
+    rule = re.sub(r"^/agency/" + AGENCY + "/", "/agency/<agency>/", rule)
+    return re.sub(r"^/static/.+", "/static/<path:name>", rule)
+
+
+def served_pages() -> set[tuple[str, str]]:
+    """(method, path) of every entrypoint the web service declares."""
+    routes = set()
+    for attribute in vars(WebService).values():
+        for entrypoint in getattr(attribute, "nameko_entrypoints", ()):
+            routes.add((entrypoint.method, entrypoint.url))
+    return routes
