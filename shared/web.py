@@ -153,8 +153,9 @@ class _ChunkedBodyCap:
 
 
 # URL prefixes whose refusals before any handler runs (a body over the limit, no such
-# route) take another shape than Whistle's own: prefix -> renderer. Open311's
-# endpoints (services.intake.open311) answer in Open311's error shape.
+# route) take another shape than Whistle's own: prefix -> renderer, called with the WSGI
+# environ and the refusal. Open311's endpoints (services.intake.open311) answer in
+# Open311's error shape; the pages (services.web) with a page in the reader's language.
 ERROR_SHAPES: dict[str, Any] = {}
 
 
@@ -162,7 +163,7 @@ def _refusal(environ, exc: Exception) -> Response:
     path = environ.get("PATH_INFO") or ""
     for prefix, render in ERROR_SHAPES.items():
         if path.startswith(prefix):
-            return render(path, exc)
+            return render(environ, exc)
     return error_response(exc)
 
 

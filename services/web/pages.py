@@ -19,8 +19,9 @@ from urllib.parse import urlencode
 
 from eventlet.event import Event
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from werkzeug.exceptions import HTTPException
 from werkzeug.security import safe_join
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
 from services.web.views import (
     LANGUAGES,
@@ -34,7 +35,7 @@ from services.web.views import (
     triage_reason,
 )
 from shared.errors import WhistleError
-from shared.web import JsonHttpHandler, error_response
+from shared.web import ERROR_SHAPES, JsonHttpHandler, error_response
 
 _log = getLogger(__name__)
 
@@ -126,12 +127,15 @@ def error_page(request, exc: Exception) -> Response:
         return error_response(exc)
     if isinstance(exc, WhistleError):
         status = exc.status
+    elif isinstance(exc, HTTPException) and exc.code:
+        status = exc.code  # refused before any page ran: no such page, or the wrong method
     else:
         _log.error("unhandled error in a page: %s", type(exc).__name__, exc_info=exc)
         status = 500
     if status == 401:
         return redirect("/signin")
-    key = {403: "forbidden", 404: "not_found", 503: "unavailable"}.get(status, "error_title")
+    key = {403: "forbidden", 404: "not_found", 405: "wrong_method", 413: "too_large",
+           503: "unavailable"}.get(status, "error_title")
     if isinstance(exc, WhistleError) and exc.code == "csrf":
         # A form from before this session (signed out and in again in another tab): not
         # a refusal of the person ("您无权…" told staff they lacked a right they have).
@@ -141,6 +145,17 @@ def error_page(request, exc: Exception) -> Response:
 
 
 page = PageHandler.decorator
+
+
+def refused_page(environ, exc: Exception) -> Response:
+    """A refusal before any page ran (a mistyped address, a form's address opened as a
+    page, a body over the limit), as a page in the reader's language, not JSON."""
+    return with_security_headers(error_page(Request(environ, shallow=True), exc))
+
+
+# The pages' own paths (``/agencies/…`` is the agency API's, and keeps its JSON).
+for _prefix in ("/desk/", "/agency/", "/resident/", "/ops/", "/static/"):
+    ERROR_SHAPES[_prefix] = refused_page
 
 
 def with_security_headers(response: Response) -> Response:

@@ -469,6 +469,25 @@ def test_pages_send_security_headers_and_forms_need_their_csrf_secret(whistle):
     assert bad.status_code in (401, 403) and "Traceback" not in bad.text
 
 
+def test_a_mistyped_page_address_gets_a_page_and_the_apis_keep_their_json(whistle):
+    for path, status, words in (("/desk/isues/WH-20261206-0001", 404, "找不到这个页面"),
+                                ("/agency/power/assignments?lang=en", 404, "No such page"),
+                                ("/desk/issues/WH-20261206-0001/triage", 405, "不能直接打开"),
+                                ("/resident/WH-20261206-0001/rating?lang=en", 405,
+                                 "not a page to open")):
+        response = requests.get(f"{whistle.url}{path}", timeout=5)  # no language cookie
+        assert response.status_code == status, path
+        assert "text/html" in response.headers["Content-Type"], path
+        assert words in response.text and 'href="/"' in response.text, path
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    # The same refusals on the APIs' paths stay JSON, as their clients expect.
+    for path, status in (("/agencies/power/assignment", 404), ("/issues/x/table/tasks", 405)):
+        response = requests.get(f"{whistle.url}{path}", timeout=5)
+        assert response.status_code == status, path
+        assert response.headers["Content-Type"] == "application/json", path
+        assert response.json()["error"]["code"], path
+
+
 def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, whistle_env):
     vague = submit(whistle.url, "有个事情想跟社区反映一下，麻烦来看看")
     desk = browsers()

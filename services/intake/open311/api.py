@@ -540,8 +540,9 @@ def archived_received(archive, start: datetime, end: datetime, page: int = ARCHI
         before = (rows[-1]["received_at"], rows[-1]["issue_id"])
 
 
-def _refused(path: str, exc: Exception):
+def _refused(environ, exc: Exception):
     """A refusal before any handler ran (a body over the limit), in Open311's shape."""
+    path = environ.get("PATH_INFO") or ""
     fmt = path.rsplit(".", 1)[-1] if "." in path.rsplit("/", 1)[-1] else "xml"
     status = getattr(exc, "status", None) or getattr(exc, "code", None) or 400
     description = getattr(exc, "message", None) or getattr(exc, "description", None) or "refused"
