@@ -657,6 +657,58 @@ def test_the_desk_form_works_from_the_keyboard_alone(whistle, browsers):
     assert clerk.find("#f-location-address").get_attribute("value") == "幸福里7号楼"
 
 
+def test_a_report_typed_when_the_session_expired_is_kept_and_sent_after_signing_in(
+        whistle, browsers, whistle_env):
+    clerk = browsers()
+    clerk.sign_in(token("desk"))
+    clerk.open("/desk/new")
+    assert not clerk.find("#draft-restored").is_displayed()
+    said = "7号楼2单元楼道灯坏了一个星期，老人晚上下楼摔了一跤"
+    clerk.fill("#f-description", said)
+    clerk.fill("#f-location-community", "幸福里社区")
+    clerk.fill("#f-location-address", "幸福里7号楼2单元")
+    clerk.fill("#f-contact-phone", "13800138000")
+    # The session ends on the server while the clerk types (expired, or signed out elsewhere).
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        for key in client.scan_iter(f"{whistle_env[cfg.KEY_PREFIX]}:web:session:*"):
+            client.delete(key)
+    finally:
+        client.close()
+    clerk.find("#new-issue button[type=submit]").click()
+    clerk.wait(lambda: "/signin" in clerk.driver.current_url, 5, "sent to sign in")
+    clerk.sign_in(token("desk"))
+    clerk.wait(lambda: clerk.find("#draft-waiting").is_displayed(), 5, "the board's reminder")
+    clerk.find("#draft-waiting a").click()
+    clerk.wait(lambda: clerk.find("#draft-restored").is_displayed(), 5, "the draft restored")
+    assert clerk.find("#f-description").get_attribute("value") == said
+    assert clerk.find("#f-contact-phone").get_attribute("value") == "13800138000"
+    clerk.find("#new-issue button[type=submit]").click()
+    clerk.wait(lambda: "done=submitted" in clerk.driver.current_url, 10, "accepted")
+    issue_id = ISSUE_ID.search(clerk.driver.current_url).group(0)
+    assert issue_of(whistle.url, issue_id)["description"] == said
+    # Accepted: the draft is gone, from the form and from the board.
+    clerk.open("/desk/new")
+    assert clerk.find("#f-description").get_attribute("value") == ""
+    assert not clerk.find("#draft-restored").is_displayed()
+    clerk.open("/desk")
+    assert not clerk.find("#draft-waiting").is_displayed()
+    # Discarded, and signed out: gone too.
+    clerk.open("/desk/new")
+    clerk.fill("#f-description", "草稿")
+    clerk.open("/desk/new")
+    clerk.find("#draft-discard").click()
+    assert clerk.find("#f-description").get_attribute("value") == ""
+    clerk.open("/desk/new")
+    assert not clerk.find("#draft-restored").is_displayed()
+    clerk.fill("#f-description", "草稿")
+    clerk.find("form[action='/signout'] button").click()
+    clerk.wait(lambda: "/signin" in clerk.driver.current_url, 5, "signed out")
+    assert clerk.driver.execute_script(
+        "return window.sessionStorage.getItem('whistle.new-issue.draft')") is None
+    assert not clerk.severe_console_errors()
+
+
 def signed_in(url: str, staff_token: str) -> requests.Session:
     """A session signed in through the sign-in form, as a browser does (no script)."""
     session = requests.Session()

@@ -140,6 +140,64 @@
     });
   }
 
+  // The new-issue form's draft, kept in this tab while it is typed: a session that
+  // expired, or a form from before signing in again, would otherwise lose what the
+  // resident said. sessionStorage is this tab's alone and goes when the tab closes;
+  // the draft goes too when the report is accepted, discarded, or the desk signs out.
+  var DRAFT = "whistle.new-issue.draft";
+
+  function readDraft() {
+    try { return JSON.parse(window.sessionStorage.getItem(DRAFT) || "null"); }
+    catch (e) { return null; }
+  }
+
+  function forgetDraft() {
+    try { window.sessionStorage.removeItem(DRAFT); } catch (e) { /* storage off */ }
+  }
+
+  var newIssue = document.getElementById("new-issue");
+  if (newIssue) {
+    var kept = Array.prototype.filter.call(newIssue.elements, function (el) {
+      return el.name && el.name !== "csrf" && el.type !== "submit";
+    });
+    var blank = kept.every(function (el) { return el.tagName === "SELECT" || !el.value; });
+    var draft = readDraft();
+    var restored = document.getElementById("draft-restored");
+    // Only into a blank form: one the server sent back with errors holds what was sent.
+    if (blank && draft && draft.description) {
+      kept.forEach(function (el) {
+        if (draft[el.name] !== undefined) el.value = draft[el.name];
+      });
+      if (restored) restored.hidden = false;
+    }
+    var save = function () {
+      var values = {};
+      kept.forEach(function (el) { values[el.name] = el.value; });
+      try { window.sessionStorage.setItem(DRAFT, JSON.stringify(values)); }
+      catch (e) { /* storage full or off: the form still works */ }
+    };
+    newIssue.addEventListener("input", save);
+    newIssue.addEventListener("change", save);
+    var discard = document.getElementById("draft-discard");
+    if (discard) {
+      discard.addEventListener("click", function () {
+        forgetDraft();
+        newIssue.reset();
+        kept.forEach(function (el) { if (el.tagName !== "SELECT") el.value = ""; });
+        if (restored) restored.hidden = true;
+      });
+    }
+  }
+  if (/[?&]done=submitted(&|$)/.test(window.location.search)) forgetDraft();
+  document.querySelectorAll("form[action='/signout']").forEach(function (form) {
+    form.addEventListener("submit", forgetDraft);
+  });
+  var waiting = document.getElementById("draft-waiting");
+  if (waiting && !newIssue) {
+    var left = readDraft();
+    waiting.hidden = !(left && left.description);
+  }
+
   tick();
   setInterval(tick, 1000);
 })();
