@@ -174,11 +174,13 @@ def tail(issue, agency, kind, service, as_json) -> None:
     redis_client = connect(config[cfg.REDIS_URL])
     times = ReceivedTimes(redis_client, config[cfg.KEY_PREFIX])
 
-    def on_message(body, message):
+    def on_message(body, message, undecodable: BaseException | None = None):
         now = datetime.now(UTC)
         line = describe(body, message.headers, message.delivery_info.get("routing_key", ""),
                         message.delivery_info.get("exchange", ""), now,
                         reply_to=message.properties.get("reply_to"))
+        if undecodable is not None:  # named as `whistle dlq` names it; the body is not shown
+            line["detail"] = f"undecodable message: {type(undecodable).__name__}"
         times.learn(line, body)
         line["since_received_s"] = times.elapsed(line.get("issue"), now)
         if matches(line, issue, agency, kind, service):
@@ -243,8 +245,11 @@ class Follower:
             for exchange in (EVENTS_EXCHANGE, RPC_EXCHANGE):
                 exchange.bind(channel).declare()
                 queue.bind_to(exchange=exchange.name, routing_key="#")
-            consumer = connection.Consumer(queue, callbacks=[self.on_message], accept=["json"],
-                                           no_ack=True)
+            # A body that is not JSON is shown as a line of its own, not raised out of
+            # the drain: the poison a service dead-letters must not stop the tail
+            consumer = connection.Consumer(
+                queue, callbacks=[self.on_message], accept=["json"], no_ack=True,
+                on_decode_error=lambda message, exc: self.on_message(None, message, exc))
             consumer.consume()
         except BaseException:
             with contextlib.suppress(Exception):

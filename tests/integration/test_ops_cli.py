@@ -2,6 +2,7 @@
 read through its management API) and Redis (a key prefix per test)."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -269,3 +270,35 @@ def test_a_broker_that_refuses_the_vhost_or_the_login_is_one_line_with_its_reaso
         assert isinstance(result.exception, SystemExit)  # not an exception let out
         [line] = [ln for ln in result.output.splitlines() if ln.startswith("Error")]
         assert line.startswith(f"Error: cannot reach RabbitMQ at 127.0.0.1:5672 ({reason}")
+
+
+def test_tail_shows_an_undecodable_message_as_a_line_and_goes_on(env, amqp, tmp_path):
+    """The poison a service dead-letters is what an operator tails for: a body that is not
+    JSON is one line naming it (never its text), and the tail keeps following."""
+    out, err = tmp_path / "tail.out", tmp_path / "tail.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        tail = subprocess.Popen([WHISTLE, "tail", "--json"], stdout=stdout, stderr=stderr,
+                                env={"PATH": "/usr/bin:/bin", **env})
+    try:
+        assert wait_until(lambda: "following" in err.read_text(), timeout=20)
+        producer = Producer(amqp.channel())
+        producer.publish(GARBAGE, exchange=EVENTS_EXCHANGE, routing_key="assignment.withdrawn",
+                         content_type="application/json", content_encoding="binary")
+        producer.publish(EVENT, exchange=EVENTS_EXCHANGE, routing_key="issue.received")
+
+        def lines():
+            return [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
+
+        seen = wait_until(lambda: len(lines()) >= 2 and lines(), timeout=20)
+        assert tail.poll() is None, err.read_text()
+        poison, event = seen
+        assert poison["type"] == "assignment.withdrawn" and poison["kind"] == "event"
+        assert poison["detail"] == "undecodable message: DecodeError"
+        assert event["type"] == "issue.received" and event["issue"] == EVENT["issue_id"]
+        assert "detail" not in event
+        no_personal_data(out.read_text() + err.read_text())
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(10) == 0
+    finally:
+        if tail.poll() is None:
+            tail.kill()
