@@ -176,16 +176,18 @@ def token_revoke(jti: str | None, staff: str | None) -> None:
                                  "(32 hex digits) on stderr when it issues a token",
                                  param_hint="'JTI'")
     config = cfg.config_from_env()
+    if staff is not None:
+        agency, _, staff_id = staff.partition(":")
+        if not agency or not staff_id:
+            raise click.BadParameter(f"{staff!r} is not AGENCY:STAFF_ID (like power:li-09)",
+                                     param_hint="'--staff'")
+        _revocable_agency_or_refuse(agency, config)
     client = connect(config[cfg.REDIS_URL])
     try:
         if jti:
             revoke(client, config[cfg.KEY_PREFIX], jti)
             click.echo(f"revoked token {jti}")
         else:
-            agency, _, staff_id = staff.partition(":")
-            if not agency or not staff_id:
-                raise click.BadParameter(f"{staff!r} is not AGENCY:STAFF_ID (like power:li-09)",
-                                         param_hint="'--staff'")
             revoke_staff(client, config[cfg.KEY_PREFIX], agency, staff_id, time.time())
             click.echo(f"revoked every token issued so far to {agency}:{staff_id}")
     except Exception as exc:  # Redis unreachable: say so, no traceback
@@ -196,6 +198,23 @@ def token_revoke(jti: str | None, staff: str | None) -> None:
         raise cannot_reach("Redis", config[cfg.REDIS_URL], exc) from None
     finally:
         client.close()
+
+
+def _revocable_agency_or_refuse(agency: str, config: dict) -> None:
+    """A mistyped agency (``powr:li-09``) would revoke nobody's tokens and say it had, while
+    the leaver's stay good: refuse it as a usage error, naming the agencies there are.
+    Rules that cannot be read do not hold up a revocation: it goes ahead, with a note."""
+    from services.routing.rules import RulesError
+
+    try:
+        known = _known_agencies(config)
+    except (RulesError, OSError) as exc:
+        click.echo(f"whistle token revoke: could not check {agency!r} against the rules' "
+                   f"agencies ({exc}); revoking anyway", err=True)
+        return
+    if agency not in known:
+        raise click.BadParameter(f"unknown agency {agency!r}; known: {', '.join(known)}",
+                                 param_hint="'--staff'")
 
 
 @cli.command()
@@ -251,22 +270,31 @@ def rating_link_resend(issue_id: str, url: str | None) -> None:
                + (f" ({body['detail']})" if body.get("detail") else ""))
 
 
+def _known_agencies(config: dict) -> list[str]:
+    """The agencies a staff token may be for: the desk and the rules' ($RULES_FILE, else
+    the shipped rules); RulesError or OSError when the rules cannot be read."""
+    from services.routing.rules import load_rules
+    from shared.auth import DESK
+
+    return [DESK, *sorted(load_rules(cfg.get(config, cfg.RULES_FILE) or None).agencies)]
+
+
 def _known_agency_or_exit(agency: str, config: dict) -> None:
     """A token for an agency the rules do not know would open no door but look valid:
     refuse it (exit 2), naming the agencies there are ($RULES_FILE, else the shipped rules)."""
-    from services.routing.rules import RulesError, load_rules
+    from services.routing.rules import RulesError
     from shared.auth import DESK
 
     if agency == DESK:
         return
     try:
-        known = load_rules(cfg.get(config, cfg.RULES_FILE) or None).agencies
+        known = _known_agencies(config)
     except (RulesError, OSError) as exc:
         click.echo(f"whistle token: cannot read the rules' agencies: {exc}", err=True)
         sys.exit(2)
     if agency not in known:
-        click.echo(f"whistle token: unknown agency {agency!r}; known: "
-                   f"{', '.join([DESK, *sorted(known)])}", err=True)
+        click.echo(f"whistle token: unknown agency {agency!r}; known: {', '.join(known)}",
+                   err=True)
         sys.exit(2)
 
 

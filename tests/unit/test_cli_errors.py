@@ -34,6 +34,9 @@ NO_REDIS = {"REDIS_URL": "redis://127.0.0.1:1/0"}  # every refusal below comes b
     (("token", "desk", "--staff", ""), "'--staff'", "a staff id is needed"),
     (("token", "desk", "--community", " "), "'--community'", "a community has a name"),
     (("token", "revoke", "--staff", "power"), "'--staff'", "'power' is not AGENCY:STAFF_ID"),
+    # a typo would revoke nobody and say it had: refused before Redis, with the known ones
+    (("token", "revoke", "--staff", "powr:li-09"), "'--staff'",
+     "unknown agency 'powr'; known: desk, drainage, gas, heating, housing_admin,"),
     (("up", "--services", "intake,fax"), "'--services'", "unknown service(s): fax; known:"),
     (("rules", "check", "/nonexistent/rules.yaml"), "'PATH'", "does not exist"),
     (("privacy", "erase", "13812345678x"), "'ISSUE_ID'", "they look like WH-20261121-0001"),
