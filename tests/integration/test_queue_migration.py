@@ -183,13 +183,19 @@ def test_a_migration_stopped_part_way_finishes_when_run_again(amqp, rabbit_confi
     assert not [name for name in types if name.endswith(TEMPORARY_SUFFIX)]
 
 
-def test_a_queue_with_a_consumer_is_left_alone_and_named(amqp, rabbit_config):
-    load(amqp)
+def consume_route_queue(amqp):
+    """Routing running: a consumer on its queue, holding one message at a time."""
     channel = amqp.channel()
     consumer = Consumer(channel, [ROUTE.queue.bind(channel)], callbacks=[lambda body, message: None],
                         auto_declare=False)
     consumer.qos(prefetch_count=1)
     consumer.consume()
+    return channel, consumer
+
+
+def test_a_queue_with_a_consumer_is_left_alone_and_named(amqp, rabbit_config):
+    load(amqp)
+    channel, consumer = consume_route_queue(amqp)
     outcome = migrate(rabbit_config["AMQP_URI"], QUORUM)
     assert set(outcome.skipped) == {ROUTE.queue_name}
     assert "stop routing" in outcome.skipped[ROUTE.queue_name]
@@ -202,6 +208,15 @@ def test_a_queue_with_a_consumer_is_left_alone_and_named(amqp, rabbit_config):
     assert types_and_depths(rabbit_config["vhost"])[ROUTE.queue_name] == QUORUM
     assert depth(amqp, ROUTE.queue_name) == 5
     assert all(sub.queue_name in types for sub in SUBSCRIPTIONS)
+
+    # routing runs again on the new type: a run to check (or intake's last run) finds
+    # its queues already moved, and does not ask to stop it
+    channel, consumer = consume_route_queue(amqp)
+    again = migrate(rabbit_config["AMQP_URI"], QUORUM)
+    assert again.complete and ROUTE.queue_name in again.already
+    assert sum(again.moved.values()) == 0
+    consumer.cancel()
+    channel.close()
 
 
 def test_an_unreachable_broker_is_said_plainly():
