@@ -115,7 +115,7 @@ class Outcome:
     """What one run did, queue by queue."""
 
     to: str
-    moved: dict[str, int] = field(default_factory=dict)  # queue -> messages moved (both phases)
+    moved: dict[str, int] = field(default_factory=dict)  # queue -> messages moved (counted once)
     already: list[str] = field(default_factory=list)  # of the target type before the run
     skipped: dict[str, str] = field(default_factory=dict)  # queue -> why
 
@@ -256,12 +256,12 @@ def _steps(broker: _Broker, unit: Unit) -> Iterator[tuple[str, Callable[[], int 
         if old_main:
             yield f"{main.name}: unbind", lambda: broker.unbind(main.name, main.bindings)
         if old_retry:
-            yield f"{retry.name}: move to {retry.temporary}", lambda: broker.move(
-                retry.name, retry.temporary)
+            yield f"{retry.name}: move to {retry.temporary}", lambda: _park(
+                broker, retry.name, retry.temporary)
             yield f"{retry.name}: delete", lambda: broker.delete(retry.name, broker.source)
         if old_main:
-            yield f"{main.name}: move to {main.temporary}", lambda: broker.move(
-                main.name, main.temporary)
+            yield f"{main.name}: move to {main.temporary}", lambda: _park(
+                broker, main.name, main.temporary)
             yield f"{main.name}: delete", lambda: broker.delete(main.name, broker.source)
     # phase B: back under their own names, of the target type
     yield f"{main.name}: declare", lambda: _declare_finals(broker, unit, main_args, retry_args)
@@ -271,6 +271,12 @@ def _steps(broker: _Broker, unit: Unit) -> Iterator[tuple[str, Callable[[], int 
     for spec in (retry, main) if retry else (main,):
         yield f"{spec.name}: move back from {spec.temporary}", lambda spec=spec: _move_back(
             broker, spec)
+
+
+def _park(broker: _Broker, source: str, temporary: str) -> None:
+    """Phase A's move, not counted: the same messages are counted once, as they return
+    (``_move_back``), so "N message(s) moved" is what the queues held, not twice that."""
+    broker.move(source, temporary)
 
 
 def _declare_temporaries(broker: _Broker, unit: Unit) -> None:
