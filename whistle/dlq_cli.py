@@ -12,6 +12,10 @@ position, as long as nobody else replayed or purged in between (new dead
 letters join at the tail and do not move the others). See
 :func:`whistle.ops.replay_dead_letters`.
 
+``dlq drop --index N (--save FILE | --discard)`` takes out for good the ones that can
+never succeed, in the same kind of pass; with ``--save``, each is written whole to
+the file before it leaves the queue (:func:`whistle.ops.set_aside_dead_letters`).
+
 Bodies are never shown as they are: previews and reasons are scrubbed of phone
 numbers, names and email addresses.
 """
@@ -41,7 +45,8 @@ def _fail(message: str) -> None:
 
 @click.group()
 def dlq() -> None:
-    """The dead-letter queue: what failed and why (list), and sending it back (replay)."""
+    """The dead-letter queue: what failed and why (list), sending it back (replay), and
+    taking out for good what can never succeed (drop)."""
 
 
 @dlq.command("list")
@@ -74,7 +79,8 @@ def dlq_list(limit: int, as_json: bool) -> None:
             console.print(line)
     if letters:
         console.print("\n[dim]Nothing was removed. Send back with `whistle dlq replay "
-                      "--index N` (positions as above) or `--all`.[/dim]")
+                      "--index N` (positions as above) or `--all`; take out for good what "
+                      "can never succeed with `whistle dlq drop --index N --save FILE`.[/dim]")
 
 
 def render_letter(letter: dict[str, Any]) -> list[str]:
@@ -118,20 +124,67 @@ def dlq_replay(replay_all: bool, indexes: tuple[int, ...], limit: int | None,
     except Exception as exc:  # broker down, refused, no such vhost or queue
         _fail(f"RabbitMQ unreachable at {where(amqp_uri)} ({short_reason(exc)})")
     if as_json:
-        click.echo(json.dumps({"in_queue": outcome.in_queue, "replayed": outcome.replayed,
+        click.echo(json.dumps({"in_queue": outcome.in_queue, "replayed": outcome.done,
                                "failed": outcome.failed,
                                "left_in_place": outcome.left_in_place},
                               ensure_ascii=False, indent=2))
     else:
         console = _console()
-        console.print(f"Replayed {len(outcome.replayed)} of {outcome.in_queue} dead letter(s).")
-        for letter in outcome.replayed:
+        console.print(f"Replayed {len(outcome.done)} of {outcome.in_queue} dead letter(s).")
+        for letter in outcome.done:
             console.print(f"  #{letter['position']}  {escape(str(letter['event_type'] or '-'))}  "
                           f"{escape(str(letter['issue_id'] or '-'))}  → {escape(letter['to'])}")
         for letter in outcome.failed:
             console.print(f"  [red]#{letter['position']}  not replayed: "
                           f"{escape(letter['error'])}[/red]")
-        remaining = outcome.in_queue - len(outcome.replayed)
+        remaining = outcome.in_queue - len(outcome.done)
         console.print(f"{remaining} left in the dead-letter queue.")
     if outcome.failed:
         sys.exit(1)
+
+
+@dlq.command("drop")
+@click.option("--index", "indexes", type=click.IntRange(min=1), multiple=True, required=True,
+              help="Position as shown by `whistle dlq list`; repeat for several.")
+@click.option("--save", "save_to", type=click.Path(dir_okay=False, writable=True),
+              help="Append each one, whole, to this file (JSON lines, owner-only) before "
+                   "it leaves the queue.")
+@click.option("--discard", is_flag=True, help="Take them out without keeping them anywhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was taken out as JSON.")
+def dlq_drop(indexes: tuple[int, ...], save_to: str | None, discard: bool,
+             as_json: bool) -> None:
+    """Take dead letters out of the DLQ for good: ones that can never succeed (an
+    undecodable body, an event about an issue that does not exist), which a replay
+    would only send round again. Say where they go: --save FILE or --discard."""
+    from pathlib import Path
+
+    from whistle.ops import set_aside_dead_letters, short_reason, where
+
+    if bool(save_to) == discard:
+        raise click.UsageError("give either --save FILE (kept, whole) or --discard")
+    amqp_uri = cfg.get(os.environ, cfg.AMQP_URI)
+    try:
+        outcome = set_aside_dead_letters(amqp_uri, set(indexes),
+                                         Path(save_to) if save_to else None)
+    except LookupError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        if save_to and exc.filename == save_to:
+            _fail(f"cannot write {save_to} ({exc.strerror}); nothing was taken out")
+        _fail(f"RabbitMQ unreachable at {where(amqp_uri)} ({short_reason(exc)})")
+    except Exception as exc:  # broker down, refused, no such vhost or queue
+        _fail(f"RabbitMQ unreachable at {where(amqp_uri)} ({short_reason(exc)})")
+    if as_json:
+        click.echo(json.dumps({"in_queue": outcome.in_queue, "dropped": outcome.done,
+                               "saved_to": save_to, "left_in_place": outcome.left_in_place},
+                              ensure_ascii=False, indent=2))
+        return
+    console = _console()
+    where_to = f"saved to {escape(save_to)}" if save_to else "discarded"
+    console.print(f"Took {len(outcome.done)} of {outcome.in_queue} dead letter(s) out, "
+                  f"{where_to}.")
+    for letter in outcome.done:
+        console.print(f"  #{letter['position']}  {escape(str(letter['event_type'] or '-'))}  "
+                      f"{escape(str(letter['issue_id'] or '-'))}  "
+                      f"{escape(str(letter['reason'] or '-'))}")
+    console.print(f"{outcome.in_queue - len(outcome.done)} left in the dead-letter queue.")

@@ -8,7 +8,8 @@
 - Dead letters are *looked at* through the management API's "get messages"
   with ``ack_requeue_true``: the broker hands them over and puts each back
   where it was, so listing removes nothing.
-- Dead letters are *replayed* over AMQP, in one pass (see :func:`replay_dead_letters`).
+- Dead letters are *replayed* over AMQP, in one pass (see :func:`replay_dead_letters`),
+  or set aside for good (:func:`set_aside_dead_letters`).
 
 Nothing here shows a message body as it is: every preview, reason and issue id
 passes through :func:`shared.privacy.scrub` / :func:`shared.privacy.scrub_text`.
@@ -22,8 +23,10 @@ import base64
 import json
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -379,21 +382,26 @@ def peek_dead_letters(api: ManagementApi, limit: int) -> tuple[list[DeadLetter],
 
 
 @dataclass
-class Replay:
-    """The outcome of one :func:`replay_dead_letters` pass."""
+class DeadLetterPass:
+    """The outcome of one pass over the dead letters (:func:`replay_dead_letters`,
+    :func:`set_aside_dead_letters`)."""
 
     in_queue: int  # dead letters in the queue when the pass began
-    replayed: list[dict] = field(default_factory=list)  # describe() + "to"
+    done: list[dict] = field(default_factory=list)  # describe() + what was done with it
     failed: list[dict] = field(default_factory=list)  # describe() + "error"; left in place
     left_in_place: int = 0  # looked at, not selected (or failed), put back
 
 
-def replay_dead_letters(amqp_uri: str, positions: Collection[int] | None = None,
-                        limit: int | None = None) -> Replay:
-    """Send dead letters back to the queue they failed in, and remove them from the DLQ.
+class NotDone(Exception):  # noqa: N818 - one letter's outcome, not a failure of the pass
+    """What a pass's action raises to leave a dead letter where it is, saying why."""
+
+
+def _over_dead_letters(amqp_uri: str, positions: Collection[int] | None, limit: int | None,
+                       act: Callable[[DeadLetter], dict]) -> DeadLetterPass:
+    """Apply ``act`` to the selected dead letters, in one pass, on one channel.
 
     ``positions`` (1-based, as ``whistle dlq list`` numbers them) selects some;
-    ``None`` selects every one, at most ``limit``. One pass, one channel:
+    ``None`` selects every one, at most ``limit``.
 
     1. Count the queue (passive declare: exact, unlike the API's statistics),
        and take the first *n* messages with ``basic_get(no_ack=False)``, *n*
@@ -401,27 +409,19 @@ def replay_dead_letters(amqp_uri: str, positions: Collection[int] | None = None,
        stays unacknowledged on this channel, so the next get returns the next
        message and the positions are those of ``dlq list``. Dead letters that
        arrive meanwhile go to the tail and are not looked at.
-    2. Each selected message is published to the default exchange with routing
-       key ``x-whistle-queue`` (persistent, publisher confirms, mandatory: a queue
-       that no longer exists is an error, not a drop), with its body, content
-       type and headers but without ``x-whistle-error`` / ``x-whistle-attempts``,
-       and only once the broker confirmed it, acked out of the DLQ.
+    2. ``act`` is called on each selected one; only once it has returned is the
+       message acked out of the DLQ. When it raises :class:`NotDone`, the message
+       stays.
     3. Everything else that was taken is rejected with ``requeue=True`` at the
        end of the pass (not before: a requeued message would be got again);
        RabbitMQ puts each back at its original position.
 
     A crash anywhere closes the channel, and the broker requeues every message
-    not yet acked: a dead letter is never lost. At worst one that was confirmed
-    but not yet acked is both replayed and still in the DLQ; consumers are
-    idempotent by event id, so replaying it again changes nothing.
+    not yet acked: a dead letter is never lost.
     """
     from kombu import Connection
-    from nameko.amqp.publish import UndeliverableMessage
-
-    from shared.messaging import make_publisher
 
     wanted = set(positions) if positions is not None else None
-    publisher = make_publisher(amqp_uri)
     with Connection(amqp_uri) as connection:
         channel = connection.channel()
         queue = DEAD_LETTER_QUEUE.bind(channel)
@@ -434,7 +434,7 @@ def replay_dead_letters(amqp_uri: str, positions: Collection[int] | None = None,
             horizon = max(wanted, default=0)
         else:
             horizon = in_queue if limit is None else min(limit, in_queue)
-        outcome = Replay(in_queue)
+        outcome = DeadLetterPass(in_queue)
         taken: list[DeadLetter] = []
         for position in range(1, horizon + 1):
             message = queue.get(no_ack=False)
@@ -445,30 +445,97 @@ def replay_dead_letters(amqp_uri: str, positions: Collection[int] | None = None,
             if wanted is not None and letter.position not in wanted:
                 continue
             described = letter.describe()
-            target = letter.original_queue
-            if target is None:
-                outcome.failed.append({**described, "error": f"no {QUEUE_HEADER} header"})
-                continue
-            message_id = letter.message.properties.get("message_id")
             try:
-                publisher.publish(letter.body, exchange="", routing_key=target,
-                                  headers=letter.replay_headers(),
-                                  content_type=letter.content_type or "application/octet-stream",
-                                  content_encoding=letter.message.content_encoding or "binary",
-                                  **({"message_id": message_id} if message_id else {}))
-            except UndeliverableMessage:
-                outcome.failed.append({**described, "error": f"queue {target} does not exist"})
-                continue
-            except Exception as exc:  # broker trouble: keep it
-                outcome.failed.append({**described, "error": f"could not publish to {target}: "
-                                                             f"{short_reason(exc)}"})
+                result = act(letter)
+            except NotDone as exc:
+                outcome.failed.append({**described, "error": str(exc)})
                 continue
             letter.message.ack()
             letter.message = None
-            outcome.replayed.append({**described, "to": target})
+            outcome.done.append({**described, **result})
         for letter in taken:
             if letter.message is not None:
                 letter.message.reject(requeue=True)
                 outcome.left_in_place += 1
         channel.close()
     return outcome
+
+
+def replay_dead_letters(amqp_uri: str, positions: Collection[int] | None = None,
+                        limit: int | None = None) -> DeadLetterPass:
+    """Send dead letters back to the queue they failed in, and remove them from the DLQ
+    (:func:`_over_dead_letters` selects and takes them).
+
+    Each selected message is published to the default exchange with routing key
+    ``x-whistle-queue`` (persistent, publisher confirms, mandatory: a queue that no
+    longer exists is an error, not a drop), with its body, content type and headers
+    but without ``x-whistle-error`` / ``x-whistle-attempts``, and only once the broker
+    confirmed it, acked out of the DLQ. At worst one that was confirmed but not yet
+    acked is both replayed and still in the DLQ; consumers are idempotent by event
+    id, so replaying it again changes nothing.
+    """
+    from nameko.amqp.publish import UndeliverableMessage
+
+    from shared.messaging import make_publisher
+
+    publisher = make_publisher(amqp_uri)
+
+    def send_back(letter: DeadLetter) -> dict:
+        target = letter.original_queue
+        if target is None:
+            raise NotDone(f"no {QUEUE_HEADER} header")
+        message_id = letter.message.properties.get("message_id")
+        try:
+            publisher.publish(letter.body, exchange="", routing_key=target,
+                              headers=letter.replay_headers(),
+                              content_type=letter.content_type or "application/octet-stream",
+                              content_encoding=letter.message.content_encoding or "binary",
+                              **({"message_id": message_id} if message_id else {}))
+        except UndeliverableMessage:
+            raise NotDone(f"queue {target} does not exist") from None
+        except Exception as exc:  # broker trouble: keep it
+            raise NotDone(f"could not publish to {target}: {short_reason(exc)}") from None
+        return {"to": target}
+
+    return _over_dead_letters(amqp_uri, positions, limit, send_back)
+
+
+def set_aside_dead_letters(amqp_uri: str, positions: Collection[int], save_to: Path | None
+                           ) -> DeadLetterPass:
+    """Take dead letters out of the DLQ for good: ones that can never succeed (an
+    undecodable body, an event about an issue that does not exist), which a replay
+    would only send round again.
+
+    With ``save_to``, each is first appended to that file as one JSON line, whole
+    (body, headers, properties: personal data included, so the file is created
+    readable by its owner only), and the file is flushed to disk before the
+    message leaves the queue: what was taken out can still be read, or published
+    again by hand. Without it, they are discarded (the caller made the operator say
+    so).
+    """
+    handle = None
+    if save_to is not None:
+        fd = os.open(save_to, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        handle = os.fdopen(fd, "a", encoding="utf-8")
+
+    def set_aside(letter: DeadLetter) -> dict:
+        if handle is None:
+            return {"saved_to": None}
+        properties = letter.message.properties
+        handle.write(json.dumps({
+            "set_aside_at": datetime.now(UTC).isoformat(),
+            "body_base64": base64.b64encode(letter.body).decode("ascii"),
+            "content_type": letter.content_type,
+            "content_encoding": letter.message.content_encoding,
+            "message_id": properties.get("message_id"),
+            "headers": letter.headers,
+        }, ensure_ascii=False, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+        return {"saved_to": str(save_to)}
+
+    try:
+        return _over_dead_letters(amqp_uri, positions, None, set_aside)
+    finally:
+        if handle is not None:
+            handle.close()

@@ -1,6 +1,7 @@
 """``whistle status`` and ``whistle dlq`` against the real RabbitMQ (a throwaway vhost,
 read through its management API) and Redis (a key prefix per test)."""
 
+import base64
 import json
 import signal
 import subprocess
@@ -180,6 +181,47 @@ def test_dlq_replay_all_sends_undecodable_bodies_back_as_raw_bytes(env, amqp, tw
     assert depth(amqp, DEAD_LETTER_QUEUE.name) == 0
     raw = take(amqp, NOTIFY_QUEUE)
     assert raw.body == GARBAGE and raw.content_type == "application/json"
+
+
+def test_dlq_drop_saves_a_poison_letter_whole_and_leaves_the_others(
+        env, amqp, two_dead_letters, tmp_path):
+    # The undecodable one can never succeed: a replay would only send it round again.
+    saved = tmp_path / "set-aside.jsonl"
+    result = whistle(env, "dlq", "drop", "--index", "2", "--save", str(saved), "--json")
+    assert result.exit_code == 0, result.output
+    no_personal_data(result.output)
+    outcome = json.loads(result.stdout)
+    assert [m["position"] for m in outcome["dropped"]] == [2]
+    assert outcome["dropped"][0]["reason"].startswith("undecodable message")
+    assert outcome["left_in_place"] == 1
+    # Kept whole, for the owner only; the other dead letter is still first in the queue.
+    assert saved.stat().st_mode & 0o777 == 0o600
+    (line,) = saved.read_text().splitlines()
+    kept = json.loads(line)
+    assert base64.b64decode(kept["body_base64"]) == GARBAGE
+    assert kept["headers"][m.QUEUE_HEADER] == NOTIFY_QUEUE and kept["set_aside_at"]
+    assert depth(amqp, DEAD_LETTER_QUEUE.name) == 1 and depth(amqp, NOTIFY_QUEUE) == 0
+    left = json.loads(whistle(env, "dlq", "list", "--json").stdout)
+    assert [x["issue_id"] for x in left["messages"]] == ["WH-20261121-0301"]
+    # A second drop appends; --discard keeps nothing anywhere.
+    text = whistle(env, "dlq", "drop", "--index", "1", "--discard")
+    assert text.exit_code == 0, text.output
+    assert "Took 1 of 1 dead letter(s) out, discarded." in text.output
+    no_personal_data(text.output)
+    assert depth(amqp, DEAD_LETTER_QUEUE.name) == 0 and len(saved.read_text().splitlines()) == 1
+
+
+def test_dlq_drop_must_be_told_where_they_go_and_changes_nothing_when_it_cannot_save(
+        env, amqp, two_dead_letters, tmp_path):
+    assert whistle(env, "dlq", "drop", "--index", "1").exit_code == 2
+    both = whistle(env, "dlq", "drop", "--index", "1", "--discard", "--save", "x.jsonl")
+    assert both.exit_code == 2
+    unwritable = whistle(env, "dlq", "drop", "--index", "1",
+                         "--save", str(tmp_path / "no-such-dir" / "kept.jsonl"))
+    assert unwritable.exit_code == 1 and "nothing was taken out" in unwritable.output
+    beyond = whistle(env, "dlq", "drop", "--index", "3", "--discard")
+    assert beyond.exit_code == 1 and "no dead letter at position 3" in beyond.output
+    assert depth(amqp, DEAD_LETTER_QUEUE.name) == 2
 
 
 def test_status_reports_queues_dead_letters_redis_and_issue_counts(
