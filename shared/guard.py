@@ -364,11 +364,13 @@ class _Audit:
 NOT_AN_ISSUE_ID = "(not an issue id)"
 
 
-def audited_issue_id(value: str) -> str:
+def audited_issue_id(value: Any) -> str:
     """The issue id an audit entry names: the path's ``{id}`` only when it is shaped like
     one (``WH-20261121-0001``). A path parameter is whatever the caller typed, a phone
-    number included, and the audit log keeps no personal data."""
-    return value if ISSUE_ID.fullmatch(value) else NOT_AN_ISSUE_ID
+    number included, and the audit log keeps no personal data. An RPC argument may be no
+    string at all (``7``, ``None``), and this runs in ``worker_result``, where raising
+    would stop the whole service container."""
+    return value if isinstance(value, str) and ISSUE_ID.fullmatch(value) else NOT_AN_ISSUE_ID
 
 
 def _status(result: Any, exc_info: Any) -> int:
