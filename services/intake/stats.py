@@ -86,6 +86,11 @@ from shared.contracts import Strict, utcnow
 DEFAULT_WINDOW = timedelta(days=30)
 MAX_WINDOW = timedelta(days=366)
 LOOKBACK = timedelta(days=60)
+# The moments a window may name. Its reads reach LOOKBACK (and, unset, DEFAULT_WINDOW)
+# before ``since`` and a day past ``until``: near year 1 or 9999 that arithmetic
+# overflows (a 500), and no issue was ever received outside these years.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class StatsWindow(Strict):
@@ -97,6 +102,19 @@ class StatsWindow(Strict):
     # ``until`` first, so that ``since`` is checked against it and any error names ``since``.
     until: AwareDatetime = Field(default_factory=utcnow)
     since: AwareDatetime | None = None
+
+    @field_validator("until", "since")
+    @classmethod
+    def _within_reach(cls, moment: datetime | None) -> datetime | None:
+        if moment is None:
+            return moment
+        try:
+            inside = EARLIEST <= moment.astimezone(UTC) < LATEST
+        except OverflowError:  # 9999-12-31T23:00:00-14:00 is past the last UTC instant
+            inside = False
+        if not inside:
+            raise ValueError(f"must be from {EARLIEST.year} to {LATEST.year - 1}")
+        return moment
 
     @field_validator("since")
     @classmethod

@@ -286,6 +286,14 @@ def test_window_defaults_to_the_last_30_days():
     assert bounded.issues_received() == (bounded.since - timedelta(days=60), bounded.until)
 
 
+def test_window_reaches_from_1970_to_9998():
+    early = validate(StatsWindow, {"since": "1970-01-01T00:00:00Z",
+                                   "until": "1970-01-02T00:00:00Z"})
+    assert early.issues_received()[0] == datetime(1969, 11, 2, tzinfo=UTC)
+    late = validate(StatsWindow, {"until": "9998-12-31T09:59:59-14:00"})
+    assert late.since == late.until - timedelta(days=30)
+
+
 def test_window_accepts_iso_with_zone():
     window = validate(StatsWindow, {"since": "2026-11-01T00:00:00Z",
                                     "until": "2026-11-08T00:00:00+08:00"})
@@ -301,11 +309,21 @@ def test_window_accepts_iso_with_zone():
     ({"since": "2025-01-01T00:00:00Z", "until": "2026-11-01T00:00:00Z"}, "since"),
     ({"until": "soon"}, "until"),
     ({"agency": "power"}, "agency"),
+    # The ends of the calendar: the window's reads reach before and after it (were a 500).
+    ({"until": "0001-01-05T00:00:00Z"}, "until"),
+    ({"until": "9999-12-31T23:59:59-14:00"}, "until"),
+    ({"since": "1969-12-31T00:00:00Z", "until": "1970-01-20T00:00:00Z"}, "since"),
 ])
 def test_a_bad_window_names_the_field(payload, field):
     with pytest.raises(InvalidPayload) as caught:
         validate(StatsWindow, payload)
     assert [f["field"] for f in caught.value.errors] == [field]
+
+
+def test_a_window_in_year_1_names_both_ends_instead_of_overflowing():
+    with pytest.raises(InvalidPayload) as caught:
+        validate(StatsWindow, {"since": "0001-01-02T00:00:00Z", "until": "0001-01-20T00:00:00Z"})
+    assert [f["field"] for f in caught.value.errors] == ["until", "since"]
 
 
 # ------------------------------------------------------------ the CLI's wording
