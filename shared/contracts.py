@@ -25,6 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -246,7 +247,9 @@ class ResolveAssignment(Strict):
 class ConveneTable(Strict):
     """The desk convenes a table (移动办公桌 / 红色议事厅) for an issue."""
 
-    meets_at: datetime
+    # With a zone, like every moment a caller sends: 09:00 alone is nobody's 09:00, and a
+    # task's due without one could not be compared with now (was a 500).
+    meets_at: AwareDatetime
     place: bounded_text(200)
     agencies: list[Slug] = Field(default_factory=list, max_length=20)
 
@@ -258,7 +261,7 @@ class InviteToTable(Strict):
 class RecordTableTask(Strict):
     agency: Slug
     description: bounded_text(1000)
-    due: datetime
+    due: AwareDatetime
 
 
 class CompleteTableTask(Strict):

@@ -16,6 +16,7 @@ from shared.contracts import (
     AssignmentResolved,
     AssignmentWithdrawn,
     Channel,
+    ConveneTable,
     Event,
     IssueClosed,
     IssueDispatched,
@@ -27,6 +28,7 @@ from shared.contracts import (
     IssueRerouted,
     IssueResolved,
     Language,
+    RecordTableTask,
     RouteCorrected,
     SubmitIssue,
     TableCheckedIn,
@@ -419,3 +421,16 @@ def test_an_acknowledgement_without_a_note_is_sent_as_before_notes_were_carried(
     assert AssignmentAcknowledged.model_validate(bare).note is None
     noted = first.caused(AssignmentAcknowledged, note="已到现场", **fields)
     assert noted.model_dump(mode="json")["note"] == "已到现场"
+
+
+@pytest.mark.parametrize(("model", "data", "field"), [
+    (ConveneTable, {"meets_at": "2026-11-22T09:00:00", "place": "红色议事厅"}, "meets_at"),
+    (RecordTableTask, {"agency": "power", "description": "更换线路",
+                       "due": "2026-11-23T18:00:00"}, "due"),
+])
+def test_a_moment_without_a_zone_is_refused_naming_its_field(model, data, field):
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(data)
+    assert [e["loc"] for e in caught.value.errors()] == [(field,)]
+    zoned = {**data, field: data[field] + "+08:00"}
+    assert getattr(model.model_validate(zoned), field).utcoffset() is not None
