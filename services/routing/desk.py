@@ -137,17 +137,23 @@ class DeskRoute:
         return self.priority is Priority.urgent
 
 
+def require_known_category(category: str, rules: RuleSet) -> None:
+    """Raises :class:`InvalidPayload` naming ``category`` when the rules do not know it:
+    routing would otherwise take it as no category at all, in silence."""
+    known = rules.category_names()
+    if category not in known:
+        raise InvalidPayload(f"unknown category {category!r}", [{
+            "field": "category", "type": "unknown",
+            "message": f"must be one of {', '.join(known)}"}])
+
+
 def desk_route(body: ChooseRoute, rules: RuleSet, why: str, now: datetime) -> DeskRoute:
     """The desk's choice as a route: its category's rule, with the desk's overrides.
 
     Raises :class:`InvalidPayload` naming the field for an unknown category or agency,
     or a lead also listed as support.
     """
-    known = rules.category_names()
-    if body.category not in known:
-        raise InvalidPayload(f"unknown category {body.category!r}", [{
-            "field": "category", "type": "unknown",
-            "message": f"must be one of {', '.join(known)}"}])
+    require_known_category(body.category, rules)
     for field, agencies in (("lead", [body.lead] if body.lead else []),
                             ("support", body.support or [])):
         unknown = [a for a in agencies if a not in rules.agencies]

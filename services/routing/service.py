@@ -408,6 +408,8 @@ class RoutingService:
         """
         self._desk(token)
         request = validate(ExplainRoute, payload)
+        if request.category is not None:  # the desk asks "and as this category?"
+            desk.require_known_category(request.category, self.rules)
         decision = self._decide(request.text, request.category, utcnow())
         return explanation(decision, self.rules, self.model.threshold)
 

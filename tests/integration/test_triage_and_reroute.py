@@ -242,6 +242,18 @@ def test_only_the_desk_explains_and_only_in_its_communities(base, whistle_config
     assert answer["negated"] == [{"category": "power_cut", "keyword": "停电", "negated_by": "没有"}]
     assert answer["classifier"]["threshold"] == 0.6
     assert answer["triage"]["would_triage"] is False
+    # "And as this category?" with a category the rules do not know: said, not ignored.
+    unknown = requests.post(url, json={**text, "category": "stairwell_lamp"},
+                            headers=auth(whistle_config, "desk"), timeout=5)
+    assert unknown.status_code == 422, unknown.text
+    assert [f["field"] for f in unknown.json()["error"]["fields"]] == ["category"]
+    chosen = requests.post(url, json={**text, "category": "street_light"},
+                           headers=auth(whistle_config, "desk"), timeout=5).json()
+    assert (chosen["category"], chosen["category_source"]) == ("street_light", "given")
+    # The fallback is a category the rules know: it lets routing decide, as on submission.
+    fallback = requests.post(url, json={**text, "category": "general"},
+                             headers=auth(whistle_config, "desk"), timeout=5)
+    assert fallback.status_code == 200 and fallback.json()["category"] == "stairwell_light"
 
     # A desk scoped to another community cannot triage or reroute here.
     issue_id = submit(base, "楼上漏水，天花板滴水")
