@@ -18,7 +18,7 @@ from services.agency.domain import (
     report_in,
     withdrawal_note,
 )
-from shared.auth import Principal
+from shared.auth import TOKEN_QUERY_PARAMETER, Principal
 from shared.authz import (
     may_act_for_agency,
     may_act_on_assignment,
@@ -108,6 +108,12 @@ class AgencyService:
     def list_assignments_http(self, request, agency):
         principal = self.guard.check(request)
         self._may(may_read_assignments, principal, agency)
+        # As on GET /issues: a mistyped filter (?state=all) must not list the open ones.
+        unknown = [k for k in request.args if k not in ("status", TOKEN_QUERY_PARAMETER)]
+        if unknown:
+            raise InvalidPayload(f"invalid request: {', '.join(unknown)}", [
+                {"field": k, "message": "Extra inputs are not permitted",
+                 "type": "extra_forbidden"} for k in unknown])
         status = request.args.get("status", "open")
         return {"agency": agency, "status": status,
                 "assignments": self._assignments(principal, agency, status)}

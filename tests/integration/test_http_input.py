@@ -216,10 +216,10 @@ def test_beyond_the_url_and_header_limits_eventlet_answers_bare(whistle):
 # ------------------------------------------------------------------ the token parameter
 
 
-def test_the_token_parameter_is_no_list_or_stats_filter(whistle):
+def test_the_token_parameter_is_no_list_or_stats_filter_and_others_are_refused(whistle):
     """A desk token with a stray ``?token=`` reads as without it; a bad filter still 422s."""
     base, config, key = whistle
-    for path in ("/issues", "/stats"):
+    for path in ("/issues", "/stats", "/agencies/power/assignments"):
         with_link = requests.get(f"{base}{path}", params={"token": "abc"}, headers=DESK,
                                  timeout=5)
         assert with_link.status_code == 200, (path, with_link.text)
