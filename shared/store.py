@@ -269,7 +269,7 @@ class IssueStore:
     def get_with_notes(self, issue_id: str) -> IssueRecord:
         """The record with its notes merged into the timeline, in time order: what
         people read. State changes never need the notes, so :meth:`get` skips them."""
-        self._check_id(issue_id)  # before the archive, which would be asked a non-string
+        self._check_id(issue_id)  # before the archive: it was asked 7, NUL bytes, phones
         try:
             record, (raws,) = self.get_with(issue_id, lambda pipe: pipe.hvals(
                 self.keys.notes(issue_id)))

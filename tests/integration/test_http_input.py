@@ -228,3 +228,13 @@ def test_the_token_parameter_is_no_list_or_stats_filter_and_others_are_refused(w
         assert unknown.status_code == 422 and unknown.json()["error"]["fields"][0][
             "field"] == "colour", (path, unknown.text)
 
+
+
+@pytest.mark.parametrize("typed", ["%00", "13812345678", "WH-20261121-0001%20"])
+def test_an_issue_path_that_is_no_issue_id_is_a_404_that_does_not_repeat_it(whistle, typed):
+    """Not a 500 from the archive (PostgreSQL refuses a NUL), nor a phone number read back."""
+    base, config, key = whistle
+    response = requests.get(f"{base}/issues/{typed}", headers=DESK, timeout=5)
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["message"] == (
+        "no such issue (issue ids look like WH-20261121-0001)")
