@@ -548,6 +548,7 @@ class IssueStore:
         the fresh record. ``read``: the record as just read for this event (see
         :meth:`claim_buckets_and_read`), to start from instead of reading it again.
         """
+        self._check_id(issue_id)  # a path's {id} as typed: the archive is asked it on a miss
         keys = self.keys
         for _ in range(self.MAX_CONFLICT_RETRIES):
             raw, seen = read if read is not None else self._read(issue_id, event_id or "")

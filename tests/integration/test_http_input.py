@@ -238,3 +238,17 @@ def test_an_issue_path_that_is_no_issue_id_is_a_404_that_does_not_repeat_it(whis
     assert response.status_code == 404, response.text
     assert response.json()["error"]["message"] == (
         "no such issue (issue ids look like WH-20261121-0001)")
+
+
+@pytest.mark.parametrize(("path", "agency", "body"), [
+    ("table", "desk", {"meets_at": "2026-11-22T09:00:00+08:00", "place": "红色议事厅"}),
+    ("table/check-in", "power", None),
+    ("table/tasks/T1/close", "desk", {"note": "已现场核实"}),
+    ("table/tasks/T1/done", "power", {"note": "已更换"}),
+])
+def test_a_write_on_a_path_that_is_no_issue_id_is_a_404(whistle, path, agency, body):
+    """The table's writes asked the archive for ``%00`` too (a 500)."""
+    base, config, key = whistle
+    response = requests.post(f"{base}/issues/%00/{path}", json=body, timeout=5,
+                             headers=staff_headers(agency, f"{agency}-1"))
+    assert response.status_code == 404, response.text
