@@ -30,6 +30,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictFloat,
     StringConstraints,
 )
 
@@ -196,8 +197,9 @@ class Location(Strict):
     community: bounded_text(64)
     address: bounded_text(200)
     grid: bounded_text(32) | None = None
-    lat: float | None = Field(default=None, ge=-90, le=90)
-    lon: float | None = Field(default=None, ge=-180, le=180)
+    # Numbers only: lax floats took "lon": true as 1.0, a place nobody reported.
+    lat: StrictFloat | None = Field(default=None, ge=-90, le=90)
+    lon: StrictFloat | None = Field(default=None, ge=-180, le=180)
 
 
 class DeliveryChannelName(StrEnum):

@@ -185,6 +185,8 @@ def test_bad_phones_are_refused(phone):
     (90.5, 116.4, "location.lat"), (-91, 116.4, "location.lat"),
     (39.9, 180.1, "location.lon"), (39.9, -181, "location.lon"),
     (float("nan"), 116.4, "location.lat"),
+    # Not numbers at all: a boolean was kept as 1.0, a string read as a number.
+    (39.9, True, "location.lon"), ("39.9", 116.4, "location.lat"),
 ])
 def test_coordinates_out_of_range_are_refused(lat, lon, field):
     data = submission(location={"community": "c", "address": "a", "lat": lat, "lon": lon})
