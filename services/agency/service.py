@@ -144,7 +144,7 @@ class AgencyService:
         """``agency``'s assignments as ``principal`` may list them: a desk token scoped to
         some communities gets only those communities' (``GET /issues``'s narrowing and
         second check)."""
-        wanted = STATUS_FILTERS.get(status)
+        wanted = STATUS_FILTERS.get(status) if isinstance(status, str) else None
         if wanted is None:
             raise InvalidPayload(f"invalid status: {status!r}", [{
                 "field": "status", "message": f"must be one of {', '.join(STATUS_FILTERS)}",

@@ -17,7 +17,7 @@ from services.intake.archiver import ArchiverProvider
 from services.intake.domain import OPEN_STATUSES, accept_issue, board_row
 from services.intake.hot_facts import hot_facts_for
 from services.intake.open311.api import Open311Api
-from services.intake.stats import StatsWindow
+from services.intake.stats import StatsScope, StatsWindow
 from shared import config as cfg
 from shared.archive_stats import stats_over_facts
 from shared.auth import TOKEN_QUERY_PARAMETER
@@ -96,7 +96,9 @@ class IntakeService(Open311Api):
     def stats(self, window: dict | None = None, communities: list[str] | None = None) -> dict:
         """The three rates (三率) over ``{"since", "until"}`` (ISO; default the last 30 days);
         ``communities``: only theirs (a desk scoped to them, ``shared.authz.may_read_stats``)."""
-        return self._stats(window, None if communities is None else frozenset(communities))
+        scope = (None if communities is None
+                 else validate(StatsScope, {"communities": communities}).communities)
+        return self._stats(window, None if scope is None else frozenset(scope))
 
     def _stats(self, window: dict | None, communities: frozenset[str] | None) -> dict:
         bounds = validate(StatsWindow, window or {})

@@ -81,7 +81,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 
-from shared.contracts import Strict, utcnow
+from shared.contracts import Strict, bounded_text, utcnow
 
 DEFAULT_WINDOW = timedelta(days=30)
 MAX_WINDOW = timedelta(days=366)
@@ -137,6 +137,13 @@ class StatsWindow(Strict):
     def issues_received(self) -> tuple[datetime, datetime]:
         """The received-time range of the issues to read (see the module docstring)."""
         return self.since - LOOKBACK, self.until
+
+
+class StatsScope(Strict):
+    """``rpc.intake.stats(window, communities)``'s second argument: the communities of a
+    desk scoped to them, as the board takes them (``BoardFilter.communities``)."""
+
+    communities: list[bounded_text(64)] = Field(max_length=100)
 
 
 # ------------------------------------------------------------------ the history

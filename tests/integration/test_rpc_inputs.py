@@ -14,7 +14,7 @@ from services.intake.service import IntakeService
 from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared import config as cfg
-from shared.auth import issue_token
+from shared.auth import issue_resident_token, issue_token
 from shared.errors import InvalidPayload, NotFound
 from tests.support.auth import staff_headers
 
@@ -70,3 +70,28 @@ def test_an_issue_id_that_is_no_string_is_not_found_and_every_service_goes_on(wh
         assert rpc.notify.list_notifications(issue_id) is not None
         with pytest.raises(InvalidPayload):
             rpc.routing.reroute_issue(desk, issue_id, {})
+
+
+def test_arguments_beside_the_payload_are_validated_too(whistle):
+    """``stats``' communities, ``list_assignments``' status and ``resident_view``'s lang
+    were used as given: a TypeError or a PostgreSQL error came back as a RemoteError."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    power = issue_token("power", "p-1", secret)
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        issue_id = dispatched(base, rpc)
+        for communities, field in ((7, "communities"), ("缤泰社区", "communities"),
+                                   (["a\x00b"], "communities.0"), ([1], "communities.0")):
+            with pytest.raises(InvalidPayload) as refused:
+                rpc.intake.stats(None, communities)
+            assert [f["field"] for f in refused.value.errors] == [field], communities
+        assert rpc.intake.stats(None, ["缤泰社区"])["window"]["issues"] == 1
+        for status in (["open"], {"a": 1}, 7):
+            with pytest.raises(InvalidPayload, match="invalid status"):
+                rpc.agency.list_assignments(power, "power", status)
+        resident = issue_resident_token(issue_id, secret)
+        for lang in (["en"], "fr"):
+            with pytest.raises(InvalidPayload) as refused:
+                rpc.routing.resident_view(issue_id, resident, lang)
+            assert [f["field"] for f in refused.value.errors] == ["lang"]
+        assert rpc.routing.resident_view(issue_id, resident, "en")["language"] == "en"
