@@ -347,14 +347,6 @@ class IssueStore:
             sets.append(self.keys.by_community(query.community))
         return sets
 
-    def find(self, query: IssueFilter) -> list[IssueRecord]:
-        sets = self._filter_sets(query)
-        if sets:
-            ids = sorted(self._call(self.redis.sinter, sets), reverse=True)[: query.limit]
-        else:
-            ids = self._call(self.redis.zrevrange, self.keys.all_issues, 0, query.limit - 1)
-        return self._load_many(ids)
-
     def get_many(self, issue_ids: list[str]) -> list[IssueRecord]:
         """Several issues in one round trip, in the order asked; unknown ids left out.
         Those no longer in Redis come from the archive (one query)."""

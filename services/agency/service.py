@@ -153,9 +153,10 @@ class AgencyService:
             records = self.store.open_for_agency(agency)
         else:
             queries = may_list_issues(principal, IssueFilter(agency=agency, limit=500))
-            records = [r for query in queries for r in self.store.find(query)]
-            if len(queries) > 1:
-                records.sort(key=lambda r: r.received_at, reverse=True)
+            # Across Redis and the archive, as GET /issues: an agency's finished work
+            # stays in its list once its issue is archived.
+            entries, _ = self.store.page(queries, 500)
+            records = self.store.get_many([e["issue_id"] for e in entries])
         now = utcnow()
         return [assignment_view(r, agency, now) for r in records
                 if visible_in_list(principal, r) and agency in r.agencies()

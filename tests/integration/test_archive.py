@@ -69,12 +69,16 @@ def answers(whistle, config, issue_id: str) -> dict:
                            params={"token": rating_token(config, issue_id)},
                            json={"rating": "unsatisfied"}, timeout=5)
     listed = get("/issues", limit=500)
+    power = {"Authorization": f"Bearer {issue_token('power', 'p-007', config[cfg.SECRET])}"}
+    worked = requests.get(f"{whistle}/agencies/power/assignments", params={"status": "all"},
+                          headers=power, timeout=5).json()["assignments"]
     return {
         "issue": get(f"/issues/{issue_id}"),
         "events": get(f"/issues/{issue_id}/events"),
         "notifications": get(f"/issues/{issue_id}/notifications"),
         "rating_again": (rating.status_code, rating.json()),
         "listed": [e for e in listed[1]["issues"] if e["issue_id"] == issue_id],
+        "the agency's": [a for a in worked if a["issue_id"] == issue_id],
     }
 
 
@@ -84,7 +88,7 @@ def test_an_archived_issue_answers_as_it_did_when_hot(whistle, config, store, ar
     assert hot["issue"][1]["status"] == "closed"
     assert hot["issue"][1]["contact"]["phone"] == "138****5678"
     assert hot["rating_again"][0] == 409  # already rated: the same answer either way
-    assert len(hot["listed"]) == 1
+    assert len(hot["listed"]) == 1 and len(hot["the agency's"]) == 1
 
     done = Archiver(store, archive, retention_s=0).run_until_idle(now_ts=9e9)
     assert done.archived == [issue_id]
