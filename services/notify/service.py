@@ -84,7 +84,7 @@ from shared.contracts import (
     new_id,
     utcnow,
 )
-from shared.errors import EXPECTED_ERRORS, InvalidTransition
+from shared.errors import EXPECTED_ERRORS, InvalidTransition, NotFound
 from shared.guard import Guard
 from shared.issue import IssueRecord, TimelineEntry
 from shared.logging import WorkerLogger
@@ -286,8 +286,11 @@ class NotifyService:
         reaches the resident directly (webhook or email), never through the desk: the desk
         asks for it, and learns only whether it went. Its record holds the link redacted."""
         must_be_desk(principal)
-        own, (contact,) = self.store.get_with(
-            reporter, lambda pipe: pipe.hgetall(self.store.keys.contact(reporter)))
+        try:
+            own, (contact,) = self.store.get_with(
+                reporter, lambda pipe: pipe.hgetall(self.store.keys.contact(reporter)))
+        except NotFound:  # archived, so closed: refused below as it was while hot (409)
+            own, contact = self.store.get(reporter), {}
         work = self.store.get(own.merged_into) if own.merged_into else own
         may_resend_rating_link(principal, work)
         channels = self.messenger.deliveries.channels

@@ -72,7 +72,9 @@ def answers(whistle, config, issue_id: str) -> dict:
     power = {"Authorization": f"Bearer {issue_token('power', 'p-007', config[cfg.SECRET])}"}
     worked = requests.get(f"{whistle}/agencies/power/assignments", params={"status": "all"},
                           headers=power, timeout=5).json()["assignments"]
+    resend = desk(config).post(f"{whistle}/issues/{issue_id}/rating-link", timeout=5)
     return {
+        "rating_link": (resend.status_code, resend.json()),
         "issue": get(f"/issues/{issue_id}"),
         "events": get(f"/issues/{issue_id}/events"),
         "notifications": get(f"/issues/{issue_id}/notifications"),
