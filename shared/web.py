@@ -307,6 +307,15 @@ class JsonHttpHandler(HttpRequestHandler):
         self.ready = False
         super().stop()
 
+    def kill(self):
+        # nameko kills a container's entrypoints without stopping them, so they stay
+        # registered with the process's shared server; its graceful stop, when the
+        # other containers then stop, waits for every provider to unregister, for
+        # ever: one container's death left `whistle up` hung at "stopping services",
+        # deaf to SIGINT and SIGTERM.
+        self.ready = False
+        self.server.unregister_provider(self)
+
     def response_from_result(self, result):
         if isinstance(result, Response):
             return result

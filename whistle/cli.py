@@ -52,7 +52,7 @@ def cli() -> None:
               help="Log format (default: $LOG_FORMAT or json).")
 def up(only: str, address: str | None, log_format: str | None) -> None:
     """Run Whistle's services in one process against the local RabbitMQ and Redis."""
-    from whistle.runner import SERVICE_NAMES, run
+    from whistle.runner import SERVICE_NAMES, ServiceDied, run
 
     names = tuple(n.strip() for n in only.split(",") if n.strip())
     unknown = set(names) - set(SERVICE_NAMES)
@@ -80,7 +80,10 @@ def up(only: str, address: str | None, log_format: str | None) -> None:
         click.echo(f"whistle: {', '.join(names)} running; HTTP on "
                    f"http://{config[cfg.WEB_SERVER_ADDRESS]} (Ctrl-C to stop)", err=True)
 
-    run(names, config, on_started=started)
+    try:
+        run(names, config, on_started=started)
+    except ServiceDied as exc:
+        raise click.ClickException(f"{exc}; see the log above, and start it again") from None
 
 
 def migrate_or_warn(url: str) -> None:

@@ -136,5 +136,17 @@ def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
     started.send()
     if on_started:
         on_started()
-    runner.wait()
-    close_archives()
+    try:
+        runner.wait()
+    except Exception as exc:
+        # A container died on an error nameko could not contain (in a worker's setup or
+        # teardown, or a managed thread): nameko logged it and stopped the others. The
+        # process ends, non-zero, so that whatever supervises it starts it again.
+        raise ServiceDied(f"a service stopped on an error it could not contain "
+                          f"({type(exc).__name__}); the others were stopped") from None
+    finally:
+        close_archives()
+
+
+class ServiceDied(Exception):  # noqa: N818 - what happened, as the operator reads it
+    """One of the process's services died; ``whistle up`` exits 1."""

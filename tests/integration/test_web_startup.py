@@ -68,3 +68,28 @@ def test_a_service_still_starting_answers_503_and_then_serves(container_factory,
     starting.wait()
     assert requests.get(f"{base}/slow", timeout=10).json() == {"dependency": "ready"}
     assert slow.started  # the early request did not kill it
+
+
+class AnotherService:
+    name = "another"
+
+    @http("GET", "/another")
+    def another(self, request):
+        return {"ok": True}
+
+
+def test_one_service_dying_does_not_hang_the_others_graceful_stop(container_factory,
+                                                                  whistle_config):
+    """nameko kills a dying container's entrypoints without stopping them; they stayed
+    registered with the process's shared web server, whose graceful stop waits for every
+    provider to unregister. ``whistle up`` then hung at "stopping services", deaf to
+    SIGINT and SIGTERM, instead of exiting for its supervisor to restart it."""
+    base = f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}"
+    quick = container_factory(QuickService, whistle_config)
+    another = container_factory(AnotherService, whistle_config)
+    quick.start()
+    another.start()
+    assert requests.get(f"{base}/another", timeout=5).json() == {"ok": True}
+    another.kill()
+    with eventlet.Timeout(10, AssertionError("the survivor's graceful stop hung")):
+        quick.stop()
