@@ -367,6 +367,16 @@ def test_config_yaml_takes_environment_verbatim() -> None:
     assert config["max_workers"] == 4
 
 
+@pytest.mark.parametrize("name", WHISTLE_SERVICES)
+def test_nameko_run_finds_exactly_the_service_in_its_module(name: str) -> None:
+    """Compose's `nameko run ... services.<name>.service` takes every class with
+    entrypoints in the module: intake's Open311 mixin made it refuse to start
+    ("Service class must define a `name` attribute"), with exit status 0."""
+    from nameko.cli.run import import_service
+
+    assert [cls.name for cls in import_service(f"services.{name}.service")] == [name]
+
+
 # --- README quickstart <-> CI -------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from pydantic_core import to_jsonable_python
 from services.intake.archiver import ArchiverProvider
 from services.intake.domain import OPEN_STATUSES, accept_issue, board_row
 from services.intake.hot_facts import hot_facts_for
-from services.intake.open311.api import Open311Api
+from services.intake.open311 import api as open311_api
 from services.intake.stats import StatsScope, StatsWindow
 from shared import config as cfg
 from shared.archive_stats import stats_over_facts
@@ -49,7 +49,10 @@ MAX_ID_TRIES = 3
 ARCHIVE_TICK_S = 1.0
 
 
-class IntakeService(Open311Api):
+# The Open311 mixin by its module: `nameko run services.intake.service` (docker compose)
+# takes every class with entrypoints that the module holds as a service, and refused
+# to start on the nameless mixin.
+class IntakeService(open311_api.Open311Api):
     name = "intake"
 
     store = Store()
