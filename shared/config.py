@@ -123,6 +123,16 @@ _INTEGER_KEYS = {TOKEN_TTL, MAX_ATTEMPTS, RETRY_DELAY_MS, MAX_WORKERS, NOTIFY_MA
                  SMTP_PORT, RATING_WINDOW_S, TOKEN_MAX_AGE, RATE_WINDOW_S, RATE_SUBMIT,
                  RATE_SUBMIT_ANONYMOUS, RATE_READ, AUDIT_MAX_ENTRIES,
                  OPEN311_POST_LIMIT, ARCHIVE_INTERVAL_S}
+# Integer keys for which 0 means nothing works (no worker, a token dead on issue, a pass
+# every tick); the others may be 0 (a rate limit of 0 is no limit). None may be negative.
+_AT_LEAST_ONE_KEYS = {TOKEN_TTL, TOKEN_MAX_AGE, MAX_ATTEMPTS, MAX_WORKERS, RATE_WINDOW_S,
+                      RATING_WINDOW_S, ARCHIVE_INTERVAL_S, SMTP_PORT, NOTIFY_MAX_ATTEMPTS}
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+# Read as yes or no: a typo must not quietly turn anonymous submission off, or Open311's
+# reads public.
+_BOOLEAN_KEYS = {ANONYMOUS_SUBMIT, SMTP_STARTTLS, OPEN311_PUBLIC_READ}
+_CHOICES = {LOG_FORMAT: ("json", "console"), NOTIFY_CHANNEL: ("desk", "webhook", "email")}
 
 
 class ConfigurationError(RuntimeError):
@@ -148,13 +158,45 @@ def config_from_env(environ: Mapping[str, str] | None = None, **overrides: Any) 
 
 
 def normalise(config: dict[str, Any]) -> dict[str, Any]:
-    """Coerce integer keys (``nameko run`` substitutes strings) and check production."""
+    """Coerce integer keys (``nameko run`` substitutes strings), refuse malformed values
+    with one line naming the variable, and check production. Only the keys present are
+    checked; running it again changes nothing."""
     for key in _INTEGER_KEYS & config.keys():
         try:
             config[key] = int(config[key])
         except (TypeError, ValueError):
             raise ConfigurationError(f"{_env_name(key)} must be an integer, "
                                      f"not {config[key]!r}") from None
+        least = 1 if key in _AT_LEAST_ONE_KEYS else 0
+        if config[key] < least:
+            raise ConfigurationError(f"{_env_name(key)} must be at least {least}, "
+                                     f"not {config[key]}")
+    if NOTIFY_MAX_ATTEMPTS in config and MAX_ATTEMPTS in config:
+        check_attempts(config)
+    for key in _BOOLEAN_KEYS & config.keys():
+        if str(config[key]).strip().lower() not in ("", *TRUE_WORDS, *FALSE_WORDS):
+            raise ConfigurationError(f"{key} must be true or false, not {config[key]!r}")
+    for key, choices in _CHOICES.items():
+        if config.get(key) and str(config[key]).strip().lower() not in choices:
+            raise ConfigurationError(f"{key} must be {' or '.join(choices)}, "
+                                     f"not {config[key]!r}")
+    if config.get(DISPLAY_TZ):
+        check_time_zone(config[DISPLAY_TZ])
+    if config.get(DATABASE_URL):
+        check_database_url(config[DATABASE_URL])
+    if config.get(REDIS_URL):
+        scheme = urlsplit(str(config[REDIS_URL])).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ConfigurationError(f"{REDIS_URL} must be a redis://, rediss:// or unix:// "
+                                     "URL (like redis://127.0.0.1:6379/0)")
+    if config.get(PUBLIC_URL):
+        parts = urlsplit(str(config[PUBLIC_URL]).strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError(f"{PUBLIC_URL} must be an http:// or https:// address "
+                                     f"(residents' links start with it), not "
+                                     f"{config[PUBLIC_URL]!r}")
+    if config.get(TRIAGE_THRESHOLD):
+        triage_threshold(config)
     if config.get(QUEUE_TYPE):
         config[QUEUE_TYPE] = str(config[QUEUE_TYPE]).strip().lower()
         if config[QUEUE_TYPE] not in ("classic", "quorum"):
@@ -172,6 +214,47 @@ def normalise(config: dict[str, Any]) -> dict[str, Any]:
             raise ConfigurationError(f"{WEB_SERVER_ADDRESS}: {exc}") from None
     check_production(config)
     return config
+
+
+def check_attempts(config: Mapping[str, Any]) -> int:
+    """``NOTIFY_MAX_ATTEMPTS``, refused unless the subscriber retries longer.
+
+    A message is marked failed at its ``NOTIFY_MAX_ATTEMPTS``-th refusal; if the
+    event were dead-lettered first (``WHISTLE_MAX_ATTEMPTS``), the message would stay
+    queued forever instead of showing the desk it failed.
+    """
+    notify, event = int(get(config, NOTIFY_MAX_ATTEMPTS)), int(get(config, MAX_ATTEMPTS))
+    if not 1 <= notify < event:
+        raise ConfigurationError(
+            f"{NOTIFY_MAX_ATTEMPTS} ({notify}) must be at least 1 and below "
+            f"{MAX_ATTEMPTS} ({event}), or events would be dead-lettered before notify "
+            "marks their messages failed")
+    return notify
+
+
+def check_time_zone(name: Any) -> None:
+    """``WHISTLE_TZ`` must name a zone of the IANA database (``Asia/Shanghai``, ``UTC``)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(str(name).strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"{DISPLAY_TZ} must name a time zone (like Asia/Shanghai "
+                                 f"or UTC), not {name!r}") from None
+
+
+def check_database_url(url: Any) -> None:
+    """``WHISTLE_DATABASE_URL`` must be a PostgreSQL URL with a numeric port, if any. The
+    value is not repeated: it may hold a password."""
+    parts = urlsplit(str(url).strip())
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(f"{DATABASE_URL} must be a postgresql:// URL (like "
+                                 "postgresql://USER:PASSWORD@HOST:5432/whistle)")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
+    except ValueError:
+        raise ConfigurationError(f"{DATABASE_URL}: the port must be a number from 1 to "
+                                 "65535") from None
 
 
 def web_address(value: Any) -> str:

@@ -123,29 +123,12 @@ Variables = Callable[[IssueRecord, str, str], dict]
 """(the event's issue, the reader's language, the reader's report) -> the template's variables."""
 
 
-def check_attempts(config) -> int:
-    """``NOTIFY_MAX_ATTEMPTS``, refused unless the subscriber retries longer.
-
-    A message is marked failed at its ``NOTIFY_MAX_ATTEMPTS``-th refusal; if the
-    event were dead-lettered first (``WHISTLE_MAX_ATTEMPTS``), the message would stay
-    queued forever instead of showing the desk it failed.
-    """
-    notify, event = (int(cfg.get(config, cfg.NOTIFY_MAX_ATTEMPTS)),
-                     int(cfg.get(config, cfg.MAX_ATTEMPTS)))
-    if not 1 <= notify < event:
-        raise cfg.ConfigurationError(
-            f"{cfg.NOTIFY_MAX_ATTEMPTS} ({notify}) must be at least 1 and below "
-            f"{cfg.MAX_ATTEMPTS} ({event}), or events would be dead-lettered before notify "
-            "marks their messages failed")
-    return notify
-
-
 class Messenger(RedisProvider):
     """Templates, the configured channels and the delivery records, built once."""
 
     def setup(self):
         config = self.container.config
-        max_attempts = check_attempts(config)
+        max_attempts = cfg.check_attempts(config)
         super().setup()
         self.templates = Templates.load(tz=cfg.get(config, cfg.DISPLAY_TZ))
         channels = build_channels(config, self.client, self.prefix)

@@ -98,11 +98,47 @@ def test_queues_migrate_with_the_broker_out_of_reach_names_where_and_why():
      "Error: WHISTLE_HOT_RETENTION: 'soon' is not a duration (like 1d, 12h, 90m, 30s)"),
     ({"WEB_SERVER_ADDRESS": "localhost"},
      "Error: WEB_SERVER_ADDRESS: 'localhost' is not [host:]port (like 127.0.0.1:8000, or 8000)"),
+    # These were taken, and failed later with a traceback (a service's start-up, yoyo's or
+    # psycopg's parser) or not at all (a typo read as "no", no worker at all).
+    ({"WHISTLE_DATABASE_URL": "whistle-db"}, "Error: WHISTLE_DATABASE_URL must be a "
+     "postgresql:// URL (like postgresql://USER:PASSWORD@HOST:5432/whistle)"),
+    ({"WHISTLE_DATABASE_URL": "postgresql://whistle:hunter2@db:543x/whistle"},
+     "Error: WHISTLE_DATABASE_URL: the port must be a number from 1 to 65535"),
+    ({"REDIS_URL": "127.0.0.1:6379"}, "Error: REDIS_URL must be a redis://, rediss:// or "
+     "unix:// URL (like redis://127.0.0.1:6379/0)"),
+    ({"LOG_FORMAT": "text"}, "Error: LOG_FORMAT must be json or console, not 'text'"),
+    ({"NOTIFY_CHANNEL": "sms"}, "Error: NOTIFY_CHANNEL must be desk or webhook or email, "
+     "not 'sms'"),
+    ({"WHISTLE_ANONYMOUS_SUBMIT": "flase"},
+     "Error: WHISTLE_ANONYMOUS_SUBMIT must be true or false, not 'flase'"),
+    ({"OPEN311_PUBLIC_READ": "private"},
+     "Error: OPEN311_PUBLIC_READ must be true or false, not 'private'"),
+    ({"MAX_WORKERS": "0"}, "Error: MAX_WORKERS must be at least 1, not 0"),
+    ({"WHISTLE_ARCHIVE_INTERVAL_S": "-5"},
+     "Error: WHISTLE_ARCHIVE_INTERVAL_S must be at least 1, not -5"),
+    ({"WHISTLE_RATE_READ": "-1"}, "Error: WHISTLE_RATE_READ must be at least 0, not -1"),
+    ({"NOTIFY_MAX_ATTEMPTS": "9"}, "Error: NOTIFY_MAX_ATTEMPTS (9) must be at least 1 and "
+     "below WHISTLE_MAX_ATTEMPTS (5), or events would be dead-lettered before notify marks "
+     "their messages failed"),
+    ({"WHISTLE_TRIAGE_THRESHOLD": "90%"},
+     "Error: WHISTLE_TRIAGE_THRESHOLD='90%' is not a number"),
+    ({"WHISTLE_PUBLIC_URL": "whistle.example.org"}, "Error: WHISTLE_PUBLIC_URL must be an "
+     "http:// or https:// address (residents' links start with it), not 'whistle.example.org'"),
 ])
-@pytest.mark.parametrize("args", [("token", "desk"), ("stats",), ("audit",)])
+@pytest.mark.parametrize("args", [("token", "desk"), ("stats",), ("audit",), ("db", "status"),
+                                  ("up",)])
 def test_a_variable_the_config_refuses_is_one_line_naming_it_in_any_command(env, says, args):
     result = run(*args, env={**NO_REDIS, **env})
     assert result.exit_code == 1 and one_error_line(result) == says
+    assert "hunter2" not in result.output  # a database URL's password is never repeated
+
+
+@pytest.mark.parametrize("args", [("token", "desk"), ("audit",), ("db", "status"), ("up",)])
+def test_a_time_zone_that_does_not_exist_is_one_line_naming_it(args):
+    # (`whistle stats` reads it first, and refuses it as a usage error of its own)
+    result = run(*args, env={**NO_REDIS, "WHISTLE_TZ": "Beijing"})
+    assert result.exit_code == 1 and one_error_line(result) == (
+        "Error: WHISTLE_TZ must name a time zone (like Asia/Shanghai or UTC), not 'Beijing'")
 
 
 @pytest.mark.parametrize("address", ["foo", ":8000", "0", "70000", "[::1]:8000"])

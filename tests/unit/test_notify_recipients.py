@@ -32,10 +32,11 @@ from services.notify.recipients import (
     supervisor_for,
     supervisor_language,
 )
-from services.notify.service import NotifyService, check_attempts
+from services.notify.service import NotifyService
 from services.notify.templates import Templates
 from shared import config as cfg
 from shared.auth import verify_feedback_token
+from shared.config import check_attempts
 from shared.contracts import (
     AgencyRef,
     AssignmentAcknowledged,
