@@ -184,6 +184,10 @@ class WorkerLogger(DependencyProvider):
         # Every way of running a service (whistle up, nameko run, tests) ends up here.
         from shared import config as cfg
 
+        # `nameko run --config config.yaml` (docker compose) builds the config without
+        # config_from_env: checked here, so that it too refuses a malformed value and,
+        # with WHISTLE_ENV=production, the development defaults (before any worker runs).
+        cfg.normalise(self.container.config)
         configure_logging(cfg.get(self.container.config, cfg.LOG_FORMAT))
         time_workers_only_when_debugging()
         tune_gc_for_service()  # here for the same reason: every service process comes by

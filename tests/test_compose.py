@@ -377,6 +377,27 @@ def test_nameko_run_finds_exactly_the_service_in_its_module(name: str) -> None:
     assert [cls.name for cls in import_service(f"services.{name}.service")] == [name]
 
 
+@pytest.mark.parametrize("service", WHISTLE_SERVICES)
+def test_nameko_run_refuses_what_whistle_up_refuses(service: str) -> None:
+    """Compose runs each service with `nameko run --config config.yaml`, which never
+    builds its config with config_from_env: with WHISTLE_ENV=production, a short secret
+    and the guest broker account used to start all the same."""
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_VARS}
+    env.update({"WHISTLE_ENV": "production", "WHISTLE_SECRET": "too-short",
+                "AMQP_URI": "amqp://guest:guest@127.0.0.1:1/", "REDIS_URL": "redis://127.0.0.1:1/0",
+                "WHISTLE_DATABASE_URL": "postgresql://whistle:pw@127.0.0.1:1/whistle",
+                "WEB_SERVER_ADDRESS": "127.0.0.1:1", "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "nameko", "run", "--config", str(CONFIG_FILE),
+         f"services.{service}.service"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert ("shared.config.ConfigurationError: refusing to start in production: "
+            "WHISTLE_SECRET must be set to a random value of at least 32 characters; "
+            "AMQP_URI must not use the guest account (name another broker user)"
+            ) in proc.stderr.splitlines(), proc.stderr[-2000:]
+
+
 # --- README quickstart <-> CI -------------------------------------------------------
 
 
