@@ -76,6 +76,18 @@ def _store(config: dict):
                       Archive(config[cfg.DATABASE_URL]))
 
 
+def _unreachable(config: dict, exc: Exception) -> click.ClickException:
+    """The one line for a store out of reach (``Unavailable`` from either): which, where
+    and why."""
+    from shared.archive import DB_ERRORS, redact
+    from whistle.ops import cannot_reach
+
+    if isinstance(exc.__cause__, DB_ERRORS):
+        return click.ClickException(f"cannot reach the database at "
+                                    f"{redact(config[cfg.DATABASE_URL])} ({exc})")
+    return cannot_reach("Redis", config[cfg.REDIS_URL], exc.__cause__ or exc)
+
+
 @click.command()
 @click.option("--retention", default=None,
               help="How long an issue stays closed in Redis first (default: "
@@ -107,19 +119,22 @@ def archive(retention: str | None, batch: int, lease_s: int, every_s: float | No
         raise click.BadParameter(str(exc), param_hint="'--retention'") from None
     store = _store(config)
     archiver = Archiver(store, store.archive, retention_s, batch=batch, lease_s=lease_s)
-    while True:
-        try:
-            done = archiver.run_until_idle(time.time())
-            click.echo(f"archived {len(done.archived)}; changed meanwhile {len(done.changed)}; "
-                       f"held by another archiver {done.busy}")
-        except Unavailable as exc:
+    try:  # the pool closed on every way out: left to the interpreter, it printed a traceback
+        while True:
+            try:
+                done = archiver.run_until_idle(time.time())
+                click.echo(f"archived {len(done.archived)}; changed meanwhile "
+                           f"{len(done.changed)}; held by another archiver {done.busy}")
+            except Unavailable as exc:
+                if every_s is None:
+                    raise _unreachable(config, exc) from None
+                click.echo(f"archive pass failed, retrying: {_unreachable(config, exc).message}",
+                           err=True)
             if every_s is None:
-                raise click.ClickException(str(exc)) from None
-            click.echo(f"archive pass failed, retrying: {exc}", err=True)
-        if every_s is None:
-            break
-        time.sleep(every_s)
-    store.archive.close()
+                break
+            time.sleep(every_s)
+    finally:
+        store.archive.close()
 
 
 @click.group()
@@ -135,7 +150,6 @@ def privacy_erase(issue_id: str) -> None:
     A hot issue (still in Redis) is refused: its resident is still being told of
     progress. It can be erased once archived (`whistle archive --retention 0`).
     """
-    from shared.archive import redact
     from shared.errors import NotFound, Unavailable
     from shared.store import REDIS_ERRORS
     from whistle.ops import cannot_reach
@@ -152,8 +166,7 @@ def privacy_erase(issue_id: str) -> None:
     except NotFound:
         raise click.ClickException(f"no archived issue {issue_id}") from None
     except Unavailable as exc:
-        raise click.ClickException(f"cannot reach the database at "
-                                   f"{redact(config[cfg.DATABASE_URL])} ({exc})") from None
+        raise _unreachable(config, exc) from None
     finally:
         store.archive.close()
     click.echo(f"{issue_id}: contact erased, masked form kept" if erased

@@ -192,6 +192,22 @@ def test_erase_command_refuses_a_hot_issue_and_erases_an_archived_one(whistle, c
     assert unknown.exit_code == 1 and "no archived issue" in unknown.output
 
 
+def test_archive_command_with_the_database_out_of_reach_says_which_and_where(whistle, config):
+    from click.testing import CliRunner
+
+    from whistle.cli import cli
+
+    issue_id = closed_issue(whistle, config)
+    env = {cfg.REDIS_URL: config[cfg.REDIS_URL], cfg.KEY_PREFIX: config[cfg.KEY_PREFIX],
+           cfg.DATABASE_URL: "postgresql://whistle:hunter2@127.0.0.1:1/whistle"}
+    result = CliRunner().invoke(cli, ["archive", "--retention", "0"], env=env)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == ("Error: cannot reach the database at "
+                                     "postgresql://whistle@127.0.0.1:1/whistle "
+                                     "(archive unavailable: PoolTimeout)")
+    assert desk(config).get(f"{whistle}/issues/{issue_id}").json()["status"] == "closed"
+
+
 def test_listing_pages_through_hot_and_archived_issues_with_a_cursor(whistle, config, store,
                                                                      archive):
     ids = [closed_issue(whistle, config, phone=f"1390000{i:04d}", address=f"丽德花园{i}号楼")

@@ -77,6 +77,7 @@ def test_routing_reload_with_the_broker_out_of_reach_names_it_and_why():
 @pytest.mark.parametrize("args", [
     ("audit",), ("token", "revoke", "--staff", "power:li-09"), ("open311", "key", "list"),
     ("routing", "corrections"), ("privacy", "erase", "WH-20261121-0001"),
+    ("archive", "--retention", "0"),
 ])
 def test_redis_out_of_reach_is_one_line_naming_where_and_why(args):
     result = run(*args, env=NO_REDIS)
