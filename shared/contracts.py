@@ -320,6 +320,14 @@ class FeedbackForm(Strict):
     comment: bounded_text(1000) | None = None
 
 
+class AssignmentQuery(Strict):
+    """``GET /agencies/{agency}/assignments``'s query: a mistyped parameter (``?state=all``)
+    is refused, not read as the default list. The status's values are the agency's own
+    (``services.agency``)."""
+
+    status: str = "open"
+
+
 class IssueFilter(Strict):
     status: IssueStatus | None = None
     # Issues the desk still has to look at: held in needs_triage, or dispatched urgently

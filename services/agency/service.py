@@ -29,6 +29,7 @@ from shared.authz import (
 from shared.contracts import (
     AcknowledgeAssignment,
     AssignmentCreated,
+    AssignmentQuery,
     AssignmentWithdrawn,
     IssueDispatched,
     IssueFilter,
@@ -108,13 +109,9 @@ class AgencyService:
     def list_assignments_http(self, request, agency):
         principal = self.guard.check(request)
         self._may(may_read_assignments, principal, agency)
-        # As on GET /issues: a mistyped filter (?state=all) must not list the open ones.
-        unknown = [k for k in request.args if k not in ("status", TOKEN_QUERY_PARAMETER)]
-        if unknown:
-            raise InvalidPayload(f"invalid request: {', '.join(unknown)}", [
-                {"field": k, "message": "Extra inputs are not permitted",
-                 "type": "extra_forbidden"} for k in unknown])
-        status = request.args.get("status", "open")
+        # ``token`` is no filter: it carries a resident's link, already judged by the guard.
+        status = validate(AssignmentQuery, {k: v for k, v in request.args.items()
+                                            if k != TOKEN_QUERY_PARAMETER}).status
         return {"agency": agency, "status": status,
                 "assignments": self._assignments(principal, agency, status)}
 
