@@ -132,7 +132,10 @@ FALSE_WORDS = ("0", "false", "no", "off")
 # Read as yes or no: a typo must not quietly turn anonymous submission off, or Open311's
 # reads public.
 _BOOLEAN_KEYS = {ANONYMOUS_SUBMIT, SMTP_STARTTLS, OPEN311_PUBLIC_READ}
-_CHOICES = {LOG_FORMAT: ("json", "console"), NOTIFY_CHANNEL: ("desk", "webhook", "email")}
+# WHISTLE_ENV is a choice too: a typo ("prodution", "staging") must not quietly run with
+# the development defaults (the dev secret, guest/guest) that production refuses.
+_CHOICES = {LOG_FORMAT: ("json", "console"), NOTIFY_CHANNEL: ("desk", "webhook", "email"),
+            ENVIRONMENT: ("development", "dev", "production", "prod")}
 
 
 class ConfigurationError(RuntimeError):

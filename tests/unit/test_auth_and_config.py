@@ -318,6 +318,13 @@ def test_production_lists_every_problem_at_once():
     assert "WHISTLE_SECRET" in message and "AMQP_URI" in message
 
 
+@pytest.mark.parametrize("value", ["prodution", "staging", "live"])
+def test_an_unknown_environment_is_refused_not_taken_for_development(value):
+    # It used to count as development: a typo in production ran on the dev secret.
+    with pytest.raises(cfg.ConfigurationError, match="WHISTLE_ENV must be development"):
+        cfg.config_from_env({"WHISTLE_ENV": value})
+
+
 def test_development_allows_dev_defaults():
     config = cfg.config_from_env({"WHISTLE_ENV": "development"})
     assert config[cfg.SECRET] == cfg.DEV_SECRET
