@@ -320,12 +320,19 @@ class FeedbackForm(Strict):
     comment: bounded_text(1000) | None = None
 
 
+# The previous page's ``next_cursor``: a list goes on after that issue.
+Cursor = Annotated[str, AfterValidator(lambda c: (decode_cursor(c), c)[1])]
+
+
 class AssignmentQuery(Strict):
     """``GET /agencies/{agency}/assignments``'s query: a mistyped parameter (``?state=all``)
     is refused, not read as the default list. The status's values are the agency's own
-    (``services.agency``)."""
+    (``services.agency``). ``limit`` and ``cursor`` page the lists read across Redis and
+    the archive (every status but ``open``, which is every open assignment at once)."""
 
     status: str = "open"
+    limit: int = Field(default=500, ge=1, le=500)
+    cursor: Cursor | None = None
 
 
 class IssueFilter(Strict):
@@ -336,8 +343,7 @@ class IssueFilter(Strict):
     agency: Slug | None = None
     community: bounded_text(64) | None = None
     limit: int = Field(default=50, ge=1, le=500)
-    # The previous page's ``next_cursor``: the list goes on after that issue.
-    cursor: Annotated[str, AfterValidator(lambda c: (decode_cursor(c), c)[1])] | None = None
+    cursor: Cursor | None = None
 
 
 def encode_cursor(received_at: datetime, issue_id: str) -> str:

@@ -88,7 +88,7 @@ class AgencyService:
     def list_assignments(self, token: str, agency: str, status: str = "open") -> list[dict]:
         principal = self.guard.staff(token)
         self._may(may_read_assignments, principal, agency)
-        return self._assignments(principal, agency, status)
+        return self._assignments(principal, agency, status)[0]  # the first page
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def acknowledge(self, token: str, agency: str, issue_id: str,
@@ -110,10 +110,12 @@ class AgencyService:
         principal = self.guard.check(request)
         self._may(may_read_assignments, principal, agency)
         # ``token`` is no filter: it carries a resident's link, already judged by the guard.
-        status = validate(AssignmentQuery, {k: v for k, v in request.args.items()
-                                            if k != TOKEN_QUERY_PARAMETER}).status
-        return {"agency": agency, "status": status,
-                "assignments": self._assignments(principal, agency, status)}
+        query = validate(AssignmentQuery, {k: v for k, v in request.args.items()
+                                           if k != TOKEN_QUERY_PARAMETER})
+        assignments, next_cursor = self._assignments(principal, agency, query.status,
+                                                     query.limit, query.cursor)
+        return {"agency": agency, "status": query.status, "assignments": assignments,
+                "next_cursor": next_cursor}
 
     @http("POST", "/agencies/<agency>/assignments/<issue_id>/acknowledge",
           expected_exceptions=EXPECTED_ERRORS)
@@ -137,27 +139,38 @@ class AgencyService:
 
     # ------------------------------------------------------------ internals
 
-    def _assignments(self, principal: Principal, agency: str, status: str) -> list[dict]:
-        """``agency``'s assignments as ``principal`` may list them: a desk token scoped to
-        some communities gets only those communities' (``GET /issues``'s narrowing and
-        second check)."""
+    def _assignments(self, principal: Principal, agency: str, status: str, limit: int = 500,
+                     cursor: str | None = None) -> tuple[list[dict], str | None]:
+        """``agency``'s assignments as ``principal`` may list them, and the next page's
+        cursor: a desk token scoped to some communities gets only those communities'
+        (``GET /issues``'s narrowing and second check). ``open`` is every open assignment,
+        from Redis, in one list; the others page newest first across Redis and the
+        archive, ``limit`` issues a page (fewer assignments when an issue's part has
+        another status: the cursor still moves past it)."""
         wanted = STATUS_FILTERS.get(status) if isinstance(status, str) else None
         if wanted is None:
             raise InvalidPayload(f"invalid status: {status!r}", [{
                 "field": "status", "message": f"must be one of {', '.join(STATUS_FILTERS)}",
                 "type": "enum"}])
+        next_cursor = None
         if status == "open":
+            if cursor is not None:
+                raise InvalidPayload("the open list is one page", [{
+                    "field": "cursor", "type": "not_paged",
+                    "message": "status=open lists every open assignment at once; "
+                               "cursor pages the other statuses"}])
             records = self.store.open_for_agency(agency)
         else:
-            queries = may_list_issues(principal, IssueFilter(agency=agency, limit=500))
+            queries = may_list_issues(principal, IssueFilter(agency=agency, limit=limit,
+                                                             cursor=cursor))
             # Across Redis and the archive, as GET /issues: an agency's finished work
             # stays in its list once its issue is archived.
-            entries, _ = self.store.page(queries, 500)
+            entries, next_cursor = self.store.page(queries, limit)
             records = self.store.get_many([e["issue_id"] for e in entries])
         now = utcnow()
         return [assignment_view(r, agency, now) for r in records
                 if visible_in_list(principal, r) and agency in r.agencies()
-                and r.assignment_for(agency).status in wanted]
+                and r.assignment_for(agency).status in wanted], next_cursor
 
     def _acknowledge(self, staff: Principal, agency: str, issue_id: str,
                      payload: dict | None) -> dict:

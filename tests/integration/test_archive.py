@@ -9,6 +9,7 @@ from services.intake.archiver import Archiver, Pass
 from shared import config as cfg
 from shared.archive import Archive, SchemaBehind, check_schema, pending_migrations, upgrade
 from shared.auth import issue_feedback_token, issue_token
+from shared.contracts import encode_cursor, utcnow
 from tests.conftest import create_database, drop_database
 from tests.support.waiting import wait_until
 
@@ -232,6 +233,28 @@ def test_listing_pages_through_hot_and_archived_issues_with_a_cursor(whistle, co
     assert [e["issue_id"] for e in closed["issues"]] == ids[::-1]
     bad = desk(config).get(f"{whistle}/issues", params={"cursor": "bogus"}, timeout=5)
     assert bad.status_code == 422 and "cursor" in bad.text
+
+    # The agency's own finished work pages the same way (it used to stop at 500 issues).
+    power = {"Authorization": f"Bearer {issue_token('power', 'p-007', config[cfg.SECRET])}"}
+    worked, cursor = [], None
+    while True:
+        page = requests.get(f"{whistle}/agencies/power/assignments", headers=power, timeout=5,
+                            params={"status": "resolved", "limit": 1,
+                                    **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        worked += [a["issue_id"] for a in page.json()["assignments"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert worked == ids[::-1]
+    for params, field in (({"cursor": "bogus", "status": "all"}, "cursor"),
+                          ({"limit": 0, "status": "all"}, "limit"),
+                          # a well-formed cursor, but the open list is one page
+                          ({"cursor": encode_cursor(utcnow(), ids[0])}, "cursor")):
+        refused = requests.get(f"{whistle}/agencies/power/assignments", headers=power,
+                               params=params, timeout=5)
+        assert refused.status_code == 422, (params, refused.text)
+        assert [e["field"] for e in refused.json()["error"]["fields"]] == [field], refused.text
 
 
 def test_migrations_apply_to_an_empty_database_and_services_check_them():
