@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from shared.auth import TOKEN_QUERY_PARAMETER
 from shared.errors import (
     InvalidPayload,
     MalformedBody,
@@ -409,6 +410,21 @@ def _nests_deeper_than(value: Any, limit: int) -> bool:
         pending.extend((child, depth + 1) for child in children
                        if isinstance(child, dict | list))
     return False
+
+
+def query_parameters(request: Request) -> dict[str, str]:
+    """A JSON endpoint's query string, one value a parameter, without ``token`` (it
+    carries a resident's link, already judged by the guard: no filter). A parameter
+    given twice is a 422 naming it: which of ``?status=open&status=closed`` the caller
+    meant is not Whistle's to guess, and taking the first quietly answered another
+    question than the one asked."""
+    repeated = [key for key, values in request.args.lists()
+                if len(values) > 1 and key != TOKEN_QUERY_PARAMETER]
+    if repeated:
+        raise InvalidPayload(f"invalid request: {', '.join(repeated)}", [
+            {"field": key, "type": "repeated", "message": "given more than once; give it once"}
+            for key in repeated])
+    return {k: v for k, v in request.args.items() if k != TOKEN_QUERY_PARAMETER}
 
 
 def validate(model: type[M], data: Any, what: str = "request") -> M:

@@ -18,7 +18,7 @@ from services.agency.domain import (
     report_in,
     withdrawal_note,
 )
-from shared.auth import TOKEN_QUERY_PARAMETER, Principal
+from shared.auth import Principal
 from shared.authz import (
     may_act_for_agency,
     may_act_on_assignment,
@@ -42,7 +42,7 @@ from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
 from shared.rpc import rpc
 from shared.store import Store
-from shared.web import has_body, health_report, http, read_json, validate
+from shared.web import has_body, health_report, http, query_parameters, read_json, validate
 
 
 class AgencyService:
@@ -109,9 +109,7 @@ class AgencyService:
     def list_assignments_http(self, request, agency):
         principal = self.guard.check(request)
         self._may(may_read_assignments, principal, agency)
-        # ``token`` is no filter: it carries a resident's link, already judged by the guard.
-        query = validate(AssignmentQuery, {k: v for k, v in request.args.items()
-                                           if k != TOKEN_QUERY_PARAMETER})
+        query = validate(AssignmentQuery, query_parameters(request))
         assignments, next_cursor = self._assignments(principal, agency, query.status,
                                                      query.limit, query.cursor)
         return {"agency": agency, "status": query.status, "assignments": assignments,

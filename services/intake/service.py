@@ -20,7 +20,6 @@ from services.intake.open311 import api as open311_api
 from services.intake.stats import StatsScope, StatsWindow
 from shared import config as cfg
 from shared.archive_stats import stats_over_facts
-from shared.auth import TOKEN_QUERY_PARAMETER
 from shared.authz import (
     View,
     issue_view,
@@ -39,7 +38,14 @@ from shared.logging import WorkerLogger
 from shared.messaging import EventBus
 from shared.rpc import rpc
 from shared.store import Store, day_of
-from shared.web import health_report, http, json_response, read_json, validate
+from shared.web import (
+    health_report,
+    http,
+    json_response,
+    query_parameters,
+    read_json,
+    validate,
+)
 
 # Ids tried for one submission before giving up (the first collision resyncs the
 # day's counter, so a second try normally succeeds).
@@ -230,7 +236,6 @@ class IntakeService(open311_api.Open311Api):
 
     @staticmethod
     def _query(request) -> dict:
-        """The query string's filters. ``token`` is no filter: it carries a resident's
-        link (shared.auth.principal_from_request), and the guard has already judged it."""
-        return {k: v for k, v in request.args.items()
-                if v != "" and k != TOKEN_QUERY_PARAMETER}
+        """The query string's filters (``shared.web.query_parameters``); an empty one is
+        no filter."""
+        return {k: v for k, v in query_parameters(request).items() if v != ""}

@@ -249,6 +249,7 @@ def test_listing_pages_through_hot_and_archived_issues_with_a_cursor(whistle, co
     assert worked == ids[::-1]
     for params, field in (({"cursor": "bogus", "status": "all"}, "cursor"),
                           ({"limit": 0, "status": "all"}, "limit"),
+                          ([("status", "all"), ("status", "open")], "status"),
                           # a well-formed cursor, but the open list is one page
                           ({"cursor": encode_cursor(utcnow(), ids[0])}, "cursor")):
         refused = requests.get(f"{whistle}/agencies/power/assignments", headers=power,

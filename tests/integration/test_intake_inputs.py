@@ -138,3 +138,19 @@ def test_the_desk_names_a_category_the_rules_know_or_none(intake):
                               headers=DESK, timeout=5)
         assert taken.status_code == 201, taken.text
     assert stored(client, prefix) == 2
+
+
+@pytest.mark.parametrize("path", ["/issues", "/stats"])
+def test_a_query_parameter_given_twice_is_refused_naming_it(intake, path):
+    """``?status=open&status=closed`` was read as its first value: the desk got an answer
+    to another question than the one it asked. Now it is a 422 naming the parameter; a
+    resident's ``token`` is the guard's, not a filter, and is not counted."""
+    base, _client, _prefix = intake
+    twice = "status=dispatched&status=closed" if path == "/issues" else \
+        "since=2026-11-01T00:00:00%2B08:00&since=2026-10-01T00:00:00%2B08:00"
+    refused = requests.get(f"{base}{path}?{twice}", headers=DESK, timeout=5)
+    assert_clean_refusal(refused, 422)
+    [field] = refused.json()["error"]["fields"]
+    assert field["type"] == "repeated" and field["field"] in ("status", "since")
+    once = requests.get(f"{base}{path}?{twice.split('&')[0]}", headers=DESK, timeout=5)
+    assert once.status_code == 200, once.text
