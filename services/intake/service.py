@@ -208,7 +208,7 @@ class IntakeService(open311_api.Open311Api):
         known = self.open311_services.categories()
         if submission.category is not None and submission.category not in known:
             raise InvalidPayload(f"unknown category {submission.category!r}", [
-                {"field": "category", "type": "unknown_category",
+                {"field": "category", "type": "unknown",
                  "message": f"unknown category {submission.category!r}; one of "
                             f"{', '.join(known)}, or none to let routing decide"}])
         now = utcnow()

@@ -133,6 +133,7 @@ def test_the_desk_names_a_category_the_rules_know_or_none(intake):
     assert refused.status_code == 422
     [field] = refused.json()["error"]["fields"]
     assert field["field"] == "category" and "flying_wire" in field["message"]
+    assert field["type"] == "unknown"  # as routing's triage and reroute name it
     for category in ("flying_wire", "general"):  # a rule's, and the fallback's
         taken = requests.post(f"{base}/issues", json={**VALID, "category": category},
                               headers=DESK, timeout=5)
