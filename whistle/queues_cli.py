@@ -40,6 +40,8 @@ def migrate(to: str) -> None:
     except MigrationInterrupted as exc:
         raise click.ClickException(f"migration {exc}; nothing is lost: run the command "
                                    "again to go on") from None
+    except BrokenPipeError:  # the reader went away (| head): click's own quiet exit
+        raise
     except (OSError, OperationalError, AMQPError) as exc:  # AMQPError: login, vhost refused
         from whistle.ops import cannot_reach
 

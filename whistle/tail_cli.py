@@ -202,6 +202,8 @@ def tail(issue, agency, kind, service, as_json) -> None:
         click.echo("whistle tail: stopped", err=True)
     except BrokerLost as exc:
         raise click.ClickException(str(exc)) from None
+    except BrokenPipeError:  # the reader went away (| head): click's own quiet exit
+        raise
     # kombu wraps a refused connection; py-amqp raises the broker's refusal of the login
     # or the vhost itself
     except (OSError, KombuOperationalError, AMQPError) as exc:
@@ -266,6 +268,8 @@ class Follower:
         while not self.stopping:
             try:
                 drain(self.connection, timeout=1)
+            except BrokenPipeError:  # our reader's pipe, not the broker's connection
+                raise
             except self.connection.connection_errors + (OSError,):
                 self._reconnect(on_reconnect)
 

@@ -3,6 +3,7 @@ read through its management API) and Redis (a key prefix per test)."""
 
 import base64
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -341,6 +342,34 @@ def test_tail_shows_an_undecodable_message_as_a_line_and_goes_on(env, amqp, tmp_
         no_personal_data(out.read_text() + err.read_text())
         tail.send_signal(signal.SIGINT)
         assert tail.wait(10) == 0
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+
+
+@pytest.mark.parametrize("args", [("tail",), ("tail", "--json")])
+def test_tail_into_a_pipe_its_reader_closed_stops_quietly(env, amqp, args):
+    """``whistle tail | head -3``: once head has its lines, tail must stop. The closed
+    pipe used to be taken for a lost broker: "cannot reach RabbitMQ" with the header line,
+    and, once following, a reconnection to RabbitMQ after every event, for ever."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        tail = subprocess.Popen([WHISTLE, *args], stdout=write_end, stderr=subprocess.PIPE,
+                                env={"PATH": "/usr/bin:/bin", **env})
+    finally:
+        os.close(write_end)
+    try:
+        if "--json" in args:  # no header: the first event's line meets the closed pipe
+            producer = Producer(amqp.channel())
+            deadline = time.monotonic() + 20
+            while tail.poll() is None and time.monotonic() < deadline:
+                producer.publish(EVENT, exchange=EVENTS_EXCHANGE, routing_key="issue.received")
+                time.sleep(0.5)
+        assert tail.wait(20) == 1
+        stderr = tail.stderr.read().decode()
+        assert "RabbitMQ" not in stderr and "connection lost" not in stderr, stderr
+        assert "Traceback" not in stderr, stderr
     finally:
         if tail.poll() is None:
             tail.kill()
