@@ -20,6 +20,7 @@ import re
 from functools import cached_property
 from logging import getLogger
 from typing import Any, TypeVar
+from urllib.parse import unquote_plus
 
 import eventlet
 from eventlet import wsgi
@@ -175,13 +176,29 @@ def _declared_length(environ) -> int | None:
         return None
 
 
-# Tokens must never reach a log: a resident's link carries one in its query string.
-_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]+")
+# Credentials and residents' data must never reach a log, and a query string can carry
+# them: a resident's link its token, an Open311 client its ``api_key`` (on every
+# ``servicerequestupdates`` poll), and an Open311 POST may put any of its fields there
+# (the reporter's name, phone, email, the flat). Their values are cut out, whatever the
+# name's spelling on the wire (``%74oken``, ``api%5Fkey``: werkzeug decodes names).
+_QUERY_PAIR = re.compile(r"([?&])([^=&\s]*)=([^&\s]*)")
+_SECRET_PARAMETERS = frozenset({
+    "token", "api_key", "first_name", "last_name", "phone", "email", "description",
+    "address_string", "address_id", "device_id", "account_id", "media_url"})
+
+
+def _redact_pair(match: re.Match) -> str:
+    name = unquote_plus(match.group(2))
+    if name in _SECRET_PARAMETERS or name.startswith("attribute["):
+        return f"{match.group(1)}{match.group(2)}=[redacted]"
+    return match.group(0)
 
 
 def redact_request_line(line: str) -> str:
-    """``POST /issues/X/feedback?token=eyJ… HTTP/1.1`` -> ``…?token=[redacted] HTTP/1.1``."""
-    return _TOKEN_IN_QUERY.sub(r"\1[redacted]", line) if "token=" in line else line
+    """``POST /issues/X/feedback?token=eyJ… HTTP/1.1`` -> ``…?token=[redacted] HTTP/1.1``;
+    the same for an Open311 ``api_key`` and the personal fields an Open311 POST may send
+    in its query string (``_SECRET_PARAMETERS``)."""
+    return _QUERY_PAIR.sub(_redact_pair, line) if "?" in line else line
 
 
 # eventlet formats the access line itself; these fields, split on a separator no

@@ -235,6 +235,29 @@ def test_the_access_log_never_holds_a_links_token():
     assert "eyJ" not in redact_request_line(line) and "lang=en" in redact_request_line(line)
 
 
+def test_the_access_log_never_holds_an_open311_key_nor_a_reporters_details():
+    """An Open311 client polls with ``?api_key=`` in the query string, and may POST its
+    fields there: the key, the name, the email and the flat are cut out, however the
+    names are spelled on the wire; the filters an operator reads by stay."""
+    key = "o311_86inGYNxaNRARBvRU5JF6_Bq8g4ymCFtGRbh9momn1Q"
+    poll = (f"GET /open311/v2/servicerequestupdates.json?api_key={key}"
+            "&start_date=2026-12-06T00:00:00Z HTTP/1.1")
+    assert redact_request_line(poll) == ("GET /open311/v2/servicerequestupdates.json"
+                                         "?api_key=[redacted]&start_date=2026-12-06T00:00:00Z "
+                                         "HTTP/1.1")
+    post = (f"POST /open311/v2/requests.json?api%5Fkey={key}&service_code=pipe_leak"
+            "&first_name=%E5%BB%BA%E5%9B%BD&last_name=%E5%AD%99&email=sun%40example.org"
+            "&phone=138%2012345678&attribute%5Bbuilding%5D=3%E5%8F%B7%E6%A5%BC201"
+            "&description=%E5%AD%99%E5%BB%BA%E5%9B%BD&%74oken=eyJx.y.z HTTP/1.1")
+    shown = redact_request_line(post)
+    for secret in (key, "%E5%BB%BA%E5%9B%BD", "%E5%AD%99", "sun%40example.org", "12345678",
+                   "%E5%8F%B7", "eyJ"):
+        assert secret not in shown, secret
+    assert "service_code=pipe_leak" in shown and shown.endswith(" HTTP/1.1")
+    assert redact_request_line("GET /issues?status=open&limit=20 HTTP/1.1") == \
+        "GET /issues?status=open&limit=20 HTTP/1.1"
+
+
 def test_the_pages_show_names_from_the_rules_file_not_codes():
     names = names_from_rules(None)
     assert names.category("flying_wire", "zh") == "飞线/电线裸露"
