@@ -191,7 +191,13 @@ def token_revoke(jti: str | None, staff: str | None) -> None:
             revoke(client, config[cfg.KEY_PREFIX], jti)
             click.echo(f"revoked token {jti}")
         else:
-            revoke_staff(client, config[cfg.KEY_PREFIX], agency, staff_id, time.time())
+            now = time.time()
+            revoke_staff(client, config[cfg.KEY_PREFIX], agency, staff_id, now)
+            # A token says when it was issued in whole seconds, and the cut-off refuses
+            # every token of this second: one issued for the same person right after
+            # (a lost phone, replaced) would be refused for its whole life. Return only
+            # once this second is over, so that a token issued afterwards is good.
+            time.sleep(max(0.0, int(now) + 1 - time.time()))
             click.echo(f"revoked every token issued so far to {agency}:{staff_id}")
     except Exception as exc:  # Redis unreachable: say so, no traceback
         if isinstance(exc, click.ClickException):

@@ -460,6 +460,32 @@ def test_revoked_tokens_are_refused_everywhere_from_the_next_request(whistle, wh
                         headers=staff_headers("power", "p-8", secret)).status_code == 200
 
 
+def test_a_token_issued_right_after_revoking_a_staff_member_is_good(whistle, monkeypatch):
+    """A lost phone: ``whistle token revoke --staff power:p-6``, then at once a new token
+    for the same person. Tokens say when they were issued in whole seconds, so one issued
+    in the second of the revocation was refused for its whole life; the command now
+    returns only once that second is over."""
+    from click.testing import CliRunner
+
+    from whistle.cli import cli
+
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    for name in (cfg.REDIS_URL, cfg.KEY_PREFIX):
+        monkeypatch.setenv(name, str(config[name]))
+    lost = issue_token("power", "p-6", secret)
+    while time.time() % 1 > 0.2:  # early in a second: the new token is issued within it
+        time.sleep(0.01)
+    done = CliRunner().invoke(cli, ["token", "revoke", "--staff", "power:p-6"])
+    assert done.exit_code == 0, done.output
+    fresh = issue_token("power", "p-6", secret)
+    listed = "/agencies/power/assignments"
+    assert requests.get(f"{base}{listed}", headers={"Authorization": f"Bearer {lost}"}
+                        ).status_code == 401
+    assert requests.get(f"{base}{listed}", headers={"Authorization": f"Bearer {fresh}"}
+                        ).status_code == 200
+
+
 def test_a_refresh_gives_a_fresh_token_and_revokes_the_old_one(whistle):
     base, config = whistle
     secret = config[cfg.SECRET]
