@@ -66,16 +66,24 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
                     mimetype="application/json")
 
 
+def error_headers(exc: Exception) -> dict[str, str] | None:
+    """The headers a refusal carries, whatever shape its body has (JSON, a page):
+    ``Retry-After`` on a 429 (the seconds left in the window) and a 503, ``Connection:
+    close`` on a 413."""
+    if not isinstance(exc, WhistleError):
+        return None
+    if exc.status == 503:
+        return {"Retry-After": "5"}
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, PayloadTooLarge):
+        return {"Connection": "close"}
+    return None
+
+
 def error_response(exc: Exception) -> Response:
     if isinstance(exc, WhistleError):
-        headers = None
-        if exc.status == 503:
-            headers = {"Retry-After": "5"}
-        elif isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(exc.retry_after)}
-        elif isinstance(exc, PayloadTooLarge):
-            headers = {"Connection": "close"}
-        return json_response(exc.to_json(), exc.status, headers)
+        return json_response(exc.to_json(), exc.status, error_headers(exc))
     if isinstance(exc, HTTPException):
         return json_response({"error": {"code": exc.name.lower().replace(" ", "_"),
                                         "message": exc.description}}, exc.code or 500)

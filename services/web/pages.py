@@ -35,7 +35,7 @@ from services.web.views import (
     triage_reason,
 )
 from shared.errors import WhistleError
-from shared.web import ERROR_SHAPES, JsonHttpHandler, error_response
+from shared.web import ERROR_SHAPES, JsonHttpHandler, error_headers, error_response
 
 _log = getLogger(__name__)
 
@@ -135,13 +135,18 @@ def error_page(request, exc: Exception) -> Response:
     if status == 401:
         return redirect("/signin")
     key = {403: "forbidden", 404: "not_found", 405: "wrong_method", 413: "too_large",
-           503: "unavailable"}.get(status, "error_title")
+           429: "rate_limited", 503: "unavailable"}.get(status, "error_title")
     if isinstance(exc, WhistleError) and exc.code == "csrf":
         # A form from before this session (signed out and in again in another tab): not
         # a refusal of the person ("您无权…" told staff they lacked a right they have).
         key = "csrf_bad"
     detail = exc.message if isinstance(exc, WhistleError) and status in (409, 422) else ""
-    return render(request, "error.html", status=status, message_key=key, detail=detail)
+    response = render(request, "error.html", status=status, message_key=key, detail=detail,
+                      seconds=getattr(exc, "retry_after", None))
+    # The API's headers too: a 429 page says when to come back (Retry-After) as the
+    # API's 429 does, a 503 as well, and a 413 closes the connection.
+    response.headers.update(error_headers(exc) or {})
+    return response
 
 
 page = PageHandler.decorator

@@ -187,6 +187,29 @@ def test_a_stale_form_says_so_rather_than_no_right():
     assert "无权" in error_page(request, Forbidden("not yours")).get_data(as_text=True)
 
 
+def test_a_page_over_the_rate_limit_says_when_to_come_back():
+    """A page over its limit answered 429 "出错了" with no reason and no Retry-After (the
+    API's 429 has it): the page now says it, in words and in the header."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.web.pages import error_page
+    from shared.errors import PayloadTooLarge, RateLimited, Unavailable
+
+    builder = EnvironBuilder(path="/desk", query_string={"lang": "en"})
+    request = Request(builder.get_environ())
+    builder.close()
+    limited = error_page(request, RateLimited("too many requests; try again in 42 s",
+                                              retry_after=42))
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "42"
+    assert "try again in 42 s" in limited.get_data(as_text=True)
+    assert "操作太频繁，请 42 秒后再试" in error_page(
+        Request(EnvironBuilder(path="/resident/WH-20261205-0001").get_environ()),
+        RateLimited("x", retry_after=42)).get_data(as_text=True)
+    assert error_page(request, Unavailable("redis down")).headers["Retry-After"] == "5"
+    assert error_page(request, PayloadTooLarge("too large")).headers["Connection"] == "close"
+
+
 def test_the_form_becomes_the_apis_body_with_blanks_left_out():
     body = views.submission_from_form({
         "description": "飞线", "location.community": "幸福里", "location.address": "3号楼",
