@@ -411,6 +411,10 @@ class WebService:
         if comment.strip():
             body["comment"] = comment
         try:
+            # Counted against the link's rate limit as the API's rating is (and as this
+            # page's GET is): the form was the one request a resident's link could send
+            # without limit, and each one an RPC and an audit entry.
+            self.guard.check_token(token, address=request.remote_addr)
             result = self._rpc(self.routing.submit_feedback, issue_id, body)
         except (Unauthorized, Forbidden, NotFound) as exc:
             return self._resident_problem(request, exc)

@@ -197,3 +197,23 @@ def served_pages() -> set[tuple[str, str]]:
         for entrypoint in getattr(attribute, "nameko_entrypoints", ()):
             routes.add((entrypoint.method, entrypoint.url))
     return routes
+
+
+def test_the_residents_rating_form_counts_against_the_links_rate_limit(whistle_processes):
+    """The rating form was the one request a resident's link could send without limit
+    (the API's rating and the page itself are counted): 650 posts in a minute were all
+    answered, each an RPC and an audit entry. Now the form counts against the link's
+    limit like the page: over it, a 429 page with Retry-After."""
+    web = whistle_processes("intake,routing,agency,notify,web", env={cfg.RATE_READ: "5"})
+    issue_id = submit(web.url, "楼道灯不亮了", "缤泰社区")
+    link = issue_feedback_token(issue_id, issue_id, 0, cfg.DEV_SECRET, ttl_s=3600)
+    answers = [requests.post(f"{web.url}/resident/{issue_id}/rating", timeout=10,
+                             allow_redirects=False,
+                             data={"token": link, "rating": "satisfied"})
+               for _ in range(6)]
+    assert [a.status_code for a in answers] == [303] * 5 + [429]
+    assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+    assert "Traceback" not in answers[-1].text
+    # A forged link is still the link's own problem page, not a count of anything.
+    assert requests.post(f"{web.url}/resident/{issue_id}/rating", timeout=10,
+                         data={"token": "eyJx.y.z", "rating": "satisfied"}).status_code == 403
