@@ -43,7 +43,7 @@ from typing import Any
 from shared.auth import FeedbackGrant, Principal, Role
 from shared.contracts import AssignmentStatus, IssueFilter, IssueStatus
 from shared.errors import Forbidden, InvalidTransition, Unauthorized
-from shared.issue import IssueRecord, mask_comments, without_comments
+from shared.issue import IssueRecord, mask_comments, masked_comment, without_comments
 from shared.privacy import mask_email, mask_name, mask_phone
 
 
@@ -159,8 +159,25 @@ def agency_view(record: IssueRecord, contact: dict[str, Any] | None,
     view["timeline"] = [entry for entry in view["timeline"] if entry["service"] != "notify"]
     for assignment in view["assignments"]:
         assignment["yours"] = assignment["agency"] == agency
+    _mask_staff_notes(view, contact)
     view["contact"] = masked_contact(contact)
     return view
+
+
+def _mask_staff_notes(view: dict[str, Any], contact: dict[str, Any] | None) -> None:
+    """Staff write down whom they called ("已联系孙建国，电话13812345678"): in the agency
+    view, every note (报到 and resolution notes, the timeline's steps that quote them, the
+    table's tasks) has phones, emails and the resident's name masked as a rating comment
+    is, since the contact is shown to agencies only masked (Open311 masks them as well)."""
+    names = [(contact or {}).get("name")]
+    for assignment in [*view["assignments"], *view["withdrawn"]]:
+        for key in ("acknowledge_note", "resolution_note"):
+            assignment[key] = masked_comment(assignment.get(key), names)
+    for entry in view["timeline"]:
+        entry["detail"] = masked_comment(entry.get("detail"), names)
+    for task in (view.get("table") or {}).get("tasks", []):
+        task["description"] = masked_comment(task.get("description"), names)
+        task["note"] = masked_comment(task.get("note"), names)
 
 
 def may_list_issues(principal: Principal, query: IssueFilter) -> list[IssueFilter]:

@@ -345,6 +345,38 @@ def test_a_rating_comment_reaches_no_agency_and_the_desk_only_masked(whistle):
     assert masked in events
 
 
+def test_an_agency_never_reads_the_residents_contact_in_another_agencys_note(whistle):
+    """Agency staff call residents and write it down: "已联系赵大爷，电话13700009999". The
+    other agencies on the issue, and one a reroute withdrew, read those notes (on the
+    assignment, the timeline and the table's tasks) in the agency view, which shows the
+    contact only masked: the phone and the resident's name in them were shown in full.
+    They are masked there now, as a rating comment is; the desk's view is unchanged."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, power, issue_id = dispatched_wire(base, secret)
+    convened = requests.post(f"{base}/issues/{issue_id}/table", headers=desk, timeout=10,
+                             json={"meets_at": "2026-12-01T09:00:00+08:00", "place": "居委会",
+                                   "agencies": ["urban_management"]})
+    assert convened.status_code == 201, convened.text
+    task = requests.post(f"{base}/issues/{issue_id}/table/tasks", headers=desk, timeout=10,
+                         json={"agency": "power", "description": f"给{NAME}回电{PHONE}",
+                               "due": "2099-12-02T09:00:00+08:00"})
+    assert task.status_code == 201, task.text
+    note = f"已联系{NAME}，电话{PHONE}"
+    done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/acknowledge",
+                         headers=power, json={"note": note}, timeout=10)
+    assert done.status_code == 200, done.text
+    other = staff_headers("urban_management", "um-1", secret)
+    as_other = requests.get(f"{base}/issues/{issue_id}", headers=other, timeout=10)
+    assert as_other.status_code == 200, as_other.text
+    shown = json.dumps(as_other.json(), ensure_ascii=False)
+    assert PHONE not in shown and NAME not in shown, shown
+    assert "已联系赵**，电话137****9999" in shown and "给赵**回电137****9999" in shown
+    as_desk = json.dumps(requests.get(f"{base}/issues/{issue_id}", headers=desk,
+                                      timeout=10).json(), ensure_ascii=False)
+    assert note in as_desk
+
+
 TABLE_WRITES = (  # (path under the issue, a valid body, a body missing its required field)
     ("/table", {"meets_at": "2026-12-02T09:00:00+08:00", "place": "居委会", "agencies": []},
      {"place": "居委会"}),
