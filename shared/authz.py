@@ -113,18 +113,20 @@ def may_read_issue(principal: Principal, record: IssueRecord, issue_id: str | No
 
 def issue_view(view: View, record: IssueRecord, contact: dict[str, Any] | None,
                primary: IssueRecord | None = None, agency: str | None = None,
-               rates: tuple[str, int] | None = None) -> dict[str, Any]:
+               rates: tuple[str, int] | None = None,
+               reporters: Iterable[str | None] = ()) -> dict[str, Any]:
     """``record`` shaped for ``view``; contact always masked.
 
     ``primary``: for the resident view of a merged report, the issue it joined (its
     progress is the resident's progress). ``agency``: the reading agency (its own
     assignment is marked ``yours``). ``rates``: the resident's rating grant
-    (``Principal.rates``), for ``can_rate``.
+    (``Principal.rates``), for ``can_rate``. ``reporters``: the names of the reports
+    merged into ``record``, masked in the agency view's notes as the resident's own is.
     """
     if view is View.desk:
         return desk_view(record, contact)
     if view is View.agency:
-        return agency_view(record, contact, agency)
+        return agency_view(record, contact, agency, reporters)
     return resident_view(record, contact, primary, rates)
 
 
@@ -151,7 +153,8 @@ _AGENCY_FIELDS = {"issue_id", "status", "description", "category", "priority", "
 
 
 def agency_view(record: IssueRecord, contact: dict[str, Any] | None,
-                agency: str | None = None) -> dict[str, Any]:
+                agency: str | None = None, reporters: Iterable[str | None] = ()
+                ) -> dict[str, Any]:
     """The work: problem, place, every assignment's state (the parts a reroute withdrew
     too), the table, the timeline without the messages to residents and without the
     residents' rating comments. No reporters, ratings or unmasked contact."""
@@ -159,17 +162,17 @@ def agency_view(record: IssueRecord, contact: dict[str, Any] | None,
     view["timeline"] = [entry for entry in view["timeline"] if entry["service"] != "notify"]
     for assignment in view["assignments"]:
         assignment["yours"] = assignment["agency"] == agency
-    _mask_staff_notes(view, contact)
+    _mask_staff_notes(view, [(contact or {}).get("name"), *reporters])
     view["contact"] = masked_contact(contact)
     return view
 
 
-def _mask_staff_notes(view: dict[str, Any], contact: dict[str, Any] | None) -> None:
+def _mask_staff_notes(view: dict[str, Any], names: list[str | None]) -> None:
     """Staff write down whom they called ("已联系孙建国，电话13812345678"): in the agency
     view, every note (报到 and resolution notes, the timeline's steps that quote them, the
     table's tasks) has phones, emails and the resident's name masked as a rating comment
-    is, since the contact is shown to agencies only masked (Open311 masks them as well)."""
-    names = [(contact or {}).get("name")]
+    is, since the contact is shown to agencies only masked (Open311 masks them as well).
+    ``names``: the resident's and those of the neighbours whose reports merged into it."""
     for assignment in [*view["assignments"], *view["withdrawn"]]:
         for key in ("acknowledge_note", "resolution_note"):
             assignment[key] = masked_comment(assignment.get(key), names)

@@ -166,8 +166,13 @@ class IntakeService(open311_api.Open311Api):
         view = may_read_issue(principal, record, issue_id)
         primary = (self.store.get(record.merged_into)
                    if view is View.resident and record.merged_into else None)
+        # An agency's notes may name any neighbour who reported it: masked, as the
+        # resident's own name is (the desk reads them as written).
+        merged = (self.store.contacts(record.reporters)
+                  if view is View.agency and record.reporters else {})
         return issue_view(view, record, self.store.contact(issue_id), primary,
-                          agency=principal.agency, rates=principal.rates)
+                          agency=principal.agency, rates=principal.rates,
+                          reporters=[c.get("name") for c in merged.values()])
 
     @http("GET", "/issues/<issue_id>/events", expected_exceptions=EXPECTED_ERRORS)
     def get_events_http(self, request, issue_id):

@@ -377,6 +377,32 @@ def test_an_agency_never_reads_the_residents_contact_in_another_agencys_note(whi
     assert note in as_desk
 
 
+def test_a_note_naming_a_neighbour_who_reported_the_same_problem_is_masked_too(whistle):
+    """Two neighbours report one burst pipe; the second report merges into the first. An
+    agency's note naming the second reporter reached the other agency in full: only the
+    first reporter's name was masked."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk = staff_headers("desk", "d-1", secret)
+    place = {"community": "和平里社区", "address": "5号楼2单元"}
+    first = submit(base, {"description": "楼下水管爆了", "category": "pipe_leak",
+                          "location": place, "contact": {"name": "钱小红"}}, desk)
+    wait_for(lambda: status_of(base, first, desk), lambda s: s == "dispatched")
+    second = submit(base, {"description": "水管破了在漏水", "category": "pipe_leak",
+                           "location": place, "contact": {"name": "李四海"}}, desk)
+    wait_for(lambda: status_of(base, second, desk), lambda s: s == "merged")
+    issue = requests.get(f"{base}/issues/{first}", headers=desk, timeout=10).json()
+    lead, other = (a["agency"] for a in issue["assignments"][:2])
+    noted = requests.post(f"{base}/agencies/{lead}/assignments/{first}/acknowledge",
+                          headers=staff_headers(lead, "x-1", secret),
+                          json={"note": "已联系李四海和钱小红"}, timeout=10)
+    assert noted.status_code == 200, noted.text
+    shown = requests.get(f"{base}/issues/{first}", timeout=10,
+                         headers=staff_headers(other, "x-2", secret)).text
+    assert "李四海" not in shown and "钱小红" not in shown
+    assert "已联系李**和钱**" in shown
+
+
 TABLE_WRITES = (  # (path under the issue, a valid body, a body missing its required field)
     ("/table", {"meets_at": "2026-12-02T09:00:00+08:00", "place": "居委会", "agencies": []},
      {"place": "居委会"}),
