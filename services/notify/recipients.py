@@ -22,6 +22,8 @@ Usage::
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from shared.contracts import (
     ClosedReason,
     DeadlineKind,
@@ -124,19 +126,45 @@ def ordering_waits(record: IssueRecord, kind: str, reporter: str) -> list[tuple[
         counts = _so_far(record)
         return [(before, counts[counter]) for before, counter in AFTER.get(kind, ())
                 if counts[counter]]
-    # A merged reporter may have joined after some of the messages: only the last one.
     waits = [] if kind in OWN_KINDS else [("merged", 1)]
+    joined = _joined_at(record, reporter)
+    if joined is not None:
+        # A merged reporter is told of the primary's steps from the moment they joined
+        # (a step before it, they may or may not have heard of): wait only for those
+        # after. Waiting for a "dispatched" they never got held every later message for
+        # the whole grace, and let "resolved" overtake "reported in".
+        counts = _so_far(record, since=joined)
+        return waits + [(before, counts[counter]) for before, counter in AFTER.get(kind, ())
+                        if counts[counter]]
+    # A record without the join's step: only the last message before.
     if kind in PREDECESSOR:
         parts = max(len(record.assignments) - 1, 0) if kind == "resolved" else 0
         waits.append(("part_resolved", parts) if parts else (PREDECESSOR[kind], 1))
     return waits
 
 
-def _so_far(record: IssueRecord) -> dict[str, int]:
-    """How many of each step the issue's own resident has been told about (its timeline)."""
-    agency_steps = [e.step for e in record.timeline if e.service == "agency"]
-    reopens = getattr(record, "reopen_count", 0)
-    return {"one": 1, "reopens": reopens, "cycles": reopens + 1,
+def _joined_at(record: IssueRecord, reporter: str) -> datetime | None:
+    """When ``reporter``'s report last joined the issue (its ``reporter_joined`` step,
+    whose detail starts with the report's id: ``services.routing.merging.join``)."""
+    for entry in reversed(record.timeline):
+        if entry.step == "reporter_joined" and entry.detail.split(" ", 1)[0] == reporter:
+            return entry.at
+    return None
+
+
+def _so_far(record: IssueRecord, since: datetime | None = None) -> dict[str, int]:
+    """How many of each step a reporter has been told about (the issue's timeline): the
+    issue's own resident, every step; a merged reporter, the steps ``since`` they joined."""
+    steps = [e for e in record.timeline if since is None or e.at > since]
+    agency_steps = [e.step for e in steps if e.service == "agency"]
+    if since is None:
+        one, reopens = 1, getattr(record, "reopen_count", 0)
+        cycles = reopens + 1
+    else:
+        routing_steps = [e.step for e in steps if e.service == "routing"]
+        one, reopens = int("dispatched" in routing_steps), routing_steps.count("reopened")
+        cycles = agency_steps.count("resolved")
+    return {"one": one, "reopens": reopens, "cycles": cycles,
             "acks": agency_steps.count("acknowledged"),
             # every agency's part but the last of each cycle is told as "part_resolved"
             "parts": max(agency_steps.count("assignment_resolved")

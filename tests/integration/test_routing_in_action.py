@@ -260,3 +260,36 @@ def test_desk_splits_a_wrong_merge(start, whistle_config):
     assert requests.get(f"{base}/issues/{first}", headers=DESK).json()["reporters"] == []
     steps = [e["step"] for e in again["timeline"]]
     assert steps.index("merged") < steps.index("split") < steps.index("dispatched")
+
+
+def test_a_neighbour_who_joined_a_dispatched_issue_hears_of_each_later_step_in_order(
+        start, whistle_config):
+    """They never got the "dispatched" message (they joined after it), and their "reported
+    in" waited for it, out to the ordering grace, while "resolved" did not wait for the
+    late "reported in": the neighbour could read "please rate" before "reported in"."""
+    base = start()
+    body = {"description": "楼上漏水，天花板滴水", "location": {"community": "缤泰社区",
+                                                         "address": "丽德花园2号楼301"},
+            "contact": {"name": "钱小红", "phone": "13911112222"}}
+    first = submit(base, body)
+    issue = wait_for(lambda: requests.get(f"{base}/issues/{first}", headers=DESK).json(),
+                     lambda i: i["status"] == "dispatched")
+    second = submit(base, {**body, "contact": {"name": "李四", "phone": "13933334444"}})
+    wait_for(lambda: requests.get(f"{base}/issues/{second}", headers=DESK).json()["status"],
+             lambda s: s == "merged")
+    agencies = [a["agency"] for a in issue["assignments"]]
+    for step in ("acknowledge", "resolve"):
+        for agency in agencies:
+            done = requests.post(f"{base}/agencies/{agency}/assignments/{first}/{step}",
+                                 headers=auth(whistle_config, agency), timeout=5,
+                                 json={"note": "已处理"} if step == "resolve" else None)
+            assert done.status_code == 200, done.text
+
+    def told():
+        notes = requests.get(f"{base}/issues/{second}/notifications", headers=DESK,
+                             timeout=5).json()["notifications"]
+        return [n["kind"] for n in sorted(notes, key=lambda n: n["sent_at"] or "~")]
+
+    expected = (["received", "merged"] + ["acknowledged"] * len(agencies)
+                + ["part_resolved"] * (len(agencies) - 1) + ["resolved", "rating_request"])
+    assert wait_for(told, lambda kinds: len(kinds) == len(expected), timeout=20) == expected

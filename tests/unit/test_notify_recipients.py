@@ -193,6 +193,50 @@ def test_a_merged_reporter_first_reads_that_the_report_was_merged(kind, waits):
     assert ordering_waits(primary_with_neighbour(), kind, NEIGHBOUR) == waits
 
 
+def steps_at(record: IssueRecord, *steps: tuple[int, str, str]) -> IssueRecord:
+    """``record`` with (minutes after NOW, service, step) added; a join names NEIGHBOUR."""
+    new = record.model_copy(deep=True)
+    for minutes, service, step in steps:
+        detail = f"{NEIGHBOUR} reported the same problem" if step == "reporter_joined" else ""
+        new.step(NOW + timedelta(minutes=minutes), service, step, detail)
+    return new
+
+
+def test_a_reporter_who_joined_after_the_dispatch_waits_for_no_dispatched_message():
+    """They were never told "dispatched": waiting for it held their "reported in" and
+    "resolved" for the whole grace, and "resolved" once overtook "reported in"."""
+    record = steps_at(primary_with_neighbour(assignments=[assignment(HOUSING)]),
+                      (1, "routing", "dispatched"), (2, "routing", "reporter_joined"),
+                      (3, "agency", "acknowledged"), (4, "agency", "assignment_resolved"),
+                      (4, "agency", "resolved"))
+
+    assert ordering_waits(record, "acknowledged", NEIGHBOUR) == [("merged", 1)]
+    assert ordering_waits(record, "resolved", NEIGHBOUR) == [("merged", 1), ("acknowledged", 1)]
+    assert ordering_waits(record, "rating_request", NEIGHBOUR) == [("merged", 1), ("resolved", 1)]
+    # the issue's own resident still waits for every step
+    assert ordering_waits(record, "resolved", PRIMARY) == [("dispatched", 1), ("acknowledged", 1)]
+
+
+def test_a_reporter_who_joined_before_the_dispatch_waits_for_it():
+    record = steps_at(primary_with_neighbour(assignments=[assignment(HOUSING)]),
+                      (1, "routing", "reporter_joined"), (2, "routing", "dispatched"),
+                      (3, "agency", "acknowledged"))
+
+    assert ordering_waits(record, "acknowledged", NEIGHBOUR) == [("merged", 1), ("dispatched", 1)]
+
+
+def test_a_reporter_who_joined_after_the_first_report_in_waits_only_for_the_later_ones():
+    record = steps_at(
+        primary_with_neighbour(assignments=[assignment(HOUSING), assignment(POWER, Role.support)]),
+        (1, "routing", "dispatched"), (2, "agency", "acknowledged"),
+        (3, "routing", "reporter_joined"), (4, "agency", "acknowledged"),
+        (5, "agency", "assignment_resolved"), (6, "agency", "assignment_resolved"),
+        (6, "agency", "resolved"))
+
+    assert ordering_waits(record, "resolved", NEIGHBOUR) == \
+        [("merged", 1), ("acknowledged", 1), ("part_resolved", 1)]
+
+
 # ---------------------------------------------------------------------------- names
 
 
