@@ -23,6 +23,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:notify:lease:{notification} string  a notify worker is sending it (webhook, email; 30 s)
     {p}:idx:closed                  zset    closed issue ids, scored by closed_at (epoch s)
     {p}:archive:lease:{id}          string  an archiver is moving the issue to PostgreSQL (60 s)
+    {p}:rl:resend:{id}              string  a rating link was resent for the report (cooldown, TTL)
 
 Issues closed for ``WHISTLE_HOT_RETENTION`` leave Redis for PostgreSQL
 (``shared.archiver``). The reads below then fall back to the archive
@@ -119,6 +120,9 @@ class Keys:
     @property
     def closed(self) -> str:
         return f"{self.prefix}:idx:closed"
+
+    def resend_cooldown(self, issue_id: str) -> str:
+        return f"{self.prefix}:rl:resend:{issue_id}"
 
     def archive_lease(self, issue_id: str) -> str:
         return f"{self.prefix}:archive:lease:{issue_id}"

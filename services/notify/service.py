@@ -35,6 +35,7 @@ from services.notify.channels import (
 )
 from services.notify.delivery import (
     QUEUED,
+    SENT,
     Deliveries,
     DeliveryFailed,
     Outcome,
@@ -84,7 +85,7 @@ from shared.contracts import (
     new_id,
     utcnow,
 )
-from shared.errors import EXPECTED_ERRORS, InvalidTransition, NotFound
+from shared.errors import EXPECTED_ERRORS, InvalidTransition, NotFound, RateLimited
 from shared.guard import Guard
 from shared.issue import IssueRecord, TimelineEntry
 from shared.logging import WorkerLogger
@@ -108,6 +109,12 @@ ORDERING_RECHECK_S = 0.1
 # (delivery.Wakeups); the poll is for a message another notify process sends.
 ORDERING_LOOK_S = 0.2
 ORDERING_LOOK_EVERY_S = 0.05
+
+# A rating link resent to a resident's phone or email is a text or a mail each time:
+# the desk may send one per report this often (a second click, a retried request, or a
+# careless script would otherwise text the resident again and again). A send the
+# channel refused does not count.
+RESEND_COOLDOWN_S = 300
 
 # Event type -> the method that tells people about it.
 ANNOUNCED: dict[type[Event], str] = {
@@ -295,7 +302,16 @@ class NotifyService:
                   "expires_at": work.feedback_due}
         message = self._message(message_id(f"resend:{new_id()}", "rating_request"), reporter,
                                 "rating_request", own.language.value, values, contact, channel)
+        cooldown = self.store.keys.resend_cooldown(reporter)
+        if not self.store.redis.set(cooldown, message.notification_id, nx=True,
+                                    ex=RESEND_COOLDOWN_S):
+            wait = self.store.redis.ttl(cooldown)
+            raise RateLimited(f"a rating link was resent for {reporter} a moment ago; the "
+                              f"resident can be sent another in {max(wait, 1)} s",
+                              retry_after=max(wait, 1))
         outcome = self.messenger.deliveries.deliver_once(message, RESIDENT)
+        if outcome.status != SENT:  # the channel refused it: the desk may try again
+            self.store.redis.delete(cooldown)
         self.log.info("rating_link_resent", issue_id=work.issue_id, recipient_issue=reporter,
                       channel=outcome.channel, status=outcome.status,
                       staff_id=principal.staff_id, jti=principal.jti)

@@ -19,7 +19,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.agency.service import AgencyService
 from services.intake.service import IntakeService
-from services.notify.service import NotifyService
+from services.notify.service import RESEND_COOLDOWN_S, NotifyService
 from services.routing.service import RoutingService
 from shared import config as cfg
 from shared import web
@@ -309,6 +309,33 @@ def test_a_scoped_desk_lists_an_agencys_assignments_only_in_its_communities(whis
     with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
         assert [a["issue_id"] for a in rpc.agency.list_assignments(token, "power", "all")
                 ] == [here]
+
+
+def test_the_desk_resends_a_rating_link_once_in_a_cooldown_not_again_and_again(whistle):
+    """Each resend is a text to the resident's phone: five clicks were five texts. A second
+    one within the cooldown is a 429 saying when, with Retry-After, and sends nothing."""
+    base, config = whistle
+    desk, power, issue_id = dispatched_wire(base, config[cfg.SECRET])
+    for step, body in (("acknowledge", None), ("resolve", {"note": "已处理"})):
+        done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
+                             headers=power, json=body, timeout=10)
+        assert done.status_code == 200, done.text
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk).json()
+             ["feedback_due"], bool)
+    first = requests.post(f"{base}/issues/{issue_id}/rating-link", headers=desk, timeout=10)
+    assert first.status_code == 202 and first.json()["status"] == "sent", first.text
+
+    def sent():
+        return [n for n in requests.get(f"{base}/issues/{issue_id}/notifications",
+                                        headers=desk, timeout=10).json()["notifications"]
+                if n["kind"] == "rating_request"]
+
+    before = sent()
+    again = requests.post(f"{base}/issues/{issue_id}/rating-link", headers=desk, timeout=10)
+    assert again.status_code == 429, again.text
+    assert 1 <= int(again.headers["Retry-After"]) <= RESEND_COOLDOWN_S
+    assert "a moment ago" in again.json()["error"]["message"]
+    assert sent() == before  # nothing more reached the resident
 
 
 def test_a_rating_comment_reaches_no_agency_and_the_desk_only_masked(whistle):
