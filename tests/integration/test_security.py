@@ -75,6 +75,18 @@ def dispatched_wire(base, secret):
     return desk, staff_headers("power", "p-1", secret), issue_id
 
 
+def resolved_wire(base, secret):
+    """:func:`dispatched_wire`, reported in and resolved by power: waiting for its rating."""
+    desk, power, issue_id = dispatched_wire(base, secret)
+    for step, body in (("acknowledge", None), ("resolve", {"note": "已处理"})):
+        done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
+                             headers=power, json=body, timeout=10)
+        assert done.status_code == 200, done.text
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk).json()
+             ["feedback_due"], bool)
+    return desk, power, issue_id
+
+
 def status_of(base, issue_id, desk):
     return requests.get(f"{base}/issues/{issue_id}", headers=desk, timeout=10).json()["status"]
 
@@ -315,13 +327,7 @@ def test_the_desk_resends_a_rating_link_once_in_a_cooldown_not_again_and_again(w
     """Each resend is a text to the resident's phone: five clicks were five texts. A second
     one within the cooldown is a 429 saying when, with Retry-After, and sends nothing."""
     base, config = whistle
-    desk, power, issue_id = dispatched_wire(base, config[cfg.SECRET])
-    for step, body in (("acknowledge", None), ("resolve", {"note": "已处理"})):
-        done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
-                             headers=power, json=body, timeout=10)
-        assert done.status_code == 200, done.text
-    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk).json()
-             ["feedback_due"], bool)
+    desk, _power, issue_id = resolved_wire(base, config[cfg.SECRET])
     first = requests.post(f"{base}/issues/{issue_id}/rating-link", headers=desk, timeout=10)
     assert first.status_code == 202 and first.json()["status"] == "sent", first.text
 
@@ -343,13 +349,7 @@ def test_a_rating_comment_reaches_no_agency_and_the_desk_only_masked(whistle):
     assigned agency's view has no comment; the desk's view and journal have it masked."""
     base, config = whistle
     secret = config[cfg.SECRET]
-    desk, power, issue_id = dispatched_wire(base, secret)
-    for step, body in (("acknowledge", None), ("resolve", {"note": "已处理"})):
-        done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
-                             headers=power, json=body, timeout=10)
-        assert done.status_code == 200, done.text
-    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk).json()
-             ["feedback_due"], bool)
+    desk, power, issue_id = resolved_wire(base, secret)
     comment = f"还是漏，联系我13900001111，{NAME}"
     rated = requests.post(f"{base}/issues/{issue_id}/feedback", timeout=10, json={
         "rating": "unsatisfied", "comment": comment,
