@@ -280,8 +280,9 @@ class ChooseRoute(Strict):
     """The desk's route for an issue: a category, and optionally other agencies.
 
     ``lead``/``support`` override the category's rule (unset: the rule's); ``urgent``
-    labels the report (unset: the category's rule decides). ``request_id`` makes a
-    retried request harmless: the same id is applied once.
+    labels the report (unset: the category's rule decides, but an urgent issue stays
+    urgent: ``desk.reroute``). ``request_id`` makes a retried request harmless: the same
+    id is applied once.
     """
 
     category: Slug

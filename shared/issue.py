@@ -290,8 +290,9 @@ def hold_for_triage(record: IssueRecord, routing: Routing, triage: TriageState,
 
 
 def settle_triage(record: IssueRecord, staff_id: str, category: str,
-                  now: datetime) -> IssueRecord:
-    """The desk decided a report routing was unsure of (it was held or flagged)."""
+                  now: datetime, reason: str | None = None) -> IssueRecord:
+    """The desk decided a report routing was unsure of (it was held or flagged), and
+    why, when it said (a reroute that settles a flag says why on its own step)."""
     if record.triage is None or not record.triage.pending:
         raise InvalidTransition(f"issue {record.issue_id} is not waiting for triage")
     new = record.copy_to_change()
@@ -299,7 +300,8 @@ def settle_triage(record: IssueRecord, staff_id: str, category: str,
     new.triage.pending = False
     new.triage.decided_at, new.triage.decided_by = now, staff_id
     new.triage.decided_category = category
-    new.step(now, "routing", "triaged", f"{staff_id} chose category {category}")
+    new.step(now, "routing", "triaged", f"{staff_id} chose category {category}"
+             + (f"; why: {reason}" if reason else ""))
     return new
 
 
@@ -387,12 +389,19 @@ def reroute(record: IssueRecord, category: str, priority: Priority, routing: Rou
     if new.table is not None:  # a withdrawn agency leaves the table too (事不完 is checked above)
         gone = {a.agency for a in withdrawn}
         new.table.invited = [agency for agency in new.table.invited if agency not in gone]
-    previous = new.category
+    previous, previous_priority = new.category, new.priority
+    roles_before = {a.agency: a.role for a in record.assignments}
     new.category, new.priority, new.routing = category, priority, routing
     started = any(a.status is not AssignmentStatus.assigned for a in new.assignments)
     new.status = IssueStatus.in_progress if started else IssueStatus.dispatched
     changes = [f"category {previous} -> {category}" if previous != category
                else f"category {category}"]
+    if previous_priority is not priority:
+        changes.append(f"priority {previous_priority.value if previous_priority else None} "
+                       f"-> {priority.value}")
+    if roles := [a for a in new.assignments
+                 if a.agency in roles_before and a.role is not roles_before[a.agency]]:
+        changes.append("now: " + ", ".join(f"{a.agency_name} ({a.role.value})" for a in roles))
     if withdrawn:
         changes.append("withdrawn: " + ", ".join(a.agency_name for a in withdrawn))
     if added:

@@ -188,7 +188,14 @@ class DeskChange:
 
 def reroute(record: IssueRecord, body: ChooseRoute, reason: str, staff_id: str,
             rules: RuleSet, now: datetime, source: str = "reroute") -> DeskChange | None:
-    """Correct a dispatched issue's route (see module doc); None if it is already that."""
+    """Correct a dispatched issue's route (see module doc); None if it is already that.
+
+    ``urgent`` unset keeps an urgent issue urgent (the classifier's or an earlier
+    desk's decision): only the desk's own ``urgent: false`` lowers it. Otherwise a
+    reroute that only adds an agency would quietly give the new one slower deadlines,
+    and keep the report as a "not urgent" example for retraining."""
+    if body.urgent is None and record.priority is Priority.urgent:
+        body = body.model_copy(update={"urgent": True})
     route = desk_route(body, rules, f"rerouted by the desk ({staff_id})", now)
     changed = reroute_record(record, route.category, route.priority, route.routing,
                              route.assignments, staff_id, reason, now)
@@ -247,20 +254,26 @@ def triage(record: IssueRecord, body: ChooseRoute, reason: str | None, staff_id:
         raise InvalidTransition(f"issue {record.issue_id} is not waiting for triage")
     if record.status is IssueStatus.needs_triage:
         route = desk_route(body, rules, f"triaged by the desk ({staff_id})", now)
-        settled = settle_triage(record, staff_id, route.category, now)
+        settled = settle_triage(record, staff_id, route.category, now, reason)
         new = dispatch(settled, route.category, route.priority, route.routing,
                        route.assignments, now)
         return DeskChange(new, [dispatched_event(new, now),
                                 corrected(record, route, "triage", staff_id, reason, now)],
                           route)
     # Flagged: dispatched already, urgently, on a best guess. Agreeing settles the flag
-    # only; unless the desk says otherwise it stays as urgent as it was dispatched.
+    # only; unless the desk says otherwise it stays as urgent as it was dispatched, and
+    # the same category keeps the agencies it was dispatched to (the supports that other
+    # matched rules brought in too), unless the desk names others.
     if body.urgent is None:
         body = body.model_copy(update={"urgent": record.priority is Priority.urgent})
+    if body.category == record.category and body.lead is None and body.support is None:
+        body = body.model_copy(update={
+            "lead": next(a.agency for a in record.assignments if a.role is Role.lead),
+            "support": [a.agency for a in record.assignments if a.role is Role.support]})
     changed = reroute(record, body, reason or "triage: the desk chose another route",
                       staff_id, rules, now, source="triage")
     if changed is not None:
         return changed
     route = desk_route(body, rules, f"triaged by the desk ({staff_id})", now)
-    return DeskChange(settle_triage(record, staff_id, route.category, now),
+    return DeskChange(settle_triage(record, staff_id, route.category, now, reason),
                       [corrected(record, route, "triage", staff_id, reason, now)], route)

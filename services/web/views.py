@@ -337,8 +337,9 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "dispatched": r"^category (?P<category>\S+), priority (?P<priority>\S+), "
                   r"rule (?P<rule>\S+): (?P<parties>.*)$",
     "rerouted": r"^by (?P<staff>\S+): category (?:(?P<previous>\S+) -> )?(?P<category>\S+)"
+                r"(?:; priority (?P<was>\w+) -> (?P<priority>\w+))?"
                 r"(?:; withdrawn: (?P<withdrawn>.+?))?(?:; added: (?P<added>.+?))?"
-                r"; why: (?P<reason>.*)$",
+                r"(?:; now: (?P<roles>.+?))?; why: (?P<reason>.*)$",
     "assignment_delivered": r"^(?P<name>.+) received the assignment \((?P<role>\w+)\)$",
     "assignment_withdrawn": r"^(?P<name>.+?) was told its part is withdrawn "
                             r"\(by (?P<staff>\S+?): (?P<reason>.*)\)$",
@@ -361,7 +362,7 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "split": r"^split from (?P<primary>\S+) by the desk; routed on its own$",
     "resident_notified": rf"^{_MESSAGE}(?: to the reporter of (?P<reporter>\S+))?$",
     "supervisor_notified": rf"^supervisor \((?P<level>\w+)\) notified: {_MESSAGE}$",
-    "triaged": r"^(?P<staff>\S+) chose category (?P<category>\S+)$",
+    "triaged": r"^(?P<staff>\S+) chose category (?P<category>\S+)(?:; why: (?P<reason>.*))?$",
     "table_convened": r"^table at (?P<place>.*), (?P<meets_at>\d{4}-\d\d-\d\dT\S+): "
                       r"(?P<names>.*)$",
     "table_invited": r"^(?P<name>.+) invited by (?P<by>\S+)$",
@@ -464,16 +465,22 @@ def _zh_desk_detail(step: str, parts: dict[str, str | None], t: Translator, name
         return (f"紧急但{_zh_unsure(parts, names)}：已先按"
                 f"{names.category(parts['category'], 'zh')}派单，由{t('the_desk')}决定")
     if step == "triaged":
-        return f"{parts['staff']}选定类别：{names.category(parts['category'], 'zh')}"
+        return (f"{parts['staff']}选定类别：{names.category(parts['category'], 'zh')}"
+                + (f"；原因：{_zh_reason(parts['reason'])}" if parts["reason"] else ""))
     if step == "rerouted":
         category = names.category(parts["category"], "zh")
         text = f"{parts['staff']}改派：" + (
             f"类别{names.category(parts['previous'], 'zh')}→{category}" if parts["previous"]
             else f"类别不变（{category}）")
+        if parts["priority"]:
+            text += (f"；紧急程度{t.label('priority', parts['was'])}→"
+                     f"{t.label('priority', parts['priority'])}")
         if parts["withdrawn"]:
             text += f"；撤回{parts['withdrawn'].replace(', ', '、')}"
         if parts["added"]:
             text += f"；新增{_zh_parties(parts['added'], t)}"
+        if parts["roles"]:
+            text += f"；改为{_zh_parties(parts['roles'], t)}"
         return text + f"；原因：{_zh_reason(parts['reason'])}"
     if step == "assignment_withdrawn":
         return f"已告知{name}：其派单已撤回（{parts['staff']}：{_zh_reason(parts['reason'])}）"

@@ -105,6 +105,9 @@ def test_the_desk_routes_a_held_report_and_it_is_dispatched_normally(rules):
     assert new.assignments[0].acknowledge_by == LATER + timedelta(days=3)
     assert (new.triage.pending, new.triage.decided_by, new.triage.decided_category) == (
         False, "desk-wang", "rubbish")
+    # who, what and why, on the issue's own timeline (not only in the corrections)
+    triaged = next(e for e in new.timeline if e.step == "triaged")
+    assert triaged.detail == "desk-wang chose category rubbish; why: 垃圾"
     event, corrected = change.events
     assert isinstance(event, IssueDispatched) and len(event.assignments) == 2
     assert isinstance(corrected, RouteCorrected)
@@ -211,6 +214,56 @@ def test_agreeing_with_a_flagged_route_keeps_it_urgent_and_tells_no_one(rules):
     assert isinstance(corrected, RouteCorrected) and corrected.urgent
     assert change.record.priority is Priority.urgent
     assert change.record.triage.pending is False
+
+
+WET_WIRING = Classification(top=[("pipe_leak", 0.97)], urgent=True, confident=True,
+                            urgent_reasons=["water on wiring"], model_version="m1")
+
+
+def test_a_reroute_that_says_nothing_of_urgency_keeps_an_urgent_issue_urgent(rules):
+    # The model called a leak onto a socket urgent; the desk only adds the power company.
+    record = routed("楼上漏水，水顺着墙流，插座都湿了", rules, WET_WIRING)
+    assert record.priority is Priority.urgent
+    change = reroute(record, rules, category="pipe_leak",
+                     support=["property_manager", "power"])
+    new = change.record
+    assert new.priority is Priority.urgent
+    # the newcomer gets urgent deadlines (2 hours to report in), not a leak's 24 hours
+    assert new.assignment_for("power").acknowledge_by == LATER + timedelta(hours=2)
+    assert change.events[-1].urgent  # kept as an urgent example for retraining
+    assert "priority" not in new.timeline[-1].detail
+
+
+def test_only_the_desks_own_word_lowers_an_urgent_issue_and_the_timeline_says_so(rules):
+    record = routed("楼上漏水，水顺着墙流，插座都湿了", rules, WET_WIRING)
+    change = reroute(record, rules, category="pipe_leak", urgent=False,
+                     reason="插座没有通电")
+    assert change.record.priority is Priority.high and not change.events[-1].urgent
+    assert "priority urgent -> high" in change.record.timeline[-1].detail
+
+
+def test_the_timeline_names_an_agency_whose_role_changed(rules):
+    record = routed("楼上漏水，天花板滴水", rules)
+    change = reroute(record, rules, category="pipe_leak", lead="property_manager",
+                     support=["water"])
+    detail = change.record.timeline[-1].detail
+    assert "now: 物业公司 (lead), 自来水公司 (support)" in detail
+
+
+def test_agreeing_with_a_flagged_route_keeps_the_supports_other_rules_brought_in(rules):
+    # Two rules matched, the urgent one at 50%: dispatched to the power company, with the
+    # stairwell light's property manager in support, and flagged.
+    text = "楼道灯不亮，灯旁边还有一根飞线垂下来"
+    decision = route_issue(text, None, rules, T0, threshold=0.6)
+    record = desk.first_route(received(text), decision, rules, T0)
+    assert record.triage.pending and record.category == "flying_wire"
+    assert [a.agency for a in record.assignments] == ["power", "property_manager"]
+    change = desk.triage(record, TriageDecision(category="flying_wire"), None, "d", rules,
+                         LATER)
+    assert [a.agency for a in change.record.assignments] == ["power", "property_manager"]
+    assert change.record.withdrawn == [] and not change.record.triage.pending
+    (corrected,) = change.events  # nobody withdrawn, nobody told
+    assert corrected.support == ["property_manager"] and corrected.urgent
 
 
 def test_only_a_dispatched_or_in_progress_issue_can_be_rerouted(rules):

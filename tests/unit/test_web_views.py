@@ -459,14 +459,20 @@ def desk_steps() -> list[TimelineEntry]:
         top=[("gas_leak", 0.5), ("sewage_blocked", 0.4)], urgent=True, model_version="m1"))
     triaged = desk.triage(flagged, TriageDecision(category="sewage_blocked"), None, STAFF,
                           rules, LATER).record
+    chosen = desk.triage(held, TriageDecision(category="rubbish"), "垃圾堆在路灯下", STAFF,
+                         rules, LATER).record
     leak = routed("楼上漏水，天花板滴水")  # water leads, the property manager supports
     moved = rerouted(leak, Reroute(category="sewage_blocked", reason="是下水道堵了"))
     trimmed = rerouted(leak, Reroute(category="pipe_leak", support=[],
                                      reason="物业不用来\n管道归自来水公司"))
+    swapped = rerouted(leak, Reroute(category="pipe_leak", lead="property_manager",
+                                     support=["water"], urgent=True, reason="水已漫到配电箱"))
     told = [withdrawal_note(e)[1] for e in moved.events if isinstance(e, AssignmentWithdrawn)]
     return [held.timeline[-1], lost.timeline[-1], flagged.timeline[-1],
             next(e for e in triaged.timeline if e.step == "rerouted"),
-            moved.record.timeline[-1], trimmed.record.timeline[-1], *told]
+            *(e for e in [*triaged.timeline, *chosen.timeline] if e.step == "triaged"),
+            moved.record.timeline[-1], trimmed.record.timeline[-1],
+            swapped.record.timeline[-1], *told]
 
 
 def escalation_steps() -> list[TimelineEntry]:
@@ -553,8 +559,11 @@ def test_a_chinese_page_says_every_other_steps_detail_in_chinese():
         ("needs_triage", "未能识别类别，由社区窗口决定；候选：无"),
         ("flagged_for_triage", "紧急但类别没有把握（最可能是燃气泄漏，50%）：已先按燃气泄漏派单，由社区窗口决定"),
         ("rerouted", "desk-wang改派：类别燃气泄漏→污水堵塞/下水道反味；撤回燃气公司；新增排水公司（牵头）；原因：分拣时社区窗口改选了路线"),
-        ("rerouted", "desk-wang改派：类别管道漏水→污水堵塞/下水道反味；撤回自来水公司、物业公司；新增排水公司（牵头）；原因：是下水道堵了"),
+        ("triaged", "desk-wang选定类别：污水堵塞/下水道反味"),
+        ("triaged", "desk-wang选定类别：垃圾堆放/清运不及时；原因：垃圾堆在路灯下"),
+        ("rerouted", "desk-wang改派：类别管道漏水→污水堵塞/下水道反味；紧急程度高→一般；撤回自来水公司、物业公司；新增排水公司（牵头）；原因：是下水道堵了"),
         ("rerouted", "desk-wang改派：类别不变（管道漏水）；撤回物业公司；原因：物业不用来\n管道归自来水公司"),
+        ("rerouted", "desk-wang改派：类别不变（管道漏水）；紧急程度高→紧急；改为物业公司（牵头）、自来水公司（配合）；原因：水已漫到配电箱"),
         ("assignment_withdrawn", "已告知自来水公司：其派单已撤回（desk-wang：是下水道堵了）"),
         ("assignment_withdrawn", "已告知物业公司：其派单已撤回（desk-wang：是下水道堵了）"),
         ("escalated", "供电公司未在2026-12-05 18:00前报到，升级至街道办事处督办；再次吹哨，新时限2026-12-05 20:01"),
