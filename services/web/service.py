@@ -623,9 +623,12 @@ PRIORITIES = ("urgent", "high", "normal", "complex")
 
 def _route(form: dict) -> dict:
     """A triage or reroute form as routing's ``ChooseRoute`` body (blanks left out; the
-    form's ``request_id`` makes a double click harmless)."""
-    body = {k: form[k].strip() for k in ("category", "lead", "reason", "request_id")
+    form's ``request_id`` makes a double click harmless; ``urgent``: ``yes`` or ``no``,
+    blank for routing's default, anything else left for routing to refuse, named)."""
+    body = {k: form[k].strip() for k in ("category", "lead", "reason", "request_id", "urgent")
             if (form.get(k) or "").strip()}
+    if "urgent" in body:
+        body["urgent"] = {"yes": True, "no": False}.get(body["urgent"], body["urgent"])
     if _codes(form.get("support")):
         body["support"] = _codes(form.get("support"))
     return body

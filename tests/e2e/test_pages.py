@@ -516,6 +516,46 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, wh
     assert not desk.find_all(f"#t-{vague}")
 
 
+def test_agreeing_with_a_flagged_report_on_the_triage_page_changes_nothing_else(
+        whistle_processes, whistle_env):
+    # The keyword rules read it (two rules, the urgent one at 50%); under 60% the desk
+    # decides: dispatched at once to the power company, with the stairwell light's
+    # property manager in support, and flagged for the desk.
+    app = whistle_processes("intake,routing,agency,notify,web",
+                            env={cfg.ROUTING_MODEL: "keywords", cfg.TRIAGE_THRESHOLD: "0.6"})
+    wire = submit(app.url, "楼道灯不亮，灯旁边还有一根飞线垂下来")
+    flagged = wait_dispatched(app.url, wire)
+    assert flagged["priority"] == "urgent" and flagged["triage"]["pending"]
+    assert [a["agency"] for a in flagged["assignments"]] == ["power", "property_manager"]
+    assert flagged["triage"]["suggestions"][0]["category"] == flagged["category"]
+    desk = Browser(app.url)
+    try:
+        desk.sign_in(token("desk"))
+        desk.open("/desk/triage")
+        desk.find(f"#t-{wire} .choice-btn").click()  # the best guess: the desk agrees
+        desk.wait(lambda: not desk.find_all(f"#t-{wire}"), 10, "the flag settled")
+        issue = issue_of(app.url, wire)
+        assert (issue["priority"], issue["category"], issue["triage"]["pending"]) == (
+            "urgent", "flying_wire", False)
+        assert issue["assignments"] == flagged["assignments"] and issue["withdrawn"] == []
+        assert "rerouted" not in [step["step"] for step in issue["timeline"]]
+        kinds = [n["kind"] for n in requests.get(
+            f"{app.url}/issues/{wire}/notifications", timeout=5,
+            headers={"Authorization": f"Bearer {token('desk')}"}).json()["notifications"]]
+        assert "rerouted" not in kinds  # nothing changed for the resident: nobody told again
+        # Only the desk's own word lowers it: from the issue page, "not urgent", with why.
+        desk.open(f"/desk/issues/{wire}")
+        Select(desk.find("#rr-urgent")).select_by_value("no")
+        desk.fill("#rr-reason", "线已断电，物业在场看着")
+        desk.find("#reroute-form button").click()
+        desk.wait(lambda: issue_of(app.url, wire)["priority"] == "high", 10, "lowered")
+        assert "紧急程度紧急→高" in desk.text("#timeline")
+    finally:
+        desk.quit()
+    assert [a for a in audited(whistle_env, wire) if a[0] != "issue.submit"] == [
+        ("issue.triage", "200", "staff-001"), ("issue.reroute", "200", "staff-001")]
+
+
 def test_the_pages_run_alone_as_the_compose_container_does(whistle_processes):
     web = whistle_processes("web")  # waits for /health: 200 from the web service itself
     assert requests.get(f"{web.url}/health", timeout=5).json()["services"] == ["web"]
