@@ -32,7 +32,8 @@ _OPTION = {"text": "TEXT", "category": "--category", "community": "--community"}
 @click.option("--community", default=None,
               help="The resident's community; echoed (routing does not use it yet).")
 @click.option("--category", default=None,
-              help="The desk's category, if it gave one; it wins over keywords.")
+              help="The desk's category, if it gave one (one of the rules'; general lets "
+                   "routing decide); it wins over the model and the keywords.")
 @click.option("--rules", "rules_file", default=None, type=click.Path(dir_okay=False),
               help="Rules file (default: $RULES_FILE or the shipped rules).")
 @click.option("--json", "as_json", is_flag=True, help="Print routing's explanation as JSON.")
@@ -40,6 +41,7 @@ def route(text: str, community: str | None, category: str | None, rules_file: st
           as_json: bool) -> None:
     """Show where routing would send TEXT: category, priority, agencies, deadlines and why."""
     from services.routing.classifier import ModelLoadError, load_classifier
+    from services.routing.desk import require_known_category
     from services.routing.domain import route_issue
     from services.routing.explain import explanation
     from services.routing.rules import RulesError
@@ -67,9 +69,11 @@ def route(text: str, community: str | None, category: str | None, rules_file: st
         click.echo(f"whistle route: cannot read the rules file: {exc}", err=True)
         sys.exit(2)
     rules = loaded.rules
-    if request.category is not None and not rules.has_rule(request.category):
-        click.echo(f"whistle route: category {request.category!r} is not in the rules; "
-                   "keywords decide", err=True)
+    if request.category is not None:  # refused as POST /routing/explain refuses it (422)
+        try:
+            require_known_category(request.category, rules)
+        except InvalidPayload as exc:
+            raise click.UsageError(f"--category: {exc}; {exc.errors[0]['message']}") from None
 
     try:
         model = load_classifier(cfg.get(os.environ, cfg.ROUTING_MODEL) or None)

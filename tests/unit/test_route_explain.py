@@ -213,9 +213,15 @@ def test_invalid_rules_file_exits_2_with_every_error_and_its_line(tmp_path):
 def test_bad_input_is_a_usage_error():
     assert route("有煤气味", "--category", "Gas Leak").exit_code == 2
     assert route("   ").exit_code == 2
+    # An unknown category is refused, naming the option and the known ones, as POST
+    # /routing/explain refuses it (422); the fallback is accepted there and here.
     unknown = route("有煤气味", "--category", "no_such_rule", "--json")
-    assert unknown.exit_code == 0 and "is not in the rules; keywords decide" in unknown.stderr
-    assert json.loads(unknown.stdout)["category_source"] == "keywords"
+    assert unknown.exit_code == 2 and unknown.stdout == ""
+    assert ("--category: unknown category 'no_such_rule'; must be one of flying_wire, "
+            "gas_leak," in unknown.stderr) and "general" in unknown.stderr
+    fallback = route("有煤气味", "--category", "general", "--json")
+    assert fallback.exit_code == 0 and fallback.stderr == ""
+    assert json.loads(fallback.stdout)["category_source"] == "keywords"
 
 
 def test_the_bundled_model_says_why_it_chose(monkeypatch):
