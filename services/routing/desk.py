@@ -196,6 +196,7 @@ def reroute(record: IssueRecord, body: ChooseRoute, reason: str, staff_id: str,
     and keep the report as a "not urgent" example for retraining."""
     if body.urgent is None and record.priority is Priority.urgent:
         body = body.model_copy(update={"urgent": True})
+    body = keeping_agencies(record, body)
     route = desk_route(body, rules, f"rerouted by the desk ({staff_id})", now)
     changed = reroute_record(record, route.category, route.priority, route.routing,
                              route.assignments, staff_id, reason, now)
@@ -207,6 +208,17 @@ def reroute(record: IssueRecord, body: ChooseRoute, reason: str, staff_id: str,
     events = reroute_events(record, changed, staff_id, reason, now)
     events.append(corrected(record, route, source, staff_id, reason, now))
     return DeskChange(new, events, route)
+
+
+def keeping_agencies(record: IssueRecord, body: ChooseRoute) -> ChooseRoute:
+    """``body`` with the issue's own lead and supports when it keeps the issue's category
+    and names no agency: a change of urgency alone (the pages' reroute form has no
+    support field) withdraws nobody, nor the supports other matched rules brought in."""
+    if body.category != record.category or body.lead is not None or body.support is not None:
+        return body
+    return body.model_copy(update={
+        "lead": next(a.agency for a in record.assignments if a.role is Role.lead),
+        "support": [a.agency for a in record.assignments if a.role is Role.support]})
 
 
 def corrected(before: IssueRecord, route: DeskRoute, source: str, staff_id: str,
@@ -262,14 +274,10 @@ def triage(record: IssueRecord, body: ChooseRoute, reason: str | None, staff_id:
                           route)
     # Flagged: dispatched already, urgently, on a best guess. Agreeing settles the flag
     # only; unless the desk says otherwise it stays as urgent as it was dispatched, and
-    # the same category keeps the agencies it was dispatched to (the supports that other
-    # matched rules brought in too), unless the desk names others.
+    # keeps the agencies it was dispatched to (``keeping_agencies``).
     if body.urgent is None:
         body = body.model_copy(update={"urgent": record.priority is Priority.urgent})
-    if body.category == record.category and body.lead is None and body.support is None:
-        body = body.model_copy(update={
-            "lead": next(a.agency for a in record.assignments if a.role is Role.lead),
-            "support": [a.agency for a in record.assignments if a.role is Role.support]})
+    body = keeping_agencies(record, body)
     changed = reroute(record, body, reason or "triage: the desk chose another route",
                       staff_id, rules, now, source="triage")
     if changed is not None:

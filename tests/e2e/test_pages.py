@@ -550,6 +550,10 @@ def test_agreeing_with_a_flagged_report_on_the_triage_page_changes_nothing_else(
         desk.find("#reroute-form button").click()
         desk.wait(lambda: issue_of(app.url, wire)["priority"] == "high", 10, "lowered")
         assert "紧急程度紧急→高" in desk.text("#timeline")
+        # the same category, no agency named (the form has no support field): nobody withdrawn
+        lowered = issue_of(app.url, wire)
+        assert [a["agency"] for a in lowered["assignments"]] == ["power", "property_manager"]
+        assert lowered["withdrawn"] == []
     finally:
         desk.quit()
     assert [a for a in audited(whistle_env, wire) if a[0] != "issue.submit"] == [

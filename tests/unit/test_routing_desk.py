@@ -242,6 +242,22 @@ def test_only_the_desks_own_word_lowers_an_urgent_issue_and_the_timeline_says_so
     assert "priority urgent -> high" in change.record.timeline[-1].detail
 
 
+def test_a_change_of_urgency_alone_withdraws_nobody(rules):
+    # The power company was added by an earlier reroute; the desk's page then lowers the
+    # urgency only (its form has no support field): the same category, no agency named.
+    record = routed("楼上漏水，水顺着墙流，插座都湿了", rules, WET_WIRING)
+    record = reroute(record, rules, category="pipe_leak",
+                     support=["property_manager", "power"]).record
+    change = reroute(record, rules, category="pipe_leak", urgent=False, reason="已断电")
+    assert [a.agency for a in change.record.assignments] == [
+        "water", "property_manager", "power"]
+    assert change.record.withdrawn == [] and change.record.priority is Priority.high
+    assert change.events[-1].support == ["property_manager", "power"]
+    # Another category with no agency named still takes that category's rule.
+    moved = reroute(record, rules, category="sewage_blocked").record
+    assert [a.agency for a in moved.assignments] == ["drainage"]
+
+
 def test_the_timeline_names_an_agency_whose_role_changed(rules):
     record = routed("楼上漏水，天花板滴水", rules)
     change = reroute(record, rules, category="pipe_leak", lead="property_manager",
