@@ -399,13 +399,13 @@ def reroute(record: IssueRecord, category: str, priority: Priority, routing: Rou
     if previous_priority is not priority:
         changes.append(f"priority {previous_priority.value if previous_priority else None} "
                        f"-> {priority.value}")
-    if roles := [a for a in new.assignments
-                 if a.agency in roles_before and a.role is not roles_before[a.agency]]:
-        changes.append("now: " + ", ".join(f"{a.agency_name} ({a.role.value})" for a in roles))
     if withdrawn:
         changes.append("withdrawn: " + ", ".join(a.agency_name for a in withdrawn))
     if added:
         changes.append("added: " + ", ".join(f"{a.agency_name} ({a.role.value})" for a in added))
+    if roles := [a for a in new.assignments
+                 if a.agency in roles_before and a.role is not roles_before[a.agency]]:
+        changes.append("now: " + ", ".join(f"{a.agency_name} ({a.role.value})" for a in roles))
     new.step(now, "routing", "rerouted", f"by {staff_id}: {'; '.join(changes)}; why: {reason}")
     return Rerouted(new, withdrawn, added)
 

@@ -466,7 +466,8 @@ def desk_steps() -> list[TimelineEntry]:
     trimmed = rerouted(leak, Reroute(category="pipe_leak", support=[],
                                      reason="物业不用来\n管道归自来水公司"))
     swapped = rerouted(leak, Reroute(category="pipe_leak", lead="property_manager",
-                                     support=["water"], urgent=True, reason="水已漫到配电箱"))
+                                     support=["water", "power"], urgent=True,
+                                     reason="水已漫到配电箱"))
     told = [withdrawal_note(e)[1] for e in moved.events if isinstance(e, AssignmentWithdrawn)]
     return [held.timeline[-1], lost.timeline[-1], flagged.timeline[-1],
             next(e for e in triaged.timeline if e.step == "rerouted"),
@@ -563,7 +564,7 @@ def test_a_chinese_page_says_every_other_steps_detail_in_chinese():
         ("triaged", "desk-wang选定类别：垃圾堆放/清运不及时；原因：垃圾堆在路灯下"),
         ("rerouted", "desk-wang改派：类别管道漏水→污水堵塞/下水道反味；紧急程度高→一般；撤回自来水公司、物业公司；新增排水公司（牵头）；原因：是下水道堵了"),
         ("rerouted", "desk-wang改派：类别不变（管道漏水）；撤回物业公司；原因：物业不用来\n管道归自来水公司"),
-        ("rerouted", "desk-wang改派：类别不变（管道漏水）；紧急程度高→紧急；改为物业公司（牵头）、自来水公司（配合）；原因：水已漫到配电箱"),
+        ("rerouted", "desk-wang改派：类别不变（管道漏水）；紧急程度高→紧急；新增供电公司（配合）；改为物业公司（牵头）、自来水公司（配合）；原因：水已漫到配电箱"),
         ("assignment_withdrawn", "已告知自来水公司：其派单已撤回（desk-wang：是下水道堵了）"),
         ("assignment_withdrawn", "已告知物业公司：其派单已撤回（desk-wang：是下水道堵了）"),
         ("escalated", "供电公司未在2026-12-05 18:00前报到，升级至街道办事处督办；再次吹哨，新时限2026-12-05 20:01"),
