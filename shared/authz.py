@@ -289,6 +289,19 @@ def may_submit(principal: Principal, anonymous_allowed: bool) -> None:
         raise Unauthorized("submitting needs a staff token here (anonymous submission is off)")
 
 
+def may_submit_in(principal: Principal, community: str) -> None:
+    """A desk token that names communities submits only there: what it submitted
+    elsewhere it could neither read, nor follow up, nor triage (its lists and reads stop
+    at its communities). 403 naming ``location.community``, shown beside the page's field."""
+    if principal.communities is None or community in principal.communities:
+        return
+    mine = ", ".join(sorted(principal.communities))
+    raise Forbidden(f"this token submits for {mine} only; a report in {community} is for "
+                    "that community's desk", [{
+                        "field": "location.community", "type": "outside_scope",
+                        "message": f"not one of this token's communities ({mine})"}])
+
+
 # ------------------------------------------------------------------- rating
 
 

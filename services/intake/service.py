@@ -28,6 +28,7 @@ from shared.authz import (
     may_read_issue,
     may_read_stats,
     may_submit,
+    may_submit_in,
     visible_in_list,
 )
 from shared.contracts import BoardFilter, IssueFilter, SubmitIssue, new_id, utcnow
@@ -156,7 +157,9 @@ class IntakeService(open311_api.Open311Api):
         principal = self.guard.check(request, action="issue.submit", bucket=SUBMIT,
                                      anonymous=True)
         may_submit(principal, self.guard.anonymous_submit)
-        receipt = self._submit(read_json(request, SubmitIssue))  # audited with the write
+        submission = read_json(request, SubmitIssue)
+        may_submit_in(principal, submission.location.community)
+        receipt = self._submit(submission)  # audited with the write
         return json_response(receipt, 201, {"Location": f"/issues/{receipt['issue_id']}"})
 
     @http("GET", "/issues/<issue_id>", expected_exceptions=EXPECTED_ERRORS)

@@ -231,11 +231,16 @@ class WebService:
         session, principal = self._desk(request, action="issue.submit", bucket=SUBMIT)
         form = self._check_form(request, session)
         try:
+            if community := (form.get("location.community") or "").strip():
+                authz.may_submit_in(principal, community)  # blank: the API's "missing"
             receipt = self._rpc(self.intake.submit_issue, views.submission_from_form(form))
-        except InvalidPayload as exc:
-            # The API's own 422, each field's error shown beside that field.
-            return self._page(request, "new_issue.html", session, principal, status=422,
-                              form=form, errors=_shown(request, exc.errors))
+        except (InvalidPayload, Forbidden) as exc:
+            if not exc.errors:  # a refusal of the person, not of a field
+                raise
+            # The API's own 422 (or a scoped desk's 403 for another community), each
+            # field's error shown beside that field.
+            return self._page(request, "new_issue.html", session, principal,
+                              status=exc.status, form=form, errors=_shown(request, exc.errors))
         # intake's submit_issue takes no token: this page's is the submission's one entry,
         # with the submission's outcome (201, as POST /issues), not the redirect's 303.
         self.guard.on_issue(receipt["issue_id"], status=201)

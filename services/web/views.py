@@ -123,7 +123,7 @@ def board_rows(rows: list[dict[str, Any]], t: Translator, names=None) -> list[di
 
 FORM_ERROR_KEYS = {"missing", "string_too_short", "string_too_long", "string_pattern_mismatch",
                    "enum", "value_error", "too_short", "datetime", "past_due", "unknown",
-                   "unknown_agency"}
+                   "unknown_agency", "outside_scope"}
 
 
 def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:

@@ -781,6 +781,20 @@ def test_a_desk_scoped_to_communities_sees_only_theirs_on_the_pages(whistle, whi
     stats = session.get(f"{whistle.url}/desk/stats", timeout=5)
     assert stats.status_code == 200 and "供电公司" in stats.text and "供热公司" not in stats.text
     assert session.get(f"{whistle.url}/ops", timeout=5).status_code == 403
+    # It submits for its communities only: a report elsewhere is refused beside the field
+    # (it could never read it back), and one of its own goes in.
+    form = session.get(f"{whistle.url}/desk/new", timeout=5).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    report = {"csrf": csrf, "description": "小区门口路灯不亮", "location.address": "3号楼",
+              "channel": "desk", "language": "zh"}
+    elsewhere = session.post(f"{whistle.url}/desk/new", timeout=10, allow_redirects=False,
+                             data={**report, "location.community": "幸福里社区"})
+    assert elsewhere.status_code == 403, elsewhere.text
+    assert 'id="f-location-community-error"' in elsewhere.text
+    assert "不是本社区的" in elsewhere.text and "幸福里社区" in elsewhere.text  # kept as typed
+    here = session.post(f"{whistle.url}/desk/new", timeout=10, allow_redirects=False,
+                        data={**report, "location.community": "光明社区"})
+    assert here.status_code == 303, here.text
     # A revoked token (whistle token revoke) ends the page session at its next request.
     staff = token("desk", "desk-rv")
     unscoped = signed_in(whistle.url, staff)

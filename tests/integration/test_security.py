@@ -296,6 +296,19 @@ def test_each_identity_sees_only_its_own_view(whistle, gateway):
                         params={"agency": "power"}).status_code == 403
 
 
+def test_a_scoped_desk_submits_only_in_its_communities(whistle):
+    """It could submit for another community, then neither read nor list what it sent."""
+    base, config = whistle
+    scoped = staff_headers("desk", "d-2", config[cfg.SECRET], communities=["缤泰社区"])
+    elsewhere = requests.post(f"{base}/issues", headers=scoped, timeout=10, json={
+        **FLYING_WIRE, "location": {"community": "和平里社区", "address": "2号楼1单元"}})
+    assert elsewhere.status_code == 403, elsewhere.text
+    assert [f["field"] for f in elsewhere.json()["error"]["fields"]] == ["location.community"]
+    everywhere = staff_headers("desk", "d-1", config[cfg.SECRET])
+    assert requests.get(f"{base}/issues", headers=everywhere, timeout=10).json()["issues"] == []
+    assert submit(base, FLYING_WIRE, scoped)  # its own community: 201
+
+
 def test_a_scoped_desk_lists_an_agencys_assignments_only_in_its_communities(whistle):
     """docs/http.md: a desk token naming communities reads only there. An agency's list
     (HTTP and RPC, every status) holds no other community's issue."""
