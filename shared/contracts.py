@@ -603,6 +603,9 @@ class IssueRerouted(Event):
     added: list[AssignmentSummary] = Field(default_factory=list)
     # Every agency involved now (lead first), for the resident's message.
     assignments: list[AssignmentSummary] = Field(min_length=1)
+    # Whether any agency left, came or changed role: what the resident is told of. A
+    # change of category or urgency alone is the desk's and the agencies' business.
+    agencies_changed: bool = True
 
 
 class RouteCorrected(Event):

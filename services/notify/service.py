@@ -235,7 +235,11 @@ class NotifyService:
             "reason": reopen_comment(record, event.reason, event.cycle, reader, lang)})
 
     def on_issue_rerouted(self, event: IssueRerouted) -> None:
-        """The desk corrected the route: told once, naming every agency on it now."""
+        """The desk corrected the route: told once, naming every agency on it now; not at
+        all when the agencies stay as they were (only the category or the urgency
+        changed), which "passed to the right agencies" would misstate."""
+        if not event.agencies_changed:
+            return
         def variables(record: IssueRecord, lang: str, _reader: str) -> dict:
             lead = next(a for a in event.assignments if a.role.value == "lead")
             return {"issue_id": record.issue_id, "lead_agency": _agency_name(lead, lang),

@@ -236,12 +236,15 @@ def reroute_events(before: IssueRecord, changed, staff_id: str, reason: str,
     """``issue.rerouted`` (told to the resident once), then one ``assignment.withdrawn``
     per agency dropped and one ``assignment.created`` per agency added."""
     new = changed.record
+    roles_before = {a.agency: a.role for a in before.assignments}
     rerouted = IssueRerouted(
         trace_id=new.trace_id, issue_id=new.issue_id, occurred_at=now, category=new.category,
         previous_category=before.category, priority=new.priority, staff_id=staff_id,
         reason=reason, withdrawn=[_ref(a) for a in changed.withdrawn],
         added=[a.summary() for a in changed.added],
-        assignments=[a.summary() for a in new.assignments])
+        assignments=[a.summary() for a in new.assignments],
+        agencies_changed=bool(changed.withdrawn or changed.added) or any(
+            roles_before.get(a.agency) is not a.role for a in new.assignments))
     events: list[Event] = [rerouted]
     events += [rerouted.caused(AssignmentWithdrawn, occurred_at=now, agency=_ref(a),
                                staff_id=staff_id, reason=reason) for a in changed.withdrawn]

@@ -208,6 +208,19 @@ def test_a_reroute_withdraws_one_agency_adds_another_and_tells_the_resident_once
     assert "13812345678" not in example["text"] and "孙大爷" not in example["text"]
     assert example["text"].startswith("楼上漏水，卫生间地漏往上冒水")
 
+    # A change of urgency alone keeps the agencies, and the resident hears nothing of it
+    # ("passed to the right agencies: 排水公司 now leads" again would misstate it).
+    acks = len(told(base, issue_id, "acknowledged"))
+    raised = requests.post(url, json={"category": "sewage_blocked", "urgent": True,
+                                      "reason": "污水已经漫进屋里"}, headers=desk, timeout=5)
+    assert raised.status_code == 200 and raised.json()["priority"] == "urgent", raised.text
+    assert requests.post(f"{base}/agencies/drainage/assignments/{issue_id}/acknowledge",
+                         headers=auth(whistle_config, "drainage"), timeout=5).ok
+    # notify takes events in publishing order: this 报到's message comes after the reroute's
+    wait_for(lambda: told(base, issue_id, "acknowledged"), lambda sent: len(sent) == acks + 1)
+    assert len(told(base, issue_id, "rerouted")) == 1
+    assert len(events(base, issue_id, "issue.rerouted")) == 2
+
 
 def test_an_urgent_unsure_report_is_dispatched_at_once_and_flagged(base, whistle_config):
     # A cable down (urgent) and a tree, equally: not sure, but it cannot wait.

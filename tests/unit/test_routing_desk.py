@@ -174,6 +174,7 @@ def test_the_reroute_plan_withdraws_who_leaves_adds_who_joins_keeps_who_stays(ru
         "reroute", "pipe_leak", "sewage_blocked")
     assert isinstance(rerouted, IssueRerouted) and rerouted.previous_category == "pipe_leak"
     assert [a.agency for a in rerouted.assignments] == ["drainage", "property_manager"]
+    assert rerouted.agencies_changed  # the resident is told
     assert isinstance(withdrawn, AssignmentWithdrawn) and withdrawn.agency.agency == "water"
     assert isinstance(created, AssignmentCreated) and created.assignment.agency == "drainage"
     assert withdrawn.causation_id == created.causation_id == rerouted.event_id
@@ -189,6 +190,7 @@ def test_a_role_can_change_without_anyone_leaving(rules):
     assert [(a.agency, a.role.value) for a in change.record.assignments] == [
         ("property_manager", "lead"), ("water", "support")]
     assert change.record.withdrawn == []
+    assert change.events[0].agencies_changed  # another agency leads: the resident is told
 
 
 def test_the_same_route_again_changes_nothing(rules):
@@ -253,6 +255,8 @@ def test_a_change_of_urgency_alone_withdraws_nobody(rules):
         "water", "property_manager", "power"]
     assert change.record.withdrawn == [] and change.record.priority is Priority.high
     assert change.events[-1].support == ["property_manager", "power"]
+    # the same agencies in the same roles: nothing for the resident to hear of
+    assert isinstance(change.events[0], IssueRerouted) and not change.events[0].agencies_changed
     # Another category with no agency named still takes that category's rule.
     moved = reroute(record, rules, category="sewage_blocked").record
     assert [a.agency for a in moved.assignments] == ["drainage"]
