@@ -415,6 +415,7 @@ def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
                      for a in work.assignments if a.status.value in _SHOWN_STATES],
         "progress": [{"at": at.isoformat(), "text": text} for at, _, text in progress],
         "can_rate": _can_rate(own, work, rates),
+        "rate_state": _rate_state(own, work, rates),
         "rate_by": work.feedback_due.isoformat() if work.feedback_due else None,
         "contact": masked_contact(contact),
         "language": lang,
@@ -428,6 +429,23 @@ _SHOWN_STATES = {s.value for s in (AssignmentStatus.assigned, AssignmentStatus.a
 def _names(assignments: Iterable, lang: str) -> str:
     return "、".join(a.agency_name for a in assignments) if lang == "zh" else ", ".join(
         a.agency_name_en for a in assignments)
+
+
+def _rate_state(own: IssueRecord, work: IssueRecord, rates: tuple[str, int] | None) -> str:
+    """Why the resident may rate now, or why not, so their page can say so: ``open``
+    (this link rates it now), ``rated`` (they rated this outcome), ``closed``,
+    ``use_rating_link`` (resolved, but this link rates nothing: a progress link, or the
+    rating link of an earlier outcome) or ``later`` (not resolved yet; a rating link is
+    sent when it is). A resident at their progress link read "once the issue is resolved
+    you can rate it here" under "resolved, please rate", with no form."""
+    if _can_rate(own, work, rates):
+        return "open"
+    if any(r.reporter_issue_id == own.issue_id and r.cycle == work.reopen_count
+           for r in work.ratings):
+        return "rated"
+    if work.status is IssueStatus.closed:
+        return "closed"
+    return "use_rating_link" if work.status is IssueStatus.resolved else "later"
 
 
 def _can_rate(own: IssueRecord, work: IssueRecord, rates: tuple[str, int] | None) -> bool:

@@ -409,6 +409,32 @@ def test_a_residents_long_comment_with_line_breaks_is_taken(whistle, browsers):
     assert "没有提交成功" in resident.text("#rated")
 
 
+def test_the_progress_link_of_a_resolved_issue_says_where_to_rate_it(whistle, browsers):
+    """The first message's progress link rates nothing. On a resolved issue it showed
+    "已办结，请您评价" and, with no form below, "问题办结后，您可以在这里评价": the
+    resident was asked to rate and told to wait. It now points to the rating link; the
+    rating link rates it, and after that both links say it was rated."""
+    issue_id = resolved_flying_wire(whistle.url)
+    progress = issue_resident_token(issue_id, cfg.DEV_SECRET)
+    rating = issue_feedback_token(issue_id, issue_id, 0, cfg.DEV_SECRET, ttl_s=3600)
+    resident = browsers(PHONE, 844)
+    resident.open(f"/resident/{issue_id}?token={progress}")
+    resident.wait(lambda: "已办结" in resident.text("#status-text") or resident.driver.refresh(),
+                  10, "the resolved issue")
+    assert not resident.find_all("#rate-form")
+    assert "评价链接" in resident.text("#rate-state")
+    assert "办结后" not in resident.text("#rate-state")
+    resident.open(f"/resident/{issue_id}?token={progress}&lang=en")
+    assert "open the rating link" in resident.text("#rate-state")
+    resident.open(f"/issues/{issue_id}/feedback?token={rating}&lang=zh")
+    resident.find("input[name=rating][value=satisfied]").click()
+    resident.find("#rate-form button[type=submit]").click()
+    resident.wait(lambda: resident.find_all("#rated"), 5, "the answer")
+    for link in (rating, progress):
+        resident.open(f"/resident/{issue_id}?token={link}")
+        assert resident.text("#rate-state") == "您已评价过这一次的处理结果。"
+
+
 def test_a_form_error_is_shown_beside_its_field(whistle, browsers):
     clerk = browsers()
     clerk.sign_in(token("desk"))

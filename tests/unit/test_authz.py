@@ -361,6 +361,23 @@ def test_a_resident_cannot_rate_twice_or_an_old_cycle():
                          rates=(OWN, 0))["can_rate"] is False
 
 
+def test_a_residents_page_says_why_it_cannot_rate_now():
+    """The progress link rates nothing: under "resolved, please rate" the page used to say
+    "once the issue is resolved you can rate it here", with no form. It now says which
+    link rates it, or that it was rated, is closed, or is not resolved yet."""
+    resolved = record(status=IssueStatus.resolved, feedback_due=T0 + timedelta(days=7))
+    assert resident_view(resolved, None, rates=(OWN, 0))["rate_state"] == "open"
+    assert resident_view(resolved, None)["rate_state"] == "use_rating_link"  # progress link
+    again = record(status=IssueStatus.resolved, reopen_count=1)
+    assert resident_view(again, None, rates=(OWN, 0))["rate_state"] == "use_rating_link"
+    assert resident_view(record(), None, rates=(OWN, 0))["rate_state"] == "later"
+    assert resident_view(record(status=IssueStatus.closed), None)["rate_state"] == "closed"
+    rated = record(status=IssueStatus.closed, ratings=[RatingRecord(
+        reporter_issue_id=OWN, cycle=0, rating=Rating.satisfied, at=T0)])
+    assert resident_view(rated, None)["rate_state"] == "rated"
+    assert resident_view(rated, None, rates=(OWN, 0))["rate_state"] == "rated"
+
+
 def test_a_resident_reads_only_their_own_messages():
     records = [{"kind": "received", "audience": "resident", "text": "t", "status": "sent",
                 "recipient": {"phone": "138****5678"}, "channel": "desk"},
