@@ -695,7 +695,8 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
 
 def test_the_desk_form_works_from_the_keyboard_alone(whistle, browsers):
     """Tab from the top of the page to each field, type, and send with Enter: every
-    control is reachable and labelled, and the error comes back focused-friendly."""
+    control is reachable and labelled, and the form comes back with the first field in
+    error focused."""
     from selenium.webdriver.common.keys import Keys
 
     clerk = browsers()
@@ -725,6 +726,11 @@ def test_the_desk_form_works_from_the_keyboard_alone(whistle, browsers):
     clerk.wait(lambda: clerk.find_all(".field-error[data-field='location.community']"), 5,
                "the community's error")
     assert clerk.find("#f-location-address").get_attribute("value") == "幸福里7号楼"
+    # The field to put right has the focus (it was the page's top: the clerk tabbed
+    # through the header again to find it), and typing goes straight into it.
+    assert clerk.driver.switch_to.active_element.get_attribute("id") == "f-location-community"
+    clerk.driver.switch_to.active_element.send_keys("幸福里社区", Keys.ENTER)
+    clerk.wait(lambda: "done=submitted" in clerk.driver.current_url, 10, "accepted")
 
 
 def test_a_report_typed_when_the_session_expired_is_kept_and_sent_after_signing_in(
