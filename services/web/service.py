@@ -224,27 +224,56 @@ class WebService:
     @http("GET", "/desk/new")
     def new_issue_form(self, request):
         session, principal = self._desk(request)
-        return self._page(request, "new_issue.html", session, principal, form={}, errors={})
+        return self._page(request, "new_issue.html", session, principal, form={}, errors={},
+                          request_id=uuid.uuid4().hex)
 
     @http("POST", "/desk/new")
     def new_issue(self, request):
         session, principal = self._desk(request, action="issue.submit", bucket=SUBMIT)
         form = self._check_form(request, session)
+        body = views.submission_from_form(form)
+        key = views.submission_key(form.get("request_id"), body)
+        if key is not None and (earlier := self._sent_before(session, key)):
+            # The same form sent again (a double click): the issue the first send created.
+            self.guard.on_issue(earlier, status=200)
+            return redirect(f"/desk/issues/{earlier}?done=submitted")
         try:
             if community := (form.get("location.community") or "").strip():
                 authz.may_submit_in(principal, community)  # blank: the API's "missing"
-            receipt = self._rpc(self.intake.submit_issue, views.submission_from_form(form))
+            receipt = self._rpc(self.intake.submit_issue, body)
         except (InvalidPayload, Forbidden) as exc:
+            if key is not None:
+                self.sessions.forget_submission(session.sid, key)
             if not exc.errors:  # a refusal of the person, not of a field
                 raise
             # The API's own 422 (or a scoped desk's 403 for another community), each
             # field's error shown beside that field.
             return self._page(request, "new_issue.html", session, principal,
-                              status=exc.status, form=form, errors=_shown(request, exc.errors))
+                              status=exc.status, form=form, errors=_shown(request, exc.errors),
+                              request_id=uuid.uuid4().hex)
+        except BaseException:
+            if key is not None:
+                self.sessions.forget_submission(session.sid, key)
+            raise
+        if key is not None:
+            self.sessions.record_submission(session.sid, key, receipt["issue_id"])
         # intake's submit_issue takes no token: this page's is the submission's one entry,
         # with the submission's outcome (201, as POST /issues), not the redirect's 303.
         self.guard.on_issue(receipt["issue_id"], status=201)
         return redirect(f"/desk/issues/{receipt['issue_id']}?done=submitted")
+
+    def _sent_before(self, session: Session, key: str) -> str | None:
+        """None: this send goes to intake (claimed). Else the issue an identical earlier
+        send of the same form created, waited for while that send is under way."""
+        deadline = time.monotonic() + RPC_TIMEOUT_S
+        while not self.sessions.claim_submission(session.sid, key):
+            issue_id = self.sessions.submitted_issue(session.sid, key)
+            if issue_id:
+                return issue_id
+            if time.monotonic() > deadline:
+                raise NoAnswer("the same report, sent a moment ago, is still being submitted")
+            eventlet.sleep(0.05)
+        return None
 
     @http("GET", "/desk/issues/<issue_id>")
     def issue_page(self, request, issue_id):

@@ -18,6 +18,9 @@ from shared.store import RedisProvider
 COOKIE = "whistle_session"
 SIGNIN_CSRF_COOKIE = "whistle_signin"
 MAX_SESSION_S = 12 * 3600
+# How long a new-issue form's send is remembered (``views.submission_key``): a double
+# click, a resend on a slow line, the back button and send again.
+SUBMISSION_TTL_S = 600
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,27 @@ class SessionStore:
 
     def delete(self, sid: str) -> None:
         self.redis.delete(self._key(sid))
+
+    # A new-issue form's send, once: claimed (empty) while it is submitted, then the
+    # issue it created; forgotten if it was refused, so the corrected form goes through.
+
+    def _submission(self, sid: str, key: str) -> str:
+        return f"{self.prefix}:web:submitted:{sid}:{key}"
+
+    def claim_submission(self, sid: str, key: str) -> bool:
+        return bool(self.redis.set(self._submission(sid, key), "", nx=True,
+                                   ex=SUBMISSION_TTL_S))
+
+    def submitted_issue(self, sid: str, key: str) -> str | None:
+        """The issue the send created; ``""`` while it is being submitted; None: no such
+        send (never, or refused)."""
+        return self.redis.get(self._submission(sid, key))
+
+    def record_submission(self, sid: str, key: str, issue_id: str) -> None:
+        self.redis.set(self._submission(sid, key), issue_id, ex=SUBMISSION_TTL_S)
+
+    def forget_submission(self, sid: str, key: str) -> None:
+        self.redis.delete(self._submission(sid, key))
 
 
 class Sessions(RedisProvider):

@@ -6,6 +6,8 @@ in milliseconds; ``service.py`` only fetches data over RPC and renders.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -175,6 +177,19 @@ def submission_from_form(form: dict[str, str]) -> dict[str, Any]:
     if contact:
         body["contact"] = contact
     return body
+
+
+def submission_key(request_id: str | None, body: dict[str, Any]) -> str | None:
+    """What makes two sends of the new-issue form one report: the same rendered form (its
+    ``request_id``) with the same words. A double click on a slow line sent it twice and
+    the desk had two issues, the second merged into the first as "another resident
+    reported the same problem" (and the resident told twice). The words count too: a
+    form brought back (the back button) and edited for the next resident is a new
+    report. None without a usable id: no such check."""
+    if not request_id or not 8 <= len(request_id) <= 64:
+        return None
+    canonical = json.dumps([request_id, body], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # ----------------------------------------------------------- the issue page

@@ -796,6 +796,38 @@ def signed_in(url: str, staff_token: str) -> requests.Session:
     return session
 
 
+def test_the_new_issue_form_sent_twice_is_one_report(whistle):
+    """A double click on a slow line sends the form twice. Both sends used to be taken:
+    two issues, the second merged into the first as if a neighbour had reported it, the
+    resident told twice. The same rendered form with the same words is one report (both
+    sends land on its page); edited (the back button, the next resident's report), it is
+    a new one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clerk = signed_in(whistle.url, token("desk"))
+    page = clerk.get(f"{whistle.url}/desk/new", timeout=5).text
+    form = {name: re.search(rf'name="{name}" value="([^"]+)"', page).group(1)
+            for name in ("csrf", "request_id")}
+    form.update({"description": "南门外井盖松了，踩上去会翻", "location.community": "幸福里社区",
+                 "location.address": "南门", "contact.phone": "13800138000"})
+
+    def send(body: dict) -> str:
+        answer = clerk.post(f"{whistle.url}/desk/new", data=body, timeout=15,
+                            allow_redirects=False)
+        assert answer.status_code == 303, answer.text
+        return ISSUE_ID.search(answer.headers["Location"]).group(0)
+
+    with ThreadPoolExecutor(2) as pool:
+        sent = list(pool.map(send, [form, form]))
+    assert sent[0] == sent[1], sent
+    assert send(form) == sent[0]  # and once more, later
+    ours = requests.get(f"{whistle.url}/issues", params={"community": "幸福里社区"}, timeout=5,
+                        headers={"Authorization": f"Bearer {token('desk')}"}).json()["issues"]
+    assert [i["issue_id"] for i in ours] == [sent[0]]
+    edited = send({**form, "description": "北门外井盖也松了"})
+    assert edited != sent[0]
+
+
 def test_a_desk_scoped_to_communities_sees_only_theirs_on_the_pages(whistle, whistle_env):
     ours = submit(whistle.url, "楼道外有飞线，电线垂下来了", community="光明社区")
     theirs = submit(whistle.url, "家里暖气不热，整栋楼都冰凉", community="幸福里社区")

@@ -225,6 +225,21 @@ def test_a_missing_community_is_sent_empty_so_the_api_names_it():
     assert body["location"] == {"community": "", "address": ""} and "contact" not in body
 
 
+def test_one_rendered_form_with_the_same_words_is_one_report():
+    """Sent twice (a double click): one key. Another form, or the same form edited (the
+    back button, then the next resident's report), is another report. No usable id, no
+    check: a form without one is sent as it always was."""
+    body = views.submission_from_form({"description": "井盖坏了", "location.community": "幸福里",
+                                       "location.address": "南门"})
+    key = views.submission_key("a" * 32, body)
+    assert key == views.submission_key("a" * 32, dict(body)) and len(key) == 64
+    assert views.submission_key("b" * 32, body) != key
+    assert views.submission_key("a" * 32, {**body, "description": "路灯不亮"}) != key
+    assert views.submission_key(None, body) is None and views.submission_key("", body) is None
+    assert views.submission_key("short", body) is None
+    assert views.submission_key("x" * 65, body) is None
+
+
 def test_links_in_messages_are_redacted_for_the_desk():
     text = "请打开 http://h/issues/WH-1/feedback?token=eyJ.abc-def_1 评价，&token=x2 也是"
     assert views.redact_links(text) == "请打开 http://h/issues/WH-1/feedback?token=… 评价，&token=… 也是"

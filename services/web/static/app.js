@@ -158,7 +158,7 @@
   var newIssue = document.getElementById("new-issue");
   if (newIssue) {
     var kept = Array.prototype.filter.call(newIssue.elements, function (el) {
-      return el.name && el.name !== "csrf" && el.type !== "submit";
+      return el.name && el.type !== "hidden" && el.type !== "submit";
     });
     var blank = kept.every(function (el) { return el.tagName === "SELECT" || !el.value; });
     var draft = readDraft();
