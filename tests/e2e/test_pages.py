@@ -385,10 +385,9 @@ def test_the_board_fits_a_phone_in_english(whistle, browsers):
     desk.screenshot("board-phone-en", widths=(PHONE,))
 
 
-def test_a_residents_long_comment_with_line_breaks_is_taken(whistle, browsers):
-    """The comment box allows 1000 characters counting a line break as one; the browser
-    sends each as two (CRLF). A resident's 999-character comment on 20 lines was refused
-    as too long and the page came back as it was, with no word: the rating lost."""
+def unsatisfied_on_a_phone(whistle, browsers) -> tuple[str, str, Browser]:
+    """A resolved flying wire's rating form on a phone, "not satisfied" chosen: the
+    issue, the rating link's token, the resident's browser."""
     issue_id = resolved_flying_wire(whistle.url)
     link = issue_feedback_token(issue_id, issue_id, 0, cfg.DEV_SECRET, ttl_s=3600)
     resident = browsers(PHONE, 844)
@@ -396,6 +395,14 @@ def test_a_residents_long_comment_with_line_breaks_is_taken(whistle, browsers):
     resident.wait(lambda: resident.find_all("#rate-form") or resident.driver.refresh(), 10,
                   "the rating form")
     resident.find("input[name=rating][value=unsatisfied]").click()
+    return issue_id, link, resident
+
+
+def test_a_residents_long_comment_with_line_breaks_is_taken(whistle, browsers):
+    """The comment box allows 1000 characters counting a line break as one; the browser
+    sends each as two (CRLF). A resident's 999-character comment on 20 lines was refused
+    as too long and the page came back as it was, with no word: the rating lost."""
+    issue_id, link, resident = unsatisfied_on_a_phone(whistle, browsers)
     comment = "\n".join(["电线还是垂得很低，孩子们上下学都从底下走"] * 50)[:999]
     box = resident.find("#comment")
     resident.driver.execute_script("arguments[0].value = arguments[1]", box, comment)
@@ -407,6 +414,24 @@ def test_a_residents_long_comment_with_line_breaks_is_taken(whistle, browsers):
     # A rating the service refuses says so (it used to come back without a word).
     resident.open(f"/issues/{issue_id}/feedback?token={link}&rated=invalid")
     assert "没有提交成功" in resident.text("#rated")
+
+
+def test_a_rating_tapped_twice_on_a_slow_line_is_sent_once(whistle, browsers):
+    """A resident on a slow line taps "提交评价" again while the page has not changed.
+    Both sends reached the server: the first reopened the issue, the second was refused,
+    and the page showed its answer, "您已经评价过…", never that the issue went back to
+    the agencies. The second tap is now ignored while the first is on its way."""
+    issue_id, _, resident = unsatisfied_on_a_phone(whistle, browsers)
+    resident.driver.execute_cdp_cmd("Network.enable", {})
+    resident.driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 1500, "downloadThroughput": 30000,
+        "uploadThroughput": 10000})
+    resident.driver.execute_script(
+        "var b = arguments[0]; b.click(); setTimeout(function () { b.click(); }, 400);",
+        resident.find("#rate-form button[type=submit]"))
+    resident.wait(lambda: resident.find_all("#rated"), 20, "the answer")
+    assert "重新交办" in resident.text("#rated"), resident.text("#rated")
+    assert issue_of(whistle.url, issue_id)["reopen_count"] == 1
 
 
 def test_the_progress_link_of_a_resolved_issue_says_where_to_rate_it(whistle, browsers):

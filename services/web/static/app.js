@@ -198,6 +198,24 @@
     waiting.hidden = !(left && left.description);
   }
 
+  // A form is sent once: a second click or tap while the first send is on its way (a
+  // slow line) is ignored. Both used to reach the server, and the page showed the
+  // second's answer: a resident's rating "already rated" (not "reopened"), an agency's
+  // 报到 "already reported in". After 10 s, or back on the page, it can be sent again.
+  document.querySelectorAll("form[method=post]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      var sent = Number(form.dataset.sentAt || 0);
+      if (sent && Date.now() - sent < 10000) { event.preventDefault(); return; }
+      form.dataset.sentAt = String(Date.now());
+    });
+  });
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;
+    document.querySelectorAll("form[data-sent-at]").forEach(function (form) {
+      delete form.dataset.sentAt;
+    });
+  });
+
   tick();
   setInterval(tick, 1000);
 })();
