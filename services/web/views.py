@@ -144,6 +144,11 @@ def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
         text = t(f"err_{kind}") if kind in FORM_ERROR_KEYS else t("err_other")
         if t.lang == "en" and kind not in FORM_ERROR_KEYS:
             text = err.get("message") or text
+        # How long it may be ("at most 4000 characters"): "too long" alone left the clerk
+        # guessing how much of a resident's long message to cut.
+        if kind == "string_too_long" and (limit := re.search(r"at most (\d+)",
+                                                               err.get("message") or "")):
+            text = t("err_string_too_long_max", max=limit[1])
         # Which of the typed agencies is unknown ("unknown agency 'foo'"): the field holds several.
         if kind == "unknown_agency" and (named := re.search(r"'([^']+)'", err.get("message") or "")):
             text += ("：" if t.lang == "zh" else ": ") + named[1]

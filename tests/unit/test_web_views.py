@@ -77,6 +77,25 @@ def test_the_apis_field_errors_land_beside_the_forms_fields():
         "x": "odd"}
 
 
+def test_too_long_says_how_long_it_may_be():
+    """A resident's long message pasted into the form came back "太长了" alone: the clerk
+    could not tell how much to cut. The limit is the API's own (its model's)."""
+    from pydantic import ValidationError
+
+    from shared.contracts import SubmitIssue
+    from shared.errors import InvalidPayload
+
+    with pytest.raises(ValidationError) as caught:
+        SubmitIssue.model_validate({"description": "x" * 4001, "location": {
+            "community": "c" * 65, "address": "5号楼"}})
+    errors = InvalidPayload.from_validation_error(caught.value).errors
+    assert views.field_errors(errors, ZH) == {"description": "太长了：最多 4000 个字",
+                                              "location.community": "太长了：最多 64 个字"}
+    assert views.field_errors(errors, EN)["description"] == "Too long: at most 4000 characters"
+    assert views.field_errors([{"field": "x", "message": "odd", "type": "string_too_long"}],
+                              ZH) == {"x": "太长了"}
+
+
 def test_the_tables_and_notes_field_errors_are_said_beside_their_fields():
     """The errors routing gives the issue page's and the workspace's forms, made by its own
     code: a table without a time or place, with a malformed and an unknown agency, a task
