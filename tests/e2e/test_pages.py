@@ -16,6 +16,7 @@ import time
 import pytest
 import redis
 import requests
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from shared import config as cfg
@@ -722,7 +723,6 @@ def test_the_desk_form_works_from_the_keyboard_alone(whistle, browsers):
     """Tab from the top of the page to each field, type, and send with Enter: every
     control is reachable and labelled, and the form comes back with the first field in
     error focused."""
-    from selenium.webdriver.common.keys import Keys
 
     clerk = browsers()
     clerk.sign_in(token("desk"))
@@ -756,6 +756,33 @@ def test_the_desk_form_works_from_the_keyboard_alone(whistle, browsers):
     assert clerk.driver.switch_to.active_element.get_attribute("id") == "f-location-community"
     clerk.driver.switch_to.active_element.send_keys("幸福里社区", Keys.ENTER)
     clerk.wait(lambda: "done=submitted" in clerk.driver.current_url, 10, "accepted")
+
+
+def test_the_live_board_keeps_the_keyboards_place(whistle, browsers):
+    """The board redraws itself from its JSON every second. It replaced every row each
+    time, so the issue link a keyboard or screen-reader user had reached lost the focus
+    within a second (to the page's body) and Enter opened nothing. The focus now stays on
+    that issue's link, while the board is unchanged and when it changes around it."""
+    first = submit(whistle.url, "楼道外有飞线，电线垂下来了")
+    desk = browsers()
+    desk.sign_in(token("desk"))
+    desk.open("/desk")
+    link = f"#board-rows tr[data-issue='{first}'] a"
+    desk.wait(lambda: desk.find_all(link), 10, "the issue on the board")
+    desk.driver.execute_script("document.querySelector(arguments[0]).focus()", link)
+
+    def focused() -> str | None:
+        return desk.driver.execute_script(
+            "var tr = document.activeElement.closest('tr'); return tr && tr.dataset.issue")
+
+    time.sleep(2.5)  # two polls or more, the board unchanged
+    assert focused() == first
+    second = submit(whistle.url, "小区门口井盖破了")
+    desk.wait(lambda: desk.find_all(f"#board-rows tr[data-issue='{second}']"), 10,
+              "the new issue on the board")
+    assert focused() == first
+    desk.driver.switch_to.active_element.send_keys(Keys.ENTER)
+    desk.wait(lambda: f"/desk/issues/{first}" in desk.driver.current_url, 5, "the issue opened")
 
 
 def test_a_report_typed_when_the_session_expired_is_kept_and_sent_after_signing_in(

@@ -56,7 +56,20 @@
     return td;
   }
 
+  // The rows are drawn again only when the board changed, and the issue link that had
+  // the keyboard's focus has it again: redrawn every second, the board took the focus
+  // away from a keyboard or screen-reader user on a row, and Enter opened nothing.
+  var drawn = null;
+
   function drawBoard(body, data) {
+    var updated = document.getElementById("board-updated");
+    if (updated) updated.textContent = fill(T.updated, {time: new Date().toLocaleTimeString(document.documentElement.lang)});
+    var text = JSON.stringify(data);
+    if (text === drawn) { tick(); return; }
+    drawn = text;
+    var focused = document.activeElement;
+    var row = focused && body.contains(focused) ? focused.closest("tr") : null;
+    var keep = row ? row.dataset.issue : null;
     var rows = document.createDocumentFragment();
     data.rows.forEach(function (r) {
       var tr = document.createElement("tr");
@@ -81,14 +94,18 @@
       rows.appendChild(tr);
     });
     body.replaceChildren(rows);
+    if (keep) {
+      var again = Array.prototype.find.call(body.querySelectorAll("tr"), function (tr) {
+        return tr.dataset.issue === keep;
+      });
+      if (again) again.querySelector("a").focus();
+    }
     var empty = document.getElementById("board-empty");
     if (empty) empty.hidden = data.rows.length > 0;
     var count = document.getElementById("board-count");
     if (count && data.total !== null) {
       count.textContent = fill(T.shown_of, {shown: data.rows.length, total: data.total});
     }
-    var updated = document.getElementById("board-updated");
-    if (updated) updated.textContent = fill(T.updated, {time: new Date().toLocaleTimeString(document.documentElement.lang)});
     tick();
   }
 
