@@ -386,6 +386,31 @@ def test_the_board_fits_a_phone_in_english(whistle, browsers):
     desk.screenshot("board-phone-en", widths=(PHONE,))
 
 
+def test_a_link_in_a_report_fits_a_phone(whistle, browsers):
+    """FixMyStreet puts the report's URL in its description, and residents paste links:
+    such a word ran past a 390 px screen on the resident's page and the desk's issue page
+    (the page zoomed out, or scrolled sideways). It now breaks where it must."""
+    answer = requests.post(f"{whistle.url}/issues", timeout=5, headers={
+        "Authorization": f"Bearer {token('desk')}"}, json={
+        "description": "路灯不亮\n\nhttps://fixmystreet.binhai.example.gov.cn/report/1234567",
+        "location": {"community": "幸福里社区",
+                     "address": "BuildingThree-EntranceTwo-FlatFiveHundredOne-XingfuLi"}})
+    assert answer.status_code == 201, answer.text
+    issue_id = answer.json()["issue_id"]
+    link = issue_resident_token(issue_id, cfg.DEV_SECRET)
+    person = browsers(PHONE, 844)
+    person.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": PHONE, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    person.open(f"/resident/{issue_id}?token={link}")
+    assert "fixmystreet" in person.text(".description")
+    width = "return document.documentElement.scrollWidth"
+    assert person.driver.execute_script(width) <= PHONE
+    person.sign_in(token("desk"))
+    person.open(f"/desk/issues/{issue_id}")
+    assert "fixmystreet" in person.text(".description")
+    assert person.driver.execute_script(width) <= PHONE
+
+
 def unsatisfied_on_a_phone(whistle, browsers) -> tuple[str, str, Browser]:
     """A resolved flying wire's rating form on a phone, "not satisfied" chosen: the
     issue, the rating link's token, the resident's browser."""
