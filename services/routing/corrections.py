@@ -27,6 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.routing.features import TRADITIONAL
 from shared.contracts import Channel, Language, RouteCorrected
 from shared.issue import IssueRecord
 from shared.privacy import scrub
@@ -112,21 +113,23 @@ def correction_from(event: RouteCorrected, record: IssueRecord,
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{3,}")
-# Characters that only traditional Chinese writes this way (a few common ones).
-_TRADITIONAL = set("這裡電燈樓門閘氣體鄰車廳們個說點為會麼還讓問關東區報備題聽難")
 _AMERICAN = re.compile(r"\b(elevator|sidewalk|color|neighbor\w*|apartment|trash|garbage|"
                        r"center|faucet|gray|favor\w*)\b", re.IGNORECASE)
 
 
 def corpus_lang(text: str, language: Language) -> CorpusLang:
-    """The corpus ``lang`` of a report: guessed from its script and spelling."""
+    """The corpus ``lang`` of a report, guessed from its script and spelling as the corpus
+    labels its own (``corpus/README.md``): ``mixed`` for Chinese with one English word in
+    it ("整栋楼blackout了"; a brand or plate in capitals, "黑色SUV", "KTV", is not English),
+    ``zh-Hant`` for Chinese with a traditional character in it (any of those the features
+    fold, ``features.TRADITIONAL``: "電梯壞了")."""
     han = len(_CJK.findall(text))
-    latin = len(_LATIN_WORD.findall(text))
-    if han and latin >= 2:
+    english = [w for w in _LATIN_WORD.findall(text) if not w.isupper()]
+    if han and english:
         return "mixed"
     if han:
-        return "zh-Hant" if sum(ch in _TRADITIONAL for ch in text) >= 2 else "zh"
-    if language is Language.zh and not latin:
+        return "zh-Hant" if any(ch in TRADITIONAL for ch in text) else "zh"
+    if language is Language.zh and not english:
         return "zh"
     return "en-US" if _AMERICAN.search(text) else "en-GB"
 

@@ -325,6 +325,13 @@ def test_a_correction_is_a_corpus_example():
     ("The lift has broken down again", Language.en, "en-GB"),
     ("The elevator is out and the trash is piling up", Language.en, "en-US"),
     ("楼下的 street light 不亮了, please check", Language.zh, "mixed"),
+    # as corpus/README.md labels its own reports: one traditional character is zh-Hant,
+    # one English word in Chinese is mixed; capitals (a brand, a plate) are not English
+    ("電梯壞了", Language.zh, "zh-Hant"),
+    ("水龍頭打開沒水，整棟樓都沒有", Language.zh, "zh-Hant"),
+    ("整栋楼blackout了，电梯停了", Language.zh, "mixed"),
+    ("电梯 broken 了", Language.en, "mixed"),
+    ("一辆黑色SUV停了两天了", Language.zh, "zh"),
 ])
 def test_the_corpus_language_is_guessed_from_the_text(text, language, lang):
     assert corpus_lang(text, language) == lang
