@@ -43,7 +43,7 @@ def route(text: str, community: str | None, category: str | None, rules_file: st
     from services.routing.classifier import ModelLoadError, load_classifier
     from services.routing.desk import require_known_category
     from services.routing.domain import route_issue
-    from services.routing.explain import explanation
+    from services.routing.explain import explanation, read_for_explain
     from services.routing.rules import RulesError
     from services.routing.rules_provider import read_rules
     from shared.contracts import ExplainRoute, utcnow
@@ -82,7 +82,7 @@ def route(text: str, community: str | None, category: str | None, rules_file: st
         click.echo(f"whistle route: {exc}", err=True)
         sys.exit(2)
     now = utcnow()
-    classification = model.classify(request.text) if model is not None else None
+    classification = read_for_explain(model, request.text) if model is not None else None
     decision = route_issue(request.text, request.category, rules, now, classification, threshold)
     explained = explanation(decision, rules, threshold)
     if as_json:

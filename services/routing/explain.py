@@ -10,10 +10,21 @@ decision and why, and whether the report would go to the desk's triage queue.
 
 from __future__ import annotations
 
+from services.routing.classifier import Classification, Classifier
 from services.routing.domain import RouteDecision
 from services.routing.rules import RuleSet
 
 TOP = 5  # categories shown
+
+
+def read_for_explain(classifier: Classifier, text: str) -> Classification:
+    """The classifier's reading of ``text`` as explain shows it: a learned model's
+    evidence is the report's words that weighed most, each once, as the report wrote
+    them (``LearnedClassifier.explain``), not the raw terms routing's own reading keeps
+    (3- to 5-character pieces of a word, several from the same word). A classifier
+    without ``explain`` (the keyword rules: their evidence is their keywords) classifies."""
+    explain = getattr(classifier, "explain", None)
+    return explain(text) if explain is not None else classifier.classify(text)
 
 
 def explanation(decision: RouteDecision, rules: RuleSet, threshold: float | None = None) -> dict:

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from functools import lru_cache
 
 from services.routing.rules import normalise
 
-__all__ = ["TRADITIONAL", "display_term", "fold", "term_counts", "terms", "terms_in"]
+__all__ = ["TRADITIONAL", "display_term", "fold", "term_counts", "terms", "terms_in",
+           "weighed_words"]
 
 # Traditional -> simplified for the characters residents' reports use most; the rest
 # of a traditional text still shares the characters the two scripts have in common.
@@ -120,3 +122,56 @@ def display_term(term: str) -> str:
         return ("" if piece.startswith(" ") else "…") + piece.strip() + (
             "" if piece.endswith(" ") else "…")
     return term
+
+
+_AS_WRITTEN = re.compile(r"\w+(?:['\u2019]\w+)*")
+
+
+def _as_written(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """How the report wrote its words and its Han n-grams: (folded word -> the word as
+    written, folded n-gram -> the n-gram as written, in traditional characters if so)."""
+    words: dict[str, str] = {}
+    for span in _AS_WRITTEN.findall(text):
+        folded = fold(span)
+        if _WORD.fullmatch(folded):
+            words.setdefault(folded, span)
+    grams: dict[str, str] = {}
+    for run in _HAN_RUN.findall(normalise(text)):  # folding changes no Han run's length
+        folded = run.translate(_FOLD)
+        for size in (1, 2, 3):
+            for i in range(len(run) - size + 1):
+                grams.setdefault(folded[i:i + size], run[i:i + size])
+    return words, grams
+
+
+def weighed_words(text: str, weights: Mapping[str, float],
+                  count: int) -> list[tuple[str, float]]:
+    """The words and n-grams of ``text`` that weighed most, each once, as the report
+    wrote them: ``weights`` is each term's part in a score (:func:`terms` of ``text``).
+
+    A word's pieces (`` rad``, ``adiat``...) are credited to the word, with the word's
+    own term: "radiator" once, not eight of its pieces; a piece found in several of the
+    report's words is shared between them by its occurrences. A pair of words is shown
+    as the pair; a Han n-gram as itself (a word segmenter is no more reliable here than
+    in the features). Only what weighed for the score (a positive sum) is shown.
+    """
+    written, grams = _as_written(text)
+    words = Counter(_WORD.findall(fold(text)))
+    totals: dict[str, float] = {}
+
+    def credit(shown: str, weight: float) -> None:
+        totals[shown] = totals.get(shown, 0.0) + weight
+
+    for term, weight in weights.items():
+        if term.startswith("c:"):  # a piece of some of the report's words
+            holders = {w: n * _pieces(w).count(term) for w, n in words.items()}
+            share = sum(holders.values())
+            for word, held in holders.items():
+                if held:
+                    credit(written.get(word, word), weight * held / share)
+        elif term.startswith("w:"):
+            credit(" ".join(written.get(w, w) for w in term[2:].split(" ")), weight)
+        else:
+            credit(grams.get(term, term), weight)
+    ranked = sorted(totals.items(), key=lambda item: -item[1])[:count]
+    return [(shown, round(weight, 4)) for shown, weight in ranked if weight > 0]

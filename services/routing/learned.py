@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from services.routing.classifier import BUNDLED_MODEL, Classification
-from services.routing.features import display_term, fold, terms_in
+from services.routing.features import display_term, fold, terms_in, weighed_words
 from services.routing.hazards import HAZARD_CUES, hazard_flags_in
 
 __all__ = [
@@ -277,6 +277,16 @@ class LearnedClassifier:
         self.model_version = router.version
 
     def classify(self, text: str) -> Classification:
+        return self._read(text, explaining=False)
+
+    def explain(self, text: str) -> Classification:
+        """:meth:`classify` as explain shows it (``explain.read_for_explain``): the same
+        reading, with the evidence and the urgency reason's words credited to the words
+        of the report as it wrote them (``features.weighed_words``: "radiator" once, not
+        eight of its pieces). Only explain pays for that: routing classifies."""
+        return self._read(text, explaining=True)
+
+    def _read(self, text: str, explaining: bool) -> Classification:
         router = self.router
         model = router.category
         folded = fold(text)  # once: the terms and the hazard cues both read it
@@ -294,10 +304,12 @@ class LearnedClassifier:
         order = np.argsort(-probabilities)[:TOP]
         top = [(model.classes[i], float(probabilities[i])) for i in order]
         urgent, reasons, p_urgent, urgent_at = self._urgency(text, folded, columns, values,
-                                                             learned, embedded)
+                                                             learned, embedded, explaining)
         return Classification(
             top=top,
-            evidence=model.evidence(columns, values, int(order[0])),
+            evidence=(_words(text, model, columns, model.coef[int(order[0]), columns] * values,
+                             EVIDENCE) if explaining
+                      else model.evidence(columns, values, int(order[0]))),
             urgent=urgent, urgent_reasons=reasons,
             confident=top[0][1] >= router.confident_at,
             model_version=router.version,
@@ -307,7 +319,8 @@ class LearnedClassifier:
                    "confident_at": round(router.confident_at, 4)})
 
     def _urgency(self, text: str, folded: str, columns: np.ndarray, values: np.ndarray,
-                 categories: np.ndarray, embedded: dict) -> tuple[bool, list[str], float, float]:
+                 categories: np.ndarray, embedded: dict,
+                 explaining: bool = False) -> tuple[bool, list[str], float, float]:
         """Urgent or not, why, the stacker's probability and its threshold (see the module
         doc).
         ``embedded``: the report's sentence embedding when the category cascade made it
@@ -327,10 +340,16 @@ class LearnedClassifier:
                 p_urgent = second.probability(features, embedded["vector"])
                 urgent_at, by_model = second.urgent_at, p_urgent >= second.urgent_at
         reasons = [cue.reason for cue, found in zip(HAZARD_CUES, cues, strict=True) if found]
-        if by_model:
+        if by_model and explaining:
+            urgency = router.urgency
+            parts = (urgency.coef[0, columns] * values if contributions is None
+                     else contributions)
+            terms = ", ".join(t for t, _ in _words(text, urgency, columns, parts, 4))
+        elif by_model:
             terms = ", ".join(t for t, _ in (
                 router.urgency.evidence(columns, values, 0, 4) if contributions is None
                 else _strongest(router.urgency, columns, contributions, 4)))
+        if by_model:
             reasons.append(f"urgency model {p_urgent:.0%} (threshold {urgent_at:.0%})"
                            + (f"; words: {terms}" if terms else ""))
         return by_model or (router.cues_decide and any(cues)), reasons, p_urgent, urgent_at
@@ -377,6 +396,15 @@ def urgency_score(model: LinearTextModel, columns: np.ndarray, values: np.ndarra
     weights = coef[0] + categories.astype(np.float32) @ coef[1:]
     contributions = weights * values
     return float(contributions.sum() + model.intercept[0]), contributions
+
+
+def _words(text: str, model: LinearTextModel, columns: np.ndarray, parts: np.ndarray,
+           count: int) -> list[tuple[str, float]]:
+    """The report's words that weighed most in a score, each once, as it wrote them
+    (``features.weighed_words``), from each known term's part in the score."""
+    return weighed_words(text, {model.terms[c]: float(p)
+                                for c, p in zip(columns.tolist(), parts.tolist(), strict=True)},
+                         count)
 
 
 def _strongest(model: LinearTextModel, columns: np.ndarray, contributions: np.ndarray,

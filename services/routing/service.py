@@ -31,7 +31,7 @@ from services.routing.corrections import correction_from
 from services.routing.corrections_store import CorrectionsProvider, CorrectionStore
 from services.routing.domain import RouteDecision, route_issue
 from services.routing.escalation import escalate
-from services.routing.explain import explanation
+from services.routing.explain import explanation, read_for_explain
 from services.routing.model_provider import RoutingModel
 from services.routing.reloads import FOLLOW_INTERVAL_S, MODEL, RULES, ReloadFollowing
 from services.routing.rules import RulesError, RuleSet
@@ -143,10 +143,13 @@ class RoutingService:
                       agencies=[p.agency for p in decision.assignments],
                       duplicate=not applied.changed)
 
-    def _decide(self, text: str, category: str | None, now: datetime) -> RouteDecision:
-        """The domain's decision, with the loaded model's reading of the text if any."""
+    def _decide(self, text: str, category: str | None, now: datetime,
+                explaining: bool = False) -> RouteDecision:
+        """The domain's decision, with the loaded model's reading of the text if any
+        (``explaining``: as explain shows it, ``explain.read_for_explain``)."""
         model = self.model.classifier
-        classification = model.classify(text) if model is not None else None
+        classification = (None if model is None else read_for_explain(model, text)
+                          if explaining else model.classify(text))
         return route_issue(text, category, self.rules, now, classification,
                            self.model.threshold)
 
@@ -414,7 +417,7 @@ class RoutingService:
         request = validate(ExplainRoute, payload)
         if request.category is not None:  # the desk asks "and as this category?"
             desk.require_known_category(request.category, self.rules)
-        decision = self._decide(request.text, request.category, utcnow())
+        decision = self._decide(request.text, request.category, utcnow(), explaining=True)
         return explanation(decision, self.rules, self.model.threshold)
 
     @http("POST", "/routing/explain", expected_exceptions=EXPECTED_ERRORS)

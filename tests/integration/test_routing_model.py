@@ -91,6 +91,12 @@ def test_routing_classifies_with_the_trained_model_and_explains_it(
     assert explained["urgency"]["urgent"] is True
     assert any("gas" in reason for reason in explained["urgency"]["reasons"])
 
+    # English: the report's words, each once, not the 3- to 5-character pieces of them
+    shown = [e["term"] for e in explain(rpc, "The radiators are stone cold")["classifier"]
+             ["evidence"]]
+    assert shown[0] == "radiators" and len(shown) == len(set(shown)), shown
+    assert not any("…" in term for term in shown), shown
+
 
 def test_a_retrain_with_corrections_is_reloaded_while_issues_flow_and_none_is_lost(
         container_factory, config, models, tmp_path, rpc, store, amqp):

@@ -236,3 +236,26 @@ def test_the_bundled_model_says_why_it_chose(monkeypatch):
     assert explained["classifier"]["model_version"] != "keywords"
     out = route("电梯间的灯坏了").stdout
     assert "(from the model)" in out and "the model's top category (" in out
+
+
+@pytest.mark.parametrize(("text", "first"), [
+    ("The radiator is stone cold again", "radiator"),
+    ("I can smell gas in the stairwell, gas everywhere", "gas"),
+])
+def test_the_bundled_models_evidence_is_the_reports_words_each_once(monkeypatch, text, first):
+    """Explain showed 3- to 5-character pieces of the words, eight of "radiator" and
+    "gas" twice; now each word once, as the report wrote it (pieces credited to it)."""
+    from services.routing.classifier import load_classifier
+
+    monkeypatch.setenv("WHISTLE_ROUTING_MODEL", "")
+    explained = route_json(text)
+    shown = [e["term"] for e in explained["classifier"]["evidence"]]
+    assert shown[0] == first and len(shown) == len(set(shown)), shown
+    assert all(term in text for term in shown), shown
+    words = [r for r in explained["urgency"]["reasons"] if "words:" in r]
+    assert all("…" not in r for r in words), words
+    # the reading itself is routing's: the same categories, urgency and confidence
+    reading = load_classifier(None).classify(text)
+    assert [t["category"] for t in explained["classifier"]["top"]] == [c for c, _ in reading.top]
+    assert explained["urgency"]["classifier_says_urgent"] == reading.urgent
+    assert explained["classifier"]["confident"] == reading.confident

@@ -8,7 +8,7 @@ import pytest
 
 from services.routing.classifier import Classifier, ModelLoadError, load_classifier
 from services.routing.evaluation import Guess, per_category, score
-from services.routing.features import display_term, fold, terms
+from services.routing.features import display_term, fold, terms, weighed_words
 from services.routing.hazards import hazard_reasons
 from services.routing.learned import (
     MODELS_DIR,
@@ -34,6 +34,27 @@ RULES = load_rules()
 
 def test_han_runs_give_one_to_three_character_ngrams():
     assert terms("臭鸡蛋") == ["臭", "鸡", "蛋", "臭鸡", "鸡蛋", "臭鸡蛋"]
+
+
+def test_a_words_pieces_are_credited_to_the_word_as_the_report_wrote_it():
+    text = "The Radiator is cold, the radiators too"
+    weights = dict.fromkeys(set(terms(text)), 0.0)
+    for term in terms("radiator"):  # every term of "radiator" weighs 0.1...
+        weights[term] = 0.1
+    weights["c: col"] = 0.3  # ...and one piece of "cold"
+    shown = weighed_words(text, weights, 8)
+    words = dict(shown)
+    # "Radiator" as written, once: its word and its 18 pieces; "radiators" shares the
+    # pieces it has in common with it (those that do not touch the word's end)
+    assert list(words) == ["Radiator", "radiators", "cold"]
+    assert words["Radiator"] > words["radiators"] > 0 and words["cold"] == 0.3
+    assert weighed_words(text, {"w:the": -1.0, "c: the ": 0.5}, 8) == []  # nothing for it
+
+
+def test_han_ngrams_are_shown_as_the_report_wrote_them():
+    text = "樓道的電燈壞了, 电灯"
+    assert weighed_words(text, {"电灯": 0.4, "楼道": 0.2, "坏": -0.1}, 8) == [
+        ("電燈", 0.4), ("樓道", 0.2)]
 
 
 def test_latin_words_give_words_pairs_and_pieces():
