@@ -20,6 +20,8 @@ and measurement on the frozen split.
 - ``whistle routing calibrate --held-out FILE`` sets a model's urgency threshold on
   labelled reports it was not trained on (``services.routing.calibration``) and writes
   the result as a new artefact, current unless ``--no-publish``.
+- ``whistle routing publish FOLDER`` makes an artefact written with ``--no-publish``
+  current (after ``evaluate --model FOLDER`` said it is the one).
 """
 
 from __future__ import annotations
@@ -220,7 +222,8 @@ def train(train_file: str, with_dev: bool, added: tuple[str, ...], with_correcti
               help="Instead: the lowest threshold that flags at most this share of the "
                    "held-out reports that are not urgent (e.g. 0.07).")
 @click.option("--models-dir", type=click.Path(file_okay=False), default=None,
-              help="Where the new artefact goes (default services/routing/model).")
+              help="Where the new artefact goes (default beside the model calibrated: "
+                   "the models folder it is in).")
 @click.option("--publish/--no-publish", default=True, show_default=True,
               help="Make the new artefact current (what routing loads).")
 def calibrate(held_out: str, model_path: str | None, recall: float | None,
@@ -228,16 +231,16 @@ def calibrate(held_out: str, model_path: str | None, recall: float | None,
     """Set a model's urgency threshold on held-out reports: a new artefact."""
     from services.routing.calibration import CalibrationError
     from services.routing.calibration import calibrate as run_calibration
-    from services.routing.classifier import ModelLoadError, load_classifier
-    from services.routing.learned import LearnedClassifier
+    from services.routing.classifier import BUNDLED_MODEL, ModelLoadError, load_classifier
+    from services.routing.learned import LearnedClassifier, resolve
     from services.routing.training import URGENT_RECALL
 
     if recall is not None and false_urgent is not None:
         _usage_error("calibrate", "give --recall or --false-urgent, not both")
     examples = _read_corpus("calibrate", held_out, _rules("calibrate").category_names())
+    model_path = model_path or cfg.get(os.environ, cfg.ROUTING_MODEL) or None
     try:
-        classifier = load_classifier(model_path or cfg.get(os.environ, cfg.ROUTING_MODEL)
-                                     or None)
+        classifier = load_classifier(model_path)
     except ModelLoadError as exc:
         _usage_error("calibrate", str(exc))
     if not isinstance(classifier, LearnedClassifier):
@@ -248,6 +251,9 @@ def calibrate(held_out: str, model_path: str | None, recall: float | None,
                                  false_urgent=false_urgent)
     except CalibrationError as exc:
         _usage_error("calibrate", str(exc))
+    if models_dir is None:  # beside the model calibrated: a district's models folder, whose
+        # current its routing reads, not the bundled one's (nor replacing the bundled model)
+        models_dir = str(resolve(model_path or BUNDLED_MODEL).resolve().parent)
     folder, target = _save("calibrate", result.router, models_dir)
     click.echo(f"calibrated {classifier.model_version} on {len(examples)} held-out reports "
                f"({result.after['urgent_reports']} urgent)")
@@ -258,6 +264,46 @@ def calibrate(held_out: str, model_path: str | None, recall: float | None,
     click.echo(f"wrote {folder}")
     if publish:
         _publish(result.router, folder, target)
+
+
+@routing.command("publish")
+@click.argument("artefact", type=click.Path(exists=True, file_okay=False))
+def publish(artefact: str) -> None:
+    """Make ARTEFACT (a folder `train` or `calibrate` wrote, e.g. with --no-publish) the
+    current model of its models folder: what routing loads on `whistle routing reload`
+    when WHISTLE_ROUTING_MODEL names that folder's `current`. An artefact that does not
+    load is refused, and the current one stays."""
+    from services.routing.learned import read_router
+
+    folder = Path(artefact).resolve()  # "." inside it: its own name, its parent's current
+    try:
+        router = read_router(folder, with_encoder=False)  # the encoder is the package's
+    except (OSError, KeyError, ValueError) as exc:
+        _usage_error("publish", f"{folder} is not a model artefact that loads "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                                "nothing was published")
+    from services.routing.learned import publish as make_current
+
+    current = make_current(folder, folder.parent).resolve()
+    configured = (cfg.get(os.environ, cfg.ROUTING_MODEL) or "").strip()
+    if configured == "keywords":
+        reads = "the keyword rules"
+    elif (Path(configured) if configured else _bundled()).resolve() != current:
+        reads = configured or f"the bundled model, {_bundled()}"
+    else:
+        click.echo(f"current model: {router.version} (running routing picks it up on "
+                   "`whistle routing reload`)")
+        return
+    click.echo(f"current model of {folder.parent}: {router.version}")
+    click.echo(f"note: routing reads {reads} ({cfg.ROUTING_MODEL}), not {current}: "
+               f"`whistle routing reload` will not load this one; set "
+               f"{cfg.ROUTING_MODEL}={current} and restart routing", err=True)
+
+
+def _bundled() -> Path:
+    from services.routing.classifier import BUNDLED_MODEL
+
+    return BUNDLED_MODEL
 
 
 @routing.command("reload")

@@ -1,6 +1,7 @@
 """Calibrating a model's urgency threshold on held-out reports (``whistle routing calibrate``)."""
 
 import json
+import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -19,7 +20,9 @@ from services.routing.learned import (
     UrgencyCascade,
     UrgencyStacker,
     read_router,
+    resolve,
 )
+from services.routing.learned import publish as make_current
 from services.routing.training import urgency_threshold
 from tests.support.cli import one_error_line, run
 
@@ -98,6 +101,72 @@ def test_publish_makes_the_calibrated_model_current(tmp_path):
     assert result.exit_code == 0, result.output
     (folder,) = tmp_path.glob("router-*")
     assert (tmp_path / "current").read_text().strip() == folder.name
+
+
+def a_districts_models(tmp_path):
+    """A district's own models folder, its current a copy of the bundled artefact."""
+    models = tmp_path / "models"
+    bundled = resolve(MODELS_DIR / "current")
+    shutil.copytree(bundled, models / bundled.name)
+    make_current(models / bundled.name, models)
+    return models
+
+
+def test_a_calibrated_model_goes_beside_the_one_calibrated_not_into_the_bundled_folder(
+        tmp_path):
+    """Calibrating a district's model (trained into its own folder) wrote the result into
+    services/routing/model and made it the bundled current, not the district's."""
+    models = a_districts_models(tmp_path)
+    bundled_before = sorted(p.name for p in MODELS_DIR.iterdir())
+    current_before = (MODELS_DIR / "current").read_text(encoding="utf-8")
+    result = run("routing", "calibrate", "--held-out", str(HELD_OUT), "--model",
+                 str(models / "current"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in MODELS_DIR.iterdir()) == bundled_before
+    assert (MODELS_DIR / "current").read_text(encoding="utf-8") == current_before
+    calibrated = resolve(models / "current")
+    assert calibrated.parent == models and "-cal" in calibrated.name
+    assert f"wrote {calibrated}" in result.output
+
+
+def test_publish_makes_an_unpublished_artefact_current_and_says_if_routing_reads_it(
+        tmp_path):
+    models = a_districts_models(tmp_path)
+    first = resolve(models / "current")
+    result = run("routing", "calibrate", "--held-out", str(HELD_OUT), "--model", str(first),
+                 "--no-publish")
+    assert result.exit_code == 0, result.output
+    (new,) = [p for p in models.glob("router-*") if p != first]
+    assert resolve(models / "current") == first  # --no-publish
+
+    result = run("routing", "publish", str(new),
+                 env={"WHISTLE_ROUTING_MODEL": str(models / "current")})
+    assert result.exit_code == 0, result.output
+    assert resolve(models / "current") == new
+    version = new.name.removeprefix("router-")
+    assert f"current model: {version} (running routing picks it up on `whistle routing " \
+        "reload`)" in result.output and "note:" not in result.output
+
+    # routing reads another model: publishing here is done, and the command says a
+    # reload will not take it
+    result = run("routing", "publish", str(first), env={"WHISTLE_ROUTING_MODEL": ""})
+    assert result.exit_code == 0, result.output
+    assert resolve(models / "current") == first
+    assert f"routing reads the bundled model, {MODELS_DIR / 'current'}" in result.output
+    assert f"WHISTLE_ROUTING_MODEL={models / 'current'}" in result.output
+
+
+def test_publish_refuses_what_is_not_an_artefact_and_keeps_the_current_one(tmp_path):
+    models = a_districts_models(tmp_path)
+    first = resolve(models / "current")
+    broken = models / "router-broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}", encoding="utf-8")
+    result = run("routing", "publish", str(broken))
+    assert result.exit_code == 2
+    assert "is not a model artefact that loads" in one_error_line(result)
+    assert "nothing was published" in result.output
+    assert resolve(models / "current") == first
 
 
 def test_too_few_urgent_reports_cannot_place_the_line(bundled, held_out):
