@@ -126,12 +126,25 @@ def _save(command: str, router, models_dir: str | None) -> tuple[Path, Path]:
 
 
 def _publish(router, folder: Path, target: Path) -> None:
-    """Make the artefact just written the one routing loads, and say so."""
-    from services.routing.learned import publish
+    """Make the artefact ``folder`` the current one of ``target`` and say so: that running
+    routing takes it on a reload, or, when routing reads another model
+    (``WHISTLE_ROUTING_MODEL``, read when it started), that it will not and what to set."""
+    from services.routing.learned import publish as make_current
 
-    publish(folder, target)
-    click.echo(f"current model: {router.version} (running routing picks it up on "
-               "`whistle routing reload`)")
+    current = make_current(folder, target).resolve()
+    configured = (cfg.get(os.environ, cfg.ROUTING_MODEL) or "").strip()
+    if configured == "keywords":
+        reads = "the keyword rules"
+    elif (Path(configured) if configured else _bundled()).resolve() != current:
+        reads = configured or f"the bundled model, {_bundled()}"
+    else:
+        click.echo(f"current model: {router.version} (running routing picks it up on "
+                   "`whistle routing reload`)")
+        return
+    click.echo(f"current model of {target}: {router.version}")
+    click.echo(f"note: routing reads {reads} ({cfg.ROUTING_MODEL}), not {current}: "
+               f"`whistle routing reload` will not load this one; set "
+               f"{cfg.ROUTING_MODEL}={current} and restart routing", err=True)
 
 
 def _read_corpus(command: str, path: str | Path, categories: list[str]) -> list[dict]:
@@ -282,22 +295,7 @@ def publish(artefact: str) -> None:
         _usage_error("publish", f"{folder} is not a model artefact that loads "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                                 "nothing was published")
-    from services.routing.learned import publish as make_current
-
-    current = make_current(folder, folder.parent).resolve()
-    configured = (cfg.get(os.environ, cfg.ROUTING_MODEL) or "").strip()
-    if configured == "keywords":
-        reads = "the keyword rules"
-    elif (Path(configured) if configured else _bundled()).resolve() != current:
-        reads = configured or f"the bundled model, {_bundled()}"
-    else:
-        click.echo(f"current model: {router.version} (running routing picks it up on "
-                   "`whistle routing reload`)")
-        return
-    click.echo(f"current model of {folder.parent}: {router.version}")
-    click.echo(f"note: routing reads {reads} ({cfg.ROUTING_MODEL}), not {current}: "
-               f"`whistle routing reload` will not load this one; set "
-               f"{cfg.ROUTING_MODEL}={current} and restart routing", err=True)
+    _publish(router, folder, folder.parent)
 
 
 def _bundled() -> Path:
