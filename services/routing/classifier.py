@@ -38,6 +38,9 @@ Conventions every implementation keeps:
   which is dispatched at once to the best guess *and* flagged for triage.
 - ``classify`` is pure and thread-safe (green threads share one instance), and
   cheap: a few milliseconds of CPU at most.
+- Optionally ``explain(text)``: the same reading, its evidence as explain shows it
+  (a learned model credits word pieces to the report's words;
+  ``explain.read_for_explain`` falls back to ``classify``).
 
 Which classifier runs: :func:`load_classifier` with the artefact path from
 ``WHISTLE_ROUTING_MODEL``; empty means the bundled artefact
