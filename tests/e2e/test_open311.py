@@ -240,6 +240,27 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
                          "attribute[building] is required")
     assert_open311_error(post(base, {**LEAK, "api_key": key, "service_code": "potholes"}),
                          404, "no service")
+    # Every bad coordinate at once; NaN is not a number, not "out of range".
+    bad_place = assert_open311_error(
+        post(base, {**LEAK, "api_key": key, "lat": "999", "long": "abc"}, fmt="xml"), 400)
+    assert [e["description"] for e in bad_place] == [
+        "lat must be between -90 and 90 (WGS84 degrees)", "long must be a number (WGS84 degrees)"]
+    assert [e["description"] for e in assert_open311_error(
+        post(base, {**LEAK, "api_key": key, "lat": "nan", "long": "inf"}), 400)] == [
+        "lat is not a number (NaN or infinity): it must be WGS84 degrees",
+        "long is not a number (NaN or infinity): it must be WGS84 degrees"]
+    # A field given twice with different values, in the query string and the body, or
+    # twice in the body: named, never the first taken in silence (it filed a pipe leak
+    # as a gas leak). Nothing is created.
+    before = len(client.get_service_requests())
+    twice = requests.post(f"{base}{V2}/requests.xml?service_code=gas_leak", timeout=10,
+                          data=[*{**LEAK, "api_key": key}.items(), ("lat", "39.4")])
+    assert [e["description"] for e in assert_open311_error(twice, 400)] == [
+        f"{name} is given more than once, with different values: give it once"
+        for name in ("service_code", "lat")]
+    assert len(client.get_service_requests()) == before
+    assert_open311_error(requests.get(f"{base}{V2}/requests.json", timeout=5, params=[
+        ("page_size", "1"), ("page_size", "50")]), 400, "page_size is given more than once")
     assert_open311_error(requests.get(
         f"{base}{V2}/requests.json?start_date=2026-01-01T00:00:00Z"
         "&end_date=2026-06-01T00:00:00Z", timeout=5), 400, "90 days")

@@ -21,6 +21,7 @@ from services.intake.open311.mapping import (
     names_of,
     parse_request_query,
     read_params,
+    refuse_repeats,
     request_view,
     submission_for,
     to_submission,
@@ -198,8 +199,71 @@ def test_the_desks_own_validation_speaks_open311():
                   media_url="javascript:alert(1)")
     error = bad_request(lambda: to_submission(form, CATALOG["no_water"], "c"))
     fields = {d.split(":")[0] for _, d in error.errors}
-    assert fields == {"lat", "phone", "media_url"}
+    assert fields == {"lat must be between -90 and 90 (WGS84 degrees)", "phone", "media_url"}
     assert not any("abc" in d for _, d in error.errors)  # never echoes the input
+
+
+def test_every_bad_coordinate_is_named_at_once_and_nan_is_not_a_number():
+    # The audit: lat=999&long=abc reported long alone (lat's range was left to the
+    # desk's check, which never ran without a long), and lat=nan was "less than or
+    # equal to 90".
+    where = {"attribute[community]": "c", "attribute[building]": "3号楼", "description": "漏水"}
+
+    def problems(**coordinates):
+        form = params(service_code="pipe_leak", **where, **coordinates)
+        return [d for _, d in bad_request(lambda: submission_for(form, CATALOG, None)).errors]
+
+    assert problems(lat="999", long="abc") == [
+        "lat must be between -90 and 90 (WGS84 degrees)", "long must be a number (WGS84 degrees)"]
+    assert problems(lat="nan", long="-inf") == [
+        "lat is not a number (NaN or infinity): it must be WGS84 degrees",
+        "long is not a number (NaN or infinity): it must be WGS84 degrees"]
+    assert problems(lat="NaN", long="117") == [
+        "lat is not a number (NaN or infinity): it must be WGS84 degrees"]
+    assert problems(lat="39.9", long="180.5") == [
+        "long must be between -180 and 180 (WGS84 degrees)"]
+    assert problems(lat="abc") == ["lat must be a number (WGS84 degrees)",
+                                   "lat and long must be sent together"]
+    # A JSON body's NaN (Python's json reads it) is the same problem.
+    form = read_params(*json_pairs({"service_code": "pipe_leak", "lat": float("nan"),
+                                    "long": 117.0, **where}))
+    assert [d for _, d in bad_request(lambda: submission_for(form, CATALOG, None)).errors] == [
+        "lat is not a number (NaN or infinity): it must be WGS84 degrees"]
+    # The edges are degrees.
+    _, edge = submission_for(params(service_code="pipe_leak", lat="-90", long="180", **where),
+                             CATALOG, None)
+    assert (edge.location.lat, edge.location.lon) == (-90.0, 180.0)
+
+
+def test_a_field_given_twice_with_different_values_is_named_not_guessed():
+    # The audit: service_code=gas_leak in the query string and pipe_leak in the body
+    # filed the report as a gas leak, in silence.
+    good = [("lat", "39.1"), ("long", "117.2"), ("attribute[community]", "c"),
+            ("attribute[building]", "3号楼"), ("description", "漏水")]
+    form = read_params([("service_code", "pipe_leak"), *good, ("service_code", "gas_leak"),
+                        ("lat", "39.2"), ("api_key", "k1"), ("api_key", "k2")])
+    error = bad_request(lambda: submission_for(form, CATALOG, None))
+    assert error.errors == [
+        (400, f"{name} is given more than once, with different values: give it once")
+        for name in ("api_key", "service_code", "lat")]
+    # The same value twice (a key in the body and the query string) is one value, and
+    # FixMyStreet's several photos are several media_url: the first is kept.
+    form = read_params([("service_code", "pipe_leak"), ("service_code", "pipe_leak "), *good,
+                        ("media_url", "https://fms.example/p/1.0.jpeg"),
+                        ("media_url", "https://fms.example/p/1.1.jpeg")])
+    service, submission = submission_for(form, CATALOG, None)
+    assert service.code == "pipe_leak"
+    assert submission.media_url == "https://fms.example/p/1.0.jpeg"
+    # A GET's single parameters alike; the spec's comma lists may be declared again.
+    with pytest.raises(Open311Error) as caught:
+        refuse_repeats(read_params([("start_date", "2026-11-01T00:00:00Z"), ("page", "1"),
+                                    ("start_date", "2026-11-02T00:00:00Z"), ("page", "2")]))
+    assert caught.value.status == 400 and [d for _, d in caught.value.errors] == [
+        "start_date is given more than once, with different values: give it once",
+        "page is given more than once, with different values: give it once"]
+    listed = refuse_repeats(read_params([("status", "open"), ("status", "closed"),
+                                         ("lang", "en"), ("lang", "en")]))
+    assert listed.listed("status") == ["open", "closed"] and listed.get("lang") == "en"
 
 
 def test_json_bodies_and_multivalued_attributes():

@@ -58,6 +58,7 @@ from services.intake.open311.mapping import (
     parse_request_query,
     post_response,
     read_params,
+    refuse_repeats,
     request_view,
     submission_for,
     updates_from_journal,
@@ -497,7 +498,8 @@ class Open311Api:
 
     @staticmethod
     def _params(request) -> Params:
-        return read_params(_query_pairs(request))
+        """A GET's parameters; one Whistle reads given twice over is a 400 naming it."""
+        return refuse_repeats(read_params(_query_pairs(request)))
 
     @staticmethod
     def _post_params(request) -> Params:

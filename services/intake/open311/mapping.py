@@ -15,6 +15,7 @@ docs/open311.md is the reference for every choice made here.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -102,10 +103,47 @@ class Params:
         value = self.fields.get(name)
         return value.strip() if value is not None and value.strip() else None
 
+    def given_twice(self, names: Iterable[str]) -> list[str]:
+        """Those of ``names`` declared more than once with different values: which one
+        the client meant is not Whistle's to guess (the same value twice is one)."""
+        return [name for name in names
+                if len({value.strip() for value in self.repeated.get(name, [])}) > 1]
+
     def listed(self, name: str) -> list[str]:
         """A comma-delimited list, over every time the field was declared."""
         return [part.strip() for value in self.repeated.get(name, [])
                 for part in value.split(",") if part.strip()]
+
+
+# The single-valued fields Whistle reads from a POST (body and query string together)
+# and from a GET. Each given twice with different values is a 400 naming it: taking the
+# first quietly filed the report under another service than the client meant. Not
+# among them: media_url (FixMyStreet's multi-photo option sends one for each photo: the
+# first is kept), attributes (checked by the definition), the spec's comma lists of
+# GET requests, and fields Whistle ignores.
+POST_FIELDS = ("api_key", "service_code", "description", "lat", "long", "address_string",
+               "address_id", "first_name", "last_name", "phone", "email", "lang")
+GET_FIELDS = ("api_key", "lang", "start_date", "end_date", "page", "page_size")
+
+
+def given_once(params: Params, names: Iterable[str]) -> Params:
+    """``params`` with each of ``names`` given twice over (different values) added to
+    its problems, so that every other check leaves that field to this one problem."""
+    twice = params.given_twice(names)
+    if not twice:
+        return params
+    problems = {**params.problems, **{
+        name: f"{name} is given more than once, with different values: give it once"
+        for name in twice if name not in params.problems}}
+    return Params(params.fields, params.attributes, problems, params.repeated)
+
+
+def refuse_repeats(params: Params, names: Iterable[str] = GET_FIELDS) -> Params:
+    """A GET's parameters, or a 400 naming every one given twice over."""
+    checked = given_once(params, names)
+    if checked.problems:
+        raise Open311Error.bad_request(*checked.problems.values())
+    return checked
 
 
 def read_params(pairs: Iterable[tuple[str, str]],
@@ -198,6 +236,7 @@ def to_submission(params: Params, service: Service, default_community: str | Non
                   ) -> SubmitIssue:
     """The desk's submission for this POST to ``service``, or a 400 naming every bad
     field."""
+    params = given_once(params, POST_FIELDS)
     problems = [(400, why) for why in params.problems.values()]
     submission = _submission(params, service, default_community, problems)
     if problems:
@@ -210,9 +249,10 @@ def submission_for(params: Params, catalog: dict[str, Service],
     """The service ``service_code`` names and the desk's submission, or every problem
     at once: 404 when the only one is an unknown ``service_code``, else 400 (the
     unknown service's own ``code`` stays 404)."""
+    params = given_once(params, POST_FIELDS)
     problems = [(400, why) for why in params.problems.values()]
     code, service = params.get("service_code"), None
-    if code is not None:
+    if code is not None and "service_code" not in params.problems:
         service = catalog.get(code)
         if service is None:
             problems.append((404, f"no service {code[:40]!r} (see services.xml)"))
@@ -274,12 +314,14 @@ def _submission(params: Params, service: Service | None, default_community: str 
     coordinates: dict[str, float] = {}
     for name, value in (("lat", lat), ("long", lon)):
         if value is not None and name not in named:
-            try:
+            why = coordinate_problem(name, value)
+            if why:
+                problem([name], why)
+            else:
                 coordinates[name] = float(value)
-            except ValueError:
-                problem([name], f"{name} must be a number (WGS84 degrees)")
-    if (lat is None) != (lon is None) and not {"lat", "long"} & named:
-        problem(["lat", "long"], "lat and long must be sent together")
+    missing = [name for name, value in (("lat", lat), ("long", lon)) if value is None]
+    if len(missing) == 1 and missing[0] not in named:
+        problem(missing, "lat and long must be sent together")
     address_string, address_id = params.get("address_string"), params.get("address_id")
     where = ("lat", "long", "address_string", "address_id")
     if not (lat or lon or address_string or address_id) and not set(where) & named:
@@ -323,6 +365,26 @@ def _submission(params: Params, service: Service | None, default_community: str 
                         for f in fields if _FIELD_NAMES.get(f["field"], f["field"]) not in named)
         return None
     return None if problems else submission
+
+
+_BOUNDS = {"lat": 90.0, "long": 180.0}
+
+
+def coordinate_problem(name: str, value: str) -> str | None:
+    """Why ``value`` is no ``lat`` (or ``long``) in WGS84 degrees, or None. Each is
+    checked on its own, so a POST with both wrong hears of both at once; NaN and
+    infinity (which ``float`` reads) are not numbers of degrees, and are told so rather
+    than that they are out of range."""
+    try:
+        number = float(value)
+    except ValueError:
+        return f"{name} must be a number (WGS84 degrees)"
+    if not math.isfinite(number):
+        return f"{name} is not a number (NaN or infinity): it must be WGS84 degrees"
+    bound = _BOUNDS[name]
+    if not -bound <= number <= bound:
+        return f"{name} must be between {-bound:g} and {bound:g} (WGS84 degrees)"
+    return None
 
 
 def _language_or_default(params: Params) -> Language:
