@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 import pytest
@@ -104,6 +105,13 @@ def test_services_and_definitions_through_a_real_client(whistle):
     discovery = requests.get(f"{whistle.url}{V2}/discovery.json", timeout=5).json()
     schemas.validate(discovery, schemas.DISCOVERY)
     assert discovery["endpoints"][0]["formats"] == ["text/xml", "application/json"]
+    # The endpoint URL as docs/open311.md tells FixMyStreet's operators to enter it, with
+    # its trailing slash: FixMyStreet appends "services.xml" to it as it is (Open311.pm,
+    # $uri->path($uri->path . $path)). Without the slash it asked for .../v2services.xml.
+    endpoint = discovery["endpoints"][0]["url"]  # from WHISTLE_PUBLIC_URL (its default here)
+    assert endpoint == f"http://127.0.0.1:8000{V2}/"
+    path = urlsplit(endpoint).path
+    assert requests.get(f"{whistle.url}{path}services.xml", timeout=5).status_code == 200
     xml = requests.get(f"{whistle.url}{V2}/discovery.xml", timeout=5)
     assert xml.headers["Content-Type"] == "text/xml; charset=utf-8"
     assert xml.headers["Access-Control-Allow-Origin"] == "*"

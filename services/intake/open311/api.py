@@ -222,7 +222,10 @@ class Open311Api:
             "contact": f"The community desk runs this endpoint: {base}",
             "key_service": "API keys for posting are issued per client by the operators "
                            "(whistle open311 key add NAME)",
-            "endpoints": [{"specification": SPECIFICATION, "url": f"{base}{PREFIX}",
+            # With its trailing slash, as docs/open311.md tells FixMyStreet's operators
+            # to enter it: FixMyStreet appends services.xml, requests.xml... to the URL
+            # as it is, and without the slash asked for .../v2requests.xml (404).
+            "endpoints": [{"specification": SPECIFICATION, "url": f"{base}{PREFIX}/",
                            "changeset": changeset, "type": "production",
                            "formats": ["text/xml", "application/json"]}],
         }
