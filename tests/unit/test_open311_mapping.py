@@ -466,7 +466,7 @@ def test_every_whistle_state_is_open_or_closed():
         "The community desk is choosing the responsible agency"
 
 
-def test_a_resolved_request_is_closed_with_the_leads_note():
+def test_a_resolved_request_is_closed_and_never_shows_an_agencys_note():
     record = _issue()
     later = T0 + timedelta(hours=2)
     for agency in ("water", "property_manager"):
@@ -474,12 +474,16 @@ def test_a_resolved_request_is_closed_with_the_leads_note():
     record = resolve(record, "property_manager", "s1", "已进屋检查", later)
     view = request_view(record, CATALOG, Language.en, TZ)
     assert view["status"] == "open"
-    assert view["status_notes"] == "property_manager co has done its part: 已进屋检查"
+    assert view["status_notes"] == "property_manager co has done its part"
     assert view["expected_datetime"] == "2026-11-24T09:00:00+08:00"
-    record = resolve(record, "water", "s2", "管道已修复，联系人13812345678", later)
+    # An agency's note is internal (the resident's own page never shows one), and a
+    # public read is anyone's: it named the fitter and the neighbour upstairs.
+    record = resolve(record, "water", "s2", "维修工王建国已修好402李秀英家的管道，13812345678",
+                     later)
     view = request_view(record, CATALOG, Language.zh, TZ)
     assert view["status"] == "closed"
-    assert "管道已修复，联系人138****5678" in view["status_notes"]
+    assert view["status_notes"] == "各相关单位均已办结，等待居民评价"
+    assert not [word for word in ("王建国", "李秀英", "402") if word in str(view)]
     assert view["updated_datetime"] == "2026-11-21T11:00:00+08:00"
 
 
@@ -495,7 +499,7 @@ def test_the_journal_becomes_fixmystreet_style_updates():
         {"event_type": "issue.escalated", "event_id": "e4", "level": "street",
          "occurred_at": (T0 + timedelta(hours=2)).isoformat()},
         {"event_type": "assignment.resolved", "event_id": "e5", "agency_name": "自来水公司",
-         "agency_name_en": "Water", "note": "修好了，有事打13812345678",
+         "agency_name_en": "Water", "note": "维修工王建国修好了，有事打13812345678",
          "occurred_at": (T0 + timedelta(hours=3)).isoformat()},
         {"event_type": "issue.resolved", "event_id": "e6",
          "occurred_at": (T0 + timedelta(hours=3)).isoformat()},
@@ -510,7 +514,8 @@ def test_the_journal_becomes_fixmystreet_style_updates():
     assert [(u["update_id"], u["status"]) for u in updates] == [
         ("e1", "open"), ("e2", "investigating"), ("e3", "in_progress"),
         ("e4", "in_progress"), ("e5", "in_progress"), ("e6", "fixed")]
-    assert updates[4]["description"] == "自来水公司已完成：修好了，有事打138****5678"
+    assert updates[4]["description"] == "自来水公司已完成其负责的部分"  # never its note
+    assert "王建国" not in str(updates) and "5678" not in str(updates)
     assert updates[3]["description"] == "已超时，升级至街道督办"
     windowed = updates_from_journal("WH-20261121-0001", journal, Language.en, TZ,
                                     T0 + timedelta(minutes=90), T0 + timedelta(days=1))
@@ -532,9 +537,11 @@ def test_a_table_task_the_desk_closed_says_so_and_old_events_stay_the_agencys():
                               T0 - timedelta(days=1), T0 + timedelta(days=1))
     en = updates_from_journal("WH-20261121-0001", journal, Language.en, TZ,
                               T0 - timedelta(days=1), T0 + timedelta(days=1))
+    # Their notes (the agency's, the desk's) are internal, as an agency's resolution note.
     assert [u["description"] for u in zh] == [
-        "供电公司已完成协调会任务：已更换电线", "社区已关闭供电公司的协调会任务：verified on site"]
-    assert en[1]["description"] == "The community desk closed Power company's table task: verified on site"
+        "供电公司已完成协调会任务", "社区已关闭供电公司的协调会任务"]
+    assert en[1]["description"] == "The community desk closed Power company's table task"
+    assert "已更换电线" not in str(zh + en) and "verified" not in str(zh + en)
     assert "desk-01" not in str(zh + en)  # the staff id is the desk's, not the resident's
 
 

@@ -576,8 +576,11 @@ def _agency_name(record: IssueRecord, agency: str | None, en: bool) -> str:
     return agency or ""
 
 
-def status_notes(record: IssueRecord, lang: Language, names: frozenset[str]) -> str:
-    """The latest step, in plain words, in ``lang``; free text scrubbed."""
+def status_notes(record: IssueRecord, lang: Language) -> str:
+    """The latest step, in plain words, in ``lang``. Never an agency's note: these
+    reads are public (FixMyStreet shows them on the report's page), and an agency's
+    note is internal, as on the resident's own page (``authz.resident_view``): it named
+    the fitter, the neighbour upstairs and their flat, with only phones masked."""
     en = lang is Language.en
     if record.merged_into:
         return (f"Joined {record.merged_into}, an open report of the same problem, and "
@@ -588,22 +591,16 @@ def status_notes(record: IssueRecord, lang: Language, names: frozenset[str]) -> 
     lead = lead_assignment(record)
     lead_name = (lead.agency_name_en if en else lead.agency_name) if lead else ""
     if kind in ("assignment_resolved", "resolved", "awaiting_rating", "rated", "closed"):
-        note = next((a.resolution_note for a in reversed(record.assignments)
-                     if a.agency == (step.agency if kind == "assignment_resolved" else
-                                     lead.agency if lead else None) and a.resolution_note),
-                    None)
-        note_text = scrub(note, names) if note else ""
         if kind == "assignment_resolved":
-            return f"{agency} has done its part: {note_text}" if en else \
-                f"{agency}已完成：{note_text}"
+            return f"{agency} has done its part" if en else f"{agency}已完成其负责的部分"
         if kind == "closed":
             why = record.closed_reason
             if en:
                 return ("Closed: the resident is satisfied" if why is ClosedReason.satisfied
                         else "Closed: resolved, and the rating window has passed")
             return "已结单：居民满意" if why is ClosedReason.satisfied else "已结单：已办结，评价期满"
-        return (f"Every agency has finished; waiting for the resident's rating. {note_text}"
-                if en else f"各相关单位均已办结，等待居民评价。{note_text}").strip()
+        return ("Every agency has finished; waiting for the resident's rating" if en
+                else "各相关单位均已办结，等待居民评价")
     if kind == "needs_triage":
         return ("The community desk is choosing the responsible agency" if en
                 else "社区正在研判由哪个部门办理")
@@ -660,9 +657,8 @@ def request_view(record: IssueRecord, catalog: dict[str, Service], lang: Languag
     return {
         "service_request_id": record.issue_id,
         "status": open311_status(state),
-        "status_notes": status_notes(record, lang, names) if merged_into is None else (
-            status_notes(record, lang, names) + ("; " if en else "；")
-            + status_notes(state, lang, names)),
+        "status_notes": status_notes(record, lang) if merged_into is None else (
+            status_notes(record, lang) + ("; " if en else "；") + status_notes(state, lang)),
         "service_name": service.name_en if en else service.name,
         "service_code": code,
         "description": scrub(record.description, names),
@@ -732,9 +728,8 @@ def _update_text(event: dict[str, Any], en: bool, names: frozenset[str]) -> str:
     if kind == "assignment.acknowledged":
         return f"{agency} has reported in and is working on it" if en else \
             f"{agency}已报到，正在处理"
-    if kind == "assignment.resolved":
-        note = scrub(event.get("note") or "", names)
-        return f"{agency} has done its part: {note}" if en else f"{agency}已完成：{note}"
+    if kind == "assignment.resolved":  # its note is the agency's own: never shown here
+        return f"{agency} has done its part" if en else f"{agency}已完成其负责的部分"
     if kind == "issue.resolved":
         return "Every agency has finished its part" if en else "各相关单位均已办结"
     if kind == "issue.reopened":
@@ -765,12 +760,11 @@ def _update_text(event: dict[str, Any], en: bool, names: frozenset[str]) -> str:
     if kind == "table.task_recorded":
         what = scrub(event.get("description") or "", names)
         return f"Agreed at the table: {agency} will {what}" if en else f"协调会议定：{agency}负责{what}"
-    if kind == "table.task_done":
-        note = scrub(event.get("note") or "", names)
+    if kind == "table.task_done":  # its note (the agency's, or the desk's) is internal
         if event.get("closed_by") == "desk":  # absent in events before the desk could close
-            return (f"The community desk closed {agency}'s table task: {note}" if en
-                    else f"社区已关闭{agency}的协调会任务：{note}")
-        return f"{agency} finished its table task: {note}" if en else f"{agency}已完成协调会任务：{note}"
+            return (f"The community desk closed {agency}'s table task" if en
+                    else f"社区已关闭{agency}的协调会任务")
+        return f"{agency} finished its table task" if en else f"{agency}已完成协调会任务"
     return kind
 
 
