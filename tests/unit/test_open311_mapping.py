@@ -198,9 +198,16 @@ def test_the_desks_own_validation_speaks_open311():
     form = params(address_string="x", description="停水", lat="91", long="0", phone="abc",
                   media_url="javascript:alert(1)")
     error = bad_request(lambda: to_submission(form, CATALOG["no_water"], "c"))
-    fields = {d.split(":")[0] for _, d in error.errors}
-    assert fields == {"lat must be between -90 and 90 (WGS84 degrees)", "phone", "media_url"}
+    # In words, not the desk's patterns ("String should match pattern '^\\+?[0-9]…'").
+    assert [d for _, d in error.errors] == [
+        "lat must be between -90 and 90 (WGS84 degrees)",
+        "phone must be a phone number: 6 to 20 digits, spaces and dashes, with an optional "
+        "leading + (13812345678, +86 138 1234 5678, 010-12345678)",
+        "media_url must be an http:// or https:// link, with no spaces"]
     assert not any("abc" in d for _, d in error.errors)  # never echoes the input
+    email = bad_request(lambda: to_submission(params(address_string="x", email="x@y"),
+                                              CATALOG["no_water"], "c"))
+    assert email.errors == [(400, "email must be an email address (name@example.org)")]
 
 
 def test_every_bad_coordinate_is_named_at_once_and_nan_is_not_a_number():
@@ -327,7 +334,8 @@ def test_an_unknown_service_alone_is_a_404_and_the_desks_checks_run_with_the_oth
         phone="abc", media_url="javascript:x", lang="fr", lat="1"), CATALOG, None))
     assert {d.split(":")[0] for _, d in error.errors} == {
         "service_code is required (see services.xml)", "description is required",
-        "lat and long must be sent together", "lang must be zh or en", "phone", "media_url"}
+        "lat and long must be sent together", "lang must be zh or en",
+        "phone must be a phone number", "media_url must be an http"}
 
 
 def test_names_in_either_order():
