@@ -266,6 +266,13 @@ def test_post_read_and_filter_requests(whistle, whistle_env):
     assert [e["description"] for e in assert_open311_error(twice, 400)] == [
         f"{name} is given more than once, with different values: give it once"
         for name in ("service_code", "lat")]
+    # The same in a JSON body's object, whose parser kept the last value in silence.
+    doubled = (f'{{"api_key": "{key}", "service_code": "pipe_leak", "lat": 39.38, '
+               '"long": 117.04, "attribute": {"community": "缤泰社区", "building": "3号楼"}, '
+               '"service_code": "gas_leak"}')
+    assert_open311_error(requests.post(
+        f"{base}{V2}/requests.json", data=doubled.encode(), timeout=10,
+        headers={"Content-Type": "application/json"}), 400, "service_code is given more than once")
     assert len(client.get_service_requests()) == before
     assert_open311_error(requests.get(f"{base}{V2}/requests.json", timeout=5, params=[
         ("page_size", "1"), ("page_size", "50")]), 400, "page_size is given more than once")

@@ -3,6 +3,7 @@ submission, the GET filters, an issue as a request, the journal as updates, XML.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from services.intake.open311.mapping import (
     date_window,
     full_name,
     json_pairs,
+    json_repeats,
     merged_into,
     names_of,
     parse_request_query,
@@ -261,6 +263,17 @@ def test_a_field_given_twice_with_different_values_is_named_not_guessed():
     service, submission = submission_for(form, CATALOG, None)
     assert service.code == "pipe_leak"
     assert submission.media_url == "https://fms.example/p/1.0.jpeg"
+    # A JSON body's object alike: its parser kept the last value in silence.
+    text = ('{"service_code": "pipe_leak", "lat": 39.1, "long": 117.2, "description": "漏水",'
+            ' "attribute": {"community": "c", "building": "3号楼"}, "lang": "zh",'
+            ' "service_code": "gas_leak", "lat": 39.1, "lang": "en"}')
+    pairs, problems = json_pairs(json.loads(text))
+    form = read_params(pairs, {**json_repeats(text), **problems})
+    error = bad_request(lambda: submission_for(form, CATALOG, None))
+    assert error.errors == [
+        (400, f"{name} is given more than once, with different values: give it once")
+        for name in ("service_code", "lang")]
+    assert json_repeats("not json") == {} and json_repeats('{"lat": 1, "x": {"lat": 2}}') == {}
     # A GET's single parameters alike; the spec's comma lists may be declared again.
     with pytest.raises(Open311Error) as caught:
         refuse_repeats(read_params([("start_date", "2026-11-01T00:00:00Z"), ("page", "1"),

@@ -50,6 +50,7 @@ from services.intake.open311.mapping import (
     Params,
     date_window,
     json_pairs,
+    json_repeats,
     language_of,
     merged_into,
     names_of,
@@ -519,6 +520,7 @@ class Open311Api:
                 raise Open311Error.bad_request("body is not valid UTF-8") from None
             if mimetype == "application/json":
                 pairs, problems = json_pairs(parse_json_body(text))
+                problems = {**json_repeats(text), **problems}
             elif mimetype in ("application/x-www-form-urlencoded", ""):
                 pairs = _form_pairs(text)
             else:

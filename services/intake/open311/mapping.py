@@ -15,6 +15,7 @@ docs/open311.md is the reference for every choice made here.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -133,9 +134,32 @@ def given_once(params: Params, names: Iterable[str]) -> Params:
     if not twice:
         return params
     problems = {**params.problems, **{
-        name: f"{name} is given more than once, with different values: give it once"
-        for name in twice if name not in params.problems}}
+        name: _twice(name) for name in twice if name not in params.problems}}
     return Params(params.fields, params.attributes, problems, params.repeated)
+
+
+def _twice(name: str) -> str:
+    return f"{name} is given more than once, with different values: give it once"
+
+
+def json_repeats(text: str, names: Iterable[str] = POST_FIELDS) -> dict[str, str]:
+    """Those of ``names`` a JSON body's object gives twice with different values
+    (``{"service_code": "pipe_leak", …, "service_code": "gas_leak"}``), each with its
+    problem. A JSON parser keeps the last in silence, as a form kept the first."""
+    top: list[tuple[str, Any]] = []
+
+    def keep(pairs: list[tuple[str, Any]]) -> dict:
+        top[:] = pairs  # the outermost object is the last one the parser closes
+        return dict(pairs)
+
+    try:
+        json.loads(text, object_pairs_hook=keep)
+    except ValueError:
+        return {}  # not JSON: the body's own problem, reported by its parser
+    values: dict[str, set[str]] = {}
+    for key, value in top:
+        values.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
+    return {name: _twice(name) for name in names if len(values.get(name, ())) > 1}
 
 
 def refuse_repeats(params: Params, names: Iterable[str] = GET_FIELDS) -> Params:
