@@ -31,7 +31,7 @@ from services.intake.open311.mapping import (
 )
 from services.routing.rules import load_rules
 from shared.contracts import Channel, Language, Location, Priority, Role, Sector
-from shared.issue import Assignment, Routing, acknowledge, dispatch, receive, resolve
+from shared.issue import Assignment, Routing, acknowledge, dispatch, receive, reroute, resolve
 from tests.support.open311_schemas import (
     REQUEST,
     SERVICE,
@@ -543,6 +543,43 @@ def test_the_journal_becomes_fixmystreet_style_updates():
     # The window cuts what is shown, not the status worked out before it.
     assert [(u["update_id"], u["status"]) for u in windowed] == [
         ("e4", "in_progress"), ("e5", "in_progress"), ("e6", "fixed")]
+
+
+def test_a_reroute_that_keeps_the_agencies_is_no_update_and_the_work_stays_in_progress():
+    # The audit: the desk lowered an urgent gas leak the gas company had reported in on;
+    # FixMyStreet got "已派给燃气公司牵头办理" with its status back to investigating, and the
+    # request's notes said "sent to" while the agency was at work. The resident is not
+    # told of such a reroute (notify), and it changes nothing they can see.
+    def event(kind, event_id, minutes, **fields):
+        return {"event_type": kind, "event_id": event_id,
+                "occurred_at": (T0 + timedelta(minutes=minutes)).isoformat(), **fields}
+
+    gas = [{"agency_name": "燃气公司", "agency_name_en": "Gas company", "role": "lead"}]
+    journal = [event("issue.received", "e1", 0), event("issue.dispatched", "e2", 0,
+                                                        assignments=gas),
+               event("assignment.acknowledged", "e3", 5, agency_name="燃气公司"),
+               event("issue.rerouted", "e4", 9, assignments=gas, agencies_changed=False),
+               event("issue.rerouted", "e5", 10, assignments=gas),  # before the field: shown
+               event("issue.rerouted", "e6", 11, assignments=gas, agencies_changed=True)]
+    updates = updates_from_journal("WH-20261121-0001", journal, Language.zh, TZ,
+                                   T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert [(u["update_id"], u["status"]) for u in updates] == [
+        ("e1", "open"), ("e2", "investigating"), ("e3", "in_progress"),
+        ("e5", "investigating"), ("e6", "investigating")]
+
+    record = acknowledge(_issue(), "water", "s1", T0 + timedelta(minutes=5))
+    rerouted = reroute(record, "pipe_leak", Priority.urgent, record.routing,
+                       [a.model_copy() for a in record.assignments], "desk-01", "urgent",
+                       T0 + timedelta(minutes=9)).record
+    assert rerouted.timeline[-1].step == "rerouted"
+    view = request_view(rerouted, CATALOG, Language.zh, TZ)
+    assert (view["status"], view["status_notes"]) == ("open", "自来水公司已报到，正在处理")
+    # Before anyone reported in, a reroute is still "sent to".
+    fresh = reroute(_issue(), "pipe_leak", Priority.urgent, record.routing,
+                    [a.model_copy() for a in record.assignments], "desk-01", "urgent",
+                    T0 + timedelta(minutes=9)).record
+    assert request_view(fresh, CATALOG, Language.zh, TZ)["status_notes"] == \
+        "已派给自来水公司牵头办理，物业公司配合"
 
 
 def test_a_table_task_the_desk_closed_says_so_and_old_events_stay_the_agencys():

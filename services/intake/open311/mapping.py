@@ -640,6 +640,13 @@ def status_notes(record: IssueRecord, lang: Language) -> str:
     if kind == "needs_triage":
         return ("The community desk is choosing the responsible agency" if en
                 else "社区正在研判由哪个部门办理")
+    at_work = [a for a in record.assignments if a.status is AssignmentStatus.acknowledged]
+    if kind == "rerouted" and record.status is IssueStatus.in_progress and at_work:
+        # The reroute left an agency at work (it changed the category or the urgency, or
+        # brought another in): the issue is in progress, not just "sent to" its lead.
+        kind = "acknowledged"
+        latest = max(at_work, key=lambda a: a.acknowledged_at)
+        agency = latest.agency_name_en if en else latest.agency_name
     if kind in ("dispatched", "triaged", "flagged_for_triage", "rerouted"):
         supports = [(a.agency_name_en if en else a.agency_name) for a in record.assignments
                     if a.role is Role.support]
@@ -848,6 +855,11 @@ def updates_from_journal(issue_id: str, journal: list[dict[str, Any]], lang: Lan
     for event in [*journal, *_joined_events(issue_id, journal, list(joined))]:
         kind = event.get("event_type")
         if kind not in _UPDATE_STATUS or event.get("event_id") in seen:
+            continue
+        if kind == "issue.rerouted" and event.get("agencies_changed") is False:
+            # Only the category or the urgency changed: the desk's and the agencies'
+            # business, not told to the resident (notify), and "sent to <the same lead>"
+            # with the status back to investigating told FixMyStreet the work had stopped.
             continue
         seen.add(event["event_id"])
         status = _UPDATE_STATUS[kind] or status
