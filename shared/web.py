@@ -405,12 +405,14 @@ def read_body_text(request: Request) -> str:
     return raw.decode("utf-8")
 
 
-def parse_json_body(text: str) -> Any:
-    """A request body's JSON (``{}`` when blank); MalformedBody if it is not JSON or
-    nests deeper than MAX_JSON_DEPTH."""
+def parse_json_body(text: str, repeats_allowed: bool = False) -> Any:
+    """A request body's JSON (``{}`` when blank); MalformedBody if it is not JSON, nests
+    deeper than MAX_JSON_DEPTH, or (unless ``repeats_allowed``: Open311 judges repeats
+    field by field) gives a key twice in one object."""
     try:
         # The standard library's parser: its error positions are the ones we document.
-        data = json.loads(text) if text.strip() else {}
+        hook = None if repeats_allowed else _one_value_a_key
+        data = json.loads(text, object_pairs_hook=hook) if text.strip() else {}
     except RecursionError:  # deeper than the interpreter's limit, far beyond ours
         raise MalformedBody(_TOO_DEEP) from None
     except ValueError as exc:
@@ -422,6 +424,18 @@ def parse_json_body(text: str) -> Any:
 
 
 _TOO_DEEP = f"body is nested too deeply: JSON deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _one_value_a_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object of the body; one that gives a key twice is refused, naming it. A JSON
+    parser keeps the last value in silence: ``{"category": "pipe_leak", …, "category":
+    "gas_leak"}`` filed a gas leak."""
+    seen: set[str] = set()
+    for key, _value in pairs:
+        if key in seen:
+            raise MalformedBody(f'body gives "{key[:64]}" more than once: give it once')
+        seen.add(key)
+    return dict(pairs)
 
 
 def _nests_deeper_than(value: Any, limit: int) -> bool:

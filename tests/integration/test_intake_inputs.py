@@ -155,3 +155,16 @@ def test_a_query_parameter_given_twice_is_refused_naming_it(intake, path):
     assert field["type"] == "repeated" and field["field"] in ("status", "since")
     once = requests.get(f"{base}{path}?{twice.split('&')[0]}", headers=DESK, timeout=5)
     assert once.status_code == 200, once.text
+
+
+def test_a_body_that_gives_a_key_twice_is_refused_naming_it(intake):
+    """A JSON parser keeps the last value in silence: a body giving "category" twice
+    filed the issue under the second. Now it is a 400 naming the key; nothing is stored."""
+    base, client, prefix = intake
+    body = ('{"description": "楼上漏水", "category": "pipe_leak", "category": "gas_leak", '
+            '"location": {"community": "缤泰社区", "address": "丽德花园3号楼"}}')
+    refused = requests.post(f"{base}/issues", data=body.encode(), timeout=5,
+                            headers={**DESK, "Content-Type": "application/json"})
+    assert_clean_refusal(refused, 400)
+    assert '"category" more than once' in refused.json()["error"]["message"]
+    assert stored(client, prefix) == 0

@@ -519,7 +519,7 @@ class Open311Api:
             except UnicodeDecodeError:
                 raise Open311Error.bad_request("body is not valid UTF-8") from None
             if mimetype == "application/json":
-                pairs, problems = json_pairs(parse_json_body(text))
+                pairs, problems = json_pairs(parse_json_body(text, repeats_allowed=True))
                 problems = {**json_repeats(text), **problems}
             elif mimetype in ("application/x-www-form-urlencoded", ""):
                 pairs = _form_pairs(text)
