@@ -34,7 +34,7 @@ from services.web.views import (
     refusal,
     triage_reason,
 )
-from shared.errors import WhistleError
+from shared.errors import NotFound, WhistleError
 from shared.web import ERROR_SHAPES, JsonHttpHandler, error_headers, error_response
 
 _log = getLogger(__name__)
@@ -169,11 +169,14 @@ def with_security_headers(response: Response) -> Response:
     return response
 
 
-def static_file(name: str) -> Response:
+def static_file(request, name: str) -> Response:
     """A file from ``static/`` (CSS, JS, icons): cached for a day, never a listing."""
     path = safe_join(str(STATIC_DIR), name)
     if path is None or not Path(path).is_file():
-        return Response("not found", status=404, mimetype="text/plain")
+        # A page in the reader's language, as every mistyped path under /static/
+        # promises: it was a bare "not found" in plain text. Answered, not raised: a
+        # browser's devtools asking for app.js.map is no error to log with a trace.
+        return error_page(request, NotFound(f"no static file {name!r}"))
     mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
     response = Response(Path(path).read_bytes(), mimetype=mimetype)
     response.headers["Cache-Control"] = "public, max-age=86400"

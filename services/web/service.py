@@ -131,7 +131,7 @@ class WebService:
 
     @http("GET", "/static/<path:name>")
     def static(self, request, name):
-        return static_file(name)
+        return static_file(request, name)
 
     @http("GET", "/signin")
     def signin_form(self, request):
@@ -172,8 +172,13 @@ class WebService:
     def board(self, request):
         session, principal = self._desk(request)
         filters = self._board_filters(request)
-        board = self._rpc(self.intake.board, self._scoped(principal, filters))
         t = views.Translator(reader_language(request))
+        try:
+            board = self._rpc(self.intake.board, self._scoped(principal, filters))
+        except InvalidPayload as exc:
+            # A filter edited into the address: the 422 page names it in the page's
+            # language ("invalid request: priority" was the API's English on a Chinese page).
+            raise InvalidPayload(views.bad_filter(exc.errors, t), exc.errors) from None
         return self._page(request, "board.html", session, principal, filters=filters,
                           rows=views.board_rows(board["rows"], t, self.names), total=board["total"],
                           statuses=STATUSES, priorities=PRIORITIES, query=urlencode(filters))
@@ -305,13 +310,13 @@ class WebService:
                                  lambda token, form: self.routing.convene_table(
             token, issue_id, {"meets_at": self._local_datetime(form.get("meets_at")),
                               "place": form.get("place", ""),
-                              "agencies": _codes(form.get("agencies"))}))
+                              "agencies": _agency_codes(form.get("agencies"))}))
 
     @http("POST", "/desk/issues/<issue_id>/table/agencies")
     def invite_to_table(self, request, issue_id):
         return self._desk_action(request, issue_id, "table.invite",
                                  lambda token, form: self.routing.invite_to_table(
-            token, issue_id, {"agencies": _codes(form.get("agencies"))}))
+            token, issue_id, {"agencies": _agency_codes(form.get("agencies"))}))
 
     @http("POST", "/desk/issues/<issue_id>/table/tasks")
     def record_table_task(self, request, issue_id):
@@ -515,6 +520,9 @@ class WebService:
 
     def _check_form(self, request, session: Session) -> dict:
         form = request.form.to_dict()
+        for name in LIST_FIELDS:  # checkboxes: every one ticked, not the first alone
+            if name in request.form:
+                form[name] = request.form.getlist(name)
         if not session.csrf_ok(form.pop("csrf", None)):
             raise FormExpired("the form's CSRF secret does not match the session")
         return form
@@ -652,6 +660,8 @@ class WebService:
 
 
 STATUSES = tuple(s.value for s in IssueStatus)
+# Form fields that are ticked boxes sharing one name (the table's agencies): a list.
+LIST_FIELDS = ("agencies",)
 PRIORITIES = ("urgent", "high", "normal", "complex")
 
 
@@ -686,6 +696,13 @@ def _shown(request, errors: list[dict]) -> dict[str, str]:
 
 def _codes(text: str | None) -> list[str]:
     return [c.strip() for c in (text or "").replace("，", ",").split(",") if c.strip()]
+
+
+def _agency_codes(chosen: list[str] | str | None) -> list[str]:
+    """The table forms' agencies: the boxes ticked (each its code), or codes typed
+    comma-separated by a script posting the form as it did before the boxes."""
+    values = chosen if isinstance(chosen, list) else [chosen]
+    return [code for value in values for code in _codes(value)]
 
 
 def _next_deadline(assignment: dict) -> str | None:

@@ -156,6 +156,17 @@ def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
     return out
 
 
+BOARD_FILTERS = ("status", "priority", "community", "agency")
+
+
+def bad_filter(errors: list[dict[str, Any]], t: Translator) -> str:
+    """The board's filters the API refused, named as the board's form names them."""
+    named = [field for err in errors
+             if (field := (err.get("field") or "").split(".")[0]) in BOARD_FILTERS]
+    shown = [t(f) for f in dict.fromkeys(named)] or [t("filter")]
+    return t("filter_invalid", fields=("、" if t.lang == "zh" else ", ").join(shown))
+
+
 def choices(codes, name_of, lang: str) -> list[tuple[str, str]]:
     """A select's options: each code by its name in the page's language (the desk
     cannot be expected to know ``flying_wire`` or ``power``)."""

@@ -330,6 +330,8 @@ def test_the_language_switch_keeps_the_residents_link_and_the_boards_filters(whi
     resident = browsers(PHONE, 844)
     resident.open(f"/resident/{issue_id}?token={link}")
     assert "您的问题已受理" in resident.text("#progress")
+    # Chinese punctuation in Chinese text (it was "供电公司: 已派单").
+    assert resident.text("#agencies").startswith("供电公司：")
     resident.find("a.lang").click()
     resident.wait(lambda: "your report was received" in resident.text("#progress"), 5,
                   "the resident's page in English")
@@ -429,6 +431,10 @@ def test_a_residents_long_comment_with_line_breaks_is_taken(whistle, browsers):
     sends each as two (CRLF). A resident's 999-character comment on 20 lines was refused
     as too long and the page came back as it was, with no word: the rating lost."""
     issue_id, link, resident = unsatisfied_on_a_phone(whistle, browsers)
+    # A screen reader reads the heading, then the choices' group by its own name (both
+    # were "办得怎么样？": read twice).
+    legend = resident.find("#rate-form legend").get_attribute("textContent")
+    assert legend == "请选择您的评价" != resident.text("#h-rate")
     comment = "\n".join(["电线还是垂得很低，孩子们上下学都从底下走"] * 50)[:999]
     box = resident.find("#comment")
     resident.driver.execute_script("arguments[0].value = arguments[1]", box, comment)
@@ -551,12 +557,25 @@ def test_a_mistyped_page_address_gets_a_page_and_the_apis_keep_their_json(whistl
                                 ("/agency/power/assignments?lang=en", 404, "No such page"),
                                 ("/desk/issues/WH-20261206-0001/triage", 405, "不能直接打开"),
                                 ("/resident/WH-20261206-0001/rating?lang=en", 405,
-                                 "not a page to open")):
+                                 "not a page to open"),
+                                # a file under /static/ that is not there (devtools ask
+                                # for app.js.map): a page too, not "not found" in plain text
+                                ("/static/app.js.map", 404, "找不到这个页面"),
+                                ("/static/img/logo.png?lang=en", 404, "No such page")):
         response = requests.get(f"{whistle.url}{path}", timeout=5)  # no language cookie
         assert response.status_code == status, path
         assert "text/html" in response.headers["Content-Type"], path
         assert words in response.text and 'href="/"' in response.text, path
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    # A board filter edited into the address is refused in the page's language, the
+    # filter named as the board's form names it (it was "invalid request: priority").
+    desk = signed_in(whistle.url, token("desk"))
+    for query, said in (("priority=bogus", "这个筛选条件用不了：紧急程度。"),
+                        ("status=bogus", "这个筛选条件用不了：状态。"),
+                        ("priority=bogus&lang=en", "This filter cannot be used: Priority.")):
+        response = desk.get(f"{whistle.url}/desk?{query}", timeout=5)
+        assert response.status_code == 422, query
+        assert said in response.text and "invalid" not in response.text, query
     # The same refusals on the APIs' paths stay JSON, as their clients expect.
     for path, status in (("/agencies/power/assignment", 404), ("/issues/x/table/tasks", 405)):
         response = requests.get(f"{whistle.url}{path}", timeout=5)
@@ -652,11 +671,23 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     desk = browsers()
     desk.sign_in(token("desk"))
     desk.open(f"/desk/issues/{issue_id}")
-    # The desk forgets the time and mistypes an agency: each error beside its field, in
-    # Chinese, the field focused and what was typed kept (not a line of routing's English
-    # at the top of the page, the form emptied).
+    # The agencies are chosen by their names, boxes to tick (it was a box for their
+    # codes, comma-separated: the desk does not know "power"); the issue's own agencies
+    # are at the table anyway, so they are named, not offered.
+    seated = {a["agency"] for a in issue_of(whistle.url, issue_id)["assignments"]}
+    assert "housing_admin" in seated and "power" not in seated
+    assert desk.text("#t-seated").startswith("本问题的单位已在议事桌：房管所")
+    offered = [box.text.strip() for box in desk.find_all("#t-agencies label")]
+    assert "供电公司" in offered and "房管所" not in offered and "power" not in offered
+    assert not seated & {box.get_attribute("value")
+                         for box in desk.find_all("#t-agencies input")}
+    assert desk.text("#t-agencies legend") == "再请这些单位（已在议事桌的不用选）"
+    # The desk forgets the time: its error beside its field, in Chinese, the field
+    # focused and what was typed and ticked kept (not a line of routing's English at the
+    # top of the page, the form emptied).
     desk.fill("#t-place", "社区红色议事厅")
-    desk.fill("#t-agencies", "power, powr")
+    power_box = "#t-agencies input[value='power']"
+    desk.find(power_box).click()
     desk.find("form[action$='/table'] button").click()
     desk.wait(lambda: desk.find_all(".field-error[data-field='meets_at']"), 10,
               "the time's error")
@@ -664,21 +695,37 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     assert desk.driver.switch_to.active_element.get_attribute("id") == "t-when"
     assert desk.find("#t-when").get_attribute("aria-invalid") == "true"
     assert desk.find("#t-place").get_attribute("value") == "社区红色议事厅"
+    assert desk.find(power_box).is_selected()
     assert "有 1 处需要修改" in desk.text("#form-errors")
+    # The row's labels stay on one line and its inputs on the next while one field shows
+    # its error (the field in error grew, and its label and input rose above the rest).
+    def top(css: str) -> float:
+        return desk.driver.execute_script(
+            "return document.querySelector(arguments[0]).getBoundingClientRect().top", css)
+    assert top("label[for='t-when']") == top("label[for='t-place']")
+    assert top("#t-when") == top("#t-place")
     # datetime-local inputs take the desk's local time; typed as the browser expects it.
     soon = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 7200))
     desk.driver.execute_script("arguments[0].value = arguments[1]", desk.find("#t-when"), soon)
+    # A form edited to name an agency that is not there: said beside the boxes.
+    desk.driver.execute_script("var box = document.querySelector(\"#t-agencies input[value='gas']\");"
+                               " box.value = 'powr'; box.checked = true;")
     desk.find("form[action$='/table'] button").click()
     desk.wait(lambda: desk.find_all(".field-error[data-field='agencies']"), 10,
               "the agency's error")
     assert desk.text(".field-error[data-field='agencies']") == "没有这个单位：powr"
-    assert desk.find("#t-agencies").get_attribute("value") == "power, powr"
+    assert desk.find(power_box).is_selected()
     desk.screenshot("issue-table-errors")
-    desk.fill("#t-agencies", "power")
     desk.find("form[action$='/table'] button").click()
     desk.wait(lambda: "社区红色议事厅" in desk.text("#h-table ~ p") if desk.find_all(
         "#table-tasks, form[action$='/table/tasks']") else False, 10, "the table convened")
-    desk.fill("#task-agency", "power")
+    assert desk.text("#table-agencies").startswith("已邀请：房管所")
+    assert "供电公司 · 已到场：" in desk.text("#table-agencies")
+    # A task's agency is one of the table's, chosen by name.
+    options = [o.text for o in Select(desk.find("#task-agency")).options]
+    assert options[0] == "请选择单位" and options[-1] == "供电公司" and len(options) == len(
+        seated) + 2
+    Select(desk.find("#task-agency")).select_by_visible_text("供电公司")
     desk.fill("#task-desc", "检查楼内线路并加装防水盒")
     later = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 86400))
     desk.driver.execute_script("arguments[0].value = arguments[1]", desk.find("#task-due"), later)
@@ -686,7 +733,7 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     desk.wait(lambda: desk.find_all("#table-tasks"), 10, "the task recorded")
     assert "检查楼内线路" in desk.text("#table-tasks") and "未完成" in desk.text("#table-tasks")
     # A second decision the table later drops: the desk closes it with a note.
-    desk.fill("#task-agency", "power")
+    Select(desk.find("#task-agency")).select_by_visible_text("供电公司")
     desk.fill("#task-desc", "搭临时遮雨棚")
     desk.driver.execute_script("arguments[0].value = arguments[1]", desk.find("#task-due"), later)
     desk.find("form[action$='/table/tasks'] button").click()
@@ -698,6 +745,20 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     closed = desk.text("tr[data-task='T2']")
     assert "已完成" in closed and "由社区窗口关闭" in closed and "协调会议定不再需要" in closed
     assert "由社区窗口关闭" not in desk.text("tr[data-task='T1']")
+    # More agencies invited by name: only those not at the table yet are offered; none
+    # ticked is said beside the boxes.
+    invite = "#invite-form"
+    assert "供电公司" not in desk.text(invite) and "排水公司" in desk.text(invite)
+    desk.find(f"{invite} button").click()
+    desk.wait(lambda: desk.find_all(f"{invite} .field-error"), 10, "nobody ticked")
+    assert desk.text(f"{invite} .field-error") == "至少填一个"
+    desk.find(f"{invite} input[value='drainage']").click()
+    desk.find(f"{invite} button").click()
+    desk.wait(lambda: "排水公司" in desk.text("#table-agencies"), 10, "drainage invited")
+    assert issue_of(whistle.url, issue_id)["table"]["invited"][-1] == "drainage"
+    # Each data table has a caption, for a screen reader's table list.
+    assert desk.find("#assignments caption").get_attribute("textContent") == "各单位的任务、时限和说明"
+    assert desk.find("#table-tasks caption").get_attribute("textContent") == "议事桌议定的事项"
 
     power = browsers()
     power.sign_in(token("power", "power-3"))
@@ -718,8 +779,12 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     power.find(f"{card} .act-ack button").click()  # 报到 before finishing table tasks
     power.wait(lambda: not power.find_all(f"{card} .act-ack"), 5, "reported in")
     power.screenshot("agency-table")
+    # The task's note, refused before 报到, was not lost: it is back in its field.
+    assert power.find(f"{card} .act-task input[name=note]").get_attribute(
+        "value") == "已加装防水盒"
+    assert power.find("#notes-restored").is_displayed()
     # A blank note is refused beside its field (the browser lets spaces through).
-    power.find(f"{card} .act-task input[name=note]").send_keys("  ")
+    power.fill(f"{card} .act-task input[name=note]", "  ")
     power.find(f"{card} .act-task button").click()
     power.wait(lambda: power.find_all(f"{card} .act-task .field-error"), 5, "the note's error")
     assert power.text(f"{card} .act-task .field-error") == "不能为空"
@@ -810,6 +875,16 @@ def test_the_live_board_keeps_the_keyboards_place(whistle, browsers):
     desk.wait(lambda: f"/desk/issues/{first}" in desk.driver.current_url, 5, "the issue opened")
 
 
+def end_every_session(whistle_env) -> None:
+    """Every page session ends on the server (expired, or signed out elsewhere)."""
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        for key in client.scan_iter(f"{whistle_env[cfg.KEY_PREFIX]}:web:session:*"):
+            client.delete(key)
+    finally:
+        client.close()
+
+
 def test_a_report_typed_when_the_session_expired_is_kept_and_sent_after_signing_in(
         whistle, browsers, whistle_env):
     clerk = browsers()
@@ -822,12 +897,7 @@ def test_a_report_typed_when_the_session_expired_is_kept_and_sent_after_signing_
     clerk.fill("#f-location-address", "幸福里7号楼2单元")
     clerk.fill("#f-contact-phone", "13800138000")
     # The session ends on the server while the clerk types (expired, or signed out elsewhere).
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        for key in client.scan_iter(f"{whistle_env[cfg.KEY_PREFIX]}:web:session:*"):
-            client.delete(key)
-    finally:
-        client.close()
+    end_every_session(whistle_env)
     clerk.find("#new-issue button[type=submit]").click()
     clerk.wait(lambda: "/signin" in clerk.driver.current_url, 5, "sent to sign in")
     clerk.sign_in(token("desk"))
@@ -860,6 +930,45 @@ def test_a_report_typed_when_the_session_expired_is_kept_and_sent_after_signing_
     assert clerk.driver.execute_script(
         "return window.sessionStorage.getItem('whistle.new-issue.draft')") is None
     assert not clerk.severe_console_errors()
+
+
+def test_an_agency_note_typed_when_the_session_expired_is_kept(whistle, browsers,
+                                                              whistle_env):
+    """On a phone, the power company's staff type their 报到 note; the session ends (it
+    expired, or was signed out elsewhere) before they send it. After signing in again the
+    note is back in its field, with a notice; sent, it is forgotten."""
+    issue_id = submit(whistle.url, "楼道外有飞线，电线垂下来了")
+    wait_dispatched(whistle.url, issue_id)
+    staff = browsers(375, 667)
+    staff.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": 375, "height": 667, "deviceScaleFactor": 2, "mobile": True})
+    staff.sign_in(token("power", "power-7"))
+    note = f"#ack-{issue_id}"
+    staff.wait(lambda: staff.find_all(note), 10, "the assignment in the workspace")
+    assert not staff.find("#notes-restored").is_displayed()
+    said = "已派抢修班，二十分钟内到现场，先拉警戒线"
+    staff.fill(note, said)
+    end_every_session(whistle_env)
+    staff.find(f"#a-{issue_id} .act-ack button").click()
+    staff.wait(lambda: "/signin" in staff.driver.current_url, 5, "sent to sign in")
+    staff.sign_in(token("power", "power-7"))
+    staff.wait(lambda: staff.find_all(note), 10, "the workspace again")
+    assert staff.find(note).get_attribute("value") == said
+    assert staff.find("#notes-restored").is_displayed()
+    staff.find(f"#a-{issue_id} .act-ack button").click()
+    staff.wait(lambda: not staff.find_all(note), 5, "reported in")
+    assert said in staff.text(f"#a-{issue_id} .ack-note")
+    assert issue_of(whistle.url, issue_id)["assignments"][0]["acknowledge_note"] == said
+    assert staff.driver.execute_script(
+        "return window.sessionStorage.getItem('whistle.agency.notes')") == "{}"
+    assert staff.driver.execute_script("return document.documentElement.scrollWidth") <= 375
+    # The resolution note typed, then signed out: nothing of it is left in the tab.
+    staff.fill(f"#res-{issue_id}", "已更换线路")
+    staff.find("form[action='/signout'] button").click()
+    staff.wait(lambda: "/signin" in staff.driver.current_url, 5, "signed out")
+    assert staff.driver.execute_script(
+        "return window.sessionStorage.getItem('whistle.agency.notes')") is None
+    assert not staff.severe_console_errors()
 
 
 def signed_in(url: str, staff_token: str) -> requests.Session:

@@ -150,7 +150,51 @@ def test_a_failed_forms_errors_show_beside_its_own_fields_only():
     assert '<p class="field-error" id="table-task-due-error" data-field="due">须晚于现在</p>' in due
     assert 'id="task-desc" name="description" value="换电缆"' in html
     assert html.count("aria-invalid") == 1 and html.count("field-error") == 1
-    assert 'id="inv-agencies" name="agencies" list="agency-codes" value=""' in html
+    # The task's agency chosen among the table's by name, kept as chosen; the invite
+    # form's boxes untouched (none ticked, no error).
+    task = html[html.index('id="task-agency"'):]
+    assert '<option value="power" selected>供电公司</option>' in task[:task.index("</select>")]
+    invite = html[html.index('id="invite-form"'):]
+    invite = invite[:invite.index("</form>")]
+    assert 'value="water"> 自来水公司</label>' in invite and "checked" not in invite
+    assert 'value="power"' not in invite  # at the table already
+
+
+def test_the_tables_agencies_are_ticked_by_name_and_sent_as_codes():
+    """The table's forms asked the desk for codes typed comma-separated (单位（英文代号，
+    逗号分隔）); they are boxes named in the page's language, each sending its code, and
+    routing's body is the same list of codes it always took."""
+    from services.routing import table
+    from services.routing.rules import load_rules
+    from services.web.service import _agency_codes
+
+    issue = dispatched_wire(NOW).model_dump(mode="json") | {"contact": {}}
+    html = rendered("issue.html", "en", issue=issue, timeline=[], messages=[],
+                    failed="table.convene", form={"place": "Hall", "agencies": ["gas", "water"]},
+                    errors={"meets_at": "Give a date and a time"})
+    boxes = html[html.index('id="t-agencies"'):]
+    boxes = boxes[:boxes.index("</fieldset>")]
+    assert '<input type="checkbox" name="agencies" value="gas" checked> Gas company' in boxes
+    assert 'value="water" checked> Water utility' in boxes
+    assert 'value="power"' not in boxes  # the issue's own agency: at the table anyway
+    assert "agencies are at the table: Power company" in html
+    assert "codes" not in html and "agency-codes" not in html
+    assert _agency_codes(["gas", "water"]) == ["gas", "water"]
+    assert _agency_codes("gas, water，heating") == ["gas", "water", "heating"]  # a script's
+    assert _agency_codes(None) == []
+    convened, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "Hall",
+                                _agency_codes(["gas"]), load_rules(), NOW)
+    assert convened.table.invited == ["power", "gas"]
+
+
+def test_a_bad_board_filter_is_named_in_the_pages_language():
+    """``/desk?priority=bogus`` was a Chinese page saying "invalid request: priority"."""
+    errors = [{"field": "priority", "message": "Input should be 'urgent', …", "type": "enum"}]
+    assert views.bad_filter(errors, views.Translator("zh")) == \
+        "这个筛选条件用不了：紧急程度。请在看板上重新选择。"
+    assert views.bad_filter(errors + [{"field": "status", "type": "enum"}],
+                            views.Translator("en")) == \
+        "This filter cannot be used: Priority, Status. Choose it again on the board."
 
 
 def test_the_desk_picks_categories_and_agencies_by_name_and_a_bad_filter_is_a_page():
@@ -794,7 +838,8 @@ def test_a_chinese_page_says_why_routing_held_a_report_and_names_the_tables_agen
         start = page.index('id="table-agencies">') + len('id="table-agencies">')
         t = views.Translator(lang)
         assert page[start:page.index("</p>", start)] == (
-            f"{t('invited')}: {invited} · {t('checked_in')}: {present}")
+            f"{t('invited')}{t('colon')}{invited} · {t('checked_in')}{t('colon')}{present}")
+        assert ("已邀请：" in page) == (lang == "zh")  # 已邀请: was an ASCII colon
         task_row = page[page.index('data-task="T1"'):]
         assert f"<td>{task}</td>" in task_row[:task_row.index("</tr>")]
 

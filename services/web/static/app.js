@@ -206,8 +206,71 @@
     }
   }
   if (/[?&]done=submitted(&|$)/.test(window.location.search)) forgetDraft();
+
+  // An agency's notes (报到, resolution, a table task's) are kept the same way, each by
+  // its field's id: typed on a phone, then the session expired, they were lost. A note
+  // comes back into its blank field after signing in again; it goes when its form was
+  // accepted (?done=1), when its assignment is no longer on the page, or at sign-out.
+  var NOTES = "whistle.agency.notes";
+  var SENT = "whistle.agency.notes.sent";
+
+  function stored(key) {
+    try { return JSON.parse(window.sessionStorage.getItem(key) || "null"); }
+    catch (e) { return null; }
+  }
+
+  function store(key, value) {
+    try { window.sessionStorage.setItem(key, JSON.stringify(value)); }
+    catch (e) { /* storage full or off: the form still works */ }
+  }
+
+  function forgetNotes() {
+    try { window.sessionStorage.removeItem(NOTES); window.sessionStorage.removeItem(SENT); }
+    catch (e) { /* storage off */ }
+  }
+
+  var keptForms = document.querySelectorAll("form[data-keep]");
+  if (keptForms.length) {
+    var notes = stored(NOTES) || {};
+    if (/[?&]done=1(&|$)/.test(window.location.search)) {
+      (stored(SENT) || []).forEach(function (id) { delete notes[id]; });
+    }
+    var fields = {};
+    keptForms.forEach(function (form) {
+      Array.prototype.forEach.call(form.elements, function (el) {
+        if (el.id && el.name && el.type !== "hidden" && el.type !== "submit") fields[el.id] = el;
+      });
+    });
+    var brought = false;
+    Object.keys(notes).forEach(function (id) {
+      var el = fields[id];
+      if (!el) { delete notes[id]; return; }  // that assignment is done, or gone
+      if (!el.value && notes[id]) { el.value = notes[id]; brought = true; }
+    });
+    store(NOTES, notes);
+    try { window.sessionStorage.removeItem(SENT); } catch (e) { /* storage off */ }
+    var broughtNotice = document.getElementById("notes-restored");
+    if (brought && broughtNotice) broughtNotice.hidden = false;
+    keptForms.forEach(function (form) {
+      form.addEventListener("input", function (event) {
+        var el = event.target;
+        if (!fields[el.id]) return;
+        var now = stored(NOTES) || {};
+        if (el.value.trim()) now[el.id] = el.value; else delete now[el.id];
+        store(NOTES, now);
+      });
+      form.addEventListener("submit", function () {
+        var ids = Array.prototype.filter.call(form.elements, function (el) {
+          return fields[el.id];
+        }).map(function (el) { return el.id; });
+        store(SENT, (stored(SENT) || []).concat(ids));
+      });
+    });
+  }
+
   document.querySelectorAll("form[action='/signout']").forEach(function (form) {
     form.addEventListener("submit", forgetDraft);
+    form.addEventListener("submit", forgetNotes);
   });
   var waiting = document.getElementById("draft-waiting");
   if (waiting && !newIssue) {
