@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import types
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -928,3 +929,22 @@ def test_the_english_resident_page_says_the_status_in_english():
     html = rendered("resident.html", "zh", view=resident_view(issue, None, lang="zh"),
                     token="t", rated=None)
     assert "正在处理" in html and "being handled" not in html
+
+
+def test_an_agency_in_support_sees_who_else_is_on_the_issue():
+    """The workspace said "(配合)" and no more: the power company supporting on a dark
+    stairwell could not tell which agency it supports. The card names the others."""
+    from services.agency.domain import assignment_view
+
+    issue = dispatched_wire(NOW)
+    issue.assignments.append(Assignment(agency="property_manager", agency_name="物业公司",
+                                        agency_name_en="Property management",
+                                        sector="housing", role="support", assigned_at=NOW,
+                                        acknowledge_by=NOW + timedelta(hours=2),
+                                        resolve_by=NOW + timedelta(days=1)))
+    card = assignment_view(issue, "power", NOW)
+    for lang, said in (("zh", "同办单位：物业公司"), ("en", "Also on this issue: Property management")):
+        html = rendered("agency.html", lang, assignments=[card], total=1,
+                        next_deadline=lambda a: a.get("acknowledge_by"),
+                        principal=types.SimpleNamespace(agency="power"))
+        assert said in html
