@@ -79,7 +79,7 @@ def local_time(value: str | datetime | None, tz: str) -> str:
 
 
 def deadline_text(row: dict[str, Any], now: datetime, t: Translator) -> str:
-    """"报到还剩 1小时2分" / "Resolve overdue by 5 min" for a board or workspace row."""
+    """"报到还剩 1小时2分" / "Resolve: 5 min overdue" for a board or workspace row."""
     due = row.get("next_deadline")
     if not due:
         return "—"

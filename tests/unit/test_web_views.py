@@ -62,7 +62,9 @@ def test_deadline_text_says_left_or_overdue():
     row = {"next_deadline": (NOW + timedelta(minutes=5)).isoformat(),
            "next_deadline_kind": "acknowledge"}
     assert views.deadline_text(row, NOW, ZH) == "报到还剩 5分"
-    assert views.deadline_text(row, NOW + timedelta(minutes=10), EN) == "Report in overdue by 5 min"
+    assert views.deadline_text(row, NOW + timedelta(minutes=10), EN) == "Report in: 5 min overdue"
+    # "Report in in 5 min" (the kind is a verb that ends in "in"): said as a label.
+    assert views.deadline_text(row, NOW, EN) == "Report in: 5 min left"
     assert views.deadline_text({}, NOW, EN) == "—"
 
 
