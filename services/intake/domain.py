@@ -64,10 +64,13 @@ def board_row(record: IssueRecord, now: datetime) -> dict[str, Any]:
         "next_deadline_agency": upcoming.agency if upcoming and work else None,
         "overdue": overdue,
         # Routing was not sure (held in needs_triage, or dispatched and flagged): the
-        # desk's triage queue shows its suggestions until the desk decides.
+        # desk's triage queue shows its suggestions until the desk decides, with the
+        # report's own words (the desk chose a category for a report it could not read).
+        # The board draws none of this: its poll sends BOARD_FIELDS only.
         "triage": None if not (triage := getattr(record, "triage", None)) or not triage.pending
         else {"held": triage.held, "reason": triage.reason, "urgent": triage.urgent,
-              "suggestions": [s.model_dump(mode="json") for s in triage.suggestions]},
+              "suggestions": [s.model_dump(mode="json") for s in triage.suggestions],
+              "description": record.description},
         "received_at": record.received_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
     }

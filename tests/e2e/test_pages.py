@@ -592,6 +592,9 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, wh
     desk.wait(lambda: desk.find_all(f"#t-{vague}") or desk.open("/desk/triage") and False, 10,
               "the report in the triage queue")
     desk.screenshot("triage")
+    # The report's own words are on its card: the desk chose a category for a report it
+    # could not read there (the card had the community and routing's doubt only).
+    assert desk.text(f"#t-{vague} .description") == "有个事情想跟社区反映一下，麻烦来看看"
     desk.find(f"#t-{vague} h2 a").click()
     Select(desk.find("#rr-category")).select_by_value("flying_wire")
     desk.find("#reroute-form button").click()
