@@ -707,6 +707,9 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
             "return document.querySelector(arguments[0]).getBoundingClientRect().top", css)
     assert top("label[for='t-when']") == top("label[for='t-place']")
     assert top("#t-when") == top("#t-place")
+    # and a row's button is as wide as its words, not as its column
+    assert desk.find("form[action$='/table'] button").size["width"] < desk.find(
+        "#t-place").size["width"] / 2
     # datetime-local inputs take the desk's local time; typed as the browser expects it.
     soon = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 7200))
     desk.driver.execute_script("arguments[0].value = arguments[1]", desk.find("#t-when"), soon)
