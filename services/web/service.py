@@ -575,7 +575,10 @@ class WebService:
             raise
         except (WhistleError, RemoteError) as exc:
             self.guard.audited_elsewhere()
-            if isinstance(exc, WhistleError) and exc.status in (400, 409, 422):
+            # An agency's part withdrawn (rerouted) while its workspace was open: said on
+            # the workspace, not "您无权查看或操作这项内容" as if it had asked for another's.
+            withdrawn = isinstance(exc, Forbidden) and views.NO_ASSIGNMENT.fullmatch(exc.message)
+            if isinstance(exc, WhistleError) and (exc.status in (400, 409, 422) or withdrawn):
                 return again(exc.status, exc.message[:300],
                              exc.errors if isinstance(exc, InvalidPayload) else [])
             raise

@@ -301,10 +301,15 @@ def agency_names(codes, t: Translator, names) -> str:
 
 # ------------------------------------------------------- a refused action
 
+# An agency's own form for an issue it has no part in (any more): its assignment was
+# withdrawn by a reroute while the workspace was open (the API's 403).
+NO_ASSIGNMENT = re.compile(r"agency '(?P<agency>[^']+)' has no assignment on issue \S+")
+
 # Why a service refused an action the pages offer (InvalidTransition, 409: the state of
 # the issue does not allow it), as shared.issue and services.routing word it; a Chinese
 # page says it in Chinese ({name}: the agency's name), another shape stays as written.
 _REFUSALS = tuple((re.compile(pattern), zh) for pattern, zh in (
+    (NO_ASSIGNMENT.pattern, "这件事已不在{name}的派单里（可能已改派给其他单位），请以下方的派单为准"),
     (r"(?P<agency>\S+) has already acknowledged issue \S+", "{name}已经报到过了"),
     (r"(?P<agency>\S+) has already resolved issue \S+", "{name}已经办结过了"),
     (r"(?P<agency>\S+) has already withdrawn issue \S+", "{name}的派单已撤回"),

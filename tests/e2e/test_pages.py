@@ -276,7 +276,10 @@ def test_an_agency_cannot_act_on_another_agencys_assignment_through_the_pages(wh
         "arguments[0].action = arguments[0].action.replace(arguments[1], arguments[2])",
         form, mine, theirs)
     form.find_element("css selector", "button").click()
-    power.wait(lambda: "无权" in power.text("main"), 5, "the refusal")
+    # Its own agency's path, an issue it has no part in: said on the workspace, as when
+    # its part was rerouted away while the page was open.
+    power.wait(lambda: power.find_all("#error"), 5, "the refusal")
+    assert power.text("#error") == "这件事已不在供电公司的派单里（可能已改派给其他单位），请以下方的派单为准"
     # ... and with the agency swapped too: the other agency's own path.
     power.open("/agency")
     form = power.find(f"#a-{mine} .act-ack")
@@ -295,6 +298,26 @@ def test_an_agency_cannot_act_on_another_agencys_assignment_through_the_pages(wh
     assert "无权" in power.text("main")
     power.open(f"/desk/issues/{theirs}")
     assert "无权" in power.text("main") and "暖气" not in power.driver.page_source
+
+
+def test_an_agencys_part_rerouted_away_while_its_page_was_open_is_said_so(whistle, browsers):
+    """The power company has the workspace open; the desk reroutes the issue to the
+    heating company; 报到 on the stale card was the 403 page "您无权查看或操作这项内容",
+    as if the staff had asked for another agency's work."""
+    issue_id = submit(whistle.url, "楼道外有飞线，电线垂下来了")
+    wait_dispatched(whistle.url, issue_id)
+    power = browsers()
+    power.sign_in(token("power", "power-5"))
+    power.wait(lambda: power.find_all(f"#a-{issue_id} .act-ack"), 10, "the card")
+    moved = requests.post(f"{whistle.url}/issues/{issue_id}/reroute", timeout=10,
+                          headers={"Authorization": f"Bearer {token('desk')}"},
+                          json={"category": "heating", "reason": "其实是暖气管道问题"})
+    assert moved.status_code == 200, moved.text
+    power.fill(f"#ack-{issue_id}", "马上到")
+    power.find(f"#a-{issue_id} .act-ack button").click()
+    power.wait(lambda: power.find_all("#error"), 5, "the refusal")
+    assert power.text("#error").startswith("这件事已不在供电公司的派单里")
+    assert "无权" not in power.text("main") and not power.find_all(f"#a-{issue_id}")
 
 
 def test_a_resident_link_that_expired_or_was_forged_gets_a_clear_page(whistle, browsers):
