@@ -34,7 +34,7 @@ from services.web.views import (
     refusal,
     triage_reason,
 )
-from shared.errors import NotFound, WhistleError
+from shared.errors import EXPECTED_ERRORS, NotFound, WhistleError
 from shared.web import ERROR_SHAPES, JsonHttpHandler, error_headers, error_response
 
 _log = getLogger(__name__)
@@ -104,6 +104,12 @@ class PageHandler(JsonHttpHandler):
     """``@http`` for pages: HTML errors in the reader's language, security headers on
     every response. ``handle_request`` is nameko's, with the request passed on to the
     error page (nameko's ``response_from_exception`` does not get it)."""
+
+    def __init__(self, method, url, expected_exceptions=EXPECTED_ERRORS, **kwargs):
+        # A page's refusals (a 401, a 403, no such issue, a bad filter) are answers the
+        # code chose, as on the API: nameko logs them as a WARNING line without a
+        # traceback (shared.logging), not as an ERROR with one for every mistyped link.
+        super().__init__(method, url, expected_exceptions=expected_exceptions, **kwargs)
 
     def handle_request(self, request):
         request.shallow = False

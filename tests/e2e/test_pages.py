@@ -599,6 +599,13 @@ def test_a_mistyped_page_address_gets_a_page_and_the_apis_keep_their_json(whistl
         response = desk.get(f"{whistle.url}/desk?{query}", timeout=5)
         assert response.status_code == 422, query
         assert said in response.text and "invalid" not in response.text, query
+    # Such refusals are answers, not faults: one WARNING line each in the log, no ERROR
+    # with a traceback (there was one for every mistyped link or bad filter).
+    missing = desk.get(f"{whistle.url}/desk/issues/WH-20261206-9999", timeout=5)
+    assert missing.status_code == 404
+    log = whistle.log_path.read_text(errors="replace")
+    assert "(expected) error handling worker" in log
+    assert '"level":"error"' not in log and "Traceback" not in log, log[-3000:]
     # The same refusals on the APIs' paths stay JSON, as their clients expect.
     for path, status in (("/agencies/power/assignment", 404), ("/issues/x/table/tasks", 405)):
         response = requests.get(f"{whistle.url}{path}", timeout=5)
