@@ -11,7 +11,7 @@ gets a support assignment, so it can act like every other agency on the issue.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from services.routing.rules import RuleSet
 from shared.contracts import (
@@ -30,6 +30,9 @@ from shared.errors import Forbidden, InvalidPayload, InvalidTransition
 from shared.issue import Assignment, IssueRecord, TableSession, TableTask
 
 DESK = "desk"  # the principal name of community desk staff (whistle token desk)
+
+# A table convened as it sits down (the desk fills the form at the table) is not "past".
+CONVENE_GRACE = timedelta(minutes=30)
 
 
 def agency_ref(rules: RuleSet, agency: str) -> AgencyRef:
@@ -75,6 +78,11 @@ def convene(record: IssueRecord, meets_at: datetime, place: str, agencies: list[
     _open_issue(record)
     if record.table is not None:
         raise InvalidTransition(f"issue {record.issue_id} already has a table; invite agencies to it")
+    if meets_at < now - CONVENE_GRACE:
+        # Every reporter is told when the table meets ("社区将于…召集"): a time gone by
+        # told them of a meeting they could not come to. A table sitting now is fine.
+        raise InvalidPayload("meets_at is in the past", [
+            {"field": "meets_at", "message": "must not be in the past", "type": "past_due"}])
     invited = list(dict.fromkeys([*record.agencies(), *agencies]))
     refs = [agency_ref(rules, a) for a in invited]
     new = record.copy_to_change()

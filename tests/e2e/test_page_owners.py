@@ -73,7 +73,7 @@ def test_every_page_and_form_for_every_identity(whistle):
              timeout=30)
     # The formerly assigned agency: invited to the table, then done with its part.
     convened = requests.post(f"{base}/issues/{issue_id}/table", headers=desk_api, timeout=10,
-                             json={"meets_at": "2026-12-01T09:00:00+08:00", "place": "红色议事厅",
+                             json={"meets_at": "2030-12-01T09:00:00+08:00", "place": "红色议事厅",
                                    "agencies": ["urban_management"]})
     assert convened.status_code == 201, convened.text
     for step, body in (("acknowledge", None), ("resolve", {"note": "已清理"})):

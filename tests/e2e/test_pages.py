@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -740,8 +742,9 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     # and a row's button is as wide as its words, not as its column
     assert desk.find("form[action$='/table'] button").size["width"] < desk.find(
         "#t-place").size["width"] / 2
-    # datetime-local inputs take the desk's local time; typed as the browser expects it.
-    soon = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 7200))
+    # datetime-local inputs take the desk's time (WHISTLE_TZ, the pages' zone), not this
+    # machine's: typed as the browser expects it.
+    soon = desk_time(hours=2)
     desk.driver.execute_script("arguments[0].value = arguments[1]", desk.find("#t-when"), soon)
     # A form edited to name an agency that is not there: said beside the boxes.
     desk.driver.execute_script("var box = document.querySelector(\"#t-agencies input[value='gas']\");"
@@ -763,7 +766,7 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
         seated) + 2
     Select(desk.find("#task-agency")).select_by_visible_text("供电公司")
     desk.fill("#task-desc", "检查楼内线路并加装防水盒")
-    later = time.strftime("%Y-%m-%dT%H:%M", time.localtime(time.time() + 86400))
+    later = desk_time(hours=24)
     desk.driver.execute_script("arguments[0].value = arguments[1]", desk.find("#task-due"), later)
     desk.find("form[action$='/table/tasks'] button").click()
     desk.wait(lambda: desk.find_all("#table-tasks"), 10, "the task recorded")
@@ -1005,6 +1008,12 @@ def test_an_agency_note_typed_when_the_session_expired_is_kept(whistle, browsers
     assert staff.driver.execute_script(
         "return window.sessionStorage.getItem('whistle.agency.notes')") is None
     assert not staff.severe_console_errors()
+
+
+def desk_time(hours: float) -> str:
+    """Now plus ``hours`` as a datetime-local input takes it, in the desk's zone."""
+    zone = ZoneInfo(cfg.DEFAULTS[cfg.DISPLAY_TZ])
+    return (datetime.now(zone) + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M")
 
 
 def signed_in(url: str, staff_token: str) -> requests.Session:

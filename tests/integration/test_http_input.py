@@ -241,7 +241,7 @@ def test_an_issue_path_that_is_no_issue_id_is_a_404_that_does_not_repeat_it(whis
 
 
 @pytest.mark.parametrize(("path", "agency", "body"), [
-    ("table", "desk", {"meets_at": "2026-11-22T09:00:00+08:00", "place": "红色议事厅"}),
+    ("table", "desk", {"meets_at": "2030-11-22T09:00:00+08:00", "place": "红色议事厅"}),
     ("table/check-in", "power", None),
     ("table/tasks/T1/close", "desk", {"note": "已现场核实"}),
     ("table/tasks/T1/done", "power", {"note": "已更换"}),

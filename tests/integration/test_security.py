@@ -117,7 +117,7 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
     wait_for(lambda: status_of(base, issue_id, desk), lambda s: s == "dispatched")
     # The formerly assigned agency: invited to the table, then done with its part.
     convened = requests.post(f"{base}/issues/{issue_id}/table", headers=desk, json={
-        "meets_at": "2026-12-01T09:00:00+08:00", "place": "红色议事厅",
+        "meets_at": "2030-12-01T09:00:00+08:00", "place": "红色议事厅",
         "agencies": ["urban_management"]})
     assert convened.status_code == 201, convened.text
     former = staff_headers("urban_management", "um-1", secret)
@@ -173,7 +173,7 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
          row(401, 422, 403, 403, 403, 403, 403)),
         ("POST", f"/issues/{issue_id}/table/agencies", "{",
          row(401, 400, 400, 403, 400, 403, 403)),  # water has no part in it
-        ("POST", f"/issues/{issue_id}/table", {"meets_at": "2026-12-02T09:00:00+08:00",
+        ("POST", f"/issues/{issue_id}/table", {"meets_at": "2030-12-02T09:00:00+08:00",
                                                "place": "居委会", "agencies": []},
          row(401, 409, 403, 403, 403, 403, 403)),  # the desk may; a table already sits
         # Power (the lead) and urban management were invited; the desk never sits.
@@ -395,7 +395,7 @@ def test_an_agency_never_reads_the_residents_contact_in_another_agencys_note(whi
     secret = config[cfg.SECRET]
     desk, power, issue_id = dispatched_wire(base, secret)
     convened = requests.post(f"{base}/issues/{issue_id}/table", headers=desk, timeout=10,
-                             json={"meets_at": "2026-12-01T09:00:00+08:00", "place": "居委会",
+                             json={"meets_at": "2030-12-01T09:00:00+08:00", "place": "居委会",
                                    "agencies": ["urban_management"]})
     assert convened.status_code == 201, convened.text
     task = requests.post(f"{base}/issues/{issue_id}/table/tasks", headers=desk, timeout=10,
@@ -444,7 +444,7 @@ def test_a_note_naming_a_neighbour_who_reported_the_same_problem_is_masked_too(w
 
 
 TABLE_WRITES = (  # (path under the issue, a valid body, a body missing its required field)
-    ("/table", {"meets_at": "2026-12-02T09:00:00+08:00", "place": "居委会", "agencies": []},
+    ("/table", {"meets_at": "2030-12-02T09:00:00+08:00", "place": "居委会", "agencies": []},
      {"place": "居委会"}),
     ("/table/agencies", {"agencies": ["water"]}, {}),
     ("/table/tasks", {"agency": "power", "description": "更换线路",

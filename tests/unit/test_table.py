@@ -152,6 +152,16 @@ def test_a_new_agency_gets_a_support_assignment_with_the_issues_window():
     assert [a.agency for a in new.assignments if a.role is Role.lead] == ["housing_admin"]
 
 
+def test_a_table_is_not_convened_in_the_past_but_may_sit_now():
+    """Every reporter is told when it meets: a time gone by told them of a meeting they
+    could not come to. The desk filling the form as the table sits down is not past."""
+    with pytest.raises(InvalidPayload) as refused:
+        convene(balcony(), CONVENED - timedelta(hours=6), PLACE, [], RULES, CONVENED)
+    assert [(f["field"], f["type"]) for f in refused.value.errors] == [("meets_at", "past_due")]
+    new, _ = convene(balcony(), CONVENED - timedelta(minutes=10), PLACE, [], RULES, CONVENED)
+    assert new.table is not None
+
+
 def test_convene_records_a_timeline_step():
     new = with_table(("power",))
     step = new.timeline[-1]
