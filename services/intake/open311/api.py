@@ -87,6 +87,10 @@ PREFIX = "/open311/v2"
 # before its window starts: an issue older than that shows no more updates there.
 UPDATES_LOOKBACK = timedelta(days=90)
 CHUNK = 200  # records loaded per round trip while filtering a list
+# FixMyStreet asks for the updates since its last poll and never pages: whatever a page
+# left out it never saw, so an unpaged ask gets every update of its window, up to this
+# (then a 400 asking for a shorter window or pages, never a silent cut).
+MAX_UNPAGED_UPDATES = 20_000
 ARCHIVE_PAGE = 1000  # archived ids read per query
 
 _log = getLogger(__name__)
@@ -374,6 +378,13 @@ class Open311Api:
             updates += self._chunk_updates(ids[n:n + CHUNK], lang, tz, start, end)
         # Stable: an issue's steps in the same second keep their journal order.
         updates.sort(key=lambda u: u["updated_datetime"])
+        if params.get("page") is None and params.get("page_size") is None:
+            if len(updates) > MAX_UNPAGED_UPDATES:
+                raise Open311Error.bad_request(
+                    f"{len(updates)} updates in this window, more than "
+                    f"{MAX_UNPAGED_UPDATES} at once: ask for a shorter window, or page "
+                    "through them with page and page_size")
+            return updates
         first = (page - 1) * page_size
         return updates[first:first + page_size]
 
