@@ -30,7 +30,7 @@ from services.intake.open311.mapping import (
     updates_from_journal,
 )
 from services.routing.rules import load_rules
-from shared.contracts import Channel, Language, Location, Priority, Role, Sector
+from shared.contracts import Channel, IssueStatus, Language, Location, Priority, Role, Sector
 from shared.issue import Assignment, Routing, acknowledge, dispatch, receive, reroute, resolve
 from tests.support.open311_schemas import (
     REQUEST,
@@ -477,7 +477,6 @@ def test_a_request_shows_public_fields_only():
 
 def test_every_whistle_state_is_open_or_closed():
     from services.intake.open311.mapping import OPEN311_STATES
-    from shared.contracts import IssueStatus
 
     assert OPEN311_STATES["open"] | OPEN311_STATES["closed"] | {IssueStatus.merged} == \
         set(IssueStatus)
@@ -505,6 +504,12 @@ def test_a_resolved_request_is_closed_and_never_shows_an_agencys_note():
     assert view["status"] == "closed"
     assert view["status_notes"] == "各相关单位均已办结，等待居民评价"
     assert not [word for word in ("王建国", "李秀英", "402") if word in str(view)]
+    # Done: the notice promises no deadline any more ("应于…前办结" on a closed request).
+    assert view["service_notice"] == "自来水公司牵头，已办结，等待居民评价"
+    assert request_view(record, CATALOG, Language.en, TZ)["service_notice"] == \
+        "water co led; resolved, awaiting the resident's rating"
+    closed = record.model_copy(update={"status": IssueStatus.closed})
+    assert request_view(closed, CATALOG, Language.zh, TZ)["service_notice"] == "自来水公司牵头，已办结"
     assert view["updated_datetime"] == "2026-11-21T11:00:00+08:00"
 
 

@@ -680,6 +680,13 @@ def service_notice(record: IssueRecord, lang: Language, tz: ZoneInfo) -> str:
     if lead is None:
         return ("Received; the community desk sends it to the responsible agencies" if en
                 else "已受理，社区正在派给相关单位")
+    # Done: no deadline to promise any more (a closed request said "to be resolved by").
+    if record.status is IssueStatus.resolved:
+        return (f"{lead.agency_name_en} led; resolved, awaiting the resident's rating" if en
+                else f"{lead.agency_name}牵头，已办结，等待居民评价")
+    if record.status is IssueStatus.closed:
+        return (f"{lead.agency_name_en} led; resolved and closed" if en
+                else f"{lead.agency_name}牵头，已办结")
     due = expected_datetime(record)
     when = due.astimezone(tz).strftime("%Y-%m-%d %H:%M") if due else ""
     if en:
