@@ -10,16 +10,30 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# Mainland mobiles (1[3-9]x, 11 digits), with optional +86 and separators, and
+# Mainland mobiles (1[3-9]x, 11 digits), with optional +86 (or 0086) and separators, and
 # landlines with an area code (010-12345678). Matches inside Chinese text too,
 # where \b does not help, so digits around the match are excluded explicitly.
+# Residents writing in English give British and North American numbers as well:
+# UK mobiles (07700 900123, +44 7700 900123), UK numbers with the area code in
+# brackets or after +44 ((020) 7946 0958, +44 20 7946 0958; without brackets the
+# landline pattern above already takes them), and NANP numbers ((415) 555-0132,
+# 415-555-0132, +1 415 555 0132). A NANP number needs its brackets, a "+1", or the
+# same dash or dot after its area code and its exchange, so a bare run of ten digits
+# (an order or reference number) or three amounts in a row ("300 200 1000") is left
+# alone.
 _DIGIT_CHARS = "0-9０-９"
 _SEPARATOR_CHARS = " \\-　－"
 _D = f"[{_DIGIT_CHARS}]"
 _SEP = f"[{_SEPARATOR_CHARS}]"
+_UK_TRUNK = r"(?:(?:\+|00)44[ \-]?(?:\(0\)[ \-]?)?|0)"
 _PHONE = re.compile(
-    rf"(?<!{_D})(?:[+＋]?[8８][6６]{_SEP}?)?([1１][3-9３-９]{_D}){_SEP}?({_D}{{4}}){_SEP}?({_D}{{4}})(?!{_D})"
+    rf"(?<!{_D})(?:(?:[+＋]|00)?[8８][6６]{_SEP}?)?([1１][3-9３-９]{_D}){_SEP}?({_D}{{4}}){_SEP}?({_D}{{4}})(?!{_D})"
     rf"|(?<!{_D})([0０][1-9１-９]{_D}{{1,2}}){_SEP}({_D}{{3,4}}){_SEP}?({_D}{{4}})(?!{_D})"
+    rf"|(?<![\d+]){_UK_TRUNK}7\d{{3}}[ \-]?\d{{3}}[ \-]?\d{{3}}(?!\d)"
+    rf"|(?<![\d+])(?:\(0\d{{2,4}}\)|(?:\+|00)44[ \-]?(?:\(0\)[ \-]?)?[1-9]\d{{1,3}})"
+    rf"[ \-]?\d{{3,4}}[ \-]?\d{{3,4}}(?!\d)"
+    rf"|(?<![\d+])(?:(?:\+1[ .\-]?[2-9]\d{{2}}[ .\-]?|\(?[2-9]\d{{2}}\)[ .\-]?)[2-9]\d{{2}}[ .\-]?"
+    rf"|[2-9]\d{{2}}(?P<nanp_sep>[.\-])[2-9]\d{{2}}(?P=nanp_sep))\d{{4}}(?!\d)"
 )
 _DIGITS = re.compile(r"[0-9]")
 
@@ -32,9 +46,12 @@ def mask_phone(phone: str | None) -> str | None:
     """``13812345678`` -> ``138****5678``; anything else keeps only its last 4 digits."""
     if not phone or "*" in phone:
         return phone  # empty, or masked already (an erased contact keeps only its mask)
-    phone = phone.translate(_FULL_WIDTH)
+    phone = phone.translate(_FULL_WIDTH).strip()
     digits = "".join(_DIGITS.findall(phone))
-    if len(digits) >= 11 and digits[-11] == "1":
+    # "+1 415 555 0132" has eleven digits from a 1 too: only a mainland mobile keeps
+    # its first three (a foreign one would show its country and area code).
+    foreign = phone.startswith(("+", "00")) and not phone.startswith(("+86", "0086"))
+    if len(digits) >= 11 and digits[-11] == "1" and not foreign:
         return f"{digits[-11:-8]}****{digits[-4:]}"
     if len(digits) > 4:
         return "*" * (len(digits) - 4) + digits[-4:]
@@ -59,12 +76,13 @@ def mask_email(email: str | None) -> str | None:
     return f"{local[:1]}{'*' * max(len(local) - 1, 1)}@{domain}"
 
 
-# Every phone number either pattern matches is ten or more digits and separators in
-# a row, from a digit to a digit ("138 1234 5678", "010-12345678"); every email
+# Every phone number the patterns match is ten or more digits, separators, brackets
+# and dots in a row, from a digit to a digit ("138 1234 5678", "010-12345678",
+# "020) 7946 0958", "415.555.0132"); every email
 # address has an "@". Text with neither cannot hold one. Most logged values (event
 # names, agencies, hex ids) have neither, and this one cheap search spares them the
-# two full patterns, on every log line.
-_MAYBE_PHONE = re.compile(f"{_D}[{_DIGIT_CHARS}{_SEPARATOR_CHARS}]{{8,}}{_D}")
+# full patterns, on every log line.
+_MAYBE_PHONE = re.compile(f"{_D}[{_DIGIT_CHARS}{_SEPARATOR_CHARS}().]{{8,}}{_D}")
 
 
 # A JSON Web Token (base64url header "{"... = "eyJ", payload, signature): staff tokens and

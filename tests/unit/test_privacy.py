@@ -76,6 +76,17 @@ def test_mask_name(name, masked):
     ("call 138 1234 5678 after 6pm", "call 138****5678 after 6pm"),
     ("座机010-12345678转分机", "座机*******5678转分机"),
     ("13812345678", "138****5678"),
+    ("回电0086 138 1234 5678", "回电138****5678"),
+    # Residents writing in English give British and North American numbers.
+    ("Please ring me on 07700 900123 after six", "Please ring me on *******0123 after six"),
+    ("mobile 07700900123.", "mobile *******0123."),
+    ("call +44 7700 900123", "call ********0123"),
+    ("landline (020) 7946 0958", "landline *******0958"),
+    ("+44 (0)20 7946 0958 any time", "*********0958 any time"),
+    ("0161 496 0000", "*******0000"),
+    ("my cell is (415) 555-0132", "my cell is ******0132"),
+    ("text 415-555-0132 or 415.555.0132", "text ******0132 or ******0132"),
+    ("+1 415 555 0132", "*******0132"),
 ])
 def test_scrub_text_masks_phones_inside_text(text, expected):
     assert scrub_text(text) == expected
@@ -90,6 +101,10 @@ def test_scrub_text_masks_phones_inside_text(text, expected):
     "门牌号12楼1203室，邮编100011",
     "时间 2026-11-21 09:30",
     "温度38度，湿度13%",
+    "reference 4155550132",
+    "it cost 300 200 1000 yuan in all",
+    "flat 12, 3 Acacia Road, since 1998 2004",
+    "lat 39.9042 long 116.4074",
     "",
 ])
 def test_scrub_text_leaves_other_digit_runs_alone(text):
@@ -183,8 +198,13 @@ _MOBILE = st.tuples(st.sampled_from(["", "+86", "+86 ", "86-"]), st.just("1"),
                     _digits(2, "3456789"), _SEP, _digits(4), _SEP, _digits(4)).map("".join)
 _LANDLINE = st.tuples(st.just("0"), _digits(2, "123456789"), _SEP.filter(bool),
                       _digits(4), _SEP, _digits(4)).map("".join)
-_PIECE = st.one_of(_MOBILE, _LANDLINE, _digits(1), _digits(2),
-                   st.sampled_from(["-", " ", "@", "a.b", "tel:", "楼", "x"]))
+_UK_MOBILE = st.tuples(st.sampled_from(["0", "+44 ", "+44", "0044 "]), st.just("7"),
+                       _digits(3), st.sampled_from(["", " ", "-"]), _digits(6)).map("".join)
+_NANP = st.tuples(st.sampled_from(["", "+1 "]), st.sampled_from(["(415) ", "415-", "415."]),
+                  _digits(3, "23456789"), st.sampled_from(["-", ".", " "]), _digits(4)
+                  ).map("".join)
+_PIECE = st.one_of(_MOBILE, _LANDLINE, _UK_MOBILE, _NANP, _digits(1), _digits(2),
+                   st.sampled_from(["-", " ", "@", "a.b", "tel:", "楼", "x", "(", ")", "."]))
 
 
 @settings(max_examples=1000, deadline=None)
