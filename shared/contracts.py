@@ -34,6 +34,8 @@ from pydantic import (
     StringConstraints,
 )
 
+from shared.errors import described_pattern
+
 SCHEMA_VERSION = 1
 
 # Control characters other than tab/newline/carriage return have no place in a
@@ -66,8 +68,12 @@ def bounded_text(max_length: int, min_length: int = 1):
     ]
 
 
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
-IssueId = Annotated[str, StringConstraints(pattern=r"^WH-\d{8}-\d{4,}$")]
+Slug = Annotated[str, StringConstraints(pattern=described_pattern(
+    r"^[a-z][a-z0-9_]{1,39}$", "a code: 2 to 40 lower-case letters, digits and underscores, "
+    "starting with a letter (water, street_office)"))]
+IssueId = Annotated[str, StringConstraints(pattern=described_pattern(
+    r"^WH-\d{8}-\d{4,}$", "an issue number: WH-, the day, a dash and at least four digits "
+    "(WH-20261121-0001)"))]
 # How people write a number at a desk or in a form: full-width digits from a Chinese
 # input method (１３８…), the area code in brackets ((022) 2345-6789, （010）…), dots
 # (138.1234.5678). Kept as digits, spaces and hyphens; anything else is still refused.
@@ -83,7 +89,9 @@ def _plain_phone(value: Any) -> Any:
 Phone = Annotated[
     str,
     BeforeValidator(_plain_phone),
-    StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 \-]{5,19}$"),
+    StringConstraints(strip_whitespace=True, pattern=described_pattern(
+        r"^\+?[0-9][0-9 \-]{5,19}$", "a phone number: 6 to 20 digits, spaces and dashes, with an "
+        "optional leading +")),
 ]
 
 
@@ -212,10 +220,12 @@ class DeliveryChannelName(StrEnum):
 
 # A link to a photo or video of the problem (Open311's media_url): http(s) only.
 MediaUrl = Annotated[str, StringConstraints(
-    strip_whitespace=True, max_length=2000, pattern=r"^https?://[^\s<>\"]+$")]
+    strip_whitespace=True, max_length=2000, pattern=described_pattern(
+        r"^https?://[^\s<>\"]+$", "an http:// or https:// link, with no spaces"))]
 
 Email = Annotated[str, StringConstraints(
-    strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    strip_whitespace=True, max_length=254, pattern=described_pattern(
+        r"^[^@\s]+@[^@\s]+\.[^@\s]+$", "an email address (name@example.org)"))]
 
 
 class Contact(Strict):
@@ -290,7 +300,8 @@ class ChooseRoute(Strict):
     support: list[Slug] | None = Field(default=None, max_length=20)
     urgent: bool | None = None
     request_id: str | None = Field(default=None, min_length=8, max_length=64,
-                                   pattern=r"^[A-Za-z0-9_.:-]+$")
+                                   pattern=described_pattern(
+                                       r"^[A-Za-z0-9_.:-]+$", "letters, digits and _ . : - only"))
 
 
 class TriageDecision(ChooseRoute):

@@ -17,6 +17,29 @@ from typing import Any
 from nameko.exceptions import deserialize_to_instance
 from pydantic import ValidationError
 
+# What a value refused by a pattern must look like, in words, by the pattern: a regex
+# ("String should match pattern '^\\+?[0-9][0-9 \\-]{5,19}$'") is no answer for a clerk or
+# a client's developer. Filled by :func:`described_pattern` where each pattern is defined.
+_PATTERN_WORDS: dict[str, str] = {}
+
+
+def described_pattern(regex: str, words: str) -> str:
+    """``regex``, remembered with what it asks for in words (``"a phone number: …"``), so
+    that a value it refuses gets the error "must be a phone number: …"."""
+    _PATTERN_WORDS[regex] = words
+    return regex
+
+
+def _message(err: dict[str, Any]) -> str:
+    if err["type"] == "model_type":
+        # pydantic's own words name the model's class, which the caller never sees
+        return "must be a JSON object" if err["loc"] else "body must be a JSON object"
+    if err["type"] == "string_pattern_mismatch":
+        words = _PATTERN_WORDS.get((err.get("ctx") or {}).get("pattern", ""))
+        return f"must be {words}" if words else "is not in the expected format"
+    # our validators' own words, without pydantic's "Value error, " before them
+    return err["msg"].removeprefix("Value error, ")
+
 
 class WhistleError(Exception):
     """Base class: an expected, user-facing failure with a clear message."""
@@ -51,14 +74,10 @@ class InvalidPayload(WhistleError):
         fields = [
             {
                 "field": ".".join(str(part) for part in err["loc"]) or "(body)",
-                # pydantic's own words name the model's class, which the caller never sees
-                "message": ("must be a JSON object" if err["loc"] else "body must be a JSON object")
-                if err["type"] == "model_type"
-                # our validators' own words, without pydantic's "Value error, " before them
-                else err["msg"].removeprefix("Value error, "),
+                "message": _message(err),
                 "type": err["type"],
             }
-            for err in exc.errors(include_input=False, include_url=False, include_context=False)
+            for err in exc.errors(include_input=False, include_url=False)
         ]
         names = ", ".join(f["field"] for f in fields)
         return cls(f"invalid {what}: {names}", fields)

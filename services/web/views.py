@@ -127,6 +127,9 @@ FORM_ERROR_KEYS = {"missing", "string_too_short", "string_too_long", "string_pat
                    "enum", "value_error", "too_short", "datetime", "past_due", "unknown",
                    "unknown_agency", "outside_scope"}
 
+# "Not in the expected format" left the clerk guessing what a phone number may look like.
+PATTERN_ERROR_KEYS = {"contact.phone": "err_phone", "contact.email": "err_email"}
+
 
 def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
     """The API's 422 ``fields`` as ``{form field: message}``: each shown beside its field.
@@ -141,7 +144,9 @@ def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
         field = re.sub(r"(\.\d+)+$", "", err.get("field") or "") or "(body)"
         kind = err.get("type") or ""
         kind = "datetime" if kind.startswith(("datetime_", "date_")) else kind
-        text = t(f"err_{kind}") if kind in FORM_ERROR_KEYS else t("err_other")
+        text = (t(PATTERN_ERROR_KEYS[field]) if kind == "string_pattern_mismatch"
+                and field in PATTERN_ERROR_KEYS
+                else t(f"err_{kind}") if kind in FORM_ERROR_KEYS else t("err_other"))
         if t.lang == "en" and kind not in FORM_ERROR_KEYS:
             text = err.get("message") or text
         # How long it may be ("at most 4000 characters"): "too long" alone left the clerk

@@ -204,7 +204,7 @@ def test_the_desks_own_validation_speaks_open311():
     assert [d for _, d in error.errors] == [
         "lat must be between -90 and 90 (WGS84 degrees)",
         "phone must be a phone number: 6 to 20 digits, spaces and dashes, with an optional "
-        "leading + (13812345678, +86 138 1234 5678, 010-12345678)",
+        "leading +",
         "media_url must be an http:// or https:// link, with no spaces"]
     assert not any("abc" in d for _, d in error.errors)  # never echoes the input
     email = bad_request(lambda: to_submission(params(address_string="x", email="x@y"),

@@ -74,10 +74,36 @@ def test_the_apis_field_errors_land_beside_the_forms_fields():
               {"field": "contact.phone", "message": "String should match pattern", "type":
                "string_pattern_mismatch"},
               {"field": "contact.phone", "message": "second", "type": "missing"}]
-    assert views.field_errors(errors, ZH) == {"location.community": "不能为空",
-                                              "contact.phone": "格式不对"}
+    assert views.field_errors(errors, ZH) == {
+        "location.community": "不能为空",
+        "contact.phone": "不是电话号码：6 到 20 位数字，可带空格、短横和开头的 +"}
     assert views.field_errors([{"field": "x", "message": "odd", "type": "weird"}], EN) == {
         "x": "odd"}
+
+
+def test_a_refused_phone_or_email_says_what_one_looks_like_on_the_page_and_in_the_api():
+    """"123" as a phone came back "格式不对" on the page, and as pydantic's regex from the
+    API: neither told the clerk or a client's developer what a phone number may be."""
+    from pydantic import ValidationError
+
+    from shared.contracts import SubmitIssue
+    from shared.errors import InvalidPayload
+
+    with pytest.raises(ValidationError) as caught:
+        SubmitIssue.model_validate({"description": "楼道灯坏了", "location": {
+            "community": "缤泰社区", "address": "5号楼"}, "contact": {"phone": "123",
+                                                                  "email": "at home"}})
+    errors = InvalidPayload.from_validation_error(caught.value).errors
+    assert {e["field"]: e["message"] for e in errors} == {
+        "contact.phone": "must be a phone number: 6 to 20 digits, spaces and dashes, with an "
+                         "optional leading +",
+        "contact.email": "must be an email address (name@example.org)"}
+    assert not any("pattern" in e["message"] for e in errors)
+    assert views.field_errors(errors, EN) == {
+        "contact.phone": "Not a phone number: 6 to 20 digits, spaces and dashes, with an "
+                         "optional leading +",
+        "contact.email": "Not an email address (name@example.org)"}
+    assert views.field_errors(errors, ZH)["contact.email"] == "不是邮件地址（如 name@example.org）"
 
 
 def test_too_long_says_how_long_it_may_be():

@@ -256,16 +256,6 @@ _FIELD_NAMES = {
 }
 
 
-# What a value the desk's pattern refused must look like, in words: the pattern itself
-# ("email: String should match pattern '^[^@\\s]+@…'") is no answer for a client's operator.
-_PATTERNS = {
-    "phone": "phone must be a phone number: 6 to 20 digits, spaces and dashes, "
-             "with an optional leading + (13812345678, +86 138 1234 5678, 010-12345678)",
-    "email": "email must be an email address (name@example.org)",
-    "media_url": "media_url must be an http:// or https:// link, with no spaces",
-}
-
-
 def to_submission(params: Params, service: Service, default_community: str | None
                   ) -> SubmitIssue:
     """The desk's submission for this POST to ``service``, or a 400 naming every bad
@@ -395,8 +385,9 @@ def _submission(params: Params, service: Service | None, default_community: str 
         submission = SubmitIssue.model_validate(data)
     except ValidationError as exc:  # SubmitIssue's errors never echo the input
         fields = InvalidPayload.from_validation_error(exc).errors
-        problems.extend((400, _PATTERNS.get(name) if f["type"] == "string_pattern_mismatch"
-                         and name in _PATTERNS else f"{name}: {f['message']}")
+        # A refused pattern is said in words (shared.errors.described_pattern).
+        problems.extend((400, f"{name} {f['message']}" if f["type"] == "string_pattern_mismatch"
+                         else f"{name}: {f['message']}")
                         for f in fields
                         if (name := _FIELD_NAMES.get(f["field"], f["field"])) not in named)
         return None
