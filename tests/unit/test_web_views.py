@@ -976,3 +976,16 @@ def test_an_agency_in_support_sees_who_else_is_on_the_issue():
                         next_deadline=lambda a: a.get("acknowledge_by"),
                         principal=types.SimpleNamespace(agency="power"))
         assert said in html
+
+
+def test_a_role_after_a_name_is_in_the_pages_own_brackets():
+    """Chinese pages wrote "供电公司 (牵头)", half-width brackets and a space in Chinese
+    text; English ones keep "Power company (lead)"."""
+    from services.agency.domain import assignment_view
+
+    card = assignment_view(dispatched_wire(NOW), "power", NOW)
+    for lang, said, not_said in (("zh", "（牵头）", "(牵头)"), ("en", " (lead)", "（")):
+        html = rendered("agency.html", lang, assignments=[card], total=1,
+                        next_deadline=lambda a: a.get("acknowledge_by"),
+                        principal=types.SimpleNamespace(agency="power"))
+        assert said in html and not_said not in html
