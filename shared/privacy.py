@@ -88,6 +88,11 @@ _MAYBE_PHONE = re.compile(f"{_D}[{_DIGIT_CHARS}{_SEPARATOR_CHARS}().]{{8,}}{_D}"
 # A JSON Web Token (base64url header "{"... = "eyJ", payload, signature): staff tokens and
 # residents' links. None should reach a log; one that does is cut out.
 _TOKEN = re.compile(r"eyJ[A-Za-z0-9_\-]*\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
+# An Open311 client's API key (``services.intake.open311.clients``: "o311_" and 43
+# url-safe characters), pasted into a description or a note by mistake: as secret as a
+# token, and Open311's public reads would publish it.
+_OPEN311_KEY_PREFIX = "o311_"
+_OPEN311_KEY = re.compile(r"o311_[A-Za-z0-9_\-]{20,}")
 REDACTED_TOKEN = "[redacted]"
 # The password in a URL (``amqp://user:PASSWORD@host``). kombu masks only the first
 # address of a cluster's AMQP_URI in its "Error connecting to broker at …" lines.
@@ -96,9 +101,11 @@ _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+(@
 
 def scrub_text(text: str) -> str:
     """Mask every phone number, email address and URL password found anywhere in free
-    text, and cut out any token."""
+    text, and cut out any token or Open311 API key."""
     if "eyJ" in text:
         text = _TOKEN.sub(REDACTED_TOKEN, text)
+    if _OPEN311_KEY_PREFIX in text:
+        text = _OPEN311_KEY.sub(REDACTED_TOKEN, text)
     if "@" in text:
         text = _URL_PASSWORD.sub(r"\1********\2", text)
         text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)

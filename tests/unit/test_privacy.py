@@ -229,6 +229,17 @@ def test_tokens_are_cut_out_of_free_text_and_token_fields():
                                                         "args": ["[redacted]"]}
 
 
+def test_an_open311_api_key_pasted_into_free_text_is_cut_out():
+    """A key pasted into a description by mistake went out on Open311's public reads."""
+    import secrets
+
+    from services.intake.open311.clients import KEY_PREFIX
+
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    assert scrub_text(f"路灯不亮 key={key}，请处理") == "路灯不亮 key=[redacted]，请处理"
+    assert scrub_text("o311_ is the prefix of a key") == "o311_ is the prefix of a key"
+
+
 def test_masking_a_masked_contact_changes_nothing():
     """An erased contact keeps only its masked form, which is shown as it is."""
     from shared.privacy import mask_email, mask_name, mask_phone
