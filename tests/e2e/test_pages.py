@@ -534,7 +534,9 @@ def test_a_form_error_is_shown_beside_its_field(whistle, browsers):
         box = error.find_element("xpath", "..")
         assert box.find_element("css selector", "input").get_attribute("id") == input_id
         assert clerk.find(f"#{input_id}").get_attribute("aria-invalid") == "true"
-        assert error.text in ("不能为空", "格式不对")
+        assert error.text == {"location.community": "不能为空",
+                              "contact.phone": "不是电话号码：6 到 20 位数字，可带空格、短横和开头的 +"
+                              }[field]
     assert clerk.find("#f-location-address").get_attribute("value") == "幸福里5号楼"
     assert not clerk.find_all(".field-error[data-field='description']")
     clerk.screenshot("new-issue-errors")
