@@ -376,12 +376,16 @@ class EmailChannel:
 
 
 def choose_channel(preferred: str | None, configured: Collection[str], has_email: bool,
-                   default: str = DESK, supervisor: bool = False) -> tuple[str, str]:
+                   default: str = DESK, supervisor: bool = False, *,
+                   has_phone: bool) -> tuple[str, str]:
     """(the channel's name, a note for the delivery record) for one recipient. Pure.
 
     ``preferred`` is the resident's choice (``None`` or empty: ``default``), honoured
-    when this deployment has that channel (``configured``) and, for email, the
-    resident gave an address; otherwise the desk, with a note saying why.
+    when this deployment has that channel (``configured``) and the resident gave what
+    it needs: an email address for email, a phone number for the webhook (a
+    mini-program or SMS gateway texts a phone; without one it can reach nobody).
+    Otherwise the desk, with a note saying why; a webhook without a phone goes by email
+    instead when the resident gave an address and email is configured.
     Supervisors are always told through the desk.
     """
     if supervisor:
@@ -395,6 +399,10 @@ def choose_channel(preferred: str | None, configured: Collection[str], has_email
         return DESK, f"preferred {wanted} not configured; sent to desk"
     if wanted == EMAIL and not has_email:
         return DESK, "preferred email but no email address; sent to desk"
+    if wanted == WEBHOOK and not has_phone:
+        if EMAIL in configured and has_email:
+            return EMAIL, "no phone number for webhook; sent by email"
+        return DESK, "no phone number for webhook; sent to desk"
     return wanted, ""
 
 
@@ -431,7 +439,8 @@ class Channels:
         """The channel that reaches ``message.recipient``, and why if not their choice."""
         name, note = choose_channel(message.preferred_channel, self.configured,
                                     has_email=bool(message.recipient.get("email")),
-                                    default=self.default, supervisor=supervisor)
+                                    default=self.default, supervisor=supervisor,
+                                    has_phone=bool(message.recipient.get("phone")))
         return (self.desk if name == DESK else self.others[name]), note
 
 

@@ -10,7 +10,8 @@ A record's life::
     queued --(channel accepts)--------------------------------> sent
        |  \\--(channel refuses, attempts < NOTIFY_MAX_ATTEMPTS)--> queued (last_error;
        |                                        the event is retried with backoff)
-       \\----(channel refuses, attempts = NOTIFY_MAX_ATTEMPTS)---> failed (detail)
+       \\----(channel refuses, attempts = NOTIFY_MAX_ATTEMPTS)---> failed (detail;
+                                                 the message goes to the desk's outbox)
 
 ``sent`` and ``failed`` are final: a redelivered or retried event never sends
 that message again. Marking "sent" happens *after* the channel answered (never a
@@ -47,6 +48,8 @@ from shared.store import Keys
 LEASE_SECONDS = 30
 LEASE_RECHECK_S = 1.0
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
+SENT_TO_DESK = "sent to desk"
+"""The end of a failed record's detail once its message is in the desk's outbox."""
 FINAL = frozenset({SENT, FAILED})
 
 
@@ -199,6 +202,12 @@ class Deliveries:
             result = channel.deliver(message)
             record = attempted(record, message, result.ok, result.channel,
                                result.detail, note, _now(), self.max_attempts)
+            if record["status"] == FAILED and audience == RESIDENT:
+                # Given up on: the desk relays it (by phone, in person), as for a
+                # resident who chose the desk. Pushed before the record says so; the
+                # push is once per message id, so a crash in between repeats nothing.
+                self.channels.desk.deliver(message)
+                record = relayed_by_desk(record)
             self.redis.hset(key, nid, dumps(record))
         finally:
             self.redis.delete(lease)
@@ -294,6 +303,14 @@ def attempted(record: dict, message: OutgoingMessage, ok: bool, channel: str, de
     else:
         new.update(status=QUEUED, last_error=detail or "failed")
     return new
+
+
+def relayed_by_desk(record: dict) -> dict:
+    """A failed record once its message is in the desk's outbox for staff to relay. Pure.
+
+    It stays ``failed`` on the channel the resident chose (that channel never took it);
+    its ``detail`` says the desk has it, so the desk knows to call or visit."""
+    return dict(record, detail=f"{record['detail']}; {SENT_TO_DESK}")
 
 
 def _now() -> str:

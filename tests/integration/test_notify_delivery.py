@@ -8,6 +8,7 @@ real SMTP server (aiosmtpd).
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -107,8 +108,10 @@ def test_a_refusing_webhook_is_retried_with_the_event_until_it_accepts(
     assert dead_letters(amqp) == []
 
 
-def test_a_webhook_that_always_refuses_is_marked_failed_and_the_rest_still_flows(
+def test_a_webhook_that_always_refuses_is_marked_failed_handed_to_the_desk_and_the_rest_flows(
         runner_factory, config, store, amqp, gateway):
+    """Given up on, a message goes to the desk's outbox to relay: the desk sees only the
+    masked phone on its pages, and the resident would otherwise never hear it."""
     gateway.status = 500
     config[cfg.NOTIFY_WEBHOOK_URL] = gateway.url
     refused = stored(store, "WH-20261121-0302", {"phone": "13812345678",
@@ -122,19 +125,64 @@ def test_a_webhook_that_always_refuses_is_marked_failed_and_the_rest_still_flows
     [desk] = settled(base, at_desk.issue_id)
     time.sleep(1.5)  # longer than the remaining backoff: it is not tried again
     assert (record["status"], record["attempts"], record["detail"]) == \
-        ("failed", NOTIFY_ATTEMPTS, "HTTP 500")
-    assert record["sent_at"] is None
+        ("failed", NOTIFY_ATTEMPTS, "HTTP 500; sent to desk")
+    assert (record["channel"], record["last_error"], record["sent_at"]) == \
+        ("webhook", "HTTP 500", None)
     assert len(gateway.requests) == NOTIFY_ATTEMPTS
     assert all(signed(r) for r in gateway.requests)
     assert (desk["status"], desk["channel"], desk["attempts"]) == ("sent", "desk", 1)
     steps = [s.detail for s in store.get_with_notes(refused.issue_id).timeline if s.service == "notify"]
-    assert steps == ["received message failed via webhook (HTTP 500)"]
+    assert steps == ["received message failed via webhook (HTTP 500; sent to desk)"]
     assert dead_letters(amqp) == []
-    # A redelivered event does not try a message notify has given up on.
+    relayed = outbox_of(store, refused.issue_id)
+    assert [(m["notification_id"], m["recipient"]) for m in relayed] == \
+        [(record["notification_id"], {"phone": "13812345678"})]
+    assert relayed[0]["text"] == record["text"] and "token=[redacted]" in record["text"]
+    # A redelivered event neither tries a message notify has given up on, nor hands it
+    # to the desk twice.
     publish(amqp, refused)
     time.sleep(0.5)
     assert len(gateway.requests) == NOTIFY_ATTEMPTS
     assert told(base, refused.issue_id)[0]["attempts"] == NOTIFY_ATTEMPTS
+    assert len(outbox_of(store, refused.issue_id)) == 1
+
+
+def outbox_of(store, issue_id: str) -> list[dict]:
+    """The desk outbox's messages to the resident of ``issue_id``, oldest first."""
+    entries = [json.loads(e) for e in store.redis.lrange(store.keys.desk_outbox, 0, -1)]
+    return [e for e in reversed(entries) if e["issue_id"] == issue_id]
+
+
+def test_a_resident_without_a_phone_is_not_sent_to_the_sms_gateway(
+        runner_factory, config, store, amqp, gateway):
+    """With the webhook (an SMS gateway) as the deployment's channel, a resident who left
+    only an email address, or nothing, was POSTed to it without a number: the gateway
+    could text nobody, and they never heard a word. Email, or the desk, reaches them."""
+    with smtp_server() as smtp:
+        config.update({cfg.NOTIFY_WEBHOOK_URL: gateway.url, cfg.NOTIFY_CHANNEL: "webhook",
+                       cfg.SMTP_HOST: "127.0.0.1", cfg.SMTP_PORT: smtp.port})
+        only_email = stored(store, "WH-20261121-0307", {"name": "Tom Baker",
+                                                         "email": "tom.baker@example.org"},
+                            language="en")
+        nothing = stored(store, "WH-20261121-0308", {"name": "王芳"})
+        with_phone = stored(store, "WH-20261121-0309", {"phone": "13812345678"})
+        base = start(runner_factory, config)
+
+        publish(amqp, only_email, nothing, with_phone)
+
+        [by_email] = settled(base, only_email.issue_id)
+        [at_desk] = settled(base, nothing.issue_id)
+        [texted] = settled(base, with_phone.issue_id)
+        [mail] = smtp.wait_for(1)
+
+    assert mail.envelope_to == ["tom.baker@example.org"]
+    assert (by_email["channel"], by_email["status"], by_email["detail"]) == \
+        ("email", "sent", "no phone number for webhook; sent by email")
+    assert (at_desk["channel"], at_desk["status"], at_desk["detail"]) == \
+        ("desk", "sent", "no phone number for webhook; sent to desk")
+    assert [m["recipient"] for m in outbox_of(store, nothing.issue_id)] == [{"name": "王芳"}]
+    assert (texted["channel"], texted["status"]) == ("webhook", "sent")
+    assert [json.loads(r.body)["issue_id"] for r in gateway.requests] == [with_phone.issue_id]
 
 
 # --------------------------------------------------------------------------- email

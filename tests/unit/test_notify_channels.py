@@ -126,18 +126,36 @@ CONFIGURED = frozenset({"desk", "webhook", "email"})
 ])
 def test_the_residents_choice_when_this_deployment_has_it(preferred, configured, has_email,
                                                           expected):
-    assert choose_channel(preferred, configured, has_email) == expected
+    assert choose_channel(preferred, configured, has_email, has_phone=True) == expected
 
 
 @pytest.mark.parametrize(("default", "expected"), [("desk", "desk"), ("webhook", "webhook")])
 def test_no_choice_means_the_deployments_default(default, expected):
-    assert choose_channel(None, CONFIGURED, False, default=default) == (expected, "")
-    assert choose_channel("", CONFIGURED, False, default=default) == (expected, "")
+    assert choose_channel(None, CONFIGURED, False, default=default, has_phone=True) == \
+        (expected, "")
+    assert choose_channel("", CONFIGURED, False, default=default, has_phone=True) == \
+        (expected, "")
+
+
+@pytest.mark.parametrize(("preferred", "configured", "has_email", "expected"), [
+    ("webhook", CONFIGURED, True, ("email", "no phone number for webhook; sent by email")),
+    (None, CONFIGURED, True, ("email", "no phone number for webhook; sent by email")),
+    ("webhook", CONFIGURED, False, ("desk", "no phone number for webhook; sent to desk")),
+    (None, CONFIGURED, False, ("desk", "no phone number for webhook; sent to desk")),
+    ("webhook", {"desk", "webhook"}, True, ("desk", "no phone number for webhook; sent to desk")),
+    ("email", CONFIGURED, True, ("email", "")),
+])
+def test_a_webhook_without_a_phone_number_goes_where_the_resident_can_be_reached(
+        preferred, configured, has_email, expected):
+    """An SMS gateway or mini-program texts a phone: a resident who left only an email
+    address, or nothing, was POSTed to it with no number, and never heard a word."""
+    assert choose_channel(preferred, configured, has_email, default="webhook",
+                          has_phone=False) == expected
 
 
 def test_supervisors_are_always_told_through_the_desk():
-    assert choose_channel("email", CONFIGURED, True, default="webhook", supervisor=True) == \
-        ("desk", "")
+    assert choose_channel("email", CONFIGURED, True, default="webhook", supervisor=True,
+                          has_phone=False) == ("desk", "")
 
 
 def config(**values) -> dict:

@@ -708,14 +708,16 @@ def delivery_records() -> list[dict]:
         WebhookChannel,
         choose_channel,
     )
-    from services.notify.delivery import attempted, new_record
+    from services.notify.delivery import attempted, new_record, relayed_by_desk
 
     message = OutgoingMessage(notification_id="n1", issue_id="WH-20261205-0001",
                               kind="dispatched", language="zh", text="【吹哨报到】已派单")
-    notes = [choose_channel(wanted, configured, has_email=has_email)[1]
-             for wanted, configured, has_email in (("pigeon", {"desk"}, True),
-                                                   ("email", {"desk"}, True),
-                                                   ("email", {"desk", "email"}, False))]
+    notes = [choose_channel(wanted, configured, has_email=has_email, has_phone=has_phone)[1]
+             for wanted, configured, has_email, has_phone in (
+                 ("pigeon", {"desk"}, True, True), ("email", {"desk"}, True, True),
+                 ("email", {"desk", "email"}, False, True),
+                 ("webhook", {"desk", "webhook", "email"}, True, False),
+                 ("webhook", {"desk", "webhook"}, False, False))]
     unreachable = WebhookChannel("http://127.0.0.1:9/", "s" * 40).deliver(message).detail
     no_address = EmailChannel("127.0.0.1", 9, "whistle@example.org").deliver(message).detail
     record = new_record(message, "resident", "desk", NOW.isoformat())
@@ -725,6 +727,8 @@ def delivery_records() -> list[dict]:
               for channel, detail in (("webhook", unreachable), ("webhook", "HTTP 503"),
                                       ("webhook", requests.ReadTimeout.__name__),
                                       ("email", no_address), ("email", ""))]
+    failed.append(relayed_by_desk(attempted(record, message, False, "webhook", "HTTP 503", "",
+                                            NOW.isoformat(), 1)))
     answered = attempted(record, message, True, "webhook", "HTTP 200", "", NOW.isoformat(), 1)
     return [*sent, *failed, answered]
 
@@ -738,15 +742,18 @@ def test_a_chinese_page_says_why_a_message_went_otherwise_or_failed_in_chinese()
         ("社区联系", "居民选择的回复方式 'pigeon' 无法识别，已改由社区联系转告"),
         ("社区联系", "本系统未开通居民选择的邮件，已改由社区联系转告"),
         ("社区联系", "居民选择了邮件但没有留邮箱，已改由社区联系转告"),
+        ("社区联系", "居民没有留手机号，已改发邮件"),
+        ("社区联系", "居民没有留手机号，已改由社区联系转告"),
         ("小程序/短信", "未能连上对方"),
         ("小程序/短信", "对方拒收（HTTP 503）"),
         ("小程序/短信", "对方未及时应答"),
         ("邮件", "没有邮箱地址"),
         ("邮件", "发送失败"),
+        ("小程序/短信", "对方拒收（HTTP 503）；已交社区联系转告"),
         ("小程序/短信", "对方已接收（HTTP 200）"),
     ]
     assert [m["detail_raw"] for m in shown] == [r["detail"] for r in records]
-    assert records[3]["detail"] == "ConnectionError"  # the class name, kept as raw
+    assert records[5]["detail"] == "ConnectionError"  # the class name, kept as raw
 
     # The timeline's "resident told" steps carry the same notes (notify's timeline_note:
     # the note, else a failure's detail), and a supervisor's too.
@@ -764,7 +771,9 @@ def test_a_chinese_page_says_why_a_message_went_otherwise_or_failed_in_chinese()
                              .replace("HTTP", "").replace("SMTP", "")), row["detail"]
     assert rows[0]["detail"] == ("派单消息已送达（社区联系）：居民选择的回复方式 'pigeon' "
                                  "无法识别，已改由社区联系转告")
-    assert rows[4]["detail"] == "派单消息发送失败（小程序/短信）：对方拒收（HTTP 503）"
+    assert rows[6]["detail"] == "派单消息发送失败（小程序/短信）：对方拒收（HTTP 503）"
+    assert rows[-3]["detail"] == ("派单消息发送失败（小程序/短信）：对方拒收（HTTP 503）；"
+                                  "已交社区联系转告")
     assert rows[-2]["detail"] == "派单消息已送达（小程序/短信）"
     assert rows[-1]["detail"] == "致街道办事处的督办通知消息发送失败（邮件）：未能连上对方"
 
