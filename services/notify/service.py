@@ -181,7 +181,8 @@ class NotifyService:
             return {**_assigned(record, event.assignments, lang),
                     "lead_agency": _agency_name(lead, lang)}
 
-        self._tell(event, "dispatched", variables)
+        self._tell(event, "dispatched", variables,
+                   wording=_for_one_agency("dispatched", event.assignments))
 
     def on_assignment_acknowledged(self, event: AssignmentAcknowledged) -> None:
         self._tell(event, "acknowledged", lambda record, lang, _reader: {
@@ -245,7 +246,8 @@ class NotifyService:
             return {"issue_id": record.issue_id, "lead_agency": _agency_name(lead, lang),
                     "agencies": [_agency_name(a, lang) for a in event.assignments]}
 
-        self._tell(event, "rerouted", variables)
+        self._tell(event, "rerouted", variables,
+                   wording=_for_one_agency("rerouted", event.assignments))
 
     def on_issue_closed(self, event: IssueClosed) -> None:
         self._tell(event, "closed", lambda record, lang, reader: {
@@ -362,21 +364,25 @@ class NotifyService:
 
     def _tell(self, event: Event, kind: str, variables: Variables,
               record: IssueRecord | None = None,
-              failures: list[DeliveryFailed] | None = None) -> None:
+              failures: list[DeliveryFailed] | None = None, wording: str | None = None) -> None:
         """Tell every reporter of the event's issue, each once and in their language.
 
         Raises the first delivery failure (``failures``: from earlier messages about the
         same event) once everyone has been tried, so the event is retried; the messages
         already sent, or given up on, are not sent again.
         """
-        failures = self._tell_reporters(event, kind, variables, record, failures)
+        failures = self._tell_reporters(event, kind, variables, record, failures, wording)
         if failures:
             raise failures[0]
 
     def _tell_reporters(self, event: Event, kind: str, variables: Variables,
                         record: IssueRecord | None = None,
-                        failures: list[DeliveryFailed] | None = None) -> list[DeliveryFailed]:
-        """Try every reporter once; the failures so far (to retry the event with)."""
+                        failures: list[DeliveryFailed] | None = None,
+                        wording: str | None = None) -> list[DeliveryFailed]:
+        """Try every reporter once; the failures so far (to retry the event with).
+
+        ``wording``: the template to render, when not the kind's own (``_for_one_agency``).
+        """
         contacts, histories = {}, {}
         if record is None:
             # The resident's contact and what they were told so far come with the
@@ -397,17 +403,19 @@ class NotifyService:
             contact = contacts[reporter] if reporter in contacts else self.store.contact(reporter)
             message = self._message(
                 message_id(event.event_id, kind, None if own else reporter), reporter, kind,
-                language, variables(record, language, reporter), contact)
+                language, variables(record, language, reporter), contact, wording=wording)
             failures += self._deliver(event, message, RESIDENT)
         return failures
 
     def _message(self, notification_id: str, reporter: str, kind: str, language: str,
-                 values: dict, contact: dict, channel: str | None = None) -> OutgoingMessage:
-        """One rendered message to one resident; its sealed links open only at delivery."""
+                 values: dict, contact: dict, channel: str | None = None,
+                 wording: str | None = None) -> OutgoingMessage:
+        """One rendered message to one resident; its sealed links open only at delivery.
+        ``wording``: the template, when not ``kind``'s own (the record keeps ``kind``)."""
         templates = self.messenger.templates
         return OutgoingMessage(
             notification_id=notification_id, issue_id=reporter, kind=kind, language=language,
-            text=templates.render(kind, language, **values),
+            text=templates.render(wording or kind, language, **values),
             subject=templates.subject(kind, language, **values),
             recipient={k: contact[k] for k in RECIPIENT_FIELDS if contact.get(k)},
             preferred_channel=channel or contact.get("preferred_channel") or None,
@@ -487,6 +495,12 @@ REDACTED = "[redacted]"
 
 def _agency_name(item, language: str) -> str:
     return in_language(language, item.agency_name, item.agency_name_en)
+
+
+def _for_one_agency(kind: str, assignments: list[AssignmentSummary]) -> str | None:
+    """The wording of ``kind`` ("dispatched", "rerouted") when one agency has the whole
+    issue: no "with X leading" and no "each agency" about a single one."""
+    return f"{kind}_one" if len({a.agency for a in assignments}) == 1 else None
 
 
 def _assigned(record: IssueRecord, assignments: list[AssignmentSummary], language: str) -> dict:

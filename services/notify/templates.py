@@ -30,10 +30,14 @@ import yaml
 MESSAGE_KINDS: tuple[str, ...] = (
     "received", "merged", "dispatched", "acknowledged", "escalated", "escalation_notice",
     "table_convened", "table_decision", "part_resolved", "resolved", "rating_request",
-    "reopened", "closed", "rerouted",
+    "reopened", "closed", "rerouted", "dispatched_one", "rerouted_one",
 )
 """Every message kind, in the order they usually arrive. All are for residents except
-``escalation_notice``, which goes to the supervisor an issue was escalated to."""
+``escalation_notice``, which goes to the supervisor an issue was escalated to.
+``dispatched_one`` and ``rerouted_one`` are the wording of "dispatched" and "rerouted"
+when one agency has the whole issue (its record's kind stays "dispatched" or
+"rerouted"): "sent to the power company, with the power company leading; each agency
+must report in" misread a one-agency issue."""
 
 DEFAULT_LANGUAGE = "zh"
 """Residents write in Chinese; anything we have no template for falls back to it."""

@@ -116,12 +116,15 @@ def test_every_reporter_gets_the_primarys_updates_under_their_own_report(notify,
     assert [n["kind"] for n in own] == ["received", "dispatched"]
     assert [n["kind"] for n in neighbour] == ["received", "merged", "dispatched"]
     assert all(n["status"] == "sent" and n["audience"] == "resident" for n in own + neighbour)
-    assert "已派给自来水公司" in own[1]["text"]
+    # One agency has it all: no "由自来水公司牵头" and no "各单位" about a single one; the
+    # record is still a "dispatched" message.
+    assert "已派给自来水公司办理，须在" in own[1]["text"] and "牵头" not in own[1]["text"]
     assert own[1]["recipient"] == {"name": "孙**", "phone": "138****5678", "email": None}
     merged_text = neighbour[1]["text"]
     assert f"Your report {NEIGHBOUR}" in merged_text and f"report {PRIMARY}" in merged_text
     assert neighbour[2]["issue_id"] == NEIGHBOUR and neighbour[2]["language"] == "en"
-    assert f"Your report {PRIMARY} has been sent to Water company" in neighbour[2]["text"]
+    assert f"Your report {PRIMARY} has been sent to Water company, which must report in by" \
+        in neighbour[2]["text"]
     assert neighbour[2]["recipient"] == {"name": None, "phone": "137****1111", "email": None}
     outbox = [json.loads(e) for e in store.redis.lrange(store.keys.desk_outbox, 0, -1)]
     assert len(outbox) == 5 == len({e["notification_id"] for e in outbox})

@@ -45,6 +45,8 @@ VARIABLES: dict[str, dict[str, object]] = {
                  "agencies": [POWER, HOUSING], "acknowledge_by": DEADLINE},
     "closed": {"issue_id": ISSUE_ID, "reason_text": "您已确认满意"},
     "rerouted": {"issue_id": ISSUE_ID, "agencies": [POWER, HOUSING], "lead_agency": POWER},
+    "dispatched_one": {"issue_id": ISSUE_ID, "lead_agency": POWER, "acknowledge_by": DEADLINE},
+    "rerouted_one": {"issue_id": ISSUE_ID, "lead_agency": POWER},
 }
 
 RESIDENTS_LOOP = ("received", "merged", "dispatched", "acknowledged", "escalated",
@@ -114,6 +116,20 @@ def test_dispatched_names_agencies_lead_and_deadline(templates):
     assert "2025-01-05 10:30 前报到" in zh
     assert f"sent to {POWER}, {HOUSING}" in en
     assert "by 2025-01-05 10:30" in en
+
+
+def test_one_agency_is_not_told_as_a_lead_among_several(templates):
+    """A one-agency issue read "已派给供电公司，由供电公司牵头办理，各单位须在…前报到"."""
+    zh = templates.render("dispatched_one", "zh", **VARIABLES["dispatched_one"])
+    en = templates.render("dispatched_one", "en", **VARIABLES["dispatched_one"])
+    assert f"已派给{POWER}办理，须在 2025-01-05 10:30 前报到" in zh
+    assert "牵头" not in zh and "各单位" not in zh
+    assert f"sent to {POWER}, which must report in by 2025-01-05 10:30" in en
+    assert "leading" not in en and "Each agency" not in en
+    zh = templates.render("rerouted_one", "zh", **VARIABLES["rerouted_one"])
+    en = templates.render("rerouted_one", "en", **VARIABLES["rerouted_one"])
+    assert f"改由{POWER}办理。" in zh and "牵头" not in zh
+    assert f"{POWER} is now working on it" in en and "leads" not in en
 
 
 def test_acknowledged_names_the_agency(templates):
