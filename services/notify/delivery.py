@@ -145,7 +145,7 @@ class Deliveries:
         self.wakeups = Wakeups()
 
     def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT,
-                     note_for: NoteFor | None = None) -> Outcome:
+                     note_for: NoteFor | None = None, single_attempt: bool = False) -> Outcome:
         """Send unless already settled; record it under ``message.issue_id``'s notifications.
 
         ``message.recipient`` is a resident's contact (possibly empty: the desk relays
@@ -153,9 +153,13 @@ class Deliveries:
         another worker is sending it right now. Through the desk, ``note_for``'s note is
         written in the same step as the record (``Outcome.noted``). Wakes this process's
         workers waiting on the issue's messages (:meth:`await_settled`).
+
+        ``single_attempt``: a message nothing will retry (a rating link the desk resends
+        while it waits for the answer): a refusal is final, ``failed``, and it stays off
+        the desk's outbox (the desk asked, and hears the refusal itself).
         """
         try:
-            return self._deliver_once(message, audience, note_for)
+            return self._deliver_once(message, audience, note_for, single_attempt)
         finally:
             self.wakeups.wake(message.issue_id)
 
@@ -173,7 +177,7 @@ class Deliveries:
         return True
 
     def _deliver_once(self, message: OutgoingMessage, audience: str,
-                      note_for: NoteFor | None) -> Outcome:
+                      note_for: NoteFor | None, single_attempt: bool = False) -> Outcome:
         nid = message.notification_id
         key = self.keys.notifications(message.issue_id)
         channel, note = self.channels.for_message(message, supervisor=audience == SUPERVISOR)
@@ -200,9 +204,9 @@ class Deliveries:
                 record = new_record(message, audience, channel.name, now)
                 self.redis.hset(key, nid, dumps(record))
             result = channel.deliver(message)
-            record = attempted(record, message, result.ok, result.channel,
-                               result.detail, note, _now(), self.max_attempts)
-            if record["status"] == FAILED and audience == RESIDENT:
+            record = attempted(record, message, result.ok, result.channel, result.detail,
+                               note, _now(), 1 if single_attempt else self.max_attempts)
+            if record["status"] == FAILED and audience == RESIDENT and not single_attempt:
                 # Given up on: the desk relays it (by phone, in person), as for a
                 # resident who chose the desk. Pushed before the record says so; the
                 # push is once per message id, so a crash in between repeats nothing.

@@ -315,7 +315,9 @@ class NotifyService:
             raise RateLimited(f"a rating link was resent for {reporter} a moment ago; the "
                               f"resident can be sent another in {max(wait, 1)} s",
                               retry_after=max(wait, 1))
-        outcome = self.messenger.deliveries.deliver_once(message, RESIDENT)
+        # Nothing retries a resend: a refusal is "failed" (it read "queued", as if it
+        # would still go), and the desk may ask again at once.
+        outcome = self.messenger.deliveries.deliver_once(message, RESIDENT, single_attempt=True)
         if outcome.status != SENT:  # the channel refused it: the desk may try again
             self.store.redis.delete(cooldown)
         self.log.info("rating_link_resent", issue_id=work.issue_id, recipient_issue=reporter,

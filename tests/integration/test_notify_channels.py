@@ -27,6 +27,7 @@ from redis.retry import Retry
 
 from services.notify.channels import (
     DESK_OUTBOX_LIMIT,
+    Channels,
     DeliveryResult,
     DeskOutboxChannel,
     EmailChannel,
@@ -35,6 +36,7 @@ from services.notify.channels import (
     build_channels,
     verify_webhook_signature,
 )
+from services.notify.delivery import Deliveries
 from shared import config as cfg
 from tests.support.smtp import smtp_server
 
@@ -364,6 +366,44 @@ def test_webhook_uses_the_given_session(gateway):
     WebhookChannel(gateway.url, SECRET, session=session).deliver(make_message())
 
     assert gateway.requests[0].headers["X-Gateway-Token"] == "test-token"
+
+
+def test_a_message_nothing_retries_is_failed_on_its_refusal_and_stays_off_the_desk(
+        gateway, redis_client, prefix):
+    """A rating link the desk resends has one attempt: refused, it read "queued" (待发送)
+    forever, as if it would still go. It is "failed" with the refusal, and it is not put
+    in the desk's outbox: the desk asked, and hears the answer itself."""
+    gateway.status = 503
+    channels = Channels(DeskOutboxChannel(redis_client, prefix),
+                        {"webhook": WebhookChannel(gateway.url, SECRET)})
+    deliveries = Deliveries(redis_client, prefix, channels, max_attempts=4)
+    message = make_message(kind="rating_request", preferred_channel="webhook")
+
+    outcome = deliveries.deliver_once(message, single_attempt=True)
+
+    assert (outcome.status, outcome.fresh, outcome.detail) == ("failed", True, "HTTP 503")
+    [record] = deliveries.history(message.issue_id)
+    assert (record["status"], record["attempts"], record["detail"]) == ("failed", 1, "HTTP 503")
+    assert outbox(redis_client, prefix) == []
+    assert len(gateway.requests) == 1
+
+
+def test_a_message_given_up_on_goes_to_the_desks_outbox_once(gateway, redis_client, prefix):
+    gateway.status = 503
+    channels = Channels(DeskOutboxChannel(redis_client, prefix),
+                        {"webhook": WebhookChannel(gateway.url, SECRET)})
+    deliveries = Deliveries(redis_client, prefix, channels, max_attempts=2)
+    message = make_message(preferred_channel="webhook")
+
+    outcomes = [deliveries.deliver_once(message) for _ in range(3)]
+
+    assert [(o.status, o.detail) for o in outcomes] == [
+        ("queued", "HTTP 503"), ("failed", "HTTP 503; sent to desk"),
+        ("failed", "HTTP 503; sent to desk")]
+    assert len(gateway.requests) == 2
+    [relayed] = outbox(redis_client, prefix)
+    assert (relayed["notification_id"], relayed["recipient"]) == \
+        (message.notification_id, {"name": NAME, "phone": PHONE})
 
 
 # ----------------------------------------------------------------------- factory
