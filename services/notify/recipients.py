@@ -94,6 +94,7 @@ NO_COMMENT = ("未填写", "none given")
 # A rating comment is its author's words: the other reporters of a merged issue learn
 # that it was reopened, not what their neighbour wrote (it can name a flat or a person).
 NOT_PASSED_ON = ("其他居民的意见，不在此转述", "another resident's, not passed on here")
+YOU_WERE, A_RESIDENT_WAS = ("您", "You were"), ("居民", "A resident was")
 
 
 def is_merged(record: IssueRecord) -> bool:
@@ -199,14 +200,26 @@ def closed_reason_text(record: IssueRecord, reason: ClosedReason, reader: str,
 def reopen_comment(record: IssueRecord, comment: str | None, cycle: int, reader: str,
                    language: str) -> str:
     """The comment a "reopened" message quotes to the resident of report ``reader``: the
-    rater's own words only to the rater (the unsatisfied rating of the cycle before
-    ``cycle``); without that rating on the record, only to the issue's own resident."""
-    raters = [r.reporter_issue_id for r in getattr(record, "ratings", [])
-              if r.cycle == cycle - 1 and r.rating is Rating.unsatisfied]
-    author = raters[-1] if raters else record.issue_id
-    if reader != author:
+    rater's own words only to the rater (:func:`reopened_by`)."""
+    if reader != reopened_by(record, cycle):
         return in_language(language, *NOT_PASSED_ON)
     return comment_or_none(comment, language)
+
+
+def reopen_who(record: IssueRecord, cycle: int, reader: str, language: str) -> str:
+    """Who was not satisfied, as the "reopened" message to ``reader`` says it: "you" to
+    the rater (who read that "a resident" was not satisfied with their own rating),
+    "a resident" to the other reporters of a merged issue."""
+    return in_language(language, *(YOU_WERE if reader == reopened_by(record, cycle)
+                                   else A_RESIDENT_WAS))
+
+
+def reopened_by(record: IssueRecord, cycle: int) -> str:
+    """The report whose resident's unsatisfied rating (of the cycle before ``cycle``)
+    reopened the issue; without that rating on the record, the issue's own."""
+    raters = [r.reporter_issue_id for r in getattr(record, "ratings", [])
+              if r.cycle == cycle - 1 and r.rating is Rating.unsatisfied]
+    return raters[-1] if raters else record.issue_id
 
 
 def comment_or_none(comment: str | None, language: str) -> str:

@@ -55,6 +55,7 @@ from services.notify.recipients import (
     ordering_waits,
     recipients_for,
     reopen_comment,
+    reopen_who,
     supervisor_for,
     supervisor_language,
 )
@@ -233,6 +234,7 @@ class NotifyService:
         """Not satisfied: back to the agencies, with fresh deadlines, one level up."""
         self._tell(event, "reopened", lambda record, lang, reader: {
             **_assigned(record, event.assignments, lang),
+            "who": reopen_who(record, event.cycle, reader, lang),
             "reason": reopen_comment(record, event.reason, event.cycle, reader, lang)})
 
     def on_issue_rerouted(self, event: IssueRerouted) -> None:

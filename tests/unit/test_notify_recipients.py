@@ -754,6 +754,9 @@ def test_a_reopened_message_quotes_the_comment_to_its_author_only(notify, messen
     assert "还在漏，3号楼201" in author.text
     assert "还在漏" not in other.text and "3号楼201" not in other.text
     assert ("不在此转述" in other.text) or ("not passed on here" in other.text)
+    # The rater read that "a resident" was not satisfied with their own rating.
+    assert "】您对问题" in author.text or "You were not satisfied" in author.text
+    assert "】居民对问题" in other.text or "A resident was not satisfied" in other.text
 
 
 def test_without_the_rating_on_record_only_the_issues_own_resident_reads_the_comment():

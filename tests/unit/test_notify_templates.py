@@ -41,7 +41,7 @@ VARIABLES: dict[str, dict[str, object]] = {
     "resolved": {"issue_id": ISSUE_ID},
     # The service also passes {token} (it is in the link); a template may leave it out.
     "rating_request": {"issue_id": ISSUE_ID, "link": LINK, "expires_at": MEETING},
-    "reopened": {"issue_id": ISSUE_ID, "reason": "只是绑起来了，没有入管",
+    "reopened": {"issue_id": ISSUE_ID, "who": "您", "reason": "只是绑起来了，没有入管",
                  "agencies": [POWER, HOUSING], "acknowledge_by": DEADLINE},
     "closed": {"issue_id": ISSUE_ID, "reason_text": "您已确认满意"},
     "rerouted": {"issue_id": ISSUE_ID, "agencies": [POWER, HOUSING], "lead_agency": POWER},
@@ -157,14 +157,15 @@ def test_rating_request_gives_the_link_and_when_it_expires(templates, language, 
         assert part in text
 
 
-@pytest.mark.parametrize(("language", "expected"), [
-    ("zh", ["处理结果不满意（意见：只是绑起来了，没有入管）", f"重新交办{POWER}、{HOUSING}",
-            "须在 2025-01-05 10:30 前重新报到"]),
-    ("en", ["not satisfied", "(comment: 只是绑起来了，没有入管)", f"back with {POWER}, {HOUSING}",
-            "report in again by 2025-01-05 10:30"]),
+@pytest.mark.parametrize(("language", "who", "expected"), [
+    ("zh", "您", ["【吹哨报到】您对问题", "处理结果不满意（意见：只是绑起来了，没有入管）",
+                 f"重新交办{POWER}、{HOUSING}", "须在 2025-01-05 10:30 前重新报到"]),
+    ("en", "You were", ["[Whistle] You were not satisfied with how report",
+                        "(comment: 只是绑起来了，没有入管)", f"back with {POWER}, {HOUSING}",
+                        "report in again by 2025-01-05 10:30"]),
 ])
-def test_reopened_says_why_who_and_by_when(templates, language, expected):
-    text = templates.render("reopened", language, **VARIABLES["reopened"])
+def test_reopened_says_why_who_and_by_when(templates, language, who, expected):
+    text = templates.render("reopened", language, **{**VARIABLES["reopened"], "who": who})
 
     for part in expected:
         assert part in text
