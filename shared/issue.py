@@ -108,7 +108,7 @@ class TableTask(Stored):
     done_at: datetime | None = None
     note: str | None = None
     closed_by: str | None = None  # who marked it done: its agency, or "desk"
-    closed_by_staff: str | None = None  # the desk staff id, when the desk closed it
+    closed_by_staff: str | None = None  # the staff id of whoever marked it done
 
 
 class TableSession(Stored):
@@ -427,7 +427,8 @@ def acknowledge(record: IssueRecord, agency: str, staff_id: str, now: datetime,
     if new.status is IssueStatus.dispatched:
         new.status = IssueStatus.in_progress
     late = "" if assignment.acknowledged_on_time else " (after its deadline)"
-    new.step(now, "agency", "acknowledged", f"{assignment.agency_name} reported in{late}"
+    new.step(now, "agency", "acknowledged",
+             f"{assignment.agency_name} ({staff_id}) reported in{late}"
              + (f": {note}" if note else ""), agency=agency)
     return new
 
@@ -446,8 +447,8 @@ def resolve(record: IssueRecord, agency: str, staff_id: str, note: str,
     assignment.status = AssignmentStatus.resolved
     assignment.resolved_at, assignment.resolved_by = now, staff_id
     assignment.resolution_note = note
-    new.step(now, "agency", "assignment_resolved", f"{assignment.agency_name}: {note}",
-             agency=agency)
+    new.step(now, "agency", "assignment_resolved",
+             f"{assignment.agency_name} ({staff_id}) resolved its part: {note}", agency=agency)
     if all(a.status is AssignmentStatus.resolved for a in new.assignments):
         new.status = IssueStatus.resolved
         new.step(now, "agency", "resolved", "every agency has finished its part")

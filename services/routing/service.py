@@ -338,7 +338,7 @@ class RoutingService:
         staff = self._principal(token, "table.complete_task", issue_id)
         body = validate(CompleteTableTask, payload)
         return self._change(issue_id, lambda r, now: table.complete_task(
-            r, staff.agency, task_id, body.note, self.rules, now))
+            r, staff.agency, staff.staff_id, task_id, body.note, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def close_table_task(self, token: str, issue_id: str, task_id: str, payload: dict) -> dict:

@@ -131,7 +131,8 @@ def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
     new = record.copy_to_change()
     new.table.checked_in[agency] = now
     ref = agency_ref(rules, agency)
-    new.step(now, "routing", "table_checked_in", f"{ref.agency_name} checked in at the table",
+    new.step(now, "routing", "table_checked_in",
+             f"{ref.agency_name} ({staff_id}) checked in at the table",
              agency=agency)
     return new, [TableCheckedIn(trace_id=record.trace_id, issue_id=record.issue_id,
                                 occurred_at=now, agency=ref, staff_id=staff_id)]
@@ -161,9 +162,9 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
                                    description=description, due=due)]
 
 
-def complete_task(record: IssueRecord, agency: str, task_id: str, note: str, rules: RuleSet,
-                  now: datetime) -> tuple[IssueRecord, list[Event]]:
-    """The agency that owns a task marks it done (after reporting in)."""
+def complete_task(record: IssueRecord, agency: str, staff_id: str, task_id: str, note: str,
+                  rules: RuleSet, now: datetime) -> tuple[IssueRecord, list[Event]]:
+    """The agency that owns a task marks it done (after reporting in), by ``staff_id``."""
     task = _task(record, task_id)
     if task.agency != agency:
         raise Forbidden(f"task {task_id} belongs to {task.agency}, not {agency}")
@@ -171,7 +172,7 @@ def complete_task(record: IssueRecord, agency: str, task_id: str, note: str, rul
         raise InvalidTransition(f"task {task_id} is already done")
     if record.assignment_for(agency).status is AssignmentStatus.assigned:
         raise InvalidTransition(f"{agency} must report in before completing table tasks")
-    return _finish(record, task, note, rules, now)
+    return _finish(record, task, note, rules, now, agency_staff=staff_id)
 
 
 def close_task(record: IssueRecord, staff_id: str, task_id: str, note: str, rules: RuleSet,
@@ -196,15 +197,18 @@ def _task(record: IssueRecord, task_id: str) -> TableTask:
 
 
 def _finish(record: IssueRecord, task: TableTask, note: str, rules: RuleSet, now: datetime,
-            staff_id: str | None = None) -> tuple[IssueRecord, list[Event]]:
-    """Mark a task done: by its agency (``staff_id`` None) or by the desk staff member."""
+            staff_id: str | None = None, agency_staff: str | None = None
+            ) -> tuple[IssueRecord, list[Event]]:
+    """Mark a task done: by its agency's ``agency_staff`` (``staff_id`` None) or by the
+    desk staff member ``staff_id``."""
     new = record.copy_to_change()
     done = next(t for t in new.table.tasks if t.task_id == task.task_id)
     closed_by = task.agency if staff_id is None else DESK
     done.status, done.done_at, done.note, done.closed_by = "done", now, note, closed_by
-    done.closed_by_staff = staff_id
+    done.closed_by_staff = staff_id or agency_staff
     ref = agency_ref(rules, task.agency)
-    who = ref.agency_name if staff_id is None else f"the desk ({staff_id}) for {ref.agency_name}"
+    who = (f"{ref.agency_name} ({agency_staff})" if staff_id is None
+           else f"the desk ({staff_id}) for {ref.agency_name}")
     new.step(now, "routing", "table_task_done", f"{task.task_id} done by {who}: {note}",
              agency=task.agency)
     return new, [TableTaskDone(trace_id=record.trace_id, issue_id=record.issue_id,

@@ -374,6 +374,9 @@ _UNSURE = (r"not sure \((?:top category (?P<best>\S+) at (?P<share>\d+%)"
 _TRIAGE_REASON = re.compile(rf"^{_UNSURE}$")
 _MESSAGE = (r"(?P<kind>\w+) message (?P<status>\w+) via (?P<channel>\w+)"
             r"(?: \((?P<note>.*)\))?")
+# Who of an agency's staff acted, as ``shared.issue`` writes it after the agency's name
+# (``供电公司 (gd-017) reported in``); steps recorded before staff were named have none.
+_BY_STAFF = r"(?: \((?P<staff_id>[^()]+)\))?"
 _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "received": r"^accepted via (?P<channel>\w+)$",
     "needs_triage": rf"^{_UNSURE}; suggestions: (?P<suggestions>none|\S+ \d+%(?:, \S+ \d+%)*)$",
@@ -388,9 +391,9 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "assignment_delivered": r"^(?P<name>.+) received the assignment \((?P<role>\w+)\)$",
     "assignment_withdrawn": r"^(?P<name>.+?) was told its part is withdrawn "
                             r"\(by (?P<staff>\S+?): (?P<reason>.*)\)$",
-    "acknowledged": r"^(?P<name>.+?) reported in(?P<late> \(after its deadline\))?"
+    "acknowledged": rf"^(?P<name>.+?){_BY_STAFF} reported in(?P<late> \(after its deadline\))?"
                     r"(?:: (?P<note>.*))?$",
-    "assignment_resolved": r"^(?P<name>.+?): (?P<note>.*)$",
+    "assignment_resolved": rf"^(?P<name>.+?)(?:{_BY_STAFF} resolved its part)?: (?P<note>.*)$",
     "resolved": r"^every agency has finished its part$",
     "escalated": r"^(?P<name>.+?) did not (?P<kind>report in|resolve) by (?P<missed>\S+): "
                  r"escalated to .+ \((?P<level>\w+)\); "
@@ -411,10 +414,10 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "table_convened": r"^table at (?P<place>.*), (?P<meets_at>\d{4}-\d\d-\d\dT\S+): "
                       r"(?P<names>.*)$",
     "table_invited": r"^(?P<name>.+) invited by (?P<by>\S+)$",
-    "table_checked_in": r"^(?P<name>.+) checked in at the table$",
+    "table_checked_in": rf"^(?P<name>.+?){_BY_STAFF} checked in at the table$",
     "table_task_recorded": r"^(?P<task>\S+): (?P<name>.+?) to (?P<what>.*) by (?P<due>\S+)$",
     "table_task_done": r"^(?P<task>\S+) done by (?:the desk \((?P<staff>[^)]*)\) for )?"
-                       r"(?P<name>.+?): (?P<note>.*)$",
+                       rf"(?P<name>.+?){_BY_STAFF}: (?P<note>.*)$",
 }.items()}
 
 # Reasons a service gives in English where the desk gave none (services.routing.desk).
@@ -422,12 +425,12 @@ _ZH_REASONS = {"triage: the desk chose another route": "分拣时社区窗口改
 
 # The steps said in Chinese by filling in their parts alone ({desk}: the desk's name).
 _ZH_SAID = {
-    "assignment_resolved": "{name}已办结：{note}",
+    "assignment_resolved": "{name}{by}已办结：{note}",
     "resolved": "各单位均已办结",
     "reporter_joined": "{reporter} 反映的是同一问题，已并入本件",
     "reporter_split": "{desk}已将 {reporter} 拆出，单独办理",
     "split": "{desk}已将本件从 {primary} 拆出，单独派单",
-    "table_checked_in": "{name}已到协调会签到",
+    "table_checked_in": "{name}{by}已到协调会签到",
 }
 
 _NEVER = re.compile(r"(?!)")
@@ -455,9 +458,10 @@ def _zh_detail(step: str, parts: dict[str, str | None], t: Translator, names,
     """A detail in Chinese: the fixed phrases (``_ZH_SAID``); here the steps of the issue's
     own course (received, dispatched, reported in, escalated, rated, the messages about
     it); the desk's and the table's steps in ``_zh_desk_detail``."""
+    by = f"（{parts['staff_id']}）" if parts.get("staff_id") else ""
     if step in _ZH_SAID:
-        return _ZH_SAID[step].format_map({**parts, "desk": t("the_desk")})
-    name = parts.get("name") or ""
+        return _ZH_SAID[step].format_map({**parts, "desk": t("the_desk"), "by": by})
+    name = (parts.get("name") or "") + by
     if step == "received":
         return f"经{t.name('ch', parts['channel'])}受理"
     if step == "dispatched":
@@ -499,7 +503,7 @@ def _zh_detail(step: str, parts: dict[str, str | None], t: Translator, names,
 def _zh_desk_detail(step: str, parts: dict[str, str | None], t: Translator, names,
                     tz: str) -> str:
     """The desk's and the table's steps: triage, reroute, merging, the table session."""
-    name = parts.get("name") or ""
+    name = (parts.get("name") or "") + (f"（{parts['staff_id']}）" if parts.get("staff_id") else "")
     if step == "needs_triage":
         shown = parts["suggestions"]
         suggestions = "无" if shown == "none" else "、".join(

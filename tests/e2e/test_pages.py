@@ -167,8 +167,10 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, gateway, whistle_e
     assert "报到说明 抢修班组已出发" in notes and "已剪除飞线并重新架设" in notes
     # The timeline in Chinese: no step name or English detail of the whole chain.
     timeline = clerk.text("#timeline")
-    assert "供电公司已报到：抢修班组已出发" in timeline and "经社区窗口受理" in timeline
-    assert not re.search(r"[A-Za-z]{3,}", timeline), timeline
+    # Each agency step names who of its staff acted (their id, the one Latin word left).
+    assert "供电公司（power-12）已报到：抢修班组已出发" in timeline and "经社区窗口受理" in timeline
+    assert "供电公司（power-12）已办结：已剪除飞线并重新架设" in timeline
+    assert not re.search(r"[A-Za-z]{3,}", timeline.replace("power-12", "")), timeline
     clerk.open(f"/desk/issues/{issue_id}?lang=en")
     assert "Reported in" in clerk.text("#timeline") and "accepted via desk" in clerk.text(
         "#timeline")

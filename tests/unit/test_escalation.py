@@ -415,11 +415,11 @@ def test_late_report_in_after_escalation_is_not_on_time():
     assignment = record.assignment_for("power")
     assert assignment.status is AssignmentStatus.acknowledged
     assert assignment.acknowledged_on_time is False
-    assert record.timeline[-1].detail == "供电公司 reported in (after its deadline)"
+    assert record.timeline[-1].detail == "供电公司 (gd-017) reported in (after its deadline)"
     assert record.status is IssueStatus.in_progress
 
 
 def test_report_in_without_escalation_before_the_deadline_is_on_time():
     record = acknowledge(flying_wire(), "power", "gd-017", T0 + timedelta(hours=1, minutes=59))
     assert record.assignment_for("power").acknowledged_on_time is True
-    assert record.timeline[-1].detail == "供电公司 reported in"
+    assert record.timeline[-1].detail == "供电公司 (gd-017) reported in"

@@ -154,7 +154,7 @@ def test_acknowledge_on_time():
     assert assignment.acknowledged_by == "staff-7"
     assert assignment.acknowledged_on_time is True
     assert record.status is IssueStatus.in_progress
-    assert record.timeline[-1].detail == "power-中文名 reported in"
+    assert record.timeline[-1].detail == "power-中文名 (staff-7) reported in"
 
 
 def test_acknowledge_exactly_at_deadline_is_on_time():
@@ -167,7 +167,7 @@ def test_acknowledge_late_is_flagged():
     assignment = record.assignment_for("power")
     assert assignment.status is AssignmentStatus.acknowledged
     assert assignment.acknowledged_on_time is False
-    assert record.timeline[-1].detail == "power-中文名 reported in (after its deadline)"
+    assert record.timeline[-1].detail == "power-中文名 (staff-7) reported in (after its deadline)"
 
 
 def test_acknowledge_twice_is_invalid():
@@ -269,6 +269,8 @@ def test_multi_agency_issue_resolves_only_when_every_part_is_resolved():
     record = resolve(record, "housing", "s-housing", "checked", T0 + timedelta(hours=2))
     assert record.status is IssueStatus.in_progress
     assert record.timeline[-1].step == "assignment_resolved"
+    # who finished the part, by name on the timeline (the desk asks them, not the agency)
+    assert record.timeline[-1].detail == "housing-中文名 (s-housing) resolved its part: checked"
     record = resolve(record, "property_manager", "s-pm", "removed", T0 + timedelta(hours=3))
     assert record.status is IssueStatus.resolved
     assert [e.step for e in record.timeline[-2:]] == ["assignment_resolved", "resolved"]
@@ -303,7 +305,7 @@ def test_timeline_records_step_service_and_agency_in_order():
     assert [e.at for e in record.timeline] == [
         T0, T0, T0 + timedelta(minutes=1), T0 + timedelta(minutes=2),
         T0 + timedelta(minutes=3), T0 + timedelta(minutes=4), T0 + timedelta(minutes=4)]
-    assert record.timeline[4].detail == "power-中文名: cut"
+    assert record.timeline[4].detail == "power-中文名 (p) resolved its part: cut"
     assert record.timeline[-1].detail == "every agency has finished its part"
 
 

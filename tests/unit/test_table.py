@@ -287,7 +287,7 @@ def test_invited_agency_checks_in():
     assert (event.trace_id, event.issue_id, event.occurred_at) == (TRACE_ID, ISSUE_ID, at)
     step = new.timeline[-1]
     assert (step.step, step.agency, step.detail) == (
-        "table_checked_in", "power", "供电公司 checked in at the table")
+        "table_checked_in", "power", "供电公司 (gd-017) checked in at the table")
 
 
 def test_check_in_by_an_agency_not_invited_is_forbidden():
@@ -370,7 +370,8 @@ def test_no_task_can_be_recorded_on_a_resolved_issue():
 def test_agency_completes_its_task():
     record = task_for(reported_in(with_table(), "power"), "power")
     at = CONVENED + timedelta(days=1)
-    new, events = complete_task(record, "power", "T1", "已更换泡水电线，线路绝缘正常", RULES, at)
+    new, events = complete_task(record, "power", "power-li", "T1", "已更换泡水电线，线路绝缘正常",
+                                RULES, at)
     [task] = new.table.tasks
     assert (task.status, task.done_at, task.note) == ("done", at, "已更换泡水电线，线路绝缘正常")
     assert new.table.open_tasks() == []
@@ -382,29 +383,30 @@ def test_agency_completes_its_task():
     assert (event.trace_id, event.issue_id, event.occurred_at) == (TRACE_ID, ISSUE_ID, at)
     step = new.timeline[-1]
     assert (step.step, step.agency) == ("table_task_done", "power")
-    assert step.detail == "T1 done by 供电公司: 已更换泡水电线，线路绝缘正常"
+    assert step.detail == "T1 done by 供电公司 (power-li): 已更换泡水电线，线路绝缘正常"
+    assert (task.closed_by, task.closed_by_staff) == ("power", "power-li")
 
 
 def test_only_the_tasks_agency_completes_it():
     record = task_for(reported_in(with_table(), "power", "housing_admin"), "power")
     with pytest.raises(Forbidden, match="belongs to power"):
-        complete_task(record, "housing_admin", "T1", "done", RULES, MEETS_AT)
+        complete_task(record, "housing_admin", "staff-1", "T1", "done", RULES, MEETS_AT)
 
 
 def test_completing_an_unknown_task_is_invalid_payload():
     record = task_for(reported_in(with_table(), "power"), "power")
     with pytest.raises(InvalidPayload) as caught:
-        complete_task(record, "power", "T9", "done", RULES, MEETS_AT)
+        complete_task(record, "power", "staff-1", "T9", "done", RULES, MEETS_AT)
     assert [e["field"] for e in caught.value.errors] == ["task_id"]
 
 
 @pytest.mark.parametrize("again", [
-    lambda r, at: complete_task(r, "power", "T1", "已处理", RULES, at),
+    lambda r, at: complete_task(r, "power", "staff-1", "T1", "已处理", RULES, at),
     lambda r, at: close_task(r, "desk-01", "T1", "核实", RULES, at),  # the desk: the agency's
 ], ids=["agency", "desk"])
 def test_completing_twice_is_invalid(again):
     record = task_for(reported_in(with_table(), "power"), "power")
-    record, _ = complete_task(record, "power", "T1", "已处理", RULES, MEETS_AT)
+    record, _ = complete_task(record, "power", "staff-1", "T1", "已处理", RULES, MEETS_AT)
     with pytest.raises(InvalidTransition, match="already done"):
         again(record, MEETS_AT + timedelta(hours=1))
 
@@ -413,7 +415,7 @@ def test_completing_before_report_in_is_invalid():
     record = task_for(with_table(), "power")
     assert record.assignment_for("power").status is AssignmentStatus.assigned
     with pytest.raises(InvalidTransition, match="report in"):
-        complete_task(record, "power", "T1", "已处理", RULES, MEETS_AT)
+        complete_task(record, "power", "staff-1", "T1", "已处理", RULES, MEETS_AT)
 
 
 # ------------------------------------------------------------------------- close_task
@@ -438,8 +440,9 @@ def test_desk_closes_an_agencys_task_with_a_note():
 
 def test_agency_completion_is_marked_as_the_agencys():
     record = task_for(reported_in(with_table(), "power"), "power")
-    new, [event] = complete_task(record, "power", "T1", "已处理", RULES, MEETS_AT)
-    assert (new.table.tasks[0].closed_by, new.table.tasks[0].closed_by_staff) == ("power", None)
+    new, [event] = complete_task(record, "power", "staff-1", "T1", "已处理", RULES, MEETS_AT)
+    assert (new.table.tasks[0].closed_by, new.table.tasks[0].closed_by_staff) == (
+        "power", "staff-1")
     assert (event.closed_by, event.staff_id) == ("agency", None)
 
 
@@ -510,7 +513,7 @@ def test_last_remaining_part_cannot_resolve_while_any_task_is_open():
     assert "T1 (property_manager)" in str(caught.value)
     assert record.status is IssueStatus.in_progress
 
-    record, _ = complete_task(record, "property_manager", "T1", "外墙已粉刷", RULES,
+    record, _ = complete_task(record, "property_manager", "staff-1", "T1", "外墙已粉刷", RULES,
                               MEETS_AT + timedelta(days=2))
     record = resolve(record, "housing_admin", "s-ha", "阳台已加固", MEETS_AT + timedelta(days=3))
     assert record.status is IssueStatus.resolved
@@ -522,7 +525,7 @@ def test_after_the_task_is_done_the_issue_resolves():
     at = MEETS_AT + timedelta(days=1)
     record = resolve(record, "housing_admin", "s-ha", "阳台已加固", at)
     record = resolve(record, "property_manager", "s-pm", "已清理阳台", at)
-    record, _ = complete_task(record, "power", "T1", "已更换电线", RULES, at)
+    record, _ = complete_task(record, "power", "staff-1", "T1", "已更换电线", RULES, at)
     record = resolve(record, "power", "s-power", "线路恢复正常", at + timedelta(hours=1))
     assert record.status is IssueStatus.resolved
     assert all(a.status is AssignmentStatus.resolved for a in record.assignments)
@@ -536,7 +539,8 @@ def test_every_table_action_is_on_the_timeline():
     record = reported_in(record, "power", at=MEETS_AT)
     record, _ = record_task(record, DESK, "power", "更换电线", MEETS_AT + timedelta(days=1),
                             RULES, MEETS_AT + timedelta(minutes=10))
-    record, _ = complete_task(record, "power", "T1", "已更换", RULES, MEETS_AT + timedelta(hours=5))
+    record, _ = complete_task(record, "power", "staff-1", "T1", "已更换", RULES,
+                              MEETS_AT + timedelta(hours=5))
     assert [(e.step, e.service, e.agency) for e in record.timeline] == [
         ("received", "intake", None),
         ("dispatched", "routing", None),

@@ -466,8 +466,8 @@ def whole_chain() -> IssueRecord:
     issue.step(at, "notify", *notified_step("received", "sent", "webhook", issue.issue_id))
     for cycle, rating in enumerate((Rating.unsatisfied, Rating.satisfied)):
         now = at + timedelta(hours=2 * cycle + 1)
-        issue, _ = report_in(issue, "power", "power-12", now, "抢修班组已出发")
-        issue, events = finish_part(issue, "power", "power-12", "已剪除飞线", now)
+        issue, _ = report_in(issue, "power", "gd-12", now, "抢修班组已出发")
+        issue, events = finish_part(issue, "power", "gd-12", "已剪除飞线", now)
         resolved = next(e for e in events if isinstance(e, IssueResolved))
         issue = feedback.await_rating(issue, resolved, timedelta(days=7))
         issue, _ = feedback.rate(issue, FeedbackGrant(reporter_issue_id=issue.issue_id,
@@ -507,7 +507,9 @@ def test_a_chinese_issue_page_names_every_step_of_the_whole_chain_in_chinese():
     html = rendered("issue.html", "zh", issue=desk, timeline=rows, messages=[])
     shown = section(html, "timeline")
     assert not re.search(r"[A-Za-z]{3,}", shown), shown  # no step name, no English detail
-    assert "报到" in shown and "供电公司已报到：抢修班组已出发" in shown
+    # who of the agency's staff acted, beside the agency's name
+    assert "报到" in shown and "供电公司（gd-12）已报到：抢修班组已出发" in shown
+    assert "供电公司（gd-12）已办结：已剪除飞线" in shown
     assert "经社区窗口受理" in shown and "类别：飞线/电线裸露" in shown
     assert "居民不满意：电线还是很低" in shown and "结案：居民满意" in shown
     # the detail as written stays at hand
@@ -523,6 +525,20 @@ def test_an_english_issue_page_names_the_steps_in_english_with_the_details_as_wr
     shown = section(html, "timeline")
     assert "Reported in" in shown and "reported in: 抢修班组已出发" in shown
     assert "accepted via desk" in shown and "step_" not in shown
+
+
+def test_steps_written_before_staff_were_named_still_read_in_chinese():
+    """Issues reported in and resolved before the staff id was written on the timeline
+    (in Redis or the archive) keep their Chinese reading."""
+    old = [{"at": NOW.isoformat(), "step": step, "detail": detail} for step, detail in (
+        ("acknowledged", "供电公司 reported in (after its deadline): 已出发"),
+        ("assignment_resolved", "供电公司: 已剪除飞线"),
+        ("table_checked_in", "供电公司 checked in at the table"),
+        ("table_task_done", "T1 done by 供电公司: 已更换"))]
+    rows = views.timeline_rows(old, ZH, names_from_rules(None), "Asia/Shanghai")
+    assert [row["detail"] for row in rows] == [
+        "供电公司已报到（已超过报到时限）：已出发", "供电公司已办结：已剪除飞线",
+        "供电公司已到协调会签到", "T1已由供电公司完成：已更换"]
 
 
 def test_a_step_the_catalogue_does_not_know_shows_as_written():
@@ -637,12 +653,12 @@ def table_steps() -> list[TimelineEntry]:
                              ["property_manager"], rules, NOW)
     issue, _ = table.invite(issue, table.DESK, ["water"], rules, NOW)
     issue, _ = table.invite(issue, "power", ["gas"], rules, NOW)
-    issue, _ = table.check_in(issue, "power", "power-12", rules, NOW)
-    issue = acknowledge(issue, "power", "power-12", NOW)
+    issue, _ = table.check_in(issue, "power", "gd-12", rules, NOW)
+    issue = acknowledge(issue, "power", "gd-12", NOW)
     for agency, what in (("power", "更换老化电缆"), ("property_manager", "清理楼道杂物")):
         issue, _ = table.record_task(issue, table.DESK, agency, what, NOW + timedelta(days=2),
                                      rules, NOW)
-    issue, _ = table.complete_task(issue, "power", "T1", "已更换", rules, LATER)
+    issue, _ = table.complete_task(issue, "power", "gd-17", "T1", "已更换", rules, LATER)
     issue, _ = table.close_task(issue, STAFF, "T2", "现场已核实", rules, LATER)
     return [e for e in issue.timeline if e.step.startswith("table_")]
 
@@ -685,10 +701,10 @@ def test_a_chinese_page_says_every_other_steps_detail_in_chinese():
         ("table_convened", "2026-12-06 16:00在幸福里议事厅召开协调会，参会单位：供电公司、物业公司"),
         ("table_invited", "社区窗口邀请自来水公司参会"),
         ("table_invited", "供电公司邀请燃气公司参会"),
-        ("table_checked_in", "供电公司已到协调会签到"),
+        ("table_checked_in", "供电公司（gd-12）已到协调会签到"),
         ("table_task_recorded", "T1：供电公司负责更换老化电缆，2026-12-07 16:00前完成"),
         ("table_task_recorded", "T2：物业公司负责清理楼道杂物，2026-12-07 16:00前完成"),
-        ("table_task_done", "T1已由供电公司完成：已更换"),
+        ("table_task_done", "T1已由供电公司（gd-17）完成：已更换"),
         ("table_task_done", "T2由社区窗口（desk-wang）代物业公司关闭：现场已核实"),
     ]
     assert all(row["raw"] == e["detail"] for row, e in zip(rows, timeline, strict=True))
@@ -899,7 +915,7 @@ def test_a_chinese_page_says_why_an_action_was_refused():
     checked, _ = table.check_in(issue, "power", "power-12", rules, NOW)
     refusals = (
         lambda: resolve(wire, "power", "power-12", "已处理", NOW),
-        lambda: table.complete_task(issue, "power", "T1", "已换", rules, NOW),
+        lambda: table.complete_task(issue, "power", "staff-1", "T1", "已换", rules, NOW),
         lambda: resolve(acknowledge(issue, "power", "power-12", NOW), "power", "power-12",
                         "已处理", NOW),
         lambda: acknowledge(acknowledge(wire, "power", "power-12", NOW), "power", "power-12",
