@@ -79,6 +79,10 @@ def assignment_view(record: IssueRecord, agency: str, now: datetime) -> dict[str
         description=record.description,
         location=record.location.model_dump(mode="json"),
         other_agencies=[a.agency for a in record.assignments if a.agency != agency],
+        # A reopened (民事民评) or escalated issue is back on the card with the same
+        # problem: staff must see it was sent back, and who now supervises it.
+        reopen_count=record.reopen_count,
+        escalation_level=record.escalation_level.value,
         overdue=overdue,
         table=table_view(record, agency),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import types
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -1014,3 +1015,42 @@ def test_a_role_after_a_name_is_in_the_pages_own_brackets():
                         next_deadline=lambda a: a.get("acknowledge_by"),
                         principal=types.SimpleNamespace(agency="power"))
         assert said in html and not_said not in html
+
+
+def test_an_agencys_card_says_when_it_is_due_and_that_a_resident_sent_it_back():
+    """A reopened issue (民事民评, one level up) came back looking like a fresh one, and the
+    card's deadline was only a countdown: staff could not tell they had already
+    'resolved' it, who supervises it now, or at what o'clock it is due. The card says so,
+    with the deadline in the desk's time zone beside the countdown."""
+    from services.agency.domain import assignment_view, finish_part, report_in
+    from services.routing import feedback
+    from services.routing.rules import load_rules
+    from shared.auth import FeedbackGrant
+    from shared.contracts import IssueResolved, Rating
+
+    issue, _ = report_in(dispatched_wire(NOW), "power", "gd-12", NOW)
+    issue, events = finish_part(issue, "power", "gd-12", "已剪除飞线", NOW)
+    resolved = next(e for e in events if isinstance(e, IssueResolved))
+    issue = feedback.await_rating(issue, resolved, timedelta(days=7))
+    fresh = assignment_view(issue, "power", NOW)
+    issue, _ = feedback.rate(issue, FeedbackGrant(reporter_issue_id=issue.issue_id,
+                                                  issue_id=issue.issue_id, cycle=0),
+                             Rating.unsatisfied, "电线还是很低", load_rules(), LATER)
+    card = assignment_view(issue, "power", LATER)
+    assert (card["status"], card["reopen_count"], card["escalation_level"]) == (
+        "assigned", 1, "street")
+    due = datetime.fromisoformat(card["acknowledge_by"]).astimezone(ZoneInfo("Asia/Shanghai"))
+    for lang, said in (("zh", ["居民不满意，已重新交办（第 1 次）。", "已升级至街道督办。",
+                               f"（截止 {due:%Y-%m-%d %H:%M}）"]),
+                       ("en", ["The resident was not satisfied: sent back to you (time 1).",
+                               "supervised at street level", f"(due {due:%Y-%m-%d %H:%M})"])):
+        html = rendered("agency.html", lang, assignments=[card], total=1,
+                        next_deadline=lambda a: a.get("acknowledge_by"),
+                        principal=types.SimpleNamespace(agency="power"))
+        assert all(text in html for text in said), (lang, html)
+        # the resident's comment is theirs and the desk's, never on the agency's card
+        assert "电线还是很低" not in html
+    html = rendered("agency.html", "zh", assignments=[fresh | {"status": "acknowledged"}],
+                    total=1, next_deadline=lambda a: a.get("resolve_by"),
+                    principal=types.SimpleNamespace(agency="power"))
+    assert "重新交办" not in html and "督办" not in html
