@@ -378,9 +378,12 @@ class WebService:
         assignments = self._rpc(self.agency.list_assignments, session.token, principal.agency,
                                 "open")
         assignments.sort(key=lambda a: _next_deadline(a) or "")
+        # A long list pages by deadline (before, cards past the 100th could not be reached).
+        page = views.workspace_page(request.args.get("page"), len(assignments),
+                                    WORKSPACE_CARDS, views.Translator(reader_language(request)))
         return self._page(request, "agency.html", session, principal, status=status,
-                          assignments=assignments[:WORKSPACE_CARDS], total=len(assignments),
-                          next_deadline=_next_deadline, **context)
+                          assignments=assignments[page.cards], total=len(assignments),
+                          page=page, next_deadline=_next_deadline, **context)
 
     @http("POST", "/agency/<agency>/assignments/<issue_id>/acknowledge")
     def acknowledge(self, request, agency, issue_id):
@@ -551,7 +554,9 @@ class WebService:
         session, principal = self._signed_in(request, action=action, issue_id=issue_id)
         form = self._check_form(request, session)
         authz.may_act_for_agency(principal, agency)
-        return self._acted(lambda: call(session.token, form), "/agency", _again(
+        page = request.args.get("page", "")  # back to the page the form was on
+        back = f"/agency?page={page}" if page.isascii() and page.isdigit() else "/agency"
+        return self._acted(lambda: call(session.token, form), back, _again(
             request, lambda status, **context: self._workspace(
                 request, session, principal, status=status, here="/agency", **context),
             form, form_key or action))
@@ -583,7 +588,7 @@ class WebService:
                              exc.errors if isinstance(exc, InvalidPayload) else [])
             raise
         self.guard.audited_elsewhere()
-        return redirect(f"{back}?done=1")
+        return redirect(f"{back}{'&' if '?' in back else '?'}done=1")
 
     def _rpc(self, method, *args):
         """An RPC to the service that owns the data; an answer within ``RPC_TIMEOUT_S``

@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from shared.errors import InvalidPayload
+
 I18N_DIR = Path(__file__).with_name("i18n")
 LANGUAGES = ("zh", "en")
 DEFAULT_LANGUAGE = "zh"
@@ -170,6 +172,33 @@ def bad_filter(errors: list[dict[str, Any]], t: Translator) -> str:
              if (field := (err.get("field") or "").split(".")[0]) in BOARD_FILTERS]
     shown = [t(f) for f in dict.fromkeys(named)] or [t("filter")]
     return t("filter_invalid", fields=("、" if t.lang == "zh" else ", ").join(shown))
+
+
+@dataclass(frozen=True)
+class WorkspacePage:
+    """Which of the workspace's cards one page shows: ``number`` of ``last`` (1-based)."""
+
+    number: int
+    last: int
+    per_page: int
+
+    @property
+    def cards(self) -> slice:
+        return slice((self.number - 1) * self.per_page, self.number * self.per_page)
+
+
+def workspace_page(asked: str | None, total: int, per_page: int, t: Translator
+                   ) -> WorkspacePage:
+    """The page ``?page=`` asks for among ``total`` cards. A page past the last shows the
+    last: work done meanwhile shortens the list under a page already open. Anything but a
+    whole number from 1 is a 422 naming ``page`` in the page's language."""
+    last = max(1, -(-total // per_page))
+    if asked is None or asked == "":
+        return WorkspacePage(1, last, per_page)
+    if not asked.isascii() or not asked.isdigit() or int(asked) < 1:
+        raise InvalidPayload(t("page_invalid"), [
+            {"field": "page", "message": t("page_invalid"), "type": "int_from_1"}])
+    return WorkspacePage(min(int(asked), last), last, per_page)
 
 
 def choices(codes, name_of, lang: str) -> list[tuple[str, str]]:

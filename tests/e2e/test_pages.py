@@ -1106,3 +1106,47 @@ def test_a_desk_scoped_to_communities_sees_only_theirs_on_the_pages(whistle, whi
     assert unscoped.get(f"{whistle.url}/desk/board.json", timeout=5).status_code == 401
     again = unscoped.get(f"{whistle.url}/desk", timeout=5, allow_redirects=False)
     assert again.status_code == 303 and again.headers["Location"] == "/signin"
+
+
+def test_a_long_workspace_pages_and_a_form_on_page_two_comes_back_to_page_two(
+        whistle, browsers):
+    """A utility with more open assignments than one page (100 cards) saw "显示 100 / 共
+    101 件" and could not reach the 101st. It pages by deadline, and a 报到 or a refusal
+    on page 2 lands back on page 2 (the refusal beside its field), not on page 1."""
+    from services.web.service import WORKSPACE_CARDS
+
+    for n in range(WORKSPACE_CARDS + 1):
+        response = requests.post(f"{whistle.url}/issues", timeout=5, headers={
+            "Authorization": f"Bearer {token('desk')}"}, json={
+            "description": f"{n}号楼整栋停电", "category": "power_cut",
+            "location": {"community": f"第{n}社区", "address": f"{n}号楼"}})
+        assert response.status_code == 201, response.text
+    last = response.json()["issue_id"]  # the latest deadline: the one card of page 2
+    power = browsers(PHONE, 844)
+    power.sign_in(token("power", "power-7"))
+
+    def listed():
+        return len(requests.get(f"{whistle.url}/agencies/power/assignments", timeout=10,
+                                headers={"Authorization": f"Bearer {token('power')}"}
+                                ).json()["assignments"])
+    power.wait(lambda: listed() == WORKSPACE_CARDS + 1, 30, "every assignment delivered")
+    power.open("/agency")
+    assert power.text("#shown-of") == "显示第 1–100 件 / 共 101 件"
+    assert not power.find_all(f"#a-{last}")
+    power.find("#pager a[rel=next]").click()
+    card = f"#a-{last}"
+    power.wait(lambda: power.find_all(card), 5, "page 2")
+    assert power.text("#shown-of") == "显示第 101–101 件 / 共 101 件"
+    assert "第 2 / 2 页" in power.text("#pager") and not power.find_all("#pager a[rel=next]")
+    power.fill(f"#ack-{last}", "已派抢修车")
+    power.find(f"{card} .act-ack button").click()
+    power.wait(lambda: power.find_all(f"{card} .act-resolve"), 5, "reported in, on page 2")
+    assert power.driver.current_url.endswith("/agency?page=2&done=1")
+    assert power.find_all("#done")
+    power.fill(f"#res-{last}", "  ")  # the browser lets spaces through
+    power.find(f"{card} .act-resolve button").click()
+    power.wait(lambda: power.find_all(f"{card} .field-error"), 5, "the note's error on page 2")
+    assert "第 2 / 2 页" in power.text("#pager")
+    # who reported in is on the timeline, by staff id
+    steps = [s for s in issue_of(whistle.url, last)["timeline"] if s["step"] == "acknowledged"]
+    assert [s["detail"] for s in steps] == ["供电公司 (power-7) reported in: 已派抢修车"]

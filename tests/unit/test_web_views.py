@@ -1054,3 +1054,40 @@ def test_an_agencys_card_says_when_it_is_due_and_that_a_resident_sent_it_back():
                     total=1, next_deadline=lambda a: a.get("resolve_by"),
                     principal=types.SimpleNamespace(agency="power"))
     assert "重新交办" not in html and "督办" not in html
+
+
+def test_a_long_workspace_pages_by_deadline_and_a_bad_page_names_the_field():
+    """An agency with 205 open assignments saw "显示 100 / 共 205 件" and no way to reach
+    the other 105. The workspace pages; a page past the last shows the last (work done
+    meanwhile shortens the list); anything but a whole number from 1 is a 422 naming
+    ``page``, in the page's language."""
+    from shared.errors import InvalidPayload
+
+    first = views.workspace_page(None, 205, 100, ZH)
+    assert (first.number, first.last, first.cards) == (1, 3, slice(0, 100))
+    third = views.workspace_page("3", 205, 100, ZH)
+    assert (third.number, third.cards) == (3, slice(200, 300))
+    assert views.workspace_page("99", 205, 100, ZH).number == 3
+    assert views.workspace_page("", 0, 100, ZH).last == 1
+    for asked in ("0", "-1", "x", "1.5", "２"):
+        with pytest.raises(InvalidPayload) as refused:
+            views.workspace_page(asked, 205, 100, EN)
+        assert [e["field"] for e in refused.value.errors] == ["page"]
+        assert "whole number from 1" in refused.value.message
+
+    from services.agency.domain import assignment_view
+    card = assignment_view(dispatched_wire(NOW), "power", NOW)
+    cards = [card | {"issue_id": f"WH-20261205-{n:04d}"} for n in range(1, 206)]
+    for page, shown, links in ((first, "显示第 1–100 件 / 共 205 件", ['rel="next" href="/agency?page=2"']),
+                               (third, "显示第 201–205 件 / 共 205 件", ['rel="prev" href="/agency?page=2"'])):
+        html = rendered("agency.html", "zh", assignments=cards[page.cards], total=len(cards),
+                        page=page, next_deadline=lambda a: a.get("acknowledge_by"),
+                        principal=types.SimpleNamespace(agency="power"))
+        assert shown in html and f"第 {page.number} / 3 页" in html
+        assert all(link in html for link in links)
+        assert html.count('class="card assignment') == len(cards[page.cards])
+    one = views.workspace_page(None, 1, 100, ZH)
+    html = rendered("agency.html", "zh", assignments=[card], total=1, page=one,
+                    next_deadline=lambda a: a.get("acknowledge_by"),
+                    principal=types.SimpleNamespace(agency="power"))
+    assert 'id="pager"' not in html and 'id="shown-of"' not in html
