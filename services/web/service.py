@@ -378,7 +378,7 @@ class WebService:
         assignments = self._rpc(self.agency.list_assignments, session.token, principal.agency,
                                 "open")
         assignments.sort(key=lambda a: _next_deadline(a) or "")
-        # A long list pages by deadline (before, cards past the 100th could not be reached).
+        # A long list pages, by deadline: every card within reach, WORKSPACE_CARDS a page.
         page = views.workspace_page(request.args.get("page"), len(assignments),
                                     WORKSPACE_CARDS, views.Translator(reader_language(request)))
         return self._page(request, "agency.html", session, principal, status=status,
