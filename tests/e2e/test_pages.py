@@ -838,7 +838,7 @@ def test_the_table_from_the_desk_page_to_the_agency_workspace(whistle, browsers)
     table = issue_of(whistle.url, issue_id)["table"]
     assert "power" in table["checked_in"] and table["tasks"][0]["status"] == "done"
     assert [(t["closed_by"], t["closed_by_staff"]) for t in table["tasks"]] == [
-        ("power", None), ("desk", "staff-001")]
+        ("power", "power-3"), ("desk", "staff-001")]
     desk.open(f"/desk/issues/{issue_id}")
     assert "已完成" in desk.text("#table-tasks")
     desk.screenshot("issue-table")
