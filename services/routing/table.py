@@ -45,10 +45,17 @@ def agency_ref(rules: RuleSet, agency: str) -> AgencyRef:
     return AgencyRef(agency=agency, agency_name=known.name, agency_name_en=known.name_en)
 
 
+# The table settles work still to do: an issue waiting for its resident's rating, closed,
+# merged or not yet routed has no agency to seat, task or whistle (an agency invited to a
+# closed issue was given deadlines that escalated it, and its resident was told).
+TABLE_STATUSES = (IssueStatus.dispatched, IssueStatus.in_progress)
+
+
 def _open_issue(record: IssueRecord) -> None:
-    if record.status in (IssueStatus.resolved, IssueStatus.merged, IssueStatus.received):
+    if record.status not in TABLE_STATUSES:
         raise InvalidTransition(
-            f"issue {record.issue_id} is {record.status.value}; a table needs a dispatched issue")
+            f"issue {record.issue_id} is {record.status.value}; a table needs a dispatched "
+            "or in-progress issue")
 
 
 def _lead(record: IssueRecord) -> str:
@@ -67,8 +74,6 @@ def _ensure_assigned(new: IssueRecord, ref: AgencyRef, rules: RuleSet, now: date
                             assigned_at=now, acknowledge_by=now + window.acknowledge,
                             resolve_by=now + window.resolve)
     new.assignments.append(assignment)
-    if new.status is IssueStatus.resolved:
-        new.status = IssueStatus.in_progress
     return [cause.caused(AssignmentCreated, occurred_at=now, category=new.category,
                          priority=new.priority, assignment=assignment.summary())]
 
@@ -100,6 +105,7 @@ def convene(record: IssueRecord, meets_at: datetime, place: str, agencies: list[
 def invite(record: IssueRecord, by: str, agencies: list[str], rules: RuleSet,
            now: datetime) -> tuple[IssueRecord, list[Event]]:
     table = _table(record)
+    _open_issue(record)
     if by not in (DESK, _lead(record)):
         raise Forbidden("only the desk or the lead agency can invite agencies to the table")
     seated = _seated(record, table)

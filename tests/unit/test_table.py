@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.routing.feedback import close
 from services.routing.rules import load_rules
 from services.routing.table import (
     DESK,
@@ -26,6 +27,7 @@ from shared.contracts import (
     AssignmentCreated,
     AssignmentStatus,
     Channel,
+    ClosedReason,
     IssueStatus,
     Language,
     Location,
@@ -44,6 +46,7 @@ from shared.issue import (
     Routing,
     acknowledge,
     dispatch,
+    pending_deadlines,
     receive,
     reroute,
     resolve,
@@ -220,6 +223,44 @@ def test_convene_with_an_unknown_agency_names_the_field():
     assert caught.value.errors == [{"field": "agencies", "message": "unknown agency 'fire_brigade'",
                                     "type": "unknown_agency"}]
     assert record.table is None
+
+
+def _closed_with_table() -> IssueRecord:
+    """A table sat, every agency finished, and the resident was satisfied: closed."""
+    record = reported_in(with_table(), "housing_admin", "property_manager", "power")
+    for agency in ("housing_admin", "property_manager", "power"):
+        record = resolve(record, agency, "s", "已处理", CONVENED + timedelta(days=1))
+    record, _ = close(record, ClosedReason.satisfied, CONVENED + timedelta(days=2))
+    return record
+
+
+def test_a_closed_issues_table_takes_no_new_agency_or_task():
+    """An agency invited to a closed issue's table was given deadlines: they escalated the
+    closed issue to the street office, and its resident was told. Now a 409, unchanged."""
+    record = _closed_with_table()
+    later = CONVENED + timedelta(days=3)
+    with pytest.raises(InvalidTransition, match="is closed; a table needs a dispatched"):
+        invite(record, DESK, ["municipal_roads"], RULES, later)
+    with pytest.raises(InvalidTransition, match="is closed"):
+        record_task(record, DESK, "power", "再看看", later + timedelta(days=1), RULES, later)
+    assert record.agencies() == ["housing_admin", "property_manager", "power"]
+    assert pending_deadlines(record) == []
+
+
+def test_a_resolved_issue_waiting_for_its_rating_takes_no_new_agency():
+    record = reported_in(with_table(()), "housing_admin", "property_manager")
+    for agency in ("housing_admin", "property_manager"):
+        record = resolve(record, agency, "s", "已处理", CONVENED + timedelta(days=1))
+    with pytest.raises(InvalidTransition, match="is resolved"):
+        invite(record, DESK, ["power"], RULES, CONVENED + timedelta(days=2))
+    assert record.status is IssueStatus.resolved
+
+
+def test_a_report_waiting_for_triage_cannot_have_a_table():
+    """No route yet, so no priority to give invited agencies deadlines from."""
+    waiting = received().model_copy(update={"status": IssueStatus.needs_triage})
+    with pytest.raises(InvalidTransition, match="is needs_triage"):
+        convene(waiting, MEETS_AT, PLACE, ["power"], RULES, CONVENED)
 
 
 # ----------------------------------------------------------------------------- invite

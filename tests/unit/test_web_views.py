@@ -190,6 +190,22 @@ def test_a_failed_forms_errors_show_beside_its_own_fields_only():
     assert 'value="power"' not in invite  # at the table already
 
 
+def test_a_closed_issues_table_is_shown_without_its_invite_and_task_forms():
+    """Routing refuses to seat or task anyone at a resolved or closed issue's table (409):
+    the page no longer offers the forms, only what the table was and decided."""
+    from services.routing import table
+    from services.routing.rules import load_rules
+
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             [], load_rules(), NOW)
+    for status, offered in (("in_progress", True), ("resolved", False), ("closed", False)):
+        html = rendered("issue.html", "zh", timeline=[], messages=[],
+                        issue=issue.model_dump(mode="json") | {"contact": {}, "status": status})
+        assert "幸福里议事厅" in html
+        assert ('id="invite-form"' in html) is offered, status
+        assert (f'action="/desk/issues/{issue.issue_id}/table/tasks"' in html) is offered, status
+
+
 def test_the_tables_agencies_are_ticked_by_name_and_sent_as_codes():
     """The table's forms asked the desk for codes typed comma-separated (单位（英文代号，
     逗号分隔）); they are boxes named in the page's language, each sending its code, and
