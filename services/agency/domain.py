@@ -67,9 +67,14 @@ def assignment_view(record: IssueRecord, agency: str, now: datetime) -> dict[str
     """One assignment as its agency's staff see it: the problem, the place, the clock."""
     assignment = record.assignment_for(agency)
     view = assignment.model_dump(mode="json")
+    # A missed deadline escalates within a second and whistles the agency again (its
+    # deadline moves one window on): the escalation's mark, not the new deadline, says
+    # it is late, or the card would turn red for a second only.
     overdue = (
-        (assignment.status is AssignmentStatus.assigned and now > assignment.acknowledge_by)
-        or (assignment.status is not AssignmentStatus.resolved and now > assignment.resolve_by)
+        (assignment.status is AssignmentStatus.assigned
+         and (assignment.acknowledge_overdue or now > assignment.acknowledge_by))
+        or (assignment.status is not AssignmentStatus.resolved
+            and (assignment.resolve_overdue or now > assignment.resolve_by))
     )
     view.update(
         issue_id=record.issue_id,

@@ -11,12 +11,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.agency.domain import assignment_view, delivery_notes, finish_part, report_in
+from services.routing.escalation import escalate
+from services.routing.rules import load_rules
 from shared.contracts import (
     AssignmentAcknowledged,
     AssignmentCreated,
     AssignmentResolved,
     AssignmentStatus,
     Channel,
+    DeadlineKind,
     IssueDispatched,
     IssueResolved,
     IssueStatus,
@@ -29,6 +32,7 @@ from shared.contracts import (
 from shared.errors import Forbidden, InvalidTransition
 from shared.issue import (
     Assignment,
+    Deadline,
     IssueRecord,
     Routing,
     acknowledge,
@@ -479,6 +483,23 @@ def test_assigned_past_acknowledge_deadline_is_overdue():
     record = single()
     assert view_overdue(record, "power", T0 + ACK_WINDOW) is False
     assert view_overdue(record, "power", T0 + ACK_WINDOW + timedelta(seconds=1)) is True
+
+
+def test_an_escalated_assignment_stays_overdue_after_it_is_whistled_again():
+    """The deadline watch escalates a missed 报到 and moves the deadline one window on:
+    the agency's workspace showed a fresh countdown, not late, a second after its miss."""
+    missed = T0 + ACK_WINDOW + timedelta(seconds=1)
+    record, _ = escalate(single(), Deadline(ISSUE_ID, "power", DeadlineKind.acknowledge,
+                                            T0 + ACK_WINDOW), load_rules(), missed)
+    assert record.assignment_for("power").acknowledge_by > missed + timedelta(minutes=1)
+    assert view_overdue(record, "power", missed + timedelta(seconds=1)) is True
+    # Reported in late: that part is done; the resolve deadline has not passed.
+    late = acknowledge(record, "power", "p", missed + timedelta(minutes=5))
+    assert view_overdue(late, "power", missed + timedelta(minutes=6)) is False
+    record, _ = escalate(late, Deadline(ISSUE_ID, "power", DeadlineKind.resolve,
+                                        late.assignment_for("power").resolve_by),
+                         load_rules(), late.assignment_for("power").resolve_by)
+    assert view_overdue(record, "power", record.timeline[-1].at) is True
 
 
 def test_acknowledged_past_acknowledge_deadline_but_before_resolve_deadline_is_not_overdue():
