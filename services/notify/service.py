@@ -190,9 +190,14 @@ class NotifyService:
             "issue_id": record.issue_id, "agency": _agency_name(event, lang)})
 
     def on_issue_escalated(self, event: IssueEscalated) -> None:
-        """The supervisor at the new level first, then every reporter."""
+        """The supervisor at the new level first, then every reporter; a reminder (another
+        miss at the top level) goes to the supervisor alone: the reporters were told."""
         record = self.store.get(event.issue_id)
         failures = [] if is_merged(record) else self._tell_supervisor(event)
+        if event.reminder:
+            if failures:
+                raise failures[0]
+            return
         self._tell(event, "escalated", lambda record, lang, _reader: {
             "issue_id": record.issue_id, "agency": _agency_name(event.agency, lang),
             "level": level_name(event.level, lang),

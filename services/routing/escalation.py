@@ -9,7 +9,11 @@ They are kept in a Redis sorted set derived from the record (see
   supervisor at that level is notified;
 - the assignment is marked overdue;
 - the agency is whistled again: the deadline moves one window ahead, so the
-  next miss escalates once more.
+  next miss escalates once more;
+- past the top level (an agency whistled up to the district misses again) the
+  district is reminded on every miss, but nothing goes up: the event is a
+  ``reminder``, and the reporters, told once that the district follows it up,
+  are not told "escalated" again at every window.
 
 A deadline is identified by (issue, agency, kind, due time), which is the
 idempotency key of its escalation: it escalates exactly once, however many
@@ -42,10 +46,10 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
     window = rules.window(new.priority) if new.priority else None
     # The level follows how often *this* agency missed: two agencies silent at the
     # same deadline go to the street office together, not straight to the district.
+    before = _agency_level(assignment.missed_deadlines)
     assignment.missed_deadlines += 1
-    level = EscalationLevel.community
-    for _ in range(assignment.missed_deadlines):
-        level = level.next()
+    level = _agency_level(assignment.missed_deadlines)
+    reminder = level is before  # already at the top: nothing goes up
     levels = list(EscalationLevel)
     new.escalation_level = max(new.escalation_level, level, key=levels.index)
     if deadline.kind is DeadlineKind.acknowledge:
@@ -62,16 +66,27 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
         verb, next_due = "report in", assignment.acknowledge_by
     else:
         verb, next_due = "resolve", assignment.resolve_by
+    outcome = (f"still with {supervisor.name_en} ({level.value}), reminded" if reminder
+               else f"escalated to {supervisor.name_en} ({level.value})")
     new.step(now, "routing", "escalated",
              f"{assignment.agency_name} did not {verb} by {deadline.due.isoformat()}: "
-             f"escalated to {supervisor.name_en} ({level.value}); "
-             f"whistled again, new deadline {next_due.isoformat()}", agency=deadline.agency)
+             f"{outcome}; whistled again, new deadline {next_due.isoformat()}",
+             agency=deadline.agency)
     event = IssueEscalated(
         trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now,
         agency=AgencyRef(agency=assignment.agency, agency_name=assignment.agency_name,
                          agency_name_en=assignment.agency_name_en),
         deadline=deadline.kind, missed=deadline.due, level=level,
         supervisor=supervisor.name, supervisor_en=supervisor.name_en,
-        supervisor_language=supervisor.language,
+        supervisor_language=supervisor.language, reminder=reminder,
     )
     return new, [event]
+
+
+def _agency_level(missed: int) -> EscalationLevel:
+    """Where an agency's ``missed`` deadlines have whistled it: none, the community; the
+    first, the street office; the next and every later one, the district."""
+    level = EscalationLevel.community
+    for _ in range(missed):
+        level = level.next()
+    return level

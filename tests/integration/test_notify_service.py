@@ -164,6 +164,27 @@ def test_escalation_tells_the_supervisor_once_and_every_reporter_once(notify, am
                for s in store.get_with_notes(PRIMARY).timeline)
 
 
+def test_a_reminder_at_the_top_level_goes_to_the_district_alone(notify, amqp, store):
+    """Another miss by an agency already whistled up to the district: the district is
+    reminded, and the residents, told once that the district follows it up, are not told
+    "escalated to the district" again at every window."""
+    escalated = about(IssueEscalated, agency=WATER, deadline=DeadlineKind.acknowledge,
+                      missed=datetime(2026, 11, 21, 6, 0, tzinfo=UTC),
+                      level=EscalationLevel.district, supervisor="区政府",
+                      supervisor_en="District government", reminder=True)
+    publish(amqp, escalated, escalated)
+
+    [notice] = wait_until(lambda: told(notify, PRIMARY))
+    settle()
+    assert told(notify, PRIMARY) == [notice]
+    assert (notice["kind"], notice["audience"]) == ("escalation_notice", "supervisor")
+    assert notice["recipient"] == {"role": "supervisor", "level": "district", "name": "区政府"}
+    assert "自来水公司未在 2026-11-21 14:00 前报到" in notice["text"]
+    assert told(notify, NEIGHBOUR) == []
+    steps = [s.step for s in store.get_with_notes(PRIMARY).timeline if s.service == "notify"]
+    assert steps == ["supervisor_notified"]
+
+
 def test_table_session_names_place_and_agencies_to_every_reporter(notify, amqp):
     convened = about(TableConvened, meets_at=datetime(2026, 11, 22, 6, 0, tzinfo=UTC),
                      place="红色议事厅", agencies=[WATER, HOUSING])

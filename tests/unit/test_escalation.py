@@ -281,6 +281,26 @@ def test_second_miss_goes_to_the_district_and_third_stays_there():
     assert [e.step for e in record.timeline].count("escalated") == 3
 
 
+def test_a_miss_past_the_top_level_reminds_the_district_and_tells_nobody_it_went_up():
+    """The district was told at the second miss; the third and every later one remind it,
+    but nothing goes up: the event is a reminder (its reporters are not told "escalated to
+    the district" again at every window), and the timeline says so."""
+    record = flying_wire()
+    now = T0 + timedelta(hours=2)
+    reminders = []
+    for _ in range(4):
+        record, events = escalate(record, ack_deadline(record), RULES, now)
+        reminders.append(the_event(events).reminder)
+        now = ack_deadline(record).due
+    assert reminders == [False, False, True, True]
+    assert record.escalation_level is EscalationLevel.district
+    assert record.assignment_for("power").missed_deadlines == 4
+    steps = [e.detail for e in record.timeline if e.step == "escalated"]
+    assert "escalated to District government (district)" in steps[1]
+    assert all("still with District government (district), reminded; whistled again"
+               in step for step in steps[2:])
+
+
 def test_the_same_deadline_escalates_once():
     record = flying_wire()
     deadline = ack_deadline(record)
