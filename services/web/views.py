@@ -425,7 +425,7 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "assignment_resolved": rf"^(?P<name>.+?)(?:{_BY_STAFF} resolved its part)?: (?P<note>.*)$",
     "resolved": r"^every agency has finished its part$",
     "escalated": r"^(?P<name>.+?) did not (?P<kind>report in|resolve) by (?P<missed>\S+): "
-                 r"escalated to .+ \((?P<level>\w+)\); "
+                 r"(?:escalated to|(?P<still>still with)) .+ \((?P<level>\w+)\)(?:, reminded)?; "
                  r"whistled again, new deadline (?P<due>\S+)$",
     "awaiting_rating": r"^the resident is asked to rate; closes unrated at (?P<due>\S+)$",
     "rated": r"^the resident is satisfied(?:: (?P<comment>.*))?$",
@@ -504,8 +504,10 @@ def _zh_detail(step: str, parts: dict[str, str | None], t: Translator, names,
         return f"{name}已报到{late}" + (f"：{parts['note']}" if parts["note"] else "")
     if step == "escalated":
         kind = t.label("kind", "acknowledge" if parts["kind"] == "report in" else "resolve")
-        return (f"{name}未在{local_time(parts['missed'], tz)}前{kind}，"
-                f"升级至{_zh_supervisor(parts['level'], t, names, '')}督办；"
+        supervisor = _zh_supervisor(parts["level"], t, names, "")
+        # Past the top level nothing goes up: the district is reminded (a reminder).
+        outcome = f"仍由{supervisor}督办，已再次提醒" if parts["still"] else f"升级至{supervisor}督办"
+        return (f"{name}未在{local_time(parts['missed'], tz)}前{kind}，{outcome}；"
                 f"再次吹哨，新时限{local_time(parts['due'], tz)}")
     if step == "awaiting_rating":
         return f"请居民评价；{local_time(parts['due'], tz)}前未评价即结案"

@@ -618,7 +618,8 @@ def desk_steps() -> list[TimelineEntry]:
 
 def escalation_steps() -> list[TimelineEntry]:
     """The power company silent past its 报到 (to the street office), then past its 办结
-    (to the district), and each supervisor told: by email, then failed."""
+    (to the district) twice (the district reminded), and each supervisor told: by email,
+    then failed."""
     from services.notify.recipients import notified_step
     from services.routing.escalation import escalate
     from services.routing.rules import load_rules
@@ -627,7 +628,7 @@ def escalation_steps() -> list[TimelineEntry]:
 
     rules = load_rules()
     issue = dispatched_wire(NOW)
-    for kind in (DeadlineKind.acknowledge, DeadlineKind.resolve):
+    for kind in (DeadlineKind.acknowledge, DeadlineKind.resolve, DeadlineKind.resolve):
         deadline = next(d for d in pending_deadlines(issue) if d.kind is kind)
         issue, _ = escalate(issue, deadline, rules, deadline.due + timedelta(minutes=1))
         if kind is DeadlineKind.acknowledge:
@@ -709,6 +710,7 @@ def test_a_chinese_page_says_every_other_steps_detail_in_chinese():
         ("assignment_withdrawn", "已告知物业公司：其派单已撤回（desk-wang：是下水道堵了）"),
         ("escalated", "供电公司未在2026-12-05 18:00前报到，升级至街道办事处督办；再次吹哨，新时限2026-12-05 20:01"),
         ("escalated", "供电公司未在2026-12-06 16:00前办结，升级至区政府督办；再次吹哨，新时限2026-12-07 16:01"),
+        ("escalated", "供电公司未在2026-12-07 16:01前办结，仍由区政府督办，已再次提醒；再次吹哨，新时限2026-12-08 16:02"),
         ("supervisor_notified", "致街道办事处的督办通知消息已送达（邮件）"),
         ("supervisor_notified", "致区政府的督办通知消息发送失败（邮件）：邮件服务器拒收（SMTP 550）"),
         ("merged", "与 WH-20261205-0001 同为飞线/电线裸露问题，已合并（共性问题统筹）"),
@@ -978,7 +980,8 @@ def test_without_the_rules_an_escalation_names_the_level():
                                 if e["step"] in ("escalated", "supervisor_notified")],
                                ZH, Names(), "Asia/Shanghai")
     assert "升级至街道督办" in rows[0]["detail"] and "升级至区督办" in rows[1]["detail"]
-    assert rows[2]["detail"] == "致街道督办领导的督办通知消息已送达（邮件）"
+    assert "仍由区督办，已再次提醒" in rows[2]["detail"]
+    assert rows[3]["detail"] == "致街道督办领导的督办通知消息已送达（邮件）"
 
 
 def test_a_detail_of_another_shape_stays_as_written_on_a_chinese_page():
