@@ -124,9 +124,12 @@ _INTEGER_KEYS = {TOKEN_TTL, MAX_ATTEMPTS, RETRY_DELAY_MS, MAX_WORKERS, NOTIFY_MA
                  RATE_SUBMIT_ANONYMOUS, RATE_READ, AUDIT_MAX_ENTRIES,
                  OPEN311_POST_LIMIT, ARCHIVE_INTERVAL_S}
 # Integer keys for which 0 means nothing works (no worker, a token dead on issue, a pass
-# every tick); the others may be 0 (a rate limit of 0 is no limit). None may be negative.
+# every tick, a retry at once and forever while Redis is down, an audit log trimmed to
+# nothing); the others may be 0 (a rate limit of 0 is no limit). None may be negative.
 _AT_LEAST_ONE_KEYS = {TOKEN_TTL, TOKEN_MAX_AGE, MAX_ATTEMPTS, MAX_WORKERS, RATE_WINDOW_S,
-                      RATING_WINDOW_S, ARCHIVE_INTERVAL_S, SMTP_PORT, NOTIFY_MAX_ATTEMPTS}
+                      RATING_WINDOW_S, ARCHIVE_INTERVAL_S, SMTP_PORT, NOTIFY_MAX_ATTEMPTS,
+                      RETRY_DELAY_MS, AUDIT_MAX_ENTRIES}
+_PORT_KEYS = {SMTP_PORT}
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 # Read as yes or no: a typo must not quietly turn anonymous submission off, or Open311's
@@ -174,6 +177,9 @@ def normalise(config: dict[str, Any]) -> dict[str, Any]:
         if config[key] < least:
             raise ConfigurationError(f"{_env_name(key)} must be at least {least}, "
                                      f"not {config[key]}")
+        if key in _PORT_KEYS and config[key] > 65535:
+            raise ConfigurationError(f"{_env_name(key)} must be a port from 1 to 65535, "
+                                     f"not {config[key]}")
     if NOTIFY_MAX_ATTEMPTS in config and MAX_ATTEMPTS in config:
         check_attempts(config)
     for key in _BOOLEAN_KEYS & config.keys():
@@ -192,6 +198,14 @@ def normalise(config: dict[str, Any]) -> dict[str, Any]:
         if scheme not in ("redis", "rediss", "unix"):
             raise ConfigurationError(f"{REDIS_URL} must be a redis://, rediss:// or unix:// "
                                      "URL (like redis://127.0.0.1:6379/0)")
+    if config.get(AMQP_URI):
+        check_amqp_uri(config[AMQP_URI])
+    if config.get(RABBIT_API_URL):
+        parts = urlsplit(str(config[RABBIT_API_URL]).strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # the value is not repeated: it holds the management API's password
+            raise ConfigurationError(f"{RABBIT_API_URL} must be an http:// or https:// URL "
+                                     "(like http://USER:PASSWORD@127.0.0.1:15672)")
     if config.get(PUBLIC_URL):
         parts = urlsplit(str(config[PUBLIC_URL]).strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -258,6 +272,17 @@ def check_database_url(url: Any) -> None:
     except ValueError:
         raise ConfigurationError(f"{DATABASE_URL}: the port must be a number from 1 to "
                                  "65535") from None
+
+
+def check_amqp_uri(uri: Any) -> None:
+    """Every node ``AMQP_URI`` lists must be an ``amqp://`` or ``amqps://`` URL: kombu takes
+    anything else for the name of a transport it does not have, and fails with a traceback
+    deep in a service or the CLI. The value is not repeated: it holds the broker's password."""
+    nodes = broker_uris(str(uri))
+    if not nodes or any(urlsplit(node).scheme not in ("amqp", "amqps", "pyamqp")
+                        for node in nodes):
+        raise ConfigurationError(f"{AMQP_URI} must be an amqp:// or amqps:// URL, or several "
+                                 "separated by ';' (like amqp://USER:PASSWORD@127.0.0.1:5672/)")
 
 
 def web_address(value: Any) -> str:

@@ -124,7 +124,20 @@ def test_queues_migrate_with_the_broker_out_of_reach_names_where_and_why():
     ({"WHISTLE_TRIAGE_THRESHOLD": "90%"},
      "Error: WHISTLE_TRIAGE_THRESHOLD='90%' is not a number"),
     ({"WHISTLE_PUBLIC_URL": "whistle.example.org"}, "Error: WHISTLE_PUBLIC_URL must be an "
-     "http:// or https:// address (residents' links start with it), not 'whistle.example.org'"),
+     "http:// or https:// address (residents' links start with it), not 'whistle.example.org'"),    # These were taken too: `whistle tail` then failed with kombu's traceback, `status`
+    # and `dlq` said the management API was unreachable "at localhost", a retry delay of
+    # 0 retried at once and forever while Redis was down, an email never left.
+    ({"AMQP_URI": "http://hunter2@mq:5672/"}, "Error: AMQP_URI must be an amqp:// or "
+     "amqps:// URL, or several separated by ';' (like amqp://USER:PASSWORD@127.0.0.1:5672/)"),
+    ({"AMQP_URI": "amqp://w:hunter2@mq1:5672/;mq2:5672"}, "Error: AMQP_URI must be an "
+     "amqp:// or amqps:// URL, or several separated by ';' (like "
+     "amqp://USER:PASSWORD@127.0.0.1:5672/)"),
+    ({"WHISTLE_RABBIT_API": "guest:hunter2@127.0.0.1:15672"}, "Error: WHISTLE_RABBIT_API "
+     "must be an http:// or https:// URL (like http://USER:PASSWORD@127.0.0.1:15672)"),
+    ({"WHISTLE_RETRY_DELAY_MS": "0"}, "Error: WHISTLE_RETRY_DELAY_MS must be at least 1, not 0"),
+    ({"WHISTLE_AUDIT_MAX_ENTRIES": "0"},
+     "Error: WHISTLE_AUDIT_MAX_ENTRIES must be at least 1, not 0"),
+    ({"SMTP_PORT": "65536"}, "Error: SMTP_PORT must be a port from 1 to 65535, not 65536"),
 ])
 @pytest.mark.parametrize("args", [("token", "desk"), ("stats",), ("audit",), ("db", "status"),
                                   ("up",)])
