@@ -28,7 +28,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from shared import config as cfg
 from shared.heartbeats import drain
 from shared.privacy import scrub_text
-from shared.topology import EVENTS_EXCHANGE
+from shared.topology import EVENTS_EXCHANGE, SERVICES
 
 RPC_EXCHANGE = Exchange("nameko-rpc", type="topic", durable=True)
 ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
@@ -150,11 +150,42 @@ def render(line: dict[str, Any]) -> str:
     return text + (f"  {line['detail']}" if line.get("detail") else "")
 
 
+# Who a line can say sent a message: a service, or a client (a script, another command).
+SENDERS = (*SERVICES, "web", "client")
+
+
+def _an_issue_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A mistyped filter would match nothing and the tail would stay silent for ever, like
+    a quiet system: refuse it at once (exit 2)."""
+    from whistle.web_client import check_issue_id
+
+    return None if value is None else check_issue_id(ctx, param, value)
+
+
+def _a_known_agency(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """As ``--issue``: an agency the rules do not know is refused, naming those they do.
+    Rules that cannot be read do not hold up the tail: it follows, unchecked."""
+    from services.routing.rules import RulesError
+    from whistle.cli import _known_agencies
+
+    if value is None:
+        return None
+    try:
+        known = _known_agencies(cfg.config_from_env())
+    except (RulesError, OSError):
+        return value
+    if value not in known:
+        raise click.BadParameter(f"unknown agency {value!r}; known: {', '.join(known)}")
+    return value
+
+
 @click.command()
-@click.option("--issue", default=None, help="Only this issue (WH-…).")
-@click.option("--agency", default=None, help="Only messages about this agency.")
+@click.option("--issue", default=None, callback=_an_issue_id, help="Only this issue (WH-…).")
+@click.option("--agency", default=None, callback=_a_known_agency,
+              help="Only messages about this agency.")
 @click.option("--type", "kind", default=None, help="Only this message type (glob: 'table.*').")
-@click.option("--service", default=None, help="Only messages sent by this service.")
+@click.option("--service", default=None, type=click.Choice(SENDERS),
+              help="Only messages sent by this service (or 'client').")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def tail(issue, agency, kind, service, as_json) -> None:
     """Follow every message between Whistle's services, live (Ctrl-C to stop)."""

@@ -12,6 +12,19 @@ def test_tail_with_the_broker_out_of_reach_says_so_in_one_line():
     assert one_error_line(result).startswith("Error: cannot reach RabbitMQ at 127.0.0.1:1")
 
 
+@pytest.mark.parametrize(("args", "named", "says"), [
+    (("--issue", "WH-2026121-0001"), "'--issue'", "they look like WH-20261121-0001"),
+    (("--agency", "powr"), "'--agency'", "unknown agency 'powr'; known: desk, drainage,"),
+    (("--service", "rooting"), "'--service'", "'rooting' is not one of 'intake', 'routing'"),
+])
+def test_tail_refuses_a_filter_that_could_never_match_before_the_broker(args, named, says):
+    # a mistyped filter matched nothing: the tail sat silent, like a quiet system
+    result = run("tail", *args, env={"AMQP_URI": "amqp://guest:guest@127.0.0.1:1/"})
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert line.startswith(f"Error: Invalid value for {named}: ") and says in line
+
+
 def test_archive_refuses_a_retention_that_is_not_a_duration():
     result = run("archive", "--retention", "bogus")
     assert result.exit_code == 2
