@@ -465,6 +465,17 @@ _ZH_SAID = {
 _NEVER = re.compile(r"(?!)")
 
 
+# A moment as the services write it into a step's detail (UTC, ISO 8601).
+_ISO_MOMENT = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)")
+
+
+def in_local_time(detail: str, tz: str) -> str:
+    """A step's detail with every moment in it in the desk's time zone, as the page's
+    other times are ("closes unrated at 2026-12-13T10:30:00+00:00" was UTC on an English
+    page, eight hours off from the time beside it)."""
+    return _ISO_MOMENT.sub(lambda m: local_time(m.group(0), tz), detail)
+
+
 def timeline_rows(timeline: list[dict[str, Any]], t: Translator, names, tz: str
                   ) -> list[dict[str, Any]]:
     """The issue page's timeline (经过) in the reader's language: each step's name from
@@ -474,9 +485,10 @@ def timeline_rows(timeline: list[dict[str, Any]], t: Translator, names, tz: str
     for entry in timeline:
         raw = redact_links(entry.get("detail") or "")
         step = entry.get("step") or ""
-        detail = raw
         if t.lang == "zh" and (found := _DETAIL.get(step, _NEVER).match(raw)):
             detail = _zh_detail(step, found.groupdict(), t, names, tz)
+        else:
+            detail = in_local_time(raw, tz)
         rows.append({"at": entry.get("at"), "step": step, "label": t.name("step", step),
                      "detail": detail, "raw": raw})
     return rows

@@ -966,11 +966,25 @@ def test_a_chinese_page_says_why_an_action_was_refused():
     assert (f'id="error" title="{messages[4]}">自来水公司不在议事桌上，请先邀请</p>') in page
 
 
-def test_an_english_page_shows_every_other_steps_detail_as_written():
+def test_an_english_page_shows_every_other_steps_detail_as_written_in_the_desks_time():
     timeline = every_other_step()
     rows = views.timeline_rows(timeline, EN, names_from_rules(None), "Asia/Shanghai")
-    assert [row["detail"] for row in rows] == [e["detail"] for e in timeline]
+    assert [row["detail"] for row in rows] == [
+        views.in_local_time(e["detail"], "Asia/Shanghai") for e in timeline]
+    assert [row["raw"] for row in rows] == [e["detail"] for e in timeline]
     assert "Escalated" in {row["label"] for row in rows}
+
+
+def test_an_english_page_gives_a_steps_moments_in_the_desks_time_zone():
+    """"closes unrated at 2026-12-13T10:30:00+00:00" was UTC on an English page, beside
+    step times in Beijing time."""
+    (row,) = views.timeline_rows([{
+        "at": NOW.isoformat(), "step": "awaiting_rating",
+        "detail": "the resident is asked to rate; closes unrated at 2026-12-13T10:30:00+00:00"}],
+        EN, names_from_rules(None), "Asia/Shanghai")
+    assert row["detail"] == "the resident is asked to rate; closes unrated at 2026-12-13 18:30"
+    assert views.in_local_time("due 2026-12-13T10:30:00.123456Z, WH-20261213-0001",
+                               "Asia/Shanghai") == "due 2026-12-13 18:30, WH-20261213-0001"
 
 
 def test_without_the_rules_an_escalation_names_the_level():
