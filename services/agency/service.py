@@ -128,7 +128,10 @@ class AgencyService:
     def resolve_http(self, request, agency, issue_id):
         staff = self.guard.check(request, "assignment.resolve", issue_id)
         self._may_act(staff, agency, issue_id)  # before the body: 403, never a 400/422
-        body = read_json(request, ResolveAssignment)
+        # No body at all is a resolution without its note: said as such (a 422 naming
+        # ``note``), not as a wrong Content-Type.
+        body = (read_json(request, ResolveAssignment) if has_body(request)
+                else validate(ResolveAssignment, {}))
         return self._resolve(staff, agency, issue_id, body.model_dump())
 
     @http("GET", "/health")

@@ -124,6 +124,10 @@ def test_open_table_task_blocks_resolution_until_done(start, whistle_config):
     for agency in roles:
         url = f"{base}/agencies/{agency}/assignments/{issue_id}"
         assert requests.post(f"{url}/acknowledge", headers=auth(whistle_config, agency)).ok
+    bare = requests.post(f"{base}/agencies/power/assignments/{issue_id}/resolve",
+                         headers=auth(whistle_config, "power"), timeout=5)  # no body at all
+    assert bare.status_code == 422, bare.text
+    assert [f["field"] for f in bare.json()["error"]["fields"]] == ["note"]
     blocked = requests.post(f"{base}/agencies/power/assignments/{issue_id}/resolve",
                             headers=auth(whistle_config, "power"), json={"note": "done"})
     assert blocked.status_code == 409
