@@ -5,7 +5,9 @@ desk or the lead agency can invite more. Each invited agency checks in (报到),
 decisions are recorded as tasks (an agency, a description, a due date), which the
 agency marks done or the desk closes with a note (verified on site, dropped), and the
 issue cannot be resolved while one of its table's tasks is open (事不完，人不撤;
-enforced in ``shared.issue.resolve``). An invited agency without an assignment
+enforced in ``shared.issue.resolve``). A task's date is agreed with its agency: one later
+than the agency's resolve deadline becomes that deadline, so escalation follows what the
+table agreed; a date may be at most the rules' longest resolve window ahead. An invited agency without an assignment
 gets a support assignment, so it can act like every other agency on the issue.
 """
 
@@ -155,6 +157,13 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
     if due <= now:
         raise InvalidPayload("due must be in the future", [
             {"field": "due", "message": "must be in the future", "type": "past_due"}])
+    latest = now + longest_resolve_window(rules)
+    if due > latest:
+        days = longest_resolve_window(rules) / timedelta(days=1)
+        raise InvalidPayload(f"due is more than {days:g} days ahead", [
+            {"field": "due", "type": "too_far",
+             "message": f"must be within {days:g} days (the longest resolve window of the "
+                        f"rules), by {latest.isoformat()}: agree a nearer date, or split the work"}])
     new = record.copy_to_change()
     task = TableTask(task_id=f"T{len(table.tasks) + 1}", agency=agency, description=description,
                      due=due, recorded_at=now)
@@ -163,9 +172,36 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
     new.step(now, "routing", "table_task_recorded",
              f"{task.task_id}: {ref.agency_name} to {description} by {due.isoformat()}",
              agency=agency)
+    _follow_agreed_date(new, task, now)
     return new, [TableTaskRecorded(trace_id=record.trace_id, issue_id=record.issue_id,
                                    occurred_at=now, task_id=task.task_id, agency=ref,
                                    description=description, due=due)]
+
+
+def longest_resolve_window(rules: RuleSet) -> timedelta:
+    """How far ahead the table may agree a task's date: the longest resolve window the
+    rules give any problem (15 days, ``complex``, by default). A later date would hold
+    an agency's escalation off for longer than any problem may take (接诉即办)."""
+    return max(window.resolve for window in rules.priorities.values())
+
+
+def _follow_agreed_date(new: IssueRecord, task: TableTask, now: datetime) -> None:
+    """The table agreed ``task``'s date with its agency: when it is later than the
+    agency's resolve deadline, it becomes that deadline, so the agency is not escalated
+    (and its residents told it "did not act in time") before the date everyone agreed.
+    A missed agreed date escalates as any resolve deadline does. An earlier date leaves
+    the deadline as it was: the task is a step of the agency's part, not all of it."""
+    assignment = new.assignment_for(task.agency)
+    if assignment.status is AssignmentStatus.resolved or task.due <= assignment.resolve_by:
+        return
+    before = assignment.resolve_by
+    assignment.resolve_by = task.due
+    # Overdue marked a missed window; the agency now works to a date the table set.
+    assignment.resolve_overdue = False
+    new.step(now, "routing", "deadline_agreed",
+             f"{assignment.agency_name}: resolve by {task.due.isoformat()} as agreed at the "
+             f"table ({task.task_id}), not {before.isoformat()}",
+             agency=task.agency)
 
 
 def complete_task(record: IssueRecord, agency: str, staff_id: str, task_id: str, note: str,

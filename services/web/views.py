@@ -445,6 +445,8 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "table_invited": r"^(?P<name>.+) invited by (?P<by>\S+)$",
     "table_checked_in": rf"^(?P<name>.+?){_BY_STAFF} checked in at the table$",
     "table_task_recorded": r"^(?P<task>\S+): (?P<name>.+?) to (?P<what>.*) by (?P<due>\S+)$",
+    "deadline_agreed": r"^(?P<name>.+?): resolve by (?P<due>\S+) as agreed at the table "
+                       r"\((?P<task>\S+)\), not (?P<before>\S+)$",
     "table_task_done": r"^(?P<task>\S+) done by (?:the desk \((?P<staff>[^)]*)\) for )?"
                        rf"(?P<name>.+?){_BY_STAFF}: (?P<note>.*)$",
 }.items()}
@@ -587,6 +589,9 @@ def _zh_desk_detail(step: str, parts: dict[str, str | None], t: Translator, name
         return f"{by}邀请{name}参会"
     if step == "table_task_recorded":
         return f"{parts['task']}：{name}负责{parts['what']}，{local_time(parts['due'], tz)}前完成"
+    if step == "deadline_agreed":
+        return (f"{parts['task']}：按协调会商定，{name}的办结时限由"
+                f"{local_time(parts['before'], tz)}改为{local_time(parts['due'], tz)}")
     if step == "table_task_done":
         if parts["staff"]:
             return f"{parts['task']}由{t('the_desk')}（{parts['staff']}）代{name}关闭：{parts['note']}"

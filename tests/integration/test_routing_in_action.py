@@ -204,6 +204,58 @@ def test_desk_closes_an_agencys_table_task_with_a_note(start, whistle_config, re
     assert all(e.get("issue_id") == issue_id for e in audited if e["action"] == "table.close_task")
 
 
+def test_the_tables_agreed_date_holds_escalation_off_until_it_passes(start, whistle_config,
+                                                                     tmp_path):
+    """The flying wire's power company has 6 s to resolve; the table agrees 14 s. Before,
+    it was escalated at 6 s and the resident told it "did not act in time"; now its
+    deadline is the agreed date, and only missing that escalates it. A date past the
+    longest resolve window (here 1 min, the non-urgent ones') is a 422 naming ``due``."""
+    import yaml
+
+    from services.routing.rules import SHIPPED_RULES
+    rules = yaml.safe_load(SHIPPED_RULES.read_text(encoding="utf-8"))
+    for priority, window in rules["priorities"].items():
+        window.update(acknowledge="6s", resolve="6s" if priority == "urgent" else "1m")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules, allow_unicode=True))
+    base = start(tmp_path / "rules.yaml")
+    issue_id = submit(base)  # urgent: power leads
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json()["status"],
+             lambda s: s == "dispatched")
+    power = auth(whistle_config, "power")
+    assert requests.post(f"{base}/agencies/power/assignments/{issue_id}/acknowledge",
+                         headers=power, timeout=5).ok
+    desk = auth(whistle_config, "desk", "desk-li")
+    now = datetime.now(UTC)
+    assert requests.post(f"{base}/issues/{issue_id}/table", headers=desk, timeout=5, json={
+        "meets_at": now.isoformat(), "place": "红色议事厅", "agencies": []}).ok
+    tasks = f"{base}/issues/{issue_id}/table/tasks"
+    too_far = requests.post(tasks, headers=desk, timeout=5, json={
+        "agency": "power", "description": "更换线路", "due": (now + timedelta(minutes=2)).isoformat()})
+    assert too_far.status_code == 422, too_far.text
+    assert [f["field"] for f in too_far.json()["error"]["fields"]] == ["due"]
+    due = now + timedelta(seconds=14)
+    recorded = requests.post(tasks, headers=desk, timeout=5, json={
+        "agency": "power", "description": "更换线路", "due": due.isoformat()})
+    assert recorded.status_code == 201, recorded.text
+    [assignment] = recorded.json()["assignments"]
+    assert datetime.fromisoformat(assignment["resolve_by"]) == due
+
+    def issue():
+        return requests.get(f"{base}/issues/{issue_id}", headers=DESK, timeout=5).json()
+
+    time.sleep(max(0.0, (now + timedelta(seconds=8) - datetime.now(UTC)).total_seconds()))
+    assert [e for e in issue()["timeline"] if e["step"] == "escalated"] == []
+    agreed = [e["detail"] for e in issue()["timeline"] if e["step"] == "deadline_agreed"]
+    assert len(agreed) == 1 and "as agreed at the table (T1)" in agreed[0]
+    [card] = requests.get(f"{base}/agencies/power/assignments", headers=power,
+                          timeout=5).json()["assignments"]
+    assert datetime.fromisoformat(card["resolve_by"]) == due and card["overdue"] is False
+
+    escalated = wait_for(issue, lambda i: i["escalation_level"] == "street", timeout=20)
+    [step] = [e for e in escalated["timeline"] if e["step"] == "escalated"]
+    assert f"did not resolve by {due.isoformat()}" in step["detail"]
+
+
 def test_two_simultaneous_identical_reports_give_one_issue(start):
     base = start()
     body = {"description": "小区东门井盖破了一个大洞，晚上看不见很危险",

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.routing.escalation import escalate
 from services.routing.feedback import close
 from services.routing.rules import load_rules
 from services.routing.table import (
@@ -28,6 +29,8 @@ from shared.contracts import (
     AssignmentStatus,
     Channel,
     ClosedReason,
+    DeadlineKind,
+    IssueEscalated,
     IssueStatus,
     Language,
     Location,
@@ -42,6 +45,7 @@ from shared.contracts import (
 from shared.errors import Forbidden, InvalidPayload, InvalidTransition
 from shared.issue import (
     Assignment,
+    Deadline,
     IssueRecord,
     Routing,
     acknowledge,
@@ -388,6 +392,78 @@ def test_task_due_in_the_past_is_invalid_payload(due):
     with pytest.raises(InvalidPayload) as caught:
         record_task(with_table(), DESK, "power", "检查线路", due, RULES, MEETS_AT)
     assert [e["field"] for e in caught.value.errors] == ["due"]
+
+
+def resolve_deadline_of(record: IssueRecord, agency: str) -> Deadline:
+    return next(d for d in pending_deadlines(record)
+                if d.agency == agency and d.kind is DeadlineKind.resolve)
+
+
+def test_a_later_agreed_date_becomes_the_agencys_resolve_deadline_and_escalation_follows_it():
+    # The power company joined at the convening with 15 days to resolve; the table agrees
+    # that it rewires the balcony by a date after that: it must not be whistled at (nor
+    # its residents told it "did not act in time") before the date everyone agreed.
+    record = reported_in(with_table(), "power", at=MEETS_AT)
+    before = record.assignment_for("power").resolve_by
+    due = before + timedelta(days=1)
+    record, events = record_task(record, DESK, "power", "更换泡水线路", due, RULES, MEETS_AT)
+
+    power = record.assignment_for("power")
+    assert power.resolve_by == due
+    assert resolve_deadline_of(record, "power").due == due
+    step = record.timeline[-1]
+    assert (step.step, step.agency) == ("deadline_agreed", "power")
+    assert step.detail == (f"供电公司: resolve by {due.isoformat()} as agreed at the table "
+                           f"(T1), not {before.isoformat()}")
+    assert [type(e) for e in events] == [TableTaskRecorded]
+    # The other agencies keep their own deadlines.
+    assert record.assignment_for("housing_admin").resolve_by == T0 + WINDOW.resolve
+
+    # The old deadline is no longer the current one: passing it changes nothing.
+    stale = Deadline(ISSUE_ID, "power", DeadlineKind.resolve, before)
+    assert escalate(record, stale, RULES, before + timedelta(seconds=1)) == (record, [])
+    # The agreed date missed escalates as any resolve deadline does.
+    missed = resolve_deadline_of(record, "power")
+    escalated, [event] = escalate(record, missed, RULES, due + timedelta(seconds=1))
+    assert isinstance(event, IssueEscalated) and event.missed == due
+    assert escalated.assignment_for("power").resolve_overdue is True
+
+
+def test_an_overdue_agency_given_a_later_date_at_the_table_is_no_longer_overdue():
+    record = reported_in(with_table(), "power", at=MEETS_AT)
+    missed = resolve_deadline_of(record, "power")
+    late = missed.due + timedelta(minutes=5)
+    record, _ = escalate(record, missed, RULES, late)
+    assert record.assignment_for("power").resolve_overdue is True
+    due = record.assignment_for("power").resolve_by + timedelta(days=1)
+
+    record, _ = record_task(record, DESK, "power", "更换泡水线路", due, RULES,
+                            late + timedelta(days=5))
+
+    power = record.assignment_for("power")
+    assert (power.resolve_by, power.resolve_overdue, power.missed_deadlines) == (due, False, 1)
+
+
+def test_an_earlier_agreed_date_leaves_the_resolve_deadline_alone():
+    record = with_table()
+    before = record.assignment_for("power").resolve_by
+    due = MEETS_AT + timedelta(days=2)
+    record, _ = record_task(record, DESK, "power", "检查线路", due, RULES, MEETS_AT)
+    assert record.assignment_for("power").resolve_by == before
+    assert record.timeline[-1].step == "table_task_recorded"
+
+
+def test_a_date_past_the_longest_resolve_window_is_refused_naming_due():
+    # 15 days (complex) is the longest any problem may take: a table cannot hold an
+    # agency's escalation off for longer.
+    due = MEETS_AT + timedelta(days=15, seconds=1)
+    with pytest.raises(InvalidPayload) as caught:
+        record_task(with_table(), DESK, "power", "整体翻修阳台", due, RULES, MEETS_AT)
+    assert [(e["field"], e["type"]) for e in caught.value.errors] == [("due", "too_far")]
+    assert "15 days" in caught.value.errors[0]["message"]
+    record, _ = record_task(with_table(), DESK, "power", "整体翻修阳台",
+                            MEETS_AT + timedelta(days=15), RULES, MEETS_AT)
+    assert record.assignment_for("power").resolve_by == MEETS_AT + timedelta(days=15)
 
 
 def test_record_task_without_a_table_is_invalid():

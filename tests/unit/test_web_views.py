@@ -729,6 +729,28 @@ def test_a_chinese_page_says_every_other_steps_detail_in_chinese():
     assert all(row["raw"] == e["detail"] for row, e in zip(rows, timeline, strict=True))
 
 
+def test_a_deadline_agreed_at_the_table_is_said_in_both_languages():
+    """The urgent wire's power company had 24 hours to resolve; the table agreed two
+    days: the issue page says the deadline moved, and to when, in the reader's language."""
+    from services.routing import table
+    from services.routing.rules import load_rules
+
+    rules = load_rules()
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(hours=1), "幸福里议事厅",
+                             [], rules, NOW)
+    issue, _ = table.record_task(issue, table.DESK, "power", "更换老化电缆",
+                                 NOW + timedelta(days=2), rules, NOW)
+    steps = [e.model_dump(mode="json") for e in issue.timeline if e.step == "deadline_agreed"]
+    (zh,) = views.timeline_rows(steps, ZH, names_from_rules(None), "Asia/Shanghai")
+    assert (zh["label"], zh["detail"]) == (
+        "协调会商定时限", "T1：按协调会商定，供电公司的办结时限由2026-12-06 16:00改为2026-12-07 16:00")
+    (en,) = views.timeline_rows(steps, EN, names_from_rules(None), "Asia/Shanghai")
+    assert (en["label"], en["detail"]) == (
+        "Deadline agreed at the table",
+        "供电公司: resolve by 2026-12-07T08:00:00+00:00 as agreed at the table (T1), "
+        "not 2026-12-06T08:00:00+00:00")
+
+
 def delivery_records() -> list[dict]:
     """A resident's messages as notify records them, each note and failure written by the
     code that writes it: a choice this deployment cannot honour (an unknown channel, one
