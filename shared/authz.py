@@ -36,6 +36,7 @@ Usage (a page handler does exactly what the API handler does)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
@@ -348,6 +349,7 @@ _STEP_WORDS = {
            "dispatched": "已派给：{agencies}", "acknowledged": "{agency}已报到",
            "part_resolved": "{agency}已完成", "table": "相关单位当面协调（{place}）",
            "resolved": "各单位均已办结", "rated": "您已评价", "reopened": "重新交办，提级督办",
+           "reopened_at_top": "重新交办，仍由区督办",
            "closed": "已结案"},
     "en": {"received": "your report was received",
            "merged": "handled together with the same problem reported by neighbours",
@@ -355,9 +357,14 @@ _STEP_WORDS = {
            "part_resolved": "{agency} finished its part",
            "table": "the agencies met to settle it ({place})",
            "resolved": "every agency has finished", "rated": "you rated it",
-           "reopened": "sent back to the agencies, escalated", "closed": "closed"},
+           "reopened": "sent back to the agencies, escalated",
+           "reopened_at_top": "sent back to the agencies; the district keeps following it up",
+           "closed": "closed"},
 }
 _TIMELINE_STEPS = {"dispatched", "resolved", "reopened", "closed", "merged"}
+# A reopening at the top level already (``routing.feedback.reopen``): nothing went up. Read
+# from the step's tail, after the resident's comment, which cannot hold its ";".
+_REOPENED_AT_TOP = re.compile(r"; back to [^;]*, still with \w+$")
 # Steps about the whole issue that follow from an agency's at the same moment: the last
 # agency finishing resolves the issue in the same change, and "all done" must read after
 # "the drainage company has finished", not before.
@@ -385,6 +392,8 @@ def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
     for entry in work.timeline:
         if entry.step in _TIMELINE_STEPS and entry.step != "merged":
             text = words[entry.step]
+            if entry.step == "reopened" and _REOPENED_AT_TOP.search(entry.detail):
+                text = words["reopened_at_top"]
             if entry.step == "dispatched":
                 text = text.format(agencies=_names(work.assignments, lang))
             progress.append((entry.at, int(entry.step in _CONCLUDING_STEPS), text))

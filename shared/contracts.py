@@ -589,6 +589,10 @@ class IssueReopened(Event):
 
     reason: str = Field(max_length=1000)
     level: EscalationLevel
+    # False when the issue was at the top level (the district) already: nothing went up,
+    # and the residents are told the district keeps following it, not "escalated".
+    # Events from before it was carried each claimed a step up.
+    escalated: bool = True
     cycle: int = Field(ge=1)
     assignments: list[AssignmentSummary] = Field(min_length=1)
 

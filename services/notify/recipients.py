@@ -181,6 +181,15 @@ def level_name(level: EscalationLevel, language: str) -> str:
     return in_language(language, *LEVEL_NAMES[EscalationLevel(level)])
 
 
+def reopen_supervision(level: EscalationLevel, escalated: bool, language: str) -> str:
+    """Who follows a reopened issue up, as the "reopened" message ends: escalated to
+    ``level``, or, at the top level already, that level still (nothing went up)."""
+    zh, en = LEVEL_NAMES[EscalationLevel(level)]
+    if escalated:
+        return in_language(language, f"并提级到{zh}督办", f"it has been escalated to {en}")
+    return in_language(language, f"仍由{zh}督办", f"{en} keeps following it up")
+
+
 def deadline_name(deadline: DeadlineKind, language: str) -> str:
     return in_language(language, *DEADLINE_NAMES[DeadlineKind(deadline)])
 

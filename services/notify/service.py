@@ -55,6 +55,7 @@ from services.notify.recipients import (
     ordering_waits,
     recipients_for,
     reopen_comment,
+    reopen_supervision,
     reopen_who,
     supervisor_for,
     supervisor_language,
@@ -236,10 +237,12 @@ class NotifyService:
                    failures=failures)
 
     def on_issue_reopened(self, event: IssueReopened) -> None:
-        """Not satisfied: back to the agencies, with fresh deadlines, one level up."""
+        """Not satisfied: back to the agencies, with fresh deadlines, one level up (or
+        still with the district, when it was there already)."""
         self._tell(event, "reopened", lambda record, lang, reader: {
             **_assigned(record, event.assignments, lang),
             "who": reopen_who(record, event.cycle, reader, lang),
+            "supervision": reopen_supervision(event.level, event.escalated, lang),
             "reason": reopen_comment(record, event.reason, event.cycle, reader, lang)})
 
     def on_issue_rerouted(self, event: IssueRerouted) -> None:

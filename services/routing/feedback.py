@@ -91,11 +91,13 @@ def rate(record: IssueRecord, grant: FeedbackGrant, rating: Rating, comment: str
 
 def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
            cause: IssueRated) -> tuple[IssueRecord, IssueReopened]:
-    """Back to every agency with fresh deadlines, one escalation level up."""
+    """Back to every agency with fresh deadlines, one escalation level up; at the top
+    level (the district) nothing goes up, and the district keeps following it."""
     new = record.copy_to_change()
     window = rules.window(new.priority)
     new.reopen_count += 1
     new.escalation_level = new.escalation_level.next()
+    went_up = new.escalation_level is not record.escalation_level
     new.status = IssueStatus.dispatched
     for a in new.assignments:
         a.status = AssignmentStatus.assigned
@@ -107,9 +109,10 @@ def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
         a.acknowledge_overdue = a.resolve_overdue = False
     new.step(now, "routing", "reopened",
              f"the resident is not satisfied: {reason or '(no comment)'}; back to "
-             f"{', '.join(new.agencies())}, escalated to {new.escalation_level.value}")
+             f"{', '.join(new.agencies())}, "
+             f"{'escalated to' if went_up else 'still with'} {new.escalation_level.value}")
     event = cause.caused(IssueReopened, occurred_at=now, reason=reason,
-                         level=new.escalation_level, cycle=new.reopen_count,
+                         level=new.escalation_level, escalated=went_up, cycle=new.reopen_count,
                          assignments=[a.summary() for a in new.assignments])
     return new, event
 

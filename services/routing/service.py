@@ -277,16 +277,21 @@ class RoutingService:
         # The rater's own name is masked in their comment as their phone is.
         names = [(self.store.contact(grant.reporter_issue_id) or {}).get("name")] \
             if comment else []
-        applied = self.store.apply(
-            grant.issue_id, None,
-            lambda r: self._staged(feedback.rate(r, grant, rating, comment, self.rules, now,
-                                                 names)),
-            self.name)
+        levels = []  # the level before the rating, to say whether a reopening went up
+
+        def rated(record: IssueRecord):
+            levels[:] = [record.escalation_level]
+            return self._staged(feedback.rate(record, grant, rating, comment, self.rules, now,
+                                              names))
+
+        applied = self.store.apply(grant.issue_id, None, rated, self.name)
         self.bus.publish(applied.outbox)
         self.log.info("issue_rated", issue_id=grant.issue_id, rating=rating.value,
                       status=applied.record.status.value)
         return {"issue_id": grant.issue_id, "status": applied.record.status.value,
                 "escalation_level": applied.record.escalation_level.value,
+                # Reopened at the top level already: nothing went up (feedback.reopen).
+                "escalated": bool(levels) and applied.record.escalation_level is not levels[0],
                 "reopen_count": applied.record.reopen_count}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)

@@ -464,7 +464,8 @@ class WebService:
             return redirect(self._resident_link(issue_id, token, "invalid"))
         except InvalidTransition:
             return redirect(self._resident_link(issue_id, token, "already"))
-        outcome = "reopened" if result["status"] != "closed" else "thanks"
+        outcome = ("thanks" if result["status"] == "closed" else "reopened"
+                   if result.get("escalated", True) else "reopened_at_top")
         return redirect(self._resident_link(issue_id, token, outcome))
 
     # --------------------------------------------------------- the operators

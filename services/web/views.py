@@ -430,7 +430,7 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "awaiting_rating": r"^the resident is asked to rate; closes unrated at (?P<due>\S+)$",
     "rated": r"^the resident is satisfied(?:: (?P<comment>.*))?$",
     "reopened": r"^the resident is not satisfied: (?P<reason>.*); back to (?P<agencies>.*), "
-                r"escalated to (?P<level>\w+)$",
+                r"(?:escalated to|(?P<still>still with)) (?P<level>\w+)$",
     "closed": r"^closed: (?P<why>the resident is satisfied|no rating within the window.*)$",
     "merged": r"^same (?P<category>\S+) problem as (?P<primary>\S+): merged \(共性问题统筹\)$",
     "reporter_joined": r"^(?P<reporter>\S+) reported the same problem and was merged "
@@ -530,8 +530,10 @@ def _zh_detail(step: str, parts: dict[str, str | None], t: Translator, names,
     if step == "reopened":
         agencies = "、".join(names.agency(code.strip(), "zh")
                             for code in parts["agencies"].split(","))
-        return (f"居民不满意：{parts['reason']}；重新交办{agencies}，"
-                f"升级至{t.label('level', parts['level'])}督办")
+        level = t.label("level", parts["level"])
+        # At the top level already nothing went up: the district keeps following it.
+        supervision = f"仍由{level}督办" if parts["still"] else f"升级至{level}督办"
+        return f"居民不满意：{parts['reason']}；重新交办{agencies}，{supervision}"
     if step == "closed":
         return "结案：居民满意" if parts["why"].startswith("the resident") else "结案：评价期内未评价"
     if step == "resident_notified":

@@ -130,6 +130,25 @@ def test_unsatisfied_reopens_with_fresh_deadlines_one_level_up():
     assert all(kind is not DeadlineKind.feedback for _, kind in kinds)
 
 
+def test_reopening_at_the_district_already_says_nothing_went_up():
+    """The district already followed the issue up: reopening took it nowhere higher, and
+    the timeline, the event (so the residents' message) and the pages said "escalated to
+    district" all the same."""
+    now = T0 + timedelta(days=1)
+    at_top = awaiting().model_copy(update={"escalation_level": EscalationLevel.district})
+    new, (_, reopened) = feedback.rate(at_top, grant(), Rating.unsatisfied, "还在滴水",
+                                       RULES, now)
+    assert new.escalation_level is EscalationLevel.district and new.reopen_count == 1
+    assert (reopened.level, reopened.escalated) == (EscalationLevel.district, False)
+    assert new.timeline[-1].detail == ("the resident is not satisfied: 还在滴水; back to "
+                                       "water, property_manager, still with district")
+    # One level below the top, it does go up, and says so.
+    at_street = awaiting().model_copy(update={"escalation_level": EscalationLevel.street})
+    new, (_, reopened) = feedback.rate(at_street, grant(), Rating.unsatisfied, None, RULES, now)
+    assert (reopened.level, reopened.escalated) == (EscalationLevel.district, True)
+    assert new.timeline[-1].detail.endswith(", escalated to district")
+
+
 def test_a_comment_is_kept_with_phone_numbers_and_the_raters_name_masked():
     """The comment lands in the rating, the timeline and both events (the journal, the
     tail): masked there, as the logs mask them; the desk reads the rest of the text."""

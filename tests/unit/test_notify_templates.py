@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.notify.recipients import reopen_supervision
 from services.notify.templates import MESSAGE_KINDS, TemplateError, Templates
+from shared.contracts import EscalationLevel
 
 ISSUE_ID = "WH-20250105-0001"
 PRIMARY_ID = "WH-20250104-0007"
@@ -42,7 +44,8 @@ VARIABLES: dict[str, dict[str, object]] = {
     # The service also passes {token} (it is in the link); a template may leave it out.
     "rating_request": {"issue_id": ISSUE_ID, "link": LINK, "expires_at": MEETING},
     "reopened": {"issue_id": ISSUE_ID, "who": "您", "reason": "只是绑起来了，没有入管",
-                 "agencies": [POWER, HOUSING], "acknowledge_by": DEADLINE},
+                 "agencies": [POWER, HOUSING], "acknowledge_by": DEADLINE,
+                 "supervision": "并提级到街道督办"},
     "closed": {"issue_id": ISSUE_ID, "reason_text": "您已确认满意"},
     "rerouted": {"issue_id": ISSUE_ID, "agencies": [POWER, HOUSING], "lead_agency": POWER},
     "dispatched_one": {"issue_id": ISSUE_ID, "lead_agency": POWER, "acknowledge_by": DEADLINE},
@@ -169,6 +172,23 @@ def test_reopened_says_why_who_and_by_when(templates, language, who, expected):
 
     for part in expected:
         assert part in text
+
+
+@pytest.mark.parametrize(("language", "level", "escalated", "expected", "never"), [
+    ("zh", EscalationLevel.street, True, "前重新报到，并提级到街道督办。", "仍由"),
+    ("zh", EscalationLevel.district, False, "前重新报到，仍由区督办。", "提级"),
+    ("en", EscalationLevel.street, True,
+     "by 2025-01-05 10:30, and it has been escalated to the street office.", "keeps"),
+    ("en", EscalationLevel.district, False,
+     "by 2025-01-05 10:30, and the district keeps following it up.", "escalated"),
+])
+def test_reopened_at_the_district_already_says_the_district_keeps_it_not_escalated(
+        templates, language, level, escalated, expected, never):
+    """Reopening an issue the district already followed up took nothing higher: the
+    resident read "并提级督办" / "reopened and escalated" all the same."""
+    text = templates.render("reopened", language, **{
+        **VARIABLES["reopened"], "supervision": reopen_supervision(level, escalated, language)})
+    assert expected in text and never not in text
 
 
 @pytest.mark.parametrize(("language", "reason_text", "expected"), [

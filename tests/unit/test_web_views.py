@@ -751,6 +751,40 @@ def test_a_deadline_agreed_at_the_table_is_said_in_both_languages():
         "not 2026-12-06T08:00:00+00:00")
 
 
+def test_a_reopening_at_the_district_already_reads_still_with_the_district():
+    """The issue page and the resident's page said "升级至区督办" / "escalated" for a
+    reopening that took nothing higher; they say the district keeps it now."""
+    from shared.authz import resident_view
+    from shared.issue import TimelineEntry
+
+    detail = "the resident is not satisfied: 还在滴水; back to power, still with district"
+    (row,) = views.timeline_rows([{"at": NOW.isoformat(), "step": "reopened",
+                                   "detail": detail}], ZH, names_from_rules(None),
+                                 "Asia/Shanghai")
+    assert row["detail"] == "居民不满意：还在滴水；重新交办供电公司，仍由区督办"
+    issue = whole_chain()  # its own reopening, from the community, went up: ours did not
+    issue.timeline = [e if e.step != "reopened" else
+                      TimelineEntry(at=e.at, service="routing", step="reopened", detail=detail)
+                      for e in issue.timeline]
+    said = {lang: [p["text"] for p in resident_view(issue, None, lang=lang)["progress"]]
+            for lang in ("zh", "en")}
+    assert "重新交办，仍由区督办" in said["zh"] and "重新交办，提级督办" not in said["zh"]
+    assert ("sent back to the agencies; the district keeps following it up" in said["en"]
+            and "sent back to the agencies, escalated" not in said["en"])
+    # The rating form's answer (web's POST /resident/{id}/rating, when routing says the
+    # reopening went nowhere higher).
+    for lang, says in (("zh", "我们已重新交办，仍由区督办"),
+                       ("en", "It has gone back to the agencies, and the district keeps")):
+        html = rendered("resident.html", lang, view=resident_view(issue, None, lang=lang),
+                        token="t", rated="reopened_at_top")
+        assert says in html and "one level up" not in html and "提级" not in html
+    went_up = "the resident is not satisfied: x; back to power, escalated to street"
+    (row,) = views.timeline_rows([{"at": NOW.isoformat(), "step": "reopened",
+                                   "detail": went_up}], ZH, names_from_rules(None),
+                                 "Asia/Shanghai")
+    assert row["detail"] == "居民不满意：x；重新交办供电公司，升级至街道督办"
+
+
 def delivery_records() -> list[dict]:
     """A resident's messages as notify records them, each note and failure written by the
     code that writes it: a choice this deployment cannot honour (an unknown channel, one
