@@ -453,6 +453,22 @@ def _issue():
         _assignment("property_manager", "物业公司", Role.support, 48)], T0)
 
 
+def test_a_reminder_at_the_district_is_said_as_a_reminder_not_a_new_escalation():
+    from services.routing.escalation import escalate
+    from shared.issue import pending_deadlines
+
+    record = _issue()
+    for _ in range(3):  # street, district, then the district reminded
+        deadline = next(d for d in pending_deadlines(record) if d.agency == "water")
+        record, _ = escalate(record, deadline, load_rules(), deadline.due + timedelta(seconds=1))
+    assert record.timeline[-1].detail.count(", reminded; ") == 1
+    notes = {lang: request_view(record, CATALOG, lang, TZ)["status_notes"]
+             for lang in (Language.zh, Language.en)}
+    assert notes == {Language.zh: "再次超时，已提醒区继续督办",
+                     Language.en: "A deadline passed again: the district, already following "
+                                  "it up, was reminded"}
+
+
 def test_a_request_shows_public_fields_only():
     record = _issue()
     view = request_view(record, CATALOG, Language.zh, TZ, names_of({"name": "张三"}))
@@ -533,6 +549,10 @@ def test_the_journal_becomes_fixmystreet_style_updates():
          "occurred_at": (T0 + timedelta(hours=3)).isoformat()},
         {"event_type": "assignment.created", "event_id": "e7",
          "occurred_at": (T0 + timedelta(hours=3)).isoformat()},
+        # Another miss at the top level: the district reminded, nothing went up. It read
+        # "已超时，升级至区督办" / "A deadline passed: escalated to the district" again.
+        {"event_type": "issue.escalated", "event_id": "e8", "level": "district",
+         "reminder": True, "occurred_at": (T0 + timedelta(hours=4)).isoformat()},
     ]
     updates = updates_from_journal("WH-20261121-0001", journal, Language.zh, TZ,
                                    T0 - timedelta(days=1), T0 + timedelta(days=1))

@@ -650,6 +650,9 @@ def status_notes(record: IssueRecord, lang: Language) -> str:
             f"{agency}已报到，正在处理"
     if kind == "escalated":
         zh, english = _LEVEL.get(record.escalation_level.value, ("上级", "a supervisor"))
+        if ", reminded; " in step.detail:  # the top level's reminder (routing.escalation)
+            return (f"A deadline passed again: {english}, already following it up, was "
+                    f"reminded" if en else f"再次超时，已提醒{zh}继续督办")
         return f"A deadline passed: escalated to {english}" if en else f"已超时，升级至{zh}督办"
     if kind == "reopened":
         return ("The resident was not satisfied: back to the agencies" if en
@@ -853,6 +856,11 @@ def updates_from_journal(issue_id: str, journal: list[dict[str, Any]], lang: Lan
     for event in [*journal, *_joined_events(issue_id, journal, list(joined))]:
         kind = event.get("event_type")
         if kind not in _UPDATE_STATUS or event.get("event_id") in seen:
+            continue
+        if kind == "issue.escalated" and event.get("reminder"):
+            # Another miss at the top level: the district was reminded, nothing went up.
+            # The residents are not told again at every window (notify), and "escalated
+            # to the district" once more told FixMyStreet of a step that did not happen.
             continue
         if kind == "issue.rerouted" and event.get("agencies_changed") is False:
             # Only the category or the urgency changed: the desk's and the agencies'
