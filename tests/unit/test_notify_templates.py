@@ -135,6 +135,17 @@ def test_one_agency_is_not_told_as_a_lead_among_several(templates):
     assert f"{POWER} is now working on it" in en and "leads" not in en
 
 
+def test_rerouted_names_the_lead_once_as_leading_the_agencies_at_work(templates):
+    """It read "Power now leads, and Power, Housing are working on it" / "改由供电公司牵头
+    办理，现在负责的单位：供电公司、…": the lead a second time, among the others."""
+    zh = templates.render("rerouted", "zh", **VARIABLES["rerouted"])
+    en = templates.render("rerouted", "en", **VARIABLES["rerouted"])
+    assert f"已改派给{POWER}、{HOUSING}，由{POWER}牵头办理。" in zh
+    assert zh.count(POWER) == 2 and "现在负责的单位" not in zh
+    assert f"{POWER}, {HOUSING} are working on it, with {POWER} leading." in en
+    assert en.count(POWER) == 2 and "now leads, and" not in en
+
+
 def test_acknowledged_names_the_agency(templates):
     assert f"{HOUSING}已就" in templates.render("acknowledged", "zh", **VARIABLES["acknowledged"])
     assert "报到" in templates.render("acknowledged", "zh", **VARIABLES["acknowledged"])
