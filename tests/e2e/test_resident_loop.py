@@ -65,7 +65,8 @@ def test_unsatisfied_resident_reopens_then_closes_when_satisfied(
                             json={"rating": "unsatisfied", "comment": "只是绑起来了，没有入管"})
     assert unhappy.status_code == 200, unhappy.text
     assert unhappy.json() == {"issue_id": issue_id, "status": "dispatched",
-                              "escalation_level": "street", "reopen_count": 1}
+                              "escalation_level": "street", "escalated": True,
+                              "reopen_count": 1}
     again = requests.post(f"{base}/issues/{issue_id}/feedback",
                           json={"token": token, "rating": "satisfied"})
     assert again.status_code == 409  # the same link cannot rate twice
