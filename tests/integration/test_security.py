@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -400,7 +401,7 @@ def test_an_agency_never_reads_the_residents_contact_in_another_agencys_note(whi
     assert convened.status_code == 201, convened.text
     task = requests.post(f"{base}/issues/{issue_id}/table/tasks", headers=desk, timeout=10,
                          json={"agency": "power", "description": f"给{NAME}回电{PHONE}",
-                               "due": "2099-12-02T09:00:00+08:00"})
+                               "due": (datetime.now(UTC) + timedelta(days=3)).isoformat()})
     assert task.status_code == 201, task.text
     note = f"已联系{NAME}，电话{PHONE}"
     done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/acknowledge",
