@@ -747,8 +747,9 @@ def test_a_deadline_agreed_at_the_table_is_said_in_both_languages():
     (en,) = views.timeline_rows(steps, EN, names_from_rules(None), "Asia/Shanghai")
     assert (en["label"], en["detail"]) == (
         "Deadline agreed at the table",
-        "供电公司: resolve by 2026-12-07T08:00:00+00:00 as agreed at the table (T1), "
-        "not 2026-12-06T08:00:00+00:00")
+        "供电公司: resolve by 2026-12-07 16:00 as agreed at the table (T1), not 2026-12-06 16:00")
+    assert en["raw"] == ("供电公司: resolve by 2026-12-07T08:00:00+00:00 as agreed at the table "
+                         "(T1), not 2026-12-06T08:00:00+00:00")
 
 
 def test_a_reopening_at_the_district_already_reads_still_with_the_district():
