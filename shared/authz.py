@@ -332,6 +332,15 @@ def may_resend_rating_link(principal: Principal, record: IssueRecord) -> None:
                                 f"(it is {record.status.value})")
 
 
+def may_record_rating(principal: Principal, own: IssueRecord) -> None:
+    """The desk records the answer of the resident of ``own`` (their own report), who
+    was called back or visited (电话回访): desk staff only, a scoped desk only in its
+    communities. Whether the issue waits for that rating is the domain's to say."""
+    must_be_desk(principal)
+    if not _in_scope(principal, own):
+        raise Forbidden(f"issue {own.issue_id} is outside your communities")
+
+
 # ------------------------------------------------------------ resident view
 
 _STATUS_WORDS = {

@@ -184,6 +184,14 @@ class Rating(StrEnum):
     unsatisfied = "unsatisfied"
 
 
+class RatingMethod(StrEnum):
+    """How the desk obtained a rating it records on the resident's behalf (电话回访)."""
+
+    phone = "phone"  # the desk called the resident back
+    visit = "visit"  # a grid worker asked at the door
+    in_person = "in_person"  # the resident came to the desk
+
+
 class ClosedReason(StrEnum):
     satisfied = "satisfied"
     no_rating = "no_rating"  # resolved-without-rating: the window passed
@@ -330,6 +338,16 @@ class FeedbackForm(Strict):
     token: str | None = Field(default=None, min_length=16, max_length=2000)
     rating: Rating
     comment: bounded_text(1000) | None = None
+
+
+class RecordedRating(Strict):
+    """``POST /issues/{id}/rating``: the desk records the answer of a resident it called or
+    visited (电话回访), for a resident who cannot open a rating link. ``issue_id`` is the
+    resident's own reference, as for their own rating."""
+
+    rating: Rating
+    comment: bounded_text(1000) | None = None
+    method: RatingMethod
 
 
 # The previous page's ``next_cursor``: a list goes on after that issue.
@@ -580,6 +598,9 @@ class IssueRated(Event):
     comment: bounded_text(1000) | None = None
     reporter_issue_id: IssueId
     cycle: int = Field(ge=0)
+    # Set when the desk recorded the rating on the resident's behalf: who, and how.
+    recorded_by: str | None = Field(default=None, max_length=64)
+    method: RatingMethod | None = None
 
 
 class IssueReopened(Event):

@@ -39,6 +39,7 @@ from shared.contracts import (
     Location,
     Priority,
     Rating,
+    RatingMethod,
     Role,
     Sector,
 )
@@ -131,6 +132,9 @@ class RatingRecord(Stored):
     rating: Rating
     comment: str | None = None
     at: datetime
+    # The desk recorded it on the resident's behalf (电话回访): its staff id, and how.
+    recorded_by: str | None = None
+    method: RatingMethod | None = None
 
 
 class Routing(Stored):

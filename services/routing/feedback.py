@@ -13,11 +13,18 @@ rating link. Then:
 Each resolution is a *cycle* (``reopen_count``). A rating token names its
 cycle and the reporter's own issue, so it cannot rate another issue, an earlier
 cycle, or the same cycle twice.
+
+A resident who cannot open a link (no phone or email, or their channel failed) is
+called back or visited by the desk (电话回访), which records their answer on their
+behalf (:func:`desk_grant`, then :func:`rate` with ``on_behalf``): the same effects
+and rules as the resident's own rating, within the window, once a cycle, and the
+timeline says the desk recorded it, who and how.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.routing.rules import RuleSet
@@ -32,6 +39,7 @@ from shared.contracts import (
     IssueResolved,
     IssueStatus,
     Rating,
+    RatingMethod,
 )
 from shared.errors import InvalidTransition
 from shared.issue import (
@@ -55,14 +63,36 @@ def await_rating(record: IssueRecord, resolved: IssueResolved,
     return new
 
 
+@dataclass(frozen=True)
+class OnBehalf:
+    """The desk records a resident's answer for them: which staff member, and how it was
+    obtained (a call, a visit, at the desk)."""
+
+    staff_id: str
+    method: RatingMethod
+
+
+def desk_grant(own: IssueRecord, work: IssueRecord) -> FeedbackGrant:
+    """What the desk may rate for the resident of ``own`` (their own report): the issue
+    that carries it (``work``: itself, or the open issue it was merged into, which a
+    merged neighbour rates as their own link would), in its current cycle."""
+    if own.merged_into is not None and own.merged_into != work.issue_id:
+        raise InvalidTransition(f"issue {own.issue_id} is handled as {own.merged_into}")
+    return FeedbackGrant(reporter_issue_id=own.issue_id, issue_id=work.issue_id,
+                         cycle=work.reopen_count)
+
+
 def rate(record: IssueRecord, grant: FeedbackGrant, rating: Rating, comment: str | None,
-         rules: RuleSet, now: datetime, names: Iterable[str | None] = ()
-         ) -> tuple[IssueRecord, list[Event]]:
+         rules: RuleSet, now: datetime, names: Iterable[str | None] = (),
+         on_behalf: OnBehalf | None = None) -> tuple[IssueRecord, list[Event]]:
     """Record the rating; satisfied closes, unsatisfied reopens.
 
     ``comment`` is kept (rating, timeline, events) masked: phone numbers and email
     addresses as in the logs, and ``names`` (the rater's own) as well. The desk reads
     it so; the agencies' view leaves it out (``shared.authz.agency_view``).
+
+    ``on_behalf``: the desk records it for the resident. Their link would have expired
+    with the window, so the desk's answer is refused after it too.
     """
     comment = masked_comment(comment, names)
     if grant.issue_id != record.issue_id:
@@ -73,13 +103,23 @@ def rate(record: IssueRecord, grant: FeedbackGrant, rating: Rating, comment: str
     if grant.cycle != record.reopen_count or record.status is not IssueStatus.resolved:
         raise InvalidTransition(
             f"issue {record.issue_id} is not waiting for this rating (it is {record.status.value})")
+    if on_behalf is not None and record.feedback_due is not None and now > record.feedback_due:
+        raise InvalidTransition(f"issue {record.issue_id}'s rating window closed at "
+                                f"{record.feedback_due.isoformat()}")
     new = record.copy_to_change()
+    recorded = ({"recorded_by": on_behalf.staff_id, "method": on_behalf.method}
+                if on_behalf else {})
     new.ratings.append(RatingRecord(reporter_issue_id=grant.reporter_issue_id, cycle=grant.cycle,
-                                    rating=rating, comment=comment, at=now))
+                                    rating=rating, comment=comment, at=now, **recorded))
     new.feedback_due = None
     rated = IssueRated(trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now,
                        rating=rating, comment=comment,
-                       reporter_issue_id=grant.reporter_issue_id, cycle=grant.cycle)
+                       reporter_issue_id=grant.reporter_issue_id, cycle=grant.cycle, **recorded)
+    if on_behalf is not None:
+        # Its own step, so the "rated" and "reopened" steps read as they always have.
+        new.step(now, "routing", "rating_recorded",
+                 f"by the desk ({on_behalf.staff_id}) for the reporter of "
+                 f"{grant.reporter_issue_id}, {on_behalf.method.value}: {rating.value}")
     if rating is Rating.satisfied:
         new.step(now, "routing", "rated", "the resident is satisfied" +
                  (f": {comment}" if comment else ""))

@@ -44,7 +44,13 @@ from shared.auth import (
     bearer_token,
     verify_resident_token,
 )
-from shared.authz import may_rate, may_read_issue, must_be_desk, resident_view
+from shared.authz import (
+    may_rate,
+    may_read_issue,
+    may_record_rating,
+    must_be_desk,
+    resident_view,
+)
 from shared.contracts import (
     CompleteTableTask,
     ConveneTable,
@@ -57,6 +63,7 @@ from shared.contracts import (
     IssueResolved,
     Language,
     Rating,
+    RecordedRating,
     RecordTableTask,
     Reroute,
     RouteCorrected,
@@ -272,7 +279,31 @@ class RoutingService:
         body = validate(FeedbackForm, data)
         return self._rate(grant, body.rating, body.comment)
 
-    def _rate(self, grant: FeedbackGrant, rating: Rating, comment: str | None) -> dict:
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def record_rating(self, token: str, issue_id: str, payload: dict) -> dict:
+        """The desk records the answer of a resident it called back or visited (电话回访),
+        on their behalf: ``issue_id`` is the resident's own reference (a merged
+        neighbour's rates the issue it joined, as their link would). Desk only, a scoped
+        desk in its communities; the same effects and rules as the resident's own rating."""
+        staff = self._desk(token, "issue.record_rating", issue_id)
+        body = validate(RecordedRating, payload)
+        own = self.store.get(issue_id)
+        may_record_rating(staff, own)
+        work = self.store.get(own.merged_into) if own.merged_into else own
+        return self._rate(feedback.desk_grant(own, work), body.rating, body.comment,
+                          feedback.OnBehalf(staff_id=staff.staff_id, method=body.method))
+
+    @http("POST", "/issues/<issue_id>/rating", expected_exceptions=EXPECTED_ERRORS)
+    def record_rating_http(self, request, issue_id):
+        staff, token = self._staff_request(request, "issue.record_rating", issue_id)
+        must_be_desk(staff)  # strangers get 401/403 before the body is read
+        if staff.communities is not None:
+            may_record_rating(staff, self.store.get(issue_id))
+        return self.record_rating(token, issue_id, read_json(request, RecordedRating)
+                                  .model_dump(mode="json", exclude_none=True))
+
+    def _rate(self, grant: FeedbackGrant, rating: Rating, comment: str | None,
+              on_behalf: feedback.OnBehalf | None = None) -> dict:
         now = utcnow()
         # The rater's own name is masked in their comment as their phone is.
         names = [(self.store.contact(grant.reporter_issue_id) or {}).get("name")] \
@@ -282,12 +313,14 @@ class RoutingService:
         def rated(record: IssueRecord):
             levels[:] = [record.escalation_level]
             return self._staged(feedback.rate(record, grant, rating, comment, self.rules, now,
-                                              names))
+                                              names, on_behalf))
 
         applied = self.store.apply(grant.issue_id, None, rated, self.name)
         self.bus.publish(applied.outbox)
         self.log.info("issue_rated", issue_id=grant.issue_id, rating=rating.value,
-                      status=applied.record.status.value)
+                      status=applied.record.status.value,
+                      **({"recorded_by": on_behalf.staff_id, "method": on_behalf.method.value}
+                         if on_behalf else {}))
         return {"issue_id": grant.issue_id, "status": applied.record.status.value,
                 "escalation_level": applied.record.escalation_level.value,
                 # Reopened at the top level already: nothing went up (feedback.reopen).

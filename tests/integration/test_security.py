@@ -189,6 +189,11 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
          row(401, 422, 403, 403, 403, 403, 403)),  # the desk may; there is no task T9
         ("POST", f"/issues/{issue_id}/rating-link", None,
          row(401, 409, 403, 403, 403, 403, 403)),  # nothing to rate yet
+        # The desk records a resident's answer (电话回访): the desk only, body after caller.
+        ("POST", f"/issues/{issue_id}/rating", {"rating": "bogus", "method": "phone"},
+         row(401, 422, 403, 403, 403, 403, 403)),
+        ("POST", f"/issues/{issue_id}/rating", {"rating": "satisfied", "method": "phone"},
+         row(401, 409, 403, 403, 403, 403, 403)),  # nothing to rate yet
         ("POST", f"{agency_url[len(base):]}/acknowledge", None,
          row(401, 403, 200, 403, 403, 403, 403)),
         ("POST", f"{agency_url[len(base):]}/resolve", {"note": "已恢复供电"},
@@ -197,6 +202,8 @@ def test_every_endpoint_and_every_identity(whistle, gateway):
          row(401, 202, 403, 403, 403, 403, 403)),  # now it waits for its rating
         ("POST", f"/issues/{issue_id}/feedback", {"rating": "satisfied"},
          row(401, 403, 403, 403, 403, 200, 403)),
+        ("POST", f"/issues/{issue_id}/rating", {"rating": "satisfied", "method": "visit"},
+         row(401, 409, 403, 403, 403, 403, 403)),  # the resident has rated it already
         ("POST", "/auth/refresh", None, row(401, 200, 200, 200, 200, 403, 403)),
         # Open311's answer to a resource it does not have, whoever asks.
         *((method, "/open311/v2/nothing.json", None, row(*[404] * len(IDENTITIES)))
@@ -356,6 +363,76 @@ def test_the_desk_resends_a_rating_link_once_in_a_cooldown_not_again_and_again(w
     assert 1 <= int(again.headers["Retry-After"]) <= RESEND_COOLDOWN_S
     assert "a moment ago" in again.json()["error"]["message"]
     assert sent() == before  # nothing more reached the resident
+
+
+def test_the_desk_records_a_called_back_residents_rating_as_their_own(whistle, redis_client):
+    """电话回访: the desk records the answer of a resident who cannot open a link, over
+    HTTP and RPC: unsatisfied reopens one level up, satisfied closes, each once a cycle;
+    the rating and timeline say the desk recorded it (who, how), the audit log has the
+    staff id; agencies and a desk of other communities are refused; a bad body names
+    its field."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, power, issue_id = resolved_wire(base, secret)
+    url = f"{base}/issues/{issue_id}/rating"
+    missing = requests.post(url, headers=desk, json={"rating": "satisfied"}, timeout=10)
+    assert missing.status_code == 422, missing.text
+    assert [f["field"] for f in missing.json()["error"]["fields"]] == ["method"]
+    elsewhere = staff_headers("desk", "d-2", secret, communities=["和平里社区"])
+    body = {"rating": "unsatisfied", "method": "phone",
+            "comment": f"电话回访：电线还耷拉着，{NAME}说的，13900001111"}
+    assert requests.post(url, headers=elsewhere, json=body, timeout=10).status_code == 403
+    assert requests.post(url, headers=power, json=body, timeout=10).status_code == 403
+    answered = requests.post(url, headers=desk, json=body, timeout=10)
+    assert answered.status_code == 200, answered.text
+    assert (answered.json()["status"], answered.json()["escalation_level"],
+            answered.json()["reopen_count"]) == ("dispatched", "street", 1)
+    again = requests.post(url, headers=desk, json=body, timeout=10)
+    assert again.status_code == 409 and "not waiting" in again.text
+    issue = requests.get(f"{base}/issues/{issue_id}", headers=desk, timeout=10).json()
+    [rating] = issue["ratings"]
+    assert (rating["recorded_by"], rating["method"], rating["reporter_issue_id"]) == (
+        "d-1", "phone", issue_id)
+    assert rating["comment"] == "电话回访：电线还耷拉着，赵**说的，139****1111"
+    steps = [e["step"] for e in issue["timeline"]]
+    assert steps[steps.index("rating_recorded") + 1] == "reopened"
+    entries = audit_entries(redis_client, config[cfg.KEY_PREFIX])
+    assert ("issue.record_rating", "200", "d-1", issue_id) in [
+        (e["action"], e["status"], e.get("staff_id"), e.get("issue_id")) for e in entries]
+    # The second cycle, over RPC: satisfied closes it.
+    for step, note in (("acknowledge", None), ("resolve", {"note": "已入管"})):
+        assert requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
+                             headers=power, json=note, timeout=10).status_code == 200
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk).json()
+             ["feedback_due"], bool)
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        with pytest.raises(Forbidden):
+            rpc.routing.record_rating(issue_token("power", "p-1", secret), issue_id,
+                                      {"rating": "satisfied", "method": "visit"})
+        closed = rpc.routing.record_rating(issue_token("desk", "d-3", secret), issue_id,
+                                           {"rating": "satisfied", "method": "visit"})
+    assert closed["status"] == "closed"
+
+
+def test_the_desk_records_a_merged_neighbours_rating_on_the_issue_they_joined(whistle):
+    """A neighbour merged into an open issue is asked to rate it as its own reporter is;
+    the desk records their answer on their own report, and it rates the issue they joined."""
+    base, config = whistle
+    desk, power, issue_id = dispatched_wire(base, config[cfg.SECRET])
+    neighbour = submit(base, {**FLYING_WIRE, "contact": {"name": "钱阿姨"}}, desk)
+    wait_for(lambda: requests.get(f"{base}/issues/{neighbour}", headers=desk).json()
+             ["merged_into"], lambda into: into == issue_id)
+    for step, note in (("acknowledge", None), ("resolve", {"note": "已处理"})):
+        assert requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
+                             headers=power, json=note, timeout=10).status_code == 200
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk).json()
+             ["feedback_due"], bool)
+    recorded = requests.post(f"{base}/issues/{neighbour}/rating", headers=desk, timeout=10,
+                             json={"rating": "satisfied", "method": "in_person"})
+    assert recorded.status_code == 200, recorded.text
+    assert (recorded.json()["issue_id"], recorded.json()["status"]) == (issue_id, "closed")
+    [rating] = requests.get(f"{base}/issues/{issue_id}", headers=desk).json()["ratings"]
+    assert (rating["reporter_issue_id"], rating["method"]) == (neighbour, "in_person")
 
 
 def test_a_rating_comment_reaches_no_agency_and_the_desk_only_masked(whistle):

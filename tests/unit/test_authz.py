@@ -30,6 +30,7 @@ from shared.authz import (
     may_read_issue,
     may_read_notifications,
     may_read_stats,
+    may_record_rating,
     may_resend_rating_link,
     may_submit,
     must_be_desk,
@@ -229,6 +230,19 @@ def test_the_desk_resends_a_rating_link_only_while_a_rating_is_awaited():
         may_resend_rating_link(desk(), record())
     with pytest.raises(Forbidden):
         may_resend_rating_link(staff("power"), waiting)
+
+
+def test_only_the_desk_records_a_residents_rating_and_a_scoped_desk_only_at_home():
+    waiting = record(status=IssueStatus.resolved, feedback_due=T0 + timedelta(days=7))
+    may_record_rating(desk(), waiting)
+    may_record_rating(desk(communities=["缤泰社区"]), waiting)
+    with pytest.raises(Forbidden, match="outside your communities"):
+        may_record_rating(desk(communities=["和平里社区"]), waiting)
+    for somebody in (staff("power"), resident(rates=(OWN, 0))):
+        with pytest.raises(Forbidden):
+            may_record_rating(somebody, waiting)
+    with pytest.raises(Unauthorized):
+        may_record_rating(IDENTITIES["anonymous"], waiting)
 
 
 # ------------------------------------------------------------------- views

@@ -24,6 +24,7 @@ from shared.contracts import (
     Location,
     Priority,
     Rating,
+    RatingMethod,
     Role,
 )
 from shared.errors import InvalidTransition
@@ -206,3 +207,63 @@ def test_no_rating_within_the_window_closes_as_resolved_without_rating():
     rated, _ = feedback.rate(record, grant(), Rating.satisfied, None, RULES, T0 + WEEK / 2)
     stale = Deadline(ISSUE, NO_AGENCY, DeadlineKind.feedback, due.due)
     assert feedback.close_unrated(rated, stale, due.due + timedelta(days=1)) == (rated, [])
+
+
+# ------------------------------------------------ the desk records it (电话回访)
+
+BY_PHONE = feedback.OnBehalf(staff_id="d-7", method=RatingMethod.phone)
+
+
+def test_the_desk_records_a_residents_answer_with_the_same_effects_and_says_so():
+    """Satisfied closes and unsatisfied reopens one level up, as the resident's own link
+    would; the rating, the event and the timeline say the desk recorded it, who, how."""
+    now = T0 + timedelta(hours=3)
+    own = awaiting()
+    closed, (rated, closed_event) = feedback.rate(
+        own, feedback.desk_grant(own, own), Rating.satisfied, "电话回访，满意", RULES, now,
+        on_behalf=BY_PHONE)
+    assert (closed.status, closed.closed_reason) == (IssueStatus.closed, ClosedReason.satisfied)
+    assert isinstance(closed_event, IssueClosed)
+    assert (rated.recorded_by, rated.method, rated.reporter_issue_id) == (
+        "d-7", RatingMethod.phone, ISSUE)
+    assert (closed.ratings[-1].recorded_by, closed.ratings[-1].method) == (
+        "d-7", RatingMethod.phone)
+    recorded, rated_step, _closed = closed.timeline[-3:]
+    assert (recorded.step, rated_step.step) == ("rating_recorded", "rated")
+    assert recorded.detail == f"by the desk (d-7) for the reporter of {ISSUE}, phone: satisfied"
+    reopened, (_, event) = feedback.rate(
+        awaiting(), feedback.desk_grant(own, own), Rating.unsatisfied, "还在滴水", RULES, now,
+        on_behalf=feedback.OnBehalf("d-7", RatingMethod.visit))
+    assert isinstance(event, IssueReopened) and reopened.reopen_count == 1
+    assert reopened.escalation_level is EscalationLevel.street
+    assert [s.step for s in reopened.timeline[-2:]] == ["rating_recorded", "reopened"]
+
+
+def test_the_desk_cannot_record_after_the_window_nor_twice_nor_after_the_resident():
+    record = awaiting()
+    own_grant = feedback.desk_grant(record, record)
+    with pytest.raises(InvalidTransition, match="rating window closed"):
+        feedback.rate(record, own_grant, Rating.satisfied, None, RULES,
+                      record.feedback_due + timedelta(seconds=1), on_behalf=BY_PHONE)
+    # The resident rated with their own link first (unsatisfied, so the issue is open):
+    reopened, _ = feedback.rate(record, grant(), Rating.unsatisfied, None, RULES, T0 + WEEK / 2)
+    with pytest.raises(InvalidTransition, match="not waiting"):
+        feedback.rate(reopened, feedback.desk_grant(reopened, reopened), Rating.satisfied,
+                      None, RULES, T0 + WEEK / 2, on_behalf=BY_PHONE)
+    with pytest.raises(InvalidTransition, match="already been rated"):
+        feedback.rate(reopened, own_grant, Rating.satisfied, None, RULES, T0 + WEEK / 2,
+                      on_behalf=BY_PHONE)
+
+
+def test_the_desk_rates_for_a_merged_neighbour_the_issue_they_joined():
+    primary = awaiting()
+    neighbour = primary.model_copy(update={"issue_id": NEIGHBOUR, "merged_into": ISSUE,
+                                           "status": IssueStatus.merged})
+    desk_grant = feedback.desk_grant(neighbour, primary)
+    assert (desk_grant.reporter_issue_id, desk_grant.issue_id, desk_grant.cycle) == (
+        NEIGHBOUR, ISSUE, 0)
+    new, (rated, _) = feedback.rate(primary, desk_grant, Rating.satisfied, None, RULES,
+                                    T0 + WEEK / 2, on_behalf=BY_PHONE)
+    assert rated.reporter_issue_id == NEIGHBOUR and new.status is IssueStatus.closed
+    with pytest.raises(InvalidTransition, match="handled as"):
+        feedback.desk_grant(neighbour, neighbour)
