@@ -119,6 +119,14 @@ class OutgoingMessage:
     subject: str = ""
     # The Sealed values in ``text``.
     sealed: tuple[Sealed, ...] = field(default=(), repr=False, compare=False)
+    # What the desk reads out when it relays the message (by phone, in person), where that
+    # differs from ``text``: a link is useless read aloud, so its copy says what to ask
+    # instead (``templates``' ``*_desk`` wordings).
+    for_desk: str | None = None
+
+    def text_via(self, channel: str) -> str:
+        """The readable text as ``channel`` carries it: the desk's own copy on the desk."""
+        return (self.for_desk or self.text) if channel == DESK else self.text
 
     def delivered_text(self) -> str:
         """The text as the resident receives it: sealed links with their tokens."""
@@ -220,6 +228,7 @@ class DeskOutboxChannel:
 
     def _push(self, message: OutgoingMessage, keys: list[str] = (), args: list[str] = ()):
         entry = message.payload()
+        entry["text"] = message.text_via(DESK)
         entry["at"] = entry.pop("sent_at")
         if self._push_once is None:
             self._push_once = self.redis.register_script(self._PUSH_ONCE)

@@ -211,7 +211,7 @@ class Deliveries:
                 # resident who chose the desk. Pushed before the record says so; the
                 # push is once per message id, so a crash in between repeats nothing.
                 self.channels.desk.deliver(message)
-                record = relayed_by_desk(record)
+                record = relayed_by_desk(record, message.text_via(DESK))
             self.redis.hset(key, nid, dumps(record))
         finally:
             self.redis.delete(lease)
@@ -299,7 +299,7 @@ def attempted(record: dict, message: OutgoingMessage, ok: bool, channel: str, de
     stays queued until the ``max_attempts``-th refusal marks it failed.
     """
     new = dict(record, attempts=record["attempts"] + 1, channel=channel, last_attempt_at=now,
-               text=message.text)
+               text=message.text_via(channel))
     if ok:
         new.update(status=SENT, sent_at=now, detail="; ".join(d for d in (note, detail) if d))
     elif new["attempts"] >= max_attempts:
@@ -309,12 +309,14 @@ def attempted(record: dict, message: OutgoingMessage, ok: bool, channel: str, de
     return new
 
 
-def relayed_by_desk(record: dict) -> dict:
+def relayed_by_desk(record: dict, text: str | None = None) -> dict:
     """A failed record once its message is in the desk's outbox for staff to relay. Pure.
 
     It stays ``failed`` on the channel the resident chose (that channel never took it);
-    its ``detail`` says the desk has it, so the desk knows to call or visit."""
-    return dict(record, detail=f"{record['detail']}; {SENT_TO_DESK}")
+    its ``detail`` says the desk has it, so the desk knows to call or visit, and its
+    ``text`` is the desk's copy (``text``), what the desk says to the resident."""
+    return dict(record, detail=f"{record['detail']}; {SENT_TO_DESK}",
+                text=text or record["text"])
 
 
 def _now() -> str:

@@ -60,7 +60,7 @@ from services.notify.recipients import (
     supervisor_for,
     supervisor_language,
 )
-from services.notify.templates import Templates
+from services.notify.templates import DESK_WORDING, Templates
 from shared import config as cfg
 from shared.auth import Principal, issue_feedback_token, issue_resident_token
 from shared.authz import (
@@ -425,9 +425,12 @@ class NotifyService:
         """One rendered message to one resident; its sealed links open only at delivery.
         ``wording``: the template, when not ``kind``'s own (the record keeps ``kind``)."""
         templates = self.messenger.templates
+        desk_wording = DESK_WORDING.get(kind)
         return OutgoingMessage(
             notification_id=notification_id, issue_id=reporter, kind=kind, language=language,
             text=templates.render(wording or kind, language, **values),
+            for_desk=templates.render(desk_wording, language, **values) if desk_wording
+            else None,
             subject=templates.subject(kind, language, **values),
             recipient={k: contact[k] for k in RECIPIENT_FIELDS if contact.get(k)},
             preferred_channel=channel or contact.get("preferred_channel") or None,

@@ -31,13 +31,21 @@ MESSAGE_KINDS: tuple[str, ...] = (
     "received", "merged", "dispatched", "acknowledged", "escalated", "escalation_notice",
     "table_convened", "table_decision", "part_resolved", "resolved", "rating_request",
     "reopened", "closed", "rerouted", "dispatched_one", "rerouted_one",
+    "received_desk", "rating_request_desk",
 )
 """Every message kind, in the order they usually arrive. All are for residents except
 ``escalation_notice``, which goes to the supervisor an issue was escalated to.
 ``dispatched_one`` and ``rerouted_one`` are the wording of "dispatched" and "rerouted"
 when one agency has the whole issue (its record's kind stays "dispatched" or
 "rerouted"): "sent to the power company, with the power company leading; each agency
-must report in" misread a one-agency issue."""
+must report in" misread a one-agency issue. ``received_desk`` and
+``rating_request_desk`` are the desk's copy of the two messages that carry a link, for
+the desk to say to a resident it calls or visits (a link is useless read aloud): the
+rating request asks whether they are satisfied, for the desk to record the answer."""
+
+DESK_WORDING: dict[str, str] = {"received": "received_desk",
+                                "rating_request": "rating_request_desk"}
+"""The kinds whose desk copy (what the desk relays) has a wording of its own."""
 
 DEFAULT_LANGUAGE = "zh"
 """Residents write in Chinese; anything we have no template for falls back to it."""

@@ -25,6 +25,7 @@ from shared.contracts import (
     IssueEscalated,
     IssueMerged,
     IssueReceived,
+    IssueResolved,
     IssueStatus,
     Language,
     Location,
@@ -209,3 +210,33 @@ def test_events_about_a_merged_report_itself_are_not_sent(notify, amqp):
 
     assert kinds(notify, NEIGHBOUR) == ["received"]
     assert kinds(notify, PRIMARY) == []
+
+
+def test_the_desks_copy_of_a_rating_request_asks_whether_they_are_satisfied(notify, amqp,
+                                                                             store):
+    """Residents whose messages the desk relays (no webhook here: the desk outbox) hear
+    them read out: their copy of "received" and of the rating request carries no link,
+    and the rating request asks whether they are satisfied, for the desk to record."""
+    summary = AssignmentSummary(agency="water", agency_name="自来水公司",
+                                agency_name_en="Water company", sector=Sector.utilities,
+                                role=Role.lead, acknowledge_by=datetime.now(UTC),
+                                resolve_by=datetime.now(UTC) + timedelta(hours=24))
+    publish(amqp, received(PRIMARY, "zh"), received(NEIGHBOUR, "en"),
+            about(IssueMerged, NEIGHBOUR, into_issue_id=PRIMARY, category="water_leak"),
+            about(IssueDispatched, category="water_leak", priority=Priority.high,
+                  assignments=[summary]),
+            about(IssueResolved, agencies=["water"]))
+    wait_until(lambda: "rating_request" in kinds(notify, PRIMARY)
+               and "rating_request" in kinds(notify, NEIGHBOUR), timeout=20)
+    outbox = [json.loads(e) for e in store.redis.lrange(store.keys.desk_outbox, 0, -1)]
+    relayed = {(e["issue_id"], e["kind"]): e["text"] for e in outbox}
+    records = {(n["issue_id"], n["kind"]): n["text"]
+               for issue_id in (PRIMARY, NEIGHBOUR) for n in told(notify, issue_id)}
+    for key in ((PRIMARY, "rating_request"), (NEIGHBOUR, "rating_request"),
+                (PRIMARY, "received"), (NEIGHBOUR, "received")):
+        assert "http" not in relayed[key] and "token" not in relayed[key], relayed[key]
+        assert records[key] == relayed[key]  # the desk's page shows what it relays
+    assert "满意吗" in relayed[PRIMARY, "rating_request"]
+    assert "代居民评价" in relayed[PRIMARY, "rating_request"]
+    assert "Are you satisfied" in relayed[NEIGHBOUR, "rating_request"]
+    assert f"report {PRIMARY}" in relayed[NEIGHBOUR, "rating_request"]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from services.notify.recipients import reopen_supervision
-from services.notify.templates import MESSAGE_KINDS, TemplateError, Templates
+from services.notify.templates import DESK_WORDING, MESSAGE_KINDS, TemplateError, Templates
 from shared.contracts import EscalationLevel
 
 ISSUE_ID = "WH-20250105-0001"
@@ -50,6 +50,8 @@ VARIABLES: dict[str, dict[str, object]] = {
     "rerouted": {"issue_id": ISSUE_ID, "agencies": [POWER, HOUSING], "lead_agency": POWER},
     "dispatched_one": {"issue_id": ISSUE_ID, "lead_agency": POWER, "acknowledge_by": DEADLINE},
     "rerouted_one": {"issue_id": ISSUE_ID, "lead_agency": POWER},
+    "received_desk": {"issue_id": ISSUE_ID},
+    "rating_request_desk": {"issue_id": ISSUE_ID, "expires_at": MEETING},
 }
 
 RESIDENTS_LOOP = ("received", "merged", "dispatched", "acknowledged", "escalated",
@@ -473,3 +475,23 @@ def test_invalid_yaml_fails_to_load(tmp_path):
 
     with pytest.raises(TemplateError, match=r"zh\.yaml: cannot read templates"):
         Templates.load(tmp_path)
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_the_desks_copy_of_a_message_with_a_link_is_something_to_say_not_a_link(
+        templates, language):
+    """A resident without a phone or email hears their messages from the desk (电话回访):
+    the desk's copy names no link, and the rating request's asks whether they are
+    satisfied and tells the desk where to record the answer, and by when."""
+    for kind, desk_kind in DESK_WORDING.items():
+        values = {**VARIABLES[kind], **VARIABLES[desk_kind]}
+        desk_copy = templates.render(desk_kind, language, **values)
+        assert LINK not in desk_copy and "http" not in desk_copy and ISSUE_ID in desk_copy
+        assert templates.required_variables(desk_kind, language) <= set(values)
+    asked = templates.render("rating_request_desk", language,
+                             **VARIABLES["rating_request_desk"])
+    assert ("满意吗" in asked and "代居民评价" in asked) if language == "zh" else (
+        "Are you satisfied" in asked and "Record the resident's rating" in asked)
+    by = templates.render("rating_request_desk", language, issue_id=ISSUE_ID,
+                          expires_at=DEADLINE)
+    assert "2025-01-05 10:30" in by  # the window's end, in the desk's own time zone
