@@ -216,15 +216,13 @@ class WebService:
     @http("POST", "/desk/issues/<issue_id>/triage")
     def triage_issue(self, request, issue_id):
         back = "/desk/triage" if request.args.get("from") == "triage" else None
-        return self._desk_action(request, issue_id, "issue.triage",
-                                 lambda token, form: self.routing.triage_issue(
-            token, issue_id, _route(form)), back=back, form_key="route")
+        return self._desk_call(request, issue_id, "issue.triage", self.routing.triage_issue,
+                               _route, back=back, form_key="route")
 
     @http("POST", "/desk/issues/<issue_id>/reroute")
     def reroute_issue(self, request, issue_id):
-        return self._desk_action(request, issue_id, "issue.reroute",
-                                 lambda token, form: self.routing.reroute_issue(
-            token, issue_id, _route(form)), form_key="route")
+        return self._desk_call(request, issue_id, "issue.reroute", self.routing.reroute_issue,
+                               _route, form_key="route")
 
     @http("GET", "/desk/new")
     def new_issue_form(self, request):
@@ -297,8 +295,10 @@ class WebService:
         messages = authz.notifications_view(
             shown, self._rpc(self.notify.list_notifications, issue_id))
         t = views.Translator(reader_language(request))
+        work = (self._rpc(self.intake.get_issue, issue["merged_into"])
+                if issue.get("merged_into") else issue)
         return self._page(request, "issue.html", session, principal, status=status,
-                          issue=issue,
+                          issue=issue, rating=views.rating_awaited(issue, work),
                           timeline=views.timeline_rows(issue["timeline"], t, self.names,
                                                        self._tz()),
                           messages=views.messages_view(messages, self._tz(), t),
@@ -339,6 +339,24 @@ class WebService:
     def split_issue(self, request, issue_id):
         return self._desk_action(request, issue_id, "issue.split",
                                  lambda token, form: self.routing.split_issue(token, issue_id))
+
+    @http("POST", "/desk/issues/<issue_id>/rating")
+    def record_rating(self, request, issue_id):
+        """The desk records the answer of a resident it called back or visited (电话回访)."""
+        return self._desk_call(request, issue_id, "issue.record_rating",
+                               self.routing.record_rating, _recorded_rating, form_key="rating")
+
+    @http("POST", "/desk/issues/<issue_id>/rating-link")
+    def resend_rating_link(self, request, issue_id):
+        """Send the resident's rating link again, straight to their phone or email."""
+        def resend(token, _form):
+            sent = self.notify.resend_rating_link(token, issue_id)
+            if sent["status"] != "sent":  # nothing retries a resend: say it did not go
+                raise InvalidTransition(f"the rating link was not sent: {sent['channel']} "
+                                        f"refused it ({sent['detail'] or 'no reason'}); "
+                                        "try again")
+        return self._desk_action(request, issue_id, "rating_link.resend", resend,
+                                 form_key="rating-link")
 
     @http("GET", "/desk/stats")
     def stats_page(self, request):
@@ -548,6 +566,11 @@ class WebService:
                 request, session, principal, issue_id, status=status, here=here, **context),
             form, form_key or action))
 
+    def _desk_call(self, request, issue_id: str, action: str, method, body_of, **where):
+        """:meth:`_desk_action` calling ``method(token, issue_id, body_of(form))``."""
+        return self._desk_action(request, issue_id, action, lambda token, form: method(
+            token, issue_id, body_of(form)), **where)
+
     def _agency_action(self, request, agency: str, issue_id: str, action: str, call,
                        form_key: str | None = None):
         """An agency's write: its own agency only (``shared.authz``), then the owning
@@ -584,7 +607,10 @@ class WebService:
             # An agency's part withdrawn (rerouted) while its workspace was open: said on
             # the workspace, not "您无权查看或操作这项内容" as if it had asked for another's.
             withdrawn = isinstance(exc, Forbidden) and views.NO_ASSIGNMENT.fullmatch(exc.message)
-            if isinstance(exc, WhistleError) and (exc.status in (400, 409, 422) or withdrawn):
+            # 429 here is the service's own cooldown (a rating link just resent), said
+            # on the page: the page's own rate limit is judged before the call.
+            if isinstance(exc, WhistleError) and (exc.status in (400, 409, 422, 429)
+                                                  or withdrawn):
                 return again(exc.status, exc.message[:300],
                              exc.errors if isinstance(exc, InvalidPayload) else [])
             raise
@@ -685,6 +711,13 @@ def _route(form: dict) -> dict:
     if _codes(form.get("support")):
         body["support"] = _codes(form.get("support"))
     return body
+
+
+def _recorded_rating(form: dict) -> dict:
+    """The issue page's rating form as routing's ``RecordedRating`` (a choice left blank
+    is left out: "required" beside it, not "not one of the choices")."""
+    return {k: form[k].strip() for k in ("rating", "method", "comment")
+            if (form.get(k) or "").strip()}
 
 
 def _again(request, draw, form: dict | None = None, key: str | None = None):

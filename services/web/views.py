@@ -371,6 +371,17 @@ _REFUSALS = tuple((re.compile(pattern), zh) for pattern, zh in (
      "改派后已没有要办的部分，请直接办结"),
     (r"issue \S+ is not waiting for triage", "本件已不在待分拣中（可能已有人处理）"),
     (r"issue \S+ is already (?P<state>\w+)", "本件已是“{state}”状态"),
+    (r"issue \S+ has already been rated", "这一次的处理结果已经评价过了（居民本人或社区已登记）"),
+    (r"issue \S+'s rating window closed at \S+", "评价期已过，不能再代居民登记"),
+    (r"issue \S+ is not waiting for (?:this rating|a rating) \(it is (?P<state>\w+)\)",
+     "本件现在不在等待评价（{state}）"),
+    (r"issue \S+ is handled as \S+", "本报告已并入其他问题办理，请在并入的问题上登记"),
+    (r"no channel reaches the resident of \S+ directly.*",
+     "居民没有留手机或邮箱，评价链接无法直接发给本人（链接不经社区转交）：请电话回访或上门，把回答登记在上方"),
+    (r"a rating link was resent for \S+ a moment ago; the resident can be sent another in "
+     r"(?P<wait>\d+) s", "刚刚已给居民重发过评价链接，{wait} 秒后才能再发"),
+    (r"the rating link was not sent: (?P<channel>\w+) refused it \((?P<detail>.*)\); try again",
+     "评价链接没有发出去（{channel}拒收：{detail}），请稍后再试"),
 ))
 
 
@@ -385,9 +396,31 @@ def refusal(message: str | None, t: Translator, names) -> str:
             return zh.format(
                 name=names.agency(parts.get("agency"), "zh"),
                 state=t.label("status", parts.get("state")), task=parts.get("task"),
+                wait=parts.get("wait"), detail=parts.get("detail"),
+                channel=t.name("ch", parts.get("channel") or ""),
                 tasks=re.sub(r" \((\w+)\)", lambda m: f"（{names.agency(m[1], 'zh')}）",
                              parts.get("tasks") or "").replace(", ", "、"))
     return message
+
+
+# ------------------------------------------------------- 电话回访 (the desk's call-back)
+
+
+def rating_awaited(issue: dict[str, Any], work: dict[str, Any]) -> dict[str, Any] | None:
+    """Whether the issue page offers to record its resident's rating and to resend their
+    link: while the issue carrying the report (``work``: itself, or the one it was merged
+    into) waits for a rating this resident has not given in this cycle. ``due``: when
+    the window closes; ``can_resend``: the resident gave a phone or an email (a link is
+    never sent through the desk, so without either there is nothing to resend)."""
+    if work.get("status") != "resolved" or not work.get("feedback_due"):
+        return None
+    cycle = work.get("reopen_count") or 0
+    if any(r.get("reporter_issue_id") == issue["issue_id"] and r.get("cycle") == cycle
+           for r in work.get("ratings") or []):
+        return None
+    contact = issue.get("contact") or {}
+    return {"due": work["feedback_due"],
+            "can_resend": bool(contact.get("phone") or contact.get("email"))}
 
 
 # ------------------------------------------------------------- the timeline
@@ -428,6 +461,8 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
                  r"(?:escalated to|(?P<still>still with)) .+ \((?P<level>\w+)\)(?:, reminded)?; "
                  r"whistled again, new deadline (?P<due>\S+)$",
     "awaiting_rating": r"^the resident is asked to rate; closes unrated at (?P<due>\S+)$",
+    "rating_recorded": r"^by the desk \((?P<staff>[^)]*)\) for the reporter of (?P<reporter>\S+), "
+                       r"(?P<method>\w+): (?P<rating>\w+)$",
     "rated": r"^the resident is satisfied(?:: (?P<comment>.*))?$",
     "reopened": r"^the resident is not satisfied: (?P<reason>.*); back to (?P<agencies>.*), "
                 r"(?:escalated to|(?P<still>still with)) (?P<level>\w+)$",
@@ -525,6 +560,9 @@ def _zh_detail(step: str, parts: dict[str, str | None], t: Translator, names,
                 f"再次吹哨，新时限{local_time(parts['due'], tz)}")
     if step == "awaiting_rating":
         return f"请居民评价；{local_time(parts['due'], tz)}前未评价即结案"
+    if step == "rating_recorded":
+        return (f"{t('the_desk')}（{parts['staff']}）{t.label('method', parts['method'])}，"
+                f"代 {parts['reporter']} 的反映人登记评价：{t(parts['rating'])}")
     if step == "rated":
         return "居民满意" + (f"：{parts['comment']}" if parts["comment"] else "")
     if step == "reopened":

@@ -1150,3 +1150,73 @@ def test_a_long_workspace_pages_and_a_form_on_page_two_comes_back_to_page_two(
     # who reported in is on the timeline, by staff id
     steps = [s for s in issue_of(whistle.url, last)["timeline"] if s["step"] == "acknowledged"]
     assert [s["detail"] for s in steps] == ["供电公司 (power-7) reported in: 已派抢修车"]
+
+
+def test_the_desk_records_a_called_back_residents_rating_on_the_issue_page(whistle, browsers):
+    """电话回访 through the page: a resident with no phone or email hears the rating request
+    from the desk, read out (no link); the desk records their answer on the issue page,
+    a missing choice said beside its field, and the issue closes as if they had rated."""
+    issue_id = resolved_flying_wire(whistle.url)
+    deadline = time.monotonic() + 10
+    while not issue_of(whistle.url, issue_id).get("feedback_due"):
+        assert time.monotonic() < deadline, "the rating window never opened"
+        time.sleep(0.05)
+    clerk = browsers()
+    clerk.sign_in(token("desk", "d-7"))
+    clerk.open(f"/desk/issues/{issue_id}")
+    clerk.wait(lambda: "满意吗" in clerk.text("#messages"), 15, "the desk's rating request")
+    assert "token" not in clerk.text("#messages") and "http" not in clerk.text("#messages")
+    assert clerk.find_all("#rating-form") and not clerk.find_all("#resend-form")
+    Select(clerk.find("#rt-rating")).select_by_visible_text("满意")
+    clerk.fill("#rt-comment", "电话里说修得很好")
+    clerk.find("#rating-form button[type=submit]").click()
+    clerk.wait(lambda: clerk.find_all("#form-errors"), 5, "the errors")
+    error = clerk.find(".field-error[data-field='method']")
+    assert error.find_element("xpath", "..").find_element(
+        "css selector", "select").get_attribute("id") == "rt-method"
+    assert clerk.find("#rt-method").get_attribute("aria-invalid") == "true"
+    assert Select(clerk.find("#rt-rating")).first_selected_option.text == "满意"
+    assert clerk.find("#rt-comment").get_attribute("value") == "电话里说修得很好"
+    Select(clerk.find("#rt-method")).select_by_visible_text("电话回访")
+    clerk.find("#rating-form button[type=submit]").click()
+    clerk.wait(lambda: clerk.find("#issue-status").get_attribute("data-status") == "closed",
+               5, "the issue closed")
+    recorded = clerk.find("#timeline li[data-step='rating_recorded']").text
+    assert "代居民评价" in recorded and "d-7" in recorded and "电话回访" in recorded
+    assert not clerk.find_all("#rating-form")  # rated: nothing more to record
+    [rating] = issue_of(whistle.url, issue_id)["ratings"]
+    assert (rating["recorded_by"], rating["method"], rating["comment"]) == (
+        "d-7", "phone", "电话里说修得很好")
+    clerk.screenshot("issue-rating-recorded")
+
+
+def test_the_desk_resends_a_rating_link_from_the_issue_page_and_hears_the_cooldown(
+        whistle, browsers, gateway):
+    desk = {"Authorization": f"Bearer {token('desk')}"}
+    made = requests.post(f"{whistle.url}/issues", timeout=5, headers=desk, json={
+        "description": "楼道外有飞线，电线垂下来了",
+        "location": {"community": "幸福里社区", "address": "5号楼"},
+        "contact": {"phone": "13700002222", "preferred_channel": "webhook"}})
+    assert made.status_code == 201, made.text
+    issue_id = made.json()["issue_id"]
+    wait_dispatched(whistle.url, issue_id)
+    power = {"Authorization": f"Bearer {token('power')}"}
+    for step, body in (("acknowledge", {}), ("resolve", {"note": "已剪除飞线"})):
+        assert requests.post(f"{whistle.url}/agencies/power/assignments/{issue_id}/{step}",
+                             json=body, headers=power, timeout=5).status_code == 200
+    clerk = browsers()
+    clerk.sign_in(token("desk"))
+    first = rating_link(gateway, issue_id, clerk)
+    clerk.open(f"/desk/issues/{issue_id}")
+    clerk.wait(lambda: clerk.find_all("#resend-form"), 5, "the resend button")
+    clerk.find("#resend-form button[type=submit]").click()
+    clerk.wait(lambda: clerk.find_all(".notice.ok"), 5, "the resend done")
+    sent = clerk.wait(lambda: [r for r in gateway.requests
+                               if json.loads(r.body).get("issue_id") == issue_id
+                               and json.loads(r.body).get("kind") == "rating_request"
+                               and json.loads(r.body)["text"].find(first) < 0] or None,
+                      10, "the resent link on the resident's phone")
+    assert "/feedback?token=" in json.loads(sent[0].body)["text"]
+    clerk.find("#resend-form button[type=submit]").click()
+    clerk.wait(lambda: clerk.find_all("#error"), 5, "the cooldown's refusal")
+    assert re.fullmatch(r"刚刚已给居民重发过评价链接，\d+ 秒后才能再发", clerk.text("#error"))

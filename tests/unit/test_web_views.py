@@ -1181,3 +1181,52 @@ def test_a_long_workspace_pages_by_deadline_and_a_bad_page_names_the_field():
                     next_deadline=lambda a: a.get("acknowledge_by"),
                     principal=types.SimpleNamespace(agency="power"))
     assert 'id="pager"' not in html and 'id="shown-of"' not in html
+
+
+def test_the_call_back_card_shows_while_this_residents_rating_is_awaited():
+    """The desk's issue page offers to record a resident's rating (and resend their
+    link, when they gave a phone or email) only while the issue carrying their report
+    waits for a rating they have not given in this cycle; a merged neighbour's page asks
+    the issue it joined."""
+    due = "2026-12-12T08:00:00+00:00"
+    waiting = {"issue_id": "WH-20261205-0001", "status": "resolved", "feedback_due": due,
+               "reopen_count": 1, "ratings": [], "contact": {"phone": "138****5678"}}
+    assert views.rating_awaited(waiting, waiting) == {"due": due, "can_resend": True}
+    no_channel = {**waiting, "contact": {"name": "孙**"}}
+    assert views.rating_awaited(no_channel, no_channel)["can_resend"] is False
+    earlier_cycle = {**waiting, "ratings": [{"reporter_issue_id": "WH-20261205-0001",
+                                             "cycle": 0}]}
+    assert views.rating_awaited(earlier_cycle, earlier_cycle) is not None
+    rated = {**waiting, "ratings": [{"reporter_issue_id": "WH-20261205-0001", "cycle": 1}]}
+    assert views.rating_awaited(rated, rated) is None
+    assert views.rating_awaited(waiting, {**waiting, "status": "closed"}) is None
+    neighbour = {"issue_id": "WH-20261205-0002", "status": "merged", "contact": {}}
+    assert views.rating_awaited(neighbour, rated) == {"due": due, "can_resend": False}
+
+
+def test_a_rating_the_desk_recorded_reads_so_on_the_timeline_and_its_refusals_in_chinese():
+    from services.routing import feedback
+    from services.routing.rules import load_rules
+    from shared.auth import FeedbackGrant
+    from shared.contracts import Rating, RatingMethod
+    from shared.errors import InvalidTransition
+
+    names = names_from_rules(None)
+    issue = dispatched_wire(NOW).model_copy(update={
+        "status": IssueStatus.resolved, "feedback_due": NOW + timedelta(days=7)})
+    grant = FeedbackGrant(reporter_issue_id=issue.issue_id, issue_id=issue.issue_id, cycle=0)
+    rated, _ = feedback.rate(issue, grant, Rating.unsatisfied, "还在漏", load_rules(), NOW,
+                             on_behalf=feedback.OnBehalf("d-7", RatingMethod.visit))
+    rows = views.timeline_rows(rated.model_dump(mode="json")["timeline"], ZH, names,
+                               "Asia/Shanghai")
+    [row] = [r for r in rows if r["step"] == "rating_recorded"]
+    assert row["label"] == "代居民评价"
+    assert row["detail"] == f"社区窗口（d-7）上门回访，代 {issue.issue_id} 的反映人登记评价：不满意"
+    with pytest.raises(InvalidTransition) as again:
+        feedback.rate(rated, grant, Rating.satisfied, None, load_rules(), NOW,
+                      on_behalf=feedback.OnBehalf("d-7", RatingMethod.phone))
+    assert views.refusal(again.value.message, ZH, names) == \
+        "这一次的处理结果已经评价过了（居民本人或社区已登记）"
+    assert views.refusal("a rating link was resent for WH-20261205-0001 a moment ago; the "
+                         "resident can be sent another in 287 s", ZH, names) == \
+        "刚刚已给居民重发过评价链接，287 秒后才能再发"
