@@ -133,6 +133,10 @@ def test_every_page_and_form_for_every_identity(whistle):
         ("POST", f"{desk}/table/tasks/T9/close", {"note": "已核实"},
          row(SIGN_IN, 422, 403, 403, 403, SIGN_IN, SIGN_IN)),  # there is no task T9
         ("POST", f"{desk}/split", {}, row(SIGN_IN, 409, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        # 电话回访: a choice left blank is said beside it; nothing to resend yet.
+        ("POST", f"{desk}/rating", {"rating": "satisfied"},
+         row(SIGN_IN, 422, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"{desk}/rating-link", {}, row(SIGN_IN, 409, 403, 403, 403, SIGN_IN, SIGN_IN)),
         ("POST", f"/agency/power/issues/{issue_id}/table/tasks/T9/done", {"note": "已更换"},
          row(SIGN_IN, 403, 422, 403, 403, SIGN_IN, SIGN_IN)),
         ("POST", f"/agency/water/assignments/{issue_id}/acknowledge", {},
