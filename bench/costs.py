@@ -187,13 +187,14 @@ def _consume(amqp_uri: str, prefix: str, noop: bool) -> None:
     from kombu import Connection
     from nameko.runners import ServiceRunner
 
+    from bench.cluster import free_port
     from services.agency.service import AgencyService
     from shared import config as cfg
     from shared.logging import configure_logging
 
     config = cfg.config_from_env({}, **{cfg.AMQP_URI: amqp_uri, cfg.REDIS_URL: REDIS_URL,
                                          cfg.KEY_PREFIX: prefix,
-                                         cfg.WEB_SERVER_ADDRESS: "127.0.0.1:0"})
+                                         cfg.WEB_SERVER_ADDRESS: f"127.0.0.1:{free_port()}"})
     configure_logging("json")
     if noop:
         def record_assignment(self, event):

@@ -37,6 +37,7 @@ import psycopg
 import requests
 
 import whistle  # noqa: F401 - eventlet's monkey-patching, as in every entry point
+from bench.cluster import free_port
 from bench.infra import BenchSandbox, delete_prefix
 from shared import config as cfg
 from shared.archive import Archive, Bundle, upgrade
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             delete_prefix(box.redis_url, box.prefix + "-open")
             print(f"redis: {redis_per_open:,.0f} bytes per open issue "
                   f"({args.open_issues} issues, MEMORY USAGE of every key)", flush=True)
-            address = f"127.0.0.1:{_free_port()}"
+            address = f"127.0.0.1:{free_port()}"
             runner = start_intake(cfg.config_from_env(**{
                 cfg.AMQP_URI: box.amqp_uri, cfg.KEY_PREFIX: box.prefix,
                 cfg.DATABASE_URL: url, cfg.WEB_SERVER_ADDRESS: address,
@@ -436,14 +437,6 @@ def measure_hot(box, address: str, args) -> None:
         figures = timed(stats, max(3, args.repeat // 3))
         print(f"| {size:,} | {took:,.0f} | {first_ms:.1f} | {figures['median_ms']} / "
               f"{figures['p95_ms']} |", flush=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":
