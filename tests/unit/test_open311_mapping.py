@@ -491,6 +491,19 @@ def test_a_request_shows_public_fields_only():
     assert (view["address_id"], view["zipcode"]) == (None, None)
 
 
+def test_a_request_shows_the_building_never_the_flat():
+    record = _issue()
+    record.location = record.location.model_copy(update={"address": "丽德花园3号楼2单元501"})
+    assert request_view(record, CATALOG, Language.zh, TZ)["address"] == "丽德花园3号楼"
+    record.location = record.location.model_copy(
+        update={"address": "Flat 5, 12 Rose Court, 张三 13812345678"})
+    assert request_view(record, CATALOG, Language.en, TZ, names_of({"name": "张三"}))[
+        "address"] == "12 Rose Court, 张* 138****5678"
+    # Nothing but a flat: no public address at all, rather than "501室" to anyone.
+    record.location = record.location.model_copy(update={"address": "501室"})
+    assert request_view(record, CATALOG, Language.zh, TZ)["address"] is None
+
+
 def test_every_whistle_state_is_open_or_closed():
     from services.intake.open311.mapping import OPEN311_STATES
 

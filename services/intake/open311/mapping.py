@@ -6,7 +6,8 @@
   by its Open311 field;
 - :func:`parse_request_query`: the GET requests filters, with the spec's 90-day rule;
 - :func:`request_view`: an issue as an Open311 request. Only public fields: never the
-  reporter's name, phone or email, and free text scrubbed as the logs are;
+  reporter's name, phone or email, the address only down to the building, and free
+  text scrubbed as the logs are;
 - :func:`updates_from_journal`: the mySociety ``servicerequestupdates`` extension,
   one update per step of the issue's journal.
 
@@ -29,6 +30,7 @@ from pydantic import ValidationError
 
 from services.intake.open311.catalog import Service, service_code_of
 from services.intake.open311.formats import Open311Error
+from shared.addresses import public_address
 from shared.contracts import (
     AssignmentStatus,
     Channel,
@@ -712,7 +714,10 @@ def request_view(record: IssueRecord, catalog: dict[str, Service], lang: Languag
         "requested_datetime": w3c(record.received_at, tz),
         "updated_datetime": w3c(max(record.updated_at, state.updated_at), tz),
         "expected_datetime": w3c(expected_datetime(state), tz),
-        "address": scrub(record.location.address, names),
+        # The building, never the flat: a public read is anyone's, and "3号楼2单元501"
+        # told them which door the resident opens. The desk and the agencies keep it.
+        # Scrubbed first, so a phone number is masked whole before any of it is cut.
+        "address": public_address(scrub(record.location.address, names)) or None,
         # The spec lists both among a request's fields (neither "may not be returned"):
         # a client reading them by name found no key. Whistle keeps neither apart; a
         # posted address_id is in the address.
