@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
+from shared.addresses import public_address
 from shared.auth import FeedbackGrant, Principal, Role
 from shared.contracts import AssignmentStatus, IssueFilter, IssueStatus
 from shared.errors import Forbidden, InvalidTransition, Unauthorized
@@ -158,8 +159,12 @@ def agency_view(record: IssueRecord, contact: dict[str, Any] | None,
                 ) -> dict[str, Any]:
     """The work: problem, place, every assignment's state (the parts a reroute withdrew
     too), the table, the timeline without the messages to residents and without the
-    residents' rating comments. No reporters, ratings or unmasked contact."""
+    residents' rating comments. No reporters, ratings or unmasked contact. An agency a
+    reroute withdrew (with no part now) reads the address down to the building only:
+    it no longer goes there, and the flat is the resident's home."""
     view = without_comments(record.model_dump(mode="json", include=_AGENCY_FIELDS))
+    if agency is not None and agency not in {a.agency for a in record.assignments}:
+        view["location"]["address"] = public_address(view["location"]["address"])
     view["timeline"] = [entry for entry in view["timeline"] if entry["service"] != "notify"]
     for assignment in view["assignments"]:
         assignment["yours"] = assignment["agency"] == agency

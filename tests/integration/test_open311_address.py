@@ -1,5 +1,6 @@
 """Open311's public reads show the building, never the flat, over real HTTP; the desk,
-the agency that goes there and the resident still read the whole address."""
+the agency that goes there and the resident still read the whole address, and an agency
+a reroute withdrew reads the building only."""
 
 from xml.etree import ElementTree
 
@@ -68,3 +69,14 @@ def test_a_public_read_has_no_flat_and_the_desk_still_does(whistle, config, stor
     assert address_read_by(desk) == "丽德花园 3号楼2单元501"
     assert address_read_by({"Authorization": f"Bearer {water}"}) == "丽德花园 3号楼2单元501"
     assert address_read_by({"Authorization": f"Bearer {resident}"}) == "丽德花园 3号楼2单元501"
+
+    # A reroute withdraws the water company: it no longer goes there, so the building.
+    rerouted = requests.post(f"{whistle}/issues/{leak_id}/reroute", timeout=10, headers=desk,
+                             json={"category": "flying_wire", "reason": "是电线，不是水管"})
+    assert rerouted.status_code == 200, rerouted.text
+    wait_until(lambda: "water" in {a["agency"] for a in requests.get(
+        f"{whistle}/issues/{leak_id}", timeout=5, headers=desk).json()["withdrawn"]})
+    assert address_read_by({"Authorization": f"Bearer {water}"}) == "丽德花园 3号楼"
+    power = issue_token("power", "p-007", config[cfg.SECRET])
+    assert address_read_by({"Authorization": f"Bearer {power}"}) == "丽德花园 3号楼2单元501"
+    assert address_read_by(desk) == "丽德花园 3号楼2单元501"

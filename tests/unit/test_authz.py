@@ -20,6 +20,7 @@ from shared.auth import (
 from shared.authz import (
     View,
     agency_view,
+    desk_view,
     issue_view,
     may_act_for_agency,
     may_act_on_assignment,
@@ -269,6 +270,22 @@ def test_an_agency_sees_the_work_and_no_reporters_ratings_or_messages():
     assert view["contact"]["phone"] == "138****5678"
 
 
+def test_the_flat_is_for_the_agencies_with_a_part_not_for_one_a_reroute_withdrew():
+    home = Location(community="缤泰社区", address="丽德花园3号楼2单元501")
+    issue = record(location=home, withdrawn=[
+        assignment("water", status=AssignmentStatus.withdrawn)])
+    # The lead, and one whose part is finished (a reopening sends it back): the flat.
+    for agency in ("power", "housing"):
+        assert agency_view(issue, CONTACT, agency)["location"]["address"] == home.address
+    assert desk_view(issue, CONTACT)["location"]["address"] == home.address
+    # Withdrawn: it no longer goes there.
+    assert agency_view(issue, CONTACT, "water")["location"]["address"] == "丽德花园3号楼"
+    # Withdrawn, then given a part again: it goes there once more.
+    issue.assignments.append(assignment("water", AgencyRole.support))
+    assert agency_view(issue, CONTACT, "water")["location"]["address"] == home.address
+    assert issue.location.address == home.address  # the record itself is untouched
+
+
 def test_a_rating_comment_is_the_desks_masked_and_never_the_agencys():
     """The agency view quotes no resident's comment; the desk's masks phones and the
     resident's name in it, also in records rated before comments were masked."""
@@ -365,6 +382,16 @@ def test_a_merged_resident_sees_the_joined_issues_progress_not_its_reporter():
     assert view["description"] == "Wire hanging by my door" and view["status"] == "resolved"
     assert view["can_rate"] is True and view["language"] == "en"
     assert "handled together with the same problem reported by neighbours" in text
+
+
+def test_a_merged_resident_reads_their_own_flat_never_the_neighbours():
+    primary = record(location=Location(community="缤泰社区", address="丽德花园3号楼2单元501"))
+    own = receive(NEIGHBOUR, "trace-fedcba9876543210", "楼上漏水", None,
+                  Location(community="缤泰社区", address="丽德花园3号楼2单元401"), Channel.app,
+                  Language.zh, T0).model_copy(update={"status": IssueStatus.merged,
+                                                      "merged_into": OWN})
+    view = resident_view(own, None, primary)
+    assert view["address"] == "丽德花园3号楼2单元401" and "501" not in str(view)
 
 
 def test_a_resident_cannot_rate_twice_or_an_old_cycle():
