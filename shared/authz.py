@@ -175,13 +175,15 @@ def agency_view(record: IssueRecord, contact: dict[str, Any] | None,
 
 def _mask_staff_notes(view: dict[str, Any], names: list[str | None]) -> None:
     """Staff write down whom they called ("已联系孙建国，电话13812345678"): in the agency
-    view, every note (报到 and resolution notes, the timeline's steps that quote them, the
-    table's tasks) has phones, emails and the resident's name masked as a rating comment
+    view, every note (报到 and resolution notes, earlier cycles' too, the timeline's steps
+    that quote them, the table's tasks) has phones, emails and the resident's name masked as a rating comment
     is, since the contact is shown to agencies only masked (Open311 masks them as well).
     ``names``: the resident's and those of the neighbours whose reports merged into it."""
     for assignment in [*view["assignments"], *view["withdrawn"]]:
         for key in ("acknowledge_note", "resolution_note"):
             assignment[key] = masked_comment(assignment.get(key), names)
+        for earlier in assignment.get("earlier_resolutions", []):
+            earlier["note"] = masked_comment(earlier.get("note"), names)
     for entry in view["timeline"]:
         entry["detail"] = masked_comment(entry.get("detail"), names)
     for task in (view.get("table") or {}).get("tasks", []):

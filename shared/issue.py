@@ -67,6 +67,16 @@ class TimelineEntry(Stored):
     agency: str | None = None
 
 
+class EarlierResolution(Stored):
+    """What an agency claimed done in a cycle the resident then rejected (民事民评): kept
+    when the issue reopens, so the desk and the agency see what was said the first time."""
+
+    cycle: int  # the issue's ``reopen_count`` when this resolution was made
+    note: str | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+
+
 class Assignment(Stored):
     agency: str
     agency_name: str
@@ -90,6 +100,25 @@ class Assignment(Stored):
     missed_deadlines: int = 0
     withdrawn_at: datetime | None = None
     withdrawn_by: str | None = None
+    # Resolutions of earlier cycles, oldest first: absent from records stored before it.
+    earlier_resolutions: list[EarlierResolution] = Field(default_factory=list)
+
+    def back_to_work(self, cycle: int, now: datetime, acknowledge_by: datetime,
+                     resolve_by: datetime) -> None:
+        """The resident reopened the issue (民事民评): the part is ``assigned`` again with
+        fresh deadlines, and the resolution of ``cycle`` (the one rejected) is kept in
+        ``earlier_resolutions`` rather than lost."""
+        if self.resolved_at is not None or self.resolution_note is not None:
+            self.earlier_resolutions.append(EarlierResolution(
+                cycle=cycle, note=self.resolution_note, resolved_by=self.resolved_by,
+                resolved_at=self.resolved_at))
+        self.status = AssignmentStatus.assigned
+        self.assigned_at = now
+        self.acknowledge_by, self.resolve_by = acknowledge_by, resolve_by
+        self.acknowledged_at = self.acknowledged_by = self.acknowledged_on_time = None
+        self.acknowledge_note = None
+        self.resolved_at = self.resolved_by = self.resolution_note = None
+        self.acknowledge_overdue = self.resolve_overdue = False
 
     def summary(self) -> AssignmentSummary:
         return AssignmentSummary(

@@ -30,7 +30,6 @@ from datetime import datetime, timedelta
 from services.routing.rules import RuleSet
 from shared.auth import FeedbackGrant
 from shared.contracts import (
-    AssignmentStatus,
     ClosedReason,
     Event,
     IssueClosed,
@@ -132,7 +131,9 @@ def rate(record: IssueRecord, grant: FeedbackGrant, rating: Rating, comment: str
 def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
            cause: IssueRated) -> tuple[IssueRecord, IssueReopened]:
     """Back to every agency with fresh deadlines, one escalation level up; at the top
-    level (the district) nothing goes up, and the district keeps following it."""
+    level (the district) nothing goes up, and the district keeps following it. What
+    each agency claimed done this cycle stays on its assignment
+    (``Assignment.earlier_resolutions``)."""
     new = record.copy_to_change()
     window = rules.window(new.priority)
     new.reopen_count += 1
@@ -140,13 +141,7 @@ def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
     went_up = new.escalation_level is not record.escalation_level
     new.status = IssueStatus.dispatched
     for a in new.assignments:
-        a.status = AssignmentStatus.assigned
-        a.assigned_at = now
-        a.acknowledge_by, a.resolve_by = now + window.acknowledge, now + window.resolve
-        a.acknowledged_at = a.acknowledged_by = a.acknowledged_on_time = None
-        a.acknowledge_note = None
-        a.resolved_at = a.resolved_by = a.resolution_note = None
-        a.acknowledge_overdue = a.resolve_overdue = False
+        a.back_to_work(record.reopen_count, now, now + window.acknowledge, now + window.resolve)
     new.step(now, "routing", "reopened",
              f"the resident is not satisfied: {reason or '(no comment)'}; back to "
              f"{', '.join(new.agencies())}, "

@@ -463,6 +463,40 @@ def test_a_rating_comment_reaches_no_agency_and_the_desk_only_masked(whistle):
     assert masked in events
 
 
+def test_a_reopening_then_a_second_resolution_keeps_both_notes_for_desk_and_agency(whistle):
+    """民事民评 sends power back to work: what it claimed done the first time stays on its
+    assignment next to the second resolution, for the desk (as written) and for power (the
+    agency view, masked as its notes are); the resident's own link reads neither note."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, power, issue_id = resolved_wire(base, secret)
+    rated = requests.post(f"{base}/issues/{issue_id}/feedback", timeout=10, json={
+        "rating": "unsatisfied",
+        "token": issue_feedback_token(issue_id, issue_id, 0, secret, ttl_s=3600)})
+    assert rated.status_code == 200 and rated.json()["status"] == "dispatched", rated.text
+    second = f"已联系{NAME}，重新架设了线路"
+    for step, body in (("acknowledge", None), ("resolve", {"note": second})):
+        done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
+                             headers=power, json=body, timeout=10)
+        assert done.status_code == 200, done.text
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk).json()
+             ["feedback_due"], bool)
+    [as_desk] = requests.get(f"{base}/issues/{issue_id}", headers=desk,
+                             timeout=10).json()["assignments"]
+    assert (as_desk["resolution_note"], as_desk["resolved_by"]) == (second, "p-1")
+    [earlier] = as_desk["earlier_resolutions"]
+    assert (earlier["cycle"], earlier["note"], earlier["resolved_by"]) == (0, "已处理", "p-1")
+    assert earlier["resolved_at"] < as_desk["resolved_at"]
+    [as_agency] = requests.get(f"{base}/issues/{issue_id}", headers=power,
+                               timeout=10).json()["assignments"]
+    assert as_agency["resolution_note"] == "已联系赵**，重新架设了线路"
+    assert [e["note"] for e in as_agency["earlier_resolutions"]] == ["已处理"]
+    resident = {"Authorization": "Bearer " + issue_resident_token(issue_id, secret)}
+    own_page = requests.get(f"{base}/issues/{issue_id}", headers=resident, timeout=10)
+    assert own_page.status_code == 200, own_page.text
+    assert "已处理" not in own_page.text and "重新架设" not in own_page.text
+
+
 def test_an_agency_never_reads_the_residents_contact_in_another_agencys_note(whistle):
     """Agency staff call residents and write it down: "已联系赵大爷，电话13700009999". The
     other agencies on the issue, and one a reroute withdrew, read those notes (on the

@@ -53,7 +53,7 @@ from shared.contracts import (
     Role as AgencyRole,
 )
 from shared.errors import Forbidden, InvalidTransition, Unauthorized
-from shared.issue import Assignment, IssueRecord, RatingRecord, receive
+from shared.issue import Assignment, EarlierResolution, IssueRecord, RatingRecord, receive
 
 SECRET = "unit-test-secret-0123456789abcdef-0123456789"
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -331,6 +331,21 @@ def test_the_agency_view_cuts_comments_by_the_steps_shape_not_their_text():
         "the resident is satisfied",
         "rated"]
     assert "联系我" not in str(as_agency) and "back to me" not in str(as_agency)
+
+
+def test_earlier_resolutions_are_seen_as_resolution_notes_are_and_by_no_one_else():
+    """What an agency claimed done before a reopening: the desk reads it as it reads the
+    latest note, an agency masked as its other notes, a resident never."""
+    claimed = "已联系孙建国13812345678，更换了插座"
+    issue = record()
+    issue.assignments[1].earlier_resolutions = [EarlierResolution(
+        cycle=0, note=claimed, resolved_by="h-0", resolved_at=T0)]
+    [as_desk] = issue_view(View.desk, issue, CONTACT)["assignments"][1]["earlier_resolutions"]
+    assert (as_desk["cycle"], as_desk["note"], as_desk["resolved_by"]) == (0, claimed, "h-0")
+    [as_agency] = agency_view(issue, CONTACT, "power")["assignments"][1]["earlier_resolutions"]
+    assert as_agency["note"] == "已联系孙**138****5678，更换了插座"
+    as_resident = str(resident_view(issue, CONTACT))
+    assert "更换了插座" not in as_resident and "h-0" not in as_resident
 
 
 def test_a_resident_sees_progress_in_plain_words_and_nothing_internal():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -178,6 +179,59 @@ def test_the_second_cycle_can_be_resolved_and_rated_again():
         feedback.rate(record, grant(cycle=2), Rating.satisfied, None, RULES, later)
     closed, _ = feedback.rate(record, grant(cycle=1), Rating.satisfied, None, RULES, later)
     assert closed.status is IssueStatus.closed and len(closed.ratings) == 2
+
+
+def test_a_reopening_keeps_what_each_agency_claimed_done_and_a_second_one_adds_to_it():
+    """Unsatisfied sends every part back to work; the resolution the resident rejected
+    (note, who, when, which cycle) stays on the assignment, the latest one apart."""
+    first_reopen = T0 + timedelta(days=1)
+    reopened, _ = feedback.rate(awaiting(), grant(), Rating.unsatisfied, "还在滴水", RULES,
+                                first_reopen)
+    for a in reopened.assignments:
+        assert a.resolution_note is None and a.resolved_by is None
+        [earlier] = a.earlier_resolutions
+        assert (earlier.cycle, earlier.note, earlier.resolved_by, earlier.resolved_at) == (
+            0, "已修复", f"{a.agency}-1", T0 + timedelta(hours=1))
+    later = T0 + timedelta(days=2)
+    record = reopened
+    for agency in ("water", "property_manager"):
+        record = acknowledge(record, agency, "s-2", later)
+        record = resolve(record, agency, "s-2", "彻底更换了管道", later)
+    record = feedback.await_rating(record, IssueResolved(
+        trace_id=record.trace_id, issue_id=ISSUE, occurred_at=later, agencies=["water"]), WEEK)
+    water = record.assignment_for("water")
+    assert water.resolution_note == "彻底更换了管道"
+    assert [e.note for e in water.earlier_resolutions] == ["已修复"]
+    again, _ = feedback.rate(record, grant(cycle=1), Rating.unsatisfied, None, RULES,
+                             later + timedelta(hours=1))
+    water = again.assignment_for("water")
+    assert [(e.cycle, e.note, e.resolved_by) for e in water.earlier_resolutions] == [
+        (0, "已修复", "water-1"), (1, "彻底更换了管道", "s-2")]
+
+
+def test_a_part_never_resolved_adds_no_earlier_resolution():
+    """Only what was claimed done is kept: a part with no resolution on it keeps an empty
+    history, not an empty entry."""
+    record = awaiting()
+    unresolved = record.model_copy(deep=True)
+    unresolved.assignments[1] = unresolved.assignments[1].model_copy(update={
+        "resolved_at": None, "resolved_by": None, "resolution_note": None})
+    reopened, _ = feedback.rate(unresolved, grant(), Rating.unsatisfied, None, RULES,
+                                T0 + timedelta(days=1))
+    assert len(reopened.assignments[0].earlier_resolutions) == 1
+    assert reopened.assignments[1].earlier_resolutions == []
+
+
+def test_a_record_stored_before_earlier_resolutions_still_loads():
+    """Records in Redis and archived in PostgreSQL were written without the field."""
+    stored = awaiting().model_dump(mode="json")
+    for a in stored["assignments"]:
+        del a["earlier_resolutions"]
+    loaded = IssueRecord.model_validate_json(json.dumps(stored))
+    assert all(a.earlier_resolutions == [] for a in loaded.assignments)
+    reopened, _ = feedback.rate(loaded, grant(), Rating.unsatisfied, None, RULES,
+                                T0 + timedelta(days=1))
+    assert [e.note for e in reopened.assignments[0].earlier_resolutions] == ["已修复"]
 
 
 def test_a_token_cannot_rate_twice_nor_another_issue():
