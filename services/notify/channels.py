@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime
+from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -429,6 +430,27 @@ def direct_channel(preferred: str | None, configured: Collection[str], has_phone
     if usable.get(wanted):
         return wanted
     return next((name for name in (WEBHOOK, EMAIL) if usable[name]), None)
+
+
+class Unreachable(StrEnum):
+    """Why no channel reaches a resident directly (:func:`direct_channel` found none)."""
+
+    no_channel = "no_channel"  # this deployment has neither a webhook nor email
+    no_contact = "no_contact"  # the resident gave neither a phone nor an email address
+    no_match = "no_match"  # the channels here need what the resident did not give
+
+
+def why_unreachable(configured: Collection[str], has_phone: bool,
+                    has_email: bool) -> Unreachable | None:
+    """Why :func:`direct_channel` finds nothing for this resident, ``None`` when it finds
+    one: the desk's page says it instead of offering a resend that must fail. Pure."""
+    if direct_channel(None, configured, has_phone, has_email) is not None:
+        return None
+    if WEBHOOK not in configured and EMAIL not in configured:
+        return Unreachable.no_channel
+    if not has_phone and not has_email:
+        return Unreachable.no_contact
+    return Unreachable.no_match
 
 
 @dataclass(frozen=True)

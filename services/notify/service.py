@@ -30,8 +30,10 @@ from services.notify.channels import (
     RECIPIENT_FIELDS,
     OutgoingMessage,
     Sealed,
+    Unreachable,
     build_channels,
     direct_channel,
+    why_unreachable,
 )
 from services.notify.delivery import (
     QUEUED,
@@ -287,22 +289,47 @@ class NotifyService:
         principal = self.guard.check(request, "rating_link.resend", issue_id)
         return 202, self._resend_rating_link(principal, issue_id)
 
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def rating_link_reach(self, token: str, issue_id: str) -> dict:
+        """Whether a resent rating link would reach the resident of ``issue_id`` directly
+        (desk staff, within its communities): ``{issue_id, channel, unreachable}``, the
+        channel it would go by, or why none would (``Unreachable``). The desk's issue page
+        offers the resend only when one would."""
+        principal = self.guard.staff(token)
+        must_be_desk(principal)
+        own, contact = self._reporter_contact(issue_id)
+        may_read_notifications(principal, own, issue_id)  # the desk's, in its communities
+        channel, unreachable = self._direct_reach(contact)
+        return {"issue_id": issue_id, "channel": channel,
+                "unreachable": unreachable.value if unreachable else None}
+
+    def _reporter_contact(self, reporter: str) -> tuple[IssueRecord, dict]:
+        """The report and its resident's contact (none once archived: closed by then)."""
+        try:
+            own, (contact,) = self.store.get_with(
+                reporter, lambda pipe: pipe.hgetall(self.store.keys.contact(reporter)))
+        except NotFound:
+            own, contact = self.store.get(reporter), {}
+        return own, contact
+
+    def _direct_reach(self, contact: dict) -> tuple[str | None, Unreachable | None]:
+        """The channel reaching the resident without the desk (``None``), or why none does."""
+        channels = self.messenger.deliveries.channels
+        has_phone, has_email = bool(contact.get("phone")), bool(contact.get("email"))
+        channel = direct_channel(contact.get("preferred_channel") or channels.default,
+                                 channels.configured, has_phone=has_phone, has_email=has_email)
+        return channel, why_unreachable(channels.configured, has_phone, has_email)
+
     def _resend_rating_link(self, principal: Principal, reporter: str) -> dict:
         """A fresh rating link for ``reporter``'s current cycle, through a channel that
         reaches the resident directly (webhook or email), never through the desk: the desk
         asks for it, and learns only whether it went. Its record holds the link redacted."""
         must_be_desk(principal)
-        try:
-            own, (contact,) = self.store.get_with(
-                reporter, lambda pipe: pipe.hgetall(self.store.keys.contact(reporter)))
-        except NotFound:  # archived, so closed: refused below as it was while hot (409)
-            own, contact = self.store.get(reporter), {}
+        # Archived, so closed: refused below as it was while hot (409).
+        own, contact = self._reporter_contact(reporter)
         work = self.store.get(own.merged_into) if own.merged_into else own
         may_resend_rating_link(principal, work)
-        channels = self.messenger.deliveries.channels
-        channel = direct_channel(contact.get("preferred_channel") or channels.default,
-                                 channels.configured, has_phone=bool(contact.get("phone")),
-                                 has_email=bool(contact.get("email")))
+        channel, _ = self._direct_reach(contact)
         if channel is None:
             raise InvalidTransition(
                 f"no channel reaches the resident of {reporter} directly (a webhook to their "

@@ -297,8 +297,12 @@ class WebService:
         t = views.Translator(reader_language(request))
         work = (self._rpc(self.intake.get_issue, issue["merged_into"])
                 if issue.get("merged_into") else issue)
+        rating = views.rating_awaited(issue, work)
+        if rating is not None:  # whether a resend could reach the resident: notify knows
+            rating = views.with_reach(rating, self._rpc(self.notify.rating_link_reach,
+                                                        session.token, issue_id))
         return self._page(request, "issue.html", session, principal, status=status,
-                          issue=issue, rating=views.rating_awaited(issue, work),
+                          issue=issue, rating=rating,
                           timeline=views.timeline_rows(issue["timeline"], t, self.names,
                                                        self._tz()),
                           messages=views.messages_view(messages, self._tz(), t),

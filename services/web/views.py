@@ -407,20 +407,27 @@ def refusal(message: str | None, t: Translator, names) -> str:
 
 
 def rating_awaited(issue: dict[str, Any], work: dict[str, Any]) -> dict[str, Any] | None:
-    """Whether the issue page offers to record its resident's rating and to resend their
-    link: while the issue carrying the report (``work``: itself, or the one it was merged
-    into) waits for a rating this resident has not given in this cycle. ``due``: when
-    the window closes; ``can_resend``: the resident gave a phone or an email (a link is
-    never sent through the desk, so without either there is nothing to resend)."""
+    """Whether the issue page offers to record its resident's rating (and to resend their
+    link, :func:`with_reach`): while the issue carrying the report (``work``: itself, or
+    the one it was merged into) waits for a rating this resident has not given in this
+    cycle. ``due``: when the window closes."""
     if work.get("status") != "resolved" or not work.get("feedback_due"):
         return None
     cycle = work.get("reopen_count") or 0
     if any(r.get("reporter_issue_id") == issue["issue_id"] and r.get("cycle") == cycle
            for r in work.get("ratings") or []):
         return None
-    contact = issue.get("contact") or {}
-    return {"due": work["feedback_due"],
-            "can_resend": bool(contact.get("phone") or contact.get("email"))}
+    return {"due": work["feedback_due"]}
+
+
+def with_reach(rating: dict[str, Any], reach: dict[str, Any]) -> dict[str, Any]:
+    """``rating`` (:func:`rating_awaited`) and whether a resent link would reach the
+    resident (notify's ``rating_link_reach``): ``can_resend`` only when a channel reaches
+    them without the desk (a link is never sent through it, so pressing it would fail);
+    otherwise ``unreachable`` says why, for the page to say instead of the button."""
+    can_resend = reach.get("channel") is not None
+    return {**rating, "can_resend": can_resend,
+            "unreachable": None if can_resend else reach.get("unreachable") or "no_match"}
 
 
 # ------------------------------------------------------------- the timeline

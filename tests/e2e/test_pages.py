@@ -1167,6 +1167,10 @@ def test_the_desk_records_a_called_back_residents_rating_on_the_issue_page(whist
     clerk.wait(lambda: "满意吗" in clerk.text("#messages"), 15, "the desk's rating request")
     assert "token" not in clerk.text("#messages") and "http" not in clerk.text("#messages")
     assert clerk.find_all("#rating-form") and not clerk.find_all("#resend-form")
+    # No phone or email: the card says why there is no resend, and to call them back.
+    why = clerk.find("#resend-unavailable")
+    assert why.get_attribute("data-reason") == "no_contact"
+    assert "居民没有留下手机号或邮箱" in why.text and "请电话回访" in why.text
     Select(clerk.find("#rt-rating")).select_by_visible_text("满意")
     clerk.fill("#rt-comment", "电话里说修得很好")
     clerk.find("#rating-form button[type=submit]").click()
@@ -1209,6 +1213,7 @@ def test_the_desk_resends_a_rating_link_from_the_issue_page_and_hears_the_cooldo
     first = rating_link(gateway, issue_id, clerk)
     clerk.open(f"/desk/issues/{issue_id}")
     clerk.wait(lambda: clerk.find_all("#resend-form"), 5, "the resend button")
+    assert not clerk.find_all("#resend-unavailable")  # the webhook reaches their phone
     clerk.find("#resend-form button[type=submit]").click()
     clerk.wait(lambda: clerk.find_all(".notice.ok"), 5, "the resend done")
     sent = clerk.wait(lambda: [r for r in gateway.requests

@@ -55,6 +55,7 @@ def test_an_issue_id_that_is_no_string_is_not_found_and_every_service_goes_on(wh
             lambda: rpc.intake.get_events(issue_id),
             lambda: rpc.notify.list_notifications(issue_id),
             lambda: rpc.notify.resend_rating_link(desk, issue_id),
+            lambda: rpc.notify.rating_link_reach(desk, issue_id),
             lambda: rpc.agency.acknowledge(power, "power", issue_id),
             lambda: rpc.agency.resolve(power, "power", issue_id, {"note": "修好了"}),
             lambda: rpc.routing.split_issue(desk, issue_id),

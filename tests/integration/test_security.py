@@ -365,6 +365,40 @@ def test_the_desk_resends_a_rating_link_once_in_a_cooldown_not_again_and_again(w
     assert sent() == before  # nothing more reached the resident
 
 
+def test_notify_says_whether_a_resent_rating_link_would_reach_the_resident(whistle):
+    """The desk's page offers a resend only when it can work: a phone and the webhook
+    reach the resident; a resident who gave nothing cannot be reached; only the desk of
+    the issue's community may ask."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, power, issue_id = dispatched_wire(base, secret)
+    no_contact = submit(base, {k: v for k, v in FLYING_WIRE.items() if k != "contact"}, desk)
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        desk_token = issue_token("desk", "d-1", secret)
+        assert rpc.notify.rating_link_reach(desk_token, issue_id) == {
+            "issue_id": issue_id, "channel": "webhook", "unreachable": None}
+        assert rpc.notify.rating_link_reach(desk_token, no_contact) == {
+            "issue_id": no_contact, "channel": None, "unreachable": "no_contact"}
+        with pytest.raises(Forbidden):
+            rpc.notify.rating_link_reach(issue_token("power", "p-1", secret), issue_id)
+        with pytest.raises(Forbidden):
+            rpc.notify.rating_link_reach(
+                issue_token("desk", "d-2", secret, communities=["和平里社区"]), issue_id)
+
+
+def test_without_a_webhook_or_mail_server_no_resent_link_reaches_anyone(runner_factory,
+                                                                         whistle_config):
+    """A deployment with neither: the resident's phone is no use for a rating link."""
+    runner_factory(whistle_config, IntakeService, NotifyService).start()
+    base = f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}"
+    secret = whistle_config[cfg.SECRET]
+    issue_id = submit(base, FLYING_WIRE, staff_headers("desk", "d-1", secret))
+    with ClusterRpcProxy({"AMQP_URI": whistle_config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        reach = wait_for(lambda: rpc.notify.rating_link_reach(
+            issue_token("desk", "d-1", secret), issue_id), bool)
+    assert reach == {"issue_id": issue_id, "channel": None, "unreachable": "no_channel"}
+
+
 def test_the_desk_records_a_called_back_residents_rating_as_their_own(whistle, redis_client):
     """电话回访: the desk records the answer of a resident who cannot open a link, over
     HTTP and RPC: unsatisfied reopens one level up, satisfied closes, each once a cycle;

@@ -22,6 +22,7 @@ from services.notify.channels import (
     direct_channel,
     sign_webhook,
     verify_webhook_signature,
+    why_unreachable,
 )
 from services.notify.delivery import attempted, new_record
 from shared import config as cfg
@@ -370,3 +371,18 @@ def test_a_sealed_value_renders_as_its_redacted_form():
 def test_a_resent_link_takes_a_channel_that_reaches_the_resident_directly(
         preferred, configured, phone, email, expected):
     assert direct_channel(preferred, configured, has_phone=phone, has_email=email) == expected
+
+
+@pytest.mark.parametrize("configured, phone, email, expected", [
+    ({"desk", "webhook", "email"}, True, False, None),  # reachable: nothing to explain
+    ({"desk", "email"}, False, True, None),
+    ({"desk"}, True, True, "no_channel"),  # neither a webhook nor email here
+    ({"desk", "webhook", "email"}, False, False, "no_contact"),  # nothing given
+    ({"desk", "webhook"}, False, True, "no_match"),  # the gateway needs a phone
+    ({"desk", "email"}, True, False, "no_match"),  # email needs an address
+])
+def test_the_desk_is_told_why_no_resent_link_would_reach_the_resident(
+        configured, phone, email, expected):
+    assert why_unreachable(configured, has_phone=phone, has_email=email) == expected
+    assert (direct_channel(None, configured, has_phone=phone, has_email=email) is None) is (
+        expected is not None)

@@ -1184,16 +1184,13 @@ def test_a_long_workspace_pages_by_deadline_and_a_bad_page_names_the_field():
 
 
 def test_the_call_back_card_shows_while_this_residents_rating_is_awaited():
-    """The desk's issue page offers to record a resident's rating (and resend their
-    link, when they gave a phone or email) only while the issue carrying their report
-    waits for a rating they have not given in this cycle; a merged neighbour's page asks
-    the issue it joined."""
+    """The desk's issue page offers to record a resident's rating only while the issue
+    carrying their report waits for a rating they have not given in this cycle; a merged
+    neighbour's page asks the issue it joined."""
     due = "2026-12-12T08:00:00+00:00"
     waiting = {"issue_id": "WH-20261205-0001", "status": "resolved", "feedback_due": due,
                "reopen_count": 1, "ratings": [], "contact": {"phone": "138****5678"}}
-    assert views.rating_awaited(waiting, waiting) == {"due": due, "can_resend": True}
-    no_channel = {**waiting, "contact": {"name": "孙**"}}
-    assert views.rating_awaited(no_channel, no_channel)["can_resend"] is False
+    assert views.rating_awaited(waiting, waiting) == {"due": due}
     earlier_cycle = {**waiting, "ratings": [{"reporter_issue_id": "WH-20261205-0001",
                                              "cycle": 0}]}
     assert views.rating_awaited(earlier_cycle, earlier_cycle) is not None
@@ -1201,7 +1198,61 @@ def test_the_call_back_card_shows_while_this_residents_rating_is_awaited():
     assert views.rating_awaited(rated, rated) is None
     assert views.rating_awaited(waiting, {**waiting, "status": "closed"}) is None
     neighbour = {"issue_id": "WH-20261205-0002", "status": "merged", "contact": {}}
-    assert views.rating_awaited(neighbour, rated) == {"due": due, "can_resend": False}
+    assert views.rating_awaited(neighbour, rated) == {"due": due}
+
+
+RESEND_WORDS = {
+    ("zh", "no_contact"): "居民没有留下手机号或邮箱",
+    ("zh", "no_channel"): "本系统没有配置短信（webhook）或邮件通道",
+    ("zh", "no_match"): "短信或邮件通道都联系不到这位居民",
+    ("en", "no_contact"): "the resident gave no phone or email",
+    ("en", "no_channel"): "this deployment sends no texts or email",
+    ("en", "no_match"): "no text or email channel here reaches this resident",
+}
+
+
+@pytest.mark.parametrize(("lang", "reason"), RESEND_WORDS)
+def test_the_resend_button_shows_only_when_a_channel_reaches_the_resident(lang, reason):
+    """The page offered "resend the rating link" to every resident with a phone or an
+    email, even where no webhook or mail server is configured, and pressing it failed:
+    now the button shows only when notify finds a channel that reaches them directly, and
+    otherwise the page says why not, and to call them back, in its language."""
+    issue = dispatched_wire(NOW).model_dump(mode="json") | {"contact": {"phone": "138****5678"}}
+    awaited = {"due": "2026-12-12T08:00:00+00:00"}
+    reaches = views.with_reach(awaited, {"channel": "webhook", "unreachable": None})
+    assert reaches == {**awaited, "can_resend": True, "unreachable": None}
+    html = rendered("issue.html", lang, issue=issue, timeline=[], messages=[], rating=reaches)
+    assert 'id="resend-form"' in html and 'id="resend-unavailable"' not in html
+    cannot = views.with_reach(awaited, {"channel": None, "unreachable": reason})
+    html = rendered("issue.html", lang, issue=issue, timeline=[], messages=[], rating=cannot)
+    assert 'id="resend-form"' not in html and 'id="rating-form"' in html
+    said = html[html.index('id="resend-unavailable"'):]
+    said = said[:said.index("</p>")]
+    assert f'data-reason="{reason}"' in said and RESEND_WORDS[lang, reason] in said
+    assert ("请电话回访" if lang == "zh" else "back and record their answer") in said
+
+
+def test_an_issue_page_and_an_agency_card_show_what_was_claimed_done_before_a_reopening():
+    """民事民评 reopened the issue: the desk's page and the agency's card show the first
+    resolution beside the second, in the page's language."""
+    issue = whole_chain()
+    desk = issue.model_dump(mode="json") | {"contact": {}}
+    [power] = desk["assignments"]
+    assert [e["note"] for e in power["earlier_resolutions"]] == ["已剪除飞线"]
+    for lang, heading, round_one in (("zh", "此前的办结说明", "第 1 轮"),
+                                     ("en", "Claimed done before", "Round 1")):
+        html = rendered("issue.html", lang, issue=desk, timeline=[], messages=[])
+        row = html[html.index('data-agency="power"'):]
+        row = row[:row.index("</tr>")]
+        assert heading in row and round_one in row and 'data-cycle="0"' in row
+        assert "gd-12" in row and row.count("已剪除飞线") == 2  # the latest, and the first
+    from services.agency.domain import assignment_view
+    card = assignment_view(issue, "power", NOW)
+    html = rendered("agency.html", "zh", assignments=[card], total=1,
+                    page=views.workspace_page(None, 1, 100, ZH),
+                    next_deadline=lambda a: a.get("acknowledge_by"),
+                    principal=types.SimpleNamespace(agency="power"))
+    assert "此前的办结说明" in html and 'data-cycle="0"' in html
 
 
 def test_a_rating_the_desk_recorded_reads_so_on_the_timeline_and_its_refusals_in_chinese():
