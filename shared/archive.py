@@ -174,7 +174,7 @@ def _bundle_rows(bundle: Bundle) -> dict[str, list[tuple]]:
                             for a in facts.assignments],
         "stat_agency": [(agency,) for agency in {a.agency for a in facts.assignments}],
         "stat_rating": [(issue_id, r.event_id, r.issue_id, community, r.cycle, received, _ts(r.at),
-                         r.satisfied, *_cycle_agencies(facts, r.issue_id, r.cycle))
+                         r.satisfied, *_cycle_agencies(facts, r.issue_id, r.cycle), r.by_desk)
                         for r in facts.ratings],
         "stat_escalation": [(issue_id, e.event_id, e.issue_id, community, e.agency, received,
                              _ts(e.at))
@@ -211,7 +211,7 @@ _TABLES: dict[str, tuple[str, str]] = {
     "stat_agency": ("agency", "ON CONFLICT DO NOTHING"),
     "stat_rating": ("issue_id, event_id, subject, community, cycle, received_at, at, satisfied, "
                     "agencies, "
-                    "agencies_created",
+                    "agencies_created, by_desk",
                     "ON CONFLICT DO NOTHING"),
     "stat_escalation": ("issue_id, event_id, subject, community, agency, received_at, at",
                         "ON CONFLICT DO NOTHING"),

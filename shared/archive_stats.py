@@ -31,11 +31,13 @@ from psycopg.pq import Format
 
 from services.intake.stats import (
     LOOKBACK,
+    RATERS,
     IssueFacts,
     _iso,
     _rate,
     issue_facts,
     nearest_rank_index,
+    rating_figures,
 )
 from shared.archive import Archive, seconds_between
 from shared.jsoncodec import dumps
@@ -102,6 +104,9 @@ _RATING_IN_WINDOW = """{r}.at >= %(since)s AND {r}.at < %(until)s AND {r}.at < %
       AND (%(communities)s::text[] IS NULL OR {r}.community = ANY(%(communities)s::text[]))
       AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = {r}.issue_id)"""
 
+# Of the ratings counted, those the desk recorded on a call-back (rated_by's "desk").
+_BY_DESK = "count(*) FILTER (WHERE by_desk), count(*) FILTER (WHERE by_desk AND satisfied)"
+
 # Ratings in the window, each event once, however many journals hold it. An archived
 # rating journaled under the rated issue itself (nearly all of them) is counted straight
 # from the covering partial index of them alone (stat_rating_own): one row per event.
@@ -115,42 +120,44 @@ _RATING_IN_WINDOW = """{r}.at >= %(since)s AND {r}.at < %(until)s AND {r}.at < %
 # from each part: the caller adds them up.
 _RATINGS = _HOT + """,
 copies AS (
-    SELECT DISTINCT ON (event_id) event_id, subject, cycle, satisfied
+    SELECT DISTINCT ON (event_id) event_id, subject, cycle, satisfied, by_desk
     FROM (
-        SELECT r.event_id, r.subject, r.cycle, r.satisfied FROM stat_rating r
+        SELECT r.event_id, r.subject, r.cycle, r.satisfied, r.by_desk FROM stat_rating r
         WHERE r.subject <> r.issue_id AND """ + _RATING_IN_WINDOW.format(r="r") + """
         UNION ALL
-        SELECT event_id, subject, cycle, satisfied
+        SELECT event_id, subject, cycle, satisfied, by_desk
         FROM unnest(%(r_event)s::text[], %(r_subject)s::text[], %(r_cycle)s::int[],
-                    %(r_satisfied)s::bool[], %(r_at)s::timestamptz[])
-            AS t(event_id, subject, cycle, satisfied, at)
+                    %(r_satisfied)s::bool[], %(r_at)s::timestamptz[], %(r_by_desk)s::bool[])
+            AS t(event_id, subject, cycle, satisfied, at, by_desk)
         WHERE at >= %(since)s AND at < %(until)s AND at < %(as_of)s) every
     WHERE NOT EXISTS (SELECT 1 FROM stat_rating o
                       WHERE o.issue_id = every.subject AND o.subject = every.subject
                         AND o.event_id = every.event_id
                         AND """ + _RATING_IN_WINDOW.format(r="o") + """)
     ORDER BY event_id)
-SELECT NULL, count(*), count(*) FILTER (WHERE satisfied) FROM (
-    SELECT r.satisfied FROM stat_rating r
+SELECT NULL, count(*), count(*) FILTER (WHERE satisfied), """ + _BY_DESK + """ FROM (
+    SELECT r.satisfied, r.by_desk FROM stat_rating r
     WHERE r.subject = r.issue_id AND """ + _RATING_IN_WINDOW.format(r="r") + """
     UNION ALL
-    SELECT satisfied FROM copies) every
+    SELECT satisfied, by_desk FROM copies) every
 UNION ALL
-SELECT g.agency, own.rated, own.satisfied
+SELECT g.agency, own.rated, own.satisfied, own.desk_rated, own.desk_satisfied
 FROM stat_agency g CROSS JOIN LATERAL (
-    SELECT count(*) AS rated, count(*) FILTER (WHERE r.satisfied) AS satisfied
+    SELECT count(*) AS rated, count(*) FILTER (WHERE r.satisfied) AS satisfied,
+           count(*) FILTER (WHERE r.by_desk) AS desk_rated,
+           count(*) FILTER (WHERE r.by_desk AND r.satisfied) AS desk_satisfied
     FROM stat_rating_agency r
     WHERE r.agency = g.agency AND r.created_at < %(as_of)s
       AND """ + _RATING_IN_WINDOW.format(r="r") + """) own
 WHERE own.rated > 0
 UNION ALL
-SELECT agency, count(*), count(*) FILTER (WHERE satisfied) FROM (
-    SELECT r.event_id, s.agency, r.satisfied
+SELECT agency, count(*), count(*) FILTER (WHERE satisfied), """ + _BY_DESK + """ FROM (
+    SELECT r.event_id, s.agency, r.satisfied, r.by_desk
     FROM copies r JOIN stat_assignment s ON s.issue_id = r.subject AND s.cycle = r.cycle
     WHERE s.created_at < %(as_of)s AND s.received_at BETWEEN %(rfrom)s AND %(rto)s
       AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = s.issue_id)
     UNION
-    SELECT r.event_id, h.agency, r.satisfied
+    SELECT r.event_id, h.agency, r.satisfied, r.by_desk
     FROM copies r JOIN hot_a h ON h.issue_id = r.subject AND h.cycle = r.cycle
     WHERE h.created_at < %(as_of)s) copied
 GROUP BY agency
@@ -213,7 +220,7 @@ def _parameters(hot: dict[str, IssueFacts], since: datetime, until: datetime,
         **dict(zip(("first_day", "last_day"), _whole_days(since - LOOKBACK, until),
                    strict=True)),
         "communities": sorted(communities) if communities is not None else None}
-    for name in ("r_event", "r_subject", "r_cycle", "r_satisfied", "r_at",
+    for name in ("r_event", "r_subject", "r_cycle", "r_satisfied", "r_at", "r_by_desk",
                  "e_event", "e_subject", "e_agency", "e_at"):
         params[name] = []
     assignments = []
@@ -232,6 +239,7 @@ def _parameters(hot: dict[str, IssueFacts], since: datetime, until: datetime,
             params["r_cycle"].append(r.cycle)
             params["r_satisfied"].append(r.satisfied)
             params["r_at"].append(r.at)
+            params["r_by_desk"].append(r.by_desk)
         for e in facts.escalations:
             params["e_event"].append(e.event_id)
             params["e_subject"].append(e.issue_id)
@@ -245,6 +253,7 @@ def _empty_block() -> dict[str, Any]:
     return {"assigned": 0, "acknowledged": 0, "acknowledged_on_time": 0, "resolved": 0,
             "rated": 0, "satisfied": 0, "response_rate": None, "resolution_rate": None,
             "satisfaction_rate": None,
+            "rated_by": {rater: rating_figures(0, 0) for rater in RATERS},
             "time_to_acknowledge_s": {"median": None, "p90": None},
             "time_to_resolve_s": {"median": None, "p90": None},
             "open": 0, "overdue": 0, "escalated": 0, "escalated_issues": 0}
@@ -366,12 +375,16 @@ def stats_over_facts(archive: Archive, hot: dict[str, IssueFacts], since: dateti
     if totals[0]:  # an empty window has no overall assignment figures
         _assignment_figures(block(None), totals, numpy.concatenate(every_ack),
                             numpy.concatenate(every_res))
-    for agency, rated, satisfied in ratings:
+    for agency, rated, satisfied, desk_rated, desk_satisfied in ratings:
         if agency is None and not rated:
             continue
         b = block(agency)
         b.update(rated=b["rated"] + rated, satisfied=b["satisfied"] + satisfied)
         b["satisfaction_rate"] = _rate(b["satisfied"], b["rated"])
+        by = b["rated_by"]
+        desk = (by["desk"]["rated"] + desk_rated, by["desk"]["satisfied"] + desk_satisfied)
+        by["desk"] = rating_figures(*desk)
+        by["resident"] = rating_figures(b["rated"] - desk[0], b["satisfied"] - desk[1])
     for agency, escalated, escalated_issues in escalations:
         if agency is None and not escalated:
             continue

@@ -2,7 +2,10 @@
 
 Fetches ``GET /stats`` and prints one row overall and one per agency: assignments,
 response, resolution and satisfaction rates, median and p90 times to acknowledge
-and to resolve, open, overdue and escalated. ``--json`` prints the answer as is.
+and to resolve, open, overdue and escalated, then the satisfaction of the ratings
+given through the residents' links and of those the desk recorded on a call-back
+(电话回访), last so the columns before keep their places. ``--json`` prints the
+answer as is.
 Dates given without a zone are read in ``$WHISTLE_TZ``. The definitions are in
 ``services/intake/stats.py``.
 """
@@ -101,18 +104,25 @@ def _times(block: dict, key: str) -> str:
     return f"{duration(figures['median'])}/{duration(figures['p90'])}"
 
 
+def _satisfaction(figures: dict) -> str:
+    return f"{percent(figures['satisfaction_rate'])} ({figures['satisfied']}/{figures['rated']})"
+
+
 def _row(name: str, block: dict) -> list[str]:
     return [
         escape(name),  # data, not rich markup
         str(block["assigned"]),
         percent(block["response_rate"]),
         percent(block["resolution_rate"]),
-        f"{percent(block['satisfaction_rate'])} ({block['satisfied']}/{block['rated']})",
+        _satisfaction(block),
         _times(block, "time_to_acknowledge_s"),
         _times(block, "time_to_resolve_s"),
         str(block["open"]),
         str(block["overdue"]),
         str(block["escalated"]),
+        # Added after the columns scripts already read, as GET /stats added rated_by.
+        _satisfaction(block["rated_by"]["resident"]),
+        _satisfaction(block["rated_by"]["desk"]),
     ]
 
 
@@ -128,9 +138,11 @@ def render(report: dict, tz: tzinfo) -> Table:
                   caption=f"as of {local(window['as_of'])}; {window['issues']} issues read; "
                           "response: acknowledged on time; "
                           "satisfaction: satisfied/rated; p50/p90: median and 90th percentile "
-                          "(nearest rank)")
+                          "(nearest rank); by link: rated by the resident through their link; "
+                          "by desk: recorded by the desk on a call-back (电话回访)")
     for header in ("agency", "assigned", "response", "resolution", "satisfaction",
-                   "ack\np50/p90", "resolve\np50/p90", "open", "overdue", "escalated"):
+                   "ack\np50/p90", "resolve\np50/p90", "open", "overdue", "escalated",
+                   "by link", "by desk"):
         table.add_column(header, justify="left" if header == "agency" else "right",
                          no_wrap=header == "agency")
     table.add_row(*_row("overall", report["overall"]), style="bold", end_section=True)

@@ -39,6 +39,12 @@ Satisfaction rate
     Every reporter's rating counts (a merged neighbour rates too). For an agency:
     the ratings of issues on which the agency had an assignment in the rated
     ``cycle``, whenever that assignment was created.
+Rated by
+    The same ratings split by who recorded them (``rated_by``): ``resident``, given
+    through the resident's own link, and ``desk``, recorded by the desk on the
+    resident's behalf after a call-back or visit (电话回访: the event has
+    ``recorded_by``); each with its ``rated``, ``satisfied`` and ``satisfaction_rate``.
+    The two add up to ``rated`` and ``satisfied``.
 Time to acknowledge / to resolve
     Seconds from the assignment's creation to its acknowledgement / resolution, over
     the assignments in the window that were acknowledged / resolved (on time or
@@ -169,6 +175,7 @@ class _Rating:
     at: datetime
     satisfied: bool
     event_id: str = ""
+    by_desk: bool = False  # recorded by the desk on a call-back (电话回访), not by the link
 
 
 @dataclass
@@ -265,7 +272,8 @@ def _replay_issue(events: list[tuple[datetime, dict]], history: _History) -> Non
         elif kind == "issue.rated":
             history.ratings.append(_Rating(issue_id, event["cycle"], at,
                                            event["rating"] == "satisfied",
-                                           event.get("event_id") or ""))
+                                           event.get("event_id") or "",
+                                           by_desk=bool(event.get("recorded_by"))))
 
 
 @dataclass
@@ -324,6 +332,22 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return round(numerator / denominator, 4) if denominator else None
 
 
+RATERS = ("resident", "desk")  # ``rated_by``: through the resident's link; by the desk
+
+
+def rating_figures(rated: int, satisfied: int) -> dict[str, Any]:
+    """One ``rated_by`` part: how many ratings, how many satisfied, and the rate."""
+    return {"rated": rated, "satisfied": satisfied,
+            "satisfaction_rate": _rate(satisfied, rated)}
+
+
+def _rated_by(ratings: list[_Rating]) -> dict[str, dict[str, Any]]:
+    parts = {"resident": [r for r in ratings if not r.by_desk],
+             "desk": [r for r in ratings if r.by_desk]}
+    return {rater: rating_figures(len(part), sum(r.satisfied for r in part))
+            for rater, part in parts.items()}
+
+
 def _block(assignments: list[_Assignment], ratings: list[_Rating],
            escalations: list[_Escalation]) -> dict[str, Any]:
     acknowledged = [a for a in assignments if a.acknowledged is not None]
@@ -341,6 +365,7 @@ def _block(assignments: list[_Assignment], ratings: list[_Rating],
         "response_rate": _rate(on_time, len(assignments)),
         "resolution_rate": _rate(resolved, len(assignments)),
         "satisfaction_rate": _rate(satisfied, len(ratings)),
+        "rated_by": _rated_by(ratings),
         "time_to_acknowledge_s": _durations((a.created, a.acknowledged) for a in assignments),
         "time_to_resolve_s": _durations((a.created, a.resolved) for a in assignments),
         "open": len(open_),

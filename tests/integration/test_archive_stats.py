@@ -4,12 +4,14 @@ split between Redis (hot) and PostgreSQL (archived)."""
 import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bench.scale import synthetic_issue
 from services.intake.stats import LOOKBACK, compute_stats
+from shared import archive as archive_module
 from shared.archive import Archive, Bundle, _backend_and_migrations, upgrade
 from shared.archive_stats import stats_over
 from shared.contracts import Channel, Language, Location
@@ -70,12 +72,26 @@ def test_the_known_history_gives_the_known_figures(archive, archived):
     assert report["agencies"] == EXPECTED_AGENCIES
 
 
+def with_call_backs(journals: dict[str, list[dict]], every: int = 3) -> dict[str, list[dict]]:
+    """``journals`` with every ``every``-th rating recorded by the desk on a call-back
+    (电话回访: ``recorded_by`` and ``method`` on the event), for ``rated_by``."""
+    ratings = sorted({e["event_id"] for journal in journals.values() for e in journal
+                      if e["event_type"] == "issue.rated"})
+    by_desk = set(ratings[::every])  # each copy of a rating alike (a merged report's too)
+    for journal in journals.values():
+        for event in journal:
+            if event.get("event_id") in by_desk:
+                event.update(recorded_by="d-1", method="phone")
+    return journals
+
+
 def test_many_varied_issues_over_many_windows_match_compute_stats(archive):
     rng = random.Random(7)
     journals = {}
     for n in range(600):
         bundle = synthetic_issue(n, NOW - timedelta(days=rng.uniform(0, 120)), rng)
         journals[loads(bundle.record)["issue_id"]] = [loads(e) for e in bundle.journal]
+    with_call_backs(journals)
     ids = sorted(journals)
     archived_ids = set(rng.sample(ids, 400))
     hot = split(archive, journals, archived_ids)
@@ -89,6 +105,7 @@ def test_many_varied_issues_over_many_windows_match_compute_stats(archive):
         report = stats_over(archive, in_range, since, until, NOW)
         assert report == reference(journals, since, until, NOW), (since, until)
         assert report["overall"]["assigned"] > 0
+    assert report["overall"]["rated_by"]["desk"]["rated"] > 0
 
 
 def test_archiving_again_or_while_still_hot_counts_each_issue_once(archive):
@@ -148,26 +165,79 @@ def test_two_archivers_writing_the_same_issues_at_once_count_their_ratings_once(
         assert conn.execute("SELECT count(*) FROM stat_rating_agency").fetchone()[0] == pairs > 0
 
 
+def migrated_before(url: str, migration: str) -> None:
+    """The schema as it was before ``migration``."""
+    backend, migrations = _backend_and_migrations(url)
+    try:
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(migrations).filter(
+                lambda m: m.id < migration))
+    finally:
+        backend.connection.close()
+
+
+@contextmanager
+def code_before_0005():
+    """The archiver as it was before 0005: its ratings' rows have no ``by_desk``."""
+    columns, conflict = archive_module._TABLES["stat_rating"]
+    rows_of = archive_module._bundle_rows
+
+    def old_rows(bundle):
+        rows = rows_of(bundle)
+        rows["stat_rating"] = [row[:-1] for row in rows["stat_rating"]]
+        return rows
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(archive_module._TABLES, "stat_rating",
+                      (columns.removesuffix(", by_desk"), conflict))
+        patch.setattr(archive_module, "_bundle_rows", old_rows)
+        yield
+
+
 def test_migration_0004_fills_the_ratings_per_agency_of_issues_archived_before_it():
     name = f"whistle_before_0004_{uuid.uuid4().hex[:8]}"
     url = create_database(name)
     try:
-        backend, migrations = _backend_and_migrations(url)
-        try:
-            with backend.lock():
-                backend.apply_migrations(backend.to_apply(migrations).filter(
-                    lambda m: m.id < "0004"))
-        finally:
-            backend.connection.close()
+        migrated_before(url, "0004")
         journals = varied_journals(17, 200, 40)
         archive = Archive(url)
         try:
-            split(archive, journals, sorted(journals))  # archived by code before 0004
-            assert upgrade(url) == ["0004_stats_rating_agency"]
+            with code_before_0005():  # archived by code before 0004
+                split(archive, journals, sorted(journals))
+            assert upgrade(url) == ["0004_stats_rating_agency", "0005_stats_rating_by_desk"]
             since = NOW - timedelta(days=30)
             report = stats_over(archive, {}, since, NOW, NOW)
             assert report == reference(journals, since, NOW, NOW)
             assert sum(b["rated"] for b in report["agencies"].values()) > 0
+        finally:
+            archive.close()
+    finally:
+        drop_database(name)
+
+
+def test_migration_0005_tells_the_desks_ratings_apart_archived_before_it_or_by_older_code():
+    """The ratings the desk recorded on a call-back, archived before 0005 and, after it, by
+    an archiver of older code still running: each is counted in rated_by's "desk", as
+    compute_stats counts it from the journal."""
+    name = f"whistle_before_0005_{uuid.uuid4().hex[:8]}"
+    url = create_database(name)
+    try:
+        migrated_before(url, "0005")
+        journals = with_call_backs(varied_journals(19, 300, 40))
+        ids = sorted(journals)
+        archive = Archive(url)
+        try:
+            with code_before_0005():
+                split(archive, journals, ids[::2])
+                assert upgrade(url) == ["0005_stats_rating_by_desk"]
+                split(archive, journals, ids[1::2])  # older code, after the upgrade
+            since = NOW - timedelta(days=30)
+            report = stats_over(archive, {}, since, NOW, NOW)
+            assert report == reference(journals, since, NOW, NOW)
+            by = report["overall"]["rated_by"]
+            assert by["desk"]["rated"] > 0 and by["resident"]["rated"] > 0
+            assert by["desk"]["rated"] + by["resident"]["rated"] == report["overall"]["rated"]
+            assert sum(b["rated_by"]["desk"]["rated"] for b in report["agencies"].values()) > 0
         finally:
             archive.close()
     finally:

@@ -128,17 +128,17 @@ def test_cli_prints_the_figures(intake):
     assert table.returncode == 0, table.stderr
     rows = {line.split()[0]: line.split() for line in table.stdout.splitlines() if line.strip()}
     # agency, assigned, response, resolution, satisfaction, ack p50/p90, resolve p50/p90,
-    # open, overdue, escalated
+    # open, overdue, escalated; then satisfaction by link and by the desk (call-backs)
     assert rows["overall"] == ["overall", "7", "71.4%", "57.1%", "50.0%", "(2/4)", "1h/10h",
-                               "4h/1d", "3", "2", "4"]
+                               "4h/1d", "3", "2", "4", "0.0%", "(0/2)", "100.0%", "(2/2)"]
     assert rows["gas"] == ["gas", "2", "100.0%", "100.0%", "50.0%", "(1/2)", "30m/2h", "4h/10h",
-                           "0", "0", "0"]
+                           "0", "0", "0", "0.0%", "(0/1)", "100.0%", "(1/1)"]
     assert rows["housing"] == ["housing", "1", "100.0%", "0.0%", "-", "(0/0)", "2h/2h", "-/-",
-                               "1", "1", "1"]
+                               "1", "1", "1", "-", "(0/0)", "-", "(0/0)"]
     assert rows["power"][1:] == ["2", "50.0%", "50.0%", "100.0%", "(1/1)", "1h/1h", "4h/4h",
-                                 "1", "1", "2"]
+                                 "1", "1", "2", "-", "(0/0)", "100.0%", "(1/1)"]
     assert rows["water"][1:] == ["2", "50.0%", "50.0%", "50.0%", "(1/2)", "1h/10h", "1d/1d",
-                                 "1", "0", "1"]
+                                 "1", "0", "1", "0.0%", "(0/1)", "100.0%", "(1/1)"]
 
 
 def test_cli_reports_a_bad_window_and_an_unreachable_whistle(intake):

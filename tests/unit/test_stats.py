@@ -82,9 +82,11 @@ def escalated(issue_id, agency, at, deadline="acknowledge"):
                                  supervisor="街道办", supervisor_en="Street office"))
 
 
-def rated(issue_id, at, rating, cycle):
+def rated(issue_id, at, rating, cycle, method=None):
+    """``method``: the desk recorded it on a call-back (电话回访), not the resident's link."""
+    by_desk = {"recorded_by": "d-1", "method": method} if method else {}
     return stored(IssueRated(**envelope(issue_id, at), rating=rating,
-                             reporter_issue_id=issue_id, cycle=cycle))
+                             reporter_issue_id=issue_id, cycle=cycle, **by_desk))
 
 
 def reopened(issue_id, at, cycle, *agencies):
@@ -107,9 +109,10 @@ def known_history(since: datetime) -> dict[str, list[dict]]:
         return since + timedelta(hours=hours)
 
     before = since - timedelta(days=12)
-    a_rated = rated(A, h(30), "satisfied", 0)
+    a_rated = rated(A, h(30), "satisfied", 0, "visit")  # the desk recorded it
     return {
-        # A: power on time; water late, escalated before its 报到, resolved; rated satisfied.
+        # A: power on time; water late, escalated before its 报到, resolved; rated satisfied
+        # (the desk recorded it on a visit).
         A: [
             received(A, h(1)), dispatched(A, h(1), "power", "water"),
             acked(A, "power", h(2), True),
@@ -118,12 +121,13 @@ def known_history(since: datetime) -> dict[str, list[dict]]:
             escalated(A, "water", h(9)), acked(A, "water", h(11), False),
             resolved(A, "water", h(25)), a_rated,
         ],
-        # B: gas resolves, the resident is unsatisfied, cycle 1 is resolved and rated satisfied.
+        # B: gas resolves, the resident is unsatisfied, cycle 1 is resolved and rated
+        # satisfied (by the desk, on a call-back).
         B: [
             created(B, "gas", h(3)), acked(B, "gas", h(3.5), True), resolved(B, "gas", h(7)),
             rated(B, h(10), "unsatisfied", 0), reopened(B, h(10), 1, "gas"),
             acked(B, "gas", h(12), True), resolved(B, "gas", h(20)),
-            rated(B, h(22), "satisfied", 1),
+            rated(B, h(22), "satisfied", 1, "phone"),
         ],
         # C: housing reports in but never resolves; power never reports in; both escalated.
         # Arrival order differs from occurrence (housing's 报到 journaled before its creation).
@@ -163,11 +167,20 @@ def times(median, p90):
     return {"median": median, "p90": p90}
 
 
+def rated_by(resident: tuple[int, int], desk: tuple[int, int]) -> dict:
+    """``rated_by``: (rated, satisfied) through the resident's link, and by the desk."""
+    return {rater: {"rated": n, "satisfied": ok,
+                    "satisfaction_rate": round(ok / n, 4) if n else None}
+            for rater, (n, ok) in (("resident", resident), ("desk", desk))}
+
+
 EXPECTED_OVERALL = {
     # A/power, A/water, B/gas c0, B/gas c1, C/housing, C/power, E/water c1
     "assigned": 7, "acknowledged": 6, "acknowledged_on_time": 5, "resolved": 4,
     "rated": 4, "satisfied": 2,
     "response_rate": 0.7143, "resolution_rate": 0.5714, "satisfaction_rate": 0.5,
+    # the links: B c0 and E c0, unsatisfied; the desk: A and B c1, satisfied
+    "rated_by": rated_by(resident=(2, 0), desk=(2, 2)),
     # acknowledge: 1800, 3600, 3600, 7200, 7200, 36000 -> ranks 3 and 6
     "time_to_acknowledge_s": times(3600.0, 36000.0),
     # resolve: 14400, 14400, 36000, 86400 -> ranks 2 and 4
@@ -180,6 +193,7 @@ EXPECTED_AGENCIES = {
         "assigned": 2, "acknowledged": 2, "acknowledged_on_time": 2, "resolved": 2,
         "rated": 2, "satisfied": 1,
         "response_rate": 1.0, "resolution_rate": 1.0, "satisfaction_rate": 0.5,
+        "rated_by": rated_by(resident=(1, 0), desk=(1, 1)),
         "time_to_acknowledge_s": times(1800.0, 7200.0),
         "time_to_resolve_s": times(14400.0, 36000.0),
         "open": 0, "overdue": 0, "escalated": 0, "escalated_issues": 0,
@@ -188,6 +202,7 @@ EXPECTED_AGENCIES = {
         "assigned": 1, "acknowledged": 1, "acknowledged_on_time": 1, "resolved": 0,
         "rated": 0, "satisfied": 0,
         "response_rate": 1.0, "resolution_rate": 0.0, "satisfaction_rate": None,
+        "rated_by": rated_by(resident=(0, 0), desk=(0, 0)),
         "time_to_acknowledge_s": times(7200.0, 7200.0),
         "time_to_resolve_s": times(None, None),
         "open": 1, "overdue": 1, "escalated": 1, "escalated_issues": 1,
@@ -196,6 +211,7 @@ EXPECTED_AGENCIES = {
         "assigned": 2, "acknowledged": 1, "acknowledged_on_time": 1, "resolved": 1,
         "rated": 1, "satisfied": 1,
         "response_rate": 0.5, "resolution_rate": 0.5, "satisfaction_rate": 1.0,
+        "rated_by": rated_by(resident=(0, 0), desk=(1, 1)),
         "time_to_acknowledge_s": times(3600.0, 3600.0),
         "time_to_resolve_s": times(14400.0, 14400.0),
         "open": 1, "overdue": 1, "escalated": 2, "escalated_issues": 1,
@@ -206,6 +222,7 @@ EXPECTED_AGENCIES = {
         # A cycle 0 satisfied, E cycle 0 unsatisfied (E's cycle-0 assignment predates the window)
         "rated": 2, "satisfied": 1,
         "response_rate": 0.5, "resolution_rate": 0.5, "satisfaction_rate": 0.5,
+        "rated_by": rated_by(resident=(1, 0), desk=(1, 1)),
         "time_to_acknowledge_s": times(3600.0, 36000.0),
         "time_to_resolve_s": times(86400.0, 86400.0),
         "open": 1, "overdue": 0, "escalated": 1, "escalated_issues": 1,
