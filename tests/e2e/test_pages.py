@@ -223,6 +223,10 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, gateway, whistle_e
     # The other pages, for people to look at.
     desk.open("/desk/stats")
     assert len(desk.find_all("svg[role=img]")) == 4 and "供电公司" in desk.text("#rates")
+    # The resident's own unsatisfied rating, through their link, not the desk's call-back.
+    assert desk.text("#satisfaction-by-rater td[data-rater='resident']").split() == [
+        "0.0%", "1", "人评价，0", "人满意"]
+    assert desk.text("#satisfaction-by-rater td[data-rater='desk']").split() == ["—", "暂无评价"]
     desk.screenshot("stats")
     ops = browsers()
     ops.sign_in(token("desk", "operator-1"))
@@ -1192,6 +1196,28 @@ def test_the_desk_records_a_called_back_residents_rating_on_the_issue_page(whist
     assert (rating["recorded_by"], rating["method"], rating["comment"]) == (
         "d-7", "phone", "电话里说修得很好")
     clerk.screenshot("issue-rating-recorded")
+    # The three rates tell this rating apart from one given through the resident's link,
+    # on a desk's screen and on a phone, in both languages, with no sideways scrolling.
+    for width in (1280, PHONE):
+        stats = browsers(width)
+        stats.sign_in(token("desk", "d-7"))
+        for lang, by_link, by_desk, counts in (
+                ("zh", "居民本人评价", "社区回访代评（电话回访）", ("暂无评价", "1 人评价，1 人满意")),
+                ("en", "By the resident's own link", "Recorded by the desk on a call-back",
+                 ("no ratings yet", "1 of 1 satisfied"))):
+            stats.open(f"/desk/stats?lang={lang}")
+            head = stats.text("#satisfaction-by-rater thead")
+            assert by_link in head and by_desk in head
+            overall = stats.find("#satisfaction-by-rater tbody tr")  # the overall row first
+            link_cell = overall.find_element("css selector", "td[data-rater='resident']").text
+            desk_cell = overall.find_element("css selector", "td[data-rater='desk']").text
+            assert link_cell.split() == ["—", *counts[0].split()]
+            assert desk_cell.split() == ["100.0%", *counts[1].split()]
+            assert stats.driver.execute_script(
+                "const w = document.querySelector('#satisfaction-by-rater').parentElement;"
+                "return w.scrollWidth <= w.clientWidth && [...w.querySelectorAll('th, td')]"
+                ".every(c => c.scrollWidth <= c.clientWidth)"), f"scrolls at {width} px ({lang})"
+        stats.screenshot(f"stats-by-rater-{width}", widths=(width,))
 
 
 def test_the_desk_resends_a_rating_link_from_the_issue_page_and_hears_the_cooldown(

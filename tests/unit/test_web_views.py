@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import types
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -1281,3 +1282,34 @@ def test_a_rating_the_desk_recorded_reads_so_on_the_timeline_and_its_refusals_in
     assert views.refusal("a rating link was resent for WH-20261205-0001 a moment ago; the "
                          "resident can be sent another in 287 s", ZH, names) == \
         "刚刚已给居民重发过评价链接，287 秒后才能再发"
+
+
+def _stats_block(by_link: tuple[int, int], by_desk: tuple[int, int]) -> dict:
+    """A ``/stats`` block: no assignments, ``by_link`` and ``by_desk`` (rated, satisfied)."""
+    from services.intake.stats import rating_figures
+
+    return {"assigned": 0, "response_rate": None, "resolution_rate": None,
+            "satisfaction_rate": None, "time_to_acknowledge_s": {"median": None},
+            "time_to_resolve_s": {"median": None}, "escalated": 0, "open": 0, "overdue": 0,
+            "rated_by": {"resident": rating_figures(*by_link), "desk": rating_figures(*by_desk)}}
+
+
+@pytest.mark.parametrize("lang, link, desk, counts", [
+    ("zh", "居民本人评价（评价链接）", "社区回访代评（电话回访）", ("4 人评价，1 人满意", "2 人评价，2 人满意")),
+    ("en", "By the resident's own link", "Recorded by the desk on a call-back (电话回访)",
+     ("1 of 4 satisfied", "2 of 2 satisfied")),
+])
+def test_the_stats_page_splits_satisfaction_by_who_recorded_the_rating(lang, link, desk, counts):
+    rows = [(views.Translator(lang)("overall"), _stats_block((4, 1), (2, 2))),
+            ("供电公司", _stats_block((0, 0), (1, 0)))]
+    html = rendered("stats.html", lang, days=30, charts=[], rows=[], percent=views.percent,
+                    seconds=views.seconds_text)
+    assert 'id="satisfaction-by-rater"' in html  # the table is there even with no agency
+    html = rendered("stats.html", lang, days=30, charts=[], rows=rows, percent=views.percent,
+                    seconds=views.seconds_text)
+    table = html[html.index('id="satisfaction-by-rater"'):]
+    text = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]*>", " ", table)))
+    assert link in text and desk in text
+    assert f"25.0% {counts[0]} 100.0% {counts[1]}" in text
+    none = {"zh": "暂无评价", "en": "no ratings yet"}[lang]
+    assert f"供电公司 — {none} 0.0%" in text  # no link rating: a dash, not 0%
