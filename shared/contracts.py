@@ -354,6 +354,12 @@ class RecordedRating(Strict):
 Cursor = Annotated[str, AfterValidator(lambda c: (decode_cursor(c), c)[1])]
 
 
+# How far back an agency's ``?status=withdrawn`` list reaches (the agency service, and
+# the workspace that says so): long enough for staff to find a case a reroute took from
+# them ("where did it go?"), short enough not to become a second history.
+RECENTLY_WITHDRAWN_DAYS = 30
+
+
 class AssignmentQuery(Strict):
     """``GET /agencies/{agency}/assignments``'s query: a mistyped parameter (``?state=all``)
     is refused, not read as the default list. The status's values are the agency's own

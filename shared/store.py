@@ -12,6 +12,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:idx:community:{community}   set     issue ids by community
     {p}:idx:agency:{agency}         set     issue ids assigned to an agency
     {p}:idx:agency:{agency}:open    set     issue ids with that agency's part unresolved
+    {p}:idx:agency:{agency}:withdrawn set   issue ids a reroute took from that agency (no part now)
     {p}:idx:triage                  set     issue ids the desk must still triage (held or flagged)
     {p}:issue:{id}:journal          list    every event about the issue, in commit order (JSON)
     {p}:deadlines                   zset    "issue|agency|acknowledge|resolve" -> due time (epoch s)
@@ -138,6 +139,9 @@ class Keys:
 
     def open_for_agency(self, agency: str) -> str:
         return f"{self.prefix}:idx:agency:{agency}:open"
+
+    def withdrawn_from_agency(self, agency: str) -> str:
+        return f"{self.prefix}:idx:agency:{agency}:withdrawn"
 
     @property
     def triage(self) -> str:
@@ -441,6 +445,11 @@ class IssueStore:
         ids = sorted(self._call(self.redis.smembers, self.keys.open_for_agency(agency)))
         return self._load_many(ids)
 
+    def withdrawn_from_agency(self, agency: str) -> list[IssueRecord]:
+        """The hot issues a reroute took from ``agency`` (it has no part on them now)."""
+        ids = sorted(self._call(self.redis.smembers, self.keys.withdrawn_from_agency(agency)))
+        return self._load_many(ids)
+
     def pressing_ids(self, statuses: list[str], filter_keys: list[str],
                      any_of_keys: list[str] | None = None) -> list[str]:
         """Ids of the issues in any of ``statuses``, in every index set of ``filter_keys``
@@ -652,6 +661,10 @@ class IssueStore:
             sets.add(keys.by_agency(assignment.agency))
             if assignment.status is not AssignmentStatus.resolved:
                 sets.add(keys.open_for_agency(assignment.agency))
+        current = set(record.agencies())
+        for assignment in record.withdrawn:  # given back by a later reroute: work again
+            if assignment.agency not in current:
+                sets.add(keys.withdrawn_from_agency(assignment.agency))
         return sets
 
     def _announce(self, writes: Writes, service: str, outbox: dict[str, str]) -> None:

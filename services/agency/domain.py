@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from shared.addresses import public_address
 from shared.contracts import (
+    RECENTLY_WITHDRAWN_DAYS,
     AssignmentAcknowledged,
     AssignmentCreated,
     AssignmentResolved,
@@ -17,7 +19,7 @@ from shared.contracts import (
     IssueResolved,
     IssueStatus,
 )
-from shared.issue import IssueRecord, TimelineEntry, acknowledge, resolve
+from shared.issue import Assignment, IssueRecord, TimelineEntry, acknowledge, resolve
 
 # What ?status= accepts, and which assignment states each one means.
 STATUS_FILTERS: dict[str, set[AssignmentStatus]] = {
@@ -26,7 +28,11 @@ STATUS_FILTERS: dict[str, set[AssignmentStatus]] = {
     "acknowledged": {AssignmentStatus.acknowledged},
     "resolved": {AssignmentStatus.resolved},
     "all": set(AssignmentStatus),
+    # Parts a desk's reroute took away: read-only, never mixed into the work above.
+    "withdrawn": {AssignmentStatus.withdrawn},
 }
+
+RECENTLY_WITHDRAWN = timedelta(days=RECENTLY_WITHDRAWN_DAYS)
 
 
 def delivery_notes(event: IssueDispatched | AssignmentCreated) -> dict[str, TimelineEntry]:
@@ -77,11 +83,7 @@ def assignment_view(record: IssueRecord, agency: str, now: datetime) -> dict[str
             and (assignment.resolve_overdue or now > assignment.resolve_by))
     )
     view.update(
-        issue_id=record.issue_id,
-        issue_status=record.status.value,
-        category=record.category,
-        priority=record.priority.value if record.priority else None,
-        description=record.description,
+        _the_problem(record),
         location=record.location.model_dump(mode="json"),
         other_agencies=[a.agency for a in record.assignments if a.agency != agency],
         # A reopened (民事民评) or escalated issue is back on the card with the same
@@ -92,6 +94,14 @@ def assignment_view(record: IssueRecord, agency: str, now: datetime) -> dict[str
         table=table_view(record, agency),
     )
     return view
+
+
+def _the_problem(record: IssueRecord) -> dict[str, Any]:
+    """What every card of an issue says about it, whatever the agency's part."""
+    return {"issue_id": record.issue_id, "issue_status": record.status.value,
+            "category": record.category,
+            "priority": record.priority.value if record.priority else None,
+            "description": record.description}
 
 
 def table_view(record: IssueRecord, agency: str) -> dict[str, Any] | None:
@@ -135,3 +145,39 @@ def finish_part(record: IssueRecord, agency: str, staff_id: str, note: str,
     if new.status is IssueStatus.resolved:
         events.append(resolved.caused(IssueResolved, occurred_at=now, agencies=new.agencies()))
     return new, events
+
+
+def latest_withdrawal(record: IssueRecord, agency: str) -> Assignment | None:
+    """``agency``'s part that a reroute withdrew, when it has no part now (the latest,
+    if it was withdrawn, given back and withdrawn again); ``None`` otherwise."""
+    if agency in record.agencies():
+        return None
+    parts = [a for a in record.withdrawn if a.agency == agency]
+    return max(parts, key=lambda a: a.withdrawn_at or a.assigned_at, default=None)
+
+
+def recently_withdrawn(record: IssueRecord, agency: str, now: datetime) -> bool:
+    """Whether the issue belongs in ``agency``'s "withdrawn from us" list."""
+    part = latest_withdrawal(record, agency)
+    return part is not None and now - (part.withdrawn_at or part.assigned_at) <= RECENTLY_WITHDRAWN
+
+
+# What a withdrawn part keeps of the assignment: what it was and when it went, not its
+# deadlines (nothing is due from the agency any more).
+_WITHDRAWN_FIELDS = ("agency", "agency_name", "agency_name_en", "sector", "role", "status",
+                     "assigned_at", "acknowledged_at", "acknowledged_by", "resolved_at",
+                     "resolved_by", "withdrawn_at", "withdrawn_by")
+
+
+def withdrawn_view(record: IssueRecord, agency: str) -> dict[str, Any]:
+    """A part a reroute took from ``agency``, read-only: the problem (to recognise it),
+    the address down to the building (it no longer goes there, as ``GET /issues/{id}``
+    shows it), when and by whom it was withdrawn, and who has the issue now."""
+    part = latest_withdrawal(record, agency)
+    if part is None:
+        raise ValueError(f"agency {agency!r} has no withdrawn part on {record.issue_id}")
+    view = part.model_dump(mode="json", include=set(_WITHDRAWN_FIELDS))
+    location = record.location.model_dump(mode="json")
+    location["address"] = public_address(location["address"])
+    view.update(_the_problem(record), location=location, now_with=record.agencies())
+    return view

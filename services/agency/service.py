@@ -8,6 +8,8 @@ their first argument.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from nameko.dependency_providers import Config
 
 from services.agency.domain import (
@@ -15,8 +17,11 @@ from services.agency.domain import (
     assignment_view,
     delivery_notes,
     finish_part,
+    latest_withdrawal,
+    recently_withdrawn,
     report_in,
     withdrawal_note,
+    withdrawn_view,
 )
 from shared.auth import Principal
 from shared.authz import (
@@ -145,21 +150,25 @@ class AgencyService:
         """``agency``'s assignments as ``principal`` may list them, and the next page's
         cursor: a desk token scoped to some communities gets only those communities'
         (``GET /issues``'s narrowing and second check). ``open`` is every open assignment,
-        from Redis, in one list; the others page newest first across Redis and the
-        archive, ``limit`` issues a page (fewer assignments when an issue's part has
-        another status: the cursor still moves past it)."""
+        from Redis, in one list; ``withdrawn`` too (:meth:`_withdrawn`); the others page
+        newest first across Redis and the archive, ``limit`` issues a page (fewer
+        assignments when an issue's part has another status: the cursor still moves
+        past it)."""
         wanted = STATUS_FILTERS.get(status) if isinstance(status, str) else None
         if wanted is None:
             raise InvalidPayload(f"invalid status: {status!r}", [{
                 "field": "status", "message": f"must be one of {', '.join(STATUS_FILTERS)}",
                 "type": "enum"}])
         next_cursor = None
+        if status in ("open", "withdrawn") and cursor is not None:
+            raise InvalidPayload(f"the {status} list is one page", [{
+                "field": "cursor", "type": "not_paged",
+                "message": f"status={status} lists every {status} assignment at once; "
+                           "cursor pages the other statuses"}])
+        now = utcnow()
+        if status == "withdrawn":
+            return self._withdrawn(principal, agency, now), None
         if status == "open":
-            if cursor is not None:
-                raise InvalidPayload("the open list is one page", [{
-                    "field": "cursor", "type": "not_paged",
-                    "message": "status=open lists every open assignment at once; "
-                               "cursor pages the other statuses"}])
             records = self.store.open_for_agency(agency)
         else:
             queries = may_list_issues(principal, IssueFilter(agency=agency, limit=limit,
@@ -168,10 +177,20 @@ class AgencyService:
             # stays in its list once its issue is archived.
             entries, next_cursor = self.store.page(queries, limit)
             records = self.store.get_many([e["issue_id"] for e in entries])
-        now = utcnow()
         return [assignment_view(r, agency, now) for r in records
                 if visible_in_list(principal, r) and agency in r.agencies()
                 and r.assignment_for(agency).status in wanted], next_cursor
+
+    def _withdrawn(self, principal: Principal, agency: str, now: datetime) -> list[dict]:
+        """The issues a desk's reroute recently took from ``agency`` (it has no part on
+        them now), the latest withdrawal first: read-only, apart from the work lists, so
+        staff can still find a case they were told is no longer theirs. From Redis only:
+        an issue leaves it a while after closing (``WHISTLE_HOT_RETENTION``)."""
+        records = [r for r in self.store.withdrawn_from_agency(agency)
+                   if visible_in_list(principal, r) and recently_withdrawn(r, agency, now)]
+        records.sort(key=lambda r: latest_withdrawal(r, agency).withdrawn_at or r.received_at,
+                     reverse=True)
+        return [withdrawn_view(r, agency) for r in records]
 
     def _acknowledge(self, staff: Principal, agency: str, issue_id: str,
                      payload: dict | None) -> dict:

@@ -54,7 +54,7 @@ from services.web.sessions import COOKIE, SIGNIN_CSRF_COOKIE, Session, Sessions
 from shared import authz
 from shared import config as cfg
 from shared.auth import TOKEN_QUERY_PARAMETER, Principal, verify_token
-from shared.contracts import IssueFilter, IssueStatus, utcnow
+from shared.contracts import RECENTLY_WITHDRAWN_DAYS, IssueFilter, IssueStatus, utcnow
 from shared.errors import (
     Forbidden,
     InvalidPayload,
@@ -403,9 +403,14 @@ class WebService:
         # A long list pages, by deadline: every card within reach, WORKSPACE_CARDS a page.
         page = views.workspace_page(request.args.get("page"), len(assignments),
                                     WORKSPACE_CARDS, views.Translator(reader_language(request)))
+        # Apart from the work: what a desk's reroute recently took from the agency (issue
+        # 15: it still reads those issues, and here it can find them).
+        withdrawn = self._rpc(self.agency.list_assignments, session.token, principal.agency,
+                              "withdrawn")
         return self._page(request, "agency.html", session, principal, status=status,
                           assignments=assignments[page.cards], total=len(assignments),
-                          page=page, next_deadline=_next_deadline, **context)
+                          page=page, next_deadline=_next_deadline, withdrawn=withdrawn,
+                          withdrawn_days=RECENTLY_WITHDRAWN_DAYS, **context)
 
     @http("POST", "/agency/<agency>/assignments/<issue_id>/acknowledge")
     def acknowledge(self, request, agency, issue_id):

@@ -326,6 +326,30 @@ def test_an_agencys_part_rerouted_away_while_its_page_was_open_is_said_so(whistl
     power.wait(lambda: power.find_all("#error"), 5, "the refusal")
     assert power.text("#error").startswith("这件事已不在供电公司的派单里")
     assert "无权" not in power.text("main") and not power.find_all(f"#a-{issue_id}")
+    # Issue 15: it is not lost to them either. Folded under the work, read-only, it is
+    # marked as no longer theirs, with where it went.
+    withdrawn = power.find("#withdrawn")
+    assert withdrawn.get_attribute("open") is None  # folded: the work comes first
+    assert "已撤回的派单（1 件，只读）" in power.text("#withdrawn summary")
+    power.find("#withdrawn summary").click()
+    card = power.find(f"#w-{issue_id}")
+    assert card.get_attribute("data-status") == "withdrawn"
+    assert "已撤回·不再由本单位办理" in card.text and "现由：供热公司" in card.text
+    assert "由社区（staff-001）改派撤回" in card.text and "飞线" in card.text
+    assert not card.find_elements("css selector", "form, button, input")
+    power.open("/agency?lang=en")
+    power.find("#withdrawn summary").click()
+    assert "Withdrawn from us (1, read-only)" in power.text("#withdrawn summary")
+    assert "Now with: Heating company" in power.text(f"#w-{issue_id}")
+    assert power.driver.execute_script(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    power.screenshot("agency-withdrawn")
+    # The heating company has it as work, and nothing withdrawn; the power company's
+    # other work is not in the withdrawn list.
+    heating = browsers(PHONE, 844)
+    heating.sign_in(token("heating", "heat-1"))
+    heating.wait(lambda: heating.find_all(f"#a-{issue_id} .act-ack"), 10, "the new card")
+    assert not heating.find_all("#withdrawn") and not heating.find_all(f"#w-{issue_id}")
 
 
 def test_a_resident_link_that_expired_or_was_forged_gets_a_clear_page(whistle, browsers):

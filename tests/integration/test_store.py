@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.contracts import IssueDispatched, IssueReceived, Role
+from shared.contracts import AssignmentStatus, IssueDispatched, IssueReceived, Role
 from shared.errors import NotFound
 from shared.issue import IssueRecord, TimelineEntry, acknowledge, resolve
 from shared.messaging import envelope
@@ -199,6 +199,21 @@ def test_index_sets_name_every_set_a_record_belongs_in(store):
         keys.by_status("dispatched"), keys.by_community("和平里社区"),
         keys.by_agency("housing"), keys.open_for_agency("housing"),
         keys.by_agency("power"), keys.open_for_agency("power")}
+
+
+
+def test_an_agency_a_reroute_took_a_part_from_is_indexed_as_withdrawn_until_given_back(store):
+    record, _ = routed(received())
+    keys = store.keys
+    away = record.model_copy(deep=True)
+    part = away.assignments.pop()  # power, withdrawn by a reroute
+    part.status = AssignmentStatus.withdrawn
+    away.withdrawn = [part]
+    assert keys.withdrawn_from_agency("power") in store.index_sets(away)
+    assert keys.by_agency("power") not in store.index_sets(away)
+    back = away.model_copy(deep=True)
+    back.assignments.append(record.assignments[-1])
+    assert keys.withdrawn_from_agency("power") not in store.index_sets(back)
 
 
 def test_a_note_is_written_once_and_read_in_time_order_with_the_steps(store):

@@ -222,6 +222,73 @@ def test_a_reroute_withdraws_one_agency_adds_another_and_tells_the_resident_once
     assert len(events(base, issue_id, "issue.rerouted")) == 2
 
 
+def withdrawn_list(base, headers, agency, **params):
+    return requests.get(f"{base}/agencies/{agency}/assignments", headers=headers, timeout=5,
+                        params={"status": "withdrawn", **params})
+
+
+def test_an_agency_finds_what_a_reroute_took_from_it_in_its_withdrawn_list_only(
+        base, whistle_config):
+    """Issue 15: an agency still reads an issue it had a part in; ``?status=withdrawn``
+    is where it finds one a reroute took away (read-only, apart from its work); another
+    agency cannot list it, the desk can, and given back it is work again."""
+    issue_id = submit(base, "楼上漏水，卫生间地漏往上冒水",
+                      location={**PLACE, "address": "丽德花园9号楼2单元501"})
+    settled(base, issue_id, "dispatched")
+    water, drainage = auth(whistle_config, "water"), auth(whistle_config, "drainage")
+    assert withdrawn_list(base, water, "water").json()["assignments"] == []
+    url = f"{base}/issues/{issue_id}/reroute"
+    desk = auth(whistle_config, "desk", "desk-wang")
+    assert requests.post(url, headers=desk, timeout=5, json={
+        "category": "sewage_blocked", "support": ["property_manager"],
+        "reason": "是下水道返水，不是水管漏"}).status_code == 200
+
+    listed = withdrawn_list(base, water, "water")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["status"] == "withdrawn" and listed.json()["next_cursor"] is None
+    (part,) = listed.json()["assignments"]
+    assert (part["issue_id"], part["status"], part["withdrawn_by"], part["now_with"]) == (
+        issue_id, "withdrawn", "desk-wang", ["drainage", "property_manager"])
+    assert part["location"]["address"] == "丽德花园9号楼"  # no longer goes there: no flat
+    assert "resolve_by" not in part and "acknowledge_by" not in part  # nothing is due
+    assert "漏水" in part["description"] and "13812345678" not in listed.text
+    assert issue_id not in workspace(base, whistle_config, "water")  # not its work
+    everything = requests.get(f"{base}/agencies/water/assignments", headers=water,
+                              params={"status": "all"}, timeout=5).json()["assignments"]
+    assert issue_id not in [a["issue_id"] for a in everything]
+
+    # Another agency cannot list it (its own withdrawn list has nothing); the desk can.
+    assert withdrawn_list(base, drainage, "water").status_code == 403
+    assert withdrawn_list(base, drainage, "drainage").json()["assignments"] == []
+    by_desk = withdrawn_list(base, DESK, "water").json()["assignments"]
+    assert [a["issue_id"] for a in by_desk] == [issue_id]
+    elsewhere = {"Authorization": "Bearer " + issue_token(
+        "desk", "d-2", whistle_config[cfg.SECRET], communities=["和平里社区"])}
+    assert withdrawn_list(base, elsewhere, "water").json()["assignments"] == []
+    assert withdrawn_list(base, water, "water", cursor="x").status_code == 422
+
+    # The same over RPC, with the same refusal of another agency.
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from shared.errors import Forbidden
+
+    water_token = issue_token("water", "w-1", whistle_config[cfg.SECRET])
+    drainage_token = issue_token("drainage", "d-1", whistle_config[cfg.SECRET])
+    with ClusterRpcProxy({"AMQP_URI": whistle_config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        assert [a["issue_id"] for a in rpc.agency.list_assignments(
+            water_token, "water", "withdrawn")] == [issue_id]
+        with pytest.raises(Forbidden):
+            rpc.agency.list_assignments(drainage_token, "water", "withdrawn")
+
+    # Given back by a later reroute, it is work again, and no longer "withdrawn".
+    assert requests.post(url, headers=desk, timeout=5, json={
+        "category": "pipe_leak", "reason": "还是水管漏"}).status_code == 200
+    assert issue_id in workspace(base, whistle_config, "water")
+    assert withdrawn_list(base, water, "water").json()["assignments"] == []
+    assert [a["issue_id"] for a in withdrawn_list(base, drainage, "drainage").json()[
+        "assignments"]] == [issue_id]
+
+
 def test_an_urgent_unsure_report_is_dispatched_at_once_and_flagged(base, whistle_config):
     # A cable down (urgent) and a tree, equally: not sure, but it cannot wait.
     issue_id = submit(base, "楼顶的电线断了，树倒了压在上面")

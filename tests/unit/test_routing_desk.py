@@ -378,3 +378,28 @@ def test_a_reason_that_quotes_the_resident_is_kept_masked(rules):
     kept = correction_from(change.events[-1], change.record,
                            {"name": "孙大爷", "phone": "13812345678"})
     assert kept.reason == "孙** 138****5678 说是下水道堵了"
+
+
+def test_an_agency_rerouted_away_lists_the_part_recently_withdrawn_and_not_its_work(rules):
+    """Issue 15: what ``?status=withdrawn`` shows the agency a reroute took a part from
+    (services.agency.domain), and for how long; given back, the part is work again."""
+    from services.agency.domain import RECENTLY_WITHDRAWN, recently_withdrawn, withdrawn_view
+
+    record = routed("楼上漏水，天花板滴水", rules)  # water leads, property manager supports
+    record.location.address = "丽德花园9号楼2单元501"
+    away = reroute(record, rules, category="sewage_blocked", support=["property_manager"]).record
+    assert recently_withdrawn(away, "water", LATER)
+    assert recently_withdrawn(away, "water", LATER + RECENTLY_WITHDRAWN)
+    assert not recently_withdrawn(away, "water", LATER + RECENTLY_WITHDRAWN + timedelta(seconds=1))
+    assert not recently_withdrawn(away, "drainage", LATER)  # its work, not withdrawn
+    view = withdrawn_view(away, "water")
+    assert (view["status"], view["withdrawn_by"], view["now_with"]) == (
+        "withdrawn", "desk-wang", ["drainage", "property_manager"])
+    assert view["location"]["address"] == "丽德花园9号楼"
+    assert not {"acknowledge_by", "resolve_by", "overdue", "table"} & view.keys()
+    back = desk.reroute(away, Reroute(category="pipe_leak", reason="还是水管漏"), "还是水管漏",
+                        "desk-li", rules, LATER + timedelta(hours=1)).record
+    assert not recently_withdrawn(back, "water", LATER + timedelta(hours=1))
+    assert recently_withdrawn(back, "drainage", LATER + timedelta(hours=1))
+    with pytest.raises(ValueError):
+        withdrawn_view(back, "water")
