@@ -382,7 +382,9 @@ class WebService:
         charts.append(views.count_chart([(name, block["escalated"]) for name, block in rows],
                                         t("escalations")))
         return self._page(request, "stats.html", session, principal, days=days, rows=rows,
-                          charts=charts, percent=views.percent, seconds=views.seconds_text)
+                          charts=charts, percent=views.percent, seconds=views.seconds_text,
+                          # an intake of an older release (mid-upgrade) does not split them
+                          by_rater="rated_by" in stats["overall"])
 
     # ------------------------------------------------------ the agency staff
 

@@ -1302,11 +1302,11 @@ def _stats_block(by_link: tuple[int, int], by_desk: tuple[int, int]) -> dict:
 def test_the_stats_page_splits_satisfaction_by_who_recorded_the_rating(lang, link, desk, counts):
     rows = [(views.Translator(lang)("overall"), _stats_block((4, 1), (2, 2))),
             ("供电公司", _stats_block((0, 0), (1, 0)))]
-    html = rendered("stats.html", lang, days=30, charts=[], rows=[], percent=views.percent,
-                    seconds=views.seconds_text)
-    assert 'id="satisfaction-by-rater"' in html  # the table is there even with no agency
+    older = rendered("stats.html", lang, days=30, charts=[], rows=rows, percent=views.percent,
+                     seconds=views.seconds_text, by_rater=False)
+    assert "satisfaction-by-rater" not in older  # an intake not splitting them yet
     html = rendered("stats.html", lang, days=30, charts=[], rows=rows, percent=views.percent,
-                    seconds=views.seconds_text)
+                    seconds=views.seconds_text, by_rater=True)
     table = html[html.index('id="satisfaction-by-rater"'):]
     text = unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]*>", " ", table)))
     assert link in text and desk in text
