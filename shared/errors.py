@@ -83,6 +83,16 @@ class InvalidPayload(WhistleError):
         return cls(f"invalid {what}: {names}", fields)
 
 
+def unknown_value(field: str, value: str, known: list[str], what: str,
+                  alternative: str = "") -> InvalidPayload:
+    """A value outside a closed set (an agency, a category the rules do not know): a 422
+    naming ``field`` and listing the values it takes. As a list's filter a typo matched
+    nothing, and an empty list hid it from the desk; as a field it was ignored."""
+    message = f"unknown {what} {value!r}; one of {', '.join(known)}{alternative}"
+    return InvalidPayload(f"unknown {what} {value!r}", [
+        {"field": field, "type": "unknown", "message": message}])
+
+
 @deserialize_to_instance
 class MalformedBody(WhistleError):
     """The body is not JSON, not UTF-8, too large, or of the wrong content type."""

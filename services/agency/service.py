@@ -23,6 +23,7 @@ from services.agency.domain import (
     withdrawal_note,
     withdrawn_view,
 )
+from services.routing.known_codes import KnownAgencies
 from shared.auth import Principal
 from shared.authz import (
     may_act_for_agency,
@@ -41,7 +42,7 @@ from shared.contracts import (
     ResolveAssignment,
     utcnow,
 )
-from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload
+from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, unknown_value
 from shared.guard import Guard
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
@@ -58,6 +59,7 @@ class AgencyService:
     log = WorkerLogger()
     config = Config()
     guard = Guard()
+    known_agencies = KnownAgencies()
 
     # --------------------------------------------------------------- events
 
@@ -154,6 +156,9 @@ class AgencyService:
         newest first across Redis and the archive, ``limit`` issues a page (fewer
         assignments when an issue's part has another status: the cursor still moves
         past it)."""
+        known = self.known_agencies()
+        if known is not None and agency not in known:  # a desk's typo listed nothing
+            raise unknown_value("agency", agency, known, "agency")
         wanted = STATUS_FILTERS.get(status) if isinstance(status, str) else None
         if wanted is None:
             raise InvalidPayload(f"invalid status: {status!r}", [{

@@ -9,6 +9,8 @@ from the journal (``services.intake.stats``).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from nameko.dependency_providers import Config
 from nameko.timer import timer
 from pydantic_core import to_jsonable_python
@@ -32,7 +34,7 @@ from shared.authz import (
     visible_in_list,
 )
 from shared.contracts import BoardFilter, IssueFilter, SubmitIssue, new_id, utcnow
-from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, Unavailable
+from shared.errors import EXPECTED_ERRORS, Forbidden, Unavailable, unknown_value
 from shared.guard import SUBMIT, Guard
 from shared.issue import public_view
 from shared.logging import WorkerLogger
@@ -54,6 +56,7 @@ MAX_ID_TRIES = 3
 # How often the archiver's timer looks at the clock; a pass runs every
 # WHISTLE_ARCHIVE_INTERVAL_S (services.intake.archiver).
 ARCHIVE_TICK_S = 1.0
+F = TypeVar("F", IssueFilter, BoardFilter)
 
 
 # The Open311 mixin by its module: `nameko run services.intake.service` (docker compose)
@@ -92,7 +95,7 @@ class IntakeService(open311_api.Open311Api):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_page(self, filters: dict | None = None) -> dict:
         """Newest first, hot and archived alike; pass ``next_cursor`` back as ``cursor``."""
-        query = validate(IssueFilter, filters or {})
+        query = self._known_filters(validate(IssueFilter, filters or {}))
         issues, cursor = self.store.page([query], query.limit)
         return {"issues": issues, "next_cursor": cursor}
 
@@ -130,7 +133,7 @@ class IntakeService(open311_api.Open311Api):
     def board(self, filters: dict | None = None) -> dict:
         """The desk's live board: open issues (or ``status``), most pressing first, at most
         ``limit`` rows, and how many match in all (without the priority filter's cut)."""
-        query = validate(BoardFilter, filters or {})
+        query = self._known_filters(validate(BoardFilter, filters or {}))
         keys = self.store.keys
         filter_keys = ([keys.by_agency(query.agency)] if query.agency else []) + (
             [keys.by_community(query.community)] if query.community else [])
@@ -187,8 +190,10 @@ class IntakeService(open311_api.Open311Api):
     def list_issues_http(self, request):
         principal = self.guard.check(request)
         query = validate(IssueFilter, self._query(request))
+        scopes = may_list_issues(principal, query)  # another agency's list: 403 first
+        self._known_filters(query)
         # One keyset page across Redis and the archive, over every scope the caller may see.
-        issues, cursor = self.store.page(may_list_issues(principal, query), query.limit,
+        issues, cursor = self.store.page(scopes, query.limit,
                                          keep=lambda record: visible_in_list(principal, record))
         return {"issues": issues, "next_cursor": cursor}
 
@@ -215,10 +220,8 @@ class IntakeService(open311_api.Open311Api):
     def _submit(self, submission: SubmitIssue) -> dict:
         known = self.open311_services.categories()
         if submission.category is not None and submission.category not in known:
-            raise InvalidPayload(f"unknown category {submission.category!r}", [
-                {"field": "category", "type": "unknown",
-                 "message": f"unknown category {submission.category!r}; one of "
-                            f"{', '.join(known)}, or none to let routing decide"}])
+            raise unknown_value("category", submission.category, known, "category",
+                                ", or none to let routing decide")
         now = utcnow()
         tz = cfg.get(self.config, cfg.DISPLAY_TZ)
         for _ in range(MAX_ID_TRIES):
@@ -241,6 +244,16 @@ class IntakeService(open311_api.Open311Api):
         return {"issue_id": issue_id, "trace_id": record.trace_id, "status": record.status.value,
                 # Spelled as everywhere else in the API (pydantic's JSON: "...Z").
                 "received_at": to_jsonable_python(record.received_at)}
+
+    def _known_filters(self, query: F) -> F:
+        """``query``, once its agency is one the rules know (else a 422 naming ``agency``
+        and listing them). Status and priority are enums, refused by the model; a
+        community is an open set (any name a report gave), so an unknown one lists
+        nothing, as a community with no reports yet does."""
+        known = self.open311_services.agencies()
+        if query.agency is not None and query.agency not in known:
+            raise unknown_value("agency", query.agency, known, "agency")
+        return query
 
     @staticmethod
     def _query(request) -> dict:

@@ -629,6 +629,8 @@ def test_a_mistyped_page_address_gets_a_page_and_the_apis_keep_their_json(whistl
     desk = signed_in(whistle.url, token("desk"))
     for query, said in (("priority=bogus", "这个筛选条件用不了：紧急程度。"),
                         ("status=bogus", "这个筛选条件用不了：状态。"),
+                        # an agency the rules do not know listed nothing, as a quiet day
+                        ("agency=nobody", "这个筛选条件用不了：单位。"),
                         ("priority=bogus&lang=en", "This filter cannot be used: Priority.")):
         response = desk.get(f"{whistle.url}/desk?{query}", timeout=5)
         assert response.status_code == 422, query

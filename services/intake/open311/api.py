@@ -109,6 +109,7 @@ class ServiceCatalog(DependencyProvider):
         self.default_community = cfg.get(config, cfg.OPEN311_DEFAULT_COMMUNITY) or None
         self._loaded: tuple[float, dict[str, Service]] | None = None
         self._categories: list[str] = []
+        self._agencies: list[str] = []
         self.get()
 
     def get(self) -> tuple[datetime, dict[str, Service]]:
@@ -118,6 +119,7 @@ class ServiceCatalog(DependencyProvider):
                 rules = load_rules(self.path)
                 catalog = build_catalog(rules, self.default_community)
                 self._loaded, self._categories = (mtime, catalog), rules.category_names()
+                self._agencies = sorted(rules.agencies)
         except (OSError, RulesError, ValueError) as exc:
             if self._loaded is None:
                 raise  # at start-up: intake does not start on a broken rules file
@@ -132,6 +134,11 @@ class ServiceCatalog(DependencyProvider):
         may name when it submits (routing would otherwise ignore a typo in silence)."""
         self.get()
         return self._categories
+
+    def agencies(self) -> list[str]:
+        """Every agency the rules in force know: what a list may be filtered by."""
+        self.get()
+        return self._agencies
 
     def get_dependency(self, worker_ctx):
         return self
