@@ -30,6 +30,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StringConstraints,
 )
@@ -93,6 +94,14 @@ Phone = Annotated[
         r"^\+?[0-9][0-9 \-]{5,19}$", "a phone number: 6 to 20 digits, spaces and dashes, with an "
         "optional leading +")),
 ]
+
+
+# A yes-or-no a client sends: JSON's true or false only. pydantic's lax bool took
+# "yes", "on", "1" and 1 as true (``"urgent": "yes"`` labelled a report urgent); a form
+# or a query string, whose values are all text, is converted where it is read
+# (``shared.web.query_flags``, the pages' forms). Events keep lax bools: our own code
+# writes them, and those already queued must still read.
+ClientBool = StrictBool
 
 
 def new_id() -> str:
@@ -306,7 +315,7 @@ class ChooseRoute(Strict):
     category: Slug
     lead: Slug | None = None
     support: list[Slug] | None = Field(default=None, max_length=20)
-    urgent: bool | None = None
+    urgent: ClientBool | None = None
     request_id: str | None = Field(default=None, min_length=8, max_length=64,
                                    pattern=described_pattern(
                                        r"^[A-Za-z0-9_.:-]+$", "letters, digits and _ . : - only"))
@@ -374,8 +383,9 @@ class AssignmentQuery(Strict):
 class IssueFilter(Strict):
     status: IssueStatus | None = None
     # Issues the desk still has to look at: held in needs_triage, or dispatched urgently
-    # on a best guess and flagged (``IssueRecord.triage``).
-    triage: bool | None = None
+    # on a best guess and flagged (``IssueRecord.triage``). From a query string: ``true``
+    # or ``false``, converted by ``shared.web.query_flags``.
+    triage: ClientBool | None = None
     agency: Slug | None = None
     community: bounded_text(64) | None = None
     limit: int = Field(default=50, ge=1, le=500)
@@ -418,7 +428,7 @@ class BoardFilter(Strict):
     # A desk token scoped to communities sees only theirs (shared.authz).
     communities: list[bounded_text(64)] | None = Field(default=None, max_length=100)
     # Only issues waiting for the desk's triage decision (held or flagged).
-    triage: bool = False
+    triage: ClientBool = False
     limit: int = Field(default=200, ge=1, le=500)
 
 

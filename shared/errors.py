@@ -34,6 +34,9 @@ def _message(err: dict[str, Any]) -> str:
     if err["type"] == "model_type":
         # pydantic's own words name the model's class, which the caller never sees
         return "must be a JSON object" if err["loc"] else "body must be a JSON object"
+    if err["type"] in ("bool_type", "bool_parsing"):
+        # a strict boolean (shared.contracts.ClientBool): "yes" was read as true
+        return "must be true or false (a JSON boolean, not a string or a number)"
     if err["type"] == "string_pattern_mismatch":
         words = _PATTERN_WORDS.get((err.get("ctx") or {}).get("pattern", ""))
         return f"must be {words}" if words else "is not in the expected format"

@@ -466,6 +466,20 @@ def query_parameters(request: Request) -> dict[str, str]:
     return {k: v for k, v in request.args.items() if k != TOKEN_QUERY_PARAMETER}
 
 
+def query_flags(parameters: dict[str, str], names: tuple[str, ...]) -> dict[str, Any]:
+    """``parameters`` with each of ``names`` given as ``true`` or ``false`` made a bool: a
+    query string is text, and the models take only JSON booleans
+    (``shared.contracts.ClientBool``). Any other spelling is a 422 naming the parameter
+    (``?triage=yes`` was read as true, ``?triage=0`` as false, by the lax models)."""
+    flags = {"true": True, "false": False}
+    wrong = [name for name in names if name in parameters and parameters[name] not in flags]
+    if wrong:
+        raise InvalidPayload(f"invalid request: {', '.join(wrong)}", [
+            {"field": name, "type": "bool_type", "message": "must be true or false"}
+            for name in wrong])
+    return {k: flags[v] if k in names else v for k, v in parameters.items()}
+
+
 def validate(model: type[M], data: Any, what: str = "request") -> M:
     """Validate into ``model`` or raise InvalidPayload naming every bad field."""
     if isinstance(data, BaseModel):

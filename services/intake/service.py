@@ -45,6 +45,7 @@ from shared.web import (
     health_report,
     http,
     json_response,
+    query_flags,
     query_parameters,
     read_json,
     validate,
@@ -189,7 +190,7 @@ class IntakeService(open311_api.Open311Api):
     @http("GET", "/issues", expected_exceptions=EXPECTED_ERRORS)
     def list_issues_http(self, request):
         principal = self.guard.check(request)
-        query = validate(IssueFilter, self._query(request))
+        query = validate(IssueFilter, query_flags(self._query(request), ("triage",)))
         scopes = may_list_issues(principal, query)  # another agency's list: 403 first
         self._known_filters(query)
         # One keyset page across Redis and the archive, over every scope the caller may see.

@@ -92,3 +92,43 @@ def test_an_unknown_agency_on_the_rpc_lists_is_a_typed_error(whistle):
         assert [f["field"] for f in refused.value.errors] == ["priority"]
         assert rpc.intake.board({"agency": "power"})["rows"] == []
         assert rpc.agency.list_assignments(desk, "power") == []
+
+
+# -------------------------------------------------------------- yes-or-no values
+
+
+def test_a_yes_or_no_is_true_or_false_on_the_query_and_a_json_boolean_in_a_body(whistle):
+    """``?triage=yes`` and ``"urgent": "yes"`` were read as true by pydantic's lax bools.
+    A query string is text, so ``true``/``false`` are converted where it is read; a JSON
+    body takes JSON's booleans only. The pages' forms convert theirs (``_route``)."""
+    base, _ = whistle
+    for said in ("yes", "1", "True"):
+        field = refused_field(requests.get(f"{base}/issues", params={"triage": said},
+                                           headers=DESK, timeout=5))
+        assert field == {"field": "triage", "type": "bool_type",
+                         "message": "must be true or false"}, said
+    for said in ("true", "false"):
+        assert requests.get(f"{base}/issues", params={"triage": said}, headers=DESK,
+                            timeout=5).status_code == 200, said
+    made = requests.post(f"{base}/issues", headers=DESK, timeout=10, json={
+        "description": "楼道里有根电线耷拉下来", "location": {"community": "缤泰社区",
+                                                      "address": "丽德花园9号楼"}})
+    assert made.status_code == 201, made.text
+    issue_id = made.json()["issue_id"]
+    for path in ("triage", "reroute"):
+        field = refused_field(requests.post(f"{base}/issues/{issue_id}/{path}", headers=DESK,
+                                            timeout=5, json={"category": "flying_wire",
+                                                             "reason": "看过了",
+                                                             "urgent": "yes"}))
+        assert field["field"] == "urgent" and field["type"] == "bool_type", path
+        assert "a JSON boolean" in field["message"], path
+
+
+def test_the_pages_reroute_form_says_urgent_in_words_and_they_become_booleans():
+    from services.web.service import _route
+
+    assert _route({"category": "flying_wire", "urgent": "yes"})["urgent"] is True
+    assert _route({"category": "flying_wire", "urgent": "no"})["urgent"] is False
+    assert "urgent" not in _route({"category": "flying_wire", "urgent": " "})
+    # anything else is routing's to refuse, named: no longer taken as true
+    assert _route({"category": "flying_wire", "urgent": "on"})["urgent"] == "on"

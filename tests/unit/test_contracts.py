@@ -15,12 +15,14 @@ from shared.contracts import (
     AssignmentCreated,
     AssignmentResolved,
     AssignmentWithdrawn,
+    BoardFilter,
     Channel,
     ConveneTable,
     Event,
     IssueClosed,
     IssueDispatched,
     IssueEscalated,
+    IssueFilter,
     IssueMerged,
     IssueRated,
     IssueReceived,
@@ -29,12 +31,14 @@ from shared.contracts import (
     IssueResolved,
     Language,
     RecordTableTask,
+    Reroute,
     RouteCorrected,
     SubmitIssue,
     TableCheckedIn,
     TableConvened,
     TableTaskDone,
     TableTaskRecorded,
+    TriageDecision,
 )
 from shared.errors import InvalidPayload
 
@@ -436,3 +440,40 @@ def test_a_moment_without_a_zone_is_refused_naming_its_field(model, data, field)
     assert [e["loc"] for e in caught.value.errors()] == [(field,)]
     zoned = {**data, field: data[field] + "+08:00"}
     assert getattr(model.model_validate(zoned), field).utcoffset() is not None
+
+
+# ------------------------------------------------------------------- booleans
+
+
+@pytest.mark.parametrize(("model", "data", "field"), [
+    (TriageDecision, {"category": "flying_wire"}, "urgent"),
+    (Reroute, {"category": "flying_wire", "reason": "是电线"}, "urgent"),
+    (IssueFilter, {}, "triage"),
+    (BoardFilter, {}, "triage"),
+])
+@pytest.mark.parametrize("said", ["yes", "true", "on", 1, 0, "0", 1.0])
+def test_a_clients_yes_or_no_is_a_json_boolean_and_nothing_else(model, data, field, said):
+    """``"urgent": "yes"`` (pydantic's lax bool) labelled a report urgent; ``"0"`` read false."""
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate_json(json.dumps({**data, field: said}))
+    [error] = InvalidPayload.from_validation_error(caught.value).errors
+    assert error == {"field": field, "type": "bool_type",
+                     "message": "must be true or false (a JSON boolean, not a string or "
+                                "a number)"}
+    for value in (True, False):
+        assert getattr(model.model_validate_json(json.dumps({**data, field: value})),
+                       field) is value
+        assert getattr(model.model_validate({**data, field: value}), field) is value  # RPC
+
+
+def test_events_already_queued_with_their_booleans_still_read():
+    """Events are ours, not a client's: their JSON ``true`` and ``false`` read as before."""
+    body = {"trace_id": TRACE_ID, "issue_id": ISSUE_ID, "source": "triage",
+            "category": "flying_wire", "urgent": True, "staff_id": "desk-li"}
+    assert RouteCorrected.model_validate_json(json.dumps(body)).urgent is True
+    escalated = IssueEscalated.model_validate_json(json.dumps({
+        "trace_id": TRACE_ID, "issue_id": ISSUE_ID, "deadline": "acknowledge",
+        "agency": {"agency": "power", "agency_name": "供电公司", "agency_name_en": "Power"},
+        "missed": "2026-11-21T09:00:00Z", "level": "street", "supervisor": "街道",
+        "supervisor_en": "Street", "reminder": False}))
+    assert escalated.reminder is False
