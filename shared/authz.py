@@ -46,6 +46,7 @@ from shared.auth import FeedbackGrant, Principal, Role
 from shared.contracts import AssignmentStatus, IssueFilter, IssueStatus
 from shared.errors import Forbidden, InvalidTransition, Unauthorized
 from shared.issue import IssueRecord, mask_comments, masked_comment, without_comments
+from shared.jsoncodec import utc_moment
 from shared.privacy import mask_email, mask_name, mask_phone
 
 
@@ -433,15 +434,15 @@ def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
         "description": own.description,
         "address": own.location.address,
         "community": own.location.community,
-        "received_at": own.received_at.isoformat(),
-        "updated_at": max(own.updated_at, work.updated_at).isoformat(),
+        "received_at": utc_moment(own.received_at),
+        "updated_at": utc_moment(max(own.updated_at, work.updated_at)),
         "agencies": [{"name": a.agency_name_en if lang == "en" else a.agency_name,
                       "role": a.role.value, "status": a.status.value}
                      for a in work.assignments if a.status.value in _SHOWN_STATES],
-        "progress": [{"at": at.isoformat(), "text": text} for at, _, text in progress],
+        "progress": [{"at": utc_moment(at), "text": text} for at, _, text in progress],
         "can_rate": _can_rate(own, work, rates),
         "rate_state": _rate_state(own, work, rates),
-        "rate_by": work.feedback_due.isoformat() if work.feedback_due else None,
+        "rate_by": utc_moment(work.feedback_due) if work.feedback_due else None,
         "contact": masked_contact(contact),
         "language": lang,
     }

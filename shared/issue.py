@@ -44,6 +44,7 @@ from shared.contracts import (
     Sector,
 )
 from shared.errors import Forbidden, InvalidTransition
+from shared.jsoncodec import utc_moment
 
 
 class Stored(BaseModel):
@@ -581,8 +582,8 @@ def list_entry(record: IssueRecord) -> dict[str, Any]:
         "priority": record.priority.value if record.priority else None,
         "community": record.location.community,
         "agencies": record.agencies(),
-        "received_at": record.received_at.isoformat(),
-        "updated_at": record.updated_at.isoformat(),
+        "received_at": utc_moment(record.received_at),
+        "updated_at": utc_moment(record.updated_at),
         # For the desk's triage queue: what routing suggests, and whether it is waiting.
         "triage": (record.triage.model_dump(mode="json", include=TRIAGE_LISTED)
                    if record.triage is not None else None),

@@ -71,7 +71,7 @@ from shared.contracts import (
 )
 from shared.errors import InvalidTransition, NotFound, Unavailable
 from shared.issue import IssueRecord, TimelineEntry, list_entry, pending_deadlines
-from shared.jsoncodec import dumps, loads
+from shared.jsoncodec import dumps, loads, utc_moment, utc_text
 from shared.redis_pool import lean_client
 
 SEQUENCE_TTL_S = 3 * 24 * 3600  # a day's id counter outlives its day (time zones)
@@ -403,8 +403,8 @@ class IssueStore:
                         query.community, before, want):
                     # Redis first: an issue being archived is in both for a moment.
                     entries.setdefault(e["issue_id"], dict(
-                        e, received_at=e["received_at"].isoformat(),
-                        updated_at=e["updated_at"].isoformat()))
+                        e, received_at=utc_moment(e["received_at"]),
+                        updated_at=utc_moment(e["updated_at"])))
         ordered = sorted(entries.values(), key=lambda e: (
             datetime.fromisoformat(e["received_at"]), e["issue_id"]), reverse=True)
         page = ordered[:limit]
@@ -716,7 +716,10 @@ class IssueStore:
     def journal(self, issue_id: str) -> list[dict[str, Any]]:
         journal = self.journals([issue_id])[0]
         if not journal and self._archived(issue_id):
-            return self.archive.journal(issue_id)
+            journal = self.archive.journal(issue_id)
+        for entry in journal:  # journaled before moments were spelled with Z
+            if "recorded_at" in entry:
+                entry["recorded_at"] = utc_text(entry["recorded_at"])
         return journal
 
     def journals(self, issue_ids: list[str]) -> list[list[dict[str, Any]]]:
@@ -891,4 +894,4 @@ def journal_entry(envelope: dict[str, Any]) -> dict[str, Any]:
     event, its type, the call id of the worker that produced it, and when."""
     stack = envelope["headers"].get("nameko.call_id_stack") or [None]
     return {"event_type": envelope["routing_key"], **envelope["body"], "call_id": stack[-1],
-            "recorded_at": datetime.fromtimestamp(envelope["staged_at"], UTC).isoformat()}
+            "recorded_at": utc_moment(datetime.fromtimestamp(envelope["staged_at"], UTC))}

@@ -20,6 +20,7 @@ from shared.contracts import (
     IssueStatus,
 )
 from shared.issue import Assignment, IssueRecord, TimelineEntry, acknowledge, resolve
+from shared.jsoncodec import utc_moment
 
 # What ?status= accepts, and which assignment states each one means.
 STATUS_FILTERS: dict[str, set[AssignmentStatus]] = {
@@ -110,7 +111,7 @@ def table_view(record: IssueRecord, agency: str) -> dict[str, Any] | None:
     table = record.table
     if table is None or agency not in table.invited:
         return None
-    return {"meets_at": table.meets_at.isoformat(), "place": table.place,
+    return {"meets_at": utc_moment(table.meets_at), "place": table.place,
             "checked_in": agency in table.checked_in,
             "tasks": [t.model_dump(mode="json") for t in table.tasks if t.agency == agency]}
 

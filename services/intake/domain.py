@@ -7,6 +7,7 @@ from typing import Any
 
 from shared.contracts import AssignmentStatus, DeadlineKind, IssueReceived, IssueStatus, SubmitIssue
 from shared.issue import IssueRecord, pending_deadlines, receive
+from shared.jsoncodec import utc_moment
 
 # The board's "open": everything not yet closed and not folded into another issue.
 OPEN_STATUSES = [s for s in IssueStatus if s not in (IssueStatus.closed, IssueStatus.merged)]
@@ -59,7 +60,7 @@ def board_row(record: IssueRecord, now: datetime) -> dict[str, Any]:
         "agencies": record.agencies(),
         "escalation_level": record.escalation_level.value,
         "reopen_count": record.reopen_count,
-        "next_deadline": upcoming.due.isoformat() if upcoming else None,
+        "next_deadline": utc_moment(upcoming.due) if upcoming else None,
         "next_deadline_kind": upcoming.kind.value if upcoming else None,
         "next_deadline_agency": upcoming.agency if upcoming and work else None,
         "overdue": overdue,
@@ -71,6 +72,6 @@ def board_row(record: IssueRecord, now: datetime) -> dict[str, Any]:
         else {"held": triage.held, "reason": triage.reason, "urgent": triage.urgent,
               "suggestions": [s.model_dump(mode="json") for s in triage.suggestions],
               "description": record.description},
-        "received_at": record.received_at.isoformat(),
-        "updated_at": record.updated_at.isoformat(),
+        "received_at": utc_moment(record.received_at),
+        "updated_at": utc_moment(record.updated_at),
     }

@@ -37,6 +37,7 @@ from shared.contracts import BoardFilter, IssueFilter, SubmitIssue, new_id, utcn
 from shared.errors import EXPECTED_ERRORS, Forbidden, Unavailable, unknown_value
 from shared.guard import SUBMIT, Guard
 from shared.issue import public_view
+from shared.jsoncodec import utc_moment
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus
 from shared.rpc import rpc
@@ -152,7 +153,7 @@ class IntakeService(open311_api.Open311Api):
             if len(rows) >= query.limit or query.priority is None:
                 break
         return {"rows": rows[:query.limit], "total": total if query.priority is None else None,
-                "as_of": now.isoformat()}
+                "as_of": utc_moment(now)}
 
     # ----------------------------------------------------------------- HTTP
 

@@ -88,6 +88,7 @@ from typing import Any
 from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 
 from shared.contracts import Strict, bounded_text, utcnow
+from shared.jsoncodec import utc_moment
 
 DEFAULT_WINDOW = timedelta(days=30)
 MAX_WINDOW = timedelta(days=366)
@@ -413,4 +414,4 @@ def compute_stats(journals: Iterable[list[dict]], window_start: datetime,
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
+    return utc_moment(moment.astimezone(UTC))

@@ -49,7 +49,7 @@ import requests
 
 from shared import config as cfg
 from shared.config import ConfigurationError
-from shared.jsoncodec import dumps
+from shared.jsoncodec import dumps, utc_moment
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -147,7 +147,7 @@ class OutgoingMessage:
             "language": self.language,
             "text": self.delivered_text() if reveal else self.text,
             "recipient": dict(self.recipient),
-            "sent_at": (sent_at or datetime.now(UTC)).isoformat(),
+            "sent_at": utc_moment(sent_at or datetime.now(UTC)),
         }
 
 

@@ -40,7 +40,7 @@ import redis
 from services.notify.channels import DESK, Channels, DeskOutboxChannel, OutgoingMessage
 from services.notify.recipients import RESIDENT, SUPERVISOR
 from shared.issue import TimelineEntry
-from shared.jsoncodec import dumps, loads
+from shared.jsoncodec import dumps, loads, utc_moment, utc_text
 from shared.messaging import Deferred
 from shared.privacy import mask_email, mask_name, mask_phone
 from shared.store import Keys
@@ -269,13 +269,21 @@ class Deliveries:
 
 def history_of(raw_records: dict[str, str]) -> list[dict]:
     """Delivery records (id -> JSON, from Redis or the archive), oldest first."""
-    return sorted(_parsed(raw_records), key=lambda r: r["created_at"])
+    # By the moment, not its text: records stored before moments were spelled with Z
+    # say +00:00, and the two spellings of one second do not sort as their moments.
+    return sorted(_parsed(raw_records), key=lambda r: datetime.fromisoformat(r["created_at"]))
+
+
+_RECORD_MOMENTS = ("created_at", "last_attempt_at", "sent_at")
 
 
 def _parsed(raw_records: dict[str, str]) -> list[dict]:
     records = [loads(v) for v in raw_records.values()]
     for record in records:
         record.setdefault("audience", RESIDENT)  # recorded before supervisors were told
+        for moment in _RECORD_MOMENTS:  # stored before moments were spelled with Z
+            if record.get(moment):
+                record[moment] = utc_text(record[moment])
     return records
 
 
@@ -320,7 +328,7 @@ def relayed_by_desk(record: dict, text: str | None = None) -> dict:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat()
+    return utc_moment(datetime.now(UTC))
 
 
 def _as_recorded(recipient: dict[str, str], audience: str) -> dict[str, str | None]:

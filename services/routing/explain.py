@@ -13,6 +13,7 @@ from __future__ import annotations
 from services.routing.classifier import Classification, Classifier
 from services.routing.domain import RouteDecision
 from services.routing.rules import RuleSet
+from shared.jsoncodec import utc_moment
 
 TOP = 5  # categories shown
 
@@ -40,8 +41,8 @@ def explanation(decision: RouteDecision, rules: RuleSet, threshold: float | None
             {"agency": p.agency, "agency_name": p.agency_name,
              "agency_name_en": rules.agency(p.agency).name_en,
              "sector": p.sector.value, "role": p.role.value, "reason": p.reason,
-             "acknowledge_by": p.acknowledge_by.isoformat(),
-             "resolve_by": p.resolve_by.isoformat()}
+             "acknowledge_by": utc_moment(p.acknowledge_by),
+             "resolve_by": utc_moment(p.resolve_by)}
             for p in decision.assignments
         ],
         "matched": [{"category": m.category, "priority": m.priority.value,

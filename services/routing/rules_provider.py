@@ -34,6 +34,7 @@ from services.routing.rules import SHIPPED_RULES, RuleProblem, RulesError, RuleS
 from shared import config as cfg
 from shared.contracts import utcnow
 from shared.errors import InvalidPayload
+from shared.jsoncodec import utc_moment
 
 __all__ = [
     "LoadedRules", "ReloadableRules", "describe", "live_providers", "read_rules",
@@ -81,7 +82,7 @@ def describe(loaded: LoadedRules) -> dict:
         "rules": len(loaded.rules.rules),
         "agencies": len(loaded.rules.agencies),
         "source": loaded.source,
-        "loaded_at": loaded.loaded_at.isoformat(),
+        "loaded_at": utc_moment(loaded.loaded_at),
     }
 
 

@@ -1,6 +1,7 @@
 """The whole chain in one process: four real containers on RabbitMQ and Redis."""
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,7 +16,7 @@ from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared import config as cfg
 from shared.auth import issue_token
-from tests.support.auth import DESK
+from tests.support.auth import DESK, staff_headers
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -109,3 +110,55 @@ def test_webhook_channel_posts_every_message_to_the_configured_url(runner_factor
     history = requests.get(f"{base}/issues/{issue_id}/notifications", headers=DESK).json()["notifications"]
     assert [(n["channel"], n["status"]) for n in history] == [("webhook", "sent")] * 2
     assert history[0]["recipient"] == {"name": "T********", "phone": "137****1111", "email": None}
+
+
+# An ISO 8601 moment with its zone, however it is spelled.
+_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+
+
+def _moments(value) -> list[str]:
+    """Every moment anywhere in a JSON answer (event texts that quote one are prose)."""
+    if isinstance(value, dict):
+        return [m for v in value.values() for m in _moments(v)]
+    if isinstance(value, list):
+        return [m for v in value for m in _moments(v)]
+    return [value] if isinstance(value, str) and _MOMENT.fullmatch(value) else []
+
+
+def test_every_answer_spells_a_utc_moment_with_z(whistle):
+    """pydantic's answers wrote Z and the others +00:00 (the list, the notification
+    records, the journal's recorded_at, the routing explanation): one spelling now."""
+    receipt = requests.post(f"{whistle}/issues", headers=DESK, json={
+        "description": "小区门口有根电线耷拉下来，不知道有没有电",
+        "location": {"community": "缤泰社区", "address": "丽德花园北门"},
+        "contact": {"name": "孙大爷", "phone": "13812345678"},
+        "channel": "hotline",
+    }, timeout=5)
+    issue_id = receipt.json()["issue_id"]
+    wait_until(lambda: requests.get(f"{whistle}/issues/{issue_id}", headers=DESK).json()
+               ["status"] == "dispatched")
+    wait_until(lambda: len(requests.get(f"{whistle}/issues/{issue_id}/notifications",
+                                        headers=DESK).json()["notifications"]) == 2)
+    power = staff_headers("power", "p-007")
+    answers = {
+        "receipt": receipt.json(),
+        "desk view": requests.get(f"{whistle}/issues/{issue_id}", headers=DESK).json(),
+        "list": requests.get(f"{whistle}/issues", headers=DESK).json(),
+        "notifications": requests.get(f"{whistle}/issues/{issue_id}/notifications",
+                                      headers=DESK).json(),
+        "events": requests.get(f"{whistle}/issues/{issue_id}/events", headers=DESK).json(),
+        "assignments": requests.get(f"{whistle}/agencies/power/assignments",
+                                    headers=power).json(),
+        "stats": requests.get(f"{whistle}/stats", headers=DESK).json(),
+        "explain": requests.post(f"{whistle}/routing/explain", headers=DESK,
+                                 json={"text": "电线耷拉下来了"}).json(),
+    }
+    for name, answer in answers.items():
+        moments = _moments(answer)
+        assert moments, f"{name}: no moment in {answer}"
+        assert all(m.endswith("Z") for m in moments), (name, moments)
+    (listed,) = [i for i in answers["list"]["issues"] if i["issue_id"] == issue_id]
+    assert listed["received_at"] == answers["desk view"]["received_at"]
+    assert all(e["recorded_at"].endswith("Z") for e in answers["events"]["events"])
+    assert all(n["created_at"].endswith("Z") and n["sent_at"].endswith("Z")
+               for n in answers["notifications"]["notifications"])

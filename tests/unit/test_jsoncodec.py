@@ -1,15 +1,16 @@
 """orjson on the hot path must give what the standard library gave."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kombu import serialization
 from kombu.exceptions import DecodeError
+from pydantic import BaseModel
 
-from shared.jsoncodec import dumps, loads, use_for_kombu
+from shared.jsoncodec import dumps, dumps_bytes, loads, use_for_kombu, utc_moment, utc_text
 
 # What our messages and records hold: string keys; str, int (64-bit), float, bool, None.
 # (Text as it arrives in UTF-8: no lone surrogates.)
@@ -61,3 +62,25 @@ def test_a_body_that_is_not_json_is_still_kombus_decode_error(body):
     use_for_kombu()
     with pytest.raises(DecodeError):
         kombu_loads(body)
+
+
+def test_a_utc_moment_is_spelled_with_z_as_pydantic_spells_it():
+    class Moment(BaseModel):
+        at: datetime
+
+    for when in (datetime(2026, 12, 6, 13, 0, tzinfo=UTC),
+                 datetime(2026, 12, 6, 13, 0, 0, 500, tzinfo=UTC)):
+        pydantics = loads(Moment(at=when).model_dump_json())["at"]
+        assert utc_moment(when) == loads(dumps({"at": when}))["at"] == pydantics
+        assert loads(dumps_bytes([when])) == [pydantics]
+        assert pydantics.endswith("Z") and datetime.fromisoformat(pydantics) == when
+    assert utc_moment(datetime(2026, 12, 6, 13, 0, tzinfo=UTC)) == "2026-12-06T13:00:00Z"
+    # Another offset is kept, as pydantic keeps it.
+    beijing = datetime(2026, 12, 6, 21, 0, tzinfo=timezone(timedelta(hours=8)))
+    assert utc_moment(beijing) == "2026-12-06T21:00:00+08:00"
+
+
+def test_a_moment_stored_with_plus_zero_is_respelled_and_others_are_kept():
+    assert utc_text("2026-12-06T13:00:00.306581+00:00") == "2026-12-06T13:00:00.306581Z"
+    assert utc_text("2026-12-06T13:00:00Z") == "2026-12-06T13:00:00Z"
+    assert utc_text("2026-12-06T21:00:00+08:00") == "2026-12-06T21:00:00+08:00"

@@ -24,8 +24,9 @@ from services.notify.channels import (
     verify_webhook_signature,
     why_unreachable,
 )
-from services.notify.delivery import attempted, new_record
+from services.notify.delivery import attempted, history_of, new_record
 from shared import config as cfg
+from shared.jsoncodec import dumps
 
 SECRET = "webhook-secret-of-at-least-32-characters"
 NID = "4f1c2a9b8e7d6c5b4a392817"
@@ -100,7 +101,7 @@ def test_webhook_request_is_signed_and_names_the_message():
                                     headers["X-Whistle-Signature"], now=1795000000)
     payload = json.loads(body)
     assert payload["kind"] == "closed" and payload["language"] == "en"
-    assert payload["sent_at"] == "2026-11-18T11:06:40.700000+00:00"
+    assert payload["sent_at"] == "2026-11-18T11:06:40.700000Z"
     assert payload["recipient"]["email"] == EMAIL
 
 
@@ -261,10 +262,10 @@ def test_sender_without_a_domain_still_gives_a_message_id():
 
 
 def record_after(*results: tuple[bool, str], max_attempts: int = 3, note: str = "") -> dict:
-    record = new_record(message(), "resident", "webhook", "2026-11-21T02:00:00+00:00")
+    record = new_record(message(), "resident", "webhook", "2026-11-21T02:00:00Z")
     for n, (ok, detail) in enumerate(results, start=1):
         record = attempted(record, message(), ok, "webhook", detail, note,
-                           f"2026-11-21T02:00:0{n}+00:00", max_attempts)
+                           f"2026-11-21T02:00:0{n}Z", max_attempts)
     return record
 
 
@@ -280,7 +281,7 @@ def test_sent_at_the_first_attempt():
     record = record_after((True, "HTTP 204"))
 
     assert (record["status"], record["attempts"], record["detail"]) == ("sent", 1, "HTTP 204")
-    assert record["sent_at"] == record["last_attempt_at"] == "2026-11-21T02:00:01+00:00"
+    assert record["sent_at"] == record["last_attempt_at"] == "2026-11-21T02:00:01Z"
     assert record["last_error"] is None
 
 
@@ -386,3 +387,19 @@ def test_the_desk_is_told_why_no_resent_link_would_reach_the_resident(
     assert why_unreachable(configured, has_phone=phone, has_email=email) == expected
     assert (direct_channel(None, configured, has_phone=phone, has_email=email) is None) is (
         expected is not None)
+
+
+def test_records_are_answered_with_z_in_the_order_they_were_made():
+    # "a" was stored before moments were spelled with Z. As text, "b" (a whole second,
+    # written without a fraction) would sort after "c": "." comes before "Z".
+    a = dict(record_after((True, "HTTP 204")), notification_id="a",
+             created_at="2026-11-21T02:00:00.500000+00:00",
+             last_attempt_at="2026-11-21T02:00:01+00:00", sent_at="2026-11-21T02:00:01+00:00")
+    b = dict(record_after(), notification_id="b", created_at="2026-11-21T02:00:01Z")
+    c = dict(record_after(), notification_id="c", created_at="2026-11-21T02:00:01.250000Z")
+    history = history_of({"c": dumps(c), "b": dumps(b), "a": dumps(a)})
+
+    assert [r["notification_id"] for r in history] == ["a", "b", "c"]
+    assert (history[0]["created_at"], history[0]["sent_at"]) == (
+        "2026-11-21T02:00:00.500000Z", "2026-11-21T02:00:01Z")
+    assert history[1]["sent_at"] is None

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from services.routing.rules import SHIPPED_RULES
+from shared.jsoncodec import utc_moment
 from whistle.cli import cli
 
 NOW = datetime(2025, 1, 6, 9, 30, tzinfo=UTC)  # 17:30 in Asia/Shanghai
@@ -56,8 +57,8 @@ def assignment(agency: str, role: str, reason: str, priority: str) -> dict:
     acknowledge, resolve = WINDOWS[priority]
     return {"agency": agency, "agency_name": name, "agency_name_en": name_en,
             "sector": sector, "role": role, "reason": reason,
-            "acknowledge_by": (NOW + timedelta(hours=acknowledge)).isoformat(),
-            "resolve_by": (NOW + timedelta(hours=resolve)).isoformat()}
+            "acknowledge_by": utc_moment(NOW + timedelta(hours=acknowledge)),
+            "resolve_by": utc_moment(NOW + timedelta(hours=resolve))}
 
 
 def test_flying_wire_is_urgent_and_led_by_power():

@@ -24,6 +24,7 @@ from shared.contracts import (
     Sector,
 )
 from shared.issue import Assignment, IssueRecord, TimelineEntry, receive
+from shared.jsoncodec import utc_moment
 from shared.web import redact_request_line
 
 NOW = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
@@ -369,7 +370,7 @@ def test_board_row_shows_the_next_deadline_and_overdue():
                    assignments=[assignment()])
     row = board_row(fresh, NOW)
     assert row["lead"]["agency"] == "power" and row["next_deadline_kind"] == "acknowledge"
-    assert row["next_deadline"] == (NOW + timedelta(hours=1)).isoformat()
+    assert row["next_deadline"] == utc_moment(NOW + timedelta(hours=1))
     assert row["overdue"] is False and "description" not in row
     assert board_row(fresh, NOW + timedelta(hours=2))["overdue"] is True
     done = record(status="resolved", assignments=[assignment(status=AssignmentStatus.resolved)],
