@@ -15,6 +15,7 @@ from shared import config as cfg
 from shared.contracts import Channel, Language, Location
 from shared.errors import InvalidPayload
 from shared.issue import receive
+from shared.jsoncodec import utc_moment
 from shared.store import IssueStore, dumps
 from tests.e2e.conftest import WHISTLE
 from tests.support.auth import DESK, staff_headers
@@ -68,8 +69,8 @@ def intake(container_factory, whistle_config, store):
 
 
 def check_figures(report):
-    assert report["window"] == {"since": SINCE.isoformat(), "until": UNTIL.isoformat(),
-                                "as_of": UNTIL.isoformat(), "issues": 6}
+    assert report["window"] == {"since": utc_moment(SINCE), "until": utc_moment(UNTIL),
+                                "as_of": utc_moment(UNTIL), "issues": 6}
     assert report["overall"] == EXPECTED_OVERALL
     assert report["agencies"] == EXPECTED_AGENCIES
 
