@@ -30,13 +30,17 @@ def whistle(runner_factory, whistle_config):
     return f"http://{whistle_config[cfg.WEB_SERVER_ADDRESS]}"
 
 
-def test_flying_wire_goes_to_power_and_resident_is_told(whistle, whistle_config):
-    receipt = requests.post(f"{whistle}/issues", headers=DESK, json={
+def report_flying_wire(whistle: str) -> requests.Response:
+    return requests.post(f"{whistle}/issues", headers=DESK, json={
         "description": "小区门口有根电线耷拉下来，不知道有没有电",
         "location": {"community": "缤泰社区", "address": "丽德花园北门"},
         "contact": {"name": "孙大爷", "phone": "13812345678"},
         "channel": "hotline",
     }, timeout=5)
+
+
+def test_flying_wire_goes_to_power_and_resident_is_told(whistle, whistle_config):
+    receipt = report_flying_wire(whistle)
     assert receipt.status_code == 201, receipt.text
     issue_id = receipt.json()["issue_id"]
 
@@ -128,12 +132,7 @@ def _moments(value) -> list[str]:
 def test_every_answer_spells_a_utc_moment_with_z(whistle):
     """pydantic's answers wrote Z and the others +00:00 (the list, the notification
     records, the journal's recorded_at, the routing explanation): one spelling now."""
-    receipt = requests.post(f"{whistle}/issues", headers=DESK, json={
-        "description": "小区门口有根电线耷拉下来，不知道有没有电",
-        "location": {"community": "缤泰社区", "address": "丽德花园北门"},
-        "contact": {"name": "孙大爷", "phone": "13812345678"},
-        "channel": "hotline",
-    }, timeout=5)
+    receipt = report_flying_wire(whistle)
     issue_id = receipt.json()["issue_id"]
     wait_until(lambda: requests.get(f"{whistle}/issues/{issue_id}", headers=DESK).json()
                ["status"] == "dispatched")
