@@ -163,16 +163,22 @@ def test_a_comment_is_kept_with_phone_numbers_and_the_raters_name_masked():
     assert "13900001111" not in new.model_dump_json() and "孙建国" not in new.model_dump_json()
 
 
+def resolved_again(reopened, staff, at):
+    """Both agencies report in and resolve the reopened issue again ("彻底更换了管道"), and
+    it awaits the resident's rating of the second cycle."""
+    record = reopened
+    for agency in ("water", "property_manager"):
+        record = acknowledge(record, agency, staff, at)
+        record = resolve(record, agency, staff, "彻底更换了管道", at)
+    return feedback.await_rating(record, IssueResolved(
+        trace_id=record.trace_id, issue_id=ISSUE, occurred_at=at, agencies=["water"]), WEEK)
+
+
 def test_the_second_cycle_can_be_resolved_and_rated_again():
     reopened, _ = feedback.rate(awaiting(), grant(), Rating.unsatisfied, None, RULES,
                                 T0 + timedelta(days=1))
     later = T0 + timedelta(days=2)
-    record = reopened
-    for agency in ("water", "property_manager"):
-        record = acknowledge(record, agency, "s", later)
-        record = resolve(record, agency, "s", "彻底更换了管道", later)
-    record = feedback.await_rating(record, IssueResolved(
-        trace_id=record.trace_id, issue_id=ISSUE, occurred_at=later, agencies=["water"]), WEEK)
+    record = resolved_again(reopened, "s", later)
     with pytest.raises(InvalidTransition, match="already been rated"):  # the old link
         feedback.rate(record, grant(cycle=0), Rating.satisfied, None, RULES, later)
     with pytest.raises(InvalidTransition, match="not waiting"):  # a link from the future
@@ -193,12 +199,7 @@ def test_a_reopening_keeps_what_each_agency_claimed_done_and_a_second_one_adds_t
         assert (earlier.cycle, earlier.note, earlier.resolved_by, earlier.resolved_at) == (
             0, "已修复", f"{a.agency}-1", T0 + timedelta(hours=1))
     later = T0 + timedelta(days=2)
-    record = reopened
-    for agency in ("water", "property_manager"):
-        record = acknowledge(record, agency, "s-2", later)
-        record = resolve(record, agency, "s-2", "彻底更换了管道", later)
-    record = feedback.await_rating(record, IssueResolved(
-        trace_id=record.trace_id, issue_id=ISSUE, occurred_at=later, agencies=["water"]), WEEK)
+    record = resolved_again(reopened, "s-2", later)
     water = record.assignment_for("water")
     assert water.resolution_note == "彻底更换了管道"
     assert [e.note for e in water.earlier_resolutions] == ["已修复"]
