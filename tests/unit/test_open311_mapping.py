@@ -504,6 +504,26 @@ def test_a_request_shows_the_building_never_the_flat():
     assert request_view(record, CATALOG, Language.zh, TZ)["address"] is None
 
 
+def test_a_request_shows_the_flat_the_description_names_masked_and_its_building():
+    record = _issue()
+    record.description = "张三家3号楼2单元501室漏水，楼上402天天漏水，电话13812345678"
+    assert request_view(record, CATALOG, Language.zh, TZ, names_of({"name": "张三"}))[
+        "description"] == "张*家3号楼***漏水，楼上***天天漏水，电话138****5678"
+    record.description = "Flat 5 has no heating since 12 Nov; WH-20261121-0001 was the same"
+    assert request_view(record, CATALOG, Language.en, TZ)["description"] == \
+        "Flat *** has no heating since 12 Nov; WH-20261121-0001 was the same"
+
+
+def test_a_table_task_names_no_flat_to_the_public():
+    power = {"agency": "power", "agency_name": "供电公司", "agency_name_en": "Power company"}
+    journal = [{"event_type": "table.task_recorded", "event_id": "t1", "agency": power,
+                "description": "更换楼上402的电线，联系13812345678",
+                "occurred_at": T0.isoformat()}]
+    [update] = updates_from_journal("WH-20261121-0001", journal, Language.zh, TZ,
+                                    T0 - timedelta(days=1), T0 + timedelta(days=1))
+    assert update["description"] == "协调会议定：供电公司负责更换楼上***的电线，联系138****5678"
+
+
 def test_every_whistle_state_is_open_or_closed():
     from services.intake.open311.mapping import OPEN311_STATES
 

@@ -7,7 +7,7 @@
 - :func:`parse_request_query`: the GET requests filters, with the spec's 90-day rule;
 - :func:`request_view`: an issue as an Open311 request. Only public fields: never the
   reporter's name, phone or email, the address only down to the building, and free
-  text scrubbed as the logs are;
+  text scrubbed as the logs are, with any flat it names masked;
 - :func:`updates_from_journal`: the mySociety ``servicerequestupdates`` extension,
   one update per step of the issue's journal.
 
@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from services.intake.open311.catalog import Service, service_code_of
 from services.intake.open311.formats import Open311Error
-from shared.addresses import public_address
+from shared.addresses import mask_flats, public_address
 from shared.contracts import (
     AssignmentStatus,
     Channel,
@@ -707,7 +707,9 @@ def request_view(record: IssueRecord, catalog: dict[str, Service], lang: Languag
             status_notes(record, lang) + ("; " if en else "；") + status_notes(state, lang)),
         "service_name": service.name_en if en else service.name,
         "service_code": code,
-        "description": scrub(record.description, names),
+        # Anyone reads it, and residents name their flat in it ("我家3号楼201漏水"):
+        # masked as the address is, after the scrub so no phone number is cut.
+        "description": mask_flats(scrub(record.description, names)),
         "agency_responsible": (lead.agency_name_en if en else lead.agency_name) if lead
         else None,
         "service_notice": service_notice(state, lang, tz),
@@ -807,7 +809,7 @@ def _update_text(event: dict[str, Any], en: bool, names: frozenset[str]) -> str:
         return ("The agencies meet at a coordination table" if en
                 else "已召集各相关单位协调会，桌面解决")
     if kind == "table.task_recorded":
-        what = scrub(event.get("description") or "", names)
+        what = mask_flats(scrub(event.get("description") or "", names))
         return f"Agreed at the table: {agency} will {what}" if en else f"协调会议定：{agency}负责{what}"
     if kind == "table.task_done":  # its note (the agency's, or the desk's) is internal
         if event.get("closed_by") == "desk":  # absent in events before the desk could close
