@@ -1,6 +1,7 @@
-"""Open311's public reads show the building, never the flat, over real HTTP; the desk,
-the agency that goes there and the resident still read the whole address, and an agency
-a reroute withdrew reads the building only."""
+"""Open311's public reads show the building, never the flat, over real HTTP, in the
+address and in the description; the desk, the agency that goes there and the resident
+still read the whole address and the description as written, and an agency a reroute
+withdrew reads the building only."""
 
 from xml.etree import ElementTree
 
@@ -28,7 +29,7 @@ def test_a_public_read_has_no_flat_and_the_desk_still_does(whistle, config, stor
     posted = requests.post(f"{whistle}{V2}/requests.json", timeout=10, data={
         "api_key": key, "service_code": "pipe_leak", "address_string": "丽德花园",
         "attribute[community]": "缤泰社区", "attribute[building]": "3号楼2单元501",
-        "description": "楼上漏水，天花板一直滴水"})
+        "description": "我家501室，楼上402天天漏水，天花板一直滴水"})
     assert posted.status_code == 201, posted.text
     leak_id = posted.json()[0]["service_request_id"]
     desk = {"Authorization": "Bearer " + issue_token("desk", "d-001", config[cfg.SECRET])}
@@ -52,10 +53,15 @@ def test_a_public_read_has_no_flat_and_the_desk_still_does(whistle, config, stor
     as_xml = ElementTree.fromstring(public("requests", fmt="xml").content)
     assert sorted(r.findtext("address") for r in as_xml.findall("request")) == [
         "12 Rose Court", "丽德花园 3号楼"]
+    # The flats the resident named in the description are masked too.
+    assert one[0]["description"] == "我家***，楼上***天天漏水，天花板一直滴水"
+    assert [r.findtext("description") for r in as_xml.findall("request")
+            if r.findtext("service_request_id") == leak_id] == [one[0]["description"]]
     for path in ("requests", f"requests/{leak_id}", "servicerequestupdates"):
         for fmt in ("json", "xml"):
             text = public(path, fmt).text
             assert "2单元501" not in text and "Flat 5" not in text, (path, fmt)
+            assert "501室" not in text and "楼上402" not in text, (path, fmt)
 
     # Those who work from the whole address still read it.
     def address_read_by(headers):
@@ -69,6 +75,11 @@ def test_a_public_read_has_no_flat_and_the_desk_still_does(whistle, config, stor
     assert address_read_by(desk) == "丽德花园 3号楼2单元501"
     assert address_read_by({"Authorization": f"Bearer {water}"}) == "丽德花园 3号楼2单元501"
     assert address_read_by({"Authorization": f"Bearer {resident}"}) == "丽德花园 3号楼2单元501"
+    for reader in (desk, {"Authorization": f"Bearer {water}"},
+                   {"Authorization": f"Bearer {resident}"}):
+        description = requests.get(f"{whistle}/issues/{leak_id}", timeout=5,
+                                   headers=reader).json()["description"]
+        assert description == "我家501室，楼上402天天漏水，天花板一直滴水"
 
     # A reroute withdraws the water company: it no longer goes there, so the building.
     rerouted = requests.post(f"{whistle}/issues/{leak_id}/reroute", timeout=10, headers=desk,
