@@ -32,6 +32,13 @@ Units:
   embeddings out of fold (the model's manifest): a model classifying the texts it
   was trained on is surer of them than of new ones, so timing the cascade as it
   runs on them would undercount the embedding stage.
+- ``route-one``: routing's handler (``RoutingService.route_issue``) for one
+  ``issue.received`` of the benchmark's mix, from the body as the subscriber hands it
+  over (validated into the event) to the log line: the bundled classifier and the
+  rules, the duplicate buckets' claim, the apply with its outbox and indexes, the
+  staging, against the real Redis and without the broker (the staged entries are
+  handed to nothing). Intake's part, creating the issues, is done beforehand in
+  another process, outside the count.
 
 Under eventlet, ``py-spy``'s samples land on whichever frame a green thread was last
 suspended in, and a wall-clock profiler counts the time other processes ran while a
@@ -64,11 +71,11 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 UNITS = ("log-line", "redis-command", "request-door", "issue-write-path", "delivery-noop",
-         "delivery-agency", "routing-classify")
+         "delivery-agency", "routing-classify", "route-one")
 # (n, step): the work is run n and n + step times; the figure is the difference / step.
 SIZES = {"log-line": (100, 1000), "redis-command": (100, 1000), "request-door": (100, 1000),
          "issue-write-path": (20, 200), "delivery-noop": (40, 200),
-         "delivery-agency": (40, 200), "routing-classify": (50, 200)}
+         "delivery-agency": (40, 200), "routing-classify": (50, 200), "route-one": (20, 200)}
 DELIVERY_QUEUE = "whistle.agency.record_assignment"
 COLLECTED = re.compile(r"Collected : ([\d,]+)")
 
@@ -256,6 +263,78 @@ def classify_milliseconds() -> dict:
             "average": tfidf + share * embedding}
 
 
+def _received_issues(count: int, prefix: str) -> list[dict]:
+    """``count`` issues of the benchmark's mix created as intake creates them (its
+    outbox and journal holding ``issue.received``); the events' bodies, as published."""
+    from bench.workload import payload
+    from services.intake.domain import accept_issue
+    from shared.contracts import SubmitIssue
+    from shared.messaging import envelope
+    from shared.store import IssueStore, connect
+
+    store, now, bodies = IssueStore(connect(REDIS_URL), prefix), datetime.now(UTC), []
+    for i in range(count):
+        submission = SubmitIssue.model_validate({**payload("costs", i),
+                                                 "contact": {"phone": "13812345678"}})
+        record, contact, received = accept_issue(submission, f"WH-20261121-{i + 1:04d}",
+                                                 uuid.uuid4().hex, now)
+        entry = envelope(received, "intake", [])
+        store.create(record, contact, "intake", {received.event_id: json.dumps(entry)})
+        bodies.append(entry["body"])
+    return bodies
+
+
+def _route_received(prefix: str, bodies_file: str) -> None:
+    """Routing's handler for each event in ``bodies_file`` (the process under valgrind):
+    the service's dependencies as its providers give them to a worker, the bus handing
+    what it staged to nothing."""
+    from types import SimpleNamespace
+
+    from services.routing.classifier import load_classifier
+    from services.routing.rules import load_rules
+    from services.routing.service import RoutingService
+    from shared import config as cfg
+    from shared.contracts import IssueReceived
+    from shared.jsoncodec import loads
+    from shared.logging import configure_logging, get_logger
+    from shared.messaging import BoundEventBus
+    from shared.store import IssueStore, connect
+
+    configure_logging("json")
+    service = RoutingService()
+    service.rules = load_rules(None)
+    service.model = SimpleNamespace(classifier=load_classifier(None),
+                                    threshold=cfg.triage_threshold(cfg.config_from_env({})))
+    service.store = IssueStore(connect(REDIS_URL), prefix)
+    base_log = get_logger("whistle.routing").bind(service="routing")
+    nowhere = SimpleNamespace(hand_over=lambda entries: None)
+    for body in loads(Path(bodies_file).read_bytes()):
+        call_id = f"routing.route_issue.{uuid.uuid4()}"
+        worker = SimpleNamespace(call_id_stack=[call_id], service_name="routing")
+        service.bus = BoundEventBus(nowhere, worker)
+        service.log = base_log.bind(entrypoint="route_issue", call_id=call_id,
+                                    trace_id=body["trace_id"])
+        service.route_issue(IssueReceived.model_validate(body))
+
+
+def _route_one_run(count: int) -> int:
+    """Create ``count`` issues (intake's part, not counted); instructions to route them."""
+    from bench.infra import delete_prefix
+
+    prefix = f"costs-{uuid.uuid4().hex[:8]}"
+    bodies = Path(f"/tmp/whistle-costs-{prefix}.json")
+    try:
+        bodies.write_text(json.dumps(_received_issues(count, prefix), ensure_ascii=False))
+        return _callgrind(["route-one", prefix, str(bodies)])
+    finally:
+        bodies.unlink(missing_ok=True)
+        delete_prefix(REDIS_URL, prefix)
+
+
+# Units whose work is prepared outside the count: count -> instructions.
+PREPARED = {"route-one": _route_one_run}
+
+
 IN_PROCESS = {"log-line": _log_line, "redis-command": _redis_command,
               "request-door": _request_door,
               "issue-write-path": _issue_write_path, "routing-classify": _routing_classify}
@@ -316,6 +395,8 @@ def measure(unit: str) -> float:
     n, step = SIZES[unit]
     if unit in IN_PROCESS:
         low, high = _callgrind([unit, str(n)]), _callgrind([unit, str(n + step)])
+    elif unit in PREPARED:
+        low, high = PREPARED[unit](n), PREPARED[unit](n + step)
     else:
         low, high = _delivery_run(unit, n), _delivery_run(unit, n + step)
     return (high - low) / step
@@ -344,6 +425,8 @@ def _run(args: list[str]) -> None:
     unit = args[0]
     if unit in IN_PROCESS:
         IN_PROCESS[unit](int(args[1]))
+    elif unit == "route-one":
+        _route_received(args[1], args[2])
     else:
         _consume(args[1], args[2], noop=unit == "delivery-noop")
 
