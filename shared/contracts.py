@@ -144,7 +144,11 @@ class Priority(StrEnum):
     @property
     def rank(self) -> int:
         """Lower is more pressing; used to pick the most pressing of several rules."""
-        return list(Priority).index(self)
+        return _PRIORITY_RANKS[self]
+
+
+# Priority.rank, worked out once: routing asks it several times a report.
+_PRIORITY_RANKS = {priority: n for n, priority in enumerate(Priority)}
 
 
 class Sector(StrEnum):

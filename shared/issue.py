@@ -340,16 +340,20 @@ def settle_triage(record: IssueRecord, staff_id: str, category: str,
 
 
 def dispatch(record: IssueRecord, category: str, priority: Priority, routing: Routing,
-             assignments: list[Assignment], now: datetime) -> IssueRecord:
+             assignments: list[Assignment], now: datetime, *,
+             fresh: bool = False) -> IssueRecord:
     """Attach the routing decision (精准派单). Only a freshly received issue, or one
-    that waited for the desk's triage, can be routed."""
+    that waited for the desk's triage, can be routed.
+
+    ``fresh``: ``assignments`` were built for this dispatch and nothing else holds
+    them, so the record takes them as they are instead of copying each."""
     if record.status not in (IssueStatus.received, IssueStatus.needs_triage):
         raise InvalidTransition(f"issue {record.issue_id} is already {record.status.value}")
     if not assignments or sum(a.role is Role.lead for a in assignments) != 1:
         raise ValueError("a dispatch needs exactly one lead assignment")
     new = record.copy_to_change()
     new.category, new.priority, new.routing = category, priority, routing
-    new.assignments = [a.model_copy() for a in assignments]
+    new.assignments = list(assignments) if fresh else [a.model_copy() for a in assignments]
     new.status = IssueStatus.dispatched
     names = ", ".join(f"{a.agency_name} ({a.role.value})" for a in assignments)
     new.step(now, "routing", "dispatched",

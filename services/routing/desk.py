@@ -93,7 +93,7 @@ def first_route(record: IssueRecord, decision: RouteDecision, rules: RuleSet,
         assert triage is not None
         return hold_for_triage(record, routing, triage, now)
     new = dispatch(record, decision.category, decision.priority, routing,
-                   assignments_of(decision.assignments, rules, now), now)
+                   assignments_of(decision.assignments, rules, now), now, fresh=True)
     if triage is not None:
         new.triage = triage
         new.step(now, "routing", "flagged_for_triage",
