@@ -141,11 +141,12 @@ def _pattern(keyword: str) -> re.Pattern[str]:
 def _occurrences(text: str, rules: RuleSet) -> list[tuple[int, int, int, str]]:
     """Every (start, end, rule index, keyword) found, overlapping ones included, sorted."""
     found = []
-    by_first = rules.keywords_by_first_character
-    # Only keywords starting with a character the text holds (one set intersection:
-    # a report holds a few dozen characters, and most begin no keyword).
-    for first in by_first.keys() & set(text):
-        for found_as, index, keyword in by_first[first]:
+    by_opening = rules.keywords_by_opening
+    # Only keywords opening with a pair of characters the text holds (one set
+    # intersection: a report holds a few dozen pairs, and most open no keyword).
+    openings = {text[i:i + 2] for i in range(len(text) - 1)}
+    for opening in by_opening.keys() & openings:
+        for found_as, index, keyword in by_opening[opening]:
             if found_as not in text:
                 continue  # a plain substring test first: most keywords are absent
             pattern = _pattern(keyword)

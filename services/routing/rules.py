@@ -208,20 +208,23 @@ class RuleSet(_Model):
         return self.supervisors.get(level) or DEFAULT_SUPERVISORS[level]
 
     @cached_property
-    def keywords_by_first_character(self) -> dict[str, tuple[tuple[str, int, str], ...]]:
+    def keywords_by_opening(self) -> dict[str, tuple[tuple[str, int, str], ...]]:
         """Every keyword as normalised text shows it (its needle), with its rule's
-        index and its spelling in the file, filed under the needle's first character.
+        index and its spelling in the file, filed under the needle's first two
+        characters (a needle has two at least: ``cross_check`` refuses one of one).
 
-        The matcher looks up only the characters a text holds, instead of testing
-        every keyword of every rule (431 in the shipped file) against every report.
-        Worked out once per rule set: a reload builds a new one.
+        The matcher looks up only the pairs of characters a text holds, instead of
+        testing every keyword of every rule (431 in the shipped file) against every
+        report: a pair narrows it down to a keyword or two, where a first character
+        alone (电, s) still left dozens to test. Worked out once per rule set: a
+        reload builds a new one.
         """
         index: dict[str, list[tuple[str, int, str]]] = {}
         for rule_index, rule in enumerate(self.rules):
             for keyword in rule.keywords:
                 found_as = needle(keyword)
-                index.setdefault(found_as[0], []).append((found_as, rule_index, keyword))
-        return {first: tuple(entries) for first, entries in index.items()}
+                index.setdefault(found_as[:2], []).append((found_as, rule_index, keyword))
+        return {opening: tuple(entries) for opening, entries in index.items()}
 
     @model_validator(mode="after")
     def _cross_checked(self, info: ValidationInfo) -> RuleSet:
