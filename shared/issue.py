@@ -281,18 +281,27 @@ class Deadline:
 
 def pending_deadlines(record: IssueRecord) -> list[Deadline]:
     """The deadlines that should be watched, derived from the record's state."""
-    deadlines = []
+    return [Deadline(record.issue_id, agency, kind, due)
+            for agency, kind, due in _pending(record)]
+
+
+def watched_deadlines(record: IssueRecord) -> dict[str, float]:
+    """:func:`pending_deadlines` as the deadline watch keeps them: each one's sorted-set
+    member and due time (epoch seconds). The store works this out for the record
+    before and after every apply: without a :class:`Deadline` built for each."""
+    prefix = f"{record.issue_id}|"
+    return {f"{prefix}{agency}|{kind.value}": due.timestamp()
+            for agency, kind, due in _pending(record)}
+
+
+def _pending(record: IssueRecord) -> Iterable[tuple[str, DeadlineKind, datetime]]:
     for a in record.assignments:
         if a.status is AssignmentStatus.assigned:
-            deadlines.append(Deadline(record.issue_id, a.agency, DeadlineKind.acknowledge,
-                                      a.acknowledge_by))
+            yield a.agency, DeadlineKind.acknowledge, a.acknowledge_by
         if a.status is not AssignmentStatus.resolved:
-            deadlines.append(Deadline(record.issue_id, a.agency, DeadlineKind.resolve,
-                                      a.resolve_by))
+            yield a.agency, DeadlineKind.resolve, a.resolve_by
     if record.status is IssueStatus.resolved and record.feedback_due is not None:
-        deadlines.append(Deadline(record.issue_id, NO_AGENCY, DeadlineKind.feedback,
-                                  record.feedback_due))
-    return deadlines
+        yield NO_AGENCY, DeadlineKind.feedback, record.feedback_due
 
 
 NO_AGENCY = "-"  # the agency slot of an issue-wide deadline (the rating window)

@@ -70,7 +70,7 @@ from shared.contracts import (
     encode_cursor,
 )
 from shared.errors import InvalidTransition, NotFound, Unavailable
-from shared.issue import IssueRecord, TimelineEntry, list_entry, pending_deadlines
+from shared.issue import IssueRecord, TimelineEntry, list_entry, watched_deadlines
 from shared.jsoncodec import dumps, loads, utc_moment, utc_text
 from shared.redis_pool import lean_client
 
@@ -642,8 +642,8 @@ class IssueStore:
         elif old is not None and old.status is IssueStatus.closed:
             writes.zrem(self.keys.closed, issue_id)
         # The deadline watch is derived from state, so it can never disagree with it.
-        was = {d.member: d.due.timestamp() for d in pending_deadlines(old)} if old else {}
-        watched = {d.member: d.due.timestamp() for d in pending_deadlines(new)}
+        was = watched_deadlines(old) if old else {}
+        watched = watched_deadlines(new)
         stale = was.keys() - watched.keys()
         if stale:
             writes.zrem(self.keys.deadlines, *sorted(stale))
