@@ -24,3 +24,23 @@ def test_the_count_is_read_from_callgrinds_summary():
 
 def test_every_unit_has_its_sizes():
     assert set(costs.SIZES) == set(costs.UNITS)
+
+
+def test_route_one_routes_the_issues_it_prepared_and_leaves_nothing_behind(redis_client,
+                                                                           tmp_path):
+    import json
+
+    from bench.infra import delete_prefix
+    from shared.store import IssueStore
+
+    before = set(redis_client.scan_iter("costs-*"))
+    prefix, bodies = "costs-route-one-test", tmp_path / "bodies.json"
+    try:
+        bodies.write_text(json.dumps(costs._received_issues(4, prefix), ensure_ascii=False))
+        costs._route_received(prefix, str(bodies))
+        store = IssueStore(redis_client, prefix)
+        assert [store.get(f"WH-20261121-{i:04d}").status.value for i in range(1, 5)] == [
+            "dispatched"] * 4
+    finally:
+        delete_prefix(costs.REDIS_URL, prefix)
+    assert set(redis_client.scan_iter("costs-*")) == before
