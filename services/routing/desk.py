@@ -75,17 +75,12 @@ def triage_state(decision: RouteDecision, now: datetime) -> TriageState | None:
 
 
 def assignments_of(planned, rules: RuleSet, now: datetime) -> list[Assignment]:
-    """Planned assignments (domain) as the issue's assignments, with both names.
-
-    Built without validating them again: every value is already of its field's type
-    (``domain._plan`` takes the agency, its names and sector from the validated rules,
-    the role is a ``Role``, the deadlines are ``now`` plus the rules' windows), so
-    validation would change nothing, and it cost about 9 us an agency."""
+    """Planned assignments (domain) as the issue's assignments, with both names."""
     return [
-        Assignment.model_construct(agency=p.agency, agency_name=p.agency_name,
-                                   agency_name_en=rules.agency(p.agency).name_en,
-                                   sector=p.sector, role=p.role, assigned_at=now,
-                                   acknowledge_by=p.acknowledge_by, resolve_by=p.resolve_by)
+        Assignment(agency=p.agency, agency_name=p.agency_name,
+                   agency_name_en=rules.agency(p.agency).name_en,
+                   sector=p.sector, role=p.role, assigned_at=now,
+                   acknowledge_by=p.acknowledge_by, resolve_by=p.resolve_by)
         for p in planned
     ]
 

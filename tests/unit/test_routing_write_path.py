@@ -16,11 +16,8 @@ from shared.contracts import (
     Language,
     Location,
     Priority,
-    Role,
-    Sector,
 )
 from shared.issue import (
-    Assignment,
     IssueRecord,
     Suggestion,
     TriageState,
@@ -87,19 +84,3 @@ def test_a_staged_entry_holds_the_envelope_of_the_event():
 def test_priority_ranks_go_from_the_most_pressing():
     assert [p.rank for p in Priority] == [0, 1, 2, 3]
     assert dispatched().priority is Priority.urgent
-
-
-def test_assignments_built_from_a_plan_are_what_validation_would_have_built():
-    decision = route_issue("楼道里有根电线耷拉下来，还有股煤气味", None, SHIPPED, NOW)
-    assert len(decision.assignments) > 1
-    for built, planned in zip(desk.assignments_of(decision.assignments, SHIPPED, NOW),
-                              decision.assignments, strict=True):
-        validated = Assignment.model_validate(built.model_dump())
-        assert built == validated
-        assert built.model_dump_json() == validated.model_dump_json()
-        assert built.model_fields_set == Assignment(
-            agency=planned.agency, agency_name=planned.agency_name,
-            agency_name_en=SHIPPED.agency(planned.agency).name_en, sector=planned.sector,
-            role=planned.role, assigned_at=NOW, acknowledge_by=planned.acknowledge_by,
-            resolve_by=planned.resolve_by).model_fields_set
-        assert type(built.sector) is Sector and type(built.role) is Role
