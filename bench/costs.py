@@ -24,6 +24,11 @@ Units:
   message off the broker and acking it;
 - ``delivery-agency``: the same with agency's real handler (one script call noting each
   of the dispatch's assignments, two on average in the mix, and one log line);
+- ``submission``: one ``POST /issues`` with a desk token through intake's real HTTP
+  entrypoint, in process (a nameko ``ServiceRunner``, real Redis and RabbitMQ in a
+  throwaway vhost), answered 201 and its ``issue.received`` published: the door, the
+  parsing, the id, the create script, the answer, the publishing thread, and the
+  ``http.client`` client on one keep-alive connection (a small, constant share);
 - ``routing-classify``: the bundled learned router reading one report of the training
   split (``services/routing/learned.py``). Its line also gives CPU milliseconds, the
   budget issue 16 sets (at most 3 ms a report on average): each stage timed alone on
@@ -71,11 +76,12 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 UNITS = ("log-line", "redis-command", "request-door", "issue-write-path", "delivery-noop",
-         "delivery-agency", "routing-classify", "route-one")
+         "delivery-agency", "routing-classify", "route-one", "submission")
 # (n, step): the work is run n and n + step times; the figure is the difference / step.
 SIZES = {"log-line": (100, 1000), "redis-command": (100, 1000), "request-door": (100, 1000),
          "issue-write-path": (20, 200), "delivery-noop": (40, 200),
-         "delivery-agency": (40, 200), "routing-classify": (50, 200), "route-one": (20, 200)}
+         "delivery-agency": (40, 200), "routing-classify": (50, 200), "route-one": (20, 200),
+         "submission": (20, 200)}
 DELIVERY_QUEUE = "whistle.agency.record_assignment"
 COLLECTED = re.compile(r"Collected : ([\d,]+)")
 
@@ -219,6 +225,59 @@ def _consume(amqp_uri: str, prefix: str, noop: bool) -> None:
             quiet = quiet + 1 if ready == 0 else 0
             eventlet.sleep(0.5)
     runner.stop()
+
+
+def _serve_submissions(amqp_uri: str, prefix: str, n: int) -> None:
+    """Run intake and post it ``n`` submissions, one at a time over one keep-alive
+    connection, as a desk would; return once intake has published every
+    ``issue.received`` (its outbox is empty). The process under valgrind."""
+    import http.client
+
+    import eventlet
+    from nameko.runners import ServiceRunner
+
+    from bench.cluster import free_port
+    from bench.load import HEADERS
+    from bench.workload import encoded
+    from services.intake.service import IntakeService
+    from shared import config as cfg
+    from shared.auth import DESK, issue_token
+    from shared.logging import configure_logging
+    from shared.store import Keys, close_archives, connect
+
+    port = free_port()
+    config = cfg.config_from_env({}, **{cfg.AMQP_URI: amqp_uri, cfg.REDIS_URL: REDIS_URL,
+                                         cfg.KEY_PREFIX: prefix, cfg.RATE_SUBMIT: 10_000_000,
+                                         cfg.WEB_SERVER_ADDRESS: f"127.0.0.1:{port}"})
+    configure_logging("json")
+    runner = ServiceRunner(config)
+    runner.add_service(IntakeService)
+    runner.start()
+    headers = {**HEADERS, "Authorization": "Bearer " + issue_token(DESK, "costs",
+                                                                   config[cfg.SECRET])}
+    connection = http.client.HTTPConnection("127.0.0.1", port)
+    for i in range(n):
+        connection.request("POST", "/issues", encoded(prefix, i), headers)
+        response = connection.getresponse()
+        answer = response.read()
+        if response.status != 201:
+            raise click.ClickException(f"submission {i}: {response.status} {answer[:300]!r}")
+    connection.close()
+    client, outbox = connect(REDIS_URL), Keys(prefix).outbox(IntakeService.name)
+    while client.hlen(outbox):
+        eventlet.sleep(0.05)
+    runner.stop()
+    close_archives()  # while the hub runs, as `whistle up` does
+
+
+def _submission_run(count: int) -> int:
+    """Instructions to serve ``count`` submissions, in a fresh sandbox."""
+    from bench.infra import BenchSandbox
+    from shared import config as cfg
+
+    api = os.environ.get(cfg.RABBIT_API_URL, "http://guest:guest@127.0.0.1:15672")
+    with BenchSandbox(os.environ.get(cfg.AMQP_URI, cfg.DEV_AMQP_URI), REDIS_URL, api) as box:
+        return _callgrind(["submission", box.amqp_uri, box.prefix, str(count)])
 
 
 def _training_texts() -> list[str]:
@@ -397,6 +456,8 @@ def measure(unit: str) -> float:
         low, high = _callgrind([unit, str(n)]), _callgrind([unit, str(n + step)])
     elif unit in PREPARED:
         low, high = PREPARED[unit](n), PREPARED[unit](n + step)
+    elif unit == "submission":
+        low, high = _submission_run(n), _submission_run(n + step)
     else:
         low, high = _delivery_run(unit, n), _delivery_run(unit, n + step)
     return (high - low) / step
@@ -427,6 +488,8 @@ def _run(args: list[str]) -> None:
         IN_PROCESS[unit](int(args[1]))
     elif unit == "route-one":
         _route_received(args[1], args[2])
+    elif unit == "submission":
+        _serve_submissions(args[1], args[2], int(args[3]))
     else:
         _consume(args[1], args[2], noop=unit == "delivery-noop")
 
