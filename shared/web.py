@@ -357,9 +357,23 @@ class JsonHttpHandler(HttpRequestHandler):
     def _signature(self) -> inspect.Signature:
         return inspect.signature(getattr(self.container.service_cls, self.method_name))
 
+    @cached_property
+    def _plain_parameters(self) -> tuple[str, ...] | None:
+        """The method's parameters after ``self`` when each is plain (positional or
+        keyword, no default), else None: a call fits those when it fills each once."""
+        parameters = list(self._signature.parameters.values())[1:]
+        if all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in parameters):
+            return tuple(p.name for p in parameters)
+        return None
+
     def check_signature(self, args, kwargs):
         # nameko's own check works the signature out again for every request
-        # (inspect.getcallargs); the method's signature does not change.
+        # (inspect.getcallargs); the method's signature does not change. A request fills
+        # plain parameters, the request then the path's values: counted, not bound.
+        plain = self._plain_parameters
+        if (plain is not None and len(args) + len(kwargs) == len(plain)
+                and all(name in kwargs for name in plain[len(args):])):
+            return
         try:
             self._signature.bind(None, *args, **kwargs)
         except TypeError as exc:
@@ -418,7 +432,10 @@ def parse_json_body(text: str, repeats_allowed: bool = False) -> Any:
     except ValueError as exc:
         raise MalformedBody(f"body is not valid JSON (line {exc.lineno}, column {exc.colno})"
                             if hasattr(exc, "lineno") else "body is not valid JSON") from None
-    if _nests_deeper_than(data, MAX_JSON_DEPTH):
+    # Each level opens a bracket: a text with fewer cannot nest deeper (brackets in
+    # strings only add to the count), and is not walked.
+    if (text.count("{") + text.count("[") > MAX_JSON_DEPTH
+            and _nests_deeper_than(data, MAX_JSON_DEPTH)):
         raise MalformedBody(_TOO_DEEP)
     return data
 
@@ -430,12 +447,15 @@ def _one_value_a_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """An object of the body; one that gives a key twice is refused, naming it. A JSON
     parser keeps the last value in silence: ``{"category": "pipe_leak", …, "category":
     "gas_leak"}`` filed a gas leak."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):  # no key given twice (the common case, in C)
+        return obj
     seen: set[str] = set()
     for key, _value in pairs:
         if key in seen:
             raise MalformedBody(f'body gives "{key[:64]}" more than once: give it once')
         seen.add(key)
-    return dict(pairs)
+    return obj
 
 
 def _nests_deeper_than(value: Any, limit: int) -> bool:

@@ -150,6 +150,11 @@ def test_json_nested_up_to_the_limit_is_parsed():
         read_json(request(deepest), SubmitIssue)
 
 
+def test_brackets_inside_strings_do_not_make_a_body_deep():
+    shallow = json.dumps({"description": "[{" * MAX_JSON_DEPTH, "tags": [[1], {"a": [2]}]})
+    assert parse_json_body(shallow)["tags"] == [[1], {"a": [2]}]
+
+
 @pytest.mark.parametrize("raw", ["[1]", "null", '"text"', "3"])
 def test_a_body_that_is_no_object_is_named_without_the_model_class(raw):
     with pytest.raises(InvalidPayload) as info:
@@ -317,3 +322,23 @@ def test_a_request_that_does_not_fit_the_method_is_still_refused():
                          ((), {})]:
         with pytest.raises(IncorrectSignature):
             handler.check_signature(args, kwargs)
+
+
+def test_a_method_with_a_default_is_still_checked_by_its_signature():
+    from types import SimpleNamespace
+
+    from nameko.exceptions import IncorrectSignature
+
+    from shared.web import JsonHttpHandler
+
+    class Service:
+        def list_http(self, request, page=1):
+            return page
+
+    handler = JsonHttpHandler("GET", "/list")
+    handler.container = SimpleNamespace(service_cls=Service)
+    handler.method_name = "list_http"
+    handler.check_signature(("request",), {})
+    handler.check_signature(("request",), {"page": "2"})
+    with pytest.raises(IncorrectSignature):
+        handler.check_signature(("request",), {"pages": "2"})

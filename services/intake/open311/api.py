@@ -113,6 +113,11 @@ class ServiceCatalog(DependencyProvider):
         self.get()
 
     def get(self) -> tuple[datetime, dict[str, Service]]:
+        self._refresh()
+        return datetime.fromtimestamp(self._loaded[0], UTC), self._loaded[1]
+
+    def _refresh(self) -> None:
+        """Work the services out again if the rules file changed since."""
         try:
             mtime = os.stat(self.path).st_mtime
             if self._loaded is None or self._loaded[0] != mtime:
@@ -127,17 +132,16 @@ class ServiceCatalog(DependencyProvider):
             # keeps its rules in force after a failed reload.
             _log.warning("open311 services kept from the last good rules file: %s",
                          str(exc).splitlines()[0])
-        return datetime.fromtimestamp(self._loaded[0], UTC), self._loaded[1]
 
     def categories(self) -> list[str]:
         """Every category the rules in force know, the fallback's included: what the desk
         may name when it submits (routing would otherwise ignore a typo in silence)."""
-        self.get()
+        self._refresh()
         return self._categories
 
     def agencies(self) -> list[str]:
         """Every agency the rules in force know: what a list may be filtered by."""
-        self.get()
+        self._refresh()
         return self._agencies
 
     def get_dependency(self, worker_ctx):
