@@ -159,6 +159,8 @@ class Guard(DependencyProvider):
         self._script = self.client.register_script(_GUARD)
         self._pending: dict[Any, _Audit] = {}
         self._verified: dict[str, Principal] = {}  # Authorization header -> staff principal
+        # id(staff principal) -> (it, its audit fields scrubbed): see _who
+        self._who_verified: dict[int, tuple[Principal, dict[str, str]]] = {}
 
     def stop(self):
         self.client.close()
@@ -183,16 +185,25 @@ class Guard(DependencyProvider):
             self.client.xadd(self.keys.audit, fields, maxlen=self.audit_max,
                              approximate=True)
 
-    @staticmethod
-    def _entry_fields(entry: _Audit, status: int) -> dict[str, str] | None:
+    def _entry_fields(self, entry: _Audit, status: int) -> dict[str, str] | None:
         """The audit log's entry for an outcome, scrubbed; None when it is not logged."""
         if status == 429 or (status >= 400 and entry.principal.role is Role.anonymous):
             return None  # nobody to attribute, or a flood: the log must not drown in them
-        fields = {"at": datetime.now(UTC).isoformat(), "action": entry.action,
-                  "status": str(status), **entry.principal.audit_fields()}
+        fields = scrub({"at": datetime.now(UTC).isoformat(), "action": entry.action,
+                        "status": str(status)})
+        fields.update(self._who(entry.principal))
         if entry.issue_id:
-            fields["issue_id"] = audited_issue_id(entry.issue_id)
-        return scrub(fields)
+            fields["issue_id"] = scrub(audited_issue_id(entry.issue_id))
+        return fields
+
+    def _who(self, principal: Principal | ApiClient) -> dict[str, str]:
+        """The principal's audit fields, scrubbed; a verified staff principal's were
+        scrubbed once, when :meth:`principal` remembered it (the same object comes back
+        for its token on every request)."""
+        remembered = self._who_verified.get(id(principal))
+        if remembered is not None and remembered[0] is principal:
+            return remembered[1]
+        return scrub(principal.audit_fields())
 
     def worker_teardown(self, worker_ctx):
         self._pending.pop(worker_ctx, None)
@@ -216,7 +227,9 @@ class Guard(DependencyProvider):
         if header and principal.is_staff:
             if len(self._verified) >= VERIFIED_TOKENS_KEPT:
                 self._verified.clear()  # a few thousand staff tokens live at once at most
+                self._who_verified.clear()
             self._verified[header] = principal
+            self._who_verified[id(principal)] = (principal, scrub(principal.audit_fields()))
         return principal
 
     def admit(self, principal: Principal, bucket: str) -> None:
