@@ -317,7 +317,7 @@ class GuardAccess:
         """Audit this worker's outcome as ``action`` by ``principal`` (the last call wins)."""
         self._guard._pending[self._worker_ctx] = _Audit(principal, action, issue_id)
 
-    def on_issue(self, issue_id: str | None, status: int | None = None) -> None:
+    def on_issue(self, issue_id: str, status: int | None = None) -> None:
         """Name the issue the audited write created (a submission learns it late) and,
         with ``status``, the write's outcome when the worker's own answer is not it (a
         page answers a submission with a redirect; the submission was a 201)."""

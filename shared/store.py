@@ -52,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-import secrets
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -227,41 +226,6 @@ class StreamEntry(NamedTuple):
     maxlen: int
 
 
-class Numbered(NamedTuple):
-    """What :meth:`IssueStore.create_numbered` did: the new issue's id (None: every
-    number tried was taken, nothing written), the ids found taken on the way, and the
-    outbox entries as committed, under the issue's id."""
-
-    issue_id: str | None
-    taken: list[str]
-    outbox: dict[str, str]
-
-
-def stand_in_id(day: str) -> str:
-    """An issue id for the day that no issue will have (twenty random digits: the
-    counter never gets there) and nobody can write beforehand: what a new issue is
-    named by until :meth:`IssueStore.create_numbered` numbers it."""
-    return f"WH-{day}-{secrets.randbits(64):020d}"
-
-
-# After a lost counter: move the day's counter up to the highest id in use (ids
-# received since ``since``, epoch s, that start with ``day_prefix``); the highest.
-_RESYNC_FUNCTION = """
-local function resync(counter, issues, day_prefix, since, ttl)
-    local top = 0
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', issues, since, '+inf')) do
-        if string.sub(id, 1, #day_prefix) == day_prefix then
-            top = math.max(top, tonumber(string.sub(id, #day_prefix + 1)) or 0)
-        end
-    end
-    if top > tonumber(redis.call('GET', counter) or '0') then
-        redis.call('SET', counter, top, 'EX', ttl)
-    end
-    return top
-end
-"""
-
-
 class Read(NamedTuple):
     """An issue's record as stored (None: no such issue), and whether the event being
     applied was applied already."""
@@ -300,7 +264,6 @@ class IssueStore:
         self._commit_script = client.register_script(self._COMMIT)
         self._resync_script = client.register_script(self._RESYNC)
         self._next_script = client.register_script(self._NEXT)
-        self._create_numbered_script = client.register_script(self._CREATE_NUMBERED)
 
     # ------------------------------------------------------------------ reads
 
@@ -539,8 +502,19 @@ class IssueStore:
                             args=[SEQUENCE_TTL_S])
         return f"WH-{day}-{number:04d}"
 
-    _RESYNC = _RESYNC_FUNCTION + """
-    return resync(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+    # After a lost counter: move the day's counter up to the highest id in use
+    # (ids received in the last ARGV[2] seconds that start with ARGV[1]).
+    _RESYNC = """
+    local top = 0
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf')) do
+        if string.sub(id, 1, #ARGV[1]) == ARGV[1] then
+            top = math.max(top, tonumber(string.sub(id, #ARGV[1] + 1)) or 0)
+        end
+    end
+    if top > tonumber(redis.call('GET', KEYS[1]) or '0') then
+        redis.call('SET', KEYS[1], top, 'EX', ARGV[3])
+    end
+    return top
     """
 
     def resync_sequence(self, day: str, now_ts: float) -> int:
@@ -558,13 +532,6 @@ class IssueStore:
         """
         keys = self.keys
         writes = Writes(keys.issue(record.issue_id), keys.applied(record.issue_id))
-        self._creation(writes, record, contact, service, outbox, audit)
-        return self._commit(writes, None, "") == COMMITTED
-
-    def _creation(self, writes: Writes, record: IssueRecord, contact: dict[str, str],
-                  service: str, outbox: dict[str, str], audit: StreamEntry | None) -> None:
-        """The writes that store a new issue (:meth:`create`, :meth:`create_numbered`)."""
-        keys = self.keys
         writes.set(keys.issue(record.issue_id), record.model_dump_json())
         if contact:
             writes.hset(keys.contact(record.issue_id), mapping=contact)
@@ -573,57 +540,7 @@ class IssueStore:
         self._announce(writes, service, outbox)
         if audit is not None:
             writes.xadd(audit)
-
-    # The day's next number and the new issue under it, in one round trip. The writes
-    # (see Writes) name the issue by a stand-in (ARGV[1], as a Lua pattern), replaced
-    # in every key and argument by the id the counter gives. A number whose issue
-    # exists (the counter was lost: a Redis restart) is skipped after a resync, as
-    # next_issue_id and resync_sequence did between tries.
-    # KEYS: the day's counter, every issue, the record, then the writes' other keys.
-    # ARGV: stand-in, "WH-yyyymmdd-", the counter's TTL, the oldest score a resync
-    # reads, tries, then the writes. Returns {id ('' when every try was taken), taken...}.
-    _CREATE_NUMBERED = _RESYNC_FUNCTION + """
-    local taken, id = {}, ''
-    for _ = 1, tonumber(ARGV[5]) do
-        local n = redis.call('INCR', KEYS[1])
-        redis.call('EXPIRE', KEYS[1], ARGV[3])
-        local candidate = ARGV[2] .. string.format('%04d', n)
-        if redis.call('EXISTS', (string.gsub(KEYS[3], ARGV[1], candidate))) == 0 then
-            id = candidate
-            break
-        end
-        taken[#taken + 1] = candidate
-        resync(KEYS[1], KEYS[2], ARGV[2], ARGV[4], ARGV[3])
-    end
-    if id == '' then return {id, unpack(taken)} end
-    local i = 6
-    while i <= #ARGV do
-        local n = tonumber(ARGV[i])
-        local call = {ARGV[i + 1], (string.gsub(KEYS[tonumber(ARGV[i + 2])], ARGV[1], id))}
-        for j = 1, n do call[j + 2] = (string.gsub(ARGV[i + 2 + j], ARGV[1], id)) end
-        redis.call(unpack(call))
-        i = i + 3 + n
-    end
-    return {id, unpack(taken)}
-    """
-
-    def create_numbered(self, day: str, record: IssueRecord, contact: dict[str, str],
-                        service: str, outbox: dict[str, str], audit: StreamEntry | None,
-                        tries: int) -> Numbered:
-        """:meth:`next_issue_id` and :meth:`create` in one round trip: ``record`` and the
-        rest name the issue by ``stand_in_id(day)``; the store gives it the day's next
-        free number (``WH-20261121-0007``), trying at most ``tries`` of them."""
-        keys, stand_in = self.keys, record.issue_id
-        writes = Writes(keys.sequence(day), keys.all_issues, keys.issue(stand_in))
-        self._creation(writes, record, contact, service, outbox, audit)
-        issue_id, *taken = self._call(
-            self._create_numbered_script, writes.keys,
-            [stand_in.replace("-", "%-"), f"WH-{day}-", SEQUENCE_TTL_S,
-             record.received_at.timestamp() - SEQUENCE_TTL_S, tries, *writes.args])
-        if not issue_id:
-            return Numbered(None, taken, {})
-        return Numbered(issue_id, taken, {event_id: entry.replace(stand_in, issue_id)
-                                          for event_id, entry in outbox.items()})
+        return self._commit(writes, None, "") == COMMITTED
 
     def apply(self, issue_id: str, event_id: str | None, change: Change,
               service: str, read: Read | None = None) -> Applied:

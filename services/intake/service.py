@@ -41,7 +41,7 @@ from shared.jsoncodec import utc_moment
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus
 from shared.rpc import rpc
-from shared.store import Store, day_of, stand_in_id
+from shared.store import Store, day_of
 from shared.web import (
     health_report,
     http,
@@ -53,7 +53,7 @@ from shared.web import (
 )
 
 # Ids tried for one submission before giving up (the first collision resyncs the
-# day's counter, so a second try normally succeeds): in the store's one script.
+# day's counter, so a second try normally succeeds).
 MAX_ID_TRIES = 3
 # How often the archiver's timer looks at the clock; a pass runs every
 # WHISTLE_ARCHIVE_INTERVAL_S (services.intake.archiver).
@@ -225,28 +225,21 @@ class IntakeService(open311_api.Open311Api):
             raise unknown_value("category", submission.category, known, "category",
                                 ", or none to let routing decide")
         now = utcnow()
-        day = day_of(now, cfg.get(self.config, cfg.DISPLAY_TZ))
-        # Built under a stand-in id: the store numbers the issue as it writes it, in
-        # the same round trip (the day's counter had one of its own: one Redis command,
-        # about 115k instructions, bench.costs redis-command).
-        stand_in = stand_in_id(day)
-        record, contact, received = accept_issue(submission, stand_in, new_id(), now)
-        # The HTTP submission's audit entry goes in with the issue (an RPC one has none).
-        audit = self.guard.entry_for_the_write(stand_in, 201)
-        try:
-            created = self.store.create_numbered(day, record, contact, self.name,
-                                                 self.bus.stage(received), audit, MAX_ID_TRIES)
-        except Unavailable:
-            self.guard.on_issue(None)  # no number was drawn: the entry names no issue
-            raise
-        for taken in created.taken:
-            # The day's counter was behind (lost with a Redis restart): resynced.
-            self.log.warning("issue_id_taken", issue_id=taken)
-        if created.issue_id is None:
-            self.guard.on_issue(created.taken[-1])  # the entry names the last id tried
+        tz = cfg.get(self.config, cfg.DISPLAY_TZ)
+        for _ in range(MAX_ID_TRIES):
+            issue_id = self.store.next_issue_id(day_of(now, tz))
+            record, contact, received = accept_issue(submission, issue_id, new_id(), now)
+            outbox = self.bus.stage(received)
+            # The HTTP submission's audit entry goes in with the issue (an RPC one has none).
+            audit = self.guard.entry_for_the_write(issue_id, 201)
+            if self.store.create(record, contact, self.name, outbox, audit):
+                self.guard.audited_with_the_write()
+                break
+            # The id is taken: the day's counter is behind (lost with a Redis restart).
+            self.log.warning("issue_id_taken", issue_id=issue_id)
+            self.store.resync_sequence(day_of(now, tz), now.timestamp())
+        else:
             raise Unavailable("could not find a free issue id; try again")
-        self.guard.audited_with_the_write()
-        issue_id, outbox = created.issue_id, created.outbox
         self.log.info("issue_received", issue_id=issue_id, channel=submission.channel.value,
                       community=submission.location.community)
         self.bus.publish(outbox)

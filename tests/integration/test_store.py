@@ -9,7 +9,7 @@ from shared.contracts import AssignmentStatus, IssueDispatched, IssueReceived, R
 from shared.errors import NotFound
 from shared.issue import IssueRecord, TimelineEntry, acknowledge, resolve
 from shared.messaging import envelope
-from shared.store import IssueStore, StreamEntry, stand_in_id
+from shared.store import IssueStore, StreamEntry
 from tests.unit.test_issue_state import ISSUE_ID as ISSUE
 from tests.unit.test_issue_state import T0 as NOW
 from tests.unit.test_issue_state import dispatched, received
@@ -167,77 +167,6 @@ def test_a_lost_day_counter_is_moved_past_the_ids_in_use(store, redis_client):
     assert not store.create(received().model_copy(update={"issue_id": taken}), {}, "intake", {})
     assert store.resync_sequence(day, NOW.timestamp()) == 3
     assert store.next_issue_id(day) == f"WH-{day}-0004"
-
-
-def numbered(store, day: str, tries: int = 3, audit_stream: str | None = None):
-    """A submission as intake makes it: built under a stand-in, numbered by the store."""
-    stand_in = stand_in_id(day)
-    record = received().model_copy(update={"issue_id": stand_in})
-    event = IssueReceived(trace_id=record.trace_id, issue_id=stand_in, occurred_at=NOW,
-                          description=record.description, location=record.location,
-                          channel=record.channel, language=record.language, has_contact=True)
-    audit = None if audit_stream is None else StreamEntry(audit_stream, {
-        "action": "issue.submit", "status": "201", "issue_id": stand_in}, 100)
-    return stand_in, store.create_numbered(day, record, {"phone": "13812345678"}, "intake",
-                                           stage(event), audit, tries)
-
-
-def test_a_new_issue_is_numbered_as_it_is_written_and_the_stand_in_is_nowhere(
-        store, redis_client, redis_prefix):
-    day = "20261121"
-    stand_in, made = numbered(store, day, audit_stream=f"{redis_prefix}:audit")
-
-    issue_id = f"WH-{day}-0001"
-    assert made.issue_id == issue_id and made.taken == []
-    keys = store.keys
-    assert json.loads(redis_client.get(keys.issue(issue_id)))["issue_id"] == issue_id
-    assert redis_client.hgetall(keys.contact(issue_id)) == {"phone": "13812345678"}
-    assert redis_client.zrange(keys.all_issues, 0, -1) == [issue_id]
-    assert members(redis_client, keys.by_status("received")) == {issue_id}
-    [entry] = store.journal(issue_id)
-    assert entry["event_type"] == "issue.received" and entry["issue_id"] == issue_id
-    assert redis_client.hgetall(keys.outbox("intake")) == made.outbox
-    [envelope_text] = made.outbox.values()
-    assert json.loads(envelope_text)["body"]["issue_id"] == issue_id
-    [(_, audit)] = redis_client.xrange(f"{redis_prefix}:audit")
-    assert audit["issue_id"] == issue_id
-    everything = list(redis_client.scan_iter(f"{redis_prefix}:*"))
-    assert not [key for key in everything if stand_in in key]
-    assert not [key for key in everything if redis_client.type(key) == "string"
-                and stand_in in redis_client.get(key)]
-    assert stand_in not in envelope_text
-    assert numbered(store, day)[1].issue_id == f"WH-{day}-0002"
-
-
-def test_a_lost_day_counter_is_resynced_in_the_numbering_script(store, redis_client):
-    day = "20261121"
-    for _ in range(3):
-        numbered(store, day)
-    redis_client.delete(store.keys.sequence(day))  # lost, as with a Redis restart
-
-    _, made = numbered(store, day)
-
-    assert made.taken == [f"WH-{day}-0001"]
-    assert made.issue_id == f"WH-{day}-0004"
-    assert redis_client.zcard(store.keys.all_issues) == 4
-
-
-def test_nothing_is_written_when_every_number_tried_is_taken(store, redis_client,
-                                                             redis_prefix):
-    day = "20261121"
-    numbered(store, day)
-    redis_client.delete(store.keys.sequence(day))
-    before = sorted(redis_client.scan_iter(f"{redis_prefix}:*"))
-
-    _, made = numbered(store, day, tries=1, audit_stream=f"{redis_prefix}:audit")
-
-    assert made == (None, [f"WH-{day}-0001"], {})
-    assert redis_client.zcard(store.keys.all_issues) == 1
-    assert not redis_client.exists(f"{redis_prefix}:audit")
-    # Only the day's counter, drawn and resynced, as next_issue_id and resync_sequence did.
-    assert redis_client.get(store.keys.sequence(day)) == "1"
-    assert sorted(redis_client.scan_iter(f"{redis_prefix}:*")) == sorted(
-        [*before, store.keys.sequence(day)])
 
 
 def test_indexes_follow_the_change_and_only_what_moved_is_written(store, redis_client):
