@@ -116,3 +116,53 @@ def test_broker_passwords_in_a_cluster_uri_never_reach_the_log(json_logging, cap
     (line,) = lines(capsys.readouterr().err)
     assert "s3cr#t" not in line["event"]
     assert "amqp://whistle:********@rabbit-b:5672/" in line["event"]
+
+
+def test_a_phone_is_masked_wherever_it_is_on_the_line(json_logging, capsys):
+    """In a bound value, an event's value, the event itself and an exception's text."""
+    log = get_logger("whistle.notify").bind(service="notify", caller="13700009999")
+    log.info("notified", issue_id="WH-20261121-0001", to="+86 138-1234-5678")
+    log.info("called 13912345678 back")
+    try:
+        raise RuntimeError("could not call １３７００００９９９９")
+    except RuntimeError:
+        log.exception("delivery_failed", issue_id="WH-20261121-0001")
+    bound, event, failed = lines(capsys.readouterr().err)
+    assert bound["caller"] == "137****9999" and bound["to"] == "138****5678"
+    assert bound["issue_id"] == "WH-20261121-0001"
+    assert event["event"] == "called 139****5678 back"
+    assert failed["caller"] == "137****9999" and failed["level"] == "error"
+    assert "RuntimeError: could not call 137****9999" in failed["exception"]
+    assert list(bound) == ["logger", "service", "caller", "issue_id", "to", "event", "level",
+                           "timestamp"]
+    assert list(failed)[-3:] == ["level", "timestamp", "exception"]
+
+
+def test_the_timestamp_is_iso_utc_as_structlog_writes_it(json_logging, capsys, monkeypatch):
+    import re
+    import time
+
+    from shared.logging import _UtcTimestamp
+
+    stamp = _UtcTimestamp()
+    monkeypatch.setattr(time, "time_ns", lambda: 1_795_336_205_000_123_999)
+    assert stamp(None, "info", {})["timestamp"] == "2026-11-22T08:30:05.000123Z"
+    monkeypatch.setattr(time, "time_ns", lambda: 1_795_336_206_000_000_999)
+    assert stamp(None, "info", {})["timestamp"] == "2026-11-22T08:30:06Z"  # as isoformat()
+    monkeypatch.undo()
+    get_logger("whistle.routing").info("routed")
+    [line] = lines(capsys.readouterr().err)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", line["timestamp"])
+
+
+def test_the_console_format_still_writes_masked_lines(capsys):
+    previous = whistle_logging._configured_format
+    whistle_logging._configured_format = None
+    configure_logging("console")
+    try:
+        get_logger("whistle.agency").info("assignment_delivered", note="回电 138 1234 5678")
+        err = capsys.readouterr().err
+    finally:
+        whistle_logging._configured_format = None
+        configure_logging(previous or "console")
+    assert "assignment_delivered" in err and "138****5678" in err and "1234" not in err

@@ -203,8 +203,13 @@ _UK_MOBILE = st.tuples(st.sampled_from(["0", "+44 ", "+44", "0044 "]), st.just("
 _NANP = st.tuples(st.sampled_from(["", "+1 "]), st.sampled_from(["(415) ", "415-", "415."]),
                   _digits(3, "23456789"), st.sampled_from(["-", ".", " "]), _digits(4)
                   ).map("".join)
-_PIECE = st.one_of(_MOBILE, _LANDLINE, _UK_MOBILE, _NANP, _digits(1), _digits(2),
-                   st.sampled_from(["-", " ", "@", "a.b", "tel:", "楼", "x", "(", ")", "."]))
+# An issue id, and what comes near one: the shortcut skips an issue id's digits.
+_ISSUE_ID = st.tuples(st.sampled_from(["WH-", "WH-", "+", "0044", "+44", ""]), _digits(8),
+                      st.sampled_from(["-", "-", " "]), _digits(4)).map("".join)
+_PIECE = st.one_of(_MOBILE, _LANDLINE, _UK_MOBILE, _NANP, _ISSUE_ID, _digits(1), _digits(2),
+                   _digits(3), _digits(4),
+                   st.sampled_from(["-", " ", "@", "a.b", "tel:", "楼", "x", "(", ")", ".",
+                                    "WH-", "٣"]))
 
 
 @settings(max_examples=1000, deadline=None)
@@ -215,6 +220,58 @@ def test_scrub_text_shortcut_never_skips_what_the_full_patterns_mask(text):
     full = _PHONE.sub(lambda m: mask_phone(m.group(0)) or "",
                       _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text))
     assert scrub_text(text) == full
+
+
+def test_an_issue_id_is_no_phone_and_costs_no_full_search():
+    from shared.privacy import _MAYBE_PHONE
+
+    assert _MAYBE_PHONE.search("WH-20261121-0001") is None
+    assert _MAYBE_PHONE.search("/issues/WH-20261121-0001/feedback") is None
+    # digits next to it, or a phone written as one, still go through the full patterns
+    assert _MAYBE_PHONE.search("WH-20261121-0001 138 1234 5678")
+    assert scrub_text("WH-20261121-13812345678") == "WH-20261121-138****5678"
+    assert scrub_text("WH-00447700-900123") == "WH-**********0123"
+
+
+_LINE = {"logger": "whistle.agency", "call_id": "agency.x.8f0c1a6e-1234-4c3e",
+         "trace_id": "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "issue_id": "WH-20261121-0001",
+         "duplicate": False, "count": 3, "level": "info",
+         "timestamp": "2026-11-21T08:30:05.123456Z"}
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"note": "回电 138 1234 5678"},
+    {"note": "１３８１２３４５６７８"},
+    {"mail": "tom.baker@example.org"},
+    {"auth": "Bearer eyJhbGciOi.eyJzdWIi.c2ln"},
+    {"pasted": "o311_" + "k" * 43},
+    {"uri": "amqp://whistle:s3cr#t@rabbit-b:5672/"},
+    {"contact": {"name": "赵大爷", "phone": "13700009999"}},
+    {"args": ["13700009999", ("王五", "010-12345678")]},
+    {"exception": "Traceback ...\nRuntimeError: could not call 13700009999"},
+])
+def test_scrub_fields_gives_what_scrubbing_each_value_gives(extra):
+    from shared.privacy import scrub_fields
+
+    line = {**_LINE, **extra}
+    expected = {k: v if k == "timestamp" else scrub(v) for k, v in line.items()}
+    assert scrub_fields(dict(line), exempt="timestamp") == expected
+    assert list(scrub_fields(dict(line), exempt="timestamp")) == list(line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["a", "b", "timestamp", "phone", "name"]),
+                       st.one_of(st.lists(_PIECE, max_size=4).map("".join), st.none(),
+                                 st.integers(), st.dictionaries(
+                                     st.sampled_from(["phone", "name", "x"]),
+                                     st.lists(_PIECE, max_size=3).map("".join))),
+                       max_size=5))
+def test_scrub_fields_is_scrub_of_each_value(line):
+    from shared.privacy import scrub_fields
+
+    expected = {k: v if k == "timestamp" else scrub(v) for k, v in line.items()}
+    assert scrub_fields(dict(line), exempt="timestamp") == expected
 
 
 def test_tokens_are_cut_out_of_free_text_and_token_fields():
