@@ -304,3 +304,17 @@ def test_masking_a_masked_contact_changes_nothing():
     for mask, value in ((mask_phone, "13812345678"), (mask_phone, "010-12345678"),
                         (mask_name, "孙大爷"), (mask_email, "tom.baker@example.org")):
         assert mask(mask(value)) == mask(value)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.one_of(_PIECE, st.sampled_from(["+", "＋", "０", "1", "7", "44", "(0)"])),
+                max_size=8).map("".join))
+def test_the_phone_patterns_start_check_turns_away_no_match(text):
+    import re
+
+    from shared import privacy
+
+    alternatives = privacy._PHONE.pattern.removeprefix(privacy._PHONE_START + "(?:")
+    without = re.compile(alternatives.removesuffix(")"))
+    assert [m.span() for m in privacy._PHONE.finditer(text)] == [
+        m.span() for m in without.finditer(text)]
