@@ -29,6 +29,11 @@ Units:
   throwaway vhost), answered 201 and its ``issue.received`` published: the door, the
   parsing, the id, the create script, the answer, the publishing thread, and the
   ``http.client`` client on one keep-alive connection (a small, constant share);
+- ``notify-pair``: notify telling the resident of one issue of the mix, as intake and
+  routing left it in the real Redis: its worker for ``issue.received`` and for
+  ``issue.dispatched`` (each body validated into its event, a worker's logger bound,
+  ``on_event``: the record, contact and history read, the message rendered, delivered
+  through the desk and noted in one script, one log line), without the broker;
 - ``routing-classify``: the bundled learned router reading one report of the training
   split (``services/routing/learned.py``). Its line also gives CPU milliseconds, the
   budget issue 16 sets (at most 3 ms a report on average): each stage timed alone on
@@ -76,12 +81,13 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 UNITS = ("log-line", "redis-command", "request-door", "issue-write-path", "delivery-noop",
-         "delivery-agency", "routing-classify", "route-one", "submission")
+         "delivery-agency", "routing-classify", "route-one", "submission",
+         "notify-pair")
 # (n, step): the work is run n and n + step times; the figure is the difference / step.
 SIZES = {"log-line": (100, 1000), "redis-command": (100, 1000), "request-door": (100, 1000),
          "issue-write-path": (20, 200), "delivery-noop": (40, 200),
          "delivery-agency": (40, 200), "routing-classify": (50, 200), "route-one": (20, 200),
-         "submission": (20, 200)}
+         "submission": (20, 200), "notify-pair": (20, 200)}
 DELIVERY_QUEUE = "whistle.agency.record_assignment"
 COLLECTED = re.compile(r"Collected : ([\d,]+)")
 
@@ -290,6 +296,67 @@ def _submission_run(count: int) -> int:
     api = os.environ.get(cfg.RABBIT_API_URL, "http://guest:guest@127.0.0.1:15672")
     with BenchSandbox(os.environ.get(cfg.AMQP_URI, cfg.DEV_AMQP_URI), REDIS_URL, api) as box:
         return _callgrind(["submission", box.amqp_uri, box.prefix, str(count)])
+def _notify_pair_run(count: int) -> int:
+    """Prefill ``count`` issues, each resident's contact as the benchmark submits it, and
+    their two events for notify; instructions for notify to handle them."""
+    from bench.infra import delete_prefix
+    from bench.workload import payload
+    from services.routing.rules import load_rules
+    from shared.contracts import IssueDispatched, IssueReceived
+    from shared.store import IssueStore, connect
+
+    prefix = f"costs-{uuid.uuid4().hex[:8]}"
+    store, rules = IssueStore(connect(REDIS_URL), prefix), load_rules(None)
+    events = Path(f"/tmp/whistle-{prefix}.jsonl")
+    try:
+        with events.open("w", encoding="utf-8") as out:
+            for i in range(count):
+                told = [e for e in _create_and_route(store, rules, i)
+                        if isinstance(e, IssueReceived | IssueDispatched)]
+                contact = {k: v for k, v in (payload("costs", i).get("contact") or {}).items()
+                           if v}
+                store.redis.delete(store.keys.contact(told[0].issue_id))
+                if contact:
+                    store.redis.hset(store.keys.contact(told[0].issue_id), mapping=contact)
+                out.writelines(json.dumps([e.event_type, e.model_dump(mode="json")],
+                                          ensure_ascii=False) + "\n" for e in told)
+        return _callgrind(["notify-pair", prefix, str(events)])
+    finally:
+        events.unlink(missing_ok=True)
+        delete_prefix(REDIS_URL, prefix)
+
+
+def _notify_pair(prefix: str, events_path: str) -> None:
+    """Notify's worker for each prefilled event, as nameko runs it (the process under
+    valgrind): the body validated into its event (``EventSubscriber``), a worker's
+    logger bound (``WorkerLogger``), then ``on_event``."""
+    from types import SimpleNamespace
+
+    from services.notify.service import ANNOUNCED, Messenger, NotifyService
+    from shared import config as cfg
+    from shared.contracts import utcnow
+    from shared.logging import WorkerLogger
+    from shared.store import IssueStore, connect
+
+    config = cfg.config_from_env({}, **{cfg.REDIS_URL: REDIS_URL, cfg.KEY_PREFIX: prefix,
+                                         cfg.LOG_FORMAT: "json"})
+    container = SimpleNamespace(config=config, service_name=NotifyService.name)
+    service, messenger, logger = NotifyService(), Messenger(), WorkerLogger()
+    for provider in (messenger, logger):
+        provider.container = container
+        provider.setup()
+    service.store, service.messenger, service.config = (
+        IssueStore(connect(REDIS_URL), prefix), messenger, config)
+    classes, on_event = {c.event_type: c for c in ANNOUNCED}, SimpleNamespace(
+        method_name="on_event")
+    for line in Path(events_path).read_text(encoding="utf-8").splitlines():
+        event_type, body = json.loads(line)
+        body["occurred_at"] = utcnow().isoformat()  # as it arrives: within ordering's grace
+        event = classes[event_type].model_validate(body)
+        service.log = logger.get_dependency(SimpleNamespace(
+            entrypoint=on_event, call_id=f"notify.on_event.{uuid.uuid4()}",
+            data={"trace_id": event.trace_id}))
+        service.on_event(event)
 
 
 def _training_texts() -> list[str]:
@@ -470,6 +537,8 @@ def measure(unit: str) -> float:
         low, high = PREPARED[unit](n), PREPARED[unit](n + step)
     elif unit == "submission":
         low, high = _submission_run(n), _submission_run(n + step)
+    elif unit == "notify-pair":
+        low, high = _notify_pair_run(n), _notify_pair_run(n + step)
     else:
         low, high = _delivery_run(unit, n), _delivery_run(unit, n + step)
     return (high - low) / step
@@ -502,6 +571,8 @@ def _run(args: list[str]) -> None:
         _route_received(args[1], args[2])
     elif unit == "submission":
         _serve_submissions(args[1], args[2], int(args[3]))
+    elif unit == "notify-pair":
+        _notify_pair(args[1], args[2])
     else:
         _consume(args[1], args[2], noop=unit == "delivery-noop")
 
