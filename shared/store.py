@@ -56,10 +56,14 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from functools import cached_property
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 from nameko.extensions import DependencyProvider
+from pydantic import BaseModel
+from redis.client import NEVER_DECODE
+from redis.commands.core import Script
 
 from shared import config as cfg
 from shared.contracts import (
@@ -76,6 +80,7 @@ from shared.redis_pool import lean_client
 
 SEQUENCE_TTL_S = 3 * 24 * 3600  # a day's id counter outlives its day (time zones)
 COMMITTED = 1  # what the commit script answers when it wrote
+Model = TypeVar("Model", bound=BaseModel)
 
 ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 
@@ -295,10 +300,42 @@ class IssueStore:
                                            ) -> tuple[IssueRecord, dict[str, str], dict[str, str]]:
         """The record, the contact and the resident's delivery records (id -> JSON, as
         notify keeps them), in one round trip: all notify reads before telling them."""
-        record, (contact, notifications) = self.get_with(
-            issue_id, lambda pipe: pipe.hgetall(self.keys.contact(issue_id)),
-            lambda pipe: pipe.hgetall(self.keys.notifications(issue_id)))
-        return record, contact, notifications
+        return self.view_with_contact_and_notifications(issue_id, IssueRecord)
+
+    # Its reply is read undecoded: the record's JSON (some 3 KB) goes to pydantic as
+    # Redis sent it, instead of being decoded into a str that pydantic encodes again.
+    _RECORD_CONTACT_NOTIFICATIONS = """
+    return {redis.call('GET', KEYS[1]), redis.call('HGETALL', KEYS[2]),
+            redis.call('HGETALL', KEYS[3])}
+    """
+
+    @cached_property
+    def _record_contact_notifications(self) -> Script:
+        return self.redis.register_script(self._RECORD_CONTACT_NOTIFICATIONS)
+
+    def view_with_contact_and_notifications(self, issue_id: str, view: type[Model]
+                                            ) -> tuple[Model, dict[str, str], dict[str, str]]:
+        """:meth:`get_with_contact_and_notifications`, the record read as ``view``: a
+        model of only the record's fields the caller uses (``extra="ignore"``), so the
+        others are never made into Python objects. Notify's reads took a quarter of its
+        CPU with the whole ``IssueRecord``; one script call instead of a pipeline of
+        three commands is cheaper too."""
+        self._check_id(issue_id)
+        script = self._record_contact_notifications
+        keys = (self.keys.issue(issue_id), self.keys.contact(issue_id),
+                self.keys.notifications(issue_id))
+        try:
+            raw, contact, notifications = self._call(self._undecoded, script, keys)
+        except redis.exceptions.NoScriptError:  # Redis restarted, its scripts gone
+            self._call(self.redis.script_load, script.script)
+            raw, contact, notifications = self._call(self._undecoded, script, keys)
+        if raw is None:
+            raise NotFound(f"no issue {issue_id}")
+        return view.model_validate_json(raw), _decoded_hash(contact), _decoded_hash(notifications)
+
+    def _undecoded(self, script: Script, keys: tuple[str, ...]) -> Any:
+        return self.redis.execute_command("EVALSHA", script.sha, len(keys), *keys,
+                                          **{NEVER_DECODE: True})
 
     def get_with(self, issue_id: str, *reads: Callable[[Any], Any]) -> tuple[IssueRecord, list]:
         """The record and more reads (each queues one on a pipeline), in one round trip."""
@@ -881,6 +918,12 @@ class Store(RedisProvider):
 
     def get_dependency(self, worker_ctx):
         return self.store
+
+
+def _decoded_hash(flat: list[bytes]) -> dict[str, str]:
+    """An undecoded ``HGETALL`` reply (field, value, field, value...) as a dict of str."""
+    pairs = iter(flat)
+    return {field.decode(): value.decode() for field, value in zip(pairs, pairs, strict=True)}
 
 
 def day_of(moment: datetime, tz: str) -> str:

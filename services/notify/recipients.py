@@ -24,15 +24,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import Field
+
 from shared.contracts import (
     ClosedReason,
     DeadlineKind,
     EscalationLevel,
     IssueEscalated,
     IssueStatus,
+    Language,
     Rating,
 )
-from shared.issue import IssueRecord
+from shared.issue import IssueRecord, RatingRecord, Stored, TimelineEntry
 
 OWN_KINDS = frozenset({"received", "merged"})
 """Messages about a resident's own report: never forwarded, sent even once it is merged."""
@@ -97,12 +100,43 @@ NOT_PASSED_ON = ("其他居民的意见，不在此转述", "another resident's,
 YOU_WERE, A_RESIDENT_WAS = ("您", "You were"), ("居民", "A resident was")
 
 
-def is_merged(record: IssueRecord) -> bool:
+class AgencyPart(Stored):
+    """An assignment as a message names it."""
+
+    agency: str
+    agency_name: str
+    agency_name_en: str
+
+
+class IssueToTell(Stored):
+    """What telling residents about an issue reads of its record (``IssueRecord``, the
+    source of truth, under the same names): who its reporters are, in which language,
+    and what the timeline says they heard of. The rest of the record (its location,
+    routing, every assignment's deadlines and history...) is skipped when it is read:
+    made into Python objects, it was the costliest part of notify's handling of an event.
+    """
+
+    issue_id: str
+    status: IssueStatus = IssueStatus.received
+    language: Language
+    merged_into: str | None = None
+    reporters: list[str] = Field(default_factory=list)
+    reopen_count: int = 0
+    ratings: list[RatingRecord] = Field(default_factory=list)
+    assignments: list[AgencyPart] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+
+
+Record = IssueRecord | IssueToTell
+"""A whole record (as an event's handler read it), or what notify reads of one."""
+
+
+def is_merged(record: Record) -> bool:
     """A neighbour's report folded into an open issue, which now carries its updates."""
     return record.merged_into is not None or record.status is IssueStatus.merged
 
 
-def recipients_for(record: IssueRecord, kind: str) -> list[str]:
+def recipients_for(record: Record, kind: str) -> list[str]:
     """The reports whose residents get a ``kind`` message about ``record``: issue ids.
 
     The issue's own resident first, then every merged reporter (no repeats). A
@@ -115,7 +149,7 @@ def recipients_for(record: IssueRecord, kind: str) -> list[str]:
     return list(dict.fromkeys([record.issue_id, *record.reporters]))
 
 
-def ordering_waits(record: IssueRecord, kind: str, reporter: str) -> list[tuple[str, int]]:
+def ordering_waits(record: Record, kind: str, reporter: str) -> list[tuple[str, int]]:
     """What must already have reached ``reporter`` before this message: (kind, count) pairs.
 
     The issue's own resident: every earlier message the record's steps imply (see
@@ -144,7 +178,7 @@ def ordering_waits(record: IssueRecord, kind: str, reporter: str) -> list[tuple[
     return waits
 
 
-def _joined_at(record: IssueRecord, reporter: str) -> datetime | None:
+def _joined_at(record: Record, reporter: str) -> datetime | None:
     """When ``reporter``'s report last joined the issue (its ``reporter_joined`` step,
     whose detail starts with the report's id: ``services.routing.merging.join``)."""
     for entry in reversed(record.timeline):
@@ -153,7 +187,7 @@ def _joined_at(record: IssueRecord, reporter: str) -> datetime | None:
     return None
 
 
-def _so_far(record: IssueRecord, since: datetime | None = None) -> dict[str, int]:
+def _so_far(record: Record, since: datetime | None = None) -> dict[str, int]:
     """How many of each step a reporter has been told about (the issue's timeline): the
     issue's own resident, every step; a merged reporter, the steps ``since`` they joined."""
     steps = [e for e in record.timeline if since is None or e.at > since]
@@ -194,7 +228,7 @@ def deadline_name(deadline: DeadlineKind, language: str) -> str:
     return in_language(language, *DEADLINE_NAMES[DeadlineKind(deadline)])
 
 
-def closed_reason_text(record: IssueRecord, reason: ClosedReason, reader: str,
+def closed_reason_text(record: Record, reason: ClosedReason, reader: str,
                        language: str) -> str:
     """Why the issue was closed, for the resident of report ``reader``: "you" rated it
     satisfied, a neighbour did, or nobody rated it in time."""
@@ -206,7 +240,7 @@ def closed_reason_text(record: IssueRecord, reason: ClosedReason, reader: str,
     return in_language(language, *CLOSED_REASONS[key])
 
 
-def reopen_comment(record: IssueRecord, comment: str | None, cycle: int, reader: str,
+def reopen_comment(record: Record, comment: str | None, cycle: int, reader: str,
                    language: str) -> str:
     """The comment a "reopened" message quotes to the resident of report ``reader``: the
     rater's own words only to the rater (:func:`reopened_by`)."""
@@ -215,7 +249,7 @@ def reopen_comment(record: IssueRecord, comment: str | None, cycle: int, reader:
     return comment_or_none(comment, language)
 
 
-def reopen_who(record: IssueRecord, cycle: int, reader: str, language: str) -> str:
+def reopen_who(record: Record, cycle: int, reader: str, language: str) -> str:
     """Who was not satisfied, as the "reopened" message to ``reader`` says it: "you" to
     the rater (who read that "a resident" was not satisfied with their own rating),
     "a resident" to the other reporters of a merged issue."""
@@ -223,7 +257,7 @@ def reopen_who(record: IssueRecord, cycle: int, reader: str, language: str) -> s
                                    else A_RESIDENT_WAS))
 
 
-def reopened_by(record: IssueRecord, cycle: int) -> str:
+def reopened_by(record: Record, cycle: int) -> str:
     """The report whose resident's unsatisfied rating (of the cycle before ``cycle``)
     reopened the issue; without that rating on the record, the issue's own."""
     raters = [r.reporter_issue_id for r in getattr(record, "ratings", [])

@@ -48,6 +48,8 @@ from services.notify.delivery import (
 from services.notify.recipients import (
     RESIDENT,
     SUPERVISOR,
+    IssueToTell,
+    Record,
     closed_reason_text,
     deadline_name,
     in_language,
@@ -130,7 +132,7 @@ ANNOUNCED: dict[type[Event], str] = {
     IssueClosed: "on_issue_closed", IssueRerouted: "on_issue_rerouted",
 }
 
-Variables = Callable[[IssueRecord, str, str], dict]
+Variables = Callable[[Record, str, str], dict]
 """(the event's issue, the reader's language, the reader's report) -> the template's variables."""
 
 
@@ -180,7 +182,7 @@ class NotifyService:
             "issue_id": record.issue_id, "into_issue_id": event.into_issue_id})
 
     def on_issue_dispatched(self, event: IssueDispatched) -> None:
-        def variables(record: IssueRecord, lang: str, _reader: str) -> dict:
+        def variables(record: Record, lang: str, _reader: str) -> dict:
             lead = next(a for a in event.assignments if a.role.value == "lead")
             return {**_assigned(record, event.assignments, lang),
                     "lead_agency": _agency_name(lead, lang)}
@@ -253,7 +255,7 @@ class NotifyService:
         changed), which "passed to the right agencies" would misstate."""
         if not event.agencies_changed:
             return
-        def variables(record: IssueRecord, lang: str, _reader: str) -> dict:
+        def variables(record: Record, lang: str, _reader: str) -> dict:
             lead = next(a for a in event.assignments if a.role.value == "lead")
             return {"issue_id": record.issue_id, "lead_agency": _agency_name(lead, lang),
                     "agencies": [_agency_name(a, lang) for a in event.assignments]}
@@ -427,7 +429,7 @@ class NotifyService:
             # The resident's contact and what they were told so far come with the
             # record: the ordering check below rarely needs another round trip.
             record, contacts[event.issue_id], histories[event.issue_id] = (
-                self.store.get_with_contact_and_notifications(event.issue_id))
+                self.store.view_with_contact_and_notifications(event.issue_id, IssueToTell))
         failures = list(failures or [])
         within_grace = (utcnow() - event.occurred_at).total_seconds() < ORDERING_GRACE_S
         for reporter in recipients_for(record, kind):
@@ -545,7 +547,7 @@ def _for_one_agency(kind: str, assignments: list[AssignmentSummary]) -> str | No
     return f"{kind}_one" if len({a.agency for a in assignments}) == 1 else None
 
 
-def _assigned(record: IssueRecord, assignments: list[AssignmentSummary], language: str) -> dict:
+def _assigned(record: Record, assignments: list[AssignmentSummary], language: str) -> dict:
     """The issue, its agencies and the first 报到 deadline, for "dispatched" and "reopened"."""
     return {"issue_id": record.issue_id,
             "agencies": [_agency_name(a, language) for a in assignments],

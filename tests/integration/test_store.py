@@ -7,7 +7,7 @@ import pytest
 
 from shared.contracts import AssignmentStatus, IssueDispatched, IssueReceived, Role
 from shared.errors import NotFound
-from shared.issue import IssueRecord, TimelineEntry, acknowledge, resolve
+from shared.issue import IssueRecord, Stored, TimelineEntry, acknowledge, resolve
 from shared.messaging import envelope
 from shared.store import IssueStore, StreamEntry
 from tests.unit.test_issue_state import ISSUE_ID as ISSUE
@@ -262,6 +262,43 @@ def test_record_contact_and_delivery_records_come_together(store, redis_client):
     assert notifications == {"n-1": '{"kind": "received"}'}
     with pytest.raises(NotFound):
         store.get_with_contact_and_notifications("not-an-id")
+
+
+class Assigned(Stored):
+    """A view of the record: two of its fields, the rest ignored."""
+
+    issue_id: str
+    assignments: list[dict]
+
+
+def test_a_view_of_the_record_comes_with_the_contact_and_records_decoded(store, redis_client):
+    created(store)
+    store.apply(ISSUE, "evt-1", routed, "routing")
+    redis_client.hset(store.keys.contact(ISSUE), "name", "孙建国")
+    redis_client.hset(store.keys.notifications(ISSUE), "n-1", '{"text": "您反映的问题已受理"}')
+
+    view, contact, notifications = store.view_with_contact_and_notifications(ISSUE, Assigned)
+
+    assert isinstance(view, Assigned) and view.issue_id == ISSUE
+    assert [a["agency"] for a in view.assignments] == ["housing", "power"]
+    assert contact == {"phone": "13812345678", "name": "孙建国"}
+    assert notifications == {"n-1": '{"text": "您反映的问题已受理"}'}
+    with pytest.raises(NotFound):
+        store.view_with_contact_and_notifications("WH-20261121-0999", Assigned)
+
+
+def test_a_view_is_read_on_a_redis_that_never_saw_the_script(
+        store, redis_client, redis_prefix):
+    created(store)
+
+    class Fresh(IssueStore):  # a script text of its own: not loaded on this Redis yet
+        _RECORD_CONTACT_NOTIFICATIONS = (IssueStore._RECORD_CONTACT_NOTIFICATIONS
+                                         + f"-- {redis_prefix}\n")
+
+    view, contact, _ = Fresh(redis_client, redis_prefix).view_with_contact_and_notifications(
+        ISSUE, Assigned)
+
+    assert view.issue_id == ISSUE and contact == {"phone": "13812345678"}
 
 
 def test_buckets_are_claimed_once_and_taken_over_from_a_closed_owner_only_once(store):

@@ -19,6 +19,8 @@ from services.notify.delivery import Deliveries, DeliveryFailed, Outcome, messag
 from services.notify.recipients import (
     RESIDENT,
     SUPERVISOR,
+    AgencyPart,
+    IssueToTell,
     closed_reason_text,
     comment_or_none,
     deadline_name,
@@ -91,6 +93,30 @@ def primary_with_neighbour(**fields) -> IssueRecord:
 
 def merged_neighbour(language: str = "zh") -> IssueRecord:
     return issue(NEIGHBOUR, language, status=IssueStatus.merged, merged_into=PRIMARY)
+
+
+# ---------------------------------------------------------------- what notify reads
+
+
+def test_what_notify_reads_is_the_records_own_fields_under_their_names():
+    # A field renamed in the record and not here would read as its default: silently.
+    for view, whole in ((IssueToTell, IssueRecord), (AgencyPart, Assignment)):
+        for name, part in view.model_fields.items():
+            assert name in whole.model_fields, name
+            if name != "assignments":  # AgencyPart: a part of Assignment, checked too
+                assert part.annotation == whole.model_fields[name].annotation, name
+
+
+def test_an_issue_read_for_notify_has_what_the_record_says():
+    record = primary_with_neighbour(assignments=[assignment(HOUSING), assignment(POWER)],
+                                    reopen_count=1)
+
+    told = IssueToTell.model_validate_json(record.model_dump_json())
+
+    assert told.model_dump() == {
+        **record.model_dump(include=set(IssueToTell.model_fields) - {"assignments"}),
+        "assignments": [AgencyPart.model_validate(a.model_dump()).model_dump()
+                        for a in record.assignments]}
 
 
 # ------------------------------------------------------------------- recipients_for
@@ -404,10 +430,11 @@ class FakeStore:
     def contact(self, issue_id):
         return dict(self.contacts.get(issue_id, {}))
 
-    def get_with_contact_and_notifications(self, issue_id):
+    def view_with_contact_and_notifications(self, issue_id, view):
         # Records read ahead with the issue (none unless a test puts some here); the
         # ordering checks they do not settle ask FakeDeliveries.settled.
-        return self.get(issue_id), self.contact(issue_id), dict(self.notifications.get(issue_id, {}))
+        return (view.model_validate(self.get(issue_id).model_dump()), self.contact(issue_id),
+                dict(self.notifications.get(issue_id, {})))
 
     def apply(self, issue_id, event_id, change, service):
         if (issue_id, event_id) not in self.applied:
