@@ -494,19 +494,22 @@ class NotifyService:
                  audience: str) -> list[DeliveryFailed]:
         """Deliver once and put it on the event's issue timeline; the failures, if any."""
         level = message.recipient["level"] if audience == SUPERVISOR else None
+        made: list[TimelineNote] = []
 
         def timeline_note(outcome: Outcome) -> TimelineNote:
             why = outcome.note or (outcome.detail if outcome.status == "failed" else "")
             step, detail = notified_step(message.kind, outcome.status, outcome.channel,
                                          event.issue_id, reporter=message.issue_id,
                                          level=level, note=why)
-            return TimelineNote(event.issue_id, f"notified:{message.notification_id}",
-                                TimelineEntry(at=utcnow(), service=self.name, step=step,
-                                              detail=detail))
+            made.append(TimelineNote(event.issue_id, f"notified:{message.notification_id}",
+                                     TimelineEntry(at=utcnow(), service=self.name, step=step,
+                                                   detail=detail)))
+            return made[-1]
 
         # A message another worker is sending raises Deferred: the event comes back.
         outcome = self.messenger.deliveries.deliver_once(message, audience, timeline_note)
-        note = timeline_note(outcome)
+        # Written with the record, the note was made for this very outcome.
+        note = made[-1] if outcome.noted else timeline_note(outcome)
         if outcome.fresh and not outcome.noted:
             self.store.add_note(note.issue_id, note.note_id, note.entry)
         self.log.info(note.entry.step, issue_id=event.issue_id,
