@@ -55,7 +55,7 @@ from shared.amqp_reads import read_ahead
 from shared.consuming import FailoverQueueConsumer
 from shared.contracts import Event
 from shared.errors import InvalidPayload, Unavailable
-from shared.jsoncodec import dumps, loads, use_for_kombu
+from shared.jsoncodec import dumps, loads, read_message_body, use_for_kombu
 from shared.privacy import scrub_text
 from shared.publishing import BatchPublisher, PublishedEvent
 from shared.store import REDIS_ERRORS, Keys, connect
@@ -381,8 +381,8 @@ def plan_acks(finished: Iterable[int], in_flight: Iterable[int]) -> tuple[int | 
 
 class DeadLetteringQueueConsumer(FailoverQueueConsumer):
     """nameko's QueueConsumer, but an undecodable body is dead-lettered, not dropped,
-    a message whose connection died under it is left to the broker, and acks are
-    sent in batches. Like every Whistle consumer, it registers its consumers again
+    a message whose connection died under it is left to the broker, acks are sent in
+    batches, and a body is decoded once, from its bytes (:meth:`_on_message`). Like every Whistle consumer, it registers its consumers again
     when an ack was the first to find the connection lost (``shared.consuming``).
 
     nameko's ack/requeue ignore only ``amqp.exceptions.ConnectionError``; when the
@@ -468,10 +468,27 @@ class DeadLetteringQueueConsumer(FailoverQueueConsumer):
 
     def get_consumers(self, consumer_cls, channel):
         self.adopt_channel(channel)  # called on every (re)connection
+        # Bodies stay bytes, decoded once in _on_message: py-amqp would turn each into
+        # text first, for kombu and orjson to turn back (a retry or a dead letter
+        # republishes the same bytes either way).
+        channel.auto_decode = False
         consumers = super().get_consumers(consumer_cls, channel)
         for provider, consumer in self._consumers.items():
             consumer.on_decode_error = partial(self._on_decode_error, provider)
+            consumer.on_message = partial(self._on_message, provider)
         return consumers
+
+    def _on_message(self, provider, message):
+        """kombu's ``Consumer.receive`` for one message (kombu calls ``on_message``
+        instead of decoding it and calling the callbacks), with the body read by
+        :func:`~shared.jsoncodec.read_message_body`; one it cannot decode goes where
+        kombu would send it, to ``on_decode_error``."""
+        try:
+            body = read_message_body(message)
+        except Exception as exc:
+            self._on_decode_error(provider, message, exc)
+            return
+        self.handle_message(provider, body, message)
 
     def _on_decode_error(self, provider, message, exc):
         try:

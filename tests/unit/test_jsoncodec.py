@@ -7,10 +7,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kombu import serialization
-from kombu.exceptions import DecodeError
+from kombu.exceptions import ContentDisallowed, DecodeError
+from kombu.message import Message
 from pydantic import BaseModel
 
-from shared.jsoncodec import dumps, dumps_bytes, loads, use_for_kombu, utc_moment, utc_text
+from shared.jsoncodec import (
+    dumps,
+    dumps_bytes,
+    loads,
+    read_message_body,
+    use_for_kombu,
+    utc_moment,
+    utc_text,
+)
 
 # What our messages and records hold: string keys; str, int (64-bit), float, bool, None.
 # (Text as it arrives in UTF-8: no lone surrogates.)
@@ -62,6 +71,64 @@ def test_a_body_that_is_not_json_is_still_kombus_decode_error(body):
     use_for_kombu()
     with pytest.raises(DecodeError):
         kombu_loads(body)
+
+
+JSON = {"application/json"}
+
+
+def consumed(body, content_type="application/json", content_encoding="utf-8", accept=JSON):
+    """A message as a consumer gets it: the body as the broker sent it (bytes)."""
+    return Message(body=body, content_type=content_type, content_encoding=content_encoding,
+                   accept=accept)
+
+
+@given(documents(scalars | floats))
+def test_a_consumed_body_reads_as_kombu_decodes_it(value):
+    use_for_kombu()
+    body = dumps_bytes(value)
+    assert read_message_body(consumed(body)) == consumed(body).decode() == value
+
+
+def outcome(read, message):
+    try:
+        return repr(read(message))  # repr: NaN is not equal to itself
+    except Exception as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize("body, kind", [
+    (b'{"a": NaN, "b": 1e400}', {}),  # the standard library's, which orjson refuses
+    (b"", {}),  # empty: kombu hands it on as it is, for validation to refuse
+    (b'{"a":', {}), (b"\xff\xfe not utf-8", {}), (b"{'a': 1}", {}),  # not JSON
+    ('{"a":"é"}'.encode("latin-1"), {"content_encoding": "latin-1"}),
+    (b'{"a":1}', {"content_encoding": None}),
+    (b"plain", {"content_type": "text/plain", "accept": {"text/plain"}}),
+    (b'{"a":1}', {"accept": {"application/x-python-serialize"}}),  # not accepted
+])
+def test_anything_but_our_plain_json_takes_kombus_road(body, kind):
+    use_for_kombu()
+    assert outcome(read_message_body, consumed(body, **kind)) == outcome(
+        Message.decode, consumed(body, **kind))
+
+
+def test_kombus_typed_values_take_its_road_and_come_back_typed():
+    use_for_kombu()
+    when = datetime(2026, 11, 21, 13, 0, tzinfo=UTC)
+    _, _, body = serialization.dumps({"at": when}, "json")
+    assert read_message_body(consumed(body.encode())) == {"at": when}
+
+
+@pytest.mark.parametrize("body", [b'{"a":', b"\xff\xfe not utf-8", b"{'a': 1}"])
+def test_an_undecodable_body_is_still_kombus_decode_error(body):
+    use_for_kombu()
+    with pytest.raises(DecodeError):
+        read_message_body(consumed(body))
+
+
+def test_content_the_consumer_does_not_accept_is_still_refused():
+    use_for_kombu()
+    with pytest.raises(ContentDisallowed):
+        read_message_body(consumed(b'{"a":1}', accept={"application/x-python-serialize"}))
 
 
 def test_a_utc_moment_is_spelled_with_z_as_pydantic_spells_it():
