@@ -1,13 +1,17 @@
 """What the event consumer does with a message before its worker runs
-(shared.messaging): the body decoded once from its bytes."""
+(shared.messaging): the body decoded once from its bytes, the headers unpacked as
+nameko unpacks them."""
 
 from types import SimpleNamespace
 
+from hypothesis import given
+from hypothesis import strategies as st
 from kombu.exceptions import DecodeError
 from kombu.message import Message
+from nameko.messaging import HeaderDecoder
 
 from shared.jsoncodec import use_for_kombu
-from shared.messaging import DeadLetteringQueueConsumer
+from shared.messaging import DeadLetteringQueueConsumer, EventSubscriber
 
 
 def registered(monkeypatch):
@@ -49,3 +53,18 @@ def test_an_undecodable_body_goes_where_kombu_sends_it(monkeypatch):
     kombu_consumer.on_message(json_message(b"\xff\xfe{not json"))
     ((what, exc),) = reached
     assert what == "undecodable" and isinstance(exc, DecodeError)
+
+
+headers = st.dictionaries(
+    st.sampled_from(["nameko.trace_id", "nameko.call_id_stack", "nameko.", "nameko",
+                     "x-whistle-source", "x-whistle-event-type", "x-whistle-attempts",
+                     "namekox.y", "nameko.nameko.a"]) | st.text(max_size=12),
+    st.text(max_size=8) | st.lists(st.text(max_size=8), max_size=3) | st.integers())
+
+
+@given(headers)
+def test_headers_are_unpacked_as_nameko_unpacks_them(found):
+    message = SimpleNamespace(headers=found)
+    subscriber = EventSubscriber.__new__(EventSubscriber)  # unpacking reads no state
+    assert subscriber.unpack_message_headers(message) == HeaderDecoder().unpack_message_headers(
+        message)
