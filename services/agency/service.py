@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from nameko.dependency_providers import Config
-
 from services.agency.domain import (
     STATUS_FILTERS,
     assignment_view,
@@ -57,7 +55,6 @@ class AgencyService:
     store = Store()
     bus = EventBus()
     log = WorkerLogger()
-    config = Config()
     guard = Guard()
     known_agencies = KnownAgencies()
 
