@@ -90,7 +90,7 @@ _BUILDING_PLACE = "[道梯门門口上下顶頂]"
 # "12月"), or a date's or a decimal's tail ("2026-12", "100.5"); "402天天" (every day)
 # is a flat.
 _COUNTED = (f"(?:[年月日号號个個次人元块塊米度点點分秒岁歲多余餘层層栋棟幢座院路条條辆輛"
-            f"斤吨噸时時周週届屆份位名台部件张張本万萬千百亿億倍%％]|天(?!天)|公里"
+            f"斤吨噸时時周週届屆份位名台部件张張本万萬千百亿億倍%％平㎡]|天(?!天)|公里"
             f"|[楼樓](?!{_BUILDING_PLACE})"
             f"|[\\-－/.．:：][{_D}]{{1,2}}(?![{_D}]))")
 # A bare flat number: three or four digits (a shorter one is a count or a floor, a
@@ -108,12 +108,15 @@ _TEXT_PRIVATE = (f"(?:{_TEXT_UNIT}|{_TEXT_FLOOR}|{_ROOM_ID}{_HOUSEHOLD_MARK}|{_T
 # A run with an entrance or a flat in it; floors alone ("3号楼12层") are not a home.
 _TEXT_FLAT_RUN = (f"(?:{_SEP}{_TEXT_FLOOR})*{_SEP}(?:{_TEXT_UNIT}|{_ROOM_ID}{_HOUSEHOLD_MARK}"
                   f"|{_TEXT_ROOM}|{_FLAT_NUMBER})(?:{_SEP}{_TEXT_PRIVATE})*")
+# Whose flat a bare number is: a neighbour's ("楼上402") or the resident's own ("我家201",
+# "住在1502"). Two characters at least: a lone 住 or 家 starts too much else.
 _NEIGHBOUR = "(?:楼上|楼下|樓上|樓下|隔壁|对门|對門|对面|對面)的?"
+_HOME = "(?:我家|我们家|我們家|咱家|俺家|自家|家住|住在|我住)"
 _FLATS_IN_TEXT = re.compile(
     # "3号楼2单元501", "B座1203室": after a building (not a road's 号: "朝阳路12号").
     f"(?P<building>{_BLOCK}){_TEXT_FLAT_RUN}"
-    # "楼上402", "隔壁1203室": a neighbour's flat.
-    f"|(?P<neighbour>{_NEIGHBOUR})(?:{_TEXT_ROOM}|{_FLAT_NUMBER})"
+    # "楼上402", "隔壁1203室", "我家201": a neighbour's flat, or the resident's own.
+    f"|(?P<neighbour>{_NEIGHBOUR}|{_HOME})(?:{_TEXT_ROOM}|{_FLAT_NUMBER})"
     # "2单元501室", "501室": an entrance or a marked room anywhere.
     f"|(?:{_TEXT_UNIT}|{_TEXT_ROOM})(?:{_SEP}{_TEXT_PRIVATE})*")
 _EN_FLAT_IN_TEXT = re.compile(

@@ -164,6 +164,12 @@ def test_no_flat_number_survives_in_any_usual_spelling(building, unit, floor, ro
     ("楼下1203室装修太吵", "楼下***装修太吵"),
     ("隔壁的1502养狗", "隔壁的***养狗"),
     ("对门1202号堆杂物", "对门***堆杂物"),
+    # The resident's own flat, with no building: 我家, 住在, 家住 and a number.
+    ("我家201漏水", "我家***漏水"),
+    ("我们家1502的暖气不热", "我们家***的暖气不热"),
+    ("住在402，天天漏水", "住在***，天天漏水"),
+    ("我住1203室", "我住***"),
+    ("家住1502", "家住***"),
     # An entrance or a marked room anywhere.
     ("2单元501室漏水", "***漏水"),
     ("二单元门口有积水", "***门口有积水"),
@@ -218,6 +224,12 @@ def test_a_flat_in_free_text_is_masked_and_its_building_kept(text, public):
     "三分之一的路灯不亮",
     "3室2厅的房子",
     "楼上的邻居",
+    "我家2026年装修的",
+    "我家100多平",
+    "我家120平米的房子",
+    "我家3口人",
+    "住在3号楼",
+    "我家门口",
     "坐20路公交到站",
     "318国道边上",
     # Masked phones, issue ids, Open311 ids.
