@@ -32,6 +32,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
+from shared.addresses import mask_flats, public_address
 from shared.contracts import IssueStatus
 from shared.messaging import (
     ATTEMPTS_HEADER,
@@ -278,6 +279,21 @@ def _shorten(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def _as_operators_see(body: Any) -> Any:
+    """A scrubbed event body with its address down to the building and the flats its
+    description names masked, as Open311's public reads show them: an operator needs
+    the issue and what went wrong, not where the resident lives. Pure."""
+    if not isinstance(body, dict):
+        return body
+    shown = dict(body)
+    location = shown.get("location")
+    if isinstance(location, dict) and isinstance(location.get("address"), str):
+        shown["location"] = {**location, "address": public_address(location["address"])}
+    if isinstance(shown.get("description"), str):
+        shown["description"] = mask_flats(shown["description"])
+    return shown
+
+
 @dataclass
 class DeadLetter:
     """One message of ``whistle.dead-letter``, by its position from the head (1-based)."""
@@ -331,7 +347,8 @@ class DeadLetter:
             # the event's own fields first: the envelope is noise here (ids are shown apart)
             shown = {k: v for k, v in parsed.items() if k not in ENVELOPE_FIELDS} \
                 if isinstance(parsed, dict) else parsed
-            preview = json.dumps(scrub(shown), ensure_ascii=False, separators=(",", ":"))
+            preview = json.dumps(_as_operators_see(scrub(shown)), ensure_ascii=False,
+                                 separators=(",", ":"))
         else:
             # the API returns at most PEEK_TRUNCATE_BYTES of a body: cut JSON is not bad JSON
             truncated = self.size is not None and self.size > len(self.body)

@@ -32,8 +32,8 @@ EVENT = {
     "event_id": "ev-0301", "trace_id": "trace-0301", "causation_id": None,
     "occurred_at": "2026-11-21T08:00:00+00:00", "schema_version": 1,
     "issue_id": "WH-20261121-0301",
-    "description": f"楼上漏水，滴到电线上了，急！电话{PHONE}",
-    "location": {"community": "缤泰社区", "address": "丽德花园5号楼"},
+    "description": f"楼上1502漏水，滴到电线上了，急！电话{PHONE}",
+    "location": {"community": "缤泰社区", "address": "丽德花园5号楼2单元801"},
     "channel": "hotline", "language": "zh", "has_contact": True,
 }
 GARBAGE = f"\xff\xfe{{not json, call {OTHER_PHONE}".encode("latin-1")
@@ -126,6 +126,9 @@ def test_dlq_list_shows_why_and_removes_nothing(env, amqp, two_dead_letters):
     assert event["attempts"] == 3 and event["reason"] == "NotFound: no issue WH-20261121-0301"
     assert event["issue_id"] == "WH-20261121-0301" and event["body_format"] == "json"
     assert "138****5678" in event["preview"] and event["failed_at"]
+    # Where the resident lives stops at the building, as in Open311's public reads.
+    assert "丽德花园5号楼" in event["preview"] and "楼上***漏水" in event["preview"]
+    assert "801" not in event["preview"] and "1502" not in event["preview"]
     assert garbage["queue"] == NOTIFY_QUEUE and garbage["attempts"] == 1
     assert garbage["reason"].startswith("undecodable message")
     assert garbage["body_format"] == "undecodable" and garbage["issue_id"] is None
