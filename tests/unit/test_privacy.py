@@ -274,6 +274,68 @@ def test_scrub_fields_is_scrub_of_each_value(line):
     assert scrub_fields(dict(line), exempt="timestamp") == expected
 
 
+# The cheap check of a whole line (shared.privacy._may_hold_phone) against the pattern it
+# stands in for: on ASCII text it may say yes where the pattern finds nothing, never the
+# reverse. Pieces: everything above, the hex and uuid ids a worker's line carries (a
+# quarter of them hold a run of digits and hyphens), issue ids and near misses, full-width
+# digits, and separators that end or join runs.
+_TO_FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+_HEX = st.text("0123456789abcdef-", min_size=1, max_size=40)
+_UUID = st.uuids().map(str)
+_ID_PIECE = st.one_of(
+    _PIECE, _HEX, _UUID, st.uuids().map(lambda u: u.hex), _ISSUE_ID,
+    _ISSUE_ID.map(lambda i: i.translate(_TO_FULL_WIDTH)), _MOBILE.map(
+        lambda m: m.translate(_TO_FULL_WIDTH)),
+    st.sampled_from(["WH", "WH-", "H", "W", "\n", ".", "(", ")", " ", "-", "x", "WH-2026",
+                     "eyJ", "o311_", "@"]))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_ID_PIECE, max_size=8).map("".join))
+def test_the_cheap_check_never_lets_through_what_the_pattern_finds(text):
+    from shared.privacy import _MAYBE_PHONE, _may_hold_phone
+
+    if _MAYBE_PHONE.search(text):
+        assert _may_hold_phone(text)
+
+
+def _log_line_fields(call_uuid, trace_uuid, issue_id, note, contact):
+    fields = {"logger": "whistle.agency", "service": "agency",
+              "entrypoint": "record_assignment",
+              "call_id": f"agency.record_assignment.{call_uuid}", "trace_id": trace_uuid.hex,
+              "issue_id": issue_id, "agency": "gas", "duplicate": False}
+    if note is not None:
+        fields["note"] = note
+    if contact is not None:
+        fields["contact"] = contact
+    return {**fields, "event": "assignment_delivered", "level": "info",
+            "timestamp": "2026-11-21T08:30:05.123456Z"}
+
+
+_NAME = st.sampled_from(["赵大爷", "王五", "Li Wei", "Tom Baker", "张三丰"])
+
+
+# A worker's line, as the pipeline gives it to the scrubber, through scrub_fields and
+# the long way (each value scrubbed on its own): the same values in the same order,
+# whatever ids were drawn and whatever a resident typed (phones in ASCII or full-width
+# digits, names in a contact, links with a token).
+@settings(max_examples=1000, deadline=None)
+@given(st.uuids(), st.uuids(), st.one_of(_ISSUE_ID, st.just("WH-20261121-0001")),
+       st.one_of(st.none(), st.lists(_ID_PIECE, max_size=5).map("".join),
+                 st.builds(lambda t: f"http://x/issues/WH-20261121-0001/feedback?token={t}",
+                           st.sampled_from(["eyJhbGciOi.eyJzdWIi.c2ln", "abc"]))),
+       st.one_of(st.none(), st.fixed_dictionaries({"name": _NAME, "phone": _MOBILE})))
+def test_a_worker_line_is_scrubbed_as_each_value_would_be(call_uuid, trace_uuid, issue_id,
+                                                            note, contact):
+    from shared.privacy import scrub_fields
+
+    line = _log_line_fields(call_uuid, trace_uuid, issue_id, note, contact)
+    expected = {k: v if k == "timestamp" else scrub(v) for k, v in line.items()}
+    scrubbed = scrub_fields(dict(line), exempt="timestamp")
+    assert scrubbed == expected
+    assert list(scrubbed) == list(line)
+
+
 def test_tokens_are_cut_out_of_free_text_and_token_fields():
     staff = issue_token("power", "p-1", "s" * 40)
     rating = issue_feedback_token("WH-20261121-0001", "WH-20261121-0001", 0, "s" * 40, 60)
