@@ -108,12 +108,13 @@ class AgencyPart(Stored):
     agency_name_en: str
 
 
-class IssueToTell(Stored):
-    """What telling residents about an issue reads of its record (``IssueRecord``, the
-    source of truth, under the same names): who its reporters are, in which language,
-    and what the timeline says they heard of. The rest of the record (its location,
-    routing, every assignment's deadlines and history...) is skipped when it is read:
-    made into Python objects, it was the costliest part of notify's handling of an event.
+class IssueToAddress(Stored):
+    """What a message about a resident's own report ("received", "merged":
+    :data:`OWN_KINDS`) reads of its record (``IssueRecord``, the source of truth, under
+    the same names): whose it is, in which language. It goes to that resident alone,
+    who waits for nothing the timeline counts (:func:`ordering_waits`), so the
+    timeline, the ratings and the assignments are skipped when it is read: made into
+    Python objects, they were most of what reading the record cost notify.
     """
 
     issue_id: str
@@ -122,12 +123,40 @@ class IssueToTell(Stored):
     merged_into: str | None = None
     reporters: list[str] = Field(default_factory=list)
     reopen_count: int = 0
+
+
+class IssueToOrder(IssueToAddress):
+    """:class:`IssueToAddress`, and what the timeline says its reporters heard of and
+    the ratings (for the messages in their usual order, to every reporter). The rest
+    of the record (its location, routing, every assignment's deadlines and history...)
+    is skipped when it is read."""
+
     ratings: list[RatingRecord] = Field(default_factory=list)
-    assignments: list[AgencyPart] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
 
 
-Record = IssueRecord | IssueToTell
+class IssueToTell(IssueToOrder):
+    """:class:`IssueToOrder` and the agencies' parts: what telling residents about an
+    issue reads of its record for every kind of message."""
+
+    assignments: list[AgencyPart] = Field(default_factory=list)
+
+
+VIEWS: dict[str, type[IssueToAddress]] = {
+    **dict.fromkeys(OWN_KINDS, IssueToAddress),
+    **dict.fromkeys(("dispatched", "acknowledged", "rerouted", "reopened", "closed",
+                     "table_convened", "table_decision"), IssueToOrder),
+}
+"""The kinds that need less of the record than :class:`IssueToTell`; the others (e.g.
+"part_resolved", which names the agencies still at work) read it."""
+
+
+def view_for(kind: str) -> type[IssueToAddress]:
+    """What notify reads of an issue's record to tell its reporters a ``kind`` message."""
+    return VIEWS.get(kind, IssueToTell)
+
+
+Record = IssueRecord | IssueToAddress
 """A whole record (as an event's handler read it), or what notify reads of one."""
 
 
@@ -158,9 +187,11 @@ def ordering_waits(record: Record, kind: str, reporter: str) -> list[tuple[str, 
     reads that their report was merged, then the primary's updates in their usual order.
     """
     if reporter == record.issue_id:
-        counts = _so_far(record)
-        return [(before, counts[counter]) for before, counter in AFTER.get(kind, ())
-                if counts[counter]]
+        after = AFTER.get(kind, ())
+        # "one" is 1 for the issue's own resident: no need to count the timeline (which
+        # the messages about their own report do not read: IssueToAddress).
+        counts = _so_far(record) if any(c != "one" for _, c in after) else {"one": 1}
+        return [(before, counts[counter]) for before, counter in after if counts[counter]]
     waits = [] if kind in OWN_KINDS else [("merged", 1)]
     joined = _joined_at(record, reporter)
     if joined is not None:

@@ -48,7 +48,6 @@ from services.notify.delivery import (
 from services.notify.recipients import (
     RESIDENT,
     SUPERVISOR,
-    IssueToTell,
     Record,
     closed_reason_text,
     deadline_name,
@@ -63,6 +62,7 @@ from services.notify.recipients import (
     reopen_who,
     supervisor_for,
     supervisor_language,
+    view_for,
 )
 from services.notify.templates import DESK_WORDING, Templates
 from shared import config as cfg
@@ -428,8 +428,9 @@ class NotifyService:
         if record is None:
             # The resident's contact and what they were told so far come with the
             # record: the ordering check below rarely needs another round trip.
+            # Only what this kind of message needs of the record is read (view_for).
             record, contacts[event.issue_id], histories[event.issue_id] = (
-                self.store.view_with_contact_and_notifications(event.issue_id, IssueToTell))
+                self.store.view_with_contact_and_notifications(event.issue_id, view_for(kind)))
         failures = list(failures or [])
         within_grace = (utcnow() - event.occurred_at).total_seconds() < ORDERING_GRACE_S
         for reporter in recipients_for(record, kind):

@@ -17,10 +17,14 @@ from nameko.testing.services import worker_factory
 from services.notify.channels import OutgoingMessage
 from services.notify.delivery import Deliveries, DeliveryFailed, Outcome, message_id
 from services.notify.recipients import (
+    AFTER,
     RESIDENT,
     SUPERVISOR,
     AgencyPart,
+    IssueToAddress,
+    IssueToOrder,
     IssueToTell,
+    _so_far,
     closed_reason_text,
     comment_or_none,
     deadline_name,
@@ -33,6 +37,7 @@ from services.notify.recipients import (
     reopen_comment,
     supervisor_for,
     supervisor_language,
+    view_for,
 )
 from services.notify.service import NotifyService
 from services.notify.templates import Templates
@@ -42,6 +47,7 @@ from shared.config import check_attempts
 from shared.contracts import (
     AgencyRef,
     AssignmentAcknowledged,
+    AssignmentResolved,
     AssignmentSummary,
     Channel,
     ClosedReason,
@@ -53,6 +59,7 @@ from shared.contracts import (
     IssueMerged,
     IssueReceived,
     IssueReopened,
+    IssueRerouted,
     IssueResolved,
     IssueStatus,
     Language,
@@ -868,3 +875,118 @@ def test_a_predecessor_settling_during_the_short_look_is_not_deferred(notify, me
     messenger.deliveries = SettlesDuringTheLook()
     notify.on_issue_dispatched(dispatched())
     assert [m.kind for m in messenger.deliveries.to(PRIMARY)] == ["dispatched"]
+
+
+# ------------------------------------- what each kind reads of the record (view_for)
+
+
+class WholeRecordStore(FakeStore):
+    """Reads the whole record whatever view is asked for: the long way round."""
+
+    def view_with_contact_and_notifications(self, issue_id, view):
+        return super().view_with_contact_and_notifications(issue_id, IssueRecord)
+
+
+def record_with_everything(store_cls) -> FakeStore:
+    """A primary with a joined neighbour and a late reporter (no join step), two
+    agencies, a reopened cycle with a rating, and 报到, parts and steps on the timeline."""
+    primary = issue(PRIMARY, reporters=[NEIGHBOUR, LATE], reopen_count=1,
+                    assignments=[assignment(HOUSING), assignment(POWER, Role.support)],
+                    ratings=[rated(NEIGHBOUR, Rating.unsatisfied, cycle=0)])
+    for minutes, service, step in ((1, "routing", "dispatched"),
+                                   (2, "routing", "reporter_joined"),
+                                   (3, "agency", "acknowledged"),
+                                   (4, "agency", "assignment_resolved"),
+                                   (5, "agency", "resolved"), (6, "routing", "reopened"),
+                                   (7, "agency", "acknowledged")):
+        detail = f"{NEIGHBOUR} reported the same problem" if step == "reporter_joined" else ""
+        primary.step(NOW + timedelta(minutes=minutes), service, step, detail)
+    return store_cls(primary, merged_neighbour("en"),
+                     issue(LATE, "en", status=IssueStatus.merged, merged_into=PRIMARY),
+                     contacts={PRIMARY: {"phone": "13812345678"}, NEIGHBOUR: {"name": "Tom"}})
+
+
+def every_kind_of_event():
+    """(handler, event) for every message told through ``_tell`` with the record read."""
+    summary = AssignmentSummary(agency="power", agency_name="供电公司",
+                                agency_name_en="Power company", sector=Sector.housing,
+                                role=Role.support, acknowledge_by=NOW, resolve_by=NOW)
+    return [
+        ("on_issue_received", event_about(
+            IssueReceived, description="楼道灯不亮", location=PLACE, channel="desk",
+            language="zh", has_contact=True)),
+        ("on_issue_received", event_about(
+            IssueReceived, NEIGHBOUR, description="楼道灯不亮", location=PLACE,
+            channel="desk", language="en", has_contact=True)),
+        ("on_issue_merged", event_about(IssueMerged, NEIGHBOUR, into_issue_id=PRIMARY,
+                                        category="stair_light")),
+        ("on_issue_dispatched", dispatched()),
+        ("on_issue_dispatched", event_about(
+            IssueDispatched, category="stair_light", priority=Priority.normal,
+            assignments=[*dispatched().assignments, summary])),
+        ("on_assignment_acknowledged", event_about(
+            AssignmentAcknowledged, agency="housing", agency_name="区房管局",
+            agency_name_en="Housing bureau", staff_id="h-1", on_time=True)),
+        ("on_table_convened", event_about(TableConvened, meets_at=NOW, place="红色议事厅",
+                                          agencies=[HOUSING, POWER])),
+        ("on_table_task_recorded", event_about(TableTaskRecorded, task_id="t1", agency=POWER,
+                                               description="检查楼道线路", due=NOW)),
+        ("on_assignment_resolved", event_about(
+            AssignmentResolved, agency="housing", agency_name="区房管局",
+            agency_name_en="Housing bureau", staff_id="h-1", note="修好了",
+            remaining_agencies=["power"])),
+        ("on_issue_resolved", resolved()),
+        ("on_issue_escalated", escalation()),
+        ("on_issue_reopened", reopened("还在漏")),
+        ("on_issue_rerouted", event_about(
+            IssueRerouted, category="stair_light", previous_category="water",
+            priority=Priority.normal, staff_id="d-1", reason="错派",
+            assignments=[*dispatched().assignments, summary])),
+        ("on_issue_closed", event_about(IssueClosed, reason=ClosedReason.satisfied)),
+        ("on_issue_closed", event_about(IssueClosed, reason=ClosedReason.no_rating)),
+    ]
+
+
+@pytest.mark.parametrize(("handler", "event"), every_kind_of_event())
+def test_what_each_kind_reads_of_the_record_tells_what_the_whole_record_tells(handler, event):
+    # The lean views (view_for) must send the very messages, in the same order, after
+    # the same ordering checks, as reading the whole record does.
+    told = []
+    for store_cls in (FakeStore, WholeRecordStore):
+        messenger = FakeMessenger()
+        notify = worker_factory(NotifyService, store=record_with_everything(store_cls),
+                                messenger=messenger, config=CONFIG)
+        getattr(notify, handler)(event)
+        told.append((messenger.deliveries.sent, messenger.deliveries.waits))
+
+    (lean_sent, lean_waits), (whole_sent, whole_waits) = told
+    assert lean_sent and lean_sent == whole_sent
+    assert [m.text for m, _ in lean_sent] == [m.text for m, _ in whole_sent]
+    assert lean_waits == whole_waits
+
+
+def test_every_kind_told_with_the_record_read_has_a_view():
+    kinds = {"received", "merged", "dispatched", "acknowledged", "table_convened",
+             "table_decision", "part_resolved", "reopened", "rerouted", "closed"}
+    for kind in kinds:
+        assert issubclass(IssueToTell, view_for(kind)), kind
+    assert view_for("received") is view_for("merged") is IssueToAddress
+    assert view_for("part_resolved") is IssueToTell  # it names the agencies still at work
+    assert view_for("an unknown kind") is IssueToTell
+
+
+def test_the_lean_views_are_the_records_own_fields_too():
+    for view in (IssueToAddress, IssueToOrder):
+        for name, part in view.model_fields.items():
+            assert part.annotation == IssueRecord.model_fields[name].annotation, name
+
+
+@pytest.mark.parametrize("kind", sorted(AFTER))
+def test_the_own_residents_waits_without_the_timeline_counted_are_the_same(kind):
+    # "one" is 1 for the issue's own resident: ordering_waits does not count the
+    # timeline for the kinds that wait only for one message.
+    record = record_with_everything(FakeStore).get(PRIMARY)
+    counts = _so_far(record)
+    expected = [(before, counts[counter]) for before, counter in AFTER[kind] if counts[counter]]
+
+    assert ordering_waits(record, kind, PRIMARY) == expected
