@@ -129,6 +129,22 @@ def test_desk_outbox_keeps_only_the_newest_entries(redis_client, prefix):
         [m.notification_id for m in reversed(messages[-3:])]
 
 
+@pytest.mark.parametrize("used_before", [True, False])
+def test_the_desk_outbox_still_works_after_redis_forgot_its_scripts(redis_client, prefix,
+                                                                     used_before):
+    channel = DeskOutboxChannel(redis_client, prefix)
+    first, second = make_message(kind="received"), make_message(kind="dispatched")
+    if used_before:
+        channel.deliver(first)
+    redis_client.script_flush()  # as after a Redis restart
+
+    assert channel.deliver_recorded(second, f"{prefix}:records", "the record") is None
+
+    assert redis_client.hget(f"{prefix}:records", second.notification_id) == "the record"
+    assert [e["notification_id"] for e in outbox(redis_client, prefix)] == \
+        [second.notification_id, *([first.notification_id] if used_before else [])]
+
+
 def test_desk_outbox_default_limit():
     assert DeskOutboxChannel(None, "whistle").max_entries == DESK_OUTBOX_LIMIT == 10_000
 
