@@ -258,8 +258,10 @@ class Deliveries:
     @staticmethod
     def settled_in(raw_records: dict[str, str], kind: str, count: int) -> bool:
         """:meth:`settled`, on the issue's delivery records as read (id -> JSON)."""
-        mine = [r for r in _parsed(raw_records)
-                if r["kind"] == kind and r["audience"] == RESIDENT]
+        # Only the kind, the audience, the status and the attempts are read: the records'
+        # moments are not respelled for it, as history_of does (_parsed).
+        mine = [r for r in map(loads, raw_records.values())
+                if r["kind"] == kind and r.get("audience", RESIDENT) == RESIDENT]
         return (sum(r["status"] in FINAL for r in mine) >= count
                 or any(r["status"] == QUEUED and r["attempts"] for r in mine))
 

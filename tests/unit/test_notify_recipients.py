@@ -15,7 +15,7 @@ import pytest
 from nameko.testing.services import worker_factory
 
 from services.notify.channels import OutgoingMessage
-from services.notify.delivery import Deliveries, DeliveryFailed, Outcome, message_id
+from services.notify.delivery import Deliveries, DeliveryFailed, Outcome, _parsed, message_id
 from services.notify.recipients import (
     AFTER,
     RESIDENT,
@@ -990,3 +990,22 @@ def test_the_own_residents_waits_without_the_timeline_counted_are_the_same(kind)
     expected = [(before, counts[counter]) for before, counter in AFTER[kind] if counts[counter]]
 
     assert ordering_waits(record, kind, PRIMARY) == expected
+
+
+@pytest.mark.parametrize("records", [
+    [{"kind": "received", "status": "sent", "attempts": 1}],  # before supervisors were told
+    [{"kind": "received", "status": "sent", "attempts": 1, "audience": "supervisor"}],
+    [{"kind": "received", "status": "queued", "attempts": 1, "audience": "supervisor"},
+     {"kind": "received", "status": "queued", "attempts": 0}],
+    [{"kind": "received", "status": "failed", "attempts": 4, "audience": "resident",
+      "created_at": "2026-11-21T02:00:00+00:00", "sent_at": None}],
+])
+def test_settled_in_reads_the_records_as_their_history_does(records):
+    # The long way: the records as history_of reads them (audience filled in, moments
+    # respelled), then the same rule.
+    raw = {f"n-{i}": json.dumps(r) for i, r in enumerate(records)}
+    mine = [r for r in _parsed(raw) if r["kind"] == "received" and r["audience"] == RESIDENT]
+    for count in (1, 2):
+        settled = (sum(r["status"] in ("sent", "failed") for r in mine) >= count
+                   or any(r["status"] == "queued" and r["attempts"] for r in mine))
+        assert Deliveries.settled_in(raw, "received", count) is settled
