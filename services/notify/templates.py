@@ -122,11 +122,10 @@ class Templates:
         language = self._language(language)
         template = self._template(kind, language)
         required = self._variables[language][kind]
-        missing = sorted(name for name in required if _is_blank(variables.get(name)))
+        missing = [name for name in required if _is_blank(variables.get(name))]
         if missing:
-            raise TemplateError(
-                f"cannot render {kind!r} ({language}): missing variable(s) {', '.join(missing)}"
-            )
+            raise TemplateError(f"cannot render {kind!r} ({language}): missing variable(s) "
+                                f"{', '.join(sorted(missing))}")
         values = {name: self._display(variables[name], language) for name in required}
         return template.format_map(values)
 
@@ -161,6 +160,8 @@ class Templates:
             ) from None
 
     def _display(self, value: Any, language: str) -> str:
+        if type(value) is str:  # most values: str() would give it back as it is
+            return value
         if isinstance(value, list | tuple):
             return self._joiners[language].join(self._display(v, language) for v in value)
         if isinstance(value, datetime):

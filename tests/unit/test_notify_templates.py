@@ -495,3 +495,19 @@ def test_the_desks_copy_of_a_message_with_a_link_is_something_to_say_not_a_link(
     by = templates.render("rating_request_desk", language, issue_id=ISSUE_ID,
                           expires_at=DEADLINE)
     assert "2025-01-05 10:30" in by  # the window's end, in the desk's own time zone
+
+
+def test_missing_variables_are_named_in_order(templates):
+    with pytest.raises(TemplateError, match=r"missing variable\(s\) acknowledge_by, agencies, "
+                                            r"lead_agency$"):
+        templates.render("dispatched", "en", issue_id=ISSUE_ID)
+
+
+def test_a_value_of_a_str_subclass_reads_as_its_str(templates):
+    # Plain text goes into the message as it is; anything else through str().
+    class Shouting(str):
+        def __str__(self):
+            return self.upper()
+
+    assert templates.render("received_desk", "en", issue_id=Shouting("wh-1")) == \
+        templates.render("received_desk", "en", issue_id="WH-1")
