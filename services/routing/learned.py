@@ -112,9 +112,9 @@ class LinearTextModel:
         columns = np.fromiter(map(self.vocabulary.get, counts, repeat(-1)), dtype=np.int64,
                               count=len(counts))
         known = columns >= 0
-        if not known.any():
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         columns = columns[known]
+        if not len(columns):  # no term known (tested here: a numpy any() on the mask costs more)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         occurrences = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))[known]
         values = sublinear_tf(occurrences) * self.idf[columns]
         norm = float(np.sqrt(values @ values))
@@ -132,10 +132,7 @@ class LinearTextModel:
         """The terms that pushed hardest towards class ``row``: weight x TF-IDF."""
         if not len(columns):
             return []
-        contributions = self.coef[row, columns] * values
-        order = np.argsort(-contributions)[:count]
-        return [(display_term(self.terms[columns[i]]), round(float(contributions[i]), 4))
-                for i in order if contributions[i] > 0]
+        return _strongest(self, columns, self.coef[row, columns] * values, count)
 
 
 # 1 + ln(n) for the counts a report's terms have, as float32: each worked out once here
@@ -301,15 +298,17 @@ class LearnedClassifier:
                 stage = "tfidf+embeddings"
             else:  # the encoder is still loading (or failed to): the TF-IDF model alone
                 stage = "tfidf (encoder not loaded)"
-        order = np.argsort(-probabilities)[:TOP]
-        top = [(model.classes[i], float(probabilities[i])) for i in order]
+        # Python ints and floats at once (the same values): a numpy scalar each costs more.
+        order = np.argsort(-probabilities)[:TOP].tolist()
+        top = [(model.classes[i], p)
+               for i, p in zip(order, probabilities[order].tolist(), strict=True)]
         urgent, reasons, p_urgent, urgent_at = self._urgency(text, folded, columns, values,
                                                              learned, embedded, explaining)
         return Classification(
             top=top,
-            evidence=(_words(text, model, columns, model.coef[int(order[0]), columns] * values,
+            evidence=(_words(text, model, columns, model.coef[order[0], columns] * values,
                              EVIDENCE) if explaining
-                      else model.evidence(columns, values, int(order[0]))),
+                      else model.evidence(columns, values, order[0])),
             urgent=urgent, urgent_reasons=reasons,
             confident=top[0][1] >= router.confident_at,
             model_version=router.version,
@@ -411,8 +410,10 @@ def _strongest(model: LinearTextModel, columns: np.ndarray, contributions: np.nd
                count: int) -> list[tuple[str, float]]:
     """The terms with the largest positive parts in a score (see :func:`urgency_score`)."""
     order = np.argsort(-contributions)[:count]
-    return [(display_term(model.terms[columns[i]]), round(float(contributions[i]), 4))
-            for i in order if contributions[i] > 0]
+    # As Python numbers at once (the same values): a numpy scalar each costs more.
+    parts = zip(columns[order].tolist(), contributions[order].tolist(), strict=True)
+    return [(display_term(model.terms[column]), round(part, 4))
+            for column, part in parts if part > 0]
 
 
 # --------------------------------------------------------------------- artefacts
