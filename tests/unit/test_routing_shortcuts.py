@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from services.routing.classifier import load_classifier
+from services.routing.domain import _pairs
 from services.routing.features import fold, terms_in
 from services.routing.learned import LearnedClassifier, sublinear_tf
 from tests.support.routing_outputs import reports
@@ -75,3 +76,8 @@ def test_the_evidence_and_the_top_are_the_long_ways(classifier, texts):
             want = (long_strongest(model, columns, model.coef[row, columns] * values, 8)
                     if len(columns) else [])
             assert model.evidence(columns, values, row) == want, text
+
+
+@pytest.mark.parametrize("text", ["", "a", "ab", "停电了", "no gas smell, 没有停电 ok"])
+def test_a_texts_pairs_of_characters_are_its_two_character_slices(text):
+    assert _pairs(text) == {text[i:i + 2] for i in range(len(text) - 1)}
