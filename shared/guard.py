@@ -64,7 +64,7 @@ from shared.auth import (
 )
 from shared.errors import RateLimited, Unauthorized, Unavailable, WhistleError
 from shared.privacy import scrub
-from shared.store import ISSUE_ID, REDIS_ERRORS, StreamEntry, connect
+from shared.store import ISSUE_ID, REDIS_ERRORS, StreamEntry, connect, run_script
 
 SUBMIT, READ = "submit", "read"
 RPC = "rpc"  # no rate limit: RPC callers hold broker credentials
@@ -242,9 +242,9 @@ class Guard(DependencyProvider):
                 self.keys.revoked(principal.jti or "-"),
                 self.keys.revoked_staff(principal.agency or "-", principal.staff_id or "-")]
         try:
-            count, wait = self._script(keys=keys, args=[limit, self.window,
-                                                        principal.issued_at or 0,
-                                                        "1" if staff else "0"])
+            count, wait = run_script(self._script, keys, [limit, self.window,
+                                                          principal.issued_at or 0,
+                                                          "1" if staff else "0"])
         except REDIS_ERRORS as exc:
             raise Unavailable(f"cannot check the request: {type(exc).__name__}") from exc
         if count == -1:

@@ -53,7 +53,7 @@ import contextlib
 import hashlib
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -96,6 +96,22 @@ def connect(url: str) -> redis.Redis:
     moments ago (``shared.redis_pool``)."""
     return lean_client(url, decode_responses=True, socket_timeout=5,
                        socket_connect_timeout=3, health_check_interval=15)
+
+
+def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any] = ()) -> Any:
+    """``script(keys=keys, args=args)``: EVALSHA, and on NOSCRIPT (Redis restarted, its
+    scripts gone) SCRIPT LOAD and EVALSHA again, as redis-py's ``Script.__call__`` does.
+
+    Without its per-call work for a client that may be a pipeline (an import, an
+    ``isinstance``, the keys and args copied twice, two more calls down to
+    ``execute_command``): a few thousand instructions a call, and a submission makes
+    three (the door's, the day's counter, the create)."""
+    client = script.registered_client
+    try:
+        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        client.script_load(script.script)  # the same text: the same sha
+        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 class Keys:
@@ -535,8 +551,8 @@ class IssueStore:
     def next_issue_id(self, day: str) -> str:
         """``WH-20261121-0007``: stable, human-readable, unique per day."""
         # One script rather than MULTI, INCR, EXPIRE, EXEC: one reply to read, not four.
-        number = self._call(self._next_script, keys=[self.keys.sequence(day)],
-                            args=[SEQUENCE_TTL_S])
+        number = self._call(run_script, self._next_script, [self.keys.sequence(day)],
+                            [SEQUENCE_TTL_S])
         return f"WH-{day}-{number:04d}"
 
     # After a lost counter: move the day's counter up to the highest id in use
@@ -556,7 +572,8 @@ class IssueStore:
 
     def resync_sequence(self, day: str, now_ts: float) -> int:
         """Move the day's counter past every id in use; the highest one found."""
-        return self._call(self._resync_script, [self.keys.sequence(day), self.keys.all_issues],
+        return self._call(run_script, self._resync_script,
+                          [self.keys.sequence(day), self.keys.all_issues],
                           [f"WH-{day}-", now_ts - SEQUENCE_TTL_S, SEQUENCE_TTL_S])
 
     def create(self, record: IssueRecord, contact: dict[str, str], service: str,
@@ -635,7 +652,7 @@ class IssueStore:
     """
 
     def _read(self, issue_id: str, event_id: str) -> Read:
-        raw, seen = self._call(self._read_script,
+        raw, seen = self._call(run_script, self._read_script,
                                [self.keys.issue(issue_id), self.keys.applied(issue_id)],
                                [event_id])
         return Read(raw, bool(seen))
@@ -661,7 +678,8 @@ class IssueStore:
 
     def _commit(self, writes: Writes, read: str | None, event_id: str) -> int:
         expected = hashlib.sha1(read.encode()).hexdigest() if read is not None else ""
-        return self._call(self._commit_script, writes.keys, [expected, event_id, *writes.args])
+        return self._call(run_script, self._commit_script, writes.keys,
+                          [expected, event_id, *writes.args])
 
     def _index(self, writes: Writes, old: IssueRecord | None, new: IssueRecord) -> None:
         """Write the index entries the change moved, and only those."""
@@ -742,8 +760,8 @@ class IssueStore:
         args: list[str] = []
         for note_id, entry in entries.items():
             args += [note_id, entry.model_dump_json()]
-        written = self._call(self._notes_script, [self.keys.issue(issue_id),
-                                                  self.keys.notes(issue_id)], args)
+        written = self._call(run_script, self._notes_script,
+                             [self.keys.issue(issue_id), self.keys.notes(issue_id)], args)
         if written == -1:
             raise NotFound(f"no issue {issue_id}")
         return {note_id: bool(new) for note_id, new in zip(entries, written, strict=True)}
@@ -819,7 +837,7 @@ class IssueStore:
         """:meth:`claim_buckets`, and the claimant's record as :meth:`apply` reads it
         (for ``event_id``), in one round trip: pass it to :meth:`apply` as ``read``."""
         owner, raw, seen = self._call(
-            self._claim_script,
+            run_script, self._claim_script,
             [self.keys.issue(issue_id), self.keys.applied(issue_id), *bucket_keys],
             [issue_id, ttl_s, replacing or "", event_id])
         return owner, Read(raw, bool(seen))

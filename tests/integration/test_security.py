@@ -794,6 +794,23 @@ def test_every_write_is_audited_with_jti_and_staff_id_and_never_the_token(
     assert cli.returncode == 0 and "assignment.acknowledge" in cli.stdout
 
 
+def test_a_submission_after_redis_forgot_its_scripts_is_admitted_stored_and_audited(
+        whistle, redis_client):
+    # The door's script, the day's counter and the create all run by EVALSHA: after a
+    # Redis restart each is loaded again (shared.store.run_script), none is a 500.
+    base, config = whistle
+    token = issue_token("desk", "d-6", config[cfg.SECRET])
+    desk = {"Authorization": f"Bearer {token}"}
+    redis_client.script_flush()
+
+    issue_id = submit(base, FLYING_WIRE, desk)
+
+    assert requests.get(f"{base}/issues/{issue_id}", headers=desk).status_code == 200
+    entries = audit_entries(redis_client, config[cfg.KEY_PREFIX])
+    assert (entries[0]["action"], entries[0]["status"], entries[0]["staff_id"],
+            entries[0]["issue_id"]) == ("issue.submit", "201", "d-6", issue_id)
+
+
 def test_rpc_is_the_trusted_boundary_but_tokens_still_say_who_acts(whistle):
     base, config = whistle
     secret = config[cfg.SECRET]

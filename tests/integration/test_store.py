@@ -9,7 +9,7 @@ from shared.contracts import AssignmentStatus, IssueDispatched, IssueReceived, R
 from shared.errors import NotFound
 from shared.issue import IssueRecord, Stored, TimelineEntry, acknowledge, resolve
 from shared.messaging import envelope
-from shared.store import IssueStore, StreamEntry
+from shared.store import IssueStore, StreamEntry, run_script
 from tests.unit.test_issue_state import ISSUE_ID as ISSUE
 from tests.unit.test_issue_state import T0 as NOW
 from tests.unit.test_issue_state import dispatched, received
@@ -68,6 +68,35 @@ def test_an_apply_still_works_after_redis_forgot_its_scripts(store, redis_client
 
     assert store.apply(ISSUE, "evt-1", routed, "routing").changed
     assert store.get(ISSUE).status.value == "dispatched"
+
+
+def test_a_submissions_writes_still_work_after_redis_forgot_its_scripts(store, redis_client):
+    redis_client.script_flush()  # as after a Redis restart
+
+    assert store.next_issue_id("20261121") == "WH-20261121-0001"
+    created(store)
+    assert store.get(ISSUE).status.value == "received"
+
+
+def test_run_script_answers_as_redis_pys_script_call_does(redis_client, redis_prefix):
+    # run_script is Script.__call__ without its per-call work: the same answers, with
+    # keys and arguments or without either.
+    script = redis_client.register_script(
+        "return {KEYS[1] or '', ARGV[1] or '', #KEYS, #ARGV}")
+    key = f"{redis_prefix}:k"
+    for keys, args in (([key], ["a", 2]), ([], ["a", 2.5]), ([key], []), ([], [])):
+        assert run_script(script, keys, args) == script(keys=keys, args=args)
+    assert run_script(script, [key]) == [key, "", 1, 0]
+
+
+def test_run_script_loads_a_script_redis_does_not_know(redis_client, redis_prefix):
+    # A script text of this test's own has never been loaded: Redis answers NOSCRIPT,
+    # as for every script after a restart.
+    script = redis_client.register_script(f"return '{redis_prefix}'")
+    assert redis_client.script_exists(script.sha) == [False]
+
+    assert run_script(script, []) == redis_prefix
+    assert redis_client.script_exists(script.sha) == [True]
 
 
 def test_a_change_that_lands_between_read_and_write_is_not_lost(store, redis_client):
