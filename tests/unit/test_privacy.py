@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.auth import issue_feedback_token, issue_token
+from shared.auth import issue_feedback_token, issue_token, verify_token
+from shared.guard import audited_issue_id
 from shared.privacy import mask_name, mask_phone, scrub, scrub_text
 
 # ----------------------------------------------------------------------- mask_phone
@@ -380,3 +383,29 @@ def test_the_phone_patterns_start_check_turns_away_no_match(text):
     without = re.compile(alternatives.removesuffix(")"))
     assert [m.span() for m in privacy._PHONE.finditer(text)] == [
         m.span() for m in without.finditer(text)]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1),
+                    timezones=st.just(UTC)))
+def test_scrubbing_leaves_every_audit_entrys_time_as_it_is(moment):
+    # shared.guard writes an audit entry's "at" without scrubbing it: what scrubbing gave.
+    text = moment.isoformat()
+    assert scrub(text) == text
+
+
+def test_an_audit_entry_is_what_scrubbing_all_of_it_gave():
+    from shared.guard import ApiClient, Guard, _Audit
+
+    guard = Guard()
+    guard._who_verified = {}
+    secret = "s" * 32
+    for principal in (verify_token(issue_token("desk", "13812345678", secret), secret),
+                      ApiClient("fixmystreet 13812345678")):
+        for issue_id in ("WH-20261121-0001", "WH-20261121-12345", "13812345678", None):
+            fields = guard._entry_fields(_Audit(principal, "issue.submit", issue_id), 201)
+            long_way = scrub({"at": fields["at"], "action": "issue.submit", "status": "201"})
+            long_way.update(scrub(principal.audit_fields()))
+            if issue_id:
+                long_way["issue_id"] = scrub(audited_issue_id(issue_id))
+            assert list(fields.items()) == list(long_way.items())
