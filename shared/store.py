@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, NamedTuple, TypeVar
+from zoneinfo import ZoneInfo
 
 import redis
 from nameko.extensions import DependencyProvider
@@ -945,9 +946,10 @@ def _decoded_hash(flat: list[bytes]) -> dict[str, str]:
 
 
 def day_of(moment: datetime, tz: str) -> str:
-    from zoneinfo import ZoneInfo
-
-    return moment.astimezone(ZoneInfo(tz)).strftime("%Y%m%d")
+    """The moment's date in the time zone ``tz``, ``yyyymmdd``: ``strftime("%Y%m%d")``'s
+    text, formatted here for half its instructions (it goes through a time tuple)."""
+    day = moment.astimezone(ZoneInfo(tz))
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"
 
 
 def stored_json(record: IssueRecord) -> str:
