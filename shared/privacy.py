@@ -193,6 +193,8 @@ def scrub(value: Any, names: frozenset[str] = frozenset()) -> Any:
     """Recursively mask phones in strings, and any of ``names`` appearing verbatim."""
     if isinstance(value, str):
         text = scrub_text(value)
+        if not names:  # the common case (a log line, an audit entry): no sort to build
+            return text
         # Longest first: "Wei" masked before "Wei Li" left "W** Li", the family name in
         # clear, depending on the set's order (it varies from process to process).
         for name in sorted(names, key=lambda n: (-len(n), n)):
