@@ -46,11 +46,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
-from redis.exceptions import NoScriptError
 
 from shared import config as cfg
 from shared.config import ConfigurationError
 from shared.jsoncodec import dumps, utc_moment
+from shared.store import run_script
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -234,16 +234,10 @@ class DeskOutboxChannel:
         entry["at"] = entry.pop("sent_at")
         if self._push_once is None:
             self._push_once = self.redis.register_script(self._PUSH_ONCE)
-        # By its sha, as the script object calls it, without its per-call work (once
-        # or twice an event): loaded again when Redis has forgotten it (restarted).
-        command = (self._push_once.sha, 2 + len(keys), self.key,
-                   f"{self.pushed_prefix}:{message.notification_id}", *keys,
-                   dumps(entry), self.max_entries, *args)
-        try:
-            return self.redis.evalsha(*command)
-        except NoScriptError:
-            self.redis.script_load(self._PUSH_ONCE)
-            return self.redis.evalsha(*command)
+        # Once or twice an event: by its sha, without the script object's per-call work.
+        return run_script(self._push_once,
+                          [self.key, f"{self.pushed_prefix}:{message.notification_id}", *keys],
+                          [dumps(entry), self.max_entries, *args])
 
 
 # ---------------------------------------------------------------------- webhook
