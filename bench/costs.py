@@ -124,10 +124,10 @@ def _log_line(n: int) -> None:
                                         agency="gas", duplicate=False)
 
 
-def _redis_command(n: int) -> None:
+def _redis_command(n: int, key: str | None = None) -> None:
     from shared.store import connect
 
-    client, key = connect(REDIS_URL), f"costs-{uuid.uuid4().hex}"
+    client, key = connect(REDIS_URL), key or f"costs-{uuid.uuid4().hex}"
     try:
         for _ in range(n):
             client.hsetnx(key, "field", "value")
@@ -166,12 +166,12 @@ def _request_door(n: int) -> None:
         delete_prefix(REDIS_URL, prefix)
 
 
-def _issue_write_path(n: int) -> None:
+def _issue_write_path(n: int, prefix: str | None = None) -> None:
     from bench.infra import delete_prefix
     from services.routing.rules import load_rules
     from shared.store import IssueStore, connect
 
-    prefix = f"costs-{uuid.uuid4().hex[:8]}"
+    prefix = prefix or f"costs-{uuid.uuid4().hex[:8]}"
     store, rules = IssueStore(connect(REDIS_URL), prefix), load_rules(None)
     try:
         for i in range(n):
