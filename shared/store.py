@@ -99,9 +99,11 @@ def connect(url: str) -> redis.Redis:
                        socket_connect_timeout=3, health_check_interval=15)
 
 
-def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any] = ()) -> Any:
+def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any] = (),
+               **options: Any) -> Any:
     """``script(keys=keys, args=args)``: EVALSHA, and on NOSCRIPT (Redis restarted, its
     scripts gone) SCRIPT LOAD and EVALSHA again, as redis-py's ``Script.__call__`` does.
+    ``options`` go to ``execute_command`` (``NEVER_DECODE``: the reply as bytes).
 
     Without its per-call work for a client that may be a pipeline (an import, an
     ``isinstance``, the keys and args copied twice, two more calls down to
@@ -109,10 +111,12 @@ def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any] = ()) ->
     three (the door's, the day's counter, the create)."""
     client = script.registered_client
     try:
-        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args,
+                                      **options)
     except redis.exceptions.NoScriptError:
         client.script_load(script.script)  # the same text: the same sha
-        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args,
+                                      **options)
 
 
 class Keys:
@@ -341,18 +345,11 @@ class IssueStore:
         script = self._record_contact_notifications
         keys = (self.keys.issue(issue_id), self.keys.contact(issue_id),
                 self.keys.notifications(issue_id))
-        try:
-            raw, contact, notifications = self._call(self._undecoded, script, keys)
-        except redis.exceptions.NoScriptError:  # Redis restarted, its scripts gone
-            self._call(self.redis.script_load, script.script)
-            raw, contact, notifications = self._call(self._undecoded, script, keys)
+        raw, contact, notifications = self._call(run_script, script, keys,
+                                                 **{NEVER_DECODE: True})
         if raw is None:
             raise NotFound(f"no issue {issue_id}")
         return view.model_validate_json(raw), _decoded_hash(contact), _decoded_hash(notifications)
-
-    def _undecoded(self, script: Script, keys: tuple[str, ...]) -> Any:
-        return self.redis.execute_command("EVALSHA", script.sha, len(keys), *keys,
-                                          **{NEVER_DECODE: True})
 
     def get_with(self, issue_id: str, *reads: Callable[[Any], Any]) -> tuple[IssueRecord, list]:
         """The record and more reads (each queues one on a pipeline), in one round trip."""

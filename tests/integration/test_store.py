@@ -78,6 +78,23 @@ def test_a_submissions_writes_still_work_after_redis_forgot_its_scripts(store, r
     assert store.get(ISSUE).status.value == "received"
 
 
+def test_notifys_read_still_works_after_redis_forgot_its_scripts(store, redis_client):
+    created(store)
+    redis_client.script_flush()  # as after a Redis restart
+
+    record, _contact, notifications = store.view_with_contact_and_notifications(
+        ISSUE, IssueRecord)
+    assert record.issue_id == ISSUE and notifications == {}
+
+
+def test_run_script_passes_its_options_on(redis_client, redis_prefix):
+    from redis.client import NEVER_DECODE
+
+    script = redis_client.register_script("return ARGV[1]")
+    assert run_script(script, [], ["水"]) == "水"
+    assert run_script(script, [], ["水"], **{NEVER_DECODE: True}) == "水".encode()
+
+
 def test_run_script_answers_as_redis_pys_script_call_does(redis_client, redis_prefix):
     # run_script is Script.__call__ without its per-call work: the same answers, with
     # keys and arguments or without either.
