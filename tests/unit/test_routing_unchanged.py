@@ -14,9 +14,7 @@ import pytest
 
 from services.routing.classifier import load_classifier
 from services.routing.rules import load_rules
-from tests.support.routing_outputs import outputs, reading, recorded, reports
-
-TOLERANCE = 1e-9
+from tests.support.routing_outputs import close, outputs, reading, recorded, reports
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +35,14 @@ def test_every_report_is_read_and_routed_as_recorded(now_and_then):
 
 def test_every_top_probability_is_as_recorded(now_and_then):
     now, then = now_and_then
-    moved = [rid for rid in then
-             if len(now[rid]["top"]) != len(then[rid]["top"])
-             or any(abs(a - b) > TOLERANCE for a, b in zip(now[rid]["top"], then[rid]["top"],
-                                                            strict=True))]
+    moved = [rid for rid in then if not close(now[rid]["top"], then[rid]["top"])]
     assert not moved, f"{len(moved)} reports' probabilities moved: {moved[:10]}"
+
+
+def test_every_other_number_is_as_recorded(now_and_then):
+    now, then = now_and_then
+    moved = [rid for rid in then if not close(now[rid]["numbers"], then[rid]["numbers"])]
+    assert not moved, f"{len(moved)} reports' weights or urgency moved: {moved[:10]}"
 
 
 def test_the_digest_sees_a_change_of_route():
