@@ -142,7 +142,7 @@ class Guard(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        self.client = connect(cfg.get(config, cfg.REDIS_URL))
+        self.client = connect(cfg.get(config, cfg.REDIS_URL), share_round_trips=True)
         self.keys = AuthKeys(cfg.get(config, cfg.KEY_PREFIX))
         self.secret = cfg.get(config, cfg.SECRET)
         self.window = int(cfg.get(config, cfg.RATE_WINDOW_S))

@@ -67,6 +67,7 @@ from redis.client import NEVER_DECODE
 from redis.commands.core import Script
 
 from shared import config as cfg
+from shared import round_trips
 from shared.contracts import (
     AssignmentStatus,
     IssueFilter,
@@ -90,13 +91,21 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.Busy
                 redis.exceptions.ReadOnlyError)
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, share_round_trips: bool = False) -> redis.Redis:
     """A client that fails fast on an outage instead of hanging the eventlet hub.
 
     Its pool skips redis-py's per-command lock and socket check for a connection used
-    moments ago (``shared.redis_pool``)."""
-    return lean_client(url, decode_responses=True, socket_timeout=5,
-                       socket_connect_timeout=3, health_check_interval=15)
+    moments ago (``shared.redis_pool``). ``share_round_trips``: a service's client, whose
+    scripts (:func:`run_script`) from workers waiting at the same moment share round
+    trips (``shared.round_trips``)."""
+    def new_client() -> redis.Redis:
+        return lean_client(url, decode_responses=True, socket_timeout=5,
+                           socket_connect_timeout=3, health_check_interval=15)
+
+    client = new_client()
+    if share_round_trips:
+        round_trips.share_round_trips(client, url, new_client)
+    return client
 
 
 def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any] = (),
@@ -111,12 +120,12 @@ def run_script(script: Script, keys: Sequence[Any], args: Sequence[Any] = (),
     three (the door's, the day's counter, the create)."""
     client = script.registered_client
     try:
-        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args,
-                                      **options)
+        return round_trips.execute(client, "EVALSHA", script.sha, len(keys), *keys, *args,
+                                   **options)
     except redis.exceptions.NoScriptError:
         client.script_load(script.script)  # the same text: the same sha
-        return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args,
-                                      **options)
+        return round_trips.execute(client, "EVALSHA", script.sha, len(keys), *keys, *args,
+                                   **options)
 
 
 class Keys:
@@ -882,7 +891,7 @@ class RedisProvider(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        self.client = connect(cfg.get(config, cfg.REDIS_URL))
+        self.client = connect(cfg.get(config, cfg.REDIS_URL), share_round_trips=True)
         self.prefix = cfg.get(config, cfg.KEY_PREFIX)
 
     def stop(self):
