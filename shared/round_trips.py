@@ -5,8 +5,9 @@ of them makes its own round trips to Redis: notify's 32 workers each read a reco
 and deliver a message, intake's requests each check the door and create an issue.
 A round trip costs the client far more than the command costs Redis: under eventlet,
 a ``send``, a ``recv`` that would block, the hub's ``epoll`` registration and two
-switches, about 60 µs of CPU, and Redis about 30 µs more for reading and answering
-one small request. Ten round trips an issue made that a tenth of an issue's CPU.
+switches, 60 to 95 µs of CPU on the VMs measured, and Redis 30 to 40 µs more for
+reading and answering one small request. Ten round trips an issue made that a tenth of
+an issue's CPU or more.
 
 :class:`RoundTrips` sends a command at once when it is the only one (no extra
 latency, nothing gathered, when the load is light), and while one is on the wire it
@@ -27,9 +28,9 @@ Commands still run one at a time on the server and each one whole, in the order 
 were asked for; only commands from different green threads that were waiting at the
 same moment share a round trip, and their relative order was never fixed before.
 
-Measured with 16 green threads each calling a small script (``docs/benchmarks.md``,
-session 19): about 70 µs of client CPU and 35 µs of Redis CPU a call alone, 27 and
-10 gathered.
+``python -m bench.round_trips`` measures it: with 16 green threads each calling a small
+script, about 95 µs of client CPU and 40 µs of Redis's a call when each makes its own
+round trip, 37 and 16 shared (``docs/benchmarks.md``, session 19).
 """
 
 from __future__ import annotations
