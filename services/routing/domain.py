@@ -38,6 +38,7 @@ from services.routing.classifier import (
     Classification,
     is_confident,
 )
+from services.routing.features import fold
 from services.routing.negation import negation_before
 from services.routing.rules import RuleSet, needle, normalise
 from shared.contracts import Priority, Role, Sector
@@ -182,13 +183,14 @@ def _visible(found: list[tuple[int, int, int, str]]) -> list[tuple[int, int, int
 def find_keywords(text: str, rules: RuleSet) -> tuple[list[RuleMatch], list[NegatedHit]]:
     """Every rule whose keywords occur in ``text``, in file order, and the hits denied.
 
-    Case-insensitive and NFKC-normalised. Keywords with CJK characters match as
+    Case-insensitive, NFKC-normalised, traditional characters read as simplified
+    (``features.fold``: 電梯 is 电梯). Keywords with CJK characters match as
     substrings; others match whole words only ("gas" is not in "gasket"), so
     plurals and inflections must be listed as keywords of their own. A hit that
     a negation just before it denies (``negation.negation_before``) is set aside:
     "没有停电" matches no rule.
     """
-    norm = normalise(text)
+    norm = fold(text)
     by_rule: dict[int, list[tuple[int, str]]] = {}
     negated: list[NegatedHit] = []
     for start, _end, index, keyword in _visible(_occurrences(norm, rules)):

@@ -74,6 +74,14 @@ def test_a_request_or_a_question_is_not_a_denial(rules):
     assert [m.category for m in match_rules("早上六点拍篮球，这个算不算扰民", rules)] == ["noise"]
 
 
+def test_keywords_and_their_denials_read_traditional_characters(rules):
+    matches, _ = find_keywords("電梯壞了，樓上的老人下不來", rules)
+    assert [m.category for m in matches] == ["lift_broken"]
+    matches, negated = find_keywords("沒有停電，就是樓道燈不亮", rules)
+    assert [hit.negator for hit in negated] == ["没有"]
+    assert "power_cut" not in [m.category for m in matches]
+
+
 @pytest.mark.parametrize("text", [
     "一直不停地漏水",            # 不停: continuously, not a denial
     "水管不断往外渗水",

@@ -69,6 +69,17 @@ def test_traditional_characters_fold_to_simplified_and_full_width_to_ascii():
     assert terms("電線") == terms("电线")
 
 
+@pytest.mark.parametrize(("traditional", "simplified"), [
+    ("剛才樓梯間長時間冒煙", "刚才楼梯间长时间冒烟"),  # characters a hand-kept table missed
+    ("颱風把電線桿吹歪了", "台风把电线杆吹歪了"),
+    ("廚房的燃氣報警器響個不停", "厨房的燃气报警器响个不停"),
+    ("頭髮乾了", "头发干了"),
+])
+def test_traditional_characters_fold_by_opencc_one_for_one(traditional, simplified):
+    assert fold(traditional) == simplified
+    assert len(fold(traditional)) == len(traditional)  # evidence points at what was written
+
+
 def test_display_terms_read_plainly():
     assert display_term("w:rotten eggs") == "rotten eggs"
     assert display_term("c: spar") == "spar…"
@@ -92,6 +103,8 @@ def test_display_terms_read_plainly():
     "water is dripping onto the fuse box",
     "a cable is dangling on the tree by the school gate",
     "我家kitchen一股很重的gas味",                            # mixed: gas as a word
+    "牆上那條裂縫這幾天越來越寬了",                         # traditional characters
+    "剛才電梯卡在兩層中間，裡面困了一個老人",
 ])
 def test_indirect_descriptions_of_hazards_are_cues(text):
     assert hazard_reasons(text)
