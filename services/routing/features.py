@@ -27,8 +27,8 @@ from functools import lru_cache
 
 from services.routing.rules import normalise
 
-__all__ = ["TRADITIONAL", "display_term", "fold", "term_counts", "terms", "terms_in",
-           "weighed_words"]
+__all__ = ["TRADITIONAL", "display_term", "fold", "simplified", "term_counts", "terms",
+           "terms_in", "weighed_words"]
 
 # Traditional -> simplified, character by character, from OpenCC's own dictionary
 # (TSCharacters, through its t2s configuration): every character of the CJK blocks that
@@ -61,7 +61,16 @@ _PIECE_SIZES = (3, 4, 5)
 def fold(text: str) -> str:
     """The text as the features see it: normalised (``rules.normalise``), traditional
     characters folded to simplified."""
-    text = normalise(text)
+    return simplified(normalise(text))
+
+
+def simplified(text: str) -> str:
+    """``text`` with its traditional characters as simplified ones, one for one
+    (:data:`TRADITIONAL`); nothing else changes.
+
+    >>> simplified("麗德花園3號樓")
+    '丽德花园3号楼'
+    """
     return text.translate(_FOLD) if _TRADITIONAL.search(text) else text
 
 

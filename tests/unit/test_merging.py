@@ -99,8 +99,9 @@ def folded() -> tuple[IssueRecord, IssueRecord]:
 @pytest.mark.parametrize("address", [
     "丽德花园3号楼", "丽德花园 3号楼", "丽德花园３号楼", "丽德花园　３号楼", " 丽德花园3号楼 ",
     "丽德花园-3号楼", "丽德花园，3号楼", "丽德花园（3号楼）",
+    "麗德花園3號樓", "麗德花園 ３號樓",  # traditional characters: the same building
 ])
-def test_spacing_punctuation_and_full_width_forms_are_one_place(address):
+def test_spacing_punctuation_full_width_and_traditional_forms_are_one_place(address):
     assert normalise_address(address) == "丽德花园3号楼"
 
 
