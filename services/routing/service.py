@@ -361,7 +361,7 @@ class RoutingService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def check_in_at_table(self, token: str, issue_id: str) -> dict:
         staff = self._principal(token, "table.check_in", issue_id)
-        return self._change(issue_id, lambda r, now: table.check_in(
+        return self._change_as(staff, issue_id, lambda r, now: table.check_in(
             r, staff.agency, staff.staff_id, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -375,7 +375,7 @@ class RoutingService:
     def complete_table_task(self, token: str, issue_id: str, task_id: str, payload: dict) -> dict:
         staff = self._principal(token, "table.complete_task", issue_id)
         body = validate(CompleteTableTask, payload)
-        return self._change(issue_id, lambda r, now: table.complete_task(
+        return self._change_as(staff, issue_id, lambda r, now: table.complete_task(
             r, staff.agency, staff.staff_id, task_id, body.note, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)

@@ -131,6 +131,8 @@ def invite(record: IssueRecord, by: str, agencies: list[str], rules: RuleSet,
 
 def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
              now: datetime) -> tuple[IssueRecord, list[Event]]:
+    if agency == DESK:  # the desk never sits: refused alike with or without a table
+        raise Forbidden("only an agency invited to the table checks in; the desk convenes it")
     table = _table(record)
     if agency not in _seated(record, table):
         raise Forbidden(f"{agency} is not invited to the table of issue {record.issue_id}")
@@ -207,6 +209,8 @@ def _follow_agreed_date(new: IssueRecord, task: TableTask, now: datetime) -> Non
 def complete_task(record: IssueRecord, agency: str, staff_id: str, task_id: str, note: str,
                   rules: RuleSet, now: datetime) -> tuple[IssueRecord, list[Event]]:
     """The agency that owns a task marks it done (after reporting in), by ``staff_id``."""
+    if agency == DESK:  # the desk closes a task instead (close_task), with or without a table
+        raise Forbidden("only the task's agency marks it done; the desk closes it (…/close)")
     task = _task(record, task_id)
     if task.agency != agency:
         raise Forbidden(f"task {task_id} belongs to {task.agency}, not {agency}")

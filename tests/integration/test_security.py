@@ -344,6 +344,34 @@ def test_a_scoped_desk_lists_an_agencys_assignments_only_in_its_communities(whis
                 ] == [here]
 
 
+def test_before_any_table_only_an_agency_on_the_issue_learns_there_is_none(whistle):
+    """docs/security.md: check-in and a task done are refused (403) to the desk, a desk
+    outside the issue's communities and an agency with no part in the issue, over HTTP
+    and RPC alike; only an agency on the issue hears that no table sits (409). Before,
+    all of them got the 409."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    _desk, power, issue_id = dispatched_wire(base, secret)
+    callers = {
+        "desk": (staff_headers("desk", "d-1", secret), 403),
+        "scoped desk elsewhere": (staff_headers("desk", "d-2", secret,
+                                                communities=["和平里社区"]), 403),
+        "another agency": (staff_headers("water", "w-1", secret), 403),
+        "assigned agency": (power, 409),
+    }
+    for name, (headers, status) in callers.items():
+        for path, body in (("table/check-in", None), ("table/tasks/T1/done", {"note": "x"})):
+            response = requests.post(f"{base}/issues/{issue_id}/{path}", headers=headers,
+                                     json=body, timeout=10)
+            assert (name, path, response.status_code) == (name, path, status), response.text
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        water = issue_token("water", "w-1", secret)
+        with pytest.raises(Forbidden):
+            rpc.routing.check_in_at_table(water, issue_id)
+        with pytest.raises(Forbidden):
+            rpc.routing.complete_table_task(water, issue_id, "T1", {"note": "x"})
+
+
 def test_the_desk_resends_a_rating_link_once_in_a_cooldown_not_again_and_again(whistle):
     """Each resend is a text to the resident's phone: five clicks were five texts. A second
     one within the cooldown is a 429 saying when, with Retry-After, and sends nothing."""

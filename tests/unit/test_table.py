@@ -340,6 +340,16 @@ def test_check_in_by_an_agency_not_invited_is_forbidden():
         check_in(with_table(), "water", "zls-03", RULES, MEETS_AT)
 
 
+@pytest.mark.parametrize("record", [balcony, with_table], ids=["no table", "a table"])
+def test_the_desk_never_checks_in_or_marks_a_task_done_table_or_not(record):
+    """docs/security.md: the desk gets 403 for check-in and …/done, not a 409 that tells
+    it whether a table sits (it closes a task with close_task instead)."""
+    with pytest.raises(Forbidden):
+        check_in(record(), DESK, "desk-01", RULES, MEETS_AT)
+    with pytest.raises(Forbidden):
+        complete_task(record(), DESK, "desk-01", "T1", "done", RULES, MEETS_AT)
+
+
 def test_check_in_twice_is_invalid():
     record, _ = check_in(with_table(), "power", "gd-017", RULES, MEETS_AT)
     with pytest.raises(InvalidTransition, match="already checked in"):
