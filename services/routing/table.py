@@ -133,6 +133,7 @@ def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
              now: datetime) -> tuple[IssueRecord, list[Event]]:
     if agency == DESK:  # the desk never sits: refused alike with or without a table
         raise Forbidden("only an agency invited to the table checks in; the desk convenes it")
+    record.assignment_for(agency)  # one a reroute withdrew: 403, with or without a table
     table = _table(record)
     if agency not in _seated(record, table):
         raise Forbidden(f"{agency} is not invited to the table of issue {record.issue_id}")
@@ -211,6 +212,7 @@ def complete_task(record: IssueRecord, agency: str, staff_id: str, task_id: str,
     """The agency that owns a task marks it done (after reporting in), by ``staff_id``."""
     if agency == DESK:  # the desk closes a task instead (close_task), with or without a table
         raise Forbidden("only the task's agency marks it done; the desk closes it (…/close)")
+    record.assignment_for(agency)  # one a reroute withdrew: 403, with or without a table
     task = _task(record, task_id)
     if task.agency != agency:
         raise Forbidden(f"task {task_id} belongs to {task.agency}, not {agency}")

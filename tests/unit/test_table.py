@@ -694,11 +694,24 @@ def without_power(record: IssueRecord) -> IssueRecord:
 def test_a_reroute_takes_a_withdrawn_agency_off_the_table():
     record = without_power(with_table())
     assert record.table.invited == ["housing_admin"]
-    with pytest.raises(Forbidden, match="not invited"):
+    with pytest.raises(Forbidden, match="no assignment"):
         check_in(record, "power", "gd-017", RULES, MEETS_AT)
     with pytest.raises(InvalidTransition, match="invite it first"):
         record_task(record, DESK, "power", "更换电线", MEETS_AT + timedelta(days=1), RULES,
                     MEETS_AT)
+
+
+@pytest.mark.parametrize("record", [balcony, with_table], ids=["no table", "a table"])
+def test_an_agency_a_reroute_withdrew_is_refused_at_the_table_table_or_not(record):
+    """docs/security.md: an agency a reroute withdrew may not check in (403), and it gets
+    the 403 before a table sits too, not a 409 saying there is none."""
+    withdrawn = without_power(record()) if record is with_table else reroute(
+        balcony(), "structural_crack", Priority.complex, balcony().routing,
+        [make_assignment("housing_admin", Role.lead, CONVENED)], "d-1", "no", CONVENED).record
+    with pytest.raises(Forbidden):
+        check_in(withdrawn, "property_manager", "wy-1", RULES, MEETS_AT)
+    with pytest.raises(Forbidden):
+        complete_task(withdrawn, "property_manager", "wy-1", "T1", "done", RULES, MEETS_AT)
 
 
 def test_an_agency_rerouted_away_before_the_table_forgot_it_has_no_seat_there():
@@ -706,7 +719,7 @@ def test_an_agency_rerouted_away_before_the_table_forgot_it_has_no_seat_there():
     power as invited: power acts there no more, and re-inviting it seats it again."""
     record = without_power(with_table())
     record.table.invited = ["housing_admin", "property_manager", "power"]
-    with pytest.raises(Forbidden, match="not invited"):
+    with pytest.raises(Forbidden, match="no assignment"):
         check_in(record, "power", "gd-017", RULES, MEETS_AT)
     with pytest.raises(InvalidTransition, match="invite it first"):
         record_task(record, DESK, "power", "更换电线", MEETS_AT + timedelta(days=1), RULES,
