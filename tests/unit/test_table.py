@@ -301,6 +301,19 @@ def test_only_desk_or_lead_invites(by):
         invite(with_table(), by, ["water"], RULES, CONVENED)
 
 
+@pytest.mark.parametrize("record", [balcony, _closed_with_table],
+                         ids=["no table yet", "a closed issue's table"])
+def test_an_agency_but_the_lead_is_refused_before_the_tables_state(record):
+    """docs/security.md: only the desk or the lead invites and records tasks; any other
+    agency gets 403 whatever the table's state, not a 409 that is the allowed caller's."""
+    later = CONVENED + timedelta(days=3)
+    with pytest.raises(Forbidden, match="only the desk or the lead"):
+        invite(record(), "property_manager", ["water"], RULES, later)
+    with pytest.raises(Forbidden, match="only the desk or the lead"):
+        record_task(record(), "property_manager", "property_manager", "查看",
+                    later + timedelta(days=1), RULES, later)
+
+
 def test_reinviting_is_a_no_op():
     record = with_table()
     new, events = invite(record, DESK, ["power", "property_manager"], RULES, CONVENED)
