@@ -372,6 +372,29 @@ def test_before_any_table_only_an_agency_on_the_issue_learns_there_is_none(whist
             rpc.routing.complete_table_task(water, issue_id, "T1", {"note": "x"})
 
 
+def test_an_agencys_assignment_list_masks_the_resident_in_notes_as_its_issue_view_does(
+        whistle):
+    """docs/security.md: an agency reads the resident's phone and name masked in every note
+    and table task. GET /issues/{id} did; its assignment list and the 报到 answer showed
+    them as written. The desk still reads them as written."""
+    base, config = whistle
+    desk, power, issue_id = dispatched_wire(base, config[cfg.SECRET])
+    note = f"已联系{NAME}，电话{PHONE}"
+    acknowledged = requests.post(f"{base}/agencies/power/assignments/{issue_id}/acknowledge",
+                                 headers=power, json={"note": note}, timeout=10)
+    assert acknowledged.status_code == 200, acknowledged.text
+    masked = "已联系赵**，电话137****9999"
+    assert acknowledged.json()["acknowledge_note"] == masked
+    for status in ("open", "all"):
+        listed = requests.get(f"{base}/agencies/power/assignments", headers=power,
+                              params={"status": status}, timeout=10).json()["assignments"]
+        assert [a["acknowledge_note"] for a in listed] == [masked], status
+        assert PHONE not in json.dumps(listed, ensure_ascii=False)
+    as_desk = requests.get(f"{base}/agencies/power/assignments", headers=desk,
+                           timeout=10).json()["assignments"]
+    assert [a["acknowledge_note"] for a in as_desk] == [note]
+
+
 def test_the_desk_resends_a_rating_link_once_in_a_cooldown_not_again_and_again(whistle):
     """Each resend is a text to the resident's phone: five clicks were five texts. A second
     one within the cooldown is a 429 saying when, with Retry-After, and sends nothing."""
