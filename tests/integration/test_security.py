@@ -395,6 +395,28 @@ def test_an_agencys_assignment_list_masks_the_resident_in_notes_as_its_issue_vie
     assert [a["acknowledge_note"] for a in as_desk] == [note]
 
 
+def test_a_table_write_answers_an_agency_with_other_agencies_notes_masked(whistle):
+    """The table's writes answer with every assignment: another agency's note named the
+    resident as written there, where GET /issues/{id} masks it for an agency."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, power, issue_id = dispatched_wire(base, secret)
+    note = f"已联系{NAME}，电话{PHONE}"
+    assert requests.post(f"{base}/agencies/power/assignments/{issue_id}/acknowledge",
+                         headers=power, json={"note": note}, timeout=10).status_code == 200
+    convened = requests.post(f"{base}/issues/{issue_id}/table", headers=desk, timeout=10,
+                             json={"meets_at": "2030-12-01T09:00:00+08:00", "place": "居委会",
+                                   "agencies": ["urban_management"]})
+    assert convened.status_code == 201, convened.text
+    assert note in convened.text  # the desk reads notes as written
+    checked_in = requests.post(f"{base}/issues/{issue_id}/table/check-in", timeout=10,
+                               headers=staff_headers("urban_management", "um-1", secret))
+    assert checked_in.status_code == 200, checked_in.text
+    [powers] = [a for a in checked_in.json()["assignments"] if a["agency"] == "power"]
+    assert powers["acknowledge_note"] == "已联系赵**，电话137****9999"
+    assert PHONE not in checked_in.text and NAME not in checked_in.text
+
+
 def test_the_desk_resends_a_rating_link_once_in_a_cooldown_not_again_and_again(whistle):
     """Each resend is a text to the resident's phone: five clicks were five texts. A second
     one within the cooldown is a 429 saying when, with Retry-After, and sends nothing."""
