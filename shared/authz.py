@@ -181,13 +181,25 @@ def _mask_staff_notes(view: dict[str, Any], names: list[str | None]) -> None:
     is, since the contact is shown to agencies only masked (Open311 masks them as well).
     ``names``: the resident's and those of the neighbours whose reports merged into it."""
     for assignment in [*view["assignments"], *view["withdrawn"]]:
-        for key in ("acknowledge_note", "resolution_note"):
-            assignment[key] = masked_comment(assignment.get(key), names)
-        for earlier in assignment.get("earlier_resolutions", []):
-            earlier["note"] = masked_comment(earlier.get("note"), names)
+        mask_assignment_notes(assignment, names)
     for entry in view["timeline"]:
         entry["detail"] = masked_comment(entry.get("detail"), names)
-    for task in (view.get("table") or {}).get("tasks", []):
+    mask_task_notes(view.get("table"), names)
+
+
+def mask_assignment_notes(assignment: dict[str, Any], names: Iterable[str | None]) -> None:
+    """One dumped assignment's notes (报到, resolution, earlier cycles') masked for an
+    agency, as :func:`agency_view` shows them (its list of assignments too)."""
+    for key in ("acknowledge_note", "resolution_note"):
+        assignment[key] = masked_comment(assignment.get(key), names)
+    for earlier in assignment.get("earlier_resolutions", []):
+        earlier["note"] = masked_comment(earlier.get("note"), names)
+
+
+def mask_task_notes(table: dict[str, Any] | None, names: Iterable[str | None]) -> None:
+    """A dumped table's tasks (what was agreed, and the note closing each) masked for an
+    agency, as :func:`agency_view` shows them (its list of assignments too)."""
+    for task in (table or {}).get("tasks", []):
         task["description"] = masked_comment(task.get("description"), names)
         task["note"] = masked_comment(task.get("note"), names)
 

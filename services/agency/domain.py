@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.addresses import public_address
+from shared.authz import mask_assignment_notes, mask_task_notes
 from shared.contracts import (
     RECENTLY_WITHDRAWN_DAYS,
     AssignmentAcknowledged,
@@ -70,8 +71,14 @@ def withdrawal_note(event: AssignmentWithdrawn) -> tuple[str, TimelineEntry]:
                f"(by {event.staff_id}: {event.reason})", agency=agency.agency)
 
 
-def assignment_view(record: IssueRecord, agency: str, now: datetime) -> dict[str, Any]:
-    """One assignment as its agency's staff see it: the problem, the place, the clock."""
+def assignment_view(record: IssueRecord, agency: str, now: datetime,
+                    names: list[str | None] | None = None) -> dict[str, Any]:
+    """One assignment as its agency's staff see it: the problem, the place, the clock.
+
+    ``names`` (the resident's, and those of the neighbours merged into the issue): the
+    notes and the table's tasks masked as ``GET /issues/{id}`` shows them to an agency
+    (``shared.authz.agency_view``); ``None``, as written (the desk reads them so).
+    """
     assignment = record.assignment_for(agency)
     view = assignment.model_dump(mode="json")
     # A missed deadline escalates within a second and whistles the agency again (its
@@ -94,6 +101,9 @@ def assignment_view(record: IssueRecord, agency: str, now: datetime) -> dict[str
         overdue=overdue,
         table=table_view(record, agency),
     )
+    if names is not None:
+        mask_assignment_notes(view, names)
+        mask_task_notes(view["table"], names)
     return view
 
 

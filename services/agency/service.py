@@ -22,7 +22,7 @@ from services.agency.domain import (
     withdrawn_view,
 )
 from services.routing.known_codes import KnownAgencies
-from shared.auth import Principal
+from shared.auth import Principal, Role
 from shared.authz import (
     may_act_for_agency,
     may_act_on_assignment,
@@ -42,6 +42,7 @@ from shared.contracts import (
 )
 from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, unknown_value
 from shared.guard import Guard
+from shared.issue import IssueRecord
 from shared.logging import WorkerLogger
 from shared.messaging import EventBus, subscribe
 from shared.rpc import rpc
@@ -179,9 +180,23 @@ class AgencyService:
             # stays in its list once its issue is archived.
             entries, next_cursor = self.store.page(queries, limit)
             records = self.store.get_many([e["issue_id"] for e in entries])
-        return [assignment_view(r, agency, now) for r in records
-                if visible_in_list(principal, r) and agency in r.agencies()
-                and r.assignment_for(agency).status in wanted], next_cursor
+        records = [r for r in records if visible_in_list(principal, r)
+                   and agency in r.agencies() and r.assignment_for(agency).status in wanted]
+        names = self._names_for(principal, records)
+        return [assignment_view(r, agency, now, names.get(r.issue_id)) for r in records
+                ], next_cursor
+
+    def _names_for(self, principal: Principal, records: list[IssueRecord]
+                   ) -> dict[str, list[str | None]]:
+        """For agency staff, each issue's resident's name and its merged neighbours', to
+        mask in the notes and tasks they read (``shared.authz.agency_view``); none for the
+        desk, which reads them as written."""
+        if principal.role is not Role.agency or not records:
+            return {}
+        ids = list(dict.fromkeys(i for r in records for i in (r.issue_id, *r.reporters)))
+        contacts = self.store.contacts(ids)
+        return {r.issue_id: [(contacts.get(i) or {}).get("name")
+                             for i in (r.issue_id, *r.reporters)] for r in records}
 
     def _withdrawn(self, principal: Principal, agency: str, now: datetime) -> list[dict]:
         """The issues a desk's reroute recently took from ``agency`` (it has no part on
@@ -207,7 +222,8 @@ class AgencyService:
         self.bus.publish(applied.outbox)
         self.log.info("assignment_acknowledged", issue_id=issue_id, agency=agency,
                       staff_id=staff.staff_id, jti=staff.jti)
-        return assignment_view(applied.record, agency, now)
+        return assignment_view(applied.record, agency, now,
+                               self._names_for(staff, [applied.record]).get(issue_id))
 
     def _resolve(self, staff: Principal, agency: str, issue_id: str,
                  payload: dict | None) -> dict:
@@ -222,7 +238,8 @@ class AgencyService:
         self.log.info("assignment_resolved", issue_id=issue_id, agency=agency,
                       staff_id=staff.staff_id, jti=staff.jti,
                       issue_status=applied.record.status.value)
-        return assignment_view(applied.record, agency, now)
+        return assignment_view(applied.record, agency, now,
+                               self._names_for(staff, [applied.record]).get(issue_id))
 
     def _may_act(self, staff: Principal, agency: str, issue_id: str) -> None:
         """``staff`` may act on ``agency``'s assignment on the issue (read for it only

@@ -45,6 +45,8 @@ from shared.auth import (
     verify_resident_token,
 )
 from shared.authz import (
+    mask_assignment_notes,
+    mask_task_notes,
     may_rate,
     may_read_issue,
     may_record_rating,
@@ -361,7 +363,7 @@ class RoutingService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def check_in_at_table(self, token: str, issue_id: str) -> dict:
         staff = self._principal(token, "table.check_in", issue_id)
-        return self._change(issue_id, lambda r, now: table.check_in(
+        return self._change_as(staff, issue_id, lambda r, now: table.check_in(
             r, staff.agency, staff.staff_id, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -375,7 +377,7 @@ class RoutingService:
     def complete_table_task(self, token: str, issue_id: str, task_id: str, payload: dict) -> dict:
         staff = self._principal(token, "table.complete_task", issue_id)
         body = validate(CompleteTableTask, payload)
-        return self._change(issue_id, lambda r, now: table.complete_task(
+        return self._change_as(staff, issue_id, lambda r, now: table.complete_task(
             r, staff.agency, staff.staff_id, task_id, body.note, self.rules, now))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -586,15 +588,26 @@ class RoutingService:
         def allowed(record: IssueRecord, now: datetime):
             may_read_issue(staff, record)
             return change(record, now)
-        return self._change(issue_id, allowed)
+        return self._change(issue_id, allowed, staff)
 
-    def _change(self, issue_id: str, change) -> dict:
+    def _change(self, issue_id: str, change, staff: Principal | None = None) -> dict:
+        """Apply ``change`` and answer the table and the assignments; to agency staff with
+        the notes and tasks masked as ``GET /issues/{id}`` shows them to an agency (the
+        resident's and the merged neighbours' names, phones, emails)."""
         now = utcnow()
         applied = self.store.apply(issue_id, None, lambda r: self._staged(change(r, now)),
                                    self.name)
         self.bus.publish(applied.outbox)
-        return applied.record.model_dump(mode="json", include={
+        answer = applied.record.model_dump(mode="json", include={
             "issue_id", "status", "table", "assignments", "escalation_level"})
+        if staff is not None and staff.role is Role.agency:
+            ids = [issue_id, *applied.record.reporters]
+            contacts = self.store.contacts(ids)
+            names = [(contacts.get(i) or {}).get("name") for i in ids]
+            for assignment in answer["assignments"]:
+                mask_assignment_notes(assignment, names)
+            mask_task_notes(answer["table"], names)
+        return answer
 
     def _staged(self, result):
         record, events = result

@@ -60,8 +60,15 @@ def _open_issue(record: IssueRecord) -> None:
             "or in-progress issue")
 
 
-def _lead(record: IssueRecord) -> str:
-    return next(a.agency for a in record.assignments if a.role is Role.lead)
+def _lead(record: IssueRecord) -> str | None:
+    return next((a.agency for a in record.assignments if a.role is Role.lead), None)
+
+
+def _desk_or_lead(record: IssueRecord, by: str, what: str) -> None:
+    """Only the desk or the lead agency ``what``: judged before the table and the issue's
+    state, so another agency gets 403, never a 409 about a table it may not touch."""
+    if by not in (DESK, _lead(record)):
+        raise Forbidden(f"only the desk or the lead agency can {what}")
 
 
 def _ensure_assigned(new: IssueRecord, ref: AgencyRef, rules: RuleSet, now: datetime,
@@ -106,10 +113,9 @@ def convene(record: IssueRecord, meets_at: datetime, place: str, agencies: list[
 
 def invite(record: IssueRecord, by: str, agencies: list[str], rules: RuleSet,
            now: datetime) -> tuple[IssueRecord, list[Event]]:
+    _desk_or_lead(record, by, "invite agencies to the table")
     table = _table(record)
     _open_issue(record)
-    if by not in (DESK, _lead(record)):
-        raise Forbidden("only the desk or the lead agency can invite agencies to the table")
     seated = _seated(record, table)
     added = [agency_ref(rules, a) for a in dict.fromkeys(agencies) if a not in seated]
     if not added:
@@ -131,6 +137,9 @@ def invite(record: IssueRecord, by: str, agencies: list[str], rules: RuleSet,
 
 def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
              now: datetime) -> tuple[IssueRecord, list[Event]]:
+    if agency == DESK:  # the desk never sits: refused alike with or without a table
+        raise Forbidden("only an agency invited to the table checks in; the desk convenes it")
+    record.assignment_for(agency)  # one a reroute withdrew: 403, with or without a table
     table = _table(record)
     if agency not in _seated(record, table):
         raise Forbidden(f"{agency} is not invited to the table of issue {record.issue_id}")
@@ -148,10 +157,9 @@ def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
 
 def record_task(record: IssueRecord, by: str, agency: str, description: str, due: datetime,
                 rules: RuleSet, now: datetime) -> tuple[IssueRecord, list[Event]]:
+    _desk_or_lead(record, by, "record the table's decisions")
     table = _table(record)
     _open_issue(record)
-    if by not in (DESK, _lead(record)):
-        raise Forbidden("only the desk or the lead agency can record the table's decisions")
     if agency not in _seated(record, table):
         raise InvalidTransition(f"{agency} is not at the table; invite it first")
     if due <= now:
@@ -207,6 +215,9 @@ def _follow_agreed_date(new: IssueRecord, task: TableTask, now: datetime) -> Non
 def complete_task(record: IssueRecord, agency: str, staff_id: str, task_id: str, note: str,
                   rules: RuleSet, now: datetime) -> tuple[IssueRecord, list[Event]]:
     """The agency that owns a task marks it done (after reporting in), by ``staff_id``."""
+    if agency == DESK:  # the desk closes a task instead (close_task), with or without a table
+        raise Forbidden("only the task's agency marks it done; the desk closes it (…/close)")
+    record.assignment_for(agency)  # one a reroute withdrew: 403, with or without a table
     task = _task(record, task_id)
     if task.agency != agency:
         raise Forbidden(f"task {task_id} belongs to {task.agency}, not {agency}")

@@ -344,6 +344,79 @@ def test_a_scoped_desk_lists_an_agencys_assignments_only_in_its_communities(whis
                 ] == [here]
 
 
+def test_before_any_table_only_an_agency_on_the_issue_learns_there_is_none(whistle):
+    """docs/security.md: check-in and a task done are refused (403) to the desk, a desk
+    outside the issue's communities and an agency with no part in the issue, over HTTP
+    and RPC alike; only an agency on the issue hears that no table sits (409). Before,
+    all of them got the 409."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    _desk, power, issue_id = dispatched_wire(base, secret)
+    callers = {
+        "desk": (staff_headers("desk", "d-1", secret), 403),
+        "scoped desk elsewhere": (staff_headers("desk", "d-2", secret,
+                                                communities=["和平里社区"]), 403),
+        "another agency": (staff_headers("water", "w-1", secret), 403),
+        "assigned agency": (power, 409),
+    }
+    for name, (headers, status) in callers.items():
+        for path, body in (("table/check-in", None), ("table/tasks/T1/done", {"note": "x"})):
+            response = requests.post(f"{base}/issues/{issue_id}/{path}", headers=headers,
+                                     json=body, timeout=10)
+            assert (name, path, response.status_code) == (name, path, status), response.text
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        water = issue_token("water", "w-1", secret)
+        with pytest.raises(Forbidden):
+            rpc.routing.check_in_at_table(water, issue_id)
+        with pytest.raises(Forbidden):
+            rpc.routing.complete_table_task(water, issue_id, "T1", {"note": "x"})
+
+
+def test_an_agencys_assignment_list_masks_the_resident_in_notes_as_its_issue_view_does(
+        whistle):
+    """docs/security.md: an agency reads the resident's phone and name masked in every note
+    and table task. GET /issues/{id} did; its assignment list and the 报到 answer showed
+    them as written. The desk still reads them as written."""
+    base, config = whistle
+    desk, power, issue_id = dispatched_wire(base, config[cfg.SECRET])
+    note = f"已联系{NAME}，电话{PHONE}"
+    acknowledged = requests.post(f"{base}/agencies/power/assignments/{issue_id}/acknowledge",
+                                 headers=power, json={"note": note}, timeout=10)
+    assert acknowledged.status_code == 200, acknowledged.text
+    masked = "已联系赵**，电话137****9999"
+    assert acknowledged.json()["acknowledge_note"] == masked
+    for status in ("open", "all"):
+        listed = requests.get(f"{base}/agencies/power/assignments", headers=power,
+                              params={"status": status}, timeout=10).json()["assignments"]
+        assert [a["acknowledge_note"] for a in listed] == [masked], status
+        assert PHONE not in json.dumps(listed, ensure_ascii=False)
+    as_desk = requests.get(f"{base}/agencies/power/assignments", headers=desk,
+                           timeout=10).json()["assignments"]
+    assert [a["acknowledge_note"] for a in as_desk] == [note]
+
+
+def test_a_table_write_answers_an_agency_with_other_agencies_notes_masked(whistle):
+    """The table's writes answer with every assignment: another agency's note named the
+    resident as written there, where GET /issues/{id} masks it for an agency."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, power, issue_id = dispatched_wire(base, secret)
+    note = f"已联系{NAME}，电话{PHONE}"
+    assert requests.post(f"{base}/agencies/power/assignments/{issue_id}/acknowledge",
+                         headers=power, json={"note": note}, timeout=10).status_code == 200
+    convened = requests.post(f"{base}/issues/{issue_id}/table", headers=desk, timeout=10,
+                             json={"meets_at": "2030-12-01T09:00:00+08:00", "place": "居委会",
+                                   "agencies": ["urban_management"]})
+    assert convened.status_code == 201, convened.text
+    assert note in convened.text  # the desk reads notes as written
+    checked_in = requests.post(f"{base}/issues/{issue_id}/table/check-in", timeout=10,
+                               headers=staff_headers("urban_management", "um-1", secret))
+    assert checked_in.status_code == 200, checked_in.text
+    [powers] = [a for a in checked_in.json()["assignments"] if a["agency"] == "power"]
+    assert powers["acknowledge_note"] == "已联系赵**，电话137****9999"
+    assert PHONE not in checked_in.text and NAME not in checked_in.text
+
+
 def test_the_desk_resends_a_rating_link_once_in_a_cooldown_not_again_and_again(whistle):
     """Each resend is a text to the resident's phone: five clicks were five texts. A second
     one within the cooldown is a 429 saying when, with Retry-After, and sends nothing."""

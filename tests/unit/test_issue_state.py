@@ -220,6 +220,16 @@ def test_the_report_in_note_is_kept_on_the_assignment_the_timeline_and_the_event
     assert public_view(record, None)["assignments"][0]["acknowledge_note"] == "抢修班组已出发"
 
 
+def test_an_agencys_assignment_reads_the_resident_masked_in_notes_and_its_tasks():
+    """As agency_view shows them (names given); as written without (the desk)."""
+    at = T0 + timedelta(minutes=5)
+    record, _ = report_in(single(), "power", "staff-7", at, "已联系孙建国，电话13812345678")
+    assert assignment_view(record, "power", at, ["孙建国"])["acknowledge_note"] == (
+        "已联系孙**，电话138****5678")
+    assert assignment_view(record, "power", at)["acknowledge_note"] == (
+        "已联系孙建国，电话13812345678")
+
+
 def test_a_report_in_without_a_note_keeps_none_and_old_events_read_as_no_note():
     record, (event,) = report_in(single(), "power", "staff-7", T0 + timedelta(minutes=5))
     assert record.assignment_for("power").acknowledge_note is None

@@ -301,6 +301,19 @@ def test_only_desk_or_lead_invites(by):
         invite(with_table(), by, ["water"], RULES, CONVENED)
 
 
+@pytest.mark.parametrize("record", [balcony, _closed_with_table],
+                         ids=["no table yet", "a closed issue's table"])
+def test_an_agency_but_the_lead_is_refused_before_the_tables_state(record):
+    """docs/security.md: only the desk or the lead invites and records tasks; any other
+    agency gets 403 whatever the table's state, not a 409 that is the allowed caller's."""
+    later = CONVENED + timedelta(days=3)
+    with pytest.raises(Forbidden, match="only the desk or the lead"):
+        invite(record(), "property_manager", ["water"], RULES, later)
+    with pytest.raises(Forbidden, match="only the desk or the lead"):
+        record_task(record(), "property_manager", "property_manager", "查看",
+                    later + timedelta(days=1), RULES, later)
+
+
 def test_reinviting_is_a_no_op():
     record = with_table()
     new, events = invite(record, DESK, ["power", "property_manager"], RULES, CONVENED)
@@ -338,6 +351,16 @@ def test_invited_agency_checks_in():
 def test_check_in_by_an_agency_not_invited_is_forbidden():
     with pytest.raises(Forbidden):
         check_in(with_table(), "water", "zls-03", RULES, MEETS_AT)
+
+
+@pytest.mark.parametrize("record", [balcony, with_table], ids=["no table", "a table"])
+def test_the_desk_never_checks_in_or_marks_a_task_done_table_or_not(record):
+    """docs/security.md: the desk gets 403 for check-in and …/done, not a 409 that tells
+    it whether a table sits (it closes a task with close_task instead)."""
+    with pytest.raises(Forbidden):
+        check_in(record(), DESK, "desk-01", RULES, MEETS_AT)
+    with pytest.raises(Forbidden):
+        complete_task(record(), DESK, "desk-01", "T1", "done", RULES, MEETS_AT)
 
 
 def test_check_in_twice_is_invalid():
@@ -684,11 +707,24 @@ def without_power(record: IssueRecord) -> IssueRecord:
 def test_a_reroute_takes_a_withdrawn_agency_off_the_table():
     record = without_power(with_table())
     assert record.table.invited == ["housing_admin"]
-    with pytest.raises(Forbidden, match="not invited"):
+    with pytest.raises(Forbidden, match="no assignment"):
         check_in(record, "power", "gd-017", RULES, MEETS_AT)
     with pytest.raises(InvalidTransition, match="invite it first"):
         record_task(record, DESK, "power", "更换电线", MEETS_AT + timedelta(days=1), RULES,
                     MEETS_AT)
+
+
+@pytest.mark.parametrize("record", [balcony, with_table], ids=["no table", "a table"])
+def test_an_agency_a_reroute_withdrew_is_refused_at_the_table_table_or_not(record):
+    """docs/security.md: an agency a reroute withdrew may not check in (403), and it gets
+    the 403 before a table sits too, not a 409 saying there is none."""
+    withdrawn = without_power(record()) if record is with_table else reroute(
+        balcony(), "structural_crack", Priority.complex, balcony().routing,
+        [make_assignment("housing_admin", Role.lead, CONVENED)], "d-1", "no", CONVENED).record
+    with pytest.raises(Forbidden):
+        check_in(withdrawn, "property_manager", "wy-1", RULES, MEETS_AT)
+    with pytest.raises(Forbidden):
+        complete_task(withdrawn, "property_manager", "wy-1", "T1", "done", RULES, MEETS_AT)
 
 
 def test_an_agency_rerouted_away_before_the_table_forgot_it_has_no_seat_there():
@@ -696,7 +732,7 @@ def test_an_agency_rerouted_away_before_the_table_forgot_it_has_no_seat_there():
     power as invited: power acts there no more, and re-inviting it seats it again."""
     record = without_power(with_table())
     record.table.invited = ["housing_admin", "property_manager", "power"]
-    with pytest.raises(Forbidden, match="not invited"):
+    with pytest.raises(Forbidden, match="no assignment"):
         check_in(record, "power", "gd-017", RULES, MEETS_AT)
     with pytest.raises(InvalidTransition, match="invite it first"):
         record_task(record, DESK, "power", "更换电线", MEETS_AT + timedelta(days=1), RULES,
