@@ -37,12 +37,14 @@ DESK = "desk"  # the principal name of community desk staff (whistle token desk)
 CONVENE_GRACE = timedelta(minutes=30)
 
 
-def agency_ref(rules: RuleSet, agency: str) -> AgencyRef:
+def agency_ref(rules: RuleSet, agency: str, field: str = "agencies") -> AgencyRef:
+    """The agency's names from the rules; an agency they do not know is a 422 naming
+    ``field`` (the payload's field that carried it)."""
     try:
         known = rules.agency(agency)
     except KeyError:
         raise InvalidPayload(f"unknown agency {agency!r}", [
-            {"field": "agencies", "message": f"unknown agency {agency!r}",
+            {"field": field, "message": f"unknown agency {agency!r}",
              "type": "unknown_agency"}]) from None
     return AgencyRef(agency=agency, agency_name=known.name, agency_name_en=known.name_en)
 
@@ -160,6 +162,7 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
     _desk_or_lead(record, by, "record the table's decisions")
     table = _table(record)
     _open_issue(record)
+    ref = agency_ref(rules, agency, "agency")  # a typo is the caller's to fix: 422, not 409
     if agency not in _seated(record, table):
         raise InvalidTransition(f"{agency} is not at the table; invite it first")
     if due <= now:
@@ -176,7 +179,6 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
     task = TableTask(task_id=f"T{len(table.tasks) + 1}", agency=agency, description=description,
                      due=due, recorded_at=now)
     new.table.tasks.append(task)
-    ref = agency_ref(rules, agency)
     new.step(now, "routing", "table_task_recorded",
              f"{task.task_id}: {ref.agency_name} to {description} by {due.isoformat()}",
              agency=agency)

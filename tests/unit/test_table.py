@@ -410,6 +410,13 @@ def test_task_for_an_agency_not_at_the_table_is_refused():
                     MEETS_AT)
 
 
+def test_task_for_an_agency_the_rules_do_not_know_names_the_field():
+    with pytest.raises(InvalidPayload) as caught:
+        record_task(with_table(), DESK, "nobody", "检查", MEETS_AT + timedelta(days=1), RULES,
+                    MEETS_AT)
+    assert [e["field"] for e in caught.value.errors] == ["agency"]
+
+
 @pytest.mark.parametrize("due", [MEETS_AT - timedelta(hours=1), MEETS_AT])
 def test_task_due_in_the_past_is_invalid_payload(due):
     with pytest.raises(InvalidPayload) as caught:
