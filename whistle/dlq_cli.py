@@ -23,7 +23,6 @@ numbers, names and email addresses.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
@@ -58,8 +57,8 @@ def dlq_list(limit: int, as_json: bool) -> None:
     from shared.topology import DEAD_LETTER_QUEUE_NAME
     from whistle.ops import ManagementApi, Unreachable, peek_dead_letters, vhost_of
 
-    api = ManagementApi(cfg.get(os.environ, cfg.RABBIT_API_URL),
-                        vhost_of(cfg.get(os.environ, cfg.AMQP_URI)))
+    config = cfg.config_from_env()
+    api = ManagementApi(config[cfg.RABBIT_API_URL], vhost_of(config[cfg.AMQP_URI]))
     try:
         found, in_queue = peek_dead_letters(api, limit)
     except Unreachable as exc:
@@ -116,7 +115,7 @@ def dlq_replay(replay_all: bool, indexes: tuple[int, ...], limit: int | None,
         raise click.UsageError("give either --all or --index N (one or more)")
     if limit is not None and not replay_all:
         raise click.UsageError("--limit goes with --all")
-    amqp_uri = cfg.get(os.environ, cfg.AMQP_URI)
+    amqp_uri = cfg.config_from_env()[cfg.AMQP_URI]
     try:
         outcome = replay_dead_letters(amqp_uri, set(indexes) if indexes else None, limit)
     except LookupError as exc:
@@ -162,7 +161,7 @@ def dlq_drop(indexes: tuple[int, ...], save_to: str | None, discard: bool,
 
     if bool(save_to) == discard:
         raise click.UsageError("give either --save FILE (kept, whole) or --discard")
-    amqp_uri = cfg.get(os.environ, cfg.AMQP_URI)
+    amqp_uri = cfg.config_from_env()[cfg.AMQP_URI]
     try:
         outcome = set_aside_dead_letters(amqp_uri, set(indexes),
                                          Path(save_to) if save_to else None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -34,7 +33,7 @@ def migrate(to: str) -> None:
     from whistle.migrate import MigrationInterrupted
     from whistle.migrate import migrate as run
 
-    amqp_uri = cfg.get(os.environ, cfg.AMQP_URI)
+    amqp_uri = cfg.config_from_env()[cfg.AMQP_URI]
     try:
         outcome = run(amqp_uri, to, say=lambda line: click.echo(f"  {line}"))
     except MigrationInterrupted as exc:

@@ -50,11 +50,11 @@ def gather(environ: Mapping[str, str]) -> dict[str, Any]:
     """Everything ``whistle status`` shows, as plain data."""
     from whistle.ops import ManagementApi, rabbit_status, redis_status, vhost_of, where
 
-    api = ManagementApi(cfg.get(environ, cfg.RABBIT_API_URL),
-                        vhost_of(cfg.get(environ, cfg.AMQP_URI)))
+    config = cfg.config_from_env(environ)  # a malformed variable: one line naming it
+    api = ManagementApi(config[cfg.RABBIT_API_URL], vhost_of(config[cfg.AMQP_URI]))
     rabbit = _probe({"api": api.location, "vhost": api.vhost}, lambda: rabbit_status(api))
     rabbit["api"] = api.location  # of a cluster's APIs, the one that answered
-    redis_url, prefix = cfg.get(environ, cfg.REDIS_URL), cfg.get(environ, cfg.KEY_PREFIX)
+    redis_url, prefix = config[cfg.REDIS_URL], config[cfg.KEY_PREFIX]
     redis = _probe({"address": where(redis_url), "prefix": prefix},
                    lambda: redis_status(redis_url, prefix))
     return {"ok": rabbit["ok"] and redis["ok"], "rabbitmq": rabbit, "redis": redis}

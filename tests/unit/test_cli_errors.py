@@ -183,3 +183,30 @@ def test_up_gives_up_on_the_broker_saying_where_and_why():
         wait_for_broker("amqp://guest:guest@127.0.0.1:1/", timeout_s=0)
     assert str(stopped.value) == ("whistle: cannot reach RabbitMQ at 127.0.0.1:1/ "
                                   "(Connection refused) after 0 s")
+
+
+# Nothing listens here, so a command that wrongly went ahead would reach nobody (never the
+# broker's default vhost): every refusal below must come before any backend.
+NOWHERE = {**NO_REDIS, "AMQP_URI": "amqp://guest:guest@127.0.0.1:1/",
+           "WHISTLE_RABBIT_API": "http://guest:guest@127.0.0.1:1"}
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"MAX_WORKERS": "x"}, "Error: MAX_WORKERS must be an integer, not 'x'"),
+    ({"REDIS_URL": "127.0.0.1:6379"}, "Error: REDIS_URL must be a redis://, rediss:// or "
+     "unix:// URL (like redis://127.0.0.1:6379/0)"),
+    ({"AMQP_URI": "http://hunter2@mq:5672/"}, "Error: AMQP_URI must be an amqp:// or "
+     "amqps:// URL, or several separated by ';' (like amqp://USER:PASSWORD@127.0.0.1:5672/)"),
+    ({"WHISTLE_RABBIT_API": "guest:hunter2@127.0.0.1:15672"}, "Error: WHISTLE_RABBIT_API "
+     "must be an http:// or https:// URL (like http://USER:PASSWORD@127.0.0.1:15672)"),
+])
+@pytest.mark.parametrize("args", [("status",), ("dlq", "list"), ("dlq", "replay", "--all"),
+                                  ("dlq", "drop", "--index", "1", "--discard"),
+                                  ("queues", "migrate", "--to", "classic"),
+                                  ("routing", "corrections")])
+def test_the_operators_backend_commands_refuse_a_malformed_variable_in_one_line(
+        env, says, args):
+    # these read the environment raw: Redis's or kombu's traceback, or an "unreachable at x"
+    result = run(*args, env={**NOWHERE, **env})
+    assert result.exit_code == 1 and one_error_line(result) == says
+    assert "hunter2" not in result.output
