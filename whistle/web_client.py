@@ -1,6 +1,7 @@
 """How the ``whistle`` CLI's HTTP commands find Whistle and read its answers.
 
-One place for ``--url`` (a bare ``host:port`` means ``http://host:port``; any other
+One place for ``--url`` (a bare ``host:port`` means ``http://host:port``, a bare port
+``127.0.0.1:PORT`` as in ``WEB_SERVER_ADDRESS`` and ``whistle up --address``; any other
 scheme than http or https is a usage error) and for an answer that is not a success:
 the command stops with ``METHOD PATH answered STATUS: the service's message``.
 """
@@ -21,6 +22,8 @@ def base_url(url: str | None) -> str:
     if url is None:
         return f"http://{cfg.config_from_env()[cfg.WEB_SERVER_ADDRESS]}"
     given = url.strip()
+    if given.isdigit():  # a bare port, like WEB_SERVER_ADDRESS's and `up --address`'s
+        given = f"127.0.0.1:{given}"
     if "://" not in given:
         given = f"http://{given}"
     parts = urlsplit(given)

@@ -59,12 +59,16 @@ def test_rating_link_resend_says_what_the_service_answered(monkeypatch):
                                       "answered 409: no rating is awaited")
 
 
-def test_a_bare_host_and_port_is_taken_as_http(monkeypatch):
+# a bare port is on this machine, as for `up --address` and WEB_SERVER_ADDRESS: `--url
+# 8101` looked up a host named "8101" ("cannot reach Whistle at http://8101")
+@pytest.mark.parametrize(("url", "base"), [("127.0.0.1:8000", "http://127.0.0.1:8000"),
+                                           ("8101", "http://127.0.0.1:8101")])
+def test_a_bare_host_and_port_is_taken_as_http(monkeypatch, url, base):
     seen = answering(monkeypatch, {"/stats": FORBIDDEN})
-    result = run("stats", "--url", "127.0.0.1:8000")
+    result = run("stats", "--url", url)
     assert one_error_line(result).startswith("Error: GET /stats answered 403")
-    assert seen[0][1].startswith("http://127.0.0.1:8000/stats")
-    assert base_url("127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert seen[0][1].startswith(f"{base}/stats")
+    assert base_url(f" {url} ") == base
     assert base_url("localhost:8000/") == "http://localhost:8000"
     assert base_url("https://whistle.example") == "https://whistle.example"
 
