@@ -160,9 +160,11 @@ def test_a_variable_the_config_refuses_is_one_line_naming_it_in_any_command(env,
     assert "hunter2" not in result.output  # a database URL's password is never repeated
 
 
-@pytest.mark.parametrize("args", [("token", "desk"), ("audit",), ("db", "status"), ("up",)])
+# `stats` and `route` read it first: they refused it as a usage error of their own (exit 2,
+# "WHISTLE_TZ='Beijing' is not a known time zone")
+@pytest.mark.parametrize("args", [("token", "desk"), ("audit",), ("db", "status"), ("up",),
+                                  ("stats", "--url", "127.0.0.1:1"), ("route", "漏水")])
 def test_a_time_zone_that_does_not_exist_is_one_line_naming_it(args):
-    # (`whistle stats` reads it first, and refuses it as a usage error of its own)
     result = run(*args, env={**NO_REDIS, "WHISTLE_TZ": "Beijing"})
     assert result.exit_code == 1 and one_error_line(result) == (
         "Error: WHISTLE_TZ must name a time zone (like Asia/Shanghai or UTC), not 'Beijing'")
@@ -210,3 +212,13 @@ def test_the_operators_backend_commands_refuse_a_malformed_variable_in_one_line(
     result = run(*args, env={**NOWHERE, **env})
     assert result.exit_code == 1 and one_error_line(result) == says
     assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("2", "Error: WHISTLE_TRIAGE_THRESHOLD='2' must be between 0 and 1"),
+    ("90%", "Error: WHISTLE_TRIAGE_THRESHOLD='90%' is not a number"),
+])
+def test_route_refuses_a_triage_threshold_as_every_command_refuses_a_variable(value, says):
+    # it was exit 2, a usage error, though nothing on the command line was wrong
+    result = run("route", "漏水", env={"WHISTLE_TRIAGE_THRESHOLD": value})
+    assert result.exit_code == 1 and one_error_line(result) == says
