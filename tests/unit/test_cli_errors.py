@@ -98,6 +98,14 @@ def test_redis_out_of_reach_is_one_line_naming_where_and_why(args):
     assert one_error_line(result) == "Error: cannot reach Redis at 127.0.0.1:1/0 (Connection refused)"
 
 
+def test_queues_migrate_without_a_type_says_so_in_one_line_before_the_broker():
+    # click listed the choices on lines of their own, after "Choose from:"
+    result = run("queues", "migrate", env={"AMQP_URI": "amqp://guest:guest@127.0.0.1:1/"})
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == "Error: Missing option '--to': classic or quorum"
+    one_error_line(result)
+
+
 def test_queues_migrate_with_the_broker_out_of_reach_names_where_and_why():
     result = run("queues", "migrate", "--to", "quorum",
                  env={"AMQP_URI": "amqp://guest:guest@127.0.0.1:1/"})
