@@ -51,6 +51,7 @@ NO_REDIS = {"REDIS_URL": "redis://127.0.0.1:1/0"}  # every refusal below comes b
     (("token", "revoke", "--staff", "powr:li-09"), "'--staff'",
      "unknown agency 'powr'; known: desk, drainage, gas, heating, housing_admin,"),
     (("up", "--services", "intake,fax"), "'--services'", "unknown service(s): fax; known:"),
+    (("up", "--services", " , "), "'--services'", "no service; known: intake, routing,"),
     (("rules", "check", "/nonexistent/rules.yaml"), "'PATH'", "does not exist"),
     (("privacy", "erase", "13812345678x"), "'ISSUE_ID'", "they look like WH-20261121-0001"),
     # no request is made: nothing listens on port 1, and a path never carries it
@@ -230,3 +231,12 @@ def test_route_refuses_a_triage_threshold_as_every_command_refuses_a_variable(va
     # it was exit 2, a usage error, though nothing on the command line was wrong
     result = run("route", "漏水", env={"WHISTLE_TRIAGE_THRESHOLD": value})
     assert result.exit_code == 1 and one_error_line(result) == says
+
+
+def test_up_runs_a_service_named_twice_once(monkeypatch):
+    # `--services web,web` ran web twice in one process: tracebacks, exit 1
+    ran = []
+    monkeypatch.setattr("whistle.runner.run", lambda names, config, on_started: ran.append(names))
+    monkeypatch.setattr("whistle.cli.migrate_or_warn", lambda url: None)
+    result = run("up", "--services", "web, routing,web")
+    assert result.exit_code == 0 and ran == [("web", "routing")]
