@@ -160,6 +160,9 @@ def test_queues_migrate_with_the_broker_out_of_reach_names_where_and_why():
     ({"WHISTLE_AUDIT_MAX_ENTRIES": "0"},
      "Error: WHISTLE_AUDIT_MAX_ENTRIES must be at least 1, not 0"),
     ({"SMTP_PORT": "65536"}, "Error: SMTP_PORT must be a port from 1 to 65535, not 65536"),
+    # taken, and then `whistle token desk` said "Invalid value for '--ttl'", not given
+    ({"WHISTLE_TOKEN_TTL": "604801"},
+     "Error: WHISTLE_TOKEN_TTL must be at most 604800 (7 days), not 604801"),
 ])
 @pytest.mark.parametrize("args", [("token", "desk"), ("stats",), ("audit",), ("db", "status"),
                                   ("up",)])
@@ -240,3 +243,10 @@ def test_up_runs_a_service_named_twice_once(monkeypatch):
     monkeypatch.setattr("whistle.cli.migrate_or_warn", lambda url: None)
     result = run("up", "--services", "web, routing,web")
     assert result.exit_code == 0 and ran == [("web", "routing")]
+
+
+def test_the_longest_token_lifetime_the_config_takes_is_the_longest_a_token_lives():
+    from shared import config as cfg
+    from shared.auth import MAX_TTL_S
+
+    assert cfg.config_from_env({"WHISTLE_TOKEN_TTL": str(MAX_TTL_S)})["WHISTLE_TOKEN_TTL"] == MAX_TTL_S
