@@ -80,3 +80,26 @@ def test_every_url_option_refuses_what_is_not_an_http_address(command, url):
     result = run(*command, "--url", url)
     assert result.exit_code == 2
     assert one_error_line(result).startswith("Error: Invalid value for '--url'")
+
+
+@pytest.mark.parametrize(("status", "says"), [
+    (200, "Error: GET /stats answered 200: an HTML page, not Whistle's JSON: is this "
+          "Whistle's address?"),
+    # not Whistle's "no such issue": trace said "no issue WH-…" for any server's 404
+    (404, "Error: GET /issues/WH-20261121-0001 answered 404: an HTML page, not Whistle's "
+          "JSON: is this Whistle's address?"),
+])
+def test_another_servers_page_is_one_line_saying_so(monkeypatch, status, says):
+    # --url at another server (RabbitMQ's management UI): its page came out whole
+    def fake(method, url, **kwargs):
+        response = requests.Response()
+        response.status_code = status
+        response._content = b"<!DOCTYPE html>\n<html>\n  <head><title>RabbitMQ</title></head>\n</html>"
+        response.headers["Content-Type"] = "text/html; charset=utf-8"
+        return response
+
+    monkeypatch.setattr(requests, "request", fake)
+    command = ["stats"] if status == 200 else ["trace", "WH-20261121-0001"]
+    result = run(*command, "--url", "127.0.0.1:15672")
+    assert result.exit_code == 1 and one_error_line(result) == says
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
