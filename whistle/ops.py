@@ -23,6 +23,7 @@ import base64
 import json
 import os
 import re
+import ssl
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,6 +115,9 @@ def short_reason(exc: BaseException) -> str:
             return "timed out"
         if getattr(cause, "reply_text", None):  # the broker's own refusal, from py-amqp
             return str(cause.reply_text)  # "NOT_ALLOWED - vhost nope not found"
+        if isinstance(cause, ssl.SSLError):  # its errno is OpenSSL's code: 1 read "Operation
+            # not permitted" (https:// at a plain-HTTP port)
+            return f"TLS: {cause.reason or cause.strerror or type(cause).__name__}"
         if isinstance(cause, OSError) and cause.strerror:
             # the errno's standard text: some platforms put "ECONNREFUSED" in strerror
             return os.strerror(cause.errno) if isinstance(cause.errno, int) and cause.errno > 0 \

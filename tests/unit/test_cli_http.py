@@ -103,3 +103,19 @@ def test_another_servers_page_is_one_line_saying_so(monkeypatch, status, says):
     result = run(*command, "--url", "127.0.0.1:15672")
     assert result.exit_code == 1 and one_error_line(result) == says
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_tls_to_a_plain_http_port_says_tls_failed(monkeypatch):
+    # --url https:// at Whistle's plain-HTTP port: "(Operation not permitted)", the text
+    # of errno 1, which is OpenSSL's error code here
+    import ssl
+
+    def fake(method, url, **kwargs):
+        cause = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+        cause.reason = "WRONG_VERSION_NUMBER"
+        raise requests.exceptions.SSLError(str(cause)) from cause
+
+    monkeypatch.setattr(requests, "request", fake)
+    result = run("stats", "--url", "https://127.0.0.1:8000")
+    assert result.exit_code == 1 and one_error_line(result) == (
+        "Error: cannot reach Whistle at https://127.0.0.1:8000 (TLS: WRONG_VERSION_NUMBER)")
