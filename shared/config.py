@@ -130,6 +130,7 @@ _AT_LEAST_ONE_KEYS = {TOKEN_TTL, TOKEN_MAX_AGE, MAX_ATTEMPTS, MAX_WORKERS, RATE_
                       RATING_WINDOW_S, ARCHIVE_INTERVAL_S, SMTP_PORT, NOTIFY_MAX_ATTEMPTS,
                       RETRY_DELAY_MS, AUDIT_MAX_ENTRIES}
 _PORT_KEYS = {SMTP_PORT}
+_MAX_TOKEN_TTL_S = 7 * 24 * 3600  # shared.auth.MAX_TTL_S (auth imports no config)
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 # Read as yes or no: a typo must not quietly turn anonymous submission off, or Open311's
@@ -180,6 +181,11 @@ def normalise(config: dict[str, Any]) -> dict[str, Any]:
         if key in _PORT_KEYS and config[key] > 65535:
             raise ConfigurationError(f"{_env_name(key)} must be a port from 1 to 65535, "
                                      f"not {config[key]}")
+        # no token is signed for longer (shared.auth.MAX_TTL_S): `whistle token` took it
+        # and then blamed its --ttl, not given
+        if key == TOKEN_TTL and config[key] > _MAX_TOKEN_TTL_S:
+            raise ConfigurationError(f"{TOKEN_TTL} must be at most {_MAX_TOKEN_TTL_S} "
+                                     f"(7 days), not {config[key]}")
     if NOTIFY_MAX_ATTEMPTS in config and MAX_ATTEMPTS in config:
         check_attempts(config)
     for key in _BOOLEAN_KEYS & config.keys():

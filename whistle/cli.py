@@ -54,11 +54,13 @@ def up(only: str, address: str | None, log_format: str | None) -> None:
     """Run Whistle's services in one process against the local RabbitMQ and Redis."""
     from whistle.runner import SERVICE_NAMES, ServiceDied, run
 
-    names = tuple(n.strip() for n in only.split(",") if n.strip())
+    # each once: a service named twice ran twice in one process, and stopped in tracebacks
+    names = tuple(dict.fromkeys(n.strip() for n in only.split(",") if n.strip()))
     unknown = set(names) - set(SERVICE_NAMES)
-    if unknown:
-        raise click.BadParameter(f"unknown service(s): {', '.join(sorted(unknown))}; "
-                                 f"known: {', '.join(SERVICE_NAMES)}", param_hint="'--services'")
+    if unknown or not names:  # none named: it ran none, and said so as if running, exit 0
+        what = f"unknown service(s): {', '.join(sorted(unknown))}" if unknown else "no service"
+        raise click.BadParameter(f"{what}; known: {', '.join(SERVICE_NAMES)}",
+                                 param_hint="'--services'")
     overrides = {}
     if address:
         try:

@@ -49,7 +49,7 @@ def desk_call(method: str, base: str, path: str, **kwargs: Any) -> dict[str, Any
         if exc.status not in (401, 403):
             raise
         raise Refused(method, path.split("?")[0], exc.status,
-                      f"{exc.detail} ({_WHICH_CREDENTIAL})") from None
+                      f"{exc.detail} ({_WHICH_CREDENTIAL})", whistles=exc.whistles) from None
 
 
 def _login() -> str:

@@ -5,6 +5,7 @@ See docs/archive.md for retention, archiving, erasure and backups.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -119,6 +120,8 @@ def archive(retention: str | None, batch: int, lease_s: int, every_s: float | No
         raise click.BadParameter(str(exc), param_hint="'--retention'") from None
     store = _store(config)
     archiver = Archiver(store, store.archive, retention_s, batch=batch, lease_s=lease_s)
+    if every_s is not None:  # SIGTERM stops it as Ctrl-C does (a pass cut short: its claims expire)
+        on_term = signal.signal(signal.SIGTERM, _interrupt)
     try:  # the pool closed on every way out: left to the interpreter, it printed a traceback
         while True:
             try:
@@ -133,8 +136,18 @@ def archive(retention: str | None, batch: int, lease_s: int, every_s: float | No
             if every_s is None:
                 break
             time.sleep(every_s)
+    except KeyboardInterrupt:  # how --every stops: not click's "Aborted!", exit 1
+        if every_s is None:
+            raise
+        click.echo("whistle archive: stopped", err=True)
     finally:
         store.archive.close()
+        if every_s is not None:
+            signal.signal(signal.SIGTERM, on_term)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 @click.group()

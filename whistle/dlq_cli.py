@@ -23,7 +23,6 @@ numbers, names and email addresses.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
 
@@ -56,15 +55,23 @@ def dlq() -> None:
 def dlq_list(limit: int, as_json: bool) -> None:
     """Show the dead letters, oldest first, without removing any."""
     from shared.topology import DEAD_LETTER_QUEUE_NAME
-    from whistle.ops import ManagementApi, Unreachable, peek_dead_letters, vhost_of
+    from whistle.ops import (
+        ManagementApi,
+        Unreachable,
+        names_in,
+        peek_dead_letters,
+        residents_names,
+        vhost_of,
+    )
 
-    api = ManagementApi(cfg.get(os.environ, cfg.RABBIT_API_URL),
-                        vhost_of(cfg.get(os.environ, cfg.AMQP_URI)))
+    config = cfg.config_from_env()
+    api = ManagementApi(config[cfg.RABBIT_API_URL], vhost_of(config[cfg.AMQP_URI]))
     try:
         found, in_queue = peek_dead_letters(api, limit)
     except Unreachable as exc:
         _fail(str(exc))
-    letters = [letter.describe() for letter in found]
+    known = residents_names(config[cfg.REDIS_URL], config[cfg.KEY_PREFIX], found)
+    letters = [letter.describe(names_in(letter, known)) for letter in found]
     if as_json:
         click.echo(json.dumps({"queue": DEAD_LETTER_QUEUE_NAME, "vhost": api.vhost,
                                "in_queue": in_queue, "shown": len(letters),
@@ -116,9 +123,11 @@ def dlq_replay(replay_all: bool, indexes: tuple[int, ...], limit: int | None,
         raise click.UsageError("give either --all or --index N (one or more)")
     if limit is not None and not replay_all:
         raise click.UsageError("--limit goes with --all")
-    amqp_uri = cfg.get(os.environ, cfg.AMQP_URI)
+    config = cfg.config_from_env()
+    amqp_uri = config[cfg.AMQP_URI]
     try:
-        outcome = replay_dead_letters(amqp_uri, set(indexes) if indexes else None, limit)
+        outcome = replay_dead_letters(amqp_uri, set(indexes) if indexes else None, limit,
+                                      _names(config))
     except LookupError as exc:
         _fail(str(exc))
     except Exception as exc:  # broker down, refused, no such vhost or queue
@@ -162,10 +171,11 @@ def dlq_drop(indexes: tuple[int, ...], save_to: str | None, discard: bool,
 
     if bool(save_to) == discard:
         raise click.UsageError("give either --save FILE (kept, whole) or --discard")
-    amqp_uri = cfg.get(os.environ, cfg.AMQP_URI)
+    config = cfg.config_from_env()
+    amqp_uri = config[cfg.AMQP_URI]
     try:
         outcome = set_aside_dead_letters(amqp_uri, set(indexes),
-                                         Path(save_to) if save_to else None)
+                                         Path(save_to) if save_to else None, _names(config))
     except LookupError as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -188,3 +198,10 @@ def dlq_drop(indexes: tuple[int, ...], save_to: str | None, discard: bool,
                       f"{escape(str(letter['issue_id'] or '-'))}  "
                       f"{escape(str(letter['reason'] or '-'))}")
     console.print(f"{outcome.in_queue - len(outcome.done)} left in the dead-letter queue.")
+
+
+def _names(config: dict):
+    """The residents' names to mask in what replay and drop print (``ops.residents_names``)."""
+    from whistle.ops import residents_names
+
+    return lambda taken: residents_names(config[cfg.REDIS_URL], config[cfg.KEY_PREFIX], taken)

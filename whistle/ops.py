@@ -23,6 +23,7 @@ import base64
 import json
 import os
 import re
+import ssl
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,6 +115,9 @@ def short_reason(exc: BaseException) -> str:
             return "timed out"
         if getattr(cause, "reply_text", None):  # the broker's own refusal, from py-amqp
             return str(cause.reply_text)  # "NOT_ALLOWED - vhost nope not found"
+        if isinstance(cause, ssl.SSLError):  # its errno is OpenSSL's code: 1 read "Operation
+            # not permitted" (https:// at a plain-HTTP port)
+            return f"TLS: {cause.reason or cause.strerror or type(cause).__name__}"
         if isinstance(cause, OSError) and cause.strerror:
             # the errno's standard text: some platforms put "ECONNREFUSED" in strerror
             return os.strerror(cause.errno) if isinstance(cause.errno, int) and cause.errno > 0 \
@@ -294,6 +298,38 @@ def _as_operators_see(body: Any) -> Any:
     return shown
 
 
+NAMES_UNKNOWN = "(not shown: the resident's name could not be read from Redis to mask it)"
+
+
+def residents_names(redis_url: str, prefix: str,
+                    letters: list[DeadLetter]) -> dict[str, frozenset[str]] | None:
+    """The name each dead letter's resident gave (and its parts), by issue id, to mask in
+    its preview as Open311's public reads do; ``None`` when Redis cannot be read."""
+    from services.intake.open311.mapping import names_of
+    from shared.store import IssueStore, connect
+
+    ids = sorted({body["issue_id"] for body in (letter.parsed() for letter in letters)
+                  if isinstance(body, dict) and isinstance(body.get("issue_id"), str)})
+    if not ids:
+        return {}
+    client = connect(redis_url)
+    try:
+        contacts = IssueStore(client, prefix).contacts(ids)
+    except Exception:  # noqa: BLE001 - out of reach or refused: the bodies are withheld
+        return None
+    finally:
+        client.close()
+    return {i: names_of(contacts.get(i) or {}) for i in ids}
+
+
+def names_in(letter: DeadLetter, names: dict[str, frozenset[str]] | None) -> frozenset[str] | None:
+    """``describe``'s ``names`` for one letter, from :func:`residents_names`."""
+    if names is None:
+        return None
+    body = letter.parsed()
+    return names.get(body.get("issue_id"), frozenset()) if isinstance(body, dict) else frozenset()
+
+
 @dataclass
 class DeadLetter:
     """One message of ``whistle.dead-letter``, by its position from the head (1-based)."""
@@ -339,28 +375,34 @@ class DeadLetter:
         except (UnicodeDecodeError, ValueError):
             return None
 
-    def describe(self) -> dict[str, Any]:
-        """What an operator may see: scrubbed, printable, short."""
+    def describe(self, names: frozenset[str] | None = frozenset()) -> dict[str, Any]:
+        """What an operator may see: scrubbed, printable, short. ``names``: the resident's
+        name as they gave it, masked wherever it appears (a description reading "我是孙建国");
+        ``None`` when it could not be read: the body is not shown."""
         parsed = self.parsed()
-        if parsed is not None:
+        if names is None:
+            body_format = "json" if parsed is not None else "undecodable"
+            preview = NAMES_UNKNOWN
+        elif parsed is not None:
             body_format = "json"
             # the event's own fields first: the envelope is noise here (ids are shown apart)
             shown = {k: v for k, v in parsed.items() if k not in ENVELOPE_FIELDS} \
                 if isinstance(parsed, dict) else parsed
-            preview = json.dumps(_as_operators_see(scrub(shown)), ensure_ascii=False,
+            preview = json.dumps(_as_operators_see(scrub(shown, names)), ensure_ascii=False,
                                  separators=(",", ":"))
         else:
             # the API returns at most PEEK_TRUNCATE_BYTES of a body: cut JSON is not bad JSON
             truncated = self.size is not None and self.size > len(self.body)
             body_format = "truncated" if truncated else "undecodable"
-            preview = scrub_text(self.body.decode("utf-8", errors="replace"))
+            preview = scrub(self.body.decode("utf-8", errors="replace"), names)
         issue_id, event_id = (parsed.get("issue_id"), parsed.get("event_id")) \
             if isinstance(parsed, dict) else (None, None)
         attempts = str(self.headers.get(ATTEMPTS_HEADER, ""))
 
         def header(name: str) -> str | None:
             value = self.headers.get(name)
-            return _printable(scrub_text(str(value))) if value not in (None, "") else None
+            return _printable(scrub(str(value), names or frozenset())) \
+                if value not in (None, "") else None
 
         death = self._death
         reason = header(ERROR_HEADER)
@@ -414,7 +456,9 @@ class NotDone(Exception):  # noqa: N818 - one letter's outcome, not a failure of
 
 
 def _over_dead_letters(amqp_uri: str, positions: Collection[int] | None, limit: int | None,
-                       act: Callable[[DeadLetter], dict]) -> DeadLetterPass:
+                       act: Callable[[DeadLetter], dict],
+                       names: Callable[[list[DeadLetter]], dict | None] = lambda taken: {}
+                       ) -> DeadLetterPass:
     """Apply ``act`` to the selected dead letters, in one pass, on one channel.
 
     ``positions`` (1-based, as ``whistle dlq list`` numbers them) selects some;
@@ -458,10 +502,11 @@ def _over_dead_letters(amqp_uri: str, positions: Collection[int] | None, limit: 
             if message is None:  # someone else took the rest
                 break
             taken.append(DeadLetter.from_kombu(position, message))
+        known = names(taken)
         for letter in taken:
             if wanted is not None and letter.position not in wanted:
                 continue
-            described = letter.describe()
+            described = letter.describe(names_in(letter, known))
             try:
                 result = act(letter)
             except NotDone as exc:
@@ -479,7 +524,9 @@ def _over_dead_letters(amqp_uri: str, positions: Collection[int] | None, limit: 
 
 
 def replay_dead_letters(amqp_uri: str, positions: Collection[int] | None = None,
-                        limit: int | None = None) -> DeadLetterPass:
+                        limit: int | None = None,
+                        names: Callable[[list[DeadLetter]], dict | None] = lambda taken: {}
+                        ) -> DeadLetterPass:
     """Send dead letters back to the queue they failed in, and remove them from the DLQ
     (:func:`_over_dead_letters` selects and takes them).
 
@@ -514,10 +561,11 @@ def replay_dead_letters(amqp_uri: str, positions: Collection[int] | None = None,
             raise NotDone(f"could not publish to {target}: {short_reason(exc)}") from None
         return {"to": target}
 
-    return _over_dead_letters(amqp_uri, positions, limit, send_back)
+    return _over_dead_letters(amqp_uri, positions, limit, send_back, names)
 
 
-def set_aside_dead_letters(amqp_uri: str, positions: Collection[int], save_to: Path | None
+def set_aside_dead_letters(amqp_uri: str, positions: Collection[int], save_to: Path | None,
+                           names: Callable[[list[DeadLetter]], dict | None] = lambda taken: {}
                            ) -> DeadLetterPass:
     """Take dead letters out of the DLQ for good: ones that can never succeed (an
     undecodable body, an event about an issue that does not exist), which a replay
@@ -552,7 +600,7 @@ def set_aside_dead_letters(amqp_uri: str, positions: Collection[int], save_to: P
         return {"saved_to": str(save_to)}
 
     try:
-        return _over_dead_letters(amqp_uri, positions, None, set_aside)
+        return _over_dead_letters(amqp_uri, positions, None, set_aside, names)
     finally:
         if handle is not None:
             handle.close()

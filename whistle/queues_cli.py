@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -17,9 +16,9 @@ def queues() -> None:
 
 
 @queues.command()
-@click.option("--to", "to", type=click.Choice(QUEUE_TYPES), required=True,
-              help="The queue type to move every Whistle queue to.")
-def migrate(to: str) -> None:
+@click.option("--to", "to", type=click.Choice(QUEUE_TYPES), default=None,
+              help="The queue type to move every Whistle queue to (required).")
+def migrate(to: str | None) -> None:
     """Move every queue Whistle declares to TO, without losing a message.
 
     Stop the services that consume a queue before it can move (routing, agency and
@@ -31,10 +30,12 @@ def migrate(to: str) -> None:
     from amqp.exceptions import AMQPError
     from kombu.exceptions import OperationalError
 
+    if to is None:  # click's own "Missing option" lists the choices on lines of their own
+        raise click.UsageError(f"Missing option '--to': {' or '.join(QUEUE_TYPES)}")
     from whistle.migrate import MigrationInterrupted
     from whistle.migrate import migrate as run
 
-    amqp_uri = cfg.get(os.environ, cfg.AMQP_URI)
+    amqp_uri = cfg.config_from_env()[cfg.AMQP_URI]
     try:
         outcome = run(amqp_uri, to, say=lambda line: click.echo(f"  {line}"))
     except MigrationInterrupted as exc:

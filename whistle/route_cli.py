@@ -75,10 +75,10 @@ def route(text: str, community: str | None, category: str | None, rules_file: st
         except InvalidPayload as exc:
             raise click.UsageError(f"--category: {exc}; {exc.errors[0]['message']}") from None
 
+    threshold = cfg.triage_threshold(os.environ)  # a refused value: one line, exit 1
     try:
         model = load_classifier(cfg.get(os.environ, cfg.ROUTING_MODEL) or None)
-        threshold = cfg.triage_threshold(os.environ)
-    except (ModelLoadError, cfg.ConfigurationError) as exc:
+    except ModelLoadError as exc:
         click.echo(f"whistle route: {exc}", err=True)
         sys.exit(2)
     now = utcnow()
@@ -121,13 +121,11 @@ def _reading(explained: dict) -> list[str]:
 
 
 def _display_tz() -> tzinfo:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from zoneinfo import ZoneInfo
 
     name = cfg.get(os.environ, cfg.DISPLAY_TZ)
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise click.UsageError(f"{cfg.DISPLAY_TZ}={name!r} is not a known time zone") from None
+    cfg.check_time_zone(name)  # refused as every command refuses it: one line, exit 1
+    return ZoneInfo(str(name).strip())
 
 
 def render(explained: dict, rules, text: str, community: str | None, source: str,

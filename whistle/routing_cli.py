@@ -63,8 +63,9 @@ def corrections(export: str | None, every: bool) -> None:
     from shared.store import connect
     from whistle.ops import cannot_reach
 
-    redis_url = cfg.get(os.environ, cfg.REDIS_URL)
-    store = RedisCorrections(connect(redis_url), cfg.get(os.environ, cfg.KEY_PREFIX))
+    config = cfg.config_from_env()
+    redis_url = config[cfg.REDIS_URL]
+    store = RedisCorrections(connect(redis_url), config[cfg.KEY_PREFIX])
     try:
         found = store.all()
     except Unavailable as exc:  # a backend out of reach: exit 1, as every command says it

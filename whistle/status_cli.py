@@ -9,7 +9,6 @@ other is still shown, and the exit code is 1. ``--json`` prints the same facts.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,7 +25,7 @@ from shared import config as cfg
 def status(as_json: bool) -> None:
     """Queues per service, retries, dead letters, Redis and issue counts (exit 1 if a
     backend is unreachable)."""
-    report = gather(os.environ)
+    report = gather(cfg.config_from_env())  # a malformed variable: one line naming it
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
@@ -46,15 +45,16 @@ def _probe(facts: dict[str, Any], read: Callable[[], dict[str, Any]]) -> dict[st
     return facts
 
 
-def gather(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Everything ``whistle status`` shows, as plain data."""
+def gather(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything ``whistle status`` shows, as plain data, on a checked config (the
+    command's, or web's own for ``/ops``)."""
     from whistle.ops import ManagementApi, rabbit_status, redis_status, vhost_of, where
 
-    api = ManagementApi(cfg.get(environ, cfg.RABBIT_API_URL),
-                        vhost_of(cfg.get(environ, cfg.AMQP_URI)))
+    api = ManagementApi(cfg.get(config, cfg.RABBIT_API_URL),
+                        vhost_of(cfg.get(config, cfg.AMQP_URI)))
     rabbit = _probe({"api": api.location, "vhost": api.vhost}, lambda: rabbit_status(api))
     rabbit["api"] = api.location  # of a cluster's APIs, the one that answered
-    redis_url, prefix = cfg.get(environ, cfg.REDIS_URL), cfg.get(environ, cfg.KEY_PREFIX)
+    redis_url, prefix = cfg.get(config, cfg.REDIS_URL), cfg.get(config, cfg.KEY_PREFIX)
     redis = _probe({"address": where(redis_url), "prefix": prefix},
                    lambda: redis_status(redis_url, prefix))
     return {"ok": rabbit["ok"] and redis["ok"], "rabbitmq": rabbit, "redis": redis}

@@ -152,7 +152,8 @@ def trace(issue_id: str, url: str | None, as_json: bool) -> None:
         try:  # the desk's view: the journal and messages are the desk's
             return desk_call("GET", base, path, timeout=10)
         except Refused as exc:
-            if exc.status == 404 and path == f"/issues/{issue_id}":
+            # (another server's 404 is not Whistle's word that there is no such issue)
+            if exc.status == 404 and exc.whistles and path == f"/issues/{issue_id}":
                 raise click.ClickException(f"no issue {issue_id}") from None
             raise
 

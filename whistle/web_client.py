@@ -1,6 +1,7 @@
 """How the ``whistle`` CLI's HTTP commands find Whistle and read its answers.
 
-One place for ``--url`` (a bare ``host:port`` means ``http://host:port``; any other
+One place for ``--url`` (a bare ``host:port`` means ``http://host:port``, a bare port
+``127.0.0.1:PORT`` as in ``WEB_SERVER_ADDRESS`` and ``whistle up --address``; any other
 scheme than http or https is a usage error) and for an answer that is not a success:
 the command stops with ``METHOD PATH answered STATUS: the service's message``.
 """
@@ -21,6 +22,8 @@ def base_url(url: str | None) -> str:
     if url is None:
         return f"http://{cfg.config_from_env()[cfg.WEB_SERVER_ADDRESS]}"
     given = url.strip()
+    if given.isdigit():  # a bare port, like WEB_SERVER_ADDRESS's and `up --address`'s
+        given = f"127.0.0.1:{given}"
     if "://" not in given:
         given = f"http://{given}"
     parts = urlsplit(given)
@@ -49,9 +52,11 @@ def check_issue_id(ctx: click.Context, param: click.Parameter, value: str) -> st
 class Refused(click.ClickException):
     """Whistle answered, but not with success; ``status`` is its HTTP status."""
 
-    def __init__(self, method: str, path: str, status: int, message: str):
+    def __init__(self, method: str, path: str, status: int, message: str,
+                 whistles: bool = True):
         super().__init__(f"{method} {path} answered {status}: {message}")
         self.status, self.detail = status, message
+        self.whistles = whistles  # the answer was Whistle's JSON error, not another server's
 
 
 def call(method: str, base: str, path: str, *, ok: tuple[int, ...] = (200,),
@@ -73,8 +78,16 @@ def call(method: str, base: str, path: str, *, ok: tuple[int, ...] = (200,),
         error = body.get("error") if isinstance(body, dict) else None
         message = _explained(error) if isinstance(error, dict) else None
         raise Refused(method, path.split("?")[0], response.status_code,
-                      message or response.text[:200].strip() or response.reason or "no message")
+                      message or _not_whistles(response), whistles=message is not None)
     return body
+
+
+def _not_whistles(response: Any) -> str:
+    """An answer without Whistle's JSON error, in one line: another server's HTML page was
+    printed as it came, over many lines."""
+    if response.headers.get("Content-Type", "").split(";")[0].strip() == "text/html":
+        return "an HTML page, not Whistle's JSON: is this Whistle's address?"
+    return " ".join(response.text.split())[:200] or response.reason or "no message"
 
 
 def _explained(error: dict[str, Any]) -> str | None:

@@ -376,3 +376,25 @@ def test_tail_into_a_pipe_its_reader_closed_stops_quietly(env, amqp, args):
     finally:
         if tail.poll() is None:
             tail.kill()
+
+
+def test_dlq_masks_the_residents_name_in_their_own_words(env, amqp, redis_client):
+    # "我是孙建国" in a description was shown in clear: the event carries no contact, so
+    # the name is read from Redis, as Open311's public reads mask it; Redis out of
+    # reach, the body is not shown at all
+    redis_client.hset(Keys(env[cfg.KEY_PREFIX]).contact(EVENT["issue_id"]),
+                      mapping={"name": "孙建国", "phone": PHONE})
+    said = {**EVENT, "description": f"楼上漏水，我是孙建国，电话{PHONE}"}
+    dead_letter(amqp, json.dumps(said, ensure_ascii=False).encode(), ROUTE_QUEUE,
+                "NotFound: no issue WH-20261121-0301 (孙建国)", 3, "issue.received")
+    listed = whistle(env, "dlq", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    letter = json.loads(listed.stdout)["messages"][0]
+    assert "我是孙**" in letter["preview"] and "(孙**)" in letter["reason"]
+    assert "孙建国" not in listed.output
+    blind = whistle({**env, cfg.REDIS_URL: "redis://127.0.0.1:1/0"}, "dlq", "list")
+    assert blind.exit_code == 0 and "我是孙建国" not in blind.output
+    assert "not shown: the resident's name could not be read" in blind.output
+    dropped = whistle(env, "dlq", "drop", "--index", "1", "--discard", "--json")
+    assert dropped.exit_code == 0 and "孙建国" not in dropped.output
+    assert "我是孙**" in dropped.output

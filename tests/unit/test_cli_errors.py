@@ -51,6 +51,7 @@ NO_REDIS = {"REDIS_URL": "redis://127.0.0.1:1/0"}  # every refusal below comes b
     (("token", "revoke", "--staff", "powr:li-09"), "'--staff'",
      "unknown agency 'powr'; known: desk, drainage, gas, heating, housing_admin,"),
     (("up", "--services", "intake,fax"), "'--services'", "unknown service(s): fax; known:"),
+    (("up", "--services", " , "), "'--services'", "no service; known: intake, routing,"),
     (("rules", "check", "/nonexistent/rules.yaml"), "'PATH'", "does not exist"),
     (("privacy", "erase", "13812345678x"), "'ISSUE_ID'", "they look like WH-20261121-0001"),
     # no request is made: nothing listens on port 1, and a path never carries it
@@ -96,6 +97,14 @@ def test_redis_out_of_reach_is_one_line_naming_where_and_why(args):
     result = run(*args, env=NO_REDIS)
     assert result.exit_code == 1  # a backend out of reach, not a usage error
     assert one_error_line(result) == "Error: cannot reach Redis at 127.0.0.1:1/0 (Connection refused)"
+
+
+def test_queues_migrate_without_a_type_says_so_in_one_line_before_the_broker():
+    # click listed the choices on lines of their own, after "Choose from:"
+    result = run("queues", "migrate", env={"AMQP_URI": "amqp://guest:guest@127.0.0.1:1/"})
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == "Error: Missing option '--to': classic or quorum"
+    one_error_line(result)
 
 
 def test_queues_migrate_with_the_broker_out_of_reach_names_where_and_why():
@@ -151,6 +160,9 @@ def test_queues_migrate_with_the_broker_out_of_reach_names_where_and_why():
     ({"WHISTLE_AUDIT_MAX_ENTRIES": "0"},
      "Error: WHISTLE_AUDIT_MAX_ENTRIES must be at least 1, not 0"),
     ({"SMTP_PORT": "65536"}, "Error: SMTP_PORT must be a port from 1 to 65535, not 65536"),
+    # taken, and then `whistle token desk` said "Invalid value for '--ttl'", not given
+    ({"WHISTLE_TOKEN_TTL": "604801"},
+     "Error: WHISTLE_TOKEN_TTL must be at most 604800 (7 days), not 604801"),
 ])
 @pytest.mark.parametrize("args", [("token", "desk"), ("stats",), ("audit",), ("db", "status"),
                                   ("up",)])
@@ -160,9 +172,11 @@ def test_a_variable_the_config_refuses_is_one_line_naming_it_in_any_command(env,
     assert "hunter2" not in result.output  # a database URL's password is never repeated
 
 
-@pytest.mark.parametrize("args", [("token", "desk"), ("audit",), ("db", "status"), ("up",)])
+# `stats` and `route` read it first: they refused it as a usage error of their own (exit 2,
+# "WHISTLE_TZ='Beijing' is not a known time zone")
+@pytest.mark.parametrize("args", [("token", "desk"), ("audit",), ("db", "status"), ("up",),
+                                  ("stats", "--url", "127.0.0.1:1"), ("route", "漏水")])
 def test_a_time_zone_that_does_not_exist_is_one_line_naming_it(args):
-    # (`whistle stats` reads it first, and refuses it as a usage error of its own)
     result = run(*args, env={**NO_REDIS, "WHISTLE_TZ": "Beijing"})
     assert result.exit_code == 1 and one_error_line(result) == (
         "Error: WHISTLE_TZ must name a time zone (like Asia/Shanghai or UTC), not 'Beijing'")
@@ -183,3 +197,56 @@ def test_up_gives_up_on_the_broker_saying_where_and_why():
         wait_for_broker("amqp://guest:guest@127.0.0.1:1/", timeout_s=0)
     assert str(stopped.value) == ("whistle: cannot reach RabbitMQ at 127.0.0.1:1/ "
                                   "(Connection refused) after 0 s")
+
+
+# Nothing listens here, so a command that wrongly went ahead would reach nobody (never the
+# broker's default vhost): every refusal below must come before any backend.
+NOWHERE = {**NO_REDIS, "AMQP_URI": "amqp://guest:guest@127.0.0.1:1/",
+           "WHISTLE_RABBIT_API": "http://guest:guest@127.0.0.1:1"}
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"MAX_WORKERS": "x"}, "Error: MAX_WORKERS must be an integer, not 'x'"),
+    ({"REDIS_URL": "127.0.0.1:6379"}, "Error: REDIS_URL must be a redis://, rediss:// or "
+     "unix:// URL (like redis://127.0.0.1:6379/0)"),
+    ({"AMQP_URI": "http://hunter2@mq:5672/"}, "Error: AMQP_URI must be an amqp:// or "
+     "amqps:// URL, or several separated by ';' (like amqp://USER:PASSWORD@127.0.0.1:5672/)"),
+    ({"WHISTLE_RABBIT_API": "guest:hunter2@127.0.0.1:15672"}, "Error: WHISTLE_RABBIT_API "
+     "must be an http:// or https:// URL (like http://USER:PASSWORD@127.0.0.1:15672)"),
+])
+@pytest.mark.parametrize("args", [("status",), ("dlq", "list"), ("dlq", "replay", "--all"),
+                                  ("dlq", "drop", "--index", "1", "--discard"),
+                                  ("queues", "migrate", "--to", "classic"),
+                                  ("routing", "corrections")])
+def test_the_operators_backend_commands_refuse_a_malformed_variable_in_one_line(
+        env, says, args):
+    # these read the environment raw: Redis's or kombu's traceback, or an "unreachable at x"
+    result = run(*args, env={**NOWHERE, **env})
+    assert result.exit_code == 1 and one_error_line(result) == says
+    assert "hunter2" not in result.output
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("2", "Error: WHISTLE_TRIAGE_THRESHOLD='2' must be between 0 and 1"),
+    ("90%", "Error: WHISTLE_TRIAGE_THRESHOLD='90%' is not a number"),
+])
+def test_route_refuses_a_triage_threshold_as_every_command_refuses_a_variable(value, says):
+    # it was exit 2, a usage error, though nothing on the command line was wrong
+    result = run("route", "漏水", env={"WHISTLE_TRIAGE_THRESHOLD": value})
+    assert result.exit_code == 1 and one_error_line(result) == says
+
+
+def test_up_runs_a_service_named_twice_once(monkeypatch):
+    # `--services web,web` ran web twice in one process: tracebacks, exit 1
+    ran = []
+    monkeypatch.setattr("whistle.runner.run", lambda names, config, on_started: ran.append(names))
+    monkeypatch.setattr("whistle.cli.migrate_or_warn", lambda url: None)
+    result = run("up", "--services", "web, routing,web")
+    assert result.exit_code == 0 and ran == [("web", "routing")]
+
+
+def test_the_longest_token_lifetime_the_config_takes_is_the_longest_a_token_lives():
+    from shared import config as cfg
+    from shared.auth import MAX_TTL_S
+
+    assert cfg.config_from_env({"WHISTLE_TOKEN_TTL": str(MAX_TTL_S)})["WHISTLE_TOKEN_TTL"] == MAX_TTL_S

@@ -59,12 +59,16 @@ def test_rating_link_resend_says_what_the_service_answered(monkeypatch):
                                       "answered 409: no rating is awaited")
 
 
-def test_a_bare_host_and_port_is_taken_as_http(monkeypatch):
+# a bare port is on this machine, as for `up --address` and WEB_SERVER_ADDRESS: `--url
+# 8101` looked up a host named "8101" ("cannot reach Whistle at http://8101")
+@pytest.mark.parametrize(("url", "base"), [("127.0.0.1:8000", "http://127.0.0.1:8000"),
+                                           ("8101", "http://127.0.0.1:8101")])
+def test_a_bare_host_and_port_is_taken_as_http(monkeypatch, url, base):
     seen = answering(monkeypatch, {"/stats": FORBIDDEN})
-    result = run("stats", "--url", "127.0.0.1:8000")
+    result = run("stats", "--url", url)
     assert one_error_line(result).startswith("Error: GET /stats answered 403")
-    assert seen[0][1].startswith("http://127.0.0.1:8000/stats")
-    assert base_url("127.0.0.1:8000") == "http://127.0.0.1:8000"
+    assert seen[0][1].startswith(f"{base}/stats")
+    assert base_url(f" {url} ") == base
     assert base_url("localhost:8000/") == "http://localhost:8000"
     assert base_url("https://whistle.example") == "https://whistle.example"
 
@@ -76,3 +80,42 @@ def test_every_url_option_refuses_what_is_not_an_http_address(command, url):
     result = run(*command, "--url", url)
     assert result.exit_code == 2
     assert one_error_line(result).startswith("Error: Invalid value for '--url'")
+
+
+@pytest.mark.parametrize(("status", "says"), [
+    (200, "Error: GET /stats answered 200: an HTML page, not Whistle's JSON: is this "
+          "Whistle's address?"),
+    # not Whistle's "no such issue": trace said "no issue WH-…" for any server's 404
+    (404, "Error: GET /issues/WH-20261121-0001 answered 404: an HTML page, not Whistle's "
+          "JSON: is this Whistle's address?"),
+])
+def test_another_servers_page_is_one_line_saying_so(monkeypatch, status, says):
+    # --url at another server (RabbitMQ's management UI): its page came out whole
+    def fake(method, url, **kwargs):
+        response = requests.Response()
+        response.status_code = status
+        response._content = b"<!DOCTYPE html>\n<html>\n  <head><title>RabbitMQ</title></head>\n</html>"
+        response.headers["Content-Type"] = "text/html; charset=utf-8"
+        return response
+
+    monkeypatch.setattr(requests, "request", fake)
+    command = ["stats"] if status == 200 else ["trace", "WH-20261121-0001"]
+    result = run(*command, "--url", "127.0.0.1:15672")
+    assert result.exit_code == 1 and one_error_line(result) == says
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_tls_to_a_plain_http_port_says_tls_failed(monkeypatch):
+    # --url https:// at Whistle's plain-HTTP port: "(Operation not permitted)", the text
+    # of errno 1, which is OpenSSL's error code here
+    import ssl
+
+    def fake(method, url, **kwargs):
+        cause = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+        cause.reason = "WRONG_VERSION_NUMBER"
+        raise requests.exceptions.SSLError(str(cause)) from cause
+
+    monkeypatch.setattr(requests, "request", fake)
+    result = run("stats", "--url", "https://127.0.0.1:8000")
+    assert result.exit_code == 1 and one_error_line(result) == (
+        "Error: cannot reach Whistle at https://127.0.0.1:8000 (TLS: WRONG_VERSION_NUMBER)")
