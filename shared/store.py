@@ -438,6 +438,15 @@ class IssueStore:
             found.update(self.archive.contacts(empty))
         return found
 
+    def residents_names(self, records: Sequence[IssueRecord]) -> dict[str, list[str | None]]:
+        """Each record's resident's name and those of the neighbours merged into it (issue id
+        -> names), read together: what agencies' views mask in staff notes and table tasks
+        (``shared.authz.mask_assignment_notes``, ``mask_task_notes``)."""
+        reporters = {r.issue_id: [r.issue_id, *r.reporters] for r in records}
+        contacts = self.contacts(list(dict.fromkeys(i for ids in reporters.values() for i in ids)))
+        return {issue_id: [(contacts.get(i) or {}).get("name") for i in ids]
+                for issue_id, ids in reporters.items()}
+
     def page(self, queries: list[IssueFilter], limit: int,
              keep: Callable[[IssueRecord], bool] | None = None
              ) -> tuple[list[dict[str, Any]], str | None]:

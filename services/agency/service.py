@@ -193,10 +193,7 @@ class AgencyService:
         desk, which reads them as written."""
         if principal.role is not Role.agency or not records:
             return {}
-        ids = list(dict.fromkeys(i for r in records for i in (r.issue_id, *r.reporters)))
-        contacts = self.store.contacts(ids)
-        return {r.issue_id: [(contacts.get(i) or {}).get("name")
-                             for i in (r.issue_id, *r.reporters)] for r in records}
+        return self.store.residents_names(records)
 
     def _withdrawn(self, principal: Principal, agency: str, now: datetime) -> list[dict]:
         """The issues a desk's reroute recently took from ``agency`` (it has no part on

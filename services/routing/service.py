@@ -601,9 +601,7 @@ class RoutingService:
         answer = applied.record.model_dump(mode="json", include={
             "issue_id", "status", "table", "assignments", "escalation_level"})
         if staff is not None and staff.role is Role.agency:
-            ids = [issue_id, *applied.record.reporters]
-            contacts = self.store.contacts(ids)
-            names = [(contacts.get(i) or {}).get("name") for i in ids]
+            names = self.store.residents_names([applied.record])[issue_id]
             for assignment in answer["assignments"]:
                 mask_assignment_notes(assignment, names)
             mask_task_notes(answer["table"], names)
