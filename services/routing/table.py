@@ -73,6 +73,15 @@ def _desk_or_lead(record: IssueRecord, by: str, what: str) -> None:
         raise Forbidden(f"only the desk or the lead agency can {what}")
 
 
+def _agency_with_a_part(record: IssueRecord, agency: str, desk_refusal: str) -> None:
+    """Judged before the table: the desk (``desk_refusal``), an agency with no part in the
+    issue and one a reroute withdrew get 403 whether a table sits or not, never a 409
+    telling them whether one does."""
+    if agency == DESK:
+        raise Forbidden(desk_refusal)
+    record.assignment_for(agency)
+
+
 def _ensure_assigned(new: IssueRecord, ref: AgencyRef, rules: RuleSet, now: datetime,
                      cause: Event) -> list[Event]:
     """Invite an agency that has no part yet: it joins as support, with deadlines."""
@@ -139,9 +148,8 @@ def invite(record: IssueRecord, by: str, agencies: list[str], rules: RuleSet,
 
 def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
              now: datetime) -> tuple[IssueRecord, list[Event]]:
-    if agency == DESK:  # the desk never sits: refused alike with or without a table
-        raise Forbidden("only an agency invited to the table checks in; the desk convenes it")
-    record.assignment_for(agency)  # one a reroute withdrew: 403, with or without a table
+    _agency_with_a_part(record, agency,
+                        "only an agency invited to the table checks in; the desk convenes it")
     table = _table(record)
     if agency not in _seated(record, table):
         raise Forbidden(f"{agency} is not invited to the table of issue {record.issue_id}")
@@ -217,9 +225,8 @@ def _follow_agreed_date(new: IssueRecord, task: TableTask, now: datetime) -> Non
 def complete_task(record: IssueRecord, agency: str, staff_id: str, task_id: str, note: str,
                   rules: RuleSet, now: datetime) -> tuple[IssueRecord, list[Event]]:
     """The agency that owns a task marks it done (after reporting in), by ``staff_id``."""
-    if agency == DESK:  # the desk closes a task instead (close_task), with or without a table
-        raise Forbidden("only the task's agency marks it done; the desk closes it (…/close)")
-    record.assignment_for(agency)  # one a reroute withdrew: 403, with or without a table
+    _agency_with_a_part(record, agency,
+                        "only the task's agency marks it done; the desk closes it (…/close)")
     task = _task(record, task_id)
     if task.agency != agency:
         raise Forbidden(f"task {task_id} belongs to {task.agency}, not {agency}")
