@@ -46,7 +46,11 @@ def counted(client) -> list[int]:
 
 def test_scripts_waiting_at_once_share_round_trips_and_each_gets_its_own_answer(
         shared_client, redis_prefix):
+    # The loop keeps each round trip on the wire for about a millisecond: on an idle fast
+    # machine a bare SET could be answered before its caller read the socket, so no caller
+    # ever waited for another and nothing gathered (a flaky failure, sizes == []).
     script = shared_client.register_script(
+        "for _ = 1, 100000 do end "
         "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1]) .. '!'")
     sizes = counted(shared_client)
     try:
