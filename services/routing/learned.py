@@ -299,7 +299,9 @@ class LearnedClassifier:
             else:  # the encoder is still loading (or failed to): the TF-IDF model alone
                 stage = "tfidf (encoder not loaded)"
         # Python ints and floats at once (the same values): a numpy scalar each costs more.
-        order = np.argsort(-probabilities)[:TOP].tolist()
+        # A stable sort: ties keep the classes' order on every CPU (numpy's default sort is
+        # another algorithm where AVX-512 is, and orders ties differently).
+        order = np.argsort(-probabilities, kind="stable")[:TOP].tolist()
         top = [(model.classes[i], p)
                for i, p in zip(order, probabilities[order].tolist(), strict=True)]
         urgent, reasons, p_urgent, urgent_at = self._urgency(text, folded, columns, values,
@@ -409,7 +411,9 @@ def _words(text: str, model: LinearTextModel, columns: np.ndarray, parts: np.nda
 def _strongest(model: LinearTextModel, columns: np.ndarray, contributions: np.ndarray,
                count: int) -> list[tuple[str, float]]:
     """The terms with the largest positive parts in a score (see :func:`urgency_score`)."""
-    order = np.argsort(-contributions)[:count]
+    # Stable: equal parts (a word's pieces often weigh the same) keep the order the terms
+    # occur in, whatever sort the CPU's numpy picks (see LearnedClassifier._read).
+    order = np.argsort(-contributions, kind="stable")[:count]
     # As Python numbers at once (the same values): a numpy scalar each costs more.
     parts = zip(columns[order].tolist(), contributions[order].tolist(), strict=True)
     return [(display_term(model.terms[column]), round(part, 4))

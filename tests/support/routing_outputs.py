@@ -22,7 +22,11 @@ in float32, and numpy and OpenBLAS pick their kernels by the CPU: on a CPU witho
 AVX-512 the same code and model give the same probabilities to about 3e-7, not to the
 last bit. That moves nothing a person sees, and a change of code that moved a decision
 still changes the digest. (Until session 19 the digest held the numbers too, and the
-file recorded on an AVX-512 machine failed on one without.)
+file recorded on an AVX-512 machine failed on one without.) The order of equal evidence
+weights was the CPU's too until session 21: numpy's default sort is another algorithm
+where AVX-512 is, and orders ties differently, so 148 digests recorded on an AVX-512
+machine failed on one without. The classifier sorts stably now, and the file was
+recorded again.
 
 ``python -m tests.support.routing_outputs`` records the file the test compares with
 (:data:`RECORDED`); it was recorded from the code before the optimisation, and must be
