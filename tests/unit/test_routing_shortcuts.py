@@ -59,7 +59,7 @@ def long_strongest(model, columns, contributions, count):
     """The strongest terms, read one numpy scalar at a time (the way it was written)."""
     from services.routing.features import display_term
 
-    order = np.argsort(-contributions)[:count]
+    order = np.argsort(-contributions, kind="stable")[:count]
     return [(display_term(model.terms[columns[i]]), round(float(contributions[i]), 4))
             for i in order if contributions[i] > 0]
 
@@ -69,7 +69,7 @@ def test_the_evidence_and_the_top_are_the_long_ways(classifier, texts):
     for text in texts:
         columns, values = model.vector_in(fold(text))
         probabilities = model.probabilities(columns, values)
-        order = np.argsort(-probabilities)[:5]
+        order = np.argsort(-probabilities, kind="stable")[:5]
         reading = classifier.classify(text)
         assert list(reading.top) == [(model.classes[i], float(probabilities[i])) for i in order]
         for row in (int(order[0]), int(order[-1])):
