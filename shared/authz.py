@@ -117,7 +117,7 @@ def may_read_issue(principal: Principal, record: IssueRecord, issue_id: str | No
 def issue_view(view: View, record: IssueRecord, contact: dict[str, Any] | None,
                primary: IssueRecord | None = None, agency: str | None = None,
                rates: tuple[str, int] | None = None,
-               reporters: Iterable[str | None] = ()) -> dict[str, Any]:
+               reporters: Iterable[str | None] = (), lang: str | None = None) -> dict[str, Any]:
     """``record`` shaped for ``view``; contact always masked.
 
     ``primary``: for the resident view of a merged report, the issue it joined (its
@@ -125,12 +125,14 @@ def issue_view(view: View, record: IssueRecord, contact: dict[str, Any] | None,
     assignment is marked ``yours``). ``rates``: the resident's rating grant
     (``Principal.rates``), for ``can_rate``. ``reporters``: the names of the reports
     merged into ``record``, masked in the agency view's notes as the resident's own is.
+    ``lang``: the language the resident view is worded in (unset: the report's own); the
+    desk and agency views are data, not words, and the same in either.
     """
     if view is View.desk:
         return desk_view(record, contact)
     if view is View.agency:
         return agency_view(record, contact, agency, reporters)
-    return resident_view(record, contact, primary, rates)
+    return resident_view(record, contact, primary, rates, lang)
 
 
 def masked_contact(contact: dict[str, Any] | None) -> dict[str, Any]:

@@ -304,6 +304,36 @@ def test_each_identity_sees_only_its_own_view(whistle, gateway):
                         params={"agency": "power"}).status_code == 403
 
 
+def test_a_residents_link_reads_its_issue_in_the_language_it_asks_for(whistle):
+    """``GET /issues/{id}?token=…&lang=en`` was worded in the report's language whatever
+    ``lang`` said; it is worded as the resident's page (rpc.routing.resident_view) words
+    it, and refuses what that refuses: a ``lang`` that is neither zh nor en, 422 naming it."""
+    base, config = whistle
+    desk, _power, issue_id = dispatched_wire(base, config[cfg.SECRET])
+    link = issue_resident_token(issue_id, config[cfg.SECRET])
+
+    def as_resident(*lang):
+        return requests.get(f"{base}/issues/{issue_id}", timeout=10,
+                            params=[("token", link), *(("lang", value) for value in lang)])
+
+    unset, english = as_resident().json(), as_resident("en").json()
+    assert unset["language"] == "zh" and unset["status_text"] == "已派给相关单位"
+    assert english["language"] == "en"
+    assert english["status_text"] == "sent to the responsible agencies"
+    assert english["progress"][0]["text"] != unset["progress"][0]["text"]
+    assert as_resident("zh").json() == unset
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        assert rpc.routing.resident_view(issue_id, link, "en") == english
+    for refused in (as_resident("fr"), as_resident("en", "zh"),
+                    requests.get(f"{base}/issues/{issue_id}", params={"lang": "EN"},
+                                 headers=desk, timeout=10)):
+        assert refused.status_code == 422, refused.text
+        assert [f["field"] for f in refused.json()["error"]["fields"]] == ["lang"]
+    # The desk's view is data, not words: the same in either language.
+    assert (requests.get(f"{base}/issues/{issue_id}", params={"lang": "en"}, headers=desk,
+                         timeout=10).json()["status"] == "dispatched")
+
+
 def test_a_scoped_desk_submits_only_in_its_communities(whistle):
     """It could submit for another community, then neither read nor list what it sent."""
     base, config = whistle
