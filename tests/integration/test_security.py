@@ -752,6 +752,47 @@ def test_a_scoped_desk_acts_only_on_its_communities_issues(whistle):
     assert "water" in invited.json()["table"]["invited"]
 
 
+def test_a_scoped_desk_reaches_its_community_in_either_script_and_no_other(whistle):
+    """A desk token for 缤泰社區 (traditional characters) was refused the 缤泰社区 issues it
+    is for, and one for 缤泰社区 the reports written 缤泰社區: names were compared as
+    written. Both sides are folded now (NFKC, case, traditional as simplified), for reads,
+    writes and submissions alike; 和平里社区, in either script, stays another community."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    unscoped = staff_headers("desk", "d-1", secret)
+    simplified_report = submit(base, FLYING_WIRE, unscoped)
+    traditional = staff_headers("desk", "d-2", secret, communities=["缤泰社區"])
+    simplified = staff_headers("desk", "d-3", secret, communities=["缤泰社区"])
+    # Each token submits in its community written the other way (201), and reads both.
+    traditional_report = submit(base, {**FLYING_WIRE, "location": {
+        "community": "缤泰社區", "address": "丽德花园10号楼"}}, simplified)
+    assert submit(base, FLYING_WIRE, traditional)
+    for issue_id in (simplified_report, traditional_report):
+        wait_for(lambda i=issue_id: status_of(base, i, unscoped), lambda s: s == "dispatched")
+        for desk in (traditional, simplified):
+            for path in ("", "/events", "/notifications"):
+                read = requests.get(f"{base}/issues/{issue_id}{path}", headers=desk, timeout=10)
+                assert read.status_code == 200, (issue_id, path, read.text)
+    convened = requests.post(f"{base}/issues/{simplified_report}/table", headers=traditional,
+                             json=TABLE_WRITES[0][1], timeout=10)
+    assert convened.status_code == 201, convened.text
+    listed = requests.get(f"{base}/issues", params={"community": "缤泰社区"},
+                          headers=traditional, timeout=10)
+    assert listed.status_code == 200 and simplified_report in {
+        i["issue_id"] for i in listed.json()["issues"]}
+    # The true negative: another community, however written, stays forbidden.
+    elsewhere = submit(base, OTHER_REPORT, unscoped)
+    for desk in (traditional, simplified):
+        assert requests.get(f"{base}/issues/{elsewhere}", headers=desk,
+                            timeout=10).status_code == 403
+        for community in ("和平里社区", "和平里社區"):
+            assert requests.get(f"{base}/issues", params={"community": community},
+                                headers=desk, timeout=10).status_code == 403
+            refused = requests.post(f"{base}/issues", headers=desk, timeout=10, json={
+                **OTHER_REPORT, "location": {"community": community, "address": "2号楼"}})
+            assert refused.status_code == 403, refused.text
+
+
 def test_table_writes_check_the_caller_before_the_body(whistle):
     """A stranger with a bad body learns nothing from a 422: 401 anonymous, 403 for staff
     who may not; the desk with the same bad body gets the 422 naming the field."""
