@@ -80,7 +80,7 @@ def _parse(value: str, option: str, tz: tzinfo) -> datetime:
         inside = False
     if not inside:
         raise click.BadParameter(f"{value!r} is outside the years Whistle's stats cover "
-                                 f"({EARLIEST.year} to {LATEST.year - 1})", param_hint=option)
+                                 f"({EARLIEST.year} to {LATEST.year - 1}, in UTC)", param_hint=option)
     return moment
 
 

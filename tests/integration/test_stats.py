@@ -177,7 +177,7 @@ def test_cli_sends_moments_the_api_takes_and_says_which_are_out_of_reach(intake)
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.splitlines()[-1] == (
             f"Error: Invalid value for {option}: '{value}' is outside the years Whistle's "
-            "stats cover (1970 to 9998)")
+            "stats cover (1970 to 9998, in UTC)")
         assert "Traceback" not in refused.stderr
 
 
