@@ -45,6 +45,7 @@ from shared.addresses import public_address
 from shared.auth import FeedbackGrant, Principal, Role
 from shared.contracts import AssignmentStatus, IssueFilter, IssueStatus
 from shared.errors import Forbidden, InvalidTransition, Unauthorized
+from shared.folding import folded
 from shared.issue import IssueRecord, mask_comments, masked_comment, without_comments
 from shared.jsoncodec import utc_moment
 from shared.privacy import mask_email, mask_name, mask_phone
@@ -83,7 +84,18 @@ def involved_agencies(record: IssueRecord) -> set[str]:
 
 
 def _in_scope(principal: Principal, record: IssueRecord) -> bool:
-    return principal.communities is None or record.location.community in principal.communities
+    return in_communities(principal, record.location.community)
+
+
+def in_communities(principal: Principal, community: str) -> bool:
+    """Whether ``principal`` is scoped to ``community`` (every one, when it names none),
+    both sides folded (``shared.folding.folded``: NFKC, case, traditional characters as
+    simplified): 缤泰社區 is the 缤泰社区 a token names, whichever way either is written,
+    and no other community is."""
+    if principal.communities is None:
+        return True
+    wanted = folded(community)
+    return any(folded(mine) == wanted for mine in principal.communities)
 
 
 # ------------------------------------------------------------------- issues
@@ -117,7 +129,7 @@ def may_read_issue(principal: Principal, record: IssueRecord, issue_id: str | No
 def issue_view(view: View, record: IssueRecord, contact: dict[str, Any] | None,
                primary: IssueRecord | None = None, agency: str | None = None,
                rates: tuple[str, int] | None = None,
-               reporters: Iterable[str | None] = ()) -> dict[str, Any]:
+               reporters: Iterable[str | None] = (), lang: str | None = None) -> dict[str, Any]:
     """``record`` shaped for ``view``; contact always masked.
 
     ``primary``: for the resident view of a merged report, the issue it joined (its
@@ -125,12 +137,14 @@ def issue_view(view: View, record: IssueRecord, contact: dict[str, Any] | None,
     assignment is marked ``yours``). ``rates``: the resident's rating grant
     (``Principal.rates``), for ``can_rate``. ``reporters``: the names of the reports
     merged into ``record``, masked in the agency view's notes as the resident's own is.
+    ``lang``: the language the resident view is worded in (unset: the report's own); the
+    desk and agency views are data, not words, and the same in either.
     """
     if view is View.desk:
         return desk_view(record, contact)
     if view is View.agency:
         return agency_view(record, contact, agency, reporters)
-    return resident_view(record, contact, primary, rates)
+    return resident_view(record, contact, primary, rates, lang)
 
 
 def masked_contact(contact: dict[str, Any] | None) -> dict[str, Any]:
@@ -221,7 +235,7 @@ def may_list_issues(principal: Principal, query: IssueFilter) -> list[IssueFilte
     if principal.communities is None:
         return [query]
     if query.community is not None:
-        if query.community not in principal.communities:
+        if not in_communities(principal, query.community):
             raise Forbidden("that community is outside your communities")
         return [query]
     return [query.model_copy(update={"community": c}) for c in sorted(principal.communities)]
@@ -314,7 +328,7 @@ def may_submit_in(principal: Principal, community: str) -> None:
     """A desk token that names communities submits only there: what it submitted
     elsewhere it could neither read, nor follow up, nor triage (its lists and reads stop
     at its communities). 403 naming ``location.community``, shown beside the page's field."""
-    if principal.communities is None or community in principal.communities:
+    if in_communities(principal, community):
         return
     mine = ", ".join(sorted(principal.communities))
     raise Forbidden(f"this token submits for {mine} only; a report in {community} is for "

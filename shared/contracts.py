@@ -35,7 +35,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from shared.errors import described_pattern
+from shared.errors import InvalidPayload, described_pattern
 
 SCHEMA_VERSION = 1
 
@@ -133,6 +133,17 @@ class Channel(StrEnum):
 class Language(StrEnum):
     zh = "zh"
     en = "en"
+
+
+def view_language(lang: str | None) -> str | None:
+    """A resident view's ``lang`` (``GET /issues/{id}?lang=``, ``rpc.routing.resident_view``):
+    ``zh``, ``en`` or unset (the report's own language). Anything else is a 422 naming
+    ``lang``: a program asked, and a quiet fallback would answer another question. (A
+    page falls back to its reader's language instead: a person reads it.)"""
+    if lang is not None and lang not in tuple(Language):
+        raise InvalidPayload("invalid request: lang", [
+            {"field": "lang", "message": "must be zh or en, or unset", "type": "enum"}])
+    return lang
 
 
 class Priority(StrEnum):

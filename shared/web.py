@@ -29,7 +29,7 @@ from nameko.exceptions import IncorrectSignature
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Request, Response
 
 from shared.auth import TOKEN_QUERY_PARAMETER
@@ -69,7 +69,10 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 def error_headers(exc: Exception) -> dict[str, str] | None:
     """The headers a refusal carries, whatever shape its body has (JSON, a page):
     ``Retry-After`` on a 429 (the seconds left in the window) and a 503, ``Connection:
-    close`` on a 413."""
+    close`` on a 413, ``Allow`` on a 405 (RFC 9110 requires it: the methods the path
+    takes, as routing found them; sorted, as routing's order is the services' start order)."""
+    if isinstance(exc, MethodNotAllowed):
+        return {"Allow": ", ".join(sorted(set(exc.valid_methods)))} if exc.valid_methods else None
     if not isinstance(exc, WhistleError):
         return None
     if exc.status == 503:
@@ -86,7 +89,8 @@ def error_response(exc: Exception) -> Response:
         return json_response(exc.to_json(), exc.status, error_headers(exc))
     if isinstance(exc, HTTPException):
         return json_response({"error": {"code": exc.name.lower().replace(" ", "_"),
-                                        "message": exc.description}}, exc.code or 500)
+                                        "message": exc.description}}, exc.code or 500,
+                             error_headers(exc))
     _log.error("unhandled error in HTTP handler: %s", type(exc).__name__, exc_info=exc)
     return json_response({"error": {"code": "internal", "message": "internal error"}}, 500)
 

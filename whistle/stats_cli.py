@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import click
@@ -45,11 +45,11 @@ def stats(since: str | None, days: int | None, until: str | None, url: str | Non
     end = _parse(until, "--until", tz) if until else None
     if days:
         end = end or datetime.now(tz)
-        params["since"] = (end - timedelta(days=days)).isoformat()
+        params["since"] = _in_utc(end - timedelta(days=days))
     elif since:
-        params["since"] = _parse(since, "--since", tz).isoformat()
+        params["since"] = _in_utc(_parse(since, "--since", tz))
     if end:
-        params["until"] = end.isoformat()
+        params["until"] = _in_utc(end)
     if since and _parse(since, "--since", tz) >= (end or datetime.now(tz)):
         raise click.UsageError(f"--since {since} must be earlier than --until "
                                f"{until or '(default: now)'}")
@@ -63,12 +63,33 @@ def stats(since: str | None, days: int | None, until: str | None, url: str | Non
 
 
 def _parse(value: str, option: str, tz: tzinfo) -> datetime:
+    """``value`` as a moment (read in ``tz`` when it names no zone), within the years the
+    API's window takes (``StatsWindow``): one usage line otherwise, where turning year 1
+    into UTC overflowed or the API answered about the zone's offset instead."""
+    from services.intake.stats import EARLIEST, LATEST
+
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not an ISO 8601 date or datetime",
                                  param_hint=option) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=tz)
+    try:
+        inside = EARLIEST <= moment.astimezone(UTC) < LATEST
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        inside = False
+    if not inside:
+        raise click.BadParameter(f"{value!r} is outside the years Whistle's stats cover "
+                                 f"({EARLIEST.year} to {LATEST.year - 1}, in UTC)", param_hint=option)
+    return moment
+
+
+def _in_utc(moment: datetime) -> str:
+    """``moment`` as ``GET /stats`` takes it. Sent in UTC, not in the display zone's
+    offset: before a zone kept standard time its offset was local mean time, to the
+    second (Asia/Shanghai's +08:05:43 until 1901, Africa/Monrovia's -00:44:30 until
+    1972), which ISO 8601 cannot write and the API refused."""
+    return moment.astimezone(UTC).isoformat()
 
 
 def fetch_stats(base: str, params: dict[str, str]) -> dict[str, Any]:

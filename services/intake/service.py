@@ -33,7 +33,7 @@ from shared.authz import (
     may_submit_in,
     visible_in_list,
 )
-from shared.contracts import BoardFilter, IssueFilter, SubmitIssue, new_id, utcnow
+from shared.contracts import BoardFilter, IssueFilter, SubmitIssue, new_id, utcnow, view_language
 from shared.errors import EXPECTED_ERRORS, Forbidden, Unavailable, unknown_value
 from shared.guard import SUBMIT, Guard
 from shared.issue import public_view
@@ -172,6 +172,9 @@ class IntakeService(open311_api.Open311Api):
         principal = self.guard.check(request)
         record = self.store.get_with_notes(issue_id)
         view = may_read_issue(principal, record, issue_id)
+        # Judged for every caller once authorized: a bad value is the caller's mistake
+        # whichever view it gets (only the resident's is worded).
+        lang = view_language(query_parameters(request).get("lang"))
         primary = (self.store.get(record.merged_into)
                    if view is View.resident and record.merged_into else None)
         # An agency's notes may name any neighbour who reported it: masked, as the
@@ -180,7 +183,7 @@ class IntakeService(open311_api.Open311Api):
                   if view is View.agency and record.reporters else {})
         return issue_view(view, record, self.store.contact(issue_id), primary,
                           agency=principal.agency, rates=principal.rates,
-                          reporters=[c.get("name") for c in merged.values()])
+                          reporters=[c.get("name") for c in merged.values()], lang=lang)
 
     @http("GET", "/issues/<issue_id>/events", expected_exceptions=EXPECTED_ERRORS)
     def get_events_http(self, request, issue_id):

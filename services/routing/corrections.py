@@ -27,8 +27,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.routing.features import TRADITIONAL
 from shared.contracts import Channel, Language, RouteCorrected
+from shared.folding import TRADITIONAL
 from shared.issue import IssueRecord
 from shared.privacy import scrub
 
@@ -122,7 +122,7 @@ def corpus_lang(text: str, language: Language) -> CorpusLang:
     labels its own (``corpus/README.md``): ``mixed`` for Chinese with one English word in
     it ("整栋楼blackout了"; a brand or plate in capitals, "黑色SUV", "KTV", is not English),
     ``zh-Hant`` for Chinese with a traditional character in it (any of those the features
-    fold, ``features.TRADITIONAL``: "電梯壞了")."""
+    fold, ``shared.folding.TRADITIONAL``: "電梯壞了")."""
     han = len(_CJK.findall(text))
     english = [w for w in _LATIN_WORD.findall(text) if not w.isupper()]
     if han and english:

@@ -14,7 +14,7 @@ can never disagree about what a feature is:
   spaces (`` spa``, ``spark``), so "sparking", "sparks" and "sparked" share most
   of their features, and British and American spellings share theirs.
 
-Traditional characters are folded into simplified ones first (:data:`TRADITIONAL`,
+Traditional characters are folded into simplified ones first (``shared.folding``,
 OpenCC's character dictionary), so 電線 and 电线 are the same feature.
 """
 
@@ -26,31 +26,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 
 from services.routing.rules import normalise
+from shared.folding import simplified
 
-__all__ = ["TRADITIONAL", "display_term", "fold", "simplified", "term_counts", "terms",
-           "terms_in", "weighed_words"]
-
-# Traditional -> simplified, character by character, from OpenCC's own dictionary
-# (TSCharacters, through its t2s configuration): every character of the CJK blocks that
-# OpenCC turns into one other character. Built once at import (about 10 ms). A
-# character-for-character map, not OpenCC's phrase conversion, so folding never changes
-# a text's length and evidence points at what the resident wrote.
-_CJK_BLOCKS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF))
-
-
-def _opencc_characters() -> dict[str, str]:
-    import opencc
-
-    characters = [chr(code) for first, last in _CJK_BLOCKS for code in range(first, last + 1)]
-    converted = opencc.OpenCC("t2s.json").convert("\n".join(characters)).split("\n")
-    if len(converted) != len(characters):
-        raise RuntimeError("OpenCC's t2s conversion did not keep one line per character")
-    return {t: s for t, s in zip(characters, converted, strict=True) if len(s) == 1 and s != t}
-
-
-TRADITIONAL: dict[str, str] = _opencc_characters()
-_FOLD = str.maketrans(TRADITIONAL)
-_TRADITIONAL = re.compile(f"[{''.join(TRADITIONAL)}]")  # most texts have none to fold
+__all__ = ["display_term", "fold", "term_counts", "terms", "terms_in", "weighed_words"]
 
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _HAN_RUN = re.compile(f"[{_HAN}]+")
@@ -62,16 +40,6 @@ def fold(text: str) -> str:
     """The text as the features see it: normalised (``rules.normalise``), traditional
     characters folded to simplified."""
     return simplified(normalise(text))
-
-
-def simplified(text: str) -> str:
-    """``text`` with its traditional characters as simplified ones, one for one
-    (:data:`TRADITIONAL`); nothing else changes.
-
-    >>> simplified("麗德花園3號樓")
-    '丽德花园3号楼'
-    """
-    return text.translate(_FOLD) if _TRADITIONAL.search(text) else text
 
 
 def terms(text: str) -> list[str]:
@@ -140,7 +108,7 @@ def _as_written(text: str) -> tuple[dict[str, str], dict[str, str]]:
             words.setdefault(folded, span)
     grams: dict[str, str] = {}
     for run in _HAN_RUN.findall(normalise(text)):  # folding changes no Han run's length
-        folded = run.translate(_FOLD)
+        folded = simplified(run)
         for size in (1, 2, 3):
             for i in range(len(run) - size + 1):
                 grams.setdefault(folded[i:i + size], run[i:i + size])

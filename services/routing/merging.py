@@ -12,12 +12,11 @@ resident gets every update from then on.
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import datetime
 
-from services.routing.features import simplified
 from shared.contracts import Event, IssueMerged, IssueReceived, IssueStatus, Location, Priority
 from shared.errors import InvalidTransition
+from shared.folding import folded
 from shared.issue import IssueRecord
 
 OPEN_STATUSES = {IssueStatus.received, IssueStatus.dispatched, IssueStatus.in_progress}
@@ -31,7 +30,7 @@ _BETWEEN_DIGITS = re.compile(r"(?<=\d)[\s\-_,，.。·#/、]+(?=\d)")
 def normalise_address(address: str) -> str:
     """Treat "丽德花园 3号楼", "丽德花园3号楼" and "麗德花園3號樓" (and full-width forms)
     as one place, but keep 1-1-101 (building 1, unit 1, flat 101) apart from 11-101."""
-    text = simplified(unicodedata.normalize("NFKC", address).casefold())
+    text = folded(address)
     text = _BETWEEN_DIGITS.sub(_DIGIT_BREAK, text)
     return _SPACE_AND_PUNCT.sub("", text).replace(_DIGIT_BREAK, "-")
 

@@ -63,7 +63,6 @@ from shared.contracts import (
     InviteToTable,
     IssueReceived,
     IssueResolved,
-    Language,
     Rating,
     RecordedRating,
     RecordTableTask,
@@ -71,6 +70,7 @@ from shared.contracts import (
     RouteCorrected,
     TriageDecision,
     utcnow,
+    view_language,
 )
 from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, Unavailable
 from shared.guard import Guard
@@ -334,9 +334,7 @@ class RoutingService:
         """What the resident holding ``token`` (a progress or rating link) may see of
         their report: ``shared.authz``'s resident view, as the API gives it, in ``lang``
         (``zh`` or ``en``; unset, the report's own language)."""
-        if lang is not None and lang not in tuple(Language):
-            raise InvalidPayload("invalid request: lang", [
-                {"field": "lang", "message": "must be zh or en, or unset", "type": "enum"}])
+        lang = view_language(lang)
         principal = verify_resident_token(token or "", cfg.get(self.config, cfg.SECRET))
         own = self.store.get(issue_id)
         may_read_issue(principal, own, issue_id)

@@ -624,6 +624,8 @@ def test_a_mistyped_page_address_gets_a_page_and_the_apis_keep_their_json(whistl
         assert "text/html" in response.headers["Content-Type"], path
         assert words in response.text and 'href="/"' in response.text, path
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        if status == 405:  # RFC 9110: what the address does take
+            assert response.headers["Allow"] == "POST", path
     # A board filter edited into the address is refused in the page's language, the
     # filter named as the board's form names it (it was "invalid request: priority").
     desk = signed_in(whistle.url, token("desk"))
@@ -648,6 +650,7 @@ def test_a_mistyped_page_address_gets_a_page_and_the_apis_keep_their_json(whistl
         assert response.status_code == status, path
         assert response.headers["Content-Type"] == "application/json", path
         assert response.json()["error"]["code"], path
+        assert status != 405 or response.headers["Allow"] == "POST", path
 
 
 def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, whistle_env):

@@ -252,3 +252,25 @@ def test_a_write_on_a_path_that_is_no_issue_id_is_a_404(whistle, path, agency, b
     response = requests.post(f"{base}/issues/%00/{path}", json=body, timeout=5,
                              headers=staff_headers(agency, f"{agency}-1"))
     assert response.status_code == 404, response.text
+
+
+# ------------------------------------------------------------------ methods
+
+
+def test_a_405_says_which_methods_the_path_takes(whistle):
+    """RFC 9110: a 405 carries Allow, the methods that path does take (it had none); and
+    Open311, which answers a wrong method 400 (code 405), names them the same way, also
+    for a method no route takes at all (werkzeug's Allow would name its catch-all's)."""
+    base, config, key = whistle
+    for method, path, allowed in (("PUT", "/issues", "GET, HEAD, POST"),
+                                  ("GET", "/issues/WH-20261121-0001/table/tasks", "POST"),
+                                  ("DELETE", "/stats", "GET, HEAD")):
+        refused = requests.request(method, f"{base}{path}", headers=DESK, timeout=5)
+        assert refused.status_code == 405, (path, refused.text)
+        assert refused.headers["Allow"] == allowed, path
+        assert refused.json()["error"]["code"] == "method_not_allowed"
+    trace = requests.request("TRACE", f"{base}{V2}/requests.json", timeout=5)
+    assert trace.status_code == 400 and trace.json()[0]["code"] == 405
+    assert trace.headers["Allow"] == "GET, POST"
+    unknown = requests.request("TRACE", f"{base}{V2}/potholes.json", timeout=5)
+    assert unknown.status_code == 404 and "no such resource" in unknown.text

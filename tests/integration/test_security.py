@@ -304,6 +304,36 @@ def test_each_identity_sees_only_its_own_view(whistle, gateway):
                         params={"agency": "power"}).status_code == 403
 
 
+def test_a_residents_link_reads_its_issue_in_the_language_it_asks_for(whistle):
+    """``GET /issues/{id}?token=…&lang=en`` was worded in the report's language whatever
+    ``lang`` said; it is worded as the resident's page (rpc.routing.resident_view) words
+    it, and refuses what that refuses: a ``lang`` that is neither zh nor en, 422 naming it."""
+    base, config = whistle
+    desk, _power, issue_id = dispatched_wire(base, config[cfg.SECRET])
+    link = issue_resident_token(issue_id, config[cfg.SECRET])
+
+    def as_resident(*lang):
+        return requests.get(f"{base}/issues/{issue_id}", timeout=10,
+                            params=[("token", link), *(("lang", value) for value in lang)])
+
+    unset, english = as_resident().json(), as_resident("en").json()
+    assert unset["language"] == "zh" and unset["status_text"] == "已派给相关单位"
+    assert english["language"] == "en"
+    assert english["status_text"] == "sent to the responsible agencies"
+    assert english["progress"][0]["text"] != unset["progress"][0]["text"]
+    assert as_resident("zh").json() == unset
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        assert rpc.routing.resident_view(issue_id, link, "en") == english
+    for refused in (as_resident("fr"), as_resident("en", "zh"),
+                    requests.get(f"{base}/issues/{issue_id}", params={"lang": "EN"},
+                                 headers=desk, timeout=10)):
+        assert refused.status_code == 422, refused.text
+        assert [f["field"] for f in refused.json()["error"]["fields"]] == ["lang"]
+    # The desk's view is data, not words: the same in either language.
+    assert (requests.get(f"{base}/issues/{issue_id}", params={"lang": "en"}, headers=desk,
+                         timeout=10).json()["status"] == "dispatched")
+
+
 def test_a_scoped_desk_submits_only_in_its_communities(whistle):
     """It could submit for another community, then neither read nor list what it sent."""
     base, config = whistle
@@ -720,6 +750,47 @@ def test_a_scoped_desk_acts_only_on_its_communities_issues(whistle):
                             json=TABLE_WRITES[1][1], timeout=10)
     assert invited.status_code == 200, invited.text
     assert "water" in invited.json()["table"]["invited"]
+
+
+def test_a_scoped_desk_reaches_its_community_in_either_script_and_no_other(whistle):
+    """A desk token for 缤泰社區 (traditional characters) was refused the 缤泰社区 issues it
+    is for, and one for 缤泰社区 the reports written 缤泰社區: names were compared as
+    written. Both sides are folded now (NFKC, case, traditional as simplified), for reads,
+    writes and submissions alike; 和平里社区, in either script, stays another community."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    unscoped = staff_headers("desk", "d-1", secret)
+    simplified_report = submit(base, FLYING_WIRE, unscoped)
+    traditional = staff_headers("desk", "d-2", secret, communities=["缤泰社區"])
+    simplified = staff_headers("desk", "d-3", secret, communities=["缤泰社区"])
+    # Each token submits in its community written the other way (201), and reads both.
+    traditional_report = submit(base, {**FLYING_WIRE, "location": {
+        "community": "缤泰社區", "address": "丽德花园10号楼"}}, simplified)
+    assert submit(base, FLYING_WIRE, traditional)
+    for issue_id in (simplified_report, traditional_report):
+        wait_for(lambda i=issue_id: status_of(base, i, unscoped), lambda s: s == "dispatched")
+        for desk in (traditional, simplified):
+            for path in ("", "/events", "/notifications"):
+                read = requests.get(f"{base}/issues/{issue_id}{path}", headers=desk, timeout=10)
+                assert read.status_code == 200, (issue_id, path, read.text)
+    convened = requests.post(f"{base}/issues/{simplified_report}/table", headers=traditional,
+                             json=TABLE_WRITES[0][1], timeout=10)
+    assert convened.status_code == 201, convened.text
+    listed = requests.get(f"{base}/issues", params={"community": "缤泰社区"},
+                          headers=traditional, timeout=10)
+    assert listed.status_code == 200 and simplified_report in {
+        i["issue_id"] for i in listed.json()["issues"]}
+    # The true negative: another community, however written, stays forbidden.
+    elsewhere = submit(base, OTHER_REPORT, unscoped)
+    for desk in (traditional, simplified):
+        assert requests.get(f"{base}/issues/{elsewhere}", headers=desk,
+                            timeout=10).status_code == 403
+        for community in ("和平里社区", "和平里社區"):
+            assert requests.get(f"{base}/issues", params={"community": community},
+                                headers=desk, timeout=10).status_code == 403
+            refused = requests.post(f"{base}/issues", headers=desk, timeout=10, json={
+                **OTHER_REPORT, "location": {"community": community, "address": "2号楼"}})
+            assert refused.status_code == 403, refused.text
 
 
 def test_table_writes_check_the_caller_before_the_body(whistle):

@@ -108,8 +108,8 @@ def test_a_bad_window_is_422_naming_the_field(intake, params, field):
 
 
 def whistle_stats(*args, env_extra: dict | None = None):
-    env = dict(os.environ, WHISTLE_TZ="UTC", COLUMNS="200", PYTHONWARNINGS="ignore",
-               **(env_extra or {}))
+    env = {**os.environ, "WHISTLE_TZ": "UTC", "COLUMNS": "200", "PYTHONWARNINGS": "ignore",
+           **(env_extra or {})}
     return subprocess.run([WHISTLE, "stats", *args], capture_output=True, text=True, env=env,
                           timeout=60)
 
@@ -158,6 +158,27 @@ def test_cli_reports_a_bad_window_and_an_unreachable_whistle(intake):
     assert gone.returncode == 1
     assert gone.stderr.strip() == "Error: cannot reach Whistle at http://127.0.0.1:9 (Connection refused)"
     assert "Traceback" not in bad.stderr + long.stderr + both.stderr + gone.stderr
+
+
+def test_cli_sends_moments_the_api_takes_and_says_which_are_out_of_reach(intake):
+    """A zone's offset before it kept standard time is its local mean time, to the second
+    (Africa/Monrovia's -00:44:30 until 1972, Asia/Shanghai's +08:05:43 until 1901): the
+    CLI sent it, ISO 8601 cannot write it, and the API refused the window. Sent in UTC
+    now; and a moment outside the years the stats cover is one usage line (exit 2)."""
+    monrovia = whistle_stats("--json", "--url", intake, "--since", "1971-06-01", "--until",
+                             "1972-01-01", env_extra={"WHISTLE_TZ": "Africa/Monrovia"})
+    assert monrovia.returncode == 0, monrovia.stderr
+    window = json.loads(monrovia.stdout)["window"]
+    assert (window["since"], window["until"]) == ("1971-06-01T00:44:30Z", "1972-01-01T00:44:30Z")
+    for option, value, zone in (("--since", "0001-01-01", "Asia/Shanghai"),
+                                ("--since", "1969-12-31T23:59:59Z", "UTC"),
+                                ("--until", "9999-12-31", "America/New_York")):
+        refused = whistle_stats("--url", intake, option, value, env_extra={"WHISTLE_TZ": zone})
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.splitlines()[-1] == (
+            f"Error: Invalid value for {option}: '{value}' is outside the years Whistle's "
+            "stats cover (1970 to 9998, in UTC)")
+        assert "Traceback" not in refused.stderr
 
 
 def test_stats_refused_says_which_credential_to_change(intake):

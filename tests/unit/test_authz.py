@@ -34,6 +34,7 @@ from shared.authz import (
     may_record_rating,
     may_resend_rating_link,
     may_submit,
+    may_submit_in,
     must_be_desk,
     notifications_view,
     resident_view,
@@ -178,6 +179,41 @@ def test_a_scoped_desk_lists_an_agencys_assignments_only_in_its_communities():
     assert not visible_in_list(scoped, record())
     assert visible_in_list(scoped, record(community="和平里社区"))
     assert visible_in_list(desk(), record())
+
+
+@pytest.mark.parametrize(("scope", "written"), [
+    ("缤泰社区", "缤泰社區"),  # the token simplified, the report traditional
+    ("缤泰社區", "缤泰社区"),  # the token traditional, the report simplified
+    ("ＡＢＣ社区", "abc社區"),  # full-width and capitals on one side
+])
+def test_a_scoped_desk_reaches_its_community_however_either_side_writes_it(scope, written):
+    """A desk token's communities were compared as written: 缤泰社區 counted as another
+    community than the 缤泰社区 the token names. Both sides are folded (NFKC, case,
+    traditional characters as simplified) for every scope check."""
+    scoped = desk([scope])
+    issue = record(community=written)
+    assert may_read_issue(scoped, issue) is View.desk
+    assert visible_in_list(scoped, issue)
+    may_read_events(scoped, issue)
+    may_read_notifications(scoped, issue)
+    may_submit_in(scoped, written)
+    assert may_list_issues(scoped, IssueFilter(community=written)) == [
+        IssueFilter(community=written)]
+
+
+def test_folding_a_community_widens_no_scope():
+    """Another community stays forbidden, in either script; so do look-alikes that only
+    share characters with it."""
+    scoped = desk(["缤泰社區"])
+    for elsewhere in ("和平里社区", "和平里社區", "缤泰", "缤泰社区东区"):
+        issue = record(community=elsewhere)
+        with pytest.raises(Forbidden, match="outside your communities"):
+            may_read_issue(scoped, issue)
+        assert not visible_in_list(scoped, issue)
+        with pytest.raises(Forbidden):
+            may_submit_in(scoped, elsewhere)
+        with pytest.raises(Forbidden):
+            may_list_issues(scoped, IssueFilter(community=elsewhere))
 
 
 def test_an_agency_acts_only_on_an_assignment_it_has_judged_before_any_body():

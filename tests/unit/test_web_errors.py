@@ -252,6 +252,12 @@ def test_error_response_for_werkzeug_http_exceptions():
     assert body_of(response)["error"]["code"] == "method_not_allowed"
 
 
+def test_a_405_says_which_methods_the_path_takes():
+    """RFC 9110: a 405 carries Allow (it had none)."""
+    response = error_response(MethodNotAllowed(valid_methods=["GET", "HEAD", "POST"]))
+    assert response.status_code == 405 and response.headers["Allow"] == "GET, HEAD, POST"
+
+
 class Boom(RuntimeError):
     pass
 

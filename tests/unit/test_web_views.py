@@ -321,6 +321,19 @@ def test_a_page_over_the_rate_limit_says_when_to_come_back():
     assert error_page(request, PayloadTooLarge("too large")).headers["Connection"] == "close"
 
 
+def test_a_wrong_method_page_says_which_methods_the_address_takes():
+    """A form's address opened as a page: the 405 page carries Allow, as the API's does."""
+    from werkzeug.exceptions import MethodNotAllowed
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.web.pages import error_page
+
+    request = Request(EnvironBuilder(path="/desk/issues/WH-20261205-0001/triage").get_environ())
+    page = error_page(request, MethodNotAllowed(valid_methods=["POST"]))
+    assert page.status_code == 405 and page.headers["Allow"] == "POST"
+
+
 def test_the_form_becomes_the_apis_body_with_blanks_left_out():
     body = views.submission_from_form({
         "description": "飞线", "location.community": "幸福里", "location.address": "3号楼",

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR, DependencyProvider
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
 from services.intake.open311.catalog import Service, build_catalog
@@ -570,8 +570,17 @@ def archived_received(archive, start: datetime, end: datetime, page: int = ARCHI
 
 
 def _refused(environ, exc: Exception):
-    """A refusal before any handler ran (a body over the limit), in Open311's shape."""
+    """A refusal before any handler ran (a body over the limit, a method no route here
+    takes at all: TRACE, a made-up one), in Open311's shape."""
     path = environ.get("PATH_INFO") or ""
+    if isinstance(exc, MethodNotAllowed):
+        # Answered as the catch-all answers a method its resource does not take, Allow
+        # naming what this resource takes (werkzeug's would name the catch-all's too).
+        rest, method = path.removeprefix(f"{PREFIX}/"), environ.get("REQUEST_METHOD", "")
+        methods = methods_of(path)
+        if methods and rest.rsplit(".", 1)[-1] in FORMATS:
+            return _wrong_method(rest, methods, method)
+        return render_error(_format_of(rest), _no_such_resource(method, rest))
     fmt = path.rsplit(".", 1)[-1] if "." in path.rsplit("/", 1)[-1] else "xml"
     status = getattr(exc, "status", None) or getattr(exc, "code", None) or 400
     description = getattr(exc, "message", None) or getattr(exc, "description", None) or "refused"
