@@ -76,7 +76,13 @@ from shared.contracts import (
     encode_cursor,
 )
 from shared.errors import InvalidTransition, NotFound, Unavailable
-from shared.issue import IssueRecord, TimelineEntry, list_entry, watched_deadlines
+from shared.issue import (
+    IssueRecord,
+    TimelineEntry,
+    list_entry,
+    merged_group,
+    watched_deadlines,
+)
 from shared.jsoncodec import dumps, loads, utc_moment, utc_text
 from shared.redis_pool import lean_client
 
@@ -437,6 +443,18 @@ class IssueStore:
         if empty and self.archive is not None:
             found.update(self.archive.contacts(empty))
         return found
+
+    def merged_groups(self, issue_ids: list[str]) -> dict[str, set[str]]:
+        """Each issue's merged group (``shared.issue.merged_group``), by issue id: the
+        records, then the issues they were folded into, two round trips. An issue not
+        found is a group of one."""
+        records = self.get_many(issue_ids)
+        parents = {r.issue_id: r for r in self.get_many(
+            sorted({r.merged_into for r in records if r.merged_into}))}
+        groups = {i: {i} for i in issue_ids}
+        for r in records:
+            groups[r.issue_id] = merged_group(r, parents.get(r.merged_into or ""))
+        return groups
 
     def residents_names(self, records: Sequence[IssueRecord]) -> dict[str, list[str | None]]:
         """Each record's resident's name and those of the neighbours merged into it (issue id
