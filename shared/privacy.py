@@ -8,6 +8,7 @@ the logging processors, the issue view and ``whistle tail``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 # Mainland mobiles (1[3-9]x, 11 digits), with optional +86 (or 0086) and separators, and
@@ -40,6 +41,15 @@ _PHONE = re.compile(
     rf"|[2-9]\d{{2}}(?P<nanp_sep>[.\-])[2-9]\d{{2}}(?P=nanp_sep))\d{{4}}(?!\d))"
 )
 _DIGITS = re.compile(r"[0-9]")
+# Every other decimal digit (Arabic-Indic ٠١٢…, Devanagari ०१२…, any Unicode category
+# Nd but ASCII and full-width): residents type their numbers in their own script, and
+# the patterns above read such a digit as the ASCII one it stands for (see
+# _mask_phones). Text holding none, as nearly all does, never needs the rewrite.
+_OTHER_DIGIT = re.compile(r"(?![0-9０-９])\d")
+
+
+def _ascii_digit(match: re.Match[str]) -> str:
+    return chr(ord("0") + unicodedata.decimal(match.group(0)))
 
 
 # Residents typing in full-width mode (１３８…) must be masked too.
@@ -51,6 +61,8 @@ def mask_phone(phone: str | None) -> str | None:
     if not phone or "*" in phone:
         return phone  # empty, or masked already (an erased contact keeps only its mask)
     phone = phone.translate(_FULL_WIDTH).strip()
+    if not phone.isascii():
+        phone = _OTHER_DIGIT.sub(_ascii_digit, phone)
     digits = "".join(_DIGITS.findall(phone))
     # "+1 415 555 0132" has eleven digits from a 1 too: only a mainland mobile keeps
     # its first three (a foreign one would show its country and area code).
@@ -94,11 +106,13 @@ def mask_email(email: str | None) -> str | None:
 # 6-8 digits after a run of eight; a UK "+44" or NANP "+1" needs the "+" the id's
 # hyphen takes the place of; a NANP number has a bracket or separator after three).
 # They are skipped, as an issue id is on most log lines.
-_CLASS = f"{_DIGIT_CHARS}{_SEPARATOR_CHARS}()."
+# Its digits are any decimal digits (\d: every script's, as _mask_phones reads them); in
+# ASCII text that is 0-9, as the patterns have it.
+_CLASS = f"\\d{_SEPARATOR_CHARS}()."
 _MAYBE_PHONE = re.compile(
-    rf"{_D}(?<!{_D}{_D})"
-    rf"(?!(?<=WH-[0-9])[0-9]{{7}}-[0-9]{{4}}(?![\d{_CLASS}]))"
-    rf"[{_CLASS}]{{8,}}{_D}")
+    r"\d(?<!\d\d)"
+    rf"(?!(?<=WH-[0-9])[0-9]{{7}}-[0-9]{{4}}(?![{_CLASS}]))"
+    rf"[{_CLASS}]{{8,}}\d")
 # That search stops at nearly every digit of a line's hex ids (its call id and trace id)
 # to try the pattern there: about 30k instructions for a worker's line. In ASCII text it
 # can only match inside a run of ten such characters in a row (digits and " -()."),
@@ -106,7 +120,7 @@ _MAYBE_PHONE = re.compile(
 # a third of that. An issue id ("WH-20261121-0001", then a character outside the class)
 # is such a run and the search skips it: it is taken out of the text first. What is
 # taken out is a whole run (an "H" before it, no class character after) holding no match.
-_ISSUE_ID_RUN = re.compile(rf"WH-[0-9]{{8}}-[0-9]{{4}}(?![\d{_CLASS}])")
+_ISSUE_ID_RUN = re.compile(rf"WH-[0-9]{{8}}-[0-9]{{4}}(?![{_CLASS}])")
 _ISSUE_ID_LENGTH = len("WH-20261121-0001")
 _ASCII_RUN_CHARS = bytes.maketrans(b"0123456789 -().", b"#" * 15)
 _TEN_IN_A_RUN = b"#" * 10
@@ -115,7 +129,7 @@ _TEN_IN_A_RUN = b"#" * 10
 def _may_hold_phone(text: str) -> bool:
     """True when ``_MAYBE_PHONE`` finds something in ``text``; in ASCII text, also for
     some runs it would turn away (a row of dots or of hyphens), for less."""
-    if not text.isascii():  # full-width digits and separators: the pattern itself
+    if not text.isascii():  # other scripts' digits, full-width separators: the pattern itself
         return _MAYBE_PHONE.search(text) is not None
     start = text.find("WH-")
     while start >= 0:
@@ -153,7 +167,26 @@ def scrub_text(text: str) -> str:
         text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
     elif not _MAYBE_PHONE.search(text):
         return text
-    return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", text)
+    return _mask_phones(text)
+
+
+def _masked_phone(match: re.Match[str]) -> str:
+    return mask_phone(match.group(0)) or ""
+
+
+def _mask_phones(text: str) -> str:
+    """Every phone number in ``text`` masked, whatever the script of its digits."""
+    if text.isascii() or not _OTHER_DIGIT.search(text):
+        return _PHONE.sub(_masked_phone, text)
+    # The patterns search a copy with each digit in ASCII (one character for one, so a
+    # match's span is the same in both); the rest of the text is kept as written.
+    folded = _OTHER_DIGIT.sub(_ascii_digit, text)
+    parts, end = [], 0
+    for match in _PHONE.finditer(folded):
+        parts += (text[end:match.start()], _masked_phone(match))
+        end = match.end()
+    parts.append(text[end:])
+    return "".join(parts)
 
 
 # Joins a line's values for the checks below: no pattern matches across it, and a value
