@@ -7,9 +7,13 @@ the logging processors, the issue view and ``whistle tail``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
+from datetime import date, datetime, time, timedelta
+from enum import Enum
 from typing import Any
+from uuid import UUID
 
 # Mainland mobiles (1[3-9]x, 11 digits), with optional +86 (or 0086) and separators, and
 # landlines with an area code (010-12345678). Matches inside Chinese text too,
@@ -213,8 +217,13 @@ def scrub_fields(fields: dict[Any, Any], exempt: str) -> dict[Any, Any]:
         if isinstance(value, str):
             if key != exempt:
                 texts.append(value)
-        elif isinstance(value, dict | list | tuple) and key != exempt:
+        elif key == exempt or value.__class__ in _NOTHING_TO_MASK or (
+                value.__class__ is int and -_NO_PHONE_BELOW < value < _NO_PHONE_BELOW):
+            continue
+        elif isinstance(value, dict | list | tuple):
             fields[key] = scrub(value)
+        else:
+            fields[key] = _scrub_other(value, _NO_NAMES)
     if texts and _may_need_scrubbing(_VALUE_SEPARATOR.join(texts)):
         for key, value in fields.items():
             if isinstance(value, str) and key != exempt:
@@ -238,7 +247,45 @@ def scrub(value: Any, names: frozenset[str] = frozenset()) -> Any:
         return {k: _scrub_field(k, v, names) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(scrub(v, names) for v in value)
-    return value
+    return _scrub_other(value, names)
+
+
+_NO_NAMES: frozenset[str] = frozenset()
+# None and booleans: most of a log line's values that are not text (with small ints).
+_NOTHING_TO_MASK = frozenset({type(None), bool})
+# Rendered as they are (orjson has JSON for each), and no resident's data fits in one.
+_KEPT_AS_THEY_ARE = (type(None), bool, datetime, date, time, timedelta, UUID)
+# No phone the patterns match has fewer than ten digits: a count, a status or a duration
+# never comes near.
+_NO_PHONE_BELOW = 10**9
+
+
+def _scrub_other(value: Any, names: frozenset[str]) -> Any:
+    """A value that is neither text nor a dict, list or tuple, masked as it would be
+    shown: the renderers write anything without a JSON form as its ``str()``
+    (``shared.logging._json``; the console's as its ``repr()``), so a phone held in
+    bytes, a set, an exception or a model reached the line in clear. Numbers stay
+    numbers unless their digits make a phone (13912345678 passed as an int)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if -_NO_PHONE_BELOW < value < _NO_PHONE_BELOW:
+            return value
+        try:
+            text = str(value)
+        except ValueError:  # an int beyond str()'s digit limit: no phone, and no text
+            return value
+        masked = scrub_text(text)
+        return value if masked == text else masked
+    if isinstance(value, _KEPT_AS_THEY_ARE):
+        return value
+    if isinstance(value, Enum):
+        return scrub(value.value, names)
+    if callable(getattr(value, "model_dump", None)):  # a pydantic model: its fields, by key
+        return scrub(value.model_dump(mode="json"), names)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return scrub(dataclasses.asdict(value), names)
+    if isinstance(value, set | frozenset):
+        return scrub(list(value), names)
+    return scrub(str(value), names)  # bytes, an exception, a path, ...: the text shown
 
 
 def _redact(value: str) -> str:
@@ -251,6 +298,11 @@ _PERSONAL_KEYS = {"phone": mask_phone, "name": mask_name, "resident_name": mask_
 
 def _scrub_field(key: Any, value: Any, names: frozenset[str]) -> Any:
     masker = _PERSONAL_KEYS.get(key) if isinstance(key, str) else None
-    if masker is not None and isinstance(value, str):
-        return masker(value)
+    if masker is not None:
+        if isinstance(value, str):
+            return masker(value)
+        if isinstance(value, int | float | bytes) and not isinstance(value, bool):
+            # {"phone": 13700009999}: its text masked as the key says, however short
+            return masker(value.decode(errors="replace") if isinstance(value, bytes)
+                          else str(value))
     return scrub(value, names)
