@@ -279,10 +279,14 @@ def _scrub_other(value: Any, names: frozenset[str]) -> Any:
         return value
     if isinstance(value, Enum):
         return scrub(value.value, names)
-    if callable(getattr(value, "model_dump", None)):  # a pydantic model: its fields, by key
-        return scrub(value.model_dump(mode="json"), names)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return scrub(dataclasses.asdict(value), names)
+    if not isinstance(value, type):
+        try:  # a model or a dataclass: its fields, by key (a name under "name" masked)
+            if callable(getattr(value, "model_dump", None)):  # pydantic
+                return scrub(value.model_dump(mode="json"), names)
+            if dataclasses.is_dataclass(value):
+                return scrub(dataclasses.asdict(value), names)
+        except Exception:  # noqa: BLE001 - a field with no plain form: its text, below
+            pass
     if isinstance(value, set | frozenset):
         return scrub(list(value), names)
     return scrub(str(value), names)  # bytes, an exception, a path, ...: the text shown

@@ -473,3 +473,17 @@ def test_a_value_that_is_not_text_is_masked_as_its_text_would_be(value):
 
 def test_a_set_is_masked_item_by_item():
     assert sorted(scrub({"13912345678", "ok"})) == ["139****5678", "ok"]
+
+
+def test_a_model_or_dataclass_without_a_plain_form_is_masked_as_its_text():
+    # a log line must never raise: a field asdict cannot copy leaves the object's text
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Held:
+        phone: str
+        pending: object
+
+    shown = scrub(Held("13912345678", (n for n in range(3))))  # a generator: no deepcopy
+    assert isinstance(shown, str) and "139****5678" in shown and "13912345678" not in shown
+    assert "Held" in scrub(Held)
