@@ -252,6 +252,17 @@ class IssueRecord(Stored):
         self.updated_at = max(self.updated_at, at)
 
 
+def merged_group(record: IssueRecord, parent: IssueRecord | None) -> set[str]:
+    """The reports of ``record``'s merged group: itself, those folded into it, and, when
+    it was folded into ``parent`` (its ``merged_into``), that issue and every other
+    report folded into it. Each has its own resident; the group shares its agencies'
+    notes, so a text about one can name any of them. Pure."""
+    group = {record.issue_id, *record.reporters}
+    if parent is not None:
+        group.update((parent.issue_id, *parent.reporters))
+    return group
+
+
 @dataclass(frozen=True)
 class Deadline:
     issue_id: str

@@ -7,8 +7,13 @@ the logging processors, the issue view and ``whistle tail``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import unicodedata
+from datetime import date, datetime, time, timedelta
+from enum import Enum
 from typing import Any
+from uuid import UUID
 
 # Mainland mobiles (1[3-9]x, 11 digits), with optional +86 (or 0086) and separators, and
 # landlines with an area code (010-12345678). Matches inside Chinese text too,
@@ -40,6 +45,15 @@ _PHONE = re.compile(
     rf"|[2-9]\d{{2}}(?P<nanp_sep>[.\-])[2-9]\d{{2}}(?P=nanp_sep))\d{{4}}(?!\d))"
 )
 _DIGITS = re.compile(r"[0-9]")
+# Every other decimal digit (Arabic-Indic ٠١٢…, Devanagari ०१२…, any Unicode category
+# Nd but ASCII and full-width): residents type their numbers in their own script, and
+# the patterns above read such a digit as the ASCII one it stands for (see
+# _mask_phones). Text holding none, as nearly all does, never needs the rewrite.
+_OTHER_DIGIT = re.compile(r"(?![0-9０-９])\d")
+
+
+def _ascii_digit(match: re.Match[str]) -> str:
+    return chr(ord("0") + unicodedata.decimal(match.group(0)))
 
 
 # Residents typing in full-width mode (１３８…) must be masked too.
@@ -51,6 +65,8 @@ def mask_phone(phone: str | None) -> str | None:
     if not phone or "*" in phone:
         return phone  # empty, or masked already (an erased contact keeps only its mask)
     phone = phone.translate(_FULL_WIDTH).strip()
+    if not phone.isascii():
+        phone = _OTHER_DIGIT.sub(_ascii_digit, phone)
     digits = "".join(_DIGITS.findall(phone))
     # "+1 415 555 0132" has eleven digits from a 1 too: only a mainland mobile keeps
     # its first three (a foreign one would show its country and area code).
@@ -94,11 +110,13 @@ def mask_email(email: str | None) -> str | None:
 # 6-8 digits after a run of eight; a UK "+44" or NANP "+1" needs the "+" the id's
 # hyphen takes the place of; a NANP number has a bracket or separator after three).
 # They are skipped, as an issue id is on most log lines.
-_CLASS = f"{_DIGIT_CHARS}{_SEPARATOR_CHARS}()."
+# Its digits are any decimal digits (\d: every script's, as _mask_phones reads them); in
+# ASCII text that is 0-9, as the patterns have it.
+_CLASS = f"\\d{_SEPARATOR_CHARS}()."
 _MAYBE_PHONE = re.compile(
-    rf"{_D}(?<!{_D}{_D})"
-    rf"(?!(?<=WH-[0-9])[0-9]{{7}}-[0-9]{{4}}(?![\d{_CLASS}]))"
-    rf"[{_CLASS}]{{8,}}{_D}")
+    r"\d(?<!\d\d)"
+    rf"(?!(?<=WH-[0-9])[0-9]{{7}}-[0-9]{{4}}(?![{_CLASS}]))"
+    rf"[{_CLASS}]{{8,}}\d")
 # That search stops at nearly every digit of a line's hex ids (its call id and trace id)
 # to try the pattern there: about 30k instructions for a worker's line. In ASCII text it
 # can only match inside a run of ten such characters in a row (digits and " -()."),
@@ -106,7 +124,7 @@ _MAYBE_PHONE = re.compile(
 # a third of that. An issue id ("WH-20261121-0001", then a character outside the class)
 # is such a run and the search skips it: it is taken out of the text first. What is
 # taken out is a whole run (an "H" before it, no class character after) holding no match.
-_ISSUE_ID_RUN = re.compile(rf"WH-[0-9]{{8}}-[0-9]{{4}}(?![\d{_CLASS}])")
+_ISSUE_ID_RUN = re.compile(rf"WH-[0-9]{{8}}-[0-9]{{4}}(?![{_CLASS}])")
 _ISSUE_ID_LENGTH = len("WH-20261121-0001")
 _ASCII_RUN_CHARS = bytes.maketrans(b"0123456789 -().", b"#" * 15)
 _TEN_IN_A_RUN = b"#" * 10
@@ -115,7 +133,7 @@ _TEN_IN_A_RUN = b"#" * 10
 def _may_hold_phone(text: str) -> bool:
     """True when ``_MAYBE_PHONE`` finds something in ``text``; in ASCII text, also for
     some runs it would turn away (a row of dots or of hyphens), for less."""
-    if not text.isascii():  # full-width digits and separators: the pattern itself
+    if not text.isascii():  # other scripts' digits, full-width separators: the pattern itself
         return _MAYBE_PHONE.search(text) is not None
     start = text.find("WH-")
     while start >= 0:
@@ -153,7 +171,26 @@ def scrub_text(text: str) -> str:
         text = _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text)
     elif not _MAYBE_PHONE.search(text):
         return text
-    return _PHONE.sub(lambda m: mask_phone(m.group(0)) or "", text)
+    return _mask_phones(text)
+
+
+def _masked_phone(match: re.Match[str]) -> str:
+    return mask_phone(match.group(0)) or ""
+
+
+def _mask_phones(text: str) -> str:
+    """Every phone number in ``text`` masked, whatever the script of its digits."""
+    if text.isascii() or not _OTHER_DIGIT.search(text):
+        return _PHONE.sub(_masked_phone, text)
+    # The patterns search a copy with each digit in ASCII (one character for one, so a
+    # match's span is the same in both); the rest of the text is kept as written.
+    folded = _OTHER_DIGIT.sub(_ascii_digit, text)
+    parts, end = [], 0
+    for match in _PHONE.finditer(folded):
+        parts += (text[end:match.start()], _masked_phone(match))
+        end = match.end()
+    parts.append(text[end:])
+    return "".join(parts)
 
 
 # Joins a line's values for the checks below: no pattern matches across it, and a value
@@ -180,8 +217,13 @@ def scrub_fields(fields: dict[Any, Any], exempt: str) -> dict[Any, Any]:
         if isinstance(value, str):
             if key != exempt:
                 texts.append(value)
-        elif isinstance(value, dict | list | tuple) and key != exempt:
+        elif key == exempt or value.__class__ in _NOTHING_TO_MASK or (
+                value.__class__ is int and -_NO_PHONE_BELOW < value < _NO_PHONE_BELOW):
+            continue
+        elif isinstance(value, dict | list | tuple):
             fields[key] = scrub(value)
+        else:
+            fields[key] = _scrub_other(value, _NO_NAMES)
     if texts and _may_need_scrubbing(_VALUE_SEPARATOR.join(texts)):
         for key, value in fields.items():
             if isinstance(value, str) and key != exempt:
@@ -205,7 +247,49 @@ def scrub(value: Any, names: frozenset[str] = frozenset()) -> Any:
         return {k: _scrub_field(k, v, names) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(scrub(v, names) for v in value)
-    return value
+    return _scrub_other(value, names)
+
+
+_NO_NAMES: frozenset[str] = frozenset()
+# None and booleans: most of a log line's values that are not text (with small ints).
+_NOTHING_TO_MASK = frozenset({type(None), bool})
+# Rendered as they are (orjson has JSON for each), and no resident's data fits in one.
+_KEPT_AS_THEY_ARE = (type(None), bool, datetime, date, time, timedelta, UUID)
+# No phone the patterns match has fewer than ten digits: a count, a status or a duration
+# never comes near.
+_NO_PHONE_BELOW = 10**9
+
+
+def _scrub_other(value: Any, names: frozenset[str]) -> Any:
+    """A value that is neither text nor a dict, list or tuple, masked as it would be
+    shown: the renderers write anything without a JSON form as its ``str()``
+    (``shared.logging._json``; the console's as its ``repr()``), so a phone held in
+    bytes, a set, an exception or a model reached the line in clear. Numbers stay
+    numbers unless their digits make a phone (13912345678 passed as an int)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if -_NO_PHONE_BELOW < value < _NO_PHONE_BELOW:
+            return value
+        try:
+            text = str(value)
+        except ValueError:  # an int beyond str()'s digit limit: no phone, and no text
+            return value
+        masked = scrub_text(text)
+        return value if masked == text else masked
+    if isinstance(value, _KEPT_AS_THEY_ARE):
+        return value
+    if isinstance(value, Enum):
+        return scrub(value.value, names)
+    if not isinstance(value, type):
+        try:  # a model or a dataclass: its fields, by key (a name under "name" masked)
+            if callable(getattr(value, "model_dump", None)):  # pydantic
+                return scrub(value.model_dump(mode="json"), names)
+            if dataclasses.is_dataclass(value):
+                return scrub(dataclasses.asdict(value), names)
+        except Exception:  # noqa: BLE001 - a field with no plain form: its text, below
+            pass
+    if isinstance(value, set | frozenset):
+        return scrub(list(value), names)
+    return scrub(str(value), names)  # bytes, an exception, a path, ...: the text shown
 
 
 def _redact(value: str) -> str:
@@ -218,6 +302,11 @@ _PERSONAL_KEYS = {"phone": mask_phone, "name": mask_name, "resident_name": mask_
 
 def _scrub_field(key: Any, value: Any, names: frozenset[str]) -> Any:
     masker = _PERSONAL_KEYS.get(key) if isinstance(key, str) else None
-    if masker is not None and isinstance(value, str):
-        return masker(value)
+    if masker is not None:
+        if isinstance(value, str):
+            return masker(value)
+        if isinstance(value, int | float | bytes) and not isinstance(value, bool):
+            # {"phone": 13700009999}: its text masked as the key says, however short
+            return masker(value.decode(errors="replace") if isinstance(value, bytes)
+                          else str(value))
     return scrub(value, names)

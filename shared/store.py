@@ -76,7 +76,13 @@ from shared.contracts import (
     encode_cursor,
 )
 from shared.errors import InvalidTransition, NotFound, Unavailable
-from shared.issue import IssueRecord, TimelineEntry, list_entry, watched_deadlines
+from shared.issue import (
+    IssueRecord,
+    TimelineEntry,
+    list_entry,
+    merged_group,
+    watched_deadlines,
+)
 from shared.jsoncodec import dumps, loads, utc_moment, utc_text
 from shared.redis_pool import lean_client
 
@@ -437,6 +443,18 @@ class IssueStore:
         if empty and self.archive is not None:
             found.update(self.archive.contacts(empty))
         return found
+
+    def merged_groups(self, issue_ids: list[str]) -> dict[str, set[str]]:
+        """Each issue's merged group (``shared.issue.merged_group``), by issue id: the
+        records, then the issues they were folded into, two round trips. An issue not
+        found is a group of one."""
+        records = self.get_many(issue_ids)
+        parents = {r.issue_id: r for r in self.get_many(
+            sorted({r.merged_into for r in records if r.merged_into}))}
+        groups = {i: {i} for i in issue_ids}
+        for r in records:
+            groups[r.issue_id] = merged_group(r, parents.get(r.merged_into or ""))
+        return groups
 
     def residents_names(self, records: Sequence[IssueRecord]) -> dict[str, list[str | None]]:
         """Each record's resident's name and those of the neighbours merged into it (issue id
@@ -912,6 +930,9 @@ class RedisProvider(DependencyProvider):
 
 
 _archives: dict[str, Any] = {}
+# How many dependency providers hold each pool (archive_for, release_archive): the last
+# to stop closes it.
+_archive_users: dict[str, int] = {}
 _archives_lock = threading.Lock()  # green under eventlet's monkey-patching
 
 
@@ -921,6 +942,7 @@ def archive_for(url: str):
     One pool per process, however many services ``whistle up`` hosts in it. Raises
     ``shared.archive.SchemaBehind`` (the service does not start) when migrations are
     pending; a database that is down only delays archiving (see ``check_schema``).
+    Each caller gives it back with :func:`release_archive` when it stops.
     """
     from shared.archive import Archive, check_schema
 
@@ -931,24 +953,67 @@ def archive_for(url: str):
         if url not in _archives:
             check_schema(url)
             _archives[url] = Archive(url)
+        _archive_users[url] = _archive_users.get(url, 0) + 1
         return _archives[url]
+
+
+def release_archive(url: str) -> None:
+    """One holder of ``url``'s pool (:func:`archive_for`) is done with it; the last one
+    closes it. A service stops its dependencies after its last worker, and under
+    ``nameko run`` nothing else closed the pool: its ``__del__``, at the interpreter's
+    exit, tried to join its threads from a dying greenlet and printed a traceback."""
+    with _archives_lock:
+        users = _archive_users.pop(url, 0) - 1
+        if users > 0:
+            _archive_users[url] = users
+            return
+        archive = _archives.pop(url, None)
+    if archive is not None:  # outside the lock: closing waits for the pool's threads
+        archive.close()
 
 
 def close_archives() -> None:
     """Close the process's archive pools: at the end of ``whistle up``, while eventlet's
     hub still runs. Left to the interpreter's exit, each pool's ``__del__`` tried to join
     its worker threads from a dying greenlet and printed a traceback per pool."""
+    _archive_users.clear()
     while _archives:
         _archives.popitem()[1].close()
 
 
-class Store(RedisProvider):
+class HoldsArchive:
+    """A dependency provider's share of the process's archive pool: taken at setup,
+    given back at stop or kill (once, whichever comes; not at all if setup failed)."""
+
+    _archive_url: str | None = None
+
+    def hold_archive(self, container: Any):
+        url = cfg.get(container.config, cfg.DATABASE_URL)
+        archive = archive_for(url)
+        self._archive_url = url
+        return archive
+
+    def give_back_archive(self) -> None:
+        url, self._archive_url = self._archive_url, None
+        if url is not None:
+            release_archive(url)
+
+
+class Store(HoldsArchive, RedisProvider):
     """Injects an :class:`IssueStore` that reads archived issues from PostgreSQL too."""
 
     def setup(self):
         super().setup()
-        archive = archive_for(cfg.get(self.container.config, cfg.DATABASE_URL))
-        self.store = IssueStore(self.client, self.prefix, archive)
+        self.store = IssueStore(self.client, self.prefix, self.hold_archive(self.container))
+
+    def stop(self):
+        super().stop()
+        self.give_back_archive()
+
+    def kill(self):
+        super().kill()
+        with contextlib.suppress(Exception):  # kill() must not raise
+            self.give_back_archive()
 
     def get_dependency(self, worker_ctx):
         return self.store

@@ -45,8 +45,9 @@ def create_database(name: str, template: str | None = None) -> str:
 def drop_database(name: str) -> None:
     import psycopg
 
-    from shared.store import _archives
+    from shared.store import _archive_users, _archives
 
+    _archive_users.pop(f"{PG_SERVER}/{name}", None)
     archive = _archives.pop(f"{PG_SERVER}/{name}", None)  # the services' pool, if any
     if archive is not None:
         archive.close()

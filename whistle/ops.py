@@ -303,8 +303,10 @@ NAMES_UNKNOWN = "(not shown: the resident's name could not be read from Redis to
 
 def residents_names(redis_url: str, prefix: str,
                     letters: list[DeadLetter]) -> dict[str, frozenset[str]] | None:
-    """The name each dead letter's resident gave (and its parts), by issue id, to mask in
-    its preview as Open311's public reads do; ``None`` when Redis cannot be read."""
+    """The names (and their parts) every resident of each dead letter's merged group gave
+    (``IssueStore.merged_groups``), by issue id, to mask in its preview as Open311's
+    public reads do; ``None`` when Redis cannot be read. The group's own: an agency's
+    note, copied into each report's text, can name any of its residents."""
     from services.intake.open311.mapping import names_of
     from shared.store import IssueStore, connect
 
@@ -314,12 +316,15 @@ def residents_names(redis_url: str, prefix: str,
         return {}
     client = connect(redis_url)
     try:
-        contacts = IssueStore(client, prefix).contacts(ids)
+        store = IssueStore(client, prefix)
+        groups = store.merged_groups(ids)
+        contacts = store.contacts(sorted(set().union(*groups.values())))
     except Exception:  # noqa: BLE001 - out of reach or refused: the bodies are withheld
         return None
     finally:
         client.close()
-    return {i: names_of(contacts.get(i) or {}) for i in ids}
+    return {i: frozenset().union(*(names_of(contacts.get(m) or {}) for m in group))
+            for i, group in groups.items()}
 
 
 def names_in(letter: DeadLetter, names: dict[str, frozenset[str]] | None) -> frozenset[str] | None:

@@ -37,7 +37,7 @@ from shared.archive import Archive, Bundle
 from shared.contracts import IssueStatus
 from shared.errors import Unavailable
 from shared.issue import IssueRecord
-from shared.store import REDIS_ERRORS, IssueStore, archive_for, connect
+from shared.store import REDIS_ERRORS, HoldsArchive, IssueStore, connect
 
 _log = getLogger(__name__)
 
@@ -224,7 +224,7 @@ class Archiver:
                 done.busy += 1
 
 
-class ArchiverProvider(DependencyProvider):
+class ArchiverProvider(HoldsArchive, DependencyProvider):
     """Runs archive passes for the service that hosts it (intake), at most one pass
     every ``WHISTLE_ARCHIVE_INTERVAL_S``, however often its timer ticks.
 
@@ -242,7 +242,7 @@ class ArchiverProvider(DependencyProvider):
         config = self.container.config
         self.client = connect(cfg.get(config, cfg.REDIS_URL))
         store = IssueStore(self.client, cfg.get(config, cfg.KEY_PREFIX),
-                           archive_for(cfg.get(config, cfg.DATABASE_URL)))
+                           self.hold_archive(self.container))
         self.archiver = Archiver(store, store.archive,
                                  cfg.duration_s(cfg.get(config, cfg.HOT_RETENTION)))
         self.interval_s = float(cfg.get(config, cfg.ARCHIVE_INTERVAL_S))
@@ -251,10 +251,13 @@ class ArchiverProvider(DependencyProvider):
 
     def stop(self):
         self.client.close()
+        self.give_back_archive()
 
     def kill(self):
         with contextlib.suppress(Exception):
             self.client.close()
+        with contextlib.suppress(Exception):
+            self.give_back_archive()
 
     def get_dependency(self, worker_ctx):
         return self

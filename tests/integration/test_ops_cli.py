@@ -17,7 +17,9 @@ from kombu import Connection, Producer, Queue
 
 from shared import config as cfg
 from shared import messaging as m
-from shared.store import Keys
+from shared.contracts import Channel, IssueStatus, Language, Location
+from shared.issue import receive
+from shared.store import IssueStore, Keys
 from shared.topology import DEAD_LETTER_QUEUE, EVENTS_EXCHANGE, declare_topology
 from tests.conftest import REDIS_URL, free_port
 from tests.support.waiting import wait_until
@@ -398,3 +400,34 @@ def test_dlq_masks_the_residents_name_in_their_own_words(env, amqp, redis_client
     dropped = whistle(env, "dlq", "drop", "--index", "1", "--discard", "--json")
     assert dropped.exit_code == 0 and "孙建国" not in dropped.output
     assert "我是孙**" in dropped.output
+
+
+def test_dlq_masks_every_resident_of_the_merged_group(env, amqp, redis_client):
+    # Only the letter's own reporter was masked: a report folded into an open issue, or
+    # that issue, named its neighbours (an agency's note copied into the text, say) in clear
+    store = IssueStore(redis_client, env[cfg.KEY_PREFIX])
+    now, place = datetime.now(UTC), Location(community="缤泰社区", address="丽德花园5号楼")
+    primary, joined, other = "WH-20261121-0300", EVENT["issue_id"], "WH-20261121-0302"
+    residents = {primary: "王秀英", joined: "孙建国", other: "Margaret Okafor"}
+    for issue_id, name in residents.items():
+        record = receive(issue_id, f"trace-{issue_id}", "楼上漏水", None, place,
+                         Channel.hotline, Language.zh, now)
+        if issue_id == primary:
+            record.reporters = [joined, other]
+        else:
+            record.status, record.merged_into = IssueStatus.merged, primary
+        store.create(record, {"name": name, "phone": PHONE}, "test", {})
+    said = "楼上漏水，王秀英先报的，Margaret Okafor 和 Okafor 家也漏，孙建国"
+    for issue_id in (joined, primary):
+        dead_letter(amqp, json.dumps({**EVENT, "issue_id": issue_id, "description": said},
+                                     ensure_ascii=False).encode(), ROUTE_QUEUE,
+                    f"NotFound: no issue {issue_id} (王秀英)", 3, "issue.received")
+    listed = whistle(env, "dlq", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    for letter in json.loads(listed.stdout)["messages"]:
+        assert "王**先报的" in letter["preview"] and "(王**)" in letter["reason"]
+        assert "M************** 和 O***** 家" in letter["preview"]
+    for name in (*residents.values(), "Okafor"):
+        assert name not in listed.output
+    dropped = whistle(env, "dlq", "drop", "--index", "1", "--index", "2", "--discard")
+    assert dropped.exit_code == 0 and "王秀英" not in dropped.output

@@ -166,3 +166,34 @@ def test_the_console_format_still_writes_masked_lines(capsys):
         whistle_logging._configured_format = None
         configure_logging(previous or "console")
     assert "assignment_delivered" in err and "138****5678" in err and "1234" not in err
+
+
+def test_a_value_that_is_not_text_is_masked_as_it_would_be_shown(json_logging, capsys):
+    # The renderer writes a value with no JSON form as its str(): a phone in bytes, a
+    # set, a model or an exception reached the line in clear, and an int as it was.
+    import dataclasses
+
+    from pydantic import BaseModel
+
+    class Contact(BaseModel):
+        name: str
+        phone: str
+
+    @dataclasses.dataclass
+    class Note:
+        text: str
+
+    get_logger("whistle.notify").info(
+        "odd_values", as_int=13912345678, as_bytes=b"call 13912345678", as_set={"13912345678"},
+        model=Contact(name="赵大爷", phone="13700009999"), note=Note("回电 13700009999"),
+        error=RuntimeError("could not call 13912345678"), count=3, ms=1.5, ok=True,
+        nested={"phone": 7654321, "raw": [b"13912345678", 13912345678]})
+    err = capsys.readouterr().err
+    [line] = lines(err)
+    assert "13912345678" not in err and "13700009999" not in err and "赵大爷" not in err
+    assert line["as_int"] == "139****5678" and line["as_bytes"] == "b'call 139****5678'"
+    assert line["as_set"] == ["139****5678"] and line["note"] == {"text": "回电 137****9999"}
+    assert line["model"] == {"name": "赵**", "phone": "137****9999"}
+    assert line["error"] == "could not call 139****5678"
+    assert line["nested"] == {"phone": "***4321", "raw": ["b'139****5678'", "139****5678"]}
+    assert (line["count"], line["ms"], line["ok"]) == (3, 1.5, True)  # numbers stay numbers

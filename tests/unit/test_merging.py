@@ -39,6 +39,7 @@ from shared.issue import (
     Routing,
     acknowledge,
     dispatch,
+    merged_group,
     receive,
     resolve,
 )
@@ -326,3 +327,14 @@ def test_unfold_gives_a_fresh_event_id():
 def test_unfold_needs_a_merged_issue(make):
     with pytest.raises(InvalidTransition, match="not merged"):
         unfold(make(), True, LATER)
+
+
+def test_a_merged_group_is_the_same_whichever_report_it_is_read_from():
+    # each report has its own resident, and whoever masks one report's text masks them all
+    merged, primary = folded()
+    third = "WH-20261121-0003"
+    primary = join(primary, third, LATER)
+    group = {PRIMARY_ID, NEWCOMER_ID, third}
+    assert merged_group(primary, None) == group
+    assert merged_group(merged, primary) == group
+    assert merged_group(newcomer(), None) == {NEWCOMER_ID}

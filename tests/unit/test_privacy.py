@@ -187,6 +187,37 @@ def test_scrub_text_masks_full_width_phone_digits():
     assert "１２３４" not in scrub_text(text)
 
 
+# Residents type numbers in their own script: any Unicode decimal digit is read as the
+# ASCII one it stands for, and the rest of the text keeps its own (invented numbers).
+@pytest.mark.parametrize(("text", "expected"), [
+    ("اتصل بي على ١٣٨١٢٣٤٥٦٧٨ شكرا", "اتصل بي على 138****5678 شكرا"),
+    ("الطابق ٣، هاتف ١٣٨ ١٢٣٤ ٥٦٧٨", "الطابق ٣، هاتف 138****5678"),
+    ("شماره ۱۳۹۸۷۶۵۴۳۲۱", "شماره 139****4321"),
+    ("फोन ०२०-७९४६०९५८ पर", "फोन *******0958 पर"),
+    ("ফোন ০৭৭০০ ৯০০১২৩", "ফোন *******0123"),
+    ("โทร (๔๑๕) ๕๕๕-๐๑๓๒", "โทร ******0132"),
+    ("mixed 138١٢٣٤5678 and WH-20261121-0001", "mixed 138****5678 and WH-20261121-0001"),
+    ("\U0001d7cf\U0001d7d1\U0001d7d6\U0001d7cf\U0001d7d0\U0001d7d1\U0001d7d2"
+     "\U0001d7d3\U0001d7d4\U0001d7d5\U0001d7d6", "138****5678"),  # mathematical bold
+])
+def test_scrub_text_masks_phones_in_any_scripts_digits(text, expected):
+    from shared.privacy import _may_hold_phone, scrub_fields
+
+    assert scrub_text(text) == expected
+    assert _may_hold_phone(text)
+    assert scrub_fields({"note": text, "at": "x"}, exempt="at")["note"] == expected
+
+
+@pytest.mark.parametrize("text", ["الطابق ٣ الشقة ١٢", "السنة ٢٠٢٦-١١-٢١", "कमरा १२०३"])
+def test_other_scripts_digits_that_are_no_phone_stay_as_written(text):
+    assert scrub_text(text) == text
+
+
+def test_mask_phone_reads_any_scripts_digits():
+    assert mask_phone("١٣٨١٢٣٤٥٦٧٨") == "138****5678"
+    assert mask_phone("०२०-७९४६०९५८") == "*******0958"
+
+
 # Text the shortcut in scrub_text skips (no "@", no run of ten digits and separators) must be
 # text the full patterns would have left alone. The generator puts phone-shaped
 # pieces (mobiles and landlines with any separators, digit groups, "+86", "@")
@@ -197,6 +228,7 @@ def _digits(n: int, first: str = "0123456789"):
 
 
 _SEP = st.sampled_from(["", "-", " ", "　", "－"])
+_TO_OTHER_SCRIPT = str.maketrans("0123456789", "٠١٢٣٤५६७८९")
 _MOBILE = st.tuples(st.sampled_from(["", "+86", "+86 ", "86-"]), st.just("1"),
                     _digits(2, "3456789"), _SEP, _digits(4), _SEP, _digits(4)).map("".join)
 _LANDLINE = st.tuples(st.just("0"), _digits(2, "123456789"), _SEP.filter(bool),
@@ -212,7 +244,10 @@ _ISSUE_ID = st.tuples(st.sampled_from(["WH-", "WH-", "+", "0044", "+44", ""]), _
 _PIECE = st.one_of(_MOBILE, _LANDLINE, _UK_MOBILE, _NANP, _ISSUE_ID, _digits(1), _digits(2),
                    _digits(3), _digits(4),
                    st.sampled_from(["-", " ", "@", "a.b", "tel:", "楼", "x", "(", ")", ".",
-                                    "WH-", "٣"]))
+                                    "WH-", "٣"]),
+                   # the same phones in other scripts' digits (Arabic-Indic, Devanagari)
+                   st.one_of(_MOBILE, _LANDLINE, _UK_MOBILE, _NANP).map(
+                       lambda p: p.translate(_TO_OTHER_SCRIPT)))
 
 
 @settings(max_examples=1000, deadline=None)
@@ -220,9 +255,12 @@ _PIECE = st.one_of(_MOBILE, _LANDLINE, _UK_MOBILE, _NANP, _ISSUE_ID, _digits(1),
 def test_scrub_text_shortcut_never_skips_what_the_full_patterns_mask(text):
     from shared.privacy import _EMAIL, _PHONE, mask_email, mask_phone
 
+    # The patterns read every script's digits as ASCII ones: compared with them so read.
+    ascii_digits = str.maketrans({c: str(i) for i, c in enumerate("٠١٢٣٤५६७८९")})
     full = _PHONE.sub(lambda m: mask_phone(m.group(0)) or "",
-                      _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text))
-    assert scrub_text(text) == full
+                      _EMAIL.sub(lambda m: mask_email(m.group(0)) or "", text
+                                 ).translate(ascii_digits))
+    assert scrub_text(text).translate(ascii_digits) == full
 
 
 def test_an_issue_id_is_no_phone_and_costs_no_full_search():
@@ -416,3 +454,36 @@ def test_an_audit_entry_is_what_scrubbing_all_of_it_gave():
 def test_scrub_without_names_is_scrub_text(text):
     # scrub returns early when it has no names to mask: what the names' loop left.
     assert scrub(text) == scrub(text, frozenset({""})) == scrub_text(text)
+
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.integers(), st.floats(allow_nan=True),
+                 st.lists(_PIECE, max_size=4).map("".join).map(str.encode),
+                 st.lists(_PIECE, max_size=4).map("".join).map(RuntimeError)))
+def test_a_value_that_is_not_text_is_masked_as_its_text_would_be(value):
+    # a log line shows such a value as its str(): what it shows is that text scrubbed
+    shown = scrub(value)
+    if isinstance(value, int | float):  # a number stays one unless its digits are a phone
+        assert shown is value if scrub_text(str(value)) == str(value) else (
+            shown == scrub_text(str(value)))
+    else:
+        assert shown == scrub_text(str(value))
+
+
+def test_a_set_is_masked_item_by_item():
+    assert sorted(scrub({"13912345678", "ok"})) == ["139****5678", "ok"]
+
+
+def test_a_model_or_dataclass_without_a_plain_form_is_masked_as_its_text():
+    # a log line must never raise: a field asdict cannot copy leaves the object's text
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Held:
+        phone: str
+        pending: object
+
+    shown = scrub(Held("13912345678", (n for n in range(3))))  # a generator: no deepcopy
+    assert isinstance(shown, str) and "139****5678" in shown and "13912345678" not in shown
+    assert "Held" in scrub(Held)

@@ -77,7 +77,7 @@ from shared.errors import (
     WhistleError,
 )
 from shared.guard import ApiClient
-from shared.issue import IssueRecord
+from shared.issue import IssueRecord, merged_group
 from shared.store import ISSUE_ID
 from shared.web import ERROR_SHAPES, http, parse_json_body, read_body_text
 
@@ -356,10 +356,7 @@ class Open311Api:
         shown unmasked on the others' requests."""
         groups = {i: {i} for i in ids}
         for r in records:
-            groups[r.issue_id].update(r.reporters)
-            parent = parents.get(r.merged_into) if r.merged_into else None
-            if parent is not None:
-                groups[r.issue_id].update((parent.issue_id, *parent.reporters))
+            groups[r.issue_id] = merged_group(r, parents.get(r.merged_into or ""))
         contacts = self._contacts(sorted(set().union(*groups.values())))
         return {i: frozenset().union(*(names_of(contacts.get(m, {})) for m in group))
                 for i, group in groups.items()}
