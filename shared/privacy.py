@@ -208,10 +208,15 @@ def _may_need_scrubbing(text: str) -> bool:
 
 def scrub_fields(fields: dict[Any, Any], exempt: str) -> dict[Any, Any]:
     """:func:`scrub` of every value of ``fields`` but ``exempt``'s, in place: a log line.
+    Each value is scrubbed as a dict's value is (``scrub({key: value})``), so a line's own
+    ``name=``, ``phone=`` or ``token=`` is masked by its key, as a nested one is (no call
+    site logs one today; one that does must not print a resident's name).
 
     The same result as scrubbing each value, for much less: the text values, joined, go
     through :func:`scrub_text`'s cheap checks once, and only when the line as a whole
     fails them is each value scrubbed on its own (most lines hold nothing to mask)."""
+    if not _PERSONAL_KEY_SET.isdisjoint(fields):  # rare: a line with a personal key
+        return _scrub_with_personal_keys(fields, exempt)
     texts = []
     for key, value in fields.items():
         if isinstance(value, str):
@@ -228,6 +233,20 @@ def scrub_fields(fields: dict[Any, Any], exempt: str) -> dict[Any, Any]:
         for key, value in fields.items():
             if isinstance(value, str) and key != exempt:
                 fields[key] = scrub_text(value)
+    return fields
+
+
+def _scrub_with_personal_keys(fields: dict[Any, Any], exempt: str) -> dict[Any, Any]:
+    """:func:`scrub_fields` of a line holding a personal key: those values masked by their
+    key, the rest as any line's, the keys kept in their order."""
+    by_key = {k: _scrub_field(k, v, _NO_NAMES) for k, v in fields.items()
+              if k in _PERSONAL_KEY_SET and k != exempt}
+    # Neither those nor the exempt key: no personal key is left to come back here for.
+    rest = scrub_fields({k: v for k, v in fields.items()
+                         if k not in by_key and k != exempt}, exempt)
+    scrubbed = {k: by_key[k] if k in by_key else rest.get(k, fields[k]) for k in fields}
+    fields.clear()
+    fields.update(scrubbed)
     return fields
 
 
@@ -298,6 +317,7 @@ def _redact(value: str) -> str:
 
 _PERSONAL_KEYS = {"phone": mask_phone, "name": mask_name, "resident_name": mask_name,
                   "resident_phone": mask_phone, "email": mask_email, "token": _redact}
+_PERSONAL_KEY_SET = frozenset(_PERSONAL_KEYS)
 
 
 def _scrub_field(key: Any, value: Any, names: frozenset[str]) -> Any:

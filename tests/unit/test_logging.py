@@ -197,3 +197,14 @@ def test_a_value_that_is_not_text_is_masked_as_it_would_be_shown(json_logging, c
     assert line["error"] == "could not call 139****5678"
     assert line["nested"] == {"phone": "***4321", "raw": ["b'139****5678'", "139****5678"]}
     assert (line["count"], line["ms"], line["ok"]) == (3, 1.5, True)  # numbers stay numbers
+
+
+def test_a_lines_own_personal_keys_are_masked_by_key(json_logging, capsys):
+    # Nested {"name": ...} was masked by its key; a line's own name= was not.
+    get_logger("whistle.notify").info("called_back", name="张三丰", phone="7654321",
+                                      token="abc.def", agency="power")
+    err = capsys.readouterr().err
+    [line] = lines(err)
+    assert "张三丰" not in err and "7654321" not in err and "abc.def" not in err
+    assert (line["name"], line["phone"], line["agency"]) == ("张**", "***4321", "power")
+    assert line["token"] != "abc.def"
