@@ -9,13 +9,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from services.routing.classifier import load_classifier
 from services.routing.domain import _pairs
 from services.routing.features import fold, terms_in
-from services.routing.learned import LearnedClassifier, largest, sublinear_tf
+from services.routing.learned import LearnedClassifier, sublinear_tf
 from tests.support.routing_outputs import reports
 
 EDGE_CASES = ["", "   ", "qqqq zzzz xxxx", "电" * 300, "gas " * 300, "电线 sparks 没有煤气味"]
@@ -84,11 +82,3 @@ def test_the_evidence_and_the_top_are_the_long_ways(classifier, texts):
 def test_a_texts_pairs_of_characters_are_its_two_character_slices(text):
     assert _pairs(text) == {text[i:i + 2] for i in range(len(text) - 1)}
 
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(-3, 3), max_size=40), st.integers(1, 10))
-def test_the_largest_are_a_stable_sorts_first(values, count):
-    # Many ties (a word's pieces weigh the same): they come in index order, as a stable
-    # sort of every value would give them, on any CPU.
-    array = np.array(values, dtype=np.float32)
-    assert largest(array, count).tolist() == np.argsort(-array, kind="stable")[:count].tolist()
