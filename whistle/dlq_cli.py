@@ -70,7 +70,8 @@ def dlq_list(limit: int, as_json: bool) -> None:
         found, in_queue = peek_dead_letters(api, limit)
     except Unreachable as exc:
         _fail(str(exc))
-    known = residents_names(config[cfg.REDIS_URL], config[cfg.KEY_PREFIX], found)
+    known = residents_names(config[cfg.REDIS_URL], config[cfg.KEY_PREFIX], found,
+                            config[cfg.DATABASE_URL])
     letters = [letter.describe(names_in(letter, known)) for letter in found]
     if as_json:
         click.echo(json.dumps({"queue": DEAD_LETTER_QUEUE_NAME, "vhost": api.vhost,
@@ -204,4 +205,5 @@ def _names(config: dict):
     """The residents' names to mask in what replay and drop print (``ops.residents_names``)."""
     from whistle.ops import residents_names
 
-    return lambda taken: residents_names(config[cfg.REDIS_URL], config[cfg.KEY_PREFIX], taken)
+    return lambda taken: residents_names(config[cfg.REDIS_URL], config[cfg.KEY_PREFIX], taken,
+                                         config[cfg.DATABASE_URL])

@@ -301,28 +301,33 @@ def _as_operators_see(body: Any) -> Any:
 NAMES_UNKNOWN = "(not shown: the resident's name could not be read from Redis to mask it)"
 
 
-def residents_names(redis_url: str, prefix: str,
-                    letters: list[DeadLetter]) -> dict[str, frozenset[str]] | None:
+def residents_names(redis_url: str, prefix: str, letters: list[DeadLetter],
+                    database_url: str | None = None) -> dict[str, frozenset[str]] | None:
     """The names (and their parts) every resident of each dead letter's merged group gave
     (``IssueStore.merged_groups``), by issue id, to mask in its preview as Open311's
-    public reads do; ``None`` when Redis cannot be read. The group's own: an agency's
-    note, copied into each report's text, can name any of its residents."""
+    public reads do; ``None`` when Redis, or the archive where a closed issue and its
+    contact go (``database_url``), cannot be read. The group's own: an agency's note,
+    copied into each report's text, can name any of its residents."""
     from services.intake.open311.mapping import names_of
+    from shared.archive import Archive
     from shared.store import IssueStore, connect
 
     ids = sorted({body["issue_id"] for body in (letter.parsed() for letter in letters)
                   if isinstance(body, dict) and isinstance(body.get("issue_id"), str)})
     if not ids:
         return {}
-    client = connect(redis_url)
+    client, archive = connect(redis_url), None
     try:
-        store = IssueStore(client, prefix)
+        archive = Archive(database_url) if database_url else None
+        store = IssueStore(client, prefix, archive)
         groups = store.merged_groups(ids)
         contacts = store.contacts(sorted(set().union(*groups.values())))
     except Exception:  # noqa: BLE001 - out of reach or refused: the bodies are withheld
         return None
     finally:
         client.close()
+        if archive is not None:
+            archive.close()
     return {i: frozenset().union(*(names_of(contacts.get(m) or {}) for m in group))
             for i, group in groups.items()}
 

@@ -42,12 +42,13 @@ GARBAGE = f"\xff\xfe{{not json, call {OTHER_PHONE}".encode("latin-1")
 
 
 @pytest.fixture
-def env(rabbit_config, redis_prefix, request):
+def env(rabbit_config, redis_prefix, request, database_url):
     return {
         cfg.AMQP_URI: rabbit_config["AMQP_URI"],
         cfg.REDIS_URL: REDIS_URL,
         cfg.KEY_PREFIX: redis_prefix,
         cfg.RABBIT_API_URL: request.config.getoption("RABBIT_API_URI"),
+        cfg.DATABASE_URL: database_url,  # a closed issue's contact is read from the archive
     }
 
 
@@ -431,3 +432,38 @@ def test_dlq_masks_every_resident_of_the_merged_group(env, amqp, redis_client):
         assert name not in listed.output
     dropped = whistle(env, "dlq", "drop", "--index", "1", "--index", "2", "--discard")
     assert dropped.exit_code == 0 and "王秀英" not in dropped.output
+
+
+def test_dlq_masks_the_resident_of_an_archived_issue(env, amqp, redis_client,
+                                                      fresh_database_url):
+    # A dead letter can outlive its issue's days in Redis: the contact is then in the
+    # archive, and was not read, so the name was shown in clear.
+    from services.intake.archiver import Archiver
+    from shared.archive import Archive
+
+    env = {**env, cfg.DATABASE_URL: fresh_database_url}
+    store = IssueStore(redis_client, env[cfg.KEY_PREFIX])
+    issue_id = EVENT["issue_id"]
+    record = receive(issue_id, "trace-archived", "楼上漏水", None,
+                     Location(community="缤泰社区", address="丽德花园5号楼"), Channel.hotline,
+                     Language.zh, datetime.now(UTC))
+    record.status = IssueStatus.closed
+    store.create(record, {"name": "欧阳秀兰", "phone": PHONE}, "test", {})
+    redis_client.zadd(Keys(env[cfg.KEY_PREFIX]).closed, {issue_id: 0})
+    archive = Archive(fresh_database_url)
+    try:
+        archived = IssueStore(redis_client, env[cfg.KEY_PREFIX], archive)
+        assert Archiver(archived, archive, retention_s=0).run_until_idle(now_ts=9e9).archived \
+            == [issue_id]
+    finally:
+        archive.close()
+    assert not redis_client.exists(Keys(env[cfg.KEY_PREFIX]).contact(issue_id))
+    dead_letter(amqp, json.dumps({**EVENT, "description": "欧阳秀兰家楼上漏水"},
+                                 ensure_ascii=False).encode(), ROUTE_QUEUE,
+                "NotFound: 欧阳秀兰", 3, "issue.received")
+    listed = whistle(env, "dlq", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    [letter] = json.loads(listed.stdout)["messages"]
+    assert "欧阳秀兰" not in listed.output
+    assert "欧****家楼上漏水" in letter["preview"] or "欧***家楼上漏水" in letter["preview"], \
+        letter["preview"]
