@@ -89,10 +89,18 @@ def error_response(exc: Exception) -> Response:
         return json_response(exc.to_json(), exc.status, error_headers(exc))
     if isinstance(exc, HTTPException):
         return json_response({"error": {"code": exc.name.lower().replace(" ", "_"),
-                                        "message": exc.description}}, exc.code or 500,
+                                        "message": _plain_description(exc)}}, exc.code or 500,
                              error_headers(exc))
     _log.error("unhandled error in HTTP handler: %s", type(exc).__name__, exc_info=exc)
     return json_response({"error": {"code": "internal", "message": "internal error"}}, 500)
+
+
+def _plain_description(exc: HTTPException) -> str:
+    """What went wrong, in words a caller can act on: a 405 names the methods the address
+    does take (werkzeug's text says only that this one is not allowed)."""
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        return f"this address takes only {', '.join(sorted(set(exc.valid_methods)))}"
+    return exc.description
 
 
 class _LiveWsgiApp(WsgiApp):

@@ -269,6 +269,7 @@ def test_a_405_says_which_methods_the_path_takes(whistle):
         assert refused.status_code == 405, (path, refused.text)
         assert refused.headers["Allow"] == allowed, path
         assert refused.json()["error"]["code"] == "method_not_allowed"
+        assert refused.json()["error"]["message"] == f"this address takes only {allowed}"
     trace = requests.request("TRACE", f"{base}{V2}/requests.json", timeout=5)
     assert trace.status_code == 400 and trace.json()[0]["code"] == 405
     assert trace.headers["Allow"] == "GET, POST"

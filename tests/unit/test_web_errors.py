@@ -256,6 +256,7 @@ def test_a_405_says_which_methods_the_path_takes():
     """RFC 9110: a 405 carries Allow (it had none)."""
     response = error_response(MethodNotAllowed(valid_methods=["GET", "HEAD", "POST"]))
     assert response.status_code == 405 and response.headers["Allow"] == "GET, HEAD, POST"
+    assert body_of(response)["error"]["message"] == "this address takes only GET, HEAD, POST"
 
 
 class Boom(RuntimeError):
