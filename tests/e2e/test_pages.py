@@ -93,6 +93,16 @@ def audited(whistle_env, issue_id: str) -> list[tuple[str, str, str]]:
             if e.get("issue_id") == issue_id]
 
 
+def assert_clock_in_display_zone(shown: str, zone: str) -> None:
+    """The board's "updated 14:57:56" is in the zone of the page's other times
+    (WHISTLE_TZ), not the browser's own (this machine's Chromium runs in UTC)."""
+    hour, minute = map(int, re.search(r"(\d{1,2}):(\d{2}):\d{2}", shown).groups())
+    now = datetime.now(ZoneInfo(zone))
+    near = {((now + timedelta(minutes=k)).hour, (now + timedelta(minutes=k)).minute)
+            for k in (-1, 0, 1)}
+    assert (hour, minute) in near, (shown, zone, now)
+
+
 def test_the_whole_chain_through_the_pages(whistle, browsers, gateway, whistle_env):
 
     # The desk signs in and opens the live board; it stays open, never reloaded.
@@ -103,6 +113,8 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, gateway, whistle_e
     assert desk.driver.current_url.endswith("/desk")
     desk.driver.execute_script("window.__notReloaded = true")
     desk.wait(lambda: desk.text("#board-updated"), 5, "the board's first refresh")
+    assert_clock_in_display_zone(desk.text("#board-updated"),
+                                 whistle_env.get(cfg.DISPLAY_TZ, cfg.DEFAULTS[cfg.DISPLAY_TZ]))
 
     # The desk submits the report from another tab.
     clerk = browsers()

@@ -63,7 +63,10 @@
 
   function drawBoard(body, data) {
     var updated = document.getElementById("board-updated");
-    if (updated) updated.textContent = fill(T.updated, {time: new Date().toLocaleTimeString(document.documentElement.lang)});
+    // In the zone the page's own times are in (WHISTLE_TZ), not the browser's: a desk
+    // PC set to another zone showed "updated 06:57" beside deadlines written 14:57.
+    if (updated) updated.textContent = fill(T.updated, {time: new Date().toLocaleTimeString(
+      document.documentElement.lang, {timeZone: updated.dataset.tz || undefined, hour12: false})});
     var text = JSON.stringify(data);
     if (text === drawn) { tick(); return; }
     drawn = text;
