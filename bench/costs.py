@@ -278,12 +278,14 @@ def _serve_submissions(amqp_uri: str, prefix: str, n: int) -> None:
         RELAY_INTERVAL_S = 3600.0
 
     class Intake(IntakeService):
-        """intake without its clock-driven work, the archiver's tick and the outbox relay's
-        pass: they cost by the second, not by the submission, and a loaded machine
-        stretches the seconds of the longer run (it measured 6 % more than a quiet one)."""
+        """intake without its clock-driven work, the archiver's tick, the key upgrades'
+        retry and the outbox relay's pass: they cost by the second, not by the submission,
+        and a loaded machine stretches the seconds of the longer run (it measured 6 % more
+        than a quiet one)."""
 
         bus = RelayAtRest()
         archive_closed = None
+        upgrade_keys = None
 
     runner = ServiceRunner(config)
     runner.add_service(Intake)

@@ -37,6 +37,7 @@ import psycopg  # noqa: E402
 import psycopg_pool  # noqa: E402
 
 from shared.errors import NotFound, Unavailable  # noqa: E402
+from shared.folding import folded  # noqa: E402
 from shared.issue import IssueRecord, TimelineEntry  # noqa: E402
 from shared.jsoncodec import dumps, loads  # noqa: E402
 from shared.privacy import mask_email, mask_name, mask_phone  # noqa: E402
@@ -216,6 +217,7 @@ _TABLES: dict[str, tuple[str, str]] = {
     "stat_escalation": ("issue_id, event_id, subject, community, agency, received_at, at",
                         "ON CONFLICT DO NOTHING"),
 }
+_COMMUNITY = _TABLES["archived_issue"][0].split(", ").index("community")  # in a row
 
 
 # The issues archived per day and community (stat_issue_day: GET /stats's count of the
@@ -236,6 +238,39 @@ ON CONFLICT (day, community) DO UPDATE SET issues = stat_issue_day.issues + EXCL
 """
 
 
+# Communities compare folded (``shared.folding``: 缤泰社區 is 缤泰社区), as a desk token's do
+# (``shared.authz.in_communities``). SQL cannot fold, so the archive keeps every spelling
+# it holds with its folded form (``community_spelling``, migration 0006), added as the
+# issues that bring a new one are archived: a scope's folded names find every spelling,
+# and the tables go on comparing ``community`` as written, through their indexes.
+# New spellings in one order, so that two archivers wait for each other's, never deadlock.
+_NEW_SPELLINGS = """
+INSERT INTO community_spelling (community, community_key)
+SELECT * FROM unnest(%s::text[], %s::text[]) ORDER BY 1
+ON CONFLICT (community) DO NOTHING
+"""
+_SPELLINGS = "SELECT community FROM community_spelling WHERE community_key = ANY({keys})"
+
+
+def add_spellings(cursor: psycopg.Cursor, communities: Iterable[str]) -> None:
+    """Record the spellings among ``communities`` the archive does not know yet."""
+    names = sorted(set(communities))
+    if names:
+        cursor.execute(_NEW_SPELLINGS, (names, [folded(name) for name in names]))
+
+
+def community_keys(communities: Iterable[str]) -> list[str]:
+    """A scope's communities as :func:`in_scope` compares them. Pure."""
+    return sorted({folded(community) for community in communities})
+
+
+def in_scope(column: str, keys: str) -> str:
+    """SQL: ``column`` (a community as written) is one of the communities whose
+    :func:`community_keys` the parameter ``keys`` holds (a ``text[]``). The spellings are
+    looked up once per statement (an InitPlan), then compared as an array was before."""
+    return f"{column} = ANY(ARRAY({_SPELLINGS.format(keys=keys)}))"
+
+
 def _listed_triage(triage: dict | None) -> dict | None:
     """The triage fields a list entry shows (``shared.issue.list_entry``), from the record."""
     from shared.issue import TRIAGE_LISTED, TriageState
@@ -243,6 +278,38 @@ def _listed_triage(triage: dict | None) -> dict | None:
     if triage is None:
         return None
     return TriageState.model_validate(triage).model_dump(mode="json", include=TRIAGE_LISTED)
+
+
+def _spellings(conn: psycopg.Connection, community: str) -> list[str]:
+    """Every spelling of ``community`` the archive holds (compared folded)."""
+    rows = conn.execute(_SPELLINGS.format(keys="%s"), (community_keys([community]),)).fetchall()
+    return [spelling for (spelling,) in rows]
+
+
+def _summaries_query(status: str | None, agency: str | None, spellings: list[str] | None,
+                     before: tuple[datetime, str] | None) -> tuple[str, list[Any]]:
+    """:meth:`Archive.summaries`'s statement (its LIMIT's value to add) and arguments."""
+    where, args = [], []
+    if status:
+        where.append("status = %s")
+        args.append(status)
+    if agency:
+        where.append("agencies @> ARRAY[%s]::text[]")
+        args.append(agency)
+    if spellings is not None:
+        # One spelling (nearly always) is compared as before the folding: the page stays
+        # one range of archived_issue_community, already in order (PostgreSQL 15 sorts
+        # what an index scan for an array of values finds).
+        where.append("community = %s" if len(spellings) == 1 else "community = ANY(%s)")
+        args.append(spellings[0] if len(spellings) == 1 else spellings)
+    if before is not None:
+        where.append("(received_at, issue_id) < (%s, %s)")
+        args += list(before)
+    sql = ("SELECT issue_id, status, category, priority, community, agencies, received_at, "
+           "updated_at, record->'triage' FROM archived_issue"
+           + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY received_at DESC, issue_id DESC LIMIT %s")
+    return sql, args
 
 
 # ------------------------------------------------------------------ the archive
@@ -338,6 +405,7 @@ class Archive:
                 else:
                     cur.execute(insert)
             if rows.get("archived_issue"):
+                add_spellings(cur, (row[_COMMUNITY] for row in rows["archived_issue"]))
                 cur.execute(_COUNT_NEW_ISSUES)
 
     # ------------------------------------------------------------------- reads
@@ -412,25 +480,10 @@ class Archive:
                   before: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
         """Archived issues' list entries, newest first, strictly after the cursor
         ``before`` = (received_at, issue_id) in that order. Keyset pagination: one index
-        range scan per page, however deep."""
-        where, args = [], []
-        if status:
-            where.append("status = %s")
-            args.append(status)
-        if agency:
-            where.append("agencies @> ARRAY[%s]::text[]")
-            args.append(agency)
-        if community:
-            where.append("community = %s")
-            args.append(community)
-        if before is not None:
-            where.append("(received_at, issue_id) < (%s, %s)")
-            args += list(before)
-        sql = ("SELECT issue_id, status, category, priority, community, agencies, received_at, "
-               "updated_at, record->'triage' FROM archived_issue"
-               + (" WHERE " + " AND ".join(where) if where else "")
-               + " ORDER BY received_at DESC, issue_id DESC LIMIT %s")
+        range scan per page, however deep. ``community``: any of its spellings."""
         with self.connection() as conn:
+            spellings = _spellings(conn, community) if community else None
+            sql, args = _summaries_query(status, agency, spellings, before)
             rows = conn.execute(sql, [*args, limit]).fetchall()
         return [{"issue_id": r[0], "status": r[1], "category": r[2], "priority": r[3],
                  "community": r[4], "agencies": list(r[5]), "received_at": r[6],
@@ -447,7 +500,7 @@ class Archive:
         with self.connection() as conn:
             return conn.execute(
                 "SELECT sum(pg_total_relation_size(quote_ident(t))) FROM unnest(%s::text[]) t",
-                (list(_TABLES),)).fetchone()[0] or 0
+                ([*_TABLES, "community_spelling"],)).fetchone()[0] or 0
 
     def count(self) -> int:
         with self.connection() as conn:

@@ -39,8 +39,16 @@ from services.intake.stats import (
     nearest_rank_index,
     rating_figures,
 )
-from shared.archive import Archive, seconds_between
+from shared.archive import Archive, community_keys, in_scope, seconds_between
 from shared.jsoncodec import dumps
+
+
+def _in_scope(column: str) -> str:
+    """SQL: whether ``column``, a community as written, is counted: every one when the
+    parameter ``communities`` is NULL, else those it names folded
+    (:func:`shared.archive.in_scope`: 缤泰社區 counts for a desk of 缤泰社区)."""
+    return f"(%(communities)s::text[] IS NULL OR {in_scope(column, '%(communities)s::text[]')})"
+
 
 # Every CTE sees the window (since, until), the as-of instant, the issues' received
 # range (rfrom, rto) and the hot issues: their ids, and their assignments' facts. Those
@@ -64,7 +72,7 @@ _WINDOW_ROWS = """
         FROM stat_assignment s
         WHERE s.agency = g.agency AND s.created_at >= %(since)s AND s.created_at < %(until)s
           AND s.created_at < %(as_of)s AND s.received_at BETWEEN %(rfrom)s AND %(rto)s
-          AND (%(communities)s::text[] IS NULL OR s.community = ANY(%(communities)s::text[]))
+          AND """ + _in_scope("s.community") + """
           AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = s.issue_id)
         UNION ALL
         SELECT h.acknowledged_at, h.on_time, h.resolved_at, h.escalated_at, h.ack_s, h.res_s
@@ -101,7 +109,7 @@ GROUP BY g.agency
 # An archived rating in the window, not of an issue read from Redis (``{r}``: its alias).
 _RATING_IN_WINDOW = """{r}.at >= %(since)s AND {r}.at < %(until)s AND {r}.at < %(as_of)s
       AND {r}.received_at BETWEEN %(rfrom)s AND %(rto)s
-      AND (%(communities)s::text[] IS NULL OR {r}.community = ANY(%(communities)s::text[]))
+      AND """ + _in_scope("{r}.community") + """
       AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = {r}.issue_id)"""
 
 # Of the ratings counted, those the desk recorded on a call-back (rated_by's "desk").
@@ -168,7 +176,7 @@ escalations AS (
     SELECT DISTINCT ON (event_id) subject, agency FROM (
         SELECT e.event_id, e.subject, e.agency FROM stat_escalation e
         WHERE e.received_at BETWEEN %(rfrom)s AND %(rto)s
-          AND (%(communities)s::text[] IS NULL OR e.community = ANY(%(communities)s::text[]))
+          AND """ + _in_scope("e.community") + """
           AND e.at >= %(since)s AND e.at < %(until)s AND e.at < %(as_of)s
           AND NOT EXISTS (SELECT 1 FROM hot_ids h WHERE h.issue_id = e.issue_id)
         UNION ALL
@@ -189,16 +197,15 @@ _ISSUES = """
 SELECT
     coalesce((SELECT sum(d.issues) FROM stat_issue_day d
               WHERE d.day >= %(first_day)s AND d.day < %(last_day)s
-                AND (%(communities)s::text[] IS NULL
-                     OR d.community = ANY(%(communities)s::text[]))), 0)::bigint
+                AND """ + _in_scope("d.community") + """), 0)::bigint
   + (SELECT count(*) FROM archived_issue a
      WHERE (a.received_at >= %(rfrom)s AND a.received_at < %(first_day)s
             OR a.received_at >= %(last_day)s AND a.received_at <= %(rto)s)
-       AND (%(communities)s::text[] IS NULL OR a.community = ANY(%(communities)s::text[])))
+       AND """ + _in_scope("a.community") + """)
   - (SELECT count(*) FROM archived_issue a
      WHERE a.issue_id IN (SELECT json_array_elements_text(%(hot_ids)s::json))
        AND a.received_at BETWEEN %(rfrom)s AND %(rto)s
-       AND (%(communities)s::text[] IS NULL OR a.community = ANY(%(communities)s::text[])))
+       AND """ + _in_scope("a.community") + """)
 """
 
 
@@ -219,7 +226,7 @@ def _parameters(hot: dict[str, IssueFacts], since: datetime, until: datetime,
         "rto": until, "hot_ids": dumps(list(hot)),
         **dict(zip(("first_day", "last_day"), _whole_days(since - LOOKBACK, until),
                    strict=True)),
-        "communities": sorted(communities) if communities is not None else None}
+        "communities": community_keys(communities) if communities is not None else None}
     for name in ("r_event", "r_subject", "r_cycle", "r_satisfied", "r_at", "r_by_desk",
                  "e_event", "e_subject", "e_agency", "e_at"):
         params[name] = []

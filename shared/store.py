@@ -9,7 +9,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:issue:{id}:notifications    hash    notification id -> delivery record (JSON)
     {p}:issues                      zset    every issue id, scored by received time
     {p}:idx:status:{status}         set     issue ids by status
-    {p}:idx:community:{community}   set     issue ids by community
+    {p}:idx:community:{folded}      set     issue ids by community, its name folded (shared.folding)
     {p}:idx:agency:{agency}         set     issue ids assigned to an agency
     {p}:idx:agency:{agency}:open    set     issue ids with that agency's part unresolved
     {p}:idx:agency:{agency}:withdrawn set   issue ids a reroute took from that agency (no part now)
@@ -25,6 +25,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:idx:closed                  zset    closed issue ids, scored by closed_at (epoch s)
     {p}:archive:lease:{id}          string  an archiver is moving the issue to PostgreSQL (60 s)
     {p}:rl:resend:{id}              string  a rating link was resent for the report (cooldown, TTL)
+    {p}:upgrades                    set     the key migrations done (:meth:`IssueStore.fold_community_index`)
 
 Issues closed for ``WHISTLE_HOT_RETENTION`` leave Redis for PostgreSQL
 (``shared.archiver``). The reads below then fall back to the archive
@@ -76,6 +77,7 @@ from shared.contracts import (
     encode_cursor,
 )
 from shared.errors import InvalidTransition, NotFound, Unavailable
+from shared.folding import folded
 from shared.issue import (
     IssueRecord,
     TimelineEntry,
@@ -88,6 +90,8 @@ from shared.redis_pool import lean_client
 
 SEQUENCE_TTL_S = 3 * 24 * 3600  # a day's id counter outlives its day (time zones)
 COMMITTED = 1  # what the commit script answers when it wrote
+# {p}:upgrades' member once the community index is keyed by folded names.
+COMMUNITY_INDEX_FOLDED = "community-index-folded"
 Model = TypeVar("Model", bound=BaseModel)
 
 ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
@@ -173,7 +177,13 @@ class Keys:
         return f"{self.prefix}:idx:status:{status}"
 
     def by_community(self, community: str) -> str:
-        return f"{self.prefix}:idx:community:{community}"
+        """The index of ``community`` however it is written: 缤泰社區 and 缤泰社区 are one
+        set, as a desk token's communities compare (``shared.authz.in_communities``)."""
+        return f"{self.prefix}:idx:community:{folded(community)}"
+
+    @property
+    def upgrades(self) -> str:
+        return f"{self.prefix}:upgrades"
 
     def by_agency(self, agency: str) -> str:
         return f"{self.prefix}:idx:agency:{agency}"
@@ -527,6 +537,44 @@ class IssueStore:
         keys = [self.keys.by_community(c) for c in communities]
         members = set(self._call(self.redis.sunion, keys)) if keys else set()
         return [i for i in issue_ids if i in members]
+
+    # ---------------------------------------------------------------- upgrades
+
+    # One community's index set as an earlier release keyed it (the name as written),
+    # merged into the set of its folded name and removed, in one step, so an issue is in
+    # one of the two at every moment. KEYS: that set, the folded one. Returns its size.
+    _MERGE_INTO_FOLDED = """
+    local ids = redis.call('SCARD', KEYS[1])
+    if ids > 0 then redis.call('SUNIONSTORE', KEYS[2], KEYS[2], KEYS[1]) end
+    redis.call('DEL', KEYS[1])
+    return ids
+    """
+
+    @cached_property
+    def _merge_into_folded(self) -> Script:
+        return self.redis.register_script(self._MERGE_INTO_FOLDED)
+
+    def fold_community_index(self, count: int = 1000) -> int | None:
+        """Move the community index of an earlier release, keyed by each name as written,
+        to the keys of the folded names (:meth:`Keys.by_community`), so that the issues it
+        indexed are listed, put on the board and counted under either spelling.
+
+        Once per key prefix: ``{p}:upgrades`` remembers it was done, so a start-up after
+        that costs one command instead of a ``SCAN`` of every key. Running it again, or
+        two at once, changes nothing. How many sets it merged (None: done before)."""
+        if self._call(self.redis.sismember, self.keys.upgrades, COMMUNITY_INDEX_FOLDED):
+            return None
+        prefix = self.keys.by_community("")
+        keys = self._call(lambda: list(self.redis.scan_iter(
+            match=glob_escaped(prefix) + "*", count=count)))
+        merged = 0
+        for key in keys:
+            target = self.keys.by_community(key[len(prefix):])
+            if target != key:
+                self._call(run_script, self._merge_into_folded, [key, target])
+                merged += 1
+        self._call(self.redis.sadd, self.keys.upgrades, COMMUNITY_INDEX_FOLDED)
+        return merged
 
     def open_for_agency(self, agency: str) -> list[IssueRecord]:
         ids = sorted(self._call(self.redis.smembers, self.keys.open_for_agency(agency)))
@@ -1023,6 +1071,11 @@ def _decoded_hash(flat: list[bytes]) -> dict[str, str]:
     """An undecoded ``HGETALL`` reply (field, value, field, value...) as a dict of str."""
     pairs = iter(flat)
     return {field.decode(): value.decode() for field, value in zip(pairs, pairs, strict=True)}
+
+
+def glob_escaped(text: str) -> str:
+    """``text`` as a ``SCAN MATCH`` pattern that matches only itself."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def day_of(moment: datetime, tz: str) -> str:

@@ -20,6 +20,7 @@ from services.intake.domain import OPEN_STATUSES, accept_issue, board_row
 from services.intake.hot_facts import hot_facts_for
 from services.intake.open311 import api as open311_api
 from services.intake.stats import StatsScope, StatsWindow
+from services.intake.upgrades import KeyUpgrades
 from shared import config as cfg
 from shared.archive_stats import stats_over_facts
 from shared.authz import (
@@ -58,6 +59,8 @@ MAX_ID_TRIES = 3
 # How often the archiver's timer looks at the clock; a pass runs every
 # WHISTLE_ARCHIVE_INTERVAL_S (services.intake.archiver).
 ARCHIVE_TICK_S = 1.0
+# How often a key migration that found Redis out of reach at start-up is tried again.
+UPGRADE_RETRY_S = 5.0
 F = TypeVar("F", IssueFilter, BoardFilter)
 
 
@@ -76,6 +79,8 @@ class IntakeService(open311_api.Open311Api):
     # reads that fall back to the archive. Every intake instance runs passes; leases
     # keep them apart (docs/archive.md).
     archiver = ArchiverProvider()
+    # An earlier release's community index moved to folded names, before intake serves.
+    upgrades = KeyUpgrades()
 
     # ------------------------------------------------------------------ RPC
     # RPC callers hold the broker's credentials and are trusted with the desk's view
@@ -130,6 +135,11 @@ class IntakeService(open311_api.Open311Api):
     def archive_closed(self) -> None:
         """Move issues closed for WHISTLE_HOT_RETENTION to PostgreSQL."""
         self.archiver.tick()
+
+    @timer(interval=UPGRADE_RETRY_S)
+    def upgrade_keys(self) -> None:
+        """Finish the key migrations set-up could not (Redis out of reach)."""
+        self.upgrades.run()
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def board(self, filters: dict | None = None) -> dict:

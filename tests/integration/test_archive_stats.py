@@ -32,12 +32,12 @@ def archive(fresh_database_url):
     archive.close()
 
 
-def bundle_of(issue_id: str, journal: list[dict]) -> Bundle:
+def bundle_of(issue_id: str, journal: list[dict], community: str = "缤泰社区") -> Bundle:
     """An issue as the archiver would copy it: its record (received at its first event)
     and its journal."""
     received_at = min(datetime.fromisoformat(e["occurred_at"]) for e in journal)
     record = receive(issue_id, f"trace-{issue_id}", "楼道灯不亮", None,
-                     Location(community="缤泰社区", address="3号楼"), Channel.desk,
+                     Location(community=community, address="3号楼"), Channel.desk,
                      Language.zh, received_at)
     return Bundle(record.model_dump_json(), journal=[dumps(e) for e in journal])
 
@@ -141,6 +141,62 @@ def test_archiving_again_or_while_still_hot_counts_each_issue_once(archive):
         assert conn.execute("SELECT sum(issues) FROM stat_issue_day").fetchone()[0] == 300
 
 
+def test_a_desk_counts_its_archived_issues_however_their_community_was_written(archive):
+    """Every statement narrows by the scope's folded names: a desk of 缤泰社区 (or of
+    缤泰社區, or of both) counts the issues archived under either spelling, and no other
+    community's, as compute_stats counts its issues' journals."""
+    journals = with_call_backs(varied_journals(23, 300, 40))
+    ids = sorted(journals)
+    ours, theirs = ids[::2], ids[1::2]
+    spellings = ("缤泰社區", "缤泰社区")
+    archive.store_bundles(bundle_of(issue_id, journals[issue_id], spellings[n % 2])
+                          for n, issue_id in enumerate(ours))
+    archive.store_bundles(bundle_of(issue_id, journals[issue_id], "和平里社区")
+                          for issue_id in theirs)
+    since = NOW - timedelta(days=30)
+    expected = reference({i: journals[i] for i in ours}, since, NOW, NOW)
+    assert expected["overall"]["assigned"] and expected["overall"]["rated"]
+    assert expected["overall"]["escalated"]
+    for scope in ({"缤泰社区"}, {"缤泰社區"}, {"缤泰社区", "缤泰社區"}):
+        assert stats_over(archive, {}, since, NOW, NOW, frozenset(scope)) == expected, scope
+    assert stats_over(archive, {}, since, NOW, NOW, frozenset({"和平里社区"})) == reference(
+        {i: journals[i] for i in theirs}, since, NOW, NOW)
+    with archive.connection() as conn:  # each spelling once, with its folded form
+        assert sorted(conn.execute("SELECT community, community_key FROM community_spelling")
+                      .fetchall()) == [("和平里社区", "和平里社区"), ("缤泰社区", "缤泰社区"),
+                                       ("缤泰社區", "缤泰社区")]
+
+
+def test_migration_0006_knows_the_spellings_of_issues_archived_before_it():
+    """The spellings of issues archived before 0006 are added by the migration (from
+    Python: SQL cannot fold), and added once however often it runs."""
+    with archive_before("0006") as (url, archive):
+        journals = varied_journals(29, 120, 40)
+        ids = sorted(journals)
+        with code_before_0005():  # no spellings, no community_spelling to write to
+            archive.store_bundles(bundle_of(i, journals[i], "缤泰社區") for i in ids[::2])
+            archive.store_bundles(bundle_of(i, journals[i], "和平里社区") for i in ids[1::2])
+        assert upgrade(url) == ["0006_community_spelling"]
+        since = NOW - timedelta(days=30)
+        expected = reference({i: journals[i] for i in ids[::2]}, since, NOW, NOW)
+        assert stats_over(archive, {}, since, NOW, NOW, frozenset({"缤泰社区"})) == expected
+        assert expected["window"]["issues"] > 0
+        listed = archive.summaries(None, None, "缤泰社区", None, 500)
+        assert sorted(e["issue_id"] for e in listed) == ids[::2]
+        assert {e["community"] for e in listed} == {"缤泰社區"}  # shown as written
+        # Applied again (its mark removed): the same rows, nothing doubled.
+        backend, migrations = _backend_and_migrations(url)
+        try:
+            backend.unmark_migrations(migrations.filter(
+                lambda m: m.id == "0006_community_spelling"))
+        finally:
+            backend.connection.close()
+        assert upgrade(url) == ["0006_community_spelling"]
+        with archive.connection() as conn:
+            assert sorted(conn.execute("SELECT * FROM community_spelling").fetchall()) == [
+                ("和平里社区", "和平里社区"), ("缤泰社區", "缤泰社区")]
+
+
 def varied_journals(seed: int, count: int, days: int) -> dict[str, list[dict]]:
     rng = random.Random(seed)
     journals = {}
@@ -177,8 +233,26 @@ def migrated_before(url: str, migration: str) -> None:
 
 
 @contextmanager
+def archive_before(migration: str):
+    """A database of its own with the schema as it was before ``migration``, and its
+    archive: (url, archive)."""
+    name = f"whistle_before_{migration}_{uuid.uuid4().hex[:8]}"
+    url = create_database(name)
+    try:
+        migrated_before(url, migration)
+        archive = Archive(url)
+        try:
+            yield url, archive
+        finally:
+            archive.close()
+    finally:
+        drop_database(name)
+
+
+@contextmanager
 def code_before_0005():
-    """The archiver as it was before 0005: its ratings' rows have no ``by_desk``."""
+    """The archiver as it was before 0005: its ratings' rows have no ``by_desk`` (nor
+    does it know the spellings of communities, 0006)."""
     columns, conflict = archive_module._TABLES["stat_rating"]
     rows_of = archive_module._bundle_rows
 
@@ -191,54 +265,38 @@ def code_before_0005():
         patch.setitem(archive_module._TABLES, "stat_rating",
                       (columns.removesuffix(", by_desk"), conflict))
         patch.setattr(archive_module, "_bundle_rows", old_rows)
+        patch.setattr(archive_module, "add_spellings", lambda cursor, communities: None)
         yield
 
 
 def test_migration_0004_fills_the_ratings_per_agency_of_issues_archived_before_it():
-    name = f"whistle_before_0004_{uuid.uuid4().hex[:8]}"
-    url = create_database(name)
-    try:
-        migrated_before(url, "0004")
+    with archive_before("0004") as (url, archive):
         journals = varied_journals(17, 200, 40)
-        archive = Archive(url)
-        try:
-            with code_before_0005():  # archived by code before 0004
-                split(archive, journals, sorted(journals))
-            assert upgrade(url) == ["0004_stats_rating_agency", "0005_stats_rating_by_desk"]
-            since = NOW - timedelta(days=30)
-            report = stats_over(archive, {}, since, NOW, NOW)
-            assert report == reference(journals, since, NOW, NOW)
-            assert sum(b["rated"] for b in report["agencies"].values()) > 0
-        finally:
-            archive.close()
-    finally:
-        drop_database(name)
+        with code_before_0005():  # archived by code before 0004
+            split(archive, journals, sorted(journals))
+        assert upgrade(url) == ["0004_stats_rating_agency", "0005_stats_rating_by_desk",
+                                "0006_community_spelling"]
+        since = NOW - timedelta(days=30)
+        report = stats_over(archive, {}, since, NOW, NOW)
+        assert report == reference(journals, since, NOW, NOW)
+        assert sum(b["rated"] for b in report["agencies"].values()) > 0
 
 
 def test_migration_0005_tells_the_desks_ratings_apart_archived_before_it_or_by_older_code():
     """The ratings the desk recorded on a call-back, archived before 0005 and, after it, by
     an archiver of older code still running: each is counted in rated_by's "desk", as
     compute_stats counts it from the journal."""
-    name = f"whistle_before_0005_{uuid.uuid4().hex[:8]}"
-    url = create_database(name)
-    try:
-        migrated_before(url, "0005")
+    with archive_before("0005") as (url, archive):
         journals = with_call_backs(varied_journals(19, 300, 40))
         ids = sorted(journals)
-        archive = Archive(url)
-        try:
-            with code_before_0005():
-                split(archive, journals, ids[::2])
-                assert upgrade(url) == ["0005_stats_rating_by_desk"]
-                split(archive, journals, ids[1::2])  # older code, after the upgrade
-            since = NOW - timedelta(days=30)
-            report = stats_over(archive, {}, since, NOW, NOW)
-            assert report == reference(journals, since, NOW, NOW)
-            by = report["overall"]["rated_by"]
-            assert by["desk"]["rated"] > 0 and by["resident"]["rated"] > 0
-            assert by["desk"]["rated"] + by["resident"]["rated"] == report["overall"]["rated"]
-            assert sum(b["rated_by"]["desk"]["rated"] for b in report["agencies"].values()) > 0
-        finally:
-            archive.close()
-    finally:
-        drop_database(name)
+        with code_before_0005():
+            split(archive, journals, ids[::2])
+            assert upgrade(url) == ["0005_stats_rating_by_desk", "0006_community_spelling"]
+            split(archive, journals, ids[1::2])  # older code, after the upgrade
+        since = NOW - timedelta(days=30)
+        report = stats_over(archive, {}, since, NOW, NOW)
+        assert report == reference(journals, since, NOW, NOW)
+        by = report["overall"]["rated_by"]
+        assert by["desk"]["rated"] > 0 and by["resident"]["rated"] > 0
+        assert by["desk"]["rated"] + by["resident"]["rated"] == report["overall"]["rated"]
+        assert sum(b["rated_by"]["desk"]["rated"] for b in report["agencies"].values()) > 0
