@@ -20,6 +20,11 @@ change, 88k after.
 
 Services get a per-worker logger from :class:`WorkerLogger`, already bound with
 service, entrypoint, nameko ``call_id`` and ``trace_id``.
+
+What reaches a service process's stderr outside the log lines (the tracebacks eventlet's
+hub prints for an exception escaping a green thread, Python's for an uncaught one) is
+scrubbed too, line by line: :class:`ScrubbedStderr`, installed by
+:func:`configure_logging`.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import structlog
 from nameko.extensions import DependencyProvider
 
 from shared.gc_tuning import tune_gc_for_service
-from shared.privacy import scrub_fields
+from shared.privacy import scrub_fields, scrub_text
 
 _configured_format: str | None = None
 
@@ -87,9 +92,89 @@ class _Stderr:
         sys.stderr.flush()
 
 
+class ScrubbedStderr:
+    """A service process's ``sys.stderr``: what is written to it outside the log lines,
+    scrubbed line by line (:func:`shared.privacy.scrub_text`).
+
+    eventlet's hub prints an exception that escapes a green thread or a hub callback with
+    ``traceback.print_exception`` to ``sys.stderr``, as Python does an uncaught one
+    (``sys.excepthook``, ``threading.excepthook``, "Exception ignored in ..."), and an
+    exception's text can quote a resident (a pydantic error's ``input_value='139…'``, a
+    link's token in a URL error). Those tracebacks stay, masked as a log line is.
+
+    Text is held until its line ends, so a phone written in two pieces is still masked;
+    ``flush()`` and ``close()`` write what is held (Python flushes ``sys.stderr`` at
+    exit), as does a line longer than ``HELD_AT_MOST``. Our own log lines, scrubbed
+    already, are written to the wrapped stream itself (:func:`_log_stream`), not searched
+    twice: a line held unfinished comes out after them. Anything else (``fileno``,
+    ``isatty``, ``encoding``, ``buffer``) is the wrapped stream's: a write to its
+    ``buffer`` or its file descriptor is not scrubbed.
+    """
+
+    HELD_AT_MOST = 65536
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._held = ""
+
+    def write(self, text: str) -> int:
+        if text.__class__ is not str:
+            return self.stream.write(text)  # the wrapped stream's own error for bytes
+        held = self._held + text
+        end = held.rfind("\n") + 1
+        if len(held) - end > self.HELD_AT_MOST:
+            end = len(held)
+        self._held = held[end:]
+        if end:
+            self.stream.write(scrub_text(held[:end]))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._held:
+            self._write_held()
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.stream.close()
+
+    def _write_held(self) -> None:
+        held, self._held = self._held, ""
+        self.stream.write(scrub_text(held))
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, buffer, ...
+        if name == "stream":  # not set yet (a copy being made): no endless lookup
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+
+def scrub_stderr() -> None:
+    """Make this process's ``sys.stderr`` a :class:`ScrubbedStderr`, once.
+
+    Only the process's own stderr is wrapped: a stream put there by someone else
+    (pytest's capture, a benchmark's /dev/null) is theirs. Called by
+    :func:`configure_logging`, which every service process runs (``whistle up``,
+    ``nameko run`` through :class:`WorkerLogger`)."""
+    if sys.stderr is not None and sys.stderr is sys.__stderr__:
+        sys.stderr = ScrubbedStderr(sys.stderr)
+
+
+def _log_stream() -> Any:
+    """Where the log lines go: in a service process, the stream :class:`ScrubbedStderr`
+    wraps (a line is scrubbed already; searching it again cost as much as the scrubber's
+    cheap checks), else whatever ``sys.stderr`` is at the time of writing."""
+    return sys.stderr.stream if isinstance(sys.stderr, ScrubbedStderr) else _Stderr()
+
+
 def configure_logging(fmt: str = "json", level: int | str = logging.INFO) -> None:
-    """Configure structlog and the stdlib root logger. Safe to call more than once."""
+    """Configure structlog and the stdlib root logger, and scrub what else reaches
+    stderr (:func:`scrub_stderr`). Safe to call more than once."""
     global _configured_format
+    scrub_stderr()
     if _configured_format == fmt:
         return
     _configured_format = fmt
@@ -111,7 +196,7 @@ def configure_logging(fmt: str = "json", level: int | str = logging.INFO) -> Non
             timestamp,
             *last_processors,
         ],
-        logger_factory=structlog.WriteLoggerFactory(_Stderr()),
+        logger_factory=structlog.WriteLoggerFactory(_log_stream()),
         wrapper_class=structlog.make_filtering_bound_logger(level_no),
         cache_logger_on_first_use=True,
     )
@@ -132,7 +217,7 @@ def configure_logging(fmt: str = "json", level: int | str = logging.INFO) -> Non
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(_Stderr())
+    handler = logging.StreamHandler(_log_stream())
     handler.setFormatter(formatter)
     handler._whistle = True  # replace only our own handler; leave others' (e.g. pytest's)
     root = logging.getLogger()

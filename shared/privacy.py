@@ -206,7 +206,8 @@ def _may_need_scrubbing(text: str) -> bool:
             or _may_hold_phone(text))
 
 
-def scrub_fields(fields: dict[Any, Any], exempt: str) -> dict[Any, Any]:
+def scrub_fields(fields: dict[Any, Any], exempt: str, keys_checked: bool = False
+                 ) -> dict[Any, Any]:
     """:func:`scrub` of every value of ``fields`` but ``exempt``'s, in place: a log line.
     Each value is scrubbed as a dict's value is (``scrub({key: value})``), so a line's own
     ``name=``, ``phone=`` or ``token=`` is masked by its key, as a nested one is (no call
@@ -214,9 +215,16 @@ def scrub_fields(fields: dict[Any, Any], exempt: str) -> dict[Any, Any]:
 
     The same result as scrubbing each value, for much less: the text values, joined, go
     through :func:`scrub_text`'s cheap checks once, and only when the line as a whole
-    fails them is each value scrubbed on its own (most lines hold nothing to mask)."""
-    if not _PERSONAL_KEY_SET.isdisjoint(fields):  # rare: a line with a personal key
-        return _scrub_with_personal_keys(fields, exempt)
+    fails them is each value scrubbed on its own (most lines hold nothing to mask).
+
+    Its keys are masked as a dict's are (``log.info("seen", **by_phone)`` makes any text
+    one). One set check of a line's keys tells the lines whose keys have all been seen
+    before, with nothing to mask and none personal, from the others: it takes the place
+    of the check for a personal key, at the same cost (bench.costs log-line)."""
+    if not keys_checked and not _ORDINARY_LINE_KEYS.issuperset(fields):
+        _scrub_line_keys(fields)  # rare: a key not seen before, one to mask or a personal one
+        if not _PERSONAL_KEY_SET.isdisjoint(fields):
+            return _scrub_with_personal_keys(fields, exempt)
     texts = []
     for key, value in fields.items():
         if isinstance(value, str):
@@ -243,11 +251,66 @@ def _scrub_with_personal_keys(fields: dict[Any, Any], exempt: str) -> dict[Any, 
               if k in _PERSONAL_KEY_SET and k != exempt}
     # Neither those nor the exempt key: no personal key is left to come back here for.
     rest = scrub_fields({k: v for k, v in fields.items()
-                         if k not in by_key and k != exempt}, exempt)
+                         if k not in by_key and k != exempt}, exempt, keys_checked=True)
     scrubbed = {k: by_key[k] if k in by_key else rest.get(k, fields[k]) for k in fields}
     fields.clear()
     fields.update(scrubbed)
     return fields
+
+
+# Keys of log lines seen with nothing to mask, none of them personal (a service's lines
+# use a few dozen); at most this many are remembered, so keys made from data cannot grow
+# it without bound (a line with a key beyond them has its keys checked every time).
+_ORDINARY_LINE_KEYS: set[Any] = set()
+_ORDINARY_LINE_KEYS_MAX = 4096
+
+
+def _scrub_line_keys(fields: dict[Any, Any]) -> None:
+    """A log line's own keys masked as a dict's are, in place, its values as they are;
+    those with nothing to mask and not personal are remembered."""
+    clean: set[Any] = set()
+    scrubbed = _keys_scrubbed(fields, _NO_NAMES, clean)
+    if len(_ORDINARY_LINE_KEYS) < _ORDINARY_LINE_KEYS_MAX:
+        _ORDINARY_LINE_KEYS.update(clean - _PERSONAL_KEY_SET)
+    if len(clean) != len(fields):
+        fields.clear()
+        fields.update(scrubbed)
+
+
+def _keys_scrubbed(mapping: dict[Any, Any], names: frozenset[str],
+                   clean: set[Any] | None = None) -> dict[Any, Any]:
+    """``mapping``'s entries in order, each under its key masked as a value is
+    (:func:`_scrub_key`), its value as it is; the text keys with nothing to mask are added
+    to ``clean``. Two keys that mask to the same text (``13912345678`` and
+    ``13900005678`` both show as ``139****5678``) are both kept: the later one is shown
+    as ``139****5678 #2`` (``#3``, ...), never dropped."""
+    out: dict[Any, Any] = {}
+    for key, value in mapping.items():
+        shown = _scrub_key(key, names)
+        if clean is not None and shown == key and key.__class__ is str:
+            clean.add(key)
+        if shown in out:
+            n = 2
+            while f"{shown} #{n}" in out:
+                n += 1
+            shown = f"{shown} #{n}"
+        out[shown] = value
+    return out
+
+
+def _scrub_key(key: Any, names: frozenset[str]) -> Any:
+    """A dict's key masked as a value is: text scrubbed, a number whose digits make a
+    phone as its masked text. A key JSON has no form for (a tuple, bytes, a timedelta)
+    becomes its text, scrubbed: a log line's renderer would have raised on it."""
+    if isinstance(key, str):
+        return scrub(key, names)
+    if key is None or isinstance(key, bool):
+        return key
+    if isinstance(key, int | float):
+        return _scrub_other(key, names)
+    if isinstance(key, Enum):  # as orjson shows it: its value
+        return _scrub_key(key.value, names)
+    return scrub(key.isoformat() if isinstance(key, date | time) else str(key), names)
 
 
 def scrub(value: Any, names: frozenset[str] = frozenset()) -> Any:
@@ -262,8 +325,8 @@ def scrub(value: Any, names: frozenset[str] = frozenset()) -> Any:
             if name and name in text:
                 text = text.replace(name, mask_name(name) or "")
         return text
-    if isinstance(value, dict):
-        return {k: _scrub_field(k, v, names) for k, v in value.items()}
+    if isinstance(value, dict):  # keys masked too: {"13912345678": 1} is a phone in clear
+        return {k: _scrub_field(k, v, names) for k, v in _keys_scrubbed(value, names).items()}
     if isinstance(value, list | tuple):
         return type(value)(scrub(v, names) for v in value)
     return _scrub_other(value, names)

@@ -208,3 +208,19 @@ def test_a_lines_own_personal_keys_are_masked_by_key(json_logging, capsys):
     assert "张三丰" not in err and "7654321" not in err and "abc.def" not in err
     assert (line["name"], line["phone"], line["agency"]) == ("张**", "***4321", "power")
     assert line["token"] != "abc.def"
+
+
+def test_keys_holding_a_phone_or_token_are_masked_on_the_line(json_logging, capsys):
+    # A dict's keys (and a line's own, made from data with **) reached the line in clear.
+    link = "http://x/issues/WH-1/feedback?token=eyJhbGciOi.eyJzdWIi.c2ln"
+    get_logger("whistle.notify").info(
+        "calls_seen", seen={"13912345678": 1, 13900005678: 2, link: 3},
+        nested=[{"by": {"13700009999": True}}], **{"13812345678": "x"})
+    err = capsys.readouterr().err
+    [line] = lines(err)
+    for clear in ("13912345678", "13900005678", "13700009999", "13812345678", "eyJ"):
+        assert clear not in err
+    assert line["seen"] == {"139****5678": 1, "139****5678 #2": 2,
+                            "http://x/issues/WH-1/feedback?token=[redacted]": 3}
+    assert line["nested"] == [{"by": {"137****9999": True}}]
+    assert line["138****5678"] == "x" and line["event"] == "calls_seen"

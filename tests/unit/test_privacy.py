@@ -487,3 +487,63 @@ def test_a_model_or_dataclass_without_a_plain_form_is_masked_as_its_text():
     shown = scrub(Held("13912345678", (n for n in range(3))))  # a generator: no deepcopy
     assert isinstance(shown, str) and "139****5678" in shown and "13912345678" not in shown
     assert "Held" in scrub(Held)
+
+
+# ------------------------------------------------------------------- a dict's keys
+
+
+def test_a_dicts_keys_are_masked_as_its_values_are():
+    # Values were scrubbed and keys not: {"13912345678": 1} reached the log in clear.
+    import orjson
+
+    rating = issue_feedback_token("WH-20261121-0001", "WH-20261121-0001", 0, "s" * 40, 60)
+    link = f"http://x/issues/WH-20261121-0001/feedback?token={rating}"
+    seen = {"13912345678": 1, 13700009999: 2, link: 3, "tom.baker@example.org": 4,
+            "ok": {"回电 010-12345678": "x"}, 7: "seven", None: 0}
+    shown = scrub(seen)
+    assert shown == {"139****5678": 1, "137****9999": 2,
+                     "http://x/issues/WH-20261121-0001/feedback?token=[redacted]": 3,
+                     "t********@example.org": 4, "ok": {"回电 *******5678": "x"},
+                     7: "seven", None: 0}
+    assert scrub({"张三丰的电话": 1}, frozenset({"张三丰"})) == {"张**的电话": 1}
+    text = orjson.dumps(shown, option=orjson.OPT_NON_STR_KEYS).decode()
+    assert "13912345678" not in text and "13700009999" not in text and rating not in text
+
+
+def test_keys_that_mask_alike_are_all_kept():
+    # 13912345678 and 13900005678 both show as 139****5678: neither entry is dropped.
+    shown = scrub({"13912345678": 1, 13900005678: 2, "139****5678 #2": 3, "+86 139 1111 5678": 4})
+    assert shown == {"139****5678": 1, "139****5678 #2": 2, "139****5678 #2 #2": 3,
+                     "139****5678 #3": 4}
+
+
+def test_a_key_json_has_no_form_for_becomes_its_masked_text():
+    # A tuple or a timedelta key made the log line's renderer raise; as text it renders.
+    from datetime import timedelta
+    from enum import Enum
+
+    class Line(Enum):
+        desk = "13912345678"
+
+    shown = scrub({(1, "13912345678"): "a", timedelta(seconds=1): "b", Line.desk: "c",
+                   b"13700009999": "d", datetime(2026, 11, 21, tzinfo=UTC): "e", True: "f"})
+    assert shown == {"(1, '139****5678')": "a", "0:00:01": "b", "139****5678": "c",
+                     "b'137****9999'": "d", "2026-11-21T00:00:00+00:00": "e", True: "f"}
+    import json
+
+    json.dumps(shown)  # every key is one JSON has a form for
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.lists(_PIECE, max_size=4).map("".join), st.integers(),
+                          st.integers(13000000000, 19999999999)), max_size=6))
+def test_scrubbing_a_dicts_keys_masks_each_and_keeps_every_entry(keys):
+    seen = {key: i for i, key in enumerate(keys)}  # the values tell the entries apart
+    shown = scrub(seen)
+    assert sorted(shown.values()) == sorted(seen.values())
+    original = {i: key for key, i in seen.items()}
+    for key, i in shown.items():  # each key as its text scrubbed, maybe with " #n"
+        text = str(original[i])
+        masked = scrub_text(text) if isinstance(original[i], str) or scrub_text(
+            text) != text else original[i]
+        assert key == masked or (isinstance(key, str) and key.startswith(f"{masked} #"))

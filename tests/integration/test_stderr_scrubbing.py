@@ -1,0 +1,56 @@
+"""``nameko run`` of a real service scrubs what eventlet prints to stderr (the process's
+own test is tests/unit/test_stderr_scrubbing.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared import config as cfg
+from tests.conftest import REDIS_URL, free_port
+from tests.support.stderr_probe import TOKEN
+from tests.support.waiting import wait_until
+from tests.test_compose import CONFIG_ENV_VARS
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_nameko_run_intake_scrubs_a_green_threads_traceback(rabbit_config, redis_prefix,
+                                                           database_url, tmp_path):
+    # As compose runs intake (`nameko run --config config.yaml services.intake.service`),
+    # with a probe service beside it whose green thread raises with a phone and a link's
+    # token in its message: intake's start-up (WorkerLogger -> configure_logging) is what
+    # wraps the process's stderr.
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_VARS}
+    env.update({cfg.AMQP_URI: rabbit_config["AMQP_URI"], cfg.REDIS_URL: REDIS_URL,
+                cfg.KEY_PREFIX: redis_prefix, cfg.DATABASE_URL: database_url,
+                cfg.WEB_SERVER_ADDRESS: f"127.0.0.1:{free_port()}",
+                "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)})
+    err_path = tmp_path / "stderr"
+    with open(err_path, "w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nameko", "run", "--config", "config.yaml",
+             "services.intake.service", "tests.support.stderr_probe:StderrProbe"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
+        try:
+            wait_until(lambda: "ValueError" in err_path.read_text(), timeout=60, interval=0.2)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    err = err_path.read_text()
+    assert proc.returncode == 0, err[-2000:]
+    assert "13912345678" not in err and TOKEN not in err, err[-2000:]
+    assert "Traceback (most recent call last):" in err
+    assert "in _raise_once_logging_is_configured\n    raise ValueError(MESSAGE)\n" in err
+    assert ("ValueError: call 139****5678 about http://x/issues/1?token=[redacted]\n"
+            in err), err[-2000:]
