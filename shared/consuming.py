@@ -23,6 +23,13 @@ from __future__ import annotations
 from amqp.exceptions import RecoverableConnectionError
 from nameko.messaging import QueueConsumer
 
+# How long the consume loop waits for a message before it looks again whether it is to
+# stop (kombu's ``safety_interval``, 1 s by default). A stopping service waits for this in
+# every consumer: at 1 s, stopping took 1.6 s of a process's shutdown, and a rolling restart
+# or a test's teardown waited for it. An idle consumer wakes four times a second instead of
+# once (a timed-out read and a heartbeat check); a busy one returns as messages come.
+DRAIN_WAIT_S = 0.25
+
 
 class ConsumersLost(RecoverableConnectionError):
     """The connection the consumers were registered on is gone."""
@@ -48,6 +55,10 @@ class FailoverQueueConsumer(QueueConsumer):
     def get_consumers(self, consumer_cls, channel):
         self._registered_on = channel.connection  # called on every (re)connection
         return super().get_consumers(consumer_cls, channel)
+
+    def consume(self, *args, **kwargs):
+        kwargs.setdefault("safety_interval", DRAIN_WAIT_S)
+        return super().consume(*args, **kwargs)
 
     def on_iteration(self):
         # kombu calls this right before each drain_events, with no green thread switch
