@@ -49,3 +49,33 @@ def test_registering_consumers_remembers_their_connection(monkeypatch):
     connection = SimpleNamespace(connected=True)
     assert consumer.get_consumers(None, SimpleNamespace(connection=connection)) == ["registered"]
     assert consumer._registered_on is connection
+
+
+def test_the_loop_looks_whether_to_stop_every_quarter_second(monkeypatch):
+    """kombu's drain waits 1 s by default, and a stopping service waited that long in each
+    consumer; ours wait DRAIN_WAIT_S, unless a caller asks for another interval."""
+    from contextlib import contextmanager
+
+    from shared.consuming import DRAIN_WAIT_S
+
+    waits = []
+
+    class Connection:
+        def drain_events(self, timeout):
+            waits.append(timeout)
+            consumer.should_stop = True  # one look, then stop, as a stopping service does
+            raise TimeoutError
+
+        def heartbeat_check(self):
+            pass
+
+    @contextmanager
+    def context(**kwargs):
+        yield Connection(), None, []
+
+    consumer = consuming_on(connected=True)
+    monkeypatch.setattr(consumer, "consumer_context", context)
+    list(consumer.consume())
+    consumer.should_stop = False
+    list(consumer.consume(safety_interval=2))
+    assert waits == [DRAIN_WAIT_S, 2] and DRAIN_WAIT_S < 1
