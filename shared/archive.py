@@ -30,6 +30,7 @@ import contextlib  # noqa: E402
 from collections.abc import Iterable, Iterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import datetime  # noqa: E402
+from logging import getLogger  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -41,6 +42,8 @@ from shared.folding import folded  # noqa: E402
 from shared.issue import IssueRecord, TimelineEntry  # noqa: E402
 from shared.jsoncodec import dumps, loads  # noqa: E402
 from shared.privacy import mask_email, mask_name, mask_phone  # noqa: E402
+
+_log = getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout)
@@ -312,6 +315,13 @@ def _summaries_query(status: str | None, agency: str | None, spellings: list[str
     return sql, args
 
 
+# A batch's transaction that PostgreSQL broke off to resolve a deadlock (or a
+# serialization failure) is written again: the standard client answer, safe here
+# because every statement of it is an upsert.
+RETRIED_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+WRITE_ATTEMPTS = 3
+
+
 # ------------------------------------------------------------------ the archive
 
 
@@ -386,6 +396,20 @@ class Archive:
         return count
 
     def store_rows(self, rows: dict[str, list[tuple]]) -> None:
+        """Write a batch in one transaction; one that PostgreSQL broke off as a deadlock
+        (two archivers at once, seen once in CI's two-archiver scenario) is rolled back
+        whole and written again, at most :data:`WRITE_ATTEMPTS` times: every statement is
+        an upsert, so a second attempt writes what the first would have."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return self._store_rows_once(rows)
+            except Unavailable as exc:
+                if attempt == WRITE_ATTEMPTS or not isinstance(exc.__cause__, RETRIED_ERRORS):
+                    raise
+                _log.warning("archive write broken off (%s); writing the batch again",
+                             type(exc.__cause__).__name__)
+
+    def _store_rows_once(self, rows: dict[str, list[tuple]]) -> None:
         with self.connection() as conn, conn.transaction(), conn.cursor() as cur:
             for table, (columns, conflict) in _TABLES.items():
                 if not rows.get(table):
