@@ -377,6 +377,25 @@ def test_a_worker_line_is_scrubbed_as_each_value_would_be(call_uuid, trace_uuid,
     assert list(scrubbed) == list(line)
 
 
+# A call id's groups can read as a mobile written with hyphens ("…f153-1340-4028…");
+# masking part of it broke the id that joins a call's log lines up.
+@settings(max_examples=2000, deadline=None)
+@given(st.uuids(), st.sampled_from(["intake.open311_updates.{}", "{}", "trace {} done"]))
+def test_a_uuid_is_never_masked(uuid, shape):
+    text = shape.format(uuid)
+    assert scrub_text(text) == text
+    assert scrub_text(text.upper()) == text.upper()
+
+
+def test_a_uuid_that_reads_as_a_phone_stays_whole_and_phones_beside_it_do_not():
+    call_id = "07a3f153-1340-4028-9c1e-1391234567aa"
+    assert scrub_text(f"intake.open311_updates.{call_id}") == f"intake.open311_updates.{call_id}"
+    assert scrub_text(f"{call_id} 居民153-1340-4028") == f"{call_id} 居民153****4028"
+    # Not a UUID (a last group of 13), so what reads as a phone in it is masked.
+    assert scrub_text("07a3f153-1340-4028-9c1e-13912345678ab") == (
+        "07a3f153****4028-9c1e-139****5678ab")
+
+
 def test_tokens_are_cut_out_of_free_text_and_token_fields():
     staff = issue_token("power", "p-1", "s" * 40)
     rating = issue_feedback_token("WH-20261121-0001", "WH-20261121-0001", 0, "s" * 40, 60)
