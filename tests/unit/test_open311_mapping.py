@@ -387,6 +387,24 @@ def test_an_offset_whose_plus_arrived_as_a_space_is_read_as_the_offset():
     bad_request(lambda: date_window(backwards, NOW))
 
 
+def test_a_date_outside_the_years_a_window_can_reach_is_a_400_not_an_internal_error():
+    # end_date=0001-01-01T00:00:00Z: the 90 days before it (and servicerequestupdates'
+    # 90 more) are before datetime's first day. It was an OverflowError, answered as
+    # "internal error" (body code 500) and logged with its trace.
+    for dates in ({"end_date": "0001-01-01T00:00:00Z"},
+                  {"end_date": "0001-01-01T00:00:00+14:00"},
+                  {"start_date": "0001-01-02T00:00:00Z", "end_date": "0001-01-03T00:00:00Z"},
+                  {"start_date": "0001-01-02"},
+                  {"start_date": "1969-12-31T23:59:59Z"},
+                  {"end_date": "9999-12-31T23:59:59-14:00"},
+                  {"start_date": "9999-06-01T00:00:00Z"}):
+        error = bad_request(lambda dates=dates: date_window(params(**dates), NOW))
+        assert error.errors == [(400, f"{next(iter(dates))} must be from "
+                                      "1970-01-01T00:00:00Z up to 9999-01-01T00:00:00Z")]
+    start, end = date_window(params(start_date="1970-01-01T00:00:00Z"), NOW)
+    assert end - start == timedelta(days=90)
+
+
 def test_ids_override_every_other_filter():
     query = parse_request_query(params(
         service_request_id="WH-20261121-0001, WH-20261121-0002", status="closed",

@@ -48,6 +48,11 @@ MAX_SPAN = timedelta(days=90)
 MAX_REQUESTS = 1000
 MAX_DESCRIPTION = 4000
 MAX_IDS = 1000
+# The dates a filter may name. Outside them the window's arithmetic (90 days back, and
+# servicerequestupdates' 90 more) left datetime's range: end_date=0001-01-01T00:00:00Z
+# was an OverflowError, answered as an internal error (body code 500).
+EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_DATE = datetime(9999, 1, 1, tzinfo=UTC)
 
 _ATTRIBUTE = re.compile(r"^attribute\[([^\[\]]+)\](\[\])?$")
 _CJK = re.compile(r"[\u3400-\u9fff]")
@@ -467,14 +472,18 @@ def parse_w3c(value: str, field: str) -> datetime:
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        moment = datetime.fromisoformat(text.replace("z", "Z"))
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
         raise Open311Error.bad_request(
             f"{field} must be a W3C date-time such as 2026-11-01T00:00:00Z") from None
     if moment.tzinfo is None:
         raise Open311Error.bad_request(
             f"{field} must include its time zone (Z or an offset such as +08:00)")
+    if not EARLIEST_DATE <= moment < LATEST_DATE:
+        raise Open311Error.bad_request(
+            f"{field} must be from 1970-01-01T00:00:00Z up to 9999-01-01T00:00:00Z")
     return moment
 
 
