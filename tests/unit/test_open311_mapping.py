@@ -205,7 +205,8 @@ def test_the_desks_own_validation_speaks_open311():
         "lat must be between -90 and 90 (WGS84 degrees)",
         "phone must be a phone number: 6 to 20 digits, spaces and dashes, with an optional "
         "leading +",
-        "media_url must be an http:// or https:// link, with no spaces"]
+        "media_url must be an http:// or https:// link, with no spaces and no user name or "
+        "password"]
     assert not any("abc" in d for _, d in error.errors)  # never echoes the input
     email = bad_request(lambda: to_submission(params(address_string="x", email="x@y"),
                                               CATALOG["no_water"], "c"))
@@ -507,6 +508,31 @@ def test_a_request_shows_public_fields_only():
         "updated_datetime", "expected_datetime", "address", "address_id", "zipcode", "lat",
         "long", "media_url"]
     assert (view["address_id"], view["zipcode"]) == (None, None)
+
+
+def test_a_photo_link_that_names_the_resident_is_not_shown_to_the_public():
+    # media_url was shown as posted to anyone: a password, a phone number, an email
+    # address or the reporter's name in the link went with it.
+    record = _issue()
+    names = names_of({"name": "张三"})
+    for url in ("https://bob:s3cret@photos.example.org/1.jpg",
+                "https://photos.example.org/1.jpg?phone=13812345678",
+                "https://photos.example.org/1.jpg?by=zhang.san%40example.org",
+                "https://photos.example.org/张三/1.jpg",
+                "https://photos.example.org/%E5%BC%A0%E4%B8%89/1.jpg"):
+        record.media_url = url
+        assert request_view(record, CATALOG, Language.zh, TZ, names)["media_url"] is None
+    for url in ("https://www.fixmystreet.com/photo/4455667.0.full.jpeg?6e1a0b2c",
+                "https://photos.example.org/2026/12/07/1765100000000.jpg"):
+        record.media_url = url
+        assert request_view(record, CATALOG, Language.zh, TZ, names)["media_url"] == url
+    # And a link with a user name or password is refused when it is posted.
+    form = params(address_string="x", media_url="https://bob:s3cret@photos.example.org/1.jpg")
+    assert bad_request(lambda: to_submission(form, CATALOG["no_water"], "c")).errors == [
+        (400, "media_url must be an http:// or https:// link, with no spaces and no user "
+              "name or password")]
+    ok = params(address_string="x", media_url="https://photos.example.org/a@2x.jpg?at=@")
+    assert to_submission(ok, CATALOG["no_water"], "c").media_url.endswith("?at=@")
 
 
 def test_a_request_shows_the_building_never_the_flat():

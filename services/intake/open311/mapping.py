@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html.entities import html5
 from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -736,8 +737,21 @@ def request_view(record: IssueRecord, catalog: dict[str, Service], lang: Languag
         "zipcode": None,
         "lat": record.location.lat,
         "long": record.location.lon,
-        "media_url": record.media_url,
+        "media_url": public_media_url(record.media_url, names),
     }
+
+
+def public_media_url(url: str | None, names: frozenset[str] = frozenset()) -> str | None:
+    """The photo's link, for anyone to read; None when it names the resident: a phone
+    number, an email address, the reporter's name or a password in it, as written or
+    percent-encoded (``…/1.jpg?phone=13812345678``, ``https://bob:secret@…``). Masked,
+    the link would lead nowhere; the desk and the agencies keep it as posted."""
+    if not url:
+        return None
+    for text in (url, unquote(url)):
+        if scrub(text, names) != text:
+            return None
+    return url
 
 
 def names_of(contact: dict[str, str]) -> frozenset[str]:
