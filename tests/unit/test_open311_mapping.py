@@ -21,6 +21,7 @@ from services.intake.open311.mapping import (
     json_repeats,
     merged_into,
     names_of,
+    oldest_first,
     parse_request_query,
     read_params,
     refuse_repeats,
@@ -645,6 +646,24 @@ def test_the_journal_becomes_fixmystreet_style_updates():
     # The window cuts what is shown, not the status worked out before it.
     assert [(u["update_id"], u["status"]) for u in windowed] == [
         ("e4", "in_progress"), ("e5", "in_progress"), ("e6", "fixed")]
+
+
+def test_updates_come_in_the_order_they_happened_across_a_change_of_offset():
+    # Europe/London on 2026-10-25: 00:30Z is 01:30+01:00 and 01:15Z is 01:15+00:00.
+    # Sorted as text, the later one came first.
+    london = ZoneInfo("Europe/London")
+    record = _issue()
+    journal = [{"event_id": f"e{n}", "event_type": kind, "occurred_at": at}
+               for n, (kind, at) in enumerate([
+                   ("issue.dispatched", "2026-10-25T00:30:00+00:00"),
+                   ("assignment.acknowledged", "2026-10-25T01:15:00+00:00")])]
+    updates = updates_from_journal(record.issue_id, journal, Language.en, london,
+                                   datetime(2026, 10, 25, tzinfo=UTC),
+                                   datetime(2026, 10, 26, tzinfo=UTC))
+    assert [u["updated_datetime"] for u in updates] == [
+        "2026-10-25T01:30:00+01:00", "2026-10-25T01:15:00+00:00"]
+    assert [u["status"] for u in oldest_first(list(reversed(updates)))] == [
+        "investigating", "in_progress"]
 
 
 def test_a_reroute_that_keeps_the_agencies_is_no_update_and_the_work_stays_in_progress():

@@ -912,3 +912,12 @@ def updates_from_journal(issue_id: str, journal: list[dict[str, Any]], lang: Lan
             "media_url": None,
         })
     return updates
+
+
+def oldest_first(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Updates by when they happened; an issue's steps in the same second keep their
+    journal order (the sort is stable). By the instant, not the text: in a
+    ``WHISTLE_TZ`` with summer time the hour after the clocks go back repeats with
+    another offset, and "01:15+00:00" sorted before "01:30+01:00", 45 minutes earlier,
+    so FixMyStreet applied the later status first and the earlier one last."""
+    return sorted(updates, key=lambda u: datetime.fromisoformat(u["updated_datetime"]))
