@@ -246,6 +246,16 @@ def test_every_bad_coordinate_is_named_at_once_and_nan_is_not_a_number():
     assert (edge.location.lat, edge.location.lon) == (-90.0, 180.0)
 
 
+def test_python_digit_grouping_is_no_number_here():
+    # float("11_7") is 117.0 and int("1_0") is 10: a typo filed at longitude 117.
+    form = params(address_string="x", lat="3_9.1", long="11_7")
+    assert bad_request(lambda: to_submission(form, CATALOG["no_water"], "c")).errors == [
+        (400, "lat must be a number (WGS84 degrees)"),
+        (400, "long must be a number (WGS84 degrees)")]
+    assert bad_request(lambda: parse_request_query(params(page_size="1_0"), CATALOG, NOW)
+                       ).errors == [(400, "page_size must be a whole number")]
+
+
 def test_a_field_given_twice_with_different_values_is_named_not_guessed():
     # The audit: service_code=gas_leak in the query string and pipe_leak in the body
     # filed the report as a gas leak, in silence.

@@ -411,6 +411,8 @@ def coordinate_problem(name: str, value: str) -> str | None:
     infinity (which ``float`` reads) are not numbers of degrees, and are told so rather
     than that they are out of range."""
     try:
+        if "_" in value:  # Python reads "11_7" as 117 (its digit grouping): a typo
+            raise ValueError(value)
         number = float(value)
     except ValueError:
         return f"{name} must be a number (WGS84 degrees)"
@@ -557,6 +559,8 @@ def _positive_int(value: str | None, field: str, default: int, most: int | None)
     if value is None:
         return default
     try:
+        if "_" in value:  # Python reads "1_0" as 10 (its digit grouping)
+            raise ValueError(value)
         number = int(value)
     except ValueError:
         raise Open311Error.bad_request(f"{field} must be a whole number") from None
