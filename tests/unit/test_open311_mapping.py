@@ -306,6 +306,14 @@ def test_json_bodies_and_multivalued_attributes():
     assert form.get("lat") == "39.5" and form.problems == {}
     with pytest.raises(Open311Error):
         json_pairs(["not", "an", "object"])
+    # "attribute" that is no object is said to be so, not dropped in silence.
+    for attribute in ("缤泰社区", [["community", "缤泰社区"]], 5):
+        error = bad_request(lambda attribute=attribute: submission_for(read_params(*json_pairs({
+            "service_code": "street_light", "lat": 39.5, "long": 117.5,
+            "attribute": attribute})), CATALOG, None))
+        assert [d for _, d in error.errors] == [
+            'attribute must be an object of attribute codes and their values '
+            '({"community": "..."})']
 
 
 def test_a_known_service_needs_no_description_its_name_says_what_the_problem_is():

@@ -230,6 +230,11 @@ def json_pairs(body: Any) -> tuple[list[tuple[str, str]], dict[str, str]]:
             for code, item in value.items():
                 add(f"attribute[{code}][]" if isinstance(item, list) else f"attribute[{code}]",
                     item, True)
+        elif key == "attribute" and value is not None:
+            # "attribute": "x" or a list was dropped as an unknown field, and the client
+            # heard that attribute[community] was missing, which it had sent.
+            problems[key] = ('attribute must be an object of attribute codes and their '
+                             'values ({"community": "..."})')
         else:
             add(key, value, _ATTRIBUTE.match(key) is not None)
     return pairs, problems
@@ -332,6 +337,8 @@ def _submission(params: Params, service: Service | None, default_community: str 
         elif given:
             values[attribute.code] = given[0]
     community = values.get("community") or default_community
+    if "attribute" in named:  # reported as a whole: none of them reported again
+        named.update(f"attribute[{a.code}]" for a in (service.attributes if service else ()))
     for attribute in service.attributes if service else ():
         if attribute.required and not values.get(attribute.code) and not (
                 attribute.code == "community" and community) and \
