@@ -250,10 +250,13 @@ class DeliveryChannelName(StrEnum):
     email = "email"
 
 
-# A link to a photo or video of the problem (Open311's media_url): http(s) only.
+# A link to a photo or video of the problem (Open311's media_url): http(s) only, and
+# with no user name or password before the host (``https://bob:secret@…``): Open311
+# shows the link to anyone, so a password in it was published.
 MediaUrl = Annotated[str, StringConstraints(
     strip_whitespace=True, max_length=2000, pattern=described_pattern(
-        r"^https?://[^\s<>\"]+$", "an http:// or https:// link, with no spaces"))]
+        r"^https?://[^\s<>\"/?#@]+(?:[/?#][^\s<>\"]*)?$",
+        "an http:// or https:// link, with no spaces and no user name or password"))]
 
 Email = Annotated[str, StringConstraints(
     strip_whitespace=True, max_length=254, pattern=described_pattern(

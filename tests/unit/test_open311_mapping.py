@@ -21,6 +21,7 @@ from services.intake.open311.mapping import (
     json_repeats,
     merged_into,
     names_of,
+    oldest_first,
     parse_request_query,
     read_params,
     refuse_repeats,
@@ -205,7 +206,8 @@ def test_the_desks_own_validation_speaks_open311():
         "lat must be between -90 and 90 (WGS84 degrees)",
         "phone must be a phone number: 6 to 20 digits, spaces and dashes, with an optional "
         "leading +",
-        "media_url must be an http:// or https:// link, with no spaces"]
+        "media_url must be an http:// or https:// link, with no spaces and no user name or "
+        "password"]
     assert not any("abc" in d for _, d in error.errors)  # never echoes the input
     email = bad_request(lambda: to_submission(params(address_string="x", email="x@y"),
                                               CATALOG["no_water"], "c"))
@@ -242,6 +244,16 @@ def test_every_bad_coordinate_is_named_at_once_and_nan_is_not_a_number():
     _, edge = submission_for(params(service_code="pipe_leak", lat="-90", long="180", **where),
                              CATALOG, None)
     assert (edge.location.lat, edge.location.lon) == (-90.0, 180.0)
+
+
+def test_python_digit_grouping_is_no_number_here():
+    # float("11_7") is 117.0 and int("1_0") is 10: a typo filed at longitude 117.
+    form = params(address_string="x", lat="3_9.1", long="11_7")
+    assert bad_request(lambda: to_submission(form, CATALOG["no_water"], "c")).errors == [
+        (400, "lat must be a number (WGS84 degrees)"),
+        (400, "long must be a number (WGS84 degrees)")]
+    assert bad_request(lambda: parse_request_query(params(page_size="1_0"), CATALOG, NOW)
+                       ).errors == [(400, "page_size must be a whole number")]
 
 
 def test_a_field_given_twice_with_different_values_is_named_not_guessed():
@@ -294,6 +306,14 @@ def test_json_bodies_and_multivalued_attributes():
     assert form.get("lat") == "39.5" and form.problems == {}
     with pytest.raises(Open311Error):
         json_pairs(["not", "an", "object"])
+    # "attribute" that is no object is said to be so, not dropped in silence.
+    for attribute in ("缤泰社区", [["community", "缤泰社区"]], 5):
+        error = bad_request(lambda attribute=attribute: submission_for(read_params(*json_pairs({
+            "service_code": "street_light", "lat": 39.5, "long": 117.5,
+            "attribute": attribute})), CATALOG, None))
+        assert [d for _, d in error.errors] == [
+            'attribute must be an object of attribute codes and their values '
+            '({"community": "..."})']
 
 
 def test_a_known_service_needs_no_description_its_name_says_what_the_problem_is():
@@ -385,6 +405,24 @@ def test_an_offset_whose_plus_arrived_as_a_space_is_read_as_the_offset():
         bad_request(lambda sent=sent: date_window(params(start_date=sent), NOW))
     backwards = params(start_date="2026-11-02Z", end_date="2026-11-01T00:00:00Z")
     bad_request(lambda: date_window(backwards, NOW))
+
+
+def test_a_date_outside_the_years_a_window_can_reach_is_a_400_not_an_internal_error():
+    # end_date=0001-01-01T00:00:00Z: the 90 days before it (and servicerequestupdates'
+    # 90 more) are before datetime's first day. It was an OverflowError, answered as
+    # "internal error" (body code 500) and logged with its trace.
+    for dates in ({"end_date": "0001-01-01T00:00:00Z"},
+                  {"end_date": "0001-01-01T00:00:00+14:00"},
+                  {"start_date": "0001-01-02T00:00:00Z", "end_date": "0001-01-03T00:00:00Z"},
+                  {"start_date": "0001-01-02"},
+                  {"start_date": "1969-12-31T23:59:59Z"},
+                  {"end_date": "9999-12-31T23:59:59-14:00"},
+                  {"start_date": "9999-06-01T00:00:00Z"}):
+        error = bad_request(lambda dates=dates: date_window(params(**dates), NOW))
+        assert error.errors == [(400, f"{next(iter(dates))} must be from "
+                                      "1970-01-01T00:00:00Z up to 9999-01-01T00:00:00Z")]
+    start, end = date_window(params(start_date="1970-01-01T00:00:00Z"), NOW)
+    assert end - start == timedelta(days=90)
 
 
 def test_ids_override_every_other_filter():
@@ -489,6 +527,31 @@ def test_a_request_shows_public_fields_only():
         "updated_datetime", "expected_datetime", "address", "address_id", "zipcode", "lat",
         "long", "media_url"]
     assert (view["address_id"], view["zipcode"]) == (None, None)
+
+
+def test_a_photo_link_that_names_the_resident_is_not_shown_to_the_public():
+    # media_url was shown as posted to anyone: a password, a phone number, an email
+    # address or the reporter's name in the link went with it.
+    record = _issue()
+    names = names_of({"name": "张三"})
+    for url in ("https://bob:s3cret@photos.example.org/1.jpg",
+                "https://photos.example.org/1.jpg?phone=13812345678",
+                "https://photos.example.org/1.jpg?by=zhang.san%40example.org",
+                "https://photos.example.org/张三/1.jpg",
+                "https://photos.example.org/%E5%BC%A0%E4%B8%89/1.jpg"):
+        record.media_url = url
+        assert request_view(record, CATALOG, Language.zh, TZ, names)["media_url"] is None
+    for url in ("https://www.fixmystreet.com/photo/4455667.0.full.jpeg?6e1a0b2c",
+                "https://photos.example.org/2026/12/07/1765100000000.jpg"):
+        record.media_url = url
+        assert request_view(record, CATALOG, Language.zh, TZ, names)["media_url"] == url
+    # And a link with a user name or password is refused when it is posted.
+    form = params(address_string="x", media_url="https://bob:s3cret@photos.example.org/1.jpg")
+    assert bad_request(lambda: to_submission(form, CATALOG["no_water"], "c")).errors == [
+        (400, "media_url must be an http:// or https:// link, with no spaces and no user "
+              "name or password")]
+    ok = params(address_string="x", media_url="https://photos.example.org/a@2x.jpg?at=@")
+    assert to_submission(ok, CATALOG["no_water"], "c").media_url.endswith("?at=@")
 
 
 def test_a_request_shows_the_building_never_the_flat():
@@ -601,6 +664,24 @@ def test_the_journal_becomes_fixmystreet_style_updates():
     # The window cuts what is shown, not the status worked out before it.
     assert [(u["update_id"], u["status"]) for u in windowed] == [
         ("e4", "in_progress"), ("e5", "in_progress"), ("e6", "fixed")]
+
+
+def test_updates_come_in_the_order_they_happened_across_a_change_of_offset():
+    # Europe/London on 2026-10-25: 00:30Z is 01:30+01:00 and 01:15Z is 01:15+00:00.
+    # Sorted as text, the later one came first.
+    london = ZoneInfo("Europe/London")
+    record = _issue()
+    journal = [{"event_id": f"e{n}", "event_type": kind, "occurred_at": at}
+               for n, (kind, at) in enumerate([
+                   ("issue.dispatched", "2026-10-25T00:30:00+00:00"),
+                   ("assignment.acknowledged", "2026-10-25T01:15:00+00:00")])]
+    updates = updates_from_journal(record.issue_id, journal, Language.en, london,
+                                   datetime(2026, 10, 25, tzinfo=UTC),
+                                   datetime(2026, 10, 26, tzinfo=UTC))
+    assert [u["updated_datetime"] for u in updates] == [
+        "2026-10-25T01:30:00+01:00", "2026-10-25T01:15:00+00:00"]
+    assert [u["status"] for u in oldest_first(list(reversed(updates)))] == [
+        "investigating", "in_progress"]
 
 
 def test_a_reroute_that_keeps_the_agencies_is_no_update_and_the_work_stays_in_progress():

@@ -55,6 +55,7 @@ from services.intake.open311.mapping import (
     merged_into,
     names_of,
     newest_first,
+    oldest_first,
     parse_page,
     parse_request_query,
     post_response,
@@ -384,8 +385,7 @@ class Open311Api:
         updates: list[dict[str, Any]] = []
         for n in range(0, len(ids), CHUNK):
             updates += self._chunk_updates(ids[n:n + CHUNK], lang, tz, start, end)
-        # Stable: an issue's steps in the same second keep their journal order.
-        updates.sort(key=lambda u: u["updated_datetime"])
+        updates = oldest_first(updates)
         if params.get("page") is None and params.get("page_size") is None:
             if len(updates) > MAX_UNPAGED_UPDATES:
                 raise Open311Error.bad_request(

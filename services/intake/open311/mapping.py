@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html.entities import html5
 from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -48,6 +49,11 @@ MAX_SPAN = timedelta(days=90)
 MAX_REQUESTS = 1000
 MAX_DESCRIPTION = 4000
 MAX_IDS = 1000
+# The dates a filter may name. Outside them the window's arithmetic (90 days back, and
+# servicerequestupdates' 90 more) left datetime's range: end_date=0001-01-01T00:00:00Z
+# was an OverflowError, answered as an internal error (body code 500).
+EARLIEST_DATE = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_DATE = datetime(9999, 1, 1, tzinfo=UTC)
 
 _ATTRIBUTE = re.compile(r"^attribute\[([^\[\]]+)\](\[\])?$")
 _CJK = re.compile(r"[\u3400-\u9fff]")
@@ -224,6 +230,11 @@ def json_pairs(body: Any) -> tuple[list[tuple[str, str]], dict[str, str]]:
             for code, item in value.items():
                 add(f"attribute[{code}][]" if isinstance(item, list) else f"attribute[{code}]",
                     item, True)
+        elif key == "attribute" and value is not None:
+            # "attribute": "x" or a list was dropped as an unknown field, and the client
+            # heard that attribute[community] was missing, which it had sent.
+            problems[key] = ('attribute must be an object of attribute codes and their '
+                             'values ({"community": "..."})')
         else:
             add(key, value, _ATTRIBUTE.match(key) is not None)
     return pairs, problems
@@ -326,6 +337,8 @@ def _submission(params: Params, service: Service | None, default_community: str 
         elif given:
             values[attribute.code] = given[0]
     community = values.get("community") or default_community
+    if "attribute" in named:  # reported as a whole: none of them reported again
+        named.update(f"attribute[{a.code}]" for a in (service.attributes if service else ()))
     for attribute in service.attributes if service else ():
         if attribute.required and not values.get(attribute.code) and not (
                 attribute.code == "community" and community) and \
@@ -405,6 +418,8 @@ def coordinate_problem(name: str, value: str) -> str | None:
     infinity (which ``float`` reads) are not numbers of degrees, and are told so rather
     than that they are out of range."""
     try:
+        if "_" in value:  # Python reads "11_7" as 117 (its digit grouping): a typo
+            raise ValueError(value)
         number = float(value)
     except ValueError:
         return f"{name} must be a number (WGS84 degrees)"
@@ -467,14 +482,18 @@ def parse_w3c(value: str, field: str) -> datetime:
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        moment = datetime.fromisoformat(text.replace("z", "Z"))
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
         raise Open311Error.bad_request(
             f"{field} must be a W3C date-time such as 2026-11-01T00:00:00Z") from None
     if moment.tzinfo is None:
         raise Open311Error.bad_request(
             f"{field} must include its time zone (Z or an offset such as +08:00)")
+    if not EARLIEST_DATE <= moment < LATEST_DATE:
+        raise Open311Error.bad_request(
+            f"{field} must be from 1970-01-01T00:00:00Z up to 9999-01-01T00:00:00Z")
     return moment
 
 
@@ -547,6 +566,8 @@ def _positive_int(value: str | None, field: str, default: int, most: int | None)
     if value is None:
         return default
     try:
+        if "_" in value:  # Python reads "1_0" as 10 (its digit grouping)
+            raise ValueError(value)
         number = int(value)
     except ValueError:
         raise Open311Error.bad_request(f"{field} must be a whole number") from None
@@ -727,8 +748,21 @@ def request_view(record: IssueRecord, catalog: dict[str, Service], lang: Languag
         "zipcode": None,
         "lat": record.location.lat,
         "long": record.location.lon,
-        "media_url": record.media_url,
+        "media_url": public_media_url(record.media_url, names),
     }
+
+
+def public_media_url(url: str | None, names: frozenset[str] = frozenset()) -> str | None:
+    """The photo's link, for anyone to read; None when it names the resident: a phone
+    number, an email address, the reporter's name or a password in it, as written or
+    percent-encoded (``…/1.jpg?phone=13812345678``, ``https://bob:secret@…``). Masked,
+    the link would lead nowhere; the desk and the agencies keep it as posted."""
+    if not url:
+        return None
+    for text in (url, unquote(url)):
+        if scrub(text, names) != text:
+            return None
+    return url
 
 
 def names_of(contact: dict[str, str]) -> frozenset[str]:
@@ -889,3 +923,12 @@ def updates_from_journal(issue_id: str, journal: list[dict[str, Any]], lang: Lan
             "media_url": None,
         })
     return updates
+
+
+def oldest_first(updates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Updates by when they happened; an issue's steps in the same second keep their
+    journal order (the sort is stable). By the instant, not the text: in a
+    ``WHISTLE_TZ`` with summer time the hour after the clocks go back repeats with
+    another offset, and "01:15+00:00" sorted before "01:30+01:00", 45 minutes earlier,
+    so FixMyStreet applied the later status first and the earlier one last."""
+    return sorted(updates, key=lambda u: datetime.fromisoformat(u["updated_datetime"]))
