@@ -26,6 +26,7 @@ from shared.archive_stats import stats_over_facts
 from shared.authz import (
     View,
     issue_view,
+    load_judged,
     may_list_issues,
     may_read_events,
     may_read_issue,
@@ -180,8 +181,8 @@ class IntakeService(open311_api.Open311Api):
     @http("GET", "/issues/<issue_id>", expected_exceptions=EXPECTED_ERRORS)
     def get_issue_http(self, request, issue_id):
         principal = self.guard.check(request)
-        record = self.store.get_with_notes(issue_id)
-        view = may_read_issue(principal, record, issue_id)
+        record, view = load_judged(self.store.get_with_notes, issue_id,
+                                   lambda r: may_read_issue(principal, r, issue_id))
         # Judged for every caller once authorized: a bad value is the caller's mistake
         # whichever view it gets (only the resident's is worded).
         lang = view_language(query_parameters(request).get("lang"))
@@ -198,7 +199,7 @@ class IntakeService(open311_api.Open311Api):
     @http("GET", "/issues/<issue_id>/events", expected_exceptions=EXPECTED_ERRORS)
     def get_events_http(self, request, issue_id):
         principal = self.guard.check(request)
-        may_read_events(principal, self.store.get(issue_id))
+        load_judged(self.store.get, issue_id, lambda r: may_read_events(principal, r))
         return {"issue_id": issue_id, "events": self.store.journal(issue_id)}
 
     @http("GET", "/issues", expected_exceptions=EXPECTED_ERRORS)

@@ -44,12 +44,13 @@ def whistle(whistle_processes):
     return whistle_processes("intake,routing,agency,notify,web")
 
 
-def signed_in(base: str, agency: str) -> tuple[requests.Session, str]:
-    """A browser session signed in with a staff token, and its forms' CSRF secret."""
+def signed_in(base: str, agency: str, **claims) -> tuple[requests.Session, str]:
+    """A browser session signed in with a staff token (``claims``: its ``communities``),
+    and its forms' CSRF secret."""
     session = requests.Session()
     form = session.get(f"{base}/signin", timeout=5).text
     answer = session.post(f"{base}/signin", timeout=5, allow_redirects=False, data={
-        "token": issue_token(agency, f"{agency}-1", cfg.DEV_SECRET),
+        "token": issue_token(agency, f"{agency}-1", cfg.DEV_SECRET, **claims),
         "csrf": CSRF.search(form).group(1)})
     assert answer.status_code == 303, answer.text
     home = session.get(base + answer.headers["Location"], timeout=10).text
@@ -181,6 +182,39 @@ def test_every_page_and_form_for_every_identity(whistle):
     issue = requests.get(f"{base}/issues/{issue_id}", headers=desk_api, timeout=5).json()
     assert "power" in issue["table"]["checked_in"]
     assert [a["status"] for a in issue["assignments"] if a["agency"] == "power"] == ["resolved"]
+
+
+def test_a_page_refuses_an_unknown_issue_as_one_the_caller_may_not_see(whistle):
+    """As over the API (docs/security.md): a desk outside the issue's communities and an
+    agency with no part in it get the same refusal, in the same words, for an issue id
+    that names no issue as for another's issue. Before, the desk's issue page, its table
+    form and an agency's check-in and task forms answered an unknown id with 404."""
+    base = whistle.url
+    issue_id = submit(base, "小区里有根电线耷拉下来了，不知道有没有电", "缤泰社区")
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=bearer("desk"),
+                                  timeout=5).json()["status"], lambda s: s == "dispatched",
+             timeout=30)
+    unknown = "WH-20261121-0999"
+    desk_elsewhere = signed_in(base, "desk", communities=["和平里社区"])
+    water = signed_in(base, "water")
+    forms = [
+        (desk_elsewhere, "GET", "/desk/issues/{id}", None),
+        (desk_elsewhere, "POST", "/desk/issues/{id}/table",
+         {"meets_at": "2030-12-01T09:00", "place": "红色议事厅"}),
+        (desk_elsewhere, "POST", "/desk/issues/{id}/triage", {"category": "flying_wire"}),
+        (water, "POST", "/agency/water/issues/{id}/table/check-in", {}),
+        (water, "POST", "/agency/water/issues/{id}/table/tasks/T1/done", {"note": "已更换"}),
+        (water, "POST", "/agency/water/assignments/{id}/acknowledge", {}),
+    ]
+    for (session, csrf), method, path, form in forms:
+        heard = []
+        for asked in (issue_id, unknown):
+            data = None if form is None else {**form, "csrf": csrf}
+            response = session.request(method, base + path.format(id=asked), data=data,
+                                       timeout=10, allow_redirects=False)
+            heard.append((response.status_code, response.text.replace(asked, "{id}")))
+        assert heard[0][0] == 403, (path, heard[0])
+        assert heard[1] == heard[0], (path, heard[1][0])
 
 
 ISSUE, TASK, AGENCY = r"WH-\d{8}-\d{4,}", r"T\d+", r"(power|water)"

@@ -793,6 +793,61 @@ def test_a_scoped_desk_reaches_its_community_in_either_script_and_no_other(whist
             assert refused.status_code == 403, refused.text
 
 
+UNKNOWN_ID = "WH-20261121-0999"
+ISSUE_ROUTES = [  # every route with an issue in its path, and a body it takes
+    ("GET", "{id}", None), ("GET", "{id}/events", None), ("GET", "{id}/notifications", None),
+    ("POST", "{id}/table", {"meets_at": "2030-01-01T00:00:00Z", "place": "x",
+                            "agencies": ["water"]}),
+    ("POST", "{id}/table/agencies", {"agencies": ["water"]}),
+    ("POST", "{id}/table/check-in", None),
+    ("POST", "{id}/table/tasks", {"agency": "power", "description": "x",
+                                  "due": "2030-01-01T00:00:00Z"}),
+    ("POST", "{id}/table/tasks/T1/done", {"note": "x"}),
+    ("POST", "{id}/table/tasks/T1/close", {"note": "x"}),
+    ("POST", "{id}/split", None), ("POST", "{id}/triage", {"category": "flying_wire"}),
+    ("POST", "{id}/reroute", {"category": "flying_wire", "reason": "x"}),
+    ("POST", "{id}/rating-link", None), ("POST", "{id}/feedback", {"rating": "satisfied"}),
+    ("POST", "{id}/rating", {"rating": "satisfied", "method": "phone"}),
+    ("POST", "/agencies/water/assignments/{id}/acknowledge", None),
+    ("POST", "/agencies/water/assignments/{id}/resolve", {"note": "x"}),
+]
+
+
+def test_an_unknown_issue_is_refused_as_one_the_caller_may_not_see(whistle):
+    """docs/security.md: a desk outside the issue's communities, another agency and
+    another issue's link learn nothing of an issue that is not theirs, its existence
+    included. Ids are numbered by day; before, each got 403 for an issue that exists and
+    404 for one that does not, over every issue route, so one link from a text message
+    (or any agency's token) could count a district's reports."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, _power, issue_id = dispatched_wire(base, secret)
+    elsewhere = submit(base, OTHER_REPORT, desk)
+    callers = {
+        "scoped desk elsewhere": staff_headers("desk", "d-2", secret, communities=["和平里社区"]),
+        "another agency": staff_headers("water", "w-1", secret),
+        "another issue's link": {
+            "Authorization": f"Bearer {issue_resident_token(elsewhere, secret)}"},
+    }
+    for name, headers in callers.items():
+        for method, path, body in ISSUE_ROUTES:
+            heard = []
+            for asked in (issue_id, UNKNOWN_ID):
+                url = path.format(id=asked)
+                response = requests.request(method, base + (url if url.startswith("/") else
+                                                            f"/issues/{url}"),
+                                            headers=headers, json=body, timeout=10)
+                heard.append((response.status_code,
+                              response.json()["error"]["message"].replace(asked, "{id}")))
+            assert heard[0][0] in (401, 403), (name, path, heard)
+            assert heard[1] == heard[0], (name, method, path, heard)
+    # Who may read every issue (the unscoped desk) or their own (a link) hears the 404.
+    own_link = {"Authorization": f"Bearer {issue_resident_token(UNKNOWN_ID, secret)}"}
+    for headers in (desk, own_link):
+        response = requests.get(f"{base}/issues/{UNKNOWN_ID}", headers=headers, timeout=10)
+        assert response.status_code == 404, response.text
+
+
 def test_table_writes_check_the_caller_before_the_body(whistle):
     """A stranger with a bad body learns nothing from a 422: 401 anonymous, 403 for staff
     who may not; the desk with the same bad body gets the 422 naming the field."""
