@@ -153,7 +153,9 @@ class IntakeService(open311_api.Open311Api):
         if query.triage:
             filter_keys.append(keys.triage)  # held or flagged, still pending
         statuses = [query.status.value] if query.status else [s.value for s in OPEN_STATUSES]
-        scope = [keys.by_community(c) for c in query.communities or ()] or None
+        # ``communities`` narrows as ``stats``' does: an empty list is no community, not all
+        scope = (None if query.communities is None
+                 else [keys.by_community(c) for c in query.communities])
         ids = self.store.pressing_ids(statuses, filter_keys, scope)
         now, rows, total = utcnow(), [], len(ids)
         # A priority filter is read off the records, so read them a page at a time.

@@ -752,6 +752,26 @@ def test_a_scoped_desk_acts_only_on_its_communities_issues(whistle):
     assert "water" in invited.json()["table"]["invited"]
 
 
+def test_a_board_scoped_to_no_community_shows_nothing_not_everything(whistle):
+    """``board``'s ``communities`` narrows it as ``stats``' does: an empty list is no
+    community. It read as unset, every community: a desk token whose communities claim
+    is empty (a sign-in bridge giving a clerk with no community ``[]``) listed nothing and
+    counted nothing, yet its board (``/desk``, ``/desk/board.json``) showed every issue."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    _desk, _power, issue_id = dispatched_wire(base, secret)
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        assert issue_id in [row["issue_id"] for row in rpc.intake.board({})["rows"]]
+        assert issue_id in [row["issue_id"] for row in
+                            rpc.intake.board({"communities": ["缤泰社区"]})["rows"]]
+        nowhere = rpc.intake.board({"communities": []})
+        assert (nowhere["rows"], nowhere["total"]) == ([], 0)
+        assert rpc.intake.stats(None, [])["window"]["issues"] == 0
+    no_community = staff_headers("desk", "d-0", secret, communities=[])
+    listed = requests.get(f"{base}/issues", headers=no_community, timeout=10)
+    assert listed.status_code == 200 and listed.json()["issues"] == [], listed.text
+
+
 def test_a_scoped_desk_reaches_its_community_in_either_script_and_no_other(whistle):
     """A desk token for 缤泰社區 (traditional characters) was refused the 缤泰社区 issues it
     is for, and one for 缤泰社区 the reports written 缤泰社區: names were compared as
