@@ -217,6 +217,33 @@ def test_a_page_refuses_an_unknown_issue_as_one_the_caller_may_not_see(whistle):
         assert heard[1] == heard[0], (path, heard[1][0])
 
 
+def test_a_form_that_is_not_utf8_is_a_400_saying_so_not_a_413(whistle):
+    """A form sent in another encoding (a latin-1 ``é``, a GBK page's bytes) was answered
+    413 "what was sent is too large: shorten it" for a few bytes (werkzeug's form parser
+    says so for any decoding error), and logged as an unexpected error with its trace.
+    Every form page, the desk's, an agency's, the resident's rating and signing in, now
+    says the form arrived garbled, as the API's 400 does for such a body."""
+    base = whistle.url
+    desk, desk_csrf = signed_in(base, "desk")
+    power, power_csrf = signed_in(base, "power")
+    garbled = "社区".encode("gbk")
+    forms = [
+        (desk, "/desk/new", f"csrf={desk_csrf}&description=caf".encode() + b"\xe9"),
+        (desk, "/desk/issues/WH-20261121-0001/table/tasks/T1/close",
+         f"csrf={desk_csrf}&note=".encode() + garbled),
+        (power, "/agency/power/assignments/WH-20261121-0001/resolve",
+         f"csrf={power_csrf}&note=".encode() + garbled),
+        (requests.Session(), "/resident/WH-20261121-0001/rating",
+         b"token=x&rating=satisfied&comment=" + garbled),
+        (requests.Session(), "/signin", b"csrf=x&token=" + garbled),
+    ]
+    for session, path, body in forms:
+        response = session.post(base + path, data=body, timeout=10, allow_redirects=False,
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 400, (path, response.status_code)
+        assert "UTF-8" in response.text and "Traceback" not in response.text, path
+
+
 ISSUE, TASK, AGENCY = r"WH-\d{8}-\d{4,}", r"T\d+", r"(power|water)"
 
 
