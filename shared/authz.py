@@ -37,14 +37,14 @@ Usage (a page handler does exactly what the API handler does)::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from shared.addresses import public_address
 from shared.auth import FeedbackGrant, Principal, Role
-from shared.contracts import AssignmentStatus, IssueFilter, IssueStatus
-from shared.errors import Forbidden, InvalidTransition, Unauthorized
+from shared.contracts import AssignmentStatus, IssueFilter, IssueStatus, Location
+from shared.errors import Forbidden, InvalidTransition, NotFound, Unauthorized
 from shared.folding import folded
 from shared.issue import IssueRecord, mask_comments, masked_comment, without_comments
 from shared.jsoncodec import utc_moment
@@ -99,6 +99,48 @@ def in_communities(principal: Principal, community: str) -> bool:
 
 
 # ------------------------------------------------------------------- issues
+
+Judged = TypeVar("Judged")
+# An issue id's shape (``shared.store.ISSUE_ID``, kept apart: this module reads no store).
+_ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
+
+
+def unknown_issue(issue_id: str) -> IssueRecord:
+    """What a caller is judged on when ``issue_id`` names no issue: an issue in no
+    community, with no agency on it and no resident but its own. See :func:`load_judged`."""
+    return IssueRecord.model_construct(
+        issue_id=issue_id, location=Location.model_construct(community="", address=""),
+        assignments=[], withdrawn=[], reporters=[], merged_into=None)
+
+
+def load_judged(load: Callable[[str], IssueRecord], issue_id: str,
+                judge: Callable[[IssueRecord], Judged]) -> tuple[IssueRecord, Judged]:
+    """``load(issue_id)`` and ``judge`` (a ``may_*`` function for the caller) on it.
+
+    An id that names no issue is judged as an issue the caller has no part in
+    (:func:`unknown_issue`), so a caller who could not read such an issue gets the very
+    refusal (401/403, the same words) it gets for one that exists: a desk outside its
+    communities, another agency, another issue's link learn nothing of which ids exist
+    (they are numbered by day). Only a caller whom that issue would not refuse (the
+    unscoped desk, a resident's own report) hears the 404. What is not shaped like an
+    issue id (a NUL, a phone number, no string) is a 404 to anyone: no issue could have
+    it, so the answer says nothing, and the refusal would repeat what was typed.
+    """
+    try:
+        record = load(issue_id)
+    except NotFound:
+        judge_unknown(issue_id, judge)
+        raise
+    return record, judge(record)
+
+
+def judge_unknown(issue_id: Any, judge: Callable[[IssueRecord], object]) -> None:
+    """Raise what ``judge`` says of an issue ``issue_id`` that does not exist (see
+    :func:`load_judged`), for a caller that learnt so some other way; returns when the
+    caller may hear the 404."""
+    if isinstance(issue_id, str) and _ISSUE_ID.fullmatch(issue_id):
+        judge(unknown_issue(issue_id))
+
 
 
 def may_read_issue(principal: Principal, record: IssueRecord, issue_id: str | None = None

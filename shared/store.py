@@ -588,7 +588,8 @@ class IssueStore:
     def pressing_ids(self, statuses: list[str], filter_keys: list[str],
                      any_of_keys: list[str] | None = None) -> list[str]:
         """Ids of the issues in any of ``statuses``, in every index set of ``filter_keys``
-        and (when given) in one of ``any_of_keys``, most pressing first: those with no deadline yet (waiting to be
+        and (when given, ``[]`` included: then none) in one of ``any_of_keys``, most
+        pressing first: those with no deadline yet (waiting to be
         routed or triaged), newest first, then by their earliest pending deadline
         (``{p}:deadlines``). One round trip; the desk's board reads records for the
         first few only."""
@@ -602,7 +603,7 @@ class IssueStore:
         wanted = set().union(*sets[:len(statuses)])
         for index in sets[len(statuses):len(statuses) + len(filter_keys)]:
             wanted &= index
-        if any_of_keys:
+        if any_of_keys is not None:
             wanted &= set().union(*sets[len(statuses) + len(filter_keys):])
         by_deadline, seen = [], set()
         for member in members:

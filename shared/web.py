@@ -200,16 +200,24 @@ def _declared_length(environ) -> int | None:
 # them: a resident's link its token, an Open311 client its ``api_key`` (on every
 # ``servicerequestupdates`` poll), and an Open311 POST may put any of its fields there
 # (the reporter's name, phone, email, the flat). Their values are cut out, whatever the
-# name's spelling on the wire (``%74oken``, ``api%5Fkey``: werkzeug decodes names).
+# name's spelling on the wire (``%74oken``, ``api%5Fkey``: werkzeug decodes names). So are
+# Whistle's own fields for a resident (``contact.name``, ``location.address``, a rating's
+# ``comment``, a staff ``note`` that may quote them), however a careless client nests
+# them in a query (``name``, ``contact.name``, ``contact[name]``): its own request is
+# refused, but its line is logged first.
 _QUERY_PAIR = re.compile(r"([?&])([^=&\s]*)=([^&\s]*)")
 _SECRET_PARAMETERS = frozenset({
     "token", "api_key", "first_name", "last_name", "phone", "email", "description",
-    "address_string", "address_id", "device_id", "account_id", "media_url"})
+    "address_string", "address_id", "device_id", "account_id", "media_url",
+    "name", "address", "comment", "note"})
+_NAME_PARTS = re.compile(r"[.\[\]]+")
 
 
 def _redact_pair(match: re.Match) -> str:
     name = unquote_plus(match.group(2))
-    if name in _SECRET_PARAMETERS or name.startswith("attribute["):
+    last = next((part for part in reversed(_NAME_PARTS.split(name)) if part), "")
+    if (name in _SECRET_PARAMETERS or last in _SECRET_PARAMETERS
+            or name.startswith("attribute[")):
         return f"{match.group(1)}{match.group(2)}=[redacted]"
     return match.group(0)
 

@@ -24,6 +24,7 @@ from services.agency.domain import (
 from services.routing.known_codes import KnownAgencies
 from shared.auth import Principal, Role
 from shared.authz import (
+    load_judged,
     may_act_for_agency,
     may_act_on_assignment,
     may_list_issues,
@@ -242,8 +243,9 @@ class AgencyService:
         """``staff`` may act on ``agency``'s assignment on the issue (read for it only
         once the token is for that agency: another agency's token learns nothing)."""
         self._may(may_act_for_agency, staff, agency, issue_id)
-        record = self.store.get(issue_id)
-        self._may(lambda p, a: may_act_on_assignment(p, a, record), staff, agency, issue_id)
+        self._may(lambda p, a: load_judged(self.store.get, issue_id,
+                                           lambda r: may_act_on_assignment(p, a, r)),
+                  staff, agency, issue_id)
 
     def _may(self, decision, principal: Principal, agency: str, issue_id: str | None = None):
         try:

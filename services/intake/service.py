@@ -26,6 +26,7 @@ from shared.archive_stats import stats_over_facts
 from shared.authz import (
     View,
     issue_view,
+    load_judged,
     may_list_issues,
     may_read_events,
     may_read_issue,
@@ -152,7 +153,9 @@ class IntakeService(open311_api.Open311Api):
         if query.triage:
             filter_keys.append(keys.triage)  # held or flagged, still pending
         statuses = [query.status.value] if query.status else [s.value for s in OPEN_STATUSES]
-        scope = [keys.by_community(c) for c in query.communities or ()] or None
+        # ``communities`` narrows as ``stats``' does: an empty list is no community, not all
+        scope = (None if query.communities is None
+                 else [keys.by_community(c) for c in query.communities])
         ids = self.store.pressing_ids(statuses, filter_keys, scope)
         now, rows, total = utcnow(), [], len(ids)
         # A priority filter is read off the records, so read them a page at a time.
@@ -180,8 +183,8 @@ class IntakeService(open311_api.Open311Api):
     @http("GET", "/issues/<issue_id>", expected_exceptions=EXPECTED_ERRORS)
     def get_issue_http(self, request, issue_id):
         principal = self.guard.check(request)
-        record = self.store.get_with_notes(issue_id)
-        view = may_read_issue(principal, record, issue_id)
+        record, view = load_judged(self.store.get_with_notes, issue_id,
+                                   lambda r: may_read_issue(principal, r, issue_id))
         # Judged for every caller once authorized: a bad value is the caller's mistake
         # whichever view it gets (only the resident's is worded).
         lang = view_language(query_parameters(request).get("lang"))
@@ -198,7 +201,7 @@ class IntakeService(open311_api.Open311Api):
     @http("GET", "/issues/<issue_id>/events", expected_exceptions=EXPECTED_ERRORS)
     def get_events_http(self, request, issue_id):
         principal = self.guard.check(request)
-        may_read_events(principal, self.store.get(issue_id))
+        load_judged(self.store.get, issue_id, lambda r: may_read_events(principal, r))
         return {"issue_id": issue_id, "events": self.store.journal(issue_id)}
 
     @http("GET", "/issues", expected_exceptions=EXPECTED_ERRORS)

@@ -68,6 +68,7 @@ from services.notify.templates import DESK_WORDING, Templates
 from shared import config as cfg
 from shared.auth import Principal, issue_feedback_token, issue_resident_token
 from shared.authz import (
+    load_judged,
     may_read_notifications,
     may_resend_rating_link,
     must_be_desk,
@@ -276,7 +277,8 @@ class NotifyService:
     @http("GET", "/issues/<issue_id>/notifications", expected_exceptions=EXPECTED_ERRORS)
     def list_notifications_http(self, request, issue_id):
         principal = self.guard.check(request)
-        view = may_read_notifications(principal, self.store.get(issue_id), issue_id)
+        _, view = load_judged(self.store.get, issue_id,
+                              lambda r: may_read_notifications(principal, r, issue_id))
         return {"issue_id": issue_id, "notifications": notifications_view(
             view, history_of(self.store.notifications(issue_id)))}  # archived ones too
 
@@ -299,19 +301,22 @@ class NotifyService:
         offers the resend only when one would."""
         principal = self.guard.staff(token)
         must_be_desk(principal)
-        own, contact = self._reporter_contact(issue_id)
-        may_read_notifications(principal, own, issue_id)  # the desk's, in its communities
+        own, contact = self._reporter_contact(
+            issue_id, lambda r: may_read_notifications(principal, r, issue_id))
         channel, unreachable = self._direct_reach(contact)
         return {"issue_id": issue_id, "channel": channel,
                 "unreachable": unreachable.value if unreachable else None}
 
-    def _reporter_contact(self, reporter: str) -> tuple[IssueRecord, dict]:
-        """The report and its resident's contact (none once archived: closed by then)."""
+    def _reporter_contact(self, reporter: str, judge) -> tuple[IssueRecord, dict]:
+        """The report and its resident's contact (none once archived: closed by then),
+        once ``judge`` (the caller's ``may_*``) allows it; an unknown report is judged as
+        ``shared.authz.load_judged`` does, so a refusal does not say whether it exists."""
         try:
             own, (contact,) = self.store.get_with(
                 reporter, lambda pipe: pipe.hgetall(self.store.keys.contact(reporter)))
         except NotFound:
-            own, contact = self.store.get(reporter), {}
+            (own, _), contact = load_judged(self.store.get, reporter, judge), {}
+        judge(own)
         return own, contact
 
     def _direct_reach(self, contact: dict) -> tuple[str | None, Unreachable | None]:
@@ -328,7 +333,8 @@ class NotifyService:
         asks for it, and learns only whether it went. Its record holds the link redacted."""
         must_be_desk(principal)
         # Archived, so closed: refused below as it was while hot (409).
-        own, contact = self._reporter_contact(reporter)
+        own, contact = self._reporter_contact(  # outside its communities: 403, known or not
+            reporter, lambda r: may_read_notifications(principal, r, reporter))
         work = self.store.get(own.merged_into) if own.merged_into else own
         may_resend_rating_link(principal, work)
         channel, _ = self._direct_reach(contact)

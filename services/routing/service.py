@@ -45,6 +45,8 @@ from shared.auth import (
     verify_resident_token,
 )
 from shared.authz import (
+    judge_unknown,
+    load_judged,
     mask_assignment_notes,
     mask_task_notes,
     may_rate,
@@ -72,7 +74,7 @@ from shared.contracts import (
     utcnow,
     view_language,
 )
-from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, Unavailable
+from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, NotFound, Unavailable
 from shared.guard import Guard
 from shared.issue import Assignment, Deadline, IssueRecord, public_view
 from shared.logging import WorkerLogger
@@ -289,8 +291,7 @@ class RoutingService:
         desk in its communities; the same effects and rules as the resident's own rating."""
         staff = self._desk(token, "issue.record_rating", issue_id)
         body = validate(RecordedRating, payload)
-        own = self.store.get(issue_id)
-        may_record_rating(staff, own)
+        own, _ = load_judged(self.store.get, issue_id, lambda r: may_record_rating(staff, r))
         work = self.store.get(own.merged_into) if own.merged_into else own
         return self._rate(feedback.desk_grant(own, work), body.rating, body.comment,
                           feedback.OnBehalf(staff_id=staff.staff_id, method=body.method))
@@ -300,7 +301,7 @@ class RoutingService:
         staff, token = self._staff_request(request, "issue.record_rating", issue_id)
         must_be_desk(staff)  # strangers get 401/403 before the body is read
         if staff.communities is not None:
-            may_record_rating(staff, self.store.get(issue_id))
+            load_judged(self.store.get, issue_id, lambda r: may_record_rating(staff, r))
         return self.record_rating(token, issue_id, read_json(request, RecordedRating)
                                   .model_dump(mode="json", exclude_none=True))
 
@@ -399,7 +400,9 @@ class RoutingService:
 
     @http("POST", "/issues/<issue_id>/table/check-in", expected_exceptions=EXPECTED_ERRORS)
     def check_in_at_table_http(self, request, issue_id):
-        return self.check_in_at_table(self._token(request, "issue.change", issue_id), issue_id)
+        staff, token = self._staff_request(request, "issue.change", issue_id)
+        self._may_touch(staff, issue_id)
+        return self.check_in_at_table(token, issue_id)
 
     @http("POST", "/issues/<issue_id>/table/tasks", expected_exceptions=EXPECTED_ERRORS)
     def record_table_task_http(self, request, issue_id):
@@ -425,8 +428,8 @@ class RoutingService:
         """Undo a wrong merge: the report is routed on its own again."""
         staff = self._desk(token, "issue.split", issue_id)
         now = utcnow()
-        merged = self.store.get(issue_id)
-        may_read_issue(staff, merged)  # a desk scoped to some communities acts only there
+        # a desk scoped to some communities acts only there (and learns nothing elsewhere)
+        merged, _ = load_judged(self.store.get, issue_id, lambda r: may_read_issue(staff, r))
         has_contact = bool(self.store.contact(issue_id))
 
         def split(record):
@@ -541,9 +544,14 @@ class RoutingService:
         staff, token = self._staff_request(request, "issue.change", issue_id)
         if desk:
             must_be_desk(staff)
-        if not (staff.is_desk and staff.communities is None):  # the unscoped desk reads all
-            may_read_issue(staff, self.store.get(issue_id))
+        self._may_touch(staff, issue_id)
         return token, read_json(request, model).model_dump(**dump)
+
+    def _may_touch(self, staff: Principal, issue_id: str) -> None:
+        """A caller who may not touch the issue at all is refused, whether or not it
+        exists (``shared.authz.load_judged``); the unscoped desk reads every issue."""
+        if not (staff.is_desk and staff.communities is None):
+            load_judged(self.store.get, issue_id, lambda r: may_read_issue(staff, r))
 
     @http("GET", "/health")
     def health(self, request):
@@ -567,8 +575,8 @@ class RoutingService:
                 return record, {}
             return outcome[0].record, self.bus.stage(*outcome[0].events)
 
-        before = self.store.get(issue_id)
-        may_read_issue(staff, before)  # a desk scoped to some communities acts only there
+        # a desk scoped to some communities acts only there (and learns nothing elsewhere)
+        load_judged(self.store.get, issue_id, lambda r: may_read_issue(staff, r))
         event_id = f"{source}:{body.request_id}" if body.request_id else None
         applied = self.store.apply(issue_id, event_id, decided, self.name)
         self.bus.publish(applied.outbox)
@@ -586,7 +594,11 @@ class RoutingService:
         def allowed(record: IssueRecord, now: datetime):
             may_read_issue(staff, record)
             return change(record, now)
-        return self._change(issue_id, allowed, staff)
+        try:
+            return self._change(issue_id, allowed, staff)
+        except NotFound:  # an unknown issue: refused as one it has no part in, if it would be
+            judge_unknown(issue_id, lambda r: may_read_issue(staff, r))
+            raise
 
     def _change(self, issue_id: str, change, staff: Principal | None = None) -> dict:
         """Apply ``change`` and answer the table and the assignments; to agency staff with

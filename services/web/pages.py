@@ -34,7 +34,7 @@ from services.web.views import (
     refusal,
     triage_reason,
 )
-from shared.errors import EXPECTED_ERRORS, NotFound, WhistleError
+from shared.errors import EXPECTED_ERRORS, MalformedBody, NotFound, WhistleError
 from shared.web import ERROR_SHAPES, JsonHttpHandler, error_headers, error_response
 
 _log = getLogger(__name__)
@@ -114,6 +114,7 @@ class PageHandler(JsonHttpHandler):
     def handle_request(self, request):
         request.shallow = False
         try:
+            form_is_utf8(request)
             context_data = self.server.context_data_from_headers(request)
             args, kwargs = self.get_entrypoint_parameters(request)
             self.check_signature(args, kwargs)
@@ -142,6 +143,8 @@ def error_page(request, exc: Exception) -> Response:
         return redirect("/signin")
     key = {403: "forbidden", 404: "not_found", 405: "wrong_method", 413: "too_large",
            429: "rate_limited", 503: "unavailable"}.get(status, "error_title")
+    if isinstance(exc, MalformedBody):
+        key = "malformed_form"
     if isinstance(exc, WhistleError) and exc.code == "csrf":
         # A form from before this session (signed out and in again in another tab): not
         # a refusal of the person ("您无权…" told staff they lacked a right they have).
@@ -156,6 +159,22 @@ def error_page(request, exc: Exception) -> Response:
 
 
 page = PageHandler.decorator
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def form_is_utf8(request: Request) -> None:
+    """A form sent in another encoding (a latin-1 or GBK page's bytes) is a 400 saying so.
+    werkzeug's form parser answers any byte it cannot decode with 413 "too large", which
+    told the clerk to shorten a few bytes, and raised it inside the page, logged as an
+    unexpected error with its trace. The body is read once (at most the 64 KiB the door
+    lets by) and kept for the parser."""
+    if request.method != "POST" or request.mimetype != FORM:
+        return
+    try:
+        request.get_data(cache=True).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedBody("the form was not sent as UTF-8") from None
 
 
 def refused_page(environ, exc: Exception) -> Response:

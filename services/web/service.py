@@ -288,7 +288,11 @@ class WebService:
                     status: int = 200, **context):
         """The issue page; ``context``: what happened (``done``, ``error``), or a form that
         failed (``failed``, its ``form`` as typed and its field ``errors``)."""
-        issue = self._rpc(self.intake.get_issue, issue_id)
+        try:
+            issue = self._rpc(self.intake.get_issue, issue_id)
+        except NotFound:  # refused as for an issue elsewhere: nothing said of which exist
+            authz.judge_unknown(issue_id, lambda r: authz.may_read_issue(principal, r, issue_id))
+            raise
         record = IssueRecord.model_validate(issue)
         authz.may_read_issue(principal, record, issue_id)
         shown = authz.may_read_notifications(principal, record, issue_id)

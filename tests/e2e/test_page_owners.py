@@ -44,12 +44,13 @@ def whistle(whistle_processes):
     return whistle_processes("intake,routing,agency,notify,web")
 
 
-def signed_in(base: str, agency: str) -> tuple[requests.Session, str]:
-    """A browser session signed in with a staff token, and its forms' CSRF secret."""
+def signed_in(base: str, agency: str, **claims) -> tuple[requests.Session, str]:
+    """A browser session signed in with a staff token (``claims``: its ``communities``),
+    and its forms' CSRF secret."""
     session = requests.Session()
     form = session.get(f"{base}/signin", timeout=5).text
     answer = session.post(f"{base}/signin", timeout=5, allow_redirects=False, data={
-        "token": issue_token(agency, f"{agency}-1", cfg.DEV_SECRET),
+        "token": issue_token(agency, f"{agency}-1", cfg.DEV_SECRET, **claims),
         "csrf": CSRF.search(form).group(1)})
     assert answer.status_code == 303, answer.text
     home = session.get(base + answer.headers["Location"], timeout=10).text
@@ -181,6 +182,66 @@ def test_every_page_and_form_for_every_identity(whistle):
     issue = requests.get(f"{base}/issues/{issue_id}", headers=desk_api, timeout=5).json()
     assert "power" in issue["table"]["checked_in"]
     assert [a["status"] for a in issue["assignments"] if a["agency"] == "power"] == ["resolved"]
+
+
+def test_a_page_refuses_an_unknown_issue_as_one_the_caller_may_not_see(whistle):
+    """As over the API (docs/security.md): a desk outside the issue's communities and an
+    agency with no part in it get the same refusal, in the same words, for an issue id
+    that names no issue as for another's issue. Before, the desk's issue page, its table
+    form and an agency's check-in and task forms answered an unknown id with 404."""
+    base = whistle.url
+    issue_id = submit(base, "小区里有根电线耷拉下来了，不知道有没有电", "缤泰社区")
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=bearer("desk"),
+                                  timeout=5).json()["status"], lambda s: s == "dispatched",
+             timeout=30)
+    unknown = "WH-20261121-0999"
+    desk_elsewhere = signed_in(base, "desk", communities=["和平里社区"])
+    water = signed_in(base, "water")
+    forms = [
+        (desk_elsewhere, "GET", "/desk/issues/{id}", None),
+        (desk_elsewhere, "POST", "/desk/issues/{id}/table",
+         {"meets_at": "2030-12-01T09:00", "place": "红色议事厅"}),
+        (desk_elsewhere, "POST", "/desk/issues/{id}/triage", {"category": "flying_wire"}),
+        (water, "POST", "/agency/water/issues/{id}/table/check-in", {}),
+        (water, "POST", "/agency/water/issues/{id}/table/tasks/T1/done", {"note": "已更换"}),
+        (water, "POST", "/agency/water/assignments/{id}/acknowledge", {}),
+    ]
+    for (session, csrf), method, path, form in forms:
+        heard = []
+        for asked in (issue_id, unknown):
+            data = None if form is None else {**form, "csrf": csrf}
+            response = session.request(method, base + path.format(id=asked), data=data,
+                                       timeout=10, allow_redirects=False)
+            heard.append((response.status_code, response.text.replace(asked, "{id}")))
+        assert heard[0][0] == 403, (path, heard[0])
+        assert heard[1] == heard[0], (path, heard[1][0])
+
+
+def test_a_form_that_is_not_utf8_is_a_400_saying_so_not_a_413(whistle):
+    """A form sent in another encoding (a latin-1 ``é``, a GBK page's bytes) was answered
+    413 "what was sent is too large: shorten it" for a few bytes (werkzeug's form parser
+    says so for any decoding error), and logged as an unexpected error with its trace.
+    Every form page, the desk's, an agency's, the resident's rating and signing in, now
+    says the form arrived garbled, as the API's 400 does for such a body."""
+    base = whistle.url
+    desk, desk_csrf = signed_in(base, "desk")
+    power, power_csrf = signed_in(base, "power")
+    garbled = "社区".encode("gbk")
+    forms = [
+        (desk, "/desk/new", f"csrf={desk_csrf}&description=caf".encode() + b"\xe9"),
+        (desk, "/desk/issues/WH-20261121-0001/table/tasks/T1/close",
+         f"csrf={desk_csrf}&note=".encode() + garbled),
+        (power, "/agency/power/assignments/WH-20261121-0001/resolve",
+         f"csrf={power_csrf}&note=".encode() + garbled),
+        (requests.Session(), "/resident/WH-20261121-0001/rating",
+         b"token=x&rating=satisfied&comment=" + garbled),
+        (requests.Session(), "/signin", b"csrf=x&token=" + garbled),
+    ]
+    for session, path, body in forms:
+        response = session.post(base + path, data=body, timeout=10, allow_redirects=False,
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 400, (path, response.status_code)
+        assert "UTF-8" in response.text and "Traceback" not in response.text, path
 
 
 ISSUE, TASK, AGENCY = r"WH-\d{8}-\d{4,}", r"T\d+", r"(power|water)"

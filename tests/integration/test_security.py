@@ -752,6 +752,26 @@ def test_a_scoped_desk_acts_only_on_its_communities_issues(whistle):
     assert "water" in invited.json()["table"]["invited"]
 
 
+def test_a_board_scoped_to_no_community_shows_nothing_not_everything(whistle):
+    """``board``'s ``communities`` narrows it as ``stats``' does: an empty list is no
+    community. It read as unset, every community: a desk token whose communities claim
+    is empty (a sign-in bridge giving a clerk with no community ``[]``) listed nothing and
+    counted nothing, yet its board (``/desk``, ``/desk/board.json``) showed every issue."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    _desk, _power, issue_id = dispatched_wire(base, secret)
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        assert issue_id in [row["issue_id"] for row in rpc.intake.board({})["rows"]]
+        assert issue_id in [row["issue_id"] for row in
+                            rpc.intake.board({"communities": ["缤泰社区"]})["rows"]]
+        nowhere = rpc.intake.board({"communities": []})
+        assert (nowhere["rows"], nowhere["total"]) == ([], 0)
+        assert rpc.intake.stats(None, [])["window"]["issues"] == 0
+    no_community = staff_headers("desk", "d-0", secret, communities=[])
+    listed = requests.get(f"{base}/issues", headers=no_community, timeout=10)
+    assert listed.status_code == 200 and listed.json()["issues"] == [], listed.text
+
+
 def test_a_scoped_desk_reaches_its_community_in_either_script_and_no_other(whistle):
     """A desk token for 缤泰社區 (traditional characters) was refused the 缤泰社区 issues it
     is for, and one for 缤泰社区 the reports written 缤泰社區: names were compared as
@@ -791,6 +811,61 @@ def test_a_scoped_desk_reaches_its_community_in_either_script_and_no_other(whist
             refused = requests.post(f"{base}/issues", headers=desk, timeout=10, json={
                 **OTHER_REPORT, "location": {"community": community, "address": "2号楼"}})
             assert refused.status_code == 403, refused.text
+
+
+UNKNOWN_ID = "WH-20261121-0999"
+ISSUE_ROUTES = [  # every route with an issue in its path, and a body it takes
+    ("GET", "{id}", None), ("GET", "{id}/events", None), ("GET", "{id}/notifications", None),
+    ("POST", "{id}/table", {"meets_at": "2030-01-01T00:00:00Z", "place": "x",
+                            "agencies": ["water"]}),
+    ("POST", "{id}/table/agencies", {"agencies": ["water"]}),
+    ("POST", "{id}/table/check-in", None),
+    ("POST", "{id}/table/tasks", {"agency": "power", "description": "x",
+                                  "due": "2030-01-01T00:00:00Z"}),
+    ("POST", "{id}/table/tasks/T1/done", {"note": "x"}),
+    ("POST", "{id}/table/tasks/T1/close", {"note": "x"}),
+    ("POST", "{id}/split", None), ("POST", "{id}/triage", {"category": "flying_wire"}),
+    ("POST", "{id}/reroute", {"category": "flying_wire", "reason": "x"}),
+    ("POST", "{id}/rating-link", None), ("POST", "{id}/feedback", {"rating": "satisfied"}),
+    ("POST", "{id}/rating", {"rating": "satisfied", "method": "phone"}),
+    ("POST", "/agencies/water/assignments/{id}/acknowledge", None),
+    ("POST", "/agencies/water/assignments/{id}/resolve", {"note": "x"}),
+]
+
+
+def test_an_unknown_issue_is_refused_as_one_the_caller_may_not_see(whistle):
+    """docs/security.md: a desk outside the issue's communities, another agency and
+    another issue's link learn nothing of an issue that is not theirs, its existence
+    included. Ids are numbered by day; before, each got 403 for an issue that exists and
+    404 for one that does not, over every issue route, so one link from a text message
+    (or any agency's token) could count a district's reports."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, _power, issue_id = dispatched_wire(base, secret)
+    elsewhere = submit(base, OTHER_REPORT, desk)
+    callers = {
+        "scoped desk elsewhere": staff_headers("desk", "d-2", secret, communities=["和平里社区"]),
+        "another agency": staff_headers("water", "w-1", secret),
+        "another issue's link": {
+            "Authorization": f"Bearer {issue_resident_token(elsewhere, secret)}"},
+    }
+    for name, headers in callers.items():
+        for method, path, body in ISSUE_ROUTES:
+            heard = []
+            for asked in (issue_id, UNKNOWN_ID):
+                url = path.format(id=asked)
+                response = requests.request(method, base + (url if url.startswith("/") else
+                                                            f"/issues/{url}"),
+                                            headers=headers, json=body, timeout=10)
+                heard.append((response.status_code,
+                              response.json()["error"]["message"].replace(asked, "{id}")))
+            assert heard[0][0] in (401, 403), (name, path, heard)
+            assert heard[1] == heard[0], (name, method, path, heard)
+    # Who may read every issue (the unscoped desk) or their own (a link) hears the 404.
+    own_link = {"Authorization": f"Bearer {issue_resident_token(UNKNOWN_ID, secret)}"}
+    for headers in (desk, own_link):
+        response = requests.get(f"{base}/issues/{UNKNOWN_ID}", headers=headers, timeout=10)
+        assert response.status_code == 404, response.text
 
 
 def test_table_writes_check_the_caller_before_the_body(whistle):

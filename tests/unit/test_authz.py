@@ -22,6 +22,7 @@ from shared.authz import (
     agency_view,
     desk_view,
     issue_view,
+    load_judged,
     may_act_for_agency,
     may_act_on_assignment,
     may_list_issues,
@@ -53,7 +54,7 @@ from shared.contracts import (
 from shared.contracts import (
     Role as AgencyRole,
 )
-from shared.errors import Forbidden, InvalidTransition, Unauthorized
+from shared.errors import Forbidden, InvalidTransition, NotFound, Unauthorized
 from shared.issue import Assignment, EarlierResolution, IssueRecord, RatingRecord, receive
 
 SECRET = "unit-test-secret-0123456789abcdef-0123456789"
@@ -144,6 +145,72 @@ def test_every_decision_for_every_identity(identity):
         outcome(lambda: may_act_for_agency(principal, "power")),
     )
     assert got == TABLE[identity]
+
+
+UNKNOWN = "WH-20261121-0999"
+
+
+def answer(decide) -> tuple[object, str]:
+    """What a caller hears: 401/403/404 and the words, or 200."""
+    try:
+        decide()
+    except (Unauthorized, Forbidden, NotFound) as exc:
+        return exc.status, str(exc)
+    return 200, ""
+
+
+def nothing_there(issue_id: str) -> IssueRecord:
+    raise NotFound(f"no issue {issue_id}")
+
+
+# Every judge an issue route applies to the record it loads.
+JUDGES = {
+    "read": lambda p, i: may_read_issue(p, i[0], i[1]),
+    "events": lambda p, i: may_read_events(p, i[0]),
+    "notifications": lambda p, i: may_read_notifications(p, i[0], i[1]),
+    "act as water": lambda p, i: may_act_on_assignment(p, "water", i[0]),
+    "record a rating": lambda p, i: may_record_rating(p, i[0]),
+    "resend a rating link": lambda p, i: may_resend_rating_link(p, i[0]),
+}
+
+
+@pytest.mark.parametrize("judge", JUDGES)
+@pytest.mark.parametrize("identity", ["anonymous", "desk of another community", "another agency",
+                                      "resident, another issue's link"])
+def test_an_unknown_issue_is_refused_as_one_the_caller_may_not_see(identity, judge):
+    """Issue ids are numbered by day: a 404 for an unknown id and a 403 for a known one
+    told a desk outside its communities, another agency, or anyone holding one resident's
+    link which issues exist elsewhere. ``load_judged`` refuses both in the same words."""
+    principal, decide = IDENTITIES[identity], JUDGES[judge]
+    known_issue = record(NEIGHBOUR, status=IssueStatus.resolved,  # awaiting its rating
+                         feedback_due=T0 + timedelta(days=7))
+    known = answer(lambda: load_judged(lambda _: known_issue, NEIGHBOUR,
+                                       lambda r: decide(principal, (r, NEIGHBOUR))))
+    unknown = answer(lambda: load_judged(nothing_there, UNKNOWN,
+                                         lambda r: decide(principal, (r, UNKNOWN))))
+    assert known[0] in (401, 403)
+    assert unknown == (known[0], known[1].replace(NEIGHBOUR, UNKNOWN))
+
+
+def test_an_unknown_issue_is_a_404_for_whom_it_would_not_refuse():
+    """The unscoped desk reads every issue and a resident's link their own report: to
+    them an id that names no issue is a 404, and a known one is loaded and judged."""
+    for principal in (desk(), resident(UNKNOWN)):
+        with pytest.raises(NotFound, match=UNKNOWN):
+            load_judged(nothing_there, UNKNOWN, lambda r, p=principal: may_read_issue(p, r))
+    assert load_judged(lambda _: record(), OWN,
+                       lambda r: may_read_issue(desk(), r))[1] is View.desk
+
+
+@pytest.mark.parametrize("typed", ["13812345678", "WH-1\x00", 7, None])
+def test_what_no_issue_id_could_be_is_a_404_to_anyone_and_not_repeated(typed):
+    """No issue has such an id, so its 404 says nothing; a refusal would read back what
+    was typed (a phone number, a NUL)."""
+    def malformed(_):
+        raise NotFound("no such issue (issue ids look like WH-20261121-0001)")
+    for principal in (staff("water"), desk(["和平里社区"]), resident(OTHER)):
+        with pytest.raises(NotFound, match="look like"):
+            load_judged(malformed, typed, lambda r, p=principal: may_read_issue(p, r))
 
 
 def test_desk_only_actions_refuse_everyone_else():

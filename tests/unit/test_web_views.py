@@ -420,6 +420,22 @@ def test_the_access_log_never_holds_an_open311_key_nor_a_reporters_details():
         "GET /issues?status=open&limit=20 HTTP/1.1"
 
 
+def test_the_access_log_never_holds_whistles_own_resident_fields_sent_in_a_query():
+    """A careless client puts a submission's or a rating's fields in the query string
+    (``?name=孙建国``, ``contact.name``, ``contact[name]``, ``location.address``,
+    ``comment``, ``note``): its request is refused, but the line was logged with the
+    resident's name and flat. Their values are cut out; filters stay."""
+    line = ("POST /issues?name=%E5%AD%99%E5%BB%BA%E5%9B%BD&contact.name=%E5%AD%99"
+            "&contact%5Bname%5D=Sun&location.address=%E4%B8%BD3%E5%8F%B7%E6%A5%BC501"
+            "&address=Flat%205&comment=%E5%B7%AE&note=Mr%20Sun&community=%E7%BC%A4"
+            "&status=open HTTP/1.1")
+    shown = redact_request_line(line)
+    for secret in ("%E5%AD%99", "=Sun", "501", "Flat", "%E5%B7%AE", "Mr"):
+        assert secret not in shown, (secret, shown)
+    assert "community=%E7%BC%A4" in shown and "status=open" in shown
+    assert shown.endswith(" HTTP/1.1")
+
+
 def test_the_pages_show_names_from_the_rules_file_not_codes():
     names = names_from_rules(None)
     assert names.category("flying_wire", "zh") == "飞线/电线裸露"
