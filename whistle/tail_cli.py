@@ -130,10 +130,8 @@ class ReceivedTimes:
         if line.get("type") != "issue.received" or not line.get("issue") \
                 or not isinstance(body, dict) or not isinstance(body.get("occurred_at"), str):
             return  # a malformed one (no id, no time) teaches nothing
-        try:
+        with contextlib.suppress(ValueError):
             self.known[line["issue"]] = datetime.fromisoformat(body["occurred_at"])
-        except ValueError:
-            pass
 
     def elapsed(self, issue: str | None, now: datetime) -> float | None:
         if not issue:
