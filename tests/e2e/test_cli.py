@@ -79,6 +79,26 @@ def test_a_second_up_on_an_address_in_use_stops_with_one_line(whistle_processes,
     assert urllib.request.urlopen(f"{first.url}/health", timeout=5).status == 200
 
 
+def test_up_on_queues_of_the_other_type_stops_with_one_line(whistle_env):
+    """A half-done ``whistle queues migrate --to quorum`` (run while the services ran, it
+    moves the dead-letter queue, which has no consumer, and names the rest): a service
+    started again on classic queues refused, rightly, but in three tracebacks."""
+    from kombu import Connection
+
+    from shared.topology import QUORUM, declare_topology
+    from tests.conftest import free_port
+
+    with Connection(whistle_env[cfg.AMQP_URI]) as connection:
+        declare_topology(connection, QUORUM)
+    result = whistle("up", "--services", "routing", "--address", str(free_port()),
+                     env=whistle_env, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "whistle.dead-letter exists with other arguments than a classic queue" in last
+    assert "whistle queues migrate --to classic" in last
+
+
 def test_demo_drives_the_field_cases_through_a_running_whistle(whistle_processes, whistle_env):
     app = whistle_processes()
     result = whistle("demo", "--url", app.url, "--json", env=whistle_env, timeout=120)
