@@ -467,6 +467,25 @@ def test_dlq_masks_every_resident_of_the_merged_group(env, amqp, redis_client):
     assert dropped.exit_code == 0 and "王秀英" not in dropped.output
 
 
+def test_dlq_masks_the_residents_name_in_a_body_too_long_to_be_read_whole(env, amqp,
+                                                                          redis_client):
+    # The management API hands over the first 64 KiB of a body: cut JSON does not parse,
+    # so its issue id was not read, nor its resident's name, and "我是孙建国" was shown
+    redis_client.hset(Keys(env[cfg.KEY_PREFIX]).contact(EVENT["issue_id"]),
+                      mapping={"name": "孙建国", "phone": PHONE})
+    long = {**EVENT, "description": f"楼上漏水，我是孙建国，电话{PHONE}",
+            "padding": "x" * 70_000}
+    dead_letter(amqp, json.dumps(long, ensure_ascii=False).encode(), ROUTE_QUEUE,
+                "invalid IssueReceived: padding", 1, "issue.received")
+    listed = whistle(env, "dlq", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    [letter] = json.loads(listed.stdout)["messages"]
+    assert letter["body_format"] == "truncated"
+    assert "孙建国" not in listed.output and "我是孙**" in letter["preview"], letter["preview"]
+    blind = whistle({**env, cfg.REDIS_URL: "redis://127.0.0.1:1/0"}, "dlq", "list")
+    assert blind.exit_code == 0 and "孙建国" not in blind.output
+
+
 def test_dlq_masks_the_resident_of_an_archived_issue(env, amqp, redis_client,
                                                       fresh_database_url):
     # A dead letter can outlive its issue's days in Redis: the contact is then in the
