@@ -519,3 +519,15 @@ def test_dlq_masks_the_resident_of_an_archived_issue(env, amqp, redis_client,
     assert "欧阳秀兰" not in listed.output
     assert "欧****家楼上漏水" in letter["preview"] or "欧***家楼上漏水" in letter["preview"], \
         letter["preview"]
+
+
+@pytest.mark.parametrize("args", [("dlq", "replay", "--all"),
+                                  ("dlq", "drop", "--index", "1", "--discard")])
+def test_dlq_in_a_vhost_without_the_dead_letter_queue_says_the_broker_refused(env, args):
+    """No service has run in the vhost yet: the broker answered, NOT_FOUND, and replay and
+    drop said "RabbitMQ unreachable", as if it were down."""
+    result = whistle(env, *args)
+    assert result.exit_code == 1, result.output
+    assert "unreachable" not in result.output, result.output
+    assert "refused: NOT_FOUND - no queue 'whistle.dead-letter'" \
+        in result.output
