@@ -42,7 +42,7 @@ ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
 # (shared.store.ISSUE_ID's shape, not imported: every command imports this module)
 ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 _AGENCY = re.compile(r"[a-z][a-z0-9_]{1,39}")
-_ID = re.compile(r"[0-9A-Za-z_.:-]{1,64}")
+_ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
 
 
 def _shaped(value: Any, pattern: re.Pattern) -> str | None:
