@@ -531,3 +531,13 @@ def test_dlq_in_a_vhost_without_the_dead_letter_queue_says_the_broker_refused(en
     assert "unreachable" not in result.output, result.output
     assert "refused: NOT_FOUND - no queue 'whistle.dead-letter'" \
         in result.output
+
+
+def test_open311_key_list_says_when_no_client_holds_a_key(env):
+    """It printed nothing at all: not told from a command that did not run, or from the
+    wrong WHISTLE_KEY_PREFIX. Said on stderr; stdout (and --json's []) stays for scripts."""
+    result = CliRunner().invoke(cli, ["open311", "key", "list"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert f"no Open311 client holds a key (Redis prefix {env[cfg.KEY_PREFIX]})" in result.stderr
+    assert whistle(env, "open311", "key", "list", "--json").stdout.strip() == "[]"
