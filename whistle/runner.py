@@ -126,6 +126,9 @@ def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
     check_address_free(config[cfg.WEB_SERVER_ADDRESS])
     wait_for_broker(config[cfg.AMQP_URI], timeout_s=60)
     check_queue_types(config[cfg.AMQP_URI], config[cfg.QUEUE_TYPE])
+    # again: waiting for the broker can take a minute, in which another process (a second
+    # `whistle up`, waiting for the same broker) may have taken the address
+    check_address_free(config[cfg.WEB_SERVER_ADDRESS])
     runner = ServiceRunner(config)
     for cls in service_classes(names):
         runner.add_service(cls)
