@@ -66,12 +66,19 @@ def db_status() -> None:
 def _store(config: dict):
     import logging
 
-    from shared.archive import Archive
+    from shared.archive import Archive, SchemaBehind, check_schema
     from shared.store import IssueStore, connect
 
     # The pool logs every failed connection attempt (a dozen lines before it gives up);
     # the command says it once, in its own one-line error.
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    # As the services refuse to start on a schema that is behind: writing to (or erasing
+    # in) tables that are not there was a psycopg UndefinedTable traceback. A database
+    # out of reach passes here, and is said at its first use.
+    try:
+        check_schema(config[cfg.DATABASE_URL])
+    except SchemaBehind as exc:
+        raise click.ClickException(str(exc)) from None
 
     return IssueStore(connect(config[cfg.REDIS_URL]), config[cfg.KEY_PREFIX],
                       Archive(config[cfg.DATABASE_URL]))

@@ -42,6 +42,18 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _broker_failed(amqp_uri: str, exc: BaseException) -> None:
+    """The broker out of reach, or reached and refusing (no such vhost, or no
+    ``whistle.dead-letter`` in it: no service has run there yet). The second was told as
+    "RabbitMQ unreachable", sending the operator to look for a broker that was up."""
+    from whistle.ops import _causes, short_reason, where
+
+    reason = short_reason(exc)
+    refused = any(getattr(cause, "reply_text", None) for cause in _causes(exc))
+    _fail(f"RabbitMQ at {where(amqp_uri)} refused: {reason}" if refused
+          else f"RabbitMQ unreachable at {where(amqp_uri)} ({reason})")
+
+
 @click.group()
 def dlq() -> None:
     """The dead-letter queue: what failed and why (list), sending it back (replay), and
@@ -118,7 +130,7 @@ def dlq_replay(replay_all: bool, indexes: tuple[int, ...], limit: int | None,
                as_json: bool) -> None:
     """Send dead letters back to the queue they failed in, with fresh attempts, and
     remove them from the DLQ once the broker confirmed them. Others stay in place."""
-    from whistle.ops import replay_dead_letters, short_reason, where
+    from whistle.ops import replay_dead_letters
 
     if replay_all == bool(indexes):
         raise click.UsageError("give either --all or --index N (one or more)")
@@ -132,7 +144,7 @@ def dlq_replay(replay_all: bool, indexes: tuple[int, ...], limit: int | None,
     except LookupError as exc:
         _fail(str(exc))
     except Exception as exc:  # broker down, refused, no such vhost or queue
-        _fail(f"RabbitMQ unreachable at {where(amqp_uri)} ({short_reason(exc)})")
+        _broker_failed(amqp_uri, exc)
     if as_json:
         click.echo(json.dumps({"in_queue": outcome.in_queue, "replayed": outcome.done,
                                "failed": outcome.failed,
@@ -168,7 +180,7 @@ def dlq_drop(indexes: tuple[int, ...], save_to: str | None, discard: bool,
     would only send round again. Say where they go: --save FILE or --discard."""
     from pathlib import Path
 
-    from whistle.ops import set_aside_dead_letters, short_reason, where
+    from whistle.ops import set_aside_dead_letters
 
     if bool(save_to) == discard:
         raise click.UsageError("give either --save FILE (kept, whole) or --discard")
@@ -182,9 +194,9 @@ def dlq_drop(indexes: tuple[int, ...], save_to: str | None, discard: bool,
     except OSError as exc:
         if save_to and exc.filename == save_to:
             _fail(f"cannot write {save_to} ({exc.strerror}); nothing was taken out")
-        _fail(f"RabbitMQ unreachable at {where(amqp_uri)} ({short_reason(exc)})")
+        _broker_failed(amqp_uri, exc)
     except Exception as exc:  # broker down, refused, no such vhost or queue
-        _fail(f"RabbitMQ unreachable at {where(amqp_uri)} ({short_reason(exc)})")
+        _broker_failed(amqp_uri, exc)
     if as_json:
         click.echo(json.dumps({"in_queue": outcome.in_queue, "dropped": outcome.done,
                                "saved_to": save_to, "left_in_place": outcome.left_in_place},

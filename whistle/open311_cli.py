@@ -66,3 +66,6 @@ def key_list(as_json: bool) -> None:
         return
     for row in rows:
         click.echo(f"{row.name}\t{row.created_at}")
+    if not rows:  # said, on stderr: silence read as "it did not run", or hid a wrong prefix
+        prefix = cfg.config_from_env()[cfg.KEY_PREFIX]
+        click.echo(f"no Open311 client holds a key (Redis prefix {prefix})", err=True)

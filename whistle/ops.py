@@ -54,6 +54,7 @@ ENVELOPE_FIELDS = frozenset({"event_id", "trace_id", "causation_id", "occurred_a
                              "schema_version", "issue_id"})
 # The management API returns at most this much of each body; enough to read its issue id.
 PEEK_TRUNCATE_BYTES = 64 * 1024
+_ISSUE_ID_IN_TEXT = re.compile(r'"issue_id"\s*:\s*"(WH-\d{8}-\d{4,})"')
 RPC_QUEUE = "rpc-{}"  # nameko.rpc.RPC_QUEUE_TEMPLATE: one consumer per running instance
 # Headers a replayed message leaves behind, so that it gets a fresh set of attempts.
 # RabbitMQ's own dead-lettering records go too: the replayed message starts afresh.
@@ -312,8 +313,7 @@ def residents_names(redis_url: str, prefix: str, letters: list[DeadLetter],
     from shared.archive import Archive
     from shared.store import IssueStore, connect
 
-    ids = sorted({body["issue_id"] for body in (letter.parsed() for letter in letters)
-                  if isinstance(body, dict) and isinstance(body.get("issue_id"), str)})
+    ids = sorted({i for i in (letter.issue_of() for letter in letters) if i})
     if not ids:
         return {}
     client, archive = connect(redis_url), None
@@ -336,8 +336,7 @@ def names_in(letter: DeadLetter, names: dict[str, frozenset[str]] | None) -> fro
     """``describe``'s ``names`` for one letter, from :func:`residents_names`."""
     if names is None:
         return None
-    body = letter.parsed()
-    return names.get(body.get("issue_id"), frozenset()) if isinstance(body, dict) else frozenset()
+    return names.get(letter.issue_of(), frozenset())
 
 
 @dataclass
@@ -384,6 +383,17 @@ class DeadLetter:
             return json.loads(self.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return None
+
+    def issue_of(self) -> str | None:
+        """The issue the body is about: its ``issue_id``; in a body that does not parse (cut
+        at ``PEEK_TRUNCATE_BYTES``), the first ``"issue_id": "WH-…"`` it gives, so that its
+        resident's name is masked in the preview all the same."""
+        parsed = self.parsed()
+        if isinstance(parsed, dict):
+            issue = parsed.get("issue_id")
+            return issue if isinstance(issue, str) else None
+        found = _ISSUE_ID_IN_TEXT.search(self.body.decode("utf-8", errors="replace"))
+        return found.group(1) if found else None
 
     def describe(self, names: frozenset[str] | None = frozenset()) -> dict[str, Any]:
         """What an operator may see: scrubbed, printable, short. ``names``: the resident's

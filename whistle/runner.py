@@ -53,6 +53,21 @@ def wait_for_broker(amqp_uri: str, timeout_s: float) -> None:
             time.sleep(1)
 
 
+def check_queue_types(amqp_uri: str, queue_type: str) -> None:
+    """Refuse to start on queues of the other type (a half-done `whistle queues migrate`,
+    a WHISTLE_QUEUE_TYPE not set like the deployment's), with one line saying what to do.
+
+    Every service declares the topology as it starts and would refuse anyway, but from
+    inside nameko's start: in tracebacks, or in a consumer's reconnection loop."""
+    from shared.topology import QueueTypeMismatch, declare_topology
+
+    with Connection(amqp_uri, connect_timeout=5) as connection:
+        try:
+            declare_topology(connection, queue_type)
+        except QueueTypeMismatch as exc:
+            raise SystemExit(f"whistle: not starting: {exc}") from None
+
+
 def check_rules(config: dict) -> None:
     """Refuse to start routing on a bad rules file, with every error and its line."""
     from services.routing.rules import RulesError, load_rules
@@ -110,6 +125,10 @@ def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
         check_rules(config)
     check_address_free(config[cfg.WEB_SERVER_ADDRESS])
     wait_for_broker(config[cfg.AMQP_URI], timeout_s=60)
+    check_queue_types(config[cfg.AMQP_URI], config[cfg.QUEUE_TYPE])
+    # again: waiting for the broker can take a minute, in which another process (a second
+    # `whistle up`, waiting for the same broker) may have taken the address
+    check_address_free(config[cfg.WEB_SERVER_ADDRESS])
     runner = ServiceRunner(config)
     for cls in service_classes(names):
         runner.add_service(cls)

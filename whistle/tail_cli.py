@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import re
 import signal
 import sys
 import time
@@ -34,21 +35,36 @@ RPC_EXCHANGE = Exchange("nameko-rpc", type="topic", durable=True)
 ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
 
 
+# What a line may print of a message's own fields: an issue id, an agency's code and the
+# ids of events and traces, each only when it has that shape. A malformed message (the
+# poison a service dead-letters) can carry anything under those keys, a resident's name
+# and number included, and must neither be echoed nor stop the tail.
+# (shared.store.ISSUE_ID's shape, not imported: every command imports this module)
+ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
+_AGENCY = re.compile(r"[a-z][a-z0-9_]{1,39}")
+_ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
+
+
+def _shaped(value: Any, pattern: re.Pattern) -> str | None:
+    return value if isinstance(value, str) and pattern.fullmatch(value) else None
+
+
 def agency_of(body: dict[str, Any]) -> str | None:
     """The agency an event is about, whichever field carries it; for a dispatch or a
     reopening, every agency it assigns, comma-separated."""
     agency = body.get("agency")
     if isinstance(agency, dict):
-        return agency.get("agency")
+        return _shaped(agency.get("agency"), _AGENCY)
     if isinstance(agency, str):
-        return agency
+        return _shaped(agency, _AGENCY)
     assignment = body.get("assignment")
     if isinstance(assignment, dict):
-        return assignment.get("agency")
+        return _shaped(assignment.get("agency"), _AGENCY)
     assignments = body.get("assignments")
     if isinstance(assignments, list):
-        agencies = [a.get("agency") for a in assignments if isinstance(a, dict)]
-        return ",".join(a for a in agencies if isinstance(a, str)) or None
+        agencies = [_shaped(a.get("agency"), _AGENCY) for a in assignments
+                    if isinstance(a, dict)]
+        return ",".join(a for a in agencies if a) or None
     return None
 
 
@@ -75,15 +91,17 @@ def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str
         data = body if isinstance(body, dict) else {}
         line.update(kind="event", type=headers.get("x-whistle-event-type") or routing_key,
                     service=headers.get("x-whistle-source") or _service_of(caller),
-                    issue=data.get("issue_id"), agency=agency_of(data),
-                    trace_id=data.get("trace_id") or line["trace_id"],
-                    event_id=data.get("event_id"), causation_id=data.get("causation_id"))
+                    issue=_shaped(data.get("issue_id"), ISSUE_ID), agency=agency_of(data),
+                    trace_id=_shaped(data.get("trace_id"), _ID) or line["trace_id"],
+                    event_id=_shaped(data.get("event_id"), _ID),
+                    causation_id=_shaped(data.get("causation_id"), _ID))
     elif reply_to and "." in routing_key:  # an RPC request expects its reply somewhere
         args = body.get("args", []) if isinstance(body, dict) else []
-        issue = next((a for a in args if isinstance(a, str) and a.startswith("WH-")), None)
+        args = args if isinstance(args, list) else []
+        issue = next((a for a in args if _shaped(a, ISSUE_ID)), None)
         agency = args[1] if routing_key.startswith("agency.") and len(args) > 1 else None
         line.update(kind="rpc", type=f"rpc {routing_key}", service=_service_of(caller) or "client",
-                    issue=issue, agency=agency if isinstance(agency, str) else None)
+                    issue=issue, agency=_shaped(agency, _AGENCY))
     else:
         error = body.get("error") if isinstance(body, dict) else None
         line.update(kind="reply", type="rpc reply" + (
@@ -109,7 +127,10 @@ class ReceivedTimes:
         self.redis, self.prefix, self.known = redis_client, prefix, {}
 
     def learn(self, line: dict[str, Any], body: Any) -> None:
-        if line.get("type") == "issue.received" and isinstance(body, dict):
+        if line.get("type") != "issue.received" or not line.get("issue") \
+                or not isinstance(body, dict) or not isinstance(body.get("occurred_at"), str):
+            return  # a malformed one (no id, no time) teaches nothing
+        with contextlib.suppress(ValueError):
             self.known[line["issue"]] = datetime.fromisoformat(body["occurred_at"])
 
     def elapsed(self, issue: str | None, now: datetime) -> float | None:
@@ -206,6 +227,16 @@ def tail(issue, agency, kind, service, as_json) -> None:
     times = ReceivedTimes(redis_client, config[cfg.KEY_PREFIX])
 
     def on_message(body, message, undecodable: BaseException | None = None):
+        try:
+            show(body, message, undecodable)
+        except BrokenPipeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one odd message must not end the tail
+            click.echo(f"whistle tail: a message on "
+                       f"{message.delivery_info.get('routing_key', '?')!r} could not be "
+                       f"shown ({type(exc).__name__})", err=True)
+
+    def show(body, message, undecodable: BaseException | None = None):
         now = datetime.now(UTC)
         line = describe(body, message.headers, message.delivery_info.get("routing_key", ""),
                         message.delivery_info.get("exchange", ""), now,

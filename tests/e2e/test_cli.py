@@ -79,6 +79,79 @@ def test_a_second_up_on_an_address_in_use_stops_with_one_line(whistle_processes,
     assert urllib.request.urlopen(f"{first.url}/health", timeout=5).status == 200
 
 
+def test_up_on_queues_of_the_other_type_stops_with_one_line(whistle_env):
+    """A half-done ``whistle queues migrate --to quorum`` (run while the services ran, it
+    moves the dead-letter queue, which has no consumer, and names the rest): a service
+    started again on classic queues refused, rightly, but in three tracebacks."""
+    from kombu import Connection
+
+    from shared.topology import QUORUM, declare_topology
+    from tests.conftest import free_port
+
+    with Connection(whistle_env[cfg.AMQP_URI]) as connection:
+        declare_topology(connection, QUORUM)
+    result = whistle("up", "--services", "routing", "--address", str(free_port()),
+                     env=whistle_env, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "whistle.dead-letter exists with other arguments than a classic queue" in last
+    assert "whistle queues migrate --to classic" in last
+
+
+def test_an_address_taken_while_up_waited_for_the_broker_stops_it_with_one_line(whistle_env):
+    """The address is checked before the wait for the broker (up to 60 s); taken meanwhile
+    (a second `whistle up` waiting for the same broker), it failed in nameko's start, in
+    tracebacks. The broker here is a forwarder to the real one, opened once the address
+    is taken."""
+    import socket
+    import threading
+
+    from tests.conftest import free_port
+
+    web, relay = free_port(), free_port()
+    upstream = re.match(r"(\w+)://([^@]+)@([^:/]+):(\d+)/(.*)", whistle_env[cfg.AMQP_URI])
+    env = {**whistle_env,
+           cfg.AMQP_URI: f"{upstream[1]}://{upstream[2]}@127.0.0.1:{relay}/{upstream[5]}"}
+    up = subprocess.Popen([WHISTLE, "up", "--services", "intake", "--address", str(web)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    taken, server, said = None, None, []
+    try:
+        for line in up.stderr:  # up has checked the address, and waits for the broker
+            said.append(line)
+            if "waiting for RabbitMQ" in line:
+                break
+        taken = socket.create_server(("127.0.0.1", web))
+        server = socket.create_server(("127.0.0.1", relay))
+
+        def pipe(source, sink):
+            with source, sink:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+
+        def forward():
+            while True:
+                try:
+                    client, _ = server.accept()
+                except OSError:
+                    return
+                broker = socket.create_connection((upstream[3], int(upstream[4])))
+                for a, b in ((client, broker), (broker, client)):
+                    threading.Thread(target=pipe, args=(a, b.dup()), daemon=True).start()
+
+        threading.Thread(target=forward, daemon=True).start()
+        stderr = "".join(said) + up.communicate(timeout=60)[1]
+    finally:
+        if up.poll() is None:
+            up.kill()
+        for sock in (taken, server):
+            if sock is not None:
+                sock.close()
+    assert up.returncode == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    assert f"127.0.0.1:{web} is already in use" in stderr.strip().splitlines()[-1]
+
+
 def test_demo_drives_the_field_cases_through_a_running_whistle(whistle_processes, whistle_env):
     app = whistle_processes()
     result = whistle("demo", "--url", app.url, "--json", env=whistle_env, timeout=120)

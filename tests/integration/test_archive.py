@@ -1,6 +1,8 @@
 """The archive against the real PostgreSQL: an issue answers the same before and after it
 leaves Redis; archiving twice, or racing, changes nothing; erasure; migrations."""
 
+import uuid
+
 import pytest
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
@@ -191,6 +193,32 @@ def test_erase_command_refuses_a_hot_issue_and_erases_an_archived_one(whistle, c
     assert archive.contact(issue_id) == {"name": "孙**", "phone": "138****5678"}
     unknown = CliRunner().invoke(cli, ["privacy", "erase", "WH-20200101-0001"], env=env)
     assert unknown.exit_code == 1 and "no archived issue" in unknown.output
+
+
+@pytest.mark.parametrize("args", [("archive", "--retention", "0"),
+                                  ("privacy", "erase", "WH-20200101-0001")])
+def test_archive_and_erase_on_a_database_never_migrated_say_to_upgrade_it(whistle, config,
+                                                                          args):
+    """They wrote to, or erased in, tables that were not there: a psycopg UndefinedTable
+    traceback. The services refuse such a database with one line; so do the commands."""
+    from click.testing import CliRunner
+
+    from whistle.cli import cli
+
+    issue_id = closed_issue(whistle, config)
+    name = f"whistle_test_bare_{uuid.uuid4().hex[:8]}"
+    url = create_database(name)
+    try:
+        env = {cfg.REDIS_URL: config[cfg.REDIS_URL], cfg.KEY_PREFIX: config[cfg.KEY_PREFIX],
+               cfg.DATABASE_URL: url}
+        result = CliRunner().invoke(cli, list(args), env=env)
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit), result.exception
+        assert result.output.startswith(f"Error: the database at {url} is behind this code")
+        assert "run `whistle db upgrade`" in result.output
+        assert desk(config).get(f"{whistle}/issues/{issue_id}").json()["status"] == "closed"
+    finally:
+        drop_database(name)
 
 
 def test_archive_command_with_the_database_out_of_reach_says_which_and_where(whistle, config):

@@ -28,6 +28,9 @@ from whistle.cli import cli
 pytestmark = pytest.mark.integration
 
 WHISTLE = str(Path(sys.executable).with_name("whistle"))
+# The `whistle` script imports whichever checkout is first on the path: this one, not the
+# one the virtualenv was installed from (a worktree's tests ran the main checkout's code).
+SUBPROCESS = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 PHONE, OTHER_PHONE = "13812345678", "13987654321"
 ROUTE_QUEUE, NOTIFY_QUEUE = "whistle.routing.route_issue", "whistle.notify.on_event"
 EVENT = {
@@ -273,7 +276,7 @@ def test_status_reports_queues_dead_letters_redis_and_issue_counts(
 def run_status(env, *args):
     """As an operator runs it: its own process, nothing patched."""
     return subprocess.run([WHISTLE, "status", *args], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", **env}, timeout=60)
+                          env={**SUBPROCESS, **env}, timeout=60)
 
 
 def test_status_with_redis_down_says_so_and_still_shows_rabbitmq(env, amqp):
@@ -327,7 +330,7 @@ def test_tail_shows_an_undecodable_message_as_a_line_and_goes_on(env, amqp, tmp_
     out, err = tmp_path / "tail.out", tmp_path / "tail.err"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         tail = subprocess.Popen([WHISTLE, "tail", "--json"], stdout=stdout, stderr=stderr,
-                                env={"PATH": "/usr/bin:/bin", **env})
+                                env={**SUBPROCESS, **env})
     try:
         assert wait_until(lambda: "following" in err.read_text(), timeout=20)
         producer = Producer(amqp.channel())
@@ -354,6 +357,36 @@ def test_tail_shows_an_undecodable_message_as_a_line_and_goes_on(env, amqp, tmp_
 
 
 @pytest.mark.parametrize("args", [("tail",), ("tail", "--json")])
+def test_tail_shows_a_json_message_that_is_no_event_as_a_line_and_goes_on(env, amqp, tmp_path,
+                                                                        args):
+    """Valid JSON that is not an event (no ``occurred_at``; a resident's name and number
+    where the issue id goes): the tail died on it with a KeyError traceback."""
+    out, err = tmp_path / "tail.out", tmp_path / "tail.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        tail = subprocess.Popen([WHISTLE, *args], stdout=stdout, stderr=stderr,
+                                env={**SUBPROCESS, **env})
+    try:
+        assert wait_until(lambda: "following" in err.read_text(), timeout=20)
+        producer = Producer(amqp.channel())
+        producer.publish({"issue_id": EVENT["issue_id"], "unexpected": True},
+                         exchange=EVENTS_EXCHANGE, routing_key="issue.received")
+        producer.publish({"issue_id": f"欧阳娜娜 {OTHER_PHONE}"}, exchange=EVENTS_EXCHANGE,
+                         routing_key="issue.received")
+        producer.publish(EVENT, exchange=EVENTS_EXCHANGE, routing_key="issue.received")
+        assert wait_until(lambda: out.read_text().count("issue.received") >= 3, timeout=20), \
+            err.read_text()
+        assert tail.poll() is None, err.read_text()
+        assert "Traceback" not in err.read_text()
+        assert "欧阳" not in out.read_text() + err.read_text()
+        no_personal_data(out.read_text() + err.read_text())
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(10) == 0
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+
+
+@pytest.mark.parametrize("args", [("tail",), ("tail", "--json")])
 def test_tail_into_a_pipe_its_reader_closed_stops_quietly(env, amqp, args):
     """``whistle tail | head -3``: once head has its lines, tail must stop. The closed
     pipe used to be taken for a lost broker: "cannot reach RabbitMQ" with the header line,
@@ -362,7 +395,7 @@ def test_tail_into_a_pipe_its_reader_closed_stops_quietly(env, amqp, args):
     os.close(read_end)  # the reader is gone before the first line
     try:
         tail = subprocess.Popen([WHISTLE, *args], stdout=write_end, stderr=subprocess.PIPE,
-                                env={"PATH": "/usr/bin:/bin", **env})
+                                env={**SUBPROCESS, **env})
     finally:
         os.close(write_end)
     try:
@@ -434,6 +467,25 @@ def test_dlq_masks_every_resident_of_the_merged_group(env, amqp, redis_client):
     assert dropped.exit_code == 0 and "王秀英" not in dropped.output
 
 
+def test_dlq_masks_the_residents_name_in_a_body_too_long_to_be_read_whole(env, amqp,
+                                                                          redis_client):
+    # The management API hands over the first 64 KiB of a body: cut JSON does not parse,
+    # so its issue id was not read, nor its resident's name, and "我是孙建国" was shown
+    redis_client.hset(Keys(env[cfg.KEY_PREFIX]).contact(EVENT["issue_id"]),
+                      mapping={"name": "孙建国", "phone": PHONE})
+    long = {**EVENT, "description": f"楼上漏水，我是孙建国，电话{PHONE}",
+            "padding": "x" * 70_000}
+    dead_letter(amqp, json.dumps(long, ensure_ascii=False).encode(), ROUTE_QUEUE,
+                "invalid IssueReceived: padding", 1, "issue.received")
+    listed = whistle(env, "dlq", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    [letter] = json.loads(listed.stdout)["messages"]
+    assert letter["body_format"] == "truncated"
+    assert "孙建国" not in listed.output and "我是孙**" in letter["preview"], letter["preview"]
+    blind = whistle({**env, cfg.REDIS_URL: "redis://127.0.0.1:1/0"}, "dlq", "list")
+    assert blind.exit_code == 0 and "孙建国" not in blind.output
+
+
 def test_dlq_masks_the_resident_of_an_archived_issue(env, amqp, redis_client,
                                                       fresh_database_url):
     # A dead letter can outlive its issue's days in Redis: the contact is then in the
@@ -467,3 +519,25 @@ def test_dlq_masks_the_resident_of_an_archived_issue(env, amqp, redis_client,
     assert "欧阳秀兰" not in listed.output
     assert "欧****家楼上漏水" in letter["preview"] or "欧***家楼上漏水" in letter["preview"], \
         letter["preview"]
+
+
+@pytest.mark.parametrize("args", [("dlq", "replay", "--all"),
+                                  ("dlq", "drop", "--index", "1", "--discard")])
+def test_dlq_in_a_vhost_without_the_dead_letter_queue_says_the_broker_refused(env, args):
+    """No service has run in the vhost yet: the broker answered, NOT_FOUND, and replay and
+    drop said "RabbitMQ unreachable", as if it were down."""
+    result = whistle(env, *args)
+    assert result.exit_code == 1, result.output
+    assert "unreachable" not in result.output, result.output
+    assert "refused: NOT_FOUND - no queue 'whistle.dead-letter'" \
+        in result.output
+
+
+def test_open311_key_list_says_when_no_client_holds_a_key(env):
+    """It printed nothing at all: not told from a command that did not run, or from the
+    wrong WHISTLE_KEY_PREFIX. Said on stderr; stdout (and --json's []) stays for scripts."""
+    result = CliRunner().invoke(cli, ["open311", "key", "list"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert f"no Open311 client holds a key (Redis prefix {env[cfg.KEY_PREFIX]})" in result.stderr
+    assert whistle(env, "open311", "key", "list", "--json").stdout.strip() == "[]"

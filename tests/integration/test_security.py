@@ -36,6 +36,9 @@ gateway = test_notify_channels.gateway  # the resident's phone: a real webhook r
 pytestmark = pytest.mark.integration
 
 WHISTLE = str(Path(sys.executable).with_name("whistle"))
+# the `whistle` script imports the first checkout on the path: this one, not the one the
+# virtualenv was installed from
+CHECKOUT = str(Path(__file__).resolve().parents[2])
 PHONE, NAME = "13700009999", "赵大爷"
 FLYING_WIRE = {"description": "小区里有根电线耷拉下来了，不知道有没有电",
                "location": {"community": "缤泰社区", "address": "丽德花园9号楼"},
@@ -903,7 +906,7 @@ def test_revoked_tokens_are_refused_everywhere_from_the_next_request(whistle, wh
     desk = {"Authorization": f"Bearer {token}"}
     assert requests.get(f"{base}/issues", headers=desk).status_code == 200
     jti = _jti(token, secret)
-    env = {"PATH": "/usr/bin:/bin", cfg.REDIS_URL: config[cfg.REDIS_URL],
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT, cfg.REDIS_URL: config[cfg.REDIS_URL],
            cfg.KEY_PREFIX: config[cfg.KEY_PREFIX]}
     done = subprocess.run([WHISTLE, "token", "revoke", jti], env=env, capture_output=True,
                           text=True, timeout=30)
@@ -1008,7 +1011,7 @@ def test_every_write_is_audited_with_jti_and_staff_id_and_never_the_token(
     assert "eyJ" not in everything
     assert "forbidden_attempt" in logs and PHONE not in logs and NAME not in logs
     cli = subprocess.run([WHISTLE, "audit", "--json"], capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin", cfg.REDIS_URL: config[cfg.REDIS_URL],
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": CHECKOUT, cfg.REDIS_URL: config[cfg.REDIS_URL],
                               cfg.KEY_PREFIX: config[cfg.KEY_PREFIX]}, timeout=30)
     assert cli.returncode == 0 and "assignment.acknowledge" in cli.stdout
 

@@ -114,3 +114,26 @@ def test_short_call_ids_keep_service_entrypoint_and_four_characters():
         "intake.submit_issue_http.daa5…"
     assert short_call_id("routing.route_issue.2") == "routing.route_issue.2"
     assert short_call_id(None) == "-"
+
+
+def test_a_malformed_event_is_a_line_without_its_fields_and_teaches_no_receipt_time():
+    # the poison a service dead-letters: valid JSON, not an event. `whistle tail` died
+    # on it with KeyError 'occurred_at' (a traceback), and printed its issue_id as given
+    from whistle.tail_cli import ReceivedTimes
+
+    times = ReceivedTimes(None, "p")
+    for body in ({"issue_id": "WH-20261207-0009", "unexpected": True},
+                 {"issue_id": "WH-20261207-0009", "occurred_at": "yesterday"},
+                 {"issue_id": ["WH-20261207-0009"], "occurred_at": NOW.isoformat()},
+                 {"issue_id": "欧阳娜娜 13912345678", "agency": "欧阳娜娜",
+                  "assignments": [{"agency": "13912345678"}], "trace_id": "欧阳娜娜",
+                  "event_id": {"x": 1}, "causation_id": "13912345678 欧阳娜娜"}):
+        line = describe(body, {}, "issue.received", "whistle.events", NOW)
+        times.learn(line, body)
+        assert times.elapsed(line["issue"], NOW) is None
+        assert "欧阳" not in render(line) + str(line) and "1391234" not in str(line)
+    assert describe({"issue_id": "WH-20261207-0009"}, {}, "issue.received",
+                    "whistle.events", NOW)["issue"] == "WH-20261207-0009"
+    request = describe({"args": "WH-20261207-0009 欧阳娜娜"}, {}, "agency.resolve",
+                       "nameko-rpc", NOW, reply_to="r")
+    assert request["issue"] is None and request["agency"] is None
