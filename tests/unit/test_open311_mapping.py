@@ -197,6 +197,18 @@ def test_location_and_description_are_required_and_bounded():
         lambda: to_submission(long_text, CATALOG["gas_leak"], "c")).errors[0][1]
 
 
+def test_an_address_too_long_with_its_building_names_both():
+    building = CATALOG["structural_crack"]
+    alone = bad_request(lambda: to_submission(
+        params(description="停水", address_string="丽" * 201), CATALOG["no_water"], "c"))
+    assert [d.split(":")[0] for _, d in alone.errors] == ["address_string"]
+    joined = bad_request(lambda: to_submission(
+        params(description="墙裂了", address_string="丽德花园",
+               **{"attribute[building]": "楼" * 200}), building, "c"))
+    assert [d.split(":")[0] for _, d in joined.errors] == [
+        "address_string with attribute[building]"]
+
+
 def test_the_desks_own_validation_speaks_open311():
     form = params(address_string="x", description="停水", lat="91", long="0", phone="abc",
                   media_url="javascript:alert(1)")

@@ -400,11 +400,15 @@ def _submission(params: Params, service: Service | None, default_community: str 
         submission = SubmitIssue.model_validate(data)
     except ValidationError as exc:  # SubmitIssue's errors never echo the input
         fields = InvalidPayload.from_validation_error(exc).errors
+        # The desk's address is address_string and the building joined: when both were
+        # sent, the client hears of both, as either may be the long one.
+        names = _FIELD_NAMES if not (address_string and values.get("building")) else {
+            **_FIELD_NAMES, "location.address": "address_string with attribute[building]"}
         # A refused pattern is said in words (shared.errors.described_pattern).
         problems.extend((400, f"{name} {f['message']}" if f["type"] == "string_pattern_mismatch"
                          else f"{name}: {f['message']}")
                         for f in fields
-                        if (name := _FIELD_NAMES.get(f["field"], f["field"])) not in named)
+                        if (name := names.get(f["field"], f["field"])) not in named)
         return None
     return None if problems else submission
 
