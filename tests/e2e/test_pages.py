@@ -1292,3 +1292,28 @@ def test_the_desk_resends_a_rating_link_from_the_issue_page_and_hears_the_cooldo
     clerk.find("#resend-form button[type=submit]").click()
     clerk.wait(lambda: clerk.find_all("#error"), 5, "the cooldown's refusal")
     assert re.fullmatch(r"刚刚已给居民重发过评价链接，\d+ 秒后才能再发", clerk.text("#error"))
+
+
+def test_the_operators_flow_tells_its_times_in_the_desks_time_zone(whistle, browsers,
+                                                                  whistle_env):
+    """The operator's flow showed each event's clock in UTC (09:51:07) under a plain
+    "时间", beside an issue page, a board and a workspace that all say 17:51: an operator
+    comparing them was eight hours out. Both the rows drawn with the page and those the
+    page appends live are in the desk's time zone (WHISTLE_TZ)."""
+    zone = whistle_env.get(cfg.DISPLAY_TZ, cfg.DEFAULTS[cfg.DISPLAY_TZ])
+    before = submit(whistle.url, "楼道里有飞线，电线垂下来了")
+    wait_dispatched(whistle.url, before)
+    ops = browsers()
+    ops.sign_in(token("desk", "operator-1"))
+    ops.open("/ops")
+    drawn = ops.find_all("#flow-rows tr")
+    assert drawn and before in ops.text("#flow-rows")
+    live = submit(whistle.url, "家里停水了，整栋楼都没水", community="光明社区")
+    ops.wait(lambda: live in ops.text("#flow-rows"), 10, "the new issue in the live flow")
+    rows = ops.find_all("#flow-rows tr")
+    assert len(rows) > len(drawn)
+    for row in rows:
+        shown = row.find_elements("css selector", "td")[0].text
+        assert re.fullmatch(r"\d{2}:\d{2}:\d{2}\.\d{3}", shown), shown
+        assert_clock_in_display_zone(shown, zone)
+    assert not ops.severe_console_errors(), ops.severe_console_errors()

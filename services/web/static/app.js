@@ -148,7 +148,7 @@
       data.lines.forEach(function (l) {
         var tr = document.createElement("tr");
         tr.dataset.seq = l.seq;
-        [l.time.slice(11, 23), l.service || "-", l.type, l.issue || "-", l.agency || "-",
+        [l.clock, l.service || "-", l.type, l.issue || "-", l.agency || "-",
          l.since_received_s === null || l.since_received_s === undefined ? ""
            : "+" + l.since_received_s.toFixed(3) + "s"].forEach(function (text) {
           cell(tr, text);
