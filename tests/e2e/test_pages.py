@@ -1317,3 +1317,26 @@ def test_the_operators_flow_tells_its_times_in_the_desks_time_zone(whistle, brow
         assert re.fullmatch(r"\d{2}:\d{2}:\d{2}\.\d{3}", shown), shown
         assert_clock_in_display_zone(shown, zone)
     assert not ops.severe_console_errors(), ops.severe_console_errors()
+
+
+def test_a_refused_token_is_said_beside_the_token_field(whistle, browsers):
+    """A token that is not valid was said only in a box above the form: the field was not
+    marked invalid nor tied to the words, and the focus was left at the top of the page,
+    so someone at a screen reader or the keyboard had to find the field again. Now the
+    words are under the field (aria-invalid, aria-describedby), which has the focus."""
+    clerk = browsers(PHONE, 844)
+    clerk.open("/signin")
+    clerk.fill("#token", "not-a-token")
+    clerk.find("form[action='/signin'] button[type=submit]").click()
+    clerk.wait(lambda: clerk.find_all(".field-error"), 5, "the refusal")
+    field = clerk.find("#token")
+    assert field.get_attribute("aria-invalid") == "true"
+    described = field.get_attribute("aria-describedby").split()
+    assert "token-error" in described and "token-help" in described
+    error = clerk.find("#token-error")
+    assert error.text == "令牌无效或已过期，请重新获取。"
+    # beside the field: right under it, before its help
+    assert 0 <= error.location["y"] - (field.location["y"] + field.size["height"]) < 40
+    assert clerk.driver.execute_script("return document.activeElement.id") == "token"
+    # the token itself is not written back into the page
+    assert "not-a-token" not in clerk.driver.page_source
