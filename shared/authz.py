@@ -442,10 +442,18 @@ def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
             progress.append((entry.at, int(entry.step in _CONCLUDING_STEPS), text))
         elif entry.step == "table_convened" and work.table is not None:
             progress.append((entry.at, 0, words["table"].format(place=work.table.place)))
+    # Every 报到 of an agency still on the issue, as its timeline tells them: a cycle the
+    # resident sent back keeps its own (the assignment holds only the latest moment).
+    reported = {}
+    for entry in work.timeline:
+        if entry.step == "acknowledged" and entry.agency:
+            reported.setdefault(entry.agency, set()).add(entry.at)
     for a in work.assignments:
         name = a.agency_name_en if lang == "en" else a.agency_name
+        moments = reported.get(a.agency, set())
         if a.acknowledged_at is not None:
-            progress.append((a.acknowledged_at, 0, words["acknowledged"].format(agency=name)))
+            moments = moments | {a.acknowledged_at}
+        progress += [(at, 0, words["acknowledged"].format(agency=name)) for at in moments]
         if a.resolved_at is not None and len(work.assignments) > 1:
             progress.append((a.resolved_at, 0, words["part_resolved"].format(agency=name)))
     if any(r.reporter_issue_id == own.issue_id for r in work.ratings):
