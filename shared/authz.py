@@ -411,7 +411,9 @@ _REOPENED_AT_TOP = re.compile(r"; back to [^;]*, still with \w+$")
 # Steps about the whole issue that follow from an agency's at the same moment: the last
 # agency finishing resolves the issue in the same change, and "all done" must read after
 # "the drainage company has finished", not before.
-_CONCLUDING_STEPS = {"resolved", "closed"}
+# And the closing follows from the resident's rating at that moment: "you rated it", then
+# "closed" (the rating's rank is 1, the closing's 2).
+_CONCLUDING_STEPS = {"resolved": 1, "closed": 2}
 
 
 def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
@@ -439,7 +441,7 @@ def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
                 text = words["reopened_at_top"]
             if entry.step == "dispatched":
                 text = text.format(agencies=_names(work.assignments, lang))
-            progress.append((entry.at, int(entry.step in _CONCLUDING_STEPS), text))
+            progress.append((entry.at, _CONCLUDING_STEPS.get(entry.step, 0), text))
         elif entry.step == "table_convened" and work.table is not None:
             progress.append((entry.at, 0, words["table"].format(place=work.table.place)))
     # Every 报到 of an agency still on the issue, as its timeline tells them: a cycle the

@@ -611,3 +611,13 @@ def test_a_resident_still_sees_an_agencys_first_report_in_after_sending_it_back(
     assert acks == [first.isoformat().replace("+00:00", "Z"),
                     again.isoformat().replace("+00:00", "Z")], progress
     assert "报到备注" not in str(progress) and "p-007" not in str(progress)
+
+
+def test_a_satisfied_rating_reads_before_the_closing_it_caused():
+    """Satisfied, the resident closes the issue in the same change: both steps carry the
+    same time, and the page read "closed", then "you rated it", the wrong way round."""
+    issue = record(status=IssueStatus.closed, ratings=[RatingRecord(
+        reporter_issue_id=OWN, cycle=0, rating=Rating.satisfied, at=T0 + timedelta(hours=3))])
+    issue.step(T0 + timedelta(hours=3), "routing", "closed", "the resident is satisfied")
+    assert [p["text"] for p in resident_view(issue, CONTACT)["progress"]][-2:] == [
+        "您已评价", "已结案"]
