@@ -1340,3 +1340,22 @@ def test_a_refused_token_is_said_beside_the_token_field(whistle, browsers):
     assert clerk.driver.execute_script("return document.activeElement.id") == "token"
     # the token itself is not written back into the page
     assert "not-a-token" not in clerk.driver.page_source
+
+
+def test_the_live_board_says_when_it_has_lost_the_server(whistle, browsers):
+    """The server gone (a restart, the desk's network down), the board kept saying "实时更新"
+    with its green dot, its countdowns ticking and its "updated" time quietly stuck: the
+    desk read a stale board as live. It now says so within seconds, and stops saying so
+    once the server answers again, without a reload."""
+    desk = browsers()
+    desk.sign_in(token("desk", "desk-007"))
+    desk.driver.execute_script("window.__notReloaded = true")
+    desk.wait(lambda: desk.text("#board-updated"), 5, "the board's first refresh")
+    offline = desk.find("#board-offline")
+    assert not offline.is_displayed()
+    whistle.kill()
+    desk.wait(offline.is_displayed, 10, "the board saying it lost the server")
+    assert "连接中断" in offline.text and offline.get_attribute("role") == "alert"
+    whistle.start()
+    desk.wait(lambda: not offline.is_displayed(), 15, "the board live again")
+    assert desk.driver.execute_script("return window.__notReloaded") is True
