@@ -453,7 +453,9 @@ _REOPENED_AT_TOP = re.compile(r"; back to [^;]*, still with \w+$")
 # Steps about the whole issue that follow from an agency's at the same moment: the last
 # agency finishing resolves the issue in the same change, and "all done" must read after
 # "the drainage company has finished", not before.
-_CONCLUDING_STEPS = {"resolved", "closed"}
+# And the closing follows from the resident's rating at that moment: "you rated it", then
+# "closed" (the rating's rank is 1, the closing's 2).
+_CONCLUDING_STEPS = {"resolved": 1, "closed": 2}
 
 
 def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
@@ -481,13 +483,21 @@ def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
                 text = words["reopened_at_top"]
             if entry.step == "dispatched":
                 text = text.format(agencies=_names(work.assignments, lang))
-            progress.append((entry.at, int(entry.step in _CONCLUDING_STEPS), text))
+            progress.append((entry.at, _CONCLUDING_STEPS.get(entry.step, 0), text))
         elif entry.step == "table_convened" and work.table is not None:
             progress.append((entry.at, 0, words["table"].format(place=work.table.place)))
+    # Every 报到 of an agency still on the issue, as its timeline tells them: a cycle the
+    # resident sent back keeps its own (the assignment holds only the latest moment).
+    reported = {}
+    for entry in work.timeline:
+        if entry.step == "acknowledged" and entry.agency:
+            reported.setdefault(entry.agency, set()).add(entry.at)
     for a in work.assignments:
         name = a.agency_name_en if lang == "en" else a.agency_name
+        moments = reported.get(a.agency, set())
         if a.acknowledged_at is not None:
-            progress.append((a.acknowledged_at, 0, words["acknowledged"].format(agency=name)))
+            moments = moments | {a.acknowledged_at}
+        progress += [(at, 0, words["acknowledged"].format(agency=name)) for at in moments]
         if a.resolved_at is not None and len(work.assignments) > 1:
             progress.append((a.resolved_at, 0, words["part_resolved"].format(agency=name)))
     if any(r.reporter_issue_id == own.issue_id for r in work.ratings):

@@ -172,7 +172,14 @@ class NotifyService:
 
     def on_issue_received(self, event: IssueReceived) -> None:
         """Received, with the link to the resident's own progress page (the pages'
-        ``/resident/{id}``): from the first message on they can follow it."""
+        ``/resident/{id}``): from the first message on they can follow it.
+
+        Not again when the desk split the report from a wrong merge (routing takes it
+        in again, ``allow_merge`` false): the resident was told it was received, with
+        their link, when they reported it, and the dispatch that follows says what
+        happens now (a second "received, we will dispatch it" came after it)."""
+        if not event.allow_merge:
+            return
         link = self._progress_link(event)
         self._tell(event, "received", lambda record, lang, reader: {
             "issue_id": record.issue_id, "link": link(reader)})

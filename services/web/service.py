@@ -510,7 +510,7 @@ class WebService:
 
         report = gather(self.config)
         return self._page(request, "ops.html", session, principal, report=report,
-                          lines=self.flow.after(0, 100))
+                          lines=views.flow_lines(self.flow.after(0, 100), self._tz()))
 
     @http("GET", "/ops/flow.json")
     def ops_flow(self, request):
@@ -519,7 +519,7 @@ class WebService:
             after = int(request.args.get("after", "0"))
         except ValueError:
             after = 0
-        return json_response({"lines": self.flow.after(after)})
+        return json_response({"lines": views.flow_lines(self.flow.after(after), self._tz())})
 
     # ------------------------------------------------------------ internals
 

@@ -80,6 +80,20 @@ def local_time(value: str | datetime | None, tz: str) -> str:
     return moment.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
 
 
+def clock_time(value: str | None, tz: str) -> str:
+    """"17:51:07.642": an event's moment on the operator's flow, in the desk's zone."""
+    if not value:
+        return ""
+    moment = datetime.fromisoformat(value).astimezone(ZoneInfo(tz))
+    return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def flow_lines(lines: list[dict[str, Any]], tz: str) -> list[dict[str, Any]]:
+    """The flow's lines as the operator's page draws them: each with its ``clock`` in
+    the desk's time zone (``time`` stays as the service wrote it, UTC)."""
+    return [{**line, "clock": clock_time(line.get("time"), tz)} for line in lines]
+
+
 def deadline_text(row: dict[str, Any], now: datetime, t: Translator) -> str:
     """"报到还剩 1小时2分" / "Resolve: 5 min overdue" for a board or workspace row."""
     due = row.get("next_deadline")

@@ -1292,3 +1292,70 @@ def test_the_desk_resends_a_rating_link_from_the_issue_page_and_hears_the_cooldo
     clerk.find("#resend-form button[type=submit]").click()
     clerk.wait(lambda: clerk.find_all("#error"), 5, "the cooldown's refusal")
     assert re.fullmatch(r"刚刚已给居民重发过评价链接，\d+ 秒后才能再发", clerk.text("#error"))
+
+
+def test_the_operators_flow_tells_its_times_in_the_desks_time_zone(whistle, browsers,
+                                                                  whistle_env):
+    """The operator's flow showed each event's clock in UTC (09:51:07) under a plain
+    "时间", beside an issue page, a board and a workspace that all say 17:51: an operator
+    comparing them was eight hours out. Both the rows drawn with the page and those the
+    page appends live are in the desk's time zone (WHISTLE_TZ)."""
+    zone = whistle_env.get(cfg.DISPLAY_TZ, cfg.DEFAULTS[cfg.DISPLAY_TZ])
+    before = submit(whistle.url, "楼道里有飞线，电线垂下来了")
+    wait_dispatched(whistle.url, before)
+    ops = browsers()
+    ops.sign_in(token("desk", "operator-1"))
+    ops.open("/ops")
+    drawn = ops.find_all("#flow-rows tr")
+    assert drawn and before in ops.text("#flow-rows")
+    live = submit(whistle.url, "家里停水了，整栋楼都没水", community="光明社区")
+    ops.wait(lambda: live in ops.text("#flow-rows"), 10, "the new issue in the live flow")
+    rows = ops.find_all("#flow-rows tr")
+    assert len(rows) > len(drawn)
+    for row in rows:
+        shown = row.find_elements("css selector", "td")[0].text
+        assert re.fullmatch(r"\d{2}:\d{2}:\d{2}\.\d{3}", shown), shown
+        assert_clock_in_display_zone(shown, zone)
+    assert not ops.severe_console_errors(), ops.severe_console_errors()
+
+
+def test_a_refused_token_is_said_beside_the_token_field(whistle, browsers):
+    """A token that is not valid was said only in a box above the form: the field was not
+    marked invalid nor tied to the words, and the focus was left at the top of the page,
+    so someone at a screen reader or the keyboard had to find the field again. Now the
+    words are under the field (aria-invalid, aria-describedby), which has the focus."""
+    clerk = browsers(PHONE, 844)
+    clerk.open("/signin")
+    clerk.fill("#token", "not-a-token")
+    clerk.find("form[action='/signin'] button[type=submit]").click()
+    clerk.wait(lambda: clerk.find_all(".field-error"), 5, "the refusal")
+    field = clerk.find("#token")
+    assert field.get_attribute("aria-invalid") == "true"
+    described = field.get_attribute("aria-describedby").split()
+    assert "token-error" in described and "token-help" in described
+    error = clerk.find("#token-error")
+    assert error.text == "令牌无效或已过期，请重新获取。"
+    # beside the field: right under it, before its help
+    assert 0 <= error.location["y"] - (field.location["y"] + field.size["height"]) < 40
+    assert clerk.driver.execute_script("return document.activeElement.id") == "token"
+    # the token itself is not written back into the page
+    assert "not-a-token" not in clerk.driver.page_source
+
+
+def test_the_live_board_says_when_it_has_lost_the_server(whistle, browsers):
+    """The server gone (a restart, the desk's network down), the board kept saying "实时更新"
+    with its green dot, its countdowns ticking and its "updated" time quietly stuck: the
+    desk read a stale board as live. It now says so within seconds, and stops saying so
+    once the server answers again, without a reload."""
+    desk = browsers()
+    desk.sign_in(token("desk", "desk-007"))
+    desk.driver.execute_script("window.__notReloaded = true")
+    desk.wait(lambda: desk.text("#board-updated"), 5, "the board's first refresh")
+    offline = desk.find("#board-offline")
+    assert not offline.is_displayed()
+    whistle.kill()
+    desk.wait(offline.is_displayed, 10, "the board saying it lost the server")
+    assert "连接中断" in offline.text and offline.get_attribute("role") == "alert"
+    whistle.start()
+    desk.wait(lambda: not offline.is_displayed(), 15, "the board live again")
+    assert desk.driver.execute_script("return window.__notReloaded") is True

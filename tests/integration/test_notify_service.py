@@ -13,6 +13,7 @@ import requests
 from kombu import Producer
 
 from services.notify.service import NotifyService
+from services.routing import merging
 from shared import config as cfg
 from shared.contracts import (
     AgencyRef,
@@ -240,3 +241,31 @@ def test_the_desks_copy_of_a_rating_request_asks_whether_they_are_satisfied(noti
     assert "代居民评价" in relayed[PRIMARY, "rating_request"]
     assert "Are you satisfied" in relayed[NEIGHBOUR, "rating_request"]
     assert f"report {PRIMARY}" in relayed[NEIGHBOUR, "rating_request"]
+
+
+def test_a_report_split_from_a_wrong_merge_is_not_received_twice(notify, amqp, store):
+    """The desk split the neighbour's report from a wrong merge: routing takes it in again
+    (``IssueReceived`` with ``allow_merge=False``) and dispatches it. The resident was told
+    "received, we will dispatch it soon" a second time, after "dispatched to ...": they
+    had their progress link from the first; the dispatch says what happens now."""
+    merged = about(IssueMerged, NEIGHBOUR, into_issue_id=PRIMARY, category="water_leak")
+    publish(amqp, received(NEIGHBOUR, "en"), merged)
+    wait_until(lambda: kinds(notify, NEIGHBOUR) == ["received", "merged"])
+    split: list = []
+
+    def unfold(record):
+        new, again = merging.unfold(record, True, datetime.now(UTC))
+        split.append(again)
+        return new.model_copy(update={"status": IssueStatus.dispatched}), {}
+
+    store.apply(NEIGHBOUR, None, unfold, "routing")
+    summary = AssignmentSummary(agency="water", agency_name="自来水公司",
+                                agency_name_en="Water company", sector=Sector.utilities,
+                                role=Role.lead, acknowledge_by=datetime.now(UTC),
+                                resolve_by=datetime.now(UTC) + timedelta(hours=24))
+    publish(amqp, split[0], about(IssueDispatched, NEIGHBOUR, category="water_leak",
+                                  priority=Priority.normal, assignments=[summary]))
+    wait_until(lambda: "dispatched" in kinds(notify, NEIGHBOUR))
+    settle()
+
+    assert kinds(notify, NEIGHBOUR) == ["received", "merged", "dispatched"]

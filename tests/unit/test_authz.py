@@ -656,3 +656,35 @@ def test_the_audit_log_names_an_issue_only_when_the_path_holds_an_issue_id(path_
     [entry] = stream.entries
     assert entry.get("issue_id", "(not an issue id)") == recorded
     assert entry["status"] == "404" and "13900001111" not in str(entry)
+
+
+def test_a_resident_still_sees_an_agencys_first_report_in_after_sending_it_back():
+    """Not satisfied, the resident sent it back: the agency reported in again. Their page
+    showed only the latest 报到 (the assignment's own time): the first one, before the
+    first "every agency has finished", was gone from the progress they had read."""
+    issue = record(status=IssueStatus.in_progress, reopen_count=1)
+    power = issue.assignments[0]
+    first, done, again = (T0 + timedelta(minutes=m) for m in (10, 60, 120))
+    issue.step(T0 + timedelta(minutes=1), "routing", "dispatched", "rule flying_wire")
+    issue.step(first, "agency", "acknowledged", "power局 (p-007) reported in: 报到备注",
+               agency="power")
+    issue.step(done, "agency", "resolved", "every agency has finished its part")
+    issue.step(done + timedelta(minutes=5), "routing", "reopened",
+               "the resident is not satisfied; back to power, escalated to street")
+    issue.step(again, "agency", "acknowledged", "power局 (p-007) reported in", agency="power")
+    power.acknowledged_at = again
+    progress = [(p["at"], p["text"]) for p in resident_view(issue, CONTACT)["progress"]]
+    acks = [at for at, text in progress if text == "power局已报到"]
+    assert acks == [first.isoformat().replace("+00:00", "Z"),
+                    again.isoformat().replace("+00:00", "Z")], progress
+    assert "报到备注" not in str(progress) and "p-007" not in str(progress)
+
+
+def test_a_satisfied_rating_reads_before_the_closing_it_caused():
+    """Satisfied, the resident closes the issue in the same change: both steps carry the
+    same time, and the page read "closed", then "you rated it", the wrong way round."""
+    issue = record(status=IssueStatus.closed, ratings=[RatingRecord(
+        reporter_issue_id=OWN, cycle=0, rating=Rating.satisfied, at=T0 + timedelta(hours=3))])
+    issue.step(T0 + timedelta(hours=3), "routing", "closed", "the resident is satisfied")
+    assert [p["text"] for p in resident_view(issue, CONTACT)["progress"]][-2:] == [
+        "您已评价", "已结案"]

@@ -1343,3 +1343,11 @@ def test_the_stats_page_splits_satisfaction_by_who_recorded_the_rating(lang, lin
     assert f"25.0% {counts[0]} 100.0% {counts[1]}" in text
     none = {"zh": "暂无评价", "en": "no ratings yet"}[lang]
     assert f"供电公司 — {none} 0.0%" in text  # no link rating: a dash, not 0%
+
+
+def test_the_operators_flow_tells_its_clock_in_the_desks_time_zone():
+    lines = [{"seq": 1, "time": "2026-12-07T09:51:07.642+00:00", "type": "issue.received"},
+             {"seq": 2, "time": "2026-12-07T16:00:00.000005+00:00", "type": "issue.dispatched"}]
+    shown = views.flow_lines(lines, "Asia/Shanghai")
+    assert [line["clock"] for line in shown] == ["17:51:07.642", "00:00:00.000"]
+    assert shown[0]["time"] == lines[0]["time"] and "clock" not in lines[0]

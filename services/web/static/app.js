@@ -112,18 +112,33 @@
     tick();
   }
 
+  // A live page that cannot reach the server says so (its [data-offline] notice) after
+  // a few failed looks in a row, and stops saying so at the next answer: without it a
+  // board kept its green dot and ticking countdowns, stale, as if still live.
+  var OFFLINE_AFTER = 3;
+
   function poll(url, every, onData) {
     var busy = false;
+    var failed = 0;
+    var offline = document.querySelector("[data-offline]");
+    function answered(ok) {
+      failed = ok ? 0 : failed + 1;
+      if (offline) offline.hidden = failed < OFFLINE_AFTER;
+      if (offline && offline.parentElement) {
+        offline.parentElement.classList.toggle("is-offline", failed >= OFFLINE_AFTER);
+      }
+    }
     function once() {
       if (busy || document.hidden) return;
       busy = true;
       fetch(url(), {credentials: "same-origin", headers: {Accept: "application/json"}})
         .then(function (r) {
           if (r.status === 401 || r.redirected) { window.location = "/signin"; return null; }
+          answered(r.ok || r.status === 304);
           return r.ok ? r.json() : null;
         })
         .then(function (data) { if (data) onData(data); })
-        .catch(function () {})
+        .catch(function () { answered(false); })
         .then(function () { busy = false; });
     }
     once();
@@ -148,7 +163,7 @@
       data.lines.forEach(function (l) {
         var tr = document.createElement("tr");
         tr.dataset.seq = l.seq;
-        [l.time.slice(11, 23), l.service || "-", l.type, l.issue || "-", l.agency || "-",
+        [l.clock, l.service || "-", l.type, l.issue || "-", l.agency || "-",
          l.since_received_s === null || l.since_received_s === undefined ? ""
            : "+" + l.since_received_s.toFixed(3) + "s"].forEach(function (text) {
           cell(tr, text);
