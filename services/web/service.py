@@ -370,22 +370,25 @@ class WebService:
     def stats_page(self, request):
         session, principal = self._desk(request)
         communities = authz.may_read_stats(principal)  # None: every community
-        try:
-            days = max(1, min(int(request.args.get("days", "30")), 366))
-        except ValueError:
-            days = 30
+        t = views.Translator(reader_language(request))
+        asked = request.args.get("days")
+        days = views.stats_window(asked)
+        days_error = None if days is not None else t(
+            "days_invalid", most=views.STATS_MAX_DAYS, days=views.STATS_DEFAULT_DAYS)
+        days = days or views.STATS_DEFAULT_DAYS  # the figures shown beside the error
         until = utcnow()
         stats = self._rpc(self.intake.stats, {"since": (until - timedelta(days=days)).isoformat(),
                                               "until": until.isoformat()},
                           None if communities is None else sorted(communities))
-        t = views.Translator(reader_language(request))
         rows = [(t("overall"), stats["overall"])] + [
             (self.names.agency(code, t.lang), block) for code, block in sorted(stats["agencies"].items())]
         charts = [views.rate_chart([(name, block[key]) for name, block in rows], t(key))
                   for key in ("response_rate", "resolution_rate", "satisfaction_rate")]
         charts.append(views.count_chart([(name, block["escalated"]) for name, block in rows],
                                         t("escalations")))
-        return self._page(request, "stats.html", session, principal, days=days, rows=rows,
+        return self._page(request, "stats.html", session, principal,
+                          status=422 if days_error else 200, days=days, rows=rows,
+                          days_typed=asked if days_error else None, days_error=days_error,
                           charts=charts, percent=views.percent, seconds=views.seconds_text,
                           # an intake of an older release (mid-upgrade) does not split them
                           by_rater="rated_by" in stats["overall"])

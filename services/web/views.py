@@ -188,6 +188,21 @@ def bad_filter(errors: list[dict[str, Any]], t: Translator) -> str:
     return t("filter_invalid", fields=("、" if t.lang == "zh" else ", ").join(shown))
 
 
+# The rates page's window, in days: the API's own bounds (intake's stats, at most 366).
+STATS_DEFAULT_DAYS = 30
+STATS_MAX_DAYS = 366
+
+
+def stats_window(asked: str | None) -> int | None:
+    """The days ``?days=`` asks the rates over (unset: the last 30), or None when it is no
+    whole number from 1 to 366: the page then says so beside the field."""
+    if asked is None or asked == "":
+        return STATS_DEFAULT_DAYS
+    if asked.isascii() and asked.isdigit() and 1 <= int(asked) <= STATS_MAX_DAYS:
+        return int(asked)
+    return None
+
+
 @dataclass(frozen=True)
 class WorkspacePage:
     """Which of the workspace's cards one page shows: ``number`` of ``last`` (1-based)."""

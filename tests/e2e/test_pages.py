@@ -584,6 +584,31 @@ def test_a_form_error_is_shown_beside_its_field(whistle, browsers):
     clerk.screenshot("new-issue-errors")
 
 
+def test_a_rates_window_that_is_no_whole_number_of_days_is_said_beside_its_field(whistle,
+                                                                                 browsers):
+    # The form's number box cannot send these, an edited address can; it used to be read
+    # as 30 days, or clamped, without a word.
+    session = signed_in(whistle.url, token("desk"))
+    for asked in ("abc", "0", "100000", "1.5"):
+        page = session.get(f"{whistle.url}/desk/stats", params={"days": asked}, timeout=5)
+        assert page.status_code == 422, asked
+        assert 'data-field="days"' in page.text and 'id="rates"' in page.text
+    assert session.get(f"{whistle.url}/desk/stats?days=7", timeout=5).status_code == 200
+    clerk = browsers(PHONE)
+    clerk.sign_in(token("desk"))
+    for lang, said in (("zh", "统计区间须是 1 到 366 之间的整数（天）；下面是最近 30 天的数字。"),
+                       ("en", "The window must be a whole number of days from 1 to 366; "
+                              "the figures below are for the last 30 days.")):
+        clerk.open(f"/desk/stats?days=0&lang={lang}")
+        error = clerk.find(".field-error[data-field='days']")
+        assert error.text == said
+        assert error.find_element("xpath", "..").find_element(
+            "css selector", "input").get_attribute("id") == "days"
+        assert clerk.find("#days").get_attribute("aria-invalid") == "true"
+        assert clerk.find("#days").get_attribute("aria-describedby") == "days-error"
+        assert clerk.find_all("#rates tbody tr")  # the last 30 days' figures, beside it
+
+
 def test_pages_send_security_headers_and_forms_need_their_csrf_secret(whistle):
     session = requests.Session()
     page = session.get(f"{whistle.url}/signin", timeout=5)

@@ -1351,3 +1351,11 @@ def test_the_operators_flow_tells_its_clock_in_the_desks_time_zone():
     shown = views.flow_lines(lines, "Asia/Shanghai")
     assert [line["clock"] for line in shown] == ["17:51:07.642", "00:00:00.000"]
     assert shown[0]["time"] == lines[0]["time"] and "clock" not in lines[0]
+
+
+@pytest.mark.parametrize(("asked", "days"), [
+    (None, 30), ("", 30), ("1", 1), ("7", 7), ("366", 366),
+    ("0", None), ("367", None), ("-3", None), ("abc", None), ("1.5", None), ("７", None),
+    ("1_0", None), (" 7", None)])
+def test_the_rates_window_is_a_whole_number_of_days_from_1_to_366(asked, days):
+    assert views.stats_window(asked) == days
