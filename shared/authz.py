@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 from shared.addresses import public_address
 from shared.auth import FeedbackGrant, Principal, Role
-from shared.contracts import AssignmentStatus, IssueFilter, IssueStatus, Location
+from shared.contracts import ISSUE_ID, AssignmentStatus, IssueFilter, IssueStatus, Location
 from shared.errors import Forbidden, InvalidTransition, NotFound, Unauthorized
 from shared.folding import folded
 from shared.issue import IssueRecord, mask_comments, masked_comment, without_comments
@@ -101,8 +101,6 @@ def in_communities(principal: Principal, community: str) -> bool:
 # ------------------------------------------------------------------- issues
 
 Judged = TypeVar("Judged")
-# An issue id's shape (``shared.store.ISSUE_ID``, kept apart: this module reads no store).
-_ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 
 
 def unknown_issue(issue_id: str) -> IssueRecord:
@@ -138,7 +136,7 @@ def judge_unknown(issue_id: Any, judge: Callable[[IssueRecord], object]) -> None
     """Raise what ``judge`` says of an issue ``issue_id`` that does not exist (see
     :func:`load_judged`), for a caller that learnt so some other way; returns when the
     caller may hear the 404."""
-    if isinstance(issue_id, str) and _ISSUE_ID.fullmatch(issue_id):
+    if isinstance(issue_id, str) and ISSUE_ID.fullmatch(issue_id):
         judge(unknown_issue(issue_id))
 
 

@@ -41,6 +41,8 @@ SCHEMA_VERSION = 1
 
 # Control characters other than tab/newline/carriage return have no place in a
 # resident's text and break terminals and logs.
+# An issue id's shape: "WH-", the day it was received (YYYYMMDD), its number that day.
+ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029]")
 
 
@@ -429,7 +431,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         received_at = datetime.fromisoformat(moment)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValueError("not a cursor this list gave out (use next_cursor as it is)") from None
-    if received_at.tzinfo is None or not re.fullmatch(r"WH-\d{8}-\d{4,}", issue_id):
+    if received_at.tzinfo is None or not ISSUE_ID.fullmatch(issue_id):
         raise ValueError("not a cursor this list gave out (use next_cursor as it is)")
     return received_at, issue_id
 

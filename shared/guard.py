@@ -62,9 +62,10 @@ from shared.auth import (
     refresh_token,
     verify_token,
 )
+from shared.contracts import ISSUE_ID
 from shared.errors import RateLimited, Unauthorized, Unavailable, WhistleError
 from shared.privacy import scrub
-from shared.store import ISSUE_ID, REDIS_ERRORS, StreamEntry, connect, run_script
+from shared.store import REDIS_ERRORS, StreamEntry, connect, run_script
 
 SUBMIT, READ = "submit", "read"
 RPC = "rpc"  # no rate limit: RPC callers hold broker credentials

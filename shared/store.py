@@ -70,6 +70,7 @@ from redis.commands.core import Script
 from shared import config as cfg
 from shared import round_trips
 from shared.contracts import (
+    ISSUE_ID,
     AssignmentStatus,
     IssueFilter,
     IssueStatus,
@@ -94,7 +95,6 @@ COMMITTED = 1  # what the commit script answers when it wrote
 COMMUNITY_INDEX_FOLDED = "community-index-folded"
 Model = TypeVar("Model", bound=BaseModel)
 
-ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 
 # Redis outages surface as these; callers turn them into 503 / a retried message.
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,

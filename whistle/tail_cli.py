@@ -39,7 +39,8 @@ ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
 # ids of events and traces, each only when it has that shape. A malformed message (the
 # poison a service dead-letters) can carry anything under those keys, a resident's name
 # and number included, and must neither be echoed nor stop the tail.
-# (shared.store.ISSUE_ID's shape, not imported: every command imports this module)
+# (shared.contracts.ISSUE_ID's shape, not imported: every command imports this module,
+# and contracts brings pydantic)
 ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 _AGENCY = re.compile(r"[a-z][a-z0-9_]{1,39}")
 _ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")

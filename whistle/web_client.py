@@ -41,7 +41,7 @@ def base_url(url: str | None) -> str:
 def check_issue_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """An ISSUE_ID argument's check: a malformed id is a usage error (exit 2) before any
     request, and never becomes part of a URL path (``x/../stats``, ``x?y``)."""
-    from shared.store import ISSUE_ID
+    from shared.contracts import ISSUE_ID
 
     if not ISSUE_ID.fullmatch(value):
         raise click.BadParameter(f"{value!r} is not an issue id (they look like "

@@ -68,7 +68,7 @@ from services.intake.open311.mapping import (
 )
 from services.routing.rules import SHIPPED_RULES, RulesError, load_rules
 from shared import config as cfg
-from shared.contracts import IssueStatus, utcnow
+from shared.contracts import ISSUE_ID, IssueStatus, utcnow
 from shared.errors import (
     Forbidden,
     NotFound,
@@ -79,7 +79,6 @@ from shared.errors import (
 )
 from shared.guard import ApiClient
 from shared.issue import IssueRecord, merged_group
-from shared.store import ISSUE_ID
 from shared.web import ERROR_SHAPES, http, parse_json_body, read_body_text
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
