@@ -54,7 +54,13 @@ from services.web.sessions import COOKIE, SIGNIN_CSRF_COOKIE, Session, Sessions
 from shared import authz
 from shared import config as cfg
 from shared.auth import TOKEN_QUERY_PARAMETER, Principal, verify_token
-from shared.contracts import RECENTLY_WITHDRAWN_DAYS, IssueFilter, IssueStatus, utcnow
+from shared.contracts import (
+    ISSUE_ID,
+    RECENTLY_WITHDRAWN_DAYS,
+    IssueFilter,
+    IssueStatus,
+    utcnow,
+)
 from shared.errors import (
     Forbidden,
     InvalidPayload,
@@ -203,7 +209,9 @@ class WebService:
     def triage_queue(self, request):
         """Reports routing was unsure of: each suggestion is one click (a triage decision)."""
         session, principal = self._desk(request)
-        return self._triage_page(request, session, principal, done=request.args.get("done"))
+        went = request.args.get("issue", "")  # the issue a triage just sent on
+        return self._triage_page(request, session, principal, done=request.args.get("done"),
+                                 done_issue=went if ISSUE_ID.fullmatch(went) else None)
 
     def _triage_page(self, request, session: Session, principal: Principal, status: int = 200,
                      **context):
@@ -574,15 +582,17 @@ class WebService:
         their action): a field it got wrong is shown beside that field (``_acted``)."""
         session, principal = self._desk(request, action=action, issue_id=issue_id)
         form = self._check_form(request, session)
-        if back:
-            return self._acted(lambda: call(session.token, form), back, _again(
+        if back:  # the triage queue: which issue went is said there
+            return self._acted(lambda: call(session.token, form), f"{back}?issue={issue_id}",
+                               _again(
                 request, lambda status, **context: self._triage_page(
-                    request, session, principal, status=status, here=back, **context)))
+                    request, session, principal, status=status, here=back, **context)),
+                               action)
         here = f"/desk/issues/{issue_id}"
         return self._acted(lambda: call(session.token, form), here, _again(
             request, lambda status, **context: self._issue_page(
                 request, session, principal, issue_id, status=status, here=here, **context),
-            form, form_key or action))
+            form, form_key or action), action)
 
     def _desk_call(self, request, issue_id: str, action: str, method, body_of, **where):
         """:meth:`_desk_action` calling ``method(token, issue_id, body_of(form))``."""
@@ -601,9 +611,9 @@ class WebService:
         return self._acted(lambda: call(session.token, form), back, _again(
             request, lambda status, **context: self._workspace(
                 request, session, principal, status=status, here="/agency", **context),
-            form, form_key or action))
+            form, form_key or action), action)
 
-    def _acted(self, call, back: str, again):
+    def _acted(self, call, back: str, again, action: str):
         """Do it; back to the page with what happened (a redirect). 403 and 404 are their
         own pages: someone asked for what is not theirs (or not there). Any other
         refusal is the form's page drawn again (``again(status, message, errors)``):
@@ -633,7 +643,7 @@ class WebService:
                              exc.errors if isinstance(exc, InvalidPayload) else [])
             raise
         self.guard.audited_elsewhere()
-        return redirect(f"{back}{'&' if '?' in back else '?'}done=1")
+        return redirect(f"{back}{'&' if '?' in back else '?'}done={action}")
 
     def _rpc(self, method, *args):
         """An RPC to the service that owns the data; an answer within ``RPC_TIMEOUT_S``

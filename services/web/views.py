@@ -46,6 +46,20 @@ class Translator:
         text = catalogue(self.lang).get(key) or catalogue(DEFAULT_LANGUAGE).get(key) or key
         return text.format(**values) if values else text
 
+    def done(self, action: str | None, **values: Any) -> str:
+        """What a page says once the write ``action`` (``?done=``: its name, as
+        ``shared.guard`` audits it) went through: its own words where the catalogue has
+        some, else "Done.". Only the catalogue's words are ever shown, so an address
+        someone sends cannot put words of theirs in the desk's green box."""
+        key = f"done_{action}".replace(".", "_")
+        if action and key in catalogue(self.lang):
+            try:
+                return catalogue(self.lang)[key].format(
+                    **{name: value for name, value in values.items() if value is not None})
+            except (KeyError, IndexError):  # words that need what this page has not
+                pass
+        return self("done_ok")
+
     def label(self, prefix: str, code: str | None) -> str:
         return self(f"{prefix}_{code}") if code else "—"
 

@@ -704,6 +704,7 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, wh
     desk.find(f"#t-{vague} h2 a").click()
     Select(desk.find("#rr-category")).select_by_value("flying_wire")
     desk.find("#reroute-form button").click()
+    assert desk.text(".notice.ok") == f"{vague} 已分拣。"  # what went through
     desk.wait(lambda: desk.find("#issue-status").get_attribute("data-status") == "dispatched"
               or desk.driver.refresh(), 10, "routed by the desk")
     assert "供电公司" in desk.text("#assignments")
@@ -711,6 +712,7 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, wh
     Select(desk.find("#rr-category")).select_by_value("heating")
     desk.fill("#rr-reason", "其实是暖气问题")
     desk.find("#reroute-form button").click()
+    assert desk.text(".notice.ok") == "已改派。"
     desk.wait(lambda: "供热公司" in desk.text("#assignments") or desk.driver.refresh(), 10,
               "rerouted")
     assert issue_of(whistle.url, vague)["category"] == "heating"
@@ -739,6 +741,7 @@ def test_agreeing_with_a_flagged_report_on_the_triage_page_changes_nothing_else(
         desk.open("/desk/triage")
         desk.find(f"#t-{wire} .choice-btn").click()  # the best guess: the desk agrees
         desk.wait(lambda: not desk.find_all(f"#t-{wire}"), 10, "the flag settled")
+        assert desk.text(".notice.ok") == f"{wire} 已分拣。"  # which one went, by its id
         issue = issue_of(app.url, wire)
         assert (issue["priority"], issue["category"], issue["triage"]["pending"]) == (
             "urgent", "flying_wire", False)
@@ -1211,8 +1214,8 @@ def test_a_long_workspace_pages_and_a_form_on_page_two_comes_back_to_page_two(
     power.fill(f"#ack-{last}", "已派抢修车")
     power.find(f"{card} .act-ack button").click()
     power.wait(lambda: power.find_all(f"{card} .act-resolve"), 5, "reported in, on page 2")
-    assert power.driver.current_url.endswith("/agency?page=2&done=1")
-    assert power.find_all("#done")
+    assert power.driver.current_url.endswith("/agency?page=2&done=assignment.acknowledge")
+    assert power.text("#done") == "已报到。"  # what went through, not a bare "已完成。"
     power.fill(f"#res-{last}", "  ")  # the browser lets spaces through
     power.find(f"{card} .act-resolve button").click()
     power.wait(lambda: power.find_all(f"{card} .field-error"), 5, "the note's error on page 2")

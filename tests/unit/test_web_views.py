@@ -1359,3 +1359,17 @@ def test_the_operators_flow_tells_its_clock_in_the_desks_time_zone():
     ("1_0", None), (" 7", None)])
 def test_the_rates_window_is_a_whole_number_of_days_from_1_to_366(asked, days):
     assert views.stats_window(asked) == days
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_a_page_says_what_went_through_and_only_in_its_own_words(lang):
+    t = views.Translator(lang)
+    said = {action: t.done(action, issue_id="WH-20261207-0003") for action in (
+        "assignment.acknowledge", "issue.triage", "issue.reroute", "rating_link.resend")}
+    assert len(set(said.values())) == 4 and t("done_ok") not in said.values()
+    assert said["issue.triage"].startswith("WH-20261207-0003 ")
+    # An address anyone could send: no words of theirs, and no action's words without
+    # what they need (which issue went).
+    for asked in ("1", "<b>paid</b>", "issue", "ok_ok", "", None):
+        assert t.done(asked) == t("done_ok")
+    assert t.done("issue.triage", issue_id=None) == t("done_ok")
