@@ -489,8 +489,11 @@ class NotifyService:
         message = OutgoingMessage(
             notification_id=message_id(event.event_id, "escalation_notice"),
             issue_id=event.issue_id, kind="escalation_notice", language=language,
+            # A reminder (the district follows it already): nothing went up, and the
+            # notice says so rather than "escalated to the district" at every window.
             text=self.messenger.templates.render(
-                "escalation_notice", language, issue_id=event.issue_id,
+                "escalation_reminder" if event.reminder else "escalation_notice", language,
+                issue_id=event.issue_id,
                 agency=_agency_name(event.agency, language),
                 deadline=deadline_name(event.deadline, language), missed=event.missed,
                 level=level_name(event.level, language)),

@@ -35,6 +35,8 @@ VARIABLES: dict[str, dict[str, object]] = {
                   "supervisor": SUPERVISOR},
     "escalation_notice": {"issue_id": ISSUE_ID, "agency": HOUSING, "deadline": "报到",
                           "missed": DEADLINE, "level": "街道"},
+    "escalation_reminder": {"issue_id": ISSUE_ID, "agency": HOUSING, "deadline": "报到",
+                            "missed": DEADLINE, "level": "区"},
     "table_convened": {"issue_id": ISSUE_ID, "meets_at": MEETING, "place": "红色议事厅",
                        "agencies": [POWER, HOUSING]},
     "table_decision": {"issue_id": ISSUE_ID, "agency": HOUSING, "task": "更换开裂的阳台栏板",
@@ -281,6 +283,24 @@ def test_escalation_notice_says_what_was_missed_and_when(templates, language, de
     variables = {**VARIABLES["escalation_notice"], "deadline": deadline, "level": level}
 
     assert expected in templates.render("escalation_notice", language, **variables)
+
+
+@pytest.mark.parametrize(("language", "expected", "never"), [
+    ("zh", f"{HOUSING}未在 2025-01-05 10:30 前报到，再次超时，仍由区一级督办", "提级"),
+    ("en", f"{HOUSING} was due to report in by 2025-01-05 10:30 and has not, again. It stays "
+     "with the district", "Escalated"),
+])
+def test_a_reminder_at_the_district_does_not_say_escalated(templates, language, expected,
+                                                           never):
+    """Another miss by an agency the district follows already: nothing went up."""
+    variables = {**VARIABLES["escalation_reminder"],
+                 "deadline": "报到" if language == "zh" else "report in",
+                 "level": "区" if language == "zh" else "the district"}
+
+    text = templates.render("escalation_reminder", language, **variables)
+
+    assert expected in text
+    assert never not in text
 
 
 @pytest.mark.parametrize(("kind", "language", "expected"), [
