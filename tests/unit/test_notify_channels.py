@@ -102,7 +102,16 @@ def test_webhook_request_is_signed_and_names_the_message():
     payload = json.loads(body)
     assert payload["kind"] == "closed" and payload["language"] == "en"
     assert payload["sent_at"] == "2026-11-18T11:06:40.700000Z"
-    assert payload["recipient"]["email"] == EMAIL
+    assert payload["recipient"] == {"name": "Tom Baker", "phone": "13700001111"}
+
+
+def test_the_webhook_is_not_given_the_residents_email_address():
+    """The gateway texts a phone: the resident's email address is none of its business,
+    so it never leaves Whistle in a webhook body (the email channel alone uses it)."""
+    body, _ = WebhookChannel("https://gw.example/send", SECRET).request(message())
+
+    assert EMAIL not in body.decode("utf-8")
+    assert "email" not in json.loads(body)["recipient"]
 
 
 def test_webhook_needs_a_secret():
