@@ -165,7 +165,9 @@ class NotifyService:
     config = Config()
     guard = Guard()
 
-    @subscribe(*ANNOUNCED)
+    # A channel's refusal is routine (retried with the event, then handed to the desk):
+    # logged as a warning per attempt, not as an error with a traceback.
+    @subscribe(*ANNOUNCED, expected_exceptions=DeliveryFailed)
     def on_event(self, event: Event) -> None:
         """Every event a resident hears about, from one queue, in the order published."""
         getattr(self, ANNOUNCED[type(event)])(event)
