@@ -418,6 +418,8 @@ def choose_channel(preferred: str | None, configured: Collection[str], has_email
     if wanted not in configured:
         return DESK, f"preferred {wanted} not configured; sent to desk"
     if wanted == EMAIL and not has_email:
+        if not (preferred or "").strip():  # the deployment's default: not the resident's choice
+            return DESK, "no email address for email; sent to desk"
         return DESK, "preferred email but no email address; sent to desk"
     if wanted == WEBHOOK and not has_phone:
         if EMAIL in configured and has_email:

@@ -148,6 +148,15 @@ def test_no_choice_means_the_deployments_default(default, expected):
         (expected, "")
 
 
+@pytest.mark.parametrize("preferred", [None, ""])
+def test_the_default_email_without_an_address_does_not_say_the_resident_chose_it(preferred):
+    """NOTIFY_CHANNEL=email and a resident who gave a phone only, and chose nothing: the
+    desk's record must not read "preferred email" (the desk would look for a choice the
+    resident never made)."""
+    assert choose_channel(preferred, CONFIGURED, False, default="email", has_phone=True) == \
+        ("desk", "no email address for email; sent to desk")
+
+
 @pytest.mark.parametrize(("preferred", "configured", "has_email", "expected"), [
     ("webhook", CONFIGURED, True, ("email", "no phone number for webhook; sent by email")),
     (None, CONFIGURED, True, ("email", "no phone number for webhook; sent by email")),

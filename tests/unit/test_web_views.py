@@ -1343,3 +1343,14 @@ def test_the_stats_page_splits_satisfaction_by_who_recorded_the_rating(lang, lin
     assert f"25.0% {counts[0]} 100.0% {counts[1]}" in text
     none = {"zh": "暂无评价", "en": "no ratings yet"}[lang]
     assert f"供电公司 — {none} 0.0%" in text  # no link rating: a dash, not 0%
+
+
+def test_a_chinese_page_says_the_default_email_found_no_address_without_a_choice():
+    """NOTIFY_CHANNEL=email and a resident who gave no address and chose nothing: the
+    desk reads that there was no address, not that the resident chose email."""
+    from services.notify.channels import choose_channel
+
+    _, note = choose_channel(None, {"desk", "email"}, has_email=False, default="email",
+                             has_phone=True)
+
+    assert views.delivery_note(note, ZH) == "居民没有留邮箱，已改由社区联系转告"
