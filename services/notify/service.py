@@ -51,6 +51,7 @@ from services.notify.recipients import (
     Record,
     closed_reason_text,
     deadline_name,
+    if_unsatisfied,
     in_language,
     is_merged,
     level_name,
@@ -352,7 +353,8 @@ class NotifyService:
                         issue_id=work.issue_id, cycle=work.reopen_count, secret=secret,
                         ttl_s=ttl)
         values = {"issue_id": work.issue_id, "link": rating_link(base, reporter, token),
-                  "expires_at": work.feedback_due}
+                  "expires_at": work.feedback_due,
+                  "if_unsatisfied": if_unsatisfied(work.escalation_level, own.language.value)}
         message = self._message(message_id(f"resend:{new_id()}", "rating_request"), reporter,
                                 "rating_request", own.language.value, values, contact, channel)
         cooldown = self.store.keys.resend_cooldown(reporter)
@@ -387,13 +389,15 @@ class NotifyService:
         base = str(cfg.get(self.config, cfg.PUBLIC_URL)).rstrip("/")
         secret = cfg.get(self.config, cfg.SECRET)
         cycle = getattr(record, "reopen_count", 0)
+        level = record.escalation_level
 
         def variables(record: IssueRecord, lang: str, reader: str) -> dict:
             token = partial(issue_feedback_token, reporter_issue_id=reader,
                             issue_id=record.issue_id, cycle=cycle, secret=secret,
                             ttl_s=window, now=event.occurred_at.timestamp())
             return {"issue_id": record.issue_id, "link": rating_link(base, reader, token),
-                    "expires_at": event.occurred_at + timedelta(seconds=window)}
+                    "expires_at": event.occurred_at + timedelta(seconds=window),
+                    "if_unsatisfied": if_unsatisfied(level, lang)}
 
         return variables
 

@@ -243,3 +243,25 @@ def test_the_desks_copy_of_a_rating_request_asks_whether_they_are_satisfied(noti
     assert "代居民评价" in relayed[PRIMARY, "rating_request"]
     assert "Are you satisfied" in relayed[NEIGHBOUR, "rating_request"]
     assert f"report {PRIMARY}" in relayed[NEIGHBOUR, "rating_request"]
+
+
+def test_a_rating_request_at_the_district_does_not_promise_an_escalation(notify, amqp, store):
+    """An issue the district follows already: "not satisfied" sends it back to the
+    agencies and nothing goes higher (routing.feedback.reopen), so neither the resident's
+    request nor the desk's copy may promise "提级督办" / "is escalated"."""
+    now = datetime.now(UTC)
+    zh_id, en_id = "WH-20261121-0211", "WH-20261121-0212"
+    for issue_id, language in ((zh_id, Language.zh), (en_id, Language.en)):
+        record = receive(issue_id, f"trace-{issue_id}", "电梯坏了一个星期", None, PLACE,
+                         Channel.hotline, language, now).model_copy(
+            update={"escalation_level": EscalationLevel.district})
+        store.create(record, {"phone": "13812345678"}, "test", {})
+    publish(amqp, about(IssueResolved, zh_id, agencies=["water"]),
+            about(IssueResolved, en_id, agencies=["water"]))
+
+    wait_until(lambda: "rating_request" in kinds(notify, zh_id)
+               and "rating_request" in kinds(notify, en_id), timeout=20)
+    [zh] = [n["text"] for n in told(notify, zh_id) if n["kind"] == "rating_request"]
+    [en] = [n["text"] for n in told(notify, en_id) if n["kind"] == "rating_request"]
+    assert "不满意的，我们会重新交办，仍由区督办" in zh and "提级" not in zh
+    assert "the district keeps following it up" in en and "escalated" not in en

@@ -44,7 +44,8 @@ VARIABLES: dict[str, dict[str, object]] = {
     "part_resolved": {"issue_id": ISSUE_ID, "agency": HOUSING, "remaining": [HOUSING]},
     "resolved": {"issue_id": ISSUE_ID},
     # The service also passes {token} (it is in the link); a template may leave it out.
-    "rating_request": {"issue_id": ISSUE_ID, "link": LINK, "expires_at": MEETING},
+    "rating_request": {"issue_id": ISSUE_ID, "link": LINK, "expires_at": MEETING,
+                       "if_unsatisfied": "我们会重新交办、提级督办"},
     "reopened": {"issue_id": ISSUE_ID, "who": "您", "reason": "只是绑起来了，没有入管",
                  "agencies": [POWER, HOUSING], "acknowledge_by": DEADLINE,
                  "supervision": "并提级到街道督办"},
@@ -53,7 +54,8 @@ VARIABLES: dict[str, dict[str, object]] = {
     "dispatched_one": {"issue_id": ISSUE_ID, "lead_agency": POWER, "acknowledge_by": DEADLINE},
     "rerouted_one": {"issue_id": ISSUE_ID, "lead_agency": POWER},
     "received_desk": {"issue_id": ISSUE_ID},
-    "rating_request_desk": {"issue_id": ISSUE_ID, "expires_at": MEETING},
+    "rating_request_desk": {"issue_id": ISSUE_ID, "expires_at": MEETING,
+                            "if_unsatisfied": "我们会重新交办、提级督办"},
 }
 
 RESIDENTS_LOOP = ("received", "merged", "dispatched", "acknowledged", "escalated",
@@ -513,7 +515,7 @@ def test_the_desks_copy_of_a_message_with_a_link_is_something_to_say_not_a_link(
     assert ("满意吗" in asked and "代居民评价" in asked) if language == "zh" else (
         "Are you satisfied" in asked and "Record the resident's rating" in asked)
     by = templates.render("rating_request_desk", language, issue_id=ISSUE_ID,
-                          expires_at=DEADLINE)
+                          expires_at=DEADLINE, if_unsatisfied="…")
     assert "2025-01-05 10:30" in by  # the window's end, in the desk's own time zone
 
 
