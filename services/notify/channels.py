@@ -71,6 +71,10 @@ SIGNATURE_TOLERANCE_S = 300
 RECIPIENT_FIELDS = ("name", "phone", "email")
 """What a resident's contact gives a channel: where to reach them, nothing else."""
 
+WEBHOOK_RECIPIENT_FIELDS = ("name", "phone")
+"""What of a resident's contact the webhook is given: the gateway texts a phone, so their
+email address (the email channel's) never leaves Whistle in a webhook body."""
+
 
 @dataclass(frozen=True)
 class Sealed:
@@ -137,17 +141,20 @@ class OutgoingMessage:
             text = text.replace(link.shown, link.secret)
         return text
 
-    def payload(self, sent_at: datetime | None = None, reveal: bool = False) -> dict[str, Any]:
+    def payload(self, sent_at: datetime | None = None, reveal: bool = False,
+                fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The JSON-safe body the desk and webhook channels send (recipient unmasked:
         it is the address). ``reveal``: with sealed links opened (the webhook, which
-        reaches the resident); the desk outbox, which staff read, never reveals."""
+        reaches the resident); the desk outbox, which staff read, never reveals.
+        ``fields``: only these of the recipient (``None``: all)."""
+        recipient = {k: v for k, v in self.recipient.items() if fields is None or k in fields}
         return {
             "notification_id": self.notification_id,
             "issue_id": self.issue_id,
             "kind": self.kind,
             "language": self.language,
             "text": self.delivered_text() if reveal else self.text,
-            "recipient": dict(self.recipient),
+            "recipient": recipient,
             "sent_at": utc_moment(sent_at or datetime.now(UTC)),
         }
 
@@ -302,7 +309,8 @@ class WebhookChannel:
         """The body and headers of one signed POST (a fresh timestamp per attempt)."""
         sent = time.time() if now is None else now
         timestamp = int(sent)
-        body = json.dumps(message.payload(datetime.fromtimestamp(sent, UTC), reveal=True),
+        body = json.dumps(message.payload(datetime.fromtimestamp(sent, UTC), reveal=True,
+                                          fields=WEBHOOK_RECIPIENT_FIELDS),
                           ensure_ascii=False).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
@@ -410,6 +418,8 @@ def choose_channel(preferred: str | None, configured: Collection[str], has_email
     if wanted not in configured:
         return DESK, f"preferred {wanted} not configured; sent to desk"
     if wanted == EMAIL and not has_email:
+        if not (preferred or "").strip():  # the deployment's default: not the resident's choice
+            return DESK, "no email address for email; sent to desk"
         return DESK, "preferred email but no email address; sent to desk"
     if wanted == WEBHOOK and not has_phone:
         if EMAIL in configured and has_email:

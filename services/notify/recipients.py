@@ -255,6 +255,19 @@ def reopen_supervision(level: EscalationLevel, escalated: bool, language: str) -
     return in_language(language, f"仍由{zh}督办", f"{en} keeps following it up")
 
 
+def if_unsatisfied(level: EscalationLevel, language: str) -> str:
+    """What the rating request says becomes of an issue at ``level`` if the resident is
+    not satisfied: back to the agencies, one level up; at the top level (the district)
+    nothing goes higher (``services.routing.feedback.reopen``), and it says so."""
+    current = EscalationLevel(level)
+    if current.next() is not current:
+        return in_language(language, "我们会重新交办、提级督办",
+                           "it goes back to the agencies and is escalated")
+    zh, en = LEVEL_NAMES[current]
+    return in_language(language, f"我们会重新交办，仍由{zh}督办",
+                       f"it goes back to the agencies, and {en} keeps following it up")
+
+
 def deadline_name(deadline: DeadlineKind, language: str) -> str:
     return in_language(language, *DEADLINE_NAMES[DeadlineKind(deadline)])
 

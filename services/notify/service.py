@@ -51,6 +51,7 @@ from services.notify.recipients import (
     Record,
     closed_reason_text,
     deadline_name,
+    if_unsatisfied,
     in_language,
     is_merged,
     level_name,
@@ -165,7 +166,9 @@ class NotifyService:
     config = Config()
     guard = Guard()
 
-    @subscribe(*ANNOUNCED)
+    # A channel's refusal is routine (retried with the event, then handed to the desk):
+    # logged as a warning per attempt, not as an error with a traceback.
+    @subscribe(*ANNOUNCED, expected_exceptions=DeliveryFailed)
     def on_event(self, event: Event) -> None:
         """Every event a resident hears about, from one queue, in the order published."""
         getattr(self, ANNOUNCED[type(event)])(event)
@@ -357,7 +360,8 @@ class NotifyService:
                         issue_id=work.issue_id, cycle=work.reopen_count, secret=secret,
                         ttl_s=ttl)
         values = {"issue_id": work.issue_id, "link": rating_link(base, reporter, token),
-                  "expires_at": work.feedback_due}
+                  "expires_at": work.feedback_due,
+                  "if_unsatisfied": if_unsatisfied(work.escalation_level, own.language.value)}
         message = self._message(message_id(f"resend:{new_id()}", "rating_request"), reporter,
                                 "rating_request", own.language.value, values, contact, channel)
         cooldown = self.store.keys.resend_cooldown(reporter)
@@ -392,13 +396,15 @@ class NotifyService:
         base = str(cfg.get(self.config, cfg.PUBLIC_URL)).rstrip("/")
         secret = cfg.get(self.config, cfg.SECRET)
         cycle = getattr(record, "reopen_count", 0)
+        level = record.escalation_level
 
         def variables(record: IssueRecord, lang: str, reader: str) -> dict:
             token = partial(issue_feedback_token, reporter_issue_id=reader,
                             issue_id=record.issue_id, cycle=cycle, secret=secret,
                             ttl_s=window, now=event.occurred_at.timestamp())
             return {"issue_id": record.issue_id, "link": rating_link(base, reader, token),
-                    "expires_at": event.occurred_at + timedelta(seconds=window)}
+                    "expires_at": event.occurred_at + timedelta(seconds=window),
+                    "if_unsatisfied": if_unsatisfied(level, lang)}
 
         return variables
 
@@ -496,8 +502,11 @@ class NotifyService:
         message = OutgoingMessage(
             notification_id=message_id(event.event_id, "escalation_notice"),
             issue_id=event.issue_id, kind="escalation_notice", language=language,
+            # A reminder (the district follows it already): nothing went up, and the
+            # notice says so rather than "escalated to the district" at every window.
             text=self.messenger.templates.render(
-                "escalation_notice", language, issue_id=event.issue_id,
+                "escalation_reminder" if event.reminder else "escalation_notice", language,
+                issue_id=event.issue_id,
                 agency=_agency_name(event.agency, language),
                 deadline=deadline_name(event.deadline, language), missed=event.missed,
                 level=level_name(event.level, language)),

@@ -31,7 +31,7 @@ MESSAGE_KINDS: tuple[str, ...] = (
     "received", "merged", "dispatched", "acknowledged", "escalated", "escalation_notice",
     "table_convened", "table_decision", "part_resolved", "resolved", "rating_request",
     "reopened", "closed", "rerouted", "dispatched_one", "rerouted_one",
-    "received_desk", "rating_request_desk",
+    "received_desk", "rating_request_desk", "escalation_reminder",
 )
 """Every message kind, in the order they usually arrive. All are for residents except
 ``escalation_notice``, which goes to the supervisor an issue was escalated to.

@@ -329,6 +329,7 @@ _DELIVERY_NOTES = tuple((re.compile(pattern), zh) for pattern, zh in (
      "本系统未开通居民选择的{channel}，已改由{desk}转告"),
     (r"preferred email but no email address; sent to desk",
      "居民选择了邮件但没有留邮箱，已改由{desk}转告"),
+    (r"no email address for email; sent to desk", "居民没有留邮箱，已改由{desk}转告"),
     (r"no phone number for webhook; sent by email", "居民没有留手机号，已改发邮件"),
     (r"no phone number for webhook; sent to desk", "居民没有留手机号，已改由{desk}转告"),
     # After a failure: the message given up on is in the desk's outbox to relay.

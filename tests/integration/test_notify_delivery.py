@@ -9,6 +9,7 @@ real SMTP server (aiosmtpd).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime
 
@@ -85,7 +86,8 @@ def signed(request) -> bool:
 
 
 def test_a_refusing_webhook_is_retried_with_the_event_until_it_accepts(
-        runner_factory, config, store, amqp, gateway):
+        runner_factory, config, store, amqp, gateway, caplog):
+    caplog.set_level(logging.WARNING)
     gateway.failures = 2
     config.update({cfg.NOTIFY_CHANNEL: "webhook", cfg.NOTIFY_WEBHOOK_URL: gateway.url})
     event = stored(store, "WH-20261121-0301", {"phone": "13812345678",
@@ -106,6 +108,11 @@ def test_a_refusing_webhook_is_retried_with_the_event_until_it_accepts(
     steps = [s.detail for s in store.get_with_notes(event.issue_id).timeline if s.service == "notify"]
     assert steps == ["received message sent via webhook"]
     assert dead_letters(amqp) == []
+    # A refusal is routine, retried as documented: a warning per attempt, not an error
+    # with a traceback for every message a gateway refuses.
+    refusals = [r for r in caplog.records if "HTTP 500" in r.getMessage()]
+    assert refusals and all(r.levelno == logging.WARNING and not r.exc_info
+                            for r in refusals)
 
 
 def test_a_webhook_that_always_refuses_is_marked_failed_handed_to_the_desk_and_the_rest_flows(

@@ -182,6 +182,9 @@ def test_a_reminder_at_the_top_level_goes_to_the_district_alone(notify, amqp, st
     assert (notice["kind"], notice["audience"]) == ("escalation_notice", "supervisor")
     assert notice["recipient"] == {"role": "supervisor", "level": "district", "name": "区政府"}
     assert "自来水公司未在 2026-11-21 14:00 前报到" in notice["text"]
+    # Nothing went up: the district is reminded, not told it was escalated to again.
+    assert "再次超时，仍由区一级督办" in notice["text"]
+    assert "提级" not in notice["text"]
     assert told(notify, NEIGHBOUR) == []
     steps = [s.step for s in store.get_with_notes(PRIMARY).timeline if s.service == "notify"]
     assert steps == ["supervisor_notified"]
@@ -269,3 +272,25 @@ def test_a_report_split_from_a_wrong_merge_is_not_received_twice(notify, amqp, s
     settle()
 
     assert kinds(notify, NEIGHBOUR) == ["received", "merged", "dispatched"]
+
+
+def test_a_rating_request_at_the_district_does_not_promise_an_escalation(notify, amqp, store):
+    """An issue the district follows already: "not satisfied" sends it back to the
+    agencies and nothing goes higher (routing.feedback.reopen), so neither the resident's
+    request nor the desk's copy may promise "提级督办" / "is escalated"."""
+    now = datetime.now(UTC)
+    zh_id, en_id = "WH-20261121-0211", "WH-20261121-0212"
+    for issue_id, language in ((zh_id, Language.zh), (en_id, Language.en)):
+        record = receive(issue_id, f"trace-{issue_id}", "电梯坏了一个星期", None, PLACE,
+                         Channel.hotline, language, now).model_copy(
+            update={"escalation_level": EscalationLevel.district})
+        store.create(record, {"phone": "13812345678"}, "test", {})
+    publish(amqp, about(IssueResolved, zh_id, agencies=["water"]),
+            about(IssueResolved, en_id, agencies=["water"]))
+
+    wait_until(lambda: "rating_request" in kinds(notify, zh_id)
+               and "rating_request" in kinds(notify, en_id), timeout=20)
+    [zh] = [n["text"] for n in told(notify, zh_id) if n["kind"] == "rating_request"]
+    [en] = [n["text"] for n in told(notify, en_id) if n["kind"] == "rating_request"]
+    assert "不满意的，我们会重新交办，仍由区督办" in zh and "提级" not in zh
+    assert "the district keeps following it up" in en and "escalated" not in en

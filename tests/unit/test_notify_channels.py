@@ -102,7 +102,16 @@ def test_webhook_request_is_signed_and_names_the_message():
     payload = json.loads(body)
     assert payload["kind"] == "closed" and payload["language"] == "en"
     assert payload["sent_at"] == "2026-11-18T11:06:40.700000Z"
-    assert payload["recipient"]["email"] == EMAIL
+    assert payload["recipient"] == {"name": "Tom Baker", "phone": "13700001111"}
+
+
+def test_the_webhook_is_not_given_the_residents_email_address():
+    """The gateway texts a phone: the resident's email address is none of its business,
+    so it never leaves Whistle in a webhook body (the email channel alone uses it)."""
+    body, _ = WebhookChannel("https://gw.example/send", SECRET).request(message())
+
+    assert EMAIL not in body.decode("utf-8")
+    assert "email" not in json.loads(body)["recipient"]
 
 
 def test_webhook_needs_a_secret():
@@ -137,6 +146,15 @@ def test_no_choice_means_the_deployments_default(default, expected):
         (expected, "")
     assert choose_channel("", CONFIGURED, False, default=default, has_phone=True) == \
         (expected, "")
+
+
+@pytest.mark.parametrize("preferred", [None, ""])
+def test_the_default_email_without_an_address_does_not_say_the_resident_chose_it(preferred):
+    """NOTIFY_CHANNEL=email and a resident who gave a phone only, and chose nothing: the
+    desk's record must not read "preferred email" (the desk would look for a choice the
+    resident never made)."""
+    assert choose_channel(preferred, CONFIGURED, False, default="email", has_phone=True) == \
+        ("desk", "no email address for email; sent to desk")
 
 
 @pytest.mark.parametrize(("preferred", "configured", "has_email", "expected"), [

@@ -1009,3 +1009,15 @@ def test_settled_in_reads_the_records_as_their_history_does(records):
         settled = (sum(r["status"] in ("sent", "failed") for r in mine) >= count
                    or any(r["status"] == "queued" and r["attempts"] for r in mine))
         assert Deliveries.settled_in(raw, "received", count) is settled
+
+
+@pytest.mark.parametrize(("level", "language", "expected"), [
+    ("community", "zh", "我们会重新交办、提级督办"),
+    ("street", "en", "it goes back to the agencies and is escalated"),
+    ("district", "zh", "我们会重新交办，仍由区督办"),
+    ("district", "en", "it goes back to the agencies, and the district keeps following it up"),
+])
+def test_what_the_rating_request_promises_if_unsatisfied(level, language, expected):
+    from services.notify.recipients import if_unsatisfied
+
+    assert if_unsatisfied(level, language) == expected

@@ -35,6 +35,8 @@ VARIABLES: dict[str, dict[str, object]] = {
                   "supervisor": SUPERVISOR},
     "escalation_notice": {"issue_id": ISSUE_ID, "agency": HOUSING, "deadline": "报到",
                           "missed": DEADLINE, "level": "街道"},
+    "escalation_reminder": {"issue_id": ISSUE_ID, "agency": HOUSING, "deadline": "报到",
+                            "missed": DEADLINE, "level": "区"},
     "table_convened": {"issue_id": ISSUE_ID, "meets_at": MEETING, "place": "红色议事厅",
                        "agencies": [POWER, HOUSING]},
     "table_decision": {"issue_id": ISSUE_ID, "agency": HOUSING, "task": "更换开裂的阳台栏板",
@@ -42,7 +44,8 @@ VARIABLES: dict[str, dict[str, object]] = {
     "part_resolved": {"issue_id": ISSUE_ID, "agency": HOUSING, "remaining": [HOUSING]},
     "resolved": {"issue_id": ISSUE_ID},
     # The service also passes {token} (it is in the link); a template may leave it out.
-    "rating_request": {"issue_id": ISSUE_ID, "link": LINK, "expires_at": MEETING},
+    "rating_request": {"issue_id": ISSUE_ID, "link": LINK, "expires_at": MEETING,
+                       "if_unsatisfied": "我们会重新交办、提级督办"},
     "reopened": {"issue_id": ISSUE_ID, "who": "您", "reason": "只是绑起来了，没有入管",
                  "agencies": [POWER, HOUSING], "acknowledge_by": DEADLINE,
                  "supervision": "并提级到街道督办"},
@@ -51,7 +54,8 @@ VARIABLES: dict[str, dict[str, object]] = {
     "dispatched_one": {"issue_id": ISSUE_ID, "lead_agency": POWER, "acknowledge_by": DEADLINE},
     "rerouted_one": {"issue_id": ISSUE_ID, "lead_agency": POWER},
     "received_desk": {"issue_id": ISSUE_ID},
-    "rating_request_desk": {"issue_id": ISSUE_ID, "expires_at": MEETING},
+    "rating_request_desk": {"issue_id": ISSUE_ID, "expires_at": MEETING,
+                            "if_unsatisfied": "我们会重新交办、提级督办"},
 }
 
 RESIDENTS_LOOP = ("received", "merged", "dispatched", "acknowledged", "escalated",
@@ -283,6 +287,24 @@ def test_escalation_notice_says_what_was_missed_and_when(templates, language, de
     assert expected in templates.render("escalation_notice", language, **variables)
 
 
+@pytest.mark.parametrize(("language", "expected", "never"), [
+    ("zh", f"{HOUSING}未在 2025-01-05 10:30 前报到，再次超时，仍由区一级督办", "提级"),
+    ("en", f"{HOUSING} was due to report in by 2025-01-05 10:30 and has not, again. It stays "
+     "with the district", "Escalated"),
+])
+def test_a_reminder_at_the_district_does_not_say_escalated(templates, language, expected,
+                                                           never):
+    """Another miss by an agency the district follows already: nothing went up."""
+    variables = {**VARIABLES["escalation_reminder"],
+                 "deadline": "报到" if language == "zh" else "report in",
+                 "level": "区" if language == "zh" else "the district"}
+
+    text = templates.render("escalation_reminder", language, **variables)
+
+    assert expected in text
+    assert never not in text
+
+
 @pytest.mark.parametrize(("kind", "language", "expected"), [
     # merged: the neighbour's own reference, the open issue, and that updates will follow
     ("merged", "zh", f"（编号 {ISSUE_ID}）与社区正在办理的问题（编号 {PRIMARY_ID}）是同一件事"),
@@ -493,7 +515,7 @@ def test_the_desks_copy_of_a_message_with_a_link_is_something_to_say_not_a_link(
     assert ("满意吗" in asked and "代居民评价" in asked) if language == "zh" else (
         "Are you satisfied" in asked and "Record the resident's rating" in asked)
     by = templates.render("rating_request_desk", language, issue_id=ISSUE_ID,
-                          expires_at=DEADLINE)
+                          expires_at=DEADLINE, if_unsatisfied="…")
     assert "2025-01-05 10:30" in by  # the window's end, in the desk's own time zone
 
 

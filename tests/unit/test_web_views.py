@@ -1373,3 +1373,14 @@ def test_a_page_says_what_went_through_and_only_in_its_own_words(lang):
     for asked in ("1", "<b>paid</b>", "issue", "ok_ok", "", None):
         assert t.done(asked) == t("done_ok")
     assert t.done("issue.triage", issue_id=None) == t("done_ok")
+
+
+def test_a_chinese_page_says_the_default_email_found_no_address_without_a_choice():
+    """NOTIFY_CHANNEL=email and a resident who gave no address and chose nothing: the
+    desk reads that there was no address, not that the resident chose email."""
+    from services.notify.channels import choose_channel
+
+    _, note = choose_channel(None, {"desk", "email"}, has_email=False, default="email",
+                             has_phone=True)
+
+    assert views.delivery_note(note, ZH) == "居民没有留邮箱，已改由社区联系转告"
