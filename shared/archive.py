@@ -41,7 +41,12 @@ from shared.errors import NotFound, Unavailable  # noqa: E402
 from shared.folding import folded  # noqa: E402
 from shared.issue import IssueRecord, TimelineEntry  # noqa: E402
 from shared.jsoncodec import dumps, loads  # noqa: E402
-from shared.privacy import mask_email, mask_name, mask_phone  # noqa: E402
+from shared.privacy import (  # noqa: E402
+    contact_erased_from,
+    mask_email,
+    mask_name,
+    mask_phone,
+)
 
 _log = getLogger(__name__)
 
@@ -494,15 +499,38 @@ class Archive:
 
     def erase_contact(self, issue_id: str) -> bool:
         """Erase the resident's contact, keeping its masked form. False if already erased;
-        NotFound if the issue is not archived."""
+        NotFound if the issue is not archived.
+
+        The resident's name, phone and email are masked where their own words repeat
+        them too (the description, in the record and in its journal, and the notes):
+        kept there, a public Open311 read, which masks the reporter's names by the
+        contact, showed the name in clear once the contact was gone."""
         with self.connection() as conn, conn.transaction():
-            if not conn.execute("SELECT 1 FROM archived_issue WHERE issue_id = %s",
-                                (issue_id,)).fetchone():
+            row = conn.execute("SELECT record::text FROM archived_issue WHERE issue_id = %s "
+                               "FOR UPDATE", (issue_id,)).fetchone()
+            if row is None:
                 raise NotFound(f"no archived issue {issue_id}")
-            erased = conn.execute(
-                "UPDATE issue_contact SET contact = NULL, erased_at = now() "
-                "WHERE issue_id = %s AND contact IS NOT NULL", (issue_id,)).rowcount
-        return bool(erased)
+            found = conn.execute("SELECT contact FROM issue_contact WHERE issue_id = %s "
+                                 "AND contact IS NOT NULL FOR UPDATE", (issue_id,)).fetchone()
+            if found is None:
+                return False
+            contact = found[0]
+            record = contact_erased_from(loads(row[0]), contact)
+            conn.execute("UPDATE archived_issue SET record = %s WHERE issue_id = %s",
+                         (dumps(record), issue_id))
+            for table, key in (("issue_event", "seq"), ("issue_note", "note_id")):
+                rows = conn.execute(f"SELECT {key}, entry::text FROM {table} "
+                                    "WHERE issue_id = %s", (issue_id,)).fetchall()
+                for at, raw in rows:
+                    entry = loads(raw)
+                    erased = contact_erased_from(entry, contact)
+                    if erased != entry:
+                        conn.execute(f"UPDATE {table} SET entry = %s "
+                                     f"WHERE issue_id = %s AND {key} = %s",
+                                     (dumps(erased), issue_id, at))
+            conn.execute("UPDATE issue_contact SET contact = NULL, erased_at = now() "
+                         "WHERE issue_id = %s", (issue_id,))
+        return True
 
     # ----------------------------------------------------------------- listing
 

@@ -415,3 +415,43 @@ def _scrub_field(key: Any, value: Any, names: frozenset[str]) -> Any:
             return masker(value.decode(errors="replace") if isinstance(value, bytes)
                           else str(value))
     return scrub(value, names)
+
+
+def contact_names(contact: dict[str, Any] | None) -> frozenset[str]:
+    """The reporter's name and its parts, to mask wherever they appear in free text. Pure.
+
+    "Li Wei": "Wei" too, but not a two-letter part that hides inside ordinary words."""
+    name = ((contact or {}).get("name") or "").strip()
+    if not name:
+        return frozenset()
+    return frozenset({name, *(p for p in name.split() if len(p) >= 3)})
+
+
+def contact_erased_from(value: Any, contact: dict[str, Any] | None) -> Any:
+    """``value`` (parsed JSON: a record, a journal entry, a note) with the resident's own
+    name (:func:`contact_names`), phone and email replaced in every text by their masked
+    forms (``孙**``, ``138****5678``), and nothing else touched: what erasure leaves of
+    the contact in the resident's own words. Pure."""
+    contact = contact or {}
+    found = {name: mask_name(name) for name in contact_names(contact)}
+    for key, masker in (("phone", mask_phone), ("email", mask_email)):
+        given = (contact.get(key) or "").strip()
+        if given:
+            found[given] = masker(given)
+    if not found:
+        return value
+    order = sorted(found, key=lambda text: (-len(text), text))  # "Li Wei" before "Wei"
+
+    def erased(item: Any) -> Any:
+        if isinstance(item, str):
+            for text in order:
+                if text in item:
+                    item = item.replace(text, found[text] or "")
+            return item
+        if isinstance(item, dict):
+            return {key: erased(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [erased(inner) for inner in item]
+        return item
+
+    return erased(value)

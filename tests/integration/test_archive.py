@@ -314,3 +314,50 @@ def test_migrations_apply_to_an_empty_database_and_services_check_them():
     finally:
         drop_database(name)
     check_schema("postgresql://postgres@127.0.0.1:1/nowhere")  # down: not an error
+
+
+def test_erasure_leaves_no_name_in_clear_where_the_resident_wrote_it(whistle, config, store,
+                                                                     archive):
+    """The resident's name in their own description was masked on the public Open311 read
+    by the contact's name; once the contact was erased, the same read showed it in clear
+    (我叫吴桂芳 instead of 我叫吴**), and the database kept it in the record and journal."""
+    receipt = desk(config).post(f"{whistle}/issues", json={
+        "description": "我叫吴桂芳，电话13822223333，楼道灯坏了，吴桂芳家门口一片黑",
+        "location": {"community": "和平里社区", "address": "和平里9号楼"},
+        "contact": {"name": "吴桂芳", "phone": "13822223333"}}, timeout=5)
+    assert receipt.status_code == 201, receipt.text
+    issue_id = receipt.json()["issue_id"]
+    wait_until(lambda: store.get(issue_id).status.value == "dispatched")
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        for part in store.get(issue_id).assignments:
+            token = issue_token(part.agency, f"{part.agency}-1", config[cfg.SECRET])
+            rpc.agency.acknowledge(token, part.agency, issue_id)
+            rpc.agency.resolve(token, part.agency, issue_id, {"note": "已修好"})
+    wait_until(lambda: store.get(issue_id).status.value == "resolved")
+    rated = requests.post(f"{whistle}/issues/{issue_id}/feedback",
+                          params={"token": rating_token(config, issue_id)},
+                          json={"rating": "satisfied"}, timeout=5)
+    assert rated.status_code == 200, rated.text
+    wait_until(lambda: store.get(issue_id).status.value == "closed")
+    assert Archiver(store, archive, 0).run_until_idle(9e9).archived == [issue_id]
+
+    def public():
+        response = requests.get(f"{whistle}/open311/v2/requests/{issue_id}.json", timeout=5)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    before = public()
+    assert before[0]["description"] == "我叫吴**，电话138****3333，楼道灯坏了，吴**家门口一片黑"
+    assert archive.erase_contact(issue_id) is True
+    assert public() == before
+    with archive.connection() as conn:
+        dump = conn.execute(
+            "SELECT string_agg(t, '') FROM (SELECT record::text t FROM archived_issue "
+            "UNION ALL SELECT entry::text FROM issue_event UNION ALL SELECT entry::text "
+            "FROM issue_note UNION ALL SELECT coalesce(contact::text, '') FROM issue_contact) "
+            "u").fetchone()[0]
+    assert "吴桂芳" not in dump and "13822223333" not in dump
+    seen = desk(config).get(f"{whistle}/issues/{issue_id}", timeout=5).json()
+    assert seen["description"] == "我叫吴**，电话138****3333，楼道灯坏了，吴**家门口一片黑"
+    assert seen["contact"]["name"] == "吴**" and seen["contact"]["phone"] == "138****3333"
+    assert archive.erase_contact(issue_id) is False

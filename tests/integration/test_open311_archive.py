@@ -77,3 +77,53 @@ def test_an_archived_request_answers_as_it_did_when_hot(whistle, config, store, 
     cold = answers()
     assert cold == hot
     schemas.validate(cold["listed"], schemas.REQUESTS)
+
+
+def test_a_merged_report_keeps_its_issues_updates_once_both_are_archived(whistle, config,
+                                                                         store, archive):
+    """A report merged into another shows that issue's steps as its own updates
+    (``…-{report id}``); read from Redis's journal of that issue only, they were lost once
+    the two moved to PostgreSQL: FixMyStreet's poll of the day gave 7 updates fewer."""
+    key = Open311Clients(store.redis, config[cfg.KEY_PREFIX]).add("fixmystreet")
+    report = {"api_key": key, "service_code": "pipe_leak", "address_string": "和平里5号楼",
+              "attribute[community]": "和平里社区", "attribute[building]": "2单元",
+              "description": "楼上漏水，卫生间天花板一直在滴水"}
+
+    def post(**extra):
+        made = requests.post(f"{whistle}{V2}/requests.json", timeout=10,
+                             data={**report, **extra})
+        assert made.status_code == 201, made.text
+        return made.json()[0]["service_request_id"]
+
+    first = post(phone="13611112222")
+    wait_until(lambda: store.get(first).status.value == "dispatched")
+    second = post(phone="13633334444", description="楼上漏水，天花板滴水好几天了")
+    wait_until(lambda: store.get(second).merged_into == first)
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        for part in store.get(first).assignments:
+            token = issue_token(part.agency, f"{part.agency}-1", config[cfg.SECRET])
+            rpc.agency.acknowledge(token, part.agency, first)
+            rpc.agency.resolve(token, part.agency, first, {"note": "已修好"})
+    wait_until(lambda: store.get(first).status.value == "resolved")
+    rated = requests.post(f"{whistle}/issues/{first}/feedback", timeout=5, params={
+        "token": issue_feedback_token(first, first, 0, config[cfg.SECRET], 3600)},
+        json={"rating": "satisfied"})
+    assert rated.status_code == 200, rated.text
+    wait_until(lambda: store.get(first).status.value == "closed")
+
+    def updates():
+        response = requests.get(f"{whistle}{V2}/servicerequestupdates.json", timeout=5,
+                                params={"api_key": key})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    hot = updates()
+    of_second = [u for u in hot if u["service_request_id"] == second]
+    assert [u["status"] for u in of_second][-1] == "closed"
+    assert any(u["update_id"].endswith(f"-{second}") for u in of_second)
+
+    done = Archiver(store, archive, retention_s=0).run_until_idle(now_ts=9e9)
+    assert sorted(done.archived) == sorted([first, second])
+    assert not store.redis.exists(store.keys.issue(first))
+
+    assert updates() == hot

@@ -566,3 +566,22 @@ def test_scrubbing_a_dicts_keys_masks_each_and_keeps_every_entry(keys):
         masked = scrub_text(text) if isinstance(original[i], str) or scrub_text(
             text) != text else original[i]
         assert key == masked or (isinstance(key, str) and key.startswith(f"{masked} #"))
+
+
+def test_erasing_a_contact_masks_it_in_the_residents_own_words_and_nothing_else():
+    from shared.privacy import contact_erased_from
+
+    record = {"description": "我叫吴桂芳，电话13822223333，邮箱wgf@example.org，吴桂芳家门口黑",
+              "received_at": "2026-12-07T10:31:23.451923Z", "lat": 39.38, "reopen_count": 0,
+              "timeline": [{"detail": "accepted via hotline", "agency": None}],
+              "ratings": [{"comment": "Li Wei says thanks, Wei; Lisa too"}]}
+    erased = contact_erased_from(record, {"name": "吴桂芳", "phone": "13822223333",
+                                          "email": "wgf@example.org"})
+    assert erased["description"] == "我叫吴**，电话138****3333，邮箱w**@example.org，吴**家门口黑"
+    assert {k: v for k, v in erased.items() if k != "description"} == \
+        {k: v for k, v in record.items() if k != "description"}
+    latin = contact_erased_from(record, {"name": "Li Wei"})
+    # The parts of three letters or more too, as Open311 masks them; "Li" hides in "Lisa".
+    assert latin["ratings"][0]["comment"] == "L***** says thanks, W**; Lisa too"
+    assert contact_erased_from(record, {}) == record
+    assert contact_erased_from(record, None) == record

@@ -303,6 +303,16 @@ class Open311Api:
                     journals[record.issue_id] = self.store.journal(record.issue_id)
         return journals
 
+    def _joined_journals(self, issue_ids: list[str]) -> dict[str, list[dict]]:
+        """The whole journals of the issues merged reports joined (their steps are the
+        reports' updates too): Redis's, and the archive's for an issue that has left it
+        (archived with its reports, so the reports' updates stay the same once they move)."""
+        journals = dict(zip(issue_ids, self.store.journals(issue_ids), strict=True))
+        if getattr(self.store, "archive", None) is not None:
+            for issue_id in [i for i, journal in journals.items() if not journal]:
+                journals[issue_id] = self.store.journal(issue_id)
+        return journals
+
     def _with_status(self, ids: list[str], statuses: set[str], archived: set[str]
                      ) -> list[str]:
         """Only the ids whose Whistle status can show as one of ``statuses`` (the status
@@ -400,7 +410,7 @@ class Open311Api:
         journals = self._journals(chunk, start)
         parents = {i: merged_into(j) for i, j in journals.items() if merged_into(j)}
         wanted = sorted(set(parents.values()))
-        joined = dict(zip(wanted, self.store.journals(wanted), strict=True))
+        joined = self._joined_journals(wanted)
 
         def steps(issue_id: str, names: frozenset[str] = frozenset()) -> list[dict]:
             return updates_from_journal(issue_id, journals[issue_id], lang, tz, start, end,

@@ -43,7 +43,7 @@ from shared.contracts import (
 )
 from shared.errors import InvalidPayload
 from shared.issue import IssueRecord
-from shared.privacy import scrub
+from shared.privacy import contact_names, scrub
 
 MAX_SPAN = timedelta(days=90)
 MAX_REQUESTS = 1000
@@ -771,11 +771,7 @@ def public_media_url(url: str | None, names: frozenset[str] = frozenset()) -> st
 
 def names_of(contact: dict[str, str]) -> frozenset[str]:
     """The reporter's name and its parts, to mask wherever they appear in free text."""
-    name = ((contact or {}).get("name") or "").strip()
-    if not name:
-        return frozenset()
-    # "Li Wei": "Wei" too, but not a two-letter part that hides inside ordinary words.
-    return frozenset({name, *(p for p in name.split() if len(p) >= 3)})
+    return contact_names(contact)
 
 
 # ------------------------------------------------------------------ updates
