@@ -196,7 +196,8 @@ class RoutingService:
         applied = self.store.apply(
             event.issue_id, event.event_id,
             lambda r: self._staged(merging.fold(r, primary, category, event, now,
-                                                own_priority=decision.priority)), self.name)
+                                                own_priority=decision.priority,
+                                                routing=desk.routing_of(decision))), self.name)
         self.bus.publish(applied.outbox)
         self.log.info("issue_merged", issue_id=event.issue_id, into=primary.issue_id,
                       category=category)
