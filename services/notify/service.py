@@ -484,13 +484,15 @@ class NotifyService:
                                                        ORDERING_LOOK_EVERY_S)
 
     def _tell_supervisor(self, event: IssueEscalated) -> list[DeliveryFailed]:
-        """The escalation notice to the street office or district, under the escalated issue."""
+        """The escalation notice to the street office or district, under the escalated issue
+        (worded as a reminder when nothing went up; its kind stays ``escalation_notice``)."""
         language = supervisor_language(event)
         message = OutgoingMessage(
             notification_id=message_id(event.event_id, "escalation_notice"),
             issue_id=event.issue_id, kind="escalation_notice", language=language,
             text=self.messenger.templates.render(
-                "escalation_notice", language, issue_id=event.issue_id,
+                "escalation_reminder" if event.reminder else "escalation_notice", language,
+                issue_id=event.issue_id,
                 agency=_agency_name(event.agency, language),
                 deadline=deadline_name(event.deadline, language), missed=event.missed,
                 level=level_name(event.level, language)),

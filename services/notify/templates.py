@@ -31,7 +31,7 @@ MESSAGE_KINDS: tuple[str, ...] = (
     "received", "merged", "dispatched", "acknowledged", "escalated", "escalation_notice",
     "table_convened", "table_decision", "part_resolved", "resolved", "rating_request",
     "reopened", "closed", "rerouted", "dispatched_one", "rerouted_one",
-    "received_desk", "rating_request_desk",
+    "received_desk", "rating_request_desk", "escalation_reminder",
 )
 """Every message kind, in the order they usually arrive. All are for residents except
 ``escalation_notice``, which goes to the supervisor an issue was escalated to.
@@ -41,7 +41,11 @@ when one agency has the whole issue (its record's kind stays "dispatched" or
 must report in" misread a one-agency issue. ``received_desk`` and
 ``rating_request_desk`` are the desk's copy of the two messages that carry a link, for
 the desk to say to a resident it calls or visits (a link is useless read aloud): the
-rating request asks whether they are satisfied, for the desk to record the answer."""
+rating request asks whether they are satisfied, for the desk to record the answer. ``escalation_reminder`` is the wording of
+"escalation_notice" when nothing went up (an agency already whistled up to the district
+missed again: the district is reminded, its record's kind stays "escalation_notice"):
+"now escalated to the district" told the district, at every window, that the issue had
+just come up to it."""
 
 DESK_WORDING: dict[str, str] = {"received": "received_desk",
                                 "rating_request": "rating_request_desk"}

@@ -180,7 +180,8 @@ def test_a_reminder_at_the_top_level_goes_to_the_district_alone(notify, amqp, st
     assert told(notify, PRIMARY) == [notice]
     assert (notice["kind"], notice["audience"]) == ("escalation_notice", "supervisor")
     assert notice["recipient"] == {"role": "supervisor", "level": "district", "name": "区政府"}
-    assert "自来水公司未在 2026-11-21 14:00 前报到" in notice["text"]
+    assert "自来水公司未在 2026-11-21 14:00 前报到，已再次超时。该问题仍由区一级督办" in notice["text"]
+    assert "现提级" not in notice["text"]  # it was at the district already: nothing went up
     assert told(notify, NEIGHBOUR) == []
     steps = [s.step for s in store.get_with_notes(PRIMARY).timeline if s.service == "notify"]
     assert steps == ["supervisor_notified"]

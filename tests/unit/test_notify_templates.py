@@ -52,6 +52,8 @@ VARIABLES: dict[str, dict[str, object]] = {
     "rerouted_one": {"issue_id": ISSUE_ID, "lead_agency": POWER},
     "received_desk": {"issue_id": ISSUE_ID},
     "rating_request_desk": {"issue_id": ISSUE_ID, "expires_at": MEETING},
+    "escalation_reminder": {"issue_id": ISSUE_ID, "agency": HOUSING, "deadline": "报到",
+                            "missed": DEADLINE, "level": "区"},
 }
 
 RESIDENTS_LOOP = ("received", "merged", "dispatched", "acknowledged", "escalated",
