@@ -172,7 +172,11 @@ class NotifyService:
 
     def on_issue_received(self, event: IssueReceived) -> None:
         """Received, with the link to the resident's own progress page (the pages'
-        ``/resident/{id}``): from the first message on they can follow it."""
+        ``/resident/{id}``): from the first message on they can follow it. Not again for
+        a report the desk split off a wrong merge (``allow_merge`` false): its resident had
+        "received" with that link when they reported, and "dispatched" follows."""
+        if not event.allow_merge:
+            return
         link = self._progress_link(event)
         self._tell(event, "received", lambda record, lang, reader: {
             "issue_id": record.issue_id, "link": link(reader)})
