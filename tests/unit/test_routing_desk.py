@@ -310,8 +310,11 @@ def test_a_reroute_that_leaves_nothing_to_do_is_refused(rules):
     for agency in ("water", "property_manager"):
         record = acknowledge(record, agency, "s", T0)
     record = resolve(record, "property_manager", "s", "修好了", T0)
-    with pytest.raises(InvalidTransition, match="leaves no part to do"):
+    with pytest.raises(InvalidTransition, match="leaves no part to do") as refused:
         reroute(record, rules, category="lift_broken")
+    # the desk has no way to resolve an issue: the message used to tell it to
+    assert "resolve the issue instead" not in str(refused.value)
+    assert "keep one with work left" in str(refused.value)
 
 
 # ------------------------------------------------------------------ corrections

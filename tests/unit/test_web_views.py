@@ -1343,3 +1343,12 @@ def test_the_stats_page_splits_satisfaction_by_who_recorded_the_rating(lang, lin
     assert f"25.0% {counts[0]} 100.0% {counts[1]}" in text
     none = {"zh": "暂无评价", "en": "no ratings yet"}[lang]
     assert f"供电公司 — {none} 0.0%" in text  # no link rating: a dash, not 0%
+
+
+def test_a_reroute_leaving_nothing_to_do_is_not_said_as_resolve_it_yourself():
+    """The desk cannot resolve an issue (its agencies do): the page said "请直接办结"."""
+    message = ("the new route of issue WH-20261205-0001 leaves no part to do: every agency "
+               "it keeps has resolved its part; keep one with work left, or ask the agency "
+               "whose part is open to resolve it")
+    said = views.refusal(message, views.Translator("zh"), names_from_rules(None))
+    assert said == "改派后留下的单位都已办结各自的部分：请保留一个还有工作的单位，或请尚未办结的单位办结其部分"
