@@ -498,9 +498,11 @@ def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
         progress += [(at, 0, words["acknowledged"].format(agency=name)) for at in moments]
         if a.resolved_at is not None and len(work.assignments) > 1:
             progress.append((a.resolved_at, 0, words["part_resolved"].format(agency=name)))
-    if any(r.reporter_issue_id == own.issue_id for r in work.ratings):
-        rated = max(r.at for r in work.ratings if r.reporter_issue_id == own.issue_id)
-        progress.append((rated, 1, words["rated"]))
+    # Each of their ratings, one a cycle: the one that reopened the issue as well as the
+    # one that closed it. A rating comes before what it caused at the same moment (the
+    # reopening, the closing): "closed, you rated it" read as if closed without them.
+    progress += [(r.at, -1, words["rated"]) for r in work.ratings
+                 if r.reporter_issue_id == own.issue_id]
     progress.sort(key=lambda item: item[:2])
     status = work.status
     return {

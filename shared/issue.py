@@ -438,8 +438,12 @@ def reroute(record: IssueRecord, category: str, priority: Priority, routing: Rou
         if plan.agency not in current:
             added.append(plan.model_copy())
     if all(a.status is AssignmentStatus.resolved for a in [*kept, *added]):
+        # Nobody resolves an issue but its agencies (the desk has no such action): the way
+        # out is an agency with work left, or the part still open resolved by its agency.
         raise InvalidTransition(f"the new route of issue {record.issue_id} leaves no part to "
-                                "do; resolve the issue instead")
+                                "do: every agency it keeps has resolved its part; keep one "
+                                "with work left, or ask the agency whose part is open to "
+                                "resolve it")
     # Lead first, then supports, in the order the route lists them.
     order = {agency: i for i, agency in enumerate(wanted)}
     new.assignments = sorted([*kept, *added], key=lambda a: order[a.agency])

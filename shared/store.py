@@ -310,6 +310,7 @@ class IssueStore:
         self.archive = archive
         # Registered once: a Script object hashes its source and runs by EVALSHA.
         self._claim_script = client.register_script(self._CLAIM)
+        self._move_script = client.register_script(self._MOVE)
         self._notes_script = client.register_script(self._NOTES)
         self._read_script = client.register_script(self._READ)
         self._commit_script = client.register_script(self._COMMIT)
@@ -904,6 +905,33 @@ class IssueStore:
     end
     return {owner, redis.call('GET', KEYS[1]), redis.call('SISMEMBER', KEYS[2], ARGV[4])}
     """
+
+    # KEYS: the buckets to give up (ARGV[2] of them), then those to take; ARGV: the
+    # issue, that count, the milliseconds left of its merging window. Only buckets the
+    # issue owns are given up, and only free ones taken (another open issue keeps its own).
+    _MOVE = """
+    local n_old = tonumber(ARGV[2])
+    for i = 1, n_old do
+        if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+    end
+    local taken = 0
+    for i = n_old + 1, #KEYS do
+        local current = redis.call('GET', KEYS[i])
+        if not current or current == ARGV[1] then
+            redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[3])
+            taken = taken + 1
+        end
+    end
+    return taken
+    """
+
+    def move_buckets(self, old_keys: list[str], new_keys: list[str], issue_id: str,
+                     ttl_ms: int) -> int:
+        """The desk gave ``issue_id`` another category: its duplicate buckets follow it
+        (given up in the old category, taken in the new one where free, for ``ttl_ms``).
+        How many it took."""
+        return int(self._call(run_script, self._move_script, [*old_keys, *new_keys],
+                              [issue_id, len(old_keys), max(1, int(ttl_ms))]))
 
     def claim_buckets(self, bucket_keys: list[str], issue_id: str, ttl_s: int,
                       replacing: str | None = None) -> str:

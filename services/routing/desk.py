@@ -162,10 +162,16 @@ def desk_route(body: ChooseRoute, rules: RuleSet, why: str, now: datetime) -> De
                 "field": field, "type": "unknown",
                 "message": f"unknown agency {unknown[0]!r}; agencies: "
                            f"{', '.join(rules.agencies)}"}])
-    if body.lead and body.support and body.lead in body.support:
-        raise InvalidPayload(f"{body.lead!r} is the lead; it cannot also support", [{
-            "field": "support", "type": "value_error",
-            "message": f"{body.lead!r} is the lead; it cannot also support"}])
+    # The lead is the desk's, or (unset) the category's rule's: a support naming the rule's
+    # lead was dropped in silence, where the same route with that lead named was refused.
+    lead = body.lead or (rules.rule(body.category).lead if rules.has_rule(body.category)
+                         else rules.fallback.lead)
+    if body.support and lead in body.support:
+        whose = "" if body.lead else f" (category {body.category}'s rule)"
+        message = (f"{lead!r} is the lead{whose}; it cannot also support"
+                   + ("" if body.lead else ": name another lead, or leave it out"))
+        raise InvalidPayload(message, [{"field": "support", "type": "value_error",
+                                        "message": message}])
     priority = category_priority(body.category, body.urgent, rules)
     planned = plan_route(body.category, body.support, body.lead, rules, priority, now, why)
     rule = body.category if rules.has_rule(body.category) else "fallback"

@@ -17,7 +17,7 @@ from datetime import datetime
 from shared.contracts import Event, IssueMerged, IssueReceived, IssueStatus, Location, Priority
 from shared.errors import InvalidTransition
 from shared.folding import folded
-from shared.issue import IssueRecord
+from shared.issue import IssueRecord, Routing
 
 OPEN_STATUSES = {IssueStatus.received, IssueStatus.dispatched, IssueStatus.in_progress}
 _SPACE_AND_PUNCT = re.compile(r"[\s\-_,，.。·#/、()（）]+")
@@ -68,18 +68,23 @@ def join(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:
 
 
 def fold(newcomer: IssueRecord, primary: IssueRecord, category: str, cause: IssueReceived,
-         now: datetime, own_priority: Priority | None = None) -> tuple[IssueRecord, list[Event]]:
+         now: datetime, own_priority: Priority | None = None,
+         routing: Routing | None = None) -> tuple[IssueRecord, list[Event]]:
     """The newcomer is folded into the primary issue, in the category both share.
 
     ``category`` is the duplicate bucket's: the primary may not be routed yet when
     two neighbours report at the same moment. Then it has no priority yet either,
     and the newcomer keeps the one routing gave its own report (``own_priority``).
+    ``routing`` is how routing read the newcomer's own report (its category given by
+    the desk, or the model's): kept, so that a split routes it as it was given.
     """
     if newcomer.status is not IssueStatus.received:
         raise InvalidTransition(f"issue {newcomer.issue_id} is already {newcomer.status.value}")
     new = newcomer.copy_to_change()
     new.status, new.merged_into, new.category = IssueStatus.merged, primary.issue_id, category
     new.priority = primary.priority or own_priority
+    if routing is not None:
+        new.routing = routing
     new.step(now, "routing", "merged",
              f"same {category} problem as {primary.issue_id}: merged (共性问题统筹)")
     return new, [cause.caused(IssueMerged, occurred_at=now, into_issue_id=primary.issue_id,
@@ -96,15 +101,21 @@ def leave(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:
 
 def unfold(merged: IssueRecord, has_contact: bool,
            now: datetime) -> tuple[IssueRecord, IssueReceived]:
-    """The desk split a wrong merge: the report goes back to routing, on its own."""
+    """The desk split a wrong merge: the report goes back to routing, on its own.
+
+    A category the desk gave the report itself (``category_source`` ``given``) still
+    wins over the model: the desk undid the merge, not its own reading of the report.
+    """
     if merged.status is not IssueStatus.merged:
         raise InvalidTransition(f"issue {merged.issue_id} is not merged into another issue")
     new = merged.copy_to_change()
     was = new.merged_into
+    given = (merged.category if merged.routing is not None
+             and merged.routing.category_source == "given" else None)
     new.status, new.merged_into, new.priority = IssueStatus.received, None, None
     new.step(now, "routing", "split", f"split from {was} by the desk; routed on its own")
     again = IssueReceived(trace_id=merged.trace_id, issue_id=merged.issue_id, occurred_at=now,
-                          description=merged.description, category=None,
+                          description=merged.description, category=given,
                           location=merged.location, channel=merged.channel,
                           language=merged.language, has_contact=has_contact,
                           allow_merge=False)

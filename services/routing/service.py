@@ -196,7 +196,8 @@ class RoutingService:
         applied = self.store.apply(
             event.issue_id, event.event_id,
             lambda r: self._staged(merging.fold(r, primary, category, event, now,
-                                                own_priority=decision.priority)), self.name)
+                                                own_priority=decision.priority,
+                                                routing=desk.routing_of(decision))), self.name)
         self.bus.publish(applied.outbox)
         self.log.info("issue_merged", issue_id=event.issue_id, into=primary.issue_id,
                       category=category)
@@ -569,7 +570,10 @@ class RoutingService:
         now = utcnow()
         outcome: list[desk.DeskChange | None] = []
 
+        before: list[str | None] = []
+
         def decided(record: IssueRecord):
+            before[:] = [record.category]
             outcome[:] = [decide(record, body, reason, staff.staff_id, self.rules, now)]
             if outcome[0] is None:
                 return record, {}
@@ -581,12 +585,32 @@ class RoutingService:
         applied = self.store.apply(issue_id, event_id, decided, self.name)
         self.bus.publish(applied.outbox)
         done = outcome[0] if outcome and applied.changed else None
+        if done is not None:
+            self._follow_category(applied.record, before[0], now)
         self.log.info("issue_triaged" if source == "triage" else "issue_rerouted",
                       issue_id=issue_id, staff_id=staff.staff_id,
                       category=applied.record.category, changed=done is not None)
         view = public_view(applied.record, None)
         view.pop("contact", None)
         return view
+
+    def _follow_category(self, record: IssueRecord, was: str | None, now: datetime) -> None:
+        """The desk decided the issue's category (triage, reroute): its duplicate buckets
+        follow, for what is left of the merging window. A neighbour's report of the old
+        category merged into an issue that was no longer that problem, and one of the new
+        category opened a second issue beside it; an unsure report, triaged, took none."""
+        if record.status not in merging.OPEN_STATUSES or record.category is None:
+            return
+        left = self.rules.merging.window - (now - record.received_at)
+        if left.total_seconds() <= 0:
+            return
+        def keys(category: str | None) -> list[str]:
+            return [] if category is None else [
+                self.store.keys.dedupe(c, scope)
+                for c, scope in merging.buckets(category, record.location)]
+        self.store.move_buckets(keys(was) if was != record.category else [],
+                                keys(record.category), record.issue_id,
+                                left.total_seconds() * 1000)
 
     def _change_as(self, staff: Principal, issue_id: str, change) -> dict:
         """:meth:`_change`, once ``staff`` may act on the issue: a desk scoped to some

@@ -411,8 +411,9 @@ _REFUSALS = tuple((re.compile(pattern), zh) for pattern, zh in (
      "本件{state}，派单后才能召集议事桌"),
     (r"issue \S+ is (?P<state>\w+); only a dispatched or in-progress issue can be rerouted",
      "本件{state}，只有已派单或办理中的问题才能改派"),
-    (r"the new route of issue \S+ leaves no part to do; resolve the issue instead",
-     "改派后已没有要办的部分，请直接办结"),
+    (r"the new route of issue \S+ leaves no part to do: every agency it keeps has resolved "
+     r"its part; keep one with work left, or ask the agency whose part is open to resolve it",
+     "改派后留下的单位都已办结各自的部分：请保留一个还有工作的单位，或请尚未办结的单位办结其部分"),
     (r"issue \S+ is not waiting for triage", "本件已不在待分拣中（可能已有人处理）"),
     (r"issue \S+ is already (?P<state>\w+)", "本件已是“{state}”状态"),
     (r"issue \S+ has already been rated", "这一次的处理结果已经评价过了（居民本人或社区已登记）"),

@@ -318,6 +318,51 @@ def test_desk_splits_a_wrong_merge(start, whistle_config):
     assert steps.index("merged") < steps.index("split") < steps.index("dispatched")
 
 
+def test_a_split_report_is_routed_in_the_category_the_desk_gave_it(start, whistle_config):
+    """The desk filed both reports as stairwell_light (the model reads the text as a pipe
+    leak); undoing the merge routed the second by the model's reading, as if no category
+    had been given."""
+    base = start()
+    body = {"description": "楼上漏水，天花板滴水", "category": "stairwell_light",
+            "location": {"community": "缤泰社区", "address": "丽德花园2号楼401"}}
+    first = submit(base, body)
+    wait_for(lambda: requests.get(f"{base}/issues/{first}", headers=DESK).json()["status"],
+             lambda s: s == "dispatched")
+    second = submit(base, body)
+    wait_for(lambda: requests.get(f"{base}/issues/{second}", headers=DESK).json()["status"],
+             lambda s: s == "merged")
+    split = requests.post(f"{base}/issues/{second}/split",
+                          headers=auth(whistle_config, "desk"), timeout=5)
+    assert split.status_code == 200, split.text
+    again = wait_for(lambda: requests.get(f"{base}/issues/{second}", headers=DESK).json(),
+                     lambda i: i["status"] == "dispatched")
+    assert again["category"] == "stairwell_light", again["routing"]
+    assert again["routing"]["category_source"] == "given"
+
+
+def test_a_split_reports_resident_hears_dispatched_not_received_again(start, whistle_config):
+    """Their "received" came when they reported (with their progress link), then
+    "merged"; the split sent "received, we will dispatch it" a second time."""
+    base = start()
+    body = {"description": "楼上漏水，天花板滴水", "contact": {"phone": "13911113333"},
+            "location": {"community": "缤泰社区", "address": "丽德花园2号楼501"}}
+    first = submit(base, body)
+    wait_for(lambda: requests.get(f"{base}/issues/{first}", headers=DESK).json()["status"],
+             lambda s: s == "dispatched")
+    second = submit(base, body)
+
+    def kinds():
+        sent = requests.get(f"{base}/issues/{second}/notifications", headers=DESK).json()
+        return [n["kind"] for n in sent["notifications"]]
+
+    wait_for(kinds, lambda k: k == ["received", "merged"])
+    split = requests.post(f"{base}/issues/{second}/split",
+                          headers=auth(whistle_config, "desk"), timeout=5)
+    assert split.status_code == 200, split.text
+    wait_for(kinds, lambda k: "dispatched" in k)
+    time.sleep(0.5)  # a second "received" would have been sent before "dispatched"
+    assert kinds() == ["received", "merged", "dispatched"]
+
 def test_a_neighbour_who_joined_a_dispatched_issue_hears_of_each_later_step_in_order(
         start, whistle_config):
     """They never got the "dispatched" message (they joined after it), and their "reported

@@ -387,3 +387,24 @@ def test_the_corrections_listing_masks_a_reason_that_quotes_the_resident(
     (shown,) = wait_for(rows, lambda lines: any(issue_id in line for line in lines))
     assert shown.endswith("(孙** 138****5678 说是下水道返水)")
     assert "13812345678" not in shown and "孙大爷" not in shown
+
+
+def test_a_rerouted_issue_takes_the_duplicates_of_its_new_category_not_its_old(
+        base, whistle_config):
+    """Rerouted from pipe_leak to heating, the issue kept the pipe_leak duplicate buckets:
+    a neighbour's pipe leak at that flat merged into the heating issue (no water company
+    on it), and a neighbour's heating report opened a second heating issue beside it."""
+    first = submit(base, "楼上漏水，天花板一直滴水", category="pipe_leak")
+    settled(base, first, "dispatched")
+    rerouted = requests.post(f"{base}/issues/{first}/reroute", timeout=5,
+                             headers=auth(whistle_config, "desk"),
+                             json={"category": "heating", "reason": "是暖气片漏水"})
+    assert rerouted.status_code == 200, rerouted.text
+
+    heating = submit(base, "暖气片漏水了", category="heating")
+    joined = wait_for(lambda: issue(base, heating), lambda i: i["status"] != "received")
+    assert (joined["status"], joined["merged_into"]) == ("merged", first)
+    leak = submit(base, "楼上漏水，天花板一直滴水", category="pipe_leak")
+    own = wait_for(lambda: issue(base, leak), lambda i: i["status"] != "received")
+    assert (own["status"], own["merged_into"]) == ("dispatched", None)
+    assert issue(base, first)["reporters"] == [heating]

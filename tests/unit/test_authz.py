@@ -477,6 +477,25 @@ def test_all_done_reads_after_the_last_agencys_part_done_at_the_same_moment():
         "power局已完成", "各单位均已办结"]
 
 
+def test_each_rating_reads_before_the_reopening_or_closing_it_caused():
+    """Not satisfied, then satisfied after the reopening: the page showed one "rated", the
+    last, after "closed" (the two share a moment), and nothing of the rating that sent the
+    issue back."""
+    issue = record(status=IssueStatus.closed, reopen_count=1)
+    first, second = T0 + timedelta(hours=2), T0 + timedelta(hours=5)
+    issue.step(T0 + timedelta(minutes=1), "routing", "dispatched", "rule flying_wire")
+    issue.step(T0 + timedelta(hours=1), "agency", "resolved", "every agency has finished")
+    issue.step(first, "routing", "reopened", "the resident is not satisfied: 还在漏; back to "
+               "power, escalated to street")
+    issue.step(T0 + timedelta(hours=4), "agency", "resolved", "every agency has finished")
+    issue.step(second, "routing", "closed", "closed: the resident is satisfied")
+    issue.ratings = [
+        RatingRecord(reporter_issue_id=OWN, cycle=0, rating=Rating.unsatisfied, at=first),
+        RatingRecord(reporter_issue_id=OWN, cycle=1, rating=Rating.satisfied, at=second)]
+    texts = [p["text"] for p in resident_view(issue, CONTACT)["progress"]]
+    assert texts[-6:] == ["各单位均已办结", "您已评价", "重新交办，提级督办",
+                          "各单位均已办结", "您已评价", "已结案"], texts
+
 def test_a_resident_reads_their_page_in_the_language_they_asked_for():
     issue = record()  # reported in Chinese
     view = resident_view(issue, CONTACT, lang="en")

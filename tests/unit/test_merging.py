@@ -338,3 +338,25 @@ def test_a_merged_group_is_the_same_whichever_report_it_is_read_from():
     assert merged_group(primary, None) == group
     assert merged_group(merged, primary) == group
     assert merged_group(newcomer(), None) == {NEWCOMER_ID}
+
+
+def test_a_split_report_keeps_the_category_the_desk_gave_it():
+    # The desk filed the newcomer as pipe_leak itself (a category on POST /issues wins over
+    # the model); a wrong merge undone must not hand that report back to the model.
+    report = receive(NEWCOMER_ID, NEWCOMER_TRACE, "楼道灯坏了", "pipe_leak", NEIGHBOUR_PLACE,
+                     Channel.desk, Language.zh, LATER)
+    given = Routing(rule="pipe_leak", category_source="given")
+    merged, _ = fold(report, primary_dispatched(), "pipe_leak", received_event(report), LATER,
+                     routing=given)
+    assert merged.routing == given
+    _, again = unfold(merged, True, LATER + timedelta(hours=1))
+    assert again.category == "pipe_leak"
+
+
+def test_a_split_report_the_model_read_is_read_again():
+    report = newcomer()
+    read = Routing(rule="flying_wire", category_source="model", confidence=0.97)
+    merged, _ = fold(report, primary_dispatched(), "flying_wire", received_event(report), LATER,
+                     routing=read)
+    _, again = unfold(merged, True, LATER + timedelta(hours=1))
+    assert again.category is None

@@ -140,6 +140,19 @@ def test_a_bad_choice_names_the_field(rules, body, field):
     assert refused.value.errors[0]["field"] == field
 
 
+def test_a_support_naming_the_rules_lead_is_refused_as_when_the_lead_is_named(rules):
+    """pipe_leak's rule leads with water: ``support: ["water"]`` with no lead kept water
+    leading and dropped the rule's property manager in silence, where the same route with
+    ``lead: "water"`` was a 422 naming support."""
+    record = routed("东门那边又不行了", rules, UNSURE)
+    with pytest.raises(InvalidPayload) as refused:
+        desk.triage(record, TriageDecision(category="pipe_leak", support=["water"]), None,
+                    "desk-wang", rules, LATER)
+    [error] = refused.value.errors
+    assert error["field"] == "support"
+    assert error["message"] == ("'water' is the lead (category pipe_leak's rule); it cannot "
+                                "also support: name another lead, or leave it out")
+
 def test_only_a_report_waiting_for_triage_can_be_triaged(rules):
     record = routed("楼上漏水", rules)
     with pytest.raises(InvalidTransition, match="not waiting for triage"):
@@ -297,8 +310,11 @@ def test_a_reroute_that_leaves_nothing_to_do_is_refused(rules):
     for agency in ("water", "property_manager"):
         record = acknowledge(record, agency, "s", T0)
     record = resolve(record, "property_manager", "s", "修好了", T0)
-    with pytest.raises(InvalidTransition, match="leaves no part to do"):
+    with pytest.raises(InvalidTransition, match="leaves no part to do") as refused:
         reroute(record, rules, category="lift_broken")
+    # the desk has no way to resolve an issue: the message used to tell it to
+    assert "resolve the issue instead" not in str(refused.value)
+    assert "keep one with work left" in str(refused.value)
 
 
 # ------------------------------------------------------------------ corrections

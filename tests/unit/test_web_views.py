@@ -1384,3 +1384,12 @@ def test_a_chinese_page_says_the_default_email_found_no_address_without_a_choice
                              has_phone=True)
 
     assert views.delivery_note(note, ZH) == "居民没有留邮箱，已改由社区联系转告"
+
+
+def test_a_reroute_leaving_nothing_to_do_is_not_said_as_resolve_it_yourself():
+    """The desk cannot resolve an issue (its agencies do): the page said "请直接办结"."""
+    message = ("the new route of issue WH-20261205-0001 leaves no part to do: every agency "
+               "it keeps has resolved its part; keep one with work left, or ask the agency "
+               "whose part is open to resolve it")
+    said = views.refusal(message, views.Translator("zh"), names_from_rules(None))
+    assert said == "改派后留下的单位都已办结各自的部分：请保留一个还有工作的单位，或请尚未办结的单位办结其部分"
