@@ -39,10 +39,10 @@ from shared.errors import InvalidPayload, described_pattern
 
 SCHEMA_VERSION = 1
 
-# Control characters other than tab/newline/carriage return have no place in a
-# resident's text and break terminals and logs.
 # An issue id's shape: "WH-", the day it was received (YYYYMMDD), its number that day.
 ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
+# Control characters other than tab/newline/carriage return have no place in a
+# resident's text and break terminals and logs.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029]")
 
 
@@ -293,12 +293,25 @@ class ResolveAssignment(Strict):
     note: bounded_text(2000)
 
 
+def _moment_as_written(value: Any) -> Any:
+    if isinstance(value, datetime | str):
+        return value
+    # pydantic would read a bare number as Unix time (seconds, or milliseconds past
+    # 2e10): a caller's slip, an hour or a count, became a moment in 1970 or 2027.
+    raise ValueError("must be an ISO 8601 moment with a zone offset, like "
+                     "2026-12-08T09:00:00+08:00")
+
+
+# A moment a caller sends: ISO 8601 text with its zone, never a number.
+SentMoment = Annotated[AwareDatetime, BeforeValidator(_moment_as_written)]
+
+
 class ConveneTable(Strict):
     """The desk convenes a table (移动办公桌 / 红色议事厅) for an issue."""
 
     # With a zone, like every moment a caller sends: 09:00 alone is nobody's 09:00, and a
     # task's due without one could not be compared with now (was a 500).
-    meets_at: AwareDatetime
+    meets_at: SentMoment
     place: bounded_text(200)
     agencies: list[Slug] = Field(default_factory=list, max_length=20)
 
@@ -310,7 +323,7 @@ class InviteToTable(Strict):
 class RecordTableTask(Strict):
     agency: Slug
     description: bounded_text(1000)
-    due: AwareDatetime
+    due: SentMoment
 
 
 class CompleteTableTask(Strict):

@@ -442,6 +442,20 @@ def test_a_moment_without_a_zone_is_refused_naming_its_field(model, data, field)
     assert getattr(model.model_validate(zoned), field).utcoffset() is not None
 
 
+@pytest.mark.parametrize("sent", [1_800_000_000, 1_800_000_000_000, 9.5, True])
+@pytest.mark.parametrize(("model", "data", "field"), [
+    (ConveneTable, {"place": "红色议事厅"}, "meets_at"),
+    (RecordTableTask, {"agency": "power", "description": "更换线路"}, "due"),
+])
+def test_a_moment_sent_as_a_number_is_refused_not_read_as_unix_time(model, data, field, sent):
+    # pydantic reads a number as seconds (or milliseconds) since 1970: a slip became a
+    # moment nobody meant, where the reference says ISO 8601 with a zone.
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate({**data, field: sent})
+    [error] = InvalidPayload.from_validation_error(caught.value).errors
+    assert error["field"] == field and "ISO 8601" in error["message"]
+
+
 # ------------------------------------------------------------------- booleans
 
 
