@@ -13,6 +13,7 @@ from shared.archive import Archive, SchemaBehind, check_schema, pending_migratio
 from shared.auth import issue_feedback_token, issue_token
 from shared.contracts import encode_cursor, utcnow
 from tests.conftest import create_database, drop_database
+from tests.support.chain import resolve_and_rate_satisfied
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -328,17 +329,7 @@ def test_erasure_leaves_no_name_in_clear_where_the_resident_wrote_it(whistle, co
     assert receipt.status_code == 201, receipt.text
     issue_id = receipt.json()["issue_id"]
     wait_until(lambda: store.get(issue_id).status.value == "dispatched")
-    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
-        for part in store.get(issue_id).assignments:
-            token = issue_token(part.agency, f"{part.agency}-1", config[cfg.SECRET])
-            rpc.agency.acknowledge(token, part.agency, issue_id)
-            rpc.agency.resolve(token, part.agency, issue_id, {"note": "已修好"})
-    wait_until(lambda: store.get(issue_id).status.value == "resolved")
-    rated = requests.post(f"{whistle}/issues/{issue_id}/feedback",
-                          params={"token": rating_token(config, issue_id)},
-                          json={"rating": "satisfied"}, timeout=5)
-    assert rated.status_code == 200, rated.text
-    wait_until(lambda: store.get(issue_id).status.value == "closed")
+    resolve_and_rate_satisfied(whistle, config, store, issue_id)
     assert Archiver(store, archive, 0).run_until_idle(9e9).archived == [issue_id]
 
     def public():

@@ -10,6 +10,7 @@ from services.intake.open311.clients import Open311Clients
 from shared import config as cfg
 from shared.auth import issue_feedback_token, issue_token
 from tests.support import open311_schemas as schemas
+from tests.support.chain import resolve_and_rate_satisfied
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -99,17 +100,7 @@ def test_a_merged_report_keeps_its_issues_updates_once_both_are_archived(whistle
     wait_until(lambda: store.get(first).status.value == "dispatched")
     second = post(phone="13633334444", description="楼上漏水，天花板滴水好几天了")
     wait_until(lambda: store.get(second).merged_into == first)
-    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
-        for part in store.get(first).assignments:
-            token = issue_token(part.agency, f"{part.agency}-1", config[cfg.SECRET])
-            rpc.agency.acknowledge(token, part.agency, first)
-            rpc.agency.resolve(token, part.agency, first, {"note": "已修好"})
-    wait_until(lambda: store.get(first).status.value == "resolved")
-    rated = requests.post(f"{whistle}/issues/{first}/feedback", timeout=5, params={
-        "token": issue_feedback_token(first, first, 0, config[cfg.SECRET], 3600)},
-        json={"rating": "satisfied"})
-    assert rated.status_code == 200, rated.text
-    wait_until(lambda: store.get(first).status.value == "closed")
+    resolve_and_rate_satisfied(whistle, config, store, first)
 
     def updates():
         response = requests.get(f"{whistle}{V2}/servicerequestupdates.json", timeout=5,

@@ -2,6 +2,7 @@
 read through its management API) and Redis (a key prefix per test)."""
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -324,15 +325,30 @@ def test_a_broker_that_refuses_the_vhost_or_the_login_is_one_line_with_its_reaso
         assert line.startswith(f"Error: cannot reach RabbitMQ at 127.0.0.1:5672 ({reason}")
 
 
-def test_tail_shows_an_undecodable_message_as_a_line_and_goes_on(env, amqp, tmp_path):
-    """The poison a service dead-letters is what an operator tails for: a body that is not
-    JSON is one line naming it (never its text), and the tail keeps following."""
+@contextlib.contextmanager
+def tailing(env, tmp_path, args):
+    """``whistle <args>`` following, with its output and errors in files: yields the
+    process and the two paths; at the end it must still run and stop cleanly on Ctrl-C."""
     out, err = tmp_path / "tail.out", tmp_path / "tail.err"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        tail = subprocess.Popen([WHISTLE, "tail", "--json"], stdout=stdout, stderr=stderr,
+        tail = subprocess.Popen([WHISTLE, *args], stdout=stdout, stderr=stderr,
                                 env={**SUBPROCESS, **env})
     try:
         assert wait_until(lambda: "following" in err.read_text(), timeout=20)
+        yield tail, out, err
+        assert tail.poll() is None, err.read_text()
+        no_personal_data(out.read_text() + err.read_text())
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(10) == 0
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+
+
+def test_tail_shows_an_undecodable_message_as_a_line_and_goes_on(env, amqp, tmp_path):
+    """The poison a service dead-letters is what an operator tails for: a body that is not
+    JSON is one line naming it (never its text), and the tail keeps following."""
+    with tailing(env, tmp_path, ("tail", "--json")) as (tail, out, err):
         producer = Producer(amqp.channel())
         producer.publish(GARBAGE, exchange=EVENTS_EXCHANGE, routing_key="assignment.withdrawn",
                          content_type="application/json", content_encoding="binary")
@@ -348,12 +364,6 @@ def test_tail_shows_an_undecodable_message_as_a_line_and_goes_on(env, amqp, tmp_
         assert poison["detail"] == "undecodable message: DecodeError"
         assert event["type"] == "issue.received" and event["issue"] == EVENT["issue_id"]
         assert "detail" not in event
-        no_personal_data(out.read_text() + err.read_text())
-        tail.send_signal(signal.SIGINT)
-        assert tail.wait(10) == 0
-    finally:
-        if tail.poll() is None:
-            tail.kill()
 
 
 @pytest.mark.parametrize("args", [("tail",), ("tail", "--json")])
@@ -361,12 +371,7 @@ def test_tail_shows_a_json_message_that_is_no_event_as_a_line_and_goes_on(env, a
                                                                         args):
     """Valid JSON that is not an event (no ``occurred_at``; a resident's name and number
     where the issue id goes): the tail died on it with a KeyError traceback."""
-    out, err = tmp_path / "tail.out", tmp_path / "tail.err"
-    with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        tail = subprocess.Popen([WHISTLE, *args], stdout=stdout, stderr=stderr,
-                                env={**SUBPROCESS, **env})
-    try:
-        assert wait_until(lambda: "following" in err.read_text(), timeout=20)
+    with tailing(env, tmp_path, args) as (tail, out, err):
         producer = Producer(amqp.channel())
         producer.publish({"issue_id": EVENT["issue_id"], "unexpected": True},
                          exchange=EVENTS_EXCHANGE, routing_key="issue.received")
@@ -378,12 +383,6 @@ def test_tail_shows_a_json_message_that_is_no_event_as_a_line_and_goes_on(env, a
         assert tail.poll() is None, err.read_text()
         assert "Traceback" not in err.read_text()
         assert "欧阳" not in out.read_text() + err.read_text()
-        no_personal_data(out.read_text() + err.read_text())
-        tail.send_signal(signal.SIGINT)
-        assert tail.wait(10) == 0
-    finally:
-        if tail.poll() is None:
-            tail.kill()
 
 
 @pytest.mark.parametrize("args", [("tail",), ("tail", "--json")])

@@ -297,10 +297,9 @@ def test_two_simultaneous_identical_reports_give_one_issue(start):
              lambda s: s == "dispatched")
 
 
-def test_desk_splits_a_wrong_merge(start, whistle_config):
-    base = start()
-    body = {"description": "楼上漏水，天花板滴水", "location": {"community": "缤泰社区",
-                                                         "address": "丽德花园2号楼201"}}
+def split_after_merging(base: str, whistle_config, body: dict) -> tuple[str, dict]:
+    """Two identical reports (the second merges into the first), the desk splits the
+    second off: the first's id and the split report once routed on its own."""
     first = submit(base, body)
     wait_for(lambda: requests.get(f"{base}/issues/{first}", headers=DESK).json()["status"],
              lambda s: s == "dispatched")
@@ -310,8 +309,15 @@ def test_desk_splits_a_wrong_merge(start, whistle_config):
     split = requests.post(f"{base}/issues/{second}/split",
                           headers=auth(whistle_config, "desk"), timeout=5)
     assert split.status_code == 200, split.text
-    again = wait_for(lambda: requests.get(f"{base}/issues/{second}", headers=DESK).json(),
-                     lambda i: i["status"] == "dispatched")
+    return first, wait_for(lambda: requests.get(f"{base}/issues/{second}", headers=DESK).json(),
+                           lambda i: i["status"] == "dispatched")
+
+
+def test_desk_splits_a_wrong_merge(start, whistle_config):
+    base = start()
+    body = {"description": "楼上漏水，天花板滴水", "location": {"community": "缤泰社区",
+                                                         "address": "丽德花园2号楼201"}}
+    first, again = split_after_merging(base, whistle_config, body)
     assert again["merged_into"] is None and again["category"] == "pipe_leak"
     assert requests.get(f"{base}/issues/{first}", headers=DESK).json()["reporters"] == []
     steps = [e["step"] for e in again["timeline"]]
@@ -325,17 +331,7 @@ def test_a_split_report_is_routed_in_the_category_the_desk_gave_it(start, whistl
     base = start()
     body = {"description": "楼上漏水，天花板滴水", "category": "stairwell_light",
             "location": {"community": "缤泰社区", "address": "丽德花园2号楼401"}}
-    first = submit(base, body)
-    wait_for(lambda: requests.get(f"{base}/issues/{first}", headers=DESK).json()["status"],
-             lambda s: s == "dispatched")
-    second = submit(base, body)
-    wait_for(lambda: requests.get(f"{base}/issues/{second}", headers=DESK).json()["status"],
-             lambda s: s == "merged")
-    split = requests.post(f"{base}/issues/{second}/split",
-                          headers=auth(whistle_config, "desk"), timeout=5)
-    assert split.status_code == 200, split.text
-    again = wait_for(lambda: requests.get(f"{base}/issues/{second}", headers=DESK).json(),
-                     lambda i: i["status"] == "dispatched")
+    _, again = split_after_merging(base, whistle_config, body)
     assert again["category"] == "stairwell_light", again["routing"]
     assert again["routing"]["category_source"] == "given"
 
@@ -362,6 +358,7 @@ def test_a_split_reports_resident_hears_dispatched_not_received_again(start, whi
     wait_for(kinds, lambda k: "dispatched" in k)
     time.sleep(0.5)  # a second "received" would have been sent before "dispatched"
     assert kinds() == ["received", "merged", "dispatched"]
+
 
 def test_a_neighbour_who_joined_a_dispatched_issue_hears_of_each_later_step_in_order(
         start, whistle_config):
