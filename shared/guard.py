@@ -16,9 +16,11 @@ instance through Redis: ``submit`` counts ``POST /issues`` per staff member
 across a window boundary: cheap (INCR and EXPIRE in the script), and enough to stop
 one client drowning the others.
 
-Every write (a check with ``action=``) leaves one entry in the audit log, the Redis
-stream ``{p}:audit``: when, what, on which issue, the outcome (HTTP status), and who
-(role, ``jti``, staff id, agency, or the resident's report), never the token. The issue
+Every write (a check with ``action=``), and the one audited read (the desk's relay list,
+``relay.read``, naming each issue shown: :meth:`GuardAccess.on_issues`), leaves one entry
+in the audit log, the Redis stream ``{p}:audit``: when, what, on which issue, the
+outcome (HTTP status), and who (role, ``jti``, staff id, agency, or the resident's
+report), never the token. The issue
 is named only when the path's id is shaped like one (``(not an issue id)`` otherwise: a
 path parameter can be a phone number), and the entry is scrubbed like a log line. It is
 written when the worker ends, after the response is handed over (a submission's
