@@ -340,8 +340,8 @@ class NotifyService:
         entries = [loads(raw) for raw in self.store.redis.lrange(self.store.keys.desk_outbox,
                                                                   0, -1)]
         ids = [nid for nid in {e.get("notification_id") for e in entries} if nid]
-        relayed = {nid for nid, done in zip(ids, self.store.redis.hmget(
-            self.store.keys.desk_relayed, ids) if ids else [], strict=True) if done}
+        done = self.store.redis.hmget(self.store.keys.desk_relayed, ids) if ids else []
+        relayed = {nid for nid, relay in zip(ids, done, strict=True) if relay}
         if principal.communities is None:
             inside = None
         else:  # the community index: an issue it does not know is in none of them
