@@ -315,6 +315,17 @@ def may_read_notifications(principal: Principal, record: IssueRecord,
     raise Forbidden("messages to residents are the desk's to read")
 
 
+def may_relay(principal: Principal, notification_id: str, community: str | None) -> None:
+    """Mark a message in the desk's outbox relayed (or read it with whom to call, in
+    full): desk staff of its issue's community (``community``; ``None``: no such message,
+    or an issue whose community is not known). A scoped desk is refused alike whether the
+    message is elsewhere or nowhere (no oracle of which exist); an unscoped one may hear
+    the 404."""
+    must_be_desk(principal)
+    if not in_communities(principal, community or ""):
+        raise Forbidden(f"message {notification_id} is outside your communities")
+
+
 def notifications_view(view: View, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Delivery records as ``view`` may see them (already masked and redacted as stored)."""
     if view is View.desk:

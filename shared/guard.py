@@ -16,9 +16,11 @@ instance through Redis: ``submit`` counts ``POST /issues`` per staff member
 across a window boundary: cheap (INCR and EXPIRE in the script), and enough to stop
 one client drowning the others.
 
-Every write (a check with ``action=``) leaves one entry in the audit log, the Redis
-stream ``{p}:audit``: when, what, on which issue, the outcome (HTTP status), and who
-(role, ``jti``, staff id, agency, or the resident's report), never the token. The issue
+Every write (a check with ``action=``), and the one audited read (the desk's relay list,
+``relay.read``, naming each issue shown: :meth:`GuardAccess.on_issues`), leaves one entry
+in the audit log, the Redis stream ``{p}:audit``: when, what, on which issue, the
+outcome (HTTP status), and who (role, ``jti``, staff id, agency, or the resident's
+report), never the token. The issue
 is named only when the path's id is shaped like one (``(not an issue id)`` otherwise: a
 path parameter can be a phone number), and the entry is scrubbed like a log line. It is
 written when the worker ends, after the response is handed over (a submission's
@@ -200,6 +202,8 @@ class Guard(DependencyProvider):
         fields.update(self._who(entry.principal))
         if entry.issue_id:
             fields["issue_id"] = scrub(audited_issue_id(entry.issue_id))
+        if entry.issue_ids:
+            fields["issue_ids"] = ",".join(audited_issue_id(i) for i in entry.issue_ids)
         return fields
 
     def _who(self, principal: Principal | ApiClient) -> dict[str, str]:
@@ -332,6 +336,13 @@ class GuardAccess:
             entry.issue_id = issue_id
             entry.status = status
 
+    def on_issues(self, issue_ids: list[str]) -> None:
+        """Name every issue a read of residents' contacts showed (the desk's relay list):
+        the audited read's entry lists them (``issue_ids``)."""
+        entry = self._guard._pending.get(self._worker_ctx)
+        if entry is not None:
+            entry.issue_ids = tuple(dict.fromkeys(issue_ids))
+
     def entry_for_the_write(self, issue_id: str, status: int) -> StreamEntry | None:
         """The audit entry this worker's write will have if it commits with ``status``,
         for the store to write in the same script as the write (a submission): no round
@@ -373,11 +384,12 @@ class ApiClient:
 
 
 class _Audit:
-    __slots__ = ("principal", "action", "issue_id", "status")
+    __slots__ = ("principal", "action", "issue_id", "status", "issue_ids")
 
     def __init__(self, principal: Principal | ApiClient, action: str, issue_id: str | None):
         self.principal, self.action, self.issue_id = principal, action, issue_id
         self.status: int | None = None  # the outcome, when not the worker's own answer
+        self.issue_ids: tuple[str, ...] = ()  # a read that showed several issues' contacts
 
 
 NOT_AN_ISSUE_ID = "(not an issue id)"

@@ -218,6 +218,11 @@ class Keys:
     def desk_outbox(self) -> str:
         return f"{self.prefix}:desk:outbox"
 
+    @property
+    def desk_relayed(self) -> str:
+        """Hash: notification id -> who relayed it from the desk's outbox, when (JSON)."""
+        return f"{self.prefix}:desk:relayed"
+
 
 class Writes:
     """Writes to commit in one script call (``IssueStore._COMMIT``), atomically.

@@ -18,7 +18,8 @@ desk to see (``delivery``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from contextlib import suppress
+from datetime import datetime, timedelta
 from functools import partial
 from ipaddress import ip_address
 from logging import getLogger
@@ -65,12 +66,22 @@ from services.notify.recipients import (
     supervisor_language,
     view_for,
 )
+from services.notify.relays import (
+    RELAYED_STEP,
+    MarkRelayed,
+    RelayTarget,
+    audience_of,
+    pending_relays,
+    relay_note,
+    relayed_record,
+)
 from services.notify.templates import DESK_WORDING, Templates
 from shared import config as cfg
 from shared.auth import Principal, issue_feedback_token, issue_resident_token
 from shared.authz import (
     load_judged,
     may_read_notifications,
+    may_relay,
     may_resend_rating_link,
     must_be_desk,
     notifications_view,
@@ -95,12 +106,13 @@ from shared.contracts import (
 )
 from shared.errors import EXPECTED_ERRORS, InvalidTransition, NotFound, RateLimited
 from shared.guard import Guard
-from shared.issue import IssueRecord, TimelineEntry
+from shared.issue import IssueRecord, TimelineEntry, masked_comment
+from shared.jsoncodec import dumps, loads, utc_moment
 from shared.logging import WorkerLogger
 from shared.messaging import Deferred, subscribe
 from shared.rpc import rpc
 from shared.store import RedisProvider, Store
-from shared.web import health_report, http
+from shared.web import health_report, http, validate
 
 _log = getLogger(__name__)
 
@@ -316,6 +328,88 @@ class NotifyService:
         channel, unreachable = self._direct_reach(contact)
         return {"issue_id": issue_id, "channel": channel,
                 "unreachable": unreachable.value if unreachable else None}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def desk_relays(self, token: str) -> list[dict]:
+        """The messages in the desk's outbox still to relay (待转告), for desk staff of
+        their communities, oldest first, each with whom to tell: a resident's name and
+        phone *in full* (the one view that shows them; audited as a read of those
+        issues' contacts), or a supervisor's office (``relays.relay_item``)."""
+        principal = self.guard.staff(token, "relay.read")
+        must_be_desk(principal)
+        entries = [loads(raw) for raw in self.store.redis.lrange(self.store.keys.desk_outbox,
+                                                                  0, -1)]
+        ids = [nid for nid in {e.get("notification_id") for e in entries} if nid]
+        done = self.store.redis.hmget(self.store.keys.desk_relayed, ids) if ids else []
+        relayed = {nid for nid, relay in zip(ids, done, strict=True) if relay}
+        if principal.communities is None:
+            inside = None
+        else:  # the community index: an issue it does not know is in none of them
+            inside = set(self.store.only_in_communities(
+                sorted({e.get("issue_id") or "" for e in entries}), principal.communities))
+        items = pending_relays(entries, relayed,
+                               lambda issue_id: inside is None or issue_id in inside)
+        self.guard.on_issues([item["issue_id"] for item in items])
+        return items
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def mark_relayed(self, token: str, notification_id: str, payload: dict | None = None
+                     ) -> dict:
+        """The desk relayed an outbox message (desk staff of its issue's community):
+        recorded on its delivery record (``relayed_by``, ``relayed_at``) with one
+        timeline note, and off the desk's list. Twice is once: the same answer, one note.
+        An unknown id is a 404 only to a desk that could see it (an unscoped one)."""
+        principal = self.guard.staff(token, "relay.mark")
+        must_be_desk(principal)
+        body = validate(MarkRelayed, payload or {})
+        nid = validate(RelayTarget, {"notification_id": notification_id}).notification_id
+        keys, redis = self.store.keys, self.store.redis
+        done = redis.hget(keys.desk_relayed, nid)
+        entry = loads(done) if done else self._outbox_entry(nid)
+        record = None
+        if entry is not None:
+            with suppress(NotFound):
+                record = self.store.get(entry["issue_id"])
+        may_relay(principal, nid, record.location.community if record else None)
+        if entry is None:
+            raise NotFound(f"no message {nid} in the desk's outbox")
+        issue_id = entry["issue_id"]
+        self.guard.on_issue(issue_id)
+        if done is None:
+            relay = {"notification_id": nid, "issue_id": issue_id, "kind": entry.get("kind"),
+                     "audience": audience_of(entry), "relayed_by": principal.staff_id,
+                     "relayed_at": utc_moment(utcnow()),
+                     "note": masked_comment(body.note, [(entry.get("recipient") or {})
+                                                        .get("name")])}
+            redis.hsetnx(keys.desk_relayed, nid, dumps(relay))
+            relay = loads(redis.hget(keys.desk_relayed, nid))  # the first relay wins
+        else:
+            relay = entry
+        self._record_relay(relay)
+        self.log.info("notification_relayed", issue_id=issue_id, notification_id=nid,
+                      kind=relay["kind"], staff_id=principal.staff_id, jti=principal.jti)
+        return {k: relay.get(k) for k in ("notification_id", "issue_id", "kind", "audience",
+                                          "relayed_by", "relayed_at")}
+
+    def _outbox_entry(self, nid: str) -> dict | None:
+        """The desk's outbox entry of message ``nid`` (the outbox is newest first)."""
+        for raw in self.store.redis.lrange(self.store.keys.desk_outbox, 0, -1):
+            if f'"{nid}"' in raw and (entry := loads(raw)).get("notification_id") == nid:
+                return entry
+        return None
+
+    def _record_relay(self, relay: dict) -> None:
+        """The relay on the message's delivery record and, once, on its issue's timeline.
+        Repeated by a second relay of the same message (the same values: a crash between
+        the relay and these writes is mended then). Nothing once the issue is archived."""
+        key, nid = self.store.keys.notifications(relay["issue_id"]), relay["notification_id"]
+        raw = self.store.redis.hget(key, nid)
+        if raw is not None:
+            self.store.redis.hset(key, nid, dumps(relayed_record(loads(raw), relay)))
+        with suppress(NotFound):
+            self.store.add_note(relay["issue_id"], f"{RELAYED_STEP}:{nid}", TimelineEntry(
+                at=datetime.fromisoformat(relay["relayed_at"]), service=self.name,
+                step=RELAYED_STEP, detail=relay_note(relay["kind"], relay["audience"])))
 
     def _reporter_contact(self, reporter: str, judge) -> tuple[IssueRecord, dict]:
         """The report and its resident's contact (none once archived: closed by then),

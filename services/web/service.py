@@ -232,6 +232,32 @@ class WebService:
         return self._desk_call(request, issue_id, "issue.reroute", self.routing.reroute_issue,
                                _route, form_key="route")
 
+    @http("GET", "/desk/relay")
+    def relay_page(self, request):
+        """Messages the desk passes on by phone or in person (待转告), oldest first, each
+        with whom to call in full: notify reads them out, and audits the read."""
+        session, principal = self._desk(request)
+        return self._relay_page(request, session, principal, done=request.args.get("done"))
+
+    def _relay_page(self, request, session: Session, principal: Principal,
+                    status: int = 200, **context):
+        items = self._rpc(self.notify.desk_relays, session.token)
+        t = views.Translator(reader_language(request))
+        return self._page(request, "relay.html", session, principal, status=status,
+                          cards=views.relay_cards(items, self._tz(), t), **context)
+
+    @http("POST", "/desk/relay/<notification_id>")
+    def mark_relayed(self, request, notification_id):
+        """The desk told the resident (or the office): off the list, on the issue."""
+        session, principal = self._desk(request, action="relay.mark")
+        form = self._check_form(request, session)
+        note = (form.get("note") or "").strip()
+        return self._acted(
+            lambda: self.notify.mark_relayed(session.token, notification_id,
+                                             {"note": note} if note else {}),
+            "/desk/relay", _again(request, lambda status, **context: self._relay_page(
+                request, session, principal, status=status, **context)), "relay.mark")
+
     @http("GET", "/desk/new")
     def new_issue_form(self, request):
         session, principal = self._desk(request)

@@ -312,8 +312,25 @@ def messages_view(records: list[dict[str, Any]], tz: str, t: Translator
             "text": redact_links(r.get("text")),
             "detail": delivery_note(raw, t), "detail_raw": raw,
             "issue_id": r.get("issue_id"),
+            "relayed_at": local_time(r["relayed_at"], tz) if r.get("relayed_at") else "",
+            "relayed_by": r.get("relayed_by"),
         })
     return out
+
+
+def relay_cards(items: list[dict[str, Any]], tz: str, t: Translator) -> list[dict[str, Any]]:
+    """The desk's list of messages to relay (notify's ``desk_relays``) as its cards: when,
+    what kind, the text to say (links redacted), and whom: a resident's phone as a
+    ``tel:`` link, or the supervisor's office to pass it on to."""
+    cards = []
+    for item in items:
+        phone = (item.get("resident") or {}).get("phone") or ""
+        dial = "".join(c for c in phone if c.isdigit() or c == "+")
+        cards.append({**item, "at": local_time(item.get("at"), tz),
+                      "kind_label": t.name("msg", item.get("kind") or ""),
+                      "text": redact_links(item.get("text")),
+                      "tel": f"tel:{dial}" if dial else None})
+    return cards
 
 
 # Why a message did not go the way the resident chose, or why an attempt failed, as

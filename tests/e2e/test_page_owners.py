@@ -83,6 +83,11 @@ def test_every_page_and_form_for_every_identity(whistle):
             headers=bearer("urban_management"), json=body, timeout=10)
         assert done.status_code == 200, done.text
 
+    # The issue's "received" message, in the desk's outbox (the default channel): to relay.
+    [relay] = wait_for(lambda: [n["notification_id"] for n in requests.get(
+        f"{base}/issues/{issue_id}/notifications", headers=desk_api, timeout=5).json()[
+        "notifications"] if n["kind"] == "received"], bool)
+
     sessions = {"anonymous": (requests.Session(), "")}
     for identity, agency in STAFF.items():
         sessions[identity] = signed_in(base, agency)
@@ -111,6 +116,7 @@ def test_every_page_and_form_for_every_identity(whistle):
         ("GET", "/desk/board.json", None, row(401, 200, 403, 403, 403, 401, 401)),
         ("GET", "/desk/triage", None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
         ("GET", "/desk/new", None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("GET", "/desk/relay", None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
         ("GET", desk, None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
         ("GET", "/desk/stats", None, row(SIGN_IN, 200, 403, 403, 403, SIGN_IN, SIGN_IN)),
         ("GET", "/agency", None, row(SIGN_IN, 403, 200, 200, 200, SIGN_IN, SIGN_IN)),
@@ -138,6 +144,9 @@ def test_every_page_and_form_for_every_identity(whistle):
         ("POST", f"{desk}/rating", {"rating": "satisfied"},
          row(SIGN_IN, 422, 403, 403, 403, SIGN_IN, SIGN_IN)),
         ("POST", f"{desk}/rating-link", {}, row(SIGN_IN, 409, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"/desk/relay/{'0' * 24}", {}, row(SIGN_IN, 404, 403, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", "/desk/relay/nope", {"note": "x" * 301},
+         row(SIGN_IN, 422, 403, 403, 403, SIGN_IN, SIGN_IN)),
         ("POST", f"/agency/power/issues/{issue_id}/table/tasks/T9/done", {"note": "已更换"},
          row(SIGN_IN, 403, 422, 403, 403, SIGN_IN, SIGN_IN)),
         ("POST", f"/agency/water/assignments/{issue_id}/acknowledge", {},
@@ -151,6 +160,8 @@ def test_every_page_and_form_for_every_identity(whistle):
          row(SIGN_IN, 403, 303, 403, 403, SIGN_IN, SIGN_IN)),
         ("POST", f"{power}/resolve", {"note": "已恢复"},
          row(SIGN_IN, 403, 303, 403, 403, SIGN_IN, SIGN_IN)),
+        ("POST", f"/desk/relay/{relay}", {"note": "已电话告知"},
+         row(SIGN_IN, 303, 403, 403, 403, SIGN_IN, SIGN_IN)),
         ("POST", "/signout", {}, row(*[SIGN_IN] * len(IDENTITIES))),
         ("GET", "/agency", None, row(*[SIGN_IN] * len(IDENTITIES))),  # signed out: gone
     ]
@@ -182,6 +193,7 @@ def test_every_page_and_form_for_every_identity(whistle):
     issue = requests.get(f"{base}/issues/{issue_id}", headers=desk_api, timeout=5).json()
     assert "power" in issue["table"]["checked_in"]
     assert [a["status"] for a in issue["assignments"] if a["agency"] == "power"] == ["resolved"]
+    assert [e["step"] for e in issue["timeline"]].count("relayed") == 1  # the desk's, once
 
 
 def test_a_page_refuses_an_unknown_issue_as_one_the_caller_may_not_see(whistle):
@@ -252,6 +264,7 @@ def _rule_of(path: str) -> str:
     rule = re.sub(ISSUE, "<issue_id>", path)
     rule = re.sub(r"/tasks/" + TASK, "/tasks/<task_id>", rule)
     rule = re.sub(r"^/agency/" + AGENCY + "/", "/agency/<agency>/", rule)
+    rule = re.sub(r"^/desk/relay/.+", "/desk/relay/<notification_id>", rule)
     return re.sub(r"^/static/.+", "/static/<path:name>", rule)
 
 

@@ -1387,3 +1387,61 @@ def test_the_live_board_says_when_it_has_lost_the_server(whistle, browsers):
     whistle.start()
     desk.wait(lambda: not offline.is_displayed(), 15, "the board live again")
     assert desk.driver.execute_script("return window.__notReloaded") is True
+
+
+def test_the_desk_finds_whom_to_call_on_the_relay_page_and_marks_it_relayed(
+        whistle, browsers, whistle_env):
+    """With the desk channel (the default), a resident's messages wait in the desk's
+    outbox, which no page showed: the desk could not find whom to call. The relay page
+    (待转告) shows the phone in full, as a tel: link, with what to say; the board and the
+    issue page still mask it; 已转告 takes it off the list and the issue's message says it
+    was relayed. The read is audited, and the phone is in no log line."""
+    phone, name = "13912345678", "钱淑芬"
+    made = requests.post(f"{whistle.url}/issues", timeout=5, headers={
+        "Authorization": f"Bearer {token('desk')}"}, json={
+        "description": "楼道灯坏了一个星期了，晚上上楼看不见", "location": {
+            "community": "幸福里社区", "address": "5号楼2单元"},
+        "contact": {"name": name, "phone": phone, "preferred_channel": "desk"}})
+    assert made.status_code == 201, made.text
+    issue_id = made.json()["issue_id"]
+    desk = browsers(PHONE)
+    desk.sign_in(token("desk", "d-9"))
+    desk.open("/desk/relay")
+    card = desk.wait(lambda: desk.find_all(f"article.relay[data-issue='{issue_id}']")
+                     or desk.open("/desk/relay") and None, 15, "the message to relay")[0]
+    call = card.find_element("css selector", ".relay-phone")
+    assert call.text == phone and call.get_attribute("href") == f"tel:{phone}"
+    assert name in card.text and issue_id in card.text
+    here = "#" + card.get_attribute("id")
+    assert "token" not in card.text and "受理" in card.text
+    assert desk.driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth"), "scrolls at 390"
+    desk.screenshot("relay", widths=(PHONE,))
+    # Elsewhere the contact stays masked.
+    desk.open(f"/desk/issues/{issue_id}")
+    assert phone not in desk.driver.page_source and name not in desk.driver.page_source
+    desk.open("/desk")
+    desk.wait(lambda: issue_id in desk.text("body"), 10, "the issue on the board")
+    assert phone not in desk.driver.page_source
+    # 已转告: off the list, said so, and on the issue's message.
+    desk.open("/desk/relay")
+    desk.fill(f"{here} input[name=note]", "已电话告知")
+    desk.find(f"{here} button[type=submit]").click()
+    assert desk.text(".notice.ok") == "已转告，已从待转告中移除。"
+    assert not desk.find_all(here)  # its other messages (dispatched...) still wait
+    desk.open(f"/desk/issues/{issue_id}")
+    assert "已转告" in desk.text("#messages") and "d-9" in desk.text("#messages")
+    assert "社区已转告" in desk.text("#timeline")
+    assert not desk.severe_console_errors(), desk.severe_console_errors()
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        entries = audit_entries(client, whistle_env[cfg.KEY_PREFIX], count=1000)
+    finally:
+        client.close()
+    assert any(e["action"] == "relay.read" and issue_id in e.get("issue_ids", "").split(",")
+               and e.get("staff_id") == "d-9" for e in entries)
+    assert [(e["action"], e["status"]) for e in entries
+            if e["action"] == "relay.mark" and e.get("issue_id") == issue_id] == [
+        ("relay.mark", "200")]
+    log = whistle.log()
+    assert "/desk/relay" in log and phone not in log and name not in log

@@ -1,0 +1,133 @@
+"""The desk's relay list (待转告): which outbox entries a desk sees, what each shows, who
+may mark one relayed, and how a relay is recorded. Pure parts only (the services are
+tests/integration/test_desk_relay.py and tests/e2e/test_pages.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.notify.relays import (
+    MarkRelayed,
+    RelayTarget,
+    audience_of,
+    pending_relays,
+    relay_item,
+    relay_note,
+    relayed_record,
+)
+from services.web import views
+from shared.auth import Principal, Role, issue_token, verify_token
+from shared.authz import in_communities, may_relay
+from shared.errors import Forbidden, InvalidPayload, Unauthorized
+from shared.guard import NOT_AN_ISSUE_ID, Guard, _Audit
+from shared.web import validate
+
+SECRET = "s" * 32
+PHONE, NAME = "13812345678", "孙建国"
+
+
+def entry(nid: str, issue_id: str, kind: str = "received", **extra) -> dict:
+    return {"notification_id": nid, "issue_id": issue_id, "kind": kind, "language": "zh",
+            "text": f"您反映的问题已受理，编号 {issue_id}。进度：http://x/resident/{issue_id}"
+                    "?token=[redacted]",
+            "recipient": {"name": NAME, "phone": PHONE}, "at": "2026-12-07T02:00:00Z",
+            **extra}
+
+
+def desk(communities=None):
+    return verify_token(issue_token("desk", "d-1", SECRET, communities=communities), SECRET)
+
+
+def test_the_list_is_oldest_first_each_once_without_the_relayed_and_only_what_is_visible():
+    # The outbox is newest first; a message pushed twice (a redelivery) is one entry.
+    outbox = [entry("c" * 24, "WH-20261207-0003"), entry("b" * 24, "WH-20261207-0002"),
+              entry("a" * 24, "WH-20261207-0001"), entry("a" * 24, "WH-20261207-0001"),
+              entry("d" * 24, "WH-20261207-0004")]
+    inside = {"WH-20261207-0001", "WH-20261207-0003", "WH-20261207-0004"}
+    items = pending_relays(outbox, relayed={"d" * 24}, visible=inside.__contains__)
+    assert [i["notification_id"] for i in items] == ["a" * 24, "c" * 24]
+
+
+def test_an_item_shows_the_resident_in_full_and_a_supervisor_apart_without_a_resident():
+    item = relay_item(entry("a" * 24, "WH-20261207-0001"))
+    assert item["resident"] == {"name": NAME, "phone": PHONE, "email": None}
+    assert item["audience"] == "resident" and "office" not in item
+    assert "[redacted]" in item["text"]
+    notice = relay_item(entry("b" * 24, "WH-20261207-0001", "escalation_notice",
+                              recipient={"role": "supervisor", "level": "street",
+                                         "name": "缤泰街道办事处"}))
+    assert notice["audience"] == "supervisor" and "resident" not in notice
+    assert notice["office"] == {"level": "street", "name": "缤泰街道办事处"}
+
+
+def test_an_entrys_audience_is_its_own_else_read_from_its_recipient():
+    assert audience_of({"audience": "supervisor", "recipient": {}}) == "supervisor"
+    assert audience_of({"recipient": {"role": "supervisor"}}) == "supervisor"
+    assert audience_of({"recipient": {"phone": PHONE}}) == "resident"
+    assert audience_of({}) == "resident"
+
+
+def test_a_desk_relays_only_in_its_communities_and_an_unknown_community_is_none_of_them():
+    may_relay(desk(), "a" * 24, "缤泰社区")
+    may_relay(desk(), "a" * 24, None)  # unscoped: may hear the 404
+    may_relay(desk(["缤泰社区"]), "a" * 24, "缤泰社區")  # folded: the same community
+    refusals = []
+    for community in ("和平里社区", None, ""):
+        with pytest.raises(Forbidden) as refused:
+            may_relay(desk(["缤泰社区"]), "a" * 24, community)
+        refusals.append(refused.value.message)
+    assert len(set(refusals)) == 1  # elsewhere or nowhere: the same words
+    with pytest.raises(Forbidden):
+        may_relay(verify_token(issue_token("power", "p-1", SECRET), SECRET), "a" * 24, "缤泰社区")
+    with pytest.raises(Unauthorized):
+        may_relay(Principal(Role.anonymous), "a" * 24, "缤泰社区")
+    assert not in_communities(desk(["缤泰社区"]), "")
+
+
+def test_a_relays_payload_and_target_are_validated_naming_the_field():
+    assert validate(MarkRelayed, {}).note is None
+    assert validate(MarkRelayed, {"note": "  已电话告知 "}).note == "已电话告知"
+    for payload, field in (({"note": "x" * 301}, "note"), ({"text": "x"}, "text"),
+                           ({"note": 7}, "note")):
+        with pytest.raises(InvalidPayload) as refused:
+            validate(MarkRelayed, payload)
+        assert [f["field"] for f in refused.value.errors] == [field]
+    for bad in ("nope", 7, None, "A" * 24, "a" * 25):
+        with pytest.raises(InvalidPayload) as refused:
+            validate(RelayTarget, {"notification_id": bad})
+        assert [f["field"] for f in refused.value.errors] == ["notification_id"]
+
+
+def test_a_relay_is_recorded_with_who_and_when_and_its_note_says_the_kind_only():
+    record = {"notification_id": "a" * 24, "status": "sent", "channel": "desk"}
+    relay = {"relayed_by": "d-1", "relayed_at": "2026-12-07T03:00:00Z", "note": "已告知"}
+    assert relayed_record(record, relay) == {**record, "relayed_by": "d-1",
+                                             "relayed_at": "2026-12-07T03:00:00Z",
+                                             "relay_note": "已告知"}
+    assert relayed_record(relayed_record(record, relay), relay) == relayed_record(record, relay)
+    assert relay_note("received", "resident") == "社区已转告居民：received"
+    assert relay_note("escalation_notice", "supervisor") == "社区已转告督办：escalation_notice"
+
+
+def test_the_cards_dial_the_phone_and_redact_links():
+    t = views.Translator("zh")
+    [card] = views.relay_cards([relay_item(entry("a" * 24, "WH-20261207-0001",
+                                                 recipient={"name": NAME,
+                                                            "phone": "138 1234-5678"}))],
+                               "Asia/Shanghai", t)
+    assert card["tel"] == "tel:13812345678" and card["resident"]["phone"] == "138 1234-5678"
+    assert card["kind_label"] == "受理" and card["at"].startswith("2026-12-07 10:00")
+    [office] = views.relay_cards([relay_item(entry("b" * 24, "WH-20261207-0001",
+                                                   recipient={"role": "supervisor"}))],
+                                 "Asia/Shanghai", t)
+    assert office["tel"] is None
+
+
+def test_a_relay_read_is_audited_naming_every_issue_shown_and_no_phone():
+    guard = Guard()
+    guard._who_verified = {}
+    audit = _Audit(desk(), "relay.read", None)
+    audit.issue_ids = ("WH-20261207-0001", PHONE, "WH-20261207-0002")
+    fields = guard._entry_fields(audit, 200)
+    assert fields["issue_ids"] == f"WH-20261207-0001,{NOT_AN_ISSUE_ID},WH-20261207-0002"
+    assert "issue_id" not in fields and PHONE not in str(fields)
