@@ -835,6 +835,16 @@ class IssueStore:
     return written
     """
 
+    def forget_desk_messages(self, issue_id: str) -> int:
+        """Take ``issue_id``'s messages off the desk's outbox, which keeps its resident's
+        contact in full for the desk to call (``/desk/relay``): for a contact erased.
+        Returns how many went."""
+        gone = 0
+        for raw in self.redis.lrange(self.keys.desk_outbox, 0, -1):
+            if issue_id in raw and loads(raw).get("issue_id") == issue_id:
+                gone += self.redis.lrem(self.keys.desk_outbox, 0, raw)
+        return gone
+
     def add_note(self, issue_id: str, note_id: str, entry: TimelineEntry) -> bool:
         """Put a step that changes no state on the issue's timeline, once per ``note_id``.
 

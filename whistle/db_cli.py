@@ -165,7 +165,8 @@ def privacy() -> None:
 @privacy.command("erase")
 @click.argument("issue_id", callback=check_issue_id)
 def privacy_erase(issue_id: str) -> None:
-    """Erase the resident's contact on an archived issue, keeping only its masked form.
+    """Erase the resident's contact on an archived issue, keeping only its masked form,
+    and take its messages off the desk's outbox (they carry the contact in full).
 
     A hot issue (still in Redis) is refused: its resident is still being told of
     progress. It can be erased once archived (`whistle archive --retention 0`).
@@ -181,6 +182,8 @@ def privacy_erase(issue_id: str) -> None:
             raise click.ClickException(f"{issue_id} is not archived yet (its resident is still "
                                        "being told of progress); erase it once it is")
         erased = store.archive.erase_contact(issue_id)
+        # Its messages still to relay hold the contact in full: the desk no longer calls.
+        dropped = store.forget_desk_messages(issue_id)
     except REDIS_ERRORS as exc:
         raise cannot_reach("Redis", config[cfg.REDIS_URL], exc) from None
     except NotFound:
@@ -189,5 +192,6 @@ def privacy_erase(issue_id: str) -> None:
         raise _unreachable(config, exc) from None
     finally:
         store.archive.close()
-    click.echo(f"{issue_id}: contact erased, masked form kept" if erased
-               else f"{issue_id}: contact was already erased")
+    click.echo((f"{issue_id}: contact erased, masked form kept" if erased
+                else f"{issue_id}: contact was already erased")
+               + (f"; {dropped} message(s) taken off the desk's outbox" if dropped else ""))

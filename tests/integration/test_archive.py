@@ -189,9 +189,15 @@ def test_erase_command_refuses_a_hot_issue_and_erases_an_archived_one(whistle, c
     assert refused.exit_code == 1 and "not archived yet" in refused.output
     moved = CliRunner().invoke(cli, ["archive", "--retention", "0"], env=env)
     assert moved.exit_code == 0 and "archived 1;" in moved.output
+    # The desk's outbox (its relay page) holds the contact in full, for the desk to call.
+    outbox = store.redis.lrange(store.keys.desk_outbox, 0, -1)
+    assert any(issue_id in raw and "13812345678" in raw for raw in outbox)
     erased = CliRunner().invoke(cli, ["privacy", "erase", issue_id], env=env)
     assert erased.exit_code == 0, erased.output
     assert archive.contact(issue_id) == {"name": "孙**", "phone": "138****5678"}
+    outbox = store.redis.lrange(store.keys.desk_outbox, 0, -1)
+    assert not any(issue_id in raw or "13812345678" in raw for raw in outbox)
+    assert "taken off the desk's outbox" in erased.output
     unknown = CliRunner().invoke(cli, ["privacy", "erase", "WH-20200101-0001"], env=env)
     assert unknown.exit_code == 1 and "no archived issue" in unknown.output
 
