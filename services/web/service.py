@@ -252,9 +252,20 @@ class WebService:
         session, principal = self._desk(request, action="relay.mark")
         form = self._check_form(request, session)
         note = (form.get("note") or "").strip()
+        # A card's other messages to the same person (views.relay_cards): one call told
+        # them all. Each is judged by notify on its own; past the card's size, a 422.
+        also = form.get("also") or []
+        if len(also) >= views.RELAY_CARD_MESSAGES:
+            raise InvalidPayload("too many messages at once", [{
+                "field": "also", "type": "too_long",
+                "message": f"at most {views.RELAY_CARD_MESSAGES - 1} more messages"}])
+
+        def relay_all():
+            for nid in (notification_id, *also):
+                self.notify.mark_relayed(session.token, nid, {"note": note} if note else {})
+
         return self._acted(
-            lambda: self.notify.mark_relayed(session.token, notification_id,
-                                             {"note": note} if note else {}),
+            relay_all,
             "/desk/relay", _again(request, lambda status, **context: self._relay_page(
                 request, session, principal, status=status, **context)), "relay.mark")
 
@@ -750,7 +761,7 @@ class WebService:
 
 STATUSES = tuple(s.value for s in IssueStatus)
 # Form fields that are ticked boxes sharing one name (the table's agencies): a list.
-LIST_FIELDS = ("agencies",)
+LIST_FIELDS = ("agencies", "also")
 PRIORITIES = ("urgent", "high", "normal", "complex")
 
 

@@ -318,18 +318,40 @@ def messages_view(records: list[dict[str, Any]], tz: str, t: Translator
     return out
 
 
+# At most this many messages are marked relayed by one card's button: a card holds one
+# issue's messages to one person, a handful (received, dispatched, reported in, ...).
+RELAY_CARD_MESSAGES = 20
+
+
 def relay_cards(items: list[dict[str, Any]], tz: str, t: Translator) -> list[dict[str, Any]]:
-    """The desk's list of messages to relay (notify's ``desk_relays``) as its cards: when,
-    what kind, the text to say (links redacted), and whom: a resident's phone as a
-    ``tel:`` link, or the supervisor's office to pass it on to."""
-    cards = []
+    """The desk's list of messages to relay (notify's ``desk_relays``, oldest first) as
+    its cards: one for each person to tell about one issue, in the order its first message
+    came, so one call passes on all they have waiting (a resident whose issue moved on
+    has received, dispatched, reported in... waiting: a card each meant a call each); a
+    card holds whom (a resident's phone as a ``tel:`` link, or the supervisor's office)
+    and each message's kind, time and text (links redacted), and its button relays them
+    all (``also``: the ids after the first)."""
+    cards: list[dict[str, Any]] = []
+    filling: dict[tuple, dict[str, Any]] = {}  # by whom and which issue: the card to add to
     for item in items:
-        phone = (item.get("resident") or {}).get("phone") or ""
-        dial = "".join(c for c in phone if c.isdigit() or c == "+")
-        cards.append({**item, "at": local_time(item.get("at"), tz),
-                      "kind_label": t.name("msg", item.get("kind") or ""),
-                      "text": redact_links(item.get("text")),
-                      "tel": f"tel:{dial}" if dial else None})
+        whom = item.get("office") if item.get("audience") == "supervisor" else item.get(
+            "resident")
+        key = (item.get("issue_id"), item.get("audience"), tuple(sorted((whom or {}).items())))
+        card = filling.get(key)
+        if card is None or len(card["messages"]) >= RELAY_CARD_MESSAGES:
+            phone = (item.get("resident") or {}).get("phone") or ""
+            dial = "".join(c for c in phone if c.isdigit() or c == "+")
+            card = filling[key] = {k: item.get(k) for k in (
+                "notification_id", "issue_id", "audience", "resident", "office")}
+            card.update(tel=f"tel:{dial}" if dial else None, messages=[])
+            cards.append(card)
+        card["messages"].append({
+            "notification_id": item.get("notification_id"),
+            "at": local_time(item.get("at"), tz),
+            "kind_label": t.name("msg", item.get("kind") or ""),
+            "text": redact_links(item.get("text"))})
+    for card in cards:
+        card["also"] = [m["notification_id"] for m in card["messages"][1:]]
     return cards
 
 

@@ -1423,14 +1423,21 @@ def test_the_desk_finds_whom_to_call_on_the_relay_page_and_marks_it_relayed(
     desk.open("/desk")
     desk.wait(lambda: issue_id in desk.text("body"), 10, "the issue on the board")
     assert phone not in desk.driver.page_source
-    # 已转告: off the list, said so, and on the issue's message.
+    # One card for the resident: by now "dispatched" waits too, and one call tells both.
     desk.open("/desk/relay")
+    desk.wait(lambda: len(desk.find_all(f"{here} .relay-messages li")) == 2
+              or desk.open("/desk/relay") and False, 15, "dispatched on the same card")
+    assert len(desk.find_all(f"article.relay[data-issue='{issue_id}']")) == 1
+    assert [li.find_element("css selector", ".relay-kind").text
+            for li in desk.find_all(f"{here} .relay-messages li")] == ["受理", "派单"]
+    assert desk.text(f"{here} button[type=submit]") == "已转告（2 条）"
+    # 已转告: off the list, said so, and on each of the issue's messages.
     desk.fill(f"{here} input[name=note]", "已电话告知")
     desk.find(f"{here} button[type=submit]").click()
     assert desk.text(".notice.ok") == "已转告，已从待转告中移除。"
-    assert not desk.find_all(here)  # its other messages (dispatched...) still wait
+    assert not desk.find_all(f"article.relay[data-issue='{issue_id}']")
     desk.open(f"/desk/issues/{issue_id}")
-    assert "已转告" in desk.text("#messages") and "d-9" in desk.text("#messages")
+    assert desk.text("#messages").count("已转告") == 2 and "d-9" in desk.text("#messages")
     assert "社区已转告" in desk.text("#timeline")
     assert not desk.severe_console_errors(), desk.severe_console_errors()
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
@@ -1442,6 +1449,6 @@ def test_the_desk_finds_whom_to_call_on_the_relay_page_and_marks_it_relayed(
                and e.get("staff_id") == "d-9" for e in entries)
     assert [(e["action"], e["status"]) for e in entries
             if e["action"] == "relay.mark" and e.get("issue_id") == issue_id] == [
-        ("relay.mark", "200")]
+        ("relay.mark", "200")] * 2  # one a message: each is judged and recorded on its own
     log = whistle.log()
     assert "/desk/relay" in log and phone not in log and name not in log

@@ -116,11 +116,33 @@ def test_the_cards_dial_the_phone_and_redact_links():
                                                             "phone": "138 1234-5678"}))],
                                "Asia/Shanghai", t)
     assert card["tel"] == "tel:13812345678" and card["resident"]["phone"] == "138 1234-5678"
-    assert card["kind_label"] == "受理" and card["at"].startswith("2026-12-07 10:00")
+    [message] = card["messages"]
+    assert message["kind_label"] == "受理" and message["at"].startswith("2026-12-07 10:00")
+    assert card["also"] == []
     [office] = views.relay_cards([relay_item(entry("b" * 24, "WH-20261207-0001",
                                                    recipient={"role": "supervisor"}))],
                                  "Asia/Shanghai", t)
     assert office["tel"] is None
+
+
+def test_one_card_for_each_person_and_issue_so_one_call_relays_all_they_have_waiting():
+    """A resident whose issue moved on before the desk called had received, dispatched,
+    reported in... waiting: a card (and a call) for each."""
+    t = views.Translator("zh")
+    resident = {"name": NAME, "phone": PHONE}
+    neighbour = {"name": "李四", "phone": "13933334444"}
+    items = [relay_item(entry(nid * 24, issue, recipient=whom)) for nid, issue, whom in (
+        ("a", "WH-20261207-0001", resident), ("b", "WH-20261207-0002", resident),
+        ("c", "WH-20261207-0001", resident), ("d", "WH-20261207-0001", neighbour),
+        ("e", "WH-20261207-0001", {"role": "supervisor", "name": "街道办"}),
+        ("f", "WH-20261207-0001", resident))]
+    cards = views.relay_cards(items, "Asia/Shanghai", t)
+    assert [(c["notification_id"][0], c["also"]) for c in cards] == [
+        ("a", ["c" * 24, "f" * 24]), ("b", []), ("d", []), ("e", [])]
+    many = [relay_item(entry(f"{n:024x}", "WH-20261207-0001", recipient=resident))
+            for n in range(views.RELAY_CARD_MESSAGES + 1)]
+    full, rest = views.relay_cards(many, "Asia/Shanghai", t)
+    assert len(full["messages"]) == views.RELAY_CARD_MESSAGES and len(rest["messages"]) == 1
 
 
 def test_a_relay_read_is_audited_naming_every_issue_shown_and_no_phone():
