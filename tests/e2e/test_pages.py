@@ -701,9 +701,9 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, wh
     # The report's own words are on its card: the desk chose a category for a report it
     # could not read there (the card had the community and routing's doubt only).
     assert desk.text(f"#t-{vague} .description") == "有个事情想跟社区反映一下，麻烦来看看"
-    desk.find(f"#t-{vague} h2 a").click()
+    desk.submit(f"#t-{vague} h2 a")
     Select(desk.find("#rr-category")).select_by_value("flying_wire")
-    desk.find("#reroute-form button").click()
+    desk.submit("#reroute-form button")
     assert desk.text(".notice.ok") == f"{vague} 已分拣。"  # what went through
     desk.wait(lambda: desk.find("#issue-status").get_attribute("data-status") == "dispatched"
               or desk.driver.refresh(), 10, "routed by the desk")
@@ -711,7 +711,7 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, wh
     # A wrong route is corrected from the issue page: reroute, with a reason.
     Select(desk.find("#rr-category")).select_by_value("heating")
     desk.fill("#rr-reason", "其实是暖气问题")
-    desk.find("#reroute-form button").click()
+    desk.submit("#reroute-form button")
     assert desk.text(".notice.ok") == "已改派。"
     desk.wait(lambda: "供热公司" in desk.text("#assignments") or desk.driver.refresh(), 10,
               "rerouted")
@@ -755,7 +755,7 @@ def test_agreeing_with_a_flagged_report_on_the_triage_page_changes_nothing_else(
         desk.open(f"/desk/issues/{wire}")
         Select(desk.find("#rr-urgent")).select_by_value("no")
         desk.fill("#rr-reason", "线已断电，物业在场看着")
-        desk.find("#reroute-form button").click()
+        desk.submit("#reroute-form button")
         desk.wait(lambda: issue_of(app.url, wire)["priority"] == "high", 10, "lowered")
         assert "紧急程度紧急→高" in desk.text("#timeline")
         # the same category, no agency named (the form has no support field): nobody withdrawn
@@ -1206,7 +1206,7 @@ def test_a_long_workspace_pages_and_a_form_on_page_two_comes_back_to_page_two(
     power.open("/agency")
     assert power.text("#shown-of") == "显示第 1–100 件 / 共 101 件"
     assert not power.find_all(f"#a-{last}")
-    power.find("#pager a[rel=next]").click()
+    power.submit("#pager a[rel=next]")
     card = f"#a-{last}"
     power.wait(lambda: power.find_all(card), 5, "page 2")
     assert power.text("#shown-of") == "显示第 101–101 件 / 共 101 件"
@@ -1433,7 +1433,7 @@ def test_the_desk_finds_whom_to_call_on_the_relay_page_and_marks_it_relayed(
     assert desk.text(f"{here} button[type=submit]") == "已转告（2 条）"
     # 已转告: off the list, said so, and on each of the issue's messages.
     desk.fill(f"{here} input[name=note]", "已电话告知")
-    desk.find(f"{here} button[type=submit]").click()
+    desk.submit(f"{here} button[type=submit]")
     assert desk.text(".notice.ok") == "已转告，已从待转告中移除。"
     assert not desk.find_all(f"article.relay[data-issue='{issue_id}']")
     desk.open(f"/desk/issues/{issue_id}")

@@ -19,6 +19,8 @@ from typing import TypeVar
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.wait import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -63,6 +65,17 @@ class Browser:
         element = self.find(css)
         element.clear()
         element.send_keys(text)
+
+    def submit(self, css: str, timeout: float = 15.0) -> None:
+        """Click what sends a form (or follows a link), then wait for the page the server
+        answers with. A click returns once the navigation has started: reading at once
+        may read the page it came from, whose notice ("已分拣。") or missing element
+        then fails the test on a busy machine."""
+        page = self.find("html")
+        self.find(css).click()
+        WebDriverWait(self.driver, timeout).until(staleness_of(page))
+        self.wait(lambda: self.driver.execute_script("return document.readyState")
+                  == "complete", timeout, "the page answered")
 
     def text(self, css: str = "body") -> str:
         return self.find(css).text
