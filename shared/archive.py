@@ -467,6 +467,18 @@ class Archive:
                                 "WHERE issue_id = ANY(%s)", (issue_ids,)).fetchall()
         return {issue_id: IssueRecord.model_validate_json(raw) for issue_id, raw in rows}
 
+    def withdrawn_from_agency(self, agency: str, since: datetime) -> list[IssueRecord]:
+        """The archived issues a reroute took from ``agency`` at ``since`` or later (it has
+        no part on them now), the latest withdrawal first: one range of the index
+        ``archived_withdrawal_recent`` (migration 0007), then the records it names."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT a.record::text FROM archived_withdrawal w "
+                "JOIN archived_issue a ON a.issue_id = w.issue_id "
+                "WHERE w.agency = %s AND w.withdrawn_at >= %s "
+                "ORDER BY w.withdrawn_at DESC, w.issue_id DESC", (agency, since)).fetchall()
+        return [IssueRecord.model_validate_json(raw) for (raw,) in rows]
+
     def contacts(self, issue_ids: list[str]) -> dict[str, dict[str, str]]:
         """:meth:`contact` for several issues at once (archived ones only)."""
         with self.connection() as conn:

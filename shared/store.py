@@ -591,6 +591,14 @@ class IssueStore:
         ids = sorted(self._call(self.redis.smembers, self.keys.withdrawn_from_agency(agency)))
         return self._load_many(ids)
 
+    def archived_withdrawn_from_agency(self, agency: str, since: datetime) -> list[IssueRecord]:
+        """The archived issues a reroute took from ``agency`` at ``since`` or later (none
+        without an archive). ``Unavailable`` when the archive cannot be read: the caller
+        decides whether the hot ones alone are worth an answer."""
+        if self.archive is None:
+            return []
+        return self.archive.withdrawn_from_agency(agency, since)
+
     def pressing_ids(self, statuses: list[str], filter_keys: list[str],
                      any_of_keys: list[str] | None = None) -> list[str]:
         """Ids of the issues in any of ``statuses``, in every index set of ``filter_keys``
