@@ -21,6 +21,7 @@ from shared.auth import issue_feedback_token, issue_token
 from shared.contracts import Channel, Language, Location, Reroute
 from shared.errors import Forbidden, Unavailable
 from shared.issue import IssueRecord, receive
+from shared.store import WITHDRAWN_INDEX_FILLED, run_script
 from tests.integration.test_archive_stats import archive_before
 from tests.support.waiting import wait_for, wait_until
 
@@ -279,3 +280,57 @@ def test_with_the_archive_down_the_withdrawn_list_still_shows_the_hot_issues_and
         with pytest.raises(Unavailable, match="archive unavailable"):
             # A bare list cannot say it lacks the archived part: refused as other lists are.
             rpc.agency.list_assignments(water_token, "water", "withdrawn")
+
+
+# ------------------------------------------------------ hot issues of an earlier release
+
+
+def as_an_earlier_release_indexed(store, record: IssueRecord) -> None:
+    """A hot issue written with every index but the withdrawn one (which that release
+    did not have)."""
+    assert store.create(record, {}, "intake", {})
+    for key in store.index_sets(record):
+        if key.endswith(":withdrawn"):
+            assert store.redis.srem(key, record.issue_id)
+
+
+def test_intake_indexes_the_hot_parts_withdrawn_before_the_withdrawn_index_existed(
+        runner_factory, config, store):
+    """The withdrawn index moves by difference from the record an apply read: a part
+    withdrawn before it existed was never added, and the issue stayed out of the
+    agency's list as long as it was hot. Intake fills it when it starts, once."""
+    from services.agency.service import AgencyService
+    from services.intake.service import IntakeService
+
+    records = some_records()
+    for record in records.values():
+        as_an_earlier_release_indexed(store, record)
+    water = store.keys.withdrawn_from_agency("water")
+    assert store.redis.smembers(water) == set()
+    runner_factory(config, IntakeService, AgencyService).start()
+    base = f"http://{config[cfg.WEB_SERVER_ADDRESS]}"
+    assert store.redis.smembers(water) == {"WH-20261101-0001", "WH-20261101-0002",
+                                           "WH-20261101-0003"}
+    assert store.redis.smembers(store.keys.withdrawn_from_agency("drainage")) == {
+        "WH-20261101-0004"}
+    assert store.redis.sismember(store.keys.upgrades, WITHDRAWN_INDEX_FILLED)
+    # The list shows the recent ones (the one of 40 days ago is past its reach).
+    assert listed(base, auth(config, "water"), "water") == ["WH-20261101-0003",
+                                                           "WH-20261101-0001"]
+    assert store.fill_withdrawn_index() is None  # done: one command
+    store.redis.delete(store.keys.upgrades)  # the mark lost: again, nothing doubled
+    assert store.fill_withdrawn_index(count=2) == 4
+    assert store.redis.scard(water) == 3
+
+
+def test_filling_the_withdrawn_index_leaves_a_record_that_changed_since_it_was_read(store):
+    """A part given back between the read and the write must not be indexed as withdrawn:
+    the apply that gave it back removed it from the index (by difference) already."""
+    record = some_records()["recent"]
+    as_an_earlier_release_indexed(store, record)
+    raw = store.redis.get(store.keys.issue(record.issue_id))
+    water = store.keys.withdrawn_from_agency("water")
+    store.redis.set(store.keys.issue(record.issue_id), raw.replace("再看", "再看看"))
+    assert store._call(run_script, store._add_if_unchanged,
+                       [store.keys.issue(record.issue_id), water], [raw, record.issue_id]) == 0
+    assert not store.redis.sismember(water, record.issue_id)
