@@ -25,7 +25,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:idx:closed                  zset    closed issue ids, scored by closed_at (epoch s)
     {p}:archive:lease:{id}          string  an archiver is moving the issue to PostgreSQL (60 s)
     {p}:rl:resend:{id}              string  a rating link was resent for the report (cooldown, TTL)
-    {p}:upgrades                    set     the key migrations done (:meth:`IssueStore.fold_community_index`)
+    {p}:upgrades                    set     the key migrations done (:meth:`IssueStore.fold_community_index`, ``fill_withdrawn_index``)
 
 Issues closed for ``WHISTLE_HOT_RETENTION`` leave Redis for PostgreSQL
 (``shared.archiver``). The reads below then fall back to the archive
