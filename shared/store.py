@@ -620,7 +620,7 @@ class IssueStore:
                 raws = self._call(self.redis.mget, [self.keys.issue(i) for i in batch])
                 changed = []
                 for issue_id, raw in zip(batch, raws, strict=True):
-                    if raw is None or '"withdrawn":[]' in raw:
+                    if raw is None or '"withdrawn":' not in raw or '"withdrawn":[]' in raw:
                         continue  # archived meanwhile, or nothing withdrawn (compact JSON)
                     record = IssueRecord.model_validate_json(raw)
                     sets = sorted(key for key in self.index_sets(record)
