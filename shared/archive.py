@@ -336,6 +336,10 @@ WRITE_ATTEMPTS = 3
 # ------------------------------------------------------------------ the archive
 
 
+# How long the withdrawn list waits for a connection (Archive.withdrawn_from_agency): a
+# connection comes in milliseconds when the database is up.
+WITHDRAWN_WAIT_S = 1.0
+
 # Every archive connection's session settings. UTC, so timestamps read back as they were
 # written. No JIT: the archive's statements run in milliseconds, and PostgreSQL compiled
 # the /stats statements whenever their estimated cost passed jit_above_cost (which it
@@ -371,9 +375,10 @@ class Archive:
             self.pool.close(timeout=2)
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
+    def connection(self, timeout_s: float | None = None) -> Iterator[psycopg.Connection]:
+        """A connection of the pool, waited for ``timeout_s`` (default the pool's)."""
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(timeout=timeout_s) as conn:
                 yield conn
         except DB_ERRORS as exc:
             raise Unavailable(f"archive unavailable: {type(exc).__name__}") from exc
@@ -466,6 +471,22 @@ class Archive:
             rows = conn.execute("SELECT issue_id, record::text FROM archived_issue "
                                 "WHERE issue_id = ANY(%s)", (issue_ids,)).fetchall()
         return {issue_id: IssueRecord.model_validate_json(raw) for issue_id, raw in rows}
+
+    def withdrawn_from_agency(self, agency: str, since: datetime) -> list[IssueRecord]:
+        """The archived issues a reroute took from ``agency`` at ``since`` or later (it has
+        no part on them now), the latest withdrawal first: one range of the index
+        ``archived_withdrawal_recent`` (migration 0007), then the records it names.
+
+        A connection is waited for :data:`WITHDRAWN_WAIT_S` only: the agency's workspace
+        reads this beside its work on every view, and with the database down the pool's
+        own wait (5 s) held every view that long; the list then shows what Redis holds."""
+        with self.connection(WITHDRAWN_WAIT_S) as conn:
+            rows = conn.execute(
+                "SELECT a.record::text FROM archived_withdrawal w "
+                "JOIN archived_issue a ON a.issue_id = w.issue_id "
+                "WHERE w.agency = %s AND w.withdrawn_at >= %s "
+                "ORDER BY w.withdrawn_at DESC, w.issue_id DESC", (agency, since)).fetchall()
+        return [IssueRecord.model_validate_json(raw) for (raw,) in rows]
 
     def contacts(self, issue_ids: list[str]) -> dict[str, dict[str, str]]:
         """:meth:`contact` for several issues at once (archived ones only)."""

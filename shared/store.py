@@ -25,7 +25,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:idx:closed                  zset    closed issue ids, scored by closed_at (epoch s)
     {p}:archive:lease:{id}          string  an archiver is moving the issue to PostgreSQL (60 s)
     {p}:rl:resend:{id}              string  a rating link was resent for the report (cooldown, TTL)
-    {p}:upgrades                    set     the key migrations done (:meth:`IssueStore.fold_community_index`)
+    {p}:upgrades                    set     the key migrations done (:meth:`IssueStore.fold_community_index`, ``fill_withdrawn_index``)
 
 Issues closed for ``WHISTLE_HOT_RETENTION`` leave Redis for PostgreSQL
 (``shared.archiver``). The reads below then fall back to the archive
@@ -93,6 +93,7 @@ SEQUENCE_TTL_S = 3 * 24 * 3600  # a day's id counter outlives its day (time zone
 COMMITTED = 1  # what the commit script answers when it wrote
 # {p}:upgrades' member once the community index is keyed by folded names.
 COMMUNITY_INDEX_FOLDED = "community-index-folded"
+WITHDRAWN_INDEX_FILLED = "withdrawn-index-filled"
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -582,6 +583,61 @@ class IssueStore:
         self._call(self.redis.sadd, self.keys.upgrades, COMMUNITY_INDEX_FOLDED)
         return merged
 
+    # Adds a record's withdrawn index entries only if the record is still the one read
+    # (an apply since then kept the index by difference from it). KEYS: the record, then
+    # the sets. ARGV: the record as read, the issue id. Returns 1 if added, 0 if the
+    # record changed.
+    _ADD_IF_UNCHANGED = """
+    if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+    for i = 2, #KEYS do redis.call('SADD', KEYS[i], ARGV[2]) end
+    return 1
+    """
+
+    @cached_property
+    def _add_if_unchanged(self) -> Script:
+        return self.redis.register_script(self._ADD_IF_UNCHANGED)
+
+    def fill_withdrawn_index(self, count: int = 500, attempts: int = 5) -> int | None:
+        """Index the hot issues a reroute took a part from before the withdrawn index
+        existed (``{p}:idx:agency:{agency}:withdrawn``, added in the release of issue 15):
+        it moves by difference from the record an apply read, so a part withdrawn
+        before it is never added by a later apply, and the agency's "withdrawn from us"
+        list missed the issue until it was archived (the archive's own index, migration
+        0007, reads the records themselves).
+
+        Once per key prefix (``{p}:upgrades``); running it again, or two at once, adds
+        nothing twice. Records are read ``count`` at a time, and only those whose
+        ``withdrawn`` is not empty are parsed. How many issues it indexed (None: done
+        before)."""
+        if self._call(self.redis.sismember, self.keys.upgrades, WITHDRAWN_INDEX_FILLED):
+            return None
+        ids = [issue_id for issue_id, _ in self._call(lambda: list(self.redis.zscan_iter(
+            self.keys.all_issues, count=count)))]
+        indexed = 0
+        for start in range(0, len(ids), count):
+            batch = ids[start:start + count]
+            for _ in range(attempts):  # again for the records an apply changed meanwhile
+                raws = self._call(self.redis.mget, [self.keys.issue(i) for i in batch])
+                changed = []
+                for issue_id, raw in zip(batch, raws, strict=True):
+                    if raw is None or '"withdrawn":' not in raw or '"withdrawn":[]' in raw:
+                        continue  # archived meanwhile, or nothing withdrawn (compact JSON)
+                    record = IssueRecord.model_validate_json(raw)
+                    sets = sorted(key for key in self.index_sets(record)
+                                  if key.endswith(":withdrawn"))
+                    if not sets:
+                        continue
+                    if self._call(run_script, self._add_if_unchanged,
+                                  [self.keys.issue(issue_id), *sets], [raw, issue_id]):
+                        indexed += 1
+                    else:
+                        changed.append(issue_id)
+                if not changed:
+                    break
+                batch = changed
+        self._call(self.redis.sadd, self.keys.upgrades, WITHDRAWN_INDEX_FILLED)
+        return indexed
+
     def open_for_agency(self, agency: str) -> list[IssueRecord]:
         ids = sorted(self._call(self.redis.smembers, self.keys.open_for_agency(agency)))
         return self._load_many(ids)
@@ -590,6 +646,14 @@ class IssueStore:
         """The hot issues a reroute took from ``agency`` (it has no part on them now)."""
         ids = sorted(self._call(self.redis.smembers, self.keys.withdrawn_from_agency(agency)))
         return self._load_many(ids)
+
+    def archived_withdrawn_from_agency(self, agency: str, since: datetime) -> list[IssueRecord]:
+        """The archived issues a reroute took from ``agency`` at ``since`` or later (none
+        without an archive). ``Unavailable`` when the archive cannot be read: the caller
+        decides whether the hot ones alone are worth an answer."""
+        if self.archive is None:
+            return []
+        return self.archive.withdrawn_from_agency(agency, since)
 
     def pressing_ids(self, statuses: list[str], filter_keys: list[str],
                      any_of_keys: list[str] | None = None) -> list[str]:

@@ -173,6 +173,29 @@ def recently_withdrawn(record: IssueRecord, agency: str, now: datetime) -> bool:
     return part is not None and now - (part.withdrawn_at or part.assigned_at) <= RECENTLY_WITHDRAWN
 
 
+def withdrawn_since(now: datetime) -> datetime:
+    """The earliest withdrawal the "withdrawn from us" list still shows."""
+    return now - RECENTLY_WITHDRAWN
+
+
+def recently_withdrawn_records(hot: list[IssueRecord], archived: list[IssueRecord],
+                               agency: str, now: datetime) -> list[IssueRecord]:
+    """The issues of ``agency``'s "withdrawn from us" list, the latest withdrawal first,
+    from the hot issues (Redis) and the archived ones. An issue being archived is in both
+    for a moment: Redis's record counts (as for every read of either store)."""
+    records = {r.issue_id: r for r in archived}
+    records.update((r.issue_id, r) for r in hot)
+    recent = [r for r in records.values() if recently_withdrawn(r, agency, now)]
+    # A withdrawal without its time (none is written so) sorts by the assignment's.
+    return sorted(recent, key=lambda r: (_withdrawal_time(r, agency), r.issue_id), reverse=True)
+
+
+def _withdrawal_time(record: IssueRecord, agency: str) -> datetime:
+    part = latest_withdrawal(record, agency)
+    assert part is not None  # only the recently withdrawn are sorted
+    return part.withdrawn_at or part.assigned_at
+
+
 # What a withdrawn part keeps of the assignment: what it was and when it went, not its
 # deadlines (nothing is due from the agency any more).
 _WITHDRAWN_FIELDS = ("agency", "agency_name", "agency_name_en", "sector", "role", "status",

@@ -15,10 +15,10 @@ from services.agency.domain import (
     assignment_view,
     delivery_notes,
     finish_part,
-    latest_withdrawal,
-    recently_withdrawn,
+    recently_withdrawn_records,
     report_in,
     withdrawal_note,
+    withdrawn_since,
     withdrawn_view,
 )
 from services.routing.known_codes import KnownAgencies
@@ -41,7 +41,7 @@ from shared.contracts import (
     ResolveAssignment,
     utcnow,
 )
-from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, unknown_value
+from shared.errors import EXPECTED_ERRORS, Forbidden, InvalidPayload, Unavailable, unknown_value
 from shared.guard import Guard
 from shared.issue import IssueRecord
 from shared.logging import WorkerLogger
@@ -94,7 +94,25 @@ class AgencyService:
     def list_assignments(self, token: str, agency: str, status: str = "open") -> list[dict]:
         principal = self.guard.staff(token)
         self._may(may_read_assignments, principal, agency)
+        if status == "withdrawn":
+            self._known(agency)
+            # A bare list cannot say that it lacks the archived part: refused, as any
+            # list needing the archive is while it is down (list_withdrawn says so).
+            withdrawn = self._withdrawn(principal, agency, utcnow())
+            if withdrawn["archive_unavailable"]:
+                raise Unavailable("archive unavailable: the withdrawn list's archived "
+                                  "issues cannot be read")
+            return withdrawn["assignments"]
         return self._assignments(principal, agency, status)[0]  # the first page
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_withdrawn(self, token: str, agency: str) -> dict:
+        """``?status=withdrawn``'s answer: ``{"assignments": [...], "archive_unavailable":
+        bool}``; with the archive down, the issues still in Redis and ``true``."""
+        principal = self.guard.staff(token)
+        self._may(may_read_assignments, principal, agency)
+        self._known(agency)
+        return self._withdrawn(principal, agency, utcnow())
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def acknowledge(self, token: str, agency: str, issue_id: str,
@@ -116,6 +134,12 @@ class AgencyService:
         principal = self.guard.check(request)
         self._may(may_read_assignments, principal, agency)
         query = validate(AssignmentQuery, query_parameters(request))
+        if query.status == "withdrawn":
+            self._known(agency)
+            self._one_page(query.status, query.cursor)
+            # With the archive down, the issues still in Redis, and said so.
+            return {"agency": agency, "status": query.status, "next_cursor": None,
+                    **self._withdrawn(principal, agency, utcnow())}
         assignments, next_cursor = self._assignments(principal, agency, query.status,
                                                      query.limit, query.cursor)
         return {"agency": agency, "status": query.status, "assignments": assignments,
@@ -151,27 +175,20 @@ class AgencyService:
         """``agency``'s assignments as ``principal`` may list them, and the next page's
         cursor: a desk token scoped to some communities gets only those communities'
         (``GET /issues``'s narrowing and second check). ``open`` is every open assignment,
-        from Redis, in one list; ``withdrawn`` too (:meth:`_withdrawn`); the others page
+        from Redis, in one list (``withdrawn``: :meth:`_withdrawn`); the others page
         newest first across Redis and the archive, ``limit`` issues a page (fewer
         assignments when an issue's part has another status: the cursor still moves
         past it)."""
-        known = self.known_agencies()
-        if known is not None and agency not in known:  # a desk's typo listed nothing
-            raise unknown_value("agency", agency, known, "agency")
+        self._known(agency)
         wanted = STATUS_FILTERS.get(status) if isinstance(status, str) else None
         if wanted is None:
             raise InvalidPayload(f"invalid status: {status!r}", [{
                 "field": "status", "message": f"must be one of {', '.join(STATUS_FILTERS)}",
                 "type": "enum"}])
+        assert status != "withdrawn", "listed by _withdrawn, with whether the archive was read"
         next_cursor = None
-        if status in ("open", "withdrawn") and cursor is not None:
-            raise InvalidPayload(f"the {status} list is one page", [{
-                "field": "cursor", "type": "not_paged",
-                "message": f"status={status} lists every {status} assignment at once; "
-                           "cursor pages the other statuses"}])
+        self._one_page(status, cursor)
         now = utcnow()
-        if status == "withdrawn":
-            return self._withdrawn(principal, agency, now), None
         if status == "open":
             records = self.store.open_for_agency(agency)
         else:
@@ -196,16 +213,39 @@ class AgencyService:
             return {}
         return self.store.residents_names(records)
 
-    def _withdrawn(self, principal: Principal, agency: str, now: datetime) -> list[dict]:
-        """The issues a desk's reroute recently took from ``agency`` (it has no part on
-        them now), the latest withdrawal first: read-only, apart from the work lists, so
-        staff can still find a case they were told is no longer theirs. From Redis only:
-        an issue leaves it a while after closing (``WHISTLE_HOT_RETENTION``)."""
-        records = [r for r in self.store.withdrawn_from_agency(agency)
-                   if visible_in_list(principal, r) and recently_withdrawn(r, agency, now)]
-        records.sort(key=lambda r: latest_withdrawal(r, agency).withdrawn_at or r.received_at,
-                     reverse=True)
-        return [withdrawn_view(r, agency) for r in records]
+    def _known(self, agency: str) -> None:
+        known = self.known_agencies()
+        if known is not None and agency not in known:  # a desk's typo listed nothing
+            raise unknown_value("agency", agency, known, "agency")
+
+    @staticmethod
+    def _one_page(status: str, cursor: str | None) -> None:
+        if status in ("open", "withdrawn") and cursor is not None:
+            raise InvalidPayload(f"the {status} list is one page", [{
+                "field": "cursor", "type": "not_paged",
+                "message": f"status={status} lists every {status} assignment at once; "
+                           "cursor pages the other statuses"}])
+
+    def _withdrawn(self, principal: Principal, agency: str, now: datetime) -> dict:
+        """The issues a desk's reroute took from ``agency`` in the last
+        ``RECENTLY_WITHDRAWN_DAYS`` (it has no part on them now), the latest withdrawal
+        first: read-only, apart from the work lists, so staff can still find a case they
+        were told is no longer theirs. From Redis and, once an issue has left it (a day
+        after closing, ``WHISTLE_HOT_RETENTION``), from the archive's index of
+        withdrawals. The archive down, the hot ones still answer, with
+        ``archive_unavailable``: the workspace must not lose its work over a list of
+        what is no longer its work."""
+        hot = self.store.withdrawn_from_agency(agency)
+        try:
+            archived = self.store.archived_withdrawn_from_agency(agency, withdrawn_since(now))
+            archive_unavailable = False
+        except Unavailable as exc:
+            self.log.warning("withdrawn_archive_unavailable", agency=agency, error=str(exc))
+            archived, archive_unavailable = [], True
+        records = [r for r in recently_withdrawn_records(hot, archived, agency, now)
+                   if visible_in_list(principal, r)]
+        return {"assignments": [withdrawn_view(r, agency) for r in records],
+                "archive_unavailable": archive_unavailable}
 
     def _acknowledge(self, staff: Principal, agency: str, issue_id: str,
                      payload: dict | None) -> dict:

@@ -3,8 +3,10 @@
 Intake is the one service that writes the community index (a new issue goes in it) and
 reads it (the desk's lists, board and ``/stats``), so it moves an earlier release's
 index to the folded names (``shared.store.IssueStore.fold_community_index``) in its
-set-up, before it serves anything. Redis being out of reach then does not stop intake
-from starting: its timer tries again until the move is done.
+set-up, before it serves anything. It also fills the withdrawn index with the parts a
+reroute withdrew before that index existed (``IssueStore.fill_withdrawn_index``):
+intake is the one service always deployed. Redis being out of reach then does not stop
+intake from starting: its timer tries again until the move is done.
 """
 
 from __future__ import annotations
@@ -45,10 +47,14 @@ class KeyUpgrades(RedisProvider):
             return
         try:
             merged = self.store.fold_community_index()
+            indexed = self.store.fill_withdrawn_index()
         except Unavailable as exc:
-            _log.warning("community index not yet moved to folded names, retrying: %s", exc)
+            _log.warning("Redis keys of an earlier release not yet upgraded, retrying: %s", exc)
             return
         self.done = True
         if merged:
             _log.info("community index: %d set(s) of names as written merged into their "
                       "folded names", merged)
+        if indexed:
+            _log.info("withdrawn index: %d issue(s) withdrawn from an agency before it "
+                      "existed added", indexed)

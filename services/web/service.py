@@ -459,11 +459,14 @@ class WebService:
                                     WORKSPACE_CARDS, views.Translator(reader_language(request)))
         # Apart from the work: what a desk's reroute recently took from the agency (issue
         # 15: it still reads those issues, and here it can find them).
-        withdrawn = self._rpc(self.agency.list_assignments, session.token, principal.agency,
-                              "withdrawn")
+        # With the archive down, those still in Redis, and a line saying the rest cannot
+        # be read: the work above never waits on the archive.
+        withdrawn = self._rpc(self.agency.list_withdrawn, session.token, principal.agency)
         return self._page(request, "agency.html", session, principal, status=status,
                           assignments=assignments[page.cards], total=len(assignments),
-                          page=page, next_deadline=_next_deadline, withdrawn=withdrawn,
+                          page=page, next_deadline=_next_deadline,
+                          withdrawn=withdrawn["assignments"],
+                          withdrawn_archive_unavailable=withdrawn["archive_unavailable"],
                           withdrawn_days=RECENTLY_WITHDRAWN_DAYS, **context)
 
     @http("POST", "/agency/<agency>/assignments/<issue_id>/acknowledge")

@@ -301,7 +301,7 @@ def test_migrations_apply_to_an_empty_database_and_services_check_them():
     try:
         every = ["0001_archive", "0002_stats_summary", "0003_stats_rating_copies",
                  "0004_stats_rating_agency", "0005_stats_rating_by_desk",
-                 "0006_community_spelling"]
+                 "0006_community_spelling", "0007_archived_withdrawal"]
         assert pending_migrations(url) == every
         with pytest.raises(SchemaBehind, match="whistle db upgrade"):
             check_schema(url)
@@ -317,7 +317,8 @@ def test_migrations_apply_to_an_empty_database_and_services_check_them():
             archive.close()
         assert {"archived_issue", "issue_contact", "issue_event", "issue_note",
                 "issue_notification", "stat_assignment", "stat_rating",
-                "stat_rating_agency", "stat_escalation", "community_spelling"} <= tables
+                "stat_rating_agency", "stat_escalation", "community_spelling",
+                "archived_withdrawal"} <= tables
     finally:
         drop_database(name)
     check_schema("postgresql://postgres@127.0.0.1:1/nowhere")  # down: not an error

@@ -176,7 +176,7 @@ def test_migration_0006_knows_the_spellings_of_issues_archived_before_it():
         with code_before_0005():  # no spellings, no community_spelling to write to
             archive.store_bundles(bundle_of(i, journals[i], "缤泰社區") for i in ids[::2])
             archive.store_bundles(bundle_of(i, journals[i], "和平里社区") for i in ids[1::2])
-        assert upgrade(url) == ["0006_community_spelling"]
+        assert upgrade(url) == ["0006_community_spelling", "0007_archived_withdrawal"]
         since = NOW - timedelta(days=30)
         expected = reference({i: journals[i] for i in ids[::2]}, since, NOW, NOW)
         assert stats_over(archive, {}, since, NOW, NOW, frozenset({"缤泰社区"})) == expected
@@ -275,7 +275,7 @@ def test_migration_0004_fills_the_ratings_per_agency_of_issues_archived_before_i
         with code_before_0005():  # archived by code before 0004
             split(archive, journals, sorted(journals))
         assert upgrade(url) == ["0004_stats_rating_agency", "0005_stats_rating_by_desk",
-                                "0006_community_spelling"]
+                                "0006_community_spelling", "0007_archived_withdrawal"]
         since = NOW - timedelta(days=30)
         report = stats_over(archive, {}, since, NOW, NOW)
         assert report == reference(journals, since, NOW, NOW)
@@ -291,7 +291,8 @@ def test_migration_0005_tells_the_desks_ratings_apart_archived_before_it_or_by_o
         ids = sorted(journals)
         with code_before_0005():
             split(archive, journals, ids[::2])
-            assert upgrade(url) == ["0005_stats_rating_by_desk", "0006_community_spelling"]
+            assert upgrade(url) == ["0005_stats_rating_by_desk", "0006_community_spelling",
+                                    "0007_archived_withdrawal"]
             split(archive, journals, ids[1::2])  # older code, after the upgrade
         since = NOW - timedelta(days=30)
         report = stats_over(archive, {}, since, NOW, NOW)

@@ -419,3 +419,36 @@ def test_an_agency_rerouted_away_lists_the_part_recently_withdrawn_and_not_its_w
     assert recently_withdrawn(back, "drainage", LATER + timedelta(hours=1))
     with pytest.raises(ValueError):
         withdrawn_view(back, "water")
+
+
+def test_the_withdrawn_list_joins_hot_and_archived_issues_latest_first_for_30_days(rules):
+    """``?status=withdrawn`` reads the hot issues and the archived ones: each once (Redis's
+    record when an issue being archived is in both), the withdrawals of the last
+    RECENTLY_WITHDRAWN_DAYS only, the latest first."""
+    from services.agency.domain import (
+        RECENTLY_WITHDRAWN,
+        recently_withdrawn_records,
+        withdrawn_since,
+    )
+
+    def taken_from_water(issue_id: str, at: datetime) -> IssueRecord:
+        record = routed("楼上漏水，天花板滴水", rules)  # water leads
+        record.issue_id = issue_id
+        return desk.reroute(record, Reroute(category="sewage_blocked", reason="下水道"),
+                            "下水道", "desk-wang", rules, at).record
+
+    now = LATER + RECENTLY_WITHDRAWN + timedelta(minutes=30)
+    too_old = taken_from_water("WH-20261205-0001", LATER)
+    archived = taken_from_water("WH-20261205-0002", LATER + timedelta(hours=1))
+    hot = taken_from_water("WH-20261205-0003", LATER + timedelta(hours=2))
+    # Being archived: in both stores, given back meanwhile in Redis (work again).
+    both = taken_from_water("WH-20261205-0004", LATER + timedelta(hours=3))
+    given_back = desk.reroute(both, Reroute(category="pipe_leak", reason="还是水管漏"),
+                              "还是水管漏", "desk-li", rules, now).record
+    listed = recently_withdrawn_records([hot, given_back], [too_old, archived, both],
+                                        "water", now)
+    assert [r.issue_id for r in listed] == ["WH-20261205-0003", "WH-20261205-0002"]
+    assert recently_withdrawn_records([], [archived, hot], "water", now) == [hot, archived]
+    assert recently_withdrawn_records([hot], [hot], "water", now) == [hot]  # once
+    assert recently_withdrawn_records([hot], [archived], "drainage", now) == []  # its work
+    assert withdrawn_since(now) == now - RECENTLY_WITHDRAWN

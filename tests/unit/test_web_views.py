@@ -1393,3 +1393,30 @@ def test_a_reroute_leaving_nothing_to_do_is_not_said_as_resolve_it_yourself():
                "whose part is open to resolve it")
     said = views.refusal(message, views.Translator("zh"), names_from_rules(None))
     assert said == "改派后留下的单位都已办结各自的部分：请保留一个还有工作的单位，或请尚未办结的单位办结其部分"
+
+
+@pytest.mark.parametrize("lang, said", [
+    ("zh", "已归档问题（结案一天以上）的撤回记录暂时无法读取"),
+    ("en", "Withdrawals on archived issues (closed over a day ago) cannot be read just now")])
+def test_the_withdrawn_list_says_when_the_archived_withdrawals_cannot_be_read(lang, said):
+    """PostgreSQL down: the withdrawn list shows the issues still in Redis (none here, or
+    one) and says the archived ones are missing, instead of vanishing or failing the page."""
+    def page(withdrawn, unavailable):
+        return rendered("agency.html", lang, assignments=[], total=0,
+                        page=views.workspace_page(None, 0, 100, views.Translator(lang)),
+                        next_deadline=lambda a: None, withdrawn=withdrawn, withdrawn_days=30,
+                        withdrawn_archive_unavailable=unavailable,
+                        principal=types.SimpleNamespace(agency="water"),
+                        agency_names=lambda agencies, t, names: ", ".join(agencies))
+
+    card = {"issue_id": "WH-20261205-0003", "withdrawn_at": "2026-12-05T10:00:00Z",
+            "withdrawn_by": "desk-wang", "location": {"community": "缤泰社区",
+                                                       "address": "丽德花园9号楼"},
+            "category": None, "now_with": ["drainage"], "description": "楼上漏水"}
+    alone = page([], True)
+    assert 'id="withdrawn"' in alone and 'id="withdrawn-archive-unavailable"' in alone
+    assert said in alone
+    with_hot = page([card], True)
+    assert said in with_hot and 'id="w-WH-20261205-0003"' in with_hot
+    assert said not in page([card], False)
+    assert 'id="withdrawn"' not in page([], False)  # nothing withdrawn, nothing said
