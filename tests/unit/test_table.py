@@ -749,3 +749,62 @@ def test_an_agency_rerouted_away_before_the_table_forgot_it_has_no_seat_there():
     assert [e.assignment.agency for e in events if isinstance(e, AssignmentCreated)] == ["power"]
     record, _ = check_in(record, "power", "gd-017", RULES, MEETS_AT)
     assert "power" in record.table.checked_in
+
+
+def desk_reroute(record: IssueRecord, at: datetime = CONVENED, **body):
+    """The desk's reroute as routing applies it (services.routing.desk), by desk-li."""
+    from services.routing import desk
+    from shared.contracts import Reroute
+
+    body.setdefault("category", "structural_crack")
+    body.setdefault("reason", "水已漫到配电箱")
+    return desk.reroute(record, Reroute(**body), body["reason"], "desk-li", RULES, at)
+
+
+def test_a_reroute_seats_a_newly_involved_agency_at_the_table_as_an_invitation_would():
+    """The balcony's table sits; the desk reroutes it to the housing administration with
+    the water utility, dropping the property manager and power (which had checked in).
+    The water utility is at the table at once: invited, announced with everyone now
+    invited (the residents are told of the table as for an invitation), on the timeline,
+    given tasks, in its workspace; the two withdrawn are off it, check-in and all."""
+    from services.agency.domain import table_view
+
+    record, _ = check_in(with_table(), "power", "gd-017", RULES, CONVENED)
+    change = desk_reroute(record, lead="housing_admin", support=["water"])
+    new = change.record
+
+    assert new.table.invited == ["housing_admin", "water"]
+    assert new.table.checked_in == {}  # power left, its check-in with it
+    rerouted, *_ = change.events
+    (convened,) = [e for e in change.events if isinstance(e, TableConvened)]
+    assert [a.agency for a in convened.agencies] == ["housing_admin", "water"]
+    assert (convened.meets_at, convened.place) == (MEETS_AT, PLACE)
+    assert convened.causation_id == rerouted.event_id and convened.trace_id == TRACE_ID
+    invited = [e for e in new.timeline if e.step == "table_invited"]
+    assert [(e.agency, e.detail) for e in invited] == [("water", "自来水公司 invited by desk")]
+    assert table_view(new, "water") is not None and table_view(new, "power") is None
+
+    tasked, _ = record_task(new, DESK, "water", "关闭楼上进水阀", MEETS_AT + timedelta(days=1),
+                            RULES, MEETS_AT)
+    assert table_view(tasked, "water")["tasks"][0]["description"] == "关闭楼上进水阀"
+    checked, _ = check_in(tasked, "water", "zls-3", RULES, MEETS_AT)
+    assert "water" in checked.table.checked_in
+
+
+def test_a_retried_reroute_seats_no_one_twice_and_one_brought_back_is_invited_afresh():
+    record, _ = check_in(with_table(), "power", "gd-017", RULES, CONVENED)
+    new = desk_reroute(record, lead="housing_admin", support=["water"]).record
+    assert desk_reroute(new, lead="housing_admin", support=["water"]) is None
+
+    back = desk_reroute(new, CONVENED + timedelta(hours=1), lead="housing_admin",
+                        support=["water", "power"])
+    assert back.record.table.invited == ["housing_admin", "water", "power"]
+    assert "power" not in back.record.table.checked_in  # it checks in again
+    (convened,) = [e for e in back.events if isinstance(e, TableConvened)]
+    assert [a.agency for a in convened.agencies] == ["housing_admin", "water", "power"]
+
+
+def test_a_reroute_without_a_table_convenes_none():
+    change = desk_reroute(balcony(), lead="housing_admin", support=["water"])
+    assert change.record.table is None
+    assert not any(isinstance(e, TableConvened) for e in change.events)
