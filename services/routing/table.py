@@ -167,9 +167,16 @@ def _seat(new: IssueRecord, refs: list[AgencyRef], by: str, rules: RuleSet, now:
     convened = (cause.caused(TableConvened, **fields) if cause is not None else
                 TableConvened(trace_id=new.trace_id, issue_id=new.issue_id, **fields))
     for ref in refs:
-        new.step(now, "routing", "table_invited", f"{ref.agency_name} invited by {by}",
-                 agency=ref.agency)
+        new.step(now, "routing", "table_invited",
+                 f"{ref.agency_name} invited by {inviter_name(by, rules)}", agency=ref.agency)
     return convened
+
+
+def inviter_name(by: str, rules: RuleSet) -> str:
+    """Who invited, as the timeline names everyone else: "the desk" (as in "done by the
+    desk"), or the lead agency by its name. Its code ("invited by housing_admin") was
+    what an English reader of the timeline was left with."""
+    return "the desk" if by == DESK else agency_ref(rules, by).agency_name
 
 
 def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,

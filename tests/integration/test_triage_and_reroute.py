@@ -283,7 +283,7 @@ def test_a_reroute_seats_the_agency_it_adds_at_the_table_and_unseats_the_one_it_
     assert announced[1]["causation_id"] == rerouted["event_id"]
     timeline = issue(base, issue_id)["timeline"]
     assert [(e["agency"], e["detail"]) for e in timeline if e["step"] == "table_invited"] == [
-        ("drainage", "排水公司 invited by desk")]
+        ("drainage", "排水公司 invited by the desk")]
 
 
 def withdrawn_list(base, headers, agency, **params):

@@ -284,14 +284,14 @@ def test_desk_invites_another_agency():
     assert new.assignment_for("urban_management").acknowledge_by == CONVENED + WINDOW.acknowledge
     step = new.timeline[-1]
     assert (step.step, step.agency) == ("table_invited", "urban_management")
-    assert step.detail == "城管 invited by desk"
+    assert step.detail == "城管 invited by the desk"
 
 
 def test_lead_agency_invites():
     new, events = invite(with_table(), "housing_admin", ["water"], RULES, CONVENED)
     assert "water" in new.table.invited
     assert new.assignment_for("water").role is Role.support
-    assert new.timeline[-1].detail == "自来水公司 invited by housing_admin"
+    assert new.timeline[-1].detail == "自来水公司 invited by 房管所"
     assert len(events) == 2
 
 
@@ -781,7 +781,7 @@ def test_a_reroute_seats_a_newly_involved_agency_at_the_table_as_an_invitation_w
     assert (convened.meets_at, convened.place) == (MEETS_AT, PLACE)
     assert convened.causation_id == rerouted.event_id and convened.trace_id == TRACE_ID
     invited = [e for e in new.timeline if e.step == "table_invited"]
-    assert [(e.agency, e.detail) for e in invited] == [("water", "自来水公司 invited by desk")]
+    assert [(e.agency, e.detail) for e in invited] == [("water", "自来水公司 invited by the desk")]
     assert table_view(new, "water") is not None and table_view(new, "power") is None
 
     tasked, _ = record_task(new, DESK, "water", "关闭楼上进水阀", MEETS_AT + timedelta(days=1),
