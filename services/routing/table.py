@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from services.routing.rules import RuleSet
+from services.routing.rules import RuleSet, spoken_duration
 from shared.contracts import (
     AgencyRef,
     AssignmentCreated,
@@ -209,12 +209,15 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
     if due <= now:
         raise InvalidPayload("due must be in the future", [
             {"field": "due", "message": "must be in the future", "type": "past_due"}])
-    latest = now + longest_resolve_window(rules)
+    window = longest_resolve_window(rules)
+    latest = now + window
     if due > latest:
-        days = longest_resolve_window(rules) / timedelta(days=1)
-        raise InvalidPayload(f"due is more than {days:g} days ahead", [
+        said = spoken_duration(window)
+        raise InvalidPayload(f"due is more than {said} ahead", [
             {"field": "due", "type": "too_far",
-             "message": f"must be within {days:g} days (the longest resolve window of the "
+             # the window in seconds too: the pages say it in their own language
+             "within_seconds": int(window.total_seconds()),
+             "message": f"must be within {said} (the longest resolve window of the "
                         f"rules), by {latest.isoformat()}: agree a nearer date, or split the work"}])
     new = record.copy_to_change()
     task = TableTask(task_id=f"T{len(table.tasks) + 1}", agency=agency, description=description,

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from services.routing.rules import spoken_duration
 from shared.errors import InvalidPayload
 
 I18N_DIR = Path(__file__).with_name("i18n")
@@ -184,6 +185,10 @@ def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
         if kind == "string_too_long" and (limit := re.search(r"at most (\d+)",
                                                                err.get("message") or "")):
             text = t("err_string_too_long_max", max=limit[1])
+        # How far ahead a date may be, in the page's language and as a person says it
+        # ("0.5 days" was a window under a day); a service that did not say keeps its words.
+        if kind == "too_far" and isinstance(within := err.get("within_seconds"), int):
+            text = t("err_too_far", window=spoken_duration(timedelta(seconds=within), t.lang))
         # Which of the typed agencies is unknown ("unknown agency 'foo'"): the field holds several.
         if kind == "unknown_agency" and (named := re.search(r"'([^']+)'", err.get("message") or "")):
             text += ("：" if t.lang == "zh" else ": ") + named[1]

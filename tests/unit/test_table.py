@@ -496,6 +496,34 @@ def test_a_date_past_the_longest_resolve_window_is_refused_naming_due():
     assert record.assignment_for("power").resolve_by == MEETS_AT + timedelta(days=15)
 
 
+def test_a_window_under_a_day_is_said_in_hours_and_minutes_not_a_fraction_of_days():
+    """Rules whose longest resolve window is 12 hours said "must be within 0.5 days"."""
+    half_day = RULES.model_copy(update={"priorities": {
+        priority: window.model_copy(update={"resolve": timedelta(hours=12)})
+        for priority, window in RULES.priorities.items()}})
+    with pytest.raises(InvalidPayload) as caught:
+        record_task(with_table(), DESK, "power", "检查线路", MEETS_AT + timedelta(hours=13),
+                    half_day, MEETS_AT)
+    assert caught.value.message == "due is more than 12 hours ahead"
+    (error,) = caught.value.errors
+    assert error["message"].startswith("must be within 12 hours (the longest resolve window")
+    assert error["within_seconds"] == 12 * 3600  # for the pages to say in their language
+
+
+@pytest.mark.parametrize(("window", "en", "zh"), [
+    (timedelta(days=15), "15 days", "15天"),
+    (timedelta(hours=12), "12 hours", "12小时"),
+    (timedelta(days=1, hours=12), "1 day 12 hours", "1天12小时"),
+    (timedelta(hours=1, minutes=30), "1 hour 30 minutes", "1小时30分钟"),
+    (timedelta(minutes=1), "1 minute", "1分钟"),
+    (timedelta(seconds=45), "45 seconds", "45秒"),
+])
+def test_a_window_is_said_as_a_person_says_it(window, en, zh):
+    from services.routing.rules import spoken_duration
+
+    assert (spoken_duration(window), spoken_duration(window, "zh")) == (en, zh)
+
+
 def test_record_task_without_a_table_is_invalid():
     with pytest.raises(InvalidTransition, match="has no table"):
         record_task(balcony(), DESK, "housing_admin", "加固阳台", T0 + timedelta(days=1), RULES, T0)
