@@ -187,8 +187,10 @@ def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
             text = t("err_string_too_long_max", max=limit[1])
         # How far ahead a date may be, in the page's language and as a person says it
         # ("0.5 days" was a window under a day); a service that did not say keeps its words.
-        if kind == "too_far" and isinstance(within := err.get("within_seconds"), int):
-            text = t("err_too_far", window=spoken_duration(timedelta(seconds=within), t.lang))
+        # Over RPC the number arrives as text (nameko sends an error's arguments as strings).
+        if kind == "too_far" and str(within := err.get("within_seconds")).isdigit():
+            text = t("err_too_far", window=spoken_duration(timedelta(seconds=int(within)),
+                                                           t.lang))
         # Which of the typed agencies is unknown ("unknown agency 'foo'"): the field holds several.
         if kind == "unknown_agency" and (named := re.search(r"'([^']+)'", err.get("message") or "")):
             text += ("：" if t.lang == "zh" else ": ") + named[1]

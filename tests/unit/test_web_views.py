@@ -1089,7 +1089,8 @@ def test_a_date_too_far_ahead_says_the_window_beside_the_field_in_both_languages
                         "rules), by 2026-12-05T10:30:00+00:00: agree a nearer date, or split the work"}
     assert views.field_errors([error], ZH) == {
         "due": "须在1小时30分钟之内（规则中最长的办结时限）：请商定更近的日期，或把事项拆开"}
-    assert views.field_errors([{**error, "within_seconds": 43200}], EN) == {
+    # as the page gets it over RPC: nameko sends an error's numbers as text
+    assert views.field_errors([{**error, "within_seconds": "43200"}], EN) == {
         "due": "Must be within 12 hours from now (the longest resolve window of the rules): "
                "agree a nearer date, or split the work"}
     # A routing that did not give the window: its own words on an English page, as before.
