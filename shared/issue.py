@@ -451,6 +451,10 @@ def reroute(record: IssueRecord, category: str, priority: Priority, routing: Rou
     if new.table is not None:  # a withdrawn agency leaves the table too (事不完 is checked above)
         gone = {a.agency for a in withdrawn}
         new.table.invited = [agency for agency in new.table.invited if agency not in gone]
+        # ...and its check-in with it: "checked in" named an agency no longer at the table,
+        # and one brought back later is invited afresh and checks in again.
+        new.table.checked_in = {agency: at for agency, at in new.table.checked_in.items()
+                                if agency not in gone}
     previous, previous_priority = new.category, new.priority
     roles_before = {a.agency: a.role for a in record.assignments}
     new.category, new.priority, new.routing = category, priority, routing

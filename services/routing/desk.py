@@ -23,6 +23,7 @@ from datetime import datetime
 
 from services.routing.domain import RouteDecision, category_priority, plan_route
 from services.routing.rules import RuleSet
+from services.routing.table import seat_rerouted
 from shared.contracts import (
     AgencyRef,
     AssignmentCreated,
@@ -212,6 +213,9 @@ def reroute(record: IssueRecord, body: ChooseRoute, reason: str, staff_id: str,
     if new.triage is not None and new.triage.pending:  # a reroute settles a flag too
         new = settle_triage(new, staff_id, route.category, now)
     events = reroute_events(record, changed, staff_id, reason, now)
+    # Newly involved agencies sit at the table the issue already has (the withdrawn ones
+    # left it in ``reroute_record``), in the same change: a retried reroute seats no one.
+    events += seat_rerouted(new, [a.agency for a in changed.added], rules, now, events[0])
     events.append(corrected(record, route, source, staff_id, reason, now))
     return DeskChange(new, events, route)
 

@@ -107,6 +107,26 @@ def format_duration(value: timedelta) -> str:
     return "".join(parts)
 
 
+# A duration's units as a person says them: (English singular, plural, Chinese).
+_SPOKEN_UNITS = (("day", "days", "天", 86400), ("hour", "hours", "小时", 3600),
+                 ("minute", "minutes", "分钟", 60), ("second", "seconds", "秒", 1))
+
+
+def spoken_duration(value: timedelta, lang: str = "en") -> str:
+    """A window as a person says it, for messages to the desk: ``timedelta(hours=12)`` ->
+    ``12 hours`` / ``12小时``, ``timedelta(days=1, hours=12)`` -> ``1 day 12 hours`` /
+    ``1天12小时``. "0.5 days" was how a window under a day read."""
+    seconds = max(int(value.total_seconds()), 0)
+    parts = []
+    for one, many, zh, size in _SPOKEN_UNITS:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{zh}" if lang == "zh" else f"{count} {one if count == 1 else many}")
+    if not parts:
+        return "0秒" if lang == "zh" else "0 seconds"
+    return ("" if lang == "zh" else " ").join(parts)
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 # -------------------------------------------------------------------------- models

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from services.routing.rules import RuleSet
+from services.routing.rules import RuleSet, spoken_duration
 from shared.contracts import (
     AgencyRef,
     AssignmentCreated,
@@ -132,18 +132,51 @@ def invite(record: IssueRecord, by: str, agencies: list[str], rules: RuleSet,
     if not added:
         return record, []
     new = record.copy_to_change()
-    names = [ref.agency for ref in added]
-    new.table.invited = [*(a for a in new.table.invited if a not in names), *names]
-    # The table, re-announced with everyone now invited.
-    convened = TableConvened(trace_id=record.trace_id, issue_id=record.issue_id, occurred_at=now,
-                             meets_at=table.meets_at, place=table.place,
-                             agencies=[agency_ref(rules, a) for a in new.table.invited])
+    convened = _seat(new, added, by, rules, now)
     events: list[Event] = [convened]
     for ref in added:
         events += _ensure_assigned(new, ref, rules, now, convened)
-        new.step(now, "routing", "table_invited", f"{ref.agency_name} invited by {by}",
-                 agency=ref.agency)
     return new, events
+
+
+def seat_rerouted(new: IssueRecord, added: list[str], rules: RuleSet, now: datetime,
+                  cause: Event) -> list[Event]:
+    """A reroute's newly involved agencies (``added``, already assigned) sit down at the
+    table the issue already has, as the desk's invitation would seat them: every agency
+    involved is at the table (问题在桌面解决), sees it and its tasks in its workspace, and
+    the table is announced again with everyone now invited. Changes ``new`` in place;
+    nothing when there is no table or no one new to seat (a retried reroute)."""
+    if new.table is None:
+        return []
+    newcomers = [agency_ref(rules, a) for a in dict.fromkeys(added)
+                 if a not in _seated(new, new.table)]
+    if not newcomers:
+        return []
+    return [_seat(new, newcomers, DESK, rules, now, cause)]
+
+
+def _seat(new: IssueRecord, refs: list[AgencyRef], by: str, rules: RuleSet, now: datetime,
+          cause: Event | None = None) -> TableConvened:
+    """Seat ``refs`` at ``new``'s table, invited ``by`` (the desk or the lead agency), and
+    the table re-announced with everyone now invited (``cause``: the event that seated
+    them, when it was not an invitation)."""
+    names = [ref.agency for ref in refs]
+    new.table.invited = [*(a for a in new.table.invited if a not in names), *names]
+    fields = dict(occurred_at=now, meets_at=new.table.meets_at, place=new.table.place,
+                  agencies=[agency_ref(rules, a) for a in new.table.invited])
+    convened = (cause.caused(TableConvened, **fields) if cause is not None else
+                TableConvened(trace_id=new.trace_id, issue_id=new.issue_id, **fields))
+    for ref in refs:
+        new.step(now, "routing", "table_invited",
+                 f"{ref.agency_name} invited by {inviter_name(by, rules)}", agency=ref.agency)
+    return convened
+
+
+def inviter_name(by: str, rules: RuleSet) -> str:
+    """Who invited, as the timeline names everyone else: "the desk" (as in "done by the
+    desk"), or the lead agency by its name. Its code ("invited by housing_admin") was
+    what an English reader of the timeline was left with."""
+    return "the desk" if by == DESK else agency_ref(rules, by).agency_name
 
 
 def check_in(record: IssueRecord, agency: str, staff_id: str, rules: RuleSet,
@@ -176,12 +209,15 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
     if due <= now:
         raise InvalidPayload("due must be in the future", [
             {"field": "due", "message": "must be in the future", "type": "past_due"}])
-    latest = now + longest_resolve_window(rules)
+    window = longest_resolve_window(rules)
+    latest = now + window
     if due > latest:
-        days = longest_resolve_window(rules) / timedelta(days=1)
-        raise InvalidPayload(f"due is more than {days:g} days ahead", [
+        said = spoken_duration(window)
+        raise InvalidPayload(f"due is more than {said} ahead", [
             {"field": "due", "type": "too_far",
-             "message": f"must be within {days:g} days (the longest resolve window of the "
+             # the window in seconds too: the pages say it in their own language
+             "within_seconds": int(window.total_seconds()),
+             "message": f"must be within {said} (the longest resolve window of the "
                         f"rules), by {latest.isoformat()}: agree a nearer date, or split the work"}])
     new = record.copy_to_change()
     task = TableTask(task_id=f"T{len(table.tasks) + 1}", agency=agency, description=description,

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from services.routing.rules import spoken_duration
 from shared.errors import InvalidPayload
 
 I18N_DIR = Path(__file__).with_name("i18n")
@@ -184,6 +185,12 @@ def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
         if kind == "string_too_long" and (limit := re.search(r"at most (\d+)",
                                                                err.get("message") or "")):
             text = t("err_string_too_long_max", max=limit[1])
+        # How far ahead a date may be, in the page's language and as a person says it
+        # ("0.5 days" was a window under a day); a service that did not say keeps its words.
+        # Over RPC the number arrives as text (nameko sends an error's arguments as strings).
+        if kind == "too_far" and str(within := err.get("within_seconds")).isdigit():
+            text = t("err_too_far", window=spoken_duration(timedelta(seconds=int(within)),
+                                                           t.lang))
         # Which of the typed agencies is unknown ("unknown agency 'foo'"): the field holds several.
         if kind == "unknown_agency" and (named := re.search(r"'([^']+)'", err.get("message") or "")):
             text += ("：" if t.lang == "zh" else ": ") + named[1]
@@ -568,7 +575,8 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "triaged": r"^(?P<staff>\S+) chose category (?P<category>\S+)(?:; why: (?P<reason>.*))?$",
     "table_convened": r"^table at (?P<place>.*), (?P<meets_at>\d{4}-\d\d-\d\dT\S+): "
                       r"(?P<names>.*)$",
-    "table_invited": r"^(?P<name>.+) invited by (?P<by>\S+)$",
+    # By "the desk" or the lead agency's name; before, by "desk" or the agency's code.
+    "table_invited": r"^(?P<name>.+?) invited by (?P<by>.+)$",
     "table_checked_in": rf"^(?P<name>.+?){_BY_STAFF} checked in at the table$",
     "table_task_recorded": r"^(?P<task>\S+): (?P<name>.+?) to (?P<what>.*) by (?P<due>\S+)$",
     "deadline_agreed": r"^(?P<name>.+?): resolve by (?P<due>\S+) as agreed at the table "
@@ -613,8 +621,11 @@ def timeline_rows(timeline: list[dict[str, Any]], t: Translator, names, tz: str
     for entry in timeline:
         raw = redact_links(entry.get("detail") or "")
         step = entry.get("step") or ""
-        if t.lang == "zh" and (found := _DETAIL.get(step, _NEVER).match(raw)):
+        found = _DETAIL.get(step, _NEVER).match(raw)
+        if t.lang == "zh" and found:
             detail = _zh_detail(step, found.groupdict(), t, names, tz)
+        elif step == "table_invited" and found:  # said as written now, older steps too
+            detail = f"{found['name']} invited by {_inviter(found['by'], t, names)}"
         else:
             detail = in_local_time(raw, tz)
         rows.append({"at": entry.get("at"), "step": step, "label": t.name("step", step),
@@ -716,8 +727,7 @@ def _zh_desk_detail(step: str, parts: dict[str, str | None], t: Translator, name
         return (f"{local_time(parts['meets_at'], tz)}在{parts['place']}召开协调会，"
                 f"参会单位：{parts['names']}")
     if step == "table_invited":
-        by = t("the_desk") if parts["by"] == "desk" else names.agency(parts["by"], "zh")
-        return f"{by}邀请{name}参会"
+        return f"{_inviter(parts['by'], t, names)}邀请{name}参会"
     if step == "table_task_recorded":
         return f"{parts['task']}：{name}负责{parts['what']}，{local_time(parts['due'], tz)}前完成"
     if step == "deadline_agreed":
@@ -728,6 +738,15 @@ def _zh_desk_detail(step: str, parts: dict[str, str | None], t: Translator, name
             return f"{parts['task']}由{t('the_desk')}（{parts['staff']}）代{name}关闭：{parts['note']}"
         return f"{parts['task']}已由{name}完成：{parts['note']}"
     return ""
+
+
+def _inviter(by: str, t: Translator, names) -> str:
+    """Who invited an agency to the table: the desk, or the lead agency by the name the
+    timeline gives agencies (the service's ``agency_name``; in Chinese on either page).
+    Steps written before routing named the inviter carry ``desk`` or the agency's code."""
+    if by in ("desk", "the desk"):
+        return t("the_desk")
+    return names.agency(by, "zh")
 
 
 def _zh_parties(parties: str, t: Translator) -> str:

@@ -233,6 +233,8 @@ def test_the_tables_agreed_date_holds_escalation_off_until_it_passes(start, whis
         "agency": "power", "description": "更换线路", "due": (now + timedelta(minutes=2)).isoformat()})
     assert too_far.status_code == 422, too_far.text
     assert [f["field"] for f in too_far.json()["error"]["fields"]] == ["due"]
+    # said as a person would: "0.000694444 days" was a minute
+    assert too_far.json()["error"]["fields"][0]["message"].startswith("must be within 1 minute ")
     due = now + timedelta(seconds=14)
     recorded = requests.post(tasks, headers=desk, timeout=5, json={
         "agency": "power", "description": "更换线路", "due": due.isoformat()})

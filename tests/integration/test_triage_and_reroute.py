@@ -222,6 +222,70 @@ def test_a_reroute_withdraws_one_agency_adds_another_and_tells_the_resident_once
     assert len(events(base, issue_id, "issue.rerouted")) == 2
 
 
+def test_a_reroute_seats_the_agency_it_adds_at_the_table_and_unseats_the_one_it_drops(
+        base, whistle_config):
+    """The leak's table sits (the water utility has checked in); the desk reroutes it to
+    the drainage company. The drainage company is at the table at once, as an invitation
+    seats an agency: its workspace shows the table, it checks in and is given a task, the
+    journal has the table announced again with everyone at it, and the resident is told
+    who sits at it. The water utility leaves it, check-in and all. Redelivered, nothing
+    more happens."""
+    from datetime import UTC, datetime, timedelta
+
+    issue_id = submit(base, "楼上漏水，卫生间地漏往上冒水",
+                      location={**PLACE, "address": "丽德花园9号楼3单元301"})
+    settled(base, issue_id, "dispatched")
+    desk = auth(whistle_config, "desk", "desk-wang")
+    table = f"{base}/issues/{issue_id}/table"
+    meets_at = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    assert requests.post(table, headers=desk, timeout=5, json={
+        "meets_at": meets_at, "place": "红色议事厅"}).status_code == 201
+    assert requests.post(f"{table}/check-in", headers=auth(whistle_config, "water"),
+                         timeout=5).status_code == 200
+    wait_for(lambda: told(base, issue_id, "table_convened"), lambda sent: len(sent) == 1)
+
+    change = {"category": "sewage_blocked", "support": ["property_manager"],
+              "reason": "是下水道返水，不是水管漏", "request_id": "reroute-table-1"}
+    answer = requests.post(f"{base}/issues/{issue_id}/reroute", json=change, headers=desk,
+                           timeout=5)
+    assert answer.status_code == 200, answer.text
+    seated = answer.json()["table"]
+    assert seated["invited"] == ["property_manager", "drainage"]
+    assert seated["checked_in"] == {}
+
+    def drainage_card():
+        answer = requests.get(f"{base}/agencies/drainage/assignments",
+                              headers=auth(whistle_config, "drainage"), timeout=5).json()
+        return [a for a in answer["assignments"] if a["issue_id"] == issue_id]
+
+    (card,) = wait_for(drainage_card, len)
+    assert card["table"]["place"] == "红色议事厅" and card["table"]["checked_in"] is False
+    assert requests.post(f"{table}/check-in", headers=auth(whistle_config, "drainage"),
+                         timeout=5).status_code == 200
+    due = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    tasked = requests.post(f"{table}/tasks", headers=desk, timeout=5, json={
+        "agency": "drainage", "description": "疏通主管道", "due": due})
+    assert tasked.status_code == 201, tasked.text
+    assert requests.post(f"{table}/check-in", headers=auth(whistle_config, "water"),
+                         timeout=5).status_code == 403
+
+    # Redelivered: the same request applies once; nobody is seated or told twice.
+    assert requests.post(f"{base}/issues/{issue_id}/reroute", json=change, headers=desk,
+                         timeout=5).status_code == 200
+    wait_for(lambda: told(base, issue_id, "table_convened"), lambda sent: len(sent) == 2)
+    wait_for(lambda: told(base, issue_id, "rerouted"), lambda sent: len(sent) == 1)
+    (_, again) = told(base, issue_id, "table_convened")
+    assert "排水公司" in again["text"] and "自来水公司" not in again["text"]
+    announced = events(base, issue_id, "table.convened")
+    assert [[a["agency"] for a in e["agencies"]] for e in announced] == [
+        ["water", "property_manager"], ["property_manager", "drainage"]]
+    (rerouted,) = events(base, issue_id, "issue.rerouted")
+    assert announced[1]["causation_id"] == rerouted["event_id"]
+    timeline = issue(base, issue_id)["timeline"]
+    assert [(e["agency"], e["detail"]) for e in timeline if e["step"] == "table_invited"] == [
+        ("drainage", "排水公司 invited by the desk")]
+
+
 def withdrawn_list(base, headers, agency, **params):
     return requests.get(f"{base}/agencies/{agency}/assignments", headers=headers, timeout=5,
                         params={"status": "withdrawn", **params})

@@ -284,14 +284,14 @@ def test_desk_invites_another_agency():
     assert new.assignment_for("urban_management").acknowledge_by == CONVENED + WINDOW.acknowledge
     step = new.timeline[-1]
     assert (step.step, step.agency) == ("table_invited", "urban_management")
-    assert step.detail == "城管 invited by desk"
+    assert step.detail == "城管 invited by the desk"
 
 
 def test_lead_agency_invites():
     new, events = invite(with_table(), "housing_admin", ["water"], RULES, CONVENED)
     assert "water" in new.table.invited
     assert new.assignment_for("water").role is Role.support
-    assert new.timeline[-1].detail == "自来水公司 invited by housing_admin"
+    assert new.timeline[-1].detail == "自来水公司 invited by 房管所"
     assert len(events) == 2
 
 
@@ -494,6 +494,34 @@ def test_a_date_past_the_longest_resolve_window_is_refused_naming_due():
     record, _ = record_task(with_table(), DESK, "power", "整体翻修阳台",
                             MEETS_AT + timedelta(days=15), RULES, MEETS_AT)
     assert record.assignment_for("power").resolve_by == MEETS_AT + timedelta(days=15)
+
+
+def test_a_window_under_a_day_is_said_in_hours_and_minutes_not_a_fraction_of_days():
+    """Rules whose longest resolve window is 12 hours said "must be within 0.5 days"."""
+    half_day = RULES.model_copy(update={"priorities": {
+        priority: window.model_copy(update={"resolve": timedelta(hours=12)})
+        for priority, window in RULES.priorities.items()}})
+    with pytest.raises(InvalidPayload) as caught:
+        record_task(with_table(), DESK, "power", "检查线路", MEETS_AT + timedelta(hours=13),
+                    half_day, MEETS_AT)
+    assert caught.value.message == "due is more than 12 hours ahead"
+    (error,) = caught.value.errors
+    assert error["message"].startswith("must be within 12 hours (the longest resolve window")
+    assert error["within_seconds"] == 12 * 3600  # for the pages to say in their language
+
+
+@pytest.mark.parametrize(("window", "en", "zh"), [
+    (timedelta(days=15), "15 days", "15天"),
+    (timedelta(hours=12), "12 hours", "12小时"),
+    (timedelta(days=1, hours=12), "1 day 12 hours", "1天12小时"),
+    (timedelta(hours=1, minutes=30), "1 hour 30 minutes", "1小时30分钟"),
+    (timedelta(minutes=1), "1 minute", "1分钟"),
+    (timedelta(seconds=45), "45 seconds", "45秒"),
+])
+def test_a_window_is_said_as_a_person_says_it(window, en, zh):
+    from services.routing.rules import spoken_duration
+
+    assert (spoken_duration(window), spoken_duration(window, "zh")) == (en, zh)
 
 
 def test_record_task_without_a_table_is_invalid():
@@ -749,3 +777,62 @@ def test_an_agency_rerouted_away_before_the_table_forgot_it_has_no_seat_there():
     assert [e.assignment.agency for e in events if isinstance(e, AssignmentCreated)] == ["power"]
     record, _ = check_in(record, "power", "gd-017", RULES, MEETS_AT)
     assert "power" in record.table.checked_in
+
+
+def desk_reroute(record: IssueRecord, at: datetime = CONVENED, **body):
+    """The desk's reroute as routing applies it (services.routing.desk), by desk-li."""
+    from services.routing import desk
+    from shared.contracts import Reroute
+
+    body.setdefault("category", "structural_crack")
+    body.setdefault("reason", "水已漫到配电箱")
+    return desk.reroute(record, Reroute(**body), body["reason"], "desk-li", RULES, at)
+
+
+def test_a_reroute_seats_a_newly_involved_agency_at_the_table_as_an_invitation_would():
+    """The balcony's table sits; the desk reroutes it to the housing administration with
+    the water utility, dropping the property manager and power (which had checked in).
+    The water utility is at the table at once: invited, announced with everyone now
+    invited (the residents are told of the table as for an invitation), on the timeline,
+    given tasks, in its workspace; the two withdrawn are off it, check-in and all."""
+    from services.agency.domain import table_view
+
+    record, _ = check_in(with_table(), "power", "gd-017", RULES, CONVENED)
+    change = desk_reroute(record, lead="housing_admin", support=["water"])
+    new = change.record
+
+    assert new.table.invited == ["housing_admin", "water"]
+    assert new.table.checked_in == {}  # power left, its check-in with it
+    rerouted, *_ = change.events
+    (convened,) = [e for e in change.events if isinstance(e, TableConvened)]
+    assert [a.agency for a in convened.agencies] == ["housing_admin", "water"]
+    assert (convened.meets_at, convened.place) == (MEETS_AT, PLACE)
+    assert convened.causation_id == rerouted.event_id and convened.trace_id == TRACE_ID
+    invited = [e for e in new.timeline if e.step == "table_invited"]
+    assert [(e.agency, e.detail) for e in invited] == [("water", "自来水公司 invited by the desk")]
+    assert table_view(new, "water") is not None and table_view(new, "power") is None
+
+    tasked, _ = record_task(new, DESK, "water", "关闭楼上进水阀", MEETS_AT + timedelta(days=1),
+                            RULES, MEETS_AT)
+    assert table_view(tasked, "water")["tasks"][0]["description"] == "关闭楼上进水阀"
+    checked, _ = check_in(tasked, "water", "zls-3", RULES, MEETS_AT)
+    assert "water" in checked.table.checked_in
+
+
+def test_a_retried_reroute_seats_no_one_twice_and_one_brought_back_is_invited_afresh():
+    record, _ = check_in(with_table(), "power", "gd-017", RULES, CONVENED)
+    new = desk_reroute(record, lead="housing_admin", support=["water"]).record
+    assert desk_reroute(new, lead="housing_admin", support=["water"]) is None
+
+    back = desk_reroute(new, CONVENED + timedelta(hours=1), lead="housing_admin",
+                        support=["water", "power"])
+    assert back.record.table.invited == ["housing_admin", "water", "power"]
+    assert "power" not in back.record.table.checked_in  # it checks in again
+    (convened,) = [e for e in back.events if isinstance(e, TableConvened)]
+    assert [a.agency for a in convened.agencies] == ["housing_admin", "water", "power"]
+
+
+def test_a_reroute_without_a_table_convenes_none():
+    change = desk_reroute(balcony(), lead="housing_admin", support=["water"])
+    assert change.record.table is None
+    assert not any(isinstance(e, TableConvened) for e in change.events)

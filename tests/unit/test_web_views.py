@@ -1063,6 +1063,41 @@ def test_an_english_page_shows_every_other_steps_detail_as_written_in_the_desks_
     assert "Escalated" in {row["label"] for row in rows}
 
 
+def test_an_english_page_names_whoever_invited_an_agency_to_the_table():
+    """The Chinese timeline said 社区窗口邀请… and 供电公司邀请…; the English one said
+    "invited by desk" and "invited by power", codes. Now it names the desk and the agency
+    as its other steps do ("done by the desk", "供电公司 (gd-12) checked in"), steps
+    written with the codes before too."""
+    invited = [e for e in every_other_step() if e["step"] == "table_invited"]
+    assert [e["detail"] for e in invited] == [
+        "自来水公司 invited by the desk", "燃气公司 invited by 供电公司"]
+    older = [{**e, "detail": e["detail"].replace("the desk", "desk").replace("供电公司", "power")}
+             for e in invited]
+    for steps in (invited, older):
+        en = views.timeline_rows(steps, EN, names_from_rules(None), "Asia/Shanghai")
+        assert [row["detail"] for row in en] == [
+            "自来水公司 invited by the desk", "燃气公司 invited by 供电公司"]
+        zh = views.timeline_rows(steps, ZH, names_from_rules(None), "Asia/Shanghai")
+        assert [row["detail"] for row in zh] == ["社区窗口邀请自来水公司参会", "供电公司邀请燃气公司参会"]
+
+
+def test_a_date_too_far_ahead_says_the_window_beside_the_field_in_both_languages():
+    """A task due past the rules' longest resolve window: the Chinese page said only
+    填写有误, the English one "must be within 0.5 days" for a window of 12 hours."""
+    error = {"field": "due", "type": "too_far", "within_seconds": 5400,
+             "message": "must be within 1 hour 30 minutes (the longest resolve window of the "
+                        "rules), by 2026-12-05T10:30:00+00:00: agree a nearer date, or split the work"}
+    assert views.field_errors([error], ZH) == {
+        "due": "须在1小时30分钟之内（规则中最长的办结时限）：请商定更近的日期，或把事项拆开"}
+    # as the page gets it over RPC: nameko sends an error's numbers as text
+    assert views.field_errors([{**error, "within_seconds": "43200"}], EN) == {
+        "due": "Must be within 12 hours from now (the longest resolve window of the rules): "
+               "agree a nearer date, or split the work"}
+    # A routing that did not give the window: its own words on an English page, as before.
+    older = {k: v for k, v in error.items() if k != "within_seconds"}
+    assert views.field_errors([older], EN) == {"due": older["message"]}
+
+
 def test_an_english_page_gives_a_steps_moments_in_the_desks_time_zone():
     """"closes unrated at 2026-12-13T10:30:00+00:00" was UTC on an English page, beside
     step times in Beijing time."""
