@@ -135,6 +135,7 @@ def documented_open311_routes() -> set[tuple[str, str]]:
 
 
 def test_every_route_is_documented_with_its_method():
+    """The API's in http.md's table, the pages' in pages.md's, Open311's in open311.md's."""
     missing = []
     for (method, path), service in sorted(code_routes().items()):
         if path.startswith(OPEN311_PREFIX):
@@ -169,8 +170,7 @@ NOT_ROUTES = {("PUT", "/issues")}
 def test_every_route_the_docs_name_is_served(source: str):
     """A ``GET /path`` in backticks anywhere in the docs names a route that exists (a
     trailing ``…`` stands for any route under it, as the README's ``GET /issues…``)."""
-    served = code_routes()
-    shapes = {(method, path) for method, path in served}
+    served = set(code_routes())
     gone = []
     for span in code_spans(read(source)):
         match = re.match(r"^(GET|POST|PUT|PATCH|DELETE|OPTIONS) (/[^\s?]*)", span)
@@ -178,9 +178,9 @@ def test_every_route_the_docs_name_is_served(source: str):
             continue
         method, path = match[1], shape(match[2].rstrip("…"))
         if match[2].endswith("…"):
-            found = any(m == method and p.startswith(path) for m, p in shapes)
+            found = any(m == method and p.startswith(path) for m, p in served)
         else:
-            found = (method, path) in shapes
+            found = (method, path) in served
         if not found:
             gone.append(f"{source}: `{span}` is served by no service")
     assert not gone, "\n".join(gone)
