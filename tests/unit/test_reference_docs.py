@@ -25,6 +25,7 @@ from whistle.runner import SERVICE_NAMES, service_classes
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 OPEN311_PREFIX = "/open311/v2/"
+ALL_DOCS = ["README.md", *sorted(f"docs/{p.name}" for p in DOCS.glob("*.md"))]
 
 
 def read(name: str) -> str:
@@ -152,6 +153,19 @@ def test_every_route_is_documented_with_its_method():
     assert not missing, "\n".join(missing)
 
 
+def test_each_api_route_is_documented_under_its_service():
+    """http.md's table says which service serves each route."""
+    served = code_routes()
+    table = section(read("docs/http.md"), "## Every route and who may call it")
+    wrong = []
+    for cells in table_rows(table):
+        match = ROUTE.match(cells[0].strip("`"))
+        service = match and served.get((match[1], shape(match[2])))
+        if service and cells[1] not in (service, "every service"):
+            wrong.append(f"docs/http.md: {cells[0]} is served by {service}, not {cells[1]}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_every_documented_route_exists():
     served = set(code_routes())
     gone = [f"docs/{doc}: {method} {path} is served by no service"
@@ -166,7 +180,7 @@ def test_every_documented_route_exists():
 NOT_ROUTES = {("PUT", "/issues")}
 
 
-@pytest.mark.parametrize("source", ["README.md", *sorted(f"docs/{p.name}" for p in DOCS.glob("*.md"))])
+@pytest.mark.parametrize("source", ALL_DOCS)
 def test_every_route_the_docs_name_is_served(source: str):
     """A ``GET /path`` in backticks anywhere in the docs names a route that exists (a
     trailing ``…`` stands for any route under it, as the README's ``GET /issues…``)."""
@@ -248,6 +262,16 @@ def test_every_documented_rpc_method_exists():
     gone = sorted(set(documented_rpc_methods()) - set(code_rpc_methods()))
     assert not gone, "\n".join(f"docs/rpc.md (## {service}): {method} is no RPC method of {service}"
                                for service, method in gone)
+
+
+@pytest.mark.parametrize("source", ALL_DOCS)
+def test_every_rpc_method_the_docs_name_exists(source: str):
+    """``rpc.routing.resident_view`` anywhere in the docs names an RPC method."""
+    existing = code_rpc_methods()
+    gone = [f"{source}: rpc.{service}.{method} is no RPC method"
+            for service, method in sorted(set(re.findall(r"\brpc\.(\w+)\.(\w+)", read(source))))
+            if (service, method) not in existing]
+    assert not gone, "\n".join(gone)
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -333,6 +357,32 @@ def test_every_documented_command_and_option_exists():
         gone += [f"docs/cli.md: {name} has no option {option}"
                  for option in sorted(set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", usage)))
                  if option not in option_names(existing[path])]
+    assert not gone, "\n".join(gone)
+
+
+def every_command_and_group(group: click.Group = cli, path: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from every_command_and_group(command, (*path, name))
+
+
+@pytest.mark.parametrize("source", ALL_DOCS)
+def test_every_command_the_docs_name_exists(source: str):
+    """``whistle routing train --with-corrections`` anywhere in the docs names a command
+    and its options. Words after the command (``whistle token desk``) are its arguments."""
+    existing = dict(every_command_and_group())
+    gone = []
+    for span in code_spans(read(source)):
+        named_path = path = usage_path(span) if span.startswith("whistle ") else ()
+        while path and path not in existing:
+            path = path[:-1]
+        if named_path and not path:
+            gone.append(f"{source}: `{span}` names no command")
+        elif path and not isinstance(existing[path], click.Group):
+            gone += [f"{source}: `{span}`: whistle {' '.join(path)} has no option {option}"
+                     for option in sorted(set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", span)))
+                     if option not in option_names(existing[path])]
     assert not gone, "\n".join(gone)
 
 
@@ -428,7 +478,7 @@ def anchors(markdown: str) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("source", ["README.md", *sorted(f"docs/{p.name}" for p in DOCS.glob("*.md"))])
+@pytest.mark.parametrize("source", ALL_DOCS)
 def test_every_docs_link_resolves(source: str):
     """Every relative link (``docs/x.md``, ``x.md#anchor``, ``#anchor``, ``docs/img/…``)
     names a file that exists, and an anchor that one of its headings makes."""
