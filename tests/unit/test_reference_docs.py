@@ -495,3 +495,23 @@ def test_every_docs_link_resolves(source: str):
         elif anchor and anchor not in anchors(path.read_text(encoding="utf-8")):
             broken.append(f"{source}: {target}: {file} has no heading making #{anchor}")
     assert not broken, "\n".join(broken)
+
+
+# ``([security.md](security.md), "RPC: the broker is the boundary")``, ``(docs/benchmarks.md,
+# "Session 19")``: a page and the title of a part of it, a heading or a bold lead.
+SECTION_REFERENCE = re.compile(r'((?:docs/)?[\w-]+\.md)\)?,?\s+"([^"]+)"')
+
+
+@pytest.mark.parametrize("source", ALL_DOCS)
+def test_every_section_the_docs_quote_exists(source: str):
+    missing = []
+    for file, title in SECTION_REFERENCE.findall(read(source)):
+        path = next((p for p in ((ROOT / source).parent / file, ROOT / file) if p.exists()), None)
+        if path is None:
+            missing.append(f"{source}: {file} (\"{title}\") names no file")
+            continue
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        title = " ".join(title.split())
+        if not re.search(rf"(#+ |\*\*){re.escape(title)}", text):
+            missing.append(f"{source}: {file} has no heading or bold lead \"{title}\"")
+    assert not missing, "\n".join(missing)
