@@ -20,7 +20,7 @@ and measurement on the frozen split.
 - ``whistle routing calibrate --held-out FILE`` sets a model's urgency threshold on
   labelled reports it was not trained on (``services.routing.calibration``) and writes
   the result as a new artefact, current unless ``--no-publish``.
-- ``whistle routing publish FOLDER`` makes an artefact written with ``--no-publish``
+- ``whistle routing publish ARTEFACT`` makes an artefact written with ``--no-publish``
   current (after ``evaluate --model FOLDER`` said it is the one).
 """
 
