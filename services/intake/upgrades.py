@@ -3,12 +3,15 @@
 Intake is the one service that writes the community index (a new issue goes in it) and
 reads it (the desk's lists, board and ``/stats``), so it moves an earlier release's
 index to the folded names (``shared.store.IssueStore.fold_community_index``) in its
-set-up, before it serves anything. Redis being out of reach then does not stop intake
+set-up, before it serves anything. It also takes the messages an earlier release left in
+the desk's outbox once relayed off it (``IssueStore.desk_outbox_pending_only``): intake's
+archiver forgets relays, which would otherwise bring those back onto the desk's list. Redis being out of reach then does not stop intake
 from starting: its timer tries again until the move is done.
 """
 
 from __future__ import annotations
 
+import time
 from logging import getLogger
 
 from shared.errors import Unavailable
@@ -45,10 +48,13 @@ class KeyUpgrades(RedisProvider):
             return
         try:
             merged = self.store.fold_community_index()
+            relayed = self.store.desk_outbox_pending_only(time.time())
         except Unavailable as exc:
-            _log.warning("community index not yet moved to folded names, retrying: %s", exc)
+            _log.warning("Redis keys not yet upgraded, retrying: %s", exc)
             return
         self.done = True
         if merged:
             _log.info("community index: %d set(s) of names as written merged into their "
                       "folded names", merged)
+        if relayed:
+            _log.info("desk outbox: %d message(s) relayed already taken off it", relayed)
