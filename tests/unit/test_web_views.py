@@ -851,7 +851,7 @@ def delivery_records() -> list[dict]:
                                       ("webhook", requests.ReadTimeout.__name__),
                                       ("email", no_address), ("email", ""))]
     failed.append(relayed_by_desk(attempted(record, message, False, "webhook", "HTTP 503", "",
-                                            NOW.isoformat(), 1)))
+                                            NOW.isoformat(), 1), message))
     answered = attempted(record, message, True, "webhook", "HTTP 200", "", NOW.isoformat(), 1)
     return [*sent, *failed, answered]
 
