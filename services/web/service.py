@@ -271,7 +271,8 @@ class WebService:
         return self._acted(
             relay_all,
             "/desk/relay", _again(request, lambda status, **context: self._relay_page(
-                request, session, principal, status=status, **context)), "relay.mark")
+                request, session, principal, status=status, here="/desk/relay", **context)),
+            "relay.mark")
 
     @http("GET", "/desk/new")
     def new_issue_form(self, request):

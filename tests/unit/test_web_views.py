@@ -1393,3 +1393,23 @@ def test_a_reroute_leaving_nothing_to_do_is_not_said_as_resolve_it_yourself():
                "whose part is open to resolve it")
     said = views.refusal(message, views.Translator("zh"), names_from_rules(None))
     assert said == "改派后留下的单位都已办结各自的部分：请保留一个还有工作的单位，或请尚未办结的单位办结其部分"
+
+
+def test_a_page_brought_back_by_back_is_fetched_afresh_from_a_page_not_a_forms_address():
+    """static/fresh.js fetches a page the browser brings back from its back/forward cache
+    again: a page fetched by GET from its own address, a form's answer from the page the
+    form was on (its own address takes only a POST), and one with no such page not at all."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.web.pages import reload_to, render
+
+    def request(method: str, path: str) -> Request:
+        return Request(EnvironBuilder(method=method, path=path).get_environ())
+
+    assert reload_to(request("GET", "/resident/WH-20261207-0001")) == "self"
+    assert reload_to(request("POST", "/desk/relay/" + "a" * 24), "/desk/relay") == "/desk/relay"
+    assert reload_to(request("POST", "/resident/WH-20261207-0001/rating")) is None
+    page = render(request("GET", "/desk/relay"), "error.html", message_key="not_found",
+                  detail="", seconds=None).get_data(as_text=True)
+    assert 'data-reload="self"' in page and '<script src="/static/fresh.js" defer>' in page
