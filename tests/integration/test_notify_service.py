@@ -254,6 +254,7 @@ def test_the_desks_copy_of_a_rating_request_asks_whether_they_are_satisfied(noti
         mine = requests.get(f"{notify}/issues/{issue_id}/notifications",
                             headers={"Authorization": f"Bearer {token}"}, timeout=5)
         assert mine.status_code == 200, mine.text
+        assert mine.headers["Cache-Control"] == "no-store"  # read with their link
         [asked] = [n["text"] for n in mine.json()["notifications"]
                    if n["kind"] == "rating_request"]
         assert instruction not in asked and "社区：" not in asked and "Desk:" not in asked
