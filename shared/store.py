@@ -19,7 +19,9 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:dedupe:{category}:{scope}   string  the open issue that owns a duplicate bucket (TTL)
     {p}:seq:{yyyymmdd}              string  daily counter behind WH-yyyymmdd-nnnn ids
     {p}:outbox:{service}            hash    message id -> envelope not yet confirmed by the broker
-    {p}:desk:outbox                 list    messages for residents, read by the desk
+    {p}:desk:outbox                 list    messages the desk still has to relay, newest first
+    {p}:desk:relayed                hash    notification id -> its relay (who, when; JSON)
+    {p}:desk:relayed:at             zset    notification id -> when it was relayed (epoch s)
     {p}:desk:pushed:{notification}  string  marks a message pushed to the desk (1 day)
     {p}:notify:lease:{notification} string  a notify worker is sending it (webhook, email; 30 s)
     {p}:idx:closed                  zset    closed issue ids, scored by closed_at (epoch s)
@@ -94,6 +96,14 @@ COMMITTED = 1  # what the commit script answers when it wrote
 # {p}:upgrades' member once the community index is keyed by folded names.
 COMMUNITY_INDEX_FOLDED = "community-index-folded"
 WITHDRAWN_INDEX_FILLED = "withdrawn-index-filled"
+# {p}:upgrades' member once the desk's outbox holds only messages still to relay.
+DESK_OUTBOX_PENDING_ONLY = "desk-outbox-pending-only"
+RELAYED_KEPT_S = 7 * 24 * 3600
+"""How long a relay is remembered at most (its issue's archive forgets it sooner): long
+enough that the desk's second press of 已转告, or a page sent again, gets the first
+relay's answer; the delivery record keeps the relay for good."""
+RELAYED_PRUNED_A_MARK = 100
+"""Relays past ``RELAYED_KEPT_S`` forgotten by each new relay, at most: a bounded step."""
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -223,6 +233,11 @@ class Keys:
     def desk_relayed(self) -> str:
         """Hash: notification id -> who relayed it from the desk's outbox, when (JSON)."""
         return f"{self.prefix}:desk:relayed"
+
+    @property
+    def desk_relayed_at(self) -> str:
+        """Zset: notification id -> when it was relayed (epoch s), to forget old relays."""
+        return f"{self.prefix}:desk:relayed:at"
 
 
 class Writes:
@@ -899,14 +914,119 @@ class IssueStore:
     return written
     """
 
-    def forget_desk_messages(self, issue_id: str) -> int:
+    # ------------------------------------------------------------ desk outbox
+    # The desk's outbox (services.notify.channels.DeskOutboxChannel pushes, newest first)
+    # holds the messages the desk still has to relay: a relay takes its entry off in the
+    # same script that records it, so reading the list costs what is left to relay.
+
+    def oldest_desk_messages(self, skip: int, count: int) -> list[str]:
+        """Up to ``count`` outbox entries (raw JSON), oldest first, after the ``skip``
+        oldest: the desk reads its list from the oldest end, a chunk at a time."""
+        newest_first = self._call(self.redis.lrange, self.keys.desk_outbox,
+                                  -(skip + count), -(skip + 1))
+        return newest_first[::-1]
+
+    def desk_message(self, notification_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The outbox entry of message ``notification_id``: (raw JSON, entry), or None."""
+        for raw in self._call(self.redis.lrange, self.keys.desk_outbox, 0, -1):
+            if f'"{notification_id}"' in raw and (
+                    entry := loads(raw)).get("notification_id") == notification_id:
+                return raw, entry
+        return None
+
+    # KEYS: relayed hash, relayed-at zset, outbox.
+    # ARGV: id, relay (JSON), its outbox entry ('' when none), now, forget before, how many.
+    _RELAY = """
+    if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+        redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+    end
+    if ARGV[3] ~= '' then redis.call('LREM', KEYS[3], 0, ARGV[3]) end
+    local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[5], 'LIMIT', 0, ARGV[6])
+    if #old > 0 then
+        redis.call('HDEL', KEYS[1], unpack(old))
+        redis.call('ZREM', KEYS[2], unpack(old))
+    end
+    return redis.call('HGET', KEYS[1], ARGV[1])
+    """
+
+    @cached_property
+    def _relay(self) -> Script:
+        return self.redis.register_script(self._RELAY)
+
+    def relay_desk_message(self, notification_id: str, relay: str, raw_entry: str | None,
+                           now_ts: float) -> str:
+        """Record the desk's relay of a message (unless one is recorded: the first wins)
+        and take its entry ``raw_entry`` off the outbox, in one step; forget a few relays
+        older than ``RELAYED_KEPT_S`` on the way. The relay recorded (JSON)."""
+        keys = self.keys
+        return self._call(run_script, self._relay,
+                          [keys.desk_relayed, keys.desk_relayed_at, keys.desk_outbox],
+                          [notification_id, relay, raw_entry or "", now_ts,
+                           now_ts - RELAYED_KEPT_S, RELAYED_PRUNED_A_MARK])
+
+    def relays(self, notification_ids: Sequence[str]) -> dict[str, str]:
+        """The relays recorded of these messages (id -> JSON), those that have one."""
+        if not notification_ids:
+            return {}
+        found = self._call(self.redis.hmget, self.keys.desk_relayed, list(notification_ids))
+        return {nid: raw for nid, raw in zip(notification_ids, found, strict=True) if raw}
+
+    def forget_relays(self, notification_ids: Iterable[str]) -> None:
+        """Forget the relays of these messages (their issue left Redis, or was erased)."""
+        ids = list(notification_ids)
+        if ids:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hdel(self.keys.desk_relayed, *ids)
+            pipe.zrem(self.keys.desk_relayed_at, *ids)
+            self._call(pipe.execute)
+
+    def forget_desk_messages(self, issue_id: str, notification_ids: Iterable[str] = ()) -> int:
         """Take ``issue_id``'s messages off the desk's outbox, which keeps its resident's
-        contact in full for the desk to call (``/desk/relay``): for a contact erased.
-        Returns how many went."""
+        contact in full for the desk to call (``/desk/relay``), and forget the relays of
+        ``notification_ids`` (its messages): for a contact erased. How many entries went."""
         gone = 0
         for raw in self.redis.lrange(self.keys.desk_outbox, 0, -1):
             if issue_id in raw and loads(raw).get("issue_id") == issue_id:
                 gone += self.redis.lrem(self.keys.desk_outbox, 0, raw)
+        self.forget_relays(notification_ids)
+        return gone
+
+    # KEYS: outbox, relayed hash, relayed-at zset. ARGV: now.
+    # An earlier release kept relayed entries in the outbox: rewrite it with the others
+    # only (one pass, not an LREM each), and time the relays kept from now.
+    _PENDING_ONLY = """
+    local raws = redis.call('LRANGE', KEYS[1], 0, -1)
+    local kept, gone = {}, 0
+    for _, raw in ipairs(raws) do
+        local ok, entry = pcall(cjson.decode, raw)
+        local nid = ok and type(entry) == 'table' and entry['notification_id']
+        if type(nid) == 'string' and redis.call('HEXISTS', KEYS[2], nid) == 1 then
+            gone = gone + 1
+        else
+            kept[#kept + 1] = raw
+        end
+    end
+    if gone > 0 then
+        redis.call('DEL', KEYS[1])
+        for i = 1, #kept, 1000 do
+            redis.call('RPUSH', KEYS[1], unpack(kept, i, math.min(i + 999, #kept)))
+        end
+    end
+    local ids = redis.call('HKEYS', KEYS[2])
+    for _, nid in ipairs(ids) do redis.call('ZADD', KEYS[3], 'NX', ARGV[1], nid) end
+    return gone
+    """
+
+    def desk_outbox_pending_only(self, now_ts: float) -> int | None:
+        """Take the entries an earlier release left in the desk's outbox once relayed off
+        it, and give the relays it kept a time (from now) to be forgotten by. Once per key
+        prefix, like :meth:`fold_community_index`. How many entries went (None: done)."""
+        if self._call(self.redis.sismember, self.keys.upgrades, DESK_OUTBOX_PENDING_ONLY):
+            return None
+        keys = self.keys
+        gone = self._call(self.redis.eval, self._PENDING_ONLY, 3, keys.desk_outbox,
+                          keys.desk_relayed, keys.desk_relayed_at, now_ts)
+        self._call(self.redis.sadd, keys.upgrades, DESK_OUTBOX_PENDING_ONLY)
         return gone
 
     def add_note(self, issue_id: str, note_id: str, entry: TimelineEntry) -> bool:

@@ -62,8 +62,13 @@ _servers: dict[str, ProcessWebServer] = {}
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(dumps(payload), status=status, headers=headers,
-                    mimetype="application/json")
+    """A JSON answer, kept by no cache (``Cache-Control: no-store``, unless ``headers``
+    say otherwise): each is someone's issue as their token may read it, a resident's
+    link in the address among them, as the pages are."""
+    response = Response(dumps(payload), status=status, headers=headers,
+                        mimetype="application/json")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def error_headers(exc: Exception) -> dict[str, str] | None:

@@ -182,8 +182,9 @@ def privacy_erase(issue_id: str) -> None:
             raise click.ClickException(f"{issue_id} is not archived yet (its resident is still "
                                        "being told of progress); erase it once it is")
         erased = store.archive.erase_contact(issue_id)
-        # Its messages still to relay hold the contact in full: the desk no longer calls.
-        dropped = store.forget_desk_messages(issue_id)
+        # Its messages still to relay hold the contact in full: the desk no longer calls;
+        # and the relays of its messages are forgotten (archiving forgot those before it).
+        dropped = store.forget_desk_messages(issue_id, store.archive.notifications(issue_id))
     except REDIS_ERRORS as exc:
         raise cannot_reach("Redis", config[cfg.REDIS_URL], exc) from None
     except NotFound:

@@ -71,21 +71,30 @@ return {redis.call('GET', KEYS[1]) or false, redis.call('HGETALL', KEYS[2]),
 """
 
 # KEYS: record, contact, notes, notifications, journal, lease, applied, {p}:issues,
-# {p}:idx:closed, then ARGV[4] index sets, then duplicate buckets.
+# {p}:idx:closed, {p}:desk:relayed, {p}:desk:relayed:at, then ARGV[4] index sets, then
+# duplicate buckets.
 # ARGV: token, digest, issue id, how many index sets.
 # 1 removed; 0 changed since read (left, lease released); -1 the lease is not ours.
+# The desk's relays of the issue's messages are forgotten with it: they are on its
+# delivery records, archived, and its relayed messages are off the desk's outbox.
 _REMOVE = _DIGEST + """
 if redis.call('GET', KEYS[6]) ~= ARGV[1] then return -1 end
 if digest(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]) ~= ARGV[2] then
     redis.call('DEL', KEYS[6])
     return 0
 end
+local messages = redis.call('HKEYS', KEYS[4])
+for i = 1, #messages, 1000 do
+    local some = {unpack(messages, i, math.min(i + 999, #messages))}
+    redis.call('HDEL', KEYS[10], unpack(some))
+    redis.call('ZREM', KEYS[11], unpack(some))
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[6])
 redis.call('ZREM', KEYS[8], ARGV[3])
 redis.call('ZREM', KEYS[9], ARGV[3])
 local sets = tonumber(ARGV[4])
-for i = 10, 9 + sets do redis.call('SREM', KEYS[i], ARGV[3]) end
-for i = 10 + sets, #KEYS do
+for i = 12, 11 + sets do redis.call('SREM', KEYS[i], ARGV[3]) end
+for i = 12 + sets, #KEYS do
     if redis.call('GET', KEYS[i]) == ARGV[3] then redis.call('DEL', KEYS[i]) end
 end
 return 1
@@ -213,7 +222,8 @@ class Archiver:
                 keys=[keys.issue(c.issue_id), keys.contact(c.issue_id), keys.notes(c.issue_id),
                       keys.notifications(c.issue_id), keys.journal(c.issue_id),
                       keys.archive_lease(c.issue_id), keys.applied(c.issue_id),
-                      keys.all_issues, keys.closed, *index_sets, *dedupe],
+                      keys.all_issues, keys.closed, keys.desk_relayed,
+                      keys.desk_relayed_at, *index_sets, *dedupe],
                 args=[token, c.digest, c.issue_id, len(index_sets)], client=pipe)
         for c, outcome in zip(claimed, self.store._call(pipe.execute), strict=True):
             if outcome == 1:

@@ -5,7 +5,7 @@ the desk passes on by phone or in person: residents who chose the desk (the defa
 messages a webhook or email gave up on, and supervisors' notices. This module turns its
 entries into the desk's list: only the caller's communities (its issue's community; one
 whose community is not known is shown to an unscoped desk only),
-oldest first, without those relayed already, each with whom to call *in full*: the
+oldest first (at most ``RELAY_LIST_LIMIT``), without those relayed already, each with whom to call *in full*: the
 one view of a resident's contact that is not masked (docs/security.md).
 """
 
@@ -20,6 +20,8 @@ from services.notify.recipients import RESIDENT, SUPERVISOR
 from shared.contracts import Strict, bounded_text
 
 RELAYED_STEP = "relayed"
+RELAY_LIST_LIMIT = 200
+"""Messages on the desk's relay list at most, the oldest: relaying them brings on the next."""
 NOTIFICATION_ID = r"^[0-9a-f]{24}$"
 """``delivery.message_id``'s shape: what a relay names."""
 

@@ -67,6 +67,7 @@ from services.notify.recipients import (
     view_for,
 )
 from services.notify.relays import (
+    RELAY_LIST_LIMIT,
     RELAYED_STEP,
     MarkRelayed,
     RelayTarget,
@@ -115,6 +116,15 @@ from shared.store import RedisProvider, Store
 from shared.web import health_report, http, validate
 
 _log = getLogger(__name__)
+
+RELAY_READ_CHUNK = 200
+"""Outbox entries read at a time while filling the desk's list (other communities' too)."""
+
+
+def _every_issue(issue_id: str) -> bool:
+    """An unscoped desk's view: every issue's messages."""
+    return True
+
 
 # How long one event's messages may wait, in all, for the messages that must come
 # before them (see recipients.ordering_waits): briefly, never for long.
@@ -332,23 +342,37 @@ class NotifyService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def desk_relays(self, token: str) -> list[dict]:
         """The messages in the desk's outbox still to relay (待转告), for desk staff of
-        their communities, oldest first, each with whom to tell: a resident's name and
-        phone *in full* (the one view that shows them; audited as a read of those
-        issues' contacts), or a supervisor's office (``relays.relay_item``)."""
+        their communities, oldest first, at most ``RELAY_LIST_LIMIT`` (relaying them
+        brings on the next), each with whom to tell: a resident's name and phone *in
+        full* (the one view that shows them; audited as a read of those issues'
+        contacts), or a supervisor's office (``relays.relay_item``).
+
+        The outbox holds only what is still to relay (a relay takes its entry off), read
+        from its oldest end a chunk at a time until the list is full: a read costs what is
+        left to relay, and at most the list's worth for a desk that sees every entry."""
         principal = self.guard.staff(token, "relay.read")
         must_be_desk(principal)
-        entries = [loads(raw) for raw in self.store.redis.lrange(self.store.keys.desk_outbox,
-                                                                  0, -1)]
-        ids = [nid for nid in {e.get("notification_id") for e in entries} if nid]
-        done = self.store.redis.hmget(self.store.keys.desk_relayed, ids) if ids else []
-        relayed = {nid for nid, relay in zip(ids, done, strict=True) if relay}
-        if principal.communities is None:
-            inside = None
-        else:  # the community index: an issue it does not know is in none of them
-            inside = set(self.store.only_in_communities(
-                sorted({e.get("issue_id") or "" for e in entries}), principal.communities))
-        items = pending_relays(entries, relayed,
-                               lambda issue_id: inside is None or issue_id in inside)
+        items: list[dict] = []
+        listed: set[str] = set()
+        skip = 0
+        while len(items) < RELAY_LIST_LIMIT:
+            chunk = self.store.oldest_desk_messages(skip, RELAY_READ_CHUNK)
+            skip += len(chunk)
+            entries = [loads(raw) for raw in chunk]
+            relayed = set(self.store.relays(sorted(
+                {nid for e in entries if (nid := e.get("notification_id"))})))
+            if principal.communities is None:
+                visible = _every_issue
+            else:  # the community index: an issue it does not know is in none of them
+                visible = set(self.store.only_in_communities(
+                    sorted({e.get("issue_id") or "" for e in entries}),
+                    principal.communities)).__contains__
+            found = pending_relays(entries[::-1], relayed | listed, visible)
+            listed.update(item["notification_id"] for item in found)
+            items += found
+            if len(chunk) < RELAY_READ_CHUNK:
+                break
+        items = items[:RELAY_LIST_LIMIT]
         self.guard.on_issues([item["issue_id"] for item in items])
         return items
 
@@ -357,15 +381,16 @@ class NotifyService:
                      ) -> dict:
         """The desk relayed an outbox message (desk staff of its issue's community):
         recorded on its delivery record (``relayed_by``, ``relayed_at``) with one
-        timeline note, and off the desk's list. Twice is once: the same answer, one note.
-        An unknown id is a 404 only to a desk that could see it (an unscoped one)."""
+        timeline note, and off the desk's list. Twice is once: the same answer, one note
+        (while the relay is remembered: until its issue is archived, ``RELAYED_KEPT_S``
+        at most). An unknown id is a 404 only to a desk that could see it (an unscoped one)."""
         principal = self.guard.staff(token, "relay.mark")
         must_be_desk(principal)
         body = validate(MarkRelayed, payload or {})
         nid = validate(RelayTarget, {"notification_id": notification_id}).notification_id
-        keys, redis = self.store.keys, self.store.redis
-        done = redis.hget(keys.desk_relayed, nid)
-        entry = loads(done) if done else self._outbox_entry(nid)
+        done = self.store.relays([nid]).get(nid)
+        found = None if done else self.store.desk_message(nid)
+        entry = loads(done) if done else (found[1] if found else None)
         record = None
         if entry is not None:
             with suppress(NotFound):
@@ -376,13 +401,15 @@ class NotifyService:
         issue_id = entry["issue_id"]
         self.guard.on_issue(issue_id)
         if done is None:
+            now = utcnow()
             relay = {"notification_id": nid, "issue_id": issue_id, "kind": entry.get("kind"),
                      "audience": audience_of(entry), "relayed_by": principal.staff_id,
-                     "relayed_at": utc_moment(utcnow()),
+                     "relayed_at": utc_moment(now),
                      "note": masked_comment(body.note, [(entry.get("recipient") or {})
                                                         .get("name")])}
-            redis.hsetnx(keys.desk_relayed, nid, dumps(relay))
-            relay = loads(redis.hget(keys.desk_relayed, nid))  # the first relay wins
+            # The first relay wins; the entry leaves the outbox with it.
+            relay = loads(self.store.relay_desk_message(nid, dumps(relay), found[0],
+                                                        now.timestamp()))
         else:
             relay = entry
         self._record_relay(relay)
@@ -390,13 +417,6 @@ class NotifyService:
                       kind=relay["kind"], staff_id=principal.staff_id, jti=principal.jti)
         return {k: relay.get(k) for k in ("notification_id", "issue_id", "kind", "audience",
                                           "relayed_by", "relayed_at")}
-
-    def _outbox_entry(self, nid: str) -> dict | None:
-        """The desk's outbox entry of message ``nid`` (the outbox is newest first)."""
-        for raw in self.store.redis.lrange(self.store.keys.desk_outbox, 0, -1):
-            if f'"{nid}"' in raw and (entry := loads(raw)).get("notification_id") == nid:
-                return entry
-        return None
 
     def _record_relay(self, relay: dict) -> None:
         """The relay on the message's delivery record and, once, on its issue's timeline.

@@ -88,12 +88,22 @@ def render(request, template: str, status: int = 200, lang: str | None = None,
     t = Translator(lang)
     body = templates.get_template(template).render(t=t, lang=lang, path=request.path,
                                                    lang_href=language_switch(request, lang, here),
-                                                   **context)
+                                                   reload_to=reload_to(request, here), **context)
     response = Response(body, status=status, mimetype="text/html")
     if request.args.get("lang") in LANGUAGES:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True,
                             samesite="Lax", path="/")
     return response
+
+
+def reload_to(request, here: str = "") -> str | None:
+    """Where a page brought back by Back or Forward is fetched afresh from (static/
+    fresh.js): a page that was fetched, from its own address ("self"); a page that
+    answered a form, from the page the form was on (``here``: a form's address is no page
+    to fetch), or not at all when there is none."""
+    if request.method in ("GET", "HEAD"):
+        return "self"
+    return here or None
 
 
 def redirect(location: str, status: int = 303) -> Response:

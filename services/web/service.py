@@ -40,6 +40,7 @@ from nameko.exceptions import RemoteError
 from pydantic import ValidationError
 from werkzeug.wrappers import Response
 
+from services.notify.relays import RELAY_LIST_LIMIT
 from services.web import views
 from services.web.catalogue import Catalogue
 from services.web.flow import FlowTap
@@ -243,8 +244,11 @@ class WebService:
                     status: int = 200, **context):
         items = self._rpc(self.notify.desk_relays, session.token)
         t = views.Translator(reader_language(request))
+        # notify lists the oldest messages waiting, at most RELAY_LIST_LIMIT: a full list
+        # says that more wait behind them.
+        more = len(items) if len(items) >= RELAY_LIST_LIMIT else 0
         return self._page(request, "relay.html", session, principal, status=status,
-                          cards=views.relay_cards(items, self._tz(), t), **context)
+                          cards=views.relay_cards(items, self._tz(), t), more=more, **context)
 
     @http("POST", "/desk/relay/<notification_id>")
     def mark_relayed(self, request, notification_id):
@@ -267,7 +271,8 @@ class WebService:
         return self._acted(
             relay_all,
             "/desk/relay", _again(request, lambda status, **context: self._relay_page(
-                request, session, principal, status=status, **context)), "relay.mark")
+                request, session, principal, status=status, here="/desk/relay", **context)),
+            "relay.mark")
 
     @http("GET", "/desk/new")
     def new_issue_form(self, request):

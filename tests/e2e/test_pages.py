@@ -481,17 +481,22 @@ def test_a_link_in_a_report_fits_a_phone(whistle, browsers):
     assert person.driver.execute_script(width) <= PHONE
 
 
-def unsatisfied_on_a_phone(whistle, browsers) -> tuple[str, str, Browser]:
-    """A resolved flying wire's rating form on a phone, "not satisfied" chosen: the
-    issue, the rating link's token, the resident's browser."""
+def rated_on_a_phone(whistle, browsers, rating: str) -> tuple[str, str, Browser]:
+    """A resolved flying wire's rating form on a phone, ``rating`` chosen: the issue, the
+    rating link's token, the resident's browser."""
     issue_id = resolved_flying_wire(whistle.url)
     link = issue_feedback_token(issue_id, issue_id, 0, cfg.DEV_SECRET, ttl_s=3600)
     resident = browsers(PHONE, 844)
     resident.open(f"/issues/{issue_id}/feedback?token={link}")
     resident.wait(lambda: resident.find_all("#rate-form") or resident.driver.refresh(), 10,
                   "the rating form")
-    resident.find("input[name=rating][value=unsatisfied]").click()
+    resident.find(f"input[name=rating][value={rating}]").click()
     return issue_id, link, resident
+
+
+def unsatisfied_on_a_phone(whistle, browsers) -> tuple[str, str, Browser]:
+    """A resolved flying wire's rating form on a phone, "not satisfied" chosen."""
+    return rated_on_a_phone(whistle, browsers, "unsatisfied")
 
 
 def test_a_residents_long_comment_with_line_breaks_is_taken(whistle, browsers):
@@ -1479,3 +1484,33 @@ def test_the_desk_finds_whom_to_call_on_the_relay_page_and_marks_it_relayed(
         ("relay.mark", "200")] * 2  # one a message: each is judged and recorded on its own
     log = whistle.log()
     assert "/desk/relay" in log and phone not in log and name not in log
+
+
+def test_back_after_a_rating_or_a_report_in_shows_the_page_as_it_now_is(whistle, browsers):
+    """Back after a resident's rating, or an agency's 报到, showed the form as it was
+    before it was sent (Chromium keeps even a no-store page in its back/forward cache):
+    ready to be sent again, and saying nothing had happened. The page comes back fetched
+    afresh: rated, reported in."""
+    _, _, resident = rated_on_a_phone(whistle, browsers, "satisfied")
+    resident.find("#rate-form button[type=submit]").click()
+    resident.wait(lambda: resident.find_all("#rated"), 5, "the answer")
+    resident.driver.back()
+    resident.wait(lambda: "/feedback" in resident.driver.current_url
+                  and resident.find_all("#rate-state")
+                  and "评价过" in resident.text("#rate-state"), 10, "the page as it now is")
+    assert not resident.find_all("#rate-form")
+
+    other = submit(whistle.url, "楼道外有飞线，电线垂下来了，在5号楼西侧")
+    wait_dispatched(whistle.url, other)
+    power = browsers()
+    power.sign_in(token("power", "power-12"))
+    card = f"#a-{other}"
+    power.wait(lambda: power.find_all(card), 5, "the assignment in the workspace")
+    power.fill(f"#ack-{other}", "抢修班组已出发")
+    power.find(f"{card} .act-ack button").click()
+    power.wait(lambda: "done=" in power.driver.current_url, 5, "reported in")
+    power.driver.back()
+    power.wait(lambda: "done=" not in power.driver.current_url and power.find_all(card)
+               and power.find(card).get_attribute("data-status") == "acknowledged", 10,
+               "the workspace as it now is")
+    assert not power.find_all(f"{card} .act-ack")

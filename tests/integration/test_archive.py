@@ -12,6 +12,7 @@ from shared import config as cfg
 from shared.archive import Archive, SchemaBehind, check_schema, pending_migrations, upgrade
 from shared.auth import issue_feedback_token, issue_token
 from shared.contracts import encode_cursor, utcnow
+from shared.jsoncodec import loads
 from tests.conftest import create_database, drop_database
 from tests.support.chain import resolve_and_rate_satisfied
 from tests.support.waiting import wait_until
@@ -187,13 +188,26 @@ def test_erase_command_refuses_a_hot_issue_and_erases_an_archived_one(whistle, c
            cfg.DATABASE_URL: config[cfg.DATABASE_URL]}
     refused = CliRunner().invoke(cli, ["privacy", "erase", issue_id], env=env)
     assert refused.exit_code == 1 and "not archived yet" in refused.output
-    moved = CliRunner().invoke(cli, ["archive", "--retention", "0"], env=env)
-    assert moved.exit_code == 0 and "archived 1;" in moved.output
+    # The relays of its messages are forgotten with the issue (archived or erased): the
+    # record of what the desk relayed grew for ever.
+    waiting = [loads(raw)["notification_id"] for raw in
+               store.redis.lrange(store.keys.desk_outbox, 0, -1)
+               if loads(raw)["issue_id"] == issue_id]
+    unscoped = issue_token("desk", "d-001", config[cfg.SECRET])
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        rpc.notify.mark_relayed(unscoped, waiting[0])
+        assert store.relays(waiting[:1])
+        moved = CliRunner().invoke(cli, ["archive", "--retention", "0"], env=env)
+        assert moved.exit_code == 0 and "archived 1;" in moved.output
+        assert not store.relays(waiting[:1])
+        rpc.notify.mark_relayed(unscoped, waiting[1])  # relayed once archived
+        assert store.relays(waiting[1:2])
     # The desk's outbox (its relay page) holds the contact in full, for the desk to call.
     outbox = store.redis.lrange(store.keys.desk_outbox, 0, -1)
     assert any(issue_id in raw and "13812345678" in raw for raw in outbox)
     erased = CliRunner().invoke(cli, ["privacy", "erase", issue_id], env=env)
     assert erased.exit_code == 0, erased.output
+    assert not store.relays(waiting) and not store.redis.zcard(store.keys.desk_relayed_at)
     assert archive.contact(issue_id) == {"name": "孙**", "phone": "138****5678"}
     outbox = store.redis.lrange(store.keys.desk_outbox, 0, -1)
     assert not any(issue_id in raw or "13812345678" in raw for raw in outbox)

@@ -15,6 +15,7 @@ from kombu import Producer
 from services.notify.service import NotifyService
 from services.routing import merging
 from shared import config as cfg
+from shared.auth import issue_resident_token
 from shared.contracts import (
     AgencyRef,
     AssignmentSummary,
@@ -217,7 +218,8 @@ def test_events_about_a_merged_report_itself_are_not_sent(notify, amqp):
 
 
 def test_the_desks_copy_of_a_rating_request_asks_whether_they_are_satisfied(notify, amqp,
-                                                                             store):
+                                                                             store,
+                                                                             whistle_config):
     """Residents whose messages the desk relays (no webhook here: the desk outbox) hear
     them read out: their copy of "received" and of the rating request carries no link,
     and the rating request asks whether they are satisfied, for the desk to record."""
@@ -244,6 +246,19 @@ def test_the_desks_copy_of_a_rating_request_asks_whether_they_are_satisfied(noti
     assert "代居民评价" in relayed[PRIMARY, "rating_request"]
     assert "Are you satisfied" in relayed[NEIGHBOUR, "rating_request"]
     assert f"report {PRIMARY}" in relayed[NEIGHBOUR, "rating_request"]
+    # The resident's own list of messages showed them the desk's copy, which ends with
+    # an instruction to the desk's staff: they see the words meant for them.
+    for issue_id, instruction, theirs in ((PRIMARY, "代居民评价", "评价"),
+                                          (NEIGHBOUR, "Record the resident's rating", "Tell us")):
+        token = issue_resident_token(issue_id, whistle_config[cfg.SECRET])
+        mine = requests.get(f"{notify}/issues/{issue_id}/notifications",
+                            headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert mine.status_code == 200, mine.text
+        assert mine.headers["Cache-Control"] == "no-store"  # read with their link
+        [asked] = [n["text"] for n in mine.json()["notifications"]
+                   if n["kind"] == "rating_request"]
+        assert instruction not in asked and "社区：" not in asked and "Desk:" not in asked
+        assert theirs in asked
 
 
 def test_a_report_split_from_a_wrong_merge_is_not_received_twice(notify, amqp, store):

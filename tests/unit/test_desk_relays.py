@@ -153,3 +153,14 @@ def test_a_relay_read_is_audited_naming_every_issue_shown_and_no_phone():
     fields = guard._entry_fields(audit, 200)
     assert fields["issue_ids"] == f"WH-20261207-0001,{NOT_AN_ISSUE_ID},WH-20261207-0002"
     assert "issue_id" not in fields and PHONE not in str(fields)
+
+
+@pytest.mark.parametrize("lang, said", [("zh", "最早的 200 条"), ("en", "oldest 200")])
+def test_a_full_relay_list_says_more_wait_behind_it(lang, said):
+    """notify lists the oldest ``RELAY_LIST_LIMIT`` messages waiting: the page says more
+    wait behind a full list, and nothing of the kind below it."""
+    from tests.unit.test_web_views import rendered
+
+    full = rendered("relay.html", lang, cards=[], more=200)
+    assert 'id="relay-more"' in full and said in full
+    assert 'id="relay-more"' not in rendered("relay.html", lang, cards=[], more=0)

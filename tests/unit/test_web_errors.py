@@ -349,3 +349,15 @@ def test_a_method_with_a_default_is_still_checked_by_its_signature():
     handler.check_signature(("request",), {"page": "2"})
     with pytest.raises(IncorrectSignature):
         handler.check_signature(("request",), {"pages": "2"})
+
+
+def test_json_answers_are_kept_by_no_cache_unless_they_say_otherwise():
+    """The APIs' answers (a resident's issue read with the link's ``?token=`` among them)
+    carried no Cache-Control: only the pages said no-store."""
+    from shared.errors import NotFound
+    from shared.web import error_response, json_response
+
+    assert json_response({"issue_id": "WH-20261207-0001"}).headers["Cache-Control"] == "no-store"
+    assert error_response(NotFound("no issue")).headers["Cache-Control"] == "no-store"
+    assert json_response({}, headers={"Cache-Control": "no-cache"}).headers[
+        "Cache-Control"] == "no-cache"

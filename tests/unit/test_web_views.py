@@ -851,7 +851,7 @@ def delivery_records() -> list[dict]:
                                       ("webhook", requests.ReadTimeout.__name__),
                                       ("email", no_address), ("email", ""))]
     failed.append(relayed_by_desk(attempted(record, message, False, "webhook", "HTTP 503", "",
-                                            NOW.isoformat(), 1)))
+                                            NOW.isoformat(), 1), message))
     answered = attempted(record, message, True, "webhook", "HTTP 200", "", NOW.isoformat(), 1)
     return [*sent, *failed, answered]
 
@@ -1455,3 +1455,23 @@ def test_the_withdrawn_list_says_when_the_archived_withdrawals_cannot_be_read(la
     assert said in with_hot and 'id="w-WH-20261205-0003"' in with_hot
     assert said not in page([card], False)
     assert 'id="withdrawn"' not in page([], False)  # nothing withdrawn, nothing said
+
+
+def test_a_page_brought_back_by_back_is_fetched_afresh_from_a_page_not_a_forms_address():
+    """static/fresh.js fetches a page the browser brings back from its back/forward cache
+    again: a page fetched by GET from its own address, a form's answer from the page the
+    form was on (its own address takes only a POST), and one with no such page not at all."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.web.pages import reload_to, render
+
+    def request(method: str, path: str) -> Request:
+        return Request(EnvironBuilder(method=method, path=path).get_environ())
+
+    assert reload_to(request("GET", "/resident/WH-20261207-0001")) == "self"
+    assert reload_to(request("POST", "/desk/relay/" + "a" * 24), "/desk/relay") == "/desk/relay"
+    assert reload_to(request("POST", "/resident/WH-20261207-0001/rating")) is None
+    page = render(request("GET", "/desk/relay"), "error.html", message_key="not_found",
+                  detail="", seconds=None).get_data(as_text=True)
+    assert 'data-reload="self"' in page and '<script src="/static/fresh.js" defer>' in page
