@@ -23,7 +23,7 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:desk:relayed                hash    notification id -> its relay (who, when; JSON)
     {p}:desk:relayed:at             zset    notification id -> when it was relayed (epoch s)
     {p}:desk:pushed:{notification}  string  marks a message pushed to the desk (1 day)
-    {p}:notify:lease:{notification} string  a notify worker is sending it (webhook, email; 30 s)
+    {p}:notify:lease:{notification} string  a notify worker is sending it (webhook, email; 10 s, renewed while it sends)
     {p}:idx:closed                  zset    closed issue ids, scored by closed_at (epoch s)
     {p}:archive:lease:{id}          string  an archiver is moving the issue to PostgreSQL (60 s)
     {p}:rl:resend:{id}              string  a rating link was resent for the report (cooldown, TTL)

@@ -19,7 +19,10 @@ that message again. Marking "sent" happens *after* the channel answered (never a
 crash after the send re-sends it, with the same ``Idempotency-Key`` or
 ``Message-ID``, so the receiver can drop it). A short lease stops two notify
 instances sending the same message at the same moment; the loser retries later
-and finds it sent.
+and finds it sent. The lease names its owner and is renewed while the channel
+works, however slow: a held lease means a live worker is sending the message now,
+which the ordering wait relies on (:func:`ordering_wait`); a dead worker's lease
+lapses within ``LEASE_SECONDS``.
 
 The desk is the exception, and the common case: its outbox is in the same Redis,
 so one script pushes the message and records it sent, atomically (no lease, no
@@ -31,21 +34,32 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
 
 from services.notify.channels import DESK, Channels, DeskOutboxChannel, OutgoingMessage
-from services.notify.recipients import RESIDENT, SUPERVISOR
+from services.notify.recipients import AFTER, PREDECESSOR, RESIDENT, SUPERVISOR
 from shared.issue import TimelineEntry
 from shared.jsoncodec import dumps, loads, utc_moment, utc_text
 from shared.messaging import Deferred
 from shared.privacy import mask_email, mask_name, mask_phone
 from shared.store import Keys
 
-LEASE_SECONDS = 30
+# A lease lapses this long after its worker last renewed it: how long a dead worker's
+# message can hold up the resident's next one. Renewed every LEASE_RENEW_S while the
+# channel works (a webhook may take 5 s, an SMTP server 10 s: longer than a lease
+# never renewed could safely be).
+LEASE_SECONDS = 10
+LEASE_RENEW_S = LEASE_SECONDS / 3
+# ...but not for ever: a send stuck past this (every channel has a shorter timeout)
+# lets its lease lapse, so the resident's next message stops waiting for it. Should
+# the send still end, a second try is dropped by the receiver (idempotency key).
+LEASE_MAX_HOLD_S = 60
 LEASE_RECHECK_S = 1.0
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 SENT_TO_DESK = "sent to desk"
@@ -132,16 +146,30 @@ class Wakeups:
             return sum(count for _, count in self._events.values())
 
 
+# Only the lease's owner renews or releases it: a worker whose lease lapsed (it was
+# stopped for longer than LEASE_SECONDS) must not extend or delete the next owner's.
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
+         "return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
+           "return redis.call('DEL', KEYS[1]) end return 0"
+
+
 class Deliveries:
     def __init__(self, client: redis.Redis, prefix: str, channels: Channels,
-                 max_attempts: int = 4):
+                 max_attempts: int = 4, lease_s: int = LEASE_SECONDS,
+                 renew_s: float = LEASE_RENEW_S, max_hold_s: float = LEASE_MAX_HOLD_S):
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if not 0 < renew_s < lease_s:
+            raise ValueError("a lease must be renewed before it lapses")
         self.redis = client
         self.keys = Keys(prefix)
         self.channels = channels
         self.prefix = prefix
         self.max_attempts = max_attempts
+        self.lease_s, self.renew_s, self.max_hold_s = lease_s, renew_s, max_hold_s
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
         self.wakeups = Wakeups()
 
     def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT,
@@ -185,8 +213,8 @@ class Deliveries:
             outcome = self._deliver_to_desk(channel, message, audience, key, note, note_for)
             if outcome is not None:
                 return outcome
-        lease = f"{self.prefix}:notify:lease:{nid}"
-        if not self.redis.set(lease, "1", nx=True, ex=LEASE_SECONDS):
+        lease, owner = self.lease_key(nid), uuid.uuid4().hex
+        if not self.redis.set(lease, owner, nx=True, ex=self.lease_s):
             # Not a failure: another worker is sending it, or died holding the lease.
             # Come back when it may have settled, without spending one of the event's
             # attempts (a dead worker's lease would otherwise outlive them all).
@@ -203,7 +231,8 @@ class Deliveries:
             if record is None:
                 record = new_record(message, audience, channel.name, now)
                 self.redis.hset(key, nid, dumps(record))
-            result = channel.deliver(message)
+            with self._renewed(lease, owner):
+                result = channel.deliver(message)
             record = attempted(record, message, result.ok, result.channel, result.detail,
                                note, _now(), 1 if single_attempt else self.max_attempts)
             if record["status"] == FAILED and audience == RESIDENT and not single_attempt:
@@ -214,10 +243,35 @@ class Deliveries:
                 record = relayed_by_desk(record, message)
             self.redis.hset(key, nid, dumps(record))
         finally:
-            self.redis.delete(lease)
+            self._release(keys=[lease], args=[owner])
         detail = record["last_error"] if record["status"] == QUEUED else record["detail"]
         return Outcome(record["status"] in FINAL, record["status"], record["channel"], detail,
                        note)
+
+    def lease_key(self, notification_id: str) -> str:
+        return f"{self.prefix}:notify:lease:{notification_id}"
+
+    @contextmanager
+    def _renewed(self, lease: str, owner: str) -> Iterator[None]:
+        """The lease kept alive while the body runs (a slow channel), by a thread of
+        its own (green under nameko) that renews it every ``renew_s``, for at most
+        ``max_hold_s``: a stuck send must not hold the resident's next message for ever."""
+        done = threading.Event()
+        give_up = time.monotonic() + self.max_hold_s
+
+        def renew():
+            while not done.wait(self.renew_s) and time.monotonic() < give_up:
+                # Tried again at the next tick; the lease lapses if Redis stays away.
+                with suppress(redis.RedisError):
+                    self._renew(keys=[lease], args=[owner, self.lease_s])
+
+        keeper = threading.Thread(target=renew, name="notify-lease", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            done.set()
+            keeper.join()
 
     def _deliver_to_desk(self, desk: DeskOutboxChannel, message: OutgoingMessage,
                          audience: str, key: str, note: str,
@@ -260,13 +314,88 @@ class Deliveries:
         """:meth:`settled`, on the issue's delivery records as read (id -> JSON)."""
         # Only the kind, the audience, the status and the attempts are read: the records'
         # moments are not respelled for it, as history_of does (_parsed).
-        mine = [r for r in map(loads, raw_records.values())
-                if r["kind"] == kind and r.get("audience", RESIDENT) == RESIDENT]
-        return (sum(r["status"] in FINAL for r in mine) >= count
-                or any(r["status"] == QUEUED and r["attempts"] for r in mine))
+        return _settled([r for r in map(loads, raw_records.values())
+                         if r["kind"] == kind and r.get("audience", RESIDENT) == RESIDENT],
+                        count)
+
+    def why_wait(self, issue_id: str, kind: str, count: int, since: datetime,
+                 grace_s: float) -> str | None:
+        """Why a message to the issue's resident must still wait for ``count`` messages
+        of ``kind``, or ``None``: :func:`ordering_wait` on the records as they are now,
+        and the leases of those being sent (read only when some may be)."""
+        records = [loads(raw) for raw in
+                   self.redis.hgetall(self.keys.notifications(issue_id)).values()]
+        candidates = maybe_in_flight(records, kind)
+        held = self.redis.mget([self.lease_key(n) for n in candidates]) if candidates else []
+        live = {nid for nid, owner in zip(candidates, held, strict=True) if owner}
+        return ordering_wait(records, kind, count, live, since, datetime.now(UTC), grace_s)
 
     def history(self, issue_id: str) -> list[dict]:
         return history_of(self.redis.hgetall(self.keys.notifications(issue_id)))
+
+
+def _chain_up_to(kind: str) -> frozenset[str]:
+    """``kind`` and every kind a resident reads before it (:data:`AFTER`, and
+    :data:`PREDECESSOR` for a merged reporter), however far back."""
+    seen, todo = {kind}, [kind]
+    while todo:
+        later = todo.pop()
+        before = [k for k, _ in AFTER.get(later, ())]
+        before += [PREDECESSOR[later]] if later in PREDECESSOR else []
+        before += ["merged"] if later not in ("received", "merged") else []
+        for earlier in before:
+            if earlier not in seen:
+                seen.add(earlier)
+                todo.append(earlier)
+    return frozenset(seen)
+
+
+def maybe_in_flight(records: list[dict], kind: str) -> list[str]:
+    """The ids of the resident's messages up to ``kind`` in the chain that no attempt
+    has finished yet (queued, none made): in flight if their lease is held. Pure."""
+    chain = _chain_up_to(kind)
+    return [r["notification_id"] for r in records
+            if r.get("audience", RESIDENT) == RESIDENT and r["kind"] in chain
+            and r["status"] == QUEUED and not r["attempts"]]
+
+
+def ordering_wait(records: list[dict], kind: str, count: int, live_leases: Collection[str],
+                  since: datetime, now: datetime, grace_s: float) -> str | None:
+    """Why a message must still wait for ``count`` messages of ``kind`` to its resident,
+    or ``None`` to send it now. Pure.
+
+    ``records``: the resident's delivery records (parsed); ``live_leases``: the ids of
+    those whose delivery lease is held; ``since``: when the waiting message's event
+    happened. It goes when those messages are settled (:meth:`Deliveries.settled_in`:
+    sent, failed and handed to the desk, or failing and retried later). Otherwise it
+    waits, without a bound, while one of the resident's messages up to ``kind`` in the
+    chain is being sent by a live worker (its lease held: renewed while the channel
+    works, lapsed soon after its worker died), however slow the channel; and for
+    ``grace_s`` after the event or the chain's last attempt, whichever is later, for a
+    message not begun yet (its own event just came back from waiting for the one
+    before it). A message whose sender died, or that never comes, holds it no longer.
+    """
+    mine = [r for r in records if r.get("audience", RESIDENT) == RESIDENT]
+    if _settled([r for r in mine if r["kind"] == kind], count):
+        return None
+    chain = _chain_up_to(kind)
+    for record in mine:
+        if record["notification_id"] in live_leases and record["kind"] in chain \
+                and record["status"] == QUEUED and not record["attempts"]:
+            return f"{record['kind']} is being sent"
+    attempts = [datetime.fromisoformat(r["last_attempt_at"]) for r in mine
+                if r["kind"] in chain and r.get("last_attempt_at")]
+    progress = max([since, *attempts])
+    if (now - progress).total_seconds() < grace_s:
+        return f"{kind} is not sent yet"
+    return None
+
+
+def _settled(of_kind: list[dict], count: int) -> bool:
+    """Whether ``count`` of these messages (one kind, to one resident) are settled: see
+    :meth:`Deliveries.settled`."""
+    return (sum(r["status"] in FINAL for r in of_kind) >= count
+            or any(r["status"] == QUEUED and r["attempts"] for r in of_kind))
 
 
 def history_of(raw_records: dict[str, str]) -> list[dict]:

@@ -40,12 +40,13 @@ from shared.issue import IssueRecord, RatingRecord, Stored, TimelineEntry
 OWN_KINDS = frozenset({"received", "merged"})
 """Messages about a resident's own report: never forwarded, sent even once it is merged."""
 
-# Each event type has its own queue, so a message can overtake the one before
-# it (routing takes milliseconds; staff in a test act instantly). A resident
-# should read "received" before "dispatched" before "reported in": a message
-# waits briefly for its predecessor, but is never held back for long. The rating
-# request is sent right after "resolved" by the same handler, so it waits only
-# when that resident's "resolved" is still being sent by another worker.
+# Events reach notify in publishing order, but a message can still overtake the one
+# before it while that one is on the wire (a slow gateway) or waiting itself. A
+# resident should read "received" before "dispatched" before "reported in": a
+# message waits for its predecessor while a live worker is sending it, briefly for
+# one not begun, and never for ever (delivery.ordering_wait). The rating request is
+# sent right after "resolved" by the same handler, so it waits only when that
+# resident's "resolved" is still being sent by another worker.
 PREDECESSOR = {"merged": "received", "dispatched": "received", "acknowledged": "dispatched",
                "rerouted": "dispatched",
                "part_resolved": "dispatched", "resolved": "dispatched",

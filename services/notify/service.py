@@ -126,17 +126,29 @@ def _every_issue(issue_id: str) -> bool:
     return True
 
 
-# How long one event's messages may wait, in all, for the messages that must come
-# before them (see recipients.ordering_waits): briefly, never for long.
+# How a message waits for the messages that must come before it (recipients.
+# ordering_waits; the decision is delivery.ordering_wait). While one of them is being
+# sent by a live worker (its delivery lease held and renewed), it waits, however slow
+# the channel: a gateway taking 5 s a message must not let "resolved" overtake
+# "dispatched". It waits no longer once that message is settled (sent, failing, given
+# up on and handed to the desk) or its lease has lapsed (its worker died); and a
+# message not begun yet (its own event waits for the one before it) is waited for
+# ORDERING_GRACE_S from the event or from the resident's last attempt, not for ever.
 ORDERING_GRACE_S = 3.0
+# Waiting never holds a worker for long: the event goes back through the delay queue
+# (Deferred) and the worker is free for other residents' messages, so residents behind
+# a slow gateway cannot take up every one of nameko's max_workers by waiting. Soon
+# after the event, the wait is usually a few milliseconds (the awaited message is
+# being sent by another worker right now): a short look first, then round the delay
+# queue every ORDERING_RECHECK_S. Past the grace the awaited one is slow: round the
+# delay queue every ORDERING_SLOW_RECHECK_S, with no look (one read of the resident's
+# records and of the leases of those in flight each time).
 ORDERING_RECHECK_S = 0.1
-# Everything a resident hears comes from one queue, in publishing order, so the
-# message one waits for is almost always being sent by another worker right now:
-# worth a short look before the event goes round the delay queue. Bounded, so a
-# worker is never held for long (a waiting worker holding up the awaited one made a
-# convoy once; here the awaited one is already running). A worker of this process
-# that records one of the issue's messages wakes the waiter at once
-# (delivery.Wakeups); the poll is for a message another notify process sends.
+ORDERING_SLOW_RECHECK_S = 0.5
+# The short look: bounded, so a worker is never held for long (a waiting worker holding
+# up the awaited one made a convoy once; here the awaited one is already running). A
+# worker of this process that records one of the issue's messages wakes the waiter at
+# once (delivery.Wakeups); the poll is for a message another notify process sends.
 ORDERING_LOOK_S = 0.2
 ORDERING_LOOK_EVERY_S = 0.05
 
@@ -565,15 +577,12 @@ class NotifyService:
             record, contacts[event.issue_id], histories[event.issue_id] = (
                 self.store.view_with_contact_and_notifications(event.issue_id, view_for(kind)))
         failures = list(failures or [])
-        within_grace = (utcnow() - event.occurred_at).total_seconds() < ORDERING_GRACE_S
+        young = (utcnow() - event.occurred_at).total_seconds() < ORDERING_GRACE_S
         for reporter in recipients_for(record, kind):
             own = reporter == event.issue_id
             reader = record if own else self.store.get(reporter)
             for wanted in ordering_waits(record, kind, reporter):
-                if within_grace and not self._settled_soon(reporter, *wanted,
-                                                           history=histories.get(reporter)):
-                    # Not yet: come back shortly (messages already sent are not resent).
-                    raise Deferred(ORDERING_RECHECK_S, f"{kind} waits for {wanted[0]}")
+                self._await_turn(event, kind, reporter, wanted, histories.get(reporter), young)
             language = reader.language.value
             contact = contacts[reporter] if reporter in contacts else self.store.contact(reporter)
             message = self._message(
@@ -599,16 +608,28 @@ class NotifyService:
             preferred_channel=channel or contact.get("preferred_channel") or None,
             sealed=tuple(v for v in values.values() if isinstance(v, Sealed)))
 
-    def _settled_soon(self, reporter: str, kind: str, count: int,
-                      history: dict[str, str] | None = None) -> bool:
-        """Whether those messages are settled, looking again for up to ``ORDERING_LOOK_S``.
+    def _await_turn(self, event: Event, kind: str, reporter: str, wanted: tuple[str, int],
+                    history: dict[str, str] | None, young: bool) -> None:
+        """Returns when ``wanted`` (kind, count) messages to ``reporter`` allow this one
+        to go; raises ``Deferred`` while they do not (messages already sent are not
+        resent when the event comes back). See ``ORDERING_GRACE_S``.
 
-        ``history``: the reporter's delivery records as read with the event's issue.
+        ``history``: the reporter's delivery records as read with the event's issue (the
+        common case: settled, and nothing more is read); ``young``: the event is within
+        ``ORDERING_GRACE_S``, when a short look is worth a worker's time.
         """
-        if history is not None and Deliveries.settled_in(history, kind, count):
-            return True
-        return self.messenger.deliveries.await_settled(reporter, kind, count, ORDERING_LOOK_S,
-                                                       ORDERING_LOOK_EVERY_S)
+        before, count = wanted
+        if history is not None and Deliveries.settled_in(history, before, count):
+            return
+        deliveries = self.messenger.deliveries
+        if young and deliveries.await_settled(reporter, before, count, ORDERING_LOOK_S,
+                                              ORDERING_LOOK_EVERY_S):
+            return
+        why = deliveries.why_wait(reporter, before, count, event.occurred_at,
+                                  ORDERING_GRACE_S)
+        if why is not None:
+            raise Deferred(ORDERING_RECHECK_S if young else ORDERING_SLOW_RECHECK_S,
+                           f"{kind} waits: {why}")
 
     def _tell_supervisor(self, event: IssueEscalated) -> list[DeliveryFailed]:
         """The escalation notice to the street office or district, under the escalated issue."""

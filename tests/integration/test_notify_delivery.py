@@ -11,18 +11,31 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
-from services.notify.channels import verify_webhook_signature
-from services.notify.delivery import message_id
-from services.notify.service import NotifyService
+from services.notify.channels import OutgoingMessage, verify_webhook_signature
+from services.notify.delivery import message_id, new_record
+from services.notify.recipients import RESIDENT
+from services.notify.service import ORDERING_GRACE_S, NotifyService
 from shared import config as cfg
 from shared.auth import verify_feedback_token
-from shared.contracts import Channel, IssueReceived, IssueResolved, Language, Location
+from shared.contracts import (
+    AssignmentSummary,
+    Channel,
+    IssueDispatched,
+    IssueReceived,
+    IssueResolved,
+    Language,
+    Location,
+    Priority,
+    Role,
+    Sector,
+)
 from shared.issue import receive
+from shared.jsoncodec import utc_moment
 from tests.integration import test_delivery, test_notify_channels, test_notify_service
 from tests.support.auth import DESK
 from tests.support.smtp import smtp_server
@@ -285,3 +298,86 @@ def test_the_desk_sees_every_record_field(runner_factory, config, store, amqp):
                            "attempts", "detail", "last_error", "created_at", "last_attempt_at",
                            "sent_at", "recipient", "audience"}
     assert requests.get(f"{base}/issues/WH-20991231-0001/notifications", headers=DESK).status_code == 404
+
+
+# --------------------------------------------------------- order, with a slow channel
+
+
+SLOW_SEND_S = ORDERING_GRACE_S + 0.5  # longer than a message once waited for the one before
+
+
+def water_dispatch(issue_id: str) -> IssueDispatched:
+    summary = AssignmentSummary(agency="water", agency_name="自来水公司",
+                                agency_name_en="Water company", sector=Sector.utilities,
+                                role=Role.lead, acknowledge_by=datetime.now(UTC),
+                                resolve_by=datetime.now(UTC) + timedelta(hours=24))
+    return IssueDispatched(trace_id=f"trace-{issue_id}", issue_id=issue_id,
+                           category="water_leak", priority=Priority.high, assignments=[summary])
+
+
+def gateway_order(gateway, events: dict[str, object]) -> list[str]:
+    """The kinds the gateway was asked to send, in the order the requests arrived
+    (``events``: kind -> the event that sends it)."""
+    kind_of = {message_id(e.event_id, k): k for k, e in events.items()}
+    return [kind_of[r.headers["Idempotency-Key"]] for r in gateway.requests]
+
+
+def test_a_slow_webhook_gets_the_residents_messages_in_chain_order(
+        runner_factory, config, store, amqp, gateway):
+    """Each send takes longer than a message once waited for its predecessor
+    (ORDERING_GRACE_S): "resolved" used to overtake "dispatched", which overtook
+    "received". Now each waits while the one before is being sent."""
+    gateway.delay = SLOW_SEND_S
+    config.update({cfg.NOTIFY_CHANNEL: "webhook", cfg.NOTIFY_WEBHOOK_URL: gateway.url})
+    received = stored(store, "WH-20261207-0311", {"phone": "13812345678",
+                                                   "preferred_channel": "webhook"})
+    dispatched = water_dispatch(received.issue_id)
+    resolved = IssueResolved(trace_id=received.trace_id, issue_id=received.issue_id,
+                             agencies=["water"])
+    base = start(runner_factory, config)
+
+    publish(amqp, received, dispatched, resolved)
+
+    records = wait_until(lambda: (found := told(base, received.issue_id)) and sum(
+        n["status"] == "sent" for n in found) == 4 and found, timeout=8 * SLOW_SEND_S)
+    events = {"received": received, "dispatched": dispatched, "resolved": resolved,
+              "rating_request": resolved}
+    assert gateway_order(gateway, events) == \
+        ["received", "dispatched", "resolved", "rating_request"]
+    # Once each, first time: waiting spent no attempt and sent nothing twice.
+    assert sorted(r["attempts"] for r in records) == [1, 1, 1, 1]
+    sent = sorted(records, key=lambda r: r["sent_at"])
+    assert [r["kind"] for r in sent] == ["received", "dispatched", "resolved", "rating_request"]
+    assert dead_letters(amqp) == []
+
+
+def test_a_predecessor_whose_worker_died_holds_the_next_message_only_until_its_lease_lapses(
+        runner_factory, config, store, amqp, gateway):
+    """A worker died sending "received": its record says queued, no attempt finished,
+    and its lease lives on for a while. "dispatched" waits while the lease is held
+    (it cannot tell a dead worker from a slow one), and goes once it has lapsed."""
+    lease_left_s = int(ORDERING_GRACE_S) + 2  # outlives the old bound: the lease is what counts
+    config.update({cfg.NOTIFY_CHANNEL: "webhook", cfg.NOTIFY_WEBHOOK_URL: gateway.url})
+    received = stored(store, "WH-20261207-0312", {"phone": "13812345678",
+                                                   "preferred_channel": "webhook"})
+    dead = OutgoingMessage(notification_id=message_id(received.event_id, "received"),
+                           issue_id=received.issue_id, kind="received", language="zh",
+                           text="已收到您的反映", recipient={})
+    store.redis.hset(store.keys.notifications(received.issue_id), dead.notification_id,
+                     json.dumps(new_record(dead, RESIDENT, "webhook", utc_moment(
+                         datetime.now(UTC)))))
+    store.redis.set(f"{store.keys.prefix}:notify:lease:{dead.notification_id}",
+                    "a-dead-worker", ex=lease_left_s)
+    dispatched = water_dispatch(received.issue_id)
+    base = start(runner_factory, config)
+    began = time.monotonic()
+
+    publish(amqp, dispatched)
+
+    time.sleep(ORDERING_GRACE_S + 1)  # past the old bound, the lease still held
+    assert gateway.requests == []
+    wait_until(lambda: any(n["kind"] == "dispatched" and n["status"] == "sent"
+                           for n in told(base, received.issue_id)), timeout=15)
+    assert time.monotonic() - began < lease_left_s + ORDERING_GRACE_S + 3
+    assert gateway_order(gateway, {"dispatched": dispatched}) == ["dispatched"]
+    assert dead_letters(amqp) == []

@@ -4,14 +4,24 @@ delivery it waits for, instead of polling the issue's records on a short timer."
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import replace
 
 import pytest
 import redis
 
-from services.notify.channels import Channels, DeskOutboxChannel, OutgoingMessage
+from services.notify.channels import (
+    Channels,
+    DeskOutboxChannel,
+    OutgoingMessage,
+    WebhookChannel,
+)
 from services.notify.delivery import Deliveries, message_id
 from services.notify.recipients import RESIDENT
 from tests.conftest import REDIS_URL
+from tests.integration import test_notify_channels
+
+gateway = test_notify_channels.gateway  # a real HTTP server that can be slow
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +83,57 @@ def test_a_message_settled_by_another_process_is_seen_by_the_poll(deliveries, re
     finally:
         sender.join()
         other_client.close()
+
+
+def slow_deliveries(client, redis_prefix, gateway, **lease) -> Deliveries:
+    return Deliveries(client, redis_prefix,
+                      Channels(DeskOutboxChannel(client, redis_prefix),
+                               {"webhook": WebhookChannel(gateway.url, "webhook-secret-" * 3)}),
+                      **lease)
+
+
+def to_webhook() -> OutgoingMessage:
+    return replace(received_message(), recipient={"phone": "13812345678"},
+                   preferred_channel="webhook")
+
+
+def test_a_slow_send_keeps_its_lease_past_the_lease_time_and_releases_it_after(
+        redis_prefix, gateway):
+    """The lease says a live worker is sending the message (the ordering wait trusts
+    it): renewed while the channel works, however long, and gone once it answered."""
+    gateway.delay = 2.5
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    slow = slow_deliveries(client, redis_prefix, gateway, lease_s=1, renew_s=0.25)
+    lease = slow.lease_key(to_webhook().notification_id)
+    sender = threading.Thread(target=slow.deliver_once, args=(to_webhook(), RESIDENT))
+    try:
+        sender.start()
+        time.sleep(2.0)  # twice the lease's time, the gateway still at it
+        assert client.get(lease)
+        sender.join()
+        assert client.get(lease) is None
+        [record] = slow.history(ISSUE)
+        assert (record["status"], record["channel"], record["attempts"]) == \
+            ("sent", "webhook", 1)
+    finally:
+        sender.join()
+        client.close()
+
+
+def test_a_send_stuck_past_the_longest_hold_lets_its_lease_lapse(redis_prefix, gateway):
+    """Renewed only for so long: a stuck send stops holding the resident's next message."""
+    gateway.delay = 3.0
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    stuck = slow_deliveries(client, redis_prefix, gateway, lease_s=1, renew_s=0.25,
+                            max_hold_s=1.0)
+    lease = stuck.lease_key(to_webhook().notification_id)
+    sender = threading.Thread(target=stuck.deliver_once, args=(to_webhook(), RESIDENT))
+    try:
+        sender.start()
+        time.sleep(0.5)
+        assert client.get(lease)
+        time.sleep(2.0)  # past the longest hold and the lease's own second
+        assert client.get(lease) is None
+    finally:
+        sender.join()
+        client.close()

@@ -480,6 +480,10 @@ class FakeDeliveries:
         self.waits.append((issue_id, kind, count))
         return True
 
+    def why_wait(self, issue_id, kind, count, since, grace_s):
+        """Asked only when the look did not see them settle: they are not sent yet."""
+        return f"{kind} is not sent yet"
+
     def to(self, issue_id: str) -> list[OutgoingMessage]:
         return [m for m, audience in self.sent if m.issue_id == issue_id and audience == RESIDENT]
 
@@ -861,6 +865,49 @@ def test_a_message_whose_predecessor_stays_unsettled_is_deferred_after_a_short_l
     # woken by the awaited delivery, is tests/integration/test_notify_ordering_wait.py).
     assert messenger.deliveries.looks == [notify_service.ORDERING_LOOK_S]
     assert 0 < notify_service.ORDERING_LOOK_S < 1
+
+
+def test_past_the_grace_a_message_still_waits_for_one_being_sent_without_a_look(
+        notify, messenger, monkeypatch):
+    """A slow channel: the awaited message is in flight after ORDERING_GRACE_S. The
+    event goes round the delay queue (the worker is free for others), no look held."""
+    import services.notify.service as notify_service
+    from shared.messaging import Deferred
+
+    monkeypatch.setattr(notify_service, "ORDERING_GRACE_S", 3.0)
+
+    class InFlight(FakeDeliveries):
+        asked: list[tuple] = []
+
+        def await_settled(self, issue_id, kind, count, within_s, poll_s):
+            raise AssertionError("no look past the grace: it would hold the worker")
+
+        def why_wait(self, issue_id, kind, count, since, grace_s):
+            self.asked.append((issue_id, kind, count, grace_s))
+            return f"{kind} is being sent"
+
+    messenger.deliveries = InFlight()
+    late = dispatched().model_copy(
+        update={"occurred_at": datetime.now(UTC) - timedelta(seconds=10)})
+    with pytest.raises(Deferred) as deferred:
+        notify.on_issue_dispatched(late)
+    assert deferred.value.delay_s == notify_service.ORDERING_SLOW_RECHECK_S
+    assert "received is being sent" in str(deferred.value)
+    assert messenger.deliveries.sent == []
+    assert messenger.deliveries.asked == [(PRIMARY, "received", 1, 3.0)]
+
+
+def test_a_message_goes_when_nothing_it_waits_for_is_in_flight_or_coming(notify, messenger):
+    class GivenUp(FakeDeliveries):
+        def await_settled(self, issue_id, kind, count, within_s, poll_s):
+            return False
+
+        def why_wait(self, issue_id, kind, count, since, grace_s):
+            return None  # e.g. its sender died and the lease lapsed
+
+    messenger.deliveries = GivenUp()
+    notify.on_issue_dispatched(dispatched())
+    assert [m.kind for m in messenger.deliveries.to(PRIMARY)] == ["dispatched"]
 
 
 def test_a_predecessor_settling_during_the_short_look_is_not_deferred(notify, messenger):
