@@ -42,7 +42,11 @@ def test_nameko_run_intake_scrubs_a_green_threads_traceback(rabbit_config, redis
         try:
             wait_until(lambda: "ValueError" in err_path.read_text(), timeout=60, interval=0.2)
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # say what it was doing, not only that it hung
+                pytest.fail("intake did not stop within 60 s of SIGTERM; its stderr ends:\n"
+                            + err_path.read_text()[-3000:])
         finally:
             if proc.poll() is None:
                 proc.kill()
