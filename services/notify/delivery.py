@@ -437,8 +437,8 @@ def attempted(record: dict, message: OutgoingMessage, ok: bool, channel: str, de
     instead of the resident's choice. Refused: ``last_error`` says why, and the record
     stays queued until the ``max_attempts``-th refusal marks it failed.
     """
-    new = worded(dict(record, attempts=record["attempts"] + 1, channel=channel,
-                      last_attempt_at=now), message.text_via(channel), message.text)
+    new = dict(record, attempts=record["attempts"] + 1, channel=channel, last_attempt_at=now,
+               text=message.text_via(channel))
     if ok:
         new.update(status=SENT, sent_at=now, detail="; ".join(d for d in (note, detail) if d))
     elif new["attempts"] >= max_attempts:
@@ -453,21 +453,11 @@ def relayed_by_desk(record: dict, message: OutgoingMessage) -> dict:
 
     It stays ``failed`` on the channel the resident chose (that channel never took it);
     its ``detail`` says the desk has it, so the desk knows to call or visit, and its
-    ``text`` is the desk's copy, what the desk says to the resident (:func:`worded`)."""
-    return worded(dict(record, detail=f"{record['detail']}; {SENT_TO_DESK}"),
-                  message.text_via(DESK), message.text)
-
-
-def worded(record: dict, text: str, resident_text: str) -> dict:
-    """The record with the ``text`` that went out, and, where that is the desk's copy
-    (written for staff to read out: the rating request's copy ends with an instruction
-    to them), ``resident_text``, the message in the words meant for the resident: what
-    the resident's own list of messages shows (``shared.authz.notifications_view``)."""
-    new = {k: v for k, v in record.items() if k != "resident_text"}
-    new["text"] = text
-    if text != resident_text:
-        new["resident_text"] = resident_text
-    return new
+    ``text`` is the desk's copy, what the desk says to the resident. (The resident's own
+    list shows it without the instruction to staff that ends a rating request's copy:
+    ``shared.authz.notifications_view``.)"""
+    return dict(record, detail=f"{record['detail']}; {SENT_TO_DESK}",
+                text=message.text_via(DESK))
 
 
 def _now() -> str:

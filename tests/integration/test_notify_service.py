@@ -247,9 +247,10 @@ def test_the_desks_copy_of_a_rating_request_asks_whether_they_are_satisfied(noti
     assert "Are you satisfied" in relayed[NEIGHBOUR, "rating_request"]
     assert f"report {PRIMARY}" in relayed[NEIGHBOUR, "rating_request"]
     # The resident's own list of messages showed them the desk's copy, which ends with
-    # an instruction to the desk's staff: they see the words meant for them.
-    for issue_id, instruction, theirs in ((PRIMARY, "代居民评价", "评价"),
-                                          (NEIGHBOUR, "Record the resident's rating", "Tell us")):
+    # an instruction to the desk's staff: they see what was said to them, without it.
+    for issue_id, instruction, theirs in ((PRIMARY, "代居民评价", "满意吗"),
+                                          (NEIGHBOUR, "Record the resident's rating",
+                                           "Are you satisfied")):
         token = issue_resident_token(issue_id, whistle_config[cfg.SECRET])
         mine = requests.get(f"{notify}/issues/{issue_id}/notifications",
                             headers={"Authorization": f"Bearer {token}"}, timeout=5)

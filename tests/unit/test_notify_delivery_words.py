@@ -1,5 +1,5 @@
-"""What a resident reads of a message the desk relayed: the words meant for them, never
-the desk's copy, whose rating request ends with an instruction to the desk's staff."""
+"""What a resident reads of a message the desk relayed: what was said to them, never the
+instruction to the desk's staff that ends the desk's copy of a rating request."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def rating_request(templates, language: str) -> OutgoingMessage:
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])
-def test_a_resident_reads_their_own_wording_of_a_rating_request_the_desk_relayed(
+def test_a_resident_reads_a_rating_request_the_desk_relayed_without_its_words_to_staff(
         templates, language):
     message = rating_request(templates, language)
     record = new_record(message, "resident", "desk", NOW)
@@ -39,19 +39,21 @@ def test_a_resident_reads_their_own_wording_of_a_rating_request_the_desk_relayed
                                         NOW, 1), message)
     by_webhook = attempted(record, message, True, "webhook", "HTTP 200", "", NOW, 4)
     for relayed in (by_desk, gave_up):
-        # The desk's page shows what the desk says; the resident, their own words.
-        assert INSTRUCTION[language] in relayed["text"]
+        # The desk's page shows what the desk says; the resident, what was said to them.
+        assert relayed["text"] == message.for_desk and INSTRUCTION[language] in relayed["text"]
         [shown] = notifications_view(View.resident, [relayed])
-        assert shown["text"] == message.text and INSTRUCTION[language] not in shown["text"]
+        assert INSTRUCTION[language] not in shown["text"]
+        assert shown["text"] == message.for_desk[:len(shown["text"])]
+        assert ISSUE_ID in shown["text"] and shown["text"].endswith(("。", ".", "？", "?"))
         assert notifications_view(View.desk, [relayed]) == [relayed]
-    assert "resident_text" not in by_webhook  # it went out in the resident's own words
+    assert by_webhook["text"] == message.text  # it went out in the resident's own words
     assert notifications_view(View.resident, [by_webhook])[0]["text"] == message.text
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])
 def test_a_record_stored_with_only_the_desks_copy_loses_the_instruction_for_its_resident(
         templates, language):
-    """Records written before the resident's wording was kept beside the desk's copy."""
+    """A record as stored, with only the desk's copy."""
     desk_copy = templates.render("rating_request_desk", language, **VALUES)
     record = {"kind": "rating_request", "audience": "resident", "text": desk_copy,
               "status": "sent", "channel": "desk"}
