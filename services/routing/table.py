@@ -218,7 +218,8 @@ def record_task(record: IssueRecord, by: str, agency: str, description: str, due
              # the window in seconds too: the pages say it in their own language
              "within_seconds": int(window.total_seconds()),
              "message": f"must be within {said} (the longest resolve window of the "
-                        f"rules), by {latest.isoformat()}: agree a nearer date, or split the work"}])
+                        f"rules), by {latest.replace(microsecond=0).isoformat()} (UTC): "
+                        "agree a nearer date, or split the work"}])
     new = record.copy_to_change()
     task = TableTask(task_id=f"T{len(table.tasks) + 1}", agency=agency, description=description,
                      due=due, recorded_at=now)

@@ -503,10 +503,12 @@ def test_a_window_under_a_day_is_said_in_hours_and_minutes_not_a_fraction_of_day
         for priority, window in RULES.priorities.items()}})
     with pytest.raises(InvalidPayload) as caught:
         record_task(with_table(), DESK, "power", "检查线路", MEETS_AT + timedelta(hours=13),
-                    half_day, MEETS_AT)
+                    half_day, MEETS_AT + timedelta(microseconds=123456))
     assert caught.value.message == "due is more than 12 hours ahead"
     (error,) = caught.value.errors
     assert error["message"].startswith("must be within 12 hours (the longest resolve window")
+    latest = (MEETS_AT + timedelta(hours=12)).replace(microsecond=0).isoformat()
+    assert f"by {latest} (UTC):" in error["message"]  # to the second, and said to be UTC
     assert error["within_seconds"] == 12 * 3600  # for the pages to say in their language
 
 
