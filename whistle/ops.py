@@ -253,6 +253,7 @@ def redis_status(url: str, prefix: str) -> dict[str, Any]:
         for service in SERVICES:
             pipe.hlen(keys.outbox(service))
         pipe.zcard(keys.deadlines)
+        pipe.llen(keys.desk_outbox)
         counts = pipe.execute()
     except redis.RedisError as exc:
         raise Unreachable(f"Redis unreachable at {where(url)} ({short_reason(exc)})") from None
@@ -265,8 +266,9 @@ def redis_status(url: str, prefix: str) -> dict[str, Any]:
         "uptime_s": int(info.get("uptime_in_seconds", 0)),
         "version": info.get("redis_version"),
         "issues": dict(zip(statuses, counts[:len(statuses)], strict=True)),
-        "outbox": dict(zip(SERVICES, counts[len(statuses):-1], strict=True)),
-        "deadlines": counts[-1],
+        "outbox": dict(zip(SERVICES, counts[len(statuses):-2], strict=True)),
+        "deadlines": counts[-2],
+        "to_relay": counts[-1],
     }
 
 

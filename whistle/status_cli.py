@@ -134,6 +134,8 @@ def _redis_lines(redis: dict[str, Any]) -> list[str]:
         "  outbox     " + pairs(f"{k} {v}" for k, v in redis["outbox"].items())
         + "  [dim](events not yet confirmed by the broker)[/dim]",
         f"  deadlines  {redis['deadlines']} watched",
+        f"  desk       {redis['to_relay']} messages to relay"
+        + "  [dim](residents the desk still has to tell: /desk/relay)[/dim]",
     ]
 
 

@@ -55,9 +55,6 @@ from shared.store import run_script
 if TYPE_CHECKING:
     from redis import Redis
 
-DESK_OUTBOX_LIMIT = 10_000
-"""Newest desk outbox entries kept; older ones were long since read and relayed."""
-
 DESK, WEBHOOK, EMAIL = "desk", "webhook", "email"
 CHANNEL_NAMES = (DESK, WEBHOOK, EMAIL)
 
@@ -179,9 +176,13 @@ class DeskOutboxChannel:
     """Pushes messages onto the desk's outbox list ``{prefix}:desk:outbox``, newest first.
 
     One Lua script marks the message pushed (``{prefix}:desk:pushed:{id}``, kept a
-    day), pushes and trims, so each message lands once even when Redis dies between
-    the push and the delivery record and the event is redelivered. Redis errors
+    day) and pushes it, so each message lands once even when Redis dies between the
+    push and the delivery record and the event is redelivered. Redis errors
     propagate: the outbox is our own store, so a failure is transient and retried.
+
+    The outbox is never trimmed: an entry is a message somebody still has to be told,
+    and leaves only when the desk relays it or its resident's contact is erased. A
+    backlog is the operator's to see (``whistle status``), not Whistle's to drop.
 
     The desk lives in the same Redis as the delivery records, so
     :meth:`deliver_recorded` can push a message, record it sent and note it on the
@@ -190,31 +191,27 @@ class DeskOutboxChannel:
     """
 
     # KEYS: outbox, pushed marker[, records hash[, notes hash]];
-    # ARGV: entry, max entries[, id, record[, note id, note]].
+    # ARGV: entry[, id, record[, note id, note]].
     # With a records hash, an existing record wins: it is returned and nothing is written.
     _PUSH_ONCE = """
     if #KEYS >= 3 then
-        local existing = redis.call('HGET', KEYS[3], ARGV[3])
+        local existing = redis.call('HGET', KEYS[3], ARGV[2])
         if existing then return existing end
     end
     if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 86400) then
         redis.call('LPUSH', KEYS[1], ARGV[1])
-        redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
     end
-    if #KEYS >= 3 then redis.call('HSET', KEYS[3], ARGV[3], ARGV[4]) end
-    if #KEYS == 4 then redis.call('HSETNX', KEYS[4], ARGV[5], ARGV[6]) end
+    if #KEYS >= 3 then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
+    if #KEYS == 4 then redis.call('HSETNX', KEYS[4], ARGV[4], ARGV[5]) end
     return false
     """
 
     name = DESK
 
-    def __init__(self, redis: Redis, prefix: str, max_entries: int = DESK_OUTBOX_LIMIT):
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
+    def __init__(self, redis: Redis, prefix: str):
         self.redis = redis
         self.key = f"{prefix}:desk:outbox"
         self.pushed_prefix = f"{prefix}:desk:pushed"
-        self.max_entries = max_entries
         self._push_once = None  # registered on first use: building a channel needs no Redis
 
     def deliver(self, message: OutgoingMessage) -> DeliveryResult:
@@ -244,7 +241,7 @@ class DeskOutboxChannel:
         # Once or twice an event: by its sha, without the script object's per-call work.
         return run_script(self._push_once,
                           [self.key, f"{self.pushed_prefix}:{message.notification_id}", *keys],
-                          [dumps(entry), self.max_entries, *args])
+                          [dumps(entry), *args])
 
 
 # ---------------------------------------------------------------------- webhook

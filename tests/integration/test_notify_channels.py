@@ -26,7 +26,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from services.notify.channels import (
-    DESK_OUTBOX_LIMIT,
     Channels,
     DeliveryResult,
     DeskOutboxChannel,
@@ -118,15 +117,21 @@ def test_desk_outbox_is_newest_first(redis_client, prefix):
         [second.notification_id, first.notification_id]
 
 
-def test_desk_outbox_keeps_only_the_newest_entries(redis_client, prefix):
-    channel = DeskOutboxChannel(redis_client, prefix, max_entries=3)
-    messages = [make_message() for _ in range(5)]
+def test_the_desk_outbox_drops_nothing_still_to_relay(redis_client, prefix):
+    """Every entry is a resident still to be told: past the 10,000 an earlier release kept,
+    the oldest is still there for the desk to relay (a trim used to drop it unread)."""
+    channel = DeskOutboxChannel(redis_client, prefix)
+    oldest = make_message(kind="received")
+    channel.deliver(oldest)
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.lpush(f"{prefix}:desk:outbox", *(["{}"] * 10_000))
+    pipe.execute()
 
-    for message in messages:
-        channel.deliver(message)
+    channel.deliver(make_message(kind="dispatched"))
 
-    assert [e["notification_id"] for e in outbox(redis_client, prefix)] == \
-        [m.notification_id for m in reversed(messages[-3:])]
+    assert redis_client.llen(f"{prefix}:desk:outbox") == 10_002
+    assert json.loads(redis_client.lindex(f"{prefix}:desk:outbox", -1))["notification_id"] \
+        == oldest.notification_id
 
 
 @pytest.mark.parametrize("used_before", [True, False])
@@ -143,10 +148,6 @@ def test_the_desk_outbox_still_works_after_redis_forgot_its_scripts(redis_client
     assert redis_client.hget(f"{prefix}:records", second.notification_id) == "the record"
     assert [e["notification_id"] for e in outbox(redis_client, prefix)] == \
         [second.notification_id, *([first.notification_id] if used_before else [])]
-
-
-def test_desk_outbox_default_limit():
-    assert DeskOutboxChannel(None, "whistle").max_entries == DESK_OUTBOX_LIMIT == 10_000
 
 
 def test_desk_outbox_with_empty_recipient(redis_client, prefix):

@@ -242,6 +242,7 @@ def test_status_reports_queues_dead_letters_redis_and_issue_counts(
     redis_client.sadd(keys.by_status("dispatched"), "WH-20261121-0003")
     redis_client.hset(keys.outbox("routing"), "ev-1", "{}")
     redis_client.zadd(keys.deadlines, {"WH-20261121-0003|power|acknowledge": time.time() + 60})
+    redis_client.lpush(keys.desk_outbox, "{}", "{}", "{}")
     Producer(amqp.channel()).publish(EVENT, exchange=EVENTS_EXCHANGE,
                                      routing_key="issue.received", delivery_mode=2)
 
@@ -267,11 +268,13 @@ def test_status_reports_queues_dead_letters_redis_and_issue_counts(
                                "in_progress": 0, "resolved": 0, "closed": 0}
     assert redis["outbox"] == {"intake": 0, "routing": 1, "agency": 0, "notify": 0}
     assert redis["deadlines"] == 1
+    assert redis["to_relay"] == 3
 
     text = whistle(env, "status")
     assert text.exit_code == 0
     assert "dead letters  2 in whistle.dead-letter" in text.output
     assert "received 2" in text.output and "deadlines  1 watched" in text.output
+    assert "desk       3 messages to relay" in text.output
 
 
 def run_status(env, *args):
