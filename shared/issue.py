@@ -99,6 +99,9 @@ class Assignment(Stored):
     acknowledge_overdue: bool = False
     resolve_overdue: bool = False
     missed_deadlines: int = 0
+    # The level this agency's misses have whistled its part up to (三级吹哨): absent from
+    # records stored before it was kept, where its misses count it (escalation.agency_level).
+    level: EscalationLevel | None = None
     withdrawn_at: datetime | None = None
     withdrawn_by: str | None = None
     # Resolutions of earlier cycles, oldest first: absent from records stored before it.
@@ -224,6 +227,9 @@ class IssueRecord(Stored):
     table: TableSession | None = None
     # 民事民评: each resolution is a cycle; an unsatisfied rating reopens the next one.
     reopen_count: int = 0
+    # The level the latest reopen left the issue at: every agency's next miss goes up
+    # from it. Absent before a reopen, and from records reopened before it was kept.
+    reopened_level: EscalationLevel | None = None
     feedback_due: datetime | None = None
     ratings: list[RatingRecord] = Field(default_factory=list)
     closed_reason: ClosedReason | None = None

@@ -1475,3 +1475,20 @@ def test_a_page_brought_back_by_back_is_fetched_afresh_from_a_page_not_a_forms_a
     page = render(request("GET", "/desk/relay"), "error.html", message_key="not_found",
                   detail="", seconds=None).get_data(as_text=True)
     assert 'data-reload="self"' in page and '<script src="/static/fresh.js" defer>' in page
+
+
+def test_after_a_reopen_the_issue_page_names_each_level_once():
+    """The issue page reads the timeline routing wrote: reopened to the street, the next
+    miss goes up to the district (it said "升级至街道督办" again), the one after reminds it."""
+    from tests.unit.test_escalation import T0, flying_wire, miss, reopened
+
+    record = reopened(flying_wire(), T0 + timedelta(hours=1))
+    record, _ = miss(record)
+    record, _ = miss(record)
+    timeline = [e.model_dump(mode="json") for e in record.timeline]
+    rows = views.timeline_rows(timeline, ZH, names_from_rules(None), "Asia/Shanghai")
+    said = [r["detail"] for r in rows if r["step"] in ("reopened", "escalated")]
+    assert said[0].endswith("升级至街道督办")
+    assert "升级至区政府督办；" in said[1]
+    assert "仍由区政府督办，已再次提醒；" in said[2]
+    assert not any("街道" in s for s in said[1:])
