@@ -589,9 +589,10 @@ class IssueEscalated(Event):
     # The language the supervisor reads its notice in (the rules file says); events
     # published before it existed were for Chinese-speaking supervisors.
     supervisor_language: Language = Language.zh
-    # Another miss by an agency already whistled up to the top level (the district): the
-    # supervisor there is reminded, but nothing went up, so the reporters are not told
-    # "escalated" again. Events from before it was carried were each a step up.
+    # Another miss by an agency already at the top level (the district: whistled up by
+    # its misses, or a reopen took the issue there): the supervisor there is reminded,
+    # but nothing went up, so the reporters are not told "escalated" again. Events from
+    # before it was carried were each a step up.
     reminder: bool = False
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts import (
     AssignmentStatus,
@@ -99,6 +99,9 @@ class Assignment(Stored):
     acknowledge_overdue: bool = False
     resolve_overdue: bool = False
     missed_deadlines: int = 0
+    # The level this agency's misses have whistled its part up to (三级吹哨): absent from
+    # records stored before it was kept, where its misses count it (escalation.agency_level).
+    level: EscalationLevel | None = None
     withdrawn_at: datetime | None = None
     withdrawn_by: str | None = None
     # Resolutions of earlier cycles, oldest first: absent from records stored before it.
@@ -224,6 +227,9 @@ class IssueRecord(Stored):
     table: TableSession | None = None
     # 民事民评: each resolution is a cycle; an unsatisfied rating reopens the next one.
     reopen_count: int = 0
+    # The level the latest reopen left the issue at: every agency's next miss goes up
+    # from it. Absent before a reopen, and from records reopened before it was kept.
+    reopened_level: EscalationLevel | None = None
     feedback_due: datetime | None = None
     ratings: list[RatingRecord] = Field(default_factory=list)
     closed_reason: ClosedReason | None = None
@@ -232,6 +238,26 @@ class IssueRecord(Stored):
     # Parts the desk took away by a reroute (status withdrawn): history, not work.
     withdrawn: list[Assignment] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _withdrawn_agencies_off_the_table(self) -> Self:
+        """A reroute takes the agencies it withdraws off the table, their check-in too
+        (:func:`reroute`); a record rerouted before it did so still lists them (in Redis
+        and in the archive). They are taken off as the record is read, so that no reader
+        (the desk's and the agencies' views, the pages, the agency's workspace) shows a
+        withdrawn agency as invited, and the record's next change stores it so. Only an
+        agency with no part left: one a later reroute brought back keeps its seat. Read,
+        not rewritten in place at start: nothing to race routing's writes, nothing to
+        redo after a crash, and the archive's records are read the same way."""
+        table = self.table
+        if table is None or not self.withdrawn:
+            return self
+        gone = {a.agency for a in self.withdrawn}.difference(self.agencies())
+        if gone.intersection(table.invited) or gone.intersection(table.checked_in):
+            table.invited = [agency for agency in table.invited if agency not in gone]
+            table.checked_in = {agency: at for agency, at in table.checked_in.items()
+                                if agency not in gone}
+        return self
 
     def assignment_for(self, agency: str) -> Assignment:
         for assignment in self.assignments:

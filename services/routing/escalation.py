@@ -7,6 +7,9 @@ They are kept in a Redis sorted set derived from the record (see
 - the agency's first miss takes the issue to the street office, its next miss to
   the district (the issue's level is the highest any agency reached), and the
   supervisor at that level is notified;
+- after a reopen (民事民评 puts the issue one level up) every part is followed from
+  that level: an agency's next miss goes one above it, never back to a level the
+  issue already passed (:func:`agency_level`);
 - the assignment is marked overdue;
 - the agency is whistled again: the deadline moves one window ahead, so the
   next miss escalates once more;
@@ -26,7 +29,7 @@ from datetime import datetime
 
 from services.routing.rules import RuleSet
 from shared.contracts import AgencyRef, DeadlineKind, EscalationLevel, Event, IssueEscalated
-from shared.issue import Deadline, IssueRecord, pending_deadlines
+from shared.issue import Assignment, Deadline, IssueRecord, pending_deadlines
 
 
 def is_still_due(record: IssueRecord, deadline: Deadline, now: datetime) -> bool:
@@ -44,14 +47,18 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
     new = record.copy_to_change()
     assignment = new.assignment_for(deadline.agency)
     window = rules.window(new.priority) if new.priority else None
+    if new.reopened_level is None and new.reopen_count:
+        # Reopened before the reopen's level was kept: the issue's level now is the
+        # closest we know; pinned, so that this miss does not move it for the others.
+        new.reopened_level = new.escalation_level
     # The level follows how often *this* agency missed: two agencies silent at the
     # same deadline go to the street office together, not straight to the district.
-    before = _agency_level(assignment.missed_deadlines)
-    assignment.missed_deadlines += 1
-    level = _agency_level(assignment.missed_deadlines)
+    before = agency_level(new, assignment)
+    level = before.next()
     reminder = level is before  # already at the top: nothing goes up
-    levels = list(EscalationLevel)
-    new.escalation_level = max(new.escalation_level, level, key=levels.index)
+    assignment.missed_deadlines += 1
+    assignment.level = level
+    new.escalation_level = _higher(new.escalation_level, level)
     if deadline.kind is DeadlineKind.acknowledge:
         assignment.acknowledge_overdue = True
         if window:
@@ -81,6 +88,19 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
         supervisor_language=supervisor.language, reminder=reminder,
     )
     return new, [event]
+
+
+def agency_level(record: IssueRecord, assignment: Assignment) -> EscalationLevel:
+    """The level ``assignment``'s part is followed at: where its own misses whistled it,
+    and at least where the latest reopen left the issue (an agency seated after it too).
+    An assignment stored before its ``level`` was kept is counted by its misses."""
+    own = (assignment.level if assignment.level is not None
+           else _agency_level(assignment.missed_deadlines))
+    return _higher(own, record.reopened_level or EscalationLevel.community)
+
+
+def _higher(a: EscalationLevel, b: EscalationLevel) -> EscalationLevel:
+    return max(a, b, key=list(EscalationLevel).index)
 
 
 def _agency_level(missed: int) -> EscalationLevel:

@@ -138,6 +138,9 @@ def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
     window = rules.window(new.priority)
     new.reopen_count += 1
     new.escalation_level = new.escalation_level.next()
+    # Every part is now followed from here: the next miss goes one above it, not back to
+    # a level the issue already passed (services.routing.escalation.agency_level).
+    new.reopened_level = new.escalation_level
     went_up = new.escalation_level is not record.escalation_level
     new.status = IssueStatus.dispatched
     for a in new.assignments:

@@ -317,9 +317,9 @@ def _finish(record: IssueRecord, task: TableTask, note: str, rules: RuleSet, now
 
 def _seated(record: IssueRecord, table: TableSession) -> list[str]:
     """The invited agencies that still have a part in the issue. A reroute withdraws an
-    agency from the table with its assignment (``shared.issue.reroute``); a record
-    rerouted before it did so still lists the agency as invited, and it must not act
-    there either."""
+    agency from the table with its assignment (``shared.issue.reroute``), and a record
+    rerouted before it did so is read without it (``IssueRecord``); this holds whatever
+    a table lists: an agency without a part does not act there."""
     assigned = set(record.agencies())
     return [agency for agency in table.invited if agency in assigned]
 

@@ -8,11 +8,12 @@ import pytest
 import requests
 
 from services.agency.service import AgencyService
+from services.intake.open311.clients import Open311Clients
 from services.intake.service import IntakeService
 from services.notify.service import NotifyService
 from services.routing.service import RoutingService
 from shared import config as cfg
-from shared.auth import issue_token
+from shared.auth import issue_feedback_token, issue_token
 from shared.guard import audit_entries
 from tests.support.auth import DESK
 from tests.support.rules import fast_rules
@@ -76,6 +77,66 @@ def test_missed_deadline_escalates_to_street_then_district(start, whistle_config
     after = requests.get(f"{base}/issues/{issue_id}/events", headers=DESK).json()["events"][count:]
     assert not [e for e in after if e["event_type"] == "issue.escalated"
                 and e["deadline"] == "acknowledge"]
+
+
+def test_after_a_reopen_a_miss_goes_above_the_reopened_level_then_only_reminds(
+        start, whistle_config, redis_client, tmp_path):
+    """Resolved, rated unsatisfied (reopened to the street), then silent again: the next
+    miss used to say "escalated to Street office (street)" once more, the resident read
+    现已提级到街道一级 and Open311 "escalated to Street office", though the reopen had put the
+    issue there already. Now it goes to the district, the miss after that only reminds the
+    district, and nobody is told of a step that did not happen."""
+    base = start(fast_rules(tmp_path, acknowledge="4s"))
+    key = Open311Clients(redis_client, whistle_config[cfg.KEY_PREFIX]).add("fixmystreet")
+    issue_id = submit(base)
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json()["status"],
+             lambda s: s == "dispatched")
+    power = auth(whistle_config, "power")
+    for step, body in (("acknowledge", None), ("resolve", {"note": "已剪除飞线"})):
+        done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
+                             headers=power, json=body, timeout=5)
+        assert done.status_code == 200, done.text
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json()
+             ["feedback_due"], bool)
+    rated = requests.post(f"{base}/issues/{issue_id}/feedback", timeout=5, json={
+        "rating": "unsatisfied", "comment": "线还耷拉着",
+        "token": issue_feedback_token(issue_id, issue_id, 0, whistle_config[cfg.SECRET],
+                                      ttl_s=3600)})
+    assert rated.status_code == 200 and rated.json()["status"] == "dispatched", rated.text
+
+    def escalations():
+        events = requests.get(f"{base}/issues/{issue_id}/events", headers=DESK).json()["events"]
+        return [e for e in events if e["event_type"] == "issue.escalated"]
+
+    first, second = wait_for(escalations, lambda found: len(found) >= 2, timeout=20)[:2]
+    assert (first["level"], first["reminder"], first["supervisor"]) == ("district", False, "区政府")
+    assert (second["level"], second["reminder"]) == ("district", True)
+    issue = requests.get(f"{base}/issues/{issue_id}", headers=DESK).json()
+    assert issue["escalation_level"] == "district"
+    steps = [e["detail"] for e in issue["timeline"] if e["step"] == "escalated"]
+    assert "escalated to District government (district)" in steps[0]
+    assert "still with District government (district), reminded" in steps[1]
+    assert not any("Street office" in step for step in steps)
+
+    # What the resident and the supervisors read: the district once, never the street again.
+    def told():
+        return requests.get(f"{base}/issues/{issue_id}/notifications", headers=DESK,
+                            timeout=5).json()["notifications"]
+    notes = wait_for(told, lambda ns: sum(n["kind"] == "escalation_notice" for n in ns) >= 2)
+    resident = [n["text"] for n in notes if n["kind"] == "escalated"]
+    assert len(resident) == 1 and "现已提级到区一级，由区政府督办" in resident[0]
+    supervisor = [n for n in notes if n["kind"] == "escalation_notice"]
+    assert [n["recipient"]["level"] for n in supervisor[:2]] == ["district", "district"]
+    assert "现提级到区一级督办" in supervisor[0]["text"]
+    assert "再次超时，仍由区一级督办" in supervisor[1]["text"]
+    assert not any("街道" in n["text"] for n in notes if n["kind"] in ("escalated",
+                                                                      "escalation_notice"))
+
+    # Open311: one update for the step up, to the district; the reminder is none.
+    updates = requests.get(f"{base}/open311/v2/servicerequestupdates.json", timeout=5,
+                           params={"api_key": key}).json()
+    ups = [u["description"] for u in updates if u["external_status_code"] == "issue.escalated"]
+    assert ups == ["已超时，升级至区督办"]
 
 
 def test_open_table_task_blocks_resolution_until_done(start, whistle_config):

@@ -472,3 +472,42 @@ def test_a_rerouted_issue_takes_the_duplicates_of_its_new_category_not_its_old(
     own = wait_for(lambda: issue(base, leak), lambda i: i["status"] != "received")
     assert (own["status"], own["merged_into"]) == ("dispatched", None)
     assert issue(base, first)["reporters"] == [heating]
+
+
+def test_an_issue_rerouted_before_the_table_let_go_of_withdrawn_agencies_reads_without_them(
+        base, whistle_config, redis_client):
+    """A release before session 24 kept a withdrawn agency invited to the table, checked
+    in and all. Stored so in Redis, the issue reads without it (the desk's JSON), its
+    check-in there is refused, the desk may invite it again, and the record that change
+    stores no longer lists the other withdrawn agency either."""
+    issue_id = submit(base, "楼上漏水，卫生间地漏往上冒水")
+    settled(base, issue_id, "dispatched")
+    desk = auth(whistle_config, "desk", "desk-wang")
+    convened = requests.post(f"{base}/issues/{issue_id}/table", headers=desk, timeout=5, json={
+        "meets_at": "2030-12-01T09:00:00+08:00", "place": "居委会", "agencies": ["power"]})
+    assert convened.status_code == 201, convened.text
+    assert requests.post(f"{base}/issues/{issue_id}/table/check-in",
+                         headers=auth(whistle_config, "power"), timeout=5).ok
+    rerouted = requests.post(f"{base}/issues/{issue_id}/reroute", headers=desk, timeout=5, json={
+        "category": "pipe_leak", "lead": "water", "support": [], "reason": "只是水管"})
+    assert rerouted.status_code == 200, rerouted.text
+    assert {a["agency"] for a in rerouted.json()["withdrawn"]} == {"power", "property_manager"}
+
+    # As the old release stored it: both withdrawn agencies still at the table.
+    key = f"{whistle_config[cfg.KEY_PREFIX]}:issue:{issue_id}"
+    stored = json.loads(redis_client.get(key))
+    stored["table"]["invited"] = ["water", "property_manager", "power"]
+    stored["table"]["checked_in"] = {"power": stored["table"]["convened_at"]}
+    redis_client.set(key, json.dumps(stored, ensure_ascii=False))
+
+    table = issue(base, issue_id)["table"]
+    assert (table["invited"], table["checked_in"]) == (["water"], {})
+    again = requests.post(f"{base}/issues/{issue_id}/table/check-in",
+                          headers=auth(whistle_config, "power"), timeout=5)
+    assert again.status_code == 403, again.text
+    invited = requests.post(f"{base}/issues/{issue_id}/table/agencies", headers=desk,
+                            timeout=5, json={"agencies": ["power"]})
+    assert invited.status_code == 200, invited.text
+    assert invited.json()["table"]["invited"] == ["water", "power"]
+    written = json.loads(redis_client.get(key))["table"]
+    assert (written["invited"], written["checked_in"]) == (["water", "power"], {})

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.routing import feedback, table
 from services.routing.escalation import escalate, is_still_due
 from services.routing.rules import RuleSet, load_rules
+from shared.auth import FeedbackGrant
 from shared.contracts import (
     AgencyRef,
     AssignmentStatus,
@@ -19,10 +21,12 @@ from shared.contracts import (
     DeadlineKind,
     EscalationLevel,
     IssueEscalated,
+    IssueResolved,
     IssueStatus,
     Language,
     Location,
     Priority,
+    Rating,
     Role,
 )
 from shared.issue import (
@@ -443,3 +447,132 @@ def test_report_in_without_escalation_before_the_deadline_is_on_time():
     record = acknowledge(flying_wire(), "power", "gd-017", T0 + timedelta(hours=1, minutes=59))
     assert record.assignment_for("power").acknowledged_on_time is True
     assert record.timeline[-1].detail == "供电公司 (gd-017) reported in"
+
+
+# ------------------------------------------------------------------ after a reopen
+#
+# 民事民评 reopens an unsatisfied issue one level up (services.routing.feedback.reopen):
+# every agency's part is then followed from that level, so its next miss goes one above
+# it, never back to a level the issue already passed, and at the district it stays there.
+
+
+def reopened(record: IssueRecord, now: datetime) -> IssueRecord:
+    """Every part reported in and resolved at ``now``, then rated unsatisfied a minute later."""
+    for a in record.assignments:
+        if a.status is AssignmentStatus.assigned:
+            record = acknowledge(record, a.agency, f"{a.agency}-1", now)
+        record = resolve(record, a.agency, f"{a.agency}-1", "已处理", now)
+    done = IssueResolved(trace_id=record.trace_id, issue_id=record.issue_id,
+                         occurred_at=now, agencies=record.agencies())
+    record = feedback.await_rating(record, done, timedelta(days=7))
+    grant = FeedbackGrant(reporter_issue_id=record.issue_id, issue_id=record.issue_id,
+                          cycle=record.reopen_count)
+    record, _ = feedback.rate(record, grant, Rating.unsatisfied, "还是不行", RULES,
+                              now + timedelta(minutes=1))
+    return record
+
+
+def miss(record: IssueRecord, agency: str = "power") -> tuple[IssueRecord, IssueEscalated]:
+    """The agency's current report-in deadline passes (a minute late)."""
+    deadline = ack_deadline(record, agency)
+    record, events = escalate(record, deadline, RULES, deadline.due + timedelta(minutes=1))
+    return record, the_event(events)
+
+
+def outcome(record: IssueRecord) -> str:
+    """What the latest escalation step on the timeline says happened."""
+    step = record.timeline[-1]
+    assert step.step == "escalated"
+    return step.detail.split(": ", 1)[1].split(";", 1)[0]
+
+
+def test_after_a_reopen_to_the_street_the_next_miss_goes_to_the_district():
+    """Never escalated, resolved, reopened (to the street): the next miss used to say
+    "escalated to Street office (street)" again, and the resident read 现已提级到街道一级,
+    though the reopen had put the issue with the street already."""
+    record = reopened(flying_wire(), T0 + timedelta(hours=1))
+    assert record.escalation_level is EscalationLevel.street
+
+    record, event = miss(record)
+    assert (event.level, event.reminder) == (EscalationLevel.district, False)
+    assert (event.supervisor, event.supervisor_en) == ("区政府", "District government")
+    assert record.escalation_level is EscalationLevel.district
+    assert outcome(record) == "escalated to District government (district)"
+
+    record, event = miss(record)
+    assert (event.level, event.reminder) == (EscalationLevel.district, True)
+    assert outcome(record) == "still with District government (district), reminded"
+
+
+def test_escalated_to_the_street_then_reopened_to_the_district_only_reminds_it():
+    """Escalated to the street, resolved, reopened (to the district): the next miss used
+    to claim "escalated to District government (district)", a step that did not happen
+    (the reopen had taken it there), and tell the residents so once more."""
+    record, event = miss(flying_wire())
+    assert event.level is EscalationLevel.street
+    record = reopened(record, T0 + timedelta(hours=3))
+    assert record.escalation_level is EscalationLevel.district
+
+    for _ in range(2):
+        record, event = miss(record)
+        assert (event.level, event.reminder) == (EscalationLevel.district, True)
+        assert outcome(record) == "still with District government (district), reminded"
+    assert record.escalation_level is EscalationLevel.district
+
+
+def test_the_sequence_names_each_level_once_across_reopens():
+    """Community → (miss) street → reopen → district → every later miss, and every later
+    reopen, stays at the district: no level is claimed twice, none is skipped."""
+    record, first = miss(flying_wire())
+    record = reopened(record, T0 + timedelta(hours=3))
+    record, second = miss(record)
+    record = reopened(record, T0 + timedelta(hours=9))
+    record, third = miss(record)
+    assert [(e.level, e.reminder) for e in (first, second, third)] == [
+        (EscalationLevel.street, False),
+        (EscalationLevel.district, True),
+        (EscalationLevel.district, True)]
+    went_up = [e.level for e in (first, second, third) if not e.reminder]
+    assert went_up == [EscalationLevel.street]
+    reopens = [s.detail.rsplit(", ", 1)[1] for s in record.timeline if s.step == "reopened"]
+    assert reopens == ["escalated to district", "still with district"]
+
+
+def test_after_a_reopen_each_agency_goes_up_from_where_the_reopen_left_it():
+    """Two agencies, reopened to the street: each one's first miss goes to the district
+    (the level above the street), its next is a reminder; neither claims the street."""
+    record = reopened(pipe_leak(), T0 + timedelta(hours=1))
+    assert record.escalation_level is EscalationLevel.street
+    record, water = miss(record, "water")
+    record, manager = miss(record, "property_manager")
+    assert (water.level, water.reminder) == (EscalationLevel.district, False)
+    assert (manager.level, manager.reminder) == (EscalationLevel.district, False)
+    record, water = miss(record, "water")
+    assert (water.level, water.reminder) == (EscalationLevel.district, True)
+
+
+def test_an_agency_invited_after_a_reopen_goes_up_from_the_reopened_level():
+    """An agency seated at the table after the reopen put the issue with the street has no
+    misses of its own: its first miss still goes to the district, not the street."""
+    record = reopened(flying_wire(), T0 + timedelta(hours=1))
+    now = T0 + timedelta(hours=2)
+    record, _ = table.convene(record, now + timedelta(hours=1), "社区议事厅", ["water"],
+                              RULES, now)
+    record, event = miss(record, "water")
+    assert (event.level, event.reminder) == (EscalationLevel.district, False)
+
+
+def test_a_reopened_record_stored_before_levels_were_kept_does_not_repeat_a_level():
+    """An issue reopened under the old release has neither ``Assignment.level`` nor
+    ``IssueRecord.reopened_level`` in its stored JSON: its misses go up from the level it
+    is at, as a record reopened now does."""
+    record = reopened(flying_wire(), T0 + timedelta(hours=1))
+    stored = record.model_dump(mode="json")
+    stored.pop("reopened_level", None)
+    for a in stored["assignments"]:
+        a.pop("level", None)
+    old = IssueRecord.model_validate(stored)
+    old, event = miss(old)
+    assert (event.level, event.reminder) == (EscalationLevel.district, False)
+    old, event = miss(old)
+    assert (event.level, event.reminder) == (EscalationLevel.district, True)

@@ -7,6 +7,7 @@ a table in the 红色议事厅 and brings the power company in because of wet wi
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -775,10 +776,59 @@ def test_an_agency_rerouted_away_before_the_table_forgot_it_has_no_seat_there():
         record_task(record, DESK, "power", "更换电线", MEETS_AT + timedelta(days=1), RULES,
                     MEETS_AT)
     record, events = invite(record, DESK, ["power"], RULES, MEETS_AT)
-    assert record.table.invited == ["housing_admin", "property_manager", "power"]
+    # The property manager, withdrawn too, is no longer listed once the record is read.
+    assert record.table.invited == ["housing_admin", "power"]
     assert [e.assignment.agency for e in events if isinstance(e, AssignmentCreated)] == ["power"]
     record, _ = check_in(record, "power", "gd-017", RULES, MEETS_AT)
     assert "power" in record.table.checked_in
+
+
+def as_an_old_release_stored_it() -> str:
+    """The balcony's table after power checked in, rerouted to the housing administration
+    alone, as a release before session 24 stored it: power and the property manager
+    withdrawn, yet both still invited to the table, power checked in (JSON, as in Redis
+    and the archive)."""
+    record, _ = check_in(with_table(), "power", "gd-017", RULES, MEETS_AT)
+    stored = without_power(record).model_dump(mode="json")
+    stored["table"]["invited"] = ["housing_admin", "property_manager", "power"]
+    stored["table"]["checked_in"] = {"power": MEETS_AT.isoformat()}
+    assert {a["agency"] for a in stored["withdrawn"]} == {"power", "property_manager"}
+    return json.dumps(stored, ensure_ascii=False)
+
+
+def test_a_table_stored_before_reroutes_took_withdrawn_agencies_off_it_reads_without_them():
+    """Read back, the table lists only the agencies still on the issue, for every reader:
+    the record (the desk's JSON, the agencies' view, the issue page), the withdrawn
+    agency's own workspace. Power stays in the history: its withdrawn part, the timeline."""
+    from services.agency.domain import table_view
+    from shared.authz import agency_view, desk_view
+
+    record = IssueRecord.model_validate_json(as_an_old_release_stored_it())
+    assert record.table.invited == ["housing_admin"]
+    assert record.table.checked_in == {}
+    for view in (desk_view(record, None), agency_view(record, None, "housing_admin"),
+                 agency_view(record, None, "power")):
+        assert view["table"]["invited"] == ["housing_admin"]
+        assert view["table"]["checked_in"] == {}
+    assert table_view(record, "power") is None
+    assert table_view(record, "housing_admin")["place"] == PLACE
+    assert [a.agency for a in record.withdrawn] == ["property_manager", "power"]
+    assert any(e.step == "table_checked_in" and e.agency == "power" for e in record.timeline)
+    # Read twice, or written back and read again: the same table.
+    again = IssueRecord.model_validate_json(record.model_dump_json())
+    assert again.table == record.table
+
+
+def test_an_agency_withdrawn_and_brought_back_keeps_its_seat_on_an_old_record():
+    """Only an agency with no part left is taken off: one a later reroute brought back
+    (assigned again, an earlier part in ``withdrawn``) keeps its seat and its check-in."""
+    stored = json.loads(as_an_old_release_stored_it())
+    power = next(a for a in stored["withdrawn"] if a["agency"] == "power")
+    stored["assignments"].append({**power, "status": "assigned", "withdrawn_at": None,
+                                  "withdrawn_by": None})
+    record = IssueRecord.model_validate(stored)
+    assert record.table.invited == ["housing_admin", "power"]
+    assert list(record.table.checked_in) == ["power"]
 
 
 def desk_reroute(record: IssueRecord, at: datetime = CONVENED, **body):

@@ -1475,3 +1475,41 @@ def test_a_page_brought_back_by_back_is_fetched_afresh_from_a_page_not_a_forms_a
     page = render(request("GET", "/desk/relay"), "error.html", message_key="not_found",
                   detail="", seconds=None).get_data(as_text=True)
     assert 'data-reload="self"' in page and '<script src="/static/fresh.js" defer>' in page
+
+
+def test_after_a_reopen_the_issue_page_names_each_level_once():
+    """The issue page reads the timeline routing wrote: reopened to the street, the next
+    miss goes up to the district (it said "升级至街道督办" again), the one after reminds it."""
+    from tests.unit.test_escalation import T0, flying_wire, miss, reopened
+
+    record = reopened(flying_wire(), T0 + timedelta(hours=1))
+    record, _ = miss(record)
+    record, _ = miss(record)
+    timeline = [e.model_dump(mode="json") for e in record.timeline]
+    rows = views.timeline_rows(timeline, ZH, names_from_rules(None), "Asia/Shanghai")
+    said = [r["detail"] for r in rows if r["step"] in ("reopened", "escalated")]
+    assert said[0].endswith("升级至街道督办")
+    assert "升级至区政府督办；" in said[1]
+    assert "仍由区政府督办，已再次提醒；" in said[2]
+    assert not any("街道" in s for s in said[1:])
+
+
+def test_the_issue_page_of_an_old_rerouted_table_seats_only_the_agencies_on_the_issue():
+    """Rerouted before reroutes took withdrawn agencies off the table: the page said power
+    and the property manager were invited (power checked in), offered them in the task's
+    agency list (recording one was refused: "invite it first") and did not offer to invite
+    them again."""
+    from shared.authz import desk_view
+    from tests.unit.test_table import as_an_old_release_stored_it
+
+    record = IssueRecord.model_validate_json(as_an_old_release_stored_it())
+    page = rendered("issue.html", "zh", issue=desk_view(record, None), timeline=[],
+                    messages=[])
+    start = page.index('id="table-agencies">') + len('id="table-agencies">')
+    assert page[start:page.index("</p>", start)] == "已邀请：房管所 · 已到场：—"
+    choices = page[page.index('id="task-agency"'):]
+    choices = choices[:choices.index("</select>")]
+    assert re.findall(r'<option value="(\w+)"', choices) == ["housing_admin"]
+    offered = page[page.index('id="inv-agencies"'):]
+    offered = offered[:offered.index("</fieldset>")]
+    assert 'value="power"' in offered and 'value="property_manager"' in offered
