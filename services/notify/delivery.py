@@ -294,7 +294,8 @@ class Deliveries:
             if record and record["status"] in FINAL:
                 return Outcome(False, record["status"], record["channel"],
                                record.get("detail", ""))
-            self._mark_waiting_for_slot(message)
+            if not single_attempt:  # a resend is refused, not queued: nothing waits on it
+                self._mark_waiting_for_slot(message)
             raise Deferred(plan.delay_s, f"message {nid} waits for a free slot: {plan.reason}")
         try:
             return self._deliver_leased(message, audience, key, channel, note, single_attempt)

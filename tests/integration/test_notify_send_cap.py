@@ -117,6 +117,8 @@ def test_a_rating_link_resent_while_the_webhook_is_full_is_refused_and_may_be_as
     error = refused.json()["error"]
     assert error["code"] == "unavailable" and "busy" in error["message"], error
     assert len(gateway.requests) == 1
+    # Refused, not queued: nothing behind it waits for it.
+    assert store.redis.hgetall(f"{store.keys.prefix}:notify:slot-waits:{waiting}") == {}
 
     wait_until(lambda: any(r["status"] == "sent" for r in records(store, busy.issue_id)))
     again = requests.post(f"{base}/issues/{waiting}/rating-link", headers=DESK,
