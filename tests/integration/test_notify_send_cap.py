@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from services.notify.delivery import message_id
+from services.notify.service import ORDERING_GRACE_S
 from shared import config as cfg
 from shared.contracts import Channel, IssueStatus, Language
 from shared.issue import receive
@@ -132,7 +133,7 @@ def test_a_message_queued_for_a_slot_longer_than_the_grace_is_not_overtaken(
     """One slot, taken by another resident's slow send for longer than a message waits
     for one not begun (ORDERING_GRACE_S): "received" keeps coming back for the slot, and
     "dispatched" waits behind it all along, instead of racing it for the slot."""
-    gateway.delay = test_notify_delivery.SLOW_SEND_S
+    gateway.delay = ORDERING_GRACE_S + 1.5  # the slot stays taken well past the grace
     config.update({cfg.NOTIFY_MAX_DIRECT_SENDS: 1, cfg.NOTIFY_WEBHOOK_URL: gateway.url})
     busy = stored(store, "WH-20261207-0421", PHONE)
     chain = stored(store, "WH-20261207-0422", PHONE)
@@ -144,9 +145,14 @@ def test_a_message_queued_for_a_slot_longer_than_the_grace_is_not_overtaken(
     publish(amqp, chain, dispatched)
 
     wait_until(lambda: sum(r["status"] == "sent" for r in records(store, chain.issue_id)) == 2,
-               timeout=6 * test_notify_delivery.SLOW_SEND_S)
+               timeout=6 * gateway.delay)
     assert [r.headers["Idempotency-Key"] for r in gateway.requests] == [
         message_id(busy.event_id, "received"), message_id(chain.event_id, "received"),
         message_id(dispatched.event_id, "dispatched")]
     assert {r["attempts"] for r in records(store, chain.issue_id)} == {1}
+    # "dispatched" waited for its turn all along, never for a slot: had it stopped
+    # waiting once past the grace, it would have raced "received" for the slot (and
+    # been put off for one, leaving its mark), winning as often as not.
+    marks = store.redis.hgetall(f"{store.keys.prefix}:notify:slot-waits:{chain.issue_id}")
+    assert [loads(m)["kind"] for m in marks.values()] == ["received"]
     assert dead_letters(amqp) == []
