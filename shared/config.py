@@ -32,6 +32,9 @@ RETRY_DELAY_MS = "WHISTLE_RETRY_DELAY_MS"
 LOG_FORMAT = "LOG_FORMAT"
 NOTIFY_WEBHOOK_SECRET = "NOTIFY_WEBHOOK_SECRET"
 NOTIFY_MAX_ATTEMPTS = "NOTIFY_MAX_ATTEMPTS"
+# Sends a notify process has on the wire at once through one direct channel (webhook,
+# email): the rest wait through the delay queue instead of holding workers.
+NOTIFY_MAX_DIRECT_SENDS = "NOTIFY_MAX_DIRECT_SENDS"
 SMTP_HOST = "SMTP_HOST"
 SMTP_PORT = "SMTP_PORT"
 SMTP_FROM = "SMTP_FROM"
@@ -101,6 +104,9 @@ DEFAULTS: dict[str, Any] = {
     MAX_WORKERS: 32,
     NOTIFY_WEBHOOK_SECRET: "",  # defaults to WHISTLE_SECRET when empty
     NOTIFY_MAX_ATTEMPTS: 4,  # per message; must stay below WHISTLE_MAX_ATTEMPTS
+    # Per channel and process: with both direct channels slow, 16 of the 32 workers
+    # send and 16 stay free for everyone else's messages (docs/architecture.md).
+    NOTIFY_MAX_DIRECT_SENDS: 8,
     SMTP_HOST: "",  # email channel disabled when empty
     SMTP_PORT: 25,
     SMTP_FROM: "whistle@localhost",
@@ -120,6 +126,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _INTEGER_KEYS = {TOKEN_TTL, MAX_ATTEMPTS, RETRY_DELAY_MS, MAX_WORKERS, NOTIFY_MAX_ATTEMPTS,
+                 NOTIFY_MAX_DIRECT_SENDS,
                  SMTP_PORT, RATING_WINDOW_S, TOKEN_MAX_AGE, RATE_WINDOW_S, RATE_SUBMIT,
                  RATE_SUBMIT_ANONYMOUS, RATE_READ, AUDIT_MAX_ENTRIES,
                  OPEN311_POST_LIMIT, ARCHIVE_INTERVAL_S}
@@ -128,6 +135,7 @@ _INTEGER_KEYS = {TOKEN_TTL, MAX_ATTEMPTS, RETRY_DELAY_MS, MAX_WORKERS, NOTIFY_MA
 # nothing); the others may be 0 (a rate limit of 0 is no limit). None may be negative.
 _AT_LEAST_ONE_KEYS = {TOKEN_TTL, TOKEN_MAX_AGE, MAX_ATTEMPTS, MAX_WORKERS, RATE_WINDOW_S,
                       RATING_WINDOW_S, ARCHIVE_INTERVAL_S, SMTP_PORT, NOTIFY_MAX_ATTEMPTS,
+                      NOTIFY_MAX_DIRECT_SENDS,
                       RETRY_DELAY_MS, AUDIT_MAX_ENTRIES}
 _PORT_KEYS = {SMTP_PORT}
 _MAX_TOKEN_TTL_S = 7 * 24 * 3600  # shared.auth.MAX_TTL_S (auth imports no config)

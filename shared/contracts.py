@@ -470,6 +470,21 @@ class BoardFilter(Strict):
 E = TypeVar("E", bound="Event")
 
 
+def _with_zone(value: datetime) -> datetime:
+    if value.utcoffset() is None:
+        raise ValueError("must be a moment with its zone offset, like 2026-12-08T01:00:00Z "
+                         "or 2026-12-08T09:00:00+08:00, not a naive one")
+    return value
+
+
+# Every moment an event carries. A naive one is nobody's moment: notify's ordering check
+# (now minus occurred_at) raised TypeError on it, so the event was retried up to
+# WHISTLE_MAX_ATTEMPTS and then dead-lettered as a crash; a naive deadline went out to the
+# resident read as UTC, whatever zone its writer meant. Refused on receipt instead, the
+# field named: such a message is dead-lettered at once (shared.messaging).
+EventMoment = Annotated[datetime, AfterValidator(_with_zone)]
+
+
 class Event(Strict):
     """Envelope fields every event carries."""
 
@@ -478,7 +493,7 @@ class Event(Strict):
     event_id: str = Field(default_factory=new_id, min_length=8, max_length=64)
     trace_id: str = Field(min_length=8, max_length=64)
     causation_id: str | None = Field(default=None, max_length=64)
-    occurred_at: datetime = Field(default_factory=utcnow)
+    occurred_at: EventMoment = Field(default_factory=utcnow)
     schema_version: Literal[1] = SCHEMA_VERSION
     issue_id: IssueId
 
@@ -507,8 +522,8 @@ class AssignmentSummary(Strict):
     agency_name_en: str
     sector: Sector
     role: Role
-    acknowledge_by: datetime
-    resolve_by: datetime
+    acknowledge_by: EventMoment
+    resolve_by: EventMoment
 
 
 class IssueDispatched(Event):
@@ -582,7 +597,7 @@ class IssueEscalated(Event):
 
     agency: AgencyRef
     deadline: DeadlineKind
-    missed: datetime
+    missed: EventMoment
     level: EscalationLevel
     supervisor: str
     supervisor_en: str
@@ -601,7 +616,7 @@ class TableConvened(Event):
 
     event_type: ClassVar[str] = "table.convened"
 
-    meets_at: datetime
+    meets_at: EventMoment
     place: bounded_text(200)
     agencies: list[AgencyRef] = Field(min_length=1)
 
@@ -621,7 +636,7 @@ class TableTaskRecorded(Event):
     task_id: str = Field(min_length=1, max_length=16)
     agency: AgencyRef
     description: bounded_text(1000)
-    due: datetime
+    due: EventMoment
 
 
 class TableTaskDone(Event):

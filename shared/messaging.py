@@ -97,6 +97,14 @@ class Deferred(Exception):  # noqa: N818 - a signal, not an error
         self.delay_s = delay_s
 
 
+def invalid_reason(invalid: InvalidPayload) -> str:
+    """A dead letter's reason for an event that failed validation: each field with what
+    is wrong with it (never its value), so the operator reading ``whistle dlq`` knows
+    why, not only where (``invalid IssueReceived: occurred_at (occurred_at must be …)``)."""
+    why = "; ".join(f"{f['field']} {f['message']}" for f in invalid.errors)
+    return f"{invalid.message} ({why})" if why else invalid.message
+
+
 def make_publisher(amqp_uri: str) -> Publisher:
     """Persistent, confirmed, mandatory: an unroutable message is an error, not a drop."""
     return Publisher(amqp_uri, use_confirms=True, mandatory=True, delivery_mode=2,
@@ -563,7 +571,8 @@ class EventSubscriber(Consumer):
         try:
             return event_cls.model_validate(body), None
         except ValidationError as exc:
-            return None, str(InvalidPayload.from_validation_error(exc, event_cls.__name__))
+            return None, invalid_reason(InvalidPayload.from_validation_error(
+                exc, event_cls.__name__))
 
     def spawn_worker_now(self, body, message) -> bool:
         """Spawn the event's worker without blocking, or return False and do nothing.

@@ -44,6 +44,7 @@ import redis
 
 from services.notify.channels import DESK, Channels, DeskOutboxChannel, OutgoingMessage
 from services.notify.recipients import AFTER, PREDECESSOR, RESIDENT, SUPERVISOR
+from shared import config as cfg
 from shared.issue import TimelineEntry
 from shared.jsoncodec import dumps, loads, utc_moment, utc_text
 from shared.messaging import Deferred
@@ -61,6 +62,17 @@ LEASE_RENEW_S = LEASE_SECONDS / 3
 # the send still end, a second try is dropped by the receiver (idempotency key).
 LEASE_MAX_HOLD_S = 60
 LEASE_RECHECK_S = 1.0
+# A direct send (webhook, email) holds a worker for up to the channel's timeout. At most
+# NOTIFY_MAX_DIRECT_SENDS of them per channel are on the wire at once in one process;
+# another message for that channel goes round the delay queue (Deferred: no attempt
+# spent, the worker free at once) and looks for a free slot again this often. As often
+# as a slow predecessor is looked at (service.ORDERING_SLOW_RECHECK_S), and well within
+# ORDERING_GRACE_S, so the mark it leaves (slot_waits_key) keeps the resident's next
+# message waiting behind it.
+SLOT_RECHECK_S = 0.5
+# How long the marks of an issue's messages waiting for a slot are kept: long past the
+# grace they count for, short enough that they do not pile up.
+SLOT_WAIT_MARK_TTL_S = 600
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 SENT_TO_DESK = "sent to desk"
 """The end of a failed record's detail once its message is in the desk's outbox."""
@@ -102,6 +114,64 @@ def message_id(event_id: str, kind: str, reporter: str | None = None) -> str:
     """
     key = f"{event_id}:{kind}" if reporter is None else f"{event_id}:{kind}:{reporter}"
     return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class SendPlan:
+    """Whether a message goes to its channel now (:func:`plan_send`)."""
+
+    now: bool
+    delay_s: float = 0.0  # when not now: look for a free slot again after this
+    reason: str = ""
+
+
+SEND_NOW = SendPlan(True)
+
+
+def plan_send(channel: str, in_flight: int, most: int) -> SendPlan:
+    """Send now, or defer: ``in_flight`` of this process's sends are on ``channel``'s
+    wire, ``most`` may be at once (``NOTIFY_MAX_DIRECT_SENDS``). Pure.
+
+    The desk is never capped: its outbox is our own Redis, a few milliseconds, and it is
+    where messages go when a resident's own channel gives up. A direct channel at its
+    cap defers the message: not dropped and not failed (no attempt spent, so retry
+    limits and dead-lettering are as they were), and no worker held while it waits.
+    """
+    if channel == DESK or in_flight < most:
+        return SEND_NOW
+    return SendPlan(False, SLOT_RECHECK_S,
+                    f"{channel}: {in_flight} sends on the wire, the most at once")
+
+
+class SendSlots:
+    """How many direct sends each channel has on the wire in this process, bounded by
+    :func:`plan_send`. In-process on purpose: the cap protects this process's workers,
+    and counting here costs no Redis round trip on the common path."""
+
+    def __init__(self, most: int):
+        if most < 1:
+            raise ValueError("at least one send per channel must be allowed")
+        self.most = most
+        self._lock = threading.Lock()  # green under nameko's monkey-patching
+        self._in_flight: dict[str, int] = {}
+
+    def take(self, channel: str) -> SendPlan:
+        """A slot on ``channel`` (give it back with :meth:`give_back`), or why not."""
+        with self._lock:
+            plan = plan_send(channel, self._in_flight.get(channel, 0), self.most)
+            if plan.now and channel != DESK:
+                self._in_flight[channel] = self._in_flight.get(channel, 0) + 1
+        return plan
+
+    def give_back(self, channel: str) -> None:
+        if channel == DESK:
+            return
+        with self._lock:
+            self._in_flight[channel] = max(0, self._in_flight.get(channel, 0) - 1)
+
+    def in_flight(self, channel: str) -> int:
+        with self._lock:
+            return self._in_flight.get(channel, 0)
 
 
 class Wakeups:
@@ -157,7 +227,8 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
 class Deliveries:
     def __init__(self, client: redis.Redis, prefix: str, channels: Channels,
                  max_attempts: int = 4, lease_s: int = LEASE_SECONDS,
-                 renew_s: float = LEASE_RENEW_S, max_hold_s: float = LEASE_MAX_HOLD_S):
+                 renew_s: float = LEASE_RENEW_S, max_hold_s: float = LEASE_MAX_HOLD_S,
+                 direct_sends: int = cfg.DEFAULTS[cfg.NOTIFY_MAX_DIRECT_SENDS]):
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if not 0 < renew_s < lease_s:
@@ -171,6 +242,7 @@ class Deliveries:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self.wakeups = Wakeups()
+        self.slots = SendSlots(direct_sends)
 
     def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT,
                      note_for: NoteFor | None = None, single_attempt: bool = False) -> Outcome:
@@ -178,7 +250,8 @@ class Deliveries:
 
         ``message.recipient`` is a resident's contact (possibly empty: the desk relays
         it), or a supervisor's role, level and office name. Raises ``Deferred`` when
-        another worker is sending it right now. Through the desk, ``note_for``'s note is
+        another worker is sending it right now, or when its channel has as many sends
+        on the wire as it may (:class:`SendSlots`). Through the desk, ``note_for``'s note is
         written in the same step as the record (``Outcome.noted``). Wakes this process's
         workers waiting on the issue's messages (:meth:`await_settled`).
 
@@ -213,6 +286,38 @@ class Deliveries:
             outcome = self._deliver_to_desk(channel, message, audience, key, note, note_for)
             if outcome is not None:
                 return outcome
+        plan = self.slots.take(channel.name)
+        if not plan.now:
+            # A retried event comes back with messages sent already: those need no slot.
+            raw = self.redis.hget(key, nid)
+            record = loads(raw) if raw else None
+            if record and record["status"] in FINAL:
+                return Outcome(False, record["status"], record["channel"],
+                               record.get("detail", ""))
+            if not single_attempt:  # a resend is refused, not queued: nothing waits on it
+                self._mark_waiting_for_slot(message)
+            raise Deferred(plan.delay_s, f"message {nid} waits for a free slot: {plan.reason}")
+        try:
+            return self._deliver_leased(message, audience, key, channel, note, single_attempt)
+        finally:
+            self.slots.give_back(channel.name)
+
+    def _mark_waiting_for_slot(self, message: OutgoingMessage) -> None:
+        """Say that ``message`` is waiting for a free slot, not lost: the resident's next
+        message waits behind it (:func:`ordering_wait`) as long as it keeps coming back.
+        Written only when a message is deferred, never on the common path."""
+        key = self.slot_waits_key(message.issue_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, message.notification_id, dumps({"kind": message.kind, "at": _now()}))
+            pipe.expire(key, SLOT_WAIT_MARK_TTL_S)
+            pipe.execute()
+
+    def slot_waits_key(self, issue_id: str) -> str:
+        return f"{self.prefix}:notify:slot-waits:{issue_id}"
+
+    def _deliver_leased(self, message: OutgoingMessage, audience: str, key: str, channel,
+                        note: str, single_attempt: bool) -> Outcome:
+        nid = message.notification_id
         lease, owner = self.lease_key(nid), uuid.uuid4().hex
         if not self.redis.set(lease, owner, nx=True, ex=self.lease_s):
             # Not a failure: another worker is sending it, or died holding the lease.
@@ -323,12 +428,17 @@ class Deliveries:
         """Why a message to the issue's resident must still wait for ``count`` messages
         of ``kind``, or ``None``: :func:`ordering_wait` on the records as they are now,
         and the leases of those being sent (read only when some may be)."""
-        records = [loads(raw) for raw in
-                   self.redis.hgetall(self.keys.notifications(issue_id)).values()]
+        # The marks of messages waiting for a free slot come in the same round trip.
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.notifications(issue_id))
+            pipe.hgetall(self.slot_waits_key(issue_id))
+            raw_records, raw_marks = pipe.execute()
+        records = [loads(raw) for raw in raw_records.values()]
         candidates = maybe_in_flight(records, kind)
         held = self.redis.mget([self.lease_key(n) for n in candidates]) if candidates else []
         live = {nid for nid, owner in zip(candidates, held, strict=True) if owner}
-        return ordering_wait(records, kind, count, live, since, datetime.now(UTC), grace_s)
+        return ordering_wait(records, kind, count, live, since, datetime.now(UTC), grace_s,
+                             slot_waits=[loads(raw) for raw in raw_marks.values()])
 
     def history(self, issue_id: str) -> list[dict]:
         return history_of(self.redis.hgetall(self.keys.notifications(issue_id)))
@@ -360,7 +470,8 @@ def maybe_in_flight(records: list[dict], kind: str) -> list[str]:
 
 
 def ordering_wait(records: list[dict], kind: str, count: int, live_leases: Collection[str],
-                  since: datetime, now: datetime, grace_s: float) -> str | None:
+                  since: datetime, now: datetime, grace_s: float,
+                  slot_waits: Collection[dict] = ()) -> str | None:
     """Why a message must still wait for ``count`` messages of ``kind`` to its resident,
     or ``None`` to send it now. Pure.
 
@@ -374,6 +485,12 @@ def ordering_wait(records: list[dict], kind: str, count: int, live_leases: Colle
     ``grace_s`` after the event or the chain's last attempt, whichever is later, for a
     message not begun yet (its own event just came back from waiting for the one
     before it). A message whose sender died, or that never comes, holds it no longer.
+
+    ``slot_waits``: the resident's messages deferred for want of a free slot on their
+    channel (``{"kind", "at"}``, :meth:`Deliveries._mark_waiting_for_slot`). Each time
+    one comes back and is put off again counts as the chain's progress, as an attempt
+    does: the message behind it keeps waiting while it does, and a slow gateway's
+    backlog cannot let "dispatched" overtake "received".
     """
     mine = [r for r in records if r.get("audience", RESIDENT) == RESIDENT]
     if _settled([r for r in mine if r["kind"] == kind], count):
@@ -385,8 +502,11 @@ def ordering_wait(records: list[dict], kind: str, count: int, live_leases: Colle
             return f"{record['kind']} is being sent"
     attempts = [datetime.fromisoformat(r["last_attempt_at"]) for r in mine
                 if r["kind"] in chain and r.get("last_attempt_at")]
-    progress = max([since, *attempts])
+    deferred = [datetime.fromisoformat(w["at"]) for w in slot_waits if w["kind"] in chain]
+    progress = max([since, *attempts, *deferred])
     if (now - progress).total_seconds() < grace_s:
+        if deferred and progress == max(deferred):
+            return f"{kind} is not sent yet: a message before it waits for a free slot"
         return f"{kind} is not sent yet"
     return None
 

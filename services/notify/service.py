@@ -105,7 +105,13 @@ from shared.contracts import (
     new_id,
     utcnow,
 )
-from shared.errors import EXPECTED_ERRORS, InvalidTransition, NotFound, RateLimited
+from shared.errors import (
+    EXPECTED_ERRORS,
+    InvalidTransition,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
 from shared.guard import Guard
 from shared.issue import IssueRecord, TimelineEntry, masked_comment
 from shared.jsoncodec import dumps, loads, utc_moment
@@ -142,7 +148,9 @@ ORDERING_GRACE_S = 3.0
 # being sent by another worker right now): a short look first, then round the delay
 # queue every ORDERING_RECHECK_S. Past the grace the awaited one is slow: round the
 # delay queue every ORDERING_SLOW_RECHECK_S, with no look (one read of the resident's
-# records and of the leases of those in flight each time).
+# records and of the leases of those in flight each time). The workers sending through
+# a slow gateway are bounded too: NOTIFY_MAX_DIRECT_SENDS per channel (delivery.SendSlots);
+# a message past it goes round the delay queue in the same way.
 ORDERING_RECHECK_S = 0.1
 ORDERING_SLOW_RECHECK_S = 0.5
 # The short look: bounded, so a worker is never held for long (a waiting worker holding
@@ -181,7 +189,15 @@ class Messenger(RedisProvider):
         super().setup()
         self.templates = Templates.load(tz=cfg.get(config, cfg.DISPLAY_TZ))
         channels = build_channels(config, self.client, self.prefix)
-        self.deliveries = Deliveries(self.client, self.prefix, channels, max_attempts)
+        direct_sends = int(cfg.get(config, cfg.NOTIFY_MAX_DIRECT_SENDS))
+        self.deliveries = Deliveries(self.client, self.prefix, channels, max_attempts,
+                                     direct_sends=direct_sends)
+        workers = int(cfg.get(config, cfg.MAX_WORKERS))
+        if channels.others and direct_sends * len(channels.others) >= workers:
+            _log.warning("%s (%d) per direct channel, %d channels, lets slow gateways take "
+                         "all %d of notify's workers (%s): set it lower",
+                         cfg.NOTIFY_MAX_DIRECT_SENDS, direct_sends, len(channels.others),
+                         workers, cfg.MAX_WORKERS)
         public_url = str(cfg.get(config, cfg.PUBLIC_URL))
         if _is_production(config) and _is_loopback(public_url):
             _log.warning("%s is %s: residents cannot open their rating links; set it to the "
@@ -499,7 +515,15 @@ class NotifyService:
                               retry_after=max(wait, 1))
         # Nothing retries a resend: a refusal is "failed" (it read "queued", as if it
         # would still go), and the desk may ask again at once.
-        outcome = self.messenger.deliveries.deliver_once(message, RESIDENT, single_attempt=True)
+        try:
+            outcome = self.messenger.deliveries.deliver_once(message, RESIDENT,
+                                                             single_attempt=True)
+        except Deferred as busy:
+            # Its channel has as many sends on the wire as it may: nothing went, so the
+            # desk may ask again at once (an RPC cannot go round the delay queue).
+            self.store.redis.delete(cooldown)
+            raise Unavailable(f"the resident's channel is busy ({busy}); try again in a "
+                              "moment") from None
         if outcome.status != SENT:  # the channel refused it: the desk may try again
             self.store.redis.delete(cooldown)
         self.log.info("rating_link_resent", issue_id=work.issue_id, recipient_issue=reporter,

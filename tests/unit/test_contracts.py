@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.intake.domain import accept_issue
 from shared.contracts import (
@@ -19,6 +19,7 @@ from shared.contracts import (
     Channel,
     ConveneTable,
     Event,
+    EventMoment,
     IssueClosed,
     IssueDispatched,
     IssueEscalated,
@@ -491,3 +492,83 @@ def test_events_already_queued_with_their_booleans_still_read():
         "missed": "2026-11-21T09:00:00Z", "level": "street", "supervisor": "街道",
         "supervisor_en": "Street", "reminder": False}))
     assert escalated.reminder is False
+
+
+# ------------------------------------------------------------- events' moments
+
+NAIVE = "2026-11-21T09:00:00"
+AGENCY = {"agency": "power", "agency_name": "供电公司", "agency_name_en": "Power"}
+SUMMARY = {**AGENCY, "sector": "power", "role": "lead",
+           "acknowledge_by": "2026-11-21T11:00:00Z", "resolve_by": "2026-11-22T09:00:00+08:00"}
+ENVELOPE = {"trace_id": TRACE_ID, "issue_id": ISSUE_ID, "occurred_at": "2026-11-21T01:00:00Z"}
+# One valid body of each event with a moment other than occurred_at, and the path to it.
+MOMENTS = [
+    (IssueDispatched, {"category": "flying_wire", "priority": "urgent",
+                       "assignments": [SUMMARY]}, ("assignments", 0, "acknowledge_by")),
+    (IssueDispatched, {"category": "flying_wire", "priority": "urgent",
+                       "assignments": [SUMMARY]}, ("assignments", 0, "resolve_by")),
+    (AssignmentCreated, {"category": "flying_wire", "priority": "urgent",
+                         "assignment": SUMMARY}, ("assignment", "resolve_by")),
+    (IssueEscalated, {"agency": AGENCY, "deadline": "acknowledge", "missed": ENVELOPE[
+        "occurred_at"], "level": "street", "supervisor": "街道", "supervisor_en": "Street"},
+     ("missed",)),
+    (TableConvened, {"meets_at": "2026-11-22T09:00:00+08:00", "place": "红色议事厅",
+                     "agencies": [AGENCY]}, ("meets_at",)),
+    (TableTaskRecorded, {"task_id": "t1", "agency": AGENCY, "description": "更换线路",
+                         "due": "2026-11-23T18:00:00+08:00"}, ("due",)),
+    (IssueClosed, {"reason": "satisfied"}, ("occurred_at",)),
+]
+
+
+def with_value(body: dict, path: tuple, value) -> dict:
+    body = json.loads(json.dumps(body))
+    *parents, last = path
+    target = body
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    return body
+
+
+@pytest.mark.parametrize(("model", "fields", "path"), MOMENTS)
+def test_an_events_naive_moment_is_refused_naming_the_field(model, fields, path):
+    body = {**ENVELOPE, **fields}
+    assert model.model_validate_json(json.dumps(body))  # aware: read as ever
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate_json(json.dumps(with_value(body, path, NAIVE)))
+    [error] = InvalidPayload.from_validation_error(caught.value, model.__name__).errors
+    assert error["field"] == ".".join(map(str, path))
+    assert error["message"] == ("must be a moment with its zone offset, like "
+                                "2026-12-08T01:00:00Z or 2026-12-08T09:00:00+08:00, not a "
+                                "naive one")
+
+
+def test_a_producer_cannot_build_an_event_with_a_naive_moment():
+    """Refused where it is made, not only where it is read: the outbox never holds one."""
+    with pytest.raises(ValidationError, match="occurred_at"):
+        IssueClosed(trace_id=TRACE_ID, issue_id=ISSUE_ID, reason="satisfied",
+                    occurred_at=datetime(2026, 11, 21, 9, 0))
+    assert IssueClosed(trace_id=TRACE_ID, issue_id=ISSUE_ID,
+                       reason="satisfied").occurred_at.utcoffset() is not None
+
+
+def moments_of(model) -> set[str]:
+    """The datetime fields of ``model`` and of the models it carries, as dotted paths."""
+    found = set()
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        args = [kind, *getattr(kind, "__args__", ())]
+        checked = all(m in field.metadata for m in EventMoment.__metadata__)
+        if datetime in args and not checked:
+            found.add(name)
+        for arg in args:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                found |= {f"{name}.{inner}" for inner in moments_of(arg)}
+    return found
+
+
+def test_every_moment_of_every_event_must_have_its_zone():
+    """A datetime field added to an event later without the check shows up here."""
+    unchecked = {f"{cls.__name__}.{path}" for cls in EVENT_TYPES.values()
+                 for path in moments_of(cls)}
+    assert not unchecked
