@@ -1,5 +1,7 @@
 # Image for the Whistle services; docker-compose.yml picks the service with `command:`
-# (e.g. `nameko run --config config.yaml services.intake.service`).
+# (e.g. `whistle up --services intake`: Whistle's own runner, which stops cleanly on a
+# SIGTERM that comes while the service is still starting; nameko 2.14's `nameko run` hangs
+# there. docker-compose.yml says why in full.)
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -110,6 +110,36 @@ def _environment(service: dict) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in env.items()}
 
 
+_COMPOSE_VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::([?-])([^}]*))?\}")
+
+
+def _container_environment(service: dict, host_env: dict[str, str]) -> dict[str, str]:
+    """The environment compose gives the service's container: each ${VAR:?msg} and
+    ${VAR:-default} resolved from ``host_env``, the environment compose runs in. An
+    optional variable the operator did not set is there, empty (``${VAR:-}``)."""
+    def resolve(match: re.Match) -> str:
+        name, kind, default = match.groups()
+        if kind == "?":
+            assert host_env.get(name), f"compose would refuse: {default}"
+        return host_env.get(name) or (default if kind == "-" else "")
+
+    return {key: _COMPOSE_VARIABLE.sub(resolve, value)
+            for key, value in _environment(service).items()}
+
+
+def _config_of_the_command(argv: list[str], container_env: dict[str, str]) -> dict:
+    """The checked config the service's command builds from the container's environment."""
+    if argv[:2] == ["whistle", "up"]:
+        return cfg.config_from_env(container_env)
+    assert argv[:2] == ["nameko", "run"] and "config.yaml" in argv, argv
+    return cfg.normalise(_load_config_with_nameko(container_env))
+
+
+# What compose itself requires; nothing else set.
+REQUIRED_ONLY = {"RABBITMQ_USER": "whistle", "RABBITMQ_PASS": "rabbit-pass",
+                 "WHISTLE_SECRET": "s" * 40, "POSTGRES_PASSWORD": "pg-pass"}
+
+
 def _load_config_with_nameko(env_overrides: dict[str, str]) -> dict:
     """Load config.yaml exactly as `nameko run --config` does, in a subprocess.
 
@@ -177,8 +207,9 @@ def test_postgres_is_durable_and_checked(compose: dict) -> None:
 
 
 def test_migrations_run_before_the_services(compose: dict) -> None:
-    """`nameko run` does not migrate: a one-shot `whistle db upgrade` does, once the
-    database is healthy, and the services start only when it has succeeded."""
+    """A one-shot `whistle db upgrade` migrates, once the database is healthy, and the
+    services start only when it has succeeded (their `whistle up` would only warn of a
+    database it cannot reach, and start)."""
     migrate = _service(compose, "migrate")
     assert _argv(migrate["command"]) == ["whistle", "db", "upgrade"]
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
@@ -202,17 +233,19 @@ def test_no_default_credentials_shipped(compose_text: str) -> None:
 
 
 @pytest.mark.parametrize("name", WHISTLE_SERVICES)
-def test_whistle_service_runs_its_module(compose: dict, name: str) -> None:
+def test_whistle_service_runs_under_whistles_own_runner(compose: dict, name: str) -> None:
+    """`whistle up --services <name>`, not `nameko run`: nameko 2.14's runner hangs on a
+    SIGTERM that comes while the service is starting (tests/e2e/test_compose_stop.py)."""
+    from whistle.runner import SERVICE_NAMES, service_classes
+
     svc = _service(compose, name)
     argv = _argv(svc["command"])
-    assert argv[:2] == ["nameko", "run"], argv
-    assert "--config" in argv and argv[argv.index("--config") + 1] == "config.yaml"
-    module = f"services.{name}.service"
-    assert argv[-1] == module, argv
-    module_file = ROOT / Path(*module.split(".")).with_suffix(".py")
-    assert module_file.is_file(), f"{module} is not in the repo ({module_file})"
+    assert argv == ["whistle", "up", "--services", name], argv
+    assert name in SERVICE_NAMES and [cls.name for cls in service_classes((name,))] == [name]
     build = svc.get("build")
     assert (build.get("context") if isinstance(build, dict) else build) == "."
+    # docker's init is PID 1 and passes signals on: PID 1 ignores one it has no handler for
+    assert svc.get("init") is True
 
 
 @pytest.mark.parametrize("name", WHISTLE_SERVICES)
@@ -243,9 +276,65 @@ def test_whistle_service_environment(compose: dict, name: str) -> None:
     assert env["WHISTLE_SECRET"].startswith("${WHISTLE_SECRET:?")
     assert env["WHISTLE_ENV"] == "production"
     assert env["WEB_SERVER_ADDRESS"] == "0.0.0.0:8000"
-    # Every variable compose sets must be one config.yaml actually reads.
+    # Every variable compose sets must be one `whistle up` (config_from_env) actually
+    # reads; config.yaml, for `nameko run`, reads the same ones.
     unread = set(env) - CONFIG_ENV_VARS
-    assert not unread, f"config.yaml ignores {sorted(unread)}"
+    assert not unread, f"config_from_env ignores {sorted(unread)}"
+    read_by_config_from_env = {"MAX_WORKERS" if key == cfg.MAX_WORKERS else key
+                               for key in cfg.DEFAULTS}
+    assert read_by_config_from_env == CONFIG_ENV_VARS
+
+
+@pytest.mark.parametrize("name", WHISTLE_SERVICES)
+def test_the_services_start_on_the_environment_compose_gives_them(compose: dict,
+                                                                   name: str) -> None:
+    """With only the required variables set, compose hands every optional one on empty:
+    `nameko run --config config.yaml` read MAX_WORKERS="" (and every other empty integer)
+    as null and refused to start ("MAX_WORKERS must be an integer, not None"), and an
+    empty WHISTLE_HOT_RETENTION as no duration. Empty means the default."""
+    svc = _service(compose, name)
+    env = _container_environment(svc, REQUIRED_ONLY)
+    assert env["MAX_WORKERS"] == "" and env["WHISTLE_HOT_RETENTION"] == ""
+    config = _config_of_the_command(_argv(svc["command"]), env)
+    passed_through = {key for key, value in _environment(svc).items() if value.endswith(":-}")}
+    for key in cfg.DEFAULTS:
+        if key in passed_through or key == cfg.MAX_WORKERS:
+            assert config[key] == cfg.DEFAULTS[key], key
+    assert config[cfg.MAX_WORKERS] == 32 and config[cfg.HOT_RETENTION] == "1d"
+    assert config[cfg.AMQP_URI] == "amqp://whistle:rabbit-pass@rabbitmq:5672/"
+    assert config[cfg.ENVIRONMENT] == "production" and config[cfg.LOG_FORMAT] == "json"
+    assert config[cfg.WEB_SERVER_ADDRESS] == "0.0.0.0:8000"
+
+
+def test_what_the_operator_sets_reaches_the_service_verbatim(compose: dict) -> None:
+    svc = _service(compose, "notify")
+    host = {**REQUIRED_ONLY, "MAX_WORKERS": "4", "WHISTLE_HOT_RETENTION": "12h",
+            "SMTP_PASSWORD": "no: [really] #yes", "NOTIFY_WEBHOOK_SECRET": "!secret",
+            "WHISTLE_PUBLIC_URL": "https://whistle.example.org", "SMTP_PORT": "587"}
+    config = _config_of_the_command(_argv(svc["command"]), _container_environment(svc, host))
+    assert config[cfg.MAX_WORKERS] == 4 and config[cfg.HOT_RETENTION] == "12h"
+    assert config[cfg.SMTP_PASSWORD] == "no: [really] #yes"
+    assert config[cfg.NOTIFY_WEBHOOK_SECRET] == "!secret" and config[cfg.SMTP_PORT] == 587
+    assert config[cfg.PUBLIC_URL] == "https://whistle.example.org"
+
+
+@pytest.mark.parametrize("name", WHISTLE_SERVICES)
+def test_the_compose_command_refuses_production_defaults(compose: dict, name: str) -> None:
+    """The service's own command, as a process, on its container's environment with a
+    short secret and the guest broker account: one line, exit 1, nothing started."""
+    svc = _service(compose, name)
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_VARS}
+    env.update(_container_environment(svc, {**REQUIRED_ONLY, "RABBITMQ_USER": "guest",
+                                            "WHISTLE_SECRET": "too-short"}))
+    env.update({"PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run([sys.executable, "-m", *_argv(svc["command"])], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[-1] == (
+        "Error: refusing to start in production: WHISTLE_SECRET must be set to a random "
+        "value of at least 32 characters; AMQP_URI must not use the guest account (name "
+        "another broker user)"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_dockerfile_runs_as_non_root() -> None:
@@ -370,8 +459,8 @@ def test_config_yaml_takes_environment_verbatim() -> None:
 
 @pytest.mark.parametrize("name", WHISTLE_SERVICES)
 def test_nameko_run_finds_exactly_the_service_in_its_module(name: str) -> None:
-    """Compose's `nameko run ... services.<name>.service` takes every class with
-    entrypoints in the module: intake's Open311 mixin made it refuse to start
+    """`nameko run ... services.<name>.service` (a way to run a service apart, though not
+    compose's: docs/operations.md) takes every class with entrypoints in the module: intake's Open311 mixin made it refuse to start
     ("Service class must define a `name` attribute"), with exit status 0."""
     from nameko.cli.run import import_service
 
@@ -380,8 +469,8 @@ def test_nameko_run_finds_exactly_the_service_in_its_module(name: str) -> None:
 
 @pytest.mark.parametrize("service", WHISTLE_SERVICES)
 def test_nameko_run_refuses_what_whistle_up_refuses(service: str) -> None:
-    """Compose runs each service with `nameko run --config config.yaml`, which never
-    builds its config with config_from_env: with WHISTLE_ENV=production, a short secret
+    """`nameko run --config config.yaml` (not compose's way any more, but still a way to
+    run a service apart) never builds its config with config_from_env: with WHISTLE_ENV=production, a short secret
     and the guest broker account used to start all the same."""
     env = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_VARS}
     env.update({"WHISTLE_ENV": "production", "WHISTLE_SECRET": "too-short",

@@ -52,6 +52,16 @@ def cli() -> None:
               help="Log format (default: $LOG_FORMAT or json).")
 def up(only: str, address: str | None, log_format: str | None) -> None:
     """Run Whistle's services in one process against the local RabbitMQ and Redis."""
+    from whistle.runner import StoppedBeforeStart, stop_on_sigterm_before_start
+
+    stop_on_sigterm_before_start()
+    try:
+        _up(only, address, log_format)
+    except StoppedBeforeStart:
+        click.echo("whistle: stopped (SIGTERM) before the services started", err=True)
+
+
+def _up(only: str, address: str | None, log_format: str | None) -> None:
     from whistle.runner import SERVICE_NAMES, ServiceDied, run
 
     # each once: a service named twice ran twice in one process, and stopped in tracebacks

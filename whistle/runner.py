@@ -118,8 +118,35 @@ def _reload_rules() -> None:
         _log.info("SIGHUP: no reloadable rules in this process")
 
 
+class StoppedBeforeStart(SystemExit):
+    """SIGTERM before any service started: nothing to stop, the process ends at once, 0.
+
+    A SystemExit, so that eventlet's hub passes it on to the main green thread whichever
+    green thread the signal interrupted (it swallows other exceptions, in its timers)."""
+
+
+def _stopped_before_start(signum, frame) -> None:
+    raise StoppedBeforeStart(0)
+
+
+def stop_on_sigterm_before_start() -> None:
+    """Until :func:`run` installs its graceful stop, SIGTERM ends the process at once.
+
+    Left at Python's default, a SIGTERM ends a process, but not the first process of a
+    container: the kernel drops a signal PID 1 has no handler for. `docker stop` while
+    `whistle up` waited for the broker (up to 60 s) or migrated then waited out docker's
+    10 s and SIGKILLed it."""
+    signal.signal(signal.SIGTERM, _stopped_before_start)
+
+
 def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
-    """Run the services until SIGINT or SIGTERM, then stop them gracefully."""
+    """Run the services until SIGINT or SIGTERM, then stop them gracefully.
+
+    A SIGTERM while they are still starting stops them once they have started: nameko
+    2.14 cannot stop a half-started container (its Timer.stop waits on a thread that
+    Timer.start has not spawned yet: AttributeError, and the process never exits), and
+    that is why docker-compose.yml runs each service with `whistle up`, not `nameko run`.
+    """
     configure_logging(config[cfg.LOG_FORMAT])
     if "routing" in names:
         check_rules(config)

@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 import eventlet
 from nameko.dependency_providers import Config
-from nameko.exceptions import RemoteError
+from nameko.exceptions import MethodNotFound, RemoteError
 from pydantic import ValidationError
 from werkzeug.wrappers import Response
 
@@ -466,13 +466,29 @@ class WebService:
         # 15: it still reads those issues, and here it can find them).
         # With the archive down, those still in Redis, and a line saying the rest cannot
         # be read: the work above never waits on the archive.
-        withdrawn = self._rpc(self.agency.list_withdrawn, session.token, principal.agency)
+        withdrawn = self._withdrawn_list(session.token, principal.agency)
         return self._page(request, "agency.html", session, principal, status=status,
                           assignments=assignments[page.cards], total=len(assignments),
                           page=page, next_deadline=_next_deadline,
                           withdrawn=withdrawn["assignments"],
                           withdrawn_archive_unavailable=withdrawn["archive_unavailable"],
+                          withdrawn_archive_not_read=withdrawn["archive_not_read"],
                           withdrawn_days=RECENTLY_WITHDRAWN_DAYS, **context)
+
+    def _withdrawn_list(self, token: str, agency: str) -> dict:
+        """``agency.list_withdrawn``, and ``archive_not_read``: false from it.
+
+        Mid-upgrade, an agency of the release before it has no such method (nameko's
+        MethodNotFound): its ``list_assignments(..., "withdrawn")`` then, a list of the
+        issues still in Redis only, which that release never looked past. The workspace
+        shows them and says the archived ones may be missing, rather than a 503 page."""
+        try:
+            answer = self._rpc(self.agency.list_withdrawn, token, agency)
+        except MethodNotFound:
+            listed = self._rpc(self.agency.list_assignments, token, agency, "withdrawn")
+            return {"assignments": listed, "archive_unavailable": False,
+                    "archive_not_read": True}
+        return {**answer, "archive_not_read": False}
 
     @http("POST", "/agency/<agency>/assignments/<issue_id>/acknowledge")
     def acknowledge(self, request, agency, issue_id):

@@ -2,7 +2,8 @@
 once logging is configured in its process, a green thread of its own raises with a phone
 number and a resident's link in its message, and eventlet's hub prints the traceback to
 stderr. The probe sets nothing up itself (no WorkerLogger): whatever scrubs that text is
-the other service's doing."""
+the other service's doing. :func:`arm` starts the same green thread in a ``whistle up``
+process, which takes no extra service."""
 
 import eventlet
 from nameko.extensions import DependencyProvider
@@ -27,3 +28,9 @@ class _RaiseInAGreenThread(DependencyProvider):
 class StderrProbe:
     name = "stderr_probe"
     probe = _RaiseInAGreenThread()
+
+
+def arm() -> None:
+    """The same green thread, in a process that runs no probe service (``whistle up``):
+    spawned before the command runs, it raises once the command has configured logging."""
+    eventlet.spawn_n(_raise_once_logging_is_configured)
