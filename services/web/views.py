@@ -421,10 +421,12 @@ def triage_reason(reason: str | None, t: Translator, names) -> str:
     return reason or ""
 
 
-def agency_names(codes, t: Translator, names) -> str:
+def agency_names(codes, t: Translator, names, lead: str | None = None) -> str:
     """Agencies by their names in the page's language (the table's invited and checked
-    in), listed as each language lists them."""
-    return ("、" if t.lang == "zh" else ", ").join(names.agency(c, t.lang) for c in codes)
+    in), listed as each language lists them; ``lead``, if among them, marked as such."""
+    lead_mark = t("in_brackets", text=t.label("role", "lead")) if lead else ""
+    return ("、" if t.lang == "zh" else ", ").join(
+        names.agency(c, t.lang) + (lead_mark if c == lead else "") for c in codes)
 
 
 # ------------------------------------------------------- a refused action

@@ -1160,6 +1160,37 @@ def test_an_agency_in_support_sees_who_else_is_on_the_issue():
         assert said in html
 
 
+def test_an_agency_in_support_sees_which_of_the_others_leads():
+    """Supporting on a cracked balcony leaking onto wiring, the power company's card
+    listed "同办单位：房管所、物业公司、自来水公司": three agencies and no word of which
+    one leads, so its staff could not tell whom to coordinate with without calling the
+    desk. The card marks the lead among them, in the page's own brackets."""
+    from services.agency.domain import assignment_view
+    from services.routing import desk
+    from services.routing.domain import route_issue
+    from services.routing.rules import load_rules
+
+    rules = load_rules()
+    text = "阳台开裂了，下雨往楼下渗水，电线都泡水了"
+    issue = desk.first_route(record(description=text), route_issue(text, None, rules, NOW),
+                             rules, NOW)
+    card = assignment_view(issue, "power", NOW)
+    assert card["role"] == "support" and card["lead_agency"] == "housing_admin"
+    for lang, said in (("zh", "同办单位：房管所（牵头）、物业公司、自来水公司"),
+                       ("en", "Also on this issue: Housing administration (lead), "
+                              "Property management, Water utility")):
+        html = rendered("agency.html", lang, assignments=[card], total=1,
+                        next_deadline=lambda a: a.get("acknowledge_by"),
+                        principal=types.SimpleNamespace(agency="power"))
+        assert said in unescape(html)
+    # The lead's own card names the others with no mark: it is the lead itself.
+    lead = rendered("agency.html", "zh", assignments=[assignment_view(issue, "housing_admin",
+                                                                      NOW)], total=1,
+                    next_deadline=lambda a: a.get("acknowledge_by"),
+                    principal=types.SimpleNamespace(agency="housing_admin"))
+    assert "同办单位：物业公司、供电公司、自来水公司" in unescape(lead)
+
+
 def test_a_role_after_a_name_is_in_the_pages_own_brackets():
     """Chinese pages wrote "供电公司 (牵头)", half-width brackets and a space in Chinese
     text; English ones keep "Power company (lead)"."""
