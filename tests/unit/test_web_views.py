@@ -1005,6 +1005,41 @@ def test_a_chinese_page_says_why_routing_held_a_report_and_names_the_tables_agen
         assert f"<td>{task}</td>" in task_row[:task_row.index("</tr>")]
 
 
+def test_a_held_reports_own_form_routes_it_and_does_not_say_reroute():
+    """A report held for triage was never dispatched, yet its form on the issue page,
+    under the heading 待分拣, ended in a button 改派 ("reroute") beside a reason that
+    read as required: the desk hesitated to route a report it was told it would
+    reroute. The held report's button says 派单 / "Dispatch", its reason is optional;
+    a dispatched issue's form still says 改派 and needs its reason."""
+    from services.routing import desk
+    from services.routing.classifier import Classification
+    from services.routing.domain import route_issue
+    from services.routing.rules import load_rules
+
+    rules = load_rules()
+    text = "东门那边又不行了"
+    held = desk.first_route(record(description=text), route_issue(
+        text, None, rules, NOW, Classification(top=[("street_light", 0.45)],
+                                               model_version="m1")), rules, NOW)
+    assert held.status.value == "needs_triage"
+
+    def route_form(issue, lang):
+        page = rendered("issue.html", lang, issue=issue.model_dump(mode="json") | {
+            "contact": {}}, timeline=[], messages=[])
+        start = page.index('id="reroute-form"')
+        return unescape(page[start:page.index("</form>", start)])
+
+    for lang, button, reason in (("zh", "派单", "原因（可不填）"),
+                                 ("en", "Dispatch", "Reason (optional)")):
+        form = route_form(held, lang)
+        assert f'<button type="submit">{button}</button>' in form
+        assert f">{reason}</label>" in form
+    for lang, button, reason in (("zh", "改派", "原因"), ("en", "Reroute", "Reason")):
+        form = route_form(dispatched_wire(NOW), lang)
+        assert f'<button type="submit">{button}</button>' in form
+        assert f">{reason}</label>" in form
+
+
 def test_a_chinese_page_says_why_an_action_was_refused():
     """What an agency or the desk meets by acting in the wrong order (resolving before
     报到, a table task before 报到, resolving with the table's tasks open, a second 报到,
