@@ -708,9 +708,12 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, wh
     # could not read there (the card had the community and routing's doubt only).
     assert desk.text(f"#t-{vague} .description") == "有个事情想跟社区反映一下，麻烦来看看"
     desk.submit(f"#t-{vague} h2 a")
+    # Held, never dispatched: its form dispatches it (it said 改派, "reroute").
+    assert desk.text("#reroute-form button") == "派单"
     Select(desk.find("#rr-category")).select_by_value("flying_wire")
     desk.submit("#reroute-form button")
     assert desk.text(".notice.ok") == f"{vague} 已分拣。"  # what went through
+    assert desk.text("#reroute-form button") == "改派"
     desk.wait(lambda: desk.find("#issue-status").get_attribute("data-status") == "dispatched"
               or desk.driver.refresh(), 10, "routed by the desk")
     assert "供电公司" in desk.text("#assignments")
