@@ -362,6 +362,12 @@ def relay_cards(items: list[dict[str, Any]], tz: str, t: Translator) -> list[dic
     return cards
 
 
+def to_visit(card: dict[str, Any]) -> bool:
+    """Whether a relay card's resident has no phone to call and no email: the desk visits."""
+    return card.get("audience") != "supervisor" and not card.get("tel") and not (
+        card.get("resident") or {}).get("email")
+
+
 # Why a message did not go the way the resident chose, or why an attempt failed, as
 # notify writes it: ``choose_channel``'s notes and each channel's failure detail
 # (services.notify.channels; "failed" when a channel said nothing, delivery.attempted).

@@ -1490,6 +1490,40 @@ def test_the_desk_finds_whom_to_call_on_the_relay_page_and_marks_it_relayed(
     assert "/desk/relay" in log and phone not in log and name not in log
 
 
+def test_a_resident_to_visit_is_shown_with_where_the_problem_is_on_the_relay_page(
+        whistle, browsers):
+    """A walk-in resident who left a name and no phone or email: their card on the relay
+    page said 居民没有留电话或邮箱，请上门转告 ("visit the resident") and not where, so the
+    desk had to open the issue to find the place. The card says where the problem is;
+    a card with a phone to call does not need it and does not show it."""
+    visited = requests.post(f"{whistle.url}/issues", timeout=5, headers={
+        "Authorization": f"Bearer {token('desk')}"}, json={
+        "description": "楼道灯坏了，老人晚上不敢下楼", "contact": {"name": "赵奶奶"},
+        "location": {"community": "幸福里社区", "address": "7号楼3单元"}})
+    called = requests.post(f"{whistle.url}/issues", timeout=5, headers={
+        "Authorization": f"Bearer {token('desk')}"}, json={
+        "description": "路灯不亮了", "contact": {"name": "孙建国", "phone": "13912340000"},
+        "location": {"community": "幸福里社区", "address": "东门路口"}})
+    assert visited.status_code == called.status_code == 201, (visited.text, called.text)
+    visit, call = visited.json()["issue_id"], called.json()["issue_id"]
+    desk = browsers(PHONE)
+    desk.sign_in(token("desk"))
+    for page, said in (("/desk/relay?lang=zh", "问题地点："),
+                       ("/desk/relay?lang=en", "Where the problem is:")):
+        desk.open(page)
+        card = desk.wait(lambda here=page: desk.find_all(
+            f"article.relay[data-issue='{visit}']") or desk.open(here) and None, 15,
+            "the walk-in's card")[0]
+        place = card.find_element("css selector", ".relay-place").text
+        assert place.startswith(said) and place.endswith("幸福里社区 · 7号楼3单元"), place
+    other = desk.wait(lambda: desk.find_all(f"article.relay[data-issue='{call}']"), 15,
+                      "the caller's card")[0]
+    assert "东门路口" not in other.text and "13912340000" in other.text
+    assert desk.driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth"), "scrolls at 390"
+    assert not desk.severe_console_errors(), desk.severe_console_errors()
+
+
 def test_back_after_a_rating_or_a_report_in_shows_the_page_as_it_now_is(whistle, browsers):
     """Back after a resident's rating, or an agency's 报到, showed the form as it was
     before it was sent (Chromium keeps even a no-store page in its back/forward cache):
