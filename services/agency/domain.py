@@ -19,6 +19,7 @@ from shared.contracts import (
     IssueDispatched,
     IssueResolved,
     IssueStatus,
+    Role,
 )
 from shared.issue import Assignment, IssueRecord, TimelineEntry, acknowledge, resolve
 from shared.jsoncodec import utc_moment
@@ -94,6 +95,8 @@ def assignment_view(record: IssueRecord, agency: str, now: datetime,
         _the_problem(record),
         location=record.location.model_dump(mode="json"),
         other_agencies=[a.agency for a in record.assignments if a.agency != agency],
+        # A supporting agency must know whom it supports: the others alone did not say.
+        lead_agency=next((a.agency for a in record.assignments if a.role is Role.lead), None),
         # A reopened (民事民评) or escalated issue is back on the card with the same
         # problem: staff must see it was sent back, and who now supervises it.
         reopen_count=record.reopen_count,

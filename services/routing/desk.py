@@ -221,14 +221,18 @@ def reroute(record: IssueRecord, body: ChooseRoute, reason: str, staff_id: str,
 
 
 def keeping_agencies(record: IssueRecord, body: ChooseRoute) -> ChooseRoute:
-    """``body`` with the issue's own lead and supports when it keeps the issue's category
-    and names no agency: a change of urgency alone (the pages' reroute form has no
-    support field) withdraws nobody, nor the supports other matched rules brought in."""
-    if body.category != record.category or body.lead is not None or body.support is not None:
+    """``body`` with the issue's own agencies when it keeps the issue's category and names
+    no supports: a change of urgency alone (the pages' reroute form has no support field)
+    withdraws nobody, nor the supports other matched rules brought in. A new lead named
+    alone leads them, and the old lead stays in support: the rule's supports instead
+    withdrew the agencies other rules brought in (the power company of a crack leaking
+    onto wiring) when the desk only meant to change who leads."""
+    if body.category != record.category or body.support is not None:
         return body
+    current = [a.agency for a in sorted(record.assignments, key=lambda a: a.role is not Role.lead)]
+    lead = body.lead or current[0]
     return body.model_copy(update={
-        "lead": next(a.agency for a in record.assignments if a.role is Role.lead),
-        "support": [a.agency for a in record.assignments if a.role is Role.support]})
+        "lead": lead, "support": [agency for agency in current if agency != lead]})
 
 
 def corrected(before: IssueRecord, route: DeskRoute, source: str, staff_id: str,

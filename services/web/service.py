@@ -247,8 +247,25 @@ class WebService:
         # notify lists the oldest messages waiting, at most RELAY_LIST_LIMIT: a full list
         # says that more wait behind them.
         more = len(items) if len(items) >= RELAY_LIST_LIMIT else 0
+        cards = views.relay_cards(items, self._tz(), t)
+        # A resident with neither phone nor email is visited: the card said so and not
+        # where. It says where the problem is (intake owns the issue; notify's outbox
+        # holds the message and whom to tell, not the place), once an issue.
+        places = {issue_id: self._place(issue_id)
+                  for issue_id in {c["issue_id"] for c in cards if views.to_visit(c)}}
+        for card in cards:
+            card["place"] = places.get(card["issue_id"]) if views.to_visit(card) else None
         return self._page(request, "relay.html", session, principal, status=status,
-                          cards=views.relay_cards(items, self._tz(), t), more=more, **context)
+                          cards=cards, more=more, **context)
+
+    def _place(self, issue_id: str) -> str | None:
+        """Where an issue's problem is (community · address), or None if it cannot be read
+        (archived meanwhile with the archive down, …): the card then says what it said."""
+        try:
+            location = self._rpc(self.intake.get_issue, issue_id)["location"]
+        except (NotFound, Unavailable):  # NoAnswer is one
+            return None
+        return " · ".join(v for v in (location.get("community"), location.get("address")) if v)
 
     @http("POST", "/desk/relay/<notification_id>")
     def mark_relayed(self, request, notification_id):

@@ -362,6 +362,12 @@ def relay_cards(items: list[dict[str, Any]], tz: str, t: Translator) -> list[dic
     return cards
 
 
+def to_visit(card: dict[str, Any]) -> bool:
+    """Whether a relay card's resident has no phone to call and no email: the desk visits."""
+    return card.get("audience") != "supervisor" and not card.get("tel") and not (
+        card.get("resident") or {}).get("email")
+
+
 # Why a message did not go the way the resident chose, or why an attempt failed, as
 # notify writes it: ``choose_channel``'s notes and each channel's failure detail
 # (services.notify.channels; "failed" when a channel said nothing, delivery.attempted).
@@ -421,10 +427,12 @@ def triage_reason(reason: str | None, t: Translator, names) -> str:
     return reason or ""
 
 
-def agency_names(codes, t: Translator, names) -> str:
+def agency_names(codes, t: Translator, names, lead: str | None = None) -> str:
     """Agencies by their names in the page's language (the table's invited and checked
-    in), listed as each language lists them."""
-    return ("、" if t.lang == "zh" else ", ").join(names.agency(c, t.lang) for c in codes)
+    in), listed as each language lists them; ``lead``, if among them, marked as such."""
+    lead_mark = t("in_brackets", text=t.label("role", "lead")) if lead else ""
+    return ("、" if t.lang == "zh" else ", ").join(
+        names.agency(c, t.lang) + (lead_mark if c == lead else "") for c in codes)
 
 
 # ------------------------------------------------------- a refused action

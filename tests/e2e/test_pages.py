@@ -708,9 +708,12 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, wh
     # could not read there (the card had the community and routing's doubt only).
     assert desk.text(f"#t-{vague} .description") == "有个事情想跟社区反映一下，麻烦来看看"
     desk.submit(f"#t-{vague} h2 a")
+    # Held, never dispatched: its form dispatches it (it said 改派, "reroute").
+    assert desk.text("#reroute-form button") == "派单"
     Select(desk.find("#rr-category")).select_by_value("flying_wire")
     desk.submit("#reroute-form button")
     assert desk.text(".notice.ok") == f"{vague} 已分拣。"  # what went through
+    assert desk.text("#reroute-form button") == "改派"
     desk.wait(lambda: desk.find("#issue-status").get_attribute("data-status") == "dispatched"
               or desk.driver.refresh(), 10, "routed by the desk")
     assert "供电公司" in desk.text("#assignments")
@@ -1485,6 +1488,40 @@ def test_the_desk_finds_whom_to_call_on_the_relay_page_and_marks_it_relayed(
         ("relay.mark", "200")] * 2  # one a message: each is judged and recorded on its own
     log = whistle.log()
     assert "/desk/relay" in log and phone not in log and name not in log
+
+
+def test_a_resident_to_visit_is_shown_with_where_the_problem_is_on_the_relay_page(
+        whistle, browsers):
+    """A walk-in resident who left a name and no phone or email: their card on the relay
+    page said 居民没有留电话或邮箱，请上门转告 ("visit the resident") and not where, so the
+    desk had to open the issue to find the place. The card says where the problem is;
+    a card with a phone to call does not need it and does not show it."""
+    visited = requests.post(f"{whistle.url}/issues", timeout=5, headers={
+        "Authorization": f"Bearer {token('desk')}"}, json={
+        "description": "楼道灯坏了，老人晚上不敢下楼", "contact": {"name": "赵奶奶"},
+        "location": {"community": "幸福里社区", "address": "7号楼3单元"}})
+    called = requests.post(f"{whistle.url}/issues", timeout=5, headers={
+        "Authorization": f"Bearer {token('desk')}"}, json={
+        "description": "路灯不亮了", "contact": {"name": "孙建国", "phone": "13912340000"},
+        "location": {"community": "幸福里社区", "address": "东门路口"}})
+    assert visited.status_code == called.status_code == 201, (visited.text, called.text)
+    visit, call = visited.json()["issue_id"], called.json()["issue_id"]
+    desk = browsers(PHONE)
+    desk.sign_in(token("desk"))
+    for page, said in (("/desk/relay?lang=zh", "问题地点："),
+                       ("/desk/relay?lang=en", "Where the problem is:")):
+        desk.open(page)
+        card = desk.wait(lambda here=page: desk.find_all(
+            f"article.relay[data-issue='{visit}']") or desk.open(here) and None, 15,
+            "the walk-in's card")[0]
+        place = card.find_element("css selector", ".relay-place").text
+        assert place.startswith(said) and place.endswith("幸福里社区 · 7号楼3单元"), place
+    other = desk.wait(lambda: desk.find_all(f"article.relay[data-issue='{call}']"), 15,
+                      "the caller's card")[0]
+    assert "东门路口" not in other.text and "13912340000" in other.text
+    assert desk.driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth"), "scrolls at 390"
+    assert not desk.severe_console_errors(), desk.severe_console_errors()
 
 
 def test_back_after_a_rating_or_a_report_in_shows_the_page_as_it_now_is(whistle, browsers):

@@ -878,3 +878,31 @@ def test_archived_issues_join_the_list_newest_first():
     ids = newest_first(hot, cold)
     assert ids[:3] == ["WH-20261112-0001", "WH-20261111-0002", "WH-20261111-0001"]
     assert len(ids) == len(set(ids)) == 9
+
+
+def test_a_step_that_tells_the_public_nothing_does_not_turn_the_notes_back_to_received():
+    # Seen on a running Whistle: the water utility had reported in, the table agreed a
+    # task for it later than its resolve deadline (the deadline follows: deadline_agreed),
+    # and the request's notes went back to "已受理，正在派给相关单位" / "Received; being
+    # sent to the responsible agencies" while the agencies were at work. A report split
+    # off the issue (reporter_split) did the same, on an issue already closed too.
+    from services.routing import merging, table
+
+    record = acknowledge(_issue(), "water", "s1", T0 + timedelta(minutes=5))
+    record, _ = table.convene(record, T0 + timedelta(days=1), "议事厅", [], RULES,
+                              T0 + timedelta(minutes=10))
+    record, _ = table.record_task(record, table.DESK, "water", "更换整段立管",
+                                  T0 + timedelta(days=10), RULES, T0 + timedelta(minutes=20))
+    assert record.timeline[-1].step == "deadline_agreed"
+    for lang, said in ((Language.zh, "已召集各相关单位协调会，桌面解决"),
+                       (Language.en, "The agencies are settling it together at a "
+                                     "coordination table")):
+        assert request_view(record, CATALOG, lang, TZ)["status_notes"] == said
+
+    at_work = acknowledge(_issue(), "water", "s1", T0 + timedelta(minutes=5))
+    at_work.reporters = ["WH-20261121-0002"]
+    split = merging.leave(at_work, "WH-20261121-0002", T0 + timedelta(minutes=30))
+    assert split.timeline[-1].step == "reporter_split"
+    for lang, said in ((Language.zh, "自来水公司已报到，正在处理"),
+                       (Language.en, "water co has reported in and is working on it")):
+        assert request_view(split, CATALOG, lang, TZ)["status_notes"] == said

@@ -452,3 +452,22 @@ def test_the_withdrawn_list_joins_hot_and_archived_issues_latest_first_for_30_da
     assert recently_withdrawn_records([hot], [hot], "water", now) == [hot]  # once
     assert recently_withdrawn_records([hot], [archived], "drainage", now) == []  # its work
     assert withdrawn_since(now) == now - RECENTLY_WITHDRAWN
+
+
+def test_a_change_of_lead_alone_withdraws_nobody(rules):
+    # The desk's page has no support field: on a cracked balcony leaking onto wiring it
+    # names the property manager as lead, same category. The power company, there for the
+    # wet wiring (another rule's), and the others stay, the old lead now in support;
+    # before, the rule's supports replaced them and the power company was withdrawn.
+    record = routed("阳台开裂了，下雨往楼下渗水，电线都泡水了", rules)
+    assert [(a.agency, a.role.value) for a in record.assignments] == [
+        ("housing_admin", "lead"), ("property_manager", "support"), ("power", "support"),
+        ("water", "support")]
+    change = reroute(record, rules, category="structural_crack", lead="property_manager",
+                     reason="商品房，物业先牵头")
+    assert [(a.agency, a.role.value) for a in change.record.assignments] == [
+        ("property_manager", "lead"), ("housing_admin", "support"), ("power", "support"),
+        ("water", "support")]
+    assert change.record.withdrawn == []
+    assert change.events[0].agencies_changed  # another agency leads: the resident is told
+    assert change.events[-1].support == ["housing_admin", "power", "water"]

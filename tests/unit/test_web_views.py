@@ -1005,6 +1005,41 @@ def test_a_chinese_page_says_why_routing_held_a_report_and_names_the_tables_agen
         assert f"<td>{task}</td>" in task_row[:task_row.index("</tr>")]
 
 
+def test_a_held_reports_own_form_routes_it_and_does_not_say_reroute():
+    """A report held for triage was never dispatched, yet its form on the issue page,
+    under the heading 待分拣, ended in a button 改派 ("reroute") beside a reason that
+    read as required: the desk hesitated to route a report it was told it would
+    reroute. The held report's button says 派单 / "Dispatch", its reason is optional;
+    a dispatched issue's form still says 改派 and needs its reason."""
+    from services.routing import desk
+    from services.routing.classifier import Classification
+    from services.routing.domain import route_issue
+    from services.routing.rules import load_rules
+
+    rules = load_rules()
+    text = "东门那边又不行了"
+    held = desk.first_route(record(description=text), route_issue(
+        text, None, rules, NOW, Classification(top=[("street_light", 0.45)],
+                                               model_version="m1")), rules, NOW)
+    assert held.status.value == "needs_triage"
+
+    def route_form(issue, lang):
+        page = rendered("issue.html", lang, issue=issue.model_dump(mode="json") | {
+            "contact": {}}, timeline=[], messages=[])
+        start = page.index('id="reroute-form"')
+        return unescape(page[start:page.index("</form>", start)])
+
+    for lang, button, reason in (("zh", "派单", "原因（可不填）"),
+                                 ("en", "Dispatch", "Reason (optional)")):
+        form = route_form(held, lang)
+        assert f'<button type="submit">{button}</button>' in form
+        assert f">{reason}</label>" in form
+    for lang, button, reason in (("zh", "改派", "原因"), ("en", "Reroute", "Reason")):
+        form = route_form(dispatched_wire(NOW), lang)
+        assert f'<button type="submit">{button}</button>' in form
+        assert f">{reason}</label>" in form
+
+
 def test_a_chinese_page_says_why_an_action_was_refused():
     """What an agency or the desk meets by acting in the wrong order (resolving before
     报到, a table task before 报到, resolving with the table's tasks open, a second 报到,
@@ -1158,6 +1193,37 @@ def test_an_agency_in_support_sees_who_else_is_on_the_issue():
                         next_deadline=lambda a: a.get("acknowledge_by"),
                         principal=types.SimpleNamespace(agency="power"))
         assert said in html
+
+
+def test_an_agency_in_support_sees_which_of_the_others_leads():
+    """Supporting on a cracked balcony leaking onto wiring, the power company's card
+    listed "同办单位：房管所、物业公司、自来水公司": three agencies and no word of which
+    one leads, so its staff could not tell whom to coordinate with without calling the
+    desk. The card marks the lead among them, in the page's own brackets."""
+    from services.agency.domain import assignment_view
+    from services.routing import desk
+    from services.routing.domain import route_issue
+    from services.routing.rules import load_rules
+
+    rules = load_rules()
+    text = "阳台开裂了，下雨往楼下渗水，电线都泡水了"
+    issue = desk.first_route(record(description=text), route_issue(text, None, rules, NOW),
+                             rules, NOW)
+    card = assignment_view(issue, "power", NOW)
+    assert card["role"] == "support" and card["lead_agency"] == "housing_admin"
+    for lang, said in (("zh", "同办单位：房管所（牵头）、物业公司、自来水公司"),
+                       ("en", "Also on this issue: Housing administration (lead), "
+                              "Property management, Water utility")):
+        html = rendered("agency.html", lang, assignments=[card], total=1,
+                        next_deadline=lambda a: a.get("acknowledge_by"),
+                        principal=types.SimpleNamespace(agency="power"))
+        assert said in unescape(html)
+    # The lead's own card names the others with no mark: it is the lead itself.
+    lead = rendered("agency.html", "zh", assignments=[assignment_view(issue, "housing_admin",
+                                                                      NOW)], total=1,
+                    next_deadline=lambda a: a.get("acknowledge_by"),
+                    principal=types.SimpleNamespace(agency="housing_admin"))
+    assert "同办单位：物业公司、供电公司、自来水公司" in unescape(lead)
 
 
 def test_a_role_after_a_name_is_in_the_pages_own_brackets():

@@ -630,16 +630,26 @@ def _agency_name(record: IssueRecord, agency: str | None, en: bool) -> str:
     return agency or ""
 
 
+# Steps that tell the public nothing of where the issue stands: the step before them
+# does. Falling through to "received" they turned the notes of an issue at work back to
+# "已受理，正在派给相关单位" (a table's date moving a deadline, a report split off). The
+# notes merged into a timeline read with them (notify's, an agency's delivery) neither.
+_QUIET_STEPS = frozenset({
+    "deadline_agreed", "reporter_split", "rating_recorded", "assignment_delivered",
+    "assignment_withdrawn", "resident_notified", "supervisor_notified", "relayed"})
+
+
 def status_notes(record: IssueRecord, lang: Language) -> str:
-    """The latest step, in plain words, in ``lang``. Never an agency's note: these
-    reads are public (FixMyStreet shows them on the report's page), and an agency's
-    note is internal, as on the resident's own page (``authz.resident_view``): it named
-    the fitter, the neighbour upstairs and their flat, with only phones masked."""
+    """The latest step that says where the issue stands, in plain words, in ``lang``.
+    Never an agency's note: these reads are public (FixMyStreet shows them on the
+    report's page), and an agency's note is internal, as on the resident's own page
+    (``authz.resident_view``): it named the fitter, the neighbour upstairs and their
+    flat, with only phones masked."""
     en = lang is Language.en
     if record.merged_into:
         return (f"Joined {record.merged_into}, an open report of the same problem, and "
                 f"handled with it" if en else f"已并入同一问题的 {record.merged_into} 一并处理")
-    step = record.timeline[-1] if record.timeline else None
+    step = next((s for s in reversed(record.timeline) if s.step not in _QUIET_STEPS), None)
     kind = step.step if step else "received"
     agency = _agency_name(record, step.agency if step else None, en)
     lead = lead_assignment(record)
