@@ -681,6 +681,12 @@ class IssueReopened(Event):
     escalated: bool = True
     cycle: int = Field(ge=1)
     assignments: list[AssignmentSummary] = Field(min_length=1)
+    # The supervisor at ``level`` (the rules file's), told of the reopen as at a miss:
+    # escalated to it, or (``escalated`` false) reminded. Events from before they were
+    # carried name none: the notice names the level alone, in Chinese.
+    supervisor: str | None = Field(default=None, min_length=1)
+    supervisor_en: str | None = Field(default=None, min_length=1)
+    supervisor_language: Language = Language.zh
 
 
 class AssignmentWithdrawn(Event):

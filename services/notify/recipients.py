@@ -10,8 +10,9 @@ A merged report's own events stop there: its updates come from the primary. Only
 messages about the report itself ("received", "merged") are still sent for it.
 
 Supervisors (the street office, the district) are told when an issue is escalated to
-them (三级吹哨); they are not residents. Each reads Chinese unless the rules file gives
-it ``language: en``; the escalation event carries that choice.
+them (三级吹哨), by a missed deadline or by a resident's 不满意 (民事民评 reopens it one
+level up); they are not residents. Each reads Chinese unless the rules file gives it
+``language: en``; the escalation or reopen event carries that choice.
 
 Usage::
 
@@ -31,6 +32,7 @@ from shared.contracts import (
     DeadlineKind,
     EscalationLevel,
     IssueEscalated,
+    IssueReopened,
     IssueStatus,
     Language,
     Rating,
@@ -315,17 +317,22 @@ def comment_or_none(comment: str | None, language: str) -> str:
     return (comment or "").strip() or in_language(language, *NO_COMMENT)
 
 
-def supervisor_language(event: IssueEscalated) -> str:
-    """The language the supervisor an escalation goes to reads (its ``language`` in the rules)."""
+def supervisor_language(event: IssueEscalated | IssueReopened) -> str:
+    """The language the supervisor an escalation or a reopen goes to reads (its
+    ``language`` in the rules)."""
     return str(event.supervisor_language)
 
 
-def supervisor_for(event: IssueEscalated, language: str | None = None) -> dict[str, str]:
-    """The supervisor an escalation goes to, as a delivery recipient, named in ``language``
-    (default: the supervisor's own)."""
+def supervisor_for(event: IssueEscalated | IssueReopened,
+                   language: str | None = None) -> dict[str, str]:
+    """The supervisor an escalation or a reopen goes to, as a delivery recipient, named in
+    ``language`` (default: the supervisor's own). A reopen published before it named the
+    supervisor is for the level's office, named by the level alone."""
     language = language or supervisor_language(event)
-    return {"role": SUPERVISOR, "level": event.level.value,
-            "name": in_language(language, event.supervisor, event.supervisor_en)}
+    level = EscalationLevel(event.level)
+    zh, en = LEVEL_NAMES[level]
+    return {"role": SUPERVISOR, "level": level.value,
+            "name": in_language(language, event.supervisor or zh, event.supervisor_en or en)}
 
 
 def notified_step(kind: str, status: str, channel: str, primary: str, reporter: str | None = None,

@@ -5,7 +5,7 @@ neighbour whose report was merged into it (共性问题统筹), each rendered in
 resident's language and recorded under their own report. An escalation also
 tells the supervisor at the new level (三级吹哨). When every agency is done, each
 reporter is asked to rate the outcome with a signed link (民事民评), and told when
-the issue is reopened or closed.
+the issue is reopened (so is the supervisor at the level it reopens at) or closed.
 
 Messages go through the channel each resident chose (the desk outbox in Redis, a
 signed webhook, or email; see ``channels``). Every message has a deterministic id
@@ -303,12 +303,18 @@ class NotifyService:
 
     def on_issue_reopened(self, event: IssueReopened) -> None:
         """Not satisfied: back to the agencies, with fresh deadlines, one level up (or
-        still with the district, when it was there already)."""
+        still with the district, when it was there already). The supervisor at that
+        level first, as at an escalation (reminded when nothing went up, as at another
+        miss at the district), then every reporter."""
+        record = self.store.get(event.issue_id)
+        failures = ([] if is_merged(record)
+                    else self._tell_supervisor_of_reopen(event, record))
         self._tell(event, "reopened", lambda record, lang, reader: {
             **_assigned(record, event.assignments, lang),
             "who": reopen_who(record, event.cycle, reader, lang),
             "supervision": reopen_supervision(event.level, event.escalated, lang),
-            "reason": reopen_comment(record, event.reason, event.cycle, reader, lang)})
+            "reason": reopen_comment(record, event.reason, event.cycle, reader, lang)},
+            record=record, failures=failures)
 
     def on_issue_rerouted(self, event: IssueRerouted) -> None:
         """The desk corrected the route: told once, naming every agency on it now; not at
@@ -658,17 +664,38 @@ class NotifyService:
     def _tell_supervisor(self, event: IssueEscalated) -> list[DeliveryFailed]:
         """The escalation notice to the street office or district, under the escalated issue."""
         language = supervisor_language(event)
+        # A reminder (the district follows it already): nothing went up, and the notice
+        # says so rather than "escalated to the district" at every window.
+        return self._notify_supervisor(
+            event, "escalation_notice",
+            "escalation_reminder" if event.reminder else "escalation_notice", language,
+            {"issue_id": event.issue_id, "agency": _agency_name(event.agency, language),
+             "deadline": deadline_name(event.deadline, language), "missed": event.missed,
+             "level": level_name(event.level, language)})
+
+    def _tell_supervisor_of_reopen(self, event: IssueReopened,
+                                   record: IssueRecord) -> list[DeliveryFailed]:
+        """The reopen notice to the supervisor at the reopened issue's level: the issue,
+        its community, the agencies it is back with and their new 报到 deadline, and why
+        (the resident was not satisfied). Like the escalation notice, nothing of the
+        resident: not their name, their phone, nor their comment (it can name a flat or
+        a neighbour; the desk reads it on the timeline)."""
+        language = supervisor_language(event)
+        # Still at the district (nothing went up): reminded, as at another miss there.
+        return self._notify_supervisor(
+            event, "reopen_notice", "reopen_notice" if event.escalated else "reopen_reminder",
+            language, {**_assigned(record, event.assignments, language),
+                       "community": record.location.community,
+                       "level": level_name(event.level, language)})
+
+    def _notify_supervisor(self, event: IssueEscalated | IssueReopened, kind: str,
+                           wording: str, language: str, values: dict) -> list[DeliveryFailed]:
+        """One notice to the supervisor the event names, in its language, under the event's
+        issue; its id is the event's and ``kind``'s, so a redelivered event sends none."""
         message = OutgoingMessage(
-            notification_id=message_id(event.event_id, "escalation_notice"),
-            issue_id=event.issue_id, kind="escalation_notice", language=language,
-            # A reminder (the district follows it already): nothing went up, and the
-            # notice says so rather than "escalated to the district" at every window.
-            text=self.messenger.templates.render(
-                "escalation_reminder" if event.reminder else "escalation_notice", language,
-                issue_id=event.issue_id,
-                agency=_agency_name(event.agency, language),
-                deadline=deadline_name(event.deadline, language), missed=event.missed,
-                level=level_name(event.level, language)),
+            notification_id=message_id(event.event_id, kind),
+            issue_id=event.issue_id, kind=kind, language=language,
+            text=self.messenger.templates.render(wording, language, **values),
             recipient=supervisor_for(event, language))
         return self._deliver(event, message, SUPERVISOR)
 

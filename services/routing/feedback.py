@@ -6,8 +6,8 @@ rating link. Then:
 
 - satisfied closes the issue;
 - unsatisfied reopens it: every agency gets its part back with fresh deadlines,
-  the issue goes up one escalation level, and the desk sees the reason on the
-  timeline;
+  the issue goes up one escalation level (the supervisor there is told; at the
+  district already, reminded), and the desk sees the reason on the timeline;
 - no answer within the window closes it as resolved-without-rating.
 
 Each resolution is a *cycle* (``reopen_count``). A rating token names its
@@ -149,9 +149,14 @@ def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
              f"the resident is not satisfied: {reason or '(no comment)'}; back to "
              f"{', '.join(new.agencies())}, "
              f"{'escalated to' if went_up else 'still with'} {new.escalation_level.value}")
+    # A reopen always leaves the community (it goes at least to the street office), so
+    # there is a supervisor at its level to tell, as a missed deadline tells one.
+    supervisor = rules.supervisor(new.escalation_level)
     event = cause.caused(IssueReopened, occurred_at=now, reason=reason,
                          level=new.escalation_level, escalated=went_up, cycle=new.reopen_count,
-                         assignments=[a.summary() for a in new.assignments])
+                         assignments=[a.summary() for a in new.assignments],
+                         supervisor=supervisor.name, supervisor_en=supervisor.name_en,
+                         supervisor_language=supervisor.language)
     return new, event
 
 

@@ -27,6 +27,7 @@ from shared.contracts import (
     IssueEscalated,
     IssueMerged,
     IssueReceived,
+    IssueReopened,
     IssueResolved,
     IssueStatus,
     Language,
@@ -189,6 +190,48 @@ def test_a_reminder_at_the_top_level_goes_to_the_district_alone(notify, amqp, st
     assert told(notify, NEIGHBOUR) == []
     steps = [s.step for s in store.get_with_notes(PRIMARY).timeline if s.service == "notify"]
     assert steps == ["supervisor_notified"]
+
+
+def test_a_reopen_tells_its_supervisor_once_under_redelivery(notify, amqp, store):
+    """不满意 reopened the issue to the street office: the street office is told once
+    however often the event comes, beside every reporter's "reopened"; a reopen from a
+    routing that did not name the supervisor yet reaches the level's office all the same."""
+    summary = AssignmentSummary(agency="water", agency_name="自来水公司",
+                                agency_name_en="Water company", sector=Sector.utilities,
+                                role=Role.lead,
+                                acknowledge_by=datetime(2026, 11, 22, 2, 0, tzinfo=UTC),
+                                resolve_by=datetime(2026, 11, 23, 2, 0, tzinfo=UTC))
+    reopened = about(IssueReopened, reason="还在漏，找了孙建国 13812345678", cycle=1,
+                     level=EscalationLevel.street, assignments=[summary],
+                     supervisor="缤泰街道办事处", supervisor_en="Bintai Street Office")
+    publish(amqp, reopened, reopened)
+    wait_until(lambda: len(told(notify, PRIMARY)) == 2 and kinds(notify, NEIGHBOUR))
+    settle()
+
+    own = told(notify, PRIMARY)
+    [notice] = [n for n in own if n["audience"] == "supervisor"]
+    assert (notice["kind"], notice["language"]) == ("reopen_notice", "zh")
+    assert notice["recipient"] == {"role": "supervisor", "level": "street",
+                                   "name": "缤泰街道办事处"}
+    assert notice["text"] == (
+        f"【吹哨报到·督办提醒】缤泰社区的问题（编号 {PRIMARY}）：居民对处理结果不满意，已重新交办"
+        "自来水公司，须在 2026-11-22 10:00 前重新报到，现已提级到街道一级督办，请跟进协调处理。")
+    assert [n["kind"] for n in own if n["audience"] == "resident"] == ["reopened"]
+    assert kinds(notify, NEIGHBOUR) == ["reopened"]
+    steps = [s.step for s in store.get_with_notes(PRIMARY).timeline if s.service == "notify"]
+    assert sorted(steps) == ["resident_notified", "resident_notified", "supervisor_notified"]
+
+    # An earlier routing's event: no supervisor named; the district's office by its level.
+    earlier = about(IssueReopened, reason="", cycle=2, level=EscalationLevel.district,
+                    assignments=[summary]).model_dump(
+        mode="json", exclude={"supervisor", "supervisor_en", "supervisor_language"})
+    Producer(amqp.channel()).publish(earlier, exchange=EVENTS_EXCHANGE,
+                                     routing_key=IssueReopened.event_type, delivery_mode=2)
+    wait_until(lambda: len([n for n in told(notify, PRIMARY)
+                            if n["audience"] == "supervisor"]) == 2)
+    [_, district] = [n for n in told(notify, PRIMARY) if n["audience"] == "supervisor"]
+    assert district["recipient"] == {"role": "supervisor", "level": "district", "name": "区"}
+    assert "现已提级到区一级督办" in district["text"]
 
 
 def test_table_session_names_place_and_agencies_to_every_reporter(notify, amqp):

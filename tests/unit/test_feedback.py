@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.routing import feedback
-from services.routing.rules import load_rules
+from services.routing.rules import Supervisor, load_rules
 from shared.auth import FeedbackGrant
 from shared.contracts import (
     AssignmentStatus,
@@ -149,6 +149,23 @@ def test_reopening_at_the_district_already_says_nothing_went_up():
     new, (_, reopened) = feedback.rate(at_street, grant(), Rating.unsatisfied, None, RULES, now)
     assert (reopened.level, reopened.escalated) == (EscalationLevel.district, True)
     assert new.timeline[-1].detail.endswith(", escalated to district")
+
+
+def test_a_reopen_names_the_supervisor_at_its_level_from_the_rules():
+    """notify tells that supervisor (in its language), as at a missed deadline; the
+    event named none, and the street office never heard of a reopen to it."""
+    now = T0 + timedelta(days=1)
+    district = Supervisor(name="朝阳区政府", name_en="Chaoyang District", language="en")
+    rules = RULES.model_copy(update={"supervisors": {**RULES.supervisors,
+                                                     EscalationLevel.district: district}})
+    _, (_, to_street) = feedback.rate(awaiting(), grant(), Rating.unsatisfied, None, rules, now)
+    street = rules.supervisor(EscalationLevel.street)
+    assert (to_street.supervisor, to_street.supervisor_en, to_street.supervisor_language) == (
+        street.name, street.name_en, Language.zh)
+    at_top = awaiting().model_copy(update={"escalation_level": EscalationLevel.district})
+    _, (_, still) = feedback.rate(at_top, grant(), Rating.unsatisfied, None, rules, now)
+    assert (still.escalated, still.supervisor, still.supervisor_en,
+            still.supervisor_language) == (False, "朝阳区政府", "Chaoyang District", Language.en)
 
 
 def test_a_comment_is_kept_with_phone_numbers_and_the_raters_name_masked():

@@ -37,6 +37,13 @@ VARIABLES: dict[str, dict[str, object]] = {
                           "missed": DEADLINE, "level": "街道"},
     "escalation_reminder": {"issue_id": ISSUE_ID, "agency": HOUSING, "deadline": "报到",
                             "missed": DEADLINE, "level": "区"},
+    # To the supervisor: the issue, where, who has it back, and the level; nothing of the
+    # resident (no name, phone or comment).
+    "reopen_notice": {"issue_id": ISSUE_ID, "community": "缤泰社区", "agencies": [POWER, HOUSING],
+                      "acknowledge_by": DEADLINE, "level": "街道"},
+    "reopen_reminder": {"issue_id": ISSUE_ID, "community": "缤泰社区",
+                        "agencies": [POWER, HOUSING], "acknowledge_by": DEADLINE,
+                        "level": "区"},
     "table_convened": {"issue_id": ISSUE_ID, "meets_at": MEETING, "place": "红色议事厅",
                        "agencies": [POWER, HOUSING]},
     "table_decision": {"issue_id": ISSUE_ID, "agency": HOUSING, "task": "更换开裂的阳台栏板",
@@ -300,6 +307,28 @@ def test_a_reminder_at_the_district_does_not_say_escalated(templates, language, 
                  "level": "区" if language == "zh" else "the district"}
 
     text = templates.render("escalation_reminder", language, **variables)
+
+    assert expected in text
+    assert never not in text
+
+
+@pytest.mark.parametrize(("kind", "language", "level", "expected", "never"), [
+    ("reopen_notice", "zh", "街道",
+     f"缤泰社区的问题（编号 {ISSUE_ID}）：居民对处理结果不满意，已重新交办{POWER}、{HOUSING}，"
+     "须在 2025-01-05 10:30 前重新报到，现已提级到街道一级督办", "仍由"),
+    ("reopen_reminder", "zh", "区", "居民对处理结果不满意，已重新交办", "提级"),
+    ("reopen_reminder", "zh", "区", "仍由区一级督办，请继续协调处理", "提级"),
+    ("reopen_notice", "en", "the street office",
+     f"Escalated to the street office: issue {ISSUE_ID} in 缤泰社区 is back, because the "
+     "resident was not satisfied", "Reminder"),
+    ("reopen_reminder", "en", "the district",
+     "must report in again by 2025-01-05 10:30. It stays with the district", "scalated"),
+])
+def test_a_reopen_tells_the_supervisor_why_it_came_back(templates, kind, language, level,
+                                                        expected, never):
+    """民事民评 reopened it: up a level (the notice), or at the district still (a reminder,
+    as at another miss there, never "escalated")."""
+    text = templates.render(kind, language, **{**VARIABLES[kind], "level": level})
 
     assert expected in text
     assert never not in text
