@@ -61,6 +61,17 @@ class Translator:
                 pass
         return self("done_ok")
 
+    def counted(self, key: str, n: int) -> str:
+        """``key`` for a count ``n``: its own words for that number where the language has
+        them (``key_1``: "once", ``key_2``: "twice"), else ``key_n`` with ``{n}`` ("3
+        times"; "time 1" read as a label, not English)."""
+        for lang in dict.fromkeys((self.lang, DEFAULT_LANGUAGE)):
+            words = catalogue(lang)
+            text = words.get(f"{key}_{n}") or words.get(f"{key}_n")
+            if text:
+                return text.format(n=n)
+        return f"{key}_n"
+
     def label(self, prefix: str, code: str | None) -> str:
         return self(f"{prefix}_{code}") if code else "—"
 

@@ -1264,7 +1264,7 @@ def test_an_agencys_card_says_when_it_is_due_and_that_a_resident_sent_it_back():
     due = datetime.fromisoformat(card["acknowledge_by"]).astimezone(ZoneInfo("Asia/Shanghai"))
     for lang, said in (("zh", ["居民不满意，已重新交办（第 1 次）。", "已升级至街道督办。",
                                f"（截止 {due:%Y-%m-%d %H:%M}）"]),
-                       ("en", ["The resident was not satisfied: sent back to you (time 1).",
+                       ("en", ["The resident was not satisfied: sent back to you once.",
                                "supervised at street level", f"(due {due:%Y-%m-%d %H:%M})"])):
         html = rendered("agency.html", lang, assignments=[card], total=1,
                         next_deadline=lambda a: a.get("acknowledge_by"),
@@ -1276,6 +1276,28 @@ def test_an_agencys_card_says_when_it_is_due_and_that_a_resident_sent_it_back():
                     total=1, next_deadline=lambda a: a.get("resolve_by"),
                     principal=types.SimpleNamespace(agency="power"))
     assert "重新交办" not in html and "督办" not in html
+
+
+@pytest.mark.parametrize(("lang", "n", "said"), [
+    ("en", 1, "The resident was not satisfied: sent back to you once."),
+    ("en", 2, "The resident was not satisfied: sent back to you twice."),
+    ("en", 3, "The resident was not satisfied: sent back to you 3 times."),
+    ("en", 11, "sent back to you 11 times."),
+    ("zh", 1, "居民不满意，已重新交办（第 1 次）。"),
+    ("zh", 2, "居民不满意，已重新交办（第 2 次）。"),
+    ("zh", 3, "居民不满意，已重新交办（第 3 次）。"),
+])
+def test_an_agencys_card_counts_the_times_a_resident_sent_it_back_in_words(lang, n, said):
+    """The English card said "sent back to you (time 1)": a label's number, not English.
+    It reads "once", "twice", "3 times"; the Chinese 第 n 次 reads as it always did."""
+    from services.agency.domain import assignment_view
+
+    card = assignment_view(dispatched_wire(NOW), "power", NOW) | {"reopen_count": n}
+    html = rendered("agency.html", lang, assignments=[card], total=1,
+                    next_deadline=lambda a: a.get("acknowledge_by"),
+                    principal=types.SimpleNamespace(agency="power"))
+    assert said in html
+    assert "(time" not in html and "{n}" not in html
 
 
 def test_a_long_workspace_pages_by_deadline_and_a_bad_page_names_the_field():
