@@ -46,6 +46,7 @@ from services.notify.relays import (
     moot_relay_note,
     rating_request_moot,
 )
+from services.routing.merging import split_refusal
 from services.web import views
 from services.web.catalogue import Catalogue
 from services.web.flow import FlowTap
@@ -406,11 +407,15 @@ class WebService:
         work = (self._rpc(self.intake.get_issue, issue["merged_into"])
                 if issue.get("merged_into") else issue)
         rating = views.rating_awaited(issue, work)
+        # A merged report the desk may no longer split (merging.split_refusal): the page
+        # says why where the button was, rather than offer one routing refuses.
+        split_refused = (split_refusal(IssueRecord.model_validate(work), issue_id)
+                         if issue.get("merged_into") else None)
         if rating is not None:  # whether a resend could reach the resident: notify knows
             rating = views.with_reach(rating, self._rpc(self.notify.rating_link_reach,
                                                         session.token, issue_id))
         return self._page(request, "issue.html", session, principal, status=status,
-                          issue=issue, rating=rating,
+                          issue=issue, rating=rating, split_refused=split_refused,
                           timeline=views.timeline_rows(issue["timeline"], t, self.names,
                                                        self._tz()),
                           messages=views.messages_view(messages, self._tz(), t),

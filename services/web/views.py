@@ -486,6 +486,12 @@ _REFUSALS = tuple((re.compile(pattern), zh) for pattern, zh in (
     (r"issue \S+ is not waiting for (?:this rating|a rating) \(it is (?P<state>\w+)\)",
      "本件现在不在等待评价（{state}）"),
     (r"issue \S+ is handled as \S+", "本报告已并入其他问题办理，请在并入的问题上登记"),
+    (r"the reporter of \S+ has rated issue \S+; the report can no longer be split from it",
+     "这位居民已经评价过并入的问题（满意使它结案，不满意使它重办），本报告不能再拆分"),
+    (r"issue \S+ is closed; \S+ can no longer be split from it",
+     "并入的问题已结案，本报告不能再拆分"),
+    (r"\S+ was split from issue \S+; it no longer rates it",
+     "本报告已从原问题拆分出来单独办理，不能再评价原问题"),
     (r"no channel reaches the resident of \S+ directly.*",
      "居民没有留手机或邮箱，评价链接无法直接发给本人（链接不经社区转交）：请电话回访或上门，把回答登记在上方"),
     (r"a rating link was resent for \S+ a moment ago; the resident can be sent another in "
