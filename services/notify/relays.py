@@ -6,12 +6,16 @@ messages a webhook or email gave up on, and supervisors' notices. This module tu
 entries into the desk's list: only the caller's communities (its issue's community; one
 whose community is not known is shown to an unscoped desk only),
 oldest first (at most ``RELAY_LIST_LIMIT``), without those relayed already, each with whom to call *in full*: the
-one view of a resident's contact that is not masked (docs/security.md).
+one view of a resident's contact that is not masked (docs/security.md). A rating request
+whose answer can no longer be recorded is told apart (:func:`rating_request_moot`, from the
+issue's state, which the caller reads): the desk is not to ask it, and it leaves with its
+card.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field
@@ -20,6 +24,8 @@ from services.notify.recipients import RESIDENT, SUPERVISOR
 from shared.contracts import Strict, bounded_text
 
 RELAYED_STEP = "relayed"
+RATING_REQUEST = "rating_request"
+"""The kind of message that asks a question: the resident's answer is recorded after."""
 RELAY_LIST_LIMIT = 200
 """Messages on the desk's relay list at most, the oldest: relaying them brings on the next."""
 NOTIFICATION_ID = r"^[0-9a-f]{24}$"
@@ -91,3 +97,50 @@ def relayed_record(record: Mapping[str, Any], relay: Mapping[str, Any]) -> dict[
     """A delivery record once the desk relayed its message (``relay``: who, when, note)."""
     return {**record, "relayed_by": relay["relayed_by"], "relayed_at": relay["relayed_at"],
             "relay_note": relay.get("note")}
+
+
+# Why a rating request on the desk's list can no longer be answered (its answer could not be
+# recorded: ``services.routing.feedback.rate`` would refuse it): the resident answered it
+# (their link, or the desk's call-back), the issue closed, another reporter's answer
+# reopened it (they are asked again once it is resolved again), its window passed, or the
+# issue is not waiting for this resident's rating for another reason (split off).
+MOOT_RATED, MOOT_CLOSED, MOOT_REOPENED, MOOT_WINDOW, MOOT_NOT_AWAITED = (
+    "rated", "closed", "reopened", "window", "not_awaited")
+MOOT_NOTE = "评价邀请未问：评价已无法登记"
+"""The note a relay of such a request carries (with the desk's own after it): it leaves
+the list with the card's other messages, and its record says it was not asked."""
+
+
+def rating_request_moot(item: Mapping[str, Any], own: Mapping[str, Any],
+                        work: Mapping[str, Any], now: datetime) -> str | None:
+    """Why the rating request ``item`` (an outbox entry or :func:`relay_item`) can no longer
+    be answered, one of the ``MOOT_*``; None while it can, and for any other message.
+
+    ``own``: the report of the resident it asks (its ``issue_id``), as intake shows it;
+    ``work``: the issue that carries that report (itself, or the one it was merged into),
+    the one rated. A request belongs to the cycle in which it was sent: each rating ends a
+    cycle (satisfied closes, not satisfied reopens), so a rating given since it was sent
+    (``at``) ended its cycle, whoever gave it."""
+    if item.get("kind") != RATING_REQUEST or not item.get("at"):
+        return None  # (an entry without its time cannot be placed in a cycle: asked as ever)
+    sent = datetime.fromisoformat(item["at"])
+    since = [r for r in work.get("ratings") or []
+             if datetime.fromisoformat(r["at"]) >= sent]
+    if any(r.get("reporter_issue_id") == own["issue_id"] for r in since):
+        return MOOT_RATED
+    if work.get("status") == "closed":
+        return MOOT_CLOSED
+    if since:
+        return MOOT_REOPENED
+    due = work.get("feedback_due")
+    if work.get("status") != "resolved" or not due:
+        return MOOT_NOT_AWAITED
+    if now > datetime.fromisoformat(due):
+        return MOOT_WINDOW
+    return None
+
+
+def moot_relay_note(note: str | None, limit: int = 300) -> str:
+    """The note a moot rating request is relayed with: :data:`MOOT_NOTE`, then the desk's
+    own (cut to the note's ``limit``, ``MarkRelayed``)."""
+    return f"{MOOT_NOTE}；{note}"[:limit] if note else MOOT_NOTE

@@ -96,6 +96,11 @@ def rate(record: IssueRecord, grant: FeedbackGrant, rating: Rating, comment: str
     comment = masked_comment(comment, names)
     if grant.issue_id != record.issue_id:
         raise InvalidTransition("this rating token is for another issue")
+    if grant.reporter_issue_id not in (record.issue_id, *record.reporters):
+        # Split off by the desk (merging.leave) after the link was sent: it is a job of its
+        # own now, and its resident no longer answers for this one.
+        raise InvalidTransition(f"{grant.reporter_issue_id} was split from issue "
+                                f"{record.issue_id}; it no longer rates it")
     if any(r.reporter_issue_id == grant.reporter_issue_id and r.cycle == grant.cycle
            for r in record.ratings):
         raise InvalidTransition(f"issue {record.issue_id} has already been rated")

@@ -91,8 +91,42 @@ def fold(newcomer: IssueRecord, primary: IssueRecord, category: str, cause: Issu
                               category=category)]
 
 
+def split_refusal(primary: IssueRecord, reporter_id: str) -> str | None:
+    """Why the report ``reporter_id`` can no longer be split from ``primary``; None while
+    it can.
+
+    A split routes the report again as a job of its own. Once its reporter has rated the
+    issue (in any cycle), the issue's outcome rests on them: their "satisfied" closed it,
+    their "not satisfied" sent every agency back to it. Once the issue is closed, its
+    closure rests on the work done for every reporter. Splitting then would send the
+    agency a second job for a problem already answered for, and leave that answer on an
+    issue the reporter no longer belongs to. An open or resolved issue (waiting for a
+    rating this reporter has not given) can still be split as before.
+    """
+    if any(r.reporter_issue_id == reporter_id for r in primary.ratings):
+        return (f"the reporter of {reporter_id} has rated issue {primary.issue_id}; "
+                "the report can no longer be split from it")
+    if primary.status is IssueStatus.closed:
+        return (f"issue {primary.issue_id} is closed; "
+                f"{reporter_id} can no longer be split from it")
+    return None
+
+
+def must_be_merged(merged: IssueRecord) -> None:
+    """Only a merged report can be split (from the issue it joined)."""
+    if merged.status is not IssueStatus.merged:
+        raise InvalidTransition(f"issue {merged.issue_id} is not merged into another issue")
+
+
 def leave(primary: IssueRecord, newcomer_id: str, now: datetime) -> IssueRecord:
-    """Undo a wrong merge on the primary's side."""
+    """Undo a wrong merge on the primary's side: the split is judged here
+    (:func:`split_refusal`), on the issue the rating lands on, so a rating and a split
+    at the same moment cannot both succeed. A report no longer among its reporters (the
+    split got this far before) leaves it as it is."""
+    if newcomer_id not in primary.reporters:
+        return primary
+    if why := split_refusal(primary, newcomer_id):
+        raise InvalidTransition(why)
     new = primary.copy_to_change()
     new.reporters = [r for r in new.reporters if r != newcomer_id]
     new.step(now, "routing", "reporter_split", f"{newcomer_id} was split off by the desk")
@@ -106,8 +140,7 @@ def unfold(merged: IssueRecord, has_contact: bool,
     A category the desk gave the report itself (``category_source`` ``given``) still
     wins over the model: the desk undid the merge, not its own reading of the report.
     """
-    if merged.status is not IssueStatus.merged:
-        raise InvalidTransition(f"issue {merged.issue_id} is not merged into another issue")
+    must_be_merged(merged)
     new = merged.copy_to_change()
     was = new.merged_into
     given = (merged.category if merged.routing is not None

@@ -431,15 +431,21 @@ class RoutingService:
         now = utcnow()
         # a desk scoped to some communities acts only there (and learns nothing elsewhere)
         merged, _ = load_judged(self.store.get, issue_id, lambda r: may_read_issue(staff, r))
+        merging.must_be_merged(merged)
         has_contact = bool(self.store.contact(issue_id))
 
         def split(record):
             new, again = merging.unfold(record, has_contact, now)
             return new, self.bus.stage(again)
 
-        applied = self.store.apply(issue_id, None, split, self.name)
+        # The issue it joined first: the split is refused there (its reporter rated it, or
+        # it closed) in the same write as takes the reporter off, so a rating landing at
+        # the same moment is either refused (no longer a reporter) or refuses the split.
+        # Nothing is routed again before that: the report is unfolded only then (a crash
+        # in between leaves it merged, and splitting it again finishes the split).
         self.store.apply(merged.merged_into, None,
                          lambda r: (merging.leave(r, issue_id, now), {}), self.name)
+        applied = self.store.apply(issue_id, None, split, self.name)
         self.bus.publish(applied.outbox)
         return {"issue_id": issue_id, "status": applied.record.status.value}
 

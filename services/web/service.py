@@ -40,7 +40,13 @@ from nameko.exceptions import MethodNotFound, RemoteError
 from pydantic import ValidationError
 from werkzeug.wrappers import Response
 
-from services.notify.relays import RELAY_LIST_LIMIT
+from services.notify.relays import (
+    RATING_REQUEST,
+    RELAY_LIST_LIMIT,
+    moot_relay_note,
+    rating_request_moot,
+)
+from services.routing.merging import split_refusal
 from services.web import views
 from services.web.catalogue import Catalogue
 from services.web.flow import FlowTap
@@ -247,7 +253,7 @@ class WebService:
         # notify lists the oldest messages waiting, at most RELAY_LIST_LIMIT: a full list
         # says that more wait behind them.
         more = len(items) if len(items) >= RELAY_LIST_LIMIT else 0
-        cards = views.relay_cards(items, self._tz(), t)
+        cards = views.relay_cards(items, self._tz(), t, self._moot_rating_requests(items))
         # A resident with neither phone nor email is visited: the card said so and not
         # where. It says where the problem is (intake owns the issue; notify's outbox
         # holds the message and whom to tell, not the place), once an issue.
@@ -257,6 +263,33 @@ class WebService:
             card["place"] = places.get(card["issue_id"]) if views.to_visit(card) else None
         return self._page(request, "relay.html", session, principal, status=status,
                           cards=cards, more=more, **context)
+
+    def _moot_rating_requests(self, items: list[dict]) -> dict[str, str]:
+        """The rating requests on the list whose answer can no longer be recorded, by id,
+        and why (``relays.rating_request_moot``): the issue closed, the resident answered
+        (through the desk's call-back, or their own link)... Asked of intake, which owns the
+        issues (notify's outbox holds the message, not the issue's state), once an issue.
+        One that cannot be read (archived meanwhile with the archive down, ...) is shown as
+        a request to ask, as it was."""
+        issues: dict[str, dict | None] = {}
+
+        def issue(issue_id: str) -> dict | None:
+            if issue_id not in issues:
+                try:
+                    issues[issue_id] = self._rpc(self.intake.get_issue, issue_id)
+                except (NotFound, Unavailable):  # NoAnswer is one
+                    issues[issue_id] = None
+            return issues[issue_id]
+
+        now, moot = utcnow(), {}
+        for item in items:
+            if item.get("kind") != RATING_REQUEST or item.get("audience") != "resident":
+                continue
+            own = issue(item["issue_id"])
+            work = own and (issue(own["merged_into"]) if own.get("merged_into") else own)
+            if work and (why := rating_request_moot(item, own, work, now)):
+                moot[item["notification_id"]] = why
+        return moot
 
     def _place(self, issue_id: str) -> str | None:
         """Where an issue's problem is (community · address), or None if it cannot be read
@@ -281,9 +314,14 @@ class WebService:
                 "field": "also", "type": "too_long",
                 "message": f"at most {views.RELAY_CARD_MESSAGES - 1} more messages"}])
 
+        # The card's rating requests that can no longer be answered leave with it, their
+        # records saying they were not asked (the page said so beside each).
+        moot = set(form.get("moot") or ())
+
         def relay_all():
             for nid in (notification_id, *also):
-                self.notify.mark_relayed(session.token, nid, {"note": note} if note else {})
+                said = moot_relay_note(note) if nid in moot else note
+                self.notify.mark_relayed(session.token, nid, {"note": said} if said else {})
 
         return self._acted(
             relay_all,
@@ -369,11 +407,15 @@ class WebService:
         work = (self._rpc(self.intake.get_issue, issue["merged_into"])
                 if issue.get("merged_into") else issue)
         rating = views.rating_awaited(issue, work)
+        # A merged report the desk may no longer split (merging.split_refusal): the page
+        # says why where the button was, rather than offer one routing refuses.
+        split_refused = (split_refusal(IssueRecord.model_validate(work), issue_id)
+                         if issue.get("merged_into") else None)
         if rating is not None:  # whether a resend could reach the resident: notify knows
             rating = views.with_reach(rating, self._rpc(self.notify.rating_link_reach,
                                                         session.token, issue_id))
         return self._page(request, "issue.html", session, principal, status=status,
-                          issue=issue, rating=rating,
+                          issue=issue, rating=rating, split_refused=split_refused,
                           timeline=views.timeline_rows(issue["timeline"], t, self.names,
                                                        self._tz()),
                           messages=views.messages_view(messages, self._tz(), t),
@@ -802,7 +844,7 @@ class WebService:
 
 STATUSES = tuple(s.value for s in IssueStatus)
 # Form fields that are ticked boxes sharing one name (the table's agencies): a list.
-LIST_FIELDS = ("agencies", "also")
+LIST_FIELDS = ("agencies", "also", "moot")
 PRIORITIES = ("urgent", "high", "normal", "complex")
 
 

@@ -341,14 +341,21 @@ def messages_view(records: list[dict[str, Any]], tz: str, t: Translator
 RELAY_CARD_MESSAGES = 20
 
 
-def relay_cards(items: list[dict[str, Any]], tz: str, t: Translator) -> list[dict[str, Any]]:
+def relay_cards(items: list[dict[str, Any]], tz: str, t: Translator,
+                moot: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The desk's list of messages to relay (notify's ``desk_relays``, oldest first) as
     its cards: one for each person to tell about one issue, in the order its first message
     came, so one call passes on all they have waiting (a resident whose issue moved on
     has received, dispatched, reported in... waiting: a card each meant a call each); a
     card holds whom (a resident's phone as a ``tel:`` link, or the supervisor's office)
     and each message's kind, time and text (links redacted), and its button relays them
-    all (``also``: the ids after the first)."""
+    all (``also``: the ids after the first).
+
+    ``moot``: the rating requests whose answer can no longer be recorded, by id, and why
+    (``services.notify.relays.rating_request_moot``). Each stays on its card, said to need
+    no asking (``moot_label``), and leaves the list with the card (``card["moot"]``: their
+    ids, relayed with a note saying they were not asked); ``to_say`` counts the others."""
+    moot = moot or {}
     cards: list[dict[str, Any]] = []
     filling: dict[tuple, dict[str, Any]] = {}  # by whom and which issue: the card to add to
     for item in items:
@@ -363,13 +370,17 @@ def relay_cards(items: list[dict[str, Any]], tz: str, t: Translator) -> list[dic
                 "notification_id", "issue_id", "audience", "resident", "office")}
             card.update(tel=f"tel:{dial}" if dial else None, messages=[])
             cards.append(card)
+        why = moot.get(item.get("notification_id") or "")
         card["messages"].append({
             "notification_id": item.get("notification_id"),
             "at": local_time(item.get("at"), tz),
             "kind_label": t.name("msg", item.get("kind") or ""),
-            "text": redact_links(item.get("text"))})
+            "text": redact_links(item.get("text")),
+            "moot": why, "moot_label": t(f"relay_moot_{why}") if why else None})
     for card in cards:
         card["also"] = [m["notification_id"] for m in card["messages"][1:]]
+        card["moot"] = [m["notification_id"] for m in card["messages"] if m["moot"]]
+        card["to_say"] = len(card["messages"]) - len(card["moot"])
     return cards
 
 
@@ -486,6 +497,12 @@ _REFUSALS = tuple((re.compile(pattern), zh) for pattern, zh in (
     (r"issue \S+ is not waiting for (?:this rating|a rating) \(it is (?P<state>\w+)\)",
      "本件现在不在等待评价（{state}）"),
     (r"issue \S+ is handled as \S+", "本报告已并入其他问题办理，请在并入的问题上登记"),
+    (r"the reporter of \S+ has rated issue \S+; the report can no longer be split from it",
+     "这位居民已经评价过并入的问题（满意使它结案，不满意使它重办），本报告不能再拆分"),
+    (r"issue \S+ is closed; \S+ can no longer be split from it",
+     "并入的问题已结案，本报告不能再拆分"),
+    (r"\S+ was split from issue \S+; it no longer rates it",
+     "本报告已从原问题拆分出来单独办理，不能再评价原问题"),
     (r"no channel reaches the resident of \S+ directly.*",
      "居民没有留手机或邮箱，评价链接无法直接发给本人（链接不经社区转交）：请电话回访或上门，把回答登记在上方"),
     (r"a rating link was resent for \S+ a moment ago; the resident can be sent another in "

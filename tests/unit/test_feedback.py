@@ -261,10 +261,27 @@ def test_a_token_cannot_rate_twice_nor_another_issue():
                       RULES, T0)
 
 
+def joined() -> IssueRecord:
+    """:func:`awaiting`, with the neighbour's report merged into it (one of its reporters)."""
+    return awaiting().model_copy(update={"reporters": [NEIGHBOUR]})
+
+
 def test_a_merged_neighbour_rates_the_issue_they_joined():
-    new, (rated, _closed) = feedback.rate(awaiting(), grant(reporter=NEIGHBOUR),
+    new, (rated, _closed) = feedback.rate(joined(), grant(reporter=NEIGHBOUR),
                                           Rating.satisfied, None, RULES, T0 + WEEK / 2)
     assert rated.reporter_issue_id == NEIGHBOUR and new.ratings[0].reporter_issue_id == NEIGHBOUR
+
+
+def test_a_report_split_off_no_longer_rates_the_issue_it_left():
+    """The neighbour's rating link names the issue they had joined; once the desk split
+    their report off (merging.leave), that link rated the issue all the same, and could
+    close it for its other residents."""
+    split_off = joined().model_copy(update={"reporters": []})
+    for on_behalf in (None, BY_PHONE):
+        with pytest.raises(InvalidTransition, match=f"{NEIGHBOUR} was split from issue {ISSUE}"):
+            feedback.rate(split_off, grant(reporter=NEIGHBOUR), Rating.satisfied, None, RULES,
+                          T0 + WEEK / 2, on_behalf=on_behalf)
+    assert split_off.status is IssueStatus.resolved and split_off.ratings == []
 
 
 def test_no_rating_within_the_window_closes_as_resolved_without_rating():
@@ -328,7 +345,7 @@ def test_the_desk_cannot_record_after_the_window_nor_twice_nor_after_the_residen
 
 
 def test_the_desk_rates_for_a_merged_neighbour_the_issue_they_joined():
-    primary = awaiting()
+    primary = joined()
     neighbour = primary.model_copy(update={"issue_id": NEIGHBOUR, "merged_into": ISSUE,
                                            "status": IssueStatus.merged})
     desk_grant = feedback.desk_grant(neighbour, primary)

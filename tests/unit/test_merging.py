@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.routing import feedback
 from services.routing.merging import (
     PrimaryClosed,
     buckets,
@@ -18,10 +19,13 @@ from services.routing.merging import (
     fold,
     join,
     leave,
+    must_be_merged,
     normalise_address,
+    split_refusal,
     unfold,
 )
 from services.routing.rules import load_rules
+from shared.auth import FeedbackGrant
 from shared.contracts import (
     Channel,
     IssueMerged,
@@ -30,6 +34,7 @@ from shared.contracts import (
     Language,
     Location,
     Priority,
+    Rating,
     Role,
 )
 from shared.errors import InvalidTransition
@@ -286,6 +291,59 @@ def test_leave_removes_the_reporter_only():
         "reporter_split", split_at, "WH-20261121-0002 was split off by the desk")
 
 
+def test_leave_is_a_no_op_once_the_report_is_off_the_issue():
+    """The split takes the report off the issue it joined before it unfolds the report: a
+    split that stopped in between is finished by splitting again, with no second step."""
+    record = leave(join(primary_dispatched(), NEWCOMER_ID, LATER), NEWCOMER_ID, LATER)
+    assert leave(record, NEWCOMER_ID, LATER + timedelta(hours=2)) is record
+
+
+def _awaiting_rating() -> IssueRecord:
+    """:func:`_resolved` with the newcomer joined, its rating window open."""
+    record = join(_in_progress(), NEWCOMER_ID, LATER)
+    record = resolve(record, "power", "gd-017", "已剪除飞线", T0 + timedelta(hours=1))
+    return record.model_copy(update={"feedback_due": T0 + timedelta(days=7)})
+
+
+def _rated_by(reporter: str, rating: Rating) -> IssueRecord:
+    record = _awaiting_rating()
+    rated, _ = feedback.rate(record, FeedbackGrant(reporter_issue_id=reporter,
+                                                   issue_id=PRIMARY_ID, cycle=0),
+                             rating, None, RULES, T0 + timedelta(hours=2))
+    return rated
+
+
+@pytest.mark.parametrize("make, why", [
+    # The tester's case: the neighbour's "satisfied" closed the issue.
+    (lambda: _rated_by(NEWCOMER_ID, Rating.satisfied),
+     f"the reporter of {NEWCOMER_ID} has rated issue {PRIMARY_ID}; "
+     "the report can no longer be split from it"),
+    # Their "not satisfied" sent power back: the redo is done for them.
+    (lambda: _rated_by(NEWCOMER_ID, Rating.unsatisfied),
+     f"the reporter of {NEWCOMER_ID} has rated issue {PRIMARY_ID}; "
+     "the report can no longer be split from it"),
+    # Closed on the first reporter's word: the closure rests on the work done for all.
+    (lambda: _rated_by(PRIMARY_ID, Rating.satisfied),
+     f"issue {PRIMARY_ID} is closed; {NEWCOMER_ID} can no longer be split from it"),
+])
+def test_a_report_whose_reporter_rated_or_of_a_closed_issue_is_not_split(make, why):
+    primary = make()
+    assert split_refusal(primary, NEWCOMER_ID) == why
+    with pytest.raises(InvalidTransition) as refused:
+        leave(primary, NEWCOMER_ID, T0 + timedelta(hours=3))
+    assert str(refused.value) == why
+    assert NEWCOMER_ID in primary.reporters
+
+
+@pytest.mark.parametrize("make", [primary_dispatched, _in_progress, _awaiting_rating,
+                                  lambda: _rated_by(PRIMARY_ID, Rating.unsatisfied)])
+def test_a_report_of_an_open_or_resolved_issue_it_has_not_rated_is_split_as_before(make):
+    """Open, resolved and waiting for ratings, or reopened by another reporter's answer."""
+    primary = join(make(), NEWCOMER_ID, LATER)
+    assert split_refusal(primary, NEWCOMER_ID) is None
+    assert leave(primary, NEWCOMER_ID, T0 + timedelta(hours=3)).reporters == []
+
+
 # ------------------------------------------------------------------------------- unfold
 
 
@@ -327,6 +385,8 @@ def test_unfold_gives_a_fresh_event_id():
 def test_unfold_needs_a_merged_issue(make):
     with pytest.raises(InvalidTransition, match="not merged"):
         unfold(make(), True, LATER)
+    with pytest.raises(InvalidTransition, match="not merged"):
+        must_be_merged(make())
 
 
 def test_a_merged_group_is_the_same_whichever_report_it_is_read_from():

@@ -1601,3 +1601,44 @@ def test_the_issue_page_of_an_old_rerouted_table_seats_only_the_agencies_on_the_
     offered = page[page.index('id="inv-agencies"'):]
     offered = offered[:offered.index("</fieldset>")]
     assert 'value="power"' in offered and 'value="property_manager"' in offered
+
+
+def test_a_merged_report_that_may_no_longer_be_split_says_why_where_the_button_was():
+    """Its reporter rated the issue it joined (the desk's call-back: satisfied closed it),
+    so routing refuses the split: the page offered the button all the same. It says why
+    there now, in the page's language, and the refusal of a page drawn before says it too."""
+    from services.routing import feedback, merging
+    from services.routing.rules import load_rules
+    from shared.auth import FeedbackGrant
+    from shared.contracts import IssueResolved, Rating, RatingMethod
+    from shared.issue import acknowledge, resolve
+
+    names, neighbour = names_from_rules(None), "WH-20261205-0002"
+    wire = merging.join(dispatched_wire(NOW), neighbour, NOW)
+    merged = record(issue_id=neighbour, status="merged", merged_into=wire.issue_id)
+    page = rendered("issue.html", "zh", issue=merged.model_dump(mode="json") | {"contact": {}},
+                    timeline=[], messages=[],
+                    split_refused=merging.split_refusal(wire, neighbour))
+    assert f'action="/desk/issues/{neighbour}/split"' in page  # open: split as before
+    assert 'id="split-refused"' not in page
+    done = NOW + timedelta(hours=1)
+    wire = resolve(acknowledge(wire, "power", "p-1", done), "power", "p-1", "已剪除", done)
+    wire = feedback.await_rating(wire, IssueResolved(
+        trace_id=wire.trace_id, issue_id=wire.issue_id, occurred_at=done, agencies=["power"]),
+        timedelta(days=7))
+    wire, _ = feedback.rate(wire, FeedbackGrant(reporter_issue_id=neighbour,
+                                                issue_id=wire.issue_id, cycle=0),
+                            Rating.satisfied, None, load_rules(), done,
+                            on_behalf=feedback.OnBehalf("d-1", RatingMethod.phone))
+    why = merging.split_refusal(wire, neighbour)
+    said = "这位居民已经评价过并入的问题（满意使它结案，不满意使它重办），本报告不能再拆分"
+    assert views.refusal(why, ZH, names) == said and views.refusal(why, EN, names) == why
+    for lang, shown in (("zh", said), ("en", why)):
+        page = rendered("issue.html", lang, timeline=[], messages=[], split_refused=why,
+                        issue=merged.model_dump(mode="json") | {"contact": {}})
+        assert f'action="/desk/issues/{neighbour}/split"' not in page
+        assert f">{shown}</p>" in page[page.index('id="split-refused"'):]
+    closed = merging.split_refusal(wire, "WH-20261205-0003")  # another reporter's report
+    assert views.refusal(closed, ZH, names) == "并入的问题已结案，本报告不能再拆分"
+    assert views.refusal(f"{neighbour} was split from issue {wire.issue_id}; it no longer "
+                         "rates it", ZH, names) == "本报告已从原问题拆分出来单独办理，不能再评价原问题"
