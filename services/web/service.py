@@ -687,8 +687,11 @@ class WebService:
         page = request.args.get("page", "")  # back to the page the form was on
         back = f"/agency?page={page}" if page.isascii() and page.isdigit() else "/agency"
         return self._acted(lambda: call(session.token, form), back, _again(
+            # ``acted_on``: the issue of the refused form, whose table tasks a refusal
+            # names by their own words (views.refusal).
             request, lambda status, **context: self._workspace(
-                request, session, principal, status=status, here="/agency", **context),
+                request, session, principal, status=status, here="/agency",
+                acted_on=issue_id, **context),
             form, form_key or action), action)
 
     def _acted(self, call, back: str, again, action: str):

@@ -1075,18 +1075,93 @@ def test_a_chinese_page_says_why_an_action_was_refused():
     assert [views.refusal(m, ZH, names) for m in messages] == [
         "供电公司须先报到，才能办结",
         "供电公司须先报到，才能完成议事桌事项",
-        "议事桌还有未完成的事项：T1（供电公司）。事不完，人不撤",
+        "议事桌还有未完成的事项：供电公司的一项事项。事不完，人不撤",
         "供电公司已经报到过了",
         "自来水公司不在议事桌上，请先邀请",
         "本件已召集议事桌，请邀请单位参加",
         "本件还没有议事桌，请社区窗口先召集",
         "供电公司已经签到过了",
     ]
-    assert [views.refusal(m, EN, names) for m in messages] == messages
+    # In English too where the service's words name an agency by its code: by its name.
+    assert [views.refusal(m, EN, names) for m in messages] == [
+        "Power company must report in before resolving",
+        "Power company must report in before completing table tasks",
+        "The table still has open tasks: a task of Power company. Nobody leaves the table "
+        "until its tasks are done: mark them done first",
+        "Power company has already reported in",
+        "Water utility is not at the table: invite it first",
+        messages[5], messages[6],
+        "Power company has already checked in at the table",
+    ]
     assert views.refusal("something else went wrong", ZH, names) == "something else went wrong"
     page = rendered("issue.html", "zh", issue=issue.model_dump(mode="json") | {"contact": {}},
                     timeline=[], messages=[], error=messages[4])
     assert (f'id="error" title="{messages[4]}">自来水公司不在议事桌上，请先邀请</p>') in page
+
+
+def test_a_refusal_for_open_table_tasks_names_each_task_by_its_words_not_its_id():
+    """"议事桌还有未完成的事项：T2（物业公司）": no page shows T1 or T2, and an English page
+    showed the service's words, agency codes and Chinese. The refusal names each task by
+    what the table agreed and its agency by name, in the page's language; a task the
+    page does not list (another agency's, on a workspace) by its agency alone."""
+    from services.agency.domain import assignment_view
+    from services.routing import table
+    from services.routing.rules import load_rules
+    from shared.errors import InvalidTransition
+    from shared.issue import acknowledge, reroute, resolve
+
+    rules, later = load_rules(), NOW + timedelta(days=2)
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             ["property_manager"], rules, NOW)
+    issue = resolve(acknowledge(issue, "property_manager", "pm-1", NOW), "property_manager",
+                    "pm-1", "已清理", NOW)
+    issue, _ = table.record_task(issue, table.DESK, "power", "更换老化电缆", later, rules, NOW)
+    issue, _ = table.record_task(issue, table.DESK, "property_manager", "清理楼道杂物", later,
+                                 rules, NOW)
+    issue = acknowledge(issue, "power", "power-12", NOW)
+    with pytest.raises(InvalidTransition) as own:  # its own task open
+        resolve(issue, "power", "power-12", "已处理", NOW)
+    done, _ = table.check_in(issue, "power", "power-12", rules, NOW)
+    done, _ = table.complete_task(done, "power", "power-12", "T1", "已换", rules, NOW)
+    with pytest.raises(InvalidTransition) as others:  # the last part, another's task open
+        resolve(done, "power", "power-12", "已处理", NOW)
+    with pytest.raises(InvalidTransition) as again:
+        table.complete_task(done, "power", "power-12", "T1", "已换", rules, NOW)
+    with pytest.raises(InvalidTransition) as dropped:  # the desk reroutes the manager away
+        reroute(issue, "flying_wire", Priority.urgent, issue.routing,
+                [issue.assignment_for("power").model_copy()], "desk-1", "不归物业", NOW)
+    assert "T2 (property_manager)" in dropped.value.message
+
+    for lang, said in (
+            ("zh", ["议事桌还有未完成的事项：“更换老化电缆”（供电公司）。事不完，人不撤",
+                    "议事桌还有未完成的事项：物业公司的一项事项。事不完，人不撤",
+                    "“更换老化电缆”（供电公司）已经完成"]),
+            ("en", ["The table still has open tasks: “更换老化电缆” (Power company). Nobody "
+                    "leaves the table until its tasks are done: mark them done first",
+                    "The table still has open tasks: a task of Property management. Nobody "
+                    "leaves the table until its tasks are done: mark them done first",
+                    "“更换老化电缆” (Power company) is already done"])):
+        for card_of, refused, words in ((issue, own, said[0]), (done, others, said[1]),
+                                        (done, again, said[2])):
+            card = assignment_view(card_of, "power", NOW)
+            html = rendered("agency.html", lang, assignments=[card], total=1, page=None,
+                            next_deadline=lambda a: None, error=refused.value.message,
+                            acted_on=card_of.issue_id, principal=types.SimpleNamespace(
+                                agency="power", staff_id="power-12"))
+            shown = unescape(html[html.index('id="error"'):])
+            shown = shown[shown.index(">") + 1:shown.index("</p>")]
+            assert shown == words
+            assert "T1" not in shown and "T2" not in shown and "property_manager" not in shown
+    # The desk's reroute on the issue page, which lists every task: the manager's by name.
+    for lang, words in (("zh", "改派后不再参与的单位还有未完成的议事桌事项：“清理楼道杂物”（物业公司）。"
+                               "事不完，人不撤"),
+                        ("en", "Agencies the new route drops still have open table tasks: "
+                               "“清理楼道杂物” (Property management). Nobody leaves the table until "
+                               "its tasks are done: close them first")):
+        html = rendered("issue.html", lang, issue=issue.model_dump(mode="json") | {"contact": {}},
+                        timeline=[], messages=[], error=dropped.value.message)
+        shown = unescape(html[html.index('id="error"'):])
+        assert shown[shown.index(">") + 1:shown.index("</p>")] == words
 
 
 def test_an_english_page_shows_every_other_steps_detail_as_written_in_the_desks_time():
