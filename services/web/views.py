@@ -198,6 +198,57 @@ def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
     return out
 
 
+# The fields each of the pages' forms shows, by the form's key (``_field.html``'s
+# ``failed``; a key with an issue or task after a dash, ``close-T1``, by its first part).
+# An error on any other field (a hidden ``request_id`` edited, an unknown task in the
+# address) has nowhere to be shown beside: it is said at the top in words instead, and
+# not counted among the fields to fix (``有 1 处需要修改`` with no field marked).
+FORM_FIELDS: dict[str, tuple[str, ...]] = {
+    "new_issue": ("description", "location.community", "location.address", "location.grid",
+                  "category", "contact.name", "contact.phone", "contact.email",
+                  "contact.preferred_channel", "channel", "language"),
+    "route": ("category", "lead", "urgent", "reason"),
+    "table.convene": ("meets_at", "place", "agencies"),
+    "table.invite": ("agencies",),
+    "table.task": ("agency", "description", "due"),
+    "close": ("note",),
+    "rating": ("rating", "method", "comment"),
+    "ack": ("note",),
+    "res": ("note",),
+    "td": ("note",),
+}
+
+# What an error on a field no form shows means, said as the person at the page can act on
+# it (by the field's name, then by its name and type).
+_UNSHOWN_ERROR_KEYS = {"request_id": "err_form_altered", ("task_id", "not_found"): "err_no_task"}
+
+
+def form_fields(key: str) -> tuple[str, ...]:
+    """The fields the form ``key`` shows (none for a form of buttons alone)."""
+    return FORM_FIELDS.get(key) or FORM_FIELDS.get(key.split("-", 1)[0], ())
+
+
+def split_errors(errors: list[dict[str, Any]], key: str, t: Translator
+                 ) -> tuple[dict[str, str], str | None]:
+    """A service's 422 ``fields`` for the form ``key``: those it shows, each beside its
+    field (:func:`field_errors`), and the rest said in words for the top of the page
+    (None when there are none)."""
+    shown_fields = set(form_fields(key))
+    shown, unshown = [], []
+    for err in errors:
+        field = re.sub(r"(\.\d+)+$", "", err.get("field") or "")
+        (shown if field in shown_fields else unshown).append(err)
+    said = []
+    for err in unshown:
+        field = err.get("field") or ""
+        text_key = (_UNSHOWN_ERROR_KEYS.get(field)
+                    or _UNSHOWN_ERROR_KEYS.get((field, err.get("type") or "")))
+        text = t(text_key) if text_key else t("err_unshown", field=field or "(body)")
+        if text not in said:
+            said.append(text)
+    return field_errors(shown, t), (" ".join(said) or None)
+
+
 BOARD_FILTERS = ("status", "priority", "community", "agency")
 
 
@@ -206,7 +257,9 @@ def bad_filter(errors: list[dict[str, Any]], t: Translator) -> str:
     named = [field for err in errors
              if (field := (err.get("field") or "").split(".")[0]) in BOARD_FILTERS]
     shown = [t(f) for f in dict.fromkeys(named)] or [t("filter")]
-    return t("filter_invalid", fields=("、" if t.lang == "zh" else ", ").join(shown))
+    repeated = errors and all(err.get("type") == "repeated" for err in errors)
+    return t("filter_repeated" if repeated else "filter_invalid",
+             fields=("、" if t.lang == "zh" else ", ").join(shown))
 
 
 # The rates page's window, in days: the API's own bounds (intake's stats, at most 366).

@@ -1139,6 +1139,79 @@ def test_a_table_task_due_too_far_ahead_says_the_window_beside_its_field(whistle
         assert error and html.unescape(error.group(1)) == said
 
 
+def test_crafted_forms_a_repeated_filter_and_open_table_tasks_are_said_in_words(whistle):
+    """Through the real services, as the pages answer them: resolving with a table task
+    open named its id (T1), which no page shows, and on an English page the service's
+    words; a malformed hidden request_id and a task id no table has got "1 field to fix"
+    with no field marked; ``priority`` given twice drew the first value's board."""
+    issue_id = submit(whistle.url, FLYING_WIRE)
+    wait_dispatched(whistle.url, issue_id)
+    desk, power = ({"Authorization": f"Bearer {token(who)}"} for who in ("desk", "power"))
+    assert requests.post(f"{whistle.url}/issues/{issue_id}/table", headers=desk, timeout=5,
+                         json={"meets_at": datetime.now(UTC).isoformat(),
+                               "place": "红色议事厅"}).status_code == 201
+    assert requests.post(f"{whistle.url}/issues/{issue_id}/table/tasks", headers=desk,
+                         timeout=5, json={"agency": "power", "description": "更换老化电缆",
+                                          "due": (datetime.now(UTC) + timedelta(hours=3)
+                                                  ).isoformat()}).status_code == 201
+    assert requests.post(f"{whistle.url}/agencies/power/assignments/{issue_id}/acknowledge",
+                         headers=power, timeout=5, json={}).status_code == 200
+
+    def refusal_on(page: str) -> str:
+        shown = re.search(r'class="notice error" role="alert" id="error"[^>]*>([^<]*)<', page)
+        assert shown, page[:2000]
+        return html.unescape(shown.group(1))
+
+    def csrf_of(session, path: str) -> str:
+        return re.search(r'name="csrf" value="([^"]+)"',
+                         session.get(f"{whistle.url}{path}", timeout=5).text).group(1)
+
+    staff = signed_in(whistle.url, token("power"))
+    for lang, said in (("zh", "议事桌还有未完成的事项：“更换老化电缆”（供电公司）。事不完，人不撤"),
+                       ("en", "The table still has open tasks: “更换老化电缆” (Power company). "
+                              "Nobody leaves the table until its tasks are done: mark them "
+                              "done first")):
+        csrf = csrf_of(staff, f"/agency?lang={lang}")
+        answer = staff.post(f"{whistle.url}/agency/power/assignments/{issue_id}/resolve",
+                            data={"csrf": csrf, "note": "已处理"}, timeout=5)
+        assert answer.status_code == 409, answer.text[:2000]
+        assert refusal_on(answer.text) == said
+
+    clerk = signed_in(whistle.url, token("desk"))
+    page = f"/desk/issues/{issue_id}"
+    for lang, altered, no_task in (
+            ("zh", "这张表单被改动过或已过期，无法提交：请刷新页面后重新填写。",
+             "没有这个议事桌事项（页面可能已过期）：请刷新页面后再试。"),
+            ("en", "This form was altered or is out of date and cannot be sent: reload the "
+                   "page and fill it in again.",
+             "There is no such table task (the page may be out of date): reload the page "
+             "and try again.")):
+        csrf = csrf_of(clerk, f"{page}?lang={lang}")
+        edited = clerk.post(f"{whistle.url}{page}/reroute", timeout=5, data={
+            "csrf": csrf, "category": "flying_wire", "reason": "核实", "request_id": "<bad>"})
+        assert edited.status_code == 422, edited.text[:2000]
+        assert refusal_on(edited.text) == altered
+        assert 'id="form-errors"' not in edited.text and "aria-invalid" not in edited.text
+        unknown = clerk.post(f"{whistle.url}{page}/table/tasks/T9/close", timeout=5,
+                             data={"csrf": csrf, "note": "已核实"})
+        assert unknown.status_code == 422, unknown.text[:2000]
+        assert refusal_on(unknown.text) == no_task
+        assert 'id="form-errors"' not in unknown.text and "aria-invalid" not in unknown.text
+
+    # A filter given twice: a 422 naming it, as GET /issues answers, on the page and its poll.
+    api = requests.get(f"{whistle.url}/issues?status=open&status=closed", headers=desk,
+                       timeout=5)
+    assert api.status_code == 422 and api.json()["error"]["fields"][0]["type"] == "repeated"
+    for lang, said in (("zh", "每个筛选条件只能选一个：紧急程度选了不止一个。"),
+                       ("en", "Each filter takes one value: Priority was given more than once.")):
+        board = clerk.get(f"{whistle.url}/desk?priority=urgent&priority=high&lang={lang}",
+                          timeout=5)
+        assert board.status_code == 422 and said in html.unescape(board.text), board.text[:2000]
+    poll = clerk.get(f"{whistle.url}/desk/board.json?priority=urgent&priority=high", timeout=5)
+    assert poll.status_code == 422 and poll.json()["error"]["fields"] == [
+        {"field": "priority", "type": "repeated", "message": "given more than once; give it once"}]
+
+
 def test_the_new_issue_form_sent_twice_is_one_report(whistle):
     """A double click on a slow line sends the form twice. Both sends used to be taken:
     two issues, the second merged into the first as if a neighbour had reported it, the

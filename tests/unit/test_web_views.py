@@ -192,6 +192,97 @@ def test_a_failed_forms_errors_show_beside_its_own_fields_only():
     assert 'value="power"' not in invite  # at the table already
 
 
+def test_an_error_on_a_field_the_form_does_not_show_is_said_at_the_top_not_counted():
+    """A crafted form (a malformed hidden ``request_id``, a task id no table has) got
+    "有 1 处需要修改" with no field marked: the page has nowhere to mark it. It is said at
+    the top in words now, and only the fields the form shows are counted and marked."""
+    from pydantic import ValidationError
+
+    from services.routing import table
+    from services.routing.rules import load_rules
+    from shared.contracts import ChooseRoute
+    from shared.errors import InvalidPayload
+
+    rules = load_rules()
+    with pytest.raises(ValidationError) as caught:
+        ChooseRoute.model_validate({"category": "flying wire", "request_id": "<bad id>"})
+    route = InvalidPayload.from_validation_error(caught.value).errors
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             [], rules, NOW)
+    with pytest.raises(InvalidPayload) as no_task:
+        table.close_task(issue, "desk-1", "T9", "已核实", rules, NOW)
+    page = issue.model_dump(mode="json") | {"contact": {}}
+    for lang, altered, unknown, marked in (
+            ("zh", "这张表单被改动过或已过期，无法提交：请刷新页面后重新填写。",
+             "没有这个议事桌事项（页面可能已过期）：请刷新页面后再试。", "有 1 处需要修改"),
+            ("en", "This form was altered or is out of date and cannot be sent: reload the "
+                   "page and fill it in again.",
+             "There is no such table task (the page may be out of date): reload the page "
+             "and try again.", "1 field(s) need fixing")):
+        t = views.Translator(lang)
+        # The reroute form: the bad category beside its field, the hidden id at the top.
+        shown, said = views.split_errors(route, "route", t)
+        assert list(shown) == ["category"] and said == altered
+        html = unescape(rendered("issue.html", lang, issue=page, timeline=[], messages=[],
+                                 failed="route", form={"category": "flying wire"},
+                                 errors=shown, error=said))
+        assert f'id="form-errors">{marked}' in html and f'id="error">{altered}</p>' in html
+        assert html.count("aria-invalid") == 1 and 'data-field="category"' in html
+        # Only the hidden id wrong: nothing counted, the words alone.
+        assert views.split_errors([route[1]], "route", t) == ({}, altered)
+        # An unknown task closed from an edited address: no field of the note's form.
+        assert views.split_errors(no_task.value.errors, "close-T9", t) == ({}, unknown)
+        html = unescape(rendered("issue.html", lang, issue=page, timeline=[], messages=[],
+                                 error=unknown))
+        assert "form-errors" not in html and f'id="error">{unknown}</p>' in html
+        # Another field no form shows is named, not counted.
+        assert views.split_errors([{"field": "colour", "type": "missing"}], "new_issue",
+                                  t) == ({}, t("err_unshown", field="colour"))
+
+
+def test_every_field_a_form_is_said_to_show_is_marked_on_its_page():
+    """``views.FORM_FIELDS`` against the templates: an error on each field it lists is
+    shown beside that field (a field listed but not drawn would be marked nowhere)."""
+    from services.routing import table
+    from services.routing.rules import load_rules
+
+    rules = load_rules()
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             [], rules, NOW)
+    issue, _ = table.record_task(issue, table.DESK, "power", "换电缆", NOW + timedelta(days=2),
+                                 rules, NOW)
+    desk = issue.model_dump(mode="json") | {"contact": {}}
+    fresh = dispatched_wire(NOW).model_dump(mode="json") | {"contact": {}}
+    card = issue.model_dump(mode="json") | {"table": {
+        "meets_at": utc_moment(NOW), "place": "幸福里", "checked_in": True,
+        "tasks": desk["table"]["tasks"]}, "location": {"community": "幸福里", "address": "3号楼"}}
+    cases = {"route": ("issue.html", {"issue": fresh}, "route"),
+             "table.convene": ("issue.html", {"issue": fresh}, "table.convene"),
+             "table.invite": ("issue.html", {"issue": desk}, "table.invite"),
+             "table.task": ("issue.html", {"issue": desk}, "table.task"),
+             "close": ("issue.html", {"issue": desk}, "close-T1"),
+             "rating": ("issue.html", {"issue": fresh, "rating": {
+                 "due": utc_moment(NOW), "can_resend": True}}, "rating"),
+             "ack": ("agency.html", {"assignments": [card | {"status": "assigned"}]},
+                     f"ack-{issue.issue_id}"),
+             "res": ("agency.html", {"assignments": [card | {"status": "acknowledged"}]},
+                     f"res-{issue.issue_id}"),
+             "td": ("agency.html", {"assignments": [card | {"status": "acknowledged"}]},
+                    f"td-{issue.issue_id}-T1"),
+             "new_issue": ("new_issue.html", {}, None)}
+    assert set(cases) == set(views.FORM_FIELDS)
+    for prefix, (template, context, key) in cases.items():
+        fields = views.FORM_FIELDS[prefix]
+        errors = {name: f"wrong {name}" for name in fields}
+        extra = {"total": 1, "page": None, "next_deadline": lambda a: None,
+                 "principal": types.SimpleNamespace(agency="power", staff_id="p-1")} if (
+            template == "agency.html") else {"timeline": [], "messages": []}
+        html = rendered(template, "en", failed=key, form={}, errors=errors,
+                        **(extra if template != "new_issue.html" else {}), **context)
+        for name in fields:
+            assert f'data-field="{name}">wrong {name}<' in html, (prefix, name)
+
+
 def test_a_closed_issues_table_is_shown_without_its_invite_and_task_forms():
     """Routing refuses to seat or task anyone at a resolved or closed issue's table (409):
     the page no longer offers the forms, only what the table was and decided."""
@@ -243,6 +334,32 @@ def test_a_bad_board_filter_is_named_in_the_pages_language():
     assert views.bad_filter(errors + [{"field": "status", "type": "enum"}],
                             views.Translator("en")) == \
         "This filter cannot be used: Priority, Status. Choose it again on the board."
+
+
+def test_a_board_filter_given_twice_is_refused_as_the_api_refuses_it():
+    """``/desk?priority=urgent&priority=high`` drew urgent issues alone (the first value,
+    in silence) where the API answers 422 for a repeated filter: the board now refuses
+    it the same way, naming the filter in the page's language."""
+    from werkzeug.test import EnvironBuilder
+
+    from services.web.service import WebService
+    from shared.errors import InvalidPayload
+
+    def asked(query: str):
+        return EnvironBuilder(path="/desk", query_string=query).get_request()
+
+    assert WebService._board_filters(asked("priority=urgent&community=幸福里")) == {
+        "priority": "urgent", "community": "幸福里"}
+    with pytest.raises(InvalidPayload) as twice:
+        WebService._board_filters(asked("priority=urgent&priority=high&status=dispatched"))
+    assert twice.value.status == 422
+    assert twice.value.errors == [{"field": "priority", "type": "repeated",
+                                   "message": "given more than once; give it once"}]
+    assert views.bad_filter(twice.value.errors, ZH) == \
+        "每个筛选条件只能选一个：紧急程度选了不止一个。请在看板上重新选择。"
+    assert views.bad_filter(twice.value.errors, EN) == \
+        "Each filter takes one value: Priority was given more than once. Choose it again " \
+        "on the board."
 
 
 def test_the_desk_picks_categories_and_agencies_by_name_and_a_bad_filter_is_a_page():
