@@ -707,6 +707,16 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, wh
     # The report's own words are on its card: the desk chose a category for a report it
     # could not read there (the card had the community and routing's doubt only).
     assert desk.text(f"#t-{vague} .description") == "有个事情想跟社区反映一下，麻烦来看看"
+    # And where it is (the card named the community alone); a held report has no
+    # priority yet, and its card and board row no "pr-None" / "pr-null" class either.
+    assert desk.text(f"#t-{vague} .place") == "幸福里社区 · 5号楼"
+    assert not desk.find_all(f"#t-{vague} .pr")
+    desk.open("/desk")
+    later = submit(whistle.url, "有个事情想跟社区反映一下，麻烦来看看", community="和平里社区")
+    drawn = desk.wait(lambda: desk.find_all(f"tr[data-issue='{later}'] td.pr"), 10,
+                      "the live board drawing the held report")  # by app.js, no reload
+    assert drawn[0].get_attribute("class") == "pr" and drawn[0].text == "—"
+    desk.open("/desk/triage")
     desk.submit(f"#t-{vague} h2 a")
     # Held, never dispatched: its form dispatches it (it said 改派, "reroute").
     assert desk.text("#reroute-form button") == "派单"

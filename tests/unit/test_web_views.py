@@ -1070,6 +1070,38 @@ def test_the_fallback_category_has_a_name_on_every_page():
         "new_issue.html", "zh", form={}, errors={})
 
 
+def test_a_held_reports_card_shows_where_it_is_and_no_priority_class_of_none():
+    """The triage queue's cards showed no address (the desk judges a report by its place
+    too), and a held report's card carried ``class="pr pr-None"`` (no priority yet,
+    rendered into a class); the board's row too."""
+    from services.intake.domain import board_row
+    from services.routing import desk
+    from services.routing.classifier import Classification
+    from services.routing.domain import route_issue
+    from services.routing.rules import load_rules
+
+    rules, names = load_rules(), names_from_rules(None)
+    text = "东门那边又不行了"
+    held = desk.first_route(record(description=text), route_issue(
+        text, None, rules, NOW, Classification(top=[("street_light", 0.45)],
+                                               model_version="m1")), rules, NOW)
+    assert held.priority is None
+    for lang in ("zh", "en"):
+        t = views.Translator(lang)
+        rows = views.board_rows([board_row(held, NOW)], t, names)
+        queue = rendered("triage.html", lang, rows=rows)
+        assert "pr-None" not in queue and 'class="pr"' not in queue
+        card = queue[queue.index('id="t-WH-20261205-0001"'):]
+        assert '<span class="place">幸福里 · 3号楼</span>' in card
+        board = rendered("board.html", lang, rows=rows, total=1, filters={},
+                         statuses=(), priorities=(), query="")
+        assert "pr-None" not in board and '<td class="pr">—</td>' in board
+    dispatched = views.board_rows([board_row(dispatched_wire(NOW), NOW)], ZH, names)
+    assert '<td class="pr pr-urgent">' in rendered("board.html", "zh", rows=dispatched, total=1,
+                                                    filters={}, statuses=(), priorities=(),
+                                                    query="")
+
+
 def test_a_chinese_page_says_why_routing_held_a_report_and_names_the_tables_agencies():
     """The triage queue and the issue page said routing's own English ("not sure (top
     category street_light at 45%); the desk decides") and the table's agencies as codes
