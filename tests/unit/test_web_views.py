@@ -283,6 +283,42 @@ def test_every_field_a_form_is_said_to_show_is_marked_on_its_page():
             assert f'data-field="{name}">wrong {name}<' in html, (prefix, name)
 
 
+def test_a_merged_reports_page_says_where_its_work_is_instead_of_an_empty_table():
+    """A merged report's page showed an empty 派单 table (its assignments are the issue's
+    it joined): it says the work is on that issue, and shows no empty table; a report not
+    dispatched yet says so rather than an empty table."""
+    from services.routing.merging import fold
+    from shared.contracts import IssueReceived
+
+    primary = dispatched_wire(NOW)
+    newcomer = receive("WH-20261205-0002", "trace-0002", "3号楼飞线又垂下来了", None,
+                       Location(community="幸福里", address="3号楼"), Channel.desk,
+                       Language.zh, NOW)
+    cause = IssueReceived(trace_id=newcomer.trace_id, issue_id=newcomer.issue_id,
+                          occurred_at=NOW, description=newcomer.description,
+                          location=newcomer.location, channel=newcomer.channel,
+                          language=newcomer.language, has_contact=False)
+    merged, _ = fold(newcomer, primary, "flying_wire", cause, NOW)
+    page = merged.model_dump(mode="json") | {"contact": {}}
+    for lang, said in (("zh", "本报告已与 WH-20261205-0001 合并办理：派单、议事桌和办理进度都在 "
+                              "WH-20261205-0001 上。"),
+                       ("en", "This report is handled together with WH-20261205-0001: its "
+                              "assignments, table and progress are on WH-20261205-0001.")):
+        html = rendered("issue.html", lang, issue=page, timeline=[], messages=[])
+        assert 'id="assignments"' not in html and 'id="h-assign"' not in html
+        assert 'id="h-table"' not in html
+        assert f'<p class="help" id="merged-work">{said}</p>' in html
+        assert '<a href="/desk/issues/WH-20261205-0001">WH-20261205-0001</a>' in html
+    # The issue it joined still shows its own assignments.
+    joined = rendered("issue.html", "zh", issue=primary.model_dump(mode="json") | {
+        "contact": {}}, timeline=[], messages=[])
+    assert 'id="assignments"' in joined and "merged-work" not in joined
+    # A report not dispatched yet: no empty table, it says so.
+    waiting = rendered("issue.html", "zh", issue=record().model_dump(mode="json") | {
+        "contact": {}}, timeline=[], messages=[])
+    assert 'id="assignments"' not in waiting and '<p class="help" id="no-assignments">尚未派单。</p>' in waiting
+
+
 def test_a_closed_issues_table_is_shown_without_its_invite_and_task_forms():
     """Routing refuses to seat or task anyone at a resolved or closed issue's table (409):
     the page no longer offers the forms, only what the table was and decided."""
