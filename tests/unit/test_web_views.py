@@ -970,6 +970,47 @@ def test_a_reopening_at_the_district_already_reads_still_with_the_district():
     assert row["detail"] == "居民不满意：x；重新交办供电公司，升级至街道督办"
 
 
+def test_the_residents_page_says_what_was_sent_when_across_a_reroute():
+    """After a reroute the resident's page said "已派给：<the agencies now>" at the first
+    dispatch's time, as if they had had it from the start. It says the first dispatch's
+    agencies then, and the reroute's (every agency on it after) when it happened; a
+    reroute that changed no agency, of which the resident is not told, is not there."""
+    from shared.authz import resident_view
+    from shared.issue import reroute
+
+    first = dispatched_wire(NOW)
+    manager = assignment("property_manager", agency_name="物业公司",
+                         agency_name_en="Property management", sector=Sector.housing,
+                         assigned_at=NOW + timedelta(hours=1))
+    moved = reroute(first, "stairwell_light", Priority.high, first.routing, [manager],
+                    "desk-1", "楼道内的线路归物业", NOW + timedelta(hours=1)).record
+    same = reroute(moved, "flying_wire", Priority.high, first.routing,
+                   [moved.assignment_for("property_manager")], "desk-1", "类别改回",
+                   NOW + timedelta(hours=2)).record
+    assert [e.step for e in same.timeline].count("rerouted") == 2
+    for lang, sent, rerouted in (("zh", "已派给：供电公司", "已改派给：物业公司"),
+                                 ("en", "sent to: Power company",
+                                  "sent on instead to: Property management")):
+        view = resident_view(same, None, lang=lang)
+        assert [(p["at"], p["text"]) for p in view["progress"]][1:] == [
+            (utc_moment(NOW), sent), (utc_moment(NOW + timedelta(hours=1)), rerouted)]
+        html = rendered("resident.html", lang, view=view, token="t", rated=None)
+        progress = section(html, "progress")
+        assert progress.index(sent) < progress.index(rerouted)
+    # The lead changing hands is told as well, the new lead first.
+    both = reroute(first, "flying_wire", Priority.urgent, first.routing,
+                   [manager, first.assignment_for("power").model_copy(
+                       update={"role": Role.support})], "desk-1", "物业牵头",
+                   NOW + timedelta(hours=1)).record
+    swapped = reroute(both, "flying_wire", Priority.urgent, first.routing,
+                      [both.assignment_for("power").model_copy(update={"role": Role.lead}),
+                       both.assignment_for("property_manager").model_copy(
+                           update={"role": Role.support})], "desk-1", "还是供电牵头",
+                      NOW + timedelta(hours=2)).record
+    assert [p["text"] for p in resident_view(swapped, None, lang="zh")["progress"]][1:] == [
+        "已派给：供电公司", "已改派给：物业公司、供电公司", "已改派给：供电公司、物业公司"]
+
+
 def delivery_records() -> list[dict]:
     """A resident's messages as notify records them, each note and failure written by the
     code that writes it: a choice this deployment cannot honour (an unknown channel, one
