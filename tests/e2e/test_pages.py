@@ -365,6 +365,42 @@ def test_an_agencys_part_rerouted_away_while_its_page_was_open_is_said_so(whistl
     assert not heating.find_all("#withdrawn") and not heating.find_all(f"#w-{issue_id}")
 
 
+def test_a_rerouted_issue_and_a_merged_report_read_as_they_happened(whistle, browsers):
+    """In a browser, through the real services: after a reroute the resident's page said
+    the agencies on it now beside the first dispatch's time; a merged report's desk page
+    showed an empty 派单 table under the link to the issue it joined."""
+    issue_id = submit(whistle.url, FLYING_WIRE)
+    wait_dispatched(whistle.url, issue_id)
+    neighbour = submit(whistle.url, "3号楼东侧电线垂下来了，下雨怕漏电")
+    deadline = time.monotonic() + 10
+    while issue_of(whistle.url, neighbour)["status"] != "merged":
+        assert time.monotonic() < deadline, issue_of(whistle.url, neighbour)
+        time.sleep(0.05)
+    moved = requests.post(f"{whistle.url}/issues/{issue_id}/reroute", timeout=10,
+                          headers={"Authorization": f"Bearer {token('desk')}"},
+                          json={"category": "heating", "reason": "其实是暖气管道问题"})
+    assert moved.status_code == 200, moved.text
+    resident = browsers(PHONE, 844)
+    link = issue_resident_token(issue_id, cfg.DEV_SECRET)
+    for lang, sent, rerouted in (("zh", "已派给：供电公司", "已改派给：供热公司"),
+                                 ("en", "sent to: Power company",
+                                  "sent on instead to: Heating company")):
+        resident.open(f"/resident/{issue_id}?token={link}&lang={lang}")
+        steps = [li.text for li in resident.find_all("#progress li")]
+        # Each step is its words, then its time: the first dispatch to the power company
+        # alone, then the reroute to the heating company, in that order.
+        first = [i for i, step in enumerate(steps) if step.startswith(f"{sent} ")]
+        then = [i for i, step in enumerate(steps) if step.startswith(f"{rerouted} ")]
+        assert len(first) == 1 and len(then) == 1 and first[0] < then[0], steps
+    desk = browsers()
+    desk.sign_in(token("desk"))
+    desk.open(f"/desk/issues/{neighbour}")
+    assert desk.text("#merged-work") == (f"本报告已与 {issue_id} 合并办理：派单、议事桌和办理进度都在 "
+                                         f"{issue_id} 上。")
+    assert not desk.find_all("#assignments") and not desk.find_all("#h-table")
+    assert desk.find(f"#h-merge a[href='/desk/issues/{issue_id}']")
+
+
 def test_a_resident_link_that_expired_or_was_forged_gets_a_clear_page(whistle, browsers):
     issue_id = submit(whistle.url, "楼道外有飞线，电线垂下来了")
     expired = issue_feedback_token(issue_id, issue_id, 0, cfg.DEV_SECRET, ttl_s=60,
