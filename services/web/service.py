@@ -844,9 +844,9 @@ def _again(request, draw, form: dict | None = None, key: str | None = None):
     fields, or a page without that form) the reason at the top."""
     def again(status: int, message: str, errors: list[dict]):
         if errors and key:
+            # What the form does not show is said at the top, not counted ("1 field to
+            # fix" with none marked said nothing); what was typed is kept either way.
             shown, unshown = _shown(request, errors, key)
-            if not shown:  # nothing to mark: "1 field to fix" with none marked said nothing
-                return draw(status, error=unshown)
             return draw(status, failed=key, form=form, errors=shown,
                         **({"error": unshown} if unshown else {}))
         return draw(status, error=message)

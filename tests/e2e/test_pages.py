@@ -1226,18 +1226,21 @@ def test_crafted_forms_a_repeated_filter_and_open_table_tasks_are_said_in_words(
     clerk = signed_in(whistle.url, token("desk"))
     page = f"/desk/issues/{issue_id}"
     for lang, altered, no_task in (
-            ("zh", "这张表单被改动过或已过期，无法提交：请刷新页面后重新填写。",
-             "没有这个议事桌事项（页面可能已过期）：请刷新页面后再试。"),
-            ("en", "This form was altered or is out of date and cannot be sent: reload the "
-                   "page and fill it in again.",
-             "There is no such table task (the page may be out of date): reload the page "
-             "and try again.")):
+            ("zh", "这张表单被改动过或已过期，没有提交：请检查后重新提交。",
+             "没有这个议事桌事项（页面已过期，或地址被改动过）：请以本页列出的事项为准。"),
+            ("en", "This form was altered or is out of date and was not sent: check it and "
+                   "send it again.",
+             "There is no such table task (the page was out of date, or its address "
+             "edited): go by the tasks listed on this page.")):
         csrf = csrf_of(clerk, f"{page}?lang={lang}")
         edited = clerk.post(f"{whistle.url}{page}/reroute", timeout=5, data={
             "csrf": csrf, "category": "flying_wire", "reason": "核实", "request_id": "<bad>"})
         assert edited.status_code == 422, edited.text[:2000]
         assert refusal_on(edited.text) == altered
         assert 'id="form-errors"' not in edited.text and "aria-invalid" not in edited.text
+        # What was typed is kept, in a form with a fresh id: it can be sent as it is.
+        assert 'id="rr-reason" name="reason" value="核实"' in edited.text
+        assert "&lt;bad&gt;" not in edited.text
         unknown = clerk.post(f"{whistle.url}{page}/table/tasks/T9/close", timeout=5,
                              data={"csrf": csrf, "note": "已核实"})
         assert unknown.status_code == 422, unknown.text[:2000]

@@ -213,12 +213,12 @@ def test_an_error_on_a_field_the_form_does_not_show_is_said_at_the_top_not_count
         table.close_task(issue, "desk-1", "T9", "已核实", rules, NOW)
     page = issue.model_dump(mode="json") | {"contact": {}}
     for lang, altered, unknown, marked in (
-            ("zh", "这张表单被改动过或已过期，无法提交：请刷新页面后重新填写。",
-             "没有这个议事桌事项（页面可能已过期）：请刷新页面后再试。", "有 1 处需要修改"),
-            ("en", "This form was altered or is out of date and cannot be sent: reload the "
-                   "page and fill it in again.",
-             "There is no such table task (the page may be out of date): reload the page "
-             "and try again.", "1 field(s) need fixing")):
+            ("zh", "这张表单被改动过或已过期，没有提交：请检查后重新提交。",
+             "没有这个议事桌事项（页面已过期，或地址被改动过）：请以本页列出的事项为准。", "有 1 处需要修改"),
+            ("en", "This form was altered or is out of date and was not sent: check it and "
+                   "send it again.",
+             "There is no such table task (the page was out of date, or its address "
+             "edited): go by the tasks listed on this page.", "1 field(s) need fixing")):
         t = views.Translator(lang)
         # The reroute form: the bad category beside its field, the hidden id at the top.
         shown, said = views.split_errors(route, "route", t)
@@ -233,6 +233,7 @@ def test_an_error_on_a_field_the_form_does_not_show_is_said_at_the_top_not_count
         # An unknown task closed from an edited address: no field of the note's form.
         assert views.split_errors(no_task.value.errors, "close-T9", t) == ({}, unknown)
         html = unescape(rendered("issue.html", lang, issue=page, timeline=[], messages=[],
+                                 failed="close-T9", form={"note": "已核实"}, errors={},
                                  error=unknown))
         assert "form-errors" not in html and f'id="error">{unknown}</p>' in html
         # Another field no form shows is named, not counted.
