@@ -213,6 +213,7 @@ FORM_FIELDS: dict[str, tuple[str, ...]] = {
     "table.task": ("agency", "description", "due"),
     "close": ("note",),
     "rating": ("rating", "method", "comment"),
+    "rating-link": (),  # a button: not the rating form its key begins with
     "ack": ("note",),
     "res": ("note",),
     "td": ("note",),
@@ -225,7 +226,9 @@ _UNSHOWN_ERROR_KEYS = {"request_id": "err_form_altered", ("task_id", "not_found"
 
 def form_fields(key: str) -> tuple[str, ...]:
     """The fields the form ``key`` shows (none for a form of buttons alone)."""
-    return FORM_FIELDS.get(key) or FORM_FIELDS.get(key.split("-", 1)[0], ())
+    if key in FORM_FIELDS:
+        return FORM_FIELDS[key]
+    return FORM_FIELDS.get(key.split("-", 1)[0], ())
 
 
 def split_errors(errors: list[dict[str, Any]], key: str, t: Translator

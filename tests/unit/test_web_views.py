@@ -264,6 +264,7 @@ def test_every_field_a_form_is_said_to_show_is_marked_on_its_page():
              "close": ("issue.html", {"issue": desk}, "close-T1"),
              "rating": ("issue.html", {"issue": fresh, "rating": {
                  "due": utc_moment(NOW), "can_resend": True}}, "rating"),
+             "rating-link": ("issue.html", {"issue": fresh}, "rating-link"),
              "ack": ("agency.html", {"assignments": [card | {"status": "assigned"}]},
                      f"ack-{issue.issue_id}"),
              "res": ("agency.html", {"assignments": [card | {"status": "acknowledged"}]},
@@ -272,6 +273,7 @@ def test_every_field_a_form_is_said_to_show_is_marked_on_its_page():
                     f"td-{issue.issue_id}-T1"),
              "new_issue": ("new_issue.html", {}, None)}
     assert set(cases) == set(views.FORM_FIELDS)
+    assert views.form_fields("rating-link") == () and views.form_fields("close-T9") == ("note",)
     for prefix, (template, context, key) in cases.items():
         fields = views.FORM_FIELDS[prefix]
         errors = {name: f"wrong {name}" for name in fields}
