@@ -457,14 +457,16 @@ _STATUS_WORDS = {
 }
 _STEP_WORDS = {
     "zh": {"received": "您的问题已受理", "merged": "与邻居反映的同一问题合并办理",
-           "dispatched": "已派给：{agencies}", "acknowledged": "{agency}已报到",
+           "dispatched": "已派给：{agencies}", "rerouted": "已改派给：{agencies}",
+           "acknowledged": "{agency}已报到",
            "part_resolved": "{agency}已完成", "table": "相关单位当面协调（{place}）",
            "resolved": "各单位均已办结", "rated": "您已评价", "reopened": "重新交办，提级督办",
            "reopened_at_top": "重新交办，仍由区督办",
            "closed": "已结案"},
     "en": {"received": "your report was received",
            "merged": "handled together with the same problem reported by neighbours",
-           "dispatched": "sent to: {agencies}", "acknowledged": "{agency} reported in",
+           "dispatched": "sent to: {agencies}", "rerouted": "sent on instead to: {agencies}",
+           "acknowledged": "{agency} reported in",
            "part_resolved": "{agency} finished its part",
            "table": "the agencies met to settle it ({place})",
            "resolved": "every agency has finished", "rated": "you rated it",
@@ -473,6 +475,18 @@ _STEP_WORDS = {
            "closed": "closed"},
 }
 _TIMELINE_STEPS = {"dispatched", "resolved", "reopened", "closed", "merged"}
+# Which agencies the issue was sent to at each step, read from the steps' details as
+# ``shared.issue`` and ``services.routing.table`` write them (agency names, in Chinese):
+# the first dispatch's parties, the table's additions, a reroute's withdrawn and added.
+_PARTY = re.compile(r"(.+?) \((lead|support)\)(?:, |$)")
+_SENT = {
+    "dispatched": re.compile(r"^category \S+, priority \S+, rule \S+: (?P<added>.+)$"),
+    "table_convened": re.compile(r"^table at .*, \d{4}-\d\d-\d\dT\S+: (?P<seated>.+)$"),
+    "table_invited": re.compile(r"^(?P<seated>.+?) invited by .+$"),
+    "rerouted": re.compile(r"^by \S+: category .*?(?:; withdrawn: (?P<withdrawn>.+?))?"
+                           r"(?:; added: (?P<added>.+?))?(?:; now: (?P<roles>.+?))?; why: .*$",
+                           re.DOTALL),
+}
 # A reopening at the top level already (``routing.feedback.reopen``): nothing went up. Read
 # from the step's tail, after the resident's comment, which cannot hold its ";".
 _REOPENED_AT_TOP = re.compile(r"; back to [^;]*, still with \w+$")
@@ -502,13 +516,14 @@ def resident_view(own: IssueRecord, contact: dict[str, Any] | None,
     progress = [(own.received_at, 0, words["received"])]
     if work is not own:
         progress += [(e.at, 0, words["merged"]) for e in own.timeline if e.step == "merged"][:1]
-    for entry in work.timeline:
-        if entry.step in _TIMELINE_STEPS and entry.step != "merged":
+    for entry, sent_to in _sent_to(work):
+        if sent_to is not None:  # dispatched, or rerouted to other agencies
+            progress.append((entry.at, 0, words[entry.step].format(
+                agencies=_names_said(sent_to, work, lang))))
+        elif entry.step in _TIMELINE_STEPS and entry.step not in ("merged", "dispatched"):
             text = words[entry.step]
             if entry.step == "reopened" and _REOPENED_AT_TOP.search(entry.detail):
                 text = words["reopened_at_top"]
-            if entry.step == "dispatched":
-                text = text.format(agencies=_names(work.assignments, lang))
             progress.append((entry.at, _CONCLUDING_STEPS.get(entry.step, 0), text))
         elif entry.step == "table_convened" and work.table is not None:
             progress.append((entry.at, 0, words["table"].format(place=work.table.place)))
@@ -558,9 +573,50 @@ _SHOWN_STATES = {s.value for s in (AssignmentStatus.assigned, AssignmentStatus.a
                                    AssignmentStatus.resolved)}
 
 
-def _names(assignments: Iterable, lang: str) -> str:
-    return "、".join(a.agency_name for a in assignments) if lang == "zh" else ", ".join(
-        a.agency_name_en for a in assignments)
+def _sent_to(work: IssueRecord) -> Iterable[tuple[Any, list[str] | None]]:
+    """Each step of ``work``'s timeline, with the agencies (by their Chinese names) the
+    issue was sent to by it: the first dispatch's, then each reroute's (every agency on
+    it after the reroute, as the resident's message names them), None for any other step
+    and for a reroute that changed neither an agency nor the lead (the resident is not
+    told of that one: ``IssueRerouted.agencies_changed``).
+    The page said the agencies on the issue now beside the first dispatch's time: after
+    a reroute, as if they had been sent it from the start."""
+    on_it: list[str] = []
+    for entry in work.timeline:
+        found = _SENT[entry.step].match(entry.detail or "") if entry.step in _SENT else None
+        if entry.step == "dispatched" and not found:  # of another shape: the agencies now
+            on_it = [a.agency_name for a in work.assignments]
+            yield entry, list(on_it)
+            continue
+        if not found:
+            yield entry, None
+            continue
+        parts = found.groupdict()
+        before = list(on_it)
+        gone = set((parts.get("withdrawn") or "").split(", "))
+        on_it = [name for name in on_it if name not in gone]
+        on_it += [name for name, _ in _PARTY.findall(parts.get("added") or "")
+                  if name not in on_it]
+        on_it += [name for name in (parts.get("seated") or "").split("、")
+                  if name and name not in on_it]
+        # A new lead first, as the route lists it (and the resident is told of it).
+        leads = [name for name, role in _PARTY.findall(
+            f"{parts.get('added') or ''}, {parts.get('roles') or ''}".strip(", "))
+                 if role == "lead"]
+        on_it = [*[n for n in on_it if n in leads], *[n for n in on_it if n not in leads]]
+        if entry.step == "dispatched" or (entry.step == "rerouted"
+                                          and (on_it != before or parts.get("roles"))):
+            yield entry, list(on_it)
+        else:
+            yield entry, None
+
+
+def _names_said(names: list[str], work: IssueRecord, lang: str) -> str:
+    """Agencies named as the timeline names them (their Chinese names) in ``lang``."""
+    if lang == "zh":
+        return "、".join(names)
+    english = {a.agency_name: a.agency_name_en for a in [*work.withdrawn, *work.assignments]}
+    return ", ".join(english.get(name, name) for name in names)
 
 
 def _rate_state(own: IssueRecord, work: IssueRecord, rates: tuple[str, int] | None) -> str:

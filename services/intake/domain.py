@@ -66,12 +66,13 @@ def board_row(record: IssueRecord, now: datetime) -> dict[str, Any]:
         "overdue": overdue,
         # Routing was not sure (held in needs_triage, or dispatched and flagged): the
         # desk's triage queue shows its suggestions until the desk decides, with the
-        # report's own words (the desk chose a category for a report it could not read).
+        # report's own words (the desk chose a category for a report it could not read)
+        # and where it is (a lamp "at the east gate" is the street's or the estate's).
         # The board draws none of this: its poll sends BOARD_FIELDS only.
         "triage": None if not (triage := getattr(record, "triage", None)) or not triage.pending
         else {"held": triage.held, "reason": triage.reason, "urgent": triage.urgent,
               "suggestions": [s.model_dump(mode="json") for s in triage.suggestions],
-              "description": record.description},
+              "description": record.description, "address": record.location.address},
         "received_at": utc_moment(record.received_at),
         "updated_at": utc_moment(record.updated_at),
     }

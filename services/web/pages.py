@@ -32,6 +32,7 @@ from services.web.views import (
     local_time,
     redact_links,
     refusal,
+    tasks_of,
     triage_reason,
 )
 from shared.errors import EXPECTED_ERRORS, MalformedBody, NotFound, WhistleError
@@ -61,7 +62,8 @@ templates = Environment(
 templates.filters["localtime"] = local_time
 templates.filters["redact"] = redact_links
 templates.globals.update(triage_reason=triage_reason, agency_names=agency_names,
-                         choices=choices, refusal=refusal)
+                         choices=choices, refusal=refusal,
+                         tasks_of=tasks_of)
 
 
 def reader_language(request, fallback: str = "zh") -> str:

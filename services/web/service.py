@@ -184,9 +184,9 @@ class WebService:
     @http("GET", "/desk")
     def board(self, request):
         session, principal = self._desk(request)
-        filters = self._board_filters(request)
         t = views.Translator(reader_language(request))
         try:
+            filters = self._board_filters(request)
             board = self._rpc(self.intake.board, self._scoped(principal, filters))
         except InvalidPayload as exc:
             # A filter edited into the address: the 422 page names it in the page's
@@ -355,9 +355,10 @@ class WebService:
             if not exc.errors:  # a refusal of the person, not of a field
                 raise
             # The API's own 422 (or a scoped desk's 403 for another community), each
-            # field's error shown beside that field.
+            # field's error shown beside that field (one the form lacks, at the top).
+            shown, unshown = _shown(request, exc.errors, "new_issue")
             return self._page(request, "new_issue.html", session, principal,
-                              status=exc.status, form=form, errors=_shown(request, exc.errors),
+                              status=exc.status, form=form, errors=shown, error=unshown,
                               request_id=uuid.uuid4().hex)
         except BaseException:
             if key is not None:
@@ -706,8 +707,8 @@ class WebService:
             return self._acted(lambda: call(session.token, form), f"{back}?issue={issue_id}",
                                _again(
                 request, lambda status, **context: self._triage_page(
-                    request, session, principal, status=status, here=back, **context)),
-                               action)
+                    request, session, principal, status=status, here=back, **context),
+                form, "triage_queue"), action)  # its buttons show no field: said at the top
         here = f"/desk/issues/{issue_id}"
         return self._acted(lambda: call(session.token, form), here, _again(
             request, lambda status, **context: self._issue_page(
@@ -729,8 +730,11 @@ class WebService:
         page = request.args.get("page", "")  # back to the page the form was on
         back = f"/agency?page={page}" if page.isascii() and page.isdigit() else "/agency"
         return self._acted(lambda: call(session.token, form), back, _again(
+            # ``acted_on``: the issue of the refused form, whose table tasks a refusal
+            # names by their own words (views.refusal).
             request, lambda status, **context: self._workspace(
-                request, session, principal, status=status, here="/agency", **context),
+                request, session, principal, status=status, here="/agency",
+                acted_on=issue_id, **context),
             form, form_key or action), action)
 
     def _acted(self, call, back: str, again, action: str):
@@ -817,6 +821,14 @@ class WebService:
 
     @staticmethod
     def _board_filters(request) -> dict:
+        """The board's filters in the address. One given twice is a 422 naming it, as the
+        API's lists answer (``shared.web.query_parameters``): the first was used in
+        silence, a board of urgent issues only for ``?priority=urgent&priority=high``."""
+        repeated = [k for k in views.BOARD_FILTERS if len(request.args.getlist(k)) > 1]
+        if repeated:
+            raise InvalidPayload(f"invalid filter: {', '.join(repeated)}", [
+                {"field": k, "type": "repeated", "message": "given more than once; give it once"}
+                for k in repeated])
         return {k: v for k in ("status", "priority", "agency", "community")
                 if (v := (request.args.get(k) or "").strip())}
 
@@ -874,14 +886,19 @@ def _again(request, draw, form: dict | None = None, key: str | None = None):
     fields, or a page without that form) the reason at the top."""
     def again(status: int, message: str, errors: list[dict]):
         if errors and key:
-            return draw(status, failed=key, form=form, errors=_shown(request, errors))
+            # What the form does not show is said at the top, not counted ("1 field to
+            # fix" with none marked said nothing); what was typed is kept either way.
+            shown, unshown = _shown(request, errors, key)
+            return draw(status, failed=key, form=form, errors=shown,
+                        **({"error": unshown} if unshown else {}))
         return draw(status, error=message)
     return again
 
 
-def _shown(request, errors: list[dict]) -> dict[str, str]:
-    """A service's 422 fields as the page shows them: by form field, in its language."""
-    return views.field_errors(errors, views.Translator(reader_language(request)))
+def _shown(request, errors: list[dict], key: str) -> tuple[dict[str, str], str | None]:
+    """A service's 422 fields as the page shows them: by the form ``key``'s fields, in its
+    language, and the words for the top of the page for those it does not show."""
+    return views.split_errors(errors, key, views.Translator(reader_language(request)))
 
 
 def _codes(text: str | None) -> list[str]:

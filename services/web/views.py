@@ -209,6 +209,60 @@ def field_errors(errors: list[dict[str, Any]], t: Translator) -> dict[str, str]:
     return out
 
 
+# The fields each of the pages' forms shows, by the form's key (``_field.html``'s
+# ``failed``; a key with an issue or task after a dash, ``close-T1``, by its first part).
+# An error on any other field (a hidden ``request_id`` edited, an unknown task in the
+# address) has nowhere to be shown beside: it is said at the top in words instead, and
+# not counted among the fields to fix (``有 1 处需要修改`` with no field marked).
+FORM_FIELDS: dict[str, tuple[str, ...]] = {
+    "new_issue": ("description", "location.community", "location.address", "location.grid",
+                  "category", "contact.name", "contact.phone", "contact.email",
+                  "contact.preferred_channel", "channel", "language"),
+    "route": ("category", "lead", "urgent", "reason"),
+    "table.convene": ("meets_at", "place", "agencies"),
+    "table.invite": ("agencies",),
+    "table.task": ("agency", "description", "due"),
+    "close": ("note",),
+    "rating": ("rating", "method", "comment"),
+    "rating-link": (),  # a button: not the rating form its key begins with
+    "ack": ("note",),
+    "res": ("note",),
+    "td": ("note",),
+}
+
+# What an error on a field no form shows means, said as the person at the page can act on
+# it (by the field's name, then by its name and type).
+_UNSHOWN_ERROR_KEYS = {"request_id": "err_form_altered", ("task_id", "not_found"): "err_no_task"}
+
+
+def form_fields(key: str) -> tuple[str, ...]:
+    """The fields the form ``key`` shows (none for a form of buttons alone)."""
+    if key in FORM_FIELDS:
+        return FORM_FIELDS[key]
+    return FORM_FIELDS.get(key.split("-", 1)[0], ())
+
+
+def split_errors(errors: list[dict[str, Any]], key: str, t: Translator
+                 ) -> tuple[dict[str, str], str | None]:
+    """A service's 422 ``fields`` for the form ``key``: those it shows, each beside its
+    field (:func:`field_errors`), and the rest said in words for the top of the page
+    (None when there are none)."""
+    shown_fields = set(form_fields(key))
+    shown, unshown = [], []
+    for err in errors:
+        field = re.sub(r"(\.\d+)+$", "", err.get("field") or "")
+        (shown if field in shown_fields else unshown).append(err)
+    said = []
+    for err in unshown:
+        field = err.get("field") or ""
+        text_key = (_UNSHOWN_ERROR_KEYS.get(field)
+                    or _UNSHOWN_ERROR_KEYS.get((field, err.get("type") or "")))
+        text = t(text_key) if text_key else t("err_unshown", field=field or "(body)")
+        if text not in said:
+            said.append(text)
+    return field_errors(shown, t), (" ".join(said) or None)
+
+
 BOARD_FILTERS = ("status", "priority", "community", "agency")
 
 
@@ -217,7 +271,9 @@ def bad_filter(errors: list[dict[str, Any]], t: Translator) -> str:
     named = [field for err in errors
              if (field := (err.get("field") or "").split(".")[0]) in BOARD_FILTERS]
     shown = [t(f) for f in dict.fromkeys(named)] or [t("filter")]
-    return t("filter_invalid", fields=("、" if t.lang == "zh" else ", ").join(shown))
+    repeated = errors and all(err.get("type") == "repeated" for err in errors)
+    return t("filter_repeated" if repeated else "filter_invalid",
+             fields=("、" if t.lang == "zh" else ", ").join(shown))
 
 
 # The rates page's window, in days: the API's own bounds (intake's stats, at most 366).
@@ -465,69 +521,128 @@ NO_ASSIGNMENT = re.compile(r"agency '(?P<agency>[^']+)' has no assignment on iss
 
 # Why a service refused an action the pages offer (InvalidTransition, 409: the state of
 # the issue does not allow it), as shared.issue and services.routing word it; a Chinese
-# page says it in Chinese ({name}: the agency's name), another shape stays as written.
-_REFUSALS = tuple((re.compile(pattern), zh) for pattern, zh in (
-    (NO_ASSIGNMENT.pattern, "这件事已不在{name}的派单里（可能已改派给其他单位），请以下方的派单为准"),
-    (r"(?P<agency>\S+) has already acknowledged issue \S+", "{name}已经报到过了"),
-    (r"(?P<agency>\S+) has already resolved issue \S+", "{name}已经办结过了"),
-    (r"(?P<agency>\S+) has already withdrawn issue \S+", "{name}的派单已撤回"),
-    (r"(?P<agency>\S+) must acknowledge issue \S+ before resolving it", "{name}须先报到，才能办结"),
+# page says it in Chinese ({name}: the agency's name). Where the service's words hold an
+# agency's code or a table task's id (which no page shows), an English page says it too
+# (``en``), with the agency's English name and the task's own words; another shape
+# stays as written.
+_REFUSALS = tuple((re.compile(pattern), zh, en) for pattern, zh, en in (
+    (NO_ASSIGNMENT.pattern, "这件事已不在{name}的派单里（可能已改派给其他单位），请以下方的派单为准",
+     "This issue is no longer assigned to {name} (it may have been rerouted to another "
+     "agency): go by the assignments shown below"),
+    (r"(?P<agency>\S+) has already acknowledged issue \S+", "{name}已经报到过了",
+     "{name} has already reported in"),
+    (r"(?P<agency>\S+) has already resolved issue \S+", "{name}已经办结过了",
+     "{name} has already resolved its part"),
+    (r"(?P<agency>\S+) has already withdrawn issue \S+", "{name}的派单已撤回",
+     "{name}'s assignment has been withdrawn"),
+    (r"(?P<agency>\S+) must acknowledge issue \S+ before resolving it", "{name}须先报到，才能办结",
+     "{name} must report in before resolving"),
     (r"issue \S+ has open table tasks: (?P<tasks>.+); 事不完，人不撤",
-     "议事桌还有未完成的事项：{tasks}。事不完，人不撤"),
+     "议事桌还有未完成的事项：{tasks}。事不完，人不撤",
+     "The table still has open tasks: {tasks}. Nobody leaves the table until its tasks "
+     "are done: mark them done first"),
     (r"issue \S+ has open table tasks for agencies the new route drops: (?P<tasks>.+); "
-     r"事不完，人不撤", "改派后不再参与的单位还有未完成的议事桌事项：{tasks}。事不完，人不撤"),
+     r"事不完，人不撤", "改派后不再参与的单位还有未完成的议事桌事项：{tasks}。事不完，人不撤",
+     "Agencies the new route drops still have open table tasks: {tasks}. Nobody leaves "
+     "the table until its tasks are done: close them first"),
     (r"(?P<agency>\S+) must report in before completing table tasks",
-     "{name}须先报到，才能完成议事桌事项"),
-    (r"(?P<agency>\S+) is not at the table; invite it first", "{name}不在议事桌上，请先邀请"),
-    (r"(?P<agency>\S+) has already checked in at the table", "{name}已经签到过了"),
-    (r"task (?P<task>\S+) is already done(?: by \S+)?", "事项 {task} 已经完成"),
-    (r"issue \S+ already has a table; invite agencies to it", "本件已召集议事桌，请邀请单位参加"),
-    (r"issue \S+ has no table; the desk convenes one", "本件还没有议事桌，请社区窗口先召集"),
+     "{name}须先报到，才能完成议事桌事项", "{name} must report in before completing table tasks"),
+    (r"(?P<agency>\S+) is not at the table; invite it first", "{name}不在议事桌上，请先邀请",
+     "{name} is not at the table: invite it first"),
+    (r"(?P<agency>\S+) has already checked in at the table", "{name}已经签到过了",
+     "{name} has already checked in at the table"),
+    (r"task (?P<task>\S+) is already done(?: by \S+)?", "{task}已经完成",
+     "{task} is already done"),
+    (r"issue \S+ already has a table; invite agencies to it", "本件已召集议事桌，请邀请单位参加",
+     None),
+    (r"issue \S+ has no table; the desk convenes one", "本件还没有议事桌，请社区窗口先召集", None),
     (r"issue \S+ is (?P<state>\w+); a table needs a dispatched issue",
-     "本件{state}，派单后才能召集议事桌"),
+     "本件{state}，派单后才能召集议事桌", None),
     (r"issue \S+ is (?P<state>\w+); only a dispatched or in-progress issue can be rerouted",
-     "本件{state}，只有已派单或办理中的问题才能改派"),
+     "本件{state}，只有已派单或办理中的问题才能改派", None),
     (r"the new route of issue \S+ leaves no part to do: every agency it keeps has resolved "
      r"its part; keep one with work left, or ask the agency whose part is open to resolve it",
-     "改派后留下的单位都已办结各自的部分：请保留一个还有工作的单位，或请尚未办结的单位办结其部分"),
-    (r"issue \S+ is not waiting for triage", "本件已不在待分拣中（可能已有人处理）"),
-    (r"issue \S+ is already (?P<state>\w+)", "本件已是“{state}”状态"),
-    (r"issue \S+ has already been rated", "这一次的处理结果已经评价过了（居民本人或社区已登记）"),
-    (r"issue \S+'s rating window closed at \S+", "评价期已过，不能再代居民登记"),
+     "改派后留下的单位都已办结各自的部分：请保留一个还有工作的单位，或请尚未办结的单位办结其部分",
+     None),
+    (r"issue \S+ is not waiting for triage", "本件已不在待分拣中（可能已有人处理）", None),
+    (r"issue \S+ is already (?P<state>\w+)", "本件已是“{state}”状态", None),
+    (r"issue \S+ has already been rated", "这一次的处理结果已经评价过了（居民本人或社区已登记）",
+     None),
+    (r"issue \S+'s rating window closed at \S+", "评价期已过，不能再代居民登记", None),
     (r"issue \S+ is not waiting for (?:this rating|a rating) \(it is (?P<state>\w+)\)",
-     "本件现在不在等待评价（{state}）"),
-    (r"issue \S+ is handled as \S+", "本报告已并入其他问题办理，请在并入的问题上登记"),
+     "本件现在不在等待评价（{state}）", None),
+    (r"issue \S+ is handled as \S+", "本报告已并入其他问题办理，请在并入的问题上登记", None),
     (r"the reporter of \S+ has rated issue \S+; the report can no longer be split from it",
-     "这位居民已经评价过并入的问题（满意使它结案，不满意使它重办），本报告不能再拆分"),
+     "这位居民已经评价过并入的问题（满意使它结案，不满意使它重办），本报告不能再拆分", None),
     (r"issue \S+ is closed; \S+ can no longer be split from it",
-     "并入的问题已结案，本报告不能再拆分"),
+     "并入的问题已结案，本报告不能再拆分", None),
     (r"\S+ was split from issue \S+; it no longer rates it",
-     "本报告已从原问题拆分出来单独办理，不能再评价原问题"),
+     "本报告已从原问题拆分出来单独办理，不能再评价原问题", None),
     (r"no channel reaches the resident of \S+ directly.*",
-     "居民没有留手机或邮箱，评价链接无法直接发给本人（链接不经社区转交）：请电话回访或上门，把回答登记在上方"),
+     "居民没有留手机或邮箱，评价链接无法直接发给本人（链接不经社区转交）：请电话回访或上门，把回答登记在上方",
+     None),
     (r"a rating link was resent for \S+ a moment ago; the resident can be sent another in "
-     r"(?P<wait>\d+) s", "刚刚已给居民重发过评价链接，{wait} 秒后才能再发"),
+     r"(?P<wait>\d+) s", "刚刚已给居民重发过评价链接，{wait} 秒后才能再发", None),
     (r"the rating link was not sent: (?P<channel>\w+) refused it \((?P<detail>.*)\); try again",
-     "评价链接没有发出去（{channel}拒收：{detail}），请稍后再试"),
+     "评价链接没有发出去（{channel}拒收：{detail}），请稍后再试", None),
 ))
 
+# A table task as the services name it in a refusal: its id and its agency's code.
+_TASK_REF = re.compile(r"(?P<task>[^\s,()]+) \((?P<agency>[^\s,()]+)\)")
 
-def refusal(message: str | None, t: Translator, names) -> str:
-    """A refused action's reason as the page shows it (the service's words as a tooltip)."""
+
+def refusal(message: str | None, t: Translator, names, tasks=()) -> str:
+    """A refused action's reason as the page shows it (the service's words as a tooltip).
+
+    ``tasks``: the table tasks of the issue the refused form was for, as the page lists
+    them. A task is named by its own words there (its id, ``T2``, is shown on no page),
+    and one the page does not show (another agency's, on a workspace) by its agency."""
     message = message or ""
-    if t.lang != "zh":
+    if t.lang not in ("zh", "en"):
         return message
-    for pattern, zh in _REFUSALS:
-        if found := pattern.fullmatch(message):
+    for pattern, zh, en in _REFUSALS:
+        said = zh if t.lang == "zh" else en
+        if said and (found := pattern.fullmatch(message)):
             parts = found.groupdict()
-            return zh.format(
-                name=names.agency(parts.get("agency"), "zh"),
-                state=t.label("status", parts.get("state")), task=parts.get("task"),
+            return said.format(
+                name=names.agency(parts.get("agency"), t.lang),
+                state=t.label("status", parts.get("state")),
+                task=_task_named(parts.get("task"), None, tasks, t, names),
                 wait=parts.get("wait"), detail=parts.get("detail"),
                 channel=t.name("ch", parts.get("channel") or ""),
-                tasks=re.sub(r" \((\w+)\)", lambda m: f"（{names.agency(m[1], 'zh')}）",
-                             parts.get("tasks") or "").replace(", ", "、"))
+                tasks=_tasks_named(parts.get("tasks") or "", tasks, t, names))
     return message
+
+
+def _tasks_named(listed: str, tasks, t: Translator, names) -> str:
+    """``T1 (power), T2 (housing)`` as the page names them: each task's own words and its
+    agency (``“换电缆”（供电公司）``); a task the page does not show, by its agency alone."""
+    said = [_task_named(m["task"], m["agency"], tasks, t, names)
+            for m in _TASK_REF.finditer(listed)]
+    return ("、" if t.lang == "zh" else "; ").join(said) if said else listed
+
+
+def _task_named(task_id: str | None, agency: str | None, tasks, t: Translator, names) -> str:
+    if task_id is None:
+        return ""
+    task = next((x for x in tasks or () if x.get("task_id") == task_id), None)
+    agency = agency or (task or {}).get("agency")
+    who = names.agency(agency, t.lang) if agency else ""
+    if task is None:
+        if not who:
+            return t("task_unnamed")
+        return t("task_of_agency", agency=who)
+    what = t("quoted", text=task.get("description") or "")
+    return what + (t("in_brackets", text=who) if who and agency else "")
+
+
+def tasks_of(cards, issue_id: str | None) -> list[dict[str, Any]]:
+    """The table tasks of ``issue_id`` among a page's cards (the workspace's assignments,
+    or the issue page's issue), for :func:`refusal` to name them by their own words."""
+    for card in cards or ():
+        if card.get("issue_id") == issue_id and card.get("table"):
+            return card["table"].get("tasks") or []
+    return []
 
 
 # ------------------------------------------------------- 电话回访 (the desk's call-back)

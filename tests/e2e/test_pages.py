@@ -365,6 +365,42 @@ def test_an_agencys_part_rerouted_away_while_its_page_was_open_is_said_so(whistl
     assert not heating.find_all("#withdrawn") and not heating.find_all(f"#w-{issue_id}")
 
 
+def test_a_rerouted_issue_and_a_merged_report_read_as_they_happened(whistle, browsers):
+    """In a browser, through the real services: after a reroute the resident's page said
+    the agencies on it now beside the first dispatch's time; a merged report's desk page
+    showed an empty 派单 table under the link to the issue it joined."""
+    issue_id = submit(whistle.url, FLYING_WIRE)
+    wait_dispatched(whistle.url, issue_id)
+    neighbour = submit(whistle.url, "3号楼东侧电线垂下来了，下雨怕漏电")
+    deadline = time.monotonic() + 10
+    while issue_of(whistle.url, neighbour)["status"] != "merged":
+        assert time.monotonic() < deadline, issue_of(whistle.url, neighbour)
+        time.sleep(0.05)
+    moved = requests.post(f"{whistle.url}/issues/{issue_id}/reroute", timeout=10,
+                          headers={"Authorization": f"Bearer {token('desk')}"},
+                          json={"category": "heating", "reason": "其实是暖气管道问题"})
+    assert moved.status_code == 200, moved.text
+    resident = browsers(PHONE, 844)
+    link = issue_resident_token(issue_id, cfg.DEV_SECRET)
+    for lang, sent, rerouted in (("zh", "已派给：供电公司", "已改派给：供热公司"),
+                                 ("en", "sent to: Power company",
+                                  "sent on instead to: Heating company")):
+        resident.open(f"/resident/{issue_id}?token={link}&lang={lang}")
+        steps = [li.text for li in resident.find_all("#progress li")]
+        # Each step is its words, then its time: the first dispatch to the power company
+        # alone, then the reroute to the heating company, in that order.
+        first = [i for i, step in enumerate(steps) if step.startswith(f"{sent} ")]
+        then = [i for i, step in enumerate(steps) if step.startswith(f"{rerouted} ")]
+        assert len(first) == 1 and len(then) == 1 and first[0] < then[0], steps
+    desk = browsers()
+    desk.sign_in(token("desk"))
+    desk.open(f"/desk/issues/{neighbour}")
+    assert desk.text("#merged-work") == (f"本报告已与 {issue_id} 合并办理：派单、议事桌和办理进度都在 "
+                                         f"{issue_id} 上。")
+    assert not desk.find_all("#assignments") and not desk.find_all("#h-table")
+    assert desk.find(f"#h-merge a[href='/desk/issues/{issue_id}']")
+
+
 def test_a_resident_link_that_expired_or_was_forged_gets_a_clear_page(whistle, browsers):
     issue_id = submit(whistle.url, "楼道外有飞线，电线垂下来了")
     expired = issue_feedback_token(issue_id, issue_id, 0, cfg.DEV_SECRET, ttl_s=60,
@@ -707,6 +743,16 @@ def test_the_desk_triages_an_unsure_report_and_reroutes_it(whistle, browsers, wh
     # The report's own words are on its card: the desk chose a category for a report it
     # could not read there (the card had the community and routing's doubt only).
     assert desk.text(f"#t-{vague} .description") == "有个事情想跟社区反映一下，麻烦来看看"
+    # And where it is (the card named the community alone); a held report has no
+    # priority yet, and its card and board row no "pr-None" / "pr-null" class either.
+    assert desk.text(f"#t-{vague} .place") == "幸福里社区 · 5号楼"
+    assert not desk.find_all(f"#t-{vague} .pr")
+    desk.open("/desk")
+    later = submit(whistle.url, "有个事情想跟社区反映一下，麻烦来看看", community="和平里社区")
+    drawn = desk.wait(lambda: desk.find_all(f"tr[data-issue='{later}'] td.pr"), 10,
+                      "the live board drawing the held report")  # by app.js, no reload
+    assert drawn[0].get_attribute("class") == "pr" and drawn[0].text == "—"
+    desk.open("/desk/triage")
     desk.submit(f"#t-{vague} h2 a")
     # Held, never dispatched: its form dispatches it (it said 改派, "reroute").
     assert desk.text("#reroute-form button") == "派单"
@@ -1137,6 +1183,82 @@ def test_a_table_task_due_too_far_ahead_says_the_window_beside_its_field(whistle
         assert answer.status_code == 422, answer.text
         error = re.search(r'class="field-error"[^>]*data-field="due">([^<]*)<', answer.text)
         assert error and html.unescape(error.group(1)) == said
+
+
+def test_crafted_forms_a_repeated_filter_and_open_table_tasks_are_said_in_words(whistle):
+    """Through the real services, as the pages answer them: resolving with a table task
+    open named its id (T1), which no page shows, and on an English page the service's
+    words; a malformed hidden request_id and a task id no table has got "1 field to fix"
+    with no field marked; ``priority`` given twice drew the first value's board."""
+    issue_id = submit(whistle.url, FLYING_WIRE)
+    wait_dispatched(whistle.url, issue_id)
+    desk, power = ({"Authorization": f"Bearer {token(who)}"} for who in ("desk", "power"))
+    assert requests.post(f"{whistle.url}/issues/{issue_id}/table", headers=desk, timeout=5,
+                         json={"meets_at": datetime.now(UTC).isoformat(),
+                               "place": "红色议事厅"}).status_code == 201
+    assert requests.post(f"{whistle.url}/issues/{issue_id}/table/tasks", headers=desk,
+                         timeout=5, json={"agency": "power", "description": "更换老化电缆",
+                                          "due": (datetime.now(UTC) + timedelta(hours=3)
+                                                  ).isoformat()}).status_code == 201
+    assert requests.post(f"{whistle.url}/agencies/power/assignments/{issue_id}/acknowledge",
+                         headers=power, timeout=5, json={}).status_code == 200
+
+    def refusal_on(page: str) -> str:
+        shown = re.search(r'class="notice error" role="alert" id="error"[^>]*>([^<]*)<', page)
+        assert shown, page[:2000]
+        return html.unescape(shown.group(1))
+
+    def csrf_of(session, path: str) -> str:
+        return re.search(r'name="csrf" value="([^"]+)"',
+                         session.get(f"{whistle.url}{path}", timeout=5).text).group(1)
+
+    staff = signed_in(whistle.url, token("power"))
+    for lang, said in (("zh", "议事桌还有未完成的事项：“更换老化电缆”（供电公司）。事不完，人不撤"),
+                       ("en", "The table still has open tasks: “更换老化电缆” (Power company). "
+                              "Nobody leaves the table until its tasks are done: mark them "
+                              "done first")):
+        csrf = csrf_of(staff, f"/agency?lang={lang}")
+        answer = staff.post(f"{whistle.url}/agency/power/assignments/{issue_id}/resolve",
+                            data={"csrf": csrf, "note": "已处理"}, timeout=5)
+        assert answer.status_code == 409, answer.text[:2000]
+        assert refusal_on(answer.text) == said
+
+    clerk = signed_in(whistle.url, token("desk"))
+    page = f"/desk/issues/{issue_id}"
+    for lang, altered, no_task in (
+            ("zh", "这张表单被改动过或已过期，没有提交：请检查后重新提交。",
+             "没有这个议事桌事项（页面已过期，或地址被改动过）：请以本页列出的事项为准。"),
+            ("en", "This form was altered or is out of date and was not sent: check it and "
+                   "send it again.",
+             "There is no such table task (the page was out of date, or its address "
+             "edited): go by the tasks listed on this page.")):
+        csrf = csrf_of(clerk, f"{page}?lang={lang}")
+        edited = clerk.post(f"{whistle.url}{page}/reroute", timeout=5, data={
+            "csrf": csrf, "category": "flying_wire", "reason": "核实", "request_id": "<bad>"})
+        assert edited.status_code == 422, edited.text[:2000]
+        assert refusal_on(edited.text) == altered
+        assert 'id="form-errors"' not in edited.text and "aria-invalid" not in edited.text
+        # What was typed is kept, in a form with a fresh id: it can be sent as it is.
+        assert 'id="rr-reason" name="reason" value="核实"' in edited.text
+        assert "&lt;bad&gt;" not in edited.text
+        unknown = clerk.post(f"{whistle.url}{page}/table/tasks/T9/close", timeout=5,
+                             data={"csrf": csrf, "note": "已核实"})
+        assert unknown.status_code == 422, unknown.text[:2000]
+        assert refusal_on(unknown.text) == no_task
+        assert 'id="form-errors"' not in unknown.text and "aria-invalid" not in unknown.text
+
+    # A filter given twice: a 422 naming it, as GET /issues answers, on the page and its poll.
+    api = requests.get(f"{whistle.url}/issues?status=open&status=closed", headers=desk,
+                       timeout=5)
+    assert api.status_code == 422 and api.json()["error"]["fields"][0]["type"] == "repeated"
+    for lang, said in (("zh", "每个筛选条件只能选一个：紧急程度选了不止一个。"),
+                       ("en", "Each filter takes one value: Priority was given more than once.")):
+        board = clerk.get(f"{whistle.url}/desk?priority=urgent&priority=high&lang={lang}",
+                          timeout=5)
+        assert board.status_code == 422 and said in html.unescape(board.text), board.text[:2000]
+    poll = clerk.get(f"{whistle.url}/desk/board.json?priority=urgent&priority=high", timeout=5)
+    assert poll.status_code == 422 and poll.json()["error"]["fields"] == [
+        {"field": "priority", "type": "repeated", "message": "given more than once; give it once"}]
 
 
 def test_the_new_issue_form_sent_twice_is_one_report(whistle):

@@ -192,6 +192,136 @@ def test_a_failed_forms_errors_show_beside_its_own_fields_only():
     assert 'value="power"' not in invite  # at the table already
 
 
+def test_an_error_on_a_field_the_form_does_not_show_is_said_at_the_top_not_counted():
+    """A crafted form (a malformed hidden ``request_id``, a task id no table has) got
+    "有 1 处需要修改" with no field marked: the page has nowhere to mark it. It is said at
+    the top in words now, and only the fields the form shows are counted and marked."""
+    from pydantic import ValidationError
+
+    from services.routing import table
+    from services.routing.rules import load_rules
+    from shared.contracts import ChooseRoute
+    from shared.errors import InvalidPayload
+
+    rules = load_rules()
+    with pytest.raises(ValidationError) as caught:
+        ChooseRoute.model_validate({"category": "flying wire", "request_id": "<bad id>"})
+    route = InvalidPayload.from_validation_error(caught.value).errors
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             [], rules, NOW)
+    with pytest.raises(InvalidPayload) as no_task:
+        table.close_task(issue, "desk-1", "T9", "已核实", rules, NOW)
+    page = issue.model_dump(mode="json") | {"contact": {}}
+    for lang, altered, unknown, marked in (
+            ("zh", "这张表单被改动过或已过期，没有提交：请检查后重新提交。",
+             "没有这个议事桌事项（页面已过期，或地址被改动过）：请以本页列出的事项为准。", "有 1 处需要修改"),
+            ("en", "This form was altered or is out of date and was not sent: check it and "
+                   "send it again.",
+             "There is no such table task (the page was out of date, or its address "
+             "edited): go by the tasks listed on this page.", "1 field(s) need fixing")):
+        t = views.Translator(lang)
+        # The reroute form: the bad category beside its field, the hidden id at the top.
+        shown, said = views.split_errors(route, "route", t)
+        assert list(shown) == ["category"] and said == altered
+        html = unescape(rendered("issue.html", lang, issue=page, timeline=[], messages=[],
+                                 failed="route", form={"category": "flying wire"},
+                                 errors=shown, error=said))
+        assert f'id="form-errors">{marked}' in html and f'id="error">{altered}</p>' in html
+        assert html.count("aria-invalid") == 1 and 'data-field="category"' in html
+        # Only the hidden id wrong: nothing counted, the words alone.
+        assert views.split_errors([route[1]], "route", t) == ({}, altered)
+        # An unknown task closed from an edited address: no field of the note's form.
+        assert views.split_errors(no_task.value.errors, "close-T9", t) == ({}, unknown)
+        html = unescape(rendered("issue.html", lang, issue=page, timeline=[], messages=[],
+                                 failed="close-T9", form={"note": "已核实"}, errors={},
+                                 error=unknown))
+        assert "form-errors" not in html and f'id="error">{unknown}</p>' in html
+        # Another field no form shows is named, not counted.
+        assert views.split_errors([{"field": "colour", "type": "missing"}], "new_issue",
+                                  t) == ({}, t("err_unshown", field="colour"))
+
+
+def test_every_field_a_form_is_said_to_show_is_marked_on_its_page():
+    """``views.FORM_FIELDS`` against the templates: an error on each field it lists is
+    shown beside that field (a field listed but not drawn would be marked nowhere)."""
+    from services.routing import table
+    from services.routing.rules import load_rules
+
+    rules = load_rules()
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             [], rules, NOW)
+    issue, _ = table.record_task(issue, table.DESK, "power", "换电缆", NOW + timedelta(days=2),
+                                 rules, NOW)
+    desk = issue.model_dump(mode="json") | {"contact": {}}
+    fresh = dispatched_wire(NOW).model_dump(mode="json") | {"contact": {}}
+    card = issue.model_dump(mode="json") | {"table": {
+        "meets_at": utc_moment(NOW), "place": "幸福里", "checked_in": True,
+        "tasks": desk["table"]["tasks"]}, "location": {"community": "幸福里", "address": "3号楼"}}
+    cases = {"route": ("issue.html", {"issue": fresh}, "route"),
+             "table.convene": ("issue.html", {"issue": fresh}, "table.convene"),
+             "table.invite": ("issue.html", {"issue": desk}, "table.invite"),
+             "table.task": ("issue.html", {"issue": desk}, "table.task"),
+             "close": ("issue.html", {"issue": desk}, "close-T1"),
+             "rating": ("issue.html", {"issue": fresh, "rating": {
+                 "due": utc_moment(NOW), "can_resend": True}}, "rating"),
+             "rating-link": ("issue.html", {"issue": fresh}, "rating-link"),
+             "ack": ("agency.html", {"assignments": [card | {"status": "assigned"}]},
+                     f"ack-{issue.issue_id}"),
+             "res": ("agency.html", {"assignments": [card | {"status": "acknowledged"}]},
+                     f"res-{issue.issue_id}"),
+             "td": ("agency.html", {"assignments": [card | {"status": "acknowledged"}]},
+                    f"td-{issue.issue_id}-T1"),
+             "new_issue": ("new_issue.html", {}, None)}
+    assert set(cases) == set(views.FORM_FIELDS)
+    assert views.form_fields("rating-link") == () and views.form_fields("close-T9") == ("note",)
+    for prefix, (template, context, key) in cases.items():
+        fields = views.FORM_FIELDS[prefix]
+        errors = {name: f"wrong {name}" for name in fields}
+        extra = {"total": 1, "page": None, "next_deadline": lambda a: None,
+                 "principal": types.SimpleNamespace(agency="power", staff_id="p-1")} if (
+            template == "agency.html") else {"timeline": [], "messages": []}
+        html = rendered(template, "en", failed=key, form={}, errors=errors,
+                        **(extra if template != "new_issue.html" else {}), **context)
+        for name in fields:
+            assert f'data-field="{name}">wrong {name}<' in html, (prefix, name)
+
+
+def test_a_merged_reports_page_says_where_its_work_is_instead_of_an_empty_table():
+    """A merged report's page showed an empty 派单 table (its assignments are the issue's
+    it joined): it says the work is on that issue, and shows no empty table; a report not
+    dispatched yet says so rather than an empty table."""
+    from services.routing.merging import fold
+    from shared.contracts import IssueReceived
+
+    primary = dispatched_wire(NOW)
+    newcomer = receive("WH-20261205-0002", "trace-0002", "3号楼飞线又垂下来了", None,
+                       Location(community="幸福里", address="3号楼"), Channel.desk,
+                       Language.zh, NOW)
+    cause = IssueReceived(trace_id=newcomer.trace_id, issue_id=newcomer.issue_id,
+                          occurred_at=NOW, description=newcomer.description,
+                          location=newcomer.location, channel=newcomer.channel,
+                          language=newcomer.language, has_contact=False)
+    merged, _ = fold(newcomer, primary, "flying_wire", cause, NOW)
+    page = merged.model_dump(mode="json") | {"contact": {}}
+    for lang, said in (("zh", "本报告已与 WH-20261205-0001 合并办理：派单、议事桌和办理进度都在 "
+                              "WH-20261205-0001 上。"),
+                       ("en", "This report is handled together with WH-20261205-0001: its "
+                              "assignments, table and progress are on WH-20261205-0001.")):
+        html = rendered("issue.html", lang, issue=page, timeline=[], messages=[])
+        assert 'id="assignments"' not in html and 'id="h-assign"' not in html
+        assert 'id="h-table"' not in html
+        assert f'<p class="help" id="merged-work">{said}</p>' in html
+        assert '<a href="/desk/issues/WH-20261205-0001">WH-20261205-0001</a>' in html
+    # The issue it joined still shows its own assignments.
+    joined = rendered("issue.html", "zh", issue=primary.model_dump(mode="json") | {
+        "contact": {}}, timeline=[], messages=[])
+    assert 'id="assignments"' in joined and "merged-work" not in joined
+    # A report not dispatched yet: no empty table, it says so.
+    waiting = rendered("issue.html", "zh", issue=record().model_dump(mode="json") | {
+        "contact": {}}, timeline=[], messages=[])
+    assert 'id="assignments"' not in waiting and '<p class="help" id="no-assignments">尚未派单。</p>' in waiting
+
+
 def test_a_closed_issues_table_is_shown_without_its_invite_and_task_forms():
     """Routing refuses to seat or task anyone at a resolved or closed issue's table (409):
     the page no longer offers the forms, only what the table was and decided."""
@@ -243,6 +373,32 @@ def test_a_bad_board_filter_is_named_in_the_pages_language():
     assert views.bad_filter(errors + [{"field": "status", "type": "enum"}],
                             views.Translator("en")) == \
         "This filter cannot be used: Priority, Status. Choose it again on the board."
+
+
+def test_a_board_filter_given_twice_is_refused_as_the_api_refuses_it():
+    """``/desk?priority=urgent&priority=high`` drew urgent issues alone (the first value,
+    in silence) where the API answers 422 for a repeated filter: the board now refuses
+    it the same way, naming the filter in the page's language."""
+    from werkzeug.test import EnvironBuilder
+
+    from services.web.service import WebService
+    from shared.errors import InvalidPayload
+
+    def asked(query: str):
+        return EnvironBuilder(path="/desk", query_string=query).get_request()
+
+    assert WebService._board_filters(asked("priority=urgent&community=幸福里")) == {
+        "priority": "urgent", "community": "幸福里"}
+    with pytest.raises(InvalidPayload) as twice:
+        WebService._board_filters(asked("priority=urgent&priority=high&status=dispatched"))
+    assert twice.value.status == 422
+    assert twice.value.errors == [{"field": "priority", "type": "repeated",
+                                   "message": "given more than once; give it once"}]
+    assert views.bad_filter(twice.value.errors, ZH) == \
+        "每个筛选条件只能选一个：紧急程度选了不止一个。请在看板上重新选择。"
+    assert views.bad_filter(twice.value.errors, EN) == \
+        "Each filter takes one value: Priority was given more than once. Choose it again " \
+        "on the board."
 
 
 def test_the_desk_picks_categories_and_agencies_by_name_and_a_bad_filter_is_a_page():
@@ -817,6 +973,47 @@ def test_a_reopening_at_the_district_already_reads_still_with_the_district():
     assert row["detail"] == "居民不满意：x；重新交办供电公司，升级至街道督办"
 
 
+def test_the_residents_page_says_what_was_sent_when_across_a_reroute():
+    """After a reroute the resident's page said "已派给：<the agencies now>" at the first
+    dispatch's time, as if they had had it from the start. It says the first dispatch's
+    agencies then, and the reroute's (every agency on it after) when it happened; a
+    reroute that changed no agency, of which the resident is not told, is not there."""
+    from shared.authz import resident_view
+    from shared.issue import reroute
+
+    first = dispatched_wire(NOW)
+    manager = assignment("property_manager", agency_name="物业公司",
+                         agency_name_en="Property management", sector=Sector.housing,
+                         assigned_at=NOW + timedelta(hours=1))
+    moved = reroute(first, "stairwell_light", Priority.high, first.routing, [manager],
+                    "desk-1", "楼道内的线路归物业", NOW + timedelta(hours=1)).record
+    same = reroute(moved, "flying_wire", Priority.high, first.routing,
+                   [moved.assignment_for("property_manager")], "desk-1", "类别改回",
+                   NOW + timedelta(hours=2)).record
+    assert [e.step for e in same.timeline].count("rerouted") == 2
+    for lang, sent, rerouted in (("zh", "已派给：供电公司", "已改派给：物业公司"),
+                                 ("en", "sent to: Power company",
+                                  "sent on instead to: Property management")):
+        view = resident_view(same, None, lang=lang)
+        assert [(p["at"], p["text"]) for p in view["progress"]][1:] == [
+            (utc_moment(NOW), sent), (utc_moment(NOW + timedelta(hours=1)), rerouted)]
+        html = rendered("resident.html", lang, view=view, token="t", rated=None)
+        progress = section(html, "progress")
+        assert progress.index(sent) < progress.index(rerouted)
+    # The lead changing hands is told as well, the new lead first.
+    both = reroute(first, "flying_wire", Priority.urgent, first.routing,
+                   [manager, first.assignment_for("power").model_copy(
+                       update={"role": Role.support})], "desk-1", "物业牵头",
+                   NOW + timedelta(hours=1)).record
+    swapped = reroute(both, "flying_wire", Priority.urgent, first.routing,
+                      [both.assignment_for("power").model_copy(update={"role": Role.lead}),
+                       both.assignment_for("property_manager").model_copy(
+                           update={"role": Role.support})], "desk-1", "还是供电牵头",
+                      NOW + timedelta(hours=2)).record
+    assert [p["text"] for p in resident_view(swapped, None, lang="zh")["progress"]][1:] == [
+        "已派给：供电公司", "已改派给：物业公司、供电公司", "已改派给：供电公司、物业公司"]
+
+
 def delivery_records() -> list[dict]:
     """A resident's messages as notify records them, each note and failure written by the
     code that writes it: a choice this deployment cannot honour (an unknown channel, one
@@ -953,6 +1150,38 @@ def test_the_fallback_category_has_a_name_on_every_page():
         "new_issue.html", "zh", form={}, errors={})
 
 
+def test_a_held_reports_card_shows_where_it_is_and_no_priority_class_of_none():
+    """The triage queue's cards showed no address (the desk judges a report by its place
+    too), and a held report's card carried ``class="pr pr-None"`` (no priority yet,
+    rendered into a class); the board's row too."""
+    from services.intake.domain import board_row
+    from services.routing import desk
+    from services.routing.classifier import Classification
+    from services.routing.domain import route_issue
+    from services.routing.rules import load_rules
+
+    rules, names = load_rules(), names_from_rules(None)
+    text = "东门那边又不行了"
+    held = desk.first_route(record(description=text), route_issue(
+        text, None, rules, NOW, Classification(top=[("street_light", 0.45)],
+                                               model_version="m1")), rules, NOW)
+    assert held.priority is None
+    for lang in ("zh", "en"):
+        t = views.Translator(lang)
+        rows = views.board_rows([board_row(held, NOW)], t, names)
+        queue = rendered("triage.html", lang, rows=rows)
+        assert "pr-None" not in queue and 'class="pr"' not in queue
+        card = queue[queue.index('id="t-WH-20261205-0001"'):]
+        assert '<span class="place">幸福里 · 3号楼</span>' in card
+        board = rendered("board.html", lang, rows=rows, total=1, filters={},
+                         statuses=(), priorities=(), query="")
+        assert "pr-None" not in board and '<td class="pr">—</td>' in board
+    dispatched = views.board_rows([board_row(dispatched_wire(NOW), NOW)], ZH, names)
+    assert '<td class="pr pr-urgent">' in rendered("board.html", "zh", rows=dispatched, total=1,
+                                                    filters={}, statuses=(), priorities=(),
+                                                    query="")
+
+
 def test_a_chinese_page_says_why_routing_held_a_report_and_names_the_tables_agencies():
     """The triage queue and the issue page said routing's own English ("not sure (top
     category street_light at 45%); the desk decides") and the table's agencies as codes
@@ -1075,18 +1304,93 @@ def test_a_chinese_page_says_why_an_action_was_refused():
     assert [views.refusal(m, ZH, names) for m in messages] == [
         "供电公司须先报到，才能办结",
         "供电公司须先报到，才能完成议事桌事项",
-        "议事桌还有未完成的事项：T1（供电公司）。事不完，人不撤",
+        "议事桌还有未完成的事项：供电公司的一项事项。事不完，人不撤",
         "供电公司已经报到过了",
         "自来水公司不在议事桌上，请先邀请",
         "本件已召集议事桌，请邀请单位参加",
         "本件还没有议事桌，请社区窗口先召集",
         "供电公司已经签到过了",
     ]
-    assert [views.refusal(m, EN, names) for m in messages] == messages
+    # In English too where the service's words name an agency by its code: by its name.
+    assert [views.refusal(m, EN, names) for m in messages] == [
+        "Power company must report in before resolving",
+        "Power company must report in before completing table tasks",
+        "The table still has open tasks: a task of Power company. Nobody leaves the table "
+        "until its tasks are done: mark them done first",
+        "Power company has already reported in",
+        "Water utility is not at the table: invite it first",
+        messages[5], messages[6],
+        "Power company has already checked in at the table",
+    ]
     assert views.refusal("something else went wrong", ZH, names) == "something else went wrong"
     page = rendered("issue.html", "zh", issue=issue.model_dump(mode="json") | {"contact": {}},
                     timeline=[], messages=[], error=messages[4])
     assert (f'id="error" title="{messages[4]}">自来水公司不在议事桌上，请先邀请</p>') in page
+
+
+def test_a_refusal_for_open_table_tasks_names_each_task_by_its_words_not_its_id():
+    """"议事桌还有未完成的事项：T2（物业公司）": no page shows T1 or T2, and an English page
+    showed the service's words, agency codes and Chinese. The refusal names each task by
+    what the table agreed and its agency by name, in the page's language; a task the
+    page does not list (another agency's, on a workspace) by its agency alone."""
+    from services.agency.domain import assignment_view
+    from services.routing import table
+    from services.routing.rules import load_rules
+    from shared.errors import InvalidTransition
+    from shared.issue import acknowledge, reroute, resolve
+
+    rules, later = load_rules(), NOW + timedelta(days=2)
+    issue, _ = table.convene(dispatched_wire(NOW), NOW + timedelta(days=1), "幸福里议事厅",
+                             ["property_manager"], rules, NOW)
+    issue = resolve(acknowledge(issue, "property_manager", "pm-1", NOW), "property_manager",
+                    "pm-1", "已清理", NOW)
+    issue, _ = table.record_task(issue, table.DESK, "power", "更换老化电缆", later, rules, NOW)
+    issue, _ = table.record_task(issue, table.DESK, "property_manager", "清理楼道杂物", later,
+                                 rules, NOW)
+    issue = acknowledge(issue, "power", "power-12", NOW)
+    with pytest.raises(InvalidTransition) as own:  # its own task open
+        resolve(issue, "power", "power-12", "已处理", NOW)
+    done, _ = table.check_in(issue, "power", "power-12", rules, NOW)
+    done, _ = table.complete_task(done, "power", "power-12", "T1", "已换", rules, NOW)
+    with pytest.raises(InvalidTransition) as others:  # the last part, another's task open
+        resolve(done, "power", "power-12", "已处理", NOW)
+    with pytest.raises(InvalidTransition) as again:
+        table.complete_task(done, "power", "power-12", "T1", "已换", rules, NOW)
+    with pytest.raises(InvalidTransition) as dropped:  # the desk reroutes the manager away
+        reroute(issue, "flying_wire", Priority.urgent, issue.routing,
+                [issue.assignment_for("power").model_copy()], "desk-1", "不归物业", NOW)
+    assert "T2 (property_manager)" in dropped.value.message
+
+    for lang, said in (
+            ("zh", ["议事桌还有未完成的事项：“更换老化电缆”（供电公司）。事不完，人不撤",
+                    "议事桌还有未完成的事项：物业公司的一项事项。事不完，人不撤",
+                    "“更换老化电缆”（供电公司）已经完成"]),
+            ("en", ["The table still has open tasks: “更换老化电缆” (Power company). Nobody "
+                    "leaves the table until its tasks are done: mark them done first",
+                    "The table still has open tasks: a task of Property management. Nobody "
+                    "leaves the table until its tasks are done: mark them done first",
+                    "“更换老化电缆” (Power company) is already done"])):
+        for card_of, refused, words in ((issue, own, said[0]), (done, others, said[1]),
+                                        (done, again, said[2])):
+            card = assignment_view(card_of, "power", NOW)
+            html = rendered("agency.html", lang, assignments=[card], total=1, page=None,
+                            next_deadline=lambda a: None, error=refused.value.message,
+                            acted_on=card_of.issue_id, principal=types.SimpleNamespace(
+                                agency="power", staff_id="power-12"))
+            shown = unescape(html[html.index('id="error"'):])
+            shown = shown[shown.index(">") + 1:shown.index("</p>")]
+            assert shown == words
+            assert "T1" not in shown and "T2" not in shown and "property_manager" not in shown
+    # The desk's reroute on the issue page, which lists every task: the manager's by name.
+    for lang, words in (("zh", "改派后不再参与的单位还有未完成的议事桌事项：“清理楼道杂物”（物业公司）。"
+                               "事不完，人不撤"),
+                        ("en", "Agencies the new route drops still have open table tasks: "
+                               "“清理楼道杂物” (Property management). Nobody leaves the table until "
+                               "its tasks are done: close them first")):
+        html = rendered("issue.html", lang, issue=issue.model_dump(mode="json") | {"contact": {}},
+                        timeline=[], messages=[], error=dropped.value.message)
+        shown = unescape(html[html.index('id="error"'):])
+        assert shown[shown.index(">") + 1:shown.index("</p>")] == words
 
 
 def test_an_english_page_shows_every_other_steps_detail_as_written_in_the_desks_time():

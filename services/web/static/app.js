@@ -86,7 +86,8 @@
       td.appendChild(a);
       tr.appendChild(td);
       cell(tr, r.status_label, "st st-" + r.status);
-      cell(tr, r.priority_label, "pr pr-" + r.priority);
+      // a report held for triage has no priority yet: no "pr-null" class
+      cell(tr, r.priority_label, r.priority ? "pr pr-" + r.priority : "pr");
       cell(tr, r.category_label);
       cell(tr, r.community);
       cell(tr, r.lead_label);
