@@ -372,8 +372,8 @@ def redact_links(text: str | None) -> str:
 
 def messages_view(records: list[dict[str, Any]], tz: str, t: Translator
                   ) -> list[dict[str, Any]]:
-    """The messages sent about an issue as the desk reads them: the channel named and,
-    on a Chinese page, the delivery's detail said in Chinese (``raw`` as notify wrote it)."""
+    """The messages sent about an issue as the desk reads them: the channel named and
+    the delivery's detail in the page's language (``raw`` as notify wrote it)."""
     out = []
     for r in records:
         raw = redact_links(r.get("detail") or "")
@@ -451,48 +451,63 @@ def to_visit(card: dict[str, Any]) -> bool:
 # (services.notify.channels; "failed" when a channel said nothing, delivery.attempted).
 # A sent record joins its note and the channel's answer with "; ". A failure is an
 # exception's class name when the channel never answered: an operator's word, so the
-# desk reads what it means (the class name stays in ``raw``).
-_DELIVERY_NOTES = tuple((re.compile(pattern), zh) for pattern, zh in (
+# desk reads what it means (the class name stays in ``raw``). In English a note says only
+# why: the channel it went by (the desk) is said beside it, on the list and the timeline.
+_DELIVERY_NOTES = tuple((re.compile(pattern), zh, en) for pattern, zh, en in (
     (r"unknown preferred channel (?P<wanted>.+?); sent to desk",
-     "居民选择的回复方式 {wanted} 无法识别，已改由{desk}转告"),
+     "居民选择的回复方式 {wanted} 无法识别，已改由{desk}转告",
+     "the resident's chosen way to reply ({wanted}) is not one we know"),
     (r"preferred (?P<channel>\w+) not configured; sent to desk",
-     "本系统未开通居民选择的{channel}，已改由{desk}转告"),
+     "本系统未开通居民选择的{channel}，已改由{desk}转告",
+     "the resident chose {channel}, which is not set up here"),
     (r"preferred email but no email address; sent to desk",
-     "居民选择了邮件但没有留邮箱，已改由{desk}转告"),
-    (r"no email address for email; sent to desk", "居民没有留邮箱，已改由{desk}转告"),
-    (r"no phone number for webhook; sent by email", "居民没有留手机号，已改发邮件"),
-    (r"no phone number for webhook; sent to desk", "居民没有留手机号，已改由{desk}转告"),
+     "居民选择了邮件但没有留邮箱，已改由{desk}转告",
+     "the resident chose email but gave no address"),
+    (r"no email address for email; sent to desk", "居民没有留邮箱，已改由{desk}转告",
+     "the resident gave no email address"),
+    (r"no phone number for webhook; sent by email", "居民没有留手机号，已改发邮件",
+     "the resident gave no phone number, so it was sent by email"),
+    (r"no phone number for webhook; sent to desk", "居民没有留手机号，已改由{desk}转告",
+     "the resident gave no phone number"),
     # After a failure: the message given up on is in the desk's outbox to relay.
-    (r"sent to desk", "已交{desk}转告"),
-    (r"no email address", "没有邮箱地址"),
-    (r"HTTP (?P<code>2\d\d)", "对方已接收（HTTP {code}）"),
-    (r"HTTP (?P<code>\d{3})", "对方拒收（HTTP {code}）"),
-    (r"SMTP (?P<code>\d{3})", "邮件服务器拒收（SMTP {code}）"),
-    (r"failed", "发送失败"),
-    (r"\w*Timeout\w*", "对方未及时应答"),
-    (r"[A-Za-z_]\w*", "未能连上对方"),
+    (r"sent to desk", "已交{desk}转告", "passed to the desk to relay"),
+    (r"no email address", "没有邮箱地址", "no email address"),
+    (r"HTTP (?P<code>2\d\d)", "对方已接收（HTTP {code}）", "accepted (HTTP {code})"),
+    (r"HTTP (?P<code>\d{3})", "对方拒收（HTTP {code}）", "refused (HTTP {code})"),
+    (r"SMTP (?P<code>\d{3})", "邮件服务器拒收（SMTP {code}）",
+     "refused by the mail server (SMTP {code})"),
+    (r"failed", "发送失败", "sending failed"),
+    (r"\w*Timeout\w*", "对方未及时应答", "no answer in time"),
+    (r"[A-Za-z_]\w*", "未能连上对方", "could not reach the other side"),
 ))
 
 
 def delivery_note(note: str, t: Translator) -> str:
-    """A delivery's note or failure in the page's language: Chinese from its parts on a
-    Chinese page; as written on an English page, or where a part is of another shape."""
-    if t.lang != "zh" or not note:
+    """A delivery's note or failure in the page's language, said from its parts (an
+    exception's class name as what it means); a note of another shape stays as written."""
+    if t.lang not in ("zh", "en") or not note:
         return note
     said, rest = [], note
     while rest:
-        for pattern, zh in _DELIVERY_NOTES:
+        for pattern, zh, en in _DELIVERY_NOTES:
             found = pattern.match(rest)
             if found and rest[found.end():][:2] in ("", "; "):
                 parts = found.groupdict()
                 if parts.get("channel"):
-                    parts["channel"] = t.name("pc", parts["channel"])
-                said.append(zh.format(**parts, desk=t("pc_desk")))
+                    parts["channel"] = _channel_named(parts["channel"], t)
+                said.append((zh if t.lang == "zh" else en).format(**parts, desk=t("pc_desk")))
                 rest = rest[found.end() + 2:]
                 break
         else:
             return note
-    return "；".join(said)
+    return ("；" if t.lang == "zh" else "; ").join(said)
+
+
+def _channel_named(channel: str | None, t: Translator) -> str:
+    """A message's channel (webhook, email) as the messages name it, in a sentence."""
+    named = t.name("pc", channel or "")
+    # "by email", "by mini-program / SMS"
+    return named[:1].lower() + named[1:] if t.lang == "en" else named
 
 
 def triage_reason(reason: str | None, t: Translator, names) -> str:
@@ -766,8 +781,9 @@ def in_local_time(detail: str, tz: str) -> str:
 def timeline_rows(timeline: list[dict[str, Any]], t: Translator, names, tz: str
                   ) -> list[dict[str, Any]]:
     """The issue page's timeline (经过) in the reader's language: each step's name from
-    the catalogue (``step_<step>``), its detail in Chinese on a Chinese page, and the
-    detail as the service wrote it (``raw``) always."""
+    the catalogue (``step_<step>``), its detail said from its parts in the page's
+    language (``_zh_detail``, ``_en_detail``), and the detail as the service wrote it
+    (``raw``) always."""
     rows = []
     for entry in timeline:
         raw = redact_links(entry.get("detail") or "")
@@ -775,8 +791,10 @@ def timeline_rows(timeline: list[dict[str, Any]], t: Translator, names, tz: str
         found = _DETAIL.get(step, _NEVER).match(raw)
         if t.lang == "zh" and found:
             detail = _zh_detail(step, found.groupdict(), t, names, tz)
-        elif step == "table_invited" and found:  # said as written now, older steps too
-            detail = f"{found['name']} invited by {_inviter(found['by'], t, names)}"
+        elif found:
+            detail = _en_detail(step, found.groupdict(), t, names, tz)
+            if detail is None:  # plain English as written: begun as the others are
+                detail = in_local_time(raw[:1].upper() + raw[1:], tz)
         else:
             detail = in_local_time(raw, tz)
         rows.append({"at": entry.get("at"), "step": step, "label": t.name("step", step),
@@ -927,6 +945,192 @@ def _zh_message(parts: dict[str, str | None], t: Translator) -> str:
     return (f"{t.name('msg', parts['kind'])}消息{t.name('delivery', parts['status'])}"
             f"（{t.name('pc', parts['channel'])}）")
 
+
+
+# --------------------------------------------------- the timeline, in English
+
+# The services write a step's detail in English, but an operator's English: message kinds
+# and channels by their codes ("rating_request message sent via desk"), agencies by
+# their Chinese names, moments in UTC. An English page says it from its parts as the
+# desk says it; free text (a note, a reason, a place, a task) stays as written.
+_EN_CHANNELS = {"desk": "passed to the desk to relay", "webhook": "by mini-program / SMS",
+                "email": "by email"}
+_EN_DELIVERED = {"failed": "could not be sent {how}",
+                 "queued": "could not be sent {how} yet: it will be tried again"}
+# Kinds that are a message's own name ("the rating request"); the others are the step
+# they tell of ("the dispatched message").
+_EN_NAMED_KINDS = ("request", "notice", "decision")
+# Reasons a service gives where the desk gave none (services.routing.desk), as said.
+_EN_REASONS = {"triage: the desk chose another route": "at triage, the desk chose another route"}
+
+
+def _en_detail(step: str, parts: dict[str, str | None], t: Translator, names,
+               tz: str) -> str | None:
+    """A detail in plain English from its parts (None: the raw text reads well as it is,
+    its moments put in the desk's time zone)."""
+    by = f" ({parts['staff_id']})" if parts.get("staff_id") else ""
+    name = _en_agency(parts.get("name"), names) + by if parts.get("name") else ""
+    if step == "received":
+        return f"Accepted via the {t.name('ch', parts['channel']).lower()}"
+    if step == "dispatched":
+        return (f"Category: {names.category(parts['category'], 'en')}, priority: "
+                f"{t.label('priority', parts['priority'])}; sent to "
+                f"{_en_parties(parts['parties'], t, names)}")
+    if step == "assignment_delivered":
+        return f"{name} received the assignment ({t.label('role', parts['role'])})"
+    if step == "acknowledged":
+        late = " after its deadline" if parts["late"] else ""
+        return f"{name} reported in{late}" + (f": {parts['note']}" if parts["note"] else "")
+    if step == "assignment_resolved":
+        return f"{name} resolved its part: {parts['note']}"
+    if step == "escalated":
+        kind = "report in" if parts["kind"] == "report in" else "resolve its part"
+        supervisor = _en_supervisor(parts["level"], t, names)
+        # Past the top level nothing goes up: the district is reminded.
+        outcome = (f"still with {supervisor}, reminded" if parts["still"]
+                   else f"escalated to {supervisor}")
+        return (f"{name} did not {kind} by {local_time(parts['missed'], tz)}: {outcome}; "
+                f"whistled again, new deadline {local_time(parts['due'], tz)}")
+    if step == "awaiting_rating":
+        return (f"The resident is asked to rate it; it closes unrated at "
+                f"{local_time(parts['due'], tz)}")
+    if step == "rating_recorded":
+        return (f"Recorded by the desk ({parts['staff']}) "
+                f"{t.label('method', parts['method'])} for the reporter of "
+                f"{parts['reporter']}: {t(parts['rating'])}")
+    if step == "rated":
+        return "The resident is satisfied" + (f": {parts['comment']}" if parts["comment"] else "")
+    if step == "reopened":
+        agencies = ", ".join(_en_agency(code.strip(), names)
+                             for code in parts["agencies"].split(","))
+        level = t.label("level", parts["level"]).lower()
+        followed = (f"still followed up at {level} level" if parts["still"]
+                    else f"escalated to {level} level")
+        return (f"The resident is not satisfied: {parts['reason']}; back to {agencies}, "
+                f"{followed}")
+    if step == "closed":
+        return ("Closed: the resident is satisfied" if parts["why"].startswith("the resident")
+                else "Closed: no rating within the rating window")
+    if step == "resident_notified":
+        text = _en_message(parts, t)
+        if parts["reporter"]:
+            text += f" to the reporter of {parts['reporter']}"
+        return text + (f": {delivery_note(parts['note'], t)}" if parts["note"] else "")
+    if step == "supervisor_notified":
+        return (_en_message(parts, t, f" to {_en_supervisor(parts['level'], t, names)}")
+                + (f": {delivery_note(parts['note'], t)}" if parts["note"] else ""))
+    return _en_desk_detail(step, parts, t, names, tz, name)
+
+
+def _en_desk_detail(step: str, parts: dict[str, str | None], t: Translator, names, tz: str,
+                    name: str) -> str | None:
+    """The desk's and the table's steps in English (triage, reroute, merging, the table)."""
+    if step == "needs_triage":
+        shown = parts["suggestions"]
+        suggestions = "none" if shown == "none" else ", ".join(
+            f"{names.category(code, 'en')} {share}"
+            for code, share in (s.rsplit(" ", 1) for s in shown.split(", ")))
+        return f"{_en_unsure(parts, names)}: the desk decides; suggestions: {suggestions}"
+    if step == "flagged_for_triage":
+        return (f"Urgent, but {_en_unsure(parts, names)[0].lower()}"
+                f"{_en_unsure(parts, names)[1:]}: dispatched as "
+                f"{names.category(parts['category'], 'en')} meanwhile; the desk decides")
+    if step == "triaged":
+        return (f"{parts['staff']} chose the category "
+                f"{names.category(parts['category'], 'en')}"
+                + (f"; why: {parts['reason']}" if parts["reason"] else ""))
+    if step == "rerouted":
+        category = names.category(parts["category"], "en")
+        text = f"Rerouted by {parts['staff']}: " + (
+            f"category {names.category(parts['previous'], 'en')} → {category}"
+            if parts["previous"] else f"category unchanged ({category})")
+        if parts["priority"]:
+            text += (f"; priority {t.label('priority', parts['was'])} → "
+                     f"{t.label('priority', parts['priority'])}")
+        if parts["withdrawn"]:
+            text += "; withdrawn from " + ", ".join(
+                _en_agency(n, names) for n in parts["withdrawn"].split(", "))
+        if parts["added"]:
+            text += f"; added {_en_parties(parts['added'], t, names)}"
+        if parts["roles"]:
+            text += f"; now {_en_parties(parts['roles'], t, names)}"
+        return text + f"; why: {_EN_REASONS.get(parts['reason'], parts['reason'])}"
+    if step == "assignment_withdrawn":
+        return (f"{name} was told its part is withdrawn ({parts['staff']}: "
+                f"{_EN_REASONS.get(parts['reason'], parts['reason'])})")
+    if step == "merged":
+        return (f"The same {names.category(parts['category'], 'en')} problem as "
+                f"{parts['primary']}: merged, to be handled together")
+    if step == "table_convened":
+        agencies = ", ".join(_en_agency(n, names) for n in parts["names"].split("、"))
+        return (f"Table at {parts['place']}, {local_time(parts['meets_at'], tz)}: {agencies}")
+    if step == "table_invited":
+        return f"{name} invited by {_en_inviter(parts['by'], t, names)}"
+    if step == "table_checked_in":
+        return f"{name} checked in at the table"
+    if step == "table_task_recorded":
+        return (f"{parts['task']}: {name} to {parts['what']} by "
+                f"{local_time(parts['due'], tz)}")
+    if step == "deadline_agreed":
+        return (f"{parts['task']}: {name} to resolve by {local_time(parts['due'], tz)} as "
+                f"agreed at the table, not {local_time(parts['before'], tz)}")
+    if step == "table_task_done":
+        if parts["staff"]:
+            return (f"{parts['task']} closed by the desk ({parts['staff']}) for {name}: "
+                    f"{parts['note']}")
+        return f"{parts['task']} done by {name}: {parts['note']}"
+    return None
+
+
+def _en_agency(name: str | None, names) -> str:
+    """An agency as the timeline names it (its Chinese name; a code on older steps) by
+    its English name, as the rules file gives it; another name stays as written."""
+    name = name or ""
+    for code, (zh, en) in names.agencies.items():
+        if name in (zh, code):
+            return en
+    return name
+
+
+def _en_inviter(by: str, t: Translator, names) -> str:
+    return t("the_desk") if by in ("desk", "the desk") else _en_agency(by, names)
+
+
+def _en_parties(parties: str, t: Translator, names) -> str:
+    """``供电公司 (lead), 物业公司 (support)`` as ``Power company (lead), Property
+    management (support)``."""
+    said = []
+    for party in parties.split(", "):
+        found = re.fullmatch(r"(?P<name>.+) \((?P<role>lead|support)\)", party)
+        said.append(f"{_en_agency(found['name'], names)} ({t.label('role', found['role'])})"
+                    if found else party)
+    return ", ".join(said)
+
+
+def _en_unsure(parts: dict[str, str | None], names) -> str:
+    if parts["best"]:
+        return (f"Routing is not sure of the category (most likely "
+                f"{names.category(parts['best'], 'en')}, {parts['share']})")
+    return "Routing recognised no category"
+
+
+def _en_supervisor(level: str | None, t: Translator, names) -> str:
+    """Who supervises at that level (the Street office), else the level's supervisor."""
+    return names.supervisor(level, "en") or f"the {t.label('level', level).lower()} supervisor"
+
+
+def _en_message(parts: dict[str, str | None], t: Translator, whom: str = "") -> str:
+    """``rating_request message sent via desk`` as ``The rating request was passed to the
+    desk to relay``."""
+    kind = t.name("msg", parts["kind"] or "")
+    said = kind if kind.endswith(_EN_NAMED_KINDS) else f"“{kind}” message"
+    channel = parts["channel"] or ""
+    how = _EN_CHANNELS.get(channel, f"via {t.name('pc', channel)}")
+    status = parts["status"] or ""
+    if status == "sent":  # to the desk, it is sent to its list to relay
+        return f"The {said}{whom} was {'' if channel == 'desk' else 'sent '}{how}"
+    verb = _EN_DELIVERED.get(status, f"is {t.name('delivery', status).lower()} {{how}}")
+    return f"The {said}{whom} {verb.format(how=how)}"
 
 # ------------------------------------------------------------------ charts
 

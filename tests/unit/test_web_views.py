@@ -722,13 +722,29 @@ def test_a_chinese_issue_page_names_every_step_of_the_whole_chain_in_chinese():
     assert "抢修班组已出发" in html[html.index('id="assignments"'):html.index("</table>")]
 
 
-def test_an_english_issue_page_names_the_steps_in_english_with_the_details_as_written():
+def test_an_english_issue_page_says_every_step_of_the_whole_chain_in_english():
+    """The English timeline showed the services' own words: "received message sent via
+    webhook", "供电公司 (gd-12) reported in", "accepted via desk". It says each step in
+    English from its parts, agencies by their English names; what people typed (a note,
+    a reason) stays as written, and the detail as written is the row's tooltip."""
     issue = whole_chain().model_dump(mode="json") | {"contact": {}}
     rows = views.timeline_rows(issue["timeline"], EN, names_from_rules(None), "Asia/Shanghai")
     html = rendered("issue.html", "en", issue=issue, timeline=rows, messages=[])
-    shown = section(html, "timeline")
-    assert "Reported in" in shown and "reported in: 抢修班组已出发" in shown
-    assert "accepted via desk" in shown and "step_" not in shown
+    shown = unescape(section(html, "timeline"))
+    typed = ("抢修班组已出发", "已剪除飞线", "电线还是很低")
+    free_of_typing = shown
+    for text in typed:
+        free_of_typing = free_of_typing.replace(text, "")
+    assert not re.search(r"[\u4e00-\u9fff]", free_of_typing), shown  # no Chinese agency name
+    assert "step_" not in shown and "_" not in free_of_typing.replace("gd-12", "")
+    assert "Power company (gd-12) reported in: 抢修班组已出发" in shown
+    assert "Power company (gd-12) resolved its part: 已剪除飞线" in shown
+    assert "Category: Exposed, dangling or wet cable, priority: Urgent" in shown
+    assert "The “received” message was sent by mini-program / SMS" in shown
+    assert "The resident is not satisfied: 电线还是很低; back to Power company" in shown
+    assert "Closed: the resident is satisfied" in shown
+    # the detail as written stays at hand, as the row's tooltip
+    assert 'title="供电公司 (gd-12) reported in: 抢修班组已出发"' in html
 
 
 def test_steps_written_before_staff_were_named_still_read_in_chinese():
@@ -934,7 +950,8 @@ def test_a_deadline_agreed_at_the_table_is_said_in_both_languages():
     (en,) = views.timeline_rows(steps, EN, names_from_rules(None), "Asia/Shanghai")
     assert (en["label"], en["detail"]) == (
         "Deadline agreed at the table",
-        "供电公司: resolve by 2026-12-07 16:00 as agreed at the table (T1), not 2026-12-06 16:00")
+        "T1: Power company to resolve by 2026-12-07 16:00 as agreed at the table, "
+        "not 2026-12-06 16:00")
     assert en["raw"] == ("供电公司: resolve by 2026-12-07T08:00:00+00:00 as agreed at the table "
                          "(T1), not 2026-12-06T08:00:00+00:00")
 
@@ -1097,9 +1114,35 @@ def test_a_chinese_page_says_why_a_message_went_otherwise_or_failed_in_chinese()
     assert rows[-2]["detail"] == "派单消息已送达（小程序/短信）"
     assert rows[-1]["detail"] == "致街道办事处的督办通知消息发送失败（邮件）：未能连上对方"
 
-    # An English page shows them as notify wrote them; a note of another shape stays too.
-    assert [m["detail"] for m in views.messages_view(records, "Asia/Shanghai", EN)] == [
-        r["detail"] for r in records]
+    # An English page says them in plain English too (an exception's name, a code, as
+    # what it means: "ConnectionError" and "sent to desk" were shown as notify wrote them);
+    # a note of another shape stays as written.
+    shown = views.messages_view(records, "Asia/Shanghai", EN)
+    assert [m["detail"] for m in shown] == [
+        "the resident's chosen way to reply ('pigeon') is not one we know",
+        "the resident chose email, which is not set up here",
+        "the resident chose email but gave no address",
+        "the resident gave no phone number, so it was sent by email",
+        "the resident gave no phone number",
+        "could not reach the other side",
+        "refused (HTTP 503)",
+        "no answer in time",
+        "no email address",
+        "sending failed",
+        "refused (HTTP 503); passed to the desk to relay",
+        "accepted (HTTP 200)",
+    ]
+    assert [m["detail_raw"] for m in shown] == [r["detail"] for r in records]
+    rows = views.timeline_rows(timeline, EN, names_from_rules(None), "Asia/Shanghai")
+    assert rows[0]["detail"] == ("The “dispatched” message was passed to the desk to relay: "
+                                 "the resident's chosen way to reply ('pigeon') is not one "
+                                 "we know")
+    assert rows[6]["detail"] == ("The “dispatched” message could not be sent by "
+                                 "mini-program / SMS: refused (HTTP 503)")
+    assert rows[-2]["detail"] == "The “dispatched” message was sent by mini-program / SMS"
+    assert rows[-1]["detail"] == ("The escalation notice to Street office could not be sent "
+                                  "by email: could not reach the other side")
+    assert views.delivery_note("the pigeon flew off", EN) == "the pigeon flew off"
     assert views.delivery_note("the pigeon flew off", ZH) == "the pigeon flew off"
     assert views.delivery_note("HTTP 503; the pigeon flew off", ZH) == (
         "HTTP 503; the pigeon flew off")
@@ -1393,11 +1436,68 @@ def test_a_refusal_for_open_table_tasks_names_each_task_by_its_words_not_its_id(
         assert shown[shown.index(">") + 1:shown.index("</p>")] == words
 
 
-def test_an_english_page_shows_every_other_steps_detail_as_written_in_the_desks_time():
+def test_an_english_page_says_every_other_steps_detail_in_english_in_the_desks_time():
+    """The English page showed these as the services wrote them: Chinese agency names,
+    category codes ("category gas_leak -> sewage_blocked"), "supervisor (street)
+    notified: escalation_notice message sent via email". Each is said in English from its
+    parts; what the desk typed (a reason, a place, a task) stays as written."""
     timeline = every_other_step()
     rows = views.timeline_rows(timeline, EN, names_from_rules(None), "Asia/Shanghai")
-    assert [row["detail"] for row in rows] == [
-        views.in_local_time(e["detail"], "Asia/Shanghai") for e in timeline]
+    assert [(row["step"], row["detail"]) for row in rows] == [
+        ("needs_triage", "Routing is not sure of the category (most likely Street light out, "
+                         "45%): the desk decides; suggestions: Street light out 45%, Rubbish "
+                         "piling up or not collected 40%, Noise nuisance 10%"),
+        ("needs_triage", "Routing recognised no category: the desk decides; suggestions: none"),
+        ("flagged_for_triage", "Urgent, but routing is not sure of the category (most likely "
+                               "Smell of gas, 50%): dispatched as Smell of gas meanwhile; the "
+                               "desk decides"),
+        ("rerouted", "Rerouted by desk-wang: category Smell of gas → Blocked sewer or drain "
+                     "smell; withdrawn from Gas company; added Drainage company (lead); why: at "
+                     "triage, the desk chose another route"),
+        ("triaged", "desk-wang chose the category Blocked sewer or drain smell"),
+        ("triaged", "desk-wang chose the category Rubbish piling up or not collected; why: "
+                    "垃圾堆在路灯下"),
+        ("rerouted", "Rerouted by desk-wang: category Pipe leak or water through the ceiling "
+                     "→ Blocked sewer or drain smell; priority High → Normal; withdrawn from "
+                     "Water utility, Property management; added Drainage company (lead); why: "
+                     "是下水道堵了"),
+        ("rerouted", "Rerouted by desk-wang: category unchanged (Pipe leak or water through "
+                     "the ceiling); withdrawn from Property management; why: 物业不用来\n"
+                     "管道归自来水公司"),
+        ("rerouted", "Rerouted by desk-wang: category unchanged (Pipe leak or water through "
+                     "the ceiling); priority High → Urgent; added Power company (support); now "
+                     "Property management (lead), Water utility (support); why: 水已漫到配电箱"),
+        ("assignment_withdrawn", "Water utility was told its part is withdrawn (desk-wang: "
+                                 "是下水道堵了)"),
+        ("assignment_withdrawn", "Property management was told its part is withdrawn "
+                                 "(desk-wang: 是下水道堵了)"),
+        ("escalated", "Power company did not report in by 2026-12-05 18:00: escalated to "
+                      "Street office; whistled again, new deadline 2026-12-05 20:01"),
+        ("escalated", "Power company did not resolve its part by 2026-12-06 16:00: escalated "
+                      "to District government; whistled again, new deadline 2026-12-07 16:01"),
+        ("escalated", "Power company did not resolve its part by 2026-12-07 16:01: still with "
+                      "District government, reminded; whistled again, new deadline "
+                      "2026-12-08 16:02"),
+        ("supervisor_notified", "The escalation notice to Street office was sent by email"),
+        ("supervisor_notified", "The escalation notice to District government could not be "
+                                "sent by email: refused by the mail server (SMTP 550)"),
+        ("merged", "The same Exposed, dangling or wet cable problem as WH-20261205-0001: "
+                   "merged, to be handled together"),
+        ("reporter_joined", "WH-20261205-0002 reported the same problem and was merged into "
+                            "this issue"),
+        ("reporter_split", "WH-20261205-0002 was split off by the desk"),
+        ("split", "Split from WH-20261205-0001 by the desk; routed on its own"),
+        ("table_convened", "Table at 幸福里议事厅, 2026-12-06 16:00: Power company, Property "
+                           "management"),
+        ("table_invited", "Water utility invited by the desk"),
+        ("table_invited", "Gas company invited by Power company"),
+        ("table_checked_in", "Power company (gd-12) checked in at the table"),
+        ("table_task_recorded", "T1: Power company to 更换老化电缆 by 2026-12-07 16:00"),
+        ("table_task_recorded", "T2: Property management to 清理楼道杂物 by 2026-12-07 16:00"),
+        ("table_task_done", "T1 done by Power company (gd-17): 已更换"),
+        ("table_task_done", "T2 closed by the desk (desk-wang) for Property management: "
+                            "现场已核实"),
+    ]
     assert [row["raw"] for row in rows] == [e["detail"] for e in timeline]
     assert "Escalated" in {row["label"] for row in rows}
 
@@ -1415,7 +1515,7 @@ def test_an_english_page_names_whoever_invited_an_agency_to_the_table():
     for steps in (invited, older):
         en = views.timeline_rows(steps, EN, names_from_rules(None), "Asia/Shanghai")
         assert [row["detail"] for row in en] == [
-            "自来水公司 invited by the desk", "燃气公司 invited by 供电公司"]
+            "Water utility invited by the desk", "Gas company invited by Power company"]
         zh = views.timeline_rows(steps, ZH, names_from_rules(None), "Asia/Shanghai")
         assert [row["detail"] for row in zh] == ["社区窗口邀请自来水公司参会", "供电公司邀请燃气公司参会"]
 
@@ -1444,7 +1544,8 @@ def test_an_english_page_gives_a_steps_moments_in_the_desks_time_zone():
         "at": NOW.isoformat(), "step": "awaiting_rating",
         "detail": "the resident is asked to rate; closes unrated at 2026-12-13T10:30:00+00:00"}],
         EN, names_from_rules(None), "Asia/Shanghai")
-    assert row["detail"] == "the resident is asked to rate; closes unrated at 2026-12-13 18:30"
+    assert row["detail"] == ("The resident is asked to rate it; it closes unrated at "
+                             "2026-12-13 18:30")
     assert views.in_local_time("due 2026-12-13T10:30:00.123456Z, WH-20261213-0001",
                                "Asia/Shanghai") == "due 2026-12-13 18:30, WH-20261213-0001"
 
@@ -1731,6 +1832,10 @@ def test_a_rating_the_desk_recorded_reads_so_on_the_timeline_and_its_refusals_in
     [row] = [r for r in rows if r["step"] == "rating_recorded"]
     assert row["label"] == "代居民评价"
     assert row["detail"] == f"社区窗口（d-7）上门回访，代 {issue.issue_id} 的反映人登记评价：不满意"
+    [row] = [r for r in views.timeline_rows(rated.model_dump(mode="json")["timeline"], EN, names,
+                                            "Asia/Shanghai") if r["step"] == "rating_recorded"]
+    assert row["detail"] == (f"Recorded by the desk (d-7) on a visit for the reporter of "
+                             f"{issue.issue_id}: Not satisfied")
     with pytest.raises(InvalidTransition) as again:
         feedback.rate(rated, grant, Rating.satisfied, None, load_rules(), NOW,
                       on_behalf=feedback.OnBehalf("d-7", RatingMethod.phone))
