@@ -535,11 +535,11 @@ def agency_names(codes, t: Translator, names, lead: str | None = None) -> str:
 NO_ASSIGNMENT = re.compile(r"agency '(?P<agency>[^']+)' has no assignment on issue \S+")
 
 # Why a service refused an action the pages offer (InvalidTransition, 409: the state of
-# the issue does not allow it), as shared.issue and services.routing word it; a Chinese
-# page says it in Chinese ({name}: the agency's name). Where the service's words hold an
-# agency's code or a table task's id (which no page shows), an English page says it too
-# (``en``), with the agency's English name and the task's own words; another shape
-# stays as written.
+# the issue does not allow it), as shared.issue and services.routing word it; a page says
+# it in its language ({name}: the agency's name; {state}: the status as the board names
+# it). An English page says them in plain English too (``en``): the service's words held
+# issue ids, agencies' codes, table tasks' ids and states such as ``in_progress``, which
+# no page shows; another shape stays as written.
 _REFUSALS = tuple((re.compile(pattern), zh, en) for pattern, zh, en in (
     (NO_ASSIGNMENT.pattern, "这件事已不在{name}的派单里（可能已改派给其他单位），请以下方的派单为准",
      "This issue is no longer assigned to {name} (it may have been rerouted to another "
@@ -569,37 +569,57 @@ _REFUSALS = tuple((re.compile(pattern), zh, en) for pattern, zh, en in (
     (r"task (?P<task>\S+) is already done(?: by \S+)?", "{task}已经完成",
      "{task} is already done"),
     (r"issue \S+ already has a table; invite agencies to it", "本件已召集议事桌，请邀请单位参加",
-     None),
-    (r"issue \S+ has no table; the desk convenes one", "本件还没有议事桌，请社区窗口先召集", None),
+     "This issue has a table already: invite agencies to it"),
+    (r"issue \S+ has no table; the desk convenes one", "本件还没有议事桌，请社区窗口先召集",
+     "This issue has no table yet: the desk convenes one first"),
     (r"issue \S+ is (?P<state>\w+); a table needs a dispatched issue",
-     "本件{state}，派单后才能召集议事桌", None),
+     "本件{state}，派单后才能召集议事桌",
+     "This issue is “{state}”: a table can be convened once it is dispatched"),
     (r"issue \S+ is (?P<state>\w+); only a dispatched or in-progress issue can be rerouted",
-     "本件{state}，只有已派单或办理中的问题才能改派", None),
+     "本件{state}，只有已派单或办理中的问题才能改派",
+     "This issue is “{state}”: only an issue that is “{dispatched}” or “{in_progress}” can be "
+     "rerouted"),
     (r"the new route of issue \S+ leaves no part to do: every agency it keeps has resolved "
      r"its part; keep one with work left, or ask the agency whose part is open to resolve it",
      "改派后留下的单位都已办结各自的部分：请保留一个还有工作的单位，或请尚未办结的单位办结其部分",
-     None),
-    (r"issue \S+ is not waiting for triage", "本件已不在待分拣中（可能已有人处理）", None),
-    (r"issue \S+ is already (?P<state>\w+)", "本件已是“{state}”状态", None),
+     "Every agency the new route keeps has resolved its part already: keep one with work "
+     "left, or ask the agency whose part is open to resolve it"),
+    (r"issue \S+ is not waiting for triage", "本件已不在待分拣中（可能已有人处理）",
+     "This issue no longer waits for triage (someone may have handled it already)"),
+    (r"issue \S+ is already (?P<state>\w+)", "本件已是“{state}”状态",
+     "This issue is “{state}” already"),
     (r"issue \S+ has already been rated", "这一次的处理结果已经评价过了（居民本人或社区已登记）",
-     None),
-    (r"issue \S+'s rating window closed at \S+", "评价期已过，不能再代居民登记", None),
+     "This outcome has been rated already (by the resident, or recorded by the desk)"),
+    (r"issue \S+'s rating window closed at \S+", "评价期已过，不能再代居民登记",
+     "The rating window has closed: no rating can be recorded for the resident now"),
     (r"issue \S+ is not waiting for (?:this rating|a rating) \(it is (?P<state>\w+)\)",
-     "本件现在不在等待评价（{state}）", None),
-    (r"issue \S+ is handled as \S+", "本报告已并入其他问题办理，请在并入的问题上登记", None),
+     "本件现在不在等待评价（{state}）",
+     "This issue is not waiting for a rating now (it is “{state}”)"),
+    (r"issue \S+ is handled as \S+", "本报告已并入其他问题办理，请在并入的问题上登记",
+     "This report is handled together with another issue: record the rating on that issue"),
     (r"the reporter of \S+ has rated issue \S+; the report can no longer be split from it",
-     "这位居民已经评价过并入的问题（满意使它结案，不满意使它重办），本报告不能再拆分", None),
+     "这位居民已经评价过并入的问题（满意使它结案，不满意使它重办），本报告不能再拆分",
+     "This resident has rated the issue the report joined (satisfied closes it, not "
+     "satisfied reopens it): the report can no longer be split from it"),
     (r"issue \S+ is closed; \S+ can no longer be split from it",
-     "并入的问题已结案，本报告不能再拆分", None),
+     "并入的问题已结案，本报告不能再拆分",
+     "The issue the report joined is closed: the report can no longer be split from it"),
     (r"\S+ was split from issue \S+; it no longer rates it",
-     "本报告已从原问题拆分出来单独办理，不能再评价原问题", None),
+     "本报告已从原问题拆分出来单独办理，不能再评价原问题",
+     "This report was split off and is handled on its own: it no longer rates the issue it "
+     "was split from"),
     (r"no channel reaches the resident of \S+ directly.*",
      "居民没有留手机或邮箱，评价链接无法直接发给本人（链接不经社区转交）：请电话回访或上门，把回答登记在上方",
-     None),
+     "The rating link cannot be sent to the resident directly (a link never goes through "
+     "the desk), and they gave no phone or email it could go to: call them back or visit, "
+     "and record their answer above"),
     (r"a rating link was resent for \S+ a moment ago; the resident can be sent another in "
-     r"(?P<wait>\d+) s", "刚刚已给居民重发过评价链接，{wait} 秒后才能再发", None),
+     r"(?P<wait>\d+) s", "刚刚已给居民重发过评价链接，{wait} 秒后才能再发",
+     "The rating link was resent to the resident a moment ago: another can be sent in "
+     "{wait} s"),
     (r"the rating link was not sent: (?P<channel>\w+) refused it \((?P<detail>.*)\); try again",
-     "评价链接没有发出去（{channel}拒收：{detail}），请稍后再试", None),
+     "评价链接没有发出去（{channel}：{detail}），请稍后再试",
+     "The rating link was not sent by {channel} ({detail}); try again later"),
 ))
 
 # A table task as the services name it in a refusal: its id and its agency's code.
@@ -623,8 +643,11 @@ def refusal(message: str | None, t: Translator, names, tasks=()) -> str:
                 name=names.agency(parts.get("agency"), t.lang),
                 state=t.label("status", parts.get("state")),
                 task=_task_named(parts.get("task"), None, tasks, t, names),
-                wait=parts.get("wait"), detail=parts.get("detail"),
-                channel=t.name("ch", parts.get("channel") or ""),
+                dispatched=t.label("status", "dispatched"),
+                in_progress=t.label("status", "in_progress"),
+                wait=parts.get("wait"), detail=delivery_note(parts.get("detail") or "", t),
+                # the channel a link goes by (webhook, email), as the messages name it
+                channel=_channel_named(parts.get("channel"), t),
                 tasks=_tasks_named(parts.get("tasks") or "", tasks, t, names))
     return message
 

@@ -1362,13 +1362,86 @@ def test_a_chinese_page_says_why_an_action_was_refused():
         "until its tasks are done: mark them done first",
         "Power company has already reported in",
         "Water utility is not at the table: invite it first",
-        messages[5], messages[6],
+        "This issue has a table already: invite agencies to it",
+        "This issue has no table yet: the desk convenes one first",
         "Power company has already checked in at the table",
     ]
     assert views.refusal("something else went wrong", ZH, names) == "something else went wrong"
     page = rendered("issue.html", "zh", issue=issue.model_dump(mode="json") | {"contact": {}},
                     timeline=[], messages=[], error=messages[4])
     assert (f'id="error" title="{messages[4]}">自来水公司不在议事桌上，请先邀请</p>') in page
+
+
+def test_an_english_page_says_a_refusal_by_the_issues_state_in_plain_english():
+    """"issue WH-20261205-0001 is already dispatched", "… is in_progress; only a dispatched
+    or in-progress issue can be rerouted", "… is not waiting for this rating (it is
+    in_progress)": an English page showed the services' words, issue ids and states as
+    codes. It says them in plain English, each state as the board names it; the service's
+    words stay the tooltip."""
+    from services.routing import feedback
+    from services.routing.rules import load_rules
+    from shared.auth import FeedbackGrant
+    from shared.contracts import Rating
+    from shared.errors import InvalidTransition
+    from shared.issue import acknowledge, dispatch, reroute
+
+    rules, names = load_rules(), names_from_rules(None)
+    wire = dispatched_wire(NOW)
+    started = acknowledge(wire, "power", "power-12", NOW)
+    closed = record(status=IssueStatus.closed)
+    grant = FeedbackGrant(reporter_issue_id=wire.issue_id, issue_id=wire.issue_id, cycle=0)
+    refusals = (
+        lambda: dispatch(wire, "flying_wire", Priority.urgent, wire.routing,
+                         [wire.assignment_for("power")], NOW),
+        lambda: reroute(closed, "flying_wire", Priority.urgent, wire.routing,
+                        [wire.assignment_for("power")], "desk-1", "x", NOW),
+        lambda: feedback.rate(started, grant, Rating.satisfied, None, rules, NOW),
+    )
+    messages = []
+    for refused in refusals:
+        with pytest.raises(InvalidTransition) as caught:
+            refused()
+        messages.append(caught.value.message)
+    assert messages[0] == f"issue {wire.issue_id} is already dispatched"
+    assert "in_progress" in messages[2]
+    assert [views.refusal(m, EN, names) for m in messages] == [
+        "This issue is “Dispatched” already",
+        "This issue is “Closed”: only an issue that is “Dispatched” or “In progress” can be "
+        "rerouted",
+        "This issue is not waiting for a rating now (it is “In progress”)",
+    ]
+    # and the rest of the issue's refusals, as the services word them
+    for message in (
+            f"issue {wire.issue_id} already has a table; invite agencies to it",
+            f"issue {wire.issue_id} has no table; the desk convenes one",
+            f"issue {wire.issue_id} is needs_triage; a table needs a dispatched issue",
+            f"issue {wire.issue_id} is not waiting for triage",
+            f"issue {wire.issue_id} has already been rated",
+            f"issue {wire.issue_id}'s rating window closed at 2026-12-12T08:00:00+00:00",
+            f"issue {wire.issue_id} is handled as WH-20261205-0009",
+            f"the reporter of {wire.issue_id} has rated issue WH-20261205-0009; the report can "
+            "no longer be split from it",
+            f"issue WH-20261205-0009 is closed; {wire.issue_id} can no longer be split from it",
+            f"{wire.issue_id} was split from issue WH-20261205-0009; it no longer rates it",
+            f"no channel reaches the resident of {wire.issue_id} directly (no phone or email)",
+            f"a rating link was resent for {wire.issue_id} a moment ago; the resident can be "
+            "sent another in 287 s",
+            "the rating link was not sent: webhook refused it (ConnectionError); try again"):
+        said = views.refusal(message, EN, names)
+        assert said != message and "WH-" not in said and "_" not in said, said
+    assert views.refusal(f"issue {wire.issue_id} is needs_triage; a table needs a dispatched "
+                         "issue", EN, names) == (
+        "This issue is “Needs triage”: a table can be convened once it is dispatched")
+    assert views.refusal("the rating link was not sent: webhook refused it (HTTP 503); try "
+                         "again", EN, names) == (
+        "The rating link was not sent by mini-program / SMS (refused (HTTP 503)); try again "
+        "later")
+    assert views.refusal("the rating link was not sent: webhook refused it (HTTP 503); try "
+                         "again", ZH, names) == "评价链接没有发出去（小程序/短信：对方拒收（HTTP 503）），请稍后再试"
+    page = rendered("issue.html", "en", issue=wire.model_dump(mode="json") | {"contact": {}},
+                    timeline=[], messages=[], error=messages[0])
+    assert (f'id="error" title="{messages[0]}">This issue is “Dispatched” already</p>'
+            in unescape(page))
 
 
 def test_a_refusal_for_open_table_tasks_names_each_task_by_its_words_not_its_id():
@@ -2041,8 +2114,10 @@ def test_a_merged_report_that_may_no_longer_be_split_says_why_where_the_button_w
                             on_behalf=feedback.OnBehalf("d-1", RatingMethod.phone))
     why = merging.split_refusal(wire, neighbour)
     said = "这位居民已经评价过并入的问题（满意使它结案，不满意使它重办），本报告不能再拆分"
-    assert views.refusal(why, ZH, names) == said and views.refusal(why, EN, names) == why
-    for lang, shown in (("zh", said), ("en", why)):
+    in_english = ("This resident has rated the issue the report joined (satisfied closes it, "
+                  "not satisfied reopens it): the report can no longer be split from it")
+    assert views.refusal(why, ZH, names) == said and views.refusal(why, EN, names) == in_english
+    for lang, shown in (("zh", said), ("en", in_english)):
         page = rendered("issue.html", lang, timeline=[], messages=[], split_refused=why,
                         issue=merged.model_dump(mode="json") | {"contact": {}})
         assert f'action="/desk/issues/{neighbour}/split"' not in page
