@@ -184,9 +184,15 @@ def test_the_whole_chain_through_the_pages(whistle, browsers, gateway, whistle_e
     assert "供电公司（power-12）已报到：抢修班组已出发" in timeline and "经社区窗口受理" in timeline
     assert "供电公司（power-12）已办结：已剪除飞线并重新架设" in timeline
     assert not re.search(r"[A-Za-z]{3,}", timeline.replace("power-12", "")), timeline
+    # In English: every step's detail in English, agencies by their English names, and
+    # message kinds and channels in words ("rating_request message sent via webhook" was
+    # shown); only what people typed stays as written.
     clerk.open(f"/desk/issues/{issue_id}?lang=en")
-    assert "Reported in" in clerk.text("#timeline") and "accepted via desk" in clerk.text(
-        "#timeline")
+    timeline = clerk.text("#timeline")
+    assert "Power company (power-12) reported in: 抢修班组已出发" in timeline
+    assert "Accepted via the desk" in timeline and "供电公司" not in timeline
+    assert "The rating request was sent by mini-program / SMS" in timeline
+    assert not re.search(r"\w+_\w+ message|\bvia (desk|webhook|email)\b", timeline), timeline
     clerk.open(f"/desk/issues/{issue_id}?lang=zh")
     for who in (token("desk"), token("power")):
         (part,) = requests.get(f"{whistle.url}/issues/{issue_id}", timeout=5, headers={
