@@ -193,7 +193,7 @@ class WebService:
             # language ("invalid request: priority" was the API's English on a Chinese page).
             raise InvalidPayload(views.bad_filter(exc.errors, t), exc.errors) from None
         return self._page(request, "board.html", session, principal, filters=filters,
-                          rows=views.board_rows(board["rows"], t, self.names), total=board["total"],
+                          rows=views.board_rows(board["rows"], t, self.names, tz=self._tz()), total=board["total"],
                           statuses=STATUSES, priorities=PRIORITIES, query=urlencode(filters))
 
     @http("GET", "/desk/board.json")
@@ -204,7 +204,7 @@ class WebService:
         # Only what the board draws; an unchanged board is a 304 (the browser revalidates
         # every poll: ETag, no-cache), so an idle open board costs a few hundred bytes.
         body = dumps_bytes({"rows": [{k: row[k] for k in views.BOARD_FIELDS}
-                               for row in views.board_rows(board["rows"], t, self.names)],
+                               for row in views.board_rows(board["rows"], t, self.names, tz=self._tz())],
                       "total": board["total"]})
         etag = hashlib.sha256(body).hexdigest()[:32]
         if etag in request.if_none_match:
@@ -225,7 +225,7 @@ class WebService:
         board = self._rpc(self.intake.board, self._scoped(principal, {"triage": True}))
         t = views.Translator(reader_language(request))
         return self._page(request, "triage.html", session, principal, status=status,
-                          rows=views.board_rows(board["rows"], t, self.names),
+                          rows=views.board_rows(board["rows"], t, self.names, tz=self._tz()),
                           request_id=uuid.uuid4().hex, **context)
 
     @http("POST", "/desk/issues/<issue_id>/triage")

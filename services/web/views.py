@@ -138,17 +138,22 @@ def deadline_text(row: dict[str, Any], now: datetime, t: Translator) -> str:
 BOARD_FIELDS = ("issue_id", "status", "status_label", "priority", "priority_label",
                 "category_label",
                 "community", "lead_label", "escalation_level", "level_label", "next_deadline",
-                "kind_label", "overdue")
+                "kind_label", "due_at", "overdue")
 
 
-def board_rows(rows: list[dict[str, Any]], t: Translator, names=None) -> list[dict[str, Any]]:
-    """Board rows (intake's ``board``) with their labels in the reader's language; the
-    countdown itself is computed by the browser from ``next_deadline``."""
+def board_rows(rows: list[dict[str, Any]], t: Translator, names=None, *, tz: str
+               ) -> list[dict[str, Any]]:
+    """Board rows (intake's ``board``) with their labels in the reader's language and the
+    next deadline's moment in the desk's time zone (``due_at``: the page says it before,
+    or without, its script); the countdown itself is computed by the browser from
+    ``next_deadline``."""
     out = []
     for row in rows:
         lead = row.get("lead") or {}
+        due = row.get("next_deadline")
         out.append({
             **row,
+            "due_at": t("due_at", at=local_time(due, tz)) if due else "",
             "status_label": t.label("status", row["status"]) + (
                 f" · {t('reopened_n', n=row['reopen_count'])}" if row.get("reopen_count") else ""),
             "priority_label": t.label("priority", row.get("priority")),

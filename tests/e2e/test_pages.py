@@ -54,8 +54,8 @@ def whistle(whistle_processes, whistle_env, gateway):
 def browsers(whistle):
     opened: list[Browser] = []
 
-    def open_browser(width: int = 1280, height: int = 900) -> Browser:
-        browser = Browser(whistle.url, width, height)
+    def open_browser(width: int = 1280, height: int = 900, javascript: bool = True) -> Browser:
+        browser = Browser(whistle.url, width, height, javascript)
         opened.append(browser)
         return browser
 
@@ -496,6 +496,31 @@ def test_the_board_fits_a_phone_in_english(whistle, browsers):
         ".map(e => e.getBoundingClientRect().right))")
     assert widest <= PHONE, f"a card reaches {widest} px on a {PHONE} px screen"
     desk.screenshot("board-phone-en", widths=(PHONE,))
+
+
+def test_the_board_says_the_next_deadline_without_javascript(whistle, browsers, whistle_env):
+    """Without script the board's 下一时限 column said "—" on every row. The server writes
+    the next deadline, its kind and its moment in the desk's time zone; the script, where
+    it runs, adds the live countdown beside the moment."""
+    issue_id = submit(whistle.url, "楼道外有飞线，电线垂下来了")
+    due = wait_dispatched(whistle.url, issue_id)["assignments"][0]["acknowledge_by"]
+    zone = whistle_env.get(cfg.DISPLAY_TZ, cfg.DEFAULTS[cfg.DISPLAY_TZ])
+    at = datetime.fromisoformat(due).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+    cell = f"#board-rows tr[data-issue='{issue_id}'] td:last-child"  # 下一时限
+    plain = browsers(javascript=False)
+    plain.sign_in(token("desk"))
+    plain.open("/desk?lang=en")
+    assert plain.text(cell) == f"Report in (due {at})"
+    assert plain.text("#board-updated") == ""  # no script ran: this is the server's page
+    plain.open("/desk?lang=zh")
+    assert plain.text(cell) == f"报到 （截止 {at}）"
+    live = browsers()
+    live.sign_in(token("desk"))
+    live.open("/desk?lang=en")
+    shown = live.wait(lambda: re.fullmatch(r"Report in: .+ left \(due (.+)\)",
+                                           live.text(cell)), 10, "the countdown")
+    assert shown[1] == at
+    assert not live.severe_console_errors(), live.severe_console_errors()
 
 
 def test_a_link_in_a_report_fits_a_phone(whistle, browsers):

@@ -36,7 +36,8 @@ T = TypeVar("T")
 class Browser:
     """One Chromium with its own profile (its own cookies): one person at a screen."""
 
-    def __init__(self, base_url: str, width: int = DESKTOP, height: int = 900):
+    def __init__(self, base_url: str, width: int = DESKTOP, height: int = 900,
+                 javascript: bool = True):
         for path in (CHROMIUM, CHROMEDRIVER):
             if not Path(path).exists():
                 raise RuntimeError(f"{path} is missing: run scripts/infra.sh (it installs "
@@ -48,6 +49,9 @@ class Browser:
         for flag in (*FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}"):
             options.add_argument(flag)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        if not javascript:  # a page as a browser without script shows it (2: blocked)
+            options.add_experimental_option(
+                "prefs", {"profile.managed_default_content_settings.javascript": 2})
         self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
         self.driver.set_page_load_timeout(30)
 

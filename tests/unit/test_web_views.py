@@ -548,6 +548,28 @@ def test_board_row_shows_the_next_deadline_and_overdue():
     assert row["next_deadline_kind"] == "feedback" and row["overdue"] is False
 
 
+@pytest.mark.parametrize("lang, kind, at", [("zh", "报到", "（截止 2026-12-05 17:00）"),
+                                             ("en", "Report in", "(due 2026-12-05 17:00)")])
+def test_the_board_says_each_rows_next_deadline_before_its_script_runs(lang, kind, at):
+    """Without JavaScript the board's 下一时限 column said "—" on every row: the browser
+    drew the deadline from ``data-due``. The server writes its moment in the desk's time
+    zone (WHISTLE_TZ), the kind beside it; the script then adds the countdown."""
+    fresh = record(status="dispatched", priority=Priority.urgent, category="flying_wire",
+                   assignments=[assignment()])
+    held = record(issue_id="WH-20261205-0002", status="needs_triage")
+    rows = views.board_rows([board_row(fresh, NOW), board_row(held, NOW)],
+                            views.Translator(lang), names_from_rules(None), tz="Asia/Shanghai")
+    assert rows[0]["due_at"] == at and rows[1]["due_at"] == ""
+    assert "due_at" in views.BOARD_FIELDS  # the poll's rows say it too
+    html = rendered("board.html", lang, rows=rows, total=2, filters={}, statuses=[],
+                    priorities=[], query="")
+    cells = re.findall(r'<td class="due-cell">(.*?)</td>', html)
+    assert [unescape(re.sub(r"<[^>]*>", "", c)) for c in cells] == [f"{kind} {at}", "—"]
+    # the script's countdown goes where the kind is, the moment stays beside it
+    assert f'data-due="{utc_moment(NOW + timedelta(hours=1))}"' in cells[0]
+    assert '<time class="due-at" datetime=' in cells[0]
+
+
 def test_the_access_log_never_holds_a_links_token():
     line = "GET /issues/WH-20261205-0001/feedback?token=eyJhbGci.x.y&lang=en HTTP/1.1"
     assert "eyJ" not in redact_request_line(line) and "lang=en" in redact_request_line(line)
@@ -603,7 +625,7 @@ def test_the_pages_show_names_from_the_rules_file_not_codes():
            "lead": {"agency_name": "供电公司", "agency_name_en": "Power company"},
            "next_deadline": None, "next_deadline_kind": None, "overdue": False,
            "community": "幸福里"}
-    (shown,) = views.board_rows([row], ZH, names)
+    (shown,) = views.board_rows([row], ZH, names, tz="Asia/Shanghai")
     assert shown["category_label"] == "飞线/电线裸露" and shown["lead_label"] == "供电公司"
     assert shown["status_label"] == "已派单 · 重办1次" and shown["level_label"] == "街道"
     assert set(views.BOARD_FIELDS) <= set(shown)
@@ -1179,8 +1201,8 @@ def test_the_fallback_category_has_a_name_on_every_page():
            "category": "general", "escalation_level": "community", "lead": {},
            "next_deadline": None, "next_deadline_kind": None, "overdue": False,
            "community": "幸福里"}
-    assert views.board_rows([row], ZH, names)[0]["category_label"] == "其他问题"
-    assert views.board_rows([row], EN, names)[0]["category_label"] == "Other problem"
+    assert views.board_rows([row], ZH, names, tz="Asia/Shanghai")[0]["category_label"] == "其他问题"
+    assert views.board_rows([row], EN, names, tz="Asia/Shanghai")[0]["category_label"] == "Other problem"
     # The desk may choose it too (routing accepts it), and an issue in it is rerouted
     # from it: the form preselected the first rule's category (飞线) instead.
     assert names.routable == [*names.categories, "general"]
@@ -1211,7 +1233,7 @@ def test_a_held_reports_card_shows_where_it_is_and_no_priority_class_of_none():
     assert held.priority is None
     for lang in ("zh", "en"):
         t = views.Translator(lang)
-        rows = views.board_rows([board_row(held, NOW)], t, names)
+        rows = views.board_rows([board_row(held, NOW)], t, names, tz="Asia/Shanghai")
         queue = rendered("triage.html", lang, rows=rows)
         assert "pr-None" not in queue and 'class="pr"' not in queue
         card = queue[queue.index('id="t-WH-20261205-0001"'):]
@@ -1219,7 +1241,7 @@ def test_a_held_reports_card_shows_where_it_is_and_no_priority_class_of_none():
         board = rendered("board.html", lang, rows=rows, total=1, filters={},
                          statuses=(), priorities=(), query="")
         assert "pr-None" not in board and '<td class="pr">—</td>' in board
-    dispatched = views.board_rows([board_row(dispatched_wire(NOW), NOW)], ZH, names)
+    dispatched = views.board_rows([board_row(dispatched_wire(NOW), NOW)], ZH, names, tz="Asia/Shanghai")
     assert '<td class="pr pr-urgent">' in rendered("board.html", "zh", rows=dispatched, total=1,
                                                     filters={}, statuses=(), priorities=(),
                                                     query="")
@@ -1242,7 +1264,7 @@ def test_a_chinese_page_says_why_routing_held_a_report_and_names_the_tables_agen
                                                model_version="m1")), rules, NOW)
     lost = desk.first_route(record(description=text), route_issue(
         text, None, rules, NOW, Classification(top=[], model_version="m1")), rules, NOW)
-    rows = views.board_rows([board_row(held, NOW), board_row(lost, NOW)], ZH, names)
+    rows = views.board_rows([board_row(held, NOW), board_row(lost, NOW)], ZH, names, tz="Asia/Shanghai")
     queue = rendered("triage.html", "zh", rows=rows)
     said = [re.sub(r"<[^>]*>", "", m) for m in re.findall(
         r'class="triage-reason">(.*?)</small>', queue)]

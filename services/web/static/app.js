@@ -92,9 +92,20 @@
       cell(tr, r.community);
       cell(tr, r.lead_label);
       cell(tr, r.level_label, "lv lv-" + r.escalation_level);
-      var due = cell(tr, "—", "due");
-      due.dataset.due = r.next_deadline || "";
-      due.dataset.kind = r.kind_label;
+      // As the server draws it: the kind (the countdown, by tick) and the moment.
+      var dueCell = cell(tr, r.next_deadline ? "" : "—", "due-cell");
+      if (r.next_deadline) {
+        var due = document.createElement("span");
+        due.className = "due";
+        due.dataset.due = r.next_deadline;
+        due.dataset.kind = r.kind_label;
+        due.textContent = r.kind_label;
+        var at = document.createElement("time");
+        at.className = "due-at";
+        at.dateTime = r.next_deadline;
+        at.textContent = r.due_at;
+        dueCell.append(due, " ", at);
+      }
       rows.appendChild(tr);
     });
     body.replaceChildren(rows);
