@@ -1326,3 +1326,21 @@ def _outcome(call, *args) -> str:
         return type(refused).__name__
     return "allowed"
 
+
+def test_a_residents_link_read_as_json_sends_no_referrer_to_another_origin(whistle):
+    """A resident's link reads the API too (``/issues/{id}?token=…``, docs/http.md), in a
+    browser as readily as in the app. The pages said ``Referrer-Policy: no-referrer``; the
+    API's answers said nothing, so the browser's own policy decided whether an address
+    holding the token went along to another origin (a link followed from the JSON viewer,
+    an extension's fetch). Every JSON answer, refusals included, now says no referrer and
+    no sniffing, as the pages do."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    issue_id = submit(base, FLYING_WIRE, staff_headers("desk", "d-1", secret))
+    link = {"token": issue_resident_token(issue_id, secret)}
+    answers = [requests.get(f"{base}/issues/{issue_id}", params=link, timeout=10),
+               requests.get(f"{base}/issues/{issue_id}/notifications", params=link, timeout=10),
+               requests.get(f"{base}/issues/{issue_id}/events", params=link, timeout=10)]
+    assert [a.status_code for a in answers] == [200, 200, 403]
+    assert [(a.headers.get("Referrer-Policy"), a.headers.get("X-Content-Type-Options"))
+            for a in answers] == [("no-referrer", "nosniff")] * 3
