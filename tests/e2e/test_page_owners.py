@@ -307,7 +307,9 @@ def _page_path(rule: str, issue_id: str) -> str:
 def test_every_form_needs_its_csrf_secret_and_every_desk_issue_page_its_community(whistle):
     """Walked from the routes the web service declares, so a new form or issue page is
     covered the day it is added: every form that relies on the session's cookie refuses a
-    missing, guessed or another session's CSRF secret (403) and changes nothing; every
+    missing, guessed or another session's CSRF secret (403: one holding a character
+    outside ASCII was a 500 and a logged traceback, hmac.compare_digest refusing to compare
+    such strings) and changes nothing; every
     desk page and form about one issue refuses a desk scoped to another community (403,
     with its own good secret); and once the session's token is revoked, every staff page
     sends the browser to sign in and every feed answers 401. The sign-in form (its own
@@ -328,7 +330,7 @@ def test_every_form_needs_its_csrf_secret_and_every_desk_issue_page_its_communit
     for rule in forms:
         session, _csrf = owners["power" if rule.startswith("/agency/") else "desk"]
         for name, secret in (("none", None), ("guessed", "guessed"),
-                             ("another session's", other_csrf)):
+                             ("another session's", other_csrf), ("not ASCII", "令牌é")):
             data = {"note": "已处理", "category": "flying_wire", "reason": "x"}
             if secret is not None:
                 data["csrf"] = secret
@@ -336,6 +338,10 @@ def test_every_form_needs_its_csrf_secret_and_every_desk_issue_page_its_communit
                                     allow_redirects=False)
             heard.append((rule, name, response.status_code))
     assert heard == [(rule, name, 403) for rule, name, _ in heard]
+    browser = requests.Session()
+    browser.get(f"{base}/signin", timeout=5)  # the sign-in form's own cookie
+    assert browser.post(f"{base}/signin", data={"csrf": "令牌é", "token": "x"}, timeout=5,
+                        allow_redirects=False).status_code == 403
     # Still signed in: the refusals were the forms', not the sessions'.
     assert owners["desk"][0].get(f"{base}/desk", timeout=10).status_code == 200
 
