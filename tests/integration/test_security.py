@@ -865,6 +865,13 @@ def test_an_unknown_issue_is_refused_as_one_the_caller_may_not_see(whistle):
                               response.json()["error"]["message"].replace(asked, "{id}")))
             assert heard[0][0] in (401, 403), (name, path, heard)
             assert heard[1] == heard[0], (name, method, path, heard)
+    # The list above is every route about one issue the services serve: a new one must
+    # join it, and so be judged for an id that names no issue.
+    walked = {route_of(config, method, path if path.startswith("/") else f"/issues/{path}")
+              for method, path, _ in ISSUE_ROUTES}
+    about_an_issue = {(method, rule) for method, rule in served_routes(config)
+                      if "<issue_id>" in rule}
+    assert about_an_issue - walked == set(), sorted(about_an_issue - walked)
     # Who may read every issue (the unscoped desk) or their own (a link) hears the 404.
     own_link = {"Authorization": f"Bearer {issue_resident_token(UNKNOWN_ID, secret)}"}
     for headers in (desk, own_link):
