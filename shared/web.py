@@ -64,10 +64,14 @@ _servers: dict[str, ProcessWebServer] = {}
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON answer, kept by no cache (``Cache-Control: no-store``, unless ``headers``
     say otherwise): each is someone's issue as their token may read it, a resident's
-    link in the address among them, as the pages are."""
+    link in the address among them, as the pages are. For that link, too, it sends no
+    ``Referer`` on (the address holds the token) and is never sniffed as anything but
+    JSON (it quotes residents' words)."""
     response = Response(dumps(payload), status=status, headers=headers,
                         mimetype="application/json")
     response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
 
 

@@ -57,7 +57,7 @@ from services.web.pages import (
     render,
     static_file,
 )
-from services.web.sessions import COOKIE, SIGNIN_CSRF_COOKIE, Session, Sessions
+from services.web.sessions import COOKIE, SIGNIN_CSRF_COOKIE, Session, Sessions, csrf_matches
 from shared import authz
 from shared import config as cfg
 from shared.auth import TOKEN_QUERY_PARAMETER, Principal, verify_token
@@ -154,7 +154,7 @@ class WebService:
     def signin(self, request):
         # Login CSRF: the form's secret must match the cookie set with the form.
         expected = request.cookies.get(SIGNIN_CSRF_COOKIE)
-        if not expected or request.form.get("csrf") != expected:
+        if not csrf_matches(expected, request.form.get("csrf")):
             return self._signin_page(request, error="csrf_bad", status=403)
         token = (request.form.get("token") or "").strip()
         try:

@@ -30,7 +30,16 @@ class Session:
     csrf: str
 
     def csrf_ok(self, submitted: str | None) -> bool:
-        return bool(submitted) and hmac.compare_digest(self.csrf, submitted)
+        return csrf_matches(self.csrf, submitted)
+
+
+def csrf_matches(expected: str | None, submitted: str | None) -> bool:
+    """Whether a form's CSRF secret is the one expected, compared in constant time.
+    As bytes: ``hmac.compare_digest`` raises on a str holding anything outside ASCII,
+    which any form can send, and that was a 500 with a logged traceback, not a 403."""
+    if not expected or not submitted:
+        return False
+    return hmac.compare_digest(expected.encode(), submitted.encode())
 
 
 class SessionStore:

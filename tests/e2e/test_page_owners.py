@@ -295,3 +295,92 @@ def test_the_residents_rating_form_counts_against_the_links_rate_limit(whistle_p
     # A forged link is still the link's own problem page, not a count of anything.
     assert requests.post(f"{web.url}/resident/{issue_id}/rating", timeout=10,
                          data={"token": "eyJx.y.z", "rating": "satisfied"}).status_code == 403
+
+
+def _page_path(rule: str, issue_id: str) -> str:
+    """A served page rule with its variables given (the inverse of :func:`_rule_of`)."""
+    values = {"issue_id": issue_id, "agency": "power", "task_id": "T1",
+              "notification_id": "0" * 24, "name": "app.css"}
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: values[m.group(1)], rule)
+
+
+def test_every_form_needs_its_csrf_secret_and_every_desk_issue_page_its_community(whistle):
+    """Walked from the routes the web service declares, so a new form or issue page is
+    covered the day it is added: every form that relies on the session's cookie refuses a
+    missing, guessed or another session's CSRF secret (403: one holding a character
+    outside ASCII was a 500 and a logged traceback, hmac.compare_digest refusing to compare
+    such strings) and changes nothing; every
+    desk page and form about one issue refuses a desk scoped to another community (403,
+    with its own good secret); and once the session's token is revoked, every staff page
+    sends the browser to sign in and every feed answers 401. The sign-in form (its own
+    cookie's secret) and the resident's rating form (the link's token is what authorizes
+    it) are judged in the table above and in test_pages."""
+    base = whistle.url
+    issue_id = submit(base, "小区里有根电线耷拉下来了，不知道有没有电", "缤泰社区")
+    desk_api = bearer("desk")
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk_api,
+                                  timeout=5).json()["status"], lambda s: s == "dispatched",
+             timeout=30)
+    before = requests.get(f"{base}/issues/{issue_id}", headers=desk_api, timeout=5).json()
+    owners = {"desk": signed_in(base, "desk"), "power": signed_in(base, "power")}
+    _other_session, other_csrf = signed_in(base, "desk")
+    forms = sorted(path for method, path in served_pages()
+                   if method == "POST" and path not in ("/signin", "/resident/<issue_id>/rating"))
+    heard = []
+    for rule in forms:
+        session, _csrf = owners["power" if rule.startswith("/agency/") else "desk"]
+        for name, secret in (("none", None), ("guessed", "guessed"),
+                             ("another session's", other_csrf), ("not ASCII", "令牌é")):
+            data = {"note": "已处理", "category": "flying_wire", "reason": "x"}
+            if secret is not None:
+                data["csrf"] = secret
+            response = session.post(base + _page_path(rule, issue_id), data=data, timeout=10,
+                                    allow_redirects=False)
+            heard.append((rule, name, response.status_code))
+    assert heard == [(rule, name, 403) for rule, name, _ in heard]
+    browser = requests.Session()
+    browser.get(f"{base}/signin", timeout=5)  # the sign-in form's own cookie
+    assert browser.post(f"{base}/signin", data={"csrf": "令牌é", "token": "x"}, timeout=5,
+                        allow_redirects=False).status_code == 403
+    # Still signed in: the refusals were the forms', not the sessions'.
+    assert owners["desk"][0].get(f"{base}/desk", timeout=10).status_code == 200
+
+    elsewhere, elsewhere_csrf = signed_in(base, "desk", communities=["和平里社区"])
+    heard = []
+    for method, rule in sorted(served_pages()):
+        if not rule.startswith("/desk/issues/<issue_id>"):
+            continue
+        response = elsewhere.request(
+            method, base + _page_path(rule, issue_id), timeout=10, allow_redirects=False,
+            data=None if method == "GET" else {"csrf": elsewhere_csrf, "note": "已处理",
+                                               "category": "flying_wire", "reason": "x"})
+        heard.append((method, rule, response.status_code))
+    assert heard and heard == [(method, rule, 403) for method, rule, _ in heard]
+    after = requests.get(f"{base}/issues/{issue_id}", headers=desk_api, timeout=5).json()
+    assert (after["status"], after["table"], after["timeline"]) == (
+        before["status"], before["table"], before["timeline"])
+
+    # Revoked (a refresh revokes the token it replaces): the session's next request, on
+    # every staff page and feed, ends it.
+    token = issue_token("desk", "desk-revoked", cfg.DEV_SECRET)
+    revoked_session = requests.Session()
+    form = revoked_session.get(f"{base}/signin", timeout=5).text
+    assert revoked_session.post(f"{base}/signin", timeout=5, allow_redirects=False, data={
+        "token": token, "csrf": CSRF.search(form).group(1)}).status_code == 303
+    from shared.auth import verify_token
+    done = requests.post(f"{base}/auth/refresh", timeout=5,
+                         headers={"Authorization": f"Bearer {token}"})
+    assert done.status_code == 200, done.text
+    assert verify_token(done.json()["token"], cfg.DEV_SECRET).jti != verify_token(
+        token, cfg.DEV_SECRET).jti
+    heard = []
+    for method, rule in sorted(served_pages()):
+        if method != "GET" or not rule.startswith(("/desk", "/agency", "/ops")):
+            continue
+        response = revoked_session.get(base + _page_path(rule, issue_id), timeout=10,
+                                       allow_redirects=False)
+        outcome = (SIGN_IN if response.status_code == 303
+                   and response.headers["Location"].endswith("/signin")
+                   else response.status_code)
+        heard.append((rule, outcome))
+    assert heard == [(rule, 401 if rule.endswith(".json") else SIGN_IN) for rule, _ in heard]

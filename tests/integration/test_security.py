@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -864,6 +865,13 @@ def test_an_unknown_issue_is_refused_as_one_the_caller_may_not_see(whistle):
                               response.json()["error"]["message"].replace(asked, "{id}")))
             assert heard[0][0] in (401, 403), (name, path, heard)
             assert heard[1] == heard[0], (name, method, path, heard)
+    # The list above is every route about one issue the services serve: a new one must
+    # join it, and so be judged for an id that names no issue.
+    walked = {route_of(config, method, path if path.startswith("/") else f"/issues/{path}")
+              for method, path, _ in ISSUE_ROUTES}
+    about_an_issue = {(method, rule) for method, rule in served_routes(config)
+                      if "<issue_id>" in rule}
+    assert about_an_issue - walked == set(), sorted(about_an_issue - walked)
     # Who may read every issue (the unscoped desk) or their own (a link) hears the 404.
     own_link = {"Authorization": f"Bearer {issue_resident_token(UNKNOWN_ID, secret)}"}
     for headers in (desk, own_link):
@@ -1159,3 +1167,187 @@ def test_a_5_mb_body_gets_413_before_it_is_read_not_a_reset(runner_factory, whis
     assert response.status_code == 413
     # And the server is fine afterwards.
     assert requests.get(f"{base}/health").status_code == 200
+
+
+# ------------------------------------------------------------------ every route, every method
+
+
+def test_every_route_refuses_an_expired_a_revoked_and_a_forged_token(whistle, redis_client):
+    """A token that is present but bad is a 401 on every route the services serve, never
+    anonymous and never the route's own 400/403/404/422: walked from the served routes
+    themselves, so a new route is covered the day it is added (Open311's, whose callers are
+    API keys and public readers, are judged in ``ELSEWHERE``; ``/health`` is for anyone)."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk = staff_headers("desk", "d-1", secret)
+    issue_id = submit(base, FLYING_WIRE, desk)
+    revoked = issue_token("desk", "d-4", secret)
+    from shared.guard import revoke  # the command's own function: `whistle token revoke`
+    revoke(redis_client, config[cfg.KEY_PREFIX], _jti(revoked, secret))
+    bad = {
+        "expired": issue_token("desk", "d-3", secret, ttl_s=1, now=time.time() - 3600),
+        "revoked": revoked,
+        "forged": issue_token("desk", "d-5", "not-" + secret),
+        "expired link": issue_resident_token(issue_id, secret, ttl_s=1,
+                                             now=time.time() - 3600),
+    }
+    heard = []
+    for method, rule in sorted(route for route in served_routes(config) - set(ELSEWHERE)
+                               if not route[1].startswith("/open311/")):
+        path = _filled(rule, issue_id)
+        for name, token in bad.items():
+            for how in ("bearer", "query") if name == "expired link" else ("bearer",):
+                response = requests.request(
+                    method, base + path, timeout=10, json={},
+                    headers={"Authorization": f"Bearer {token}"} if how == "bearer" else {},
+                    params={"token": token} if how == "query" else None)
+                assert "Traceback" not in response.text
+                heard.append((method, rule, name, how, response.status_code))
+    refused_otherwise = [h for h in heard if h[-1] != 401 and h[1] != "/health"]
+    assert refused_otherwise == [], refused_otherwise
+
+
+def _filled(rule: str, issue_id: str) -> str:
+    """A served rule's path with its variables given: an agency's, a task's, an issue's."""
+    def value(name: str) -> str:
+        return {"agency": "power", "task_id": "T1", "task": "T1"}.get(name, issue_id)
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: value(m.group(1)), rule)
+
+
+# Every RPC method, and who may call it (docs/rpc.md). Reads and operators' reloads take no
+# token: the broker's credentials are the boundary. Every other method takes a token, and is
+# called below with the wrong ones; a method missing here fails the test.
+BROKER_ONLY = {"intake.submit_issue", "intake.get_issue", "intake.list_issues",
+               "intake.list_page", "intake.get_events", "intake.stats", "intake.board",
+               "notify.list_notifications", "routing.reload_rules", "routing.reload_model"}
+_TABLE = {"meets_at": "2030-12-02T09:00:00+08:00", "place": "居委会", "agencies": []}
+_TASK = {"agency": "power", "description": "更换线路", "due": "2099-12-02T09:00:00+08:00"}
+STAFF_RPC = {  # method: (the call with a token, whether it is about one issue)
+    "agency.list_assignments": (lambda rpc, t, i: rpc.agency.list_assignments(t, "power"), False),
+    "agency.list_withdrawn": (lambda rpc, t, i: rpc.agency.list_withdrawn(t, "power"), False),
+    "agency.acknowledge": (lambda rpc, t, i: rpc.agency.acknowledge(t, "power", i, {}), True),
+    "agency.resolve": (lambda rpc, t, i: rpc.agency.resolve(t, "power", i, {"note": "x"}), True),
+    "notify.resend_rating_link": (lambda rpc, t, i: rpc.notify.resend_rating_link(t, i), True),
+    "notify.rating_link_reach": (lambda rpc, t, i: rpc.notify.rating_link_reach(t, i), True),
+    "notify.desk_relays": (lambda rpc, t, i: rpc.notify.desk_relays(t), False),
+    "notify.mark_relayed": (lambda rpc, t, i: rpc.notify.mark_relayed(t, "0" * 24, {}), False),
+    "routing.explain_route": (lambda rpc, t, i: rpc.routing.explain_route(t, {"text": "x"}),
+                              False),
+    "routing.triage_issue": (lambda rpc, t, i: rpc.routing.triage_issue(
+        t, i, {"category": "flying_wire"}), True),
+    "routing.reroute_issue": (lambda rpc, t, i: rpc.routing.reroute_issue(
+        t, i, {"category": "flying_wire", "reason": "x"}), True),
+    "routing.convene_table": (lambda rpc, t, i: rpc.routing.convene_table(t, i, _TABLE), True),
+    "routing.invite_to_table": (lambda rpc, t, i: rpc.routing.invite_to_table(
+        t, i, {"agencies": ["water"]}), True),
+    "routing.check_in_at_table": (lambda rpc, t, i: rpc.routing.check_in_at_table(t, i), True),
+    "routing.record_table_task": (lambda rpc, t, i: rpc.routing.record_table_task(t, i, _TASK),
+                                  True),
+    "routing.complete_table_task": (lambda rpc, t, i: rpc.routing.complete_table_task(
+        t, i, "T1", {"note": "x"}), True),
+    "routing.close_table_task": (lambda rpc, t, i: rpc.routing.close_table_task(
+        t, i, "T1", {"note": "x"}), True),
+    "routing.split_issue": (lambda rpc, t, i: rpc.routing.split_issue(t, i), True),
+    "routing.record_rating": (lambda rpc, t, i: rpc.routing.record_rating(
+        t, i, {"rating": "satisfied", "method": "phone"}), True),
+}
+LINK_RPC = {  # the resident's link is the token
+    "routing.submit_feedback": lambda rpc, t, i: rpc.routing.submit_feedback(
+        i, {"token": t, "rating": "satisfied"}),
+    "routing.resident_view": lambda rpc, t, i: rpc.routing.resident_view(i, t),
+}
+
+
+def rpc_methods() -> set[str]:
+    """``service.method`` of every nameko RPC entrypoint Whistle's services declare."""
+    from nameko.rpc import Rpc
+
+    from services.web.service import WebService
+    return {f"{service.name}.{name}"
+            for service in (IntakeService, RoutingService, AgencyService, NotifyService,
+                            WebService)
+            for name, fn in vars(service).items()
+            for entrypoint in getattr(fn, "nameko_entrypoints", ())
+            if isinstance(entrypoint, Rpc)}
+
+
+def test_every_rpc_method_is_listed_with_who_may_call_it():
+    assert rpc_methods() == BROKER_ONLY | set(STAFF_RPC) | set(LINK_RPC)
+
+
+def test_every_rpc_method_that_takes_a_token_refuses_the_wrong_ones(whistle, redis_client):
+    """Over the broker, as over HTTP: an expired, revoked or forged token, or a resident's
+    link where staff act, is ``Unauthorized``; another agency, and a desk scoped elsewhere on
+    an issue, are ``Forbidden``; lists a scoped desk may read leave the issue out. Bodies are
+    valid, so only who calls decides, and nothing is changed."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, _power, issue_id = dispatched_wire(base, secret)
+    other_id = submit(base, OTHER_REPORT, desk)
+    revoked = issue_token("desk", "d-4", secret)
+    from shared.guard import revoke
+    revoke(redis_client, config[cfg.KEY_PREFIX], _jti(revoked, secret))
+    unauthorized = {
+        "expired": issue_token("desk", "d-3", secret, ttl_s=1, now=time.time() - 3600),
+        "revoked": revoked, "forged": issue_token("desk", "d-5", "not-" + secret),
+        "a resident's link": issue_feedback_token(issue_id, issue_id, 0, secret, ttl_s=3600)}
+    water = issue_token("water", "w-1", secret)
+    elsewhere = issue_token("desk", "d-2", secret, communities=["和平里社区"])
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        before = rpc.intake.get_issue(issue_id)
+        heard = []
+        for method, (call, about_issue) in sorted(STAFF_RPC.items()):
+            for name, token in unauthorized.items():
+                heard.append((method, name, _outcome(call, rpc, token, issue_id)))
+            heard.append((method, "another agency", _outcome(call, rpc, water, issue_id)))
+            if about_issue:
+                heard.append((method, "desk elsewhere",
+                              _outcome(call, rpc, elsewhere, issue_id)))
+        expected = [(method, name, "Forbidden" if name in ("another agency", "desk elsewhere")
+                     else "Unauthorized") for method, name, _ in heard]
+        assert heard == expected
+        for method in ("agency.list_assignments", "agency.list_withdrawn",
+                       "notify.desk_relays"):
+            listed = json.dumps(STAFF_RPC[method][0](rpc, elsewhere, issue_id))
+            assert issue_id not in listed, method
+        links = {"expired link": (issue_feedback_token(issue_id, issue_id, 0, secret, ttl_s=1,
+                                                       now=time.time() - 3600), "Unauthorized"),
+                 "forged link": (issue_feedback_token(issue_id, issue_id, 0, "not-" + secret,
+                                                      ttl_s=3600), "Unauthorized"),
+                 "a staff token": (issue_token("desk", "d-1", secret), "Unauthorized"),
+                 "another issue's link": (issue_feedback_token(other_id, other_id, 0, secret,
+                                                               ttl_s=3600), "Forbidden")}
+        heard = [(method, name, _outcome(call, rpc, token, issue_id))
+                 for method, call in sorted(LINK_RPC.items())
+                 for name, (token, _) in links.items()]
+        assert heard == [(method, name, links[name][1]) for method, name, _ in heard]
+        after = rpc.intake.get_issue(issue_id)
+    assert (after["status"], after["table"], after["timeline"]) == (
+        before["status"], before["table"], before["timeline"])
+
+
+def _outcome(call, *args) -> str:
+    try:
+        call(*args)
+    except Exception as refused:  # noqa: BLE001 - the class's name is the outcome
+        return type(refused).__name__
+    return "allowed"
+
+
+def test_a_residents_link_read_as_json_sends_no_referrer_to_another_origin(whistle):
+    """A resident's link reads the API too (``/issues/{id}?token=…``, docs/http.md), in a
+    browser as readily as in the app. The pages said ``Referrer-Policy: no-referrer``; the
+    API's answers said nothing, so the browser's own policy decided whether an address
+    holding the token went along to another origin (a link followed from the JSON viewer,
+    an extension's fetch). Every JSON answer, refusals included, now says no referrer and
+    no sniffing, as the pages do."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    issue_id = submit(base, FLYING_WIRE, staff_headers("desk", "d-1", secret))
+    link = {"token": issue_resident_token(issue_id, secret)}
+    answers = [requests.get(f"{base}/issues/{issue_id}", params=link, timeout=10),
+               requests.get(f"{base}/issues/{issue_id}/notifications", params=link, timeout=10),
+               requests.get(f"{base}/issues/{issue_id}/events", params=link, timeout=10)]
+    assert [a.status_code for a in answers] == [200, 200, 403]
+    assert [(a.headers.get("Referrer-Policy"), a.headers.get("X-Content-Type-Options"))
+            for a in answers] == [("no-referrer", "nosniff")] * 3
