@@ -274,8 +274,10 @@ def verify_webhook_signature(secret: str, timestamp: int | str | None, body: byt
     current = time.time() if now is None else now
     if abs(current - sent) > tolerance_s:
         return False
-    return hmac.compare_digest(sign_webhook(secret, str(timestamp).strip(), body),
-                               signature.strip())
+    # As bytes: compare_digest raises on a str holding anything outside ASCII, and a
+    # signature header is whatever the request carried.
+    return hmac.compare_digest(sign_webhook(secret, str(timestamp).strip(), body).encode(),
+                               signature.strip().encode())
 
 
 class WebhookChannel:

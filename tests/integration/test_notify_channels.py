@@ -323,6 +323,13 @@ def test_webhook_signature_does_not_verify_with_another_secret(gateway):
                                         request.body, request.headers["X-Whistle-Signature"])
 
 
+@pytest.mark.parametrize("signature", ["sha256=é", "sha256=签名", "é"])
+def test_a_signature_holding_non_ascii_does_not_verify_and_raises_nothing(signature):
+    """A receiver hands the header over as it came: anything in it is a False, not a crash."""
+    now = int(time.time())
+    assert verify_webhook_signature(SECRET, str(now), b"{}", signature, now=now) is False
+
+
 @pytest.mark.parametrize("status", [201, 202, 204])
 def test_webhook_any_2xx_is_ok(gateway, status):
     gateway.status = status
