@@ -521,7 +521,7 @@ def triage_reason(reason: str | None, t: Translator, names) -> str:
     page, as written otherwise."""
     found = _TRIAGE_REASON.match(reason or "")
     if t.lang == "zh" and found:
-        return f"{_zh_unsure(found.groupdict(), names)}，由{t('the_desk')}决定"
+        return f"{_unsure(found.groupdict(), t, names)}，由{t('the_desk')}决定"
     return reason or ""
 
 
@@ -719,10 +719,9 @@ def with_reach(rating: dict[str, Any], reach: dict[str, Any]) -> dict[str, Any]:
 
 # The details the services write on the timeline are English sentences of a fixed
 # shape (shared.issue, services.agency.domain, services.routing.*,
-# services.notify.recipients). A Chinese page says them in Chinese from their parts;
-# free text in them (a note, a reason, a place) stays as written; a detail of another
-# shape, and every detail on an English page, is shown as written (the raw text is
-# always kept).
+# services.notify.recipients). A page says them in its language from their parts
+# (``_step_detail``); free text in them (a note, a reason, a place) stays as written; a
+# detail of another shape is shown as written (the raw text is always kept).
 _UNSURE = (r"not sure \((?:top category (?P<best>\S+) at (?P<share>\d+%)"
            r"|no category recognised)\); the desk decides")
 _TRIAGE_REASON = re.compile(rf"^{_UNSURE}$")
@@ -779,17 +778,34 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
                        rf"(?P<name>.+?){_BY_STAFF}: (?P<note>.*)$",
 }.items()}
 
-# Reasons a service gives in English where the desk gave none (services.routing.desk).
-_ZH_REASONS = {"triage: the desk chose another route": "分拣时社区窗口改选了路线"}
+# Reasons a service gives where the desk gave none (services.routing.desk), as each page
+# says them.
+_REASONS = {"triage: the desk chose another route": {
+    "zh": "分拣时社区窗口改选了路线", "en": "at triage, the desk chose another route"}}
 
-# The steps said in Chinese by filling in their parts alone ({desk}: the desk's name).
-_ZH_SAID = {
-    "assignment_resolved": "{name}{by}已办结：{note}",
-    "resolved": "各单位均已办结",
-    "reporter_joined": "{reporter} 反映的是同一问题，已并入本件",
-    "reporter_split": "{desk}已将 {reporter} 拆出，单独办理",
-    "split": "{desk}已将本件从 {primary} 拆出，单独派单",
-    "table_checked_in": "{name}{by}已到协调会签到",
+# Each step's words in each language are in the catalogue (``said_<step>``, i18n/*.yaml),
+# filled in from the step's values (``_step_values``, worked out once for both languages).
+# ``said_<step>_<variant>``: the words of one of a step's outcomes (``_VARIANT``);
+# ``said_<step>_<part>``: a clause said only when the step has that part (``_CLAUSES``),
+# in ``{more}``. Empty: the English page shows the detail as written.
+
+# Which of a step's outcomes it says (``said_<step>_<variant>``), as ``{outcome}``.
+_VARIANT = {
+    "escalated": lambda parts: "still" if parts["still"] else "to",
+    "reopened": lambda parts: "still" if parts["still"] else "to",
+    "closed": lambda parts: "satisfied" if parts["why"].startswith("the resident") else "unrated",
+    "rerouted": lambda parts: "changed" if parts["previous"] else "same",
+    "table_task_done": lambda parts: "desk" if parts["staff"] else "own",
+}
+
+# The parts a step says only when it has them, in this order, as ``{more}``.
+_CLAUSES = {
+    "acknowledged": ("late", "note"),
+    "rated": ("comment",),
+    "resident_notified": ("reporter", "note"),
+    "supervisor_notified": ("note",),
+    "triaged": ("reason",),
+    "rerouted": ("priority", "withdrawn", "added", "roles"),
 }
 
 _NEVER = re.compile(r"(?!)")
@@ -810,169 +826,163 @@ def timeline_rows(timeline: list[dict[str, Any]], t: Translator, names, tz: str
                   ) -> list[dict[str, Any]]:
     """The issue page's timeline (经过) in the reader's language: each step's name from
     the catalogue (``step_<step>``), its detail said from its parts in the page's
-    language (``_zh_detail``, ``_en_detail``), and the detail as the service wrote it
-    (``raw``) always."""
+    language (``_step_detail``), and the detail as the service wrote it (``raw``)
+    always."""
     rows = []
     for entry in timeline:
         raw = redact_links(entry.get("detail") or "")
         step = entry.get("step") or ""
         found = _DETAIL.get(step, _NEVER).match(raw)
-        if t.lang == "zh" and found:
-            detail = _zh_detail(step, found.groupdict(), t, names, tz)
-        elif found:
-            detail = _en_detail(step, found.groupdict(), t, names, tz)
-            if detail is None:  # plain English as written: begun as the others are
-                detail = in_local_time(raw[:1].upper() + raw[1:], tz)
-        else:
+        detail = _step_detail(step, found.groupdict(), t, names, tz) if found else None
+        if detail is None and found:  # plain English as written: begun as the others are
+            detail = in_local_time(raw[:1].upper() + raw[1:], tz)
+        elif detail is None:
             detail = in_local_time(raw, tz)
         rows.append({"at": entry.get("at"), "step": step, "label": t.name("step", step),
                      "detail": detail, "raw": raw})
     return rows
 
 
-def _zh_detail(step: str, parts: dict[str, str | None], t: Translator, names,
-               tz: str) -> str:
-    """A detail in Chinese: the fixed phrases (``_ZH_SAID``); here the steps of the issue's
-    own course (received, dispatched, reported in, escalated, rated, the messages about
-    it); the desk's and the table's steps in ``_zh_desk_detail``."""
-    by = f"（{parts['staff_id']}）" if parts.get("staff_id") else ""
-    if step in _ZH_SAID:
-        return _ZH_SAID[step].format_map({**parts, "desk": t("the_desk"), "by": by})
-    name = (parts.get("name") or "") + by
-    if step == "received":
-        return f"经{t.name('ch', parts['channel'])}受理"
-    if step == "dispatched":
-        return (f"类别：{names.category(parts['category'], 'zh')}，"
-                f"优先级：{t.label('priority', parts['priority'])}；"
-                f"派给{_zh_parties(parts['parties'], t)}")
-    if step == "assignment_delivered":
-        return f"{name}已收到派单（{t.label('role', parts['role'])}）"
-    if step == "acknowledged":
-        late = "（已超过报到时限）" if parts["late"] else ""
-        return f"{name}已报到{late}" + (f"：{parts['note']}" if parts["note"] else "")
-    if step == "escalated":
-        kind = t.label("kind", "acknowledge" if parts["kind"] == "report in" else "resolve")
-        supervisor = _zh_supervisor(parts["level"], t, names, "")
-        # Past the top level nothing goes up: the district is reminded (a reminder).
-        outcome = f"仍由{supervisor}督办，已再次提醒" if parts["still"] else f"升级至{supervisor}督办"
-        return (f"{name}未在{local_time(parts['missed'], tz)}前{kind}，{outcome}；"
-                f"再次吹哨，新时限{local_time(parts['due'], tz)}")
-    if step == "awaiting_rating":
-        return f"请居民评价；{local_time(parts['due'], tz)}前未评价即结案"
-    if step == "rating_recorded":
-        return (f"{t('the_desk')}（{parts['staff']}）{t.label('method', parts['method'])}，"
-                f"代 {parts['reporter']} 的反映人登记评价：{t(parts['rating'])}")
-    if step == "rated":
-        return "居民满意" + (f"：{parts['comment']}" if parts["comment"] else "")
+def _step_detail(step: str, parts: dict[str, str | None], t: Translator, names,
+                 tz: str) -> str | None:
+    """A detail said from its parts in the page's language (``said_<step>``); None: the
+    raw text reads well as it is (English), its moments put in the desk's time zone."""
+    if not _said(step, t):
+        return None
+    values = _step_values(step, parts, t, names, tz)
+    if step in _VARIANT:
+        values["outcome"] = _say(f"{step}.{_VARIANT[step](parts)}", t, values)
+    values["more"] = "".join(_say(f"{step}.{part}", t, values)
+                             for part in _CLAUSES.get(step, ()) if parts.get(part))
+    return _say(step, t, values)
+
+
+def _said(key: str, t: Translator) -> str:
+    """The catalogue's words for ``key`` (``step``, ``step.variant``) in the page's own
+    language: an empty entry stays empty (the Translator would fall back to Chinese)."""
+    return catalogue(t.lang)["said_" + key.replace(".", "_").replace(" ", "_")]
+
+
+def _say(key: str, t: Translator, values: dict[str, Any]) -> str:
+    return _said(key, t).format_map(values)
+
+
+def _step_values(step: str, parts: dict[str, str | None], t: Translator, names,
+                 tz: str) -> dict[str, Any]:
+    """A step's parts as the page says them, whatever its language: agencies,
+    categories, priorities, roles, levels by their names, moments in the desk's time
+    zone; free text (a note, a reason, a place, a task) as written."""
+    lang = t.lang
+    values: dict[str, Any] = {**parts, "desk": t("the_desk")}
+    by = _bracketed(parts["staff_id"], t) if parts.get("staff_id") else ""
+    values["name"] = _agency(parts["name"], t, names) + by if parts.get("name") else ""
+    for key in ("category", "previous", "best"):
+        if parts.get(key):
+            values[key] = names.category(parts[key], lang)
+    for key, prefix in (("priority", "priority"), ("was", "priority"), ("role", "role"),
+                        ("method", "method")):
+        if key in parts:
+            values[key] = t.label(prefix, parts[key])
+    for key in ("due", "missed", "meets_at", "before"):
+        if key in parts:
+            values[key] = local_time(parts[key], tz)
+    for key in ("parties", "added", "roles"):
+        if parts.get(key):
+            values[key] = _parties(parts[key], t, names)
+    # A channel, a level, in a sentence (case is English's only: Chinese has none).
+    if "channel" in parts:
+        values["channel"] = t.name("ch", parts["channel"] or "").lower()
+    if "level" in parts:
+        values["level"] = t.label("level", parts["level"]).lower()
+        values["supervisor"] = names.supervisor(parts["level"], lang) or _say(
+            "supervisor.escalated" if step == "escalated" else "supervisor", t, values)
+    if "rating" in parts:
+        values["rating"] = t(parts["rating"] or "")
+    if "reason" in parts:
+        values["reason_said"] = _reason(parts["reason"], t)
+    if "kind" in parts and step == "escalated":
+        values["kind"] = _say(f"kind.{parts['kind']}", t, values)
+    if step.endswith("_notified"):
+        values["message"] = _message(parts, t, values.get("supervisor"))
+        values["delivered"] = delivery_note(parts["note"], t) if parts["note"] else ""
+    if "best" in parts:
+        values["unsure"] = _unsure(parts, t, names)
+        values["unsure_after"] = values["unsure"][:1].lower() + values["unsure"][1:]
+    if "suggestions" in parts:
+        values["suggestions"] = _say("needs_triage.none", t, values) \
+            if parts["suggestions"] == "none" else _listed(
+                (f"{names.category(code, lang)} {share}"
+                 for code, share in (s.rsplit(" ", 1) for s in parts["suggestions"].split(", "))),
+                t)
+    if "withdrawn" in parts and parts["withdrawn"]:
+        values["withdrawn"] = _listed((_agency(n, t, names)
+                                       for n in parts["withdrawn"].split(", ")), t)
     if step == "reopened":
-        agencies = "、".join(names.agency(code.strip(), "zh")
-                            for code in parts["agencies"].split(","))
-        level = t.label("level", parts["level"])
-        # At the top level already nothing went up: the district keeps following it.
-        supervision = f"仍由{level}督办" if parts["still"] else f"升级至{level}督办"
-        return f"居民不满意：{parts['reason']}；重新交办{agencies}，{supervision}"
-    if step == "closed":
-        return "结案：居民满意" if parts["why"].startswith("the resident") else "结案：评价期内未评价"
-    if step == "resident_notified":
-        text = _zh_message(parts, t)
-        if parts["reporter"]:
-            text += f"，发给 {parts['reporter']} 的反映人"
-        return text + (f"：{delivery_note(parts['note'], t)}" if parts["note"] else "")
-    if step == "supervisor_notified":
-        return (f"致{_zh_supervisor(parts['level'], t, names)}的{_zh_message(parts, t)}"
-                + (f"：{delivery_note(parts['note'], t)}" if parts["note"] else ""))
-    return _zh_desk_detail(step, parts, t, names, tz)
-
-
-def _zh_desk_detail(step: str, parts: dict[str, str | None], t: Translator, names,
-                    tz: str) -> str:
-    """The desk's and the table's steps: triage, reroute, merging, the table session."""
-    name = (parts.get("name") or "") + (f"（{parts['staff_id']}）" if parts.get("staff_id") else "")
-    if step == "needs_triage":
-        shown = parts["suggestions"]
-        suggestions = "无" if shown == "none" else "、".join(
-            f"{names.category(code, 'zh')} {share}"
-            for code, share in (s.rsplit(" ", 1) for s in shown.split(", ")))
-        return f"{_zh_unsure(parts, names)}，由{t('the_desk')}决定；候选：{suggestions}"
-    if step == "flagged_for_triage":
-        return (f"紧急但{_zh_unsure(parts, names)}：已先按"
-                f"{names.category(parts['category'], 'zh')}派单，由{t('the_desk')}决定")
-    if step == "triaged":
-        return (f"{parts['staff']}选定类别：{names.category(parts['category'], 'zh')}"
-                + (f"；原因：{_zh_reason(parts['reason'])}" if parts["reason"] else ""))
-    if step == "rerouted":
-        category = names.category(parts["category"], "zh")
-        text = f"{parts['staff']}改派：" + (
-            f"类别{names.category(parts['previous'], 'zh')}→{category}" if parts["previous"]
-            else f"类别不变（{category}）")
-        if parts["priority"]:
-            text += (f"；紧急程度{t.label('priority', parts['was'])}→"
-                     f"{t.label('priority', parts['priority'])}")
-        if parts["withdrawn"]:
-            text += f"；撤回{parts['withdrawn'].replace(', ', '、')}"
-        if parts["added"]:
-            text += f"；新增{_zh_parties(parts['added'], t)}"
-        if parts["roles"]:
-            text += f"；改为{_zh_parties(parts['roles'], t)}"
-        return text + f"；原因：{_zh_reason(parts['reason'])}"
-    if step == "assignment_withdrawn":
-        return f"已告知{name}：其派单已撤回（{parts['staff']}：{_zh_reason(parts['reason'])}）"
-    if step == "merged":
-        return (f"与 {parts['primary']} 同为{names.category(parts['category'], 'zh')}问题，"
-                "已合并（共性问题统筹）")
+        values["agencies"] = _listed((_agency(code.strip(), t, names, coded=True)
+                                      for code in parts["agencies"].split(",")), t)
     if step == "table_convened":
-        return (f"{local_time(parts['meets_at'], tz)}在{parts['place']}召开协调会，"
-                f"参会单位：{parts['names']}")
+        values["agencies"] = _listed((_agency(n, t, names)
+                                      for n in parts["names"].split("、")), t)
     if step == "table_invited":
-        return f"{_inviter(parts['by'], t, names)}邀请{name}参会"
-    if step == "table_task_recorded":
-        return f"{parts['task']}：{name}负责{parts['what']}，{local_time(parts['due'], tz)}前完成"
-    if step == "deadline_agreed":
-        return (f"{parts['task']}：按协调会商定，{name}的办结时限由"
-                f"{local_time(parts['before'], tz)}改为{local_time(parts['due'], tz)}")
-    if step == "table_task_done":
-        if parts["staff"]:
-            return f"{parts['task']}由{t('the_desk')}（{parts['staff']}）代{name}关闭：{parts['note']}"
-        return f"{parts['task']}已由{name}完成：{parts['note']}"
-    return ""
+        by_whom = parts["by"] or ""
+        values["inviter"] = (t("the_desk") if by_whom in ("desk", "the desk")
+                             else _agency(by_whom, t, names, coded=True))
+    return values
 
 
-def _inviter(by: str, t: Translator, names) -> str:
-    """Who invited an agency to the table: the desk, or the lead agency by the name the
-    timeline gives agencies (the service's ``agency_name``; in Chinese on either page).
-    Steps written before routing named the inviter carry ``desk`` or the agency's code."""
-    if by in ("desk", "the desk"):
-        return t("the_desk")
-    return names.agency(by, "zh")
+# ------------------------------------------- the timeline: each language's own pieces
 
 
-def _zh_parties(parties: str, t: Translator) -> str:
-    """``供电公司 (lead), 物业 (support)`` as ``供电公司（牵头）、物业（配合）``."""
-    return re.sub(r" \((lead|support)\)", lambda m: f"（{t.label('role', m[1])}）",
-                  parties).replace(", ", "、")
+def _listed(items, t: Translator) -> str:
+    """Items listed as the page's language lists them (、 in Chinese)."""
+    return ("、" if t.lang == "zh" else ", ").join(items)
 
 
-def _zh_unsure(parts: dict[str, str | None], names) -> str:
+def _bracketed(text: str, t: Translator) -> str:
+    """``（text）`` in Chinese (full width, no space), `` (text)`` in English."""
+    return f"（{text}）" if t.lang == "zh" else f" ({text})"
+
+
+def _agency(name: str, t: Translator, names, coded: bool = False) -> str:
+    """An agency as the timeline names it (its Chinese name; a code on older steps): by
+    its English name on an English page; on a Chinese page as written, or by its name
+    where the step gives its code (``coded``)."""
+    if t.lang == "en":
+        return _en_agency(name, names)
+    return names.agency(name, "zh") if coded else name
+
+
+def _parties(parties: str, t: Translator, names) -> str:
+    """``供电公司 (lead), 物业 (support)`` as ``供电公司（牵头）、物业（配合）`` or
+    ``Power company (lead), Property management (support)``."""
+    said = []
+    for party in parties.split(", "):
+        found = re.fullmatch(r"(?P<name>.+) \((?P<role>lead|support)\)", party)
+        said.append(_agency(found["name"], t, names)
+                    + _bracketed(t.label("role", found["role"]), t) if found else party)
+    return _listed(said, t)
+
+
+def _unsure(parts: dict[str, str | None], t: Translator, names) -> str:
     """Why routing was not sure: ``not sure (top category X at 45%)``."""
     if parts["best"]:
-        return f"类别没有把握（最可能是{names.category(parts['best'], 'zh')}，{parts['share']}）"
-    return "未能识别类别"
+        return _say("unsure", t, {"best": names.category(parts["best"], t.lang),
+                                  "share": parts["share"]})
+    return _say("unsure.none", t, {})
 
 
-def _zh_reason(reason: str | None) -> str:
-    """A reason as the desk typed it, or in Chinese where the service gave it in English."""
-    return _ZH_REASONS.get(reason or "", reason or "")
+def _reason(reason: str | None, t: Translator) -> str:
+    """A reason as the desk typed it, or in the page's words where the service gave it."""
+    return _REASONS.get(reason or "", {}).get(t.lang, reason or "")
 
 
-def _zh_supervisor(level: str | None, t: Translator, names, whom: str = "督办领导") -> str:
-    """Who supervises at that level (街道办事处), else the level (街道督办领导)."""
-    return names.supervisor(level, "zh") or f"{t.label('level', level)}{whom}"
-
-
-def _zh_message(parts: dict[str, str | None], t: Translator) -> str:
-    return (f"{t.name('msg', parts['kind'])}消息{t.name('delivery', parts['status'])}"
-            f"（{t.name('pc', parts['channel'])}）")
-
+def _message(parts: dict[str, str | None], t: Translator, supervisor: str | None) -> str:
+    """A message's kind, delivery and channel in the page's language (to ``supervisor``,
+    in English, inside the sentence)."""
+    if t.lang == "zh":
+        return (f"{t.name('msg', parts['kind'])}消息{t.name('delivery', parts['status'])}"
+                f"（{t.name('pc', parts['channel'])}）")
+    return _en_message(parts, t, f" to {supervisor}" if supervisor else "")
 
 
 # --------------------------------------------------- the timeline, in English
@@ -988,126 +998,6 @@ _EN_DELIVERED = {"failed": "could not be sent {how}",
 # Kinds that are a message's own name ("the rating request"); the others are the step
 # they tell of ("the dispatched message").
 _EN_NAMED_KINDS = ("request", "notice", "decision")
-# Reasons a service gives where the desk gave none (services.routing.desk), as said.
-_EN_REASONS = {"triage: the desk chose another route": "at triage, the desk chose another route"}
-
-
-def _en_detail(step: str, parts: dict[str, str | None], t: Translator, names,
-               tz: str) -> str | None:
-    """A detail in plain English from its parts (None: the raw text reads well as it is,
-    its moments put in the desk's time zone)."""
-    by = f" ({parts['staff_id']})" if parts.get("staff_id") else ""
-    name = _en_agency(parts.get("name"), names) + by if parts.get("name") else ""
-    if step == "received":
-        return f"Accepted via the {t.name('ch', parts['channel']).lower()}"
-    if step == "dispatched":
-        return (f"Category: {names.category(parts['category'], 'en')}, priority: "
-                f"{t.label('priority', parts['priority'])}; sent to "
-                f"{_en_parties(parts['parties'], t, names)}")
-    if step == "assignment_delivered":
-        return f"{name} received the assignment ({t.label('role', parts['role'])})"
-    if step == "acknowledged":
-        late = " after its deadline" if parts["late"] else ""
-        return f"{name} reported in{late}" + (f": {parts['note']}" if parts["note"] else "")
-    if step == "assignment_resolved":
-        return f"{name} resolved its part: {parts['note']}"
-    if step == "escalated":
-        kind = "report in" if parts["kind"] == "report in" else "resolve its part"
-        supervisor = _en_supervisor(parts["level"], t, names)
-        # Past the top level nothing goes up: the district is reminded.
-        outcome = (f"still with {supervisor}, reminded" if parts["still"]
-                   else f"escalated to {supervisor}")
-        return (f"{name} did not {kind} by {local_time(parts['missed'], tz)}: {outcome}; "
-                f"whistled again, new deadline {local_time(parts['due'], tz)}")
-    if step == "awaiting_rating":
-        return (f"The resident is asked to rate it; it closes unrated at "
-                f"{local_time(parts['due'], tz)}")
-    if step == "rating_recorded":
-        return (f"Recorded by the desk ({parts['staff']}) "
-                f"{t.label('method', parts['method'])} for the reporter of "
-                f"{parts['reporter']}: {t(parts['rating'])}")
-    if step == "rated":
-        return "The resident is satisfied" + (f": {parts['comment']}" if parts["comment"] else "")
-    if step == "reopened":
-        agencies = ", ".join(_en_agency(code.strip(), names)
-                             for code in parts["agencies"].split(","))
-        level = t.label("level", parts["level"]).lower()
-        followed = (f"still followed up at {level} level" if parts["still"]
-                    else f"escalated to {level} level")
-        return (f"The resident is not satisfied: {parts['reason']}; back to {agencies}, "
-                f"{followed}")
-    if step == "closed":
-        return ("Closed: the resident is satisfied" if parts["why"].startswith("the resident")
-                else "Closed: no rating within the rating window")
-    if step == "resident_notified":
-        text = _en_message(parts, t)
-        if parts["reporter"]:
-            text += f" to the reporter of {parts['reporter']}"
-        return text + (f": {delivery_note(parts['note'], t)}" if parts["note"] else "")
-    if step == "supervisor_notified":
-        return (_en_message(parts, t, f" to {_en_supervisor(parts['level'], t, names)}")
-                + (f": {delivery_note(parts['note'], t)}" if parts["note"] else ""))
-    return _en_desk_detail(step, parts, t, names, tz, name)
-
-
-def _en_desk_detail(step: str, parts: dict[str, str | None], t: Translator, names, tz: str,
-                    name: str) -> str | None:
-    """The desk's and the table's steps in English (triage, reroute, merging, the table)."""
-    if step == "needs_triage":
-        shown = parts["suggestions"]
-        suggestions = "none" if shown == "none" else ", ".join(
-            f"{names.category(code, 'en')} {share}"
-            for code, share in (s.rsplit(" ", 1) for s in shown.split(", ")))
-        return f"{_en_unsure(parts, names)}: the desk decides; suggestions: {suggestions}"
-    if step == "flagged_for_triage":
-        return (f"Urgent, but {_en_unsure(parts, names)[0].lower()}"
-                f"{_en_unsure(parts, names)[1:]}: dispatched as "
-                f"{names.category(parts['category'], 'en')} meanwhile; the desk decides")
-    if step == "triaged":
-        return (f"{parts['staff']} chose the category "
-                f"{names.category(parts['category'], 'en')}"
-                + (f"; why: {parts['reason']}" if parts["reason"] else ""))
-    if step == "rerouted":
-        category = names.category(parts["category"], "en")
-        text = f"Rerouted by {parts['staff']}: " + (
-            f"category {names.category(parts['previous'], 'en')} → {category}"
-            if parts["previous"] else f"category unchanged ({category})")
-        if parts["priority"]:
-            text += (f"; priority {t.label('priority', parts['was'])} → "
-                     f"{t.label('priority', parts['priority'])}")
-        if parts["withdrawn"]:
-            text += "; withdrawn from " + ", ".join(
-                _en_agency(n, names) for n in parts["withdrawn"].split(", "))
-        if parts["added"]:
-            text += f"; added {_en_parties(parts['added'], t, names)}"
-        if parts["roles"]:
-            text += f"; now {_en_parties(parts['roles'], t, names)}"
-        return text + f"; why: {_EN_REASONS.get(parts['reason'], parts['reason'])}"
-    if step == "assignment_withdrawn":
-        return (f"{name} was told its part is withdrawn ({parts['staff']}: "
-                f"{_EN_REASONS.get(parts['reason'], parts['reason'])})")
-    if step == "merged":
-        return (f"The same {names.category(parts['category'], 'en')} problem as "
-                f"{parts['primary']}: merged, to be handled together")
-    if step == "table_convened":
-        agencies = ", ".join(_en_agency(n, names) for n in parts["names"].split("、"))
-        return (f"Table at {parts['place']}, {local_time(parts['meets_at'], tz)}: {agencies}")
-    if step == "table_invited":
-        return f"{name} invited by {_en_inviter(parts['by'], t, names)}"
-    if step == "table_checked_in":
-        return f"{name} checked in at the table"
-    if step == "table_task_recorded":
-        return (f"{parts['task']}: {name} to {parts['what']} by "
-                f"{local_time(parts['due'], tz)}")
-    if step == "deadline_agreed":
-        return (f"{parts['task']}: {name} to resolve by {local_time(parts['due'], tz)} as "
-                f"agreed at the table, not {local_time(parts['before'], tz)}")
-    if step == "table_task_done":
-        if parts["staff"]:
-            return (f"{parts['task']} closed by the desk ({parts['staff']}) for {name}: "
-                    f"{parts['note']}")
-        return f"{parts['task']} done by {name}: {parts['note']}"
-    return None
 
 
 def _en_agency(name: str | None, names) -> str:
@@ -1118,33 +1008,6 @@ def _en_agency(name: str | None, names) -> str:
         if name in (zh, code):
             return en
     return name
-
-
-def _en_inviter(by: str, t: Translator, names) -> str:
-    return t("the_desk") if by in ("desk", "the desk") else _en_agency(by, names)
-
-
-def _en_parties(parties: str, t: Translator, names) -> str:
-    """``供电公司 (lead), 物业公司 (support)`` as ``Power company (lead), Property
-    management (support)``."""
-    said = []
-    for party in parties.split(", "):
-        found = re.fullmatch(r"(?P<name>.+) \((?P<role>lead|support)\)", party)
-        said.append(f"{_en_agency(found['name'], names)} ({t.label('role', found['role'])})"
-                    if found else party)
-    return ", ".join(said)
-
-
-def _en_unsure(parts: dict[str, str | None], names) -> str:
-    if parts["best"]:
-        return (f"Routing is not sure of the category (most likely "
-                f"{names.category(parts['best'], 'en')}, {parts['share']})")
-    return "Routing recognised no category"
-
-
-def _en_supervisor(level: str | None, t: Translator, names) -> str:
-    """Who supervises at that level (the Street office), else the level's supervisor."""
-    return names.supervisor(level, "en") or f"the {t.label('level', level).lower()} supervisor"
 
 
 def _en_message(parts: dict[str, str | None], t: Translator, whom: str = "") -> str:

@@ -49,6 +49,15 @@ def test_both_languages_have_the_same_texts():
     assert set(views.catalogue("zh")) == set(views.catalogue("en"))
 
 
+def test_every_timeline_step_has_its_words_in_the_catalogue():
+    """The timeline says each step from one table of words in the catalogue
+    (``said_<step>``): a step the services write without words there would fail the
+    page. Chinese says every step; English may leave one empty (shown as written)."""
+    for step in views._DETAIL:
+        assert views.catalogue("zh").get(f"said_{step}"), step
+        assert f"said_{step}" in views.catalogue("en"), step
+
+
 def test_a_missing_text_shows_its_key_instead_of_failing():
     assert ZH("no_such_key") == "no_such_key"
     assert EN("submitted", issue_id="WH-1") == "Received as WH-1."
