@@ -16,6 +16,7 @@ from shared import config as cfg
 from shared.auth import issue_feedback_token, issue_token
 from shared.guard import audit_entries
 from tests.support.auth import DESK
+from tests.support.chain import resolve_over_http
 from tests.support.rules import fast_rules
 from tests.support.waiting import wait_for
 
@@ -92,12 +93,7 @@ def test_after_a_reopen_a_miss_goes_above_the_reopened_level_then_only_reminds(
     wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json()["status"],
              lambda s: s == "dispatched")
     power = auth(whistle_config, "power")
-    for step, body in (("acknowledge", None), ("resolve", {"note": "已剪除飞线"})):
-        done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
-                             headers=power, json=body, timeout=5)
-        assert done.status_code == 200, done.text
-    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json()
-             ["feedback_due"], bool)
+    resolve_over_http(base, "power", power, issue_id, DESK, "已剪除飞线")
     rated = requests.post(f"{base}/issues/{issue_id}/feedback", timeout=5, json={
         "rating": "unsatisfied", "comment": "线还耷拉着",
         "token": issue_feedback_token(issue_id, issue_id, 0, whistle_config[cfg.SECRET],

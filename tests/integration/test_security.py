@@ -32,6 +32,7 @@ from shared.web import MAX_BODY_BYTES
 from tests.conftest import free_port
 from tests.integration import test_notify_channels
 from tests.support.auth import staff_headers
+from tests.support.chain import resolve_over_http
 
 gateway = test_notify_channels.gateway  # the resident's phone: a real webhook receiver
 pytestmark = pytest.mark.integration
@@ -83,12 +84,7 @@ def dispatched_wire(base, secret):
 def resolved_wire(base, secret):
     """:func:`dispatched_wire`, reported in and resolved by power: waiting for its rating."""
     desk, power, issue_id = dispatched_wire(base, secret)
-    for step, body in (("acknowledge", None), ("resolve", {"note": "已处理"})):
-        done = requests.post(f"{base}/agencies/power/assignments/{issue_id}/{step}",
-                             headers=power, json=body, timeout=10)
-        assert done.status_code == 200, done.text
-    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk).json()
-             ["feedback_due"], bool)
+    resolve_over_http(base, "power", power, issue_id, desk, "已处理")
     return desk, power, issue_id
 
 

@@ -7,7 +7,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from shared import config as cfg
 from shared.auth import issue_feedback_token, issue_token
-from tests.support.waiting import wait_until
+from tests.support.waiting import wait_for, wait_until
 
 
 def resolve_and_rate_satisfied(whistle: str, config: dict, store, issue_id: str) -> None:
@@ -24,3 +24,16 @@ def resolve_and_rate_satisfied(whistle: str, config: dict, store, issue_id: str)
         json={"rating": "satisfied"})
     assert rated.status_code == 200, rated.text
     wait_until(lambda: store.get(issue_id).status.value == "closed")
+
+
+def resolve_over_http(base: str, agency: str, headers: dict, issue_id: str, desk: dict,
+                      note: str) -> None:
+    """``agency`` reports in and resolves its part of ``issue_id`` (``note``) through the
+    API with its staff's ``headers``; returns once the desk sees the issue waiting for
+    its rating (``feedback_due``)."""
+    for step, body in (("acknowledge", None), ("resolve", {"note": note})):
+        done = requests.post(f"{base}/agencies/{agency}/assignments/{issue_id}/{step}",
+                             headers=headers, json=body, timeout=10)
+        assert done.status_code == 200, done.text
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=desk, timeout=10).json()
+             ["feedback_due"], bool)
