@@ -908,13 +908,13 @@ def _step_values(step: str, parts: dict[str, str | None], t: Translator, names,
     if "best" in parts:
         values["unsure"] = _unsure(parts, t, names)
         values["unsure_after"] = values["unsure"][:1].lower() + values["unsure"][1:]
-    if "suggestions" in parts:
-        values["suggestions"] = _say("needs_triage.none", t, values) \
-            if parts["suggestions"] == "none" else _listed(
-                (f"{names.category(code, lang)} {share}"
-                 for code, share in (s.rsplit(" ", 1) for s in parts["suggestions"].split(", "))),
-                t)
-    if "withdrawn" in parts and parts["withdrawn"]:
+    if parts.get("suggestions") == "none":
+        values["suggestions"] = _say("needs_triage.none", t, values)
+    elif parts.get("suggestions"):  # "pipe_leak 45%, water_outage 30%"
+        shares = (s.rsplit(" ", 1) for s in parts["suggestions"].split(", "))
+        values["suggestions"] = _listed(
+            (f"{names.category(code, lang)} {share}" for code, share in shares), t)
+    if parts.get("withdrawn"):
         values["withdrawn"] = _listed((_agency(n, t, names)
                                        for n in parts["withdrawn"].split(", ")), t)
     if step == "reopened":
