@@ -61,18 +61,20 @@ M = TypeVar("M", bound=BaseModel)
 _servers: dict[str, ProcessWebServer] = {}
 
 
+JSON_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                "X-Content-Type-Options": "nosniff"}
+"""What every JSON answer says unless its caller's ``headers`` say otherwise."""
+
+
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON answer, kept by no cache (``Cache-Control: no-store``, unless ``headers``
     say otherwise): each is someone's issue as their token may read it, a resident's
     link in the address among them, as the pages are. For that link, too, it sends no
     ``Referer`` on (the address holds the token) and is never sniffed as anything but
     JSON (it quotes residents' words)."""
-    response = Response(dumps(payload), status=status, headers=headers,
-                        mimetype="application/json")
-    response.headers.setdefault("Cache-Control", "no-store")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
+    # One dict to the constructor, not a setdefault a header: every API answer pays this.
+    return Response(dumps(payload), status=status, mimetype="application/json",
+                    headers=JSON_HEADERS if headers is None else {**JSON_HEADERS, **headers})
 
 
 def error_headers(exc: Exception) -> dict[str, str] | None:
