@@ -198,6 +198,10 @@ class EscalationLevel(StrEnum):
         levels = list(EscalationLevel)
         return levels[min(levels.index(self) + 1, len(levels) - 1)]
 
+    def is_above(self, other: EscalationLevel) -> bool:
+        levels = list(EscalationLevel)
+        return levels.index(self) > levels.index(EscalationLevel(other))
+
 
 class DeadlineKind(StrEnum):
     acknowledge = "acknowledge"
@@ -609,6 +613,16 @@ class IssueEscalated(Event):
     # but nothing went up, so the reporters are not told "escalated" again. Events from
     # before it was carried were each a step up.
     reminder: bool = False
+    # The issue's level after this miss (the highest any agency's misses, or a reopen,
+    # took it). Above ``level`` when this agency's own misses whistle it to the street
+    # office while another's took the issue to the district: the street whistles it, but
+    # the issue did not go down. None in events from before it was carried (read as
+    # ``level``: see :meth:`stays_above`).
+    issue_level: EscalationLevel | None = None
+
+    def stays_above(self) -> bool:
+        """The issue is followed at a level above the one this miss went to."""
+        return (self.issue_level or self.level).is_above(self.level)
 
 
 class TableConvened(Event):

@@ -249,6 +249,25 @@ def level_name(level: EscalationLevel, language: str) -> str:
     return in_language(language, *LEVEL_NAMES[EscalationLevel(level)])
 
 
+def escalated_wording(event: IssueEscalated) -> str | None:
+    """How the reporters are told of a miss: "escalated" itself (None), or, when the
+    agency's own misses whistle it to the street office while another agency's took the
+    issue to the district, ``escalated_part`` (the street office presses it, the issue
+    stays with the district): "escalated to the street office" told residents who knew
+    the district followed it up that it went down."""
+    return "escalated_part" if event.stays_above() else None
+
+
+def escalated_values(event: IssueEscalated, language: str) -> dict[str, str]:
+    """The values of either wording of "escalated", in ``language``."""
+    return {"issue_id": event.issue_id,
+            "agency": in_language(language, event.agency.agency_name,
+                                  event.agency.agency_name_en),
+            "level": level_name(event.level, language),
+            "supervisor": in_language(language, event.supervisor, event.supervisor_en),
+            "issue_level": level_name(event.issue_level or event.level, language)}
+
+
 def reopen_supervision(level: EscalationLevel, escalated: bool, language: str) -> str:
     """Who follows a reopened issue up, as the "reopened" message ends: escalated to
     ``level``, or, at the top level already, that level still (nothing went up)."""

@@ -52,6 +52,8 @@ from services.notify.recipients import (
     Record,
     closed_reason_text,
     deadline_name,
+    escalated_values,
+    escalated_wording,
     if_unsatisfied,
     in_language,
     is_merged,
@@ -264,11 +266,8 @@ class NotifyService:
             if failures:
                 raise failures[0]
             return
-        self._tell(event, "escalated", lambda record, lang, _reader: {
-            "issue_id": record.issue_id, "agency": _agency_name(event.agency, lang),
-            "level": level_name(event.level, lang),
-            "supervisor": in_language(lang, event.supervisor, event.supervisor_en),
-        }, record=record, failures=failures)
+        self._tell(event, "escalated", lambda _record, lang, _reader: escalated_values(event, lang),
+                   record=record, failures=failures, wording=escalated_wording(event))
 
     def on_table_convened(self, event: TableConvened) -> None:
         self._tell(event, "table_convened", lambda record, lang, _reader: {

@@ -32,13 +32,17 @@ MESSAGE_KINDS: tuple[str, ...] = (
     "table_convened", "table_decision", "part_resolved", "resolved", "rating_request",
     "reopened", "closed", "rerouted", "dispatched_one", "rerouted_one",
     "received_desk", "rating_request_desk", "escalation_reminder",
-    "reopen_notice", "reopen_reminder",
+    "reopen_notice", "reopen_reminder", "escalated_part",
 )
 """Every message kind, in the order they usually arrive. All are for residents except
 ``escalation_notice``, which goes to the supervisor an issue was escalated to, and
 ``reopen_notice``, to the supervisor at the level an unsatisfied rating reopened it at
 (民事民评); ``escalation_reminder`` and ``reopen_reminder`` are their wording when the
 issue stays with the district (nothing went up: the district is reminded).
+``escalated_part`` is the wording of "escalated" when an agency's own misses whistle it
+to a level below the one another agency's took the issue to (the street office presses
+it, the issue stays with the district): "escalated to the street office" read as if the
+issue went down.
 ``dispatched_one`` and ``rerouted_one`` are the wording of "dispatched" and "rerouted"
 when one agency has the whole issue (its record's kind stays "dispatched" or
 "rerouted"): "sent to the power company, with the power company leading; each agency

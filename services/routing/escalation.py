@@ -16,7 +16,12 @@ They are kept in a Redis sorted set derived from the record (see
 - past the top level (an agency whistled up to the district misses again) the
   district is reminded on every miss, but nothing goes up: the event is a
   ``reminder``, and the reporters, told once that the district follows it up,
-  are not told "escalated" again at every window.
+  are not told "escalated" again at every window;
+- an agency whose own misses whistle it to a level below the issue's (its first miss
+  while another agency's took the issue to the district) goes to that level's
+  supervisor (the street office whistles it), but the issue stays where it is: the
+  event carries both (``level``, ``issue_level``) and the timeline says both, so no
+  one who was told "the district follows it up" reads that it went down.
 
 A deadline is identified by (issue, agency, kind, due time), which is the
 idempotency key of its escalation: it escalates exactly once, however many
@@ -75,6 +80,10 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
         verb, next_due = "resolve", assignment.resolve_by
     outcome = (f"still with {supervisor.name_en} ({level.value}), reminded" if reminder
                else f"escalated to {supervisor.name_en} ({level.value})")
+    if new.escalation_level is not level:
+        above = rules.supervisor(new.escalation_level)
+        outcome += (f", the issue stays with {above.name_en} "
+                    f"({new.escalation_level.value})")
     new.step(now, "routing", "escalated",
              f"{assignment.agency_name} did not {verb} by {deadline.due.isoformat()}: "
              f"{outcome}; whistled again, new deadline {next_due.isoformat()}",
@@ -86,6 +95,7 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
         deadline=deadline.kind, missed=deadline.due, level=level,
         supervisor=supervisor.name, supervisor_en=supervisor.name_en,
         supervisor_language=supervisor.language, reminder=reminder,
+        issue_level=new.escalation_level,
     )
     return new, [event]
 

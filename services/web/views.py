@@ -749,7 +749,10 @@ _DETAIL = {step: re.compile(pattern, re.DOTALL) for step, pattern in {
     "assignment_resolved": rf"^(?P<name>.+?)(?:{_BY_STAFF} resolved its part)?: (?P<note>.*)$",
     "resolved": r"^every agency has finished its part$",
     "escalated": r"^(?P<name>.+?) did not (?P<kind>report in|resolve) by (?P<missed>\S+): "
-                 r"(?:escalated to|(?P<still>still with)) .+ \((?P<level>\w+)\)(?:, reminded)?; "
+                 r"(?:escalated to|(?P<still>still with)) .+? \((?P<level>\w+)\)(?:, reminded)?"
+                 # The agency's part went to a level below the issue's (another agency's
+                 # misses took the issue higher): it stays there (routing.escalation).
+                 r"(?:, the issue stays with .+? \((?P<issue_level>\w+)\))?; "
                  r"whistled again, new deadline (?P<due>\S+)$",
     "awaiting_rating": r"^the resident is asked to rate; closes unrated at (?P<due>\S+)$",
     "rating_recorded": r"^by the desk \((?P<staff>[^)]*)\) for the reporter of (?P<reporter>\S+), "
@@ -801,6 +804,7 @@ _VARIANT = {
 # The parts a step says only when it has them, in this order, as ``{more}``.
 _CLAUSES = {
     "acknowledged": ("late", "note"),
+    "escalated": ("issue_level",),
     "rated": ("comment",),
     "resident_notified": ("reporter", "note"),
     "supervisor_notified": ("note",),
@@ -896,6 +900,9 @@ def _step_values(step: str, parts: dict[str, str | None], t: Translator, names,
         values["level"] = t.label("level", parts["level"]).lower()
         values["supervisor"] = names.supervisor(parts["level"], lang) or _say(
             "supervisor.escalated" if step == "escalated" else "supervisor", t, values)
+    if parts.get("issue_level"):
+        values["issue_supervisor"] = (names.supervisor(parts["issue_level"], lang)
+                                      or t.label("level", parts["issue_level"]))
     if "rating" in parts:
         values["rating"] = t(parts["rating"] or "")
     if "reason" in parts:

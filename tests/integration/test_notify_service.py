@@ -192,6 +192,36 @@ def test_a_reminder_at_the_top_level_goes_to_the_district_alone(notify, amqp, st
     assert steps == ["supervisor_notified"]
 
 
+def test_a_part_whistled_to_the_street_while_the_issue_is_at_the_district(notify, amqp,
+                                                                          store):
+    """Another agency's misses took the issue to the district; the water company's first
+    miss goes to the street office, which must whistle it. The street office is told so;
+    the residents, told once that the district follows it up, read "提级到街道一级" as if
+    the issue went down: they are told the street presses the agency and the issue stays
+    with the district."""
+    escalated = about(IssueEscalated, agency=WATER, deadline=DeadlineKind.acknowledge,
+                      missed=datetime(2026, 11, 21, 2, 0, tzinfo=UTC),
+                      level=EscalationLevel.street, supervisor="缤泰街道办事处",
+                      supervisor_en="Bintai Street Office",
+                      issue_level=EscalationLevel.district)
+    publish(amqp, escalated)
+
+    wait_until(lambda: len(told(notify, PRIMARY)) == 2 and kinds(notify, NEIGHBOUR))
+    settle()
+    own = told(notify, PRIMARY)
+    [notice] = [n for n in own if n["audience"] == "supervisor"]
+    assert notice["recipient"]["level"] == "street"
+    assert "现提级到街道一级督办" in notice["text"]
+    [resident] = [n for n in own if n["audience"] == "resident"]
+    assert resident["kind"] == "escalated"
+    assert "现由街道一级的缤泰街道办事处督促其办理；您的问题仍由区一级督办" in resident["text"]
+    assert "提级" not in resident["text"]
+    [neighbour] = told(notify, NEIGHBOUR)
+    assert "the street office (Bintai Street Office) is now pressing it to act. Your report " \
+        "stays with the district" in neighbour["text"]
+    assert "escalated" not in neighbour["text"]
+
+
 def test_a_reopen_tells_its_supervisor_once_under_redelivery(notify, amqp, store):
     """不满意 reopened the issue to the street office: the street office is told once
     however often the event comes, beside every reporter's "reopened"; a reopen from a

@@ -576,3 +576,34 @@ def test_a_reopened_record_stored_before_levels_were_kept_does_not_repeat_a_leve
     assert (event.level, event.reminder) == (EscalationLevel.district, False)
     old, event = miss(old)
     assert (event.level, event.reminder) == (EscalationLevel.district, True)
+
+
+def test_a_second_agency_first_miss_at_the_district_says_the_issue_stays_there():
+    """The water company's two misses took the issue to the district; the property
+    manager's first miss goes to the street office (the street whistles it: 三级吹哨 is
+    per agency), but the issue stays with the district. The event and the timeline said
+    "escalated to 街道办事处 (street)" alone, and the residents, told the district follows
+    it up, read that it went down to the street."""
+    record = pipe_leak()
+    record, _ = miss(record, "water")
+    record, water = miss(record, "water")
+    assert (water.level, water.issue_level) == (EscalationLevel.district,
+                                               EscalationLevel.district)
+
+    record, manager = miss(record, "property_manager")
+    assert (manager.level, manager.reminder) == (EscalationLevel.street, False)
+    assert manager.issue_level is EscalationLevel.district
+    assert record.escalation_level is EscalationLevel.district
+    street = RULES.supervisor(EscalationLevel.street).name_en
+    district = RULES.supervisor(EscalationLevel.district).name_en
+    [step] = [s for s in record.timeline
+              if s.step == "escalated" and s.agency == "property_manager"]
+    assert step.detail.split(": ", 1)[1].split(";", 1)[0] == (
+        f"escalated to {street} (street), the issue stays with {district} (district)")
+
+
+def test_a_miss_that_takes_the_issue_up_carries_its_own_level_as_the_issues():
+    record, event = miss(pipe_leak(), "water")
+    assert (event.level, event.issue_level) == (EscalationLevel.street, EscalationLevel.street)
+    assert outcome(record) == \
+        f"escalated to {RULES.supervisor(EscalationLevel.street).name_en} (street)"

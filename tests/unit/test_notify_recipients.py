@@ -28,6 +28,8 @@ from services.notify.recipients import (
     closed_reason_text,
     comment_or_none,
     deadline_name,
+    escalated_values,
+    escalated_wording,
     in_language,
     is_merged,
     level_name,
@@ -361,6 +363,22 @@ def test_a_supervisor_is_named_in_its_own_language_unless_told_otherwise():
     assert supervisor_language(english) == "en"
     assert supervisor_for(english)["name"] == "Bintai Street Office"
     assert supervisor_for(english, "zh")["name"] == "缤泰街道办事处"
+
+
+def test_a_part_whistled_below_the_issues_level_is_told_as_staying_with_it():
+    """The housing bureau's first miss goes to the street office while another agency's
+    two took the issue to the district: the residents, told that the district follows it
+    up, must not read "escalated to the street office" as if it went down."""
+    below = escalation(issue_level=EscalationLevel.district)
+    assert escalated_wording(below) == "escalated_part"
+    assert escalated_values(below, "en")["level"] == "the street office"
+    assert escalated_values(below, "en")["issue_level"] == "the district"
+    assert escalated_values(below, "zh")["issue_level"] == "区"
+    # A miss that took the issue up, and one from before the issue's level was carried.
+    assert escalated_wording(escalation(issue_level=EscalationLevel.street)) is None
+    assert escalated_wording(escalation()) is None
+    top = escalation(level=EscalationLevel.district, issue_level=EscalationLevel.district)
+    assert escalated_wording(top) is None
 
 
 def test_an_escalation_published_before_supervisor_languages_still_validates():

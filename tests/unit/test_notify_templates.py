@@ -33,6 +33,8 @@ VARIABLES: dict[str, dict[str, object]] = {
     "acknowledged": {"issue_id": ISSUE_ID, "agency": HOUSING},
     "escalated": {"issue_id": ISSUE_ID, "agency": HOUSING, "level": "街道",
                   "supervisor": SUPERVISOR},
+    "escalated_part": {"issue_id": ISSUE_ID, "agency": HOUSING, "level": "街道",
+                       "supervisor": SUPERVISOR, "issue_level": "区"},
     "escalation_notice": {"issue_id": ISSUE_ID, "agency": HOUSING, "deadline": "报到",
                           "missed": DEADLINE, "level": "街道"},
     "escalation_reminder": {"issue_id": ISSUE_ID, "agency": HOUSING, "deadline": "报到",
@@ -277,6 +279,25 @@ def test_escalated_tells_the_resident_who_follows_it_up(templates, language, lev
 
     assert expected in text
     assert HOUSING in text
+
+
+@pytest.mark.parametrize(("language", "level", "issue_level", "expected", "never"), [
+    ("zh", "街道", "区", f"{HOUSING}未按时处理，现由街道一级的{SUPERVISOR}督促其办理；"
+     "您的问题仍由区一级督办", "提级"),
+    ("en", "the street office", "the district",
+     f"{HOUSING} did not act on your report {ISSUE_ID} in time, so the street office "
+     f"({SUPERVISOR}) is now pressing it to act. Your report stays with the district, which "
+     "keeps following it up.", "escalated"),
+])
+def test_a_part_whistled_below_the_issues_level_does_not_read_as_going_down(
+        templates, language, level, issue_level, expected, never):
+    """Told once that the district follows it up, the resident read "提级到街道一级" /
+    "escalated to the street office" when another agency first missed."""
+    text = templates.render("escalated_part", language, **{
+        **VARIABLES["escalated_part"], "level": level, "issue_level": issue_level})
+
+    assert expected in text
+    assert never not in text
 
 
 @pytest.mark.parametrize(("language", "deadline", "level", "expected"), [

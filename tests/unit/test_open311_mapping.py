@@ -519,6 +519,31 @@ def test_a_reminder_at_the_district_is_said_as_a_reminder_not_a_new_escalation()
                                   "it up, was reminded"}
 
 
+def test_a_part_whistled_below_the_issues_level_is_not_said_as_going_down():
+    """The water company's two misses took the issue to the district; the property
+    manager's first goes to the street office. status_notes and the update said "升级至区
+    督办" / "escalated to the street office" as if the issue had moved (down, in the update)."""
+    from services.routing.escalation import escalate
+    from shared.issue import pending_deadlines
+
+    record = _issue()
+    for agency in ("water", "water", "property_manager"):
+        deadline = min((d for d in pending_deadlines(record) if d.agency == agency),
+                       key=lambda d: d.due)
+        later = max(deadline.due, record.updated_at) + timedelta(seconds=1)
+        record, [event] = escalate(record, deadline, load_rules(), later)
+    assert (event.level.value, event.issue_level.value) == ("street", "district")
+    notes = {lang: request_view(record, CATALOG, lang, TZ)["status_notes"]
+             for lang in (Language.zh, Language.en)}
+    assert notes == {Language.zh: "已超时，街道督促物业公司办理，仍由区督办",
+                     Language.en: "A deadline passed: the street office is pressing "
+                                  "property_manager co to act; the district keeps following it up"}
+    journal = [{**event.model_dump(mode="json"), "event_type": "issue.escalated"}]
+    [update] = updates_from_journal(record.issue_id, journal, Language.zh, TZ,
+                                    T0 - timedelta(days=1), T0 + timedelta(days=30))
+    assert update["description"] == "已超时，街道督促物业公司办理，仍由区督办"
+
+
 def test_a_request_shows_public_fields_only():
     record = _issue()
     view = request_view(record, CATALOG, Language.zh, TZ, names_of({"name": "张三"}))

@@ -2157,3 +2157,28 @@ def test_a_merged_report_that_may_no_longer_be_split_says_why_where_the_button_w
     assert views.refusal(closed, ZH, names) == "并入的问题已结案，本报告不能再拆分"
     assert views.refusal(f"{neighbour} was split from issue {wire.issue_id}; it no longer "
                          "rates it", ZH, names) == "本报告已从原问题拆分出来单独办理，不能再评价原问题"
+
+
+def test_a_part_whistled_below_the_issues_level_says_the_issue_stays_there():
+    """The property manager's first miss went to the street office while the water
+    company's two had taken the issue to the district (routing.escalation): the page said
+    "escalated to Street office" alone, as if the issue had gone down."""
+    from services.routing.rules import load_rules
+    from shared.contracts import EscalationLevel
+
+    rules = load_rules()
+    street = rules.supervisor(EscalationLevel.street).name_en
+    district = rules.supervisor(EscalationLevel.district).name_en
+    detail = (f"物业公司 did not report in by 2026-12-05T10:00:00+00:00: escalated to {street} "
+              f"(street), the issue stays with {district} (district); whistled again, new "
+              "deadline 2026-12-05T12:00:00+00:00")
+    step = {"at": "2026-12-05T10:01:00+00:00", "service": "routing", "step": "escalated",
+            "detail": detail, "agency": "property_manager"}
+    names = names_from_rules(None)
+    [zh] = views.timeline_rows([step], ZH, names, "Asia/Shanghai")
+    [en] = views.timeline_rows([step], EN, names, "Asia/Shanghai")
+    assert zh["detail"] == ("物业公司未在2026-12-05 18:00前报到，升级至街道办事处督办，"
+                            "问题仍由区政府督办；再次吹哨，新时限2026-12-05 20:00")
+    assert en["detail"] == ("Property management did not report in by 2026-12-05 18:00: "
+                            "escalated to Street office, the issue stays with District "
+                            "government; whistled again, new deadline 2026-12-05 20:00")

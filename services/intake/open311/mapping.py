@@ -602,6 +602,22 @@ OPEN311_STATES = {
 
 _LEVEL = {"street": ("街道", "the street office"), "district": ("区", "the district")}
 
+# An escalation step whose agency went to a level below the issue's: another agency's
+# misses took the issue higher (routing.escalation writes it so).
+_PART_BELOW = re.compile(r"\((?P<level>\w+)\), the issue stays with .+? \(\w+\); ")
+
+
+def _pressed_below(level: str, issue_level: str, agency: str, en: bool) -> str:
+    """A miss whistled ``agency`` to ``level`` (the street office presses it) while the
+    issue stays at ``issue_level`` (the district): "escalated to the street office" told
+    a resident who knew the district followed it that it went down."""
+    zh, english = _LEVEL.get(level, ("上级", "a supervisor"))
+    issue_zh, issue_english = _LEVEL.get(issue_level, ("上级", "a supervisor"))
+    if en:
+        return (f"A deadline passed: {english} is pressing {agency} to act; "
+                f"{issue_english} keeps following it up")
+    return f"已超时，{zh}督促{agency}办理，仍由{issue_zh}督办"
+
 
 def open311_status(record: IssueRecord) -> str:
     """``closed`` once every agency has finished (resolved, or rated and closed)."""
@@ -686,6 +702,9 @@ def status_notes(record: IssueRecord, lang: Language) -> str:
         return f"{agency} has reported in and is working on it" if en else \
             f"{agency}已报到，正在处理"
     if kind == "escalated":
+        below = _PART_BELOW.search(step.detail)
+        if below:  # the agency's part went to the street, the issue stays at the district
+            return _pressed_below(below["level"], record.escalation_level.value, agency, en)
         zh, english = _LEVEL.get(record.escalation_level.value, ("上级", "a supervisor"))
         if ", reminded; " in step.detail:  # the top level's reminder (routing.escalation)
             return (f"A deadline passed again: {english}, already following it up, was "
@@ -841,7 +860,10 @@ def _update_text(event: dict[str, Any], en: bool, names: frozenset[str]) -> str:
         return f"Joined {into}, an open report of the same problem" if en else \
             f"已并入同一问题的 {into} 一并处理"
     if kind == "issue.escalated":
-        zh, english = _LEVEL.get(event.get("level", ""), ("上级", "a supervisor"))
+        level, issue_level = event.get("level", ""), event.get("issue_level") or ""
+        if issue_level and issue_level != level:
+            return _pressed_below(level, issue_level, agency, en)
+        zh, english = _LEVEL.get(level, ("上级", "a supervisor"))
         return f"A deadline passed: escalated to {english}" if en else f"已超时，升级至{zh}督办"
     if kind == "issue.rated":
         satisfied = event.get("rating") == "satisfied"
