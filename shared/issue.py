@@ -19,13 +19,15 @@ idempotent per event id.
 from __future__ import annotations
 
 import bisect
+import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.contracts import (
     AssignmentStatus,
@@ -46,9 +48,49 @@ from shared.contracts import (
 from shared.errors import Forbidden, InvalidTransition
 from shared.jsoncodec import utc_moment
 
+# Every moment a record keeps (created, deadlines, each step's ``at``...) has its zone: a
+# naive one is nobody's moment (compared with an aware one it raises TypeError; shown,
+# it is read in whatever zone the reader guesses), so new code that writes one is
+# refused, the field named. Checked in pydantic's core, at no cost on a record's reads.
+StoredMoment = AwareDatetime
+
 
 class Stored(BaseModel):
+    """A record, or a part of one, as the store keeps it (JSON in Redis and PostgreSQL).
+
+    Records stored by an older release may hold naive moments: before ``ConveneTable``
+    required a zone (2275766), a table's ``meets_at`` was kept as the desk typed it,
+    without one. Every moment Whistle writes is UTC (``contracts.utcnow``, and the
+    store's and the archive's JSON), so such a stored text is read as UTC, and the
+    record is readable as ever; it is refused only as a ``datetime`` handed over by
+    code. Done where a read fails, so that the reads of every other record pay
+    nothing (a validator on each moment doubled the cost of reading a record).
+    """
+
     model_config = ConfigDict(extra="ignore")
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as error:
+            naive = _naive_texts(error)
+            if not naive:
+                raise
+            data = _as_utc(orjson.loads(json_data), naive)
+            return super().model_validate_json(orjson.dumps(data), **kwargs)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        """As :meth:`model_validate_json`, for a record's JSON already decoded (the pages
+        read a record an RPC answer carried)."""
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as error:
+            naive = _naive_texts(error)
+            if not naive or not isinstance(obj, dict):
+                raise
+            return super().model_validate(_as_utc(copy.deepcopy(obj), naive), **kwargs)
 
     def copy_to_change(self) -> Self:
         """A deep copy for a transition to change: dumped and validated afresh.
@@ -60,8 +102,31 @@ class Stored(BaseModel):
         return self.model_validate(self.model_dump())
 
 
+def _naive_texts(error: ValidationError) -> list[tuple[int | str, ...]]:
+    """Where ``error`` is about stored naive moments only (text without a zone: an older
+    release's); empty if anything else is wrong, or a naive ``datetime`` came from code."""
+    places = []
+    for problem in error.errors():
+        if problem["type"] != "timezone_aware" or not isinstance(problem["input"], str):
+            return []
+        places.append(problem["loc"])
+    return places
+
+
+def _as_utc(data: Any, places: list[tuple[int | str, ...]]) -> Any:
+    """``data`` (decoded JSON) with the naive moment text at each of ``places`` read as
+    UTC, the zone every moment in Whistle is stored in."""
+    for place in places:
+        *path, last = place
+        parent = data
+        for key in path:
+            parent = parent[key]
+        parent[last] = parent[last] + "+00:00"
+    return data
+
+
 class TimelineEntry(Stored):
-    at: datetime
+    at: StoredMoment
     service: str
     step: str
     detail: str = ""
@@ -75,7 +140,7 @@ class EarlierResolution(Stored):
     cycle: int  # the issue's ``reopen_count`` when this resolution was made
     note: str | None = None
     resolved_by: str | None = None
-    resolved_at: datetime | None = None
+    resolved_at: StoredMoment | None = None
 
 
 class Assignment(Stored):
@@ -85,14 +150,14 @@ class Assignment(Stored):
     sector: Sector
     role: Role
     status: AssignmentStatus = AssignmentStatus.assigned
-    assigned_at: datetime
-    acknowledge_by: datetime
-    resolve_by: datetime
-    acknowledged_at: datetime | None = None
+    assigned_at: StoredMoment
+    acknowledge_by: StoredMoment
+    resolve_by: StoredMoment
+    acknowledged_at: StoredMoment | None = None
     acknowledged_by: str | None = None
     acknowledged_on_time: bool | None = None
     acknowledge_note: str | None = None  # the 报到's optional note (internal, as resolution_note)
-    resolved_at: datetime | None = None
+    resolved_at: StoredMoment | None = None
     resolved_by: str | None = None
     resolution_note: str | None = None
     # Set when a deadline passed with the work not done; each triggers one escalation.
@@ -102,7 +167,7 @@ class Assignment(Stored):
     # The level this agency's misses have whistled its part up to (三级吹哨): absent from
     # records stored before it was kept, where its misses count it (escalation.agency_level).
     level: EscalationLevel | None = None
-    withdrawn_at: datetime | None = None
+    withdrawn_at: StoredMoment | None = None
     withdrawn_by: str | None = None
     # Resolutions of earlier cycles, oldest first: absent from records stored before it.
     earlier_resolutions: list[EarlierResolution] = Field(default_factory=list)
@@ -136,10 +201,10 @@ class TableTask(Stored):
     task_id: str
     agency: str
     description: str
-    due: datetime
+    due: StoredMoment
     status: str = "open"  # "open" | "done"
-    recorded_at: datetime
-    done_at: datetime | None = None
+    recorded_at: StoredMoment
+    done_at: StoredMoment | None = None
     note: str | None = None
     closed_by: str | None = None  # who marked it done: its agency, or "desk"
     closed_by_staff: str | None = None  # the staff id of whoever marked it done
@@ -148,11 +213,11 @@ class TableTask(Stored):
 class TableSession(Stored):
     """问题在桌面解决: every agency involved at one table until it is done (事不完，人不撤)."""
 
-    meets_at: datetime
+    meets_at: StoredMoment
     place: str
-    convened_at: datetime
+    convened_at: StoredMoment
     invited: list[str]
-    checked_in: dict[str, datetime] = Field(default_factory=dict)
+    checked_in: dict[str, StoredMoment] = Field(default_factory=dict)
     tasks: list[TableTask] = Field(default_factory=list)
 
     def open_tasks(self) -> list[TableTask]:
@@ -164,7 +229,7 @@ class RatingRecord(Stored):
     cycle: int
     rating: Rating
     comment: str | None = None
-    at: datetime
+    at: StoredMoment
     # The desk recorded it on the resident's behalf (电话回访): its staff id, and how.
     recorded_by: str | None = None
     method: RatingMethod | None = None
@@ -198,8 +263,8 @@ class TriageState(Stored):
     suggestions: list[Suggestion] = Field(default_factory=list)
     reason: str
     urgent: bool = False
-    flagged_at: datetime
-    decided_at: datetime | None = None
+    flagged_at: StoredMoment
+    decided_at: StoredMoment | None = None
     decided_by: str | None = None
     decided_category: str | None = None
 
@@ -214,8 +279,8 @@ class IssueRecord(Stored):
     location: Location
     channel: Channel
     language: Language
-    received_at: datetime
-    updated_at: datetime
+    received_at: StoredMoment
+    updated_at: StoredMoment
     media_url: str | None = None  # a photo of the problem, as the reporter linked it
     routing: Routing | None = None
     triage: TriageState | None = None
@@ -230,10 +295,10 @@ class IssueRecord(Stored):
     # The level the latest reopen left the issue at: every agency's next miss goes up
     # from it. Absent before a reopen, and from records reopened before it was kept.
     reopened_level: EscalationLevel | None = None
-    feedback_due: datetime | None = None
+    feedback_due: StoredMoment | None = None
     ratings: list[RatingRecord] = Field(default_factory=list)
     closed_reason: ClosedReason | None = None
-    closed_at: datetime | None = None
+    closed_at: StoredMoment | None = None
     assignments: list[Assignment] = Field(default_factory=list)
     # Parts the desk took away by a reroute (status withdrawn): history, not work.
     withdrawn: list[Assignment] = Field(default_factory=list)

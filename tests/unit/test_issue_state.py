@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from services.agency.domain import assignment_view, delivery_notes, finish_part, report_in
@@ -603,3 +604,59 @@ def test_an_older_releases_assignment_created_for_a_dispatch_is_not_noted_twice(
     legacy = dispatched.caused(AssignmentCreated, occurred_at=T0, category="flying_wire",
                                priority=Priority.urgent, assignment=dispatched.assignments[0])
     assert list(delivery_notes(legacy)) == list(delivery_notes(dispatched))
+
+
+# ------------------------------------------------------------------ stored moments
+
+NAIVE = datetime(2026, 11, 21, 9, 0)  # whose 09:00? Beijing's, or UTC's eight hours later
+
+
+def test_a_naive_moment_from_code_is_refused_naming_the_field():
+    """Event moments must have their zone; a record's took a naive one as it came, and
+    compared with an aware one later it raised TypeError far from where it was written."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"received_at\n.*timezone"):
+        received(NAIVE)
+    with pytest.raises(ValidationError, match=r"acknowledge_by\n.*timezone"):
+        Assignment(agency="power", agency_name="供电公司", agency_name_en="Power",
+                   sector=Sector.power, role=Role.lead, assigned_at=T0,
+                   acknowledge_by=NAIVE, resolve_by=T0 + RESOLVE_WINDOW)
+    record = single()
+    with pytest.raises(ValidationError, match=r"\bat\n.*timezone"):
+        record.step(NAIVE, "routing", "escalated")
+    # A naive moment set on a copy is refused at the next change's copy, by its place.
+    record.assignments[0].resolved_at = NAIVE
+    with pytest.raises(ValidationError, match=r"assignments\.0\.resolved_at"):
+        record.copy_to_change()
+
+
+def _with_table(meets_at: str) -> str:
+    """A dispatched record's JSON with a table convened at ``meets_at`` as text, as a
+    release before ConveneTable required a zone stored it (the desk's "09:00", no zone)."""
+    data = single().model_dump(mode="json")
+    data["table"] = {"meets_at": meets_at, "place": "红色议事厅",
+                     "convened_at": "2026-11-21T08:00:00Z", "invited": ["power"],
+                     "checked_in": {"power": "2026-11-21T09:05:00"}}
+    return orjson.dumps(data).decode()
+
+
+def test_a_record_stored_with_naive_moments_by_an_older_release_reads_them_as_utc():
+    stored = _with_table("2026-11-22T09:00:00")
+    for record in (IssueRecord.model_validate_json(stored),
+                   IssueRecord.model_validate(orjson.loads(stored))):
+        assert record.table.meets_at == datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+        assert record.table.checked_in["power"] == datetime(2026, 11, 21, 9, 5, tzinfo=UTC)
+        assert record.table.convened_at == datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+    # And a change of it stores them with their zone.
+    again = IssueRecord.model_validate_json(stored).copy_to_change().model_dump(mode="json")
+    assert again["table"]["meets_at"] == "2026-11-22T09:00:00Z"
+
+
+def test_a_stored_record_wrong_in_another_way_is_still_refused():
+    from pydantic import ValidationError
+
+    broken = orjson.loads(_with_table("2026-11-22T09:00:00"))
+    broken["status"] = "nonsense"
+    with pytest.raises(ValidationError, match="status"):
+        IssueRecord.model_validate_json(orjson.dumps(broken))
