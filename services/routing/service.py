@@ -291,8 +291,8 @@ class RoutingService:
         neighbour's rates the issue it joined, as their link would). Desk only, a scoped
         desk in its communities; the same effects and rules as the resident's own rating."""
         staff = self._desk(token, "issue.record_rating", issue_id)
-        body = validate(RecordedRating, payload)
         own, _ = load_judged(self.store.get, issue_id, lambda r: may_record_rating(staff, r))
+        body = validate(RecordedRating, payload)
         work = self.store.get(own.merged_into) if own.merged_into else own
         return self._rate(feedback.desk_grant(own, work), body.rating, body.comment,
                           feedback.OnBehalf(staff_id=staff.staff_id, method=body.method))
@@ -349,6 +349,7 @@ class RoutingService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def convene_table(self, token: str, issue_id: str, payload: dict) -> dict:
         staff = self._desk(token, "table.convene", issue_id)
+        self._may_touch(staff, issue_id)
         body = validate(ConveneTable, payload)
         return self._change_as(staff, issue_id, lambda r, now: table.convene(
             r, body.meets_at, body.place, body.agencies, self.rules, now))
@@ -356,6 +357,7 @@ class RoutingService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def invite_to_table(self, token: str, issue_id: str, payload: dict) -> dict:
         staff = self._principal(token, "table.invite", issue_id)
+        self._may_touch(staff, issue_id)
         body = validate(InviteToTable, payload)
         return self._change_as(staff, issue_id, lambda r, now: table.invite(
             r, staff.agency, body.agencies, self.rules, now))
@@ -369,6 +371,7 @@ class RoutingService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def record_table_task(self, token: str, issue_id: str, payload: dict) -> dict:
         staff = self._principal(token, "table.record_task", issue_id)
+        self._may_touch(staff, issue_id)
         body = validate(RecordTableTask, payload)
         return self._change_as(staff, issue_id, lambda r, now: table.record_task(
             r, staff.agency, body.agency, body.description, body.due, self.rules, now))
@@ -376,6 +379,7 @@ class RoutingService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def complete_table_task(self, token: str, issue_id: str, task_id: str, payload: dict) -> dict:
         staff = self._principal(token, "table.complete_task", issue_id)
+        self._may_touch(staff, issue_id)
         body = validate(CompleteTableTask, payload)
         return self._change_as(staff, issue_id, lambda r, now: table.complete_task(
             r, staff.agency, staff.staff_id, task_id, body.note, self.rules, now))
@@ -385,6 +389,7 @@ class RoutingService:
         """The desk closes an agency's table task, with a note (desk only, within its
         communities; audited; a retried close changes nothing)."""
         staff = self._desk(token, "table.close_task", issue_id)
+        self._may_touch(staff, issue_id)
         body = validate(CompleteTableTask, payload)
         return self._change_as(staff, issue_id, lambda r, now: table.close_task(
             r, staff.staff_id, task_id, body.note, self.rules, now))
@@ -556,7 +561,10 @@ class RoutingService:
 
     def _may_touch(self, staff: Principal, issue_id: str) -> None:
         """A caller who may not touch the issue at all is refused, whether or not it
-        exists (``shared.authz.load_judged``); the unscoped desk reads every issue."""
+        exists (``shared.authz.load_judged``); the unscoped desk reads every issue.
+        Before the body, over RPC as over HTTP (:meth:`_caller_then_body`): a desk scoped
+        elsewhere, or an agency with no part, learns nothing of the issue from an
+        ``InvalidPayload``. The change itself judges again, in its atomic write."""
         if not (staff.is_desk and staff.communities is None):
             load_judged(self.store.get, issue_id, lambda r: may_read_issue(staff, r))
 
@@ -570,6 +578,9 @@ class RoutingService:
         """Apply a desk decision once (per ``request_id`` when given), publish it, keep
         it as a labelled example, and answer the issue as the desk sees it."""
         staff = self._desk(token, f"issue.{source}", issue_id)
+        # a desk scoped to some communities acts only there, and learns nothing elsewhere
+        # (not even what is wrong with its body): judged before the body is
+        self._may_touch(staff, issue_id)
         model, decide = DESK_DECISIONS[source]
         body = validate(model, payload)
         reason = body.reason
@@ -585,8 +596,6 @@ class RoutingService:
                 return record, {}
             return outcome[0].record, self.bus.stage(*outcome[0].events)
 
-        # a desk scoped to some communities acts only there (and learns nothing elsewhere)
-        load_judged(self.store.get, issue_id, lambda r: may_read_issue(staff, r))
         event_id = f"{source}:{body.request_id}" if body.request_id else None
         applied = self.store.apply(issue_id, event_id, decided, self.name)
         self.bus.publish(applied.outbox)

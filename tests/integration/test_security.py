@@ -1322,6 +1322,57 @@ def test_every_rpc_method_that_takes_a_token_refuses_the_wrong_ones(whistle, red
         before["status"], before["table"], before["timeline"])
 
 
+# Every staff method about one issue that takes a body, called with a body it refuses.
+INVALID_BODIES = {
+    "agency.acknowledge": lambda rpc, t, i: rpc.agency.acknowledge(t, "power", i, {"note": 7}),
+    "agency.resolve": lambda rpc, t, i: rpc.agency.resolve(t, "power", i, {}),
+    "routing.triage_issue": lambda rpc, t, i: rpc.routing.triage_issue(t, i, {"category": 5}),
+    "routing.reroute_issue": lambda rpc, t, i: rpc.routing.reroute_issue(t, i, {}),
+    "routing.convene_table": lambda rpc, t, i: rpc.routing.convene_table(
+        t, i, TABLE_WRITES[0][2]),
+    "routing.invite_to_table": lambda rpc, t, i: rpc.routing.invite_to_table(
+        t, i, TABLE_WRITES[1][2]),
+    "routing.record_table_task": lambda rpc, t, i: rpc.routing.record_table_task(
+        t, i, TABLE_WRITES[2][2]),
+    "routing.complete_table_task": lambda rpc, t, i: rpc.routing.complete_table_task(
+        t, i, "T1", {}),
+    "routing.close_table_task": lambda rpc, t, i: rpc.routing.close_table_task(t, i, "T1", {}),
+    "routing.record_rating": lambda rpc, t, i: rpc.routing.record_rating(t, i, {}),
+}
+
+
+def test_over_rpc_who_may_not_touch_an_issue_is_refused_before_its_body(whistle):
+    """As over HTTP (``_caller_then_body``): a desk scoped to other communities, and an
+    agency with no part in the issue, are ``Forbidden`` whatever the body, and learn
+    nothing of the issue from an ``InvalidPayload``. Over RPC they were told the body was
+    wrong first. The desk that may act on it still hears what is wrong with the body."""
+    base, config = whistle
+    secret = config[cfg.SECRET]
+    desk, _power, issue_id = dispatched_wire(base, secret)
+    assert set(INVALID_BODIES) == {method for method, (call, about_issue) in STAFF_RPC.items()
+                                   if about_issue and method not in (
+                                       "notify.resend_rating_link", "notify.rating_link_reach",
+                                       "routing.check_in_at_table", "routing.split_issue")}
+    outsiders = {"desk elsewhere": issue_token("desk", "d-2", secret,
+                                               communities=["和平里社区"]),
+                 "agency with no part": issue_token("water", "w-1", secret)}
+    desk_token = desk["Authorization"].removeprefix("Bearer ")
+    with ClusterRpcProxy({"AMQP_URI": config[cfg.AMQP_URI]}, timeout=10) as rpc:
+        before = rpc.intake.get_issue(issue_id)
+        heard = [(method, name, _outcome(call, rpc, token, issue_id))
+                 for method, call in sorted(INVALID_BODIES.items())
+                 for name, token in outsiders.items()]
+        assert heard == [(method, name, "Forbidden") for method, name, _ in heard]
+        assert _outcome(INVALID_BODIES["routing.convene_table"], rpc, desk_token,
+                        issue_id) == "InvalidPayload"
+        after = rpc.intake.get_issue(issue_id)
+    # Notify's steps may still come in (delivery notes); routing's and the agency's may not.
+    def changes(issue):
+        return (issue["status"], issue["table"], issue["assignments"],
+                [s for s in issue["timeline"] if s["service"] in ("routing", "agency")])
+    assert changes(after) == changes(before)
+
+
 def _outcome(call, *args) -> str:
     try:
         call(*args)
