@@ -419,7 +419,6 @@ class NotifyService:
         at most). An unknown id is a 404 only to a desk that could see it (an unscoped one)."""
         principal = self.guard.staff(token, "relay.mark")
         must_be_desk(principal)
-        body = validate(MarkRelayed, payload or {})
         nid = validate(RelayTarget, {"notification_id": notification_id}).notification_id
         done = self.store.relays([nid]).get(nid)
         found = None if done else self.store.desk_message(nid)
@@ -431,6 +430,9 @@ class NotifyService:
         may_relay(principal, nid, record.location.community if record else None)
         if entry is None:
             raise NotFound(f"no message {nid} in the desk's outbox")
+        # Only now the body: a desk of another community learns nothing of the message
+        # (nor whether there is one) from what is wrong with it.
+        body = validate(MarkRelayed, payload or {})
         issue_id = entry["issue_id"]
         self.guard.on_issue(issue_id)
         if done is None:

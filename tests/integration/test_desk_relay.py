@@ -61,6 +61,11 @@ def test_the_desk_of_its_community_reads_whom_to_call_and_marks_it_relayed_once(
                 (unscoped, "0" * 24, NotFound), (own, "not-an-id", InvalidPayload)):
             with pytest.raises(refusal):
                 rpc.notify.mark_relayed(token, asked)
+        # Whatever the body: another community's desk learns nothing from what is wrong
+        # with it (it heard InvalidPayload for its note before its scope was judged).
+        for asked in (nid, "0" * 24):
+            with pytest.raises(Forbidden):
+                rpc.notify.mark_relayed(elsewhere, asked, {"note": "x" * 301})
         with pytest.raises(InvalidPayload):
             rpc.notify.mark_relayed(own, nid, {"note": "x" * 301})
         first = rpc.notify.mark_relayed(own, nid, {"note": f"已电话告知 {PHONE}"})
