@@ -70,8 +70,10 @@ LEASE_RECHECK_S = 1.0
 # ORDERING_GRACE_S, so the mark it leaves (slot_waits_key) keeps the resident's next
 # message waiting behind it.
 SLOT_RECHECK_S = 0.5
-# How long the marks of an issue's messages waiting for a slot are kept: long past the
-# grace they count for, short enough that they do not pile up.
+# A message's mark is removed once an attempt at it is recorded (sent, refused, or given
+# up on and handed to the desk): from then on its record says where it stands. Kept at
+# most this long regardless (a message whose event was dead-lettered for another reason
+# is never attempted): long past the grace it counts for, short enough not to pile up.
 SLOT_WAIT_MARK_TTL_S = 600
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 SENT_TO_DESK = "sent to desk"
@@ -224,6 +226,26 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
            "return redis.call('DEL', KEYS[1]) end return 0"
 
 
+# A message put off for a slot (Deliveries._put_off). KEYS: the issue's delivery records,
+# its slot-wait marks; ARGV: the message id, its mark ('' for none), the marks' TTL.
+# Settled already: its record, and any mark of it removed. Else the mark, written.
+_MARK_UNLESS_SETTLED = f"""
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local status = cjson.decode(raw)['status']
+  if status == '{SENT}' or status == '{FAILED}' then
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    return raw
+  end
+end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return false
+"""
+
+
 class Deliveries:
     def __init__(self, client: redis.Redis, prefix: str, channels: Channels,
                  max_attempts: int = 4, lease_s: int = LEASE_SECONDS,
@@ -241,6 +263,7 @@ class Deliveries:
         self.lease_s, self.renew_s, self.max_hold_s = lease_s, renew_s, max_hold_s
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._mark_unless_settled = client.register_script(_MARK_UNLESS_SETTLED)
         self.wakeups = Wakeups()
         self.slots = SendSlots(direct_sends)
 
@@ -288,29 +311,30 @@ class Deliveries:
                 return outcome
         plan = self.slots.take(channel.name)
         if not plan.now:
-            # A retried event comes back with messages sent already: those need no slot.
-            raw = self.redis.hget(key, nid)
-            record = loads(raw) if raw else None
-            if record and record["status"] in FINAL:
+            raw = self._put_off(message, key, marked=not single_attempt)
+            if raw is not None:
+                # A retried or redelivered event comes back with messages settled
+                # already: those need no slot.
+                record = loads(raw)
                 return Outcome(False, record["status"], record["channel"],
                                record.get("detail", ""))
-            if not single_attempt:  # a resend is refused, not queued: nothing waits on it
-                self._mark_waiting_for_slot(message)
             raise Deferred(plan.delay_s, f"message {nid} waits for a free slot: {plan.reason}")
         try:
             return self._deliver_leased(message, audience, key, channel, note, single_attempt)
         finally:
             self.slots.give_back(channel.name)
 
-    def _mark_waiting_for_slot(self, message: OutgoingMessage) -> None:
-        """Say that ``message`` is waiting for a free slot, not lost: the resident's next
-        message waits behind it (:func:`ordering_wait`) as long as it keeps coming back.
-        Written only when a message is deferred, never on the common path."""
-        key = self.slot_waits_key(message.issue_id)
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, message.notification_id, dumps({"kind": message.kind, "at": _now()}))
-            pipe.expire(key, SLOT_WAIT_MARK_TTL_S)
-            pipe.execute()
+    def _put_off(self, message: OutgoingMessage, key: str, marked: bool) -> str | None:
+        """The message's record if it is settled already (sent or given up on), its mark
+        removed if one was left; else ``None``, and (``marked``) a mark saying it waits for
+        a free slot, not lost: the resident's next message waits behind it
+        (:func:`ordering_wait`) as long as it keeps coming back. One atomic step, so a
+        mark is never written after another worker recorded the message settled and
+        removed it. Only when a message is deferred, never on the common path."""
+        mark = dumps({"kind": message.kind, "at": _now()}) if marked else ""
+        return self._mark_unless_settled(
+            keys=[key, self.slot_waits_key(message.issue_id)],
+            args=[message.notification_id, mark, SLOT_WAIT_MARK_TTL_S])
 
     def slot_waits_key(self, issue_id: str) -> str:
         return f"{self.prefix}:notify:slot-waits:{issue_id}"
@@ -346,7 +370,13 @@ class Deliveries:
                 # push is once per message id, so a crash in between repeats nothing.
                 self.channels.desk.deliver(message)
                 record = relayed_by_desk(record, message)
-            self.redis.hset(key, nid, dumps(record))
+            # The attempt recorded and the message's slot-wait mark gone, in one step: the
+            # record says where it stands now, and a mark left would hold the resident's
+            # next message for nothing (a redelivered copy finds it settled: _put_off).
+            with self.redis.pipeline() as pipe:
+                pipe.hset(key, nid, dumps(record))
+                pipe.hdel(self.slot_waits_key(message.issue_id), nid)
+                pipe.execute()
         finally:
             self._release(keys=[lease], args=[owner])
         detail = record["last_error"] if record["status"] == QUEUED else record["detail"]
