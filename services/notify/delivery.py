@@ -35,10 +35,11 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from itertools import islice
 
 import redis
 
@@ -75,6 +76,13 @@ SLOT_RECHECK_S = 0.5
 # most this long regardless (a message whose event was dead-lettered for another reason
 # is never attempted): long past the grace it counts for, short enough not to pile up.
 SLOT_WAIT_MARK_TTL_S = 600
+# A message put off for a slot keeps its place in this process's line for the channel
+# while it keeps coming back: a slot that frees goes to the longest-waiting of them, and a
+# message arriving afresh waits behind them all, so a channel that stays busy cannot pass
+# one over for ever. A place not claimed again within this long is given up (its event
+# came back to another notify process, or waits out a retry's backoff), and the slot it
+# kept goes to the next in line: four rounds of the delay queue.
+SLOT_PLACE_KEPT_S = 4 * SLOT_RECHECK_S
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 SENT_TO_DESK = "sent to desk"
 """The end of a failed record's detail once its message is in the desk's outbox."""
@@ -125,45 +133,96 @@ class SendPlan:
     now: bool
     delay_s: float = 0.0  # when not now: look for a free slot again after this
     reason: str = ""
+    # When not now though slots are free: the messages put off earlier they are kept for
+    # (SendSlots' waiters), first first.
+    kept_for: tuple[Hashable, ...] = ()
 
 
 SEND_NOW = SendPlan(True)
 
 
-def plan_send(channel: str, in_flight: int, most: int) -> SendPlan:
+def plan_send(channel: str, in_flight: int, most: int, waiting_ahead: int = 0) -> SendPlan:
     """Send now, or defer: ``in_flight`` of this process's sends are on ``channel``'s
-    wire, ``most`` may be at once (``NOTIFY_MAX_DIRECT_SENDS``). Pure.
+    wire, ``most`` may be at once (``NOTIFY_MAX_DIRECT_SENDS``), and ``waiting_ahead``
+    messages put off for a slot earlier keep their places before this one. Pure.
 
     The desk is never capped: its outbox is our own Redis, a few milliseconds, and it is
     where messages go when a resident's own channel gives up. A direct channel at its
     cap defers the message: not dropped and not failed (no attempt spent, so retry
-    limits and dead-lettering are as they were), and no worker held while it waits.
+    limits and dead-lettering are as they were), and no worker held while it waits. A
+    free slot kept for a message that waited longer defers it too.
     """
-    if channel == DESK or in_flight < most:
+    if channel == DESK or in_flight + waiting_ahead < most:
         return SEND_NOW
+    if in_flight < most:
+        return SendPlan(False, SLOT_RECHECK_S, f"{channel}: the free slots are kept for "
+                                               f"{waiting_ahead} messages put off before it")
     return SendPlan(False, SLOT_RECHECK_S,
                     f"{channel}: {in_flight} sends on the wire, the most at once")
 
 
 class SendSlots:
     """How many direct sends each channel has on the wire in this process, bounded by
-    :func:`plan_send`. In-process on purpose: the cap protects this process's workers,
-    and counting here costs no Redis round trip on the common path."""
+    :func:`plan_send`, and the line of messages put off for one (``SLOT_PLACE_KEPT_S``).
+    In-process on purpose: the cap protects this process's workers, and counting here
+    costs no Redis round trip on the common path."""
 
-    def __init__(self, most: int):
+    def __init__(self, most: int, place_kept_s: float = SLOT_PLACE_KEPT_S,
+                 clock: Callable[[], float] = time.monotonic):
         if most < 1:
             raise ValueError("at least one send per channel must be allowed")
         self.most = most
+        self.place_kept_s, self._clock = place_kept_s, clock
         self._lock = threading.Lock()  # green under nameko's monkey-patching
         self._in_flight: dict[str, int] = {}
+        # channel -> the messages put off for a slot, in the order they were first put
+        # off -> when each last came back (clock)
+        self._line: dict[str, dict[Hashable, float]] = {}
 
-    def take(self, channel: str) -> SendPlan:
-        """A slot on ``channel`` (give it back with :meth:`give_back`), or why not."""
+    def take(self, channel: str, waiter: Hashable | None = None) -> SendPlan:
+        """A slot on ``channel`` (give it back with :meth:`give_back`), or why not.
+
+        ``waiter``: the message, when it will come back for a slot if put off (it then
+        keeps its place in the line); ``None`` for one that will not (a resend)."""
+        if channel == DESK:
+            return SEND_NOW
         with self._lock:
-            plan = plan_send(channel, self._in_flight.get(channel, 0), self.most)
-            if plan.now and channel != DESK:
-                self._in_flight[channel] = self._in_flight.get(channel, 0) + 1
+            line = self._line.get(channel)
+            ahead = self._ahead_of(line, waiter) if line else 0
+            in_flight = self._in_flight.get(channel, 0)
+            plan = plan_send(channel, in_flight, self.most, ahead)
+            if plan.now:
+                self._in_flight[channel] = in_flight + 1
+                if line and waiter in line:
+                    del line[waiter]
+                return plan
+            if line and in_flight < self.most:  # free slots, kept for those ahead of it
+                plan = replace(plan, kept_for=tuple(islice(line, self.most - in_flight)))
+            if waiter is not None:  # its place, kept (a dict keeps the first order)
+                self._line.setdefault(channel, {})[waiter] = self._clock()
         return plan
+
+    def _ahead_of(self, line: dict[Hashable, float], waiter: Hashable | None) -> int:
+        """How many in ``line`` come before ``waiter`` (all of them, for a newcomer), once
+        the places not claimed within ``place_kept_s`` are given up. Under the lock."""
+        given_up = self._clock() - self.place_kept_s
+        for lapsed in [w for w, seen in line.items() if seen < given_up]:
+            del line[lapsed]
+        if waiter in line:
+            return list(line).index(waiter)
+        return len(line)
+
+    def leave(self, channel: str, waiter: Hashable) -> None:
+        """``waiter`` will not come back for a slot (found settled): its place goes."""
+        with self._lock:
+            line = self._line.get(channel)
+            if line:
+                line.pop(waiter, None)
+
+    def waiting(self, channel: str) -> list[Hashable]:
+        """The line for a slot on ``channel``, first first (places not yet given up)."""
+        with self._lock:
+            return list(self._line.get(channel, {}))
 
     def give_back(self, channel: str) -> None:
         if channel == DESK:
@@ -309,12 +368,17 @@ class Deliveries:
             outcome = self._deliver_to_desk(channel, message, audience, key, note, note_for)
             if outcome is not None:
                 return outcome
-        plan = self.slots.take(channel.name)
+        # A resend is refused, not queued: it keeps no place in the line, leaves no mark.
+        waiter = None if single_attempt else (message.issue_id, nid)
+        plan = self.slots.take(channel.name, waiter)
+        if plan.kept_for and self._leave_attempted(channel.name, plan.kept_for):
+            plan = self.slots.take(channel.name, waiter)
         if not plan.now:
             raw = self._put_off(message, key, marked=not single_attempt)
             if raw is not None:
                 # A retried or redelivered event comes back with messages settled
-                # already: those need no slot.
+                # already: those need no slot, and will not come back for one.
+                self.slots.leave(channel.name, (message.issue_id, nid))
                 record = loads(raw)
                 return Outcome(False, record["status"], record["channel"],
                                record.get("detail", ""))
@@ -335,6 +399,20 @@ class Deliveries:
         return self._mark_unless_settled(
             keys=[key, self.slot_waits_key(message.issue_id)],
             args=[message.notification_id, mark, SLOT_WAIT_MARK_TTL_S])
+
+    def _leave_attempted(self, channel: str, waiters: tuple[tuple[str, str], ...]) -> bool:
+        """Whether some of ``waiters`` (issue id, message id), for whom free slots on
+        ``channel`` are kept, were attempted since by another notify process (their
+        marks are gone): those leave this process's line, rather than keep a slot empty
+        until their places are given up. Read only when a free slot is kept for others."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for issue_id, nid in waiters:
+                pipe.hexists(self.slot_waits_key(issue_id), nid)
+            marked = pipe.execute()
+        for waiter, still in zip(waiters, marked, strict=True):
+            if not still:
+                self.slots.leave(channel, waiter)
+        return not all(marked)
 
     def slot_waits_key(self, issue_id: str) -> str:
         return f"{self.prefix}:notify:slot-waits:{issue_id}"
