@@ -333,7 +333,8 @@ class Deliveries:
         ``message.recipient`` is a resident's contact (possibly empty: the desk relays
         it), or a supervisor's role, level and office name. Raises ``Deferred`` when
         another worker is sending it right now, or when its channel has as many sends
-        on the wire as it may (:class:`SendSlots`). Through the desk, ``note_for``'s note is
+        on the wire as it may, or its free slots are kept for messages put off before
+        it (:class:`SendSlots`). Through the desk, ``note_for``'s note is
         written in the same step as the record (``Outcome.noted``). Wakes this process's
         workers waiting on the issue's messages (:meth:`await_settled`).
 
@@ -595,10 +596,10 @@ def ordering_wait(records: list[dict], kind: str, count: int, live_leases: Colle
     before it). A message whose sender died, or that never comes, holds it no longer.
 
     ``slot_waits``: the resident's messages deferred for want of a free slot on their
-    channel (``{"kind", "at"}``, :meth:`Deliveries._mark_waiting_for_slot`). Each time
-    one comes back and is put off again counts as the chain's progress, as an attempt
-    does: the message behind it keeps waiting while it does, and a slow gateway's
-    backlog cannot let "dispatched" overtake "received".
+    channel (``{"kind", "at"}``, :meth:`Deliveries._put_off`; removed once attempted).
+    Each time one comes back and is put off again counts as the chain's progress, as an
+    attempt does: the message behind it keeps waiting while it does, and a slow
+    gateway's backlog cannot let "dispatched" overtake "received".
     """
     mine = [r for r in records if r.get("audience", RESIDENT) == RESIDENT]
     if _settled([r for r in mine if r["kind"] == kind], count):
