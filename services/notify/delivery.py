@@ -83,6 +83,10 @@ SLOT_WAIT_MARK_TTL_S = 600
 # came back to another notify process, or waits out a retry's backoff), and the slot it
 # kept goes to the next in line: four rounds of the delay queue.
 SLOT_PLACE_KEPT_S = 4 * SLOT_RECHECK_S
+# A place kept for a message another process has attempted since (its mark gone) is given
+# up at once (Deliveries._leave_attempted); not in the moment between a message taking its
+# place and writing its mark (one round trip), when it has no mark yet.
+SLOT_MARK_WRITTEN_S = 0.1
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 SENT_TO_DESK = "sent to desk"
 """The end of a failed record's detail once its message is in the desk's outbox."""
@@ -134,7 +138,7 @@ class SendPlan:
     delay_s: float = 0.0  # when not now: look for a free slot again after this
     reason: str = ""
     # When not now though slots are free: the messages put off earlier they are kept for
-    # (SendSlots' waiters), first first.
+    # (SendSlots' waiters), first first; those that took their places just now left out.
     kept_for: tuple[Hashable, ...] = ()
 
 
@@ -197,7 +201,9 @@ class SendSlots:
                     del line[waiter]
                 return plan
             if line and in_flight < self.most:  # free slots, kept for those ahead of it
-                plan = replace(plan, kept_for=tuple(islice(line, self.most - in_flight)))
+                marked = self._clock() - SLOT_MARK_WRITTEN_S
+                plan = replace(plan, kept_for=tuple(
+                    w for w in islice(line, self.most - in_flight) if line[w] < marked))
             if waiter is not None:  # its place, kept (a dict keeps the first order)
                 self._line.setdefault(channel, {})[waiter] = self._clock()
         return plan

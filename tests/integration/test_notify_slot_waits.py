@@ -21,7 +21,7 @@ from services.notify.channels import (
     DeskOutboxChannel,
     OutgoingMessage,
 )
-from services.notify.delivery import SENT, Deliveries, message_id
+from services.notify.delivery import SENT, SLOT_MARK_WRITTEN_S, Deliveries, message_id
 from services.notify.recipients import RESIDENT
 from shared.jsoncodec import dumps, loads
 from shared.messaging import Deferred
@@ -214,6 +214,7 @@ def test_a_place_kept_for_a_message_another_process_sent_is_given_up_at_once(
     here, _ = put_off_here_sent_there(client, redis_prefix, webhook, sent_there)
     assert here.slots.waiting(WEBHOOK) == [(ISSUE, sent_there.notification_id)]
     here.slots.give_back(WEBHOOK)
+    time.sleep(SLOT_MARK_WRITTEN_S)  # a moment later: it had its mark, and it is gone
 
     newcomer = to_webhook("WH-20261207-0520", "evt-newcomer")
     assert here.deliver_once(newcomer).status == SENT
