@@ -35,10 +35,11 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from itertools import islice
 
 import redis
 
@@ -70,9 +71,22 @@ LEASE_RECHECK_S = 1.0
 # ORDERING_GRACE_S, so the mark it leaves (slot_waits_key) keeps the resident's next
 # message waiting behind it.
 SLOT_RECHECK_S = 0.5
-# How long the marks of an issue's messages waiting for a slot are kept: long past the
-# grace they count for, short enough that they do not pile up.
+# A message's mark is removed once an attempt at it is recorded (sent, refused, or given
+# up on and handed to the desk): from then on its record says where it stands. Kept at
+# most this long regardless (a message whose event was dead-lettered for another reason
+# is never attempted): long past the grace it counts for, short enough not to pile up.
 SLOT_WAIT_MARK_TTL_S = 600
+# A message put off for a slot keeps its place in this process's line for the channel
+# while it keeps coming back: a slot that frees goes to the longest-waiting of them, and a
+# message arriving afresh waits behind them all, so a channel that stays busy cannot pass
+# one over for ever. A place not claimed again within this long is given up (its event
+# came back to another notify process, or waits out a retry's backoff), and the slot it
+# kept goes to the next in line: four rounds of the delay queue.
+SLOT_PLACE_KEPT_S = 4 * SLOT_RECHECK_S
+# A place kept for a message another process has attempted since (its mark gone) is given
+# up at once (Deliveries._leave_attempted); not in the moment between a message taking its
+# place and writing its mark (one round trip), when it has no mark yet.
+SLOT_MARK_WRITTEN_S = 0.1
 QUEUED, SENT, FAILED = "queued", "sent", "failed"
 SENT_TO_DESK = "sent to desk"
 """The end of a failed record's detail once its message is in the desk's outbox."""
@@ -123,45 +137,98 @@ class SendPlan:
     now: bool
     delay_s: float = 0.0  # when not now: look for a free slot again after this
     reason: str = ""
+    # When not now though slots are free: the messages put off earlier they are kept for
+    # (SendSlots' waiters), first first; those that took their places just now left out.
+    kept_for: tuple[Hashable, ...] = ()
 
 
 SEND_NOW = SendPlan(True)
 
 
-def plan_send(channel: str, in_flight: int, most: int) -> SendPlan:
+def plan_send(channel: str, in_flight: int, most: int, waiting_ahead: int = 0) -> SendPlan:
     """Send now, or defer: ``in_flight`` of this process's sends are on ``channel``'s
-    wire, ``most`` may be at once (``NOTIFY_MAX_DIRECT_SENDS``). Pure.
+    wire, ``most`` may be at once (``NOTIFY_MAX_DIRECT_SENDS``), and ``waiting_ahead``
+    messages put off for a slot earlier keep their places before this one. Pure.
 
     The desk is never capped: its outbox is our own Redis, a few milliseconds, and it is
     where messages go when a resident's own channel gives up. A direct channel at its
     cap defers the message: not dropped and not failed (no attempt spent, so retry
-    limits and dead-lettering are as they were), and no worker held while it waits.
+    limits and dead-lettering are as they were), and no worker held while it waits. A
+    free slot kept for a message that waited longer defers it too.
     """
-    if channel == DESK or in_flight < most:
+    if channel == DESK or in_flight + waiting_ahead < most:
         return SEND_NOW
+    if in_flight < most:
+        return SendPlan(False, SLOT_RECHECK_S, f"{channel}: the free slots are kept for "
+                                               f"{waiting_ahead} messages put off before it")
     return SendPlan(False, SLOT_RECHECK_S,
                     f"{channel}: {in_flight} sends on the wire, the most at once")
 
 
 class SendSlots:
     """How many direct sends each channel has on the wire in this process, bounded by
-    :func:`plan_send`. In-process on purpose: the cap protects this process's workers,
-    and counting here costs no Redis round trip on the common path."""
+    :func:`plan_send`, and the line of messages put off for one (``SLOT_PLACE_KEPT_S``).
+    In-process on purpose: the cap protects this process's workers, and counting here
+    costs no Redis round trip on the common path."""
 
-    def __init__(self, most: int):
+    def __init__(self, most: int, place_kept_s: float = SLOT_PLACE_KEPT_S,
+                 clock: Callable[[], float] = time.monotonic):
         if most < 1:
             raise ValueError("at least one send per channel must be allowed")
         self.most = most
+        self.place_kept_s, self._clock = place_kept_s, clock
         self._lock = threading.Lock()  # green under nameko's monkey-patching
         self._in_flight: dict[str, int] = {}
+        # channel -> the messages put off for a slot, in the order they were first put
+        # off -> when each last came back (clock)
+        self._line: dict[str, dict[Hashable, float]] = {}
 
-    def take(self, channel: str) -> SendPlan:
-        """A slot on ``channel`` (give it back with :meth:`give_back`), or why not."""
+    def take(self, channel: str, waiter: Hashable | None = None) -> SendPlan:
+        """A slot on ``channel`` (give it back with :meth:`give_back`), or why not.
+
+        ``waiter``: the message, when it will come back for a slot if put off (it then
+        keeps its place in the line); ``None`` for one that will not (a resend)."""
+        if channel == DESK:
+            return SEND_NOW
         with self._lock:
-            plan = plan_send(channel, self._in_flight.get(channel, 0), self.most)
-            if plan.now and channel != DESK:
-                self._in_flight[channel] = self._in_flight.get(channel, 0) + 1
+            line = self._line.get(channel)
+            ahead = self._ahead_of(line, waiter) if line else 0
+            in_flight = self._in_flight.get(channel, 0)
+            plan = plan_send(channel, in_flight, self.most, ahead)
+            if plan.now:
+                self._in_flight[channel] = in_flight + 1
+                if line and waiter in line:
+                    del line[waiter]
+                return plan
+            if line and in_flight < self.most:  # free slots, kept for those ahead of it
+                marked = self._clock() - SLOT_MARK_WRITTEN_S
+                plan = replace(plan, kept_for=tuple(
+                    w for w in islice(line, self.most - in_flight) if line[w] < marked))
+            if waiter is not None:  # its place, kept (a dict keeps the first order)
+                self._line.setdefault(channel, {})[waiter] = self._clock()
         return plan
+
+    def _ahead_of(self, line: dict[Hashable, float], waiter: Hashable | None) -> int:
+        """How many in ``line`` come before ``waiter`` (all of them, for a newcomer), once
+        the places not claimed within ``place_kept_s`` are given up. Under the lock."""
+        given_up = self._clock() - self.place_kept_s
+        for lapsed in [w for w, seen in line.items() if seen < given_up]:
+            del line[lapsed]
+        if waiter in line:
+            return list(line).index(waiter)
+        return len(line)
+
+    def leave(self, channel: str, waiter: Hashable) -> None:
+        """``waiter`` will not come back for a slot (found settled): its place goes."""
+        with self._lock:
+            line = self._line.get(channel)
+            if line:
+                line.pop(waiter, None)
+
+    def waiting(self, channel: str) -> list[Hashable]:
+        """The line for a slot on ``channel``, first first (places not yet given up)."""
+        with self._lock:
+            return list(self._line.get(channel, {}))
 
     def give_back(self, channel: str) -> None:
         if channel == DESK:
@@ -224,6 +291,26 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
            "return redis.call('DEL', KEYS[1]) end return 0"
 
 
+# A message put off for a slot (Deliveries._put_off). KEYS: the issue's delivery records,
+# its slot-wait marks; ARGV: the message id, its mark ('' for none), the marks' TTL.
+# Settled already: its record, and any mark of it removed. Else the mark, written.
+_MARK_UNLESS_SETTLED = f"""
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local status = cjson.decode(raw)['status']
+  if status == '{SENT}' or status == '{FAILED}' then
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    return raw
+  end
+end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return false
+"""
+
+
 class Deliveries:
     def __init__(self, client: redis.Redis, prefix: str, channels: Channels,
                  max_attempts: int = 4, lease_s: int = LEASE_SECONDS,
@@ -241,6 +328,7 @@ class Deliveries:
         self.lease_s, self.renew_s, self.max_hold_s = lease_s, renew_s, max_hold_s
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._mark_unless_settled = client.register_script(_MARK_UNLESS_SETTLED)
         self.wakeups = Wakeups()
         self.slots = SendSlots(direct_sends)
 
@@ -251,7 +339,8 @@ class Deliveries:
         ``message.recipient`` is a resident's contact (possibly empty: the desk relays
         it), or a supervisor's role, level and office name. Raises ``Deferred`` when
         another worker is sending it right now, or when its channel has as many sends
-        on the wire as it may (:class:`SendSlots`). Through the desk, ``note_for``'s note is
+        on the wire as it may, or its free slots are kept for messages put off before
+        it (:class:`SendSlots`). Through the desk, ``note_for``'s note is
         written in the same step as the record (``Outcome.noted``). Wakes this process's
         workers waiting on the issue's messages (:meth:`await_settled`).
 
@@ -286,31 +375,51 @@ class Deliveries:
             outcome = self._deliver_to_desk(channel, message, audience, key, note, note_for)
             if outcome is not None:
                 return outcome
-        plan = self.slots.take(channel.name)
+        # A resend is refused, not queued: it keeps no place in the line, leaves no mark.
+        waiter = None if single_attempt else (message.issue_id, nid)
+        plan = self.slots.take(channel.name, waiter)
+        if plan.kept_for and self._leave_attempted(channel.name, plan.kept_for):
+            plan = self.slots.take(channel.name, waiter)
         if not plan.now:
-            # A retried event comes back with messages sent already: those need no slot.
-            raw = self.redis.hget(key, nid)
-            record = loads(raw) if raw else None
-            if record and record["status"] in FINAL:
+            raw = self._put_off(message, key, marked=not single_attempt)
+            if raw is not None:
+                # A retried or redelivered event comes back with messages settled
+                # already: those need no slot, and will not come back for one.
+                self.slots.leave(channel.name, (message.issue_id, nid))
+                record = loads(raw)
                 return Outcome(False, record["status"], record["channel"],
                                record.get("detail", ""))
-            if not single_attempt:  # a resend is refused, not queued: nothing waits on it
-                self._mark_waiting_for_slot(message)
             raise Deferred(plan.delay_s, f"message {nid} waits for a free slot: {plan.reason}")
         try:
             return self._deliver_leased(message, audience, key, channel, note, single_attempt)
         finally:
             self.slots.give_back(channel.name)
 
-    def _mark_waiting_for_slot(self, message: OutgoingMessage) -> None:
-        """Say that ``message`` is waiting for a free slot, not lost: the resident's next
-        message waits behind it (:func:`ordering_wait`) as long as it keeps coming back.
-        Written only when a message is deferred, never on the common path."""
-        key = self.slot_waits_key(message.issue_id)
+    def _put_off(self, message: OutgoingMessage, key: str, marked: bool) -> str | None:
+        """The message's record if it is settled already (sent or given up on), its mark
+        removed if one was left; else ``None``, and (``marked``) a mark saying it waits for
+        a free slot, not lost: the resident's next message waits behind it
+        (:func:`ordering_wait`) as long as it keeps coming back. One atomic step, so a
+        mark is never written after another worker recorded the message settled and
+        removed it. Only when a message is deferred, never on the common path."""
+        mark = dumps({"kind": message.kind, "at": _now()}) if marked else ""
+        return self._mark_unless_settled(
+            keys=[key, self.slot_waits_key(message.issue_id)],
+            args=[message.notification_id, mark, SLOT_WAIT_MARK_TTL_S])
+
+    def _leave_attempted(self, channel: str, waiters: tuple[tuple[str, str], ...]) -> bool:
+        """Whether some of ``waiters`` (issue id, message id), for whom free slots on
+        ``channel`` are kept, were attempted since by another notify process (their
+        marks are gone): those leave this process's line, rather than keep a slot empty
+        until their places are given up. Read only when a free slot is kept for others."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, message.notification_id, dumps({"kind": message.kind, "at": _now()}))
-            pipe.expire(key, SLOT_WAIT_MARK_TTL_S)
-            pipe.execute()
+            for issue_id, nid in waiters:
+                pipe.hexists(self.slot_waits_key(issue_id), nid)
+            marked = pipe.execute()
+        for waiter, still in zip(waiters, marked, strict=True):
+            if not still:
+                self.slots.leave(channel, waiter)
+        return not all(marked)
 
     def slot_waits_key(self, issue_id: str) -> str:
         return f"{self.prefix}:notify:slot-waits:{issue_id}"
@@ -346,7 +455,13 @@ class Deliveries:
                 # push is once per message id, so a crash in between repeats nothing.
                 self.channels.desk.deliver(message)
                 record = relayed_by_desk(record, message)
-            self.redis.hset(key, nid, dumps(record))
+            # The attempt recorded and the message's slot-wait mark gone, in one step: the
+            # record says where it stands now, and a mark left would hold the resident's
+            # next message for nothing (a redelivered copy finds it settled: _put_off).
+            with self.redis.pipeline() as pipe:
+                pipe.hset(key, nid, dumps(record))
+                pipe.hdel(self.slot_waits_key(message.issue_id), nid)
+                pipe.execute()
         finally:
             self._release(keys=[lease], args=[owner])
         detail = record["last_error"] if record["status"] == QUEUED else record["detail"]
@@ -487,10 +602,10 @@ def ordering_wait(records: list[dict], kind: str, count: int, live_leases: Colle
     before it). A message whose sender died, or that never comes, holds it no longer.
 
     ``slot_waits``: the resident's messages deferred for want of a free slot on their
-    channel (``{"kind", "at"}``, :meth:`Deliveries._mark_waiting_for_slot`). Each time
-    one comes back and is put off again counts as the chain's progress, as an attempt
-    does: the message behind it keeps waiting while it does, and a slow gateway's
-    backlog cannot let "dispatched" overtake "received".
+    channel (``{"kind", "at"}``, :meth:`Deliveries._put_off`; removed once attempted).
+    Each time one comes back and is put off again counts as the chain's progress, as an
+    attempt does: the message behind it keeps waiting while it does, and a slow
+    gateway's backlog cannot let "dispatched" overtake "received".
     """
     mine = [r for r in records if r.get("audience", RESIDENT) == RESIDENT]
     if _settled([r for r in mine if r["kind"] == kind], count):

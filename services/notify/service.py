@@ -609,17 +609,29 @@ class NotifyService:
                 self.store.view_with_contact_and_notifications(event.issue_id, view_for(kind)))
         failures = list(failures or [])
         young = (utcnow() - event.occurred_at).total_seconds() < ORDERING_GRACE_S
-        for reporter in recipients_for(record, kind):
-            own = reporter == event.issue_id
-            reader = record if own else self.store.get(reporter)
-            for wanted in ordering_waits(record, kind, reporter):
-                self._await_turn(event, kind, reporter, wanted, histories.get(reporter), young)
-            language = reader.language.value
-            contact = contacts[reporter] if reporter in contacts else self.store.contact(reporter)
-            message = self._message(
-                message_id(event.event_id, kind, None if own else reporter), reporter, kind,
-                language, variables(record, language, reporter), contact, wording=wording)
-            failures += self._deliver(event, message, RESIDENT)
+        try:
+            for reporter in recipients_for(record, kind):
+                own = reporter == event.issue_id
+                reader = record if own else self.store.get(reporter)
+                for wanted in ordering_waits(record, kind, reporter):
+                    self._await_turn(event, kind, reporter, wanted, histories.get(reporter),
+                                     young)
+                language = reader.language.value
+                contact = (contacts[reporter] if reporter in contacts
+                           else self.store.contact(reporter))
+                message = self._message(
+                    message_id(event.event_id, kind, None if own else reporter), reporter,
+                    kind, language, variables(record, language, reporter), contact,
+                    wording=wording)
+                failures += self._deliver(event, message, RESIDENT)
+        except Deferred:
+            # A message of this event was refused already: the event must come back after
+            # that refusal's backoff, with the attempt counted, not from the delay queue
+            # in a moment (which sent the refused message again at once, uncounted). The
+            # message put off comes back with it.
+            if failures:
+                raise failures[0] from None
+            raise
         return failures
 
     def _message(self, notification_id: str, reporter: str, kind: str, language: str,

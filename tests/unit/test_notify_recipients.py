@@ -15,7 +15,14 @@ import pytest
 from nameko.testing.services import worker_factory
 
 from services.notify.channels import OutgoingMessage
-from services.notify.delivery import Deliveries, DeliveryFailed, Outcome, _parsed, message_id
+from services.notify.delivery import (
+    SLOT_RECHECK_S,
+    Deliveries,
+    DeliveryFailed,
+    Outcome,
+    _parsed,
+    message_id,
+)
 from services.notify.recipients import (
     AFTER,
     RESIDENT,
@@ -75,6 +82,7 @@ from shared.contracts import (
 )
 from shared.errors import NotFound
 from shared.issue import Assignment, IssueRecord, RatingRecord, receive
+from shared.messaging import RETRY, Deferred, backoff, plan_failure
 
 NOW = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
 PLACE = Location(community="缤泰社区", address="丽德花园5号楼")
@@ -779,6 +787,40 @@ def test_a_refused_resolved_message_does_not_hold_back_the_other_messages(notify
     assert [m.kind for m in messenger.deliveries.to(NEIGHBOUR)] == ["resolved", "rating_request"]
 
 
+class RefusedThenPutOff(FakeDeliveries):
+    """The resident's webhook refuses "resolved"; "rating_request", or the neighbour's
+    message, is then put off (no free slot, or waiting its turn) by ``Deferred``."""
+
+    def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT,
+                     note_for=None) -> Outcome:
+        if message.issue_id == PRIMARY and message.kind == "resolved":
+            return Outcome(False, "queued", "webhook", "HTTP 503")
+        raise Deferred(SLOT_RECHECK_S, f"message {message.notification_id} waits for a "
+                                       "free slot")
+
+
+def test_a_message_put_off_after_another_was_refused_keeps_the_events_retry_backoff(
+        notify, messenger):
+    """Deferred after a refusal in the same event used to win: the event came back from
+    the delay queue in half a second, sent the refused "resolved" again at once instead
+    of after its backoff, and spent no attempt. The refusal wins now: the event is
+    retried with backoff, its attempt counted; the put-off message comes back with it."""
+    messenger.deliveries = RefusedThenPutOff()
+
+    with pytest.raises(DeliveryFailed, match=f"resolved message for {PRIMARY}") as refused:
+        notify.on_issue_resolved(resolved())
+
+    plan = plan_failure(refused.value, attempts=1, waits=0, max_attempts=5, retry_delay_s=1.0)
+    assert (plan.action, plan.attempts, plan.delay_s) == (RETRY, 2, backoff(1.0, 2))
+
+
+def test_a_message_put_off_with_nothing_refused_before_it_is_still_deferred(notify, messenger):
+    messenger.deliveries = RefusedThenPutOff()
+
+    with pytest.raises(Deferred):
+        notify.on_issue_dispatched(dispatched())
+
+
 def reopened(reason: str) -> IssueReopened:
     summary = AssignmentSummary(agency="housing", agency_name="区房管局",
                                 agency_name_en="Housing bureau", sector=Sector.housing,
@@ -864,7 +906,6 @@ def test_default_attempts_are_accepted():
 def test_a_message_whose_predecessor_stays_unsettled_is_deferred_after_a_short_look(
         notify, messenger):
     import services.notify.service as notify_service
-    from shared.messaging import Deferred
 
     class Unsettled(FakeDeliveries):
         looks: list[float] = []
@@ -890,7 +931,6 @@ def test_past_the_grace_a_message_still_waits_for_one_being_sent_without_a_look(
     """A slow channel: the awaited message is in flight after ORDERING_GRACE_S. The
     event goes round the delay queue (the worker is free for others), no look held."""
     import services.notify.service as notify_service
-    from shared.messaging import Deferred
 
     monkeypatch.setattr(notify_service, "ORDERING_GRACE_S", 3.0)
 

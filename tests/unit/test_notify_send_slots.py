@@ -11,6 +11,7 @@ import pytest
 from services.notify.channels import DESK, EMAIL, WEBHOOK
 from services.notify.delivery import (
     SENT,
+    SLOT_MARK_WRITTEN_S,
     SLOT_RECHECK_S,
     SendSlots,
     ordering_wait,
@@ -58,6 +59,114 @@ def test_the_desk_takes_no_slot():
         assert slots.take(DESK).now
     slots.give_back(DESK)
     assert slots.in_flight(DESK) == 0 and slots.take(WEBHOOK).now
+
+
+# ------------------------------------------- the line of messages put off for a slot
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_freed_slot_goes_to_the_message_put_off_not_to_one_arriving_afresh():
+    """Starvation, before: a message put off came back every SLOT_RECHECK_S, while new
+    messages for other residents asked all the time; whoever asked first when a send
+    ended took the slot, so on a channel that stayed busy the one put off could lose
+    every time."""
+    clock = Clock()
+    slots = SendSlots(1, clock=clock)
+    assert slots.take(WEBHOOK, "another resident's").now
+    assert not slots.take(WEBHOOK, "put off").now
+    slots.give_back(WEBHOOK)
+
+    newcomer = slots.take(WEBHOOK, "arriving afresh")
+    assert not newcomer.now
+    assert newcomer.reason == "webhook: the free slots are kept for 1 messages put off before it"
+    assert newcomer.kept_for == ()  # it took its place this instant: its mark may be unwritten
+    clock.now += SLOT_MARK_WRITTEN_S + 0.01
+    assert slots.take(WEBHOOK, "arriving afresh").kept_for == ("put off",)
+    assert slots.take(WEBHOOK, "put off").now
+    assert slots.waiting(WEBHOOK) == ["arriving afresh"]
+
+
+def test_messages_put_off_get_slots_in_the_order_they_were_first_put_off():
+    clock = Clock()
+    slots = SendSlots(2, clock=clock)
+    assert slots.take(WEBHOOK, "a").now and slots.take(WEBHOOK, "b").now
+    for waiter in ("first", "second", "third", "second", "first"):  # coming back, in turn
+        assert not slots.take(WEBHOOK, waiter).now
+    assert slots.waiting(WEBHOOK) == ["first", "second", "third"]
+    assert slots.take(WEBHOOK, "first").kept_for == ()  # no free slot to keep
+    slots.give_back(WEBHOOK)
+    clock.now += 1.0
+    assert slots.take(WEBHOOK, "third").kept_for == ("first",)
+    assert not slots.take(WEBHOOK, "second").now
+    assert slots.take(WEBHOOK, "first").now
+    slots.give_back(WEBHOOK)
+    slots.give_back(WEBHOOK)
+    assert slots.take(WEBHOOK, "third").now and slots.take(WEBHOOK, "second").now  # both free
+
+
+def test_the_wait_of_a_message_put_off_is_bounded_however_many_keep_arriving():
+    """A channel that stays saturated: each round, one send ends and three new messages
+    ask before the one put off comes back. It is sent at its first return."""
+    slots = SendSlots(2, clock=Clock())
+    assert slots.take(WEBHOOK, "x").now
+    assert slots.take(WEBHOOK, "y").now
+    assert not slots.take(WEBHOOK, "put off").now
+    for round_ in range(20):
+        slots.give_back(WEBHOOK)
+        arrivals = [slots.take(WEBHOOK, f"new {round_}.{n}").now for n in range(3)]
+        if slots.take(WEBHOOK, "put off").now:
+            break
+        assert not any(arrivals)
+    assert round_ == 0 and not any(arrivals)
+
+
+def test_a_place_not_claimed_within_its_time_is_given_up_to_the_next():
+    """Its event came back to another notify process (or waits out a retry): the slot it
+    kept must not stay empty for long."""
+    clock = Clock()
+    slots = SendSlots(1, place_kept_s=2.0, clock=clock)
+    assert slots.take(WEBHOOK, "busy").now
+    assert not slots.take(WEBHOOK, "gone elsewhere").now
+    clock.now += 1.0
+    assert not slots.take(WEBHOOK, "next").now
+    slots.give_back(WEBHOOK)
+    clock.now += 1.5  # "gone elsewhere" last came back 2.5 s ago; "next" 1.5 s ago
+    assert slots.take(WEBHOOK, "next").now
+    assert slots.waiting(WEBHOOK) == []
+
+
+def test_a_message_that_leaves_the_line_keeps_no_slot():
+    slots = SendSlots(1, clock=Clock())
+    assert slots.take(WEBHOOK, "busy").now
+    assert not slots.take(WEBHOOK, "sent by another process").now
+    slots.leave(WEBHOOK, "sent by another process")
+    slots.give_back(WEBHOOK)
+    assert slots.take(WEBHOOK, "arriving afresh").now
+
+
+def test_a_resend_keeps_no_place_but_waits_behind_the_line():
+    """A rating link resent by the desk is refused when put off (the desk asks again):
+    it takes no place in the line, and does not jump it either."""
+    slots = SendSlots(1, clock=Clock())
+    assert slots.take(WEBHOOK, "busy").now
+    assert not slots.take(WEBHOOK).now
+    assert slots.waiting(WEBHOOK) == []
+    assert not slots.take(WEBHOOK, "put off").now
+    slots.give_back(WEBHOOK)
+    assert not slots.take(WEBHOOK).now
+
+
+def test_free_slots_kept_for_those_put_off_are_counted_by_the_pure_plan():
+    assert plan_send(WEBHOOK, 1, 3, waiting_ahead=1).now
+    assert not plan_send(WEBHOOK, 1, 3, waiting_ahead=2).now
+    assert plan_send(DESK, 5, 1, waiting_ahead=5).now
 
 
 def test_at_least_one_send_must_be_allowed():
