@@ -149,6 +149,12 @@ class ReceivedTimes:
 
 
 AGENCY_WIDTH = 17
+# The type column fits the longest line type Whistle sends, an RPC reply naming its error
+# (``rpc reply (error: InvalidTransition)``): a longer one pushed the rest of its line out
+# of the columns.
+TYPE_WIDTH = 36
+HEADER = (f"{'time (UTC)':<12}  {'service':<8} {'type':<{TYPE_WIDTH}} {'issue':<17} "
+          f"{'agency':<{AGENCY_WIDTH}} {'since received':>11}")
 
 
 def agency_cell(agency: str | None) -> str:
@@ -167,7 +173,7 @@ def render(line: dict[str, Any]) -> str:
     elapsed = line.get("since_received_s")
     since = f"+{elapsed:.3f}s" if elapsed is not None else ""
     text = (f"{line['time'][11:23]}  {(line.get('service') or '-'):<8} "
-            f"{(line.get('type') or '-'):<32} {(line.get('issue') or '-'):<17} "
+            f"{(line.get('type') or '-'):<{TYPE_WIDTH}} {(line.get('issue') or '-'):<17} "
             f"{agency_cell(line.get('agency')):<{AGENCY_WIDTH}} {since:>11}")
     return text + (f"  {line['detail']}" if line.get("detail") else "")
 
@@ -255,8 +261,7 @@ def tail(issue, agency, kind, service, as_json) -> None:
         follow.connect()  # the first time, a broker out of reach is an error at once
         click.echo("whistle tail: following whistle.events and RPC (Ctrl-C to stop)", err=True)
         if not as_json:
-            click.echo(f"{'time (UTC)':<12}  {'service':<8} {'type':<32} {'issue':<17} "
-                       f"{'agency':<17} {'since received':>11}")
+            click.echo(HEADER)
         follow.run(on_reconnect=lambda where, gap: click.echo(
             f"whistle tail: connection lost; following again on {where} "
             f"(messages in the last {gap:.1f} s were not seen)", err=True))

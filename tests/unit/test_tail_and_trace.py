@@ -137,3 +137,19 @@ def test_a_malformed_event_is_a_line_without_its_fields_and_teaches_no_receipt_t
     request = describe({"args": "WH-20261207-0009 欧阳娜娜"}, {}, "agency.resolve",
                        "nameko-rpc", NOW, reply_to="r")
     assert request["issue"] is None and request["agency"] is None
+
+
+def test_an_error_reply_of_every_whistle_error_keeps_the_columns_in_place():
+    """``rpc reply (error: InvalidTransition)`` is longer than the type column once was:
+    it pushed the issue, agency and detail of that line out of line with the others."""
+    from shared import errors
+
+    event_line = describe({"issue_id": "WH-20261121-0003"}, {"x-whistle-source": "intake"},
+                          "issue.received", "whistle.events", NOW)
+    whistle_errors = [c for c in vars(errors).values()
+                      if isinstance(c, type) and issubclass(c, errors.WhistleError)]
+    assert "InvalidTransition" in {c.__name__ for c in whistle_errors}
+    for error in whistle_errors:
+        reply = describe({"result": None, "error": {"exc_type": error.__name__, "value": ""}},
+                         {}, "reply-queue-id", "nameko-rpc", NOW)
+        assert len(render(reply)) == len(render(event_line)), error.__name__
