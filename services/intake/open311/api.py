@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR, DependencyProvider
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import NotFound as NoRoute
 from werkzeug.routing import Map, Rule
 
 from services.intake.open311.catalog import Service, build_catalog
@@ -579,6 +580,15 @@ def _refused(environ, exc: Exception):
     """A refusal before any handler ran (a body over the limit, a method no route here
     takes at all: TRACE, a made-up one), in Open311's shape."""
     path = environ.get("PATH_INFO") or ""
+    if isinstance(exc, (NoRoute, MethodNotAllowed)) and not path.startswith(f"{PREFIX}/"):
+        # ``…/v2requests.xml``: FixMyStreet appends the resource to the endpoint URL as it
+        # is, so an endpoint given without its slash lands here, on no route at all.
+        return render_error(_format_of(path), Open311Error.not_found(
+            f"no such resource: {environ.get('REQUEST_METHOD', '')[:20]} {path[:100]}: the "
+            f"endpoint URL ends in {PREFIX}/, with its trailing slash"))
+    if isinstance(exc, NoRoute):  # the endpoint URL itself, which the catch-all misses
+        return render_error(_format_of(path), _no_such_resource(
+            environ.get("REQUEST_METHOD", ""), path.removeprefix(f"{PREFIX}/")))
     if isinstance(exc, MethodNotAllowed):
         # Answered as the catch-all answers a method its resource does not take, Allow
         # naming what this resource takes (werkzeug's would name the catch-all's too).
@@ -594,7 +604,7 @@ def _refused(environ, exc: Exception):
     return render_error(fmt if fmt in FORMATS else "xml", error)
 
 
-ERROR_SHAPES[PREFIX + "/"] = _refused
+ERROR_SHAPES[PREFIX] = _refused  # ``/open311/v2`` and what a missing slash runs into
 
 
 def _format_of(rest: str) -> str:
