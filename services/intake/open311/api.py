@@ -450,13 +450,7 @@ class Open311Api:
         clients.record_request(client, issue_id, datetime.fromisoformat(receipt["received_at"]))
         self.log.info("open311_request_created", issue_id=issue_id, client=client,
                       service_code=service.code)
-        return post_response(issue_id, service, self._post_notice(issue_id, service, lang)), 201
-
-    @staticmethod
-    def _post_notice(issue_id: str, service: Service, lang) -> str:
-        if lang.value == "en":
-            return f"Received as {issue_id}. {service.description_en}"
-        return f"已受理，编号 {issue_id}。{service.description}"
+        return post_response(issue_id, service, service.notice(issue_id, lang)), 201
 
     # ------------------------------------------------------------- helpers
 
