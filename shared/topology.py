@@ -271,7 +271,7 @@ def declare_topology(connection, queue_type: str = CLASSIC) -> None:
                 channel.close()
     for name in retire_queues(connection):
         _log.warning("retired queue %s still holds messages from an earlier release and "
-                     "was kept: see README, Upgrading", name)
+                     "was kept: see docs/operations.md, Upgrading", name)
 
 
 def retire_queues(connection) -> list[str]:
