@@ -55,6 +55,16 @@ ENVELOPE_FIELDS = frozenset({"event_id", "trace_id", "causation_id", "occurred_a
 # The management API returns at most this much of each body; enough to read its issue id.
 PEEK_TRUNCATE_BYTES = 64 * 1024
 _ISSUE_ID_IN_TEXT = re.compile(r'"issue_id"\s*:\s*"(WH-\d{8}-\d{4,})"')
+# The ids a dead letter is shown by, beside its body: only when shaped as ids. A garbled
+# or forged body can carry anything there, a resident's name included.
+_ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
+_EVENT_ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
+
+
+def _id_shown(value: Any, shape: re.Pattern, otherwise: str) -> str | None:
+    if value is None:
+        return None
+    return scrub_text(value) if isinstance(value, str) and shape.fullmatch(value) else otherwise
 RPC_QUEUE = "rpc-{}"  # nameko.rpc.RPC_QUEUE_TEMPLATE: one consumer per running instance
 # Headers a replayed message leaves behind, so that it gets a fresh set of attempts.
 # RabbitMQ's own dead-lettering records go too: the replayed message starts afresh.
@@ -439,8 +449,8 @@ class DeadLetter:
             "event_type": header(EVENT_TYPE_HEADER) or header(ROUTING_KEY_HEADER),
             "attempts": int(attempts) if attempts.isdigit() else None,
             "reason": reason,
-            "issue_id": _printable(scrub_text(issue_id)) if isinstance(issue_id, str) else None,
-            "event_id": _printable(scrub_text(event_id)) if isinstance(event_id, str) else None,
+            "issue_id": _id_shown(issue_id, _ISSUE_ID, "(not an issue id)"),
+            "event_id": _id_shown(event_id, _EVENT_ID, "(not an id)"),
             "body_format": body_format,
             "content_type": self.content_type,
             "bytes": self.size if self.size is not None else len(self.body),
