@@ -45,7 +45,13 @@ from shared.messaging import (
     WAITS_HEADER,
 )
 from shared.privacy import scrub, scrub_text
-from shared.topology import DEAD_LETTER_QUEUE, DEAD_LETTER_QUEUE_NAME, SERVICES, SUBSCRIPTIONS
+from shared.topology import (
+    DEAD_LETTER_QUEUE,
+    DEAD_LETTER_QUEUE_NAME,
+    MESSAGE_NAME,
+    SERVICES,
+    SUBSCRIPTIONS,
+)
 
 HTTP_TIMEOUT_S = 5.0
 PREVIEW_CHARS = 200
@@ -446,7 +452,7 @@ class DeadLetter:
                                                       else None),
             "queue": header(QUEUE_HEADER) or (_printable(str(death["queue"]))
                                               if death.get("queue") else None),
-            "event_type": header(EVENT_TYPE_HEADER) or header(ROUTING_KEY_HEADER),
+            "event_type": self._event_type(),
             "attempts": int(attempts) if attempts.isdigit() else None,
             "reason": reason,
             "issue_id": _id_shown(issue_id, _ISSUE_ID, "(not an issue id)"),
@@ -457,6 +463,15 @@ class DeadLetter:
             # scrub first, then cut: a phone number cut in half would escape the mask
             "preview": _shorten(_printable(preview)),
         }
+
+    def _event_type(self) -> str | None:
+        """The type a service copied onto it (from the message's own header, which a
+        garbled or forged one can fill with anything), only when shaped as one."""
+        given = [self.headers.get(h) for h in (EVENT_TYPE_HEADER, ROUTING_KEY_HEADER)]
+        shaped = [v for v in given if isinstance(v, str) and MESSAGE_NAME.fullmatch(v)]
+        if shaped:
+            return shaped[0]
+        return "(malformed)" if any(v not in (None, "") for v in given) else None
 
     def replay_headers(self) -> dict[str, Any]:
         return {k: v for k, v in self.headers.items() if k not in REPLAY_DROPS_HEADERS}

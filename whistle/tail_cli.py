@@ -29,7 +29,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from shared import config as cfg
 from shared.heartbeats import drain
 from shared.privacy import scrub_text
-from shared.topology import EVENTS_EXCHANGE, SERVICES
+from shared.topology import EVENTS_EXCHANGE, MESSAGE_NAME, SERVICES
 
 RPC_EXCHANGE = Exchange("nameko-rpc", type="topic", durable=True)
 ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
@@ -45,10 +45,9 @@ ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 _AGENCY = re.compile(r"[a-z][a-z0-9_]{1,39}")
 _ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
 # So are the names a message's envelope gives: its routing key (an event's type, an RPC's
-# service.method), its sender's header, its caller's call id, an error's class. No digits
-# in the first two (none of Whistle's has any: a number there is no name of ours), and an
-# error class from elsewhere, which may have some, is shown masked.
-_TYPE = re.compile(r"[a-z][a-z_]{0,39}(\.[a-z][a-z_]{0,39}){1,3}")
+# service.method: MESSAGE_NAME), its sender's header, its caller's call id, an error's
+# class (one from elsewhere, which may have digits, is shown masked).
+_TYPE = MESSAGE_NAME
 _ERROR_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MALFORMED = "(malformed)"
 
