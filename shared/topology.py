@@ -28,6 +28,7 @@ docs/cluster.md.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from logging import getLogger
 
@@ -207,6 +208,11 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
 )
 
 SERVICES: tuple[str, ...] = ("intake", "routing", "agency", "notify")
+# The shape of a message's name: an event type (``issue.received``) or an RPC's
+# ``service.method``; no digits, as none of Whistle's has any. What the operators' tools
+# print of a message's envelope (``whistle tail``, ``whistle dlq``) must have it: a
+# garbled or forged message can carry a resident's name and number there.
+MESSAGE_NAME = re.compile(r"[a-z][a-z_]{0,39}(\.[a-z][a-z_]{0,39}){1,3}")
 
 # Event types some service consumes. They are published ``mandatory``: if no queue
 # took one, the broker refuses it and the publisher keeps it in its outbox. The
@@ -271,7 +277,7 @@ def declare_topology(connection, queue_type: str = CLASSIC) -> None:
                 channel.close()
     for name in retire_queues(connection):
         _log.warning("retired queue %s still holds messages from an earlier release and "
-                     "was kept: see README, Upgrading", name)
+                     "was kept: see docs/operations.md, Upgrading", name)
 
 
 def retire_queues(connection) -> list[str]:

@@ -130,6 +130,20 @@ def token() -> None:
     """Staff tokens: issue (the default), revoke. See docs/security.md."""
 
 
+STAFF_ID_MAX = 64
+
+
+def _staff_id_shaped_or_exit(staff_id: str) -> None:
+    """A staff id is shown on the issue's timeline and in `whistle audit`, one line an
+    entry, and rides in every request the token makes: a line break would split those
+    lines, a long one weigh on every request. Such a token would be signed and taken."""
+    if len(staff_id) > STAFF_ID_MAX or staff_id != staff_id.strip() \
+            or not staff_id.isprintable():
+        raise click.BadParameter(f"a staff id is 1 to {STAFF_ID_MAX} printable characters, "
+                                 "with no space at either end (like gd-017)",
+                                 param_hint="'--staff'")
+
+
 @token.command("issue")
 @click.argument("agency")
 @click.option("--staff", "staff_id", default="staff-001", show_default=True,
@@ -152,6 +166,7 @@ def token_issue(agency: str, staff_id: str, ttl_s: int | None,
     if not staff_id.strip():
         raise click.BadParameter("a staff id is needed: it is who acts, in the audit log",
                                  param_hint="'--staff'")
+    _staff_id_shaped_or_exit(staff_id)
     if any(not c.strip() for c in communities):
         raise click.BadParameter("a community has a name", param_hint="'--community'")
     if communities and agency != DESK:

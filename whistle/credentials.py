@@ -17,6 +17,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import jwt
+
 from shared import config as cfg
 from shared.auth import DESK, issue_token
 
@@ -48,8 +50,25 @@ def desk_call(method: str, base: str, path: str, **kwargs: Any) -> dict[str, Any
     except Refused as exc:
         if exc.status not in (401, 403):
             raise
+        hint = _scoped_desk_hint(os.environ.get(TOKEN_ENV)) if exc.status == 403 else None
         raise Refused(method, path.split("?")[0], exc.status,
-                      f"{exc.detail} ({_WHICH_CREDENTIAL})", whistles=exc.whistles) from None
+                      f"{exc.detail} ({hint or _WHICH_CREDENTIAL})",
+                      whistles=exc.whistles) from None
+
+
+def _scoped_desk_hint(token: str | None) -> str | None:
+    """For a desk token limited to some communities, refused elsewhere: "set it to a desk
+    token" would not help, it is one. Its claims are read unverified, only to word the
+    hint (Whistle has judged the token already)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False}) if token else {}
+    except jwt.PyJWTError:
+        return None
+    communities = claims.get("communities")
+    if claims.get("agency") != DESK or not isinstance(communities, list) or not communities:
+        return None
+    return (f"{TOKEN_ENV} is a desk token for {', '.join(map(str, communities))} only: set it "
+            "to one for the issue's community, or to an unscoped desk token")
 
 
 def _login() -> str:

@@ -45,7 +45,13 @@ from shared.messaging import (
     WAITS_HEADER,
 )
 from shared.privacy import scrub, scrub_text
-from shared.topology import DEAD_LETTER_QUEUE, DEAD_LETTER_QUEUE_NAME, SERVICES, SUBSCRIPTIONS
+from shared.topology import (
+    DEAD_LETTER_QUEUE,
+    DEAD_LETTER_QUEUE_NAME,
+    MESSAGE_NAME,
+    SERVICES,
+    SUBSCRIPTIONS,
+)
 
 HTTP_TIMEOUT_S = 5.0
 PREVIEW_CHARS = 200
@@ -55,6 +61,16 @@ ENVELOPE_FIELDS = frozenset({"event_id", "trace_id", "causation_id", "occurred_a
 # The management API returns at most this much of each body; enough to read its issue id.
 PEEK_TRUNCATE_BYTES = 64 * 1024
 _ISSUE_ID_IN_TEXT = re.compile(r'"issue_id"\s*:\s*"(WH-\d{8}-\d{4,})"')
+# The ids a dead letter is shown by, beside its body: only when shaped as ids. A garbled
+# or forged body can carry anything there, a resident's name included.
+_ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
+_EVENT_ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
+
+
+def _id_shown(value: Any, shape: re.Pattern, otherwise: str) -> str | None:
+    if value is None:
+        return None
+    return scrub_text(value) if isinstance(value, str) and shape.fullmatch(value) else otherwise
 RPC_QUEUE = "rpc-{}"  # nameko.rpc.RPC_QUEUE_TEMPLATE: one consumer per running instance
 # Headers a replayed message leaves behind, so that it gets a fresh set of attempts.
 # RabbitMQ's own dead-lettering records go too: the replayed message starts afresh.
@@ -436,17 +452,26 @@ class DeadLetter:
                                                       else None),
             "queue": header(QUEUE_HEADER) or (_printable(str(death["queue"]))
                                               if death.get("queue") else None),
-            "event_type": header(EVENT_TYPE_HEADER) or header(ROUTING_KEY_HEADER),
+            "event_type": self._event_type(),
             "attempts": int(attempts) if attempts.isdigit() else None,
             "reason": reason,
-            "issue_id": _printable(scrub_text(issue_id)) if isinstance(issue_id, str) else None,
-            "event_id": _printable(scrub_text(event_id)) if isinstance(event_id, str) else None,
+            "issue_id": _id_shown(issue_id, _ISSUE_ID, "(not an issue id)"),
+            "event_id": _id_shown(event_id, _EVENT_ID, "(not an id)"),
             "body_format": body_format,
             "content_type": self.content_type,
             "bytes": self.size if self.size is not None else len(self.body),
             # scrub first, then cut: a phone number cut in half would escape the mask
             "preview": _shorten(_printable(preview)),
         }
+
+    def _event_type(self) -> str | None:
+        """The type a service copied onto it (from the message's own header, which a
+        garbled or forged one can fill with anything), only when shaped as one."""
+        given = [self.headers.get(h) for h in (EVENT_TYPE_HEADER, ROUTING_KEY_HEADER)]
+        shaped = [v for v in given if isinstance(v, str) and MESSAGE_NAME.fullmatch(v)]
+        if shaped:
+            return shaped[0]
+        return "(malformed)" if any(v not in (None, "") for v in given) else None
 
     def replay_headers(self) -> dict[str, Any]:
         return {k: v for k, v in self.headers.items() if k not in REPLAY_DROPS_HEADERS}

@@ -29,7 +29,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from shared import config as cfg
 from shared.heartbeats import drain
 from shared.privacy import scrub_text
-from shared.topology import EVENTS_EXCHANGE, SERVICES
+from shared.topology import EVENTS_EXCHANGE, MESSAGE_NAME, SERVICES
 
 RPC_EXCHANGE = Exchange("nameko-rpc", type="topic", durable=True)
 ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
@@ -44,6 +44,12 @@ ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
 ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 _AGENCY = re.compile(r"[a-z][a-z0-9_]{1,39}")
 _ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
+# So are the names a message's envelope gives: its routing key (an event's type, an RPC's
+# service.method: MESSAGE_NAME), its sender's header, its caller's call id, an error's
+# class (one from elsewhere, which may have digits, is shown masked).
+_TYPE = MESSAGE_NAME
+_ERROR_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MALFORMED = "(malformed)"
 
 
 def _shaped(value: Any, pattern: re.Pattern) -> str | None:
@@ -75,9 +81,15 @@ def agency_of(body: dict[str, Any]) -> str | None:
 _CLIENTS = {"standalone_rpc_proxy"}
 
 
-def _service_of(call_id: str | None) -> str | None:
-    service = call_id.split(".", 1)[0] if call_id else None
-    return "client" if service in _CLIENTS else service
+def _service_of(call_id: Any) -> str | None:
+    """The service a call id names; a client for a standalone proxy; None for a name that
+    is none of Whistle's (whatever it says, it is not printed)."""
+    service = call_id.split(".", 1)[0] if isinstance(call_id, str) else None
+    return "client" if service in _CLIENTS else _known_sender(service)
+
+
+def _known_sender(service: Any) -> str | None:
+    return service if service in SENDERS else None
 
 
 def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str,
@@ -87,11 +99,13 @@ def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str
     stack = headers.get("nameko.call_id_stack") or []
     caller = stack[-1] if stack else None
     line: dict[str, Any] = {"time": now.isoformat(timespec="milliseconds"), "issue": None,
-                            "agency": None, "trace_id": headers.get("nameko.trace_id")}
+                            "agency": None,
+                            "trace_id": _shaped(headers.get("nameko.trace_id"), _ID)}
     if exchange == EVENTS_EXCHANGE.name:
         data = body if isinstance(body, dict) else {}
-        line.update(kind="event", type=headers.get("x-whistle-event-type") or routing_key,
-                    service=headers.get("x-whistle-source") or _service_of(caller),
+        line.update(kind="event", type=_shaped(headers.get("x-whistle-event-type"), _TYPE)
+                    or _shaped(routing_key, _TYPE) or MALFORMED,
+                    service=_known_sender(headers.get("x-whistle-source")) or _service_of(caller),
                     issue=_shaped(data.get("issue_id"), ISSUE_ID), agency=agency_of(data),
                     trace_id=_shaped(data.get("trace_id"), _ID) or line["trace_id"],
                     event_id=_shaped(data.get("event_id"), _ID),
@@ -101,12 +115,15 @@ def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str
         args = args if isinstance(args, list) else []
         issue = next((a for a in args if _shaped(a, ISSUE_ID)), None)
         agency = args[1] if routing_key.startswith("agency.") and len(args) > 1 else None
-        line.update(kind="rpc", type=f"rpc {routing_key}", service=_service_of(caller) or "client",
+        line.update(kind="rpc", type=f"rpc {_shaped(routing_key, _TYPE) or MALFORMED}",
+                    service=_service_of(caller) or "client",
                     issue=issue, agency=_shaped(agency, _AGENCY))
     else:
         error = body.get("error") if isinstance(body, dict) else None
+        error_class = scrub_text(_shaped(error.get("exc_type"), _ERROR_CLASS) or MALFORMED) \
+            if isinstance(error, dict) else None
         line.update(kind="reply", type="rpc reply" + (
-            f" (error: {error.get('exc_type')})" if isinstance(error, dict) else ""),
+            f" (error: {error_class})" if error_class else ""),
             service=_service_of(caller))
         if isinstance(error, dict):
             line["detail"] = scrub_text(str(error.get("value", "")))[:200]
@@ -149,6 +166,12 @@ class ReceivedTimes:
 
 
 AGENCY_WIDTH = 17
+# The type column fits the longest line type Whistle sends, an RPC reply naming its error
+# (``rpc reply (error: InvalidTransition)``): a longer one pushed the rest of its line out
+# of the columns.
+TYPE_WIDTH = 36
+HEADER = (f"{'time (UTC)':<12}  {'service':<8} {'type':<{TYPE_WIDTH}} {'issue':<17} "
+          f"{'agency':<{AGENCY_WIDTH}} {'since received':>11}")
 
 
 def agency_cell(agency: str | None) -> str:
@@ -167,7 +190,7 @@ def render(line: dict[str, Any]) -> str:
     elapsed = line.get("since_received_s")
     since = f"+{elapsed:.3f}s" if elapsed is not None else ""
     text = (f"{line['time'][11:23]}  {(line.get('service') or '-'):<8} "
-            f"{(line.get('type') or '-'):<32} {(line.get('issue') or '-'):<17} "
+            f"{(line.get('type') or '-'):<{TYPE_WIDTH}} {(line.get('issue') or '-'):<17} "
             f"{agency_cell(line.get('agency')):<{AGENCY_WIDTH}} {since:>11}")
     return text + (f"  {line['detail']}" if line.get("detail") else "")
 
@@ -233,9 +256,9 @@ def tail(issue, agency, kind, service, as_json) -> None:
         except BrokenPipeError:
             raise
         except Exception as exc:  # noqa: BLE001 - one odd message must not end the tail
-            click.echo(f"whistle tail: a message on "
-                       f"{message.delivery_info.get('routing_key', '?')!r} could not be "
-                       f"shown ({type(exc).__name__})", err=True)
+            key = _shaped(message.delivery_info.get("routing_key"), _TYPE) or MALFORMED
+            click.echo(f"whistle tail: a message on {key!r} could not be shown "
+                       f"({type(exc).__name__})", err=True)
 
     def show(body, message, undecodable: BaseException | None = None):
         now = datetime.now(UTC)
@@ -255,8 +278,7 @@ def tail(issue, agency, kind, service, as_json) -> None:
         follow.connect()  # the first time, a broker out of reach is an error at once
         click.echo("whistle tail: following whistle.events and RPC (Ctrl-C to stop)", err=True)
         if not as_json:
-            click.echo(f"{'time (UTC)':<12}  {'service':<8} {'type':<32} {'issue':<17} "
-                       f"{'agency':<17} {'since received':>11}")
+            click.echo(HEADER)
         follow.run(on_reconnect=lambda where, gap: click.echo(
             f"whistle tail: connection lost; following again on {where} "
             f"(messages in the last {gap:.1f} s were not seen)", err=True))

@@ -26,8 +26,12 @@ def base_url(url: str | None) -> str:
         given = f"127.0.0.1:{given}"
     if "://" not in given:
         given = f"http://{given}"
-    parts = urlsplit(given)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(given)
+    except ValueError:  # an unclosed IPv6 bracket: ``http://[::1``
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
+            or any(c.isspace() or not c.isprintable() for c in given):
         raise click.BadParameter(f"{url!r} is not an http:// or https:// address "
                                  "(or a bare host:port)", param_hint="'--url'")
     try:

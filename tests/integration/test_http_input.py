@@ -275,3 +275,24 @@ def test_a_405_says_which_methods_the_path_takes(whistle):
     assert trace.headers["Allow"] == "GET, POST"
     unknown = requests.request("TRACE", f"{base}{V2}/potholes.json", timeout=5)
     assert unknown.status_code == 404 and "no such resource" in unknown.text
+
+
+def test_the_open311_endpoint_url_itself_and_a_missing_slash_are_open311_answers(whistle):
+    """An operator checks the endpoint URL discovery gives (``…/open311/v2/``) in a
+    browser, and FixMyStreet given it without its slash asks for ``…/v2requests.xml``:
+    both got werkzeug's "The requested URL was not found on the server…", the latter in
+    Whistle's own JSON, where an XML client reads Open311's errors."""
+    base, _, _ = whistle
+    root = requests.get(f"{base}{V2}/", timeout=5)
+    assert root.status_code == 404 and root.headers["Content-Type"].startswith("text/xml")
+    assert "no such resource: GET /open311/v2/ (resources end in .json or .xml" in root.text
+    for path in ("requests.xml", "services.xml"):
+        slashless = requests.get(f"{base}{V2}{path}", timeout=5)
+        assert slashless.status_code == 404, path
+        assert slashless.headers["Content-Type"].startswith("text/xml"), slashless.text
+        assert ("<code>404</code><description>no such resource: GET /open311/v2"
+                f"{path}: the endpoint URL ends in /open311/v2/, with its trailing slash"
+                in slashless.text), slashless.text
+    posted = requests.post(f"{base}{V2}requests.json", data=LEAK, timeout=5)
+    assert posted.status_code == 404 and posted.json()[0]["code"] == 404, posted.text
+    assert "with its trailing slash" in posted.json()[0]["description"]

@@ -1,5 +1,7 @@
 """Upgrading the topology on the real RabbitMQ: retired queues go, unless they hold messages."""
 
+from pathlib import Path
+
 import pytest
 from kombu import Connection, Exchange, Producer, Queue
 
@@ -44,6 +46,10 @@ def test_an_empty_retired_queue_is_deleted_and_one_with_messages_is_kept_unbound
     assert not exists(amqp, OLD_JOURNAL)
     assert exists(amqp, OLD_NOTIFY) and depth(amqp, OLD_NOTIFY) == 1  # nothing lost unseen
     assert "whistle.notify.on_issue_received still holds messages" in caplog.text
+    # It points where the steps are: README has no "Upgrading" (the warning said it had).
+    assert "see docs/operations.md, Upgrading" in caplog.text
+    guide = Path(__file__).parents[2] / "docs" / "operations.md"
+    assert "\n## Upgrading\n" in guide.read_text(encoding="utf-8")
     # Unbound: a new event reaches the current queues only.
     Producer(amqp.channel()).publish({"new": True}, exchange=EVENTS_EXCHANGE,
                                      routing_key="issue.received")

@@ -75,7 +75,10 @@ def test_a_bare_host_and_port_is_taken_as_http(monkeypatch, url, base):
 
 @pytest.mark.parametrize("command", [["stats"], ["trace", "WH-20261121-0001"], ["demo"],
                                      ["rating-link", "resend", "WH-20261121-0001"]])
-@pytest.mark.parametrize("url", ["ftp://whistle.example", "http://", "host:port"])
+# an unclosed IPv6 bracket was a traceback (urlsplit's ValueError), and a space in the
+# host "cannot reach Whistle" (exit 1) as though it were out of reach
+@pytest.mark.parametrize("url", ["ftp://whistle.example", "http://", "host:port",
+                                 "http://[::1", "http://exa mple", "whistle\tlocal:8000"])
 def test_every_url_option_refuses_what_is_not_an_http_address(command, url):
     result = run(*command, "--url", url)
     assert result.exit_code == 2
@@ -119,3 +122,26 @@ def test_tls_to_a_plain_http_port_says_tls_failed(monkeypatch):
     result = run("stats", "--url", "https://127.0.0.1:8000")
     assert result.exit_code == 1 and one_error_line(result) == (
         "Error: cannot reach Whistle at https://127.0.0.1:8000 (TLS: WRONG_VERSION_NUMBER)")
+
+
+def test_a_desk_token_for_other_communities_is_told_so_not_to_use_a_desk_token(monkeypatch):
+    """A scoped desk token refused an issue elsewhere was told to "set WHISTLE_TOKEN to a
+    desk token": it is one. The hint names its communities and what would do."""
+    from shared.auth import issue_token
+
+    scoped = issue_token("desk", "li", "s" * 32, communities=["和平里社区"])
+    answering(monkeypatch, {"/issues/WH-20261121-0001": (403, {"error": {
+        "code": "forbidden", "message": "issue WH-20261121-0001 is outside your communities"}})})
+    result = run("trace", "WH-20261121-0001", "--url", "http://whistle.test",
+                 env={"WHISTLE_TOKEN": scoped})
+    assert result.exit_code == 1
+    assert one_error_line(result) == (
+        "Error: GET /issues/WH-20261121-0001 answered 403: issue WH-20261121-0001 is outside "
+        "your communities (WHISTLE_TOKEN is a desk token for 和平里社区 only: set it to one "
+        "for the issue's community, or to an unscoped desk token)")
+    agency = issue_token("power", "gd-017", "s" * 32)
+    answering(monkeypatch, {"/stats": FORBIDDEN})
+    result = run("stats", "--url", "http://whistle.test", env={"WHISTLE_TOKEN": agency})
+    assert one_error_line(result).endswith(
+        "(these commands act as the desk: set WHISTLE_TOKEN to a desk token, or "
+        "WHISTLE_SECRET to the one Whistle runs with)")

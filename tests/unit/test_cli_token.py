@@ -27,3 +27,17 @@ def test_a_token_id_looks_like_the_issuers():
     assert looks_like_jti(jti)
     assert not looks_like_jti("not-a-jti") and not looks_like_jti(jti.upper())
     assert not looks_like_jti(jti + "0")
+
+
+@pytest.mark.parametrize("staff_id", ["li\nwei", "li\twei", " li-09", "x" * 65])
+def test_a_staff_id_that_would_break_a_line_or_bloat_every_request_is_refused(staff_id):
+    """A staff id goes on the issue's timeline and in `whistle audit`'s one line per
+    entry: ``--staff $'a\\nb'`` split that line in two, and 500 characters rode in every
+    request's header. Refused before signing, naming --staff. (`token revoke --staff`
+    takes any: a token issued before this check must stay revocable.)"""
+    result = run("token", "issue", "desk", "--staff", staff_id)
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result) if "\n" not in staff_id else result.output
+    assert "Invalid value for '--staff'" in line and "1 to 64" in line, result.output
+    issued = run("token", "issue", "desk", "--staff", "李伟 gd-017")
+    assert issued.exit_code == 0, issued.output

@@ -77,6 +77,20 @@ def test_one_service_per_category_then_not_sure():
         validate(service.definition(Language.zh), SERVICE_DEFINITION)
 
 
+def test_a_posts_notice_says_what_happens_next_also_when_the_client_was_not_sure():
+    """A not_sure POST was answered with the service's description, which is advice for
+    choosing it: "Received as WH-…. Choose this when unsure which agency is responsible"."""
+    leak = CATALOG["pipe_leak"].notice("WH-20261121-0001", Language.zh)
+    assert leak == "已受理，编号 WH-20261121-0001。管道漏水：自来水公司牵头办理，1天内响应，3天内办结"
+    assert CATALOG["pipe_leak"].notice("WH-20261121-0001", Language.en).startswith(
+        "Received as WH-20261121-0001. Pipe leak or water through the ceiling: Water")
+    unsure = {lang: CATALOG[NOT_SURE].notice("WH-20261121-0002", lang) for lang in Language}
+    assert unsure[Language.zh] == "已受理，编号 WH-20261121-0002。社区将根据描述派给相关单位办理"
+    assert unsure[Language.en] == ("Received as WH-20261121-0002. The community desk routes "
+                                   "it to the agencies responsible, from its description")
+    assert not any("选这一项" in text or "Choose this" in text for text in unsure.values())
+
+
 def test_building_where_a_housing_agency_works_grid_elsewhere():
     def codes(code):
         return {a["code"]: a["required"]

@@ -1,5 +1,6 @@
 """The pure parts of whistle tail and whistle trace."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from whistle.tail_cli import agency_cell, describe, matches, render
@@ -137,3 +138,57 @@ def test_a_malformed_event_is_a_line_without_its_fields_and_teaches_no_receipt_t
     request = describe({"args": "WH-20261207-0009 欧阳娜娜"}, {}, "agency.resolve",
                        "nameko-rpc", NOW, reply_to="r")
     assert request["issue"] is None and request["agency"] is None
+
+
+def test_an_error_reply_of_every_whistle_error_keeps_the_columns_in_place():
+    """``rpc reply (error: InvalidTransition)`` is longer than the type column once was:
+    it pushed the issue, agency and detail of that line out of line with the others."""
+    from shared import errors
+
+    event_line = describe({"issue_id": "WH-20261121-0003"}, {"x-whistle-source": "intake"},
+                          "issue.received", "whistle.events", NOW)
+    whistle_errors = [c for c in vars(errors).values()
+                      if isinstance(c, type) and issubclass(c, errors.WhistleError)]
+    assert "InvalidTransition" in {c.__name__ for c in whistle_errors}
+    for error in whistle_errors:
+        reply = describe({"result": None, "error": {"exc_type": error.__name__, "value": ""}},
+                         {}, "reply-queue-id", "nameko-rpc", NOW)
+        assert len(render(reply)) == len(render(event_line)), error.__name__
+
+
+def test_a_message_forged_or_garbled_anywhere_shows_no_name_or_number():
+    """The body's fields were shown only when shaped, but the routing key, the sender's
+    header, the caller's call id, a trace id header and an error's class were printed as
+    they came: ``孙建国13812345678`` in the service and type columns."""
+    resident = "孙建国13812345678"
+    lines = [
+        describe({"issue_id": "WH-20261121-0003"},
+                 {"x-whistle-source": resident, "x-whistle-event-type": resident,
+                  "nameko.trace_id": resident}, "issue.received", "whistle.events", NOW),
+        describe({"x": 1}, {}, f"issue.{resident}", "whistle.events", NOW),
+        describe({"args": ["WH-20261121-0003"], "kwargs": {}},
+                 {"nameko.call_id_stack": [f"{resident}.get_issue.1"]},
+                 "intake.get_issue13812345678", "nameko-rpc", NOW, reply_to="rpc.reply-x"),
+        describe({"result": None, "error": {"exc_type": resident, "value": "x"}},
+                 {"nameko.call_id_stack": [f"{resident}.x.1"]}, "reply-queue-id",
+                 "nameko-rpc", NOW),
+        describe({"result": None, "error": {"exc_type": "Forbidden13812345678", "value": ""}},
+                 {}, "reply-queue-id", "nameko-rpc", NOW),
+    ]
+    for line in lines:
+        shown = render(line) + json.dumps(line, ensure_ascii=False)
+        assert "孙建国" not in shown and "13812345678" not in shown, shown
+    assert lines[0]["type"] == "issue.received" and lines[0]["service"] is None
+    assert lines[0]["issue"] == "WH-20261121-0003"
+    assert lines[2]["service"] == "client" and lines[2]["issue"] == "WH-20261121-0003"
+    # Whistle's own stay as they were
+    own = describe({"issue_id": "WH-20261121-0003"},
+                   {"x-whistle-source": "routing", "x-whistle-event-type": "issue.dispatched",
+                    "nameko.trace_id": "6b900f26e9114529b1b15b3561c4c027"},
+                   "issue.dispatched", "whistle.events", NOW)
+    assert (own["type"], own["service"], own["trace_id"]) == (
+        "issue.dispatched", "routing", "6b900f26e9114529b1b15b3561c4c027")
+    web = describe({"args": ["WH-20261121-0003"], "kwargs": {}},
+                   {"nameko.call_id_stack": ["web.desk_issue.9f1e"]}, "intake.get_issue",
+                   "nameko-rpc", NOW, reply_to="rpc.reply-x")
+    assert (web["type"], web["service"]) == ("rpc intake.get_issue", "web")

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from nameko.extensions import ENTRYPOINT_EXTENSIONS_ATTR, DependencyProvider
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import NotFound as NoRoute
 from werkzeug.routing import Map, Rule
 
 from services.intake.open311.catalog import Service, build_catalog
@@ -449,13 +450,7 @@ class Open311Api:
         clients.record_request(client, issue_id, datetime.fromisoformat(receipt["received_at"]))
         self.log.info("open311_request_created", issue_id=issue_id, client=client,
                       service_code=service.code)
-        return post_response(issue_id, service, self._post_notice(issue_id, service, lang)), 201
-
-    @staticmethod
-    def _post_notice(issue_id: str, service: Service, lang) -> str:
-        if lang.value == "en":
-            return f"Received as {issue_id}. {service.description_en}"
-        return f"已受理，编号 {issue_id}。{service.description}"
+        return post_response(issue_id, service, service.notice(issue_id, lang)), 201
 
     # ------------------------------------------------------------- helpers
 
@@ -579,6 +574,15 @@ def _refused(environ, exc: Exception):
     """A refusal before any handler ran (a body over the limit, a method no route here
     takes at all: TRACE, a made-up one), in Open311's shape."""
     path = environ.get("PATH_INFO") or ""
+    if isinstance(exc, (NoRoute, MethodNotAllowed)) and not path.startswith(f"{PREFIX}/"):
+        # ``…/v2requests.xml``: FixMyStreet appends the resource to the endpoint URL as it
+        # is, so an endpoint given without its slash lands here, on no route at all.
+        return render_error(_format_of(path), Open311Error.not_found(
+            f"no such resource: {environ.get('REQUEST_METHOD', '')[:20]} {path[:100]}: the "
+            f"endpoint URL ends in {PREFIX}/, with its trailing slash"))
+    if isinstance(exc, NoRoute):  # the endpoint URL itself, which the catch-all misses
+        return render_error(_format_of(path), _no_such_resource(
+            environ.get("REQUEST_METHOD", ""), path.removeprefix(f"{PREFIX}/")))
     if isinstance(exc, MethodNotAllowed):
         # Answered as the catch-all answers a method its resource does not take, Allow
         # naming what this resource takes (werkzeug's would name the catch-all's too).
@@ -594,7 +598,7 @@ def _refused(environ, exc: Exception):
     return render_error(fmt if fmt in FORMATS else "xml", error)
 
 
-ERROR_SHAPES[PREFIX + "/"] = _refused
+ERROR_SHAPES[PREFIX] = _refused  # ``/open311/v2`` and what a missing slash runs into
 
 
 def _format_of(rest: str) -> str:

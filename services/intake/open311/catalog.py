@@ -77,6 +77,21 @@ class Service:
     def attribute(self, code: str) -> Attribute | None:
         return next((a for a in self.attributes if a.code == code), None)
 
+    def notice(self, issue_id: str, lang: Language) -> str:
+        """A POST's ``service_notice``: received, and what happens next. A category's
+        description says who leads and how soon; not_sure's is advice for choosing it,
+        so its notice says the desk routes the report instead."""
+        en = lang is Language.en
+        if self.category is None:
+            following = _NOT_SURE_NEXT_EN if en else _NOT_SURE_NEXT
+        else:
+            following = self.description_en if en else self.description
+        return f"Received as {issue_id}. {following}" if en else f"已受理，编号 {issue_id}。{following}"
+
+
+_NOT_SURE_NEXT = "社区将根据描述派给相关单位办理"
+_NOT_SURE_NEXT_EN = "The community desk routes it to the agencies responsible, from its description"
+
 
 def _community(default: str | None) -> Attribute:
     hint = f"；不填则为 {default}" if default else ""
