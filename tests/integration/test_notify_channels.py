@@ -216,7 +216,9 @@ class Recorded:
 @dataclass
 class Gateway:
     """A real HTTP server on 127.0.0.1 that records requests and answers ``status``
-    (``failures``: how many requests first get a 500)."""
+    (``failures``: how many requests first get a 500). Each answer waits ``delay``
+    seconds, or, while ``held``, until :meth:`release` (a test that must see what happens
+    while sends are on the wire says so by the gateway's state, not by the clock)."""
 
     server: ThreadingHTTPServer
     requests: list[Recorded] = field(default_factory=list)
@@ -224,6 +226,16 @@ class Gateway:
     failures: int = 0
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    answered: int = 0
+    held: threading.Event | None = None
+
+    def hold(self) -> None:
+        """Answer nothing until :meth:`release`."""
+        self.held = threading.Event()
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held.set()
 
     @property
     def url(self) -> str:
@@ -238,7 +250,9 @@ def gateway() -> Iterator[Gateway]:
             length = int(self.headers.get("Content-Length", 0))
             body = self.rfile.read(length)
             gw.requests.append(Recorded("POST", self.path, dict(self.headers), body))
-            if gw.delay:
+            if gw.held is not None:
+                gw.held.wait(timeout=60)
+            elif gw.delay:
                 time.sleep(gw.delay)
             try:
                 self.send_response(500 if len(gw.requests) <= gw.failures else gw.status)
@@ -247,6 +261,7 @@ def gateway() -> Iterator[Gateway]:
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"{}")
+                gw.answered += 1
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up waiting (the timeout test)
 
@@ -262,6 +277,7 @@ def gateway() -> Iterator[Gateway]:
                               daemon=True)
     thread.start()
     yield gw
+    gw.release()
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
