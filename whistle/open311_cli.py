@@ -35,20 +35,26 @@ def key() -> None:
     """API keys: one per client (a FixMyStreet site, an app, an SMS gateway)."""
 
 
-@key.command("add")
-@click.argument("name")
-def key_add(name: str) -> None:
-    """Issue a key for client NAME and print it (only once: only its hash is stored)."""
+def _a_client_name(ctx: click.Context, param: click.Parameter, name: str) -> str:
+    """Bad input is a usage error (exit 2), before Redis is asked: for ``revoke`` too,
+    where a name no client can have was answered "no client" (exit 1), as if looked up."""
     from services.intake.open311.clients import CLIENT_NAME
 
-    if not CLIENT_NAME.fullmatch(name):  # bad input: a usage error, before Redis is asked
+    if not CLIENT_NAME.fullmatch(name):
         raise click.BadParameter(f"{name!r}: a client name is 1-64 letters, digits, '.', "
-                                 "'_' or '-'", param_hint="'NAME'")
+                                 "'_' or '-'")
+    return name
+
+
+@key.command("add")
+@click.argument("name", callback=_a_client_name)
+def key_add(name: str) -> None:
+    """Issue a key for client NAME and print it (only once: only its hash is stored)."""
     click.echo(_with_clients(lambda clients: clients.add(name)))
 
 
 @key.command("revoke")
-@click.argument("name")
+@click.argument("name", callback=_a_client_name)
 def key_revoke(name: str) -> None:
     """Revoke client NAME's key at once (its requests stay)."""
     if not _with_clients(lambda clients: clients.revoke(name)):

@@ -59,6 +59,8 @@ NO_REDIS = {"REDIS_URL": "redis://127.0.0.1:1/0"}  # every refusal below comes b
     (("trace", "x/../stats", "--url", "127.0.0.1:1"), "'ISSUE_ID'", "'x/../stats' is not an issue id"),
     (("rating-link", "resend", "WH-1", "--url", "127.0.0.1:1"), "'ISSUE_ID'", "is not an issue id"),
     (("open311", "key", "add", "bad name"), "'NAME'", "1-64 letters, digits"),
+    # as `add` refuses it: it was looked up, and "no client" (exit 1) said it was not found
+    (("open311", "key", "revoke", "bad name"), "'NAME'", "1-64 letters, digits"),
     (("archive", "--batch", "0"), "'--batch'", "0 is not in the range"),
     (("archive", "--lease", "0"), "'--lease'", "0 is not in the range"),
     (("archive", "--every", "0"), "'--every'", "0.0 is not in the range"),
