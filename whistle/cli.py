@@ -274,13 +274,21 @@ def audit(limit: int, as_json: bool) -> None:
         client.close()
     for entry in entries:
         if as_json:
-            click.echo(json.dumps(entry, ensure_ascii=False))
+            click.echo(json.dumps(audit_entry_as_json(entry), ensure_ascii=False))
         else:
             who = entry.get("staff_id") and f"{entry.get('agency')}/{entry['staff_id']}" \
                 or entry.get("reporter_issue_id") \
                 or entry.get("client") and f"open311:{entry['client']}" or entry.get("role")
             click.echo(f"{entry['at']}  {entry['status']:>3}  {entry['action']:<24} "
                        f"{entry.get('issue_id', '-'):<18} {who}  {entry.get('jti', '')}")
+
+
+def audit_entry_as_json(entry: dict[str, str]) -> dict[str, object]:
+    """An audit entry as ``--json`` prints it: its HTTP status a number, as every other
+    JSON of Whistle's gives one (Redis keeps each field as text: ``"400"``). Pure."""
+    status = entry.get("status")
+    return {**entry, "status": int(status)} if isinstance(status, str) and status.isdigit() \
+        else entry
 
 
 @cli.group("rating-link")

@@ -41,3 +41,25 @@ def test_a_staff_id_that_would_break_a_line_or_bloat_every_request_is_refused(st
     assert "Invalid value for '--staff'" in line and "1 to 64" in line, result.output
     issued = run("token", "issue", "desk", "--staff", "李伟 gd-017")
     assert issued.exit_code == 0, issued.output
+
+
+def test_audit_json_gives_the_status_as_a_number(monkeypatch):
+    """Redis keeps every field as text; ``--json`` gave ``"status": "400"`` where every
+    other JSON of Whistle's (the HTTP API, ``dlq list --json``) gives numbers."""
+    import json
+
+    import shared.guard
+    import shared.store
+
+    class NoRedis:
+        def close(self):
+            pass
+
+    entry = {"id": "1-0", "at": "2026-12-07T10:00:00+00:00", "action": "issue.submit",
+             "status": "400", "role": "desk", "staff_id": "d-5"}
+    monkeypatch.setattr(shared.store, "connect", lambda url: NoRedis())
+    monkeypatch.setattr(shared.guard, "audit_entries", lambda client, prefix, limit: [entry])
+    result = run("audit", "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["status"] == 400 and shown["action"] == "issue.submit"
