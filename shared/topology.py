@@ -213,6 +213,10 @@ SERVICES: tuple[str, ...] = ("intake", "routing", "agency", "notify")
 # print of a message's envelope (``whistle tail``, ``whistle dlq``) must have it: a
 # garbled or forged message can carry a resident's name and number there.
 MESSAGE_NAME = re.compile(r"[a-z][a-z_]{0,39}(\.[a-z][a-z_]{0,39}){1,3}")
+# The shape of the ids Whistle gives an event and a trace (``shared.contracts.new_id``: a
+# UUID's 32 lowercase hex digits). The operators' tools show an id only when it has it: a
+# run of digits in its place (a phone number) or a name is someone else's, not an id.
+WHISTLE_ID = re.compile(r"[0-9a-f]{32}")
 
 # Event types some service consumes. They are published ``mandatory``: if no queue
 # took one, the broker refuses it and the publisher keeps it in its outbox. The

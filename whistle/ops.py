@@ -51,6 +51,7 @@ from shared.topology import (
     MESSAGE_NAME,
     SERVICES,
     SUBSCRIPTIONS,
+    WHISTLE_ID,
 )
 
 HTTP_TIMEOUT_S = 5.0
@@ -64,7 +65,7 @@ _ISSUE_ID_IN_TEXT = re.compile(r'"issue_id"\s*:\s*"(WH-\d{8}-\d{4,})"')
 # The ids a dead letter is shown by, beside its body: only when shaped as ids. A garbled
 # or forged body can carry anything there, a resident's name included.
 _ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
-_EVENT_ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
+_EVENT_ID = WHISTLE_ID  # any 1-128 letters and digits were shown: a phone number too
 
 
 def _id_shown(value: Any, shape: re.Pattern, otherwise: str) -> str | None:

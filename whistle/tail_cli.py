@@ -29,7 +29,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from shared import config as cfg
 from shared.heartbeats import drain
 from shared.privacy import scrub_text
-from shared.topology import EVENTS_EXCHANGE, MESSAGE_NAME, SERVICES
+from shared.topology import EVENTS_EXCHANGE, MESSAGE_NAME, SERVICES, WHISTLE_ID
 
 RPC_EXCHANGE = Exchange("nameko-rpc", type="topic", durable=True)
 ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
@@ -43,7 +43,6 @@ ISSUE_ID_FIELDS = ("issue_id", "into_issue_id")
 # and contracts brings pydantic)
 ISSUE_ID = re.compile(r"WH-\d{8}-\d{4,}")
 _AGENCY = re.compile(r"[a-z][a-z0-9_]{1,39}")
-_ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
 # So are the names a message's envelope gives: its routing key (an event's type, an RPC's
 # service.method: MESSAGE_NAME), its sender's header, its caller's call id, an error's
 # class (one from elsewhere, which may have digits, is shown masked).
@@ -54,6 +53,15 @@ MALFORMED = "(malformed)"
 
 def _shaped(value: Any, pattern: re.Pattern) -> str | None:
     return value if isinstance(value, str) and pattern.fullmatch(value) else None
+
+
+def _id_of(value: Any) -> str | None:
+    """An event's or a trace's id as a line shows it: only one shaped as Whistle's own
+    (``WHISTLE_ID``), ``(malformed)`` for anything else given, ``None`` for none. Any
+    1-128 letters, digits and ``_.:-`` were shown: a phone number among them."""
+    if value is None:
+        return None
+    return _shaped(value, WHISTLE_ID) or MALFORMED
 
 
 def agency_of(body: dict[str, Any]) -> str | None:
@@ -100,16 +108,17 @@ def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str
     caller = stack[-1] if stack else None
     line: dict[str, Any] = {"time": now.isoformat(timespec="milliseconds"), "issue": None,
                             "agency": None,
-                            "trace_id": _shaped(headers.get("nameko.trace_id"), _ID)}
+                            "trace_id": _id_of(headers.get("nameko.trace_id"))}
     if exchange == EVENTS_EXCHANGE.name:
         data = body if isinstance(body, dict) else {}
         line.update(kind="event", type=_shaped(headers.get("x-whistle-event-type"), _TYPE)
                     or _shaped(routing_key, _TYPE) or MALFORMED,
                     service=_known_sender(headers.get("x-whistle-source")) or _service_of(caller),
                     issue=_shaped(data.get("issue_id"), ISSUE_ID), agency=agency_of(data),
-                    trace_id=_shaped(data.get("trace_id"), _ID) or line["trace_id"],
-                    event_id=_shaped(data.get("event_id"), _ID),
-                    causation_id=_shaped(data.get("causation_id"), _ID))
+                    trace_id=_id_of(data.get("trace_id")) if "trace_id" in data
+                    else line["trace_id"],
+                    event_id=_id_of(data.get("event_id")),
+                    causation_id=_id_of(data.get("causation_id")))
     elif reply_to and "." in routing_key:  # an RPC request expects its reply somewhere
         args = body.get("args", []) if isinstance(body, dict) else []
         args = args if isinstance(args, list) else []
@@ -167,8 +176,8 @@ class ReceivedTimes:
 
 AGENCY_WIDTH = 17
 # The type column fits the longest line type Whistle sends, an RPC reply naming its error
-# (``rpc reply (error: InvalidTransition)``): a longer one pushed the rest of its line out
-# of the columns.
+# (``rpc reply (error: InvalidTransition)``). A longer one (an error from outside
+# Whistle: nameko's ``IncorrectSignature``) is cut to fit, by ``type_cell``.
 TYPE_WIDTH = 36
 HEADER = (f"{'time (UTC)':<12}  {'service':<8} {'type':<{TYPE_WIDTH}} {'issue':<17} "
           f"{'agency':<{AGENCY_WIDTH}} {'since received':>11}")
@@ -186,11 +195,23 @@ def agency_cell(agency: str | None) -> str:
     return agencies[0][:AGENCY_WIDTH - len(more)] + more
 
 
+def type_cell(kind: str | None) -> str:
+    """The type column: a type too long for it is cut, with ``…`` where it was cut, inside
+    the brackets of an error's class (``rpc reply (error: IncorrectSignatu…)``), so that
+    the columns after it stay in place (``--json`` gives it whole)."""
+    if not kind:
+        return "-"
+    if len(kind) <= TYPE_WIDTH:
+        return kind
+    closing = ")" if kind.endswith(")") else ""
+    return kind[:TYPE_WIDTH - 1 - len(closing)] + "…" + closing
+
+
 def render(line: dict[str, Any]) -> str:
     elapsed = line.get("since_received_s")
     since = f"+{elapsed:.3f}s" if elapsed is not None else ""
     text = (f"{line['time'][11:23]}  {(line.get('service') or '-'):<8} "
-            f"{(line.get('type') or '-'):<{TYPE_WIDTH}} {(line.get('issue') or '-'):<17} "
+            f"{type_cell(line.get('type')):<{TYPE_WIDTH}} {(line.get('issue') or '-'):<17} "
             f"{agency_cell(line.get('agency')):<{AGENCY_WIDTH}} {since:>11}")
     return text + (f"  {line['detail']}" if line.get("detail") else "")
 

@@ -17,9 +17,12 @@ def test_an_issue_id_or_event_id_not_shaped_like_one_is_not_shown():
     shown = letter({"issue_id": "张三 13812345678", "event_id": "孙建国13812345678"}).describe()
     assert shown["issue_id"] == "(not an issue id)" and shown["event_id"] == "(not an id)"
     assert "张三" not in json.dumps(shown, ensure_ascii=False)
-    good = letter({"issue_id": "WH-20261121-0001", "event_id": "c18b429e3f9945b0b18e2f41"})
+    good = letter({"issue_id": "WH-20261121-0001",
+                   "event_id": "c18b429e3f9945b0b18e2f41a0b1c2d3"})
     assert (good.describe()["issue_id"], good.describe()["event_id"]) == (
-        "WH-20261121-0001", "c18b429e3f9945b0b18e2f41")
+        "WH-20261121-0001", "c18b429e3f9945b0b18e2f41a0b1c2d3")
+    # digits alone are no id of Whistle's (shared.contracts.new_id): a phone, masked or not
+    assert letter({"event_id": "13812345678"}).describe()["event_id"] == "(not an id)"
     assert letter({"x": 1}).describe()["issue_id"] is None
 
 

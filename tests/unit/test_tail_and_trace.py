@@ -192,3 +192,51 @@ def test_a_message_forged_or_garbled_anywhere_shows_no_name_or_number():
                    {"nameko.call_id_stack": ["web.desk_issue.9f1e"]}, "intake.get_issue",
                    "nameko-rpc", NOW, reply_to="rpc.reply-x")
     assert (web["type"], web["service"]) == ("rpc intake.get_issue", "web")
+
+
+def test_an_error_class_from_outside_whistle_longer_than_the_column_is_cut_to_fit():
+    """nameko's ``IncorrectSignature`` made ``rpc reply (error: IncorrectSignature)``, 37
+    characters in a column of 36: the issue, agency and detail of its line moved right."""
+    event_line = describe({"issue_id": "WH-20261121-0003"}, {"x-whistle-source": "intake"},
+                          "issue.received", "whistle.events", NOW)
+    for exc_type in ("IncorrectSignature", "MethodNotFound", "UnknownService",
+                     "A" * 64):
+        reply = describe({"result": None, "error": {"exc_type": exc_type, "value": "x"}},
+                         {}, "reply-queue-id", "nameko-rpc", NOW)
+        shown = render(reply)
+        assert len(shown.split("  x")[0]) == len(render(event_line)), shown
+        assert shown.endswith("  x")
+    reply = describe({"result": None, "error": {"exc_type": "IncorrectSignature", "value": ""}},
+                     {}, "reply-queue-id", "nameko-rpc", NOW)
+    assert "rpc reply (error: IncorrectSignatu…)" in render(reply)
+    assert reply["type"] == "rpc reply (error: IncorrectSignature)"  # --json: whole
+
+
+def test_an_id_not_shaped_like_whistles_own_is_shown_as_malformed():
+    """Any 1-128 letters and digits passed as an id: a phone number in the trace, event or
+    causation id of a garbled message reached ``--json`` whole."""
+    own = "6b900f26e9114529b1b15b3561c4c027"
+    for phone in ("13812345678", "008613812345678", "4155550132"):
+        line = describe({"issue_id": "WH-20261121-0003", "trace_id": phone,
+                         "event_id": phone, "causation_id": phone},
+                        {"nameko.trace_id": phone}, "issue.received", "whistle.events", NOW)
+        assert (line["trace_id"], line["event_id"], line["causation_id"]) == (
+            "(malformed)",) * 3
+        assert phone not in json.dumps(line) + render(line)
+        reply = describe({"result": None}, {"nameko.trace_id": phone}, "reply-queue-id",
+                         "nameko-rpc", NOW)
+        assert reply["trace_id"] == "(malformed)"
+    line = describe({"issue_id": "WH-20261121-0003", "trace_id": own, "event_id": own,
+                     "causation_id": None}, {}, "issue.received", "whistle.events", NOW)
+    assert (line["trace_id"], line["event_id"], line["causation_id"]) == (own, own, None)
+    # an event without its own trace id keeps the one nameko's header carries
+    line = describe({"issue_id": "WH-20261121-0003"}, {"nameko.trace_id": own},
+                    "issue.received", "whistle.events", NOW)
+    assert line["trace_id"] == own
+
+
+def test_whistles_own_ids_have_the_shape_the_tools_show():
+    from shared.contracts import new_id
+    from shared.topology import WHISTLE_ID
+
+    assert all(WHISTLE_ID.fullmatch(new_id()) for _ in range(100))
