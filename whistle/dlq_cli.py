@@ -2,7 +2,10 @@
 
 ``dlq list`` looks without taking: the management API hands the first N
 messages over and the broker puts each back where it was (``ack_requeue_true``).
-Positions count from the head of the queue, oldest first, from 1.
+Positions count from the head of the queue, from 1, in the queue's order: the order
+the broker took them in, not their failure times (two services dead-lettering within
+milliseconds of each other can arrive either way round). It is the order ``--index``
+counts in, so the list is not re-sorted; each shows when it failed.
 
 ``dlq replay --index N`` (or ``--all``) sends dead letters back to the queue
 they failed in, with a fresh set of attempts, and removes them from the DLQ only
@@ -65,7 +68,8 @@ def dlq() -> None:
               help="Show at most this many, from the head of the queue.")
 @click.option("--json", "as_json", is_flag=True, help="Print the dead letters as JSON.")
 def dlq_list(limit: int, as_json: bool) -> None:
-    """Show the dead letters, oldest first, without removing any."""
+    """Show the dead letters in queue order (as --index counts them; each with the time
+    it failed), without removing any."""
     from shared.topology import DEAD_LETTER_QUEUE_NAME
     from whistle.ops import (
         ManagementApi,

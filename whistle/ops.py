@@ -479,7 +479,7 @@ class DeadLetter:
 
 
 def peek_dead_letters(api: ManagementApi, limit: int) -> tuple[list[DeadLetter], int]:
-    """The first ``limit`` dead letters, oldest first (they all stay in the queue), and
+    """The first ``limit`` dead letters in queue order (they all stay in the queue), and
     how many the queue holds: exact, from the first get's ``message_count`` (the
     messages left behind it), where the API's statistics may lag a few seconds."""
     messages = api.peek(DEAD_LETTER_QUEUE_NAME, limit)

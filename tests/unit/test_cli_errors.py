@@ -255,3 +255,10 @@ def test_the_longest_token_lifetime_the_config_takes_is_the_longest_a_token_live
     from shared.auth import MAX_TTL_S
 
     assert cfg.config_from_env({"WHISTLE_TOKEN_TTL": str(MAX_TTL_S)})["WHISTLE_TOKEN_TTL"] == MAX_TTL_S
+
+
+def test_dlq_list_says_the_order_it_lists_in():
+    """It said "oldest first" but lists in queue order, the order --index counts in: two
+    services dead-lettering within milliseconds can arrive either way round."""
+    shown = " ".join(run("dlq", "list", "--help").output.split())
+    assert "oldest first" not in shown and "in queue order" in shown
