@@ -30,7 +30,55 @@ def described_pattern(regex: str, words: str) -> str:
     return regex
 
 
+# What to give, in plain words, for pydantic's own errors (their "String should have at
+# least 1 character", "Input should have timezone info" name pydantic's types, not what a
+# clerk or an operator should type). The field is named beside it (``fields[].field``,
+# ``since: …``), so the words say only what the value must be. A date and time's example
+# has a zone: every one Whistle takes from outside is zone-aware.
+_A_MOMENT = "a date and time with its zone, e.g. 2026-12-06T00:00:00+08:00"
+_PLAIN_WORDS: dict[str, str] = {
+    "missing": "is missing: give a value",
+    "extra_forbidden": "is not a field this takes: leave it out",
+    "string_type": "give text (a JSON string)",
+    "string_too_long": "too long: give at most {max_length} characters",
+    "too_short": "give at least {min_length} item(s)",
+    "too_long": "give at most {max_length} item(s)",
+    "timezone_aware": f"give {_A_MOMENT}",
+    "timezone_naive": "give a date and time without a zone, e.g. 2026-12-06T00:00:00",
+    "datetime_type": f"give {_A_MOMENT}",
+    "datetime_parsing": f"give {_A_MOMENT}",
+    "datetime_from_date_parsing": f"give {_A_MOMENT}",
+    "int_type": "give a whole number",
+    "int_parsing": "give a whole number",
+    "int_from_float": "give a whole number",
+    "float_type": "give a number",
+    "float_parsing": "give a number",
+    "greater_than": "give a number more than {gt}",
+    "greater_than_equal": "give a number of at least {ge}",
+    "less_than": "give a number less than {lt}",
+    "less_than_equal": "give a number of at most {le}",
+    "literal_error": "give one of {expected}",
+    "enum": "give one of {expected}",
+}
+
+
+def _plain_words(err: dict[str, Any]) -> str | None:
+    if err["type"] == "string_too_short":
+        least = (err.get("ctx") or {}).get("min_length", 1)
+        return ("is empty: give at least 1 character" if least == 1
+                else f"too short: give at least {least} characters")
+    words = _PLAIN_WORDS.get(err["type"])
+    if words is None:
+        return None
+    try:
+        return words.format(**(err.get("ctx") or {}))
+    except (KeyError, IndexError):  # a context without the number: pydantic's own words
+        return None
+
+
 def _message(err: dict[str, Any]) -> str:
+    if (words := _plain_words(err)) is not None:
+        return words
     if err["type"] == "model_type":
         # pydantic's own words name the model's class, which the caller never sees
         return "must be a JSON object" if err["loc"] else "body must be a JSON object"

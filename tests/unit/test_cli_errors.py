@@ -74,8 +74,10 @@ def test_a_bad_value_is_a_usage_error_naming_its_option(args, named, says):
 
 
 @pytest.mark.parametrize(("text", "says"), [
-    ("", "Error: TEXT: String should have at least 1 character"),
-    ("x" * 4001, "Error: TEXT: String should have at most 4000 characters"),
+    # what to give, in plain words: pydantic's own ("String should have at least 1
+    # character") name its types, not what to type
+    ("", "Error: TEXT: is empty: give at least 1 character"),
+    ("x" * 4001, "Error: TEXT: too long: give at most 4000 characters"),
     ("漏水\x07", "Error: TEXT: must not contain control characters"),
 ])
 def test_route_says_what_is_wrong_with_the_text(text, says):
