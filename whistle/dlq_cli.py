@@ -19,8 +19,9 @@ letters join at the tail and do not move the others). See
 never succeed, in the same kind of pass; with ``--save``, each is written whole to
 the file before it leaves the queue (:func:`whistle.ops.set_aside_dead_letters`).
 
-Bodies are never shown as they are: previews and reasons are scrubbed of phone
-numbers, names and email addresses.
+Bodies are never shown as they are: a preview keeps only what is safe by its shape, no
+free text (:func:`whistle.ops.known_safe`); reasons are scrubbed of phone numbers, email
+addresses and the names of the issue's residents.
 """
 
 from __future__ import annotations

@@ -33,7 +33,6 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
-from shared.addresses import mask_flats, public_address
 from shared.contracts import IssueStatus
 from shared.messaging import (
     ATTEMPTS_HEADER,
@@ -303,22 +302,47 @@ def _shorten(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _as_operators_see(body: Any) -> Any:
-    """A scrubbed event body with its address down to the building and the flats its
-    description names masked, as Open311's public reads show them: an operator needs
-    the issue and what went wrong, not where the resident lives. Pure."""
-    if not isinstance(body, dict):
-        return body
-    shown = dict(body)
-    location = shown.get("location")
-    if isinstance(location, dict) and isinstance(location.get("address"), str):
-        shown["location"] = {**location, "address": public_address(location["address"])}
-    if isinstance(shown.get("description"), str):
-        shown["description"] = mask_flats(shown["description"])
-    return shown
+# What a preview shows of a body: only what is known safe by its shape, never free text.
+# A resident's name can be masked only where it is known (the issue's residents, from
+# Redis or the archive); one that belongs to no stored issue (a neighbour named in a
+# description, a forged or garbled body) has no shape to be recognised by, and was shown
+# in clear. An operator needs to know which issue and what kind of message failed, and
+# why (the reason): the residents' words stay with the desk (`dlq drop --save` keeps a
+# dead letter whole, for whoever may read it).
+# Fields whose value is a code from a closed set (an agency, a category, a status...):
+# shown when shaped as one. Any other text is shown as its length.
+_CODE_FIELDS = frozenset({
+    "agency", "agencies", "lead", "support", "remaining_agencies", "category",
+    "previous_category", "priority", "role", "status", "channel", "preferred_channel",
+    "language", "supervisor_language", "level", "issue_level", "deadline", "sector",
+    "source", "closed_by", "method"})
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_FIELD_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
+_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?")
 
 
-NAMES_UNKNOWN = "(not shown: the resident's name could not be read from Redis to mask it)"
+def known_safe(value: Any, field_name: str | None = None) -> Any:
+    """``value`` (parsed JSON) with only what is known safe by its shape: field names,
+    numbers (one shaped as a phone masked), true/false/null, Whistle's ids, times, and
+    codes under the fields that hold codes; any other text as ``(text, N characters)``,
+    a field name not shaped as one as ``(field N)``. Pure."""
+    if isinstance(value, dict):
+        return {(key if isinstance(key, str) and _FIELD_NAME.fullmatch(key)
+                 else f"(field {at})"): known_safe(inner, key if isinstance(key, str) else None)
+                for at, (key, inner) in enumerate(value.items(), 1)}
+    if isinstance(value, list):
+        return [known_safe(inner, field_name) for inner in value]
+    if isinstance(value, str):
+        if (_ISSUE_ID.fullmatch(value) or WHISTLE_ID.fullmatch(value)
+                or _MOMENT.fullmatch(value)
+                or (field_name in _CODE_FIELDS and _CODE.fullmatch(value))):
+            return value
+        return f"(text, {len(value)} characters)"
+    return scrub(value)  # a number, true, false or null; a number can be a phone
+
+
+NAMES_UNKNOWN = ("(not shown: the residents' names could not be read from Redis or the "
+                 "archive to mask them)")
 
 
 def residents_names(redis_url: str, prefix: str, letters: list[DeadLetter],
@@ -356,6 +380,15 @@ def names_in(letter: DeadLetter, names: dict[str, frozenset[str]] | None) -> fro
     if names is None:
         return None
     return names.get(letter.issue_of(), frozenset())
+
+
+_ERROR_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}: ")
+
+
+def _error_class(reason: str) -> str:
+    """The error's class a reason starts with (``NotFound: ``), if it does."""
+    found = _ERROR_CLASS.match(reason)
+    return found.group(0) if found else ""
 
 
 @dataclass
@@ -415,25 +448,22 @@ class DeadLetter:
         return found.group(1) if found else None
 
     def describe(self, names: frozenset[str] | None = frozenset()) -> dict[str, Any]:
-        """What an operator may see: scrubbed, printable, short. ``names``: the resident's
-        name as they gave it, masked wherever it appears (a description reading "我是孙建国");
-        ``None`` when it could not be read: the body is not shown."""
+        """What an operator may see: scrubbed, printable, short. The body only as
+        :func:`known_safe` shows it (no free text); one that is not JSON not at all.
+        ``names``: the residents' names as they gave them, masked wherever the reason
+        quotes them; ``None`` when they could not be read: the reason is not shown."""
         parsed = self.parsed()
-        if names is None:
-            body_format = "json" if parsed is not None else "undecodable"
-            preview = NAMES_UNKNOWN
-        elif parsed is not None:
+        if parsed is not None:
             body_format = "json"
             # the event's own fields first: the envelope is noise here (ids are shown apart)
             shown = {k: v for k, v in parsed.items() if k not in ENVELOPE_FIELDS} \
                 if isinstance(parsed, dict) else parsed
-            preview = json.dumps(_as_operators_see(scrub(shown, names)), ensure_ascii=False,
-                                 separators=(",", ":"))
+            preview = json.dumps(known_safe(shown), ensure_ascii=False, separators=(",", ":"))
         else:
             # the API returns at most PEEK_TRUNCATE_BYTES of a body: cut JSON is not bad JSON
             truncated = self.size is not None and self.size > len(self.body)
             body_format = "truncated" if truncated else "undecodable"
-            preview = scrub(self.body.decode("utf-8", errors="replace"), names)
+            preview = "(not shown: not JSON as a whole; `dlq drop --save FILE` keeps it)"
         issue_id, event_id = (parsed.get("issue_id"), parsed.get("event_id")) \
             if isinstance(parsed, dict) else (None, None)
         attempts = str(self.headers.get(ATTEMPTS_HEADER, ""))
@@ -445,6 +475,8 @@ class DeadLetter:
 
         death = self._death
         reason = header(ERROR_HEADER)
+        if reason is not None and names is None:  # its names could not be masked
+            reason = f"{_error_class(reason)}{NAMES_UNKNOWN}"
         if reason is None and death.get("reason"):
             reason = f"RabbitMQ dead-lettered it: {_printable(str(death['reason']))}"
         return {
