@@ -84,3 +84,15 @@ def test_a_reason_whose_names_could_not_be_read_is_shown_only_by_its_class():
         "NotFound: no issue WH-20261121-0001 (孙**)"
     blind = named.describe(None)["reason"]
     assert blind.startswith("NotFound: (not shown") and "孙" not in blind
+
+
+def test_a_value_an_error_quotes_is_shown_only_when_shaped_as_a_name_of_a_thing():
+    """An error's text quotes what it was given (``KeyError: '欧阳娜娜'``): a name there
+    that belongs to no stored issue cannot be masked, and was shown in clear."""
+    for reason, hidden in [("KeyError: '欧阳娜娜'", "欧阳"),
+                           ("InvalidPayload: unknown agency 'Margaret Okafor'", "Okafor"),
+                           ('ValueError: "Margaret" is not a category', "Margaret")]:
+        shown = DeadLetter(1, {"x-whistle-error": reason}, b"{}").describe()["reason"]
+        assert hidden not in shown and "(text, " in shown, shown
+    kept = "KeyError: 'occurred_at'; unknown event 'issue.received' of 'WH-20261121-0001'"
+    assert DeadLetter(1, {"x-whistle-error": kept}, b"{}").describe()["reason"] == kept
