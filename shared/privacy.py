@@ -159,6 +159,30 @@ REDACTED_TOKEN = "[redacted]"
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+(@)")
 
 
+# A value an error's text quotes (Python's repr: ``KeyError: '孙建国'``, ``unknown agency
+# 'Margaret'``): the one place such text holds what was given rather than what Whistle
+# wrote, where a name no list of residents knows would be shown as given. Kept only when
+# shaped as a field name, a code, an event type or one of Whistle's ids (an issue's, or
+# an event's 32 hex digits); otherwise shown by its length.
+_QUOTED = re.compile(r"'([^'\n]{1,500})'|\"([^\"\n]{1,500})\"")
+_NAME_OF_A_THING = re.compile(r"[a-z_][a-z0-9_.]{0,63}|WH-\d{8}-\d{4,}|[0-9a-f]{32}")
+
+
+def quoted_values_withheld(text: str) -> str:
+    """``text`` with every value it quotes that is not shaped as the name of a thing (a
+    field, a code, an id) replaced by its length: ``KeyError: '(text, 3 characters)'``."""
+    if "'" not in text and '"' not in text:
+        return text
+
+    def shown(match: re.Match[str]) -> str:
+        quoted = match.group(1) if match.group(1) is not None else match.group(2)
+        if _NAME_OF_A_THING.fullmatch(quoted):
+            return match.group(0)
+        mark = match.group(0)[0]
+        return f"{mark}(text, {len(quoted)} characters){mark}"
+    return _QUOTED.sub(shown, text)
+
+
 def scrub_text(text: str) -> str:
     """Mask every phone number, email address and URL password found anywhere in free
     text, and cut out any token or Open311 API key."""

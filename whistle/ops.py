@@ -43,7 +43,7 @@ from shared.messaging import (
     ROUTING_KEY_HEADER,
     WAITS_HEADER,
 )
-from shared.privacy import scrub, scrub_text
+from shared.privacy import quoted_values_withheld, scrub, scrub_text
 from shared.topology import (
     DEAD_LETTER_QUEUE,
     DEAD_LETTER_QUEUE_NAME,
@@ -383,25 +383,6 @@ def names_in(letter: DeadLetter, names: dict[str, frozenset[str]] | None) -> fro
 
 
 _ERROR_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}: ")
-# A value an error's text quotes (Python's repr: ``KeyError: '孙建国'``, ``unknown agency
-# 'Margaret'``): the one place its text holds what was given rather than what Whistle
-# wrote. Shown only when shaped as a field name, a code, an event type or one of
-# Whistle's ids; otherwise by its length, as a preview's text is.
-_QUOTED = re.compile(r"'([^'\n]{1,500})'|\"([^\"\n]{1,500})\"")
-_NAME_OF_A_THING = re.compile(r"[a-z_][a-z0-9_.]{0,63}")
-
-
-def _quoted_withheld(reason: str) -> str:
-    def shown(match: re.Match[str]) -> str:
-        quoted = match.group(1) if match.group(1) is not None else match.group(2)
-        if (_NAME_OF_A_THING.fullmatch(quoted) or _ISSUE_ID.fullmatch(quoted)
-                or WHISTLE_ID.fullmatch(quoted)):
-            return match.group(0)
-        mark = match.group(0)[0]
-        return f"{mark}(text, {len(quoted)} characters){mark}"
-    return _QUOTED.sub(shown, reason)
-
-
 def _error_class(reason: str) -> str:
     """The error's class a reason starts with (``NotFound: ``), if it does."""
     found = _ERROR_CLASS.match(reason)
@@ -493,7 +474,7 @@ class DeadLetter:
         death = self._death
         reason = header(ERROR_HEADER)
         if reason is not None:
-            reason = _quoted_withheld(reason)
+            reason = quoted_values_withheld(reason)
         if reason is not None and names is None:  # its names could not be masked
             reason = f"{_error_class(reason)}{NAMES_UNKNOWN}"
         if reason is None and death.get("reason"):

@@ -28,7 +28,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from shared import config as cfg
 from shared.heartbeats import drain
-from shared.privacy import scrub_text
+from shared.privacy import quoted_values_withheld, scrub_text
 from shared.topology import EVENTS_EXCHANGE, MESSAGE_NAME, SERVICES, WHISTLE_ID
 
 RPC_EXCHANGE = Exchange("nameko-rpc", type="topic", durable=True)
@@ -135,7 +135,8 @@ def describe(body: Any, headers: dict[str, Any], routing_key: str, exchange: str
             f" (error: {error_class})" if error_class else ""),
             service=_service_of(caller))
         if isinstance(error, dict):
-            line["detail"] = scrub_text(str(error.get("value", "")))[:200]
+            # a value the error quotes, a name among them, only when shaped as a thing's
+            line["detail"] = quoted_values_withheld(scrub_text(str(error.get("value", ""))))[:200]
     return line
 
 

@@ -240,3 +240,19 @@ def test_whistles_own_ids_have_the_shape_the_tools_show():
     from shared.topology import WHISTLE_ID
 
     assert all(WHISTLE_ID.fullmatch(new_id()) for _ in range(100))
+
+
+def test_an_error_replys_quoted_value_is_shown_only_when_shaped_as_a_thing():
+    """An error's text quotes what it was given: ``unknown agency 'Margaret Okafor'`` or
+    ``KeyError: '欧阳娜娜'`` reached the tail's detail in clear (only phones are masked)."""
+    for value, hidden in [("unknown agency 'Margaret Okafor'", "Okafor"),
+                          ("'欧阳娜娜'", "欧阳")]:
+        reply = describe({"result": None, "error": {"exc_type": "InvalidPayload",
+                                                    "value": value}},
+                         {}, "reply-queue-id", "nameko-rpc", NOW)
+        assert hidden not in render(reply) + json.dumps(reply, ensure_ascii=False)
+        assert "(text, " in reply["detail"]
+    kept = describe({"result": None, "error": {"exc_type": "NotFound",
+                                               "value": "no issue 'WH-20261121-0003'"}},
+                    {}, "reply-queue-id", "nameko-rpc", NOW)
+    assert kept["detail"] == "no issue 'WH-20261121-0003'"
