@@ -190,19 +190,24 @@ class DeskOutboxChannel:
     but not recorded.
     """
 
-    # KEYS: outbox, pushed marker[, records hash[, notes hash]];
+    # KEYS: outbox, pushed marker[, records hash, slot-wait marks[, notes hash]];
     # ARGV: entry[, id, record[, note id, note]].
     # With a records hash, an existing record wins: it is returned and nothing is written.
+    # Else the record is written and the message's slot-wait mark removed with it (a
+    # message put off for a webhook or email slot may go through the desk in the end).
     _PUSH_ONCE = """
-    if #KEYS >= 3 then
+    if #KEYS >= 4 then
         local existing = redis.call('HGET', KEYS[3], ARGV[2])
         if existing then return existing end
     end
     if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 86400) then
         redis.call('LPUSH', KEYS[1], ARGV[1])
     end
-    if #KEYS >= 3 then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
-    if #KEYS == 4 then redis.call('HSETNX', KEYS[4], ARGV[4], ARGV[5]) end
+    if #KEYS >= 4 then
+        redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+        redis.call('HDEL', KEYS[4], ARGV[2])
+    end
+    if #KEYS == 5 then redis.call('HSETNX', KEYS[5], ARGV[4], ARGV[5]) end
     return false
     """
 
@@ -219,14 +224,18 @@ class DeskOutboxChannel:
         return DeliveryResult(ok=True, channel=self.name)
 
     def deliver_recorded(self, message: OutgoingMessage, records_key: str, sent_record: str,
-                         note: tuple[str, str, str] | None = None) -> str | None:
+                         slot_waits_key: str, note: tuple[str, str, str] | None = None
+                         ) -> str | None:
         """Push and store ``sent_record`` under the message's id in ``records_key``,
         atomically, unless a record is there already: then return it, write nothing.
 
+        ``slot_waits_key``: the hash of the resident's slot-wait marks
+        (``services.notify.delivery``): the message's mark, if it was put off for a slot
+        on another channel before it came to the desk, goes with the record.
         ``note``: (hash, field, value) written with it, once (``HSETNX``): the timeline
         note that says the message went (``shared.store``, notes).
         """
-        keys, args = [records_key], [message.notification_id, sent_record]
+        keys, args = [records_key, slot_waits_key], [message.notification_id, sent_record]
         if note is not None:
             keys.append(note[0])
             args += [note[1], note[2]]

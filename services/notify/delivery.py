@@ -72,9 +72,10 @@ LEASE_RECHECK_S = 1.0
 # message waiting behind it.
 SLOT_RECHECK_S = 0.5
 # A message's mark is removed once an attempt at it is recorded (sent, refused, or given
-# up on and handed to the desk): from then on its record says where it stands. Kept at
-# most this long regardless (a message whose event was dead-lettered for another reason
-# is never attempted): long past the grace it counts for, short enough not to pile up.
+# up on and handed to the desk; sent through the desk's outbox, when its channel became
+# the desk's while it waited): from then on its record says where it stands. Kept at
+# most this long regardless (a backstop): long past the grace it counts for, short
+# enough not to pile up.
 SLOT_WAIT_MARK_TTL_S = 600
 # A message put off for a slot keeps its place in this process's line for the channel
 # while it keeps coming back: a slot that frees goes to the longest-waiting of them, and a
@@ -496,7 +497,9 @@ class Deliveries:
     def _deliver_to_desk(self, desk: DeskOutboxChannel, message: OutgoingMessage,
                          audience: str, key: str, note: str,
                          note_for: NoteFor | None) -> Outcome | None:
-        """The desk in one atomic step: pushed and recorded sent, or already settled.
+        """The desk in one atomic step: pushed, recorded sent and its slot-wait mark
+        removed (put off for a webhook or email slot before its channel became the
+        desk's), or already settled.
 
         No lease is needed: the script is atomic. ``None`` when an earlier attempt
         through another channel left the message part-way (queued): that record's
@@ -508,7 +511,7 @@ class Deliveries:
         sent = Outcome(True, SENT, DESK, record["detail"], note, noted=note_for is not None)
         timeline = note_for(sent) if note_for is not None else None
         raw = desk.deliver_recorded(
-            message, key, dumps(record),
+            message, key, dumps(record), self.slot_waits_key(message.issue_id),
             note=timeline and (self.keys.notes(timeline.issue_id), timeline.note_id,
                                timeline.entry.model_dump_json()))
         if raw is None:

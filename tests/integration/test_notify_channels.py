@@ -143,7 +143,8 @@ def test_the_desk_outbox_still_works_after_redis_forgot_its_scripts(redis_client
         channel.deliver(first)
     redis_client.script_flush()  # as after a Redis restart
 
-    assert channel.deliver_recorded(second, f"{prefix}:records", "the record") is None
+    assert channel.deliver_recorded(second, f"{prefix}:records", "the record",
+                                    f"{prefix}:slot-waits") is None
 
     assert redis_client.hget(f"{prefix}:records", second.notification_id) == "the record"
     assert [e["notification_id"] for e in outbox(redis_client, prefix)] == \
@@ -176,16 +177,19 @@ def test_desk_push_record_and_note_are_one_step_and_a_settled_record_wins(redis_
     channel = DeskOutboxChannel(redis_client, prefix)
     message = make_message()
     records, notes = f"{prefix}:issue:X:notifications", f"{prefix}:issue:X:notes"
+    marks = f"{prefix}:notify:slot-waits:X"
+    redis_client.hset(marks, message.notification_id, '{"kind":"received"}')  # put off once
 
-    first = channel.deliver_recorded(message, records, '{"status":"sent"}',
+    first = channel.deliver_recorded(message, records, '{"status":"sent"}', marks,
                                      note=(notes, "notified:1", '{"step":"resident_notified"}'))
-    again = channel.deliver_recorded(message, records, '{"status":"other"}',
+    again = channel.deliver_recorded(message, records, '{"status":"other"}', marks,
                                      note=(notes, "notified:1", '{"step":"other"}'))
 
     assert first is None and again == '{"status":"sent"}'  # the existing record, untouched
     assert redis_client.llen(f"{prefix}:desk:outbox") == 1
     assert redis_client.hgetall(records) == {message.notification_id: '{"status":"sent"}'}
     assert redis_client.hgetall(notes) == {"notified:1": '{"step":"resident_notified"}'}
+    assert redis_client.hgetall(marks) == {}  # gone with the record
 
 
 def test_desk_outbox_redis_errors_propagate(prefix):

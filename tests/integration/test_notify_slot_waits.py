@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 import redis
 
 from services.notify.channels import (
+    DESK,
     WEBHOOK,
     Channels,
     DeliveryResult,
@@ -227,3 +229,32 @@ def wait_for_a_free_slot(notify: Deliveries) -> None:
     while notify.slots.in_flight(WEBHOOK):
         assert time.monotonic() < give_up, "the send did not end"
         time.sleep(0.005)
+
+
+@pytest.mark.parametrize("why", ["no phone now", "chose the desk now"])
+def test_a_message_put_off_on_the_webhook_that_goes_through_the_desk_leaves_no_mark(
+        client, redis_prefix, why):
+    """Put off for a slot on the webhook, then its channel became the desk's (the
+    resident's contact changed, or the webhook went): it went out through the desk's
+    outbox, and its mark stayed ten minutes, the resident's next messages waiting
+    behind a message long sent."""
+    webhook = HeldWebhook()
+    notify = deliveries(client, redis_prefix, webhook)
+    message = to_webhook(ISSUE)
+    assert notify.slots.take(WEBHOOK).now  # another resident's send on the wire
+    with pytest.raises(Deferred):
+        notify.deliver_once(message)
+    assert list(marks(client, notify, ISSUE)) == [message.notification_id]
+    key = notify.slot_waits_key(ISSUE)
+    client.hset(key, "another", dumps({"kind": "dispatched", "at": "x"}))
+    now_desk = (replace(message, recipient={}) if why == "no phone now"
+                else replace(message, preferred_channel=DESK))
+
+    outcome = notify.deliver_once(now_desk)
+
+    assert (outcome.fresh, outcome.status, outcome.channel) == (True, SENT, DESK)
+    assert list(marks(client, notify, ISSUE)) == ["another"]  # only its own mark went
+    assert webhook.on_the_wire == []
+    assert [loads(e)["notification_id"] for e in client.lrange(f"{redis_prefix}:desk:outbox",
+                                                               0, -1)] == \
+        [message.notification_id]
