@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Collection, Hashable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 
 import redis
@@ -48,7 +48,7 @@ from services.notify.recipients import AFTER, PREDECESSOR, RESIDENT, SUPERVISOR
 from shared import config as cfg
 from shared.issue import TimelineEntry
 from shared.jsoncodec import dumps, loads, utc_moment, utc_text
-from shared.messaging import Deferred
+from shared.messaging import Deferred, backoff
 from shared.privacy import mask_email, mask_name, mask_phone
 from shared.store import Keys
 
@@ -316,7 +316,8 @@ class Deliveries:
     def __init__(self, client: redis.Redis, prefix: str, channels: Channels,
                  max_attempts: int = 4, lease_s: int = LEASE_SECONDS,
                  renew_s: float = LEASE_RENEW_S, max_hold_s: float = LEASE_MAX_HOLD_S,
-                 direct_sends: int = cfg.DEFAULTS[cfg.NOTIFY_MAX_DIRECT_SENDS]):
+                 direct_sends: int = cfg.DEFAULTS[cfg.NOTIFY_MAX_DIRECT_SENDS],
+                 retry_delay_s: float = cfg.DEFAULTS[cfg.RETRY_DELAY_MS] / 1000):
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if not 0 < renew_s < lease_s:
@@ -326,6 +327,7 @@ class Deliveries:
         self.channels = channels
         self.prefix = prefix
         self.max_attempts = max_attempts
+        self.retry_delay_s = retry_delay_s  # the events' (WHISTLE_RETRY_DELAY_MS)
         self.lease_s, self.renew_s, self.max_hold_s = lease_s, renew_s, max_hold_s
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
@@ -442,6 +444,12 @@ class Deliveries:
             if record and record["status"] in FINAL:
                 return Outcome(False, record["status"], record["channel"],
                                record.get("detail", ""))
+            if record is not None and (wait_s := retry_wait(record, datetime.now(UTC),
+                                                            self.retry_delay_s)):
+                # Another copy of the event (at-least-once), come before the backoff of
+                # this message's refusal is over: it waits it out, no attempt spent.
+                raise Deferred(wait_s, f"message {nid} was refused {record['attempts']} "
+                                       f"time(s): tried again in {wait_s:.2f} s")
             now = _now()
             if record is None:
                 record = new_record(message, audience, channel.name, now)
@@ -684,6 +692,22 @@ def attempted(record: dict, message: OutgoingMessage, ok: bool, channel: str, de
     else:
         new.update(status=QUEUED, last_error=detail or "failed")
     return new
+
+
+def retry_wait(record: dict, now: datetime, retry_delay_s: float) -> float:
+    """How long a refused message must still wait before it is tried again, in seconds
+    (0: it may go now). Pure.
+
+    A refusal's backoff is the event's (``shared.messaging.backoff``, from
+    ``retry_delay_s``, ``WHISTLE_RETRY_DELAY_MS``), counted from the refusal by the
+    message's own attempts: the copy of the event that was refused comes back after at
+    least that (its attempts count every refusal of this message it carried, and more),
+    and any other copy (at-least-once delivery) must not come sooner."""
+    if record["status"] != QUEUED or not record["attempts"] or not record.get("last_attempt_at"):
+        return 0.0
+    due = (datetime.fromisoformat(record["last_attempt_at"])
+           + timedelta(seconds=backoff(retry_delay_s, record["attempts"])))
+    return max(0.0, (due - now).total_seconds())
 
 
 def relayed_by_desk(record: dict, message: OutgoingMessage) -> dict:

@@ -192,8 +192,9 @@ class Messenger(RedisProvider):
         self.templates = Templates.load(tz=cfg.get(config, cfg.DISPLAY_TZ))
         channels = build_channels(config, self.client, self.prefix)
         direct_sends = int(cfg.get(config, cfg.NOTIFY_MAX_DIRECT_SENDS))
-        self.deliveries = Deliveries(self.client, self.prefix, channels, max_attempts,
-                                     direct_sends=direct_sends)
+        self.deliveries = Deliveries(
+            self.client, self.prefix, channels, max_attempts, direct_sends=direct_sends,
+            retry_delay_s=int(cfg.get(config, cfg.RETRY_DELAY_MS)) / 1000)
         workers = int(cfg.get(config, cfg.MAX_WORKERS))
         if channels.others and direct_sends * len(channels.others) >= workers:
             _log.warning("%s (%d) per direct channel, %d channels, lets slow gateways take "

@@ -128,6 +128,33 @@ def test_a_refusing_webhook_is_retried_with_the_event_until_it_accepts(
                             for r in refusals)
 
 
+def test_a_duplicate_of_an_event_waiting_out_a_refusal_does_not_send_its_message_early(
+        runner_factory, config, store, amqp, gateway):
+    """At-least-once: a second copy of the event arrives while the first waits out the
+    backoff of its message's refusal. It sent the message again at once, spending one of
+    its attempts on a gateway that had just refused it; now it waits for the backoff
+    too, and the message is tried once more when the backoff is over."""
+    backoff_s = 1.5
+    gateway.failures = 1
+    config.update({cfg.RETRY_DELAY_MS: int(backoff_s * 1000), cfg.NOTIFY_CHANNEL: "webhook",
+                   cfg.NOTIFY_WEBHOOK_URL: gateway.url})
+    event = stored(store, "WH-20261207-0313", {"phone": "13812345678",
+                                                "preferred_channel": "webhook"})
+    base = start(runner_factory, config)
+
+    publish(amqp, event)
+    wait_until(lambda: [n["attempts"] for n in told(base, event.issue_id)] == [1])
+    publish(amqp, event)  # its duplicate, well within the backoff
+
+    time.sleep(backoff_s / 2)
+    assert len(gateway.requests) == 1
+    [record] = settled(base, event.issue_id)
+    time.sleep(0.5)  # nothing more: the other copy finds it sent
+    assert (record["status"], record["attempts"]) == ("sent", 2)
+    assert len(gateway.requests) == 2
+    assert dead_letters(amqp) == []
+
+
 def test_a_webhook_that_always_refuses_is_marked_failed_handed_to_the_desk_and_the_rest_flows(
         runner_factory, config, store, amqp, gateway):
     """Given up on, a message goes to the desk's outbox to relay: the desk sees only the

@@ -2,8 +2,10 @@
 the real Redis, with a webhook stand-in whose sends stay on the wire until let go.
 
 Their slot-wait marks go once the message is attempted (not ten minutes later), also
-when another process or a redelivered copy settles it; and a message put off is not
-passed over for ever by messages arriving afresh while the channel stays busy.
+when another process or a redelivered copy settles it, or it goes through the desk in the
+end; and a message put off is not passed over for ever by messages arriving afresh while
+the channel stays busy. And a refused message is not tried again within its backoff by
+another copy of its event.
 """
 
 from __future__ import annotations
@@ -258,3 +260,35 @@ def test_a_message_put_off_on_the_webhook_that_goes_through_the_desk_leaves_no_m
     assert [loads(e)["notification_id"] for e in client.lrange(f"{redis_prefix}:desk:outbox",
                                                                0, -1)] == \
         [message.notification_id]
+
+
+# ---------------------------------------------------------------- a refusal's backoff
+
+
+def test_a_copy_of_the_event_that_comes_within_a_refusals_backoff_waits_it_out(
+        client, redis_prefix):
+    """At-least-once: a duplicate of the event arrives while the copy that was refused
+    waits out its backoff in the delay queue. It sent the message again at once, an
+    attempt spent; now it is put off until the backoff is over (``Deferred``: no attempt
+    spent), and the message is tried again then, by whichever copy comes first."""
+    webhook = HeldWebhook(refuse=True)
+    notify = Deliveries(client, redis_prefix, Channels(DeskOutboxChannel(client, redis_prefix),
+                                                       {WEBHOOK: webhook}),
+                        retry_delay_s=0.4)
+    message = to_webhook(ISSUE)
+    assert notify.deliver_once(message).status == "queued"  # refused: attempt 1
+
+    with pytest.raises(Deferred) as held:
+        notify.deliver_once(message)  # the duplicate, at once
+
+    assert 0.2 < held.value.delay_s <= 0.4
+    assert webhook.on_the_wire == [message.notification_id]
+    [record] = map(loads, client.hvals(notify.keys.notifications(ISSUE)))
+    assert (record["status"], record["attempts"]) == ("queued", 1)
+    assert marks(client, notify, ISSUE) == {}  # not put off for a slot: nothing waits behind
+    assert notify.slots.in_flight(WEBHOOK) == 0 and notify.slots.waiting(WEBHOOK) == []
+
+    time.sleep(held.value.delay_s)
+    webhook.refuse = False
+    outcome = notify.deliver_once(message)  # the backoff is over: tried again
+    assert (outcome.status, webhook.on_the_wire) == (SENT, [message.notification_id] * 2)

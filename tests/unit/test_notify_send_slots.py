@@ -16,6 +16,7 @@ from services.notify.delivery import (
     SendSlots,
     ordering_wait,
     plan_send,
+    retry_wait,
 )
 from shared import config as cfg
 from shared.config import ConfigurationError, normalise
@@ -213,3 +214,25 @@ def test_a_deferral_mark_of_a_message_sent_since_holds_nothing():
 
 def test_a_deferred_message_later_in_the_chain_holds_nothing_before_it():
     assert wait(kind="received", marks=[mark("resolved", 0.1)]) is None
+
+
+# ------------------------------------------------- a refusal's backoff, for every copy
+
+
+def refused(attempts: int, seconds_ago: float, status: str = "queued") -> dict:
+    return {"status": status, "attempts": attempts,
+            "last_attempt_at": utc_moment(NOW - timedelta(seconds=seconds_ago))}
+
+
+@pytest.mark.parametrize(("record", "wait_s"), [
+    (refused(1, 0.0), 0.5),     # just refused: the event's first backoff, 0.5 s
+    (refused(1, 0.2), 0.3),
+    (refused(3, 1.0), 1.0),     # the third refusal: 0.5 s doubled twice
+    (refused(1, 0.5), 0.0),     # the backoff is over
+    (refused(9, 0.0), 60.0),    # capped, as the event's is
+    (refused(1, 0.0, SENT), 0.0),
+    (refused(4, 0.0, "failed"), 0.0),
+    ({"status": "queued", "attempts": 0, "last_attempt_at": None}, 0.0),  # never tried
+])
+def test_a_refused_message_waits_out_the_events_backoff_from_its_last_refusal(record, wait_s):
+    assert retry_wait(record, NOW, 0.5) == pytest.approx(wait_s)
