@@ -525,11 +525,18 @@ class EventSubscriber(Consumer):
 
         @subscribe(IssueReceived, IssueDispatched)   # one queue, in publishing order
         def on_event(self, event: IssueReceived | IssueDispatched): ...
+
+    ``dead_lettered``: the name of a method of the service, called with the event once
+    its worker's failure dead-lettered it (its attempts used up, or ``InvalidPayload``),
+    by the same worker: to let go of what only an event still to come back needs kept.
+    Its failure is logged and changes nothing (the dead letter is published already).
     """
 
     queue_consumer = DeadLetteringQueueConsumer()
 
-    def __init__(self, *event_classes: type[Event], **kwargs):
+    def __init__(self, *event_classes: type[Event], dead_lettered: str | None = None,
+                 **kwargs):
+        self.dead_lettered = dead_lettered
         # A deferral, or a wait for the store, is routine, not a worker error: nameko
         # logs expected ones as warnings.
         expected = kwargs.pop("expected_exceptions", ())
@@ -617,10 +624,23 @@ class EventSubscriber(Consumer):
         except ContainerBeingKilled:
             self.queue_consumer.requeue_message(message)
 
-    def handle_message_processed(self, message, result=None, exc_info=None):
+    def handle_result(self, message, worker_ctx, result=None, exc_info=None):
+        """nameko's, and the service's ``dead_lettered`` method once the event is
+        dead-lettered: still in the worker, its dependencies at hand."""
+        if self.handle_message_processed(message, result, exc_info) and self.dead_lettered:
+            try:
+                getattr(worker_ctx.service, self.dead_lettered)(*worker_ctx.args)
+            except Exception as exc:
+                _log.warning("%s: %s after its dead letter failed: %s",
+                             self.subscription.queue_name, self.dead_lettered,
+                             type(exc).__name__)
+        return result, exc_info
+
+    def handle_message_processed(self, message, result=None, exc_info=None) -> bool:
+        """Ack, defer, retry or dead-letter the message; whether it was dead-lettered."""
         if exc_info is None:
             self.queue_consumer.ack_message(message)
-            return
+            return False
         exc = exc_info[1]
         headers = message.headers or {}
         plan = plan_failure(exc, int(headers.get(ATTEMPTS_HEADER, 0)),
@@ -628,7 +648,7 @@ class EventSubscriber(Consumer):
                             self.retry_delay_s)
         if plan.action == DEFER:
             self._finish(message, defer_s=plan.delay_s)
-            return
+            return False
         queue = self.subscription.queue_name
         reason = scrub_text(f"{type(exc).__name__}: {exc}")[:500]
         if plan.action == WAIT:
@@ -642,12 +662,14 @@ class EventSubscriber(Consumer):
             self._finish(message, defer_s=plan.delay_s,
                          headers={ATTEMPTS_HEADER: plan.attempts, ERROR_HEADER: reason})
         else:
-            self._finish(message, dead_letter_reason=reason, attempts=plan.attempts)
+            return self._finish(message, dead_letter_reason=reason, attempts=plan.attempts)
+        return False
 
     def _finish(self, message, dead_letter_reason=None, attempts=1, defer_s=None,
-                headers=None):
+                headers=None) -> bool:
         """Dead-letter the message, or send it back through the delay queue after
-        ``defer_s`` with ``headers`` added; ack it once that is published."""
+        ``defer_s`` with ``headers`` added; ack it once that is published. Whether it
+        was (requeued instead when it could not be)."""
         try:
             if dead_letter_reason is not None:
                 self.dead_letter(message, dead_letter_reason, attempts)
@@ -658,8 +680,9 @@ class EventSubscriber(Consumer):
             # Could not park it (broker trouble): put it back rather than lose it.
             _log.warning("could not retry/dead-letter message: %s", type(exc).__name__)
             self.queue_consumer.requeue_message(message)
-            return
+            return False
         self.queue_consumer.ack_message(message)
+        return True
 
     def dead_letter(self, message, reason, attempts=1):
         _log.error("%s dead-lettered after %d attempt(s): %s",

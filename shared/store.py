@@ -24,6 +24,8 @@ Key scheme (``{p}`` is ``WHISTLE_KEY_PREFIX``, default ``whistle``)::
     {p}:desk:relayed:at             zset    notification id -> when it was relayed (epoch s)
     {p}:desk:pushed:{notification}  string  marks a message pushed to the desk (1 day)
     {p}:notify:lease:{notification} string  a notify worker is sending it (webhook, email; 10 s, renewed while it sends)
+    {p}:notify:slot-waits:{id}      hash    notification id -> its kind and when last put off for a slot (JSON; 10 min)
+    {p}:notify:event-slot-waits:{event} hash notification id put off for a slot -> its issue id (10 min)
     {p}:idx:closed                  zset    closed issue ids, scored by closed_at (epoch s)
     {p}:archive:lease:{id}          string  an archiver is moving the issue to PostgreSQL (60 s)
     {p}:rl:resend:{id}              string  a rating link was resent for the report (cooldown, TTL)

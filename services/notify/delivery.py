@@ -293,8 +293,9 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then " \
 
 
 # A message put off for a slot (Deliveries._put_off). KEYS: the issue's delivery records,
-# its slot-wait marks; ARGV: the message id, its mark ('' for none), the marks' TTL.
-# Settled already: its record, and any mark of it removed. Else the mark, written.
+# its slot-wait marks[, its event's marks (message id -> issue id)]; ARGV: the message
+# id, its mark ('' for none), the marks' TTL[, the issue id]. Settled already: its
+# record, and any mark of it removed. Else the mark, written, and listed under its event.
 _MARK_UNLESS_SETTLED = f"""
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if raw then
@@ -307,6 +308,10 @@ end
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[3])
+  if #KEYS == 3 then
+    redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+    redis.call('EXPIRE', KEYS[3], ARGV[3])
+  end
 end
 return false
 """
@@ -336,7 +341,8 @@ class Deliveries:
         self.slots = SendSlots(direct_sends)
 
     def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT,
-                     note_for: NoteFor | None = None, single_attempt: bool = False) -> Outcome:
+                     note_for: NoteFor | None = None, single_attempt: bool = False,
+                     event_id: str | None = None) -> Outcome:
         """Send unless already settled; record it under ``message.issue_id``'s notifications.
 
         ``message.recipient`` is a resident's contact (possibly empty: the desk relays
@@ -350,9 +356,12 @@ class Deliveries:
         ``single_attempt``: a message nothing will retry (a rating link the desk resends
         while it waits for the answer): a refusal is final, ``failed``, and it stays off
         the desk's outbox (the desk asked, and hears the refusal itself).
+
+        ``event_id``: the event the message tells of; a mark the message leaves when put
+        off for a slot is listed under it, for :meth:`forget_slot_waits`.
         """
         try:
-            return self._deliver_once(message, audience, note_for, single_attempt)
+            return self._deliver_once(message, audience, note_for, single_attempt, event_id)
         finally:
             self.wakeups.wake(message.issue_id)
 
@@ -370,7 +379,8 @@ class Deliveries:
         return True
 
     def _deliver_once(self, message: OutgoingMessage, audience: str,
-                      note_for: NoteFor | None, single_attempt: bool = False) -> Outcome:
+                      note_for: NoteFor | None, single_attempt: bool = False,
+                      event_id: str | None = None) -> Outcome:
         nid = message.notification_id
         key = self.keys.notifications(message.issue_id)
         channel, note = self.channels.for_message(message, supervisor=audience == SUPERVISOR)
@@ -384,7 +394,7 @@ class Deliveries:
         if plan.kept_for and self._leave_attempted(channel.name, plan.kept_for):
             plan = self.slots.take(channel.name, waiter)
         if not plan.now:
-            raw = self._put_off(message, key, marked=not single_attempt)
+            raw = self._put_off(message, key, marked=not single_attempt, event_id=event_id)
             if raw is not None:
                 # A retried or redelivered event comes back with messages settled
                 # already: those need no slot, and will not come back for one.
@@ -398,17 +408,38 @@ class Deliveries:
         finally:
             self.slots.give_back(channel.name)
 
-    def _put_off(self, message: OutgoingMessage, key: str, marked: bool) -> str | None:
+    def _put_off(self, message: OutgoingMessage, key: str, marked: bool,
+                 event_id: str | None = None) -> str | None:
         """The message's record if it is settled already (sent or given up on), its mark
         removed if one was left; else ``None``, and (``marked``) a mark saying it waits for
         a free slot, not lost: the resident's next message waits behind it
-        (:func:`ordering_wait`) as long as it keeps coming back. One atomic step, so a
-        mark is never written after another worker recorded the message settled and
-        removed it. Only when a message is deferred, never on the common path."""
+        (:func:`ordering_wait`) as long as it keeps coming back; listed under
+        ``event_id``, if given, should the event never come back (dead-lettered:
+        :meth:`forget_slot_waits`). One atomic step, so a mark is never written after
+        another worker recorded the message settled and removed it. Only when a message
+        is deferred, never on the common path."""
         mark = dumps({"kind": message.kind, "at": _now()}) if marked else ""
-        return self._mark_unless_settled(
-            keys=[key, self.slot_waits_key(message.issue_id)],
-            args=[message.notification_id, mark, SLOT_WAIT_MARK_TTL_S])
+        keys = [key, self.slot_waits_key(message.issue_id)]
+        args = [message.notification_id, mark, SLOT_WAIT_MARK_TTL_S]
+        if event_id is not None:
+            keys.append(self.event_slot_waits_key(event_id))
+            args.append(message.issue_id)
+        return self._mark_unless_settled(keys=keys, args=args)
+
+    def forget_slot_waits(self, event_id: str) -> None:
+        """Remove the slot-wait marks of the event's messages: the event was dead-lettered
+        (its retries used up for another reason, or found invalid), so its messages put
+        off for a slot will not come back for one, and the residents' next messages must
+        not wait behind them. Idempotent: a second call finds nothing listed."""
+        index = self.event_slot_waits_key(event_id)
+        listed = self.redis.hgetall(index)
+        if not listed:
+            return
+        with self.redis.pipeline() as pipe:
+            for nid, issue_id in listed.items():
+                pipe.hdel(self.slot_waits_key(issue_id), nid)
+            pipe.hdel(index, *listed)
+            pipe.execute()
 
     def _leave_attempted(self, channel: str, waiters: tuple[tuple[str, str], ...]) -> bool:
         """Whether some of ``waiters`` (issue id, message id), for whom free slots on
@@ -426,6 +457,10 @@ class Deliveries:
 
     def slot_waits_key(self, issue_id: str) -> str:
         return f"{self.prefix}:notify:slot-waits:{issue_id}"
+
+    def event_slot_waits_key(self, event_id: str) -> str:
+        """Hash: the event's messages with a slot-wait mark -> the issue it is under."""
+        return f"{self.prefix}:notify:event-slot-waits:{event_id}"
 
     def _deliver_leased(self, message: OutgoingMessage, audience: str, key: str, channel,
                         note: str, single_attempt: bool) -> Outcome:

@@ -221,10 +221,18 @@ class NotifyService:
 
     # A channel's refusal is routine (retried with the event, then handed to the desk):
     # logged as a warning per attempt, not as an error with a traceback.
-    @subscribe(*ANNOUNCED, expected_exceptions=DeliveryFailed)
+    @subscribe(*ANNOUNCED, expected_exceptions=DeliveryFailed,
+               dead_lettered="forget_slot_waits")
     def on_event(self, event: Event) -> None:
         """Every event a resident hears about, from one queue, in the order published."""
         getattr(self, ANNOUNCED[type(event)])(event)
+
+    def forget_slot_waits(self, event: Event) -> None:
+        """The event was dead-lettered (its retries used up for another reason than a
+        refusal, or found invalid): its messages put off for a slot will not come back
+        for one, and their marks must not hold the residents' next messages for the ten
+        minutes they would otherwise last (``delivery.SLOT_WAIT_MARK_TTL_S``)."""
+        self.messenger.deliveries.forget_slot_waits(event.event_id)
 
     def on_issue_received(self, event: IssueReceived) -> None:
         """Received, with the link to the resident's own progress page (the pages'
@@ -730,7 +738,8 @@ class NotifyService:
             return made[-1]
 
         # A message another worker is sending raises Deferred: the event comes back.
-        outcome = self.messenger.deliveries.deliver_once(message, audience, timeline_note)
+        outcome = self.messenger.deliveries.deliver_once(message, audience, timeline_note,
+                                                         event_id=event.event_id)
         # Written with the record, the note was made for this very outcome.
         note = made[-1] if outcome.noted else timeline_note(outcome)
         if outcome.fresh and not outcome.noted:

@@ -158,3 +158,35 @@ def test_a_message_queued_for_a_slot_longer_than_the_grace_is_not_overtaken(
     assert marked == {"received"}
     assert store.redis.hgetall(marks_key) == {}  # gone once "received" was sent
     assert dead_letters(amqp) == []
+
+
+def test_a_message_put_off_for_a_slot_whose_event_is_dead_lettered_leaves_no_mark(
+        runner_factory, config, store, amqp, gateway):
+    """Put off for a slot, its event then failed for another reason until it was
+    dead-lettered (here its issue was gone from Redis when it came back): the message
+    will never come back for the slot, yet its mark stayed ten minutes, and the
+    resident's next messages waited behind it. Now the mark goes with the dead letter."""
+    gateway.hold()
+    config.update({cfg.NOTIFY_MAX_DIRECT_SENDS: 1, cfg.NOTIFY_WEBHOOK_URL: gateway.url})
+    busy = stored(store, "WH-20261207-0431", PHONE)
+    doomed = stored(store, "WH-20261207-0432", PHONE)
+    other = stored(store, "WH-20261207-0433", PHONE)  # its marks are not the dead event's
+    test_notify_delivery.start(runner_factory, config)
+    publish(amqp, busy)
+    wait_until(lambda: gateway.requests, timeout=10, interval=0.02)  # the one slot taken
+    marks_key = f"{store.keys.prefix}:notify:slot-waits:{doomed.issue_id}"
+    other_key = f"{store.keys.prefix}:notify:slot-waits:{other.issue_id}"
+    try:
+        publish(amqp, doomed, other)
+        wait_until(lambda: store.redis.hlen(marks_key) and store.redis.hlen(other_key),
+                   timeout=10, interval=0.02)
+        store.redis.delete(store.keys.issue(doomed.issue_id))
+
+        [dead] = wait_until(lambda: dead_letters(amqp), timeout=15)
+        assert loads(dead.body)["event_id"] == doomed.event_id
+        wait_until(lambda: not store.redis.exists(marks_key), timeout=5, interval=0.02)
+        assert store.redis.hlen(other_key) == 1  # still put off, still waited behind
+    finally:
+        gateway.release()
+    wait_until(lambda: any(r["status"] == "sent" for r in records(store, other.issue_id)))
+    assert store.redis.hgetall(marks_key) == {}

@@ -494,7 +494,7 @@ class FakeDeliveries:
     failing: set[str] = field(default_factory=set)
 
     def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT,
-                     note_for=None) -> Outcome:
+                     note_for=None, event_id: str | None = None) -> Outcome:
         if message.issue_id in self.failing:
             return Outcome(False, "queued", "webhook", "HTTP 503")
         if any(m.notification_id == message.notification_id for m, _ in self.sent):
@@ -719,8 +719,8 @@ def test_a_failed_delivery_still_tells_the_others_then_retries_the_event(notify,
 
 
 def test_a_message_given_up_on_does_not_retry_the_event(notify, messenger):
-    messenger.deliveries.deliver_once = lambda message, audience=RESIDENT, note_for=None: Outcome(
-        True, "failed", "webhook", "HTTP 500")
+    messenger.deliveries.deliver_once = lambda message, audience=RESIDENT, note_for=None, \
+        event_id=None: Outcome(True, "failed", "webhook", "HTTP 500")
 
     notify.on_issue_dispatched(dispatched())  # does not raise
 
@@ -792,7 +792,7 @@ class RefusedThenPutOff(FakeDeliveries):
     message, is then put off (no free slot, or waiting its turn) by ``Deferred``."""
 
     def deliver_once(self, message: OutgoingMessage, audience: str = RESIDENT,
-                     note_for=None) -> Outcome:
+                     note_for=None, event_id: str | None = None) -> Outcome:
         if message.issue_id == PRIMARY and message.kind == "resolved":
             return Outcome(False, "queued", "webhook", "HTTP 503")
         raise Deferred(SLOT_RECHECK_S, f"message {message.notification_id} waits for a "
