@@ -165,8 +165,12 @@ class Assignment(Stored):
     resolve_overdue: bool = False
     missed_deadlines: int = 0
     # The level this agency's misses have whistled its part up to (三级吹哨): absent from
-    # records stored before it was kept, where its misses count it (escalation.agency_level).
+    # records stored before it was kept, where its misses count it (:func:`part_level`).
     level: EscalationLevel | None = None
+    # Since when its part is followed at the level it is at now (:func:`part_level`): the
+    # miss that whistled it there, or the reopen that did. Absent from records stored
+    # before it was kept, and while the part was never whistled.
+    level_since: StoredMoment | None = None
     withdrawn_at: StoredMoment | None = None
     withdrawn_by: str | None = None
     # Resolutions of earlier cycles, oldest first: absent from records stored before it.
@@ -352,6 +356,29 @@ def merged_group(record: IssueRecord, parent: IssueRecord | None) -> set[str]:
     if parent is not None:
         group.update((parent.issue_id, *parent.reporters))
     return group
+
+
+def part_level(record: IssueRecord, assignment: Assignment) -> EscalationLevel:
+    """The level ``assignment``'s part is followed at (三级吹哨 is per agency): where its
+    own misses whistled it, and at least where the latest reopen left the issue (an agency
+    seated after it too). An assignment stored before its ``level`` was kept is counted
+    by its misses. The issue's ``escalation_level`` is the highest of its parts'."""
+    own = (assignment.level if assignment.level is not None
+           else _level_after(assignment.missed_deadlines))
+    return higher_level(own, record.reopened_level or EscalationLevel.community)
+
+
+def higher_level(a: EscalationLevel, b: EscalationLevel) -> EscalationLevel:
+    return max(a, b, key=list(EscalationLevel).index)
+
+
+def _level_after(missed: int) -> EscalationLevel:
+    """Where an agency's ``missed`` deadlines have whistled it: none, the community; the
+    first, the street office; the next and every later one, the district."""
+    level = EscalationLevel.community
+    for _ in range(missed):
+        level = level.next()
+    return level
 
 
 @dataclass(frozen=True)
