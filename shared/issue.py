@@ -21,10 +21,14 @@ from __future__ import annotations
 import bisect
 import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
+from functools import partial
+from itertools import chain
+from operator import attrgetter, is_
+from types import UnionType
+from typing import Any, Self, Union, get_args, get_origin
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -101,6 +105,137 @@ class Stored(BaseModel):
         """
         return self.model_validate(self.model_dump())
 
+    def refuse_naive_moments(self) -> None:
+        """Raise pydantic's ``ValidationError`` (``timezone_aware``, the field's place
+        named, as at construction) if a moment assigned after this was built is naive.
+
+        Construction and :meth:`copy_to_change` refuse one; an attribute assigned in
+        between is not checked, and the store's JSON would keep it without a zone, read
+        back later as UTC. The store calls this before it writes a record. Not pydantic's
+        ``validate_assignment``: it doubled the cost of routing's transitions (every
+        assignment validated, the record's after-validators rerun), where this walk
+        reads each moment once, in a few microseconds for a record with a long timeline.
+        """
+        place = None if _all_aware(self) else _naive_place(self)
+        if place is not None:
+            loc, value = place
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                {"type": "timezone_aware", "loc": loc, "input": value}])
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """Where a kind of stored part keeps moments: fields holding one (or ``None``), a
+    mapping of them (a table's check-ins), a part, or a list of parts."""
+
+    moments: tuple[str, ...]
+    moment_maps: tuple[str, ...]
+    parts: tuple[str, ...]
+    part_lists: tuple[str, ...]
+    # Its moments, as a tuple, read in C; for a part with no inner part, all of them.
+    read: Callable[[Any], tuple[Any, ...]] | None = None
+    flat: bool = False
+
+
+_MOMENTS: dict[type, _Moments] = {}
+_ZONE = attrgetter("tzinfo")
+_NO_ZONE = partial(is_, None)
+
+
+def _moments_of(cls: type[Stored]) -> _Moments:
+    """Read once from the class's fields: a moment in a shape not listed here raises, so
+    that a new field of that shape is not left unchecked in silence."""
+    found: dict[str, list[str]] = {"moments": [], "moment_maps": [], "parts": [],
+                                   "part_lists": []}
+    for name, field in cls.model_fields.items():
+        kind = _field_kind(field.annotation)
+        if kind is not None:
+            found[kind].append(name)
+    names = found["moments"]
+    # attrgetter of one name gives the value, not a tuple: the name twice gives one.
+    read = attrgetter(*names, *names[:2 - len(names)]) if names else None
+    plan = _Moments(**{kind: tuple(names) for kind, names in found.items()}, read=read,
+                    flat=not (found["moment_maps"] or found["parts"] or found["part_lists"]))
+    _MOMENTS[cls] = plan
+    return plan
+
+
+def _field_kind(annotation: Any) -> str | None:
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (UnionType, Union) and len(args) == 1:
+        annotation, args = args[0], list(get_args(args[0]))  # X | None: X
+    origin = get_origin(annotation)
+    if annotation is StoredMoment:
+        return "moments"
+    if isinstance(annotation, type) and issubclass(annotation, Stored):
+        return "parts"
+    if origin is list and len(args) == 1 and isinstance(args[0], type) and issubclass(
+            args[0], Stored):
+        return "part_lists"
+    if origin is dict and args[1:] == [StoredMoment]:
+        return "moment_maps"
+    if "AwareDatetime" in repr(annotation):
+        raise TypeError(f"refuse_naive_moments does not know this shape: {annotation!r}")
+    return None
+
+
+def _all_aware(part: Stored) -> bool:
+    """True if no moment in ``part`` is naive: each read once, in C where it can be (a
+    record's timeline, its longest list, in one ``map``)."""
+    moments: list[Any] = []
+    _gather(part, moments)
+    # filter: unset ones (None); is_, not ==: a zone's == with None costs a call each.
+    return not any(map(_NO_ZONE, map(_ZONE, filter(None, moments))))
+
+
+def _gather(part: Stored, moments: list[Any]) -> None:
+    plan = _MOMENTS.get(type(part)) or _moments_of(type(part))
+    if plan.read is not None:
+        moments += plan.read(part)
+    if plan.flat:
+        return
+    for name in plan.moment_maps:
+        moments += getattr(part, name).values()
+    for name in plan.parts:
+        inner = getattr(part, name)
+        if inner is not None:
+            _gather(inner, moments)
+    for name in plan.part_lists:
+        items = getattr(part, name)
+        if not items:
+            continue
+        inner_plan = _MOMENTS.get(type(items[0])) or _moments_of(type(items[0]))
+        if inner_plan.flat and inner_plan.read is not None:
+            moments += chain.from_iterable(map(inner_plan.read, items))
+        else:
+            for inner in items:
+                _gather(inner, moments)
+
+
+def _naive_place(part: Stored) -> tuple[tuple[int | str, ...], datetime] | None:
+    """Where ``part`` (or a part within it) holds a naive moment, and that moment: the
+    slow road, taken once :func:`_all_aware` found one."""
+    plan = _MOMENTS.get(type(part)) or _moments_of(type(part))
+    for name in plan.moments:
+        moment = getattr(part, name)
+        if moment is not None and moment.utcoffset() is None:
+            return (name,), moment
+    for name in plan.moment_maps:
+        for key, moment in getattr(part, name).items():
+            if moment.utcoffset() is None:
+                return (name, key), moment
+    for name in plan.parts:
+        inner = getattr(part, name)
+        found = None if inner is None else _naive_place(inner)
+        if found is not None:
+            return (name, *found[0]), found[1]
+    for name in plan.part_lists:
+        for index, inner in enumerate(getattr(part, name)):
+            found = _naive_place(inner)
+            if found is not None:
+                return (name, index, *found[0]), found[1]
+    return None
+
 
 def _naive_texts(error: ValidationError) -> list[tuple[int | str, ...]]:
     """Where ``error`` is about stored naive moments only (text without a zone: an older
@@ -165,8 +300,12 @@ class Assignment(Stored):
     resolve_overdue: bool = False
     missed_deadlines: int = 0
     # The level this agency's misses have whistled its part up to (三级吹哨): absent from
-    # records stored before it was kept, where its misses count it (escalation.agency_level).
+    # records stored before it was kept, where its misses count it (:func:`part_level`).
     level: EscalationLevel | None = None
+    # Since when its part is followed at the level it is at now (:func:`part_level`): the
+    # miss that whistled it there, or the reopen that did. Absent from records stored
+    # before it was kept, and while the part was never whistled.
+    level_since: StoredMoment | None = None
     withdrawn_at: StoredMoment | None = None
     withdrawn_by: str | None = None
     # Resolutions of earlier cycles, oldest first: absent from records stored before it.
@@ -352,6 +491,29 @@ def merged_group(record: IssueRecord, parent: IssueRecord | None) -> set[str]:
     if parent is not None:
         group.update((parent.issue_id, *parent.reporters))
     return group
+
+
+def part_level(record: IssueRecord, assignment: Assignment) -> EscalationLevel:
+    """The level ``assignment``'s part is followed at (三级吹哨 is per agency): where its
+    own misses whistled it, and at least where the latest reopen left the issue (an agency
+    seated after it too). An assignment stored before its ``level`` was kept is counted
+    by its misses. The issue's ``escalation_level`` is the highest of its parts'."""
+    own = (assignment.level if assignment.level is not None
+           else _level_after(assignment.missed_deadlines))
+    return higher_level(own, record.reopened_level or EscalationLevel.community)
+
+
+def higher_level(a: EscalationLevel, b: EscalationLevel) -> EscalationLevel:
+    return max(a, b, key=list(EscalationLevel).index)
+
+
+def _level_after(missed: int) -> EscalationLevel:
+    """Where an agency's ``missed`` deadlines have whistled it: none, the community; the
+    first, the street office; the next and every later one, the district."""
+    level = EscalationLevel.community
+    for _ in range(missed):
+        level = level.next()
+    return level
 
 
 @dataclass(frozen=True)

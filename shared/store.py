@@ -756,7 +756,7 @@ class IssueStore:
         """
         keys = self.keys
         writes = Writes(keys.issue(record.issue_id), keys.applied(record.issue_id))
-        writes.set(keys.issue(record.issue_id), record.model_dump_json())
+        writes.set(keys.issue(record.issue_id), stored_json(record))
         if contact:
             writes.hset(keys.contact(record.issue_id), mapping=contact)
         writes.zadd(keys.all_issues, {record.issue_id: record.received_at.timestamp()})
@@ -1044,6 +1044,7 @@ class IssueStore:
         whether it was new."""
         args: list[str] = []
         for note_id, entry in entries.items():
+            entry.refuse_naive_moments()
             args += [note_id, entry.model_dump_json()]
         written = self._call(run_script, self._notes_script,
                              [self.keys.issue(issue_id), self.keys.notes(issue_id)], args)
@@ -1322,7 +1323,13 @@ def stored_json(record: IssueRecord) -> str:
     dispatched record holds a dozen or more (its assignments' deadlines, its
     timeline); orjson writes them in C (``jsoncodec.dumps``: ``Z`` for UTC, as pydantic
     writes it). Floats, non-ASCII text, control characters and other offsets come
-    out the same too (``tests/unit/test_store_json.py``)."""
+    out the same too (``tests/unit/test_store_json.py``).
+
+    A record holding a naive moment (assigned after it was built: construction refuses
+    one) is refused, pydantic's ``ValidationError`` naming the field, and nothing is
+    written: kept without a zone, it would be read back as UTC whatever its writer
+    meant. The archive copies the text written here, so it is refused there too."""
+    record.refuse_naive_moments()
     return dumps(record.model_dump())
 
 

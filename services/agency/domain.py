@@ -21,7 +21,14 @@ from shared.contracts import (
     IssueStatus,
     Role,
 )
-from shared.issue import Assignment, IssueRecord, TimelineEntry, acknowledge, resolve
+from shared.issue import (
+    Assignment,
+    IssueRecord,
+    TimelineEntry,
+    acknowledge,
+    part_level,
+    resolve,
+)
 from shared.jsoncodec import utc_moment
 
 # What ?status= accepts, and which assignment states each one means.
@@ -101,6 +108,10 @@ def assignment_view(record: IssueRecord, agency: str, now: datetime,
         # problem: staff must see it was sent back, and who now supervises it.
         reopen_count=record.reopen_count,
         escalation_level=record.escalation_level.value,
+        # Who presses *this* agency (三级吹哨 is per agency): its part can be with the
+        # street office while another's misses took the issue to the district. Its own
+        # staff only: this view is of their assignment, and names no other's level.
+        level=part_level(record, assignment).value,
         overdue=overdue,
         table=table_view(record, agency),
     )

@@ -9,7 +9,7 @@ They are kept in a Redis sorted set derived from the record (see
   supervisor at that level is notified;
 - after a reopen (民事民评 puts the issue one level up) every part is followed from
   that level: an agency's next miss goes one above it, never back to a level the
-  issue already passed (:func:`agency_level`);
+  issue already passed (:func:`shared.issue.part_level`);
 - the assignment is marked overdue;
 - the agency is whistled again: the deadline moves one window ahead, so the
   next miss escalates once more;
@@ -33,8 +33,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.routing.rules import RuleSet
-from shared.contracts import AgencyRef, DeadlineKind, EscalationLevel, Event, IssueEscalated
-from shared.issue import Assignment, Deadline, IssueRecord, pending_deadlines
+from shared.contracts import AgencyRef, DeadlineKind, Event, IssueEscalated
+from shared.issue import (
+    Deadline,
+    IssueRecord,
+    higher_level,
+    part_level,
+    pending_deadlines,
+)
 
 
 def is_still_due(record: IssueRecord, deadline: Deadline, now: datetime) -> bool:
@@ -58,12 +64,14 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
         new.reopened_level = new.escalation_level
     # The level follows how often *this* agency missed: two agencies silent at the
     # same deadline go to the street office together, not straight to the district.
-    before = agency_level(new, assignment)
+    before = part_level(new, assignment)
     level = before.next()
     reminder = level is before  # already at the top: nothing goes up
     assignment.missed_deadlines += 1
     assignment.level = level
-    new.escalation_level = _higher(new.escalation_level, level)
+    if not reminder:
+        assignment.level_since = now
+    new.escalation_level = higher_level(new.escalation_level, level)
     if deadline.kind is DeadlineKind.acknowledge:
         assignment.acknowledge_overdue = True
         if window:
@@ -98,25 +106,3 @@ def escalate(record: IssueRecord, deadline: Deadline, rules: RuleSet,
         issue_level=new.escalation_level,
     )
     return new, [event]
-
-
-def agency_level(record: IssueRecord, assignment: Assignment) -> EscalationLevel:
-    """The level ``assignment``'s part is followed at: where its own misses whistled it,
-    and at least where the latest reopen left the issue (an agency seated after it too).
-    An assignment stored before its ``level`` was kept is counted by its misses."""
-    own = (assignment.level if assignment.level is not None
-           else _agency_level(assignment.missed_deadlines))
-    return _higher(own, record.reopened_level or EscalationLevel.community)
-
-
-def _higher(a: EscalationLevel, b: EscalationLevel) -> EscalationLevel:
-    return max(a, b, key=list(EscalationLevel).index)
-
-
-def _agency_level(missed: int) -> EscalationLevel:
-    """Where an agency's ``missed`` deadlines have whistled it: none, the community; the
-    first, the street office; the next and every later one, the district."""
-    level = EscalationLevel.community
-    for _ in range(missed):
-        level = level.next()
-    return level

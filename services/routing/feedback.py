@@ -46,6 +46,7 @@ from shared.issue import (
     IssueRecord,
     RatingRecord,
     masked_comment,
+    part_level,
     pending_deadlines,
 )
 
@@ -144,12 +145,14 @@ def reopen(record: IssueRecord, reason: str, rules: RuleSet, now: datetime,
     new.reopen_count += 1
     new.escalation_level = new.escalation_level.next()
     # Every part is now followed from here: the next miss goes one above it, not back to
-    # a level the issue already passed (services.routing.escalation.agency_level).
+    # a level the issue already passed (shared.issue.part_level).
     new.reopened_level = new.escalation_level
     went_up = new.escalation_level is not record.escalation_level
     new.status = IssueStatus.dispatched
-    for a in new.assignments:
+    for a, was in zip(new.assignments, record.assignments, strict=True):
         a.back_to_work(record.reopen_count, now, now + window.acknowledge, now + window.resolve)
+        if part_level(new, a) is not part_level(record, was):
+            a.level_since = now  # the reopen, not a miss of its own, took this part up
     new.step(now, "routing", "reopened",
              f"the resident is not satisfied: {reason or '(no comment)'}; back to "
              f"{', '.join(new.agencies())}, "

@@ -135,6 +135,43 @@ def test_after_a_reopen_a_miss_goes_above_the_reopened_level_then_only_reminds(
     assert ups == ["已超时，升级至区督办"]
 
 
+def test_an_agency_reads_who_presses_its_own_part_not_only_the_issues_level(
+        start, whistle_config, tmp_path):
+    """三级吹哨 is per agency: the water company, silent, takes the pipe leak to the
+    district; the property manager reported in at once and misses only its resolve
+    deadline, so the street office presses *it*. Its workspace said "district" alone (the
+    issue's level): its staff did not know who chased them, nor since when."""
+    base = start(fast_rules(tmp_path, acknowledge="3s", resolve="12s"))
+    issue_id = submit(base, {"description": "楼上漏水，天花板滴水", "category": "pipe_leak",
+                             "location": {"community": "缤泰社区", "address": "丽德花园2号楼"}})
+    manager = auth(whistle_config, "property_manager")
+    wait_for(lambda: requests.get(f"{base}/issues/{issue_id}", headers=DESK).json()["status"],
+             lambda s: s == "dispatched")
+    acknowledged = requests.post(
+        f"{base}/agencies/property_manager/assignments/{issue_id}/acknowledge",
+        headers=manager, timeout=5)
+    assert acknowledged.status_code == 200, acknowledged.text
+
+    def manager_card():
+        cards = requests.get(f"{base}/agencies/property_manager/assignments",
+                             headers=manager, timeout=5).json()["assignments"]
+        return next(card for card in cards if card["issue_id"] == issue_id)
+
+    card = wait_for(manager_card, lambda c: c["resolve_overdue"], timeout=30)
+    assert (card["escalation_level"], card["level"]) == ("district", "street"), card
+    events = requests.get(f"{base}/issues/{issue_id}/events", headers=DESK).json()["events"]
+    [pressed] = [e for e in events if e["event_type"] == "issue.escalated"
+                 and e["agency"]["agency"] == "property_manager"]
+    assert datetime.fromisoformat(card["level_since"]) == datetime.fromisoformat(
+        pressed["occurred_at"])
+    water = requests.get(f"{base}/agencies/water/assignments", headers=auth(
+        whistle_config, "water"), timeout=5).json()["assignments"]
+    assert [c["level"] for c in water if c["issue_id"] == issue_id] == ["district"]
+    # The manager's staff read their own part's level only: not the water company's list.
+    assert requests.get(f"{base}/agencies/water/assignments", headers=manager,
+                        timeout=5).status_code == 403
+
+
 def test_open_table_task_blocks_resolution_until_done(start, whistle_config):
     base = start()
     issue_id = submit(base, {

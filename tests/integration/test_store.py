@@ -355,3 +355,39 @@ def test_buckets_are_claimed_once_and_taken_over_from_a_closed_owner_only_once(s
     # A closed: B and C both try to take over from it; the second learns B won.
     assert store.claim_buckets(keys, "WH-B", 60, replacing="WH-A") == "WH-B"
     assert store.claim_buckets(keys, "WH-C", 60, replacing="WH-A") == "WH-B"
+
+
+def test_a_record_holding_a_naive_moment_is_refused_and_nothing_is_written(
+        store, redis_client):
+    """A naive moment assigned after a record was built passed construction's check and
+    was written as it was, no zone, then read back as UTC whoever meant what. The write
+    path refuses it, naming the field, and writes nothing: not the record, not its outbox."""
+    from datetime import datetime
+
+    from pydantic import ValidationError
+
+    naive = datetime(2026, 11, 21, 9, 0)
+    record = received()
+    record.updated_at = naive
+    with pytest.raises(ValidationError, match=r"updated_at\n.*timezone"):
+        store.create(record, {}, "intake", {})
+    assert redis_client.keys(f"{store.keys.issue(ISSUE)}*") == []
+
+    created(store)
+    before = redis_client.get(store.keys.issue(ISSUE))
+
+    def late_and_naive(current: IssueRecord):
+        new, outbox = routed(current)
+        new.assignments[1].acknowledge_by = naive
+        return new, outbox
+
+    with pytest.raises(ValidationError, match=r"assignments\.1\.acknowledge_by\n.*timezone"):
+        store.apply(ISSUE, "e-naive", late_and_naive, "routing")
+    assert redis_client.get(store.keys.issue(ISSUE)) == before
+    assert not redis_client.sismember(store.keys.applied(ISSUE), "e-naive")
+
+    note = TimelineEntry(at=NOW, service="agency", step="assignment_delivered")
+    note.at = naive
+    with pytest.raises(ValidationError, match=r"\bat\n.*timezone"):
+        store.add_note(ISSUE, "n-1", note)
+    assert redis_client.get(store.keys.issue(ISSUE)) == before

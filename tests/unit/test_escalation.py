@@ -36,6 +36,7 @@ from shared.issue import (
     Routing,
     acknowledge,
     dispatch,
+    part_level,
     pending_deadlines,
     receive,
     resolve,
@@ -607,3 +608,37 @@ def test_a_miss_that_takes_the_issue_up_carries_its_own_level_as_the_issues():
     assert (event.level, event.issue_level) == (EscalationLevel.street, EscalationLevel.street)
     assert outcome(record) == \
         f"escalated to {RULES.supervisor(EscalationLevel.street).name_en} (street)"
+
+
+def test_each_part_keeps_since_when_its_own_level_presses_it():
+    """The agency's workspace says who presses *it* and since when: the miss that took its
+    part to its level, not a later reminder there, nor another agency's miss."""
+    record = pipe_leak()
+    record, _ = miss(record, "water")
+    first = record.assignment_for("water").level_since
+    record, _ = miss(record, "water")
+    to_district = record.assignment_for("water").level_since
+    record, manager = miss(record, "property_manager")
+    water, manager_part = (record.assignment_for(a) for a in ("water", "property_manager"))
+    assert first is not None and to_district is not None and to_district > first
+    assert (water.level_since, manager_part.level_since) == (to_district, manager.occurred_at)
+    assert (part_level(record, water), part_level(record, manager_part)) == (
+        EscalationLevel.district, EscalationLevel.street)
+
+    record, reminder = miss(record, "water")
+    assert reminder.reminder and record.assignment_for("water").level_since == to_district
+
+
+def test_a_reopen_that_takes_a_part_up_is_when_its_level_presses_it():
+    """Reopened to the street (民事民评): every part is pressed by the street office from
+    the reopen on; a part whose own miss then takes it to the district, from that miss."""
+    at = T0 + timedelta(hours=1)
+    record = reopened(pipe_leak(), at)
+    assert record.escalation_level is EscalationLevel.street
+    reopen = at + timedelta(minutes=1)
+    assert [a.level_since for a in record.assignments] == [reopen, reopen]
+    record, water_miss = miss(record, "water")
+    water, manager = (record.assignment_for(a) for a in ("water", "property_manager"))
+    assert (part_level(record, water), part_level(record, manager)) == (
+        EscalationLevel.district, EscalationLevel.street)
+    assert (water.level_since, manager.level_since) == (water_miss.occurred_at, reopen)

@@ -660,3 +660,38 @@ def test_a_stored_record_wrong_in_another_way_is_still_refused():
     broken["status"] = "nonsense"
     with pytest.raises(ValidationError, match="status"):
         IssueRecord.model_validate_json(orjson.dumps(broken))
+
+
+@pytest.mark.parametrize(("assign", "place"), [
+    (lambda r: setattr(r, "updated_at", NAIVE), r"updated_at"),
+    (lambda r: setattr(r.assignments[0], "resolved_at", NAIVE), r"assignments\.0\.resolved_at"),
+    (lambda r: setattr(r.timeline[-1], "at", NAIVE), r"timeline\.{last}\.at"),
+    (lambda r: r.table.checked_in.__setitem__("power", NAIVE), r"table\.checked_in\.power"),
+    (lambda r: setattr(r.table, "meets_at", NAIVE), r"table\.meets_at"),
+])
+def test_a_naive_moment_assigned_after_construction_is_refused_by_its_place(assign, place):
+    """Construction refuses a naive moment, but one assigned afterwards was only refused at
+    the next copy_to_change: the store wrote it as it was (no zone), read back as UTC.
+    refuse_naive_moments, which the store calls before each write, names where it is."""
+    from pydantic import ValidationError
+
+    record = IssueRecord.model_validate_json(_with_table("2026-11-22T09:00:00Z"))
+    record.refuse_naive_moments()  # every moment has its zone: nothing to say
+    assign(record)
+    with pytest.raises(ValidationError, match=place.format(last=len(record.timeline) - 1)
+                       + r"\n.*timezone"):
+        record.refuse_naive_moments()
+
+
+def test_every_moment_of_every_stored_part_is_looked_at():
+    """A new field holding a moment in a shape the check does not know is refused when
+    first checked, not left unchecked in silence."""
+    from pydantic import AwareDatetime
+
+    from shared.issue import Stored
+
+    class Odd(Stored):
+        moments: list[AwareDatetime]
+
+    with pytest.raises(TypeError, match="does not know this shape"):
+        Odd(moments=[T0]).refuse_naive_moments()

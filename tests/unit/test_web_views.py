@@ -2182,3 +2182,55 @@ def test_a_part_whistled_below_the_issues_level_says_the_issue_stays_there():
     assert en["detail"] == ("Property management did not report in by 2026-12-05 18:00: "
                             "escalated to Street office, the issue stays with District "
                             "government; whistled again, new deadline 2026-12-05 20:00")
+
+
+def test_an_agencys_card_says_who_presses_its_own_part_and_since_when():
+    """三级吹哨 is per agency: the water company's two misses took the pipe leak to the
+    district, the property manager's first miss to the street office. The manager's card
+    said only "supervised at district level": its staff did not know that the street
+    office presses *them*, nor since when. Each card says its own part's level; the
+    manager's names neither the water company's level nor when the district took it."""
+    from services.agency.domain import assignment_view
+    from shared.jsoncodec import utc_moment
+    from tests.unit.test_escalation import miss, pipe_leak
+
+    issue, _ = miss(pipe_leak(), "water")
+    issue, water_miss = miss(issue, "water")
+    issue, manager_miss = miss(issue, "property_manager")
+    manager = assignment_view(issue, "property_manager", manager_miss.occurred_at)
+    water = assignment_view(issue, "water", manager_miss.occurred_at)
+    assert (manager["escalation_level"], manager["level"], manager["level_since"]) == (
+        "district", "street", utc_moment(manager_miss.occurred_at))
+    assert (water["level"], water["level_since"]) == ("district",
+                                                      utc_moment(water_miss.occurred_at))
+    since = manager_miss.occurred_at.astimezone(ZoneInfo("Asia/Shanghai"))
+    for lang, said in (("zh", [f"你单位的部分：街道办事处自 {since:%Y-%m-%d %H:%M} 起督办（街道级）。",
+                               "已升级至区督办。"]),
+                       ("en", [f"Your part: Street office presses you (street level) since "
+                               f"{since:%Y-%m-%d %H:%M}.",
+                               "Escalated: supervised at district level."])):
+        html = rendered("agency.html", lang, assignments=[manager], total=1,
+                        next_deadline=lambda a: a.get("acknowledge_by"),
+                        principal=types.SimpleNamespace(agency="property_manager"))
+        assert all(text in html for text in said), (lang, html)
+        pressed = re.search(r'<p class="notice pressed"[^>]*>(.*?)</p>', html).group(1)
+        assert "区" not in pressed.replace("街道", "") and "District" not in pressed
+        water_since = water_miss.occurred_at.astimezone(ZoneInfo("Asia/Shanghai"))
+        assert f"{water_since:%Y-%m-%d %H:%M}" not in html
+    html = rendered("agency.html", "en", assignments=[water], total=1,
+                    next_deadline=lambda a: a.get("acknowledge_by"),
+                    principal=types.SimpleNamespace(agency="water"))
+    assert "District government presses you (district level) since" in html
+
+
+def test_an_agencys_part_never_whistled_names_no_one_pressing_it():
+    from services.agency.domain import assignment_view
+    from tests.unit.test_escalation import miss, pipe_leak
+
+    issue, event = miss(pipe_leak(), "water")
+    card = assignment_view(issue, "property_manager", event.occurred_at)
+    assert (card["level"], card["level_since"]) == ("community", None)
+    html = rendered("agency.html", "zh", assignments=[card], total=1,
+                    next_deadline=lambda a: a.get("acknowledge_by"),
+                    principal=types.SimpleNamespace(agency="property_manager"))
+    assert "已升级至街道督办。" in html and "你单位的部分" not in html
