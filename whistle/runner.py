@@ -50,6 +50,7 @@ def wait_for_broker(amqp_uri: str, timeout_s: float) -> None:
                 raise SystemExit(f"whistle: cannot reach RabbitMQ at {where} "
                                  f"({short_reason(exc)}) after {timeout_s:g} s") from None
             _log.warning("waiting for RabbitMQ (%s)", short_reason(exc))
+            exit_if_stopped_before_start()  # up to a minute here: not until its end
             time.sleep(1)
 
 
@@ -125,8 +126,25 @@ class StoppedBeforeStart(SystemExit):
     green thread the signal interrupted (it swallows other exceptions, in its timers)."""
 
 
+# The SIGTERM that came before any service started, if one did (see below).
+_stop_asked: list[int] = []
+
+
 def _stopped_before_start(signum, frame) -> None:
+    _stop_asked.append(signum)
     raise StoppedBeforeStart(0)
+
+
+def exit_if_stopped_before_start() -> None:
+    """Stop now if a SIGTERM came before the services started and its exception was lost.
+
+    The handler's exception lands wherever the main thread happened to be, and where that
+    is a weakref callback or a ``__del__``, Python prints it and carries on: seen under
+    load, in importlib's module-lock callback while the services' modules were imported.
+    Start-up then went on to run the services, and docker's SIGKILL ended them 10 s later.
+    Called at the last moment start-up can still stop without stopping a service."""
+    if _stop_asked:
+        raise StoppedBeforeStart(0)
 
 
 def stop_on_sigterm_before_start() -> None:
@@ -178,6 +196,9 @@ def run(names: tuple[str, ...], config: dict, on_started=None) -> None:
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     signal.signal(signal.SIGHUP, reload_rules_on_sighup)
+    # After the graceful handler is in place: a SIGTERM from now on reaches `shutdown`,
+    # and one before it either ended start-up already or is caught here.
+    exit_if_stopped_before_start()
     runner.start()
     started.send()
     if on_started:

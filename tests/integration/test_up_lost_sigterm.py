@@ -1,0 +1,95 @@
+"""A SIGTERM before the services start stops ``whistle up``, even when its exception is lost.
+
+The SIGTERM handler ``whistle up`` sets before its services start raises, and the
+exception lands wherever the main thread is. In a weakref callback Python prints it and
+carries on ("Exception ignored in: <function _get_module_lock.<locals>.cb>", seen once
+in CI under load): start-up went on, the services ran, and docker's SIGKILL ended them
+10 s later (tests/e2e/test_compose_stop.py, "after launch +0.8s"). Here the signal is
+lost that way on purpose, in this process, then ``run`` is called as ``whistle up``
+calls it, against the real broker: it must stop before starting any service.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import sys
+import weakref
+
+import pytest
+
+from shared import config as cfg
+from shared import logging as whistle_logging
+from whistle import runner
+from whistle.runner import StoppedBeforeStart
+
+pytestmark = pytest.mark.integration
+
+
+class Anything:
+    pass
+
+
+@pytest.fixture
+def signals_kept():
+    """This process's signal handlers, its logging and the runner's note, as they were."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
+                                                       signal.SIGHUP)}
+    log_format = whistle_logging._configured_format
+    yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    runner._stop_asked.clear()
+    whistle_logging._configured_format = None
+    whistle_logging.configure_logging(log_format or "console")
+
+
+def lose_a_sigterm_in_a_weakref_callback(monkeypatch) -> None:
+    """The handler runs inside a weakref callback, where its exception is only printed
+    (handed to ``sys.unraisablehook``, here one that keeps it)."""
+    lost = []
+    monkeypatch.setattr(sys, "unraisablehook", lost.append)
+    thing = Anything()
+    ref = weakref.ref(thing, lambda _: runner._stopped_before_start(signal.SIGTERM, None))
+    del thing
+    gc.collect()
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    assert ref() is None  # the callback ran, and nothing was raised here
+    assert [type(u.exc_value) for u in lost] == [StoppedBeforeStart]
+
+
+class Started(Exception):
+    """Raised by the stubbed ``ServiceRunner.start``: the services would have started."""
+
+
+@pytest.fixture
+def starts(monkeypatch) -> list:
+    """Every runner ``run`` went on to start; none of the services is started for real."""
+    started = []
+
+    def start(self):
+        started.append(self)
+        raise Started
+
+    monkeypatch.setattr(runner.ServiceRunner, "start", start)
+    return started
+
+
+def test_a_sigterm_lost_in_a_weakref_callback_still_stops_up_before_any_service_starts(
+        signals_kept, whistle_config, starts, monkeypatch):
+    runner.stop_on_sigterm_before_start()
+
+    lose_a_sigterm_in_a_weakref_callback(monkeypatch)
+
+    with pytest.raises(StoppedBeforeStart):
+        runner.run(("intake", "routing"), whistle_config)
+    assert starts == []
+
+
+def test_without_a_sigterm_up_goes_on_to_start_its_services(signals_kept, whistle_config,
+                                                             starts):
+    # the same path with no signal reaches the runner's start
+    runner.stop_on_sigterm_before_start()
+    with pytest.raises(Started):
+        runner.run(("intake",), {**whistle_config, cfg.LOG_FORMAT: "console"})
+    assert len(starts) == 1
