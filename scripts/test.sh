@@ -29,12 +29,31 @@ EVERYDAY="not cluster and not faults"  # a later -m replaces the one in pyprojec
 shard() {  # shard NAME PYTEST-ARGS...: pytest with each output line prefixed by [NAME]
     local name=$1
     shift
-    "$PYTEST" "$@" 2>&1 | sed -u "s/^/[$name] /"
+    # Ctrl-C must stop pytest, which then tears its processes down and prints why, and
+    # must not stop sed, which passes that on. A script's background commands may start
+    # with SIGINT ignored (bash's `trap -` cannot undo that): coreutils' env gives pytest
+    # the default back; sed ignores it.
+    env --default-signal=INT "$PYTEST" "$@" 2>&1 | (trap '' INT; exec sed -u "s/^/[$name] /")
 }
 
 status=0
 note() {  # note STATUS: keep the first failure's status
     if [ "$1" -ne 0 ] && [ "$status" -eq 0 ]; then status=$1; fi
+}
+
+# Ctrl-C reaches every pytest here itself (they share the terminal's process group): wait
+# for them to tear their processes down, then stop without starting the next phase.
+interrupted=0
+trap 'interrupted=1' INT
+
+finish() {  # finish PID: its exit status, once it has exited (a Ctrl-C interrupts `wait`)
+    local code
+    while true; do
+        wait "$1"
+        code=$?
+        if [ "$code" -gt 128 ] && kill -0 "$1" 2>/dev/null; then continue; fi
+        return "$code"
+    done
 }
 
 echo "== phase 1: unit and integration | end-to-end, side by side"
@@ -44,8 +63,12 @@ inner=$!
 shard e2e -m "$EVERYDAY" tests --ignore=tests/unit --ignore=tests/integration \
     --ignore=tests/test_compose.py &
 outer=$!
-wait "$inner"; note $?
-wait "$outer"; note $?
+finish "$inner"; note $?
+finish "$outer"; note $?
+if [ "$interrupted" -eq 1 ]; then
+    echo "== interrupted: the fault suite was not run"
+    exit 130
+fi
 
 echo "== phase 2: the fault suite, alone"
 "$PYTEST" -m "faults and not cluster"; note $?

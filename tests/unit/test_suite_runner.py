@@ -8,10 +8,14 @@ whole run with pytest's own status.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "scripts" / "test.sh"
@@ -69,3 +73,44 @@ def test_a_failure_in_any_call_fails_the_run_with_pytests_status(fake_pytest, fa
 def test_the_first_failure_is_the_status_given(fake_pytest):
     status, _, _ = fake_pytest(unit=5, faults=1)
     assert status == 5
+
+
+def test_ctrl_c_stops_both_shards_which_tear_down_and_the_faults_never_start(tmp_path):
+    """A script's background commands start with SIGINT ignored: the two pytest processes
+    of phase 1 kept running after a Ctrl-C, with their ``whistle up`` processes, and the
+    terminal came back while they still printed."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "pytest"
+    fake.write_text(f"""#!{sys.executable}
+import sys, time
+with open({str(calls)!r}, "a") as calls:
+    calls.write("started " + " ".join(sys.argv[1:]) + "\\n")
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    print("tearing down", flush=True)
+    time.sleep(0.5)  # as pytest stops its fixtures' processes
+    with open({str(calls)!r}, "a") as calls:
+        calls.write("stopped\\n")
+    sys.exit(2)
+sys.exit(0)
+""")
+    fake.chmod(0o755)
+    # its own process group, as a terminal's foreground job: Ctrl-C goes to the group
+    runner = subprocess.Popen(["bash", str(RUNNER)], env={**os.environ, "PYTEST": str(fake)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        wait_until(lambda: calls.exists() and calls.read_text().count("started") == 2,
+                   timeout=20)
+        os.killpg(runner.pid, signal.SIGINT)
+        output, _ = runner.communicate(timeout=30)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+    lines = calls.read_text().splitlines()
+    assert runner.returncode == 130
+    assert lines.count("stopped") == 2  # each shard heard it, and finished before the exit
+    assert not any("faults and not cluster" in line for line in lines)  # phase 2 never ran
+    assert "[e2e] tearing down" in output and "[unit+integration] tearing down" in output
+    assert "== interrupted: the fault suite was not run" in output
