@@ -19,6 +19,7 @@ with warnings.catch_warnings():
 eventlet.monkey_patch()
 
 import os  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import uuid  # noqa: E402
 
@@ -28,6 +29,22 @@ import redis  # noqa: E402
 from shared import config as cfg  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_kept():
+    """This process's SIGINT, SIGTERM and SIGHUP handlers as they were before each test.
+
+    A command run in-process (``whistle tail`` through click's runner) sets its own, and
+    left so, a Ctrl-C only asked a tail that had ended to stop: pytest, and `make test`,
+    ran on to the end."""
+    handlers = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    yield
+    for signum, handler in handlers.items():
+        if signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 

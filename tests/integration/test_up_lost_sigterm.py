@@ -32,13 +32,10 @@ class Anything:
 
 @pytest.fixture
 def signals_kept():
-    """This process's signal handlers, its logging and the runner's note, as they were."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT,
-                                                       signal.SIGHUP)}
+    """This process's logging and the runner's note as they were (its signal handlers are
+    put back for every test: tests/conftest.py)."""
     log_format = whistle_logging._configured_format
     yield
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
     runner._stop_asked.clear()
     whistle_logging._configured_format = None
     whistle_logging.configure_logging(log_format or "console")
