@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,6 +31,25 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
          "--disable-extensions", "--lang=zh-CN", "--hide-scrollbars")
 
 T = TypeVar("T")
+
+
+def _gone(element) -> bool:
+    """Whether ``element`` belongs to a page the browser has left (selenium's
+    ``staleness_of``, and one more answer that means the same).
+
+    Asked at the very moment the new page replaces the old one, Chromium's driver can
+    answer for the old page's node with an "unknown error" ("Node with given id does not
+    belong to the document"), not "stale element reference": it failed a test once, in
+    CI, with another pytest process beside it."""
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in (exc.msg or ""):
+            return True
+        raise
 
 
 class Browser:
@@ -77,7 +96,7 @@ class Browser:
         then fails the test on a busy machine."""
         page = self.find("html")
         self.find(css).click()
-        WebDriverWait(self.driver, timeout).until(staleness_of(page))
+        WebDriverWait(self.driver, timeout).until(lambda _: _gone(page))
         self.wait(lambda: self.driver.execute_script("return document.readyState")
                   == "complete", timeout, "the page answered")
 
