@@ -14,10 +14,11 @@ import pytest
 import requests
 
 from shared import config as cfg
+from shared.errors import NotFound
 from tests.conftest import REDIS_URL, free_port
 from tests.support.compose import RUNNING_LINE, compose_command
 from tests.support.stderr_probe import TOKEN
-from tests.support.waiting import wait_until
+from tests.support.waiting import answers_rpc, wait_until
 from tests.test_compose import CONFIG_ENV_VARS
 
 pytestmark = pytest.mark.integration
@@ -70,6 +71,10 @@ def test_intakes_process_scrubs_a_green_threads_traceback(command, rabbit_config
             wait_until(lambda: _answers(f"http://{address}/health"), timeout=60, interval=0.2)
             if command is _compose_with_probe:
                 wait_until(lambda: RUNNING_LINE in err_path.read_text(), timeout=60, interval=0.2)
+            else:  # /health answers while the consumers are still starting
+                wait_until(lambda: answers_rpc(rabbit_config["AMQP_URI"], "intake",
+                                               "get_issue", "none", refusal=NotFound),
+                           timeout=60, interval=0.2)
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=60)
