@@ -11,23 +11,17 @@ calls it, against the real broker: it must stop before starting any service.
 
 from __future__ import annotations
 
-import gc
 import signal
-import sys
-import weakref
 
 import pytest
 
 from shared import config as cfg
 from shared import logging as whistle_logging
+from tests.support.lost_signals import raised_in_a_weakref_callback
 from whistle import runner
 from whistle.runner import StoppedBeforeStart
 
 pytestmark = pytest.mark.integration
-
-
-class Anything:
-    pass
 
 
 @pytest.fixture
@@ -39,20 +33,6 @@ def signals_kept():
     runner._stop_asked.clear()
     whistle_logging._configured_format = None
     whistle_logging.configure_logging(log_format or "console")
-
-
-def lose_a_sigterm_in_a_weakref_callback(monkeypatch) -> None:
-    """The handler runs inside a weakref callback, where its exception is only printed
-    (handed to ``sys.unraisablehook``, here one that keeps it)."""
-    lost = []
-    monkeypatch.setattr(sys, "unraisablehook", lost.append)
-    thing = Anything()
-    ref = weakref.ref(thing, lambda _: runner._stopped_before_start(signal.SIGTERM, None))
-    del thing
-    gc.collect()
-    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
-    assert ref() is None  # the callback ran, and nothing was raised here
-    assert [type(u.exc_value) for u in lost] == [StoppedBeforeStart]
 
 
 class Started(Exception):
@@ -76,7 +56,9 @@ def test_a_sigterm_lost_in_a_weakref_callback_still_stops_up_before_any_service_
         signals_kept, whistle_config, starts, monkeypatch):
     runner.stop_on_sigterm_before_start()
 
-    lose_a_sigterm_in_a_weakref_callback(monkeypatch)
+    assert raised_in_a_weakref_callback(  # only printed: start-up goes on
+        monkeypatch, lambda: runner._stopped_before_start(signal.SIGTERM, None)
+    ) == [StoppedBeforeStart]
 
     with pytest.raises(StoppedBeforeStart):
         runner.run(("intake", "routing"), whistle_config)

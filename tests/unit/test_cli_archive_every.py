@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 
 from tests.support.cli import run
+from tests.support.lost_signals import raised_in_a_weakref_callback
 
 
-@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm", "sigterm-lost"])
 def test_archive_every_stops_cleanly_on_ctrl_c_or_sigterm(monkeypatch, stop):
     closed, passes = [], []
 
@@ -23,7 +24,13 @@ def test_archive_every_stops_cleanly_on_ctrl_c_or_sigterm(monkeypatch, stop):
             if len(passes) == 2:
                 if stop == "ctrl-c":
                     raise KeyboardInterrupt
-                os.kill(os.getpid(), signal.SIGTERM)
+                if stop == "sigterm-lost":  # its KeyboardInterrupt only printed
+                    handler = signal.getsignal(signal.SIGTERM)
+                    assert raised_in_a_weakref_callback(
+                        monkeypatch, lambda: handler(signal.SIGTERM, None)) == [KeyboardInterrupt]
+                else:
+                    os.kill(os.getpid(), signal.SIGTERM)
+            assert len(passes) <= 2, "went on archiving after its SIGTERM"
             return SimpleNamespace(archived=[], changed=[], busy=0)
 
     store = SimpleNamespace(archive=SimpleNamespace(close=lambda: closed.append(True)))
@@ -36,3 +43,4 @@ def test_archive_every_stops_cleanly_on_ctrl_c_or_sigterm(monkeypatch, stop):
     assert result.output.splitlines()[-1] == "whistle archive: stopped"
     assert closed == [True] and len(passes) == 2
     assert signal.getsignal(signal.SIGTERM) is before
+
