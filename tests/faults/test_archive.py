@@ -43,7 +43,7 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
 N_CHAIN = 24  # issues taken through the chain while PostgreSQL is down
-N_SEEDED = 3000  # closed issues seeded for the archiver scenarios
+N_SEEDED = 1500  # closed issues seeded for the archiver scenarios (3,000 until session 28)
 KILLS = 8
 
 
