@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 
 PY311_CHECK := 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Whistle needs Python 3.11+, found " + sys.version.split()[0])'
 
-.PHONY: venv infra up test test-side-by-side lint demo
+.PHONY: venv infra up test lint demo
 
 venv: $(VENV)/.installed
 
@@ -27,13 +27,10 @@ infra:
 up: venv infra
 	$(BIN)/whistle up
 
+# The whole suite in two phases (scripts/test.sh): the unit and integration tests beside
+# the end-to-end tests, then the fault suite alone. `.venv/bin/pytest` runs the same tests
+# one after the other, in about a third more time (docs/testing.md).
 test: venv infra
-	$(BIN)/pytest
-
-# The same tests in about three quarters of the time: unit and integration beside the
-# end-to-end tests, then the fault suite alone (scripts/test.sh). Not yet what CI runs:
-# side by side, timing races that an idle core hid still surface (docs/testing.md).
-test-side-by-side: venv infra
 	PYTEST=$(BIN)/pytest bash scripts/test.sh
 
 lint:
