@@ -45,6 +45,8 @@ def signal_handlers_kept():
     for signum, handler in handlers.items():
         if signal.getsignal(signum) is not handler:
             signal.signal(signum, handler)
+
+
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 

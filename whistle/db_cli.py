@@ -12,6 +12,7 @@ import time
 import click
 
 from shared import config as cfg
+from whistle.noted_stop import NotedStop
 from whistle.web_client import check_issue_id
 
 
@@ -128,8 +129,8 @@ def archive(retention: str | None, batch: int, lease_s: int, every_s: float | No
     store = _store(config)
     archiver = Archiver(store, store.archive, retention_s, batch=batch, lease_s=lease_s)
     if every_s is not None:  # SIGTERM stops it as Ctrl-C does (a pass cut short: its claims expire)
-        _sigterms.clear()
-        on_term = signal.signal(signal.SIGTERM, _interrupt)
+        _archive_stop.asked.clear()
+        on_term = signal.signal(signal.SIGTERM, _archive_stop)
     try:  # the pool closed on every way out: left to the interpreter, it printed a traceback
         while True:
             try:
@@ -143,7 +144,7 @@ def archive(retention: str | None, batch: int, lease_s: int, every_s: float | No
                            err=True)
             if every_s is None:
                 break
-            _stop_if_sigterm_lost()
+            _archive_stop.raise_if_asked()  # a SIGTERM whose KeyboardInterrupt was lost
             time.sleep(every_s)
     except KeyboardInterrupt:  # how --every stops: not click's "Aborted!", exit 1
         if every_s is None:
@@ -155,24 +156,9 @@ def archive(retention: str | None, batch: int, lease_s: int, every_s: float | No
             signal.signal(signal.SIGTERM, on_term)
 
 
-# The SIGTERMs `archive --every` was sent, noted as well as raised (below).
-_sigterms: list[int] = []
-
-
-def _interrupt(signum, frame) -> None:
-    _sigterms.append(signum)
-    raise KeyboardInterrupt
-
-
-def _stop_if_sigterm_lost() -> None:
-    """Stop now if a SIGTERM came and its KeyboardInterrupt was lost.
-
-    The handler's exception lands wherever the main thread is, and in a weakref callback
-    or a ``__del__`` (the archive's pool and psycopg run both) Python prints it and
-    carries on: the loop would have archived on until a second signal, as ``whistle up``
-    once started its services (whistle/runner.py). Checked after every pass."""
-    if _sigterms:
-        raise KeyboardInterrupt
+# SIGTERM stops `archive --every` as Ctrl-C does, after the pass at the latest: the loop
+# checks for one whose exception was lost in a finalizer (the pool's, psycopg's).
+_archive_stop = NotedStop(KeyboardInterrupt)
 
 
 @click.group()

@@ -16,6 +16,7 @@ from nameko.runners import ServiceRunner
 from shared import config as cfg
 from shared.logging import configure_logging
 from shared.store import close_archives
+from whistle.noted_stop import NotedStop
 
 _log = getLogger("whistle.up")
 
@@ -126,25 +127,18 @@ class StoppedBeforeStart(SystemExit):
     green thread the signal interrupted (it swallows other exceptions, in its timers)."""
 
 
-# The SIGTERM that came before any service started, if one did (see below).
-_stop_asked: list[int] = []
-
-
-def _stopped_before_start(signum, frame) -> None:
-    _stop_asked.append(signum)
-    raise StoppedBeforeStart(0)
+# SIGTERM before any service started: ends start-up, noted in case its exception is lost.
+_stopped_before_start = NotedStop(lambda: StoppedBeforeStart(0))
 
 
 def exit_if_stopped_before_start() -> None:
     """Stop now if a SIGTERM came before the services started and its exception was lost.
 
-    The handler's exception lands wherever the main thread happened to be, and where that
-    is a weakref callback or a ``__del__``, Python prints it and carries on: seen under
-    load, in importlib's module-lock callback while the services' modules were imported.
-    Start-up then went on to run the services, and docker's SIGKILL ended them 10 s later.
-    Called at the last moment start-up can still stop without stopping a service."""
-    if _stop_asked:
-        raise StoppedBeforeStart(0)
+    Seen under load: the handler raised in importlib's module-lock weakref callback while
+    the services' modules were imported, Python printed it and carried on, start-up went
+    on to run the services, and docker's SIGKILL ended them 10 s later. Called at the last
+    moment start-up can still stop without stopping a service."""
+    _stopped_before_start.raise_if_asked()
 
 
 def stop_on_sigterm_before_start() -> None:

@@ -30,7 +30,7 @@ def signals_kept():
     put back for every test: tests/conftest.py)."""
     log_format = whistle_logging._configured_format
     yield
-    runner._stop_asked.clear()
+    runner._stopped_before_start.asked.clear()
     whistle_logging._configured_format = None
     whistle_logging.configure_logging(log_format or "console")
 

@@ -43,4 +43,3 @@ def test_archive_every_stops_cleanly_on_ctrl_c_or_sigterm(monkeypatch, stop):
     assert result.output.splitlines()[-1] == "whistle archive: stopped"
     assert closed == [True] and len(passes) == 2
     assert signal.getsignal(signal.SIGTERM) is before
-
